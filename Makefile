@@ -1,0 +1,31 @@
+# Set-up and the two jobs. Needs only Python 3.11 and make.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+## the main job on the reference spec
+run: $(STAMP)
+	$(VENV)/bin/nasdsl build specs/googlenet.yaml -o out
+
+## the whole test suite (lint included)
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/pytorch_speed.py
+	$(PY) benchmarks/onnx_export.py
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,12 @@
+"""nasdsl: a neural-architecture description compiler.
+
+A network is a declarative YAML spec; nasdsl parses it into a graph IR, checks
+it, infers shapes, and hands it to backends that write readable PyTorch source
+or an ONNX graph. See README.md and docs/.
+"""
+
+from nasdsl.api import Compiled, compile_spec, load_spec
+from nasdsl.errors import NasdslError
+
+__all__ = ["Compiled", "NasdslError", "compile_spec", "load_spec"]
+__version__ = "0.1.0"

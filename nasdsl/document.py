@@ -1,0 +1,261 @@
+"""From files to one spec document: ``extends`` chains and ``--set`` overrides.
+
+``extends: base.yaml`` loads the base (relative to the extending file) and lays
+the extending document over it, section by section:
+
+* ``name``, ``doc``, ``nasdsl``: replaced;
+* ``input``, ``variables``, ``init``, ``templates``, ``model``, ``outputs``:
+  merged entry by entry. An entry that is given replaces the base's entry
+  *whole* (a template, a model entry, a variable) and keeps its position; a
+  new entry is appended; ``null`` deletes the entry.
+
+Overrides (``--set PATH=VALUE`` on the command line, ``overrides={...}`` in the
+API) are applied to the merged document before it is parsed, so they are
+checked exactly like the file. A path is either a variable name
+(``num_classes``), a top-level model entry and a key below it
+(``inception4a.c3x3``, ``maxpool4.kernel``), or starts with a section
+(``variables.dropout``, ``input.shape``, ``model.fc.out``). At a template use,
+a key may name one of the template's parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from nasdsl.errors import LimitError, Location, SpecError
+from nasdsl.loader import Limits, YList, YMap, load_file, load_text
+from nasdsl.spec import did_you_mean, join
+
+MAX_EXTENDS = 16
+REPLACED = ("nasdsl", "name", "doc")
+MERGED = ("input", "variables", "init", "templates", "model", "outputs")
+
+
+def new_map(loc: Location) -> YMap:
+    return YMap(loc)
+
+
+def put(m: YMap, key: str, value: object, key_loc: Location, value_loc: Location) -> None:
+    m[key] = value
+    m.key_locs[key] = key_loc
+    m.value_locs[key] = value_loc
+
+
+def load_document(
+    path: str | os.PathLike, *, limits: Limits = Limits(), display_name: str | None = None
+) -> tuple[YMap, tuple[str, ...]]:
+    """Load a spec file and everything it extends; return the merged document
+    and the files read (most derived first)."""
+    return _load(Path(path), display_name or str(path), limits, ())
+
+
+def _load(path: Path, shown: str, limits: Limits, chain: tuple[str, ...]) -> tuple[YMap, tuple[str, ...]]:
+    doc = load_file(path, limits=limits, display_name=shown)
+    if "extends" not in doc:
+        return doc, (shown,)
+    ext_loc = doc.loc_of("extends")
+    ext = doc["extends"]
+    if not isinstance(ext, str) or not ext:
+        raise SpecError("expected the path of a spec file", location=ext_loc, path="extends")
+    base_path = path.parent / ext
+    key = os.path.realpath(path)
+    base_key = os.path.realpath(base_path)
+    if base_key == key or base_key in chain:
+        names = " -> ".join([shown, ext])
+        raise SpecError(f"extends cycle: {names} is already being loaded", location=ext_loc, path="extends")
+    if len(chain) >= MAX_EXTENDS:
+        raise LimitError(f"more than {MAX_EXTENDS} levels of extends", location=ext_loc, path="extends")
+    base_shown = os.path.normpath(os.path.join(os.path.dirname(shown), ext))
+    if not base_path.is_file() and not base_path.exists():
+        raise SpecError(f"no such file: {base_shown}", location=ext_loc, path="extends")
+    base, files = _load(base_path, base_shown, limits, (*chain, key))
+    return merge(base, doc), (shown, *files)
+
+
+def merge(base: YMap, over: YMap) -> YMap:
+    """Lay ``over`` on ``base`` as described in the module docstring."""
+    out = new_map(over.loc)
+    for key, value in base.items():
+        put(out, key, value, base.key_locs[key], base.loc_of(key))
+    for key, value in over.items():
+        if key == "extends":
+            continue
+        if key in MERGED and isinstance(value, YMap) and isinstance(out.get(key), YMap):
+            put(out, key, _merge_entries(out[key], value), over.key_locs[key], over.loc_of(key))
+        elif value is None and key in MERGED:
+            out.pop(key, None)
+        else:
+            put(out, key, value, over.key_locs[key], over.loc_of(key))
+    return out
+
+
+def _merge_entries(base: YMap, over: YMap) -> YMap:
+    out = new_map(over.loc)
+    for key, value in base.items():
+        put(out, key, value, base.key_locs[key], base.loc_of(key))
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+            continue
+        put(out, key, value, over.key_locs[key], over.loc_of(key))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Overrides
+
+
+def parse_override(text: str) -> tuple[str, object, Location]:
+    """``"inception4a.c3x3=256"`` -> (path, YAML value, location of the value)."""
+    where = Location(f"<--set {text[:60]}>", 1, 1)
+    if "=" not in text:
+        raise SpecError(f"expected PATH=VALUE, found {text[:60]!r}", location=where, path="--set")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise SpecError("expected PATH=VALUE, found an empty path", location=where, path="--set")
+    value = load_text(raw, where.file, top="any", line=1, column=len(key) + 2)
+    return key, value, where.shifted(len(key) + 1)
+
+
+def apply_overrides(doc: YMap, overrides: Mapping[str, object], locations: Mapping[str, Location] | None = None) -> YMap:
+    """Apply ``{path: value}`` to the document (a modified copy is returned)."""
+    doc = _copy(doc)
+    for path, value in overrides.items():
+        loc = (locations or {}).get(path) or Location(f"<override {path[:60]}>", 1, 1)
+        _apply_one(doc, path, value, loc)
+    return doc
+
+
+def _copy(node: object) -> object:
+    if isinstance(node, YMap):
+        m = new_map(node.loc)
+        for k, v in node.items():
+            put(m, k, _copy(v), node.key_locs[k], node.loc_of(k))
+        return m
+    if isinstance(node, YList):
+        lst = YList(node.loc)
+        lst.extend(_copy(v) for v in node)
+        lst.item_locs = list(node.item_locs)
+        return lst
+    return node
+
+
+def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
+    parts = path.split(".")
+    if any(not p for p in parts):
+        raise SpecError("expected a dotted path like inception4a.c3x3", location=loc, path=path)
+    head = parts[0]
+    variables = doc.get("variables") if isinstance(doc.get("variables"), YMap) else {}
+    model = doc.get("model") if isinstance(doc.get("model"), YMap) else {}
+    if head in ("variables", "model", "input", "outputs", "templates", "init", "name"):
+        section, rest = head, parts[1:]
+    elif head in variables:
+        section, rest = "variables", parts
+    elif head in model:
+        section, rest = "model", parts
+    else:
+        options = [*variables, *model]
+        raise SpecError(
+            f"no variable or model entry named '{head}'{did_you_mean(head, options)}", location=loc, path=path
+        )
+    if not rest:
+        put(doc, section, value, loc, loc)
+        return
+    if section not in doc or not isinstance(doc[section], YMap):
+        raise SpecError(f"the spec has no section '{section}'", location=loc, path=path)
+    node: object = doc[section]
+    walked = section
+    templates = doc.get("templates") if isinstance(doc.get("templates"), YMap) else {}
+    for i, part in enumerate(rest):
+        last = i == len(rest) - 1
+        if isinstance(node, YList):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpecError(f"expected an index below {len(node)}, found '{part}'", location=loc, path=path)
+            if last:
+                node[int(part)] = value
+                node.item_locs[int(part)] = loc
+                return
+            node = node[int(part)]
+        elif isinstance(node, YMap):
+            if part not in node and "use" in node and part != "args":
+                node = _args_as_map(node, templates)
+                if part not in node.get("args", {}) and not _is_param(node, part, templates):
+                    params = _param_names(node, templates)
+                    raise SpecError(
+                        f"'{part}' is not a parameter of {node['use']}{did_you_mean(part, params)}; "
+                        f"parameters: {', '.join(params) or 'none'}",
+                        location=loc,
+                        path=path,
+                    )
+                node = node["args"]
+            if last:
+                if section in ("variables", "model") and walked == section and part not in node:
+                    what = "variable" if section == "variables" else "model entry"
+                    raise SpecError(
+                        f"no {what} named '{part}'{did_you_mean(part, node)}", location=loc, path=path
+                    )
+                put(node, part, value, loc, loc)
+                return
+            if part not in node:
+                raise SpecError(f"no key '{part}' under {walked}{did_you_mean(part, node)}", location=loc, path=path)
+            node = node[part]
+        else:
+            raise SpecError(f"{walked} is a value, it has no key '{part}'", location=loc, path=path)
+        walked = join(walked, part)
+
+
+def _param_names(use: YMap, templates: Mapping) -> list[str]:
+    t = templates.get(use.get("use"))
+    if not isinstance(t, YMap) or not isinstance(t.get("params"), YList):
+        return []
+    names = []
+    for p in t["params"]:
+        if isinstance(p, YMap) and len(p) == 1:
+            names.append(next(iter(p)))
+        elif isinstance(p, str):
+            names.append(p)
+    return names
+
+
+def _is_param(use: YMap, name: str, templates: Mapping) -> bool:
+    return name in _param_names(use, templates)
+
+
+def _args_as_map(use: YMap, templates: Mapping) -> YMap:
+    """Rewrite positional ``args`` of a template use as keyword arguments."""
+    args = use.get("args")
+    if isinstance(args, YMap):
+        return use
+    names = _param_names(use, templates)
+    m = new_map(use.loc_of("args") if "args" in use else use.loc)
+    if isinstance(args, YList):
+        for i, v in enumerate(args):
+            key = names[i] if i < len(names) else f"_{i}"
+            put(m, key, v, args.loc_of(i), args.loc_of(i))
+    put(use, "args", m, use.key_locs.get("args", use.loc), m.loc)
+    return use
+
+
+# ---------------------------------------------------------------------------
+
+
+def canonical_json(doc: object) -> str:
+    """The document as compact JSON in file order: what the spec hash covers."""
+    return json.dumps(_plain(doc), separators=(",", ":"), allow_nan=True)
+
+
+def _plain(node: object) -> object:
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def spec_hash(doc: YMap) -> str:
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()

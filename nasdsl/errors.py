@@ -1,0 +1,95 @@
+"""One error hierarchy for everything that can go wrong with a spec.
+
+Every error that a user's input can cause is a :class:`NasdslError`. It knows
+where in which file it happened (a :class:`Location`) and which key path of the
+spec it concerns, and formats itself as a compiler diagnostic::
+
+    specs/googlenet.yaml:42:7: error: model.inception4a.args.c3x3: expected an integer > 0, got -64
+
+Context is added on the way up (:meth:`NasdslError.at`) rather than threaded
+through every call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A position in a source: file name, 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+    def shifted(self, columns: int) -> Location:
+        """The same place, ``columns`` characters further along the line."""
+        return Location(self.file, self.line, self.column + columns)
+
+
+class NasdslError(Exception):
+    """Base class of every error caused by input. Exit code 2 at the CLI."""
+
+    kind = "error"
+
+    def __init__(self, message: str, *, location: Location | None = None, path: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.location = location
+        self.path = path
+
+    def at(self, *, location: Location | None = None, path: str | None = None) -> NasdslError:
+        """Fill in the location and key path if they are still unknown; return self."""
+        if self.location is None and location is not None:
+            self.location = location
+        if self.path is None and path is not None:
+            self.path = path
+        return self
+
+    def format(self) -> str:
+        where = f"{self.location}: " if self.location is not None else ""
+        what = f"{self.path}: " if self.path else ""
+        return f"{where}{self.kind}: {what}{self.message}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class SpecError(NasdslError):
+    """The spec is malformed: syntax, unknown keys, wrong types, bad values."""
+
+
+class LimitError(SpecError):
+    """The spec exceeds a safety limit (size, depth, expansion, parameters)."""
+
+
+class ShapeError(NasdslError):
+    """Shapes do not fit: a kernel larger than its input, a concat of mismatched maps."""
+
+
+class GraphError(NasdslError):
+    """The graph is not well formed: cycles, dangling references, duplicate names."""
+
+
+class CodegenError(NasdslError):
+    """A backend cannot lower what the spec describes."""
+
+
+class ErrorList(NasdslError):
+    """Several errors found in one go; ``check`` reports them all."""
+
+    def __init__(self, errors: list[NasdslError]):
+        self.errors = sorted(errors, key=_sort_key)
+        super().__init__("\n".join(e.format() for e in self.errors))
+
+    def format(self) -> str:
+        return "\n".join(e.format() for e in self.errors)
+
+
+def _sort_key(e: NasdslError):
+    loc = e.location
+    return (loc is None, loc or Location("", 0, 0), e.path or "", e.message)

@@ -1,0 +1,466 @@
+"""The op registry: everything nasdsl knows about each primitive op, in one entry.
+
+An entry (:class:`OpDef`) holds the op's attribute schema with defaults, its
+shape rule, its parameter count and its multiply-add count. Adding an op is
+adding one entry to :data:`OPS`; the backends then need one lowering each.
+
+Shapes exclude the batch dimension: ``(C, H, W)`` for feature maps and ``(F,)``
+for flat features.
+
+======================  =====================================================
+op                      attributes (defaults)
+======================  =====================================================
+``conv2d``              out, kernel, stride=1, padding=0 (int, pair, ``same``,
+                        ``valid``), dilation=1, groups=1, bias=true
+``batch_norm``          eps=1e-5, momentum=0.1
+``relu`` ``relu6``      (none)
+``sigmoid`` ``tanh``    (none)
+``silu``                (none)
+``gelu``                approximate=``none`` (or ``tanh``)
+``max_pool``            kernel, stride=kernel, padding=0, ceil_mode=false
+``avg_pool``            kernel, stride=kernel, padding=0, ceil_mode=false,
+                        count_include_pad=true
+``adaptive_avg_pool``   size (int or pair)
+``global_avg_pool``     (none); output ``(C, 1, 1)``
+``lrn``                 size=5, alpha=1e-4, beta=0.75, k=1.0 (Caffe's and
+                        torch's convention: alpha is divided by size)
+``dropout``             p=0.5 (dropped in inference graphs)
+``flatten``             (none); ``(C, H, W)`` -> ``(C*H*W,)``
+``linear``              out, bias=true; input must be flat
+``softmax``             (none); over channels or features
+``concat``              (none); two or more inputs joined on channels
+``add``                 (none); two or more inputs of one shape
+``identity``            (none)
+======================  =====================================================
+
+Multiply-adds count conv (output elements x in_channels/groups x kH x kW) and
+linear (in x out) only; everything else counts zero, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from nasdsl.errors import ShapeError, SpecError
+
+Shape = tuple[int, ...]
+
+#: Upper bounds for integer attributes (hostile specs must not build absurd graphs).
+MAX_CHANNELS = 1 << 20
+MAX_WINDOW = 4096
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+
+
+# ---------------------------------------------------------------------------
+# Attribute value checks. Each takes the evaluated value and returns the
+# normalised value or raises SpecError with "expected ..., got ...".
+
+
+def _describe(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_describe(x) for x in v) + "]"
+    if isinstance(v, str):
+        return f"'{v}'"
+    return str(v)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_int(v: object, lo: int, hi: int) -> int:
+    if _is_int(v) and lo <= v <= hi:
+        return v
+    bound = "an integer > 0" if lo == 1 else f"an integer >= {lo}"
+    if _is_int(v) and v > hi:
+        bound += f" and <= {hi}"
+    raise SpecError(f"expected {bound}, got {_describe(v)}")
+
+
+def _int(lo: int = 1, hi: int = MAX_CHANNELS) -> Callable[[object], int]:
+    return lambda v: check_int(v, lo, hi)
+
+
+def _pair(lo: int = 1, hi: int = MAX_WINDOW) -> Callable[[object], tuple[int, int]]:
+    def check(v: object) -> tuple[int, int]:
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise SpecError(f"expected an integer or a pair [h, w], got a list of {len(v)}")
+            return (check_int(v[0], lo, hi), check_int(v[1], lo, hi))
+        n = check_int(v, lo, hi)
+        return (n, n)
+
+    return check
+
+
+def _padding(v: object) -> tuple[int, int] | str:
+    if v == "valid":
+        return (0, 0)
+    if v == "same":
+        return "same"
+    if isinstance(v, str):
+        raise SpecError(f"expected an integer >= 0, a pair, 'same' or 'valid', got '{v}'")
+    return _pair(0)(v)
+
+
+def _float(lo: float, hi: float, *, hi_open: bool = False) -> Callable[[object], float]:
+    def check(v: object) -> float:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and lo <= v and (v < hi if hi_open else v <= hi)
+        if not ok:
+            top = f"< {hi}" if hi_open else f"<= {hi}"
+            raise SpecError(f"expected a number >= {lo} and {top}, got {_describe(v)}")
+        return float(v)
+
+    return check
+
+
+def _positive_float(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise SpecError(f"expected a number > 0, got {_describe(v)}")
+    return float(v)
+
+
+def _bool(v: object) -> bool:
+    if not isinstance(v, bool):
+        raise SpecError(f"expected true or false, got {_describe(v)}")
+    return v
+
+
+def _choice(*options: str) -> Callable[[object], str]:
+    def check(v: object) -> str:
+        if v not in options:
+            raise SpecError(f"expected one of {', '.join(options)}, got {_describe(v)}")
+        return v  # type: ignore[return-value]
+
+    return check
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute of an op: its name, check, default and role.
+
+    ``role`` tells a code generator how the value is used: ``count`` (a channel
+    or feature count), ``rate`` (a probability), ``window`` (kernel, stride,
+    padding: changes spatial shapes) or ``flag``.
+    """
+
+    name: str
+    check: Callable[[object], object]
+    default: object = REQUIRED
+    role: str = "window"
+    doc: str = ""
+    #: bare words taken literally rather than as variable names ("same", "tanh")
+    literals: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything about one op. ``infer`` gets the input shapes and the
+    normalised attributes and returns the output shape or raises ShapeError."""
+
+    name: str
+    doc: str
+    attrs: tuple[Attr, ...]
+    infer: Callable[[Sequence[Shape], Mapping[str, object]], Shape]
+    params: Callable[[Sequence[Shape], Mapping[str, object]], int] = lambda s, a: 0
+    macs: Callable[[Sequence[Shape], Mapping[str, object], Shape], int] = lambda s, a, o: 0
+    min_inputs: int = 1
+    max_inputs: int = 1
+    #: how the leading (channel/feature) dimension of the output arises from
+    #: the inputs: "same" (first input's), "out" (the ``out`` attribute),
+    #: "sum" (sum over inputs), "flatten" (C*H*W of the input).
+    lead: str = "same"
+    #: counted in the paper's depth ("layers with parameters")
+    layer: bool = False
+    #: the op is an identity at inference (dropout)
+    inference_identity: bool = False
+    attr_index: dict[str, Attr] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attr_index", {a.name: a for a in self.attrs})
+
+    def normalise(self, given: Mapping[str, object]) -> dict[str, object]:
+        """Check given attribute values and fill in defaults.
+
+        Raises SpecError carrying the attribute name as ``path``; unknown and
+        missing attributes are the caller's to report (it knows locations).
+        """
+        out: dict[str, object] = {}
+        for a in self.attrs:
+            if a.name in given:
+                try:
+                    out[a.name] = a.check(given[a.name])
+                except SpecError as e:
+                    raise e.at(path=a.name) from None
+            elif a.default is REQUIRED:
+                raise SpecError(f"missing attribute '{a.name}' of {self.name}")
+            elif callable(a.default):
+                out[a.name] = a.default(out)
+            else:
+                out[a.name] = a.default
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Shape helpers
+
+
+def _fmt(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _need_map(shapes: Sequence[Shape], op: str) -> Shape:
+    s = shapes[0]
+    if len(s) != 3:
+        raise ShapeError(f"{op} expects a feature map (C, H, W), found flat features ({_fmt(s)})")
+    return s
+
+
+def _need_flat(shapes: Sequence[Shape], op: str) -> Shape:
+    s = shapes[0]
+    if len(s) != 1:
+        raise ShapeError(f"{op} expects flat features; add a flatten before it (found {_fmt(s)})")
+    return s
+
+
+def window_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """Output length of a sliding window, PyTorch's rule (ceil_mode as in Caffe)."""
+    span = d * (k - 1) + 1
+    num = size + 2 * p - span
+    if ceil_mode:
+        n = -(-num // s) + 1
+        if (n - 1) * s >= size + p:  # the last window must start inside the input
+            n -= 1
+        return n
+    return num // s + 1
+
+
+def same_padding(k: int, d: int) -> tuple[int, int]:
+    """(begin, end) padding for 'same' at stride 1; the extra pixel goes at the end."""
+    total = d * (k - 1)
+    return total // 2, total - total // 2
+
+
+def _spatial(shape: Shape, attrs: Mapping[str, object], op: str, ceil_mode: bool = False) -> tuple[int, int]:
+    _, h, w = shape
+    k, s = attrs["kernel"], attrs["stride"]
+    d = attrs.get("dilation", (1, 1))
+    pad = attrs["padding"]
+    if pad == "same":
+        if s != (1, 1):
+            raise ShapeError(f"{op}: padding 'same' needs stride 1, found stride {_fmt(s)}")
+        return h, w
+    out = []
+    for i, size in enumerate((h, w)):
+        span = d[i] * (k[i] - 1) + 1
+        if span > size + 2 * pad[i]:
+            kern = f"kernel {_fmt(k)}" + (f" (dilated to {span})" if d[i] > 1 else "")
+            raise ShapeError(f"{kern} is larger than its padded input {size + 2 * pad[i]} (input {_fmt(shape)})")
+        out.append(window_out(size, k[i], s[i], pad[i], d[i], ceil_mode))
+    return out[0], out[1]
+
+
+def _conv_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    c, _, _ = _need_map(shapes, "conv2d")
+    g = a["groups"]
+    if c % g or a["out"] % g:
+        raise ShapeError(f"groups {g} must divide input channels {c} and output channels {a['out']}")
+    return (a["out"], *_spatial(shapes[0], a, "conv2d"))
+
+
+def _conv_params(shapes: Sequence[Shape], a: Mapping[str, object]) -> int:
+    kh, kw = a["kernel"]
+    return a["out"] * shapes[0][0] // a["groups"] * kh * kw + (a["out"] if a["bias"] else 0)
+
+
+def _conv_macs(shapes: Sequence[Shape], a: Mapping[str, object], out: Shape) -> int:
+    kh, kw = a["kernel"]
+    return out[0] * out[1] * out[2] * (shapes[0][0] // a["groups"]) * kh * kw
+
+
+def _pool_infer(op: str) -> Callable[[Sequence[Shape], Mapping[str, object]], Shape]:
+    def infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+        c = _need_map(shapes, op)[0]
+        for i in range(2):
+            if a["padding"][i] * 2 > a["kernel"][i]:
+                raise ShapeError(
+                    f"padding {a['padding'][i]} must be at most half the kernel {a['kernel'][i]}"
+                )
+        return (c, *_spatial(shapes[0], a, op, a["ceil_mode"]))
+
+    return infer
+
+
+def _same_shape(op: str, rank: int | None = None) -> Callable[[Sequence[Shape], Mapping[str, object]], Shape]:
+    def infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+        if rank == 3:
+            _need_map(shapes, op)
+        return tuple(shapes[0])
+
+    return infer
+
+
+def _concat_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    first = shapes[0]
+    for s in shapes[1:]:
+        if len(s) != len(first) or s[1:] != first[1:]:
+            found = ", ".join(_fmt(x) for x in shapes)
+            raise ShapeError(f"concat needs inputs that differ only in channels, found {found}")
+    return (sum(s[0] for s in shapes), *first[1:])
+
+
+def _add_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    if any(s != shapes[0] for s in shapes[1:]):
+        found = ", ".join(_fmt(x) for x in shapes)
+        raise ShapeError(f"add needs inputs of one shape, found {found}")
+    return tuple(shapes[0])
+
+
+def _bn_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    return tuple(shapes[0])
+
+
+def _linear_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    _need_flat(shapes, "linear")
+    return (a["out"],)
+
+
+def _flatten_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    return (math.prod(shapes[0]),)
+
+
+def _adaptive_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    c, h, w = _need_map(shapes, "adaptive_avg_pool")
+    return (c, *a["size"])
+
+
+def _global_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    c = _need_map(shapes, "global_avg_pool")[0]
+    return (c, 1, 1)
+
+
+def _lrn_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    _need_map(shapes, "lrn")
+    return tuple(shapes[0])
+
+
+def _stride_default(attrs: Mapping[str, object]) -> object:
+    return attrs["kernel"]
+
+
+_WINDOW = (
+    Attr("kernel", _pair(), doc="window size"),
+    Attr("stride", _pair(), default=_stride_default, doc="defaults to the kernel"),
+    Attr("padding", _pair(0), default=(0, 0)),
+)
+
+_ELEMENTWISE_DOC = "applied element-wise; shape unchanged"
+
+OPS: dict[str, OpDef] = {
+    op.name: op
+    for op in [
+        OpDef(
+            "conv2d",
+            "2-D convolution",
+            (
+                Attr("out", _int(), role="count", doc="output channels"),
+                Attr("kernel", _pair()),
+                Attr("stride", _pair(), default=(1, 1)),
+                Attr("padding", _padding, default=(0, 0), literals=("same", "valid")),
+                Attr("dilation", _pair(), default=(1, 1)),
+                Attr("groups", _int(), default=1),
+                Attr("bias", _bool, default=True, role="flag"),
+            ),
+            _conv_infer,
+            _conv_params,
+            _conv_macs,
+            lead="out",
+            layer=True,
+        ),
+        OpDef(
+            "batch_norm",
+            "batch normalisation over channels",
+            (
+                Attr("eps", _positive_float, default=1e-5, role="rate"),
+                Attr("momentum", _float(0.0, 1.0), default=0.1, role="rate"),
+            ),
+            _bn_infer,
+            lambda s, a: 2 * s[0][0],
+        ),
+        *(OpDef(n, _ELEMENTWISE_DOC, (), _same_shape(n)) for n in ("relu", "relu6", "sigmoid", "tanh", "silu")),
+        OpDef(
+            "gelu",
+            _ELEMENTWISE_DOC,
+            (Attr("approximate", _choice("none", "tanh"), default="none", role="flag", literals=("none", "tanh")),),
+            _same_shape("gelu"),
+        ),
+        OpDef(
+            "max_pool",
+            "max pooling",
+            (*_WINDOW, Attr("ceil_mode", _bool, default=False)),
+            _pool_infer("max_pool"),
+        ),
+        OpDef(
+            "avg_pool",
+            "average pooling",
+            (
+                *_WINDOW,
+                Attr("ceil_mode", _bool, default=False),
+                Attr("count_include_pad", _bool, default=True, role="flag"),
+            ),
+            _pool_infer("avg_pool"),
+        ),
+        OpDef("adaptive_avg_pool", "average pooling to a fixed size", (Attr("size", _pair()),), _adaptive_infer),
+        OpDef("global_avg_pool", "average over all positions", (), _global_infer),
+        OpDef(
+            "lrn",
+            "local response normalisation across channels",
+            (
+                Attr("size", _int(1, MAX_WINDOW), default=5),
+                Attr("alpha", _positive_float, default=1e-4, role="rate"),
+                Attr("beta", _positive_float, default=0.75, role="rate"),
+                Attr("k", _positive_float, default=1.0, role="rate"),
+            ),
+            _lrn_infer,
+        ),
+        OpDef(
+            "dropout",
+            "dropout (training only)",
+            (Attr("p", _float(0.0, 1.0, hi_open=True), default=0.5, role="rate"),),
+            _same_shape("dropout"),
+            inference_identity=True,
+        ),
+        OpDef("flatten", "flatten all but the batch dimension", (), _flatten_infer, lead="flatten"),
+        OpDef(
+            "linear",
+            "fully connected layer",
+            (Attr("out", _int(), role="count", doc="output features"), Attr("bias", _bool, default=True, role="flag")),
+            _linear_infer,
+            lambda s, a: s[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
+            lambda s, a, o: s[0][0] * a["out"],
+            lead="out",
+            layer=True,
+        ),
+        OpDef("softmax", "softmax over channels or features", (), _same_shape("softmax")),
+        OpDef("concat", "join inputs along channels", (), _concat_infer, min_inputs=2, max_inputs=1 << 16, lead="sum"),
+        OpDef("add", "element-wise sum of inputs", (), _add_infer, min_inputs=2, max_inputs=1 << 16),
+        OpDef("identity", "pass the input through", (), _same_shape("identity")),
+    ]
+}
+
+#: ops that merge branches (written ``{concat: ...}`` or ``{add: ...}`` in a spec)
+MERGE_OPS = ("concat", "add")

@@ -1,0 +1,66 @@
+"""Structural checks of the graph IR; every problem found is reported."""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from nasdsl import ir
+from nasdsl.errors import ErrorList, GraphError, NasdslError
+from nasdsl.expr import is_identifier
+from nasdsl.ops import OPS
+
+
+def _err(g: nx.DiGraph, node: str, message: str) -> GraphError:
+    data = g.nodes[node]
+    return GraphError(message, location=data.get("loc"), path=data.get("keypath", node))
+
+
+def check(g: nx.DiGraph) -> nx.DiGraph:
+    """Raise an :class:`ErrorList` of everything wrong with ``g``; return ``g`` if all is well."""
+    errors: list[NasdslError] = []
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = nx.find_cycle(g)
+        names = " -> ".join([cycle[0][0], *(v for _, v in cycle)])
+        errors.append(_err(g, cycle[0][0], f"the graph has a cycle: {names}"))
+    for node, data in g.nodes(data=True):
+        parts = node.split(".")
+        if not all(is_identifier(p) or p.isdigit() for p in parts):
+            errors.append(_err(g, node, f"invalid node name '{node}'"))
+        op = data.get("op")
+        if op == "input":
+            if g.in_degree(node):
+                errors.append(_err(g, node, "the input node has inputs"))
+            continue
+        if op not in OPS:
+            errors.append(_err(g, node, f"unknown op '{op}'"))
+            continue
+        opdef = OPS[op]
+        n = g.in_degree(node)
+        if not opdef.min_inputs <= n <= opdef.max_inputs:
+            errors.append(_err(g, node, f"{op} takes {opdef.min_inputs} to {opdef.max_inputs} inputs, found {n}"))
+        indices = sorted(g.edges[e]["index"] for e in g.in_edges(node))
+        if indices != list(range(n)):
+            errors.append(_err(g, node, f"input indices of {node} are {indices}, expected 0..{n - 1}"))
+    inp = g.graph.get("input")
+    if inp not in g:
+        errors.append(GraphError(f"the input node '{inp}' is missing"))
+    outs = g.graph.get("outputs", ())
+    if not outs:
+        errors.append(GraphError("the graph has no outputs"))
+    for out in outs:
+        if out.node not in g:
+            errors.append(GraphError(f"output '{out.name}' reads '{out.node}', which is not in the graph"))
+        elif inp in g and out.node != inp and not nx.has_path(g, inp, out.node):
+            errors.append(_err(g, out.node, f"output '{out.name}' is not reachable from the input"))
+    if errors:
+        raise ErrorList(errors) if len(errors) > 1 else errors[0]
+    return g
+
+
+def unused(g: nx.DiGraph) -> list[str]:
+    """Nodes whose result reaches no output (dead code)."""
+    live: set[str] = set()
+    for out in g.graph["outputs"]:
+        live.add(out.node)
+        live |= nx.ancestors(g, out.node)
+    return [n for n in ir.order(g) if n not in live]

@@ -1,0 +1,661 @@
+"""Parse a loaded YAML tree into the spec's data model (frozen dataclasses).
+
+Parsing pops every key it knows and reports the leftovers with the allowed
+keys and a did-you-mean. Every object remembers its :class:`Location` and its
+key path (``templates.Inception.body.branch2[1].args[0]``). Values that may be
+expressions stay unevaluated here (:class:`Value`); :mod:`nasdsl.build`
+evaluates them when it expands templates.
+
+The language itself is documented in ``docs/spec-language.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from nasdsl import expr as ex
+from nasdsl.errors import Location, NasdslError, SpecError
+from nasdsl.loader import YList, YMap, scalar_type_name
+from nasdsl.ops import MERGE_OPS, OPS
+
+#: Keys that give a block its kind; they cannot name children of a sequence.
+BLOCK_KEYS = ("op", "use", "ref", *MERGE_OPS)
+#: Keys that every block may carry besides its own.
+COMMON_KEYS = ("phase", "when", "doc")
+PHASES = ("both", "train", "eval")
+TOP_KEYS = ("nasdsl", "name", "doc", "extends", "input", "variables", "init", "templates", "model", "outputs")
+LANGUAGE_VERSION = 1
+
+
+# ---------------------------------------------------------------------------
+# Values
+
+
+@dataclass(frozen=True)
+class Value:
+    """A spec value as written: a literal, an expression, or a list of values."""
+
+    raw: object
+    loc: Location
+    path: str
+    expr: ex.Expr | None = None
+    items: tuple[Value, ...] | None = None
+
+    @property
+    def names(self) -> frozenset[str]:
+        if self.expr is not None:
+            return self.expr.names
+        if self.items is not None:
+            return frozenset().union(*(i.names for i in self.items))
+        return frozenset()
+
+    def evaluate(self, env: dict[str, object], literals: Iterable[str] = ()) -> object:
+        """The value in ``env``; bare words in ``literals`` stand for themselves."""
+        if self.items is not None:
+            return [i.evaluate(env, literals) for i in self.items]
+        if self.expr is None:
+            return self.raw
+        if self.raw in literals and self.raw not in env:
+            return self.raw
+        try:
+            return self.expr.evaluate(env)
+        except ex.ExprError as e:
+            raise SpecError(e.message, location=self.loc.shifted(e.offset), path=self.path) from None
+
+
+def parse_value(raw: object, loc: Location, path: str) -> Value:
+    if isinstance(raw, YList):
+        items = tuple(parse_value(v, raw.loc_of(i), f"{path}[{i}]") for i, v in enumerate(raw))
+        return Value(None, loc, path, items=items)
+    if isinstance(raw, YMap):
+        raise SpecError("expected a number, a name or an expression, found a mapping", location=loc, path=path)
+    if isinstance(raw, str):
+        try:
+            return Value(raw, loc, path, expr=ex.parse(raw))
+        except ex.ExprError as e:
+            raise SpecError(e.message, location=loc.shifted(e.offset), path=path) from None
+    if raw is None:
+        raise SpecError("expected a value, found null", location=loc, path=path)
+    return Value(raw, loc, path)
+
+
+# ---------------------------------------------------------------------------
+# Blocks: the body of a model or template, before expansion
+
+
+@dataclass(frozen=True)
+class Block:
+    loc: Location
+    path: str
+    phase: str = "both"
+    when: Value | None = None
+
+
+@dataclass(frozen=True)
+class OpBlock(Block):
+    op: str = ""
+    attrs: tuple[tuple[str, Value], ...] = ()
+
+
+@dataclass(frozen=True)
+class UseBlock(Block):
+    template: str = ""
+    #: (parameter name or None for positional, value)
+    args: tuple[tuple[str | None, Value], ...] = ()
+
+
+@dataclass(frozen=True)
+class SeqBlock(Block):
+    #: (child name, block); names are "0", "1", ... for a list
+    items: tuple[tuple[str, Block], ...] = ()
+    named: bool = False
+
+
+@dataclass(frozen=True)
+class MergeBlock(Block):
+    op: str = "concat"
+    branches: tuple[tuple[str, Block], ...] = ()
+    named: bool = False
+
+
+@dataclass(frozen=True)
+class RefBlock(Block):
+    target: str = ""
+
+
+# ---------------------------------------------------------------------------
+# The spec
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Value | None
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    params: tuple[Param, ...]
+    body: Block
+    loc: Location
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    source: str
+    source_loc: Location
+    head: Block | None
+    loss_weight: Value | None
+    training_only: bool
+    when: Value | None
+    loc: Location
+    path: str
+
+
+@dataclass(frozen=True)
+class InitRule:
+    """How to initialise one parameter: a scheme name and its arguments."""
+
+    scheme: str
+    args: tuple[tuple[str, float], ...] = ()
+    loc: Location | None = None
+
+
+INIT_SCHEMES = {
+    "default": (),
+    "constant": ("value",),
+    "zeros": (),
+    "ones": (),
+    "normal": ("mean", "std"),
+    "trunc_normal": ("mean", "std", "a", "b"),
+    "uniform": ("a", "b"),
+    "xavier_uniform": ("gain",),
+    "xavier_normal": ("gain",),
+    "xavier_caffe": (),
+    "kaiming_normal": (),
+    "kaiming_uniform": (),
+}
+INIT_OPS = {"conv2d": ("weight", "bias"), "linear": ("weight", "bias"), "batch_norm": ("weight", "bias")}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: Value
+    mean: Value | None
+    std: Value | None
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    doc: str
+    file: str
+    input: InputSpec
+    variables: tuple[tuple[str, Value], ...]
+    init: dict[str, dict[str, InitRule]]
+    templates: dict[str, Template]
+    model: SeqBlock
+    outputs: tuple[Output, ...]
+    sha256: str = ""
+    files: tuple[str, ...] = field(default=())
+
+    def template(self, name: str) -> Template | None:
+        return self.templates.get(name)
+
+
+# ---------------------------------------------------------------------------
+# Helpers in the torchgen manner: pop what you know, refuse the rest
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    options = list(options)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def refuse_leftovers(m: YMap, allowed: Iterable[str], path: str, what: str) -> None:
+    allowed = list(allowed)
+    for key in m:
+        hint = did_you_mean(key, allowed)
+        raise SpecError(
+            f"unknown key '{key}' in {what}{hint}; allowed: {', '.join(allowed)}",
+            location=m.key_locs.get(key, m.loc),
+            path=join(path, key),
+        )
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def expect_map(v: object, loc: Location, path: str, what: str = "a mapping") -> YMap:
+    if not isinstance(v, YMap):
+        raise SpecError(f"expected {what}, found {scalar_type_name(v)}", location=loc, path=path)
+    return v
+
+
+def expect_str(v: object, loc: Location, path: str) -> str:
+    if not isinstance(v, str):
+        raise SpecError(f"expected a string, found {scalar_type_name(v)}", location=loc, path=path)
+    return v
+
+
+def check_name(name: object, loc: Location, path: str, what: str = "name") -> str:
+    """A name that will become a Python attribute, an ONNX node name, a class name."""
+    if not isinstance(name, str):
+        raise SpecError(f"expected a {what}, found {scalar_type_name(name)}", location=loc, path=path)
+    if not ex.is_identifier(name) or len(name) > 64:
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise SpecError(
+            f"invalid {what} {shown!r}: expected letters, digits and '_', not starting with a digit, "
+            "at most 64 characters",
+            location=loc,
+            path=path,
+        )
+    if keyword.iskeyword(name) or name.startswith("__"):
+        raise SpecError(f"invalid {what} '{name}': it is reserved in Python", location=loc, path=path)
+    return name
+
+
+class _Pop:
+    """Pop keys from a copy of a mapping; ``done`` reports what is left."""
+
+    def __init__(self, m: YMap, path: str):
+        self.m = m
+        self.left = YMap(m.loc)
+        self.left.update(m)
+        self.left.key_locs, self.left.value_locs = m.key_locs, m.value_locs
+        self.path = path
+
+    def has(self, key: str) -> bool:
+        return key in self.left
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.left.pop(key, default)
+
+    def loc(self, key: str) -> Location:
+        return self.m.loc_of(key)
+
+    def done(self, allowed: Iterable[str], what: str) -> None:
+        refuse_leftovers(self.left, allowed, self.path, what)
+
+
+# ---------------------------------------------------------------------------
+# Blocks
+
+
+def parse_block(raw: object, loc: Location, path: str) -> Block:
+    """Parse one block: a string (op without attributes), a list (sequence),
+    or a mapping (an op, a template use, a merge, a reference or a named sequence)."""
+    if isinstance(raw, str):
+        if raw in OPS:
+            return OpBlock(loc, path, op=raw)
+        return UseBlock(loc, path, template=check_name(raw, loc, path, "op or template name"))
+    if isinstance(raw, YList):
+        if not raw:
+            raise SpecError("expected at least one block in a sequence, found an empty list", location=loc, path=path)
+        items = tuple((str(i), parse_block(v, raw.loc_of(i), join(path, i))) for i, v in enumerate(raw))
+        return SeqBlock(loc, path, items=items, named=False)
+    if not isinstance(raw, YMap):
+        raise SpecError(
+            f"expected a block (an op name, a list or a mapping), found {scalar_type_name(raw)}",
+            location=loc,
+            path=path,
+        )
+    kinds = [k for k in BLOCK_KEYS if k in raw]
+    if len(kinds) > 1:
+        raise SpecError(
+            f"a block has one of the keys {', '.join(BLOCK_KEYS)}, found {' and '.join(kinds)}",
+            location=raw.key_locs[kinds[1]],
+            path=path,
+        )
+    if not kinds:
+        return _parse_named_seq(raw, loc, path)
+    p = _Pop(raw, path)
+    kind = kinds[0]
+    phase, when = _common(p)
+    if kind == "op":
+        op_loc = p.loc("op")
+        op = p.get("op")
+        if not isinstance(op, str) or op not in OPS:
+            shown = op if isinstance(op, str) else scalar_type_name(op)
+            raise SpecError(
+                f"unknown op '{shown}'{did_you_mean(str(op), OPS)}", location=op_loc, path=join(path, "op")
+            )
+        attrs = []
+        known = OPS[op].attr_index
+        for key in list(p.left):
+            if key not in known:
+                continue
+            attrs.append((key, parse_value(p.get(key), p.loc(key), join(path, key))))
+        p.done([*known, *COMMON_KEYS], f"op {op}")
+        return OpBlock(loc, path, phase, when, op=op, attrs=tuple(attrs))
+    if kind == "use":
+        name = check_name(p.get("use"), p.loc("use"), join(path, "use"), "template name")
+        args = _parse_args(p.get("args"), p.loc("args") if p.has("args") else loc, join(path, "args"))
+        p.done(["use", "args", *COMMON_KEYS], "template use")
+        return UseBlock(loc, path, phase, when, template=name, args=args)
+    if kind == "ref":
+        target = p.get("ref")
+        target_loc = p.loc("ref")
+        if not isinstance(target, str):
+            raise SpecError(
+                f"expected a node name, found {scalar_type_name(target)}", location=target_loc, path=join(path, "ref")
+            )
+        for part in target.split("."):
+            if not part.isdigit():
+                check_name(part, target_loc, join(path, "ref"), "node name")
+        p.done(["ref", *COMMON_KEYS], "reference")
+        return RefBlock(loc, path, phase, when, target=target)
+    branches_raw = p.get(kind)
+    bloc = p.loc(kind)
+    p.done([kind, *COMMON_KEYS], kind)
+    if isinstance(branches_raw, YList):
+        if len(branches_raw) < 2:
+            raise SpecError(
+                f"expected at least two branches to {kind}, found {len(branches_raw)}", location=bloc, path=path
+            )
+        branches = tuple(
+            (str(i), parse_block(v, branches_raw.loc_of(i), join(path, i))) for i, v in enumerate(branches_raw)
+        )
+        return MergeBlock(loc, path, phase, when, op=kind, branches=branches, named=False)
+    m = expect_map(branches_raw, bloc, join(path, kind), "a list or mapping of branches")
+    if len(m) < 2:
+        raise SpecError(f"expected at least two branches to {kind}, found {len(m)}", location=bloc, path=path)
+    branches = tuple(
+        (check_name(k, m.key_locs[k], join(path, k), "branch name"), parse_block(v, m.loc_of(k), join(path, k)))
+        for k, v in m.items()
+    )
+    return MergeBlock(loc, path, phase, when, op=kind, branches=branches, named=True)
+
+
+def _parse_named_seq(raw: YMap, loc: Location, path: str) -> SeqBlock:
+    if not raw:
+        raise SpecError("expected at least one block in a sequence, found an empty mapping", location=loc, path=path)
+    items = []
+    for key, v in raw.items():
+        kloc = raw.key_locs[key]
+        if key in COMMON_KEYS:
+            raise SpecError(
+                f"'{key}' belongs to a block with one of the keys {', '.join(BLOCK_KEYS)}; "
+                "this mapping is a sequence of named blocks",
+                location=kloc,
+                path=join(path, key),
+            )
+        check_name(key, kloc, join(path, key), "block name")
+        items.append((key, parse_block(v, raw.loc_of(key), join(path, key))))
+    return SeqBlock(loc, path, items=tuple(items), named=True)
+
+
+def _common(p: _Pop) -> tuple[str, Value | None]:
+    phase = "both"
+    if p.has("phase"):
+        ploc = p.loc("phase")
+        phase = p.get("phase")
+        if phase not in PHASES:
+            raise SpecError(
+                f"expected one of {', '.join(PHASES)}, found {phase!r}", location=ploc, path=join(p.path, "phase")
+            )
+    when = None
+    if p.has("when"):
+        when = parse_value(p.get("when"), p.loc("when"), join(p.path, "when"))
+    if p.has("doc"):
+        expect_str(p.get("doc"), p.loc("doc"), join(p.path, "doc"))
+    return phase, when
+
+
+def _parse_args(raw: object, loc: Location, path: str) -> tuple[tuple[str | None, Value], ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, YList):
+        return tuple((None, parse_value(v, raw.loc_of(i), join(path, i))) for i, v in enumerate(raw))
+    if isinstance(raw, YMap):
+        return tuple(
+            (check_name(k, raw.key_locs[k], join(path, k), "argument name"), parse_value(v, raw.loc_of(k), join(path, k)))
+            for k, v in raw.items()
+        )
+    return ((None, parse_value(raw, loc, join(path, 0))),)
+
+
+# ---------------------------------------------------------------------------
+# Sections
+
+
+def parse_spec(doc: YMap, file: str, sha256: str = "", files: tuple[str, ...] = ()) -> Spec:
+    """Parse a whole (already merged) spec document. Collects the errors of
+    independent sections so that ``check`` can show them all."""
+    errors: list[NasdslError] = []
+    p = _Pop(doc, "")
+    p.get("extends")
+
+    def section(fn, *args, default=None):
+        try:
+            return fn(*args)
+        except NasdslError as e:
+            errors.extend(getattr(e, "errors", [e]))
+            return default
+
+    version = p.get("nasdsl", LANGUAGE_VERSION)
+    if version != LANGUAGE_VERSION:
+        errors.append(
+            SpecError(
+                f"expected language version {LANGUAGE_VERSION}, found {version!r}", location=doc.loc_of("nasdsl"), path="nasdsl"
+            )
+        )
+    name = section(_parse_model_name, p, default="Model")
+    docstr = p.get("doc", "")
+    if not isinstance(docstr, str):
+        errors.append(SpecError(f"expected a string, found {scalar_type_name(docstr)}", location=doc.loc_of("doc"), path="doc"))
+        docstr = ""
+    inp = section(_parse_input, p.get("input"), p.loc("input") if "input" in doc else doc.loc)
+    variables = section(_parse_variables, p.get("variables"), doc.loc_of("variables"), default=())
+    init = section(_parse_init, p.get("init"), doc.loc_of("init"), default={})
+    templates = section(_parse_templates, p.get("templates"), doc.loc_of("templates"), default={})
+    if "model" not in doc:
+        errors.append(SpecError("missing key 'model': the network's layers", location=doc.loc, path="model"))
+        model = None
+    else:
+        model = section(_parse_model, p.get("model"), doc.loc_of("model"))
+    outputs = section(_parse_outputs, p.get("outputs"), doc.loc_of("outputs"), default=())
+    section(p.done, TOP_KEYS, "a spec")
+    if errors:
+        from nasdsl.errors import ErrorList
+
+        raise ErrorList(errors) if len(errors) > 1 else errors[0]
+    return Spec(name, docstr, file, inp, variables, init, templates, model, outputs, sha256, files)
+
+
+def _parse_model_name(p: _Pop) -> str:
+    if not p.has("name"):
+        raise SpecError("missing key 'name': the model's class name, e.g. GoogLeNet", location=p.m.loc, path="name")
+    return check_name(p.get("name"), p.loc("name"), "name", "model name")
+
+
+def _parse_input(raw: object, loc: Location) -> InputSpec:
+    if raw is None:
+        raise SpecError("missing key 'input': the input's shape [C, H, W]", location=loc, path="input")
+    m = expect_map(raw, loc, "input")
+    p = _Pop(m, "input")
+    name = check_name(p.get("name", "x"), p.loc("name"), "input.name", "input name")
+    if not p.has("shape"):
+        raise SpecError("missing key 'shape': expected [C, H, W]", location=m.loc, path="input.shape")
+    shape = parse_value(p.get("shape"), p.loc("shape"), "input.shape")
+    if shape.items is None or len(shape.items) != 3:
+        raise SpecError("expected [C, H, W], a list of three integers", location=shape.loc, path="input.shape")
+    mean = parse_value(p.get("mean"), p.loc("mean"), "input.mean") if p.has("mean") and p.left["mean"] is not None else None
+    p.get("mean")
+    std = parse_value(p.get("std"), p.loc("std"), "input.std") if p.has("std") and p.left["std"] is not None else None
+    p.get("std")
+    p.done(["name", "shape", "mean", "std"], "input")
+    return InputSpec(name, shape, mean, std, m.loc)
+
+
+def _parse_variables(raw: object, loc: Location) -> tuple[tuple[str, Value], ...]:
+    if raw is None:
+        return ()
+    m = expect_map(raw, loc, "variables")
+    out = []
+    for k, v in m.items():
+        path = join("variables", k)
+        check_name(k, m.key_locs[k], path, "variable name")
+        if k in ex.FUNCTIONS:
+            raise SpecError(f"variable name '{k}' is the name of a function", location=m.key_locs[k], path=path)
+        out.append((k, parse_value(v, m.loc_of(k), path)))
+    return tuple(out)
+
+
+def _parse_init(raw: object, loc: Location) -> dict[str, dict[str, InitRule]]:
+    if raw is None:
+        return {}
+    m = expect_map(raw, loc, "init")
+    out: dict[str, dict[str, InitRule]] = {}
+    for op, rules in m.items():
+        path = join("init", op)
+        if op not in INIT_OPS:
+            raise SpecError(
+                f"unknown op '{op}' in init{did_you_mean(op, INIT_OPS)}; allowed: {', '.join(INIT_OPS)}",
+                location=m.key_locs[op],
+                path=path,
+            )
+        rm = expect_map(rules, m.loc_of(op), path)
+        out[op] = {}
+        for param, rule in rm.items():
+            if param not in INIT_OPS[op]:
+                raise SpecError(
+                    f"unknown parameter '{param}' of {op}; allowed: {', '.join(INIT_OPS[op])}",
+                    location=rm.key_locs[param],
+                    path=join(path, param),
+                )
+            out[op][param] = _parse_init_rule(rule, rm.loc_of(param), join(path, param))
+    return out
+
+
+def _parse_init_rule(raw: object, loc: Location, path: str) -> InitRule:
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return InitRule("constant", (("value", float(raw)),), loc)
+    if isinstance(raw, str):
+        if raw not in INIT_SCHEMES:
+            raise SpecError(f"unknown init scheme '{raw}'{did_you_mean(raw, INIT_SCHEMES)}", location=loc, path=path)
+        return InitRule(raw, (), loc)
+    m = expect_map(raw, loc, path, "a number, a scheme name or {scheme: {arguments}}")
+    if len(m) != 1:
+        raise SpecError(f"expected one scheme, found {len(m)}: {', '.join(m)}", location=loc, path=path)
+    (scheme, args), = m.items()
+    if scheme not in INIT_SCHEMES:
+        raise SpecError(
+            f"unknown init scheme '{scheme}'{did_you_mean(scheme, INIT_SCHEMES)}", location=m.key_locs[scheme], path=path
+        )
+    am = expect_map(args, m.loc_of(scheme), join(path, scheme)) if args is not None else {}
+    parsed = []
+    for k, v in am.items():
+        if k not in INIT_SCHEMES[scheme]:
+            allowed = ", ".join(INIT_SCHEMES[scheme]) or "none"
+            raise SpecError(
+                f"unknown argument '{k}' of {scheme}; allowed: {allowed}", location=am.key_locs[k], path=join(path, k)
+            )
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise SpecError(f"expected a number, found {scalar_type_name(v)}", location=am.loc_of(k), path=join(path, k))
+        parsed.append((k, float(v)))
+    return InitRule(scheme, tuple(parsed), loc)
+
+
+def _parse_templates(raw: object, loc: Location) -> dict[str, Template]:
+    if raw is None:
+        return {}
+    m = expect_map(raw, loc, "templates")
+    out: dict[str, Template] = {}
+    for name, body in m.items():
+        path = join("templates", name)
+        check_name(name, m.key_locs[name], path, "template name")
+        if name in OPS:
+            raise SpecError(f"template name '{name}' is the name of an op", location=m.key_locs[name], path=path)
+        tm = expect_map(body, m.loc_of(name), path, "a template: a mapping with 'params' and 'body'")
+        p = _Pop(tm, path)
+        params = _parse_params(p.get("params"), p.loc("params"), join(path, "params"))
+        if not p.has("body"):
+            raise SpecError("missing key 'body': the template's layers", location=tm.loc, path=join(path, "body"))
+        block = parse_block(p.get("body"), p.loc("body"), join(path, "body"))
+        tdoc = p.get("doc", "")
+        p.done(["params", "body", "doc"], f"template {name}")
+        out[name] = Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "")
+    return out
+
+
+def _parse_params(raw: object, loc: Location, path: str) -> tuple[Param, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, YList):
+        raise SpecError(f"expected a list of parameter names, found {scalar_type_name(raw)}", location=loc, path=path)
+    params: list[Param] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        iloc, ipath = raw.loc_of(i), join(path, i)
+        default = None
+        if isinstance(item, YMap):
+            if len(item) != 1:
+                raise SpecError(
+                    "expected a name or {name: default}, found a mapping with several keys", location=iloc, path=ipath
+                )
+            (item, dv), = item.items()
+            default = parse_value(dv, raw[i].loc_of(item), join(ipath, item))
+        elif params and params[-1].default is not None:
+            raise SpecError(
+                f"parameter '{item}' without a default follows one with a default", location=iloc, path=ipath
+            )
+        name = check_name(item, iloc, ipath, "parameter name")
+        if name in seen:
+            raise SpecError(f"duplicate parameter '{name}'", location=iloc, path=ipath)
+        if name in ("in_channels", "self"):
+            raise SpecError(f"parameter name '{name}' is reserved", location=iloc, path=ipath)
+        seen.add(name)
+        params.append(Param(name, default, iloc))
+    return tuple(params)
+
+
+def _parse_model(raw: object, loc: Location) -> SeqBlock:
+    block = parse_block(raw, loc, "model")
+    if not isinstance(block, SeqBlock) or not block.named:
+        raise SpecError("expected a mapping of named blocks (conv1: ..., pool1: ...)", location=loc, path="model")
+    return block
+
+
+def _parse_outputs(raw: object, loc: Location) -> tuple[Output, ...]:
+    if raw is None:
+        return ()
+    m = expect_map(raw, loc, "outputs")
+    outs = []
+    for name, body in m.items():
+        path = join("outputs", name)
+        check_name(name, m.key_locs[name], path, "output name")
+        om = expect_map(body, m.loc_of(name), path, "a mapping with 'from'")
+        p = _Pop(om, path)
+        if not p.has("from"):
+            raise SpecError("missing key 'from': the node this output reads", location=om.loc, path=join(path, "from"))
+        src_loc = p.loc("from")
+        src = p.get("from")
+        if not isinstance(src, str):
+            raise SpecError(f"expected a node name, found {scalar_type_name(src)}", location=src_loc, path=join(path, "from"))
+        head = parse_block(p.get("head"), p.loc("head"), name) if p.has("head") else None
+        weight = parse_value(p.get("loss_weight"), p.loc("loss_weight"), join(path, "loss_weight")) if p.has("loss_weight") else None
+        training_only = p.get("training_only", False)
+        if not isinstance(training_only, bool):
+            raise SpecError(
+                f"expected true or false, found {scalar_type_name(training_only)}",
+                location=om.loc_of("training_only"),
+                path=join(path, "training_only"),
+            )
+        when = parse_value(p.get("when"), p.loc("when"), join(path, "when")) if p.has("when") else None
+        p.done(["from", "head", "loss_weight", "training_only", "when"], f"output {name}")
+        outs.append(Output(name, src, src_loc, head, weight, training_only, when, m.key_locs[name], path))
+    return tuple(outs)

@@ -1,0 +1,147 @@
+"""The summary: one row per top-level model entry, like the paper's Table 1.
+
+:func:`summarize` returns plain data (the JSON contract); :func:`render`
+formats it as a text table, Markdown or JSON.
+
+JSON contract::
+
+    {"name": str, "input": [C, H, W],
+     "rows": [{"name", "kind", "output", "depth", "args": {param: value}, "params", "macs"}, ...],
+     "totals": {"params", "macs", "depth"}}
+
+``kind`` is the op or template name; ``args`` keeps the template's parameter
+order (for an op, the attributes the spec wrote); totals cover the inference
+graph, or the training graph with its auxiliary heads when ``with_aux``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+
+from nasdsl import ir
+from nasdsl.build import Tree
+from nasdsl.ops import OPS
+from nasdsl.passes.shapes import macs, params
+
+
+def _plain(v: object) -> object:
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def depth(g: nx.DiGraph, nodes: list[str]) -> int:
+    """Layers with parameters on the longest path through ``nodes`` (the paper's depth)."""
+    inside = set(nodes)
+    best: dict[str, int] = {}
+    for n in ir.order(g.subgraph(nodes)):
+        before = max((best[p] for p in g.predecessors(n) if p in inside), default=0)
+        best[n] = before + (1 if OPS[g.nodes[n]["op"]].layer else 0)
+    return max(best.values(), default=0)
+
+
+def _simple(v: object) -> object:
+    if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
+        return v[0]
+    return _plain(v)
+
+
+def _window(g: nx.DiGraph, nodes: list[str]) -> str:
+    windowed = [n for n in nodes if "kernel" in g.nodes[n]["attrs"]]
+    if len(windowed) != 1:
+        return ""
+    attrs = g.nodes[windowed[0]]["attrs"]
+    k, s = attrs["kernel"], attrs["stride"]
+    kernel = f"{k[0]}x{k[1]}"
+    stride = str(s[0]) if s[0] == s[1] else f"{s[0]}x{s[1]}"
+    return f"{kernel}/{stride}"
+
+
+def _row(g: nx.DiGraph, tree: Tree, nodes: list[str]) -> dict:
+    if tree.kind == "use":
+        kind, args = tree.template, {k: _plain(v) for k, v in tree.args.items()}
+    elif tree.kind == "op":
+        data = g.nodes[tree.output]
+        kind = data["op"]
+        args = {k: _simple(data["attrs"][k]) for k in data["given"]}
+    else:
+        kind, args = tree.kind, {}
+    return {
+        "name": tree.name,
+        "kind": kind,
+        "window": _window(g, nodes),
+        "output": list(g.nodes[tree.output]["shape"]),
+        "depth": depth(g, nodes),
+        "args": args,
+        "params": sum(params(g, n) for n in nodes),
+        "macs": sum(macs(g, n) for n in nodes),
+    }
+
+
+def summarize(g: nx.DiGraph, root: Tree, *, with_aux: bool = False) -> dict:
+    """The summary of a shaped graph (see the module docstring)."""
+    model = root.children[0]
+    heads = root.children[1:]
+    members: dict[str, list[str]] = {}
+    for node, data in g.nodes(data=True):
+        if data["op"] == "input":
+            continue
+        top = node.split(".")[0]
+        members.setdefault(top, []).append(node)
+    rows = []
+    for child in model.children:
+        if child.kind == "ref" and child.output != child.path:
+            continue  # switched off by `when`
+        rows.append(_row(g, child, members.get(child.name, [])))
+    if with_aux:
+        for head in heads:
+            rows.append(_row(g, head, members.get(head.name, [])))
+    counted = [n for n, d in g.nodes(data=True) if d["op"] != "input" and (with_aux or d["phase"] != "train")]
+    return {
+        "name": g.graph["name"],
+        "input": list(g.nodes[g.graph["input"]]["shape"]),
+        "rows": rows,
+        "totals": {
+            "params": sum(params(g, n) for n in counted),
+            "macs": sum(macs(g, n) for n in counted),
+            "depth": depth(g, counted),
+        },
+    }
+
+
+def _shape(s: list[int]) -> str:
+    return "x".join(str(d) for d in s)
+
+
+def _args(a: dict) -> str:
+    return " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in a.items())
+
+
+def render(summary: dict, fmt: str = "table") -> str:
+    if fmt == "json":
+        public = {**summary, "rows": [{k: v for k, v in r.items() if k != "window"} for r in summary["rows"]]}
+        return json.dumps(public, indent=2) + "\n"
+    head = ["name", "kind", "window", "output", "depth", "params", "MACs", "args"]
+    body = [
+        [r["name"], r["kind"], r["window"], _shape(r["output"]), str(r["depth"] or ""), f"{r['params']:,}",
+         f"{r['macs']:,}", _args(r["args"])]
+        for r in summary["rows"]
+    ]
+    t = summary["totals"]
+    total = ["total", "", "", "", str(t["depth"]), f"{t['params']:,}", f"{t['macs']:,}", ""]
+    title = f"{summary['name']}: input {_shape(summary['input'])}"
+    if fmt == "markdown":
+        lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in [*body, total]]
+        return "\n".join(lines) + "\n"
+    right = {4, 5, 6}
+    widths = [max(len(row[i]) for row in [head, *body, total]) for i in range(len(head))]
+
+    def line(row: list[str]) -> str:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([title, line(head), rule, *map(line, body), rule, line(total)]) + "\n"
