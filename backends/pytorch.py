@@ -334,11 +334,15 @@ def _lead_of(ctx: _Ctx, t: Tree, lead: object) -> object:
         return _lead_of(inner, t.children[0], lead)
     if t.kind == "ref":
         return ctx.g.nodes[t.output]["shape"][0]
+    if t.kind == "skip":
+        return lead
     raise CodegenError(f"unexpected block kind {t.kind}")
 
 
 def _module_expr(ctx: _Ctx, t: Tree, lead: object, classes: dict[str, str]) -> tuple[Call, object]:
     """A module expression for a block nested inside a class."""
+    if t.kind == "skip":
+        return Call("nn.Identity", ()), lead
     if t.kind == "op":
         return _op_module(ctx, t, lead)
     if t.kind == "use":
@@ -467,6 +471,8 @@ class _Writer:
         targets = {self._ref_target(c) for c in t.children if c.kind == "ref"}
         produced: dict[str, str] = {}
         for c in t.children:
+            if c.kind == "skip":
+                continue
             if c.kind == "ref":
                 name = produced.get(c.output)
                 if name is None:

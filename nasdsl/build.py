@@ -29,7 +29,9 @@ MAX_SPATIAL = 1 << 16
 class Tree:
     """One expanded block. ``output`` is the graph node that carries its result."""
 
-    kind: str  # "op", "seq", "merge", "use", "ref", "input"
+    #: "op", "seq", "merge", "use", "ref", "input", or "skip" (switched off by
+    #: ``when``: passes its input through)
+    kind: str
     name: str
     path: str
     block: Block | None
@@ -96,7 +98,7 @@ class _Builder:
                     path=block.when.path,
                 )
             if not cond:
-                return Tree("ref", name, path, block, inputs[0], inputs, phase=phase)
+                return Tree("skip", name, path, block, inputs[0], inputs, phase=phase)
         if isinstance(block, OpBlock):
             tree = self._op(block, name, path, inputs, scope, phase)
         elif isinstance(block, SeqBlock):

@@ -116,8 +116,9 @@ parameter in generated code. Passing ``Sym`` values in the environment makes
 ``Sym``, folded and simplified (``x + 0`` is ``x``, ``(a + 3) + 4`` is
 ``a + 7``, ``c * 4 * 4`` is ``c * 16``); anything else on a ``Sym``
 (comparisons, ``/``, ``%``, ``**``, ``abs``, ``round`` ...) raises
-:class:`SymbolicError`. :meth:`Sym.render` writes Python source that computes
-the same integer.
+:class:`SymbolicError`, as does building a ``Sym`` nested more than
+:data:`MAX_SYM_DEPTH` levels deep. :meth:`Sym.render` writes Python source
+that computes the same integer.
 
 Rendering
 ---------
@@ -130,6 +131,7 @@ module's: code that runs rendered text must have them in scope.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import keyword
 import math
@@ -335,7 +337,6 @@ _BINARY_PRECEDENCE = {
     "**": _POW,
 }
 _COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
-_LOGIC = frozenset({"and", "or"})
 
 # name -> (fewest arguments, most arguments or None for no limit)
 _FUNCTIONS: dict[str, tuple[int, int | None]] = {
@@ -921,7 +922,9 @@ def _render(node: _Node, rename: Callable[[str], str]) -> tuple[str, int]:
         case _Unary(op="not"):
             return "not " + _wrap(_render(node.operand, rename), _NOT), _NOT
         case _Unary():
-            return node.op + _wrap(_render(node.operand, rename), _UNARY), _UNARY
+            # "-(-a)" rather than "--a", which reads like a decrement operator.
+            min_precedence = _ATOM if isinstance(node.operand, _Unary) and node.operand.op != "not" else _UNARY
+            return node.op + _wrap(_render(node.operand, rename), min_precedence), _UNARY
         case _Binary():
             return _render_binary(node, rename)
         case _Cond():
@@ -987,6 +990,10 @@ class Sym:
 
     def _children(self) -> tuple[Sym | int, ...]:
         raise NotImplementedError
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        # Rebuild through __init__ (for copy and pickle) so that the depth is computed again.
+        return type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self))
 
     @property
     def names(self) -> frozenset[str]:
@@ -1112,9 +1119,6 @@ class _SMinMax(Sym):
 
     def _children(self) -> tuple[Sym | int, ...]:
         return self.args
-
-
-Value = int | float | bool | Sym
 
 
 def _sym_operand(value: object) -> Sym | int | None:

@@ -290,7 +290,7 @@ _LIBYAML_MAX_NESTING = 1000
 def _syntax_error(exc: yaml.MarkedYAMLError, source: _Source, limits: Limits) -> SpecError:
     """A PyYAML scanner/parser error as a SpecError at the problem, without PyYAML's layout."""
     mark = exc.problem_mark or exc.context_mark
-    location = source.loc(mark) if mark is not None else source.start
+    location = _error_location(source, mark)
     problem = (exc.problem or exc.context or "invalid YAML").strip()
     if problem == _LIBYAML_NESTING:
         return LimitError(_depth_message(limits), location=location)
@@ -301,10 +301,18 @@ def _syntax_error(exc: yaml.MarkedYAMLError, source: _Source, limits: Limits) ->
         problem += ": use spaces, YAML does not allow tabs here"
     context_mark = exc.context_mark
     if exc.context and context_mark is not None and context_mark is not mark:
-        where = source.loc(context_mark)
+        where = _error_location(source, context_mark)
         if (where.line, where.column) != (location.line, location.column):
             problem += f" ({exc.context.strip()} started at line {where.line}, column {where.column})"
     return SpecError(problem, location=location)
+
+
+def _error_location(source: _Source, mark: Any) -> Location:
+    if mark is None:
+        return source.start
+    if mark.index >= len(source.text):  # libyaml puts the end of a text without final newline on a new line
+        return source.at_index(len(source.text))
+    return source.loc(mark)
 
 
 def _char_at(text: str, index: int | None) -> str | None:
@@ -478,7 +486,8 @@ class _Builder:
         elif tag != _STR and stack[-1].key is None and stack[-1].is_map:
             raise SpecError(_key_error(tag, text) or "", location=loc)
         if event.anchor is not None:
-            self.define_anchor(event.anchor, _Anchor(value, loc, 1, 0, _key_error(tag, text)))
+            self.check_new_anchor(event.anchor, loc)
+            self.anchors[event.anchor] = _Anchor(value, loc, 1, 0, _key_error(tag, text))
         self.nodes += 1
         if self.nodes > self.max_nodes:
             raise self.too_many_nodes(loc, alias=None)
@@ -511,7 +520,7 @@ class _Builder:
         container = frame.container
         if frame.anchor is not None:
             del self.open_anchors[frame.anchor]
-            self.define_anchor(frame.anchor, _Anchor(container, container.loc, frame.size, frame.height, None))
+            self.anchors[frame.anchor] = _Anchor(container, container.loc, frame.size, frame.height, None)
         if self.stack:
             self.add(container, container.loc, frame.size, frame.height)
         else:
@@ -599,11 +608,6 @@ class _Builder:
         first = self.anchors[name].loc if name in self.anchors else self.open_anchors.get(name)
         if first is not None:
             raise SpecError(f"duplicate anchor '&{name}' (first defined at line {first.line})", location=loc)
-
-    def define_anchor(self, name: str, anchor: _Anchor) -> None:
-        if name not in self.open_anchors:  # a collection's anchor was checked at its start
-            self.check_new_anchor(name, anchor.loc)
-        self.anchors[name] = anchor
 
     def count(self, size: int, loc: Location, *, alias: str | None) -> None:
         self.nodes += size

@@ -92,7 +92,7 @@ def summarize(g: nx.DiGraph, root: Tree, *, with_aux: bool = False) -> dict:
         members.setdefault(top, []).append(node)
     rows = []
     for child in model.children:
-        if child.kind == "ref" and child.output != child.path:
+        if child.kind == "skip":
             continue  # switched off by `when`
         rows.append(_row(g, child, members.get(child.name, [])))
     if with_aux:

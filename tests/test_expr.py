@@ -6,8 +6,10 @@ results (only here, in the tests, and only on text the tests generate).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import pickle
 import time
 
 import pytest
@@ -131,6 +133,7 @@ def error(text: str, env: dict[str, object] | None = None) -> ExprError:
         "make_divisible(a * 10, 4, 16)",
         "2 ** 53",
         "-(2 ** 53)",
+        "2 ** 53 - 1 + 1",
         "(1 +\n 2)\t* 3",
     ],
 )
@@ -145,6 +148,13 @@ def test_evaluates_like_python(text: str) -> None:
 def test_booleans(word: str, value: bool) -> None:
     assert parse(word).evaluate({}) is value
     assert parse(word).render() == str(value)
+
+
+def test_the_integer_bound_is_inclusive() -> None:
+    assert parse("2 ** 53").evaluate({}) == MAX_INT
+    assert parse("x + 0").evaluate({"x": -MAX_INT}) == -MAX_INT
+    assert parse("9007199254740992").evaluate({}) == MAX_INT
+    assert "out of range" in error("x + 1", {"x": MAX_INT}).message
 
 
 def test_division_always_gives_a_float() -> None:
@@ -445,6 +455,16 @@ def test_names_are_the_free_variables() -> None:
     assert FUNCTIONS == {"abs", "ceil", "floor", "int", "make_divisible", "max", "min", "round"}
 
 
+@pytest.mark.parametrize("name", ["a", "_", "c3x3", "_private", "Inception4a", "x" * 100])
+def test_identifiers(name: str) -> None:
+    assert is_identifier(name)
+
+
+@pytest.mark.parametrize("name", ["", "3x", "a-b", "a.b", "a b", "caf\u00e9", "\u0661", "a\n", None, 3])
+def test_not_identifiers(name: object) -> None:
+    assert not is_identifier(name)  # type: ignore[arg-type]
+
+
 def test_a_variable_may_be_called_like_a_function() -> None:
     assert parse("min + 1").evaluate({"min": 1}) == 2
 
@@ -474,6 +494,8 @@ def test_expr_is_immutable_and_comparable() -> None:
         ("2 ** (-1)", "2 ** -1"),
         ("-(a + b)", "-(a + b)"),
         ("(-a) * b", "-a * b"),
+        ("--a", "-(-a)"),
+        ("-+a", "-(+a)"),
         ("not (t and f)", "not (t and f)"),
         ("(not t) and f", "not t and f"),
         ("not (a == b)", "not a == b"),
@@ -617,7 +639,8 @@ def test_sym_folding() -> None:
     assert a * 0 == 0 and isinstance(a * 0, int)
     assert a - a == 0
     assert a // 1 == a
-    assert -(-a) == a
+    negated = -a
+    assert -negated == a
     assert +a is a
     assert (a + 3) + 4 == a + 7
     assert ((a + 3) + 4).render() == "a + 7"
@@ -738,6 +761,15 @@ def test_sym_equality_and_hashing_are_structural() -> None:
     assert (a + b).names == frozenset({"a", "b"})
     assert (a // (b * c) + 2).names == frozenset({"a", "b", "c"})
     assert repr(a + 1) == "Sym('a + 1')"
+
+
+def test_sym_survives_copy_and_pickle() -> None:
+    value = parse("(a * 2 + 1) // b + min(a, 3)").evaluate({"a": a, "b": b})
+    for copied in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+        assert copied == value
+        assert (copied * 2 + copied // c).render() == (value * 2 + value // c).render()
+    expr = parse("a + 1")
+    assert pickle.loads(pickle.dumps(expr)) == expr == copy.deepcopy(expr)
 
 
 def test_sym_names_must_be_identifiers() -> None:
