@@ -121,7 +121,9 @@ def scalar_type_name(v: object) -> str:
 # --------------------------------------------------------------------------- reading files
 
 
-def load_file(path: str | os.PathLike[str], *, limits: Limits = Limits(), display_name: str | None = None) -> YMap:
+def load_file(
+    path: str | os.PathLike[str], *, limits: Limits = Limits(), display_name: str | None = None
+) -> YMap:
     """Load a spec file: a YAML mapping. Raises :class:`SpecError` / :class:`LimitError`."""
     name = display_name if display_name is not None else str(path)
     data = _read_bytes(path, name, limits)
@@ -149,6 +151,8 @@ def _read_bytes(path: str | os.PathLike[str], name: str, limits: Limits) -> byte
         raise SpecError("permission denied: cannot read the file", location=start) from None
     except OSError as exc:
         raise SpecError(f"cannot read the file: {exc.strerror or exc}", location=start) from None
+    except ValueError:  # e.g. a NUL character in the path
+        raise SpecError("cannot read the file: invalid file name", location=start) from None
     if len(data) > limits.max_bytes:
         raise _too_big(None, limits, start)
     return data
@@ -186,10 +190,23 @@ def _decode(data: bytes, name: str) -> str:
 
 
 def _byte_position(data: bytes, offset: int) -> tuple[int, int]:
-    """1-based line and column (in characters) of byte ``offset``; the bytes before it are UTF-8."""
-    line_start = data.rfind(b"\n", 0, offset) + 1
-    column = len(data[line_start:offset].decode("utf-8", errors="replace")) + 1
-    return data.count(b"\n", 0, offset) + 1, column
+    """1-based line and column (in characters) of byte ``offset``."""
+    before = data[:offset].decode("utf-8", errors="replace")
+    line, column = _position(before, len(before))
+    return line + 1, column + 1
+
+
+# What YAML counts as a line break (a lone CR, NEL and the Unicode separators too).
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """0-based line and column of ``text[index]``, counting lines as YAML parsers do."""
+    line = line_start = 0
+    for match in _LINE_BREAK.finditer(text, 0, index):
+        line += 1
+        line_start = match.end()
+    return line, index - line_start
 
 
 # --------------------------------------------------------------------------- loading text
@@ -251,8 +268,12 @@ def _check_characters(source: _Source) -> None:
     char = bad.group()
     location = source.at_index(bad.start())
     if char == "\0":
-        raise SpecError("found a NUL character: this looks like binary data, not YAML text", location=location)
-    raise SpecError(f"found character {char!r} (U+{ord(char):04X}), which YAML does not allow", location=location)
+        raise SpecError(
+            "found a NUL character: this looks like binary data, not YAML text", location=location
+        )
+    raise SpecError(
+        f"found character {char!r} (U+{ord(char):04X}), which YAML does not allow", location=location
+    )
 
 
 @dataclass(frozen=True)
@@ -277,8 +298,7 @@ class _Source:
         return self.at(mark.line, mark.column)
 
     def at_index(self, index: int) -> Location:
-        line_start = self.text.rfind("\n", 0, index) + 1
-        return self.at(self.text.count("\n", 0, index), index - line_start)
+        return self.at(*_position(self.text, index))
 
 
 # --------------------------------------------------------------------------- syntax errors
@@ -338,12 +358,15 @@ _NON_SPECIFIC = (None, "!")
 _KEY_KIND = MappingProxyType({_INT: "int", _FLOAT: "float", _BOOL: "bool", _NULL: "null"})
 _TAG_KIND = MappingProxyType({_INT: "an integer", _FLOAT: "a float", _BOOL: "a boolean"})
 
+
 # SafeLoader's implicit resolvers, frozen at import: first character -> ((tag, regexp), ...),
 # with the resolvers for any first character (key None) appended to every entry.
 def _implicit_resolvers() -> Mapping[str, tuple[tuple[str, re.Pattern[str]], ...]]:
     table = yaml.SafeLoader.yaml_implicit_resolvers
     anywhere = tuple(table.get(None, ()))
-    return MappingProxyType({first: tuple(pairs) + anywhere for first, pairs in table.items() if first is not None})
+    return MappingProxyType(
+        {first: tuple(pairs) + anywhere for first, pairs in table.items() if first is not None}
+    )
 
 
 _IMPLICIT = _implicit_resolvers()
@@ -385,8 +408,9 @@ def _shorten(text: str, width: int = 40) -> str:
 
 def _bad_scalar(tag: str, text: str, exc: Exception) -> str:
     digits = sum(c.isdigit() for c in text)
-    if tag == _INT and isinstance(exc, ValueError) and digits > sys.get_int_max_str_digits() > 0:
-        return f"integer {_shorten(text)!r} has {digits} digits, more than the {sys.get_int_max_str_digits()} allowed"
+    most = sys.get_int_max_str_digits()
+    if tag == _INT and isinstance(exc, ValueError) and digits > most > 0:
+        return f"integer {_shorten(text)!r} has {digits} digits, more than the {most} allowed"
     return f"{_shorten(text)!r} is not {_TAG_KIND[tag]} (tagged {_show_tag(tag)})"
 
 
@@ -460,13 +484,15 @@ class _Builder:
         self.documents += 1
         if self.documents > 1:
             raise SpecError(
-                "found a second YAML document: a spec holds exactly one", location=self.source.loc(event.start_mark)
+                "found a second YAML document: a spec holds exactly one",
+                location=self.source.loc(event.start_mark),
             )
 
     def on_stream_end(self, event: StreamEndEvent) -> None:
         if self.want_mapping and self.root_is_empty:
             raise SpecError(
-                "the file is empty: expected a mapping with at least the key 'model'", location=self.source.start
+                "the file is empty: expected a mapping with at least the key 'model'",
+                location=self.source.start,
             )
 
     def on_scalar(self, event: ScalarEvent) -> None:
@@ -541,7 +567,9 @@ class _Builder:
             if target.key_error is not None:
                 raise SpecError(target.key_error, location=loc)
             if not isinstance(target.value, str):
-                raise SpecError(f"expected a string key, found {_collection_kind(target.value)}", location=loc)
+                raise SpecError(
+                    f"expected a string key, found {_collection_kind(target.value)}", location=loc
+                )
         if len(self.stack) + target.height > self.limits.max_depth:
             raise LimitError(
                 f"nesting deeper than {self.limits.max_depth} levels once alias '*{name}' is expanded "
@@ -617,9 +645,11 @@ class _Builder:
     def too_many_nodes(self, loc: Location, *, alias: str | None) -> LimitError:
         limit = self.max_nodes
         if alias is not None:
-            message = f"alias expansion exceeds {limit} nodes (billion-laughs guard); raise it with --max-nodes"
+            message = (
+                f"alias expansion exceeds {limit} nodes (billion-laughs guard); raise it with --max-yaml-nodes"
+            )
         else:
-            message = f"the spec has more than {limit} YAML nodes (raise it with --max-nodes)"
+            message = f"the spec has more than {limit} YAML nodes (raise it with --max-yaml-nodes)"
         return LimitError(message, location=loc)
 
     def scalar_too_long(self, text: str, loc: Location) -> LimitError:

@@ -1,0 +1,7 @@
+"""Where things are, for the tests."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+REFERENCE = ROOT.parent / "shared" / "reference"

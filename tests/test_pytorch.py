@@ -1,0 +1,300 @@
+"""The PyTorch backend against independent references: torchvision's GoogLeNet,
+Caffe's train_val.prototxt, and PyTorch's own loss and init functions."""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import nasdsl
+from nasdsl.backends.pytorch import build_model, generate_source, load_source
+
+from caffe import parameter_shapes
+from paths import ROOT, SPECS
+
+GOOGLENET = SPECS / "googlenet.yaml"
+GOOGLENET_BN = SPECS / "googlenet_bn.yaml"
+ALL_SPECS = sorted(SPECS.glob("*.yaml"))
+
+
+def torchvision_googlenet(**kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.googlenet(weights=None, init_weights=True, **kwargs)
+
+
+def randomise_bn_stats(model: torch.nn.Module) -> None:
+    """Fresh BatchNorm has mean 0 / var 1; random stats make eval-mode checks meaningful."""
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+
+
+# -- googlenet_bn against torchvision ----------------------------------------------
+
+
+def test_bn_loads_torchvision_weights_and_matches_eval(image):
+    reference = torchvision_googlenet(aux_logits=True)
+    randomise_bn_stats(reference)
+    model = build_model(GOOGLENET_BN)
+    model.load_state_dict(reference.state_dict(), strict=True)
+    reference.eval(), model.eval()
+    with torch.no_grad():
+        expected, got = reference(image), model(image)
+    assert isinstance(got, torch.Tensor) and got.shape == (2, 1000)
+    assert (expected - got).abs().max().item() <= 1e-5
+
+
+def test_bn_training_outputs_match_torchvision_without_dropout(image):
+    reference = torchvision_googlenet(aux_logits=True, dropout=0.0, dropout_aux=0.0)
+    model = build_model(GOOGLENET_BN, dropout=0.0, dropout_aux=0.0)
+    model.load_state_dict(reference.state_dict(), strict=True)
+    reference.train(), model.train()
+    expected, got = reference(image), model(image)
+    assert type(got).__name__ == "GoogLeNetBNOutputs" and got._fields == ("logits", "aux1", "aux2")
+    assert (expected.logits - got.logits).abs().max().item() <= 1e-5
+    # torchvision 0.29: aux_logits1 comes from aux1 (on 4a), aux_logits2 from aux2 (on 4d)
+    assert (expected.aux_logits1 - got.aux1).abs().max().item() <= 1e-5
+    assert (expected.aux_logits2 - got.aux2).abs().max().item() <= 1e-5
+
+
+def test_bn_without_aux_heads_matches_torchvision_without_aux(image):
+    reference = torchvision_googlenet(aux_logits=False)
+    randomise_bn_stats(reference)
+    model = build_model(GOOGLENET_BN, aux_logits=False)
+    assert model.aux1 is None and model.aux2 is None
+    model.load_state_dict(reference.state_dict(), strict=True)
+    reference.train(), model.train()
+    torch.manual_seed(3)
+    expected = reference(image)
+    torch.manual_seed(3)
+    got = model(image)  # no aux heads: a plain tensor even in training
+    assert isinstance(got, torch.Tensor)
+    assert (expected - got).abs().max().item() <= 1e-5
+
+
+def test_state_dict_keys_are_torchvisions(reference):
+    keys = [k for k in (reference / "torchvision_googlenet_state_dict_keys.txt").read_text().split() if "." in k]
+    model = build_model(GOOGLENET_BN)
+    assert sorted(model.state_dict()) == sorted(keys)
+
+
+def test_constructor_takes_the_spec_variables():
+    source = generate_source(nasdsl.compile_spec(GOOGLENET_BN))
+    cls = load_source(source).GoogLeNetBN
+    model = cls(num_classes=10, aux_logits=True, dropout=0.5, dropout_aux=0.1)
+    assert model.fc.out_features == 10 and model.aux1.fc2.out_features == 10
+    assert model.dropout.p == 0.5 and model.aux2.dropout.p == 0.1
+    assert cls(aux_logits=False).aux1 is None
+
+
+# -- googlenet against Caffe's prototxt ----------------------------------------------
+
+CAFFE_NAMES = {
+    "conv1/7x7_s2": "conv1.conv",
+    "conv2/3x3_reduce": "conv2.conv",
+    "conv2/3x3": "conv3.conv",
+    "loss3/classifier": "fc",
+}
+BRANCHES = {
+    "1x1": "branch1.conv",
+    "3x3_reduce": "branch2.0.conv",
+    "3x3": "branch2.1.conv",
+    "5x5_reduce": "branch3.0.conv",
+    "5x5": "branch3.1.conv",
+    "pool_proj": "branch4.1.conv",
+}
+
+
+def caffe_to_ours(layer: str) -> str:
+    if layer in CAFFE_NAMES:
+        return CAFFE_NAMES[layer]
+    head, _, tail = layer.partition("/")
+    if head.startswith("inception_"):
+        return f"inception{head[len('inception_'):]}.{BRANCHES[tail]}"
+    aux = {"loss1": "aux1", "loss2": "aux2"}[head]
+    return f"{aux}.{ {'conv': 'conv.conv', 'fc': 'fc1', 'classifier': 'fc2'}[tail] }"
+
+
+def test_googlenet_parameters_have_caffes_shapes(reference):
+    caffe = parameter_shapes(reference / "caffe_bvlc_googlenet" / "train_val.prototxt")
+    expected = {}
+    for key, shape in caffe.items():
+        layer, _, param = key.rpartition(".")
+        expected[f"{caffe_to_ours(layer)}.{param}"] = shape
+    model = build_model(GOOGLENET)
+    got = {k: tuple(p.shape) for k, p in model.named_parameters()}
+    assert got == expected
+    assert sum(math.prod(s) for s in expected.values()) == 13_378_280
+
+
+def test_googlenet_eval_output_and_softmax(image):
+    model = build_model(GOOGLENET).eval()
+    with torch.no_grad():
+        out = model(image)
+    assert out.shape == (2, 1000)
+    # Caffe's deploy net ends in a softmax: the eval output is a distribution
+    assert torch.allclose(out.sum(1), torch.ones(2), atol=1e-5)
+
+
+def test_googlenet_training_lowers_the_weighted_loss():
+    torch.manual_seed(0)
+    model = build_model(GOOGLENET, num_classes=10).train()
+    x = torch.randn(4, 3, 224, 224) * 50  # the model subtracts a 0-255 mean itself
+    target = torch.tensor([0, 1, 2, 3])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(4):
+        out = model(x)
+        loss = model.loss(out, target)
+        manual = F.cross_entropy(out.logits, target) + 0.3 * (
+            F.cross_entropy(out.aux1, target) + F.cross_entropy(out.aux2, target)
+        )
+        assert torch.allclose(loss, manual)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+
+
+def test_mean_subtraction_is_part_of_the_model(image):
+    with_mean = build_model(GOOGLENET).eval()
+    without = build_model(nasdsl.compile_spec(GOOGLENET, {"input.mean": None})).eval()
+    without.load_state_dict(with_mean.state_dict(), strict=True)
+    mean = torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(with_mean(image), without(image - mean), atol=1e-6)
+
+
+def test_initialisation_follows_the_spec():
+    caffe = build_model(GOOGLENET)
+    conv = caffe.inception4a.branch2[1].conv
+    bound = math.sqrt(3.0 / (conv.in_channels * 9))
+    assert conv.weight.abs().max().item() <= bound
+    assert abs(conv.weight.std().item() - bound / math.sqrt(3)) < 0.1 * bound
+    assert torch.all(conv.bias == 0.2) and torch.all(caffe.fc.bias == 0.2)
+    bn = build_model(GOOGLENET_BN)
+    assert abs(bn.inception4a.branch2[1].conv.weight.std().item() - 0.01) < 0.001
+    assert torch.all(bn.conv1.bn.weight == 1) and torch.all(bn.conv1.bn.bias == 0)
+
+
+# -- every spec -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
+def test_every_spec_runs_forward_and_backward(spec):
+    net = nasdsl.compile_spec(spec)
+    model = build_model(net).train()
+    c, h, w = net.summary()["input"]
+    out = model(torch.randn(2, c, h, w))
+    main = out if isinstance(out, torch.Tensor) else out[0]
+    assert tuple(main.shape[1:]) == tuple(net.graph.nodes[net.graph.graph["outputs"][0].node]["shape"])
+    loss = model.loss(out, torch.zeros(2, dtype=torch.long)) if main.dim() == 2 else main.float().mean()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert sum(p.numel() for p in model.parameters()) == net.summary(with_aux=True)["totals"]["params"]
+
+
+# -- the generated source ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", [GOOGLENET, GOOGLENET_BN], ids=lambda p: p.stem)
+def test_golden_source(spec, update_golden):
+    source = generate_source(nasdsl.compile_spec(spec), source_name=f"specs/{spec.name}")
+    golden = ROOT / "tests" / "golden" / f"{spec.stem}.py"
+    if update_golden:
+        golden.write_text(source)
+    assert golden.exists(), "run pytest --update-golden once to create the golden files"
+    assert source == golden.read_text(), "generated source changed; review and rerun with --update-golden"
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
+def test_source_passes_ruff_and_imports_torch_alone(spec, tmp_path):
+    source = generate_source(nasdsl.compile_spec(spec))
+    path = tmp_path / f"{spec.stem}.py"
+    path.write_text(source)
+    ruff = [sys.executable, "-m", "ruff"]
+    for args in (["check", "--isolated", str(path)], ["format", "--isolated", "--check", str(path)]):
+        run = subprocess.run(ruff + args, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+    tree = ast.parse(source)
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"torch", "typing", "collections", "math"}
+    assert ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign))) [0] == net_name(spec)
+
+
+def net_name(spec) -> str:
+    return nasdsl.compile_spec(spec).spec.name
+
+
+def test_source_is_deterministic_across_processes():
+    code = (
+        "import sys; from nasdsl.backends.pytorch import generate_source; import nasdsl;"
+        f"sys.stdout.write(generate_source(nasdsl.compile_spec({str(GOOGLENET_BN)!r})))"
+    )
+    outputs = set()
+    for seed in ("0", "1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        outputs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True).stdout)
+    assert len(outputs) == 1
+
+
+# -- compile, export, memory formats ---------------------------------------------
+
+
+def test_torch_compile_fullgraph_has_no_graph_breaks(image):
+    model = build_model(GOOGLENET_BN).eval()
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        assert torch.allclose(compiled(image[:1]), model(image[:1]), atol=1e-5)
+    model.train()
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    out = compiled(image)
+    assert out.aux1.shape == (2, 1000)
+
+
+def test_torch_export(image):
+    model = build_model(GOOGLENET).eval()
+    exported = torch.export.export(model, (image[:1],))
+    with torch.no_grad():
+        assert torch.allclose(exported.module()(image[:1]), model(image[:1]), atol=1e-6)
+
+
+def test_channels_last_and_bf16_autocast(image):
+    model = build_model(GOOGLENET_BN).eval()
+    with torch.no_grad():
+        expected = model(image)
+        cl = model.to(memory_format=torch.channels_last)(image.to(memory_format=torch.channels_last))
+        assert torch.allclose(cl, expected, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(image)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - expected).abs().max().item() < 0.05 * expected.abs().max().item() + 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_channels_last(image):
+    model = build_model(GOOGLENET_BN).eval().cuda().to(memory_format=torch.channels_last)
+    x = image.cuda().to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        assert model(x).shape == (2, 1000)
