@@ -24,7 +24,6 @@ import importlib.util
 import linecache
 import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from nasdsl.passes.check import check
 from nasdsl.passes.shapes import infer_shapes
 from nasdsl.spec import MergeBlock, OpBlock, SeqBlock, Spec, UseBlock, Value
 
-from .pyformat import Call, docstring, layout, literal, safe_text, wrap
+from .pyformat import Call, docstring, layout, literal, safe_text
 
 #: Names the generated file uses; spec names must not shadow them.
 RESERVED = frozenset(
@@ -389,6 +388,8 @@ class ClassCode:
     head: list[str]
     init: list[str]
     methods: list[list[str]] = field(default_factory=list)
+    #: helper classes (Concat, Add) the class uses
+    helpers: set[str] = field(default_factory=set)
 
 
 def _annotation(values: list[object]) -> str:
@@ -527,13 +528,15 @@ class _Writer:
         texts = {}
         for inst in instances:
             code = self._template_class_for(name, inst, instances)
+            self.helpers |= code.helpers
             key = "\n".join(code.head + code.init + sum(code.methods, []))
             texts.setdefault(key, (code, inst))
         if len(texts) > 1:
             (_, a), (_, b) = list(texts.values())[:2]
             raise CodegenError(
-                f"template {name} needs different code at {a.path or 'the top'} and {b.path}: a layer's size "
-                "depends on the input's spatial size; make it a parameter of the template",
+                f"template {name} needs different code at {a.path or 'the top'} and {b.path}: the uses differ in "
+                "what `when` switches on, or a layer's size depends on the input's spatial size; use one "
+                "template per variant, or make the size a parameter",
                 location=b.block.loc if b.block else None,
                 path=b.block.path if b.block else None,
             )
@@ -573,7 +576,8 @@ class _Writer:
             init, fwd, out_lead = self._statements(ctx, body, lead, notes, "")
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
             forward += ["        " + f if f else "" for f in fwd] + ["        return x"]
-            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward])
+            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward],
+                             ctx.used_helpers)
         if body.kind == "merge" and body.block.named:
             init, fwd = [], []
             outs = []
@@ -583,8 +587,7 @@ class _Writer:
                 note = _shape_note(self.g.nodes[c.output]["shape"], out_lead, notes(c))
                 fwd += layout(f"{c.name} = ", f"self.{c.name}(x)", 2, comment=note)
                 outs.append(c.name)
-            _, total = _module_expr(ctx, body, lead, self.classes)
-            self.helpers.discard("Concat" if body.block.op == "concat" else "Add")
+            total = _lead_of(ctx, body, lead)
             note = _shape_note(self.g.nodes[body.output]["shape"], total, notes(body))
             if body.block.op == "concat":
                 value = Call("torch.cat", (Call("", tuple(outs), "[", "]"), "1"))
@@ -592,18 +595,17 @@ class _Writer:
             else:
                 fwd += layout("return ", " + ".join(outs), 2, comment=note)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:") + fwd
-            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward])
+            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward],
+                             ctx.used_helpers)
         # A single module, an unnamed sequence or unnamed branches: subclass it.
         call, _ = _module_expr(ctx, body, lead, self.classes)
         base = call.func
-        if body.kind == "merge":
-            self.helpers.add(base)
         head[0] = f"class {name}({base}):"
         init = layout("super().__init__", Call("", call.args), 2)
         if fixups:
             raise CodegenError(f"template {name}: defaults computed from other parameters need a named body",
                                location=tmpl.loc, path=f"templates.{name}")
-        return ClassCode(name, head, sig + init)
+        return ClassCode(name, head, sig + init, [], ctx.used_helpers)
 
     # -- the model -----------------------------------------------------------
     def model_class(self) -> tuple[ClassCode, ClassCode | None]:
@@ -667,6 +669,7 @@ class _Writer:
         self._after = after  # type: ignore[method-assign]
         init, fwd, _ = self._statements(ctx, model, lead, lambda c: None, "")
         del self._after
+        self.helpers |= ctx.used_helpers
         main = outputs[0]
         pre: list[str] = []
         pre_init: list[str] = []
@@ -749,6 +752,8 @@ class _Writer:
                   f"            return {scale}F.cross_entropy(outputs, target)"]
         lines += layout("total = ", f"{scale}F.cross_entropy(outputs.{main.name}, target)", 2)
         for o in extras:
+            if o.loss_weight == 0:
+                continue  # an output that is not trained (an embedding, say)
             add = f"total + {literal(o.loss_weight)} * F.cross_entropy(outputs.{o.name}, target)"
             optional = o.training_only or o.when
             if optional:
@@ -788,7 +793,6 @@ class _Writer:
                 else:
                     branches.append(([classes[op]], body))
         if not branches:
-            lines.append("        pass")
             return lines
         lines.append("        for m in self.modules():")
         for i, (names, body) in enumerate(branches):
@@ -884,7 +888,7 @@ def generate_source(compiled: Compiled, *, source_name: str | None = None) -> st
         version=__version__,
         source=shown,
         sha=spec.sha256[:16],
-        doc=docstring(f"{spec.name}: {spec.doc}" if spec.doc else f"The {spec.name} model", 0),
+        doc=docstring(spec.doc or f"The {spec.name} model", 0),
         exposed=", ".join(exposed) or "none",
         needs_math=w.needs_math,
         needs_namedtuple=outputs is not None,

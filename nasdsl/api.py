@@ -3,7 +3,7 @@
 >>> import nasdsl
 >>> net = nasdsl.compile_spec("specs/googlenet.yaml", overrides={"num_classes": 10})
 >>> net.summary()["totals"]["params"]
-5977802
+5983802
 
 ``compile_spec`` loads a spec (following ``extends``), applies overrides,
 parses, expands, checks and infers shapes. The result (:class:`Compiled`)
@@ -22,12 +22,14 @@ import networkx as nx
 from nasdsl import document
 from nasdsl.build import MAX_NODES, Tree, build
 from nasdsl.errors import LimitError, Location
-from nasdsl.loader import Limits, YList, YMap
+from nasdsl.loader import Limits, YList
 from nasdsl.passes.check import check
 from nasdsl.passes.shapes import infer_shapes
 from nasdsl.spec import Spec, parse_spec
 from nasdsl.summary import summarize
 
+#: The loader's limits when the caller gives none (Limits is frozen, so one instance serves all).
+DEFAULT_LIMITS = Limits()
 #: Refuse models above this many parameters unless the caller raises the limit.
 MAX_PARAMS = 10**10
 
@@ -67,7 +69,7 @@ def load_spec(
     path: str | os.PathLike,
     overrides: Mapping[str, object] | Iterable[str] = (),
     *,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Spec:
     """Load and parse a spec. ``overrides`` is ``{path: value}`` or
     ``["path=value", ...]`` (the CLI's ``--set``), checked like the file."""
@@ -91,7 +93,7 @@ def compile_spec(
     spec: Spec | str | os.PathLike,
     overrides: Mapping[str, object] | Iterable[str] = (),
     *,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     max_nodes: int = MAX_NODES,
     max_params: int = MAX_PARAMS,
 ) -> Compiled:

@@ -27,9 +27,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from nasdsl.errors import LimitError, Location, SpecError
-from nasdsl.loader import Limits, YList, YMap, load_file, load_text
+from nasdsl.loader import Limits, YList, YMap, load_file, load_text, scalar_type_name
 from nasdsl.spec import did_you_mean, join
 
+#: The loader's limits when the caller gives none (Limits is frozen, so one instance serves all).
+DEFAULT_LIMITS = Limits()
 MAX_EXTENDS = 16
 REPLACED = ("nasdsl", "name", "doc")
 MERGED = ("input", "variables", "init", "templates", "model", "outputs")
@@ -46,33 +48,37 @@ def put(m: YMap, key: str, value: object, key_loc: Location, value_loc: Location
 
 
 def load_document(
-    path: str | os.PathLike, *, limits: Limits = Limits(), display_name: str | None = None
+    path: str | os.PathLike, *, limits: Limits = DEFAULT_LIMITS, display_name: str | None = None
 ) -> tuple[YMap, tuple[str, ...]]:
     """Load a spec file and everything it extends; return the merged document
     and the files read (most derived first)."""
     return _load(Path(path), display_name or str(path), limits, ())
 
 
-def _load(path: Path, shown: str, limits: Limits, chain: tuple[str, ...]) -> tuple[YMap, tuple[str, ...]]:
+def _load(path: Path, shown: str, limits: Limits, chain: tuple[tuple[str, str], ...]) -> tuple[YMap, tuple[str, ...]]:
+    """``chain``: (real path, shown name) of the files that extend this one, outermost first."""
     doc = load_file(path, limits=limits, display_name=shown)
     if "extends" not in doc:
         return doc, (shown,)
     ext_loc = doc.loc_of("extends")
     ext = doc["extends"]
-    if not isinstance(ext, str) or not ext:
-        raise SpecError("expected the path of a spec file", location=ext_loc, path="extends")
+    if not isinstance(ext, str) or not ext or "\0" in ext:
+        got = scalar_type_name(ext) if not isinstance(ext, str) else "an empty string" if not ext else "a NUL character"
+        raise SpecError(f"expected the path of a spec file, got {got}", location=ext_loc, path="extends")
     base_path = path.parent / ext
     key = os.path.realpath(path)
     base_key = os.path.realpath(base_path)
-    if base_key == key or base_key in chain:
-        names = " -> ".join([shown, ext])
-        raise SpecError(f"extends cycle: {names} is already being loaded", location=ext_loc, path="extends")
+    base_shown = os.path.normpath(os.path.join(os.path.dirname(shown), ext))
+    loaded = [*chain, (key, shown)]
+    keys = [k for k, _ in loaded]
+    if base_key in keys:
+        names = " -> ".join([name for _, name in loaded[keys.index(base_key) :]] + [base_shown])
+        raise SpecError(f"extends cycle: {names}", location=ext_loc, path="extends")
     if len(chain) >= MAX_EXTENDS:
         raise LimitError(f"more than {MAX_EXTENDS} levels of extends", location=ext_loc, path="extends")
-    base_shown = os.path.normpath(os.path.join(os.path.dirname(shown), ext))
     if not base_path.is_file() and not base_path.exists():
         raise SpecError(f"no such file: {base_shown}", location=ext_loc, path="extends")
-    base, files = _load(base_path, base_shown, limits, (*chain, key))
+    base, files = _load(base_path, base_shown, limits, tuple(loaded))
     return merge(base, doc), (shown, *files)
 
 
@@ -113,16 +119,18 @@ def parse_override(text: str) -> tuple[str, object, Location]:
     """``"inception4a.c3x3=256"`` -> (path, YAML value, location of the value)."""
     where = Location(f"<--set {text[:60]}>", 1, 1)
     if "=" not in text:
-        raise SpecError(f"expected PATH=VALUE, found {text[:60]!r}", location=where, path="--set")
+        raise SpecError(f"expected PATH=VALUE, got '{text[:60]}'", location=where, path="--set")
     key, _, raw = text.partition("=")
     key = key.strip()
     if not key:
-        raise SpecError("expected PATH=VALUE, found an empty path", location=where, path="--set")
+        raise SpecError("expected PATH=VALUE, got an empty path", location=where, path="--set")
     value = load_text(raw, where.file, top="any", line=1, column=len(key) + 2)
     return key, value, where.shifted(len(key) + 1)
 
 
-def apply_overrides(doc: YMap, overrides: Mapping[str, object], locations: Mapping[str, Location] | None = None) -> YMap:
+def apply_overrides(
+    doc: YMap, overrides: Mapping[str, object], locations: Mapping[str, Location] | None = None
+) -> YMap:
     """Apply ``{path: value}`` to the document (a modified copy is returned)."""
     doc = _copy(doc)
     for path, value in overrides.items():
@@ -146,9 +154,11 @@ def _copy(node: object) -> object:
 
 
 def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
+    """Set ``path`` to ``value`` (written at ``loc``); errors about the path point at its start."""
+    at = Location(loc.file, loc.line, 1)
     parts = path.split(".")
     if any(not p for p in parts):
-        raise SpecError("expected a dotted path like inception4a.c3x3", location=loc, path=path)
+        raise SpecError("expected a dotted path like inception4a.c3x3", location=at, path=path)
     head = parts[0]
     variables = doc.get("variables") if isinstance(doc.get("variables"), YMap) else {}
     model = doc.get("model") if isinstance(doc.get("model"), YMap) else {}
@@ -161,13 +171,13 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
     else:
         options = [*variables, *model]
         raise SpecError(
-            f"no variable or model entry named '{head}'{did_you_mean(head, options)}", location=loc, path=path
+            f"no variable or model entry named '{head}'{did_you_mean(head, options)}", location=at, path=path
         )
     if not rest:
         put(doc, section, value, loc, loc)
         return
     if section not in doc or not isinstance(doc[section], YMap):
-        raise SpecError(f"the spec has no section '{section}'", location=loc, path=path)
+        raise SpecError(f"the spec has no section '{section}'", location=at, path=path)
     node: object = doc[section]
     walked = section
     templates = doc.get("templates") if isinstance(doc.get("templates"), YMap) else {}
@@ -175,7 +185,7 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
         last = i == len(rest) - 1
         if isinstance(node, YList):
             if not part.isdigit() or int(part) >= len(node):
-                raise SpecError(f"expected an index below {len(node)}, found '{part}'", location=loc, path=path)
+                raise SpecError(f"expected an index below {len(node)}, got '{part}'", location=at, path=path)
             if last:
                 node[int(part)] = value
                 node.item_locs[int(part)] = loc
@@ -187,25 +197,23 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
                 if part not in node.get("args", {}) and not _is_param(node, part, templates):
                     params = _param_names(node, templates)
                     raise SpecError(
-                        f"'{part}' is not a parameter of {node['use']}{did_you_mean(part, params)}; "
+                        f"unknown parameter '{part}' of {node['use']}{did_you_mean(part, params)}; "
                         f"parameters: {', '.join(params) or 'none'}",
-                        location=loc,
+                        location=at,
                         path=path,
                     )
                 node = node["args"]
             if last:
                 if section in ("variables", "model") and walked == section and part not in node:
                     what = "variable" if section == "variables" else "model entry"
-                    raise SpecError(
-                        f"no {what} named '{part}'{did_you_mean(part, node)}", location=loc, path=path
-                    )
+                    raise SpecError(f"no {what} named '{part}'{did_you_mean(part, node)}", location=at, path=path)
                 put(node, part, value, loc, loc)
                 return
             if part not in node:
-                raise SpecError(f"no key '{part}' under {walked}{did_you_mean(part, node)}", location=loc, path=path)
+                raise SpecError(f"no key '{part}' under {walked}{did_you_mean(part, node)}", location=at, path=path)
             node = node[part]
         else:
-            raise SpecError(f"{walked} is a value, it has no key '{part}'", location=loc, path=path)
+            raise SpecError(f"{walked} is a value, it has no key '{part}'", location=at, path=path)
         walked = join(walked, part)
 
 

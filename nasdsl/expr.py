@@ -277,7 +277,9 @@ def _number_token(text: str, pos: int) -> _Token | None:
     literal = match.group()
     tail = _NUMBER_TAIL.match(text, match.end()).group()
     if tail:
-        raise ExprError(f"invalid number '{_show(literal + tail)}'", pos)
+        pair = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", literal + tail)
+        hint = f" (write a pair as [{pair[1]}, {pair[2]}])" if pair else ""
+        raise ExprError(f"invalid number '{_show(literal + tail)}'{hint}", pos)
     if any(c in literal for c in ".eE"):
         value = float(literal)
         if not math.isfinite(value) or abs(value) > MAX_INT:

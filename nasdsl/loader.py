@@ -136,12 +136,19 @@ def load_file(
 def _read_bytes(path: str | os.PathLike[str], name: str, limits: Limits) -> bytes:
     start = Location(name, 1, 1)
     try:
-        info = os.stat(path)
-        if stat.S_ISDIR(info.st_mode):
-            raise SpecError("is a directory, expected a YAML file", location=start)
-        if stat.S_ISREG(info.st_mode) and info.st_size > limits.max_bytes:
-            raise _too_big(info.st_size, limits, start)
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (a spec could `extends:` one and hang
+        # the compiler). What was opened is then checked through its descriptor, so it cannot be swapped.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise SpecError("is a directory, expected a YAML file", location=start)
+            if not stat.S_ISREG(info.st_mode):
+                raise SpecError(
+                    "is not a regular file (a pipe, a device or a socket), expected a YAML file", location=start
+                )
+            if info.st_size > limits.max_bytes:
+                raise _too_big(info.st_size, limits, start)
             data = f.read(limits.max_bytes + 1)
     except FileNotFoundError:
         raise SpecError("no such file", location=start) from None

@@ -65,15 +65,20 @@ REQUIRED = _Required()
 # normalised value or raises SpecError with "expected ..., got ...".
 
 
-def _describe(v: object) -> str:
+def describe(v: object) -> str:
+    """A value as a spec writes it, for messages: ``true``, ``1.5``, ``'same'``, ``[1, 2]``, ``null``."""
+    if v is None:
+        return "null"
+    if isinstance(v, Mapping):
+        return "a mapping"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
         return repr(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_describe(x) for x in v) + "]"
+        return "[" + ", ".join(describe(x) for x in v) + "]"
     if isinstance(v, str):
-        return f"'{v}'"
+        return f"'{v}'" if len(v) <= 40 else f"'{v[:37]}...'"
     return str(v)
 
 
@@ -87,7 +92,7 @@ def check_int(v: object, lo: int, hi: int) -> int:
     bound = "an integer > 0" if lo == 1 else f"an integer >= {lo}"
     if _is_int(v) and v > hi:
         bound += f" and <= {hi}"
-    raise SpecError(f"expected {bound}, got {_describe(v)}")
+    raise SpecError(f"expected {bound}, got {describe(v)}")
 
 
 def _int(lo: int = 1, hi: int = MAX_CHANNELS) -> Callable[[object], int]:
@@ -122,7 +127,7 @@ def _float(lo: float, hi: float, *, hi_open: bool = False) -> Callable[[object],
         ok = ok and lo <= v and (v < hi if hi_open else v <= hi)
         if not ok:
             top = f"< {hi}" if hi_open else f"<= {hi}"
-            raise SpecError(f"expected a number >= {lo} and {top}, got {_describe(v)}")
+            raise SpecError(f"expected a number >= {lo} and {top}, got {describe(v)}")
         return float(v)
 
     return check
@@ -130,20 +135,20 @@ def _float(lo: float, hi: float, *, hi_open: bool = False) -> Callable[[object],
 
 def _positive_float(v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise SpecError(f"expected a number > 0, got {_describe(v)}")
+        raise SpecError(f"expected a number > 0, got {describe(v)}")
     return float(v)
 
 
 def _bool(v: object) -> bool:
     if not isinstance(v, bool):
-        raise SpecError(f"expected true or false, got {_describe(v)}")
+        raise SpecError(f"expected true or false, got {describe(v)}")
     return v
 
 
 def _choice(*options: str) -> Callable[[object], str]:
     def check(v: object) -> str:
         if v not in options:
-            raise SpecError(f"expected one of {', '.join(options)}, got {_describe(v)}")
+            raise SpecError(f"expected one of {', '.join(options)}, got {describe(v)}")
         return v  # type: ignore[return-value]
 
     return check
@@ -188,6 +193,9 @@ class OpDef:
     layer: bool = False
     #: the op is an identity at inference (dropout)
     inference_identity: bool = False
+    #: checks that involve several attributes (padding 'same' needs stride 1);
+    #: raises SpecError whose ``path`` names the attribute to blame
+    check_attrs: Callable[[Mapping[str, object]], None] | None = None
     attr_index: dict[str, Attr] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -199,6 +207,10 @@ class OpDef:
         Raises SpecError carrying the attribute name as ``path``; unknown and
         missing attributes are the caller's to report (it knows locations).
         """
+        missing = [a.name for a in self.attrs if a.default is REQUIRED and a.name not in given]
+        if missing:
+            s = "s" if len(missing) > 1 else ""
+            raise SpecError(f"missing attribute{s} {', '.join(missing)} of {self.name}")
         out: dict[str, object] = {}
         for a in self.attrs:
             if a.name in given:
@@ -206,12 +218,12 @@ class OpDef:
                     out[a.name] = a.check(given[a.name])
                 except SpecError as e:
                     raise e.at(path=a.name) from None
-            elif a.default is REQUIRED:
-                raise SpecError(f"missing attribute '{a.name}' of {self.name}")
             elif callable(a.default):
                 out[a.name] = a.default(out)
             else:
                 out[a.name] = a.default
+        if self.check_attrs is not None:
+            self.check_attrs(out)
         return out
 
 
@@ -226,14 +238,16 @@ def _fmt(shape: Shape) -> str:
 def _need_map(shapes: Sequence[Shape], op: str) -> Shape:
     s = shapes[0]
     if len(s) != 3:
-        raise ShapeError(f"{op} expects a feature map (C, H, W), found flat features ({_fmt(s)})")
+        raise ShapeError(f"expected a feature map (C, H, W) as the input of {op}, got flat features ({_fmt(s)})")
     return s
 
 
 def _need_flat(shapes: Sequence[Shape], op: str) -> Shape:
     s = shapes[0]
     if len(s) != 1:
-        raise ShapeError(f"{op} expects flat features; add a flatten before it (found {_fmt(s)})")
+        raise ShapeError(
+            f"expected flat features as the input of {op} (add a flatten before it), got a feature map {_fmt(s)}"
+        )
     return s
 
 
@@ -260,25 +274,48 @@ def _spatial(shape: Shape, attrs: Mapping[str, object], op: str, ceil_mode: bool
     k, s = attrs["kernel"], attrs["stride"]
     d = attrs.get("dilation", (1, 1))
     pad = attrs["padding"]
-    if pad == "same":
-        if s != (1, 1):
-            raise ShapeError(f"{op}: padding 'same' needs stride 1, found stride {_fmt(s)}")
+    if pad == "same":  # stride 1: checked with the attributes
         return h, w
-    out = []
-    for i, size in enumerate((h, w)):
-        span = d[i] * (k[i] - 1) + 1
-        if span > size + 2 * pad[i]:
-            kern = f"kernel {_fmt(k)}" + (f" (dilated to {span})" if d[i] > 1 else "")
-            raise ShapeError(f"{kern} is larger than its padded input {size + 2 * pad[i]} (input {_fmt(shape)})")
-        out.append(window_out(size, k[i], s[i], pad[i], d[i], ceil_mode))
-    return out[0], out[1]
+    padded = (h + 2 * pad[0], w + 2 * pad[1])
+    span = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
+    if span[0] > padded[0] or span[1] > padded[1]:
+        dilated = f" (dilated to {_fmt(span)})" if span != k else ""
+        given = (
+            f"input {h}x{w}"
+            if padded == (h, w)
+            else f"padded input {_fmt(padded)} ({h}x{w} with padding {_pair_text(pad)})"
+        )
+        raise ShapeError(f"expected a kernel no larger than the {given}, got {_fmt(k)}{dilated}")
+    return (
+        window_out(h, k[0], s[0], pad[0], d[0], ceil_mode),
+        window_out(w, k[1], s[1], pad[1], d[1], ceil_mode),
+    )
+
+
+def _pair_text(v: tuple[int, int]) -> str:
+    return str(v[0]) if v[0] == v[1] else _fmt(v)
+
+
+def _conv_attrs(a: Mapping[str, object]) -> None:
+    if a["padding"] == "same" and a["stride"] != (1, 1):
+        raise SpecError(f"expected stride 1 with padding 'same', got stride {_pair_text(a['stride'])}", path="padding")
+
+
+def _pool_attrs(a: Mapping[str, object]) -> None:
+    k, p = a["kernel"], a["padding"]
+    if p[0] * 2 > k[0] or p[1] * 2 > k[1]:
+        raise SpecError(
+            f"expected padding at most half the kernel {_pair_text(k)}, got {_pair_text(p)}", path="padding"
+        )
 
 
 def _conv_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
     c, _, _ = _need_map(shapes, "conv2d")
     g = a["groups"]
     if c % g or a["out"] % g:
-        raise ShapeError(f"groups {g} must divide input channels {c} and output channels {a['out']}")
+        raise ShapeError(
+            f"expected groups that divide the input channels {c} and the output channels {a['out']}, got {g}"
+        )
     return (a["out"], *_spatial(shapes[0], a, "conv2d"))
 
 
@@ -295,11 +332,6 @@ def _conv_macs(shapes: Sequence[Shape], a: Mapping[str, object], out: Shape) -> 
 def _pool_infer(op: str) -> Callable[[Sequence[Shape], Mapping[str, object]], Shape]:
     def infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
         c = _need_map(shapes, op)[0]
-        for i in range(2):
-            if a["padding"][i] * 2 > a["kernel"][i]:
-                raise ShapeError(
-                    f"padding {a['padding'][i]} must be at most half the kernel {a['kernel'][i]}"
-                )
         return (c, *_spatial(shapes[0], a, op, a["ceil_mode"]))
 
     return infer
@@ -318,15 +350,15 @@ def _concat_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
     first = shapes[0]
     for s in shapes[1:]:
         if len(s) != len(first) or s[1:] != first[1:]:
-            found = ", ".join(_fmt(x) for x in shapes)
-            raise ShapeError(f"concat needs inputs that differ only in channels, found {found}")
+            got = ", ".join(_fmt(x) for x in shapes)
+            raise ShapeError(f"expected concat inputs that differ only in channels, got {got}")
     return (sum(s[0] for s in shapes), *first[1:])
 
 
 def _add_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
     if any(s != shapes[0] for s in shapes[1:]):
-        found = ", ".join(_fmt(x) for x in shapes)
-        raise ShapeError(f"add needs inputs of one shape, found {found}")
+        got = ", ".join(_fmt(x) for x in shapes)
+        raise ShapeError(f"expected add inputs of one shape, got {got}")
     return tuple(shapes[0])
 
 
@@ -390,6 +422,7 @@ OPS: dict[str, OpDef] = {
             _conv_macs,
             lead="out",
             layer=True,
+            check_attrs=_conv_attrs,
         ),
         OpDef(
             "batch_norm",
@@ -413,6 +446,7 @@ OPS: dict[str, OpDef] = {
             "max pooling",
             (*_WINDOW, Attr("ceil_mode", _bool, default=False)),
             _pool_infer("max_pool"),
+            check_attrs=_pool_attrs,
         ),
         OpDef(
             "avg_pool",
@@ -423,6 +457,7 @@ OPS: dict[str, OpDef] = {
                 Attr("count_include_pad", _bool, default=True, role="flag"),
             ),
             _pool_infer("avg_pool"),
+            check_attrs=_pool_attrs,
         ),
         OpDef("adaptive_avg_pool", "average pooling to a fixed size", (Attr("size", _pair()),), _adaptive_infer),
         OpDef("global_avg_pool", "average over all positions", (), _global_infer),

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import difflib
 import keyword
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from nasdsl import expr as ex
-from nasdsl.errors import Location, NasdslError, SpecError
+from nasdsl.errors import ErrorList, Location, NasdslError, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
-from nasdsl.ops import MERGE_OPS, OPS
+from nasdsl.ops import MERGE_OPS, OPS, describe
 
 #: Keys that give a block its kind; they cannot name children of a sequence.
 BLOCK_KEYS = ("op", "use", "ref", *MERGE_OPS)
@@ -28,6 +29,9 @@ COMMON_KEYS = ("phase", "when", "doc")
 PHASES = ("both", "train", "eval")
 TOP_KEYS = ("nasdsl", "name", "doc", "extends", "input", "variables", "init", "templates", "model", "outputs")
 LANGUAGE_VERSION = 1
+T = TypeVar("T")
+#: The longest name of a block, template, parameter or variable.
+MAX_NAME = 64
 
 
 # ---------------------------------------------------------------------------
@@ -60,6 +64,8 @@ class Value:
             return self.raw
         if self.raw in literals and self.raw not in env:
             return self.raw
+        if isinstance(env.get(self.raw), (list, tuple)):
+            return list(env[self.raw])  # a bare name bound to a pair, e.g. a template's kernel [1, 7]
         try:
             return self.expr.evaluate(env)
         except ex.ExprError as e:
@@ -71,14 +77,14 @@ def parse_value(raw: object, loc: Location, path: str) -> Value:
         items = tuple(parse_value(v, raw.loc_of(i), f"{path}[{i}]") for i, v in enumerate(raw))
         return Value(None, loc, path, items=items)
     if isinstance(raw, YMap):
-        raise SpecError("expected a number, a name or an expression, found a mapping", location=loc, path=path)
+        raise SpecError("expected a number, a name or an expression, got a mapping", location=loc, path=path)
     if isinstance(raw, str):
         try:
             return Value(raw, loc, path, expr=ex.parse(raw))
         except ex.ExprError as e:
             raise SpecError(e.message, location=loc.shifted(e.offset), path=path) from None
     if raw is None:
-        raise SpecError("expected a value, found null", location=loc, path=path)
+        raise SpecError("expected a value, got null", location=loc, path=path)
     return Value(raw, loc, path)
 
 
@@ -105,6 +111,10 @@ class UseBlock(Block):
     template: str = ""
     #: (parameter name or None for positional, value)
     args: tuple[tuple[str | None, Value], ...] = ()
+    #: where the template's name is written (the value of ``use``, or the block itself)
+    template_loc: Location | None = None
+    #: where ``args`` is written (None: no ``args`` key)
+    args_loc: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,8 @@ class MergeBlock(Block):
 @dataclass(frozen=True)
 class RefBlock(Block):
     target: str = ""
+    #: where the target's name is written
+    target_loc: Location | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -241,30 +253,41 @@ def join(path: str, key: str | int) -> str:
 
 def expect_map(v: object, loc: Location, path: str, what: str = "a mapping") -> YMap:
     if not isinstance(v, YMap):
-        raise SpecError(f"expected {what}, found {scalar_type_name(v)}", location=loc, path=path)
+        raise SpecError(f"expected {what}, got {scalar_type_name(v)}", location=loc, path=path)
     return v
 
 
 def expect_str(v: object, loc: Location, path: str) -> str:
     if not isinstance(v, str):
-        raise SpecError(f"expected a string, found {scalar_type_name(v)}", location=loc, path=path)
+        raise SpecError(f"expected a string, got {scalar_type_name(v)}", location=loc, path=path)
     return v
+
+
+def _a(what: str) -> str:
+    """``what`` with its indefinite article: "an input name", "a block name"."""
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
 
 
 def check_name(name: object, loc: Location, path: str, what: str = "name") -> str:
     """A name that will become a Python attribute, an ONNX node name, a class name."""
     if not isinstance(name, str):
-        raise SpecError(f"expected a {what}, found {scalar_type_name(name)}", location=loc, path=path)
-    if not ex.is_identifier(name) or len(name) > 64:
-        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise SpecError(f"expected {_a(what)}, got {scalar_type_name(name)}", location=loc, path=path)
+    if not ex.is_identifier(name):
         raise SpecError(
-            f"invalid {what} {shown!r}: expected letters, digits and '_', not starting with a digit, "
-            "at most 64 characters",
+            f"expected {_a(what)} of letters, digits and '_' that does not start with a digit, got {describe(name)}",
+            location=loc,
+            path=path,
+        )
+    if len(name) > MAX_NAME:
+        raise SpecError(
+            f"expected {_a(what)} of at most {MAX_NAME} characters, got {len(name)} characters",
             location=loc,
             path=path,
         )
     if keyword.iskeyword(name) or name.startswith("__"):
-        raise SpecError(f"invalid {what} '{name}': it is reserved in Python", location=loc, path=path)
+        raise SpecError(
+            f"expected {_a(what)} that Python does not reserve, got {describe(name)}", location=loc, path=path
+        )
     return name
 
 
@@ -301,22 +324,22 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
     if isinstance(raw, str):
         if raw in OPS:
             return OpBlock(loc, path, op=raw)
-        return UseBlock(loc, path, template=check_name(raw, loc, path, "op or template name"))
+        return UseBlock(loc, path, template=check_name(raw, loc, path, "op or template name"), template_loc=loc)
     if isinstance(raw, YList):
         if not raw:
-            raise SpecError("expected at least one block in a sequence, found an empty list", location=loc, path=path)
+            raise SpecError("expected at least one block in a sequence, got an empty list", location=loc, path=path)
         items = tuple((str(i), parse_block(v, raw.loc_of(i), join(path, i))) for i, v in enumerate(raw))
         return SeqBlock(loc, path, items=items, named=False)
     if not isinstance(raw, YMap):
         raise SpecError(
-            f"expected a block (an op name, a list or a mapping), found {scalar_type_name(raw)}",
+            f"expected a block (an op name, a list or a mapping), got {scalar_type_name(raw)}",
             location=loc,
             path=path,
         )
     kinds = [k for k in BLOCK_KEYS if k in raw]
     if len(kinds) > 1:
         raise SpecError(
-            f"a block has one of the keys {', '.join(BLOCK_KEYS)}, found {' and '.join(kinds)}",
+            f"expected one of the keys {', '.join(BLOCK_KEYS)} in a block, got {' and '.join(kinds)}",
             location=raw.key_locs[kinds[1]],
             path=path,
         )
@@ -330,9 +353,7 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         op = p.get("op")
         if not isinstance(op, str) or op not in OPS:
             shown = op if isinstance(op, str) else scalar_type_name(op)
-            raise SpecError(
-                f"unknown op '{shown}'{did_you_mean(str(op), OPS)}", location=op_loc, path=join(path, "op")
-            )
+            raise SpecError(f"unknown op '{shown}'{did_you_mean(str(op), OPS)}", location=op_loc, path=join(path, "op"))
         attrs = []
         known = OPS[op].attr_index
         for key in list(p.left):
@@ -342,29 +363,33 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         p.done([*known, *COMMON_KEYS], f"op {op}")
         return OpBlock(loc, path, phase, when, op=op, attrs=tuple(attrs))
     if kind == "use":
-        name = check_name(p.get("use"), p.loc("use"), join(path, "use"), "template name")
-        args = _parse_args(p.get("args"), p.loc("args") if p.has("args") else loc, join(path, "args"))
+        use_loc = p.loc("use")
+        name = check_name(p.get("use"), use_loc, join(path, "use"), "template name")
+        args_loc = p.loc("args") if p.has("args") else None
+        args = _parse_args(p.get("args"), args_loc or loc, join(path, "args"))
         p.done(["use", "args", *COMMON_KEYS], "template use")
-        return UseBlock(loc, path, phase, when, template=name, args=args)
+        return UseBlock(loc, path, phase, when, template=name, args=args, template_loc=use_loc, args_loc=args_loc)
     if kind == "ref":
         target = p.get("ref")
         target_loc = p.loc("ref")
         if not isinstance(target, str):
             raise SpecError(
-                f"expected a node name, found {scalar_type_name(target)}", location=target_loc, path=join(path, "ref")
+                f"expected a node name, got {scalar_type_name(target)}", location=target_loc, path=join(path, "ref")
             )
         for part in target.split("."):
             if not part.isdigit():
                 check_name(part, target_loc, join(path, "ref"), "node name")
         p.done(["ref", *COMMON_KEYS], "reference")
-        return RefBlock(loc, path, phase, when, target=target)
+        return RefBlock(loc, path, phase, when, target=target, target_loc=target_loc)
     branches_raw = p.get(kind)
     bloc = p.loc(kind)
     p.done([kind, *COMMON_KEYS], kind)
     if isinstance(branches_raw, YList):
         if len(branches_raw) < 2:
             raise SpecError(
-                f"expected at least two branches to {kind}, found {len(branches_raw)}", location=bloc, path=path
+                f"expected at least two branches to {kind}, got {len(branches_raw)}",
+                location=bloc,
+                path=join(path, kind),
             )
         branches = tuple(
             (str(i), parse_block(v, branches_raw.loc_of(i), join(path, i))) for i, v in enumerate(branches_raw)
@@ -372,7 +397,7 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         return MergeBlock(loc, path, phase, when, op=kind, branches=branches, named=False)
     m = expect_map(branches_raw, bloc, join(path, kind), "a list or mapping of branches")
     if len(m) < 2:
-        raise SpecError(f"expected at least two branches to {kind}, found {len(m)}", location=bloc, path=path)
+        raise SpecError(f"expected at least two branches to {kind}, got {len(m)}", location=bloc, path=join(path, kind))
     branches = tuple(
         (check_name(k, m.key_locs[k], join(path, k), "branch name"), parse_block(v, m.loc_of(k), join(path, k)))
         for k, v in m.items()
@@ -380,22 +405,47 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
     return MergeBlock(loc, path, phase, when, op=kind, branches=branches, named=True)
 
 
-def _parse_named_seq(raw: YMap, loc: Location, path: str) -> SeqBlock:
+def _parse_named_seq(raw: YMap, loc: Location, path: str, *, collect: bool = False) -> SeqBlock:
+    """A mapping of named blocks. With ``collect``, every entry is parsed and all their errors raised together."""
     if not raw:
-        raise SpecError("expected at least one block in a sequence, found an empty mapping", location=loc, path=path)
+        raise SpecError("expected at least one block in a sequence, got an empty mapping", location=loc, path=path)
     items = []
+    errors: list[NasdslError] = []
     for key, v in raw.items():
-        kloc = raw.key_locs[key]
-        if key in COMMON_KEYS:
-            raise SpecError(
-                f"'{key}' belongs to a block with one of the keys {', '.join(BLOCK_KEYS)}; "
-                "this mapping is a sequence of named blocks",
-                location=kloc,
-                path=join(path, key),
-            )
-        check_name(key, kloc, join(path, key), "block name")
-        items.append((key, parse_block(v, raw.loc_of(key), join(path, key))))
+        try:
+            items.append((key, _parse_named_item(raw, key, v, path)))
+        except NasdslError as e:
+            if not collect:
+                raise
+            errors.extend(flatten(e))
+    raise_errors(errors)
     return SeqBlock(loc, path, items=tuple(items), named=True)
+
+
+def _parse_named_item(raw: YMap, key: str, v: object, path: str) -> Block:
+    kloc = raw.key_locs[key]
+    if key in COMMON_KEYS:
+        raise SpecError(
+            f"'{key}' belongs to a block with one of the keys {', '.join(BLOCK_KEYS)}; "
+            "this mapping is a sequence of named blocks",
+            location=kloc,
+            path=join(path, key),
+        )
+    check_name(key, kloc, join(path, key), "block name")
+    return parse_block(v, raw.loc_of(key), join(path, key))
+
+
+def flatten(e: NasdslError) -> list[NasdslError]:
+    """The errors an error stands for: itself, or the members of an :class:`ErrorList`."""
+    return list(e.errors) if isinstance(e, ErrorList) else [e]
+
+
+def raise_errors(errors: list[NasdslError]) -> None:
+    """Raise nothing, the one error, or an :class:`ErrorList` of them all."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ErrorList(errors)
 
 
 def _common(p: _Pop) -> tuple[str, Value | None]:
@@ -405,7 +455,7 @@ def _common(p: _Pop) -> tuple[str, Value | None]:
         phase = p.get("phase")
         if phase not in PHASES:
             raise SpecError(
-                f"expected one of {', '.join(PHASES)}, found {phase!r}", location=ploc, path=join(p.path, "phase")
+                f"expected one of {', '.join(PHASES)}, got {describe(phase)}", location=ploc, path=join(p.path, "phase")
             )
     when = None
     if p.has("when"):
@@ -422,7 +472,10 @@ def _parse_args(raw: object, loc: Location, path: str) -> tuple[tuple[str | None
         return tuple((None, parse_value(v, raw.loc_of(i), join(path, i))) for i, v in enumerate(raw))
     if isinstance(raw, YMap):
         return tuple(
-            (check_name(k, raw.key_locs[k], join(path, k), "argument name"), parse_value(v, raw.loc_of(k), join(path, k)))
+            (
+                check_name(k, raw.key_locs[k], join(path, k), "argument name"),
+                parse_value(v, raw.loc_of(k), join(path, k)),
+            )
             for k, v in raw.items()
         )
     return ((None, parse_value(raw, loc, join(path, 0))),)
@@ -443,20 +496,24 @@ def parse_spec(doc: YMap, file: str, sha256: str = "", files: tuple[str, ...] = 
         try:
             return fn(*args)
         except NasdslError as e:
-            errors.extend(getattr(e, "errors", [e]))
+            errors.extend(flatten(e))
             return default
 
     version = p.get("nasdsl", LANGUAGE_VERSION)
     if version != LANGUAGE_VERSION:
         errors.append(
             SpecError(
-                f"expected language version {LANGUAGE_VERSION}, found {version!r}", location=doc.loc_of("nasdsl"), path="nasdsl"
+                f"expected language version {LANGUAGE_VERSION}, got {describe(version)}",
+                location=doc.loc_of("nasdsl"),
+                path="nasdsl",
             )
         )
     name = section(_parse_model_name, p, default="Model")
     docstr = p.get("doc", "")
     if not isinstance(docstr, str):
-        errors.append(SpecError(f"expected a string, found {scalar_type_name(docstr)}", location=doc.loc_of("doc"), path="doc"))
+        errors.append(
+            SpecError(f"expected a string, got {scalar_type_name(docstr)}", location=doc.loc_of("doc"), path="doc")
+        )
         docstr = ""
     inp = section(_parse_input, p.get("input"), p.loc("input") if "input" in doc else doc.loc)
     variables = section(_parse_variables, p.get("variables"), doc.loc_of("variables"), default=())
@@ -469,10 +526,7 @@ def parse_spec(doc: YMap, file: str, sha256: str = "", files: tuple[str, ...] = 
         model = section(_parse_model, p.get("model"), doc.loc_of("model"))
     outputs = section(_parse_outputs, p.get("outputs"), doc.loc_of("outputs"), default=())
     section(p.done, TOP_KEYS, "a spec")
-    if errors:
-        from nasdsl.errors import ErrorList
-
-        raise ErrorList(errors) if len(errors) > 1 else errors[0]
+    raise_errors(errors)
     return Spec(name, docstr, file, inp, variables, init, templates, model, outputs, sha256, files)
 
 
@@ -492,8 +546,15 @@ def _parse_input(raw: object, loc: Location) -> InputSpec:
         raise SpecError("missing key 'shape': expected [C, H, W]", location=m.loc, path="input.shape")
     shape = parse_value(p.get("shape"), p.loc("shape"), "input.shape")
     if shape.items is None or len(shape.items) != 3:
-        raise SpecError("expected [C, H, W], a list of three integers", location=shape.loc, path="input.shape")
-    mean = parse_value(p.get("mean"), p.loc("mean"), "input.mean") if p.has("mean") and p.left["mean"] is not None else None
+        got = f"a list of {len(shape.items)}" if shape.items is not None else describe(shape.raw)
+        raise SpecError(
+            f"expected [C, H, W], a list of three integers, got {got}", location=shape.loc, path="input.shape"
+        )
+    mean = (
+        parse_value(p.get("mean"), p.loc("mean"), "input.mean")
+        if p.has("mean") and p.left["mean"] is not None
+        else None
+    )
     p.get("mean")
     std = parse_value(p.get("std"), p.loc("std"), "input.std") if p.has("std") and p.left["std"] is not None else None
     p.get("std")
@@ -501,18 +562,34 @@ def _parse_input(raw: object, loc: Location) -> InputSpec:
     return InputSpec(name, shape, mean, std, m.loc)
 
 
+def _each(m: YMap, parse: Callable[[str, object], T]) -> list[T]:
+    """``parse(key, value)`` for every entry of a section; the errors of all entries are raised together."""
+    out: list[T] = []
+    errors: list[NasdslError] = []
+    for key, value in m.items():
+        try:
+            out.append(parse(key, value))
+        except NasdslError as e:
+            errors.extend(flatten(e))
+    raise_errors(errors)
+    return out
+
+
 def _parse_variables(raw: object, loc: Location) -> tuple[tuple[str, Value], ...]:
     if raw is None:
         return ()
     m = expect_map(raw, loc, "variables")
-    out = []
-    for k, v in m.items():
+
+    def variable(k: str, v: object) -> tuple[str, Value]:
         path = join("variables", k)
         check_name(k, m.key_locs[k], path, "variable name")
         if k in ex.FUNCTIONS:
-            raise SpecError(f"variable name '{k}' is the name of a function", location=m.key_locs[k], path=path)
-        out.append((k, parse_value(v, m.loc_of(k), path)))
-    return tuple(out)
+            raise SpecError(
+                f"expected a variable name that is not a function's, got '{k}'", location=m.key_locs[k], path=path
+            )
+        return k, parse_value(v, m.loc_of(k), path)
+
+    return tuple(_each(m, variable))
 
 
 def _parse_init(raw: object, loc: Location) -> dict[str, dict[str, InitRule]]:
@@ -533,7 +610,8 @@ def _parse_init(raw: object, loc: Location) -> dict[str, dict[str, InitRule]]:
         for param, rule in rm.items():
             if param not in INIT_OPS[op]:
                 raise SpecError(
-                    f"unknown parameter '{param}' of {op}; allowed: {', '.join(INIT_OPS[op])}",
+                    f"unknown parameter '{param}' of {op}{did_you_mean(param, INIT_OPS[op])}; "
+                    f"allowed: {', '.join(INIT_OPS[op])}",
                     location=rm.key_locs[param],
                     path=join(path, param),
                 )
@@ -550,11 +628,17 @@ def _parse_init_rule(raw: object, loc: Location, path: str) -> InitRule:
         return InitRule(raw, (), loc)
     m = expect_map(raw, loc, path, "a number, a scheme name or {scheme: {arguments}}")
     if len(m) != 1:
-        raise SpecError(f"expected one scheme, found {len(m)}: {', '.join(m)}", location=loc, path=path)
-    (scheme, args), = m.items()
+        raise SpecError(
+            f"expected one scheme, got {len(m)}: {', '.join(m)}" if m else "expected one scheme, got none",
+            location=loc,
+            path=path,
+        )
+    ((scheme, args),) = m.items()
     if scheme not in INIT_SCHEMES:
         raise SpecError(
-            f"unknown init scheme '{scheme}'{did_you_mean(scheme, INIT_SCHEMES)}", location=m.key_locs[scheme], path=path
+            f"unknown init scheme '{scheme}'{did_you_mean(scheme, INIT_SCHEMES)}",
+            location=m.key_locs[scheme],
+            path=path,
         )
     am = expect_map(args, m.loc_of(scheme), join(path, scheme)) if args is not None else {}
     parsed = []
@@ -565,7 +649,7 @@ def _parse_init_rule(raw: object, loc: Location, path: str) -> InitRule:
                 f"unknown argument '{k}' of {scheme}; allowed: {allowed}", location=am.key_locs[k], path=join(path, k)
             )
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise SpecError(f"expected a number, found {scalar_type_name(v)}", location=am.loc_of(k), path=join(path, k))
+            raise SpecError(f"expected a number, got {scalar_type_name(v)}", location=am.loc_of(k), path=join(path, k))
         parsed.append((k, float(v)))
     return InitRule(scheme, tuple(parsed), loc)
 
@@ -574,12 +658,14 @@ def _parse_templates(raw: object, loc: Location) -> dict[str, Template]:
     if raw is None:
         return {}
     m = expect_map(raw, loc, "templates")
-    out: dict[str, Template] = {}
-    for name, body in m.items():
+
+    def template(name: str, body: object) -> Template:
         path = join("templates", name)
         check_name(name, m.key_locs[name], path, "template name")
         if name in OPS:
-            raise SpecError(f"template name '{name}' is the name of an op", location=m.key_locs[name], path=path)
+            raise SpecError(
+                f"expected a template name that is not an op's, got '{name}'", location=m.key_locs[name], path=path
+            )
         tm = expect_map(body, m.loc_of(name), path, "a template: a mapping with 'params' and 'body'")
         p = _Pop(tm, path)
         params = _parse_params(p.get("params"), p.loc("params"), join(path, "params"))
@@ -588,15 +674,16 @@ def _parse_templates(raw: object, loc: Location) -> dict[str, Template]:
         block = parse_block(p.get("body"), p.loc("body"), join(path, "body"))
         tdoc = p.get("doc", "")
         p.done(["params", "body", "doc"], f"template {name}")
-        out[name] = Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "")
-    return out
+        return Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "")
+
+    return {t.name: t for t in _each(m, template)}
 
 
 def _parse_params(raw: object, loc: Location, path: str) -> tuple[Param, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, YList):
-        raise SpecError(f"expected a list of parameter names, found {scalar_type_name(raw)}", location=loc, path=path)
+        raise SpecError(f"expected a list of parameter names, got {scalar_type_name(raw)}", location=loc, path=path)
     params: list[Param] = []
     seen: set[str] = set()
     for i, item in enumerate(raw):
@@ -605,15 +692,18 @@ def _parse_params(raw: object, loc: Location, path: str) -> tuple[Param, ...]:
         if isinstance(item, YMap):
             if len(item) != 1:
                 raise SpecError(
-                    "expected a name or {name: default}, found a mapping with several keys", location=iloc, path=ipath
+                    "expected a name or {name: default}, got a mapping with several keys", location=iloc, path=ipath
                 )
-            (item, dv), = item.items()
+            ((item, dv),) = item.items()
             default = parse_value(dv, raw[i].loc_of(item), join(ipath, item))
-        elif params and params[-1].default is not None:
-            raise SpecError(
-                f"parameter '{item}' without a default follows one with a default", location=iloc, path=ipath
-            )
         name = check_name(item, iloc, ipath, "parameter name")
+        if default is None and params and params[-1].default is not None:
+            raise SpecError(
+                f"parameter '{name}' has no default but follows '{params[-1].name}', which has one: "
+                "put the parameters with defaults last",
+                location=iloc,
+                path=ipath,
+            )
         if name in seen:
             raise SpecError(f"duplicate parameter '{name}'", location=iloc, path=ipath)
         if name in ("in_channels", "self"):
@@ -624,18 +714,24 @@ def _parse_params(raw: object, loc: Location, path: str) -> tuple[Param, ...]:
 
 
 def _parse_model(raw: object, loc: Location) -> SeqBlock:
-    block = parse_block(raw, loc, "model")
-    if not isinstance(block, SeqBlock) or not block.named:
-        raise SpecError("expected a mapping of named blocks (conv1: ..., pool1: ...)", location=loc, path="model")
-    return block
+    if isinstance(raw, YMap):
+        kinds = [k for k in BLOCK_KEYS if k in raw]
+        if not kinds:
+            return _parse_named_seq(raw, loc, "model", collect=True)
+        got = f"one block (with the key '{kinds[0]}')"
+    else:
+        got = scalar_type_name(raw)
+    raise SpecError(
+        f"expected a mapping of named blocks (conv1: ..., pool1: ...), got {got}", location=loc, path="model"
+    )
 
 
 def _parse_outputs(raw: object, loc: Location) -> tuple[Output, ...]:
     if raw is None:
         return ()
     m = expect_map(raw, loc, "outputs")
-    outs = []
-    for name, body in m.items():
+
+    def output(name: str, body: object) -> Output:
         path = join("outputs", name)
         check_name(name, m.key_locs[name], path, "output name")
         om = expect_map(body, m.loc_of(name), path, "a mapping with 'from'")
@@ -645,17 +741,22 @@ def _parse_outputs(raw: object, loc: Location) -> tuple[Output, ...]:
         src_loc = p.loc("from")
         src = p.get("from")
         if not isinstance(src, str):
-            raise SpecError(f"expected a node name, found {scalar_type_name(src)}", location=src_loc, path=join(path, "from"))
-        head = parse_block(p.get("head"), p.loc("head"), name) if p.has("head") else None
-        weight = parse_value(p.get("loss_weight"), p.loc("loss_weight"), join(path, "loss_weight")) if p.has("loss_weight") else None
+            raise SpecError(
+                f"expected a node name, got {scalar_type_name(src)}", location=src_loc, path=join(path, "from")
+            )
+        head = parse_block(p.get("head"), p.loc("head"), join(path, "head")) if p.has("head") else None
+        weight = None
+        if p.has("loss_weight"):
+            weight = parse_value(p.get("loss_weight"), p.loc("loss_weight"), join(path, "loss_weight"))
         training_only = p.get("training_only", False)
         if not isinstance(training_only, bool):
             raise SpecError(
-                f"expected true or false, found {scalar_type_name(training_only)}",
+                f"expected true or false, got {describe(training_only)}",
                 location=om.loc_of("training_only"),
                 path=join(path, "training_only"),
             )
         when = parse_value(p.get("when"), p.loc("when"), join(path, "when")) if p.has("when") else None
         p.done(["from", "head", "loss_weight", "training_only", "when"], f"output {name}")
-        outs.append(Output(name, src, src_loc, head, weight, training_only, when, m.key_locs[name], path))
-    return tuple(outs)
+        return Output(name, src, src_loc, head, weight, training_only, when, m.key_locs[name], path)
+
+    return tuple(_each(m, output))

@@ -9,7 +9,9 @@ JSON contract::
      "rows": [{"name", "kind", "output", "depth", "args": {param: value}, "params", "macs"}, ...],
      "totals": {"params", "macs", "depth"}}
 
-``kind`` is the op or template name; ``args`` keeps the template's parameter
+``kind`` is the op or template name (``concat`` or ``add`` for a merge of
+branches, ``sequence`` for a mapping of named blocks, ``ref`` for a
+reference); ``args`` keeps the template's parameter
 order (for an op, the attributes the spec wrote); totals cover the inference
 graph, or the training graph with its auxiliary heads when ``with_aux``.
 """
@@ -66,6 +68,10 @@ def _row(g: nx.DiGraph, tree: Tree, nodes: list[str]) -> dict:
         data = g.nodes[tree.output]
         kind = data["op"]
         args = {k: _simple(data["attrs"][k]) for k in data["given"]}
+    elif tree.kind == "merge":
+        kind, args = tree.block.op, {}
+    elif tree.kind == "seq":
+        kind, args = "sequence", {}
     else:
         kind, args = tree.kind, {}
     return {
@@ -125,8 +131,16 @@ def render(summary: dict, fmt: str = "table") -> str:
         return json.dumps(public, indent=2) + "\n"
     head = ["name", "kind", "window", "output", "depth", "params", "MACs", "args"]
     body = [
-        [r["name"], r["kind"], r["window"], _shape(r["output"]), str(r["depth"] or ""), f"{r['params']:,}",
-         f"{r['macs']:,}", _args(r["args"])]
+        [
+            r["name"],
+            r["kind"],
+            r["window"],
+            _shape(r["output"]),
+            str(r["depth"] or ""),
+            f"{r['params']:,}",
+            f"{r['macs']:,}",
+            _args(r["args"]),
+        ]
         for r in summary["rows"]
     ]
     t = summary["totals"]
@@ -140,7 +154,7 @@ def render(summary: dict, fmt: str = "table") -> str:
     widths = [max(len(row[i]) for row in [head, *body, total]) for i in range(len(head))]
 
     def line(row: list[str]) -> str:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * w for w in widths)

@@ -37,7 +37,7 @@ def check(g: nx.DiGraph) -> nx.DiGraph:
         opdef = OPS[op]
         n = g.in_degree(node)
         if not opdef.min_inputs <= n <= opdef.max_inputs:
-            errors.append(_err(g, node, f"{op} takes {opdef.min_inputs} to {opdef.max_inputs} inputs, found {n}"))
+            errors.append(_err(g, node, f"expected {opdef.min_inputs} to {opdef.max_inputs} inputs to {op}, got {n}"))
         indices = sorted(g.edges[e]["index"] for e in g.in_edges(node))
         if indices != list(range(n)):
             errors.append(_err(g, node, f"input indices of {node} are {indices}, expected 0..{n - 1}"))

@@ -16,7 +16,8 @@ def _bypass(g: nx.DiGraph, node: str) -> None:
         g.add_edge(src, dst, index=index)
     g.remove_node(node)
     g.graph["outputs"] = tuple(
-        o if o.node != node else type(o)(o.name, src, o.loss_weight, o.training_only, o.when) for o in g.graph["outputs"]
+        o if o.node != node else type(o)(o.name, src, o.loss_weight, o.training_only, o.when)
+        for o in g.graph["outputs"]
     )
 
 

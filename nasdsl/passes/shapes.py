@@ -21,15 +21,20 @@ def infer_shapes(g: nx.DiGraph) -> nx.DiGraph:
         data = g.nodes[node]
         if data["op"] == "input":
             continue
-        shapes = [g.nodes[i]["shape"] for i in ir.inputs(g, node)]
+        sources = ir.inputs(g, node)
+        shapes = [g.nodes[i]["shape"] for i in sources]
         if any(s is None for s in shapes):
             data["shape"] = None
             continue
         try:
             data["shape"] = tuple(OPS[data["op"]].infer(shapes, data["attrs"]))
         except ShapeError as e:
-            e.message = f"{e.message}"
-            errors.append(ShapeError(e.message, location=data["loc"], path=data["keypath"]))
+            message = e.message
+            if len(sources) > 1:
+                message += f" (from {', '.join(sources)})"
+            if data.get("scope"):  # inside a template: its text is shared by all its uses
+                message += f" (in node {node})"
+            errors.append(ShapeError(message, location=data["loc"], path=data["keypath"]))
             data["shape"] = None
     if errors:
         raise ErrorList(errors) if len(errors) > 1 else errors[0]

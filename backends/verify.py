@@ -1,0 +1,107 @@
+"""Check an ONNX export against the PyTorch backend's model, numerically.
+
+:func:`verify` builds both backends' models for one compiled spec with the
+same weights, runs the PyTorch model in eval mode and ONNX Runtime (CPU) on
+the same seeded random input, and compares every output of the ONNX graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from nasdsl.api import Compiled
+
+from .onnx import DEFAULT_OPSET, export_onnx, reference_model
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output compared: the largest absolute difference, that difference
+    relative to the largest magnitude of the reference, and whether it is within tolerance."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Every output of the ONNX graph compared with PyTorch's."""
+
+    checks: tuple[OutputCheck, ...]
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+
+def compare(name: str, got: np.ndarray, want: np.ndarray, tolerance: float) -> OutputCheck:
+    """``got`` against the reference ``want``: rel = max |got - want| / max |want|."""
+    if got.shape != want.shape:
+        return OutputCheck(name, math.inf, math.inf, False)
+    max_abs = float(np.max(np.abs(got.astype(np.float64) - want), initial=0.0))
+    scale = float(np.max(np.abs(want), initial=0.0))
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+    return OutputCheck(name, max_abs, max_rel, math.isfinite(max_rel) and max_rel <= tolerance)
+
+
+def run_onnx(model, inputs: Mapping[str, np.ndarray], threads: int = 0) -> dict[str, np.ndarray]:
+    """Run an ONNX model on ONNX Runtime's CPU provider; outputs by name."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, dict(inputs)), strict=True))
+
+
+def torch_outputs(model: torch.nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
+    """The generated model's outputs in eval mode, by output name."""
+    with torch.no_grad():
+        result = model(x)
+    if isinstance(result, torch.Tensor):
+        return {names[0]: result.numpy()}
+    fields = getattr(result, "_fields", names)
+    return {f: v.numpy() for f, v in zip(fields, result, strict=False) if v is not None}
+
+
+def verify(
+    compiled: Compiled,
+    *,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    batch: int = 1,
+    opset: int = DEFAULT_OPSET,
+    seed: int = 0,
+    tolerance: float = 1e-4,
+) -> Verification:
+    """Compare the ONNX export of ``compiled`` with the generated PyTorch model.
+
+    Both get ``state_dict`` (the PyTorch backend's seed-0 initial weights when
+    None) and a standard normal input drawn with ``seed``. An output passes when
+    its largest absolute error, divided by the largest magnitude of PyTorch's
+    output, is at most ``tolerance``.
+    """
+    reference = reference_model(compiled, state_dict)
+    if state_dict is None:
+        state_dict = reference.state_dict()
+    model = export_onnx(compiled, opset=opset, state_dict=state_dict, batch=batch)
+    inp = compiled.graph.graph["input"]
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((batch, *compiled.graph.nodes[inp]["shape"]), generator=generator)
+    got = run_onnx(model, {inp: x.numpy()})
+    want = torch_outputs(reference, x, list(got))
+    checks = tuple(
+        compare(name, value, want[name], tolerance) if name in want else OutputCheck(name, math.inf, math.inf, False)
+        for name, value in got.items()
+    )
+    return Verification(checks, tolerance)
+
+
+__all__ = ["OutputCheck", "Verification", "compare", "run_onnx", "torch_outputs", "verify"]

@@ -1,0 +1,199 @@
+"""ONNX export of GoogLeNet (specs/googlenet_bn.yaml): nasdsl's emitter against torch.onnx
+exporting the same generated PyTorch model with the same weights, measured in one run.
+
+    python benchmarks/onnx_export.py [--repeats N] [--ort-repeats N] [--threads N]
+
+Emission: median wall time to a serialized model (``export_onnx`` + ``SerializeToString``,
+from an already compiled spec, and from the YAML file) against ``torch.onnx.export`` on the
+TorchScript path (``dynamo=False``) and the dynamo path (``dynamo=True``; a failure is
+reported, not raised). Inference: median ONNX Runtime latency (CPU provider, the same
+intra-op thread count for every graph) at batch 1 and 16, each graph exported at that
+batch; the graphs run interleaved so drifts in machine speed hit both alike.
+Targets: emission at least 10x faster than the TorchScript path; ORT ratio (ours / torch's)
+at most 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import nasdsl  # noqa: E402
+from nasdsl.backends.onnx import DEFAULT_OPSET, export_onnx, initial_state_dict, reference_model  # noqa: E402
+
+SPEC = ROOT / "specs" / "googlenet_bn.yaml"
+
+
+def median_time(fn, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def lively(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Seeded random weights that keep activations alive through the depth (GoogLeNet's own
+    initialisation leaves logits close to the classifier's bias), and BatchNorm statistics
+    away from the identity, so that the graphs' outputs are worth comparing."""
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for key, value in state_dict.items():
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "num_batches_tracked":
+            out[key] = value
+        elif leaf == "weight" and value.dim() > 1:
+            out[key] = torch.randn(value.shape, generator=gen) * math.sqrt(2.0 / value[0].numel())
+        elif leaf in ("weight", "running_var"):
+            out[key] = torch.rand(value.shape, generator=gen) + 0.5
+        else:
+            out[key] = torch.randn(value.shape, generator=gen) * 0.1
+    return out
+
+
+def torch_export(model: torch.nn.Module, x: torch.Tensor, dynamo: bool) -> bytes:
+    # the dynamo path logs its opset conversion attempts at length; keep the table readable
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        try:
+            if dynamo:
+                program = torch.onnx.export(model, (x,), dynamo=True, opset_version=DEFAULT_OPSET, verbose=False)
+                return program.model_proto.SerializeToString()
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                model, (x,), buffer, dynamo=False, opset_version=DEFAULT_OPSET, input_names=["x"],
+                output_names=["logits"],
+            )  # fmt: skip
+            return buffer.getvalue()
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def session(model: bytes, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def ort_latency(
+    graphs: dict[str, bytes], x: np.ndarray, threads: int, repeats: int
+) -> dict[str, tuple[float, np.ndarray]]:
+    """Median latency of each graph on ``x``, the graphs interleaved (order alternating)."""
+    sessions = {k: session(v, threads) for k, v in graphs.items()}
+    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
+    outputs = {k: s.run(None, feeds[k])[0] for k, s in sessions.items()}  # warm-up
+    for k, s in sessions.items():
+        s.run(None, feeds[k])
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    names = list(sessions)
+    for i in range(repeats):
+        for k in names if i % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            sessions[k].run(None, feeds[k])
+            times[k].append(time.perf_counter() - start)
+    return {k: (statistics.median(v), outputs[k]) for k, v in times.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5, help="emission runs per exporter")
+    ap.add_argument("--ort-repeats", type=int, default=20, help="ONNX Runtime runs per graph and batch")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ORT intra-op threads (all graphs)")
+    args = ap.parse_args()
+    try:
+        import onnxscript
+
+        onnxscript_version = onnxscript.__version__
+    except ImportError:
+        onnxscript_version = "not installed"
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, onnx {onnx.__version__}, "
+        f"onnxruntime {ort.__version__}, onnxscript {onnxscript_version}, nasdsl {nasdsl.__version__}"
+    )
+    print(f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, ORT intra-op threads {args.threads}")
+    print(f"spec {SPEC.relative_to(ROOT)}, opset {DEFAULT_OPSET}")
+
+    compiled = nasdsl.compile_spec(SPEC)
+    weights = lively(initial_state_dict(compiled))
+    model = reference_model(compiled, weights)
+
+    def ours(batch: int = 1) -> bytes:
+        return export_onnx(compiled, state_dict=weights, batch=batch).SerializeToString()
+
+    def ours_from_yaml() -> bytes:
+        return export_onnx(nasdsl.compile_spec(SPEC), state_dict=weights).SerializeToString()
+
+    x1 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    ours()  # warm-up (imports, caches)
+    t_ours, _ = median_time(ours, max(args.repeats, 5))
+    t_yaml, _ = median_time(ours_from_yaml, max(args.repeats, 5))
+
+    print()
+    print(f"{'emission (median, to bytes)':<44} {'ms':>10} {'vs nasdsl':>10}")
+    print(f"{'nasdsl export_onnx (compiled spec)':<44} {t_ours * 1e3:10.1f} {1.0:9.1f}x")
+    print(f"{'nasdsl compile_spec + export_onnx (YAML)':<44} {t_yaml * 1e3:10.1f} {t_yaml / t_ours:9.1f}x")
+    exporters = {}
+    for label, dynamo in (
+        ("torch.onnx.export TorchScript (dynamo=False)", False),
+        ("torch.onnx.export dynamo=True", True),
+    ):
+        try:
+            torch_export(model, x1, dynamo)  # warm-up
+            t, _ = median_time(lambda d=dynamo: torch_export(model, x1, d), args.repeats)
+        except Exception as e:  # noqa: BLE001 - report any exporter failure and go on
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+            print(f"{label:<44} {'failed':>10}  {type(e).__name__}: {first}")
+            continue
+        exporters[label] = dynamo
+        opset = onnx.load_from_string(torch_export(model, x1, dynamo)).opset_import
+        label += f" [opset {next(o.version for o in opset if o.domain in ('', 'ai.onnx'))}]"
+        verdict = ""
+        if not dynamo:
+            verdict = "  target >= 10x: " + ("met" if t / t_ours >= 10 else "MISSED")
+        print(f"{label:<44} {t * 1e3:10.1f} {t / t_ours:9.1f}x{verdict}")
+
+    print()
+    print(f"{'ONNX Runtime latency (median)':<44} {'ours ms':>10} {'torch ms':>10} {'ratio':>7} {'max rel diff':>13}")
+    for batch in (1, 16):
+        x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+        graphs = {"nasdsl": ours(batch)}
+        for label, dynamo in exporters.items():
+            graphs[label] = torch_export(model, x, dynamo)
+        repeats = args.ort_repeats if batch == 1 else max(5, args.ort_repeats // 2)
+        results = ort_latency(graphs, x.numpy(), args.threads, repeats)
+        t_n, y_n = results.pop("nasdsl")
+        for label, (t_t, y_t) in results.items():
+            kind = "TorchScript" if not exporters[label] else "dynamo"
+            diff = float(np.abs(y_n - y_t).max() / np.abs(y_t).max())
+            ok = "met" if t_n / t_t <= 1.05 else "MISSED"
+            print(
+                f"{f'batch {batch}, vs {kind} graph':<44} {t_n * 1e3:10.2f} {t_t * 1e3:10.2f} {t_n / t_t:7.3f} "
+                f"{diff:13.1e}  target <= 1.05: {ok}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

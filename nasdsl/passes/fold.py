@@ -1,0 +1,89 @@
+"""Inference-time simplifications for backends that run a fixed set of weights.
+
+- :func:`drop_identities` removes ``identity`` nodes, wiring their consumers
+  (and any output that reads them) to their input.
+- :func:`fold_batch_norm` folds a ``batch_norm`` into the ``conv2d`` before it
+  when that convolution feeds the BatchNorm alone, rewriting the convolution's
+  weight and bias.
+
+Weights are a mapping from parameter names to ``numpy`` arrays, keyed as the
+generated PyTorch model's ``state_dict`` is: ``<node>.weight``, ``<node>.bias``,
+``<node>.running_mean``, ``<node>.running_var``. Both passes copy the graph
+and the mapping; neither mutates its arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import networkx as nx
+import numpy as np
+
+from nasdsl import ir
+
+#: BatchNorm parameters, in the order PyTorch and ONNX list them
+BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
+
+
+def _bypass(g: nx.DiGraph, node: str, src: str) -> None:
+    """Remove ``node`` from ``g`` (in place), its consumers and outputs reading ``src`` instead."""
+    for dst in list(g.successors(node)):
+        g.add_edge(src, dst, index=g.edges[node, dst]["index"])
+    g.remove_node(node)
+    g.graph["outputs"] = tuple(
+        o if o.node != node else type(o)(o.name, src, o.loss_weight, o.training_only, o.when)
+        for o in g.graph["outputs"]
+    )
+
+
+def drop_identities(g: nx.DiGraph) -> nx.DiGraph:
+    """A copy of ``g`` without ``identity`` nodes."""
+    g = g.copy()
+    for node in [n for n in ir.order(g) if g.nodes[n]["op"] == "identity"]:
+        (src,) = ir.inputs(g, node)
+        _bypass(g, node, src)
+    return g
+
+
+def foldable(g: nx.DiGraph, bn: str) -> bool:
+    """Whether the BatchNorm ``bn`` can be folded into its input: a
+    convolution whose only reader is ``bn`` and which is no output itself."""
+    (src,) = ir.inputs(g, bn)
+    if g.nodes[src]["op"] != "conv2d" or g.out_degree(src) != 1:
+        return False
+    return all(o.node != src for o in g.graph["outputs"])
+
+
+def fold_batch_norm(g: nx.DiGraph, weights: Mapping[str, np.ndarray]) -> tuple[nx.DiGraph, dict[str, np.ndarray]]:
+    """Fold every foldable BatchNorm into the convolution before it.
+
+    With ``s = gamma / sqrt(running_var + eps)`` per output channel the
+    convolution's weight becomes ``W * s`` and its bias ``(b - running_mean) * s
+    + beta`` (``b = 0`` without a bias); the convolution gains a bias and keeps
+    its name, the BatchNorm node and its parameters disappear. The arithmetic
+    is done in float64 and stored in the weight's dtype. BatchNorms that do not
+    follow such a convolution are left as they are.
+    """
+    g = g.copy()
+    out = dict(weights)
+    for bn in [n for n in ir.order(g) if g.nodes[n]["op"] == "batch_norm"]:
+        if not foldable(g, bn):
+            continue
+        (conv,) = ir.inputs(g, bn)
+        gamma, beta, mean, var = (np.asarray(out.pop(f"{bn}.{p}"), dtype=np.float64) for p in BN_PARAMS)
+        out.pop(f"{bn}.num_batches_tracked", None)
+        scale = gamma / np.sqrt(var + g.nodes[bn]["attrs"]["eps"])
+        weight = out[f"{conv}.weight"]
+        dtype = weight.dtype
+        bias = out.get(f"{conv}.bias")
+        bias = np.zeros_like(mean) if bias is None else np.asarray(bias, dtype=np.float64)
+        out[f"{conv}.weight"] = (np.asarray(weight, dtype=np.float64) * scale[:, None, None, None]).astype(dtype)
+        out[f"{conv}.bias"] = ((bias - mean) * scale + beta).astype(dtype)
+        data = g.nodes[conv]
+        data["attrs"] = {**data["attrs"], "bias": True}
+        data["shape"] = g.nodes[bn]["shape"]
+        _bypass(g, bn, conv)
+    return g, out
+
+
+__all__ = ["drop_identities", "fold_batch_norm", "foldable"]

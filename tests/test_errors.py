@@ -1,0 +1,848 @@
+"""Malformed specs and the whole error text they produce.
+
+Each case is a small spec written inline; it is saved as ``spec.yaml`` in a
+temporary folder and checked with the folder as the working directory, so the
+file name in every message is the relative name the user typed. The CLI must
+exit 2, print nothing on stdout and print exactly the expected diagnostics on
+stderr: ``FILE:LINE:COL: error: KEY.PATH: what was expected, what was got``.
+
+Line and column numbers can be read off the spec text: its first line is line 1.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from nasdsl.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOGLENET = ROOT / "specs" / "googlenet.yaml"
+
+# The first two lines of most cases.
+HEAD = "name: Net\ninput: {shape: [3, 32, 32]}\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    spec: str | None  # None: no spec.yaml is written
+    expected: str  # the whole stderr
+    sets: tuple[str, ...] = ()
+    files: dict[str, str] = field(default_factory=dict)  # more files beside spec.yaml
+    target: str = "spec.yaml"
+
+
+def spec(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+CASES = [
+    # ----------------------------------------------------------------- unknown keys, ops and templates
+    Case(
+        "unknown-key-in-op",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernal: 3}
+            """),
+        "spec.yaml:4:30: error: model.conv.kernal: unknown key 'kernal' in op conv2d (did you mean 'kernel'?); "
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc\n",
+    ),
+    Case(
+        "unknown-key-in-template",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [c]
+                body:
+                  conv: {op: conv2d, out: c, kernel: 3}
+                bdy: relu
+            model:
+              b: {use: Block, args: [8]}
+            """),
+        "spec.yaml:8:5: error: templates.Block.bdy: unknown key 'bdy' in template Block (did you mean 'body'?); "
+        "allowed: params, body, doc\n",
+    ),
+    Case(
+        "unknown-key-in-template-body",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [c]
+                body:
+                  conv: {op: conv2d, out: c, kernal: 3}
+            model:
+              b: {use: Block, args: [8]}
+            """),
+        "spec.yaml:7:34: error: templates.Block.body.conv.kernal: unknown key 'kernal' in op conv2d "
+        "(did you mean 'kernel'?); allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc\n",
+    ),
+    Case(
+        # the misspelt key and the missing one it should have been are both reported
+        "unknown-key-at-top-level",
+        HEAD
+        + spec("""
+            modle:
+              conv: relu
+            """),
+        "spec.yaml:1:1: error: model: missing key 'model': the network's layers\n"
+        "spec.yaml:3:1: error: modle: unknown key 'modle' in a spec (did you mean 'model'?); "
+        "allowed: nasdsl, name, doc, extends, input, variables, init, templates, model, outputs\n",
+    ),
+    Case(
+        "unknown-op",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2f, out: 8, kernel: 3}
+            """),
+        "spec.yaml:4:14: error: model.conv.op: unknown op 'conv2f' (did you mean 'conv2d'?)\n",
+    ),
+    Case(
+        "unknown-template",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [c]
+                body: {op: conv2d, out: c, kernel: 3}
+            model:
+              b: {use: Blok, args: [8]}
+            """),
+        "spec.yaml:8:12: error: model.b.use: unknown op or template 'Blok' (did you mean 'Block'?)\n",
+    ),
+    Case(
+        "unknown-op-or-template-as-a-word",
+        HEAD
+        + spec("""
+            model:
+              act: rleu
+            """),
+        "spec.yaml:4:8: error: model.act: unknown op or template 'rleu' (did you mean 'relu'?)\n",
+    ),
+    Case(
+        "two-kinds-of-block",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, use: Block, out: 8, kernel: 3}
+            """),
+        "spec.yaml:4:22: error: model.conv: expected one of the keys op, use, ref, concat, add in a block, "
+        "got op and use\n",
+    ),
+    Case(
+        "use-of-an-op-with-args",
+        HEAD
+        + spec("""
+            model:
+              conv: {use: conv2d, args: [8, 3]}
+            """),
+        "spec.yaml:4:15: error: model.conv.use: expected a template after 'use', got the op 'conv2d', "
+        "which takes no 'args': write {op: conv2d, ...} with its attributes as keys\n",
+    ),
+    # ----------------------------------------------------------------- template arguments
+    Case(
+        "too-many-arguments",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [c, {k: 3}]
+                body: {op: conv2d, out: c, kernel: k}
+            model:
+              b: {use: Block, args: [8, 3, 1]}
+            """),
+        "spec.yaml:8:32: error: model.b.args[2]: expected at most 2 arguments to Block(c, k=3), got 3\n",
+    ),
+    Case(
+        "too-few-arguments",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [c, {k: 3}]
+                body: {op: conv2d, out: c, kernel: k}
+            model:
+              b: {use: Block, args: {k: 5}}
+            """),
+        "spec.yaml:8:25: error: model.b.args: missing argument 'c' of Block(c, k=3)\n",
+    ),
+    Case(
+        "no-arguments",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [c, d]
+                body: {op: conv2d, out: c, kernel: d}
+            model:
+              b: Block
+            """),
+        "spec.yaml:8:6: error: model.b: missing arguments 'c', 'd' of Block(c, d)\n",
+    ),
+    Case(
+        "unknown-argument-name",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [c, {k: 3}]
+                body: {op: conv2d, out: c, kernel: k}
+            model:
+              b: {use: Block, args: {c: 8, kernel: 5}}
+            """),
+        "spec.yaml:8:40: error: model.b.args.kernel: unknown parameter 'kernel' of Block; parameters: c, k=3\n",
+    ),
+    Case(
+        "parameter-without-default-after-one-with",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [{k: 3}, c]
+                body: {op: conv2d, out: c, kernel: k}
+            model:
+              b: {use: Block, args: [3, 8]}
+            """),
+        "spec.yaml:5:22: error: templates.Block.params[1]: parameter 'c' has no default but follows 'k', "
+        "which has one: put the parameters with defaults last\n",
+    ),
+    Case(
+        "template-that-uses-itself",
+        HEAD
+        + spec("""
+            templates:
+              Loop:
+                params: [c]
+                body:
+                  conv: {op: conv2d, out: c, kernel: 1}
+                  again: {use: Loop, args: [c]}
+            model:
+              b: {use: Loop, args: [8]}
+            """),
+        "spec.yaml:8:14: error: templates.Loop.body.again: template Loop instantiates itself (Loop -> Loop)\n",
+    ),
+    # ----------------------------------------------------------------- attribute values
+    Case(
+        "zero-filters",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 0, kernel: 3}
+            """),
+        "spec.yaml:4:27: error: model.conv.out: expected an integer > 0, got 0\n",
+    ),
+    Case(
+        # the value is wrong where it is written (the argument), not in the template that uses it
+        "negative-filters-through-a-template",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [c]
+                body:
+                  conv: {op: conv2d, out: c, kernel: 3}
+                  relu: relu
+            model:
+              b: {use: Block, args: [-8]}
+            """),
+        "spec.yaml:10:26: error: model.b.args[0]: expected an integer > 0, got -8 (used as 'out' of node b.conv)\n",
+    ),
+    Case(
+        "float-filters",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8.5, kernel: 3}
+            """),
+        "spec.yaml:4:27: error: model.conv.out: expected an integer > 0, got 8.5\n",
+    ),
+    Case(
+        "string-where-an-integer-belongs",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3x3}
+            """),
+        "spec.yaml:4:38: error: model.conv.kernel: invalid number '3x3' (write a pair as [3, 3])\n",
+    ),
+    Case(
+        "word-where-an-integer-belongs",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: eight, kernel: 3}
+            """),
+        "spec.yaml:4:27: error: model.conv.out: unknown name 'eight'\n",
+    ),
+    Case(
+        "boolean-where-a-number-belongs",
+        HEAD
+        + spec("""
+            model:
+              pool: {op: max_pool, kernel: 2, stride: true}
+            """),
+        "spec.yaml:4:43: error: model.pool.stride: expected an integer > 0, got true\n",
+    ),
+    Case(
+        "mapping-where-a-value-belongs",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: {filters: 8}, kernel: 3}
+            """),
+        "spec.yaml:4:27: error: model.conv.out: expected a number, a name or an expression, got a mapping\n",
+    ),
+    Case(
+        "missing-attributes",
+        HEAD
+        + spec("""
+            model:
+              conv: conv2d
+            """),
+        "spec.yaml:4:9: error: model.conv: missing attributes out, kernel of conv2d\n",
+    ),
+    Case(
+        "dropout-rate-from-a-variable",
+        HEAD
+        + spec("""
+            variables:
+              drop: 1.5
+            model:
+              d: {op: dropout, p: drop}
+            """),
+        "spec.yaml:4:9: error: variables.drop: expected a number >= 0.0 and < 1.0, got 1.5 (used as 'p' of node d)\n",
+    ),
+    Case(
+        "padding-same-with-stride-2",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3, stride: 2, padding: same}
+            """),
+        "spec.yaml:4:61: error: model.conv.padding: expected stride 1 with padding 'same', got stride 2\n",
+    ),
+    Case(
+        "pool-padding-over-half-the-kernel",
+        HEAD
+        + spec("""
+            model:
+              pool: {op: max_pool, kernel: 2, padding: 2}
+            """),
+        "spec.yaml:4:44: error: model.pool.padding: expected padding at most half the kernel 2, got 2\n",
+    ),
+    Case(
+        "when-that-is-not-a-boolean",
+        HEAD
+        + spec("""
+            variables:
+              use_bn: 1
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3}
+              bn: {op: batch_norm, when: use_bn}
+            """),
+        "spec.yaml:4:11: error: variables.use_bn: expected true or false, got 1 (used as 'when' of node bn)\n",
+    ),
+    Case(
+        "bad-phase",
+        HEAD
+        + spec("""
+            model:
+              act: {op: relu, phase: always}
+            """),
+        "spec.yaml:4:26: error: model.act.phase: expected one of both, train, eval, got 'always'\n",
+    ),
+    # ----------------------------------------------------------------- shapes
+    Case(
+        "concat-of-different-spatial-sizes",
+        HEAD
+        + spec("""
+            model:
+              mixed:
+                concat:
+                  a: {op: conv2d, out: 8, kernel: 3}
+                  b: {op: conv2d, out: 8, kernel: 1}
+            """),
+        "spec.yaml:5:5: error: model.mixed: expected concat inputs that differ only in channels, "
+        "got 8x30x30, 8x32x32 (from mixed.a, mixed.b)\n",
+    ),
+    Case(
+        "add-of-different-shapes",
+        HEAD
+        + spec("""
+            model:
+              res:
+                add:
+                  - {op: conv2d, out: 8, kernel: 1}
+                  - {op: conv2d, out: 4, kernel: 1}
+            """),
+        "spec.yaml:5:5: error: model.res: expected add inputs of one shape, got 8x32x32, 4x32x32 (from res.0, res.1)\n",
+    ),
+    Case(
+        "kernel-larger-than-its-input",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 33}
+            """),
+        "spec.yaml:4:9: error: model.conv: expected a kernel no larger than the input 32x32, got 33x33\n",
+    ),
+    Case(
+        "kernel-larger-than-its-padded-input",
+        HEAD
+        + spec("""
+            model:
+              pool: {op: max_pool, kernel: 3, stride: 16}
+              conv: {op: conv2d, out: 8, kernel: 5, padding: 1}
+            """),
+        "spec.yaml:5:9: error: model.conv: expected a kernel no larger than the padded input 4x4 "
+        "(2x2 with padding 1), got 5x5\n",
+    ),
+    Case(
+        # the template's text is shared by its uses: the message names the node
+        "kernel-too-large-inside-a-template",
+        HEAD
+        + spec("""
+            templates:
+              Block:
+                params: [c, {k: 3}]
+                body: {op: conv2d, out: c, kernel: k}
+            model:
+              b1: {use: Block, args: [8]}
+              b2: {use: Block, args: [8, 31]}
+            """),
+        "spec.yaml:6:11: error: templates.Block.body: expected a kernel no larger than the input 30x30, got 31x31 "
+        "(in node b2)\n",
+    ),
+    Case(
+        "linear-without-flatten",
+        HEAD
+        + spec("""
+            model:
+              fc: {op: linear, out: 10}
+            """),
+        "spec.yaml:4:7: error: model.fc: expected flat features as the input of linear (add a flatten before it), "
+        "got a feature map 3x32x32\n",
+    ),
+    Case(
+        "convolution-after-flatten",
+        HEAD
+        + spec("""
+            model:
+              flat: flatten
+              conv: {op: conv2d, out: 8, kernel: 1}
+            """),
+        "spec.yaml:5:9: error: model.conv: expected a feature map (C, H, W) as the input of conv2d, "
+        "got flat features (3072)\n",
+    ),
+    Case(
+        "groups-that-do-not-divide-the-channels",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3, groups: 2}
+            """),
+        "spec.yaml:4:9: error: model.conv: expected groups that divide the input channels 3 and the output "
+        "channels 8, got 2\n",
+    ),
+    # ----------------------------------------------------------------- graph structure
+    Case(
+        "cycle-ref-from-inside-itself",
+        HEAD
+        + spec("""
+            model:
+              stage:
+                conv: {op: conv2d, out: 3, kernel: 1}
+                loop: {ref: stage}
+            """),
+        "spec.yaml:6:17: error: model.stage.loop.ref: cannot refer to 'stage' from inside it: "
+        "that would make a cycle\n",
+    ),
+    Case(
+        "duplicate-name",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3}
+              conv: relu
+            """),
+        "spec.yaml:5:3: error: duplicate key 'conv' (first defined at line 4)\n",
+    ),
+    Case(
+        "dangling-ref",
+        HEAD
+        + spec("""
+            model:
+              stage:
+                conv: {op: conv2d, out: 3, kernel: 1}
+                skip: {ref: cnv}
+            """),
+        "spec.yaml:6:17: error: model.stage.skip.ref: no node named 'cnv' before this point "
+        "(did you mean 'stage.conv'?)\n",
+    ),
+    Case(
+        "output-from-a-missing-node",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3}
+            outputs:
+              logits: {from: conv2}
+            """),
+        "spec.yaml:6:18: error: outputs.logits.from: no node named 'conv2' (did you mean 'conv'?)\n",
+    ),
+    Case(
+        "invalid-identifier",
+        HEAD
+        + spec("""
+            model:
+              conv-1: {op: conv2d, out: 8, kernel: 3}
+            """),
+        "spec.yaml:4:3: error: model.conv-1: expected a block name of letters, digits and '_' that does not "
+        "start with a digit, got 'conv-1'\n",
+    ),
+    Case(
+        "python-keyword-as-a-name",
+        HEAD
+        + spec("""
+            model:
+              class: relu
+            """),
+        "spec.yaml:4:3: error: model.class: expected a block name that Python does not reserve, got 'class'\n",
+    ),
+    # ----------------------------------------------------------------- sections and types
+    Case(
+        "list-where-a-mapping-belongs",
+        HEAD
+        + spec("""
+            variables: [width, depth]
+            model:
+              conv: relu
+            """),
+        "spec.yaml:3:12: error: variables: expected a mapping, got a list\n",
+    ),
+    Case(
+        "model-as-a-list",
+        HEAD
+        + spec("""
+            model:
+              - relu
+            """),
+        "spec.yaml:4:3: error: model: expected a mapping of named blocks (conv1: ..., pool1: ...), got a list\n",
+    ),
+    Case(
+        "unknown-init-scheme",
+        HEAD
+        + spec("""
+            init:
+              conv2d: {weight: xavier_unifrom}
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3}
+            """),
+        "spec.yaml:4:20: error: init.conv2d.weight: unknown init scheme 'xavier_unifrom' "
+        "(did you mean 'xavier_uniform'?)\n",
+    ),
+    Case("missing-model", HEAD, "spec.yaml:1:1: error: model: missing key 'model': the network's layers\n"),
+    Case(
+        "missing-input-shape",
+        spec("""
+            name: Net
+            input: {name: image}
+            model:
+              conv: relu
+            """),
+        "spec.yaml:2:8: error: input.shape: missing key 'shape': expected [C, H, W]\n",
+    ),
+    Case(
+        "input-shape-of-two",
+        spec("""
+            name: Net
+            input: {shape: [32, 32]}
+            model:
+              act: relu
+            """),
+        "spec.yaml:2:16: error: input.shape: expected [C, H, W], a list of three integers, got a list of 2\n",
+    ),
+    Case(
+        "input-mean-of-two",
+        spec("""
+            name: Net
+            input: {shape: [3, 32, 32], mean: [1, 2]}
+            model:
+              act: relu
+            """),
+        "spec.yaml:2:35: error: input.mean: expected 3 values (one per input channel), got 2\n",
+    ),
+    Case(
+        "language-version",
+        "nasdsl: 2\n" + HEAD + "model:\n  act: relu\n",
+        "spec.yaml:1:9: error: nasdsl: expected language version 1, got 2\n",
+    ),
+    # ----------------------------------------------------------------- YAML syntax
+    Case(
+        "yaml-tab",
+        HEAD + "model:\n\tconv: relu\n",
+        "spec.yaml:4:1: error: found character '\\t' that cannot start any token: use spaces, "
+        "YAML does not allow tabs here\n",
+    ),
+    Case(
+        "yaml-unclosed-bracket",
+        "name: Net\ninput: {shape: [3, 32, 32]\nmodel:\n  conv: relu\n",
+        "spec.yaml:3:1: error: did not find expected ',' or '}' "
+        "(while parsing a flow mapping started at line 2, column 8)\n",
+    ),
+    # ----------------------------------------------------------------- expressions
+    Case(
+        # the column points at the name inside the expression
+        "expression-with-an-unknown-variable",
+        HEAD
+        + spec("""
+            variables:
+              width: 2
+            model:
+              conv: {op: conv2d, out: 16 * widht, kernel: 3}
+            """),
+        "spec.yaml:6:32: error: model.conv.out: unknown name 'widht' (known: width)\n",
+    ),
+    Case(
+        "expression-dividing-by-zero",
+        HEAD
+        + spec("""
+            variables:
+              groups: 0
+            model:
+              conv: {op: conv2d, out: 64 // groups, kernel: 3}
+            """),
+        "spec.yaml:6:30: error: model.conv.out: division by zero\n",
+    ),
+    Case(
+        "boolean-in-arithmetic",
+        HEAD
+        + spec("""
+            variables:
+              wide: true
+            model:
+              conv: {op: conv2d, out: wide * 16, kernel: 3}
+            """),
+        "spec.yaml:6:27: error: model.conv.out: expected a number, got a boolean\n",
+    ),
+    Case(
+        "variable-using-a-later-one",
+        HEAD
+        + spec("""
+            variables:
+              width: base * 2
+              base: 16
+            model:
+              conv: {op: conv2d, out: width, kernel: 3}
+            """),
+        "spec.yaml:4:10: error: variables.width: unknown name 'base' "
+        "('base' is defined later: a variable may use only the variables before it)\n",
+    ),
+    # ----------------------------------------------------------------- extends
+    Case(
+        "extends-of-a-missing-file",
+        spec("""
+            extends: base.yaml
+            name: Net
+            """),
+        "spec.yaml:1:10: error: extends: no such file: base.yaml\n",
+    ),
+    Case(
+        "extends-cycle",
+        spec("""
+            extends: b.yaml
+            name: A
+            """),
+        "b.yaml:1:10: error: extends: extends cycle: spec.yaml -> b.yaml -> spec.yaml\n",
+        files={"b.yaml": "extends: spec.yaml\nname: B\n"},
+    ),
+    Case(
+        "extends-of-a-number",
+        spec("""
+            extends: 5
+            name: Net
+            """),
+        "spec.yaml:1:10: error: extends: expected the path of a spec file, got an integer\n",
+    ),
+    Case("no-such-spec-file", None, "nope.yaml:1:1: error: no such file\n", target="nope.yaml"),
+    # ----------------------------------------------------------------- --set
+    Case(
+        "set-of-an-unknown-variable",
+        HEAD
+        + spec("""
+            variables:
+              width: 8
+            model:
+              conv: {op: conv2d, out: width, kernel: 3}
+            """),
+        "<--set widht=4>:1:1: error: widht: no variable or model entry named 'widht' (did you mean 'width'?)\n",
+        sets=("widht=4",),
+    ),
+    Case(
+        "set-of-a-negative-count",
+        HEAD
+        + spec("""
+            variables:
+              num_classes: 10
+            model:
+              flat: flatten
+              fc: {op: linear, out: num_classes}
+            """),
+        "<--set num_classes=-3>:1:13: error: variables.num_classes: expected an integer > 0, got -3 "
+        "(used as 'out' of node fc)\n",
+        sets=("num_classes=-3",),
+    ),
+    Case(
+        "set-of-a-word",
+        HEAD
+        + spec("""
+            variables:
+              num_classes: 10
+            model:
+              flat: flatten
+              fc: {op: linear, out: num_classes}
+            """),
+        "<--set num_classes=abc>:1:13: error: variables.num_classes: unknown name 'abc' "
+        "(a variable is a number, true, false or an expression of the variables before it)\n",
+        sets=("num_classes=abc",),
+    ),
+    Case(
+        "set-without-a-value",
+        HEAD + "model:\n  act: relu\n",
+        "<--set nonsense>:1:1: error: --set: expected PATH=VALUE, got 'nonsense'\n",
+        sets=("nonsense",),
+    ),
+    Case(
+        # through two templates (Inception -> BasicConv2d) back to the --set that gave the value
+        "set-of-a-template-argument",
+        None,
+        "<--set inception4a.c3x3=-5>:1:18: error: model.inception4a.args.c3x3: expected an integer > 0, got -5 "
+        "(used as 'out' of node inception4a.branch2.1.conv)\n",
+        sets=("inception4a.c3x3=-5",),
+        target="googlenet.yaml",
+    ),
+    Case(
+        "set-of-an-unknown-template-parameter",
+        None,
+        "<--set inception4a.c3x4=256>:1:1: error: inception4a.c3x4: unknown parameter 'c3x4' of Inception "
+        "(did you mean 'c3x3'?); parameters: c1x1, c3x3red, c3x3, c5x5red, c5x5, pool_proj\n",
+        sets=("inception4a.c3x4=256",),
+        target="googlenet.yaml",
+    ),
+    Case(
+        "set-of-an-unknown-op-attribute",
+        None,
+        "<--set maxpool4.kernal=2>:1:17: error: model.maxpool4.kernal: unknown key 'kernal' in op max_pool "
+        "(did you mean 'kernel'?); allowed: kernel, stride, padding, ceil_mode, phase, when, doc\n",
+        sets=("maxpool4.kernal=2",),
+        target="googlenet.yaml",
+    ),
+    # ----------------------------------------------------------------- several errors at once
+    Case(
+        # check reports every error it finds: one per section and one per model entry
+        "several-errors",
+        spec("""
+            name: Net
+            input: {shape: [3, 32, 32], colour: rgb}
+            templates:
+              Block:
+                params: [c, c]
+                body: relu
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3, strid: 2}
+              act: {op: relu, phase: always}
+            """),
+        "spec.yaml:2:29: error: input.colour: unknown key 'colour' in input; allowed: name, shape, mean, std\n"
+        "spec.yaml:5:17: error: templates.Block.params[1]: duplicate parameter 'c'\n"
+        "spec.yaml:8:41: error: model.conv.strid: unknown key 'strid' in op conv2d (did you mean 'stride'?); "
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc\n"
+        "spec.yaml:9:26: error: model.act.phase: expected one of both, train, eval, got 'always'\n",
+    ),
+    Case(
+        # shape inference reports every node whose inputs it could shape; what follows an error is skipped
+        "several-shape-errors",
+        HEAD
+        + spec("""
+            model:
+              mixed:
+                concat:
+                  a: {op: conv2d, out: 8, kernel: 33}
+                  b: {op: linear, out: 10}
+              fc: {op: linear, out: 10}
+            """),
+        "spec.yaml:6:10: error: model.mixed.a: expected a kernel no larger than the input 32x32, got 33x33\n"
+        "spec.yaml:7:10: error: model.mixed.b: expected flat features as the input of linear "
+        "(add a flatten before it), got a feature map 3x32x32\n",
+    ),
+]
+
+
+def _prepare(case: Case, folder: Path) -> list[str]:
+    if case.spec is not None:
+        (folder / "spec.yaml").write_text(case.spec, encoding="utf-8")
+    for name, text in case.files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    if case.target == "googlenet.yaml":
+        shutil.copy(GOOGLENET, folder / "googlenet.yaml")
+    return [case.target, *(arg for s in case.sets for arg in ("--set", s))]
+
+
+# FILE:LINE:COL: error: [KEY.PATH: ]message
+DIAGNOSTIC = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): error: (?P<rest>.+)$")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_check_reports(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc = main(["check", *_prepare(case, tmp_path)])
+    out, err = capsys.readouterr()
+    assert (rc, out, err) == (2, "", case.expected)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_diagnostics_have_the_standard_form(case: Case) -> None:
+    for line in case.expected.splitlines():
+        m = DIAGNOSTIC.match(line)
+        assert m, line
+        assert int(m["line"]) >= 1 and int(m["col"]) >= 1
+        message = m["rest"].split(": ", 1)[-1] if re.match(r"^[\w.\[\]-]+: ", m["rest"]) else m["rest"]
+        assert message[0].islower() or message[0] in "'\"", line
+        assert "Traceback" not in line and "Error(" not in line
+
+
+def test_summary_reports_the_same_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    case = next(c for c in CASES if c.id == "several-errors")
+    monkeypatch.chdir(tmp_path)
+    rc = main(["summary", *_prepare(case, tmp_path), "--format", "json"])
+    out, err = capsys.readouterr()
+    assert (rc, out, err) == (2, "", case.expected)
+
+
+SUBPROCESS_CASES = [
+    "unknown-key-in-op",
+    "yaml-tab",
+    "several-errors",
+    "set-of-a-template-argument",
+    "extends-cycle",
+]
+
+
+@pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
+def test_check_as_a_command(case_id: str, tmp_path: Path) -> None:
+    case = next(c for c in CASES if c.id == case_id)
+    args = _prepare(case, tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nasdsl", "check", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", case.expected)
