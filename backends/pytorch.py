@@ -44,8 +44,30 @@ from .pyformat import Call, docstring, layout, literal, safe_text
 
 #: Names the generated file uses; spec names must not shadow them.
 RESERVED = frozenset(
-    {"self", "x", "torch", "nn", "F", "math", "NamedTuple", "Concat", "Add", "in_channels", "super", "print",
-     "isinstance", "loss", "forward", "training", "total", "target", "outputs", "weight", "bound", "m"}
+    {
+        "self",
+        "x",
+        "torch",
+        "nn",
+        "F",
+        "math",
+        "NamedTuple",
+        "Concat",
+        "Add",
+        "in_channels",
+        "super",
+        "print",
+        "isinstance",
+        "loss",
+        "forward",
+        "training",
+        "total",
+        "target",
+        "outputs",
+        "weight",
+        "bound",
+        "m",
+    }
 )
 
 
@@ -259,8 +281,14 @@ def _op_module(ctx: _Ctx, t: Tree, lead: object) -> tuple[Call, object]:
 
 
 RENAME = {"out": "out_channels"}
-SIMPLE = {"relu": "nn.ReLU", "relu6": "nn.ReLU6", "sigmoid": "nn.Sigmoid", "tanh": "nn.Tanh", "silu": "nn.SiLU",
-          "gelu": "nn.GELU"}
+SIMPLE = {
+    "relu": "nn.ReLU",
+    "relu6": "nn.ReLU6",
+    "sigmoid": "nn.Sigmoid",
+    "tanh": "nn.Tanh",
+    "silu": "nn.SiLU",
+    "gelu": "nn.GELU",
+}
 
 
 def _can_inplace(g: nx.DiGraph, src: str, node: str) -> bool:
@@ -274,7 +302,8 @@ def _bound(t: Tree, tmpl) -> dict[str, Value]:
     """The spec values a template use binds, by parameter name."""
     b = t.block
     assert isinstance(b, UseBlock)
-    bound = dict(zip([p.name for p in tmpl.params], [v for k, v in b.args if k is None]))
+    positional = [v for k, v in b.args if k is None]
+    bound = dict(zip([p.name for p in tmpl.params][: len(positional)], positional, strict=True))
     bound.update({k: v for k, v in b.args if k is not None})
     return bound
 
@@ -283,8 +312,9 @@ def _template_values(ctx: _Ctx, t: Tree) -> dict[str, object]:
     """The arguments of a template use as the enclosing class sees them."""
     tmpl = ctx.g.graph["spec"].templates[t.template]
     bound = _bound(t, tmpl)
-    return {p.name: (_value(ctx, bound[p.name], t.args[p.name]) if p.name in bound else t.args[p.name])
-            for p in tmpl.params}
+    return {
+        p.name: (_value(ctx, bound[p.name], t.args[p.name]) if p.name in bound else t.args[p.name]) for p in tmpl.params
+    }
 
 
 def _template_call(ctx: _Ctx, t: Tree, lead: object, classes: dict[str, str]) -> tuple[Call, object]:
@@ -352,8 +382,8 @@ def _module_expr(ctx: _Ctx, t: Tree, lead: object, classes: dict[str, str]) -> t
             call, lead = _module_expr(ctx, c, lead, classes)
             items.append(call)
         if t.block.named:
-            return Call("nn.Sequential", (Call("OrderedDict", (Call("", tuple(
-                Call("", (f'"{c.name}"', call)) for c, call in zip(t.children, items)), "[", "]"),)),)), lead
+            named = tuple(f"{c.name}={call.flat()}" for c, call in zip(t.children, items, strict=True))
+            return Call("nn.Sequential", (Call("OrderedDict", named),)), lead
         return Call("nn.Sequential", tuple(items)), lead
     if t.kind == "merge":
         helper = "Concat" if t.block.op == "concat" else "Add"
@@ -435,19 +465,26 @@ class _Writer:
         taken = {spec.name, f"{spec.name}Outputs"}
         for name, t in spec.templates.items():
             if name in RESERVED or name in taken:
-                raise CodegenError(f"template name '{name}' clashes with a name the generated file uses",
-                                   location=t.loc, path=f"templates.{name}")
+                raise CodegenError(
+                    f"template name '{name}' clashes with a name the generated file uses",
+                    location=t.loc,
+                    path=f"templates.{name}",
+                )
         for name in [n for n, _ in spec.variables]:
             if name in RESERVED:
-                raise CodegenError(f"variable name '{name}' clashes with a name the generated file uses",
-                                   path=f"variables.{name}")
+                raise CodegenError(
+                    f"variable name '{name}' clashes with a name the generated file uses", path=f"variables.{name}"
+                )
         for n, d in self.g.nodes(data=True):
             if d["op"] == "input":
                 continue
             for part in n.split("."):
                 if part in RESERVED or part in {"input_mean", "input_std", "loss_weights", "reset_parameters"}:
-                    raise CodegenError(f"name '{part}' clashes with a name the generated file uses",
-                                       location=d["loc"], path=d["keypath"])
+                    raise CodegenError(
+                        f"name '{part}' clashes with a name the generated file uses",
+                        location=d["loc"],
+                        path=d["keypath"],
+                    )
 
     # -- shared pieces -------------------------------------------------------
     def _spatial_notes(self, instances: list[Tree]) -> dict[str, str]:
@@ -459,7 +496,7 @@ class _Writer:
             prefix = inst.path + "."
             for n, d in self.g.nodes(data=True):
                 if n == inst.path or n.startswith(prefix):
-                    rel = n[len(inst.path):]
+                    rel = n[len(inst.path) :]
                     s = d["shape"]
                     note = None if len(s) == 1 else ("H, W" if s[1:] == in_shape[1:] else f"{s[1]}, {s[2]}")
                     seen.setdefault(rel, set()).add(note)
@@ -477,8 +514,11 @@ class _Writer:
             if c.kind == "ref":
                 name = produced.get(c.output)
                 if name is None:
-                    raise CodegenError("the PyTorch backend supports references only to earlier top-level entries",
-                                       location=c.block.loc, path=c.block.path)
+                    raise CodegenError(
+                        "the PyTorch backend supports references only to earlier top-level entries",
+                        location=c.block.loc,
+                        path=c.block.path,
+                    )
                 fwd.append(f"x = {name}")
                 lead = self.g.nodes[c.output]["shape"][0] if ctx.template is None else _lead_of(ctx, c, lead)
                 continue
@@ -553,7 +593,7 @@ class _Writer:
         spatial = self._spatial_notes(instances)
 
         def notes(c: Tree) -> str:
-            return spatial.get(c.output[len(inst.path):], "H', W'")
+            return spatial.get(c.output[len(inst.path) :], "H', W'")
 
         params = ["self", "in_channels: int"]
         fixups: list[str] = []
@@ -576,8 +616,7 @@ class _Writer:
             init, fwd, out_lead = self._statements(ctx, body, lead, notes, "")
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
             forward += ["        " + f if f else "" for f in fwd] + ["        return x"]
-            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward],
-                             ctx.used_helpers)
+            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward], ctx.used_helpers)
         if body.kind == "merge" and body.block.named:
             init, fwd = [], []
             outs = []
@@ -595,16 +634,18 @@ class _Writer:
             else:
                 fwd += layout("return ", " + ".join(outs), 2, comment=note)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:") + fwd
-            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward],
-                             ctx.used_helpers)
+            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward], ctx.used_helpers)
         # A single module, an unnamed sequence or unnamed branches: subclass it.
         call, _ = _module_expr(ctx, body, lead, self.classes)
         base = call.func
         head[0] = f"class {name}({base}):"
         init = layout("super().__init__", Call("", call.args), 2)
         if fixups:
-            raise CodegenError(f"template {name}: defaults computed from other parameters need a named body",
-                               location=tmpl.loc, path=f"templates.{name}")
+            raise CodegenError(
+                f"template {name}: defaults computed from other parameters need a named body",
+                location=tmpl.loc,
+                path=f"templates.{name}",
+            )
         return ClassCode(name, head, sig + init, [], ctx.used_helpers)
 
     # -- the model -----------------------------------------------------------
@@ -630,8 +671,11 @@ class _Writer:
                 if c.path == so.source or c.output == so.source:
                     src_node = c.output
             if src_node is None:
-                raise CodegenError("the PyTorch backend reads outputs only from top-level model entries",
-                                   location=so.source_loc, path=f"{so.path}.from")
+                raise CodegenError(
+                    "the PyTorch backend reads outputs only from top-level model entries",
+                    location=so.source_loc,
+                    path=f"{so.path}.from",
+                )
             taps.setdefault(src_node, []).append((o, so))
 
         head_init: list[str] = []
@@ -708,8 +752,13 @@ class _Writer:
             if all_train:
                 flags = [f"self.{f}" for f in exposed_flags]
                 unconditional = any(not spec_outputs[o.name].when for o in extras)
-                cond = "self.training" + ("" if unconditional or not flags else f" and ({' or '.join(flags)})"
-                                          if len(flags) > 1 else f" and {flags[0]}")
+                cond = "self.training" + (
+                    ""
+                    if unconditional or not flags
+                    else f" and ({' or '.join(flags)})"
+                    if len(flags) > 1
+                    else f" and {flags[0]}"
+                )
                 fwd_lines += [f"if {cond}:"] + ["    " + s for s in layout("return ", f"{name}Outputs({fields})", 0)]
                 fwd_lines.append(f"return {final}")
             else:
@@ -738,18 +787,34 @@ class _Writer:
 
     def _loss(self, outputs, extras) -> list[str]:
         spec_name = self.spec.name
-        lines = layout("def ", Call("loss", ("self", f"outputs: {spec_name}Outputs | torch.Tensor" if extras else
-                                              "outputs: torch.Tensor", "target: torch.Tensor")), 1, " -> torch.Tensor:")
+        lines = layout(
+            "def ",
+            Call(
+                "loss",
+                (
+                    "self",
+                    f"outputs: {spec_name}Outputs | torch.Tensor" if extras else "outputs: torch.Tensor",
+                    "target: torch.Tensor",
+                ),
+            ),
+            1,
+            " -> torch.Tensor:",
+        )
         weights = ", ".join(f"{o.name} {o.loss_weight:g}" for o in outputs)
-        lines += docstring(f"Cross-entropy of each training output, weighted as the spec says ({weights}). "
-                           "Call it on what the model returns in training mode", 2)
+        lines += docstring(
+            f"Cross-entropy of each training output, weighted as the spec says ({weights}). "
+            "Call it on what the model returns in training mode",
+            2,
+        )
         main = outputs[0]
         scale = "" if main.loss_weight == 1.0 else f"{literal(main.loss_weight)} * "
         if not extras:
             lines.append(f"        return {scale}F.cross_entropy(outputs, target)")
             return lines
-        lines += ["        if isinstance(outputs, torch.Tensor):",
-                  f"            return {scale}F.cross_entropy(outputs, target)"]
+        lines += [
+            "        if isinstance(outputs, torch.Tensor):",
+            f"            return {scale}F.cross_entropy(outputs, target)",
+        ]
         lines += layout("total = ", f"{scale}F.cross_entropy(outputs.{main.name}, target)", 2)
         for o in extras:
             if o.loss_weight == 0:
@@ -768,8 +833,10 @@ class _Writer:
         lines = ["    def reset_parameters(self) -> None:"]
         rules = self.spec.init
         described = "; ".join(
-            f"{op} " + ", ".join(f"{p} {r.scheme}" + (f" {r.args[0][1]:g}" if r.scheme == "constant" else "")
-                                  for p, r in rs.items())
+            f"{op} "
+            + ", ".join(
+                f"{p} {r.scheme}" + (f" {r.args[0][1]:g}" if r.scheme == "constant" else "") for p, r in rs.items()
+            )
             for op, rs in rules.items()
         )
         lines += docstring(f"Initialise the parameters as the spec says: {described or 'PyTorch defaults'}", 2)
@@ -816,19 +883,24 @@ class _Writer:
             return f"nn.init.constant_({target}, {literal(args.get('value', 0.0))})"
         if s == "kaiming_normal" or s == "kaiming_uniform":
             return f'nn.init.{s}_({target}, mode="fan_out", nonlinearity="relu")'
-        defaults = {"normal": {"mean": 0.0, "std": 1.0}, "trunc_normal": {"mean": 0.0, "std": 1.0, "a": -2.0,
-                                                                          "b": 2.0},
-                    "uniform": {"a": 0.0, "b": 1.0}, "xavier_uniform": {"gain": 1.0}, "xavier_normal": {"gain": 1.0}}
+        defaults = {
+            "normal": {"mean": 0.0, "std": 1.0},
+            "trunc_normal": {"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0},
+            "uniform": {"a": 0.0, "b": 1.0},
+            "xavier_uniform": {"gain": 1.0},
+            "xavier_normal": {"gain": 1.0},
+        }
         full = {**defaults[s], **args}
         kws = ", ".join(f"{k}={literal(float(v))}" for k, v in full.items())
         return f"nn.init.{s}_({target}, {kws})"
 
 
 HELPERS = {
-    "Concat": ("Runs every branch on the same input and joins the results on channels",
-               "torch.cat([branch(x) for branch in self.values()], 1)"),
-    "Add": ("Runs every branch on the same input and sums the results",
-            "sum(branch(x) for branch in self.values())"),
+    "Concat": (
+        "Runs every branch on the same input and joins the results on channels",
+        "torch.cat([branch(x) for branch in self.values()], 1)",
+    ),
+    "Add": ("Runs every branch on the same input and sums the results", "sum(branch(x) for branch in self.values())"),
 }
 
 

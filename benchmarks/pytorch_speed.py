@@ -64,8 +64,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+    )
     print(f"{'case':<44} {'nasdsl ms':>10} {'torchvision ms':>14} {'ratio':>8}")
     rows = []
     ours, reference = models("cpu")
@@ -87,11 +89,17 @@ def main() -> int:
 
             return run
 
-        rows.append(compare("cuda bf16 channels_last batch 256", bf16(ours), bf16(reference), x, "cuda",
-                            args.repeats * 2, warmup=5))
+        rows.append(
+            compare(
+                "cuda bf16 channels_last batch 256", bf16(ours), bf16(reference), x, "cuda", args.repeats * 2, warmup=5
+            )
+        )
         co, cr = torch.compile(ours), torch.compile(reference)
-        rows.append(compare("cuda bf16 channels_last b256 torch.compile", bf16(co), bf16(cr), x, "cuda",
-                            args.repeats * 2, warmup=5))
+        rows.append(
+            compare(
+                "cuda bf16 channels_last b256 torch.compile", bf16(co), bf16(cr), x, "cuda", args.repeats * 2, warmup=5
+            )
+        )
     worst = max(r["ratio"] for r in rows)
     print(f"worst ratio {worst:.3f} (target <= 1.05): {'ok' if worst <= 1.05 else 'ABOVE TARGET'}")
     return 0

@@ -27,14 +27,28 @@ BUG = "nasdsl: internal error: {}: please report a bug with the spec that caused
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="the spec file (YAML)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a variable or a model entry's key, e.g. num_classes=10 or inception4a.c3x3=256")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a variable or a model entry's key, e.g. num_classes=10 or inception4a.c3x3=256",
+    )
     p.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="largest spec file accepted (bytes)")
     p.add_argument("--max-depth", type=int, default=Limits.max_depth, help="deepest YAML nesting accepted")
-    p.add_argument("--max-yaml-nodes", type=int, default=Limits.max_nodes,
-                   help="most YAML nodes, aliases expanded (billion-laughs guard)")
-    p.add_argument("--max-scalar-length", type=int, default=Limits.max_scalar_length,
-                   help="longest YAML scalar accepted (characters)")
+    p.add_argument(
+        "--max-yaml-nodes",
+        type=int,
+        default=Limits.max_nodes,
+        help="most YAML nodes, aliases expanded (billion-laughs guard)",
+    )
+    p.add_argument(
+        "--max-scalar-length",
+        type=int,
+        default=Limits.max_scalar_length,
+        help="longest YAML scalar accepted (characters)",
+    )
     p.add_argument("--max-nodes", type=int, default=MAX_NODES, help="most graph nodes after template expansion")
     p.add_argument("--max-params", type=int, default=MAX_PARAMS, help="most parameters in a model")
 
@@ -85,12 +99,15 @@ def _onnx_options(p: argparse.ArgumentParser) -> None:
 
 def _compile(args: argparse.Namespace):
     try:
-        limits = Limits(max_bytes=args.max_bytes, max_depth=args.max_depth, max_nodes=args.max_yaml_nodes,
-                        max_scalar_length=args.max_scalar_length)
+        limits = Limits(
+            max_bytes=args.max_bytes,
+            max_depth=args.max_depth,
+            max_nodes=args.max_yaml_nodes,
+            max_scalar_length=args.max_scalar_length,
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return compile_spec(args.spec, args.overrides, limits=limits, max_nodes=args.max_nodes,
-                        max_params=args.max_params)
+    return compile_spec(args.spec, args.overrides, limits=limits, max_nodes=args.max_nodes, max_params=args.max_params)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -98,8 +115,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     net = _compile(args)
     t = net.summary()["totals"]
     ms = (time.perf_counter() - start) * 1000
-    print(f"{args.spec}: ok: {net.graph.number_of_nodes()} nodes, {t['params']:,} parameters, "
-          f"{t['macs']:,} multiply-adds ({ms:.0f} ms)")
+    print(
+        f"{args.spec}: ok: {net.graph.number_of_nodes()} nodes, {t['params']:,} parameters, "
+        f"{t['macs']:,} multiply-adds ({ms:.0f} ms)"
+    )
     return 0
 
 
@@ -127,8 +146,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         batch: int | str = "dynamic" if args.batch == "dynamic" else _batch_arg(args.batch)
         onnx_backend, weights = _onnx_args(args)
-        model = onnx_backend.export_onnx(net, opset=args.opset, state_dict=weights, with_aux=args.with_aux,
-                                         batch=batch)
+        model = onnx_backend.export_onnx(net, opset=args.opset, state_dict=weights, with_aux=args.with_aux, batch=batch)
         data = model.SerializeToString(deterministic=True)
     write_atomic(args.output, data)
     print(f"wrote {args.output} ({len(data):,} bytes)")
@@ -155,8 +173,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _print_verification(result) -> None:
     for c in result.checks:
         status = "ok" if c.ok else "FAILED"
-        print(f"  {c.name}: max abs error {c.max_abs:.3g}, relative {c.max_rel:.3g} "
-              f"(tolerance {result.tolerance:g}): {status}")
+        print(
+            f"  {c.name}: max abs error {c.max_abs:.3g}, relative {c.max_rel:.3g} "
+            f"(tolerance {result.tolerance:g}): {status}"
+        )
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -169,8 +189,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     net = _compile(args)
     t = net.summary()["totals"]
-    step(f"check: {args.spec}: {net.graph.number_of_nodes()} nodes, {t['params']:,} parameters, "
-         f"{t['macs']:,} multiply-adds")
+    step(
+        f"check: {args.spec}: {net.graph.number_of_nodes()} nodes, {t['params']:,} parameters, "
+        f"{t['macs']:,} multiply-adds"
+    )
     step("summary:")
     sys.stdout.write(render(net.summary(), "table"))
     from nasdsl.backends.pytorch import generate_source
@@ -220,8 +242,13 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-COMMANDS = {"check": cmd_check, "summary": cmd_summary, "compile": cmd_compile, "verify": cmd_verify,
-            "build": cmd_build}
+COMMANDS = {
+    "check": cmd_check,
+    "summary": cmd_summary,
+    "compile": cmd_compile,
+    "verify": cmd_verify,
+    "build": cmd_build,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,9 +121,7 @@ def scalar_type_name(v: object) -> str:
 # --------------------------------------------------------------------------- reading files
 
 
-def load_file(
-    path: str | os.PathLike[str], *, limits: Limits = Limits(), display_name: str | None = None
-) -> YMap:
+def load_file(path: str | os.PathLike[str], *, limits: Limits = Limits(), display_name: str | None = None) -> YMap:
     """Load a spec file: a YAML mapping. Raises :class:`SpecError` / :class:`LimitError`."""
     name = display_name if display_name is not None else str(path)
     data = _read_bytes(path, name, limits)
@@ -167,9 +165,7 @@ def _read_bytes(path: str | os.PathLike[str], name: str, limits: Limits) -> byte
 
 def _too_big(size: int | None, limits: Limits, location: Location) -> LimitError:
     what = f"file is {size} bytes" if size is not None else f"file is more than {limits.max_bytes} bytes"
-    return LimitError(
-        f"{what}, above the limit of {limits.max_bytes} (raise it with --max-bytes)", location=location
-    )
+    return LimitError(f"{what}, above the limit of {limits.max_bytes} (raise it with --max-bytes)", location=location)
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -241,8 +237,7 @@ def load_text(
     source = _Source(file, text, line, column)
     if len(text) > limits.max_bytes:
         raise LimitError(
-            f"text is {len(text)} characters long, above the limit of {limits.max_bytes} "
-            "(raise it with --max-bytes)",
+            f"text is {len(text)} characters long, above the limit of {limits.max_bytes} (raise it with --max-bytes)",
             location=source.start,
         )
     _check_characters(source)
@@ -275,12 +270,8 @@ def _check_characters(source: _Source) -> None:
     char = bad.group()
     location = source.at_index(bad.start())
     if char == "\0":
-        raise SpecError(
-            "found a NUL character: this looks like binary data, not YAML text", location=location
-        )
-    raise SpecError(
-        f"found character {char!r} (U+{ord(char):04X}), which YAML does not allow", location=location
-    )
+        raise SpecError("found a NUL character: this looks like binary data, not YAML text", location=location)
+    raise SpecError(f"found character {char!r} (U+{ord(char):04X}), which YAML does not allow", location=location)
 
 
 @dataclass(frozen=True)
@@ -371,9 +362,7 @@ _TAG_KIND = MappingProxyType({_INT: "an integer", _FLOAT: "a float", _BOOL: "a b
 def _implicit_resolvers() -> Mapping[str, tuple[tuple[str, re.Pattern[str]], ...]]:
     table = yaml.SafeLoader.yaml_implicit_resolvers
     anywhere = tuple(table.get(None, ()))
-    return MappingProxyType(
-        {first: tuple(pairs) + anywhere for first, pairs in table.items() if first is not None}
-    )
+    return MappingProxyType({first: tuple(pairs) + anywhere for first, pairs in table.items() if first is not None})
 
 
 _IMPLICIT = _implicit_resolvers()
@@ -574,9 +563,7 @@ class _Builder:
             if target.key_error is not None:
                 raise SpecError(target.key_error, location=loc)
             if not isinstance(target.value, str):
-                raise SpecError(
-                    f"expected a string key, found {_collection_kind(target.value)}", location=loc
-                )
+                raise SpecError(f"expected a string key, found {_collection_kind(target.value)}", location=loc)
         if len(self.stack) + target.height > self.limits.max_depth:
             raise LimitError(
                 f"nesting deeper than {self.limits.max_depth} levels once alias '*{name}' is expanded "
@@ -652,9 +639,7 @@ class _Builder:
     def too_many_nodes(self, loc: Location, *, alias: str | None) -> LimitError:
         limit = self.max_nodes
         if alias is not None:
-            message = (
-                f"alias expansion exceeds {limit} nodes (billion-laughs guard); raise it with --max-yaml-nodes"
-            )
+            message = f"alias expansion exceeds {limit} nodes (billion-laughs guard); raise it with --max-yaml-nodes"
         else:
             message = f"the spec has more than {limit} YAML nodes (raise it with --max-yaml-nodes)"
         return LimitError(message, location=loc)

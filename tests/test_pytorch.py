@@ -125,7 +125,7 @@ def caffe_to_ours(layer: str) -> str:
         return CAFFE_NAMES[layer]
     head, _, tail = layer.partition("/")
     if head.startswith("inception_"):
-        return f"inception{head[len('inception_'):]}.{BRANCHES[tail]}"
+        return f"inception{head[len('inception_') :]}.{BRANCHES[tail]}"
     aux = {"loss1": "aux1", "loss2": "aux2"}[head]
     return f"{aux}.{ {'conv': 'conv.conv', 'fc': 'fc1', 'classifier': 'fc2'}[tail] }"
 
@@ -240,7 +240,7 @@ def test_source_passes_ruff_and_imports_torch_alone(spec, tmp_path):
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
     assert imported <= {"torch", "typing", "collections", "math"}
-    assert ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign))) [0] == net_name(spec)
+    assert ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign)))[0] == net_name(spec)
 
 
 def net_name(spec) -> str:
