@@ -34,11 +34,11 @@ import networkx as nx
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from nasdsl import __version__, ir
 from nasdsl.api import Compiled
-from nasdsl.errors import CodegenError
+from nasdsl.errors import CodegenError, WeightsError
 from nasdsl.ops import same_padding
 from nasdsl.passes.check import unused
 from nasdsl.passes.fold import BN_PARAMS, drop_identities, fold_batch_norm
@@ -100,7 +100,7 @@ def check_state_dict(compiled: Compiled, g: nx.DiGraph, state_dict: Mapping[str,
     ``g`` present, nothing that no node of ``compiled.graph`` has (parameters
     of parts ``g`` leaves out, such as auxiliary heads, are accepted and
     ignored; so is BatchNorm's ``num_batches_tracked``), every shape right.
-    Raises :class:`CodegenError` listing the offenders.
+    Raises :class:`WeightsError` listing the offenders.
     """
     known = parameters(compiled.graph)
     needed = parameters(g)
@@ -123,39 +123,39 @@ def check_state_dict(compiled: Compiled, g: nx.DiGraph, state_dict: Mapping[str,
         elif not value.is_floating_point():
             wrong.append(f"{key} (expected floating point values, found {value.dtype})")
         elif key in needed:
-            out[key] = value.detach().to(device="cpu", dtype=torch.float32).numpy().copy()
+            out[key] = value.detach().to(device="cpu", dtype=torch.float32).numpy()  # read, never written
     if missing or unexpected or wrong:
         lines = [f"the state_dict does not fit {compiled.spec.name}:"]
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong)):
             if items:
                 lines.append(f"  {label} ({len(items)}): {_listing(items)}")
-        raise CodegenError("\n".join(lines))
+        raise WeightsError("\n".join(lines))
     return {k: out[k] for k in needed}
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict saved with ``torch.save`` (``weights_only``: no code runs).
 
-    Raises :class:`CodegenError` naming the file when it cannot be read or
+    Raises :class:`WeightsError` naming the file when it cannot be read or
     holds something other than a mapping from names to tensors.
     """
     name = os.fspath(path)
     try:
         obj = torch.load(name, weights_only=True, map_location="cpu")
     except OSError as e:
-        raise CodegenError(f"cannot read weights from '{name}': {e.strerror or e}") from None
+        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - torch.load raises many kinds for a bad file
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         reason = next((line for line in lines if "Unpickler error" in line), lines[0] if lines else type(e).__name__)
-        raise CodegenError(
+        raise WeightsError(
             f"cannot read weights from '{name}': not a file of tensors saved with torch.save ({reason})"
         ) from None
     if not isinstance(obj, Mapping):
-        raise CodegenError(f"'{name}' holds a {type(obj).__name__}, expected a state_dict (names to tensors)")
+        raise WeightsError(f"'{name}' holds a {type(obj).__name__}, expected a state_dict (names to tensors)")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         hint = "; for a checkpoint, save its state_dict alone" if {"state_dict", "model"} & set(map(str, obj)) else ""
-        raise CodegenError(f"'{name}' is not a state_dict: entries that are not tensors: {_listing(sorted(bad))}{hint}")
+        raise WeightsError(f"'{name}' is not a state_dict: entries that are not tensors: {_listing(sorted(bad))}{hint}")
     return dict(obj)
 
 
@@ -190,14 +190,18 @@ def initial_state_dict(compiled: Compiled) -> dict[str, torch.Tensor]:
 
 
 class _Emitter:
-    """Collects nodes, initializers and tensor shapes; keeps names unique."""
+    """Collects nodes and tensor shapes, writes initializers straight into
+    ``graph`` (weights are most of a model's bytes: they are copied once); keeps
+    names unique."""
 
-    def __init__(self, batch: int | str, weights: Mapping[str, np.ndarray], doc: Mapping[str, str]):
+    def __init__(
+        self, graph: onnx.GraphProto, batch: int | str, weights: Mapping[str, np.ndarray], doc: Mapping[str, str]
+    ):
+        self.graph = graph
         self.batch = batch
         self.weights = weights
         self.params: dict[str, str] = {}
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
         self.shapes: dict[str, Shape] = {}
         self.tensor_names: set[str] = set()
         self.node_names: set[str] = set()
@@ -218,7 +222,12 @@ class _Emitter:
 
     def initializer(self, wanted: str, array: np.ndarray) -> str:
         name = self.tensor(wanted)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)
+        tensor = self.graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()  # ONNX is little-endian
         return name
 
     def param(self, key: str) -> str:
@@ -472,7 +481,8 @@ def export_onnx(
     outputs = g.graph["outputs"]
     if inp in {o.name for o in outputs}:
         raise CodegenError(f"an output is named '{inp}' like the input; ONNX needs distinct names")
-    e = _Emitter(batch_dim, weights, {n: _doc(d) for n, d in g.nodes(data=True)})
+    model = onnx.ModelProto()
+    e = _Emitter(model.graph, batch_dim, weights, {n: _doc(d) for n, d in g.nodes(data=True)})
     e.tensor(inp)
     for o in outputs:
         e.tensor(o.name)
@@ -500,18 +510,17 @@ def export_onnx(
         if produced[o.node] != o.name:
             e.add("Identity", [produced[o.node]], node=o.name, shape=e.full(g.nodes[o.node]["shape"]), out=o.name)
 
-    graph_outputs = [_value_info(o.name, e.full(g.nodes[o.node]["shape"])) for o in outputs]
+    graph = model.graph
+    graph.name = compiled.spec.name
+    graph.node.extend(e.nodes)
+    graph.input.append(_value_info(inp, in_shape))
+    graph.output.extend(_value_info(o.name, e.full(g.nodes[o.node]["shape"])) for o in outputs)
     named = {inp} | {o.name for o in outputs}
-    graph = helper.make_graph(
-        e.nodes,
-        compiled.spec.name,
-        [_value_info(inp, in_shape)],
-        graph_outputs,
-        initializer=e.initializers,
-        value_info=[_value_info(t, s) for t, s in e.shapes.items() if t not in named],
-    )
+    graph.value_info.extend(_value_info(t, s) for t, s in e.shapes.items() if t not in named)
     opset_id = helper.make_opsetid("", opset)
-    model = helper.make_model(graph, opset_imports=[opset_id], producer_name="nasdsl", producer_version=__version__)
+    model.opset_import.append(opset_id)
+    model.producer_name = "nasdsl"
+    model.producer_version = __version__
     doc = safe_text(compiled.spec.doc or "", 1000)
     if doc:
         model.doc_string = doc

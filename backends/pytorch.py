@@ -193,10 +193,6 @@ def _value(ctx: _Ctx, value: Value, concrete: object, literals=()) -> object:
         return concrete
 
 
-def _lead_render(lead: object) -> str:
-    return _render(lead)
-
-
 def _square(v: object) -> object:
     if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1] and not isinstance(v[0], Sym):
         return v[0]
@@ -239,15 +235,15 @@ def _op_module(ctx: _Ctx, t: Tree, lead: object) -> tuple[Call, object]:
     out_lead = lead
     if op == "conv2d":
         out = _attr(ctx, t, "out")
-        args = [_lead_render(lead), _render(out), _render(_attr(ctx, t, "kernel"))]
+        args = [_render(lead), _render(out), _render(_attr(ctx, t, "kernel"))]
         args += kw("stride", "padding", "dilation", "groups", "bias")
         call, out_lead = Call("nn.Conv2d", tuple(args)), out
     elif op == "linear":
         out = _attr(ctx, t, "out")
-        call, out_lead = Call("nn.Linear", (_lead_render(lead), _render(out), *kw("bias"))), out
+        call, out_lead = Call("nn.Linear", (_render(lead), _render(out), *kw("bias"))), out
     elif op == "batch_norm":
         cls = "nn.BatchNorm2d" if in_rank == 3 else "nn.BatchNorm1d"
-        call = Call(cls, (_lead_render(lead), *kw("eps", "momentum")))
+        call = Call(cls, (_render(lead), *kw("eps", "momentum")))
     elif op in ("max_pool", "avg_pool"):
         cls = "nn.MaxPool2d" if op == "max_pool" else "nn.AvgPool2d"
         extra = ("count_include_pad",) if op == "avg_pool" else ()
@@ -502,11 +498,12 @@ class _Writer:
                     seen.setdefault(rel, set()).add(note)
         return {rel: (notes.pop() if len(notes) == 1 else "H', W'") for rel, notes in seen.items()}
 
-    def _statements(self, ctx: _Ctx, t: Tree, lead: object, notes, base: str) -> tuple[list[str], list[str], object]:
-        """Init and forward lines for the children of a root sequence."""
+    def _statements(self, ctx: _Ctx, t: Tree, lead: object, notes, after=None) -> tuple[list[str], list[str], object]:
+        """Init and forward lines for the children of a root sequence; ``after(child)``
+        gives lines to run right after a child (the model's auxiliary heads)."""
         init: list[str] = []
         fwd: list[str] = []
-        targets = {self._ref_target(c) for c in t.children if c.kind == "ref"}
+        targets = {c.output for c in t.children if c.kind == "ref"}
         produced: dict[str, str] = {}
         for c in t.children:
             if c.kind == "skip":
@@ -547,14 +544,9 @@ class _Writer:
                 produced[c.output] = c.name
             else:
                 produced.setdefault(c.output, c.name)
-            fwd += self._after(c)
+            if after is not None:
+                fwd += after(c)
         return init, fwd, lead
-
-    def _ref_target(self, c: Tree) -> str:
-        return c.output
-
-    def _after(self, c: Tree) -> list[str]:
-        return []
 
     def _condition(self, ctx: _Ctx, c: Tree) -> str:
         b = c.block
@@ -613,7 +605,7 @@ class _Writer:
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
         fix = ["        " + f for f in fixups]
         if body.kind == "seq" and body.block.named:
-            init, fwd, out_lead = self._statements(ctx, body, lead, notes, "")
+            init, fwd, out_lead = self._statements(ctx, body, lead, notes)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
             forward += ["        " + f if f else "" for f in fwd] + ["        return x"]
             return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward], ctx.used_helpers)
@@ -710,9 +702,7 @@ class _Writer:
                     exposed_flags.append(cond)
             return lines
 
-        self._after = after  # type: ignore[method-assign]
-        init, fwd, _ = self._statements(ctx, model, lead, lambda c: None, "")
-        del self._after
+        init, fwd, _ = self._statements(ctx, model, lead, lambda c: None, after)
         self.helpers |= ctx.used_helpers
         main = outputs[0]
         pre: list[str] = []

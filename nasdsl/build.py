@@ -334,8 +334,9 @@ def _signature(t: Template) -> str:
     def param(p) -> str:
         if p.default is None:
             return p.name
-        shown = describe(p.default.raw) if p.default.items is None else "[...]"
-        return f"{p.name}={shown.strip(chr(39)) if isinstance(p.default.raw, str) else shown}"
+        raw = p.default.raw
+        shown = "[...]" if p.default.items is not None else raw if isinstance(raw, str) else describe(raw)
+        return f"{p.name}={shown}"
 
     return f"{t.name}({', '.join(param(p) for p in t.params)})"
 
@@ -372,6 +373,8 @@ def _input_shape(spec: Spec, scope: _Scope) -> tuple[int, int, int]:
             out.append(check_int(v, 1, MAX_CHANNELS if i == 0 else MAX_SPATIAL))
         except SpecError as e:
             origin = scope.blame(item)
+            if origin is not item:
+                e.message += f" (used as {item.path})"
             raise e.at(location=origin.loc, path=origin.path) from None
     return tuple(out)
 

@@ -200,6 +200,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     source = generate_source(net, source_name=args.spec).encode()
     step(f"pytorch: {net.name}.py, {len(source):,} bytes")
     onnx_backend, weights = _onnx_args(args)
+    if weights is None:
+        weights = onnx_backend.initial_state_dict(net)  # the seeded initialisation, shared with verify
     model = onnx_backend.export_onnx(net, opset=args.opset, state_dict=weights)
     data = model.SerializeToString(deterministic=True)
     step(f"onnx: {net.name}.onnx, opset {args.opset}, {len(model.graph.node)} nodes, {len(data):,} bytes")
@@ -231,6 +233,9 @@ def write_atomic(path: str, data: bytes) -> None:
         raise UsageError(f"{path}: the folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".nasdsl-", suffix=".tmp", dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -79,6 +79,10 @@ class CodegenError(NasdslError):
     """A backend cannot lower what the spec describes."""
 
 
+class WeightsError(NasdslError):
+    """A weights file that cannot be read, or a state_dict that does not fit the spec."""
+
+
 class ErrorList(NasdslError):
     """Several errors found in one go; ``check`` reports them all."""
 

@@ -574,6 +574,18 @@ CASES = [
         "spec.yaml:2:16: error: input.shape: expected [C, H, W], a list of three integers, got a list of 2\n",
     ),
     Case(
+        "input-size-from-a-variable",
+        spec("""
+            name: Net
+            input: {shape: [3, size, size]}
+            variables:
+              size: -4
+            model:
+              act: relu
+            """),
+        "spec.yaml:4:9: error: variables.size: expected an integer > 0, got -4 (used as input.shape[1])\n",
+    ),
+    Case(
         "input-mean-of-two",
         spec("""
             name: Net

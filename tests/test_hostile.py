@@ -958,7 +958,6 @@ def test_a_successful_write_replaces_the_file_whole(spec_in: Path, capsys) -> No
     assert sorted(os.listdir(spec_in)) == ["OUT.py", "spec.yaml"]
 
 
-@pytest.mark.xfail(strict=True, reason="nasdsl/cli.py write_atomic: mkstemp's mode 0600 is kept, not 0666 & ~umask")
 def test_the_output_gets_the_usual_permissions(spec_in: Path, capsys) -> None:
     umask = os.umask(0o022)
     try:

@@ -313,6 +313,27 @@ def test_phases(tmp_path: Path) -> None:
     assert [(o.name, o.node) for o in train.graph["outputs"]] == [("logits", "fc"), ("aux", "aux.fc")]
 
 
+def test_a_train_phase_layer_on_the_main_path_is_bypassed_at_inference(tmp_path: Path) -> None:
+    g = compile_text(
+        tmp_path,
+        """
+        name: Net
+        input: {shape: [3, 8, 8]}
+        model:
+          norm: {op: batch_norm, phase: train}
+          conv: {op: conv2d, out: 4, kernel: 1}
+          prob: {op: softmax, phase: eval}
+        outputs:
+          probs: {from: prob}
+        """,
+    ).graph
+    inf = inference_graph(g)
+    assert list(inf) == ["x", "conv", "prob"] and ir.inputs(inf, "conv") == ["x"]
+    train = training_graph(g)
+    assert list(train) == ["x", "norm", "conv"] and ir.inputs(train, "conv") == ["norm"]
+    assert [(o.name, o.node) for o in train.graph["outputs"]] == [("probs", "conv")]
+
+
 # --------------------------------------------------------------------------- extends
 
 

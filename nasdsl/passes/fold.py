@@ -61,8 +61,9 @@ def fold_batch_norm(g: nx.DiGraph, weights: Mapping[str, np.ndarray]) -> tuple[n
     convolution's weight becomes ``W * s`` and its bias ``(b - running_mean) * s
     + beta`` (``b = 0`` without a bias); the convolution gains a bias and keeps
     its name, the BatchNorm node and its parameters disappear. The arithmetic
-    is done in float64 and stored in the weight's dtype. BatchNorms that do not
-    follow such a convolution are left as they are.
+    is done in float64 (the weight's product in its own dtype) and stored in the
+    weight's dtype. BatchNorms that do not follow such a convolution are left
+    as they are.
     """
     g = g.copy()
     out = dict(weights)
@@ -73,12 +74,12 @@ def fold_batch_norm(g: nx.DiGraph, weights: Mapping[str, np.ndarray]) -> tuple[n
         gamma, beta, mean, var = (np.asarray(out.pop(f"{bn}.{p}"), dtype=np.float64) for p in BN_PARAMS)
         out.pop(f"{bn}.num_batches_tracked", None)
         scale = gamma / np.sqrt(var + g.nodes[bn]["attrs"]["eps"])
-        weight = out[f"{conv}.weight"]
-        dtype = weight.dtype
+        weight = np.asarray(out[f"{conv}.weight"])
         bias = out.get(f"{conv}.bias")
         bias = np.zeros_like(mean) if bias is None else np.asarray(bias, dtype=np.float64)
-        out[f"{conv}.weight"] = (np.asarray(weight, dtype=np.float64) * scale[:, None, None, None]).astype(dtype)
-        out[f"{conv}.bias"] = ((bias - mean) * scale + beta).astype(dtype)
+        # one rounding of the scale, one of the product: no float64 copy of the weight
+        out[f"{conv}.weight"] = weight * scale.astype(weight.dtype)[:, None, None, None]
+        out[f"{conv}.bias"] = ((bias - mean) * scale + beta).astype(weight.dtype)
         data = g.nodes[conv]
         data["attrs"] = {**data["attrs"], "bias": True}
         data["shape"] = g.nodes[bn]["shape"]

@@ -9,8 +9,8 @@ from nasdsl.ops import OPS
 
 
 def _bypass(g: nx.DiGraph, node: str) -> None:
-    """Remove a one-input node, wiring its consumers to its input."""
-    (src,) = ir.inputs(g, node)
+    """Remove a node, wiring its consumers (and outputs) to its first input."""
+    src = ir.inputs(g, node)[0]
     for dst in list(g.successors(node)):
         index = g.edges[node, dst]["index"]
         g.add_edge(src, dst, index=index)
@@ -21,13 +21,26 @@ def _bypass(g: nx.DiGraph, node: str) -> None:
     )
 
 
+def _drop_phase(g: nx.DiGraph, phase: str) -> None:
+    """Take out the nodes of ``phase``: a node that nothing reads any more is removed, any other
+    is bypassed (its consumers read its first input), so a ``phase: train`` layer on the main
+    path is an identity in the other phase and a training-only head disappears whole."""
+    for node in reversed(ir.order(g)):  # consumers first: a head is gone before its root is reached
+        if g.nodes[node]["phase"] != phase:
+            continue
+        if g.out_degree(node) or any(o.node == node for o in g.graph["outputs"]):
+            _bypass(g, node)
+        else:
+            g.remove_node(node)
+
+
 def inference_graph(g: nx.DiGraph, *, keep_aux: bool = False, keep_dropout: bool = False) -> nx.DiGraph:
-    """The graph as it runs at inference: training-only heads removed (unless
-    ``keep_aux``), dropout removed (unless ``keep_dropout``)."""
+    """The graph as it runs at inference: training-only heads and ``phase: train``
+    layers taken out (unless ``keep_aux``), dropout removed (unless ``keep_dropout``)."""
     g = g.copy()
     if not keep_aux:
         g.graph["outputs"] = tuple(o for o in g.graph["outputs"] if not o.training_only)
-        g.remove_nodes_from([n for n, d in g.nodes(data=True) if d["phase"] == "train"])
+        _drop_phase(g, "train")
     if not keep_dropout:
         for node in [n for n, d in g.nodes(data=True) if d["op"] in OPS and OPS[d["op"]].inference_identity]:
             _bypass(g, node)
@@ -37,6 +50,5 @@ def inference_graph(g: nx.DiGraph, *, keep_aux: bool = False, keep_dropout: bool
 def training_graph(g: nx.DiGraph) -> nx.DiGraph:
     """The graph as it runs in training: inference-only nodes bypassed."""
     g = g.copy()
-    for node in [n for n, d in g.nodes(data=True) if d["phase"] == "eval"]:
-        _bypass(g, node)
+    _drop_phase(g, "eval")
     return g
