@@ -440,7 +440,7 @@ class _Parser:
             return node
         if token.text == ")":
             raise ExprError("unmatched ')'", token.offset)
-        raise ExprError(f"expected an operator, found {_describe_token(token)}", token.offset)
+        raise ExprError(f"expected an operator, got {_describe_token(token)}", token.offset)
 
     # -- token helpers
 
@@ -460,7 +460,7 @@ class _Parser:
     def _expect(self, op: str) -> _Token:
         token = self._peek()
         if not self._at(op):
-            raise ExprError(f"expected '{op}', found {_describe_token(token)}", token.offset)
+            raise ExprError(f"expected '{op}', got {_describe_token(token)}", token.offset)
         return self._advance()
 
     def _enter(self, token: _Token) -> None:
@@ -547,7 +547,7 @@ class _Parser:
             self._leave()
             self._close(token)
             return inner
-        raise ExprError(f"expected an operand, found {_describe_token(token)}", token.offset)
+        raise ExprError(f"expected an operand, got {_describe_token(token)}", token.offset)
 
     def _close(self, opening: _Token) -> None:
         token = self._peek()
@@ -556,7 +556,7 @@ class _Parser:
         elif token.kind == "end":
             raise ExprError("unclosed '('", opening.offset)
         else:
-            raise ExprError(f"expected ')', found {_describe_token(token)}", token.offset)
+            raise ExprError(f"expected ')', got {_describe_token(token)}", token.offset)
 
     def _call(self, name: _Token) -> _Node:
         if name.text not in _FUNCTIONS:
@@ -573,7 +573,7 @@ class _Parser:
                 raise ExprError("unclosed '('", opening.offset)
             elif not self._at(")"):
                 token = self._peek()
-                raise ExprError(f"expected ',' or ')', found {_describe_token(token)}", token.offset)
+                raise ExprError(f"expected ',' or ')', got {_describe_token(token)}", token.offset)
         self._advance()
         self._leave()
         _check_arity(name.text, len(args), name.offset)

@@ -100,7 +100,7 @@ class YList(list):
 
 
 def scalar_type_name(v: object) -> str:
-    """The user-facing name of a loaded value's type, for "expected X, found Y" messages."""
+    """The user-facing name of a loaded value's type, for "expected X, got Y" messages."""
     if v is None:
         return "null"
     if isinstance(v, bool):  # before int: bool is a subclass of int
@@ -352,7 +352,7 @@ _STR, _INT, _FLOAT, _BOOL, _NULL = (_YAML + t for t in ("str", "int", "float", "
 _SEQ, _MAP, _MERGE = _YAML + "seq", _YAML + "map", _YAML + "merge"
 _NON_SPECIFIC = (None, "!")
 
-# Short type names for "expected a string key, found int 1".
+# Short type names for "expected a string key, got int 1".
 _KEY_KIND = MappingProxyType({_INT: "int", _FLOAT: "float", _BOOL: "bool", _NULL: "null"})
 _TAG_KIND = MappingProxyType({_INT: "an integer", _FLOAT: "a float", _BOOL: "a boolean"})
 
@@ -513,6 +513,8 @@ class _Builder:
         self.nodes += 1
         if self.nodes > self.max_nodes:
             raise self.too_many_nodes(loc, alias=None)
+        if event.style in ('"', "'"):
+            loc = loc.shifted(1)  # where the text starts, so that columns inside an expression are exact
         self.add(value, loc, 1, 0)
 
     def on_mapping_start(self, event: MappingStartEvent) -> None:
@@ -526,7 +528,7 @@ class _Builder:
         if event.tag not in _NON_SPECIFIC and event.tag != own_tag:
             self.refuse_tag(event, kind)
         if self.expecting_key():
-            raise SpecError(f"expected a string key, found {kind}", location=loc)
+            raise SpecError(f"expected a string key, got {kind}", location=loc)
         if len(self.stack) >= self.limits.max_depth:
             raise LimitError(_depth_message(self.limits), location=loc)
         if not self.stack:
@@ -563,7 +565,7 @@ class _Builder:
             if target.key_error is not None:
                 raise SpecError(target.key_error, location=loc)
             if not isinstance(target.value, str):
-                raise SpecError(f"expected a string key, found {_collection_kind(target.value)}", location=loc)
+                raise SpecError(f"expected a string key, got {_collection_kind(target.value)}", location=loc)
         if len(self.stack) + target.height > self.limits.max_depth:
             raise LimitError(
                 f"nesting deeper than {self.limits.max_depth} levels once alias '*{name}' is expanded "
@@ -624,7 +626,7 @@ class _Builder:
         if not self.want_mapping or kind == "a mapping" or empty:
             return
         found = kind or scalar_type_name(value)
-        raise SpecError(f"expected a mapping at the top level, found {found}", location=loc)
+        raise SpecError(f"expected a mapping at the top level, got {found}", location=loc)
 
     def check_new_anchor(self, name: str, loc: Location) -> None:
         first = self.anchors[name].loc if name in self.anchors else self.open_anchors.get(name)
@@ -689,7 +691,7 @@ def _key_error(tag: str, text: str) -> str | None:
     if tag == _MERGE:
         return "merge keys ('<<') are not supported: write the keys out in full"
     kind = _KEY_KIND[tag]
-    return f"expected a string key, found {kind if tag == _NULL else f'{kind} {_shorten(text)}'}"
+    return f"expected a string key, got {kind if tag == _NULL else f'{kind} {_shorten(text)}'}"
 
 
 def _collection_kind(value: object) -> str:

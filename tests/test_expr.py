@@ -197,18 +197,18 @@ def test_make_divisible(args: tuple, expected: int) -> None:
 @pytest.mark.parametrize(
     "text, message, offset",
     [
-        ("", "expected an operand, found end of expression", 0),
-        ("   ", "expected an operand, found end of expression", 3),
-        ("1 +", "expected an operand, found end of expression", 3),
-        (")", "expected an operand, found ')'", 0),
-        ("a * ()", "expected an operand, found ')'", 5),
+        ("", "expected an operand, got end of expression", 0),
+        ("   ", "expected an operand, got end of expression", 3),
+        ("1 +", "expected an operand, got end of expression", 3),
+        (")", "expected an operand, got ')'", 0),
+        ("a * ()", "expected an operand, got ')'", 5),
         ("(1 + 2", "unclosed '('", 0),
         ("((1) + 2", "unclosed '('", 0),
-        ("(1 2)", "expected ')', found '2'", 3),
+        ("(1 2)", "expected ')', got '2'", 3),
         ("1 + 2)", "unmatched ')'", 5),
-        ("1 2", "expected an operator, found '2'", 2),
-        ("a b", "expected an operator, found 'b'", 2),
-        ("a not b", "expected an operator, found 'not'", 2),
+        ("1 2", "expected an operator, got '2'", 2),
+        ("a b", "expected an operator, got 'b'", 2),
+        ("a not b", "expected an operator, got 'not'", 2),
         ("a $ b", "unexpected character '$'", 2),
         ("a ? b", "unexpected character '?'", 2),
         ("a ~ b", "unexpected character '~'", 2),
@@ -242,17 +242,17 @@ def test_make_divisible(args: tuple, expected: int) -> None:
         ("make_divisible()", "make_divisible() expects 1 to 3 arguments, got 0", 0),
         ("make_divisible(1, 2, 3, 4)", "make_divisible() expects 1 to 3 arguments, got 4", 0),
         ("min(1, 2", "unclosed '('", 3),
-        ("min(1 2)", "expected ',' or ')', found '2'", 6),
-        ("min(1,, 2)", "expected an operand, found ','", 6),
+        ("min(1 2)", "expected ',' or ')', got '2'", 6),
+        ("min(1,, 2)", "expected an operand, got ','", 6),
         ("a < b < c", "chained comparisons are not supported (use 'and')", 6),
         ("a == b != c", "chained comparisons are not supported (use 'and')", 7),
-        ("a if b", "expected 'else', found end of expression", 6),
-        ("a if b then c", "expected 'else', found 'then'", 7),
-        ("1 + not a", "expected an operand, found 'not'", 4),
-        ("a == not b", "expected an operand, found 'not'", 5),
-        ("-not a", "expected an operand, found 'not'", 1),
-        ("if", "expected an operand, found 'if'", 0),
-        ("a ** ", "expected an operand, found end of expression", 5),
+        ("a if b", "expected 'else', got end of expression", 6),
+        ("a if b then c", "expected 'else', got 'then'", 7),
+        ("1 + not a", "expected an operand, got 'not'", 4),
+        ("a == not b", "expected an operand, got 'not'", 5),
+        ("-not a", "expected an operand, got 'not'", 1),
+        ("if", "expected an operand, got 'if'", 0),
+        ("a ** ", "expected an operand, got end of expression", 5),
     ],
 )
 def test_parse_errors(text: str, message: str, offset: int) -> None:
@@ -333,7 +333,7 @@ def test_environment_values_are_checked(value: object, message: str) -> None:
 def test_expr_error_is_a_spec_error_with_an_offset() -> None:
     e = error("1 +")
     assert isinstance(e, SpecError)
-    assert str(e) == "error: expected an operand, found end of expression"
+    assert str(e) == "error: expected an operand, got end of expression"
     assert ExprError("boom").offset == 0
     assert ExprError("boom", 3).offset == 3
 

@@ -34,7 +34,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import textwrap
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +118,8 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes | None]]:
     return out
 
 
+# What a diagnostic must not send to a terminal raw: C0/C1 controls but newline, and bidi overrides.
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 LOCATED = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<column>\d+): error: (?P<message>.+)$")
 
 
@@ -160,6 +161,7 @@ def assert_refused(
         lines = r.stderr.splitlines()
         assert 1 <= len(lines) <= 4, f"{what}: expected a short diagnostic, got {len(lines)} lines:\n{r.stderr}"
         assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+        assert not RAW_CONTROL.search(r.stderr), f"{what}: raw control characters in the diagnostic: {r.stderr!r}"
         assert LOCATED.match(lines[0]), f"{what}: expected FILE:LINE:COL: error: ..., got {lines[0]!r}"
         assert all(len(line) <= 400 for line in lines), f"{what}: a diagnostic line is too long to read:\n{r.stderr}"
         for piece in expect:
@@ -205,6 +207,11 @@ def case(
     return pytest.param(Case(file, expect, args, timeout, pytorch_only, heavy), id=file, marks=marks)
 
 
+def set_case(name: str, value: str, *expect: str):
+    """A ``--set`` on the valid base spec."""
+    return pytest.param(Case("valid_base.yaml", expect, ("--set", value)), id=f"--set-{name}")
+
+
 CORPUS = [
     # code execution through YAML tags
     case("python_object_apply.yaml", "'!!python/object/apply:os.system'", NOT_PLAIN_DATA),
@@ -247,6 +254,12 @@ CORPUS = [
     case("utf16.yaml", "UTF-16"),
     case("binary_garbage.bin", "NUL byte", "binary"),
     case("control_character.yaml", "U+001B"),
+    case(
+        "terminal_escape.yaml",
+        "model.a.op",
+        "unknown op",
+        marks=xfail("nasdsl/errors.py NasdslError.format (or cli.main) prints escaped control characters raw"),
+    ),
     case("tab_indent.yaml", "tab"),
     case("unterminated.yaml", "flow mapping"),
     # injection in every field that carries a name (and a few that carry text)
@@ -325,23 +338,23 @@ CORPUS = [
     case("expr_deep_calls.yaml", "model.conv.out", "nested too deeply (more than 50 levels)"),
     case("expr_division_by_zero.yaml", "model.conv.out", "division by zero"),
     # --set: the paths and values of the command line are checked like the file
-    case("valid_base.yaml", "variables.num_classes", args=("--set", f"num_classes={PAYLOAD}")),
-    case("valid_base.yaml", "no variable or model entry", args=("--set", f"{PAYLOAD}=1")),
-    case("valid_base.yaml", "model.x", args=("--set", f"model.{PAYLOAD}=relu")),
-    case("valid_base.yaml", "conv1.x", args=("--set", f"conv1.{PAYLOAD}=1")),
-    case("valid_base.yaml", "parameter", "Block", args=("--set", f"block.{PAYLOAD}=1")),
-    case("valid_base.yaml", "model.block.args.c", args=("--set", f"block.c={PAYLOAD}")),
-    case("valid_base.yaml", "name", NAME_FORM, args=("--set", f"name={PAYLOAD}")),
-    case("valid_base.yaml", "input.name", NAME_FORM, args=("--set", f"input.name={PAYLOAD}")),
-    case("valid_base.yaml", "model.conv1.op", "unknown op", args=("--set", f"conv1.op={PAYLOAD}")),
-    case("valid_base.yaml", "model.block.use", NAME_FORM, args=("--set", f"block.use={PAYLOAD}")),
-    case("valid_base.yaml", "templates.x", args=("--set", f"templates.{PAYLOAD}=relu")),
-    case("valid_base.yaml", NOT_PLAIN_DATA, args=("--set", "conv1=!!python/object/apply:os.system [touch PWNED]")),
-    case("valid_base.yaml", "recursive", args=("--set", "num_classes=&a [*a]")),
-    case("valid_base.yaml", f"{LIMIT_HINT} --max-depth", args=("--set", "num_classes=" + "[" * 100)),
-    case("valid_base.yaml", "5000 digits", args=("--set", "num_classes=" + "7" * 5000)),
-    case("valid_base.yaml", "out of range", args=("--set", "num_classes=10**10**10")),
-    case("valid_base.yaml", "PATH=VALUE", args=("--set", "num_classes")),
+    set_case("value-injection", f"num_classes={PAYLOAD}", "variables.num_classes"),
+    set_case("path-injection", f"{PAYLOAD}=1", "no variable or model entry"),
+    set_case("model-key-injection", f"model.{PAYLOAD}=relu", "model.x"),
+    set_case("entry-key-injection", f"conv1.{PAYLOAD}=1", "conv1.x"),
+    set_case("parameter-injection", f"block.{PAYLOAD}=1", "parameter", "Block"),
+    set_case("argument-injection", f"block.c={PAYLOAD}", "model.block.args.c"),
+    set_case("name-injection", f"name={PAYLOAD}", "name", NAME_FORM),
+    set_case("input-name-injection", f"input.name={PAYLOAD}", "input.name", NAME_FORM),
+    set_case("op-injection", f"conv1.op={PAYLOAD}", "model.conv1.op", "unknown op"),
+    set_case("use-injection", f"block.use={PAYLOAD}", "model.block.use", NAME_FORM),
+    set_case("template-injection", f"templates.{PAYLOAD}=relu", "templates.x"),
+    set_case("python-tag", "conv1=!!python/object/apply:os.system [touch PWNED]", NOT_PLAIN_DATA),
+    set_case("recursive-alias", "num_classes=&a [*a]", "recursive"),
+    set_case("deep-nesting", "num_classes=" + "[" * 100, f"{LIMIT_HINT} --max-depth"),
+    set_case("huge-integer", "num_classes=" + "7" * 5000, "5000 digits"),
+    set_case("power-tower", "num_classes=10**10**10", "out of range"),
+    set_case("no-value", "num_classes", "PATH=VALUE"),
 ]
 
 # Valid specs whose compilation is proportional to their size; these two are not (reported).
@@ -459,8 +472,7 @@ def test_raising_a_limit_lets_the_spec_through(tmp_path: Path) -> None:
         ["check", str(HOSTILE / "long_scalar.yaml"), "--max-scalar-length", "20000"],
     ]
     for r in run_cli(tmp_path, argvs):
-        # long_scalar.yaml has no input: past the limit, that is the next complaint
-        assert r.rc == 0 or ("input" in r.stderr and "--max-scalar-length" not in r.stderr), r
+        assert r.rc == 0 and ": ok: " in r.stdout, r
 
 
 # --------------------------------------------------------------------------- generated code stays inert
@@ -684,7 +696,7 @@ def test_a_hostile_file_name_stays_in_its_comment(tmp_path: Path) -> None:
     source, _ = _compile_accepted(tmp_path, name)
     assert generated_problems(source, {"Net", "Block"}) == []
     assert text_outside_docstrings(source, CANARY) == []
-    assert "__import__" not in source.splitlines()[0][:2] and source.startswith("# Generated by nasdsl")
+    assert source.startswith("# Generated by nasdsl")
 
 
 # --------------------------------------------------------------------------- names that shadow
@@ -778,7 +790,7 @@ ATTRIBUTES = [
 ]
 MATRIX = {
     "model": [*MODULE_LEVEL, "Block"],
-    "tmpl": [*MODULE_LEVEL, "Net", "NetOutputs"],
+    "tmpl": [*(n for n in MODULE_LEVEL if n not in ("Pair", "Both")), "Net", "NetOutputs"],
     "param": ["nn", "torch", "super", "OrderedDict", "Both", "self", "in_channels"],
     "var": ["nn", "torch", "super", "self", "x", "OrderedDict", "Block", "Pair"],
     "tentry": ATTRIBUTES,
@@ -975,8 +987,3 @@ def test_an_output_that_is_not_a_regular_file_is_refused(spec_in: Path, capsys) 
     rc = cli.main(_compile_to("pipe"))
     assert stat.S_ISFIFO((spec_in / "pipe").lstat().st_mode), "the pipe was replaced"
     assert rc == 2
-
-
-def test_the_corpus_readme_exists_beside_the_files() -> None:
-    text = (HOSTILE / "README.md").read_text()
-    assert textwrap.dedent(text).startswith("# Hostile specs")

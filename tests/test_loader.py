@@ -345,7 +345,7 @@ def test_empty_file(tmp_path: Path, content: str) -> None:
 )
 def test_top_level_must_be_a_mapping(tmp_path: Path, content: str, found: str, where: str) -> None:
     assert file_error(write(tmp_path, content)) == (
-        f"spec.yaml:{where}: error: expected a mapping at the top level, found {found}"
+        f"spec.yaml:{where}: error: expected a mapping at the top level, got {found}"
     )
 
 
@@ -375,17 +375,17 @@ def test_duplicate_keys() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("1: x\n", "1:1: error: expected a string key, found int 1"),
-        ("null: x\n", "1:1: error: expected a string key, found null"),
-        ("~: x\n", "1:1: error: expected a string key, found null"),
-        ("? \n: x\n", "1:2: error: expected a string key, found null"),
-        ("yes: x\n", "1:1: error: expected a string key, found bool yes"),
-        ("1.5: x\n", "1:1: error: expected a string key, found float 1.5"),
-        ("[a]: x\n", "1:1: error: expected a string key, found a list"),
-        ("? {a: 1}\n: x\n", "1:3: error: expected a string key, found a mapping"),
-        ("{0x10: a}\n", "1:2: error: expected a string key, found int 0x10"),
-        ("a: &n 1\n*n : 2\n", "2:1: error: expected a string key, found int 1"),
-        ("a: &l [1]\n*l : 2\n", "2:1: error: expected a string key, found a list"),
+        ("1: x\n", "1:1: error: expected a string key, got int 1"),
+        ("null: x\n", "1:1: error: expected a string key, got null"),
+        ("~: x\n", "1:1: error: expected a string key, got null"),
+        ("? \n: x\n", "1:2: error: expected a string key, got null"),
+        ("yes: x\n", "1:1: error: expected a string key, got bool yes"),
+        ("1.5: x\n", "1:1: error: expected a string key, got float 1.5"),
+        ("[a]: x\n", "1:1: error: expected a string key, got a list"),
+        ("? {a: 1}\n: x\n", "1:3: error: expected a string key, got a mapping"),
+        ("{0x10: a}\n", "1:2: error: expected a string key, got int 0x10"),
+        ("a: &n 1\n*n : 2\n", "2:1: error: expected a string key, got int 1"),
+        ("a: &l [1]\n*l : 2\n", "2:1: error: expected a string key, got a list"),
         ("<<: {a: 1}\n", "1:1: error: merge keys ('<<') are not supported: write the keys out in full"),
         (
             "base: &b {a: 1}\nx:\n  <<: *b\n",
@@ -545,8 +545,9 @@ def test_locations_of_keys_values_and_items(parser: str, tmp_path: Path) -> None
     assert args.loc == conv1.loc_of("args") == at(4, 11)
     assert args.key_locs == {"c_out": at(4, 12), "kernel": at(4, 23)}
     assert args.value_locs == {"c_out": at(4, 19), "kernel": at(4, 31)}
-    assert inputs.loc == at(6, 7) and inputs.item_locs == [at(6, 9), at(7, 9)]
-    assert inputs.loc_of(1) == inputs.loc_of(-1) == at(7, 9) and inputs.loc_of(2) == at(6, 7)
+    # a quoted scalar is located at its text, one past the quote
+    assert inputs.loc == at(6, 7) and inputs.item_locs == [at(6, 9), at(7, 10)]
+    assert inputs.loc_of(1) == inputs.loc_of(-1) == at(7, 10) and inputs.loc_of(2) == at(6, 7)
     assert model.key_locs["héllo"] == at(8, 3)  # columns count characters, not bytes
     assert model["héllo"].item_locs == [at(8, 11), at(8, 14), at(8, 17)]
     assert model["empty"] is None and model.loc_of("empty") == at(9, 9)
