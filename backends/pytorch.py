@@ -42,33 +42,19 @@ from nasdsl.spec import MergeBlock, OpBlock, SeqBlock, Spec, UseBlock, Value
 
 from .pyformat import Call, docstring, layout, literal, safe_text
 
-#: Names the generated file uses; spec names must not shadow them.
-RESERVED = frozenset(
-    {
-        "self",
-        "x",
-        "torch",
-        "nn",
-        "F",
-        "math",
-        "NamedTuple",
-        "Concat",
-        "Add",
-        "in_channels",
-        "super",
-        "print",
-        "isinstance",
-        "loss",
-        "forward",
-        "training",
-        "total",
-        "target",
-        "outputs",
-        "weight",
-        "bound",
-        "m",
-    }
-)
+#: Names that generated methods use as locals or builtins; spec names must not shadow them.
+RESERVED = frozenset({"self", "x", "in_channels", "super", "isinstance", "sum", "str", "enumerate"})
+#: Module-level names of the generated file (besides the model's and templates' classes).
+MODULE_NAMES = frozenset({"torch", "nn", "F", "math", "NamedTuple", "OrderedDict", "Concat", "Add", "_xavier_caffe_"})
+#: Attributes the generated model class sets or defines itself.
+OWN_ATTRIBUTES = frozenset({"loss", "loss_weights", "reset_parameters", "input_mean", "input_std"})
+
+
+def _module_attributes() -> frozenset[str]:
+    """Every attribute of ``nn.Module`` (a child may not hide ``train``, ``to``, ``forward``...)."""
+    import torch.nn
+
+    return frozenset(dir(torch.nn.Module))
 
 
 # ---------------------------------------------------------------------------
@@ -76,34 +62,61 @@ RESERVED = frozenset(
 
 
 def exposed_variables(compiled: Compiled) -> list[str]:
-    """Variables that change no layer's input size, found by perturbing each
-    one and comparing what the layers are built from."""
+    """Variables that change no layer's input size, found by perturbing them and
+    comparing what the layers are built from. Up to 8 candidates are tried one
+    by one; more are tried in groups, halving a group that fails (at most
+    ``MAX_TRIALS`` rebuilds; undecided variables are folded into the code)."""
     spec, g = compiled.spec, compiled.graph
     input_names = spec.input.shape.names | (spec.input.mean.names if spec.input.mean else frozenset())
     input_names |= spec.input.std.names if spec.input.std else frozenset()
     base = g.graph["variables"]
     used = _used_names(spec)
-    exposed = []
-    for name, value in base.items():
+    before = _layer_inputs(g)
+    candidates: list[tuple[str, object]] = []
+    for i, (name, value) in enumerate(base.items()):
         if name in input_names or name not in used or name in RESERVED:
             continue
         if isinstance(value, bool):
-            trial = not value
+            candidates.append((name, not value))
         elif isinstance(value, int):
-            trial = value + 1
+            candidates.append((name, value + 1 + i))  # distinct steps, so that changes cannot cancel out
         elif isinstance(value, float):
-            trial = value * 0.5
-        else:
-            continue
+            candidates.append((name, value * 0.5))
+    budget = [MAX_TRIALS]
+
+    def harmless(group: list[tuple[str, object]]) -> bool:
+        budget[0] -= 1
         try:
-            other = infer_shapes(check(build(spec, variables={**base, name: trial})[0]))
+            other = infer_shapes(check(build(spec, variables={**base, **dict(group)})[0]))
         except NasdslError:
-            continue
-        if _layer_inputs(g) == {k: v for k, v in _layer_inputs(other).items() if k in _layer_inputs(g)} or (
-            isinstance(value, bool) and _same_where_both(g, other)
-        ):
-            exposed.append(name)
-    return exposed
+            return False
+        after = _layer_inputs(other)
+        if all(isinstance(base[n], bool) for n, _ in group):
+            return all(before[k] == after[k] for k in before.keys() & after.keys())
+        return all(before[k] == after.get(k) for k in before)
+
+    def decide(group: list[tuple[str, object]]) -> list[str]:
+        if not group or budget[0] <= 0:
+            return []
+        if harmless(group):
+            return [n for n, _ in group]
+        if len(group) == 1:
+            return []
+        half = len(group) // 2
+        return decide(group[:half]) + decide(group[half:])
+
+    flags = [c for c in candidates if isinstance(base[c[0]], bool)]
+    numbers = [c for c in candidates if not isinstance(base[c[0]], bool)]
+    exposed: list[str] = []
+    for kind in (flags, numbers):
+        if len(kind) <= 8:
+            exposed += [n for c in kind for n in decide([c])]
+        else:
+            exposed += decide(kind)
+    return [n for n in base if n in exposed]
+
+
+MAX_TRIALS = 64
 
 
 def _used_names(spec: Spec) -> set[str]:
@@ -151,11 +164,6 @@ def _layer_inputs(g: nx.DiGraph) -> dict[str, tuple]:
         else:
             out[n] = (d["op"],)
     return out
-
-
-def _same_where_both(a: nx.DiGraph, b: nx.DiGraph) -> bool:
-    la, lb = _layer_inputs(a), _layer_inputs(b)
-    return all(la[k] == lb[k] for k in la.keys() & lb.keys())
 
 
 # ---------------------------------------------------------------------------
@@ -454,33 +462,52 @@ class _Writer:
         self.helpers: set[str] = set()
         self.needs_math = False
         self.classes = {name: name for name in self.spec.templates}
+        #: the nodes under each path (a template use's nodes), built once
+        self.members: dict[str, list[str]] = {}
+        for n in self.g.nodes:
+            parts = n.split(".")
+            for i in range(1, len(parts) + 1):
+                self.members.setdefault(".".join(parts[:i]), []).append(n)
         self._check_names()
 
     def _check_names(self) -> None:
+        """Refuse spec names that would shadow or clash with what the generated file
+        uses: module-level names, locals of ``__init__``/``forward``, ``nn.Module``
+        attributes, NamedTuple fields."""
         spec = self.spec
-        taken = {spec.name, f"{spec.name}Outputs"}
+        module_level = set(MODULE_NAMES) | {spec.name, f"{spec.name}Outputs"} | set(spec.templates)
+
+        def refuse(name: str, what: str, loc=None, path=None) -> None:
+            raise CodegenError(
+                f"{what} '{name}' clashes with a name the generated PyTorch file uses; rename it",
+                location=loc,
+                path=path,
+            )
+
+        if spec.name in spec.templates or spec.name in MODULE_NAMES or spec.name in RESERVED:
+            refuse(spec.name, "model name", spec.model.loc, "name")
         for name, t in spec.templates.items():
-            if name in RESERVED or name in taken:
-                raise CodegenError(
-                    f"template name '{name}' clashes with a name the generated file uses",
-                    location=t.loc,
-                    path=f"templates.{name}",
-                )
-        for name in [n for n, _ in spec.variables]:
-            if name in RESERVED:
-                raise CodegenError(
-                    f"variable name '{name}' clashes with a name the generated file uses", path=f"variables.{name}"
-                )
+            if name in RESERVED or name in MODULE_NAMES or name in (spec.name, f"{spec.name}Outputs"):
+                refuse(name, "template name", t.loc, f"templates.{name}")
+            for p in t.params:
+                if p.name in module_level or p.name in RESERVED or p.name.startswith("_"):
+                    refuse(p.name, "template parameter", p.loc, f"templates.{name}.params")
+        for name, value in spec.variables:
+            if name in module_level or name in RESERVED or name.startswith("_"):
+                refuse(name, "variable name", value.loc, f"variables.{name}")
+        attributes = _module_attributes() | OWN_ATTRIBUTES | set(self.exposed)
         for n, d in self.g.nodes(data=True):
             if d["op"] == "input":
                 continue
             for part in n.split("."):
-                if part in RESERVED or part in {"input_mean", "input_std", "loss_weights", "reset_parameters"}:
-                    raise CodegenError(
-                        f"name '{part}' clashes with a name the generated file uses",
-                        location=d["loc"],
-                        path=d["keypath"],
-                    )
+                if part.isdigit():
+                    continue
+                if part in attributes or part in RESERVED or part in module_level or part.startswith("_"):
+                    refuse(part, "name", d["loc"], d["keypath"])
+        for o in self.g.graph["outputs"]:
+            if o.name in RESERVED or o.name in module_level or o.name.startswith("_") or o.name in attributes:
+                so = next((x for x in spec.outputs if x.name == o.name), None)
+                refuse(o.name, "output name", so.loc if so else None, so.path if so else "outputs")
 
     # -- shared pieces -------------------------------------------------------
     def _spatial_notes(self, instances: list[Tree]) -> dict[str, str]:
@@ -489,13 +516,10 @@ class _Writer:
         seen: dict[str, set] = {}
         for inst in instances:
             in_shape = self.g.nodes[inst.inputs[0]]["shape"]
-            prefix = inst.path + "."
-            for n, d in self.g.nodes(data=True):
-                if n == inst.path or n.startswith(prefix):
-                    rel = n[len(inst.path) :]
-                    s = d["shape"]
-                    note = None if len(s) == 1 else ("H, W" if s[1:] == in_shape[1:] else f"{s[1]}, {s[2]}")
-                    seen.setdefault(rel, set()).add(note)
+            for n in self.members.get(inst.path, ()):
+                s = self.g.nodes[n]["shape"]
+                note = None if len(s) == 1 else ("H, W" if s[1:] == in_shape[1:] else f"{s[1]}, {s[2]}")
+                seen.setdefault(n[len(inst.path) :], set()).add(note)
         return {rel: (notes.pop() if len(notes) == 1 else "H', W'") for rel, notes in seen.items()}
 
     def _statements(self, ctx: _Ctx, t: Tree, lead: object, notes, after=None) -> tuple[list[str], list[str], object]:
@@ -558,8 +582,9 @@ class _Writer:
     # -- templates -----------------------------------------------------------
     def template_class(self, name: str, instances: list[Tree]) -> ClassCode:
         texts = {}
+        spatial = self._spatial_notes(instances)
         for inst in instances:
-            code = self._template_class_for(name, inst, instances)
+            code = self._template_class_for(name, inst, instances, spatial)
             self.helpers |= code.helpers
             key = "\n".join(code.head + code.init + sum(code.methods, []))
             texts.setdefault(key, (code, inst))
@@ -574,7 +599,7 @@ class _Writer:
             )
         return next(iter(texts.values()))[0]
 
-    def _template_class_for(self, name: str, inst: Tree, instances: list[Tree]) -> ClassCode:
+    def _template_class_for(self, name: str, inst: Tree, instances: list[Tree], spatial: dict) -> ClassCode:
         tmpl = self.spec.templates[name]
         variables = self.g.graph["variables"]
         env: dict[str, object] = dict(variables)
@@ -582,7 +607,6 @@ class _Writer:
         ctx = _Ctx(self.g, env, name)
         lead = Sym.name("in_channels")
         body = inst.children[0]
-        spatial = self._spatial_notes(instances)
 
         def notes(c: Tree) -> str:
             return spatial.get(c.output[len(inst.path) :], "H', W'")

@@ -31,6 +31,13 @@ class Location:
         return Location(self.file, self.line, self.column + columns)
 
 
+def printable(text: str) -> str:
+    """Text safe to print on a terminal: control characters (escape sequences,
+    carriage returns) from a spec are shown escaped; newlines of multi-line
+    messages stay."""
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+
+
 class NasdslError(Exception):
     """Base class of every error caused by input. Exit code 2 at the CLI."""
 
@@ -51,9 +58,9 @@ class NasdslError(Exception):
         return self
 
     def format(self) -> str:
-        where = f"{self.location}: " if self.location is not None else ""
-        what = f"{self.path}: " if self.path else ""
-        return f"{where}{self.kind}: {what}{self.message}"
+        where = f"{printable(str(self.location))}: " if self.location is not None else ""
+        what = f"{printable(self.path)}: " if self.path else ""
+        return f"{where}{self.kind}: {what}{printable(self.message)}"
 
     def __str__(self) -> str:
         return self.format()

@@ -76,9 +76,12 @@ def describe(v: object) -> str:
     if isinstance(v, float):
         return repr(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(describe(x) for x in v) + "]"
+        shown = ", ".join(describe(x) for x in v[:8])
+        return "[" + shown + (", ..." if len(v) > 8 else "") + "]"
     if isinstance(v, str):
         return f"'{v}'" if len(v) <= 40 else f"'{v[:37]}...'"
+    if isinstance(v, int) and abs(v) >= 10**15:
+        return f"an integer of {len(str(abs(v)))} digits"
     return str(v)
 
 

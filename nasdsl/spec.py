@@ -291,6 +291,20 @@ def check_name(name: object, loc: Location, path: str, what: str = "name") -> st
     return name
 
 
+def check_dotted_name(name: str, loc: Location, path: str) -> str:
+    """A node name such as ``inception4a`` or ``inception4a.branch2.0``."""
+    if len(name) > 8 * MAX_NAME:
+        raise SpecError(
+            f"expected a node name of at most {8 * MAX_NAME} characters, got {len(name)} characters",
+            location=loc,
+            path=path,
+        )
+    for part in name.split("."):
+        if not part.isdigit():
+            check_name(part, loc, path, "node name")
+    return name
+
+
 class _Pop:
     """Pop keys from a copy of a mapping; ``done`` reports what is left."""
 
@@ -744,6 +758,7 @@ def _parse_outputs(raw: object, loc: Location) -> tuple[Output, ...]:
             raise SpecError(
                 f"expected a node name, got {scalar_type_name(src)}", location=src_loc, path=join(path, "from")
             )
+        check_dotted_name(src, src_loc, join(path, "from"))
         head = parse_block(p.get("head"), p.loc("head"), join(path, "head")) if p.has("head") else None
         weight = None
         if p.has("loss_weight"):
