@@ -414,6 +414,8 @@ def _lower(e: _Emitter, g: nx.DiGraph, node: str, xs: list[str], out: str, opset
         emit("Gemm", inputs, last=True, transB=1)
     elif op == "softmax":
         emit("Softmax", [x], last=True, axis=1)
+    elif op == "identity":  # kept only where a consumer reads the same value twice
+        emit("Identity", [x], last=True)
     elif op == "concat":
         emit("Concat", xs, last=True, axis=1)
     elif op == "add":

@@ -24,6 +24,7 @@ import importlib.util
 import linecache
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,18 +44,76 @@ from nasdsl.spec import MergeBlock, OpBlock, SeqBlock, Spec, UseBlock, Value
 from .pyformat import Call, docstring, layout, literal, safe_text
 
 #: Names that generated methods use as locals or builtins; spec names must not shadow them.
-RESERVED = frozenset({"self", "x", "in_channels", "super", "isinstance", "sum", "str", "enumerate"})
+RESERVED = frozenset(
+    {"self", "x", "in_channels", "super", "isinstance", "sum", "str", "enumerate", "int", "float", "bool", "tuple"}
+)
 #: Module-level names of the generated file (besides the model's and templates' classes).
 MODULE_NAMES = frozenset({"torch", "nn", "F", "math", "NamedTuple", "OrderedDict", "Concat", "Add", "_xavier_caffe_"})
 #: Attributes the generated model class sets or defines itself.
 OWN_ATTRIBUTES = frozenset({"loss", "loss_weights", "reset_parameters", "input_mean", "input_std"})
 
 
-def _module_attributes() -> frozenset[str]:
-    """Every attribute of ``nn.Module`` (a child may not hide ``train``, ``to``, ``forward``...)."""
-    import torch.nn
-
-    return frozenset(dir(torch.nn.Module))
+#: The public attributes of an ``nn.Module`` instance (torch 2.14); a child may not hide
+#: ``train``, ``to`` or ``forward``. Names starting with '_' are refused anyway. Kept here so
+#: that writing source needs no torch import; tests/test_pytorch.py checks it against torch.
+MODULE_ATTRIBUTES = frozenset(
+    {
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+    }
+)
 
 
 # ---------------------------------------------------------------------------
@@ -177,6 +236,8 @@ class _Ctx:
     g: nx.DiGraph
     env: dict[str, object]  # symbolic names and folded values
     template: str | None  # None for the model class
+    #: whether an activation node may be in-place (a template's answer holds for all its uses)
+    inplace: Callable[[str], bool] | None = None
     used_helpers: set[str] = field(default_factory=set)
     needs_math: bool = False
 
@@ -271,7 +332,8 @@ def _op_module(ctx: _Ctx, t: Tree, lead: object) -> tuple[Call, object]:
         for d in src_shape[1:]:
             out_lead = out_lead * d
     elif op in SIMPLE:
-        args = ("inplace=True",) if op in ("relu", "relu6", "silu") and _can_inplace(g, src, t.output) else ()
+        inplace = ctx.inplace(t.output) if ctx.inplace is not None else _can_inplace(g, t.output)
+        args = ("inplace=True",) if op in INPLACE and inplace else ()
         if op == "gelu" and "approximate" in given:
             args = (f"approximate={_render(_attr(ctx, t, 'approximate'))}",)
         call = Call(SIMPLE[op], args)
@@ -295,11 +357,50 @@ SIMPLE = {
 }
 
 
-def _can_inplace(g: nx.DiGraph, src: str, node: str) -> bool:
-    """An activation may overwrite its input when nothing else reads it."""
-    if g.nodes[src]["op"] == "input" or g.out_degree(src) != 1:
-        return False
-    return all(o.node != src for o in g.graph["outputs"])
+#: activations written with ``inplace=True`` where that is safe
+INPLACE = ("relu", "relu6", "silu")
+#: ops whose module returns a new tensor, never a view or an alias of its input
+#: (identity, flatten, dropout in eval and in-place activations do)
+FRESH = frozenset(
+    {
+        "conv2d",
+        "batch_norm",
+        "linear",
+        "max_pool",
+        "avg_pool",
+        "adaptive_avg_pool",
+        "global_avg_pool",
+        "lrn",
+        "softmax",
+        "concat",
+        "add",
+        "sigmoid",
+        "tanh",
+        "gelu",
+    }
+)
+
+
+def _can_inplace(g: nx.DiGraph, node: str) -> bool:
+    """An activation may overwrite its input when that tensor is read by nothing
+    else. Its input may be an alias of an earlier value (a dropout in eval, a node
+    of another phase that is skipped), so walk back through those: every value on
+    the way must have this single reader and be no output, and the walk must end
+    at an op that makes a fresh tensor."""
+    outputs = {o.node for o in g.graph["outputs"]}
+    phase = g.nodes[node]["phase"]
+    (src,) = [s for s, _ in g.in_edges(node)]
+    while True:
+        data = g.nodes[src]
+        if g.out_degree(src) != 1 or src in outputs:
+            return False
+        passes_through = data["phase"] != phase or data["op"] == "dropout"
+        if not passes_through:
+            return data["op"] in FRESH
+        sources = [s for s, _ in g.in_edges(src)]
+        if len(sources) != 1:
+            return False
+        src = sources[0]
 
 
 def _bound(t: Tree, tmpl) -> dict[str, Value]:
@@ -495,7 +596,9 @@ class _Writer:
         for name, value in spec.variables:
             if name in module_level or name in RESERVED or name.startswith("_"):
                 refuse(name, "variable name", value.loc, f"variables.{name}")
-        attributes = _module_attributes() | OWN_ATTRIBUTES | set(self.exposed)
+        variables = self.g.graph["variables"]
+        flags = {v for v in self.exposed if isinstance(variables[v], bool)}  # kept as self.<flag>
+        attributes = MODULE_ATTRIBUTES | OWN_ATTRIBUTES | flags
         for n, d in self.g.nodes(data=True):
             if d["op"] == "input":
                 continue
@@ -528,6 +631,7 @@ class _Writer:
         init: list[str] = []
         fwd: list[str] = []
         targets = {c.output for c in t.children if c.kind == "ref"}
+        targets |= {b.output for c in t.children if c.kind == "merge" for b in c.children if b.kind == "ref"}
         produced: dict[str, str] = {}
         for c in t.children:
             if c.kind == "skip":
@@ -543,13 +647,18 @@ class _Writer:
                 fwd.append(f"x = {name}")
                 lead = self.g.nodes[c.output]["shape"][0] if ctx.template is None else _lead_of(ctx, c, lead)
                 continue
-            call, out_lead = _module_expr(ctx, c, lead, self.classes)
             cond = self._condition(ctx, c)
             suffix = f" if {cond} else None" if cond else ""
-            init += layout(f"self.{c.name} = ", call, 2, suffix)
+            if c.kind == "merge" and any(b.kind == "ref" for b in c.children):
+                call, value, out_lead = self._merge_with_refs(ctx, c, lead, produced)
+            else:
+                call, out_lead = _module_expr(ctx, c, lead, self.classes)
+                value = f"self.{c.name}(x)"
+            if call is not None:
+                init += layout(f"self.{c.name} = ", call, 2, suffix)
             shape = self.g.nodes[c.output]["shape"]
             note = _shape_note(shape, out_lead if ctx.template else None, notes(c) if ctx.template else None)
-            stmt = layout("x = ", f"self.{c.name}(x)", 0, comment=note)
+            stmt = layout("x = ", value, 0, comment=note)
             guard = []
             if cond:
                 guard.append(f"self.{c.name} is not None")
@@ -572,6 +681,40 @@ class _Writer:
                 fwd += after(c)
         return init, fwd, lead
 
+    def _merge_with_refs(self, ctx: _Ctx, c: Tree, lead: object, produced: dict[str, str]):
+        """A merge whose branches include references to earlier entries: its other
+        branches live in an ``nn.ModuleDict`` named after the merge, and the
+        forward line joins them with the referenced values."""
+        modules, terms, leads = [], [], []
+        for b in c.children:
+            if b.kind == "ref":
+                name = produced.get(b.output)
+                if name is None:
+                    raise CodegenError(
+                        "the PyTorch backend supports references only to earlier top-level entries",
+                        location=b.block.loc,
+                        path=b.block.path,
+                    )
+                terms.append(name)
+                leads.append(self.g.nodes[b.output]["shape"][0] if ctx.template is None else _lead_of(ctx, b, lead))
+            elif b.kind == "skip":
+                terms.append("x")
+                leads.append(lead)
+            else:
+                call, out = _module_expr(ctx, b, lead, self.classes)
+                modules.append(f'"{b.name}": {call.flat()}')
+                terms.append(f'self.{c.name}["{b.name}"](x)')
+                leads.append(out)
+        container = Call("nn.ModuleDict", (Call("", tuple(modules), "{", "}"),)) if modules else None
+        if c.block.op == "concat":
+            value: str | Call = Call("torch.cat", (Call("", tuple(terms), "[", "]"), "1"))
+            total = leads[0]
+            for x in leads[1:]:
+                total = total + x
+        else:
+            value, total = " + ".join(terms), leads[0]
+        return container, value, total
+
     def _condition(self, ctx: _Ctx, c: Tree) -> str:
         b = c.block
         if b is None or b.when is None:
@@ -583,8 +726,14 @@ class _Writer:
     def template_class(self, name: str, instances: list[Tree]) -> ClassCode:
         texts = {}
         spatial = self._spatial_notes(instances)
+        inplace: dict[str, bool] = {}
         for inst in instances:
-            code = self._template_class_for(name, inst, instances, spatial)
+            for n in self.members.get(inst.path, ()):
+                if self.g.nodes[n]["op"] in INPLACE:
+                    rel = n[len(inst.path) :]
+                    inplace[rel] = inplace.get(rel, True) and _can_inplace(self.g, n)
+        for inst in instances:
+            code = self._template_class_for(name, inst, instances, spatial, inplace)
             self.helpers |= code.helpers
             key = "\n".join(code.head + code.init + sum(code.methods, []))
             texts.setdefault(key, (code, inst))
@@ -599,12 +748,14 @@ class _Writer:
             )
         return next(iter(texts.values()))[0]
 
-    def _template_class_for(self, name: str, inst: Tree, instances: list[Tree], spatial: dict) -> ClassCode:
+    def _template_class_for(
+        self, name: str, inst: Tree, instances: list[Tree], spatial: dict, inplace: dict[str, bool]
+    ) -> ClassCode:
         tmpl = self.spec.templates[name]
         variables = self.g.graph["variables"]
         env: dict[str, object] = dict(variables)
         env.update({p.name: Sym.name(p.name) for p in tmpl.params})
-        ctx = _Ctx(self.g, env, name)
+        ctx = _Ctx(self.g, env, name, inplace=lambda node: inplace.get(node[len(inst.path) :], False))
         lead = Sym.name("in_channels")
         body = inst.children[0]
 

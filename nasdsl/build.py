@@ -196,7 +196,10 @@ class _Builder:
         for branch_name, branch in b.branches:
             sub = self.expand(branch, branch_name, _join(path, branch_name), inputs, scope, phase)
             tree.children.append(sub)
-            outs.append(sub.output)
+            out = sub.output
+            if out in outs:  # the same value twice (two refs to one node): one edge each, via an identity
+                out = self.add_node(sub.path, "identity", {}, (), branch, phase, (out,), scope)
+            outs.append(out)
         tree.output = self.add_node(path, b.op, {}, (), b, phase, tuple(outs), scope)
         return tree
 

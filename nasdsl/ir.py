@@ -70,3 +70,24 @@ def order(g: nx.DiGraph) -> list[str]:
 
 def output_names(g: nx.DiGraph) -> list[str]:
     return [o.name for o in g.graph["outputs"]]
+
+
+def bypass(g: nx.DiGraph, node: str) -> bool:
+    """Remove a node in place, wiring its consumers (and outputs) to its first input.
+
+    A ``DiGraph`` holds one edge between two nodes, so when a consumer already
+    reads that input (``concat: [identity, dropout]``) the node stays, and the
+    answer is False; True when it was removed.
+    """
+    src = inputs(g, node)[0]
+    consumers = list(g.successors(node))
+    if any(g.has_edge(src, dst) for dst in consumers):
+        return False
+    for dst in consumers:
+        g.add_edge(src, dst, index=g.edges[node, dst]["index"])
+    g.remove_node(node)
+    g.graph["outputs"] = tuple(
+        o if o.node != node else type(o)(o.name, src, o.loss_weight, o.training_only, o.when)
+        for o in g.graph["outputs"]
+    )
+    return True

@@ -17,8 +17,8 @@ only inside docstrings and comments (:func:`generated_problems`). Names that wou
 the generated file uses (``torch``, ``nn``, ``self``, ``forward``, ``train`` ...) must be refused
 or made harmless; the matrix at the end tries each in every field that carries a name.
 
-Failures that are bugs elsewhere are marked ``xfail(strict=True)`` with the reason, so that they
-flip when fixed.
+A bug these tests find in code they do not own is marked ``xfail(strict=True)`` with the file and
+the reason until it is fixed, so that the fix shows up as an unexpected pass to un-mark.
 """
 
 from __future__ import annotations
@@ -170,16 +170,11 @@ def assert_refused(
     return results
 
 
-def xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 # --------------------------------------------------------------------------- the corpus
 
 LIMIT_HINT = "raise it with"
 NOT_PLAIN_DATA = "is not allowed: specs hold plain data only"
 NAME_FORM = "letters, digits and '_'"
-TEMPLATE_CLASH_BUG = "backends/pytorch.py: _check_names does not check this name (see the name matrix below)"
 
 
 @dataclass(frozen=True)
@@ -229,7 +224,6 @@ CORPUS = [
         "huge_integer.yaml",
         "model.conv.out",
         "expected an integer > 0 and <= 1048576",
-        marks=xfail("nasdsl/ops.py _describe: the diagnostic prints all 401 digits"),
     ),
     case("huge_integer_digits.yaml", "5000 digits"),
     case("nan_channels.yaml", "model.conv.out", "expected an integer", "nan"),
@@ -255,7 +249,6 @@ CORPUS = [
         "terminal_escape.yaml",
         "model.a.op",
         "unknown op",
-        marks=xfail("nasdsl/errors.py NasdslError.format (or cli.main) prints escaped control characters raw"),
     ),
     case("tab_indent.yaml", "tab"),
     case("unterminated.yaml", "flow mapping"),
@@ -273,11 +266,10 @@ CORPUS = [
     case("inject_use.yaml", "model.a.use", NAME_FORM),
     case("inject_bare_block.yaml", "model.a"),
     case("inject_ref.yaml", "model.b.ref"),
-    case("inject_from.yaml", "outputs.main.from", "no node named"),
+    case("inject_from.yaml", "outputs.main.from", NAME_FORM),
     case(
         "long_from_name.yaml",
         "outputs.main.from",
-        marks=xfail("nasdsl/spec.py: 'from:' is not checked like a name; the diagnostic quotes 9,000 characters"),
     ),
     case("inject_init_scheme.yaml", "init.conv2d.weight", "unknown init scheme"),
     case("inject_init_scheme_mapping.yaml", "init.conv2d.weight", "unknown init scheme"),
@@ -294,22 +286,20 @@ CORPUS = [
     case("inject_language_version.yaml", "nasdsl:", "language version"),
     # names that would shadow what the generated file uses
     case("shadow_entry_forward.yaml", "model.forward", "'forward'", pytorch_only=True),
-    case("shadow_model_name_torch.yaml", "name", "'torch'", pytorch_only=True, marks=xfail(TEMPLATE_CLASH_BUG)),
-    case("shadow_entry_train.yaml", "model.train", "'train'", pytorch_only=True, marks=xfail(TEMPLATE_CLASH_BUG)),
+    case("shadow_model_name_torch.yaml", "name", "'torch'", pytorch_only=True),
+    case("shadow_entry_train.yaml", "model.train", "'train'", pytorch_only=True),
     case(
         "shadow_template_param_nn.yaml",
         "templates.Block.params",
         "'nn'",
         pytorch_only=True,
-        marks=xfail(TEMPLATE_CLASH_BUG),
     ),
-    case("shadow_output_self.yaml", "outputs.self", "'self'", pytorch_only=True, marks=xfail(TEMPLATE_CLASH_BUG)),
+    case("shadow_output_self.yaml", "outputs.self", "'self'", pytorch_only=True),
     case(
         "shadow_template_ordereddict.yaml",
         "templates.OrderedDict",
         "'OrderedDict'",
         pytorch_only=True,
-        marks=xfail(TEMPLATE_CLASH_BUG),
     ),
     # templates that never end or end too big
     case("template_self_recursive.yaml", "templates.Loop.body.again", "Loop -> Loop"),
@@ -354,25 +344,10 @@ CORPUS = [
     set_case("no-value", "num_classes", "PATH=VALUE"),
 ]
 
-# Valid specs whose compilation should be in proportion to their size; these two are not (reported).
-PROPORTIONAL = [
-    pytest.param(
-        "many_template_uses.yaml",
-        id="many_template_uses",
-        marks=xfail(
-            "backends/pytorch.py _Writer.template_class: the class is generated again for every use, and each "
-            "time _spatial_notes scans the graph for every use: uses^2 x nodes"
-        ),
-    ),
-    pytest.param(
-        "many_variables.yaml",
-        id="many_variables",
-        marks=xfail(
-            "backends/pytorch.py exposed_variables: the graph is built, checked and shaped again for every "
-            "variable: variables x nodes"
-        ),
-    ),
-]
+# Valid specs whose compilation must stay in proportion to their size (both once took minutes:
+# the PyTorch backend generated a template's class again for every use, and rebuilt the whole
+# graph once per variable).
+PROPORTIONAL = ["many_template_uses.yaml", "many_variables.yaml"]
 
 # Hostile but valid: they compile, and the output must be inert.
 ACCEPTED = ["doc_breakout.yaml"]
@@ -393,7 +368,7 @@ def test_large_valid_spec_compiles_in_proportion(name: str, tmp_path: Path) -> N
 
 def test_the_corpus_is_all_used_and_listed() -> None:
     files = {p.name for p in HOSTILE.iterdir()} - {"README.md"}
-    used = {p.values[0].file for p in CORPUS} | {p.values[0] for p in PROPORTIONAL} | set(ACCEPTED)
+    used = {p.values[0].file for p in CORPUS} | set(PROPORTIONAL) | set(ACCEPTED)
     assert files == used | set(COMPANIONS)
     readme = (HOSTILE / "README.md").read_text()
     listed = set(re.findall(r"^- `([^`]+)`", readme, re.MULTILINE))
@@ -825,63 +800,10 @@ def test_the_matrix_spec_itself_compiles_and_runs(tmp_path: Path) -> None:
     _run_generated(source, "Net")
 
 
-# What the PyTorch backend gets wrong today (reported): the file compiles, then breaks or
-# misbehaves at run time, or hides a name it uses. Field -> (names, why).
-_LET_THROUGH = "backends/pytorch.py _check_names: names of nn.Module's own attributes are let through"
-MATRIX_BUGS: dict[str, tuple[set[str], str]] = {
-    "model": (
-        {
-            "torch",
-            "nn",
-            "F",
-            "math",
-            "OrderedDict",
-            "NamedTuple",
-            "Add",
-            "_xavier_caffe_",
-            "super",
-            "isinstance",
-            "sum",
-            "str",
-            "enumerate",
-            "int",
-            "float",
-            "bool",
-            "tuple",
-        },
-        "backends/pytorch.py: the model's class name is not checked against the file's imports, helpers, builtins",
-    ),
-    "tmpl": (
-        {"OrderedDict", "_xavier_caffe_", "sum", "str", "enumerate", "int", "float", "bool", "tuple"},
-        "backends/pytorch.py RESERVED lacks OrderedDict, _xavier_caffe_ and the builtins the file uses",
-    ),
-    "param": (
-        {"nn", "torch", "super", "OrderedDict", "Both"},
-        "backends/pytorch.py: template parameters are not checked against the names __init__ uses",
-    ),
-    "var": (
-        {"OrderedDict", "Block", "Pair"},
-        "backends/pytorch.py: an exposed variable may take the name of a class __init__ uses",
-    ),
-    "tentry": (set(ATTRIBUTES) - {"forward", "training"}, _LET_THROUGH),
-    "branch": (set(ATTRIBUTES) - {"forward", "training"}, _LET_THROUGH),
-    "entry": (
-        set(ATTRIBUTES) - {"forward", "training"} | {"aux_on"},
-        _LET_THROUGH + "; an entry named like an exposed flag sets self.<flag> twice",
-    ),
-    "out": ({"_x", "_fields"}, "backends/pytorch.py: an output name starting with '_' breaks the NamedTuple"),
-    "aux": (
-        {"NetOutputs", "_x", "_fields"},
-        "backends/pytorch.py: '_' output names break the NamedTuple; one named NetOutputs hides the class",
-    ),
-}
-
-
 def _matrix_params():
     for field, names in MATRIX.items():
-        bugs, why = MATRIX_BUGS.get(field, (set(), ""))
         for name in names:
-            yield pytest.param(field, name, id=f"{field}={name}", marks=xfail(why) if name in bugs else ())
+            yield pytest.param(field, name, id=f"{field}={name}")
 
 
 @pytest.mark.parametrize(("field", "name"), list(_matrix_params()))
@@ -962,7 +884,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(spec_in: Path, monk
     assert len(capsys.readouterr().err.splitlines()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="nasdsl/cli.py: an OSError while writing is reported as a bug (exit 1)")
 def test_an_unwritable_output_is_an_error_not_a_bug(spec_in: Path, monkeypatch, capsys) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
@@ -990,7 +911,6 @@ def test_the_output_gets_the_usual_permissions(spec_in: Path, capsys) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
-@pytest.mark.xfail(strict=True, reason="nasdsl/cli.py write_atomic: os.replace swaps a pipe or device for a file")
 def test_an_output_that_is_not_a_regular_file_is_refused(spec_in: Path, capsys) -> None:
     """`-o /dev/null` run as root would replace the device with a regular file."""
     os.mkfifo(spec_in / "pipe")

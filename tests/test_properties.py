@@ -114,11 +114,11 @@ class Spec:
 # the ONNX export drops (identity, dropout): raise it to 3 once that bug is fixed.
 MERGES_OUTSIDE_TEMPLATES = True  # FOUND["top-level-merge"]
 TRAIN_ONLY_LAYERS = True  # FOUND["train-phase-layer"]
-PASS_THROUGH_BRANCHES = 1  # FOUND["onnx-concat-of-dropped-branches"]
+PASS_THROUGH_BRANCHES = 3  # FOUND["onnx-concat-of-dropped-branches"]
 # A ref targets an entry at most once, and not one followed by a block that may hand on the same
 # tensor (identity, dropout, flatten, a ref, a block with phase or when), where an in-place
 # activation after it would overwrite the referenced output. True once that bug is fixed.
-REFS_ACROSS_ALIASES = False  # FOUND["inplace-through-an-alias"]
+REFS_ACROSS_ALIASES = True  # FOUND["inplace-through-an-alias"]
 
 ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "silu", "gelu", "identity"]
 
@@ -682,7 +682,7 @@ FOUND = {
         "  g: {op: conv2d, out: 4, kernel: 1}\n",
     ),
     "inplace-through-an-alias": (
-        "open",
+        "fixed",
         "backends/pytorch.py _can_inplace: nn.ReLU(inplace=True) after nn.Identity (or eval dropout, flatten, a "
         "skipped block, a ref) overwrites the tensor of the entry before it, which a later ref reads: PyTorch "
         "returns relu(conv) where the spec (and ONNX) say conv",
@@ -690,19 +690,19 @@ FOUND = {
         "  e2: relu\n  e3: {ref: e0}\n",
     ),
     "template-first-on-the-input": (
-        "open",
+        "fixed",
         "backends/pytorch.py: a template starting with an activation, used on the model input and again later, "
         "is refused ('needs different code') because inplace=True differs between its uses",
         "name: Net\ninput: {shape: [3, 8, 8]}\ntemplates:\n  T:\n    body: {a: relu}\nmodel:\n  b0: T\n  b1: T\n",
     ),
     "concat-of-one-node-twice": (
-        "open",
+        "fixed",
         "nasdsl/build.py, nasdsl/ir.py: the graph is a DiGraph, so two inputs from the same node are one edge; "
         "a concat of the same node twice is refused with 'expected 2 to 65536 inputs to concat, got 1'",
         "name: Net\ninput: {shape: [3, 8, 8]}\nmodel:\n  a: relu\n  cat: {concat: [{ref: a}, {ref: a}]}\n",
     ),
     "onnx-concat-of-dropped-branches": (
-        "open",
+        "fixed",
         "backends/onnx.py export_graph: dropping identity and dropout joins the branches' two edges into one, "
         "so the exported concat has one input: a silently wrong model (1 channel instead of 2)",
         "name: Net\ninput: {shape: [3, 8, 8]}\ntemplates:\n  M:\n"

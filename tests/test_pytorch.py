@@ -298,3 +298,10 @@ def test_cuda_bf16_channels_last(image):
     x = image.cuda().to(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         assert model(x).shape == (2, 1000)
+
+
+def test_the_list_of_module_attributes_covers_torch():
+    from nasdsl.backends.pytorch import MODULE_ATTRIBUTES
+
+    public = {n for n in dir(torch.nn.Module()) if not n.startswith("_")}
+    assert public <= MODULE_ATTRIBUTES, sorted(public - MODULE_ATTRIBUTES)

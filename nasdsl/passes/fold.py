@@ -25,23 +25,12 @@ from nasdsl import ir
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 
-def _bypass(g: nx.DiGraph, node: str, src: str) -> None:
-    """Remove ``node`` from ``g`` (in place), its consumers and outputs reading ``src`` instead."""
-    for dst in list(g.successors(node)):
-        g.add_edge(src, dst, index=g.edges[node, dst]["index"])
-    g.remove_node(node)
-    g.graph["outputs"] = tuple(
-        o if o.node != node else type(o)(o.name, src, o.loss_weight, o.training_only, o.when)
-        for o in g.graph["outputs"]
-    )
-
-
 def drop_identities(g: nx.DiGraph) -> nx.DiGraph:
-    """A copy of ``g`` without ``identity`` nodes."""
+    """A copy of ``g`` without ``identity`` nodes (except one a consumer needs to
+    read the same value twice, see :func:`nasdsl.ir.bypass`)."""
     g = g.copy()
     for node in [n for n in ir.order(g) if g.nodes[n]["op"] == "identity"]:
-        (src,) = ir.inputs(g, node)
-        _bypass(g, node, src)
+        ir.bypass(g, node)
     return g
 
 
@@ -83,7 +72,7 @@ def fold_batch_norm(g: nx.DiGraph, weights: Mapping[str, np.ndarray]) -> tuple[n
         data = g.nodes[conv]
         data["attrs"] = {**data["attrs"], "bias": True}
         data["shape"] = g.nodes[bn]["shape"]
-        _bypass(g, bn, conv)
+        ir.bypass(g, bn)
     return g, out
 
 

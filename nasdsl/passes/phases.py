@@ -9,16 +9,10 @@ from nasdsl.ops import OPS
 
 
 def _bypass(g: nx.DiGraph, node: str) -> None:
-    """Remove a node, wiring its consumers (and outputs) to its first input."""
-    src = ir.inputs(g, node)[0]
-    for dst in list(g.successors(node)):
-        index = g.edges[node, dst]["index"]
-        g.add_edge(src, dst, index=index)
-    g.remove_node(node)
-    g.graph["outputs"] = tuple(
-        o if o.node != node else type(o)(o.name, src, o.loss_weight, o.training_only, o.when)
-        for o in g.graph["outputs"]
-    )
+    """Take a one-input node out of the data path: bypass it, or, where a consumer
+    already reads its input (``concat: [identity, dropout]``), make it an identity."""
+    if not ir.bypass(g, node):
+        g.nodes[node].update(op="identity", attrs={}, given=())
 
 
 def _drop_phase(g: nx.DiGraph, phase: str) -> None:
