@@ -70,11 +70,7 @@ def text_error(text: str, error: type[SpecError] = SpecError, **kwargs: object) 
 def same(ours: object, ref: object) -> bool:
     """Equal values of equal types all the way down (1 == True == 1.0 is not good enough here)."""
     if isinstance(ref, dict):
-        return (
-            isinstance(ours, YMap)
-            and list(ours) == list(ref)
-            and all(same(ours[k], v) for k, v in ref.items())
-        )
+        return isinstance(ours, YMap) and list(ours) == list(ref) and all(same(ours[k], v) for k, v in ref.items())
     if isinstance(ref, list):
         return isinstance(ours, YList) and len(ours) == len(ref) and all(map(same, ours, ref))
     if isinstance(ref, float) and math.isnan(ref):
@@ -88,8 +84,7 @@ def same(ours: object, ref: object) -> bool:
 def test_python_object_tag_is_refused_at_the_tag(tmp_path: Path) -> None:
     path = write(tmp_path, "model:\n  layers: !!python/object/apply:os.system ['echo pwned']\n")
     assert file_error(path) == (
-        "spec.yaml:2:11: error: tag '!!python/object/apply:os.system' is not allowed: "
-        "specs hold plain data only"
+        "spec.yaml:2:11: error: tag '!!python/object/apply:os.system' is not allowed: specs hold plain data only"
     )
 
 
@@ -169,8 +164,7 @@ def test_aliases_count_as_the_size_of_their_target() -> None:
     assert isinstance(doc, YMap)
     assert doc["b"][0] is doc["a"] and doc["b"] == [[1, 2, 3], [1, 2, 3]]
     assert text_error(text, LimitError, limits=Limits(max_nodes=15)) == (
-        "spec.yaml:2:9: error: alias expansion exceeds 15 nodes (billion-laughs guard); "
-        "raise it with --max-yaml-nodes"
+        "spec.yaml:2:9: error: alias expansion exceeds 15 nodes (billion-laughs guard); raise it with --max-yaml-nodes"
     )
 
 
@@ -197,8 +191,7 @@ def test_10000_deep_flow_nesting(parser: str, tmp_path: Path) -> None:
     # before handing out the 65th event; the pure-Python parser hands it out right away.
     path = write(tmp_path, "model: " + "[" * 10_000 + "]" * 10_000 + "\n")
     assert file_error(path, LimitError) == (
-        f"spec.yaml:{DEEP_FLOW_LOCATION[parser]}: error: "
-        "nesting deeper than 64 levels (raise it with --max-depth)"
+        f"spec.yaml:{DEEP_FLOW_LOCATION[parser]}: error: nesting deeper than 64 levels (raise it with --max-depth)"
     )
 
 
@@ -220,8 +213,7 @@ def test_deep_nesting_is_refused_at_level_65(parser: str, text: str, where: str)
 def test_10000_deep_block_mappings(parser: str) -> None:
     text = "".join(" " * i + "k:\n" for i in range(10_000))  # 50 MB of indentation
     assert text_error(text, LimitError) == (
-        "spec.yaml:1:1: error: text is 50025000 characters long, above the limit of 1048576 "
-        "(raise it with --max-bytes)"
+        "spec.yaml:1:1: error: text is 50025000 characters long, above the limit of 1048576 (raise it with --max-bytes)"
     )
     assert text_error(text, LimitError, limits=Limits(max_bytes=1 << 30)) == (
         "spec.yaml:65:65: error: nesting deeper than 64 levels (raise it with --max-depth)"
@@ -253,8 +245,7 @@ def test_building_the_tree_does_not_recurse(parser: str) -> None:
 def test_aliases_cannot_stack_nesting_past_the_limit() -> None:
     text = "a: &a " + "[" * 40 + "]" * 40 + "\nb: &b " + "[" * 30 + "*a" + "]" * 30 + "\n"
     assert text_error(text, LimitError) == (
-        "spec.yaml:2:37: error: nesting deeper than 64 levels once alias '*a' is expanded "
-        "(raise it with --max-depth)"
+        "spec.yaml:2:37: error: nesting deeper than 64 levels once alias '*a' is expanded (raise it with --max-depth)"
     )
 
 
@@ -299,9 +290,7 @@ def test_non_utf8_bytes(tmp_path: Path) -> None:
     path = write(tmp_path, "model:\n  name: café\n  x: caf\xe9\n".encode()[:-3] + b"\xff\n")
     assert file_error(path) == "spec.yaml:1:1: error: file is not valid UTF-8: byte 0xff at line 3, column 9"
     latin1 = write(tmp_path, "a: é\n".encode("latin-1"), "latin1.yaml")
-    assert (
-        file_error(latin1) == "spec.yaml:1:1: error: file is not valid UTF-8: byte 0xe9 at line 1, column 4"
-    )
+    assert file_error(latin1) == "spec.yaml:1:1: error: file is not valid UTF-8: byte 0xe9 at line 1, column 4"
 
 
 def test_binary_garbage(tmp_path: Path) -> None:
@@ -311,9 +300,7 @@ def test_binary_garbage(tmp_path: Path) -> None:
         "it looks like binary data, not a YAML text file"
     )
     no_nul = write(tmp_path, garbage.replace(b"\0", b"1"), "no_nul.yaml")
-    assert (
-        file_error(no_nul) == "spec.yaml:1:1: error: file is not valid UTF-8: byte 0xb9 at line 1, column 1"
-    )
+    assert file_error(no_nul) == "spec.yaml:1:1: error: file is not valid UTF-8: byte 0xb9 at line 1, column 1"
     utf16 = write(tmp_path, "a: 1\n".encode("utf-16"), "utf16.yaml")
     assert file_error(utf16) == "spec.yaml:1:1: error: file is UTF-16 encoded: save it as UTF-8"
 
@@ -324,8 +311,7 @@ def test_control_characters_in_text() -> None:
             "spec.yaml:2:4: error: found character '\\x07' (U+0007), which YAML does not allow"
         )
     assert (
-        text_error("a: b\x07\n")
-        == "spec.yaml:1:5: error: found character '\\x07' (U+0007), which YAML does not allow"
+        text_error("a: b\x07\n") == "spec.yaml:1:5: error: found character '\\x07' (U+0007), which YAML does not allow"
     )
     assert text_error("a: 1\nb: \x00\n") == (
         "spec.yaml:2:4: error: found a NUL character: this looks like binary data, not YAML text"
@@ -493,9 +479,7 @@ def test_syntax_errors_are_shifted_like_everything_else(parser: str) -> None:
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-YAMLISH = st.text(
-    alphabet=st.sampled_from(list("ab1 :-[]{},'\"\n\t#&*!|>?%@`.\\~") + ["é", "\x07"]), max_size=40
-)
+YAMLISH = st.text(alphabet=st.sampled_from(list("ab1 :-[]{},'\"\n\t#&*!|>?%@`.\\~") + ["é", "\x07"]), max_size=40)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -629,9 +613,7 @@ scalars = (
 )
 documents: st.SearchStrategy[object] = st.recursive(
     scalars,
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
-    ),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=25,
 )
 dump_options: st.SearchStrategy[Callable[[object], str]] = st.builds(
