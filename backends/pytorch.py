@@ -596,8 +596,8 @@ class _Writer:
         for name, value in spec.variables:
             if name in module_level or name in RESERVED or name.startswith("_"):
                 refuse(name, "variable name", value.loc, f"variables.{name}")
-        variables = self.g.graph["variables"]
-        flags = {v for v in self.exposed if isinstance(variables[v], bool)}  # kept as self.<flag>
+        # switches of output heads are kept as self.<flag>
+        flags = {o.when.raw for o in spec.outputs if o.when is not None and o.when.raw in self.exposed}
         attributes = MODULE_ATTRIBUTES | OWN_ATTRIBUTES | flags
         for n, d in self.g.nodes(data=True):
             if d["op"] == "input":
