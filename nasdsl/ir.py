@@ -55,7 +55,10 @@ class Output:
 
 def inputs(g: nx.DiGraph, node: str) -> list[str]:
     """The inputs of ``node`` in order."""
-    return [src for src, _ in sorted(g.in_edges(node), key=lambda e: g.edges[e]["index"])]
+    pred = g.pred[node]
+    if len(pred) == 1:
+        return list(pred)
+    return sorted(pred, key=lambda src: pred[src]["index"])
 
 
 def consumers(g: nx.DiGraph, node: str) -> list[str]:
@@ -63,8 +66,16 @@ def consumers(g: nx.DiGraph, node: str) -> list[str]:
 
 
 def order(g: nx.DiGraph) -> list[str]:
-    """Nodes in a deterministic topological order (insertion order where free)."""
-    rank = {n: i for i, n in enumerate(g.nodes)}
+    """Nodes in a deterministic topological order (insertion order where free).
+
+    Expansion adds every node after its inputs and the passes only rewire to
+    earlier nodes, so insertion order is usually topological already: that is
+    checked in one sweep over the edges before falling back to a sort.
+    """
+    nodes = list(g.nodes)
+    rank = {n: i for i, n in enumerate(nodes)}
+    if all(rank[u] < rank[v] for u, v in g.edges):
+        return nodes
     return list(nx.lexicographical_topological_sort(g, key=rank.__getitem__))
 
 
