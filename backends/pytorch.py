@@ -637,15 +637,8 @@ class _Writer:
             if c.kind == "skip":
                 continue
             if c.kind == "ref":
-                name = produced.get(c.output)
-                if name is None:
-                    raise CodegenError(
-                        "the PyTorch backend supports references only to earlier top-level entries",
-                        location=c.block.loc,
-                        path=c.block.path,
-                    )
+                name, lead = self._referenced(ctx, c, lead, produced)
                 fwd.append(f"x = {name}")
-                lead = self.g.nodes[c.output]["shape"][0] if ctx.template is None else _lead_of(ctx, c, lead)
                 continue
             cond = self._condition(ctx, c)
             suffix = f" if {cond} else None" if cond else ""
@@ -681,6 +674,17 @@ class _Writer:
                 fwd += after(c)
         return init, fwd, lead
 
+    def _referenced(self, ctx: _Ctx, ref: Tree, lead: object, produced: dict[str, str]) -> tuple[str, object]:
+        """The local variable holding a referenced entry's value, and its leading dimension."""
+        name = produced.get(ref.output)
+        if name is None:
+            raise CodegenError(
+                "the PyTorch backend supports references only to earlier top-level entries",
+                location=ref.block.loc,
+                path=ref.block.path,
+            )
+        return name, self.g.nodes[ref.output]["shape"][0] if ctx.template is None else _lead_of(ctx, ref, lead)
+
     def _merge_with_refs(self, ctx: _Ctx, c: Tree, lead: object, produced: dict[str, str]):
         """A merge whose branches include references to earlier entries: its other
         branches live in an ``nn.ModuleDict`` named after the merge, and the
@@ -688,15 +692,9 @@ class _Writer:
         modules, terms, leads = [], [], []
         for b in c.children:
             if b.kind == "ref":
-                name = produced.get(b.output)
-                if name is None:
-                    raise CodegenError(
-                        "the PyTorch backend supports references only to earlier top-level entries",
-                        location=b.block.loc,
-                        path=b.block.path,
-                    )
+                name, ref_lead = self._referenced(ctx, b, lead, produced)
                 terms.append(name)
-                leads.append(self.g.nodes[b.output]["shape"][0] if ctx.template is None else _lead_of(ctx, b, lead))
+                leads.append(ref_lead)
             elif b.kind == "skip":
                 terms.append("x")
                 leads.append(lead)

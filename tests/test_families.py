@@ -22,6 +22,7 @@ from nasdsl.cli import main as cli_main
 from nasdsl.ops import OPS, REQUIRED
 
 from paths import ROOT, SPECS
+from reference_models import randomise_bn_stats
 
 DOCS = ROOT / "docs"
 EXAMPLES = sorted((DOCS / "examples").glob("*.yaml"))
@@ -93,15 +94,6 @@ NAMES = list(FAMILIES)
 
 def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def randomise_bn_stats(model: torch.nn.Module) -> None:
-    """Fresh BatchNorm has mean 0 / var 1; random stats make eval-mode comparisons meaningful."""
-    gen = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 @pytest.fixture(scope="module")

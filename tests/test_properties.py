@@ -37,11 +37,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hostile import generated_problems
 
 import nasdsl
 from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.errors import NasdslError
+
+from test_hostile import generated_problems
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SEEDS = sorted(SPECS.glob("googlenet*.yaml"))

@@ -19,6 +19,7 @@ from nasdsl.backends.pytorch import build_model, generate_source, load_source
 
 from caffe import parameter_shapes
 from paths import ROOT, SPECS
+from reference_models import randomise_bn_stats
 
 GOOGLENET = SPECS / "googlenet.yaml"
 GOOGLENET_BN = SPECS / "googlenet_bn.yaml"
@@ -28,15 +29,6 @@ ALL_SPECS = sorted(SPECS.glob("*.yaml"))
 def torchvision_googlenet(**kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
     return torchvision.models.googlenet(weights=None, init_weights=True, **kwargs)
-
-
-def randomise_bn_stats(model: torch.nn.Module) -> None:
-    """Fresh BatchNorm has mean 0 / var 1; random stats make eval-mode checks meaningful."""
-    gen = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +297,14 @@ def test_the_list_of_module_attributes_covers_torch():
 
     public = {n for n in dir(torch.nn.Module()) if not n.startswith("_")}
     assert public <= MODULE_ATTRIBUTES, sorted(public - MODULE_ATTRIBUTES)
+
+
+def test_torch_compile_default_backend_on_the_cpu():
+    """Inductor, fullgraph: a small spec keeps the C++ compile short (GoogLeNet is in the benchmark)."""
+    spec = ROOT / "docs" / "examples" / "inception_module.yaml"
+    net = nasdsl.compile_spec(spec)
+    model = build_model(net).eval()
+    c, h, w = net.summary()["input"]
+    x = torch.randn(2, c, h, w)
+    with torch.no_grad():
+        assert torch.allclose(torch.compile(model, fullgraph=True)(x), model(x), atol=1e-5)
