@@ -195,9 +195,16 @@ class _Emitter:
     names unique."""
 
     def __init__(
-        self, graph: onnx.GraphProto, batch: int | str, weights: Mapping[str, np.ndarray], doc: Mapping[str, str]
+        self,
+        graph: onnx.GraphProto,
+        batch: int | str,
+        weights: Mapping[str, np.ndarray],
+        doc: Mapping[str, str],
+        deferred: list[tuple[str, np.ndarray]] | None = None,
     ):
         self.graph = graph
+        #: when a list, initializers are collected here instead of written into ``graph``
+        self.deferred = deferred
         self.batch = batch
         self.weights = weights
         self.params: dict[str, str] = {}
@@ -223,6 +230,9 @@ class _Emitter:
     def initializer(self, wanted: str, array: np.ndarray) -> str:
         name = self.tensor(wanted)
         array = np.asarray(array)
+        if self.deferred is not None:
+            self.deferred.append((name, array))
+            return name
         tensor = self.graph.initializer.add()
         tensor.name = name
         tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
@@ -474,6 +484,63 @@ def export_onnx(
     ``batch`` is a fixed batch size or ``"dynamic"`` (symbolic dimension ``N``).
     Raises :class:`CodegenError` for what it cannot export.
     """
+    model, _ = _emit(compiled, opset, state_dict, with_aux, batch, deferred=None)
+    return model
+
+
+def export_onnx_bytes(
+    compiled: Compiled,
+    *,
+    opset: int = DEFAULT_OPSET,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    with_aux: bool = False,
+    batch: int | str = 1,
+) -> bytes:
+    """The serialised model of :func:`export_onnx` (the same message, parsed), made
+    with one copy of the weights: the model is serialised without its
+    initializers, which follow as a second ``graph`` field that protobuf merges
+    into the first. This is what the command line writes."""
+    deferred: list[tuple[str, np.ndarray]] = []
+    model, _ = _emit(compiled, opset, state_dict, with_aux, batch, deferred=deferred)
+    head = model.SerializeToString(deterministic=True)
+    parts: list[bytes | memoryview] = []
+    for name, array in deferred:
+        raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))  # ONNX is little-endian
+        fields = b"".join(_varint_field(1, d) for d in array.shape)
+        fields += _varint_field(2, helper.np_dtype_to_tensor_dtype(array.dtype))
+        fields += _bytes_header(8, len(name.encode())) + name.encode() + _bytes_header(9, raw.nbytes)
+        parts += [_bytes_header(5, len(fields) + raw.nbytes), fields, memoryview(raw).cast("B")]
+    size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+    return b"".join([head, _bytes_header(7, size), *parts])
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _varint_field(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _bytes_header(number: int, length: int) -> bytes:
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _emit(
+    compiled: Compiled,
+    opset: int,
+    state_dict: Mapping[str, torch.Tensor] | None,
+    with_aux: bool,
+    batch: int | str,
+    deferred: list[tuple[str, np.ndarray]] | None,
+) -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]] | None]:
     batch_dim = _check_args(opset, batch)
     g = export_graph(compiled, with_aux=with_aux)
     weights = check_state_dict(compiled, g, initial_state_dict(compiled) if state_dict is None else state_dict)
@@ -484,7 +551,7 @@ def export_onnx(
     if inp in {o.name for o in outputs}:
         raise CodegenError(f"an output is named '{inp}' like the input; ONNX needs distinct names")
     model = onnx.ModelProto()
-    e = _Emitter(model.graph, batch_dim, weights, {n: _doc(d) for n, d in g.nodes(data=True)})
+    e = _Emitter(model.graph, batch_dim, weights, {n: _doc(d) for n, d in g.nodes(data=True)}, deferred)
     e.tensor(inp)
     for o in outputs:
         e.tensor(o.name)
@@ -537,7 +604,7 @@ def export_onnx(
             "nasdsl.version": __version__,
         },
     )
-    return model
+    return model, deferred
 
 
 __all__ = [
@@ -545,6 +612,7 @@ __all__ = [
     "SUPPORTED_OPSETS",
     "check_state_dict",
     "export_onnx",
+    "export_onnx_bytes",
     "initial_state_dict",
     "load_state_dict",
     "parameters",

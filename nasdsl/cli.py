@@ -147,8 +147,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         batch: int | str = "dynamic" if args.batch == "dynamic" else _batch_arg(args.batch)
         onnx_backend, weights = _onnx_args(args)
-        model = onnx_backend.export_onnx(net, opset=args.opset, state_dict=weights, with_aux=args.with_aux, batch=batch)
-        data = model.SerializeToString(deterministic=True)
+        data = onnx_backend.export_onnx_bytes(
+            net, opset=args.opset, state_dict=weights, with_aux=args.with_aux, batch=batch
+        )
     write_atomic(args.output, data)
     print(f"wrote {args.output} ({len(data):,} bytes)")
     return 0
@@ -203,9 +204,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     onnx_backend, weights = _onnx_args(args)
     if weights is None:
         weights = onnx_backend.initial_state_dict(net)  # the seeded initialisation, shared with verify
-    model = onnx_backend.export_onnx(net, opset=args.opset, state_dict=weights)
-    data = model.SerializeToString(deterministic=True)
-    step(f"onnx: {net.name}.onnx, opset {args.opset}, {len(model.graph.node)} nodes, {len(data):,} bytes")
+    data = onnx_backend.export_onnx_bytes(net, opset=args.opset, state_dict=weights)
+    step(f"onnx: {net.name}.onnx, opset {args.opset}, {len(data):,} bytes")
     out = os.path.join(args.output_dir, net.name)
     os.makedirs(args.output_dir, exist_ok=True)
     write_atomic(out + ".py", source)

@@ -31,6 +31,7 @@ from nasdsl.backends.onnx import (
     DEFAULT_OPSET,
     SUPPORTED_OPSETS,
     export_onnx,
+    export_onnx_bytes,
     initial_state_dict,
     load_state_dict,
     parameters,
@@ -688,3 +689,15 @@ outputs:
     model = export_onnx(c)
     assert ops(model) == {"Flatten": 1, "Gemm": 1} and [o.name for o in model.graph.output] == ["y"]
     assert verify(c, batch=3).ok
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_bytes_written_by_the_cli_parse_to_the_exported_model(spec):
+    """export_onnx_bytes writes the weights itself (one copy); the result must be
+    the very message export_onnx builds, for every spec and option."""
+    c = compiled(spec)
+    sd = weights(spec)
+    for options in ({"opset": 17}, {"opset": 13, "with_aux": True, "batch": "dynamic"}):
+        data = export_onnx_bytes(c, state_dict=sd, **options)
+        assert onnx.ModelProto.FromString(data) == export_onnx(c, state_dict=sd, **options)
+        assert data == export_onnx_bytes(c, state_dict=sd, **options)
