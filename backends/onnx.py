@@ -4,6 +4,8 @@ Public entries:
 
 - :func:`export_onnx` returns the inference graph of a compiled spec as an
   ONNX model (no tracing: every node comes from an IR node).
+- :func:`export_onnx_bytes` returns the same model serialised, the weights
+  copied once (what the command line writes).
 - :func:`load_state_dict` reads a ``torch.save``-d state_dict safely.
 - :func:`initial_state_dict` gives the weights the PyTorch backend's model
   starts with (seed 0), for export without trained weights.
@@ -25,7 +27,9 @@ the path the spec was read from, or dict order.
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 import os
 import weakref
 from collections.abc import Mapping, Sequence
@@ -208,7 +212,6 @@ class _Emitter:
         self.batch = batch
         self.weights = weights
         self.params: dict[str, str] = {}
-        self.nodes: list[onnx.NodeProto] = []
         self.shapes: dict[str, Shape] = {}
         self.tensor_names: set[str] = set()
         self.node_names: set[str] = set()
@@ -271,16 +274,46 @@ class _Emitter:
 
         The node that writes ``out`` (the IR node's own result) is named after
         the IR node; helpers (``out`` None) are named below it by their op type.
+        The node is written into the graph as :func:`onnx.helper.make_node`
+        would make it (attributes sorted by name), without a copy.
         """
         path = node.replace(".", "/")
         name = self._unique(self.node_names, path if out is not None else f"{path}/{op_type}")
         if out is None:
             out = self.tensor(name)
-        self.nodes.append(
-            helper.make_node(op_type, list(inputs), [out], name=name, doc_string=self.doc.get(node), **attrs)
-        )
+        proto = self.graph.node.add()
+        proto.op_type = op_type
+        proto.input.extend(inputs)
+        proto.output.append(out)
+        proto.name = name
+        doc = self.doc.get(node)
+        if doc:
+            proto.doc_string = doc
+        for key in sorted(attrs):
+            _set_attribute(proto.attribute.add(), key, attrs[key])
         self.shapes[out] = shape
         return out
+
+
+def _set_attribute(attr: onnx.AttributeProto, name: str, value: object) -> None:
+    """``attr`` as :func:`onnx.helper.make_attribute` makes it, for the kinds of
+    value the lowerings use: an int, a float, a string or a list of ints."""
+    attr.name = name
+    # exact types first: the abstract-class checks cost more than the rest of the node
+    if type(value) is int or (not isinstance(value, float) and isinstance(value, numbers.Integral)):
+        attr.i = int(value)
+        attr.type = onnx.AttributeProto.INT
+    elif isinstance(value, numbers.Real):
+        attr.f = float(value)
+        attr.type = onnx.AttributeProto.FLOAT
+    elif isinstance(value, str):
+        attr.s = value.encode()
+        attr.type = onnx.AttributeProto.STRING
+    elif isinstance(value, list) and all(type(v) is int or isinstance(v, numbers.Integral) for v in value):
+        attr.ints.extend(int(v) for v in value)
+        attr.type = onnx.AttributeProto.INTS
+    else:
+        raise TypeError(f"attribute {name}: unexpected value {value!r}")  # a lowering's bug, not the user's
 
 
 def _pool_geometry(
@@ -441,7 +474,7 @@ def _lower(e: _Emitter, g: nx.DiGraph, node: str, xs: list[str], out: str, opset
 def export_graph(compiled: Compiled, *, with_aux: bool = False) -> nx.DiGraph:
     """The IR graph that is exported, before BatchNorm folding: the inference
     graph without identities and without nodes that reach no output."""
-    g = drop_identities(inference_graph(compiled.graph, keep_aux=with_aux))
+    g = drop_identities(inference_graph(compiled.graph, keep_aux=with_aux), copy=False)  # a fresh graph already
     g.remove_nodes_from([n for n in unused(g) if n != g.graph["input"]])
     return g
 
@@ -458,8 +491,18 @@ def _check_args(opset: int, batch: int | str) -> int | str:
     return batch
 
 
-def _value_info(name: str, shape: Shape) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+def _set_value_info(info: onnx.ValueInfoProto, name: str, shape: Shape) -> None:
+    """``info`` as :func:`onnx.helper.make_tensor_value_info` makes it for a
+    float tensor of ``shape`` (a symbolic dimension is a string)."""
+    info.name = name
+    tensor_type = info.type.tensor_type
+    tensor_type.elem_type = TensorProto.FLOAT
+    dims = tensor_type.shape.dim
+    for d in shape:
+        if isinstance(d, str):
+            dims.add().dim_param = d
+        else:
+            dims.add().dim_value = d
 
 
 def _doc(data: Mapping[str, object]) -> str:
@@ -514,6 +557,7 @@ def export_onnx_bytes(
     return b"".join([head, _bytes_header(7, size), *parts])
 
 
+@functools.lru_cache(maxsize=4096)
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -533,6 +577,13 @@ def _bytes_header(number: int, length: int) -> bytes:
     return _varint(number << 3 | 2) + _varint(length)
 
 
+def _scale_rows(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """:func:`nasdsl.passes.fold.scale_rows` with torch's kernels: the same products
+    (one rounding each), several times faster on tens of megabytes."""
+    rows = torch.from_numpy(scale).reshape(-1, *[1] * (weight.ndim - 1))
+    return torch.mul(torch.from_numpy(weight), rows).numpy()
+
+
 def _emit(
     compiled: Compiled,
     opset: int,
@@ -544,7 +595,7 @@ def _emit(
     batch_dim = _check_args(opset, batch)
     g = export_graph(compiled, with_aux=with_aux)
     weights = check_state_dict(compiled, g, initial_state_dict(compiled) if state_dict is None else state_dict)
-    g, weights = fold_batch_norm(g, weights)
+    g, weights = fold_batch_norm(g, weights, scale=_scale_rows, copy=False)  # g is export_graph's own
 
     inp = g.graph["input"]
     outputs = g.graph["outputs"]
@@ -581,11 +632,13 @@ def _emit(
 
     graph = model.graph
     graph.name = compiled.spec.name
-    graph.node.extend(e.nodes)
-    graph.input.append(_value_info(inp, in_shape))
-    graph.output.extend(_value_info(o.name, e.full(g.nodes[o.node]["shape"])) for o in outputs)
+    _set_value_info(graph.input.add(), inp, in_shape)
+    for o in outputs:
+        _set_value_info(graph.output.add(), o.name, e.full(g.nodes[o.node]["shape"]))
     named = {inp} | {o.name for o in outputs}
-    graph.value_info.extend(_value_info(t, s) for t, s in e.shapes.items() if t not in named)
+    for t, shape in e.shapes.items():
+        if t not in named:
+            _set_value_info(graph.value_info.add(), t, shape)
     opset_id = helper.make_opsetid("", opset)
     model.opset_import.append(opset_id)
     model.producer_name = "nasdsl"

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 import nasdsl
 from nasdsl import NasdslError
 from nasdsl.api import Compiled
+from nasdsl.backends import onnx as onnx_backend
 from nasdsl.backends.onnx import (
     DEFAULT_OPSET,
     SUPPORTED_OPSETS,
@@ -39,7 +40,7 @@ from nasdsl.backends.onnx import (
 )
 from nasdsl.backends.verify import Verification, compare, run_onnx, verify
 from nasdsl.errors import CodegenError, WeightsError
-from nasdsl.passes.fold import drop_identities, fold_batch_norm
+from nasdsl.passes.fold import drop_identities, fold_batch_norm, scale_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -666,6 +667,88 @@ def test_fold_batch_norm_is_pure():
         x, torch.from_numpy(new["conv1.conv.weight"]), torch.from_numpy(new["conv1.conv.bias"]), stride=2, padding=3
     )
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_chained_batch_norms_fold_one_after_the_other(tmp_path):
+    """conv -> bn -> bn: once the first is folded the second follows a convolution too."""
+    c = write_spec(
+        tmp_path,
+        """\
+nasdsl: 1
+name: Twice
+input: {name: x, shape: [3, 6, 6]}
+model:
+  conv: {op: conv2d, out: 5, kernel: 3, bias: false}
+  bn1: batch_norm
+  bn2: batch_norm
+  act: relu
+outputs:
+  y: {from: act}
+""",
+    )
+    sd = lively(initial_state_dict(c))
+    assert ops(export_onnx(c, state_dict=sd)) == {"Conv": 1, "Relu": 1}
+    assert verify(c, state_dict=sd, batch=2).ok
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_backend_scaling_equals_the_pass_default(spec):
+    """The ONNX backend multiplies folded weights with torch; every element must be
+    the numpy product the pass computes by default, bit for bit."""
+    c = compiled(spec)
+    g = drop_identities(c.graph)
+    sd = {k: v.numpy() for k, v in weights(spec).items() if "num_batches" not in k}
+    _, by_numpy = fold_batch_norm(g, sd)
+    _, by_torch = fold_batch_norm(g, sd, scale=onnx_backend._scale_rows)
+    assert by_numpy.keys() == by_torch.keys()
+    for key, value in by_numpy.items():
+        assert value.dtype == by_torch[key].dtype and np.array_equal(value, by_torch[key]), key
+    w = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
+    assert np.array_equal(scale_rows(w, np.array([2, -1], np.float32))[1], -w[1])
+
+
+def test_weights_in_any_memory_layout_give_the_same_bytes():
+    """A state_dict saved from a channels_last model has strided weights; the
+    export (folding included) must not depend on the layout."""
+    c = compiled(GOOGLENET_BN)
+    sd = weights(GOOGLENET_BN)
+    strided = {k: v.to(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in sd.items()}
+    assert not strided["conv1.conv.weight"].is_contiguous()
+    assert export_onnx_bytes(c, state_dict=strided) == export_onnx_bytes(c, state_dict=sd)
+    halves = {k: v.half() for k, v in sd.items()}  # converted to float32 on the way in
+    assert export_onnx_bytes(c, state_dict=halves) == export_onnx_bytes(
+        c, state_dict={k: v.float() for k, v in halves.items()}
+    )
+
+
+def test_passes_in_place_on_request():
+    c = compiled(GOOGLENET_BN)
+    g = c.graph.copy()
+    sd = {k: v.numpy() for k, v in weights(GOOGLENET_BN).items() if "num_batches" not in k}
+    assert drop_identities(g, copy=False) is g
+    folded, _ = fold_batch_norm(g, sd, copy=False)
+    assert folded is g and "conv1.bn" not in g and g.nodes["conv1.conv"]["attrs"]["bias"] is True
+    assert "conv1.bn" in c.graph and c.graph.nodes["conv1.conv"]["attrs"]["bias"] is False
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("spec", [*SPECS, "zoo"], ids=lambda p: getattr(p, "stem", p))
+def test_protos_are_what_onnx_helper_makes(spec, tmp_path):
+    """The emitter writes nodes and value_info straight into the graph; each must equal
+    what onnx.helper's make_node / make_tensor_value_info build from the same fields."""
+    c = write_spec(tmp_path, ZOO) if spec == "zoo" else compiled(spec)
+    model = export_onnx(c, batch="dynamic", with_aux=True)
+    assert len(model.graph.node) > 0
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        made = onnx.helper.make_node(
+            node.op_type, node.input, node.output, name=node.name, doc_string=node.doc_string, **attrs
+        )
+        assert made == node, node.name
+    for info in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        dims = [d.dim_param or d.dim_value for d in info.type.tensor_type.shape.dim]
+        assert dims[0] == "N" and all(isinstance(d, int) for d in dims[1:])
+        assert onnx.helper.make_tensor_value_info(info.name, onnx.TensorProto.FLOAT, dims) == info
 
 
 def test_drop_identities_rewires_outputs(tmp_path):

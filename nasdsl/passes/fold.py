@@ -9,12 +9,14 @@
 Weights are a mapping from parameter names to ``numpy`` arrays, keyed as the
 generated PyTorch model's ``state_dict`` is: ``<node>.weight``, ``<node>.bias``,
 ``<node>.running_mean``, ``<node>.running_var``. Both passes copy the graph
-and the mapping; neither mutates its arguments.
+and the mapping and leave their arguments as they were, unless told
+``copy=False``: then the graph is rewritten in place (for a caller that made
+its own copy already; the weights are never written).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import networkx as nx
 import numpy as np
@@ -25,10 +27,12 @@ from nasdsl import ir
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 
-def drop_identities(g: nx.DiGraph) -> nx.DiGraph:
-    """A copy of ``g`` without ``identity`` nodes (except one a consumer needs to
-    read the same value twice, see :func:`nasdsl.ir.bypass`)."""
-    g = g.copy()
+def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
+    """A copy of ``g`` (``g`` itself with ``copy=False``) without ``identity``
+    nodes (except one a consumer needs to read the same value twice, see
+    :func:`nasdsl.ir.bypass`)."""
+    if copy:
+        g = g.copy()
     for node in [n for n in ir.order(g) if g.nodes[n]["op"] == "identity"]:
         ir.bypass(g, node)
     return g
@@ -43,7 +47,18 @@ def foldable(g: nx.DiGraph, bn: str) -> bool:
     return all(o.node != src for o in g.graph["outputs"])
 
 
-def fold_batch_norm(g: nx.DiGraph, weights: Mapping[str, np.ndarray]) -> tuple[nx.DiGraph, dict[str, np.ndarray]]:
+def scale_rows(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``weight`` with each output channel (first axis) multiplied by ``scale``."""
+    return weight * scale.reshape(-1, *[1] * (weight.ndim - 1))
+
+
+def fold_batch_norm(
+    g: nx.DiGraph,
+    weights: Mapping[str, np.ndarray],
+    scale: Callable[[np.ndarray, np.ndarray], np.ndarray] = scale_rows,
+    *,
+    copy: bool = True,
+) -> tuple[nx.DiGraph, dict[str, np.ndarray]]:
     """Fold every foldable BatchNorm into the convolution before it.
 
     With ``s = gamma / sqrt(running_var + eps)`` per output channel the
@@ -53,8 +68,14 @@ def fold_batch_norm(g: nx.DiGraph, weights: Mapping[str, np.ndarray]) -> tuple[n
     is done in float64 (the weight's product in its own dtype) and stored in the
     weight's dtype. BatchNorms that do not follow such a convolution are left
     as they are.
+
+    ``scale(weight, s)`` does the one large product (see :func:`scale_rows`); a
+    backend may pass one that runs it on more cores, with the same result
+    (each element is one correctly rounded product). With ``copy=False`` the
+    graph ``g`` is rewritten and returned.
     """
-    g = g.copy()
+    if copy:
+        g = g.copy()
     out = dict(weights)
     for bn in [n for n in ir.order(g) if g.nodes[n]["op"] == "batch_norm"]:
         if not foldable(g, bn):
@@ -62,13 +83,13 @@ def fold_batch_norm(g: nx.DiGraph, weights: Mapping[str, np.ndarray]) -> tuple[n
         (conv,) = ir.inputs(g, bn)
         gamma, beta, mean, var = (np.asarray(out.pop(f"{bn}.{p}"), dtype=np.float64) for p in BN_PARAMS)
         out.pop(f"{bn}.num_batches_tracked", None)
-        scale = gamma / np.sqrt(var + g.nodes[bn]["attrs"]["eps"])
+        factor = gamma / np.sqrt(var + g.nodes[bn]["attrs"]["eps"])
         weight = np.asarray(out[f"{conv}.weight"])
         bias = out.get(f"{conv}.bias")
         bias = np.zeros_like(mean) if bias is None else np.asarray(bias, dtype=np.float64)
         # one rounding of the scale, one of the product: no float64 copy of the weight
-        out[f"{conv}.weight"] = weight * scale.astype(weight.dtype)[:, None, None, None]
-        out[f"{conv}.bias"] = ((bias - mean) * scale + beta).astype(weight.dtype)
+        out[f"{conv}.weight"] = scale(weight, factor.astype(weight.dtype))
+        out[f"{conv}.bias"] = ((bias - mean) * factor + beta).astype(weight.dtype)
         data = g.nodes[conv]
         data["attrs"] = {**data["attrs"], "bias": True}
         data["shape"] = g.nodes[bn]["shape"]
@@ -76,4 +97,4 @@ def fold_batch_norm(g: nx.DiGraph, weights: Mapping[str, np.ndarray]) -> tuple[n
     return g, out
 
 
-__all__ = ["drop_identities", "fold_batch_norm", "foldable"]
+__all__ = ["drop_identities", "fold_batch_norm", "foldable", "scale_rows"]
