@@ -24,7 +24,7 @@ import importlib.util
 import linecache
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,10 +121,11 @@ MODULE_ATTRIBUTES = frozenset(
 
 
 def exposed_variables(compiled: Compiled) -> list[str]:
-    """Variables that change no layer's input size, found by perturbing them and
-    comparing what the layers are built from. Up to 8 candidates are tried one
-    by one; more are tried in groups, halving a group that fails (at most
-    ``MAX_TRIALS`` rebuilds; undecided variables are folded into the code)."""
+    """Variables that change no layer's input size and switch no reference on or
+    off, found by perturbing them and comparing what the layers are built from.
+    Up to 8 candidates are tried one by one; more are tried in groups, halving a
+    group that fails (at most ``MAX_TRIALS`` rebuilds; undecided variables are
+    folded into the code)."""
     spec, g = compiled.spec, compiled.graph
     input_names = spec.input.shape.names | (spec.input.mean.names if spec.input.mean else frozenset())
     input_names |= spec.input.std.names if spec.input.std else frozenset()
@@ -143,12 +144,17 @@ def exposed_variables(compiled: Compiled) -> list[str]:
             candidates.append((name, value * 0.5))
     budget = [MAX_TRIALS]
 
+    refs = _refs_taken(compiled.tree)
+
     def harmless(group: list[tuple[str, object]]) -> bool:
         budget[0] -= 1
         try:
-            other = infer_shapes(check(build(spec, variables={**base, **dict(group)})[0]))
+            other_graph, other_tree = build(spec, variables={**base, **dict(group)})
+            other = infer_shapes(check(other_graph))
         except NasdslError:
             return False
+        if _refs_taken(other_tree) != refs:
+            return False  # a `when` on a ref: the generated forward reads a fixed entry
         after = _layer_inputs(other)
         if all(isinstance(base[n], bool) for n, _ in group):
             return all(before[k] == after[k] for k in before.keys() & after.keys())
@@ -211,6 +217,17 @@ def _used_names(spec: Spec) -> set[str]:
             if v is not None:
                 names.update(v.names)
     return names
+
+
+def _refs_taken(tree: Tree) -> frozenset[str]:
+    """The paths of the references that are followed (not switched off by ``when``)."""
+    taken, stack = set(), [tree]
+    while stack:
+        t = stack.pop()
+        stack += t.children
+        if t.kind == "ref":
+            taken.add(t.path)
+    return frozenset(taken)
 
 
 def _layer_inputs(g: nx.DiGraph) -> dict[str, tuple]:
@@ -332,7 +349,7 @@ def _op_module(ctx: _Ctx, t: Tree, lead: object) -> tuple[Call, object]:
         for d in src_shape[1:]:
             out_lead = out_lead * d
     elif op in SIMPLE:
-        inplace = ctx.inplace(t.output) if ctx.inplace is not None else _can_inplace(g, t.output)
+        inplace = ctx.inplace is not None and ctx.inplace(t.output)
         args = ("inplace=True",) if op in INPLACE and inplace else ()
         if op == "gelu" and "approximate" in given:
             args = (f"approximate={_render(_attr(ctx, t, 'approximate'))}",)
@@ -381,20 +398,28 @@ FRESH = frozenset(
 )
 
 
-def _can_inplace(g: nx.DiGraph, node: str) -> bool:
+def _can_inplace(g: nx.DiGraph, node: str, guards: Mapping[str, frozenset[str]]) -> bool:
     """An activation may overwrite its input when that tensor is read by nothing
     else. Its input may be an alias of an earlier value (a dropout in eval, a node
-    of another phase that is skipped), so walk back through those: every value on
-    the way must have this single reader and be no output, and the walk must end
-    at an op that makes a fresh tensor."""
+    of another phase that is skipped, a node that a ``when`` the activation is not
+    under can switch off), so walk back through those: every value on the way
+    must have this single reader and be no output, and the walk must end at an
+    op that makes a fresh tensor.
+
+    ``g`` is the graph the code is written from, every switch on; ``guards``
+    gives, for each node, the paths of the ``when`` blocks around it. The
+    walk's nodes have one reader in ``g``, so whichever of them the switches
+    leave out, the value the activation reads is still read by it alone."""
     outputs = {o.node for o in g.graph["outputs"]}
     phase = g.nodes[node]["phase"]
+    mine = guards.get(node, frozenset())
     (src,) = [s for s, _ in g.in_edges(node)]
     while True:
         data = g.nodes[src]
         if g.out_degree(src) != 1 or src in outputs:
             return False
-        passes_through = data["phase"] != phase or data["op"] == "dropout"
+        switchable = not guards.get(src, frozenset()) <= mine  # may be off while the activation runs
+        passes_through = data["phase"] != phase or data["op"] == "dropout" or switchable
         if not passes_through:
             return data["op"] in FRESH
         sources = [s for s, _ in g.in_edges(src)]
@@ -569,6 +594,16 @@ class _Writer:
             parts = n.split(".")
             for i in range(1, len(parts) + 1):
                 self.members.setdefault(".".join(parts[:i]), []).append(n)
+        #: for each node, the paths of the blocks with a ``when`` around it (the code may switch them off)
+        guards: dict[str, set[str]] = {}
+        stack = list(self.c.tree.children)
+        while stack:
+            t = stack.pop()
+            stack += t.children
+            if t.kind != "skip" and t.block is not None and t.block.when is not None:
+                for n in self.members.get(t.path, ()):
+                    guards.setdefault(n, set()).add(t.path)
+        self.guards = {n: frozenset(p) for n, p in guards.items()}
         self._check_names()
 
     def _check_names(self) -> None:
@@ -729,7 +764,7 @@ class _Writer:
             for n in self.members.get(inst.path, ()):
                 if self.g.nodes[n]["op"] in INPLACE:
                     rel = n[len(inst.path) :]
-                    inplace[rel] = inplace.get(rel, True) and _can_inplace(self.g, n)
+                    inplace[rel] = inplace.get(rel, True) and _can_inplace(self.g, n, self.guards)
         for inst in instances:
             code = self._template_class_for(name, inst, instances, spatial, inplace)
             self.helpers |= code.helpers
@@ -819,7 +854,7 @@ class _Writer:
         variables = g.graph["variables"]
         env: dict[str, object] = dict(variables)
         env.update({v: Sym.name(v) for v in self.exposed})
-        ctx = _Ctx(g, env, None)
+        ctx = _Ctx(g, env, None, inplace=lambda node: _can_inplace(g, node, self.guards))
         model = self.c.tree.children[0]
         heads = {h.name: h for h in self.c.tree.children[1:]}
         outputs = list(g.graph["outputs"])
@@ -827,8 +862,13 @@ class _Writer:
         inp = g.nodes[g.graph["input"]]["attrs"]
         lead = inp["shape"][0]
 
+        # the main output is what forward's x holds at the end, unless it reads an earlier entry or has a head
+        main_spec = spec_outputs.get(outputs[0].name)
+        tap_main = main_spec is not None and (
+            main_spec.head is not None or not model.children or model.children[-1].path != main_spec.source
+        )
         taps: dict[str, list] = {}
-        for o in outputs[1:]:
+        for o in outputs if tap_main else outputs[1:]:
             so = spec_outputs[o.name]
             src = self.c.tree.children[0]
             src_node = None
@@ -903,10 +943,7 @@ class _Writer:
         body += pre_init + init + head_init + ["        self.reset_parameters()"]
         ret_type = "torch.Tensor"
         fwd_lines = [*pre, *fwd]
-        final = "x"
-        main_src = spec_outputs[main.name].source if main.name in spec_outputs else None
-        if main_src is not None and model.children and model.children[-1].path != main_src:
-            final = main.name if any(line.startswith(f"{main.name} = ") for line in fwd_lines) else "x"
+        final = main.name if tap_main else "x"
         if extras:
             outputs_class = self._outputs_class(outputs)
             ret_type = f"{name}Outputs | torch.Tensor"

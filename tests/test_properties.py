@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nasdsl
-from nasdsl.backends.pytorch import generate_source, load_source
+from nasdsl.backends.pytorch import exposed_variables, generate_source, load_source
 from nasdsl.errors import NasdslError
 
 from test_hostile import generated_problems
@@ -419,6 +419,10 @@ def specs(draw) -> tuple[str, Spec]:
                 target = draw(st.sampled_from(earlier))
                 spec.model[name] = {"ref": target}
                 spec.referred.add(target)
+                if "extra" in spec.variables and draw(st.integers(0, 3)) == 0:
+                    spec.model[name]["when"] = "extra"  # followed or not: extra cannot be a constructor argument
+                    if not spec.variables["extra"]:
+                        continue  # switched off: the shape stays
                 shape = spec.shapes[target]
                 continue
         else:
@@ -449,7 +453,11 @@ def specs(draw) -> tuple[str, Spec]:
     if map_entries and draw(st.integers(0, 2)) == 0:
         source = draw(st.sampled_from(map_entries))
         last = list(spec.model)[-1]
-        spec.outputs["main"] = {"from": last}
+        # usually the last entry; an earlier one leaves the entries after it computed for nothing
+        main = last if draw(st.integers(0, 3)) else draw(st.sampled_from(list(spec.model)))
+        spec.outputs["main"] = {"from": main}
+        if main in map_entries and draw(st.integers(0, 3)) == 0:
+            spec.outputs["main"]["head"] = ["global_avg_pool", "flatten", {"op": "linear", "out": 4}]
         spec.outputs["aux"] = {
             "from": source,
             "head": ["global_avg_pool", "flatten", {"op": "linear", "out": 3}],
@@ -504,8 +512,43 @@ def test_inferred_shapes_are_pytorchs_and_onnx_agrees(tmp_path_factory, generate
 
     from nasdsl.backends.verify import verify
 
-    result = verify(compiled)
+    # the tolerance is relative to the output's largest magnitude: a batch of VERIFY_BATCH keeps a
+    # one-unit output whose sum happens to cancel near zero from standing for the output's scale
+    result = verify(compiled, batch=VERIFY_BATCH)
     assert result.ok, f"{result}\n{text}"
+    _every_switch_flipped_agrees(tmp_path / "spec.yaml", compiled, source, text)
+
+
+VERIFY_BATCH = 4
+
+
+def _every_switch_flipped_agrees(path: Path, compiled, source: str, text: str) -> None:
+    """The generated class takes the exposed switches as constructor arguments: built with
+    one of them flipped, it must compute what the ONNX export of the spec compiled with that
+    value computes, on the same weights (what it may do in place depends on the switches)."""
+    import torch
+
+    from nasdsl.backends.onnx import export_onnx
+    from nasdsl.backends.verify import compare, run_onnx, torch_outputs
+
+    shape = compiled.graph.nodes[compiled.graph.graph["input"]]["shape"]
+    x = torch.randn(VERIFY_BATCH, *shape, generator=torch.Generator().manual_seed(1))
+
+    variables = compiled.graph.graph["variables"]
+    for name in exposed_variables(compiled):
+        if not isinstance(variables[name], bool):
+            continue
+        flipped = {name: not variables[name]}
+        model = load_source(source).Net(**flipped).eval()
+        other = nasdsl.compile_spec(path, overrides=flipped)
+        got = run_onnx(
+            export_onnx(other, state_dict=model.state_dict(), batch=VERIFY_BATCH),
+            {other.graph.graph["input"]: x.numpy()},
+        )
+        want = torch_outputs(model, x, list(got))
+        for output, value in got.items():
+            check = compare(output, value, want[output], 1e-4)
+            assert check.ok, f"{name}={flipped[name]}: {check}\n{text}"
 
 
 # --------------------------------------------------------------------------- property 2: mutants
@@ -666,9 +709,9 @@ def test_mutants_compile_or_fail_with_a_nasdsl_error(tmp_path_factory, data: byt
 
 # --------------------------------------------------------------------------- what the properties found
 
-# Minimal specs for the bugs the properties found in code these tests do not own (reported). An
-# open bug is expected to fail, strictly, so that its fix shows up as a pass to un-mark; a fixed
-# one stays as a regression test.
+# Minimal specs for the bugs the properties found (or that turned up while reducing them) in code
+# these tests do not own. An open bug is expected to fail, strictly, so that its fix shows up as a
+# pass to un-mark; a fixed one stays as a regression test.
 FOUND = {
     "top-level-merge": (
         "fixed",
@@ -702,6 +745,36 @@ FOUND = {
         "a concat of the same node twice is refused with 'expected 2 to 65536 inputs to concat, got 1'",
         "name: Net\ninput: {shape: [3, 8, 8]}\nmodel:\n  a: relu\n  cat: {concat: [{ref: a}, {ref: a}]}\n",
     ),
+    "inplace-after-a-switchable-block": (
+        "fixed",
+        "backends/pytorch.py _can_inplace: the code is written from the graph with every exposed switch on, so "
+        "a ReLU after a `when: extra` BatchNorm was made in-place; with extra off (the default) it overwrote "
+        "the tensor before the BatchNorm, which a later ref reads",
+        "name: Net\ninput: {shape: [3, 8, 8]}\nvariables: {extra: false}\nmodel:\n"
+        "  e0: {op: conv2d, out: 4, kernel: 1}\n  e1: {op: batch_norm, when: extra}\n  e2: relu\n  e3: {ref: e0}\n",
+    ),
+    "main-output-from-an-earlier-entry": (
+        "fixed",
+        "backends/pytorch.py model_class: forward returned the last entry's value whatever the main output's "
+        "`from` said (here 5 channels from e instead of d's 4)",
+        "name: Net\ninput: {shape: [3, 8, 8]}\nmodel:\n  a: {op: conv2d, out: 4, kernel: 1}\n  d: relu\n"
+        "  e: {op: conv2d, out: 5, kernel: 1}\noutputs:\n  main: {from: d}\n",
+    ),
+    "main-output-with-a-head": (
+        "fixed",
+        "backends/pytorch.py model_class: the main output's head was neither built nor applied (the state_dict "
+        "lacked main.2.weight; forward returned the trunk)",
+        "name: Net\ninput: {shape: [3, 8, 8]}\nmodel:\n  a: {op: conv2d, out: 4, kernel: 1}\n  d: relu\n"
+        "outputs:\n  main: {from: d, head: [global_avg_pool, flatten, {op: linear, out: 3}]}\n",
+    ),
+    "ref-switched-by-a-variable": (
+        "fixed",
+        "backends/pytorch.py exposed_variables: a variable in a ref's `when` became a constructor argument, but "
+        "forward read the referenced entry unconditionally (the code is written with every switch on)",
+        "name: Net\ninput: {shape: [3, 8, 8]}\nvariables: {flag: false}\nmodel:\n"
+        "  a: {op: conv2d, out: 4, kernel: 1}\n  b: {op: conv2d, out: 4, kernel: 1}\n  r: {ref: a, when: flag}\n"
+        "  c: relu\n",
+    ),
     "onnx-concat-of-dropped-branches": (
         "fixed",
         "backends/onnx.py export_graph: dropping identity and dropout joins the branches' two edges into one, "
@@ -730,3 +803,4 @@ def test_found_by_the_properties(tmp_path: Path, text: str) -> None:
     from nasdsl.backends.verify import verify
 
     assert verify(compiled).ok
+    _every_switch_flipped_agrees(tmp_path / "spec.yaml", compiled, generate_source(compiled), text)
