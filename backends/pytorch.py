@@ -121,11 +121,11 @@ MODULE_ATTRIBUTES = frozenset(
 
 
 def exposed_variables(compiled: Compiled) -> list[str]:
-    """Variables that change no layer's input size and switch no reference on or
-    off, found by perturbing them and comparing what the layers are built from.
-    Up to 8 candidates are tried one by one; more are tried in groups, halving a
-    group that fails (at most ``MAX_TRIALS`` rebuilds; undecided variables are
-    folded into the code)."""
+    """Variables that change no layer's input size and switch on or off no
+    reference, nor the main output, nor an output without a head, found by
+    perturbing them and comparing what the layers are built from. Up to 8 candidates are tried one by one; more are
+    tried in groups, halving a group that fails (at most ``MAX_TRIALS``
+    rebuilds; undecided variables are folded into the code)."""
     spec, g = compiled.spec, compiled.graph
     input_names = spec.input.shape.names | (spec.input.mean.names if spec.input.mean else frozenset())
     input_names |= spec.input.std.names if spec.input.std else frozenset()
@@ -145,6 +145,9 @@ def exposed_variables(compiled: Compiled) -> list[str]:
     budget = [MAX_TRIALS]
 
     refs = _refs_taken(compiled.tree)
+    # outputs the class returns whatever its arguments: the main one, and those without a head module to switch off
+    fixed = {o.name for o in spec.outputs or () if o.head is None} | {g.graph["outputs"][0].name}
+    present = [o.name for o in g.graph["outputs"] if o.name in fixed]
 
     def harmless(group: list[tuple[str, object]]) -> bool:
         budget[0] -= 1
@@ -155,6 +158,8 @@ def exposed_variables(compiled: Compiled) -> list[str]:
             return False
         if _refs_taken(other_tree) != refs:
             return False  # a `when` on a ref: the generated forward reads a fixed entry
+        if [o.name for o in other_graph.graph["outputs"] if o.name in fixed] != present:
+            return False  # a `when` on the first output or a head-less one: the code returns a fixed set
         after = _layer_inputs(other)
         if all(isinstance(base[n], bool) for n, _ in group):
             return all(before[k] == after[k] for k in before.keys() & after.keys())

@@ -188,6 +188,36 @@ def test_verify_reports_a_difference(monkeypatch):
     assert not result.ok and result.checks[0].max_rel > 1e-4
 
 
+def test_verify_fails_on_an_output_only_pytorch_gives(monkeypatch, tmp_path):
+    """An export that lost an output must not pass for want of something to compare."""
+    from nasdsl.backends import verify as verify_module
+
+    def without_aux(*args, **kwargs):
+        model = export_onnx(*args, **kwargs)
+        kept = [o for o in model.graph.output if o.name != "aux"]
+        del model.graph.output[:]
+        model.graph.output.extend(kept)
+        return model
+
+    c = write_spec(
+        tmp_path,
+        """\
+nasdsl: 1
+name: Two
+input: {name: x, shape: [3, 4, 4]}
+model:
+  conv: {op: conv2d, out: 2, kernel: 1}
+outputs:
+  main: {from: conv}
+  aux: {from: conv, head: [global_avg_pool, flatten]}
+""",
+    )
+    assert verify(c).ok
+    monkeypatch.setattr(verify_module, "export_onnx", without_aux)
+    result = verify(c)
+    assert not result.ok and [(k.name, k.ok) for k in result.checks] == [("main", True), ("aux", False)]
+
+
 def test_compare():
     want = np.array([[1.0, -4.0], [2.0, 0.5]], dtype=np.float32)
     got = want + np.array([[0.0, 0.0], [0.0, 2e-4]], dtype=np.float32)

@@ -546,6 +546,7 @@ def _every_switch_flipped_agrees(path: Path, compiled, source: str, text: str) -
             {other.graph.graph["input"]: x.numpy()},
         )
         want = torch_outputs(model, x, list(got))
+        assert set(want) == set(got), f"{name}={flipped[name]}: outputs differ\n{text}"
         for output, value in got.items():
             check = compare(output, value, want[output], 1e-4)
             assert check.ok, f"{name}={flipped[name]}: {check}\n{text}"
@@ -766,6 +767,22 @@ FOUND = {
         "lacked main.2.weight; forward returned the trunk)",
         "name: Net\ninput: {shape: [3, 8, 8]}\nmodel:\n  a: {op: conv2d, out: 4, kernel: 1}\n  d: relu\n"
         "outputs:\n  main: {from: d, head: [global_avg_pool, flatten, {op: linear, out: 3}]}\n",
+    ),
+    "main-output-switched-by-a-variable": (
+        "fixed",
+        "backends/pytorch.py exposed_variables: a variable in the first output's `when` became a constructor "
+        "argument; with it off the spec's main output is the next one, but the class still returned both",
+        "name: Net\ninput: {shape: [3, 8, 8]}\nvariables: {more: true}\nmodel:\n"
+        "  a: {op: conv2d, out: 4, kernel: 1}\n  d: relu\n  e: {op: conv2d, out: 5, kernel: 1}\n"
+        "outputs:\n  main: {from: d, when: more}\n  side: {from: e}\n",
+    ),
+    "plain-output-switched-by-a-variable": (
+        "fixed",
+        "backends/pytorch.py exposed_variables: a variable in the `when` of an output without a head became a "
+        "constructor argument, but forward returned that output whatever its value",
+        "name: Net\ninput: {shape: [3, 8, 8]}\nvariables: {more: true}\nmodel:\n"
+        "  a: {op: conv2d, out: 4, kernel: 1}\n  e: {op: conv2d, out: 5, kernel: 1}\n"
+        "outputs:\n  main: {from: e}\n  side: {from: a, when: more}\n",
     ),
     "ref-switched-by-a-variable": (
         "fixed",

@@ -98,7 +98,7 @@ SWITCHES = """\
 nasdsl: 1
 name: Net
 input: {shape: [3, 8, 8]}
-variables: {flag: false, more: true, pick: false}
+variables: {flag: false, more: true, pick: false, tap: true}
 templates:
   T:
     params: [sw]
@@ -118,7 +118,8 @@ model:
   v: {op: conv2d, out: 2, kernel: 1}
 outputs:
   main: {from: w, head: [global_avg_pool, flatten, {op: linear, out: 3}]}
-  side: {from: v, when: more}
+  side: {from: v, when: more, head: [global_avg_pool, flatten]}
+  plain: {from: t2, when: tap}
 """
 
 
@@ -126,8 +127,8 @@ def test_every_combination_of_switches_matches_onnx(tmp_path):
     """The class is written once, with every switch on; built with any combination of its
     constructor's switches it must compute what the ONNX export of the spec compiled with
     those values computes, on the same weights. In-place activations after switchable blocks
-    and the main output's head are where this went wrong; a switch on a ref (pick) cannot be
-    a constructor argument and is folded."""
+    and the main output's head are where this went wrong. A switch of a ref (pick) or of an
+    output without a head (tap) cannot be a constructor argument: it is folded."""
     import itertools
 
     from nasdsl.backends.onnx import export_onnx
@@ -137,14 +138,15 @@ def test_every_combination_of_switches_matches_onnx(tmp_path):
     path.write_text(SWITCHES)
     source = generate_source(nasdsl.compile_spec(path))
     cls = load_source(source).Net
-    assert "pick" not in source and "def __init__(self, flag: bool = False, more: bool = True)" in source
+    assert "pick" not in source and "tap" not in source
+    assert "def __init__(self, flag: bool = False, more: bool = True)" in source
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     for flag, more in itertools.product([False, True], repeat=2):
         model = cls(flag=flag, more=more).eval()
         other = nasdsl.compile_spec(path, overrides={"flag": flag, "more": more})
         got = run_onnx(export_onnx(other, state_dict=model.state_dict(), batch=4), {"x": x.numpy()})
         want = torch_outputs(model, x, list(got))
-        assert sorted(got) == (["main", "side"] if more else ["main"])
+        assert sorted(got) == sorted(want) == (["main", "plain", "side"] if more else ["main", "plain"])
         for name, value in got.items():
             assert compare(name, value, want[name], 1e-5).ok, (flag, more, name)
 
