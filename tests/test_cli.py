@@ -109,3 +109,20 @@ def test_verify_passes_and_fails_above_tolerance(capsys, monkeypatch):
     monkeypatch.setattr(verify_module, "run_onnx", off_by_a_percent)
     assert main(["verify", spec]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_readme_python_example_runs(monkeypatch):
+    """The README's API example is run as written (from the repository root), and what its
+    comments promise holds."""
+    import re
+
+    from paths import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    (block,) = re.findall(r"## The Python API\n\n```python\n(.*?)```", readme, flags=re.S)
+    monkeypatch.chdir(ROOT)
+    scope: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), scope)  # the project's own README, nothing from a spec
+    assert scope["net"].summary()["totals"]["depth"] == 22
+    assert isinstance(scope["source"], str) and isinstance(scope["model"], torch.nn.Module)
+    assert onnx.ModelProto.FromString(scope["data"]) == scope["proto"]
