@@ -95,6 +95,9 @@ class Spec:
     shapes: dict[str, Shape] = field(default_factory=dict)  # top-level entry -> expected output shape
     uses: dict[str, int] = field(default_factory=dict)
     referred: set[str] = field(default_factory=set)  # entries a ref names
+    #: what every use of the Switched template passes as ``sw`` (a template whose uses differ in what
+    #: ``when`` switches on needs one class per variant, and is refused): unset, a literal or "extra"
+    switch: object = "unset"
 
     def text(self) -> str:
         doc: dict[str, object] = {"nasdsl": 1, "name": "Net", "input": {"shape": list(self.input)}}
@@ -317,11 +320,25 @@ def _residual_template(draw) -> tuple[dict, Callable[[Shape, dict], Shape]]:
     return template, lambda shape, args: shape
 
 
+def _switched_template(draw) -> tuple[dict, Callable[[Shape, dict], Shape]]:
+    """Layers a parameter switches off: with ``sw`` bound to a variable, a constructor argument
+    of the model that the template class takes too."""
+    body = {
+        "conv": {"op": "conv2d", "out": "c", "kernel": 1},
+        "bn": {"op": "batch_norm", "when": "sw"},
+        "act": draw(activation()),
+        "drop": {"op": "dropout", "p": 0.1, "when": "sw"},
+        "act2": draw(activation()),
+    }
+    return {"params": ["c", {"sw": False}], "body": body}, lambda shape, args: (args["c"], *shape[1:])
+
+
 TEMPLATE_FAMILIES = {
     "ConvBlock": _conv_block_template,
     "Mixed": _mixed_template,
     "Down": _down_template,
     "Residual": _residual_template,
+    "Switched": _switched_template,
 }
 
 
@@ -342,6 +359,12 @@ def template_use(draw, spec: Spec, shape: Shape, rules: dict) -> tuple[dict, Sha
         args = {"c": draw(st.integers(1, 8))}
         if name == "ConvBlock" and draw(st.booleans()):
             args["k"] = draw(st.sampled_from([1, 3]))
+        if name == "Switched":
+            if spec.switch == "unset":
+                # mostly the variable: that is the case where the model passes its argument on
+                spec.switch = draw(st.sampled_from([None, True, *(["extra"] * 4 if "extra" in spec.variables else [])]))
+            if spec.switch is not None:
+                args["sw"] = spec.switch
     written: dict | list
     if draw(st.booleans()) and list(args) == ["c"]:
         written = [args["c"]]
