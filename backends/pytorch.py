@@ -674,7 +674,12 @@ class _Writer:
         targets |= {b.output for c in t.children if c.kind == "merge" for b in c.children if b.kind == "ref"}
         produced: dict[str, str] = {}
         for c in t.children:
-            if c.kind == "skip":
+            if c.kind == "skip":  # switched off: x holds its input, which a ref or an output may read as its value
+                if (c.output in targets or c.name in targets) and c.output not in produced:
+                    fwd.append(f"{c.name} = x")
+                    produced[c.output] = c.name
+                if after is not None:
+                    fwd += after(c)
                 continue
             if c.kind == "ref":
                 name, lead = self._referenced(ctx, c, lead, produced)

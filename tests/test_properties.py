@@ -807,6 +807,16 @@ FOUND = {
         "  a: {op: conv2d, out: 4, kernel: 1}\n  e: {op: conv2d, out: 5, kernel: 1}\n"
         "outputs:\n  main: {from: e}\n  side: {from: a, when: more}\n",
     ),
+    "output-and-ref-of-a-switched-off-entry": (
+        "fixed",
+        "backends/pytorch.py _statements: an entry switched off by a folded `when` got no line in forward, so an "
+        "output reading it was never assigned (NameError: name 'aux' is not defined) and a ref to it, as the "
+        "first entry, was refused",
+        "name: Net\ninput: {shape: [3, 8, 8]}\nvariables: {extra: false}\nmodel:\n"
+        "  e0: {op: batch_norm, when: extra}\n  e1: {op: conv2d, out: 4, kernel: 1}\n  e2: relu\n  e3: {ref: e0}\n"
+        "  e4: {op: conv2d, out: 2, kernel: 1}\n  e5: {ref: e0, when: extra}\noutputs:\n  main: {from: e4}\n"
+        "  aux: {from: e0, head: [global_avg_pool, flatten, {op: linear, out: 3}], training_only: false}\n",
+    ),
     "ref-switched-by-a-variable": (
         "fixed",
         "backends/pytorch.py exposed_variables: a variable in a ref's `when` became a constructor argument, but "
