@@ -24,7 +24,7 @@ import importlib.util
 import linecache
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,9 +123,10 @@ MODULE_ATTRIBUTES = frozenset(
 def exposed_variables(compiled: Compiled) -> list[str]:
     """Variables that change no layer's input size and switch on or off no
     reference, nor the main output, nor an output without a head, found by
-    perturbing them and comparing what the layers are built from. Up to 8 candidates are tried one by one; more are
-    tried in groups, halving a group that fails (at most ``MAX_TRIALS``
-    rebuilds; undecided variables are folded into the code)."""
+    perturbing them and comparing what the layers are built from. Up to 8
+    candidates are tried one by one; more are tried in groups, halving a group
+    that fails (at most ``MAX_TRIALS`` rebuilds; undecided variables are
+    folded into the code)."""
     spec, g = compiled.spec, compiled.graph
     input_names = spec.input.shape.names | (spec.input.mean.names if spec.input.mean else frozenset())
     input_names |= spec.input.std.names if spec.input.std else frozenset()
@@ -224,15 +225,18 @@ def _used_names(spec: Spec) -> set[str]:
     return names
 
 
-def _refs_taken(tree: Tree) -> frozenset[str]:
-    """The paths of the references that are followed (not switched off by ``when``)."""
-    taken, stack = set(), [tree]
+def _subtrees(tree: Tree) -> Iterator[Tree]:
+    """``tree`` and every block below it."""
+    stack = [tree]
     while stack:
         t = stack.pop()
         stack += t.children
-        if t.kind == "ref":
-            taken.add(t.path)
-    return frozenset(taken)
+        yield t
+
+
+def _refs_taken(tree: Tree) -> frozenset[str]:
+    """The paths of the references that are followed (not switched off by ``when``)."""
+    return frozenset(t.path for t in _subtrees(tree) if t.kind == "ref")
 
 
 def _layer_inputs(g: nx.DiGraph) -> dict[str, tuple]:
@@ -601,10 +605,7 @@ class _Writer:
                 self.members.setdefault(".".join(parts[:i]), []).append(n)
         #: for each node, the paths of the blocks with a ``when`` around it (the code may switch them off)
         guards: dict[str, set[str]] = {}
-        stack = list(self.c.tree.children)
-        while stack:
-            t = stack.pop()
-            stack += t.children
+        for t in _subtrees(self.c.tree):
             if t.kind != "skip" and t.block is not None and t.block.when is not None:
                 for n in self.members.get(t.path, ()):
                     guards.setdefault(n, set()).add(t.path)
