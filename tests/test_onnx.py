@@ -503,12 +503,10 @@ def test_load_state_dict_round_trip(tmp_path):
     )
 
 
-def test_expected_parameters_are_torchvisions():
+def test_expected_parameters_are_torchvisions(reference):
     """The keys and shapes the backend checks against are torchvision's GoogLeNet's (aux heads
     included), as listed in the shared reference, less the BatchNorm counters."""
-    listing = ROOT.parent / "shared" / "reference" / "torchvision_googlenet_state_dict_keys.txt"
-    if not listing.exists():
-        pytest.skip("the shared reference facts are not here")
+    listing = reference / "torchvision_googlenet_state_dict_keys.txt"
     expected = {}
     for line in listing.read_text().splitlines():
         key, shape = line.split("\t")
