@@ -6,14 +6,16 @@ Public entries:
   ONNX model (no tracing: every node comes from an IR node).
 - :func:`export_onnx_bytes` returns the same model serialised, the weights
   copied once (what the command line writes).
-- :func:`load_state_dict` reads a ``torch.save``-d state_dict safely.
-- :func:`initial_state_dict` gives the weights the PyTorch backend's model
-  starts with (seed 0), for export without trained weights.
+- :func:`export_graph` is the IR graph that is exported (the passes of
+  :data:`PIPELINE`).
 
-The exported graph is the one that runs at inference
-(:func:`nasdsl.passes.phases.inference_graph`): training-only heads dropped
-unless ``with_aux``, no dropout, no identities, BatchNorm folded into the
-convolution before it where it can be (:mod:`nasdsl.passes.fold`), the
+Neither imports torch: weights are numpy arrays (or anything with the
+``numpy()`` of a tensor), the default ones drawn by
+:func:`nasdsl.weights.initial_weights` from the spec's ``init`` rules.
+
+The exported graph is the one that runs at inference: training-only heads
+dropped unless ``with_aux``, no dropout, no identities, BatchNorm folded into
+the convolution before it where it can be (:mod:`nasdsl.passes.fold`), the
 input's mean and std applied first. Names come from the spec: the input and
 outputs by their spec names, a node by its IR path with ``/``
 (``inception4a/branch2/0/conv``), a node's result by its IR name
@@ -31,24 +33,20 @@ import functools
 import math
 import numbers
 import os
-import weakref
 from collections.abc import Mapping, Sequence
 
 import networkx as nx
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto, helper
 
 from nasdsl import __version__, ir
-from nasdsl.api import Compiled
-from nasdsl.errors import CodegenError, WeightsError
-from nasdsl.ops import same_padding
-from nasdsl.passes.check import unused
-from nasdsl.passes.fold import BN_PARAMS, drop_identities, fold_batch_norm
-from nasdsl.passes.phases import inference_graph
+from nasdsl.errors import CodegenError
+from nasdsl.ops import lowering, lowering_of, same_padding
+from nasdsl.passes.fold import BN_PARAMS, fold_batch_norm
+from nasdsl.passes.pipeline import run_pipeline
+from nasdsl.weights import check_weights, initial_weights
 
-from . import pytorch
 from .pyformat import safe_text
 
 SUPPORTED_OPSETS = range(13, 22)
@@ -56,137 +54,11 @@ DEFAULT_OPSET = 17
 #: the ``batch`` value that makes the batch dimension symbolic, and its name
 DYNAMIC = "dynamic"
 BATCH_PARAM = "N"
-#: how many offending names an error lists before "and N more"
-_SHOWN = 5
+#: the passes that make the exported graph (inference view, no identities, no dead nodes)
+PIPELINE = ("inference", "drop_identities", "drop_unused")
+PIPELINE_WITH_AUX = ("inference_aux", "drop_identities", "drop_unused")
 
 Shape = tuple[int | str, ...]
-
-
-# ---------------------------------------------------------------------------
-# Weights
-
-
-def param_shapes(g: nx.DiGraph, node: str) -> dict[str, tuple[int, ...]]:
-    """The parameters of ``node`` as the generated PyTorch module names them, with their shapes."""
-    data = g.nodes[node]
-    op, a = data["op"], data["attrs"]
-    if op == "conv2d":
-        (src,) = ir.inputs(g, node)
-        shapes = {"weight": (a["out"], g.nodes[src]["shape"][0] // a["groups"], *a["kernel"])}
-        return shapes | ({"bias": (a["out"],)} if a["bias"] else {})
-    if op == "linear":
-        (src,) = ir.inputs(g, node)
-        shapes = {"weight": (a["out"], g.nodes[src]["shape"][0])}
-        return shapes | ({"bias": (a["out"],)} if a["bias"] else {})
-    if op == "batch_norm":
-        return {p: (data["shape"][0],) for p in BN_PARAMS}
-    return {}
-
-
-def parameters(g: nx.DiGraph) -> dict[str, tuple[int, ...]]:
-    """Every parameter of ``g`` by state_dict key, in graph order."""
-    return {f"{n}.{p}": s for n in ir.order(g) for p, s in param_shapes(g, n).items()}
-
-
-def _listing(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_SHOWN])
-    return shown + (f", and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
-
-
-def _dims(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape)) or "a scalar"
-
-
-def check_state_dict(compiled: Compiled, g: nx.DiGraph, state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
-    """The weights that graph ``g`` (derived from ``compiled.graph``) needs, as float32 arrays.
-
-    Keys must be those of the generated PyTorch model: every parameter of
-    ``g`` present, nothing that no node of ``compiled.graph`` has (parameters
-    of parts ``g`` leaves out, such as auxiliary heads, are accepted and
-    ignored; so is BatchNorm's ``num_batches_tracked``), every shape right.
-    Raises :class:`WeightsError` listing the offenders.
-    """
-    known = parameters(compiled.graph)
-    needed = parameters(g)
-    norms = {n for n, d in compiled.graph.nodes(data=True) if d["op"] == "batch_norm"}
-    missing = [k for k in needed if k not in state_dict]
-    unexpected: list[str] = []
-    wrong: list[str] = []
-    out: dict[str, np.ndarray] = {}
-    for key, value in state_dict.items():
-        if not isinstance(key, str):
-            unexpected.append(repr(key))
-        elif key not in known:
-            owner, _, leaf = key.rpartition(".")
-            if not (leaf == "num_batches_tracked" and owner in norms):
-                unexpected.append(key)
-        elif not isinstance(value, torch.Tensor):
-            wrong.append(f"{key} (expected a tensor, found {type(value).__name__})")
-        elif tuple(value.shape) != known[key]:
-            wrong.append(f"{key} (expected {_dims(known[key])}, found {_dims(tuple(value.shape))})")
-        elif not value.is_floating_point():
-            wrong.append(f"{key} (expected floating point values, found {value.dtype})")
-        elif key in needed:
-            out[key] = value.detach().to(device="cpu", dtype=torch.float32).numpy()  # read, never written
-    if missing or unexpected or wrong:
-        lines = [f"the state_dict does not fit {compiled.spec.name}:"]
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong)):
-            if items:
-                lines.append(f"  {label} ({len(items)}): {_listing(items)}")
-        raise WeightsError("\n".join(lines))
-    return {k: out[k] for k in needed}
-
-
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state_dict saved with ``torch.save`` (``weights_only``: no code runs).
-
-    Raises :class:`WeightsError` naming the file when it cannot be read or
-    holds something other than a mapping from names to tensors.
-    """
-    name = os.fspath(path)
-    try:
-        obj = torch.load(name, weights_only=True, map_location="cpu")
-    except OSError as e:
-        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}") from None
-    except Exception as e:  # noqa: BLE001 - torch.load raises many kinds for a bad file
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        reason = next((line for line in lines if "Unpickler error" in line), lines[0] if lines else type(e).__name__)
-        raise WeightsError(
-            f"cannot read weights from '{name}': not a file of tensors saved with torch.save ({reason})"
-        ) from None
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"'{name}' holds a {type(obj).__name__}, expected a state_dict (names to tensors)")
-    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        hint = "; for a checkpoint, save its state_dict alone" if {"state_dict", "model"} & set(map(str, obj)) else ""
-        raise WeightsError(f"'{name}' is not a state_dict: entries that are not tensors: {_listing(sorted(bad))}{hint}")
-    return dict(obj)
-
-
-#: generated PyTorch source by graph (generation is slow next to export; the key is weak)
-_SOURCES: weakref.WeakKeyDictionary[nx.DiGraph, str] = weakref.WeakKeyDictionary()
-
-
-def reference_model(compiled: Compiled, state_dict: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
-    """The PyTorch backend's model for ``compiled`` in eval mode, initialised with
-    seed 0 (the global RNG is left as it was), then given ``state_dict`` (checked
-    as :func:`export_onnx` checks it; parts it leaves out keep their initial values)."""
-    source = _SOURCES.get(compiled.graph)
-    if source is None:
-        source = _SOURCES[compiled.graph] = pytorch.generate_source(compiled)
-    model_class = getattr(pytorch.load_source(source), compiled.spec.name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = model_class()
-    if state_dict is not None:
-        check_state_dict(compiled, export_graph(compiled), state_dict)
-        model.load_state_dict(dict(state_dict), strict=False)
-    return model.eval()
-
-
-def initial_state_dict(compiled: Compiled) -> dict[str, torch.Tensor]:
-    """The state_dict the PyTorch backend's model has after construction with seed 0."""
-    return {k: v.detach().clone() for k, v in reference_model(compiled).state_dict().items()}
 
 
 # ---------------------------------------------------------------------------
@@ -349,134 +221,200 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
+class _Node:
+    """What a lowering sees of one IR node: its data, its input tensors and how to emit."""
+
+    def __init__(self, e: _Emitter, g: nx.DiGraph, node: str, xs: list[str], out: str, opset: int):
+        self.e, self.g, self.node, self.xs, self.out, self.opset = e, g, node, xs, out, opset
+        self.data = g.nodes[node]
+        self.a = self.data["attrs"]
+        self.shape = e.full(self.data["shape"])
+        self.in_shape = g.nodes[ir.inputs(g, node)[0]]["shape"]
+        self.x = xs[0]
+
+    def emit(self, op_type: str, inputs: Sequence[str], at: Shape | None = None, last: bool = False, **attrs) -> str:
+        """One ONNX node; ``last`` marks the one that writes the IR node's result."""
+        shape = self.shape if at is None else at
+        return self.e.add(op_type, inputs, node=self.node, shape=shape, out=self.out if last else None, **attrs)
+
+    def param(self, name: str) -> str:
+        return self.e.param(f"{self.node}.{name}")
+
+
 def _lower(e: _Emitter, g: nx.DiGraph, node: str, xs: list[str], out: str, opset: int) -> None:
-    """Emit the ONNX nodes for IR node ``node`` reading tensors ``xs`` and writing ``out``.
-
-    The one place that branches on the op.
-    """
+    """Emit the ONNX nodes for IR node ``node`` reading tensors ``xs`` and writing ``out``:
+    the op's registered ONNX lowering, or an error naming the op and node."""
     data = g.nodes[node]
-    op, a = data["op"], data["attrs"]
-    shape = e.full(data["shape"])
-    in_shape = g.nodes[ir.inputs(g, node)[0]]["shape"]
-    x = xs[0]
+    lowering_of("onnx", data["op"], node, data)(_Node(e, g, node, xs, out, opset))
 
-    def emit(op_type: str, inputs: Sequence[str], at: Shape = shape, last: bool = False, **attrs: object) -> str:
-        return e.add(op_type, inputs, node=node, shape=at, out=out if last else None, **attrs)
 
-    def param(name: str) -> str:
-        return e.param(f"{node}.{name}")
-
-    if op == "conv2d":
-        (kh, kw), (dh, dw) = a["kernel"], a["dilation"]
-        if a["padding"] == "same":
-            (top, bottom), (left, right) = same_padding(kh, dh), same_padding(kw, dw)
-        else:
-            (top, left), (bottom, right) = a["padding"], a["padding"]
-        inputs = [x, param("weight"), *([param("bias")] if a["bias"] else [])]
-        emit("Conv", inputs, last=True, kernel_shape=[kh, kw], strides=list(a["stride"]),
-             pads=[top, left, bottom, right], dilations=[dh, dw], group=a["groups"])  # fmt: skip
-    elif op == "batch_norm":
-        inputs = [x, *(param(p) for p in BN_PARAMS)]
-        emit("BatchNormalization", inputs, last=True, epsilon=a["eps"])
-    elif op in ("relu", "sigmoid", "tanh"):
-        emit({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[op], [x], last=True)
-    elif op == "relu6":
-        emit("Clip", [x, e.scalar(0.0), e.scalar(6.0)], last=True)
-    elif op == "silu":
-        emit("Mul", [x, emit("Sigmoid", [x])], last=True)
-    elif op == "gelu" and opset >= 20:
-        emit("Gelu", [x], last=True, approximate=a["approximate"])
-    elif op == "gelu" and a["approximate"] == "tanh":
-        # PyTorch: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
-        cube = emit("Mul", [emit("Mul", [x, x]), x])
-        inner = emit("Add", [x, emit("Mul", [cube, e.scalar(0.044715)])])
-        tanh = emit("Tanh", [emit("Mul", [inner, e.scalar(math.sqrt(2 / math.pi))])])
-        gate = emit("Mul", [x, emit("Add", [tanh, e.scalar(1.0)])])
-        emit("Mul", [gate, e.scalar(0.5)], last=True)
-    elif op == "gelu":
-        # PyTorch: 0.5 * x * (1 + erf(x / sqrt(2)))
-        erf = emit("Erf", [emit("Mul", [x, e.scalar(math.sqrt(0.5))])])
-        gate = emit("Mul", [x, emit("Add", [erf, e.scalar(1.0)])])
-        emit("Mul", [gate, e.scalar(0.5)], last=True)
-    elif op == "max_pool":
-        begin, end, ceil, _ = _pool_geometry(in_shape, data["shape"], a)
-        emit("MaxPool", [x], last=True, kernel_shape=list(a["kernel"]), strides=list(a["stride"]), pads=begin + end,
-             ceil_mode=ceil)  # fmt: skip
-    elif op == "avg_pool":
-        begin, end, ceil, overhang = _pool_geometry(in_shape, data["shape"], a)
-        window = {"kernel_shape": list(a["kernel"]), "strides": list(a["stride"]), "ceil_mode": ceil}
-        if overhang and a["count_include_pad"] and any(begin):
-            # PyTorch divides a window that reaches past the padded input by its part
-            # inside the padded input; with the padding made real, ONNX's
-            # count_include_pad=0 does exactly that.
-            c, h, w = in_shape
-            padded_shape = e.full((c, h + 2 * begin[0], w + 2 * begin[1]))
-            padded = emit("Pad", [x, e.ints("pads", [0, 0, *begin, 0, 0, *begin])], at=padded_shape)
-            extra = [end[0] - begin[0], end[1] - begin[1]]
-            emit("AveragePool", [padded], last=True, pads=[0, 0, *extra], count_include_pad=0, **window)
-        else:
-            # without an overhang, or counting real inputs only, ONNX and PyTorch agree
-            include = int(a["count_include_pad"] and not overhang)
-            emit("AveragePool", [x], last=True, pads=begin + end, count_include_pad=include, **window)
-    elif op == "global_avg_pool" or (op == "adaptive_avg_pool" and a["size"] == (1, 1)):
-        emit("GlobalAveragePool", [x], last=True)
-    elif op == "adaptive_avg_pool":
-        c, h, w = in_shape
-        oh, ow = a["size"]
-        if h % oh == 0 and w % ow == 0:
-            kernel = [h // oh, w // ow]
-            emit("AveragePool", [x], last=True, kernel_shape=kernel, strides=kernel)
-        else:
-            # PyTorch's windows overlap or differ in size: average with one matrix per axis
-            y = x
-            if w != ow:
-                cols = e.initializer(f"{node.replace('.', '/')}/cols", _adaptive_matrix(w, ow).T)
-                y = emit("MatMul", [y, cols], at=e.full((c, h, ow)), last=h == oh)
-            if h != oh:
-                rows = e.initializer(f"{node.replace('.', '/')}/rows", _adaptive_matrix(h, oh))
-                emit("MatMul", [rows, y], last=True)
-    elif op == "lrn" and a["size"] % 2:
-        emit("LRN", [x], last=True, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
-    elif op == "lrn":
-        # PyTorch centres an even window one channel lower than ONNX's LRN does:
-        # x / (k + alpha * mean(x^2 over channels c - size/2 .. c + size/2 - 1)) ^ beta
-        c, h, w = in_shape
-        n = a["size"]
-        axis = e.ints("axes", [1])
-        lifted = emit("Unsqueeze", [emit("Mul", [x, x]), axis], at=e.full((1, c, h, w)))
-        pads = e.ints("pads", [0, 0, n // 2, 0, 0, 0, 0, (n - 1) // 2, 0, 0])
-        padded = emit("Pad", [lifted, pads], at=e.full((1, c + n - 1, h, w)))
-        mean = emit("AveragePool", [padded], at=e.full((1, c, h, w)), kernel_shape=[n, 1, 1])
-        mean = emit("Squeeze", [mean, axis])
-        scaled = emit("Add", [emit("Mul", [mean, e.scalar(a["alpha"])]), e.scalar(a["k"])])
-        emit("Div", [x, emit("Pow", [scaled, e.scalar(a["beta"])])], last=True)
-    elif op == "flatten":
-        emit("Flatten", [x], last=True, axis=1)
-    elif op == "linear":
-        inputs = [x, param("weight"), *([param("bias")] if a["bias"] else [])]
-        emit("Gemm", inputs, last=True, transB=1)
-    elif op == "softmax":
-        emit("Softmax", [x], last=True, axis=1)
-    elif op == "identity":  # kept only where a consumer reads the same value twice
-        emit("Identity", [x], last=True)
-    elif op == "concat":
-        emit("Concat", xs, last=True, axis=1)
-    elif op == "add":
-        total = xs[0]
-        for i, term in enumerate(xs[1:], start=2):
-            total = emit("Add", [total, term], last=i == len(xs))
+@lowering("onnx", "conv2d")
+def _conv(n: _Node) -> None:
+    a = n.a
+    (kh, kw), (dh, dw) = a["kernel"], a["dilation"]
+    if a["padding"] == "same":
+        (top, bottom), (left, right) = same_padding(kh, dh), same_padding(kw, dw)
     else:
-        raise CodegenError(
-            f"the ONNX backend cannot lower op '{op}' (node {node})", location=data.get("loc"), path=data.get("keypath")
-        )
+        (top, left), (bottom, right) = a["padding"], a["padding"]
+    inputs = [n.x, n.param("weight"), *([n.param("bias")] if a["bias"] else [])]
+    n.emit("Conv", inputs, last=True, kernel_shape=[kh, kw], strides=list(a["stride"]),
+           pads=[top, left, bottom, right], dilations=[dh, dw], group=a["groups"])  # fmt: skip
 
 
-def export_graph(compiled: Compiled, *, with_aux: bool = False) -> nx.DiGraph:
+@lowering("onnx", "batch_norm")
+def _batch_norm(n: _Node) -> None:
+    n.emit("BatchNormalization", [n.x, *(n.param(p) for p in BN_PARAMS)], last=True, epsilon=n.a["eps"])
+
+
+@lowering("onnx", "relu", "sigmoid", "tanh")
+def _unary(n: _Node) -> None:
+    n.emit({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[n.data["op"]], [n.x], last=True)
+
+
+@lowering("onnx", "relu6")
+def _relu6(n: _Node) -> None:
+    n.emit("Clip", [n.x, n.e.scalar(0.0), n.e.scalar(6.0)], last=True)
+
+
+@lowering("onnx", "silu")
+def _silu(n: _Node) -> None:
+    n.emit("Mul", [n.x, n.emit("Sigmoid", [n.x])], last=True)
+
+
+@lowering("onnx", "gelu")
+def _gelu(n: _Node) -> None:
+    x, e = n.x, n.e
+    if n.opset >= 20:
+        n.emit("Gelu", [x], last=True, approximate=n.a["approximate"])
+    elif n.a["approximate"] == "tanh":
+        # PyTorch: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
+        cube = n.emit("Mul", [n.emit("Mul", [x, x]), x])
+        inner = n.emit("Add", [x, n.emit("Mul", [cube, e.scalar(0.044715)])])
+        tanh = n.emit("Tanh", [n.emit("Mul", [inner, e.scalar(math.sqrt(2 / math.pi))])])
+        gate = n.emit("Mul", [x, n.emit("Add", [tanh, e.scalar(1.0)])])
+        n.emit("Mul", [gate, e.scalar(0.5)], last=True)
+    else:
+        # PyTorch: 0.5 * x * (1 + erf(x / sqrt(2)))
+        erf = n.emit("Erf", [n.emit("Mul", [x, e.scalar(math.sqrt(0.5))])])
+        gate = n.emit("Mul", [x, n.emit("Add", [erf, e.scalar(1.0)])])
+        n.emit("Mul", [gate, e.scalar(0.5)], last=True)
+
+
+@lowering("onnx", "max_pool")
+def _max_pool(n: _Node) -> None:
+    begin, end, ceil, _ = _pool_geometry(n.in_shape, n.data["shape"], n.a)
+    n.emit("MaxPool", [n.x], last=True, kernel_shape=list(n.a["kernel"]), strides=list(n.a["stride"]),
+           pads=begin + end, ceil_mode=ceil)  # fmt: skip
+
+
+@lowering("onnx", "avg_pool")
+def _avg_pool(n: _Node) -> None:
+    a = n.a
+    begin, end, ceil, overhang = _pool_geometry(n.in_shape, n.data["shape"], a)
+    window = {"kernel_shape": list(a["kernel"]), "strides": list(a["stride"]), "ceil_mode": ceil}
+    if overhang and a["count_include_pad"] and any(begin):
+        # PyTorch divides a window that reaches past the padded input by its part
+        # inside the padded input; with the padding made real, ONNX's
+        # count_include_pad=0 does exactly that.
+        c, h, w = n.in_shape
+        padded_shape = n.e.full((c, h + 2 * begin[0], w + 2 * begin[1]))
+        padded = n.emit("Pad", [n.x, n.e.ints("pads", [0, 0, *begin, 0, 0, *begin])], at=padded_shape)
+        extra = [end[0] - begin[0], end[1] - begin[1]]
+        n.emit("AveragePool", [padded], last=True, pads=[0, 0, *extra], count_include_pad=0, **window)
+    else:
+        # without an overhang, or counting real inputs only, ONNX and PyTorch agree
+        include = int(a["count_include_pad"] and not overhang)
+        n.emit("AveragePool", [n.x], last=True, pads=begin + end, count_include_pad=include, **window)
+
+
+@lowering("onnx", "global_avg_pool")
+def _global_avg_pool(n: _Node) -> None:
+    n.emit("GlobalAveragePool", [n.x], last=True)
+
+
+@lowering("onnx", "adaptive_avg_pool")
+def _adaptive_avg_pool(n: _Node) -> None:
+    c, h, w = n.in_shape
+    oh, ow = n.a["size"]
+    if (oh, ow) == (1, 1):
+        n.emit("GlobalAveragePool", [n.x], last=True)
+    elif h % oh == 0 and w % ow == 0:
+        kernel = [h // oh, w // ow]
+        n.emit("AveragePool", [n.x], last=True, kernel_shape=kernel, strides=kernel)
+    else:
+        # PyTorch's windows overlap or differ in size: average with one matrix per axis
+        y = n.x
+        path = n.node.replace(".", "/")
+        if w != ow:
+            cols = n.e.initializer(f"{path}/cols", _adaptive_matrix(w, ow).T)
+            y = n.emit("MatMul", [y, cols], at=n.e.full((c, h, ow)), last=h == oh)
+        if h != oh:
+            rows = n.e.initializer(f"{path}/rows", _adaptive_matrix(h, oh))
+            n.emit("MatMul", [rows, y], last=True)
+
+
+@lowering("onnx", "lrn")
+def _lrn(n: _Node) -> None:
+    a, x, e = n.a, n.x, n.e
+    if a["size"] % 2:
+        n.emit("LRN", [x], last=True, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+        return
+    # PyTorch centres an even window one channel lower than ONNX's LRN does:
+    # x / (k + alpha * mean(x^2 over channels c - size/2 .. c + size/2 - 1)) ^ beta
+    c, h, w = n.in_shape
+    size = a["size"]
+    axis = e.ints("axes", [1])
+    lifted = n.emit("Unsqueeze", [n.emit("Mul", [x, x]), axis], at=e.full((1, c, h, w)))
+    pads = e.ints("pads", [0, 0, size // 2, 0, 0, 0, 0, (size - 1) // 2, 0, 0])
+    padded = n.emit("Pad", [lifted, pads], at=e.full((1, c + size - 1, h, w)))
+    mean = n.emit("AveragePool", [padded], at=e.full((1, c, h, w)), kernel_shape=[size, 1, 1])
+    mean = n.emit("Squeeze", [mean, axis])
+    scaled = n.emit("Add", [n.emit("Mul", [mean, e.scalar(a["alpha"])]), e.scalar(a["k"])])
+    n.emit("Div", [x, n.emit("Pow", [scaled, e.scalar(a["beta"])])], last=True)
+
+
+@lowering("onnx", "flatten")
+def _flatten(n: _Node) -> None:
+    n.emit("Flatten", [n.x], last=True, axis=1)
+
+
+@lowering("onnx", "linear")
+def _linear(n: _Node) -> None:
+    inputs = [n.x, n.param("weight"), *([n.param("bias")] if n.a["bias"] else [])]
+    n.emit("Gemm", inputs, last=True, transB=1)
+
+
+@lowering("onnx", "softmax")
+def _softmax(n: _Node) -> None:
+    n.emit("Softmax", [n.x], last=True, axis=1)
+
+
+@lowering("onnx", "identity")
+def _identity(n: _Node) -> None:  # kept only where a consumer reads the same value twice
+    n.emit("Identity", [n.x], last=True)
+
+
+@lowering("onnx", "dropout")
+def _dropout(n: _Node) -> None:  # an inference graph has none; a training export would keep it as an identity
+    n.emit("Identity", [n.x], last=True)
+
+
+@lowering("onnx", "concat")
+def _concat(n: _Node) -> None:
+    n.emit("Concat", n.xs, last=True, axis=1)
+
+
+@lowering("onnx", "add")
+def _add(n: _Node) -> None:
+    total = n.xs[0]
+    for i, term in enumerate(n.xs[1:], start=2):
+        total = n.emit("Add", [total, term], last=i == len(n.xs))
+
+
+def export_graph(graph: object, *, with_aux: bool = False, verify: bool = False) -> nx.DiGraph:
     """The IR graph that is exported, before BatchNorm folding: the inference
     graph without identities and without nodes that reach no output."""
-    g = drop_identities(inference_graph(compiled.graph, keep_aux=with_aux), copy=False)  # a fresh graph already
-    g.remove_nodes_from([n for n in unused(g) if n != g.graph["input"]])
-    return g
+    return run_pipeline(ir.as_graph(graph), PIPELINE_WITH_AUX if with_aux else PIPELINE, verify=verify)
 
 
 def _check_args(opset: int, batch: int | str) -> int | str:
@@ -513,29 +451,30 @@ def _doc(data: Mapping[str, object]) -> str:
 
 
 def export_onnx(
-    compiled: Compiled,
+    graph: object,
     *,
     opset: int = DEFAULT_OPSET,
-    state_dict: Mapping[str, torch.Tensor] | None = None,
+    state_dict: Mapping[str, object] | None = None,
     with_aux: bool = False,
     batch: int | str = 1,
 ) -> onnx.ModelProto:
-    """The inference graph of ``compiled`` as an ONNX model.
+    """The inference graph of ``graph`` (the IR, or a compiled spec) as an ONNX model.
 
-    ``state_dict`` is keyed like the generated PyTorch model's (defaults to
-    :func:`initial_state_dict`); ``with_aux`` keeps the training-only outputs;
-    ``batch`` is a fixed batch size or ``"dynamic"`` (symbolic dimension ``N``).
-    Raises :class:`CodegenError` for what it cannot export.
+    ``state_dict`` is keyed like the generated PyTorch model's, its values numpy
+    arrays or torch tensors (defaults to :func:`nasdsl.weights.initial_weights`);
+    ``with_aux`` keeps the training-only outputs; ``batch`` is a fixed batch
+    size or ``"dynamic"`` (symbolic dimension ``N``). Raises
+    :class:`CodegenError` for what it cannot export.
     """
-    model, _ = _emit(compiled, opset, state_dict, with_aux, batch, deferred=None)
+    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, deferred=None)
     return model
 
 
 def export_onnx_bytes(
-    compiled: Compiled,
+    graph: object,
     *,
     opset: int = DEFAULT_OPSET,
-    state_dict: Mapping[str, torch.Tensor] | None = None,
+    state_dict: Mapping[str, object] | None = None,
     with_aux: bool = False,
     batch: int | str = 1,
 ) -> bytes:
@@ -544,7 +483,7 @@ def export_onnx_bytes(
     initializers, which follow as a second ``graph`` field that protobuf merges
     into the first. This is what the command line writes."""
     deferred: list[tuple[str, np.ndarray]] = []
-    model, _ = _emit(compiled, opset, state_dict, with_aux, batch, deferred=deferred)
+    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, deferred=deferred)
     head = model.SerializeToString(deterministic=True)
     parts: list[bytes | memoryview] = []
     for name, array in deferred:
@@ -577,25 +516,19 @@ def _bytes_header(number: int, length: int) -> bytes:
     return _varint(number << 3 | 2) + _varint(length)
 
 
-def _scale_rows(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """:func:`nasdsl.passes.fold.scale_rows` with torch's kernels: the same products
-    (one rounding each), several times faster on tens of megabytes."""
-    rows = torch.from_numpy(scale).reshape(-1, *[1] * (weight.ndim - 1))
-    return torch.mul(torch.from_numpy(weight), rows).numpy()
-
-
 def _emit(
-    compiled: Compiled,
+    source: nx.DiGraph,
     opset: int,
-    state_dict: Mapping[str, torch.Tensor] | None,
+    state_dict: Mapping[str, object] | None,
     with_aux: bool,
     batch: int | str,
     deferred: list[tuple[str, np.ndarray]] | None,
 ) -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]] | None]:
     batch_dim = _check_args(opset, batch)
-    g = export_graph(compiled, with_aux=with_aux)
-    weights = check_state_dict(compiled, g, initial_state_dict(compiled) if state_dict is None else state_dict)
-    g, weights = fold_batch_norm(g, weights, scale=_scale_rows, copy=False)  # g is export_graph's own
+    g = export_graph(source, with_aux=with_aux)
+    g.graph["weights"] = check_weights(source, g, initial_weights(source) if state_dict is None else state_dict)
+    g = fold_batch_norm(g, copy=False)  # g is export_graph's own
+    weights = g.graph["weights"]
 
     inp = g.graph["input"]
     outputs = g.graph["outputs"]
@@ -631,7 +564,7 @@ def _emit(
             e.add("Identity", [produced[o.node]], node=o.name, shape=e.full(g.nodes[o.node]["shape"]), out=o.name)
 
     graph = model.graph
-    graph.name = compiled.spec.name
+    graph.name = source.graph["name"]
     _set_value_info(graph.input.add(), inp, in_shape)
     for o in outputs:
         _set_value_info(graph.output.add(), o.name, e.full(g.nodes[o.node]["shape"]))
@@ -643,31 +576,20 @@ def _emit(
     model.opset_import.append(opset_id)
     model.producer_name = "nasdsl"
     model.producer_version = __version__
-    doc = safe_text(compiled.spec.doc or "", 1000)
+    doc = safe_text(source.graph["doc"] or "", 1000)
     if doc:
         model.doc_string = doc
     model.ir_version = helper.find_min_ir_version_for([opset_id])
-    spec = compiled.spec
     helper.set_model_props(
         model,
         {
-            "nasdsl.spec.name": spec.name,
-            "nasdsl.spec.file": safe_text(os.path.basename(spec.file), 200),
-            "nasdsl.spec.sha256": spec.sha256,
+            "nasdsl.spec.name": source.graph["name"],
+            "nasdsl.spec.file": safe_text(os.path.basename(source.graph["file"]), 200),
+            "nasdsl.spec.sha256": source.graph["sha256"],
             "nasdsl.version": __version__,
         },
     )
     return model, deferred
 
 
-__all__ = [
-    "DEFAULT_OPSET",
-    "SUPPORTED_OPSETS",
-    "check_state_dict",
-    "export_onnx",
-    "export_onnx_bytes",
-    "initial_state_dict",
-    "load_state_dict",
-    "parameters",
-    "reference_model",
-]
+__all__ = ["DEFAULT_OPSET", "PIPELINE", "SUPPORTED_OPSETS", "export_graph", "export_onnx", "export_onnx_bytes"]

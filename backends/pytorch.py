@@ -1,4 +1,4 @@
-"""PyTorch backend: readable source for a compiled spec, and in-memory models.
+"""PyTorch backend: readable source for a compiled graph, and in-memory models.
 
 Public entries:
 
@@ -7,13 +7,16 @@ Public entries:
   class named after the spec, a NamedTuple of the training outputs, a ``loss``
   method with the spec's loss weights and a ``reset_parameters`` method with
   the spec's initialisation.
-- :func:`build_model` compiles a spec and returns an instance of its model
-  class without writing files.
+- :func:`load_source` imports such source as a module; :func:`model_class`
+  gives the model class of a graph.
 
-Python decides everything here; ``templates/pytorch.py.jinja`` only lays out.
-The file's constructor arguments are the spec's variables that can change
-without changing any layer's input size (``num_classes``, dropout rates, the
-switch of the auxiliary heads); the others are folded into the code.
+The backend reads the graph IR and nothing else (``docs/ir.md``): the block
+tree (``g.graph["model"]`` and the outputs' heads) says which classes and
+attributes to write, each node's ``exprs`` how a class computes an attribute
+from its arguments, ``g.graph["templates"]`` the classes' signatures. Python
+decides everything here; ``templates/pytorch.py.jinja`` only lays out. The
+file's constructor arguments are the variables the exposure analysis
+(:mod:`nasdsl.passes.exposure`) finds; the others are folded into the code.
 """
 
 from __future__ import annotations
@@ -24,22 +27,17 @@ import importlib.util
 import linecache
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import jinja2
 import networkx as nx
 
-from nasdsl import __version__
-from nasdsl.api import Compiled, compile_spec
-from nasdsl.build import Tree, build
-from nasdsl.errors import CodegenError, NasdslError
-from nasdsl.expr import Sym, SymbolicError
-from nasdsl.ops import OPS
-from nasdsl.passes.check import check
-from nasdsl.passes.shapes import infer_shapes
-from nasdsl.spec import MergeBlock, OpBlock, SeqBlock, Spec, UseBlock, Value
+from nasdsl import __version__, ir
+from nasdsl.errors import CodegenError
+from nasdsl.expr import Sym
+from nasdsl.ops import OPS, lowering, lowering_of
+from nasdsl.passes.pipeline import run_pipeline
 
 from .pyformat import Call, docstring, layout, literal, safe_text
 
@@ -115,157 +113,203 @@ MODULE_ATTRIBUTES = frozenset(
     }
 )
 
-
-# ---------------------------------------------------------------------------
-# Which variables become constructor arguments
-
-
-def exposed_variables(compiled: Compiled) -> list[str]:
-    """Variables that change no layer's input size and switch on or off no
-    reference, nor the main output, nor an output without a head, found by
-    perturbing them and comparing what the layers are built from. Up to 8
-    candidates are tried one by one; more are tried in groups, halving a group
-    that fails (at most ``MAX_TRIALS`` rebuilds; undecided variables are
-    folded into the code)."""
-    spec, g = compiled.spec, compiled.graph
-    input_names = spec.input.shape.names | (spec.input.mean.names if spec.input.mean else frozenset())
-    input_names |= spec.input.std.names if spec.input.std else frozenset()
-    base = g.graph["variables"]
-    used = _used_names(spec)
-    before = _layer_inputs(g)
-    candidates: list[tuple[str, object]] = []
-    for i, (name, value) in enumerate(base.items()):
-        if name in input_names or name not in used or name in RESERVED:
-            continue
-        if isinstance(value, bool):
-            candidates.append((name, not value))
-        elif isinstance(value, int):
-            candidates.append((name, value + 1 + i))  # distinct steps, so that changes cannot cancel out
-        elif isinstance(value, float):
-            candidates.append((name, value * 0.5))
-    budget = [MAX_TRIALS]
-
-    refs = _refs_taken(compiled.tree)
-    # outputs the class returns whatever its arguments: the main one, and those without a head module to switch off
-    fixed = {o.name for o in spec.outputs or () if o.head is None} | {g.graph["outputs"][0].name}
-    present = [o.name for o in g.graph["outputs"] if o.name in fixed]
-
-    def harmless(group: list[tuple[str, object]]) -> bool:
-        budget[0] -= 1
-        try:
-            other_graph, other_tree = build(spec, variables={**base, **dict(group)})
-            other = infer_shapes(check(other_graph))
-        except NasdslError:
-            return False
-        if _refs_taken(other_tree) != refs:
-            return False  # a `when` on a ref: the generated forward reads a fixed entry
-        if [o.name for o in other_graph.graph["outputs"] if o.name in fixed] != present:
-            return False  # a `when` on the first output or a head-less one: the code returns a fixed set
-        after = _layer_inputs(other)
-        if all(isinstance(base[n], bool) for n, _ in group):
-            return all(before[k] == after[k] for k in before.keys() & after.keys())
-        return all(before[k] == after.get(k) for k in before)
-
-    def decide(group: list[tuple[str, object]]) -> list[str]:
-        if not group or budget[0] <= 0:
-            return []
-        if harmless(group):
-            return [n for n, _ in group]
-        if len(group) == 1:
-            return []
-        half = len(group) // 2
-        return decide(group[:half]) + decide(group[half:])
-
-    flags = [c for c in candidates if isinstance(base[c[0]], bool)]
-    numbers = [c for c in candidates if not isinstance(base[c[0]], bool)]
-    exposed: list[str] = []
-    for kind in (flags, numbers):
-        if len(kind) <= 8:
-            exposed += [n for c in kind for n in decide([c])]
-        else:
-            exposed += decide(kind)
-    return [n for n in base if n in exposed]
-
-
-MAX_TRIALS = 64
-
-
-def _used_names(spec: Spec) -> set[str]:
-    names: set[str] = set()
-
-    def visit(b) -> None:
-        if b is None:
-            return
-        if b.when is not None:
-            names.update(b.when.names)
-        if isinstance(b, OpBlock):
-            for _, v in b.attrs:
-                names.update(v.names)
-        elif isinstance(b, UseBlock):
-            for _, v in b.args:
-                names.update(v.names)
-        elif isinstance(b, SeqBlock):
-            for _, c in b.items:
-                visit(c)
-        elif isinstance(b, MergeBlock):
-            for _, c in b.branches:
-                visit(c)
-
-    visit(spec.model)
-    for t in spec.templates.values():
-        visit(t.body)
-        for p in t.params:
-            if p.default is not None:
-                names.update(p.default.names)
-    for o in spec.outputs:
-        visit(o.head)
-        for v in (o.when, o.loss_weight):
-            if v is not None:
-                names.update(v.names)
-    return names
-
-
-def _subtrees(tree: Tree) -> Iterator[Tree]:
-    """``tree`` and every block below it."""
-    stack = [tree]
-    while stack:
-        t = stack.pop()
-        stack += t.children
-        yield t
-
-
-def _refs_taken(tree: Tree) -> frozenset[str]:
-    """The paths of the references that are followed (not switched off by ``when``)."""
-    return frozenset(t.path for t in _subtrees(tree) if t.kind == "ref")
-
-
-def _layer_inputs(g: nx.DiGraph) -> dict[str, tuple]:
-    """What layers are built from: input sizes of sized ops, and node presence."""
-    out = {}
-    for n, d in g.nodes(data=True):
-        if d["op"] in ("conv2d", "linear", "batch_norm"):
-            (src,) = [s for s, _ in g.in_edges(n)]
-            out[n] = (d["op"], g.nodes[src]["shape"][0], len(g.nodes[src]["shape"]))
-        else:
-            out[n] = (d["op"],)
-    return out
+#: The passes this backend runs before it writes (see nasdsl/passes/pipeline.py).
+PIPELINE = ("expose", "inplace")
 
 
 # ---------------------------------------------------------------------------
-# Symbolic evaluation of spec values inside a class
+# Lowerings: one per op, registered in the op's registry entry
+
+
+@dataclass(frozen=True)
+class TorchLowering:
+    """How an op becomes PyTorch.
+
+    ``module(ctx, node, lead)`` returns the ``nn.X(...)`` call of an op node and
+    the leading dimension of its output; ``classes`` are the module classes it
+    makes (``reset_parameters`` applies the spec's ``init`` to them). A merge
+    has no module: ``join(terms)`` is the expression combining its branches'
+    values in a ``forward``, and ``helper`` the ``nn.ModuleDict`` subclass
+    (name, docstring, expression over ``branch(x)``) that holds unnamed branches.
+    """
+
+    module: Callable[[_Ctx, str, object], tuple[Call, object]] | None = None
+    classes: tuple[str, ...] = ()
+    join: Callable[[list[str]], str | Call] | None = None
+    helper: tuple[str, str, str] | None = None
+
+
+RENAME = {"out": "out_channels"}
+
+
+def _kw(ctx: _Ctx, node: str, *keys: str) -> list[str]:
+    given = ir.node(ctx.g, node)["given"]
+    return [f"{RENAME.get(k, k)}={_render(_attr(ctx, node, k))}" for k in keys if k in given]
+
+
+def _conv(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    out = _attr(ctx, node, "out")
+    args = [_render(lead), _render(out), _render(_attr(ctx, node, "kernel"))]
+    args += _kw(ctx, node, "stride", "padding", "dilation", "groups", "bias")
+    return Call("nn.Conv2d", tuple(args)), out
+
+
+def _linear(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    out = _attr(ctx, node, "out")
+    return Call("nn.Linear", (_render(lead), _render(out), *_kw(ctx, node, "bias"))), out
+
+
+def _batch_norm(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    g = ir.graph_of(ctx.g, node)
+    (src,) = ir.inputs(g, node)
+    cls = "nn.BatchNorm2d" if len(g.nodes[src]["shape"]) == 3 else "nn.BatchNorm1d"
+    return Call(cls, (_render(lead), *_kw(ctx, node, "eps", "momentum"))), lead
+
+
+def _pool(cls: str, extra: tuple[str, ...] = ()) -> Callable[[_Ctx, str, object], tuple[Call, object]]:
+    def module(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+        kernel = _render(_attr(ctx, node, "kernel"))
+        return Call(cls, (kernel, *_kw(ctx, node, "stride", "padding", "ceil_mode", *extra))), lead
+
+    return module
+
+
+def _fixed(cls: str, *args: str) -> Callable[[_Ctx, str, object], tuple[Call, object]]:
+    return lambda ctx, node, lead: (Call(cls, args), lead)
+
+
+def _activation(cls: str) -> Callable[[_Ctx, str, object], tuple[Call, object]]:
+    def module(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+        data = ir.node(ctx.g, node)
+        if data["op"] == "gelu" and "approximate" in data["given"]:
+            return Call(cls, (f"approximate={_render(_attr(ctx, node, 'approximate'))}",)), lead
+        inplace = OPS[data["op"]].in_place and ctx.inplace(node)
+        return Call(cls, ("inplace=True",) if inplace else ()), lead
+
+    return module
+
+
+def _flatten(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    g = ir.graph_of(ctx.g, node)
+    (src,) = ir.inputs(g, node)
+    for d in g.nodes[src]["shape"][1:]:
+        lead = lead * d
+    return Call("nn.Flatten", ()), lead
+
+
+def _adaptive(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    return Call("nn.AdaptiveAvgPool2d", (_render(_attr(ctx, node, "size")),)), lead
+
+
+def _lrn(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    return Call(
+        "nn.LocalResponseNorm", (_render(_attr(ctx, node, "size")), *_kw(ctx, node, "alpha", "beta", "k"))
+    ), lead
+
+
+def _dropout(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    return Call("nn.Dropout", (f"p={_render(_attr(ctx, node, 'p'))}",)), lead
+
+
+lowering("pytorch", "conv2d")(TorchLowering(_conv, ("nn.Conv2d",)))
+lowering("pytorch", "linear")(TorchLowering(_linear, ("nn.Linear",)))
+lowering("pytorch", "batch_norm")(TorchLowering(_batch_norm, ("nn.BatchNorm2d", "nn.BatchNorm1d")))
+lowering("pytorch", "max_pool")(TorchLowering(_pool("nn.MaxPool2d")))
+lowering("pytorch", "avg_pool")(TorchLowering(_pool("nn.AvgPool2d", ("count_include_pad",))))
+lowering("pytorch", "adaptive_avg_pool")(TorchLowering(_adaptive))
+lowering("pytorch", "global_avg_pool")(TorchLowering(_fixed("nn.AdaptiveAvgPool2d", "1")))
+lowering("pytorch", "lrn")(TorchLowering(_lrn))
+lowering("pytorch", "dropout")(TorchLowering(_dropout))
+lowering("pytorch", "flatten")(TorchLowering(_flatten))
+lowering("pytorch", "softmax")(TorchLowering(_fixed("nn.Softmax", "dim=1")))
+lowering("pytorch", "identity")(TorchLowering(_fixed("nn.Identity")))
+for _op, _cls in (
+    ("relu", "nn.ReLU"),
+    ("relu6", "nn.ReLU6"),
+    ("sigmoid", "nn.Sigmoid"),
+    ("tanh", "nn.Tanh"),
+    ("silu", "nn.SiLU"),
+    ("gelu", "nn.GELU"),
+):
+    lowering("pytorch", _op)(TorchLowering(_activation(_cls)))
+lowering("pytorch", "concat")(
+    TorchLowering(
+        join=lambda terms: Call("torch.cat", (Call("", tuple(terms), "[", "]"), "1")),
+        helper=(
+            "Concat",
+            "Runs every branch on the same input and joins the results on channels",
+            "torch.cat([branch(x) for branch in self.values()], 1)",
+        ),
+    )
+)
+lowering("pytorch", "add")(
+    TorchLowering(
+        join=lambda terms: " + ".join(terms),
+        helper=(
+            "Add",
+            "Runs every branch on the same input and sums the results",
+            "sum(branch(x) for branch in self.values())",
+        ),
+    )
+)
+
+
+def _lowering(ctx: _Ctx, node: str) -> TorchLowering:
+    data = ir.node(ctx.g, node)
+    return lowering_of("pytorch", data["op"], node, data)  # type: ignore[return-value]
+
+
+def _merge_lowering(ctx: _Ctx, b: ir.Block) -> TorchLowering:
+    low = _lowering(ctx, b.output)
+    if low.join is None:
+        raise CodegenError(
+            f"the PyTorch backend cannot lower op '{b.op}' as a merge (node {b.path})", location=b.loc, path=b.keypath
+        )
+    return low
+
+
+# ---------------------------------------------------------------------------
+# Values as a class sees them
 
 
 @dataclass
 class _Ctx:
-    """Where a class is being generated: its names and its graph."""
+    """Where a class is being generated: the graph, and whose arguments its expressions name."""
 
     g: nx.DiGraph
-    env: dict[str, object]  # symbolic names and folded values
     template: str | None  # None for the model class
+    exposed: frozenset[str]
     #: whether an activation node may be in-place (a template's answer holds for all its uses)
-    inplace: Callable[[str], bool] | None = None
+    inplace: Callable[[str], bool]
     used_helpers: set[str] = field(default_factory=set)
-    needs_math: bool = False
+    #: leading dimension of each top-level entry produced so far, by path (for references)
+    leads: dict[str, object] = field(default_factory=dict)
+
+    def value(self, expr: object, concrete: object) -> object:
+        """An expression of the IR as this class writes it: a template class writes its
+        parameters' names; the model writes exposed variables' names and folds the others."""
+        if expr is None:
+            return concrete
+        if self.template is not None:
+            return expr
+        names = _names(expr)
+        if not names & self.exposed:
+            return concrete
+        variables = self.g.graph["variables"]
+        fold = {n: variables[n] for n in names - self.exposed}
+        if isinstance(expr, Sym):
+            return expr.substitute(fold) if fold else expr
+        if isinstance(expr, tuple):
+            return tuple(x.substitute(fold) if isinstance(x, Sym) and fold else x for x in expr)
+        return expr
+
+
+def _names(expr: object) -> frozenset[str]:
+    if isinstance(expr, Sym):
+        return expr.names
+    if isinstance(expr, tuple):
+        return frozenset().union(*(_names(x) for x in expr))
+    return frozenset()
 
 
 def _render(v: object) -> str:
@@ -278,31 +322,19 @@ def _render(v: object) -> str:
     return literal(v)
 
 
-def _value(ctx: _Ctx, value: Value, concrete: object, literals=()) -> object:
-    """A spec value as the class sees it: symbolic where it can be, else concrete."""
-    try:
-        return value.evaluate(ctx.env, literals)
-    except SymbolicError:
-        return concrete
-    except NasdslError:
-        return concrete
-
-
 def _square(v: object) -> object:
     if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1] and not isinstance(v[0], Sym):
         return v[0]
     return v
 
 
-def _attr(ctx: _Ctx, t: Tree, key: str) -> object:
+def _attr(ctx: _Ctx, node: str, key: str) -> object:
     """An op attribute: the spec's expression if it wrote one, else the default."""
-    node = ctx.g.nodes[t.output]
-    concrete = node["attrs"][key]
-    block = t.block
-    if isinstance(block, OpBlock):
-        written = dict(block.attrs).get(key)
-        if written is not None:
-            v = _value(ctx, written, concrete, OPS[block.op].attr_index[key].literals)
+    data = ir.node(ctx.g, node)
+    concrete = data["attrs"][key]
+    if key in data["given"] and key in data["exprs"]:
+        v = ctx.value(data["exprs"][key], None)
+        if v is not None:
             if isinstance(v, list):
                 v = tuple(v)
             if v == "valid":
@@ -311,237 +343,132 @@ def _attr(ctx: _Ctx, t: Tree, key: str) -> object:
     return _square(concrete)
 
 
+def _arg(ctx: _Ctx, a: ir.Arg) -> object:
+    return ctx.value(a.expr, a.value)
+
+
 # ---------------------------------------------------------------------------
-# Module constructors
+# Module expressions
 
 
-def _op_module(ctx: _Ctx, t: Tree, lead: object) -> tuple[Call, object]:
-    """``nn.X(...)`` for an op node and the leading dimension of its output."""
-    g = ctx.g
-    node = g.nodes[t.output]
-    op = node["op"]
-    given = set(node["given"])
-    (src,) = [s for s, _ in g.in_edges(t.output)]
-    in_rank = len(g.nodes[src]["shape"])
-
-    def kw(*keys: str) -> list[str]:
-        return [f"{k if k not in RENAME else RENAME[k]}={_render(_attr(ctx, t, k))}" for k in keys if k in given]
-
-    out_lead = lead
-    if op == "conv2d":
-        out = _attr(ctx, t, "out")
-        args = [_render(lead), _render(out), _render(_attr(ctx, t, "kernel"))]
-        args += kw("stride", "padding", "dilation", "groups", "bias")
-        call, out_lead = Call("nn.Conv2d", tuple(args)), out
-    elif op == "linear":
-        out = _attr(ctx, t, "out")
-        call, out_lead = Call("nn.Linear", (_render(lead), _render(out), *kw("bias"))), out
-    elif op == "batch_norm":
-        cls = "nn.BatchNorm2d" if in_rank == 3 else "nn.BatchNorm1d"
-        call = Call(cls, (_render(lead), *kw("eps", "momentum")))
-    elif op in ("max_pool", "avg_pool"):
-        cls = "nn.MaxPool2d" if op == "max_pool" else "nn.AvgPool2d"
-        extra = ("count_include_pad",) if op == "avg_pool" else ()
-        call = Call(cls, (_render(_attr(ctx, t, "kernel")), *kw("stride", "padding", "ceil_mode", *extra)))
-    elif op == "adaptive_avg_pool":
-        call = Call("nn.AdaptiveAvgPool2d", (_render(_attr(ctx, t, "size")),))
-    elif op == "global_avg_pool":
-        call = Call("nn.AdaptiveAvgPool2d", ("1",))
-    elif op == "lrn":
-        call = Call("nn.LocalResponseNorm", (_render(_attr(ctx, t, "size")), *kw("alpha", "beta", "k")))
-    elif op == "dropout":
-        call = Call("nn.Dropout", tuple(f"p={_render(_attr(ctx, t, 'p'))}" for _ in [0]))
-    elif op == "flatten":
-        src_shape = g.nodes[src]["shape"]
-        call = Call("nn.Flatten", ())
-        out_lead = lead
-        for d in src_shape[1:]:
-            out_lead = out_lead * d
-    elif op in SIMPLE:
-        inplace = ctx.inplace is not None and ctx.inplace(t.output)
-        args = ("inplace=True",) if op in INPLACE and inplace else ()
-        if op == "gelu" and "approximate" in given:
-            args = (f"approximate={_render(_attr(ctx, t, 'approximate'))}",)
-        call = Call(SIMPLE[op], args)
-    elif op == "softmax":
-        call = Call("nn.Softmax", ("dim=1",))
-    elif op == "identity":
-        call = Call("nn.Identity", ())
-    else:
-        raise CodegenError(f"the PyTorch backend cannot lower op '{op}'", location=node["loc"], path=node["keypath"])
-    return call, out_lead
+def _op_module(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
+    """``nn.X(...)`` for an op block and the leading dimension of its output."""
+    low = _lowering(ctx, b.output)
+    if low.module is None:
+        data = ir.node(ctx.g, b.output)
+        raise CodegenError(
+            f"the PyTorch backend cannot lower op '{data['op']}' as a module (node {b.output})",
+            location=data["loc"],
+            path=data["keypath"],
+        )
+    return low.module(ctx, b.output, lead)
 
 
-RENAME = {"out": "out_channels"}
-SIMPLE = {
-    "relu": "nn.ReLU",
-    "relu6": "nn.ReLU6",
-    "sigmoid": "nn.Sigmoid",
-    "tanh": "nn.Tanh",
-    "silu": "nn.SiLU",
-    "gelu": "nn.GELU",
-}
-
-
-#: activations written with ``inplace=True`` where that is safe
-INPLACE = ("relu", "relu6", "silu")
-#: ops whose module returns a new tensor, never a view or an alias of its input
-#: (identity, flatten, dropout in eval and in-place activations do)
-FRESH = frozenset(
-    {
-        "conv2d",
-        "batch_norm",
-        "linear",
-        "max_pool",
-        "avg_pool",
-        "adaptive_avg_pool",
-        "global_avg_pool",
-        "lrn",
-        "softmax",
-        "concat",
-        "add",
-        "sigmoid",
-        "tanh",
-        "gelu",
-    }
-)
-
-
-def _can_inplace(g: nx.DiGraph, node: str, guards: Mapping[str, frozenset[str]]) -> bool:
-    """An activation may overwrite its input when that tensor is read by nothing
-    else. Its input may be an alias of an earlier value (a dropout in eval, a node
-    of another phase that is skipped, a node that a ``when`` the activation is not
-    under can switch off), so walk back through those: every value on the way
-    must have this single reader and be no output, and the walk must end at an
-    op that makes a fresh tensor.
-
-    ``g`` is the graph the code is written from, every switch on; ``guards``
-    gives, for each node, the paths of the ``when`` blocks around it. The
-    walk's nodes have one reader in ``g``, so whichever of them the switches
-    leave out, the value the activation reads is still read by it alone."""
-    outputs = {o.node for o in g.graph["outputs"]}
-    phase = g.nodes[node]["phase"]
-    mine = guards.get(node, frozenset())
-    (src,) = [s for s, _ in g.in_edges(node)]
-    while True:
-        data = g.nodes[src]
-        if g.out_degree(src) != 1 or src in outputs:
-            return False
-        switchable = not guards.get(src, frozenset()) <= mine  # may be off while the activation runs
-        passes_through = data["phase"] != phase or data["op"] == "dropout" or switchable
-        if not passes_through:
-            return data["op"] in FRESH
-        sources = [s for s, _ in g.in_edges(src)]
-        if len(sources) != 1:
-            return False
-        src = sources[0]
-
-
-def _bound(t: Tree, tmpl) -> dict[str, Value]:
-    """The spec values a template use binds, by parameter name."""
-    b = t.block
-    assert isinstance(b, UseBlock)
-    positional = [v for k, v in b.args if k is None]
-    bound = dict(zip([p.name for p in tmpl.params][: len(positional)], positional, strict=True))
-    bound.update({k: v for k, v in b.args if k is not None})
-    return bound
-
-
-def _template_values(ctx: _Ctx, t: Tree) -> dict[str, object]:
-    """The arguments of a template use as the enclosing class sees them."""
-    tmpl = ctx.g.graph["spec"].templates[t.template]
-    bound = _bound(t, tmpl)
-    return {
-        p.name: (_value(ctx, bound[p.name], t.args[p.name]) if p.name in bound else t.args[p.name]) for p in tmpl.params
-    }
-
-
-def _template_call(ctx: _Ctx, t: Tree, lead: object, classes: dict[str, str]) -> tuple[Call, object]:
+def _template_call(ctx: _Ctx, b: ir.Block, lead: object, classes: dict[str, str]) -> tuple[Call, object]:
     """``Template(in_channels, args...)`` and the leading dimension it returns:
     required parameters positional, defaulted ones by keyword when given."""
-    tmpl = ctx.g.graph["spec"].templates[t.template]
-    bound = _bound(t, tmpl)
-    values = _template_values(ctx, t)
+    tmpl = ctx.g.graph["templates"][b.template]
     args = [_render(lead)]
-    for p in tmpl.params:
-        if p.name not in bound:
+    for p, a in zip(tmpl.params, b.args, strict=True):
+        explicit = not p.required and p.default is None and p.default_expr is None
+        if not a.given and not explicit:
             continue
-        text = _render(values[p.name])
-        args.append(text if p.default is None else f"{p.name}={text}")
-    return Call(classes[t.template], tuple(args)), _lead_of(ctx, t, lead)
+        text = _render(_arg(ctx, a))
+        args.append(text if p.required or explicit else f"{p.name}={text}")
+    return Call(classes[b.template], tuple(args)), _lead_of(ctx, b, lead)
 
 
-def _lead_of(ctx: _Ctx, t: Tree, lead: object) -> object:
-    """The leading dimension after block ``t``, symbolically where possible."""
-    if t.kind == "op":
-        node = ctx.g.nodes[t.output]
-        rule = OPS[node["op"]].lead
+def _lead_of(ctx: _Ctx, b: ir.Block, lead: object) -> object:
+    """The leading dimension after block ``b``, symbolically where possible."""
+    if b.kind in ("skip",):
+        return lead
+    if b.kind == "op":
+        data = ir.node(ctx.g, b.output)
+        rule = OPS[data["op"]].lead
         if rule == "out":
-            return _attr(ctx, t, "out")
+            return _attr(ctx, b.output, "out")
         if rule == "flatten":
-            (src,) = [s for s, _ in ctx.g.in_edges(t.output)]
-            for d in ctx.g.nodes[src]["shape"][1:]:
+            g = ir.graph_of(ctx.g, b.output)
+            (src,) = ir.inputs(g, b.output)
+            for d in g.nodes[src]["shape"][1:]:
                 lead = lead * d
             return lead
         return lead
-    if t.kind == "seq":
-        for c in t.children:
-            lead = _lead_of(ctx, c, lead)
+    if b.kind == "seq":
+        for c in b.children:
+            if not _off(ctx, c):
+                lead = _lead_of(ctx, c, lead)
         return lead
-    if t.kind == "merge":
-        leads = [_lead_of(ctx, c, lead) for c in t.children]
-        if t.block.op == "concat":
+    if b.kind == "merge":
+        leads = [lead if _off(ctx, c) else _lead_of(ctx, c, lead) for c in b.children]
+        if OPS[b.op].lead == "sum":
             total = leads[0]
             for x in leads[1:]:
                 total = total + x
             return total
         return leads[0]
-    if t.kind == "use":
-        values = _template_values(ctx, t)
-        inner = _Ctx(ctx.g, {**ctx.g.graph["variables"], **values}, t.template)
-        return _lead_of(inner, t.children[0], lead)
-    if t.kind == "ref":
-        return ctx.g.nodes[t.output]["shape"][0]
-    if t.kind == "skip":
-        return lead
-    raise CodegenError(f"unexpected block kind {t.kind}")
+    if b.kind == "use":
+        values = {a.name: _arg(ctx, a) for a in b.args}
+        inner = _Ctx(ctx.g, b.template, ctx.exposed, ctx.inplace)
+        return _substitute(_lead_of(inner, b.children[0], Sym.name("in_channels")), {**values, "in_channels": lead})
+    if b.kind == "ref":
+        if b.target in ctx.leads:
+            return ctx.leads[b.target]
+        return ir.node(ctx.g, b.output)["shape"][0]
+    raise CodegenError(f"unexpected block kind {b.kind}")
 
 
-def _module_expr(ctx: _Ctx, t: Tree, lead: object, classes: dict[str, str]) -> tuple[Call, object]:
+def _substitute(value: object, values: dict[str, object]) -> object:
+    """A template's lead (in its parameters and ``in_channels``) in the caller's terms."""
+    if not isinstance(value, Sym):
+        return value
+    ints = {k: v for k, v in values.items() if isinstance(v, (int, Sym)) and not isinstance(v, bool)}
+    if not value.names <= ints.keys():
+        raise CodegenError(f"cannot write the channel count {value.render()} in the caller's terms")
+    return value.substitute(ints)
+
+
+def _off(ctx: _Ctx, b: ir.Block) -> bool:
+    """Whether the generated code leaves block ``b`` out (switched off for good)."""
+    return b.kind == "skip" or (b.dormant and b.when.switch not in ctx.exposed)
+
+
+def _module_expr(ctx: _Ctx, b: ir.Block, lead: object, classes: dict[str, str]) -> tuple[Call, object]:
     """A module expression for a block nested inside a class."""
-    if t.kind == "skip":
+    if _off(ctx, b):
         return Call("nn.Identity", ()), lead
-    if t.kind == "op":
-        return _op_module(ctx, t, lead)
-    if t.kind == "use":
-        return _template_call(ctx, t, lead, classes)
-    if t.kind == "seq":
+    if b.kind == "op":
+        return _op_module(ctx, b, lead)
+    if b.kind == "use":
+        return _template_call(ctx, b, lead, classes)
+    if b.kind == "seq":
         items = []
-        for c in t.children:
+        for c in b.children:
             call, lead = _module_expr(ctx, c, lead, classes)
             items.append(call)
-        if t.block.named:
-            named = tuple(f"{c.name}={call.flat()}" for c, call in zip(t.children, items, strict=True))
+        if b.named:
+            named = tuple(f"{c.name}={call.flat()}" for c, call in zip(b.children, items, strict=True))
             return Call("nn.Sequential", (Call("OrderedDict", named),)), lead
         return Call("nn.Sequential", tuple(items)), lead
-    if t.kind == "merge":
-        helper = "Concat" if t.block.op == "concat" else "Add"
-        ctx.used_helpers.add(helper)
+    if b.kind == "merge":
+        low = _merge_lowering(ctx, b)
+        helper = low.helper[0]
+        ctx.used_helpers.add(b.op)
         args, leads = [], []
-        for c in t.children:
+        for c in b.children:
             call, out = _module_expr(ctx, c, lead, classes)
-            args.append(f"{c.name}={call.flat()}" if t.block.named else call)
+            args.append(f"{c.name}={call.flat()}" if b.named else call)
             leads.append(out)
         out_lead = leads[0]
-        if helper == "Concat":
+        if OPS[b.op].lead == "sum":
             for x in leads[1:]:
                 out_lead = out_lead + x
         return Call(helper, tuple(args)), out_lead
-    node = ctx.g.nodes.get(t.output, {})
+    data = ir.node(ctx.g, b.output) if b.output in ctx.g else {}
     raise CodegenError(
         "the PyTorch backend supports references only between the top-level entries of a model or template",
-        location=t.block.loc if t.block else node.get("loc"),
-        path=t.block.path if t.block else t.path,
+        location=b.loc or data.get("loc"),
+        path=b.keypath or b.path,
     )
 
 
@@ -557,7 +484,7 @@ class ClassCode:
     head: list[str]
     init: list[str]
     methods: list[list[str]] = field(default_factory=list)
-    #: helper classes (Concat, Add) the class uses
+    #: merge ops whose helper class (Concat, Add) the class uses
     helpers: set[str] = field(default_factory=set)
 
 
@@ -586,99 +513,107 @@ def _shape_note(shape: tuple[int, ...], lead: object | None = None, spatial: str
     return f"(N, {channels}, {spatial if spatial is not None else f'{shape[1]}, {shape[2]}'})"
 
 
+def _model_lead(lead: object) -> object | None:
+    """A model-level leading dimension for a comment: written out only when it names an argument."""
+    return lead if isinstance(lead, Sym) else None
+
+
 class _Writer:
     """Builds the classes of one generated file."""
 
-    def __init__(self, compiled: Compiled, exposed: list[str]):
-        self.c = compiled
-        self.g = compiled.graph
-        self.spec = compiled.spec
-        self.exposed = exposed
+    def __init__(self, g: nx.DiGraph):
+        self.g = g
+        self.exposed = frozenset(g.graph["exposed"])
         self.helpers: set[str] = set()
         self.needs_math = False
-        self.classes = {name: name for name in self.spec.templates}
+        self.classes = {name: name for name in g.graph["templates"]}
         #: the nodes under each path (a template use's nodes), built once
         self.members: dict[str, list[str]] = {}
-        for n in self.g.nodes:
-            parts = n.split(".")
-            for i in range(1, len(parts) + 1):
-                self.members.setdefault(".".join(parts[:i]), []).append(n)
-        #: for each node, the paths of the blocks with a ``when`` around it (the code may switch them off)
-        guards: dict[str, set[str]] = {}
-        for t in _subtrees(self.c.tree):
-            if t.kind != "skip" and t.block is not None and t.block.when is not None:
-                for n in self.members.get(t.path, ()):
-                    guards.setdefault(n, set()).add(t.path)
-        self.guards = {n: frozenset(p) for n, p in guards.items()}
+        for graph in (g, g.graph["dormant"].graph):
+            for n, data in graph.nodes(data=True):
+                if data["op"] == "external":
+                    continue
+                parts = n.split(".")
+                for i in range(1, len(parts) + 1):
+                    self.members.setdefault(".".join(parts[:i]), []).append(n)
         self._check_names()
 
     def _check_names(self) -> None:
         """Refuse spec names that would shadow or clash with what the generated file
         uses: module-level names, locals of ``__init__``/``forward``, ``nn.Module``
         attributes, NamedTuple fields."""
-        spec = self.spec
-        module_level = set(MODULE_NAMES) | {spec.name, f"{spec.name}Outputs"} | set(spec.templates)
+        g = self.g
+        name = g.graph["name"]
+        templates = g.graph["templates"]
+        module_level = set(MODULE_NAMES) | {name, f"{name}Outputs"} | set(templates)
 
-        def refuse(name: str, what: str, loc=None, path=None) -> None:
+        def refuse(what_name: str, what: str, loc=None, path=None) -> None:
             raise CodegenError(
-                f"{what} '{name}' clashes with a name the generated PyTorch file uses; rename it",
+                f"{what} '{what_name}' clashes with a name the generated PyTorch file uses; rename it",
                 location=loc,
                 path=path,
             )
 
-        if spec.name in spec.templates or spec.name in MODULE_NAMES or spec.name in RESERVED:
-            refuse(spec.name, "model name", spec.model.loc, "name")
-        for name, t in spec.templates.items():
-            if name in RESERVED or name in MODULE_NAMES or name in (spec.name, f"{spec.name}Outputs"):
-                refuse(name, "template name", t.loc, f"templates.{name}")
+        if name in templates or name in MODULE_NAMES or name in RESERVED:
+            refuse(name, "model name", g.graph["name_loc"], "name")
+        for tname, t in templates.items():
+            if tname in RESERVED or tname in MODULE_NAMES or tname in (name, f"{name}Outputs"):
+                refuse(tname, "template name", t.loc, f"templates.{tname}")
             for p in t.params:
                 if p.name in module_level or p.name in RESERVED or p.name.startswith("_"):
-                    refuse(p.name, "template parameter", p.loc, f"templates.{name}.params")
-        for name, value in spec.variables:
-            if name in module_level or name in RESERVED or name.startswith("_"):
-                refuse(name, "variable name", value.loc, f"variables.{name}")
+                    refuse(p.name, "template parameter", p.loc, f"templates.{tname}.params")
+        for vname in g.graph["variables"]:
+            if vname in module_level or vname in RESERVED or vname.startswith("_"):
+                refuse(vname, "variable name", g.graph["variable_locs"].get(vname), f"variables.{vname}")
         # switches of output heads are kept as self.<flag>
-        flags = {o.when.raw for o in spec.outputs if o.when is not None and o.when.raw in self.exposed}
+        flags = {o.when for o in ir.all_outputs(g) if o.when is not None and o.when in self.exposed}
         attributes = MODULE_ATTRIBUTES | OWN_ATTRIBUTES | flags
-        for n, d in self.g.nodes(data=True):
-            if d["op"] == "input":
-                continue
-            for part in n.split("."):
-                if part.isdigit():
+        for graph in (g, g.graph["dormant"].graph):
+            for n, d in graph.nodes(data=True):
+                if d["op"] in ("input", "external"):
                     continue
-                if part in attributes or part in RESERVED or part in module_level or part.startswith("_"):
-                    refuse(part, "name", d["loc"], d["keypath"])
-        for o in self.g.graph["outputs"]:
+                for part in n.split("."):
+                    if part.isdigit():
+                        continue
+                    if part in attributes or part in RESERVED or part in module_level or part.startswith("_"):
+                        refuse(part, "name", d["loc"], d["keypath"])
+        for o in ir.all_outputs(g):
             if o.name in RESERVED or o.name in module_level or o.name.startswith("_") or o.name in attributes:
-                so = next((x for x in spec.outputs if x.name == o.name), None)
-                refuse(o.name, "output name", so.loc if so else None, so.path if so else "outputs")
+                refuse(o.name, "output name", o.loc, o.keypath or "outputs")
 
     # -- shared pieces -------------------------------------------------------
-    def _spatial_notes(self, instances: list[Tree]) -> dict[str, str]:
+    def _spatial_notes(self, instances: list[ir.Block]) -> dict[str, str]:
         """Per node of a template body (path relative to the instance): how to
         show its spatial size in a comment, the same for every instance."""
         seen: dict[str, set] = {}
         for inst in instances:
-            in_shape = self.g.nodes[inst.inputs[0]]["shape"]
+            in_shape = ir.node(self.g, inst.inputs[0])["shape"]
             for n in self.members.get(inst.path, ()):
-                s = self.g.nodes[n]["shape"]
-                note = None if len(s) == 1 else ("H, W" if s[1:] == in_shape[1:] else f"{s[1]}, {s[2]}")
+                s = ir.node(self.g, n)["shape"]
+                note = None if s is None or len(s) == 1 else ("H, W" if s[1:] == in_shape[1:] else f"{s[1]}, {s[2]}")
                 seen.setdefault(n[len(inst.path) :], set()).add(note)
         return {rel: (notes.pop() if len(notes) == 1 else "H', W'") for rel, notes in seen.items()}
 
-    def _statements(self, ctx: _Ctx, t: Tree, lead: object, notes, after=None) -> tuple[list[str], list[str], object]:
+    def _statements(
+        self, ctx: _Ctx, t: ir.Block, lead: object, notes, after=None
+    ) -> tuple[list[str], list[str], object]:
         """Init and forward lines for the children of a root sequence; ``after(child)``
         gives lines to run right after a child (the model's auxiliary heads)."""
         init: list[str] = []
         fwd: list[str] = []
-        targets = {c.output for c in t.children if c.kind == "ref"}
-        targets |= {b.output for c in t.children if c.kind == "merge" for b in c.children if b.kind == "ref"}
-        produced: dict[str, str] = {}
+        targets = {c.target for c in t.children if c.kind == "ref"}
+        targets |= {b.target for c in t.children if c.kind == "merge" for b in c.children if b.kind == "ref"}
+        target_nodes = {c.output for c in t.children if c.kind == "ref"}
+        target_nodes |= {b.output for c in t.children if c.kind == "merge" for b in c.children if b.kind == "ref"}
+        produced: dict[str, str] = {}  # path or node -> local variable
         for c in t.children:
-            if c.kind == "skip":  # switched off: x holds its input, which a ref or an output may read as its value
-                if (c.output in targets or c.name in targets) and c.output not in produced:
+            wanted = c.path in targets or c.passed in target_nodes
+            if _off(ctx, c):  # switched off: x holds its input, which a ref or an output may read as its value
+                if wanted and c.path not in produced:
                     fwd.append(f"{c.name} = x")
-                    produced[c.output] = c.name
+                    produced[c.path] = c.name
+                    produced.setdefault(c.passed, c.name)
+                ctx.leads[c.path] = lead
                 if after is not None:
                     fwd += after(c)
                 continue
@@ -695,8 +630,11 @@ class _Writer:
                 value = f"self.{c.name}(x)"
             if call is not None:
                 init += layout(f"self.{c.name} = ", call, 2, suffix)
-            shape = self.g.nodes[c.output]["shape"]
-            note = _shape_note(shape, out_lead if ctx.template else None, notes(c) if ctx.template else None)
+            shape = ir.node(self.g, c.output)["shape"]
+            if ctx.template:
+                note = _shape_note(shape, out_lead, notes(c))
+            else:
+                note = _shape_note(shape, _model_lead(out_lead))
             stmt = layout("x = ", value, 0, comment=note)
             guard = []
             if cond:
@@ -711,27 +649,33 @@ class _Writer:
             else:
                 fwd += stmt
             lead = out_lead
-            if c.output in targets or c.name in targets:
+            ctx.leads[c.path] = lead
+            if wanted:
                 fwd.append(f"{c.name} = x")
-                produced[c.output] = c.name
-            else:
+                produced[c.path] = c.name
+                produced.setdefault(c.passed, c.name)
                 produced.setdefault(c.output, c.name)
+            else:
+                produced.setdefault(c.path, c.name)
+                produced.setdefault(c.passed, c.name)
             if after is not None:
                 fwd += after(c)
         return init, fwd, lead
 
-    def _referenced(self, ctx: _Ctx, ref: Tree, lead: object, produced: dict[str, str]) -> tuple[str, object]:
+    def _referenced(self, ctx: _Ctx, ref: ir.Block, lead: object, produced: dict[str, str]) -> tuple[str, object]:
         """The local variable holding a referenced entry's value, and its leading dimension."""
-        name = produced.get(ref.output)
+        name = produced.get(ref.target) or produced.get(ref.output)
         if name is None:
             raise CodegenError(
                 "the PyTorch backend supports references only to earlier top-level entries",
-                location=ref.block.loc,
-                path=ref.block.path,
+                location=ref.loc,
+                path=ref.keypath,
             )
-        return name, self.g.nodes[ref.output]["shape"][0] if ctx.template is None else _lead_of(ctx, ref, lead)
+        if ctx.template is None:
+            return name, ir.node(self.g, ref.output)["shape"][0]
+        return name, _lead_of(ctx, ref, lead)
 
-    def _merge_with_refs(self, ctx: _Ctx, c: Tree, lead: object, produced: dict[str, str]):
+    def _merge_with_refs(self, ctx: _Ctx, c: ir.Block, lead: object, produced: dict[str, str]):
         """A merge whose branches include references to earlier entries: its other
         branches live in an ``nn.ModuleDict`` named after the merge, and the
         forward line joins them with the referenced values."""
@@ -741,7 +685,7 @@ class _Writer:
                 name, ref_lead = self._referenced(ctx, b, lead, produced)
                 terms.append(name)
                 leads.append(ref_lead)
-            elif b.kind == "skip":
+            elif _off(ctx, b):
                 terms.append("x")
                 leads.append(lead)
             else:
@@ -750,32 +694,33 @@ class _Writer:
                 terms.append(f'self.{c.name}["{b.name}"](x)')
                 leads.append(out)
         container = Call("nn.ModuleDict", (Call("", tuple(modules), "{", "}"),)) if modules else None
-        if c.block.op == "concat":
-            value: str | Call = Call("torch.cat", (Call("", tuple(terms), "[", "]"), "1"))
-            total = leads[0]
+        value = _merge_lowering(ctx, c).join(terms)
+        total = leads[0]
+        if OPS[c.op].lead == "sum":
             for x in leads[1:]:
                 total = total + x
-        else:
-            value, total = " + ".join(terms), leads[0]
         return container, value, total
 
-    def _condition(self, ctx: _Ctx, c: Tree) -> str:
-        b = c.block
-        if b is None or b.when is None:
+    def _condition(self, ctx: _Ctx, c: ir.Block) -> str:
+        """The guard of a block the class builds only when an argument says so."""
+        w = c.when
+        if w is None or not isinstance(w.expr, Sym):
             return ""
-        v = _value(ctx, b.when, True)
-        return v.render() if isinstance(v, Sym) else ""
+        if ctx.template is None and w.switch not in self.exposed:
+            return ""
+        return w.expr.render()
 
     # -- templates -----------------------------------------------------------
-    def template_class(self, name: str, instances: list[Tree]) -> ClassCode:
+    def template_class(self, name: str, instances: list[ir.Block]) -> ClassCode:
         texts = {}
         spatial = self._spatial_notes(instances)
         inplace: dict[str, bool] = {}
         for inst in instances:
             for n in self.members.get(inst.path, ()):
-                if self.g.nodes[n]["op"] in INPLACE:
+                data = ir.node(self.g, n)
+                if "inplace" in data:
                     rel = n[len(inst.path) :]
-                    inplace[rel] = inplace.get(rel, True) and _can_inplace(self.g, n, self.guards)
+                    inplace[rel] = inplace.get(rel, True) and data["inplace"]
         for inst in instances:
             code = self._template_class_for(name, inst, instances, spatial, inplace)
             self.helpers |= code.helpers
@@ -787,63 +732,53 @@ class _Writer:
                 f"template {name} needs different code at {a.path or 'the top'} and {b.path}: the uses differ in "
                 "what `when` switches on, or a layer's size depends on the input's spatial size; use one "
                 "template per variant, or make the size a parameter",
-                location=b.block.loc if b.block else None,
-                path=b.block.path if b.block else None,
+                location=b.loc,
+                path=b.keypath,
             )
         return next(iter(texts.values()))[0]
 
     def _template_class_for(
-        self, name: str, inst: Tree, instances: list[Tree], spatial: dict, inplace: dict[str, bool]
+        self, name: str, inst: ir.Block, instances: list[ir.Block], spatial: dict, inplace: dict[str, bool]
     ) -> ClassCode:
-        tmpl = self.spec.templates[name]
-        variables = self.g.graph["variables"]
-        env: dict[str, object] = dict(variables)
-        env.update({p.name: Sym.name(p.name) for p in tmpl.params})
-        ctx = _Ctx(self.g, env, name, inplace=lambda node: inplace.get(node[len(inst.path) :], False))
+        tmpl = self.g.graph["templates"][name]
+        ctx = _Ctx(self.g, name, self.exposed, lambda node: inplace.get(node[len(inst.path) :], False))
         lead = Sym.name("in_channels")
         body = inst.children[0]
 
-        def notes(c: Tree) -> str:
+        def notes(c: ir.Block) -> str:
             return spatial.get(c.output[len(inst.path) :], "H', W'")
 
         params = ["self", "in_channels: int"]
         fixups: list[str] = []
         for p in tmpl.params:
-            ann = _annotation([i.args[p.name] for i in instances])
-            if p.default is None:
+            ann = _annotation([i.arg(p.name).value for i in instances])
+            if p.required or (p.default is None and p.default_expr is None):
                 params.append(f"{p.name}: {ann}")
-                continue
-            try:
-                default = p.default.evaluate(variables)
-                params.append(f"{p.name}: {ann} = {_render(tuple(default) if isinstance(default, list) else default)}")
-            except NasdslError:
-                sym = p.default.evaluate(env)
+            elif p.default is not None:
+                params.append(f"{p.name}: {ann} = {_render(p.default)}")
+            else:
                 params.append(f"{p.name}: {ann} | None = None")
-                fixups += [f"if {p.name} is None:", f"    {p.name} = {_render(sym)}"]
+                fixups += [f"if {p.name} is None:", f"    {p.name} = {_render(p.default_expr)}"]
         head = [f"class {name}(nn.Module):"] + docstring(tmpl.doc or f"The {name} block of the spec.", 1)
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
         fix = ["        " + f for f in fixups]
-        if body.kind == "seq" and body.block.named:
+        if body.kind == "seq" and body.named and not _off(ctx, body):
             init, fwd, out_lead = self._statements(ctx, body, lead, notes)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
             forward += ["        " + f if f else "" for f in fwd] + ["        return x"]
             return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward], ctx.used_helpers)
-        if body.kind == "merge" and body.block.named:
+        if body.kind == "merge" and body.named and not _off(ctx, body):
             init, fwd = [], []
             outs = []
             for c in body.children:
                 call, out_lead = _module_expr(ctx, c, lead, self.classes)
                 init += layout(f"self.{c.name} = ", call, 2)
-                note = _shape_note(self.g.nodes[c.output]["shape"], out_lead, notes(c))
+                note = _shape_note(ir.node(self.g, c.output)["shape"], out_lead, notes(c))
                 fwd += layout(f"{c.name} = ", f"self.{c.name}(x)", 2, comment=note)
                 outs.append(c.name)
             total = _lead_of(ctx, body, lead)
-            note = _shape_note(self.g.nodes[body.output]["shape"], total, notes(body))
-            if body.block.op == "concat":
-                value = Call("torch.cat", (Call("", tuple(outs), "[", "]"), "1"))
-                fwd += layout("return ", value, 2, comment=note)
-            else:
-                fwd += layout("return ", " + ".join(outs), 2, comment=note)
+            note = _shape_note(ir.node(self.g, body.output)["shape"], total, notes(body))
+            fwd += layout("return ", _merge_lowering(ctx, body).join(outs), 2, comment=note)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:") + fwd
             return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward], ctx.used_helpers)
         # A single module, an unnamed sequence or unnamed branches: subclass it.
@@ -861,74 +796,64 @@ class _Writer:
 
     # -- the model -----------------------------------------------------------
     def model_class(self) -> tuple[ClassCode, ClassCode | None]:
-        spec, g = self.spec, self.g
+        g = self.g
+        name = g.graph["name"]
         variables = g.graph["variables"]
-        env: dict[str, object] = dict(variables)
-        env.update({v: Sym.name(v) for v in self.exposed})
-        ctx = _Ctx(g, env, None, inplace=lambda node: _can_inplace(g, node, self.guards))
-        model = self.c.tree.children[0]
-        heads = {h.name: h for h in self.c.tree.children[1:]}
-        outputs = list(g.graph["outputs"])
-        spec_outputs = {o.name: o for o in spec.outputs}
+        ctx = _Ctx(g, None, self.exposed, lambda node: bool(ir.node(g, node).get("inplace")))
+        model = g.graph["model"]
+        outputs = [o for o in ir.all_outputs(g) if o.when is None or variables[o.when] or o.when in self.exposed]
         inp = g.nodes[g.graph["input"]]["attrs"]
         lead = inp["shape"][0]
 
         # the main output is what forward's x holds at the end, unless it reads an earlier entry or has a head
-        main_spec = spec_outputs.get(outputs[0].name)
-        tap_main = main_spec is not None and (
-            main_spec.head is not None or not model.children or model.children[-1].path != main_spec.source
-        )
-        taps: dict[str, list] = {}
+        main = outputs[0]
+        tap_main = main.head is not None or not model.children or model.children[-1].path != main.source
+        taps: dict[str, list[ir.Output]] = {}
         for o in outputs if tap_main else outputs[1:]:
-            so = spec_outputs[o.name]
-            src = self.c.tree.children[0]
-            src_node = None
-            for c in src.children:
-                if c.path == so.source or c.output == so.source:
-                    src_node = c.output
-            if src_node is None:
+            entry = next((c.path for c in model.children if c.path == o.source), None)
+            if entry is None:  # a path inside an entry that ends where the entry does
+                src_node = o.head.inputs[0] if o.head is not None else o.node
+                found = [c.path for c in model.children if c.kind not in ("ref", "skip") and c.passed == src_node]
+                entry = found[-1] if found else None
+            if entry is None:
                 raise CodegenError(
                     "the PyTorch backend reads outputs only from top-level model entries",
-                    location=so.source_loc,
-                    path=f"{so.path}.from",
+                    location=o.loc,
+                    path=f"{o.keypath}.from",
                 )
-            taps.setdefault(src_node, []).append((o, so))
+            taps.setdefault(entry, []).append(o)
 
         head_init: list[str] = []
         exposed_flags: list[str] = []
 
-        def after(c: Tree) -> list[str]:
+        def after(c: ir.Block) -> list[str]:
             lines = []
-            for o, so in taps.pop(c.output, []):
-                h = heads.get(o.name)
+            for o in taps.pop(c.path, []):
                 guards = []
-                cond = ""
-                if so.when is not None:
-                    v = _value(ctx, so.when, True)
-                    cond = v.render() if isinstance(v, Sym) else ""
-                if h is None:
+                cond = o.when if o.when is not None and o.when in self.exposed else ""
+                if o.head is None:
                     lines.append(f"{o.name} = x")
                     continue
-                call, _ = _module_expr(ctx, h, g.nodes[c.output]["shape"][0], self.classes)
+                source_shape = ir.node(g, o.head.inputs[0])["shape"]
+                call, _ = _module_expr(ctx, o.head, source_shape[0], self.classes)
                 head_init.extend(layout(f"self.{o.name} = ", call, 2, f" if {cond} else None" if cond else ""))
                 if cond:
                     guards.append(f"self.{o.name} is not None")
                 if o.training_only:
                     guards.append("self.training")
-                note = _shape_note(g.nodes[o.node]["shape"])
+                note = _shape_note(ir.node(g, o.node)["shape"], _model_lead(_lead_of(ctx, o.head, source_shape[0])))
                 if guards:
                     lines.append(f"{o.name}: torch.Tensor | None = None")
                     lines.append(f"if {' and '.join(guards)}:")
                     lines += ["    " + s for s in layout(f"{o.name} = ", f"self.{o.name}(x)", 0, comment=note)]
                 else:
                     lines += layout(f"{o.name} = ", f"self.{o.name}(x)", 0, comment=note)
-                if cond and cond not in exposed_flags and cond in self.exposed:
+                if cond and cond not in exposed_flags:
                     exposed_flags.append(cond)
             return lines
 
         init, fwd, _ = self._statements(ctx, model, lead, lambda c: None, after)
         self.helpers |= ctx.used_helpers
-        main = outputs[0]
         pre: list[str] = []
         pre_init: list[str] = []
         if inp["mean"] is not None:
@@ -938,12 +863,11 @@ class _Writer:
             pre_init += self._buffer("input_std", inp["std"])
             pre.append("x = x / self.input_std")
 
-        name = spec.name
         params = ["self"]
-        for v in self.exposed:
+        for v in g.graph["exposed"]:
             val = variables[v]
             params.append(f"{v}: {_annotation([val])} = {literal(val)}")
-        head = [f"class {name}(nn.Module):"] + docstring(spec.doc or f"The {name} model.", 1)
+        head = [f"class {name}(nn.Module):"] + docstring(g.graph["doc"] or f"The {name} model.", 1)
         extras = outputs[1:]
         outputs_class = None
         weights = Call("", tuple(f'"{o.name}": {literal(o.loss_weight)}' for o in outputs), "{", "}")
@@ -959,10 +883,9 @@ class _Writer:
             outputs_class = self._outputs_class(outputs)
             ret_type = f"{name}Outputs | torch.Tensor"
             fields = ", ".join([final, *(o.name for o in extras)])
-            all_train = all(o.training_only for o in extras)
-            if all_train:
+            if all(o.training_only for o in extras):
                 flags = [f"self.{f}" for f in exposed_flags]
-                unconditional = any(not spec_outputs[o.name].when for o in extras)
+                unconditional = any(o.when is None or o.when not in self.exposed for o in extras)
                 cond = "self.training" + (
                     ""
                     if unconditional or not flags
@@ -987,17 +910,17 @@ class _Writer:
         view = f"{tensor.flat()}.view(1, -1, 1, 1)"
         return layout("self.register_buffer", Call("", (f'"{name}"', view, "persistent=False")), 2)
 
-    def _outputs_class(self, outputs) -> ClassCode:
-        name = f"{self.spec.name}Outputs"
+    def _outputs_class(self, outputs: list[ir.Output]) -> ClassCode:
+        name = f"{self.g.graph['name']}Outputs"
         head = [f"class {name}(NamedTuple):"] + docstring("The model's outputs in training, main output first", 1)
         fields = []
         for i, o in enumerate(outputs):
-            optional = i > 0 and (o.training_only or o.when)
+            optional = i > 0 and (o.training_only or (o.when is not None and o.when in self.exposed))
             fields.append(f"    {o.name}: torch.Tensor{' | None' if optional else ''}")
         return ClassCode(name, head + [""] + fields, [])
 
-    def _loss(self, outputs, extras) -> list[str]:
-        spec_name = self.spec.name
+    def _loss(self, outputs: list[ir.Output], extras: list[ir.Output]) -> list[str]:
+        spec_name = self.g.graph["name"]
         lines = layout(
             "def ",
             Call(
@@ -1031,7 +954,7 @@ class _Writer:
             if o.loss_weight == 0:
                 continue  # an output that is not trained (an embedding, say)
             add = f"total + {literal(o.loss_weight)} * F.cross_entropy(outputs.{o.name}, target)"
-            optional = o.training_only or o.when
+            optional = o.training_only or (o.when is not None and o.when in self.exposed)
             if optional:
                 lines.append(f"        if outputs.{o.name} is not None:")
                 lines += layout("total = ", add, 3)
@@ -1042,7 +965,7 @@ class _Writer:
 
     def _reset(self) -> list[str]:
         lines = ["    def reset_parameters(self) -> None:"]
-        rules = self.spec.init
+        rules = self.g.graph["init"]
         described = "; ".join(
             f"{op} "
             + ", ".join(
@@ -1051,8 +974,7 @@ class _Writer:
             for op, rs in rules.items()
         )
         lines += docstring(f"Initialise the parameters as the spec says: {described or 'PyTorch defaults'}", 2)
-        branches = []
-        classes = {"conv2d": "nn.Conv2d", "linear": "nn.Linear", "batch_norm": "nn.BatchNorm2d, nn.BatchNorm1d"}
+        branches: list[tuple[list[str], list[str]]] = []
         for op, rs in rules.items():
             body = []
             for pname, rule in rs.items():
@@ -1064,23 +986,23 @@ class _Writer:
                 else:
                     body.append(stmt)
             if body:
+                classes = list(OPS[op].lowerings["pytorch"].classes)
                 same = [i for i, (_, b) in enumerate(branches) if b == body]
                 if same:
                     names, _ = branches[same[0]]
-                    branches[same[0]] = ([*names, classes[op]], body)
+                    branches[same[0]] = ([*names, *classes], body)
                 else:
-                    branches.append(([classes[op]], body))
+                    branches.append((classes, body))
         if not branches:
             return lines
         lines.append("        for m in self.modules():")
         for i, (names, body) in enumerate(branches):
-            names = [n for group in names for n in group.split(", ")]
             cls = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
             lines += layout(f"{'if' if i == 0 else 'elif'} isinstance", Call("", ("m", cls)), 3, ":")
             lines += ["                " + b for b in body]
         return lines
 
-    def _init_stmt(self, target: str, rule) -> str | None:
+    def _init_stmt(self, target: str, rule: ir.InitRule) -> str | None:
         args = dict(rule.args)
         s = rule.scheme
         if s == "default":
@@ -1106,17 +1028,8 @@ class _Writer:
         return f"nn.init.{s}_({target}, {kws})"
 
 
-HELPERS = {
-    "Concat": (
-        "Runs every branch on the same input and joins the results on channels",
-        "torch.cat([branch(x) for branch in self.values()], 1)",
-    ),
-    "Add": ("Runs every branch on the same input and sums the results", "sum(branch(x) for branch in self.values())"),
-}
-
-
-def _helper_class(name: str) -> ClassCode:
-    doc, expr = HELPERS[name]
+def _helper_class(op: str) -> ClassCode:
+    name, doc, expr = OPS[op].lowerings["pytorch"].helper
     head = [f"class {name}(nn.ModuleDict):"] + docstring(doc, 1)
     init = [
         "    def __init__(self, *branches: nn.Module, **named: nn.Module) -> None:",
@@ -1126,20 +1039,23 @@ def _helper_class(name: str) -> ClassCode:
     return ClassCode(name, head, init, [forward])
 
 
-def _template_order(compiled: Compiled) -> tuple[list[str], dict[str, list[Tree]]]:
-    """Templates in the order their first use finishes expanding (dependencies first)."""
-    instances: dict[str, list[Tree]] = {}
+def _template_order(g: nx.DiGraph, exposed: frozenset[str]) -> tuple[list[str], dict[str, list[ir.Block]]]:
+    """Templates in the order their first use (that the code builds) finishes expanding."""
+    instances: dict[str, list[ir.Block]] = {}
     order: list[str] = []
 
-    def visit(t: Tree) -> None:
-        for c in t.children:
+    def visit(b: ir.Block) -> None:
+        if b.kind == "skip" or (b.dormant and b.when.switch not in exposed):
+            return
+        for c in b.children:
             visit(c)
-        if t.kind == "use":
-            instances.setdefault(t.template, []).append(t)
-            if t.template not in order:
-                order.append(t.template)
+        if b.kind == "use":
+            instances.setdefault(b.template, []).append(b)
+            if b.template not in order:
+                order.append(b.template)
 
-    visit(compiled.tree)
+    for root in ir.roots(g):
+        visit(root)
     return order, instances
 
 
@@ -1153,26 +1069,30 @@ _ENV = jinja2.Environment(
 )
 
 
-def generate_source(compiled: Compiled, *, source_name: str | None = None) -> str:
-    """The PyTorch module for a compiled spec, as a string (deterministic)."""
-    exposed = exposed_variables(compiled)
-    codegen = _for_codegen(compiled, exposed)
-    w = _Writer(codegen, exposed)
-    order, instances = _template_order(codegen)
+def prepare(graph: object, *, verify: bool = False) -> nx.DiGraph:
+    """The graph this backend writes from: ``graph`` through :data:`PIPELINE`."""
+    return run_pipeline(ir.as_graph(graph), PIPELINE, verify=verify)
+
+
+def generate_source(graph: object, *, source_name: str | None = None, verify: bool = False) -> str:
+    """The PyTorch module for a graph (or a compiled spec), as a string (deterministic)."""
+    g = prepare(graph, verify=verify)
+    w = _Writer(g)
+    order, instances = _template_order(g, w.exposed)
     templates = [w.template_class(name, instances[name]) for name in order]
     model, outputs = w.model_class()
-    helpers = [_helper_class(h) for h in sorted(w.helpers)]
-    spec = compiled.spec
-    shown = safe_text(os.path.basename(source_name or spec.file)) or "a spec"
-    all_names = [spec.name, *([outputs.name] if outputs else []), *order]
+    helpers = [_helper_class(op) for op in sorted(w.helpers, key=lambda op: OPS[op].lowerings["pytorch"].helper[0])]
+    name = g.graph["name"]
+    shown = safe_text(os.path.basename(source_name or g.graph["file"])) or "a spec"
+    all_names = [name, *([outputs.name] if outputs else []), *order]
     # the model class first, as users look for it (hence not sorted)
     public = layout("__all__ = ", Call("", tuple(f'"{n}"' for n in all_names), "[", "]"), 0, pragma="noqa: RUF022")
-    text = _ENV.get_template("pytorch.py.jinja").render(
+    return _ENV.get_template("pytorch.py.jinja").render(
         version=__version__,
         source=shown,
-        sha=spec.sha256[:16],
-        doc=docstring(spec.doc or f"The {spec.name} model", 0),
-        exposed=", ".join(exposed) or "none",
+        sha=g.graph["sha256"][:16],
+        doc=docstring(g.graph["doc"] or f"The {name} model", 0),
+        exposed=", ".join(g.graph["exposed"]) or "none",
         needs_math=w.needs_math,
         needs_namedtuple=outputs is not None,
         needs_ordered_dict=any("OrderedDict(" in line for c in [*templates, model] for line in c.init),
@@ -1182,20 +1102,6 @@ def generate_source(compiled: Compiled, *, source_name: str | None = None) -> st
         outputs=outputs,
         model=model,
     )
-    return text
-
-
-def _for_codegen(compiled: Compiled, exposed: list[str]) -> Compiled:
-    """The spec compiled with every exposed switch on, so that conditional
-    parts exist in the graph the code is written from."""
-    flags = {v: True for v in exposed if isinstance(compiled.graph.graph["variables"][v], bool)}
-    if not flags or all(compiled.graph.graph["variables"][v] for v in flags):
-        return compiled
-    variables = {**compiled.graph.graph["variables"], **flags}
-    g, tree = build(compiled.spec, variables=variables)
-    g = infer_shapes(check(g))
-    g.graph["variables"] = dict(compiled.graph.graph["variables"])
-    return Compiled(compiled.spec, g, tree)
 
 
 # ---------------------------------------------------------------------------
@@ -1232,20 +1138,10 @@ def load_source(source: str):
     return module
 
 
-def build_model(spec: Compiled | str | os.PathLike, **variables: object):
-    """Compile a spec (variables override the spec's, checked like ``--set``)
-    and return an instance of its model class, built in memory."""
-    if not isinstance(spec, Compiled):
-        spec = compile_spec(spec, variables)
-    elif variables:
-        spec = compile_spec(spec.spec.file, variables)
-    module = load_source(generate_source(spec))
-    return getattr(module, spec.spec.name)()
+def model_class(graph: object) -> type:
+    """The generated model class of a graph (or a compiled spec), built in memory."""
+    g = ir.as_graph(graph)
+    return getattr(load_source(generate_source(g)), g.graph["name"])
 
 
-def write_source(compiled: Compiled, path: str | os.PathLike) -> str:
-    """Convenience for the API: the source for ``compiled`` (the CLI writes it)."""
-    return generate_source(compiled, source_name=str(Path(path)))
-
-
-__all__ = ["build_model", "exposed_variables", "generate_source", "load_source"]
+__all__ = ["PIPELINE", "generate_source", "load_source", "model_class", "prepare"]

@@ -1,9 +1,9 @@
 """Check an ONNX export against the PyTorch backend's model, numerically.
 
-:func:`verify` builds both backends' models for one compiled spec with the
-same weights, runs the PyTorch model in eval mode and ONNX Runtime (CPU) on
-the same seeded random input, and compares every output of the ONNX graph
-(an output that only one of them gives fails).
+:func:`verify` builds both backends' models for one graph with the same
+weights, runs the PyTorch model in eval mode and ONNX Runtime (CPU) on the
+same seeded random input, and compares every output of the ONNX graph (an
+output that only one of them gives fails).
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from nasdsl.api import Compiled
+from nasdsl import ir
+from nasdsl.weights import check_weights, initial_weights, to_torch
 
-from .onnx import DEFAULT_OPSET, export_onnx, reference_model
+from .onnx import DEFAULT_OPSET, export_graph, export_onnx
+from .pytorch import model_class
 
 
 @dataclass(frozen=True)
@@ -73,29 +75,49 @@ def torch_outputs(model: torch.nn.Module, x: torch.Tensor, names: list[str]) -> 
     return {f: v.numpy() for f, v in zip(fields, result, strict=False) if v is not None}
 
 
+def torch_model(graph: object, state_dict: Mapping[str, object] | None = None) -> torch.nn.Module:
+    """The PyTorch backend's model for ``graph`` in eval mode with the given weights:
+    ``state_dict`` (numpy arrays or tensors, checked as :func:`export_onnx` checks
+    them; parts it leaves out keep the seeded initialisation) or, when None,
+    :func:`nasdsl.weights.initial_weights`."""
+    g = ir.as_graph(graph)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = model_class(g)()
+    if state_dict is None:
+        model.load_state_dict(to_torch(initial_weights(g)), strict=True)
+    else:
+        check_weights(g, export_graph(g), state_dict)
+        tensors = {
+            k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in state_dict.items()
+        }
+        model.load_state_dict(tensors, strict=False)
+    return model.eval()
+
+
 def verify(
-    compiled: Compiled,
+    graph: object,
     *,
-    state_dict: Mapping[str, torch.Tensor] | None = None,
+    state_dict: Mapping[str, object] | None = None,
     batch: int = 1,
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     tolerance: float = 1e-4,
 ) -> Verification:
-    """Compare the ONNX export of ``compiled`` with the generated PyTorch model.
+    """Compare the ONNX export of ``graph`` with the generated PyTorch model.
 
-    Both get ``state_dict`` (the PyTorch backend's seed-0 initial weights when
-    None) and a standard normal input drawn with ``seed``. An output passes when
-    its largest absolute error, divided by the largest magnitude of PyTorch's
+    Both get ``state_dict`` (:func:`nasdsl.weights.initial_weights` when None)
+    and a standard normal input drawn with ``seed``. An output passes when its
+    largest absolute error, divided by the largest magnitude of PyTorch's
     output, is at most ``tolerance``.
     """
-    reference = reference_model(compiled, state_dict)
-    if state_dict is None:
-        state_dict = reference.state_dict()
-    model = export_onnx(compiled, opset=opset, state_dict=state_dict, batch=batch)
-    inp = compiled.graph.graph["input"]
+    g = ir.as_graph(graph)
+    weights = initial_weights(g) if state_dict is None else state_dict
+    reference = torch_model(g, weights)
+    model = export_onnx(g, opset=opset, state_dict=weights, batch=batch)
+    inp = g.graph["input"]
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn((batch, *compiled.graph.nodes[inp]["shape"]), generator=generator)
+    x = torch.randn((batch, *g.nodes[inp]["shape"]), generator=generator)
     got = run_onnx(model, {inp: x.numpy()})
     want = torch_outputs(reference, x, list(got))
     checks = tuple(
@@ -107,4 +129,4 @@ def verify(
     return Verification(checks, tolerance)
 
 
-__all__ = ["OutputCheck", "Verification", "compare", "run_onnx", "torch_outputs", "verify"]
+__all__ = ["OutputCheck", "Verification", "compare", "run_onnx", "torch_model", "torch_outputs", "verify"]

@@ -5,8 +5,8 @@ it, infers shapes, and hands it to backends that write readable PyTorch source
 or an ONNX graph. See README.md and docs/.
 """
 
-from nasdsl.api import Compiled, compile_spec, load_spec
+from nasdsl.api import Compiled, build_model, compile_spec, load_spec
 from nasdsl.errors import NasdslError
 
-__all__ = ["Compiled", "NasdslError", "compile_spec", "load_spec"]
+__all__ = ["Compiled", "NasdslError", "build_model", "compile_spec", "load_spec"]
 __version__ = "0.1.0"

@@ -7,8 +7,7 @@
 
 ``compile_spec`` loads a spec (following ``extends``), applies overrides,
 parses, expands, checks and infers shapes. The result (:class:`Compiled`)
-holds the parsed spec, the graph IR and the expanded block tree that the
-backends use.
+holds the parsed spec and the graph IR; backends read only the graph.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from nasdsl import document
-from nasdsl.build import MAX_NODES, Tree, build
+from nasdsl.build import MAX_NODES, build
 from nasdsl.errors import LimitError, Location
 from nasdsl.loader import Limits, YList
 from nasdsl.passes.check import check
@@ -40,14 +39,13 @@ class Compiled:
 
     spec: Spec
     graph: nx.DiGraph
-    tree: Tree
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def summary(self, *, with_aux: bool = False) -> dict:
-        return summarize(self.graph, self.tree, with_aux=with_aux)
+        return summarize(self.graph, with_aux=with_aux)
 
 
 def _to_yaml(value: object, loc: Location) -> object:
@@ -100,9 +98,8 @@ def compile_spec(
     """Load (unless given a Spec), expand, check and shape a spec."""
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides, limits=limits)
-    g, tree = build(spec, max_nodes=max_nodes)
-    g = infer_shapes(check(g))
-    compiled = Compiled(spec, g, tree)
+    g = infer_shapes(check(build(spec, max_nodes=max_nodes)))
+    compiled = Compiled(spec, g)
     total = compiled.summary(with_aux=True)["totals"]["params"]
     if total > max_params:
         raise LimitError(
@@ -111,3 +108,38 @@ def compile_spec(
             path="model",
         )
     return compiled
+
+
+def build_model(
+    spec: Compiled | str | os.PathLike,
+    *,
+    weights: Mapping[str, object] | str | os.PathLike | None = None,
+    **variables: object,
+):
+    """Compile a spec (``variables`` override the spec's, checked like ``--set``) and
+    return an instance of its generated PyTorch model class, built in memory.
+
+    ``weights`` is a state_dict (numpy arrays or tensors) or a weights file
+    (``.safetensors`` or a ``torch.save``-d state_dict); it must fit the model
+    exactly (``load_state_dict(strict=True)``, BatchNorm counters optional).
+    """
+    from nasdsl.backends.pytorch import model_class
+    from nasdsl.weights import check_weights, load_weights
+
+    if not isinstance(spec, Compiled):
+        spec = compile_spec(spec, variables)
+    elif variables:
+        spec = compile_spec(spec.spec.file, variables)
+    model = model_class(spec.graph)()
+    if weights is not None:
+        import numpy as np
+        import torch
+
+        state = load_weights(weights) if isinstance(weights, (str, os.PathLike)) else weights
+        check_weights(spec.graph, spec.graph, state)
+        tensors = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in state.items()}
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:  # check_weights let only BatchNorm counters through
+            raise AssertionError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
+    return model

@@ -1,14 +1,19 @@
-"""Expand a parsed spec into the graph IR.
+"""Expand a parsed spec into the graph IR (see :mod:`nasdsl.ir` and ``docs/ir.md``).
 
-The result is a ``networkx.DiGraph`` (see :mod:`nasdsl.ir` for its contract)
-plus the expanded block tree that the PyTorch backend turns into classes.
 Expansion evaluates every expression, binds template arguments, resolves
 references and enforces the expansion limits; shapes are left to the
-:func:`nasdsl.passes.shapes.infer_shapes` pass.
+:func:`nasdsl.passes.shapes.infer_shapes` pass. Each value is evaluated once
+with the spec's values and once symbolically (template parameters, and the
+model's variables, as :class:`~nasdsl.expr.Sym`), so that the graph says how a
+generated class computes it; the model variables each value depends on are
+recorded beside it. A block that a boolean variable switches off is expanded
+all the same, into the graph's dormant part, so that a generated class can take
+that variable as an argument.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +22,7 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.errors import GraphError, LimitError, NasdslError, SpecError
+from nasdsl.expr import Sym, SymbolicError, is_identifier
 from nasdsl.ops import MAX_CHANNELS, OPS, check_int, describe
 from nasdsl.spec import (
     Block,
@@ -38,31 +44,20 @@ MAX_TEMPLATE_DEPTH = 64
 MAX_SPATIAL = 1 << 16
 MAX_LOSS_WEIGHT = 1e6
 
-
-@dataclass
-class Tree:
-    """One expanded block. ``output`` is the graph node that carries its result."""
-
-    #: "op", "seq", "merge", "use", "ref", "input", or "skip" (switched off by
-    #: ``when``: passes its input through)
-    kind: str
-    name: str
-    path: str
-    block: Block | None
-    output: str
-    inputs: tuple[str, ...]
-    children: list[Tree] = field(default_factory=list)
-    template: str | None = None
-    #: evaluated template arguments, in the template's parameter order
-    args: dict[str, object] = field(default_factory=dict)
-    phase: str = "both"
+_NO_DEPS: frozenset[str] = frozenset()
 
 
 @dataclass
 class _Scope:
+    """Where a value is evaluated: the model, or one template use."""
+
     root: str  # qualified path of the scope (model: "")
-    env: dict[str, object]
+    env: dict[str, object]  # names to their values
+    sym: dict[str, object]  # names as the enclosing class sees them (Sym for its parameters)
+    deps: dict[str, frozenset[str]]  # names to the model variables their values depend on
+    switches: dict[str, str]  # names that stand for one boolean model variable, to that variable
     templates: tuple[str, ...]  # template names being expanded, outermost first
+    instance: str = ""  # the innermost template use ("" in the model)
     #: for each name in ``env`` that the spec wrote somewhere: that value and the scope it is evaluated in
     sources: dict[str, tuple[Value, _Scope]] = field(default_factory=dict)
 
@@ -75,11 +70,42 @@ class _Scope:
         """
         scope: _Scope = self
         for _ in range(MAX_TEMPLATE_DEPTH + len(self.sources) + 1):
-            name = value.raw.strip() if isinstance(value.raw, str) and value.items is None else None
+            name = _bare_name(value)
             if name is None or name not in scope.sources:
                 break
             value, scope = scope.sources[name]
         return value
+
+    def evaluate(self, value: Value, literals: tuple[str, ...] = ()) -> tuple[object, object, frozenset[str]]:
+        """``value`` here: its value, its expression for the enclosing class (None if it
+        has none) and the model variables it depends on."""
+        concrete = value.evaluate(self.env, literals)
+        return concrete, self.symbolic(value, literals), self.depends(value)
+
+    def symbolic(self, value: Value, literals: tuple[str, ...] = ()) -> object:
+        try:
+            result = value.evaluate(self.sym, literals)
+        except (SymbolicError, NasdslError):
+            return None
+        return tuple(result) if isinstance(result, list) else result
+
+    def depends(self, value: Value) -> frozenset[str]:
+        names = value.names
+        if not names:
+            return _NO_DEPS
+        return frozenset().union(*(self.deps.get(n, _NO_DEPS) for n in names))
+
+    def switch(self, value: Value) -> str | None:
+        name = _bare_name(value)
+        return self.switches.get(name) if name is not None else None
+
+
+def _bare_name(value: Value) -> str | None:
+    """The name a value consists of (``out: c3x3``), or None."""
+    if value.items is not None or not isinstance(value.raw, str):
+        return None
+    name = value.raw.strip()
+    return name if is_identifier(name) else None
 
 
 class _Builder:
@@ -88,9 +114,21 @@ class _Builder:
         self.variables = variables
         self.max_nodes = max_nodes
         self.g = nx.DiGraph()
-        self.paths: dict[str, str] = {}  # block path -> output node
+        self.dormant_graph = nx.DiGraph()
+        self.count = 0
+        self.paths: dict[str, str] = {}  # block path -> output node (live blocks)
+        #: paths of the dormant blocks being expanded, innermost last (a ref there may read them)
+        self.dormant_paths: list[dict[str, str]] = []
+        self.guards: tuple[str, ...] = ()  # the switches around the block being expanded
+        self.dormant_errors: dict[str, str] = {}
+        self.instances: dict[str, list[str]] = {}  # template -> use paths, in the order they finished
+        self.param_info: dict[str, tuple[ir.Param, ...]] = {}
         #: where each variable's value was written (a variable passed to build() has no place)
         self.sources: dict[str, tuple[Value, _Scope]] = {}
+
+    @property
+    def dormant(self) -> bool:
+        return bool(self.dormant_paths)
 
     # -- nodes ---------------------------------------------------------------
     def add_node(
@@ -103,70 +141,141 @@ class _Builder:
         phase: str,
         inputs: tuple[str, ...],
         scope: _Scope,
+        exprs: dict[str, object] | None = None,
+        deps: dict[str, frozenset[str]] | None = None,
     ) -> str:
-        if self.g.number_of_nodes() >= self.max_nodes:
+        if self.count >= self.max_nodes:
             raise LimitError(
                 f"more than {self.max_nodes} nodes after template expansion (raise it with --max-nodes)",
                 location=block.loc if block else None,
                 path=block.path if block else None,
             )
-        if name in self.g:
+        g = self.dormant_graph if self.dormant else self.g
+        if name in self.g or (name in self.dormant_graph and self.dormant_graph.nodes[name]["op"] != "external"):
             raise GraphError(f"duplicate node name '{name}'", location=block.loc if block else None, path=name)
-        self.g.add_node(
+        self.count += 1
+        g.add_node(
             name,
             op=op,
             attrs=attrs,
             given=given,
+            exprs=exprs or {},
+            deps=deps or {},
             shape=None,
             loc=block.loc if block else self.spec.input.loc,
             keypath=block.path if block else "input",
             phase=phase,
+            when=self.guards,
             scope=scope.templates,
+            instance=scope.instance,
         )
         for i, src in enumerate(inputs):
-            self.g.add_edge(src, name, index=i)
+            if src not in g:  # a dormant node reading a live one: a stub stands for it
+                g.add_node(src, op="external", attrs={}, given=(), shape=None, phase="both", when=(), scope=())
+            g.add_edge(src, name, index=i)
         return name
 
+    def lookup(self, path: str) -> str | None:
+        for paths in reversed(self.dormant_paths):
+            if path in paths:
+                return paths[path]
+        return self.paths.get(path)
+
+    def record(self, path: str, node: str) -> None:
+        (self.dormant_paths[-1] if self.dormant else self.paths)[path] = node
+
     # -- blocks --------------------------------------------------------------
-    def expand(self, block: Block, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str) -> Tree:
+    def expand(
+        self, block: Block, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str
+    ) -> ir.Block:
         if block.phase != "both":
             phase = block.phase
+        when = None
         if block.when is not None:
             try:
                 cond = _condition(block.when, scope, f"node {path}")
             except SpecError as e:
                 raise _in_node(e, scope, path) from None
+            when = ir.When(cond, scope.symbolic(block.when), scope.switch(block.when), scope.depends(block.when))
             if not cond:
-                self.paths[path] = inputs[0]  # a reference to a switched-off block reads its input
-                return Tree("skip", name, path, block, inputs[0], inputs, phase=phase)
-        if isinstance(block, OpBlock):
-            tree = self._op(block, name, path, inputs, scope, phase)
-        elif isinstance(block, SeqBlock):
-            tree = self._seq(block, name, path, inputs, scope, phase)
-        elif isinstance(block, MergeBlock):
-            tree = self._merge(block, name, path, inputs, scope, phase)
-        elif isinstance(block, UseBlock):
-            tree = self._use(block, name, path, inputs, scope, phase)
-        else:
-            assert isinstance(block, RefBlock)
-            tree = self._ref(block, name, path, inputs, scope, phase)
-        self.paths[path] = tree.output
+                if when.switch is not None:
+                    return self._dormant(block, name, path, inputs, scope, phase, when)
+                self.record(path, inputs[0])  # a reference to a switched-off block reads its input
+                return _skip(block, name, path, inputs, phase, when)
+        outer = self.guards
+        if when is not None and when.switch is not None:
+            self.guards = (*outer, when.switch)
+        try:
+            tree = self._expand(block, name, path, inputs, scope, phase, when)
+        finally:
+            self.guards = outer
+        self.record(path, tree.passed)
         return tree
 
-    def _op(self, b: OpBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str) -> Tree:
+    def _expand(
+        self, block: Block, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
+    ) -> ir.Block:
+        if isinstance(block, OpBlock):
+            return self._op(block, name, path, inputs, scope, phase, when)
+        if isinstance(block, SeqBlock):
+            return self._seq(block, name, path, inputs, scope, phase, when)
+        if isinstance(block, MergeBlock):
+            return self._merge(block, name, path, inputs, scope, phase, when)
+        if isinstance(block, UseBlock):
+            return self._use(block, name, path, inputs, scope, phase, when)
+        assert isinstance(block, RefBlock)
+        return self._ref(block, name, path, inputs, scope, phase, when)
+
+    def _dormant(
+        self, block: Block, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when: ir.When
+    ) -> ir.Block:
+        """A block its switch turns off: expanded into the dormant graph; if that fails,
+        the switch is recorded as one that a generated class cannot take."""
+        nodes_before = len(self.dormant_graph)
+        count_before = self.count
+        outer = self.guards
+        self.dormant_paths.append({})
+        self.guards = (*outer, when.switch)
+        try:
+            tree = self._expand(block, name, path, inputs, scope, phase, when)
+        except NasdslError as e:
+            self.dormant_errors.setdefault(when.switch, e.format())
+            added = list(self.dormant_graph.nodes)[nodes_before:]
+            self.dormant_graph.remove_nodes_from(added)
+            self.count = count_before
+            for uses in self.instances.values():
+                uses[:] = [u for u in uses if not (u == path or u.startswith(path + "."))]
+            tree = None
+        finally:
+            self.guards = outer
+            self.dormant_paths.pop()
+        self.record(path, inputs[0])  # with the switch off, a reference reads the block's input
+        if tree is None:
+            return _skip(block, name, path, inputs, phase, dataclasses.replace(when, switch=None))
+        return tree
+
+    def _op(
+        self, b: OpBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
+    ) -> ir.Block:
         opdef = OPS[b.op]
-        given = {}
+        given: dict[str, object] = {}
+        exprs: dict[str, object] = {}
+        deps: dict[str, frozenset[str]] = {}
         for key, value in b.attrs:
             try:
-                given[key] = value.evaluate(scope.env, opdef.attr_index[key].literals)
+                given[key], expr, dep = scope.evaluate(value, opdef.attr_index[key].literals)
             except SpecError as e:
                 raise _in_node(e, scope, path) from None
+            if expr is not None:
+                exprs[key] = expr
+            if dep:
+                deps[key] = dep
         try:
             attrs = opdef.normalise(given)
         except SpecError as e:
             raise self._attr_error(e, b, path, scope) from None
-        node = self.add_node(path, b.op, attrs, tuple(given), b, phase, inputs[:1], scope)
-        return Tree("op", name, path, b, node, inputs[:1], phase=phase)
+        node = self.add_node(path, b.op, attrs, tuple(given), b, phase, inputs[:1], scope, exprs, deps)
+        return _block("op", name, path, b, inputs[:1], node, phase, when, op=b.op)
 
     def _attr_error(self, e: SpecError, b: OpBlock, node: str, scope: _Scope) -> SpecError:
         """An error about attribute ``e.path`` of op block ``b``, reported where its value was written."""
@@ -180,30 +289,36 @@ class _Builder:
         blamed.node_named = True  # type: ignore[attr-defined]
         return blamed
 
-    def _seq(self, b: SeqBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str) -> Tree:
-        tree = Tree("seq", name, path, b, inputs[0], inputs, phase=phase)
+    def _seq(
+        self, b: SeqBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
+    ) -> ir.Block:
+        children = []
         current = inputs
         for child_name, child in b.items:
             sub = self.expand(child, child_name, _join(path, child_name), current, scope, phase)
-            tree.children.append(sub)
-            current = (sub.output,)
-        tree.output = current[0]
-        return tree
+            children.append(sub)
+            current = (sub.passed,)
+        return _block("seq", name, path, b, inputs, current[0], phase, when, children=children, named=b.named)
 
-    def _merge(self, b: MergeBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str) -> Tree:
-        tree = Tree("merge", name, path, b, "", inputs, phase=phase)
-        outs = []
+    def _merge(
+        self, b: MergeBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
+    ) -> ir.Block:
+        children = []
+        outs: list[str] = []
         for branch_name, branch in b.branches:
             sub = self.expand(branch, branch_name, _join(path, branch_name), inputs, scope, phase)
-            tree.children.append(sub)
-            out = sub.output
+            out = sub.passed
             if out in outs:  # the same value twice (two refs to one node): one edge each, via an identity
                 out = self.add_node(sub.path, "identity", {}, (), branch, phase, (out,), scope)
+                sub = _retarget(sub, sub.inputs, out)
+            children.append(sub)
             outs.append(out)
-        tree.output = self.add_node(path, b.op, {}, (), b, phase, tuple(outs), scope)
-        return tree
+        node = self.add_node(path, b.op, {}, (), b, phase, tuple(outs), scope)
+        return _block("merge", name, path, b, inputs, node, phase, when, children=children, named=b.named, op=b.op)
 
-    def _use(self, b: UseBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str) -> Tree:
+    def _use(
+        self, b: UseBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
+    ) -> ir.Block:
         use_path = b.path if b.template_loc in (None, b.loc) else f"{b.path}.use"
         if b.template in OPS:
             if b.args:
@@ -213,7 +328,8 @@ class _Builder:
                     location=b.template_loc or b.loc,
                     path=use_path,
                 )
-            return self._op(OpBlock(b.loc, b.path, b.phase, b.when, op=b.template), name, path, inputs, scope, phase)
+            op = OpBlock(b.loc, b.path, b.phase, b.when, op=b.template)
+            return self._op(op, name, path, inputs, scope, phase, when)
         t = self.spec.templates.get(b.template)
         if t is None:
             known = [*self.spec.templates, *OPS]
@@ -227,17 +343,37 @@ class _Builder:
             raise LimitError(f"template {t.name} instantiates itself ({chain})", location=b.loc, path=b.path)
         if len(scope.templates) >= MAX_TEMPLATE_DEPTH:
             raise LimitError(f"templates nested deeper than {MAX_TEMPLATE_DEPTH} levels", location=b.loc, path=b.path)
-        args, sources = self.bind(t, b, scope, path)
-        env = {**self.variables, **args}
-        inner = _Scope(path, env, (*scope.templates, t.name), sources)
+        inner, args = self.bind(t, b, scope, path)
         body = self.expand(t.body, name, path, inputs, inner, phase)
-        tree = Tree("use", name, path, b, body.output, inputs, [body], t.name, args, phase)
-        return tree
+        self.instances.setdefault(t.name, []).append(path)
+        output = body.passed
+        return _block("use", name, path, b, inputs, output, phase, when, children=[body], template=t.name, args=args)
 
-    def bind(
-        self, t: Template, b: UseBlock, scope: _Scope, node: str
-    ) -> tuple[dict[str, object], dict[str, tuple[Value, _Scope]]]:
-        """The template's arguments at this use, in parameter order, and where each was written."""
+    def template_params(self, t: Template) -> tuple[ir.Param, ...]:
+        """The template's parameters with their defaults, as its class declares them."""
+        if t.name not in self.param_info:
+            params = []
+            sym: dict[str, object] = dict(self.variables)
+            for p in t.params:
+                default = expr = None
+                if p.default is not None:
+                    try:
+                        default = p.default.evaluate(self.variables)
+                    except NasdslError:
+                        default = None  # uses other parameters: only the expression can say
+                    default = tuple(default) if isinstance(default, list) else default
+                    try:
+                        expr = p.default.evaluate(sym)
+                    except (SymbolicError, NasdslError):
+                        expr = None
+                    expr = tuple(expr) if isinstance(expr, list) else expr
+                params.append(ir.Param(p.name, p.default is None, default, expr, p.loc))
+                sym[p.name] = Sym.name(p.name)
+            self.param_info[t.name] = tuple(params)
+        return self.param_info[t.name]
+
+    def bind(self, t: Template, b: UseBlock, scope: _Scope, node: str) -> tuple[_Scope, tuple[ir.Arg, ...]]:
+        """The scope of the template's body at this use, and its arguments in parameter order."""
         names = [p.name for p in t.params]
         bound: dict[str, Value] = {}
         positional = [v for k, v in b.args if k is None]
@@ -271,36 +407,110 @@ class _Builder:
                 path=f"{b.path}.args" if b.args_loc else b.path,
             )
         values: dict[str, object] = {}
+        caller: dict[str, object] = {}  # the arguments as the caller's class writes them
+        sym: dict[str, object] = dict(self.variables)
+        deps: dict[str, frozenset[str]] = {n: scope.deps.get(n, _NO_DEPS) for n in self.variables}
+        switches: dict[str, str] = {n: v for n, v in scope.switches.items() if n in self.variables}
         sources = dict(self.sources)
+        args = []
         for p in t.params:
             try:
                 if p.name in bound:
-                    values[p.name] = bound[p.name].evaluate(scope.env)
-                    sources[p.name] = (bound[p.name], scope)
+                    value = bound[p.name]
+                    values[p.name], caller[p.name], deps[p.name] = scope.evaluate(value)
+                    sources[p.name] = (value, scope)
+                    switch = scope.switch(value)
                 else:
                     assert p.default is not None
-                    values[p.name] = p.default.evaluate({**self.variables, **values})
-                    sources[p.name] = (p.default, _Scope(node, {}, (), dict(sources)))
+                    env = {**self.variables, **values}
+                    values[p.name] = p.default.evaluate(env)
+                    caller[p.name] = _symbolic({**self.variables, **caller}, p.default)
+                    deps[p.name] = frozenset().union(_NO_DEPS, *(deps.get(n, _NO_DEPS) for n in p.default.names))
+                    sources[p.name] = (p.default, _Scope(node, {}, {}, {}, {}, (), sources=dict(sources)))
+                    name = _bare_name(p.default)
+                    switch = switches.get(name) if name is not None else None
             except SpecError as e:
                 raise _in_node(e, scope, node) from None
-        return values, sources
+            if switch is not None:
+                switches[p.name] = switch
+            else:
+                switches.pop(p.name, None)
+            value = values[p.name]
+            args.append(
+                ir.Arg(
+                    p.name,
+                    tuple(value) if isinstance(value, list) else value,
+                    caller[p.name],
+                    p.name in bound,
+                    deps[p.name],
+                )
+            )
+            sym[p.name] = Sym.name(p.name)
+        self.template_params(t)
+        env = {**self.variables, **values}
+        inner = _Scope(node, env, sym, deps, switches, (*scope.templates, t.name), node, sources)
+        return inner, tuple(args)
 
-    def _ref(self, b: RefBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str) -> Tree:
+    def _ref(
+        self, b: RefBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
+    ) -> ir.Block:
         target = _join(scope.root, b.target)
         where = {"location": b.target_loc or b.loc, "path": f"{b.path}.ref"}
         if path == target or path.startswith(target + "."):
             raise GraphError(f"cannot refer to '{b.target}' from inside it: that would make a cycle", **where)
-        node = self.paths.get(target)
+        node = self.lookup(target)
         if node is None:
             prefix = scope.root + "." if scope.root else ""
-            known = [p[len(prefix) :] for p in self.paths if p.startswith(prefix) and p != scope.root]
+            visible = [*self.paths, *(p for paths in self.dormant_paths for p in paths)]
+            known = [p[len(prefix) :] for p in visible if p.startswith(prefix) and p != scope.root]
             hint = did_you_mean(b.target, known)
             if not hint:  # 'conv' for 'stage.conv': a ref names a node by its whole path
                 last = {k: k.rsplit(".", 1)[-1] for k in known}
                 close = [k for k in known if did_you_mean(b.target, [last[k]])]
                 hint = f" (did you mean '{close[-1]}'?)" if close else ""
             raise GraphError(f"no node named '{b.target}' before this point{hint}", **where)
-        return Tree("ref", name, path, b, node, inputs, phase=phase)
+        return _block("ref", name, path, b, inputs, node, phase, when, target=target)
+
+
+def _block(
+    kind: str,
+    name: str,
+    path: str,
+    b: Block,
+    inputs: tuple[str, ...],
+    output: str,
+    phase: str,
+    when: ir.When | None,
+    *,
+    children: list[ir.Block] | tuple[ir.Block, ...] = (),
+    named: bool = False,
+    op: str | None = None,
+    template: str | None = None,
+    args: tuple[ir.Arg, ...] = (),
+    target: str | None = None,
+) -> ir.Block:
+    return ir.Block(
+        kind, name, path, b.path, b.loc, tuple(inputs), output, tuple(children), named, op, template, args, when,
+        phase, target,
+    )  # fmt: skip
+
+
+def _skip(b: Block, name: str, path: str, inputs: tuple[str, ...], phase: str, when: ir.When) -> ir.Block:
+    return _block("skip", name, path, b, inputs, inputs[0], phase, when)
+
+
+def _retarget(tree: ir.Block, inputs: tuple[str, ...], output: str) -> ir.Block:
+    """``tree`` read through another node (an identity for a merge that reads one value twice)."""
+    return dataclasses.replace(tree, inputs=tuple(inputs), output=output)
+
+
+def _symbolic(env: Mapping[str, object], value: Value) -> object:
+    """``value`` evaluated in ``env`` where that gives an expression, else None."""
+    try:
+        result = value.evaluate(dict(env))
+    except (SymbolicError, NasdslError):
+        return None
+    return tuple(result) if isinstance(result, list) else result
 
 
 def _join(prefix: str, name: str) -> str:
@@ -344,15 +554,11 @@ def _signature(t: Template) -> str:
     return f"{t.name}({', '.join(param(p) for p in t.params)})"
 
 
-def evaluate_variables(spec: Spec, overrides: Mapping[str, object] | None = None) -> dict[str, object]:
-    """Evaluate the spec's variables in order; each may use the ones before it.
-    ``overrides`` replaces evaluated values (backends use it to explore variants)."""
+def evaluate_variables(spec: Spec) -> dict[str, object]:
+    """Evaluate the spec's variables in order; each may use the ones before it."""
     env: dict[str, object] = {}
     names = [n for n, _ in spec.variables]
     for i, (name, value) in enumerate(spec.variables):
-        if overrides and name in overrides:
-            env[name] = overrides[name]
-            continue
         try:
             v = value.evaluate(env)
         except SpecError as e:
@@ -404,53 +610,68 @@ def _input_stats(
     return tuple(float(x) for x in v)
 
 
-def build(
-    spec: Spec, *, max_nodes: int = MAX_NODES, variables: Mapping[str, object] | None = None
-) -> tuple[nx.DiGraph, Tree]:
-    """Expand ``spec`` into the graph IR and the expanded block tree.
-    ``variables`` overrides evaluated variable values."""
-    env = evaluate_variables(spec, variables)
+def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
+    """Expand ``spec`` into the graph IR (shapes are left ``None``)."""
+    env = evaluate_variables(spec)
     b = _Builder(spec, env, max_nodes)
-    scope = _Scope("", dict(env), ())
-    b.sources = scope.sources = {n: (v, scope) for n, v in spec.variables if not (variables and n in variables)}
+    definitions = dict(spec.variables)
+    deps: dict[str, frozenset[str]] = {}
+    for name, value in spec.variables:
+        deps[name] = frozenset({name}).union(*(deps.get(n, _NO_DEPS) for n in value.names if n in deps))
+    scope = _Scope(
+        "",
+        dict(env),
+        {n: Sym.name(n) for n in env},
+        deps,
+        {n: n for n, v in env.items() if isinstance(v, bool)},
+        (),
+    )
+    b.sources = scope.sources = {n: (v, scope) for n, v in spec.variables}
     shape = _input_shape(spec, scope)
     mean = _input_stats(spec.input.mean, shape[0], scope)
     std = _input_stats(spec.input.std, shape[0], scope, nonzero=True)
     inp = spec.input.name
+    input_deps = {
+        key: scope.depends(value)
+        for key, value in (("shape", spec.input.shape), ("mean", spec.input.mean), ("std", spec.input.std))
+        if value is not None and scope.depends(value)
+    }
     b.g.add_node(
         inp,
         op="input",
         attrs={"shape": shape, "mean": mean, "std": std},
         given=(),
+        exprs={},
+        deps=input_deps,
         shape=shape,
         loc=spec.input.loc,
         keypath="input",
         phase="both",
+        when=(),
         scope=(),
+        instance="",
     )
-    root = Tree("input", "", "", None, inp, ())
+    b.count = 1
     model_names = {n for n, _ in spec.model.items}
     if inp in model_names:
         raise GraphError(
             f"the input's name '{inp}' is also the name of a model entry", location=spec.input.loc, path="input.name"
         )
     model = b.expand(spec.model, "", "", (inp,), scope, "both")
-    root.children.append(model)
-    outputs = []
+    outputs: list[ir.Output] = []
+    dormant_outputs: list[ir.Output] = []
     errors: list[NasdslError] = []
-    for out in spec.outputs or ():
+    for position, out in enumerate(spec.outputs or ()):
         try:
-            info = _output(b, spec, out, scope, model_names)
+            info = _output(b, out, scope, model_names, position)
         except NasdslError as e:
             errors.extend(flatten(e))
             continue
         if info is not None:
-            outputs.append(info[0])
-            if info[1] is not None:
-                root.children.append(info[1])
+            (outputs if info.when is None or env[info.when] else dormant_outputs).append(info)
     raise_errors(errors)
     if not spec.outputs:
-        outputs.append(ir.Output("out", model.output, 1.0, False, None))
+        outputs.append(ir.Output("out", model.passed, 1.0, False, source=model.children[-1].path))
     if outputs[0].training_only:
         first = spec.outputs[0]
         raise SpecError(
@@ -458,20 +679,37 @@ def build(
             location=first.loc,
             path=first.path,
         )
+    templates = {}
+    for name in [*b.instances, *(n for n in spec.templates if n not in b.instances)]:
+        t = spec.templates[name]
+        params = b.template_params(t)
+        templates[name] = ir.Template(name, t.doc, params, t.loc, f"templates.{name}", tuple(b.instances.get(name, ())))
     b.g.graph.update(
         name=spec.name,
+        doc=spec.doc,
+        file=spec.file,
+        sha256=spec.sha256,
         input=inp,
         outputs=tuple(outputs),
         variables=env,
-        spec=spec,
-        sha256=spec.sha256,
+        variable_locs={n: v.loc for n, v in spec.variables},
+        name_loc=spec.model.loc,
+        variable_deps={n: frozenset(v.names) & definitions.keys() for n, v in spec.variables},
+        model=model,
+        templates=templates,
+        init={op: {p: ir.InitRule(r.scheme, r.args) for p, r in rules.items()} for op, rules in spec.init.items()},
+        dormant=ir.Dormant(b.dormant_graph, tuple(dormant_outputs), dict(b.dormant_errors)),
     )
-    return b.g, root
+    return b.g
 
 
-def _output(b: _Builder, spec: Spec, out, scope: _Scope, model_names: set[str]):
-    if out.when is not None and not _condition(out.when, scope, f"output {out.name}"):
-        return None
+def _output(b: _Builder, out, scope: _Scope, model_names: set[str], position: int) -> ir.Output | None:
+    switch = None
+    if out.when is not None:
+        on = _condition(out.when, scope, f"output {out.name}")
+        switch = scope.switch(out.when)
+        if not on and switch is None:
+            return None
     src = b.paths.get(out.source)
     if src is None:
         known = [p for p in b.paths if p]
@@ -481,8 +719,9 @@ def _output(b: _Builder, spec: Spec, out, scope: _Scope, model_names: set[str]):
             path=f"{out.path}.from",
         )
     weight = 1.0
+    weight_deps = _NO_DEPS
     if out.loss_weight is not None:
-        weight = out.loss_weight.evaluate(scope.env)
+        weight, _, weight_deps = scope.evaluate(out.loss_weight)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= MAX_LOSS_WEIGHT:
             origin = scope.blame(out.loss_weight)
             raise SpecError(
@@ -490,14 +729,38 @@ def _output(b: _Builder, spec: Spec, out, scope: _Scope, model_names: set[str]):
                 location=origin.loc,
                 path=origin.path,
             )
-    tree = None
+    if out.head is not None and out.name in model_names:
+        raise GraphError(
+            f"output '{out.name}' has a head and the same name as a model entry", location=out.loc, path=out.path
+        )
+    on = switch is None or b.variables[switch]
+    head = None
     node = src
     if out.head is not None:
-        if out.name in model_names:
-            raise GraphError(
-                f"output '{out.name}' has a head and the same name as a model entry", location=out.loc, path=out.path
-            )
         phase = "train" if out.training_only else "both"
-        tree = b.expand(out.head, out.name, out.name, (src,), scope, phase)
-        node = tree.output
-    return ir.Output(out.name, node, float(weight), out.training_only, out.when.raw if out.when else None), tree
+        if on:
+            outer = b.guards
+            b.guards = (switch,) if switch else ()
+            try:
+                head = b.expand(out.head, out.name, out.name, (src,), scope, phase)
+            finally:
+                b.guards = outer
+        else:
+            when = ir.When(False, Sym.name(switch), switch, frozenset({switch}))
+            head = b._dormant(out.head, out.name, out.name, (src,), scope, phase, when)
+            if head.kind == "skip":  # its head does not build: the output is simply absent
+                return None
+        node = head.output
+    return ir.Output(
+        out.name,
+        node,
+        float(weight),
+        out.training_only,
+        switch,
+        out.source,
+        head,
+        position,
+        out.loc,
+        out.path,
+        weight_deps,
+    )

@@ -131,10 +131,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def _onnx_args(args: argparse.Namespace):
     from nasdsl.backends import onnx as onnx_backend
+    from nasdsl.weights import load_weights
 
     if args.opset not in onnx_backend.SUPPORTED_OPSETS:
         raise UsageError(f"--opset: expected 13 to 21, got {args.opset}")
-    weights = onnx_backend.load_state_dict(args.weights) if args.weights else None
+    weights = load_weights(args.weights) if args.weights else None
     return onnx_backend, weights
 
 
@@ -143,12 +144,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.to == "pytorch":
         from nasdsl.backends.pytorch import generate_source
 
-        data = generate_source(net, source_name=args.spec).encode()
+        data = generate_source(net.graph, source_name=args.spec, verify=args.debug).encode()
     else:
         batch: int | str = "dynamic" if args.batch == "dynamic" else _batch_arg(args.batch)
         onnx_backend, weights = _onnx_args(args)
         data = onnx_backend.export_onnx_bytes(
-            net, opset=args.opset, state_dict=weights, with_aux=args.with_aux, batch=batch
+            net.graph, opset=args.opset, state_dict=weights, with_aux=args.with_aux, batch=batch
         )
     write_atomic(args.output, data)
     print(f"wrote {args.output} ({len(data):,} bytes)")
@@ -167,7 +168,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     _, weights = _onnx_args(args)
     from nasdsl.backends.verify import verify
 
-    result = verify(net, state_dict=weights, batch=args.batch, opset=args.opset)
+    result = verify(net.graph, state_dict=weights, batch=args.batch, opset=args.opset)
     _print_verification(result)
     return 0 if result.ok else 1
 
@@ -199,12 +200,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     sys.stdout.write(render(net.summary(), "table"))
     from nasdsl.backends.pytorch import generate_source
 
-    source = generate_source(net, source_name=args.spec).encode()
+    source = generate_source(net.graph, source_name=args.spec, verify=args.debug).encode()
     step(f"pytorch: {net.name}.py, {len(source):,} bytes")
     onnx_backend, weights = _onnx_args(args)
     if weights is None:
-        weights = onnx_backend.initial_state_dict(net)  # the seeded initialisation, shared with verify
-    data = onnx_backend.export_onnx_bytes(net, opset=args.opset, state_dict=weights)
+        from nasdsl.weights import initial_weights
+
+        weights = initial_weights(net.graph)  # the seeded initialisation, shared with verify
+    data = onnx_backend.export_onnx_bytes(net.graph, opset=args.opset, state_dict=weights)
     step(f"onnx: {net.name}.onnx, opset {args.opset}, {len(data):,} bytes")
     out = os.path.join(args.output_dir, net.name)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -213,7 +216,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     step(f"wrote {out}.py and {out}.onnx")
     from nasdsl.backends.verify import verify
 
-    result = verify(net, state_dict=weights, opset=args.opset)
+    result = verify(net.graph, state_dict=weights, opset=args.opset)
     step("verify: PyTorch (eval) against ONNX Runtime, same weights, same random input")
     _print_verification(result)
     step("done" if result.ok else "verification FAILED")

@@ -42,10 +42,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from nasdsl.errors import ShapeError, SpecError
+from nasdsl.errors import CodegenError, ShapeError, SpecError
 
 Shape = tuple[int, ...]
+T = TypeVar("T")
 
 #: Upper bounds for integer attributes (hostile specs must not build absurd graphs).
 MAX_CHANNELS = 1 << 20
@@ -124,10 +126,18 @@ def _padding(v: object) -> tuple[int, int] | str:
     return _pair(0)(v)
 
 
+def _finite(v: object) -> bool:
+    """A number that fits a float (ints beyond float range are not: 10**400)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(v, int):
+        return abs(v) <= 2**1023
+    return math.isfinite(v)
+
+
 def _float(lo: float, hi: float, *, hi_open: bool = False) -> Callable[[object], float]:
     def check(v: object) -> float:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and lo <= v and (v < hi if hi_open else v <= hi)
+        ok = _finite(v) and lo <= v and (v < hi if hi_open else v <= hi)
         if not ok:
             top = f"< {hi}" if hi_open else f"<= {hi}"
             raise SpecError(f"expected a number >= {lo} and {top}, got {describe(v)}")
@@ -137,7 +147,7 @@ def _float(lo: float, hi: float, *, hi_open: bool = False) -> Callable[[object],
 
 
 def _positive_float(v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+    if not _finite(v) or v <= 0:
         raise SpecError(f"expected a number > 0, got {describe(v)}")
     return float(v)
 
@@ -176,15 +186,40 @@ class Attr:
 
 
 @dataclass(frozen=True)
+class Weight:
+    """A parameter or buffer of an op, as the generated PyTorch module names it.
+
+    ``kind`` is ``param`` (learned; counted in the summary's parameters, and
+    ``init`` rules apply) or ``buffer`` (running statistics); ``init`` is the
+    scheme PyTorch's module starts from, applied when the spec gives no rule
+    (see :mod:`nasdsl.init`); ``dtype`` is ``float32`` or ``int64``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str = "param"
+    init: str = "zeros"
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
 class OpDef:
-    """Everything about one op. ``infer`` gets the input shapes and the
-    normalised attributes and returns the output shape or raises ShapeError."""
+    """Everything about one op: its entry in the registry.
+
+    ``infer`` gets the input shapes and the normalised attributes and returns
+    the output shape or raises ShapeError; ``weights`` gives the op's
+    parameters and buffers for those inputs (names, shapes, default init);
+    ``macs`` counts its multiply-adds. ``lowerings`` maps a backend's name to
+    its lowering of the op; the backends fill it in when they are imported
+    (:func:`lowering`), and a backend that finds none raises an error naming
+    the op and node.
+    """
 
     name: str
     doc: str
     attrs: tuple[Attr, ...]
     infer: Callable[[Sequence[Shape], Mapping[str, object]], Shape]
-    params: Callable[[Sequence[Shape], Mapping[str, object]], int] = lambda s, a: 0
+    weights: Callable[[Sequence[Shape], Mapping[str, object]], tuple[Weight, ...]] = lambda s, a: ()
     macs: Callable[[Sequence[Shape], Mapping[str, object], Shape], int] = lambda s, a, o: 0
     min_inputs: int = 1
     max_inputs: int = 1
@@ -192,6 +227,11 @@ class OpDef:
     #: the inputs: "same" (first input's), "out" (the ``out`` attribute),
     #: "sum" (sum over inputs), "flatten" (C*H*W of the input).
     lead: str = "same"
+    #: how the output's spatial size arises: "follow" (from the input's and the
+    #: window attributes) or "fixed" (from the attributes alone)
+    spatial: str = "follow"
+    #: written as a merge of branches (``{concat: [...]}``) rather than ``{op: ...}``
+    merge: bool = False
     #: counted in the paper's depth ("layers with parameters")
     layer: bool = False
     #: the op is an identity at inference (dropout)
@@ -199,10 +239,26 @@ class OpDef:
     #: checks that involve several attributes (padding 'same' needs stride 1);
     #: raises SpecError whose ``path`` names the attribute to blame
     check_attrs: Callable[[Mapping[str, object]], None] | None = None
+    #: the learned parameters a spec's ``init`` section can set
+    init_params: tuple[str, ...] = ()
+    #: the op may hand on its input tensor itself or a view of it (identity, flatten, dropout at inference)
+    aliases: bool = False
+    #: the op can overwrite its input instead of making a new tensor (ReLU); see passes/inplace.py
+    in_place: bool = False
     attr_index: dict[str, Attr] = field(init=False, repr=False, compare=False)
+    lowerings: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attr_index", {a.name: a for a in self.attrs})
+
+    def params(self, shapes: Sequence[Shape], attrs: Mapping[str, object]) -> int:
+        """The number of learned parameters (buffers excluded)."""
+        return sum(math.prod(w.shape) for w in self.weights(shapes, attrs) if w.kind == "param")
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether the op has parameters (their shapes then depend on its input)."""
+        return bool(self.init_params)
 
     def normalise(self, given: Mapping[str, object]) -> dict[str, object]:
         """Check given attribute values and fill in defaults.
@@ -322,9 +378,25 @@ def _conv_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
     return (a["out"], *_spatial(shapes[0], a, "conv2d"))
 
 
-def _conv_params(shapes: Sequence[Shape], a: Mapping[str, object]) -> int:
-    kh, kw = a["kernel"]
-    return a["out"] * shapes[0][0] // a["groups"] * kh * kw + (a["out"] if a["bias"] else 0)
+def _conv_weights(shapes: Sequence[Shape], a: Mapping[str, object]) -> tuple[Weight, ...]:
+    weight = Weight("weight", (a["out"], shapes[0][0] // a["groups"], *a["kernel"]), init="torch_default")
+    return (weight, Weight("bias", (a["out"],), init="torch_default")) if a["bias"] else (weight,)
+
+
+def _linear_weights(shapes: Sequence[Shape], a: Mapping[str, object]) -> tuple[Weight, ...]:
+    weight = Weight("weight", (a["out"], shapes[0][0]), init="torch_default")
+    return (weight, Weight("bias", (a["out"],), init="torch_default")) if a["bias"] else (weight,)
+
+
+def _bn_weights(shapes: Sequence[Shape], a: Mapping[str, object]) -> tuple[Weight, ...]:
+    c = (shapes[0][0],)
+    return (
+        Weight("weight", c, init="ones"),
+        Weight("bias", c, init="zeros"),
+        Weight("running_mean", c, "buffer", "zeros"),
+        Weight("running_var", c, "buffer", "ones"),
+        Weight("num_batches_tracked", (), "buffer", "zeros", "int64"),
+    )
 
 
 def _conv_macs(shapes: Sequence[Shape], a: Mapping[str, object], out: Shape) -> int:
@@ -421,11 +493,12 @@ OPS: dict[str, OpDef] = {
                 Attr("bias", _bool, default=True, role="flag"),
             ),
             _conv_infer,
-            _conv_params,
+            _conv_weights,
             _conv_macs,
             lead="out",
             layer=True,
             check_attrs=_conv_attrs,
+            init_params=("weight", "bias"),
         ),
         OpDef(
             "batch_norm",
@@ -435,9 +508,13 @@ OPS: dict[str, OpDef] = {
                 Attr("momentum", _float(0.0, 1.0), default=0.1, role="rate"),
             ),
             _bn_infer,
-            lambda s, a: 2 * s[0][0],
+            _bn_weights,
+            init_params=("weight", "bias"),
         ),
-        *(OpDef(n, _ELEMENTWISE_DOC, (), _same_shape(n)) for n in ("relu", "relu6", "sigmoid", "tanh", "silu")),
+        *(
+            OpDef(n, _ELEMENTWISE_DOC, (), _same_shape(n), in_place=n in ("relu", "relu6", "silu"))
+            for n in ("relu", "relu6", "sigmoid", "tanh", "silu")
+        ),
         OpDef(
             "gelu",
             _ELEMENTWISE_DOC,
@@ -462,8 +539,14 @@ OPS: dict[str, OpDef] = {
             _pool_infer("avg_pool"),
             check_attrs=_pool_attrs,
         ),
-        OpDef("adaptive_avg_pool", "average pooling to a fixed size", (Attr("size", _pair()),), _adaptive_infer),
-        OpDef("global_avg_pool", "average over all positions", (), _global_infer),
+        OpDef(
+            "adaptive_avg_pool",
+            "average pooling to a fixed size",
+            (Attr("size", _pair()),),
+            _adaptive_infer,
+            spatial="fixed",
+        ),
+        OpDef("global_avg_pool", "average over all positions", (), _global_infer, spatial="fixed"),
         OpDef(
             "lrn",
             "local response normalisation across channels",
@@ -481,24 +564,65 @@ OPS: dict[str, OpDef] = {
             (Attr("p", _float(0.0, 1.0, hi_open=True), default=0.5, role="rate"),),
             _same_shape("dropout"),
             inference_identity=True,
+            aliases=True,
         ),
-        OpDef("flatten", "flatten all but the batch dimension", (), _flatten_infer, lead="flatten"),
+        OpDef("flatten", "flatten all but the batch dimension", (), _flatten_infer, lead="flatten", aliases=True),
         OpDef(
             "linear",
             "fully connected layer",
             (Attr("out", _int(), role="count", doc="output features"), Attr("bias", _bool, default=True, role="flag")),
             _linear_infer,
-            lambda s, a: s[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
+            _linear_weights,
             lambda s, a, o: s[0][0] * a["out"],
             lead="out",
             layer=True,
+            init_params=("weight", "bias"),
         ),
         OpDef("softmax", "softmax over channels or features", (), _same_shape("softmax")),
-        OpDef("concat", "join inputs along channels", (), _concat_infer, min_inputs=2, max_inputs=1 << 16, lead="sum"),
-        OpDef("add", "element-wise sum of inputs", (), _add_infer, min_inputs=2, max_inputs=1 << 16),
-        OpDef("identity", "pass the input through", (), _same_shape("identity")),
+        OpDef(
+            "concat",
+            "join inputs along channels",
+            (),
+            _concat_infer,
+            min_inputs=2,
+            max_inputs=1 << 16,
+            lead="sum",
+            merge=True,
+        ),
+        OpDef("add", "element-wise sum of inputs", (), _add_infer, min_inputs=2, max_inputs=1 << 16, merge=True),
+        OpDef("identity", "pass the input through", (), _same_shape("identity"), aliases=True),
     ]
 }
 
 #: ops that merge branches (written ``{concat: ...}`` or ``{add: ...}`` in a spec)
-MERGE_OPS = ("concat", "add")
+MERGE_OPS = tuple(name for name, op in OPS.items() if op.merge)
+#: for each op with learned parameters, the names a spec's ``init`` section can set
+INIT_PARAMS: dict[str, tuple[str, ...]] = {name: op.init_params for name, op in OPS.items() if op.init_params}
+#: the backends every op must have a lowering for (tests check it)
+BACKENDS = ("pytorch", "onnx")
+
+
+def lowering(backend: str, *ops: str) -> Callable[[T], T]:
+    """Register the decorated object as ``backend``'s lowering of ``ops``."""
+
+    def register(obj: T) -> T:
+        for op in ops:
+            OPS[op].lowerings[backend] = obj
+        return obj
+
+    return register
+
+
+def lowering_of(backend: str, op: str, node: str, data: Mapping[str, object]) -> object:
+    """``backend``'s lowering of ``op``, or a :class:`CodegenError` naming the op and node."""
+    found = OPS[op].lowerings.get(backend) if op in OPS else None
+    if found is None:
+        raise CodegenError(
+            f"the {BACKENDS_SHOWN.get(backend, backend)} backend cannot lower op '{op}' (node {node})",
+            location=data.get("loc"),
+            path=data.get("keypath"),
+        )
+    return found
+
+
+BACKENDS_SHOWN = {"pytorch": "PyTorch", "onnx": "ONNX"}

@@ -20,7 +20,7 @@ from typing import TypeVar
 from nasdsl import expr as ex
 from nasdsl.errors import ErrorList, Location, NasdslError, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
-from nasdsl.ops import MERGE_OPS, OPS, describe
+from nasdsl.ops import INIT_PARAMS, MERGE_OPS, OPS, describe
 
 #: Keys that give a block its kind; they cannot name children of a sequence.
 BLOCK_KEYS = ("op", "use", "ref", *MERGE_OPS)
@@ -194,7 +194,8 @@ INIT_SCHEMES = {
     "kaiming_normal": (),
     "kaiming_uniform": (),
 }
-INIT_OPS = {"conv2d": ("weight", "bias"), "linear": ("weight", "bias"), "batch_norm": ("weight", "bias")}
+#: the ops whose parameters ``init`` can set, and those parameters (from the op registry)
+INIT_OPS = INIT_PARAMS
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ import json
 import networkx as nx
 
 from nasdsl import ir
-from nasdsl.build import Tree
 from nasdsl.ops import OPS
 from nasdsl.passes.shapes import macs, params
 
@@ -61,15 +60,15 @@ def _window(g: nx.DiGraph, nodes: list[str]) -> str:
     return f"{kernel}/{stride}"
 
 
-def _row(g: nx.DiGraph, tree: Tree, nodes: list[str]) -> dict:
+def _row(g: nx.DiGraph, tree: ir.Block, nodes: list[str]) -> dict:
     if tree.kind == "use":
-        kind, args = tree.template, {k: _plain(v) for k, v in tree.args.items()}
+        kind, args = tree.template, {a.name: _plain(a.value) for a in tree.args}
     elif tree.kind == "op":
         data = g.nodes[tree.output]
         kind = data["op"]
         args = {k: _simple(data["attrs"][k]) for k in data["given"]}
     elif tree.kind == "merge":
-        kind, args = tree.block.op, {}
+        kind, args = tree.op, {}
     elif tree.kind == "seq":
         kind, args = "sequence", {}
     else:
@@ -86,10 +85,10 @@ def _row(g: nx.DiGraph, tree: Tree, nodes: list[str]) -> dict:
     }
 
 
-def summarize(g: nx.DiGraph, root: Tree, *, with_aux: bool = False) -> dict:
+def summarize(g: nx.DiGraph, *, with_aux: bool = False) -> dict:
     """The summary of a shaped graph (see the module docstring)."""
-    model = root.children[0]
-    heads = root.children[1:]
+    model = g.graph["model"]
+    heads = [o.head for o in g.graph["outputs"] if o.head is not None]
     members: dict[str, list[str]] = {}
     for node, data in g.nodes(data=True):
         if data["op"] == "input":
@@ -98,7 +97,7 @@ def summarize(g: nx.DiGraph, root: Tree, *, with_aux: bool = False) -> dict:
         members.setdefault(top, []).append(node)
     rows = []
     for child in model.children:
-        if child.kind == "skip":
+        if child.kind == "skip" or child.dormant:
             continue  # switched off by `when`
         rows.append(_row(g, child, members.get(child.name, [])))
     if with_aux:

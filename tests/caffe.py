@@ -1,50 +1,43 @@
-"""A small reader for Caffe prototxt files: just enough to derive the
-parameter shapes of a network as an independent reference for the tests."""
+"""Caffe's parameter shapes for bvlc_googlenet, derived the way Caffe derives them, as an
+independent reference for the tests.
+
+The net's layers come from tests/data/bvlc_googlenet_layers.txt, a table transcribed from
+bvlc_googlenet's train_val.prototxt (its header says how); the shapes are not in that file:
+they are computed here by following blob shapes through the layers."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-_TOKEN = re.compile(r'\s*(?:(#[^\n]*)|([A-Za-z_][A-Za-z0-9_]*)\s*(:)?|(\{)|(\})|("(?:[^"\\]|\\.)*")|([^\s{}"#]+))')
+from paths import DATA
+
+LAYERS = DATA / "bvlc_googlenet_layers.txt"
+COLUMNS = ["name", "type", "phase", "outputs", "kernel", "stride", "pad", "pool", "tops", "bottoms"]
 
 
-def parse(text: str) -> dict:
-    """Parse prototxt into nested dicts; every field maps to a list of values."""
-    stack: list[dict] = [{}]
-    key = None
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            break
-        pos = m.end()
-        comment, word, colon, open_, close, string, scalar = m.groups()
-        if comment:
-            continue
-        if word and key is None:
-            key = word
-            if colon:
-                continue
-            continue
-        if open_:
-            child: dict = {}
-            stack[-1].setdefault(key, []).append(child)
-            stack.append(child)
-            key = None
-        elif close:
-            stack.pop()
-        else:
-            value = string[1:-1] if string else (word or scalar)
-            stack[-1].setdefault(key, []).append(value)
-            key = None
-    return stack[0]
+def layers(path: str | Path = LAYERS) -> list[dict]:
+    """The table's rows, in order: ``{"name": ..., "tops": [...], "bottoms": [...], "kernel": 3, ...}``,
+    with ``None`` for a field the layer does not set ("-")."""
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    assert lines[0].split() == COLUMNS, lines[0]
+    rows = []
+    for line in lines[1:]:
+        cells = line.split()
+        assert len(cells) == len(COLUMNS), line
+        row: dict = {k: None if v == "-" else v for k, v in zip(COLUMNS, cells, strict=True)}
+        for k in ("outputs", "kernel", "stride", "pad"):
+            if row[k] is not None:
+                row[k] = int(row[k])
+        for k in ("tops", "bottoms"):
+            row[k] = row[k].split(",") if row[k] else []
+        rows.append(row)
+    return rows
 
 
-def _window(size: int, p: dict, ceil: bool) -> int:
-    k = int(p.get("kernel_size", ["1"])[0])
-    stride = int(p.get("stride", ["1"])[0])
-    pad = int(p.get("pad", ["0"])[0])
+def _window(size: int, layer: dict, ceil: bool) -> int:
+    k = layer["kernel"] or 1
+    stride = layer["stride"] or 1
+    pad = layer["pad"] or 0
     span = size + 2 * pad - k
     out = -(-span // stride) + 1 if ceil else span // stride + 1
     if ceil and pad and (out - 1) * stride >= size + pad:
@@ -52,34 +45,28 @@ def _window(size: int, p: dict, ceil: bool) -> int:
     return out
 
 
-def parameter_shapes(path: str | Path, image: int = 224) -> dict[str, tuple[int, ...]]:
+def parameter_shapes(path: str | Path = LAYERS, image: int = 224) -> dict[str, tuple[int, ...]]:
     """``{"layer/name.weight": shape, "layer/name.bias": shape}`` for every
     Convolution and InnerProduct layer, following blob shapes (C, H, W) through
     the net: convolutions round down, pooling rounds up (Caffe's rules)."""
-    net = parse(Path(path).read_text())
     blobs: dict[str, tuple[int, ...]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
-    for layer in net["layer"]:
-        kind = layer["type"][0]
-        bottoms, tops = layer.get("bottom", []), layer.get("top", [])
+    for layer in layers(path):
+        kind, name = layer["type"], layer["name"]
+        bottoms, tops = layer["bottoms"], layer["tops"]
         if kind == "Data":
             blobs[tops[0]] = (3, image, image)
             continue
-        name = layer["name"][0]
         src = blobs.get(bottoms[0]) if bottoms else None
         if kind == "Convolution":
-            p = layer["convolution_param"][0]
-            out = int(p["num_output"][0])
-            k = int(p["kernel_size"][0])
-            group = int(p.get("group", ["1"])[0])
-            shapes[f"{name}.weight"] = (out, src[0] // group, k, k)
+            out, k = layer["outputs"], layer["kernel"]
+            shapes[f"{name}.weight"] = (out, src[0], k, k)
             shapes[f"{name}.bias"] = (out,)
-            blobs[tops[0]] = (out, _window(src[1], p, False), _window(src[2], p, False))
+            blobs[tops[0]] = (out, _window(src[1], layer, False), _window(src[2], layer, False))
         elif kind == "Pooling":
-            p = layer["pooling_param"][0]
-            blobs[tops[0]] = (src[0], _window(src[1], p, True), _window(src[2], p, True))
+            blobs[tops[0]] = (src[0], _window(src[1], layer, True), _window(src[2], layer, True))
         elif kind == "InnerProduct":
-            out = int(layer["inner_product_param"][0]["num_output"][0])
+            out = layer["outputs"]
             fan_in = 1
             for d in src:
                 fan_in *= d

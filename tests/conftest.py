@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from paths import REFERENCE
+from paths import DATA
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -19,7 +17,15 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture(scope="session")
-def reference() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.fail(f"the reference folder {REFERENCE} is missing (it lies beside the checkout as ../shared)")
-    return REFERENCE
+def torchvision_googlenet_state_dict() -> dict[str, tuple[int, ...]]:
+    """torchvision's GoogLeNet's state_dict, aux heads included, as ``{key: shape}`` in its order,
+    from tests/data/torchvision_googlenet_state_dict.txt (its header names the source)."""
+    entries = {}
+    for line in (DATA / "torchvision_googlenet_state_dict.txt").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, shape = line.split()
+        assert key not in entries, key
+        entries[key] = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
+    assert len(entries) == 364
+    return entries

@@ -4,4 +4,4 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
-REFERENCE = ROOT.parent / "shared" / "reference"
+DATA = ROOT / "tests" / "data"

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import nasdsl
-from nasdsl.backends.onnx import export_onnx, export_onnx_bytes, initial_state_dict
+from nasdsl.backends.onnx import export_onnx, export_onnx_bytes
 from nasdsl.backends.pytorch import load_source
 from nasdsl.cli import main
+from nasdsl.weights import initial_weights, to_torch
 
 from paths import SPECS
 
@@ -37,7 +38,7 @@ def test_build_writes_both_artifacts_and_verifies(tmp_path, capsys):
     onnx.checker.check_model(model, full_check=True)
     # the same bytes as the API gives for the seeded weights, and the same model as export_onnx
     net = nasdsl.compile_spec(GOOGLENET_BN)
-    weights = initial_state_dict(net)
+    weights = to_torch(initial_weights(net.graph))
     assert (out / "GoogLeNetBN.onnx").read_bytes() == export_onnx_bytes(net, state_dict=weights)
     assert model == export_onnx(net, state_dict=weights)
 
@@ -46,7 +47,8 @@ def test_compile_onnx_with_weights_dynamic_batch_and_opset(tmp_path, capsys):
     torch.manual_seed(5)
     net = nasdsl.compile_spec(GOOGLENET_BN, {"num_classes": 7})
     weights = {
-        k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in initial_state_dict(net).items()
+        k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in to_torch(initial_weights(net.graph)).items()
     }
     torch.save(weights, tmp_path / "sd.pt")
     target = tmp_path / "m.onnx"

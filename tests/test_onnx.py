@@ -27,20 +27,11 @@ from hypothesis import strategies as st
 import nasdsl
 from nasdsl import NasdslError
 from nasdsl.api import Compiled
-from nasdsl.backends import onnx as onnx_backend
-from nasdsl.backends.onnx import (
-    DEFAULT_OPSET,
-    SUPPORTED_OPSETS,
-    export_onnx,
-    export_onnx_bytes,
-    initial_state_dict,
-    load_state_dict,
-    parameters,
-    reference_model,
-)
-from nasdsl.backends.verify import Verification, compare, run_onnx, verify
+from nasdsl.backends.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS, export_onnx, export_onnx_bytes
+from nasdsl.backends.verify import Verification, compare, run_onnx, torch_model, verify
 from nasdsl.errors import CodegenError, WeightsError
 from nasdsl.passes.fold import drop_identities, fold_batch_norm, scale_rows
+from nasdsl.weights import initial_weights, load_weights, param_shapes, to_torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -51,6 +42,11 @@ GOOGLENET = ROOT / "specs" / "googlenet.yaml"
 @functools.cache
 def compiled(path: Path | str) -> Compiled:
     return nasdsl.compile_spec(path)
+
+
+def initial_state_dict(c: Compiled) -> dict[str, torch.Tensor]:
+    """The seeded initial weights of a compiled spec, as tensors."""
+    return to_torch(initial_weights(c.graph))
 
 
 def lively(state_dict: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
@@ -379,7 +375,7 @@ def test_hostile_doc_is_sanitised(tmp_path):
 
 def _aux_reference(c: Compiled, sd, x: torch.Tensor) -> dict[str, np.ndarray]:
     """The PyTorch model's auxiliary heads in eval mode, fed by hooks on the maps they read."""
-    model = reference_model(c, sd)
+    model = torch_model(c, sd)
     taps = {}
     for out in c.spec.outputs:
         if out.name.startswith("aux"):
@@ -416,7 +412,7 @@ def test_dynamic_batch():
     c = compiled(GOOGLENET)
     model = export_onnx(c, state_dict=weights(GOOGLENET), batch="dynamic")
     assert dims(model.graph.input[0]) == ["N", 3, 224, 224] and dims(model.graph.output[0]) == ["N", 1000]
-    reference = reference_model(c, weights(GOOGLENET))
+    reference = torch_model(c, weights(GOOGLENET))
     gen = torch.Generator().manual_seed(4)
     for n in (1, 3):
         x = torch.randn(n, 3, 224, 224, generator=gen) * 50
@@ -496,23 +492,21 @@ def test_load_state_dict_round_trip(tmp_path):
     sd = weights(GOOGLENET_BN)
     path = tmp_path / "w.pt"
     torch.save(sd, path)
-    loaded = load_state_dict(path)
+    loaded = load_weights(path)
     assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
     assert export_onnx(compiled(GOOGLENET_BN), state_dict=loaded).SerializeToString() == (
         export_onnx(compiled(GOOGLENET_BN), state_dict=sd).SerializeToString()
     )
 
 
-def test_expected_parameters_are_torchvisions(reference):
+def test_expected_parameters_are_torchvisions(torchvision_googlenet_state_dict):
     """The keys and shapes the backend checks against are torchvision's GoogLeNet's (aux heads
-    included), as listed in the shared reference, less the BatchNorm counters."""
-    listing = reference / "torchvision_googlenet_state_dict_keys.txt"
-    expected = {}
-    for line in listing.read_text().splitlines():
-        key, shape = line.split("\t")
-        if not key.endswith("num_batches_tracked"):
-            expected[key] = tuple(int(d) for d in shape.strip("()").split(",") if d.strip())
-    assert parameters(compiled(GOOGLENET_BN).graph) == expected
+    included), as listed in tests/data/torchvision_googlenet_state_dict.txt, less the BatchNorm
+    counters."""
+    expected = {
+        key: shape for key, shape in torchvision_googlenet_state_dict.items() if not key.endswith("num_batches_tracked")
+    }
+    assert param_shapes(compiled(GOOGLENET_BN).graph) == expected
 
 
 class Opaque:
@@ -542,7 +536,7 @@ def test_load_state_dict_errors(tmp_path, content, message):
             else:
                 torch.save(content, f)
     with pytest.raises(WeightsError, match=message) as info:
-        load_state_dict(path)
+        load_weights(path)
     assert "\n" not in str(info.value) and str(info.value).startswith("error: ")
 
 
@@ -661,7 +655,7 @@ def test_unknown_op_is_a_codegen_error():
     with pytest.raises(
         CodegenError, match=r"the ONNX backend cannot lower op 'frobnicate' \(node conv1.relu\)"
     ) as info:
-        export_onnx(Compiled(c.spec, g, c.tree), state_dict=weights(GOOGLENET_BN))
+        export_onnx(g, state_dict=weights(GOOGLENET_BN))
     assert str(info.value).startswith(f"{GOOGLENET_BN}:30:13: error: templates.BasicConv2d.body.relu: the ONNX")
 
 
@@ -676,7 +670,10 @@ def test_fold_batch_norm_is_pure():
     before_nodes = nx.to_dict_of_dicts(c.graph)
     before_attrs = dict(c.graph.nodes["conv1.conv"]["attrs"])
     kept = {k: v.copy() for k, v in sd.items()}
-    folded, new = fold_batch_norm(g, sd)
+    g.graph["weights"] = sd
+    folded = fold_batch_norm(g)
+    new = folded.graph["weights"]
+    assert g.graph["weights"] is sd
     assert "conv1.bn" not in folded and "conv1.bn" in g and "conv1.bn" in c.graph
     assert folded.nodes["conv1.conv"]["attrs"]["bias"] is True
     assert c.graph.nodes["conv1.conv"]["attrs"] == before_attrs and before_attrs["bias"] is False
@@ -720,14 +717,14 @@ outputs:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
-def test_backend_scaling_equals_the_pass_default(spec):
-    """The ONNX backend multiplies folded weights with torch; every element must be
-    the numpy product the pass computes by default, bit for bit."""
+def test_torch_scaling_equals_numpys(spec):
+    """With torch imported the fold multiplies weights with torch's kernels; every element
+    must be the product numpy computes without it, bit for bit."""
     c = compiled(spec)
     g = drop_identities(c.graph)
-    sd = {k: v.numpy() for k, v in weights(spec).items() if "num_batches" not in k}
-    _, by_numpy = fold_batch_norm(g, sd)
-    _, by_torch = fold_batch_norm(g, sd, scale=onnx_backend._scale_rows)
+    g.graph["weights"] = {k: v.numpy() for k, v in weights(spec).items() if "num_batches" not in k}
+    by_numpy = fold_batch_norm(g, scale=lambda w, s: w * s.reshape(-1, *[1] * (w.ndim - 1))).graph["weights"]
+    by_torch = fold_batch_norm(g).graph["weights"]
     assert by_numpy.keys() == by_torch.keys()
     for key, value in by_numpy.items():
         assert value.dtype == by_torch[key].dtype and np.array_equal(value, by_torch[key]), key
@@ -754,7 +751,8 @@ def test_passes_in_place_on_request():
     g = c.graph.copy()
     sd = {k: v.numpy() for k, v in weights(GOOGLENET_BN).items() if "num_batches" not in k}
     assert drop_identities(g, copy=False) is g
-    folded, _ = fold_batch_norm(g, sd, copy=False)
+    g.graph["weights"] = sd
+    folded = fold_batch_norm(g, copy=False)
     assert folded is g and "conv1.bn" not in g and g.nodes["conv1.conv"]["attrs"]["bias"] is True
     assert "conv1.bn" in c.graph and c.graph.nodes["conv1.conv"]["attrs"]["bias"] is False
 

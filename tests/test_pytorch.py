@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import torchvision
 
 import nasdsl
-from nasdsl.backends.pytorch import build_model, generate_source, load_source
+from nasdsl import build_model
+from nasdsl.backends.pytorch import generate_source, load_source
 
 from caffe import parameter_shapes
 from paths import ROOT, SPECS
@@ -79,8 +80,8 @@ def test_bn_without_aux_heads_matches_torchvision_without_aux(image):
     assert (expected - got).abs().max().item() <= 1e-5
 
 
-def test_state_dict_keys_are_torchvisions(reference):
-    keys = [k for k in (reference / "torchvision_googlenet_state_dict_keys.txt").read_text().split() if "." in k]
+def test_state_dict_keys_are_torchvisions(torchvision_googlenet_state_dict):
+    keys = list(torchvision_googlenet_state_dict)
     model = build_model(GOOGLENET_BN)
     assert sorted(model.state_dict()) == sorted(keys)
 
@@ -179,8 +180,8 @@ def caffe_to_ours(layer: str) -> str:
     return f"{aux}.{ {'conv': 'conv.conv', 'fc': 'fc1', 'classifier': 'fc2'}[tail] }"
 
 
-def test_googlenet_parameters_have_caffes_shapes(reference):
-    caffe = parameter_shapes(reference / "caffe_bvlc_googlenet" / "train_val.prototxt")
+def test_googlenet_parameters_have_caffes_shapes():
+    caffe = parameter_shapes()  # from bvlc_googlenet's train_val.prototxt, aux heads included
     expected = {}
     for key, shape in caffe.items():
         layer, _, param = key.rpartition(".")

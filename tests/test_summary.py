@@ -1,14 +1,15 @@
-"""``nasdsl summary`` against the GoogLeNet paper's Table 1 and the reference figures.
+"""``nasdsl summary`` against the GoogLeNet paper's Table 1 and exact reference figures.
 
-The expected values come from /work/shared/reference/googlenet.md, parsed here:
-Table 1 as the paper prints it, the figures the reference computed from the
-table's shapes, and the exact parameter and multiply-add totals of Caffe's
-bvlc_googlenet and torchvision's GoogLeNet. torchvision itself is the second,
-independent reference for the BatchNorm variant.
+The expected values are data in tests/data (each file names its source): Table 1 as the
+paper prints it (googlenet_table1.csv); the weights and multiply-adds of each row worked out
+from the table's shapes, and the exact parameter and multiply-add totals of Caffe's
+bvlc_googlenet and torchvision's GoogLeNet (googlenet_figures.yaml). torchvision itself is
+the second, independent reference for the BatchNorm variant.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -21,16 +22,19 @@ import yaml
 
 from nasdsl.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT / "specs"
+from paths import DATA, ROOT, SPECS
+
 GOOGLENET = SPECS / "googlenet.yaml"
 GOOGLENET_BN = SPECS / "googlenet_bn.yaml"
-REFERENCE_MD = ROOT.parent / "shared" / "reference" / "googlenet.md"
+TABLE_1 = DATA / "googlenet_table1.csv"
+FIGURES = DATA / "googlenet_figures.yaml"
 
-FILTER_COLUMNS = ("#1x1", "#3x3red", "#3x3", "#5x5red", "#5x5", "poolproj")
+# Table 1's filter columns (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), in the
+# paper's order, which is also the order of our Inception template's parameters.
+FILTER_COLUMNS = ("n1x1", "n3x3_reduce", "n3x3", "n5x5_reduce", "n5x5", "pool_proj")
 
 
-# --------------------------------------------------------------------------- the reference, parsed
+# --------------------------------------------------------------------------- the reference data
 
 
 @dataclass(frozen=True)
@@ -44,83 +48,58 @@ class PaperRow:
     ops_m: float | None  # printed ops in M
 
 
-def _reference_text() -> str:
-    if not REFERENCE_MD.is_file():
-        pytest.fail(f"the reference {REFERENCE_MD} is missing (it lies beside the checkout as ../shared)")
-    return REFERENCE_MD.read_text(encoding="utf-8")
+def _uncommented(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
 
 
-def _number(text: str, unit: str) -> float | None:
-    text = text.strip()
-    if not text:
-        return None
-    assert text.endswith(unit), text
-    return float(text[: -len(unit)])
+def _number(text: str) -> float | None:
+    return float(text) if text.strip() else None
 
 
 def paper_table() -> list[PaperRow]:
-    """Table 1 of the paper as googlenet.md reproduces it."""
-    lines = _reference_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("type | patch/stride | output"))
-    header = [c.strip() for c in lines[start].split("|")]
+    """Table 1 of the paper, as transcribed in googlenet_table1.csv."""
     rows = []
-    for line in lines[start + 1 :]:
-        if "|" not in line:
-            break
-        cells = [c.strip() for c in line.split("|")]
-        cells += [""] * (len(header) - len(cells))
-        cell = dict(zip(header, cells, strict=True))
-        h, w, c = (int(x) for x in cell["output"].split("x"))
+    for cell in csv.DictReader(_uncommented(TABLE_1)):
         rows.append(
             PaperRow(
-                type=cell["type"],
-                patch=cell["patch/stride"],
-                output=(h, w, c),
+                type=cell["layer"],
+                patch=cell["patch_stride"],
+                output=(int(cell["out_h"]), int(cell["out_w"]), int(cell["out_c"])),
                 depth=int(cell["depth"]),
                 filters={k: int(cell[k]) for k in FILTER_COLUMNS if cell[k]},
-                params_k=_number(cell["params"], "K"),
-                ops_m=_number(cell["ops"], "M"),
+                params_k=_number(cell["params_k"]),
+                ops_m=_number(cell["ops_m"]),
             )
         )
     return rows
 
 
+def _figures() -> dict:
+    return yaml.safe_load(FIGURES.read_text(encoding="utf-8"))
+
+
 def computed_figures() -> dict[str, tuple[float, float | None]]:
-    """The reference's figures computed from the table's shapes: {row: (weights in K, MACs in M)}."""
-    text = _reference_text()
-    block = text[text.index("Computed from the table's shapes") :]
-    block = block[: block.index("Totals:")]
-    block = block.split(":", 1)[1]
-    out = {}
-    for part in block.split(";"):
-        m = re.match(r"\s*(\w+) ([\d.]+)K(?: / ([\d.]+)M)?", part)
-        assert m, part
-        out[m[1]] = (float(m[2]), float(m[3]) if m[3] else None)
-    return out
+    """The figures worked out from the table's shapes: {row: (weights in K, MACs in M)}."""
+    return {row: (f["weights_k"], f["macs_m"]) for row, f in _figures()["table_1_rows"].items()}
 
 
 def exact_figures() -> dict[str, int]:
-    """The exact totals in the table "Exact figures to check a spec against"."""
-    text = _reference_text()
-    caffe = next(line for line in text.splitlines() if line.startswith("| Caffe bvlc_googlenet"))
-    tv = next(line for line in text.splitlines() if line.startswith("| torchvision GoogLeNet"))
-
-    def numbers(line: str) -> list[int]:
-        return [int(n.replace(",", "")) for n in re.findall(r"\d{1,3}(?:,\d{3})+", line)]
-
-    c, t = numbers(caffe), numbers(tv)
+    """The exact totals of Caffe's bvlc_googlenet and torchvision's GoogLeNet, the weights
+    of Table 1's shapes and the paper's depth."""
+    figures = _figures()
+    caffe, tv = figures["caffe_bvlc_googlenet"], figures["torchvision_googlenet"]
     return {
-        "params": c[0],
-        "params_aux": c[1],
-        "aux1_params": c[2],
-        "aux2_params": c[3],
-        "macs": c[4],
-        "aux_macs": c[5],
-        "bn_params": t[0],
-        "bn_params_aux": t[1],
-        "bn_macs": t[2],
-        "weights": int(re.search(r"Totals: ([\d,]+) weights", text)[1].replace(",", "")),
-        "depth": int(re.search(r"The network is (\d+) layers deep", text)[1]),
+        "params": caffe["params"],
+        "params_aux": caffe["params_with_aux"],
+        "aux1_params": caffe["aux1_params"],
+        "aux2_params": caffe["aux2_params"],
+        "macs": caffe["macs"],
+        "aux_macs": caffe["aux_macs"],
+        "bn_params": tv["params"],
+        "bn_params_aux": tv["params_with_aux"],
+        "bn_macs": tv["macs"],
+        "weights": figures["table_1_weights"],
+        "depth": figures["depth"],
     }
 
 
@@ -209,8 +188,8 @@ def test_every_row_of_table_1(googlenet: dict) -> None:
             assert list(last["args"].values()) == [p.filters[k] for k in FILTER_COLUMNS], p.type
         elif p.filters:  # the stem's "convolution 3x3/1": 64 reduce filters, then 192
             assert p.type == "convolution" and [r["name"] for r in group] == ["conv2", "conv3"]
-            assert group[0]["args"]["out"] == p.filters["#3x3red"]
-            assert group[1]["args"]["out"] == p.filters["#3x3"]
+            assert group[0]["args"]["out"] == p.filters["n3x3_reduce"]
+            assert group[1]["args"]["out"] == p.filters["n3x3"]
         if p.type.startswith("dropout"):
             rate = int(re.fullmatch(r"dropout \((\d+)%\)", p.type)[1])
             assert last["args"] == {"p": rate / 100}

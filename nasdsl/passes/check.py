@@ -64,3 +64,10 @@ def unused(g: nx.DiGraph) -> list[str]:
         live.add(out.node)
         live |= nx.ancestors(g, out.node)
     return [n for n in ir.order(g) if n not in live]
+
+
+def drop_unused(g: nx.DiGraph) -> nx.DiGraph:
+    """A copy of ``g`` without the nodes that reach no output (the input stays)."""
+    g = g.copy()
+    g.remove_nodes_from([n for n in unused(g) if n != g.graph["input"]])
+    return g

@@ -125,10 +125,10 @@ class GoogLeNet(nn.Module):
         )
         self.conv1 = BasicConv2d(3, 64, 7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.lrn1 = nn.LocalResponseNorm(5, alpha=0.0001, beta=0.75, k=1)
+        self.lrn1 = nn.LocalResponseNorm(5, alpha=0.0001, beta=0.75, k=1.0)
         self.conv2 = BasicConv2d(64, 64, 1)
         self.conv3 = BasicConv2d(64, 192, 3, padding=1)
-        self.lrn2 = nn.LocalResponseNorm(5, alpha=0.0001, beta=0.75, k=1)
+        self.lrn2 = nn.LocalResponseNorm(5, alpha=0.0001, beta=0.75, k=1.0)
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
         self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64)
@@ -165,13 +165,13 @@ class GoogLeNet(nn.Module):
         x = self.inception4a(x)  # (N, 512, 14, 14)
         aux1: torch.Tensor | None = None
         if self.aux1 is not None and self.training:
-            aux1 = self.aux1(x)  # (N, 1000)
+            aux1 = self.aux1(x)  # (N, num_classes)
         x = self.inception4b(x)  # (N, 512, 14, 14)
         x = self.inception4c(x)  # (N, 512, 14, 14)
         x = self.inception4d(x)  # (N, 528, 14, 14)
         aux2: torch.Tensor | None = None
         if self.aux2 is not None and self.training:
-            aux2 = self.aux2(x)  # (N, 1000)
+            aux2 = self.aux2(x)  # (N, num_classes)
         x = self.inception4e(x)  # (N, 832, 14, 14)
         x = self.maxpool4(x)  # (N, 832, 7, 7)
         x = self.inception5a(x)  # (N, 832, 7, 7)
@@ -179,9 +179,9 @@ class GoogLeNet(nn.Module):
         x = self.avgpool(x)  # (N, 1024, 1, 1)
         x = self.dropout(x)  # (N, 1024, 1, 1)
         x = self.flatten(x)  # (N, 1024)
-        x = self.fc(x)  # (N, 1000)
+        x = self.fc(x)  # (N, num_classes)
         if not self.training:
-            x = self.prob(x)  # (N, 1000)
+            x = self.prob(x)  # (N, num_classes)
         if self.training and self.aux_logits:
             return GoogLeNetOutputs(x, aux1, aux2)
         return x

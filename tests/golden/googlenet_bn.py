@@ -161,13 +161,13 @@ class GoogLeNetBN(nn.Module):
         x = self.inception4a(x)  # (N, 512, 14, 14)
         aux1: torch.Tensor | None = None
         if self.aux1 is not None and self.training:
-            aux1 = self.aux1(x)  # (N, 1000)
+            aux1 = self.aux1(x)  # (N, num_classes)
         x = self.inception4b(x)  # (N, 512, 14, 14)
         x = self.inception4c(x)  # (N, 512, 14, 14)
         x = self.inception4d(x)  # (N, 528, 14, 14)
         aux2: torch.Tensor | None = None
         if self.aux2 is not None and self.training:
-            aux2 = self.aux2(x)  # (N, 1000)
+            aux2 = self.aux2(x)  # (N, num_classes)
         x = self.inception4e(x)  # (N, 832, 14, 14)
         x = self.maxpool4(x)  # (N, 832, 7, 7)
         x = self.inception5a(x)  # (N, 832, 7, 7)
@@ -175,7 +175,7 @@ class GoogLeNetBN(nn.Module):
         x = self.avgpool(x)  # (N, 1024, 1, 1)
         x = self.dropout(x)  # (N, 1024, 1, 1)
         x = self.flatten(x)  # (N, 1024)
-        x = self.fc(x)  # (N, 1000)
+        x = self.fc(x)  # (N, num_classes)
         if self.training and self.aux_logits:
             return GoogLeNetBNOutputs(x, aux1, aux2)
         return x

@@ -1,0 +1,262 @@
+"""Weights without torch: what a graph's parameters are, how they start, how they are read.
+
+- :func:`parameters` lists every parameter and buffer of a graph by its
+  ``state_dict`` key (``inception4a.branch2.1.conv.weight``), with its shape
+  and kind, from the op registry (:attr:`nasdsl.ops.OpDef.weights`).
+- :func:`initial_weights` draws a seeded initialisation in numpy, following
+  the spec's ``init`` rules and, where there is none, PyTorch's default for the
+  layer: the distributions PyTorch uses, not its random streams, so the values
+  differ from a torch-built model's but are deterministic and portable.
+- :func:`load_weights` reads ``.safetensors`` files with the ``safetensors``
+  package (no torch) and other files as a ``torch.save``-d state_dict with
+  ``weights_only`` (torch is imported only then).
+- :func:`check_weights` checks a state_dict against a graph and returns the
+  arrays it needs as float32 numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import networkx as nx
+import numpy as np
+
+from nasdsl import ir
+from nasdsl.errors import WeightsError
+from nasdsl.ops import OPS, Weight
+
+#: how many offending names an error lists before "and N more"
+_SHOWN = 5
+
+
+def parameters(g: nx.DiGraph, *, kinds: Sequence[str] = ("param", "buffer")) -> dict[str, Weight]:
+    """Every parameter (and buffer) of ``g``'s nodes by state_dict key, in graph order."""
+    out: dict[str, Weight] = {}
+    for n in ir.order(g):
+        data = g.nodes[n]
+        if data["op"] not in OPS:
+            continue
+        shapes = [g.nodes[i]["shape"] for i in ir.inputs(g, n)]
+        for w in OPS[data["op"]].weights(shapes, data["attrs"]):
+            if w.kind in kinds:
+                out[f"{n}.{w.name}"] = w
+    return out
+
+
+def param_shapes(g: nx.DiGraph) -> dict[str, tuple[int, ...]]:
+    """The learned parameters and float buffers of ``g`` (what ONNX needs), with shapes."""
+    return {k: w.shape for k, w in parameters(g).items() if w.dtype == "float32"}
+
+
+# ---------------------------------------------------------------------------
+# Initialisation
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """PyTorch's fan-in and fan-out of a weight: its second and first dimension times the receptive field."""
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, float], shape: tuple[int, ...], weight_shape):
+    """One tensor drawn by ``scheme`` (see docs/spec-language.md, init), float64."""
+    if scheme == "zeros":
+        return np.zeros(shape)
+    if scheme == "ones":
+        return np.ones(shape)
+    if scheme == "constant":
+        return np.full(shape, args.get("value", 0.0))
+    if scheme == "normal":
+        return rng.normal(args.get("mean", 0.0), args.get("std", 1.0), shape)
+    if scheme == "uniform":
+        return rng.uniform(args.get("a", 0.0), args.get("b", 1.0), shape)
+    if scheme == "trunc_normal":
+        mean, std, a, b = (args.get(k, d) for k, d in (("mean", 0.0), ("std", 1.0), ("a", -2.0), ("b", 2.0)))
+        return _trunc_normal(rng, mean, std, a, b, shape)
+    if scheme == "torch_default":
+        # nn.Conv2d / nn.Linear: kaiming_uniform(a=sqrt(5)) for the weight, the same bound for the bias
+        fan_in, _ = _fans(weight_shape)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        return rng.uniform(-bound, bound, shape)
+    if scheme == "xavier_caffe":
+        fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
+        bound = math.sqrt(3.0 / fan_in)
+        return rng.uniform(-bound, bound, shape)
+    fan_in, fan_out = _fans(shape)
+    gain = args.get("gain", 1.0)
+    if scheme == "xavier_uniform":
+        bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-bound, bound, shape)
+    if scheme == "xavier_normal":
+        return rng.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), shape)
+    if scheme == "kaiming_normal":  # fan_out, ReLU's gain, as the generated reset_parameters says
+        return rng.normal(0.0, math.sqrt(2.0) / math.sqrt(fan_out), shape)
+    if scheme == "kaiming_uniform":
+        bound = math.sqrt(2.0) * math.sqrt(3.0 / fan_out)
+        return rng.uniform(-bound, bound, shape)
+    raise ValueError(f"unknown init scheme {scheme!r}")
+
+
+def _trunc_normal(rng: np.random.Generator, mean: float, std: float, a: float, b: float, shape) -> np.ndarray:
+    """Normal samples redrawn until inside [a, b] (absolute bounds, as torch's trunc_normal_)."""
+    out = rng.normal(mean, std, shape)
+    bad = (out < a) | (out > b)
+    for _ in range(1000):
+        if not bad.any():
+            return out
+        out[bad] = rng.normal(mean, std, int(bad.sum()))
+        bad = (out < a) | (out > b)
+    return np.clip(out, a, b)
+
+
+def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """A seeded initialisation of every parameter and buffer of ``g``, as numpy
+    arrays keyed like the generated model's state_dict. Rules come from
+    ``g.graph["init"]``; parameters without one get PyTorch's default."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    rules = g.graph.get("init", {})
+    out: dict[str, np.ndarray] = {}
+    for n in ir.order(g):
+        data = g.nodes[n]
+        op = data["op"]
+        if op not in OPS:
+            continue
+        shapes = [g.nodes[i]["shape"] for i in ir.inputs(g, n)]
+        found = OPS[op].weights(shapes, data["attrs"])
+        weight_shape = next((w.shape for w in found if w.name == "weight"), ())
+        for w in found:
+            rule = rules.get(op, {}).get(w.name) if w.kind == "param" else None
+            scheme, args = (rule.scheme, dict(rule.args)) if rule is not None else (w.init, {})
+            if scheme == "default":
+                scheme = w.init
+            values = _draw(rng, scheme, args, w.shape, weight_shape)
+            out[f"{n}.{w.name}"] = np.asarray(values, dtype=np.dtype(w.dtype))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Reading and checking
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, object]:
+    """Read a state_dict: ``.safetensors`` as numpy arrays (no torch), anything else
+    as a ``torch.save``-d mapping of names to tensors (``weights_only``: no code runs).
+
+    Raises :class:`WeightsError` naming the file when it cannot be read or
+    holds something other than a mapping from names to tensors.
+    """
+    name = os.fspath(path)
+    if name.endswith(".safetensors"):
+        return _load_safetensors(name)
+    return _load_torch(name)
+
+
+def _load_safetensors(name: str) -> dict[str, object]:
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise WeightsError("reading .safetensors needs the 'safetensors' package (pip install safetensors)") from None
+    try:
+        return dict(load_file(name))
+    except OSError as e:
+        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - the reader raises several kinds for a bad file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise WeightsError(f"cannot read weights from '{name}': not a safetensors file ({reason})") from None
+
+
+def _load_torch(name: str) -> dict[str, object]:
+    import torch
+
+    try:
+        obj = torch.load(name, weights_only=True, map_location="cpu")
+    except OSError as e:
+        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - torch.load raises many kinds for a bad file
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = next((line for line in lines if "Unpickler error" in line), lines[0] if lines else type(e).__name__)
+        raise WeightsError(
+            f"cannot read weights from '{name}': not a file of tensors saved with torch.save ({reason})"
+        ) from None
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"'{name}' holds a {type(obj).__name__}, expected a state_dict (names to tensors)")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        hint = "; for a checkpoint, save its state_dict alone" if {"state_dict", "model"} & set(map(str, obj)) else ""
+        raise WeightsError(f"'{name}' is not a state_dict: entries that are not tensors: {_listing(sorted(bad))}{hint}")
+    return dict(obj)
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (f", and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape)) or "a scalar"
+
+
+def _as_array(value: object) -> np.ndarray | None:
+    """A numpy array of a tensor-like value (numpy array or torch tensor), or None."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach") and hasattr(value, "numpy") and hasattr(value, "shape"):
+        tensor = value.detach().cpu()
+        if hasattr(tensor, "is_floating_point") and tensor.is_floating_point():
+            tensor = tensor.float()
+        return tensor.numpy()
+    return None
+
+
+def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """The float weights that graph ``needed`` (derived from ``g``) takes, as float32 arrays.
+
+    Keys must be those of the generated PyTorch model of ``g``: every parameter
+    of ``needed`` present, nothing that no node of ``g`` has (parameters of parts
+    ``needed`` leaves out, such as auxiliary heads, are accepted and ignored;
+    so is BatchNorm's ``num_batches_tracked``), every shape right. Values are
+    numpy arrays or torch tensors. Raises :class:`WeightsError` listing the
+    offenders.
+    """
+    known = parameters(g)
+    wanted = param_shapes(needed)
+    missing = [k for k in wanted if k not in state_dict]
+    unexpected: list[str] = []
+    wrong: list[str] = []
+    out: dict[str, np.ndarray] = {}
+    for key, value in state_dict.items():
+        if not isinstance(key, str):
+            unexpected.append(repr(key))
+            continue
+        if key not in known:
+            unexpected.append(key)
+            continue
+        w = known[key]
+        array = _as_array(value)
+        if array is None:
+            wrong.append(f"{key} (expected a tensor, found {type(value).__name__})")
+        elif tuple(array.shape) != w.shape:
+            wrong.append(f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})")
+        elif w.dtype == "float32" and array.dtype.kind != "f":
+            wrong.append(f"{key} (expected floating point values, found {getattr(value, 'dtype', array.dtype)})")
+        elif key in wanted:
+            out[key] = np.asarray(array, dtype=np.float32)
+    if missing or unexpected or wrong:
+        lines = [f"the state_dict does not fit {g.graph['name']}:"]
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong)):
+            if items:
+                lines.append(f"  {label} ({len(items)}): {_listing(items)}")
+        raise WeightsError("\n".join(lines))
+    return {k: out[k] for k in wanted}
+
+
+def to_torch(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
+    """The same weights as torch tensors (imports torch)."""
+    import torch
+
+    return {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
+
+
+__all__ = ["check_weights", "initial_weights", "load_weights", "param_shapes", "parameters", "to_torch"]

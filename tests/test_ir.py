@@ -1,0 +1,378 @@
+"""The graph IR as the one input of every backend (docs/ir.md).
+
+- the contract page documents every attribute and record field a graph carries;
+- backends import neither the parser, the builder nor the document loader, and
+  generating PyTorch source builds nothing (the graph is the input);
+- every op has a lowering in both backends, and an op or merge without one is an
+  error naming it, never a silent sum;
+- exporting ONNX without weights, or with .safetensors weights, never imports torch;
+- the numpy initialisation follows the spec's init rules (and PyTorch's defaults).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+
+import nasdsl
+from nasdsl import ir
+from nasdsl.errors import CodegenError
+from nasdsl.ops import BACKENDS, OPS, OpDef
+from nasdsl.weights import initial_weights, parameters
+
+from paths import ROOT, SPECS
+
+IR_PAGE = ROOT / "docs" / "ir.md"
+ALL_SPECS = sorted(SPECS.glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def graphs() -> dict[str, nx.DiGraph]:
+    return {p.stem: nasdsl.compile_spec(p).graph for p in ALL_SPECS}
+
+
+def write(tmp_path: Path, text: str, name: str = "net.yaml") -> nasdsl.Compiled:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return nasdsl.compile_spec(path)
+
+
+# -- the contract page ---------------------------------------------------------------------
+
+
+def test_ir_page_documents_every_attribute_and_field(graphs, tmp_path):
+    from nasdsl.backends import onnx, pytorch
+
+    text = IR_PAGE.read_text()
+    switched = write(tmp_path, SWITCHED).graph  # dormant parts, outputs and switches
+    seen: set[str] = set()
+    for g in [*graphs.values(), switched, pytorch.prepare(graphs["googlenet"])]:
+        for graph in (g, g.graph["dormant"].graph):
+            seen |= set().union(*(d.keys() for _, d in graph.nodes(data=True)))
+            seen |= set().union(set(), *(d.keys() for _, _, d in graph.edges(data=True)))
+        seen |= set(g.graph)
+    exported = onnx.export_graph(graphs["googlenet_bn"])
+    seen |= set(exported.graph) | {"weights"}
+    for record in (ir.Block, ir.Arg, ir.When, ir.Param, ir.Template, ir.Output, ir.Dormant, ir.InitRule):
+        seen |= {f.name for f in dataclasses.fields(record)}
+    missing = sorted(key for key in seen if f"`{key}`" not in text)
+    assert not missing, f"{IR_PAGE.name} does not document {missing}"
+
+
+def test_the_page_example_is_what_compile_spec_gives(graphs):
+    data = graphs["googlenet"].nodes["inception3a.branch2.1.conv"]
+    text = IR_PAGE.read_text()
+    for key in ("exprs", "given", "scope", "instance", "when"):
+        assert repr(data[key]).replace(" ", "") in text.replace(" ", "").replace("\n", ""), key
+
+
+# -- backends read the graph alone -----------------------------------------------------------
+
+FRONT_END = {"nasdsl.spec", "nasdsl.build", "nasdsl.document", "nasdsl.loader", "nasdsl.api", "nasdsl.cli"}
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "backends").glob("*.py")), ids=lambda p: p.name)
+def test_backends_import_nothing_from_the_front_end(path):
+    bad = {m for m in _imports(path) if any(m == f or m.startswith(f + ".") for f in FRONT_END)}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", ["passes", "summary.py", "weights.py", "ir.py", "ops.py"])
+def test_passes_and_the_ir_import_nothing_from_the_front_end(module):
+    base = ROOT / "nasdsl" / module
+    for path in sorted(base.glob("*.py")) if base.is_dir() else [base]:
+        bad = {m for m in _imports(path) if any(m == f or m.startswith(f + ".") for f in FRONT_END)}
+        assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_generating_source_builds_nothing(graphs, monkeypatch):
+    """The graph is the single input: the builder is never called again (no trial rebuilds)."""
+    from nasdsl import build
+    from nasdsl.backends import onnx, pytorch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a backend rebuilt the graph")
+
+    monkeypatch.setattr(build, "build", refuse)
+    monkeypatch.setattr(nasdsl.api, "build", refuse)
+    for g in graphs.values():
+        assert pytorch.generate_source(g)
+        assert onnx.export_onnx_bytes(g)
+
+
+def test_passes_leave_their_input_unchanged(graphs):
+    from nasdsl.passes.pipeline import PASSES
+
+    g = graphs["googlenet_bn"]
+    before = (nx.to_dict_of_dicts(g), {n: dict(d) for n, d in g.nodes(data=True)}, dict(g.graph))
+    for name, run in PASSES.items():
+        h = g.copy()
+        if name == "fold_batch_norm":
+            h.graph["weights"] = initial_weights(g)
+        run(h)
+        assert (nx.to_dict_of_dicts(g), {n: dict(d) for n, d in g.nodes(data=True)}, dict(g.graph)) == before, name
+
+
+# -- the op registry ----------------------------------------------------------------------------
+
+
+def test_every_op_has_a_lowering_in_every_backend():
+    import nasdsl.backends.onnx  # noqa: F401 - registers its lowerings
+    import nasdsl.backends.pytorch  # noqa: F401
+
+    missing = [(op, b) for op in OPS for b in BACKENDS if b not in OPS[op].lowerings]
+    assert not missing
+
+
+def _with_op(monkeypatch, opdef: OpDef) -> None:
+    monkeypatch.setitem(OPS, opdef.name, opdef)
+
+
+def test_an_op_without_lowerings_is_an_error_naming_op_and_node(graphs, monkeypatch):
+    from nasdsl.backends import onnx, pytorch
+
+    g = graphs["resnet18"].copy()
+    _with_op(monkeypatch, dataclasses.replace(OPS["relu"], name="frob", lowerings={}))
+    g.nodes["relu"]["op"] = "frob"
+    with pytest.raises(CodegenError, match=r"the PyTorch backend cannot lower op 'frob' \(node relu\)"):
+        pytorch.generate_source(g)
+    with pytest.raises(CodegenError, match=r"the ONNX backend cannot lower op 'frob' \(node relu\)"):
+        onnx.export_onnx(g)
+
+
+def test_a_merge_without_a_lowering_is_an_error_not_a_sum(graphs, monkeypatch):
+    """Four places used to write any merge that is not a concat as a sum."""
+    from nasdsl.backends import onnx, pytorch
+
+    g = graphs["resnet18"]
+    merge = next(b for b in ir.walk(g.graph["model"]) if b.kind == "merge")
+    assert merge.op == "add"
+    h = g.copy()
+    _with_op(monkeypatch, dataclasses.replace(OPS["add"], name="mul", lowerings={}))
+    h.nodes[merge.path]["op"] = "mul"
+
+    def renamed(b: ir.Block) -> ir.Block:
+        children = tuple(renamed(c) for c in b.children)
+        return dataclasses.replace(b, children=children, op="mul" if b.path == merge.path else b.op)
+
+    h.graph["model"] = renamed(h.graph["model"])
+    with pytest.raises(CodegenError, match=r"cannot lower op 'mul'.*\(node layer1\.0\.residual\)"):
+        pytorch.generate_source(h)
+    with pytest.raises(CodegenError, match=r"cannot lower op 'mul' \(node layer1\.0\.residual\)"):
+        onnx.export_onnx(h)
+
+
+def test_registry_parameters_agree_with_torch(graphs):
+    """Parameter names and shapes come from the registry; PyTorch's modules must agree."""
+    from nasdsl.backends.pytorch import model_class
+
+    for name in ("googlenet_bn", "mobilenet_v2", "squeezenet1_1"):
+        g = graphs[name]
+        model = model_class(g)()
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert {k: w.shape for k, w in parameters(g).items()} == want, name
+
+
+# -- the pass manager --------------------------------------------------------------------------
+
+
+def test_the_pass_manager_names_a_pass_that_breaks_the_graph(graphs, monkeypatch):
+    from nasdsl.passes import pipeline
+
+    def broken(g: nx.DiGraph) -> nx.DiGraph:
+        g = g.copy()
+        g.nodes["fc"]["shape"] = (3,)
+        return g
+
+    monkeypatch.setitem(pipeline.PASSES, "broken", broken)
+    g = graphs["resnet18"]
+    assert pipeline.run_pipeline(g, ["broken"]).nodes["fc"]["shape"] == (3,)  # unchecked
+    with pytest.raises(pipeline.PassError, match=r"after pass broken: .*node fc has shape \(3,\)"):
+        pipeline.run_pipeline(g, ["inference", "broken"], verify=True)
+    with pytest.raises(ValueError, match="unknown pass 'nope'"):
+        pipeline.run_pipeline(g, ["nope"])
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
+def test_every_pipeline_keeps_the_invariants(spec, graphs):
+    from nasdsl.backends import onnx, pytorch
+    from nasdsl.passes.pipeline import run_pipeline
+
+    g = graphs[spec.stem]
+    pytorch.prepare(g, verify=True)
+    onnx.export_graph(g, verify=True)
+    onnx.export_graph(g, with_aux=True, verify=True)
+    run_pipeline(g, ["training", "drop_identities"], verify=True)
+
+
+# -- ONNX without torch ------------------------------------------------------------------------
+
+NO_TORCH = """
+import sys
+from nasdsl.cli import main
+code = main(sys.argv[1:])
+assert code == 0, code
+loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+assert not loaded, loaded[:5]
+"""
+
+
+def _run_without_torch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_onnx_export_never_imports_torch(tmp_path):
+    out = tmp_path / "g.onnx"
+    done = _run_without_torch("compile", str(SPECS / "googlenet_bn.yaml"), "--to", "onnx", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 20_000_000
+
+
+def test_safetensors_weights_never_import_torch(tmp_path, graphs):
+    import onnx
+    from safetensors.numpy import save_file
+
+    from nasdsl.backends.verify import run_onnx
+
+    g = graphs["squeezenet1_1"]
+    weights = {k: v * 1.5 if v.dtype == np.float32 else v for k, v in initial_weights(g, seed=3).items()}
+    save_file(weights, tmp_path / "w.safetensors")
+    out = tmp_path / "s.onnx"
+    done = _run_without_torch(
+        "compile", str(SPECS / "squeezenet1_1.yaml"), "--to", "onnx", "-o", str(out), "--weights",
+        str(tmp_path / "w.safetensors"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # the file holds exactly those weights: the same as exporting them in this process
+    from nasdsl.backends.onnx import export_onnx_bytes
+
+    assert out.read_bytes() == export_onnx_bytes(g, state_dict=weights)
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    assert run_onnx(onnx.load(out), {"x": x})["out"].shape == (1, 1000)
+
+
+def test_pt_weights_still_load(tmp_path, graphs):
+    import torch
+
+    from nasdsl.backends.onnx import export_onnx_bytes
+    from nasdsl.weights import load_weights, to_torch
+
+    g = graphs["resnet18"]
+    weights = to_torch(initial_weights(g, seed=5))
+    torch.save(weights, tmp_path / "w.pt")
+    loaded = load_weights(tmp_path / "w.pt")
+    assert all(torch.equal(loaded[k], weights[k]) for k in weights)
+    assert export_onnx_bytes(g, state_dict=loaded) == export_onnx_bytes(g, state_dict=initial_weights(g, seed=5))
+
+
+# -- initialisation in numpy -------------------------------------------------------------------
+
+
+def test_initial_weights_follow_the_googlenet_init_rules(graphs):
+    """GoogLeNet (Caffe): xavier filler (uniform in +-sqrt(3 / fan_in)), every bias 0.2."""
+    g = graphs["googlenet"]
+    w = initial_weights(g)
+    assert w.keys() == parameters(g).keys()
+    conv = w["inception4a.branch2.1.conv.weight"]  # 208 x 96 x 3 x 3: fan_in 864
+    bound = math.sqrt(3 / (96 * 9))
+    assert conv.dtype == np.float32 and np.abs(conv).max() <= bound
+    assert abs(float(conv.std()) - bound / math.sqrt(3)) < 0.02 * bound  # uniform's std
+    assert all(np.all(v == np.float32(0.2)) for k, v in w.items() if k.endswith(".bias"))
+    assert np.array_equal(initial_weights(g)["fc.weight"], w["fc.weight"])  # seeded
+    assert not np.array_equal(initial_weights(g, seed=1)["fc.weight"], w["fc.weight"])
+
+
+def test_initial_weights_follow_pytorch_defaults_and_batch_norm_rules(graphs):
+    g = graphs["googlenet_bn"]  # conv: trunc_normal std 0.01 (torchvision); BatchNorm 1, 0
+    w = initial_weights(g)
+    conv = w["inception4a.branch2.1.conv.weight"]
+    rule = g.graph["init"]["conv2d"]["weight"]
+    assert rule.scheme == "trunc_normal"
+    args = dict(rule.args)
+    assert conv.min() >= args["a"] and conv.max() <= args["b"]
+    assert abs(float(conv.std()) - args["std"]) < 0.1 * args["std"]
+    assert np.all(w["conv1.bn.weight"] == 1) and np.all(w["conv1.bn.bias"] == 0)
+    assert np.all(w["conv1.bn.running_var"] == 1) and w["conv1.bn.num_batches_tracked"].dtype == np.int64
+    sq = graphs["squeezenet1_1"]  # no rule for linear... and kaiming_uniform (fan_out, relu) for convs
+    ws = initial_weights(sq)
+    fire = ws["features.3.expand3x3.weight"]  # 64 x 16 x 3 x 3: fan_out 576
+    assert np.abs(fire).max() <= math.sqrt(2) * math.sqrt(3 / 576)
+    assert np.all(ws["features.3.expand3x3.bias"] == 0)
+
+
+def test_initial_weights_match_the_generated_reset_parameters_in_distribution(graphs):
+    """The same rules drive the generated reset_parameters: the two draws differ, their spread does not."""
+    import torch
+
+    from nasdsl.backends.pytorch import model_class
+
+    for name, key in (
+        ("googlenet", "inception5b.branch2.1.conv.weight"),
+        ("resnet18", "layer3.0.residual.main.conv1.weight"),
+    ):
+        g = graphs[name]
+        torch.manual_seed(0)
+        ours = initial_weights(g)[key]
+        theirs = model_class(g)().state_dict()[key].numpy()
+        assert ours.shape == theirs.shape
+        assert abs(float(ours.std()) / float(theirs.std()) - 1) < 0.05, name
+
+
+def test_pytorch_default_init_bounds(tmp_path):
+    c = write(
+        tmp_path,
+        """\
+        name: Plain
+        input: {shape: [4, 5, 5]}
+        model:
+          conv: {op: conv2d, out: 6, kernel: 3}
+          flat: flatten
+          fc: {op: linear, out: 2}
+        """,
+    )
+    w = initial_weights(c.graph)
+    for key, fan_in in (("conv.weight", 36), ("conv.bias", 36), ("fc.weight", 54), ("fc.bias", 54)):
+        assert np.abs(w[key]).max() <= 1 / math.sqrt(fan_in), key
+
+
+SWITCHED = """\
+name: Switched
+input: {shape: [3, 8, 8]}
+variables: {extra: false, aux: false, wide: 4}
+templates:
+  Block:
+    params: [c, {sw: false}]
+    body:
+      conv: {op: conv2d, out: c, kernel: 1}
+      bn: {op: batch_norm, when: sw}
+      act: relu
+model:
+  a: {use: Block, args: {c: wide, sw: extra}}
+  b: {op: conv2d, out: 8, kernel: 3, padding: 1, when: extra}
+  pool: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: 3}
+outputs:
+  logits: {from: fc}
+  side: {from: a, head: [global_avg_pool, flatten, {op: linear, out: 2}], when: aux, training_only: true}
+"""

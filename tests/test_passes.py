@@ -1,0 +1,281 @@
+"""Each pass on small graphs: what it changes, what it keeps, and that it leaves its input alone.
+
+End-to-end checks of the same passes (every spec, against ONNX Runtime and torchvision) live in
+test_onnx.py and test_pytorch.py; here each rule of a pass has its own small spec.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+
+import nasdsl
+from nasdsl import ir
+from nasdsl.passes.check import drop_unused, unused
+from nasdsl.passes.exposure import expose
+from nasdsl.passes.fold import drop_identities, fold_batch_norm
+from nasdsl.passes.inplace import mark_inplace
+from nasdsl.passes.phases import inference_graph, training_graph
+from nasdsl.weights import initial_weights
+
+
+def graph(tmp_path: Path, body: str, head: str = "") -> nx.DiGraph:
+    """A spec with input [3, 8, 8]; ``head`` holds variables/templates, ``body`` the model and outputs."""
+    text = "name: Net\ninput: {shape: [3, 8, 8]}\n" + textwrap.dedent(head) + textwrap.dedent(body)
+    path = tmp_path / "net.yaml"
+    path.write_text(text)
+    return nasdsl.compile_spec(path).graph
+
+
+def exposed(g: nx.DiGraph) -> tuple[str, ...]:
+    before = dict(g.graph)
+    out = expose(g).graph["exposed"]
+    assert "exposed" not in g.graph and dict(g.graph) == before  # the input is left alone
+    return out
+
+
+# -- expose ----------------------------------------------------------------------------------
+
+CLASSIFIER = """\
+model:
+  conv: {op: conv2d, out: 4, kernel: 3}
+  act: relu
+  pool: global_avg_pool
+  flat: flatten
+  drop: {op: dropout, p: rate}
+  fc: {op: linear, out: classes}
+"""
+
+
+def test_sizes_only_the_output_sees_and_rates_are_exposed(tmp_path):
+    g = graph(tmp_path, CLASSIFIER, "variables: {classes: 10, rate: 0.5}\n")
+    assert exposed(g) == ("classes", "rate")
+
+
+def test_a_width_read_by_a_layer_with_weights_is_folded(tmp_path):
+    body = CLASSIFIER.replace("out: 4", "out: width")
+    assert exposed(graph(tmp_path, body, "variables: {classes: 10, rate: 0.5, width: 4}\n")) == ("classes", "rate")
+
+
+def test_a_kernel_is_exposed_unless_its_size_reaches_a_linear_layer(tmp_path):
+    head = "variables: {classes: 10, rate: 0.5, k: 3}\n"
+    assert exposed(graph(tmp_path, CLASSIFIER.replace("kernel: 3", "kernel: k"), head)) == ("classes", "rate", "k")
+    without_pool = CLASSIFIER.replace("kernel: 3", "kernel: k").replace("  pool: global_avg_pool\n", "")
+    assert exposed(graph(tmp_path, without_pool, head)) == ("classes", "rate")
+
+
+def test_a_value_the_class_cannot_write_is_folded(tmp_path):
+    body = CLASSIFIER.replace("p: rate", 'p: "rate / 2"')
+    assert exposed(graph(tmp_path, body, "variables: {classes: 10, rate: 0.5}\n")) == ("classes",)
+
+
+def test_variables_of_the_input_or_of_other_variables_are_folded(tmp_path):
+    text = "name: Net\ninput: {shape: [3, side, side]}\nvariables: {side: 8, classes: 10, rate: 0.5, twice: 'classes * 2'}\n"
+    path = tmp_path / "net.yaml"
+    path.write_text(text + CLASSIFIER.replace("out: classes", "out: twice"))
+    g = nasdsl.compile_spec(path).graph
+    assert exposed(g) == ("rate", "twice")
+
+
+def test_template_arguments_carry_a_variable_into_the_class(tmp_path):
+    head = """\
+    variables: {classes: 10, rate: 0.5}
+    templates:
+      Head:
+        params: [n, {p: 0.1}]
+        body: [global_avg_pool, flatten, {op: dropout, p: p}, {op: linear, out: n}]
+      Halved:
+        params: [n, p]
+        body: [global_avg_pool, flatten, {op: dropout, p: "p / 2"}, {op: linear, out: n}]
+    """
+    ok = "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  head: {use: Head, args: [classes, rate]}\n"
+    assert exposed(graph(tmp_path, ok, head)) == ("classes", "rate")
+    folded = ok.replace("use: Head", "use: Halved")
+    assert exposed(graph(tmp_path, folded, head)) == ("classes",)  # the class writes p / 2 as a number
+
+
+SWITCH_HEAD = "variables: {extra: false}\n"
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_a_switch_of_a_block_that_keeps_the_shape_is_exposed(tmp_path, value):
+    body = "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  bn: {op: batch_norm, when: extra}\n  act: relu\n"
+    g = graph(tmp_path, body, f"variables: {{extra: {value}}}\n")
+    assert exposed(g) == ("extra",)
+    if value == "false":  # the block is expanded all the same, out of the main graph
+        assert "bn" not in g and "bn" in g.graph["dormant"].graph
+        assert g.graph["model"].children[1].dormant
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_a_switch_that_changes_what_a_layer_reads_is_folded(tmp_path, value):
+    body = "model:\n  wide: {op: conv2d, out: 6, kernel: 1, when: extra}\n  conv: {op: conv2d, out: 4, kernel: 1}\n"
+    assert exposed(graph(tmp_path, body, f"variables: {{extra: {value}}}\n")) == ()
+
+
+def test_switches_of_references_and_of_fixed_outputs_are_folded(tmp_path):
+    ref = "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  b: relu\n  r: {ref: a, when: extra}\n"
+    assert exposed(graph(tmp_path, ref, SWITCH_HEAD)) == ()
+    outputs = "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  b: relu\noutputs:\n  main: {from: b}\n"
+    plain = outputs + "  side: {from: a, when: extra}\n"
+    assert exposed(graph(tmp_path, plain, SWITCH_HEAD)) == ()
+    headed = outputs + "  side: {from: a, when: extra, head: [global_avg_pool, flatten, {op: linear, out: 2}]}\n"
+    assert exposed(graph(tmp_path, headed, SWITCH_HEAD)) == ("extra",)
+    first = "model:\n  a: {op: conv2d, out: 4, kernel: 1}\noutputs:\n  main: {from: a, when: extra}\n  b: {from: a}\n"
+    assert exposed(graph(tmp_path, first, "variables: {extra: true}\n")) == ()
+
+
+def test_a_switch_whose_part_does_not_build_is_folded_and_says_why(tmp_path):
+    body = "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  big: {op: max_pool, kernel: 20, when: extra}\n"
+    g = graph(tmp_path, body, SWITCH_HEAD)
+    assert exposed(g) == ()
+    assert "expected a kernel no larger than the input 8x8, got 20x20" in g.graph["dormant"].errors["extra"]
+    broken = (
+        "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  r: {op: relu, when: extra}\n  y: {ref: nowhere, when: extra}\n"
+    )
+    g = graph(tmp_path, broken, SWITCH_HEAD)
+    assert exposed(g) == () and "no node named 'nowhere'" in g.graph["dormant"].errors["extra"]
+
+
+def test_a_switch_read_from_inside_is_folded(tmp_path):
+    body = """\
+    model:
+      a: {op: conv2d, out: 4, kernel: 1}
+      pair:
+        when: extra
+        use: Pair
+      back: {ref: pair.first}
+    """
+    head = "variables: {extra: true}\ntemplates:\n  Pair:\n    body: {first: relu, second: sigmoid}\n"
+    assert exposed(graph(tmp_path, body, head)) == ()
+
+
+def test_a_loss_weight_variable_is_folded(tmp_path):
+    body = (
+        "model:\n  a: {op: conv2d, out: 4, kernel: 1}\noutputs:\n  main: {from: a}\n  side: {from: a, loss_weight: w}\n"
+    )
+    assert exposed(graph(tmp_path, body, "variables: {w: 0.5}\n")) == ()
+
+
+def test_reserved_names_are_never_exposed(tmp_path):
+    g = graph(tmp_path, CLASSIFIER, "variables: {classes: 10, rate: 0.5}\n")
+    assert expose(g, reserved={"rate"}).graph["exposed"] == ("classes",)
+
+
+# -- mark_inplace --------------------------------------------------------------------------------
+
+
+def inplace(g: nx.DiGraph, exposed_switches: tuple[str, ...] = ()) -> dict[str, bool]:
+    h = g.copy()
+    h.graph["exposed"] = exposed_switches
+    marked = mark_inplace(h)
+    assert all("inplace" not in d for _, d in h.nodes(data=True))
+    return {n: d["inplace"] for n, d in marked.nodes(data=True) if "inplace" in d}
+
+
+def test_an_activation_after_a_fresh_tensor_runs_in_place(tmp_path):
+    g = graph(tmp_path, "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  act: relu\n  out: sigmoid\n")
+    assert inplace(g) == {"act": True}
+
+
+def test_not_in_place_on_the_input_a_shared_value_or_an_output(tmp_path):
+    assert inplace(graph(tmp_path, "model:\n  act: relu\n  c: {op: conv2d, out: 2, kernel: 1}\n")) == {"act": False}
+    shared = "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  act: relu\n  back: {ref: conv}\n  s: sigmoid\n"
+    assert inplace(graph(tmp_path, shared)) == {"act": False}
+    tapped = (
+        "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  act: relu\noutputs:\n  y: {from: act}\n  c: {from: conv}\n"
+    )
+    assert inplace(graph(tmp_path, tapped)) == {"act": False}
+
+
+def test_through_aliases_to_a_fresh_tensor(tmp_path):
+    body = "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  drop: {op: dropout, p: 0.1}\n  act: relu\n"
+    assert inplace(graph(tmp_path, body)) == {"act": True}
+    body = "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  same: identity\n  act: relu\n  back: {ref: conv}\n"
+    assert inplace(graph(tmp_path, body)) == {"act": False}
+
+
+def test_an_exposed_switch_in_between_keeps_the_activation_out_of_place(tmp_path):
+    body = "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  bn: {op: batch_norm, when: extra}\n  act: relu\n"
+    g = graph(tmp_path, body, SWITCH_HEAD)
+    assert inplace(g, ("extra",)) == {"act": False}  # the BatchNorm may come in between
+    assert inplace(g, ()) == {"act": True}  # folded off: the ReLU reads the convolution alone
+    g = graph(tmp_path, body, "variables: {extra: true}\n")
+    assert inplace(g, ("extra",)) == {"act": True}  # may be off: then it reads the convolution, alone too
+
+
+# -- phases, identities, dead nodes, BatchNorm ------------------------------------------------
+
+PHASES = """\
+model:
+  conv: {op: conv2d, out: 4, kernel: 1}
+  drop: {op: dropout, p: 0.5}
+  train_only: {op: relu, phase: train}
+  prob: {op: softmax, phase: eval}
+outputs:
+  y: {from: prob}
+  aux: {from: conv, head: [global_avg_pool, flatten, {op: linear, out: 2}], training_only: true}
+"""
+
+
+def test_inference_and_training_views(tmp_path):
+    g = graph(tmp_path, PHASES)
+    inf = inference_graph(g)
+    assert set(inf) == {"x", "conv", "prob"} and ir.inputs(inf, "prob") == ["conv"]
+    assert [o.name for o in inf.graph["outputs"]] == ["y"]
+    kept = inference_graph(g, keep_aux=True, keep_dropout=True)
+    assert {"drop", "aux.2", "train_only"} <= set(kept)  # the training parts stay with the heads
+    train = training_graph(g)
+    assert "prob" not in train and train.graph["outputs"][0].node == "train_only"
+    assert set(g) >= {"drop", "train_only", "prob", "aux.2"}  # the input is left alone
+
+
+def test_drop_identities_and_unused(tmp_path):
+    body = "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  i: identity\n  dead: sigmoid\n  back: {ref: i}\n  b: relu\n"
+    g = graph(tmp_path, body)
+    assert unused(g) == ["dead"]
+    lean = drop_unused(drop_identities(g))
+    assert set(lean) == {"x", "a", "b"} and ir.inputs(lean, "b") == ["a"]
+    assert "i" in g and "dead" in g
+    # a concat of one value twice keeps the identity that gives it its second edge
+    twice = graph(tmp_path, "model:\n  a: relu\n  cat: {concat: [{ref: a}, {ref: a}]}\n")
+    assert len(ir.inputs(drop_identities(twice), "cat")) == 2
+
+
+def test_fold_batch_norm_on_a_small_graph(tmp_path):
+    body = """\
+    model:
+      conv: {op: conv2d, out: 4, kernel: 1, bias: false}
+      bn: batch_norm
+      tap: relu
+      conv2: {op: conv2d, out: 4, kernel: 1}
+      bn2: batch_norm
+    outputs:
+      y: {from: bn2}
+      side: {from: conv2}
+    """
+    g = graph(tmp_path, body)
+    rng = np.random.default_rng(0)
+    weights = {k: (rng.random(v.shape) + 0.5).astype(v.dtype) for k, v in initial_weights(g).items()}
+    g.graph["weights"] = weights
+    folded = fold_batch_norm(g)
+    assert "bn" not in folded and "bn2" in folded  # conv2 is an output itself: bn2 stays
+    assert folded.nodes["conv"]["attrs"]["bias"] and not g.nodes["conv"]["attrs"]["bias"]
+    new = folded.graph["weights"]
+    scale = weights["bn.weight"] / np.sqrt(weights["bn.running_var"].astype(np.float64) + 1e-5)
+    np.testing.assert_allclose(new["conv.weight"], weights["conv.weight"] * scale.reshape(-1, 1, 1, 1), rtol=1e-6)
+    np.testing.assert_allclose(new["conv.bias"], weights["bn.bias"] - weights["bn.running_mean"] * scale, rtol=1e-6)
+    assert "bn.weight" not in new and g.graph["weights"] is weights and "bn.weight" in weights
+
+
+def test_shapes_of_the_dormant_part_come_from_the_main_graph(tmp_path):
+    body = "model:\n  conv: {op: conv2d, out: 4, kernel: 3}\n  more: {op: conv2d, out: 5, kernel: 3, when: extra}\n"
+    g = graph(tmp_path, body, SWITCH_HEAD)
+    d = g.graph["dormant"].graph
+    assert d.nodes["conv"]["op"] == "external" and d.nodes["conv"]["shape"] == (4, 6, 6)
+    assert d.nodes["more"]["shape"] == (5, 4, 4) and d.nodes["more"]["when"] == ("extra",)
+    assert g.graph["dormant"].errors == {}
