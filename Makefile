@@ -21,11 +21,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/pytorch_speed.py
 	$(PY) benchmarks/onnx_export.py
+	$(PY) benchmarks/ir_speed.py
+	$(PY) benchmarks/onnx_cli.py
 
 clean:
 	rm -rf $(VENV) out

@@ -112,9 +112,10 @@ def docstring(text: str, indent: int) -> list[str]:
         return []
     if not text.endswith("."):
         text += "."
-    body = wrap(text, LINE_LENGTH - len(pad) - 3)
-    if len(body) == 1:
+    if len(pad) + len(text) + 6 <= LINE_LENGTH:
         return [f'{pad}"""{text}"""']
+    # wrapped short enough that it takes two lines at least: ruff joins a one-line text with its quotes
+    body = wrap(text, LINE_LENGTH - len(pad) - 6)
     return [f'{pad}"""{body[0]}', *(f"{pad}{b}" for b in body[1:]), f'{pad}"""']
 
 
@@ -133,3 +134,31 @@ def literal(v: object) -> str:
     if isinstance(v, str) and re.fullmatch(r"[a-z_]+", v):
         return f'"{v}"'
     raise TypeError(f"cannot write {type(v).__name__} into generated code")
+
+
+def docstring_with_args(
+    summary: str, args: list[tuple[str, str]], indent: int, *, paragraphs: list[str] = ()
+) -> list[str]:
+    """A docstring with a summary line, optional paragraphs and an ``Args:`` section
+    (Google style), wrapped to the line length; names must be identifiers."""
+    pad = INDENT * indent
+    width = LINE_LENGTH - len(pad)
+    summary = safe_text(summary)
+    if summary and not summary.endswith("."):
+        summary += "."
+    first = wrap(summary, width - 3) or [""]
+    lines = [f'{pad}"""{first[0]}', *(f"{pad}{w}" for w in first[1:])]
+    for text in paragraphs:
+        text = safe_text(text)
+        if text:
+            if not text.endswith("."):
+                text += "."
+            lines += ["", *(f"{pad}{w}" for w in wrap(text, width))]
+    if args:
+        lines += ["", f"{pad}Args:"]
+        for name, text in args:
+            body = wrap(f"{name}: {safe_text(text)}", width - 4)
+            lines.append(f"{pad}    {body[0]}")
+            lines += [f"{pad}        {b}" for b in wrap(" ".join(body[1:]), width - 8)] if len(body) > 1 else []
+    lines.append(f'{pad}"""')
+    return lines

@@ -39,7 +39,7 @@ from nasdsl.expr import Sym
 from nasdsl.ops import OPS, lowering, lowering_of
 from nasdsl.passes.pipeline import run_pipeline
 
-from .pyformat import Call, docstring, layout, literal, safe_text
+from .pyformat import Call, docstring, docstring_with_args, layout, literal, safe_text, wrap
 
 #: Names that generated methods use as locals or builtins; spec names must not shadow them.
 RESERVED = frozenset(
@@ -130,13 +130,14 @@ class TorchLowering:
     makes (``reset_parameters`` applies the spec's ``init`` to them). A merge
     has no module: ``join(terms)`` is the expression combining its branches'
     values in a ``forward``, and ``helper`` the ``nn.ModuleDict`` subclass
-    (name, docstring, expression over ``branch(x)``) that holds unnamed branches.
+    that holds unnamed branches (name, docstring, and the lines of its
+    ``forward`` that combine the list ``results`` of the branches' outputs).
     """
 
     module: Callable[[_Ctx, str, object], tuple[Call, object]] | None = None
     classes: tuple[str, ...] = ()
     join: Callable[[list[str]], str | Call] | None = None
-    helper: tuple[str, str, str] | None = None
+    helper: tuple[str, str, tuple[str, ...]] | None = None
 
 
 RENAME = {"out": "out_channels"}
@@ -238,7 +239,7 @@ lowering("pytorch", "concat")(
         helper=(
             "Concat",
             "Runs every branch on the same input and joins the results on channels",
-            "torch.cat([branch(x) for branch in self.values()], 1)",
+            ("return torch.cat(results, 1)",),
         ),
     )
 )
@@ -248,7 +249,7 @@ lowering("pytorch", "add")(
         helper=(
             "Add",
             "Runs every branch on the same input and sums the results",
-            "sum(branch(x) for branch in self.values())",
+            ("total = results[0]", "for result in results[1:]:", "    total = total + result", "return total"),
         ),
     )
 )
@@ -339,6 +340,8 @@ def _attr(ctx: _Ctx, node: str, key: str) -> object:
                 v = tuple(v)
             if v == "valid":
                 v = (0, 0)
+            if isinstance(concrete, float) and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)  # a float attribute written as an integer stays a float (TorchScript's types)
             return _square(v) if not isinstance(v, Sym) else v
     return _square(concrete)
 
@@ -761,6 +764,7 @@ class _Writer:
                 fixups += [f"if {p.name} is None:", f"    {p.name} = {_render(p.default_expr)}"]
         head = [f"class {name}(nn.Module):"] + docstring(tmpl.doc or f"The {name} block of the spec.", 1)
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
+        sig += docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, inst), 2)
         fix = ["        " + f for f in fixups]
         if body.kind == "seq" and body.named and not _off(ctx, body):
             init, fwd, out_lead = self._statements(ctx, body, lead, notes)
@@ -785,7 +789,8 @@ class _Writer:
         call, _ = _module_expr(ctx, body, lead, self.classes)
         base = call.func
         head[0] = f"class {name}({base}):"
-        init = layout("super().__init__", Call("", call.args), 2)
+        init = docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, inst), 2)
+        init += layout("super().__init__", Call("", call.args), 2)
         if fixups:
             raise CodegenError(
                 f"template {name}: defaults computed from other parameters need a named body",
@@ -867,11 +872,19 @@ class _Writer:
         for v in g.graph["exposed"]:
             val = variables[v]
             params.append(f"{v}: {_annotation([val])} = {literal(val)}")
-        head = [f"class {name}(nn.Module):"] + docstring(g.graph["doc"] or f"The {name} model.", 1)
+        head = [f"class {name}(nn.Module):"] + docstring_with_args(
+            g.graph["doc"] or f"The {name} model", [], 1, paragraphs=[self._input_doc()]
+        )
         extras = outputs[1:]
         outputs_class = None
         weights = Call("", tuple(f'"{o.name}": {literal(o.loss_weight)}' for o in outputs), "{", "}")
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
+        sig += docstring_with_args(
+            "Build the model with the spec's layers",
+            [(v, self._variable_doc(v)) for v in g.graph["exposed"]],
+            2,
+            paragraphs=[] if g.graph["exposed"] else ["Every variable of the spec is folded into the code"],
+        )
         body = ["        super().__init__()"]
         body += layout("self.loss_weights = ", weights, 2)
         body += [f"        self.{f} = {f}" for f in exposed_flags]
@@ -904,6 +917,70 @@ class _Writer:
         forward += ["        " + f for f in fwd_lines]
         methods = [forward, self._loss(outputs, extras), self._reset()]
         return ClassCode(name, head, sig + body, methods), outputs_class
+
+    def _input_doc(self) -> str:
+        """What the model expects: the input's shape, what the spec says it holds, and the
+        normalisation the model applies itself."""
+        g = self.g
+        attrs = g.nodes[g.graph["input"]]["attrs"]
+        text = f"Input: a batch of shape (N, {', '.join(map(str, attrs['shape']))})"
+        if g.graph.get("input_doc"):
+            text += f", {g.graph['input_doc'].rstrip('.')}"
+        text += ". "
+        done = []
+        if attrs["mean"] is not None:
+            done.append(f"subtracts the per-channel mean {_numbers(attrs['mean'])}")
+        if attrs["std"] is not None:
+            done.append(f"divides by the per-channel std {_numbers(attrs['std'])}")
+        text += f"The model {' and '.join(done)} itself" if done else "The model applies no normalisation itself"
+        return text
+
+    def _variable_doc(self, v: str) -> str:
+        """What a constructor argument changes: the layers and attributes that use it, or
+        the blocks and outputs it switches."""
+        g = self.g
+        value = g.graph["variables"][v]
+        switched = [o.name for o in ir.all_outputs(g) if o.when == v]
+        for root in ir.roots(g):
+            switched += [b.path for b in ir.walk(root) if b.when is not None and b.when.switch == v and b.path]
+        uses = []
+        for graph in (g, g.graph["dormant"].graph):
+            for n, data in graph.nodes(data=True):
+                uses += [f"{attr} of {n}" for attr, deps in data.get("deps", {}).items() if v in deps]
+        parts = []
+        if switched:
+            parts.append(f"builds {_listed(sorted(set(switched)))} when true")
+        if uses:
+            parts.append(f"sets {_listed(uses)}")
+        return f"{'; '.join(parts) or 'passed to the templates that take it'} (default {literal(value)})"
+
+    def _template_arg_docs(self, tmpl: ir.Template, inst: ir.Block) -> list[tuple[str, str]]:
+        """``(name, text)`` for each constructor argument of a template's class."""
+        prefix = inst.path + "."
+        uses: dict[str, list[str]] = {p.name: [] for p in tmpl.params}
+        stack = list(inst.children)
+        while stack:
+            b = stack.pop()
+            rel = b.path[len(prefix) :] if b.path.startswith(prefix) else b.name
+            if b.when is not None and isinstance(b.when.expr, Sym):
+                for name in b.when.expr.names & uses.keys():
+                    uses[name].append(f"builds {rel or b.name} when true")
+            if b.kind == "use" and b is not inst:
+                for a in b.args:
+                    for name in _names(a.expr) & uses.keys():
+                        uses[name].append(f"{a.name} of {rel} ({b.template})")
+                continue  # its own class documents what it does with them
+            if b.kind == "op":
+                data = ir.node(self.g, b.output)
+                for attr, expr in data["exprs"].items():
+                    for name in _names(expr) & uses.keys():
+                        uses[name].append(f"{attr} of {rel}")
+            stack.extend(b.children)
+        docs = [("in_channels", "channels of the input")]
+        for p in tmpl.params:
+            found = uses[p.name]
+            docs.append((p.name, _listed(found) if found else "unused by the layers"))
+        return docs
 
     def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:
         tensor = Call("torch.tensor", (Call("", tuple(literal(float(v)) for v in values), "[", "]"),))
@@ -1028,14 +1105,32 @@ class _Writer:
         return f"nn.init.{s}_({target}, {kws})"
 
 
+def _numbers(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def _listed(items: list[str], most: int = 4) -> str:
+    """``a, b and c``, at most ``most`` items then "and N more"."""
+    shown = items[:most]
+    if len(items) > most:
+        return f"{', '.join(shown)} and {len(items) - most} more"
+    return ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1] if shown else ""
+
+
 def _helper_class(op: str) -> ClassCode:
-    name, doc, expr = OPS[op].lowerings["pytorch"].helper
+    name, doc, join = OPS[op].lowerings["pytorch"].helper
     head = [f"class {name}(nn.ModuleDict):"] + docstring(doc, 1)
     init = [
         "    def __init__(self, *branches: nn.Module, **named: nn.Module) -> None:",
         "        super().__init__({**{str(i): b for i, b in enumerate(branches)}, **named})",
     ]
-    forward = ["    def forward(self, x: torch.Tensor) -> torch.Tensor:", f"        return {expr}"]
+    forward = [
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        results: list[torch.Tensor] = []",
+        "        for branch in self.values():",
+        "            results.append(branch(x))",
+        *(f"        {line}" for line in join),
+    ]
     return ClassCode(name, head, init, [forward])
 
 
@@ -1083,16 +1178,16 @@ def generate_source(graph: object, *, source_name: str | None = None, verify: bo
     model, outputs = w.model_class()
     helpers = [_helper_class(op) for op in sorted(w.helpers, key=lambda op: OPS[op].lowerings["pytorch"].helper[0])]
     name = g.graph["name"]
+    exposed = ", ".join(g.graph["exposed"]) or "none"
     shown = safe_text(os.path.basename(source_name or g.graph["file"])) or "a spec"
-    all_names = [name, *([outputs.name] if outputs else []), *order]
-    # the model class first, as users look for it (hence not sorted)
-    public = layout("__all__ = ", Call("", tuple(f'"{n}"' for n in all_names), "[", "]"), 0, pragma="noqa: RUF022")
+    all_names = sorted([name, *([outputs.name] if outputs else []), *order])
+    public = layout("__all__ = ", Call("", tuple(f'"{n}"' for n in all_names), "[", "]"), 0)
     return _ENV.get_template("pytorch.py.jinja").render(
         version=__version__,
         source=shown,
         sha=g.graph["sha256"][:16],
         doc=docstring(g.graph["doc"] or f"The {name} model", 0),
-        exposed=", ".join(g.graph["exposed"]) or "none",
+        header=["# " + line for line in wrap(f"It depends on torch alone. Constructor arguments: {exposed}.", 86)],
         needs_math=w.needs_math,
         needs_namedtuple=outputs is not None,
         needs_ordered_dict=any("OrderedDict(" in line for c in [*templates, model] for line in c.init),

@@ -115,18 +115,57 @@ def verify(
     weights = initial_weights(g) if state_dict is None else state_dict
     reference = torch_model(g, weights)
     model = export_onnx(g, opset=opset, state_dict=weights, batch=batch)
+    before = _before_softmax(g, model)
     inp = g.graph["input"]
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((batch, *g.nodes[inp]["shape"]), generator=generator)
     got = run_onnx(model, {inp: x.numpy()})
-    want = torch_outputs(reference, x, list(got))
+    captured = _capture_inputs(reference, before)
+    tensors = {tensor for tensor, _ in before.values()}
+    want = torch_outputs(reference, x, [n for n in got if n not in tensors])
+    for output, (tensor, _) in before.items():
+        if captured.get(output):
+            want[tensor] = captured[output][0]
+    shown = {tensor: f"{output} (before softmax)" for output, (tensor, _) in before.items()}
     checks = tuple(
-        compare(name, value, want[name], tolerance) if name in want else OutputCheck(name, math.inf, math.inf, False)
+        compare(shown.get(name, name), value, want[name], tolerance)
+        if name in want
+        else OutputCheck(shown.get(name, name), math.inf, math.inf, False)
         for name, value in got.items()
     )
     # an output only PyTorch gives is a disagreement too
     checks += tuple(OutputCheck(name, math.inf, math.inf, False) for name in want if name not in got)
     return Verification(checks, tolerance)
+
+
+def _before_softmax(g, model) -> dict[str, tuple[str, str]]:
+    """For each output that a softmax computes: the ONNX tensor of the softmax's input (added
+    to ``model``'s outputs) and the softmax's node, whose PyTorch module has the same path.
+    Saturated probabilities agree where the values before them do not."""
+    found: dict[str, tuple[str, str]] = {}
+    tensors = {info.name: info for info in model.graph.value_info}
+    producers = {node.output[0]: node for node in model.graph.node}
+    for o in g.graph["outputs"]:
+        node = producers.get(o.name)
+        if node is None or node.op_type != "Softmax" or g.nodes[o.node]["op"] != "softmax":
+            continue
+        source = node.input[0]
+        if source in tensors and all(source != t for t, _ in found.values()):
+            found[o.name] = (source, o.node)
+            model.graph.output.append(tensors[source])
+    return found
+
+
+def _capture_inputs(model: torch.nn.Module, before: dict[str, tuple[str, str]]) -> dict[str, list]:
+    """Forward pre-hooks on the softmax modules of ``before``: each records its input."""
+    captured: dict[str, list] = {}
+    modules = dict(model.named_modules())
+    for output, (_, node) in before.items():
+        module = modules.get(node)
+        if module is not None:
+            captured[output] = []
+            module.register_forward_pre_hook(lambda m, args, out=output: captured[out].append(args[0].numpy()))
+    return captured
 
 
 __all__ = ["OutputCheck", "Verification", "compare", "run_onnx", "torch_model", "torch_outputs", "verify"]

@@ -690,6 +690,7 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
         file=spec.file,
         sha256=spec.sha256,
         input=inp,
+        input_doc=spec.input.doc,
         outputs=tuple(outputs),
         variables=env,
         variable_locs={n: v.loc for n, v in spec.variables},

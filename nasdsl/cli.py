@@ -1,20 +1,30 @@
 """The ``nasdsl`` command line.
 
-Every error caused by input prints compiler-style diagnostics and exits 2; an
+Every error caused by input prints one-line, compiler-style diagnostics and
+exits 2: a bad spec, a bad option value, an option that does not apply. An
 internal error prints one line asking for a bug report and exits 1 (with the
-traceback only under ``--debug``). Only this module writes files, atomically.
+traceback only under ``--debug``, which may stand anywhere on the line). Only
+this module (and the commands it runs) writes files, atomically, creating a
+missing output folder.
+
+Each subcommand is a :class:`Command`: its help, description, examples, its
+own options and a ``run(args, net)`` that gets the compiled spec. Commands of
+their own modules (``nasdsl/commands/``) plug in through :data:`MODULES`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import stat
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from nasdsl import __version__
 from nasdsl.api import MAX_PARAMS, compile_spec
@@ -24,6 +34,74 @@ from nasdsl.loader import Limits
 from nasdsl.summary import render
 
 BUG = "nasdsl: internal error: {}: please report a bug with the spec that caused it (rerun with --debug for details)"
+OPSETS = range(13, 22)
+DEFAULT_OPSET = 17
+#: output extensions and the backend each implies
+BACKEND_OF = {".py": "pytorch", ".onnx": "onnx"}
+#: options that only the ONNX backend takes, with their defaults
+ONNX_ONLY = {"weights": None, "opset": DEFAULT_OPSET, "batch": 1, "with_aux": False}
+
+
+class UsageError(NasdslError):
+    """A bad command-line option (exit 2)."""
+
+
+# ---------------------------------------------------------------------------
+# Option values: each check names what it allows
+
+
+def _int_in(name: str, lo: int, hi: int, *, extra: str = "") -> Callable[[str], int | str]:
+    def check(text: str) -> int | str:
+        if extra and text == extra:
+            return text
+        try:
+            n = int(text)
+        except ValueError:
+            n = None
+        if n is None or not lo <= n <= hi:
+            allowed = f"an integer from {lo} to {hi:,}" + (f" or '{extra}'" if extra else "")
+            raise argparse.ArgumentTypeError(f"{name}: expected {allowed}, got {text!r}")
+        return n
+
+    return check
+
+
+def _choice(name: str, *allowed: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{name}: expected one of {', '.join(allowed)}, got {text!r}")
+        return text
+
+    return check
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit 2, like every other input error."""
+
+    def error(self, message: str) -> None:  # argparse's hook; never returns
+        message = message.replace("argument ", "")
+        if ": " in message and message.split(": ", 1)[1].startswith(message.split(": ", 1)[0]):
+            message = message.split(": ", 1)[1]  # our checks name the option themselves
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``add_arguments`` adds its own options (the spec, ``--set`` and the
+    limits are common), ``run(args, net)`` does the work on the compiled spec."""
+
+    name: str
+    help: str
+    description: str
+    examples: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, object], int]
+    #: checks the options before the spec is read (raises UsageError)
+    check_options: Callable[[argparse.Namespace], None] = lambda args: None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -36,139 +114,224 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="PATH=VALUE",
         help="override a variable or a model entry's key, e.g. num_classes=10 or inception4a.c3x3=256",
     )
-    p.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="largest spec file accepted (bytes)")
-    p.add_argument("--max-depth", type=int, default=Limits.max_depth, help="deepest YAML nesting accepted")
-    p.add_argument(
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of internal errors")
+    limits = p.add_argument_group("limits", "what a spec may cost before it is refused (exit 2)")
+    limits.add_argument(
+        "--max-bytes", type=_int_in("--max-bytes", 1, 1 << 40), default=Limits.max_bytes, help="largest spec file"
+    )
+    limits.add_argument(
+        "--max-depth", type=_int_in("--max-depth", 1, 1 << 20), default=Limits.max_depth, help="deepest YAML nesting"
+    )
+    limits.add_argument(
         "--max-yaml-nodes",
-        type=int,
+        type=_int_in("--max-yaml-nodes", 1, 1 << 40),
         default=Limits.max_nodes,
         help="most YAML nodes, aliases expanded (billion-laughs guard)",
     )
-    p.add_argument(
+    limits.add_argument(
         "--max-scalar-length",
-        type=int,
+        type=_int_in("--max-scalar-length", 1, 1 << 40),
         default=Limits.max_scalar_length,
-        help="longest YAML scalar accepted (characters)",
+        help="longest YAML scalar (characters)",
     )
-    p.add_argument("--max-nodes", type=int, default=MAX_NODES, help="most graph nodes after template expansion")
-    p.add_argument("--max-params", type=int, default=MAX_PARAMS, help="most parameters in a model")
-
-
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="nasdsl", description="Compile neural-architecture specs.")
-    ap.add_argument("--version", action="version", version=f"nasdsl {__version__}")
-    ap.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
-    sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("check", help="check a spec; print its size or every error")
-    _common(p)
-    p = sub.add_parser("summary", help="print a table of layers, shapes, parameters and multiply-adds")
-    _common(p)
-    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
-    p.add_argument("--with-aux", action="store_true", help="include training-only heads in rows and totals")
-    p = sub.add_parser("compile", help="write PyTorch source or an ONNX model")
-    _common(p)
-    p.add_argument("--to", choices=("pytorch", "onnx"), required=True, help="the backend")
-    p.add_argument("-o", "--output", required=True, help="the file to write")
-    _onnx_options(p)
-    p.add_argument("--with-aux", action="store_true", help="ONNX: keep the training-only heads as extra outputs")
-    p.add_argument("--batch", default="1", help="ONNX: the batch size, or 'dynamic'")
-    p = sub.add_parser("verify", help="check that the PyTorch and ONNX backends compute the same function")
-    _common(p)
-    _onnx_options(p)
-    p.add_argument("--batch", type=_batch_int, default=1, help="the batch size of the random input")
-    p = sub.add_parser("build", help="the main job: check, summary, PyTorch source, ONNX model, verify")
-    _common(p)
-    p.add_argument("-o", "--output-dir", default="out", help="where to write <name>.py and <name>.onnx")
-    _onnx_options(p)
-    return ap
-
-
-def _batch_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not 1 <= n <= 1 << 16:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
-
-
-def _onnx_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to 21 (default 17)")
-    p.add_argument("--weights", help="a state_dict saved from the generated PyTorch model (torch.save)")
-
-
-def _compile(args: argparse.Namespace):
-    try:
-        limits = Limits(
-            max_bytes=args.max_bytes,
-            max_depth=args.max_depth,
-            max_nodes=args.max_yaml_nodes,
-            max_scalar_length=args.max_scalar_length,
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return compile_spec(args.spec, args.overrides, limits=limits, max_nodes=args.max_nodes, max_params=args.max_params)
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    net = _compile(args)
-    t = net.summary()["totals"]
-    ms = (time.perf_counter() - start) * 1000
-    print(
-        f"{args.spec}: ok: {net.graph.number_of_nodes()} nodes, {t['params']:,} parameters, "
-        f"{t['macs']:,} multiply-adds ({ms:.0f} ms)"
+    limits.add_argument(
+        "--max-nodes",
+        type=_int_in("--max-nodes", 1, 1 << 40),
+        default=MAX_NODES,
+        help="most graph nodes after template expansion",
     )
+    limits.add_argument(
+        "--max-params", type=_int_in("--max-params", 1, 1 << 62), default=MAX_PARAMS, help="most parameters in a model"
+    )
+
+
+def _onnx_options(p: argparse.ArgumentParser, *, batch_dynamic: bool = True) -> None:
+    onnx = p.add_argument_group("ONNX", "options of the ONNX export")
+    onnx.add_argument(
+        "--opset",
+        type=_int_in("--opset", OPSETS.start, OPSETS.stop - 1),
+        default=None,
+        help=f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})",
+    )
+    onnx.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="weights keyed like the generated PyTorch model's state_dict: .safetensors, or a torch.save file "
+        "(default: drawn from the spec's init rules, seed 0)",
+    )
+    onnx.add_argument(
+        "--batch",
+        type=_int_in("--batch", 1, 1 << 16, extra="dynamic" if batch_dynamic else ""),
+        default=None,
+        help="the batch size" + (", or 'dynamic' for a symbolic one" if batch_dynamic else "") + " (default 1)",
+    )
+
+
+# -- check -----------------------------------------------------------------------------------
+
+
+def _run_check(args: argparse.Namespace, net) -> int:
+    inference = net.summary()["totals"]
+    training = net.summary(with_aux=True)["totals"]
+    ms = (time.perf_counter() - args.started) * 1000
+    print(f"{args.spec}: ok: {_counts(net, inference, training)} ({ms:.0f} ms)")
     return 0
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
-    net = _compile(args)
+def _counts(net, inference: dict, training: dict) -> str:
+    """What ``check`` says of a model: nodes, parameters and multiply-adds, for inference
+    and, where training adds heads, for training too."""
+    text = f"{net.graph.number_of_nodes()} nodes, {inference['params']:,} parameters for inference"
+    if training["params"] != inference["params"]:
+        text += f", {training['params']:,} with the training heads"
+    text += f"; {inference['macs']:,} multiply-adds"
+    if training["macs"] != inference["macs"]:
+        text += f", {training['macs']:,} in training"
+    return text
+
+
+CHECK = Command(
+    "check",
+    "check a spec; print its size or every error",
+    "Load, expand, check and shape a spec. Prints one line: the graph's node count, the parameters "
+    "for inference and with the training-only heads, and the multiply-adds; or every error found, "
+    "each as FILE:LINE:COL: error: KEY.PATH: message (exit 2).",
+    "nasdsl check specs/googlenet.yaml\nnasdsl check specs/googlenet.yaml --set inception4a.c3x3=256",
+    lambda p: None,
+    _run_check,
+)
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+
+def _summary_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        type=_choice("--format", "table", "json", "markdown"),
+        default="table",
+        help="table, json or markdown (default table)",
+    )
+    p.add_argument("--with-aux", action="store_true", help="include training-only heads in rows and totals")
+
+
+def _run_summary(args: argparse.Namespace, net) -> int:
     sys.stdout.write(render(net.summary(with_aux=args.with_aux), args.format))
     return 0
 
 
-def _onnx_args(args: argparse.Namespace):
-    from nasdsl.backends import onnx as onnx_backend
-    from nasdsl.weights import load_weights
+SUMMARY = Command(
+    "summary",
+    "print a table of layers, shapes, parameters and multiply-adds",
+    "One row per top-level model entry, like Table 1 of the GoogLeNet paper: its kind (op or template), "
+    "window, output shape, depth (layers with parameters), parameters, multiply-adds and arguments; "
+    "totals at the end. JSON rows carry every column of the table.",
+    "nasdsl summary specs/googlenet.yaml\nnasdsl summary specs/googlenet.yaml --format json --with-aux",
+    _summary_arguments,
+    _run_summary,
+)
 
-    if args.opset not in onnx_backend.SUPPORTED_OPSETS:
-        raise UsageError(f"--opset: expected 13 to 21, got {args.opset}")
-    weights = load_weights(args.weights) if args.weights else None
-    return onnx_backend, weights
+
+# -- compile ----------------------------------------------------------------------------------
 
 
-def cmd_compile(args: argparse.Namespace) -> int:
-    net = _compile(args)
-    if args.to == "pytorch":
+def _compile_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--to",
+        type=_choice("--to", "pytorch", "onnx"),
+        default=None,
+        help="the backend: pytorch or onnx (default: from the output's extension, .py or .onnx)",
+    )
+    p.add_argument("-o", "--output", required=True, help="the file to write (its folder is made if missing)")
+    _onnx_options(p)
+    p.add_argument(
+        "--with-aux", action="store_true", default=None, help="ONNX: keep the training-only heads as outputs"
+    )
+
+
+def _backend(args: argparse.Namespace) -> str:
+    """The backend ``--to`` names, or the output's extension implies; a contradiction is an error."""
+    implied = BACKEND_OF.get(os.path.splitext(args.output)[1].lower())
+    if args.to is None:
+        if implied is None:
+            raise UsageError(
+                f"--to: cannot tell the backend from the output name '{args.output}'; "
+                "expected --to pytorch or --to onnx, or an output ending in .py or .onnx"
+            )
+        return implied
+    if implied is not None and implied != args.to:
+        raise UsageError(f"--to {args.to} contradicts the output name '{args.output}' (which means {implied})")
+    return args.to
+
+
+def _refuse_onnx_options(args: argparse.Namespace, backend: str) -> None:
+    given = [f"--{k.replace('_', '-')}" for k in ONNX_ONLY if getattr(args, k, None) is not None]
+    if backend != "onnx" and given:
+        raise UsageError(f"{', '.join(given)}: only the ONNX backend takes {'these' if len(given) > 1 else 'this'}")
+
+
+def _onnx_values(args: argparse.Namespace) -> dict:
+    return {k: default if getattr(args, k, None) is None else getattr(args, k) for k, default in ONNX_ONLY.items()}
+
+
+def _check_compile_options(args: argparse.Namespace) -> None:
+    args.backend = _backend(args)
+    _refuse_onnx_options(args, args.backend)
+
+
+def _run_compile(args: argparse.Namespace, net) -> int:
+    if args.backend == "pytorch":
         from nasdsl.backends.pytorch import generate_source
 
         data = generate_source(net.graph, source_name=args.spec, verify=args.debug).encode()
     else:
-        batch: int | str = "dynamic" if args.batch == "dynamic" else _batch_arg(args.batch)
-        onnx_backend, weights = _onnx_args(args)
+        from nasdsl.backends import onnx as onnx_backend
+
+        o = _onnx_values(args)
+        weights = _weights(o["weights"])
         data = onnx_backend.export_onnx_bytes(
-            net.graph, opset=args.opset, state_dict=weights, with_aux=args.with_aux, batch=batch
+            net.graph, opset=o["opset"], state_dict=weights, with_aux=o["with_aux"], batch=o["batch"]
         )
     write_atomic(args.output, data)
     print(f"wrote {args.output} ({len(data):,} bytes)")
     return 0
 
 
-def _batch_arg(text: str) -> int:
-    try:
-        return _batch_int(text)
-    except argparse.ArgumentTypeError as e:
-        raise UsageError(f"--batch: {e}") from None
+def _weights(path: str | None):
+    if path is None:
+        return None
+    from nasdsl.weights import load_weights
+
+    return load_weights(path)
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    net = _compile(args)
-    _, weights = _onnx_args(args)
+COMPILE = Command(
+    "compile",
+    "write PyTorch source or an ONNX model",
+    "Compile a spec to readable PyTorch source (a module that depends on torch alone) or to an ONNX "
+    "model of its inference graph. The backend follows from the output's extension (.py, .onnx) "
+    "unless --to names it; the ONNX options are refused for PyTorch output.",
+    "nasdsl compile specs/googlenet.yaml -o GoogLeNet.py\n"
+    "nasdsl compile specs/googlenet_bn.yaml -o g.onnx --weights weights.safetensors --batch dynamic",
+    _compile_arguments,
+    _run_compile,
+    _check_compile_options,
+)
+
+
+# -- verify -----------------------------------------------------------------------------------
+
+
+def _verify_arguments(p: argparse.ArgumentParser) -> None:
+    _onnx_options(p, batch_dynamic=False)
+
+
+def _run_verify(args: argparse.Namespace, net) -> int:
     from nasdsl.backends.verify import verify
 
-    result = verify(net.graph, state_dict=weights, batch=args.batch, opset=args.opset)
+    o = _onnx_values(args)
+    result = verify(net.graph, state_dict=_weights(o["weights"]), batch=o["batch"], opset=o["opset"])
     _print_verification(result)
     return 0 if result.ok else 1
 
@@ -177,32 +340,58 @@ def _print_verification(result) -> None:
     for c in result.checks:
         status = "ok" if c.ok else "FAILED"
         print(
-            f"  {c.name}: max abs error {c.max_abs:.3g}, relative {c.max_rel:.3g} "
-            f"(tolerance {result.tolerance:g}): {status}"
+            f"  {c.name}: relative error {c.max_rel:.3g} (tolerance {result.tolerance:g}), "
+            f"max abs error {c.max_abs:.3g}: {status}"
         )
 
 
-def cmd_build(args: argparse.Namespace) -> int:
+VERIFY = Command(
+    "verify",
+    "check that the PyTorch and ONNX backends compute the same function",
+    "Build the generated PyTorch model and the ONNX export with the same weights, run both on the same "
+    "seeded random input (ONNX Runtime on the CPU), and compare every output, and the values before a "
+    "final softmax: the largest error relative to the largest magnitude. Exit 1 above the tolerance.",
+    "nasdsl verify specs/googlenet.yaml\nnasdsl verify specs/googlenet_bn.yaml --weights w.safetensors --batch 4",
+    _verify_arguments,
+    _run_verify,
+)
+
+
+# -- build ------------------------------------------------------------------------------------
+
+
+def _build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-o", "--output-dir", default="out", help="where to write <name>.py and <name>.onnx (made if missing)"
+    )
+    onnx = p.add_argument_group("ONNX", "options of the ONNX export")
+    onnx.add_argument(
+        "--opset",
+        type=_int_in("--opset", OPSETS.start, OPSETS.stop - 1),
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})",
+    )
+    onnx.add_argument("--weights", default=None, metavar="FILE", help="weights for the ONNX model and verify")
+
+
+def _run_build(args: argparse.Namespace, net) -> int:
     """check, summary, <name>.py, <name>.onnx, verify: a line per step; files are
     written only when every step before verification succeeded."""
-    start = time.perf_counter()
+    start = args.started
 
     def step(text: str) -> None:
         print(f"[{time.perf_counter() - start:6.2f}s] {text}", flush=True)
 
-    net = _compile(args)
-    t = net.summary()["totals"]
-    step(
-        f"check: {args.spec}: {net.graph.number_of_nodes()} nodes, {t['params']:,} parameters, "
-        f"{t['macs']:,} multiply-adds"
-    )
+    inference, training = net.summary()["totals"], net.summary(with_aux=True)["totals"]
+    step(f"check: {args.spec}: {_counts(net, inference, training)}")
     step("summary:")
     sys.stdout.write(render(net.summary(), "table"))
+    from nasdsl.backends import onnx as onnx_backend
     from nasdsl.backends.pytorch import generate_source
 
     source = generate_source(net.graph, source_name=args.spec, verify=args.debug).encode()
     step(f"pytorch: {net.name}.py, {len(source):,} bytes")
-    onnx_backend, weights = _onnx_args(args)
+    weights = _weights(args.weights)
     if weights is None:
         from nasdsl.weights import initial_weights
 
@@ -210,7 +399,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     data = onnx_backend.export_onnx_bytes(net.graph, opset=args.opset, state_dict=weights)
     step(f"onnx: {net.name}.onnx, opset {args.opset}, {len(data):,} bytes")
     out = os.path.join(args.output_dir, net.name)
-    os.makedirs(args.output_dir, exist_ok=True)
     write_atomic(out + ".py", source)
     write_atomic(out + ".onnx", data)
     step(f"wrote {out}.py and {out}.onnx")
@@ -223,20 +411,108 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-class UsageError(NasdslError):
-    """A bad command-line option (exit 2)."""
+BUILD = Command(
+    "build",
+    "the main job: check, summary, PyTorch source, ONNX model, verify",
+    "Everything for one spec, a line per step with its time: check, the summary table, <name>.py and "
+    "<name>.onnx written to the output folder, and verify (exit 1 if the two disagree).",
+    "nasdsl build specs/googlenet.yaml -o out",
+    _build_arguments,
+    _run_build,
+)
+
+COMMANDS: list[Command] = [CHECK, SUMMARY, COMPILE, VERIFY, BUILD]
+#: modules of nasdsl/commands/ that define HELP, DESCRIPTION, EXAMPLES, add_arguments(parser) and run(args, net)
+MODULES = ("draw",)
+
+
+def _plugged(name: str) -> Command | None:
+    try:
+        module = importlib.import_module(f"nasdsl.commands.{name}")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("nasdsl.commands"):
+            return None  # not installed in this tree
+        raise
+    return Command(name, module.HELP, module.DESCRIPTION, module.EXAMPLES, module.add_arguments, module.run)
+
+
+def commands() -> list[Command]:
+    return [*COMMANDS, *(c for c in map(_plugged, MODULES) if c is not None)]
+
+
+# ---------------------------------------------------------------------------
+# The parser and the entry point
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = _Parser(
+        prog="nasdsl",
+        description="Compile neural-architecture specs (YAML) to PyTorch source and ONNX models.",
+        epilog="Run 'nasdsl COMMAND --help' for a command's options and examples.",
+    )
+    ap.add_argument("--version", action="version", version=f"nasdsl {__version__}")
+    ap.add_argument("--debug", action="store_true", default=False, help="show tracebacks of internal errors")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for c in commands():
+        p = sub.add_parser(
+            c.name,
+            help=c.help,
+            description=c.description,
+            epilog="examples:\n" + "\n".join(f"  {line}" for line in c.examples.splitlines()),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _common(p)
+        c.add_arguments(p)
+        p.set_defaults(command_spec=c)
+    return ap
+
+
+def _compile(args: argparse.Namespace):
+    limits = Limits(
+        max_bytes=args.max_bytes,
+        max_depth=args.max_depth,
+        max_nodes=args.max_yaml_nodes,
+        max_scalar_length=args.max_scalar_length,
+    )
+    args.limits = limits
+    return compile_spec(args.spec, args.overrides, limits=limits, max_nodes=args.max_nodes, max_params=args.max_params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = parser().parse_args(argv)
+    args.started = started
+    command = args.command_spec
+    try:
+        command.check_options(args)
+        net = _compile(args)
+        return command.run(args, net)
+    except NasdslError as e:
+        print(e.format(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nasdsl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if args.debug:
+            traceback.print_exc()
+        print(BUG.format(type(e).__name__), file=sys.stderr)
+        return 1
 
 
 def write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and
-    a rename, so that readers see the old file or the whole new one."""
+    a rename, so that readers see the old file or the whole new one. A missing
+    folder is made first."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UsageError(f"{path}: is a directory, expected a file to write")
     if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
         raise UsageError(f"{path}: exists and is not a regular file (a link, pipe or device); not replacing it")
-    if not os.path.isdir(folder):
-        raise UsageError(f"{path}: the folder {folder} does not exist")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot make the folder {folder}: {e.strerror or e}") from None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".nasdsl-", suffix=".tmp", dir=folder)
     except OSError as e:
@@ -258,30 +534,3 @@ def write_atomic(path: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-COMMANDS = {
-    "check": cmd_check,
-    "summary": cmd_summary,
-    "compile": cmd_compile,
-    "verify": cmd_verify,
-    "build": cmd_build,
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = parser()
-    args = ap.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except NasdslError as e:
-        print(e.format(), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("nasdsl: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - the last line of defence
-        if args.debug:
-            traceback.print_exc()
-        print(BUG.format(type(e).__name__), file=sys.stderr)
-        return 1

@@ -205,6 +205,8 @@ class InputSpec:
     mean: Value | None
     std: Value | None
     loc: Location
+    #: what the input holds (channel order, value range), for the generated class's docstring
+    doc: str = ""
 
 
 @dataclass(frozen=True)
@@ -573,8 +575,9 @@ def _parse_input(raw: object, loc: Location) -> InputSpec:
     p.get("mean")
     std = parse_value(p.get("std"), p.loc("std"), "input.std") if p.has("std") and p.left["std"] is not None else None
     p.get("std")
-    p.done(["name", "shape", "mean", "std"], "input")
-    return InputSpec(name, shape, mean, std, m.loc)
+    doc = expect_str(p.get("doc"), p.loc("doc"), "input.doc") if p.has("doc") else ""
+    p.done(["name", "shape", "mean", "std", "doc"], "input")
+    return InputSpec(name, shape, mean, std, m.loc, doc)
 
 
 def _each(m: YMap, parse: Callable[[str, object], T]) -> list[T]:

@@ -6,11 +6,12 @@ formats it as a text table, Markdown or JSON.
 JSON contract::
 
     {"name": str, "input": [C, H, W],
-     "rows": [{"name", "kind", "output", "depth", "args": {param: value}, "params", "macs"}, ...],
+     "rows": [{"name", "kind", "window", "output", "depth", "args": {param: value}, "params", "macs"}, ...],
      "totals": {"params", "macs", "depth"}}
 
-``kind`` is the op or template name (``concat`` or ``add`` for a merge of
-branches, ``sequence`` for a mapping of named blocks, ``ref`` for a
+``window`` is the kernel and stride of the entry's one windowed op
+(``"7x7/2"``; ``""`` when it has none or several); ``kind`` is the op or
+template name (``concat`` or ``add`` for a merge of branches, ``sequence`` for a mapping of named blocks, ``ref`` for a
 reference); ``args`` keeps the template's parameter
 order (for an op, the attributes the spec wrote); totals cover the inference
 graph, or the training graph with its auxiliary heads when ``with_aux``.
@@ -126,8 +127,7 @@ def _args(a: dict) -> str:
 
 def render(summary: dict, fmt: str = "table") -> str:
     if fmt == "json":
-        public = {**summary, "rows": [{k: v for k, v in r.items() if k != "window"} for r in summary["rows"]]}
-        return json.dumps(public, indent=2) + "\n"
+        return json.dumps(summary, indent=2) + "\n"
     head = ["name", "kind", "window", "output", "depth", "params", "MACs", "args"]
     body = [
         [

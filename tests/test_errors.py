@@ -775,7 +775,7 @@ CASES = [
               conv: {op: conv2d, out: 8, kernel: 3, strid: 2}
               act: {op: relu, phase: always}
             """),
-        "spec.yaml:2:29: error: input.colour: unknown key 'colour' in input; allowed: name, shape, mean, std\n"
+        "spec.yaml:2:29: error: input.colour: unknown key 'colour' in input; allowed: name, shape, mean, std, doc\n"
         "spec.yaml:5:17: error: templates.Block.params[1]: duplicate parameter 'c'\n"
         "spec.yaml:8:41: error: model.conv.strid: unknown key 'strid' in op conv2d (did you mean 'stride'?); "
         "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc\n"

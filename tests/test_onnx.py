@@ -214,6 +214,41 @@ outputs:
     assert not result.ok and [(k.name, k.ok) for k in result.checks] == [("main", True), ("aux", False)]
 
 
+SOFTMAX_OUTPUT = """\
+name: Net
+input: {shape: [3, 8, 8]}
+model:
+  conv: {op: conv2d, out: 4, kernel: 3}
+  pool: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: 5}
+  prob: softmax
+outputs:
+  prob: {from: prob}
+"""
+
+
+def test_verify_compares_the_values_before_a_final_softmax(tmp_path, monkeypatch):
+    """With large weights the probabilities are one-hot on both sides whatever the logits:
+    verify must compare the logits as well, and fail when only they disagree."""
+    import nasdsl.backends.verify as verify_module
+
+    c = write_spec(tmp_path, SOFTMAX_OUTPUT)
+    weights = {k: v * 100 for k, v in initial_state_dict(c).items()}
+    result = verify(c, state_dict=weights, batch=2)
+    assert [check.name for check in result.checks] == ["prob", "prob (before softmax)"] and result.ok
+    real = verify_module.run_onnx
+
+    def logits_off_by_a_percent(model, inputs, **kwargs):
+        out = real(model, inputs, **kwargs)
+        return {k: v * 1.01 if k != "prob" else v for k, v in out.items()}
+
+    monkeypatch.setattr(verify_module, "run_onnx", logits_off_by_a_percent)
+    result = verify(c, state_dict=weights, batch=2)
+    by_name = {check.name: check for check in result.checks}
+    assert by_name["prob"].ok and not by_name["prob (before softmax)"].ok and not result.ok
+
+
 def test_compare():
     want = np.array([[1.0, -4.0], [2.0, 0.5]], dtype=np.float32)
     got = want + np.array([[0.0, 0.0], [0.0, 2e-4]], dtype=np.float32)
@@ -656,7 +691,7 @@ def test_unknown_op_is_a_codegen_error():
         CodegenError, match=r"the ONNX backend cannot lower op 'frobnicate' \(node conv1.relu\)"
     ) as info:
         export_onnx(g, state_dict=weights(GOOGLENET_BN))
-    assert str(info.value).startswith(f"{GOOGLENET_BN}:30:13: error: templates.BasicConv2d.body.relu: the ONNX")
+    assert str(info.value).startswith(f"{GOOGLENET_BN}:31:13: error: templates.BasicConv2d.body.relu: the ONNX")
 
 
 # ---------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def test_a_value_the_class_cannot_write_is_folded(tmp_path):
 
 
 def test_variables_of_the_input_or_of_other_variables_are_folded(tmp_path):
-    text = "name: Net\ninput: {shape: [3, side, side]}\nvariables: {side: 8, classes: 10, rate: 0.5, twice: 'classes * 2'}\n"
+    text = "name: Net\ninput: {shape: [3, side, side]}\n"
+    text += "variables: {side: 8, classes: 10, rate: 0.5, twice: 'classes * 2'}\n"
     path = tmp_path / "net.yaml"
     path.write_text(text + CLASSIFIER.replace("out: classes", "out: twice"))
     g = nasdsl.compile_spec(path).graph
