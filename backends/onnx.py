@@ -45,7 +45,7 @@ from nasdsl.errors import CodegenError
 from nasdsl.ops import lowering, lowering_of, same_padding
 from nasdsl.passes.fold import BN_PARAMS, fold_batch_norm
 from nasdsl.passes.pipeline import run_pipeline
-from nasdsl.weights import check_weights, initial_weights
+from nasdsl.weights import MAX_MEMORY, check_memory, check_weights, initial_weights
 
 from .pyformat import safe_text
 
@@ -457,6 +457,7 @@ def export_onnx(
     state_dict: Mapping[str, object] | None = None,
     with_aux: bool = False,
     batch: int | str = 1,
+    max_memory: int | None = MAX_MEMORY,
 ) -> onnx.ModelProto:
     """The inference graph of ``graph`` (the IR, or a compiled spec) as an ONNX model.
 
@@ -464,9 +465,10 @@ def export_onnx(
     arrays or torch tensors (defaults to :func:`nasdsl.weights.initial_weights`);
     ``with_aux`` keeps the training-only outputs; ``batch`` is a fixed batch
     size or ``"dynamic"`` (symbolic dimension ``N``). Raises
-    :class:`CodegenError` for what it cannot export.
+    :class:`CodegenError` for what it cannot export, and a ``LimitError`` when the
+    weights would need more than ``max_memory`` bytes (None: no limit).
     """
-    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, deferred=None)
+    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, None, max_memory)
     return model
 
 
@@ -477,13 +479,14 @@ def export_onnx_bytes(
     state_dict: Mapping[str, object] | None = None,
     with_aux: bool = False,
     batch: int | str = 1,
+    max_memory: int | None = MAX_MEMORY,
 ) -> bytes:
     """The serialised model of :func:`export_onnx` (the same message, parsed), made
     with one copy of the weights: the model is serialised without its
     initializers, which follow as a second ``graph`` field that protobuf merges
     into the first. This is what the command line writes."""
     deferred: list[tuple[str, np.ndarray]] = []
-    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, deferred=deferred)
+    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, deferred, max_memory)
     head = model.SerializeToString(deterministic=True)
     parts: list[bytes | memoryview] = []
     for name, array in deferred:
@@ -523,8 +526,11 @@ def _emit(
     with_aux: bool,
     batch: int | str,
     deferred: list[tuple[str, np.ndarray]] | None,
+    max_memory: int | None = MAX_MEMORY,
 ) -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]] | None]:
     batch_dim = _check_args(opset, batch)
+    # the weights (drawn or given), the folded ones and the serialised model
+    check_memory(source, 3, max_memory, "exporting ONNX")
     g = export_graph(source, with_aux=with_aux)
     g.graph["weights"] = check_weights(source, g, initial_weights(source) if state_dict is None else state_dict)
     g = fold_batch_norm(g, copy=False)  # g is export_graph's own

@@ -39,79 +39,8 @@ from nasdsl.expr import Sym
 from nasdsl.ops import OPS, lowering, lowering_of
 from nasdsl.passes.pipeline import run_pipeline
 
+from .names import BUILTINS, IMPORTED, METHOD_LOCALS, Namespace, check_attribute
 from .pyformat import Call, docstring, docstring_with_args, layout, literal, safe_text, wrap
-
-#: Names that generated methods use as locals or builtins; spec names must not shadow them.
-RESERVED = frozenset(
-    {"self", "x", "in_channels", "super", "isinstance", "sum", "str", "enumerate", "int", "float", "bool", "tuple"}
-)
-#: Module-level names of the generated file (besides the model's and templates' classes).
-MODULE_NAMES = frozenset({"torch", "nn", "F", "math", "NamedTuple", "OrderedDict", "Concat", "Add", "_xavier_caffe_"})
-#: Attributes the generated model class sets or defines itself.
-OWN_ATTRIBUTES = frozenset({"loss", "loss_weights", "reset_parameters", "input_mean", "input_std"})
-
-
-#: The public attributes of an ``nn.Module`` instance (torch 2.14); a child may not hide
-#: ``train``, ``to`` or ``forward``. Names starting with '_' are refused anyway. Kept here so
-#: that writing source needs no torch import; tests/test_pytorch.py checks it against torch.
-MODULE_ATTRIBUTES = frozenset(
-    {
-        "T_destination",
-        "add_module",
-        "apply",
-        "bfloat16",
-        "buffers",
-        "call_super_init",
-        "children",
-        "compile",
-        "cpu",
-        "cuda",
-        "double",
-        "dump_patches",
-        "eval",
-        "extra_repr",
-        "float",
-        "forward",
-        "get_buffer",
-        "get_extra_state",
-        "get_parameter",
-        "get_submodule",
-        "half",
-        "ipu",
-        "load_state_dict",
-        "modules",
-        "mtia",
-        "named_buffers",
-        "named_children",
-        "named_modules",
-        "named_parameters",
-        "parameters",
-        "register_backward_hook",
-        "register_buffer",
-        "register_forward_hook",
-        "register_forward_pre_hook",
-        "register_full_backward_hook",
-        "register_full_backward_pre_hook",
-        "register_load_state_dict_post_hook",
-        "register_load_state_dict_pre_hook",
-        "register_module",
-        "register_parameter",
-        "register_state_dict_post_hook",
-        "register_state_dict_pre_hook",
-        "requires_grad_",
-        "set_extra_state",
-        "set_submodule",
-        "share_memory",
-        "state_dict",
-        "to",
-        "to_empty",
-        "train",
-        "training",
-        "type",
-        "xpu",
-        "zero_grad",
-    }
-)
 
 #: The passes this backend runs before it writes (see nasdsl/passes/pipeline.py).
 PIPELINE = ("expose", "inplace")
@@ -282,6 +211,12 @@ class _Ctx:
     exposed: frozenset[str]
     #: whether an activation node may be in-place (a template's answer holds for all its uses)
     inplace: Callable[[str], bool]
+    #: the class's arguments as its code names them (a spec name that would shadow something is renamed)
+    arguments: dict[str, str] = field(default_factory=dict)
+    #: class names of the templates and the merge helpers
+    classes: dict[str, str] = field(default_factory=dict)
+    #: keyword names of each template class's parameters
+    keywords: dict[str, dict[str, str]] = field(default_factory=dict)
     used_helpers: set[str] = field(default_factory=set)
     #: leading dimension of each top-level entry produced so far, by path (for references)
     leads: dict[str, object] = field(default_factory=dict)
@@ -291,17 +226,21 @@ class _Ctx:
         parameters' names; the model writes exposed variables' names and folds the others."""
         if expr is None:
             return concrete
-        if self.template is not None:
-            return expr
         names = _names(expr)
-        if not names & self.exposed:
-            return concrete
-        variables = self.g.graph["variables"]
-        fold = {n: variables[n] for n in names - self.exposed}
+        if self.template is None:
+            if not names & self.exposed:
+                return concrete
+            variables = self.g.graph["variables"]
+            fold: dict[str, object] = {n: variables[n] for n in names - self.exposed}
+        else:
+            fold = {}
+        fold.update({n: Sym.name(self.arguments[n]) for n in names if self.arguments.get(n, n) != n})
+        if not fold:
+            return expr
         if isinstance(expr, Sym):
-            return expr.substitute(fold) if fold else expr
+            return expr.substitute(fold)
         if isinstance(expr, tuple):
-            return tuple(x.substitute(fold) if isinstance(x, Sym) and fold else x for x in expr)
+            return tuple(x.substitute(fold) if isinstance(x, Sym) else x for x in expr)
         return expr
 
 
@@ -367,7 +306,7 @@ def _op_module(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
     return low.module(ctx, b.output, lead)
 
 
-def _template_call(ctx: _Ctx, b: ir.Block, lead: object, classes: dict[str, str]) -> tuple[Call, object]:
+def _template_call(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
     """``Template(in_channels, args...)`` and the leading dimension it returns:
     required parameters positional, defaulted ones by keyword when given."""
     tmpl = ctx.g.graph["templates"][b.template]
@@ -377,8 +316,8 @@ def _template_call(ctx: _Ctx, b: ir.Block, lead: object, classes: dict[str, str]
         if not a.given and not explicit:
             continue
         text = _render(_arg(ctx, a))
-        args.append(text if p.required or explicit else f"{p.name}={text}")
-    return Call(classes[b.template], tuple(args)), _lead_of(ctx, b, lead)
+        args.append(text if p.required or explicit else f"{ctx.keywords[b.template][p.name]}={text}")
+    return Call(ctx.classes[b.template], tuple(args)), _lead_of(ctx, b, lead)
 
 
 def _lead_of(ctx: _Ctx, b: ir.Block, lead: object) -> object:
@@ -411,8 +350,8 @@ def _lead_of(ctx: _Ctx, b: ir.Block, lead: object) -> object:
             return total
         return leads[0]
     if b.kind == "use":
-        values = {a.name: _arg(ctx, a) for a in b.args}
-        inner = _Ctx(ctx.g, b.template, ctx.exposed, ctx.inplace)
+        values = {ctx.keywords[b.template][a.name]: _arg(ctx, a) for a in b.args}
+        inner = _Ctx(ctx.g, b.template, ctx.exposed, ctx.inplace, ctx.keywords[b.template], ctx.classes, ctx.keywords)
         return _substitute(_lead_of(inner, b.children[0], Sym.name("in_channels")), {**values, "in_channels": lead})
     if b.kind == "ref":
         if b.target in ctx.leads:
@@ -436,30 +375,30 @@ def _off(ctx: _Ctx, b: ir.Block) -> bool:
     return b.kind == "skip" or (b.dormant and b.when.switch not in ctx.exposed)
 
 
-def _module_expr(ctx: _Ctx, b: ir.Block, lead: object, classes: dict[str, str]) -> tuple[Call, object]:
+def _module_expr(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
     """A module expression for a block nested inside a class."""
     if _off(ctx, b):
         return Call("nn.Identity", ()), lead
     if b.kind == "op":
         return _op_module(ctx, b, lead)
     if b.kind == "use":
-        return _template_call(ctx, b, lead, classes)
+        return _template_call(ctx, b, lead)
     if b.kind == "seq":
         items = []
         for c in b.children:
-            call, lead = _module_expr(ctx, c, lead, classes)
+            call, lead = _module_expr(ctx, c, lead)
             items.append(call)
         if b.named:
             named = tuple(f"{c.name}={call.flat()}" for c, call in zip(b.children, items, strict=True))
             return Call("nn.Sequential", (Call("OrderedDict", named),)), lead
         return Call("nn.Sequential", tuple(items)), lead
     if b.kind == "merge":
-        low = _merge_lowering(ctx, b)
-        helper = low.helper[0]
+        _merge_lowering(ctx, b)
+        helper = ctx.classes[f"merge:{b.op}"]
         ctx.used_helpers.add(b.op)
         args, leads = [], []
         for c in b.children:
-            call, out = _module_expr(ctx, c, lead, classes)
+            call, out = _module_expr(ctx, c, lead)
             args.append(f"{c.name}={call.flat()}" if b.named else call)
             leads.append(out)
         out_lead = leads[0]
@@ -492,7 +431,7 @@ class ClassCode:
 
 
 def _annotation(values: list[object]) -> str:
-    kinds = []
+    kinds: list[str] = []
     for v in values:
         if isinstance(v, bool):
             k = "bool"
@@ -529,7 +468,6 @@ class _Writer:
         self.exposed = frozenset(g.graph["exposed"])
         self.helpers: set[str] = set()
         self.needs_math = False
-        self.classes = {name: name for name in g.graph["templates"]}
         #: the nodes under each path (a template use's nodes), built once
         self.members: dict[str, list[str]] = {}
         for graph in (g, g.graph["dormant"].graph):
@@ -539,50 +477,57 @@ class _Writer:
                 parts = n.split(".")
                 for i in range(1, len(parts) + 1):
                     self.members.setdefault(".".join(parts[:i]), []).append(n)
-        self._check_names()
+        self._check_attributes()
+        self._name_everything()
 
-    def _check_names(self) -> None:
-        """Refuse spec names that would shadow or clash with what the generated file
-        uses: module-level names, locals of ``__init__``/``forward``, ``nn.Module``
-        attributes, NamedTuple fields."""
+    def _name_everything(self) -> None:
+        """The file's identifiers, from one module-level namespace: class names (the model's
+        first, then the outputs', the templates', the merge helpers'), and per class the
+        names of its constructor arguments, renamed where a spec name would shadow a
+        builtin, an import or a class."""
         g = self.g
-        name = g.graph["name"]
-        templates = g.graph["templates"]
-        module_level = set(MODULE_NAMES) | {name, f"{name}Outputs"} | set(templates)
+        self.module_names = Namespace(BUILTINS | IMPORTED | METHOD_LOCALS)
+        self.model_class_name = self.module_names.create(g.graph["name"])
+        self.outputs_class_name = self.module_names.create(f"{self.model_class_name}Outputs")
+        self.classes: dict[str, str] = {}
+        for name in g.graph["templates"]:
+            self.classes[name] = self.module_names.create(name)
+        merges = sorted({b.op for root in ir.roots(g) for b in ir.walk(root) if b.kind == "merge"})
+        for op in merges:
+            low = OPS[op].lowerings.get("pytorch")
+            if low is not None and low.helper is not None:
+                self.classes[f"merge:{op}"] = self.module_names.create(low.helper[0])
+        self.keywords: dict[str, dict[str, str]] = {}
+        for name, t in g.graph["templates"].items():
+            scope = Namespace({"self", "in_channels"}, outer=self.module_names)
+            self.keywords[name] = {p.name: scope.create(p.name) for p in t.params}
+        scope = Namespace({"self"}, outer=self.module_names)
+        self.arguments = {v: scope.create(v) for v in g.graph["exposed"]}
 
-        def refuse(what_name: str, what: str, loc=None, path=None) -> None:
-            raise CodegenError(
-                f"{what} '{what_name}' clashes with a name the generated PyTorch file uses; rename it",
-                location=loc,
-                path=path,
-            )
+    def _ctx(self, template: str | None, inplace: Callable[[str], bool]) -> _Ctx:
+        arguments = self.keywords[template] if template is not None else self.arguments
+        return _Ctx(self.g, template, self.exposed, inplace, arguments, self.classes, self.keywords)
 
-        if name in templates or name in MODULE_NAMES or name in RESERVED:
-            refuse(name, "model name", g.graph["name_loc"], "name")
-        for tname, t in templates.items():
-            if tname in RESERVED or tname in MODULE_NAMES or tname in (name, f"{name}Outputs"):
-                refuse(tname, "template name", t.loc, f"templates.{tname}")
-            for p in t.params:
-                if p.name in module_level or p.name in RESERVED or p.name.startswith("_"):
-                    refuse(p.name, "template parameter", p.loc, f"templates.{tname}.params")
-        for vname in g.graph["variables"]:
-            if vname in module_level or vname in RESERVED or vname.startswith("_"):
-                refuse(vname, "variable name", g.graph["variable_locs"].get(vname), f"variables.{vname}")
+    def _locals(self) -> Namespace:
+        """A namespace for the locals of one method: never a module-level name, ``self`` or ``x``."""
+        return Namespace({"self", "x"}, outer=self.module_names)
+
+    def _check_attributes(self) -> None:
+        """Refuse spec names that become attributes (the state_dict keys, kept exactly)
+        and would hide what nn.Module, nn.Sequential, nn.ModuleDict or the generated model
+        use; output names that cannot be NamedTuple fields."""
+        g = self.g
         # switches of output heads are kept as self.<flag>
-        flags = {o.when for o in ir.all_outputs(g) if o.when is not None and o.when in self.exposed}
-        attributes = MODULE_ATTRIBUTES | OWN_ATTRIBUTES | flags
+        flags = frozenset(o.when for o in ir.all_outputs(g) if o.when is not None and o.when in self.exposed)
         for graph in (g, g.graph["dormant"].graph):
             for n, d in graph.nodes(data=True):
                 if d["op"] in ("input", "external"):
                     continue
                 for part in n.split("."):
-                    if part.isdigit():
-                        continue
-                    if part in attributes or part in RESERVED or part in module_level or part.startswith("_"):
-                        refuse(part, "name", d["loc"], d["keypath"])
+                    if not part.isdigit():
+                        check_attribute(part, "name", d["loc"], d["keypath"], flags)
         for o in ir.all_outputs(g):
-            if o.name in RESERVED or o.name in module_level or o.name.startswith("_") or o.name in attributes:
-                refuse(o.name, "output name", o.loc, o.keypath or "outputs")
+            check_attribute(o.name, "output name", o.loc, o.keypath or "outputs", flags)
 
     # -- shared pieces -------------------------------------------------------
     def _spatial_notes(self, instances: list[ir.Block]) -> dict[str, str]:
@@ -598,10 +543,12 @@ class _Writer:
         return {rel: (notes.pop() if len(notes) == 1 else "H', W'") for rel, notes in seen.items()}
 
     def _statements(
-        self, ctx: _Ctx, t: ir.Block, lead: object, notes, after=None
+        self, ctx: _Ctx, t: ir.Block, lead: object, notes, after=None, names: Namespace | None = None
     ) -> tuple[list[str], list[str], object]:
         """Init and forward lines for the children of a root sequence; ``after(child)``
-        gives lines to run right after a child (the model's auxiliary heads)."""
+        gives lines to run right after a child (the model's auxiliary heads); ``names``
+        holds the forward's locals (values kept for references)."""
+        names = names if names is not None else self._locals()
         init: list[str] = []
         fwd: list[str] = []
         targets = {c.target for c in t.children if c.kind == "ref"}
@@ -613,9 +560,10 @@ class _Writer:
             wanted = c.path in targets or c.passed in target_nodes
             if _off(ctx, c):  # switched off: x holds its input, which a ref or an output may read as its value
                 if wanted and c.path not in produced:
-                    fwd.append(f"{c.name} = x")
-                    produced[c.path] = c.name
-                    produced.setdefault(c.passed, c.name)
+                    local = names.create(c.name)
+                    fwd.append(f"{local} = x")
+                    produced[c.path] = local
+                    produced.setdefault(c.passed, local)
                 ctx.leads[c.path] = lead
                 if after is not None:
                     fwd += after(c)
@@ -629,7 +577,7 @@ class _Writer:
             if c.kind == "merge" and any(b.kind == "ref" for b in c.children):
                 call, value, out_lead = self._merge_with_refs(ctx, c, lead, produced)
             else:
-                call, out_lead = _module_expr(ctx, c, lead, self.classes)
+                call, out_lead = _module_expr(ctx, c, lead)
                 value = f"self.{c.name}(x)"
             if call is not None:
                 init += layout(f"self.{c.name} = ", call, 2, suffix)
@@ -654,13 +602,11 @@ class _Writer:
             lead = out_lead
             ctx.leads[c.path] = lead
             if wanted:
-                fwd.append(f"{c.name} = x")
-                produced[c.path] = c.name
-                produced.setdefault(c.passed, c.name)
-                produced.setdefault(c.output, c.name)
-            else:
-                produced.setdefault(c.path, c.name)
-                produced.setdefault(c.passed, c.name)
+                local = names.create(c.name)
+                fwd.append(f"{local} = x")
+                produced[c.path] = local
+                produced.setdefault(c.passed, local)
+                produced.setdefault(c.output, local)
             if after is not None:
                 fwd += after(c)
         return init, fwd, lead
@@ -692,7 +638,7 @@ class _Writer:
                 terms.append("x")
                 leads.append(lead)
             else:
-                call, out = _module_expr(ctx, b, lead, self.classes)
+                call, out = _module_expr(ctx, b, lead)
                 modules.append(f'"{b.name}": {call.flat()}')
                 terms.append(f'self.{c.name}["{b.name}"](x)')
                 leads.append(out)
@@ -711,7 +657,7 @@ class _Writer:
             return ""
         if ctx.template is None and w.switch not in self.exposed:
             return ""
-        return w.expr.render()
+        return ctx.value(w.expr, None).render()
 
     # -- templates -----------------------------------------------------------
     def template_class(self, name: str, instances: list[ir.Block]) -> ClassCode:
@@ -724,8 +670,10 @@ class _Writer:
                 if "inplace" in data:
                     rel = n[len(inst.path) :]
                     inplace[rel] = inplace.get(rel, True) and data["inplace"]
+        tmpl = self.g.graph["templates"][name]
+        annotations = {p.name: _annotation([i.arg(p.name).value for i in instances]) for p in tmpl.params}
         for inst in instances:
-            code = self._template_class_for(name, inst, instances, spatial, inplace)
+            code = self._template_class_for(name, inst, annotations, spatial, inplace)
             self.helpers |= code.helpers
             key = "\n".join(code.head + code.init + sum(code.methods, []))
             texts.setdefault(key, (code, inst))
@@ -741,10 +689,12 @@ class _Writer:
         return next(iter(texts.values()))[0]
 
     def _template_class_for(
-        self, name: str, inst: ir.Block, instances: list[ir.Block], spatial: dict, inplace: dict[str, bool]
+        self, name: str, inst: ir.Block, annotations: dict[str, str], spatial: dict, inplace: dict[str, bool]
     ) -> ClassCode:
         tmpl = self.g.graph["templates"][name]
-        ctx = _Ctx(self.g, name, self.exposed, lambda node: inplace.get(node[len(inst.path) :], False))
+        ctx = self._ctx(name, lambda node: inplace.get(node[len(inst.path) :], False))
+        keywords = self.keywords[name]
+        class_name = self.classes[name]
         lead = Sym.name("in_channels")
         body = inst.children[0]
 
@@ -754,15 +704,16 @@ class _Writer:
         params = ["self", "in_channels: int"]
         fixups: list[str] = []
         for p in tmpl.params:
-            ann = _annotation([i.arg(p.name).value for i in instances])
+            ann = annotations[p.name]
+            own = keywords[p.name]
             if p.required or (p.default is None and p.default_expr is None):
-                params.append(f"{p.name}: {ann}")
+                params.append(f"{own}: {ann}")
             elif p.default is not None:
-                params.append(f"{p.name}: {ann} = {_render(p.default)}")
+                params.append(f"{own}: {ann} = {_render(p.default)}")
             else:
-                params.append(f"{p.name}: {ann} | None = None")
-                fixups += [f"if {p.name} is None:", f"    {p.name} = {_render(p.default_expr)}"]
-        head = [f"class {name}(nn.Module):"] + docstring(tmpl.doc or f"The {name} block of the spec.", 1)
+                params.append(f"{own}: {ann} | None = None")
+                fixups += [f"if {own} is None:", f"    {own} = {_render(ctx.value(p.default_expr, None))}"]
+        head = [f"class {class_name}(nn.Module):"] + docstring(tmpl.doc or f"The {name} block of the spec.", 1)
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
         sig += docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, inst), 2)
         fix = ["        " + f for f in fixups]
@@ -770,25 +721,29 @@ class _Writer:
             init, fwd, out_lead = self._statements(ctx, body, lead, notes)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
             forward += ["        " + f if f else "" for f in fwd] + ["        return x"]
-            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward], ctx.used_helpers)
+            start = [*sig, "        super().__init__()", *fix]
+            return ClassCode(class_name, head, start + init, [forward], ctx.used_helpers)
         if body.kind == "merge" and body.named and not _off(ctx, body):
             init, fwd = [], []
             outs = []
+            names = self._locals()
             for c in body.children:
-                call, out_lead = _module_expr(ctx, c, lead, self.classes)
+                call, out_lead = _module_expr(ctx, c, lead)
                 init += layout(f"self.{c.name} = ", call, 2)
                 note = _shape_note(ir.node(self.g, c.output)["shape"], out_lead, notes(c))
-                fwd += layout(f"{c.name} = ", f"self.{c.name}(x)", 2, comment=note)
-                outs.append(c.name)
+                local = names.create(c.name)
+                fwd += layout(f"{local} = ", f"self.{c.name}(x)", 2, comment=note)
+                outs.append(local)
             total = _lead_of(ctx, body, lead)
             note = _shape_note(ir.node(self.g, body.output)["shape"], total, notes(body))
             fwd += layout("return ", _merge_lowering(ctx, body).join(outs), 2, comment=note)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:") + fwd
-            return ClassCode(name, head, sig + ["        super().__init__()"] + fix + init, [forward], ctx.used_helpers)
+            start = [*sig, "        super().__init__()", *fix]
+            return ClassCode(class_name, head, start + init, [forward], ctx.used_helpers)
         # A single module, an unnamed sequence or unnamed branches: subclass it.
-        call, _ = _module_expr(ctx, body, lead, self.classes)
+        call, _ = _module_expr(ctx, body, lead)
         base = call.func
-        head[0] = f"class {name}({base}):"
+        head[0] = f"class {class_name}({base}):"
         init = docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, inst), 2)
         init += layout("super().__init__", Call("", call.args), 2)
         if fixups:
@@ -797,14 +752,16 @@ class _Writer:
                 location=tmpl.loc,
                 path=f"templates.{name}",
             )
-        return ClassCode(name, head, sig + init, [], ctx.used_helpers)
+        return ClassCode(class_name, head, sig + init, [], ctx.used_helpers)
 
     # -- the model -----------------------------------------------------------
     def model_class(self) -> tuple[ClassCode, ClassCode | None]:
         g = self.g
-        name = g.graph["name"]
+        name = self.model_class_name
+        outputs_name = self.outputs_class_name
         variables = g.graph["variables"]
-        ctx = _Ctx(g, None, self.exposed, lambda node: bool(ir.node(g, node).get("inplace")))
+        ctx = self._ctx(None, lambda node: bool(ir.node(g, node).get("inplace")))
+        names = self._locals()
         model = g.graph["model"]
         outputs = [o for o in ir.all_outputs(g) if o.when is None or variables[o.when] or o.when in self.exposed]
         inp = g.nodes[g.graph["input"]]["attrs"]
@@ -830,6 +787,7 @@ class _Writer:
 
         head_init: list[str] = []
         exposed_flags: list[str] = []
+        local = {o.name: names.create(o.name) for o in outputs if o in outputs[1:] or tap_main}
 
         def after(c: ir.Block) -> list[str]:
             lines = []
@@ -837,27 +795,29 @@ class _Writer:
                 guards = []
                 cond = o.when if o.when is not None and o.when in self.exposed else ""
                 if o.head is None:
-                    lines.append(f"{o.name} = x")
+                    lines.append(f"{local[o.name]} = x")
                     continue
                 source_shape = ir.node(g, o.head.inputs[0])["shape"]
-                call, _ = _module_expr(ctx, o.head, source_shape[0], self.classes)
-                head_init.extend(layout(f"self.{o.name} = ", call, 2, f" if {cond} else None" if cond else ""))
+                call, _ = _module_expr(ctx, o.head, source_shape[0])
+                suffix = f" if {self.arguments[cond]} else None" if cond else ""
+                head_init.extend(layout(f"self.{o.name} = ", call, 2, suffix))
                 if cond:
                     guards.append(f"self.{o.name} is not None")
                 if o.training_only:
                     guards.append("self.training")
                 note = _shape_note(ir.node(g, o.node)["shape"], _model_lead(_lead_of(ctx, o.head, source_shape[0])))
+                mine = local[o.name]
                 if guards:
-                    lines.append(f"{o.name}: torch.Tensor | None = None")
+                    lines.append(f"{mine}: torch.Tensor | None = None")
                     lines.append(f"if {' and '.join(guards)}:")
-                    lines += ["    " + s for s in layout(f"{o.name} = ", f"self.{o.name}(x)", 0, comment=note)]
+                    lines += ["    " + s for s in layout(f"{mine} = ", f"self.{o.name}(x)", 0, comment=note)]
                 else:
-                    lines += layout(f"{o.name} = ", f"self.{o.name}(x)", 0, comment=note)
+                    lines += layout(f"{mine} = ", f"self.{o.name}(x)", 0, comment=note)
                 if cond and cond not in exposed_flags:
                     exposed_flags.append(cond)
             return lines
 
-        init, fwd, _ = self._statements(ctx, model, lead, lambda c: None, after)
+        init, fwd, _ = self._statements(ctx, model, lead, lambda c: None, after, names)
         self.helpers |= ctx.used_helpers
         pre: list[str] = []
         pre_init: list[str] = []
@@ -871,7 +831,7 @@ class _Writer:
         params = ["self"]
         for v in g.graph["exposed"]:
             val = variables[v]
-            params.append(f"{v}: {_annotation([val])} = {literal(val)}")
+            params.append(f"{self.arguments[v]}: {_annotation([val])} = {literal(val)}")
         head = [f"class {name}(nn.Module):"] + docstring_with_args(
             g.graph["doc"] or f"The {name} model", [], 1, paragraphs=[self._input_doc()]
         )
@@ -881,21 +841,21 @@ class _Writer:
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
         sig += docstring_with_args(
             "Build the model with the spec's layers",
-            [(v, self._variable_doc(v)) for v in g.graph["exposed"]],
+            [(self.arguments[v], self._variable_doc(v)) for v in g.graph["exposed"]],
             2,
             paragraphs=[] if g.graph["exposed"] else ["Every variable of the spec is folded into the code"],
         )
         body = ["        super().__init__()"]
         body += layout("self.loss_weights = ", weights, 2)
-        body += [f"        self.{f} = {f}" for f in exposed_flags]
+        body += [f"        self.{f} = {self.arguments[f]}" for f in exposed_flags]
         body += pre_init + init + head_init + ["        self.reset_parameters()"]
         ret_type = "torch.Tensor"
         fwd_lines = [*pre, *fwd]
-        final = main.name if tap_main else "x"
+        final = local[main.name] if tap_main else "x"
         if extras:
             outputs_class = self._outputs_class(outputs)
-            ret_type = f"{name}Outputs | torch.Tensor"
-            fields = ", ".join([final, *(o.name for o in extras)])
+            ret_type = f"{outputs_name} | torch.Tensor"
+            fields = ", ".join([final, *(local[o.name] for o in extras)])
             if all(o.training_only for o in extras):
                 flags = [f"self.{f}" for f in exposed_flags]
                 unconditional = any(o.when is None or o.when not in self.exposed for o in extras)
@@ -906,11 +866,11 @@ class _Writer:
                     if len(flags) > 1
                     else f" and {flags[0]}"
                 )
-                fwd_lines += [f"if {cond}:"] + ["    " + s for s in layout("return ", f"{name}Outputs({fields})", 0)]
+                fwd_lines += [f"if {cond}:"] + ["    " + s for s in layout("return ", f"{outputs_name}({fields})", 0)]
                 fwd_lines.append(f"return {final}")
             else:
-                ret_type = f"{name}Outputs"
-                fwd_lines += layout("return ", f"{name}Outputs({fields})", 0)
+                ret_type = outputs_name
+                fwd_lines += layout("return ", f"{outputs_name}({fields})", 0)
         else:
             fwd_lines.append(f"return {final}")
         forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, f" -> {ret_type}:")
@@ -988,7 +948,7 @@ class _Writer:
         return layout("self.register_buffer", Call("", (f'"{name}"', view, "persistent=False")), 2)
 
     def _outputs_class(self, outputs: list[ir.Output]) -> ClassCode:
-        name = f"{self.g.graph['name']}Outputs"
+        name = self.outputs_class_name
         head = [f"class {name}(NamedTuple):"] + docstring("The model's outputs in training, main output first", 1)
         fields = []
         for i, o in enumerate(outputs):
@@ -997,14 +957,14 @@ class _Writer:
         return ClassCode(name, head + [""] + fields, [])
 
     def _loss(self, outputs: list[ir.Output], extras: list[ir.Output]) -> list[str]:
-        spec_name = self.g.graph["name"]
+        outputs_name = self.outputs_class_name
         lines = layout(
             "def ",
             Call(
                 "loss",
                 (
                     "self",
-                    f"outputs: {spec_name}Outputs | torch.Tensor" if extras else "outputs: torch.Tensor",
+                    f"outputs: {outputs_name} | torch.Tensor" if extras else "outputs: torch.Tensor",
                     "target: torch.Tensor",
                 ),
             ),
@@ -1117,11 +1077,11 @@ def _listed(items: list[str], most: int = 4) -> str:
     return ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1] if shown else ""
 
 
-def _helper_class(op: str) -> ClassCode:
-    name, doc, join = OPS[op].lowerings["pytorch"].helper
+def _helper_class(op: str, name: str) -> ClassCode:
+    _, doc, join = OPS[op].lowerings["pytorch"].helper
     head = [f"class {name}(nn.ModuleDict):"] + docstring(doc, 1)
     init = [
-        "    def __init__(self, *branches: nn.Module, **named: nn.Module) -> None:",
+        "    def __init__(self, /, *branches: nn.Module, **named: nn.Module) -> None:",
         "        super().__init__({**{str(i): b for i, b in enumerate(branches)}, **named})",
     ]
     forward = [
@@ -1169,20 +1129,29 @@ def prepare(graph: object, *, verify: bool = False) -> nx.DiGraph:
     return run_pipeline(ir.as_graph(graph), PIPELINE, verify=verify)
 
 
-def generate_source(graph: object, *, source_name: str | None = None, verify: bool = False) -> str:
-    """The PyTorch module for a graph (or a compiled spec), as a string (deterministic)."""
+@dataclass(frozen=True)
+class Generated:
+    """A generated module: its source and the name of its model class (the spec's name,
+    unless that would shadow something the file uses)."""
+
+    source: str
+    model_class: str
+
+
+def generate(graph: object, *, source_name: str | None = None, verify: bool = False) -> Generated:
+    """The PyTorch module for a graph (or a compiled spec), with its model class's name."""
     g = prepare(graph, verify=verify)
     w = _Writer(g)
     order, instances = _template_order(g, w.exposed)
     templates = [w.template_class(name, instances[name]) for name in order]
     model, outputs = w.model_class()
-    helpers = [_helper_class(op) for op in sorted(w.helpers, key=lambda op: OPS[op].lowerings["pytorch"].helper[0])]
+    helpers = sorted((_helper_class(op, w.classes[f"merge:{op}"]) for op in w.helpers), key=lambda c: c.name)
     name = g.graph["name"]
-    exposed = ", ".join(g.graph["exposed"]) or "none"
+    exposed = ", ".join(w.arguments[v] for v in g.graph["exposed"]) or "none"
     shown = safe_text(os.path.basename(source_name or g.graph["file"])) or "a spec"
-    all_names = sorted([name, *([outputs.name] if outputs else []), *order])
+    all_names = sorted([model.name, *([outputs.name] if outputs else []), *(c.name for c in templates)])
     public = layout("__all__ = ", Call("", tuple(f'"{n}"' for n in all_names), "[", "]"), 0)
-    return _ENV.get_template("pytorch.py.jinja").render(
+    source = _ENV.get_template("pytorch.py.jinja").render(
         version=__version__,
         source=shown,
         sha=g.graph["sha256"][:16],
@@ -1197,6 +1166,12 @@ def generate_source(graph: object, *, source_name: str | None = None, verify: bo
         outputs=outputs,
         model=model,
     )
+    return Generated(source, model.name)
+
+
+def generate_source(graph: object, *, source_name: str | None = None, verify: bool = False) -> str:
+    """The PyTorch module for a graph (or a compiled spec), as a string (deterministic)."""
+    return generate(graph, source_name=source_name, verify=verify).source
 
 
 # ---------------------------------------------------------------------------
@@ -1235,8 +1210,8 @@ def load_source(source: str):
 
 def model_class(graph: object) -> type:
     """The generated model class of a graph (or a compiled spec), built in memory."""
-    g = ir.as_graph(graph)
-    return getattr(load_source(generate_source(g)), g.graph["name"])
+    generated = generate(ir.as_graph(graph))
+    return getattr(load_source(generated.source), generated.model_class)
 
 
-__all__ = ["PIPELINE", "generate_source", "load_source", "model_class", "prepare"]
+__all__ = ["PIPELINE", "Generated", "generate", "generate_source", "load_source", "model_class", "prepare"]

@@ -7,6 +7,7 @@ or an ONNX graph. See README.md and docs/.
 
 from nasdsl.api import Compiled, build_model, compile_spec, load_spec
 from nasdsl.errors import NasdslError
+from nasdsl.transfer import transfer_weights
 
-__all__ = ["Compiled", "NasdslError", "build_model", "compile_spec", "load_spec"]
+__all__ = ["Compiled", "NasdslError", "build_model", "compile_spec", "load_spec", "transfer_weights"]
 __version__ = "0.1.0"

@@ -12,20 +12,21 @@ holds the parsed spec and the graph IR; backends read only the graph.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import networkx as nx
 
-from nasdsl import document
+from nasdsl import document, space
 from nasdsl.build import MAX_NODES, build
 from nasdsl.errors import LimitError, Location
 from nasdsl.loader import Limits, YList
 from nasdsl.passes.check import check
 from nasdsl.passes.shapes import infer_shapes
 from nasdsl.spec import Spec, parse_spec
-from nasdsl.summary import summarize
+from nasdsl.summary import Counts, summarize, totals
 
 #: The loader's limits when the caller gives none (Limits is frozen, so one instance serves all).
 DEFAULT_LIMITS = Limits()
@@ -46,6 +47,14 @@ class Compiled:
 
     def summary(self, *, with_aux: bool = False) -> dict:
         return summarize(self.graph, with_aux=with_aux)
+
+    def totals(self, *, with_aux: bool = False) -> dict:
+        """The summary's totals alone: parameters, multiply-adds, depth."""
+        return totals(self.graph, with_aux=with_aux, counts=self._counts)
+
+    @functools.cached_property
+    def _counts(self) -> Counts:
+        return Counts(self.graph)
 
 
 def _to_yaml(value: object, loc: Location) -> object:
@@ -84,6 +93,7 @@ def load_spec(
             values[key], locations[key] = value, loc
     if values:
         doc = document.apply_overrides(doc, values, locations)
+    doc = space.default_document(doc)  # a spec with choices compiles as its default variant
     return parse_spec(doc, files[0], document.spec_hash(doc), files)
 
 
@@ -98,9 +108,9 @@ def compile_spec(
     """Load (unless given a Spec), expand, check and shape a spec."""
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides, limits=limits)
-    g = infer_shapes(check(build(spec, max_nodes=max_nodes)))
+    g = infer_shapes(check(build(spec, max_nodes=max_nodes)), copy=False)  # a fresh graph: no copy
     compiled = Compiled(spec, g)
-    total = compiled.summary(with_aux=True)["totals"]["params"]
+    total = sum(compiled._counts.params.values())
     if total > max_params:
         raise LimitError(
             f"the model has {total:,} parameters, above the limit of {max_params:,} (raise it with --max-params)",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -52,14 +53,14 @@ class _Scope:
     """Where a value is evaluated: the model, or one template use."""
 
     root: str  # qualified path of the scope (model: "")
-    env: dict[str, object]  # names to their values
-    sym: dict[str, object]  # names as the enclosing class sees them (Sym for its parameters)
-    deps: dict[str, frozenset[str]]  # names to the model variables their values depend on
-    switches: dict[str, str]  # names that stand for one boolean model variable, to that variable
+    env: Mapping[str, object]  # names to their values
+    sym: Mapping[str, object]  # names as the enclosing class sees them (Sym for its parameters)
+    deps: Mapping[str, frozenset[str]]  # names to the model variables their values depend on
+    switches: Mapping[str, str | None]  # names that stand for one boolean model variable, to that variable
     templates: tuple[str, ...]  # template names being expanded, outermost first
     instance: str = ""  # the innermost template use ("" in the model)
     #: for each name in ``env`` that the spec wrote somewhere: that value and the scope it is evaluated in
-    sources: dict[str, tuple[Value, _Scope]] = field(default_factory=dict)
+    sources: Mapping[str, tuple[Value, _Scope]] = field(default_factory=dict)
 
     def blame(self, value: Value) -> Value:
         """The value the user wrote that ``value`` stands for.
@@ -80,6 +81,8 @@ class _Scope:
         """``value`` here: its value, its expression for the enclosing class (None if it
         has none) and the model variables it depends on."""
         concrete = value.evaluate(self.env, literals)
+        if not value.names:  # a literal is its own expression
+            return concrete, tuple(concrete) if isinstance(concrete, list) else concrete, _NO_DEPS
         return concrete, self.symbolic(value, literals), self.depends(value)
 
     def symbolic(self, value: Value, literals: tuple[str, ...] = ()) -> object:
@@ -97,7 +100,7 @@ class _Scope:
 
     def switch(self, value: Value) -> str | None:
         name = _bare_name(value)
-        return self.switches.get(name) if name is not None else None
+        return self.switches.get(name) if name is not None else None  # None also where a parameter hides it
 
 
 def _bare_name(value: Value) -> str | None:
@@ -123,6 +126,9 @@ class _Builder:
         self.dormant_errors: dict[str, str] = {}
         self.instances: dict[str, list[str]] = {}  # template -> use paths, in the order they finished
         self.param_info: dict[str, tuple[ir.Param, ...]] = {}
+        #: what every scope knows of the variables: the variables each depends on, the boolean ones
+        self.variable_deps: dict[str, frozenset[str]] = {}
+        self.variable_switches: dict[str, str] = {n: n for n, v in variables.items() if isinstance(v, bool)}
         #: where each variable's value was written (a variable passed to build() has no place)
         self.sources: dict[str, tuple[Value, _Scope]] = {}
 
@@ -151,7 +157,8 @@ class _Builder:
                 path=block.path if block else None,
             )
         g = self.dormant_graph if self.dormant else self.g
-        if name in self.g or (name in self.dormant_graph and self.dormant_graph.nodes[name]["op"] != "external"):
+        dormant = self.dormant_graph
+        if name in self.g or (dormant and name in dormant and dormant.nodes[name]["op"] != "external"):
             raise GraphError(f"duplicate node name '{name}'", location=block.loc if block else None, path=name)
         self.count += 1
         g.add_node(
@@ -406,35 +413,36 @@ class _Builder:
                 location=b.args_loc or b.loc,
                 path=f"{b.path}.args" if b.args_loc else b.path,
             )
+        # the body's scope: the parameters over the variables, layered rather than copied
+        # (a use costs its parameters, not the spec's variables)
         values: dict[str, object] = {}
         caller: dict[str, object] = {}  # the arguments as the caller's class writes them
-        sym: dict[str, object] = dict(self.variables)
-        deps: dict[str, frozenset[str]] = {n: scope.deps.get(n, _NO_DEPS) for n in self.variables}
-        switches: dict[str, str] = {n: v for n, v in scope.switches.items() if n in self.variables}
-        sources = dict(self.sources)
+        own_sym: dict[str, object] = {}
+        own_deps: dict[str, frozenset[str]] = {}
+        own_switches: dict[str, str | None] = {}  # None: a parameter hides a variable's switch
+        own_sources: dict[str, tuple[Value, _Scope]] = {}
+        deps = ChainMap(own_deps, self.variable_deps)
+        switches = ChainMap(own_switches, self.variable_switches)
         args = []
         for p in t.params:
             try:
                 if p.name in bound:
                     value = bound[p.name]
-                    values[p.name], caller[p.name], deps[p.name] = scope.evaluate(value)
-                    sources[p.name] = (value, scope)
+                    values[p.name], caller[p.name], own_deps[p.name] = scope.evaluate(value)
+                    own_sources[p.name] = (value, scope)
                     switch = scope.switch(value)
                 else:
                     assert p.default is not None
-                    env = {**self.variables, **values}
-                    values[p.name] = p.default.evaluate(env)
-                    caller[p.name] = _symbolic({**self.variables, **caller}, p.default)
-                    deps[p.name] = frozenset().union(_NO_DEPS, *(deps.get(n, _NO_DEPS) for n in p.default.names))
-                    sources[p.name] = (p.default, _Scope(node, {}, {}, {}, {}, (), sources=dict(sources)))
+                    values[p.name] = p.default.evaluate(ChainMap(values, self.variables))
+                    caller[p.name] = _symbolic(ChainMap(caller, self.variables), p.default)
+                    own_deps[p.name] = frozenset().union(_NO_DEPS, *(deps.get(n, _NO_DEPS) for n in p.default.names))
+                    where = _Scope(node, {}, {}, {}, {}, (), sources=ChainMap(dict(own_sources), self.sources))
+                    own_sources[p.name] = (p.default, where)
                     name = _bare_name(p.default)
                     switch = switches.get(name) if name is not None else None
             except SpecError as e:
                 raise _in_node(e, scope, node) from None
-            if switch is not None:
-                switches[p.name] = switch
-            else:
-                switches.pop(p.name, None)
+            own_switches[p.name] = switch
             value = values[p.name]
             args.append(
                 ir.Arg(
@@ -445,10 +453,19 @@ class _Builder:
                     deps[p.name],
                 )
             )
-            sym[p.name] = Sym.name(p.name)
+            own_sym[p.name] = Sym.name(p.name)
         self.template_params(t)
-        env = {**self.variables, **values}
-        inner = _Scope(node, env, sym, deps, switches, (*scope.templates, t.name), node, sources)
+        env = _layer(values, self.variables)
+        inner = _Scope(
+            node,
+            env,
+            _layer(own_sym, self.variables),
+            _layer(own_deps, self.variable_deps),
+            _layer(own_switches, self.variable_switches),
+            (*scope.templates, t.name),
+            node,
+            _layer(own_sources, self.sources),
+        )
         return inner, tuple(args)
 
     def _ref(
@@ -511,6 +528,18 @@ def _symbolic(env: Mapping[str, object], value: Value) -> object:
     except (SymbolicError, NasdslError):
         return None
     return tuple(result) if isinstance(result, list) else result
+
+
+#: above this many variables a template use's scope is layered over them rather than copied
+_COPY_LIMIT = 64
+
+
+def _layer(own: Mapping, base: Mapping) -> Mapping:
+    """``own`` over ``base``: a merged dict (fast lookups) when ``base`` is small, else a
+    ``ChainMap`` (so that a use costs its own names, not the spec's variables)."""
+    if len(base) <= _COPY_LIMIT:
+        return {**base, **own}
+    return ChainMap(own, base)
 
 
 def _join(prefix: str, name: str) -> str:
@@ -588,6 +617,13 @@ def _input_shape(spec: Spec, scope: _Scope) -> tuple[int, int, int]:
     return tuple(out)
 
 
+def _finite_number(x: object) -> bool:
+    """A number that fits a float (an integer beyond float range does not: 10**400)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    return abs(x) <= 2**1023 if isinstance(x, int) else math.isfinite(x)
+
+
 def _input_stats(
     value: Value | None, channels: int, scope: _Scope, *, nonzero: bool = False
 ) -> tuple[float, ...] | None:
@@ -601,7 +637,7 @@ def _input_stats(
             f"expected {channels} values (one per input channel), got {len(v)}", location=value.loc, path=value.path
         )
     for i, x in enumerate(v):
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or (isinstance(x, float) and not math.isfinite(x)):
+        if not _finite_number(x):
             item = value.items[i] if value.items is not None else value
             raise SpecError(f"expected a number, got {describe(x)}", location=item.loc, path=item.path)
         if nonzero and x == 0:
@@ -618,14 +654,8 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     deps: dict[str, frozenset[str]] = {}
     for name, value in spec.variables:
         deps[name] = frozenset({name}).union(*(deps.get(n, _NO_DEPS) for n in value.names if n in deps))
-    scope = _Scope(
-        "",
-        dict(env),
-        {n: Sym.name(n) for n in env},
-        deps,
-        {n: n for n, v in env.items() if isinstance(v, bool)},
-        (),
-    )
+    b.variable_deps = deps
+    scope = _Scope("", dict(env), {n: Sym.name(n) for n in env}, deps, dict(b.variable_switches), ())
     b.sources = scope.sources = {n: (v, scope) for n, v in spec.variables}
     shape = _input_shape(spec, scope)
     mean = _input_stats(spec.input.mean, shape[0], scope)

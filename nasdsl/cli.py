@@ -32,6 +32,7 @@ from nasdsl.build import MAX_NODES
 from nasdsl.errors import NasdslError
 from nasdsl.loader import Limits
 from nasdsl.summary import render
+from nasdsl.weights import MAX_MEMORY, check_memory
 
 BUG = "nasdsl: internal error: {}: please report a bug with the spec that caused it (rerun with --debug for details)"
 OPSETS = range(13, 22)
@@ -62,6 +63,19 @@ def _int_in(name: str, lo: int, hi: int, *, extra: str = "") -> Callable[[str], 
             allowed = f"an integer from {lo} to {hi:,}" + (f" or '{extra}'" if extra else "")
             raise argparse.ArgumentTypeError(f"{name}: expected {allowed}, got {text!r}")
         return n
+
+    return check
+
+
+def _bytes(name: str) -> Callable[[str], int]:
+    """A size in bytes, with an optional K, M, G or T suffix (powers of 1024)."""
+
+    def check(text: str) -> int:
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:].upper(), 1)
+        digits = text[:-1] if scale > 1 else text
+        if not (digits.isascii() and digits.isdecimal()) or not 1 <= int(digits) * scale <= 1 << 50:
+            raise argparse.ArgumentTypeError(f"{name}: expected a size in bytes such as 8G or 512M, got {text!r}")
+        return int(digits) * scale
 
     return check
 
@@ -143,6 +157,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--max-params", type=_int_in("--max-params", 1, 1 << 62), default=MAX_PARAMS, help="most parameters in a model"
     )
+    limits.add_argument(
+        "--max-memory",
+        type=_bytes("--max-memory"),
+        default=MAX_MEMORY,
+        metavar="BYTES",
+        help="most memory the weights may need to export or verify (e.g. 8G, 512M; default 8G)",
+    )
 
 
 def _onnx_options(p: argparse.ArgumentParser, *, batch_dynamic: bool = True) -> None:
@@ -172,8 +193,8 @@ def _onnx_options(p: argparse.ArgumentParser, *, batch_dynamic: bool = True) -> 
 
 
 def _run_check(args: argparse.Namespace, net) -> int:
-    inference = net.summary()["totals"]
-    training = net.summary(with_aux=True)["totals"]
+    inference = net.totals()
+    training = net.totals(with_aux=True)
     ms = (time.perf_counter() - args.started) * 1000
     print(f"{args.spec}: ok: {_counts(net, inference, training)} ({ms:.0f} ms)")
     return 0
@@ -291,14 +312,21 @@ def _run_compile(args: argparse.Namespace, net) -> int:
         o = _onnx_values(args)
         weights = _weights(o["weights"])
         data = onnx_backend.export_onnx_bytes(
-            net.graph, opset=o["opset"], state_dict=weights, with_aux=o["with_aux"], batch=o["batch"]
+            net.graph,
+            opset=o["opset"],
+            state_dict=weights,
+            with_aux=o["with_aux"],
+            batch=o["batch"],
+            max_memory=args.max_memory,
         )
     write_atomic(args.output, data)
     print(f"wrote {args.output} ({len(data):,} bytes)")
     return 0
 
 
-def _weights(path: str | None):
+def _weights(path: str | None, net=None, max_memory: int | None = None):
+    if net is not None:
+        check_memory(net.graph, 4, max_memory, "building and verifying the model")
     if path is None:
         return None
     from nasdsl.weights import load_weights
@@ -331,7 +359,8 @@ def _run_verify(args: argparse.Namespace, net) -> int:
     from nasdsl.backends.verify import verify
 
     o = _onnx_values(args)
-    result = verify(net.graph, state_dict=_weights(o["weights"]), batch=o["batch"], opset=o["opset"])
+    weights = _weights(o["weights"], net, args.max_memory)
+    result = verify(net.graph, state_dict=weights, batch=o["batch"], opset=o["opset"])
     _print_verification(result)
     return 0 if result.ok else 1
 
@@ -382,7 +411,7 @@ def _run_build(args: argparse.Namespace, net) -> int:
     def step(text: str) -> None:
         print(f"[{time.perf_counter() - start:6.2f}s] {text}", flush=True)
 
-    inference, training = net.summary()["totals"], net.summary(with_aux=True)["totals"]
+    inference, training = net.totals(), net.totals(with_aux=True)
     step(f"check: {args.spec}: {_counts(net, inference, training)}")
     step("summary:")
     sys.stdout.write(render(net.summary(), "table"))
@@ -391,12 +420,12 @@ def _run_build(args: argparse.Namespace, net) -> int:
 
     source = generate_source(net.graph, source_name=args.spec, verify=args.debug).encode()
     step(f"pytorch: {net.name}.py, {len(source):,} bytes")
-    weights = _weights(args.weights)
+    weights = _weights(args.weights, net, args.max_memory)
     if weights is None:
         from nasdsl.weights import initial_weights
 
         weights = initial_weights(net.graph)  # the seeded initialisation, shared with verify
-    data = onnx_backend.export_onnx_bytes(net.graph, opset=args.opset, state_dict=weights)
+    data = onnx_backend.export_onnx_bytes(net.graph, opset=args.opset, state_dict=weights, max_memory=args.max_memory)
     step(f"onnx: {net.name}.onnx, opset {args.opset}, {len(data):,} bytes")
     out = os.path.join(args.output_dir, net.name)
     write_atomic(out + ".py", source)
@@ -423,7 +452,7 @@ BUILD = Command(
 
 COMMANDS: list[Command] = [CHECK, SUMMARY, COMPILE, VERIFY, BUILD]
 #: modules of nasdsl/commands/ that define HELP, DESCRIPTION, EXAMPLES, add_arguments(parser) and run(args, net)
-MODULES = ("draw",)
+MODULES = ("draw", "space", "sweep", "diff", "transfer")
 
 
 def _plugged(name: str) -> Command | None:

@@ -184,7 +184,7 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
     for i, part in enumerate(rest):
         last = i == len(rest) - 1
         if isinstance(node, YList):
-            if not part.isdigit() or int(part) >= len(node):
+            if not (part.isascii() and part.isdecimal()) or int(part) >= len(node):
                 raise SpecError(f"expected an index below {len(node)}, got '{part}'", location=at, path=path)
             if last:
                 node[int(part)] = value
@@ -192,7 +192,13 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
                 return
             node = node[int(part)]
         elif isinstance(node, YMap):
-            if part not in node and "use" in node and part != "args":
+            if part not in node and "use" in node and part not in ("args", "use", "when", "phase", "doc"):
+                if not isinstance(node["use"], str):
+                    raise SpecError(
+                        f"{walked or 'the document'} has no key '{part}' (its 'use' is not a template name)",
+                        location=at,
+                        path=path,
+                    )
                 node = _args_as_map(node, templates)
                 if part not in node.get("args", {}) and not _is_param(node, part, templates):
                     params = _param_names(node, templates)
@@ -218,7 +224,8 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
 
 
 def _param_names(use: YMap, templates: Mapping) -> list[str]:
-    t = templates.get(use.get("use"))
+    name = use.get("use")
+    t = templates.get(name) if isinstance(name, str) else None
     if not isinstance(t, YMap) or not isinstance(t.get("params"), YList):
         return []
     names = []

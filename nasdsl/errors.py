@@ -12,6 +12,7 @@ through every call.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -31,11 +32,24 @@ class Location:
         return Location(self.file, self.line, self.column + columns)
 
 
+#: the longest run of text without a space that a diagnostic quotes in full
+MAX_WORD = 120
+
+
 def printable(text: str) -> str:
-    """Text safe to print on a terminal: control characters (escape sequences,
-    carriage returns) from a spec are shown escaped; newlines of multi-line
-    messages stay."""
-    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+    """Text safe to print on a terminal: control and bidirectional characters
+    (escape sequences, carriage returns, right-to-left overrides) from a spec
+    are shown escaped; newlines of multi-line messages stay; a word longer than
+    :data:`MAX_WORD` (a 9,000-character name) is cut in its middle with an ellipsis."""
+    shown = "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+    if len(shown) <= MAX_WORD:
+        return shown
+    return re.sub(rf"[^\s]{{{MAX_WORD + 1},}}", _cut, shown)
+
+
+def _cut(m: re.Match[str]) -> str:
+    word = m[0]
+    return f"{word[: MAX_WORD // 2]}...{word[-MAX_WORD // 4 :]}"
 
 
 class NasdslError(Exception):

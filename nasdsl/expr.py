@@ -133,6 +133,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import keyword
 import math
 import operator
@@ -978,10 +979,8 @@ class Sym:
 
     @staticmethod
     def name(n: str) -> Sym:
-        """The symbol for the identifier ``n``."""
-        if not is_identifier(n) or keyword.iskeyword(n):
-            raise ValueError(f"not an identifier: {n!r}")
-        return _SName(n)
+        """The symbol for the identifier ``n`` (one shared object per name: a Sym is immutable)."""
+        return _symbol(n)
 
     def __post_init__(self) -> None:
         depth = 1 + max((c._depth for c in self._children() if isinstance(c, Sym)), default=0)
@@ -1121,6 +1120,13 @@ class _SMinMax(Sym):
 
     def _children(self) -> tuple[Sym | int, ...]:
         return self.args
+
+
+@functools.lru_cache(maxsize=65536)
+def _symbol(n: str) -> Sym:
+    if not is_identifier(n) or keyword.iskeyword(n):
+        raise ValueError(f"not an identifier: {n!r}")
+    return _SName(n)
 
 
 def _sym_operand(value: object) -> Sym | int | None:

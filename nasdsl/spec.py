@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import keyword
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -231,8 +232,17 @@ class Spec:
 # Helpers in the torchgen manner: pop what you know, refuse the rest
 
 
+#: the longest word a did-you-mean is looked for (longer ones are not typos of a name)
+MAX_SUGGESTED = 100
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
-    options = list(options)
+    """`` (did you mean 'x'?)`` for the closest option, or ``""``. Only options of about the
+    word's length are compared, so that the cost stays small against tens of thousands."""
+    if len(word) > MAX_SUGGESTED:
+        return ""
+    slack = max(3, len(word) // 3)
+    options = [o for o in options if abs(len(o) - len(word)) <= slack]
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -637,9 +647,25 @@ def _parse_init(raw: object, loc: Location) -> dict[str, dict[str, InitRule]]:
     return out
 
 
+#: the largest magnitude of an init constant or argument
+MAX_INIT_VALUE = 1e6
+
+
+def _init_number(v: object, loc: Location, path: str) -> float:
+    """An init constant or argument: a finite number of at most MAX_INIT_VALUE in magnitude."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    ok = ok and (abs(v) <= MAX_INIT_VALUE if isinstance(v, int) else math.isfinite(v) and abs(v) <= MAX_INIT_VALUE)
+    if not ok:
+        got = describe(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else scalar_type_name(v)
+        raise SpecError(
+            f"expected a number from -{MAX_INIT_VALUE:g} to {MAX_INIT_VALUE:g}, got {got}", location=loc, path=path
+        )
+    return float(v)
+
+
 def _parse_init_rule(raw: object, loc: Location, path: str) -> InitRule:
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return InitRule("constant", (("value", float(raw)),), loc)
+        return InitRule("constant", (("value", _init_number(raw, loc, path)),), loc)
     if isinstance(raw, str):
         if raw not in INIT_SCHEMES:
             raise SpecError(f"unknown init scheme '{raw}'{did_you_mean(raw, INIT_SCHEMES)}", location=loc, path=path)
@@ -666,9 +692,20 @@ def _parse_init_rule(raw: object, loc: Location, path: str) -> InitRule:
             raise SpecError(
                 f"unknown argument '{k}' of {scheme}; allowed: {allowed}", location=am.key_locs[k], path=join(path, k)
             )
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise SpecError(f"expected a number, got {scalar_type_name(v)}", location=am.loc_of(k), path=join(path, k))
-        parsed.append((k, float(v)))
+        parsed.append((k, _init_number(v, am.loc_of(k), join(path, k))))
+    given = dict(parsed)
+    if given.get("std", 0.0) < 0 or given.get("gain", 0.0) < 0:
+        key = "std" if given.get("std", 0.0) < 0 else "gain"
+        raise SpecError(f"expected {key} >= 0, got {given[key]:g}", location=am.loc_of(key), path=join(path, key))
+    if "a" in given or "b" in given:
+        lo, hi = (
+            given.get("a", -2.0 if scheme == "trunc_normal" else 0.0),
+            given.get("b", 2.0 if scheme == "trunc_normal" else 1.0),
+        )
+        if lo >= hi:
+            raise SpecError(
+                f"expected a < b, got a = {lo:g} and b = {hi:g}", location=m.loc_of(scheme), path=join(path, scheme)
+            )
     return InitRule(scheme, tuple(parsed), loc)
 
 

@@ -25,7 +25,6 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.ops import OPS
-from nasdsl.passes.shapes import macs, params
 
 
 def _plain(v: object) -> object:
@@ -34,12 +33,16 @@ def _plain(v: object) -> object:
     return v
 
 
-def depth(g: nx.DiGraph, nodes: list[str]) -> int:
-    """Layers with parameters on the longest path through ``nodes`` (the paper's depth)."""
+def depth(g: nx.DiGraph, nodes: list[str], rank: dict[str, int] | None = None) -> int:
+    """Layers with parameters on the longest path through ``nodes`` (the paper's depth).
+
+    ``rank`` is each node's position in a topological order of ``g`` (computed when not given)."""
+    rank = rank if rank is not None else {n: i for i, n in enumerate(ir.order(g))}
     inside = set(nodes)
     best: dict[str, int] = {}
-    for n in ir.order(g.subgraph(nodes)):
-        before = max((best[p] for p in g.predecessors(n) if p in inside), default=0)
+    pred = g.pred
+    for n in sorted(nodes, key=rank.__getitem__):
+        before = max((best[p] for p in pred[n] if p in inside), default=0)
         best[n] = before + (1 if OPS[g.nodes[n]["op"]].layer else 0)
     return max(best.values(), default=0)
 
@@ -61,7 +64,40 @@ def _window(g: nx.DiGraph, nodes: list[str]) -> str:
     return f"{kernel}/{stride}"
 
 
-def _row(g: nx.DiGraph, tree: ir.Block, nodes: list[str]) -> dict:
+class Counts:
+    """Parameters and multiply-adds of every node, and a topological rank, computed once."""
+
+    def __init__(self, g: nx.DiGraph):
+        self.params: dict[str, int] = {}
+        self.macs: dict[str, int] = {}
+        self.rank: dict[str, int] = {}
+        nodes = g.nodes
+        for i, n in enumerate(ir.order(g)):
+            self.rank[n] = i
+            data = nodes[n]
+            if data["op"] == "input":
+                continue
+            op = OPS[data["op"]]
+            shapes = [nodes[s]["shape"] for s in ir.inputs(g, n)]
+            self.params[n] = op.params(shapes, data["attrs"]) if op.has_weights else 0
+            self.macs[n] = op.macs(shapes, data["attrs"], data["shape"])
+
+    def totals(self, g: nx.DiGraph, nodes: list[str]) -> dict:
+        return {
+            "params": sum(self.params[n] for n in nodes),
+            "macs": sum(self.macs[n] for n in nodes),
+            "depth": depth(g, nodes, self.rank),
+        }
+
+
+def totals(g: nx.DiGraph, *, with_aux: bool = False, counts: Counts | None = None) -> dict:
+    """The summary's totals alone (parameters, multiply-adds, depth), without its rows."""
+    counts = counts or Counts(g)
+    counted = [n for n, d in g.nodes(data=True) if d["op"] != "input" and (with_aux or d["phase"] != "train")]
+    return counts.totals(g, counted)
+
+
+def _row(g: nx.DiGraph, tree: ir.Block, nodes: list[str], counts: Counts) -> dict:
     if tree.kind == "use":
         kind, args = tree.template, {a.name: _plain(a.value) for a in tree.args}
     elif tree.kind == "op":
@@ -79,15 +115,16 @@ def _row(g: nx.DiGraph, tree: ir.Block, nodes: list[str]) -> dict:
         "kind": kind,
         "window": _window(g, nodes),
         "output": list(g.nodes[tree.output]["shape"]),
-        "depth": depth(g, nodes),
+        "depth": depth(g, nodes, counts.rank),
         "args": args,
-        "params": sum(params(g, n) for n in nodes),
-        "macs": sum(macs(g, n) for n in nodes),
+        "params": sum(counts.params[n] for n in nodes),
+        "macs": sum(counts.macs[n] for n in nodes),
     }
 
 
 def summarize(g: nx.DiGraph, *, with_aux: bool = False) -> dict:
     """The summary of a shaped graph (see the module docstring)."""
+    counts = Counts(g)
     model = g.graph["model"]
     heads = [o.head for o in g.graph["outputs"] if o.head is not None]
     members: dict[str, list[str]] = {}
@@ -100,20 +137,15 @@ def summarize(g: nx.DiGraph, *, with_aux: bool = False) -> dict:
     for child in model.children:
         if child.kind == "skip" or child.dormant:
             continue  # switched off by `when`
-        rows.append(_row(g, child, members.get(child.name, [])))
+        rows.append(_row(g, child, members.get(child.name, []), counts))
     if with_aux:
         for head in heads:
-            rows.append(_row(g, head, members.get(head.name, [])))
-    counted = [n for n, d in g.nodes(data=True) if d["op"] != "input" and (with_aux or d["phase"] != "train")]
+            rows.append(_row(g, head, members.get(head.name, []), counts))
     return {
         "name": g.graph["name"],
         "input": list(g.nodes[g.graph["input"]]["shape"]),
         "rows": rows,
-        "totals": {
-            "params": sum(params(g, n) for n in counted),
-            "macs": sum(macs(g, n) for n in counted),
-            "depth": depth(g, counted),
-        },
+        "totals": totals(g, with_aux=with_aux, counts=counts),
     }
 
 

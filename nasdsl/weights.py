@@ -24,11 +24,13 @@ import networkx as nx
 import numpy as np
 
 from nasdsl import ir
-from nasdsl.errors import WeightsError
+from nasdsl.errors import LimitError, WeightsError
 from nasdsl.ops import OPS, Weight
 
 #: how many offending names an error lists before "and N more"
 _SHOWN = 5
+#: the most memory an export or a build may need for weights, by default (8 GiB)
+MAX_MEMORY = 8 << 30
 
 
 def parameters(g: nx.DiGraph, *, kinds: Sequence[str] = ("param", "buffer")) -> dict[str, Weight]:
@@ -43,6 +45,28 @@ def parameters(g: nx.DiGraph, *, kinds: Sequence[str] = ("param", "buffer")) -> 
             if w.kind in kinds:
                 out[f"{n}.{w.name}"] = w
     return out
+
+
+def weight_bytes(g: nx.DiGraph) -> int:
+    """The bytes of every parameter and buffer of ``g`` (float32, and int64 counters)."""
+    return sum(math.prod(w.shape) * (8 if w.dtype == "int64" else 4) for w in parameters(g).values())
+
+
+def check_memory(g: nx.DiGraph, copies: int, limit: int | None, what: str) -> None:
+    """Refuse, before anything is allocated, work that needs ``copies`` times the weights'
+    bytes when that is above ``limit`` (a located :class:`LimitError`; None: no limit)."""
+    need = copies * weight_bytes(g)
+    if limit is not None and need > limit:
+        raise LimitError(
+            f"{what} needs about {_gib(need)} of memory for the weights, above the limit of {_gib(limit)} "
+            "(raise it with --max-memory)",
+            location=g.graph.get("name_loc"),
+            path="model",
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 
 def param_shapes(g: nx.DiGraph) -> dict[str, tuple[int, ...]]:
@@ -259,4 +283,14 @@ def to_torch(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
     return {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
 
 
-__all__ = ["check_weights", "initial_weights", "load_weights", "param_shapes", "parameters", "to_torch"]
+__all__ = [
+    "MAX_MEMORY",
+    "check_memory",
+    "check_weights",
+    "initial_weights",
+    "load_weights",
+    "param_shapes",
+    "parameters",
+    "to_torch",
+    "weight_bytes",
+]

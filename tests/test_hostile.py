@@ -284,23 +284,9 @@ CORPUS = [
     case("inject_when.yaml", "model.a.when"),
     case("inject_extends.yaml", "extends", "no such file"),
     case("inject_language_version.yaml", "nasdsl:", "language version"),
-    # names that would shadow what the generated file uses
+    # layer names that would hide what nn.Module needs (they are the state_dict keys: refused, not renamed)
     case("shadow_entry_forward.yaml", "model.forward", "'forward'", pytorch_only=True),
-    case("shadow_model_name_torch.yaml", "name", "'torch'", pytorch_only=True),
     case("shadow_entry_train.yaml", "model.train", "'train'", pytorch_only=True),
-    case(
-        "shadow_template_param_nn.yaml",
-        "templates.Block.params",
-        "'nn'",
-        pytorch_only=True,
-    ),
-    case("shadow_output_self.yaml", "outputs.self", "'self'", pytorch_only=True),
-    case(
-        "shadow_template_ordereddict.yaml",
-        "templates.OrderedDict",
-        "'OrderedDict'",
-        pytorch_only=True,
-    ),
     # templates that never end or end too big
     case("template_self_recursive.yaml", "templates.Loop.body.again", "Loop -> Loop"),
     case("template_mutual_recursion.yaml", "Ping -> Pong -> Ping"),
@@ -351,6 +337,17 @@ PROPORTIONAL = ["many_template_uses.yaml", "many_variables.yaml"]
 
 # Hostile but valid: they compile, and the output must be inert.
 ACCEPTED = ["doc_breakout.yaml"]
+#: names that would shadow what the generated file uses, and the identifier each becomes there
+RENAMED = {
+    "shadow_model_name_torch.yaml": ("class torch_1(nn.Module):", "torch_1", {"torch_1"}),
+    "shadow_template_param_nn.yaml": (
+        "def __init__(self, in_channels: int, nn_1: int) -> None:",
+        "Net",
+        {"Net", "Block"},
+    ),
+    "shadow_output_self.yaml": ("self_1 = x", "Net", {"Net", "NetOutputs"}),
+    "shadow_template_ordereddict.yaml": ("class OrderedDict_1(nn.Module):", "Net", {"Net", "OrderedDict_1"}),
+}
 COMPANIONS = ["extends_cycle_b.yaml"]  # reached through another case
 
 
@@ -368,7 +365,7 @@ def test_large_valid_spec_compiles_in_proportion(name: str, tmp_path: Path) -> N
 
 def test_the_corpus_is_all_used_and_listed() -> None:
     files = {p.name for p in HOSTILE.iterdir()} - {"README.md"}
-    used = {p.values[0].file for p in CORPUS} | set(PROPORTIONAL) | set(ACCEPTED)
+    used = {p.values[0].file for p in CORPUS} | set(PROPORTIONAL) | set(ACCEPTED) | set(RENAMED)
     assert files == used | set(COMPANIONS)
     readme = (HOSTILE / "README.md").read_text()
     listed = set(re.findall(r"^- `([^`]+)`", readme, re.MULTILINE))
@@ -545,9 +542,10 @@ def generated_problems(source: str, classes: set[str] | None = None) -> list[str
             problems.append(f"line {node.lineno}: an import inside a function or class")
         if isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
             problems.append(f"line {node.lineno}: uses '{node.id}'")
+        own = isinstance(node, ast.Attribute) and ast.unparse(node.value) in ("self", "outputs")
         if isinstance(node, ast.Attribute) and (
-            node.attr in FORBIDDEN_NAMES or node.attr.startswith("__") and node.attr != "__init__"
-        ):
+            node.attr in FORBIDDEN_NAMES and not own or node.attr.startswith("__") and node.attr != "__init__"
+        ):  # a layer or output named `input` is an attribute of the model, not the builtin
             problems.append(f"line {node.lineno}: uses attribute '{node.attr}'")
     shadowable = set(globals_) | set(dir(builtins))
     for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
@@ -662,6 +660,28 @@ def _run_generated(source: str, name: str) -> None:
     with torch.no_grad():
         model(x)
     model.reset_parameters()
+
+
+@pytest.mark.parametrize("name", sorted(RENAMED))
+def test_a_name_that_would_shadow_is_renamed_and_the_file_runs(name: str, tmp_path: Path) -> None:
+    """A spec name that would shadow an import, a builtin, a class or ``self`` is renamed in the
+    generated file (the layers keep their names, so the state_dict does not change)."""
+    source, _ = _compile_accepted(tmp_path, str(HOSTILE / name))
+    line, model_class, classes = RENAMED[name]
+    assert line in source, source
+    assert generated_problems(source, classes) == []
+    import torch
+
+    from nasdsl.backends.pytorch import load_source
+
+    model = getattr(load_source(source), model_class)()
+    x = torch.randn(2, 3, 17, 19)
+    for training in (True, False):
+        model.train(training)
+        with torch.no_grad():
+            out = model(x)
+        first = out if isinstance(out, torch.Tensor) else out[0]
+        assert first.shape[0] == 2 and torch.isfinite(first).all()
 
 
 def test_doc_text_cannot_break_out_of_docstrings(tmp_path: Path) -> None:
@@ -808,17 +828,22 @@ def _matrix_params():
 
 @pytest.mark.parametrize(("field", "name"), list(_matrix_params()))
 def test_a_shadowing_name_is_refused_or_harmless(field: str, name: str, tmp_path: Path) -> None:
-    from nasdsl.backends.pytorch import generate_source
+    """Layer names that would hide an attribute are refused (they are state_dict keys); any
+    other name is renamed where it would shadow something, and the file runs."""
+    from nasdsl.backends.pytorch import generate
 
     path = tmp_path / "spec.yaml"
     path.write_text(_matrix_spec(**{field: name}))
     try:
-        source = generate_source(nasdsl.compile_spec(path))
+        generated = generate(nasdsl.compile_spec(path))
     except NasdslError as e:
+        # layer names (state_dict keys), names the language reserves, and fields a NamedTuple refuses
+        allowed = field in ("tentry", "branch", "entry", "aux") or name in ("self", "in_channels") or name[0] == "_"
+        assert allowed, f"{field}={name} refused: {e}"
         assert name in str(e) and len(str(e).splitlines()) <= 2, str(e)
         return
-    assert generated_problems(source) == []
-    _run_generated(source, name if field == "model" else "Net")
+    assert generated_problems(generated.source) == []
+    _run_generated(generated.source, generated.model_class)
 
 
 # --------------------------------------------------------------------------- internal errors
@@ -917,3 +942,127 @@ def test_an_output_that_is_not_a_regular_file_is_refused(spec_in: Path, capsys) 
     rc = cli.main(_compile_to("pipe"))
     assert stat.S_ISFIFO((spec_in / "pipe").lstat().st_mode), "the pipe was replaced"
     assert rc == 2
+
+
+# --------------------------------------------------------------------------- round two: no internal errors
+
+HUGE = str(10**400)
+
+
+def _check_line(tmp_path: Path, text: str, *args: str) -> tuple[int, str]:
+    (tmp_path / "spec.yaml").write_text(text)
+    (result,) = run_cli(tmp_path, [["check", "spec.yaml", *args]])
+    return result.rc, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "args", "message"),
+    [
+        ("eps", ("--set", f"b.eps={HUGE}"), "model.b.eps: expected a number > 0, got an integer of 401 digits"),
+        ("dropout", ("--set", f"d.p={HUGE}"), "model.d.p: expected a number >= 0.0 and < 1.0, got an integer of 401"),
+        ("mean", ("--set", f"input.mean=[{HUGE},1,1]"), "input.mean[0]: expected a number, got an integer of 401"),
+        ("init", ("--set", f"init.conv2d.bias={HUGE}"), "init.conv2d.bias: expected a number from -1e+06 to 1e+06"),
+        (
+            "init-inf",
+            ("--set", "init.conv2d.bias=.inf"),
+            "init.conv2d.bias: expected a number from -1e+06 to 1e+06, got inf",
+        ),
+        ("set-digit", ("--set", "model.a.args.\u00b9=3"), "expected an index below 1, got '\u00b9'"),
+        (
+            "set-use",
+            ("--set", "model.u.use=[1]", "--set", "u.out=3"),
+            "has no key 'out' (its 'use' is not a template name)",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 12 else "",
+)
+def test_bad_values_are_located_errors_never_internal_ones(tmp_path: Path, where: str, args: tuple, message: str):
+    """Integers beyond float range where floats go, --set paths with non-ASCII digits, --set below
+    a `use:` that is not a template name: exit 2 with a located line (they were exit 1)."""
+    spec = """\
+name: Net
+input: {shape: [3, 8, 8]}
+init:
+  conv2d: {bias: 0}
+templates:
+  Block:
+    params: [out]
+    body: {conv: {op: conv2d, out: out, kernel: 1}}
+model:
+  a: {use: Block, args: [4]}
+  u: {use: Block, args: [4]}
+  b: {op: batch_norm}
+  d: {op: dropout, p: 0.1}
+"""
+    rc, err = _check_line(tmp_path, spec, *args)
+    assert rc == 2 and message in err and "internal error" not in err, err
+
+
+def test_a_default_computed_from_another_parameter_compiles_and_runs(tmp_path: Path) -> None:
+    """A default the class cannot write (make_divisible of a float, a conditional) is passed
+    explicitly at every use; the class takes it as a required argument (it failed in codegen)."""
+    import torch
+
+    from nasdsl.backends.pytorch import generate
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        """\
+name: Net
+input: {shape: [3, 8, 8]}
+templates:
+  Block:
+    params: [out, {hidden: "make_divisible(out * 1.5, 8)"}, {wide: "out * 2 if out > 4 else out"}]
+    body:
+      conv: {op: conv2d, out: hidden, kernel: 1}
+      conv2: {op: conv2d, out: wide, kernel: 1}
+model:
+  a: {use: Block, args: [4]}
+  b: {use: Block, args: [8]}
+"""
+    )
+    net = nasdsl.compile_spec(path)
+    code = generate(net)
+    assert "def __init__(self, in_channels: int, out: int, hidden: int, wide: int) -> None:" in code.source
+    assert "self.a = Block(3, 4, 8, 4)" in code.source and "self.b = Block(4, 8, 16, 16)" in code.source
+    from nasdsl.backends.pytorch import load_source
+
+    model = getattr(load_source(code.source), code.model_class)()
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 16, 8, 8)
+
+
+def test_export_memory_is_estimated_before_anything_is_allocated(tmp_path: Path) -> None:
+    """A model just under the parameter cap would need tens of GiB to export: refused at once."""
+    text = """\
+name: Big
+input: {shape: [3, 8, 8]}
+model:
+  flat: flatten
+  fc: {op: linear, out: 1000000}
+  fc2: {op: linear, out: 9000}
+"""
+    (tmp_path / "spec.yaml").write_text(text)
+    results = run_cli(
+        tmp_path,
+        [["compile", "spec.yaml", "-o", "OUT.onnx"], ["verify", "spec.yaml"], ["compile", "spec.yaml", "-o", "OUT.py"]],
+        timeout=60,
+    )
+    for r in results[:2]:
+        assert r.rc == 2, r
+        assert "GiB of memory for the weights, above the limit of 8.0 GiB" in r.stderr, r.stderr
+        assert "raise it with --max-memory" in r.stderr and LOCATED.match(r.stderr.splitlines()[0])
+    assert results[2].rc == 0  # writing source allocates nothing
+    assert not (tmp_path / "OUT.onnx").exists()
+
+
+def test_long_names_are_cut_and_controls_escaped_in_diagnostics(tmp_path: Path) -> None:
+    long_ref = ".".join(["a" * 60] * 150)  # 9,149 characters: each part is a valid name
+    name = "spec\u202e\x1b[31m.yaml"
+    (tmp_path / name).write_text(
+        f"name: Net\ninput: {{shape: [3, 8, 8]}}\nmodel:\n  a: relu\n  r: {{ref: {long_ref}}}\n"
+    )
+    (result,) = run_cli(tmp_path, [["check", name]])
+    assert result.rc == 2
+    (line,) = result.stderr.splitlines()
+    assert len(line) < 400 and "..." in line and not RAW_CONTROL.search(line), line
+    assert "\\u202e" in line and "\\x1b" in line

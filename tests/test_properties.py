@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import signal
 import string
 from collections.abc import Callable, Iterator
@@ -55,7 +56,10 @@ PROFILE_NAME = os.environ.get("NASDSL_HYPOTHESIS_PROFILE", "ci")
 if PROFILE_NAME not in ("ci", "long"):
     raise ValueError(f"NASDSL_HYPOTHESIS_PROFILE must be 'ci' or 'long', not {PROFILE_NAME!r}")
 PROFILE = settings.get_profile(f"nasdsl-{PROFILE_NAME}")
-EXAMPLES = {"ci": {"shapes": 80, "mutations": 400}, "long": {"shapes": 2000, "mutations": 10_000}}[PROFILE_NAME]
+EXAMPLES = {
+    "ci": {"shapes": 80, "mutations": 400, "names": 25},
+    "long": {"shapes": 2000, "mutations": 10_000, "names": 2000},
+}[PROFILE_NAME]
 
 
 def profile(kind: str) -> settings:
@@ -573,6 +577,105 @@ def _every_switch_flipped_agrees(path: Path, compiled, source: str, text: str) -
         for output, value in got.items():
             check = compare(output, value, want[output], 1e-4)
             assert check.ok, f"{name}={flipped[name]}: {check}\n{text}"
+
+
+# --------------------------------------------------------------------------- property 1b: hostile names
+
+# Names a generated file could trip over: builtins, what nn.Module, nn.Sequential and nn.ModuleDict
+# define, what the generated file itself defines or uses, and names that differ only by case or
+# underscores (and from the renamed forms: torch_1).
+HOSTILE_NAMES = [
+    *("sum", "int", "float", "max", "min", "list", "dict", "type", "id", "input", "print", "len", "range"),
+    *("object", "str", "bool", "tuple", "super", "isinstance", "enumerate", "zip", "map", "eval", "exec"),
+    *("forward", "train", "training", "to", "cuda", "half", "apply", "modules", "parameters", "state_dict"),
+    *("children", "add_module", "register_buffer", "values", "keys", "items", "update", "pop", "append"),
+    *("torch", "nn", "F", "math", "NamedTuple", "OrderedDict", "Concat", "Add", "x", "self", "results", "total"),
+    *("branch", "result", "loss", "loss_weights", "reset_parameters", "input_mean", "Net", "NetOutputs"),
+    *("Torch", "TORCH", "torch_", "torch_1", "x_1", "X", "_x", "x__", "Self", "Concat_1", "sum_1", "self_1"),
+]
+#: the identifiers specs() writes that may be renamed, and where a name is an attribute (kept, or refused)
+RENAMABLE = [
+    *(f"e{i}" for i in range(7)),
+    *("flat", "bn1d", "fc", "main", "aux", "conv", "bn", "act", "conv2", "drop", "act2", "first", "second"),
+    *("b0", "b1", "b2", "one", "three", "skip", "c", "s", "sw", "width", "rate", "extra"),
+    *TEMPLATE_FAMILIES,
+]
+_TEMPLATE_NAMES = set(TEMPLATE_FAMILIES)
+
+
+@st.composite
+def hostile_specs(draw) -> tuple[str, Spec, dict[str, str]]:
+    """A spec of specs() whose names are replaced, one to one, by names from HOSTILE_NAMES."""
+    from nasdsl.backends.names import TAKEN_ATTRIBUTES
+
+    text, spec = draw(specs())
+    present = [n for n in RENAMABLE if re.search(rf"\b{n}\b", text)]
+    # mostly names that can work anywhere; now and then one that a layer may not take (refused)
+    pool = HOSTILE_NAMES if draw(st.integers(0, 3)) == 0 else [n for n in HOSTILE_NAMES if n not in TAKEN_ATTRIBUTES]
+    pool = [n for n in pool if n != "x"]  # the input's name: refused as an entry name, by the parser
+    chosen = draw(st.lists(st.sampled_from(pool), min_size=len(present), max_size=len(present), unique=True))
+    rename = {}
+    for old, new in zip(present, chosen, strict=True):
+        if old in _TEMPLATE_NAMES and (new in nasdsl.ops.OPS or not new[0].isalpha()):
+            continue  # a template may not be named like an op
+        if old in ("c", "s", "sw") and new in ("self", "in_channels"):
+            continue  # reserved parameter names: the parser says so
+        rename[old] = new
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(rename, key=len, reverse=True))) + r")\b")
+    renamed = pattern.sub(lambda m: rename[m[1]], text) if rename else text
+    name = draw(st.sampled_from(["Net", "torch", "nn", "Concat", "sum", "Self"]))
+    renamed = renamed.replace("name: Net\n", f"name: {name}\n", 1)
+    return renamed, spec, {**rename, "__model__": name}
+
+
+@profile("names")
+@given(hostile_specs())
+def test_hostile_names_give_a_working_model_or_a_located_refusal(tmp_path_factory, generated) -> None:
+    """Every identifier of the generated file comes from one namespace: a spec name that would
+    shadow a builtin, an import, a generated class or local is renamed; a layer name that would
+    hide an nn.Module, nn.Sequential or nn.ModuleDict attribute (a state_dict key, kept exactly)
+    is refused with a located error. Whatever compiles imports, builds, runs in train and eval,
+    has the shapes shape inference predicts and agrees with its ONNX export."""
+    import torch
+
+    from nasdsl.backends.names import TAKEN_ATTRIBUTES
+    from nasdsl.backends.pytorch import generate
+    from nasdsl.backends.verify import verify
+
+    text, spec, rename = generated
+    tmp_path = tmp_path_factory.mktemp("names")
+    try:
+        compiled = _compile(tmp_path, text)
+    except NasdslError as e:  # a name the language refuses in that place (a variable named like a function, ...)
+        assert all(one.location is not None for one in getattr(e, "errors", [e])), f"{e}\n{text}"
+        return
+    try:
+        code = generate(compiled)
+    except NasdslError as e:
+        clash = re.search(r"name '([^']+)' clashes", str(e))
+        assert clash and (clash[1] in TAKEN_ATTRIBUTES or clash[1].startswith("_")), f"{e}\n{text}"
+        assert e.location is not None and str(e).count("\n") == 0, str(e)
+        return
+    assert generated_problems(code.source, None) == [], text
+    model = getattr(load_source(code.source), code.model_class)()
+    shapes = {rename.get(k, k): v for k, v in spec.shapes.items()}
+    seen: dict[str, tuple[int, ...]] = {}
+    for child, module in model.named_children():
+        module.register_forward_hook(lambda m, i, o, child=child: seen.__setitem__(child, tuple(o.shape)))
+    x = torch.randn(VERIFY_BATCH, *spec.input, generator=torch.Generator().manual_seed(0))
+    for training in (True, False):
+        model.train(training)
+        with torch.no_grad():
+            out = model(x)
+        first = out if isinstance(out, torch.Tensor) else out[0]
+        assert torch.isfinite(first).all(), text
+    top = {t.name: t for t in compiled.graph.graph["model"].children}
+    for entry, expected in shapes.items():
+        assert compiled.graph.nodes[top[entry].passed]["shape"] == expected, text
+        if entry in seen and top[entry].kind not in ("ref", "skip") and not top[entry].dormant:
+            assert seen[entry] == (VERIFY_BATCH, *expected), f"{entry}: PyTorch disagrees\n{text}"
+    result = verify(compiled, batch=VERIFY_BATCH)
+    assert result.ok, f"{result}\n{text}"
 
 
 # --------------------------------------------------------------------------- property 2: mutants

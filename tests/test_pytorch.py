@@ -382,11 +382,15 @@ def test_cuda_bf16_channels_last(image):
         assert model(x).shape == (2, 1000)
 
 
-def test_the_list_of_module_attributes_covers_torch():
-    from nasdsl.backends.pytorch import MODULE_ATTRIBUTES
+def test_the_lists_of_container_attributes_cover_torch():
+    from nasdsl.backends.names import MODULE_ATTRIBUTES, MODULE_DICT_ATTRIBUTES, SEQUENTIAL_ATTRIBUTES
 
     public = {n for n in dir(torch.nn.Module()) if not n.startswith("_")}
     assert public <= MODULE_ATTRIBUTES, sorted(public - MODULE_ATTRIBUTES)
+    sequential = {n for n in dir(torch.nn.Sequential()) if not n.startswith("_")} - public
+    assert sequential <= SEQUENTIAL_ATTRIBUTES, sorted(sequential - SEQUENTIAL_ATTRIBUTES)
+    module_dict = {n for n in dir(torch.nn.ModuleDict()) if not n.startswith("_")} - public
+    assert module_dict <= MODULE_DICT_ATTRIBUTES, sorted(module_dict - MODULE_DICT_ATTRIBUTES)
 
 
 def test_torch_compile_default_backend_on_the_cpu():

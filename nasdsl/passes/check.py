@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import networkx as nx
 
 from nasdsl import ir
 from nasdsl.errors import ErrorList, GraphError, NasdslError
-from nasdsl.expr import is_identifier
 from nasdsl.ops import OPS
+
+#: a node name: identifiers and indices joined by dots
+_NODE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+))*")
 
 
 def _err(g: nx.DiGraph, node: str, message: str) -> GraphError:
@@ -22,9 +26,9 @@ def check(g: nx.DiGraph) -> nx.DiGraph:
         cycle = nx.find_cycle(g)
         names = " -> ".join([cycle[0][0], *(v for _, v in cycle)])
         errors.append(_err(g, cycle[0][0], f"the graph has a cycle: {names}"))
+    pred = g.pred
     for node, data in g.nodes(data=True):
-        parts = node.split(".")
-        if not all(is_identifier(p) or p.isdigit() for p in parts):
+        if not _NODE_NAME.fullmatch(node):
             errors.append(_err(g, node, f"invalid node name '{node}'"))
         op = data.get("op")
         if op == "input":
@@ -35,10 +39,11 @@ def check(g: nx.DiGraph) -> nx.DiGraph:
             errors.append(_err(g, node, f"unknown op '{op}'"))
             continue
         opdef = OPS[op]
-        n = g.in_degree(node)
+        sources = pred[node]
+        n = len(sources)
         if not opdef.min_inputs <= n <= opdef.max_inputs:
             errors.append(_err(g, node, f"expected {opdef.min_inputs} to {opdef.max_inputs} inputs to {op}, got {n}"))
-        indices = sorted(g.edges[e]["index"] for e in g.in_edges(node))
+        indices = sorted(d["index"] for d in sources.values())
         if indices != list(range(n)):
             errors.append(_err(g, node, f"input indices of {node} are {indices}, expected 0..{n - 1}"))
     inp = g.graph.get("input")

@@ -11,8 +11,8 @@ from nasdsl.errors import ErrorList, NasdslError, ShapeError
 from nasdsl.ops import OPS
 
 
-def infer_shapes(g: nx.DiGraph) -> nx.DiGraph:
-    """Return a copy of ``g`` with ``shape`` set on every node.
+def infer_shapes(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
+    """Return a copy of ``g`` (``g`` itself with ``copy=False``) with ``shape`` set on every node.
 
     Errors name the node and its place in the spec; nodes downstream of an
     error are skipped, so each error is reported once. The dormant part (see
@@ -20,7 +20,8 @@ def infer_shapes(g: nx.DiGraph) -> nx.DiGraph:
     a problem there is no error of the spec as it stands: it is recorded
     against the switch that turns that part on, which then stays folded.
     """
-    g = g.copy()
+    if copy:
+        g = g.copy()
     errors = _infer(g)
     if errors:
         raise ErrorList(errors) if len(errors) > 1 else errors[0]

@@ -1,0 +1,168 @@
+"""Safe identifiers for generated Python: every name a backend writes comes from here.
+
+A spec's names reach generated code in two ways:
+
+- as **attribute names** of ``nn.Module`` subclasses (a layer ``self.conv``, a
+  branch key of an ``nn.ModuleDict``, a child of ``nn.Sequential(OrderedDict(...))``,
+  an output head): these are the ``state_dict`` keys, so they are kept exactly
+  and refused (:func:`check_attribute`) when they would hide what the module
+  classes or the generated model need (``forward``, ``train``, ``values``,
+  ``append``, ``loss``, a switch kept as ``self.<flag>``);
+- as **identifiers** of a scope (a class name, a constructor argument, a local
+  variable of ``forward``): these are renamed where they would shadow a
+  builtin, an import, a generated class or an earlier name, by a
+  :class:`Namespace`, as ``torch.fx``'s namespace does. A renamed identifier
+  keeps the spec's name with a numeric suffix (``torch`` -> ``torch_1``).
+
+Names that are neither identifiers nor allowed (a keyword, ``__dunder``) never
+get this far: the parser refuses them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+from collections.abc import Iterable
+
+from nasdsl.errors import CodegenError, Location
+
+#: Names every generated file imports or defines at module level besides its classes.
+IMPORTED = frozenset({"torch", "nn", "F", "math", "NamedTuple", "OrderedDict", "_xavier_caffe_", "__all__"})
+#: The locals and parameters of the methods every generated file writes (forward, loss,
+#: reset_parameters, the merge helpers): a class may not take these names either.
+METHOD_LOCALS = frozenset(
+    {"self", "x", "in_channels", "outputs", "target", "total", "m", "results", "branch", "result"}
+)
+#: Python's builtins and keywords: never shadowed by a generated identifier.
+BUILTINS = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
+
+#: The public attributes of an ``nn.Module`` instance (torch 2.14); a child may not hide
+#: ``train``, ``to`` or ``forward``. Kept here so that writing source needs no torch import;
+#: tests/test_pytorch.py checks them against torch.
+MODULE_ATTRIBUTES = frozenset(
+    {
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+    }
+)
+#: What ``nn.Sequential`` and ``nn.ModuleDict`` add (a child or key with such a name cannot be registered).
+SEQUENTIAL_ATTRIBUTES = frozenset({"append", "extend", "insert", "pop"})
+MODULE_DICT_ATTRIBUTES = frozenset({"clear", "items", "keys", "pop", "update", "values"})
+#: Attributes the generated model class sets or defines itself.
+OWN_ATTRIBUTES = frozenset({"loss", "loss_weights", "reset_parameters", "input_mean", "input_std"})
+#: Every attribute a layer's name may not take, in any of the containers the backend writes.
+TAKEN_ATTRIBUTES = MODULE_ATTRIBUTES | SEQUENTIAL_ATTRIBUTES | MODULE_DICT_ATTRIBUTES | OWN_ATTRIBUTES
+
+_NOT_IDENTIFIER = re.compile(r"[^0-9A-Za-z_]")
+
+
+class Namespace:
+    """The identifiers of one scope. ``claim`` takes a name exactly if it is free;
+    ``create`` returns a free identifier made from the wanted one (the wanted
+    name itself when it is free). Names of an enclosing scope given as ``outer``
+    are taken too, so an inner name never shadows an outer one."""
+
+    def __init__(self, reserved: Iterable[str] = (), outer: Namespace | None = None):
+        self._taken: set[str] = set(reserved)
+        self._outer = outer
+
+    def taken(self, name: str) -> bool:
+        return name in self._taken or (self._outer is not None and self._outer.taken(name))
+
+    def claim(self, name: str) -> bool:
+        """Take ``name`` as it is; False (and nothing taken) when it is not free."""
+        if self.taken(name) or not name.isidentifier() or keyword.iskeyword(name):
+            return False
+        self._taken.add(name)
+        return True
+
+    def create(self, wanted: str) -> str:
+        """A free identifier: ``wanted`` if free, else ``wanted_1``, ``wanted_2``, ..."""
+        base = _NOT_IDENTIFIER.sub("_", wanted) or "_"
+        if base[0].isdigit():
+            base = "_" + base
+        if self.claim(base):
+            return base
+        i = 1
+        while not self.claim(f"{base}_{i}"):
+            i += 1
+        return f"{base}_{i}"
+
+
+def check_attribute(name: str, what: str, location: Location | None, path: str | None, extra=frozenset()) -> None:
+    """Refuse a spec name that would become an attribute hiding what the module classes
+    or the generated model use (see the module docstring); ``extra`` names more (switches)."""
+    if name in TAKEN_ATTRIBUTES or name in extra or name.startswith("_"):
+        raise CodegenError(
+            f"{what} '{name}' clashes with a name the generated PyTorch module uses (an attribute or "
+            "method of nn.Module, nn.Sequential or nn.ModuleDict, or of the model); rename it",
+            location=location,
+            path=path,
+        )
+
+
+__all__ = [
+    "BUILTINS",
+    "IMPORTED",
+    "METHOD_LOCALS",
+    "MODULE_ATTRIBUTES",
+    "MODULE_DICT_ATTRIBUTES",
+    "Namespace",
+    "OWN_ATTRIBUTES",
+    "SEQUENTIAL_ATTRIBUTES",
+    "TAKEN_ATTRIBUTES",
+    "check_attribute",
+]

@@ -1,0 +1,478 @@
+"""Choices written in a spec document: where they stand, what they offer (see ``docs/design-space.md``).
+
+A value of a spec may be a choice: ``{choice: [v1, v2, ...]}`` or ``{range: [from,
+to, step]}``, with an optional ``default`` (one of the options; else the first)
+and ``when`` (a condition of the variables under which the choice is made). This
+module finds them in a loaded document by walking the positions the parser
+reads as values (variables, the input's shape and statistics, template
+arguments, parameter defaults, op attributes and the items of list values,
+``when``, an output's ``loss_weight``), reads each by popping the keys it knows
+(a near-miss such as ``choise`` is an error with a did-you-mean), and writes a
+document with chosen options in their place (:func:`substitute`). A mapping
+where a value belongs that has no choice key is left to the parser. The same
+mapping reached twice (a YAML alias) is one choice: it is tied.
+
+:mod:`nasdsl.space` builds the design space on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from nasdsl import document
+from nasdsl.errors import Location, SpecError
+from nasdsl.loader import YList, YMap, scalar_type_name
+from nasdsl.ops import describe
+from nasdsl.spec import BLOCK_KEYS, Value, did_you_mean, parse_value
+
+#: the keys of a choice mapping
+CHOICE_KEYS = ("choice", "range", "default", "when")
+#: the most options one choice (a range) may have
+MAX_OPTIONS = 10_000
+#: the document key of the constraints
+CONSTRAINTS = "constraints"
+
+
+@dataclass(frozen=True)
+class Position:
+    """One place a choice stands: the keys from the document's root, the parser's key path of
+    the value there (``model.inception4a.args[2]``) and the ``--set`` path that names it."""
+
+    keys: tuple[str | int, ...]
+    spec_path: str
+    set_path: str
+
+
+@dataclass(frozen=True)
+class ChoicePoint:
+    """A choice: ``options`` as written (numbers, booleans, expression text, or lists of
+    those), the index of the ``default``, and its places (several when a YAML alias ties them)."""
+
+    name: str
+    kind: str  # "choice" or "range"
+    options: tuple[object, ...]
+    option_locs: tuple[Location, ...]
+    default: int
+    loc: Location
+    positions: tuple[Position, ...]
+    #: the variable the choice defines, when it is one
+    variable: str | None = None
+    #: the condition under which the choice is made (else it keeps its default)
+    when: Value | None = None
+
+    def describe(self) -> dict:
+        """Plain data for JSON."""
+        return {
+            "name": self.name,
+            "options": [plain(o) for o in self.options],
+            "default": plain(self.options[self.default]),
+            "when": self.when.raw if self.when is not None else None,
+            "at": str(self.loc),
+            "tied": [p.set_path for p in self.positions[1:]],
+        }
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A condition every variant satisfies: its parsed value and its text."""
+
+    value: Value
+    text: str
+
+
+def find_choices(doc: YMap, names: Mapping[int, str] | None = None) -> tuple[ChoicePoint, ...]:
+    """The choice points of a document, in their order: variables, input, model, outputs, templates.
+    ``names`` names the points whose choice mapping has that ``id()``; the others are named by
+    their ``--set`` path. Raises :class:`SpecError` for a malformed choice."""
+    scan = _Scanner(doc, names or {})
+    scan.run()
+    return tuple(scan.points())
+
+
+def constraints(doc: YMap) -> tuple[Constraint, ...]:
+    """The document's ``constraints``: a list of conditions on the variables."""
+    if CONSTRAINTS not in doc:
+        return ()
+    raw = doc[CONSTRAINTS]
+    loc = doc.loc_of(CONSTRAINTS)
+    if raw is None:
+        return ()
+    if not isinstance(raw, YList):
+        raise SpecError(
+            f"expected a list of conditions (expressions of the variables), got {scalar_type_name(raw)}",
+            location=loc,
+            path=CONSTRAINTS,
+        )
+    out = []
+    for i, item in enumerate(raw):
+        path = f"{CONSTRAINTS}[{i}]"
+        if isinstance(item, (YMap, YList)) or item is None:
+            raise SpecError(
+                f"expected a condition (an expression of the variables), got {scalar_type_name(item)}",
+                location=raw.loc_of(i),
+                path=path,
+            )
+        out.append(Constraint(parse_value(item, raw.loc_of(i), path), str(item)))
+    return tuple(out)
+
+
+@dataclass
+class _Found:
+    choice: YMap
+    positions: list[Position]
+    variable: str | None
+    name: str | None
+
+
+class _Scanner:
+    """Walks the value positions of a document (as the parser reads it) and finds the choices."""
+
+    def __init__(self, doc: YMap, names: Mapping[int, str]):
+        self.doc = doc
+        self.names = names
+        self.found: dict[object, _Found] = {}
+        templates = doc.get("templates")
+        self.templates = templates if isinstance(templates, YMap) else {}
+        variables = doc.get("variables")
+        self.variable_names = set(variables) if isinstance(variables, YMap) else set()
+
+    def run(self) -> None:
+        doc = self.doc
+        variables = doc.get("variables")
+        if isinstance(variables, YMap):
+            for name in variables:
+                self.value(variables, name, ("variables", name), f"variables.{name}", name, variable=name)
+        inp = doc.get("input")
+        if isinstance(inp, YMap):
+            for key in ("shape", "mean", "std"):
+                if key in inp:
+                    self.value(inp, key, ("input", key), f"input.{key}", f"input.{key}")
+        model = doc.get("model")
+        if isinstance(model, YMap) and not any(k in model for k in BLOCK_KEYS):
+            for name in model:
+                shown = f"model.{name}" if name in self.variable_names else name
+                self.block(model, name, ("model", name), f"model.{name}", shown)
+        outputs = doc.get("outputs")
+        if isinstance(outputs, YMap):
+            for name, out in outputs.items():
+                if not isinstance(out, YMap):
+                    continue
+                keys, path = ("outputs", name), f"outputs.{name}"
+                if "head" in out:
+                    self.block(out, "head", (*keys, "head"), f"{path}.head", f"{path}.head")
+                for key in ("loss_weight", "when"):
+                    if key in out:
+                        self.value(out, key, (*keys, key), f"{path}.{key}", f"{path}.{key}")
+        for name, t in self.templates.items():
+            if not isinstance(t, YMap):
+                continue
+            keys, path = ("templates", name), f"templates.{name}"
+            params = t.get("params")
+            if isinstance(params, YList):
+                for i, p in enumerate(params):
+                    if isinstance(p, YMap) and len(p) == 1:
+                        (pname,) = p
+                        self.value(
+                            p, pname, (*keys, "params", i, pname), f"{path}.params[{i}].{pname}",
+                            f"{path}.params.{i}.{pname}",
+                        )  # fmt: skip
+            if "body" in t:
+                self.block(t, "body", (*keys, "body"), f"{path}.body", f"{path}.body")
+
+    def points(self) -> Iterator[ChoicePoint]:
+        for f in self.found.values():
+            yield _parse_choice(f)
+
+    # -- positions
+
+    def value(self, container, key, keys: tuple, spec_path: str, set_path: str, *, variable: str | None = None) -> None:
+        v = container[key]
+        if isinstance(v, YMap) and _choice_like(v):
+            identity = _identity(v)
+            found = self.found.get(identity)
+            position = Position(keys, spec_path, set_path)
+            if found is None:
+                name = self.names.get(id(v))
+                self.found[identity] = _Found(v, [position], variable, name)
+            else:
+                found.positions.append(position)
+                if variable is not None and found.variable is None:
+                    found.variable = variable
+        elif isinstance(v, YList):
+            for i in range(len(v)):
+                self.value(v, i, (*keys, i), f"{spec_path}[{i}]", f"{set_path}.{i}")
+
+    def block(self, container, key, keys: tuple, spec_path: str, set_path: str) -> None:
+        b = container[key]
+        if isinstance(b, YList):
+            for i in range(len(b)):
+                self.block(b, i, (*keys, i), f"{spec_path}[{i}]", f"{set_path}.{i}")
+            return
+        if not isinstance(b, YMap):
+            return
+        kinds = [k for k in BLOCK_KEYS if k in b]
+        if len(kinds) > 1:
+            return  # the parser reports it
+        if not kinds:  # a named sequence
+            for name in b:
+                if name not in ("phase", "when", "doc"):
+                    self.block(b, name, (*keys, name), f"{spec_path}.{name}", f"{set_path}.{name}")
+            return
+        kind = kinds[0]
+        if "when" in b:
+            self.value(b, "when", (*keys, "when"), f"{spec_path}.when", f"{set_path}.when")
+        if kind == "op":
+            for attr in b:
+                if attr not in ("op", "phase", "when", "doc"):
+                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}")
+        elif kind == "use":
+            args = b.get("args")
+            params = self._params(b.get("use"))
+            if isinstance(args, YList):
+                for i in range(len(args)):
+                    shown = params[i] if i < len(params) else f"args.{i}"
+                    self.value(args, i, (*keys, "args", i), f"{spec_path}.args[{i}]", f"{set_path}.{shown}")
+            elif isinstance(args, YMap):
+                for name in args:
+                    shown = name if name in params else f"args.{name}"
+                    self.value(args, name, (*keys, "args", name), f"{spec_path}.args.{name}", f"{set_path}.{shown}")
+        elif kind in ("concat", "add"):
+            branches = b[kind]
+            if isinstance(branches, YList):
+                for i in range(len(branches)):
+                    self.block(branches, i, (*keys, kind, i), f"{spec_path}[{i}]", f"{set_path}.{kind}.{i}")
+            elif isinstance(branches, YMap):
+                for name in branches:
+                    self.block(branches, name, (*keys, kind, name), f"{spec_path}.{name}", f"{set_path}.{kind}.{name}")
+
+    def _params(self, template: object) -> list[str]:
+        t = self.templates.get(template) if isinstance(template, str) else None
+        if not isinstance(t, YMap) or not isinstance(t.get("params"), YList):
+            return []
+        names = []
+        for p in t["params"]:
+            if isinstance(p, YMap) and len(p) == 1:
+                names.append(next(iter(p)))
+            elif isinstance(p, str):
+                names.append(p)
+        return names
+
+
+def _identity(m: YMap) -> object:
+    """What makes two places one choice: the same YAML node, known by where it is written (a copy
+    of the document, as ``--set`` makes, keeps that), or by the object itself for a value made in
+    Python, whose places are all alike (``<override ...>:1:1``)."""
+    return id(m) if m.loc.file.startswith("<override ") else m.loc
+
+
+def _choice_like(m: YMap) -> bool:
+    """A mapping meant as a choice: one of its keys is a choice's, or nearly (``choise``). Any
+    other mapping where a value belongs is left to the parser, which says what it expects."""
+    return any(k in CHOICE_KEYS or did_you_mean(k, CHOICE_KEYS) for k in m)
+
+
+def _parse_choice(f: _Found) -> ChoicePoint:
+    """A choice mapping, read by popping its known keys and refusing the rest."""
+    m = f.choice
+    first = f.positions[0]
+    path = first.spec_path
+    kinds = [k for k in ("choice", "range") if k in m]
+    unknown = [k for k in m if k not in CHOICE_KEYS]
+    if unknown:
+        key = unknown[0]
+        hint = did_you_mean(key, CHOICE_KEYS)
+        if not kinds and not hint:
+            raise SpecError(
+                "expected a number, a name, an expression or a choice ({choice: [...]} or {range: [from, to, step]}), "
+                f"got a mapping with the key{'s' if len(m) > 1 else ''} {', '.join(map(str, m))}",
+                location=m.loc,
+                path=path,
+            )
+        raise SpecError(
+            f"unknown key '{key}' in a choice{hint}; allowed: {', '.join(CHOICE_KEYS)}",
+            location=m.key_locs.get(key, m.loc),
+            path=f"{path}.{key}",
+        )
+    if len(kinds) != 1:
+        got = "both" if kinds else "neither"
+        raise SpecError(
+            f"expected a choice with one of the keys 'choice' (a list of options) or 'range' ([from, to, step]), "
+            f"got {got}",
+            location=m.loc,
+            path=path,
+        )
+    kind = kinds[0]
+    raw = m[kind]
+    loc = m.loc_of(kind)
+    if kind == "choice":
+        options, locs = _options(raw, loc, f"{path}.choice")
+    else:
+        options, locs = _range(raw, loc, f"{path}.range")
+    default = 0
+    if "default" in m:
+        given = m["default"]
+        matches = [i for i, o in enumerate(options) if same_option(o, plain(given))]
+        if not matches:
+            shown = ", ".join(option_text(o) for o in options[:8]) + (", ..." if len(options) > 8 else "")
+            raise SpecError(
+                f"expected the default to be one of the options ({shown}), got {describe(plain(given))}",
+                location=m.loc_of("default"),
+                path=f"{path}.default",
+            )
+        default = matches[0]
+    when = None
+    if "when" in m:
+        w = m["when"]
+        if isinstance(w, (YMap, YList)) or w is None:
+            raise SpecError(
+                f"expected a condition (an expression of the variables), got {scalar_type_name(w)}",
+                location=m.loc_of("when"),
+                path=f"{path}.when",
+            )
+        when = parse_value(w, m.loc_of("when"), f"{path}.when")
+    name = f.name or first.set_path
+    positions = tuple(f.positions)
+    return ChoicePoint(name, kind, options, locs, default, m.loc, positions, f.variable, when)
+
+
+def _options(raw: object, loc: Location, path: str) -> tuple[tuple, tuple]:
+    if not isinstance(raw, YList) or not raw:
+        got = "an empty list" if isinstance(raw, YList) else scalar_type_name(raw)
+        raise SpecError(f"expected a list of one or more options, got {got}", location=loc, path=path)
+    if len(raw) > MAX_OPTIONS:
+        raise SpecError(f"expected at most {MAX_OPTIONS:,} options, got {len(raw):,}", location=loc, path=path)
+    options = []
+    for i, item in enumerate(raw):
+        where = {"location": raw.loc_of(i), "path": f"{path}[{i}]"}
+        if isinstance(item, YList):
+            if any(isinstance(x, (YMap, YList)) or x is None for x in item) or not item:
+                raise SpecError("expected an option that is a value or a list of values", **where)
+            options.append(tuple(item))
+        elif isinstance(item, YMap) or item is None:
+            what = "a choice inside a choice" if isinstance(item, YMap) else "null"
+            raise SpecError(f"expected an option that is a number, true, false or an expression, got {what}", **where)
+        else:
+            options.append(item)
+    for i, o in enumerate(options):
+        if any(same_option(o, other) for other in options[:i]):
+            raise SpecError(f"option {option_text(o)} is given twice", location=raw.loc_of(i), path=f"{path}[{i}]")
+    return tuple(options), tuple(raw.loc_of(i) for i in range(len(raw)))
+
+
+def _range(raw: object, loc: Location, path: str) -> tuple[tuple, tuple]:
+    ok = isinstance(raw, YList) and len(raw) in (2, 3)
+    ok = ok and all(isinstance(x, int) and not isinstance(x, bool) for x in raw)
+    if not ok:
+        got = f"a list of {len(raw)}" if isinstance(raw, YList) else scalar_type_name(raw)
+        raise SpecError(
+            f"expected [from, to] or [from, to, step], integers (to included), got {got}", location=loc, path=path
+        )
+    start, stop, step = (*raw, 1) if len(raw) == 2 else raw
+    if step < 1:
+        raise SpecError(f"expected a step > 0, got {step}", location=raw.loc_of(2), path=f"{path}[2]")
+    if stop < start:
+        raise SpecError(f"expected to >= from ({start}), got {stop}", location=raw.loc_of(1), path=f"{path}[1]")
+    n = (stop - start) // step + 1
+    if n > MAX_OPTIONS:
+        raise SpecError(f"expected at most {MAX_OPTIONS:,} options, got {n:,}", location=loc, path=path)
+    values = tuple(range(start, stop + 1, step))
+    return values, (loc,) * len(values)
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def same_option(a: object, b: object) -> bool:
+    """Equal options: the same kind (booleans are not numbers) and value."""
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return (
+            isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
+            and all(same_option(x, y) for x, y in zip(a, b, strict=True))
+        )  # fmt: skip
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a.strip() == b.strip()
+    return a == b
+
+
+def plain(v: object) -> object:
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    return v
+
+
+def option_text(v: object) -> str:
+    """An option as a ``--set`` value writes it."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(option_text(x) for x in v) + "]"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def to_yaml(value: object, loc: Location) -> object:
+    """A Python value as the loader would have produced it."""
+    if isinstance(value, (list, tuple)):
+        out = YList(loc)
+        out.extend(to_yaml(v, loc) for v in value)
+        out.item_locs = [loc] * len(out)
+        return out
+    if isinstance(value, Mapping):
+        m = document.new_map(loc)
+        for k, v in value.items():
+            document.put(m, str(k), to_yaml(v, loc), loc, loc)
+        return m
+    return value
+
+
+def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, Location]], *, top=False) -> object:
+    """A copy of ``node`` (at ``keys``) with the chosen options in place of the choices."""
+    if isinstance(node, YMap):
+        m = document.new_map(node.loc)
+        for k, v in node.items():
+            if top and k == CONSTRAINTS:
+                continue
+            here = (*keys, k)
+            if here in chosen:
+                option, loc = chosen[here]
+                document.put(m, k, to_yaml(option, loc), node.key_locs.get(k, loc), loc)
+            else:
+                document.put(m, k, substitute(v, here, chosen), node.key_locs.get(k, node.loc), node.loc_of(k))
+        return m
+    if isinstance(node, YList):
+        lst = YList(node.loc)
+        locs = []
+        for i, v in enumerate(node):
+            here = (*keys, i)
+            if here in chosen:
+                option, loc = chosen[here]
+                lst.append(to_yaml(option, loc))
+                locs.append(loc)
+            else:
+                lst.append(substitute(v, here, chosen))
+                locs.append(node.loc_of(i))
+        lst.item_locs = locs
+        return lst
+    return node
+
+
+__all__ = [
+    "CHOICE_KEYS",
+    "CONSTRAINTS",
+    "MAX_OPTIONS",
+    "ChoicePoint",
+    "Constraint",
+    "Position",
+    "constraints",
+    "find_choices",
+    "option_text",
+    "plain",
+    "same_option",
+    "substitute",
+    "to_yaml",
+]

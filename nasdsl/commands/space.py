@@ -1,0 +1,519 @@
+"""``nasdsl space``: the variants of a spec with choices, counted, listed, filtered, picked.
+
+The CLI adds the common options (SPEC, ``--set``, the ``--max-*`` limits) and
+compiles the default variant; :func:`run` finds the space
+(:mod:`nasdsl.space`), evaluates its variants (:mod:`nasdsl.variants`) and
+prints them. ``nasdsl sweep`` lists ad-hoc grids with the same machinery
+(:func:`add_listing_arguments`, :func:`list_variants`). Never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+from nasdsl import space as spaces
+from nasdsl.choices import option_text
+from nasdsl.errors import NasdslError, printable
+from nasdsl.variants import MAX_PARAMS, Evaluator, Result
+
+HELP = "count, list, filter and pick the variants of a spec with choices (its design space)"
+
+DESCRIPTION = (
+    "A spec's values may be choices ({choice: [...]} or {range: [from, to, step]}, docs/design-space.md). "
+    "This prints the exact number of variants, then lists them in id order (or --sample N of them), each with "
+    "the choices made, whether it compiles (an invalid variant shows the compiler's error), its parameters and "
+    "multiply-adds at inference, its depth and its peak activation size (values held at once, batch 1). "
+    "--max-params, --max-macs, --max COL=N and --min COL=N keep the variants within budgets (columns: params, "
+    "macs, depth, peak, params_train, macs_train); --pareto keeps those no other beats in every named column; "
+    "--shard i/n lists every n-th variant (a job runner's share); --pick K writes variant K as a plain spec. "
+    "The variants are evaluated without compiling each in full (see nasdsl/variants.py)."
+)
+
+EXAMPLES = """\
+nasdsl space space.yaml --count
+nasdsl space space.yaml
+nasdsl space space.yaml --max-macs 1G --pareto macs,params:max --format markdown
+nasdsl space space.yaml --sample 1000 --seed 1 --format csv
+nasdsl space space.yaml --max-macs 1.2G --valid-only --shard 3/16 --format json
+nasdsl space space.yaml --pick 17 -o variant17.yaml
+"""
+
+#: the figures a budget or --pareto may name
+COLUMNS = ("params", "macs", "depth", "peak", "params_train", "macs_train")
+FORMATS = ("table", "json", "csv", "markdown", "ids")
+#: a space larger than this is listed only with --sample or --limit
+MAX_LISTED = 100_000
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+class SpaceUsageError(NasdslError):
+    """A bad option of space or sweep (exit 2)."""
+
+
+# ---------------------------------------------------------------------------
+# Options
+
+
+def _amount(text: str) -> float:
+    """``1500000``, ``1.5e6``, ``1.5M``, ``800k``, ``2G``."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*", text, flags=re.I)
+    if m is None:
+        raise ValueError(text)
+    return float(m.group(1)) * _SUFFIX[m.group(2).lower()]
+
+
+def _budget_value(option: str):
+    def parse(text: str) -> float:
+        try:
+            return _amount(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option}: expected a number such as 1500000, 1.5e6 or 1.5M, got {text!r}"
+            ) from None
+
+    return parse
+
+
+def _bound(option: str):
+    def parse(text: str) -> tuple[str, float]:
+        column, _, value = text.partition("=")
+        column = column.strip()
+        if column not in COLUMNS:
+            raise argparse.ArgumentTypeError(
+                f"{option}: expected COLUMN=N with a column of {', '.join(COLUMNS)}, got {text!r}"
+            )
+        try:
+            return column, _amount(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option}: expected COLUMN=N with a number N, got {text!r}") from None
+
+    return parse
+
+
+def _pareto(text: str) -> tuple[tuple[str, bool], ...]:
+    out = []
+    for item in text.split(","):
+        column, _, way = item.strip().partition(":")
+        if column not in COLUMNS or way not in ("", "min", "max"):
+            raise argparse.ArgumentTypeError(
+                f"--pareto: expected columns of {', '.join(COLUMNS)}, each maybe with :max, got {text!r}"
+            )
+        out.append((column, way == "max"))
+    return tuple(out)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if m is None or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise argparse.ArgumentTypeError(f"--shard: expected i/n with 1 <= i <= n, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _count(option: str):
+    def parse(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{option}: expected an integer >= 0, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def retarget(parser: argparse.ArgumentParser, option: str, dest: str, help: str, **defaults) -> None:
+    """Give a common option (added by the CLI) another meaning in this command: its values go
+    to ``dest``; ``defaults`` keep what the CLI reads under the old name."""
+    for action in parser._actions:
+        if option in action.option_strings:
+            action.dest = dest
+            action.help = help
+    parser.set_defaults(**defaults)
+
+
+def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``space`` and ``sweep``: budgets, selection, sharding, format, picking."""
+    retarget(
+        parser,
+        "--max-params",
+        "budget_params",
+        "keep the variants with at most N parameters at inference (1.5M, 2e6, ...)",
+        max_params=MAX_PARAMS,
+    )
+    for action in parser._actions:
+        if action.dest == "budget_params":
+            action.type = _budget_value("--max-params")
+            action.default = None
+            action.metavar = "N"
+    b = parser.add_argument_group("budgets and selection")
+    b.add_argument(
+        "--max-macs",
+        type=_budget_value("--max-macs"),
+        metavar="N",
+        help="keep the variants with at most N multiply-adds",
+    )
+    b.add_argument(
+        "--max", dest="at_most", type=_bound("--max"), action="append", default=[], metavar="COL=N",
+        help=f"keep the variants with COL at most N (COL: {', '.join(COLUMNS)})",
+    )  # fmt: skip
+    b.add_argument(
+        "--min", dest="at_least", type=_bound("--min"), action="append", default=[], metavar="COL=N",
+        help="keep the variants with COL at least N",
+    )  # fmt: skip
+    b.add_argument("--valid-only", action="store_true", help="leave out the variants that do not compile")
+    b.add_argument(
+        "--pareto",
+        type=_pareto,
+        metavar="COLS",
+        help="keep the variants that no other beats in all these columns (smaller is better; COL:max for larger); "
+        "of variants with equal figures there, the first",
+    )
+    b.add_argument("--sort", choices=COLUMNS, help="list by this column, smallest first (default: by id)")
+    b.add_argument("--sample", type=_count("--sample"), metavar="N", help="evaluate N variants drawn at random")
+    b.add_argument("--seed", type=_count("--seed"), default=0, help="the seed of --sample (default 0)")
+    b.add_argument(
+        "--limit",
+        type=_count("--limit"),
+        metavar="N",
+        help=f"evaluate the first N variants only (0: all; default: all up to {MAX_LISTED:,}, else an error)",
+    )
+    b.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="i/n",
+        help="list every n-th of the selected variants, starting with the i-th (shards 1/n .. n/n split them)",
+    )
+    o = parser.add_argument_group("output")
+    o.add_argument(
+        "--format",
+        type=_choice_of("--format", FORMATS),
+        default="table",
+        help="table, json, csv, markdown, or ids (one variant id a line, for job scripts); default table",
+    )
+    o.add_argument("--count", action="store_true", help="print the number of variants only (without evaluating them)")
+    o.add_argument(
+        "--pick", type=_count("--pick"), metavar="K", help="write variant K as a plain spec (to -o or stdout)"
+    )
+    o.add_argument("-o", "--output", metavar="FILE", help="with --pick: the spec file to write")
+
+
+def _choice_of(option: str, allowed: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{option}: expected one of {', '.join(allowed)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``space``'s own options (the CLI adds SPEC, ``--set`` and the limits)."""
+    add_listing_arguments(parser)
+
+
+# ---------------------------------------------------------------------------
+# Listing
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a listing shows: the space, its count, and the variants selected, with how much it took."""
+
+    space: spaces.Space
+    count: int
+    results: tuple[Result, ...]
+    evaluated: int
+    recompiled: int
+    seconds: float
+
+
+def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, limit_params: int = MAX_PARAMS) -> Listing:
+    """Evaluate the variants ``args`` ask for and keep those that pass its filters, in order."""
+    started = time.perf_counter()
+    count = space.count()
+    if args.sample is not None:
+        picks = space.sample(args.sample, args.seed)
+    else:
+        limit = args.limit
+        if limit is None and count > MAX_LISTED:
+            raise SpaceUsageError(
+                f"the space has {count:,} variants: evaluate --sample N of them or the first --limit N "
+                "(--limit 0 for all)",
+                path="--limit",
+            )
+        picks = _first(space.variants(), limit or None)
+    evaluator = Evaluator(space, max_nodes=max_nodes, max_params=limit_params)
+    results = [evaluator.evaluate(p) for p in picks]
+    kept = [r for r in results if _passes(r, args)]
+    if args.pareto:
+        kept = _front(kept, args.pareto)
+    if args.sort:
+        kept.sort(key=lambda r: (not r.valid, getattr(r.figures, args.sort, 0) if r.valid else 0, r.id))
+    if args.shard:
+        i, n = args.shard
+        kept = kept[i - 1 :: n]
+    seconds = time.perf_counter() - started
+    return Listing(space, count, tuple(kept), evaluator.evaluated, evaluator.recompiled, seconds)
+
+
+def _first(items, n: int | None) -> list:
+    out = []
+    for item in items:
+        if n is not None and len(out) >= n:
+            break
+        out.append(item)
+    return out
+
+
+def _passes(r: Result, args: argparse.Namespace) -> bool:
+    if not r.valid:
+        return not (args.valid_only or args.pareto)
+    f = r.figures
+    bounds = [*args.at_most]
+    if args.budget_params is not None:
+        bounds.append(("params", args.budget_params))
+    if args.max_macs is not None:
+        bounds.append(("macs", args.max_macs))
+    if any(getattr(f, column) > value for column, value in bounds):
+        return False
+    return all(getattr(f, column) >= value for column, value in args.at_least)
+
+
+def _front(results: list[Result], columns: tuple[tuple[str, bool], ...]) -> list[Result]:
+    """The valid results that no other beats in every column (Pareto-optimal), in order; of
+    results with the same figures in those columns, the first only."""
+    firsts: dict[tuple, Result] = {}
+    for r in results:
+        if r.valid:
+            key = tuple(-getattr(r.figures, c) if bigger else getattr(r.figures, c) for c, bigger in columns)
+            firsts.setdefault(key, r)
+    front: list[tuple] = []
+    for key in sorted(firsts):  # a key can only be beaten by one before it
+        if not any(all(a <= b for a, b in zip(other, key, strict=True)) for other in front):
+            front.append(key)
+    ids = {firsts[k].id for k in front}
+    return [r for r in results if r.id in ids]
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+
+
+def rows(listing: Listing) -> list[dict]:
+    """One plain-data record per listed variant (the JSON contract's ``variants``)."""
+    out = []
+    space = listing.space
+    for r in listing.results:
+        f = r.figures
+        out.append(
+            {
+                "id": r.id,
+                "choices": space.choices(r.picks),
+                "set": space.set_arguments(r.picks),
+                "valid": r.valid,
+                "error": r.error,
+                **{c: getattr(f, c) if f is not None else None for c in COLUMNS},
+            }
+        )
+    return out
+
+
+def as_json(listing: Listing, spec: str, name: str, shard: tuple[int, int] | None) -> str:
+    data = {
+        "spec": spec,
+        "name": name,
+        "count": listing.count,
+        "choices": [p.describe() for p in listing.space.points],
+        "constraints": [c.text for c in listing.space.constraints],
+        "evaluated": listing.evaluated,
+        "recompiled": listing.recompiled,
+        "listed": len(listing.results),
+        "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+        "variants": rows(listing),
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def as_csv(listing: Listing) -> str:
+    names = [p.name for p in listing.space.points]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", *names, "valid", *COLUMNS, "error"])
+    for row in rows(listing):
+        choices = [_cell(row["choices"][n]) for n in names]
+        figures = ["" if row[c] is None else row[c] for c in COLUMNS]
+        w.writerow([row["id"], *choices, str(row["valid"]).lower(), *figures, row["error"]])
+    return buf.getvalue()
+
+
+def _cell(v: object) -> str:
+    return option_text(v)
+
+
+def heading(listing: Listing, name: str) -> str:
+    space = listing.space
+    sizes = " x ".join(f"{p.name} {len(p.options)}" for p in space.points) or "no choices"
+    what = "variant" if listing.count == 1 else "variants"
+    text = f"{name}: {listing.count:,} {what} ({sizes}"
+    if space.constraints:
+        text += f"; {len(space.constraints)} constraint{'s' if len(space.constraints) > 1 else ''}"
+    text += ")"
+    return text
+
+
+def as_text(listing: Listing, name: str, fmt: str) -> str:
+    names = [p.name for p in listing.space.points]
+    head = ["id", *names, "params", "MACs", "depth", "peak", "status"]
+    body = []
+    notes = []
+    for row in rows(listing):
+        figures = [f"{row[c]:,}" if row[c] is not None else "" for c in ("params", "macs", "depth", "peak")]
+        body.append(
+            [str(row["id"]), *(_cell(row["choices"][n]) for n in names), *figures, "ok" if row["valid"] else "invalid"]
+        )
+        if not row["valid"]:
+            notes.append(f"variant {row['id']}: {row['error']}")
+    rate = listing.evaluated / listing.seconds if listing.seconds > 0 else 0.0
+    footer = (
+        f"{len(body):,} listed; {listing.evaluated:,} evaluated in {listing.seconds:.2f} s ({rate:,.0f}/s), "
+        f"{listing.recompiled:,} compiled in full"
+    )
+    title = heading(listing, name)
+    if fmt == "markdown":
+        lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+        lines += ["", footer]
+        lines += [f"- {printable(n)}" for n in notes]
+        return "\n".join(lines) + "\n"
+    right = set(range(len(names) + 1, len(names) + 5)) | {0}
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+
+    def line(row: list[str]) -> str:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    out = [title, line(head), rule, *map(line, body), rule, footer]
+    out += [printable(n) for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def render(listing: Listing, fmt: str, *, spec: str, name: str, shard=None) -> str:
+    if fmt == "json":
+        return as_json(listing, spec, name, shard)
+    if fmt == "csv":
+        return as_csv(listing)
+    if fmt == "ids":
+        return "".join(f"{r.id}\n" for r in listing.results)
+    return as_text(listing, name, fmt)
+
+
+# ---------------------------------------------------------------------------
+# Picking one variant
+
+
+def variant_yaml(space: spaces.Space, picks: tuple[int, ...], source: str) -> str:
+    """A variant's plain document as YAML, with a header naming where it comes from: small
+    mappings and lists on one line, as specs are written by hand."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def flow_map(dumper, data):
+        return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+
+    def flow_list(dumper, data):
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
+    Dumper.add_representer(_FlowMap, flow_map)
+    Dumper.add_representer(_FlowList, flow_list)
+    doc = space.document_of(picks)
+    choices = " ".join(space.set_arguments(picks)) or "(no choices)"
+    header = f"# variant {space.id_of(picks)} of {source}: {choices}\n# written by nasdsl space --pick\n"
+    text = yaml.dump(_styled(doc), Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
+    return header + text
+
+
+class _FlowMap(dict):
+    pass
+
+
+class _FlowList(list):
+    pass
+
+
+def _styled(node: object, depth: int = 0) -> object:
+    """Plain dicts and lists, those that fit on a short line marked to be written on one."""
+    if isinstance(node, dict):
+        items = {k: _styled(v, depth + 1) for k, v in node.items()}
+        flat = depth > 1 and _short(node)
+        return _FlowMap(items) if flat else items
+    if isinstance(node, list):
+        items = [_styled(v, depth + 1) for v in node]
+        return _FlowList(items) if _short(node) else items
+    return node
+
+
+def _short(node: object) -> bool:
+    """At most two levels of small collections of scalars (``{use: X, args: [1, 2]}``)."""
+
+    def size(v: object, level: int) -> int | None:
+        if isinstance(v, dict):
+            parts = [size(x, level + 1) for x in v.values()]
+            keys = sum(len(str(k)) + 2 for k in v)
+        elif isinstance(v, list):
+            parts = [size(x, level + 1) for x in v]
+            keys = 0
+        else:
+            return len(str(v)) + 2
+        if level > 2 or any(p is None for p in parts):
+            return None
+        return keys + sum(parts) + 2
+
+    n = size(node, 1)
+    return n is not None and n <= 90
+
+
+def pick(space: spaces.Space, variant: int, args: argparse.Namespace, source: str) -> int:
+    """Write (or print) variant ``variant`` as a plain spec, after checking that it compiles."""
+    from nasdsl.cli import write_atomic
+
+    picks = space.picks_of(variant)
+    space.check(picks)
+    result = Evaluator(space, max_nodes=args.max_nodes).compile(picks)
+    if not result.valid:
+        raise SpaceUsageError(f"variant {variant} does not compile:\n{result.error}", path="--pick")
+    text = variant_yaml(space, picks, source)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    data = text.encode("utf-8")
+    write_atomic(args.output, data)
+    made = " ".join(space.set_arguments(picks))
+    print(f"wrote {printable(args.output)} ({len(data):,} bytes): variant {variant}, {made}")
+    return 0
+
+
+def list_variants(args: argparse.Namespace, space: spaces.Space, name: str) -> int:
+    """What ``space`` and ``sweep`` do with the options of :func:`add_listing_arguments`."""
+    if args.output is not None and args.pick is None:
+        raise SpaceUsageError("-o names the file --pick writes; give --pick K", path="--output")
+    if args.pick is not None:
+        return pick(space, args.pick, args, args.spec)
+    if args.count:
+        print(space.count())
+        return 0
+    listing = select(space, args, max_nodes=args.max_nodes)
+    sys.stdout.write(render(listing, args.format, spec=args.spec, name=name, shard=args.shard))
+    return 0
+
+
+def run(args: argparse.Namespace, net) -> int:
+    """List the variants of ``args.spec`` (``net`` is its default variant, compiled)."""
+    space = spaces.load_space(args.spec, args.overrides, limits=getattr(args, "limits", None))
+    return list_variants(args, space, net.name)

@@ -1,0 +1,488 @@
+"""Design spaces: choices written in a spec, and the variants they span.
+
+A value of a spec may be a *choice* instead of a value (``docs/design-space.md``)::
+
+    variables:
+      width: {choice: [0.5, 0.75, 1.0], default: 1.0}
+      deep: {choice: [true, false]}
+      dropout_aux: {choice: [0.5, 0.7], when: aux_logits}
+    model:
+      inception4a: {use: Inception, args: [192, 96, {range: [160, 256, 48]}, 16, 48, 64]}
+    constraints:
+      - "width >= 0.75 or not deep"
+
+This module works on the loaded document, before the parser sees it.
+:func:`find_space` gathers the *choice points* (:mod:`nasdsl.choices` finds and
+reads them: where each stands, its options, default and condition), the
+document's ``constraints`` and how the variables are computed, into a
+:class:`Space` that counts, numbers, enumerates and samples the variants and
+writes the plain document of any of them (:meth:`Space.document_of`);
+:func:`default_document` (which ``nasdsl.api.load_spec`` calls) gives the
+default variant's, so that every command compiles a spec with choices as its
+default variant. :mod:`nasdsl.variants` evaluates variants fast.
+
+A variant is a tuple of *picks*, one option index per point. Its id is the
+picks read as a mixed-radix number, the first point the most significant
+(points are numbered variables first, then input, model, outputs and
+templates, each in file order). A point whose ``when`` is false takes its
+default; a variant must satisfy every constraint. Spaces without conditions
+and constraints are *independent*: every id below :meth:`Space.size` is a
+variant and :meth:`Space.count` is their product.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from nasdsl import document
+from nasdsl.choices import (
+    CHOICE_KEYS,
+    CONSTRAINTS,
+    ChoicePoint,
+    Constraint,
+    Position,
+    constraints,
+    find_choices,
+    option_text,
+    plain,
+    substitute,
+    to_yaml,
+)
+from nasdsl.errors import Location, NasdslError, SpecError
+from nasdsl.loader import YMap
+from nasdsl.ops import describe
+from nasdsl.spec import Value, did_you_mean, parse_value
+
+#: the most assignments counting or checking a group of dependent choices may try
+MAX_TRIES = 2_000_000
+
+
+@dataclass(frozen=True)
+class Space:
+    """The choice points of a document and what the variants they span need."""
+
+    document: YMap
+    file: str
+    files: tuple[str, ...]
+    points: tuple[ChoicePoint, ...]
+    constraints: tuple[Constraint, ...] = ()
+    #: the variables in order: (name, its Value, or the index of the point that defines it)
+    steps: tuple[tuple[str, Value | int], ...] = ()
+    #: the option Values of each point, parsed at its first place
+    option_values: tuple[tuple[Value, ...], ...] = field(default=(), repr=False)
+
+    # -- sizes
+
+    @property
+    def radix(self) -> tuple[int, ...]:
+        return tuple(len(p.options) for p in self.points)
+
+    @property
+    def size(self) -> int:
+        """The number of pick tuples, variant or not: the ids run below it."""
+        return math.prod(self.radix)
+
+    @property
+    def independent(self) -> bool:
+        """No conditions and no constraints: every pick tuple is a variant."""
+        return not self.constraints and all(p.when is None for p in self.points)
+
+    @property
+    def default(self) -> tuple[int, ...]:
+        return tuple(p.default for p in self.points)
+
+    @cached_property
+    def _dependencies(self) -> tuple[tuple[frozenset[int], ...], tuple[frozenset[int], ...]]:
+        """The points each point's condition and each constraint depend on (through the variables)."""
+        of_variable: dict[str, frozenset[int]] = {}
+        for name, step in self.steps:
+            if isinstance(step, int):
+                names = frozenset().union(*(v.names for v in self.option_values[step]))
+                own = frozenset({step})
+            else:
+                names, own = step.names, frozenset()
+            of_variable[name] = own.union(*(of_variable.get(n, frozenset()) for n in names))
+
+        def points_of(value: Value | None) -> frozenset[int]:
+            if value is None:
+                return frozenset()
+            return frozenset().union(*(of_variable.get(n, frozenset()) for n in value.names))
+
+        return (
+            tuple(points_of(p.when) for p in self.points),
+            tuple(points_of(c.value) for c in self.constraints),
+        )
+
+    def count(self) -> int:
+        """The exact number of variants: the product of the option counts where choices are
+        independent; else the product, over groups of points that conditions and constraints
+        tie together, of the assignments of each group that are variants."""
+        if self.independent:
+            return self.size
+        when_deps, constraint_deps = self._dependencies
+        parent = list(range(len(self.points)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        def union(group: Iterable[int]) -> None:
+            group = list(group)
+            for j in group[1:]:
+                parent[find(j)] = find(group[0])
+
+        for i, deps in enumerate(when_deps):
+            if self.points[i].when is not None:
+                union([i, *deps])
+        for deps in constraint_deps:
+            union(deps)
+        groups: dict[int, list[int]] = {}
+        for i in range(len(self.points)):
+            groups.setdefault(find(i), []).append(i)
+        total = 1
+        for members in groups.values():
+            constrained = [
+                c for c, deps in enumerate(constraint_deps) if deps and find(next(iter(deps))) == find(members[0])
+            ]
+            if len(members) == 1 and self.points[members[0]].when is None and not constrained:
+                total *= len(self.points[members[0]].options)
+                continue
+            total *= self._count_group(members, constrained)
+        # constraints that depend on no choice hold for every variant or for none
+        for c, deps in enumerate(constraint_deps):
+            if not deps and self._holds(c, self.default) is False:
+                return 0
+        return total
+
+    def _count_group(self, members: list[int], constrained: list[int]) -> int:
+        tries = math.prod(len(self.points[i].options) for i in members)
+        if tries > MAX_TRIES:
+            raise SpecError(
+                f"cannot count the variants exactly: {len(members)} choices that conditions or constraints tie "
+                f"together have {tries:,} combinations, more than {MAX_TRIES:,}",
+                location=self.points[members[0]].loc,
+                path=self.points[members[0]].name,
+            )
+        picks = list(self.default)
+        count = 0
+        for combo in _odometer([len(self.points[i].options) for i in members]):
+            for i, k in zip(members, combo, strict=True):
+                picks[i] = k
+            if self._admits(tuple(picks), members, constrained):
+                count += 1
+        return count
+
+    # -- ids and picks
+
+    def id_of(self, picks: tuple[int, ...]) -> int:
+        n = 0
+        for k, r in zip(picks, self.radix, strict=True):
+            n = n * r + k
+        return n
+
+    def picks_of(self, variant: int) -> tuple[int, ...]:
+        if not 0 <= variant < self.size:
+            raise SpecError(f"expected a variant id from 0 to {self.size - 1:,}, got {variant}", path="--pick")
+        picks = []
+        for r in reversed(self.radix):
+            variant, k = divmod(variant, r)
+            picks.append(k)
+        return tuple(reversed(picks))
+
+    def environment(self, picks: tuple[int, ...]) -> dict[str, object]:
+        """The variables' values with these picks (raises SpecError as the compiler would)."""
+        env: dict[str, object] = {}
+        for name, step in self.steps:
+            value = self.option_values[step][picks[step]] if isinstance(step, int) else step
+            v = value.evaluate(env)
+            if isinstance(v, list):
+                raise SpecError("expected a number or a boolean, got a list", location=value.loc, path=value.path)
+            env[name] = v
+        return env
+
+    def _holds(self, c: int, picks: tuple[int, ...], env: dict | None = None) -> bool | None:
+        """Whether constraint ``c`` holds (None when it cannot be evaluated: the variant is kept,
+        and compiling it will say what is wrong)."""
+        try:
+            value = self.constraints[c].value.evaluate(env if env is not None else self.environment(picks))
+        except NasdslError:
+            return None
+        return value if isinstance(value, bool) else None
+
+    def _active(self, i: int, env: dict) -> bool:
+        when = self.points[i].when
+        if when is None:
+            return True
+        try:
+            value = when.evaluate(env)
+        except NasdslError:
+            return True
+        return value if isinstance(value, bool) else True
+
+    def _admits(self, picks: tuple[int, ...], members: Iterable[int], constrained: Iterable[int]) -> bool:
+        try:
+            env = self.environment(picks)
+        except NasdslError:
+            return True  # kept: compiling it reports the error
+        for i in members:
+            if picks[i] != self.points[i].default and not self._active(i, env):
+                return False
+        return all(self._holds(c, picks, env) is not False for c in constrained)
+
+    def why_not(self, picks: tuple[int, ...]) -> str | None:
+        """Why these picks are no variant (a choice made under a false condition, a broken
+        constraint), or None when they are one."""
+        try:
+            env = self.environment(picks)
+        except NasdslError:
+            return None
+        for i, p in enumerate(self.points):
+            if picks[i] != p.default and not self._active(i, env):
+                return f"{p.name} is chosen only when {p.when.raw} (else it is {option_text(p.options[p.default])})"
+        for c, constraint in enumerate(self.constraints):
+            if self._holds(c, picks, env) is False:
+                return f"it breaks the constraint {constraint.text} ({constraint.value.loc})"
+        return None
+
+    def variants(self, start: int = 0) -> Iterator[tuple[int, ...]]:
+        """Every variant's picks in id order, from id ``start`` on."""
+        radix = self.radix
+        if self.independent:
+            yield from _odometer(radix, self.picks_of(start) if start else None)
+            return
+        for picks in _odometer(radix, self.picks_of(start) if start else None):
+            if self._admits(picks, range(len(radix)), range(len(self.constraints))):
+                yield picks
+
+    def sample(self, n: int, seed: int) -> list[tuple[int, ...]]:
+        """``n`` distinct variants drawn with ``seed`` (all of them when there are fewer), in id order.
+
+        In an independent space every variant is equally likely. Otherwise each point is drawn
+        uniformly among its options where its condition holds, and draws that break a
+        constraint are drawn again."""
+        rng = random.Random(seed)
+        size = self.size
+        if self.independent:
+            if n >= size:
+                return list(self.variants())
+            if size < 1 << 62:
+                ids = rng.sample(range(size), n)
+            else:
+                chosen: set[int] = set()
+                while len(chosen) < n:
+                    chosen.add(rng.randrange(size))
+                ids = list(chosen)
+            return [self.picks_of(i) for i in sorted(ids)]
+        if n >= self.count():
+            return list(self.variants())
+        found: dict[int, tuple[int, ...]] = {}
+        for _ in range(100 * n + 1000):
+            if len(found) >= n:
+                break
+            picks = self._draw(rng)
+            if picks is not None:
+                found.setdefault(self.id_of(picks), picks)
+        return [found[i] for i in sorted(found)]
+
+    def _draw(self, rng: random.Random) -> tuple[int, ...] | None:
+        picks = list(self.default)
+        for i, p in enumerate(self.points):
+            if p.when is None or self._active(i, self._safe_environment(tuple(picks)) or {}):
+                picks[i] = rng.randrange(len(p.options))
+        result = tuple(picks)
+        if not self._admits(result, range(len(picks)), range(len(self.constraints))):
+            return None
+        return result
+
+    def _safe_environment(self, picks: tuple[int, ...]) -> dict[str, object] | None:
+        try:
+            return self.environment(picks)
+        except NasdslError:
+            return None
+
+    # -- what a variant is
+
+    def choices(self, picks: tuple[int, ...]) -> dict[str, object]:
+        """The option each point takes, as written, by point name."""
+        return {p.name: plain(p.options[k]) for p, k in zip(self.points, picks, strict=True)}
+
+    def set_arguments(self, picks: tuple[int, ...]) -> list[str]:
+        """``--set`` arguments that make this variant from the spec: ``["width=0.5", ...]``."""
+        return [f"{p.name}={option_text(p.options[k])}" for p, k in zip(self.points, picks, strict=True)]
+
+    def check(self, picks: tuple[int, ...]) -> None:
+        """Raise a SpecError when ``picks`` are no variant of the space."""
+        reason = self.why_not(picks)
+        if reason is not None:
+            raise SpecError(f"variant {self.id_of(picks)} is not in the space: {reason}", path="--pick")
+
+    def document_of(self, picks: tuple[int, ...], *, keep_constraints: bool = False) -> YMap:
+        """The plain document of a variant: each choice replaced by the option picked, written
+        where that option is written; without ``constraints`` unless ``keep_constraints``."""
+        chosen: dict[tuple[str | int, ...], tuple[object, Location]] = {}
+        for p, k in zip(self.points, picks, strict=True):
+            for pos in p.positions:
+                chosen[pos.keys] = (p.options[k], p.option_locs[k])
+        return substitute(self.document, (), chosen, top=not keep_constraints)
+
+
+# ---------------------------------------------------------------------------
+# Spaces of documents
+
+
+def find_space(
+    doc: YMap, file: str = "", files: tuple[str, ...] = (), *, names: Mapping[int, str] | None = None
+) -> Space:
+    """The choice points and constraints of a loaded (merged, overridden) document.
+
+    ``names`` renames the points whose choice mapping has that ``id()`` (``nasdsl sweep``
+    names its axes as its ``--set`` keys). Raises :class:`SpecError` for a malformed choice.
+    """
+    points = find_choices(doc, names)
+    steps, option_values = _steps(doc, points)
+    space = Space(doc, file, files or (file,), points, constraints(doc), steps, option_values)
+    _check_conditions(space)
+    return space
+
+
+def load_space(path, overrides: Mapping[str, object] | Iterable[str] = (), *, limits=None) -> Space:
+    """Load a spec file (following ``extends``), apply ``--set``-style overrides and find its space."""
+    kwargs = {"limits": limits} if limits is not None else {}
+    doc, files = document.load_document(path, **kwargs)
+    doc = apply_overrides(doc, overrides)
+    return find_space(doc, files[0], files)
+
+
+def apply_overrides(doc: YMap, overrides: Mapping[str, object] | Iterable[str]) -> YMap:
+    """``overrides`` (``{path: value}`` or ``["path=value", ...]``) applied as ``load_spec`` applies them."""
+    values: dict[str, object] = {}
+    locations: dict[str, Location] = {}
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            loc = Location(f"<override {key}>", 1, 1)
+            values[key], locations[key] = to_yaml(value, loc), loc
+    else:
+        for text in overrides:
+            key, value, loc = document.parse_override(text)
+            values[key], locations[key] = value, loc
+    return document.apply_overrides(doc, values, locations) if values else doc
+
+
+def default_document(doc: YMap) -> YMap:
+    """The document of the default variant: every choice replaced by its default, the
+    constraints checked and removed. A document without choices and constraints is
+    returned as it is. Raises :class:`SpecError` for a malformed choice or when the default
+    breaks a constraint."""
+    points = find_choices(doc)
+    if not points and CONSTRAINTS not in doc:
+        return doc
+    rules = constraints(doc)
+    try:
+        steps, option_values = _steps(doc, points)
+    except NasdslError:
+        steps = None  # a malformed variable: the parser reports it
+    space = Space(doc, "", (), points, rules, steps or (), option_values if steps else ())
+    if steps is not None:
+        _check_conditions(space)
+        picks = space.default
+        try:
+            env = space.environment(picks)
+        except NasdslError:
+            env = None  # the compiler reports it
+        if env is not None:
+            for c in rules:
+                try:
+                    holds = c.value.evaluate(env)
+                except NasdslError as e:
+                    raise e.at(location=c.value.loc, path=c.value.path) from None
+                if not isinstance(holds, bool):
+                    raise SpecError(
+                        f"expected a condition that gives true or false, got {describe(holds)}",
+                        location=c.value.loc,
+                        path=c.value.path,
+                    )
+                if not holds:
+                    raise SpecError(
+                        f"the spec's values break this constraint ({_values_used(c.value, env)})",
+                        location=c.value.loc,
+                        path=c.value.path,
+                    )
+    return space.document_of(picks if steps is not None else tuple(p.default for p in points))
+
+
+def _values_used(value: Value, env: Mapping[str, object]) -> str:
+    return ", ".join(f"{n} = {describe(env[n])}" for n in sorted(value.names) if n in env) or "no variables"
+
+
+def _steps(doc: YMap, points: tuple[ChoicePoint, ...]) -> tuple[tuple, tuple]:
+    option_values = tuple(
+        tuple(
+            parse_value(to_yaml(o, loc), loc, p.positions[0].spec_path)
+            for o, loc in zip(p.options, p.option_locs, strict=True)
+        )
+        for p in points
+    )
+    by_variable = {p.variable: i for i, p in enumerate(points) if p.variable is not None}
+    variables = doc.get("variables")
+    steps: list[tuple[str, Value | int]] = []
+    if isinstance(variables, YMap):
+        for name, raw in variables.items():
+            if name in by_variable:
+                steps.append((name, by_variable[name]))
+            else:
+                steps.append((name, parse_value(raw, variables.loc_of(name), f"variables.{name}")))
+    return tuple(steps), option_values
+
+
+def _check_conditions(space: Space) -> None:
+    """A choice's condition reads variables only, and a variable's choice only the variables before it."""
+    names = [n for n, _ in space.steps]
+    for p in space.points:
+        if p.when is None:
+            continue
+        visible = names[: names.index(p.variable)] if p.variable is not None else names
+        unknown = sorted(n for n in p.when.names if n not in visible)
+        if unknown:
+            where = "the variables before it" if p.variable is not None else "the spec's variables"
+            raise SpecError(
+                f"a choice's condition may use only {where}, got '{unknown[0]}'{did_you_mean(unknown[0], visible)}",
+                location=p.when.loc,
+                path=p.when.path,
+            )
+
+
+def _odometer(radix: list[int] | tuple[int, ...], start: tuple[int, ...] | None = None) -> Iterator[tuple[int, ...]]:
+    """Every tuple below ``radix`` in mixed-radix order (the last digit fastest), from ``start``."""
+    digits = list(start) if start is not None else [0] * len(radix)
+    if any(r == 0 for r in radix):
+        return
+    while True:
+        yield tuple(digits)
+        i = len(digits) - 1
+        while i >= 0:
+            digits[i] += 1
+            if digits[i] < radix[i]:
+                break
+            digits[i] = 0
+            i -= 1
+        if i < 0:
+            return
+
+
+__all__ = [
+    "CHOICE_KEYS",
+    "ChoicePoint",
+    "Constraint",
+    "Position",
+    "Space",
+    "apply_overrides",
+    "default_document",
+    "find_space",
+    "load_space",
+]

@@ -1,0 +1,570 @@
+"""The figures of many variants of one spec, fast.
+
+Compiling a variant from its document costs a parse, a template expansion,
+checks and shape inference. :class:`Evaluator` parses once and compiles the
+default variant once, and keeps from the graph a *program*: its nodes in
+order, each with the spec values that give its attributes, the template uses
+whose arguments bind those values, and every condition (``when``) with the
+value it had. A variant is then evaluated by re-evaluating those values with
+its options (the same :meth:`nasdsl.spec.Value.evaluate` the builder calls,
+so floats, ``make_divisible`` and parameters bound to pairs behave alike),
+normalising the attributes with the op registry, and running each op's shape
+rule, parameter and multiply-add counts node by node.
+
+A variant whose conditions come out differently (a ``when`` flips: other
+nodes exist) does not fit the program; it is compiled in full, and the
+program of its graph kept for the variants of the same structure (a program
+needs the structure only: a graph whose shapes do not fit gives one too, and
+its variants' shape errors are reported as ``infer_shapes`` reports them). A variant
+that raises anything but a shape error while it is re-evaluated is compiled
+in full too, so that its error is exactly the compiler's. :attr:`Evaluator.recompiled`
+counts these full compilations.
+
+Figures (:class:`Figures`), for the inference graph (training-only heads and
+layers left out), batch 1:
+
+* ``params``, ``macs``: as ``nasdsl summary`` totals them; ``params_train``
+  and ``macs_train`` with the training-only heads;
+* ``depth``: layers with parameters on the longest path (the paper's depth);
+* ``peak``: the peak activation size, :func:`peak_activations`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from nasdsl import document, ir
+from nasdsl.build import MAX_LOSS_WEIGHT, MAX_NODES, MAX_SPATIAL, build
+from nasdsl.errors import ErrorList, LimitError, NasdslError, ShapeError
+from nasdsl.ops import MAX_CHANNELS, OPS, check_int
+from nasdsl.passes.check import check
+from nasdsl.passes.phases import inference_graph
+from nasdsl.passes.shapes import infer_shapes
+from nasdsl.space import Space
+from nasdsl.spec import Block, MergeBlock, OpBlock, SeqBlock, Spec, Template, UseBlock, Value, parse_spec
+from nasdsl.summary import depth
+
+#: refuse models above this many parameters, as compile_spec does by default
+MAX_PARAMS = 10**10
+#: programs kept for variants of different structure
+MAX_PROGRAMS = 64
+
+
+@dataclass(frozen=True)
+class Figures:
+    params: int
+    macs: int
+    depth: int
+    peak: int
+    params_train: int
+    macs_train: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """One variant: its id and picks, its figures or the compiler's error, and whether it was
+    compiled in full."""
+
+    id: int
+    picks: tuple[int, ...]
+    figures: Figures | None
+    error: str = ""
+    recompiled: bool = False
+
+    @property
+    def valid(self) -> bool:
+        return self.figures is not None
+
+
+class _Mismatch(Exception):
+    """The variant's conditions differ from the program's: other nodes exist."""
+
+
+class _Recompile(Exception):
+    """Something the compiler reports with more context than a re-evaluation could give."""
+
+
+# ---------------------------------------------------------------------------
+# Figures of a compiled graph
+
+
+def peak_activations(g: nx.DiGraph) -> int:
+    """The peak activation size of a shaped graph, in values (multiply by 4 for float32 bytes).
+
+    The inference graph (``nasdsl.passes.phases.inference_graph``: no training-only heads
+    or layers, no dropout) runs one node at a time in the backends' order (``ir.order``),
+    batch 1. A node's output is held from the step that computes it until the last step
+    that reads it (the model's outputs until the end); a view (``flatten``, ``identity``)
+    holds no memory of its own but keeps its input's alive. The peak is the largest total
+    held during one step: the node's inputs, its output and everything still to be read.
+    In-place activations are not assumed.
+    """
+    inf = inference_graph(g)
+    plan = _plan(inf, ir.order(inf))
+    sizes = {n: math.prod(inf.nodes[n]["shape"]) for n in inf}
+    return _peak(plan, sizes)
+
+
+def _plan(g: nx.DiGraph, order: list[str]) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
+    """For each step: the node whose memory it allocates (None for a view) and the nodes freed after it."""
+    root: dict[str, str] = {}
+    for n in order:
+        op = g.nodes[n]["op"]
+        ins = ir.inputs(g, n)
+        root[n] = root[ins[0]] if op in OPS and OPS[op].aliases and ins else n
+    step = {n: i for i, n in enumerate(order)}
+    last: dict[str, int] = {r: step[r] for r in set(root.values())}
+    for n in order:
+        for src in ir.inputs(g, n):
+            last[root[src]] = max(last[root[src]], step[n])
+    for o in g.graph["outputs"]:
+        last[root[o.node]] = len(order)
+    frees: dict[int, list[str]] = {}
+    for r, i in last.items():
+        frees.setdefault(i, []).append(r)
+    return tuple((n if root[n] == n else None, tuple(sorted(frees.get(i, ())))) for i, n in enumerate(order))
+
+
+def _peak(plan, sizes: Mapping[str, int]) -> int:
+    live = peak = 0
+    for alloc, frees in plan:
+        if alloc is not None:
+            live += sizes[alloc]
+        peak = max(peak, live)
+        for r in frees:
+            live -= sizes[r]
+    return peak
+
+
+def figures(g: nx.DiGraph) -> Figures:
+    """The figures of a compiled (shaped) graph, computed from it directly."""
+    from nasdsl.passes.shapes import macs, params
+
+    nodes = [n for n, d in g.nodes(data=True) if d["op"] != "input"]
+    inference = [n for n in nodes if g.nodes[n]["phase"] != "train"]
+    return Figures(
+        params=sum(params(g, n) for n in inference),
+        macs=sum(macs(g, n) for n in inference),
+        depth=depth(g, inference),
+        peak=peak_activations(g),
+        params_train=sum(params(g, n) for n in nodes),
+        macs_train=sum(macs(g, n) for n in nodes),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Programs
+
+
+def _spec_blocks(spec: Spec) -> dict[str, Block]:
+    """Every block of the spec by its key path."""
+    out: dict[str, Block] = {}
+    stack: list[Block] = [spec.model, *(t.body for t in spec.templates.values())]
+    stack += [o.head for o in spec.outputs if o.head is not None]
+    while stack:
+        b = stack.pop()
+        out[b.path] = b
+        if isinstance(b, SeqBlock):
+            stack.extend(child for _, child in b.items)
+        elif isinstance(b, MergeBlock):
+            stack.extend(child for _, child in b.branches)
+    return out
+
+
+_CONST, _FIXED, _CHOSEN = 0, 1, 2
+
+
+def _how(value: Value, reach: set[str]) -> tuple[int, object]:
+    """How a program gets a value: a literal no choice reaches is a constant (its raw value), a
+    value a choice may replace is resolved for each variant, any other is evaluated as it is."""
+    if value.path in reach:
+        return _CHOSEN, value
+    if value.expr is None and value.items is None:
+        return _CONST, value.raw
+    return _FIXED, value
+
+
+def _bound(t: Template, use: UseBlock) -> tuple[tuple[str, Value | None, Value | None], ...]:
+    """Each parameter of ``t`` at ``use``: (name, the argument written, else None; the default)."""
+    names = [p.name for p in t.params]
+    given: dict[str, Value] = dict(zip(names, (v for k, v in use.args if k is None), strict=False))
+    given.update({k: v for k, v in use.args if k is not None})
+    return tuple((p.name, given.get(p.name), p.default) for p in t.params)
+
+
+@dataclass
+class _Node:
+    index: int
+    name: str
+    op: str
+    attrs: dict | None  # fixed attributes, or None when they are evaluated
+    #: (attribute, how (_CONST, _FIXED, _CHOSEN), the constant or the Value, literal words)
+    values: tuple[tuple[str, int, object, tuple[str, ...]], ...]
+    inputs: tuple[int, ...]
+    scope: int
+    train: bool
+    data: dict
+    #: normalised attributes by the values given (typed: 1, 1.0 and true differ)
+    normalised: dict = field(default_factory=dict)
+    #: (output shape, parameters, multiply-adds, shape error, attributes) by (id(attrs), input shapes)
+    shaped: dict = field(default_factory=dict)
+
+
+#: entries a node's caches hold before they are emptied
+CACHE = 4096
+
+
+def _key(v: object) -> object:
+    """A value as a cache key that tells types apart (``1 == 1.0 == True`` in Python)."""
+    if isinstance(v, (list, tuple)):
+        return tuple(map(_key, v))
+    return (type(v), v)
+
+
+def _remember(cache: dict, key: object, value: object) -> None:
+    if len(cache) >= CACHE:
+        cache.clear()
+    cache[key] = value
+
+
+class _Program:
+    """What re-evaluating the variants of one structure needs (see the module docstring)."""
+
+    def __init__(self, spec: Spec, blocks: dict[str, Block], g: nx.DiGraph, env: Mapping[str, object], reach: set[str]):
+        self.spec = spec
+        self.reach = reach
+        self.scopes: list[tuple[int, tuple]] = []  # (parent scope, bound parameters); scope 0 is the model
+        self.scope_of: dict[str, int] = {"": 0}
+        self.conditions: list[tuple[Value, int, bool]] = []
+        for out in spec.outputs:
+            if out.when is not None:
+                self.conditions.append((out.when, 0, out.when.evaluate(dict(env)) is True))
+        roots = [g.graph["model"], *(o.head for o in g.graph["outputs"] if o.head is not None)]
+        for root in roots:
+            self._visit(root, 0, blocks)
+        # the model's conditions are checked before the template uses are bound: a mismatch shows early
+        self.model_conditions = [c for c in self.conditions if c[1] == 0]
+        self.conditions = [c for c in self.conditions if c[1] != 0]
+        self.weights = [o.loss_weight for o in spec.outputs if o.loss_weight is not None]
+        order = ir.order(g)
+        index = {n: i for i, n in enumerate(order)}
+        self.nodes: list[_Node] = []
+        for i, n in enumerate(order):
+            data = g.nodes[n]
+            values: tuple = ()
+            attrs: dict | None = data["attrs"]
+            if data["op"] != "input" and data["given"]:
+                b = blocks.get(data["keypath"])
+                if not isinstance(b, OpBlock) or b.op != data["op"]:
+                    raise AssertionError(f"node {n}: no op block at {data['keypath']}")
+                opdef = OPS[b.op]
+                values = tuple((k, *_how(v, reach), opdef.attr_index[k].literals) for k, v in b.attrs)
+                if any(how != _CONST for _, how, _, _ in values):
+                    attrs = None  # else every attribute is a literal no choice reaches: the graph's attrs hold
+            scope = self.scope_of[data["instance"]] if data["instance"] else 0
+            inputs = tuple(index[s] for s in ir.inputs(g, n))
+            self.nodes.append(_Node(i, n, data["op"], attrs, values, inputs, scope, data["phase"] == "train", data))
+        counted = [n for n, d in g.nodes(data=True) if d["op"] != "input" and d["phase"] != "train"]
+        self.depth = depth(g, counted)
+        inf = inference_graph(g)
+        self.plan = tuple(
+            (index[a] if a is not None else None, tuple(index[r] for r in frees))
+            for a, frees in _plan(inf, ir.order(inf))
+        )
+
+    def _visit(self, block: ir.Block, scope: int, blocks: dict[str, Block]) -> None:
+        if block.when is not None:
+            self.conditions.append((blocks[block.keypath].when, scope, block.when.value))
+        if block.kind == "skip" or block.dormant:
+            return
+        if block.kind == "use":
+            use = blocks[block.keypath]
+            assert isinstance(use, UseBlock)
+            inner = len(self.scopes) + 1
+            bound = tuple(
+                (name, *_how(given if given is not None else default, self.reach), given is None)
+                for name, given, default in _bound(self.spec.templates[block.template], use)
+            )
+            self.scopes.append((scope, bound))
+            self.scope_of[block.path] = inner
+            scope = inner
+        for child in block.children:
+            self._visit(child, scope, blocks)
+
+    def run(self, env: dict[str, object], resolve, max_params: int) -> Figures | NasdslError:
+        """The figures of the variant whose variables are ``env`` (``resolve`` maps a spec value
+        to the variant's), its shape error, or _Mismatch / _Recompile."""
+        scopes: list[dict[str, object]] = [env]
+        for value, scope, expected in self.model_conditions:
+            self._condition(value, scopes, scope, expected, resolve)
+        try:
+            for parent, bound in self.scopes:
+                caller = scopes[parent]
+                values: dict[str, object] = {}
+                for name, how, x, is_default in bound:
+                    if how == _CONST:
+                        values[name] = x
+                    else:
+                        value = resolve(x) if how == _CHOSEN else x
+                        values[name] = value.evaluate({**env, **values} if is_default else caller)
+                scopes.append({**env, **values})
+        except NasdslError:
+            raise _Recompile from None
+        for value, scope, expected in self.conditions:
+            self._condition(value, scopes, scope, expected, resolve)
+        self._check_model_values(env, resolve)
+        return self._nodes(env, scopes, resolve, max_params)
+
+    @staticmethod
+    def _condition(value: Value, scopes, scope: int, expected: bool, resolve) -> None:
+        try:
+            got = resolve(value).evaluate(scopes[scope])
+        except NasdslError:
+            raise _Recompile from None
+        if not isinstance(got, bool):
+            raise _Recompile
+        if got != expected:
+            raise _Mismatch
+
+    def _check_model_values(self, env: dict[str, object], resolve) -> None:
+        """The loss weights and the input's statistics: checked as the builder checks them."""
+        try:
+            for value in self.weights:
+                w = resolve(value).evaluate(env)
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= MAX_LOSS_WEIGHT:
+                    raise _Recompile
+            inp = self.spec.input
+            channels = check_int(resolve(inp.shape).evaluate(env)[0], 1, MAX_CHANNELS)
+            for stats in (inp.mean, inp.std):
+                if stats is None:
+                    continue
+                v = resolve(stats).evaluate(env)
+                v = v if isinstance(v, list) else [v] * channels
+                if len(v) != channels or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v):
+                    raise _Recompile
+                if stats is inp.std and any(x == 0 for x in v):
+                    raise _Recompile
+        except NasdslError:
+            raise _Recompile from None
+
+    def _nodes(self, env, scopes, resolve, max_params: int) -> Figures | NasdslError:
+        shapes: list[tuple[int, ...] | None] = [None] * len(self.nodes)
+        params = macs = params_train = macs_train = 0
+        errors: list[NasdslError] = []
+        for node in self.nodes:
+            op = node.op
+            try:
+                if op == "input":
+                    shape = resolve(self.spec.input.shape).evaluate(env)
+                    shapes[node.index] = tuple(
+                        check_int(v, 1, MAX_CHANNELS if i == 0 else MAX_SPATIAL) for i, v in enumerate(shape)
+                    )
+                    continue
+                opdef = OPS[op]
+                if node.attrs is not None:
+                    attrs = node.attrs
+                else:
+                    scope = scopes[node.scope]
+                    given = [
+                        x if how == _CONST else (resolve(x) if how == _CHOSEN else x).evaluate(scope, lit)
+                        for _, how, x, lit in node.values
+                    ]
+                    key = tuple(map(_key, given))
+                    attrs = node.normalised.get(key)
+                    if attrs is None:
+                        attrs = opdef.normalise({v[0]: g for v, g in zip(node.values, given, strict=True)})
+                        _remember(node.normalised, key, attrs)
+            except NasdslError:
+                raise _Recompile from None
+            ins = tuple(shapes[i] for i in node.inputs)
+            if None in ins:
+                continue
+            key = (id(attrs), ins)
+            known = node.shaped.get(key)
+            if known is None:
+                try:
+                    out = tuple(opdef.infer(ins, attrs))
+                except ShapeError as e:
+                    known = (None, 0, 0, _shape_error(e, node, [self.nodes[i].name for i in node.inputs]))
+                else:
+                    p = opdef.params(ins, attrs) if opdef.init_params else 0
+                    known = (out, p, opdef.macs(ins, attrs, out), None)
+                _remember(node.shaped, key, (*known, attrs))  # attrs kept alive: its id stays its own
+            out, p, m, error = known[:4]
+            if error is not None:
+                errors.append(error)
+                continue
+            shapes[node.index] = out
+            params_train += p
+            macs_train += m
+            if not node.train:
+                params += p
+                macs += m
+        if errors:
+            return ErrorList(errors) if len(errors) > 1 else errors[0]
+        if params_train > max_params:
+            return LimitError(
+                f"the model has {params_train:,} parameters, above the limit of {max_params:,} "
+                "(raise it with --max-params)",
+                location=self.spec.model.loc,
+                path="model",
+            )
+        sizes = [math.prod(s) for s in shapes]  # type: ignore[arg-type]
+        live = peak = 0
+        for alloc, frees in self.plan:
+            if alloc is not None:
+                live += sizes[alloc]
+            peak = max(peak, live)
+            for r in frees:
+                live -= sizes[r]
+        return Figures(params, macs, self.depth, peak, params_train, macs_train)
+
+
+def _shape_error(e: ShapeError, node: _Node, sources: list[str]) -> ShapeError:
+    """The error ``infer_shapes`` gives for this node."""
+    message = e.message
+    if len(sources) > 1:
+        message += f" (from {', '.join(sources)})"
+    if node.data.get("scope"):
+        message += f" (in node {node.name})"
+    return ShapeError(message, location=node.data["loc"], path=node.data["keypath"])
+
+
+# ---------------------------------------------------------------------------
+# The evaluator
+
+
+_INDEX = re.compile(r"\[\d+\]$")
+
+
+class Evaluator:
+    """Evaluates variants of a :class:`~nasdsl.space.Space` (see the module docstring).
+
+    ``max_nodes`` and ``max_params`` are the compiler's limits (``compile_spec``'s): a
+    variant above them is invalid, with the compiler's error.
+    """
+
+    def __init__(self, space: Space, *, max_nodes: int = MAX_NODES, max_params: int = MAX_PARAMS):
+        self.space = space
+        self.max_nodes = max_nodes
+        self.max_params = max_params
+        self.recompiled = 0
+        self.evaluated = 0
+        doc = space.document_of(space.default)
+        self.spec = parse_spec(doc, space.file, document.spec_hash(doc), space.files)
+        self.blocks = _spec_blocks(self.spec)
+        self.programs: list[_Program] = []
+        self.nested: set[str] = set()  # spec paths of list values that hold a choice
+        self.reach: set[str] = set()  # spec paths of the values a choice may replace
+        for p in space.points:
+            for pos in p.positions:
+                path = pos.spec_path
+                self.reach.add(path)
+                while _INDEX.search(path):
+                    path = _INDEX.sub("", path)
+                    self.nested.add(path)
+        self.reach |= self.nested
+        structure, outcome = self._compile_graph(doc)
+        if structure is not None:  # a program, even when the default's shapes do not fit
+            self.programs.append(_Program(self.spec, self.blocks, structure, structure.graph["variables"], self.reach))
+
+    def _compile_graph(self, doc) -> tuple[nx.DiGraph | None, nx.DiGraph | NasdslError]:
+        """Compile a variant's document as ``compile_spec`` does: its checked graph before shapes
+        (None when it does not build), and the shaped graph or the compiler's error."""
+        try:
+            spec = parse_spec(doc, self.space.file, document.spec_hash(doc), self.space.files)
+            structure = check(build(spec, max_nodes=self.max_nodes))
+        except NasdslError as e:
+            return None, e
+        try:
+            g = infer_shapes(structure)
+        except NasdslError as e:
+            return structure, e
+        total = figures_params_train(g)
+        if total > self.max_params:
+            return structure, LimitError(
+                f"the model has {total:,} parameters, above the limit of {self.max_params:,} "
+                "(raise it with --max-params)",
+                location=spec.model.loc,
+                path="model",
+            )
+        return structure, g
+
+    def evaluate(self, picks: tuple[int, ...]) -> Result:
+        """The figures of one variant, or the compiler's error."""
+        self.evaluated += 1
+        variant = self.space.id_of(picks)
+        overrides: dict[str, Value] = {}
+        for i, (p, k) in enumerate(zip(self.space.points, picks, strict=True)):
+            if k != p.default:
+                for pos in p.positions:
+                    overrides[pos.spec_path] = self.space.option_values[i][k]
+        resolve = self._resolver(overrides)
+        try:
+            env = self.space.environment(picks)
+        except NasdslError:
+            return self._full(variant, picks)
+        for n, program in enumerate(self.programs):
+            try:
+                outcome = program.run(env, resolve, self.max_params)
+            except _Mismatch:
+                continue
+            except _Recompile:
+                return self._full(variant, picks)
+            if n:  # most recently used first
+                self.programs.insert(0, self.programs.pop(n))
+            if isinstance(outcome, NasdslError):
+                return Result(variant, picks, None, outcome.format())
+            return Result(variant, picks, outcome)
+        return self._full(variant, picks, keep=True)
+
+    def compile(self, picks: tuple[int, ...]) -> Result:
+        """The same as :meth:`evaluate`, by compiling the variant in full (what the tests compare)."""
+        return self._full(self.space.id_of(picks), picks, count=False)
+
+    def _full(self, variant: int, picks: tuple[int, ...], *, keep: bool = False, count: bool = True) -> Result:
+        if count:
+            self.recompiled += 1
+        structure, outcome = self._compile_graph(self.space.document_of(picks))
+        if keep and structure is not None:
+            program = _Program(self.spec, self.blocks, structure, structure.graph["variables"], self.reach)
+            self.programs.insert(0, program)
+            del self.programs[MAX_PROGRAMS:]
+        if isinstance(outcome, NasdslError):
+            return Result(variant, picks, None, outcome.format(), recompiled=True)
+        g = outcome
+        return Result(variant, picks, figures(g), recompiled=True)
+
+    def _resolver(self, overrides: dict[str, Value]):
+        if not overrides:
+            return _same
+        nested = self.nested
+
+        def resolve(value: Value) -> Value:
+            found = overrides.get(value.path)
+            if found is not None:
+                return found
+            if value.items is not None and value.path in nested:
+                return Value(value.raw, value.loc, value.path, value.expr, tuple(resolve(v) for v in value.items))
+            return value
+
+        return resolve
+
+
+def _same(value: Value) -> Value:
+    return value
+
+
+def figures_params_train(g: nx.DiGraph) -> int:
+    """Every learned parameter of the graph, training-only heads included (what the limit counts)."""
+    from nasdsl.passes.shapes import params
+
+    return sum(params(g, n) for n, d in g.nodes(data=True) if d["op"] != "input")
+
+
+__all__ = ["Evaluator", "Figures", "Result", "figures", "peak_activations"]

@@ -1,0 +1,676 @@
+"""Design spaces: choices in specs (nasdsl/space.py), their fast evaluation (nasdsl/variants.py), and the
+``space`` and ``sweep`` commands. The fast figures are checked against full compilations of the
+variants' plain documents, exhaustively on small spaces and with hypothesis on random picks."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nasdsl
+from nasdsl import document
+from nasdsl import space as spaces
+from nasdsl.choices import to_yaml
+from nasdsl.cli import main
+from nasdsl.errors import NasdslError
+from nasdsl.summary import summarize
+from nasdsl.variants import Evaluator, figures, peak_activations
+
+from paths import SPECS
+
+#: a small spec that uses every kind of choice: in variables (numbers, booleans, a range, a dependent
+#: choice, a conditional one), a parameter default, a template body, a list item, a structural `when`,
+#: a constraint; some variants do not fit (the pooling window outgrows the map)
+FAMILY = """\
+nasdsl: 1
+name: Family
+input:
+  shape: [3, res, res]
+variables:
+  res: {choice: [32, 24, 16]}
+  width: {range: [8, 24, 8]}
+  wide: {choice: ["width", "2 * width"]}
+  deep: {choice: [true, false]}
+  head_p: {choice: [0.5, 0.2], when: deep}
+  k: {choice: [3, 5], default: 5}
+constraints:
+  - "wide <= 32 or not deep"
+templates:
+  ConvBN:
+    params: [out, {kernel: {choice: [3, 1]}}, {stride: 1}]
+    body:
+      conv: {op: conv2d, out: out, kernel: kernel, stride: stride, padding: "(kernel - 1) // 2", bias: false}
+      bn: batch_norm
+      relu: relu
+  Block:
+    params: [out]
+    body:
+      concat:
+        a: {use: ConvBN, args: [out]}
+        b: {use: ConvBN, args: {out: {choice: ["out", "out // 2"]}, kernel: 1}}
+model:
+  stem: {use: ConvBN, args: [wide, k, 2]}
+  pool: {op: max_pool, kernel: [{choice: [2, 3]}, 2]}
+  block1: {use: Block, args: [width]}
+  block2: {use: Block, args: [wide], when: deep}
+  gap: {op: avg_pool, kernel: "res // 4"}
+  flat: flatten
+  drop: {op: dropout, p: head_p, when: {choice: [true, false]}}
+  fc: {op: linear, out: 10}
+outputs:
+  logits: {from: fc}
+  aux:
+    from: block1
+    head: [global_avg_pool, flatten, {op: linear, out: 10}]
+    training_only: true
+    when: deep
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "family.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _space(path: Path, overrides=()) -> spaces.Space:
+    return spaces.load_space(path, overrides)
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory) -> spaces.Space:
+    return _space(_write(tmp_path_factory.mktemp("family"), FAMILY))
+
+
+@pytest.fixture(scope="module")
+def family_evaluator(family) -> Evaluator:
+    return Evaluator(family)
+
+
+def _full(space: spaces.Space, picks: tuple[int, ...]):
+    """A variant compiled the slow way: its plain document through compile_spec's stages, no shortcuts."""
+    doc = space.document_of(picks)
+    spec = nasdsl.api.parse_spec(doc, space.file, document.spec_hash(doc), space.files)
+    return nasdsl.compile_spec(spec)
+
+
+# --------------------------------------------------------------------------- the syntax
+
+
+def test_the_choice_points_of_a_document(family):
+    names = [p.name for p in family.points]
+    assert names == [
+        *("res", "width", "wide", "deep", "head_p", "k"),  # variables first, in order
+        "pool.kernel.0",  # then the model's
+        "drop.when",
+        "templates.ConvBN.params.1.kernel",  # then the templates'
+        "templates.Block.body.concat.b.out",
+    ]
+    width = family.points[1]
+    assert width.kind == "range" and width.options == (8, 16, 24) and width.default == 0
+    assert family.points[5].default == 1  # default: 5
+    assert family.points[4].when is not None and family.points[4].variable == "head_p"
+    assert family.size == 3 * 3 * 2 * 2 * 2 * 2 * 2 * 2 * 2 * 2
+    assert [c.text for c in family.constraints] == ["wide <= 32 or not deep"]
+
+
+def test_a_spec_with_choices_compiles_as_its_default_variant(tmp_path, family):
+    path = _write(tmp_path, FAMILY)
+    net = nasdsl.compile_spec(path)
+    assert net.graph.graph["variables"] == {"res": 32, "width": 8, "wide": 8, "deep": True, "head_p": 0.5, "k": 5}
+    assert net.graph.nodes["stem.conv"]["attrs"]["kernel"] == (5, 5)
+    assert net.graph.nodes["pool"]["attrs"]["kernel"] == (2, 2)
+    default = _full(family, family.default)
+    assert figures(net.graph) == figures(default.graph)
+    # --set on a choice replaces it by that value (any value, as when editing the file)
+    other = nasdsl.compile_spec(path, ["width=12", "pool.kernel.0=1"])
+    assert other.graph.graph["variables"]["width"] == 12
+    assert other.graph.nodes["pool"]["attrs"]["kernel"] == (1, 2)
+
+
+def test_a_plain_document_is_left_alone():
+    doc, _ = document.load_document(SPECS / "googlenet.yaml")
+    assert spaces.default_document(doc) is doc
+
+
+ERRORS = [
+    (
+        "width: {choise: [1, 2]}",
+        "variables.width.choise: unknown key 'choise' in a choice (did you mean 'choice'?); "
+        "allowed: choice, range, default, when",
+        (7, 11),
+    ),
+    ("width: {choice: []}", "variables.width.choice: expected a list of one or more options, got an empty list", None),
+    ("width: {range: [8, 4, 2]}", "variables.width.range[1]: expected to >= from (8), got 4", None),
+    ("width: {range: [8, 16, 0]}", "variables.width.range[2]: expected a step > 0, got 0", None),
+    ("width: {range: [8, 16.5]}", "variables.width.range: expected [from, to] or [from, to, step], integers", None),
+    (
+        "width: {choice: [8, 16], default: 12}",
+        "variables.width.default: expected the default to be one of the options (8, 16), got 12",
+        None,
+    ),
+    ("width: {choice: [8, 16, 8]}", "variables.width.choice[2]: option 8 is given twice", None),
+    (
+        "width: {choice: [8, {choice: [1]}]}",
+        "variables.width.choice[1]: expected an option that is a number, true, false or an expression, "
+        "got a choice inside a choice",
+        None,
+    ),
+    ("width: {choice: [8], range: [1, 2]}", "variables.width: expected a choice with one of the keys", None),
+    ("width: {lo: 1, hi: 2}", "variables.width: expected a number, a name or an expression, got a mapping", None),
+    ("width: {default: 8}", "variables.width: expected a choice with one of the keys 'choice'", None),
+    ("width: {choice: [8, 16], when: later}", "a choice's condition may use only the variables before it", None),
+    ("width: {choice: [8, 16], when: [1]}", "variables.width.when: expected a condition", None),
+]
+
+
+@pytest.mark.parametrize(("line", "message", "where"), ERRORS, ids=[e[0] for e in ERRORS])
+def test_a_malformed_choice_is_a_located_error(tmp_path, capsys, line, message, where):
+    text = f"""\
+nasdsl: 1
+name: Bad
+input:
+  shape: [3, 8, 8]
+variables:
+  n: 4
+  {line}
+  later: 1
+model:
+  conv: {{op: conv2d, out: width, kernel: 1}}
+"""
+    path = _write(tmp_path, text, "bad.yaml")
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert err.startswith(f"{path}:7:"), err
+    if where is not None:
+        assert err.startswith(f"{path}:{where[0]}:{where[1]}: error: "), err
+    assert main(["space", str(path), "--count"]) == 2
+
+
+def test_constraints_are_checked_on_the_default_and_must_be_conditions(tmp_path, capsys):
+    base = FAMILY.replace('  - "wide <= 32 or not deep"', '  - "width >= 16"')
+    path = _write(tmp_path, base)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"{path}:13:6: error: constraints[0]: the spec's values break this constraint (width = 8)", err
+    assert main(["check", str(path), "--set", "width=16"]) == 0
+    capsys.readouterr()
+    path = _write(tmp_path, FAMILY.replace('  - "wide <= 32 or not deep"', '  - "width + 1"'))
+    assert main(["check", str(path)]) == 2
+    assert "constraints[0]: expected a condition that gives true or false, got 9" in capsys.readouterr().err
+    path = _write(tmp_path, FAMILY.replace('constraints:\n  - "wide <= 32 or not deep"', "constraints: wide"))
+    assert main(["check", str(path)]) == 2
+    assert "constraints: expected a list of conditions" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- counting, ids, sampling
+
+
+def test_the_count_is_exact_and_the_enumeration_is_in_id_order(family):
+    listed = list(family.variants())
+    ids = [family.id_of(p) for p in listed]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert family.count() == len(listed)
+    # by brute force: every pick tuple, kept when inactive choices are at their default and the constraint holds
+    brute = 0
+    for n in range(family.size):
+        picks = family.picks_of(n)
+        assert family.id_of(picks) == n
+        env = family.environment(picks)
+        if not env["deep"] and picks[4] != family.points[4].default:
+            continue
+        if not (env["wide"] <= 32 or not env["deep"]):
+            continue
+        brute += 1
+        assert family.why_not(picks) is None
+    assert brute == family.count() == 1536
+
+
+def test_an_independent_space_is_counted_without_enumerating():
+    doc, files = document.load_document(SPECS / "googlenet.yaml")
+    overrides = {f"inception{m}.c3x3": {"range": [64, 512, 16]} for m in ("3a", "3b", "4a", "4b", "4c", "4d", "4e")}
+    space = spaces.find_space(spaces.apply_overrides(doc, overrides), files[0], files)
+    assert space.independent and space.count() == 29**7
+    last = space.picks_of(space.count() - 1)
+    assert last == (28,) * 7 and space.id_of(last) == 29**7 - 1
+
+
+def test_sampling_is_seeded_distinct_and_in_the_space(family):
+    a = family.sample(25, seed=3)
+    assert a == family.sample(25, seed=3) and a != family.sample(25, seed=4)
+    ids = [family.id_of(p) for p in a]
+    assert len(set(ids)) == 25 and ids == sorted(ids)
+    assert all(family.why_not(p) is None for p in a)
+    assert len(family.sample(10_000, seed=0)) == family.count()
+
+
+def test_a_yaml_alias_ties_a_choice_and_names_reach_it(tmp_path):
+    text = FAMILY.replace(
+        "  block1: {use: Block, args: [width]}", "  block1: {use: Block, args: [&w {choice: [8, 12]}]}"
+    )
+    text = text.replace("  fc: {op: linear, out: 10}", "  fc: {op: linear, out: *w}")
+    space = _space(_write(tmp_path, text))
+    (tied,) = [p for p in space.points if len(p.positions) == 2]
+    assert tied.name == "block1.out" and [q.set_path for q in tied.positions] == ["block1.out", "fc.out"]
+    doc = space.document_of(tuple(1 if p is tied else p.default for p in space.points))
+    assert doc["model"]["block1"]["args"][0] == 12 and doc["model"]["fc"]["out"] == 12
+    # --set copies the document: the tie holds all the same
+    again = _space(tmp_path / "family.yaml", ["k=3"])
+    assert [len(p.positions) for p in again.points].count(2) == 1 and again.count() == space.count() // 2
+
+
+def test_every_point_name_is_a_set_path_to_its_place(family):
+    """Setting a point's name to an option with --set gives the document of that pick (for one point at a time)."""
+    default_doc = family.document_of(family.default)
+    for i, p in enumerate(family.points):
+        picks = tuple(len(q.options) - 1 if j == i else q.default for j, q in enumerate(family.points))
+        value = to_yaml(p.options[-1], p.option_locs[-1])
+        via_set = document.apply_overrides(default_doc, {p.name: value})
+        want = family.document_of(picks)
+        assert _normal(via_set) == _normal(want), p.name
+
+
+def _normal(doc) -> str:
+    """A document's canonical text, template uses' positional arguments named (as --set makes them)."""
+    plain = json.loads(document.canonical_json(doc))
+    names = {t: [next(iter(p)) if isinstance(p, dict) else p for p in body.get("params", [])]
+             for t, body in plain.get("templates", {}).items()}  # fmt: skip
+
+    def fix(node):
+        if isinstance(node, dict):
+            node = {k: fix(v) for k, v in node.items()}
+            if isinstance(node.get("use"), str) and isinstance(node.get("args"), list):
+                node["args"] = dict(zip(names.get(node["use"], []), node["args"], strict=False))
+            return node
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    return json.dumps(fix(plain), sort_keys=True)
+
+
+# --------------------------------------------------------------------------- fast figures = full compiles
+
+
+def _agrees(space: spaces.Space, evaluator: Evaluator, picks: tuple[int, ...]) -> None:
+    fast = evaluator.evaluate(picks)
+    try:
+        net = _full(space, picks)
+    except NasdslError as e:
+        assert not fast.valid and fast.error == e.format(), (space.choices(picks), fast, e.format())
+        return
+    assert fast.valid, (space.choices(picks), fast.error)
+    totals, training = summarize(net.graph)["totals"], summarize(net.graph, with_aux=True)["totals"]
+    f = fast.figures
+    assert (f.params, f.macs, f.depth) == (totals["params"], totals["macs"], totals["depth"]), space.choices(picks)
+    assert (f.params_train, f.macs_train) == (training["params"], training["macs"])
+    assert f.peak == peak_activations(net.graph)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fast_figures_equal_a_full_compile(family, family_evaluator, data):
+    picks = tuple(data.draw(st.integers(0, len(p.options) - 1), label=p.name) for p in family.points)
+    _agrees(family, family_evaluator, picks)
+
+
+def test_fast_figures_equal_a_full_compile_along_the_enumeration(family):
+    evaluator = Evaluator(family)
+    listed = list(family.variants())
+    valid = 0
+    for picks in listed[::7]:
+        _agrees(family, evaluator, picks)
+    results = [evaluator.evaluate(p) for p in listed]
+    valid = sum(r.valid for r in results)
+    assert 0 < valid < len(results)  # the family has both
+    # the structure changes with `deep` and with the dropout's `when`: four programs
+    assert len(evaluator.programs) == 4
+
+
+def test_googlenet_filter_counts_never_recompile_and_agree():
+    doc, files = document.load_document(SPECS / "googlenet.yaml")
+    overrides = {
+        "inception4a.c3x3": {"choice": [208, 160, 256]},
+        "inception4e.c5x5": {"choice": [128, 64]},
+        "inception5b.c1x1": {"range": [256, 512, 128]},
+        "dropout": {"choice": [0.4, 0.2]},
+        "input.shape": {"choice": [[3, 224, 224], [3, 192, 192]]},
+    }
+    space = spaces.find_space(spaces.apply_overrides(doc, overrides), files[0], files)
+    evaluator = Evaluator(space)
+    for picks in space.variants():
+        _agrees(space, evaluator, picks)
+    assert evaluator.recompiled == 0  # 192x192 does not fit the 7x7 pool: a shape error, reported without compiling
+
+
+def test_an_invalid_default_still_gives_the_fast_path_its_structure(capsys):
+    """The first input shape does not fit GoogLeNet's 7x7 pool: no variant is compiled in full all the same."""
+    spec = str(SPECS / "googlenet.yaml")
+    argv = ["sweep", spec, "--set", "input.shape=[[3,192,192],[3,224,224]]", "--set", "num_classes=[10,20]"]
+    assert main([*argv, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["recompiled"] == 0 and [v["valid"] for v in data["variants"]] == [False, True, False, True]
+    with pytest.raises(NasdslError) as caught:
+        nasdsl.compile_spec(spec, ["input.shape=[3,192,192]", "num_classes=20"])
+    assert data["variants"][2]["error"] == caught.value.format()
+
+
+def test_a_variant_above_the_parameter_limit_is_invalid_with_the_compilers_message(family):
+    evaluator = Evaluator(family, max_params=1000)
+    result = evaluator.evaluate(family.default)
+    assert not result.valid and "parameters, above the limit of 1,000 (raise it with --max-params)" in result.error
+    assert result.error == Evaluator(family, max_params=1000).compile(family.default).error
+
+
+def test_peak_activation_size_by_hand(tmp_path):
+    text = """\
+nasdsl: 1
+name: Tiny
+input: {shape: [2, 4, 4]}
+model:
+  conv: {op: conv2d, out: 3, kernel: 1}
+  relu: relu
+  both: {concat: [identity, {op: conv2d, out: 1, kernel: 1}]}
+  flat: flatten
+  drop: {op: dropout, p: 0.5}
+  fc: {op: linear, out: 5}
+"""
+    g = nasdsl.compile_spec(_write(tmp_path, text, "tiny.yaml")).graph
+    # x 32; conv 48 (x freed after); relu 48 (conv freed); the identity is a view of relu; the branch's conv 16;
+    # concat 64 while relu (48) and the branch (16) are still held: 48 + 16 + 64 = 128; flatten is a view
+    assert peak_activations(g) == 128
+    assert figures(g).peak == 128
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_space_lists_counts_and_formats(tmp_path, capsys):
+    path = str(_write(tmp_path, FAMILY))
+    code, out, _ = _run(capsys, "space", path, "--count")
+    assert code == 0 and out == "1536\n"
+    code, out, _ = _run(capsys, "space", path)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("Family: 1,536 variants (res 3 x width 3 x wide 2 x deep 2 x head_p 2")
+    assert "1 constraint)" in lines[0]
+    assert lines[1].split()[:4] == ["id", "res", "width", "wide"] and "invalid" in out
+    assert any(line.startswith("variant ") and ": error: " in line for line in lines)
+    code, out, _ = _run(capsys, "space", path, "--format", "json")
+    data = json.loads(out)
+    assert data["count"] == 1536 == len(data["variants"]) and data["constraints"] == ["wide <= 32 or not deep"]
+    first = data["variants"][0]
+    assert set(first) == {"id", "choices", "set", "valid", "error", "params", "macs", "depth", "peak",
+                          "params_train", "macs_train"}  # fmt: skip
+    assert first["set"][0] == "res=32" and first["choices"]["wide"] == "width"
+    code, out, _ = _run(capsys, "space", path, "--format", "csv", "--valid-only")
+    rows = out.splitlines()
+    assert rows[0].startswith("id,res,width,wide,deep,head_p,k,") and rows[0].endswith(",error")
+    assert all(",true," in r for r in rows[1:]) and len(rows) - 1 == sum(v["valid"] for v in data["variants"])
+    code, out, _ = _run(capsys, "space", path, "--format", "markdown", "--limit", "3")
+    assert out.startswith("**Family: 1,536 variants") and out.count("\n| ") == 4
+    code, out, _ = _run(capsys, "space", path, "--format", "ids", "--limit", "4")
+    assert out.split() == [str(v["id"]) for v in data["variants"][:4]]
+
+
+def test_budgets_pareto_and_sort(tmp_path, capsys):
+    path = str(_write(tmp_path, FAMILY))
+    first = ["--limit", "400", "--format", "json"]  # the first 400 variants: enough of both kinds
+    _, out, _ = _run(capsys, "space", path, *first)
+    valid = [v for v in json.loads(out)["variants"] if v["valid"]]
+    budget = sorted(v["macs"] for v in valid)[len(valid) // 2]
+    _, out, _ = _run(capsys, "space", path, *first, "--max-macs", str(budget), "--max", "params=3k")
+    kept = json.loads(out)["variants"]
+    want = [v for v in json.loads(_run(capsys, "space", path, *first)[1])["variants"]
+            if not v["valid"] or (v["macs"] <= budget and v["params"] <= 3000)]  # fmt: skip
+    assert [v["id"] for v in kept] == [v["id"] for v in want]
+    _, out, _ = _run(
+        capsys,
+        "space",
+        path,
+        "--limit",
+        "400",
+        "--format",
+        "json",
+        "--max-params",
+        "2.5k",
+        "--min",
+        "depth=4",
+        "--valid-only",
+    )
+    kept = json.loads(out)["variants"]
+    assert kept and all(v["params"] <= 2500 and v["depth"] >= 4 and v["valid"] for v in kept)
+    _, out, _ = _run(capsys, "space", path, *first, "--pareto", "macs,params:max")
+    front = json.loads(out)["variants"]
+    for v in front:
+        assert not any(w["macs"] <= v["macs"] and w["params"] >= v["params"] and (w["macs"], w["params"]) !=
+                       (v["macs"], v["params"]) for w in valid)  # fmt: skip
+    assert {(v["macs"], v["params"]) for v in front} == {
+        (v["macs"], v["params"]) for v in valid
+        if not any(w["macs"] <= v["macs"] and w["params"] >= v["params"] and w is not v
+                   and (w["macs"], w["params"]) != (v["macs"], v["params"]) for w in valid)
+    }  # fmt: skip
+    _, out, _ = _run(capsys, "space", path, *first, "--sort", "macs", "--valid-only")
+    macs = [v["macs"] for v in json.loads(out)["variants"]]
+    assert macs == sorted(macs)
+
+
+def test_shards_split_the_listing_exactly(tmp_path, capsys):
+    path = str(_write(tmp_path, FAMILY))
+    for extra in (
+        ["--limit", "300"],
+        ["--sample", "50", "--seed", "7"],
+        ["--valid-only", "--sort", "params", "--limit", "200"],
+    ):
+        whole = _run(capsys, "space", path, "--format", "ids", *extra)[1].split()
+        shards = [_run(capsys, "space", path, "--format", "ids", "--shard", f"{i}/4", *extra)[1].split()
+                  for i in range(1, 5)]  # fmt: skip
+        seen = [v for s in shards for v in s]
+        assert sorted(seen, key=int) == sorted(whole, key=int) and len(set(seen)) == len(seen)
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_pick_writes_a_plain_spec_that_round_trips(tmp_path, capsys, family):
+    path = str(_write(tmp_path, FAMILY))
+    picks = next(p for p in family.variants() if family.id_of(p) > 0 and Evaluator(family).evaluate(p).valid
+                 and family.environment(p)["deep"] is False)  # fmt: skip
+    variant = family.id_of(picks)
+    out = tmp_path / "variant.yaml"
+    code, text, _ = _run(capsys, "space", path, "--pick", str(variant), "-o", str(out))
+    assert code == 0 and text.startswith(f"wrote {out}") and f"variant {variant}" in text
+    written = out.read_text()
+    assert written.startswith(f"# variant {variant} of {path}: res=") and "choice" not in written.split("\n", 2)[2]
+    assert "constraints" not in written
+    reread = nasdsl.compile_spec(out)
+    assert figures(reread.graph) == Evaluator(family).evaluate(picks).figures
+    assert spaces.find_space(document.load_document(out)[0]).points == ()
+    assert document.canonical_json(document.load_document(out)[0]) == document.canonical_json(family.document_of(picks))
+    # printed without -o; an error for an id outside the space
+    assert _run(capsys, "space", path, "--pick", str(variant))[1] == written
+    code, _, err = _run(capsys, "space", path, "--pick", str(family.size))
+    assert code == 2 and f"--pick: expected a variant id from 0 to {family.size - 1:,}" in err
+
+
+def test_pick_refuses_excluded_and_invalid_variants(tmp_path, capsys, family):
+    path = str(_write(tmp_path, FAMILY))
+    excluded = next(n for n in range(family.size) if family.why_not(family.picks_of(n)) is not None)
+    code, _, err = _run(capsys, "space", path, "--pick", str(excluded))
+    assert code == 2 and f"variant {excluded} is not in the space:" in err
+    evaluator = Evaluator(family)
+    invalid = next(p for p in family.variants() if not evaluator.evaluate(p).valid)
+    code, _, err = _run(capsys, "space", path, "--pick", str(family.id_of(invalid)))
+    assert code == 2 and "does not compile" in err and "expected a kernel no larger than" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--shard", "0/4"], "--shard: expected i/n with 1 <= i <= n, got '0/4'"),
+        (["--max-macs", "lots"], "--max-macs: expected a number such as 1500000, 1.5e6 or 1.5M, got 'lots'"),
+        (["--max", "flops=3"], "--max: expected COLUMN=N with a column of params, macs, depth, peak"),
+        (["--pareto", "macs,speed"], "--pareto: expected columns of params, macs"),
+        (["-o", "x.yaml"], "-o names the file --pick writes; give --pick K"),
+    ],
+)
+def test_bad_options_exit_2(tmp_path, capsys, argv, message):
+    path = str(_write(tmp_path, FAMILY))
+    code, out, err = _run_exit(capsys, ["space", path, *argv])
+    assert code == 2 and message in err and out == ""
+
+
+def _run_exit(capsys, argv):
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_huge_space_needs_a_sample_or_a_limit(capsys):
+    spec = str(SPECS / "googlenet.yaml")
+    argv = [
+        "sweep",
+        spec,
+        *(f"--set=inception{m}.c1x1=[64,96,128,160]" for m in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")),
+    ]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and "the space has 262,144 variants: evaluate --sample N of them or the first --limit N" in err
+    code, out, _ = _run(capsys, *argv, "--sample", "20", "--seed", "1", "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["count"] == 4**9 and data["listed"] == 20 and data["recompiled"] == 0
+
+
+def test_sweep_crosses_its_axes_and_fixes_the_rest(capsys, tmp_path):
+    spec = str(SPECS / "googlenet.yaml")
+    code, out, _ = _run(
+        capsys, "sweep", spec, "--set", "inception4a.c3x3=[160,208]", "--set", "num_classes=[10,1000]",
+        "--set", "dropout=0.5", "--set", "maxpool4.kernel=[[2,2],[3,3]]", "--format", "json",
+    )  # fmt: skip
+    data = json.loads(out)
+    assert code == 0 and data["count"] == 8
+    assert [p["name"] for p in data["choices"]] == ["num_classes", "inception4a.c3x3", "maxpool4.kernel"]
+    by_choice = {}
+    for v in data["variants"]:
+        c = v["choices"]
+        by_choice[(c["inception4a.c3x3"], c["num_classes"], tuple(c["maxpool4.kernel"]))] = v
+    want = nasdsl.compile_spec(spec, ["inception4a.c3x3=160", "num_classes=10", "dropout=0.5", "maxpool4.kernel=[3,3]"])
+    got = by_choice[(160, 10, (3, 3))]
+    totals = want.summary()["totals"]
+    assert (got["params"], got["macs"], got["set"]) == (
+        totals["params"], totals["macs"], ["num_classes=10", "inception4a.c3x3=160", "maxpool4.kernel=[3,3]"]
+    )  # fmt: skip
+    # a spec's own choices keep their defaults in a sweep
+    path = str(_write(tmp_path, FAMILY))
+    code, out, _ = _run(capsys, "sweep", path, "--set", "k=[3,5,7]", "--format", "json")
+    data = json.loads(out)
+    assert (
+        data["count"] == 3
+        and [p["name"] for p in data["choices"]] == ["k"]
+        and data["constraints"] == ["wide <= 32 or not deep"]
+    )
+
+
+NO_TORCH = """
+import sys
+from nasdsl.cli import main
+for argv in ARGV:
+    code = main(argv)
+    assert code == 0, (argv, code)
+loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+assert not loaded, loaded[:5]
+"""
+
+
+def test_space_sweep_and_diff_never_import_torch(tmp_path):
+    path = str(_write(tmp_path, FAMILY))
+    argv = [
+        ["space", path, "--format", "json", "--limit", "20"],
+        ["space", path, "--pick", "1", "-o", str(tmp_path / "v.yaml")],
+        ["sweep", str(SPECS / "googlenet.yaml"), "--set", "inception4a.c3x3=[160,208]"],
+        ["diff", str(SPECS / "googlenet.yaml"), str(SPECS / "googlenet_bn.yaml"), "--format", "json"],
+    ]
+    script = NO_TORCH.replace("ARGV", repr(argv))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_commands_say_what_they_do(capsys):
+    for command in ("space", "sweep", "diff", "transfer"):
+        code, out, _ = _run_exit(capsys, [command, "--help"])
+        assert code == 0 and f"examples:\n  nasdsl {command}" in out and "limits:" in out, command
+
+
+# --------------------------------------------------------------------------- the guide
+
+
+def _fenced(text: str) -> list[tuple[str, str]]:
+    """The fenced blocks of a Markdown text, in order: (info string, body)."""
+    return [(m[1].strip(), m[2]) for m in re.finditer(r"```([^\n]*)\n(.*?)```", text, flags=re.S)]
+
+
+def _out(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, (argv, out)
+    return out
+
+
+def test_the_design_space_guide_runs(tmp_path, monkeypatch, capsys):
+    """Every command of docs/design-space.md runs, in order, in a copy of the layout it assumes
+    (its spec file at the repository root, next to specs/), and the job script's nasdsl lines
+    split the selected variants into shards that hold each exactly once."""
+    from paths import ROOT
+
+    blocks = _fenced((ROOT / "docs" / "design-space.md").read_text())
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "googlenet.yaml").write_text((SPECS / "googlenet.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    ran = shown = 0
+    last = None  # what the last command printed: a text block right after its block shows lines of it
+    for info, body in blocks:
+        if info == "yaml title=googlenet_space.yaml":
+            Path("googlenet_space.yaml").write_text(body)
+        elif info == "python":
+            exec(compile(body, "docs/design-space.md", "exec"), {})  # the project's own guide
+            ran += 1
+        elif info == "sh":
+            for line in body.splitlines():
+                line = line.split("  #", 1)[0].strip()
+                if line.startswith("nasdsl "):
+                    last = _out(capsys, shlex.split(line)[1:])
+                    ran += 1
+            continue
+        elif info == "text" and last is not None:
+            printed = last.splitlines()
+            for line in body.splitlines():
+                assert not line.strip() or line in printed, f"the guide shows a line nasdsl does not print:\n{line}"
+                shown += 1
+        last = None
+    assert ran >= 12 and shown >= 12
+    assert Path("variant.yaml").exists() and Path("variant.safetensors").exists()
+    (script,) = [body for info, body in blocks if info == "bash title=train_shard.sh"]
+    (select,) = [line for line in script.splitlines() if "--shard" in line]
+    argv = shlex.split(select[select.index("$(nasdsl ") + 2 : select.rindex(")")])[1:]
+    whole = _out(capsys, [a for a in argv if a not in ("--shard", "$shard")]).split()
+    seen = []
+    for task in range(2):
+        seen += _out(capsys, [f"{task + 1}/2" if a == "$shard" else a for a in argv]).split()
+    assert sorted(seen, key=int) == sorted(whole, key=int) and len(set(seen)) == len(seen) and whole
+    (pick,) = [line.strip() for line in script.splitlines() if "--pick" in line]
+    _out(capsys, [a.replace("$id", whole[-1]) for a in shlex.split(pick)[1:]])
+    assert nasdsl.compile_spec(f"runs/{whole[-1]}/spec.yaml").summary()["totals"]["macs"] <= 1e9

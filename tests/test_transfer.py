@@ -1,0 +1,202 @@
+"""Weight transfer between variants (nasdsl/transfer.py, ``nasdsl transfer``): every tensor copied,
+adapted by the documented rule, or initialised by the child's init rules; nothing dropped silently."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import nasdsl
+from nasdsl.cli import main
+from nasdsl.errors import WeightsError
+from nasdsl.transfer import transfer_weights
+from nasdsl.weights import check_weights, initial_weights, parameters
+
+from paths import SPECS
+
+#: a small network: a concat of a 1x1 branch and a kxk branch with batch norm, then a classifier
+NET = """\
+nasdsl: 1
+name: Net
+input: {shape: [3, 16, 16]}
+variables: {w: 8, k: 3, classes: 10}
+templates:
+  Branches:
+    params: [a, b]
+    body:
+      concat:
+        left: {op: conv2d, out: a, kernel: 1}
+        right: [{op: conv2d, out: b, kernel: k, padding: "k // 2"}, batch_norm, relu]
+model:
+  stem: {op: conv2d, out: w, kernel: 3, padding: 1}
+  mix: {use: Branches, args: [w, "2 * w"]}
+  pool: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: classes}
+"""
+
+
+@pytest.fixture
+def net(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text(NET)
+    return path
+
+
+def _weights(graph, seed: int = 7) -> dict[str, np.ndarray]:
+    """Weights whose every value is distinct from the child's initialisation (seeded differently, shifted)."""
+    drawn = initial_weights(graph, seed=seed)
+    return {k: np.asarray(v + 100 if v.dtype == np.float32 else v + 3) for k, v in drawn.items()}
+
+
+def test_the_same_spec_copies_everything(net):
+    parent = nasdsl.compile_spec(net)
+    weights = _weights(parent.graph)
+    moved = transfer_weights(parent, weights, net, strict=True)
+    assert moved.counts() == {"copied": len(weights), "adapted": 0, "initialised": 0, "dropped": 0}
+    assert list(moved) == list(parameters(parent.graph))
+    assert all(np.array_equal(moved[k], weights[k]) for k in weights)
+    assert moved["mix.right.1.num_batches_tracked"].dtype == np.int64
+
+
+def test_changed_channels_keep_each_sources_leading_channels(net):
+    parent, child = nasdsl.compile_spec(net), nasdsl.compile_spec(net, {"mix.a": 4, "k": 5})
+    weights = _weights(parent.graph)
+    fresh = initial_weights(child.graph, seed=0)
+    moved = transfer_weights(parent, weights, child)
+    status = {m.key: m.status for m in moved.report}
+    assert status["stem.weight"] == status["stem.bias"] == "copied"
+    assert status["mix.left.weight"] == status["mix.left.bias"] == "adapted"  # 8 -> 4 output channels
+    assert status["mix.right.1.weight"] == "copied"  # the batch norm's 16 channels are the same 16
+    # the left branch keeps its first 4 filters, the rest of the child's tensor is its own initialisation
+    assert np.array_equal(moved["mix.left.weight"], weights["mix.left.weight"][:4])
+    # the 3x3 kernel is the centre of the 5x5 one; around it, the child's initialisation
+    new, old = moved["mix.right.0.weight"], weights["mix.right.0.weight"]
+    assert new.shape == (16, 8, 5, 5) and np.array_equal(new[:, :, 1:4, 1:4], old)
+    assert np.array_equal(new[:, :, 0, :], fresh["mix.right.0.weight"][:, :, 0, :])
+    # fc reads [left (4 channels) | right (16)]: the right branch's columns are its own, not shifted
+    fc = moved["fc.weight"]
+    assert fc.shape == (10, 20)
+    assert np.array_equal(fc[:, :4], weights["fc.weight"][:, :4])
+    assert np.array_equal(fc[:, 4:], weights["fc.weight"][:, 8:])
+    fc_note = next(m for m in moved.report if m.key == "fc.weight")
+    assert fc_note.status == "adapted" and fc_note.note == "from 10x24; dim 1: 24 -> 20"
+    assert (fc_note.copied, fc_note.size) == (200, 200)
+    # the result fits the child exactly
+    check_weights(child.graph, child.graph, moved)
+    with pytest.raises(WeightsError, match=r"--strict: 4 tensors are not copied as they are: mix.left.weight"):
+        transfer_weights(parent, weights, child, strict=True)
+
+
+def test_missing_renamed_reshaped_and_dropped_tensors(net, tmp_path):
+    parent = nasdsl.compile_spec(net)
+    weights = _weights(parent.graph)
+    text = NET.replace("  stem:", "  first:").replace(
+        "  fc: {op: linear, out: classes}", "  head: {op: linear, out: 5}"
+    )
+    (tmp_path / "child.yaml").write_text(text.replace("  mix:", "  fc: {op: conv2d, out: 8, kernel: 1}\n  mix:"))
+    child = nasdsl.compile_spec(tmp_path / "child.yaml")
+    moved = transfer_weights(parent, weights, child)
+    by_key = {(m.key, m.status): m for m in moved.report}
+    # 'stem' renamed 'first' with the same structure: followed, copied
+    assert by_key[("first.weight", "copied")].source == "stem.weight"
+    assert np.array_equal(moved["first.weight"], weights["stem.weight"])
+    # a tensor of another rank under the parent's name: initialised, and said why
+    assert by_key[("fc.weight", "initialised")].note == "the parent's has 2 dimensions"
+    assert by_key[("head.weight", "initialised")].note == "no tensor of this name in the parent"
+    assert by_key[("head.weight", "initialised")].source is None
+    # nothing of the parent is left out silently
+    assert [m.key for m in moved.report if m.status == "dropped"] == []  # fc.weight and fc.bias were read
+    text = NET.replace("  flat: flatten\n  fc: {op: linear, out: classes}\n", "  flat: flatten\n")
+    (tmp_path / "headless.yaml").write_text(text)
+    moved = transfer_weights(parent, weights, tmp_path / "headless.yaml")
+    assert [(m.key, m.status, m.shape) for m in moved.report if m.status == "dropped"] == [
+        ("fc.weight", "dropped", (10, 24)),
+        ("fc.bias", "dropped", (10,)),
+    ]
+
+
+def test_weights_that_do_not_fit_the_parent_are_refused(net):
+    parent = nasdsl.compile_spec(net)
+    weights = _weights(parent.graph)
+    weights["stem.weight"] = weights["stem.weight"][:4]
+    with pytest.raises(WeightsError, match=r"wrong \(1\): stem.weight \(expected 8x3x3x3, found 4x3x3x3\)"):
+        transfer_weights(parent, weights, net)
+
+
+def test_googlenet_to_a_narrower_variant_and_build_model_takes_the_result():
+    parent = nasdsl.compile_spec(SPECS / "googlenet.yaml")
+    child = nasdsl.compile_spec(SPECS / "googlenet.yaml", ["inception4a.c1x1=160", "aux_logits=false"])
+    weights = _weights(parent.graph)
+    moved = nasdsl.transfer_weights(parent, weights, child)
+    counts = moved.counts()
+    assert counts == {"copied": 110, "adapted": 6, "initialised": 0, "dropped": 12}
+    # inception4b reads [4a.branch1 (160) | branch2 (208) | branch3 (48) | branch4 (64)]: each keeps its place
+    old, new = weights["inception4b.branch1.conv.weight"], moved["inception4b.branch1.conv.weight"]
+    assert new.shape == (160, 480, 1, 1)
+    assert np.array_equal(new[:, :160], old[:, :160]) and np.array_equal(new[:, 160:], old[:, 192:])
+    import torch
+
+    model = nasdsl.build_model(child, weights=moved)
+    assert torch.equal(model.state_dict()["inception4b.branch1.conv.weight"], torch.from_numpy(new))
+
+
+NO_TORCH = """
+import sys
+from nasdsl.cli import main
+code = main(sys.argv[1:])
+assert code == 0, code
+loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+assert not loaded, loaded[:5]
+"""
+
+
+def test_the_command_writes_safetensors_without_torch_and_reports_every_tensor(net, tmp_path):
+    parent = nasdsl.compile_spec(net)
+    save_file(_weights(parent.graph), tmp_path / "parent.safetensors")
+    out = tmp_path / "child.safetensors"
+    argv = ["transfer", "--from", str(net), "--weights", str(tmp_path / "parent.safetensors"), "--to", str(net)]
+    argv += ["--set", "mix.a=4", "-o", str(out)]
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"transfer {net} ({tmp_path / 'parent.safetensors'}) -> {net}"
+    (left,) = [line.split() for line in lines if " mix.left.weight " in line]
+    note = "(from 8x8x1x1; dim 0: 8 -> 4; 32 of 32 values carried over)"
+    assert " ".join(left) == f"adapted mix.left.weight 4x8x1x1 {note}"
+    assert all(line.split()[0] in ("copied", "adapted") for line in lines[1:-2])  # one line per tensor
+    assert lines[-2] == "10 copied, 3 adapted, 0 initialised, 0 dropped"
+    assert lines[-1].startswith(f"wrote {out} (")
+    child = nasdsl.compile_spec(net, {"mix.a": 4})
+    written = load_file(out)
+    check_weights(child.graph, child.graph, written)
+    again = transfer_weights(parent, tmp_path / "parent.safetensors", child)
+    assert all(np.array_equal(written[k], again[k]) for k in again)  # deterministic: the same seed, the same values
+
+
+def test_the_command_writes_pt_reports_json_and_refuses(net, tmp_path, capsys):
+    import torch
+
+    parent = nasdsl.compile_spec(net)
+    torch.save({k: torch.from_numpy(v) for k, v in _weights(parent.graph).items()}, tmp_path / "parent.pt")
+    base = ["transfer", "--from", str(net), "--weights", str(tmp_path / "parent.pt"), "--to", str(net)]
+    assert main([*base, "--set", "w=4", "-o", str(tmp_path / "child.pt"), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"] == {"copied": 2, "adapted": 11, "initialised": 0, "dropped": 0}
+    copied = [t["key"] for t in report["tensors"] if t["status"] == "copied"]
+    assert copied == ["mix.right.1.num_batches_tracked", "fc.bias"]
+    model = nasdsl.build_model(net, weights=tmp_path / "child.pt", w=4)
+    assert model.state_dict()["stem.weight"].shape == (4, 3, 3, 3)
+    # --strict, a format it cannot tell, the child given twice: exit 2, nothing written
+    assert main([*base, "--set", "w=4", "-o", str(tmp_path / "strict.pt"), "--strict"]) == 2
+    assert "--strict: 11 tensors are not copied as they are" in capsys.readouterr().err
+    assert not (tmp_path / "strict.pt").exists()
+    assert main([*base, "-o", str(tmp_path / "child.npz")]) == 2
+    assert "expected a name ending in .safetensors or .pt" in capsys.readouterr().err
+    assert main(["transfer", str(SPECS / "googlenet.yaml"), *base[1:], "-o", str(tmp_path / "x.pt")]) == 2
+    assert "the child spec is given twice" in capsys.readouterr().err
