@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/nasdsl build specs/googlenet.yaml -o out
 
-## the whole test suite (lint included)
+## the whole test suite (lint included), on every core
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 bench: $(STAMP)
 	$(PY) benchmarks/pytorch_speed.py
 	$(PY) benchmarks/onnx_export.py
 	$(PY) benchmarks/ir_speed.py
 	$(PY) benchmarks/onnx_cli.py
+	$(PY) benchmarks/zoo_speed.py --check-seconds
+	$(PY) benchmarks/optimize_speed.py
+
+## the GPU benchmark of inference builds (needs CUDA; docs/optimize.md)
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu_speed.py
 
 clean:
 	rm -rf $(VENV) out

@@ -41,8 +41,10 @@ import onnx
 from onnx import TensorProto, helper
 
 from nasdsl import __version__, ir
+from nasdsl.ensemble_ir import is_ensemble
 from nasdsl.errors import CodegenError
 from nasdsl.ops import lowering, lowering_of, same_padding
+from nasdsl.optimize import rewrite_weighted
 from nasdsl.passes.fold import BN_PARAMS, fold_batch_norm
 from nasdsl.passes.pipeline import run_pipeline
 from nasdsl.weights import MAX_MEMORY, check_memory, check_weights, initial_weights
@@ -380,8 +382,103 @@ def _flatten(n: _Node) -> None:
 
 @lowering("onnx", "linear")
 def _linear(n: _Node) -> None:
-    inputs = [n.x, n.param("weight"), *([n.param("bias")] if n.a["bias"] else [])]
-    n.emit("Gemm", inputs, last=True, transB=1)
+    if len(n.in_shape) == 1:
+        inputs = [n.x, n.param("weight"), *([n.param("bias")] if n.a["bias"] else [])]
+        n.emit("Gemm", inputs, last=True, transB=1)
+        return
+    # over the last axis of a larger tensor: MatMul with the weight transposed (the initializer
+    # keeps the state_dict's layout; runtimes fold the Transpose)
+    out = n.a["out"]
+    w = n.emit("Transpose", [n.param("weight")], at=(n.in_shape[-1], out), perm=[1, 0])
+    if not n.a["bias"]:
+        n.emit("MatMul", [n.x, w], last=True)
+        return
+    n.emit("Add", [n.emit("MatMul", [n.x, w]), n.param("bias")], last=True)
+
+
+@lowering("onnx", "hardsigmoid")
+def _hardsigmoid(n: _Node) -> None:  # PyTorch: relu6(x + 3) / 6
+    n.emit("HardSigmoid", [n.x], last=True, alpha=1 / 6, beta=0.5)
+
+
+@lowering("onnx", "hardswish")
+def _hardswish(n: _Node) -> None:  # PyTorch: x * relu6(x + 3) / 6
+    if n.opset >= 14:
+        n.emit("HardSwish", [n.x], last=True)
+    else:
+        n.emit("Mul", [n.x, n.emit("HardSigmoid", [n.x], alpha=1 / 6, beta=0.5)], last=True)
+
+
+@lowering("onnx", "channel_shuffle")
+def _channel_shuffle(n: _Node) -> None:
+    c, h, w = n.in_shape
+    g = n.a["groups"]
+    split = n.emit("Reshape", [n.x, n.e.ints("shape", [0, g, c // g, h, w])], at=n.e.full((g, c // g, h, w)))
+    moved = n.emit("Transpose", [split], at=n.e.full((c // g, g, h, w)), perm=[0, 2, 1, 3, 4])
+    n.emit("Reshape", [moved, n.e.ints("shape", [0, c, h, w])], last=True)
+
+
+@lowering("onnx", "slice")
+def _slice(n: _Node) -> None:
+    stop = n.in_shape[0] if n.a["stop"] is None else n.a["stop"]
+    starts, ends, axes = (n.e.ints(name, [v]) for name, v in (("starts", n.a["start"]), ("ends", stop), ("axes", 1)))
+    n.emit("Slice", [n.x, starts, ends, axes], last=True)
+
+
+@lowering("onnx", "permute")
+def _permute(n: _Node) -> None:
+    n.emit("Transpose", [n.x], last=True, perm=[0, *(d + 1 for d in n.a["dims"])])
+
+
+@lowering("onnx", "layer_norm")
+def _layer_norm(n: _Node) -> None:
+    eps = n.a["eps"]
+    if n.a["dim"] == "channels" and len(n.in_shape) == 3:  # over the channels of a map: channels-last first
+        c, h, w = n.in_shape
+        last = n.emit("Transpose", [n.x], at=n.e.full((h, w, c)), perm=[0, 2, 3, 1])
+        normed = _normalise_last_axis(n, last, n.e.full((h, w, c)), eps)
+        n.emit("Transpose", [normed], last=True, perm=[0, 3, 1, 2])
+    else:
+        _normalise_last_axis(n, n.x, n.shape, eps, last=True)
+
+
+def _normalise_last_axis(n: _Node, x: str, shape: Shape, eps: float, last: bool = False) -> str:
+    """LayerNormalization over the last axis from opset 17; below it, the same arithmetic in
+    primitive ops (mean, centred square mean, divide by the root of the variance plus eps,
+    then the affine part), as PyTorch's own exporter writes it for those opsets."""
+    inputs = [n.param("weight"), n.param("bias")]
+    if n.opset >= 17:
+        return n.emit("LayerNormalization", [x, *inputs], at=shape, last=last, axis=-1, epsilon=eps)
+    reduced = (*shape[:-1], 1)
+    mean = n.emit("ReduceMean", [x], at=reduced, axes=[-1], keepdims=1)
+    centred = n.emit("Sub", [x, mean], at=shape)
+    square = n.emit("Mul", [centred, centred], at=shape)
+    variance = n.emit("ReduceMean", [square], at=reduced, axes=[-1], keepdims=1)
+    spread = n.emit("Sqrt", [n.emit("Add", [variance, n.e.scalar(eps)], at=reduced)], at=reduced)
+    scaled = n.emit("Mul", [n.emit("Div", [centred, spread], at=shape), inputs[0]], at=shape)
+    return n.emit("Add", [scaled, inputs[1]], at=shape, last=last)
+
+
+@lowering("onnx", "layer_scale")
+def _layer_scale(n: _Node) -> None:
+    n.emit("Mul", [n.x, n.e.param(n.node)], last=True)
+
+
+@lowering("onnx", "stochastic_depth")
+def _stochastic_depth(n: _Node) -> None:  # an inference graph has none (an identity at inference)
+    n.emit("Identity", [n.x], last=True)
+
+
+@lowering("onnx", "mul")
+def _mul(n: _Node) -> None:
+    total = n.xs[0]
+    for i, term in enumerate(n.xs[1:], start=2):
+        total = n.emit("Mul", [total, term], last=i == len(n.xs))
+
+
+@lowering("onnx", "mean")
+def _mean(n: _Node) -> None:
+    n.emit("Mean", n.xs, last=True)
 
 
 @lowering("onnx", "softmax")
@@ -413,7 +510,11 @@ def _add(n: _Node) -> None:
 
 def export_graph(graph: object, *, with_aux: bool = False, verify: bool = False) -> nx.DiGraph:
     """The IR graph that is exported, before BatchNorm folding: the inference
-    graph without identities and without nodes that reach no output."""
+    graph without identities and without nodes that reach no output (of an ensemble: of each member)."""
+    if is_ensemble(graph):
+        from . import onnx_ensemble
+
+        return onnx_ensemble.export_graph(ir.as_graph(graph), with_aux=with_aux, verify=verify)
     return run_pipeline(ir.as_graph(graph), PIPELINE_WITH_AUX if with_aux else PIPELINE, verify=verify)
 
 
@@ -458,6 +559,7 @@ def export_onnx(
     with_aux: bool = False,
     batch: int | str = 1,
     max_memory: int | None = MAX_MEMORY,
+    optimize: str | None = None,
 ) -> onnx.ModelProto:
     """The inference graph of ``graph`` (the IR, or a compiled spec) as an ONNX model.
 
@@ -466,9 +568,11 @@ def export_onnx(
     ``with_aux`` keeps the training-only outputs; ``batch`` is a fixed batch
     size or ``"dynamic"`` (symbolic dimension ``N``). Raises
     :class:`CodegenError` for what it cannot export, and a ``LimitError`` when the
-    weights would need more than ``max_memory`` bytes (None: no limit).
+    weights would need more than ``max_memory`` bytes (None: no limit). ``optimize`` names a
+    target of :mod:`nasdsl.optimize` whose rewrites run after BatchNorm folding (None: none;
+    ``onnxruntime`` adds nothing to what every export does, see docs/optimize.md).
     """
-    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, None, max_memory)
+    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, None, max_memory, optimize)
     return model
 
 
@@ -480,13 +584,14 @@ def export_onnx_bytes(
     with_aux: bool = False,
     batch: int | str = 1,
     max_memory: int | None = MAX_MEMORY,
+    optimize: str | None = None,
 ) -> bytes:
     """The serialised model of :func:`export_onnx` (the same message, parsed), made
     with one copy of the weights: the model is serialised without its
     initializers, which follow as a second ``graph`` field that protobuf merges
     into the first. This is what the command line writes."""
     deferred: list[tuple[str, np.ndarray]] = []
-    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, deferred, max_memory)
+    model, _ = _emit(ir.as_graph(graph), opset, state_dict, with_aux, batch, deferred, max_memory, optimize)
     head = model.SerializeToString(deterministic=True)
     parts: list[bytes | memoryview] = []
     for name, array in deferred:
@@ -527,13 +632,20 @@ def _emit(
     batch: int | str,
     deferred: list[tuple[str, np.ndarray]] | None,
     max_memory: int | None = MAX_MEMORY,
+    optimize: str | None = None,
 ) -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]] | None]:
     batch_dim = _check_args(opset, batch)
+    if is_ensemble(source):  # members are graphs of their own: backends/onnx_ensemble.py
+        from . import onnx_ensemble
+
+        return onnx_ensemble.emit(source, opset, state_dict, with_aux, batch, deferred, max_memory)
     # the weights (drawn or given), the folded ones and the serialised model
     check_memory(source, 3, max_memory, "exporting ONNX")
     g = export_graph(source, with_aux=with_aux)
     g.graph["weights"] = check_weights(source, g, initial_weights(source) if state_dict is None else state_dict)
     g = fold_batch_norm(g, copy=False)  # g is export_graph's own
+    if optimize is not None:
+        g = rewrite_weighted(g, optimize)
     weights = g.graph["weights"]
 
     inp = g.graph["input"]

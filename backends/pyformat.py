@@ -56,6 +56,21 @@ def layout(
     return ([f"{pad}# {comment}"] if comment else []) + lines
 
 
+def layout_or_none(prefix: str, value: str | Call, condition: str, indent: int) -> list[str]:
+    """``prefix + value if condition else None`` laid out as ruff formats it: on one
+    line if it fits, else the conditional expression in parentheses, split further
+    (value, ``if``, ``else`` on lines of their own) when it does not fit on one line."""
+    pad = INDENT * indent
+    one = f"{pad}{prefix}{flat(value)} if {condition} else None"
+    if len(one) <= LINE_LENGTH:
+        return [one]
+    inner = f"{pad}{INDENT}{flat(value)} if {condition} else None"
+    if len(inner) <= LINE_LENGTH:
+        return [f"{pad}{prefix}(", inner, f"{pad})"]
+    body = layout("", value, indent + 1)
+    return [f"{pad}{prefix}(", *body, f"{pad}{INDENT}if {condition}", f"{pad}{INDENT}else None", f"{pad})"]
+
+
 def _split(prefix: str, value: str | Call, indent: int, suffix: str) -> list[str]:
     pad = INDENT * indent
     if isinstance(value, str) or not value.args:

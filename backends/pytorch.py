@@ -26,6 +26,7 @@ import importlib.abc
 import importlib.util
 import linecache
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,13 +35,15 @@ import jinja2
 import networkx as nx
 
 from nasdsl import __version__, ir
+from nasdsl.ensemble_ir import is_ensemble
 from nasdsl.errors import CodegenError
 from nasdsl.expr import Sym
 from nasdsl.ops import OPS, lowering, lowering_of
 from nasdsl.passes.pipeline import run_pipeline
 
 from .names import BUILTINS, IMPORTED, METHOD_LOCALS, Namespace, check_attribute
-from .pyformat import Call, docstring, docstring_with_args, layout, literal, safe_text, wrap
+from .pyformat import Call, docstring, docstring_with_args, layout, layout_or_none, literal, safe_text, wrap
+from .pyloops import loop_lines
 
 #: The passes this backend runs before it writes (see nasdsl/passes/pipeline.py).
 PIPELINE = ("expose", "inplace")
@@ -67,6 +70,74 @@ class TorchLowering:
     classes: tuple[str, ...] = ()
     join: Callable[[list[str]], str | Call] | None = None
     helper: tuple[str, str, tuple[str, ...]] | None = None
+    #: classes of :data:`HELPER_CLASSES` that ``module`` uses (the file defines them)
+    defines: tuple[str, ...] = ()
+    #: a parameter of the enclosing module rather than a child module: ``parameter(ctx, node, lead)``
+    #: returns the expression that makes it and how forward applies it to ``x`` (``"x * {}"``)
+    parameter: Callable[[_Ctx, str, object], tuple[str, str]] | None = None
+    #: a merge of two values that the in-place analysis lets overwrite the first:
+    #: ``join_into(first, second)`` (``"bn3.add_(downsample)"``, torchvision's ``out += identity``)
+    join_into: Callable[[str, str], str] | None = None
+
+
+#: Classes a generated file defines for ops torch.nn has no module for (written only when used).
+#: ``{name}`` is the class's name in the file.
+HELPER_CLASSES: dict[str, tuple[str, ...]] = {
+    "Slice": (
+        "class {name}(nn.Module):",
+        '    """The channels from start up to stop (None: to the end)."""',
+        "",
+        "    def __init__(self, start: int, stop: int | None = None) -> None:",
+        "        super().__init__()",
+        "        self.start = start",
+        "        self.stop = stop",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return x[:, self.start : self.stop]",
+    ),
+    "Permute": (
+        "class {name}(nn.Module):",
+        '    """Reorders the axes after the batch: (1, 2, 0) makes (N, C, H, W) channels-last."""',
+        "",
+        "    def __init__(self, dims: tuple[int, ...]) -> None:",
+        "        super().__init__()",
+        "        self.dims = [0] + [d + 1 for d in dims]",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return x.permute(self.dims)",
+    ),
+    "LayerNorm2d": (
+        "class {name}(nn.LayerNorm):",
+        '    """LayerNorm over the channels of an (N, C, H, W) map."""',
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        x = x.permute(0, 2, 3, 1)",
+        "        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)",
+        "        return x.permute(0, 3, 1, 2)",
+    ),
+    "StochasticDepth": (
+        "class {name}(nn.Module):",
+        '    """Drops whole samples ("row") or the whole batch with probability p in training; an',
+        '    identity at inference (Huang et al. 2016)."""',
+        "",
+        "    def __init__(self, p: float, mode: str) -> None:",
+        "        super().__init__()",
+        "        self.p = p",
+        "        self.mode = mode",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        if not self.training or self.p == 0.0:",
+        "            return x",
+        "        survival = 1.0 - self.p",
+        "        size = [1] * x.dim()",
+        '        if self.mode == "row":',
+        "            size[0] = x.shape[0]",
+        "        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)",
+        "        if survival > 0.0:",
+        "            noise = noise / survival",
+        "        return x * noise",
+    ),
+}
 
 
 RENAME = {"out": "out_channels"}
@@ -175,6 +246,7 @@ lowering("pytorch", "concat")(
 lowering("pytorch", "add")(
     TorchLowering(
         join=lambda terms: " + ".join(terms),
+        join_into=lambda first, second: f"{first}.add_({second})",
         helper=(
             "Add",
             "Runs every branch on the same input and sums the results",
@@ -182,6 +254,78 @@ lowering("pytorch", "add")(
         ),
     )
 )
+lowering("pytorch", "mul")(
+    TorchLowering(
+        join=lambda terms: " * ".join(terms),
+        helper=(
+            "Mul",
+            "Runs every branch on the same input and multiplies the results (they broadcast)",
+            ("total = results[0]", "for result in results[1:]:", "    total = total * result", "return total"),
+        ),
+    )
+)
+lowering("pytorch", "mean")(
+    TorchLowering(
+        join=lambda terms: f"({' + '.join(terms)}) / {len(terms)}",
+        helper=(
+            "Mean",
+            "Runs every branch on the same input and averages the results",
+            (
+                "total = results[0]",
+                "for result in results[1:]:",
+                "    total = total + result",
+                "return total / len(results)",
+            ),
+        ),
+    )
+)
+
+
+def _helper(ctx: _Ctx, name: str) -> str:
+    return ctx.classes[f"helper:{name}"]
+
+
+def _slice(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    start, stop = _attr(ctx, node, "start"), _attr(ctx, node, "stop")
+    args = (_render(start), *((_render(stop),) if stop is not None else ()))
+    return Call(_helper(ctx, "Slice"), args), (lead if stop is None else stop) - start
+
+
+def _permute(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    return Call(_helper(ctx, "Permute"), (_render(tuple(ir.node(ctx.g, node)["attrs"]["dims"])),)), lead
+
+
+def _layer_norm(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    g = ir.graph_of(ctx.g, node)
+    (src,) = ir.inputs(g, node)
+    data = g.nodes[node]
+    on_map = data["attrs"]["dim"] == "channels" and len(g.nodes[src]["shape"]) == 3
+    cls = _helper(ctx, "LayerNorm2d") if on_map else "nn.LayerNorm"
+    return Call(cls, (_render(lead), *_kw(ctx, node, "eps"))), lead
+
+
+def _stochastic_depth(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
+    p, mode = _attr(ctx, node, "p"), _attr(ctx, node, "mode")
+    return Call(_helper(ctx, "StochasticDepth"), (_render(p), _render(mode))), lead
+
+
+def _layer_scale(ctx: _Ctx, node: str, lead: object) -> tuple[str, str]:
+    g = ir.graph_of(ctx.g, node)
+    (src,) = ir.inputs(g, node)
+    shape = f"({_render(lead)}, 1, 1)" if len(g.nodes[src]["shape"]) == 3 else f"({_render(lead)},)"
+    return f"nn.Parameter(torch.full({shape}, {_render(_attr(ctx, node, 'init'))}))", "x * {}"
+
+
+lowering("pytorch", "slice")(TorchLowering(_slice, defines=("Slice",)))
+lowering("pytorch", "permute")(TorchLowering(_permute, defines=("Permute",)))
+lowering("pytorch", "layer_norm")(TorchLowering(_layer_norm, ("nn.LayerNorm",), defines=("LayerNorm2d",)))
+lowering("pytorch", "stochastic_depth")(TorchLowering(_stochastic_depth, defines=("StochasticDepth",)))
+lowering("pytorch", "layer_scale")(TorchLowering(parameter=_layer_scale))
+lowering("pytorch", "channel_shuffle")(
+    TorchLowering(lambda ctx, node, lead: (Call("nn.ChannelShuffle", (_render(_attr(ctx, node, "groups")),)), lead))
+)
+for _op, _cls in (("hardswish", "nn.Hardswish"), ("hardsigmoid", "nn.Hardsigmoid")):
+    lowering("pytorch", _op)(TorchLowering(_activation(_cls)))
 
 
 def _lowering(ctx: _Ctx, node: str) -> TorchLowering:
@@ -196,6 +340,15 @@ def _merge_lowering(ctx: _Ctx, b: ir.Block) -> TorchLowering:
             f"the PyTorch backend cannot lower op '{b.op}' as a merge (node {b.path})", location=b.loc, path=b.keypath
         )
     return low
+
+
+def _joined(ctx: _Ctx, b: ir.Block, terms: list[str]) -> str | Call:
+    """The expression of merge ``b`` over its branches' values ``terms``: into the first
+    value where the in-place analysis allows it (a local made for this merge alone)."""
+    low = _merge_lowering(ctx, b)
+    if low.join_into is not None and len(terms) == 2 and terms[0].isidentifier() and ctx.inplace(b.output):
+        return low.join_into(*terms)
+    return low.join(terms)
 
 
 # ---------------------------------------------------------------------------
@@ -217,9 +370,12 @@ class _Ctx:
     classes: dict[str, str] = field(default_factory=dict)
     #: keyword names of each template class's parameters
     keywords: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: merge ops whose helper class the code uses, and "helper:Name" for HELPER_CLASSES
     used_helpers: set[str] = field(default_factory=set)
     #: leading dimension of each top-level entry produced so far, by path (for references)
     leads: dict[str, object] = field(default_factory=dict)
+    #: paths of blocks to write as switched off (to compare a template's uses, see template_class)
+    off: frozenset[str] = frozenset()
 
     def value(self, expr: object, concrete: object) -> object:
         """An expression of the IR as this class writes it: a template class writes its
@@ -296,6 +452,14 @@ def _arg(ctx: _Ctx, a: ir.Arg) -> object:
 def _op_module(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
     """``nn.X(...)`` for an op block and the leading dimension of its output."""
     low = _lowering(ctx, b.output)
+    ctx.used_helpers.update(f"helper:{d}" for d in low.defines)
+    if low.parameter is not None:
+        raise CodegenError(
+            f"op '{b.op}' is a parameter of its module: it can be an entry of a model or a template body, "
+            "not a part of a nested sequence or branch",
+            location=b.loc,
+            path=b.keypath,
+        )
     if low.module is None:
         data = ir.node(ctx.g, b.output)
         raise CodegenError(
@@ -311,13 +475,31 @@ def _template_call(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
     required parameters positional, defaulted ones by keyword when given."""
     tmpl = ctx.g.graph["templates"][b.template]
     args = [_render(lead)]
-    for p, a in zip(tmpl.params, b.args, strict=True):
-        explicit = not p.required and p.default is None and p.default_expr is None
-        if not a.given and not explicit:
+    keyword_only = _keyword_only(tmpl)
+    for k, (p, a) in enumerate(zip(tmpl.params, b.args, strict=True)):
+        if not a.given and _has_default(p):
             continue
         text = _render(_arg(ctx, a))
-        args.append(text if p.required or explicit else f"{ctx.keywords[b.template][p.name]}={text}")
+        positional = not _has_default(p) and k < keyword_only
+        args.append(text if positional else f"{ctx.keywords[b.template][p.name]}={text}")
     return Call(ctx.classes[b.template], tuple(args)), _lead_of(ctx, b, lead)
+
+
+def _has_default(p: ir.Param) -> bool:
+    """Whether the class's signature gives the parameter a default (``None`` for one it computes)."""
+    return not p.required and (p.default is not None or p.default_expr is not None)
+
+
+def _keyword_only(tmpl: ir.Template) -> int:
+    """The index of the first parameter that must be keyword-only: one without a default after
+    one with a default (whose default the class cannot write, so every use passes it)."""
+    seen_default = False
+    for k, p in enumerate(tmpl.params):
+        if _has_default(p):
+            seen_default = True
+        elif seen_default:
+            return k
+    return len(tmpl.params)
 
 
 def _lead_of(ctx: _Ctx, b: ir.Block, lead: object) -> object:
@@ -335,11 +517,20 @@ def _lead_of(ctx: _Ctx, b: ir.Block, lead: object) -> object:
             for d in g.nodes[src]["shape"][1:]:
                 lead = lead * d
             return lead
+        if rule == "slice":
+            stop = _attr(ctx, b.output, "stop")
+            return (lead if stop is None else stop) - _attr(ctx, b.output, "start")
         return lead
     if b.kind == "seq":
+        read = {b.inputs[0]: lead}  # the leading dimension of each node the children read
         for c in b.children:
+            if c.kind != "ref" and c.inputs[0] in read:  # in sequence, or `from:` an earlier entry
+                lead = read[c.inputs[0]]
             if not _off(ctx, c):
                 lead = _lead_of(ctx, c, lead)
+            read[c.passed] = lead
+            if b.named and ctx.template is not None:
+                ctx.leads.setdefault(c.path, lead)  # what a later `ref:` to it reads
         return lead
     if b.kind == "merge":
         leads = [lead if _off(ctx, c) else _lead_of(ctx, c, lead) for c in b.children]
@@ -352,6 +543,7 @@ def _lead_of(ctx: _Ctx, b: ir.Block, lead: object) -> object:
     if b.kind == "use":
         values = {ctx.keywords[b.template][a.name]: _arg(ctx, a) for a in b.args}
         inner = _Ctx(ctx.g, b.template, ctx.exposed, ctx.inplace, ctx.keywords[b.template], ctx.classes, ctx.keywords)
+        inner.leads[None] = Sym.name("in_channels")  # what `ref: in` reads
         return _substitute(_lead_of(inner, b.children[0], Sym.name("in_channels")), {**values, "in_channels": lead})
     if b.kind == "ref":
         if b.target in ctx.leads:
@@ -370,9 +562,23 @@ def _substitute(value: object, values: dict[str, object]) -> object:
     return value.substitute(ints)
 
 
+def _ordered(children: list[ir.Block], calls: list[Call]) -> Call:
+    """``OrderedDict(a=..., b=...)``, or with (name, module) pairs when a name is no
+    identifier (RegNet's ``block1-0``)."""
+    if all(c.name.isidentifier() for c in children):
+        return Call("OrderedDict", tuple(_keyword(c.name, call) for c, call in zip(children, calls, strict=True)))
+    pairs = tuple(Call("", (f'"{c.name}"', call)) for c, call in zip(children, calls, strict=True))
+    return Call("OrderedDict", (Call("", pairs, "[", "]"),))
+
+
+def _keyword(name: str, call: Call) -> Call:
+    """``name=call`` as one argument that lays out like the call."""
+    return Call(f"{name}={call.func}", call.args, call.open, call.close)
+
+
 def _off(ctx: _Ctx, b: ir.Block) -> bool:
     """Whether the generated code leaves block ``b`` out (switched off for good)."""
-    return b.kind == "skip" or (b.dormant and b.when.switch not in ctx.exposed)
+    return b.kind == "skip" or (b.dormant and b.when.switch not in ctx.exposed) or b.path in ctx.off
 
 
 def _module_expr(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
@@ -389,8 +595,7 @@ def _module_expr(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
             call, lead = _module_expr(ctx, c, lead)
             items.append(call)
         if b.named:
-            named = tuple(f"{c.name}={call.flat()}" for c, call in zip(b.children, items, strict=True))
-            return Call("nn.Sequential", (Call("OrderedDict", named),)), lead
+            return Call("nn.Sequential", (_ordered(b.children, items),)), lead
         return Call("nn.Sequential", tuple(items)), lead
     if b.kind == "merge":
         _merge_lowering(ctx, b)
@@ -399,7 +604,7 @@ def _module_expr(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
         args, leads = [], []
         for c in b.children:
             call, out = _module_expr(ctx, c, lead)
-            args.append(f"{c.name}={call.flat()}" if b.named else call)
+            args.append(_keyword(c.name, call) if b.named else call)
             leads.append(out)
         out_lead = leads[0]
         if OPS[b.op].lead == "sum":
@@ -490,8 +695,14 @@ class _Writer:
         self.model_class_name = self.module_names.create(g.graph["name"])
         self.outputs_class_name = self.module_names.create(f"{self.model_class_name}Outputs")
         self.classes: dict[str, str] = {}
+        self.defines: set[str] = set()  # helper classes the file uses
         for name in g.graph["templates"]:
             self.classes[name] = self.module_names.create(name)
+        ops = {d["op"] for graph in (g, g.graph["dormant"].graph) for _, d in graph.nodes(data=True)}
+        for op in sorted(ops & OPS.keys()):
+            for helper in getattr(OPS[op].lowerings.get("pytorch"), "defines", ()):
+                if f"helper:{helper}" not in self.classes:
+                    self.classes[f"helper:{helper}"] = self.module_names.create(helper)
         merges = sorted({b.op for root in ir.roots(g) for b in ir.walk(root) if b.kind == "merge"})
         for op in merges:
             low = OPS[op].lowerings.get("pytorch")
@@ -540,6 +751,10 @@ class _Writer:
                 s = ir.node(self.g, n)["shape"]
                 note = None if s is None or len(s) == 1 else ("H, W" if s[1:] == in_shape[1:] else f"{s[1]}, {s[2]}")
                 seen.setdefault(n[len(inst.path) :], set()).add(note)
+        for inst in instances:  # a node that some uses leave out (`when:`) varies with the uses
+            mine = {n[len(inst.path) :] for n in self.members.get(inst.path, ())}
+            for rel in seen.keys() - mine:
+                seen[rel].add(None)
         return {rel: (notes.pop() if len(notes) == 1 else "H', W'") for rel, notes in seen.items()}
 
     def _statements(
@@ -552,14 +767,56 @@ class _Writer:
         init: list[str] = []
         fwd: list[str] = []
         targets = {c.target for c in t.children if c.kind == "ref"}
-        targets |= {b.target for c in t.children if c.kind == "merge" for b in c.children if b.kind == "ref"}
+        # a merge the code leaves out (a `when:` switched off) reads nothing: keep no locals for it
+        merges = [c for c in t.children if c.kind == "merge" and not _off(ctx, c)]
+        targets |= {b.target for c in merges for b in c.children if b.kind == "ref"}
         target_nodes = {c.output for c in t.children if c.kind == "ref"}
-        target_nodes |= {b.output for c in t.children if c.kind == "merge" for b in c.children if b.kind == "ref"}
+        target_nodes |= {b.output for c in merges for b in c.children if b.kind == "ref"}
+        target_nodes |= self._read_out_of_turn(ctx, t)
         produced: dict[str, str] = {}  # path or node -> local variable
+        current = t.inputs[0]  # the node x holds
+        node_leads = {current: lead}  # the leading dimension of each node read so far
+        ctx.leads[None] = lead  # what `ref: in` reads
+        if current in target_nodes:  # `ref: in` or `from: in`: the body's input is read later
+            local = names.create("identity")
+            fwd.append(f"{local} = x")
+            produced[current] = local
+        unsettled = None  # (node, block) of a switched entry whose channel count the next entry may not read
+        written_off: dict[str, str] = {}  # output -> input of each entry written off (ctx.off): x holds its input
         for c in t.children:
+            if unsettled is not None:
+                reads = c.kind != "ref" and c.inputs[0] == unsettled[0]
+                if reads and not (c.kind == "merge" and all(b.kind == "ref" for b in c.children)):
+                    raise CodegenError(
+                        f"'{unsettled[1].name}' is built only when its `when` holds and changes the channel "
+                        f"count, so '{c.name}' cannot read it in sequence: read it with `ref:` (as a merge "
+                        "branch) or give the next entry `from:`",
+                        location=c.loc,
+                        path=c.keypath,
+                    )
+                unsettled = None
             wanted = c.path in targets or c.passed in target_nodes
+            reads_off = c.kind != "ref" and written_off.get(c.inputs[0]) == current  # reads an entry written off
+            if c.kind != "ref" and c.inputs[0] != current and not reads_off:  # `from:` another entry (on or off)
+                source = produced.get(c.inputs[0])
+                if source is None:
+                    raise CodegenError(
+                        "the PyTorch backend reads `from` only of earlier entries of the same body",
+                        location=c.loc,
+                        path=c.keypath,
+                    )
+                fwd.append(f"x = {source}")
+                lead = node_leads.get(c.inputs[0], ir.node(self.g, c.inputs[0])["shape"][0])
+            current = c.passed
             if _off(ctx, c):  # switched off: x holds its input, which a ref or an output may read as its value
-                if wanted and c.path not in produced:
+                if c.path in ctx.off:  # written off to compare uses: as at a use where the switch is off
+                    current = c.inputs[0]
+                    written_off[c.passed] = current
+                # a parameter's switch: written as at the uses where it is on
+                shared = c.when is not None and isinstance(c.when.expr, Sym)
+                if wanted and c.path not in produced and c.passed in produced and not shared:
+                    produced[c.path] = produced[c.passed]  # its input is kept already: no second local
+                elif wanted and c.path not in produced:
                     local = names.create(c.name)
                     fwd.append(f"{local} = x")
                     produced[c.path] = local
@@ -571,36 +828,57 @@ class _Writer:
             if c.kind == "ref":
                 name, lead = self._referenced(ctx, c, lead, produced)
                 fwd.append(f"x = {name}")
+                if after is not None:  # an output may read the reference entry
+                    fwd += after(c)
                 continue
             cond = self._condition(ctx, c)
-            suffix = f" if {cond} else None" if cond else ""
-            if c.kind == "merge" and any(b.kind == "ref" for b in c.children):
+            low = _lowering(ctx, c.output) if c.kind == "op" else None
+            if low is not None and low.parameter is not None:  # a parameter of this class (layer_scale)
+                make, apply = low.parameter(ctx, c.output, lead)
+                call, value, out_lead = None, apply.format(f"self.{c.name}"), lead
+                init += (
+                    layout_or_none(f"self.{c.name} = ", make, cond, 2) if cond else layout(f"self.{c.name} = ", make, 2)
+                )
+            elif c.kind == "merge" and any(b.kind == "ref" for b in c.children):
                 call, value, out_lead = self._merge_with_refs(ctx, c, lead, produced)
             else:
                 call, out_lead = _module_expr(ctx, c, lead)
                 value = f"self.{c.name}(x)"
-            if call is not None:
-                init += layout(f"self.{c.name} = ", call, 2, suffix)
+            loop = self._repeat_loop(ctx, c, lead) if c.kind == "seq" and c.repeat and not cond else None
+            if loop is not None:
+                init += loop
+            elif call is not None:
+                init += (
+                    layout_or_none(f"self.{c.name} = ", call, cond, 2) if cond else layout(f"self.{c.name} = ", call, 2)
+                )
+            # a switched merge of references alone has no module: the class keeps the switch itself
+            flag = bool(cond) and call is None and not (low is not None and low.parameter is not None)
+            if flag:
+                init += layout(f"self.{c.name} = ", cond, 2)
             shape = ir.node(self.g, c.output)["shape"]
             if ctx.template:
                 note = _shape_note(shape, out_lead, notes(c))
             else:
                 note = _shape_note(shape, _model_lead(out_lead))
-            stmt = layout("x = ", value, 0, comment=note)
             guard = []
             if cond:
-                guard.append(f"self.{c.name} is not None")
+                guard.append(f"self.{c.name}" if flag else f"self.{c.name} is not None")
             if c.phase == "eval" and t.phase != "eval":
                 guard.append("not self.training")
             elif c.phase == "train" and t.phase != "train":
                 guard.append("self.training")
+            depth = 3 if guard else 2  # the forward's body is indented twice, a guarded line once more
+            stmt = [s[4 * depth :] for s in layout("x = ", value, depth, comment=note)]
             if guard:
                 fwd.append(f"if {' and '.join(guard)}:")
                 fwd += ["    " + s for s in stmt]
             else:
                 fwd += stmt
+            if cond and out_lead != lead:
+                unsettled = (c.passed, c)
             lead = out_lead
             ctx.leads[c.path] = lead
+            node_leads[c.passed] = lead
             if wanted:
                 local = names.create(c.name)
                 fwd.append(f"{local} = x")
@@ -611,9 +889,29 @@ class _Writer:
                 fwd += after(c)
         return init, fwd, lead
 
+    def _repeat_loop(self, ctx: _Ctx, c: ir.Block, lead: object) -> list[str] | None:
+        """A repeated entry built by a loop (see ``pyloops``), or None to list its blocks."""
+        calls = []
+        for child in c.children:
+            call, lead = _module_expr(ctx, child, lead)
+            calls.append(call)
+        taken = {*ctx.arguments.values(), "in_channels", "self"}
+        index = next(n for n in ("i", "j", "k", *(f"i{k}" for k in range(len(taken) + 1))) if n not in taken)
+        return loop_lines(c.name, calls, [ch.name for ch in c.children] if c.named else None, index, 2)
+
+    def _read_out_of_turn(self, ctx: _Ctx, t: ir.Block) -> set[str]:
+        """The nodes that children of ``t`` read through ``from:`` rather than in sequence."""
+        found: set[str] = set()
+        current = t.inputs[0]
+        for c in t.children:
+            if c.kind != "ref" and c.inputs[0] != current:
+                found.add(c.inputs[0])
+            current = c.passed
+        return found
+
     def _referenced(self, ctx: _Ctx, ref: ir.Block, lead: object, produced: dict[str, str]) -> tuple[str, object]:
         """The local variable holding a referenced entry's value, and its leading dimension."""
-        name = produced.get(ref.target) or produced.get(ref.output)
+        name = (produced.get(ref.target) if ref.target is not None else None) or produced.get(ref.output)
         if name is None:
             raise CodegenError(
                 "the PyTorch backend supports references only to earlier top-level entries",
@@ -639,11 +937,11 @@ class _Writer:
                 leads.append(lead)
             else:
                 call, out = _module_expr(ctx, b, lead)
-                modules.append(f'"{b.name}": {call.flat()}')
+                modules.append(Call(f'"{b.name}": {call.func}', call.args, call.open, call.close))
                 terms.append(f'self.{c.name}["{b.name}"](x)')
                 leads.append(out)
         container = Call("nn.ModuleDict", (Call("", tuple(modules), "{", "}"),)) if modules else None
-        value = _merge_lowering(ctx, c).join(terms)
+        value = _joined(ctx, c, terms)
         total = leads[0]
         if OPS[c.op].lead == "sum":
             for x in leads[1:]:
@@ -672,12 +970,15 @@ class _Writer:
                     inplace[rel] = inplace.get(rel, True) and data["inplace"]
         tmpl = self.g.graph["templates"][name]
         annotations = {p.name: _annotation([i.arg(p.name).value for i in instances]) for p in tmpl.params}
+        documented = min(instances, key=lambda i: len(_gated(i)))  # the use that builds the most
         for inst in instances:
-            code = self._template_class_for(name, inst, annotations, spatial, inplace)
+            code = self._template_class_for(name, inst, annotations, spatial, inplace, frozenset(), documented)
             self.helpers |= code.helpers
-            key = "\n".join(code.head + code.init + sum(code.methods, []))
-            texts.setdefault(key, (code, inst))
+            texts.setdefault(_text(code), (code, inst))
         if len(texts) > 1:
+            agreed = self._gated_agreement(name, list(texts.values()), annotations, spatial, inplace)
+            if agreed is not None:
+                return agreed
             (_, a), (_, b) = list(texts.values())[:2]
             raise CodegenError(
                 f"template {name} needs different code at {a.path or 'the top'} and {b.path}: the uses differ in "
@@ -688,11 +989,36 @@ class _Writer:
             )
         return next(iter(texts.values()))[0]
 
+    def _gated_agreement(self, name: str, variants: list, annotations, spatial, inplace) -> ClassCode | None:
+        """One class for uses that differ only in entries a parameter switches off
+        (``when: downsample``): the code of the use with the fewest such entries off, if
+        it writes every other use's code once the entries that use leaves out are off too."""
+
+        gated = _gated
+        code, ref = min(variants, key=lambda v: len(gated(v[1])))
+        for other_code, inst in variants:
+            if inst is ref:
+                continue
+            if not gated(ref) <= gated(inst):
+                return None
+            off = frozenset(ref.path + rel for rel in gated(inst) - gated(ref))
+            if _text(self._template_class_for(name, ref, annotations, spatial, inplace, off, ref)) != _text(other_code):
+                return None
+        return code
+
     def _template_class_for(
-        self, name: str, inst: ir.Block, annotations: dict[str, str], spatial: dict, inplace: dict[str, bool]
+        self,
+        name: str,
+        inst: ir.Block,
+        annotations: dict[str, str],
+        spatial: dict,
+        inplace: dict[str, bool],
+        off: frozenset[str] = frozenset(),
+        documented: ir.Block | None = None,
     ) -> ClassCode:
         tmpl = self.g.graph["templates"][name]
         ctx = self._ctx(name, lambda node: inplace.get(node[len(inst.path) :], False))
+        ctx.off = off
         keywords = self.keywords[name]
         class_name = self.classes[name]
         lead = Sym.name("in_channels")
@@ -703,7 +1029,10 @@ class _Writer:
 
         params = ["self", "in_channels: int"]
         fixups: list[str] = []
-        for p in tmpl.params:
+        keyword_only = _keyword_only(tmpl)
+        for k, p in enumerate(tmpl.params):
+            if k == keyword_only:
+                params.append("*")
             ann = annotations[p.name]
             own = keywords[p.name]
             if p.required or (p.default is None and p.default_expr is None):
@@ -715,7 +1044,7 @@ class _Writer:
                 fixups += [f"if {own} is None:", f"    {own} = {_render(ctx.value(p.default_expr, None))}"]
         head = [f"class {class_name}(nn.Module):"] + docstring(tmpl.doc or f"The {name} block of the spec.", 1)
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
-        sig += docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, inst), 2)
+        sig += docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, documented or inst), 2)
         fix = ["        " + f for f in fixups]
         if body.kind == "seq" and body.named and not _off(ctx, body):
             init, fwd, out_lead = self._statements(ctx, body, lead, notes)
@@ -736,7 +1065,7 @@ class _Writer:
                 outs.append(local)
             total = _lead_of(ctx, body, lead)
             note = _shape_note(ir.node(self.g, body.output)["shape"], total, notes(body))
-            fwd += layout("return ", _merge_lowering(ctx, body).join(outs), 2, comment=note)
+            fwd += layout("return ", _joined(ctx, body, outs), 2, comment=note)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:") + fwd
             start = [*sig, "        super().__init__()", *fix]
             return ClassCode(class_name, head, start + init, [forward], ctx.used_helpers)
@@ -744,8 +1073,7 @@ class _Writer:
         call, _ = _module_expr(ctx, body, lead)
         base = call.func
         head[0] = f"class {class_name}({base}):"
-        init = docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, inst), 2)
-        init += layout("super().__init__", Call("", call.args), 2)
+        init = layout("super().__init__", Call("", call.args), 2)  # `sig` has the docstring
         if fixups:
             raise CodegenError(
                 f"template {name}: defaults computed from other parameters need a named body",
@@ -799,8 +1127,10 @@ class _Writer:
                     continue
                 source_shape = ir.node(g, o.head.inputs[0])["shape"]
                 call, _ = _module_expr(ctx, o.head, source_shape[0])
-                suffix = f" if {self.arguments[cond]} else None" if cond else ""
-                head_init.extend(layout(f"self.{o.name} = ", call, 2, suffix))
+                if cond:
+                    head_init.extend(layout_or_none(f"self.{o.name} = ", call, self.arguments[cond], 2))
+                else:
+                    head_init.extend(layout(f"self.{o.name} = ", call, 2))
                 if cond:
                     guards.append(f"self.{o.name} is not None")
                 if o.training_only:
@@ -818,6 +1148,10 @@ class _Writer:
             return lines
 
         init, fwd, _ = self._statements(ctx, model, lead, lambda c: None, after, names)
+        for o in (o for left in taps.values() for o in left):  # never silently without an output
+            raise CodegenError(
+                "the PyTorch backend found no place to compute this output", location=o.loc, path=f"{o.keypath}.from"
+            )
         self.helpers |= ctx.used_helpers
         pre: list[str] = []
         pre_init: list[str] = []
@@ -918,13 +1252,17 @@ class _Writer:
         """``(name, text)`` for each constructor argument of a template's class."""
         prefix = inst.path + "."
         uses: dict[str, list[str]] = {p.name: [] for p in tmpl.params}
+        left_out: dict[str, list[str]] = {}  # entries a parameter switches off at every use
         stack = list(inst.children)
         while stack:
             b = stack.pop()
             rel = b.path[len(prefix) :] if b.path.startswith(prefix) else b.name
             if b.when is not None and isinstance(b.when.expr, Sym):
                 for name in b.when.expr.names & uses.keys():
-                    uses[name].append(f"builds {rel or b.name} when true")
+                    if b.kind == "skip":  # off at the documented use, which builds the most: off at all
+                        left_out.setdefault(name, []).append(rel or b.name)
+                    else:
+                        uses[name].append(f"builds {rel or b.name} when true")
             if b.kind == "use" and b is not inst:
                 for a in b.args:
                     for name in _names(a.expr) & uses.keys():
@@ -937,6 +1275,8 @@ class _Writer:
                         uses[name].append(f"{attr} of {rel}")
             stack.extend(b.children)
         docs = [("in_channels", "channels of the input")]
+        for name, entries in left_out.items():
+            uses[name].append(f"false at every use, so the class leaves out {_listed(entries)}")
         for p in tmpl.params:
             found = uses[p.name]
             docs.append((p.name, _listed(found) if found else "unused by the layers"))
@@ -1018,10 +1358,10 @@ class _Writer:
                 stmt = self._init_stmt(f"m.{pname}", rule)
                 if stmt is None:
                     continue
-                if pname == "bias":
-                    body += ["if m.bias is not None:", "    " + stmt]
+                if pname == "bias":  # laid out at their depth in the loop below, split as ruff would
+                    body += ["                if m.bias is not None:", *layout("", stmt, 5)]
                 else:
-                    body.append(stmt)
+                    body += layout("", stmt, 4)
             if body:
                 classes = list(OPS[op].lowerings["pytorch"].classes)
                 same = [i for i, (_, b) in enumerate(branches) if b == body]
@@ -1036,10 +1376,10 @@ class _Writer:
         for i, (names, body) in enumerate(branches):
             cls = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
             lines += layout(f"{'if' if i == 0 else 'elif'} isinstance", Call("", ("m", cls)), 3, ":")
-            lines += ["                " + b for b in body]
+            lines += body
         return lines
 
-    def _init_stmt(self, target: str, rule: ir.InitRule) -> str | None:
+    def _init_stmt(self, target: str, rule: ir.InitRule) -> str | Call | None:
         args = dict(rule.args)
         s = rule.scheme
         if s == "default":
@@ -1061,8 +1401,30 @@ class _Writer:
             "xavier_normal": {"gain": 1.0},
         }
         full = {**defaults[s], **args}
-        kws = ", ".join(f"{k}={literal(float(v))}" for k, v in full.items())
-        return f"nn.init.{s}_({target}, {kws})"
+        return Call(f"nn.init.{s}_", (target, *(f"{k}={literal(float(v))}" for k, v in full.items())))
+
+
+def _gated(inst: ir.Block) -> frozenset[str]:
+    """The entries of a template use's body that a parameter's ``when`` switches off."""
+    body = inst.children[0]
+    if body.kind != "seq" or not body.named:
+        return frozenset()
+    return frozenset(
+        c.path[len(inst.path) :]
+        for c in body.children
+        if c.kind == "skip" and c.when is not None and isinstance(c.when.expr, Sym)
+    )
+
+
+def _isort(name: str) -> tuple:
+    """The order ruff's RUF022 keeps ``__all__`` in: SCREAMING_CASE names, then CamelCase,
+    then the rest, each in natural order (digit runs compared as numbers)."""
+    group = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+    return (group, [int(p) if p.isdigit() else p for p in re.split(r"([0-9]+)", name)])
+
+
+def _text(code: ClassCode) -> str:
+    return "\n".join(code.head + code.init + sum(code.methods, []))
 
 
 def _numbers(values: tuple[float, ...]) -> str:
@@ -1075,6 +1437,12 @@ def _listed(items: list[str], most: int = 4) -> str:
     if len(items) > most:
         return f"{', '.join(shown)} and {len(items) - most} more"
     return ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1] if shown else ""
+
+
+def _defined_class(helper: str, name: str) -> ClassCode:
+    """A class of HELPER_CLASSES as the file names it."""
+    lines = [line.replace("{name}", name) for line in HELPER_CLASSES[helper]]
+    return ClassCode(name, lines, [])
 
 
 def _helper_class(op: str, name: str) -> ClassCode:
@@ -1140,16 +1508,28 @@ class Generated:
 
 def generate(graph: object, *, source_name: str | None = None, verify: bool = False) -> Generated:
     """The PyTorch module for a graph (or a compiled spec), with its model class's name."""
+    if is_ensemble(graph):  # members are graphs of their own: backends/pytorch_ensemble.py
+        from .pytorch_ensemble import generate_ensemble
+
+        return generate_ensemble(ir.as_graph(graph), source_name=source_name, verify=verify)
     g = prepare(graph, verify=verify)
     w = _Writer(g)
     order, instances = _template_order(g, w.exposed)
     templates = [w.template_class(name, instances[name]) for name in order]
     model, outputs = w.model_class()
-    helpers = sorted((_helper_class(op, w.classes[f"merge:{op}"]) for op in w.helpers), key=lambda c: c.name)
+    helpers = sorted(
+        (
+            _defined_class(h[len("helper:") :], w.classes[h])
+            if h.startswith("helper:")
+            else _helper_class(h, w.classes[f"merge:{h}"])
+            for h in w.helpers
+        ),
+        key=lambda c: c.name,
+    )
     name = g.graph["name"]
     exposed = ", ".join(w.arguments[v] for v in g.graph["exposed"]) or "none"
     shown = safe_text(os.path.basename(source_name or g.graph["file"])) or "a spec"
-    all_names = sorted([model.name, *([outputs.name] if outputs else []), *(c.name for c in templates)])
+    all_names = sorted([model.name, *([outputs.name] if outputs else []), *(c.name for c in templates)], key=_isort)
     public = layout("__all__ = ", Call("", tuple(f'"{n}"' for n in all_names), "[", "]"), 0)
     source = _ENV.get_template("pytorch.py.jinja").render(
         version=__version__,

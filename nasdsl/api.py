@@ -12,6 +12,7 @@ holds the parsed spec and the graph IR; backends read only the graph.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Iterable, Mapping
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from nasdsl import document, space
+from nasdsl import document, ensemble, space
 from nasdsl.build import MAX_NODES, build
+from nasdsl.ensemble import CompiledEnsemble, EnsembleSpec
 from nasdsl.errors import LimitError, Location
-from nasdsl.loader import Limits, YList
+from nasdsl.evaluation import parse_evaluation
+from nasdsl.loader import Limits, YList, YMap
 from nasdsl.passes.check import check
 from nasdsl.passes.shapes import infer_shapes
 from nasdsl.spec import Spec, parse_spec
@@ -77,9 +80,9 @@ def load_spec(
     overrides: Mapping[str, object] | Iterable[str] = (),
     *,
     limits: Limits = DEFAULT_LIMITS,
-) -> Spec:
-    """Load and parse a spec. ``overrides`` is ``{path: value}`` or
-    ``["path=value", ...]`` (the CLI's ``--set``), checked like the file."""
+) -> Spec | EnsembleSpec:
+    """Load and parse a spec (or an ensemble spec, :mod:`nasdsl.ensemble`). ``overrides`` is
+    ``{path: value}`` or ``["path=value", ...]`` (the CLI's ``--set``), checked like the file."""
     doc, files = document.load_document(path, limits=limits)
     values: dict[str, object] = {}
     locations: dict[str, Location] = {}
@@ -91,24 +94,49 @@ def load_spec(
         for text in overrides:
             key, value, loc = document.parse_override(text)
             values[key], locations[key] = value, loc
+    if ensemble.is_ensemble_document(doc):
+        return ensemble.load_ensemble(doc, files, values, locations)
+    return model_spec(doc, files, values, locations)
+
+
+def model_spec(
+    doc: YMap, files: tuple[str, ...], values: Mapping[str, object], locations: Mapping[str, Location]
+) -> Spec:
+    """Parse a loaded model document with overrides; its ``evaluation`` section (and the
+    overrides below it) are parsed apart (:mod:`nasdsl.evaluation`) and kept on the Spec."""
+    own = {k: v for k, v in values.items() if k.split(".")[0] == "evaluation"}
+    for key, value in own.items():
+        doc = ensemble.set_path(doc, key, value, locations.get(key) or Location(f"<override {key}>", 1, 1))
+    values = {k: v for k, v in values.items() if k not in own}
     if values:
         doc = document.apply_overrides(doc, values, locations)
     doc = space.default_document(doc)  # a spec with choices compiles as its default variant
-    return parse_spec(doc, files[0], document.spec_hash(doc), files)
+    section = None
+    if "evaluation" in doc:
+        section = parse_evaluation(doc["evaluation"], doc.loc_of("evaluation"))
+        doc = document.merge(doc, document.new_map(doc.loc))  # a copy, without the section
+        doc.pop("evaluation")
+    spec = parse_spec(doc, files[0], document.spec_hash(doc), files)
+    return dataclasses.replace(spec, evaluation=section) if section is not None else spec
 
 
 def compile_spec(
-    spec: Spec | str | os.PathLike,
+    spec: Spec | EnsembleSpec | str | os.PathLike,
     overrides: Mapping[str, object] | Iterable[str] = (),
     *,
     limits: Limits = DEFAULT_LIMITS,
     max_nodes: int = MAX_NODES,
     max_params: int = MAX_PARAMS,
-) -> Compiled:
-    """Load (unless given a Spec), expand, check and shape a spec."""
-    if not isinstance(spec, Spec):
+) -> Compiled | CompiledEnsemble:
+    """Load (unless given a Spec), expand, check and shape a spec; an ensemble spec
+    gives a :class:`nasdsl.ensemble.CompiledEnsemble`."""
+    if not isinstance(spec, (Spec, EnsembleSpec)):
         spec = load_spec(spec, overrides, limits=limits)
+    if isinstance(spec, EnsembleSpec):
+        return ensemble.compile_ensemble(spec, limits=limits, max_nodes=max_nodes, max_params=max_params)
     g = infer_shapes(check(build(spec, max_nodes=max_nodes)), copy=False)  # a fresh graph: no copy
+    if spec.evaluation is not None:
+        g.graph["evaluation"] = spec.evaluation.bind(g.nodes[g.graph["input"]]["shape"])
     compiled = Compiled(spec, g)
     total = sum(compiled._counts.params.values())
     if total > max_params:
@@ -124,6 +152,7 @@ def build_model(
     spec: Compiled | str | os.PathLike,
     *,
     weights: Mapping[str, object] | str | os.PathLike | None = None,
+    optimize: bool | str = False,
     **variables: object,
 ):
     """Compile a spec (``variables`` override the spec's, checked like ``--set``) and
@@ -132,15 +161,26 @@ def build_model(
     ``weights`` is a state_dict (numpy arrays or tensors) or a weights file
     (``.safetensors`` or a ``torch.save``-d state_dict); it must fit the model
     exactly (``load_state_dict(strict=True)``, BatchNorm counters optional).
+
+    ``optimize`` (True, or a target: ``cuda``, ``cpu``, ``onnxruntime``) returns the
+    inference model instead, optimised for that target (:mod:`nasdsl.optimize`,
+    docs/optimize.md), in eval mode, with ``weights`` (the training model's state_dict)
+    folded and fused; without weights it holds the spec's seeded initialisation.
     """
     from nasdsl.backends.pytorch import model_class
     from nasdsl.weights import check_weights, load_weights
 
-    if not isinstance(spec, Compiled):
+    if not isinstance(spec, (Compiled, CompiledEnsemble)):
         spec = compile_spec(spec, variables)
     elif variables:
         spec = compile_spec(spec.spec.file, variables)
+    if optimize:
+        from nasdsl.optimize import build_inference
+
+        return build_inference(spec.graph, optimize, weights)
     model = model_class(spec.graph)()
+    if weights is None and isinstance(spec, CompiledEnsemble):
+        weights = ensemble.member_state_dict(spec)  # the members' own weights files
     if weights is not None:
         import numpy as np
         import torch

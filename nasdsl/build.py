@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,15 +27,19 @@ from nasdsl.errors import GraphError, LimitError, NasdslError, SpecError
 from nasdsl.expr import Sym, SymbolicError, is_identifier
 from nasdsl.ops import MAX_CHANNELS, OPS, check_int, describe
 from nasdsl.spec import (
+    INPUT_REF,
+    MAX_REPEAT,
     Block,
     MergeBlock,
     OpBlock,
     RefBlock,
+    RepeatBlock,
     SeqBlock,
     Spec,
     Template,
     UseBlock,
     Value,
+    check_name,
     did_you_mean,
     flatten,
     raise_errors,
@@ -61,6 +66,7 @@ class _Scope:
     instance: str = ""  # the innermost template use ("" in the model)
     #: for each name in ``env`` that the spec wrote somewhere: that value and the scope it is evaluated in
     sources: Mapping[str, tuple[Value, _Scope]] = field(default_factory=dict)
+    input: str = ""  # the node the template body (or the model) reads: what `ref: in` names
 
     def blame(self, value: Value) -> Value:
         """The value the user wrote that ``value`` stands for.
@@ -128,6 +134,8 @@ class _Builder:
         self.param_info: dict[str, tuple[ir.Param, ...]] = {}
         #: what every scope knows of the variables: the variables each depends on, the boolean ones
         self.variable_deps: dict[str, frozenset[str]] = {}
+        #: the variables that repeat counts depend on (they decide how many blocks there are)
+        self.structural: set[str] = set()
         self.variable_switches: dict[str, str] = {n: n for n, v in variables.items() if isinstance(v, bool)}
         #: where each variable's value was written (a variable passed to build() has no place)
         self.sources: dict[str, tuple[Value, _Scope]] = {}
@@ -197,6 +205,9 @@ class _Builder:
     ) -> ir.Block:
         if block.phase != "both":
             phase = block.phase
+        if block.source is not None:  # `from:` this block reads another block's output
+            where = {"location": block.source_loc or block.loc, "path": f"{block.path}.from"}
+            inputs = (self.resolve(block.source, scope, path, where),)
         when = None
         if block.when is not None:
             try:
@@ -230,6 +241,8 @@ class _Builder:
             return self._merge(block, name, path, inputs, scope, phase, when)
         if isinstance(block, UseBlock):
             return self._use(block, name, path, inputs, scope, phase, when)
+        if isinstance(block, RepeatBlock):
+            return self._repeat(block, name, path, inputs, scope, phase, when)
         assert isinstance(block, RefBlock)
         return self._ref(block, name, path, inputs, scope, phase, when)
 
@@ -301,11 +314,101 @@ class _Builder:
     ) -> ir.Block:
         children = []
         current = inputs
-        for child_name, child in b.items:
-            sub = self.expand(child, child_name, _join(path, child_name), current, scope, phase)
+        errors: list[NasdslError] = []
+        for child_name, child, child_scope in self._items(b, scope, path):
+            child_path = _join(path, child_name)
+            try:
+                sub = self.expand(child, child_name, child_path, current, child_scope, phase)
+            except NasdslError as e:
+                if self.dormant:
+                    raise
+                # report it and go on with the next entry (its input passes through): check finds all
+                errors.extend(flatten(e))
+                self.record(child_path, current[0])
+                sub = _skip(child, child_name, child_path, current, phase, None)
             children.append(sub)
             current = (sub.passed,)
+        raise_errors(errors)
         return _block("seq", name, path, b, inputs, current[0], phase, when, children=children, named=b.named)
+
+    def _items(self, b: SeqBlock, scope: _Scope, path: str):
+        """(name, block, scope) of each child of a sequence; a ``flat`` repeat in a list gives
+        its iterations' items as items of the list, numbered on (VGG's ``features.0`` ... ``43``)."""
+        if not any(isinstance(c, RepeatBlock) and c.flat for _, c in b.items):
+            for name, child in b.items:
+                yield name, child, scope
+            return
+        at = 0
+        for _, child in b.items:
+            if not (isinstance(child, RepeatBlock) and child.flat):
+                yield str(at), child, scope
+                at += 1
+                continue
+            if b.named or not (isinstance(child.body, SeqBlock) and not child.body.named):
+                raise SpecError(
+                    "expected a repeat that is an item of a list and repeats a list for 'flat: true', got "
+                    + ("an entry of a named sequence" if b.named else "a repeat of a block that is no list"),
+                    location=child.loc,
+                    path=f"{child.path}.flat",
+                )
+            for i in range(self._count(child, scope, path)):
+                inner = self._indexed(scope, child.index, i)
+                for _, item in child.body.items:
+                    yield str(at), item, inner
+                    at += 1
+
+    def _count(self, b: RepeatBlock, scope: _Scope, path: str) -> int:
+        self.structural |= scope.depends(b.count)
+        for piece in b.names:
+            if isinstance(piece, Value):
+                self.structural |= scope.depends(piece)
+        try:
+            count = b.count.evaluate(scope.env)
+            return check_int(count, 1, MAX_REPEAT)
+        except SpecError as e:
+            raise _in_node(e.at(location=b.count.loc, path=b.count.path), scope, path) from None
+
+    @staticmethod
+    def _indexed(scope: _Scope, index: str, i: int) -> _Scope:
+        """``scope`` with a repeat's index bound to ``i``: in the symbolic scope too, so that a
+        class writes each repetition's values (a loop, if any, is found from them)."""
+        return dataclasses.replace(
+            scope,
+            env=_layer({index: i}, scope.env),
+            sym=_layer({index: i}, scope.sym),
+            deps=_layer({index: _NO_DEPS}, scope.deps),
+            switches=_layer({index: None}, scope.switches),
+        )
+
+    def _repeat(
+        self, b: RepeatBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
+    ) -> ir.Block:
+        """``b.body`` ``count`` times in sequence, each with the index bound to 0, 1, ...; the
+        children are named by the pattern or by the index."""
+        if b.flat:
+            raise SpecError(
+                "expected a repeat that is an item of a list and repeats a list for 'flat: true', "
+                "got one that is not an item of a list",
+                location=b.loc,
+                path=f"{b.path}.flat",
+            )
+        count = self._count(b, scope, path)
+        children = []
+        current = inputs
+        names: set[str] = set()
+        for i in range(count):
+            inner = self._indexed(scope, b.index, i)
+            child_name = _repeat_name(b, inner, i)
+            if child_name in names:
+                raise SpecError(f"the name pattern gives '{child_name}' twice", location=b.loc, path=f"{b.path}.name")
+            names.add(child_name)
+            sub = self.expand(b.body, child_name, _join(path, child_name), current, inner, phase)
+            children.append(sub)
+            current = (sub.passed,)
+        repeat = ir.Repeat(b.index, count, _pattern_text(b.names))
+        return _block(
+            "seq", name, path, b, inputs, current[0], phase, when, children=children, named=bool(b.names), repeat=repeat
+        )
 
     def _merge(
         self, b: MergeBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
@@ -351,6 +454,7 @@ class _Builder:
         if len(scope.templates) >= MAX_TEMPLATE_DEPTH:
             raise LimitError(f"templates nested deeper than {MAX_TEMPLATE_DEPTH} levels", location=b.loc, path=b.path)
         inner, args = self.bind(t, b, scope, path)
+        inner.input = inputs[0]
         body = self.expand(t.body, name, path, inputs, inner, phase)
         self.instances.setdefault(t.name, []).append(path)
         output = body.passed
@@ -471,22 +575,69 @@ class _Builder:
     def _ref(
         self, b: RefBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
     ) -> ir.Block:
-        target = _join(scope.root, b.target)
         where = {"location": b.target_loc or b.loc, "path": f"{b.path}.ref"}
-        if path == target or path.startswith(target + "."):
-            raise GraphError(f"cannot refer to '{b.target}' from inside it: that would make a cycle", **where)
-        node = self.lookup(target)
+        node = self.resolve(b.target, scope, path, where)
+        target = None if b.target == INPUT_REF else _join(scope.root, b.target)
+        return _block("ref", name, path, b, inputs, node, phase, when, target=target)
+
+    def resolve(self, target: str, scope: _Scope, path: str, where: dict) -> str:
+        """The node a ``ref:`` or ``from:`` names: an earlier block of the same body (by its
+        path in that body), or ``in``, the body's input."""
+        if target == INPUT_REF:
+            return scope.input
+        full = _join(scope.root, target)
+        if path == full or path.startswith(full + "."):
+            raise GraphError(f"cannot refer to '{target}' from inside it: that would make a cycle", **where)
+        node = self.lookup(full)
         if node is None:
             prefix = scope.root + "." if scope.root else ""
             visible = [*self.paths, *(p for paths in self.dormant_paths for p in paths)]
             known = [p[len(prefix) :] for p in visible if p.startswith(prefix) and p != scope.root]
-            hint = did_you_mean(b.target, known)
+            hint = did_you_mean(target, known)
             if not hint:  # 'conv' for 'stage.conv': a ref names a node by its whole path
                 last = {k: k.rsplit(".", 1)[-1] for k in known}
-                close = [k for k in known if did_you_mean(b.target, [last[k]])]
+                close = [k for k in known if did_you_mean(target, [last[k]])]
                 hint = f" (did you mean '{close[-1]}'?)" if close else ""
-            raise GraphError(f"no node named '{b.target}' before this point{hint}", **where)
-        return _block("ref", name, path, b, inputs, node, phase, when, target=target)
+            raise GraphError(f"no node named '{target}' before this point{hint}", **where)
+        return node
+
+
+def _repeat_name(b: RepeatBlock, scope: _Scope, i: int) -> str:
+    """The name of repetition ``i``: the index, or the pattern with its expressions evaluated."""
+    if not b.names:
+        return str(i)
+    text = ""
+    for piece in b.names:
+        if isinstance(piece, str):
+            text += piece
+            continue
+        value = piece.evaluate(scope.env)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(
+                f"expected an integer in the name, got {describe(value)}", location=piece.loc, path=piece.path
+            )
+        text += str(value)
+    if "-" in text:  # torchvision's RegNet names blocks 'block1-0': a name a module holds, never an attribute
+        check_name(text.replace("-", "_"), b.loc, f"{b.path}.name", "block name")
+        if not DASHED_NAME.fullmatch(text):
+            raise SpecError(
+                f"expected a block name, got {describe(text)}: a '-' may only join two parts of a name",
+                location=b.loc,
+                path=f"{b.path}.name",
+            )
+        return text
+    return check_name(text, b.loc, f"{b.path}.name", "block name")
+
+
+#: A repeated block's name with dashes (``block1-0``).
+DASHED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)+")
+
+
+def _pattern_text(pieces: tuple) -> str | None:
+    """The name pattern as the spec wrote it (``denselayer{i + 1}``), or None."""
+    if not pieces:
+        return None
+    return "".join(p if isinstance(p, str) else "{" + p.raw + "}" for p in pieces)
 
 
 def _block(
@@ -505,10 +656,11 @@ def _block(
     template: str | None = None,
     args: tuple[ir.Arg, ...] = (),
     target: str | None = None,
+    repeat: ir.Repeat | None = None,
 ) -> ir.Block:
     return ir.Block(
         kind, name, path, b.path, b.loc, tuple(inputs), output, tuple(children), named, op, template, args, when,
-        phase, target,
+        phase, target, repeat,
     )  # fmt: skip
 
 
@@ -656,10 +808,14 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
         deps[name] = frozenset({name}).union(*(deps.get(n, _NO_DEPS) for n in value.names if n in deps))
     b.variable_deps = deps
     scope = _Scope("", dict(env), {n: Sym.name(n) for n in env}, deps, dict(b.variable_switches), ())
+    scope.input = spec.input.name
     b.sources = scope.sources = {n: (v, scope) for n, v in spec.variables}
     shape = _input_shape(spec, scope)
     mean = _input_stats(spec.input.mean, shape[0], scope)
     std = _input_stats(spec.input.std, shape[0], scope, nonzero=True)
+    # a mean of zeros or a std of ones (as a switch may give: Inception-v3's transform_input) does nothing
+    mean = None if mean is not None and not any(mean) else mean
+    std = None if std is not None and all(v == 1 for v in std) else std
     inp = spec.input.name
     input_deps = {
         key: scope.depends(value)
@@ -726,6 +882,7 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
         variable_locs={n: v.loc for n, v in spec.variables},
         name_loc=spec.model.loc,
         variable_deps={n: frozenset(v.names) & definitions.keys() for n, v in spec.variables},
+        structural=frozenset(b.structural),
         model=model,
         templates=templates,
         init={op: {p: ir.InitRule(r.scheme, r.args) for p, r in rules.items()} for op, rules in spec.init.items()},

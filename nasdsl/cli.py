@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from nasdsl import __version__
 from nasdsl.api import MAX_PARAMS, compile_spec
 from nasdsl.build import MAX_NODES
+from nasdsl.ensemble import CompiledEnsemble
 from nasdsl.errors import NasdslError
 from nasdsl.loader import Limits
+from nasdsl.optimize import DEFAULT_TARGET, TARGETS
 from nasdsl.summary import render
 from nasdsl.weights import MAX_MEMORY, check_memory
 
@@ -40,7 +42,7 @@ DEFAULT_OPSET = 17
 #: output extensions and the backend each implies
 BACKEND_OF = {".py": "pytorch", ".onnx": "onnx"}
 #: options that only the ONNX backend takes, with their defaults
-ONNX_ONLY = {"weights": None, "opset": DEFAULT_OPSET, "batch": 1, "with_aux": False}
+ONNX_ONLY = {"weights": None, "random_weights": False, "opset": DEFAULT_OPSET, "batch": 1, "with_aux": False}
 
 
 class UsageError(NasdslError):
@@ -179,8 +181,9 @@ def _onnx_options(p: argparse.ArgumentParser, *, batch_dynamic: bool = True) -> 
         default=None,
         metavar="FILE",
         help="weights keyed like the generated PyTorch model's state_dict: .safetensors, or a torch.save file "
-        "(default: drawn from the spec's init rules, seed 0)",
+        "(default: an ensemble's members' own weights files, else drawn from the spec's init rules, seed 0)",
     )
+    _random_weights_option(onnx)
     onnx.add_argument(
         "--batch",
         type=_int_in("--batch", 1, 1 << 16, extra="dynamic" if batch_dynamic else ""),
@@ -202,7 +205,9 @@ def _run_check(args: argparse.Namespace, net) -> int:
 
 def _counts(net, inference: dict, training: dict) -> str:
     """What ``check`` says of a model: nodes, parameters and multiply-adds, for inference
-    and, where training adds heads, for training too."""
+    and, where training adds heads, for training too (of an ensemble: members and totals)."""
+    if isinstance(net, CompiledEnsemble):
+        return net.describe()
     text = f"{net.graph.number_of_nodes()} nodes, {inference['params']:,} parameters for inference"
     if training["params"] != inference["params"]:
         text += f", {training['params']:,} with the training heads"
@@ -235,11 +240,61 @@ def _summary_arguments(p: argparse.ArgumentParser) -> None:
         help="table, json or markdown (default table)",
     )
     p.add_argument("--with-aux", action="store_true", help="include training-only heads in rows and totals")
+    _optimize_options(p, "also count the nodes of the inference graph optimised for the PyTorch default target")
 
 
 def _run_summary(args: argparse.Namespace, net) -> int:
-    sys.stdout.write(render(net.summary(with_aux=args.with_aux), args.format))
+    summary = net.summary(with_aux=args.with_aux)
+    counts = _optimized_counts(args, net) if args.optimize or args.optimize_for else None
+    if counts is not None and args.format == "json":
+        summary = {**summary, "optimized": counts}
+    sys.stdout.write(render(summary, args.format))
+    if counts is not None and args.format != "json":
+        print(
+            f"optimised for {counts['target']}: {counts['nodes']} nodes, from {counts['inference_nodes']} in the "
+            f"inference graph ({counts['folded']} BatchNorm folded, {counts['joined']} sets of convolutions joined)"
+        )
     return 0
+
+
+def _optimize_options(p: argparse.ArgumentParser, what: str) -> None:
+    group = p.add_argument_group("optimisation", "an inference build, per deployment target (docs/optimize.md)")
+    group.add_argument("--optimize", action="store_true", help=what)
+    group.add_argument(
+        "--optimize-for",
+        type=_choice("--optimize-for", *TARGETS),
+        default=None,
+        metavar="TARGET",
+        help=f"the target: {', '.join(TARGETS)} (implies --optimize; default: "
+        + ", ".join(f"{k} for {b}" for b, k in DEFAULT_TARGET.items())
+        + ")",
+    )
+
+
+def _target(args: argparse.Namespace, backend: str) -> str | None:
+    """The optimisation target the options ask for, or None for no optimisation."""
+    if args.optimize_for is not None:
+        args.optimize = True
+        return args.optimize_for
+    return DEFAULT_TARGET[backend] if args.optimize else None
+
+
+def _optimized_counts(args: argparse.Namespace, net) -> dict:
+    from nasdsl.optimize import PREPARE, optimize
+    from nasdsl.passes.derive import FoldNorm
+    from nasdsl.passes.pipeline import run_pipeline
+
+    target = _target(args, "pytorch")
+    g = optimize(net.graph, target, verify=args.debug)
+    steps = g.graph["derivation"]
+    folded = sum(isinstance(s, FoldNorm) for s in steps)
+    return {
+        "target": target,
+        "nodes": g.number_of_nodes(),
+        "inference_nodes": run_pipeline(net.graph, PREPARE).number_of_nodes(),
+        "folded": folded,
+        "joined": len(steps) - folded,
+    }
 
 
 SUMMARY = Command(
@@ -268,6 +323,11 @@ def _compile_arguments(p: argparse.ArgumentParser) -> None:
     _onnx_options(p)
     p.add_argument(
         "--with-aux", action="store_true", default=None, help="ONNX: keep the training-only heads as outputs"
+    )
+    _optimize_options(
+        p,
+        "write the inference graph optimised for the backend's default target: for pytorch a flat module "
+        "with a from_training_state_dict classmethod, for onnx the graph ONNX Runtime runs best",
     )
 
 
@@ -299,10 +359,19 @@ def _onnx_values(args: argparse.Namespace) -> dict:
 def _check_compile_options(args: argparse.Namespace) -> None:
     args.backend = _backend(args)
     _refuse_onnx_options(args, args.backend)
+    args.target = _target(args, args.backend)
+    if args.target is not None and args.with_aux:
+        raise UsageError("--with-aux: an optimised graph is the inference graph, without training-only heads")
 
 
 def _run_compile(args: argparse.Namespace, net) -> int:
-    if args.backend == "pytorch":
+    if args.backend == "pytorch" and args.target is not None:
+        from nasdsl.backends.inference import generate_inference
+        from nasdsl.optimize import optimize
+
+        g = optimize(net.graph, args.target, verify=args.debug)
+        data = generate_inference(g, source_name=args.spec, verify=args.debug).source.encode()
+    elif args.backend == "pytorch":
         from nasdsl.backends.pytorch import generate_source
 
         data = generate_source(net.graph, source_name=args.spec, verify=args.debug).encode()
@@ -310,7 +379,7 @@ def _run_compile(args: argparse.Namespace, net) -> int:
         from nasdsl.backends import onnx as onnx_backend
 
         o = _onnx_values(args)
-        weights = _weights(o["weights"])
+        weights = _weights(o["weights"], net, random=o["random_weights"])
         data = onnx_backend.export_onnx_bytes(
             net.graph,
             opset=o["opset"],
@@ -318,20 +387,36 @@ def _run_compile(args: argparse.Namespace, net) -> int:
             with_aux=o["with_aux"],
             batch=o["batch"],
             max_memory=args.max_memory,
+            optimize=args.target,
         )
     write_atomic(args.output, data)
-    print(f"wrote {args.output} ({len(data):,} bytes)")
+    optimised = f", optimised for {args.target}" if args.target is not None else ""
+    print(f"wrote {args.output} ({len(data):,} bytes{optimised})")
     return 0
 
 
-def _weights(path: str | None, net=None, max_memory: int | None = None):
-    if net is not None:
+def _weights(path: str | None, net, max_memory: int | None = None, *, check: bool = False, random: bool = False):
+    """The weights the options ask for: ``--weights FILE``; else an ensemble's members' own
+    weights files, where its members name any (a missing one is an error); else None (the
+    seeded initialisation), as with ``--random-weights``. ``check``: first make sure that
+    building and verifying the model fits in ``max_memory``."""
+    if check:
         check_memory(net.graph, 4, max_memory, "building and verifying the model")
-    if path is None:
-        return None
-    from nasdsl.weights import load_weights
+    if path is not None and random:
+        raise UsageError("--weights and --random-weights: give one or the other")
+    if path is not None:
+        from nasdsl.weights import load_weights
 
-    return load_weights(path)
+        return load_weights(path)
+    if random or not isinstance(net, CompiledEnsemble):
+        return None
+    from nasdsl.ensemble import member_state_dict
+
+    try:
+        return member_state_dict(net)
+    except NasdslError as e:
+        hint = "; give --weights FILE for the whole ensemble, or --random-weights to try it out"
+        raise type(e)(e.message + hint, location=e.location, path=e.path) from None
 
 
 COMPILE = Command(
@@ -341,7 +426,8 @@ COMPILE = Command(
     "model of its inference graph. The backend follows from the output's extension (.py, .onnx) "
     "unless --to names it; the ONNX options are refused for PyTorch output.",
     "nasdsl compile specs/googlenet.yaml -o GoogLeNet.py\n"
-    "nasdsl compile specs/googlenet_bn.yaml -o g.onnx --weights weights.safetensors --batch dynamic",
+    "nasdsl compile specs/googlenet_bn.yaml -o g.onnx --weights weights.safetensors --batch dynamic\n"
+    "nasdsl compile specs/googlenet_bn.yaml --optimize-for cpu -o deploy.py",
     _compile_arguments,
     _run_compile,
     _check_compile_options,
@@ -359,7 +445,7 @@ def _run_verify(args: argparse.Namespace, net) -> int:
     from nasdsl.backends.verify import verify
 
     o = _onnx_values(args)
-    weights = _weights(o["weights"], net, args.max_memory)
+    weights = _weights(o["weights"], net, args.max_memory, check=True, random=o["random_weights"])
     result = verify(net.graph, state_dict=weights, batch=o["batch"], opset=o["opset"])
     _print_verification(result)
     return 0 if result.ok else 1
@@ -401,6 +487,17 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
         help=f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})",
     )
     onnx.add_argument("--weights", default=None, metavar="FILE", help="weights for the ONNX model and verify")
+    _random_weights_option(onnx)
+
+
+def _random_weights_option(group) -> None:
+    group.add_argument(
+        "--random-weights",
+        action="store_const",
+        const=True,
+        default=None,
+        help="the seeded initialisation even where an ensemble's members name weights files (to try it out)",
+    )
 
 
 def _run_build(args: argparse.Namespace, net) -> int:
@@ -420,7 +517,7 @@ def _run_build(args: argparse.Namespace, net) -> int:
 
     source = generate_source(net.graph, source_name=args.spec, verify=args.debug).encode()
     step(f"pytorch: {net.name}.py, {len(source):,} bytes")
-    weights = _weights(args.weights, net, args.max_memory)
+    weights = _weights(args.weights, net, args.max_memory, check=True, random=bool(args.random_weights))
     if weights is None:
         from nasdsl.weights import initial_weights
 
@@ -452,7 +549,9 @@ BUILD = Command(
 
 COMMANDS: list[Command] = [CHECK, SUMMARY, COMPILE, VERIFY, BUILD]
 #: modules of nasdsl/commands/ that define HELP, DESCRIPTION, EXAMPLES, add_arguments(parser) and run(args, net)
-MODULES = ("draw", "space", "sweep", "diff", "transfer")
+MODULES = ("draw", "space", "sweep", "diff", "transfer", "evaluate")
+#: the commands that take an ensemble spec (nasdsl/ensemble.py)
+ENSEMBLE_COMMANDS = ("check", "summary", "compile", "verify", "build", "evaluate")
 
 
 def _plugged(name: str) -> Command | None:
@@ -515,6 +614,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command.check_options(args)
         net = _compile(args)
+        if isinstance(net, CompiledEnsemble) and command.name not in ENSEMBLE_COMMANDS:
+            raise UsageError(
+                f"{args.spec}: '{command.name}' takes a model spec, not an ensemble; run it on a member's spec "
+                f"(the commands that take an ensemble: {', '.join(ENSEMBLE_COMMANDS)})"
+            )
         return command.run(args, net)
     except NasdslError as e:
         print(e.format(), file=sys.stderr)

@@ -7,7 +7,9 @@ the extending document over it, section by section:
 * ``input``, ``variables``, ``init``, ``templates``, ``model``, ``outputs``:
   merged entry by entry. An entry that is given replaces the base's entry
   *whole* (a template, a model entry, a variable) and keeps its position; a
-  new entry is appended; ``null`` deletes the entry.
+  new entry is appended; ``null`` deletes the entry. In ``model`` and
+  ``outputs``, an entry with ``before: NAME`` or ``after: NAME`` is put just
+  before or after the base's entry NAME (moved there if the base has it).
 
 Overrides (``--set PATH=VALUE`` on the command line, ``overrides={...}`` in the
 API) are applied to the merged document before it is parsed, so they are
@@ -28,13 +30,15 @@ from pathlib import Path
 
 from nasdsl.errors import LimitError, Location, SpecError
 from nasdsl.loader import Limits, YList, YMap, load_file, load_text, scalar_type_name
-from nasdsl.spec import did_you_mean, join
+from nasdsl.spec import PLACEMENT_KEYS, did_you_mean, join
 
 #: The loader's limits when the caller gives none (Limits is frozen, so one instance serves all).
 DEFAULT_LIMITS = Limits()
 MAX_EXTENDS = 16
 REPLACED = ("nasdsl", "name", "doc")
 MERGED = ("input", "variables", "init", "templates", "model", "outputs")
+#: Sections whose order matters: a new entry may be placed with ``before:`` or ``after:``.
+ORDERED = ("model", "outputs")
 
 
 def new_map(loc: Location) -> YMap:
@@ -91,7 +95,7 @@ def merge(base: YMap, over: YMap) -> YMap:
         if key == "extends":
             continue
         if key in MERGED and isinstance(value, YMap) and isinstance(out.get(key), YMap):
-            put(out, key, _merge_entries(out[key], value), over.key_locs[key], over.loc_of(key))
+            put(out, key, _merge_entries(out[key], value, key), over.key_locs[key], over.loc_of(key))
         elif value is None and key in MERGED:
             out.pop(key, None)
         else:
@@ -99,7 +103,7 @@ def merge(base: YMap, over: YMap) -> YMap:
     return out
 
 
-def _merge_entries(base: YMap, over: YMap) -> YMap:
+def _merge_entries(base: YMap, over: YMap, section: str) -> YMap:
     out = new_map(over.loc)
     for key, value in base.items():
         put(out, key, value, base.key_locs[key], base.loc_of(key))
@@ -107,7 +111,54 @@ def _merge_entries(base: YMap, over: YMap) -> YMap:
         if value is None:
             out.pop(key, None)
             continue
+        if section in ORDERED and isinstance(value, YMap) and any(k in value for k in PLACEMENT_KEYS):
+            out = _placed(out, key, value, over.key_locs[key], over.loc_of(key), section)
+            continue
         put(out, key, value, over.key_locs[key], over.loc_of(key))
+    return out
+
+
+def _placed(entries: YMap, key: str, value: YMap, key_loc: Location, value_loc: Location, section: str) -> YMap:
+    """``entries`` with ``key`` put just ``before`` or ``after`` the entry its value names
+    (moved there if the base has it already); the placement key is not part of the entry."""
+    given = [k for k in PLACEMENT_KEYS if k in value]
+    where = f"{section}.{key}"
+    if len(given) > 1:
+        raise SpecError(
+            "expected one of 'before' and 'after', got both",
+            location=value.key_locs[given[1]],
+            path=f"{where}.{given[1]}",
+        )
+    (side,) = given
+    anchor = value[side]
+    anchor_loc = value.loc_of(side)
+    if not isinstance(anchor, str):
+        raise SpecError(
+            f"expected the name of an entry, got {scalar_type_name(anchor)}",
+            location=anchor_loc,
+            path=f"{where}.{side}",
+        )
+    if anchor == key or anchor not in entries:
+        known = [k for k in entries if k != key]
+        found = "the entry itself" if anchor == key else f"'{anchor}'{did_you_mean(anchor, known)}"
+        raise SpecError(
+            f"expected an entry of the base's {section} to place '{key}' {side}, got {found}",
+            location=anchor_loc,
+            path=f"{where}.{side}",
+        )
+    entry = new_map(value.loc)
+    for k, v in value.items():
+        if k != side:
+            put(entry, k, v, value.key_locs[k], value.loc_of(k))
+    out = new_map(entries.loc)
+    for k, v in entries.items():
+        if k == key:
+            continue
+        if k == anchor and side == "before":
+            put(out, key, entry, key_loc, value_loc)
+        put(out, k, v, entries.key_locs[k], entries.loc_of(k))
+        if k == anchor and side == "after":
+            put(out, key, entry, key_loc, value_loc)
     return out
 
 

@@ -78,14 +78,25 @@ class When:
 
 
 @dataclass(frozen=True)
+class Repeat:
+    """How a ``repeat`` block made its children: the ``index`` name, the ``count`` of
+    repetitions, and the ``names`` pattern (``denselayer{i + 1}``; None: named 0, 1, ...)."""
+
+    index: str
+    count: int
+    names: str | None = None
+
+
+@dataclass(frozen=True)
 class Block:
     """One block of the spec, expanded: the unit a generated class holds as an attribute.
 
     ``kind`` is ``op`` (one node, named ``path``), ``seq`` (children in order),
     ``merge`` (children on the same input joined by the node ``path`` with op
     ``op``), ``use`` (a template use: one child, the template's body, at the same
-    path), ``ref`` (reads the block at ``target``) or ``skip`` (switched off by a
-    condition that is folded: passes its input through, has no nodes).
+    path), ``ref`` (reads the block at ``target``; None: the body's input) or
+    ``skip`` (switched off by a condition that is folded: passes its input
+    through, has no nodes). A ``seq`` a ``repeat`` made has ``repeat`` set.
 
     A block whose ``when.value`` is False is *dormant*: switched off by the
     switch ``when.switch``; its nodes are in ``g.graph["dormant"].graph``.
@@ -110,6 +121,7 @@ class Block:
     when: When | None = None
     phase: str = "both"
     target: str | None = None
+    repeat: Repeat | None = None
 
     @property
     def dormant(self) -> bool:
@@ -204,7 +216,7 @@ class Dormant:
 def as_graph(graph: object) -> nx.DiGraph:
     """The graph IR, given itself or anything that holds it as ``.graph`` (``nasdsl.Compiled``)."""
     g = graph if isinstance(graph, nx.DiGraph) else getattr(graph, "graph", None)
-    if not isinstance(g, nx.DiGraph) or "model" not in g.graph:
+    if not isinstance(g, nx.DiGraph) or ("model" not in g.graph and "members" not in g.graph):  # "members": an ensemble
         raise TypeError("expected the graph IR (nasdsl.compile_spec(...).graph) or a compiled spec")
     return g
 
@@ -308,6 +320,7 @@ __all__ = [
     "InitRule",
     "Output",
     "Param",
+    "Repeat",
     "Template",
     "When",
     "all_outputs",

@@ -152,6 +152,16 @@ def _positive_float(v: object) -> float:
     return float(v)
 
 
+def _optional_int(v: object) -> int | None:
+    return None if v is None else check_int(v, 0, MAX_CHANNELS)
+
+
+def _axes(v: object) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= 3:
+        raise SpecError(f"expected a list of the axes in their new order, such as [1, 2, 0], got {describe(v)}")
+    return tuple(check_int(x, 0, 2) for x in v)
+
+
 def _bool(v: object) -> bool:
     if not isinstance(v, bool):
         raise SpecError(f"expected true or false, got {describe(v)}")
@@ -185,6 +195,10 @@ class Attr:
     literals: tuple[str, ...] = ()
 
 
+def _no_weights(shapes: Sequence[Shape], attrs: Mapping[str, object]) -> tuple:
+    return ()
+
+
 @dataclass(frozen=True)
 class Weight:
     """A parameter or buffer of an op, as the generated PyTorch module names it.
@@ -192,7 +206,9 @@ class Weight:
     ``kind`` is ``param`` (learned; counted in the summary's parameters, and
     ``init`` rules apply) or ``buffer`` (running statistics); ``init`` is the
     scheme PyTorch's module starts from, applied when the spec gives no rule
-    (see :mod:`nasdsl.init`); ``dtype`` is ``float32`` or ``int64``.
+    (see :mod:`nasdsl.weights`; ``constant:V`` fills V); ``dtype`` is
+    ``float32`` or ``int64``. An empty ``name`` is a parameter of the enclosing
+    module itself, keyed by the node's path (ConvNeXt's ``layer_scale``).
     """
 
     name: str
@@ -219,7 +235,7 @@ class OpDef:
     doc: str
     attrs: tuple[Attr, ...]
     infer: Callable[[Sequence[Shape], Mapping[str, object]], Shape]
-    weights: Callable[[Sequence[Shape], Mapping[str, object]], tuple[Weight, ...]] = lambda s, a: ()
+    weights: Callable[[Sequence[Shape], Mapping[str, object]], tuple[Weight, ...]] = _no_weights
     macs: Callable[[Sequence[Shape], Mapping[str, object], Shape], int] = lambda s, a, o: 0
     min_inputs: int = 1
     max_inputs: int = 1
@@ -245,6 +261,11 @@ class OpDef:
     aliases: bool = False
     #: the op can overwrite its input instead of making a new tensor (ReLU); see passes/inplace.py
     in_place: bool = False
+    #: the merge can sum into its first input's tensor (a residual ``out += identity``); see passes/inplace.py
+    accumulates: bool = False
+    #: the op makes a new tensor that its backward does not read (convolution, BatchNorm,
+    #: linear): a later sum may overwrite it (see ``accumulates``)
+    fresh: bool = False
     attr_index: dict[str, Attr] = field(init=False, repr=False, compare=False)
     lowerings: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
@@ -257,8 +278,8 @@ class OpDef:
 
     @property
     def has_weights(self) -> bool:
-        """Whether the op has parameters (their shapes then depend on its input)."""
-        return bool(self.init_params)
+        """Whether the op has parameters or buffers (their shapes then depend on its input)."""
+        return self.weights is not _no_weights
 
     def normalise(self, given: Mapping[str, object]) -> dict[str, object]:
         """Check given attribute values and fill in defaults.
@@ -383,11 +404,6 @@ def _conv_weights(shapes: Sequence[Shape], a: Mapping[str, object]) -> tuple[Wei
     return (weight, Weight("bias", (a["out"],), init="torch_default")) if a["bias"] else (weight,)
 
 
-def _linear_weights(shapes: Sequence[Shape], a: Mapping[str, object]) -> tuple[Weight, ...]:
-    weight = Weight("weight", (a["out"], shapes[0][0]), init="torch_default")
-    return (weight, Weight("bias", (a["out"],), init="torch_default")) if a["bias"] else (weight,)
-
-
 def _bn_weights(shapes: Sequence[Shape], a: Mapping[str, object]) -> tuple[Weight, ...]:
     c = (shapes[0][0],)
     return (
@@ -430,11 +446,17 @@ def _concat_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
     return (sum(s[0] for s in shapes), *first[1:])
 
 
-def _add_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
-    if any(s != shapes[0] for s in shapes[1:]):
-        got = ", ".join(_fmt(x) for x in shapes)
-        raise ShapeError(f"expected add inputs of one shape, got {got}")
-    return tuple(shapes[0])
+def _same_shapes(op: str) -> Callable[[Sequence[Shape], Mapping[str, object]], Shape]:
+    def infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+        if any(s != shapes[0] for s in shapes[1:]):
+            got = ", ".join(_fmt(x) for x in shapes)
+            raise ShapeError(f"expected {op} inputs of one shape, got {got}")
+        return tuple(shapes[0])
+
+    return infer
+
+
+_add_infer = _same_shapes("add")
 
 
 def _bn_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
@@ -442,8 +464,77 @@ def _bn_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
 
 
 def _linear_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    if a["dim"] == "last":  # over the last axis of any tensor (channels-last maps, ConvNeXt's MLP)
+        return (*shapes[0][:-1], a["out"])
     _need_flat(shapes, "linear")
     return (a["out"],)
+
+
+def _linear_weights(shapes: Sequence[Shape], a: Mapping[str, object]) -> tuple[Weight, ...]:
+    weight = Weight("weight", (a["out"], shapes[0][-1]), init="torch_default")
+    return (weight, Weight("bias", (a["out"],), init="torch_default")) if a["bias"] else (weight,)
+
+
+def _linear_macs(shapes: Sequence[Shape], a: Mapping[str, object], out: Shape) -> int:
+    return math.prod(shapes[0][:-1]) * shapes[0][-1] * a["out"]
+
+
+def _broadcast_infer(op: str) -> Callable[[Sequence[Shape], Mapping[str, object]], Shape]:
+    """NumPy-style broadcasting of inputs of one rank: (C, 1, 1) times (C, H, W) is (C, H, W)."""
+
+    def infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+        first = shapes[0]
+        if any(len(s) != len(first) for s in shapes):
+            raise ShapeError(f"expected {op} inputs of one rank, got {', '.join(_fmt(s) for s in shapes)}")
+        out = []
+        for dims in zip(*shapes, strict=True):
+            sizes = {d for d in dims if d != 1}
+            if len(sizes) > 1:
+                got = ", ".join(_fmt(s) for s in shapes)
+                raise ShapeError(f"expected {op} inputs that broadcast (each size equal or 1), got {got}")
+            out.append(sizes.pop() if sizes else 1)
+        return tuple(out)
+
+    return infer
+
+
+def _slice_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    c = shapes[0][0]
+    stop = c if a["stop"] is None else a["stop"]
+    if not a["start"] < stop <= c:
+        raise ShapeError(f"expected 0 <= start < stop <= {c} channels, got start {a['start']} and stop {stop}")
+    return (stop - a["start"], *shapes[0][1:])
+
+
+def _shuffle_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    c = _need_map(shapes, "channel_shuffle")[0]
+    if c % a["groups"]:
+        raise ShapeError(f"expected groups that divide the channels {c}, got {a['groups']}")
+    return tuple(shapes[0])
+
+
+def _permute_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
+    dims = a["dims"]
+    if sorted(dims) != list(range(len(shapes[0]))):
+        raise ShapeError(f"expected a permutation of 0..{len(shapes[0]) - 1}, got {list(dims)}")
+    return tuple(shapes[0][d] for d in dims)
+
+
+def _norm_size(shapes: Sequence[Shape], a: Mapping[str, object]) -> int:
+    """The size a layer_norm normalises over: the channels of a map, else the last axis."""
+    s = shapes[0]
+    return s[0] if a["dim"] == "channels" and len(s) == 3 else s[-1]
+
+
+def _layer_norm_weights(shapes: Sequence[Shape], a: Mapping[str, object]) -> tuple[Weight, ...]:
+    c = (_norm_size(shapes, a),)
+    return (Weight("weight", c, init="ones"), Weight("bias", c, init="zeros"))
+
+
+def _layer_scale_weights(shapes: Sequence[Shape], a: Mapping[str, object]) -> tuple[Weight, ...]:
+    s = shapes[0]
+    shape = (s[0], 1, 1) if len(s) == 3 else (s[-1],)
+    return (Weight("", shape, init=f"constant:{a['init']!r}"),)
 
 
 def _flatten_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
@@ -499,6 +590,7 @@ OPS: dict[str, OpDef] = {
             layer=True,
             check_attrs=_conv_attrs,
             init_params=("weight", "bias"),
+            fresh=True,
         ),
         OpDef(
             "batch_norm",
@@ -510,6 +602,7 @@ OPS: dict[str, OpDef] = {
             _bn_infer,
             _bn_weights,
             init_params=("weight", "bias"),
+            fresh=True,
         ),
         *(
             OpDef(n, _ELEMENTWISE_DOC, (), _same_shape(n), in_place=n in ("relu", "relu6", "silu"))
@@ -570,15 +663,82 @@ OPS: dict[str, OpDef] = {
         OpDef(
             "linear",
             "fully connected layer",
-            (Attr("out", _int(), role="count", doc="output features"), Attr("bias", _bool, default=True, role="flag")),
+            (
+                Attr("out", _int(), role="count", doc="output features"),
+                Attr("bias", _bool, default=True, role="flag"),
+                Attr(
+                    "dim",
+                    _choice("features", "last"),
+                    default="features",
+                    literals=("features", "last"),
+                    doc="features: the input must be flat; last: over the last axis of any tensor",
+                ),
+            ),
             _linear_infer,
             _linear_weights,
-            lambda s, a, o: s[0][0] * a["out"],
+            _linear_macs,
             lead="out",
             layer=True,
             init_params=("weight", "bias"),
+            fresh=True,
         ),
         OpDef("softmax", "softmax over channels or features", (), _same_shape("softmax")),
+        *(OpDef(n, _ELEMENTWISE_DOC, (), _same_shape(n), in_place=True) for n in ("hardswish", "hardsigmoid")),
+        OpDef(
+            "channel_shuffle",
+            "interleave the channels of `groups` groups (ShuffleNet)",
+            (Attr("groups", _int(1, MAX_CHANNELS)),),
+            _shuffle_infer,
+        ),
+        OpDef(
+            "slice",
+            "the channels from `start` up to `stop` (default: all that follow)",
+            (
+                Attr("start", _int(0), default=0, role="count"),
+                Attr("stop", _optional_int, default=None, role="count"),
+            ),
+            _slice_infer,
+            lead="slice",
+            aliases=True,
+        ),
+        OpDef(
+            "permute",
+            "reorder the axes (batch excluded): [1, 2, 0] makes a map channels-last",
+            (Attr("dims", _axes),),
+            _permute_infer,
+            aliases=True,
+        ),
+        OpDef(
+            "layer_norm",
+            "LayerNorm over the channels of a map (or the last axis)",
+            (
+                Attr("eps", _positive_float, default=1e-5, role="rate"),
+                Attr(
+                    "dim", _choice("channels", "last"), default="channels", role="flag", literals=("channels", "last")
+                ),
+            ),
+            _same_shape("layer_norm"),
+            _layer_norm_weights,
+            init_params=("weight", "bias"),
+        ),
+        OpDef(
+            "layer_scale",
+            "a learned per-channel scale, started at `init` (ConvNeXt); a parameter of its module",
+            (Attr("init", _float(-1e6, 1e6), default=1e-6, role="rate"),),
+            _same_shape("layer_scale"),
+            _layer_scale_weights,
+        ),
+        OpDef(
+            "stochastic_depth",
+            "drop whole samples (`row`) or the batch with probability p in training; an identity at inference",
+            (
+                Attr("p", _float(0.0, 1.0, hi_open=True), default=0.0, role="rate"),
+                Attr("mode", _choice("row", "batch"), default="row", role="flag", literals=("row", "batch")),
+            ),
+            _same_shape("stochastic_depth"),
+            inference_identity=True,
+            aliases=True,
+        ),
         OpDef(
             "concat",
             "join inputs along channels",
@@ -589,7 +749,34 @@ OPS: dict[str, OpDef] = {
             lead="sum",
             merge=True,
         ),
-        OpDef("add", "element-wise sum of inputs", (), _add_infer, min_inputs=2, max_inputs=1 << 16, merge=True),
+        OpDef(
+            "add",
+            "element-wise sum of inputs",
+            (),
+            _add_infer,
+            min_inputs=2,
+            max_inputs=1 << 16,
+            merge=True,
+            accumulates=True,
+        ),
+        OpDef(
+            "mul",
+            "element-wise product of inputs that broadcast: (C, 1, 1) scales (C, H, W) (squeeze-and-excitation)",
+            (),
+            _broadcast_infer("mul"),
+            min_inputs=2,
+            max_inputs=1 << 16,
+            merge=True,
+        ),
+        OpDef(
+            "mean",
+            "element-wise mean of inputs of one shape (an ensemble's average)",
+            (),
+            _same_shapes("mean"),
+            min_inputs=2,
+            max_inputs=1 << 16,
+            merge=True,
+        ),
         OpDef("identity", "pass the input through", (), _same_shape("identity"), aliases=True),
     ]
 }

@@ -24,11 +24,36 @@ from nasdsl.loader import YList, YMap, scalar_type_name
 from nasdsl.ops import INIT_PARAMS, MERGE_OPS, OPS, describe
 
 #: Keys that give a block its kind; they cannot name children of a sequence.
-BLOCK_KEYS = ("op", "use", "ref", *MERGE_OPS)
+BLOCK_KEYS = ("op", "use", "ref", "seq", "repeat", *MERGE_OPS)
 #: Keys that every block may carry besides its own.
-COMMON_KEYS = ("phase", "when", "doc")
+COMMON_KEYS = ("phase", "when", "doc", "from")
+#: The name a reference (or a ``from``) gives the input of the enclosing template body or model.
+INPUT_REF = "in"
+#: Keys of a named sequence that look like a merge but are none, and the merge meant. With a
+#: list or a sequence as value such a key is refused: ``cat: [a, b]`` would be read as a
+#: sequence of a and b, silently (see docs/spec-language.md, "No silent misreading").
+MERGE_LOOKALIKES = {
+    "cat": "concat",
+    "concatenate": "concat",
+    "sum": "add",
+    "plus": "add",
+    "multiply": "mul",
+    "product": "mul",
+    "prod": "mul",
+    "times": "mul",
+    "average": "mean",
+    "avg": "mean",
+    "max": None,
+    "maximum": None,
+    "min": None,
+    "minimum": None,
+}
 PHASES = ("both", "train", "eval")
+#: Keys that place a new entry of an extending document (see nasdsl/document.py).
+PLACEMENT_KEYS = ("before", "after")
 TOP_KEYS = ("nasdsl", "name", "doc", "extends", "input", "variables", "init", "templates", "model", "outputs")
+#: the evaluation section, which nasdsl/api.py takes out of the document before parsing (nasdsl/evaluation.py)
+TOP_KEYS += ("evaluation",)
 LANGUAGE_VERSION = 1
 T = TypeVar("T")
 #: The longest name of a block, template, parameter or variable.
@@ -99,6 +124,9 @@ class Block:
     path: str
     phase: str = "both"
     when: Value | None = None
+    #: ``from:``: the block whose output this one reads instead of the one before it
+    source: str | None = None
+    source_loc: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +158,20 @@ class MergeBlock(Block):
     op: str = "concat"
     branches: tuple[tuple[str, Block], ...] = ()
     named: bool = False
+
+
+@dataclass(frozen=True)
+class RepeatBlock(Block):
+    """``{repeat: COUNT, block: BLOCK}``: BLOCK COUNT times in sequence, with the index bound."""
+
+    count: Value | None = None
+    body: Block | None = None
+    #: the name the index has in expressions (``i`` unless ``index:`` says otherwise)
+    index: str = "i"
+    #: the children's names: literal text and expressions of the index (``denselayer{i + 1}``), or () for 0, 1, ...
+    names: tuple[str | Value, ...] = ()
+    #: ``flat: true``: the iterations' items become items of the enclosing list
+    flat: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,6 +265,8 @@ class Spec:
     outputs: tuple[Output, ...]
     sha256: str = ""
     files: tuple[str, ...] = field(default=())
+    #: the ``evaluation`` section (a nasdsl.evaluation.Evaluation; None when the spec has none)
+    evaluation: object = None
 
     def template(self, name: str) -> Template | None:
         return self.templates.get(name)
@@ -251,6 +295,8 @@ def refuse_leftovers(m: YMap, allowed: Iterable[str], path: str, what: str) -> N
     allowed = list(allowed)
     for key in m:
         hint = did_you_mean(key, allowed)
+        if key in PLACEMENT_KEYS and key not in allowed:
+            hint = f" ('{key}' places an entry only in a model or outputs section of a document that extends another)"
         raise SpecError(
             f"unknown key '{key}' in {what}{hint}; allowed: {', '.join(allowed)}",
             location=m.key_locs.get(key, m.loc),
@@ -355,8 +401,14 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
     if isinstance(raw, YList):
         if not raw:
             raise SpecError("expected at least one block in a sequence, got an empty list", location=loc, path=path)
-        items = tuple((str(i), parse_block(v, raw.loc_of(i), join(path, i))) for i, v in enumerate(raw))
-        return SeqBlock(loc, path, items=items, named=False)
+        items, errors = [], []
+        for i, v in enumerate(raw):
+            try:
+                items.append((str(i), parse_block(v, raw.loc_of(i), join(path, i))))
+            except NasdslError as e:
+                errors.extend(flatten(e))
+        raise_errors(errors)
+        return SeqBlock(loc, path, items=tuple(items), named=False)
     if not isinstance(raw, YMap):
         raise SpecError(
             f"expected a block (an op name, a list or a mapping), got {scalar_type_name(raw)}",
@@ -374,13 +426,18 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         return _parse_named_seq(raw, loc, path)
     p = _Pop(raw, path)
     kind = kinds[0]
-    phase, when = _common(p)
+    phase, when, source, source_loc = _common(p)
+    common = {"phase": phase, "when": when, "source": source, "source_loc": source_loc}
     if kind == "op":
         op_loc = p.loc("op")
         op = p.get("op")
-        if not isinstance(op, str) or op not in OPS:
+        if not isinstance(op, str) or op not in OPS or OPS[op].merge:
             shown = op if isinstance(op, str) else scalar_type_name(op)
-            raise SpecError(f"unknown op '{shown}'{did_you_mean(str(op), OPS)}", location=op_loc, path=join(path, "op"))
+            hint = f" ('{shown}' is a merge: write {{{shown}: [branches]}})" if shown in MERGE_OPS else ""
+            choices = [o for o in OPS if not OPS[o].merge]
+            raise SpecError(
+                f"unknown op '{shown}'{hint or did_you_mean(str(op), choices)}", location=op_loc, path=join(path, "op")
+            )
         attrs = []
         known = OPS[op].attr_index
         for key in list(p.left):
@@ -388,28 +445,48 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
                 continue
             attrs.append((key, parse_value(p.get(key), p.loc(key), join(path, key))))
         p.done([*known, *COMMON_KEYS], f"op {op}")
-        return OpBlock(loc, path, phase, when, op=op, attrs=tuple(attrs))
+        return OpBlock(loc, path, **common, op=op, attrs=tuple(attrs))
     if kind == "use":
         use_loc = p.loc("use")
         name = check_name(p.get("use"), use_loc, join(path, "use"), "template name")
         args_loc = p.loc("args") if p.has("args") else None
         args = _parse_args(p.get("args"), args_loc or loc, join(path, "args"))
         p.done(["use", "args", *COMMON_KEYS], "template use")
-        return UseBlock(loc, path, phase, when, template=name, args=args, template_loc=use_loc, args_loc=args_loc)
+        return UseBlock(loc, path, **common, template=name, args=args, template_loc=use_loc, args_loc=args_loc)
     if kind == "ref":
-        target = p.get("ref")
         target_loc = p.loc("ref")
-        if not isinstance(target, str):
-            raise SpecError(
-                f"expected a node name, got {scalar_type_name(target)}", location=target_loc, path=join(path, "ref")
-            )
-        for part in target.split("."):
-            if not part.isdigit():
-                check_name(part, target_loc, join(path, "ref"), "node name")
+        target = _block_path(p.get("ref"), target_loc, join(path, "ref"))
         p.done(["ref", *COMMON_KEYS], "reference")
-        return RefBlock(loc, path, phase, when, target=target, target_loc=target_loc)
+        return RefBlock(loc, path, **common, target=target, target_loc=target_loc)
+    if kind == "seq":
+        items_loc = p.loc("seq")
+        body = p.get("seq")
+        p.done(["seq", *COMMON_KEYS], "sequence")
+        if isinstance(body, YMap) and not any(k in body for k in BLOCK_KEYS):
+            inner = _parse_named_seq(body, items_loc, path)
+        elif isinstance(body, YList):
+            inner = parse_block(body, items_loc, path)
+        else:
+            raise SpecError(
+                f"expected a list or a mapping of named blocks after 'seq', got {scalar_type_name(body)}",
+                location=items_loc,
+                path=join(path, "seq"),
+            )
+        return SeqBlock(loc, path, **common, items=inner.items, named=inner.named)
+    if kind == "repeat":
+        return _parse_repeat(p, loc, path, common)
     branches_raw = p.get(kind)
     bloc = p.loc(kind)
+    if p.left and not (p.left.keys() & {"before", "after"}):
+        key = next(iter(p.left))
+        if key not in COMMON_KEYS and did_you_mean(key, COMMON_KEYS) == "":
+            raise SpecError(
+                f"unknown key '{key}' beside '{kind}': a mapping with the key '{kind}' is {_a(kind)} merge, "
+                f"whose only other keys are {', '.join(COMMON_KEYS)} (a block's key cannot name an entry "
+                "of a sequence: give the entry another name)",
+                location=p.left.key_locs.get(key, loc),
+                path=join(path, key),
+            )
     p.done([kind, *COMMON_KEYS], kind)
     if isinstance(branches_raw, YList):
         if len(branches_raw) < 2:
@@ -421,7 +498,7 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         branches = tuple(
             (str(i), parse_block(v, branches_raw.loc_of(i), join(path, i))) for i, v in enumerate(branches_raw)
         )
-        return MergeBlock(loc, path, phase, when, op=kind, branches=branches, named=False)
+        return MergeBlock(loc, path, **common, op=kind, branches=branches, named=False)
     m = expect_map(branches_raw, bloc, join(path, kind), "a list or mapping of branches")
     if len(m) < 2:
         raise SpecError(f"expected at least two branches to {kind}, got {len(m)}", location=bloc, path=join(path, kind))
@@ -429,11 +506,90 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         (check_name(k, m.key_locs[k], join(path, k), "branch name"), parse_block(v, m.loc_of(k), join(path, k)))
         for k, v in m.items()
     )
-    return MergeBlock(loc, path, phase, when, op=kind, branches=branches, named=True)
+    return MergeBlock(loc, path, **common, op=kind, branches=branches, named=True)
 
 
-def _parse_named_seq(raw: YMap, loc: Location, path: str, *, collect: bool = False) -> SeqBlock:
-    """A mapping of named blocks. With ``collect``, every entry is parsed and all their errors raised together."""
+def _block_path(target: object, loc: Location, path: str) -> str:
+    """A block's path as ``ref:`` and ``from:`` name it: dotted names and indices, or ``in``."""
+    if not isinstance(target, str):
+        raise SpecError(f"expected a node name, got {scalar_type_name(target)}", location=loc, path=path)
+    if target == INPUT_REF:
+        return target
+    for part in target.split("."):
+        if not part.isdigit():
+            check_name(part, loc, path, "node name")
+    return target
+
+
+#: The most repetitions a ``repeat`` block may ask for (the node limit bounds the total anyway).
+MAX_REPEAT = 10_000
+
+
+def _parse_repeat(p: _Pop, loc: Location, path: str, common: dict) -> RepeatBlock:
+    count = parse_value(p.get("repeat"), p.loc("repeat"), join(path, "repeat"))
+    if not p.has("block"):
+        raise SpecError("missing key 'block': the block to repeat", location=loc, path=join(path, "block"))
+    body = parse_block(p.get("block"), p.loc("block"), join(path, "block"))
+    index = "i"
+    if p.has("index"):
+        index = check_name(p.get("index"), p.loc("index"), join(path, "index"), "index name")
+    names: tuple[str | Value, ...] = ()
+    if p.has("name"):
+        names = _parse_name_pattern(p.get("name"), p.loc("name"), join(path, "name"))
+    flat = False
+    if p.has("flat"):
+        flat = p.get("flat")
+        if not isinstance(flat, bool):
+            raise SpecError(
+                f"expected true or false, got {scalar_type_name(flat)}", location=p.loc("flat"), path=join(path, "flat")
+            )
+        if flat and names:
+            raise SpecError(
+                "expected either 'flat: true' or 'name': a flat repeat's items are numbered by the list",
+                location=p.loc("flat"),
+                path=join(path, "flat"),
+            )
+    p.done(["repeat", "block", "index", "name", "flat", *COMMON_KEYS], "repeat")
+    return RepeatBlock(loc, path, **common, count=count, body=body, index=index, names=names, flat=flat)
+
+
+def _parse_name_pattern(raw: object, loc: Location, path: str) -> tuple[str | Value, ...]:
+    """``denselayer{i + 1}``: literal name characters and ``{expression}`` pieces."""
+    text = expect_str(raw, loc, path)
+    pieces: list[str | Value] = []
+    at = 0
+    while at < len(text):
+        open_ = text.find("{", at)
+        if open_ < 0:
+            pieces.append(text[at:])
+            break
+        if open_ > at:
+            pieces.append(text[at:open_])
+        close = text.find("}", open_)
+        if close < 0:
+            raise SpecError(
+                f"expected '}}' to close the '{{' at column {open_ + 1} of the name", location=loc, path=path
+            )
+        pieces.append(parse_value(text[open_ + 1 : close], loc.shifted(open_ + 1), path))
+        at = close + 1
+    for piece in pieces:
+        if isinstance(piece, str) and not all(c.isascii() and (c.isalnum() or c in "_-") for c in piece):
+            raise SpecError(
+                f"expected letters, digits, '_', '-' and {{expressions}} in a name pattern, got {describe(text)}",
+                location=loc,
+                path=path,
+            )
+    if not any(isinstance(piece, Value) for piece in pieces):
+        raise SpecError(
+            f"expected a name pattern with the index in it, such as 'layer{{i}}', got {describe(text)}",
+            location=loc,
+            path=path,
+        )
+    return tuple(pieces)
+
+
+def _parse_named_seq(raw: YMap, loc: Location, path: str) -> SeqBlock:
+    """A mapping of named blocks: every entry is parsed and all their errors raised together."""
     if not raw:
         raise SpecError("expected at least one block in a sequence, got an empty mapping", location=loc, path=path)
     items = []
@@ -442,8 +598,6 @@ def _parse_named_seq(raw: YMap, loc: Location, path: str, *, collect: bool = Fal
         try:
             items.append((key, _parse_named_item(raw, key, v, path)))
         except NasdslError as e:
-            if not collect:
-                raise
             errors.extend(flatten(e))
     raise_errors(errors)
     return SeqBlock(loc, path, items=tuple(items), named=True)
@@ -459,7 +613,33 @@ def _parse_named_item(raw: YMap, key: str, v: object, path: str) -> Block:
             path=join(path, key),
         )
     check_name(key, kloc, join(path, key), "block name")
+    _refuse_merge_lookalike(key, v, kloc, join(path, key))
     return parse_block(v, raw.loc_of(key), join(path, key))
+
+
+def _refuse_merge_lookalike(key: str, value: object, loc: Location, path: str) -> None:
+    """A child of a named sequence whose name reads as a merge and whose value is several
+    blocks (a list, or a mapping of named blocks) is refused: ``cat: [a, b]`` is a sequence of
+    ``a`` then ``b``, not their concatenation, and a typo must not change the network silently."""
+    several = isinstance(value, YList) or (isinstance(value, YMap) and not any(k in value for k in BLOCK_KEYS))
+    if not several:
+        return
+    lowered = key.lower()
+    meant = MERGE_LOOKALIKES.get(lowered, "?")
+    if meant == "?":
+        close = difflib.get_close_matches(lowered, MERGE_OPS, n=1, cutoff=0.75)
+        if not close or lowered in MERGE_OPS:
+            return
+        meant = close[0]
+    merges = ", ".join(MERGE_OPS)
+    hint = f"did you mean the merge {{{meant}: ...}}?" if meant else f"there is no such merge; the merges are {merges}"
+    raise SpecError(
+        f"'{key}' names a sequence of {'these blocks' if isinstance(value, YList) else 'named blocks'}, "
+        f"which reads like a merge: {hint} (to keep a sequence, give it another name, "
+        f"or write {key}: {{seq: ...}})",
+        location=loc,
+        path=path,
+    )
 
 
 def flatten(e: NasdslError) -> list[NasdslError]:
@@ -468,14 +648,23 @@ def flatten(e: NasdslError) -> list[NasdslError]:
 
 
 def raise_errors(errors: list[NasdslError]) -> None:
-    """Raise nothing, the one error, or an :class:`ErrorList` of them all."""
+    """Raise nothing, the one error, or an :class:`ErrorList` of them all (an error a template
+    or a repeat makes once per use is reported once, at its first use)."""
+    seen: set = set()
+    unique = []
+    for e in errors:
+        key = (e.location, e.path) if e.location is not None else id(e)
+        if key not in seen:
+            seen.add(key)
+            unique.append(e)
+    errors = unique
     if len(errors) == 1:
         raise errors[0]
     if errors:
         raise ErrorList(errors)
 
 
-def _common(p: _Pop) -> tuple[str, Value | None]:
+def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None]:
     phase = "both"
     if p.has("phase"):
         ploc = p.loc("phase")
@@ -489,7 +678,11 @@ def _common(p: _Pop) -> tuple[str, Value | None]:
         when = parse_value(p.get("when"), p.loc("when"), join(p.path, "when"))
     if p.has("doc"):
         expect_str(p.get("doc"), p.loc("doc"), join(p.path, "doc"))
-    return phase, when
+    source = source_loc = None
+    if p.has("from"):
+        source_loc = p.loc("from")
+        source = _block_path(p.get("from"), source_loc, join(p.path, "from"))
+    return phase, when, source, source_loc
 
 
 def _parse_args(raw: object, loc: Location, path: str) -> tuple[tuple[str | None, Value], ...]:
@@ -772,7 +965,7 @@ def _parse_model(raw: object, loc: Location) -> SeqBlock:
     if isinstance(raw, YMap):
         kinds = [k for k in BLOCK_KEYS if k in raw]
         if not kinds:
-            return _parse_named_seq(raw, loc, "model", collect=True)
+            return _parse_named_seq(raw, loc, "model")
         got = f"one block (with the key '{kinds[0]}')"
     else:
         got = scalar_type_name(raw)

@@ -177,9 +177,11 @@ def render(summary: dict, fmt: str = "table") -> str:
     t = summary["totals"]
     total = ["total", "", "", "", str(t["depth"]), f"{t['params']:,}", f"{t['macs']:,}", ""]
     title = f"{summary['name']}: input {_shape(summary['input'])}"
+    footer = list(summary.get("footer", ()))  # an ensemble's members, crops and cost per image
     if fmt == "markdown":
         lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in [*body, total]]
+        lines += ["", *(f"- {x}" for x in footer)] if footer else []
         return "\n".join(lines) + "\n"
     right = {4, 5, 6}
     widths = [max(len(row[i]) for row in [head, *body, total]) for i in range(len(head))]
@@ -189,4 +191,4 @@ def render(summary: dict, fmt: str = "table") -> str:
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([title, line(head), rule, *map(line, body), rule, line(total)]) + "\n"
+    return "\n".join([title, line(head), rule, *map(line, body), rule, line(total), *footer]) + "\n"

@@ -19,13 +19,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import networkx as nx
-import numpy as np
 
 from nasdsl import ir
+from nasdsl.ensemble_ir import is_ensemble, member_graphs
 from nasdsl.errors import LimitError, WeightsError
 from nasdsl.ops import OPS, Weight
+
+if TYPE_CHECKING:  # imported where weights are made or read: checking a spec never needs numpy
+    import numpy as np
 
 #: how many offending names an error lists before "and N more"
 _SHOWN = 5
@@ -34,7 +38,10 @@ MAX_MEMORY = 8 << 30
 
 
 def parameters(g: nx.DiGraph, *, kinds: Sequence[str] = ("param", "buffer")) -> dict[str, Weight]:
-    """Every parameter (and buffer) of ``g``'s nodes by state_dict key, in graph order."""
+    """Every parameter (and buffer) of ``g``'s nodes by state_dict key, in graph order
+    (of an ensemble: each member's, under the member's name)."""
+    if is_ensemble(g):
+        return {p + k: w for p, h in member_graphs(g) for k, w in parameters(h, kinds=kinds).items()}
     out: dict[str, Weight] = {}
     for n in ir.order(g):
         data = g.nodes[n]
@@ -43,7 +50,7 @@ def parameters(g: nx.DiGraph, *, kinds: Sequence[str] = ("param", "buffer")) -> 
         shapes = [g.nodes[i]["shape"] for i in ir.inputs(g, n)]
         for w in OPS[data["op"]].weights(shapes, data["attrs"]):
             if w.kind in kinds:
-                out[f"{n}.{w.name}"] = w
+                out[f"{n}.{w.name}" if w.name else n] = w
     return out
 
 
@@ -86,12 +93,16 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, float], shape: tuple[int, ...], weight_shape):
     """One tensor drawn by ``scheme`` (see docs/spec-language.md, init), float64."""
+    import numpy as np
+
     if scheme == "zeros":
         return np.zeros(shape)
     if scheme == "ones":
         return np.ones(shape)
     if scheme == "constant":
         return np.full(shape, args.get("value", 0.0))
+    if scheme.startswith("constant:"):  # a registry default with its value: "constant:1e-06"
+        return np.full(shape, float(scheme.split(":", 1)[1]))
     if scheme == "normal":
         return rng.normal(args.get("mean", 0.0), args.get("std", 1.0), shape)
     if scheme == "uniform":
@@ -125,6 +136,8 @@ def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, float], shap
 
 def _trunc_normal(rng: np.random.Generator, mean: float, std: float, a: float, b: float, shape) -> np.ndarray:
     """Normal samples redrawn until inside [a, b] (absolute bounds, as torch's trunc_normal_)."""
+    import numpy as np
+
     out = rng.normal(mean, std, shape)
     bad = (out < a) | (out > b)
     for _ in range(1000):
@@ -138,7 +151,14 @@ def _trunc_normal(rng: np.random.Generator, mean: float, std: float, a: float, b
 def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
     """A seeded initialisation of every parameter and buffer of ``g``, as numpy
     arrays keyed like the generated model's state_dict. Rules come from
-    ``g.graph["init"]``; parameters without one get PyTorch's default."""
+    ``g.graph["init"]``; parameters without one get PyTorch's default. The members of an
+    ensemble are drawn with seeds ``seed``, ``seed + 1``, ... (so that they differ)."""
+    import numpy as np
+
+    if is_ensemble(g):
+        return {
+            p + k: v for i, (p, h) in enumerate(member_graphs(g)) for k, v in initial_weights(h, seed=seed + i).items()
+        }
     rng = np.random.Generator(np.random.PCG64(seed))
     rules = g.graph.get("init", {})
     out: dict[str, np.ndarray] = {}
@@ -156,7 +176,7 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
             if scheme == "default":
                 scheme = w.init
             values = _draw(rng, scheme, args, w.shape, weight_shape)
-            out[f"{n}.{w.name}"] = np.asarray(values, dtype=np.dtype(w.dtype))
+            out[f"{n}.{w.name}" if w.name else n] = np.asarray(values, dtype=np.dtype(w.dtype))
     return out
 
 
@@ -224,6 +244,8 @@ def _dims(shape: Sequence[int]) -> str:
 
 def _as_array(value: object) -> np.ndarray | None:
     """A numpy array of a tensor-like value (numpy array or torch tensor), or None."""
+    import numpy as np
+
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach") and hasattr(value, "numpy") and hasattr(value, "shape"):
@@ -244,6 +266,8 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
     numpy arrays or torch tensors. Raises :class:`WeightsError` listing the
     offenders.
     """
+    import numpy as np
+
     known = parameters(g)
     wanted = param_shapes(needed)
     missing = [k for k in wanted if k not in state_dict]
@@ -278,6 +302,7 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
 
 def to_torch(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
     """The same weights as torch tensors (imports torch)."""
+    import numpy as np
     import torch
 
     return {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}

@@ -5,3 +5,43 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 DATA = ROOT / "tests" / "data"
+
+
+#: input sizes tried, smallest first, for tests that only need a spec's structure to run
+#: (a fixed pooling window or a fixed classifier input needs a larger one)
+SMALL_SIZES = (32, 64, 96, 160, 224, 299)
+
+
+def compile_small(spec: Path):
+    """``spec`` compiled at the smallest square input in :data:`SMALL_SIZES` it accepts
+    (the weights do not depend on the input size where a spec accepts several)."""
+    import nasdsl
+
+    return nasdsl.compile_spec(spec, small_overrides(spec))
+
+
+def small_overrides(spec: Path) -> dict:
+    """The ``--set`` overrides :func:`compile_small` compiles ``spec`` with (none where the
+    spec accepts no smaller input)."""
+    spec = Path(spec)
+    if spec not in _SMALL:
+        _SMALL[spec] = _find_small(spec)
+    return dict(_SMALL[spec])
+
+
+def _find_small(spec: Path) -> dict:
+    import nasdsl
+    from nasdsl.errors import NasdslError
+
+    channels = nasdsl.compile_spec(spec).summary()["input"][0]
+    for size in SMALL_SIZES:
+        overrides = {"input.shape": [channels, size, size]}
+        try:
+            nasdsl.compile_spec(spec, overrides)
+        except NasdslError:
+            continue
+        return overrides
+    return {}
+
+
+_SMALL: dict = {}

@@ -198,7 +198,7 @@ def googlenet():
 
 @pytest.fixture(scope="module")
 def resnet18():
-    return nasdsl.compile_spec(SPECS / "resnet18.yaml").graph
+    return nasdsl.compile_spec(ROOT / "tests" / "specs" / "resnet18_nested.yaml").graph
 
 
 @pytest.fixture(scope="module")

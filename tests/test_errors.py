@@ -54,7 +54,7 @@ CASES = [
               conv: {op: conv2d, out: 8, kernal: 3}
             """),
         "spec.yaml:4:30: error: model.conv.kernal: unknown key 'kernal' in op conv2d (did you mean 'kernel'?); "
-        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc\n",
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from\n",
     ),
     Case(
         "unknown-key-in-template",
@@ -85,7 +85,8 @@ CASES = [
               b: {use: Block, args: [8]}
             """),
         "spec.yaml:7:34: error: templates.Block.body.conv.kernal: unknown key 'kernal' in op conv2d "
-        "(did you mean 'kernel'?); allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc\n",
+        "(did you mean 'kernel'?); allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, "
+        "doc, from\n",
     ),
     Case(
         # the misspelt key and the missing one it should have been are both reported
@@ -97,7 +98,7 @@ CASES = [
             """),
         "spec.yaml:1:1: error: model: missing key 'model': the network's layers\n"
         "spec.yaml:3:1: error: modle: unknown key 'modle' in a spec (did you mean 'model'?); "
-        "allowed: nasdsl, name, doc, extends, input, variables, init, templates, model, outputs\n",
+        "allowed: nasdsl, name, doc, extends, input, variables, init, templates, model, outputs, evaluation\n",
     ),
     Case(
         "unknown-op",
@@ -137,8 +138,8 @@ CASES = [
             model:
               conv: {op: conv2d, use: Block, out: 8, kernel: 3}
             """),
-        "spec.yaml:4:22: error: model.conv: expected one of the keys op, use, ref, concat, add in a block, "
-        "got op and use\n",
+        "spec.yaml:4:22: error: model.conv: expected one of the keys op, use, ref, seq, repeat, concat, add, mul, "
+        "mean in a block, got op and use\n",
     ),
     Case(
         "use-of-an-op-with-args",
@@ -756,7 +757,7 @@ CASES = [
         "set-of-an-unknown-op-attribute",
         None,
         "<--set maxpool4.kernal=2>:1:17: error: model.maxpool4.kernal: unknown key 'kernal' in op max_pool "
-        "(did you mean 'kernel'?); allowed: kernel, stride, padding, ceil_mode, phase, when, doc\n",
+        "(did you mean 'kernel'?); allowed: kernel, stride, padding, ceil_mode, phase, when, doc, from\n",
         sets=("maxpool4.kernal=2",),
         target="googlenet.yaml",
     ),
@@ -778,7 +779,7 @@ CASES = [
         "spec.yaml:2:29: error: input.colour: unknown key 'colour' in input; allowed: name, shape, mean, std, doc\n"
         "spec.yaml:5:17: error: templates.Block.params[1]: duplicate parameter 'c'\n"
         "spec.yaml:8:41: error: model.conv.strid: unknown key 'strid' in op conv2d (did you mean 'stride'?); "
-        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc\n"
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from\n"
         "spec.yaml:9:26: error: model.act.phase: expected one of both, train, eval, got 'always'\n",
     ),
     Case(
@@ -796,6 +797,163 @@ CASES = [
         "spec.yaml:6:10: error: model.mixed.a: expected a kernel no larger than the input 32x32, got 33x33\n"
         "spec.yaml:7:10: error: model.mixed.b: expected flat features as the input of linear "
         "(add a flatten before it), got a feature map 3x32x32\n",
+    ),
+    # ----------------------------------------------------------------- no silent misreading (issue 10)
+    Case(
+        "merge-lookalike-cat",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3}
+              cat: [{op: conv2d, out: 4, kernel: 1}, {op: conv2d, out: 4, kernel: 1}]
+            """),
+        "spec.yaml:5:3: error: model.cat: 'cat' names a sequence of these blocks, which reads like a merge: "
+        "did you mean the merge {concat: ...}? (to keep a sequence, give it another name, or write cat: {seq: ...})\n",
+    ),
+    Case(
+        "merge-lookalike-misspelt-concat",
+        HEAD
+        + spec("""
+            model:
+              concta:
+                a: {op: conv2d, out: 4, kernel: 1}
+                b: {op: conv2d, out: 4, kernel: 1}
+            """),
+        "spec.yaml:4:3: error: model.concta: 'concta' names a sequence of named blocks, which reads like a merge: "
+        "did you mean the merge {concat: ...}? (to keep a sequence, give it another name, "
+        "or write concta: {seq: ...})\n",
+    ),
+    Case(
+        "merge-lookalike-max",
+        HEAD
+        + spec("""
+            model:
+              max: [relu, relu]
+            """),
+        "spec.yaml:4:3: error: model.max: 'max' names a sequence of these blocks, which reads like a merge: "
+        "there is no such merge; the merges are concat, add, mul, mean "
+        "(to keep a sequence, give it another name, or write max: {seq: ...})\n",
+    ),
+    Case(
+        "merge-written-as-op",
+        HEAD
+        + spec("""
+            model:
+              scale: {op: mul}
+            """),
+        "spec.yaml:4:15: error: model.scale.op: unknown op 'mul' ('mul' is a merge: write {mul: [branches]})\n",
+    ),
+    Case(
+        "entry-named-like-a-merge",
+        HEAD
+        + spec("""
+            templates:
+              B:
+                body:
+                  conv1: {op: conv2d, out: 8, kernel: 3, padding: 1}
+                  add: [{ref: conv1}, {ref: in}]
+            model:
+              b: B
+            """),
+        "spec.yaml:6:7: error: templates.B.body.conv1: unknown key 'conv1' beside 'add': a mapping with the key "
+        "'add' is an add merge, whose only other keys are phase, when, doc, from (a block's key cannot name an "
+        "entry of a sequence: give the entry another name)\n",
+    ),
+    # ----------------------------------------------------------------- repeat, from, placement
+    Case(
+        "repeat-count-zero",
+        HEAD
+        + spec("""
+            model:
+              stage: {repeat: 0, block: relu}
+            """),
+        "spec.yaml:4:19: error: model.stage.repeat: expected an integer > 0, got 0\n",
+    ),
+    Case(
+        "repeat-without-block",
+        HEAD
+        + spec("""
+            model:
+              stage: {repeat: 2, blok: relu}
+            """),
+        "spec.yaml:4:10: error: model.stage.block: missing key 'block': the block to repeat\n",
+    ),
+    Case(
+        "repeat-name-without-index",
+        HEAD
+        + spec("""
+            model:
+              stage: {repeat: 2, name: layer, block: relu}
+            """),
+        "spec.yaml:4:28: error: model.stage.name: expected a name pattern with the index in it, "
+        "such as 'layer{i}', got 'layer'\n",
+    ),
+    Case(
+        "repeat-name-twice",
+        HEAD
+        + spec("""
+            model:
+              stage: {repeat: 3, name: "layer{i // 2}", block: relu}
+            """),
+        "spec.yaml:4:10: error: model.stage.name: the name pattern gives 'layer0' twice\n",
+    ),
+    Case(
+        "repeat-flat-outside-a-list",
+        HEAD
+        + spec("""
+            model:
+              stage: {repeat: 2, flat: true, block: [relu]}
+            """),
+        "spec.yaml:4:10: error: model.stage.flat: expected a repeat that is an item of a list and repeats a list "
+        "for 'flat: true', got an entry of a named sequence\n",
+    ),
+    Case(
+        "from-an-unknown-entry",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3}
+              pool: {op: max_pool, kernel: 2, from: conv2}
+            """),
+        "spec.yaml:5:41: error: model.pool.from: no node named 'conv2' before this point (did you mean 'conv'?)\n",
+    ),
+    Case(
+        "placement-without-extends",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3, after: x}
+            """),
+        "spec.yaml:4:41: error: model.conv.after: unknown key 'after' in op conv2d ('after' places an entry only "
+        "in a model or outputs section of a document that extends another); allowed: out, kernel, stride, "
+        "padding, dilation, groups, bias, phase, when, doc, from\n",
+    ),
+    Case(
+        "placement-next-to-an-unknown-entry",
+        "extends: base.yaml\nmodel:\n  drop: {op: dropout, after: pol}\n",
+        "spec.yaml:3:30: error: model.drop.after: expected an entry of the base's model to place 'drop' after, "
+        "got 'pol' (did you mean 'pool'?)\n",
+        files={"base.yaml": HEAD + "model:\n  conv: {op: conv2d, out: 8, kernel: 3}\n  pool: global_avg_pool\n"},
+    ),
+    Case(
+        # every error of every entry and template in one run
+        "every-error-in-one-run",
+        HEAD
+        + spec("""
+            templates:
+              T:
+                params: [out]
+                body:
+                  conv: {op: conv2d, out: out, kernel: 3, stride: -1}
+                  conv2: {op: conv2d, out: -3, kernel: 3}
+            model:
+              a: {op: conv2d, out: -4, kernel: 3}
+              t: {use: T, args: [8]}
+              u: {use: T, args: [4]}
+            """),
+        "spec.yaml:7:55: error: templates.T.body.conv.stride: expected an integer > 0, got -1 (in node t.conv)\n"
+        "spec.yaml:8:32: error: templates.T.body.conv2.out: expected an integer > 0, got -3 (in node t.conv2)\n"
+        "spec.yaml:10:24: error: model.a.out: expected an integer > 0, got -4\n",
     ),
 ]
 

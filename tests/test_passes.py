@@ -209,6 +209,45 @@ def test_an_exposed_switch_in_between_keeps_the_activation_out_of_place(tmp_path
     assert inplace(g, ("extra",)) == {"act": True}  # may be off: then it reads the convolution, alone too
 
 
+def test_a_residual_sum_adds_into_a_fresh_first_input(tmp_path):
+    residual = "model:\n  res:\n    add:\n"
+    residual += "      main: [{op: conv2d, out: 3, kernel: 1}, batch_norm]\n      skip: identity\n"
+    assert inplace(graph(tmp_path, residual)) == {"res": True}
+    # the first input is the block's input (read by the other branch too), or a ReLU's output
+    # (its backward reads it), or read again later: the sum makes a new tensor
+    for body in (
+        "model:\n  res:\n    add:\n      skip: identity\n      main: {op: conv2d, out: 3, kernel: 1}\n",
+        "model:\n  res:\n    add:\n      main: [{op: conv2d, out: 3, kernel: 1}, sigmoid]\n      skip: identity\n",
+        "model:\n  c: {op: conv2d, out: 3, kernel: 1}\n  res: {add: [identity, identity]}\n",
+    ):
+        assert inplace(graph(tmp_path, body)) == {"res": False}, body
+    tapped = residual + "outputs:\n  y: {from: res}\n  z: {from: res.main}\n"
+    assert inplace(graph(tmp_path, tapped)) == {"res": False}
+    three = "model:\n  res:\n    add: [{op: conv2d, out: 3, kernel: 1}, identity, identity]\n"
+    assert inplace(graph(tmp_path, three)) == {"res": False}  # two inputs only
+
+
+def test_the_generated_sum_into_its_first_input_trains(tmp_path):
+    """``bn.add_(x)`` in the generated file: the same values as torch's out-of-place sum, and
+    autograd accepts it (BatchNorm's backward does not read its output)."""
+    import torch
+
+    from nasdsl.backends.pytorch import generate_source, load_source
+
+    text = "name: Net\ninput: {shape: [3, 5, 5]}\ntemplates:\n  Res:\n    body:\n      add:\n"
+    text += "        main: [{op: conv2d, out: 3, kernel: 1}, batch_norm]\n        skip: identity\n"
+    text += "model:\n  res: {use: Res}\n"
+    (tmp_path / "net.yaml").write_text(text)
+    source = generate_source(nasdsl.compile_spec(tmp_path / "net.yaml").graph)
+    assert "return main.add_(skip)" in source
+    model = load_source(source).Net().train()
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    out = model(x)
+    assert torch.allclose(out, model.res.main(x) + x, atol=1e-6)
+    out.sum().backward()
+    assert x.grad is not None and model.res.main[0].weight.grad is not None
+
+
 # -- phases, identities, dead nodes, BatchNorm ------------------------------------------------
 
 PHASES = """\

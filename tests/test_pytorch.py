@@ -19,7 +19,7 @@ from nasdsl import build_model
 from nasdsl.backends.pytorch import generate_source, load_source
 
 from caffe import parameter_shapes
-from paths import ROOT, SPECS
+from paths import ROOT, SPECS, compile_small
 from reference_models import randomise_bn_stats
 
 GOOGLENET = SPECS / "googlenet.yaml"
@@ -253,7 +253,8 @@ def test_initialisation_follows_the_spec():
 
 @pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
 def test_every_spec_runs_forward_and_backward(spec):
-    net = nasdsl.compile_spec(spec)
+    """At the smallest input the spec accepts: the structure is what is tested."""
+    net = compile_small(spec)
     model = build_model(net).train()
     c, h, w = net.summary()["input"]
     out = model(torch.randn(2, c, h, w))
@@ -337,7 +338,23 @@ def test_torch_export(image):
         assert torch.allclose(exported.module()(image[:1]), model(image[:1]), atol=1e-6)
 
 
-SCRIPTED = [*ALL_SPECS, *sorted((ROOT / "docs" / "examples").glob("*.yaml"))]
+#: the examples, and the specs whose generated code uses something the others do not (a training-only
+#: head, outputs, switches, parameter-switched entries, dashed names, loops, Slice, Permute, LayerNorm2d,
+#: StochasticDepth, layer_scale); scripting every spec of the zoo would take minutes
+SCRIPTED_SPECS = (
+    "googlenet",
+    "googlenet_bn",
+    "inception_v3",
+    "resnet18",
+    "mobilenet_v3_small",
+    "shufflenet_v2_x1_0",
+    "regnet_y_400mf",
+    "convnext_tiny",
+)
+SCRIPTED = [
+    *(p for p in ALL_SPECS if p.stem in SCRIPTED_SPECS),
+    *sorted((ROOT / "docs" / "examples").glob("*.yaml")),
+]
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -347,7 +364,7 @@ def test_generated_files_script_with_torchscript(spec, tmp_path, monkeypatch):
     computes what the eager one does (every output, eval mode)."""
     import importlib
 
-    net = nasdsl.compile_spec(spec)
+    net = compile_small(spec)
     (tmp_path / f"generated_{spec.stem}.py").write_text(generate_source(net))
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module(f"generated_{spec.stem}")

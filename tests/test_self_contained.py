@@ -49,9 +49,10 @@ CLIMBING_PATH = re.compile(r"(?<![\w.])(?:\.\.[/\\])+[^\s)\]\"'`>]*")
 def outside_references(text: str, relpath: str = "x.py") -> list[tuple[int, str]]:
     """``(line, text)`` for every path in ``text`` that leaves the repository; ``relpath`` is
     where the text lies in it. In a Markdown file a path that climbs to a parent folder is fine
-    if it stays inside the repository, counted from the page's folder; anywhere else it is
-    relative to whatever the working directory is, and never fine."""
-    markdown = relpath.endswith(".md")
+    if it stays inside the repository, counted from the page's folder; so it is in a spec (YAML),
+    whose paths (``extends``, an ensemble's member specs) are relative to the spec's folder;
+    anywhere else it is relative to whatever the working directory is, and never fine."""
+    markdown = relpath.endswith((".md", ".yaml"))
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         for m in OUTSIDE.finditer(line):

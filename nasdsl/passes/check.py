@@ -10,8 +10,9 @@ from nasdsl import ir
 from nasdsl.errors import ErrorList, GraphError, NasdslError
 from nasdsl.ops import OPS
 
-#: a node name: identifiers and indices joined by dots
-_NODE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+))*")
+#: a node name: identifiers, indices and dashed names (a repeated block's ``block1-0``) joined by dots
+_PART = r"(?:[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*|[0-9]+)"
+_NODE_NAME = re.compile(rf"{_PART}(?:\.{_PART})*")
 
 
 def _err(g: nx.DiGraph, node: str, message: str) -> GraphError:

@@ -10,7 +10,8 @@ output head (``aux_logits``).
 
 A variable ``v`` is refused when
 
-* the input reads it, or another variable's definition does;
+* the input reads it, or another variable's definition does, or a
+  ``repeat``'s count or names do (it decides how many blocks there are);
 * some value that depends on it cannot be written as an expression of the
   enclosing class's arguments (``p: "dropout / 2"``), or the chain of template
   arguments that carries it into a template loses it;
@@ -51,10 +52,13 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
     refused |= set(dormant.errors)
     for names in g.graph["variable_deps"].values():
         refused |= names
+    refused |= g.graph.get("structural", frozenset())
     refused |= set().union(*g.nodes[g.graph["input"]]["deps"].values())
     refused |= {v for v, value in variables.items() if not isinstance(value, (bool, int, float))}
 
     starts: dict[str, list[tuple[nx.DiGraph, str, bool, bool]]] = {}
+    uses = {b.path: b for root in ir.roots(g) for b in ir.walk(root) if b.kind == "use"}
+    enclosing = _enclosing_uses(g)
     graphs = (g, dormant.graph)
     for graph in graphs:
         for n, data in graph.nodes(data=True):
@@ -69,6 +73,9 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
                     continue
                 if data["instance"] == "":
                     refused |= names - _names(expr)
+                elif data["instance"] in uses:  # the class folds what no argument of its use carries
+                    use = uses[data["instance"]]
+                    refused |= names.difference(*(a.deps for a in use.args if a.name in _names(expr)))
                 role = opdef.attr_index[attr].role
                 lead = role in _LEAD_ROLES and opdef.lead == "out"
                 spatial = role in _SPATIAL_ROLES and data["shape"] is not None and len(data["shape"]) == 3
@@ -89,6 +96,9 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
                     refused |= a.deps
                 elif b.path not in inner:
                     refused |= a.deps - _names(a.expr)
+                else:  # written in the enclosing template's class: only its arguments carry variables
+                    outer = uses[enclosing[b.path]]
+                    refused |= a.deps.difference(*(o.deps for o in outer.args if o.name in _names(a.expr)))
             if b.when is None:
                 continue
             used |= b.when.deps
@@ -153,6 +163,18 @@ def _inner_uses(g: nx.DiGraph) -> frozenset[str]:
     return frozenset(found)
 
 
+def _enclosing_uses(g: nx.DiGraph) -> dict[str, str]:
+    """For each block inside a template's body, the path of that template's use."""
+    found: dict[str, str] = {}
+    stack: list[tuple[ir.Block, str | None]] = [(root, None) for root in ir.roots(g)]
+    while stack:
+        b, use = stack.pop()
+        if use is not None:
+            found.setdefault(b.path, use)  # a use's body shares its path: the use itself comes first
+        stack.extend((c, b.path if b.kind == "use" else use) for c in b.children)
+    return found
+
+
 def _lead_and_spatial(shape_in: tuple | None, shape_out: tuple | None) -> tuple[bool, bool]:
     if shape_in is None or shape_out is None:
         return True, True
@@ -204,7 +226,7 @@ def _reaches_weights(
             op = OPS[data["op"]]
             if op.has_weights and lead:
                 return True
-            out_lead = (op.lead in ("same", "sum") and lead) or (op.lead == "flatten" and (lead or spatial))
+            out_lead = (op.lead in ("same", "sum", "slice") and lead) or (op.lead == "flatten" and (lead or spatial))
             shape = data["shape"]
             out_spatial = spatial and op.spatial == "follow" and (shape is None or len(shape) == 3)
             if out_lead or out_spatial:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import networkx as nx
-import numpy as np
 
 from nasdsl import ir
+
+if TYPE_CHECKING:  # imported where weights are folded: checking a spec never needs numpy
+    import numpy as np
 
 #: BatchNorm parameters, in the order PyTorch and ONNX list them
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -54,6 +57,8 @@ def scale_rows(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
     Where torch is already imported its kernels do the product (the same
     correctly rounded products, several times faster on tens of megabytes);
     numpy does it otherwise, so that exporting never has to import torch."""
+    import numpy as np
+
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "from_numpy"):
         rows = torch.from_numpy(np.ascontiguousarray(scale)).reshape(-1, *[1] * (weight.ndim - 1))
@@ -81,6 +86,8 @@ def fold_batch_norm(
     ``scale(weight, s)`` does the one large product (see :func:`scale_rows`).
     With ``copy=False`` the graph ``g`` is rewritten and returned.
     """
+    import numpy as np
+
     if copy:
         g = g.copy()
     out = dict(g.graph["weights"])

@@ -1,10 +1,17 @@
-"""In-place analysis: which activations may overwrite their input.
+"""In-place analysis: which activations may overwrite their input, and which sums
+may add into their first input.
 
 :func:`mark_inplace` sets ``inplace`` on every node whose op can run in place
 (``OpDef.in_place``: ReLU, ReLU6, SiLU): True where the tensor it reads is
 read by nothing else, whatever the exposed switches and the phase, so that a
 generated ``nn.ReLU(inplace=True)`` can never change a value that something
-else reads. Everything else is left as it is.
+else reads. On a merge that can accumulate (``OpDef.accumulates``: ``add``)
+of two inputs it sets ``inplace`` True where the same holds for its first
+input and that input is made by an op whose backward does not read its output
+(``OpDef.fresh``: convolution, BatchNorm, linear), so that the generated
+``bn3.add_(downsample)`` (torchvision's ``out += identity``) neither changes a
+value something else reads nor one autograd keeps. Everything else is left as
+it is.
 
 The value an activation reads may be an alias of an earlier tensor: an op that
 hands on its input (``OpDef.aliases``: identity, flatten, dropout at
@@ -36,25 +43,42 @@ def mark_inplace(g: nx.DiGraph) -> nx.DiGraph:
         for b in ir.walk(root):
             if b.dormant and b.when.switch in exposed:
                 guarded_inputs.add(b.inputs[0])
-    for n, data in g.nodes(data=True):
-        if data["op"] in OPS and OPS[data["op"]].in_place:
-            data["inplace"] = _can_inplace(g, n, exposed, outputs, guarded_inputs)
+    _mark(g, exposed, outputs, guarded_inputs)
     if len(dormant.graph):
         d = dormant.graph.copy()
-        for n, data in d.nodes(data=True):
-            if data["op"] in OPS and OPS[data["op"]].in_place:
-                data["inplace"] = _can_inplace(d, n, exposed, outputs, guarded_inputs)
+        _mark(d, exposed, outputs, guarded_inputs)
         g.graph["dormant"] = ir.Dormant(d, dormant.outputs, dormant.errors)
     return g
 
 
+def _mark(g: nx.DiGraph, exposed: frozenset[str], outputs: set[str], guarded_inputs: set[str]) -> None:
+    for n, data in g.nodes(data=True):
+        op = OPS.get(data["op"])
+        if op is not None and op.in_place:
+            (src,) = ir.inputs(g, n)
+            data["inplace"] = _can_inplace(g, n, src, exposed, outputs, guarded_inputs)
+        elif op is not None and op.accumulates:
+            sources = ir.inputs(g, n)
+            data["inplace"] = len(sources) == 2 and _can_inplace(
+                g, n, sources[0], exposed, outputs, guarded_inputs, lambda made: made.fresh
+            )
+
+
 def _can_inplace(
-    g: nx.DiGraph, node: str, exposed: frozenset[str], outputs: set[str], guarded_inputs: set[str]
+    g: nx.DiGraph,
+    node: str,
+    src: str,
+    exposed: frozenset[str],
+    outputs: set[str],
+    guarded_inputs: set[str],
+    fresh=lambda made: not made.aliases and not made.in_place,
 ) -> bool:
+    """Whether ``node`` may overwrite its input ``src``: every value on the way back to the op
+    that made the tensor is read by ``node`` alone and is no output, and ``fresh(made)`` holds
+    for that op."""
     data = g.nodes[node]
     phase = data["phase"]
     mine = set(data["when"]) & exposed
-    (src,) = ir.inputs(g, node)
     while True:
         here = g.nodes[src]
         if here["op"] in ("input", "external") or src in guarded_inputs:
@@ -65,7 +89,7 @@ def _can_inplace(
         op = OPS[here["op"]]
         passes_through = here["phase"] != phase or op.inference_identity or switchable
         if not passes_through:
-            return not op.aliases and not op.in_place
+            return fresh(op)
         sources = ir.inputs(g, src)
         if len(sources) != 1:
             return False

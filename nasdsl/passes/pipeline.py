@@ -17,7 +17,15 @@ name                   pass
 ``drop_identities``    :func:`nasdsl.passes.fold.drop_identities`
 ``drop_unused``        :func:`nasdsl.passes.check.drop_unused`
 ``fold_batch_norm``    :func:`nasdsl.passes.fold.fold_batch_norm` (needs weights)
+``fold_norms``         :func:`nasdsl.passes.fold_norms.fold_norms` (records a weight derivation)
+``fuse_siblings``      :func:`nasdsl.passes.fuse.fuse_siblings` (records a weight derivation)
+``hoist_activations``  :func:`nasdsl.passes.hoist.hoist_activations`
+``flatten``            :func:`nasdsl.passes.flatten.flatten_tree`
 =====================  ==========================================================
+
+The rewriting passes of :mod:`nasdsl.optimize` (``fold_norms``,
+``fuse_siblings``, ``hoist_activations``) leave a flat block tree
+(``g.graph["flat"]``); the verifier then checks it against the nodes.
 """
 
 from __future__ import annotations
@@ -32,7 +40,11 @@ from nasdsl.errors import GraphError, NasdslError
 from nasdsl.ops import OPS
 from nasdsl.passes.check import check, drop_unused
 from nasdsl.passes.exposure import expose
+from nasdsl.passes.flatten import check_flat, flatten_tree
 from nasdsl.passes.fold import drop_identities, fold_batch_norm
+from nasdsl.passes.fold_norms import fold_norms
+from nasdsl.passes.fuse import fuse_siblings
+from nasdsl.passes.hoist import hoist_activations
 from nasdsl.passes.inplace import mark_inplace
 from nasdsl.passes.phases import inference_graph, training_graph
 
@@ -47,6 +59,10 @@ PASSES: dict[str, Pass] = {
     "drop_identities": drop_identities,
     "drop_unused": drop_unused,
     "fold_batch_norm": fold_batch_norm,
+    "fold_norms": fold_norms,
+    "fuse_siblings": fuse_siblings,
+    "hoist_activations": hoist_activations,
+    "flatten": flatten_tree,
 }
 
 
@@ -70,6 +86,8 @@ def verify_graph(g: nx.DiGraph) -> None:
     for o in g.graph["outputs"]:
         if o.node not in g:
             raise PassError(f"output {o.name} reads {o.node}, which is not in the graph")
+    if g.graph.get("flat"):
+        check_flat(g)
 
 
 def run_pipeline(g: nx.DiGraph, names: Iterable[str], *, verify: bool = False) -> nx.DiGraph:

@@ -1,0 +1,218 @@
+"""``nasdsl evaluate``: top-1/top-5 of a model or an ensemble on an ImageFolder, with its spec's crops.
+
+The crops come from the spec's ``evaluation`` section (``nasdsl/evaluation.py``;
+one central crop when it has none) and are cut on the device in batches
+(``nasdsl/tta.py``). Needs torch, torchvision and Pillow (imported only here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+HELP = "top-1/top-5 accuracy and images/s on an image folder, with the spec's multi-crop evaluation"
+
+DESCRIPTION = (
+    "Evaluate a model or an ensemble on an ImageFolder (one subfolder per class, classes in sorted order "
+    "are labels 0, 1, ...). Each image is cut into the crops the spec's evaluation section asks for (the "
+    "default: one central crop; --set evaluation.preset=10-crop or 144-crop), the crops are cut on the "
+    "device in batches, and the outputs averaged. Prints top-1, top-5, images/s and crops/s; a progress "
+    "bar on stderr. Weights: --weights FILE (a state_dict of the whole model), else an ensemble's "
+    "members' own weights files; --random-weights uses the seeded initialisation (for trying it out)."
+)
+
+EXAMPLES = """\
+nasdsl evaluate specs/googlenet_bn.yaml --weights googlenet.safetensors --data imagenet/val
+nasdsl evaluate specs/ensembles/ilsvrc2014.yaml --data imagenet/val --device cuda --batch-size 4
+nasdsl evaluate specs/googlenet.yaml --random-weights --data tiny/ --set evaluation.preset=10-crop
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="DIR", help="an ImageFolder: DIR/<class>/<image>")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--weights", metavar="FILE", help="a state_dict (.safetensors or torch.save) of the model")
+    weights.add_argument(
+        "--random-weights", action="store_true", help="the seeded initialisation instead of trained weights"
+    )
+    parser.add_argument("--batch-size", type=_positive("--batch-size"), default=8, help="images a step (default 8)")
+    parser.add_argument(
+        "--crop-batch", type=_positive("--crop-batch"), default=256, help="crops a forward pass (default 256)"
+    )
+    parser.add_argument("--workers", type=_positive("--workers", 0), default=2, help="loader processes (default 2)")
+    parser.add_argument("--limit", type=_positive("--limit"), default=None, help="evaluate N images, evenly spread")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="the result as text or JSON")
+
+
+def _positive(name: str, lo: int = 1):
+    def check(text: str) -> int:
+        if not (text.isascii() and text.isdecimal()) or not lo <= int(text) <= 1 << 24:
+            raise argparse.ArgumentTypeError(f"{name}: expected an integer >= {lo}, got {text!r}")
+        return int(text)
+
+    return check
+
+
+class _Progress:
+    """A bar rewritten in place on a terminal, else a line every 10 seconds (stderr)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.every = 0.25 if self.tty else 10.0
+        self.last = 0.0
+
+    def show(self, done: int, total: int, text: str, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not final and now - self.last < self.every:
+            return
+        self.last = now
+        if self.tty:
+            filled = int(24 * done / max(total, 1))
+            line = f"[{'#' * filled}{'.' * (24 - filled)}] {done}/{total} {text}"
+            sys.stderr.write("\r" + line[: shutil.get_terminal_size().columns - 1])
+            if final:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(f"{done}/{total} images, {text}\n")
+        sys.stderr.flush()
+
+
+def _convention(graph) -> tuple[float, bool]:
+    """Pixels as the spec's input expects them: 0-255 BGR when its mean is above 1 (Caffe), else 0-1 RGB."""
+    from nasdsl.ensemble_ir import is_ensemble, members
+
+    graphs = [m.graph for m in members(graph)] if is_ensemble(graph) else [graph]
+    kinds = set()
+    for g in graphs:
+        mean = g.nodes[g.graph["input"]]["attrs"].get("mean")
+        kinds.add(mean is not None and max(mean) > 1)
+    if len(kinds) > 1:
+        from nasdsl.cli import UsageError
+
+        raise UsageError("the members expect different pixel ranges (some 0-255, some 0-1); cannot feed them one image")
+    big = kinds.pop()
+    return (255.0, True) if big else (1.0, False)
+
+
+def _gives_probabilities(graph) -> bool:
+    from nasdsl.ensemble_ir import is_ensemble
+
+    if is_ensemble(graph):
+        return graph.graph["combine"] == "probabilities"
+    return graph.nodes[graph.graph["outputs"][0].node]["op"] == "softmax"
+
+
+def _state_dict(args: argparse.Namespace, net):
+    from nasdsl.cli import UsageError
+    from nasdsl.ensemble import CompiledEnsemble, member_state_dict
+    from nasdsl.weights import initial_weights, load_weights
+
+    if args.weights:
+        return load_weights(args.weights)
+    if args.random_weights:
+        return initial_weights(net.graph)
+    if isinstance(net, CompiledEnsemble):
+        bare = [m.name for m in net.graph.graph["members"] if m.weights is None]
+        if bare:
+            raise UsageError(
+                f"members without a weights file: {', '.join(bare)}; name one in the spec (weights:), pass "
+                "--weights FILE for the whole ensemble, or --random-weights"
+            )
+        return member_state_dict(net)
+    raise UsageError("evaluate needs trained weights: --weights FILE (or --random-weights to try it out)")
+
+
+def run(args: argparse.Namespace, net) -> int:
+    from nasdsl.cli import UsageError
+    from nasdsl.evaluation import DEFAULT
+
+    if not os.path.isdir(args.data):
+        raise UsageError(f"--data: {args.data} is not a folder (expected DIR/<class>/<image>)")
+    try:
+        import torch
+        from torch.utils.data import DataLoader, Subset
+
+        from nasdsl import tta
+    except ImportError as e:  # pragma: no cover - torch is a dependency of evaluation
+        raise UsageError(f"evaluate needs torch, torchvision and Pillow ({e})") from None
+    try:
+        import PIL  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as e:
+        raise UsageError(f"evaluate reads images with torchvision and Pillow: pip install torchvision ({e})") from None
+    g = net.graph
+    shape = g.nodes[g.graph["input"]]["shape"]
+    ev = g.graph.get("evaluation") or DEFAULT.bind(shape)
+    if ev.average == "logits" and _gives_probabilities(g):
+        raise UsageError("evaluation.average: logits, but the model gives probabilities (average probabilities)")
+    wanted = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(wanted)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise UsageError(f"--device: cannot use '{wanted}' ({str(e).splitlines()[0] if str(e) else e})") from None
+    scale, bgr = _convention(g)
+    try:
+        data = tta.image_folder(args.data, ev, shape[0], scale, bgr)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise UsageError(f"--data: {e}") from None
+    out_shape = g.nodes[g.graph["outputs"][0].node]["shape"]
+    if len(out_shape) != 1 or len(data.classes) > out_shape[0]:
+        raise UsageError(
+            f"--data has {len(data.classes)} classes; the model gives {'x'.join(map(str, out_shape))} scores per image"
+        )
+    if args.limit is not None and args.limit < len(data):
+        step = len(data) / args.limit
+        data = Subset(data, [int(i * step) for i in range(args.limit)])
+    from nasdsl.api import build_model
+
+    model = build_model(net, weights=_state_dict(args, net)).eval().to(device)
+    loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers, collate_fn=tta.pad_batch)
+    probabilities = _gives_probabilities(g)
+    total, top1, top5 = len(data), 0, 0
+    progress = _Progress()
+    start = time.perf_counter()
+    done = 0
+    with torch.inference_mode():
+        for images, sizes, labels in loader:
+            images, sizes, labels = images.to(device), sizes.to(device), labels.to(device)
+            scores = tta.evaluate_batch(model, images, sizes, ev, probabilities=probabilities, chunk=args.crop_batch)
+            top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+            hits = top == labels[:, None]
+            top1 += int(hits[:, 0].sum())
+            top5 += int(hits.any(dim=1).sum())
+            done += len(labels)
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            progress.show(done, total, f"top-1 {top1 / done:.4f} top-5 {top5 / done:.4f} {rate:.3g} images/s")
+    seconds = time.perf_counter() - start
+    rate = done / max(seconds, 1e-9)
+    progress.show(done, total, f"{rate:.3g} images/s", final=True)
+    result = {
+        "images": done,
+        "top1": top1 / max(done, 1),
+        "top5": top5 / max(done, 1),
+        "crops_per_image": ev.count,
+        "images_per_s": rate,
+        "crops_per_s": rate * ev.count,
+        "seconds": seconds,
+        "device": str(device),
+        "evaluation": ev.describe(),
+    }
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{args.spec}: {done} images, {ev.describe()}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}; "
+            f"{_rate(rate)} images/s, {_rate(rate * ev.count)} crops/s on {device} ({seconds:.1f} s)"
+        )
+    return 0
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}" if math.isfinite(x) else "-"

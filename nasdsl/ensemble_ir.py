@@ -1,0 +1,110 @@
+"""The IR of an ensemble: one graph whose members are graphs (``docs/ir.md``, "Ensembles").
+
+An ensemble graph is a small ``networkx.DiGraph`` of three ops, in the manner
+of ``torch.fx``'s ``call_module`` (a node that calls a sub-module the graph
+holds):
+
+* ``input``: the images, as in a model graph (``attrs`` ``shape``; ``mean``
+  and ``std`` are None: each member normalises its own input);
+* ``member``: one per member, named after it, reading the input; it runs the
+  member's own graph, :attr:`Member.graph`, a compiled model graph that obeys
+  the whole IR contract, and gives that graph's main output;
+* ``average``: reads the members in order and combines them; ``attrs``:
+  ``of`` (``probabilities``: the mean of each member's softmax, or ``logits``),
+  ``weights`` (one per member, summing to 1) and ``softmax`` (one bool per
+  member: whether the lowering applies a softmax to it; false for a member
+  whose output is a softmax already).
+
+``g.graph`` holds what a model graph holds for its name, doc, file, hash,
+input and outputs, plus ``members`` (a tuple of :class:`Member`, in the spec's
+order) and ``evaluation`` (a :class:`nasdsl.evaluation.Evaluation`). A member
+node's name is the ``state_dict`` prefix of the member's parameters:
+``googlenet1.inception4a.branch2.1.conv.weight``.
+
+Only networkx and the IR's records here, so that backends may import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import networkx as nx
+
+from nasdsl.errors import Location
+
+#: the ops of an ensemble graph besides ``input``
+ENSEMBLE_OPS = ("member", "average")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of an ensemble.
+
+    ``graph`` is its compiled graph (what ``compile_spec`` gives for its spec
+    and overrides); ``spec`` the member's spec file (as shown in messages);
+    ``overrides`` its ``set`` entries, ``(path, value)`` in the spec's order;
+    ``weights`` its weights file or None; ``weight`` its share of the
+    combination (the members' shares sum to 1).
+    """
+
+    name: str
+    graph: nx.DiGraph
+    spec: str
+    overrides: tuple[tuple[str, object], ...] = ()
+    weights: str | None = None
+    weight: float = 1.0
+    loc: Location | None = None
+    keypath: str = ""
+
+
+def is_ensemble(graph: object) -> bool:
+    """Whether ``graph`` (a graph, or anything with a ``.graph``) is an ensemble graph."""
+    g = graph if isinstance(graph, nx.DiGraph) else getattr(graph, "graph", None)
+    return isinstance(g, nx.DiGraph) and "members" in g.graph
+
+
+def members(g: nx.DiGraph) -> tuple[Member, ...]:
+    return g.graph["members"]
+
+
+def member_graphs(g: nx.DiGraph) -> Iterator[tuple[str, nx.DiGraph]]:
+    """``(state_dict prefix, graph)`` of each member."""
+    for m in members(g):
+        yield f"{m.name}.", m.graph
+
+
+def with_member_graphs(g: nx.DiGraph, graphs: list[nx.DiGraph]) -> nx.DiGraph:
+    """A copy of ensemble ``g`` whose members hold ``graphs`` (a pass applied to each member)."""
+    from dataclasses import replace
+
+    out = g.copy()
+    out.graph["members"] = tuple(replace(m, graph=h) for m, h in zip(members(g), graphs, strict=True))
+    return out
+
+
+def split_state_dict(g: nx.DiGraph, state_dict: dict) -> tuple[list[dict], list[str]]:
+    """Each member's part of an ensemble state_dict (keys without the member's prefix),
+    and the keys that belong to no member."""
+    parts: list[dict] = [{} for _ in members(g)]
+    prefixes = [f"{m.name}." for m in members(g)]
+    unknown: list[str] = []
+    for key, value in state_dict.items():
+        for i, prefix in enumerate(prefixes):
+            if isinstance(key, str) and key.startswith(prefix):
+                parts[i][key[len(prefix) :]] = value
+                break
+        else:
+            unknown.append(str(key))
+    return parts, unknown
+
+
+__all__ = [
+    "ENSEMBLE_OPS",
+    "Member",
+    "is_ensemble",
+    "member_graphs",
+    "members",
+    "split_state_dict",
+    "with_member_graphs",
+]

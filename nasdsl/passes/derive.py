@@ -1,0 +1,132 @@
+"""How the rewriting passes change the weights, recorded rather than done.
+
+A rewriting pass (BatchNorm folding, sibling fusion) changes which parameters
+a graph has. It does not touch weights: it appends a *step* to
+``g.graph["derivation"]``, a tuple of the records below in the order the
+passes made them. Replaying the steps on the unoptimised model's state_dict
+gives the optimised graph's weights:
+
+- :func:`derive_weights` replays them on numpy arrays (no torch: the ONNX
+  export uses it);
+- the generated inference module (``backends/inference.py``) writes the same
+  steps as calls in its ``from_training_state_dict`` classmethod, in torch.
+
+Both compute the per-channel factors and the biases in float64, rounded once
+to the weight's dtype, and the product of a weight with its factor in the
+weight's dtype (one rounding; no float64 copy of a large weight), so they
+agree to the last bit. Keys are state_dict keys of the graph the step was made on
+(``inception3a.branch1.conv.weight``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import networkx as nx
+
+from nasdsl.ops import OPS, REQUIRED
+
+if TYPE_CHECKING:  # imported where weights are derived: checking a spec never needs numpy
+    import numpy as np
+
+#: BatchNorm's parameters and buffers that a fold consumes
+NORM_PARAMS = ("weight", "bias", "running_mean", "running_var")
+
+
+@dataclass(frozen=True)
+class FoldNorm:
+    """The BatchNorm ``norm`` folded into ``layer``, the conv2d or linear before it.
+
+    With ``s = gamma / sqrt(running_var + eps)`` per output channel, the layer's
+    weight becomes ``W * s`` (each output row scaled) and its bias
+    ``(b - running_mean) * s + beta`` (``b = 0`` when the layer had none). The
+    norm's parameters and its ``num_batches_tracked`` counter are consumed.
+    """
+
+    layer: str
+    norm: str
+    eps: float
+
+
+@dataclass(frozen=True)
+class JoinLayers:
+    """The layers ``parts`` (convolutions reading the same tensor with the same
+    window) joined into one layer ``into``: weights concatenated along the output
+    channels in the order of ``parts``, biases likewise (zeros for a part without
+    one; no bias when no part has one). The parts' parameters are consumed."""
+
+    into: str
+    parts: tuple[str, ...]
+
+
+Step = FoldNorm | JoinLayers
+
+
+def record(g: nx.DiGraph, step: Step) -> None:
+    """Append ``step`` to the graph's derivation (the graph is the pass's own copy)."""
+    g.graph["derivation"] = (*g.graph.get("derivation", ()), step)
+
+
+def derive_weights(steps: tuple[Step, ...], weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The weights after ``steps``: a new mapping (the arrays given are never written).
+
+    Every key a step reads must be present (check the state_dict first:
+    :func:`nasdsl.weights.check_weights`); keys no step mentions pass through.
+    """
+    out = dict(weights)
+    for step in steps:
+        if isinstance(step, FoldNorm):
+            _fold(out, step)
+        elif isinstance(step, JoinLayers):
+            _join(out, step)
+        else:  # pragma: no cover - a new kind of step without its replay
+            raise TypeError(f"unknown derivation step {step!r}")
+    return out
+
+
+def _fold(out: dict[str, np.ndarray], step: FoldNorm) -> None:
+    import numpy as np
+
+    gamma, beta, mean, var = (np.asarray(out.pop(f"{step.norm}.{p}"), dtype=np.float64) for p in NORM_PARAMS)
+    out.pop(f"{step.norm}.num_batches_tracked", None)
+    weight = np.asarray(out[f"{step.layer}.weight"])
+    bias = out.get(f"{step.layer}.bias")
+    bias = np.zeros_like(mean) if bias is None else np.asarray(bias, dtype=np.float64)
+    scale = gamma / np.sqrt(var + step.eps)
+    rows = scale.astype(weight.dtype).reshape(-1, *[1] * (weight.ndim - 1))
+    out[f"{step.layer}.weight"] = weight * rows  # in the weight's dtype: no float64 copy of it
+    out[f"{step.layer}.bias"] = ((bias - mean) * scale + beta).astype(weight.dtype)
+
+
+def _join(out: dict[str, np.ndarray], step: JoinLayers) -> None:
+    import numpy as np
+
+    weights = [np.asarray(out.pop(f"{p}.weight")) for p in step.parts]
+    biases = [out.pop(f"{p}.bias", None) for p in step.parts]
+    out[f"{step.into}.weight"] = np.concatenate(weights, axis=0)
+    if any(b is not None for b in biases):
+        dtype = weights[0].dtype
+        filled = [
+            np.zeros(w.shape[0], dtype) if b is None else np.asarray(b, dtype)
+            for w, b in zip(weights, biases, strict=True)
+        ]
+        out[f"{step.into}.bias"] = np.concatenate(filled)
+
+
+def given_of(op: str, attrs: Mapping[str, object]) -> tuple[str, ...]:
+    """The attributes a code generator should write for a node a pass made: the
+    required ones and those that differ from their default."""
+    given = []
+    for a in OPS[op].attrs:
+        if a.default is REQUIRED:
+            given.append(a.name)
+            continue
+        default = a.default(attrs) if callable(a.default) else a.default
+        if attrs[a.name] != default:
+            given.append(a.name)
+    return tuple(given)
+
+
+__all__ = ["NORM_PARAMS", "FoldNorm", "JoinLayers", "Step", "derive_weights", "given_of", "record"]
