@@ -1,5 +1,5 @@
 import sys
 
-from nasdsl.cli import main
+from nasdsl.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

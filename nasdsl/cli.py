@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import stat
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nasdsl import __version__
-from nasdsl.api import MAX_PARAMS, compile_spec
+from nasdsl.api import MAX_PARAMS, compile_spec, few_collections
 from nasdsl.build import MAX_NODES
 from nasdsl.ensemble import CompiledEnsemble
 from nasdsl.errors import NasdslError
@@ -36,6 +37,9 @@ from nasdsl.optimize import DEFAULT_TARGET, TARGETS
 from nasdsl.summary import render
 from nasdsl.weights import MAX_MEMORY, check_memory
 
+#: commands that only walk graphs and write files (no torch, no data loops): they run with the
+#: cyclic garbage collector paused, as compiling does
+QUICK_COMMANDS = ("check", "summary", "compile", "space", "sweep", "diff", "draw")
 BUG = "nasdsl: internal error: {}: please report a bug with the spec that caused it (rerun with --debug for details)"
 OPSETS = range(13, 22)
 DEFAULT_OPSET = 17
@@ -619,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.spec}: '{command.name}' takes a model spec, not an ensemble; run it on a member's spec "
                 f"(the commands that take an ensemble: {', '.join(ENSEMBLE_COMMANDS)})"
             )
+        if command.name in QUICK_COMMANDS:  # graph work alone: see api.few_collections
+            with few_collections():
+                return command.run(args, net)
         return command.run(args, net)
     except NasdslError as e:
         print(e.format(), file=sys.stderr)
@@ -631,6 +638,16 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(BUG.format(type(e).__name__), file=sys.stderr)
         return 1
+
+
+def entry() -> int:
+    """The ``nasdsl`` program (the console script and ``python -m nasdsl``): :func:`main`,
+    then, as the process is about to end, every object moved out of the garbage collector's
+    reach (:func:`gc.freeze`): the collection Python runs at exit would otherwise walk the
+    whole graph once more (1.5 s of a 9 s check at 100,000 nodes)."""
+    code = main()
+    gc.freeze()
+    return code
 
 
 def write_atomic(path: str, data: bytes) -> None:

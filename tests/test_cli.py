@@ -192,3 +192,30 @@ def test_readme_python_example_runs(monkeypatch):
     assert scope["net"].summary()["totals"]["depth"] == 22
     assert isinstance(scope["source"], str) and isinstance(scope["model"], torch.nn.Module)
     assert onnx.ModelProto.FromString(scope["data"]) == scope["proto"]
+
+
+def test_compiling_pauses_the_garbage_collector_and_restores_it():
+    """Compiling runs with the cyclic collector paused (a third of the time at 100k nodes) and
+    leaves it as it found it, on or off, error or not."""
+    import gc
+
+    from nasdsl.api import few_collections
+
+    assert gc.isenabled()
+    with few_collections():
+        assert not gc.isenabled()
+        with few_collections():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), few_collections():
+        1 / 0  # noqa: B018
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        nasdsl.compile_spec(SPECS / "resnet18.yaml")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    nasdsl.compile_spec(SPECS / "resnet18.yaml")
+    assert gc.isenabled()
