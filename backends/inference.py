@@ -205,6 +205,8 @@ class _Writer:
         low = lowering_of("pytorch", op, n, data)
         attribute = self.attribute[n]
         if low.join is not None and low.module is None:
+            if low.join_into is not None and len(terms) == 2 and terms[0].isidentifier() and data.get("inplace"):
+                return low.join_into(*terms)  # a residual sum into its first input (passes/inplace.py)
             return low.join(terms)
         shapes = [g.nodes[s]["shape"] for s in ir.inputs(g, n)]
         lead = shapes[0][-1] if data["attrs"].get("dim") == "last" else shapes[0][0]
