@@ -690,24 +690,27 @@ def _emit(
     for t, shape in e.shapes.items():
         if t not in named:
             _set_value_info(graph.value_info.add(), t, shape)
+    describe_model(model, source, opset)
+    return model, deferred
+
+
+def describe_model(model: onnx.ModelProto, g: nx.DiGraph, opset: int, props: Mapping[str, str] | None = None) -> None:
+    """The model's opset, IR version, producer, doc string (the spec's, made safe) and the
+    properties that name the spec it was made from, then ``props``."""
     opset_id = helper.make_opsetid("", opset)
     model.opset_import.append(opset_id)
     model.producer_name = "nasdsl"
     model.producer_version = __version__
-    doc = safe_text(source.graph["doc"] or "", 1000)
+    doc = safe_text(g.graph["doc"] or "", 1000)
     if doc:
         model.doc_string = doc
     model.ir_version = helper.find_min_ir_version_for([opset_id])
-    helper.set_model_props(
-        model,
-        {
-            "nasdsl.spec.name": source.graph["name"],
-            "nasdsl.spec.file": safe_text(os.path.basename(source.graph["file"]), 200),
-            "nasdsl.spec.sha256": source.graph["sha256"],
-            "nasdsl.version": __version__,
-        },
-    )
-    return model, deferred
+    spec = {
+        "nasdsl.spec.name": g.graph["name"],
+        "nasdsl.spec.file": safe_text(os.path.basename(g.graph["file"]), 200),
+        "nasdsl.spec.sha256": g.graph["sha256"],
+    }
+    helper.set_model_props(model, {**spec, **(props or {}), "nasdsl.version": __version__})
 
 
 __all__ = ["DEFAULT_OPSET", "PIPELINE", "SUPPORTED_OPSETS", "export_graph", "export_onnx", "export_onnx_bytes"]

@@ -14,7 +14,6 @@ same bytes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import networkx as nx
@@ -22,13 +21,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from nasdsl import __version__
 from nasdsl.ensemble_ir import members, split_state_dict, with_member_graphs
 from nasdsl.errors import CodegenError
 from nasdsl.weights import check_memory, check_weights, initial_weights
 
 from . import onnx as single
-from .pyformat import safe_text
 
 
 def export_graph(g: nx.DiGraph, *, with_aux: bool = False, verify: bool = False) -> nx.DiGraph:
@@ -115,24 +112,7 @@ def emit(
     graph.input.add().CopyFrom(first.graph.input[0])
     graph.input[0].name = inp
     _info(graph.output.add(), output.name, out_type)
-    opset_id = helper.make_opsetid("", opset)
-    model.opset_import.append(opset_id)
-    model.producer_name = "nasdsl"
-    model.producer_version = __version__
-    doc = safe_text(g.graph["doc"] or "", 1000)
-    if doc:
-        model.doc_string = doc
-    model.ir_version = helper.find_min_ir_version_for([opset_id])
-    helper.set_model_props(
-        model,
-        {
-            "nasdsl.spec.name": g.graph["name"],
-            "nasdsl.spec.file": safe_text(os.path.basename(g.graph["file"]), 200),
-            "nasdsl.spec.sha256": g.graph["sha256"],
-            "nasdsl.ensemble.members": ",".join(m.name for m in members(g)),
-            "nasdsl.version": __version__,
-        },
-    )
+    single.describe_model(model, g, opset, {"nasdsl.ensemble.members": ",".join(m.name for m in members(g))})
     return model, deferred
 
 

@@ -27,7 +27,7 @@ from nasdsl.build import MAX_NODES, build
 from nasdsl.ensemble import CompiledEnsemble, EnsembleSpec
 from nasdsl.errors import LimitError, Location
 from nasdsl.evaluation import parse_evaluation
-from nasdsl.loader import Limits, YList, YMap
+from nasdsl.loader import Limits, YMap
 from nasdsl.passes.check import check
 from nasdsl.passes.shapes import infer_shapes
 from nasdsl.spec import Spec, parse_spec
@@ -62,21 +62,6 @@ class Compiled:
         return Counts(self.graph)
 
 
-def _to_yaml(value: object, loc: Location) -> object:
-    """A Python override value as the loader would have produced it."""
-    if isinstance(value, (list, tuple)):
-        out = YList(loc)
-        out.extend(_to_yaml(v, loc) for v in value)
-        out.item_locs = [loc] * len(out)
-        return out
-    if isinstance(value, Mapping):
-        m = document.new_map(loc)
-        for k, v in value.items():
-            document.put(m, str(k), _to_yaml(v, loc), loc, loc)
-        return m
-    return value
-
-
 def load_spec(
     path: str | os.PathLike,
     overrides: Mapping[str, object] | Iterable[str] = (),
@@ -86,16 +71,7 @@ def load_spec(
     """Load and parse a spec (or an ensemble spec, :mod:`nasdsl.ensemble`). ``overrides`` is
     ``{path: value}`` or ``["path=value", ...]`` (the CLI's ``--set``), checked like the file."""
     doc, files = document.load_document(path, limits=limits)
-    values: dict[str, object] = {}
-    locations: dict[str, Location] = {}
-    if isinstance(overrides, Mapping):
-        for key, value in overrides.items():
-            loc = Location(f"<override {key}>", 1, 1)
-            values[key], locations[key] = _to_yaml(value, loc), loc
-    else:
-        for text in overrides:
-            key, value, loc = document.parse_override(text)
-            values[key], locations[key] = value, loc
+    values, locations = document.override_values(overrides)
     if ensemble.is_ensemble_document(doc):
         return ensemble.load_ensemble(doc, files, values, locations)
     return model_spec(doc, files, values, locations)

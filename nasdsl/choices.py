@@ -247,16 +247,7 @@ class _Scanner:
                     self.block(branches, name, (*keys, kind, name), f"{spec_path}.{name}", f"{set_path}.{kind}.{name}")
 
     def _params(self, template: object) -> list[str]:
-        t = self.templates.get(template) if isinstance(template, str) else None
-        if not isinstance(t, YMap) or not isinstance(t.get("params"), YList):
-            return []
-        names = []
-        for p in t["params"]:
-            if isinstance(p, YMap) and len(p) == 1:
-                names.append(next(iter(p)))
-            elif isinstance(p, str):
-                names.append(p)
-        return names
+        return document.param_names(template, self.templates)
 
 
 def _identity(m: YMap) -> object:
@@ -415,21 +406,6 @@ def option_text(v: object) -> str:
     return str(v)
 
 
-def to_yaml(value: object, loc: Location) -> object:
-    """A Python value as the loader would have produced it."""
-    if isinstance(value, (list, tuple)):
-        out = YList(loc)
-        out.extend(to_yaml(v, loc) for v in value)
-        out.item_locs = [loc] * len(out)
-        return out
-    if isinstance(value, Mapping):
-        m = document.new_map(loc)
-        for k, v in value.items():
-            document.put(m, str(k), to_yaml(v, loc), loc, loc)
-        return m
-    return value
-
-
 def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, Location]], *, top=False) -> object:
     """A copy of ``node`` (at ``keys``) with the chosen options in place of the choices."""
     if isinstance(node, YMap):
@@ -440,7 +416,7 @@ def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, L
             here = (*keys, k)
             if here in chosen:
                 option, loc = chosen[here]
-                document.put(m, k, to_yaml(option, loc), node.key_locs.get(k, loc), loc)
+                document.put(m, k, document.to_yaml(option, loc), node.key_locs.get(k, loc), loc)
             else:
                 document.put(m, k, substitute(v, here, chosen), node.key_locs.get(k, node.loc), node.loc_of(k))
         return m
@@ -451,7 +427,7 @@ def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, L
             here = (*keys, i)
             if here in chosen:
                 option, loc = chosen[here]
-                lst.append(to_yaml(option, loc))
+                lst.append(document.to_yaml(option, loc))
                 locs.append(loc)
             else:
                 lst.append(substitute(v, here, chosen))
@@ -474,5 +450,4 @@ __all__ = [
     "plain",
     "same_option",
     "substitute",
-    "to_yaml",
 ]

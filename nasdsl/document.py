@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from nasdsl.errors import LimitError, Location, SpecError
@@ -166,6 +166,38 @@ def _placed(entries: YMap, key: str, value: YMap, key_loc: Location, value_loc: 
 # Overrides
 
 
+def to_yaml(value: object, loc: Location) -> object:
+    """A Python value (an override given in Python, a chosen option) as the loader would have
+    produced it, every part located at ``loc``."""
+    if isinstance(value, (list, tuple)):
+        out = YList(loc)
+        out.extend(to_yaml(v, loc) for v in value)
+        out.item_locs = [loc] * len(out)
+        return out
+    if isinstance(value, Mapping):
+        m = new_map(loc)
+        for k, v in value.items():
+            put(m, str(k), to_yaml(v, loc), loc, loc)
+        return m
+    return value
+
+
+def override_values(overrides: Mapping[str, object] | Iterable[str]) -> tuple[dict[str, object], dict[str, Location]]:
+    """The values and locations of ``overrides``, given as ``{path: value}`` or as
+    ``["path=value", ...]`` (the command line's ``--set``), for :func:`apply_overrides`."""
+    values: dict[str, object] = {}
+    locations: dict[str, Location] = {}
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            loc = Location(f"<override {key}>", 1, 1)
+            values[key], locations[key] = to_yaml(value, loc), loc
+    else:
+        for text in overrides:
+            key, value, loc = parse_override(text)
+            values[key], locations[key] = value, loc
+    return values, locations
+
+
 def parse_override(text: str) -> tuple[str, object, Location]:
     """``"inception4a.c3x3=256"`` -> (path, YAML value, location of the value)."""
     where = Location(f"<--set {text[:60]}>", 1, 1)
@@ -275,8 +307,13 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
 
 
 def _param_names(use: YMap, templates: Mapping) -> list[str]:
-    name = use.get("use")
-    t = templates.get(name) if isinstance(name, str) else None
+    return param_names(use.get("use"), templates)
+
+
+def param_names(template: object, templates: Mapping) -> list[str]:
+    """The parameter names of the template named ``template`` as the file writes them
+    (``[]`` where there is no such template or its ``params`` is no list)."""
+    t = templates.get(template) if isinstance(template, str) else None
     if not isinstance(t, YMap) or not isinstance(t.get("params"), YList):
         return []
     names = []

@@ -50,7 +50,6 @@ from nasdsl.choices import (
     option_text,
     plain,
     substitute,
-    to_yaml,
 )
 from nasdsl.errors import Location, NasdslError, SpecError
 from nasdsl.loader import YMap
@@ -361,16 +360,7 @@ def load_space(path, overrides: Mapping[str, object] | Iterable[str] = (), *, li
 
 def apply_overrides(doc: YMap, overrides: Mapping[str, object] | Iterable[str]) -> YMap:
     """``overrides`` (``{path: value}`` or ``["path=value", ...]``) applied as ``load_spec`` applies them."""
-    values: dict[str, object] = {}
-    locations: dict[str, Location] = {}
-    if isinstance(overrides, Mapping):
-        for key, value in overrides.items():
-            loc = Location(f"<override {key}>", 1, 1)
-            values[key], locations[key] = to_yaml(value, loc), loc
-    else:
-        for text in overrides:
-            key, value, loc = document.parse_override(text)
-            values[key], locations[key] = value, loc
+    values, locations = document.override_values(overrides)
     return document.apply_overrides(doc, values, locations) if values else doc
 
 
@@ -423,7 +413,7 @@ def _values_used(value: Value, env: Mapping[str, object]) -> str:
 def _steps(doc: YMap, points: tuple[ChoicePoint, ...]) -> tuple[tuple, tuple]:
     option_values = tuple(
         tuple(
-            parse_value(to_yaml(o, loc), loc, p.positions[0].spec_path)
+            parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path)
             for o, loc in zip(p.options, p.option_locs, strict=True)
         )
         for p in points

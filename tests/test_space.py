@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 import nasdsl
 from nasdsl import document
 from nasdsl import space as spaces
-from nasdsl.choices import to_yaml
 from nasdsl.cli import main
+from nasdsl.document import to_yaml
 from nasdsl.errors import NasdslError
 from nasdsl.summary import summarize
 from nasdsl.variants import Evaluator, figures, peak_activations
