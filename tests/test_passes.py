@@ -112,6 +112,31 @@ def test_a_switch_of_a_block_that_keeps_the_shape_is_exposed(tmp_path, value):
         assert g.graph["model"].children[1].dormant
 
 
+NESTED_SWITCHES = {
+    # torchvision's VGG with and without BatchNorm: the switch is on an item of a list
+    "list item": "model:\n  features:\n    - {op: conv2d, out: 4, kernel: 1}\n    - {op: batch_norm, when: extra}\n"
+    "    - relu\n",
+    "merge branch": "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  sum:\n    add:\n      - identity\n"
+    "      - [{op: conv2d, out: 4, kernel: 1}, {op: batch_norm, when: extra}]\n",
+}
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+@pytest.mark.parametrize("where", NESTED_SWITCHES)
+def test_a_switch_below_the_top_level_entries_is_folded(tmp_path, where, value):
+    """The class writes a list or a merge as one module expression, with no statement to guard:
+    the switch takes its spec value, and the class builds exactly the graph's layers."""
+    from nasdsl import build_model
+
+    g = graph(tmp_path, NESTED_SWITCHES[where], f"variables: {{extra: {value}}}\n")
+    assert exposed(g) == ()
+    net = nasdsl.compile_spec(tmp_path / "net.yaml")
+    model = build_model(net)
+    norms = [m for m in model.modules() if type(m).__name__ == "BatchNorm2d"]
+    assert len(norms) == (1 if value == "true" else 0)
+    assert sum(p.numel() for p in model.parameters()) == net.summary()["totals"]["params"]
+
+
 @pytest.mark.parametrize("value", ["true", "false"])
 def test_a_switch_that_changes_what_a_layer_reads_is_folded(tmp_path, value):
     body = "model:\n  wide: {op: conv2d, out: 6, kernel: 1, when: extra}\n  conv: {op: conv2d, out: 4, kernel: 1}\n"

@@ -19,9 +19,11 @@ A variable ``v`` is refused when
   the ops between (an ``out`` of a convolution followed by BatchNorm, a kernel
   before ``flatten`` and ``linear``);
 * a condition uses it other than as a bare switch, or it switches a reference,
-  the main output, an output without a head, or a block that something
-  outside it reads from inside; or the part it switches on does not build
-  (see :class:`nasdsl.ir.Dormant`);
+  the main output, an output without a head, a block that something outside it
+  reads from inside, or a block below the model's top-level entries (an item of
+  a list, a branch of a merge: the class writes those inside one module
+  expression, with no statement to guard); or the part it switches on does not
+  build (see :class:`nasdsl.ir.Dormant`);
 * an output's loss weight depends on it.
 
 The graph is otherwise returned unchanged.
@@ -88,6 +90,9 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
     inner = _inner_uses(g)
     outputs = ir.all_outputs(g)
     heads = {id(o.head) for o in outputs if o.head is not None}  # side branches: nothing reads them
+    # the blocks a class's forward guards one by one; a block nested in a module expression
+    # (an item of an nn.Sequential, a branch of a merge) is built as its spec value says
+    guarded = {id(c) for c in g.graph["model"].children} | heads
     for root in ir.roots(g):
         for b in ir.walk(root):
             for a in b.args:
@@ -106,6 +111,9 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
             if b.when.switch is None or b.kind == "skip":
                 continue
             if b.kind == "ref":
+                refused.add(b.when.switch)
+                continue
+            if id(b) not in guarded:
                 refused.add(b.when.switch)
                 continue
             if id(b) in heads:
