@@ -38,7 +38,7 @@ from nasdsl import __version__, ir
 from nasdsl.ensemble_ir import is_ensemble
 from nasdsl.errors import CodegenError
 from nasdsl.expr import Sym
-from nasdsl.ops import OPS, lowering, lowering_of
+from nasdsl.ops import INIT_PARAMS, OPS, lowering, lowering_of
 from nasdsl.passes.pipeline import run_pipeline
 
 from .names import BUILTINS, IMPORTED, METHOD_LOCALS, Namespace, check_attribute
@@ -1343,25 +1343,17 @@ class _Writer:
     def _reset(self) -> list[str]:
         lines = ["    def reset_parameters(self) -> None:"]
         rules = self.g.graph["init"]
+        own = self._own_init_rules()
         described = "; ".join(
-            f"{op} "
-            + ", ".join(
-                f"{p} {r.scheme}" + (f" {r.args[0][1]:g}" if r.scheme == "constant" else "") for p, r in rs.items()
-            )
-            for op, rs in rules.items()
+            [
+                *(f"{op} " + ", ".join(_described(p, r) for p, r in rs.items()) for op, rs in rules.items()),
+                *(f"{' and '.join(names)} " + ", ".join(_described(p, r) for p, r in rs) for names, rs in own),
+            ]
         )
         lines += docstring(f"Initialise the parameters as the spec says: {described or 'PyTorch defaults'}", 2)
         branches: list[tuple[list[str], list[str]]] = []
         for op, rs in rules.items():
-            body = []
-            for pname, rule in rs.items():
-                stmt = self._init_stmt(f"m.{pname}", rule)
-                if stmt is None:
-                    continue
-                if pname == "bias":  # laid out at their depth in the loop below, split as ruff would
-                    body += ["                if m.bias is not None:", *layout("", stmt, 5)]
-                else:
-                    body += layout("", stmt, 4)
+            body = self._init_body(rs.items())
             if body:
                 classes = list(OPS[op].lowerings["pytorch"].classes)
                 same = [i for i, (_, b) in enumerate(branches) if b == body]
@@ -1370,14 +1362,50 @@ class _Writer:
                     branches[same[0]] = ([*names, *classes], body)
                 else:
                     branches.append((classes, body))
-        if not branches:
+        if not branches and not own:
             return lines
-        lines.append("        for m in self.modules():")
+        # layers with rules of their own come first, picked by name (they exist only where built)
+        lines.append("        for name, m in self.named_modules():" if own else "        for m in self.modules():")
+        for i, (names, rs) in enumerate(own):
+            test = Call("", tuple(f'"{n}"' for n in names)) if len(names) > 1 else f'"{names[0]}"'
+            lines += layout(f"{'if' if i == 0 else 'elif'} name {'in' if len(names) > 1 else '=='} ", test, 3, ":")
+            lines += self._init_body(rs) or ["                pass"]
         for i, (names, body) in enumerate(branches):
             cls = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
-            lines += layout(f"{'if' if i == 0 else 'elif'} isinstance", Call("", ("m", cls)), 3, ":")
+            lines += layout(f"{'if' if i == 0 and not own else 'elif'} isinstance", Call("", ("m", cls)), 3, ":")
             lines += body
         return lines
+
+    def _own_init_rules(self) -> list[tuple[list[str], list[tuple[str, ir.InitRule]]]]:
+        """The layers whose block has rules of its own (``init:``), grouped by their rules once
+        merged with their op's: (names, [(parameter, rule)]), in graph order. A layer a switch
+        leaves out (the dormant graph) is listed too: the class builds it when asked."""
+        groups: dict[tuple, list[str]] = {}
+        for graph in (self.g, self.g.graph["dormant"].graph):
+            for n in ir.order(graph):
+                data = graph.nodes[n]
+                if not data.get("init"):
+                    continue
+                if not _MODULE_PATH.fullmatch(n):
+                    raise CodegenError(f"cannot write the layer name {n!r} into the code", location=data["loc"])
+                merged = {**self.g.graph["init"].get(data["op"], {}), **data["init"]}
+                order = INIT_PARAMS[data["op"]]  # weight, then bias
+                key = (data["op"], tuple(sorted(merged.items(), key=lambda kv: order.index(kv[0]))))
+                groups.setdefault(key, []).append(n)
+        return [(names, list(key[1])) for key, names in groups.items()]
+
+    def _init_body(self, rules) -> list[str]:
+        """The statements of one branch of reset_parameters' loop (its module is ``m``)."""
+        body = []
+        for pname, rule in rules:
+            stmt = self._init_stmt(f"m.{pname}", rule)
+            if stmt is None:
+                continue
+            if pname == "bias":  # laid out at their depth in the loop below, split as ruff would
+                body += ["                if m.bias is not None:", *layout("", stmt, 5)]
+            else:
+                body += layout("", stmt, 4)
+        return body
 
     def _init_stmt(self, target: str, rule: ir.InitRule) -> str | Call | None:
         args = dict(rule.args)
@@ -1392,7 +1420,8 @@ class _Writer:
         if s == "constant":
             return f"nn.init.constant_({target}, {literal(args.get('value', 0.0))})"
         if s == "kaiming_normal" or s == "kaiming_uniform":
-            return f'nn.init.{s}_({target}, mode="fan_out", nonlinearity="relu")'
+            mode, nonlinearity = args.get("mode", "fan_out"), args.get("nonlinearity", "relu")
+            return Call(f"nn.init.{s}_", (target, f"mode={literal(mode)}", f"nonlinearity={literal(nonlinearity)}"))
         defaults = {
             "normal": {"mean": 0.0, "std": 1.0},
             "trunc_normal": {"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0},
@@ -1402,6 +1431,16 @@ class _Writer:
         }
         full = {**defaults[s], **args}
         return Call(f"nn.init.{s}_", (target, *(f"{k}={literal(float(v))}" for k, v in full.items())))
+
+
+#: a layer's name as reset_parameters writes it in quotes (the graph's names are dotted identifiers,
+#: indices and dashed repeat names)
+_MODULE_PATH = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def _described(param: str, rule: ir.InitRule) -> str:
+    """``weight normal`` / ``bias constant 0`` for the reset_parameters docstring."""
+    return f"{param} {rule.scheme}" + (f" {rule.args[0][1]:g}" if rule.scheme == "constant" else "")
 
 
 def _gated(inst: ir.Block) -> frozenset[str]:

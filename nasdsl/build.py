@@ -157,6 +157,7 @@ class _Builder:
         scope: _Scope,
         exprs: dict[str, object] | None = None,
         deps: dict[str, frozenset[str]] | None = None,
+        init: dict[str, ir.InitRule] | None = None,
     ) -> str:
         if self.count >= self.max_nodes:
             raise LimitError(
@@ -183,6 +184,7 @@ class _Builder:
             when=self.guards,
             scope=scope.templates,
             instance=scope.instance,
+            init=init or {},
         )
         for i, src in enumerate(inputs):
             if src not in g:  # a dormant node reading a live one: a stub stands for it
@@ -294,7 +296,8 @@ class _Builder:
             attrs = opdef.normalise(given)
         except SpecError as e:
             raise self._attr_error(e, b, path, scope) from None
-        node = self.add_node(path, b.op, attrs, tuple(given), b, phase, inputs[:1], scope, exprs, deps)
+        init = {k: ir.InitRule(r.scheme, r.args) for k, r in b.init}
+        node = self.add_node(path, b.op, attrs, tuple(given), b, phase, inputs[:1], scope, exprs, deps, init)
         return _block("op", name, path, b, inputs[:1], node, phase, when, op=b.op)
 
     def _attr_error(self, e: SpecError, b: OpBlock, node: str, scope: _Scope) -> SpecError:

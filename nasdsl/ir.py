@@ -11,8 +11,9 @@ Nodes
     given attribute as an expression of the enclosing class's parameters, where
     it can be one), ``deps`` (the model variables each attribute depends on),
     ``shape``, ``loc``, ``keypath``, ``phase``, ``when`` (the switches guarding
-    the node), ``scope`` (templates being expanded) and ``instance`` (the
-    innermost template use, ``""`` in the model).
+    the node), ``scope`` (templates being expanded), ``instance`` (the
+    innermost template use, ``""`` in the model) and ``init`` (the node's own
+    :class:`InitRule` per parameter, from the block's ``init:``; usually empty).
 
 Edges
     ``src -> dst`` with ``index``, ``src``'s position among ``dst``'s inputs;
@@ -165,10 +166,12 @@ class Template:
 
 @dataclass(frozen=True)
 class InitRule:
-    """How to initialise one parameter of every layer of an op: a scheme and its arguments."""
+    """How to initialise one parameter: a scheme and its arguments (numbers, or words for
+    the kaiming schemes' ``mode`` and ``nonlinearity``). ``g.graph["init"]`` holds the rules
+    of every layer of an op, a node's ``init`` the rules of its own (which come first)."""
 
     scheme: str
-    args: tuple[tuple[str, float], ...] = ()
+    args: tuple[tuple[str, float | str], ...] = ()
 
 
 @dataclass(frozen=True)

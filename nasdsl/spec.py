@@ -130,9 +130,21 @@ class Block:
 
 
 @dataclass(frozen=True)
+class InitRule:
+    """How to initialise one parameter: a scheme name and its arguments (numbers; the
+    kaiming schemes' ``mode`` and ``nonlinearity`` are words)."""
+
+    scheme: str
+    args: tuple[tuple[str, float | str], ...] = ()
+    loc: Location | None = None
+
+
+@dataclass(frozen=True)
 class OpBlock(Block):
     op: str = ""
     attrs: tuple[tuple[str, Value], ...] = ()
+    #: the block's own ``init`` rules (parameter name, rule), which replace the spec's for its op
+    init: tuple[tuple[str, InitRule], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -214,15 +226,6 @@ class Output:
     path: str
 
 
-@dataclass(frozen=True)
-class InitRule:
-    """How to initialise one parameter: a scheme name and its arguments."""
-
-    scheme: str
-    args: tuple[tuple[str, float], ...] = ()
-    loc: Location | None = None
-
-
 INIT_SCHEMES = {
     "default": (),
     "constant": ("value",),
@@ -234,8 +237,13 @@ INIT_SCHEMES = {
     "xavier_uniform": ("gain",),
     "xavier_normal": ("gain",),
     "xavier_caffe": (),
-    "kaiming_normal": (),
-    "kaiming_uniform": (),
+    "kaiming_normal": ("mode", "nonlinearity"),
+    "kaiming_uniform": ("mode", "nonlinearity"),
+}
+#: the arguments of an init scheme that are words, and the words each takes (the first is the default)
+INIT_WORDS = {
+    "mode": ("fan_out", "fan_in"),
+    "nonlinearity": ("relu", "leaky_relu", "linear", "sigmoid", "tanh"),
 }
 #: the ops whose parameters ``init`` can set, and those parameters (from the op registry)
 INIT_OPS = INIT_PARAMS
@@ -444,8 +452,9 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
             if key not in known:
                 continue
             attrs.append((key, parse_value(p.get(key), p.loc(key), join(path, key))))
-        p.done([*known, *COMMON_KEYS], f"op {op}")
-        return OpBlock(loc, path, **common, op=op, attrs=tuple(attrs))
+        init = _parse_block_init(p, op, path)
+        p.done([*known, *COMMON_KEYS, *(("init",) if op in INIT_OPS else ())], f"op {op}")
+        return OpBlock(loc, path, **common, op=op, attrs=tuple(attrs), init=init)
     if kind == "use":
         use_loc = p.loc("use")
         name = check_name(p.get("use"), use_loc, join(path, "use"), "template name")
@@ -856,6 +865,31 @@ def _init_number(v: object, loc: Location, path: str) -> float:
     return float(v)
 
 
+def _parse_block_init(p: _Pop, op: str, path: str) -> tuple[tuple[str, InitRule], ...]:
+    """An op block's own ``init``: {parameter: rule}, for the ops that ``init`` covers."""
+    if not p.has("init"):
+        return ()
+    loc, where = p.loc("init"), join(path, "init")
+    if op not in INIT_OPS:
+        raise SpecError(
+            f"op {op} has no parameters that init sets; init applies to {', '.join(INIT_OPS)}",
+            location=loc,
+            path=where,
+        )
+    rm = expect_map(p.get("init"), loc, where, "a mapping from parameter names to rules")
+    rules = []
+    for param, rule in rm.items():
+        if param not in INIT_OPS[op]:
+            raise SpecError(
+                f"unknown parameter '{param}' of {op}{did_you_mean(param, INIT_OPS[op])}; "
+                f"allowed: {', '.join(INIT_OPS[op])}",
+                location=rm.key_locs[param],
+                path=join(where, param),
+            )
+        rules.append((param, _parse_init_rule(rule, rm.loc_of(param), join(where, param))))
+    return tuple(rules)
+
+
 def _parse_init_rule(raw: object, loc: Location, path: str) -> InitRule:
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return InitRule("constant", (("value", _init_number(raw, loc, path)),), loc)
@@ -885,6 +919,17 @@ def _parse_init_rule(raw: object, loc: Location, path: str) -> InitRule:
             raise SpecError(
                 f"unknown argument '{k}' of {scheme}; allowed: {allowed}", location=am.key_locs[k], path=join(path, k)
             )
+        if k in INIT_WORDS:
+            if v not in INIT_WORDS[k]:
+                shown = f"'{v}'" if isinstance(v, str) else scalar_type_name(v)
+                raise SpecError(
+                    f"expected {k} to be one of {', '.join(INIT_WORDS[k])}, got {shown}"
+                    + (did_you_mean(v, INIT_WORDS[k]) if isinstance(v, str) else ""),
+                    location=am.loc_of(k),
+                    path=join(path, k),
+                )
+            parsed.append((k, v))
+            continue
         parsed.append((k, _init_number(v, am.loc_of(k), join(path, k))))
     given = dict(parsed)
     if given.get("std", 0.0) < 0 or given.get("gain", 0.0) < 0:

@@ -91,7 +91,12 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, float], shape: tuple[int, ...], weight_shape):
+#: torch.nn.init.calculate_gain of the nonlinearities a kaiming rule may name (leaky_relu with its
+#: slope 0, as torch's kaiming functions take it by default)
+KAIMING_GAINS = {"relu": math.sqrt(2.0), "leaky_relu": math.sqrt(2.0), "linear": 1.0, "sigmoid": 1.0, "tanh": 5 / 3}
+
+
+def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, object], shape: tuple[int, ...], weight_shape):
     """One tensor drawn by ``scheme`` (see docs/spec-language.md, init), float64."""
     import numpy as np
 
@@ -126,11 +131,12 @@ def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, float], shap
         return rng.uniform(-bound, bound, shape)
     if scheme == "xavier_normal":
         return rng.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), shape)
-    if scheme == "kaiming_normal":  # fan_out, ReLU's gain, as the generated reset_parameters says
-        return rng.normal(0.0, math.sqrt(2.0) / math.sqrt(fan_out), shape)
-    if scheme == "kaiming_uniform":
-        bound = math.sqrt(2.0) * math.sqrt(3.0 / fan_out)
-        return rng.uniform(-bound, bound, shape)
+    if scheme in ("kaiming_normal", "kaiming_uniform"):  # as torch.nn.init's, fan_out and ReLU by default
+        fan = fan_in if args.get("mode", "fan_out") == "fan_in" else fan_out
+        std = KAIMING_GAINS[args.get("nonlinearity", "relu")] / math.sqrt(fan)
+        if scheme == "kaiming_normal":
+            return rng.normal(0.0, std, shape)
+        return rng.uniform(-math.sqrt(3.0) * std, math.sqrt(3.0) * std, shape)
     raise ValueError(f"unknown init scheme {scheme!r}")
 
 
@@ -171,7 +177,7 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
         found = OPS[op].weights(shapes, data["attrs"])
         weight_shape = next((w.shape for w in found if w.name == "weight"), ())
         for w in found:
-            rule = rules.get(op, {}).get(w.name) if w.kind == "param" else None
+            rule = (data.get("init", {}).get(w.name) or rules.get(op, {}).get(w.name)) if w.kind == "param" else None
             scheme, args = (rule.scheme, dict(rule.args)) if rule is not None else (w.init, {})
             if scheme == "default":
                 scheme = w.init

@@ -54,7 +54,7 @@ CASES = [
               conv: {op: conv2d, out: 8, kernal: 3}
             """),
         "spec.yaml:4:30: error: model.conv.kernal: unknown key 'kernal' in op conv2d (did you mean 'kernel'?); "
-        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from\n",
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init\n",
     ),
     Case(
         "unknown-key-in-template",
@@ -86,7 +86,7 @@ CASES = [
             """),
         "spec.yaml:7:34: error: templates.Block.body.conv.kernal: unknown key 'kernal' in op conv2d "
         "(did you mean 'kernel'?); allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, "
-        "doc, from\n",
+        "doc, from, init\n",
     ),
     Case(
         # the misspelt key and the missing one it should have been are both reported
@@ -553,6 +553,38 @@ CASES = [
         "spec.yaml:4:20: error: init.conv2d.weight: unknown init scheme 'xavier_unifrom' "
         "(did you mean 'xavier_uniform'?)\n",
     ),
+    Case(
+        "kaiming-mode-typo",
+        HEAD
+        + spec("""
+            init:
+              conv2d: {weight: {kaiming_normal: {mode: fan_inn}}}
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3}
+            """),
+        "spec.yaml:4:44: error: init.conv2d.weight.mode: expected mode to be one of fan_out, fan_in, "
+        "got 'fan_inn' (did you mean 'fan_in'?)\n",
+    ),
+    Case(
+        "init-of-a-layer-without-parameters",
+        HEAD
+        + spec("""
+            model:
+              act: {op: relu, init: {weight: zeros}}
+            """),
+        "spec.yaml:4:25: error: model.act.init: op relu has no parameters that init sets; "
+        "init applies to conv2d, batch_norm, linear, layer_norm\n",
+    ),
+    Case(
+        "init-of-a-layer-names-an-unknown-parameter",
+        HEAD
+        + spec("""
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3, init: {weights: zeros}}
+            """),
+        "spec.yaml:4:48: error: model.conv.init.weights: unknown parameter 'weights' of conv2d "
+        "(did you mean 'weight'?); allowed: weight, bias\n",
+    ),
     Case("missing-model", HEAD, "spec.yaml:1:1: error: model: missing key 'model': the network's layers\n"),
     Case(
         "missing-input-shape",
@@ -779,7 +811,7 @@ CASES = [
         "spec.yaml:2:29: error: input.colour: unknown key 'colour' in input; allowed: name, shape, mean, std, doc\n"
         "spec.yaml:5:17: error: templates.Block.params[1]: duplicate parameter 'c'\n"
         "spec.yaml:8:41: error: model.conv.strid: unknown key 'strid' in op conv2d (did you mean 'stride'?); "
-        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from\n"
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init\n"
         "spec.yaml:9:26: error: model.act.phase: expected one of both, train, eval, got 'always'\n",
     ),
     Case(
@@ -926,7 +958,7 @@ CASES = [
             """),
         "spec.yaml:4:41: error: model.conv.after: unknown key 'after' in op conv2d ('after' places an entry only "
         "in a model or outputs section of a document that extends another); allowed: out, kernel, stride, "
-        "padding, dilation, groups, bias, phase, when, doc, from\n",
+        "padding, dilation, groups, bias, phase, when, doc, from, init\n",
     ),
     Case(
         "placement-next-to-an-unknown-entry",

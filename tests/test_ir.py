@@ -318,11 +318,15 @@ def test_initial_weights_follow_pytorch_defaults_and_batch_norm_rules(graphs):
     assert abs(float(conv.std()) - args["std"]) < 0.1 * args["std"]
     assert np.all(w["conv1.bn.weight"] == 1) and np.all(w["conv1.bn.bias"] == 0)
     assert np.all(w["conv1.bn.running_var"] == 1) and w["conv1.bn.num_batches_tracked"].dtype == np.int64
-    sq = graphs["squeezenet1_1"]  # no rule for linear... and kaiming_uniform (fan_out, relu) for convs
+    sq = graphs["squeezenet1_1"]  # kaiming_uniform with fan_in for convolutions, but the last one's own rule
     ws = initial_weights(sq)
-    fire = ws["features.3.expand3x3.weight"]  # 64 x 16 x 3 x 3: fan_out 576
-    assert np.abs(fire).max() <= math.sqrt(2) * math.sqrt(3 / 576)
+    fire = ws["features.3.expand3x3.weight"]  # 64 x 16 x 3 x 3: fan_in 144 (fan_out 576)
+    bound = math.sqrt(2) * math.sqrt(3 / 144)
+    assert np.abs(fire).max() <= bound and abs(float(fire.std()) / (bound / math.sqrt(3)) - 1) < 0.05
     assert np.all(ws["features.3.expand3x3.bias"] == 0)
+    last = ws["classifier.1.weight"]  # normal, std 0.01 (1000 x 512)
+    assert abs(float(last.std()) / 0.01 - 1) < 0.02 and np.abs(last).max() > 0.03  # normal: tails beyond 3 std
+    assert np.all(ws["classifier.1.bias"] == 0)  # the op's rule for what the layer's own leaves out
 
 
 def test_initial_weights_match_the_generated_reset_parameters_in_distribution(graphs):
@@ -334,6 +338,8 @@ def test_initial_weights_match_the_generated_reset_parameters_in_distribution(gr
     for name, key in (
         ("googlenet", "inception5b.branch2.1.conv.weight"),
         ("resnet18", "layer3.0.conv1.weight"),
+        ("densenet121", "features.denseblock3.denselayer1.conv1.weight"),  # kaiming_normal, fan_in
+        ("squeezenet1_1", "classifier.1.weight"),  # a layer's own rule
     ):
         g = graphs[name]
         torch.manual_seed(0)

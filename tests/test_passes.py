@@ -118,6 +118,9 @@ NESTED_SWITCHES = {
     "    - relu\n",
     "merge branch": "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  sum:\n    add:\n      - identity\n"
     "      - [{op: conv2d, out: 4, kernel: 1}, {op: batch_norm, when: extra}]\n",
+    # RegNetX from the RegNetY spec: the variable itself, not a parameter of the template
+    "template body": "templates:\n  T:\n    body:\n      conv: {op: conv2d, out: 4, kernel: 1}\n"
+    "      bn: {op: batch_norm, when: extra}\nmodel:\n  t: T\n",
 }
 
 

@@ -20,10 +20,12 @@ A variable ``v`` is refused when
   before ``flatten`` and ``linear``);
 * a condition uses it other than as a bare switch, or it switches a reference,
   the main output, an output without a head, a block that something outside it
-  reads from inside, or a block below the model's top-level entries (an item of
-  a list, a branch of a merge: the class writes those inside one module
-  expression, with no statement to guard); or the part it switches on does not
-  build (see :class:`nasdsl.ir.Dormant`);
+  reads from inside, or a block below the entries of the model or of a named
+  template body (an item of a list, a branch of a merge: the class writes those
+  inside one module expression, with no statement to guard), or a block of a
+  template body whose condition names the variable itself rather than a
+  parameter of the template; or the part it switches on does not build (see
+  :class:`nasdsl.ir.Dormant`);
 * an output's loss weight depends on it.
 
 The graph is otherwise returned unchanged.
@@ -90,9 +92,13 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
     inner = _inner_uses(g)
     outputs = ir.all_outputs(g)
     heads = {id(o.head) for o in outputs if o.head is not None}  # side branches: nothing reads them
-    # the blocks a class's forward guards one by one; a block nested in a module expression
-    # (an item of an nn.Sequential, a branch of a merge) is built as its spec value says
-    guarded = {id(c) for c in g.graph["model"].children} | heads
+    # the blocks a class's forward guards one by one (the entries of the model and of a named
+    # template body); a block nested in a module expression (an item of an nn.Sequential, a
+    # branch of a merge) is built as its spec value says
+    bodies = [g.graph["model"]] + [
+        b.children[0] for root in ir.roots(g) for b in ir.walk(root) if b.kind == "use" and b.children
+    ]
+    guarded = {id(c) for body in bodies if body.kind == "seq" and body.named for c in body.children} | heads
     for root in ir.roots(g):
         for b in ir.walk(root):
             for a in b.args:
@@ -113,7 +119,9 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
             if b.kind == "ref":
                 refused.add(b.when.switch)
                 continue
-            if id(b) not in guarded:
+            if id(b) not in guarded or not isinstance(b.when.expr, Sym):
+                # nested in a module expression, or a condition the class folds (a variable
+                # written in a template body, which no argument of the template carries)
                 refused.add(b.when.switch)
                 continue
             if id(b) in heads:
