@@ -7,6 +7,7 @@ exactly."""
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from collections.abc import Callable
@@ -178,6 +179,16 @@ def test_initialisation_is_torchvisions_in_distribution(name, compiled):
     ours = dict(build_model(compiled[name]).named_parameters())
     differ = [k for k, t in reference.named_parameters() if not _agree_in_distribution(ours[k], t)]
     assert differ == []
+
+
+def test_classifier_initialisation_follows_the_number_of_classes():
+    """MNASNet's classifier is He-uniform for a sigmoid on fan_out: its bound follows num_classes
+    (sqrt(3 / 10) for 10 classes), as torchvision's does."""
+    torch.manual_seed(0)
+    reference = torchvision.models.mnasnet1_0(num_classes=10).classifier[1].weight
+    ours = build_model(small(FAMILIES["mnasnet1_0"]), num_classes=10).classifier[1].weight
+    assert _agree_in_distribution(ours, reference)
+    assert math.sqrt(3 / 10) * 0.99 < ours.abs().max().item() <= math.sqrt(3 / 10)
 
 
 def test_inception_v3_without_aux_head_matches_torchvision_without_it(compiled):
