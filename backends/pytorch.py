@@ -1123,7 +1123,12 @@ class _Writer:
                 guards = []
                 cond = o.when if o.when is not None and o.when in self.exposed else ""
                 if o.head is None:
-                    lines.append(f"{local[o.name]} = x")
+                    if cond:  # the entry it reads is switched with it (exposure checked): None when off
+                        lines.append(f"{local[o.name]} = x if self.{cond} else None")
+                        if cond not in exposed_flags:
+                            exposed_flags.append(cond)
+                    else:
+                        lines.append(f"{local[o.name]} = x")
                     continue
                 source_shape = ir.node(g, o.head.inputs[0])["shape"]
                 call, _ = _module_expr(ctx, o.head, source_shape[0])

@@ -88,3 +88,23 @@ def test_without_the_auxiliary_head_the_names_are_torchvisions():
         model = model_class(net.graph)()
     assert list(model.state_dict()) == names
     assert not any(name.startswith("AuxLogits.") for name in names)
+
+
+def test_one_class_takes_aux_logits_as_torchvision_does():
+    """The class the default spec writes takes aux_logits, as torchvision's Inception3 does: off,
+    it builds no auxiliary head (torchvision's names), and in training returns the logits alone;
+    on, it returns both. Compared with torchvision's model built each way, same weights."""
+    cls = model_class(nasdsl.compile_spec(SPEC).graph)
+    x = image(299, 1)
+    for aux in (False, True):
+        ref = training(reference(aux_logits=aux, dropout=0.0))
+        ref.transform_input = False  # the spec's default: the input as it is
+        model = training(cls(aux_logits=aux, dropout=0.0))
+        model.load_state_dict(ref.state_dict(), strict=True)
+        assert list(model.state_dict()) == list(ref.state_dict())
+        with torch.no_grad():
+            expected, got = ref(x), model(x)
+        if aux:
+            assert close(expected.logits, got.logits) and close(expected.aux_logits, got.AuxLogits)
+        else:  # both return the logits alone in training without the head
+            assert isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor) and close(expected, got)

@@ -158,6 +158,20 @@ def test_switches_of_references_and_of_fixed_outputs_are_folded(tmp_path):
     assert exposed(graph(tmp_path, first, "variables: {extra: true}\n")) == ()
 
 
+def test_an_output_without_a_head_is_switched_with_the_entry_it_reads(tmp_path):
+    """Inception-v3's AuxLogits: a model entry and the output that reads it, both `when: extra`:
+    the output exists exactly when the class builds the entry, so `extra` is an argument."""
+    body = (
+        "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n"
+        "  aux: {op: global_avg_pool, when: extra, phase: train}\n"
+        "  b: {op: relu, from: a}\noutputs:\n  main: {from: b}\n  aux: {from: aux, when: extra, training_only: true}\n"
+    )
+    assert exposed(graph(tmp_path, body, SWITCH_HEAD)) == ("extra",)
+    # the entry always there: the switch would only hide an output the forward computes anyway
+    always = body.replace("aux: {op: global_avg_pool, when: extra, phase: train}", "aux: {op: global_avg_pool}")
+    assert exposed(graph(tmp_path, always, SWITCH_HEAD)) == ()
+
+
 def test_a_switch_whose_part_does_not_build_is_folded_and_says_why(tmp_path):
     body = "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  big: {op: max_pool, kernel: 20, when: extra}\n"
     g = graph(tmp_path, body, SWITCH_HEAD)

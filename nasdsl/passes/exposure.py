@@ -19,7 +19,8 @@ A variable ``v`` is refused when
   the ops between (an ``out`` of a convolution followed by BatchNorm, a kernel
   before ``flatten`` and ``linear``);
 * a condition uses it other than as a bare switch, or it switches a reference,
-  the main output, an output without a head, a block that something outside it
+  the main output, an output without a head (unless it reads a top-level entry
+  that the same switch turns on and off), a block that something outside it
   reads from inside, or a block below the entries of the model or of a named
   template body (an item of a list, a branch of a merge: the class writes those
   inside one module expression, with no statement to guard), or a block of a
@@ -130,12 +131,17 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
             if b.dormant:
                 bridges[b.output] = b.inputs[0]
 
+    # a model entry that the same switch turns on and off with the output it feeds (Inception-v3's
+    # AuxLogits): the output is there exactly when the class builds its source
+    entries = {c.path: c for c in g.graph["model"].children}
     for o in outputs:
         used |= o.deps
         refused |= o.deps
         if o.when is not None:
             used.add(o.when)
-            if o.position == 0 or o is outputs[0] or o.head is None:
+            source = entries.get(o.source)
+            fed = source is not None and source.when is not None and source.when.switch == o.when
+            if o.position == 0 or o is outputs[0] or (o.head is None and not fed):
                 refused.add(o.when)
 
     for switch, blocks in inside.items():
