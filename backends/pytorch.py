@@ -672,7 +672,7 @@ class _Writer:
         self.g = g
         self.exposed = frozenset(g.graph["exposed"])
         self.helpers: set[str] = set()
-        self.needs_math = False
+        self.init_helpers: set[str] = set()  # the init functions of the file's head the code calls
         #: the nodes under each path (a template use's nodes), built once
         self.members: dict[str, list[str]] = {}
         for graph in (g, g.graph["dormant"].graph):
@@ -1417,9 +1417,12 @@ class _Writer:
         s = rule.scheme
         if s == "default":
             return None
-        if s == "xavier_caffe":
-            self.needs_math = True
-            return f"_xavier_caffe_({target})"
+        if s == "xavier_caffe" or s == "fan_uniform":
+            self.init_helpers.add(s)
+            if s == "xavier_caffe":
+                return f"_xavier_caffe_({target})"
+            mode, scale = args.get("mode", "fan_out"), float(args.get("scale", 1.0))
+            return Call("_fan_uniform_", (target, f"mode={literal(mode)}", f"scale={literal(scale)}"))
         if s in ("zeros", "ones"):
             return f"nn.init.{s}_({target})"
         if s == "constant":
@@ -1581,7 +1584,7 @@ def generate(graph: object, *, source_name: str | None = None, verify: bool = Fa
         sha=g.graph["sha256"][:16],
         doc=docstring(g.graph["doc"] or f"The {name} model", 0),
         header=["# " + line for line in wrap(f"It depends on torch alone. Constructor arguments: {exposed}.", 86)],
-        needs_math=w.needs_math,
+        init_helpers=sorted(w.init_helpers),
         needs_namedtuple=outputs is not None,
         needs_ordered_dict=any("OrderedDict(" in line for c in [*templates, model] for line in c.init),
         public=public,

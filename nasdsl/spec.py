@@ -239,6 +239,7 @@ INIT_SCHEMES = {
     "xavier_caffe": (),
     "kaiming_normal": ("mode", "nonlinearity"),
     "kaiming_uniform": ("mode", "nonlinearity"),
+    "fan_uniform": ("mode", "scale"),
 }
 #: the arguments of an init scheme that are words, and the words each takes (the first is the default)
 INIT_WORDS = {
@@ -845,7 +846,7 @@ def _parse_init(raw: object, loc: Location) -> dict[str, dict[str, InitRule]]:
                     location=rm.key_locs[param],
                     path=join(path, param),
                 )
-            out[op][param] = _parse_init_rule(rule, rm.loc_of(param), join(path, param))
+            out[op][param] = _parse_fan_rule(op, param, rule, rm.loc_of(param), join(path, param))
     return out
 
 
@@ -886,8 +887,28 @@ def _parse_block_init(p: _Pop, op: str, path: str) -> tuple[tuple[str, InitRule]
                 location=rm.key_locs[param],
                 path=join(where, param),
             )
-        rules.append((param, _parse_init_rule(rule, rm.loc_of(param), join(where, param))))
+        rules.append((param, _parse_fan_rule(op, param, rule, rm.loc_of(param), join(where, param))))
     return tuple(rules)
+
+
+#: the schemes that count a tensor's fan_in and fan_out, which need two dimensions or more
+FAN_SCHEMES = ("xavier_uniform", "xavier_normal", "xavier_caffe", "kaiming_normal", "kaiming_uniform", "fan_uniform")
+#: the parameters that have them: the weights of convolutions and linear layers
+FAN_PARAMS = {("conv2d", "weight"), ("linear", "weight")}
+
+
+def _parse_fan_rule(op: str, param: str, raw: object, loc: Location, path: str) -> InitRule:
+    """A rule for ``param`` of ``op``, refused where its scheme counts fans the tensor lacks
+    (a bias, a norm's weight: one dimension)."""
+    rule = _parse_init_rule(raw, loc, path)
+    if rule.scheme in FAN_SCHEMES and (op, param) not in FAN_PARAMS:
+        raise SpecError(
+            f"{rule.scheme} counts fan_in and fan_out, which the {param} of {op} (one dimension) does not have; "
+            "use constant, zeros, ones, normal, trunc_normal, uniform or default",
+            location=loc,
+            path=path,
+        )
+    return rule
 
 
 def _parse_init_rule(raw: object, loc: Location, path: str) -> InitRule:
@@ -932,8 +953,9 @@ def _parse_init_rule(raw: object, loc: Location, path: str) -> InitRule:
             continue
         parsed.append((k, _init_number(v, am.loc_of(k), join(path, k))))
     given = dict(parsed)
-    if given.get("std", 0.0) < 0 or given.get("gain", 0.0) < 0:
-        key = "std" if given.get("std", 0.0) < 0 else "gain"
+    negative = [k for k in ("std", "gain", "scale") if given.get(k, 0.0) < 0]
+    if negative:
+        key = negative[0]
         raise SpecError(f"expected {key} >= 0, got {given[key]:g}", location=am.loc_of(key), path=join(path, key))
     if "a" in given or "b" in given:
         lo, hi = (

@@ -131,6 +131,10 @@ def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, object], sha
         return rng.uniform(-bound, bound, shape)
     if scheme == "xavier_normal":
         return rng.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), shape)
+    if scheme == "fan_uniform":
+        fan = fan_in if args.get("mode", "fan_out") == "fan_in" else fan_out
+        bound = args.get("scale", 1.0) / math.sqrt(fan)
+        return rng.uniform(-bound, bound, shape)
     if scheme in ("kaiming_normal", "kaiming_uniform"):  # as torch.nn.init's, fan_out and ReLU by default
         fan = fan_in if args.get("mode", "fan_out") == "fan_in" else fan_out
         std = KAIMING_GAINS[args.get("nonlinearity", "relu")] / math.sqrt(fan)

@@ -566,6 +566,18 @@ CASES = [
         "got 'fan_inn' (did you mean 'fan_in'?)\n",
     ),
     Case(
+        "fan-scheme-on-a-bias",
+        HEAD
+        + spec("""
+            init:
+              conv2d: {bias: kaiming_normal}
+            model:
+              conv: {op: conv2d, out: 8, kernel: 3}
+            """),
+        "spec.yaml:4:18: error: init.conv2d.bias: kaiming_normal counts fan_in and fan_out, which the bias of "
+        "conv2d (one dimension) does not have; use constant, zeros, ones, normal, trunc_normal, uniform or default\n",
+    ),
+    Case(
         "init-of-a-layer-without-parameters",
         HEAD
         + spec("""

@@ -181,14 +181,15 @@ def test_initialisation_is_torchvisions_in_distribution(name, compiled):
     assert differ == []
 
 
-def test_classifier_initialisation_follows_the_number_of_classes():
-    """MNASNet's classifier is He-uniform for a sigmoid on fan_out: its bound follows num_classes
-    (sqrt(3 / 10) for 10 classes), as torchvision's does."""
+@pytest.mark.parametrize(("name", "bound"), [("mnasnet1_0", math.sqrt(3 / 10)), ("efficientnet_b0", 1 / math.sqrt(10))])
+def test_classifier_initialisation_follows_the_number_of_classes(name, bound):
+    """The classifiers' bounds follow num_classes, as torchvision's do: MNASNet's is He-uniform
+    for a sigmoid on fan_out (sqrt(3 / 10) for 10 classes), EfficientNet's 1 / sqrt(fan_out)."""
     torch.manual_seed(0)
-    reference = torchvision.models.mnasnet1_0(num_classes=10).classifier[1].weight
-    ours = build_model(small(FAMILIES["mnasnet1_0"]), num_classes=10).classifier[1].weight
+    reference = getattr(torchvision.models, name)(num_classes=10).classifier[1].weight
+    ours = build_model(small(FAMILIES[name]), num_classes=10).classifier[1].weight
     assert _agree_in_distribution(ours, reference)
-    assert math.sqrt(3 / 10) * 0.99 < ours.abs().max().item() <= math.sqrt(3 / 10)
+    assert bound * 0.99 < ours.abs().max().item() <= bound
 
 
 def test_inception_v3_without_aux_head_matches_torchvision_without_it(compiled):

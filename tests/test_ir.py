@@ -340,6 +340,7 @@ def test_initial_weights_match_the_generated_reset_parameters_in_distribution(gr
         ("resnet18", "layer3.0.conv1.weight"),
         ("densenet121", "features.denseblock3.denselayer1.conv1.weight"),  # kaiming_normal, fan_in
         ("squeezenet1_1", "classifier.1.weight"),  # a layer's own rule
+        ("efficientnet_b0", "classifier.1.weight"),  # fan_uniform, fan_out
     ):
         g = graphs[name]
         torch.manual_seed(0)

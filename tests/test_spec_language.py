@@ -452,3 +452,17 @@ def test_width_multiplier(tmp_path: Path, width: float, expected: tuple[int, int
     net = compile_text(tmp_path, MOBILE, [f"width={width}"])
     assert tuple(shapes(net)[n][0] for n in ("c1", "c2", "c3")) == expected
     assert [r["args"] for r in net.summary()["rows"]] == [{"c": 32}, {"c": 24}, {"c": 100}]
+
+
+def test_the_init_table_documents_every_scheme_and_its_arguments() -> None:
+    """docs/spec-language.md's init table, row by row, against the parser's schemes and arguments."""
+    import re
+
+    from nasdsl.spec import INIT_SCHEMES
+
+    section = (ROOT / "docs" / "spec-language.md").read_text().split("\n## init\n", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, set[str]] = {}
+    for names, arguments in re.findall(r"^\| ((?:`\w+`(?:, )?)+) \|([^|]*)\|", section, re.M):
+        for name in re.findall(r"`(\w+)`", names):  # an argument's name, then its default in parentheses
+            documented[name] = set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", arguments)))
+    assert documented == {scheme: set(args) for scheme, args in INIT_SCHEMES.items()}
