@@ -1614,7 +1614,10 @@ class _SourceLoader(importlib.abc.Loader):
         return None
 
     def exec_module(self, module) -> None:  # noqa: ANN001
-        exec(compile(self.source, self.filename, "exec"), module.__dict__)  # noqa: S102 - our own generated code
+        # dont_inherit: not this file's `from __future__ import annotations`, which would turn the
+        # annotations into strings (a NamedTuple's fields then do not script)
+        code = compile(self.source, self.filename, "exec", dont_inherit=True)
+        exec(code, module.__dict__)  # noqa: S102 - our own generated code
 
     def get_source(self, fullname: str) -> str:
         return self.source

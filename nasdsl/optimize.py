@@ -5,14 +5,14 @@ Conv+ReLU and folds BatchNorm itself; a wider convolution helps a GPU more
 than a CPU), so the pipeline is chosen per target. Each choice is backed by a
 measurement in ``benchmarks/RESULTS.md`` (see ``docs/optimize.md``):
 
-============== ===================================================================
-target         passes after the inference view (``inference``, ``drop_identities``,
-               ``drop_unused``)
-============== ===================================================================
-``cuda``       ``fold_norms``, ``fuse_siblings``, ``hoist_activations``
-``cpu``        ``fold_norms``
+=============== ==================================================================
+target          passes after the inference view (``inference``, ``drop_identities``,
+                ``drop_unused``)
+=============== ==================================================================
+``cuda``        ``fold_norms``, ``fuse_siblings``, ``hoist_activations``
+``cpu``         ``fold_norms``
 ``onnxruntime`` ``fold_norms``
-============== ===================================================================
+=============== ==================================================================
 
 :func:`optimize` runs a target's pipeline on a graph; the rewriting passes
 record how the weights change (:mod:`nasdsl.passes.derive`), and

@@ -16,7 +16,7 @@ import torchvision
 
 import nasdsl
 from nasdsl import build_model
-from nasdsl.backends.pytorch import generate_source, load_source
+from nasdsl.backends.pytorch import generate_source, load_source, model_class
 
 from caffe import parameter_shapes
 from paths import ROOT, SPECS, compile_small
@@ -355,6 +355,21 @@ SCRIPTED = [
     *(p for p in ALL_SPECS if p.stem in SCRIPTED_SPECS),
     *sorted((ROOT / "docs" / "examples").glob("*.yaml")),
 ]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_a_class_built_in_memory_scripts_with_its_outputs_tuple():
+    """model_class (load_source) compiles the source on its own, not under the backend's
+    `from __future__ import annotations`: the outputs NamedTuple keeps real types and scripts."""
+    cls = model_class(compile_small(GOOGLENET_BN).graph)
+    outputs = sys.modules[cls.__module__].GoogLeNetBNOutputs
+    assert outputs.__annotations__["aux1"] == (torch.Tensor | None)
+    torch.manual_seed(0)
+    model = cls().eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(scripted(x), model(x))
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
