@@ -54,6 +54,8 @@ examples:
   # continue a run
   torchrun --nproc_per_node 8 examples/train.py specs/googlenet.yaml --data ... \\
       --resume runs/googlenet/last.pt --checkpoint-dir runs/googlenet
+  # fine-tune torchvision's weights on 10 classes (the new classifier starts as the spec says)
+  python examples/train.py specs/resnet50.yaml --set num_classes=10 --weights resnet50.pth --data ...
 
 Input convention: the generated model subtracts the spec's input mean (and divides by its std) itself,
 so the script only feeds pixels in the range and channel order the spec expects: --pixel-scale 255 and
@@ -155,6 +157,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--checkpoint-dir", metavar="DIR", help="rank 0 writes DIR/last.pt each epoch and at the end")
     c.add_argument("--save-every", type=int, default=0, metavar="E", help="also keep DIR/epochN.pt every E epochs")
     c.add_argument("--resume", metavar="PATH", help="continue from a checkpoint (model, optimizer, schedule, step)")
+    c.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="start from these weights (a state_dict: .safetensors or torch.save; torchvision's for its specs); "
+        "tensors whose shape differs, such as a classifier for another --set num_classes, keep their "
+        "initialisation",
+    )
     c.add_argument("--dump-weights", metavar="PATH", help="each rank writes its final state_dict to PATH.rank{r}")
     c.add_argument(
         "--log-every",
@@ -176,6 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--amp fp16 needs CUDA (use --amp bf16 on the CPU)")
     if args.sync_bn and args.device != "cuda":
         p.error("--sync-bn needs CUDA")
+    if args.weights and args.resume:
+        p.error("--weights and --resume both set the model's weights: give one")
     return args
 
 
@@ -322,6 +333,39 @@ class SkipFirst(Sampler[int]):
 
 
 # --------------------------------------------------------------------------- model
+
+
+def warm_start(model: nn.Module, path: str) -> str:
+    """Load the tensors of a state_dict file whose names and shapes the model has (fine-tuning:
+    a classifier for another number of classes keeps its initialisation); a file that fits
+    nothing is an error. Returns a line saying what was loaded and what was not."""
+    from nasdsl.errors import WeightsError
+    from nasdsl.weights import load_weights
+
+    try:
+        given = load_weights(path)
+    except WeightsError as e:
+        raise SystemExit(f"train.py: {e}") from e
+    own = model.state_dict()
+    fits = {k: torch.as_tensor(v) for k, v in given.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not fits:
+        raise SystemExit(f"train.py: {path}: none of its {len(given)} tensors has a name and shape of the model")
+    model.load_state_dict(fits, strict=False)
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+    reshaped = sorted(k for k in given if k in own and k not in fits)
+    missing = sorted(k for k in own if k not in given)
+    unknown = sorted(k for k in given if k not in own)
+    parts = [f"weights from {path}: {len(fits)} of the model's {len(own)} tensors"]
+    if reshaped:
+        parts.append(f"another shape there, initialised here: {listed(reshaped)}")
+    if missing:
+        parts.append(f"not in the file, initialised here: {listed(missing)}")
+    if unknown:
+        parts.append(f"in the file, not in the model: {listed(unknown)}")
+    return "; ".join(parts)
 
 
 def make_model(net: nasdsl.Compiled) -> nn.Module:
@@ -501,6 +545,8 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
         model = make_model(net)
     except nasdsl.NasdslError as e:
         raise SystemExit(f"train.py: {e}") from e
+    if args.weights:
+        say(warm_start(model, args.weights))
     shape = tuple(net.graph.nodes[net.graph.graph["input"]]["shape"])
     num_classes, unused = probe(model, shape)
     mean = getattr(model, "input_mean", None)

@@ -130,6 +130,44 @@ def test_single_process_learns_checkpoints_and_resumes_exactly(train, tiny: Path
     assert_same(load(tmp_path / "res.rank0"), trained)
 
 
+def test_weights_start_a_fine_tuning_run_with_another_number_of_classes(
+    train, tiny: Path, tmp_path: Path, capsys
+) -> None:
+    """--weights loads every tensor of the file that fits (names and shapes), and the classifier
+    of another width keeps the model's initialisation: the usual fine-tuning start."""
+    base = [str(tiny), *COMMON, "--epochs", "1", "--steps", "0"]
+    train.main([*base, "--seed", "5", "--dump-weights", str(tmp_path / "four")])
+    four = load(tmp_path / "four.rank0")  # num_classes 4, trained nowhere: a seed's initialisation
+    torch.save(four, tmp_path / "four.pt")
+    train.main([*base, "--set", "num_classes=3", "--dump-weights", str(tmp_path / "fresh")])
+    capsys.readouterr()
+    train.main(
+        [
+            *base,
+            "--set",
+            "num_classes=3",
+            "--weights",
+            str(tmp_path / "four.pt"),
+            "--dump-weights",
+            str(tmp_path / "tuned"),
+        ]
+    )
+    said = capsys.readouterr().out
+    tuned, fresh = load(tmp_path / "tuned.rank0"), load(tmp_path / "fresh.rank0")
+    reshaped = {"fc.weight", "fc.bias", "aux.2.weight", "aux.2.bias"}
+    assert all(torch.equal(tuned[k], four[k]) for k in four if k not in reshaped)
+    assert all(torch.equal(tuned[k], fresh[k]) for k in reshaped)  # the 3-class heads as initialised
+    assert f"weights from {tmp_path / 'four.pt'}: {len(four) - 4} of the model's {len(four)} tensors" in said
+    assert "another shape there, initialised here: aux.2.bias, aux.2.weight, fc.bias, fc.weight" in said
+
+    torch.save({"other.weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="none of its 1 tensors has a name and shape of the model"):
+        train.main([*base, "--weights", str(tmp_path / "other.pt")])
+    with pytest.raises(SystemExit):
+        train.main([*base, "--weights", str(tmp_path / "four.pt"), "--resume", str(tmp_path / "four.pt")])
+    assert "--weights and --resume both set the model's weights" in capsys.readouterr().err
+
+
 def test_image_folder_and_the_caffe_input_convention(train, tmp_path: Path, capsys) -> None:
     from PIL import Image
 
