@@ -529,7 +529,12 @@ def test_gpu_benchmark_runs_on_the_cpu(capsys):
         sys.path.remove(str(ROOT / "benchmarks"))
     assert gpu_speed.main(["--device", "cpu", "--quick", "--repeats", "1", "--warmup", "0"]) == 0
     text = capsys.readouterr().out
-    assert "bf16 channels_last batch 2 eager" in text and "torch.compile: skipped" in text
-    assert "fp32 max relative difference, batch 2" in text and "CPU run: not the GPU figures" in text
-    difference = float(text.split("fp32 max relative difference, batch 2: ")[1].split()[0])
-    assert difference < 1e-5
+    assert "torch.compile: skipped" in text and "CPU run: not the GPU figures" in text
+    # every variant, and the cuda target's pipeline among them
+    assert gpu_speed.TARGET in gpu_speed.VARIANTS and f"the cuda target's pipeline today: {gpu_speed.TARGET}" in text
+    for label in ["torchvision", *gpu_speed.VARIANTS]:
+        assert re.search(rf"bf16 channels_last batch 2 eager +{re.escape(label)} +[\d.]+ img/s", text), label
+        assert re.search(rf"fp32 channels_last batch 1 latency +{re.escape(label)} +[\d.]+ ms", text), label
+    for label in gpu_speed.VARIANTS:
+        difference = float(text.split(f"fp32 max relative difference, batch 2, {label}: ")[1].split()[0])
+        assert difference < 1e-5, label
