@@ -131,8 +131,8 @@ class Block:
 
 @dataclass(frozen=True)
 class InitRule:
-    """How to initialise one parameter: a scheme name and its arguments (numbers; the
-    kaiming schemes' ``mode`` and ``nonlinearity`` are words)."""
+    """How to initialise one parameter: a scheme name and its arguments (numbers; ``mode``
+    and ``nonlinearity``, of the kaiming schemes and ``fan_uniform``, are words)."""
 
     scheme: str
     args: tuple[tuple[str, float | str], ...] = ()
