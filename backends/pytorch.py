@@ -1352,7 +1352,12 @@ class _Writer:
         described = "; ".join(
             [
                 *(f"{op} " + ", ".join(_described(p, r) for p, r in rs.items()) for op, rs in rules.items()),
-                *(f"{' and '.join(names)} " + ", ".join(_described(p, r) for p, r in rs) for names, rs in own),
+                *(
+                    (names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more")
+                    + " "
+                    + ", ".join(_described(p, r) for p, r in rs)
+                    for names, rs in own
+                ),
             ]
         )
         lines += docstring(f"Initialise the parameters as the spec says: {described or 'PyTorch defaults'}", 2)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -246,6 +247,56 @@ def test_initialisation_follows_the_spec():
     bn = build_model(GOOGLENET_BN)
     assert abs(bn.inception4a.branch2[1].conv.weight.std().item() - 0.01) < 0.001
     assert torch.all(bn.conv1.bn.weight == 1) and torch.all(bn.conv1.bn.bias == 0)
+
+
+LAYER_RULES = """\
+name: Net
+input: {shape: [3, 16, 16]}
+variables: {aux: false}
+init:
+  conv2d: {bias: zeros}
+templates:
+  Block:
+    params: [c]
+    body:
+      conv: {op: conv2d, out: c, kernel: 3, padding: 1, init: {weight: 0.25}}
+      act: relu
+model:
+  stem: {op: conv2d, out: 8, kernel: 3}
+  stage: {repeat: 3, name: "layer{i + 1}", block: {use: Block, args: [8]}}
+  pool: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: 5}
+outputs:
+  logits: {from: fc}
+  side:
+    from: stage
+    when: aux
+    training_only: true
+    head: [global_avg_pool, flatten, {op: linear, out: 5, init: {weight: 0.5, bias: -1}}]
+"""
+
+
+def test_layers_with_rules_of_their_own(tmp_path):
+    """A block's own init, in a repeated template and in a head that a constructor argument
+    builds: the generated class and nasdsl's numpy draw (the ONNX export's weights) both follow
+    it, and the op's rule for the parameters it leaves out (the convolutions' zero bias)."""
+    from nasdsl.weights import initial_weights
+
+    path = tmp_path / "net.yaml"
+    path.write_text(LAYER_RULES)
+    net = nasdsl.compile_spec(path)  # aux false: the head is dormant, the class builds it on request
+    for aux in (False, True):
+        state = build_model(net, aux=aux).state_dict()
+        for k in ("stage.layer1.conv", "stage.layer2.conv", "stage.layer3.conv"):
+            assert torch.all(state[f"{k}.weight"] == 0.25) and torch.all(state[f"{k}.bias"] == 0), k
+        assert not torch.all(state["stem.weight"] == 0.25) and torch.all(state["stem.bias"] == 0)
+        assert ("side.2.weight" in state) == aux
+        if aux:
+            assert torch.all(state["side.2.weight"] == 0.5) and torch.all(state["side.2.bias"] == -1)
+    drawn = initial_weights(nasdsl.compile_spec(path, {"aux": True}).graph)
+    assert np.all(drawn["stage.layer2.conv.weight"] == 0.25) and np.all(drawn["side.2.bias"] == -1)
+    assert np.all(drawn["stage.layer2.conv.bias"] == 0)
 
 
 # -- every spec -------------------------------------------------------------------
