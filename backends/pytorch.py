@@ -164,7 +164,15 @@ def _batch_norm(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
     g = ir.graph_of(ctx.g, node)
     (src,) = ir.inputs(g, node)
     cls = "nn.BatchNorm2d" if len(g.nodes[src]["shape"]) == 3 else "nn.BatchNorm1d"
-    return Call(cls, (_render(lead), *_kw(ctx, node, "eps", "momentum"))), lead
+    # a value folded from a variable that is PyTorch's default too (EfficientNet's bn_eps at B0) is
+    # left out, as a hand-written model leaves it; the op's defaults are nn.BatchNorm2d's
+    index = OPS["batch_norm"].attr_index
+    keys = [
+        k
+        for k in ("eps", "momentum")
+        if isinstance(_attr(ctx, node, k), Sym) or _attr(ctx, node, k) != index[k].default
+    ]
+    return Call(cls, (_render(lead), *_kw(ctx, node, *keys))), lead
 
 
 def _pool(cls: str, extra: tuple[str, ...] = ()) -> Callable[[_Ctx, str, object], tuple[Call, object]]:
