@@ -836,18 +836,23 @@ def _parse_init(raw: object, loc: Location) -> dict[str, dict[str, InitRule]]:
                 location=m.key_locs[op],
                 path=path,
             )
-        rm = expect_map(rules, m.loc_of(op), path)
-        out[op] = {}
-        for param, rule in rm.items():
-            if param not in INIT_OPS[op]:
-                raise SpecError(
-                    f"unknown parameter '{param}' of {op}{did_you_mean(param, INIT_OPS[op])}; "
-                    f"allowed: {', '.join(INIT_OPS[op])}",
-                    location=rm.key_locs[param],
-                    path=join(path, param),
-                )
-            out[op][param] = _parse_fan_rule(op, param, rule, rm.loc_of(param), join(path, param))
+        out[op] = dict(_parse_op_rules(expect_map(rules, m.loc_of(op), path), op, path))
     return out
+
+
+def _parse_op_rules(rm: YMap, op: str, path: str) -> tuple[tuple[str, InitRule], ...]:
+    """{parameter: rule} for ``op``: of the spec's ``init`` or of one op block."""
+    rules = []
+    for param, rule in rm.items():
+        if param not in INIT_OPS[op]:
+            raise SpecError(
+                f"unknown parameter '{param}' of {op}{did_you_mean(param, INIT_OPS[op])}; "
+                f"allowed: {', '.join(INIT_OPS[op])}",
+                location=rm.key_locs[param],
+                path=join(path, param),
+            )
+        rules.append((param, _parse_fan_rule(op, param, rule, rm.loc_of(param), join(path, param))))
+    return tuple(rules)
 
 
 #: the largest magnitude of an init constant or argument
@@ -877,18 +882,7 @@ def _parse_block_init(p: _Pop, op: str, path: str) -> tuple[tuple[str, InitRule]
             location=loc,
             path=where,
         )
-    rm = expect_map(p.get("init"), loc, where, "a mapping from parameter names to rules")
-    rules = []
-    for param, rule in rm.items():
-        if param not in INIT_OPS[op]:
-            raise SpecError(
-                f"unknown parameter '{param}' of {op}{did_you_mean(param, INIT_OPS[op])}; "
-                f"allowed: {', '.join(INIT_OPS[op])}",
-                location=rm.key_locs[param],
-                path=join(where, param),
-            )
-        rules.append((param, _parse_fan_rule(op, param, rule, rm.loc_of(param), join(where, param))))
-    return tuple(rules)
+    return _parse_op_rules(expect_map(p.get("init"), loc, where, "a mapping from parameter names to rules"), op, where)
 
 
 #: the schemes that count a tensor's fan_in and fan_out, which need two dimensions or more
