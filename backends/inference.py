@@ -107,20 +107,20 @@ class _Writer:
     def __init__(self, g: nx.DiGraph):
         self.g = g
         self.module_names = Namespace(BUILTINS | IMPORTED | {"NamedTuple"})
-        self.class_name = self.module_names.create(f"{g.graph['name']}Inference")
+        self.class_name = self.module_names.create(f"{ir.info(g).name}Inference")
         self.outputs_class = self.module_names.create(f"{self.class_name}Outputs")
         self.layers_name = self.module_names.create("LAYERS")
-        steps = g.graph["derivation"]
+        steps = ir.info(g).derivation
         kinds = {type(s) for s in steps}
         self.fold = self.module_names.create("fold_batch_norm") if FoldNorm in kinds else None
         self.join = self.module_names.create("join_layers") if JoinLayers in kinds else None
         self.helpers: dict[str, str] = {}
-        ops = sorted({d["op"] for _, d in g.nodes(data=True)} & OPS.keys())
+        ops = sorted({d.op for _, d in ir.nodes(g)} & OPS.keys())
         for op in ops:
             for helper in getattr(OPS[op].lowerings.get("pytorch"), "defines", ()):
                 self.helpers.setdefault(f"helper:{helper}", self.module_names.create(helper))
         own = Namespace(TAKEN_ATTRIBUTES | {FROM_TRAINING, "input_mean", "input_std"} | {"x"})
-        inp = g.graph["input"]
+        inp = ir.info(g).input
         self.attribute = {n: own.create(n.replace(".", "_")) for n in ir.order(g) if n != inp}
         self.used_helpers: set[str] = set()
 
@@ -128,18 +128,18 @@ class _Writer:
     def layers(self) -> tuple[list[str], list[str], dict[str, str]]:
         """``__init__`` lines, ``forward`` lines and the attributes that hold weights (to nodes)."""
         g = self.g
-        inp = g.graph["input"]
-        ctx = _Ctx(g, None, frozenset(), lambda node: bool(g.nodes[node].get("inplace")), {}, self.helpers, {})
+        inp = ir.info(g).input
+        ctx = _Ctx(g, None, frozenset(), lambda node: bool(ir.node(g, node).inplace), {}, self.helpers, {})
         init: list[str] = []
         weighted: dict[str, str] = {}
         fwd: list[str] = []
         order = [n for n in ir.order(g) if n != inp]
         position = {n: i for i, n in enumerate(order)}
-        outputs = {o.node for o in g.graph["outputs"]}
+        outputs = {o.node for o in ir.info(g).outputs}
         last_use = {n: max((position[c] for c in g.successors(n)), default=-1) for n in [inp, *order]}
         for n in outputs:
             last_use[n] = len(order)
-        attrs = g.nodes[inp]["attrs"]
+        attrs = ir.node(g, inp).attrs
         if attrs.get("mean") is not None:
             init += self._buffer("input_mean", attrs["mean"])
             fwd.append("        x = x - self.input_mean")
@@ -153,8 +153,8 @@ class _Writer:
         for n in order:
             sizes[n.split(".")[0]] = sizes.get(n.split(".")[0], 0) + 1
         for i, n in enumerate(order):
-            data = g.nodes[n]
-            op = data["op"]
+            data = ir.node(g, n)
+            op = data.op
             sources = ir.inputs(g, n)
             here = n.split(".")[0]
             if here != group:
@@ -177,12 +177,12 @@ class _Writer:
                 target = Namespace(set(live) | {"self", "x"}, outer=self.module_names).create(_wanted(n))
             live[target] = n
             var[n] = target
-            changed = data["shape"] != g.nodes[sources[0]]["shape"] if sources else True
-            note = _shape_note(data["shape"]) if changed else ""
+            changed = data.shape != ir.node(g, sources[0]).shape if sources else True
+            note = _shape_note(data.shape) if changed else ""
             value = self._value(ctx, n, terms, init, weighted)
             fwd += layout(f"{target} = ", value, 2, comment=note)
         self.used_helpers |= ctx.used_helpers
-        outs = g.graph["outputs"]
+        outs = ir.info(g).outputs
         if len(outs) == 1:
             fwd.append(f"        return {var[outs[0].node]}")
         else:
@@ -194,22 +194,22 @@ class _Writer:
         """The expression computing node ``n`` from the variables ``terms``; its module's
         ``__init__`` line goes to ``init``."""
         g = self.g
-        data = g.nodes[n]
-        op = data["op"]
+        data = ir.node(g, n)
+        op = data.op
         if op == "slice":
-            start, stop = data["attrs"]["start"], data["attrs"]["stop"]
-            size = g.nodes[ir.inputs(g, n)[0]]["shape"][0]
+            start, stop = data.attrs["start"], data.attrs["stop"]
+            size = ir.node(g, ir.inputs(g, n)[0]).shape[0]
             low = str(start) if start else ""
             high = str(stop) if stop is not None and stop != size else ""
             return f"{terms[0]}[:, {low}:{high}]"
         low = lowering_of("pytorch", op, n, data)
         attribute = self.attribute[n]
         if low.join is not None and low.module is None:
-            if low.join_into is not None and len(terms) == 2 and terms[0].isidentifier() and data.get("inplace"):
+            if low.join_into is not None and len(terms) == 2 and terms[0].isidentifier() and data.inplace:
                 return low.join_into(*terms)  # a residual sum into its first input (passes/inplace.py)
             return low.join(terms)
-        shapes = [g.nodes[s]["shape"] for s in ir.inputs(g, n)]
-        lead = shapes[0][-1] if data["attrs"].get("dim") == "last" else shapes[0][0]
+        shapes = [ir.node(g, s).shape for s in ir.inputs(g, n)]
+        lead = shapes[0][-1] if data.attrs.get("dim") == "last" else shapes[0][0]
         if OPS[op].has_weights:
             weighted[attribute] = n
         if low.parameter is not None:
@@ -219,8 +219,8 @@ class _Writer:
         if low.module is None:
             raise CodegenError(
                 f"the PyTorch backend cannot lower op '{op}' as a module (node {n})",
-                location=data.get("loc"),
-                path=data.get("keypath"),
+                location=data.loc,
+                path=data.keypath,
             )
         ctx.used_helpers.update(f"helper:{d}" for d in low.defines)
         call, _ = low.module(ctx, n, lead)
@@ -242,8 +242,8 @@ class _Writer:
             f' -> "{name}":',
         )
         lines = ["    @classmethod", *lines]
-        folds = sum(isinstance(s, FoldNorm) for s in self.g.graph["derivation"])
-        joins = sum(isinstance(s, JoinLayers) for s in self.g.graph["derivation"])
+        folds = sum(isinstance(s, FoldNorm) for s in ir.info(self.g).derivation)
+        joins = sum(isinstance(s, JoinLayers) for s in ir.info(self.g).derivation)
         done = [f"folds {folds} BatchNorm layers" if folds else "", f"joins {joins} sets of layers" if joins else ""]
         what = " and ".join(d for d in done if d) or "takes the weights as they are"
         lines += docstring(
@@ -253,7 +253,7 @@ class _Writer:
             2,
         )
         lines.append("        state = {key: value.detach() for key, value in state_dict.items()}")
-        for step in self.g.graph["derivation"]:
+        for step in ir.info(self.g).derivation:
             if isinstance(step, FoldNorm):
                 call = Call(self.fold, ("state", f'"{step.layer}"', f'"{step.norm}"', literal(float(step.eps))))
             else:
@@ -294,22 +294,22 @@ def _helper_lines(helper: str, name: str) -> list[str]:
 def generate_inference(graph: object, *, source_name: str | None = None, verify: bool = False) -> Generated:
     """The inference module of an optimised graph (see the module docstring)."""
     g = ir.as_graph(graph)
-    if not g.graph.get("optimized") or not g.graph.get("flat"):
+    if not ir.info(g).optimized or not ir.info(g).flat:
         raise CodegenError("the inference backend writes a graph made by nasdsl.optimize.optimize")
     g = run_pipeline(g, PIPELINE, verify=verify)
     w = _Writer(g)
     init, fwd, weighted = w.layers()
     name = w.class_name
-    target = g.graph["optimized"]
-    shown = safe_text(os.path.basename(source_name or g.graph["file"])) or "a spec"
+    target = ir.info(g).optimized
+    shown = safe_text(os.path.basename(source_name or ir.info(g).file)) or "a spec"
     header = wrap(
-        f"Generated by nasdsl {__version__} from {shown} (spec sha256 {g.graph['sha256'][:16]}), the inference "
-        f"graph optimised for {target}: {', '.join(g.graph['pipeline'])}. It depends on torch alone. Build it "
+        f"Generated by nasdsl {__version__} from {shown} (spec sha256 {ir.info(g).sha256[:16]}), the inference "
+        f"graph optimised for {target}: {', '.join(ir.info(g).pipeline)}. It depends on torch alone. Build it "
         f"from the training model's weights with {name}.{FROM_TRAINING}(state_dict).",
         86,
     )
-    doc = g.graph["doc"] or f"The {g.graph['name']} model"
-    outputs = g.graph["outputs"]
+    doc = ir.info(g).doc or f"The {ir.info(g).name} model"
+    outputs = ir.info(g).outputs
     body = ["#: Each layer with weights and the node it holds (named as in the training model)."]
     if weighted:
         body += [f"{w.layers_name} = {{", *(_entry(a, n) for a, n in weighted.items()), "}"]
@@ -325,7 +325,7 @@ def generate_inference(graph: object, *, source_name: str | None = None, verify:
         body += ["", "", f"class {w.outputs_class}(NamedTuple):"]
         body += docstring("The model's outputs, main output first", 1)
         body += [""] + [f"    {o.name}: torch.Tensor" for o in outputs]
-    inp = g.nodes[g.graph["input"]]["attrs"]
+    inp = ir.node(g, ir.info(g).input).attrs
     body += ["", "", f"class {name}(nn.Module):"]
     body += docstring(
         f"{doc.rstrip('.')}, for inference. Input: a batch of shape (N, {', '.join(map(str, inp['shape']))}). "

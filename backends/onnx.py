@@ -44,8 +44,9 @@ from nasdsl import __version__, ir
 from nasdsl.ensemble_ir import is_ensemble
 from nasdsl.errors import CodegenError
 from nasdsl.ops import lowering, lowering_of, same_padding
-from nasdsl.optimize import rewrite_weighted
-from nasdsl.passes.fold import BN_PARAMS, fold_batch_norm
+from nasdsl.optimize import rewrite
+from nasdsl.passes.derive import NORM_PARAMS as BN_PARAMS
+from nasdsl.passes.derive import derive_weights
 from nasdsl.passes.pipeline import run_pipeline
 from nasdsl.weights import MAX_MEMORY, check_memory, check_weights, initial_weights
 
@@ -228,10 +229,10 @@ class _Node:
 
     def __init__(self, e: _Emitter, g: nx.DiGraph, node: str, xs: list[str], out: str, opset: int):
         self.e, self.g, self.node, self.xs, self.out, self.opset = e, g, node, xs, out, opset
-        self.data = g.nodes[node]
-        self.a = self.data["attrs"]
-        self.shape = e.full(self.data["shape"])
-        self.in_shape = g.nodes[ir.inputs(g, node)[0]]["shape"]
+        self.data = ir.node(g, node)
+        self.a = self.data.attrs
+        self.shape = e.full(self.data.shape)
+        self.in_shape = ir.node(g, ir.inputs(g, node)[0]).shape
         self.x = xs[0]
 
     def emit(self, op_type: str, inputs: Sequence[str], at: Shape | None = None, last: bool = False, **attrs) -> str:
@@ -246,8 +247,8 @@ class _Node:
 def _lower(e: _Emitter, g: nx.DiGraph, node: str, xs: list[str], out: str, opset: int) -> None:
     """Emit the ONNX nodes for IR node ``node`` reading tensors ``xs`` and writing ``out``:
     the op's registered ONNX lowering, or an error naming the op and node."""
-    data = g.nodes[node]
-    lowering_of("onnx", data["op"], node, data)(_Node(e, g, node, xs, out, opset))
+    data = ir.node(g, node)
+    lowering_of("onnx", data.op, node, data)(_Node(e, g, node, xs, out, opset))
 
 
 @lowering("onnx", "conv2d")
@@ -270,7 +271,7 @@ def _batch_norm(n: _Node) -> None:
 
 @lowering("onnx", "relu", "sigmoid", "tanh")
 def _unary(n: _Node) -> None:
-    n.emit({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[n.data["op"]], [n.x], last=True)
+    n.emit({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[n.data.op], [n.x], last=True)
 
 
 @lowering("onnx", "relu6")
@@ -304,7 +305,7 @@ def _gelu(n: _Node) -> None:
 
 @lowering("onnx", "max_pool")
 def _max_pool(n: _Node) -> None:
-    begin, end, ceil, _ = _pool_geometry(n.in_shape, n.data["shape"], n.a)
+    begin, end, ceil, _ = _pool_geometry(n.in_shape, n.data.shape, n.a)
     n.emit("MaxPool", [n.x], last=True, kernel_shape=list(n.a["kernel"]), strides=list(n.a["stride"]),
            pads=begin + end, ceil_mode=ceil)  # fmt: skip
 
@@ -312,7 +313,7 @@ def _max_pool(n: _Node) -> None:
 @lowering("onnx", "avg_pool")
 def _avg_pool(n: _Node) -> None:
     a = n.a
-    begin, end, ceil, overhang = _pool_geometry(n.in_shape, n.data["shape"], a)
+    begin, end, ceil, overhang = _pool_geometry(n.in_shape, n.data.shape, a)
     window = {"kernel_shape": list(a["kernel"]), "strides": list(a["stride"]), "ceil_mode": ceil}
     if overhang and a["count_include_pad"] and any(begin):
         # PyTorch divides a window that reaches past the padded input by its part
@@ -544,11 +545,11 @@ def _set_value_info(info: onnx.ValueInfoProto, name: str, shape: Shape) -> None:
             dims.add().dim_value = d
 
 
-def _doc(data: Mapping[str, object]) -> str:
+def _doc(data: ir.Node) -> str:
     """Where a node comes from: ``file:line:column key.path``, made safe."""
-    loc = data.get("loc")
+    loc = data.loc
     where = f"{os.path.basename(loc.file)}:{loc.line}:{loc.column} " if loc is not None else ""
-    return safe_text(f"{where}{data.get('keypath') or ''}", 200)
+    return safe_text(f"{where}{data.keypath or ''}", 200)
 
 
 def export_onnx(
@@ -642,18 +643,17 @@ def _emit(
     # the weights (drawn or given), the folded ones and the serialised model
     check_memory(source, 3, max_memory, "exporting ONNX")
     g = export_graph(source, with_aux=with_aux)
-    g.graph["weights"] = check_weights(source, g, initial_weights(source) if state_dict is None else state_dict)
-    g = fold_batch_norm(g, copy=False)  # g is export_graph's own
-    if optimize is not None:
-        g = rewrite_weighted(g, optimize)
-    weights = g.graph["weights"]
+    checked = check_weights(source, g, initial_weights(source) if state_dict is None else state_dict)
+    g = rewrite(g, optimize)  # BatchNorm folded (every export), then the target's rewrites
+    weights = derive_weights(ir.info(g).derivation, checked)
 
-    inp = g.graph["input"]
-    outputs = g.graph["outputs"]
+    info = ir.info(g)
+    inp = info.input
+    outputs = info.outputs
     if inp in {o.name for o in outputs}:
         raise CodegenError(f"an output is named '{inp}' like the input; ONNX needs distinct names")
     model = onnx.ModelProto()
-    e = _Emitter(model.graph, batch_dim, weights, {n: _doc(d) for n, d in g.nodes(data=True)}, deferred)
+    e = _Emitter(model.graph, batch_dim, weights, {n: _doc(d) for n, d in ir.nodes(g)}, deferred)
     e.tensor(inp)
     for o in outputs:
         e.tensor(o.name)
@@ -662,12 +662,16 @@ def _emit(
     for o in outputs:
         if o.node != inp:
             result.setdefault(o.node, o.name)
-    in_attrs = g.nodes[inp]["attrs"]
-    in_shape = e.full(g.nodes[inp]["shape"])
+    in_record = ir.node(g, inp)
+    in_attrs = in_record.attrs
+    in_shape = e.full(in_record.shape)
+    channel_axis = in_record.type.channel_axis
     x = inp
     for key, op_type in (("mean", "Sub"), ("std", "Div")):
         if in_attrs.get(key) is not None:
-            values = np.asarray(in_attrs[key], dtype=np.float32).reshape(1, -1, *[1] * (len(in_shape) - 2))
+            stats = [1] * len(in_shape)
+            stats[1 + (channel_axis or 0)] = -1
+            values = np.asarray(in_attrs[key], dtype=np.float32).reshape(stats)
             const = e.initializer(f"input_{key}", values)
             x = e.add(op_type, [x, const], node=f"{inp}.{key}", shape=in_shape, out=e.tensor(f"{inp}.{key}"))
     produced = {inp: x}
@@ -679,13 +683,13 @@ def _emit(
         produced[node] = out
     for o in outputs:
         if produced[o.node] != o.name:
-            e.add("Identity", [produced[o.node]], node=o.name, shape=e.full(g.nodes[o.node]["shape"]), out=o.name)
+            e.add("Identity", [produced[o.node]], node=o.name, shape=e.full(ir.node(g, o.node).shape), out=o.name)
 
     graph = model.graph
-    graph.name = source.graph["name"]
+    graph.name = info.name
     _set_value_info(graph.input.add(), inp, in_shape)
     for o in outputs:
-        _set_value_info(graph.output.add(), o.name, e.full(g.nodes[o.node]["shape"]))
+        _set_value_info(graph.output.add(), o.name, e.full(ir.node(g, o.node).shape))
     named = {inp} | {o.name for o in outputs}
     for t, shape in e.shapes.items():
         if t not in named:
@@ -701,14 +705,15 @@ def describe_model(model: onnx.ModelProto, g: nx.DiGraph, opset: int, props: Map
     model.opset_import.append(opset_id)
     model.producer_name = "nasdsl"
     model.producer_version = __version__
-    doc = safe_text(g.graph["doc"] or "", 1000)
+    info = ir.info(g)
+    doc = safe_text(info.doc or "", 1000)
     if doc:
         model.doc_string = doc
     model.ir_version = helper.find_min_ir_version_for([opset_id])
     spec = {
-        "nasdsl.spec.name": g.graph["name"],
-        "nasdsl.spec.file": safe_text(os.path.basename(g.graph["file"]), 200),
-        "nasdsl.spec.sha256": g.graph["sha256"],
+        "nasdsl.spec.name": info.name,
+        "nasdsl.spec.file": safe_text(os.path.basename(info.file), 200),
+        "nasdsl.spec.sha256": info.sha256,
     }
     helper.set_model_props(model, {**spec, **(props or {}), "nasdsl.version": __version__})
 

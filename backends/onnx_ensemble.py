@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from nasdsl import ir
 from nasdsl.ensemble_ir import members, split_state_dict, with_member_graphs
 from nasdsl.errors import CodegenError
 from nasdsl.weights import check_memory, check_weights, initial_weights
@@ -44,22 +45,22 @@ def emit(
 ) -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]] | None]:
     """The ONNX model of ensemble ``g`` (the arguments are ``onnx._emit``'s)."""
     if with_aux:
-        raise CodegenError(f"{g.graph['name']} is an ensemble: it has no training-only outputs to keep (--with-aux)")
-    for node, data in g.nodes(data=True):
-        if data["op"] not in ("input", "member", "average"):
+        raise CodegenError(f"{ir.info(g).name} is an ensemble: it has no training-only outputs to keep (--with-aux)")
+    for node, data in ir.nodes(g):
+        if data.op not in ("input", "member", "average"):
             raise CodegenError(
                 f"the ONNX backend cannot lower op '{data['op']}' in an ensemble (node {node})",
-                location=data.get("loc"),
-                path=data.get("keypath"),
+                location=data.loc,
+                path=data.keypath,
             )
     check_memory(g, 3, max_memory, "exporting ONNX")
     weights = initial_weights(g) if state_dict is None else check_weights(g, export_graph(g), state_dict)
     parts, _ = split_state_dict(g, weights)
-    inp = g.graph["input"]
-    output = g.graph["outputs"][0]
+    inp = ir.info(g).input
+    output = ir.info(g).outputs[0]
     model = onnx.ModelProto()
     graph = model.graph
-    graph.name = g.graph["name"]
+    graph.name = ir.info(g).name
     results: list[str] = []
     first: onnx.ModelProto | None = None
     for m, part in zip(members(g), parts, strict=True):
@@ -85,8 +86,8 @@ def emit(
             copy.name = rename(info.name)
         results.append(rename(sub.graph.output[0].name))
     out_type = first.graph.output[0].type
-    average = next(n for n, d in g.nodes(data=True) if d["op"] == "average")
-    attrs = g.nodes[average]["attrs"]
+    average = next(n for n, d in ir.nodes(g) if d.op == "average")
+    attrs = ir.node(g, average).attrs
     terms = []
     for m, result, soft, weight in zip(members(g), results, attrs["softmax"], attrs["weights"], strict=True):
         if soft:

@@ -11,9 +11,9 @@ Public entries:
   gives the model class of a graph.
 
 The backend reads the graph IR and nothing else (``docs/ir.md``): the block
-tree (``g.graph["model"]`` and the outputs' heads) says which classes and
+tree (``ir.info(g).model`` and the outputs' heads) says which classes and
 attributes to write, each node's ``exprs`` how a class computes an attribute
-from its arguments, ``g.graph["templates"]`` the classes' signatures. Python
+from its arguments, ``ir.info(g).templates`` the classes' signatures. Python
 decides everything here; ``templates/pytorch.py.jinja`` only lays out. The
 file's constructor arguments are the variables the exposure analysis
 (:mod:`nasdsl.passes.exposure`) finds; the others are folded into the code.
@@ -144,7 +144,7 @@ RENAME = {"out": "out_channels"}
 
 
 def _kw(ctx: _Ctx, node: str, *keys: str) -> list[str]:
-    given = ir.node(ctx.g, node)["given"]
+    given = ir.node(ctx.g, node).given
     return [f"{RENAME.get(k, k)}={_render(_attr(ctx, node, k))}" for k in keys if k in given]
 
 
@@ -163,7 +163,7 @@ def _linear(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
 def _batch_norm(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
     g = ir.graph_of(ctx.g, node)
     (src,) = ir.inputs(g, node)
-    cls = "nn.BatchNorm2d" if len(g.nodes[src]["shape"]) == 3 else "nn.BatchNorm1d"
+    cls = "nn.BatchNorm2d" if len(ir.node(g, src).shape) == 3 else "nn.BatchNorm1d"
     # a value folded from a variable that is PyTorch's default too (EfficientNet's bn_eps at B0) is
     # left out, as a hand-written model leaves it; the op's defaults are nn.BatchNorm2d's
     index = OPS["batch_norm"].attr_index
@@ -190,9 +190,9 @@ def _fixed(cls: str, *args: str) -> Callable[[_Ctx, str, object], tuple[Call, ob
 def _activation(cls: str) -> Callable[[_Ctx, str, object], tuple[Call, object]]:
     def module(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
         data = ir.node(ctx.g, node)
-        if data["op"] == "gelu" and "approximate" in data["given"]:
+        if data.op == "gelu" and "approximate" in data.given:
             return Call(cls, (f"approximate={_render(_attr(ctx, node, 'approximate'))}",)), lead
-        inplace = OPS[data["op"]].in_place and ctx.inplace(node)
+        inplace = OPS[data.op].in_place and ctx.inplace(node)
         return Call(cls, ("inplace=True",) if inplace else ()), lead
 
     return module
@@ -201,7 +201,7 @@ def _activation(cls: str) -> Callable[[_Ctx, str, object], tuple[Call, object]]:
 def _flatten(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
     g = ir.graph_of(ctx.g, node)
     (src,) = ir.inputs(g, node)
-    for d in g.nodes[src]["shape"][1:]:
+    for d in ir.node(g, src).shape[1:]:
         lead = lead * d
     return Call("nn.Flatten", ()), lead
 
@@ -300,14 +300,14 @@ def _slice(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
 
 
 def _permute(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    return Call(_helper(ctx, "Permute"), (_render(tuple(ir.node(ctx.g, node)["attrs"]["dims"])),)), lead
+    return Call(_helper(ctx, "Permute"), (_render(tuple(ir.node(ctx.g, node).attrs["dims"])),)), lead
 
 
 def _layer_norm(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
     g = ir.graph_of(ctx.g, node)
     (src,) = ir.inputs(g, node)
-    data = g.nodes[node]
-    on_map = data["attrs"]["dim"] == "channels" and len(g.nodes[src]["shape"]) == 3
+    data = ir.node(g, node)
+    on_map = data.attrs["dim"] == "channels" and len(ir.node(g, src).shape) == 3
     cls = _helper(ctx, "LayerNorm2d") if on_map else "nn.LayerNorm"
     return Call(cls, (_render(lead), *_kw(ctx, node, "eps"))), lead
 
@@ -320,7 +320,7 @@ def _stochastic_depth(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]
 def _layer_scale(ctx: _Ctx, node: str, lead: object) -> tuple[str, str]:
     g = ir.graph_of(ctx.g, node)
     (src,) = ir.inputs(g, node)
-    shape = f"({_render(lead)}, 1, 1)" if len(g.nodes[src]["shape"]) == 3 else f"({_render(lead)},)"
+    shape = f"({_render(lead)}, 1, 1)" if len(ir.node(g, src).shape) == 3 else f"({_render(lead)},)"
     return f"nn.Parameter(torch.full({shape}, {_render(_attr(ctx, node, 'init'))}))", "x * {}"
 
 
@@ -338,7 +338,7 @@ for _op, _cls in (("hardswish", "nn.Hardswish"), ("hardsigmoid", "nn.Hardsigmoid
 
 def _lowering(ctx: _Ctx, node: str) -> TorchLowering:
     data = ir.node(ctx.g, node)
-    return lowering_of("pytorch", data["op"], node, data)  # type: ignore[return-value]
+    return lowering_of("pytorch", data.op, node, data)  # type: ignore[return-value]
 
 
 def _merge_lowering(ctx: _Ctx, b: ir.Block) -> TorchLowering:
@@ -394,7 +394,7 @@ class _Ctx:
         if self.template is None:
             if not names & self.exposed:
                 return concrete
-            variables = self.g.graph["variables"]
+            variables = ir.info(self.g).variables
             fold: dict[str, object] = {n: variables[n] for n in names - self.exposed}
         else:
             fold = {}
@@ -435,9 +435,9 @@ def _square(v: object) -> object:
 def _attr(ctx: _Ctx, node: str, key: str) -> object:
     """An op attribute: the spec's expression if it wrote one, else the default."""
     data = ir.node(ctx.g, node)
-    concrete = data["attrs"][key]
-    if key in data["given"] and key in data["exprs"]:
-        v = ctx.value(data["exprs"][key], None)
+    concrete = data.attrs[key]
+    if key in data.given and key in data.exprs:
+        v = ctx.value(data.exprs[key], None)
         if v is not None:
             if isinstance(v, list):
                 v = tuple(v)
@@ -472,8 +472,8 @@ def _op_module(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
         data = ir.node(ctx.g, b.output)
         raise CodegenError(
             f"the PyTorch backend cannot lower op '{data['op']}' as a module (node {b.output})",
-            location=data["loc"],
-            path=data["keypath"],
+            location=data.loc,
+            path=data.keypath,
         )
     return low.module(ctx, b.output, lead)
 
@@ -481,7 +481,7 @@ def _op_module(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
 def _template_call(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
     """``Template(in_channels, args...)`` and the leading dimension it returns:
     required parameters positional, defaulted ones by keyword when given."""
-    tmpl = ctx.g.graph["templates"][b.template]
+    tmpl = ir.info(ctx.g).templates[b.template]
     args = [_render(lead)]
     keyword_only = _keyword_only(tmpl)
     for k, (p, a) in enumerate(zip(tmpl.params, b.args, strict=True)):
@@ -516,13 +516,13 @@ def _lead_of(ctx: _Ctx, b: ir.Block, lead: object) -> object:
         return lead
     if b.kind == "op":
         data = ir.node(ctx.g, b.output)
-        rule = OPS[data["op"]].lead
+        rule = OPS[data.op].lead
         if rule == "out":
             return _attr(ctx, b.output, "out")
         if rule == "flatten":
             g = ir.graph_of(ctx.g, b.output)
             (src,) = ir.inputs(g, b.output)
-            for d in g.nodes[src]["shape"][1:]:
+            for d in ir.node(g, src).shape[1:]:
                 lead = lead * d
             return lead
         if rule == "slice":
@@ -556,7 +556,7 @@ def _lead_of(ctx: _Ctx, b: ir.Block, lead: object) -> object:
     if b.kind == "ref":
         if b.target in ctx.leads:
             return ctx.leads[b.target]
-        return ir.node(ctx.g, b.output)["shape"][0]
+        return ir.node(ctx.g, b.output).shape[0]
     raise CodegenError(f"unexpected block kind {b.kind}")
 
 
@@ -622,7 +622,7 @@ def _module_expr(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
     data = ir.node(ctx.g, b.output) if b.output in ctx.g else {}
     raise CodegenError(
         "the PyTorch backend supports references only between the top-level entries of a model or template",
-        location=b.loc or data.get("loc"),
+        location=b.loc or data.loc,
         path=b.keypath or b.path,
     )
 
@@ -678,14 +678,14 @@ class _Writer:
 
     def __init__(self, g: nx.DiGraph):
         self.g = g
-        self.exposed = frozenset(g.graph["exposed"])
+        self.exposed = frozenset(ir.info(g).exposed)
         self.helpers: set[str] = set()
         self.init_helpers: set[str] = set()  # the init functions of the file's head the code calls
         #: the nodes under each path (a template use's nodes), built once
         self.members: dict[str, list[str]] = {}
-        for graph in (g, g.graph["dormant"].graph):
-            for n, data in graph.nodes(data=True):
-                if data["op"] == "external":
+        for graph in (g, ir.info(g).dormant.graph):
+            for n, data in ir.nodes(graph):
+                if data.op == "external":
                     continue
                 parts = n.split(".")
                 for i in range(1, len(parts) + 1):
@@ -700,13 +700,13 @@ class _Writer:
         builtin, an import or a class."""
         g = self.g
         self.module_names = Namespace(BUILTINS | IMPORTED | METHOD_LOCALS)
-        self.model_class_name = self.module_names.create(g.graph["name"])
+        self.model_class_name = self.module_names.create(ir.info(g).name)
         self.outputs_class_name = self.module_names.create(f"{self.model_class_name}Outputs")
         self.classes: dict[str, str] = {}
         self.defines: set[str] = set()  # helper classes the file uses
-        for name in g.graph["templates"]:
+        for name in ir.info(g).templates:
             self.classes[name] = self.module_names.create(name)
-        ops = {d["op"] for graph in (g, g.graph["dormant"].graph) for _, d in graph.nodes(data=True)}
+        ops = {d.op for graph in (g, ir.info(g).dormant.graph) for _, d in ir.nodes(graph)}
         for op in sorted(ops & OPS.keys()):
             for helper in getattr(OPS[op].lowerings.get("pytorch"), "defines", ()):
                 if f"helper:{helper}" not in self.classes:
@@ -717,11 +717,11 @@ class _Writer:
             if low is not None and low.helper is not None:
                 self.classes[f"merge:{op}"] = self.module_names.create(low.helper[0])
         self.keywords: dict[str, dict[str, str]] = {}
-        for name, t in g.graph["templates"].items():
+        for name, t in ir.info(g).templates.items():
             scope = Namespace({"self", "in_channels"}, outer=self.module_names)
             self.keywords[name] = {p.name: scope.create(p.name) for p in t.params}
         scope = Namespace({"self"}, outer=self.module_names)
-        self.arguments = {v: scope.create(v) for v in g.graph["exposed"]}
+        self.arguments = {v: scope.create(v) for v in ir.info(g).exposed}
 
     def _ctx(self, template: str | None, inplace: Callable[[str], bool]) -> _Ctx:
         arguments = self.keywords[template] if template is not None else self.arguments
@@ -738,13 +738,13 @@ class _Writer:
         g = self.g
         # switches of output heads are kept as self.<flag>
         flags = frozenset(o.when for o in ir.all_outputs(g) if o.when is not None and o.when in self.exposed)
-        for graph in (g, g.graph["dormant"].graph):
-            for n, d in graph.nodes(data=True):
-                if d["op"] in ("input", "external"):
+        for graph in (g, ir.info(g).dormant.graph):
+            for n, d in ir.nodes(graph):
+                if d.op in ("input", "external"):
                     continue
                 for part in n.split("."):
                     if not part.isdigit():
-                        check_attribute(part, "name", d["loc"], d["keypath"], flags)
+                        check_attribute(part, "name", d.loc, d.keypath, flags)
         for o in ir.all_outputs(g):
             check_attribute(o.name, "output name", o.loc, o.keypath or "outputs", flags)
 
@@ -754,9 +754,9 @@ class _Writer:
         show its spatial size in a comment, the same for every instance."""
         seen: dict[str, set] = {}
         for inst in instances:
-            in_shape = ir.node(self.g, inst.inputs[0])["shape"]
+            in_shape = ir.node(self.g, inst.inputs[0]).shape
             for n in self.members.get(inst.path, ()):
-                s = ir.node(self.g, n)["shape"]
+                s = ir.node(self.g, n).shape
                 note = None if s is None or len(s) == 1 else ("H, W" if s[1:] == in_shape[1:] else f"{s[1]}, {s[2]}")
                 seen.setdefault(n[len(inst.path) :], set()).add(note)
         for inst in instances:  # a node that some uses leave out (`when:`) varies with the uses
@@ -814,7 +814,7 @@ class _Writer:
                         path=c.keypath,
                     )
                 fwd.append(f"x = {source}")
-                lead = node_leads.get(c.inputs[0], ir.node(self.g, c.inputs[0])["shape"][0])
+                lead = node_leads.get(c.inputs[0], ir.node(self.g, c.inputs[0]).shape[0])
             current = c.passed
             if _off(ctx, c):  # switched off: x holds its input, which a ref or an output may read as its value
                 if c.path in ctx.off:  # written off to compare uses: as at a use where the switch is off
@@ -863,7 +863,7 @@ class _Writer:
             flag = bool(cond) and call is None and not (low is not None and low.parameter is not None)
             if flag:
                 init += layout(f"self.{c.name} = ", cond, 2)
-            shape = ir.node(self.g, c.output)["shape"]
+            shape = ir.node(self.g, c.output).shape
             if ctx.template:
                 note = _shape_note(shape, out_lead, notes(c))
             else:
@@ -927,7 +927,7 @@ class _Writer:
                 path=ref.keypath,
             )
         if ctx.template is None:
-            return name, ir.node(self.g, ref.output)["shape"][0]
+            return name, ir.node(self.g, ref.output).shape[0]
         return name, _lead_of(ctx, ref, lead)
 
     def _merge_with_refs(self, ctx: _Ctx, c: ir.Block, lead: object, produced: dict[str, str]):
@@ -973,10 +973,10 @@ class _Writer:
         for inst in instances:
             for n in self.members.get(inst.path, ()):
                 data = ir.node(self.g, n)
-                if "inplace" in data:
+                if data.inplace is not None:
                     rel = n[len(inst.path) :]
-                    inplace[rel] = inplace.get(rel, True) and data["inplace"]
-        tmpl = self.g.graph["templates"][name]
+                    inplace[rel] = inplace.get(rel, True) and data.inplace
+        tmpl = ir.info(self.g).templates[name]
         annotations = {p.name: _annotation([i.arg(p.name).value for i in instances]) for p in tmpl.params}
         documented = min(instances, key=lambda i: len(_gated(i)))  # the use that builds the most
         for inst in instances:
@@ -1024,7 +1024,7 @@ class _Writer:
         off: frozenset[str] = frozenset(),
         documented: ir.Block | None = None,
     ) -> ClassCode:
-        tmpl = self.g.graph["templates"][name]
+        tmpl = ir.info(self.g).templates[name]
         ctx = self._ctx(name, lambda node: inplace.get(node[len(inst.path) :], False))
         ctx.off = off
         keywords = self.keywords[name]
@@ -1067,12 +1067,12 @@ class _Writer:
             for c in body.children:
                 call, out_lead = _module_expr(ctx, c, lead)
                 init += layout(f"self.{c.name} = ", call, 2)
-                note = _shape_note(ir.node(self.g, c.output)["shape"], out_lead, notes(c))
+                note = _shape_note(ir.node(self.g, c.output).shape, out_lead, notes(c))
                 local = names.create(c.name)
                 fwd += layout(f"{local} = ", f"self.{c.name}(x)", 2, comment=note)
                 outs.append(local)
             total = _lead_of(ctx, body, lead)
-            note = _shape_note(ir.node(self.g, body.output)["shape"], total, notes(body))
+            note = _shape_note(ir.node(self.g, body.output).shape, total, notes(body))
             fwd += layout("return ", _joined(ctx, body, outs), 2, comment=note)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:") + fwd
             start = [*sig, "        super().__init__()", *fix]
@@ -1095,12 +1095,12 @@ class _Writer:
         g = self.g
         name = self.model_class_name
         outputs_name = self.outputs_class_name
-        variables = g.graph["variables"]
-        ctx = self._ctx(None, lambda node: bool(ir.node(g, node).get("inplace")))
+        variables = ir.info(g).variables
+        ctx = self._ctx(None, lambda node: bool(ir.node(g, node).inplace))
         names = self._locals()
-        model = g.graph["model"]
+        model = ir.info(g).model
         outputs = [o for o in ir.all_outputs(g) if o.when is None or variables[o.when] or o.when in self.exposed]
-        inp = g.nodes[g.graph["input"]]["attrs"]
+        inp = ir.node(g, ir.info(g).input).attrs
         lead = inp["shape"][0]
 
         # the main output is what forward's x holds at the end, unless it reads an earlier entry or has a head
@@ -1138,7 +1138,7 @@ class _Writer:
                     else:
                         lines.append(f"{local[o.name]} = x")
                     continue
-                source_shape = ir.node(g, o.head.inputs[0])["shape"]
+                source_shape = ir.node(g, o.head.inputs[0]).shape
                 call, _ = _module_expr(ctx, o.head, source_shape[0])
                 if cond:
                     head_init.extend(layout_or_none(f"self.{o.name} = ", call, self.arguments[cond], 2))
@@ -1148,7 +1148,7 @@ class _Writer:
                     guards.append(f"self.{o.name} is not None")
                 if o.training_only:
                     guards.append("self.training")
-                note = _shape_note(ir.node(g, o.node)["shape"], _model_lead(_lead_of(ctx, o.head, source_shape[0])))
+                note = _shape_note(ir.node(g, o.node).shape, _model_lead(_lead_of(ctx, o.head, source_shape[0])))
                 mine = local[o.name]
                 if guards:
                     lines.append(f"{mine}: torch.Tensor | None = None")
@@ -1176,11 +1176,11 @@ class _Writer:
             pre.append("x = x / self.input_std")
 
         params = ["self"]
-        for v in g.graph["exposed"]:
+        for v in ir.info(g).exposed:
             val = variables[v]
             params.append(f"{self.arguments[v]}: {_annotation([val])} = {literal(val)}")
         head = [f"class {name}(nn.Module):"] + docstring_with_args(
-            g.graph["doc"] or f"The {name} model", [], 1, paragraphs=[self._input_doc()]
+            ir.info(g).doc or f"The {name} model", [], 1, paragraphs=[self._input_doc()]
         )
         extras = outputs[1:]
         outputs_class = None
@@ -1188,9 +1188,9 @@ class _Writer:
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
         sig += docstring_with_args(
             "Build the model with the spec's layers",
-            [(self.arguments[v], self._variable_doc(v)) for v in g.graph["exposed"]],
+            [(self.arguments[v], self._variable_doc(v)) for v in ir.info(g).exposed],
             2,
-            paragraphs=[] if g.graph["exposed"] else ["Every variable of the spec is folded into the code"],
+            paragraphs=[] if ir.info(g).exposed else ["Every variable of the spec is folded into the code"],
         )
         body = ["        super().__init__()"]
         body += layout("self.loss_weights = ", weights, 2)
@@ -1229,10 +1229,10 @@ class _Writer:
         """What the model expects: the input's shape, what the spec says it holds, and the
         normalisation the model applies itself."""
         g = self.g
-        attrs = g.nodes[g.graph["input"]]["attrs"]
+        attrs = ir.node(g, ir.info(g).input).attrs
         text = f"Input: a batch of shape (N, {', '.join(map(str, attrs['shape']))})"
-        if g.graph.get("input_doc"):
-            text += f", {g.graph['input_doc'].rstrip('.')}"
+        if ir.info(g).input_doc:
+            text += f", {ir.info(g).input_doc.rstrip('.')}"
         text += ". "
         done = []
         if attrs["mean"] is not None:
@@ -1246,14 +1246,14 @@ class _Writer:
         """What a constructor argument changes: the layers and attributes that use it, or
         the blocks and outputs it switches."""
         g = self.g
-        value = g.graph["variables"][v]
+        value = ir.info(g).variables[v]
         switched = [o.name for o in ir.all_outputs(g) if o.when == v]
         for root in ir.roots(g):
             switched += [b.path for b in ir.walk(root) if b.when is not None and b.when.switch == v and b.path]
         uses = []
-        for graph in (g, g.graph["dormant"].graph):
-            for n, data in graph.nodes(data=True):
-                uses += [f"{attr} of {n}" for attr, deps in data.get("deps", {}).items() if v in deps]
+        for graph in (g, ir.info(g).dormant.graph):
+            for n, data in ir.nodes(graph):
+                uses += [f"{attr} of {n}" for attr, deps in data.deps.items() if v in deps]
         parts = []
         if switched:
             parts.append(f"builds {_listed(sorted(set(switched)))} when true")
@@ -1283,7 +1283,7 @@ class _Writer:
                 continue  # its own class documents what it does with them
             if b.kind == "op":
                 data = ir.node(self.g, b.output)
-                for attr, expr in data["exprs"].items():
+                for attr, expr in data.exprs.items():
                     for name in _names(expr) & uses.keys():
                         uses[name].append(f"{attr} of {rel}")
             stack.extend(b.children)
@@ -1355,7 +1355,7 @@ class _Writer:
 
     def _reset(self) -> list[str]:
         lines = ["    def reset_parameters(self) -> None:"]
-        rules = self.g.graph["init"]
+        rules = ir.info(self.g).init
         own = self._own_init_rules()
         described = "; ".join(
             [
@@ -1399,16 +1399,16 @@ class _Writer:
         merged with their op's: (names, [(parameter, rule)]), in graph order. A layer a switch
         leaves out (the dormant graph) is listed too: the class builds it when asked."""
         groups: dict[tuple, list[str]] = {}
-        for graph in (self.g, self.g.graph["dormant"].graph):
+        for graph in (self.g, ir.info(self.g).dormant.graph):
             for n in ir.order(graph):
-                data = graph.nodes[n]
-                if not data.get("init"):
+                data = ir.node(graph, n)
+                if not data.init:
                     continue
                 if not _MODULE_PATH.fullmatch(n):
-                    raise CodegenError(f"cannot write the layer name {n!r} into the code", location=data["loc"])
-                merged = {**self.g.graph["init"].get(data["op"], {}), **data["init"]}
-                order = INIT_PARAMS[data["op"]]  # weight, then bias
-                key = (data["op"], tuple(sorted(merged.items(), key=lambda kv: order.index(kv[0]))))
+                    raise CodegenError(f"cannot write the layer name {n!r} into the code", location=data.loc)
+                merged = {**ir.info(self.g).init.get(data.op, {}), **data.init}
+                order = INIT_PARAMS[data.op]  # weight, then bias
+                key = (data.op, tuple(sorted(merged.items(), key=lambda kv: order.index(kv[0]))))
                 groups.setdefault(key, []).append(n)
         return [(names, list(key[1])) for key, names in groups.items()]
 
@@ -1586,16 +1586,16 @@ def generate(graph: object, *, source_name: str | None = None, verify: bool = Fa
         ),
         key=lambda c: c.name,
     )
-    name = g.graph["name"]
-    exposed = ", ".join(w.arguments[v] for v in g.graph["exposed"]) or "none"
-    shown = safe_text(os.path.basename(source_name or g.graph["file"])) or "a spec"
+    name = ir.info(g).name
+    exposed = ", ".join(w.arguments[v] for v in ir.info(g).exposed) or "none"
+    shown = safe_text(os.path.basename(source_name or ir.info(g).file)) or "a spec"
     all_names = sorted([model.name, *([outputs.name] if outputs else []), *(c.name for c in templates)], key=_isort)
     public = layout("__all__ = ", Call("", tuple(f'"{n}"' for n in all_names), "[", "]"), 0)
     source = _ENV.get_template("pytorch.py.jinja").render(
         version=__version__,
         source=shown,
-        sha=g.graph["sha256"][:16],
-        doc=docstring(g.graph["doc"] or f"The {name} model", 0),
+        sha=ir.info(g).sha256[:16],
+        doc=docstring(ir.info(g).doc or f"The {name} model", 0),
         header=["# " + line for line in wrap(f"It depends on torch alone. Constructor arguments: {exposed}.", 86)],
         init_helpers=sorted(w.init_helpers),
         needs_namedtuple=outputs is not None,

@@ -116,9 +116,9 @@ def verify(
     reference = torch_model(g, weights)
     model = export_onnx(g, opset=opset, state_dict=weights, batch=batch)
     before = _before_softmax(g, model)
-    inp = g.graph["input"]
+    inp = ir.info(g).input
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn((batch, *g.nodes[inp]["shape"]), generator=generator)
+    x = torch.randn((batch, *ir.node(g, inp).shape), generator=generator)
     got = run_onnx(model, {inp: x.numpy()})
     captured = _capture_inputs(reference, before)
     tensors = {tensor for tensor, _ in before.values()}
@@ -145,9 +145,9 @@ def _before_softmax(g, model) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     tensors = {info.name: info for info in model.graph.value_info}
     producers = {node.output[0]: node for node in model.graph.node}
-    for o in g.graph["outputs"]:
+    for o in ir.info(g).outputs:
         node = producers.get(o.name)
-        if node is None or node.op_type != "Softmax" or g.nodes[o.node]["op"] != "softmax":
+        if node is None or node.op_type != "Softmax" or ir.node(g, o.node).op != "softmax":
             continue
         source = node.input[0]
         if source in tensors and all(source != t for t, _ in found.values()):

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import nasdsl  # noqa: E402
+from nasdsl import ir  # noqa: E402
 from nasdsl.backends.inference import inference_class  # noqa: E402
 from nasdsl.optimize import PREPARE, optimize, optimized_weights  # noqa: E402
 from nasdsl.passes.pipeline import run_pipeline  # noqa: E402
@@ -145,7 +146,7 @@ def report(title: str, medians: dict[str, float], reference: str) -> list[tuple[
 
 def eager(family: str, batch: int, repeats: int, warmup: int, size: int | None) -> list:
     net, reference, state = pair(family, size)
-    shape = net.graph.nodes[net.graph.graph["input"]]["shape"]
+    shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(2))
     x = x.contiguous(memory_format=torch.channels_last)
     training = nasdsl.build_model(net)
@@ -182,7 +183,7 @@ def ort_runs(family: str, batch: int, repeats: int, warmup: int, size: int | Non
     from nasdsl.backends.onnx import export_onnx_bytes
 
     net, reference, state = pair(family, size)
-    shape = net.graph.nodes[net.graph.graph["input"]]["shape"]
+    shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(2))
     buffer = io.BytesIO()
     with warnings.catch_warnings():

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 import nasdsl
+from nasdsl import ir
 from nasdsl.backends.pytorch import generate_source, load_source
 
 EPILOG = """\
@@ -547,7 +548,7 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
         raise SystemExit(f"train.py: {e}") from e
     if args.weights:
         say(warm_start(model, args.weights))
-    shape = tuple(net.graph.nodes[net.graph.graph["input"]]["shape"])
+    shape = tuple(ir.node(net.graph, ir.info(net.graph).input).shape)
     num_classes, unused = probe(model, shape)
     mean = getattr(model, "input_mean", None)
     spec_0_255 = mean is not None and float(mean.max()) > 1

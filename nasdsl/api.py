@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from nasdsl import document, ensemble, space
+from nasdsl import document, ensemble, ir, space
 from nasdsl.build import MAX_NODES, build
 from nasdsl.ensemble import CompiledEnsemble, EnsembleSpec
 from nasdsl.errors import LimitError, Location
@@ -141,7 +141,7 @@ def _compile_spec(
         return ensemble.compile_ensemble(spec, limits=limits, max_nodes=max_nodes, max_params=max_params)
     g = infer_shapes(check(build(spec, max_nodes=max_nodes)), copy=False)  # a fresh graph: no copy
     if spec.evaluation is not None:
-        g.graph["evaluation"] = spec.evaluation.bind(g.nodes[g.graph["input"]]["shape"])
+        ir.update_info(g, evaluation=spec.evaluation.bind(ir.node(g, ir.info(g).input).shape))
     compiled = Compiled(spec, g)
     total = sum(compiled._counts.params.values())
     if total > max_params:

@@ -24,7 +24,7 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.errors import GraphError, LimitError, NasdslError, SpecError
-from nasdsl.expr import Sym, SymbolicError, is_identifier
+from nasdsl.ir.sym import Sym, SymbolicError, is_identifier
 from nasdsl.ops import MAX_CHANNELS, OPS, check_int, describe
 from nasdsl.spec import (
     INPUT_REF,
@@ -51,6 +51,8 @@ MAX_SPATIAL = 1 << 16
 MAX_LOSS_WEIGHT = 1e6
 
 _NO_DEPS: frozenset[str] = frozenset()
+#: the record of a dormant graph's stub for a node of the main graph it reads
+_EXTERNAL = ir.Node("external")
 
 
 @dataclass
@@ -167,28 +169,27 @@ class _Builder:
             )
         g = self.dormant_graph if self.dormant else self.g
         dormant = self.dormant_graph
-        if name in self.g or (dormant and name in dormant and dormant.nodes[name]["op"] != "external"):
+        if name in self.g or (dormant and name in dormant and ir.node(dormant, name).op != "external"):
             raise GraphError(f"duplicate node name '{name}'", location=block.loc if block else None, path=name)
         self.count += 1
-        g.add_node(
-            name,
-            op=op,
-            attrs=attrs,
+        record = ir.Node(
+            op,
+            ir.frozen(attrs),
             given=given,
-            exprs=exprs or {},
-            deps=deps or {},
-            shape=None,
+            exprs=ir.frozen(exprs),
+            deps=ir.frozen(deps),
             loc=block.loc if block else self.spec.input.loc,
             keypath=block.path if block else "input",
             phase=phase,
             when=self.guards,
             scope=scope.templates,
             instance=scope.instance,
-            init=init or {},
+            init=ir.frozen(init),
         )
+        g.add_node(name, **{ir.KEY: record})
         for i, src in enumerate(inputs):
             if src not in g:  # a dormant node reading a live one: a stub stands for it
-                g.add_node(src, op="external", attrs={}, given=(), shape=None, phase="both", when=(), scope=())
+                g.add_node(src, **{ir.KEY: _EXTERNAL})
             g.add_edge(src, name, index=i)
         return name
 
@@ -758,12 +759,17 @@ def evaluate_variables(spec: Spec) -> dict[str, object]:
     return env
 
 
-def _input_shape(spec: Spec, scope: _Scope) -> tuple[int, int, int]:
+def _input_axes(spec: Spec) -> str:
+    return spec.input.axes or ir.default_axes(len(spec.input.shape.items))
+
+
+def _input_shape(spec: Spec, scope: _Scope) -> tuple[int, ...]:
     shape = spec.input.shape.evaluate(scope.env)
+    axes = _input_axes(spec)
     out = []
-    for i, (v, item) in enumerate(zip(shape, spec.input.shape.items, strict=True)):
+    for v, item, axis in zip(shape, spec.input.shape.items, axes, strict=True):
         try:
-            out.append(check_int(v, 1, MAX_CHANNELS if i == 0 else MAX_SPATIAL))
+            out.append(check_int(v, 1, MAX_CHANNELS if axis in "C?" else MAX_SPATIAL))
         except SpecError as e:
             origin = scope.blame(item)
             if origin is not item:
@@ -814,8 +820,10 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     scope.input = spec.input.name
     b.sources = scope.sources = {n: (v, scope) for n, v in spec.variables}
     shape = _input_shape(spec, scope)
-    mean = _input_stats(spec.input.mean, shape[0], scope)
-    std = _input_stats(spec.input.std, shape[0], scope, nonzero=True)
+    channel_axis = _input_axes(spec).find("C")
+    channels = shape[channel_axis] if channel_axis >= 0 else 1
+    mean = _input_stats(spec.input.mean, channels, scope)
+    std = _input_stats(spec.input.std, channels, scope, nonzero=True)
     # a mean of zeros or a std of ones (as a switch may give: Inception-v3's transform_input) does nothing
     mean = None if mean is not None and not any(mean) else mean
     std = None if std is not None and all(v == 1 for v in std) else std
@@ -825,21 +833,17 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
         for key, value in (("shape", spec.input.shape), ("mean", spec.input.mean), ("std", spec.input.std))
         if value is not None and scope.depends(value)
     }
-    b.g.add_node(
-        inp,
-        op="input",
-        attrs={"shape": shape, "mean": mean, "std": std},
-        given=(),
-        exprs={},
-        deps=input_deps,
-        shape=shape,
+    input_type = ir.TensorType(shape, _input_axes(spec))
+    record = ir.Node(
+        "input",
+        ir.frozen({"shape": shape, "mean": mean, "std": std}),
+        input_type,
+        deps=ir.frozen(input_deps),
         loc=spec.input.loc,
         keypath="input",
-        phase="both",
-        when=(),
-        scope=(),
-        instance="",
+        sym=shape,
     )
+    b.g.add_node(inp, **{ir.KEY: record})
     b.count = 1
     model_names = {n for n, _ in spec.model.items}
     if inp in model_names:
@@ -873,24 +877,30 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
         t = spec.templates[name]
         params = b.template_params(t)
         templates[name] = ir.Template(name, t.doc, params, t.loc, f"templates.{name}", tuple(b.instances.get(name, ())))
-    b.g.graph.update(
+    info = ir.GraphInfo(
         name=spec.name,
+        input=inp,
+        outputs=tuple(outputs),
+        model=model,
         doc=spec.doc,
         file=spec.file,
         sha256=spec.sha256,
-        input=inp,
-        input_doc=spec.input.doc,
-        outputs=tuple(outputs),
-        variables=env,
-        variable_locs={n: v.loc for n, v in spec.variables},
         name_loc=spec.model.loc,
-        variable_deps={n: frozenset(v.names) & definitions.keys() for n, v in spec.variables},
+        input_doc=spec.input.doc,
+        variables=ir.frozen(env),
+        variable_locs=ir.frozen({n: v.loc for n, v in spec.variables}),
+        variable_deps=ir.frozen({n: frozenset(v.names) & definitions.keys() for n, v in spec.variables}),
         structural=frozenset(b.structural),
-        model=model,
-        templates=templates,
-        init={op: {p: ir.InitRule(r.scheme, r.args) for p, r in rules.items()} for op, rules in spec.init.items()},
-        dormant=ir.Dormant(b.dormant_graph, tuple(dormant_outputs), dict(b.dormant_errors)),
+        templates=ir.frozen(templates),
+        init=ir.frozen(
+            {
+                op: ir.frozen({p: ir.InitRule(r.scheme, r.args) for p, r in rules.items()})
+                for op, rules in spec.init.items()
+            }
+        ),
+        dormant=ir.Dormant(b.dormant_graph, tuple(dormant_outputs), ir.frozen(b.dormant_errors)),
     )
+    ir.set_info(b.g, info)
     return b.g
 
 

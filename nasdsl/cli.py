@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nasdsl import __version__
+from nasdsl import __version__, ir
 from nasdsl.api import MAX_PARAMS, compile_spec, few_collections
 from nasdsl.build import MAX_NODES
 from nasdsl.ensemble import CompiledEnsemble
@@ -290,7 +290,7 @@ def _optimized_counts(args: argparse.Namespace, net) -> dict:
 
     target = _target(args, "pytorch")
     g = optimize(net.graph, target, verify=args.debug)
-    steps = g.graph["derivation"]
+    steps = ir.info(g).derivation
     folded = sum(isinstance(s, FoldNorm) for s in steps)
     return {
         "target": target,

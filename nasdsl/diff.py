@@ -130,8 +130,8 @@ def _kind(g: nx.DiGraph, tree: ir.Block) -> tuple[str, tuple[tuple[str, object],
     if tree.kind == "use":
         return tree.template or "", tuple((a.name, _plain(a.value)) for a in tree.args)
     if tree.kind == "op":
-        data = g.nodes[tree.output]
-        return data["op"], tuple((k, _simple(data["attrs"][k])) for k in data["given"])
+        data = ir.node(g, tree.output)
+        return data.op, tuple((k, _simple(data.attrs[k])) for k in data.given)
     if tree.kind == "merge":
         return tree.op or "", ()
     if tree.kind == "seq":
@@ -145,31 +145,31 @@ def entries(g: nx.DiGraph) -> list[Entry]:
     """The entries of a compiled graph, in order: the input, the model's entries that run, the heads."""
     g = ir.as_graph(g)
     members: dict[str, list[str]] = {}
-    for n, data in g.nodes(data=True):
-        if data["op"] != "input":
+    for n, data in ir.nodes(g):
+        if data.op != "input":
             members.setdefault(n.split(".")[0], []).append(n)
-    inp = g.graph["input"]
-    data = g.nodes[inp]
-    attrs = data["attrs"]
+    inp = ir.info(g).input
+    data = ir.node(g, inp)
+    attrs = data.attrs
     stats = (("mean", _plain(attrs.get("mean"))), ("std", _plain(attrs.get("std"))))
-    out = [Entry(inp, "input", stats, (), _shape(data["shape"]), (), 0, 0, False)]
-    heads = [(o.head, o.training_only) for o in g.graph["outputs"] if o.head is not None]
-    trees = [(c, False) for c in g.graph["model"].children if c.kind != "skip" and not c.dormant] + heads
+    out = [Entry(inp, "input", stats, (), _shape(data.shape), (), 0, 0, False)]
+    heads = [(o.head, o.training_only) for o in ir.info(g).outputs if o.head is not None]
+    trees = [(c, False) for c in ir.info(g).model.children if c.kind != "skip" and not c.dormant] + heads
     for tree, training_only in trees:
         nodes = members.get(tree.name, [])
         kind, args = _kind(g, tree)
         inside = []
         for n in nodes:
-            d = g.nodes[n]
+            d = ir.node(g, n)
             rel = n[len(tree.name) + 1 :] if n != tree.name else ""
-            inside.append((rel, d["op"], tuple((k, _plain(v)) for k, v in d["attrs"].items()), _shape(d["shape"])))
+            inside.append((rel, d.op, tuple((k, _plain(v)) for k, v in d.attrs.items()), _shape(d.shape)))
         out.append(
             Entry(
                 tree.name,
                 kind,
                 args,
-                tuple(_shape(g.nodes[i]["shape"]) for i in tree.inputs),
-                _shape(g.nodes[tree.output]["shape"]),
+                tuple(_shape(ir.node(g, i).shape) for i in tree.inputs),
+                _shape(ir.node(g, tree.output).shape),
                 tuple(inside),
                 sum(params(g, n) for n in nodes),
                 sum(macs(g, n) for n in nodes),
@@ -180,15 +180,15 @@ def entries(g: nx.DiGraph) -> list[Entry]:
 
 
 def _outputs(g: nx.DiGraph) -> dict[str, tuple]:
-    return {o.name: (o.source, o.loss_weight, o.training_only) for o in g.graph["outputs"]}
+    return {o.name: (o.source, o.loss_weight, o.training_only) for o in ir.info(g).outputs}
 
 
 def _totals(g: nx.DiGraph, name: str = "") -> Side:
-    nodes = [n for n, d in g.nodes(data=True) if d["op"] != "input"]
-    inference = [n for n in nodes if g.nodes[n]["phase"] != "train"]
+    nodes = [n for n, d in ir.nodes(g) if d.op != "input"]
+    inference = [n for n in nodes if ir.node(g, n).phase != "train"]
     return Side(
-        g.graph["name"],
-        name or str(g.graph.get("file", "")),
+        ir.info(g).name,
+        name or str(ir.info(g).file),
         sum(params(g, n) for n in inference),
         sum(macs(g, n) for n in inference),
         sum(params(g, n) for n in nodes),

@@ -113,8 +113,8 @@ def _title(g: nx.DiGraph, block: ir.Block) -> tuple[str, str, str]:
     if block.kind == "use":
         return block.template or "", _name(block), "(" + ", ".join(_value(a.value) for a in block.args) + ")"
     if block.kind == "op":
-        data = g.nodes[block.path]
-        return data["op"], "" if block.name == data["op"] else _name(block), _attributes(data)
+        data = ir.node(g, block.path)
+        return data.op, "" if block.name == data.op else _name(block), _attributes(data)
     if block.kind == "merge":
         return block.op or "", _name(block), f"of {_contents(g, block)}"
     return "sequence", _name(block), _contents(g, block)
@@ -128,7 +128,7 @@ def _contents(g: nx.DiGraph, block: ir.Block) -> str:
             continue
         what = child.template if child.kind == "use" else child.op if child.kind == "op" else child.kind
         if child.kind == "op" and child.path in g:
-            what = g.nodes[child.path]["op"]
+            what = ir.node(g, child.path).op
         if runs and runs[-1][0] == what:
             runs[-1][1] += 1
         else:
@@ -141,8 +141,8 @@ def _contents(g: nx.DiGraph, block: ir.Block) -> str:
 
 def _attributes(data: dict) -> str:
     """The attributes a spec wrote that differ from the op's defaults: ``out=208 kernel=3 padding=1``."""
-    spec, attrs, shown = OPS[data["op"]], data["attrs"], []
-    for k in data["given"]:
+    spec, attrs, shown = OPS[data.op], data.attrs, []
+    for k in data.given:
         a = spec.attr_index.get(k)
         default = a.default if a is None or not callable(a.default) else a.default(attrs)
         if a is None or a.default is REQUIRED or attrs[k] != default:
@@ -188,8 +188,8 @@ def _live(block: ir.Block) -> bool:
 
 def entries(g: nx.DiGraph) -> list[ir.Block]:
     """The top-level units: the model's live entries, then the live outputs' heads."""
-    model = [b for b in g.graph["model"].children if _live(b)]
-    return model + [o.head for o in g.graph["outputs"] if o.head is not None and _live(o.head)]
+    model = [b for b in ir.info(g).model.children if _live(b)]
+    return model + [o.head for o in ir.info(g).outputs if o.head is not None and _live(o.head)]
 
 
 def _body(block: ir.Block) -> ir.Block:
@@ -210,12 +210,12 @@ def _signature(g: nx.DiGraph, block: ir.Block) -> tuple:
     inside = set(nodes)
     body = []
     for n in nodes:
-        data = g.nodes[n]
-        attrs = tuple(sorted((k, repr(v)) for k, v in data["attrs"].items()))
+        data = ir.node(g, n)
+        attrs = tuple(sorted((k, repr(v)) for k, v in data.attrs.items()))
         reads = tuple(u if u in inside else "" for u in ir.inputs(g, n))
-        body.append((n[len(block.path) :], data["op"], attrs, data["shape"], reads, data["phase"]))
+        body.append((n[len(block.path) :], data.op, attrs, data.shape, reads, data.phase))
     args = tuple((a.name, repr(a.value)) for a in block.args)
-    ins = tuple(g.nodes[n]["shape"] for n in block.inputs if n in g)
+    ins = tuple(ir.node(g, n).shape for n in block.inputs if n in g)
     return (block.kind, block.template, block.op, args, ins, tuple(body))
 
 
@@ -224,11 +224,11 @@ def _change(g: nx.DiGraph, new: ir.Block, other: nx.DiGraph, old: ir.Block) -> s
     (kind, _, details), (was_kind, _, was_details) = _title(g, new), _title(other, old)
     if (kind, details) != (was_kind, was_details):
         return f"was {was_kind} {was_details}".strip()
-    shape, was_shape = g.nodes[new.output]["shape"], other.nodes[old.output]["shape"]
+    shape, was_shape = ir.node(g, new.output).shape, ir.node(other, old.output).shape
     if shape != was_shape:
         return f"output was {shape_text(was_shape)}"
-    ins = [shape_text(g.nodes[n]["shape"]) for n in new.inputs if n in g]
-    was_ins = [shape_text(other.nodes[n]["shape"]) for n in old.inputs if n in other]
+    ins = [shape_text(ir.node(g, n).shape) for n in new.inputs if n in g]
+    was_ins = [shape_text(ir.node(other, n).shape) for n in old.inputs if n in other]
     if ins != was_ins:
         return f"input was {', '.join(was_ins)}"
     return "changed inside"
@@ -316,9 +316,9 @@ class _Drawer:
     def collapsed(self, group: list[ir.Block], pad: str, entry: bool) -> None:
         block = group[0]
         every = [n for b in group for n in members(self.g, b)]
-        nodes = [n for n in every if not self.hidden(self.g.nodes[n]["phase"])]
+        nodes = [n for n in every if not self.hidden(ir.node(self.g, n).phase)]
         if block.kind == "op":
-            phase = self.g.nodes[block.path]["phase"]
+            phase = ir.node(self.g, block.path).phase
             fill = _FILL["op"]
         else:
             phase = block.phase
@@ -340,7 +340,7 @@ class _Drawer:
         """A top-level entry, a head or a template use (or a rolled-up run of them): a box, or opened as a cluster."""
         block = group[0]
         if block.kind == "op":
-            if block.path in self.g and not self.hidden(self.g.nodes[block.path]["phase"]):
+            if block.path in self.g and not self.hidden(ir.node(self.g, block.path).phase):
                 self.collapsed(group, pad, entry)
         elif self.depth is not None and level >= self.depth:
             self.collapsed(group, pad, entry)
@@ -379,9 +379,9 @@ class _Drawer:
                 self.inner(child, level, pad, branch=True)
             self.side_by_side(block)
             if block.path in self.g:
-                data = self.g.nodes[block.path]
-                label = _label(data["op"], "", "", self.notes(block, [block.path], False, data["phase"]))
-                self.box(pad, block.path, label, _FILL["merge"], data["phase"])
+                data = ir.node(self.g, block.path)
+                label = _label(data.op, "", "", self.notes(block, [block.path], False, data.phase))
+                self.box(pad, block.path, label, _FILL["merge"], data.phase)
                 self.unit[block.path] = block.path
         elif branch and sum(1 for c in block.children if _live(c)) > 1:
             self.clusters += 1
@@ -445,12 +445,12 @@ class _Drawer:
             return False
         if tuple(repr(x.value) for x in a.args) != tuple(repr(x.value) for x in b.args):
             return False
-        if self.g.nodes[a.output]["shape"] != self.g.nodes[b.output]["shape"] or b.inputs != (a.output,):
+        if ir.node(self.g, a.output).shape != ir.node(self.g, b.output).shape or b.inputs != (a.output,):
             return False
         if self.diff is not None and self.diff.status.get(a.path) != self.diff.status.get(b.path):
             return False
         inside = set(members(self.g, a)) | set(members(self.g, b))
-        if any(o.node in inside and o.node != b.output for o in self.g.graph["outputs"]):
+        if any(o.node in inside and o.node != b.output for o in ir.info(self.g).outputs):
             return False
         return all(s in inside for n in members(self.g, a) for s in self.g.successors(n))
 
@@ -462,7 +462,7 @@ def _edges(d: _Drawer, g: nx.DiGraph) -> list[tuple[str, str, str]]:
         if v not in d.unit:
             continue
         for u in ir.inputs(g, v):
-            while d.inference and u not in d.unit and g.nodes[u]["phase"] == "train" and ir.inputs(g, u):
+            while d.inference and u not in d.unit and ir.node(g, u).phase == "train" and ir.inputs(g, u):
                 u = ir.inputs(g, u)[0]  # a hidden training-only node passes its input on
             if u not in d.unit or d.unit[u] == d.unit[v]:
                 continue
@@ -470,14 +470,14 @@ def _edges(d: _Drawer, g: nx.DiGraph) -> list[tuple[str, str, str]]:
             if any(runs[r] != k for r, k in d.copy.get(v, {}).items() if r in runs):
                 continue  # between two copies of a rolled-up run
             labels = seen.setdefault((d.unit[u], d.unit[v]), [])
-            text = shape_text(g.nodes[u]["shape"])
+            text = shape_text(ir.node(g, u).shape)
             if text not in labels:
                 labels.append(text)
     return [(a, b, ", ".join(labels)) for (a, b), labels in seen.items()]
 
 
 def _find(g: nx.DiGraph, path: str) -> ir.Block:
-    for root in [g.graph["model"], *(o.head for o in g.graph["outputs"] if o.head is not None)]:
+    for root in [ir.info(g).model, *(o.head for o in ir.info(g).outputs if o.head is not None)]:
         for b in ir.walk(root):
             if b.path == path and b.path and _live(b):
                 return b
@@ -531,10 +531,10 @@ def to_dot(
         raise DrawError("a difference is drawn for the whole model; leave out --focus", path="--diff")
     compared = compare(g, ir.as_graph(diff), inference=inference) if diff is not None else None
     d = _Drawer(g, depth, roll, show, inference, compared)
-    title = _text(g.graph["name"])
+    title = _text(ir.info(g).name)
     if d.diff is not None:
         counts = {k: sum(1 for s, _ in d.diff.status.values() if s == k) for k in ("added", "changed")}
-        other = diff_name or os.path.basename(str(d.diff.other.graph.get("file", "")))
+        other = diff_name or os.path.basename(str(ir.info(d.diff.other).file))
         title += _text(
             f" against {other}: {counts['added']} added, {len(d.diff.removed)} removed, {counts['changed']} changed"
         )
@@ -545,7 +545,7 @@ def to_dot(
         '  node [shape=box, fontname="Helvetica", fontsize=10, margin="0.08,0.04", height=0.3];',
         '  edge [fontname="Helvetica", fontsize=8, color="#555555", arrowsize=0.6];',
     ]
-    start = g.graph["input"]
+    start = ir.info(g).input
     edges: list[tuple[str, str, str]] = []
     if focus is None:
         d.box("  ", start, _label("input", start, "", []), _FILL["io"], "both", shape="oval")
@@ -560,12 +560,12 @@ def to_dot(
         else:
             d.cluster([block], -1, "  ", False)
         edges.extend(_stubs(d, g, focus))
-    for o in g.graph["outputs"]:
+    for o in ir.info(g).outputs:
         if o.node in d.unit and not (inference and o.training_only):
             phase = "train" if o.training_only else "both"
             label = _label("output", o.name, "", ["training only"] if o.training_only else [])
             d.box("  ", "output:" + o.name, label, _FILL["io"], phase, shape="oval")
-            edges.append((d.unit[o.node], "output:" + o.name, shape_text(g.nodes[o.node]["shape"])))
+            edges.append((d.unit[o.node], "output:" + o.name, shape_text(ir.node(g, o.node).shape)))
     if d.diff is not None:
         for b in d.diff.removed:
             kind, name, details = _title(d.diff.other, b)
@@ -591,11 +591,11 @@ def _stubs(d: _Drawer, g: nx.DiGraph, focus: str) -> list[tuple[str, str, str]]:
     edges: list[tuple[str, str, str]] = []
     for v in ir.order(g):
         for u in ir.inputs(g, v):
-            if (u in inside) == (v in inside) or d.hidden(g.nodes[u]["phase"]) or d.hidden(g.nodes[v]["phase"]):
+            if (u in inside) == (v in inside) or d.hidden(ir.node(g, u).phase) or d.hidden(ir.node(g, v).phase):
                 continue
             name = _outside(u if v in inside else v, focus)
             names.append(name)
-            stub, text = "outside:" + name, shape_text(g.nodes[u]["shape"])
+            stub, text = "outside:" + name, shape_text(ir.node(g, u).shape)
             edges.append((stub, d.unit[v], text) if v in inside else (d.unit[u], stub, text))
     for name in dict.fromkeys(names):
         d.box("  ", "outside:" + name, _label("", name, "", []), "#eeeeee", "both", shape="oval")
@@ -615,10 +615,10 @@ def _removed_edges(d: _Drawer, g: nx.DiGraph) -> list[str]:
         for n in ir.order(other.subgraph(nodes)):
             for u in ir.inputs(other, n):
                 if u not in nodes and u in d.unit:
-                    pairs.append((d.unit[u], rid, shape_text(other.nodes[u]["shape"])))
+                    pairs.append((d.unit[u], rid, shape_text(ir.node(other, u).shape)))
             for v in other.successors(n):
                 if v not in nodes and v in d.unit:
-                    pairs.append((rid, d.unit[v], shape_text(other.nodes[n]["shape"])))
+                    pairs.append((rid, d.unit[v], shape_text(ir.node(other, n).shape)))
         for u, v, text in dict.fromkeys(pairs):
             out.append(f'  {_quote(u)} -> {_quote(v)} [label={_quote(" " + text)}, style=dashed, color="{colour}"];')
     return out

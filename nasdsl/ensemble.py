@@ -347,7 +347,7 @@ class CompiledEnsemble:
 
     @property
     def evaluation(self) -> Evaluation:
-        return self.graph.graph["evaluation"]
+        return ir.info(self.graph).evaluation
 
     def totals(self, *, with_aux: bool = False) -> dict:
         """Parameters and multiply-adds of all members for one crop; depth of the deepest."""
@@ -368,15 +368,15 @@ class CompiledEnsemble:
             m = specs[name]
             args: dict[str, object] = {"spec": m.shown}
             args.update({k: _plain(v) for k, v, _ in m.overrides})
-            member = next(x for x in self.graph.graph["members"] if x.name == name)
+            member = next(x for x in ir.info(self.graph).members if x.name == name)
             if not _equal_weights(self.graph):
                 args["weight"] = round(member.weight, 6)
             rows.append(
                 {
                     "name": name,
-                    "kind": c.graph.graph["name"],
+                    "kind": ir.info(c.graph).name,
                     "window": "",
-                    "output": list(self.graph.nodes[name]["shape"]),
+                    "output": list(ir.node(self.graph, name).shape),
                     "depth": t["depth"],
                     "args": args,
                     "params": t["params"],
@@ -387,7 +387,7 @@ class CompiledEnsemble:
         totals = self.totals(with_aux=with_aux)
         ev = self.evaluation
         per_image = totals["macs"] * ev.count
-        distinct = len({c.graph.graph["sha256"] for _, c in self.members})
+        distinct = len({ir.info(c.graph).sha256 for _, c in self.members})
         n = len(self.members)
         if distinct == 1:
             cost = f"{rows[0]['macs']:,} (one member, one crop) x {n} member{'s' * (n > 1)} x {_crops(ev.count)}"
@@ -395,17 +395,17 @@ class CompiledEnsemble:
             cost = f"{totals['macs']:,} (all members, one crop) x {_crops(ev.count)}"
         footer = [
             f"members: {n} ({distinct} distinct spec{'s' * (distinct > 1)} after overrides); "
-            f"combine: {'weighted ' if not _equal_weights(self.graph) else ''}mean of {self.graph.graph['combine']}",
+            f"combine: {'weighted ' if not _equal_weights(self.graph) else ''}mean of {ir.info(self.graph).combine}",
             f"evaluation: {ev.describe()}",
             f"multiply-adds per image: {cost} = {per_image:,}",
         ]
         return {
             "name": self.name,
-            "input": list(self.graph.nodes[self.graph.graph["input"]]["shape"]),
+            "input": list(ir.node(self.graph, ir.info(self.graph).input).shape),
             "rows": rows,
             "totals": totals,
             "kind": "ensemble",
-            "combine": self.graph.graph["combine"],
+            "combine": ir.info(self.graph).combine,
             "evaluation": {"preset": ev.preset, "crops": ev.count, "description": ev.describe()},
             "macs_per_image": per_image,
             "footer": footer,
@@ -436,7 +436,7 @@ def _plain(v: object) -> object:
 
 
 def _equal_weights(g: nx.DiGraph) -> bool:
-    shares = [m.weight for m in g.graph["members"]]
+    shares = [m.weight for m in ir.info(g).members]
     return max(shares) - min(shares) <= 1e-12
 
 
@@ -492,22 +492,22 @@ def _in_member(e: NasdslError, m: MemberSpec) -> list[NasdslError]:
 def _build(spec: EnsembleSpec, results: list[tuple[str, object]]) -> nx.DiGraph:
     """The ensemble graph: the input, one ``member`` node each, one ``average`` node."""
     first = results[0][1].graph
-    inp = first.graph["input"]
-    in_shape = first.nodes[inp]["shape"]
-    out_shape = first.nodes[first.graph["outputs"][0].node]["shape"]
+    inp = ir.info(first).input
+    in_shape = ir.node(first, inp).shape
+    out_shape = ir.node(first, ir.info(first).outputs[0].node).shape
     specs = {m.name: m for m in spec.members}
     errors: list[NasdslError] = []
     softmax: list[bool] = []
     for name, c in results:
         g = c.graph
         m = specs[name]
-        shape = g.nodes[g.graph["input"]]["shape"]
+        shape = ir.node(g, ir.info(g).input).shape
         if shape != in_shape:
             errors.append(_mismatch(m, "input", shape, in_shape, results[0][0]))
-        main = g.graph["outputs"][0]
-        if g.nodes[main.node]["shape"] != out_shape:
-            errors.append(_mismatch(m, "output", g.nodes[main.node]["shape"], out_shape, results[0][0]))
-        is_softmax = g.nodes[main.node]["op"] == "softmax"
+        main = ir.info(g).outputs[0]
+        if ir.node(g, main.node).shape != out_shape:
+            errors.append(_mismatch(m, "output", ir.node(g, main.node).shape, out_shape, results[0][0]))
+        is_softmax = ir.node(g, main.node).op == "softmax"
         if is_softmax and spec.combine == "logits":
             errors.append(
                 SpecError(
@@ -547,48 +547,41 @@ def _build(spec: EnsembleSpec, results: list[tuple[str, object]]) -> nx.DiGraph:
         for name, c in results
     )
     g = nx.DiGraph()
-    common = {"given": (), "exprs": {}, "deps": {}, "phase": "both", "when": (), "scope": (), "instance": ""}
-    g.add_node(
-        inp,
-        op="input",
-        attrs={"shape": in_shape, "mean": None, "std": None},
-        shape=in_shape,
-        loc=spec.loc,
-        keypath="ensemble",
-        **common,
-    )
+    in_type = ir.node(first, inp).type
+    out_type = ir.node(first, ir.info(first).outputs[0].node).type
+    input_attrs = ir.frozen({"shape": in_shape, "mean": None, "std": None})
+    ir.add_node(g, inp, ir.Node("input", input_attrs, in_type, loc=spec.loc, keypath="ensemble", sym=in_shape))
     for name, _ in results:
-        g.add_node(
-            name, op="member", attrs={}, shape=out_shape, loc=specs[name].loc, keypath=specs[name].keypath, **common
-        )
-        g.add_edge(inp, name, index=0)
+        member = ir.Node("member", ir.EMPTY, out_type, loc=specs[name].loc, keypath=specs[name].keypath)
+        ir.add_node(g, name, member, (inp,))
     average = "average"
     while average in g:
         average = f"_{average}"
-    attrs = {"of": spec.combine, "weights": tuple(m.weight for m in members), "softmax": tuple(softmax)}
-    g.add_node(average, op="average", attrs=attrs, shape=out_shape, loc=spec.loc, keypath="ensemble.combine", **common)
-    for i, (name, _) in enumerate(results):
-        g.add_edge(name, average, index=i)
+    attrs = ir.frozen({"of": spec.combine, "weights": tuple(m.weight for m in members), "softmax": tuple(softmax)})
+    record = ir.Node("average", attrs, out_type, loc=spec.loc, keypath="ensemble.combine")
+    ir.add_node(g, average, record, [name for name, _ in results])
     output = ir.Output(
         spec.combine, average, 1.0, False, source=average, position=0, loc=spec.loc, keypath="ensemble.combine"
     )
     digest = hashlib.sha256(spec.sha256.encode())
     for _, c in results:
-        digest.update(c.graph.graph["sha256"].encode())
-    g.graph.update(
+        digest.update(ir.info(c.graph).sha256.encode())
+    model = ir.Block("seq", "", "", "ensemble", spec.loc, (inp,), average)
+    info = ir.GraphInfo(
         name=spec.name,
+        input=inp,
+        outputs=(output,),
+        model=model,
         doc=spec.doc,
         file=spec.file,
         sha256=digest.hexdigest(),
         name_loc=spec.name_loc,
-        input=inp,
-        input_doc=first.graph.get("input_doc", ""),
-        outputs=(output,),
-        variables={},
+        input_doc=ir.info(first).input_doc,
         members=members,
         combine=spec.combine,
         evaluation=evaluation,
     )
+    ir.set_info(g, info)
     return g
 
 
@@ -606,10 +599,10 @@ def member_state_dict(net: CompiledEnsemble) -> dict[str, object] | None:
     names); members without a file get the seeded initialisation. None when no member names a file."""
     from nasdsl.weights import initial_weights, load_weights
 
-    if not any(m.weights for m in net.graph.graph["members"]):
+    if not any(m.weights for m in ir.info(net.graph).members):
         return None
     out: dict[str, object] = {}
-    for i, m in enumerate(net.graph.graph["members"]):
+    for i, m in enumerate(ir.info(net.graph).members):
         if m.weights is not None and not os.path.exists(m.weights):
             raise SpecError(f"no such weights file: {m.weights}", location=m.loc, path=f"{m.keypath}.weights")
         part = load_weights(m.weights) if m.weights else initial_weights(m.graph, seed=i)

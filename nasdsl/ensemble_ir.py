@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from nasdsl import ir
 from nasdsl.errors import Location
 
 #: the ops of an ensemble graph besides ``input``
@@ -61,11 +62,11 @@ class Member:
 def is_ensemble(graph: object) -> bool:
     """Whether ``graph`` (a graph, or anything with a ``.graph``) is an ensemble graph."""
     g = graph if isinstance(graph, nx.DiGraph) else getattr(graph, "graph", None)
-    return isinstance(g, nx.DiGraph) and "members" in g.graph
+    return isinstance(g, nx.DiGraph) and isinstance(g.graph.get(ir.KEY), ir.GraphInfo) and bool(ir.info(g).members)
 
 
 def members(g: nx.DiGraph) -> tuple[Member, ...]:
-    return g.graph["members"]
+    return ir.info(g).members
 
 
 def member_graphs(g: nx.DiGraph) -> Iterator[tuple[str, nx.DiGraph]]:
@@ -78,8 +79,8 @@ def with_member_graphs(g: nx.DiGraph, graphs: list[nx.DiGraph]) -> nx.DiGraph:
     """A copy of ensemble ``g`` whose members hold ``graphs`` (a pass applied to each member)."""
     from dataclasses import replace
 
-    out = g.copy()
-    out.graph["members"] = tuple(replace(m, graph=h) for m, h in zip(members(g), graphs, strict=True))
+    out = ir.copy(g)
+    ir.update_info(out, members=tuple(replace(m, graph=h) for m, h in zip(members(g), graphs, strict=True)))
     return out
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from nasdsl.errors import CodegenError, ShapeError, SpecError
+from nasdsl.ir.types import TensorType
 
 Shape = tuple[int, ...]
 T = TypeVar("T")
@@ -266,6 +267,8 @@ class OpDef:
     #: the op makes a new tensor that its backward does not read (convolution, BatchNorm,
     #: linear): a later sum may overwrite it (see ``accumulates``)
     fresh: bool = False
+    #: the axes of the output (``layout(in_types, attrs, out_shape) -> "CHW"``); None: the first input's
+    layout: Callable[[Sequence[TensorType], Mapping[str, object], Shape], str] | None = None
     attr_index: dict[str, Attr] = field(init=False, repr=False, compare=False)
     lowerings: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
@@ -280,6 +283,18 @@ class OpDef:
     def has_weights(self) -> bool:
         """Whether the op has parameters or buffers (their shapes then depend on its input)."""
         return self.weights is not _no_weights
+
+    def infer_type(self, types: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
+        """The output type for inputs of ``types``: the shape from :attr:`infer`, the axes from
+        :attr:`layout` (the first input's, by default, when the rank is kept)."""
+        shape = tuple(self.infer([t.shape for t in types], attrs))
+        if self.layout is not None:
+            axes = self.layout(types, attrs, shape)
+        elif len(shape) == types[0].rank:
+            axes = types[0].axes
+        else:
+            axes = "?" * len(shape)
+        return TensorType(shape, axes)
 
     def normalise(self, given: Mapping[str, object]) -> dict[str, object]:
         """Check given attribute values and fill in defaults.
@@ -659,7 +674,15 @@ OPS: dict[str, OpDef] = {
             inference_identity=True,
             aliases=True,
         ),
-        OpDef("flatten", "flatten all but the batch dimension", (), _flatten_infer, lead="flatten", aliases=True),
+        OpDef(
+            "flatten",
+            "flatten all but the batch dimension",
+            (),
+            _flatten_infer,
+            lead="flatten",
+            aliases=True,
+            layout=lambda types, a, shape: "C",
+        ),
         OpDef(
             "linear",
             "fully connected layer",
@@ -707,6 +730,7 @@ OPS: dict[str, OpDef] = {
             (Attr("dims", _axes),),
             _permute_infer,
             aliases=True,
+            layout=lambda types, a, shape: "".join(types[0].axes[d] for d in a["dims"]),
         ),
         OpDef(
             "layer_norm",
@@ -806,8 +830,8 @@ def lowering_of(backend: str, op: str, node: str, data: Mapping[str, object]) ->
     if found is None:
         raise CodegenError(
             f"the {BACKENDS_SHOWN.get(backend, backend)} backend cannot lower op '{op}' (node {node})",
-            location=data.get("loc"),
-            path=data.get("keypath"),
+            location=data.loc,
+            path=data.keypath,
         )
     return found
 

@@ -74,12 +74,13 @@ def optimize(
     after every pass."""
     passes = pipeline(target) if rewrites is None else PREPARE + tuple(rewrites)
     source = ir.as_graph(graph)
-    if "members" in source.graph:
+    if ir.info(source).members:
         raise OptimizeError("an ensemble is not optimised as a whole; optimise the spec of each member")
     g = run_pipeline(source, passes, verify=verify)
-    if not g.graph.get("flat"):  # a target without rewrites: the tree still says what runs
+    if not ir.info(g).flat:  # a target without rewrites: the tree still says what runs
         g = run_pipeline(g, ("flatten",), verify=verify)
-    g.graph.update(optimized=target, pipeline=passes, derivation=g.graph.get("derivation", ()))
+    g = ir.copy(g)
+    ir.update_info(g, optimized=target, pipeline=passes)
     return g
 
 
@@ -100,7 +101,7 @@ def optimized_weights(source: object, optimized: nx.DiGraph, state_dict: Mapping
     optimised graph's names."""
     from nasdsl.passes.derive import derive_weights
 
-    return derive_weights(optimized.graph["derivation"], training_weights(source, state_dict))
+    return derive_weights(ir.info(optimized).derivation, training_weights(source, state_dict))
 
 
 def build_inference(
@@ -128,19 +129,15 @@ def build_inference(
     return cls.from_training_state_dict({k: torch.from_numpy(v) for k, v in checked.items()})
 
 
-def rewrite_weighted(g: nx.DiGraph, target: str) -> nx.DiGraph:
-    """``g`` (an inference graph whose ``g.graph["weights"]`` holds its weights)
-    through ``target``'s rewrites, the weights derived to match (a copy)."""
-    steps_before = len(g.graph.get("derivation", ()))
-    out = run_pipeline(g, TARGETS[check_target(target)])
-    if not out.graph.get("flat"):
-        out = run_pipeline(out, ("flatten",))
-    steps = out.graph.get("derivation", ())[steps_before:]
-    from nasdsl.passes.derive import derive_weights
-
-    out.graph["weights"] = derive_weights(steps, out.graph["weights"])
-    # the weights are derived already: nothing is left to replay
-    out.graph.update(optimized=target, pipeline=PREPARE + TARGETS[target], derivation=())
+def rewrite(g: nx.DiGraph, target: str | None = None) -> nx.DiGraph:
+    """``g`` (an inference graph) with BatchNorm folded, then ``target``'s rewrites (None:
+    none), each recorded in the graph's ``derivation`` (:func:`nasdsl.passes.derive.derive_weights`
+    replays it on the weights). What the ONNX export runs."""
+    passes = ("fold_norms",) + tuple(p for p in (TARGETS[check_target(target)] if target else ()) if p != "fold_norms")
+    out = run_pipeline(g, passes)
+    if target is not None:
+        out = ir.copy(out)
+        ir.update_info(out, optimized=target, pipeline=PREPARE + TARGETS[target])
     return out
 
 
@@ -154,6 +151,6 @@ __all__ = [
     "optimize",
     "optimized_weights",
     "pipeline",
-    "rewrite_weighted",
+    "rewrite",
     "training_weights",
 ]

@@ -259,6 +259,8 @@ class InputSpec:
     loc: Location
     #: what the input holds (channel order, value range), for the generated class's docstring
     doc: str = ""
+    #: the role of each axis (``CHW``, ``CTHW``, ``LC``; see nasdsl.ir.types.AXES), or None for the default
+    axes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -768,18 +770,26 @@ def _parse_model_name(p: _Pop) -> str:
 
 def _parse_input(raw: object, loc: Location) -> InputSpec:
     if raw is None:
-        raise SpecError("missing key 'input': the input's shape [C, H, W]", location=loc, path="input")
+        raise SpecError("missing key 'input': the input's shape, such as [C, H, W]", location=loc, path="input")
     m = expect_map(raw, loc, "input")
     p = _Pop(m, "input")
     name = check_name(p.get("name", "x"), p.loc("name"), "input.name", "input name")
     if not p.has("shape"):
-        raise SpecError("missing key 'shape': expected [C, H, W]", location=m.loc, path="input.shape")
+        raise SpecError(
+            "missing key 'shape': expected a list of sizes, such as [C, H, W]", location=m.loc, path="input.shape"
+        )
     shape = parse_value(p.get("shape"), p.loc("shape"), "input.shape")
-    if shape.items is None or len(shape.items) != 3:
+    if shape.items is None or not 1 <= len(shape.items) <= MAX_INPUT_RANK:
         got = f"a list of {len(shape.items)}" if shape.items is not None else describe(shape.raw)
         raise SpecError(
-            f"expected [C, H, W], a list of three integers, got {got}", location=shape.loc, path="input.shape"
+            f"expected a list of 1 to {MAX_INPUT_RANK} sizes without the batch ([C, H, W] for images, "
+            f"[C, T, H, W] for video, [L, C] for tokens), got {got}",
+            location=shape.loc,
+            path="input.shape",
         )
+    axes = None
+    if p.has("axes"):
+        axes = _parse_axes(p.get("axes"), p.loc("axes"), len(shape.items))
     mean = (
         parse_value(p.get("mean"), p.loc("mean"), "input.mean")
         if p.has("mean") and p.left["mean"] is not None
@@ -789,8 +799,26 @@ def _parse_input(raw: object, loc: Location) -> InputSpec:
     std = parse_value(p.get("std"), p.loc("std"), "input.std") if p.has("std") and p.left["std"] is not None else None
     p.get("std")
     doc = expect_str(p.get("doc"), p.loc("doc"), "input.doc") if p.has("doc") else ""
-    p.done(["name", "shape", "mean", "std", "doc"], "input")
-    return InputSpec(name, shape, mean, std, m.loc, doc)
+    p.done(["name", "shape", "axes", "mean", "std", "doc"], "input")
+    return InputSpec(name, shape, mean, std, m.loc, doc, axes)
+
+
+#: the most axes an input may have (the batch not counted)
+MAX_INPUT_RANK = 5
+
+
+def _parse_axes(raw: object, loc: Location, rank: int) -> str:
+    """``input.axes``: one letter per axis of the shape, each a role of nasdsl.ir.types.AXES."""
+    text = expect_str(raw, loc, "input.axes")
+    letters = "CTHWL"
+    if len(text) != rank or any(c not in letters for c in text) or text.count("C") > 1:
+        raise SpecError(
+            f"expected {rank} letter{'s' * (rank > 1)}, one per axis of the shape, from C (channels or features), "
+            f"T (time), H, W (height, width) and L (sequence), C at most once, got {describe(text)}",
+            location=loc,
+            path="input.axes",
+        )
+    return text
 
 
 def _each(m: YMap, parse: Callable[[str, object], T]) -> list[T]:

@@ -43,7 +43,7 @@ def depth(g: nx.DiGraph, nodes: list[str], rank: dict[str, int] | None = None) -
     pred = g.pred
     for n in sorted(nodes, key=rank.__getitem__):
         before = max((best[p] for p in pred[n] if p in inside), default=0)
-        best[n] = before + (1 if OPS[g.nodes[n]["op"]].layer else 0)
+        best[n] = before + (1 if OPS[ir.node(g, n).op].layer else 0)
     return max(best.values(), default=0)
 
 
@@ -54,10 +54,10 @@ def _simple(v: object) -> object:
 
 
 def _window(g: nx.DiGraph, nodes: list[str]) -> str:
-    windowed = [n for n in nodes if "kernel" in g.nodes[n]["attrs"]]
+    windowed = [n for n in nodes if "kernel" in ir.node(g, n).attrs]
     if len(windowed) != 1:
         return ""
-    attrs = g.nodes[windowed[0]]["attrs"]
+    attrs = ir.node(g, windowed[0]).attrs
     k, s = attrs["kernel"], attrs["stride"]
     kernel = f"{k[0]}x{k[1]}"
     stride = str(s[0]) if s[0] == s[1] else f"{s[0]}x{s[1]}"
@@ -71,16 +71,15 @@ class Counts:
         self.params: dict[str, int] = {}
         self.macs: dict[str, int] = {}
         self.rank: dict[str, int] = {}
-        nodes = g.nodes
         for i, n in enumerate(ir.order(g)):
             self.rank[n] = i
-            data = nodes[n]
-            if data["op"] == "input":
+            data = ir.node(g, n)
+            if data.op == "input":
                 continue
-            op = OPS[data["op"]]
-            shapes = [nodes[s]["shape"] for s in ir.inputs(g, n)]
-            self.params[n] = op.params(shapes, data["attrs"]) if op.has_weights else 0
-            self.macs[n] = op.macs(shapes, data["attrs"], data["shape"])
+            op = OPS[data.op]
+            shapes = ir.input_shapes(g, n)
+            self.params[n] = op.params(shapes, data.attrs) if op.has_weights else 0
+            self.macs[n] = op.macs(shapes, data.attrs, data.shape)
 
     def totals(self, g: nx.DiGraph, nodes: list[str]) -> dict:
         return {
@@ -93,7 +92,7 @@ class Counts:
 def totals(g: nx.DiGraph, *, with_aux: bool = False, counts: Counts | None = None) -> dict:
     """The summary's totals alone (parameters, multiply-adds, depth), without its rows."""
     counts = counts or Counts(g)
-    counted = [n for n, d in g.nodes(data=True) if d["op"] != "input" and (with_aux or d["phase"] != "train")]
+    counted = [n for n, d in ir.nodes(g) if d.op != "input" and (with_aux or d.phase != "train")]
     return counts.totals(g, counted)
 
 
@@ -101,9 +100,9 @@ def _row(g: nx.DiGraph, tree: ir.Block, nodes: list[str], counts: Counts) -> dic
     if tree.kind == "use":
         kind, args = tree.template, {a.name: _plain(a.value) for a in tree.args}
     elif tree.kind == "op":
-        data = g.nodes[tree.output]
-        kind = data["op"]
-        args = {k: _simple(data["attrs"][k]) for k in data["given"]}
+        data = ir.node(g, tree.output)
+        kind = data.op
+        args = {k: _simple(data.attrs[k]) for k in data.given}
     elif tree.kind == "merge":
         kind, args = tree.op, {}
     elif tree.kind == "seq":
@@ -114,7 +113,7 @@ def _row(g: nx.DiGraph, tree: ir.Block, nodes: list[str], counts: Counts) -> dic
         "name": tree.name,
         "kind": kind,
         "window": _window(g, nodes),
-        "output": list(g.nodes[tree.output]["shape"]),
+        "output": list(ir.node(g, tree.output).shape),
         "depth": depth(g, nodes, counts.rank),
         "args": args,
         "params": sum(counts.params[n] for n in nodes),
@@ -125,11 +124,11 @@ def _row(g: nx.DiGraph, tree: ir.Block, nodes: list[str], counts: Counts) -> dic
 def summarize(g: nx.DiGraph, *, with_aux: bool = False) -> dict:
     """The summary of a shaped graph (see the module docstring)."""
     counts = Counts(g)
-    model = g.graph["model"]
-    heads = [o.head for o in g.graph["outputs"] if o.head is not None]
+    model = ir.info(g).model
+    heads = [o.head for o in ir.info(g).outputs if o.head is not None]
     members: dict[str, list[str]] = {}
-    for node, data in g.nodes(data=True):
-        if data["op"] == "input":
+    for node, data in ir.nodes(g):
+        if data.op == "input":
             continue
         top = node.split(".")[0]
         members.setdefault(top, []).append(node)
@@ -142,8 +141,8 @@ def summarize(g: nx.DiGraph, *, with_aux: bool = False) -> dict:
         for head in heads:
             rows.append(_row(g, head, members.get(head.name, []), counts))
     return {
-        "name": g.graph["name"],
-        "input": list(g.nodes[g.graph["input"]]["shape"]),
+        "name": ir.info(g).name,
+        "input": list(ir.node(g, ir.info(g).input).shape),
         "rows": rows,
         "totals": totals(g, with_aux=with_aux, counts=counts),
     }

@@ -223,15 +223,15 @@ def _layouts(g: nx.DiGraph) -> dict[str, tuple[Segment, ...]]:
     """For every node, where the channels (or flat features) of its output come from."""
     out: dict[str, tuple[Segment, ...]] = {}
     for n in ir.order(g):
-        data = g.nodes[n]
-        op, shape = data["op"], data["shape"]
+        data = ir.node(g, n)
+        op, shape = data.op, data.shape
         ins = ir.inputs(g, n)
         if op in ("input", "conv2d", "linear") or not ins:
             out[n] = ((n, shape[0], 1),)
         elif op == "concat":
             out[n] = tuple(s for i in ins for s in out[i])
         elif op == "flatten":
-            src = g.nodes[ins[0]]["shape"]
+            src = ir.node(g, ins[0]).shape
             per = math.prod(src[1:]) if len(src) > 1 else 1
             out[n] = tuple((o, c, s * per) for o, c, s in out[ins[0]])
         else:
@@ -287,10 +287,10 @@ def _traced(child: tuple[Segment, ...], parent: tuple[Segment, ...], renamed: Ma
 
 def _index_maps(cg, pg, node, pnode, name, cshape, pshape, c_layout, p_layout, renamed):
     """For each dimension of the tensor: (child indices, parent indices) that carry over."""
-    data = cg.nodes[node]
-    op = data["op"]
-    pdata = pg.nodes[pnode] if pnode in pg else None
-    same_op = pdata is not None and pdata["op"] == op
+    data = ir.node(cg, node)
+    op = data.op
+    pdata = ir.node(pg, pnode) if pnode in pg else None
+    same_op = pdata is not None and pdata.op == op
 
     def traced(dim: int):
         c_in, p_in = ir.inputs(cg, node), ir.inputs(pg, pnode) if pdata is not None else []
@@ -303,7 +303,7 @@ def _index_maps(cg, pg, node, pnode, name, cshape, pshape, c_layout, p_layout, r
         if not same_op:
             maps.append(_leading(c, p))
         elif op == "conv2d" and name == "weight":
-            if dim == 1 and data["attrs"]["groups"] == 1 and pdata["attrs"]["groups"] == 1:
+            if dim == 1 and data.attrs["groups"] == 1 and pdata.attrs["groups"] == 1:
                 maps.append(traced(1))
             elif dim >= 2:
                 maps.append(_centred(c, p))

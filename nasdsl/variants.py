@@ -106,7 +106,7 @@ def peak_activations(g: nx.DiGraph) -> int:
     """
     inf = inference_graph(g)
     plan = _plan(inf, ir.order(inf))
-    sizes = {n: math.prod(inf.nodes[n]["shape"]) for n in inf}
+    sizes = {n: math.prod(ir.node(inf, n).shape) for n in inf}
     return _peak(plan, sizes)
 
 
@@ -114,7 +114,7 @@ def _plan(g: nx.DiGraph, order: list[str]) -> tuple[tuple[str | None, tuple[str,
     """For each step: the node whose memory it allocates (None for a view) and the nodes freed after it."""
     root: dict[str, str] = {}
     for n in order:
-        op = g.nodes[n]["op"]
+        op = ir.node(g, n).op
         ins = ir.inputs(g, n)
         root[n] = root[ins[0]] if op in OPS and OPS[op].aliases and ins else n
     step = {n: i for i, n in enumerate(order)}
@@ -122,7 +122,7 @@ def _plan(g: nx.DiGraph, order: list[str]) -> tuple[tuple[str | None, tuple[str,
     for n in order:
         for src in ir.inputs(g, n):
             last[root[src]] = max(last[root[src]], step[n])
-    for o in g.graph["outputs"]:
+    for o in ir.info(g).outputs:
         last[root[o.node]] = len(order)
     frees: dict[int, list[str]] = {}
     for r, i in last.items():
@@ -145,8 +145,8 @@ def figures(g: nx.DiGraph) -> Figures:
     """The figures of a compiled (shaped) graph, computed from it directly."""
     from nasdsl.passes.shapes import macs, params
 
-    nodes = [n for n, d in g.nodes(data=True) if d["op"] != "input"]
-    inference = [n for n in nodes if g.nodes[n]["phase"] != "train"]
+    nodes = [n for n, d in ir.nodes(g) if d.op != "input"]
+    inference = [n for n in nodes if ir.node(g, n).phase != "train"]
     return Figures(
         params=sum(params(g, n) for n in inference),
         macs=sum(macs(g, n) for n in inference),
@@ -244,7 +244,7 @@ class _Program:
         for out in spec.outputs:
             if out.when is not None:
                 self.conditions.append((out.when, 0, out.when.evaluate(dict(env)) is True))
-        roots = [g.graph["model"], *(o.head for o in g.graph["outputs"] if o.head is not None)]
+        roots = [ir.info(g).model, *(o.head for o in ir.info(g).outputs if o.head is not None)]
         for root in roots:
             self._visit(root, 0, blocks)
         # the model's conditions are checked before the template uses are bound: a mismatch shows early
@@ -255,21 +255,21 @@ class _Program:
         index = {n: i for i, n in enumerate(order)}
         self.nodes: list[_Node] = []
         for i, n in enumerate(order):
-            data = g.nodes[n]
+            data = ir.node(g, n)
             values: tuple = ()
-            attrs: dict | None = data["attrs"]
-            if data["op"] != "input" and data["given"]:
-                b = blocks.get(data["keypath"])
-                if not isinstance(b, OpBlock) or b.op != data["op"]:
+            attrs: dict | None = data.attrs
+            if data.op != "input" and data.given:
+                b = blocks.get(data.keypath)
+                if not isinstance(b, OpBlock) or b.op != data.op:
                     raise AssertionError(f"node {n}: no op block at {data['keypath']}")
                 opdef = OPS[b.op]
                 values = tuple((k, *_how(v, reach), opdef.attr_index[k].literals) for k, v in b.attrs)
                 if any(how != _CONST for _, how, _, _ in values):
                     attrs = None  # else every attribute is a literal no choice reaches: the graph's attrs hold
-            scope = self.scope_of[data["instance"]] if data["instance"] else 0
+            scope = self.scope_of[data.instance] if data.instance else 0
             inputs = tuple(index[s] for s in ir.inputs(g, n))
-            self.nodes.append(_Node(i, n, data["op"], attrs, values, inputs, scope, data["phase"] == "train", data))
-        counted = [n for n, d in g.nodes(data=True) if d["op"] != "input" and d["phase"] != "train"]
+            self.nodes.append(_Node(i, n, data.op, attrs, values, inputs, scope, data.phase == "train", data))
+        counted = [n for n, d in ir.nodes(g) if d.op != "input" and d.phase != "train"]
         self.depth = depth(g, counted)
         inf = inference_graph(g)
         self.plan = tuple(
@@ -430,9 +430,9 @@ def _shape_error(e: ShapeError, node: _Node, sources: list[str]) -> ShapeError:
     message = e.message
     if len(sources) > 1:
         message += f" (from {', '.join(sources)})"
-    if node.data.get("scope"):
+    if node.data.scope:
         message += f" (in node {node.name})"
-    return ShapeError(message, location=node.data["loc"], path=node.data["keypath"])
+    return ShapeError(message, location=node.data.loc, path=node.data.keypath)
 
 
 # ---------------------------------------------------------------------------
@@ -471,7 +471,7 @@ class Evaluator:
         self.reach |= self.nested
         structure, outcome = self._compile_graph(doc)
         if structure is not None:  # a program, even when the default's shapes do not fit
-            self.programs.append(_Program(self.spec, self.blocks, structure, structure.graph["variables"], self.reach))
+            self.programs.append(_Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach))
 
     def _compile_graph(self, doc) -> tuple[nx.DiGraph | None, nx.DiGraph | NasdslError]:
         """Compile a variant's document as ``compile_spec`` does: its checked graph before shapes
@@ -532,7 +532,7 @@ class Evaluator:
             self.recompiled += 1
         structure, outcome = self._compile_graph(self.space.document_of(picks))
         if keep and structure is not None:
-            program = _Program(self.spec, self.blocks, structure, structure.graph["variables"], self.reach)
+            program = _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach)
             self.programs.insert(0, program)
             del self.programs[MAX_PROGRAMS:]
         if isinstance(outcome, NasdslError):
@@ -564,7 +564,7 @@ def figures_params_train(g: nx.DiGraph) -> int:
     """Every learned parameter of the graph, training-only heads included (what the limit counts)."""
     from nasdsl.passes.shapes import params
 
-    return sum(params(g, n) for n, d in g.nodes(data=True) if d["op"] != "input")
+    return sum(params(g, n) for n, d in ir.nodes(g) if d.op != "input")
 
 
 __all__ = ["Evaluator", "Figures", "Result", "figures", "peak_activations"]

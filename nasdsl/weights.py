@@ -44,11 +44,11 @@ def parameters(g: nx.DiGraph, *, kinds: Sequence[str] = ("param", "buffer")) -> 
         return {p + k: w for p, h in member_graphs(g) for k, w in parameters(h, kinds=kinds).items()}
     out: dict[str, Weight] = {}
     for n in ir.order(g):
-        data = g.nodes[n]
-        if data["op"] not in OPS:
+        data = ir.node(g, n)
+        if data.op not in OPS:
             continue
-        shapes = [g.nodes[i]["shape"] for i in ir.inputs(g, n)]
-        for w in OPS[data["op"]].weights(shapes, data["attrs"]):
+        shapes = [ir.node(g, i).shape for i in ir.inputs(g, n)]
+        for w in OPS[data.op].weights(shapes, data.attrs):
             if w.kind in kinds:
                 out[f"{n}.{w.name}" if w.name else n] = w
     return out
@@ -67,7 +67,7 @@ def check_memory(g: nx.DiGraph, copies: int, limit: int | None, what: str) -> No
         raise LimitError(
             f"{what} needs about {_gib(need)} of memory for the weights, above the limit of {_gib(limit)} "
             "(raise it with --max-memory)",
-            location=g.graph.get("name_loc"),
+            location=ir.info(g).name_loc,
             path="model",
         )
 
@@ -161,7 +161,7 @@ def _trunc_normal(rng: np.random.Generator, mean: float, std: float, a: float, b
 def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
     """A seeded initialisation of every parameter and buffer of ``g``, as numpy
     arrays keyed like the generated model's state_dict. Rules come from
-    ``g.graph["init"]``; parameters without one get PyTorch's default. The members of an
+    ``ir.info(g).init``; parameters without one get PyTorch's default. The members of an
     ensemble are drawn with seeds ``seed``, ``seed + 1``, ... (so that they differ)."""
     import numpy as np
 
@@ -170,18 +170,18 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
             p + k: v for i, (p, h) in enumerate(member_graphs(g)) for k, v in initial_weights(h, seed=seed + i).items()
         }
     rng = np.random.Generator(np.random.PCG64(seed))
-    rules = g.graph.get("init", {})
+    rules = ir.info(g).init
     out: dict[str, np.ndarray] = {}
     for n in ir.order(g):
-        data = g.nodes[n]
-        op = data["op"]
+        data = ir.node(g, n)
+        op = data.op
         if op not in OPS:
             continue
-        shapes = [g.nodes[i]["shape"] for i in ir.inputs(g, n)]
-        found = OPS[op].weights(shapes, data["attrs"])
+        shapes = [ir.node(g, i).shape for i in ir.inputs(g, n)]
+        found = OPS[op].weights(shapes, data.attrs)
         weight_shape = next((w.shape for w in found if w.name == "weight"), ())
         for w in found:
-            rule = (data.get("init", {}).get(w.name) or rules.get(op, {}).get(w.name)) if w.kind == "param" else None
+            rule = (data.init.get(w.name) or rules.get(op, {}).get(w.name)) if w.kind == "param" else None
             scheme, args = (rule.scheme, dict(rule.args)) if rule is not None else (w.init, {})
             if scheme == "default":
                 scheme = w.init
@@ -302,7 +302,7 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
         elif key in wanted:
             out[key] = np.asarray(array, dtype=np.float32)
     if missing or unexpected or wrong:
-        lines = [f"the state_dict does not fit {g.graph['name']}:"]
+        lines = [f"the state_dict does not fit {ir.info(g).name}:"]
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong)):
             if items:
                 lines.append(f"  {label} ({len(items)}): {_listing(items)}")

@@ -212,7 +212,7 @@ def stack(tmp_path_factory):
 
 
 def _top_level(g) -> list[str]:
-    return [c.name for c in g.graph["model"].children]
+    return [c.name for c in ir.info(g).model.children]
 
 
 def test_depth_0_draws_exactly_the_top_level_entries_and_the_heads(googlenet):
@@ -341,7 +341,7 @@ def test_every_node_is_in_exactly_one_top_level_unit():
     for name in ("googlenet", "resnet18", "squeezenet1_1"):
         g = nasdsl.compile_spec(SPECS / f"{name}.yaml").graph
         seen = [n for b in draw.entries(g) for n in draw.members(g, b)]
-        assert sorted(seen) == sorted(n for n in g if n != g.graph["input"]), name
+        assert sorted(seen) == sorted(n for n in g if n != ir.info(g).input), name
         parse(draw.to_dot(g, roll=True, show=["params"]))  # refs (SqueezeNet's Fire) draw no box
 
 
@@ -402,7 +402,7 @@ def test_roll_draws_consecutive_identical_uses_once(resnet18, stack):
 def test_roll_stops_where_an_output_reads_the_middle_of_a_run(stack):
     g = stack.copy()
     middle = ir.Output("mid", "b.relu", 1.0, False, position=1)
-    g.graph["outputs"] = (*g.graph["outputs"], middle)
+    ir.update_info(g, outputs=(*ir.info(g).outputs, middle))
     dot = parse(draw.to_dot(g, depth=0, roll=True))
     assert _blocks(dot) == ["a", "c", "d", "s1", "pool", "flat", "prob"]
     assert dot.label("a") == "Block a–b (8) × 2"
@@ -511,11 +511,14 @@ def hostile(googlenet):
     newline, an escape sequence and an end-of-script tag (the spec language refuses such names;
     the drawing must not rely on that)."""
     g = nx.relabel_nodes(googlenet, {n: HOSTILE + n[5:] for n in googlenet if n.startswith("conv1")})
-    g.graph["model"] = _rename(googlenet.graph["model"], "conv1", HOSTILE)
-    g.graph["name"] = HOSTILE
-    g.graph["outputs"] = tuple(
-        dataclasses.replace(o, head=_rename(o.head, "conv1", HOSTILE) if o.head else None)
-        for o in googlenet.graph["outputs"]
+    ir.update_info(g, model=_rename(ir.info(googlenet).model, "conv1", HOSTILE))
+    ir.update_info(g, name=HOSTILE)
+    ir.update_info(
+        g,
+        outputs=tuple(
+            dataclasses.replace(o, head=_rename(o.head, "conv1", HOSTILE) if o.head else None)
+            for o in ir.info(googlenet).outputs
+        ),
     )
     return g
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import nasdsl
-from nasdsl import ensemble_ir
+from nasdsl import ensemble_ir, ir
 from nasdsl.backends.onnx import export_onnx
 from nasdsl.backends.pytorch import generate_source, load_source, model_class
 from nasdsl.backends.verify import run_onnx, verify
@@ -105,7 +105,7 @@ def test_the_ensemble_graph_holds_each_member_graph(folder):
     assert isinstance(net, CompiledEnsemble)
     g = net.graph
     assert ensemble_ir.is_ensemble(g)
-    assert [(n, d["op"]) for n, d in g.nodes(data=True)] == [
+    assert [(n, d.op) for n, d in ir.nodes(g)] == [
         ("x", "input"),
         ("a", "member"),
         ("b", "member"),
@@ -114,9 +114,9 @@ def test_the_ensemble_graph_holds_each_member_graph(folder):
     a, b = ensemble_ir.members(g)
     assert (a.name, b.name, a.weight, b.weight) == ("a", "b", 0.25, 0.75)
     assert b.overrides == (("width", 4),)
-    assert b.graph.nodes["conv"]["attrs"]["out"] == 4 and a.graph.nodes["conv"]["attrs"]["out"] == 8
-    assert g.nodes["average"]["attrs"] == {"of": "probabilities", "weights": (0.25, 0.75), "softmax": (True, True)}
-    assert [o.name for o in g.graph["outputs"]] == ["probabilities"]
+    assert ir.node(b.graph, "conv").attrs["out"] == 4 and ir.node(a.graph, "conv").attrs["out"] == 8
+    assert ir.node(g, "average").attrs == {"of": "probabilities", "weights": (0.25, 0.75), "softmax": (True, True)}
+    assert [o.name for o in ir.info(g).outputs] == ["probabilities"]
     # every state_dict key is a member's key under the member's name
     keys = set(initial_weights(g))
     assert keys == {f"a.{k}" for k in initial_weights(a.graph)} | {f"b.{k}" for k in initial_weights(b.graph)}
@@ -126,8 +126,8 @@ def test_the_ir_page_documents_the_ensemble_graph(folder):
     net = nasdsl.compile_spec(ensemble(folder, "a: tiny.yaml\nb: other.yaml\n"))
     g = net.graph
     seen = set(g.graph) | {f.name for f in dataclasses.fields(ensemble_ir.Member)}
-    seen |= set().union(*(d.keys() for _, d in g.nodes(data=True))) | set(g.nodes["average"]["attrs"])
-    seen |= {d["op"] for _, d in g.nodes(data=True)}
+    seen |= set().union(*(d.keys() for _, d in ir.nodes(g))) | set(ir.node(g, "average").attrs)
+    seen |= {d.op for _, d in ir.nodes(g)}
     text = (ROOT / "docs" / "ir.md").read_text()
     assert not sorted(k for k in seen if f"`{k}`" not in text)
 
@@ -177,7 +177,7 @@ def test_the_ensemble_output_is_the_mean_of_its_members_run_apart(folder, combin
 
 def test_a_member_that_gives_probabilities_is_not_softmaxed_twice(folder):
     net = nasdsl.compile_spec(ensemble(folder, "a: tiny.yaml\nb: other.yaml\n"))
-    assert net.graph.nodes["average"]["attrs"]["softmax"] == (True, False)
+    assert ir.node(net.graph, "average").attrs["softmax"] == (True, False)
     state = to_torch(initial_weights(net.graph))
     model = model_class(net.graph)()
     model.load_state_dict(state, strict=True)
@@ -289,8 +289,8 @@ def test_set_reaches_the_ensemble_or_every_member(folder, capsys):
     path = ensemble(folder, "a: tiny.yaml\nb: {spec: tiny.yaml, set: {width: 4}}\n")
     net = nasdsl.compile_spec(path, ["num_classes=7", "ensemble.members.b.set.width=6", "ensemble.combine=logits"])
     a, b = ensemble_ir.members(net.graph)
-    assert (a.graph.nodes["fc"]["attrs"]["out"], b.graph.nodes["fc"]["attrs"]["out"]) == (7, 7)
-    assert b.graph.nodes["conv"]["attrs"]["out"] == 6 and net.graph.graph["combine"] == "logits"
+    assert (ir.node(a.graph, "fc").attrs["out"], ir.node(b.graph, "fc").attrs["out"]) == (7, 7)
+    assert ir.node(b.graph, "conv").attrs["out"] == 6 and ir.info(net.graph).combine == "logits"
 
 
 # -- errors: located, exit 2, nothing written ----------------------------------------------------------

@@ -606,17 +606,29 @@ CASES = [
             model:
               conv: relu
             """),
-        "spec.yaml:2:8: error: input.shape: missing key 'shape': expected [C, H, W]\n",
+        "spec.yaml:2:8: error: input.shape: missing key 'shape': expected a list of sizes, such as [C, H, W]\n",
     ),
     Case(
-        "input-shape-of-two",
+        "input-shape-of-six",
         spec("""
             name: Net
-            input: {shape: [32, 32]}
+            input: {shape: [1, 2, 3, 4, 5, 6]}
             model:
               act: relu
             """),
-        "spec.yaml:2:16: error: input.shape: expected [C, H, W], a list of three integers, got a list of 2\n",
+        "spec.yaml:2:16: error: input.shape: expected a list of 1 to 5 sizes without the batch ([C, H, W] for "
+        "images, [C, T, H, W] for video, [L, C] for tokens), got a list of 6\n",
+    ),
+    Case(
+        "input-axes-that-do-not-fit",
+        spec("""
+            name: Net
+            input: {shape: [3, 8, 8], axes: CHWT}
+            model:
+              act: relu
+            """),
+        "spec.yaml:2:33: error: input.axes: expected 3 letters, one per axis of the shape, from C (channels or "
+        "features), T (time), H, W (height, width) and L (sequence), C at most once, got 'CHWT'\n",
     ),
     Case(
         "input-size-from-a-variable",
@@ -820,7 +832,7 @@ CASES = [
               conv: {op: conv2d, out: 8, kernel: 3, strid: 2}
               act: {op: relu, phase: always}
             """),
-        "spec.yaml:2:29: error: input.colour: unknown key 'colour' in input; allowed: name, shape, mean, std, doc\n"
+        "spec.yaml:2:29: error: input.colour: unknown key 'colour' in input; allowed: name, shape, axes, mean, std, doc\n"
         "spec.yaml:5:17: error: templates.Block.params[1]: duplicate parameter 'c'\n"
         "spec.yaml:8:41: error: model.conv.strid: unknown key 'strid' in op conv2d (did you mean 'stride'?); "
         "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init\n"

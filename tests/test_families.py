@@ -19,7 +19,7 @@ import torch
 import torchvision
 
 import nasdsl
-from nasdsl import build_model
+from nasdsl import build_model, ir
 from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.backends.verify import verify
 from nasdsl.cli import main as cli_main
@@ -469,7 +469,7 @@ def test_one_fire_class_serves_every_width(compiled):
     source = generate_source(compiled["squeezenet1_1"])
     assert source.count("class Fire(") == 1
     assert "self.expand3x3 = nn.Conv2d(squeeze_planes, expand3x3_planes, 3, padding=1)" in source
-    widths = sorted({b.args[0].value for b in compiled["squeezenet1_1"].graph.graph["model"].children[0].children
+    widths = sorted({b.args[0].value for b in ir.info(compiled["squeezenet1_1"].graph).model.children[0].children
                      if b.kind == "use"})  # fmt: skip
     assert widths == [16, 32, 48, 64]
 
@@ -477,13 +477,13 @@ def test_one_fire_class_serves_every_width(compiled):
 def test_inception_v3_aux_head_reads_mixed_6e_in_training_only(compiled):
     """Its outputs against torchvision's, in training at 299x299, are in tests/test_inception_v3.py."""
     g = compiled["inception_v3"].graph
-    aux = next(o for o in g.graph["outputs"] if o.name == "AuxLogits")
+    aux = next(o for o in ir.info(g).outputs if o.name == "AuxLogits")
     assert aux.training_only and aux.loss_weight == 0.4
-    mixed_6e = next(c.output for c in g.graph["model"].children if c.name == "Mixed_6e")
+    mixed_6e = next(c.output for c in ir.info(g).model.children if c.name == "Mixed_6e")
     first = next(
         n
-        for n, d in g.nodes(data=True)
-        if d["keypath"].startswith("templates.InceptionAux") and any(p == mixed_6e for p in g.predecessors(n))
+        for n, d in ir.nodes(g)
+        if d.keypath.startswith("templates.InceptionAux") and any(p == mixed_6e for p in g.predecessors(n))
     )
     assert first == "AuxLogits.avgpool"
 
@@ -514,7 +514,7 @@ def test_example_builds_and_runs_in_pytorch(path):
     with torch.no_grad():
         out = model(torch.randn(2, c, h, w))
     main = out if isinstance(out, torch.Tensor) else out[0]
-    assert tuple(main.shape) == (2, *net.graph.nodes[net.graph.graph["outputs"][0].node]["shape"])
+    assert tuple(main.shape) == (2, *ir.node(net.graph, ir.info(net.graph).outputs[0].node).shape)
     assert count(model) == net.summary(with_aux=True)["totals"]["params"]
 
 

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 import nasdsl
-from nasdsl import build_model
+from nasdsl import build_model, ir
 from nasdsl.backends.pytorch import model_class
 
 from paths import SPECS
@@ -37,7 +37,7 @@ def close(expected: torch.Tensor, got: torch.Tensor) -> bool:
 
 def test_transform_input_is_the_inputs_mean_and_std():
     on = nasdsl.compile_spec(SPEC, {"transform_input": True}).graph
-    attrs = on.nodes[on.graph["input"]]["attrs"]
+    attrs = ir.node(on, ir.info(on).input).attrs
     x = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(1))
     mean = torch.tensor(attrs["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(attrs["std"]).view(1, 3, 1, 1)
@@ -46,8 +46,8 @@ def test_transform_input_is_the_inputs_mean_and_std():
     assert torch.allclose((x - mean) / std, ref._transform_input(x), rtol=0, atol=1e-6)
     # torchvision's default (transform_input=False) uses the input as it is: no normalisation at all
     off = nasdsl.compile_spec(SPEC).graph
-    assert off.nodes[off.graph["input"]]["attrs"]["mean"] is None
-    assert off.nodes[off.graph["input"]]["attrs"]["std"] is None
+    assert ir.node(off, ir.info(off).input).attrs["mean"] is None
+    assert ir.node(off, ir.info(off).input).attrs["std"] is None
 
 
 def test_eval_outputs_match_torchvision_with_transform_input():

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import torchvision
 
 import nasdsl
+from nasdsl import ir
 from nasdsl.backends.onnx import export_onnx
 from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.backends.verify import run_onnx, verify
@@ -65,7 +66,7 @@ def test_op_computes_what_torch_computes(tmp_path, block, reference):
     with torch.no_grad():
         expected = reference(x.clone())
         got = model_of(net)(x.clone())
-    assert got.shape == expected.shape and tuple(got.shape[1:]) == net.graph.nodes["layer"]["shape"]
+    assert got.shape == expected.shape and tuple(got.shape[1:]) == ir.node(net.graph, "layer").shape
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
@@ -135,7 +136,7 @@ def test_mul_broadcasts_a_channel_gate_and_mean_averages(tmp_path):
               b: tanh
         """,
     )
-    assert net.graph.nodes["gated"]["shape"] == (6, 4, 4)
+    assert ir.node(net.graph, "gated").shape == (6, 4, 4)
     x = torch.randn(2, 6, 4, 4)
     with torch.no_grad():
         gated = x * torch.sigmoid(x.mean((2, 3), keepdim=True))
@@ -223,7 +224,7 @@ def test_repeat_names_children_and_writes_a_loop():
     keys = list(model_of(net).state_dict())
     assert "denseblock1.denselayer6.conv2.weight" in keys and "denseblock1.denselayer7.conv2.weight" not in keys
     # layer i reads 64 + 32 i channels (DenseNet-121's first block)
-    assert net.graph.nodes["denseblock1.denselayer4.norm1"]["shape"][0] == 64 + 32 * 3
+    assert ir.node(net.graph, "denseblock1.denselayer4.norm1").shape[0] == 64 + 32 * 3
 
 
 def test_a_first_block_that_differs_comes_before_the_loop():
@@ -240,7 +241,7 @@ def test_flat_repeat_keeps_torchvisions_vgg_indices():
 
 def test_repeat_count_variable_is_no_constructor_argument():
     net = nasdsl.compile_spec(EXAMPLES / "dense_block.yaml")
-    assert "layers" not in net.graph.graph["structural"] or "layers" not in _exposed(net)
+    assert "layers" not in ir.info(net.graph).structural or "layers" not in _exposed(net)
     assert "def __init__(self) -> None:" in generate_source(net)
     smaller = nasdsl.compile_spec(EXAMPLES / "dense_block.yaml", {"layers": 2})
     assert "for i in range(2):" not in generate_source(smaller)  # two blocks: a list, not a loop
@@ -250,7 +251,7 @@ def test_repeat_count_variable_is_no_constructor_argument():
 def _exposed(net: nasdsl.Compiled) -> tuple[str, ...]:
     from nasdsl.passes.exposure import expose
 
-    return expose(net.graph).graph["exposed"]
+    return ir.info(expose(net.graph)).exposed
 
 
 def test_dashed_names_are_state_dict_keys(tmp_path):
@@ -374,5 +375,5 @@ def test_a_parameter_after_a_defaulted_one_is_keyword_only(tmp_path):
 
 def test_extends_places_entries_before_and_after(tmp_path):
     net = nasdsl.compile_spec(EXAMPLES / "dense_block_variant.yaml")
-    entries = [b.name for b in net.graph.graph["model"].children]
+    entries = [b.name for b in ir.info(net.graph).model.children]
     assert entries == ["denseblock1", "dropout", "squeeze", "transition1"]

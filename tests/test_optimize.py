@@ -33,7 +33,7 @@ from nasdsl.errors import NasdslError
 from nasdsl.optimize import PREPARE, TARGETS, optimize, optimized_weights, training_weights
 from nasdsl.passes.derive import FoldNorm, JoinLayers
 from nasdsl.passes.flatten import check_flat
-from nasdsl.passes.fold_norms import fold_norms
+from nasdsl.passes.fold import fold_norms
 from nasdsl.passes.fuse import fuse_siblings
 from nasdsl.passes.hoist import hoist_activations
 from nasdsl.passes.pipeline import PassError, run_pipeline
@@ -113,7 +113,7 @@ def same_function(net: nasdsl.Compiled, g: nx.DiGraph, weights: dict[str, np.nda
     reference = training_model(net, weights)
     tensors = {k: torch.from_numpy(v) for k, v in weights.items()}
     model = inference_class(g).from_training_state_dict(tensors)
-    shape = net.graph.nodes[net.graph.graph["input"]]["shape"]
+    shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         return relative(main_output(model(x)), main_output(reference(x)))
@@ -136,17 +136,17 @@ model:
 
 def test_fold_norms_folds_into_convolutions_and_linear_layers(tmp_path):
     net = graph(tmp_path, FOLDS)
-    before = nx.to_dict_of_dicts(net.graph), {n: dict(d) for n, d in net.graph.nodes(data=True)}
+    before = nx.to_dict_of_dicts(net.graph), dict(ir.nodes(net.graph))
     g = fold_norms(net.graph)
-    assert (nx.to_dict_of_dicts(net.graph), {n: dict(d) for n, d in net.graph.nodes(data=True)}) == before
+    assert (nx.to_dict_of_dicts(net.graph), dict(ir.nodes(net.graph))) == before
     assert [n for n in ir.order(g) if n != "x"] == ["conv", "act", "pool", "flat", "fc"]
-    assert g.nodes["conv"]["attrs"]["bias"] and "bias" not in g.nodes["conv"]["given"]
-    assert g.graph["derivation"] == (
+    assert ir.node(g, "conv").attrs["bias"] and "bias" not in ir.node(g, "conv").given
+    assert ir.info(g).derivation == (
         FoldNorm("conv", "bn", 0.001),
         FoldNorm("conv", "bn2", 1e-5),
         FoldNorm("fc", "fc_bn", 1e-5),
     )
-    assert g.graph["outputs"][0].node == "fc"
+    assert ir.info(g).outputs[0].node == "fc"
     check_flat(g)
     assert same_function(net, optimize(net, "cpu"), lively(net.graph)) < 1e-5
 
@@ -162,14 +162,14 @@ def test_fold_norms_folds_into_convolutions_and_linear_layers(tmp_path):
 def test_fold_norms_leaves_what_it_cannot_fold(tmp_path, model):
     net = graph(tmp_path, "model:\n" + model)
     g = fold_norms(run_pipeline(net.graph, PREPARE))
-    assert any(d["op"] == "batch_norm" for _, d in g.nodes(data=True)) and g.graph["derivation"] == ()
+    assert any(d.op == "batch_norm" for _, d in ir.nodes(g)) and ir.info(g).derivation == ()
 
 
 def test_a_convolution_that_is_an_output_keeps_its_norm(tmp_path):
     net = graph(tmp_path, "model:\n  conv: {op: conv2d, out: 4, kernel: 1}\n  bn: batch_norm\n"
                 "outputs:\n  out: {from: bn}\n  features: {from: conv}\n")  # fmt: skip
     g = fold_norms(net.graph)
-    assert "bn" in g and g.graph["derivation"] == ()
+    assert "bn" in g and ir.info(g).derivation == ()
 
 
 # -- small graphs: sibling fusion and hoisting ------------------------------------------------
@@ -208,13 +208,13 @@ def inception(tmp_path_factory) -> nasdsl.Compiled:
 
 def test_fuse_siblings_joins_convolutions_with_one_window(inception):
     g = fuse_siblings(fold_norms(run_pipeline(inception.graph, PREPARE)))
-    fused = g.nodes["block.fused"]
-    assert fused["op"] == "conv2d" and fused["attrs"]["out"] == 10 and fused["attrs"]["bias"]
-    assert fused["shape"] == (10, 8, 8) and ir.inputs(g, "block.fused") == ["stem"]
-    splits = {n: g.nodes[n]["attrs"] for n in g.successors("block.fused")}
+    fused = ir.node(g, "block.fused")
+    assert fused.op == "conv2d" and fused.attrs["out"] == 10 and fused.attrs["bias"]
+    assert fused.shape == (10, 8, 8) and ir.inputs(g, "block.fused") == ["stem"]
+    splits = {n: ir.node(g, n).attrs for n in g.successors("block.fused")}
     assert splits == {"block.a.split": {"start": 0, "stop": 4}, "block.b.split": {"start": 4, "stop": 10}}
     assert "block.c.0" in g and "block.d.1" in g  # a 3x3 window, and a convolution of another tensor
-    assert g.graph["derivation"][-1] == JoinLayers("block.fused", ("block.a.0", "block.b.0"))
+    assert ir.info(g).derivation[-1] == JoinLayers("block.fused", ("block.a.0", "block.b.0"))
     assert ir.inputs(g, "block") == ["block.a.2", "block.b.2", "block.c.1", "block.d.1"]  # branch order kept
     order = ir.order(g)
     assert order.index("block.fused") < order.index("block.a.split") < order.index("block.c.0")
@@ -224,18 +224,18 @@ def test_fuse_siblings_joins_convolutions_with_one_window(inception):
 def test_convolutions_with_another_window_or_groups_stay_apart(tmp_path):
     net = graph(tmp_path, WINDOWS)
     g = fuse_siblings(net.graph)
-    assert g.graph["derivation"] == (JoinLayers("block.fused", ("block.a", "block.e")),)
-    assert {n: g.nodes[n]["attrs"] for n in g.successors("block.fused")} == {
+    assert ir.info(g).derivation == (JoinLayers("block.fused", ("block.a", "block.e")),)
+    assert {n: ir.node(g, n).attrs for n in g.successors("block.fused")} == {
         "block.split": {"start": 0, "stop": 4},
         "block.split_1": {"start": 4, "stop": 6},
     }
-    assert g.nodes["block.fused"]["attrs"]["bias"]  # a zero bias for the part without one
+    assert ir.node(g, "block.fused").attrs["bias"]  # a zero bias for the part without one
     assert same_function(net, optimize(net, "cuda"), lively(net.graph, seed=2)) < 1e-5
 
 
 def test_hoist_activations_applies_one_relu_before_the_split(inception):
     g = hoist_activations(fuse_siblings(fold_norms(run_pipeline(inception.graph, PREPARE))))
-    assert g.nodes["block.fused.relu"]["op"] == "relu" and ir.inputs(g, "block.fused.relu") == ["block.fused"]
+    assert ir.node(g, "block.fused.relu").op == "relu" and ir.inputs(g, "block.fused.relu") == ["block.fused"]
     assert set(g.successors("block.fused.relu")) == {"block.a.split", "block.b.split"}
     assert "block.a.2" not in g and "block.b.1" not in g
     assert ir.inputs(g, "block")[0] == "block.a.split" and ir.inputs(g, "block.b.2") == ["block.b.split"]
@@ -244,7 +244,7 @@ def test_hoist_activations_applies_one_relu_before_the_split(inception):
 
 def test_hoisting_needs_every_slice_read_by_the_same_activation(inception):
     g = fuse_siblings(fold_norms(run_pipeline(inception.graph, PREPARE)))
-    g.nodes["block.b.1"]["op"] = "sigmoid"
+    ir.update_node(g, "block.b.1", op="sigmoid")
     assert "block.fused.relu" not in hoist_activations(g) and "block.fused.sigmoid" not in hoist_activations(g)
 
 
@@ -256,10 +256,10 @@ def test_small_inception_computes_the_same_function(inception, target):
 
 def test_passes_leave_their_argument_unchanged(inception):
     g = run_pipeline(inception.graph, PREPARE)
-    before = (nx.to_dict_of_dicts(g), {n: dict(d) for n, d in g.nodes(data=True)}, dict(g.graph))
+    before = (nx.to_dict_of_dicts(g), dict(ir.nodes(g)), ir.info(g))
     for run in (fold_norms, fuse_siblings, hoist_activations):
         run(g)
-        assert (nx.to_dict_of_dicts(g), {n: dict(d) for n, d in g.nodes(data=True)}, dict(g.graph)) == before
+        assert (nx.to_dict_of_dicts(g), dict(ir.nodes(g)), ir.info(g)) == before
 
 
 def test_the_verifier_names_a_pass_that_breaks_the_flat_tree(inception, monkeypatch):
@@ -267,8 +267,8 @@ def test_the_verifier_names_a_pass_that_breaks_the_flat_tree(inception, monkeypa
 
     def drops_a_block(g):
         g = fold_norms(g)
-        root = g.graph["model"]
-        g.graph["model"] = dataclasses.replace(root, children=root.children[1:])
+        root = ir.info(g).model
+        ir.update_info(g, model=dataclasses.replace(root, children=root.children[1:]))
         return g
 
     monkeypatch.setitem(pipeline.PASSES, "fold_norms", drops_a_block)
@@ -327,11 +327,11 @@ def test_every_spec_computes_the_same_function(specs, spec, cheap):
     assert g.number_of_nodes() <= run_pipeline(net.graph, PREPARE).number_of_nodes()
     reference = inference_class(optimize(net, rewrites=())).from_training_state_dict(state)
     model = inference_class(g).from_training_state_dict(state)
-    shape = net.graph.nodes[net.graph.graph["input"]]["shape"]
+    shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(1))
     # oneDNN's first call of each convolution costs far more than these small inputs; PyTorch's own
     # kernels are quick here, except for grouped convolutions, which they run one group at a time
-    grouped = any(d["op"] == "conv2d" and d["attrs"]["groups"] > 1 for _, d in g.nodes(data=True))
+    grouped = any(d.op == "conv2d" and d.attrs["groups"] > 1 for _, d in ir.nodes(g))
     with torch.no_grad(), onednn(grouped):
         assert relative(main_output(model(x)), main_output(reference(x))) < 1e-5
 
@@ -341,12 +341,12 @@ def test_the_fusions_are_where_they_pay(specs):
     projection beside its first 1x1 convolution (stride 1); no BatchNorm is left."""
     for spec, expected in (("googlenet_bn", 9), ("resnet50", 1), ("squeezenet1_1", 0)):
         g = optimize(specs[spec][0], "cuda")
-        joins = [s for s in g.graph["derivation"] if isinstance(s, JoinLayers)]
+        joins = [s for s in ir.info(g).derivation if isinstance(s, JoinLayers)]
         assert len(joins) == expected, spec
-        assert not any(d["op"] == "batch_norm" for _, d in g.nodes(data=True)), spec
+        assert not any(d.op == "batch_norm" for _, d in ir.nodes(g)), spec
     g = optimize(specs["googlenet_bn"][0], "cuda")
     assert JoinLayers("inception3a.fused", ("inception3a.branch1.conv", "inception3a.branch2.0.conv",
-                                            "inception3a.branch3.0.conv")) in g.graph["derivation"]  # fmt: skip
+                                            "inception3a.branch3.0.conv")) in ir.info(g).derivation  # fmt: skip
 
 
 def test_numpy_and_generated_torch_derivations_agree_bit_for_bit(specs):
@@ -405,7 +405,7 @@ def test_inference_source_is_deterministic(specs, written):
 
 def test_inference_source_reads_as_the_graph(specs, written):
     text = written["googlenet_bn"].read_text()
-    _, h, w = optimize(specs["googlenet_bn"][0], "cuda").nodes["inception3a.fused"]["shape"]
+    _, h, w = ir.node(optimize(specs["googlenet_bn"][0], "cuda"), "inception3a.fused").shape
     assert "class GoogLeNetBNInference(nn.Module):" in text
     assert "        self.inception3a_fused = nn.Conv2d(192, 176, 1)\n" in text
     assert f"        fused = self.inception3a_fused(x)  # (N, 176, {h}, {w})\n" in text
@@ -420,7 +420,7 @@ def test_inference_module_scripts_with_torchscript(specs, written):
     state = {k: torch.from_numpy(v) for k, v in training_weights(net, weights).items()}
     model = module.GoogLeNetBNInference.from_training_state_dict(state)
     scripted = torch.jit.script(model)
-    x = torch.randn(1, *net.graph.nodes[net.graph.graph["input"]]["shape"], generator=torch.Generator().manual_seed(4))
+    x = torch.randn(1, *ir.node(net.graph, ir.info(net.graph).input).shape, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         assert torch.equal(scripted(x), model(x))
 
@@ -444,7 +444,7 @@ def test_build_model_optimize_takes_the_training_state_dict(specs):
     net, weights = specs["mobilenet_v2"]
     model = nasdsl.build_model(net, optimize="cpu", weights=weights)
     assert type(model).__name__ == "MobileNetV2Inference" and not model.training
-    x = torch.randn(1, *net.graph.nodes[net.graph.graph["input"]]["shape"], generator=torch.Generator().manual_seed(5))
+    x = torch.randn(1, *ir.node(net.graph, ir.info(net.graph).input).shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         assert relative(model(x), training_model(net, weights)(x)) < 1e-5
 
@@ -455,7 +455,7 @@ def test_onnx_export_of_an_optimised_graph(specs):
     from nasdsl.backends.onnx import export_onnx_bytes
 
     net, weights = specs["googlenet_bn"]
-    shape = net.graph.nodes[net.graph.graph["input"]]["shape"]
+    shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = np.random.default_rng(6).standard_normal((1, *shape)).astype(np.float32)
     outputs = {}
     for target in (None, "cuda"):

@@ -16,8 +16,9 @@ import pytest
 import nasdsl
 from nasdsl import ir
 from nasdsl.passes.check import drop_unused, unused
+from nasdsl.passes.derive import FoldNorm, derive_weights
 from nasdsl.passes.exposure import expose
-from nasdsl.passes.fold import drop_identities, fold_batch_norm
+from nasdsl.passes.fold import drop_identities, fold_norms
 from nasdsl.passes.inplace import mark_inplace
 from nasdsl.passes.phases import inference_graph, training_graph
 from nasdsl.weights import initial_weights
@@ -32,9 +33,9 @@ def graph(tmp_path: Path, body: str, head: str = "") -> nx.DiGraph:
 
 
 def exposed(g: nx.DiGraph) -> tuple[str, ...]:
-    before = dict(g.graph)
-    out = expose(g).graph["exposed"]
-    assert "exposed" not in g.graph and dict(g.graph) == before  # the input is left alone
+    before = ir.info(g)
+    out = ir.info(expose(g)).exposed
+    assert ir.info(g).exposed is None and ir.info(g) == before  # the input is left alone
     return out
 
 
@@ -108,8 +109,8 @@ def test_a_switch_of_a_block_that_keeps_the_shape_is_exposed(tmp_path, value):
     g = graph(tmp_path, body, f"variables: {{extra: {value}}}\n")
     assert exposed(g) == ("extra",)
     if value == "false":  # the block is expanded all the same, out of the main graph
-        assert "bn" not in g and "bn" in g.graph["dormant"].graph
-        assert g.graph["model"].children[1].dormant
+        assert "bn" not in g and "bn" in ir.info(g).dormant.graph
+        assert ir.info(g).model.children[1].dormant
 
 
 NESTED_SWITCHES = {
@@ -176,12 +177,12 @@ def test_a_switch_whose_part_does_not_build_is_folded_and_says_why(tmp_path):
     body = "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  big: {op: max_pool, kernel: 20, when: extra}\n"
     g = graph(tmp_path, body, SWITCH_HEAD)
     assert exposed(g) == ()
-    assert "expected a kernel no larger than the input 8x8, got 20x20" in g.graph["dormant"].errors["extra"]
+    assert "expected a kernel no larger than the input 8x8, got 20x20" in ir.info(g).dormant.errors["extra"]
     broken = (
         "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  r: {op: relu, when: extra}\n  y: {ref: nowhere, when: extra}\n"
     )
     g = graph(tmp_path, broken, SWITCH_HEAD)
-    assert exposed(g) == () and "no node named 'nowhere'" in g.graph["dormant"].errors["extra"]
+    assert exposed(g) == () and "no node named 'nowhere'" in ir.info(g).dormant.errors["extra"]
 
 
 def test_a_switch_read_from_inside_is_folded(tmp_path):
@@ -206,7 +207,7 @@ def test_a_loss_weight_variable_is_folded(tmp_path):
 
 def test_reserved_names_are_never_exposed(tmp_path):
     g = graph(tmp_path, CLASSIFIER, "variables: {classes: 10, rate: 0.5}\n")
-    assert expose(g, reserved={"rate"}).graph["exposed"] == ("classes",)
+    assert ir.info(expose(g, reserved={"rate"})).exposed == ("classes",)
 
 
 # -- mark_inplace --------------------------------------------------------------------------------
@@ -214,10 +215,10 @@ def test_reserved_names_are_never_exposed(tmp_path):
 
 def inplace(g: nx.DiGraph, exposed_switches: tuple[str, ...] = ()) -> dict[str, bool]:
     h = g.copy()
-    h.graph["exposed"] = exposed_switches
+    ir.update_info(h, exposed=exposed_switches)
     marked = mark_inplace(h)
-    assert all("inplace" not in d for _, d in h.nodes(data=True))
-    return {n: d["inplace"] for n, d in marked.nodes(data=True) if "inplace" in d}
+    assert all(d.inplace is None for _, d in ir.nodes(h))
+    return {n: d.inplace for n, d in ir.nodes(marked) if d.inplace is not None}
 
 
 def test_an_activation_after_a_fresh_tensor_runs_in_place(tmp_path):
@@ -308,11 +309,11 @@ def test_inference_and_training_views(tmp_path):
     g = graph(tmp_path, PHASES)
     inf = inference_graph(g)
     assert set(inf) == {"x", "conv", "prob"} and ir.inputs(inf, "prob") == ["conv"]
-    assert [o.name for o in inf.graph["outputs"]] == ["y"]
+    assert [o.name for o in ir.info(inf).outputs] == ["y"]
     kept = inference_graph(g, keep_aux=True, keep_dropout=True)
     assert {"drop", "aux.2", "train_only"} <= set(kept)  # the training parts stay with the heads
     train = training_graph(g)
-    assert "prob" not in train and train.graph["outputs"][0].node == "train_only"
+    assert "prob" not in train and ir.info(train).outputs[0].node == "train_only"
     assert set(g) >= {"drop", "train_only", "prob", "aux.2"}  # the input is left alone
 
 
@@ -328,7 +329,7 @@ def test_drop_identities_and_unused(tmp_path):
     assert len(ir.inputs(drop_identities(twice), "cat")) == 2
 
 
-def test_fold_batch_norm_on_a_small_graph(tmp_path):
+def test_fold_norms_on_a_small_graph(tmp_path):
     body = """\
     model:
       conv: {op: conv2d, out: 4, kernel: 1, bias: false}
@@ -343,21 +344,21 @@ def test_fold_batch_norm_on_a_small_graph(tmp_path):
     g = graph(tmp_path, body)
     rng = np.random.default_rng(0)
     weights = {k: (rng.random(v.shape) + 0.5).astype(v.dtype) for k, v in initial_weights(g).items()}
-    g.graph["weights"] = weights
-    folded = fold_batch_norm(g)
+    folded = fold_norms(g)
     assert "bn" not in folded and "bn2" in folded  # conv2 is an output itself: bn2 stays
-    assert folded.nodes["conv"]["attrs"]["bias"] and not g.nodes["conv"]["attrs"]["bias"]
-    new = folded.graph["weights"]
+    assert ir.node(folded, "conv").attrs["bias"] and not ir.node(g, "conv").attrs["bias"]
+    assert ir.info(folded).derivation == (FoldNorm("conv", "bn", 1e-5),) and ir.info(g).derivation == ()
+    new = derive_weights(ir.info(folded).derivation, weights)
     scale = weights["bn.weight"] / np.sqrt(weights["bn.running_var"].astype(np.float64) + 1e-5)
     np.testing.assert_allclose(new["conv.weight"], weights["conv.weight"] * scale.reshape(-1, 1, 1, 1), rtol=1e-6)
     np.testing.assert_allclose(new["conv.bias"], weights["bn.bias"] - weights["bn.running_mean"] * scale, rtol=1e-6)
-    assert "bn.weight" not in new and g.graph["weights"] is weights and "bn.weight" in weights
+    assert "bn.weight" not in new and "bn.weight" in weights
 
 
 def test_shapes_of_the_dormant_part_come_from_the_main_graph(tmp_path):
     body = "model:\n  conv: {op: conv2d, out: 4, kernel: 3}\n  more: {op: conv2d, out: 5, kernel: 3, when: extra}\n"
     g = graph(tmp_path, body, SWITCH_HEAD)
-    d = g.graph["dormant"].graph
-    assert d.nodes["conv"]["op"] == "external" and d.nodes["conv"]["shape"] == (4, 6, 6)
-    assert d.nodes["more"]["shape"] == (5, 4, 4) and d.nodes["more"]["when"] == ("extra",)
-    assert g.graph["dormant"].errors == {}
+    d = ir.info(g).dormant.graph
+    assert ir.node(d, "conv").op == "external" and ir.node(d, "conv").shape == (4, 6, 6)
+    assert ir.node(d, "more").shape == (5, 4, 4) and ir.node(d, "more").when == ("extra",)
+    assert ir.info(g).dormant.errors == {}

@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nasdsl
+from nasdsl import ir
 from nasdsl.backends.pytorch import generate_source, load_source, prepare
 from nasdsl.errors import NasdslError
 
@@ -521,9 +522,9 @@ def test_inferred_shapes_are_pytorchs_and_onnx_agrees(tmp_path_factory, generate
     tmp_path = tmp_path_factory.mktemp("spec")
     compiled = _compile(tmp_path, text)
     g = compiled.graph
-    top = {t.name: t for t in g.graph["model"].children}
+    top = {t.name: t for t in ir.info(g).model.children}
     for name, expected in spec.shapes.items():
-        assert g.nodes[top[name].passed]["shape"] == expected, f"{name}: nasdsl and this generator disagree\n{text}"
+        assert ir.node(g, top[name].passed).shape == expected, f"{name}: nasdsl and this generator disagree\n{text}"
 
     source = generate_source(compiled)
     assert generated_problems(source) == [], text
@@ -532,10 +533,10 @@ def test_inferred_shapes_are_pytorchs_and_onnx_agrees(tmp_path_factory, generate
     with torch.no_grad():
         result = model(x)
     main = result if isinstance(result, torch.Tensor) else result[0]
-    assert tuple(main.shape) == (2, *g.nodes[g.graph["outputs"][0].node]["shape"]), text
+    assert tuple(main.shape) == (2, *ir.node(g, ir.info(g).outputs[0].node).shape), text
     for name, t in top.items():
         if name in seen and t.kind not in ("ref", "skip") and not t.dormant:
-            assert seen[name] == (2, *g.nodes[t.output]["shape"]), f"{name}: PyTorch disagrees\n{text}"
+            assert seen[name] == (2, *ir.node(g, t.output).shape), f"{name}: PyTorch disagrees\n{text}"
 
     from nasdsl.backends.verify import verify
 
@@ -558,11 +559,11 @@ def _every_switch_flipped_agrees(path: Path, compiled, source: str, text: str) -
     from nasdsl.backends.onnx import export_onnx
     from nasdsl.backends.verify import compare, run_onnx, torch_outputs
 
-    shape = compiled.graph.nodes[compiled.graph.graph["input"]]["shape"]
+    shape = ir.node(compiled.graph, ir.info(compiled.graph).input).shape
     x = torch.randn(VERIFY_BATCH, *shape, generator=torch.Generator().manual_seed(1))
 
-    variables = compiled.graph.graph["variables"]
-    for name in prepare(compiled).graph["exposed"]:
+    variables = ir.info(compiled.graph).variables
+    for name in ir.info(prepare(compiled)).exposed:
         if not isinstance(variables[name], bool):
             continue
         flipped = {name: not variables[name]}
@@ -570,7 +571,7 @@ def _every_switch_flipped_agrees(path: Path, compiled, source: str, text: str) -
         other = nasdsl.compile_spec(path, overrides=flipped)
         got = run_onnx(
             export_onnx(other, state_dict=model.state_dict(), batch=VERIFY_BATCH),
-            {other.graph.graph["input"]: x.numpy()},
+            {ir.info(other.graph).input: x.numpy()},
         )
         want = torch_outputs(model, x, list(got))
         assert set(want) == set(got), f"{name}={flipped[name]}: outputs differ\n{text}"
@@ -669,9 +670,9 @@ def test_hostile_names_give_a_working_model_or_a_located_refusal(tmp_path_factor
             out = model(x)
         first = out if isinstance(out, torch.Tensor) else out[0]
         assert torch.isfinite(first).all(), text
-    top = {t.name: t for t in compiled.graph.graph["model"].children}
+    top = {t.name: t for t in ir.info(compiled.graph).model.children}
     for entry, expected in shapes.items():
-        assert compiled.graph.nodes[top[entry].passed]["shape"] == expected, text
+        assert ir.node(compiled.graph, top[entry].passed).shape == expected, text
         if entry in seen and top[entry].kind not in ("ref", "skip") and not top[entry].dormant:
             assert seen[entry] == (VERIFY_BATCH, *expected), f"{entry}: PyTorch disagrees\n{text}"
     result = verify(compiled, batch=VERIFY_BATCH)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 
 import nasdsl
-from nasdsl import build_model
+from nasdsl import build_model, ir
 from nasdsl.backends.pytorch import generate_source, load_source, model_class
 
 from caffe import parameter_shapes
@@ -310,7 +310,7 @@ def test_every_spec_runs_forward_and_backward(spec):
     c, h, w = net.summary()["input"]
     out = model(torch.randn(2, c, h, w))
     main = out if isinstance(out, torch.Tensor) else out[0]
-    assert tuple(main.shape[1:]) == tuple(net.graph.nodes[net.graph.graph["outputs"][0].node]["shape"])
+    assert tuple(main.shape[1:]) == tuple(ir.node(net.graph, ir.info(net.graph).outputs[0].node).shape)
     loss = model.loss(out, torch.zeros(2, dtype=torch.long)) if main.dim() == 2 else main.float().mean()
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

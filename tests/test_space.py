@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nasdsl
-from nasdsl import document
+from nasdsl import document, ir
 from nasdsl import space as spaces
 from nasdsl.cli import main
 from nasdsl.document import to_yaml
@@ -125,15 +125,15 @@ def test_the_choice_points_of_a_document(family):
 def test_a_spec_with_choices_compiles_as_its_default_variant(tmp_path, family):
     path = _write(tmp_path, FAMILY)
     net = nasdsl.compile_spec(path)
-    assert net.graph.graph["variables"] == {"res": 32, "width": 8, "wide": 8, "deep": True, "head_p": 0.5, "k": 5}
-    assert net.graph.nodes["stem.conv"]["attrs"]["kernel"] == (5, 5)
-    assert net.graph.nodes["pool"]["attrs"]["kernel"] == (2, 2)
+    assert ir.info(net.graph).variables == {"res": 32, "width": 8, "wide": 8, "deep": True, "head_p": 0.5, "k": 5}
+    assert ir.node(net.graph, "stem.conv").attrs["kernel"] == (5, 5)
+    assert ir.node(net.graph, "pool").attrs["kernel"] == (2, 2)
     default = _full(family, family.default)
     assert figures(net.graph) == figures(default.graph)
     # --set on a choice replaces it by that value (any value, as when editing the file)
     other = nasdsl.compile_spec(path, ["width=12", "pool.kernel.0=1"])
-    assert other.graph.graph["variables"]["width"] == 12
-    assert other.graph.nodes["pool"]["attrs"]["kernel"] == (1, 2)
+    assert ir.info(other.graph).variables["width"] == 12
+    assert ir.node(other.graph, "pool").attrs["kernel"] == (1, 2)
 
 
 def test_a_plain_document_is_left_alone():

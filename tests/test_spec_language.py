@@ -33,11 +33,11 @@ def compile_text(folder: Path, text: str, overrides=()) -> nasdsl.Compiled:
 def nodes(net: nasdsl.Compiled) -> list[tuple[str, str, tuple[int, ...], list[str]]]:
     """(name, op, shape, inputs in order) of every node, in the graph's order."""
     g = net.graph
-    return [(n, d["op"], d["shape"], ir.inputs(g, n)) for n, d in g.nodes(data=True)]
+    return [(n, d.op, d.shape, ir.inputs(g, n)) for n, d in ir.nodes(g)]
 
 
 def shapes(net: nasdsl.Compiled) -> dict[str, tuple[int, ...]]:
-    return {n: d["shape"] for n, d in net.graph.nodes(data=True)}
+    return {n: d.shape for n, d in ir.nodes(net.graph)}
 
 
 # --------------------------------------------------------------------------- variables and expressions
@@ -62,14 +62,14 @@ def test_variables_and_arithmetic(tmp_path: Path) -> None:
     net = compile_text(tmp_path, EXPRESSIONS)
     # width = 16 * 2 + 8 = 40; pad = (3 - 1) // 2 = 1; out = 40 // 4 = 10, 16x16 kept by the padding;
     # the pool halves it; wide = 40 > 32, so mix has max(2, 40 - 38) = 2 filters
-    assert net.graph.graph["variables"] == {"base": 16, "width": 40, "kernel": 3, "pad": 1, "wide": True}
+    assert ir.info(net.graph).variables == {"base": 16, "width": 40, "kernel": 3, "pad": 1, "wide": True}
     assert nodes(net) == [
         ("x", "input", (3, 16, 16), []),
         ("conv", "conv2d", (10, 16, 16), ["x"]),
         ("pool", "max_pool", (10, 8, 8), ["conv"]),
         ("mix", "conv2d", (2, 8, 8), ["pool"]),
     ]
-    assert net.graph.nodes["conv"]["attrs"]["padding"] == (1, 1)
+    assert ir.node(net.graph, "conv").attrs["padding"] == (1, 1)
 
 
 def test_expressions_are_never_evaluated_by_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,7 +108,7 @@ def test_set_of_a_variable(tmp_path: Path) -> None:
 def test_set_of_a_template_argument() -> None:
     net = nasdsl.compile_spec(GOOGLENET, ["inception4a.c3x3=256"])
     s = shapes(net)
-    assert net.graph.nodes["inception4a.branch2.1.conv"]["attrs"]["out"] == 256
+    assert ir.node(net.graph, "inception4a.branch2.1.conv").attrs["out"] == 256
     # the concat joins 192 (1x1) + 256 (3x3) + 48 (5x5) + 64 (pool proj) channels
     assert s["inception4a"] == (192 + 256 + 48 + 64, 14, 14)
     # every branch of 4b reads that map
@@ -130,13 +130,13 @@ def test_set_of_an_op_attribute_and_a_section_path() -> None:
     s = shapes(net)
     assert s["fc"] == (10,) and s["aux1.fc2"] == (1000,)  # the heads keep num_classes
     # 14 -> ceil((14 - 2) / 2) + 1 = 7 with a 2x2 window as with the 3x3 one
-    assert net.graph.nodes["maxpool4"]["attrs"]["kernel"] == (2, 2) and s["maxpool4"] == (832, 7, 7)
-    assert net.graph.nodes["dropout"]["attrs"]["p"] == 0.5
+    assert ir.node(net.graph, "maxpool4").attrs["kernel"] == (2, 2) and s["maxpool4"] == (832, 7, 7)
+    assert ir.node(net.graph, "dropout").attrs["p"] == 0.5
 
 
 def test_set_of_a_variable_that_switches_outputs_off() -> None:
     net = nasdsl.compile_spec(GOOGLENET, {"aux_logits": False, "num_classes": 10})
-    assert [o.name for o in net.graph.graph["outputs"]] == ["logits"]
+    assert [o.name for o in ir.info(net.graph).outputs] == ["logits"]
     assert not [n for n in net.graph if n.startswith("aux")]
     assert shapes(net)["fc"] == (10,)
 
@@ -159,7 +159,7 @@ def test_named_and_list_sequences_name_the_nodes() -> None:
         "inception4a.branch4.1.conv",
         "inception4a.branch4.1.relu",
     ]
-    assert g.nodes["inception4a.branch4.0"]["op"] == "max_pool"
+    assert ir.node(g, "inception4a.branch4.0").op == "max_pool"
     # the concat reads the last node of each branch, in the order the branches are written
     assert ir.inputs(g, "inception4a") == [
         "inception4a.branch1.relu",
@@ -167,7 +167,7 @@ def test_named_and_list_sequences_name_the_nodes() -> None:
         "inception4a.branch3.1.relu",
         "inception4a.branch4.1.relu",
     ]
-    assert g.nodes["inception4a.branch2.1.conv"]["scope"] == ("Inception", "BasicConv2d")
+    assert ir.node(g, "inception4a.branch2.1.conv").scope == ("Inception", "BasicConv2d")
 
 
 REFS = """
@@ -239,11 +239,11 @@ def test_when_switches_a_block_on(tmp_path: Path) -> None:
     net = compile_text(tmp_path, REFS, ["use_bn=true"])
     assert ir.inputs(net.graph, "res.main.1") == ["res.main.0"]
     assert ir.inputs(net.graph, "res.main.2") == ["res.main.1"]
-    assert net.graph.nodes["res.main.1"]["op"] == "batch_norm"
+    assert ir.node(net.graph, "res.main.1").op == "batch_norm"
 
 
 def test_input_mean_and_std(tmp_path: Path) -> None:
-    attrs = compile_text(tmp_path, REFS).graph.nodes["x"]["attrs"]
+    attrs = ir.node(compile_text(tmp_path, REFS).graph, "x").attrs
     # one mean for every channel; one std per channel
     assert attrs == {"shape": (3, 16, 16), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.5, 1.0)}
 
@@ -279,12 +279,12 @@ def test_outputs_with_heads(tmp_path: Path) -> None:
     net = compile_text(tmp_path, HEADS)
     g = net.graph
     # conv 8 - 3 + 1 = 6: 6x6x6 = 216 features into the head
-    assert [(n, d["phase"]) for n, d in g.nodes(data=True) if n.startswith("aux")] == [
+    assert [(n, d.phase) for n, d in ir.nodes(g) if n.startswith("aux")] == [
         ("aux.flat", "train"),
         ("aux.fc", "train"),
     ]
     assert ir.inputs(g, "aux.flat") == ["conv"] and shapes(net)["aux.flat"] == (216,)
-    outputs = g.graph["outputs"]
+    outputs = ir.info(g).outputs
     assert [(o.name, o.node, o.loss_weight, o.training_only) for o in outputs] == [
         ("logits", "prob", 1.0, False),
         ("aux", "aux.fc", 0.25, True),
@@ -295,22 +295,22 @@ def test_outputs_with_heads(tmp_path: Path) -> None:
     assert [r["name"] for r in net.summary(with_aux=True)["rows"]][-1] == "aux"
     # switched off
     off = compile_text(tmp_path, HEADS, ["side=false"])
-    assert [o.name for o in off.graph.graph["outputs"]] == ["logits"]
+    assert [o.name for o in ir.info(off.graph).outputs] == ["logits"]
     assert "aux.fc" not in off.graph
 
 
 def test_phases(tmp_path: Path) -> None:
     g = compile_text(tmp_path, HEADS).graph
-    assert g.nodes["prob"]["phase"] == "eval"
+    assert ir.node(g, "prob").phase == "eval"
     # inference: no training-only head, no dropout, the softmax stays
     inf = inference_graph(g)
     assert list(inf) == ["x", "conv", "pool", "flat", "fc", "prob"]
     assert ir.inputs(inf, "fc") == ["flat"]
-    assert [o.name for o in inf.graph["outputs"]] == ["logits"]
+    assert [o.name for o in ir.info(inf).outputs] == ["logits"]
     # training: the softmax is bypassed, so the main output is the logits of fc
     train = training_graph(g)
     assert "prob" not in train and "drop" in train and "aux.fc" in train
-    assert [(o.name, o.node) for o in train.graph["outputs"]] == [("logits", "fc"), ("aux", "aux.fc")]
+    assert [(o.name, o.node) for o in ir.info(train).outputs] == [("logits", "fc"), ("aux", "aux.fc")]
 
 
 def test_a_train_phase_layer_on_the_main_path_is_bypassed_at_inference(tmp_path: Path) -> None:
@@ -331,7 +331,7 @@ def test_a_train_phase_layer_on_the_main_path_is_bypassed_at_inference(tmp_path:
     assert list(inf) == ["x", "conv", "prob"] and ir.inputs(inf, "conv") == ["x"]
     train = training_graph(g)
     assert list(train) == ["x", "norm", "conv"] and ir.inputs(train, "conv") == ["norm"]
-    assert [(o.name, o.node) for o in train.graph["outputs"]] == [("probs", "conv")]
+    assert [(o.name, o.node) for o in ir.info(train).outputs] == [("probs", "conv")]
 
 
 # --------------------------------------------------------------------------- extends
@@ -398,9 +398,9 @@ def test_extends_overrides_deletes_and_appends(tmp_path: Path) -> None:
         ("fc", "linear", (10,), ["flat"]),
         ("drop", "dropout", (10,), ["fc"]),
     ]
-    assert net.graph.nodes["a.conv"]["attrs"]["bias"] is False
+    assert ir.node(net.graph, "a.conv").attrs["bias"] is False
     # input: shape inherited, mean deleted
-    assert net.graph.nodes["x"]["attrs"] == {"shape": (3, 8, 8), "mean": None, "std": None}
+    assert ir.node(net.graph, "x").attrs == {"shape": (3, 8, 8), "mean": None, "std": None}
     assert net.spec.files == (str(tmp_path / "derived.yaml"), str(tmp_path / "base.yaml"))
 
 

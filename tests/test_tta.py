@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import yaml
 
 import nasdsl
-from nasdsl import tta
+from nasdsl import ir, tta
 from nasdsl.cli import main
 from nasdsl.evaluation import Evaluation, parse_evaluation
 from nasdsl.loader import load_text
@@ -217,7 +217,7 @@ def image_folder(tmp_path: Path) -> Path:
 
 def test_evaluate_reports_accuracy_and_speed(image_folder, capsys):
     spec, data = image_folder / "tiny.yaml", image_folder / "images"
-    assert nasdsl.compile_spec(spec).graph.graph["evaluation"].count == 10
+    assert ir.info(nasdsl.compile_spec(spec).graph).evaluation.count == 10
     argv = ["evaluate", str(spec), "--data", str(data), "--random-weights", "--workers", "0", "--batch-size", "4"]
     assert main(argv) == 0
     out, err = capsys.readouterr()
@@ -258,6 +258,6 @@ def test_evaluate_an_ensemble(image_folder, capsys):
 
 def test_the_ilsvrc_spec_asks_for_the_papers_crops():
     net = nasdsl.compile_spec(SPECS / "ensembles" / "ilsvrc2014.yaml")
-    ev = net.graph.graph["evaluation"]
+    ev = ir.info(net.graph).evaluation
     assert (list(ev.scales), ev.count, ev.average) == (FACTS["scales"], FACTS["crops_per_image"], FACTS["average"])
-    assert len(net.graph.graph["members"]) == FACTS["models"]
+    assert len(ir.info(net.graph).members) == FACTS["models"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from nasdsl import draw
+from nasdsl import draw, ir
 from nasdsl.errors import printable
 
 HELP = "draw the architecture as SVG, PNG, PDF, DOT or a self-contained HTML page (Graphviz)"
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace, net) -> int:
         if fmt == "dot":
             data = text.encode("utf-8")
         elif fmt == "html":
-            title = f"{net.graph.graph['name']} ({os.path.basename(args.spec)})"
+            title = f"{ir.info(net.graph).name} ({os.path.basename(args.spec)})"
             data = draw.to_html(draw.render(text, "svg"), title).encode("utf-8")
         else:
             data = draw.render(text, fmt)

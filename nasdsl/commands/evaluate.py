@@ -15,6 +15,8 @@ import shutil
 import sys
 import time
 
+from nasdsl import ir
+
 HELP = "top-1/top-5 accuracy and images/s on an image folder, with the spec's multi-crop evaluation"
 
 DESCRIPTION = (
@@ -90,7 +92,7 @@ def _convention(graph) -> tuple[float, bool]:
     graphs = [m.graph for m in members(graph)] if is_ensemble(graph) else [graph]
     kinds = set()
     for g in graphs:
-        mean = g.nodes[g.graph["input"]]["attrs"].get("mean")
+        mean = ir.node(g, ir.info(g).input).attrs.get("mean")
         kinds.add(mean is not None and max(mean) > 1)
     if len(kinds) > 1:
         from nasdsl.cli import UsageError
@@ -104,8 +106,8 @@ def _gives_probabilities(graph) -> bool:
     from nasdsl.ensemble_ir import is_ensemble
 
     if is_ensemble(graph):
-        return graph.graph["combine"] == "probabilities"
-    return graph.nodes[graph.graph["outputs"][0].node]["op"] == "softmax"
+        return ir.info(graph).combine == "probabilities"
+    return ir.node(graph, ir.info(graph).outputs[0].node).op == "softmax"
 
 
 def _state_dict(args: argparse.Namespace, net):
@@ -118,7 +120,7 @@ def _state_dict(args: argparse.Namespace, net):
     if args.random_weights:
         return initial_weights(net.graph)
     if isinstance(net, CompiledEnsemble):
-        bare = [m.name for m in net.graph.graph["members"] if m.weights is None]
+        bare = [m.name for m in ir.info(net.graph).members if m.weights is None]
         if bare:
             raise UsageError(
                 f"members without a weights file: {', '.join(bare)}; name one in the spec (weights:), pass "
@@ -147,8 +149,8 @@ def run(args: argparse.Namespace, net) -> int:
     except ImportError as e:
         raise UsageError(f"evaluate reads images with torchvision and Pillow: pip install torchvision ({e})") from None
     g = net.graph
-    shape = g.nodes[g.graph["input"]]["shape"]
-    ev = g.graph.get("evaluation") or DEFAULT.bind(shape)
+    shape = ir.node(g, ir.info(g).input).shape
+    ev = ir.info(g).evaluation or DEFAULT.bind(shape)
     if ev.average == "logits" and _gives_probabilities(g):
         raise UsageError("evaluation.average: logits, but the model gives probabilities (average probabilities)")
     wanted = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
@@ -162,7 +164,7 @@ def run(args: argparse.Namespace, net) -> int:
         data = tta.image_folder(args.data, ev, shape[0], scale, bgr)
     except (FileNotFoundError, RuntimeError) as e:
         raise UsageError(f"--data: {e}") from None
-    out_shape = g.nodes[g.graph["outputs"][0].node]["shape"]
+    out_shape = ir.node(g, ir.info(g).outputs[0].node).shape
     if len(out_shape) != 1 or len(data.classes) > out_shape[0]:
         raise UsageError(
             f"--data has {len(data.classes)} classes; the model gives {'x'.join(map(str, out_shape))} scores per image"

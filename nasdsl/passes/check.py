@@ -16,8 +16,10 @@ _NODE_NAME = re.compile(rf"{_PART}(?:\.{_PART})*")
 
 
 def _err(g: nx.DiGraph, node: str, message: str) -> GraphError:
-    data = g.nodes[node]
-    return GraphError(message, location=data.get("loc"), path=data.get("keypath", node))
+    record = g.nodes[node].get(ir.KEY)
+    if not isinstance(record, ir.Node):
+        return GraphError(message, path=node)
+    return GraphError(message, location=record.loc, path=record.keypath or node)
 
 
 def check(g: nx.DiGraph) -> nx.DiGraph:
@@ -31,7 +33,11 @@ def check(g: nx.DiGraph) -> nx.DiGraph:
     for node, data in g.nodes(data=True):
         if not _NODE_NAME.fullmatch(node):
             errors.append(_err(g, node, f"invalid node name '{node}'"))
-        op = data.get("op")
+        record = data.get(ir.KEY)
+        if not isinstance(record, ir.Node):
+            errors.append(_err(g, node, f"node {node} holds no record (an ir.Node under '{ir.KEY}')"))
+            continue
+        op = record.op
         if op == "input":
             if g.in_degree(node):
                 errors.append(_err(g, node, "the input node has inputs"))
@@ -47,10 +53,11 @@ def check(g: nx.DiGraph) -> nx.DiGraph:
         indices = sorted(d["index"] for d in sources.values())
         if indices != list(range(n)):
             errors.append(_err(g, node, f"input indices of {node} are {indices}, expected 0..{n - 1}"))
-    inp = g.graph.get("input")
+    info = ir.info(g)
+    inp = info.input
     if inp not in g:
         errors.append(GraphError(f"the input node '{inp}' is missing"))
-    outs = g.graph.get("outputs", ())
+    outs = info.outputs
     if not outs:
         errors.append(GraphError("the graph has no outputs"))
     for out in outs:
@@ -66,7 +73,7 @@ def check(g: nx.DiGraph) -> nx.DiGraph:
 def unused(g: nx.DiGraph) -> list[str]:
     """Nodes whose result reaches no output (dead code)."""
     live: set[str] = set()
-    for out in g.graph["outputs"]:
+    for out in ir.info(g).outputs:
         live.add(out.node)
         live |= nx.ancestors(g, out.node)
     return [n for n in ir.order(g) if n not in live]
@@ -74,6 +81,6 @@ def unused(g: nx.DiGraph) -> list[str]:
 
 def drop_unused(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` without the nodes that reach no output (the input stays)."""
-    g = g.copy()
-    g.remove_nodes_from([n for n in unused(g) if n != g.graph["input"]])
+    g = ir.copy(g)
+    g.remove_nodes_from([n for n in unused(g) if n != ir.info(g).input])
     return g

@@ -1,6 +1,6 @@
 """Which variables a generated class can take as constructor arguments.
 
-:func:`expose` is an analysis of the graph: it sets ``g.graph["exposed"]`` to
+:func:`expose` is an analysis of the graph: it sets the graph's ``exposed`` to
 the variables that can change when the class is built without changing the
 input size of any layer with weights, and whose every use the class can write
 as an expression of its arguments. Such a variable is a rate (``dropout``), a
@@ -39,7 +39,7 @@ from collections.abc import Iterable
 import networkx as nx
 
 from nasdsl import ir
-from nasdsl.expr import Sym
+from nasdsl.ir.sym import Sym
 from nasdsl.ops import OPS
 
 #: attribute roles whose value changes the output's leading dimension, or its spatial size
@@ -48,17 +48,18 @@ _SPATIAL_ROLES = ("window",)
 
 
 def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
-    """A copy of ``g`` with ``g.graph["exposed"]``: the exposable variables in spec
+    """A copy of ``g`` whose record's ``exposed`` holds the exposable variables in spec
     order. Names in ``reserved`` are never exposed (a backend's own names)."""
-    variables = g.graph["variables"]
+    info = ir.info(g)
+    variables = info.variables
     refused: set[str] = set(reserved)
     used: set[str] = set()
-    dormant = g.graph["dormant"]
+    dormant = info.dormant
     refused |= set(dormant.errors)
-    for names in g.graph["variable_deps"].values():
+    for names in info.variable_deps.values():
         refused |= names
-    refused |= g.graph.get("structural", frozenset())
-    refused |= set().union(*g.nodes[g.graph["input"]]["deps"].values())
+    refused |= info.structural
+    refused |= set().union(*ir.node(g, info.input).deps.values())
     refused |= {v for v, value in variables.items() if not isinstance(value, (bool, int, float))}
 
     starts: dict[str, list[tuple[nx.DiGraph, str, bool, bool]]] = {}
@@ -66,24 +67,24 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
     enclosing = _enclosing_uses(g)
     graphs = (g, dormant.graph)
     for graph in graphs:
-        for n, data in graph.nodes(data=True):
-            if data["op"] in ("input", "external"):
+        for n, data in ir.nodes(graph):
+            if data.op in ("input", "external"):
                 continue
-            opdef = OPS[data["op"]]
-            for attr, names in data["deps"].items():
+            opdef = OPS[data.op]
+            for attr, names in data.deps.items():
                 used |= names
-                expr = data["exprs"].get(attr)
+                expr = data.exprs.get(attr)
                 if expr is None:
                     refused |= names  # folded into the class: it could not follow a change
                     continue
-                if data["instance"] == "":
+                if data.instance == "":
                     refused |= names - _names(expr)
-                elif data["instance"] in uses:  # the class folds what no argument of its use carries
-                    use = uses[data["instance"]]
+                elif data.instance in uses:  # the class folds what no argument of its use carries
+                    use = uses[data.instance]
                     refused |= names.difference(*(a.deps for a in use.args if a.name in _names(expr)))
                 role = opdef.attr_index[attr].role
                 lead = role in _LEAD_ROLES and opdef.lead == "out"
-                spatial = role in _SPATIAL_ROLES and data["shape"] is not None and len(data["shape"]) == 3
+                spatial = role in _SPATIAL_ROLES and data.shape is not None and len(data.shape) == 3
                 if lead or spatial:
                     for v in names:
                         starts.setdefault(v, []).append((graph, n, lead, spatial))
@@ -96,7 +97,7 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
     # the blocks a class's forward guards one by one (the entries of the model and of a named
     # template body); a block nested in a module expression (an item of an nn.Sequential, a
     # branch of a merge) is built as its spec value says
-    bodies = [g.graph["model"]] + [
+    bodies = [info.model] + [
         b.children[0] for root in ir.roots(g) for b in ir.walk(root) if b.kind == "use" and b.children
     ]
     guarded = {id(c) for body in bodies if body.kind == "seq" and body.named for c in body.children} | heads
@@ -133,7 +134,7 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
 
     # a model entry that the same switch turns on and off with the output it feeds (Inception-v3's
     # AuxLogits): the output is there exactly when the class builds its source
-    entries = {c.path: c for c in g.graph["model"].children}
+    entries = {c.path: c for c in info.model.children}
     for o in outputs:
         used |= o.deps
         refused |= o.deps
@@ -157,8 +158,8 @@ def expose(g: nx.DiGraph, *, reserved: Iterable[str] = ()) -> nx.DiGraph:
 
     exposed = [v for v in variables if v in used and v not in refused]
     exposed = _substitutable(g, exposed, inner)
-    g = g.copy()
-    g.graph["exposed"] = tuple(exposed)
+    g = ir.copy(g)
+    ir.update_info(g, exposed=tuple(exposed))
     return g
 
 
@@ -208,8 +209,8 @@ def _lead_and_spatial(shape_in: tuple | None, shape_out: tuple | None) -> tuple[
 def _switch_is_harmless(g: nx.DiGraph, b: ir.Block, bridges: dict[str, str], outputs: list[ir.Output]) -> bool:
     """Whether turning block ``b`` off (if it is on) or on (if it is dormant) leaves
     every layer with weights outside it with the input size it has now."""
-    shape_in = ir.node(g, b.inputs[0])["shape"]
-    shape_out = ir.node(g, b.output)["shape"]
+    shape_in = ir.node(g, b.inputs[0]).shape
+    shape_out = ir.node(g, b.output).shape
     lead, spatial = _lead_and_spatial(shape_in, shape_out)
     if not b.dormant:
         members = {c.path for c in ir.walk(b) if c.path in g} - {b.output}
@@ -244,12 +245,12 @@ def _reaches_weights(
         if n in bridges:
             readers += [(g, c) for c in g.successors(bridges[n])]
         for where, c in readers:
-            data = where.nodes[c]
-            op = OPS[data["op"]]
+            data = ir.node(where, c)
+            op = OPS[data.op]
             if op.has_weights and lead:
                 return True
             out_lead = (op.lead in ("same", "sum", "slice") and lead) or (op.lead == "flatten" and (lead or spatial))
-            shape = data["shape"]
+            shape = data.shape
             out_spatial = spatial and op.spatial == "follow" and (shape is None or len(shape) == 3)
             if out_lead or out_spatial:
                 queue.append((where, c, out_lead, out_spatial))
@@ -259,7 +260,7 @@ def _reaches_weights(
 def _substitutable(g: nx.DiGraph, exposed: list[str], inner: frozenset[str]) -> list[str]:
     """Drop exposed variables that share an expression of the model with a folded
     variable whose value cannot be written into it (a float in an integer expression)."""
-    variables = g.graph["variables"]
+    variables = ir.info(g).variables
     changed = True
     while changed:
         changed = False
@@ -278,10 +279,10 @@ def _substitutable(g: nx.DiGraph, exposed: list[str], inner: frozenset[str]) -> 
 
 def _model_exprs(g: nx.DiGraph, inner: frozenset[str]) -> list[object]:
     found = []
-    for graph in (g, g.graph["dormant"].graph):
-        for _, data in graph.nodes(data=True):
-            if data.get("instance") == "" and data.get("exprs"):
-                found.extend(data["exprs"].values())
+    for graph in (g, ir.info(g).dormant.graph):
+        for _, data in ir.nodes(graph):
+            if data.instance == "" and data.exprs:
+                found.extend(data.exprs.values())
     for root in ir.roots(g):
         for b in ir.walk(root):
             if b.kind == "use" and b.path not in inner:

@@ -34,39 +34,29 @@ from nasdsl.errors import GraphError
 def flatten_tree(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
     """``g`` (a copy, unless ``copy=False``) with the flat tree described above."""
     if copy:
-        g = g.copy()
-    inp = g.graph["input"]
+        g = ir.copy(g)
+    info = ir.info(g)
+    inp = info.input
     children = []
     for n in ir.order(g):
         if n == inp:
             continue
-        data = g.nodes[n]
-        data.update(exprs={}, deps={}, when=(), scope=(), instance="")
+        data = ir.update_node(g, n, exprs=ir.EMPTY, deps=ir.EMPTY, when=(), scope=(), instance="", sym=None)
         children.append(
-            ir.Block(
-                "op",
-                n,
-                n,
-                data["keypath"],
-                data["loc"],
-                tuple(ir.inputs(g, n)),
-                n,
-                op=data["op"],
-                phase=data["phase"],
-            )
+            ir.Block("op", n, n, data.keypath, data.loc, tuple(ir.inputs(g, n)), n, op=data.op, phase=data.phase)
         )
-    root = g.graph["model"]
-    outputs = tuple(dataclasses.replace(o, head=None, source=o.node) for o in g.graph["outputs"])
+    root = info.model
+    outputs = tuple(dataclasses.replace(o, head=None, source=o.node) for o in info.outputs)
     last = children[-1].output if children else inp
-    g.graph.update(
+    ir.update_info(
+        g,
         model=ir.Block("seq", "", "", root.keypath, root.loc, (inp,), last, tuple(children)),
-        templates={},
+        templates=ir.EMPTY,
         outputs=outputs,
         dormant=ir.Dormant(),
         flat=True,
+        exposed=() if info.exposed is not None else None,
     )
-    if "exposed" in g.graph:
-        g.graph["exposed"] = ()
     return g
 
 
@@ -78,24 +68,25 @@ def reorder(g: nx.DiGraph, position: dict[str, float]) -> nx.DiGraph:
     nodes = list(nx.lexicographical_topological_sort(g, key=lambda n: (position[n], n)))
     out = nx.DiGraph()
     out.graph.update(g.graph)
-    out.add_nodes_from((n, g.nodes[n]) for n in nodes)
+    out.add_nodes_from((n, dict(g.nodes[n])) for n in nodes)
     out.add_edges_from(g.edges(data=True))
     return out
 
 
 def check_flat(g: nx.DiGraph) -> None:
     """Raise a :class:`GraphError` where a flat tree and the nodes disagree."""
-    inp = g.graph["input"]
-    blocks = {b.path: b for b in g.graph["model"].children}
+    info = ir.info(g)
+    inp = info.input
+    blocks = {b.path: b for b in info.model.children}
     nodes = [n for n in ir.order(g) if n != inp]
-    if set(blocks) != set(nodes) or len(blocks) != len(g.graph["model"].children):
+    if set(blocks) != set(nodes) or len(blocks) != len(info.model.children):
         extra, missing = sorted(set(blocks) - set(nodes)), sorted(set(nodes) - set(blocks))
         raise GraphError(f"the flat tree does not list the nodes: extra blocks {extra}, nodes without one {missing}")
     for n in nodes:
         b = blocks[n]
-        if b.kind != "op" or b.op != g.nodes[n]["op"] or b.inputs != tuple(ir.inputs(g, n)) or b.children:
+        if b.kind != "op" or b.op != ir.node(g, n).op or b.inputs != tuple(ir.inputs(g, n)) or b.children:
             raise GraphError(f"the flat tree's block {n} does not describe node {n}")
-    if g.graph["templates"] or any(o.head is not None for o in g.graph["outputs"]):
+    if info.templates or any(o.head is not None for o in info.outputs):
         raise GraphError("a flat graph has templates or output heads")
 
 

@@ -1,34 +1,34 @@
-"""Inference-time simplifications for backends that run a fixed set of weights.
+"""Inference-time simplifications: identities dropped, BatchNorm folded into the layer before it.
 
 - :func:`drop_identities` removes ``identity`` nodes, wiring their consumers
   (and any output that reads them) to their input.
-- :func:`fold_batch_norm` folds a ``batch_norm`` into the ``conv2d`` before it
-  when that convolution feeds the BatchNorm alone, rewriting the convolution's
-  weight and bias.
+- :func:`fold_norms` folds each ``batch_norm`` whose input is a ``conv2d``, or
+  a ``linear`` over flat features, that nothing else reads and that is no
+  output, into that layer: the layer keeps its name, gains a bias, and reads
+  as before; the BatchNorm node disappears and its readers (and any output)
+  read the layer. A chain ``conv2d``, ``batch_norm``, ``batch_norm`` folds both,
+  one after the other. This is the one place where BatchNorm is folded: the
+  ONNX export and every inference build use it.
 
-Weights travel with the graph: ``g.graph["weights"]`` maps parameter names to
-``numpy`` arrays, keyed as the generated PyTorch model's ``state_dict`` is
-(``<node>.weight``, ``<node>.bias``, ``<node>.running_mean``, ...). Both passes
-copy the graph and the mapping and leave their arguments as they were, unless
-told ``copy=False``: then the graph is rewritten in place (for a caller that
-made its own copy already; arrays are never written).
+Folding preserves the function the graph computes at inference (BatchNorm in
+eval mode is the per-channel affine map ``(x - mean) / sqrt(var + eps) * gamma
++ beta``, which composes with the layer's own affine map), every other node,
+every output's name and shape, and the state_dict names of the layers. It
+does not preserve training behaviour (batch statistics are gone): run it on
+an inference graph only. Weights are not read: the fold is recorded as a
+:class:`~nasdsl.passes.derive.FoldNorm` step in the graph's ``derivation``
+(:func:`nasdsl.passes.derive.derive_weights` replays it on a state_dict).
+
+Both passes leave their argument unchanged.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 import networkx as nx
 
 from nasdsl import ir
-
-if TYPE_CHECKING:  # imported where weights are folded: checking a spec never needs numpy
-    import numpy as np
-
-#: BatchNorm parameters, in the order PyTorch and ONNX list them
-BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
+from nasdsl.passes.derive import FoldNorm, given_of, record
+from nasdsl.passes.flatten import flatten_tree
 
 
 def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
@@ -36,80 +36,40 @@ def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
     nodes (except one a consumer needs to read the same value twice, see
     :func:`nasdsl.ir.bypass`)."""
     if copy:
-        g = g.copy()
-    for node in [n for n in ir.order(g) if g.nodes[n]["op"] == "identity"]:
+        g = ir.copy(g)
+    for node in [n for n in ir.order(g) if ir.node(g, n).op == "identity"]:
         ir.bypass(g, node)
     return g
 
 
-def foldable(g: nx.DiGraph, bn: str) -> bool:
-    """Whether the BatchNorm ``bn`` can be folded into its input: a
-    convolution whose only reader is ``bn`` and which is no output itself."""
-    (src,) = ir.inputs(g, bn)
-    if g.nodes[src]["op"] != "conv2d" or g.out_degree(src) != 1:
+def norm_foldable(g: nx.DiGraph, norm: str) -> bool:
+    """Whether the BatchNorm ``norm`` can be folded into its input: a ``conv2d``, or a
+    ``linear`` over flat features, read by ``norm`` alone and no output itself."""
+    (src,) = ir.inputs(g, norm)
+    layer = ir.node(g, src)
+    if layer.op == "linear":
+        if layer.attrs.get("dim", "features") != "features":
+            return False
+    elif layer.op != "conv2d":
         return False
-    return all(o.node != src for o in g.graph["outputs"])
+    if g.out_degree(src) != 1:
+        return False
+    return all(o.node != src for o in ir.info(g).outputs)
 
 
-def scale_rows(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``weight`` with each output channel (first axis) multiplied by ``scale``.
-
-    Where torch is already imported its kernels do the product (the same
-    correctly rounded products, several times faster on tens of megabytes);
-    numpy does it otherwise, so that exporting never has to import torch."""
-    import numpy as np
-
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "from_numpy"):
-        rows = torch.from_numpy(np.ascontiguousarray(scale)).reshape(-1, *[1] * (weight.ndim - 1))
-        return torch.mul(torch.from_numpy(np.ascontiguousarray(weight)), rows).numpy()
-    return weight * scale.reshape(-1, *[1] * (weight.ndim - 1))
-
-
-def fold_batch_norm(
-    g: nx.DiGraph,
-    *,
-    scale: Callable[[np.ndarray, np.ndarray], np.ndarray] = scale_rows,
-    copy: bool = True,
-) -> nx.DiGraph:
-    """Fold every foldable BatchNorm into the convolution before it.
-
-    With ``s = gamma / sqrt(running_var + eps)`` per output channel the
-    convolution's weight becomes ``W * s`` and its bias ``(b - running_mean) * s
-    + beta`` (``b = 0`` without a bias); the convolution gains a bias and keeps
-    its name, the BatchNorm node and its parameters disappear. The arithmetic
-    is done in float64 (the weight's product in its own dtype) and stored in the
-    weight's dtype. BatchNorms that do not follow such a convolution are left
-    as they are. The weights are ``g.graph["weights"]``; the result holds the
-    folded ones.
-
-    ``scale(weight, s)`` does the one large product (see :func:`scale_rows`).
-    With ``copy=False`` the graph ``g`` is rewritten and returned.
-    """
-    import numpy as np
-
-    if copy:
-        g = g.copy()
-    out = dict(g.graph["weights"])
-    for bn in [n for n in ir.order(g) if g.nodes[n]["op"] == "batch_norm"]:
-        if not foldable(g, bn):
+def fold_norms(g: nx.DiGraph) -> nx.DiGraph:
+    """A copy of ``g`` with every foldable BatchNorm folded (see the module docstring)."""
+    g = ir.copy(g)
+    for norm in [n for n in ir.order(g) if ir.node(g, n).op == "batch_norm"]:
+        if not norm_foldable(g, norm):
             continue
-        (conv,) = ir.inputs(g, bn)
-        gamma, beta, mean, var = (np.asarray(out.pop(f"{bn}.{p}"), dtype=np.float64) for p in BN_PARAMS)
-        out.pop(f"{bn}.num_batches_tracked", None)
-        factor = gamma / np.sqrt(var + g.nodes[bn]["attrs"]["eps"])
-        weight = np.asarray(out[f"{conv}.weight"])
-        bias = out.get(f"{conv}.bias")
-        bias = np.zeros_like(mean) if bias is None else np.asarray(bias, dtype=np.float64)
-        # one rounding of the scale, one of the product: no float64 copy of the weight
-        out[f"{conv}.weight"] = scale(weight, factor.astype(weight.dtype))
-        out[f"{conv}.bias"] = ((bias - mean) * factor + beta).astype(weight.dtype)
-        data = g.nodes[conv]
-        data["attrs"] = {**data["attrs"], "bias": True}
-        data["shape"] = g.nodes[bn]["shape"]
-        ir.bypass(g, bn)
-    g.graph["weights"] = out
-    return g
+        (layer,) = ir.inputs(g, norm)
+        data = ir.node(g, layer)
+        attrs = data.attrs.replace(bias=True)
+        ir.update_node(g, layer, attrs=attrs, given=given_of(data.op, attrs))
+        record(g, FoldNorm(layer, norm, ir.node(g, norm).attrs["eps"]))
+        ir.bypass(g, norm)  # the layer is read by norm alone: this always removes it
+    return flatten_tree(g, copy=False)
 
 
-__all__ = ["drop_identities", "fold_batch_norm", "foldable", "scale_rows"]
+__all__ = ["drop_identities", "fold_norms", "norm_foldable"]

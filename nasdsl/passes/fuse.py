@@ -30,6 +30,8 @@ left unchanged.
 
 from __future__ import annotations
 
+import dataclasses
+
 import networkx as nx
 
 from nasdsl import ir
@@ -42,15 +44,15 @@ WINDOW = ("kernel", "stride", "padding", "dilation")
 
 def sibling_groups(g: nx.DiGraph) -> list[list[str]]:
     """The sets of convolutions :func:`fuse_siblings` fuses, each in graph order."""
-    outputs = {o.node for o in g.graph["outputs"]}
+    outputs = {o.node for o in ir.info(g).outputs}
     groups: list[list[str]] = []
     for src in ir.order(g):
         by_window: dict[tuple, list[str]] = {}
         for c in g.successors(src):
-            data = g.nodes[c]
-            if data["op"] != "conv2d" or data["attrs"]["groups"] != 1 or c in outputs:
+            data = ir.node(g, c)
+            if data.op != "conv2d" or data.attrs["groups"] != 1 or c in outputs:
                 continue
-            by_window.setdefault(tuple(data["attrs"][k] for k in WINDOW), []).append(c)
+            by_window.setdefault(tuple(data.attrs[k] for k in WINDOW), []).append(c)
         rank = None
         for convs in by_window.values():
             if len(convs) > 1:
@@ -84,31 +86,35 @@ def _split_name(g: nx.DiGraph, conv: str) -> str:
 
 def fuse_siblings(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with every set of sibling convolutions fused (see the module docstring)."""
-    g = g.copy()
-    g.graph["derivation"] = g.graph.get("derivation", ())
+    g = ir.copy(g)
     position = {n: float(i) for i, n in enumerate(ir.order(g))}
     for convs in sibling_groups(g):
         (src,) = ir.inputs(g, convs[0])
-        first = g.nodes[convs[0]]
+        first = ir.node(g, convs[0])
         prefix = _prefix(convs)
         fused = _unique(g, f"{prefix}.fused" if prefix else "fused")
-        total = sum(g.nodes[c]["attrs"]["out"] for c in convs)
-        attrs = {**first["attrs"], "out": total, "bias": any(g.nodes[c]["attrs"]["bias"] for c in convs)}
-        shape = (total, *first["shape"][1:])
-        g.add_node(fused, **{**first, "attrs": attrs, "given": given_of("conv2d", attrs), "shape": shape})
-        g.add_edge(src, fused, index=0)
+        total = sum(ir.node(g, c).attrs["out"] for c in convs)
+        attrs = first.attrs.replace(out=total, bias=any(ir.node(g, c).attrs["bias"] for c in convs))
+        out_type = ir.TensorType((total, *first.shape[1:]), first.type.axes)
+        ir.add_node(
+            g,
+            fused,
+            dataclasses.replace(first, attrs=attrs, given=given_of("conv2d", attrs), type=out_type, sym=None),
+            (src,),
+        )
         position[fused] = position[convs[0]] - 0.5
         start = 0
         for c in convs:
-            data = g.nodes[c]
-            stop = start + data["attrs"]["out"]
+            data = ir.node(g, c)
+            stop = start + data.attrs["out"]
             split = _split_name(g, c)
-            slice_attrs = {"start": start, "stop": stop}
-            g.add_node(
+            slice_attrs = ir.frozen({"start": start, "stop": stop})
+            ir.add_node(
+                g,
                 split,
-                **{**data, "op": "slice", "attrs": slice_attrs, "given": given_of("slice", slice_attrs)},
+                dataclasses.replace(data, op="slice", attrs=slice_attrs, given=given_of("slice", slice_attrs)),
+                (fused,),
             )
-            g.add_edge(fused, split, index=0)
             position[split] = position[c]
             for reader in list(g.successors(c)):
                 g.add_edge(split, reader, index=g.edges[c, reader]["index"])

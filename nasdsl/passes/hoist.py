@@ -23,6 +23,8 @@ argument is left unchanged. No weights are involved.
 
 from __future__ import annotations
 
+import dataclasses
+
 import networkx as nx
 
 from nasdsl import ir
@@ -35,7 +37,7 @@ ELEMENTWISE = frozenset({"relu", "relu6", "sigmoid", "tanh", "silu", "gelu", "ha
 def _hoistable(g: nx.DiGraph, node: str, outputs: set[str]) -> list[str] | None:
     """The activations after ``node``'s slices, when the rewrite applies; else None."""
     slices = list(g.successors(node))
-    if len(slices) < 2 or node in outputs or any(g.nodes[s]["op"] != "slice" or s in outputs for s in slices):
+    if len(slices) < 2 or node in outputs or any(ir.node(g, s).op != "slice" or s in outputs for s in slices):
         return None
     acts = []
     for s in slices:
@@ -43,7 +45,7 @@ def _hoistable(g: nx.DiGraph, node: str, outputs: set[str]) -> list[str] | None:
         if len(readers) != 1:
             return None
         acts.append(readers[0])
-    kinds = {(g.nodes[a]["op"], tuple(sorted(g.nodes[a]["attrs"].items()))) for a in acts}
+    kinds = {(ir.node(g, a).op, tuple(sorted(ir.node(g, a).attrs.items()))) for a in acts}
     if len(kinds) != 1 or next(iter(kinds))[0] not in ELEMENTWISE or outputs & set(acts):
         return None
     return acts
@@ -51,20 +53,20 @@ def _hoistable(g: nx.DiGraph, node: str, outputs: set[str]) -> list[str] | None:
 
 def hoist_activations(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with activations hoisted above channel splits (see the module docstring)."""
-    g = g.copy()
-    outputs = {o.node for o in g.graph["outputs"]}
+    g = ir.copy(g)
+    outputs = {o.node for o in ir.info(g).outputs}
     position = {n: float(i) for i, n in enumerate(ir.order(g))}
     for node in list(position):
         acts = _hoistable(g, node, outputs) if node in g else None
         if acts is None:
             continue
-        first = g.nodes[acts[0]]
-        name = f"{node}.{first['op']}"
+        first = ir.node(g, acts[0])
+        name = f"{node}.{first.op}"
         i = 0
         while name in g:
             i += 1
-            name = f"{node}.{first['op']}_{i}"
-        g.add_node(name, **{**first, "shape": g.nodes[node]["shape"]})
+            name = f"{node}.{first.op}_{i}"
+        ir.add_node(g, name, dataclasses.replace(first, type=ir.node(g, node).type, sym=None))
         position[name] = position[node] + 0.5
         slices = list(g.successors(node))
         for s in slices:

@@ -34,9 +34,9 @@ from nasdsl.ops import OPS
 def mark_inplace(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with ``inplace`` set on the nodes of in-place-capable ops
     (main and dormant graphs). Reads ``g.graph["exposed"]`` (missing: none)."""
-    g = g.copy()
-    exposed = frozenset(g.graph.get("exposed", ()))
-    dormant = g.graph["dormant"]
+    g = ir.copy(g)
+    exposed = frozenset(ir.info(g).exposed or ())
+    dormant = ir.info(g).dormant
     outputs = {o.node for o in ir.all_outputs(g)}
     guarded_inputs = set()  # nodes a dormant block of an exposed switch reads
     for root in ir.roots(g):
@@ -45,23 +45,24 @@ def mark_inplace(g: nx.DiGraph) -> nx.DiGraph:
                 guarded_inputs.add(b.inputs[0])
     _mark(g, exposed, outputs, guarded_inputs)
     if len(dormant.graph):
-        d = dormant.graph.copy()
+        d = ir.copy(dormant.graph)
         _mark(d, exposed, outputs, guarded_inputs)
-        g.graph["dormant"] = ir.Dormant(d, dormant.outputs, dormant.errors)
+        ir.update_info(g, dormant=ir.Dormant(d, dormant.outputs, dormant.errors))
     return g
 
 
 def _mark(g: nx.DiGraph, exposed: frozenset[str], outputs: set[str], guarded_inputs: set[str]) -> None:
-    for n, data in g.nodes(data=True):
-        op = OPS.get(data["op"])
+    for n, data in list(ir.nodes(g)):
+        op = OPS.get(data.op)
         if op is not None and op.in_place:
             (src,) = ir.inputs(g, n)
-            data["inplace"] = _can_inplace(g, n, src, exposed, outputs, guarded_inputs)
+            ir.update_node(g, n, inplace=_can_inplace(g, n, src, exposed, outputs, guarded_inputs))
         elif op is not None and op.accumulates:
             sources = ir.inputs(g, n)
-            data["inplace"] = len(sources) == 2 and _can_inplace(
+            ok = len(sources) == 2 and _can_inplace(
                 g, n, sources[0], exposed, outputs, guarded_inputs, lambda made: made.fresh
             )
+            ir.update_node(g, n, inplace=ok)
 
 
 def _can_inplace(
@@ -76,18 +77,18 @@ def _can_inplace(
     """Whether ``node`` may overwrite its input ``src``: every value on the way back to the op
     that made the tensor is read by ``node`` alone and is no output, and ``fresh(made)`` holds
     for that op."""
-    data = g.nodes[node]
-    phase = data["phase"]
-    mine = set(data["when"]) & exposed
+    data = ir.node(g, node)
+    phase = data.phase
+    mine = set(data.when) & exposed
     while True:
-        here = g.nodes[src]
-        if here["op"] in ("input", "external") or src in guarded_inputs:
+        here = ir.node(g, src)
+        if here.op in ("input", "external") or src in guarded_inputs:
             return False
         if g.out_degree(src) != 1 or src in outputs:
             return False
-        switchable = not (set(here["when"]) & exposed) <= mine  # may be off while the activation runs
-        op = OPS[here["op"]]
-        passes_through = here["phase"] != phase or op.inference_identity or switchable
+        switchable = not (set(here.when) & exposed) <= mine  # may be off while the activation runs
+        op = OPS[here.op]
+        passes_through = here.phase != phase or op.inference_identity or switchable
         if not passes_through:
             return fresh(op)
         sources = ir.inputs(g, src)

@@ -16,8 +16,7 @@ name                   pass
 ``training``           :func:`nasdsl.passes.phases.training_graph`
 ``drop_identities``    :func:`nasdsl.passes.fold.drop_identities`
 ``drop_unused``        :func:`nasdsl.passes.check.drop_unused`
-``fold_batch_norm``    :func:`nasdsl.passes.fold.fold_batch_norm` (needs weights)
-``fold_norms``         :func:`nasdsl.passes.fold_norms.fold_norms` (records a weight derivation)
+``fold_norms``         :func:`nasdsl.passes.fold.fold_norms` (records a weight derivation)
 ``fuse_siblings``      :func:`nasdsl.passes.fuse.fuse_siblings` (records a weight derivation)
 ``hoist_activations``  :func:`nasdsl.passes.hoist.hoist_activations`
 ``flatten``            :func:`nasdsl.passes.flatten.flatten_tree`
@@ -41,8 +40,7 @@ from nasdsl.ops import OPS
 from nasdsl.passes.check import check, drop_unused
 from nasdsl.passes.exposure import expose
 from nasdsl.passes.flatten import check_flat, flatten_tree
-from nasdsl.passes.fold import drop_identities, fold_batch_norm
-from nasdsl.passes.fold_norms import fold_norms
+from nasdsl.passes.fold import drop_identities, fold_norms
 from nasdsl.passes.fuse import fuse_siblings
 from nasdsl.passes.hoist import hoist_activations
 from nasdsl.passes.inplace import mark_inplace
@@ -58,7 +56,6 @@ PASSES: dict[str, Pass] = {
     "training": training_graph,
     "drop_identities": drop_identities,
     "drop_unused": drop_unused,
-    "fold_batch_norm": fold_batch_norm,
     "fold_norms": fold_norms,
     "fuse_siblings": fuse_siblings,
     "hoist_activations": hoist_activations,
@@ -76,17 +73,17 @@ def verify_graph(g: nx.DiGraph) -> None:
     block tree and outputs naming nodes that exist. Raises on the first breach."""
     check(g)
     for n in ir.order(g):
-        data = g.nodes[n]
-        if data["op"] == "input":
+        data = ir.node(g, n)
+        if data.op == "input":
             continue
-        shapes = [g.nodes[i]["shape"] for i in ir.inputs(g, n)]
-        expected = tuple(OPS[data["op"]].infer(shapes, data["attrs"]))
-        if data["shape"] != expected:
-            raise PassError(f"node {n} has shape {data['shape']}, its op's rule gives {expected}")
-    for o in g.graph["outputs"]:
+        expected = OPS[data.op].infer_type(ir.input_types(g, n), data.attrs)
+        if data.type != expected:
+            raise PassError(f"node {n} has type {data.type}, its op's rule gives {expected}")
+    info = ir.info(g)
+    for o in info.outputs:
         if o.node not in g:
             raise PassError(f"output {o.name} reads {o.node}, which is not in the graph")
-    if g.graph.get("flat"):
+    if info.flat:
         check_flat(g)
 
 

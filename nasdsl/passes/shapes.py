@@ -1,8 +1,6 @@
-"""Shape inference: the output shape of every node, or every error found."""
+"""Shape inference: the output type of every node, or every error found."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import networkx as nx
 
@@ -12,68 +10,70 @@ from nasdsl.ops import OPS
 
 
 def infer_shapes(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
-    """Return a copy of ``g`` (``g`` itself with ``copy=False``) with ``shape`` set on every node.
+    """Return a copy of ``g`` (``g`` itself with ``copy=False``) with ``type`` set on every node.
 
     Errors name the node and its place in the spec; nodes downstream of an
     error are skipped, so each error is reported once. The dormant part (see
-    :class:`nasdsl.ir.Dormant`) is shaped too, from the main graph's shapes;
+    :class:`nasdsl.ir.Dormant`) is shaped too, from the main graph's types;
     a problem there is no error of the spec as it stands: it is recorded
     against the switch that turns that part on, which then stays folded.
     """
     if copy:
-        g = g.copy()
+        g = ir.copy(g)
     errors = _infer(g)
     if errors:
         raise ErrorList(errors) if len(errors) > 1 else errors[0]
-    dormant = g.graph.get("dormant")
-    if dormant is not None and len(dormant.graph):
-        d = dormant.graph.copy()
-        for n, data in d.nodes(data=True):
-            if data["op"] == "external":
-                data["shape"] = g.nodes[n]["shape"]
+    info = ir.info(g)
+    dormant = info.dormant
+    if len(dormant.graph):
+        d = ir.copy(dormant.graph)
+        for n, record in list(ir.nodes(d)):
+            if record.op == "external":
+                ir.set_node(d, n, ir.Node("external", type=ir.node(g, n).type))
         problems = dict(dormant.errors)
         for e, node in _infer(d, with_nodes=True):
-            for switch in d.nodes[node]["when"]:
-                if not g.graph["variables"].get(switch):
+            for switch in ir.node(d, node).when:
+                if not info.variables.get(switch):
                     problems.setdefault(switch, e.format())
-        g.graph["dormant"] = dataclasses.replace(dormant, graph=d, errors=problems)
+        ir.update_info(g, dormant=ir.Dormant(d, dormant.outputs, ir.frozen(problems)))
     return g
 
 
 def _infer(g: nx.DiGraph, *, with_nodes: bool = False) -> list:
     errors: list = []
-    for node in ir.order(g):
-        data = g.nodes[node]
-        if data["op"] in ("input", "external"):
+    for name in ir.order(g):
+        record = ir.node(g, name)
+        if record.op in ("input", "external"):
             continue
-        sources = ir.inputs(g, node)
-        shapes = [g.nodes[i]["shape"] for i in sources]
-        if any(s is None for s in shapes):
-            data["shape"] = None
+        sources = ir.inputs(g, name)
+        types = [ir.node(g, i).type for i in sources]
+        if any(t is None for t in types):
+            ir.update_node(g, name, type=None)
             continue
         try:
-            data["shape"] = tuple(OPS[data["op"]].infer(shapes, data["attrs"]))
+            out = OPS[record.op].infer_type(types, record.attrs)
         except ShapeError as e:
             message = e.message
             if len(sources) > 1:
                 message += f" (from {', '.join(sources)})"
-            if data.get("scope"):  # inside a template: its text is shared by all its uses
-                message += f" (in node {node})"
-            error: NasdslError = ShapeError(message, location=data["loc"], path=data["keypath"])
-            errors.append((error, node) if with_nodes else error)
-            data["shape"] = None
+            if record.scope:  # inside a template: its text is shared by all its uses
+                message += f" (in node {name})"
+            error: NasdslError = ShapeError(message, location=record.loc, path=record.keypath)
+            errors.append((error, name) if with_nodes else error)
+            out = None
+        ir.update_node(g, name, type=out)
     return errors
 
 
-def params(g: nx.DiGraph, node: str) -> int:
-    data = g.nodes[node]
-    if data["op"] == "input":
+def params(g: nx.DiGraph, name: str) -> int:
+    record = ir.node(g, name)
+    if record.op == "input":
         return 0
-    return OPS[data["op"]].params([g.nodes[i]["shape"] for i in ir.inputs(g, node)], data["attrs"])
+    return OPS[record.op].params(ir.input_shapes(g, name), record.attrs)
 
 
-def macs(g: nx.DiGraph, node: str) -> int:
-    data = g.nodes[node]
-    if data["op"] == "input":
+def macs(g: nx.DiGraph, name: str) -> int:
+    record = ir.node(g, name)
+    if record.op == "input":
         return 0
-    return OPS[data["op"]].macs([g.nodes[i]["shape"] for i in ir.inputs(g, node)], data["attrs"], data["shape"])
+    return OPS[record.op].macs(ir.input_shapes(g, name), record.attrs, record.shape)

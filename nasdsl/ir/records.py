@@ -1,0 +1,293 @@
+"""The IR's records: every node, block, template, output and the graph itself, as frozen dataclasses.
+
+A graph is a ``networkx.DiGraph``; each node holds one :class:`Node` under the
+key :data:`KEY` and the graph one :class:`GraphInfo` under the same key. Records
+never change: a pass that changes a node stores a new record
+(``dataclasses.replace``) in its own copy of the graph. Their mappings are
+:class:`~nasdsl.ir.types.FrozenDict` and their sequences tuples, so nothing
+inside a record can change either. ``docs/ir.md`` documents every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from nasdsl.errors import Location
+from nasdsl.ir.types import EMPTY, FrozenDict, TensorType
+
+#: the key of a node's record in its networkx attributes, and of the graph's record in ``g.graph``
+KEY = "ir"
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a template use.
+
+    ``value`` is what it evaluated to; ``expr`` the same as an expression of the
+    enclosing class's parameters (a :class:`~nasdsl.expr.Sym`, a number, a bool,
+    a string or a tuple of those), or ``None`` where it cannot be written as one
+    (the class then folds ``value``); ``given`` tells whether the use wrote it
+    (else it is the parameter's default); ``deps`` are the model variables it
+    depends on.
+    """
+
+    name: str
+    value: object
+    expr: object
+    given: bool
+    deps: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class When:
+    """A block's condition: its ``value`` here, the condition as an expression
+    of the enclosing class's parameters (``expr``: a ``Sym`` name or a bool; None
+    for anything else), ``switch``: the model variable it stands for when it
+    is one boolean variable (passed down through template arguments), else
+    None, and ``deps``: the model variables it depends on."""
+
+    value: bool
+    expr: object
+    switch: str | None
+    deps: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """How a ``repeat`` block made its children: the ``index`` name, the ``count`` of
+    repetitions, and the ``names`` pattern (``denselayer{i + 1}``; None: named 0, 1, ...)."""
+
+    index: str
+    count: int
+    names: str | None = None
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of the spec, expanded: the unit a generated class holds as an attribute.
+
+    ``kind`` is ``op`` (one node, named ``path``), ``seq`` (children in order),
+    ``merge`` (children on the same input joined by the node ``path`` with op
+    ``op``), ``use`` (a template use: one child, the template's body, at the same
+    path), ``ref`` (reads the block at ``target``; None: the body's input) or
+    ``skip`` (switched off by a condition that is folded: passes its input
+    through, has no nodes). A ``seq`` a ``repeat`` made has ``repeat`` set.
+
+    A block whose ``when.value`` is False is *dormant*: switched off by the
+    switch ``when.switch``; its nodes are in ``g.graph["dormant"].graph``.
+
+    ``inputs`` are the nodes it reads, ``output`` the node that carries its
+    result when it runs (in the dormant graph for a dormant block; its input
+    for a ``skip``), and :attr:`passed` the node that what follows it reads.
+    """
+
+    kind: str
+    name: str
+    path: str
+    keypath: str
+    loc: Location | None
+    inputs: tuple[str, ...]
+    output: str
+    children: tuple[Block, ...] = ()
+    named: bool = False
+    op: str | None = None
+    template: str | None = None
+    args: tuple[Arg, ...] = ()
+    when: When | None = None
+    phase: str = "both"
+    target: str | None = None
+    repeat: Repeat | None = None
+
+    @property
+    def dormant(self) -> bool:
+        return self.when is not None and not self.when.value and self.kind != "skip"
+
+    @property
+    def passed(self) -> str:
+        """The node the block hands on: its output, or its input while it is switched off."""
+        return self.inputs[0] if self.dormant else self.output
+
+    def arg(self, name: str) -> Arg:
+        return next(a for a in self.args if a.name == name)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A template parameter. ``default`` is its default evaluated with the
+    variables (None if it has none, or if the default uses other parameters);
+    ``default_expr`` the default as an expression of the parameters before it
+    (None where it has none or it cannot be written as one)."""
+
+    name: str
+    required: bool
+    default: object = None
+    default_expr: object = None
+    loc: Location | None = None
+
+
+@dataclass(frozen=True)
+class Template:
+    """A spec template: what a generated class is made from. ``instances`` are the
+    paths of its uses (live and dormant), in the order they finished expanding."""
+
+    name: str
+    doc: str
+    params: tuple[Param, ...]
+    loc: Location | None
+    keypath: str
+    instances: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InitRule:
+    """How to initialise one parameter: a scheme and its arguments (numbers, or words for
+    the kaiming schemes' ``mode`` and ``nonlinearity``). ``g.graph["init"]`` holds the rules
+    of every layer of an op, a node's ``init`` the rules of its own (which come first)."""
+
+    scheme: str
+    args: tuple[tuple[str, float | str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Output:
+    """A model output.
+
+    ``node`` is the node it reads (the last node of its head, if it has one);
+    ``source`` the path of the block its ``from`` names; ``head`` the head's
+    block tree or None; ``when`` the switch variable that turns it on and off
+    (None: it is always there); ``position`` its index among all the spec's
+    outputs (dormant ones included).
+    """
+
+    name: str
+    node: str
+    loss_weight: float
+    training_only: bool
+    when: str | None = None
+    source: str = ""
+    head: Block | None = None
+    position: int = 0
+    loc: Location | None = None
+    keypath: str = ""
+    deps: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, eq=False)
+class Dormant:
+    """The parts that a switch turns off with the spec's values, expanded anyway
+    so that a generated class can build them when asked: ``graph`` holds their
+    nodes (nodes of the main graph they read are present as ``external`` stubs),
+    ``outputs`` the outputs switched off, ``errors`` the first problem of each
+    switch whose dormant part does not build or does not fit (such a switch is
+    not offered as a constructor argument)."""
+
+    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    outputs: tuple[Output, ...] = ()
+    errors: Mapping[str, str] = EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One op of the graph.
+
+    ``op`` names its entry in :data:`nasdsl.ops.OPS` (or is ``input``, or ``external`` for a
+    stub in the dormant graph); ``attrs`` its attributes, checked, defaults filled in;
+    ``type`` its output's :class:`TensorType` (None until shapes are inferred); ``sym`` the
+    same shape as the node's class writes it, each size an int or a
+    :class:`~nasdsl.ir.sym.Sym` of the class's parameters (None until shapes are inferred);
+    ``given`` the attributes the spec wrote; ``exprs`` each given attribute as an expression
+    of the class's parameters, where it can be one; ``deps`` the model variables each
+    attribute depends on; ``loc``, ``keypath`` where the spec writes it; ``phase`` when it
+    runs (``both``, ``train``, ``eval``); ``when`` the switches guarding it; ``scope`` the
+    templates being expanded, outermost first; ``instance`` the innermost template use
+    (``""`` in the model); ``init`` its own :class:`InitRule` per parameter; ``inplace`` the
+    in-place analysis' answer (None: not analysed, or not an op that could).
+    """
+
+    op: str
+    attrs: FrozenDict = EMPTY
+    type: TensorType | None = None
+    given: tuple[str, ...] = ()
+    exprs: FrozenDict = EMPTY
+    deps: FrozenDict = EMPTY
+    loc: Location | None = None
+    keypath: str = ""
+    phase: str = "both"
+    when: tuple[str, ...] = ()
+    scope: tuple[str, ...] = ()
+    instance: str = ""
+    init: FrozenDict = EMPTY
+    inplace: bool | None = None
+    sym: tuple | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The output's shape without the batch dimension, or None before shapes are inferred."""
+        return None if self.type is None else self.type.shape
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """What a graph holds besides its nodes (``g.graph[KEY]``).
+
+    ``name`` (a class name), ``doc``, ``file`` (the spec's path as given), ``sha256`` (of the
+    merged, overridden spec document), ``name_loc`` (where the model is written), ``input``
+    (the input node), ``input_doc``, ``outputs`` (the outputs that exist with the spec's
+    values, main first), ``variables`` (evaluated, after overrides), ``variable_locs``,
+    ``variable_deps`` (the variables each variable's definition uses), ``structural`` (the
+    variables that decide how many blocks there are), ``model`` (the block tree),
+    ``templates`` (name to :class:`Template`), ``init`` (op to parameter to
+    :class:`InitRule`), ``dormant`` (:class:`Dormant`), ``evaluation`` (the spec's evaluation
+    section, bound to the input, or None).
+
+    Set by passes: ``exposed`` (the variables a generated class takes; None until the
+    analysis ran), ``derivation`` (how a rewritten graph's weights come from the original's),
+    ``optimized`` and ``pipeline`` (the target and passes of an inference build) and
+    ``facts`` (the properties the passes that ran guarantee; see ``nasdsl.passes.pipeline``).
+    """
+
+    name: str
+    input: str
+    outputs: tuple[Output, ...]
+    model: Block
+    doc: str = ""
+    file: str = ""
+    sha256: str = ""
+    name_loc: Location | None = None
+    input_doc: str = ""
+    variables: FrozenDict = EMPTY
+    variable_locs: FrozenDict = EMPTY
+    variable_deps: FrozenDict = EMPTY
+    structural: frozenset[str] = frozenset()
+    templates: FrozenDict = EMPTY
+    init: FrozenDict = EMPTY
+    dormant: Dormant = field(default_factory=Dormant)
+    evaluation: object | None = None
+    exposed: tuple[str, ...] | None = None
+    derivation: tuple = ()
+    optimized: str | None = None
+    pipeline: tuple[str, ...] = ()
+    facts: frozenset[str] = frozenset()
+    flat: bool = False
+    #: an ensemble's members (``nasdsl.ensemble_ir.Member``), in the spec's order; () for a model
+    members: tuple = ()
+    combine: str | None = None
+
+
+__all__ = [
+    "KEY",
+    "Arg",
+    "Block",
+    "Dormant",
+    "GraphInfo",
+    "InitRule",
+    "Node",
+    "Output",
+    "Param",
+    "Repeat",
+    "Template",
+    "When",
+]
