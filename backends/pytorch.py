@@ -37,430 +37,26 @@ import networkx as nx
 from nasdsl import __version__, ir
 from nasdsl.ensemble_ir import is_ensemble
 from nasdsl.errors import CodegenError
-from nasdsl.expr import Sym
-from nasdsl.ops import INIT_PARAMS, OPS, lowering, lowering_of
+from nasdsl.ir.sym import Sym
+from nasdsl.ops import INIT_PARAMS, OPS
 from nasdsl.passes.pipeline import run_pipeline
 
 from .names import BUILTINS, IMPORTED, METHOD_LOCALS, Namespace, check_attribute
 from .pyformat import Call, docstring, docstring_with_args, layout, layout_or_none, literal, safe_text, wrap
 from .pyloops import loop_lines
+from .pytorch_ops import HELPER_CLASSES, ClassContext, check_lowering, lowering_for, names_in, render
 
 #: The passes this backend runs before it writes (see nasdsl/passes/pipeline.py).
 PIPELINE = ("expose", "inplace")
 
 
 # ---------------------------------------------------------------------------
-# Lowerings: one per op, registered in the op's registry entry
-
-
-@dataclass(frozen=True)
-class TorchLowering:
-    """How an op becomes PyTorch.
-
-    ``module(ctx, node, lead)`` returns the ``nn.X(...)`` call of an op node and
-    the leading dimension of its output; ``classes`` are the module classes it
-    makes (``reset_parameters`` applies the spec's ``init`` to them). A merge
-    has no module: ``join(terms)`` is the expression combining its branches'
-    values in a ``forward``, and ``helper`` the ``nn.ModuleDict`` subclass
-    that holds unnamed branches (name, docstring, and the lines of its
-    ``forward`` that combine the list ``results`` of the branches' outputs).
-    """
-
-    module: Callable[[_Ctx, str, object], tuple[Call, object]] | None = None
-    classes: tuple[str, ...] = ()
-    join: Callable[[list[str]], str | Call] | None = None
-    helper: tuple[str, str, tuple[str, ...]] | None = None
-    #: classes of :data:`HELPER_CLASSES` that ``module`` uses (the file defines them)
-    defines: tuple[str, ...] = ()
-    #: a parameter of the enclosing module rather than a child module: ``parameter(ctx, node, lead)``
-    #: returns the expression that makes it and how forward applies it to ``x`` (``"x * {}"``)
-    parameter: Callable[[_Ctx, str, object], tuple[str, str]] | None = None
-    #: a merge of two values that the in-place analysis lets overwrite the first:
-    #: ``join_into(first, second)`` (``"bn3.add_(downsample)"``, torchvision's ``out += identity``)
-    join_into: Callable[[str, str], str] | None = None
-
-
-#: Classes a generated file defines for ops torch.nn has no module for (written only when used).
-#: ``{name}`` is the class's name in the file.
-HELPER_CLASSES: dict[str, tuple[str, ...]] = {
-    "Slice": (
-        "class {name}(nn.Module):",
-        '    """The channels from start up to stop (None: to the end)."""',
-        "",
-        "    def __init__(self, start: int, stop: int | None = None) -> None:",
-        "        super().__init__()",
-        "        self.start = start",
-        "        self.stop = stop",
-        "",
-        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-        "        return x[:, self.start : self.stop]",
-    ),
-    "Permute": (
-        "class {name}(nn.Module):",
-        '    """Reorders the axes after the batch: (1, 2, 0) makes (N, C, H, W) channels-last."""',
-        "",
-        "    def __init__(self, dims: tuple[int, ...]) -> None:",
-        "        super().__init__()",
-        "        self.dims = [0] + [d + 1 for d in dims]",
-        "",
-        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-        "        return x.permute(self.dims)",
-    ),
-    "LayerNorm2d": (
-        "class {name}(nn.LayerNorm):",
-        '    """LayerNorm over the channels of an (N, C, H, W) map."""',
-        "",
-        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-        "        x = x.permute(0, 2, 3, 1)",
-        "        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)",
-        "        return x.permute(0, 3, 1, 2)",
-    ),
-    "StochasticDepth": (
-        "class {name}(nn.Module):",
-        '    """Drops whole samples ("row") or the whole batch with probability p in training; an',
-        '    identity at inference (Huang et al. 2016)."""',
-        "",
-        "    def __init__(self, p: float, mode: str) -> None:",
-        "        super().__init__()",
-        "        self.p = p",
-        "        self.mode = mode",
-        "",
-        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-        "        if not self.training or self.p == 0.0:",
-        "            return x",
-        "        survival = 1.0 - self.p",
-        "        size = [1] * x.dim()",
-        '        if self.mode == "row":',
-        "            size[0] = x.shape[0]",
-        "        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)",
-        "        if survival > 0.0:",
-        "            noise = noise / survival",
-        "        return x * noise",
-    ),
-}
-
-
-RENAME = {"out": "out_channels"}
-
-
-def _kw(ctx: _Ctx, node: str, *keys: str) -> list[str]:
-    given = ir.node(ctx.g, node).given
-    return [f"{RENAME.get(k, k)}={_render(_attr(ctx, node, k))}" for k in keys if k in given]
-
-
-def _conv(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    out = _attr(ctx, node, "out")
-    args = [_render(lead), _render(out), _render(_attr(ctx, node, "kernel"))]
-    args += _kw(ctx, node, "stride", "padding", "dilation", "groups", "bias")
-    return Call("nn.Conv2d", tuple(args)), out
-
-
-def _linear(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    out = _attr(ctx, node, "out")
-    return Call("nn.Linear", (_render(lead), _render(out), *_kw(ctx, node, "bias"))), out
-
-
-def _batch_norm(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    g = ir.graph_of(ctx.g, node)
-    (src,) = ir.inputs(g, node)
-    cls = "nn.BatchNorm2d" if len(ir.node(g, src).shape) == 3 else "nn.BatchNorm1d"
-    # a value folded from a variable that is PyTorch's default too (EfficientNet's bn_eps at B0) is
-    # left out, as a hand-written model leaves it; the op's defaults are nn.BatchNorm2d's
-    index = OPS["batch_norm"].attr_index
-    keys = [
-        k
-        for k in ("eps", "momentum")
-        if isinstance(_attr(ctx, node, k), Sym) or _attr(ctx, node, k) != index[k].default
-    ]
-    return Call(cls, (_render(lead), *_kw(ctx, node, *keys))), lead
-
-
-def _pool(cls: str, extra: tuple[str, ...] = ()) -> Callable[[_Ctx, str, object], tuple[Call, object]]:
-    def module(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-        kernel = _render(_attr(ctx, node, "kernel"))
-        return Call(cls, (kernel, *_kw(ctx, node, "stride", "padding", "ceil_mode", *extra))), lead
-
-    return module
-
-
-def _fixed(cls: str, *args: str) -> Callable[[_Ctx, str, object], tuple[Call, object]]:
-    return lambda ctx, node, lead: (Call(cls, args), lead)
-
-
-def _activation(cls: str) -> Callable[[_Ctx, str, object], tuple[Call, object]]:
-    def module(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-        data = ir.node(ctx.g, node)
-        if data.op == "gelu" and "approximate" in data.given:
-            return Call(cls, (f"approximate={_render(_attr(ctx, node, 'approximate'))}",)), lead
-        inplace = OPS[data.op].in_place and ctx.inplace(node)
-        return Call(cls, ("inplace=True",) if inplace else ()), lead
-
-    return module
-
-
-def _flatten(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    g = ir.graph_of(ctx.g, node)
-    (src,) = ir.inputs(g, node)
-    for d in ir.node(g, src).shape[1:]:
-        lead = lead * d
-    return Call("nn.Flatten", ()), lead
-
-
-def _adaptive(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    return Call("nn.AdaptiveAvgPool2d", (_render(_attr(ctx, node, "size")),)), lead
-
-
-def _lrn(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    return Call(
-        "nn.LocalResponseNorm", (_render(_attr(ctx, node, "size")), *_kw(ctx, node, "alpha", "beta", "k"))
-    ), lead
-
-
-def _dropout(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    return Call("nn.Dropout", (f"p={_render(_attr(ctx, node, 'p'))}",)), lead
-
-
-lowering("pytorch", "conv2d")(TorchLowering(_conv, ("nn.Conv2d",)))
-lowering("pytorch", "linear")(TorchLowering(_linear, ("nn.Linear",)))
-lowering("pytorch", "batch_norm")(TorchLowering(_batch_norm, ("nn.BatchNorm2d", "nn.BatchNorm1d")))
-lowering("pytorch", "max_pool")(TorchLowering(_pool("nn.MaxPool2d")))
-lowering("pytorch", "avg_pool")(TorchLowering(_pool("nn.AvgPool2d", ("count_include_pad",))))
-lowering("pytorch", "adaptive_avg_pool")(TorchLowering(_adaptive))
-lowering("pytorch", "global_avg_pool")(TorchLowering(_fixed("nn.AdaptiveAvgPool2d", "1")))
-lowering("pytorch", "lrn")(TorchLowering(_lrn))
-lowering("pytorch", "dropout")(TorchLowering(_dropout))
-lowering("pytorch", "flatten")(TorchLowering(_flatten))
-lowering("pytorch", "softmax")(TorchLowering(_fixed("nn.Softmax", "dim=1")))
-lowering("pytorch", "identity")(TorchLowering(_fixed("nn.Identity")))
-for _op, _cls in (
-    ("relu", "nn.ReLU"),
-    ("relu6", "nn.ReLU6"),
-    ("sigmoid", "nn.Sigmoid"),
-    ("tanh", "nn.Tanh"),
-    ("silu", "nn.SiLU"),
-    ("gelu", "nn.GELU"),
-):
-    lowering("pytorch", _op)(TorchLowering(_activation(_cls)))
-lowering("pytorch", "concat")(
-    TorchLowering(
-        join=lambda terms: Call("torch.cat", (Call("", tuple(terms), "[", "]"), "1")),
-        helper=(
-            "Concat",
-            "Runs every branch on the same input and joins the results on channels",
-            ("return torch.cat(results, 1)",),
-        ),
-    )
-)
-lowering("pytorch", "add")(
-    TorchLowering(
-        join=lambda terms: " + ".join(terms),
-        join_into=lambda first, second: f"{first}.add_({second})",
-        helper=(
-            "Add",
-            "Runs every branch on the same input and sums the results",
-            ("total = results[0]", "for result in results[1:]:", "    total = total + result", "return total"),
-        ),
-    )
-)
-lowering("pytorch", "mul")(
-    TorchLowering(
-        join=lambda terms: " * ".join(terms),
-        helper=(
-            "Mul",
-            "Runs every branch on the same input and multiplies the results (they broadcast)",
-            ("total = results[0]", "for result in results[1:]:", "    total = total * result", "return total"),
-        ),
-    )
-)
-lowering("pytorch", "mean")(
-    TorchLowering(
-        join=lambda terms: f"({' + '.join(terms)}) / {len(terms)}",
-        helper=(
-            "Mean",
-            "Runs every branch on the same input and averages the results",
-            (
-                "total = results[0]",
-                "for result in results[1:]:",
-                "    total = total + result",
-                "return total / len(results)",
-            ),
-        ),
-    )
-)
-
-
-def _helper(ctx: _Ctx, name: str) -> str:
-    return ctx.classes[f"helper:{name}"]
-
-
-def _slice(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    start, stop = _attr(ctx, node, "start"), _attr(ctx, node, "stop")
-    args = (_render(start), *((_render(stop),) if stop is not None else ()))
-    return Call(_helper(ctx, "Slice"), args), (lead if stop is None else stop) - start
-
-
-def _permute(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    return Call(_helper(ctx, "Permute"), (_render(tuple(ir.node(ctx.g, node).attrs["dims"])),)), lead
-
-
-def _layer_norm(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    g = ir.graph_of(ctx.g, node)
-    (src,) = ir.inputs(g, node)
-    data = ir.node(g, node)
-    on_map = data.attrs["dim"] == "channels" and len(ir.node(g, src).shape) == 3
-    cls = _helper(ctx, "LayerNorm2d") if on_map else "nn.LayerNorm"
-    return Call(cls, (_render(lead), *_kw(ctx, node, "eps"))), lead
-
-
-def _stochastic_depth(ctx: _Ctx, node: str, lead: object) -> tuple[Call, object]:
-    p, mode = _attr(ctx, node, "p"), _attr(ctx, node, "mode")
-    return Call(_helper(ctx, "StochasticDepth"), (_render(p), _render(mode))), lead
-
-
-def _layer_scale(ctx: _Ctx, node: str, lead: object) -> tuple[str, str]:
-    g = ir.graph_of(ctx.g, node)
-    (src,) = ir.inputs(g, node)
-    shape = f"({_render(lead)}, 1, 1)" if len(ir.node(g, src).shape) == 3 else f"({_render(lead)},)"
-    return f"nn.Parameter(torch.full({shape}, {_render(_attr(ctx, node, 'init'))}))", "x * {}"
-
-
-lowering("pytorch", "slice")(TorchLowering(_slice, defines=("Slice",)))
-lowering("pytorch", "permute")(TorchLowering(_permute, defines=("Permute",)))
-lowering("pytorch", "layer_norm")(TorchLowering(_layer_norm, ("nn.LayerNorm",), defines=("LayerNorm2d",)))
-lowering("pytorch", "stochastic_depth")(TorchLowering(_stochastic_depth, defines=("StochasticDepth",)))
-lowering("pytorch", "layer_scale")(TorchLowering(parameter=_layer_scale))
-lowering("pytorch", "channel_shuffle")(
-    TorchLowering(lambda ctx, node, lead: (Call("nn.ChannelShuffle", (_render(_attr(ctx, node, "groups")),)), lead))
-)
-for _op, _cls in (("hardswish", "nn.Hardswish"), ("hardsigmoid", "nn.Hardsigmoid")):
-    lowering("pytorch", _op)(TorchLowering(_activation(_cls)))
-
-
-def _lowering(ctx: _Ctx, node: str) -> TorchLowering:
-    data = ir.node(ctx.g, node)
-    return lowering_of("pytorch", data.op, node, data)  # type: ignore[return-value]
-
-
-def _merge_lowering(ctx: _Ctx, b: ir.Block) -> TorchLowering:
-    low = _lowering(ctx, b.output)
-    if low.join is None:
-        raise CodegenError(
-            f"the PyTorch backend cannot lower op '{b.op}' as a merge (node {b.path})", location=b.loc, path=b.keypath
-        )
-    return low
-
-
-def _joined(ctx: _Ctx, b: ir.Block, terms: list[str]) -> str | Call:
-    """The expression of merge ``b`` over its branches' values ``terms``: into the first
-    value where the in-place analysis allows it (a local made for this merge alone)."""
-    low = _merge_lowering(ctx, b)
-    if low.join_into is not None and len(terms) == 2 and terms[0].isidentifier() and ctx.inplace(b.output):
-        return low.join_into(*terms)
-    return low.join(terms)
-
-
-# ---------------------------------------------------------------------------
-# Values as a class sees them
-
-
-@dataclass
-class _Ctx:
-    """Where a class is being generated: the graph, and whose arguments its expressions name."""
-
-    g: nx.DiGraph
-    template: str | None  # None for the model class
-    exposed: frozenset[str]
-    #: whether an activation node may be in-place (a template's answer holds for all its uses)
-    inplace: Callable[[str], bool]
-    #: the class's arguments as its code names them (a spec name that would shadow something is renamed)
-    arguments: dict[str, str] = field(default_factory=dict)
-    #: class names of the templates and the merge helpers
-    classes: dict[str, str] = field(default_factory=dict)
-    #: keyword names of each template class's parameters
-    keywords: dict[str, dict[str, str]] = field(default_factory=dict)
-    #: merge ops whose helper class the code uses, and "helper:Name" for HELPER_CLASSES
-    used_helpers: set[str] = field(default_factory=set)
-    #: leading dimension of each top-level entry produced so far, by path (for references)
-    leads: dict[str, object] = field(default_factory=dict)
-    #: paths of blocks to write as switched off (to compare a template's uses, see template_class)
-    off: frozenset[str] = frozenset()
-
-    def value(self, expr: object, concrete: object) -> object:
-        """An expression of the IR as this class writes it: a template class writes its
-        parameters' names; the model writes exposed variables' names and folds the others."""
-        if expr is None:
-            return concrete
-        names = _names(expr)
-        if self.template is None:
-            if not names & self.exposed:
-                return concrete
-            variables = ir.info(self.g).variables
-            fold: dict[str, object] = {n: variables[n] for n in names - self.exposed}
-        else:
-            fold = {}
-        fold.update({n: Sym.name(self.arguments[n]) for n in names if self.arguments.get(n, n) != n})
-        if not fold:
-            return expr
-        if isinstance(expr, Sym):
-            return expr.substitute(fold)
-        if isinstance(expr, tuple):
-            return tuple(x.substitute(fold) if isinstance(x, Sym) else x for x in expr)
-        return expr
-
-
-def _names(expr: object) -> frozenset[str]:
-    if isinstance(expr, Sym):
-        return expr.names
-    if isinstance(expr, tuple):
-        return frozenset().union(*(_names(x) for x in expr))
-    return frozenset()
-
-
-def _render(v: object) -> str:
-    if isinstance(v, Sym):
-        return v.render()
-    if isinstance(v, list):
-        return literal(tuple(v)) if all(not isinstance(x, Sym) for x in v) else "(" + ", ".join(map(_render, v)) + ")"
-    if isinstance(v, tuple) and any(isinstance(x, Sym) for x in v):
-        return "(" + ", ".join(map(_render, v)) + ")"
-    return literal(v)
-
-
-def _square(v: object) -> object:
-    if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1] and not isinstance(v[0], Sym):
-        return v[0]
-    return v
-
-
-def _attr(ctx: _Ctx, node: str, key: str) -> object:
-    """An op attribute: the spec's expression if it wrote one, else the default."""
-    data = ir.node(ctx.g, node)
-    concrete = data.attrs[key]
-    if key in data.given and key in data.exprs:
-        v = ctx.value(data.exprs[key], None)
-        if v is not None:
-            if isinstance(v, list):
-                v = tuple(v)
-            if v == "valid":
-                v = (0, 0)
-            if isinstance(concrete, float) and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)  # a float attribute written as an integer stays a float (TorchScript's types)
-            return _square(v) if not isinstance(v, Sym) else v
-    return _square(concrete)
-
-
-def _arg(ctx: _Ctx, a: ir.Arg) -> object:
-    return ctx.value(a.expr, a.value)
-
-
-# ---------------------------------------------------------------------------
 # Module expressions
 
 
-def _op_module(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
-    """``nn.X(...)`` for an op block and the leading dimension of its output."""
-    low = _lowering(ctx, b.output)
-    ctx.used_helpers.update(f"helper:{d}" for d in low.defines)
+def _op_module(ctx: ClassContext, b: ir.Block) -> Call:
+    """``nn.X(...)`` for an op block (an item of a module expression)."""
+    low = lowering_for(ctx, b.output)
     if low.parameter is not None:
         raise CodegenError(
             f"op '{b.op}' is a parameter of its module: it can be an entry of a model or a template body, "
@@ -468,29 +64,43 @@ def _op_module(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
             location=b.loc,
             path=b.keypath,
         )
-    if low.module is None:
-        data = ir.node(ctx.g, b.output)
+    check_lowering(ctx, b.output, low)
+    if low.apply != "{m}(x)":
         raise CodegenError(
-            f"the PyTorch backend cannot lower op '{data['op']}' as a module (node {b.output})",
-            location=data.loc,
-            path=data.keypath,
+            f"op '{b.op}' is called with more than its input: it can be an entry of a model or a named "
+            "template body, not a part of a nested sequence or branch",
+            location=b.loc,
+            path=b.keypath,
         )
-    return low.module(ctx, b.output, lead)
+    return low.module(ctx, b.output)
 
 
-def _template_call(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
-    """``Template(in_channels, args...)`` and the leading dimension it returns:
-    required parameters positional, defaulted ones by keyword when given."""
-    tmpl = ir.info(ctx.g).templates[b.template]
-    args = [_render(lead)]
+def _template_call(ctx: ClassContext, b: ir.Block) -> Call:
+    """``Template(in_channels, args...)``: the input's size first (from the IR's symbolic shapes),
+    then required parameters positional, defaulted ones by keyword when given."""
+    info = ir.info(ctx.g)
+    tmpl = info.templates[b.template]
+    args = [render(_input_size(ctx, b))]
     keyword_only = _keyword_only(tmpl)
     for k, (p, a) in enumerate(zip(tmpl.params, b.args, strict=True)):
         if not a.given and _has_default(p):
             continue
-        text = _render(_arg(ctx, a))
+        text = render(_arg(ctx, a))
         positional = not _has_default(p) and k < keyword_only
         args.append(text if positional else f"{ctx.keywords[b.template][p.name]}={text}")
-    return Call(ctx.classes[b.template], tuple(args)), _lead_of(ctx, b, lead)
+    return Call(ctx.classes[b.template], tuple(args))
+
+
+def _input_size(ctx: ClassContext, b: ir.Block) -> object:
+    """The size of a use's input along its channel axis, as the calling class writes it."""
+    t = ir.node(ctx.g, b.inputs[0]).type
+    axis = t.channel_axis if t.channel_axis is not None else 0
+    sym = b.in_sym[axis] if b.in_sym is not None else t.shape[axis]
+    return ctx.size(sym, t.shape[axis])
+
+
+def _arg(ctx: ClassContext, a: ir.Arg) -> object:
+    return ctx.value(a.expr, a.value)
 
 
 def _has_default(p: ir.Param) -> bool:
@@ -510,66 +120,6 @@ def _keyword_only(tmpl: ir.Template) -> int:
     return len(tmpl.params)
 
 
-def _lead_of(ctx: _Ctx, b: ir.Block, lead: object) -> object:
-    """The leading dimension after block ``b``, symbolically where possible."""
-    if b.kind in ("skip",):
-        return lead
-    if b.kind == "op":
-        data = ir.node(ctx.g, b.output)
-        rule = OPS[data.op].lead
-        if rule == "out":
-            return _attr(ctx, b.output, "out")
-        if rule == "flatten":
-            g = ir.graph_of(ctx.g, b.output)
-            (src,) = ir.inputs(g, b.output)
-            for d in ir.node(g, src).shape[1:]:
-                lead = lead * d
-            return lead
-        if rule == "slice":
-            stop = _attr(ctx, b.output, "stop")
-            return (lead if stop is None else stop) - _attr(ctx, b.output, "start")
-        return lead
-    if b.kind == "seq":
-        read = {b.inputs[0]: lead}  # the leading dimension of each node the children read
-        for c in b.children:
-            if c.kind != "ref" and c.inputs[0] in read:  # in sequence, or `from:` an earlier entry
-                lead = read[c.inputs[0]]
-            if not _off(ctx, c):
-                lead = _lead_of(ctx, c, lead)
-            read[c.passed] = lead
-            if b.named and ctx.template is not None:
-                ctx.leads.setdefault(c.path, lead)  # what a later `ref:` to it reads
-        return lead
-    if b.kind == "merge":
-        leads = [lead if _off(ctx, c) else _lead_of(ctx, c, lead) for c in b.children]
-        if OPS[b.op].lead == "sum":
-            total = leads[0]
-            for x in leads[1:]:
-                total = total + x
-            return total
-        return leads[0]
-    if b.kind == "use":
-        values = {ctx.keywords[b.template][a.name]: _arg(ctx, a) for a in b.args}
-        inner = _Ctx(ctx.g, b.template, ctx.exposed, ctx.inplace, ctx.keywords[b.template], ctx.classes, ctx.keywords)
-        inner.leads[None] = Sym.name("in_channels")  # what `ref: in` reads
-        return _substitute(_lead_of(inner, b.children[0], Sym.name("in_channels")), {**values, "in_channels": lead})
-    if b.kind == "ref":
-        if b.target in ctx.leads:
-            return ctx.leads[b.target]
-        return ir.node(ctx.g, b.output).shape[0]
-    raise CodegenError(f"unexpected block kind {b.kind}")
-
-
-def _substitute(value: object, values: dict[str, object]) -> object:
-    """A template's lead (in its parameters and ``in_channels``) in the caller's terms."""
-    if not isinstance(value, Sym):
-        return value
-    ints = {k: v for k, v in values.items() if isinstance(v, (int, Sym)) and not isinstance(v, bool)}
-    if not value.names <= ints.keys():
-        raise CodegenError(f"cannot write the channel count {value.render()} in the caller's terms")
-    return value.substitute(ints)
-
-
 def _ordered(children: list[ir.Block], calls: list[Call]) -> Call:
     """``OrderedDict(a=..., b=...)``, or with (name, module) pairs when a name is no
     identifier (RegNet's ``block1-0``)."""
@@ -584,45 +134,63 @@ def _keyword(name: str, call: Call) -> Call:
     return Call(f"{name}={call.func}", call.args, call.open, call.close)
 
 
-def _off(ctx: _Ctx, b: ir.Block) -> bool:
+def _off(ctx: ClassContext, b: ir.Block) -> bool:
     """Whether the generated code leaves block ``b`` out (switched off for good)."""
     return b.kind == "skip" or (b.dormant and b.when.switch not in ctx.exposed) or b.path in ctx.off
 
 
-def _module_expr(ctx: _Ctx, b: ir.Block, lead: object) -> tuple[Call, object]:
+def _merge_lowering(ctx: ClassContext, b: ir.Block):
+    low = lowering_for(ctx, b.output)
+    if low.join is None:
+        raise CodegenError(
+            f"the PyTorch backend cannot lower op '{b.op}' as a merge (node {b.path})", location=b.loc, path=b.keypath
+        )
+    return low
+
+
+def _joined(ctx: ClassContext, b: ir.Block, terms: list[str]) -> str | Call:
+    """The expression of merge ``b`` over its branches' values ``terms``: into the first
+    value where the in-place analysis allows it (a local made for this merge alone)."""
+    low = _merge_lowering(ctx, b)
+    if low.join_into is not None and len(terms) == 2 and terms[0].isidentifier() and ctx.inplace(b.output):
+        return low.join_into(*terms)
+    return low.join(ctx, b.output, terms)
+
+
+def _module_expr(ctx: ClassContext, b: ir.Block) -> Call:
     """A module expression for a block nested inside a class."""
     if _off(ctx, b):
-        return Call("nn.Identity", ()), lead
+        return Call("nn.Identity", ())
     if b.kind == "op":
-        return _op_module(ctx, b, lead)
+        return _op_module(ctx, b)
     if b.kind == "use":
-        return _template_call(ctx, b, lead)
+        return _template_call(ctx, b)
     if b.kind == "seq":
-        items = []
-        for c in b.children:
-            call, lead = _module_expr(ctx, c, lead)
-            items.append(call)
+        items = [_module_expr(ctx, c) for c in b.children]
         if b.named:
-            return Call("nn.Sequential", (_ordered(b.children, items),)), lead
-        return Call("nn.Sequential", tuple(items)), lead
+            return Call("nn.Sequential", (_ordered(b.children, items),))
+        return Call("nn.Sequential", tuple(items))
     if b.kind == "merge":
-        _merge_lowering(ctx, b)
+        low = _merge_lowering(ctx, b)
+        data = ir.node(ctx.g, b.output)
+        if low.helper is None or data.given:
+            raise CodegenError(
+                f"a {b.op} merge with {'attributes' if data.given else 'this op'} can be an entry of a model or "
+                "a named template body, not a part of a nested sequence or branch",
+                location=b.loc,
+                path=b.keypath,
+            )
         helper = ctx.classes[f"merge:{b.op}"]
         ctx.used_helpers.add(b.op)
-        args, leads = [], []
+        args = []
         for c in b.children:
-            call, out = _module_expr(ctx, c, lead)
+            call = _module_expr(ctx, c)
             args.append(_keyword(c.name, call) if b.named else call)
-            leads.append(out)
-        out_lead = leads[0]
-        if OPS[b.op].lead == "sum":
-            for x in leads[1:]:
-                out_lead = out_lead + x
-        return Call(helper, tuple(args)), out_lead
-    data = ir.node(ctx.g, b.output) if b.output in ctx.g else {}
+        return Call(helper, tuple(args))
+    data = ir.node(ctx.g, b.output) if b.output in ctx.g else None
     raise CodegenError(
         "the PyTorch backend supports references only between the top-level entries of a model or template",
-        location=b.loc or data.loc,
+        location=b.loc or (data.loc if data else None),
         path=b.keypath or b.path,
     )
 
@@ -661,16 +229,33 @@ def _annotation(values: list[object]) -> str:
     return " | ".join(kinds) if kinds else "int"
 
 
-def _shape_note(shape: tuple[int, ...], lead: object | None = None, spatial: str | None = None) -> str:
-    channels = _render(lead) if lead is not None else str(shape[0])
-    if len(shape) == 1:
-        return f"(N, {channels})"
-    return f"(N, {channels}, {spatial if spatial is not None else f'{shape[1]}, {shape[2]}'})"
+#: how a comment names the axes of a shape that every use of a template shares with its input
+AXIS_LETTERS = {"T": "T", "H": "H", "W": "W", "L": "L", "?": "S", "C": "C"}
 
 
-def _model_lead(lead: object) -> object | None:
-    """A model-level leading dimension for a comment: written out only when it names an argument."""
-    return lead if isinstance(lead, Sym) else None
+def _shape_note(ctx: ClassContext, b: ir.Block, spatial: tuple[str, ...] | None = None) -> str:
+    """``(N, 64, 56, 56)``, ``(N, c3x3, H, W)``, ``(N, L, in_features)``: the shape after block ``b``
+    as its class computes it; ``spatial`` says how a template class shows the other axes."""
+    t = ir.node(ctx.g, b.output).type
+    sym = b.sym if b.sym is not None else t.shape
+    c = t.channel_axis
+    others = iter(spatial) if spatial is not None else None
+    parts = ["N"]
+    for i, (d, concrete) in enumerate(zip(sym, t.shape, strict=True)):
+        if i == c or others is None:
+            v = ctx.size(d, concrete)
+            parts.append(render(v) if isinstance(v, Sym) else str(concrete))
+        else:
+            parts.append(next(others))
+    return f"({', '.join(parts)})"
+
+
+def _channels(g: nx.DiGraph, b: ir.Block, sym: tuple | None, node: str | None = None) -> object:
+    """The channel size of a shape of block ``b`` (its output's, or node ``node``'s)."""
+    t = ir.node(g, node or b.output).type
+    if sym is None or t is None or t.channel_axis is None:
+        return None
+    return sym[t.channel_axis]
 
 
 class _Writer:
@@ -723,9 +308,9 @@ class _Writer:
         scope = Namespace({"self"}, outer=self.module_names)
         self.arguments = {v: scope.create(v) for v in ir.info(g).exposed}
 
-    def _ctx(self, template: str | None, inplace: Callable[[str], bool]) -> _Ctx:
+    def _ctx(self, template: str | None, inplace: Callable[[str], bool]) -> ClassContext:
         arguments = self.keywords[template] if template is not None else self.arguments
-        return _Ctx(self.g, template, self.exposed, inplace, arguments, self.classes, self.keywords)
+        return ClassContext(self.g, template, self.exposed, inplace, arguments, self.classes, self.keywords)
 
     def _locals(self) -> Namespace:
         """A namespace for the locals of one method: never a module-level name, ``self`` or ``x``."""
@@ -749,25 +334,40 @@ class _Writer:
             check_attribute(o.name, "output name", o.loc, o.keypath or "outputs", flags)
 
     # -- shared pieces -------------------------------------------------------
-    def _spatial_notes(self, instances: list[ir.Block]) -> dict[str, str]:
-        """Per node of a template body (path relative to the instance): how to
-        show its spatial size in a comment, the same for every instance."""
+    def _spatial_notes(self, instances: list[ir.Block]) -> dict[str, tuple[str, ...]]:
+        """Per node of a template body (path relative to the instance): how a comment shows the
+        axes other than the channels, the same for every use: the axes' letters where they
+        keep the input's sizes (``H, W``), the sizes where every use has the same, else the
+        letters primed (``H', W'``)."""
         seen: dict[str, set] = {}
+        letters: dict[str, tuple[str, ...]] = {}
         for inst in instances:
-            in_shape = ir.node(self.g, inst.inputs[0]).shape
+            t_in = ir.node(self.g, inst.inputs[0]).type
             for n in self.members.get(inst.path, ()):
-                s = ir.node(self.g, n).shape
-                note = None if s is None or len(s) == 1 else ("H, W" if s[1:] == in_shape[1:] else f"{s[1]}, {s[2]}")
-                seen.setdefault(n[len(inst.path) :], set()).add(note)
+                t = ir.node(self.g, n).type
+                rel = n[len(inst.path) :]
+                if t is None:
+                    seen.setdefault(rel, set()).add(None)
+                    continue
+                axes = [i for i in range(t.rank) if i != t.channel_axis]
+                names = tuple(AXIS_LETTERS.get(t.axes[i], "S") for i in axes)
+                letters.setdefault(rel, names)
+                kept = t_in is not None and t.axes == t_in.axes and all(t.shape[i] == t_in.shape[i] for i in axes)
+                seen.setdefault(rel, set()).add(names if kept else tuple(str(t.shape[i]) for i in axes))
         for inst in instances:  # a node that some uses leave out (`when:`) varies with the uses
             mine = {n[len(inst.path) :] for n in self.members.get(inst.path, ())}
             for rel in seen.keys() - mine:
                 seen[rel].add(None)
-        return {rel: (notes.pop() if len(notes) == 1 else "H', W'") for rel, notes in seen.items()}
+        return {
+            rel: (
+                notes.pop() if len(notes) == 1 and None not in notes else tuple(f"{x}'" for x in letters.get(rel, ()))
+            )
+            for rel, notes in seen.items()
+        }
 
     def _statements(
-        self, ctx: _Ctx, t: ir.Block, lead: object, notes, after=None, names: Namespace | None = None
-    ) -> tuple[list[str], list[str], object]:
+        self, ctx: ClassContext, t: ir.Block, notes, after=None, names: Namespace | None = None
+    ) -> tuple[list[str], list[str]]:
         """Init and forward lines for the children of a root sequence; ``after(child)``
         gives lines to run right after a child (the model's auxiliary heads); ``names``
         holds the forward's locals (values kept for references)."""
@@ -783,8 +383,6 @@ class _Writer:
         target_nodes |= self._read_out_of_turn(ctx, t)
         produced: dict[str, str] = {}  # path or node -> local variable
         current = t.inputs[0]  # the node x holds
-        node_leads = {current: lead}  # the leading dimension of each node read so far
-        ctx.leads[None] = lead  # what `ref: in` reads
         if current in target_nodes:  # `ref: in` or `from: in`: the body's input is read later
             local = names.create("identity")
             fwd.append(f"{local} = x")
@@ -814,7 +412,6 @@ class _Writer:
                         path=c.keypath,
                     )
                 fwd.append(f"x = {source}")
-                lead = node_leads.get(c.inputs[0], ir.node(self.g, c.inputs[0]).shape[0])
             current = c.passed
             if _off(ctx, c):  # switched off: x holds its input, which a ref or an output may read as its value
                 if c.path in ctx.off:  # written off to compare uses: as at a use where the switch is off
@@ -829,30 +426,33 @@ class _Writer:
                     fwd.append(f"{local} = x")
                     produced[c.path] = local
                     produced.setdefault(c.passed, local)
-                ctx.leads[c.path] = lead
                 if after is not None:
                     fwd += after(c)
                 continue
             if c.kind == "ref":
-                name, lead = self._referenced(ctx, c, lead, produced)
+                name = self._referenced(ctx, c, produced)
                 fwd.append(f"x = {name}")
                 if after is not None:  # an output may read the reference entry
                     fwd += after(c)
                 continue
             cond = self._condition(ctx, c)
-            low = _lowering(ctx, c.output) if c.kind == "op" else None
+            low = lowering_for(ctx, c.output) if c.kind == "op" else None
             if low is not None and low.parameter is not None:  # a parameter of this class (layer_scale)
-                make, apply = low.parameter(ctx, c.output, lead)
-                call, value, out_lead = None, apply.format(f"self.{c.name}"), lead
+                make, apply = low.parameter(ctx, c.output)
+                call, value = None, apply.format(f"self.{c.name}")
                 init += (
                     layout_or_none(f"self.{c.name} = ", make, cond, 2) if cond else layout(f"self.{c.name} = ", make, 2)
                 )
-            elif c.kind == "merge" and any(b.kind == "ref" for b in c.children):
-                call, value, out_lead = self._merge_with_refs(ctx, c, lead, produced)
+            elif c.kind == "merge" and (any(b.kind == "ref" for b in c.children) or ir.node(self.g, c.output).given):
+                call, value = self._merge_with_refs(ctx, c, produced)
+            elif low is not None:
+                check_lowering(ctx, c.output, low)
+                call = low.module(ctx, c.output)
+                value = low.apply.format(m=f"self.{c.name}")
             else:
-                call, out_lead = _module_expr(ctx, c, lead)
+                call = _module_expr(ctx, c)
                 value = f"self.{c.name}(x)"
-            loop = self._repeat_loop(ctx, c, lead) if c.kind == "seq" and c.repeat and not cond else None
+            loop = self._repeat_loop(ctx, c) if c.kind == "seq" and c.repeat and not cond else None
             if loop is not None:
                 init += loop
             elif call is not None:
@@ -863,11 +463,7 @@ class _Writer:
             flag = bool(cond) and call is None and not (low is not None and low.parameter is not None)
             if flag:
                 init += layout(f"self.{c.name} = ", cond, 2)
-            shape = ir.node(self.g, c.output).shape
-            if ctx.template:
-                note = _shape_note(shape, out_lead, notes(c))
-            else:
-                note = _shape_note(shape, _model_lead(out_lead))
+            note = _shape_note(ctx, c, notes(c) if ctx.template else None)
             guard = []
             if cond:
                 guard.append(f"self.{c.name}" if flag else f"self.{c.name} is not None")
@@ -882,11 +478,8 @@ class _Writer:
                 fwd += ["    " + s for s in stmt]
             else:
                 fwd += stmt
-            if cond and out_lead != lead:
+            if cond and _channels(self.g, c, c.sym) != _channels(self.g, c, c.in_sym, c.inputs[0]):
                 unsettled = (c.passed, c)
-            lead = out_lead
-            ctx.leads[c.path] = lead
-            node_leads[c.passed] = lead
             if wanted:
                 local = names.create(c.name)
                 fwd.append(f"{local} = x")
@@ -895,19 +488,16 @@ class _Writer:
                 produced.setdefault(c.output, local)
             if after is not None:
                 fwd += after(c)
-        return init, fwd, lead
+        return init, fwd
 
-    def _repeat_loop(self, ctx: _Ctx, c: ir.Block, lead: object) -> list[str] | None:
+    def _repeat_loop(self, ctx: ClassContext, c: ir.Block) -> list[str] | None:
         """A repeated entry built by a loop (see ``pyloops``), or None to list its blocks."""
-        calls = []
-        for child in c.children:
-            call, lead = _module_expr(ctx, child, lead)
-            calls.append(call)
-        taken = {*ctx.arguments.values(), "in_channels", "self"}
+        calls = [_module_expr(ctx, child) for child in c.children]
+        taken = {*ctx.arguments.values(), "in_channels", "in_features", "self"}
         index = next(n for n in ("i", "j", "k", *(f"i{k}" for k in range(len(taken) + 1))) if n not in taken)
         return loop_lines(c.name, calls, [ch.name for ch in c.children] if c.named else None, index, 2)
 
-    def _read_out_of_turn(self, ctx: _Ctx, t: ir.Block) -> set[str]:
+    def _read_out_of_turn(self, ctx: ClassContext, t: ir.Block) -> set[str]:
         """The nodes that children of ``t`` read through ``from:`` rather than in sequence."""
         found: set[str] = set()
         current = t.inputs[0]
@@ -917,8 +507,8 @@ class _Writer:
             current = c.passed
         return found
 
-    def _referenced(self, ctx: _Ctx, ref: ir.Block, lead: object, produced: dict[str, str]) -> tuple[str, object]:
-        """The local variable holding a referenced entry's value, and its leading dimension."""
+    def _referenced(self, ctx: ClassContext, ref: ir.Block, produced: dict[str, str]) -> str:
+        """The local variable holding a referenced entry's value."""
         name = (produced.get(ref.target) if ref.target is not None else None) or produced.get(ref.output)
         if name is None:
             raise CodegenError(
@@ -926,37 +516,26 @@ class _Writer:
                 location=ref.loc,
                 path=ref.keypath,
             )
-        if ctx.template is None:
-            return name, ir.node(self.g, ref.output).shape[0]
-        return name, _lead_of(ctx, ref, lead)
+        return name
 
-    def _merge_with_refs(self, ctx: _Ctx, c: ir.Block, lead: object, produced: dict[str, str]):
-        """A merge whose branches include references to earlier entries: its other
-        branches live in an ``nn.ModuleDict`` named after the merge, and the
-        forward line joins them with the referenced values."""
-        modules, terms, leads = [], [], []
+    def _merge_with_refs(self, ctx: ClassContext, c: ir.Block, produced: dict[str, str]):
+        """A merge whose branches include references to earlier entries (or that has attributes):
+        its other branches live in an ``nn.ModuleDict`` named after the merge, and the forward
+        line joins them with the referenced values."""
+        modules, terms = [], []
         for b in c.children:
             if b.kind == "ref":
-                name, ref_lead = self._referenced(ctx, b, lead, produced)
-                terms.append(name)
-                leads.append(ref_lead)
+                terms.append(self._referenced(ctx, b, produced))
             elif _off(ctx, b):
                 terms.append("x")
-                leads.append(lead)
             else:
-                call, out = _module_expr(ctx, b, lead)
+                call = _module_expr(ctx, b)
                 modules.append(Call(f'"{b.name}": {call.func}', call.args, call.open, call.close))
                 terms.append(f'self.{c.name}["{b.name}"](x)')
-                leads.append(out)
         container = Call("nn.ModuleDict", (Call("", tuple(modules), "{", "}"),)) if modules else None
-        value = _joined(ctx, c, terms)
-        total = leads[0]
-        if OPS[c.op].lead == "sum":
-            for x in leads[1:]:
-                total = total + x
-        return container, value, total
+        return container, _joined(ctx, c, terms)
 
-    def _condition(self, ctx: _Ctx, c: ir.Block) -> str:
+    def _condition(self, ctx: ClassContext, c: ir.Block) -> str:
         """The guard of a block the class builds only when an argument says so."""
         w = c.when
         if w is None or not isinstance(w.expr, Sym):
@@ -1029,13 +608,12 @@ class _Writer:
         ctx.off = off
         keywords = self.keywords[name]
         class_name = self.classes[name]
-        lead = Sym.name("in_channels")
         body = inst.children[0]
 
-        def notes(c: ir.Block) -> str:
-            return spatial.get(c.output[len(inst.path) :], "H', W'")
+        def notes(c: ir.Block) -> tuple[str, ...]:
+            return spatial.get(c.output[len(inst.path) :], ())
 
-        params = ["self", "in_channels: int"]
+        params = ["self", f"{tmpl.input_param}: int"]
         fixups: list[str] = []
         keyword_only = _keyword_only(tmpl)
         for k, p in enumerate(tmpl.params):
@@ -1046,16 +624,16 @@ class _Writer:
             if p.required or (p.default is None and p.default_expr is None):
                 params.append(f"{own}: {ann}")
             elif p.default is not None:
-                params.append(f"{own}: {ann} = {_render(p.default)}")
+                params.append(f"{own}: {ann} = {render(p.default)}")
             else:
                 params.append(f"{own}: {ann} | None = None")
-                fixups += [f"if {own} is None:", f"    {own} = {_render(ctx.value(p.default_expr, None))}"]
+                fixups += [f"if {own} is None:", f"    {own} = {render(ctx.value(p.default_expr, None))}"]
         head = [f"class {class_name}(nn.Module):"] + docstring(tmpl.doc or f"The {name} block of the spec.", 1)
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
         sig += docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, documented or inst), 2)
         fix = ["        " + f for f in fixups]
         if body.kind == "seq" and body.named and not _off(ctx, body):
-            init, fwd, out_lead = self._statements(ctx, body, lead, notes)
+            init, fwd = self._statements(ctx, body, notes)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
             forward += ["        " + f if f else "" for f in fwd] + ["        return x"]
             start = [*sig, "        super().__init__()", *fix]
@@ -1065,20 +643,19 @@ class _Writer:
             outs = []
             names = self._locals()
             for c in body.children:
-                call, out_lead = _module_expr(ctx, c, lead)
+                call = _module_expr(ctx, c)
                 init += layout(f"self.{c.name} = ", call, 2)
-                note = _shape_note(ir.node(self.g, c.output).shape, out_lead, notes(c))
+                note = _shape_note(ctx, c, notes(c))
                 local = names.create(c.name)
                 fwd += layout(f"{local} = ", f"self.{c.name}(x)", 2, comment=note)
                 outs.append(local)
-            total = _lead_of(ctx, body, lead)
-            note = _shape_note(ir.node(self.g, body.output).shape, total, notes(body))
+            note = _shape_note(ctx, body, notes(body))
             fwd += layout("return ", _joined(ctx, body, outs), 2, comment=note)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:") + fwd
             start = [*sig, "        super().__init__()", *fix]
             return ClassCode(class_name, head, start + init, [forward], ctx.used_helpers)
         # A single module, an unnamed sequence or unnamed branches: subclass it.
-        call, _ = _module_expr(ctx, body, lead)
+        call = _module_expr(ctx, body)
         base = call.func
         head[0] = f"class {class_name}({base}):"
         init = layout("super().__init__", Call("", call.args), 2)  # `sig` has the docstring
@@ -1101,7 +678,6 @@ class _Writer:
         model = ir.info(g).model
         outputs = [o for o in ir.all_outputs(g) if o.when is None or variables[o.when] or o.when in self.exposed]
         inp = ir.node(g, ir.info(g).input).attrs
-        lead = inp["shape"][0]
 
         # the main output is what forward's x holds at the end, unless it reads an earlier entry or has a head
         main = outputs[0]
@@ -1138,8 +714,7 @@ class _Writer:
                     else:
                         lines.append(f"{local[o.name]} = x")
                     continue
-                source_shape = ir.node(g, o.head.inputs[0]).shape
-                call, _ = _module_expr(ctx, o.head, source_shape[0])
+                call = _module_expr(ctx, o.head)
                 if cond:
                     head_init.extend(layout_or_none(f"self.{o.name} = ", call, self.arguments[cond], 2))
                 else:
@@ -1148,7 +723,7 @@ class _Writer:
                     guards.append(f"self.{o.name} is not None")
                 if o.training_only:
                     guards.append("self.training")
-                note = _shape_note(ir.node(g, o.node).shape, _model_lead(_lead_of(ctx, o.head, source_shape[0])))
+                note = _shape_note(ctx, o.head)
                 mine = local[o.name]
                 if guards:
                     lines.append(f"{mine}: torch.Tensor | None = None")
@@ -1160,7 +735,7 @@ class _Writer:
                     exposed_flags.append(cond)
             return lines
 
-        init, fwd, _ = self._statements(ctx, model, lead, lambda c: None, after, names)
+        init, fwd = self._statements(ctx, model, lambda c: None, after, names)
         for o in (o for left in taps.values() for o in left):  # never silently without an output
             raise CodegenError(
                 "the PyTorch backend found no place to compute this output", location=o.loc, path=f"{o.keypath}.from"
@@ -1278,13 +853,13 @@ class _Writer:
                         uses[name].append(f"builds {rel or b.name} when true")
             if b.kind == "use" and b is not inst:
                 for a in b.args:
-                    for name in _names(a.expr) & uses.keys():
+                    for name in names_in(a.expr) & uses.keys():
                         uses[name].append(f"{a.name} of {rel} ({b.template})")
                 continue  # its own class documents what it does with them
             if b.kind == "op":
                 data = ir.node(self.g, b.output)
                 for attr, expr in data.exprs.items():
-                    for name in _names(expr) & uses.keys():
+                    for name in names_in(expr) & uses.keys():
                         uses[name].append(f"{attr} of {rel}")
             stack.extend(b.children)
         docs = [("in_channels", "channels of the input")]
@@ -1373,7 +948,7 @@ class _Writer:
         for op, rs in rules.items():
             body = self._init_body(rs.items())
             if body:
-                classes = list(OPS[op].lowerings["pytorch"].classes)
+                classes = self._init_classes(op)
                 same = [i for i, (_, b) in enumerate(branches) if b == body]
                 if same:
                     names, _ = branches[same[0]]
@@ -1393,6 +968,19 @@ class _Writer:
             lines += layout(f"{'if' if i == 0 and not own else 'elif'} isinstance", Call("", ("m", cls)), 3, ":")
             lines += body
         return lines
+
+    def _init_classes(self, op: str) -> list[str]:
+        """The module classes of ``op`` that reset_parameters initialises: the lowering's, and those
+        it makes only for some ranks where the graph has such a node."""
+        low = OPS[op].lowerings["pytorch"]
+        classes = list(low.classes)
+        for graph in (self.g, ir.info(self.g).dormant.graph):
+            for n, data in ir.nodes(graph):
+                if data.op == op and data.type is not None:
+                    extra = low.extra_classes.get(ir.input_types(graph, n)[0].rank)
+                    if extra is not None and extra not in classes:
+                        classes.append(extra)
+        return classes
 
     def _own_init_rules(self) -> list[tuple[list[str], list[tuple[str, ir.InitRule]]]]:
         """The layers whose block has rules of its own (``init:``), grouped by their rules once

@@ -277,9 +277,9 @@ class _Builder:
             return _skip(block, name, path, inputs, phase, dataclasses.replace(when, switch=None))
         return tree
 
-    def _op(
-        self, b: OpBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
-    ) -> ir.Block:
+    def _attrs(self, b: OpBlock | MergeBlock, path: str, scope: _Scope) -> tuple[dict, dict, dict, tuple]:
+        """An op's (or a merge's) attributes here: normalised values, expressions, the model
+        variables each depends on, and the names the spec gave."""
         opdef = OPS[b.op]
         given: dict[str, object] = {}
         exprs: dict[str, object] = {}
@@ -297,11 +297,17 @@ class _Builder:
             attrs = opdef.normalise(given)
         except SpecError as e:
             raise self._attr_error(e, b, path, scope) from None
+        return attrs, exprs, deps, tuple(given)
+
+    def _op(
+        self, b: OpBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
+    ) -> ir.Block:
+        attrs, exprs, deps, given = self._attrs(b, path, scope)
         init = {k: ir.InitRule(r.scheme, r.args) for k, r in b.init}
-        node = self.add_node(path, b.op, attrs, tuple(given), b, phase, inputs[:1], scope, exprs, deps, init)
+        node = self.add_node(path, b.op, attrs, given, b, phase, inputs[:1], scope, exprs, deps, init)
         return _block("op", name, path, b, inputs[:1], node, phase, when, op=b.op)
 
-    def _attr_error(self, e: SpecError, b: OpBlock, node: str, scope: _Scope) -> SpecError:
+    def _attr_error(self, e: SpecError, b: OpBlock | MergeBlock, node: str, scope: _Scope) -> SpecError:
         """An error about attribute ``e.path`` of op block ``b``, reported where its value was written."""
         value = dict(b.attrs).get(e.path) if e.path else None
         if value is None:  # a missing attribute, or an error about several
@@ -427,7 +433,8 @@ class _Builder:
                 sub = _retarget(sub, sub.inputs, out)
             children.append(sub)
             outs.append(out)
-        node = self.add_node(path, b.op, {}, (), b, phase, tuple(outs), scope)
+        attrs, exprs, deps, given = self._attrs(b, path, scope)
+        node = self.add_node(path, b.op, attrs, given, b, phase, tuple(outs), scope, exprs, deps)
         return _block("merge", name, path, b, inputs, node, phase, when, children=children, named=b.named, op=b.op)
 
     def _use(

@@ -170,6 +170,8 @@ class MergeBlock(Block):
     op: str = "concat"
     branches: tuple[tuple[str, Block], ...] = ()
     named: bool = False
+    #: the merge op's attributes (concat's ``axis``), as an op block's
+    attrs: tuple[tuple[str, Value], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -489,17 +491,20 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         return _parse_repeat(p, loc, path, common)
     branches_raw = p.get(kind)
     bloc = p.loc(kind)
+    known = OPS[kind].attr_index
+    attrs = tuple((key, parse_value(p.get(key), p.loc(key), join(path, key))) for key in list(p.left) if key in known)
+    allowed = [*known, *COMMON_KEYS]
     if p.left and not (p.left.keys() & {"before", "after"}):
         key = next(iter(p.left))
-        if key not in COMMON_KEYS and did_you_mean(key, COMMON_KEYS) == "":
+        if key not in allowed and did_you_mean(key, allowed) == "":
             raise SpecError(
                 f"unknown key '{key}' beside '{kind}': a mapping with the key '{kind}' is {_a(kind)} merge, "
-                f"whose only other keys are {', '.join(COMMON_KEYS)} (a block's key cannot name an entry "
+                f"whose only other keys are {', '.join(allowed)} (a block's key cannot name an entry "
                 "of a sequence: give the entry another name)",
                 location=p.left.key_locs.get(key, loc),
                 path=join(path, key),
             )
-    p.done([kind, *COMMON_KEYS], kind)
+    p.done([kind, *allowed], kind)
     if isinstance(branches_raw, YList):
         if len(branches_raw) < 2:
             raise SpecError(
@@ -510,7 +515,7 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         branches = tuple(
             (str(i), parse_block(v, branches_raw.loc_of(i), join(path, i))) for i, v in enumerate(branches_raw)
         )
-        return MergeBlock(loc, path, **common, op=kind, branches=branches, named=False)
+        return MergeBlock(loc, path, **common, op=kind, branches=branches, named=False, attrs=attrs)
     m = expect_map(branches_raw, bloc, join(path, kind), "a list or mapping of branches")
     if len(m) < 2:
         raise SpecError(f"expected at least two branches to {kind}, got {len(m)}", location=bloc, path=join(path, kind))
@@ -518,7 +523,7 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         (check_name(k, m.key_locs[k], join(path, k), "branch name"), parse_block(v, m.loc_of(k), join(path, k)))
         for k, v in m.items()
     )
-    return MergeBlock(loc, path, **common, op=kind, branches=branches, named=True)
+    return MergeBlock(loc, path, **common, op=kind, branches=branches, named=True, attrs=attrs)
 
 
 def _block_path(target: object, loc: Location, path: str) -> str:
@@ -915,8 +920,8 @@ def _parse_block_init(p: _Pop, op: str, path: str) -> tuple[tuple[str, InitRule]
 
 #: the schemes that count a tensor's fan_in and fan_out, which need two dimensions or more
 FAN_SCHEMES = ("xavier_uniform", "xavier_normal", "xavier_caffe", "kaiming_normal", "kaiming_uniform", "fan_uniform")
-#: the parameters that have them: the weights of convolutions and linear layers
-FAN_PARAMS = {("conv2d", "weight"), ("linear", "weight")}
+#: the parameters that have them, from each op's registry entry (``OpDef.fan_params``)
+FAN_PARAMS = {(name, p) for name, op in OPS.items() for p in op.fan_params}
 
 
 def _parse_fan_rule(op: str, param: str, raw: object, loc: Location, path: str) -> InitRule:

@@ -77,9 +77,9 @@ class Counts:
             if data.op == "input":
                 continue
             op = OPS[data.op]
-            shapes = ir.input_shapes(g, n)
-            self.params[n] = op.params(shapes, data.attrs) if op.has_weights else 0
-            self.macs[n] = op.macs(shapes, data.attrs, data.shape)
+            types = ir.input_types(g, n)
+            self.params[n] = op.params(types, data.attrs) if op.has_weights else 0
+            self.macs[n] = op.macs(types, data.attrs, data.type)
 
     def totals(self, g: nx.DiGraph, nodes: list[str]) -> dict:
         return {

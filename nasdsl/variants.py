@@ -260,7 +260,7 @@ class _Program:
             attrs: dict | None = data.attrs
             if data.op != "input" and data.given:
                 b = blocks.get(data.keypath)
-                if not isinstance(b, OpBlock) or b.op != data.op:
+                if not isinstance(b, (OpBlock, MergeBlock)) or b.op != data.op:
                     raise AssertionError(f"node {n}: no op block at {data['keypath']}")
                 opdef = OPS[b.op]
                 values = tuple((k, *_how(v, reach), opdef.attr_index[k].literals) for k, v in b.attrs)
@@ -271,6 +271,7 @@ class _Program:
             self.nodes.append(_Node(i, n, data.op, attrs, values, inputs, scope, data.phase == "train", data))
         counted = [n for n, d in ir.nodes(g) if d.op != "input" and d.phase != "train"]
         self.depth = depth(g, counted)
+        self.channel_axis = ir.node(g, ir.info(g).input).type.axes.find("C")
         inf = inference_graph(g)
         self.plan = tuple(
             (index[a] if a is not None else None, tuple(index[r] for r in frees))
@@ -339,7 +340,8 @@ class _Program:
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= MAX_LOSS_WEIGHT:
                     raise _Recompile
             inp = self.spec.input
-            channels = check_int(resolve(inp.shape).evaluate(env)[0], 1, MAX_CHANNELS)
+            axis = self.channel_axis
+            channels = check_int(resolve(inp.shape).evaluate(env)[axis], 1, MAX_CHANNELS) if axis >= 0 else 1
             for stats in (inp.mean, inp.std):
                 if stats is None:
                     continue
@@ -353,7 +355,7 @@ class _Program:
             raise _Recompile from None
 
     def _nodes(self, env, scopes, resolve, max_params: int) -> Figures | NasdslError:
-        shapes: list[tuple[int, ...] | None] = [None] * len(self.nodes)
+        shapes: list[ir.TensorType | None] = [None] * len(self.nodes)
         params = macs = params_train = macs_train = 0
         errors: list[NasdslError] = []
         for node in self.nodes:
@@ -361,8 +363,13 @@ class _Program:
             try:
                 if op == "input":
                     shape = resolve(self.spec.input.shape).evaluate(env)
-                    shapes[node.index] = tuple(
-                        check_int(v, 1, MAX_CHANNELS if i == 0 else MAX_SPATIAL) for i, v in enumerate(shape)
+                    axes = node.data.type.axes
+                    shapes[node.index] = ir.TensorType(
+                        tuple(
+                            check_int(v, 1, MAX_CHANNELS if x in "C?" else MAX_SPATIAL)
+                            for v, x in zip(shape, axes, strict=True)
+                        ),
+                        axes,
                     )
                     continue
                 opdef = OPS[op]
@@ -388,7 +395,7 @@ class _Program:
             known = node.shaped.get(key)
             if known is None:
                 try:
-                    out = tuple(opdef.infer(ins, attrs))
+                    out = opdef.infer(ins, attrs)
                 except ShapeError as e:
                     known = (None, 0, 0, _shape_error(e, node, [self.nodes[i].name for i in node.inputs]))
                 else:
@@ -414,7 +421,7 @@ class _Program:
                 location=self.spec.model.loc,
                 path="model",
             )
-        sizes = [math.prod(s) for s in shapes]  # type: ignore[arg-type]
+        sizes = [math.prod(t.shape) for t in shapes]  # type: ignore[union-attr]
         live = peak = 0
         for alloc, frees in self.plan:
             if alloc is not None:

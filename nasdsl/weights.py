@@ -47,8 +47,7 @@ def parameters(g: nx.DiGraph, *, kinds: Sequence[str] = ("param", "buffer")) -> 
         data = ir.node(g, n)
         if data.op not in OPS:
             continue
-        shapes = [ir.node(g, i).shape for i in ir.inputs(g, n)]
-        for w in OPS[data.op].weights(shapes, data.attrs):
+        for w in OPS[data.op].weights(ir.input_types(g, n), data.attrs):
             if w.kind in kinds:
                 out[f"{n}.{w.name}" if w.name else n] = w
     return out
@@ -177,8 +176,7 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
         op = data.op
         if op not in OPS:
             continue
-        shapes = [ir.node(g, i).shape for i in ir.inputs(g, n)]
-        found = OPS[op].weights(shapes, data.attrs)
+        found = OPS[op].weights(ir.input_types(g, n), data.attrs)
         weight_shape = next((w.shape for w in found if w.name == "weight"), ())
         for w in found:
             rule = (data.init.get(w.name) or rules.get(op, {}).get(w.name)) if w.kind == "param" else None

@@ -100,6 +100,11 @@ class Block:
     phase: str = "both"
     target: str | None = None
     repeat: Repeat | None = None
+    #: the shape of ``output`` as the class holding the block writes it: ints and
+    #: :class:`~nasdsl.ir.sym.Sym` of that class's parameters (None until shapes are inferred)
+    sym: tuple | None = None
+    #: the same of its first input
+    in_sym: tuple | None = None
 
     @property
     def dormant(self) -> bool:
@@ -139,6 +144,9 @@ class Template:
     loc: Location | None
     keypath: str
     instances: tuple[str, ...] = ()
+    #: the class's first argument: the size of its input's channel axis, ``in_channels`` for a
+    #: channels-first map, ``in_features`` for tokens and other channels-last input (set with the shapes)
+    input_param: str = "in_channels"
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,8 @@ class Node:
     stub in the dormant graph); ``attrs`` its attributes, checked, defaults filled in;
     ``type`` its output's :class:`TensorType` (None until shapes are inferred); ``sym`` the
     same shape as the node's class writes it, each size an int or a
-    :class:`~nasdsl.ir.sym.Sym` of the class's parameters (None until shapes are inferred);
+    :class:`~nasdsl.ir.sym.Sym` of the class's parameters, and ``in_sym`` its inputs' shapes
+    as that class sees them (None until shapes are inferred);
     ``given`` the attributes the spec wrote; ``exprs`` each given attribute as an expression
     of the class's parameters, where it can be one; ``deps`` the model variables each
     attribute depends on; ``loc``, ``keypath`` where the spec writes it; ``phase`` when it
@@ -222,6 +231,7 @@ class Node:
     init: FrozenDict = EMPTY
     inplace: bool | None = None
     sym: tuple | None = None
+    in_sym: tuple | None = None
 
     @property
     def shape(self) -> tuple[int, ...] | None:

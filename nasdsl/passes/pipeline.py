@@ -76,7 +76,7 @@ def verify_graph(g: nx.DiGraph) -> None:
         data = ir.node(g, n)
         if data.op == "input":
             continue
-        expected = OPS[data.op].infer_type(ir.input_types(g, n), data.attrs)
+        expected = OPS[data.op].infer(ir.input_types(g, n), data.attrs)
         if data.type != expected:
             raise PassError(f"node {n} has type {data.type}, its op's rule gives {expected}")
     info = ir.info(g)

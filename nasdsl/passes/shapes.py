@@ -7,6 +7,7 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.errors import ErrorList, NasdslError, ShapeError
 from nasdsl.ops import OPS
+from nasdsl.passes.symbolic import infer_symbols
 
 
 def infer_shapes(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
@@ -23,6 +24,13 @@ def infer_shapes(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
     errors = _infer(g)
     if errors:
         raise ErrorList(errors) if len(errors) > 1 else errors[0]
+    _shape_dormant(g)
+    infer_symbols(g)
+    return g
+
+
+def _shape_dormant(g: nx.DiGraph) -> None:
+    """Shape the dormant part from the main graph's types; its problems go to its switches."""
     info = ir.info(g)
     dormant = info.dormant
     if len(dormant.graph):
@@ -36,7 +44,6 @@ def infer_shapes(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
                 if not info.variables.get(switch):
                     problems.setdefault(switch, e.format())
         ir.update_info(g, dormant=ir.Dormant(d, dormant.outputs, ir.frozen(problems)))
-    return g
 
 
 def _infer(g: nx.DiGraph, *, with_nodes: bool = False) -> list:
@@ -51,7 +58,7 @@ def _infer(g: nx.DiGraph, *, with_nodes: bool = False) -> list:
             ir.update_node(g, name, type=None)
             continue
         try:
-            out = OPS[record.op].infer_type(types, record.attrs)
+            out = OPS[record.op].infer(types, record.attrs)
         except ShapeError as e:
             message = e.message
             if len(sources) > 1:
@@ -69,11 +76,11 @@ def params(g: nx.DiGraph, name: str) -> int:
     record = ir.node(g, name)
     if record.op == "input":
         return 0
-    return OPS[record.op].params(ir.input_shapes(g, name), record.attrs)
+    return OPS[record.op].params(ir.input_types(g, name), record.attrs)
 
 
 def macs(g: nx.DiGraph, name: str) -> int:
     record = ir.node(g, name)
     if record.op == "input":
         return 0
-    return OPS[record.op].macs(ir.input_shapes(g, name), record.attrs, record.shape)
+    return OPS[record.op].macs(ir.input_types(g, name), record.attrs, record.type)

@@ -1,0 +1,687 @@
+"""The PyTorch lowering of every op: how a node becomes an ``nn.Module`` (or a line of ``forward``).
+
+Each op's entry in the registry (:data:`nasdsl.ops.OPS`) holds a
+:class:`TorchLowering` under ``"pytorch"``. A lowering reads the node and
+nothing else: its attributes as the class writes them (:func:`attr`: the
+spec's expression where it wrote one), and every size it needs from the IR's
+symbolic shapes (:func:`in_size`: ``Node.in_sym``, the input's shape as the
+node's class sees it), never from a second derivation here. The class being
+written is described by a :class:`ClassContext`.
+
+Ops that ``torch.nn`` has no module for get a small class in the generated
+file (:data:`HELPER_CLASSES`, written only when used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from nasdsl import ir
+from nasdsl.errors import CodegenError
+from nasdsl.ir.sym import Sym
+from nasdsl.ops import OPS, lowering, lowering_of
+
+from .pyformat import Call, literal
+
+# ---------------------------------------------------------------------------
+# The class being written
+
+
+@dataclass
+class ClassContext:
+    """Where a class is being generated: the graph, and whose arguments its expressions name."""
+
+    g: nx.DiGraph
+    template: str | None  # None for the model class
+    exposed: frozenset[str]
+    #: whether an activation node may be in-place (a template's answer holds for all its uses)
+    inplace: Callable[[str], bool]
+    #: the class's arguments as its code names them (a spec name that would shadow something is renamed)
+    arguments: dict[str, str] = field(default_factory=dict)
+    #: class names of the templates and the merge helpers
+    classes: dict[str, str] = field(default_factory=dict)
+    #: keyword names of each template class's parameters
+    keywords: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: merge ops whose helper class the code uses, and "helper:Name" for HELPER_CLASSES
+    used_helpers: set[str] = field(default_factory=set)
+    #: paths of blocks to write as switched off (to compare a template's uses, see template_class)
+    off: frozenset[str] = frozenset()
+
+    def value(self, expr: object, concrete: object) -> object:
+        """An expression of the IR as this class writes it: a template class writes its
+        parameters' names; the model writes exposed variables' names and folds the others."""
+        if expr is None:
+            return concrete
+        names = names_in(expr)
+        if self.template is None:
+            if not names & self.exposed:
+                return concrete
+            variables = ir.info(self.g).variables
+            fold: dict[str, object] = {n: variables[n] for n in names - self.exposed}
+        else:
+            fold = {}
+        fold.update({n: Sym.name(self.arguments[n]) for n in names if self.arguments.get(n, n) != n})
+        if not fold:
+            return expr
+        if isinstance(expr, Sym):
+            return expr.substitute(fold)
+        if isinstance(expr, tuple):
+            return tuple(x.substitute(fold) if isinstance(x, Sym) else x for x in expr)
+        return expr
+
+    def size(self, sym: object, concrete: int) -> object:
+        """One size of a shape as this class writes it (an int, or a Sym of its arguments)."""
+        return self.value(sym if isinstance(sym, Sym) else None, concrete)
+
+
+def names_in(expr: object) -> frozenset[str]:
+    if isinstance(expr, Sym):
+        return expr.names
+    if isinstance(expr, tuple):
+        return frozenset().union(*(names_in(x) for x in expr))
+    return frozenset()
+
+
+def render(v: object) -> str:
+    if isinstance(v, Sym):
+        return v.render()
+    if isinstance(v, list):
+        return literal(tuple(v)) if all(not isinstance(x, Sym) for x in v) else "(" + ", ".join(map(render, v)) + ")"
+    if isinstance(v, tuple) and any(isinstance(x, Sym) for x in v):
+        return "(" + ", ".join(map(render, v)) + ")"
+    return literal(v)
+
+
+def square(v: object) -> object:
+    """``(3, 3)`` or ``(3, 3, 3)`` as ``3``: what PyTorch's modules take for a window of equal sides."""
+    if isinstance(v, tuple) and len(v) >= 2 and len(set(v)) == 1 and not isinstance(v[0], Sym):
+        return v[0]
+    return v
+
+
+def attr(ctx: ClassContext, node: str, key: str) -> object:
+    """An op attribute: the spec's expression if it wrote one, else the default."""
+    data = ir.node(ctx.g, node)
+    concrete = data.attrs[key]
+    if key in data.given and key in data.exprs:
+        v = ctx.value(data.exprs[key], None)
+        if v is not None:
+            if isinstance(v, list):
+                v = tuple(v)
+            if v == "valid":
+                v = (0,) * len(concrete)
+            if isinstance(concrete, float) and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)  # a float attribute written as an integer stays a float (TorchScript's types)
+            return square(v) if not isinstance(v, Sym) else v
+    return square(concrete)
+
+
+def in_size(ctx: ClassContext, node: str, axis: int | None = None, which: int = 0) -> object:
+    """The size of input ``which`` of ``node`` along ``axis`` (its channel axis by default), as the
+    node's class writes it: read from the IR's symbolic shapes."""
+    g = ir.graph_of(ctx.g, node)
+    data = ir.node(ctx.g, node)
+    src = ir.inputs(g, node)[which]
+    t = ir.node(ctx.g, src).type
+    if axis is None:
+        axis = t.channel_axis if t.channel_axis is not None else t.rank - 1
+    sym = data.in_sym[which][axis] if data.in_sym is not None else t.shape[axis]
+    return ctx.size(sym, t.shape[axis])
+
+
+def in_type(ctx: ClassContext, node: str, which: int = 0) -> ir.TensorType:
+    g = ir.graph_of(ctx.g, node)
+    return ir.node(ctx.g, ir.inputs(g, node)[which]).type
+
+
+RENAME = {"out": "out_channels"}
+
+
+def keywords(ctx: ClassContext, node: str, *keys: str) -> list[str]:
+    """``key=value`` for each of ``keys`` the spec wrote."""
+    given = ir.node(ctx.g, node).given
+    return [f"{RENAME.get(k, k)}={render(attr(ctx, node, k))}" for k in keys if k in given]
+
+
+# ---------------------------------------------------------------------------
+# Lowerings
+
+
+@dataclass(frozen=True)
+class TorchLowering:
+    """How an op becomes PyTorch.
+
+    ``module(ctx, node)`` returns the ``nn.X(...)`` call of an op node; ``classes``
+    are the module classes it makes (``reset_parameters`` applies the spec's
+    ``init`` to them); ``apply`` how ``forward`` calls the module on ``x``
+    (``{m}(x)`` by default; attention's returns a pair). A merge has no module:
+    ``join(ctx, node, terms)`` is the expression combining its branches' values
+    in a ``forward``, and ``helper`` the ``nn.ModuleDict`` subclass that holds
+    unnamed branches (name, docstring, and the lines of its ``forward`` that
+    combine the list ``results`` of the branches' outputs).
+    """
+
+    module: Callable[[ClassContext, str], Call] | None = None
+    classes: tuple[str, ...] = ()
+    join: Callable[[ClassContext, str, list[str]], str | Call] | None = None
+    helper: tuple[str, str, tuple[str, ...]] | None = None
+    #: classes of :data:`HELPER_CLASSES` that ``module`` uses (the file defines them)
+    defines: tuple[str, ...] = ()
+    #: a parameter of the enclosing module rather than a child module: ``parameter(ctx, node)``
+    #: returns the expression that makes it and how forward applies it to ``x`` (``"x * {}"``)
+    parameter: Callable[[ClassContext, str], tuple[str, str]] | None = None
+    #: a merge of two values that the in-place analysis lets overwrite the first:
+    #: ``join_into(first, second)`` (``"bn3.add_(downsample)"``, torchvision's ``out += identity``)
+    join_into: Callable[[str, str], str] | None = None
+    #: how forward calls the module on ``x``; only ``{m}(x)`` can be an item of an nn.Sequential
+    apply: str = "{m}(x)"
+    #: module classes beyond ``classes`` that inputs of a given rank make (``reset_parameters``
+    #: lists them only where the graph has such a node)
+    extra_classes: Mapping[int, str] = field(default_factory=dict)
+
+
+def lowering_for(ctx: ClassContext, node: str) -> TorchLowering:
+    data = ir.node(ctx.g, node)
+    return lowering_of("pytorch", data.op, node, data)  # type: ignore[return-value]
+
+
+def helper_name(ctx: ClassContext, name: str) -> str:
+    """The file's name of helper class ``name`` (one of the lowering's ``defines``), which the file then holds."""
+    ctx.used_helpers.add(f"helper:{name}")
+    return ctx.classes[f"helper:{name}"]
+
+
+def _conv(n: int) -> Callable[[ClassContext, str], Call]:
+    def module(ctx: ClassContext, node: str) -> Call:
+        args = [render(in_size(ctx, node, 0)), render(attr(ctx, node, "out")), render(attr(ctx, node, "kernel"))]
+        args += keywords(ctx, node, "stride", "padding", "dilation", "groups", "bias")
+        return Call(f"nn.Conv{n}d", tuple(args))
+
+    return module
+
+
+def _linear(ctx: ClassContext, node: str) -> Call:
+    size = in_size(ctx, node, -1)
+    return Call("nn.Linear", (render(size), render(attr(ctx, node, "out")), *keywords(ctx, node, "bias")))
+
+
+def _batch_norm(ctx: ClassContext, node: str) -> Call:
+    rank = in_type(ctx, node).rank
+    cls = {1: "nn.BatchNorm1d", 2: "nn.BatchNorm1d", 3: "nn.BatchNorm2d", 4: "nn.BatchNorm3d"}[rank]
+    # a value folded from a variable that is PyTorch's default too (EfficientNet's bn_eps at B0) is
+    # left out, as a hand-written model leaves it; the op's defaults are nn.BatchNorm2d's
+    index = OPS["batch_norm"].attr_index
+    keys = [
+        k for k in ("eps", "momentum") if isinstance(attr(ctx, node, k), Sym) or attr(ctx, node, k) != index[k].default
+    ]
+    return Call(cls, (render(in_size(ctx, node, 0)), *keywords(ctx, node, *keys)))
+
+
+def _pool(cls: str, extra: tuple[str, ...] = ()) -> Callable[[ClassContext, str], Call]:
+    def module(ctx: ClassContext, node: str) -> Call:
+        kernel = render(attr(ctx, node, "kernel"))
+        return Call(cls, (kernel, *keywords(ctx, node, "stride", "padding", "ceil_mode", *extra)))
+
+    return module
+
+
+def _adaptive(cls: str) -> Callable[[ClassContext, str], Call]:
+    return lambda ctx, node: Call(cls, (render(attr(ctx, node, "size")),))
+
+
+def _global(ctx: ClassContext, node: str) -> Call:
+    n = in_type(ctx, node).rank - 1
+    return Call(f"nn.AdaptiveAvgPool{n}d", ("1",))
+
+
+def _fixed(cls: str, *args: str) -> Callable[[ClassContext, str], Call]:
+    return lambda ctx, node: Call(cls, args)
+
+
+def _activation(cls: str) -> Callable[[ClassContext, str], Call]:
+    def module(ctx: ClassContext, node: str) -> Call:
+        data = ir.node(ctx.g, node)
+        if data.op == "gelu" and "approximate" in data.given:
+            return Call(cls, (f"approximate={render(attr(ctx, node, 'approximate'))}",))
+        inplace = OPS[data.op].in_place and ctx.inplace(node)
+        return Call(cls, ("inplace=True",) if inplace else ())
+
+    return module
+
+
+def _batch_axis(axis: object, rank: int) -> int:
+    """An axis of the IR (no batch; channels, last or an index) as PyTorch's dim (batch first)."""
+    if axis == "last" or axis == -1:
+        return -1
+    if isinstance(axis, int) and axis < 0:
+        return axis
+    return (0 if axis == "channels" else int(axis)) + 1
+
+
+def _flatten(ctx: ClassContext, node: str) -> Call:
+    data = ir.node(ctx.g, node)
+    t = in_type(ctx, node)
+    start = _batch_axis(_axis_index(t, data.attrs["start"]), t.rank)
+    end = _batch_axis(_axis_index(t, data.attrs["end"]), t.rank)
+    if start == 1 and end in (-1, t.rank):
+        return Call("nn.Flatten", ())
+    return Call("nn.Flatten", (str(start), str(end)))
+
+
+def _axis_index(t: ir.TensorType, axis: object) -> int:
+    if axis == "channels":
+        return t.channel_axis if t.channel_axis is not None else 0
+    if axis == "last":
+        return t.rank - 1
+    return int(axis) % t.rank  # type: ignore[arg-type]
+
+
+def _lrn(ctx: ClassContext, node: str) -> Call:
+    return Call("nn.LocalResponseNorm", (render(attr(ctx, node, "size")), *keywords(ctx, node, "alpha", "beta", "k")))
+
+
+def _dropout(ctx: ClassContext, node: str) -> Call:
+    return Call("nn.Dropout", (f"p={render(attr(ctx, node, 'p'))}",))
+
+
+def _slice(ctx: ClassContext, node: str) -> Call:
+    data = ir.node(ctx.g, node)
+    t = in_type(ctx, node)
+    axis = _axis_index(t, data.attrs["axis"])
+    start, stop = attr(ctx, node, "start"), attr(ctx, node, "stop")
+    if axis == 0 and data.attrs["step"] == 1:  # channels: the indexing a person writes, x[:, a:b]
+        args = (render(start), *((render(stop),) if stop is not None else ()))
+        return Call(helper_name(ctx, "Slice"), args)
+    stop = stop if stop is not None else t.shape[axis]
+    return Call(helper_name(ctx, "Narrow"), (str(axis + 1), render(start), render(stop), str(data.attrs["step"])))
+
+
+def _select(ctx: ClassContext, node: str) -> Call:
+    data = ir.node(ctx.g, node)
+    axis = _axis_index(in_type(ctx, node), data.attrs["axis"])
+    return Call(helper_name(ctx, "Select"), (str(axis + 1), str(data.attrs["index"])))
+
+
+def _permute(ctx: ClassContext, node: str) -> Call:
+    return Call(helper_name(ctx, "Permute"), (render(tuple(ir.node(ctx.g, node).attrs["dims"])),))
+
+
+def _transpose(ctx: ClassContext, node: str) -> Call:
+    data = ir.node(ctx.g, node)
+    t = in_type(ctx, node)
+    a, b = (_axis_index(t, data.attrs[k]) + 1 for k in ("axis0", "axis1"))
+    return Call(helper_name(ctx, "Transpose"), (str(a), str(b)))
+
+
+def exact(ctx: ClassContext, node: str, key: str) -> object:
+    """An attribute as written (a list stays a list of its sizes: a shape, not a window)."""
+    data = ir.node(ctx.g, node)
+    if key in data.given and key in data.exprs:
+        v = ctx.value(data.exprs[key], None)
+        if v is not None:
+            return tuple(v) if isinstance(v, list) else v
+    return data.attrs[key]
+
+
+def _reshape(ctx: ClassContext, node: str) -> Call:
+    return Call(helper_name(ctx, "Reshape"), (render(tuple(exact(ctx, node, "shape"))),))
+
+
+def _roll(ctx: ClassContext, node: str) -> Call:
+    data = ir.node(ctx.g, node)
+    t = in_type(ctx, node)
+    dims = tuple(_axis_index(t, a) + 1 for a in data.attrs["axes"])
+    return Call(helper_name(ctx, "Roll"), (render(tuple(data.attrs["shifts"])), render(dims)))
+
+
+def _layer_norm(ctx: ClassContext, node: str) -> Call:
+    data = ir.node(ctx.g, node)
+    t = in_type(ctx, node)
+    over_channels = data.attrs["dim"] == "channels" and t.channel_axis is not None
+    axis = t.channel_axis if over_channels else t.rank - 1
+    if axis == t.rank - 1:
+        cls = "nn.LayerNorm"
+    elif t.rank == 3:
+        cls = helper_name(ctx, "LayerNorm2d")
+    else:
+        cls = helper_name(ctx, "LayerNormChannels")
+    return Call(cls, (render(in_size(ctx, node, axis)), *keywords(ctx, node, "eps")))
+
+
+def _softmax(ctx: ClassContext, node: str) -> Call:
+    t = in_type(ctx, node)
+    return Call("nn.Softmax", (f"dim={_batch_axis(_axis_index(t, ir.node(ctx.g, node).attrs['dim']), t.rank)}",))
+
+
+def _stochastic_depth(ctx: ClassContext, node: str) -> Call:
+    p, mode = attr(ctx, node, "p"), attr(ctx, node, "mode")
+    return Call(helper_name(ctx, "StochasticDepth"), (render(p), render(mode)))
+
+
+def _layer_scale(ctx: ClassContext, node: str) -> tuple[str, str]:
+    t = in_type(ctx, node)
+    size = render(in_size(ctx, node, 0 if t.rank >= 3 and t.channel_axis == 0 else t.rank - 1))
+    shape = f"({size}, {', '.join(['1'] * (t.rank - 1))})" if t.rank >= 3 and t.channel_axis == 0 else f"({size},)"
+    return f"nn.Parameter(torch.full({shape}, {render(attr(ctx, node, 'init'))}))", "x * {}"
+
+
+def _parameter(ctx: ClassContext, node: str) -> tuple[str, str]:
+    sizes = tuple(exact(ctx, node, "shape"))
+    dims = ", ".join(render(d) for d in (1, *sizes))
+    keep = ", ".join(["-1"] * len(sizes))
+    return f"nn.Parameter(torch.zeros({dims}))", "{}.expand(x.shape[0], " + keep + ")"
+
+
+def _interpolate(ctx: ClassContext, node: str) -> Call:
+    data = ir.node(ctx.g, node)
+    args = []
+    if data.attrs["size"] is not None:
+        args.append(f"size={render(square(tuple(data.attrs['size'])))}")
+    else:
+        args.append(f"scale_factor={render(attr(ctx, node, 'scale'))}")
+    args.append(f"mode={render(data.attrs['mode'])}")
+    if data.attrs["mode"] != "nearest":
+        args.append(f"align_corners={render(data.attrs['align_corners'])}")
+    return Call("nn.Upsample", tuple(args))
+
+
+def _interpolate_like(ctx: ClassContext, node: str, terms: list[str]) -> Call:
+    data = ir.node(ctx.g, node)
+    spatial = in_type(ctx, node).rank - 1
+    args = [terms[0], f"size={terms[1]}.shape[{-spatial}:]", f"mode={render(data.attrs['mode'])}"]
+    if data.attrs["mode"] != "nearest":
+        args.append(f"align_corners={render(data.attrs['align_corners'])}")
+    return Call("F.interpolate", tuple(args))
+
+
+def _attention(ctx: ClassContext, node: str) -> Call:
+    args = [render(in_size(ctx, node, -1)), render(attr(ctx, node, "heads"))]
+    args += keywords(ctx, node, "dropout", "bias")
+    return Call("nn.MultiheadAttention", (*args, "batch_first=True"))
+
+
+def _concat_join(ctx: ClassContext, node: str, terms: list[str]) -> Call:
+    data = ir.node(ctx.g, node)
+    t = in_type(ctx, node)
+    dim = _batch_axis(_axis_index(t, data.attrs["axis"]), t.rank)
+    return Call("torch.cat", (Call("", tuple(terms), "[", "]"), str(dim)))
+
+
+def _constant(ctx: ClassContext, node: str) -> Call:
+    return Call(helper_name(ctx, "Fill"), (render(attr(ctx, node, "value")),))
+
+
+for _n in (1, 2, 3):
+    lowering("pytorch", f"conv{_n}d")(TorchLowering(_conv(_n), (f"nn.Conv{_n}d",)))
+for _n, _suffix in ((1, "1d"), (2, ""), (3, "3d")):
+    lowering("pytorch", f"max_pool{_suffix}")(TorchLowering(_pool(f"nn.MaxPool{_n}d")))
+    lowering("pytorch", f"avg_pool{_suffix}")(TorchLowering(_pool(f"nn.AvgPool{_n}d", ("count_include_pad",))))
+    lowering("pytorch", f"adaptive_avg_pool{_suffix}")(TorchLowering(_adaptive(f"nn.AdaptiveAvgPool{_n}d")))
+lowering("pytorch", "linear")(TorchLowering(_linear, ("nn.Linear",)))
+lowering("pytorch", "batch_norm")(
+    TorchLowering(_batch_norm, ("nn.BatchNorm2d", "nn.BatchNorm1d"), extra_classes={4: "nn.BatchNorm3d"})
+)
+lowering("pytorch", "global_avg_pool")(TorchLowering(_global))
+lowering("pytorch", "lrn")(TorchLowering(_lrn))
+lowering("pytorch", "dropout")(TorchLowering(_dropout))
+lowering("pytorch", "flatten")(TorchLowering(_flatten))
+lowering("pytorch", "softmax")(TorchLowering(_softmax))
+lowering("pytorch", "identity")(TorchLowering(_fixed("nn.Identity")))
+for _op, _cls in (
+    ("relu", "nn.ReLU"),
+    ("relu6", "nn.ReLU6"),
+    ("sigmoid", "nn.Sigmoid"),
+    ("tanh", "nn.Tanh"),
+    ("silu", "nn.SiLU"),
+    ("gelu", "nn.GELU"),
+    ("hardswish", "nn.Hardswish"),
+    ("hardsigmoid", "nn.Hardsigmoid"),
+):
+    lowering("pytorch", _op)(TorchLowering(_activation(_cls)))
+lowering("pytorch", "slice")(TorchLowering(_slice, defines=("Slice", "Narrow")))
+lowering("pytorch", "select")(TorchLowering(_select, defines=("Select",)))
+lowering("pytorch", "permute")(TorchLowering(_permute, defines=("Permute",)))
+lowering("pytorch", "transpose")(TorchLowering(_transpose, defines=("Transpose",)))
+lowering("pytorch", "reshape")(TorchLowering(_reshape, defines=("Reshape",)))
+lowering("pytorch", "roll")(TorchLowering(_roll, defines=("Roll",)))
+lowering("pytorch", "constant")(TorchLowering(_constant, defines=("Fill",)))
+lowering("pytorch", "layer_norm")(
+    TorchLowering(_layer_norm, ("nn.LayerNorm",), defines=("LayerNorm2d", "LayerNormChannels"))
+)
+lowering("pytorch", "stochastic_depth")(TorchLowering(_stochastic_depth, defines=("StochasticDepth",)))
+lowering("pytorch", "layer_scale")(TorchLowering(parameter=_layer_scale))
+lowering("pytorch", "parameter")(TorchLowering(parameter=_parameter))
+lowering("pytorch", "interpolate")(TorchLowering(_interpolate))
+lowering("pytorch", "attention")(
+    TorchLowering(_attention, ("nn.MultiheadAttention",), apply="{m}(x, x, x, need_weights=False)[0]")
+)
+lowering("pytorch", "channel_shuffle")(
+    TorchLowering(lambda ctx, node: Call("nn.ChannelShuffle", (render(attr(ctx, node, "groups")),)))
+)
+lowering("pytorch", "concat")(
+    TorchLowering(
+        join=_concat_join,
+        helper=(
+            "Concat",
+            "Runs every branch on the same input and joins the results on channels",
+            ("return torch.cat(results, 1)",),
+        ),
+    )
+)
+lowering("pytorch", "add")(
+    TorchLowering(
+        join=lambda ctx, node, terms: " + ".join(terms),
+        join_into=lambda first, second: f"{first}.add_({second})",
+        helper=(
+            "Add",
+            "Runs every branch on the same input and sums the results",
+            ("total = results[0]", "for result in results[1:]:", "    total = total + result", "return total"),
+        ),
+    )
+)
+lowering("pytorch", "mul")(
+    TorchLowering(
+        join=lambda ctx, node, terms: " * ".join(terms),
+        helper=(
+            "Mul",
+            "Runs every branch on the same input and multiplies the results (they broadcast)",
+            ("total = results[0]", "for result in results[1:]:", "    total = total * result", "return total"),
+        ),
+    )
+)
+lowering("pytorch", "mean")(
+    TorchLowering(
+        join=lambda ctx, node, terms: f"({' + '.join(terms)}) / {len(terms)}",
+        helper=(
+            "Mean",
+            "Runs every branch on the same input and averages the results",
+            (
+                "total = results[0]",
+                "for result in results[1:]:",
+                "    total = total + result",
+                "return total / len(results)",
+            ),
+        ),
+    )
+)
+lowering("pytorch", "matmul")(
+    TorchLowering(
+        join=lambda ctx, node, terms: (
+            f"{terms[0]} @ {terms[1]}.transpose(-2, -1)"
+            if ir.node(ctx.g, node).attrs["transpose_b"]
+            else f"{terms[0]} @ {terms[1]}"
+        )
+    )
+)
+lowering("pytorch", "interpolate_like")(TorchLowering(join=_interpolate_like))
+
+
+#: Classes a generated file defines for ops torch.nn has no module for (written only when used).
+#: ``{name}`` is the class's name in the file.
+HELPER_CLASSES: dict[str, tuple[str, ...]] = {
+    "Slice": (
+        "class {name}(nn.Module):",
+        '    """The channels from start up to stop (None: to the end)."""',
+        "",
+        "    def __init__(self, start: int, stop: int | None = None) -> None:",
+        "        super().__init__()",
+        "        self.start = start",
+        "        self.stop = stop",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return x[:, self.start : self.stop]",
+    ),
+    "Narrow": (
+        "class {name}(nn.Module):",
+        '    """The positions from start up to stop, every step, along dim."""',
+        "",
+        "    def __init__(self, dim: int, start: int, stop: int, step: int = 1) -> None:",
+        "        super().__init__()",
+        "        self.dim = dim",
+        "        self.start = start",
+        "        self.stop = stop",
+        "        self.step = step",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        x = x.narrow(self.dim, self.start, self.stop - self.start)",
+        "        if self.step == 1:",
+        "            return x",
+        "        index = torch.arange(0, x.shape[self.dim], self.step, device=x.device)",
+        "        return x.index_select(self.dim, index)",
+    ),
+    "Select": (
+        "class {name}(nn.Module):",
+        '    """The one position index along dim (x[:, 0] for dim 1), which disappears."""',
+        "",
+        "    def __init__(self, dim: int, index: int) -> None:",
+        "        super().__init__()",
+        "        self.dim = dim",
+        "        self.index = index",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return x.select(self.dim, self.index)",
+    ),
+    "Permute": (
+        "class {name}(nn.Module):",
+        '    """Reorders the axes after the batch: (1, 2, 0) makes (N, C, H, W) channels-last."""',
+        "",
+        "    def __init__(self, dims: tuple[int, ...]) -> None:",
+        "        super().__init__()",
+        "        self.dims = [0] + [d + 1 for d in dims]",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return x.permute(self.dims)",
+    ),
+    "Transpose": (
+        "class {name}(nn.Module):",
+        '    """Swaps two axes."""',
+        "",
+        "    def __init__(self, dim0: int, dim1: int) -> None:",
+        "        super().__init__()",
+        "        self.dim0 = dim0",
+        "        self.dim1 = dim1",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return x.transpose(self.dim0, self.dim1)",
+    ),
+    "Reshape": (
+        "class {name}(nn.Module):",
+        '    """A new shape after the batch (one size may be -1), the same values in the same order."""',
+        "",
+        "    def __init__(self, shape: tuple[int, ...]) -> None:",
+        "        super().__init__()",
+        "        self.shape = list(shape)",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return x.reshape([x.shape[0]] + self.shape)",
+    ),
+    "Roll": (
+        "class {name}(nn.Module):",
+        '    """Shifts the values along dims, cyclically (torch.roll)."""',
+        "",
+        "    def __init__(self, shifts: tuple[int, ...], dims: tuple[int, ...]) -> None:",
+        "        super().__init__()",
+        "        self.shifts = list(shifts)",
+        "        self.dims = list(dims)",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return torch.roll(x, self.shifts, self.dims)",
+    ),
+    "Fill": (
+        "class {name}(nn.Module):",
+        '    """A tensor shaped like the input, every value the same."""',
+        "",
+        "    def __init__(self, value: float) -> None:",
+        "        super().__init__()",
+        "        self.value = value",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return torch.full_like(x, self.value)",
+    ),
+    "LayerNorm2d": (
+        "class {name}(nn.LayerNorm):",
+        '    """LayerNorm over the channels of an (N, C, H, W) map."""',
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        x = x.permute(0, 2, 3, 1)",
+        "        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)",
+        "        return x.permute(0, 3, 1, 2)",
+    ),
+    "LayerNormChannels": (
+        "class {name}(nn.LayerNorm):",
+        '    """LayerNorm over the channels (dim 1) of a map of any rank."""',
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        x = x.movedim(1, -1)",
+        "        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)",
+        "        return x.movedim(-1, 1)",
+    ),
+    "StochasticDepth": (
+        "class {name}(nn.Module):",
+        '    """Drops whole samples ("row") or the whole batch with probability p in training; an',
+        '    identity at inference (Huang et al. 2016)."""',
+        "",
+        "    def __init__(self, p: float, mode: str) -> None:",
+        "        super().__init__()",
+        "        self.p = p",
+        "        self.mode = mode",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        if not self.training or self.p == 0.0:",
+        "            return x",
+        "        survival = 1.0 - self.p",
+        "        size = [1] * x.dim()",
+        '        if self.mode == "row":',
+        "            size[0] = x.shape[0]",
+        "        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)",
+        "        if survival > 0.0:",
+        "            noise = noise / survival",
+        "        return x * noise",
+    ),
+}
+
+
+def check_lowering(ctx: ClassContext, node: str, low: TorchLowering) -> None:
+    """A lowering that has no module of its own cannot be an item of a module expression."""
+    if low.module is None:
+        data = ir.node(ctx.g, node)
+        raise CodegenError(
+            f"the PyTorch backend cannot lower op '{data.op}' as a module (node {node})",
+            location=data.loc,
+            path=data.keypath,
+        )
+
+
+__all__ = [
+    "HELPER_CLASSES",
+    "ClassContext",
+    "TorchLowering",
+    "attr",
+    "in_size",
+    "in_type",
+    "lowering_for",
+    "render",
+]

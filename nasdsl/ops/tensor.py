@@ -1,0 +1,416 @@
+"""Ops that move, cut or make tensors: flatten, reshape, permute, transpose, slice, select, roll,
+channel shuffle, learned tensors, constants and interpolation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from nasdsl.errors import ShapeError, SpecError
+from nasdsl.ir.types import AXES, TensorType
+from nasdsl.ops.core import (
+    MAX_CHANNELS,
+    MAX_RANK,
+    MAX_WINDOW,
+    Attr,
+    OpDef,
+    Weight,
+    axis_of,
+    boolean,
+    check_int,
+    describe,
+    describe_type,
+    fmt,
+    identity_channels,
+    int_list,
+    integer,
+    is_finite,
+    is_int,
+    known,
+    need,
+    one_of,
+    optional_int,
+    register,
+    signed,
+)
+
+
+def _axis(v: object) -> str | int:
+    """``channels``, ``last`` or an axis index (negative from the end)."""
+    if v in ("channels", "last"):
+        return v  # type: ignore[return-value]
+    if is_int(v) and -MAX_RANK <= v < MAX_RANK:
+        return v
+    raise SpecError(f"expected channels, last or an axis index from {-MAX_RANK} to {MAX_RANK - 1}, got {describe(v)}")
+
+
+AXIS_DOC = "channels (the channel axis), last, or an axis index without the batch (negative from the end)"
+
+
+# -- flatten, reshape, permute, transpose ---------------------------------------------------------
+
+
+def _flatten_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    start = axis_of(t, a["start"], "flatten")
+    end = axis_of(t, a["end"], "flatten")
+    if end < start:
+        raise ShapeError(f"expected flatten's end axis ({end}) not before its start ({start}) in {describe_type(t)}")
+    size = 1
+    for d in t.shape[start : end + 1]:
+        size = size * d
+    merged = t.axes[start : end + 1]
+    if start == 0 and end == t.rank - 1:
+        axis = "C"  # flat features
+    elif all(x in "THWL" for x in merged):
+        axis = "L"  # spatial axes become a sequence (a ViT's patches)
+    elif len(merged) == 1:
+        axis = merged
+    else:
+        axis = "?"
+    return TensorType((*t.shape[:start], size, *t.shape[end + 1 :]), t.axes[:start] + axis + t.axes[end + 1 :])
+
+
+def _flatten_channels(types: Sequence[TensorType], a: Mapping[str, object], out: TensorType) -> tuple | None:
+    t = types[0]
+    if out.rank != 1:  # a partial flatten keeps the channels when it leaves the channel axis alone
+        return identity_channels(types, a, out) if out.channel_axis is not None and t.channel_axis == 0 else None
+    if t.channel_axis not in (0, None) or t.rank == 1:
+        return identity_channels(types, a, out) if t.rank == 1 else None
+    per = math.prod(t.shape[1:])
+    return tuple((0, f // per) for f in range(out.shape[0]))
+
+
+def _reshape_shape(v: object) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= MAX_RANK:
+        raise SpecError(f"expected the new shape without the batch, a list of 1 to {MAX_RANK} sizes, got {describe(v)}")
+    if sum(1 for x in v if x == -1) > 1:
+        raise SpecError(f"expected at most one -1 (the size worked out from the others), got {describe(v)}")
+    return tuple(x if x == -1 else check_int(x, 1, MAX_CHANNELS) for x in v)
+
+
+def _axes_text(v: object) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or any(c not in AXES for c in v) or v.count("C") > 1:
+        raise SpecError(f"expected one letter per axis from {AXES}, C at most once, got {describe(v)}")
+    return v
+
+
+def _reshape_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    target = list(a["shape"])
+    total = 1
+    for d in t.shape:
+        total = total * d
+    if -1 in target:
+        rest = 1
+        for d in target:
+            if d != -1:
+                rest = rest * d
+        if known(total, rest) and (rest == 0 or total % rest):
+            raise ShapeError(f"cannot reshape {describe_type(t)} to {fmt(a['shape'])}: the sizes do not divide")
+        target[target.index(-1)] = total // rest
+    size = 1
+    for d in target:
+        size = size * d
+    if known(size, total) and size != total:
+        raise ShapeError(f"cannot reshape {describe_type(t)} ({total} values) to {fmt(target)} ({size} values)")
+    axes = a["axes"] or "?" * len(target)
+    if len(axes) != len(target):
+        raise ShapeError(f"expected axes of {len(target)} letters for the shape {fmt(target)}, got {a['axes']}")
+    return TensorType(tuple(target), axes, t.dtype)
+
+
+def _permute_check(v: object) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= MAX_RANK:
+        raise SpecError(f"expected a list of the axes in their new order, such as [1, 2, 0], got {describe(v)}")
+    return tuple(check_int(x, 0, MAX_RANK - 1) for x in v)
+
+
+def _permute_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    dims = a["dims"]
+    if sorted(dims) != list(range(t.rank)):
+        raise ShapeError(f"expected a permutation of 0..{t.rank - 1}, got {list(dims)}")
+    return TensorType(tuple(t.shape[d] for d in dims), "".join(t.axes[d] for d in dims), t.dtype)
+
+
+def _transpose_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    i, j = axis_of(t, a["axis0"], "transpose"), axis_of(t, a["axis1"], "transpose")
+    order = list(range(t.rank))
+    order[i], order[j] = order[j], order[i]
+    return TensorType(tuple(t.shape[d] for d in order), "".join(t.axes[d] for d in order), t.dtype)
+
+
+# -- slice, select, roll, channel shuffle ----------------------------------------------------------
+
+
+def _slice_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    axis = axis_of(t, a["axis"], "slice")
+    n = t.shape[axis]
+    start, stop, step = a["start"], a["stop"], a["step"]
+    stop = n if stop is None else stop
+    if known(n, start, stop) and not start < stop <= n:
+        what = "channels" if axis == t.channel_axis else f"positions of axis {axis}"
+        raise ShapeError(f"expected 0 <= start < stop <= {n} {what}, got start {start} and stop {stop}")
+    size = (stop - start + step - 1) // step
+    return TensorType((*t.shape[:axis], size, *t.shape[axis + 1 :]), t.axes, t.dtype)
+
+
+def _slice_channels(types: Sequence[TensorType], a: Mapping[str, object], out: TensorType) -> tuple | None:
+    t = types[0]
+    if t.channel_axis is None:
+        return None
+    if axis_of(t, a["axis"], "slice") != t.channel_axis:
+        return identity_channels(types, a, out)  # cut elsewhere: the channels stay
+    return tuple((0, a["start"] + i * a["step"]) for i in range(out.shape[out.channel_axis]))
+
+
+def _select_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    axis = axis_of(t, a["axis"], "select")
+    n = t.shape[axis]
+    if known(n) and not -n <= a["index"] < n:
+        raise ShapeError(f"expected an index from {-n} to {n - 1} along axis {axis} of {describe_type(t)}")
+    if t.rank == 1:
+        raise ShapeError(f"expected a tensor of two or more axes as the input of select, got {describe_type(t)}")
+    return TensorType(t.shape[:axis] + t.shape[axis + 1 :], t.axes[:axis] + t.axes[axis + 1 :], t.dtype)
+
+
+def _roll_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    if len(a["shifts"]) != len(a["axes"]):
+        raise ShapeError(f"expected one shift per axis, got {len(a['shifts'])} shifts and {len(a['axes'])} axes")
+    for axis in a["axes"]:
+        axis_of(t, axis, "roll")
+    return t
+
+
+def _shuffle_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    need(t, "channel_shuffle", "a feature map (C, ...)", t.rank >= 2 and t.channels_first)
+    c = t.shape[0]
+    if known(c) and c % a["groups"]:
+        raise ShapeError(f"expected groups that divide the channels {c}, got {a['groups']}")
+    return t
+
+
+def _shuffle_channels(types: Sequence[TensorType], a: Mapping[str, object], out: TensorType) -> tuple:
+    """torch.nn.ChannelShuffle: channel i of the output is channel (i % g) * (C // g) + i // g of the input."""
+    c, g = out.shape[0], a["groups"]
+    per = c // g
+    return tuple((0, (i % g) * per + i // g) for i in range(c))
+
+
+# -- learned tensors, constants, interpolation --------------------------------------------------------
+
+
+def _tensor_shape(v: object) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= MAX_RANK:
+        raise SpecError(
+            f"expected the tensor's shape without the batch, a list of 1 to {MAX_RANK} sizes, got {describe(v)}"
+        )
+    return tuple(check_int(x, 1, MAX_CHANNELS) for x in v)
+
+
+def _parameter_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    shape = tuple(a["shape"])
+    axes = a["axes"] or ("LC" if len(shape) == 2 else "?" * len(shape))
+    if len(axes) != len(shape):
+        raise ShapeError(f"expected axes of {len(shape)} letters for the shape {fmt(shape)}, got {a['axes']}")
+    return TensorType(shape, axes, types[0].dtype)
+
+
+def _parameter_weights(types: Sequence[TensorType], a: Mapping[str, object]) -> tuple[Weight, ...]:
+    return (Weight("", (1, *a["shape"]), init="zeros"),)
+
+
+def _constant_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    return types[0]
+
+
+def _finite_value(v: object) -> float:
+    if not is_finite(v):
+        raise SpecError(f"expected a number, got {describe(v)}")
+    return float(v)
+
+
+def _interpolate_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    spatial = t.rank - 1
+    need(t, "interpolate", "a feature map (C, L), (C, H, W) or (C, T, H, W)", 2 <= t.rank <= 4 and t.channels_first)
+    if a["mode"] == "bilinear" and spatial != 2 or a["mode"] == "trilinear" and spatial != 3:
+        raise ShapeError(f"expected a map with {2 if a['mode'] == 'bilinear' else 3} spatial axes for {a['mode']}")
+    given = [k for k in ("size", "scale") if a.get(k) is not None]
+    if len(types) == 2:
+        like = types[1]
+        if like.rank < spatial:
+            raise ShapeError(f"expected a second input with {spatial} spatial axes, got {describe_type(like)}")
+        sizes = tuple(like.shape[like.rank - spatial :])
+    elif len(given) != 1:
+        raise ShapeError("expected one of size and scale")
+    elif a["size"] is not None:
+        size = a["size"]
+        if len(size) not in (1, spatial):
+            raise ShapeError(f"expected a size of 1 or {spatial} integers, got {fmt(size)}")
+        sizes = tuple(size) * (spatial if len(size) == 1 else 1)
+    else:
+        sizes = tuple(int(math.floor(d * a["scale"])) if known(d) else d * int(a["scale"]) for d in t.shape[1:])
+        if not all(known(d) and d >= 1 for d in sizes):
+            raise ShapeError(f"a scale of {a['scale']} leaves no positions of {describe_type(t)}")
+    return TensorType((t.shape[0], *sizes), t.axes, t.dtype)
+
+
+def _positive_real(v: object) -> float | None:
+    if v is None:
+        return None
+    if not is_finite(v) or v <= 0 or v > MAX_WINDOW:
+        raise SpecError(f"expected a number > 0 and <= {MAX_WINDOW}, got {describe(v)}")
+    return float(v)
+
+
+def _optional_sizes(v: object) -> tuple[int, ...] | None:
+    if v is None:
+        return None
+    return int_list("the output's spatial size", 1, 1 << 16, most=3)(v if isinstance(v, (list, tuple)) else [v])
+
+
+_MODE = (
+    Attr(
+        "mode",
+        one_of("nearest", "linear", "bilinear", "trilinear"),
+        default="nearest",
+        role="flag",
+        literals=("nearest", "linear", "bilinear", "trilinear"),
+    ),
+    Attr("align_corners", boolean, default=False, role="flag"),
+)
+
+
+register(
+    OpDef(
+        "flatten",
+        "flatten the axes from `start` to `end` into one (all of them by default: flat features)",
+        (
+            Attr("start", _axis, default=0, doc=AXIS_DOC),
+            Attr("end", _axis, default=-1, doc=AXIS_DOC),
+        ),
+        _flatten_infer,
+        lead="flatten",
+        aliases=True,
+        channel_map=_flatten_channels,
+    ),
+    OpDef(
+        "reshape",
+        "a new shape (without the batch) holding the same values in the same order; one size may be -1",
+        (
+            Attr("shape", _reshape_shape, symbolic=True, role="count"),
+            Attr("axes", _axes_text, default=None, doc="the new axes' roles (letters of CTHWL?); unknown by default"),
+        ),
+        _reshape_infer,
+        lead="other",
+        aliases=True,
+    ),
+    OpDef(
+        "permute",
+        "reorder the axes (batch excluded): [1, 2, 0] makes a (C, H, W) map channels-last",
+        (Attr("dims", _permute_check),),
+        _permute_infer,
+        aliases=True,
+        lead="other",
+    ),
+    OpDef(
+        "transpose",
+        "swap two axes (batch excluded)",
+        (Attr("axis0", _axis, doc=AXIS_DOC), Attr("axis1", _axis, doc=AXIS_DOC)),
+        _transpose_infer,
+        aliases=True,
+        lead="other",
+    ),
+    OpDef(
+        "slice",
+        "the positions from `start` up to `stop` (default: all that follow), every `step`, along `axis` "
+        "(the channels by default)",
+        (
+            Attr("start", integer(0), default=0, role="count", symbolic=True),
+            Attr("stop", optional_int(0), default=None, role="count", symbolic=True),
+            Attr("step", integer(1), default=1),
+            Attr("axis", _axis, default="channels", doc=AXIS_DOC, literals=("channels", "last")),
+        ),
+        _slice_infer,
+        lead="slice",
+        aliases=True,
+        channel_map=_slice_channels,
+    ),
+    OpDef(
+        "select",
+        "the one position `index` along `axis`, which disappears (a ViT's class token: x[:, 0])",
+        (
+            Attr("axis", _axis, doc=AXIS_DOC, literals=("channels", "last")),
+            Attr("index", signed(), default=0),
+        ),
+        _select_infer,
+        lead="other",
+        aliases=True,
+    ),
+    OpDef(
+        "roll",
+        "shift the values along axes, cyclically (torch.roll; a Swin window shift)",
+        (
+            Attr("shifts", int_list("the shifts", -MAX_CHANNELS, MAX_CHANNELS)),
+            Attr("axes", int_list("the axes, without the batch", -MAX_RANK, MAX_RANK - 1)),
+        ),
+        _roll_infer,
+        channel_map=identity_channels,
+    ),
+    OpDef(
+        "channel_shuffle",
+        "interleave the channels of `groups` groups (ShuffleNet)",
+        (Attr("groups", integer(1, MAX_CHANNELS)),),
+        _shuffle_infer,
+        channel_map=_shuffle_channels,
+    ),
+    OpDef(
+        "parameter",
+        "a learned tensor of `shape` (a class token, a position embedding), the same for every sample; "
+        "it reads its input only for the batch size; a parameter of its module",
+        (
+            Attr("shape", _tensor_shape, symbolic=True, role="count"),
+            Attr("axes", _axes_text, default=None, doc="the roles of its axes (LC for tokens by default)"),
+        ),
+        _parameter_infer,
+        _parameter_weights,
+        lead="out",
+        spatial="fixed",
+        init_params=("value",),
+    ),
+    OpDef(
+        "constant",
+        "a tensor shaped like the input, every value `value` (a zero branch of a search space)",
+        (Attr("value", _finite_value, default=0.0, role="rate"),),
+        _constant_infer,
+    ),
+    OpDef(
+        "interpolate",
+        "resize a map to `size` or by `scale`",
+        (Attr("size", _optional_sizes, default=None), Attr("scale", _positive_real, default=None, role="rate"), *_MODE),
+        _interpolate_infer,
+        spatial="fixed",
+        channel_map=identity_channels,
+    ),
+    OpDef(
+        "interpolate_like",
+        "resize the first branch's map to the spatial size of the second's (a segmentation head back to the "
+        "input's size)",
+        _MODE,
+        _interpolate_infer,
+        min_inputs=2,
+        max_inputs=2,
+        spatial="fixed",
+        merge=True,
+        channel_map=identity_channels,
+    ),
+)

@@ -1,0 +1,248 @@
+"""Symbolic shapes: every size as the generated class that holds a node computes it.
+
+A template's class is built for any of its uses: its layers' sizes are
+expressions of its parameters (``c3x3``) and of its input's channel count, the
+class's first argument (``in_channels``, or ``in_features`` for tokens). After
+:func:`~nasdsl.passes.shapes.infer_shapes` has the concrete types, this pass
+runs each op's own shape rule again with those expressions
+(:class:`~nasdsl.ir.sym.Sym`) in place of the numbers: the node's input types
+as its class sees them (``Node.in_sym``), its ``out`` or ``shape`` attributes
+as written (``Node.exprs``), giving ``Node.sym``. A size the rule cannot
+compute symbolically (a window over a symbolic size) falls back to the number
+(and a class that would need a different number at another use is refused by
+the code generator). The block tree gets the same for each block (``Block.sym``,
+``Block.in_sym``), in the terms of the class that holds the block as an
+attribute; a template use's output is translated into its caller's terms by
+putting the use's arguments (``Arg.expr``) for the parameters.
+
+So a backend reads every size from the IR: ``nn.Linear(in_features, ...)``'s
+first argument is ``Node.in_sym[0][-1]``, never worked out a second time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import networkx as nx
+
+from nasdsl import ir
+from nasdsl.errors import NasdslError
+from nasdsl.ir.sym import Sym, SymbolicError
+from nasdsl.ops import OPS
+
+_FAILED = (SymbolicError, TypeError, ValueError, ZeroDivisionError, NasdslError, AssertionError, KeyError)
+
+
+def input_param(t: ir.TensorType | None) -> str:
+    """The name of a class's first argument for an input of type ``t``."""
+    if t is not None and t.channel_axis is not None and t.channel_axis == t.rank - 1 and t.rank > 1:
+        return "in_features"
+    return "in_channels"
+
+
+class _Symbols:
+    def __init__(self, g: nx.DiGraph):
+        self.g = g
+        self.info = ir.info(g)
+        self.uses: dict[str, ir.Block] = {}  # instance path -> its use block
+        self.parent: dict[str, str] = {}  # instance path -> the enclosing instance ("" for the model)
+        #: instances whose path a nested use shares (a template whose body is one use): their nodes
+        #: cannot tell the two classes apart, so their sizes are written as numbers
+        self.ambiguous: set[str] = set()
+        for root in ir.roots(g):
+            self._index(root, "")
+        self.memo: dict[tuple[str, str], tuple] = {}
+        self.records: dict[str, ir.Node] = {}  # nodes with their symbols, main and dormant
+        templates = dict(self.info.templates)
+        chosen: dict[str, str] = {}
+        for use in self.uses.values():
+            if use.template not in chosen:
+                chosen[use.template] = input_param(self._type(use.inputs[0]))
+        self.templates = {
+            name: dataclasses.replace(t, input_param=chosen.get(name, t.input_param)) for name, t in templates.items()
+        }
+
+    def _index(self, b: ir.Block, instance: str) -> None:
+        if b.kind == "use":
+            if b.path in self.uses:  # a template whose body is one use: both classes at one path
+                self.ambiguous.add(b.path)
+            else:
+                self.uses[b.path] = b
+                self.parent[b.path] = instance
+            instance = b.path
+        for c in b.children:
+            self._index(c, instance)
+
+    def _record(self, name: str) -> ir.Node:
+        if name in self.records:
+            return self.records[name]
+        return ir.node(self.g, name)
+
+    def _type(self, name: str) -> ir.TensorType | None:
+        return self._record(name).type
+
+    # -- symbols of a node as a class sees them --------------------------------------------
+    def seen_from(self, name: str, instance: str) -> tuple | None:
+        """The shape of node ``name``'s output in the terms of the class of ``instance``."""
+        key = (name, instance)
+        if key in self.memo:
+            return self.memo[key]
+        record = self._record(name)
+        if record.type is None:
+            return None
+        own = record.instance if record.op not in ("input", "external") else ""
+        if own in self.ambiguous or instance in self.ambiguous:
+            out = record.type.shape
+        elif own == instance:
+            out = record.sym if record.sym is not None else record.type.shape
+        elif _inside(own, instance):
+            child = own
+            while self.parent.get(child, "") != instance:
+                child = self.parent[child]
+            out = self._translate(self.seen_from(name, child), child)
+        else:  # the input of the class's use: its channel count is the class's first argument
+            out = self._input(record.type, instance)
+        self.memo[key] = out
+        return out
+
+    def _input(self, t: ir.TensorType, instance: str) -> tuple:
+        use = self.uses.get(instance)
+        if use is None:
+            return t.shape
+        c = t.channel_axis
+        shape = list(t.shape)
+        if c is not None:
+            shape[c] = Sym.name(self.templates[use.template].input_param)
+        return tuple(shape)
+
+    def _translate(self, sym: tuple | None, instance: str) -> tuple | None:
+        """A shape in the terms of ``instance``'s class, in the terms of its caller."""
+        if sym is None or not any(isinstance(d, Sym) for d in sym):
+            return sym
+        use = self.uses[instance]
+        values: dict[str, object] = {}
+        for a in use.args:
+            v = a.expr if a.expr is not None else a.value
+            if isinstance(v, (int, Sym)) and not isinstance(v, bool):
+                values[a.name] = v
+        param = self.templates[use.template].input_param
+        outer = self.seen_from(use.inputs[0], self.parent[instance])
+        t = self._type(use.inputs[0])
+        if outer is not None and t is not None and t.channel_axis is not None:
+            values[param] = outer[t.channel_axis]
+        out = []
+        for d, concrete in zip(sym, self._concrete(sym), strict=True):
+            if isinstance(d, Sym):
+                try:
+                    d = d.substitute(values)
+                except _FAILED:
+                    d = concrete
+                if isinstance(d, Sym) and not d.names <= _caller_names(self, instance):
+                    d = concrete  # names the caller does not have: the number
+            out.append(d)
+        return tuple(out)
+
+    def _concrete(self, sym: tuple) -> tuple:
+        return tuple(d if isinstance(d, int) else None for d in sym)
+
+    # -- nodes -------------------------------------------------------------------------------
+    def node(self, name: str, record: ir.Node, graph: nx.DiGraph) -> ir.Node:
+        if record.op in ("input", "external") or record.type is None:
+            if record.op == "input":
+                record = dataclasses.replace(record, sym=record.type.shape if record.type else None)
+            self.records[name] = record
+            return record
+        sources = ir.inputs(graph, name)
+        in_sym = tuple(self.seen_from(s, record.instance) for s in sources)
+        sym = record.type.shape
+        if record.instance in self.ambiguous:
+            pass
+        elif any(x is not None and any(isinstance(d, Sym) for d in x) for x in in_sym) or _symbolic_attrs(record):
+            try:
+                types = [
+                    ir.TensorType(tuple(s), self._type(src).axes) for s, src in zip(in_sym, sources, strict=True)
+                ]
+                attrs = {**record.attrs, **_attr_exprs(record)}
+                out = OPS[record.op].infer(types, attrs).shape
+                sym = tuple(
+                    d if isinstance(d, Sym) else c for d, c in zip(out, record.type.shape, strict=True)
+                )
+            except _FAILED:
+                sym = record.type.shape
+        record = dataclasses.replace(record, sym=sym, in_sym=in_sym)
+        self.records[name] = record
+        return record
+
+
+def _inside(own: str, instance: str) -> bool:
+    """Whether instance ``own`` lies within ``instance`` (the model holds every instance)."""
+    if instance == "":
+        return own != ""
+    return own.startswith(instance + ".")
+
+
+def _caller_names(s: _Symbols, instance: str) -> frozenset[str]:
+    """The names an expression may use in the class that holds the use ``instance``: that class's
+    parameters and first argument, or (in the model) the spec's variables."""
+    outer = s.parent[instance]
+    if outer == "":
+        return frozenset(s.info.variables)
+    use = s.uses[outer]
+    t = s.templates[use.template]
+    return frozenset({t.input_param, *(p.name for p in t.params)})
+
+
+def _symbolic_attrs(record: ir.Node) -> bool:
+    """Whether an attribute that enters the output's shape is written as an expression."""
+    return bool(_attr_exprs(record))
+
+
+def _attr_exprs(record: ir.Node) -> Mapping[str, object]:
+    """The node's symbolic attributes as written (``out: c3x3``), where they are expressions."""
+    op = OPS[record.op]
+    out: dict[str, object] = {}
+    for key, expr in record.exprs.items():
+        if not op.attr_index[key].symbolic:
+            continue
+        if isinstance(expr, Sym) or (isinstance(expr, int) and not isinstance(expr, bool)):
+            out[key] = expr
+        elif isinstance(expr, tuple) and all(isinstance(x, (int, Sym)) and not isinstance(x, bool) for x in expr):
+            out[key] = expr
+    return out
+
+
+def infer_symbols(g: nx.DiGraph) -> None:
+    """Set ``sym`` and ``in_sym`` on every node (main and dormant graph), ``sym`` and ``in_sym`` on
+    every block, and each template's ``input_param``, in place (``g`` is the shape pass's own)."""
+    s = _Symbols(g)
+    info = s.info
+    dormant = info.dormant
+    for graph in (g, dormant.graph):
+        for name in ir.order(graph):
+            record = ir.node(graph, name) if graph is not g else g.nodes[name][ir.KEY]
+            if graph is dormant.graph and record.op == "external":
+                continue
+            new = s.node(name, record, graph)
+            graph.nodes[name][ir.KEY] = new
+
+    def rebuild(b: ir.Block, instance: str) -> ir.Block:
+        inner = b.path if b.kind == "use" else instance
+        children = tuple(rebuild(c, inner) for c in b.children)
+        sym = s.seen_from(b.output, instance) if b.output else None
+        in_sym = s.seen_from(b.inputs[0], instance) if b.inputs else None
+        return dataclasses.replace(b, children=children, sym=sym, in_sym=in_sym)
+
+    def head(o: ir.Output) -> ir.Output:
+        return o if o.head is None else dataclasses.replace(o, head=rebuild(o.head, ""))
+
+    ir.update_info(
+        g,
+        model=rebuild(info.model, ""),
+        outputs=tuple(head(o) for o in info.outputs),
+        templates=ir.frozen(s.templates),
+        dormant=dataclasses.replace(dormant, outputs=tuple(head(o) for o in dormant.outputs)),
+    )
+
+
+__all__ = ["infer_symbols", "input_param"]
