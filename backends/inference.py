@@ -38,7 +38,9 @@ from nasdsl.passes.pipeline import run_pipeline
 
 from .names import BUILTINS, IMPORTED, TAKEN_ATTRIBUTES, Namespace
 from .pyformat import LINE_LENGTH, Call, docstring, layout, literal, safe_text, wrap
-from .pytorch import HELPER_CLASSES, Generated, _Ctx, load_source
+from .pytorch import Generated, load_source
+from .pytorch_ops import HELPER_CLASSES
+from .pytorch_ops import ClassContext as _Ctx
 
 #: the analysis this backend runs on the optimised graph before it writes
 PIPELINE = ("inplace",)
@@ -207,13 +209,11 @@ class _Writer:
         if low.join is not None and low.module is None:
             if low.join_into is not None and len(terms) == 2 and terms[0].isidentifier() and data.inplace:
                 return low.join_into(*terms)  # a residual sum into its first input (passes/inplace.py)
-            return low.join(terms)
-        shapes = [ir.node(g, s).shape for s in ir.inputs(g, n)]
-        lead = shapes[0][-1] if data.attrs.get("dim") == "last" else shapes[0][0]
+            return low.join(ctx, n, terms)
         if OPS[op].has_weights:
             weighted[attribute] = n
         if low.parameter is not None:
-            made, apply = low.parameter(ctx, n, lead)
+            made, apply = low.parameter(ctx, n)
             init += layout(f"self.{attribute} = ", made, 2)
             return apply.format(f"self.{attribute}").replace("x", terms[0], 1)
         if low.module is None:
@@ -222,10 +222,9 @@ class _Writer:
                 location=data.loc,
                 path=data.keypath,
             )
-        ctx.used_helpers.update(f"helper:{d}" for d in low.defines)
-        call, _ = low.module(ctx, n, lead)
+        call = low.module(ctx, n)
         init += layout(f"self.{attribute} = ", call, 2)
-        return Call(f"self.{attribute}", (terms[0],))
+        return low.apply.format(m=f"self.{attribute}", x=terms[0])
 
     def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:
         tensor = Call("torch.tensor", (Call("", tuple(literal(float(v)) for v in values), "[", "]"),))

@@ -30,7 +30,6 @@ the path the spec was read from, or dict order.
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 import os
 from collections.abc import Mapping, Sequence
@@ -43,13 +42,12 @@ from onnx import TensorProto, helper
 from nasdsl import __version__, ir
 from nasdsl.ensemble_ir import is_ensemble
 from nasdsl.errors import CodegenError
-from nasdsl.ops import lowering, lowering_of, same_padding
 from nasdsl.optimize import rewrite
-from nasdsl.passes.derive import NORM_PARAMS as BN_PARAMS
 from nasdsl.passes.derive import derive_weights
 from nasdsl.passes.pipeline import run_pipeline
 from nasdsl.weights import MAX_MEMORY, check_memory, check_weights, initial_weights
 
+from .onnx_ops import check_supported, lower
 from .pyformat import safe_text
 
 SUPPORTED_OPSETS = range(13, 22)
@@ -166,7 +164,8 @@ class _Emitter:
             proto.doc_string = doc
         for key in sorted(attrs):
             _set_attribute(proto.attribute.add(), key, attrs[key])
-        self.shapes[out] = shape
+        if shape is not None:  # None: an int64 helper (a Shape's result), left to ONNX's inference
+            self.shapes[out] = shape
         return out
 
 
@@ -189,324 +188,6 @@ def _set_attribute(attr: onnx.AttributeProto, name: str, value: object) -> None:
         attr.type = onnx.AttributeProto.INTS
     else:
         raise TypeError(f"attribute {name}: unexpected value {value!r}")  # a lowering's bug, not the user's
-
-
-def _pool_geometry(
-    in_shape: Sequence[int], out_shape: Sequence[int], a: Mapping[str, object]
-) -> tuple[list[int], list[int], int, bool]:
-    """ONNX pads and ceil_mode that give PyTorch's output size for a pooling window.
-
-    Returns ``(begin, end, ceil_mode, overhang)``. PyTorch's ceil mode drops a
-    last window that would start in the right padding, which ONNX shape
-    inference does not; where that happens the extra end padding is written
-    out explicitly with ``ceil_mode`` 0. ``overhang`` tells whether some window
-    reaches past the padded input (divisors differ there: see ``avg_pool``).
-    """
-    k, s, p = a["kernel"], a["stride"], a["padding"]
-    ends, over, naive_ok = [], [], []
-    for i in range(2):
-        size, n = in_shape[i + 1], out_shape[i + 1]
-        reach = (n - 1) * s[i] + k[i] - size - p[i]  # end padding the last window needs
-        ends.append(max(p[i], reach))
-        over.append(reach > p[i])
-        naive_ok.append(-(-(size + 2 * p[i] - k[i]) // s[i]) + 1 == n)
-    if any(over) and all(naive_ok):
-        return list(p), list(p), 1, any(over)
-    return list(p), ends, 0, any(over)
-
-
-def _adaptive_matrix(size: int, out: int) -> np.ndarray:
-    """(out, size): row i averages PyTorch's adaptive window i, [floor(i*size/out), ceil((i+1)*size/out))."""
-    m = np.zeros((out, size), dtype=np.float64)
-    for i in range(out):
-        start, end = (i * size) // out, -(-((i + 1) * size) // out)
-        m[i, start:end] = 1.0 / (end - start)
-    return m.astype(np.float32)
-
-
-class _Node:
-    """What a lowering sees of one IR node: its data, its input tensors and how to emit."""
-
-    def __init__(self, e: _Emitter, g: nx.DiGraph, node: str, xs: list[str], out: str, opset: int):
-        self.e, self.g, self.node, self.xs, self.out, self.opset = e, g, node, xs, out, opset
-        self.data = ir.node(g, node)
-        self.a = self.data.attrs
-        self.shape = e.full(self.data.shape)
-        self.in_shape = ir.node(g, ir.inputs(g, node)[0]).shape
-        self.x = xs[0]
-
-    def emit(self, op_type: str, inputs: Sequence[str], at: Shape | None = None, last: bool = False, **attrs) -> str:
-        """One ONNX node; ``last`` marks the one that writes the IR node's result."""
-        shape = self.shape if at is None else at
-        return self.e.add(op_type, inputs, node=self.node, shape=shape, out=self.out if last else None, **attrs)
-
-    def param(self, name: str) -> str:
-        return self.e.param(f"{self.node}.{name}")
-
-
-def _lower(e: _Emitter, g: nx.DiGraph, node: str, xs: list[str], out: str, opset: int) -> None:
-    """Emit the ONNX nodes for IR node ``node`` reading tensors ``xs`` and writing ``out``:
-    the op's registered ONNX lowering, or an error naming the op and node."""
-    data = ir.node(g, node)
-    lowering_of("onnx", data.op, node, data)(_Node(e, g, node, xs, out, opset))
-
-
-@lowering("onnx", "conv2d")
-def _conv(n: _Node) -> None:
-    a = n.a
-    (kh, kw), (dh, dw) = a["kernel"], a["dilation"]
-    if a["padding"] == "same":
-        (top, bottom), (left, right) = same_padding(kh, dh), same_padding(kw, dw)
-    else:
-        (top, left), (bottom, right) = a["padding"], a["padding"]
-    inputs = [n.x, n.param("weight"), *([n.param("bias")] if a["bias"] else [])]
-    n.emit("Conv", inputs, last=True, kernel_shape=[kh, kw], strides=list(a["stride"]),
-           pads=[top, left, bottom, right], dilations=[dh, dw], group=a["groups"])  # fmt: skip
-
-
-@lowering("onnx", "batch_norm")
-def _batch_norm(n: _Node) -> None:
-    n.emit("BatchNormalization", [n.x, *(n.param(p) for p in BN_PARAMS)], last=True, epsilon=n.a["eps"])
-
-
-@lowering("onnx", "relu", "sigmoid", "tanh")
-def _unary(n: _Node) -> None:
-    n.emit({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[n.data.op], [n.x], last=True)
-
-
-@lowering("onnx", "relu6")
-def _relu6(n: _Node) -> None:
-    n.emit("Clip", [n.x, n.e.scalar(0.0), n.e.scalar(6.0)], last=True)
-
-
-@lowering("onnx", "silu")
-def _silu(n: _Node) -> None:
-    n.emit("Mul", [n.x, n.emit("Sigmoid", [n.x])], last=True)
-
-
-@lowering("onnx", "gelu")
-def _gelu(n: _Node) -> None:
-    x, e = n.x, n.e
-    if n.opset >= 20:
-        n.emit("Gelu", [x], last=True, approximate=n.a["approximate"])
-    elif n.a["approximate"] == "tanh":
-        # PyTorch: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
-        cube = n.emit("Mul", [n.emit("Mul", [x, x]), x])
-        inner = n.emit("Add", [x, n.emit("Mul", [cube, e.scalar(0.044715)])])
-        tanh = n.emit("Tanh", [n.emit("Mul", [inner, e.scalar(math.sqrt(2 / math.pi))])])
-        gate = n.emit("Mul", [x, n.emit("Add", [tanh, e.scalar(1.0)])])
-        n.emit("Mul", [gate, e.scalar(0.5)], last=True)
-    else:
-        # PyTorch: 0.5 * x * (1 + erf(x / sqrt(2)))
-        erf = n.emit("Erf", [n.emit("Mul", [x, e.scalar(math.sqrt(0.5))])])
-        gate = n.emit("Mul", [x, n.emit("Add", [erf, e.scalar(1.0)])])
-        n.emit("Mul", [gate, e.scalar(0.5)], last=True)
-
-
-@lowering("onnx", "max_pool")
-def _max_pool(n: _Node) -> None:
-    begin, end, ceil, _ = _pool_geometry(n.in_shape, n.data.shape, n.a)
-    n.emit("MaxPool", [n.x], last=True, kernel_shape=list(n.a["kernel"]), strides=list(n.a["stride"]),
-           pads=begin + end, ceil_mode=ceil)  # fmt: skip
-
-
-@lowering("onnx", "avg_pool")
-def _avg_pool(n: _Node) -> None:
-    a = n.a
-    begin, end, ceil, overhang = _pool_geometry(n.in_shape, n.data.shape, a)
-    window = {"kernel_shape": list(a["kernel"]), "strides": list(a["stride"]), "ceil_mode": ceil}
-    if overhang and a["count_include_pad"] and any(begin):
-        # PyTorch divides a window that reaches past the padded input by its part
-        # inside the padded input; with the padding made real, ONNX's
-        # count_include_pad=0 does exactly that.
-        c, h, w = n.in_shape
-        padded_shape = n.e.full((c, h + 2 * begin[0], w + 2 * begin[1]))
-        padded = n.emit("Pad", [n.x, n.e.ints("pads", [0, 0, *begin, 0, 0, *begin])], at=padded_shape)
-        extra = [end[0] - begin[0], end[1] - begin[1]]
-        n.emit("AveragePool", [padded], last=True, pads=[0, 0, *extra], count_include_pad=0, **window)
-    else:
-        # without an overhang, or counting real inputs only, ONNX and PyTorch agree
-        include = int(a["count_include_pad"] and not overhang)
-        n.emit("AveragePool", [n.x], last=True, pads=begin + end, count_include_pad=include, **window)
-
-
-@lowering("onnx", "global_avg_pool")
-def _global_avg_pool(n: _Node) -> None:
-    n.emit("GlobalAveragePool", [n.x], last=True)
-
-
-@lowering("onnx", "adaptive_avg_pool")
-def _adaptive_avg_pool(n: _Node) -> None:
-    c, h, w = n.in_shape
-    oh, ow = n.a["size"]
-    if (oh, ow) == (1, 1):
-        n.emit("GlobalAveragePool", [n.x], last=True)
-    elif h % oh == 0 and w % ow == 0:
-        kernel = [h // oh, w // ow]
-        n.emit("AveragePool", [n.x], last=True, kernel_shape=kernel, strides=kernel)
-    else:
-        # PyTorch's windows overlap or differ in size: average with one matrix per axis
-        y = n.x
-        path = n.node.replace(".", "/")
-        if w != ow:
-            cols = n.e.initializer(f"{path}/cols", _adaptive_matrix(w, ow).T)
-            y = n.emit("MatMul", [y, cols], at=n.e.full((c, h, ow)), last=h == oh)
-        if h != oh:
-            rows = n.e.initializer(f"{path}/rows", _adaptive_matrix(h, oh))
-            n.emit("MatMul", [rows, y], last=True)
-
-
-@lowering("onnx", "lrn")
-def _lrn(n: _Node) -> None:
-    a, x, e = n.a, n.x, n.e
-    if a["size"] % 2:
-        n.emit("LRN", [x], last=True, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
-        return
-    # PyTorch centres an even window one channel lower than ONNX's LRN does:
-    # x / (k + alpha * mean(x^2 over channels c - size/2 .. c + size/2 - 1)) ^ beta
-    c, h, w = n.in_shape
-    size = a["size"]
-    axis = e.ints("axes", [1])
-    lifted = n.emit("Unsqueeze", [n.emit("Mul", [x, x]), axis], at=e.full((1, c, h, w)))
-    pads = e.ints("pads", [0, 0, size // 2, 0, 0, 0, 0, (size - 1) // 2, 0, 0])
-    padded = n.emit("Pad", [lifted, pads], at=e.full((1, c + size - 1, h, w)))
-    mean = n.emit("AveragePool", [padded], at=e.full((1, c, h, w)), kernel_shape=[size, 1, 1])
-    mean = n.emit("Squeeze", [mean, axis])
-    scaled = n.emit("Add", [n.emit("Mul", [mean, e.scalar(a["alpha"])]), e.scalar(a["k"])])
-    n.emit("Div", [x, n.emit("Pow", [scaled, e.scalar(a["beta"])])], last=True)
-
-
-@lowering("onnx", "flatten")
-def _flatten(n: _Node) -> None:
-    n.emit("Flatten", [n.x], last=True, axis=1)
-
-
-@lowering("onnx", "linear")
-def _linear(n: _Node) -> None:
-    if len(n.in_shape) == 1:
-        inputs = [n.x, n.param("weight"), *([n.param("bias")] if n.a["bias"] else [])]
-        n.emit("Gemm", inputs, last=True, transB=1)
-        return
-    # over the last axis of a larger tensor: MatMul with the weight transposed (the initializer
-    # keeps the state_dict's layout; runtimes fold the Transpose)
-    out = n.a["out"]
-    w = n.emit("Transpose", [n.param("weight")], at=(n.in_shape[-1], out), perm=[1, 0])
-    if not n.a["bias"]:
-        n.emit("MatMul", [n.x, w], last=True)
-        return
-    n.emit("Add", [n.emit("MatMul", [n.x, w]), n.param("bias")], last=True)
-
-
-@lowering("onnx", "hardsigmoid")
-def _hardsigmoid(n: _Node) -> None:  # PyTorch: relu6(x + 3) / 6
-    n.emit("HardSigmoid", [n.x], last=True, alpha=1 / 6, beta=0.5)
-
-
-@lowering("onnx", "hardswish")
-def _hardswish(n: _Node) -> None:  # PyTorch: x * relu6(x + 3) / 6
-    if n.opset >= 14:
-        n.emit("HardSwish", [n.x], last=True)
-    else:
-        n.emit("Mul", [n.x, n.emit("HardSigmoid", [n.x], alpha=1 / 6, beta=0.5)], last=True)
-
-
-@lowering("onnx", "channel_shuffle")
-def _channel_shuffle(n: _Node) -> None:
-    c, h, w = n.in_shape
-    g = n.a["groups"]
-    split = n.emit("Reshape", [n.x, n.e.ints("shape", [0, g, c // g, h, w])], at=n.e.full((g, c // g, h, w)))
-    moved = n.emit("Transpose", [split], at=n.e.full((c // g, g, h, w)), perm=[0, 2, 1, 3, 4])
-    n.emit("Reshape", [moved, n.e.ints("shape", [0, c, h, w])], last=True)
-
-
-@lowering("onnx", "slice")
-def _slice(n: _Node) -> None:
-    stop = n.in_shape[0] if n.a["stop"] is None else n.a["stop"]
-    starts, ends, axes = (n.e.ints(name, [v]) for name, v in (("starts", n.a["start"]), ("ends", stop), ("axes", 1)))
-    n.emit("Slice", [n.x, starts, ends, axes], last=True)
-
-
-@lowering("onnx", "permute")
-def _permute(n: _Node) -> None:
-    n.emit("Transpose", [n.x], last=True, perm=[0, *(d + 1 for d in n.a["dims"])])
-
-
-@lowering("onnx", "layer_norm")
-def _layer_norm(n: _Node) -> None:
-    eps = n.a["eps"]
-    if n.a["dim"] == "channels" and len(n.in_shape) == 3:  # over the channels of a map: channels-last first
-        c, h, w = n.in_shape
-        last = n.emit("Transpose", [n.x], at=n.e.full((h, w, c)), perm=[0, 2, 3, 1])
-        normed = _normalise_last_axis(n, last, n.e.full((h, w, c)), eps)
-        n.emit("Transpose", [normed], last=True, perm=[0, 3, 1, 2])
-    else:
-        _normalise_last_axis(n, n.x, n.shape, eps, last=True)
-
-
-def _normalise_last_axis(n: _Node, x: str, shape: Shape, eps: float, last: bool = False) -> str:
-    """LayerNormalization over the last axis from opset 17; below it, the same arithmetic in
-    primitive ops (mean, centred square mean, divide by the root of the variance plus eps,
-    then the affine part), as PyTorch's own exporter writes it for those opsets."""
-    inputs = [n.param("weight"), n.param("bias")]
-    if n.opset >= 17:
-        return n.emit("LayerNormalization", [x, *inputs], at=shape, last=last, axis=-1, epsilon=eps)
-    reduced = (*shape[:-1], 1)
-    mean = n.emit("ReduceMean", [x], at=reduced, axes=[-1], keepdims=1)
-    centred = n.emit("Sub", [x, mean], at=shape)
-    square = n.emit("Mul", [centred, centred], at=shape)
-    variance = n.emit("ReduceMean", [square], at=reduced, axes=[-1], keepdims=1)
-    spread = n.emit("Sqrt", [n.emit("Add", [variance, n.e.scalar(eps)], at=reduced)], at=reduced)
-    scaled = n.emit("Mul", [n.emit("Div", [centred, spread], at=shape), inputs[0]], at=shape)
-    return n.emit("Add", [scaled, inputs[1]], at=shape, last=last)
-
-
-@lowering("onnx", "layer_scale")
-def _layer_scale(n: _Node) -> None:
-    n.emit("Mul", [n.x, n.e.param(n.node)], last=True)
-
-
-@lowering("onnx", "stochastic_depth")
-def _stochastic_depth(n: _Node) -> None:  # an inference graph has none (an identity at inference)
-    n.emit("Identity", [n.x], last=True)
-
-
-@lowering("onnx", "mul")
-def _mul(n: _Node) -> None:
-    total = n.xs[0]
-    for i, term in enumerate(n.xs[1:], start=2):
-        total = n.emit("Mul", [total, term], last=i == len(n.xs))
-
-
-@lowering("onnx", "mean")
-def _mean(n: _Node) -> None:
-    n.emit("Mean", n.xs, last=True)
-
-
-@lowering("onnx", "softmax")
-def _softmax(n: _Node) -> None:
-    n.emit("Softmax", [n.x], last=True, axis=1)
-
-
-@lowering("onnx", "identity")
-def _identity(n: _Node) -> None:  # kept only where a consumer reads the same value twice
-    n.emit("Identity", [n.x], last=True)
-
-
-@lowering("onnx", "dropout")
-def _dropout(n: _Node) -> None:  # an inference graph has none; a training export would keep it as an identity
-    n.emit("Identity", [n.x], last=True)
-
-
-@lowering("onnx", "concat")
-def _concat(n: _Node) -> None:
-    n.emit("Concat", n.xs, last=True, axis=1)
-
-
-@lowering("onnx", "add")
-def _add(n: _Node) -> None:
-    total = n.xs[0]
-    for i, term in enumerate(n.xs[1:], start=2):
-        total = n.emit("Add", [total, term], last=i == len(n.xs))
 
 
 def export_graph(graph: object, *, with_aux: bool = False, verify: bool = False) -> nx.DiGraph:
@@ -645,6 +326,7 @@ def _emit(
     g = export_graph(source, with_aux=with_aux)
     checked = check_weights(source, g, initial_weights(source) if state_dict is None else state_dict)
     g = rewrite(g, optimize)  # BatchNorm folded (every export), then the target's rewrites
+    check_supported(g)
     weights = derive_weights(ir.info(g).derivation, checked)
 
     info = ir.info(g)
@@ -679,7 +361,7 @@ def _emit(
         if node == inp:
             continue
         out = result.get(node) or e.tensor(node)
-        _lower(e, g, node, [produced[i] for i in ir.inputs(g, node)], out, opset)
+        lower(e, g, node, [produced[i] for i in ir.inputs(g, node)], out, opset)
         produced[node] = out
     for o in outputs:
         if produced[o.node] != o.name:

@@ -65,7 +65,7 @@ def _op_module(ctx: ClassContext, b: ir.Block) -> Call:
             path=b.keypath,
         )
     check_lowering(ctx, b.output, low)
-    if low.apply != "{m}(x)":
+    if low.apply != "{m}({x})":
         raise CodegenError(
             f"op '{b.op}' is called with more than its input: it can be an entry of a model or a named "
             "template body, not a part of a nested sequence or branch",
@@ -448,7 +448,7 @@ class _Writer:
             elif low is not None:
                 check_lowering(ctx, c.output, low)
                 call = low.module(ctx, c.output)
-                value = low.apply.format(m=f"self.{c.name}")
+                value = low.apply.format(m=f"self.{c.name}", x="x")
             else:
                 call = _module_expr(ctx, c)
                 value = f"self.{c.name}(x)"
@@ -862,7 +862,8 @@ class _Writer:
                     for name in names_in(expr) & uses.keys():
                         uses[name].append(f"{attr} of {rel}")
             stack.extend(b.children)
-        docs = [("in_channels", "channels of the input")]
+        what = "features" if tmpl.input_param == "in_features" else "channels"
+        docs = [(tmpl.input_param, f"{what} of the input")]
         for name, entries in left_out.items():
             uses[name].append(f"false at every use, so the class leaves out {_listed(entries)}")
         for p in tmpl.params:
@@ -955,8 +956,9 @@ class _Writer:
                     branches[same[0]] = ([*names, *classes], body)
                 else:
                     branches.append((classes, body))
+        tensors = self._parameter_init_lines()
         if not branches and not own:
-            return lines
+            return lines + tensors
         # layers with rules of their own come first, picked by name (they exist only where built)
         lines.append("        for name, m in self.named_modules():" if own else "        for m in self.modules():")
         for i, (names, rs) in enumerate(own):
@@ -967,6 +969,25 @@ class _Writer:
             cls = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
             lines += layout(f"{'if' if i == 0 and not own else 'elif'} isinstance", Call("", ("m", cls)), 3, ":")
             lines += body
+        return lines + tensors
+
+    def _parameter_init_lines(self) -> list[str]:
+        """reset_parameters' statements for learned tensors that are parameters of a module
+        rather than modules (a ViT's class token, position embedding): by name, after the loop."""
+        lines = []
+        rules = ir.info(self.g).init
+        for n in ir.order(self.g):
+            data = ir.node(self.g, n)
+            if INIT_PARAMS.get(data.op) != ("value",):
+                continue
+            rule = data.init.get("value") or rules.get(data.op, {}).get("value")
+            if rule is None:
+                continue
+            if not _MODULE_PATH.fullmatch(n):
+                raise CodegenError(f"cannot write the parameter name {n!r} into the code", location=data.loc)
+            stmt = self._init_stmt(f'self.get_parameter("{n}")', rule)
+            if stmt is not None:
+                lines += layout("", stmt, 2)
         return lines
 
     def _init_classes(self, op: str) -> list[str]:
@@ -990,7 +1011,7 @@ class _Writer:
         for graph in (self.g, ir.info(self.g).dormant.graph):
             for n in ir.order(graph):
                 data = ir.node(graph, n)
-                if not data.init:
+                if not data.init or INIT_PARAMS.get(data.op) == ("value",):
                     continue
                 if not _MODULE_PATH.fullmatch(n):
                     raise CodegenError(f"cannot write the layer name {n!r} into the code", location=data.loc)
@@ -1018,12 +1039,12 @@ class _Writer:
         s = rule.scheme
         if s == "default":
             return None
-        if s == "xavier_caffe" or s == "fan_uniform":
+        if s in ("xavier_caffe", "fan_uniform", "fan_trunc_normal"):
             self.init_helpers.add(s)
             if s == "xavier_caffe":
                 return f"_xavier_caffe_({target})"
             mode, scale = args.get("mode", "fan_out"), float(args.get("scale", 1.0))
-            return Call("_fan_uniform_", (target, f"mode={literal(mode)}", f"scale={literal(scale)}"))
+            return Call(f"_{s}_", (target, f"mode={literal(mode)}", f"scale={literal(scale)}"))
         if s in ("zeros", "ones"):
             return f"nn.init.{s}_({target})"
         if s == "constant":

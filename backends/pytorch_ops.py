@@ -156,8 +156,8 @@ class TorchLowering:
 
     ``module(ctx, node)`` returns the ``nn.X(...)`` call of an op node; ``classes``
     are the module classes it makes (``reset_parameters`` applies the spec's
-    ``init`` to them); ``apply`` how ``forward`` calls the module on ``x``
-    (``{m}(x)`` by default; attention's returns a pair). A merge has no module:
+    ``init`` to them); ``apply`` how ``forward`` calls the module on a value
+    (``{m}({x})`` by default; attention's returns a pair). A merge has no module:
     ``join(ctx, node, terms)`` is the expression combining its branches' values
     in a ``forward``, and ``helper`` the ``nn.ModuleDict`` subclass that holds
     unnamed branches (name, docstring, and the lines of its ``forward`` that
@@ -176,8 +176,9 @@ class TorchLowering:
     #: a merge of two values that the in-place analysis lets overwrite the first:
     #: ``join_into(first, second)`` (``"bn3.add_(downsample)"``, torchvision's ``out += identity``)
     join_into: Callable[[str, str], str] | None = None
-    #: how forward calls the module on ``x``; only ``{m}(x)`` can be an item of an nn.Sequential
-    apply: str = "{m}(x)"
+    #: how forward calls the module ``{m}`` on the value ``{x}``; only ``{m}({x})`` can be an item
+    #: of an nn.Sequential
+    apply: str = "{m}({x})"
     #: module classes beyond ``classes`` that inputs of a given rank make (``reset_parameters``
     #: lists them only where the graph has such a node)
     extra_classes: Mapping[int, str] = field(default_factory=dict)
@@ -456,7 +457,7 @@ lowering("pytorch", "layer_scale")(TorchLowering(parameter=_layer_scale))
 lowering("pytorch", "parameter")(TorchLowering(parameter=_parameter))
 lowering("pytorch", "interpolate")(TorchLowering(_interpolate))
 lowering("pytorch", "attention")(
-    TorchLowering(_attention, ("nn.MultiheadAttention",), apply="{m}(x, x, x, need_weights=False)[0]")
+    TorchLowering(_attention, ("nn.MultiheadAttention",), apply="{m}({x}, {x}, {x}, need_weights=False)[0]")
 )
 lowering("pytorch", "channel_shuffle")(
     TorchLowering(lambda ctx, node: Call("nn.ChannelShuffle", (render(attr(ctx, node, "groups")),)))

@@ -242,6 +242,7 @@ INIT_SCHEMES = {
     "kaiming_normal": ("mode", "nonlinearity"),
     "kaiming_uniform": ("mode", "nonlinearity"),
     "fan_uniform": ("mode", "scale"),
+    "fan_trunc_normal": ("mode", "scale"),
 }
 #: the arguments of an init scheme that are words, and the words each takes (the first is the default)
 INIT_WORDS = {
@@ -919,7 +920,15 @@ def _parse_block_init(p: _Pop, op: str, path: str) -> tuple[tuple[str, InitRule]
 
 
 #: the schemes that count a tensor's fan_in and fan_out, which need two dimensions or more
-FAN_SCHEMES = ("xavier_uniform", "xavier_normal", "xavier_caffe", "kaiming_normal", "kaiming_uniform", "fan_uniform")
+FAN_SCHEMES = (
+    "xavier_uniform",
+    "xavier_normal",
+    "xavier_caffe",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "fan_uniform",
+    "fan_trunc_normal",
+)
 #: the parameters that have them, from each op's registry entry (``OpDef.fan_params``)
 FAN_PARAMS = {(name, p) for name, op in OPS.items() for p in op.fan_params}
 

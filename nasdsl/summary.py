@@ -48,7 +48,7 @@ def depth(g: nx.DiGraph, nodes: list[str], rank: dict[str, int] | None = None) -
 
 
 def _simple(v: object) -> object:
-    if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
+    if isinstance(v, tuple) and v and all(x == v[0] for x in v):
         return v[0]
     return _plain(v)
 
@@ -59,8 +59,8 @@ def _window(g: nx.DiGraph, nodes: list[str]) -> str:
         return ""
     attrs = ir.node(g, windowed[0]).attrs
     k, s = attrs["kernel"], attrs["stride"]
-    kernel = f"{k[0]}x{k[1]}"
-    stride = str(s[0]) if s[0] == s[1] else f"{s[0]}x{s[1]}"
+    kernel = "x".join(map(str, k))
+    stride = str(s[0]) if len(set(s)) == 1 else "x".join(map(str, s))
     return f"{kernel}/{stride}"
 
 

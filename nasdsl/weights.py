@@ -134,6 +134,9 @@ def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, object], sha
         fan = fan_in if args.get("mode", "fan_out") == "fan_in" else fan_out
         bound = args.get("scale", 1.0) / math.sqrt(fan)
         return rng.uniform(-bound, bound, shape)
+    if scheme == "fan_trunc_normal":  # torch.nn.init.trunc_normal_ with std scale / sqrt(fan), cut at +-2
+        fan = fan_in if args.get("mode", "fan_out") == "fan_in" else fan_out
+        return _trunc_normal(rng, 0.0, args.get("scale", 1.0) / math.sqrt(fan), -2.0, 2.0, shape)
     if scheme in ("kaiming_normal", "kaiming_uniform"):  # as torch.nn.init's, fan_out and ReLU by default
         fan = fan_in if args.get("mode", "fan_out") == "fan_in" else fan_out
         std = KAIMING_GAINS[args.get("nonlinearity", "relu")] / math.sqrt(fan)
@@ -177,9 +180,12 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
         if op not in OPS:
             continue
         found = OPS[op].weights(ir.input_types(g, n), data.attrs)
-        weight_shape = next((w.shape for w in found if w.name == "weight"), ())
+        shapes = {w.name: w.shape for w in found}
         for w in found:
-            rule = (data.init.get(w.name) or rules.get(op, {}).get(w.name)) if w.kind == "param" else None
+            # PyTorch's default for a bias counts the fans of its layer's weight ("out_proj.bias": "out_proj.weight")
+            weight_shape = w.shape if len(w.shape) >= 2 else shapes.get(w.name[: -len("bias")] + "weight", ())
+            key = "value" if w.name == "" else w.name  # a module's own parameter is "value" in init rules
+            rule = (data.init.get(key) or rules.get(op, {}).get(key)) if w.kind == "param" else None
             scheme, args = (rule.scheme, dict(rule.args)) if rule is not None else (w.init, {})
             if scheme == "default":
                 scheme = w.init

@@ -433,7 +433,7 @@ CASES = [
               fc: {op: linear, out: 10}
             """),
         "spec.yaml:4:7: error: model.fc: expected flat features as the input of linear (add a flatten before it), "
-        "got a feature map 3x32x32\n",
+        "got a (C, H, W) map 3x32x32\n",
     ),
     Case(
         "convolution-after-flatten",
@@ -444,7 +444,7 @@ CASES = [
               conv: {op: conv2d, out: 8, kernel: 1}
             """),
         "spec.yaml:5:9: error: model.conv: expected a feature map (C, H, W) as the input of conv2d, "
-        "got flat features (3072)\n",
+        "got flat features 3072\n",
     ),
     Case(
         "groups-that-do-not-divide-the-channels",
@@ -585,7 +585,7 @@ CASES = [
               act: {op: relu, init: {weight: zeros}}
             """),
         "spec.yaml:4:25: error: model.act.init: op relu has no parameters that init sets; "
-        "init applies to conv2d, batch_norm, linear, layer_norm\n",
+        "init applies to conv1d, conv2d, conv3d, batch_norm, parameter, linear, layer_norm, attention\n",
     ),
     Case(
         "init-of-a-layer-names-an-unknown-parameter",
@@ -832,7 +832,8 @@ CASES = [
               conv: {op: conv2d, out: 8, kernel: 3, strid: 2}
               act: {op: relu, phase: always}
             """),
-        "spec.yaml:2:29: error: input.colour: unknown key 'colour' in input; allowed: name, shape, axes, mean, std, doc\n"
+        "spec.yaml:2:29: error: input.colour: unknown key 'colour' in input; "
+        "allowed: name, shape, axes, mean, std, doc\n"
         "spec.yaml:5:17: error: templates.Block.params[1]: duplicate parameter 'c'\n"
         "spec.yaml:8:41: error: model.conv.strid: unknown key 'strid' in op conv2d (did you mean 'stride'?); "
         "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init\n"
@@ -852,7 +853,7 @@ CASES = [
             """),
         "spec.yaml:6:10: error: model.mixed.a: expected a kernel no larger than the input 32x32, got 33x33\n"
         "spec.yaml:7:10: error: model.mixed.b: expected flat features as the input of linear "
-        "(add a flatten before it), got a feature map 3x32x32\n",
+        "(add a flatten before it), got a (C, H, W) map 3x32x32\n",
     ),
     # ----------------------------------------------------------------- no silent misreading (issue 10)
     Case(

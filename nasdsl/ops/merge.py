@@ -14,10 +14,11 @@ from nasdsl.ops.core import (
     boolean,
     describe_type,
     fmt,
+    identity_channels,
     known,
     register,
 )
-from nasdsl.ops.tensor import AXIS_DOC, _axis
+from nasdsl.ops.tensor import AXIS_DOC, INTERPOLATE_MODE, _axis, interpolate_infer
 
 MANY = 1 << 16
 
@@ -161,5 +162,17 @@ register(
         max_inputs=2,
         lead="other",
         merge=True,
+    ),
+    OpDef(
+        "interpolate_like",
+        "resize the first branch's map to the spatial size of the second's (a segmentation head back to the "
+        "input's size)",
+        INTERPOLATE_MODE,
+        interpolate_infer,
+        min_inputs=2,
+        max_inputs=2,
+        spatial="fixed",
+        merge=True,
+        channel_map=identity_channels,
     ),
 )

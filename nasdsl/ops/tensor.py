@@ -238,7 +238,7 @@ def _finite_value(v: object) -> float:
     return float(v)
 
 
-def _interpolate_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+def interpolate_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
     t = types[0]
     spatial = t.rank - 1
     need(t, "interpolate", "a feature map (C, L), (C, H, W) or (C, T, H, W)", 2 <= t.rank <= 4 and t.channels_first)
@@ -278,7 +278,7 @@ def _optional_sizes(v: object) -> tuple[int, ...] | None:
     return int_list("the output's spatial size", 1, 1 << 16, most=3)(v if isinstance(v, (list, tuple)) else [v])
 
 
-_MODE = (
+INTERPOLATE_MODE = (
     Attr(
         "mode",
         one_of("nearest", "linear", "bilinear", "trilinear"),
@@ -396,21 +396,13 @@ register(
     OpDef(
         "interpolate",
         "resize a map to `size` or by `scale`",
-        (Attr("size", _optional_sizes, default=None), Attr("scale", _positive_real, default=None, role="rate"), *_MODE),
-        _interpolate_infer,
+        (
+            Attr("size", _optional_sizes, default=None),
+            Attr("scale", _positive_real, default=None, role="rate"),
+            *INTERPOLATE_MODE,
+        ),
+        interpolate_infer,
         spatial="fixed",
-        channel_map=identity_channels,
-    ),
-    OpDef(
-        "interpolate_like",
-        "resize the first branch's map to the spatial size of the second's (a segmentation head back to the "
-        "input's size)",
-        _MODE,
-        _interpolate_infer,
-        min_inputs=2,
-        max_inputs=2,
-        spatial="fixed",
-        merge=True,
         channel_map=identity_channels,
     ),
 )

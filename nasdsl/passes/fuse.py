@@ -35,6 +35,7 @@ import dataclasses
 import networkx as nx
 
 from nasdsl import ir
+from nasdsl.ops import OPS
 from nasdsl.passes.derive import JoinLayers, given_of, record
 from nasdsl.passes.flatten import flatten_tree, reorder
 
@@ -108,7 +109,7 @@ def fuse_siblings(g: nx.DiGraph) -> nx.DiGraph:
             data = ir.node(g, c)
             stop = start + data.attrs["out"]
             split = _split_name(g, c)
-            slice_attrs = ir.frozen({"start": start, "stop": stop})
+            slice_attrs = ir.frozen(OPS["slice"].normalise({"start": start, "stop": stop}))
             ir.add_node(
                 g,
                 split,

@@ -160,14 +160,10 @@ class _Symbols:
             pass
         elif any(x is not None and any(isinstance(d, Sym) for d in x) for x in in_sym) or _symbolic_attrs(record):
             try:
-                types = [
-                    ir.TensorType(tuple(s), self._type(src).axes) for s, src in zip(in_sym, sources, strict=True)
-                ]
+                types = [ir.TensorType(tuple(s), self._type(src).axes) for s, src in zip(in_sym, sources, strict=True)]
                 attrs = {**record.attrs, **_attr_exprs(record)}
                 out = OPS[record.op].infer(types, attrs).shape
-                sym = tuple(
-                    d if isinstance(d, Sym) else c for d, c in zip(out, record.type.shape, strict=True)
-                )
+                sym = tuple(d if isinstance(d, Sym) else c for d, c in zip(out, record.type.shape, strict=True))
             except _FAILED:
                 sym = record.type.shape
         record = dataclasses.replace(record, sym=sym, in_sym=in_sym)

@@ -1,0 +1,544 @@
+"""The ONNX lowering of every op: the ONNX nodes one IR node becomes.
+
+Each op's entry in the registry (:data:`nasdsl.ops.OPS`) holds its lowering
+under ``"onnx"``: a function of a :class:`Lowered` (the node, its input
+tensors, and the emitter that writes into the model). Shapes are the IR's;
+tensors of any rank carry the batch first. Where ONNX and PyTorch differ
+(pooling's ceil mode, an even LRN window, adaptive windows), the lowering
+writes what gives PyTorch's result, and the tests compare the two under ONNX
+Runtime op by op.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import networkx as nx
+import numpy as np
+
+from nasdsl import ir
+from nasdsl.errors import CodegenError
+from nasdsl.ops import lowering, lowering_of, same_padding
+
+#: BatchNorm's parameters and buffers, in the order ONNX's BatchNormalization takes them
+BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
+
+Shape = tuple[int | str, ...]
+
+
+class Lowered:
+    """What a lowering sees of one IR node: its record, its input tensors and how to emit."""
+
+    def __init__(self, e, g: nx.DiGraph, node: str, xs: list[str], out: str, opset: int):
+        self.e, self.g, self.node, self.xs, self.out, self.opset = e, g, node, xs, out, opset
+        self.data = ir.node(g, node)
+        self.a = self.data.attrs
+        self.type = self.data.type
+        self.shape = e.full(self.data.shape)
+        self.in_types = ir.input_types(g, node)
+        self.in_type = self.in_types[0]
+        self.in_shape = self.in_type.shape
+        self.x = xs[0]
+
+    def emit(
+        self,
+        op_type: str,
+        inputs: Sequence[str],
+        at: Shape | None = None,
+        last: bool = False,
+        ints: bool = False,
+        **attrs,
+    ) -> str:
+        """One ONNX node; ``last`` marks the one that writes the IR node's result; ``ints`` one whose
+        result holds int64 sizes (its type is left to ONNX's shape inference)."""
+        shape = None if ints else self.shape if at is None else at
+        return self.e.add(op_type, inputs, node=self.node, shape=shape, out=self.out if last else None, **attrs)
+
+    def param(self, name: str) -> str:
+        return self.e.param(f"{self.node}.{name}" if name else self.node)
+
+    def axis(self, axis: object, t: ir.TensorType | None = None) -> int:
+        """An IR axis (channels, last, an index without the batch) as an ONNX axis (batch first)."""
+        t = t or self.in_type
+        if axis == "channels":
+            index = t.channel_axis if t.channel_axis is not None else 0
+        elif axis == "last":
+            index = t.rank - 1
+        else:
+            index = int(axis) % t.rank  # type: ignore[arg-type]
+        return index + 1
+
+
+def lower(e, g: nx.DiGraph, node: str, xs: list[str], out: str, opset: int) -> None:
+    """Emit the ONNX nodes for IR node ``node`` reading tensors ``xs`` and writing ``out``:
+    the op's registered ONNX lowering, or an error naming the op and node."""
+    data = ir.node(g, node)
+    lowering_of("onnx", data.op, node, data)(Lowered(e, g, node, xs, out, opset))
+
+
+# ---------------------------------------------------------------------------
+# Windows
+
+
+def pool_geometry(
+    in_shape: Sequence[int], out_shape: Sequence[int], a: Mapping[str, object]
+) -> tuple[list[int], list[int], int, bool]:
+    """ONNX pads and ceil_mode that give PyTorch's output size for a pooling window.
+
+    Returns ``(begin, end, ceil_mode, overhang)``. PyTorch's ceil mode drops a
+    last window that would start in the right padding, which ONNX shape
+    inference does not; where that happens the extra end padding is written
+    out explicitly with ``ceil_mode`` 0. ``overhang`` tells whether some window
+    reaches past the padded input (divisors differ there: see ``avg_pool``).
+    """
+    k, s, p = a["kernel"], a["stride"], a["padding"]
+    ends, over, naive_ok = [], [], []
+    for i in range(len(k)):
+        size, n = in_shape[i + 1], out_shape[i + 1]
+        reach = (n - 1) * s[i] + k[i] - size - p[i]  # end padding the last window needs
+        ends.append(max(p[i], reach))
+        over.append(reach > p[i])
+        naive_ok.append(-(-(size + 2 * p[i] - k[i]) // s[i]) + 1 == n)
+    if any(over) and all(naive_ok):
+        return list(p), list(p), 1, any(over)
+    return list(p), ends, 0, any(over)
+
+
+def adaptive_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size): row i averages PyTorch's adaptive window i, [floor(i*size/out), ceil((i+1)*size/out))."""
+    m = np.zeros((out, size), dtype=np.float64)
+    for i in range(out):
+        start, end = (i * size) // out, -(-((i + 1) * size) // out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m.astype(np.float32)
+
+
+@lowering("onnx", "conv1d", "conv2d", "conv3d")
+def _conv(n: Lowered) -> None:
+    a = n.a
+    kernel, dilation = list(a["kernel"]), list(a["dilation"])
+    if a["padding"] == "same":
+        pairs = [same_padding(k, d) for k, d in zip(kernel, dilation, strict=True)]
+        begin, end = [p[0] for p in pairs], [p[1] for p in pairs]
+    else:
+        begin, end = list(a["padding"]), list(a["padding"])
+    inputs = [n.x, n.param("weight"), *([n.param("bias")] if a["bias"] else [])]
+    n.emit("Conv", inputs, last=True, kernel_shape=kernel, strides=list(a["stride"]),
+           pads=begin + end, dilations=dilation, group=a["groups"])  # fmt: skip
+
+
+@lowering("onnx", "batch_norm")
+def _batch_norm(n: Lowered) -> None:
+    n.emit("BatchNormalization", [n.x, *(n.param(p) for p in BN_PARAMS)], last=True, epsilon=n.a["eps"])
+
+
+@lowering("onnx", "max_pool1d", "max_pool", "max_pool3d")
+def _max_pool(n: Lowered) -> None:
+    begin, end, ceil, _ = pool_geometry(n.in_shape, n.data.shape, n.a)
+    n.emit("MaxPool", [n.x], last=True, kernel_shape=list(n.a["kernel"]), strides=list(n.a["stride"]),
+           pads=begin + end, ceil_mode=ceil)  # fmt: skip
+
+
+@lowering("onnx", "avg_pool1d", "avg_pool", "avg_pool3d")
+def _avg_pool(n: Lowered) -> None:
+    a = n.a
+    begin, end, ceil, overhang = pool_geometry(n.in_shape, n.data.shape, a)
+    window = {"kernel_shape": list(a["kernel"]), "strides": list(a["stride"]), "ceil_mode": ceil}
+    if overhang and a["count_include_pad"] and any(begin):
+        # PyTorch divides a window that reaches past the padded input by its part
+        # inside the padded input; with the padding made real, ONNX's
+        # count_include_pad=0 does exactly that.
+        c, *sizes = n.in_shape
+        padded_shape = n.e.full((c, *(s + 2 * b for s, b in zip(sizes, begin, strict=True))))
+        pads = n.e.ints("pads", [0, 0, *begin, 0, 0, *begin])
+        padded = n.emit("Pad", [n.x, pads], at=padded_shape)
+        extra = [e - b for e, b in zip(end, begin, strict=True)]
+        zeros = [0] * len(extra)
+        n.emit("AveragePool", [padded], last=True, pads=zeros + extra, count_include_pad=0, **window)
+    else:
+        # without an overhang, or counting real inputs only, ONNX and PyTorch agree
+        include = int(a["count_include_pad"] and not overhang)
+        n.emit("AveragePool", [n.x], last=True, pads=begin + end, count_include_pad=include, **window)
+
+
+@lowering("onnx", "global_avg_pool")
+def _global_avg_pool(n: Lowered) -> None:
+    n.emit("GlobalAveragePool", [n.x], last=True)
+
+
+@lowering("onnx", "adaptive_avg_pool1d", "adaptive_avg_pool", "adaptive_avg_pool3d")
+def _adaptive_avg_pool(n: Lowered) -> None:
+    c, *sizes = n.in_shape
+    outs = list(n.a["size"])
+    if all(o == 1 for o in outs):
+        n.emit("GlobalAveragePool", [n.x], last=True)
+    elif all(s % o == 0 for s, o in zip(sizes, outs, strict=True)):
+        kernel = [s // o for s, o in zip(sizes, outs, strict=True)]
+        n.emit("AveragePool", [n.x], last=True, kernel_shape=kernel, strides=kernel)
+    else:
+        # PyTorch's windows overlap or differ in size: average with one matrix per axis, the last
+        # axis first, each axis moved last for the product and back
+        y = n.x
+        current = [c, *sizes]
+        rank = len(current)
+        path = n.node.replace(".", "/")
+        todo = [i for i in range(len(sizes)) if sizes[i] != outs[i]]
+        for k, i in enumerate(reversed(todo)):
+            axis = i + 1  # within the unbatched shape
+            last = k == len(todo) - 1
+            m = n.e.initializer(f"{path}/axis{axis}", adaptive_matrix(sizes[i], outs[i]).T)
+            perm = list(range(rank + 1))
+            perm[axis + 1], perm[-1] = perm[-1], perm[axis + 1]
+            moved = [current[p - 1] for p in perm[1:]]
+            if axis + 1 != rank:
+                y = n.emit("Transpose", [y], at=n.e.full(tuple(moved)), perm=perm)
+            moved[-1] = outs[i]
+            done = axis + 1 == rank
+            y = n.emit("MatMul", [y, m], at=n.e.full(tuple(moved)), last=last and done)
+            current[axis] = outs[i]
+            if not done:
+                y = n.emit("Transpose", [y], at=n.e.full(tuple(current)), perm=perm, last=last)
+
+
+@lowering("onnx", "lrn")
+def _lrn(n: Lowered) -> None:
+    a, x, e = n.a, n.x, n.e
+    if a["size"] % 2:
+        n.emit("LRN", [x], last=True, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+        return
+    # PyTorch centres an even window one channel lower than ONNX's LRN does:
+    # x / (k + alpha * mean(x^2 over channels c - size/2 .. c + size/2 - 1)) ^ beta
+    c, h, w = n.in_shape
+    size = a["size"]
+    axis = e.ints("axes", [1])
+    lifted = n.emit("Unsqueeze", [n.emit("Mul", [x, x]), axis], at=e.full((1, c, h, w)))
+    pads = e.ints("pads", [0, 0, size // 2, 0, 0, 0, 0, (size - 1) // 2, 0, 0])
+    padded = n.emit("Pad", [lifted, pads], at=e.full((1, c + size - 1, h, w)))
+    mean = n.emit("AveragePool", [padded], at=e.full((1, c, h, w)), kernel_shape=[size, 1, 1])
+    mean = n.emit("Squeeze", [mean, axis])
+    scaled = n.emit("Add", [n.emit("Mul", [mean, e.scalar(a["alpha"])]), e.scalar(a["k"])])
+    n.emit("Div", [x, n.emit("Pow", [scaled, e.scalar(a["beta"])])], last=True)
+
+
+# ---------------------------------------------------------------------------
+# Element-wise
+
+
+@lowering("onnx", "relu", "sigmoid", "tanh")
+def _unary(n: Lowered) -> None:
+    n.emit({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[n.data.op], [n.x], last=True)
+
+
+@lowering("onnx", "relu6")
+def _relu6(n: Lowered) -> None:
+    n.emit("Clip", [n.x, n.e.scalar(0.0), n.e.scalar(6.0)], last=True)
+
+
+@lowering("onnx", "silu")
+def _silu(n: Lowered) -> None:
+    n.emit("Mul", [n.x, n.emit("Sigmoid", [n.x])], last=True)
+
+
+@lowering("onnx", "gelu")
+def _gelu(n: Lowered) -> None:
+    x, e = n.x, n.e
+    if n.opset >= 20:
+        n.emit("Gelu", [x], last=True, approximate=n.a["approximate"])
+    elif n.a["approximate"] == "tanh":
+        # PyTorch: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
+        cube = n.emit("Mul", [n.emit("Mul", [x, x]), x])
+        inner = n.emit("Add", [x, n.emit("Mul", [cube, e.scalar(0.044715)])])
+        tanh = n.emit("Tanh", [n.emit("Mul", [inner, e.scalar(math.sqrt(2 / math.pi))])])
+        gate = n.emit("Mul", [x, n.emit("Add", [tanh, e.scalar(1.0)])])
+        n.emit("Mul", [gate, e.scalar(0.5)], last=True)
+    else:
+        # PyTorch: 0.5 * x * (1 + erf(x / sqrt(2)))
+        erf = n.emit("Erf", [n.emit("Mul", [x, e.scalar(math.sqrt(0.5))])])
+        gate = n.emit("Mul", [x, n.emit("Add", [erf, e.scalar(1.0)])])
+        n.emit("Mul", [gate, e.scalar(0.5)], last=True)
+
+
+@lowering("onnx", "hardsigmoid")
+def _hardsigmoid(n: Lowered) -> None:  # PyTorch: relu6(x + 3) / 6
+    n.emit("HardSigmoid", [n.x], last=True, alpha=1 / 6, beta=0.5)
+
+
+@lowering("onnx", "hardswish")
+def _hardswish(n: Lowered) -> None:  # PyTorch: x * relu6(x + 3) / 6
+    if n.opset >= 14:
+        n.emit("HardSwish", [n.x], last=True)
+    else:
+        n.emit("Mul", [n.x, n.emit("HardSigmoid", [n.x], alpha=1 / 6, beta=0.5)], last=True)
+
+
+@lowering("onnx", "identity", "dropout", "stochastic_depth")
+def _identity(n: Lowered) -> None:
+    # an inference graph has no dropout and no stochastic depth, and keeps an identity only where
+    # a consumer reads the same value twice
+    n.emit("Identity", [n.x], last=True)
+
+
+@lowering("onnx", "layer_scale")
+def _layer_scale(n: Lowered) -> None:
+    n.emit("Mul", [n.x, n.param("")], last=True)
+
+
+@lowering("onnx", "constant")
+def _constant(n: Lowered) -> None:
+    zero = n.emit("Mul", [n.x, n.e.scalar(0.0)])
+    n.emit("Add", [zero, n.e.scalar(n.a["value"])], last=True)
+
+
+# ---------------------------------------------------------------------------
+# Moving and cutting
+
+
+@lowering("onnx", "flatten")
+def _flatten(n: Lowered) -> None:
+    t = n.in_type
+    start, end = n.axis(n.a["start"]), n.axis(n.a["end"])
+    if start == 1 and end == t.rank:
+        n.emit("Flatten", [n.x], last=True, axis=1)
+        return
+    n.emit("Reshape", [n.x, n.e.ints("shape", [0, *(d for d in n.data.shape)])], last=True)
+
+
+@lowering("onnx", "reshape")
+def _reshape(n: Lowered) -> None:
+    n.emit("Reshape", [n.x, n.e.ints("shape", [0, *n.data.shape])], last=True)
+
+
+@lowering("onnx", "permute")
+def _permute(n: Lowered) -> None:
+    n.emit("Transpose", [n.x], last=True, perm=[0, *(d + 1 for d in n.a["dims"])])
+
+
+@lowering("onnx", "transpose")
+def _transpose(n: Lowered) -> None:
+    perm = list(range(n.in_type.rank + 1))
+    i, j = n.axis(n.a["axis0"]), n.axis(n.a["axis1"])
+    perm[i], perm[j] = perm[j], perm[i]
+    n.emit("Transpose", [n.x], last=True, perm=perm)
+
+
+@lowering("onnx", "slice")
+def _slice(n: Lowered) -> None:
+    axis = n.axis(n.a["axis"])
+    stop = n.in_shape[axis - 1] if n.a["stop"] is None else n.a["stop"]
+    e = n.e
+    inputs = [n.x, e.ints("starts", [n.a["start"]]), e.ints("ends", [stop]), e.ints("axes", [axis])]
+    if n.a["step"] != 1:
+        inputs.append(e.ints("steps", [n.a["step"]]))
+    n.emit("Slice", inputs, last=True)
+
+
+@lowering("onnx", "select")
+def _select(n: Lowered) -> None:
+    index = n.e.const("index", n.a["index"], np.int64)  # a scalar index drops the axis
+    n.emit("Gather", [n.x, index], last=True, axis=n.axis(n.a["axis"]))
+
+
+@lowering("onnx", "roll")
+def _roll(n: Lowered) -> None:
+    """torch.roll as two slices joined in the other order, axis by axis."""
+    y = n.x
+    e = n.e
+    shape = list(n.in_shape)
+    pairs = list(zip(n.a["shifts"], n.a["axes"], strict=True))
+    for k, (shift, axis) in enumerate(pairs):
+        index = n.axis(axis)
+        size = shape[index - 1]
+        shift %= size
+        last = k == len(pairs) - 1
+        if shift == 0:
+            y = n.emit("Identity", [y], last=last)
+            continue
+        ax = e.ints("axes", [index])
+        tail = n.emit("Slice", [y, e.ints("starts", [size - shift]), e.ints("ends", [size]), ax],
+                      at=e.full(tuple(shift if i == index - 1 else d for i, d in enumerate(shape))))  # fmt: skip
+        head = n.emit("Slice", [y, e.ints("starts", [0]), e.ints("ends", [size - shift]), ax],
+                      at=e.full(tuple(size - shift if i == index - 1 else d for i, d in enumerate(shape))))  # fmt: skip
+        y = n.emit("Concat", [tail, head], last=last, axis=index)
+
+
+@lowering("onnx", "channel_shuffle")
+def _channel_shuffle(n: Lowered) -> None:
+    c, *rest = n.in_shape
+    g = n.a["groups"]
+    split = n.emit("Reshape", [n.x, n.e.ints("shape", [0, g, c // g, *rest])], at=n.e.full((g, c // g, *rest)))
+    perm = [0, 2, 1, *range(3, len(rest) + 3)]
+    moved = n.emit("Transpose", [split], at=n.e.full((c // g, g, *rest)), perm=perm)
+    n.emit("Reshape", [moved, n.e.ints("shape", [0, c, *rest])], last=True)
+
+
+@lowering("onnx", "parameter")
+def _parameter(n: Lowered) -> None:
+    """The learned tensor expanded to the input's batch: Expand to (N, *shape)."""
+    e = n.e
+    batch = n.emit("Shape", [n.x], ints=True, start=0, end=1) if n.opset >= 15 else None
+    if batch is None:
+        whole = n.emit("Shape", [n.x], ints=True)
+        batch = n.emit("Slice", [whole, e.ints("starts", [0]), e.ints("ends", [1])], ints=True)
+    dims = n.emit("Concat", [batch, e.ints("dims", list(n.data.shape))], ints=True, axis=0)
+    n.emit("Expand", [n.param(""), dims], last=True)
+
+
+@lowering("onnx", "interpolate", "interpolate_like")
+def _interpolate(n: Lowered) -> None:
+    mode = n.a["mode"]
+    e = n.e
+    if isinstance(n.shape[0], str):  # a symbolic batch: the input's batch and channels, then the new sizes
+        whole = n.emit("Shape", [n.x], ints=True)
+        first = n.emit("Slice", [whole, e.ints("starts", [0]), e.ints("ends", [2])], ints=True)
+        sizes = n.emit("Concat", [first, e.ints("spatial", list(n.data.shape[1:]))], ints=True, axis=0)
+    else:
+        sizes = e.ints("sizes", list(n.shape))
+    if mode == "nearest":  # PyTorch's nearest: floor(i * in / out)
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    else:
+        coords = "align_corners" if n.a["align_corners"] else "pytorch_half_pixel"
+        attrs = {"mode": "linear", "coordinate_transformation_mode": coords}
+    n.emit("Resize", [n.x, "", "", sizes], last=True, **attrs)
+
+
+# ---------------------------------------------------------------------------
+# Features
+
+
+@lowering("onnx", "linear")
+def _linear(n: Lowered) -> None:
+    if len(n.in_shape) == 1:
+        inputs = [n.x, n.param("weight"), *([n.param("bias")] if n.a["bias"] else [])]
+        n.emit("Gemm", inputs, last=True, transB=1)
+        return
+    # over the last axis of a larger tensor: MatMul with the weight transposed (the initializer
+    # keeps the state_dict's layout; runtimes fold the Transpose)
+    out = n.a["out"]
+    w = n.emit("Transpose", [n.param("weight")], at=(n.in_shape[-1], out), perm=[1, 0])
+    if not n.a["bias"]:
+        n.emit("MatMul", [n.x, w], last=True)
+        return
+    n.emit("Add", [n.emit("MatMul", [n.x, w]), n.param("bias")], last=True)
+
+
+@lowering("onnx", "layer_norm")
+def _layer_norm(n: Lowered) -> None:
+    eps = n.a["eps"]
+    t = n.in_type
+    axis = t.channel_axis if n.a["dim"] == "channels" and t.channel_axis is not None else t.rank - 1
+    if axis == t.rank - 1:
+        normalise_last_axis(n, n.x, n.shape, eps, last=True)
+        return
+    # over a channel axis that is not last: move it last, normalise, move it back
+    perm = [0, *(i + 1 for i in range(t.rank) if i != axis), axis + 1]
+    moved = tuple(n.in_shape[p - 1] for p in perm[1:])
+    last = n.emit("Transpose", [n.x], at=n.e.full(moved), perm=perm)
+    normed = normalise_last_axis(n, last, n.e.full(moved), eps)
+    back = [perm.index(i) for i in range(t.rank + 1)]
+    n.emit("Transpose", [normed], last=True, perm=back)
+
+
+def normalise_last_axis(n: Lowered, x: str, shape: Shape, eps: float, last: bool = False) -> str:
+    """LayerNormalization over the last axis from opset 17; below it, the same arithmetic in
+    primitive ops (mean, centred square mean, divide by the root of the variance plus eps,
+    then the affine part), as PyTorch's own exporter writes it for those opsets."""
+    inputs = [n.param("weight"), n.param("bias")]
+    if n.opset >= 17:
+        return n.emit("LayerNormalization", [x, *inputs], at=shape, last=last, axis=-1, epsilon=eps)
+    reduced = (*shape[:-1], 1)
+    mean = n.emit("ReduceMean", [x], at=reduced, axes=[-1], keepdims=1)
+    centred = n.emit("Sub", [x, mean], at=shape)
+    square = n.emit("Mul", [centred, centred], at=shape)
+    variance = n.emit("ReduceMean", [square], at=reduced, axes=[-1], keepdims=1)
+    spread = n.emit("Sqrt", [n.emit("Add", [variance, n.e.scalar(eps)], at=reduced)], at=reduced)
+    scaled = n.emit("Mul", [n.emit("Div", [centred, spread], at=shape), inputs[0]], at=shape)
+    return n.emit("Add", [scaled, inputs[1]], at=shape, last=last)
+
+
+@lowering("onnx", "softmax")
+def _softmax(n: Lowered) -> None:
+    n.emit("Softmax", [n.x], last=True, axis=n.axis(n.a["dim"]))
+
+
+@lowering("onnx", "attention")
+def _attention(n: Lowered) -> None:
+    """nn.MultiheadAttention (batch first, self-attention, no mask, eval): q, k and v from one
+    projection, split into heads, softmax(q k^T / sqrt(d)) v per head, heads joined, projected."""
+    e = n.e
+    length, embed = n.in_shape
+    heads = n.a["heads"]
+    d = embed // heads
+    batch = n.shape[0]
+    w = n.emit("Transpose", [n.param("in_proj_weight")], at=(embed, 3 * embed), perm=[1, 0])
+    qkv = n.emit("MatMul", [n.x, w], at=(batch, length, 3 * embed))
+    if n.a["bias"]:
+        qkv = n.emit("Add", [qkv, n.param("in_proj_bias")], at=(batch, length, 3 * embed))
+    split = n.emit("Reshape", [qkv, e.ints("qkv_shape", [0, length, 3, heads, d])], at=(batch, length, 3, heads, d))
+    moved = n.emit("Transpose", [split], at=(3, batch, heads, length, d), perm=[2, 0, 3, 1, 4])
+    parts = []
+    for i, name in enumerate(("q", "k", "v")):
+        index = e.const(f"{name}_index", i, np.int64)
+        parts.append(n.emit("Gather", [moved, index], at=(batch, heads, length, d), axis=0))
+    q, k, v = parts
+    kt = n.emit("Transpose", [k], at=(batch, heads, d, length), perm=[0, 1, 3, 2])
+    scores = n.emit("MatMul", [q, kt], at=(batch, heads, length, length))
+    scaled = n.emit("Mul", [scores, e.scalar(1.0 / math.sqrt(d))], at=(batch, heads, length, length))
+    weights = n.emit("Softmax", [scaled], at=(batch, heads, length, length), axis=-1)
+    mixed = n.emit("MatMul", [weights, v], at=(batch, heads, length, d))
+    joined = n.emit("Transpose", [mixed], at=(batch, length, heads, d), perm=[0, 2, 1, 3])
+    flat = n.emit("Reshape", [joined, e.ints("joined_shape", [0, length, embed])], at=(batch, length, embed))
+    wo = n.emit("Transpose", [n.param("out_proj.weight")], at=(embed, embed), perm=[1, 0])
+    if not n.a["bias"]:
+        n.emit("MatMul", [flat, wo], last=True)
+        return
+    n.emit("Add", [n.emit("MatMul", [flat, wo], at=(batch, length, embed)), n.param("out_proj.bias")], last=True)
+
+
+# ---------------------------------------------------------------------------
+# Merges
+
+
+@lowering("onnx", "concat")
+def _concat(n: Lowered) -> None:
+    n.emit("Concat", n.xs, last=True, axis=n.axis(n.a["axis"]))
+
+
+@lowering("onnx", "add")
+def _add(n: Lowered) -> None:
+    total = n.xs[0]
+    for i, term in enumerate(n.xs[1:], start=2):
+        total = n.emit("Add", [total, term], last=i == len(n.xs))
+
+
+@lowering("onnx", "mul")
+def _mul(n: Lowered) -> None:
+    total = n.xs[0]
+    for i, term in enumerate(n.xs[1:], start=2):
+        total = n.emit("Mul", [total, term], last=i == len(n.xs))
+
+
+@lowering("onnx", "mean")
+def _mean(n: Lowered) -> None:
+    n.emit("Mean", n.xs, last=True)
+
+
+@lowering("onnx", "matmul")
+def _matmul(n: Lowered) -> None:
+    x, y = n.xs
+    if n.a["transpose_b"]:
+        t = n.in_types[1]
+        perm = list(range(t.rank + 1))
+        perm[-1], perm[-2] = perm[-2], perm[-1]
+        y = n.emit("Transpose", [y], at=n.e.full((*t.shape[:-2], t.shape[-1], t.shape[-2])), perm=perm)
+    n.emit("MatMul", [x, y], last=True)
+
+
+def check_supported(g: nx.DiGraph) -> None:
+    """Refuse what no lowering here handles, before anything is written."""
+    for name, data in ir.nodes(g):
+        if data.op == "lrn" and data.attrs["size"] % 2 == 0 and data.type.rank != 3:
+            raise CodegenError(f"an even LRN window needs a (C, H, W) map (node {name})", location=data.loc)
+
+
+__all__ = ["BN_PARAMS", "Lowered", "adaptive_matrix", "check_supported", "lower", "pool_geometry"]
