@@ -182,11 +182,16 @@ def _module_expr(ctx: ClassContext, b: ir.Block) -> Call:
             )
         helper = ctx.classes[f"merge:{b.op}"]
         ctx.used_helpers.add(b.op)
-        args = []
-        for c in b.children:
-            call = _module_expr(ctx, c)
-            args.append(_keyword(c.name, call) if b.named else call)
-        return Call(helper, tuple(args))
+        live = [c for c in b.children if not _off(ctx, c)]  # a branch switched off is absent
+        calls = [_module_expr(ctx, c) for c in live]
+        if b.named:
+            return Call(helper, tuple(_keyword(c.name, call) for c, call in zip(live, calls, strict=True)))
+        if [c.name for c in live] == [str(i) for i in range(len(live))]:
+            return Call(helper, tuple(calls))
+        # unnamed branches with one switched off before the last: keyed by their indices, as the IR names them
+        pairs = tuple(Call(f'"{c.name}": {call.func}', call.args, call.open, call.close) for c, call in zip(
+            live, calls, strict=True))  # fmt: skip
+        return Call(helper, (Call("**", (Call("", pairs, "{", "}"),)),))
     data = ir.node(ctx.g, b.output) if b.output in ctx.g else None
     raise CodegenError(
         "the PyTorch backend supports references only between the top-level entries of a model or template",
@@ -527,7 +532,7 @@ class _Writer:
             if b.kind == "ref":
                 terms.append(self._referenced(ctx, b, produced))
             elif _off(ctx, b):
-                terms.append("x")
+                continue  # a branch switched off is absent from the merge
             else:
                 call = _module_expr(ctx, b)
                 modules.append(Call(f'"{b.name}": {call.func}', call.args, call.open, call.close))
@@ -566,11 +571,11 @@ class _Writer:
             agreed = self._gated_agreement(name, list(texts.values()), annotations, spatial, inplace)
             if agreed is not None:
                 return agreed
-            (_, a), (_, b) = list(texts.values())[:2]
+            (text_a, (_, a)), (text_b, (_, b)) = list(texts.items())[:2]
             raise CodegenError(
-                f"template {name} needs different code at {a.path or 'the top'} and {b.path}: the uses differ in "
-                "what `when` switches on, or a layer's size depends on the input's spatial size; use one "
-                "template per variant, or make the size a parameter",
+                f"template {name} needs different code at {a.path or 'the top'} and {b.path}: "
+                f"{_first_difference(text_a, text_b, a.path or 'the top', b.path)}; use one template per "
+                "variant, or make what differs a parameter",
                 location=b.loc,
                 path=b.keypath,
             )
@@ -643,6 +648,8 @@ class _Writer:
             outs = []
             names = self._locals()
             for c in body.children:
+                if _off(ctx, c):  # a branch switched off is absent from the merge
+                    continue
                 call = _module_expr(ctx, c)
                 init += layout(f"self.{c.name} = ", call, 2)
                 note = _shape_note(ctx, c, notes(c))
@@ -1083,6 +1090,24 @@ def _gated(inst: ir.Block) -> frozenset[str]:
         for c in body.children
         if c.kind == "skip" and c.when is not None and isinstance(c.when.expr, Sym)
     )
+
+
+def _first_difference(a: str, b: str, where_a: str, where_b: str) -> str:
+    """The first line in which two versions of a class differ, shown from each, for a message: the
+    real cause of a refused template (a size a class would write as a number that differs between
+    uses, a block one use switches off), whatever it is."""
+    lines_a, lines_b = a.splitlines(), b.splitlines()
+    for x, y in zip(lines_a, lines_b, strict=False):
+        if x != y:
+            return f"at {where_a} it would write `{_short(x)}` where at {where_b} it would write `{_short(y)}`"
+    longer, where = (lines_a, where_a) if len(lines_a) > len(lines_b) else (lines_b, where_b)
+    extra = longer[min(len(lines_a), len(lines_b))]
+    return f"only at {where} it would write `{_short(extra)}`"
+
+
+def _short(line: str, most: int = 90) -> str:
+    text = " ".join(line.split())
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def _isort(name: str) -> tuple:

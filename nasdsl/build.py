@@ -427,12 +427,23 @@ class _Builder:
         outs: list[str] = []
         for branch_name, branch in b.branches:
             sub = self.expand(branch, branch_name, _join(path, branch_name), inputs, scope, phase)
+            children.append(sub)
+            if sub.kind == "skip" or sub.dormant:
+                continue  # a branch its `when` switches off is absent from the merge (not its input passed on)
             out = sub.passed
             if out in outs:  # the same value twice (two refs to one node): one edge each, via an identity
                 out = self.add_node(sub.path, "identity", {}, (), branch, phase, (out,), scope)
-                sub = _retarget(sub, sub.inputs, out)
-            children.append(sub)
+                children[-1] = _retarget(sub, sub.inputs, out)
             outs.append(out)
+        if not outs:
+            raise _in_node(
+                SpecError(f"every branch of this {b.op} is switched off by its `when`", location=b.loc, path=b.path),
+                scope,
+                path,
+            )
+        if len(outs) == 1:  # a merge left with one branch is that branch
+            self._attrs(b, path, scope)  # its attributes are still checked
+            return _block("seq", name, path, b, inputs, outs[0], phase, when, children=children, named=b.named)
         attrs, exprs, deps, given = self._attrs(b, path, scope)
         node = self.add_node(path, b.op, attrs, given, b, phase, tuple(outs), scope, exprs, deps)
         return _block("merge", name, path, b, inputs, node, phase, when, children=children, named=b.named, op=b.op)
