@@ -879,8 +879,11 @@ class _Writer:
         return docs
 
     def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:
+        """A per-channel statistic of the input, shaped to broadcast over the batch and the other axes."""
         tensor = Call("torch.tensor", (Call("", tuple(literal(float(v)) for v in values), "[", "]"),))
-        view = f"{tensor.flat()}.view(1, -1, 1, 1)"
+        t = ir.node(self.g, ir.info(self.g).input).type
+        c = t.channel_axis if t.channel_axis is not None else 0
+        view = f"{tensor.flat()}.view({', '.join(['1'] + ['-1' if i == c else '1' for i in range(t.rank)])})"
         return layout("self.register_buffer", Call("", (f'"{name}"', view, "persistent=False")), 2)
 
     def _outputs_class(self, outputs: list[ir.Output]) -> ClassCode:

@@ -89,6 +89,19 @@ def _reshape_shape(v: object) -> tuple[int, ...]:
     return tuple(x if x == -1 else check_int(x, 1, MAX_CHANNELS) for x in v)
 
 
+class AxesWords:
+    """The words an ``axes`` attribute takes literally: any string of axis letters (``CHW``)."""
+
+    def __contains__(self, word: object) -> bool:
+        return isinstance(word, str) and bool(word) and all(c in AXES for c in word)
+
+    def __iter__(self):
+        return iter(())
+
+
+AXES_WORDS = AxesWords()
+
+
 def _axes_text(v: object) -> str | None:
     if v is None:
         return None
@@ -308,7 +321,13 @@ register(
         "a new shape (without the batch) holding the same values in the same order; one size may be -1",
         (
             Attr("shape", _reshape_shape, symbolic=True, role="count"),
-            Attr("axes", _axes_text, default=None, doc="the new axes' roles (letters of CTHWL?); unknown by default"),
+            Attr(
+                "axes",
+                _axes_text,
+                default=None,
+                doc="the new axes' roles (letters of CTHWL?); unknown by default",
+                literals=AXES_WORDS,
+            ),
         ),
         _reshape_infer,
         lead="other",
@@ -379,7 +398,7 @@ register(
         "it reads its input only for the batch size; a parameter of its module",
         (
             Attr("shape", _tensor_shape, symbolic=True, role="count"),
-            Attr("axes", _axes_text, default=None, doc="the roles of its axes (LC for tokens by default)"),
+            Attr("axes", _axes_text, default=None, doc="the roles of its axes (LC for tokens by default)", literals=AXES_WORDS),
         ),
         _parameter_infer,
         _parameter_weights,
