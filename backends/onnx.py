@@ -40,14 +40,13 @@ import onnx
 from onnx import TensorProto, helper
 
 from nasdsl import __version__, ir
-from nasdsl.ensemble_ir import is_ensemble
 from nasdsl.errors import CodegenError
 from nasdsl.optimize import rewrite
 from nasdsl.passes.derive import derive_weights
 from nasdsl.passes.pipeline import run_pipeline
 from nasdsl.weights import MAX_MEMORY, check_memory, check_weights, initial_weights
 
-from .onnx_ops import check_supported, lower
+from .onnx_ops import check_supported, graph_lowering, lower
 from .pyformat import safe_text
 
 SUPPORTED_OPSETS = range(13, 22)
@@ -193,10 +192,9 @@ def _set_attribute(attr: onnx.AttributeProto, name: str, value: object) -> None:
 def export_graph(graph: object, *, with_aux: bool = False, verify: bool = False) -> nx.DiGraph:
     """The IR graph that is exported, before BatchNorm folding: the inference
     graph without identities and without nodes that reach no output (of an ensemble: of each member)."""
-    if is_ensemble(graph):
-        from . import onnx_ensemble
-
-        return onnx_ensemble.export_graph(ir.as_graph(graph), with_aux=with_aux, verify=verify)
+    whole = graph_lowering(ir.as_graph(graph))
+    if whole is not None:  # an op whose lowering exports the whole graph: an ensemble's members
+        return whole.export_graph(ir.as_graph(graph), with_aux=with_aux, verify=verify)
     return run_pipeline(ir.as_graph(graph), PIPELINE_WITH_AUX if with_aux else PIPELINE, verify=verify)
 
 
@@ -317,10 +315,9 @@ def _emit(
     optimize: str | None = None,
 ) -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]] | None]:
     batch_dim = _check_args(opset, batch)
-    if is_ensemble(source):  # members are graphs of their own: backends/onnx_ensemble.py
-        from . import onnx_ensemble
-
-        return onnx_ensemble.emit(source, opset, state_dict, with_aux, batch, deferred, max_memory)
+    whole = graph_lowering(source)
+    if whole is not None:  # an op whose lowering exports the whole graph: an ensemble's members
+        return whole.emit(source, opset, state_dict, with_aux, batch, deferred, max_memory)
     # the weights (drawn or given), the folded ones and the serialised model
     check_memory(source, 3, max_memory, "exporting ONNX")
     g = export_graph(source, with_aux=with_aux)

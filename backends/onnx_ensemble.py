@@ -24,9 +24,11 @@ from onnx import helper
 from nasdsl import ir
 from nasdsl.ensemble_ir import members, split_state_dict, with_member_graphs
 from nasdsl.errors import CodegenError
+from nasdsl.ops import lowering
 from nasdsl.weights import check_memory, check_weights, initial_weights
 
 from . import onnx as single
+from .onnx_ops import GraphLowering
 
 
 def export_graph(g: nx.DiGraph, *, with_aux: bool = False, verify: bool = False) -> nx.DiGraph:
@@ -49,7 +51,7 @@ def emit(
     for node, data in ir.nodes(g):
         if data.op not in ("input", "member", "average"):
             raise CodegenError(
-                f"the ONNX backend cannot lower op '{data['op']}' in an ensemble (node {node})",
+                f"the ONNX backend cannot lower op '{data.op}' in an ensemble (node {node})",
                 location=data.loc,
                 path=data.keypath,
             )
@@ -135,3 +137,6 @@ def _info(info: onnx.ValueInfoProto, name: str, like: onnx.TypeProto) -> None:
 
 
 __all__ = ["emit", "export_graph"]
+
+
+lowering("onnx", "member", "average")(GraphLowering(export_graph, emit))

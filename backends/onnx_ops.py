@@ -12,14 +12,15 @@ Runtime op by op.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 
 from nasdsl import ir
 from nasdsl.errors import CodegenError
-from nasdsl.ops import lowering, lowering_of, same_padding
+from nasdsl.ops import OPS, lowering, lowering_of, same_padding
 
 #: BatchNorm's parameters and buffers, in the order ONNX's BatchNormalization takes them
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -68,6 +69,26 @@ class Lowered:
         else:
             index = int(axis) % t.rank  # type: ignore[arg-type]
         return index + 1
+
+
+@dataclass(frozen=True)
+class GraphLowering:
+    """The lowering of an op that calls other graphs (an ensemble's ``member``): it exports the
+    whole graph holding such nodes. ``export_graph(g, with_aux=, verify=)`` is what
+    :func:`nasdsl.backends.onnx.export_graph` gives for it, ``emit(g, opset, state_dict, with_aux,
+    batch, deferred, max_memory)`` the model and its deferred initializers."""
+
+    export_graph: Callable[..., nx.DiGraph]
+    emit: Callable[..., tuple]
+
+
+def graph_lowering(g: nx.DiGraph) -> GraphLowering | None:
+    """The whole-graph lowering of an op of ``g``, or None."""
+    for op in sorted({d.op for _, d in ir.nodes(g)}):
+        found = OPS[op].lowerings.get("onnx") if op in OPS else None
+        if isinstance(found, GraphLowering):
+            return found
+    return None
 
 
 def lower(e, g: nx.DiGraph, node: str, xs: list[str], out: str, opset: int) -> None:

@@ -35,7 +35,6 @@ import jinja2
 import networkx as nx
 
 from nasdsl import __version__, ir
-from nasdsl.ensemble_ir import is_ensemble
 from nasdsl.errors import CodegenError
 from nasdsl.ir.sym import Sym
 from nasdsl.ops import INIT_PARAMS, OPS
@@ -1203,12 +1202,20 @@ class Generated:
     model_class: str
 
 
+def _module_writer(g: nx.DiGraph):
+    """The whole-module lowering of an op of ``g`` (``TorchLowering.module_writer``), or None."""
+    for op in sorted({d.op for _, d in ir.nodes(g)}):
+        writer = getattr(OPS[op].lowerings.get("pytorch"), "module_writer", None) if op in OPS else None
+        if writer is not None:
+            return writer
+    return None
+
+
 def generate(graph: object, *, source_name: str | None = None, verify: bool = False) -> Generated:
     """The PyTorch module for a graph (or a compiled spec), with its model class's name."""
-    if is_ensemble(graph):  # members are graphs of their own: backends/pytorch_ensemble.py
-        from .pytorch_ensemble import generate_ensemble
-
-        return generate_ensemble(ir.as_graph(graph), source_name=source_name, verify=verify)
+    writer = _module_writer(ir.as_graph(graph))
+    if writer is not None:  # an op whose lowering writes the whole module: an ensemble's members
+        return writer(ir.as_graph(graph), source_name=source_name, verify=verify)
     g = prepare(graph, verify=verify)
     w = _Writer(g)
     order, instances = _template_order(g, w.exposed)

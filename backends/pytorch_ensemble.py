@@ -29,13 +29,15 @@ import networkx as nx
 from nasdsl import __version__, ir
 from nasdsl.ensemble_ir import members
 from nasdsl.errors import CodegenError
+from nasdsl.ops import lowering
 
 from . import pytorch
 from .names import BUILTINS, IMPORTED, Namespace, check_attribute
 from .pyformat import Call, docstring, layout, literal, safe_text, wrap
+from .pytorch_ops import TorchLowering
 
 #: the ensemble graph's ops and what they become here; anything else is refused
-OPS = ("input", "member", "average")
+ENSEMBLE_OPS = ("input", "member", "average")
 
 
 @dataclass
@@ -145,9 +147,9 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 def _check_graph(g: nx.DiGraph) -> None:
     for node, data in ir.nodes(g):
-        if data.op not in OPS:
+        if data.op not in ENSEMBLE_OPS:
             raise CodegenError(
-                f"the PyTorch backend cannot lower op '{data['op']}' in an ensemble (node {node})",
+                f"the PyTorch backend cannot lower op '{data.op}' in an ensemble (node {node})",
                 location=data.loc,
                 path=data.keypath,
             )
@@ -272,5 +274,7 @@ def _forward_doc(how: str, weighted: bool) -> list[str]:
     lines = wrap(text, 88 - 8 - 3)
     return [f'"""{lines[0]}', *lines[1:], '"""'] if len(lines) > 1 else [f'"""{lines[0]}"""']
 
+
+lowering("pytorch", "member", "average")(TorchLowering(module_writer=generate_ensemble))
 
 __all__ = ["generate_ensemble"]

@@ -182,6 +182,9 @@ class TorchLowering:
     #: module classes beyond ``classes`` that inputs of a given rank make (``reset_parameters``
     #: lists them only where the graph has such a node)
     extra_classes: Mapping[int, str] = field(default_factory=dict)
+    #: for an op that calls other graphs (an ensemble's ``member``): ``module_writer(g, source_name=,
+    #: verify=)`` writes the whole module of a graph holding such nodes
+    module_writer: Callable[..., object] | None = None
 
 
 def lowering_for(ctx: ClassContext, node: str) -> TorchLowering:

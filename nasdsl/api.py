@@ -138,7 +138,11 @@ def _compile_spec(
     if not isinstance(spec, (Spec, EnsembleSpec)):
         spec = load_spec(spec, overrides, limits=limits)
     if isinstance(spec, EnsembleSpec):
-        return ensemble.compile_ensemble(spec, limits=limits, max_nodes=max_nodes, max_params=max_params)
+
+        def member(doc: YMap, files: tuple[str, ...], values: Mapping, locations: Mapping) -> Compiled:
+            return compile_spec(model_spec(doc, files, values, locations), max_nodes=max_nodes, max_params=max_params)
+
+        return ensemble.compile_ensemble(spec, member, limits=limits, max_params=max_params)
     g = infer_shapes(check(build(spec, max_nodes=max_nodes)), copy=False)  # a fresh graph: no copy
     if spec.evaluation is not None:
         ir.update_info(g, evaluation=spec.evaluation.bind(ir.node(g, ir.info(g).input).shape))

@@ -25,7 +25,7 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.errors import GraphError, LimitError, NasdslError, SpecError
 from nasdsl.ir.sym import Sym, SymbolicError, is_identifier
-from nasdsl.ops import MAX_CHANNELS, OPS, check_int, describe
+from nasdsl.ops import MAX_CHANNELS, OPS, SPEC_OPS, check_int, describe
 from nasdsl.spec import (
     INPUT_REF,
     MAX_REPEAT,
@@ -452,7 +452,7 @@ class _Builder:
         self, b: UseBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
     ) -> ir.Block:
         use_path = b.path if b.template_loc in (None, b.loc) else f"{b.path}.use"
-        if b.template in OPS:
+        if b.template in SPEC_OPS:
             if b.args:
                 raise SpecError(
                     f"expected a template after 'use', got the op '{b.template}', which takes no 'args': "
@@ -464,7 +464,7 @@ class _Builder:
             return self._op(op, name, path, inputs, scope, phase, when)
         t = self.spec.templates.get(b.template)
         if t is None:
-            known = [*self.spec.templates, *OPS]
+            known = [*self.spec.templates, *SPEC_OPS]
             raise SpecError(
                 f"unknown op or template '{b.template}'{did_you_mean(b.template, known)}",
                 location=b.template_loc or b.loc,

@@ -31,7 +31,7 @@ import functools
 import hashlib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +39,8 @@ import networkx as nx
 
 from nasdsl import document, ir
 from nasdsl.ensemble_ir import Member
+from nasdsl.ensemble_ir import combine as combine_of
+from nasdsl.ensemble_ir import members as members_of
 from nasdsl.errors import ErrorList, LimitError, Location, NasdslError, SpecError
 from nasdsl.evaluation import DEFAULT, Evaluation, parse_evaluation
 from nasdsl.loader import Limits, YMap, scalar_type_name
@@ -368,7 +370,7 @@ class CompiledEnsemble:
             m = specs[name]
             args: dict[str, object] = {"spec": m.shown}
             args.update({k: _plain(v) for k, v, _ in m.overrides})
-            member = next(x for x in ir.info(self.graph).members if x.name == name)
+            member = next(x for x in members_of(self.graph) if x.name == name)
             if not _equal_weights(self.graph):
                 args["weight"] = round(member.weight, 6)
             rows.append(
@@ -395,7 +397,7 @@ class CompiledEnsemble:
             cost = f"{totals['macs']:,} (all members, one crop) x {_crops(ev.count)}"
         footer = [
             f"members: {n} ({distinct} distinct spec{'s' * (distinct > 1)} after overrides); "
-            f"combine: {'weighted ' if not _equal_weights(self.graph) else ''}mean of {ir.info(self.graph).combine}",
+            f"combine: {'weighted ' if not _equal_weights(self.graph) else ''}mean of {combine_of(self.graph)}",
             f"evaluation: {ev.describe()}",
             f"multiply-adds per image: {cost} = {per_image:,}",
         ]
@@ -405,7 +407,7 @@ class CompiledEnsemble:
             "rows": rows,
             "totals": totals,
             "kind": "ensemble",
-            "combine": ir.info(self.graph).combine,
+            "combine": combine_of(self.graph),
             "evaluation": {"preset": ev.preset, "crops": ev.count, "description": ev.describe()},
             "macs_per_image": per_image,
             "footer": footer,
@@ -436,14 +438,17 @@ def _plain(v: object) -> object:
 
 
 def _equal_weights(g: nx.DiGraph) -> bool:
-    shares = [m.weight for m in ir.info(g).members]
+    shares = [m.weight for m in members_of(g)]
     return max(shares) - min(shares) <= 1e-12
 
 
-def compile_ensemble(spec: EnsembleSpec, *, limits: Limits, max_nodes: int, max_params: int) -> CompiledEnsemble:
-    """Compile every member (a spec used twice with the same overrides is compiled once) and
-    build the ensemble graph. Errors inside a member say which member they come from."""
-    from nasdsl import api
+def compile_ensemble(
+    spec: EnsembleSpec, compile_member: Callable[..., object], *, limits: Limits, max_params: int
+) -> CompiledEnsemble:
+    """Compile every member with ``compile_member(doc, files, values, locations)`` (the API's
+    compilation of a model document: this module does not import the API, which imports it) --
+    a spec used twice with the same overrides is compiled once -- and build the ensemble graph.
+    Errors inside a member say which member they come from."""
 
     @functools.cache
     def compiled(path: str, overrides: str) -> object:
@@ -451,9 +456,7 @@ def compile_ensemble(spec: EnsembleSpec, *, limits: Limits, max_nodes: int, max_
         doc, files = document.load_document(m.path, limits=limits, display_name=m.shown)
         values = {k: v for k, v, _ in m.overrides}
         locations = {k: loc for k, _, loc in m.overrides}
-        return api.compile_spec(
-            api.model_spec(doc, files, values, locations), max_nodes=max_nodes, max_params=max_params
-        )
+        return compile_member(doc, files, values, locations)
 
     by_key = {}
     results: list[tuple[str, object]] = []
@@ -551,9 +554,9 @@ def _build(spec: EnsembleSpec, results: list[tuple[str, object]]) -> nx.DiGraph:
     out_type = ir.node(first, ir.info(first).outputs[0].node).type
     input_attrs = ir.frozen({"shape": in_shape, "mean": None, "std": None})
     ir.add_node(g, inp, ir.Node("input", input_attrs, in_type, loc=spec.loc, keypath="ensemble", sym=in_shape))
-    for name, _ in results:
-        member = ir.Node("member", ir.EMPTY, out_type, loc=specs[name].loc, keypath=specs[name].keypath)
-        ir.add_node(g, name, member, (inp,))
+    for m in members:
+        attrs = ir.frozen({"member": m})
+        ir.add_node(g, m.name, ir.Node("member", attrs, out_type, loc=m.loc, keypath=m.keypath), (inp,))
     average = "average"
     while average in g:
         average = f"_{average}"
@@ -577,8 +580,6 @@ def _build(spec: EnsembleSpec, results: list[tuple[str, object]]) -> nx.DiGraph:
         sha256=digest.hexdigest(),
         name_loc=spec.name_loc,
         input_doc=ir.info(first).input_doc,
-        members=members,
-        combine=spec.combine,
         evaluation=evaluation,
     )
     ir.set_info(g, info)
@@ -599,10 +600,10 @@ def member_state_dict(net: CompiledEnsemble) -> dict[str, object] | None:
     names); members without a file get the seeded initialisation. None when no member names a file."""
     from nasdsl.weights import initial_weights, load_weights
 
-    if not any(m.weights for m in ir.info(net.graph).members):
+    if not any(m.weights for m in members_of(net.graph)):
         return None
     out: dict[str, object] = {}
-    for i, m in enumerate(ir.info(net.graph).members):
+    for i, m in enumerate(members_of(net.graph)):
         if m.weights is not None and not os.path.exists(m.weights):
             raise SpecError(f"no such weights file: {m.weights}", location=m.loc, path=f"{m.keypath}.weights")
         part = load_weights(m.weights) if m.weights else initial_weights(m.graph, seed=i)

@@ -1,27 +1,25 @@
 """The IR of an ensemble: one graph whose members are graphs (``docs/ir.md``, "Ensembles").
 
-An ensemble graph is a small ``networkx.DiGraph`` of three ops, in the manner
-of ``torch.fx``'s ``call_module`` (a node that calls a sub-module the graph
-holds):
+An ensemble graph is an IR graph like any other (its record, its outputs, its
+evaluation section), whose nodes are of three ops of the registry, in the
+manner of ``torch.fx``'s ``call_module`` (a node that calls a sub-module the
+graph holds):
 
 * ``input``: the images, as in a model graph (``attrs`` ``shape``; ``mean``
   and ``std`` are None: each member normalises its own input);
-* ``member``: one per member, named after it, reading the input; it runs the
-  member's own graph, :attr:`Member.graph`, a compiled model graph that obeys
-  the whole IR contract, and gives that graph's main output;
+* ``member`` (``nasdsl/ops/ensemble.py``): one per member, named after it,
+  reading the input; its attribute ``member`` holds a :class:`Member`, whose
+  ``graph`` is the member's compiled model graph (the whole IR contract holds
+  for it); it gives that graph's main output, and its parameters are that
+  graph's under the node's name (``googlenet1.inception4a.branch2.1.conv.weight``);
 * ``average``: reads the members in order and combines them; ``attrs``:
   ``of`` (``probabilities``: the mean of each member's softmax, or ``logits``),
   ``weights`` (one per member, summing to 1) and ``softmax`` (one bool per
   member: whether the lowering applies a softmax to it; false for a member
   whose output is a softmax already).
 
-``g.graph`` holds what a model graph holds for its name, doc, file, hash,
-input and outputs, plus ``members`` (a tuple of :class:`Member`, in the spec's
-order) and ``evaluation`` (a :class:`nasdsl.evaluation.Evaluation`). A member
-node's name is the ``state_dict`` prefix of the member's parameters:
-``googlenet1.inception4a.branch2.1.conv.weight``.
-
-Only networkx and the IR's records here, so that backends may import it.
+:func:`members` reads the members off the nodes; nothing else about an
+ensemble is kept beside the graph. Only networkx and the IR's records here.
 """
 
 from __future__ import annotations
@@ -60,13 +58,21 @@ class Member:
 
 
 def is_ensemble(graph: object) -> bool:
-    """Whether ``graph`` (a graph, or anything with a ``.graph``) is an ensemble graph."""
+    """Whether ``graph`` (a graph, or anything with a ``.graph``) calls member graphs."""
     g = graph if isinstance(graph, nx.DiGraph) else getattr(graph, "graph", None)
-    return isinstance(g, nx.DiGraph) and isinstance(g.graph.get(ir.KEY), ir.GraphInfo) and bool(ir.info(g).members)
+    if not isinstance(g, nx.DiGraph) or not isinstance(g.graph.get(ir.KEY), ir.GraphInfo):
+        return False
+    return any(d.op == "member" for _, d in ir.nodes(g))
 
 
 def members(g: nx.DiGraph) -> tuple[Member, ...]:
-    return ir.info(g).members
+    """The members of an ensemble graph, in the spec's order (the records its ``member`` nodes hold)."""
+    return tuple(d.attrs["member"] for _, d in ir.nodes(g) if d.op == "member")
+
+
+def combine(g: nx.DiGraph) -> str | None:
+    """What an ensemble averages (``probabilities`` or ``logits``), None for a model graph."""
+    return next((d.attrs["of"] for _, d in ir.nodes(g) if d.op == "average"), None)
 
 
 def member_graphs(g: nx.DiGraph) -> Iterator[tuple[str, nx.DiGraph]]:
@@ -80,7 +86,9 @@ def with_member_graphs(g: nx.DiGraph, graphs: list[nx.DiGraph]) -> nx.DiGraph:
     from dataclasses import replace
 
     out = ir.copy(g)
-    ir.update_info(out, members=tuple(replace(m, graph=h) for m, h in zip(members(g), graphs, strict=True)))
+    for m, h in zip(members(g), graphs, strict=True):
+        data = ir.node(out, m.name)
+        ir.update_node(out, m.name, attrs=data.attrs.replace(member=replace(m, graph=h)))
     return out
 
 
@@ -103,6 +111,7 @@ def split_state_dict(g: nx.DiGraph, state_dict: dict) -> tuple[list[dict], list[
 __all__ = [
     "ENSEMBLE_OPS",
     "Member",
+    "combine",
     "is_ensemble",
     "member_graphs",
     "members",

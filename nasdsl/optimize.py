@@ -31,6 +31,7 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.errors import NasdslError
+from nasdsl.ops import OPS
 from nasdsl.passes.pipeline import run_pipeline
 
 if TYPE_CHECKING:  # numpy is imported where weights are handled: `nasdsl check` never needs it
@@ -74,7 +75,7 @@ def optimize(
     after every pass."""
     passes = pipeline(target) if rewrites is None else PREPARE + tuple(rewrites)
     source = ir.as_graph(graph)
-    if ir.info(source).members:
+    if any(OPS[d.op].subgraph is not None for _, d in ir.nodes(source) if d.op in OPS):
         raise OptimizeError("an ensemble is not optimised as a whole; optimise the spec of each member")
     g = run_pipeline(source, passes, verify=verify)
     if not ir.info(g).flat:  # a target without rewrites: the tree still says what runs

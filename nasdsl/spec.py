@@ -21,7 +21,7 @@ from typing import TypeVar
 from nasdsl import expr as ex
 from nasdsl.errors import ErrorList, Location, NasdslError, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
-from nasdsl.ops import INIT_PARAMS, MERGE_OPS, OPS, describe
+from nasdsl.ops import INIT_PARAMS, MERGE_OPS, OPS, SPEC_OPS, describe
 
 #: Keys that give a block its kind; they cannot name children of a sequence.
 BLOCK_KEYS = ("op", "use", "ref", "seq", "repeat", *MERGE_OPS)
@@ -409,7 +409,7 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
     """Parse one block: a string (op without attributes), a list (sequence),
     or a mapping (an op, a template use, a merge, a reference or a named sequence)."""
     if isinstance(raw, str):
-        if raw in OPS:
+        if raw in SPEC_OPS:
             return OpBlock(loc, path, op=raw)
         return UseBlock(loc, path, template=check_name(raw, loc, path, "op or template name"), template_loc=loc)
     if isinstance(raw, YList):
@@ -445,10 +445,10 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
     if kind == "op":
         op_loc = p.loc("op")
         op = p.get("op")
-        if not isinstance(op, str) or op not in OPS or OPS[op].merge:
+        if not isinstance(op, str) or op not in SPEC_OPS or OPS[op].merge:
             shown = op if isinstance(op, str) else scalar_type_name(op)
             hint = f" ('{shown}' is a merge: write {{{shown}: [branches]}})" if shown in MERGE_OPS else ""
-            choices = [o for o in OPS if not OPS[o].merge]
+            choices = [o for o in SPEC_OPS if not OPS[o].merge]
             raise SpecError(
                 f"unknown op '{shown}'{hint or did_you_mean(str(op), choices)}", location=op_loc, path=join(path, "op")
             )

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import networkx as nx
 
 from nasdsl import ir
-from nasdsl.ensemble_ir import is_ensemble, member_graphs
 from nasdsl.errors import LimitError, WeightsError
 from nasdsl.ops import OPS, Weight
 
@@ -38,10 +37,8 @@ MAX_MEMORY = 8 << 30
 
 
 def parameters(g: nx.DiGraph, *, kinds: Sequence[str] = ("param", "buffer")) -> dict[str, Weight]:
-    """Every parameter (and buffer) of ``g``'s nodes by state_dict key, in graph order
-    (of an ensemble: each member's, under the member's name)."""
-    if is_ensemble(g):
-        return {p + k: w for p, h in member_graphs(g) for k, w in parameters(h, kinds=kinds).items()}
+    """Every parameter (and buffer) of ``g``'s nodes by state_dict key, in graph order (a node that
+    calls a graph, an ensemble's member, has that graph's, under its name)."""
     out: dict[str, Weight] = {}
     for n in ir.order(g):
         data = ir.node(g, n)
@@ -167,17 +164,19 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
     ensemble are drawn with seeds ``seed``, ``seed + 1``, ... (so that they differ)."""
     import numpy as np
 
-    if is_ensemble(g):
-        return {
-            p + k: v for i, (p, h) in enumerate(member_graphs(g)) for k, v in initial_weights(h, seed=seed + i).items()
-        }
     rng = np.random.Generator(np.random.PCG64(seed))
     rules = ir.info(g).init
     out: dict[str, np.ndarray] = {}
+    called = 0  # graphs called by nodes (an ensemble's members) are drawn with seeds seed + 1, ...
     for n in ir.order(g):
         data = ir.node(g, n)
         op = data.op
         if op not in OPS:
+            continue
+        if OPS[op].subgraph is not None:  # its own rules, its own stream
+            inner = initial_weights(OPS[op].subgraph(data.attrs), seed=seed + called)
+            out.update({f"{n}.{k}": v for k, v in inner.items()})
+            called += 1
             continue
         found = OPS[op].weights(ir.input_types(g, n), data.attrs)
         shapes = {w.name: w.shape for w in found}

@@ -290,7 +290,7 @@ def test_set_reaches_the_ensemble_or_every_member(folder, capsys):
     net = nasdsl.compile_spec(path, ["num_classes=7", "ensemble.members.b.set.width=6", "ensemble.combine=logits"])
     a, b = ensemble_ir.members(net.graph)
     assert (ir.node(a.graph, "fc").attrs["out"], ir.node(b.graph, "fc").attrs["out"]) == (7, 7)
-    assert ir.node(b.graph, "conv").attrs["out"] == 6 and ir.info(net.graph).combine == "logits"
+    assert ir.node(b.graph, "conv").attrs["out"] == 6 and ensemble_ir.combine(net.graph) == "logits"
 
 
 # -- errors: located, exit 2, nothing written ----------------------------------------------------------

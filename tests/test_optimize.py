@@ -212,7 +212,10 @@ def test_fuse_siblings_joins_convolutions_with_one_window(inception):
     assert fused.op == "conv2d" and fused.attrs["out"] == 10 and fused.attrs["bias"]
     assert fused.shape == (10, 8, 8) and ir.inputs(g, "block.fused") == ["stem"]
     splits = {n: ir.node(g, n).attrs for n in g.successors("block.fused")}
-    assert splits == {"block.a.split": {"start": 0, "stop": 4, "step": 1, "axis": "channels"}, "block.b.split": {"start": 4, "stop": 10, "step": 1, "axis": "channels"}}
+    assert splits == {
+        "block.a.split": {"start": 0, "stop": 4, "step": 1, "axis": "channels"},
+        "block.b.split": {"start": 4, "stop": 10, "step": 1, "axis": "channels"},
+    }
     assert "block.c.0" in g and "block.d.1" in g  # a 3x3 window, and a convolution of another tensor
     assert ir.info(g).derivation[-1] == JoinLayers("block.fused", ("block.a.0", "block.b.0"))
     assert ir.inputs(g, "block") == ["block.a.2", "block.b.2", "block.c.1", "block.d.1"]  # branch order kept

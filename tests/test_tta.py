@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import yaml
 
 import nasdsl
-from nasdsl import ir, tta
+from nasdsl import ensemble_ir, ir, tta
 from nasdsl.cli import main
 from nasdsl.evaluation import Evaluation, parse_evaluation
 from nasdsl.loader import load_text
@@ -260,4 +260,4 @@ def test_the_ilsvrc_spec_asks_for_the_papers_crops():
     net = nasdsl.compile_spec(SPECS / "ensembles" / "ilsvrc2014.yaml")
     ev = ir.info(net.graph).evaluation
     assert (list(ev.scales), ev.count, ev.average) == (FACTS["scales"], FACTS["crops_per_image"], FACTS["average"])
-    assert len(ir.info(net.graph).members) == FACTS["models"]
+    assert len(ensemble_ir.members(net.graph)) == FACTS["models"]

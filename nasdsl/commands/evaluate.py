@@ -103,16 +103,17 @@ def _convention(graph) -> tuple[float, bool]:
 
 
 def _gives_probabilities(graph) -> bool:
-    from nasdsl.ensemble_ir import is_ensemble
+    from nasdsl.ensemble_ir import combine
 
-    if is_ensemble(graph):
-        return ir.info(graph).combine == "probabilities"
+    if combine(graph) is not None:
+        return combine(graph) == "probabilities"
     return ir.node(graph, ir.info(graph).outputs[0].node).op == "softmax"
 
 
 def _state_dict(args: argparse.Namespace, net):
     from nasdsl.cli import UsageError
     from nasdsl.ensemble import CompiledEnsemble, member_state_dict
+    from nasdsl.ensemble_ir import members
     from nasdsl.weights import initial_weights, load_weights
 
     if args.weights:
@@ -120,7 +121,7 @@ def _state_dict(args: argparse.Namespace, net):
     if args.random_weights:
         return initial_weights(net.graph)
     if isinstance(net, CompiledEnsemble):
-        bare = [m.name for m in ir.info(net.graph).members if m.weights is None]
+        bare = [m.name for m in members(net.graph) if m.weights is None]
         if bare:
             raise UsageError(
                 f"members without a weights file: {', '.join(bare)}; name one in the spec (weights:), pass "

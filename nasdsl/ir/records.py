@@ -282,9 +282,6 @@ class GraphInfo:
     pipeline: tuple[str, ...] = ()
     facts: frozenset[str] = frozenset()
     flat: bool = False
-    #: an ensemble's members (``nasdsl.ensemble_ir.Member``), in the spec's order; () for a model
-    members: tuple = ()
-    combine: str | None = None
 
 
 __all__ = [

@@ -30,7 +30,7 @@ attention (its projections and its two products); everything else counts zero,
 as in the paper and in torchvision's figures.
 """
 
-from nasdsl.ops import conv, elementwise, linear, merge, tensor  # noqa: F401 - they register their ops
+from nasdsl.ops import conv, elementwise, ensemble, linear, merge, tensor  # noqa: F401 - they register their ops
 from nasdsl.ops.core import (
     BACKENDS,
     BACKENDS_SHOWN,
@@ -51,7 +51,9 @@ from nasdsl.ops.core import (
 )
 
 #: ops that merge branches (written ``{concat: ...}`` or ``{add: ...}`` in a spec)
-MERGE_OPS = tuple(name for name, op in OPS.items() if op.merge)
+MERGE_OPS = tuple(name for name, op in OPS.items() if op.merge and op.spec)
+#: the ops a spec may write (``{op: ...}``, or a merge)
+SPEC_OPS = tuple(name for name, op in OPS.items() if op.spec)
 #: for each op with learned parameters, the names a spec's ``init`` section can set
 INIT_PARAMS: dict[str, tuple[str, ...]] = {name: op.init_params for name, op in OPS.items() if op.init_params}
 
@@ -65,6 +67,7 @@ __all__ = [
     "MERGE_OPS",
     "OPS",
     "REQUIRED",
+    "SPEC_OPS",
     "Attr",
     "OpDef",
     "Weight",

@@ -291,6 +291,11 @@ class OpDef:
     #: channel the op makes anew (a convolution's); None: every channel is new. Weight transfer
     #: and diff trace channels with it (see nasdsl/transfer.py)
     channel_map: Callable[[Sequence[TensorType], Mapping[str, object], TensorType], tuple | None] | None = None
+    #: a spec may write the op (ops that only the compiler makes, such as an ensemble's members, may not)
+    spec: bool = True
+    #: the graph the op runs, for an op that calls one (an ensemble's member): ``subgraph(attrs)``;
+    #: its parameters are the node's, under the node's name, and it keeps its own init rules
+    subgraph: Callable[[Mapping[str, object]], object] | None = None
     attr_index: dict[str, Attr] = field(init=False, repr=False, compare=False)
     lowerings: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 

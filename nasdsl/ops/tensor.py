@@ -398,7 +398,13 @@ register(
         "it reads its input only for the batch size; a parameter of its module",
         (
             Attr("shape", _tensor_shape, symbolic=True, role="count"),
-            Attr("axes", _axes_text, default=None, doc="the roles of its axes (LC for tokens by default)", literals=AXES_WORDS),
+            Attr(
+                "axes",
+                _axes_text,
+                default=None,
+                doc="the roles of its axes (LC for tokens by default)",
+                literals=AXES_WORDS,
+            ),
         ),
         _parameter_infer,
         _parameter_weights,
