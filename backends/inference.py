@@ -290,7 +290,7 @@ def _helper_lines(helper: str, name: str) -> list[str]:
     return [line.replace("{name}", name) for line in HELPER_CLASSES[helper]]
 
 
-def generate_inference(graph: object, *, source_name: str | None = None, verify: bool = False) -> Generated:
+def generate_inference(graph: object, *, source_name: str | None = None, verify: bool | str | None = None) -> Generated:
     """The inference module of an optimised graph (see the module docstring)."""
     g = ir.as_graph(graph)
     if not ir.info(g).optimized or not ir.info(g).flat:

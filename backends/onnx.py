@@ -189,7 +189,7 @@ def _set_attribute(attr: onnx.AttributeProto, name: str, value: object) -> None:
         raise TypeError(f"attribute {name}: unexpected value {value!r}")  # a lowering's bug, not the user's
 
 
-def export_graph(graph: object, *, with_aux: bool = False, verify: bool = False) -> nx.DiGraph:
+def export_graph(graph: object, *, with_aux: bool = False, verify: bool | str | None = None) -> nx.DiGraph:
     """The IR graph that is exported, before BatchNorm folding: the inference
     graph without identities and without nodes that reach no output (of an ensemble: of each member)."""
     whole = graph_lowering(ir.as_graph(graph))

@@ -31,7 +31,7 @@ from . import onnx as single
 from .onnx_ops import GraphLowering
 
 
-def export_graph(g: nx.DiGraph, *, with_aux: bool = False, verify: bool = False) -> nx.DiGraph:
+def export_graph(g: nx.DiGraph, *, with_aux: bool = False, verify: bool | str | None = None) -> nx.DiGraph:
     """The ensemble with each member's exported graph (see ``onnx.export_graph``)."""
     return with_member_graphs(g, [single.export_graph(m.graph, with_aux=with_aux, verify=verify) for m in members(g)])
 

@@ -1188,7 +1188,7 @@ _ENV = jinja2.Environment(
 )
 
 
-def prepare(graph: object, *, verify: bool = False) -> nx.DiGraph:
+def prepare(graph: object, *, verify: bool | str | None = None) -> nx.DiGraph:
     """The graph this backend writes from: ``graph`` through :data:`PIPELINE`."""
     return run_pipeline(ir.as_graph(graph), PIPELINE, verify=verify)
 
@@ -1211,7 +1211,7 @@ def _module_writer(g: nx.DiGraph):
     return None
 
 
-def generate(graph: object, *, source_name: str | None = None, verify: bool = False) -> Generated:
+def generate(graph: object, *, source_name: str | None = None, verify: bool | str | None = None) -> Generated:
     """The PyTorch module for a graph (or a compiled spec), with its model class's name."""
     writer = _module_writer(ir.as_graph(graph))
     if writer is not None:  # an op whose lowering writes the whole module: an ensemble's members
@@ -1253,7 +1253,7 @@ def generate(graph: object, *, source_name: str | None = None, verify: bool = Fa
     return Generated(source, model.name)
 
 
-def generate_source(graph: object, *, source_name: str | None = None, verify: bool = False) -> str:
+def generate_source(graph: object, *, source_name: str | None = None, verify: bool | str | None = None) -> str:
     """The PyTorch module for a graph (or a compiled spec), as a string (deterministic)."""
     return generate(graph, source_name=source_name, verify=verify).source
 

@@ -155,7 +155,9 @@ def _check_graph(g: nx.DiGraph) -> None:
             )
 
 
-def generate_ensemble(g: nx.DiGraph, *, source_name: str | None = None, verify: bool = False) -> pytorch.Generated:
+def generate_ensemble(
+    g: nx.DiGraph, *, source_name: str | None = None, verify: bool | str | None = None
+) -> pytorch.Generated:
     """The PyTorch module of an ensemble graph (see the module docstring)."""
     _check_graph(g)
     found = members(g)

@@ -289,7 +289,7 @@ def _optimized_counts(args: argparse.Namespace, net) -> dict:
     from nasdsl.passes.pipeline import run_pipeline
 
     target = _target(args, "pytorch")
-    g = optimize(net.graph, target, verify=args.debug)
+    g = optimize(net.graph, target, verify=args.debug or None)
     steps = ir.info(g).derivation
     folded = sum(isinstance(s, FoldNorm) for s in steps)
     return {
@@ -373,12 +373,12 @@ def _run_compile(args: argparse.Namespace, net) -> int:
         from nasdsl.backends.inference import generate_inference
         from nasdsl.optimize import optimize
 
-        g = optimize(net.graph, args.target, verify=args.debug)
-        data = generate_inference(g, source_name=args.spec, verify=args.debug).source.encode()
+        g = optimize(net.graph, args.target, verify=args.debug or None)
+        data = generate_inference(g, source_name=args.spec, verify=args.debug or None).source.encode()
     elif args.backend == "pytorch":
         from nasdsl.backends.pytorch import generate_source
 
-        data = generate_source(net.graph, source_name=args.spec, verify=args.debug).encode()
+        data = generate_source(net.graph, source_name=args.spec, verify=args.debug or None).encode()
     else:
         from nasdsl.backends import onnx as onnx_backend
 
@@ -519,7 +519,7 @@ def _run_build(args: argparse.Namespace, net) -> int:
     from nasdsl.backends import onnx as onnx_backend
     from nasdsl.backends.pytorch import generate_source
 
-    source = generate_source(net.graph, source_name=args.spec, verify=args.debug).encode()
+    source = generate_source(net.graph, source_name=args.spec, verify=args.debug or None).encode()
     step(f"pytorch: {net.name}.py, {len(source):,} bytes")
     weights = _weights(args.weights, net, args.max_memory, check=True, random=bool(args.random_weights))
     if weights is None:

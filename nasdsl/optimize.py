@@ -65,7 +65,7 @@ def pipeline(target: str) -> tuple[str, ...]:
 
 
 def optimize(
-    graph: object, target: str = "cuda", *, rewrites: tuple[str, ...] | None = None, verify: bool = False
+    graph: object, target: str = "cuda", *, rewrites: tuple[str, ...] | None = None, verify: bool | str | None = None
 ) -> nx.DiGraph:
     """The inference graph of ``graph`` (the IR or a compiled spec) optimised for
     ``target``: ``g.graph["optimized"]`` names the target, ``g.graph["pipeline"]``

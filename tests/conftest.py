@@ -8,6 +8,9 @@ import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: the workers share the cores
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the pass manager runs the full verifier after every pass (every node's type, every fact a graph
+# claims) everywhere in the suite, and so in CI (nasdsl/passes/pipeline.py)
+os.environ["NASDSL_VERIFY"] = "full"
 
 from paths import DATA
 

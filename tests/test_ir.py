@@ -149,8 +149,8 @@ def test_passes_leave_their_input_unchanged(graphs):
     for spec in ("googlenet_bn", "convnext_tiny", "inception_v3", "mobilenet_v3_large"):
         g = graphs[spec]
         before = copy.deepcopy(_state(g))
-        for name, run in PASSES.items():
-            run(g)
+        for name, info in PASSES.items():
+            info.run(g)
             assert _state(g) == before, (spec, name)
 
 
@@ -236,13 +236,37 @@ def test_the_pass_manager_names_a_pass_that_breaks_the_graph(graphs, monkeypatch
         ir.update_node(g, "fc", type=ir.TensorType((3,), "C"))
         return g
 
-    monkeypatch.setitem(pipeline.PASSES, "broken", broken)
+    monkeypatch.setitem(pipeline.PASSES, "broken", pipeline.PassInfo(broken))
     g = graphs["resnet18"]
-    assert ir.node(pipeline.run_pipeline(g, ["broken"]), "fc").shape == (3,)  # unchecked
+    assert ir.node(pipeline.run_pipeline(g, ["broken"], verify=False), "fc").shape == (3,)  # unchecked
     with pytest.raises(pipeline.PassError, match=r"after pass broken: .*node fc has type .*\(3,\)"):
         pipeline.run_pipeline(g, ["inference", "broken"], verify=True)
     with pytest.raises(ValueError, match="unknown pass 'nope'"):
         pipeline.run_pipeline(g, ["nope"])
+
+
+def test_a_pass_runs_only_on_a_graph_that_holds_what_it_requires(graphs):
+    """Contracts: the rewriting passes require the eval view (no dropout); run on a training graph,
+    the manager refuses, naming the pass and the fact; after a pipeline the graph lists its facts."""
+    from nasdsl.passes import pipeline
+
+    g = graphs["googlenet_bn"]
+    with pytest.raises(pipeline.PassError, match="pass fold_norms requires eval, which the graph does not hold"):
+        pipeline.run_pipeline(g, ["fold_norms"])
+    out = pipeline.run_pipeline(g, ["inference", "drop_identities", "fold_norms"], verify="full")
+    assert {"shaped", "inference", "eval", "no_identities", "norms_folded"} <= ir.info(out).facts
+    assert ir.info(g).facts == frozenset()  # the input is left as it was
+
+
+def test_the_verifier_checks_every_fact_a_graph_claims(graphs, monkeypatch):
+    """A pass that claims a fact its output does not hold is caught where it ran."""
+    from nasdsl.passes import pipeline
+
+    lazy = pipeline.PassInfo(lambda g: g, guarantees=frozenset({"norms_folded"}))  # claims the folds, does none
+    monkeypatch.setitem(pipeline.PASSES, "fold_norms", lazy)
+    with pytest.raises(pipeline.PassError, match=r"after pass fold_norms: .*claims 'norms_folded' but foldable"):
+        pipeline.run_pipeline(graphs["googlenet_bn"], ["inference", "fold_norms"], verify="full")
+    assert pipeline.run_pipeline(graphs["googlenet_bn"], ["inference", "fold_norms"], verify="cheap")
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
