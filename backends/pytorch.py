@@ -847,7 +847,7 @@ class _Writer:
         prefix = inst.path + "."
         uses: dict[str, list[str]] = {p.name: [] for p in tmpl.params}
         left_out: dict[str, list[str]] = {}  # entries a parameter switches off at every use
-        stack = list(inst.children)
+        stack = list(reversed(inst.children))
         while stack:
             b = stack.pop()
             rel = b.path[len(prefix) :] if b.path.startswith(prefix) else b.name
@@ -867,7 +867,7 @@ class _Writer:
                 for attr, expr in data.exprs.items():
                     for name in names_in(expr) & uses.keys():
                         uses[name].append(f"{attr} of {rel}")
-            stack.extend(b.children)
+            stack.extend(reversed(b.children))
         what = "features" if tmpl.input_param == "in_features" else "channels"
         docs = [(tmpl.input_param, f"{what} of the input")]
         for name, entries in left_out.items():
