@@ -33,9 +33,13 @@ def _find_small(spec: Path) -> dict:
     import nasdsl
     from nasdsl.errors import NasdslError
 
-    channels = nasdsl.compile_spec(spec).summary()["input"][0]
-    for size in SMALL_SIZES:
-        overrides = {"input.shape": [channels, size, size]}
+    from nasdsl import ir
+
+    graph = nasdsl.compile_spec(spec).graph
+    t = ir.node(graph, ir.info(graph).input).type
+    for size in SMALL_SIZES:  # every height and width `size`, time at most 4 frames, the rest kept
+        shape = [size if a in "HW" else min(d, 4) if a == "T" else d for d, a in zip(t.shape, t.axes, strict=True)]
+        overrides = {"input.shape": shape}
         try:
             nasdsl.compile_spec(spec, overrides)
         except NasdslError:

@@ -251,6 +251,11 @@ RANK_ERRORS = {
         "model:\n  s: {op: select, axis: 1, index: 8}\n",
         "error: model.s: expected an index from -8 to 7 along axis 1 of a (C, H, W) map 3x8x8",
     ),
+    "a tensor too large at any rank": (
+        "model:\n  up: {op: interpolate, scale: 4096}\n  up2: {op: interpolate, scale: 3}\n",
+        "error: model.up2: expected a tensor of at most 17,179,869,184 values per sample, got 28,991,029,248 "
+        "(3x98304x98304)",
+    ),
     "concat along an axis where sizes differ": (
         "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  b: {op: max_pool, kernel: 2}\n"
         "  c: {concat: [{ref: a}, {ref: b}], axis: 0}\n",

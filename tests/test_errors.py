@@ -139,7 +139,7 @@ CASES = [
               conv: {op: conv2d, use: Block, out: 8, kernel: 3}
             """),
         "spec.yaml:4:22: error: model.conv: expected one of the keys op, use, ref, seq, repeat, concat, add, mul, "
-        "mean in a block, got op and use\n",
+        "mean, matmul, interpolate_like in a block, got op and use\n",
     ),
     Case(
         "use-of-an-op-with-args",
@@ -888,7 +888,7 @@ CASES = [
               max: [relu, relu]
             """),
         "spec.yaml:4:3: error: model.max: 'max' names a sequence of these blocks, which reads like a merge: "
-        "there is no such merge; the merges are concat, add, mul, mean "
+        "there is no such merge; the merges are concat, add, mul, mean, matmul, interpolate_like "
         "(to keep a sequence, give it another name, or write max: {seq: ...})\n",
     ),
     Case(

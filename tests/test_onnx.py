@@ -198,7 +198,8 @@ def test_structure_specs_hold_every_op_of_the_zoo():
         return {d.op for p in paths for _, d in ir.nodes(compiled(p).graph)}
 
     assert set(CORE) <= set(STRUCTURE) <= set(SPECS)
-    assert op_kinds(STRUCTURE) == op_kinds(SPECS)
+    # ViT-B/16 and R3D-18 (and every op of any rank) go through ONNX Runtime in tests/test_any_rank.py
+    assert op_kinds(STRUCTURE) == op_kinds([s for s in SPECS if s.stem not in ("vit_b_16", "r3d_18")])
 
 
 @pytest.mark.parametrize(("spec", "batch", "opset"), _runtime_cases(), ids=lambda v: getattr(v, "stem", str(v)))
@@ -730,7 +731,12 @@ def test_adaptive_pool_and_lrn_match_pytorch(tmp_path_factory, size, out, lrn):
     assert result.ok, (size, out, lrn, result)
 
 
-def test_unknown_op_is_a_codegen_error():
+def test_an_op_without_an_onnx_lowering_is_a_codegen_error(monkeypatch):
+    import dataclasses
+
+    from nasdsl.ops import OPS
+
+    monkeypatch.setitem(OPS, "frobnicate", dataclasses.replace(OPS["relu"], name="frobnicate", lowerings={}))
     c = compiled(GOOGLENET_BN)
     g = c.graph.copy()
     ir.update_node(g, "conv1.relu", op="frobnicate")

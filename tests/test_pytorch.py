@@ -307,8 +307,7 @@ def test_every_spec_runs_forward_and_backward(spec):
     """At the smallest input the spec accepts: the structure is what is tested."""
     net = compile_small(spec)
     model = build_model(net).train()
-    c, h, w = net.summary()["input"]
-    out = model(torch.randn(2, c, h, w))
+    out = model(torch.randn(2, *net.summary()["input"]))
     main = out if isinstance(out, torch.Tensor) else out[0]
     assert tuple(main.shape[1:]) == tuple(ir.node(net.graph, ir.info(net.graph).outputs[0].node).shape)
     loss = model.loss(out, torch.zeros(2, dtype=torch.long)) if main.dim() == 2 else main.float().mean()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import networkx as nx
 
 from nasdsl import ir
 from nasdsl.errors import ErrorList, NasdslError, ShapeError
 from nasdsl.ops import OPS
 from nasdsl.passes.symbolic import infer_symbols
+
+#: the most values one tensor may hold per sample, at any rank (2**34: 64 GiB of float32)
+MAX_ELEMENTS = 1 << 34
 
 
 def infer_shapes(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
@@ -59,6 +64,12 @@ def _infer(g: nx.DiGraph, *, with_nodes: bool = False) -> list:
             continue
         try:
             out = OPS[record.op].infer(types, record.attrs)
+            size = math.prod(out.shape)
+            if size > MAX_ELEMENTS:
+                raise ShapeError(
+                    f"expected a tensor of at most {MAX_ELEMENTS:,} values per sample, got {size:,} "
+                    f"({'x'.join(map(str, out.shape))})"
+                )
         except ShapeError as e:
             message = e.message
             if len(sources) > 1:
