@@ -31,9 +31,8 @@ def small_overrides(spec: Path) -> dict:
 
 def _find_small(spec: Path) -> dict:
     import nasdsl
-    from nasdsl.errors import NasdslError
-
     from nasdsl import ir
+    from nasdsl.errors import NasdslError
 
     graph = nasdsl.compile_spec(spec).graph
     t = ir.node(graph, ir.info(graph).input).type
