@@ -816,7 +816,7 @@ name: {model}
 input: {{shape: [3, 17, 19], mean: [0.5, 0.5, 0.5]}}
 variables:
   {var}: 0.25
-  aux_on: true
+  {switch}: true
 init:
   conv2d: {{weight: xavier_caffe, bias: 0.1}}
 templates:
@@ -842,7 +842,7 @@ model:
   fc: {{op: linear, out: 10}}
 outputs:
   {out}: {{from: fc}}
-  {aux}: {{from: pool, head: [flatten, {{op: linear, out: 10}}], loss_weight: 0.3, training_only: true, when: aux_on}}
+  {aux}: {{from: pool, head: [flatten, {{op: linear, out: 10}}], loss_weight: 0.3, training_only: true, when: {switch}}}
 """
 MATRIX_DEFAULTS = dict(
     model="Net",
@@ -854,6 +854,7 @@ MATRIX_DEFAULTS = dict(
     entry="block",
     out="logits",
     aux="aux",
+    switch="aux_on",
 )
 MODULE_LEVEL = [
     "torch",
@@ -898,9 +899,11 @@ ATTRIBUTES = [
 ]
 MATRIX = {
     "model": [*MODULE_LEVEL, "Block"],
-    "tmpl": [*(n for n in MODULE_LEVEL if n not in ("Pair", "Both")), "Net", "NetOutputs"],
+    "tmpl": [*(n for n in MODULE_LEVEL if n not in ("Pair", "Both")), "Net", "NetOutputs", "eval", "forward", "train"],
     "param": ["nn", "torch", "super", "OrderedDict", "Both", "self", "in_channels"],
-    "var": ["nn", "torch", "super", "self", "x", "OrderedDict", "Block", "Pair"],
+    "var": ["nn", "torch", "super", "self", "x", "OrderedDict", "Block", "Pair", "eval", "train", "forward", "to"],
+    # a switch is kept as self.<argument>: it must not hide nn.Module's methods (model.eval() called a bool)
+    "switch": ["eval", "train", "forward", "to", "cuda", "training", "state_dict", "loss", "modules", "self", "x"],
     "tentry": ATTRIBUTES,
     "branch": ATTRIBUTES,
     "entry": [*ATTRIBUTES, "loss", "loss_weights", "reset_parameters", "input_mean", "aux_on"],
