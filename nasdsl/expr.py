@@ -623,6 +623,20 @@ class Expr:
         """Python source for the expression, with names mapped through ``rename``."""
         return _render(self._root, _renamer(rename))[0]
 
+    @functools.cached_property
+    def size(self) -> int:
+        """The number of nodes of the parse tree: what one evaluation costs, about."""
+        count, stack = 0, [self._root]
+        while stack:
+            node = stack.pop()
+            count += 1
+            stack.extend(
+                getattr(node, f.name) for f in dataclasses.fields(node) if isinstance(getattr(node, f.name), _Node)
+            )
+            if isinstance(node, _Call):
+                stack.extend(node.args)
+        return count
+
 
 def parse(text: str) -> Expr:
     """Parse expression text; raises :class:`ExprError` with the offset of the problem."""

@@ -50,6 +50,8 @@ COLUMNS = ("params", "macs", "depth", "peak", "params_train", "macs_train")
 FORMATS = ("table", "json", "csv", "markdown", "ids")
 #: a space larger than this is listed only with --sample or --limit
 MAX_LISTED = 100_000
+#: the memory a listed variant holds, about (its picks, figures and row; measured: ~1.1 KiB)
+ROW_BYTES = 2048
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
 
@@ -179,7 +181,8 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit",
         type=_count("--limit"),
         metavar="N",
-        help=f"evaluate the first N variants only (0: all; default: all up to {MAX_LISTED:,}, else an error)",
+        help=f"evaluate the first N variants only, or with --sample N of the sample (0: all; default: all up to "
+        f"{MAX_LISTED:,}, else an error)",
     )
     b.add_argument(
         "--shard",
@@ -235,17 +238,19 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
     """Evaluate the variants ``args`` ask for and keep those that pass its filters, in order."""
     started = time.perf_counter()
     count = space.count()
+    if args.sample is None and args.limit is None and count > MAX_LISTED:
+        raise SpaceUsageError(
+            f"the space has {count:,} variants: evaluate --sample N of them or the first --limit N (--limit 0 for all)",
+            path="--limit",
+        )
+    wanted = count if args.sample is None else min(args.sample, count)
+    if args.limit:  # --limit N caps what is evaluated: the first N, or N of the sample
+        wanted = min(wanted, args.limit)
+    _check_listing_memory(space, wanted, count, args)
     if args.sample is not None:
-        picks = space.sample(args.sample, args.seed)
+        picks = space.sample(wanted, args.seed)
     else:
-        limit = args.limit
-        if limit is None and count > MAX_LISTED:
-            raise SpaceUsageError(
-                f"the space has {count:,} variants: evaluate --sample N of them or the first --limit N "
-                "(--limit 0 for all)",
-                path="--limit",
-            )
-        picks = _first(space.variants(), limit or None)
+        picks = _first(space.variants(), wanted)
     evaluator = Evaluator(space, max_nodes=max_nodes, max_params=limit_params)
     results = [evaluator.evaluate(p) for p in picks]
     kept = [r for r in results if _passes(r, args)]
@@ -258,6 +263,21 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
         kept = kept[i - 1 :: n]
     seconds = time.perf_counter() - started
     return Listing(space, count, tuple(kept), evaluator.evaluated, evaluator.recompiled, seconds)
+
+
+def _check_listing_memory(space: spaces.Space, wanted: int, count: int, args: argparse.Namespace) -> None:
+    """Refuse, before anything is drawn or evaluated, a listing whose rows would not fit in
+    ``--max-memory``: memory follows the variants listed, not the size of the space or of
+    the sample asked for."""
+    need = wanted * (ROW_BYTES + 64 * len(space.points))
+    limit = getattr(args, "max_memory", None)
+    if limit is not None and need > limit:
+        what = f"all {count:,} variants" if wanted == count else f"{wanted:,} variants"
+        raise SpaceUsageError(
+            f"listing {what} needs about {need / (1 << 30):,.1f} GiB of memory, above the limit of "
+            f"{limit / (1 << 30):.1f} GiB: list --sample N of them or the first --limit N (or raise --max-memory)",
+            path="--sample" if args.sample is not None else "--limit",
+        )
 
 
 def _first(items, n: int | None) -> list:
