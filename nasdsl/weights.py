@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import stat
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,7 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.ensemble_ir import is_ensemble, member_graphs
-from nasdsl.errors import LimitError, WeightsError
+from nasdsl.errors import LimitError, Location, WeightsError
 from nasdsl.ops import OPS, Weight
 
 if TYPE_CHECKING:  # imported where weights are made or read: checking a spec never needs numpy
@@ -194,53 +196,107 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
 # Reading and checking
 
 
-def load_weights(path: str | os.PathLike) -> dict[str, object]:
+def load_weights(
+    path: str | os.PathLike, *, location: Location | None = None, keypath: str | None = None
+) -> dict[str, object]:
     """Read a state_dict: ``.safetensors`` as numpy arrays (no torch), anything else
     as a ``torch.save``-d mapping of names to tensors (``weights_only``: no code runs).
 
-    Raises :class:`WeightsError` naming the file when it cannot be read or
-    holds something other than a mapping from names to tensors.
+    Only a regular file is opened, and without blocking (a FIFO, a device such as
+    ``/dev/zero`` or a directory is refused at once). Raises :class:`WeightsError` naming
+    the file when it cannot be read or holds something other than a mapping from names to
+    tensors; ``location`` and ``keypath`` say where the path was written (a spec's
+    ``weights:``), so that the error points there.
     """
     name = os.fspath(path)
+    where = {"location": location, "path": keypath}
+    data = _read_regular(name, where)
     if name.endswith(".safetensors"):
-        return _load_safetensors(name)
-    return _load_torch(name)
+        return _load_safetensors(name, data, where)
+    return _load_torch(name, data, where)
 
 
-def _load_safetensors(name: str) -> dict[str, object]:
+def _read_regular(name: str, where: dict) -> bytes:
+    """The bytes of the regular file ``name``, opened without blocking and checked through its
+    descriptor (what ``extends`` does for specs)."""
     try:
-        from safetensors.numpy import load_file
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}", **where) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise WeightsError(f"cannot read weights from '{name}': it is a directory, expected a file", **where)
+        if not stat.S_ISREG(info.st_mode):
+            raise WeightsError(
+                f"cannot read weights from '{name}': not a regular file (a device, pipe or socket)", **where
+            )
+        chunks = []
+        while chunk := os.read(fd, 1 << 24):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}", **where) from None
+    finally:
+        os.close(fd)
+
+
+def _load_safetensors(name: str, data: bytes, where: dict) -> dict[str, object]:
+    try:
+        from safetensors.numpy import load
     except ImportError:  # pragma: no cover - a dependency of the package
         raise WeightsError("reading .safetensors needs the 'safetensors' package (pip install safetensors)") from None
     try:
-        return dict(load_file(name))
-    except OSError as e:
-        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}") from None
+        return dict(load(data))
     except Exception as e:  # noqa: BLE001 - the reader raises several kinds for a bad file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise WeightsError(f"cannot read weights from '{name}': not a safetensors file ({reason})") from None
+        raise WeightsError(f"cannot read weights from '{name}': not a safetensors file ({reason})", **where) from None
 
 
-def _load_torch(name: str) -> dict[str, object]:
+def _load_torch(name: str, data: bytes, where: dict) -> dict[str, object]:
+    import io
+    import warnings
+
     import torch
 
     try:
-        obj = torch.load(name, weights_only=True, map_location="cpu")
-    except OSError as e:
-        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}") from None
+        with warnings.catch_warnings():  # torch's notes about pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - torch.load raises many kinds for a bad file
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        reason = next((line for line in lines if "Unpickler error" in line), lines[0] if lines else type(e).__name__)
-        raise WeightsError(
-            f"cannot read weights from '{name}': not a file of tensors saved with torch.save ({reason})"
-        ) from None
+        raise WeightsError(f"cannot read weights from '{name}': {refusal(e)}", **where) from None
     if not isinstance(obj, Mapping):
-        raise WeightsError(f"'{name}' holds a {type(obj).__name__}, expected a state_dict (names to tensors)")
+        raise WeightsError(f"'{name}' holds a {type(obj).__name__}, expected a state_dict (names to tensors)", **where)
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         hint = "; for a checkpoint, save its state_dict alone" if {"state_dict", "model"} & set(map(str, obj)) else ""
-        raise WeightsError(f"'{name}' is not a state_dict: entries that are not tensors: {_listing(sorted(bad))}{hint}")
+        raise WeightsError(
+            f"'{name}' is not a state_dict: entries that are not tensors: {_listing(sorted(bad))}{hint}", **where
+        )
     return dict(obj)
+
+
+#: a line of torch.load's refusal that names the Python object a pickle asked for
+_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
+
+
+def refusal(e: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words: the Python object a
+    pickle asked for (``posix.system``), else the unpickler's own reason. Never torch's advice
+    to load with ``weights_only=False``, which would run the file's code."""
+    text = str(e)
+    found = _GLOBAL.search(text)
+    if found:
+        return (
+            f"it asks for the Python object '{found[1]}', which loading weights does not allow "
+            "(a weights file holds tensors and plain containers only; no code from it runs)"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    advice = ("weights_only", "Please ", "Check the documentation", "Re-running", "file an issue", "https://")
+    reasons = [line for line in lines if not any(a in line for a in advice)]
+    if reasons:
+        return f"not a file of tensors saved with torch.save ({reasons[0][:200]})"
+    return f"not a file of tensors saved with torch.save ({type(e).__name__})"
 
 
 def _listing(items: Sequence[str]) -> str:
