@@ -21,6 +21,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import networkx as nx
@@ -210,15 +211,17 @@ def load_weights(
     """
     name = os.fspath(path)
     where = {"location": location, "path": keypath}
-    data = _read_regular(name, where)
+    data = read_regular(name, where)
     if name.endswith(".safetensors"):
         return _load_safetensors(name, data, where)
     return _load_torch(name, data, where)
 
 
-def _read_regular(name: str, where: dict) -> bytes:
+def read_regular(name: str, where: dict | None = None) -> bytes:
     """The bytes of the regular file ``name``, opened without blocking and checked through its
-    descriptor (what ``extends`` does for specs)."""
+    descriptor (what ``extends`` does for specs): a directory, a device or a FIFO is refused
+    at once (a :class:`WeightsError` at ``where``, a dict of ``location`` and ``path``)."""
+    where = where or {}
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -322,6 +325,22 @@ def _as_array(value: object) -> np.ndarray | None:
     return None
 
 
+def _judge(key: str, value: object, w: Weight) -> tuple[np.ndarray | None, str | None, bool]:
+    """One entry of a state_dict against the model's weight ``w``: (its array, None, True) when
+    it fits; (None, why, True) when it cannot be loaded at all (not a tensor; integers for
+    floating point values); (None, why, False) when only its shape differs."""
+    array = _as_array(value)
+    if array is None:
+        return None, f"{key} (expected a tensor, found {type(value).__name__})", True
+    if w.dtype == "float32" and array.dtype.kind != "f":
+        return None, f"{key} (expected floating point values, found {getattr(value, 'dtype', array.dtype)})", True
+    if w.dtype == "int64" and array.dtype.kind not in "iu":
+        return None, f"{key} (expected integers, found {getattr(value, 'dtype', array.dtype)})", True
+    if tuple(array.shape) != w.shape:
+        return None, f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})", False
+    return array, None, True
+
+
 def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
     """The float weights that graph ``needed`` (derived from ``g``) takes, as float32 arrays.
 
@@ -330,7 +349,7 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
     ``needed`` leaves out, such as auxiliary heads, are accepted and ignored;
     so is BatchNorm's ``num_batches_tracked``), every shape right. Values are
     numpy arrays or torch tensors. Raises :class:`WeightsError` listing the
-    offenders.
+    offenders. The rules for one entry are :func:`fit_weights`' too.
     """
     import numpy as np
 
@@ -347,14 +366,9 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
         if key not in known:
             unexpected.append(key)
             continue
-        w = known[key]
-        array = _as_array(value)
-        if array is None:
-            wrong.append(f"{key} (expected a tensor, found {type(value).__name__})")
-        elif tuple(array.shape) != w.shape:
-            wrong.append(f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})")
-        elif w.dtype == "float32" and array.dtype.kind != "f":
-            wrong.append(f"{key} (expected floating point values, found {getattr(value, 'dtype', array.dtype)})")
+        array, why, _ = _judge(key, value, known[key])
+        if why is not None:
+            wrong.append(why)
         elif key in wanted:
             out[key] = np.asarray(array, dtype=np.float32)
     if missing or unexpected or wrong:
@@ -364,6 +378,51 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
                 lines.append(f"  {label} ({len(items)}): {_listing(items)}")
         raise WeightsError("\n".join(lines))
     return {k: out[k] for k in wanted}
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What of a state_dict fits a graph's model, for a warm start (fine-tuning): ``arrays``
+    (key -> numpy array in the model's dtype), and the keys left out: ``reshaped`` (another
+    shape in the file), ``missing`` (the model's, not in the file), ``unknown`` (the file's,
+    not in the model)."""
+
+    arrays: dict[str, np.ndarray]
+    reshaped: tuple[str, ...]
+    missing: tuple[str, ...]
+    unknown: tuple[str, ...]
+
+
+def fit_weights(g: nx.DiGraph, state_dict: Mapping[str, object], *, source: str = "the state_dict") -> Fit:
+    """The entries of ``state_dict`` that ``g``'s model can start from, by the rules of
+    :func:`check_weights` (what the command line loads) with two allowances: a parameter of
+    another shape, and one missing from the file, keep the model's initialisation. An entry
+    of the wrong kind (integers where the model has floating point values, a non-tensor) is
+    an error, never converted; so is a file of which nothing fits."""
+    import numpy as np
+
+    known = parameters(g)
+    wrong: list[str] = []
+    arrays: dict[str, np.ndarray] = {}
+    reshaped: list[str] = []
+    unknown: list[str] = []
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or key not in known:
+            unknown.append(str(key))
+            continue
+        array, why, fatal = _judge(key, value, known[key])
+        if why is None:
+            arrays[key] = np.asarray(array, dtype=np.dtype(known[key].dtype))
+        elif fatal:
+            wrong.append(why)
+        else:
+            reshaped.append(key)
+    if wrong:
+        raise WeightsError(f"{source} does not fit {g.graph['name']}: wrong ({len(wrong)}): {_listing(wrong)}")
+    if not arrays:
+        raise WeightsError(f"{source}: none of its {len(state_dict)} tensors has a name and shape of the model")
+    missing = [k for k in known if k not in state_dict]
+    return Fit(arrays, tuple(sorted(reshaped)), tuple(sorted(missing)), tuple(sorted(unknown)))
 
 
 def to_torch(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
@@ -376,10 +435,14 @@ def to_torch(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
 
 __all__ = [
     "MAX_MEMORY",
+    "Fit",
     "check_memory",
     "check_weights",
+    "fit_weights",
     "initial_weights",
     "load_weights",
+    "read_regular",
+    "refusal",
     "param_shapes",
     "parameters",
     "to_torch",
