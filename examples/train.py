@@ -298,7 +298,7 @@ class SyntheticImages(Dataset):
 
 def image_folder(root: str, shape: tuple[int, int, int], train: bool, convention: PixelConvention) -> Dataset:
     try:
-        from torchvision import datasets, transforms
+        from torchvision import transforms
     except ImportError as e:  # pragma: no cover - torchvision is in the test extra
         raise InputError(f"--data and --val-data need torchvision ({e})") from None
     c, h, w = shape
@@ -312,7 +312,50 @@ def image_folder(root: str, shape: tuple[int, int, int], train: bool, convention
     if c == 1:
         steps.append(transforms.Grayscale(1))
     steps += [transforms.ToTensor(), convention]
-    return datasets.ImageFolder(root, transform=transforms.Compose(steps))
+    from nasdsl.imagefolder import list_folder
+    from nasdsl.tta import FolderImages
+
+    option = "--data" if train else "--val-data"
+    try:  # walked once by nasdsl's rules: no link followed in circles or out of the folder, regular files only
+        listing = list_folder(root, option)
+    except nasdsl.NasdslError as e:
+        raise InputError(e.message) from None
+    for path in listing.skipped:
+        print(f"train.py: note: {option}: not following {path}: it leads out of the folder", file=sys.stderr)
+    if not listing.samples:
+        raise InputError(f"{option}: no images in {root} (expected DIR/<class>/<image>)")
+    return FolderImages(listing, FolderTransform(transforms.Compose(steps)))
+
+
+class FolderTransform:
+    """An image of a folder as RGB, then ``steps`` (picklable for loader workers)."""
+
+    def __init__(self, steps) -> None:
+        self.steps = steps
+
+    def __call__(self, image, path: str = "") -> torch.Tensor:
+        return self.steps(image.convert("RGB"))
+
+
+def collate(items: list) -> Any:
+    """torch's default collate, or the first image of the batch that could not be read (it
+    is reported by :func:`checked` in the main process, naming the file)."""
+    from torch.utils.data import default_collate
+
+    from nasdsl.imagefolder import BadImage
+
+    bad = next((x for x, _ in items if isinstance(x, BadImage)), None)
+    return bad if bad is not None else default_collate(items)
+
+
+def checked(loader: DataLoader):
+    """The batches of ``loader``; an image that could not be read is an error naming the file."""
+    from nasdsl.imagefolder import BadImage
+
+    for batch in loader:
+        if isinstance(batch, BadImage):
+            raise InputError(batch.error().message)
+        yield batch
 
 
 class SkipFirst(Sampler[int]):
@@ -549,7 +592,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocas
     was_training = model.training
     model.eval()
     stats = torch.zeros(3, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, images
-    for x, y in loader:
+    for x, y in checked(loader):
         x = x.to(
             device, non_blocking=True, memory_format=torch.channels_last if channels_last else torch.preserve_format
         )
@@ -660,7 +703,11 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
     global_batch = args.batch_size * env.world_size
     if steps_per_epoch == 0:
         raise InputError(f"{len(train_set)} images do not fill one global batch of {global_batch}")
-    loader_kw: dict[str, Any] = {"num_workers": args.workers, "pin_memory": device.type == "cuda"}
+    loader_kw: dict[str, Any] = {
+        "num_workers": args.workers,
+        "pin_memory": device.type == "cuda",
+        "collate_fn": collate,
+    }
     if args.workers:
         loader_kw |= {"persistent_workers": True, "prefetch_factor": 4}
     loader = DataLoader(
@@ -775,7 +822,7 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
         window_sum = torch.zeros((), device=device, dtype=torch.float64)
         window_n, seen = 0, 0
         t_epoch = t_window = time.perf_counter()
-        for x, y in loader:
+        for x, y in checked(loader):
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             # dropout and other randomness: a stream per (seed, rank, step), so a resumed run repeats it

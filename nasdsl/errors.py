@@ -104,6 +104,10 @@ class WeightsError(NasdslError):
     """A weights file that cannot be read, or a state_dict that does not fit the spec."""
 
 
+class DataError(NasdslError):
+    """Evaluation or training data that cannot be used: a folder, an image (nasdsl/imagefolder.py)."""
+
+
 class ErrorList(NasdslError):
     """Several errors found in one go; ``check`` reports them all."""
 
