@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 
-from nasdsl.errors import printable
+from nasdsl.errors import one_line
 from nasdsl.imagefolder import BadImage
 
 HELP = "top-1/top-5 accuracy and images/s on an image folder, with the spec's multi-crop evaluation"
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace, net) -> int:
     from nasdsl.evaluation import DEFAULT
 
     if not os.path.isdir(args.data):
-        raise UsageError(f"--data: {printable(args.data)} is not a folder (expected DIR/<class>/<image>)")
+        raise UsageError(f"--data: {one_line(args.data)} is not a folder (expected DIR/<class>/<image>)")
     try:
         import torch
         from torch.utils.data import DataLoader, Subset
@@ -166,9 +166,9 @@ def run(args: argparse.Namespace, net) -> int:
         args.data, ev, shape[0], scale, bgr, max_image_bytes=args.max_memory // (3 * args.batch_size)
     )
     if not data.samples:
-        raise UsageError(f"--data: no images in {printable(args.data)} (expected DIR/<class>/<image>)")
+        raise UsageError(f"--data: no images in {one_line(args.data)} (expected DIR/<class>/<image>)")
     for path in data.skipped:
-        print(f"nasdsl: note: --data: not following {printable(path)}: it leads out of the folder", file=sys.stderr)
+        print(f"nasdsl: note: --data: not following {one_line(path)}: it leads out of the folder", file=sys.stderr)
     out_shape = g.nodes[g.graph["outputs"][0].node]["shape"]
     if len(out_shape) != 1 or len(data.classes) > out_shape[0]:
         raise UsageError(
@@ -217,7 +217,8 @@ def run(args: argparse.Namespace, net) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(
-            f"{args.spec}: {done} images, {ev.describe()}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}; "
+            f"{one_line(args.spec)}: {done} images, {ev.describe()}: "
+            f"top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}; "
             f"{_rate(rate)} images/s, {_rate(rate * ev.count)} crops/s on {device} ({seconds:.1f} s)"
         )
     return 0

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from nasdsl import space as spaces
 from nasdsl.choices import option_text
-from nasdsl.errors import NasdslError, printable
+from nasdsl.errors import NasdslError, one_line, printable
 from nasdsl.variants import MAX_PARAMS, Evaluator, Result
 
 HELP = "count, list, filter and pick the variants of a spec with choices (its design space)"
@@ -364,14 +364,15 @@ def as_csv(listing: Listing) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", *names, "valid", *COLUMNS, "error"])
     for row in rows(listing):
-        choices = [_cell(row["choices"][n]) for n in names]
+        choices = [option_text(row["choices"][n]) for n in names]
         figures = ["" if row[c] is None else row[c] for c in COLUMNS]
         w.writerow([row["id"], *choices, str(row["valid"]).lower(), *figures, row["error"]])
     return buf.getvalue()
 
 
 def _cell(v: object) -> str:
-    return option_text(v)
+    """An option in a table cell: on one line (an expression may hold a newline)."""
+    return one_line(option_text(v))
 
 
 def heading(listing: Listing, name: str) -> str:
@@ -454,7 +455,11 @@ def variant_yaml(space: spaces.Space, picks: tuple[int, ...], source: str) -> st
     Dumper.add_representer(_FlowList, flow_list)
     doc = space.document_of(picks)
     choices = " ".join(space.set_arguments(picks)) or "(no choices)"
-    header = f"# variant {space.id_of(picks)} of {source}: {choices}\n# written by nasdsl space --pick\n"
+    # a comment is one line: the file name and the options are written with their escapes
+    # (a file named "a\ninit: ..." wrote a YAML section of its own)
+    header = (
+        f"# variant {space.id_of(picks)} of {one_line(source)}: {one_line(choices)}\n# written by nasdsl space --pick\n"
+    )
     text = yaml.dump(_styled(doc), Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
     return header + text
 
@@ -515,7 +520,7 @@ def pick(space: spaces.Space, variant: int, args: argparse.Namespace, source: st
     data = text.encode("utf-8")
     write_atomic(args.output, data)
     made = " ".join(space.set_arguments(picks))
-    print(f"wrote {printable(args.output)} ({len(data):,} bytes): variant {variant}, {made}")
+    print(f"wrote {one_line(args.output)} ({len(data):,} bytes): variant {variant}, {one_line(made)}")
     return 0
 
 
