@@ -710,7 +710,11 @@ model:
   fc: {op: linear, out: 10}
 outputs:
   logits: {from: fc}
-  aux: {from: a, head: [global_avg_pool, flatten, {op: linear, out: 10}], training_only: true, loss_weight: {choice: [0.3, 0.1]}}
+  aux:
+    from: a
+    head: [global_avg_pool, flatten, {op: linear, out: 10}]
+    training_only: true
+    loss_weight: {choice: [0.3, 0.1]}
 """
 HOSTILE_NAME = "kinds\ninit: {conv2d: {weight: zeros}}\n#.yaml"
 
