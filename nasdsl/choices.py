@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from nasdsl import document
 from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
+from nasdsl.numbers import number_ok
 from nasdsl.ops import describe
 from nasdsl.spec import BLOCK_KEYS, Value, did_you_mean, parse_value
 
@@ -346,6 +347,13 @@ def _options(raw: object, loc: Location, path: str) -> tuple[tuple, tuple]:
             raise SpecError(f"expected an option that is a number, true, false or an expression, got {what}", **where)
         else:
             options.append(item)
+    for i, o in enumerate(options):  # the rule of every number of a spec (nasdsl/numbers.py)
+        if not all(number_ok(x) for x in (o if isinstance(o, tuple) else (o,))):
+            raise SpecError(
+                f"expected options that are finite numbers of magnitude at most 2^53, got {option_text(o)}",
+                location=raw.loc_of(i),
+                path=f"{path}[{i}]",
+            )
     seen: set[object] = set()
     for i, o in enumerate(options):  # one pass, by key: each option against every earlier one was quadratic
         key = option_key(o)

@@ -446,8 +446,9 @@ def default_document(doc: YMap) -> YMap:
     if not points and CONSTRAINTS not in doc:
         return doc
     rules = constraints(doc)
+    option_values = _option_values(points)  # an option that is no value is refused, chosen or not
     try:
-        steps, option_values = _steps(doc, points)
+        steps, option_values = _steps(doc, points, option_values)
     except NasdslError:
         steps = None  # a malformed variable: the parser reports it
     space = Space(doc, "", (), points, rules, steps or (), option_values if steps else ())
@@ -483,14 +484,21 @@ def _values_used(value: Value, env: Mapping[str, object]) -> str:
     return ", ".join(f"{n} = {describe(env[n])}" for n in sorted(value.names) if n in env) or "no variables"
 
 
-def _steps(doc: YMap, points: tuple[ChoicePoint, ...]) -> tuple[tuple, tuple]:
-    option_values = tuple(
+def _option_values(points: tuple[ChoicePoint, ...]) -> tuple[tuple[Value, ...], ...]:
+    """Every option of every point parsed as a value (a malformed one is the spec's error,
+    whether or not it is the default)."""
+    return tuple(
         tuple(
             parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path)
             for o, loc in zip(p.options, p.option_locs, strict=True)
         )
         for p in points
     )
+
+
+def _steps(doc: YMap, points: tuple[ChoicePoint, ...], option_values=None) -> tuple[tuple, tuple]:
+    if option_values is None:
+        option_values = _option_values(points)
     by_variable = {p.variable: i for i, p in enumerate(points) if p.variable is not None}
     variables = doc.get("variables")
     steps: list[tuple[str, Value | int]] = []

@@ -66,7 +66,10 @@ def run_case(request):
     if sys.platform.startswith("linux"):
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (request["memory"], request["memory"]))
-    from nasdsl.cli import main
+    if request.get("program") == "train":  # examples/train.py, imported by the server
+        main = sys.modules["nasdsl_example_train"].main
+    else:
+        from nasdsl.cli import main
     results = []
     for argv in request["argvs"]:
         out, err = io.StringIO(), io.StringIO()
@@ -89,8 +92,23 @@ SERVER = (
 import json, os, select, signal, sys, time
 import nasdsl.cli, nasdsl.backends.onnx, nasdsl.backends.pytorch  # what every case needs, imported once
 
+
+def preload():
+    # what the cases of weights files, evaluation data and the training script use: imported
+    # once, on the first request that asks, before any child is forked
+    import importlib.util
+    import numpy, onnx, torch, torchvision, PIL.Image, safetensors.numpy, nasdsl.tta, nasdsl.commands.evaluate
+    import nasdsl.commands.draw, nasdsl.commands.transfer, nasdsl.commands.diff, nasdsl.commands.space
+    spec = importlib.util.spec_from_file_location("nasdsl_example_train", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
 while line := sys.stdin.readline():
     request = json.loads(line)
+    if request.get("preload") and "nasdsl_example_train" not in sys.modules:
+        preload()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -140,8 +158,9 @@ class _Server:
     @classmethod
     def ask(cls, request: dict) -> dict:
         if cls.process is None or cls.process.poll() is not None:
+            train = Path(__file__).resolve().parent.parent / "examples" / "train.py"
             cls.process = subprocess.Popen(
-                [sys.executable, "-c", SERVER],
+                [sys.executable, "-c", f"TRAIN = {str(train)!r}\n" + SERVER],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -162,13 +181,20 @@ def _stop_the_server():
         _Server.process = None
 
 
-def run_cli(cwd: Path, argvs: list[list[str]], timeout: float = TIMEOUT) -> list[Result]:
-    """Run each argv through ``nasdsl.cli.main`` in one child process with ``cwd`` as its folder.
+def run_cli(
+    cwd: Path, argvs: list[list[str]], timeout: float = TIMEOUT, program: str = "nasdsl", preload: bool = False
+) -> list[Result]:
+    """Run each argv through ``nasdsl.cli.main`` (or, with ``program="train"``, the training
+    script's ``main``) in one child process with ``cwd`` as its folder; ``preload``: the server
+    imports torch, torchvision, onnx and the training script first (once), so that the child
+    does not spend its time importing them.
 
     The child gets no standard input, a memory cap and ``timeout`` seconds for everything: a
     hang fails the calling test with the commands that hung.
     """
-    reply = _Server.ask({"cwd": str(cwd), "argvs": argvs, "memory": MEMORY, "timeout": timeout})
+    request = {"cwd": str(cwd), "argvs": argvs, "memory": MEMORY, "timeout": timeout, "program": program}
+    request["preload"] = preload or program == "train"
+    reply = _Server.ask(request)
     if reply["timed_out"]:
         pytest.fail(f"no answer within {timeout:g} s (a hang or runaway work): {argvs}")
     assert reply["data"], f"the child died (status {reply['status']})"
