@@ -492,7 +492,16 @@ attack(DRAW, "doc-text-with-markup", refused=False, check=_svg_is_inert if shuti
 def _terminal_clean(folder: Path, results: list[Result]) -> None:
     for r in results:
         assert not RAW_CONTROL.search(r.stdout + r.stderr), r
-        assert len(r.stdout.splitlines()) <= 1 or r.argv[0] != "draw", r.stdout
+        assert len(r.stdout.splitlines()) <= 1 or r.argv[0] not in ("draw", "check", "compile"), r.stdout
+
+
+@attack(DRAW, "every-command-on-a-spec-named-with-escapes", refused=False, check=_terminal_clean)
+def _named(folder: Path) -> list[list[str]]:
+    """What the commands print of a file name (an escape sequence, a carriage return, a bidi
+    override, a newline) is escaped: a terminal shows it as text, on one line."""
+    name = write(folder, f"s{ESC}\n.yaml", spaced("  w: {choice: [4, 8]}\n"))
+    return [["check", name], ["summary", name], ["compile", name, "-o", f"o{ESC}.py"], ["space", name],
+            ["space", name, "--format", "markdown"], ["diff", name, name], ["draw", name, "-o", "d.dot"]]  # fmt: skip
 
 
 attack(DRAW, "output-named-with-escapes", refused=False, check=_terminal_clean)(
@@ -760,6 +769,11 @@ def test_hostile_input_on_the_new_surfaces(case: Attack, tmp_path: Path, tiny_st
 
 
 def test_every_surface_has_its_cases() -> None:
+    """At least ten cases a surface, 120 in all, and docs/security.md counts them as they are."""
+    from paths import ROOT
+
     assert sum(SURFACES.values()) >= 120 and min(SURFACES.values()) >= 10, SURFACES
     names = [(c.surface, c.name) for c in CASES]
     assert len(names) == len(set(names)), "two cases of one name"
+    counts = " / ".join(str(n) for n in SURFACES.values())
+    assert f"| {counts}: {sum(SURFACES.values())} cases;" in (ROOT / "docs" / "security.md").read_text()
