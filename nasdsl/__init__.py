@@ -26,6 +26,7 @@ def _backends_of_a_checkout() -> None:
     module = _util.module_from_spec(spec)
     _sys.modules["nasdsl.backends"] = module
     spec.loader.exec_module(module)
+    globals()["backends"] = module  # what the import system sets on the parent package
 
 
 _backends_of_a_checkout()

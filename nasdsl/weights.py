@@ -334,8 +334,6 @@ def _judge(key: str, value: object, w: Weight) -> tuple[np.ndarray | None, str |
         return None, f"{key} (expected a tensor, found {type(value).__name__})", True
     if w.dtype == "float32" and array.dtype.kind != "f":
         return None, f"{key} (expected floating point values, found {getattr(value, 'dtype', array.dtype)})", True
-    if w.dtype == "int64" and array.dtype.kind not in "iu":
-        return None, f"{key} (expected integers, found {getattr(value, 'dtype', array.dtype)})", True
     if tuple(array.shape) != w.shape:
         return None, f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})", False
     return array, None, True

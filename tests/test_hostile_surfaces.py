@@ -598,10 +598,12 @@ def _counted(n: int) -> Callable[[Path, list[Result]], None]:
 
 
 attack(DATA, "link-to-a-parent-folder", refused=False, check=_counted(2))(
-    with_data(lambda f: link(f, "data/c0/up", ".."))
+    with_data(lambda f: link(f, "data/c0/up", os.pardir))
 )
 attack(DATA, "link-out-of-the-folder", refused=False, check=_counted(2))(
-    with_data(lambda f: (png(f, "outside/c9/x.png"), link(f, "data/c1/more", "../../outside")))
+    with_data(
+        lambda f: (png(f, "outside/c9/x.png"), link(f, "data/c1/more", os.path.join(os.pardir, os.pardir, "outside")))
+    )
 )
 attack(DATA, "a-file-named-with-escapes", refused=False, check=_terminal_clean)(
     with_data(lambda f: png(f, f"data/c0/b{ESC}.png"))
@@ -706,7 +708,7 @@ for name, add, expect in [
 @attack(TRAIN, "data-link-to-a-parent-folder", refused=False, program="train")
 def _train_loop(folder: Path) -> list[list[str]]:
     images(folder)
-    link(folder, "data/c0/up", "..")
+    link(folder, "data/c0/up", os.pardir)
     write(folder, "s.yaml", TINY)
     return [["s.yaml", "--data", "data", "--device", "cpu", "--workers", "0", "--epochs", "1", "--batch-size", "2"]]
 
