@@ -280,10 +280,11 @@ def test_what_the_guides_say_of_training_holds(train, monkeypatch) -> None:
 
     from paths import ROOT, SPECS
 
-    pages = {name: (ROOT / name).read_text() for name in ("README.md", "docs/training.md", "docs/design-space.md")}
+    names = ("README.md", "docs/training.md", "docs/design-space.md", "examples/README.md")
+    pages = {name: (ROOT / name).read_text() for name in names}
     monkeypatch.setattr(train.torch.cuda, "is_available", lambda: True)
     commands = [(name, args) for name, text in pages.items() for args in _train_commands(text)]
-    assert len(commands) >= 9
+    assert len(commands) >= 11
     for name, args in commands:
         assert (ROOT / args[0]).exists() or "$" in args[0], (name, args)
         train.parse_args(args)  # an unknown or contradictory option exits here
