@@ -6,11 +6,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench bench-gpu lint clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# The project is installed as a package (a wheel, not an editable install): a regular package in
+# site-packages, which wins over a folder named nasdsl in the working folder (the clone itself,
+# seen from the folder that holds it, which Python would import as an empty namespace package;
+# an editable install's import hook comes after that). Run from the repository's root, Python
+# imports the working tree (nasdsl/__init__.py maps backends/); the installed copy is made again
+# whenever a file of the package changes, so that the nasdsl program runs the tree as it is.
+PACKAGE_FILES := $(wildcard nasdsl/*.py nasdsl/*/*.py backends/*.py backends/templates/*.jinja)
+
+$(STAMP): pyproject.toml $(PACKAGE_FILES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q ".[test]"
 	touch $(STAMP)
 
 ## the main job on the reference spec

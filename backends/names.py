@@ -105,6 +105,11 @@ MODULE_DICT_ATTRIBUTES = frozenset({"clear", "items", "keys", "pop", "update", "
 OWN_ATTRIBUTES = frozenset({"loss", "loss_weights", "reset_parameters", "input_mean", "input_std"})
 #: Every attribute a layer's name may not take, in any of the containers the backend writes.
 TAKEN_ATTRIBUTES = MODULE_ATTRIBUTES | SEQUENTIAL_ATTRIBUTES | MODULE_DICT_ATTRIBUTES | OWN_ATTRIBUTES
+#: What the model's constructor arguments may not be called. A switch (a variable that turns a
+#: training head on) is also kept as ``self.<argument>``, so an argument named ``eval``, ``train``
+#: or ``forward`` would hide nn.Module's method (``model.eval()`` would call a bool): such a
+#: variable's argument is renamed (``train`` -> ``train_1``), and the attribute follows it.
+MODEL_ARGUMENTS_RESERVED = frozenset({"self"}) | TAKEN_ATTRIBUTES
 
 _NOT_IDENTIFIER = re.compile(r"[^0-9A-Za-z_]")
 
@@ -158,6 +163,7 @@ __all__ = [
     "BUILTINS",
     "IMPORTED",
     "METHOD_LOCALS",
+    "MODEL_ARGUMENTS_RESERVED",
     "MODULE_ATTRIBUTES",
     "MODULE_DICT_ATTRIBUTES",
     "Namespace",

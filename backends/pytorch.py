@@ -40,7 +40,7 @@ from nasdsl.ir.sym import Sym
 from nasdsl.ops import INIT_PARAMS, OPS
 from nasdsl.passes.pipeline import run_pipeline
 
-from .names import BUILTINS, IMPORTED, METHOD_LOCALS, Namespace, check_attribute
+from .names import BUILTINS, IMPORTED, METHOD_LOCALS, MODEL_ARGUMENTS_RESERVED, Namespace, check_attribute
 from .pyformat import Call, docstring, docstring_with_args, layout, layout_or_none, literal, safe_text, wrap
 from .pyloops import loop_lines
 from .pytorch_ops import HELPER_CLASSES, ClassContext, check_lowering, lowering_for, names_in, render
@@ -279,8 +279,8 @@ class _Writer:
                 parts = n.split(".")
                 for i in range(1, len(parts) + 1):
                     self.members.setdefault(".".join(parts[:i]), []).append(n)
-        self._check_attributes()
         self._name_everything()
+        self._check_attributes()
 
     def _name_everything(self) -> None:
         """The file's identifiers, from one module-level namespace: class names (the model's
@@ -309,7 +309,7 @@ class _Writer:
         for name, t in ir.info(g).templates.items():
             scope = Namespace({"self", "in_channels"}, outer=self.module_names)
             self.keywords[name] = {p.name: scope.create(p.name) for p in t.params}
-        scope = Namespace({"self"}, outer=self.module_names)
+        scope = Namespace(MODEL_ARGUMENTS_RESERVED, outer=self.module_names)
         self.arguments = {v: scope.create(v) for v in ir.info(g).exposed}
 
     def _ctx(self, template: str | None, inplace: Callable[[str], bool]) -> ClassContext:
@@ -326,7 +326,9 @@ class _Writer:
         use; output names that cannot be NamedTuple fields."""
         g = self.g
         # switches of output heads are kept as self.<flag>
-        flags = frozenset(o.when for o in ir.all_outputs(g) if o.when is not None and o.when in self.exposed)
+        flags = frozenset(
+            self.arguments[o.when] for o in ir.all_outputs(g) if o.when is not None and o.when in self.exposed
+        )
         for graph in (g, ir.info(g).dormant.graph):
             for n, d in ir.nodes(graph):
                 if d.op in ("input", "external"):
@@ -714,7 +716,7 @@ class _Writer:
                 cond = o.when if o.when is not None and o.when in self.exposed else ""
                 if o.head is None:
                     if cond:  # the entry it reads is switched with it (exposure checked): None when off
-                        lines.append(f"{local[o.name]} = x if self.{cond} else None")
+                        lines.append(f"{local[o.name]} = x if self.{self.arguments[cond]} else None")
                         if cond not in exposed_flags:
                             exposed_flags.append(cond)
                     else:
@@ -775,7 +777,7 @@ class _Writer:
         )
         body = ["        super().__init__()"]
         body += layout("self.loss_weights = ", weights, 2)
-        body += [f"        self.{f} = {self.arguments[f]}" for f in exposed_flags]
+        body += [f"        self.{self.arguments[f]} = {self.arguments[f]}" for f in exposed_flags]
         body += pre_init + init + head_init + ["        self.reset_parameters()"]
         ret_type = "torch.Tensor"
         fwd_lines = [*pre, *fwd]
@@ -785,7 +787,7 @@ class _Writer:
             ret_type = f"{outputs_name} | torch.Tensor"
             fields = ", ".join([final, *(local[o.name] for o in extras)])
             if all(o.training_only for o in extras):
-                flags = [f"self.{f}" for f in exposed_flags]
+                flags = [f"self.{self.arguments[f]}" for f in exposed_flags]
                 unconditional = any(o.when is None or o.when not in self.exposed for o in extras)
                 cond = "self.training" + (
                     ""

@@ -299,12 +299,12 @@ class SyntheticImages(Dataset):
 
 def image_folder(root: str, shape: tuple[int, int, int], train: bool, convention: PixelConvention) -> Dataset:
     try:
-        from torchvision import datasets, transforms
+        from torchvision import transforms
     except ImportError as e:  # pragma: no cover - torchvision is in the test extra
-        raise SystemExit(f"train.py: --data and --val-data need torchvision ({e})") from e
+        raise InputError(f"--data and --val-data need torchvision ({e})") from None
     c, h, w = shape
     if c not in (1, 3):
-        raise SystemExit(f"train.py: ImageFolder data gives 1 or 3 channels; the spec's input has {c}")
+        raise InputError(f"ImageFolder data gives 1 or 3 channels; the spec's input has {c}")
     steps: list[Any] = []
     if train:
         steps += [transforms.RandomResizedCrop((h, w), antialias=True), transforms.RandomHorizontalFlip()]
@@ -313,7 +313,50 @@ def image_folder(root: str, shape: tuple[int, int, int], train: bool, convention
     if c == 1:
         steps.append(transforms.Grayscale(1))
     steps += [transforms.ToTensor(), convention]
-    return datasets.ImageFolder(root, transform=transforms.Compose(steps))
+    from nasdsl.imagefolder import list_folder
+    from nasdsl.tta import FolderImages
+
+    option = "--data" if train else "--val-data"
+    try:  # walked once by nasdsl's rules: no link followed in circles or out of the folder, regular files only
+        listing = list_folder(root, option)
+    except nasdsl.NasdslError as e:
+        raise InputError(e.message) from None
+    for path in listing.skipped:
+        print(f"train.py: note: {option}: not following {path}: it leads out of the folder", file=sys.stderr)
+    if not listing.samples:
+        raise InputError(f"{option}: no images in {root} (expected DIR/<class>/<image>)")
+    return FolderImages(listing, FolderTransform(transforms.Compose(steps)))
+
+
+class FolderTransform:
+    """An image of a folder as RGB, then ``steps`` (picklable for loader workers)."""
+
+    def __init__(self, steps) -> None:
+        self.steps = steps
+
+    def __call__(self, image, path: str = "") -> torch.Tensor:
+        return self.steps(image.convert("RGB"))
+
+
+def collate(items: list) -> Any:
+    """torch's default collate, or the first image of the batch that could not be read (it
+    is reported by :func:`checked` in the main process, naming the file)."""
+    from torch.utils.data import default_collate
+
+    from nasdsl.imagefolder import BadImage
+
+    bad = next((x for x, _ in items if isinstance(x, BadImage)), None)
+    return bad if bad is not None else default_collate(items)
+
+
+def checked(loader: DataLoader):
+    """The batches of ``loader``; an image that could not be read is an error naming the file."""
+    from nasdsl.imagefolder import BadImage
+
+    for batch in loader:
+        if isinstance(batch, BadImage):
+            raise InputError(batch.error().message)
+        yield batch
 
 
 class SkipFirst(Sampler[int]):
@@ -336,37 +379,90 @@ class SkipFirst(Sampler[int]):
 # --------------------------------------------------------------------------- model
 
 
-def warm_start(model: nn.Module, path: str) -> str:
+def warm_start(model: nn.Module, net: nasdsl.Compiled, path: str) -> str:
     """Load the tensors of a state_dict file whose names and shapes the model has (fine-tuning:
-    a classifier for another number of classes keeps its initialisation); a file that fits
-    nothing is an error. Returns a line saying what was loaded and what was not."""
-    from nasdsl.errors import WeightsError
-    from nasdsl.weights import load_weights
+    a classifier for another number of classes keeps its initialisation), by the command line's
+    rules (nasdsl.weights: the same reader, the same checks; integers for floating point
+    parameters are refused, not converted); a file that fits nothing is an error. Returns a
+    line saying what was loaded and what was not."""
+    from nasdsl.weights import fit_weights, load_weights
 
     try:
-        given = load_weights(path)
-    except WeightsError as e:
-        raise SystemExit(f"train.py: {e}") from e
+        fit = fit_weights(net.graph, load_weights(path), source=path)
+    except nasdsl.NasdslError as e:
+        raise InputError(e.message) from None
     own = model.state_dict()
-    fits = {k: torch.as_tensor(v) for k, v in given.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
-    if not fits:
-        raise SystemExit(f"train.py: {path}: none of its {len(given)} tensors has a name and shape of the model")
-    model.load_state_dict(fits, strict=False)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in fit.arrays.items()}, strict=False)
 
-    def listed(names: list[str]) -> str:
+    def listed(names: tuple[str, ...]) -> str:
         return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
-    reshaped = sorted(k for k in given if k in own and k not in fits)
-    missing = sorted(k for k in own if k not in given)
-    unknown = sorted(k for k in given if k not in own)
-    parts = [f"weights from {path}: {len(fits)} of the model's {len(own)} tensors"]
-    if reshaped:
-        parts.append(f"another shape there, initialised here: {listed(reshaped)}")
-    if missing:
-        parts.append(f"not in the file, initialised here: {listed(missing)}")
-    if unknown:
-        parts.append(f"in the file, not in the model: {listed(unknown)}")
+    parts = [f"weights from {path}: {len(fit.arrays)} of the model's {len(own)} tensors"]
+    if fit.reshaped:
+        parts.append(f"another shape there, initialised here: {listed(fit.reshaped)}")
+    if fit.missing:
+        parts.append(f"not in the file, initialised here: {listed(fit.missing)}")
+    if fit.unknown:
+        parts.append(f"in the file, not in the model: {listed(fit.unknown)}")
     return "; ".join(parts)
+
+
+#: what a checkpoint of this script holds (``checkpoint`` in ``train``)
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "batch", "step")
+
+
+def read_checkpoint(path: str, net: nasdsl.Compiled, model: nn.Module, optimizer, scheduler, scaler) -> dict[str, Any]:
+    """Restore model, optimizer, schedule and scaler from a checkpoint this script wrote; a file
+    that is not one (a plain state_dict, other keys, a device, a pickle of code) is an error
+    naming the file, never a traceback. Returns the checkpoint."""
+    from nasdsl.errors import WeightsError
+    from nasdsl.weights import check_weights, read_regular, refusal  # the reader and rules of weights files
+
+    try:
+        data = read_regular(path)
+    except WeightsError as e:
+        raise InputError(f"--resume: {e.message}") from None
+    try:
+        import io
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load raises many kinds for a bad file
+        raise InputError(f"--resume: cannot read '{path}': {refusal(e)}") from None
+    if not isinstance(ckpt, dict) or not all(k in ckpt for k in CHECKPOINT_KEYS):
+        what = (
+            "a state_dict of tensors"
+            if isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+            else f"a {type(ckpt).__name__}"
+        )
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        raise InputError(
+            f"--resume: '{path}' is not a checkpoint of train.py (it holds {what}; missing "
+            f"{', '.join(missing)}); to start from weights alone use --weights"
+        )
+    try:  # the model's tensors by the rules of --weights and of the command line
+        check_weights(net.graph, net.graph, ckpt["model"])
+    except nasdsl.NasdslError as e:
+        raise InputError(f"--resume: '{path}': {e.message}") from None
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        for key in ("step", "epoch", "batch"):
+            if isinstance(ckpt[key], bool) or not isinstance(ckpt[key], int) or ckpt[key] < 0:
+                raise ValueError(f"'{key}' is {ckpt[key]!r}, expected an integer >= 0")
+    except KeyError as e:
+        raise InputError(
+            f"--resume: '{path}' does not fit this run: no entry {e.args[0]!r} where one is needed"
+        ) from None
+    except (RuntimeError, ValueError, TypeError) as e:
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise InputError(f"--resume: '{path}' does not fit this run: {reason}") from None
+    return ckpt
 
 
 def make_model(net: nasdsl.Compiled) -> nn.Module:
@@ -388,7 +484,7 @@ def probe(model: nn.Module, shape: tuple[int, int, int]) -> tuple[int, list[str]
     out = m(x)
     logits = main_output(out)
     if logits.dim() != 2:
-        raise SystemExit(f"train.py trains classifiers: the main output has shape {tuple(logits.shape)}, not (N, K)")
+        raise InputError(f"train.py trains classifiers: the main output has shape {tuple(logits.shape)}, not (N, K)")
     m.loss(out, torch.zeros(2, dtype=torch.long)).backward()
     unused = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
     return logits.shape[1], unused
@@ -497,7 +593,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocas
     was_training = model.training
     model.eval()
     stats = torch.zeros(3, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, images
-    for x, y in loader:
+    for x, y in checked(loader):
         x = x.to(
             device, non_blocking=True, memory_format=torch.channels_last if channels_last else torch.preserve_format
         )
@@ -517,12 +613,29 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocas
 # --------------------------------------------------------------------------- main
 
 
+class InputError(SystemExit):
+    """Bad input (the spec, a weights or checkpoint file, the data): ``train.py: error: ...`` on
+    stderr and exit code 2, as nasdsl's command line does, never a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train; returns a summary (rank 0's view): steps, per-epoch mean losses, validation results."""
     args = parse_args(argv)
     env, device = setup_distributed(args.device)
     try:
         return train(args, env, device)
+    except InputError as e:
+        from nasdsl.errors import printable
+
+        print(f"train.py: error: {printable(e.message)}", file=sys.stderr, flush=True)
+        raise
     finally:
         if env.distributed:
             dist.destroy_process_group()
@@ -545,9 +658,9 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
         net = nasdsl.compile_spec(args.spec, args.set)
         model = make_model(net)
     except nasdsl.NasdslError as e:
-        raise SystemExit(f"train.py: {e}") from e
+        raise InputError(e.format()) from None
     if args.weights:
-        say(warm_start(model, args.weights))
+        say(warm_start(model, net, args.weights))
     shape = tuple(ir.node(net.graph, ir.info(net.graph).input).shape)
     num_classes, unused = probe(model, shape)
     mean = getattr(model, "input_mean", None)
@@ -571,8 +684,8 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
         train_set = image_folder(args.data, shape, True, convention)
         classes = len(train_set.classes)
         if classes > num_classes:
-            raise SystemExit(
-                f"train.py: {args.data} has {classes} classes, the model {num_classes}: add --set num_classes={classes}"
+            raise InputError(
+                f"{args.data} has {classes} classes, the model {num_classes}: add --set num_classes={classes}"
             )
     else:
         train_set = SyntheticImages(args.synthetic, shape, num_classes, args.seed, "train", scale)
@@ -590,8 +703,12 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
     steps_per_epoch = len(sampler.sampler) // args.batch_size
     global_batch = args.batch_size * env.world_size
     if steps_per_epoch == 0:
-        raise SystemExit(f"train.py: {len(train_set)} images do not fill one global batch of {global_batch}")
-    loader_kw: dict[str, Any] = {"num_workers": args.workers, "pin_memory": device.type == "cuda"}
+        raise InputError(f"{len(train_set)} images do not fill one global batch of {global_batch}")
+    loader_kw: dict[str, Any] = {
+        "num_workers": args.workers,
+        "pin_memory": device.type == "cuda",
+        "collate_fn": collate,
+    }
     if args.workers:
         loader_kw |= {"persistent_workers": True, "prefetch_factor": 4}
     loader = DataLoader(
@@ -638,12 +755,7 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
 
     step, start_epoch, start_batch = 0, 0, 0
     if args.resume:
-        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
+        ckpt = read_checkpoint(args.resume, net, model, optimizer, scheduler, scaler)
         step, start_epoch, start_batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
         if ckpt.get("global_batch") != global_batch or ckpt.get("steps_per_epoch") != steps_per_epoch:
             say(
@@ -711,7 +823,7 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
         window_sum = torch.zeros((), device=device, dtype=torch.float64)
         window_n, seen = 0, 0
         t_epoch = t_window = time.perf_counter()
-        for x, y in loader:
+        for x, y in checked(loader):
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             # dropout and other randomness: a stream per (seed, rank, step), so a resumed run repeats it

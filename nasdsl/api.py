@@ -25,12 +25,21 @@ import networkx as nx
 from nasdsl import document, ensemble, ir, space
 from nasdsl.build import MAX_NODES, build
 from nasdsl.ensemble import CompiledEnsemble, EnsembleSpec
-from nasdsl.errors import LimitError, Location
+from nasdsl.errors import LimitError, Location, NasdslError
 from nasdsl.evaluation import parse_evaluation
 from nasdsl.loader import Limits, YMap
+from nasdsl.numbers import number_errors
 from nasdsl.passes.check import check
 from nasdsl.passes.shapes import infer_shapes
-from nasdsl.spec import Spec, parse_spec
+from nasdsl.spec import (
+    Spec,
+    defer,
+    deferring_unknown_keys,
+    flatten,
+    follows_from_ignored,
+    parse_spec,
+    raise_errors,
+)
 from nasdsl.summary import Counts, summarize, totals
 
 #: The loader's limits when the caller gives none (Limits is frozen, so one instance serves all).
@@ -88,6 +97,7 @@ def model_spec(
     values = {k: v for k, v in values.items() if k not in own}
     if values:
         doc = document.apply_overrides(doc, values, locations)
+    defer(number_errors(doc))  # every number, the options of choices included, finite and within 2^53
     doc = space.default_document(doc)  # a spec with choices compiles as its default variant
     section = None
     if "evaluation" in doc:
@@ -135,15 +145,40 @@ def _compile_spec(
     max_nodes: int,
     max_params: int,
 ) -> Compiled | CompiledEnsemble:
+    deferred: list[NasdslError] = []
     if not isinstance(spec, (Spec, EnsembleSpec)):
-        spec = load_spec(spec, overrides, limits=limits)
+        with deferring_unknown_keys() as deferred:
+            try:
+                spec = load_spec(spec, overrides, limits=limits)
+            except NasdslError as e:
+                raise_errors([*flatten(e), *deferred])
+    try:
+        return _compile_loaded(spec, deferred, max_nodes=max_nodes, max_params=max_params, limits=limits)
+    except NasdslError as e:
+        if not deferred:
+            raise
+        found = [x for x in flatten(e) if not follows_from_ignored(x, deferred)]
+        raise_errors([*found, *deferred])  # an error found here first, then the rest (one per place)
+        raise
+
+
+def _compile_loaded(
+    spec: Spec | EnsembleSpec, deferred: list[NasdslError], *, max_nodes: int, max_params: int, limits: Limits
+) -> Compiled | CompiledEnsemble:
+    """Build, check and shape a parsed spec. ``deferred``: errors parsing found but let pass
+    (unknown keys, numbers out of range), raised once the build has said what it finds too;
+    shapes are inferred only without them (a shape error then may follow from an ignored key)."""
     if isinstance(spec, EnsembleSpec):
 
         def member(doc: YMap, files: tuple[str, ...], values: Mapping, locations: Mapping) -> Compiled:
             return compile_spec(model_spec(doc, files, values, locations), max_nodes=max_nodes, max_params=max_params)
 
-        return ensemble.compile_ensemble(spec, member, limits=limits, max_params=max_params)
-    g = infer_shapes(check(build(spec, max_nodes=max_nodes)), copy=False)  # a fresh graph: no copy
+        compiled_ensemble = ensemble.compile_ensemble(spec, member, limits=limits, max_params=max_params)
+        raise_errors(deferred)
+        return compiled_ensemble
+    g = check(build(spec, max_nodes=max_nodes))
+    raise_errors(deferred)
+    g = infer_shapes(g, copy=False)  # a fresh graph: no copy
     if spec.evaluation is not None:
         ir.update_info(g, evaluation=spec.evaluation.bind(ir.node(g, ir.info(g).input).shape))
     compiled = Compiled(spec, g)

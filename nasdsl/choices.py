@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from nasdsl import document
 from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
+from nasdsl.numbers import number_ok
 from nasdsl.ops import describe
 from nasdsl.spec import BLOCK_KEYS, Value, did_you_mean, parse_value
 
@@ -303,7 +304,8 @@ def _parse_choice(f: _Found) -> ChoicePoint:
     default = 0
     if "default" in m:
         given = m["default"]
-        matches = [i for i, o in enumerate(options) if same_option(o, plain(given))]
+        wanted = option_key(plain(given))
+        matches = [i for i, o in enumerate(options) if option_key(o) == wanted]
         if not matches:
             shown = ", ".join(option_text(o) for o in options[:8]) + (", ..." if len(options) > 8 else "")
             raise SpecError(
@@ -345,9 +347,19 @@ def _options(raw: object, loc: Location, path: str) -> tuple[tuple, tuple]:
             raise SpecError(f"expected an option that is a number, true, false or an expression, got {what}", **where)
         else:
             options.append(item)
-    for i, o in enumerate(options):
-        if any(same_option(o, other) for other in options[:i]):
+    for i, o in enumerate(options):  # the rule of every number of a spec (nasdsl/numbers.py)
+        if not all(number_ok(x) for x in (o if isinstance(o, tuple) else (o,))):
+            raise SpecError(
+                f"expected options that are finite numbers of magnitude at most 2^53, got {option_text(o)}",
+                location=raw.loc_of(i),
+                path=f"{path}[{i}]",
+            )
+    seen: set[object] = set()
+    for i, o in enumerate(options):  # one pass, by key: each option against every earlier one was quadratic
+        key = option_key(o)
+        if key in seen:
             raise SpecError(f"option {option_text(o)} is given twice", location=raw.loc_of(i), path=f"{path}[{i}]")
+        seen.add(key)
     return tuple(options), tuple(raw.loc_of(i) for i in range(len(raw)))
 
 
@@ -375,18 +387,22 @@ def _range(raw: object, loc: Location, path: str) -> tuple[tuple, tuple]:
 # Helpers
 
 
+def option_key(v: object) -> object:
+    """What makes options equal, as a hashable key: the kind (booleans are not numbers, an
+    expression is text without its surrounding spaces, a list its items) and the value
+    (``1`` and ``1.0`` are one number)."""
+    if isinstance(v, (list, tuple)):
+        return ("list", tuple(option_key(x) for x in v))
+    if isinstance(v, bool):
+        return ("bool", v)
+    if isinstance(v, str):
+        return ("text", v.strip())
+    return ("number", v)
+
+
 def same_option(a: object, b: object) -> bool:
     """Equal options: the same kind (booleans are not numbers) and value."""
-    if isinstance(a, tuple) or isinstance(b, tuple):
-        return (
-            isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
-            and all(same_option(x, y) for x, y in zip(a, b, strict=True))
-        )  # fmt: skip
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, str) or isinstance(b, str):
-        return isinstance(a, str) and isinstance(b, str) and a.strip() == b.strip()
-    return a == b
+    return option_key(a) == option_key(b)
 
 
 def plain(v: object) -> object:
@@ -446,6 +462,7 @@ __all__ = [
     "Position",
     "constraints",
     "find_choices",
+    "option_key",
     "option_text",
     "plain",
     "same_option",

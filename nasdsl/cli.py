@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import gc
 import importlib
+import io
 import os
 import stat
 import sys
@@ -31,7 +32,7 @@ from nasdsl import __version__, ir
 from nasdsl.api import MAX_PARAMS, compile_spec, few_collections
 from nasdsl.build import MAX_NODES
 from nasdsl.ensemble import CompiledEnsemble
-from nasdsl.errors import NasdslError
+from nasdsl.errors import NasdslError, one_line, terminal_text
 from nasdsl.loader import Limits
 from nasdsl.optimize import DEFAULT_TARGET, TARGETS
 from nasdsl.summary import render
@@ -203,7 +204,7 @@ def _run_check(args: argparse.Namespace, net) -> int:
     inference = net.totals()
     training = net.totals(with_aux=True)
     ms = (time.perf_counter() - args.started) * 1000
-    print(f"{args.spec}: ok: {_counts(net, inference, training)} ({ms:.0f} ms)")
+    print(f"{one_line(args.spec)}: ok: {_counts(net, inference, training)} ({ms:.0f} ms)")
     return 0
 
 
@@ -395,7 +396,7 @@ def _run_compile(args: argparse.Namespace, net) -> int:
         )
     write_atomic(args.output, data)
     optimised = f", optimised for {args.target}" if args.target is not None else ""
-    print(f"wrote {args.output} ({len(data):,} bytes{optimised})")
+    print(f"wrote {one_line(args.output)} ({len(data):,} bytes{optimised})")
     return 0
 
 
@@ -513,7 +514,7 @@ def _run_build(args: argparse.Namespace, net) -> int:
         print(f"[{time.perf_counter() - start:6.2f}s] {text}", flush=True)
 
     inference, training = net.totals(), net.totals(with_aux=True)
-    step(f"check: {args.spec}: {_counts(net, inference, training)}")
+    step(f"check: {one_line(args.spec)}: {_counts(net, inference, training)}")
     step("summary:")
     sys.stdout.write(render(net.summary(), "table"))
     from nasdsl.backends import onnx as onnx_backend
@@ -531,7 +532,7 @@ def _run_build(args: argparse.Namespace, net) -> int:
     out = os.path.join(args.output_dir, net.name)
     write_atomic(out + ".py", source)
     write_atomic(out + ".onnx", data)
-    step(f"wrote {out}.py and {out}.onnx")
+    step(f"wrote {one_line(out)}.py and {one_line(out)}.onnx")
     from nasdsl.backends.verify import verify
 
     result = verify(net.graph, state_dict=weights, opset=args.opset)
@@ -623,10 +624,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.spec}: '{command.name}' takes a model spec, not an ensemble; run it on a member's spec "
                 f"(the commands that take an ensemble: {', '.join(ENSEMBLE_COMMANDS)})"
             )
-        if command.name in QUICK_COMMANDS:  # graph work alone: see api.few_collections
-            with few_collections():
-                return command.run(args, net)
-        return command.run(args, net)
+        with contextlib.redirect_stdout(_Terminal(sys.stdout)):
+            if command.name in QUICK_COMMANDS:  # graph work alone: see api.few_collections
+                with few_collections():
+                    return command.run(args, net)
+            return command.run(args, net)
     except NasdslError as e:
         print(e.format(), file=sys.stderr)
         return 2
@@ -638,6 +640,30 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(BUG.format(type(e).__name__), file=sys.stderr)
         return 1
+
+
+class _Terminal(io.TextIOBase):
+    """Standard output as the commands write it, with every control character (an escape
+    sequence, a carriage return, a bidirectional override from a file name, a spec or an
+    option) shown as its escape: whatever a command prints, a terminal shows it as text.
+    Newlines and tabs pass; a value quoted on one line is made one line where it is quoted
+    (:func:`nasdsl.errors.one_line`)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.stream.write(terminal_text(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
 
 
 def entry() -> int:

@@ -155,9 +155,14 @@ def _plain(kind: str, name: str, details: str) -> str:
 
 
 def _label(kind: str, name: str, details: str, notes: list[str]) -> str:
-    head = " ".join(p for p in (f"<B>{_text(kind)}</B>" if kind else "", _text(name), _text(details)) if p)
-    small = [f'<FONT POINT-SIZE="9">{_text(n)}</FONT>' for n in notes]
-    return "<" + "<BR/>".join([head, *small]) + ">"
+    """An HTML-like label: the head line (kind, name, details) in bold, then each note small.
+    Each line is written in one font, so that Graphviz writes it as one SVG text element: a
+    line of two runs (a bold kind, then the rest) lost the space between them in some
+    renderers ("Inceptioninception3a" in rsvg-convert)."""
+    head = " ".join(p for p in (kind, name, details) if p)
+    lines = [f"<B>{_text(head)}</B>"] if head else []
+    lines += [f'<FONT POINT-SIZE="9">{_text(n)}</FONT>' for n in notes]
+    return "<" + "<BR/>".join(lines or [""]) + ">"
 
 
 def _figures(g: nx.DiGraph, nodes: list[str], show: tuple[str, ...]) -> list[str]:

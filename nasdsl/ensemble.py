@@ -44,8 +44,9 @@ from nasdsl.ensemble_ir import members as members_of
 from nasdsl.errors import ErrorList, LimitError, Location, NasdslError, SpecError
 from nasdsl.evaluation import DEFAULT, Evaluation, parse_evaluation
 from nasdsl.loader import Limits, YMap, scalar_type_name
+from nasdsl.numbers import number_errors
 from nasdsl.ops import describe
-from nasdsl.spec import check_name, did_you_mean, join, refuse_leftovers
+from nasdsl.spec import check_name, defer, did_you_mean, flatten, join, refuse_leftovers
 
 TOP_KEYS = ("nasdsl", "name", "doc", "extends", "ensemble", "evaluation")
 ENSEMBLE_KEYS = ("members", "combine")
@@ -71,6 +72,7 @@ class MemberSpec:
     loc: Location
     keypath: str
     spec_loc: Location
+    weights_loc: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def load_ensemble(
             doc = set_path(doc, path, value, loc)
         else:
             passed.append((path, value, loc))
+    defer(number_errors(doc))  # member weights near the float limit summed to infinity
     sha = document.spec_hash(doc)
     return parse_ensemble(doc, files[0], files, sha, tuple(passed))
 
@@ -158,13 +161,14 @@ def parse_ensemble(
         rest = YMap(doc.loc)
         rest.update(left)
         rest.key_locs = doc.key_locs
-        key = next(iter(left))
-        hint = " (an ensemble's layers are its members' specs: ensemble.members)" if key in ("model", "input") else ""
+        hint = " (an ensemble's layers are its members' specs: ensemble.members)"
         try:
-            refuse_leftovers(rest, TOP_KEYS, "", "an ensemble spec")
-        except SpecError as e:
-            e.message += hint
-            errors.append(e)
+            refuse_leftovers(rest, TOP_KEYS, "", "an ensemble spec", deferrable=False)
+        except NasdslError as e:
+            for x in flatten(e):
+                if x.path in ("model", "input"):
+                    x.message += hint
+                errors.append(x)
     if errors:
         raise ErrorList(errors) if len(errors) > 1 else errors[0]
     return EnsembleSpec(name, text, file, files, sha256, members, combine, evaluation, doc.loc_of("name"), doc.loc)
@@ -257,7 +261,10 @@ def _parse_member(name: str, raw: object, entries: YMap, file: str, passed) -> M
     rest.update(left)
     rest.key_locs = raw.key_locs
     refuse_leftovers(rest, MEMBER_KEYS, path, "a member")
-    return MemberSpec(name, shown, real, (*overrides, *passed), weights_path, float(weight), loc, path, spec_loc)
+    weights_loc = raw.loc_of("weights") if weights is not None else None
+    return MemberSpec(
+        name, shown, real, (*overrides, *passed), weights_path, float(weight), loc, path, spec_loc, weights_loc
+    )
 
 
 def _relative(value: object, loc: Location, path: str, file: str, what: str) -> tuple[Path, str]:
@@ -454,6 +461,13 @@ def compile_ensemble(
     def compiled(path: str, overrides: str) -> object:
         m = by_key[(path, overrides)]
         doc, files = document.load_document(m.path, limits=limits, display_name=m.shown)
+        if is_ensemble_document(doc):  # itself, or a cycle a -> b -> a, or any nesting
+            raise SpecError(
+                f"member {m.name}: {m.shown} is an ensemble spec; a member must be a model spec "
+                "(ensembles do not nest: list the inner ensemble's members here instead)",
+                location=m.spec_loc,
+                path=join(m.keypath, "spec"),
+            )
         values = {k: v for k, v, _ in m.overrides}
         locations = {k: loc for k, _, loc in m.overrides}
         return compile_member(doc, files, values, locations)
@@ -535,7 +549,11 @@ def _build(spec: EnsembleSpec, results: list[tuple[str, object]]) -> nx.DiGraph:
         )
     if errors:
         raise ErrorList(errors) if len(errors) > 1 else errors[0]
-    total = sum(m.weight for m in spec.members)
+    # shares: each weight over the largest first, so that weights near the float limit cannot sum to
+    # infinity (which made every share 0: an unweighted mean without a word)
+    largest = max(m.weight for m in spec.members)
+    scaled = {m.name: m.weight / largest for m in spec.members}
+    total = sum(scaled.values())
     members = tuple(
         Member(
             name,
@@ -543,9 +561,10 @@ def _build(spec: EnsembleSpec, results: list[tuple[str, object]]) -> nx.DiGraph:
             specs[name].shown,
             tuple((k, _plain(v)) for k, v, _ in specs[name].overrides),
             specs[name].weights,
-            specs[name].weight / total,
+            scaled[name] / total,
             specs[name].loc,
             specs[name].keypath,
+            specs[name].weights_loc,
         )
         for name, c in results
     )
@@ -604,9 +623,10 @@ def member_state_dict(net: CompiledEnsemble) -> dict[str, object] | None:
         return None
     out: dict[str, object] = {}
     for i, m in enumerate(members_of(net.graph)):
-        if m.weights is not None and not os.path.exists(m.weights):
-            raise SpecError(f"no such weights file: {m.weights}", location=m.loc, path=f"{m.keypath}.weights")
-        part = load_weights(m.weights) if m.weights else initial_weights(m.graph, seed=i)
+        loc, keypath = m.weights_loc or m.loc, f"{m.keypath}.weights"
+        if m.weights is not None and not os.path.lexists(m.weights):
+            raise SpecError(f"no such weights file: {m.weights}", location=loc, path=keypath)
+        part = load_weights(m.weights, location=loc, keypath=keypath) if m.weights else initial_weights(m.graph, seed=i)
         out.update({f"{m.name}.{k}": v for k, v in part.items()})
     return out
 

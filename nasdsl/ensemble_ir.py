@@ -55,6 +55,8 @@ class Member:
     weight: float = 1.0
     loc: Location | None = None
     keypath: str = ""
+    #: where ``weights`` is written (errors reading the file point there)
+    weights_loc: Location | None = None
 
 
 def is_ensemble(graph: object) -> bool:

@@ -47,6 +47,22 @@ def printable(text: str) -> str:
     return re.sub(rf"[^\s]{{{MAX_WORD + 1},}}", _cut, shown)
 
 
+#: what a terminal must not get raw: C0 and C1 controls but tab and newline, DEL, bidirectional overrides
+TERMINAL_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` with every character of :data:`TERMINAL_CONTROL` shown as its escape; newlines
+    and tabs kept (what the command line's standard output goes through)."""
+    return TERMINAL_CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
+
+
+def one_line(text: str) -> str:
+    """Text that stays on one line of a terminal, a comment or a log: every character that is
+    not printable, the newline included, shown as its escape (``\\n``, ``\\x1b``, ``\\u202e``)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _cut(m: re.Match[str]) -> str:
     word = m[0]
     return f"{word[: MAX_WORD // 2]}...{word[-MAX_WORD // 4 :]}"
@@ -72,8 +88,8 @@ class NasdslError(Exception):
         return self
 
     def format(self) -> str:
-        where = f"{printable(str(self.location))}: " if self.location is not None else ""
-        what = f"{printable(self.path)}: " if self.path else ""
+        where = f"{printable(one_line(str(self.location)))}: " if self.location is not None else ""
+        what = f"{printable(one_line(self.path))}: " if self.path else ""
         return f"{where}{self.kind}: {what}{printable(self.message)}"
 
     def __str__(self) -> str:
@@ -102,6 +118,10 @@ class CodegenError(NasdslError):
 
 class WeightsError(NasdslError):
     """A weights file that cannot be read, or a state_dict that does not fit the spec."""
+
+
+class DataError(NasdslError):
+    """Evaluation or training data that cannot be used: a folder, an image (nasdsl/imagefolder.py)."""
 
 
 class ErrorList(NasdslError):

@@ -131,7 +131,9 @@ module's: code that runs rendered text must have them in scope.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import keyword
 import math
 import operator
@@ -627,6 +629,20 @@ class Expr:
     def render(self, rename: Mapping[str, str] | None = None) -> str:
         """Python source for the expression, with names mapped through ``rename``."""
         return _render(self._root, renamer(rename))[0]
+
+    @functools.cached_property
+    def size(self) -> int:
+        """The number of nodes of the parse tree: what one evaluation costs, about."""
+        count, stack = 0, [self._root]
+        while stack:
+            node = stack.pop()
+            count += 1
+            stack.extend(
+                getattr(node, f.name) for f in dataclasses.fields(node) if isinstance(getattr(node, f.name), _Node)
+            )
+            if isinstance(node, _Call):
+                stack.extend(node.args)
+        return count
 
 
 def parse(text: str) -> Expr:

@@ -68,8 +68,8 @@ def optimize(
     graph: object, target: str = "cuda", *, rewrites: tuple[str, ...] | None = None, verify: bool | str | None = None
 ) -> nx.DiGraph:
     """The inference graph of ``graph`` (the IR or a compiled spec) optimised for
-    ``target``: ``g.graph["optimized"]`` names the target, ``g.graph["pipeline"]``
-    the passes, ``g.graph["derivation"]`` how its weights come from the
+    ``target``: ``ir.info(g).optimized`` names the target, ``ir.info(g).pipeline``
+    the passes, ``ir.info(g).derivation`` how its weights come from the
     unoptimised model's. ``rewrites`` replaces the target's rewrites (pass names,
     for experiments such as the benchmarks'). With ``verify``, the graph is checked
     after every pass."""

@@ -56,8 +56,9 @@ from nasdsl.loader import YMap
 from nasdsl.ops import describe
 from nasdsl.spec import Value, did_you_mean, parse_value
 
-#: the most assignments counting or checking a group of dependent choices may try
-MAX_TRIES = 2_000_000
+#: the most work counting or listing the variants of a group of tied choices may take: the
+#: assignments tried times the expression nodes each one evaluates (a few seconds)
+MAX_WORK = 3_000_000
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,11 @@ class Space:
             tuple(points_of(c.value) for c in self.constraints),
         )
 
-    def count(self) -> int:
-        """The exact number of variants: the product of the option counts where choices are
-        independent; else the product, over groups of points that conditions and constraints
-        tie together, of the assignments of each group that are variants."""
-        if self.independent:
-            return self.size
+    @cached_property
+    def _groups(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+        """The points that conditions and constraints tie together: (points, constraints) per
+        group, in the order of their first point; a point that nothing ties is a group of one
+        without constraints."""
         when_deps, constraint_deps = self._dependencies
         parent = list(range(len(self.points)))
 
@@ -144,38 +144,72 @@ class Space:
         groups: dict[int, list[int]] = {}
         for i in range(len(self.points)):
             groups.setdefault(find(i), []).append(i)
-        total = 1
+        out = []
         for members in groups.values():
-            constrained = [
+            constrained = tuple(
                 c for c, deps in enumerate(constraint_deps) if deps and find(next(iter(deps))) == find(members[0])
-            ]
-            if len(members) == 1 and self.points[members[0]].when is None and not constrained:
+            )
+            out.append((tuple(members), constrained))
+        return tuple(out)
+
+    def _free(self, members: tuple[int, ...], constrained: tuple[int, ...]) -> bool:
+        return len(members) == 1 and self.points[members[0]].when is None and not constrained
+
+    def count(self) -> int:
+        """The exact number of variants: the product of the option counts where choices are
+        independent; else the product, over groups of points that conditions and constraints
+        tie together, of the assignments of each group that are variants."""
+        if self.independent:
+            return self.size
+        total = 1
+        for g, (members, constrained) in enumerate(self._groups):
+            if self._free(members, constrained):
                 total *= len(self.points[members[0]].options)
-                continue
-            total *= self._count_group(members, constrained)
+            else:
+                total *= len(self._admissible(g))
         # constraints that depend on no choice hold for every variant or for none
-        for c, deps in enumerate(constraint_deps):
+        for c, deps in enumerate(self._dependencies[1]):
             if not deps and self._holds(c, self.default) is False:
                 return 0
         return total
 
-    def _count_group(self, members: list[int], constrained: list[int]) -> int:
+    def _work(self, members: tuple[int, ...], constrained: tuple[int, ...]) -> int:
+        """What trying one assignment of a group costs, in expression nodes evaluated: every
+        variable, the group's constraints and the conditions of its points."""
+        cost = 1 + sum(
+            max(map(_size, self.option_values[s])) if isinstance(s, int) else _size(s) for _, s in self.steps
+        )
+        cost += sum(_size(self.constraints[c].value) for c in constrained)
+        return cost + sum(_size(self.points[i].when) for i in members)
+
+    def _admissible(self, g: int) -> tuple[tuple[int, ...], ...]:
+        """The assignments of group ``g``'s points (option indices, in point order) that are
+        variants, in id order; refused (a located SpecError) when trying them all would cost
+        more than :data:`MAX_WORK`."""
+        found = self.__dict__.setdefault("_admissible_cache", {})
+        if g in found:
+            return found[g]
+        members, constrained = self._groups[g]
         tries = math.prod(len(self.points[i].options) for i in members)
-        if tries > MAX_TRIES:
+        work = tries * self._work(members, constrained)
+        if work > MAX_WORK:
+            first = self.points[members[0]]
             raise SpecError(
                 f"cannot count the variants exactly: {len(members)} choices that conditions or constraints tie "
-                f"together have {tries:,} combinations, more than {MAX_TRIES:,}",
-                location=self.points[members[0]].loc,
-                path=self.points[members[0]].name,
+                f"together have {tries:,} combinations; trying them all means {work:,} evaluation steps, more "
+                f"than {MAX_WORK:,} (fewer options, or constraints on fewer choices)",
+                location=first.loc,
+                path=first.name,
             )
         picks = list(self.default)
-        count = 0
+        out = []
         for combo in _odometer([len(self.points[i].options) for i in members]):
             for i, k in zip(members, combo, strict=True):
                 picks[i] = k
             if self._admits(tuple(picks), members, constrained):
-                count += 1
-        return count
+                out.append(combo)
+        found[g] = tuple(out)
+        return found[g]
 
     # -- ids and picks
 
@@ -249,22 +283,65 @@ class Space:
                 return f"it breaks the constraint {constraint.text} ({constraint.value.loc})"
         return None
 
-    def variants(self, start: int = 0) -> Iterator[tuple[int, ...]]:
-        """Every variant's picks in id order, from id ``start`` on."""
+    def variants(self) -> Iterator[tuple[int, ...]]:
+        """Every variant's picks in id order. Where choices are tied, only the options that
+        keep every group's assignment so far a start of one of its variants are tried, so the
+        next variant is found without walking the pick tuples that are none."""
         radix = self.radix
         if self.independent:
-            yield from _odometer(radix, self.picks_of(start) if start else None)
+            yield from _odometer(radix)
             return
-        for picks in _odometer(radix, self.picks_of(start) if start else None):
-            if self._admits(picks, range(len(radix)), range(len(self.constraints))):
-                yield picks
+        if self.count() == 0:
+            return
+        # per point: its group's admissible prefixes up to it (None: a free point)
+        group_of: dict[int, tuple[int, int]] = {}
+        prefixes: dict[int, list[set[tuple[int, ...]]]] = {}
+        for g, (members, constrained) in enumerate(self._groups):
+            if self._free(members, constrained):
+                continue
+            sets: list[set[tuple[int, ...]]] = [set() for _ in members]
+            for combo in self._admissible(g):
+                for j in range(len(members)):
+                    sets[j].add(combo[: j + 1])
+            prefixes[g] = sets
+            for j, i in enumerate(members):
+                group_of[i] = (g, j)
+        n = len(radix)
+        partial: dict[int, tuple[int, ...]] = {g: () for g in prefixes}
+
+        def options(i: int) -> list[int]:
+            if i not in group_of:
+                return list(range(radix[i]))
+            g, j = group_of[i]
+            return [k for k in range(radix[i]) if (*partial[g], k) in prefixes[g][j]]
+
+        picks: list[int] = []
+        stack = [iter(options(0))] if n else []
+        while stack:
+            i = len(stack) - 1
+            k = next(stack[-1], None)
+            if len(picks) > i:  # the option tried before at this point is undone
+                picks.pop()
+                if i in group_of:
+                    g = group_of[i][0]
+                    partial[g] = partial[g][:-1]
+            if k is None:
+                stack.pop()
+                continue
+            picks.append(k)
+            if i in group_of:
+                g = group_of[i][0]
+                partial[g] = (*partial[g], k)
+            if i == n - 1:
+                yield tuple(picks)
+            else:
+                stack.append(iter(options(i + 1)))
 
     def sample(self, n: int, seed: int) -> list[tuple[int, ...]]:
-        """``n`` distinct variants drawn with ``seed`` (all of them when there are fewer), in id order.
-
-        In an independent space every variant is equally likely. Otherwise each point is drawn
-        uniformly among its options where its condition holds, and draws that break a
-        constraint are drawn again."""
+        """``n`` distinct variants drawn with ``seed`` (all of them when there are fewer), in id
+        order; every variant is equally likely. Where choices are tied, each group of tied
+        choices takes one of its admissible assignments (:meth:`_admissible`), so no draw is
+        wasted on a pick tuple that is no variant. Time and memory follow ``n``."""
         rng = random.Random(seed)
         size = self.size
         if self.independent:
@@ -278,32 +355,28 @@ class Space:
                     chosen.add(rng.randrange(size))
                 ids = list(chosen)
             return [self.picks_of(i) for i in sorted(ids)]
-        if n >= self.count():
+        count = self.count()
+        if n >= count:
             return list(self.variants())
+        if 2 * n >= count:  # most of them: draw from the list rather than wait for the last ones
+            return sorted(rng.sample(list(self.variants()), n))
         found: dict[int, tuple[int, ...]] = {}
-        for _ in range(100 * n + 1000):
-            if len(found) >= n:
-                break
+        while len(found) < n:
             picks = self._draw(rng)
-            if picks is not None:
-                found.setdefault(self.id_of(picks), picks)
+            found.setdefault(self.id_of(picks), picks)
         return [found[i] for i in sorted(found)]
 
-    def _draw(self, rng: random.Random) -> tuple[int, ...] | None:
+    def _draw(self, rng: random.Random) -> tuple[int, ...]:
+        """One variant, uniformly: a random admissible assignment of each group of tied choices,
+        a random option of each free one."""
         picks = list(self.default)
-        for i, p in enumerate(self.points):
-            if p.when is None or self._active(i, self._safe_environment(tuple(picks)) or {}):
-                picks[i] = rng.randrange(len(p.options))
-        result = tuple(picks)
-        if not self._admits(result, range(len(picks)), range(len(self.constraints))):
-            return None
-        return result
-
-    def _safe_environment(self, picks: tuple[int, ...]) -> dict[str, object] | None:
-        try:
-            return self.environment(picks)
-        except NasdslError:
-            return None
+        for g, (members, constrained) in enumerate(self._groups):
+            if self._free(members, constrained):
+                picks[members[0]] = rng.randrange(len(self.points[members[0]].options))
+            else:
+                for i, k in zip(members, rng.choice(self._admissible(g)), strict=True):
+                    picks[i] = k
+        return tuple(picks)
 
     # -- what a variant is
 
@@ -373,8 +446,9 @@ def default_document(doc: YMap) -> YMap:
     if not points and CONSTRAINTS not in doc:
         return doc
     rules = constraints(doc)
+    option_values = _option_values(points)  # an option that is no value is refused, chosen or not
     try:
-        steps, option_values = _steps(doc, points)
+        steps, option_values = _steps(doc, points, option_values)
     except NasdslError:
         steps = None  # a malformed variable: the parser reports it
     space = Space(doc, "", (), points, rules, steps or (), option_values if steps else ())
@@ -410,14 +484,21 @@ def _values_used(value: Value, env: Mapping[str, object]) -> str:
     return ", ".join(f"{n} = {describe(env[n])}" for n in sorted(value.names) if n in env) or "no variables"
 
 
-def _steps(doc: YMap, points: tuple[ChoicePoint, ...]) -> tuple[tuple, tuple]:
-    option_values = tuple(
+def _option_values(points: tuple[ChoicePoint, ...]) -> tuple[tuple[Value, ...], ...]:
+    """Every option of every point parsed as a value (a malformed one is the spec's error,
+    whether or not it is the default)."""
+    return tuple(
         tuple(
             parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path)
             for o, loc in zip(p.options, p.option_locs, strict=True)
         )
         for p in points
     )
+
+
+def _steps(doc: YMap, points: tuple[ChoicePoint, ...], option_values=None) -> tuple[tuple, tuple]:
+    if option_values is None:
+        option_values = _option_values(points)
     by_variable = {p.variable: i for i, p in enumerate(points) if p.variable is not None}
     variables = doc.get("variables")
     steps: list[tuple[str, Value | int]] = []
@@ -445,6 +526,15 @@ def _check_conditions(space: Space) -> None:
                 location=p.when.loc,
                 path=p.when.path,
             )
+
+
+def _size(value: Value | None) -> int:
+    """Expression nodes in a value (a literal is one)."""
+    if value is None:
+        return 0
+    if value.items is not None:
+        return sum(_size(v) for v in value.items)
+    return value.expr.size if value.expr is not None else 1
 
 
 def _odometer(radix: list[int] | tuple[int, ...], start: tuple[int, ...] | None = None) -> Iterator[tuple[int, ...]]:

@@ -11,10 +11,12 @@ The language itself is documented in ``docs/spec-language.md``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import keyword
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -305,17 +307,65 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def refuse_leftovers(m: YMap, allowed: Iterable[str], path: str, what: str) -> None:
+#: where unknown keys go while :func:`deferring_unknown_keys` is active (else they are raised)
+_DEFERRED: ContextVar[list[NasdslError] | None] = ContextVar("nasdsl_deferred_errors", default=None)
+
+
+def refuse_leftovers(m: YMap, allowed: Iterable[str], path: str, what: str, *, deferrable: bool = True) -> None:
+    """Refuse every key of ``m`` (the keys left after the known ones were popped), each with
+    the allowed keys and a did-you-mean. Under :func:`deferring_unknown_keys` they are
+    recorded instead and parsing goes on without them (unless not ``deferrable``)."""
     allowed = list(allowed)
+    errors: list[NasdslError] = []
     for key in m:
         hint = did_you_mean(key, allowed)
         if key in PLACEMENT_KEYS and key not in allowed:
             hint = f" ('{key}' places an entry only in a model or outputs section of a document that extends another)"
-        raise SpecError(
-            f"unknown key '{key}' in {what}{hint}; allowed: {', '.join(allowed)}",
-            location=m.key_locs.get(key, m.loc),
-            path=join(path, key),
+        errors.append(
+            SpecError(
+                f"unknown key '{key}' in {what}{hint}; allowed: {', '.join(allowed)}",
+                location=m.key_locs.get(key, m.loc),
+                path=join(path, key),
+            )
         )
+    deferred = _DEFERRED.get() if deferrable else None
+    if deferred is not None:
+        for e in errors:
+            e.ignored_in = path  # the block parsed without this key (see ``follows_from_ignored``)
+        deferred.extend(errors)
+        return
+    raise_errors(errors)
+
+
+def follows_from_ignored(e: NasdslError, deferred: Iterable[NasdslError]) -> bool:
+    """Whether ``e`` is about a block that was parsed without one of its (unknown) keys: such
+    an error may only follow from the ignored key (``kernal: 3`` gives "missing attribute
+    kernel"), and is not reported beside it."""
+    blocks = {getattr(d, "ignored_in", None) for d in deferred}
+    return e.path is not None and e.path in blocks
+
+
+@contextlib.contextmanager
+def deferring_unknown_keys() -> Iterator[list[NasdslError]]:
+    """Collect the unknown keys that parsing finds in the list this yields instead of raising
+    them: an unknown key is ignored, the rest of its entry is parsed, and the errors the
+    build finds later (an unknown template, a bad reference) are reported in the same run.
+    The caller must raise what the list holds (``nasdsl.api`` does, with every other error)."""
+    found: list[NasdslError] = []
+    token = _DEFERRED.set(found)
+    try:
+        yield found
+    finally:
+        _DEFERRED.reset(token)
+
+
+def defer(errors: list[NasdslError]) -> None:
+    """Record ``errors`` under :func:`deferring_unknown_keys`, or raise them at once."""
+    deferred = _DEFERRED.get()
+    if deferred is not None:
+        deferred.extend(errors)
+    else:
+        raise_errors(errors)
 
 
 def join(path: str, key: str | int) -> str:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from nasdsl.evaluation import CORNERS, Evaluation
+from nasdsl.imagefolder import BadImage, Listing, list_folder, load_image
 
 _SQUARE_CODE = {"image": -1, "left": 0, "center": 1, "right": 2}
 _WINDOW_CODE = {**{c: i for i, c in enumerate(CORNERS)}, "center": 4, "full": 5}
@@ -145,14 +146,31 @@ def evaluate_batch(
 
 class _Prepare:
     """Per image: the shorter side brought to ``side`` (antialiased), then a tensor in the
-    spec's pixel convention (picklable for loader workers)."""
+    spec's pixel convention (picklable for loader workers). An image whose resized copy would
+    need more than ``max_bytes`` (a thin strip brought to a large scale) is refused, before
+    anything is resized."""
 
-    def __init__(self, side: int, channels: int, scale: float, bgr: bool):
+    def __init__(self, side: int, channels: int, scale: float, bgr: bool, max_bytes: int | None = None):
         self.side, self.channels, self.scale, self.bgr = side, channels, scale, bgr
+        self.max_bytes = max_bytes
 
-    def __call__(self, image) -> torch.Tensor:
+    def resized_bytes(self, width: int, height: int) -> int:
+        """The bytes of the float tensor of an image of this size once resized."""
+        short, long = min(width, height), max(width, height)
+        return self.channels * self.side * max(1, long * self.side // max(short, 1)) * 4
+
+    def __call__(self, image, path: str = "") -> torch.Tensor | BadImage:
         from torchvision.transforms import functional as TF
 
+        need = self.resized_bytes(*image.size)
+        if self.max_bytes is not None and need > self.max_bytes:
+            w, h = image.size
+            return BadImage(
+                path,
+                f"{w}x{h} pixels: with its shorter side resized to {self.side} it would take "
+                f"{need / (1 << 30):.1f} GiB, more than {self.max_bytes / (1 << 30):.1f} GiB an image may take "
+                "(--max-memory over --batch-size)",
+            )
         image = image.convert("L" if self.channels == 1 else "RGB")
         t = TF.pil_to_tensor(TF.resize(image, self.side, antialias=True)).float() / 255
         if self.bgr and t.shape[0] == 3:
@@ -160,8 +178,34 @@ class _Prepare:
         return t * self.scale
 
 
-def pad_batch(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images of different sizes on one canvas (top-left), their sizes, their labels."""
+class FolderImages:
+    """The images of a walked folder (:func:`nasdsl.imagefolder.list_folder`) as a map-style data
+    set: ``(tensor, label)`` per image, or ``(BadImage, label)`` for one that cannot be used
+    (:func:`pad_batch` passes it on, and the caller raises its error in the main process)."""
+
+    def __init__(self, listing: Listing, prepare: Callable):
+        self.classes = list(listing.classes)
+        self.samples = list(listing.samples)
+        self.skipped = listing.skipped
+        self.prepare = prepare
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        image = load_image(path)
+        if isinstance(image, BadImage):
+            return image, label
+        return self.prepare(image, path), label
+
+
+def pad_batch(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | BadImage:
+    """Images of different sizes on one canvas (top-left), their sizes, their labels; the
+    first :class:`~nasdsl.imagefolder.BadImage` of the batch instead, when it holds one."""
+    bad = next((t for t, _ in items if isinstance(t, BadImage)), None)
+    if bad is not None:
+        return bad
     sizes = torch.tensor([t.shape[1:] for t, _ in items], dtype=torch.int64)
     c = items[0][0].shape[0]
     out = torch.zeros(len(items), c, int(sizes[:, 0].max()), int(sizes[:, 1].max()))
@@ -170,11 +214,32 @@ def pad_batch(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, 
     return out, sizes, torch.tensor([y for _, y in items], dtype=torch.int64)
 
 
-def image_folder(root: str, ev: Evaluation, channels: int, scale: float, bgr: bool):
-    """A torchvision ``ImageFolder`` whose images come out ready for :func:`sample_crops`."""
-    from torchvision import datasets
+def image_folder(
+    root: str, ev: Evaluation, channels: int, scale: float, bgr: bool, *, max_image_bytes: int | None = None
+) -> FolderImages:
+    """The images of ``root`` (``DIR/<class>/<image>``, walked once: nasdsl/imagefolder.py),
+    coming out ready for :func:`sample_crops`."""
+    return FolderImages(list_folder(root), _Prepare(max(ev.scales), channels, scale, bgr, max_image_bytes))
 
-    return datasets.ImageFolder(root, transform=_Prepare(max(ev.scales), channels, scale, bgr))
+
+def batch_bytes(ev: Evaluation, channels: int, batch: int, crop_batch: int) -> int:
+    """The memory a batch of square images takes at the largest scale, about: each image resized
+    and placed on the canvas, and the crops cut from the batch (a smallest estimate: an image
+    longer than it is wide takes more, and is checked when it is read)."""
+    side = max(ev.scales)
+    images = 3 * batch * channels * side * side * 4  # the resized image, its tensor, the padded canvas
+    crops = 2 * batch * ev.count * channels * ev.size * ev.size * 4  # sampled, then flattened for the model
+    return images + crops + min(crop_batch, batch * ev.count) * channels * ev.size * ev.size * 4
 
 
-__all__ = ["average", "crop_boxes", "evaluate_batch", "image_folder", "pad_batch", "predict", "sample_crops"]
+__all__ = [
+    "FolderImages",
+    "average",
+    "batch_bytes",
+    "crop_boxes",
+    "evaluate_batch",
+    "image_folder",
+    "pad_batch",
+    "predict",
+    "sample_crops",
+]

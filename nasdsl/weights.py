@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import stat
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import networkx as nx
 
 from nasdsl import ir
-from nasdsl.errors import LimitError, WeightsError
+from nasdsl.errors import LimitError, Location, WeightsError
 from nasdsl.ops import OPS, Weight
 
 if TYPE_CHECKING:  # imported where weights are made or read: checking a spec never needs numpy
@@ -197,53 +200,109 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
 # Reading and checking
 
 
-def load_weights(path: str | os.PathLike) -> dict[str, object]:
+def load_weights(
+    path: str | os.PathLike, *, location: Location | None = None, keypath: str | None = None
+) -> dict[str, object]:
     """Read a state_dict: ``.safetensors`` as numpy arrays (no torch), anything else
     as a ``torch.save``-d mapping of names to tensors (``weights_only``: no code runs).
 
-    Raises :class:`WeightsError` naming the file when it cannot be read or
-    holds something other than a mapping from names to tensors.
+    Only a regular file is opened, and without blocking (a FIFO, a device such as
+    ``/dev/zero`` or a directory is refused at once). Raises :class:`WeightsError` naming
+    the file when it cannot be read or holds something other than a mapping from names to
+    tensors; ``location`` and ``keypath`` say where the path was written (a spec's
+    ``weights:``), so that the error points there.
     """
     name = os.fspath(path)
+    where = {"location": location, "path": keypath}
+    data = read_regular(name, where)
     if name.endswith(".safetensors"):
-        return _load_safetensors(name)
-    return _load_torch(name)
+        return _load_safetensors(name, data, where)
+    return _load_torch(name, data, where)
 
 
-def _load_safetensors(name: str) -> dict[str, object]:
+def read_regular(name: str, where: dict | None = None) -> bytes:
+    """The bytes of the regular file ``name``, opened without blocking and checked through its
+    descriptor (what ``extends`` does for specs): a directory, a device or a FIFO is refused
+    at once (a :class:`WeightsError` at ``where``, a dict of ``location`` and ``path``)."""
+    where = where or {}
     try:
-        from safetensors.numpy import load_file
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}", **where) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise WeightsError(f"cannot read weights from '{name}': it is a directory, expected a file", **where)
+        if not stat.S_ISREG(info.st_mode):
+            raise WeightsError(
+                f"cannot read weights from '{name}': not a regular file (a device, pipe or socket)", **where
+            )
+        chunks = []
+        while chunk := os.read(fd, 1 << 24):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}", **where) from None
+    finally:
+        os.close(fd)
+
+
+def _load_safetensors(name: str, data: bytes, where: dict) -> dict[str, object]:
+    try:
+        from safetensors.numpy import load
     except ImportError:  # pragma: no cover - a dependency of the package
         raise WeightsError("reading .safetensors needs the 'safetensors' package (pip install safetensors)") from None
     try:
-        return dict(load_file(name))
-    except OSError as e:
-        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}") from None
+        return dict(load(data))
     except Exception as e:  # noqa: BLE001 - the reader raises several kinds for a bad file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise WeightsError(f"cannot read weights from '{name}': not a safetensors file ({reason})") from None
+        raise WeightsError(f"cannot read weights from '{name}': not a safetensors file ({reason})", **where) from None
 
 
-def _load_torch(name: str) -> dict[str, object]:
+def _load_torch(name: str, data: bytes, where: dict) -> dict[str, object]:
+    import io
+    import warnings
+
     import torch
 
     try:
-        obj = torch.load(name, weights_only=True, map_location="cpu")
-    except OSError as e:
-        raise WeightsError(f"cannot read weights from '{name}': {e.strerror or e}") from None
+        with warnings.catch_warnings():  # torch's notes about pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - torch.load raises many kinds for a bad file
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        reason = next((line for line in lines if "Unpickler error" in line), lines[0] if lines else type(e).__name__)
-        raise WeightsError(
-            f"cannot read weights from '{name}': not a file of tensors saved with torch.save ({reason})"
-        ) from None
+        raise WeightsError(f"cannot read weights from '{name}': {refusal(e)}", **where) from None
     if not isinstance(obj, Mapping):
-        raise WeightsError(f"'{name}' holds a {type(obj).__name__}, expected a state_dict (names to tensors)")
+        raise WeightsError(f"'{name}' holds a {type(obj).__name__}, expected a state_dict (names to tensors)", **where)
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         hint = "; for a checkpoint, save its state_dict alone" if {"state_dict", "model"} & set(map(str, obj)) else ""
-        raise WeightsError(f"'{name}' is not a state_dict: entries that are not tensors: {_listing(sorted(bad))}{hint}")
+        raise WeightsError(
+            f"'{name}' is not a state_dict: entries that are not tensors: {_listing(sorted(bad))}{hint}", **where
+        )
     return dict(obj)
+
+
+#: a line of torch.load's refusal that names the Python object a pickle asked for
+_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
+
+
+def refusal(e: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words: the Python object a
+    pickle asked for (``posix.system``), else the unpickler's own reason. Never torch's advice
+    to load with ``weights_only=False``, which would run the file's code."""
+    text = str(e)
+    found = _GLOBAL.search(text)
+    if found:
+        return (
+            f"it asks for the Python object '{found[1]}', which loading weights does not allow "
+            "(a weights file holds tensors and plain containers only; no code from it runs)"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    advice = ("weights_only", "Please ", "Check the documentation", "Re-running", "file an issue", "https://")
+    reasons = [line for line in lines if not any(a in line for a in advice)]
+    if reasons:
+        return f"not a file of tensors saved with torch.save ({reasons[0][:200]})"
+    return f"not a file of tensors saved with torch.save ({type(e).__name__})"
 
 
 def _listing(items: Sequence[str]) -> str:
@@ -269,6 +328,20 @@ def _as_array(value: object) -> np.ndarray | None:
     return None
 
 
+def _judge(key: str, value: object, w: Weight) -> tuple[np.ndarray | None, str | None, bool]:
+    """One entry of a state_dict against the model's weight ``w``: (its array, None, True) when
+    it fits; (None, why, True) when it cannot be loaded at all (not a tensor; integers for
+    floating point values); (None, why, False) when only its shape differs."""
+    array = _as_array(value)
+    if array is None:
+        return None, f"{key} (expected a tensor, found {type(value).__name__})", True
+    if w.dtype == "float32" and array.dtype.kind != "f":
+        return None, f"{key} (expected floating point values, found {getattr(value, 'dtype', array.dtype)})", True
+    if tuple(array.shape) != w.shape:
+        return None, f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})", False
+    return array, None, True
+
+
 def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
     """The float weights that graph ``needed`` (derived from ``g``) takes, as float32 arrays.
 
@@ -277,7 +350,7 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
     ``needed`` leaves out, such as auxiliary heads, are accepted and ignored;
     so is BatchNorm's ``num_batches_tracked``), every shape right. Values are
     numpy arrays or torch tensors. Raises :class:`WeightsError` listing the
-    offenders.
+    offenders. The rules for one entry are :func:`fit_weights`' too.
     """
     import numpy as np
 
@@ -294,14 +367,9 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
         if key not in known:
             unexpected.append(key)
             continue
-        w = known[key]
-        array = _as_array(value)
-        if array is None:
-            wrong.append(f"{key} (expected a tensor, found {type(value).__name__})")
-        elif tuple(array.shape) != w.shape:
-            wrong.append(f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})")
-        elif w.dtype == "float32" and array.dtype.kind != "f":
-            wrong.append(f"{key} (expected floating point values, found {getattr(value, 'dtype', array.dtype)})")
+        array, why, _ = _judge(key, value, known[key])
+        if why is not None:
+            wrong.append(why)
         elif key in wanted:
             out[key] = np.asarray(array, dtype=np.float32)
     if missing or unexpected or wrong:
@@ -311,6 +379,51 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
                 lines.append(f"  {label} ({len(items)}): {_listing(items)}")
         raise WeightsError("\n".join(lines))
     return {k: out[k] for k in wanted}
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What of a state_dict fits a graph's model, for a warm start (fine-tuning): ``arrays``
+    (key -> numpy array in the model's dtype), and the keys left out: ``reshaped`` (another
+    shape in the file), ``missing`` (the model's, not in the file), ``unknown`` (the file's,
+    not in the model)."""
+
+    arrays: dict[str, np.ndarray]
+    reshaped: tuple[str, ...]
+    missing: tuple[str, ...]
+    unknown: tuple[str, ...]
+
+
+def fit_weights(g: nx.DiGraph, state_dict: Mapping[str, object], *, source: str = "the state_dict") -> Fit:
+    """The entries of ``state_dict`` that ``g``'s model can start from, by the rules of
+    :func:`check_weights` (what the command line loads) with two allowances: a parameter of
+    another shape, and one missing from the file, keep the model's initialisation. An entry
+    of the wrong kind (integers where the model has floating point values, a non-tensor) is
+    an error, never converted; so is a file of which nothing fits."""
+    import numpy as np
+
+    known = parameters(g)
+    wrong: list[str] = []
+    arrays: dict[str, np.ndarray] = {}
+    reshaped: list[str] = []
+    unknown: list[str] = []
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or key not in known:
+            unknown.append(str(key))
+            continue
+        array, why, fatal = _judge(key, value, known[key])
+        if why is None:
+            arrays[key] = np.asarray(array, dtype=np.dtype(known[key].dtype))
+        elif fatal:
+            wrong.append(why)
+        else:
+            reshaped.append(key)
+    if wrong:
+        raise WeightsError(f"{source} does not fit {ir.info(g).name}: wrong ({len(wrong)}): {_listing(wrong)}")
+    if not arrays:
+        raise WeightsError(f"{source}: none of its {len(state_dict)} tensors has a name and shape of the model")
+    missing = [k for k in known if k not in state_dict]
+    return Fit(arrays, tuple(sorted(reshaped)), tuple(sorted(missing)), tuple(sorted(unknown)))
 
 
 def to_torch(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
@@ -323,10 +436,14 @@ def to_torch(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
 
 __all__ = [
     "MAX_MEMORY",
+    "Fit",
     "check_memory",
     "check_weights",
+    "fit_weights",
     "initial_weights",
     "load_weights",
+    "read_regular",
+    "refusal",
     "param_shapes",
     "parameters",
     "to_torch",

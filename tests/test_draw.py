@@ -753,3 +753,19 @@ def test_cli_draw_end_to_end(tmp_path):
         ET.parse(svg)
     bad = cli(spec, "-o", str(tmp_path / "x.dot"), "--focus", "nowhere")
     assert bad.returncode == 2 and "no block 'nowhere' to focus on" in bad.stderr
+
+
+@needs_dot
+def test_each_line_of_a_label_is_one_svg_text_element(googlenet):
+    """A label line written as two runs (a bold kind, then the name) became two <text> elements
+    whose space some renderers drop ("Inceptioninception3a" in rsvg-convert): each line of a
+    box, a cluster's title or an edge label is one element, holding its words with their spaces."""
+    svg = ET.fromstring(draw.render(draw.to_dot(googlenet, depth=1), "svg"))
+    ns = "{http://www.w3.org/2000/svg}"
+    groups = [g for g in svg.iter(f"{ns}g") if g.get("class") in ("node", "cluster", "edge")]
+    assert len(groups) > 50
+    for g in groups:
+        ys = [t.get("y") for t in g.iter(f"{ns}text")]
+        assert len(ys) == len(set(ys)), (g.findtext(f"{ns}title"), [t.text for t in g.iter(f"{ns}text")])
+    texts = ["".join(t.itertext()) for t in svg.iter(f"{ns}text")]
+    assert "Inception inception3a (64, 96, 128, 16, 32, 32)" in texts

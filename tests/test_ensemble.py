@@ -122,6 +122,28 @@ def test_the_ensemble_graph_holds_each_member_graph(folder):
     assert keys == {f"a.{k}" for k in initial_weights(a.graph)} | {f"b.{k}" for k in initial_weights(b.graph)}
 
 
+def test_weights_near_the_float_limit_are_refused_and_shares_cannot_overflow(folder, capsys):
+    """Weights 1.7e308 and 1e308 summed to infinity and both shares became 0: the ensemble was an
+    unweighted mean without a word. They are refused where written (numbers of a spec stay within
+    2^53); and the shares, computed over the largest weight, hold for a parsed spec that has them."""
+    import nasdsl.api
+    from nasdsl import document
+    from nasdsl import ensemble as ensembles
+    from nasdsl.loader import Limits
+
+    path = ensemble(folder, "a: {spec: tiny.yaml, weight: 1.7e+308}\nb: {spec: tiny.yaml, weight: 1.0e+308}\n")
+    code, _, err = run_cli(capsys, "check", path)
+    assert code == 2 and "ensemble.members.a.weight: expected a finite number of magnitude at most 2^53" in err
+    doc, files = document.load_document(path)
+    spec = ensembles.parse_ensemble(doc, files[0], files, "")  # past the number rule, straight to the shares
+    def member(doc, files, values, locations):
+        return nasdsl.api.compile_spec(nasdsl.api.model_spec(doc, files, values, locations))
+
+    net = ensembles.compile_ensemble(spec, member, limits=Limits(), max_params=10**9)
+    shares = [m.weight for m in ensemble_ir.members(net.graph)]
+    assert shares == pytest.approx([1.7 / 2.7, 1.0 / 2.7]) and "weighted mean" in net.summary()["footer"][0]
+
+
 def test_the_ir_page_documents_the_ensemble_graph(folder):
     net = nasdsl.compile_spec(ensemble(folder, "a: tiny.yaml\nb: other.yaml\n"))
     g = net.graph

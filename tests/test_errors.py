@@ -1012,6 +1012,36 @@ CASES = [
         "spec.yaml:8:32: error: templates.T.body.conv2.out: expected an integer > 0, got -3 (in node t.conv2)\n"
         "spec.yaml:10:24: error: model.a.out: expected an integer > 0, got -4\n",
     ),
+    # ----------------------------------------------------------------- every error of every kind, in one run
+    Case(
+        "unknown-key-unknown-template-bad-reference",  # the parser's unknown key stopped the build's errors
+        HEAD
+        + spec("""
+            model:
+              a: {use: Nope, args: [4]}
+              r: {ref: nowhere}
+              c: {op: conv2d, out: 4, kernel: 3, colour: red}
+            """),
+        "spec.yaml:4:12: error: model.a.use: unknown op or template 'Nope'\n"
+        "spec.yaml:5:12: error: model.r.ref: no node named 'nowhere' before this point\n"
+        "spec.yaml:6:38: error: model.c.colour: unknown key 'colour' in op conv2d; "
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init\n",
+    ),
+    Case(
+        "two-unknown-keys-of-one-block-and-a-number-out-of-range",
+        HEAD
+        + spec("""
+            variables: {big: 1.0e+300}
+            model:
+              c: {op: conv2d, out: 4, kernal: 3, strid: 2}
+            """),
+        "spec.yaml:3:18: error: variables.big: expected a finite number of magnitude at most 2^53 "
+        "(9,007,199,254,740,992), as in expressions, got 1e+300\n"
+        "spec.yaml:5:27: error: model.c.kernal: unknown key 'kernal' in op conv2d (did you mean 'kernel'?); "
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init\n"
+        "spec.yaml:5:38: error: model.c.strid: unknown key 'strid' in op conv2d (did you mean 'stride'?); "
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init\n",
+    ),
 ]
 
 

@@ -66,7 +66,10 @@ def run_case(request):
     if sys.platform.startswith("linux"):
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (request["memory"], request["memory"]))
-    from nasdsl.cli import main
+    if request.get("program") == "train":  # examples/train.py, imported by the server
+        main = sys.modules["nasdsl_example_train"].main
+    else:
+        from nasdsl.cli import main
     results = []
     for argv in request["argvs"]:
         out, err = io.StringIO(), io.StringIO()
@@ -89,8 +92,23 @@ SERVER = (
 import json, os, select, signal, sys, time
 import nasdsl.cli, nasdsl.backends.onnx, nasdsl.backends.pytorch  # what every case needs, imported once
 
+
+def preload():
+    # what the cases of weights files, evaluation data and the training script use: imported
+    # once, on the first request that asks, before any child is forked
+    import importlib.util
+    import numpy, onnx, torch, torchvision, PIL.Image, safetensors.numpy, nasdsl.tta, nasdsl.commands.evaluate
+    import nasdsl.commands.draw, nasdsl.commands.transfer, nasdsl.commands.diff, nasdsl.commands.space
+    spec = importlib.util.spec_from_file_location("nasdsl_example_train", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
 while line := sys.stdin.readline():
     request = json.loads(line)
+    if request.get("preload") and "nasdsl_example_train" not in sys.modules:
+        preload()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -140,8 +158,9 @@ class _Server:
     @classmethod
     def ask(cls, request: dict) -> dict:
         if cls.process is None or cls.process.poll() is not None:
+            train = Path(__file__).resolve().parent.parent / "examples" / "train.py"
             cls.process = subprocess.Popen(
-                [sys.executable, "-c", SERVER],
+                [sys.executable, "-c", f"TRAIN = {str(train)!r}\n" + SERVER],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -162,13 +181,20 @@ def _stop_the_server():
         _Server.process = None
 
 
-def run_cli(cwd: Path, argvs: list[list[str]], timeout: float = TIMEOUT) -> list[Result]:
-    """Run each argv through ``nasdsl.cli.main`` in one child process with ``cwd`` as its folder.
+def run_cli(
+    cwd: Path, argvs: list[list[str]], timeout: float = TIMEOUT, program: str = "nasdsl", preload: bool = False
+) -> list[Result]:
+    """Run each argv through ``nasdsl.cli.main`` (or, with ``program="train"``, the training
+    script's ``main``) in one child process with ``cwd`` as its folder; ``preload``: the server
+    imports torch, torchvision, onnx and the training script first (once), so that the child
+    does not spend its time importing them.
 
     The child gets no standard input, a memory cap and ``timeout`` seconds for everything: a
     hang fails the calling test with the commands that hung.
     """
-    reply = _Server.ask({"cwd": str(cwd), "argvs": argvs, "memory": MEMORY, "timeout": timeout})
+    request = {"cwd": str(cwd), "argvs": argvs, "memory": MEMORY, "timeout": timeout, "program": program}
+    request["preload"] = preload or program == "train"
+    reply = _Server.ask(request)
     if reply["timed_out"]:
         pytest.fail(f"no answer within {timeout:g} s (a hang or runaway work): {argvs}")
     assert reply["data"], f"the child died (status {reply['status']})"
@@ -816,7 +842,7 @@ name: {model}
 input: {{shape: [3, 17, 19], mean: [0.5, 0.5, 0.5]}}
 variables:
   {var}: 0.25
-  aux_on: true
+  {switch}: true
 init:
   conv2d: {{weight: xavier_caffe, bias: 0.1}}
 templates:
@@ -842,7 +868,7 @@ model:
   fc: {{op: linear, out: 10}}
 outputs:
   {out}: {{from: fc}}
-  {aux}: {{from: pool, head: [flatten, {{op: linear, out: 10}}], loss_weight: 0.3, training_only: true, when: aux_on}}
+  {aux}: {{from: pool, head: [flatten, {{op: linear, out: 10}}], loss_weight: 0.3, training_only: true, when: {switch}}}
 """
 MATRIX_DEFAULTS = dict(
     model="Net",
@@ -854,6 +880,7 @@ MATRIX_DEFAULTS = dict(
     entry="block",
     out="logits",
     aux="aux",
+    switch="aux_on",
 )
 MODULE_LEVEL = [
     "torch",
@@ -898,9 +925,11 @@ ATTRIBUTES = [
 ]
 MATRIX = {
     "model": [*MODULE_LEVEL, "Block"],
-    "tmpl": [*(n for n in MODULE_LEVEL if n not in ("Pair", "Both")), "Net", "NetOutputs"],
+    "tmpl": [*(n for n in MODULE_LEVEL if n not in ("Pair", "Both")), "Net", "NetOutputs", "eval", "forward", "train"],
     "param": ["nn", "torch", "super", "OrderedDict", "Both", "self", "in_channels"],
-    "var": ["nn", "torch", "super", "self", "x", "OrderedDict", "Block", "Pair"],
+    "var": ["nn", "torch", "super", "self", "x", "OrderedDict", "Block", "Pair", "eval", "train", "forward", "to"],
+    # a switch is kept as self.<argument>: it must not hide nn.Module's methods (model.eval() called a bool)
+    "switch": ["eval", "train", "forward", "to", "cuda", "training", "state_dict", "loss", "modules", "self", "x"],
     "tentry": ATTRIBUTES,
     "branch": ATTRIBUTES,
     "entry": [*ATTRIBUTES, "loss", "loss_weights", "reset_parameters", "input_mean", "aux_on"],

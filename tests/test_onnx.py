@@ -604,9 +604,11 @@ class Opaque:
         ([torch.zeros(2)], "'.*bad.pt' holds a list, expected a state_dict"),
         ({"state_dict": {"a": torch.zeros(1)}, "epoch": 3}, "'.*bad.pt' is not a state_dict: entries that are not "
                                                            "tensors: epoch, state_dict; for a checkpoint"),
-        (Opaque(), "cannot read weights from '.*bad.pt': .*Unpickler error"),
+        (Opaque(), "cannot read weights from '.*bad.pt': not a file of tensors saved with torch.save \\(Unsupported"),
+        ((Opaque(), 2), "cannot read weights from '.*bad.pt': it asks for the Python object 'test_onnx.Opaque', "
+                        "which loading weights does not allow"),
     ],
-    ids=["missing", "garbage", "list", "checkpoint", "code"],
+    ids=["missing", "garbage", "list", "checkpoint", "code", "code-protocol-2"],
 )  # fmt: skip
 def test_load_state_dict_errors(tmp_path, content, message):
     path = tmp_path / ("missing.pt" if content is None else "bad.pt")
@@ -615,12 +617,15 @@ def test_load_state_dict_errors(tmp_path, content, message):
     elif content is not None:
         with open(path, "wb") as f:
             if isinstance(content, Opaque):
-                pickle.dump(content, f)
+                pickle.dump(content, f)  # protocol 4 or 5: an opcode torch's unpickler refuses
+            elif isinstance(content, tuple):
+                pickle.dump(content[0], f, protocol=content[1])  # protocol 2: the object is named first
             else:
                 torch.save(content, f)
     with pytest.raises(WeightsError, match=message) as info:
         load_weights(path)
     assert "\n" not in str(info.value) and str(info.value).startswith("error: ")
+    assert "weights_only=False" not in str(info.value) and "file an issue" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------

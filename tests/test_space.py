@@ -674,3 +674,86 @@ def test_the_design_space_guide_runs(tmp_path, monkeypatch, capsys):
     (pick,) = [line.strip() for line in script.splitlines() if "--pick" in line]
     _out(capsys, [a.replace("$id", whole[-1]) for a in shlex.split(pick)[1:]])
     assert nasdsl.compile_spec(f"runs/{whole[-1]}/spec.yaml").summary()["totals"]["macs"] <= 1e9
+
+
+# --------------------------------------------------------------------------- --pick writes what it picked
+
+#: a choice of every kind, one option an expression holding a newline; the file's name is the issue's,
+#: a newline and a YAML section in it (the header comment wrote it out raw: the picked spec had that section)
+KINDS = """\
+nasdsl: 1
+name: Kinds
+input:
+  shape: [3, {choice: [16, 12]}, 16]
+  mean: [0.5, 0.5, {choice: [0.5, 0.25]}]
+variables:
+  width: {range: [4, 8, 4]}
+  grow: &grow {choice: ["width", "width\\n+ 4"]}
+  deep: {choice: [true, false]}
+  p: {choice: [0.5, 0.25], when: deep}
+  k: {choice: [3, 1], default: 1}
+constraints:
+  - "width >= 4"
+templates:
+  Block:
+    params: [out, {kernel: {choice: [3, 1]}}]
+    body:
+      conv: {op: conv2d, out: out, kernel: kernel, padding: "(kernel - 1) // 2"}
+model:
+  a: {use: Block, args: [grow]}
+  b: {use: Block, args: [*grow, k]}
+  c: {op: conv2d, out: 8, kernel: [{choice: [1, 3]}, 1], padding: [{choice: [0, 1]}, 0]}
+  pool: {op: max_pool, kernel: {choice: [[2, 2], [2, 1]]}}
+  gap: global_avg_pool
+  flat: flatten
+  drop: {op: dropout, p: p, when: deep}
+  fc: {op: linear, out: 10}
+outputs:
+  logits: {from: fc}
+  aux:
+    from: a
+    head: [global_avg_pool, flatten, {op: linear, out: 10}]
+    training_only: true
+    loss_weight: {choice: [0.3, 0.1]}
+"""
+HOSTILE_NAME = "kinds\ninit: {conv2d: {weight: zeros}}\n#.yaml"
+
+
+def _facts(g) -> tuple:
+    """What a compiled graph computes, read from the IR alone: every node's op, attributes, shape
+    and inputs in order, the outputs, the initialisation rules."""
+    from nasdsl import ir
+
+    nodes = tuple((n, ir.node(g, n).op, repr(ir.node(g, n).attrs), ir.node(g, n).shape, tuple(ir.inputs(g, n)))
+                  for n in ir.order(g))  # fmt: skip
+    outputs = tuple((o.name, o.node, o.loss_weight, o.training_only) for o in ir.info(g).outputs)
+    return nodes, outputs, repr(ir.info(g).init)
+
+
+def test_every_pick_rereads_to_the_graph_it_picked(tmp_path, capsys):
+    """For each option of each kind of choice (numbers, booleans, expressions, one with a newline,
+    a range, pairs, a default, a condition, a tie, input shape and statistics, a parameter default,
+    an attribute's item, a loss weight), a variant taking it is written by --pick (under a file
+    name holding a newline and YAML) and read back: the same graph as the variant's own document."""
+    path = _write(tmp_path, KINDS, name=HOSTILE_NAME)
+    space = _space(path)
+    evaluator = Evaluator(space)
+    wanted = {(i, k) for i, p in enumerate(space.points) for k in range(len(p.options))}
+    chosen = []
+    for picks in space.variants():
+        new = {(i, k) for i, k in enumerate(picks)} & wanted
+        if new and evaluator.evaluate(picks).valid:
+            chosen.append(picks)
+            wanted -= new
+    assert not wanted, f"no valid variant takes {sorted(wanted)}"
+    assert {p.kind for p in space.points} == {"choice", "range"} and len(space.points) >= 12
+    for picks in chosen:
+        out = tmp_path / f"v{space.id_of(picks)}.yaml"
+        code, said, err = _run(capsys, "space", str(path), "--pick", str(space.id_of(picks)), "-o", str(out))
+        assert code == 0, err
+        header = out.read_text().split("\n")[:2]
+        assert header[0].startswith("# variant ") and "\\n" in header[0] and header[1].startswith("# written by")
+        assert "\n" not in said.rstrip("\n") and "\x1b" not in said
+        reread = nasdsl.compile_spec(out)
+        assert _facts(reread.graph) == _facts(_full(space, picks).graph), picks
+        assert reread.graph.graph.get("init") in ({}, None)

@@ -251,3 +251,51 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(train, tiny: Path, tmp
     unchanged = [k for k in init if k != "bn1.num_batches_tracked" and torch.equal(init[k], rank0[k])]
     assert not unchanged, f"not trained: {unchanged}"
     assert int(rank0["bn1.num_batches_tracked"]) == 10
+
+
+def _train_commands(text: str) -> list[list[str]]:
+    """The arguments of every ``examples/train.py`` command in a Markdown text's shell blocks."""
+    import shlex
+
+    found = []
+    for block in re.findall(r"```(?:sh|bash)[^\n]*\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if "examples/train.py" not in line or line.lstrip().startswith("#"):
+                continue
+            words = shlex.split(line, comments=True)
+            args = [w for w in words[words.index("examples/train.py") + 1 :] if w != "..."]
+            if args and not args[0].startswith("-"):
+                found.append(args)
+    return found
+
+
+def test_what_the_guides_say_of_training_holds(train, monkeypatch) -> None:
+    """The training guide, the design-space guide and the README, against the script and the
+    models: every examples/train.py command they show is one the script accepts (GPU-only options
+    as on a machine with CUDA) on a spec that exists; the design-space job starts each variant from
+    the weights `nasdsl transfer` wrote for it (the guide said the script could not); GoogLeNet
+    gives its logits in eval mode, as the guides now say (they said probabilities); the first run's
+    first line holds GoogLeNet's figures."""
+    import nasdsl
+
+    from paths import ROOT, SPECS
+
+    names = ("README.md", "docs/training.md", "docs/design-space.md", "examples/README.md")
+    pages = {name: (ROOT / name).read_text() for name in names}
+    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: True)
+    commands = [(name, args) for name, text in pages.items() for args in _train_commands(text)]
+    assert len(commands) >= 11
+    for name, args in commands:
+        assert (ROOT / args[0]).exists() or "$" in args[0], (name, args)
+        train.parse_args(args)  # an unknown or contradictory option exits here
+    space = pages["docs/design-space.md"]
+    (job,) = [args for name, args in commands if name == "docs/design-space.md"]
+    transfer = re.search(r"nasdsl transfer [^\n]*\\\n\s*-o (\S+)\n\s*torchrun", space)
+    assert transfer and job[job.index("--weights") + 1] == transfer[1].strip('"')
+    g = nasdsl.compile_spec(SPECS / "googlenet.yaml", {"num_classes": 10}).graph
+    assert nasdsl.ir.node(g, nasdsl.ir.info(g).outputs[0].node).op == "linear"  # logits, in training and at inference
+    guide = pages["docs/training.md"]
+    assert "returns its logits in eval mode" in guide and "main output is its logits" in guide
+    assert "returns its logits at inference and in training alike" in pages["README.md"]
+    params = nasdsl.compile_spec(SPECS / "googlenet.yaml", {"num_classes": 10}).totals(with_aux=True)["params"]
+    assert f"model GoogLeNet: {params:,} parameters, input (3, 224, 224), 10 classes; pixels in [0, 255], BGR" in guide

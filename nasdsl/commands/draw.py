@@ -12,7 +12,7 @@ import argparse
 import os
 
 from nasdsl import draw, ir
-from nasdsl.errors import printable
+from nasdsl.errors import one_line
 
 HELP = "draw the architecture as SVG, PNG, PDF, DOT or a self-contained HTML page (Graphviz)"
 
@@ -172,5 +172,5 @@ def run(args: argparse.Namespace, net) -> int:
     except draw.DrawError as e:
         raise e.at(path=args.output) from None
     write_atomic(args.output, data)
-    print(f"wrote {printable(args.output)} ({len(data):,} bytes)")
+    print(f"wrote {one_line(args.output)} ({len(data):,} bytes)")
     return 0

@@ -16,6 +16,8 @@ import sys
 import time
 
 from nasdsl import ir
+from nasdsl.errors import one_line
+from nasdsl.imagefolder import BadImage
 
 HELP = "top-1/top-5 accuracy and images/s on an image folder, with the spec's multi-crop evaluation"
 
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace, net) -> int:
     from nasdsl.evaluation import DEFAULT
 
     if not os.path.isdir(args.data):
-        raise UsageError(f"--data: {args.data} is not a folder (expected DIR/<class>/<image>)")
+        raise UsageError(f"--data: {one_line(args.data)} is not a folder (expected DIR/<class>/<image>)")
     try:
         import torch
         from torch.utils.data import DataLoader, Subset
@@ -161,10 +163,14 @@ def run(args: argparse.Namespace, net) -> int:
     except (RuntimeError, AssertionError) as e:
         raise UsageError(f"--device: cannot use '{wanted}' ({str(e).splitlines()[0] if str(e) else e})") from None
     scale, bgr = _convention(g)
-    try:
-        data = tta.image_folder(args.data, ev, shape[0], scale, bgr)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise UsageError(f"--data: {e}") from None
+    _check_memory(ev, shape[0], args)
+    data = tta.image_folder(
+        args.data, ev, shape[0], scale, bgr, max_image_bytes=args.max_memory // (3 * args.batch_size)
+    )
+    if not data.samples:
+        raise UsageError(f"--data: no images in {one_line(args.data)} (expected DIR/<class>/<image>)")
+    for path in data.skipped:
+        print(f"nasdsl: note: --data: not following {one_line(path)}: it leads out of the folder", file=sys.stderr)
     out_shape = ir.node(g, ir.info(g).outputs[0].node).shape
     if len(out_shape) != 1 or len(data.classes) > out_shape[0]:
         raise UsageError(
@@ -183,8 +189,10 @@ def run(args: argparse.Namespace, net) -> int:
     start = time.perf_counter()
     done = 0
     with torch.inference_mode():
-        for images, sizes, labels in loader:
-            images, sizes, labels = images.to(device), sizes.to(device), labels.to(device)
+        for batch in loader:
+            if isinstance(batch, BadImage):
+                raise batch.error()
+            images, sizes, labels = (t.to(device) for t in batch)
             scores = tta.evaluate_batch(model, images, sizes, ev, probabilities=probabilities, chunk=args.crop_batch)
             top = scores.topk(min(5, scores.shape[1]), dim=1).indices
             hits = top == labels[:, None]
@@ -211,10 +219,28 @@ def run(args: argparse.Namespace, net) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(
-            f"{args.spec}: {done} images, {ev.describe()}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}; "
+            f"{one_line(args.spec)}: {done} images, {ev.describe()}: "
+            f"top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}; "
             f"{_rate(rate)} images/s, {_rate(rate * ev.count)} crops/s on {device} ({seconds:.1f} s)"
         )
     return 0
+
+
+def _check_memory(ev, channels: int, args: argparse.Namespace) -> None:
+    """Refuse, before any image is read, an evaluation whose batches cannot fit ``--max-memory``
+    (``scales: [8192]`` on a batch of 8: gigabytes per batch), at the spec's evaluation section."""
+    from nasdsl.errors import LimitError
+    from nasdsl.tta import batch_bytes
+
+    need = batch_bytes(ev, channels, args.batch_size, args.crop_batch)
+    if need > args.max_memory:
+        raise LimitError(
+            f"evaluating batches of {args.batch_size} images at the scale {max(ev.scales)} needs about "
+            f"{need / (1 << 30):.1f} GiB of memory, above the limit of {args.max_memory / (1 << 30):.1f} GiB "
+            "(smaller scales or --batch-size, or raise it with --max-memory)",
+            location=ev.loc,
+            path="evaluation.scales",
+        )
 
 
 def _rate(x: float) -> str:

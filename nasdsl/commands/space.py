@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from nasdsl import space as spaces
 from nasdsl.choices import option_text
-from nasdsl.errors import NasdslError, printable
+from nasdsl.errors import NasdslError, one_line, printable
 from nasdsl.variants import MAX_PARAMS, Evaluator, Result
 
 HELP = "count, list, filter and pick the variants of a spec with choices (its design space)"
@@ -50,6 +50,8 @@ COLUMNS = ("params", "macs", "depth", "peak", "params_train", "macs_train")
 FORMATS = ("table", "json", "csv", "markdown", "ids")
 #: a space larger than this is listed only with --sample or --limit
 MAX_LISTED = 100_000
+#: the memory a listed variant holds, about (its picks, figures and row; measured: ~1.1 KiB)
+ROW_BYTES = 2048
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
 
@@ -179,7 +181,8 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit",
         type=_count("--limit"),
         metavar="N",
-        help=f"evaluate the first N variants only (0: all; default: all up to {MAX_LISTED:,}, else an error)",
+        help=f"evaluate the first N variants only, or with --sample N of the sample (0: all; default: all up to "
+        f"{MAX_LISTED:,}, else an error)",
     )
     b.add_argument(
         "--shard",
@@ -235,17 +238,19 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
     """Evaluate the variants ``args`` ask for and keep those that pass its filters, in order."""
     started = time.perf_counter()
     count = space.count()
+    if args.sample is None and args.limit is None and count > MAX_LISTED:
+        raise SpaceUsageError(
+            f"the space has {count:,} variants: evaluate --sample N of them or the first --limit N (--limit 0 for all)",
+            path="--limit",
+        )
+    wanted = count if args.sample is None else min(args.sample, count)
+    if args.limit:  # --limit N caps what is evaluated: the first N, or N of the sample
+        wanted = min(wanted, args.limit)
+    _check_listing_memory(space, wanted, count, args)
     if args.sample is not None:
-        picks = space.sample(args.sample, args.seed)
+        picks = space.sample(wanted, args.seed)
     else:
-        limit = args.limit
-        if limit is None and count > MAX_LISTED:
-            raise SpaceUsageError(
-                f"the space has {count:,} variants: evaluate --sample N of them or the first --limit N "
-                "(--limit 0 for all)",
-                path="--limit",
-            )
-        picks = _first(space.variants(), limit or None)
+        picks = _first(space.variants(), wanted)
     evaluator = Evaluator(space, max_nodes=max_nodes, max_params=limit_params)
     results = [evaluator.evaluate(p) for p in picks]
     kept = [r for r in results if _passes(r, args)]
@@ -258,6 +263,21 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
         kept = kept[i - 1 :: n]
     seconds = time.perf_counter() - started
     return Listing(space, count, tuple(kept), evaluator.evaluated, evaluator.recompiled, seconds)
+
+
+def _check_listing_memory(space: spaces.Space, wanted: int, count: int, args: argparse.Namespace) -> None:
+    """Refuse, before anything is drawn or evaluated, a listing whose rows would not fit in
+    ``--max-memory``: memory follows the variants listed, not the size of the space or of
+    the sample asked for."""
+    need = wanted * (ROW_BYTES + 64 * len(space.points))
+    limit = getattr(args, "max_memory", None)
+    if limit is not None and need > limit:
+        what = f"all {count:,} variants" if wanted == count else f"{wanted:,} variants"
+        raise SpaceUsageError(
+            f"listing {what} needs about {need / (1 << 30):,.1f} GiB of memory, above the limit of "
+            f"{limit / (1 << 30):.1f} GiB: list --sample N of them or the first --limit N (or raise --max-memory)",
+            path="--sample" if args.sample is not None else "--limit",
+        )
 
 
 def _first(items, n: int | None) -> list:
@@ -344,14 +364,15 @@ def as_csv(listing: Listing) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", *names, "valid", *COLUMNS, "error"])
     for row in rows(listing):
-        choices = [_cell(row["choices"][n]) for n in names]
+        choices = [option_text(row["choices"][n]) for n in names]
         figures = ["" if row[c] is None else row[c] for c in COLUMNS]
         w.writerow([row["id"], *choices, str(row["valid"]).lower(), *figures, row["error"]])
     return buf.getvalue()
 
 
 def _cell(v: object) -> str:
-    return option_text(v)
+    """An option in a table cell: on one line (an expression may hold a newline)."""
+    return one_line(option_text(v))
 
 
 def heading(listing: Listing, name: str) -> str:
@@ -434,7 +455,11 @@ def variant_yaml(space: spaces.Space, picks: tuple[int, ...], source: str) -> st
     Dumper.add_representer(_FlowList, flow_list)
     doc = space.document_of(picks)
     choices = " ".join(space.set_arguments(picks)) or "(no choices)"
-    header = f"# variant {space.id_of(picks)} of {source}: {choices}\n# written by nasdsl space --pick\n"
+    # a comment is one line: the file name and the options are written with their escapes
+    # (a file named "a\ninit: ..." wrote a YAML section of its own)
+    header = (
+        f"# variant {space.id_of(picks)} of {one_line(source)}: {one_line(choices)}\n# written by nasdsl space --pick\n"
+    )
     text = yaml.dump(_styled(doc), Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
     return header + text
 
@@ -495,7 +520,7 @@ def pick(space: spaces.Space, variant: int, args: argparse.Namespace, source: st
     data = text.encode("utf-8")
     write_atomic(args.output, data)
     made = " ".join(space.set_arguments(picks))
-    print(f"wrote {printable(args.output)} ({len(data):,} bytes): variant {variant}, {made}")
+    print(f"wrote {one_line(args.output)} ({len(data):,} bytes): variant {variant}, {one_line(made)}")
     return 0
 
 

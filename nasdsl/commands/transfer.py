@@ -14,7 +14,7 @@ import io
 import json
 import os
 
-from nasdsl.errors import NasdslError, printable
+from nasdsl.errors import NasdslError, one_line, printable
 from nasdsl.transfer import transfer_weights
 
 HELP = "carry a parent variant's weights over to a child variant: copied, adapted or initialised, tensor by tensor"
@@ -147,6 +147,6 @@ def run(args: argparse.Namespace, net) -> int:
         report = {"parent": args.parent, "child": args.to, "output": args.output, **result.as_dict()}
         print(json.dumps(report, indent=2))
     else:
-        print(_text(result, f"{args.parent} ({args.weights})", args.to), end="")
-        print(f"wrote {printable(args.output)} ({len(data):,} bytes)")
+        print(_text(result, one_line(f"{args.parent} ({args.weights})"), one_line(args.to)), end="")
+        print(f"wrote {one_line(args.output)} ({len(data):,} bytes)")
     return 0

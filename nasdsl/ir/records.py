@@ -77,7 +77,7 @@ class Block:
     through, has no nodes). A ``seq`` a ``repeat`` made has ``repeat`` set.
 
     A block whose ``when.value`` is False is *dormant*: switched off by the
-    switch ``when.switch``; its nodes are in ``g.graph["dormant"].graph``.
+    switch ``when.switch``; its nodes are in ``ir.info(g).dormant.graph``.
 
     ``inputs`` are the nodes it reads, ``output`` the node that carries its
     result when it runs (in the dormant graph for a dormant block; its input
@@ -152,7 +152,7 @@ class Template:
 @dataclass(frozen=True)
 class InitRule:
     """How to initialise one parameter: a scheme and its arguments (numbers, or words for
-    the kaiming schemes' ``mode`` and ``nonlinearity``). ``g.graph["init"]`` holds the rules
+    the kaiming schemes' ``mode`` and ``nonlinearity``). ``GraphInfo.init`` holds the rules
     of every layer of an op, a node's ``init`` the rules of its own (which come first)."""
 
     scheme: str

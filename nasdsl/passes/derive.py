@@ -2,7 +2,7 @@
 
 A rewriting pass (BatchNorm folding, sibling fusion) changes which parameters
 a graph has. It does not touch weights: it appends a *step* to
-``g.graph["derivation"]``, a tuple of the records below in the order the
+``ir.info(g).derivation``, a tuple of the records below in the order the
 passes made them. Replaying the steps on the unoptimised model's state_dict
 gives the optimised graph's weights:
 

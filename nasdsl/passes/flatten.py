@@ -8,14 +8,14 @@ it feeds. The spec's tree (templates, uses, merges) no longer describes such a
 graph, so each of those passes ends with :func:`flatten_tree`, which replaces
 it by a tree that describes exactly the nodes:
 
-- ``g.graph["model"]`` is a ``seq`` block whose children are one ``op`` block
+- ``ir.info(g).model`` is a ``seq`` block whose children are one ``op`` block
   per node, in :func:`nasdsl.ir.order`, each naming its inputs (so a child may
   read any earlier node, not only the one before it);
 - ``templates`` is empty, outputs have no head (their nodes are in the model's
   sequence) and read their own node (``source``), the dormant part is empty;
 - every variable is folded: nodes keep ``attrs`` and ``shape`` but lose
   ``exprs``, ``deps``, ``when``, ``scope`` and ``instance``;
-- ``g.graph["flat"]`` is True, and :func:`check_flat` (run by the pass
+- ``ir.info(g).flat`` is True, and :func:`check_flat` (run by the pass
   manager's verifier) checks that the tree and the nodes agree.
 
 Nothing else changes: nodes, edges, shapes and outputs are preserved.

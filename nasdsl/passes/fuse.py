@@ -23,7 +23,7 @@ outputs, and every node that is not one of the fused convolutions. The fused
 layer has a bias when any part had one (zeros for the others).
 
 Weights are not read: each fusion is recorded as a
-:class:`~nasdsl.passes.derive.JoinLayers` step in ``g.graph["derivation"]``.
+:class:`~nasdsl.passes.derive.JoinLayers` step in ``ir.info(g).derivation``.
 The block tree is flattened (:mod:`~nasdsl.passes.flatten`). The argument is
 left unchanged.
 """

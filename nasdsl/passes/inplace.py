@@ -33,7 +33,7 @@ from nasdsl.ops import OPS
 
 def mark_inplace(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with ``inplace`` set on the nodes of in-place-capable ops
-    (main and dormant graphs). Reads ``g.graph["exposed"]`` (missing: none)."""
+    (main and dormant graphs). Reads ``ir.info(g).exposed`` (missing: none)."""
     g = ir.copy(g)
     exposed = frozenset(ir.info(g).exposed or ())
     dormant = ir.info(g).dormant

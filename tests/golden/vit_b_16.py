@@ -16,7 +16,7 @@ __all__ = ["Encoder", "EncoderBlock", "MLPBlock", "VisionTransformer"]
 
 
 def _fan_trunc_normal_(weight: torch.Tensor, mode: str, scale: float) -> None:
-    """Normal with std scale / sqrt(fan) cut at +-2, fans counted as torch.nn.init counts them."""
+    """Normal of std scale / sqrt(fan) cut at +-2 (fans as torch.nn.init counts)."""
     receptive = weight[0][0].numel() if weight.dim() > 2 else 1
     fan = (weight.shape[1] if mode == "fan_in" else weight.shape[0]) * receptive
     nn.init.trunc_normal_(weight, std=scale / math.sqrt(fan))
