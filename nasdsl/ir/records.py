@@ -281,7 +281,6 @@ class GraphInfo:
     optimized: str | None = None
     pipeline: tuple[str, ...] = ()
     facts: frozenset[str] = frozenset()
-    flat: bool = False
     #: an ensemble's members (``nasdsl.ensemble_ir.Member``), in the spec's order; () for a model
     members: tuple = ()
     combine: str | None = None

@@ -19,12 +19,11 @@ name                   pass
 ``fold_norms``         :func:`nasdsl.passes.fold.fold_norms` (records a weight derivation)
 ``fuse_siblings``      :func:`nasdsl.passes.fuse.fuse_siblings` (records a weight derivation)
 ``hoist_activations``  :func:`nasdsl.passes.hoist.hoist_activations`
-``flatten``            :func:`nasdsl.passes.flatten.flatten_tree`
 =====================  ==========================================================
 
-The rewriting passes of :mod:`nasdsl.optimize` (``fold_norms``,
-``fuse_siblings``, ``hoist_activations``) leave a flat block tree
-(``g.graph["flat"]``); the verifier then checks it against the nodes.
+The passes that change nodes do it through :mod:`nasdsl.ir.rewrite`, which keeps
+the block tree describing them; the verifier checks that the two agree
+(:func:`nasdsl.ir.tree.check_tree`).
 """
 
 from __future__ import annotations
@@ -36,10 +35,10 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.errors import GraphError, NasdslError
+from nasdsl.ir.tree import check_tree
 from nasdsl.ops import OPS
 from nasdsl.passes.check import check, drop_unused
 from nasdsl.passes.exposure import expose
-from nasdsl.passes.flatten import check_flat, flatten_tree
 from nasdsl.passes.fold import drop_identities, fold_norms
 from nasdsl.passes.fuse import fuse_siblings
 from nasdsl.passes.hoist import hoist_activations
@@ -59,7 +58,6 @@ PASSES: dict[str, Pass] = {
     "fold_norms": fold_norms,
     "fuse_siblings": fuse_siblings,
     "hoist_activations": hoist_activations,
-    "flatten": flatten_tree,
 }
 
 
@@ -70,7 +68,9 @@ class PassError(GraphError):
 def verify_graph(g: nx.DiGraph) -> None:
     """The invariants every pass must keep: the structural checks of :func:`check`,
     every node shaped as its op's rule says from its inputs' shapes, and the
-    block tree and outputs naming nodes that exist. Raises on the first breach."""
+    block tree and the nodes in agreement (:func:`~nasdsl.ir.tree.check_tree`:
+    every node held by one block, every block's inputs and output present).
+    Raises on the first breach."""
     check(g)
     for n in ir.order(g):
         data = ir.node(g, n)
@@ -83,8 +83,7 @@ def verify_graph(g: nx.DiGraph) -> None:
     for o in info.outputs:
         if o.node not in g:
             raise PassError(f"output {o.name} reads {o.node}, which is not in the graph")
-    if info.flat:
-        check_flat(g)
+    check_tree(g)
 
 
 def run_pipeline(g: nx.DiGraph, names: Iterable[str], *, verify: bool = False) -> nx.DiGraph:
