@@ -211,7 +211,10 @@ def test_fuse_siblings_joins_convolutions_with_one_window(inception):
     assert fused.shape == (10, 8, 8) and ir.inputs(g, "block.fused") == ["stem"]
     splits = {n: ir.node(g, n).attrs for n in g.successors("block.fused")}
     # each slice takes its convolution's place (an item of an unnamed sequence keeps its index)
-    assert splits == {"block.a.0": {"start": 0, "stop": 4, "step": 1, "axis": "channels"}, "block.b.0": {"start": 4, "stop": 10, "step": 1, "axis": "channels"}}
+    assert splits == {
+        "block.a.0": {"start": 0, "stop": 4, "step": 1, "axis": "channels"},
+        "block.b.0": {"start": 4, "stop": 10, "step": 1, "axis": "channels"},
+    }
     assert ir.node(g, "block.a.0").op == "slice" and ir.inputs(g, "block.a.0") == ["block.fused"]
     assert "block.c.0" in g and "block.d.1" in g  # a 3x3 window, and a convolution of another tensor
     assert ir.info(g).derivation[-1] == JoinLayers("block.fused", ("block.a.0", "block.b.0"))
