@@ -46,7 +46,7 @@ from nasdsl.errors import GraphError
 from nasdsl.ir.graph import copy, info, inputs, node, nodes, retarget_outputs, set_node, update_info
 from nasdsl.ir.records import Block, Node, When
 from nasdsl.ir.sym import Sym, SymbolicError
-from nasdsl.ir.tree import OWNERS, map_roots, retarget, with_parents
+from nasdsl.ir.tree import OWNERS, map_roots, with_parents
 from nasdsl.ir.types import frozen
 from nasdsl.passes.symbolic import infer_symbols
 
@@ -130,7 +130,8 @@ class Rewriter:
         return self._holder(before)[0]
 
     def instance_of(self, target: Block) -> str:
-        """The innermost use whose class holds block ``target`` ("" for the model)."""
+        """The innermost use whose class holds block ``target`` (as :meth:`holder_of` gives it;
+        "" for the model)."""
         above = self._where().above.get(id(target))
         if above is None:
             raise RewriteError(f"block {target.path or 'the model'} is not in the tree")
@@ -215,7 +216,7 @@ class Rewriter:
         old_first = inputs(g, name)[0] if g.in_degree(name) else None
         new = rename or name
         if new != name:
-            self._rename(name, new)
+            self._rename(name, new, record.op)
         set_node(g, new, record)
         if sources is not None:
             for src in list(g.predecessors(new)):
@@ -229,10 +230,10 @@ class Rewriter:
         self.touched.add(record.instance)
         return new
 
-    def _rename(self, name: str, new: str) -> None:
-        """Node ``name`` becomes node ``new``, an entry of the same parent (the tree follows now)."""
+    def _rename(self, name: str, new: str, op: str) -> None:
+        """Node ``name`` becomes node ``new`` of ``op``, an entry of the same parent: its block now
+        (the blocks that read it when the tree is next brought up to date)."""
         g = self.g
-        self.flush()
         block, above = self.locate(name)
         parent = above[-1].path if above else ""
         if new in g:
@@ -248,14 +249,19 @@ class Rewriter:
         g.remove_node(name)
         retarget_outputs(g, name, new)
         label = new[len(parent) + 1 :] if parent else new
+        made: list[Block] = []
 
         def fn(b: Block) -> Block:
-            if b is block:
-                return dataclasses.replace(b, path=new, name=label, output=new)
-            return retarget(b, name, new)
+            if b.kind in OWNERS and b.output == name:
+                made.append(dataclasses.replace(b, path=new, name=label, output=new, op=op))
+                return made[-1]
+            return b
 
-        self._map(fn)
-        self._stubs({name: new})
+        map_roots(g, fn, within=block.path)
+        self._to[name] = new
+        index = self._where()
+        del index.owners[name]
+        index.owners[new] = (made[0], above)
         self._moved = True
 
     def bypass(self, name: str) -> bool:
@@ -308,7 +314,6 @@ class Rewriter:
         at its own path, the new node first). Either way the block is an entry of a named
         sequence, and ``name`` is ``<that sequence's path>.<the entry's name>``."""
         g = self.g
-        self.flush()
         if name in g:
             raise RewriteError(f"node {name} exists already")
         if after is not None:
@@ -324,34 +329,46 @@ class Rewriter:
         label = name[len(holder.path) + 1 :] if holder.path else name
         if kind != "wrap" and any(c.name == label for c in holder.children):
             raise RewriteError(f"{holder.path or 'the model'} has an entry {label} already")
-        record = self._settle_instance(record, self.instance_of(holder))
-        holder, anchor = self._refind(holder, anchor)  # inlining may have rebuilt the tree
+        holder_above = self._where().above[id(holder)]
+        record = self._settle_instance(record, _instance_of(holder_above))
         g.add_node(name)
         set_node(g, name, record)
         for i, src in enumerate(sources):
             g.add_edge(src, name, index=i)
         first = (sources[0],) if sources else ()
         new = Block("op", label, name, record.keypath, record.loc, first, name, op=record.op, phase=holder.phase)
+        found: list[Block] = []
 
         def fn(b: Block) -> Block:
-            if b is not holder:
+            if b.path != holder.path or b.kind != holder.kind or found:
                 return b
             if kind == "wrap":
+                found.append(b)
                 return Block(
                     "seq", b.name, b.path, b.keypath, b.loc, first or b.inputs, b.output, (new, b), named=True,
                     phase=b.phase,
                 )  # fmt: skip
-            k = b.children.index(anchor) + (kind == "after")
+            names = [c.name for c in b.children]
+            if anchor.name not in names:
+                return b
+            found.append(b)
+            k = names.index(anchor.name) + (kind == "after")
             return dataclasses.replace(b, children=(*b.children[:k], new, *b.children[k:]))
 
-        self._map(fn)
+        map_roots(g, fn, within=holder.path)
+        if not found:
+            raise RewriteError(f"block {holder.path or 'the model'} is gone")  # pragma: no cover
         self._moved = True
         self.touched.add(record.instance)
+        if kind == "wrap":
+            self._index = None  # the merge's blocks have a new parent
+        else:
+            index = self._where()
+            index.owners[name] = (new, (*holder_above, holder))
 
     def _holder(self, before: Sequence[str]) -> tuple[Block, tuple[str, Block | None]]:
         """Where a node that must precede the nodes ``before`` goes: the block holding them all
         and ("before", its entry to precede) for a named sequence, ("wrap", None) for a merge."""
-        self.flush()
         paths = []
         for n in before:
             b, above = self.locate(n)
@@ -371,18 +388,6 @@ class Rewriter:
             if b.kind not in ("use", "op"):
                 break
         raise RewriteError("no named sequence or merge holds those nodes where a node can go before them")
-
-    def _refind(self, holder: Block, anchor: Block | None) -> tuple[Block, Block | None]:
-        """``holder`` and its entry ``anchor`` found again (by path and kind) after the tree changed."""
-        for b, _, off in with_parents(self.g):
-            if off or b.path != holder.path or b.kind != holder.kind:
-                continue
-            if anchor is None:
-                return b, None
-            match = next((c for c in b.children if c.path == anchor.path and c.kind == anchor.kind), None)
-            if match is not None:
-                return b, match
-        raise RewriteError(f"block {holder.path or 'the model'} is gone")
 
     # -- the tree follows --------------------------------------------------------------------
     def _resolve(self, n: str) -> str:
@@ -459,9 +464,9 @@ class Rewriter:
         its nodes' exprs, its blocks' conditions and its nested uses' arguments are translated
         into the terms of that class; the body block keeps the template's name (``template``)."""
         g = self.g
-        self.flush()
         use, outer = self.uses()[path]
         translate = lambda e: self._one_level(e, use, outer)  # noqa: E731
+        nested: dict[str, Block] = {}  # the uses inside it, with their arguments translated
 
         def moved(record: Node) -> Node:
             exprs = {k: t for k, v in record.exprs.items() if (t := translate(v)) is not None}
@@ -484,7 +489,8 @@ class Rewriter:
                 changes["when"] = When(b.when.value, translate(b.when.expr), b.when.switch, b.when.deps)
             if b.kind == "use":  # a nested use: its arguments are written by this class, its body by its own
                 changes["args"] = tuple(dataclasses.replace(a, expr=translate(a.expr)) for a in b.args)
-                return dataclasses.replace(b, **changes)
+                nested[b.path] = dataclasses.replace(b, **changes)
+                return nested[b.path]
             children = tuple(body(c) for c in b.children)
             if any(x is not y for x, y in zip(children, b.children, strict=True)):
                 changes["children"] = children
@@ -492,7 +498,8 @@ class Rewriter:
 
         inner = body(use.children[0])
         inner = dataclasses.replace(inner, template=use.template, when=inner.when or use.when, name=use.name)
-        self._map(lambda b: inner if b is use else b)
+        map_roots(g, lambda b: inner if b.kind == "use" and b.path == path and b.template == use.template else b, path)
+        self._where().inlined(use, outer, nested)
         record = info(g)
         t = record.templates[use.template]
         left = tuple(i for i in t.instances if i != path)
@@ -549,7 +556,9 @@ class Rewriter:
 
 
 class _Index:
-    """Where each node's block and each use is in the tree, found in one walk."""
+    """Where each node's block and each use is in the tree, found in one walk and patched by the
+    changes that move few blocks. The blocks it holds may be older versions of the tree's (it is
+    read for their paths, kinds and names, and for which uses hold which)."""
 
     def __init__(self, g: nx.DiGraph):
         self.owners: dict[str, tuple[Block, tuple[Block, ...]]] = {}
@@ -563,6 +572,16 @@ class _Index:
                 self.owners.setdefault(b.output, (b, above))
             elif b.kind == "use" and b.path not in self.uses:
                 self.uses[b.path] = (b, _instance_of(above))
+
+    def inlined(self, use: Block, outer: str, nested: dict[str, Block]) -> None:
+        """The use ``use`` (held by ``outer``) is a sequence of ``outer``'s class now; ``nested`` are
+        the uses it held, as they are now."""
+        del self.uses[use.path]
+        for path, block in nested.items():
+            self.uses[path] = (block, outer if self.uses[path][1] == use.path else self.uses[path][1])
+        drop = lambda above: tuple(a for a in above if a is not use) if any(a is use for a in above) else above  # noqa: E731
+        self.owners = {n: (b, drop(above)) for n, (b, above) in self.owners.items()}
+        self.above = {k: drop(above) for k, above in self.above.items()}
 
 
 def _in_tree_order(g: nx.DiGraph) -> nx.DiGraph:

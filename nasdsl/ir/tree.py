@@ -30,28 +30,37 @@ from nasdsl.ir.records import Block, Output
 OWNERS = ("op", "merge")
 
 
-def map_tree(block: Block, fn: Callable[[Block], Block]) -> Block:
+def map_tree(block: Block, fn: Callable[[Block], Block], within: str | None = None) -> Block:
     """``block`` rebuilt bottom-up: ``fn`` sees each block with its children already mapped and
-    returns it (unchanged: the same object) or its replacement."""
+    returns it (unchanged: the same object) or its replacement. With ``within`` (a block's path),
+    only the blocks that may hold that block are visited: a block's path extends its parent's
+    (``inception3a.branch1`` inside ``inception3a``), so the others are left as they are."""
     if block.children:
-        children = tuple(map_tree(c, fn) for c in block.children)
+        if within is None:
+            children = tuple(map_tree(c, fn) for c in block.children)
+        else:
+            children = tuple(map_tree(c, fn, within) if _holds_path(c.path, within) else c for c in block.children)
         if any(a is not b for a, b in zip(children, block.children, strict=True)):
             block = dataclasses.replace(block, children=children)
     return fn(block)
 
 
-def map_roots(g: nx.DiGraph, fn: Callable[[Block], Block]) -> None:
+def _holds_path(path: str, within: str) -> bool:
+    return path == "" or within == path or within.startswith(path + ".")
+
+
+def map_roots(g: nx.DiGraph, fn: Callable[[Block], Block], within: str | None = None) -> None:
     """Apply :func:`map_tree` to the model's tree and every output's head (live and dormant),
     storing the result in ``g`` (the caller's own copy)."""
     record = info(g)
 
     def head(o: Output) -> Output:
-        if o.head is None:
+        if o.head is None or (within is not None and not _holds_path(o.head.path, within)):
             return o
-        new = map_tree(o.head, fn)
+        new = map_tree(o.head, fn, within)
         return o if new is o.head else dataclasses.replace(o, head=new)
 
-    model = map_tree(record.model, fn)
+    model = map_tree(record.model, fn, within)
     outputs = tuple(head(o) for o in record.outputs)
     dormant = tuple(head(o) for o in record.dormant.outputs)
     changes: dict[str, object] = {}
