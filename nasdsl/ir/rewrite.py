@@ -215,6 +215,7 @@ class Rewriter:
         record = self._settle_instance(record, _instance_of(above))
         old_first = inputs(g, name)[0] if g.in_degree(name) else None
         new = rename or name
+        _exist(g, sources or ())
         if new != name:
             self._rename(name, new, record.op)
         set_node(g, new, record)
@@ -316,6 +317,7 @@ class Rewriter:
         g = self.g
         if name in g:
             raise RewriteError(f"node {name} exists already")
+        _exist(g, sources)
         if after is not None:
             _, above = self.locate(after)
             holder = above[-1] if above else None
@@ -406,6 +408,8 @@ class Rewriter:
         def fn(b: Block) -> Block:
             own = b.output if b.kind in OWNERS else None
             if own in skip:
+                if any(c.kind != "skip" for c in b.children):
+                    raise RewriteError(f"the merge {own} is gone but not all of its branches")
                 return skip_of(b, resolve(own))
             if b.kind in ("seq", "use") and b.children and all(bypassed(c) for c in b.children):
                 return skip_of(b, resolve(b.inputs[0]))  # nothing of it is left: it passes its input on
@@ -609,6 +613,12 @@ def _in_tree_order(g: nx.DiGraph) -> nx.DiGraph:
 
 # ---------------------------------------------------------------------------
 # Helpers
+
+
+def _exist(g: nx.DiGraph, names: Iterable[str]) -> None:
+    missing = [n for n in names if n not in g]
+    if missing:
+        raise RewriteError(f"no node {', '.join(missing)} to read")
 
 
 def _instance_of(above: Sequence[Block]) -> str:
