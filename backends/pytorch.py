@@ -6,7 +6,12 @@ Public entries:
   depends on torch alone: one ``nn.Module`` class per spec template, the model
   class named after the spec, a NamedTuple of the training outputs, a ``loss``
   method with the spec's loss weights and a ``reset_parameters`` method with
-  the spec's initialisation.
+  the spec's initialisation. An inference build (a graph made by
+  :func:`nasdsl.optimize.optimize`, rewritten with its block tree kept) is written
+  by the same code: the rewritten templates' classes, and ``<Name>Inference``,
+  which takes no arguments, has no ``loss`` or ``reset_parameters``, and builds
+  itself from the training model's state_dict with ``from_training_state_dict``
+  (:mod:`backends.pytorch_weights`).
 - :func:`load_source` imports such source as a module; :func:`model_class`
   gives the model class of a graph.
 

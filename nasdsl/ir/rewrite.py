@@ -331,8 +331,8 @@ class Rewriter:
         label = name[len(holder.path) + 1 :] if holder.path else name
         if kind != "wrap" and any(c.name == label for c in holder.children):
             raise RewriteError(f"{holder.path or 'the model'} has an entry {label} already")
-        holder_above = self._where().above[id(holder)]
-        record = self._settle_instance(record, _instance_of(holder_above))
+        record = self._settle_instance(record, _instance_of(self._where().above[id(holder)]))
+        holder_above = self._where().above[id(holder)]  # (without the uses inlining took out)
         g.add_node(name)
         set_node(g, name, record)
         for i, src in enumerate(sources):
@@ -567,9 +567,11 @@ class _Index:
     def __init__(self, g: nx.DiGraph):
         self.owners: dict[str, tuple[Block, tuple[Block, ...]]] = {}
         self.uses: dict[str, tuple[Block, str]] = {}
-        self.above: dict[int, tuple[Block, ...]] = {}
+        self.above: dict[int, tuple[Block, ...]] = {}  # by the id of a block it keeps (see blocks)
+        self.blocks: list[Block] = []
         for b, above, off in with_parents(g):
             self.above[id(b)] = above
+            self.blocks.append(b)
             if off:
                 continue
             if b.kind in OWNERS:
@@ -582,7 +584,8 @@ class _Index:
         the uses it held, as they are now."""
         del self.uses[use.path]
         for path, block in nested.items():
-            self.uses[path] = (block, outer if self.uses[path][1] == use.path else self.uses[path][1])
+            if path in self.uses:  # (a use a switch turns off is not listed)
+                self.uses[path] = (block, outer if self.uses[path][1] == use.path else self.uses[path][1])
         drop = lambda above: tuple(a for a in above if a is not use) if any(a is use for a in above) else above  # noqa: E731
         self.owners = {n: (b, drop(above)) for n, (b, above) in self.owners.items()}
         self.above = {k: drop(above) for k, above in self.above.items()}
