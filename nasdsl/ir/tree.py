@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import networkx as nx
 
 from nasdsl.errors import GraphError
-from nasdsl.ir.graph import all_outputs, info, update_info
+from nasdsl.ir.graph import all_outputs, info, node, update_info
 from nasdsl.ir.records import Block, Output
 
 #: blocks that hold a node of their own
@@ -100,8 +100,6 @@ def retarget(block: Block, old: str, new: str) -> Block:
 
 def check_tree(g: nx.DiGraph) -> None:
     """Raise a :class:`GraphError` naming the first place where the tree and the nodes disagree."""
-    from nasdsl.ir.graph import node  # the record of a node, main or dormant
-
     record = info(g)
     dormant = record.dormant.graph
     owned: dict[str, str] = {}
