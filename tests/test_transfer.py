@@ -209,6 +209,26 @@ def test_shufflenet_widths_keep_every_channel_where_it_means_the_same():
     assert checked > 300 and status["stage2.1.branch2.0.weight"] == "adapted"
 
 
+def test_through_a_reshape_channels_carry_over_only_where_nothing_before_it_changed(tmp_path):
+    """The registry gives a reshape no channel map: what its outputs mean is known only where both
+    graphs made them from the same channels; elsewhere the layer after it is initialised, honestly
+    (a flatten, which has a map, carries the channels both have over)."""
+    text = "name: R\ninput: {shape: [3, 4, 4]}\nvariables: {w: 8}\nmodel:\n  conv: {op: conv2d, out: w, kernel: 1}\n"
+    fc = "  fc: {op: linear, out: 5}\n"
+    for name, flat in (("reshape", "  flat: {op: reshape, shape: [-1]}\n"), ("flatten", "  flat: flatten\n")):
+        (tmp_path / f"{name}.yaml").write_text(text + flat + fc)
+        parent = nasdsl.compile_spec(tmp_path / f"{name}.yaml")
+        weights = _weights(parent.graph)
+        same = transfer_weights(parent, weights, tmp_path / f"{name}.yaml")
+        assert same.counts()["copied"] == len(weights), name
+        narrower = transfer_weights(parent, weights, nasdsl.compile_spec(tmp_path / f"{name}.yaml", {"w": 4}))
+        moved = next(m for m in narrower.report if m.key == "fc.weight")
+        if name == "reshape":
+            assert (moved.status, moved.note) == ("initialised", "the parent's is 5x128, with no channel in common")
+        else:  # the first 4 channels' 16 features each, in place
+            assert moved.status == "adapted" and np.array_equal(narrower["fc.weight"], weights["fc.weight"][:, :64])
+
+
 def test_googlenet_to_a_narrower_variant_and_build_model_takes_the_result():
     parent = nasdsl.compile_spec(SPECS / "googlenet.yaml")
     child = nasdsl.compile_spec(SPECS / "googlenet.yaml", ["inception4a.c1x1=160", "aux_logits=false"])
