@@ -42,8 +42,8 @@ import networkx as nx
 from nasdsl import __version__, ir
 from nasdsl.ensemble_ir import is_ensemble
 from nasdsl.errors import CodegenError
-from nasdsl.ir.rewrite import bypassed
 from nasdsl.ir.sym import Sym
+from nasdsl.ir.tree import bypassed
 from nasdsl.ops import INIT_PARAMS, OPS
 from nasdsl.passes.pipeline import run_pipeline
 

@@ -43,10 +43,11 @@ from collections.abc import Iterable, Sequence
 import networkx as nx
 
 from nasdsl.errors import GraphError
+from nasdsl.ir.agree import agree, signature
 from nasdsl.ir.graph import copy, info, inputs, node, nodes, retarget_outputs, set_node, update_info
 from nasdsl.ir.records import Block, Node, When
 from nasdsl.ir.sym import Sym, SymbolicError
-from nasdsl.ir.tree import OWNERS, map_roots, with_parents
+from nasdsl.ir.tree import OWNERS, bypassed, map_roots, skip_of, with_parents
 from nasdsl.ir.types import frozen
 from nasdsl.passes.symbolic import infer_symbols
 
@@ -55,20 +56,6 @@ _FAILED = (SymbolicError, TypeError, ValueError, ZeroDivisionError, KeyError)
 
 class RewriteError(GraphError):
     """A rewrite the block tree cannot describe (the pass then leaves that part as it is)."""
-
-
-def skip_of(b: Block, value: str) -> Block:
-    """``b`` as a block that passes ``value`` on (a node the rewrite removed): no children, no node."""
-    return dataclasses.replace(
-        b, kind="skip", inputs=(value,), output=value, children=(), op=None, template=None, args=(), when=None,
-        target=None, repeat=None, named=False,
-    )  # fmt: skip
-
-
-def bypassed(b: Block) -> bool:
-    """Whether ``b`` is a block a rewrite took out of the data path (it passes its input on; a
-    block switched off by a condition keeps its ``when``)."""
-    return b.kind == "skip" and b.when is None
 
 
 class Rewriter:
@@ -542,7 +529,7 @@ class Rewriter:
         for uses in by_template.values():
             if len(uses) < 2 or not any(u.path in self.touched for u in uses):
                 continue
-            sigs = {u.path: _signature(self.g, u) for u in uses}
+            sigs = {u.path: signature(self.g, u) for u in uses}
             classes: dict[object, list[Block]] = {}
             for u in uses:
                 classes.setdefault(sigs[u.path], []).append(u)
@@ -552,7 +539,7 @@ class Rewriter:
             kept: list[object] = []
             for members in ordered:
                 sig = sigs[members[0].path]
-                if all(_agree(sig, k) for k in kept):
+                if all(agree(sig, k) for k in kept):
                     kept.append(sig)
                 else:
                     out += [u.path for u in members]
@@ -655,81 +642,4 @@ def _walk(b: Block):
         yield from _walk(c)
 
 
-#: an entry a parameter switches off at some uses: it agrees with anything (the writer gates it)
-_GATED = ("gated",)
-
-
-def _signature(g: nx.DiGraph, use: Block) -> object:
-    """What the class of ``use``'s template would be written from at this use: its body's blocks
-    and their nodes' ops and attributes as the class writes them, each block's input as the
-    writer reads it (in sequence, or another entry's value), relative to the use. The entries
-    of a named body that a parameter switches off here are :data:`_GATED`."""
-    base = use.path
-
-    def rel(n: str) -> str:
-        if n == use.inputs[0]:
-            return "<in>"
-        return n[len(base) + 1 :] if n.startswith(base + ".") else n
-
-    def of_node(n: str) -> object:
-        d = node(g, n)
-        attrs = tuple(
-            (k, ("expr", d.exprs[k]) if k in d.given and k in d.exprs else ("value", v)) for k, v in d.attrs.items()
-        )
-        return (d.op, d.given, attrs, d.phase)
-
-    def of_block(b: Block, current: str | None) -> object:
-        if b.kind == "skip":
-            return ("skip", b.name, bypassed(b))
-        if b.dormant:
-            return ("off", b.name)
-        when = b.when.expr if b.when is not None else None
-        read = None if not b.inputs else "seq" if b.inputs[0] == current else rel(b.inputs[0])
-        name = None if b.path == base else b.name  # the body (and a merge it wraps) is named after the use
-        head = (b.kind, name, b.named, b.op, b.phase, when, read, b.template)
-        if b.kind == "op":
-            return (*head, of_node(b.output))
-        if b.kind == "ref":
-            return (*head, b.target and rel(b.target))
-        if b.kind == "use" and b is not use:
-            args = tuple(
-                (a.name, a.given, ("expr", a.expr) if a.expr is not None else ("value", a.value)) for a in b.args
-            )
-            return (*head, args)
-        return (*head, of_node(b.output) if b.kind == "merge" else None, children(b))
-
-    def children(b: Block) -> tuple:
-        out = []
-        current = b.inputs[0] if b.inputs else None
-        for c in b.children:
-            out.append(of_block(c, current))
-            if b.kind == "seq":
-                current = c.passed
-        return tuple(out)
-
-    body = use.children[0]
-    if body.kind == "seq" and body.named:
-        entries = []
-        current = body.inputs[0]
-        for c in body.children:
-            gated = c.when is not None and isinstance(c.when.expr, Sym) and (c.kind == "skip" or c.dormant)
-            name = None if c.path == base else c.name
-            entries.append((name, _GATED if gated and not bypassed(c) else of_block(c, current)))
-            current = c.passed
-        return ("entries", tuple(entries))
-    return of_block(body, body.inputs[0] if body.inputs else None)
-
-
-def _agree(a: object, b: object) -> bool:
-    """Whether two signatures describe one class (a gated entry agrees with anything)."""
-    if a == b:
-        return True
-    if not (isinstance(a, tuple) and isinstance(b, tuple) and a[:1] == b[:1] == ("entries",)):
-        return False
-    ea, eb = a[1], b[1]
-    if [n for n, _ in ea] != [n for n, _ in eb]:
-        return False
-    return all(x == y or x == _GATED or y == _GATED for (_, x), (_, y) in zip(ea, eb, strict=True))
-
-
-__all__ = ["Rewriter", "RewriteError", "bypassed", "skip_of"]
+__all__ = ["RewriteError", "Rewriter"]

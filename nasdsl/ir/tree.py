@@ -30,6 +30,20 @@ from nasdsl.ir.records import Block, Output
 OWNERS = ("op", "merge")
 
 
+def skip_of(b: Block, value: str) -> Block:
+    """``b`` as a block that passes ``value`` on (a node the rewrite removed): no children, no node."""
+    return dataclasses.replace(
+        b, kind="skip", inputs=(value,), output=value, children=(), op=None, template=None, args=(), when=None,
+        target=None, repeat=None, named=False,
+    )  # fmt: skip
+
+
+def bypassed(b: Block) -> bool:
+    """Whether ``b`` is a block a rewrite took out of the data path (it passes its input on; a
+    block switched off by a condition keeps its ``when``)."""
+    return b.kind == "skip" and b.when is None
+
+
 def map_tree(block: Block, fn: Callable[[Block], Block], within: str | None = None) -> Block:
     """``block`` rebuilt bottom-up: ``fn`` sees each block with its children already mapped and
     returns it (unchanged: the same object) or its replacement. With ``within`` (a block's path),
@@ -131,4 +145,4 @@ def check_tree(g: nx.DiGraph) -> None:
             raise GraphError(f"output {o.name} reads {o.node}, which is not in the graph")
 
 
-__all__ = ["OWNERS", "check_tree", "map_roots", "map_tree", "retarget", "with_parents"]
+__all__ = ["OWNERS", "bypassed", "check_tree", "map_roots", "map_tree", "retarget", "skip_of", "with_parents"]
