@@ -6,7 +6,12 @@ Public entries:
   depends on torch alone: one ``nn.Module`` class per spec template, the model
   class named after the spec, a NamedTuple of the training outputs, a ``loss``
   method with the spec's loss weights and a ``reset_parameters`` method with
-  the spec's initialisation.
+  the spec's initialisation. An inference build (a graph made by
+  :func:`nasdsl.optimize.optimize`, rewritten with its block tree kept) is written
+  by the same code: the rewritten templates' classes, and ``<Name>Inference``,
+  which takes no arguments, has no ``loss`` or ``reset_parameters``, and builds
+  itself from the training model's state_dict with ``from_training_state_dict``
+  (:mod:`backends.pytorch_weights`).
 - :func:`load_source` imports such source as a module; :func:`model_class`
   gives the model class of a graph.
 
@@ -37,6 +42,7 @@ import networkx as nx
 from nasdsl import __version__, ir
 from nasdsl.errors import CodegenError
 from nasdsl.ir.sym import Sym
+from nasdsl.ir.tree import bypassed
 from nasdsl.ops import INIT_PARAMS, OPS
 from nasdsl.passes.pipeline import run_pipeline
 
@@ -44,6 +50,7 @@ from .names import BUILTINS, IMPORTED, METHOD_LOCALS, MODEL_ARGUMENTS_RESERVED, 
 from .pyformat import Call, docstring, docstring_with_args, layout, layout_or_none, literal, safe_text, wrap
 from .pyloops import loop_lines
 from .pytorch_ops import HELPER_CLASSES, ClassContext, check_lowering, lowering_for, names_in, render
+from .pytorch_weights import FROM_TRAINING, Replay
 
 #: The passes this backend runs before it writes (see nasdsl/passes/pipeline.py).
 PIPELINE = ("expose", "inplace")
@@ -134,8 +141,15 @@ def _keyword(name: str, call: Call) -> Call:
 
 
 def _off(ctx: ClassContext, b: ir.Block) -> bool:
-    """Whether the generated code leaves block ``b`` out (switched off for good)."""
+    """Whether the generated code leaves block ``b`` out (switched off for good, or taken out of
+    the data path by a rewrite: it passes its input on)."""
     return b.kind == "skip" or (b.dormant and b.when.switch not in ctx.exposed) or b.path in ctx.off
+
+
+def _absent(ctx: ClassContext, b: ir.Block) -> bool:
+    """Whether branch ``b`` is absent from its merge: switched off (a branch a rewrite took out of
+    the data path is there, as its input)."""
+    return _off(ctx, b) and not bypassed(b)
 
 
 def _merge_lowering(ctx: ClassContext, b: ir.Block):
@@ -165,9 +179,17 @@ def _module_expr(ctx: ClassContext, b: ir.Block) -> Call:
     if b.kind == "use":
         return _template_call(ctx, b)
     if b.kind == "seq":
-        items = [_module_expr(ctx, c) for c in b.children]
+        if ctx.own_class is not None and b.named and not _sequential(ctx, b):
+            return ctx.own_class(ctx, b)  # a rewritten block that needs a forward of its own
+        children = list(b.children)
+        if b.named:  # an entry a rewrite took out has no name to keep
+            children = [c for c in children if not bypassed(c)]
+        else:  # an item a rewrite took out keeps the indices of those after it (nn.Identity); none follow the last
+            while children and bypassed(children[-1]):
+                children.pop()
+        items = [_module_expr(ctx, c) for c in children]
         if b.named:
-            return Call("nn.Sequential", (_ordered(b.children, items),))
+            return Call("nn.Sequential", (_ordered(children, items),))
         return Call("nn.Sequential", tuple(items))
     if b.kind == "merge":
         low = _merge_lowering(ctx, b)
@@ -181,7 +203,7 @@ def _module_expr(ctx: ClassContext, b: ir.Block) -> Call:
             )
         helper = ctx.classes[f"merge:{b.op}"]
         ctx.used_helpers.add(b.op)
-        live = [c for c in b.children if not _off(ctx, c)]  # a branch switched off is absent
+        live = [c for c in b.children if not _absent(ctx, c)]  # a branch switched off is absent
         calls = [_module_expr(ctx, c) for c in live]
         if b.named:
             return Call(helper, tuple(_keyword(c.name, call) for c, call in zip(live, calls, strict=True)))
@@ -197,6 +219,38 @@ def _module_expr(ctx: ClassContext, b: ir.Block) -> Call:
         location=b.loc or (data.loc if data else None),
         path=b.keypath or b.path,
     )
+
+
+def _apart(c: ir.Block, t: ir.Block) -> bool:
+    """Whether ``c``, an entry of ``t``, is a merge whose branches read values of their own rather
+    than its input (a rewrite put the fused convolution their slices read before it), or that
+    joins ``t``'s own branches (its path is ``t``'s)."""
+    if c.kind != "merge":
+        return False
+    return c.path == t.path or any(b.kind != "ref" and b.inputs[:1] != c.inputs[:1] for b in c.children)
+
+
+def _sequential(ctx: ClassContext, b: ir.Block) -> bool:
+    """Whether the named sequence ``b`` can be an ``nn.Sequential``: each entry reads the one
+    before it and is a module of one input (no reference, no merge joining this class's own
+    branches, no merge whose branches read other values, no parameter of the class)."""
+    current = b.inputs[0] if b.inputs else None
+    for c in b.children:
+        if _off(ctx, c):
+            current = c.passed
+            continue
+        if c.kind == "ref" or (c.inputs and c.inputs[0] != current):
+            return False
+        if c.kind == "merge" and (
+            c.path == b.path or any(x.kind == "ref" or (x.inputs and x.inputs[:1] != c.inputs[:1]) for x in c.children)
+        ):
+            return False
+        if c.kind == "op":
+            low = lowering_for(ctx, c.output)
+            if low.parameter is not None or low.module is None or low.apply != "{m}({x})":
+                return False
+        current = c.passed
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -268,6 +322,11 @@ class _Writer:
     def __init__(self, g: nx.DiGraph):
         self.g = g
         self.exposed = frozenset(ir.info(g).exposed)
+        #: an inference build (nasdsl.optimize): its class takes the training model's weights
+        self.inference = ir.info(g).optimized is not None
+        #: classes of rewritten blocks that need a forward of their own (see _own_class)
+        self.block_classes: list[ClassCode] = []
+        self.own_classes: dict[str, str] = {}  # their blocks' paths -> class names
         self.helpers: set[str] = set()
         self.init_helpers: set[str] = set()  # the init functions of the file's head the code calls
         #: the nodes under each path (a template use's nodes), built once
@@ -281,6 +340,7 @@ class _Writer:
                     self.members.setdefault(".".join(parts[:i]), []).append(n)
         self._name_everything()
         self._check_attributes()
+        self.replay = Replay(g, self.module_names) if self.inference else None
 
     def _name_everything(self) -> None:
         """The file's identifiers, from one module-level namespace: class names (the model's
@@ -289,7 +349,8 @@ class _Writer:
         builtin, an import or a class."""
         g = self.g
         self.module_names = Namespace(BUILTINS | IMPORTED | METHOD_LOCALS)
-        self.model_class_name = self.module_names.create(ir.info(g).name)
+        model = f"{ir.info(g).name}Inference" if self.inference else ir.info(g).name
+        self.model_class_name = self.module_names.create(model)
         self.outputs_class_name = self.module_names.create(f"{self.model_class_name}Outputs")
         self.classes: dict[str, str] = {}
         self.defines: set[str] = set()  # helper classes the file uses
@@ -314,7 +375,43 @@ class _Writer:
 
     def _ctx(self, template: str | None, inplace: Callable[[str], bool]) -> ClassContext:
         arguments = self.keywords[template] if template is not None else self.arguments
-        return ClassContext(self.g, template, self.exposed, inplace, arguments, self.classes, self.keywords)
+        ctx = ClassContext(self.g, template, self.exposed, inplace, arguments, self.classes, self.keywords)
+        if self.inference:
+            ctx.own_class = self._own_class
+        return ctx
+
+    def _own_class(self, ctx: ClassContext, b: ir.Block) -> Call:
+        """A class of its own for a rewritten block that an ``nn.Sequential`` cannot be (it reads
+        an earlier value, or joins branches after an entry a rewrite put before them), nested in
+        a module expression of the model (a ResNet-50 bottleneck whose convolutions were joined,
+        alone among the bottlenecks): every size folded, as the model writes it."""
+        if b.path in self.own_classes:
+            return Call(self.own_classes[b.path], ())
+        if ctx.template is not None:
+            raise CodegenError(
+                f"the rewritten block {b.path} needs a class of its own inside template {ctx.template}",
+                location=b.loc,
+                path=b.keypath,
+            )
+        words = [p for p in re.split(r"[^A-Za-z0-9]+", b.path) if p]
+        name = self.module_names.create(
+            f"{b.template}_{'_'.join(words)}" if b.template else "".join(w[:1].upper() + w[1:] for w in words)
+        )
+        inner = self._ctx(None, ctx.inplace)
+        init, fwd = self._statements(inner, b, lambda c: None)
+        self.helpers |= inner.used_helpers
+        what = f"the {b.template} block at {b.path}" if b.template else f"block {b.path}"
+        head = [f"class {name}(nn.Module):"] + docstring(
+            f"{what[:1].upper()}{what[1:]}, rewritten for inference: a class of its own, since it no longer "
+            "reads as the other uses of its template do",
+            1,
+        )
+        forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
+        forward += ["        " + f if f else "" for f in fwd] + ["        return x"]
+        start = ["    def __init__(self) -> None:", "        super().__init__()"]
+        self.block_classes.append(ClassCode(name, head, start + init, [forward], inner.used_helpers))
+        self.own_classes[b.path] = name
+        return Call(name, ())
 
     def _locals(self) -> Namespace:
         """A namespace for the locals of one method: never a module-level name, ``self`` or ``x``."""
@@ -409,7 +506,9 @@ class _Writer:
                 unsettled = None
             wanted = c.path in targets or c.passed in target_nodes
             reads_off = c.kind != "ref" and written_off.get(c.inputs[0]) == current  # reads an entry written off
-            if c.kind != "ref" and c.inputs[0] != current and not reads_off:  # `from:` another entry (on or off)
+            before = current
+            apart = _apart(c, t)  # its branches read values of their own: x is left as it is
+            if c.kind != "ref" and c.inputs[0] != current and not reads_off and not apart:  # `from:` another entry
                 source = produced.get(c.inputs[0])
                 if source is None:
                     raise CodegenError(
@@ -449,8 +548,15 @@ class _Writer:
                 init += (
                     layout_or_none(f"self.{c.name} = ", make, cond, 2) if cond else layout(f"self.{c.name} = ", make, 2)
                 )
-            elif c.kind == "merge" and (any(b.kind == "ref" for b in c.children) or ir.node(self.g, c.output).given):
-                call, value = self._merge_with_refs(ctx, c, produced)
+            elif c.kind == "merge" and c.path == t.path:  # this class's own branches, after entries put before
+                more, lines, outs = self._own_branches(ctx, c, before, produced, notes, names)
+                init += more
+                fwd += lines
+                call, value = None, _joined(ctx, c, outs)
+            elif c.kind == "merge" and (
+                apart or any(b.kind == "ref" for b in c.children) or ir.node(self.g, c.output).given
+            ):
+                call, value = self._merge_with_refs(ctx, c, before if apart else c.inputs[0], produced)
             elif low is not None:
                 check_lowering(ctx, c.output, low)
                 call = low.module(ctx, c.output)
@@ -508,7 +614,9 @@ class _Writer:
         found: set[str] = set()
         current = t.inputs[0]
         for c in t.children:
-            if c.kind != "ref" and c.inputs[0] != current:
+            if _apart(c, t):  # branches of a rewritten merge read values of their own
+                found |= {b.inputs[0] for b in c.children if b.kind != "ref" and b.inputs and b.inputs[0] != current}
+            elif c.kind != "ref" and c.inputs[0] != current:
                 found.add(c.inputs[0])
             current = c.passed
         return found
@@ -524,7 +632,7 @@ class _Writer:
             )
         return name
 
-    def _merge_with_refs(self, ctx: ClassContext, c: ir.Block, produced: dict[str, str]):
+    def _merge_with_refs(self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str]):
         """A merge whose branches include references to earlier entries (or that has attributes):
         its other branches live in an ``nn.ModuleDict`` named after the merge, and the forward
         line joins them with the referenced values."""
@@ -532,14 +640,46 @@ class _Writer:
         for b in c.children:
             if b.kind == "ref":
                 terms.append(self._referenced(ctx, b, produced))
-            elif _off(ctx, b):
+            elif _absent(ctx, b):
                 continue  # a branch switched off is absent from the merge
+            elif _off(ctx, b):
+                terms.append(self._value_of(b.inputs[0], current, produced))  # taken out: its input
             else:
                 call = _module_expr(ctx, b)
                 modules.append(Call(f'"{b.name}": {call.func}', call.args, call.open, call.close))
-                terms.append(f'self.{c.name}["{b.name}"](x)')
+                terms.append(f'self.{c.name}["{b.name}"]({self._value_of(b.inputs[0], current, produced)})')
         container = Call("nn.ModuleDict", (Call("", tuple(modules), "{", "}"),)) if modules else None
         return container, _joined(ctx, c, terms)
+
+    def _value_of(self, n: str, current: str, produced: dict[str, str]) -> str:
+        """The local holding node ``n`` at a point where ``x`` holds ``current``."""
+        if n == current:
+            return "x"
+        found = produced.get(n)
+        if found is None:  # pragma: no cover - _read_out_of_turn keeps every value read later
+            raise CodegenError(f"the PyTorch backend kept no value for node {n}")
+        return found
+
+    def _own_branches(self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str], notes, names):
+        """A merge that joins this class's own branches (its path is the class's: a rewrite put
+        entries before it): each branch is an attribute, run on the value it reads."""
+        init, fwd, outs = [], [], []
+        for b in c.children:
+            if b.kind == "ref":
+                outs.append(self._referenced(ctx, b, produced))
+                continue
+            if _absent(ctx, b):
+                continue
+            source = self._value_of(b.inputs[0], current, produced)
+            if _off(ctx, b):
+                outs.append(source)
+                continue
+            init += layout(f"self.{b.name} = ", _module_expr(ctx, b), 2)
+            local = names.create(b.name)
+            note = _shape_note(ctx, b, notes(b) if ctx.template else None)
+            fwd += layout(f"{local} = ", f"self.{b.name}({source})", 2, comment=note)
+            outs.append(local)
+        return init, [line[8:] for line in fwd], outs
 
     def _condition(self, ctx: ClassContext, c: ir.Block) -> str:
         """The guard of a block the class builds only when an argument says so."""
@@ -649,7 +789,10 @@ class _Writer:
             outs = []
             names = self._locals()
             for c in body.children:
-                if _off(ctx, c):  # a branch switched off is absent from the merge
+                if _absent(ctx, c):  # a branch switched off is absent from the merge
+                    continue
+                if _off(ctx, c):  # a branch a rewrite took out: its input
+                    outs.append("x")
                     continue
                 call = _module_expr(ctx, c)
                 init += layout(f"self.{c.name} = ", call, 2)
@@ -776,9 +919,10 @@ class _Writer:
             paragraphs=[] if ir.info(g).exposed else ["Every variable of the spec is folded into the code"],
         )
         body = ["        super().__init__()"]
-        body += layout("self.loss_weights = ", weights, 2)
+        if not self.inference:
+            body += layout("self.loss_weights = ", weights, 2)
         body += [f"        self.{self.arguments[f]} = {self.arguments[f]}" for f in exposed_flags]
-        body += pre_init + init + head_init + ["        self.reset_parameters()"]
+        body += pre_init + init + head_init + ([] if self.inference else ["        self.reset_parameters()"])
         ret_type = "torch.Tensor"
         fwd_lines = [*pre, *fwd]
         final = local[main.name] if tap_main else "x"
@@ -786,7 +930,7 @@ class _Writer:
             outputs_class = self._outputs_class(outputs)
             ret_type = f"{outputs_name} | torch.Tensor"
             fields = ", ".join([final, *(local[o.name] for o in extras)])
-            if all(o.training_only for o in extras):
+            if all(o.training_only for o in extras) and not self.inference:
                 flags = [f"self.{self.arguments[f]}" for f in exposed_flags]
                 unconditional = any(o.when is None or o.when not in self.exposed for o in extras)
                 cond = "self.training" + (
@@ -805,6 +949,8 @@ class _Writer:
             fwd_lines.append(f"return {final}")
         forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, f" -> {ret_type}:")
         forward += ["        " + f for f in fwd_lines]
+        if self.inference:
+            return ClassCode(name, head, sig + body, [forward, self.replay.method(name)]), outputs_class
         methods = [forward, self._loss(outputs, extras), self._reset()]
         return ClassCode(name, head, sig + body, methods), outputs_class
 
@@ -889,7 +1035,8 @@ class _Writer:
 
     def _outputs_class(self, outputs: list[ir.Output]) -> ClassCode:
         name = self.outputs_class_name
-        head = [f"class {name}(NamedTuple):"] + docstring("The model's outputs in training, main output first", 1)
+        when = "" if self.inference else " in training"
+        head = [f"class {name}(NamedTuple):"] + docstring(f"The model's outputs{when}, main output first", 1)
         fields = []
         for i, o in enumerate(outputs):
             optional = i > 0 and (o.training_only or (o.when is not None and o.when in self.exposed))
@@ -1191,8 +1338,10 @@ _ENV = jinja2.Environment(
 
 
 def prepare(graph: object, *, verify: bool | str | None = None) -> nx.DiGraph:
-    """The graph this backend writes from: ``graph`` through :data:`PIPELINE`."""
-    return run_pipeline(ir.as_graph(graph), PIPELINE, verify=verify)
+    """The graph this backend writes from: ``graph`` through :data:`PIPELINE` (an inference build,
+    whose every variable is folded, through the in-place analysis alone)."""
+    g = ir.as_graph(graph)
+    return run_pipeline(g, PIPELINE[1:] if ir.info(g).optimized else PIPELINE, verify=verify)
 
 
 @dataclass(frozen=True)
@@ -1233,22 +1382,46 @@ def generate(graph: object, *, source_name: str | None = None, verify: bool | st
         key=lambda c: c.name,
     )
     name = ir.info(g).name
-    exposed = ", ".join(w.arguments[v] for v in ir.info(g).exposed) or "none"
     shown = safe_text(os.path.basename(source_name or ir.info(g).file)) or "a spec"
-    all_names = sorted([model.name, *([outputs.name] if outputs else []), *(c.name for c in templates)], key=_isort)
+    public_names = [model.name, *([outputs.name] if outputs else []), *(c.name for c in templates)]
+    all_names = sorted([*public_names, *(c.name for c in w.block_classes)], key=_isort)
     public = layout("__all__ = ", Call("", tuple(f'"{n}"' for n in all_names), "[", "]"), 0)
+    if w.inference:
+        target = ir.info(g).optimized
+        header = wrap(
+            f"The inference graph optimised for {target}: {', '.join(ir.info(g).pipeline)}. It depends on torch "
+            f"alone. Build it from the training model's weights with {model.name}.{FROM_TRAINING}(state_dict).",
+            86,
+        )
+        doc = docstring(
+            f"{(ir.info(g).doc or f'The {name} model').rstrip('.')}: inference only, optimised for {target}", 0
+        )
+    else:
+        exposed = ", ".join(w.arguments[v] for v in ir.info(g).exposed) or "none"
+        header = wrap(f"It depends on torch alone. Constructor arguments: {exposed}.", 86)
+        doc = docstring(ir.info(g).doc or f"The {name} model", 0)
     source = _ENV.get_template("pytorch.py.jinja").render(
         version=__version__,
         source=shown,
         sha=ir.info(g).sha256[:16],
-        doc=docstring(ir.info(g).doc or f"The {name} model", 0),
-        header=["# " + line for line in wrap(f"It depends on torch alone. Constructor arguments: {exposed}.", 86)],
+        doc=doc,
+        header=["# " + line for line in header],
         init_helpers=sorted(w.init_helpers),
+        functions=w.replay.functions() if w.inference else [],
         needs_namedtuple=outputs is not None,
-        needs_ordered_dict=any("OrderedDict(" in line for c in [*templates, model] for line in c.init),
+        # the training model's loss uses it; an inference build where a layer does
+        needs_functional=not w.inference
+        or any(
+            "F." in line
+            for c in [*helpers, *templates, *w.block_classes, model]
+            for line in c.head + c.init + sum(c.methods, [])
+        ),
+        needs_ordered_dict=any(
+            "OrderedDict(" in line for c in [*templates, *w.block_classes, model] for line in c.init
+        ),
         public=public,
         helpers=helpers,
-        templates=templates,
+        templates=[*templates, *w.block_classes],
         outputs=outputs,
         model=model,
     )

@@ -49,6 +49,9 @@ class ClassContext:
     used_helpers: set[str] = field(default_factory=set)
     #: paths of blocks to write as switched off (to compare a template's uses, see template_class)
     off: frozenset[str] = frozenset()
+    #: how a rewritten block that needs a forward of its own is written (an inference build's
+    #: writer gives it a class, and this returns the call that builds it); None: no such block
+    own_class: Callable[[ClassContext, ir.Block], Call] | None = None
 
     def value(self, expr: object, concrete: object) -> object:
         """An expression of the IR as this class writes it: a template class writes its

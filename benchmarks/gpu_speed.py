@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import nasdsl  # noqa: E402
-from nasdsl.backends.inference import inference_class  # noqa: E402
+from nasdsl.backends.pytorch import model_class  # noqa: E402
 from nasdsl.optimize import TARGETS, optimize  # noqa: E402
 
 SPEC = ROOT / "specs" / "googlenet_bn.yaml"
@@ -73,7 +73,7 @@ def models(size: int, variants: list[str]) -> dict[str, torch.nn.Module]:
     net = nasdsl.compile_spec(SPEC, {"input.shape": [3, size, size]})
     built = {"torchvision": reference}
     for label in variants:
-        cls = inference_class(optimize(net, "cuda", rewrites=VARIANTS[label]))
+        cls = model_class(optimize(net, "cuda", rewrites=VARIANTS[label]))
         built[label] = cls.from_training_state_dict(reference.state_dict())
     return built
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import nasdsl  # noqa: E402
 from nasdsl import ir  # noqa: E402
-from nasdsl.backends.inference import inference_class  # noqa: E402
+from nasdsl.backends.pytorch import model_class  # noqa: E402
 from nasdsl.optimize import PREPARE, optimize, optimized_weights  # noqa: E402
 from nasdsl.passes.pipeline import run_pipeline  # noqa: E402
 from nasdsl.weights import parameters  # noqa: E402
@@ -153,7 +153,7 @@ def eager(family: str, batch: int, repeats: int, warmup: int, size: int | None) 
     training.load_state_dict(state, strict=False)  # the training-only heads keep their initialisation
     models = {"torchvision": reference, "nasdsl": training.eval()}
     for name, rewrites in VARIANTS.items():
-        cls = inference_class(optimize(net, rewrites=rewrites))
+        cls = model_class(optimize(net, rewrites=rewrites))
         models[name] = cls.from_training_state_dict(state)
     models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
     with torch.inference_mode():

@@ -371,11 +371,11 @@ def _check_compile_options(args: argparse.Namespace) -> None:
 
 def _run_compile(args: argparse.Namespace, net) -> int:
     if args.backend == "pytorch" and args.target is not None:
-        from nasdsl.backends.inference import generate_inference
+        from nasdsl.backends.pytorch import generate_source
         from nasdsl.optimize import optimize
 
         g = optimize(net.graph, args.target, verify=args.debug or None)
-        data = generate_inference(g, source_name=args.spec, verify=args.debug or None).source.encode()
+        data = generate_source(g, source_name=args.spec, verify=args.debug or None).encode()
     elif args.backend == "pytorch":
         from nasdsl.backends.pytorch import generate_source
 

@@ -77,11 +77,9 @@ def optimize(
     source = ir.as_graph(graph)
     if any(OPS[d.op].subgraph is not None for _, d in ir.nodes(source) if d.op in OPS):
         raise OptimizeError("an ensemble is not optimised as a whole; optimise the spec of each member")
-    g = run_pipeline(source, passes, verify=verify)
-    if not ir.info(g).flat:  # a target without rewrites: the tree still says what runs
-        g = run_pipeline(g, ("flatten",), verify=verify)
-    g = ir.copy(g)
-    ir.update_info(g, optimized=target, pipeline=passes)
+    g = ir.copy(run_pipeline(source, passes, verify=verify))
+    # every variable is folded into an inference build: its class takes no arguments
+    ir.update_info(g, optimized=target, pipeline=passes, exposed=())
     return g
 
 
@@ -116,12 +114,12 @@ def build_inference(
     (:func:`nasdsl.weights.initial_weights`, what the ONNX export uses). Imports torch."""
     import torch
 
-    from nasdsl.backends.inference import inference_class
+    from nasdsl.backends.pytorch import model_class
     from nasdsl.weights import initial_weights, load_weights
 
     g = ir.as_graph(source)
     chosen = DEFAULT_TARGET["pytorch"] if target is True else check_target(str(target))
-    cls = inference_class(optimize(g, chosen))
+    cls = model_class(optimize(g, chosen))
     if weights is None:
         state: Mapping[str, object] = initial_weights(g)
     else:

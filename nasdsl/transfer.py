@@ -8,19 +8,22 @@ lists it) is reported as one of:
   values all keep their meaning;
 * ``adapted``: the parent's tensor of that name differs in shape, or its
   channels mean something else, and part of it carries over, by this rule:
-  along an output dimension (dimension 0 of a convolution's or linear
-  layer's weight, a bias) the leading channels are kept; along an input
-  dimension (dimension 1 of a convolution's weight with one group or of a
-  linear layer's weight, a batch norm's parameters and statistics) each
-  channel is traced to the layer that made it, through ``concat`` and
-  ``flatten``, and the leading channels of each such source that both have are
-  kept, in place (so a wider branch of an Inception module does not shift its
-  neighbours' channels); a kernel keeps its centre (a 3x3 kernel becomes the
-  middle of a 5x5 one, a 5x5 is cut to its middle 3x3); anything else keeps
-  its leading slice. The rest of the tensor is drawn by the child's ``init``
-  rules (:func:`nasdsl.weights.initial_weights`, seeded);
+  a channel dimension (a layer's output channels: dimension 0 of its weight,
+  its bias, a batch norm's parameters and statistics; its input channels:
+  dimension 1 of a convolution's weight with one group or of a linear
+  layer's weight) keeps each child channel that means what a parent channel
+  meant, in its place. What a channel means is traced back through each op's
+  channel map in the registry (``OpDef.channel_map``: concatenations, slices,
+  channel shuffles, flattening, pooling, element-wise ops, depthwise
+  convolutions) to the layer that made it and its index there, the leading
+  channels of a layer being the ones it keeps; a channel made by an op the
+  registry gives no map for (a reshape) means the same only where both
+  graphs made it from the same channels. A kernel keeps its centre (a 3x3
+  kernel becomes the middle of a 5x5 one, a 5x5 is cut to its middle 3x3);
+  anything else keeps its leading slice. The rest of the tensor is drawn by
+  the child's ``init`` rules (:func:`nasdsl.weights.initial_weights`, seeded);
 * ``initialised``: nothing carries over (no tensor of that name, another
-  rank, or no channel in common); drawn by the child's ``init`` rules.
+  rank, or no channel that means the same); drawn by the child's ``init`` rules.
 
 Parent tensors that no child tensor reads are reported as ``dropped``: nothing
 is left out silently. With ``strict``, anything but ``copied`` is an error.
@@ -39,6 +42,7 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.errors import WeightsError
+from nasdsl.ops import OPS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -139,7 +143,8 @@ def transfer_weights(parent, weights, child, *, strict: bool = False, seed: int 
     source = {k: floats[k] if k in floats else _array(v) for k, v in state.items()}
     renamed = _renames(pg, cg)
     fresh = initial_weights(cg, seed=seed)
-    c_layout, p_layout = _layouts(cg), _layouts(pg)
+    back = {old: new for new, old in renamed.items()}
+    c_layout, p_layout = _layouts(cg), _layouts(pg, lambda n: _child_name(n, back))
     out: dict[str, np.ndarray] = {}
     report: list[Moved] = []
     used: set[str] = set()
@@ -208,6 +213,12 @@ def _renames(pg: nx.DiGraph, cg: nx.DiGraph) -> dict[str, str]:
     return {e.name: e.was for e in compare(pg, cg).entries if e.status == "renamed" and e.was}
 
 
+def _child_name(node: str, back: Mapping[str, str]) -> str:
+    """A parent node's name in the child's terms (its top-level entry renamed back)."""
+    top, _, rest = node.partition(".")
+    return back.get(top, top) + ("." + rest if rest else "")
+
+
 def _parent_name(node: str, renamed: Mapping[str, str]) -> str:
     top, _, rest = node.partition(".")
     if top in renamed:
@@ -215,28 +226,59 @@ def _parent_name(node: str, renamed: Mapping[str, str]) -> str:
     return node
 
 
-#: a run of channels: (the node that made them, how many, values per channel)
-Segment = tuple[str, int, int]
-
-
-def _layouts(g: nx.DiGraph) -> dict[str, tuple[Segment, ...]]:
-    """For every node, where the channels (or flat features) of its output come from."""
-    out: dict[str, tuple[Segment, ...]] = {}
+def _layouts(g: nx.DiGraph, name_of=lambda n: n) -> dict[str, tuple]:
+    """For every node, what each channel of its output means (along its channel axis, or its last
+    axis without one), as a key two graphs can compare: worked out from each op's
+    ``channel_map`` in the registry alone. A channel a layer makes (a convolution's filter, a
+    linear layer's unit) is ``(layer, index)``; one an op takes from an input keeps that input
+    channel's key (spread over several flat features, each with its place among them); one an
+    op without weights makes some other way (a reshape) is keyed by the op and everything it
+    read, so that it matches only where the two graphs computed it from the same channels.
+    ``name_of`` gives a node's name in the other graph's terms (renamed entries)."""
+    out: dict[str, tuple] = {}
     for n in ir.order(g):
         data = ir.node(g, n)
-        op, shape = data.op, data.shape
+        t = data.type
+        if t is None or t.rank == 0:
+            out[n] = ()
+            continue
+        axis = t.channel_axis if t.channel_axis is not None else t.rank - 1
+        size = t.shape[axis]
         ins = ir.inputs(g, n)
-        if op in ("input", "conv2d", "linear") or not ins:
-            out[n] = ((n, shape[0], 1),)
-        elif op == "concat":
-            out[n] = tuple(s for i in ins for s in out[i])
-        elif op == "flatten":
-            src = ir.node(g, ins[0]).shape
-            per = math.prod(src[1:]) if len(src) > 1 else 1
-            out[n] = tuple((o, c, s * per) for o, c, s in out[ins[0]])
+        opdef = OPS.get(data.op)
+        mapped = None
+        if opdef is not None and opdef.channel_map is not None and ins:
+            try:
+                mapped = opdef.channel_map(ir.input_types(g, n), data.attrs, t)
+            except (TypeError, ValueError, KeyError, IndexError):
+                mapped = None
+        if mapped is not None and len(mapped) == size:
+            out[n] = _spread(tuple(None if m is None else out[ins[m[0]]][m[1]] for m in mapped), n, name_of)
+        elif data.op == "input" or (opdef is not None and opdef.has_weights):
+            out[n] = tuple((name_of(n), i) for i in range(size))
         else:
-            out[n] = out[ins[0]]
+            made = hash((data.op, tuple(sorted(map(repr, data.attrs.items()))), tuple(out[i] for i in ins)))
+            out[n] = tuple((name_of(n), i, made) for i in range(size))
     return out
+
+
+def _spread(keys: tuple, n: str, name_of) -> tuple:
+    """Channels an op took from its inputs, with those it made itself (None) keyed as its own; a
+    channel spread over several outputs (flat features) gets its place among them."""
+    counts: dict[object, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    seen: dict[object, int] = {}
+    out = []
+    for i, k in enumerate(keys):
+        if k is None:
+            out.append((name_of(n), i))
+        elif counts[k] == 1:
+            out.append(k)
+        else:
+            seen[k] = seen.get(k, -1) + 1
+            out.append((k, seen[k], counts[k]))
+    return tuple(out)
 
 
 def _leading(c: int, p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,66 +295,43 @@ def _centred(c: int, p: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(n) + (c - n) // 2, np.arange(n) + (p - n) // 2
 
 
-def _traced(child: tuple[Segment, ...], parent: tuple[Segment, ...], renamed: Mapping[str, str], c: int, p: int):
-    """Indices along an input dimension: each source's leading channels that both sides have."""
+def _matched(child: tuple, parent: tuple, c: int, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices along a channel dimension: each child channel and the parent channel that means
+    the same thing, where there is one (nothing where the layouts do not describe the dimension)."""
     import numpy as np
 
-    if sum(n * s for _, n, s in child) != c or sum(n * s for _, n, s in parent) != p:
-        return _leading(c, p)  # the layout does not describe this dimension: keep the leading slice
-    back = {old: new for new, old in renamed.items()}
-    offsets: list[tuple[str, int, int, int]] = []
-    at = 0
-    for origin, n, s in parent:
-        top, _, rest = origin.partition(".")
-        name = back.get(top, top) + ("." + rest if rest else "")
-        offsets.append((name, n, s, at))
-        at += n * s
-    taken: set[int] = set()
-    ci: list[np.ndarray] = []
-    pi: list[np.ndarray] = []
-    at = 0
-    for origin, n, s in child:
-        for j, (name, pn, ps, pat) in enumerate(offsets):
-            if j not in taken and name == origin and ps == s:
-                taken.add(j)
-                k = min(n, pn) * s
-                ci.append(np.arange(at, at + k))
-                pi.append(np.arange(pat, pat + k))
-                break
-        at += n * s
-    if not ci:
+    if len(child) != c or len(parent) != p:  # another axis: the same where everything before is the same
+        return _leading(c, p) if child == parent else (np.arange(0), np.arange(0))
+    where = {k: j for j, k in enumerate(parent)}
+    pairs = [(i, where[k]) for i, k in enumerate(child) if k in where]
+    if not pairs:
         return np.arange(0), np.arange(0)
-    return np.concatenate(ci), np.concatenate(pi)
+    ci, pi = zip(*pairs, strict=True)
+    return np.asarray(ci), np.asarray(pi)
 
 
 def _index_maps(cg, pg, node, pnode, name, cshape, pshape, c_layout, p_layout, renamed):
-    """For each dimension of the tensor: (child indices, parent indices) that carry over."""
+    """For each dimension of the tensor: (child indices, parent indices) that carry over. A
+    layer's output channels (dimension 0 of its weight, its bias, a BatchNorm's statistics) and
+    the input channels of a convolution of one group or a linear layer (dimension 1) are matched
+    by what they mean (:func:`_layouts`); a kernel keeps its centre; anything else its leading part."""
     data = ir.node(cg, node)
     op = data.op
     pdata = ir.node(pg, pnode) if pnode in pg else None
     same_op = pdata is not None and pdata.op == op
-
-    def traced(dim: int):
-        c_in, p_in = ir.inputs(cg, node), ir.inputs(pg, pnode) if pdata is not None else []
-        if not c_in or not p_in:
-            return _leading(cshape[dim], pshape[dim])
-        return _traced(c_layout[c_in[0]], p_layout[p_in[0]], renamed, cshape[dim], pshape[dim])
-
+    conv = op.startswith("conv") and op[4:].rstrip("d").isdigit()
     maps = []
     for dim, (c, p) in enumerate(zip(cshape, pshape, strict=True)):
-        if not same_op:
+        if not same_op or name == "num_batches_tracked":
             maps.append(_leading(c, p))
-        elif op == "conv2d" and name == "weight":
-            if dim == 1 and data.attrs["groups"] == 1 and pdata.attrs["groups"] == 1:
-                maps.append(traced(1))
-            elif dim >= 2:
-                maps.append(_centred(c, p))
-            else:
-                maps.append(_leading(c, p))
-        elif op == "linear" and name == "weight" and dim == 1:
-            maps.append(traced(1))
-        elif op == "batch_norm" and name != "num_batches_tracked":
-            maps.append(traced(0))
+        elif dim == 0 and c == len(c_layout[node]):
+            maps.append(_matched(c_layout[node], p_layout[pnode], c, p))
+        elif dim == 1 and name == "weight" and (op == "linear" or (conv and data.attrs["groups"] == 1)):
+            c_in, p_in = ir.inputs(cg, node), ir.inputs(pg, pnode)
+            one_group = not conv or pdata.attrs["groups"] == 1
+            maps.append(_matched(c_layout[c_in[0]], p_layout[p_in[0]], c, p) if one_group else _leading(0, 0))
+        elif conv and name == "weight" and dim >= 2:
+            maps.append(_centred(c, p))
         else:
             maps.append(_leading(c, p))
     return maps

@@ -26,17 +26,15 @@ import torch
 
 import nasdsl
 from nasdsl import ir
-from nasdsl.backends.inference import generate_inference, inference_class
-from nasdsl.backends.pytorch import load_source, model_class
+from nasdsl.backends.pytorch import generate_source, load_source, model_class
 from nasdsl.cli import main
 from nasdsl.errors import NasdslError
 from nasdsl.optimize import PREPARE, TARGETS, optimize, optimized_weights, training_weights
 from nasdsl.passes.derive import FoldNorm, JoinLayers
-from nasdsl.passes.flatten import check_flat
 from nasdsl.passes.fold import fold_norms
 from nasdsl.passes.fuse import fuse_siblings
 from nasdsl.passes.hoist import hoist_activations
-from nasdsl.passes.pipeline import PassError, run_pipeline
+from nasdsl.passes.pipeline import PassError, run_pipeline, verify_graph
 from nasdsl.weights import parameters
 
 from paths import ROOT, SPECS
@@ -112,7 +110,7 @@ def same_function(net: nasdsl.Compiled, g: nx.DiGraph, weights: dict[str, np.nda
     and the inference class of ``g`` built from the same (training) weights."""
     reference = training_model(net, weights)
     tensors = {k: torch.from_numpy(v) for k, v in weights.items()}
-    model = inference_class(g).from_training_state_dict(tensors)
+    model = model_class(g).from_training_state_dict(tensors)
     shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -147,7 +145,7 @@ def test_fold_norms_folds_into_convolutions_and_linear_layers(tmp_path):
         FoldNorm("fc", "fc_bn", 1e-5),
     )
     assert ir.info(g).outputs[0].node == "fc"
-    check_flat(g)
+    verify_graph(g)
     assert same_function(net, optimize(net, "cpu"), lively(net.graph)) < 1e-5
 
 
@@ -212,16 +210,23 @@ def test_fuse_siblings_joins_convolutions_with_one_window(inception):
     assert fused.op == "conv2d" and fused.attrs["out"] == 10 and fused.attrs["bias"]
     assert fused.shape == (10, 8, 8) and ir.inputs(g, "block.fused") == ["stem"]
     splits = {n: ir.node(g, n).attrs for n in g.successors("block.fused")}
+    # each slice takes its convolution's place (an item of an unnamed sequence keeps its index)
     assert splits == {
-        "block.a.split": {"start": 0, "stop": 4, "step": 1, "axis": "channels"},
-        "block.b.split": {"start": 4, "stop": 10, "step": 1, "axis": "channels"},
+        "block.a.0": {"start": 0, "stop": 4, "step": 1, "axis": "channels"},
+        "block.b.0": {"start": 4, "stop": 10, "step": 1, "axis": "channels"},
     }
+    assert ir.node(g, "block.a.0").op == "slice" and ir.inputs(g, "block.a.0") == ["block.fused"]
     assert "block.c.0" in g and "block.d.1" in g  # a 3x3 window, and a convolution of another tensor
     assert ir.info(g).derivation[-1] == JoinLayers("block.fused", ("block.a.0", "block.b.0"))
     assert ir.inputs(g, "block") == ["block.a.2", "block.b.2", "block.c.1", "block.d.1"]  # branch order kept
     order = ir.order(g)
-    assert order.index("block.fused") < order.index("block.a.split") < order.index("block.c.0")
-    check_flat(g)
+    assert order.index("block.fused") < order.index("block.a.0") < order.index("block.c.0")
+    # the tree: the merge is wrapped in a named sequence at its path, the fused convolution first
+    entry = next(b for b in ir.info(g).model.children if b.name == "block")
+    assert (entry.kind, entry.named, [c.kind for c in entry.children]) == ("seq", True, ["op", "merge"])
+    assert entry.children[0].path == "block.fused" and entry.children[1].path == "block"
+    assert [c.inputs for c in entry.children[1].children] == [("block.fused",), ("block.fused",), ("stem",), ("stem",)]
+    verify_graph(g)
 
 
 def test_convolutions_with_another_window_or_groups_stay_apart(tmp_path):
@@ -229,8 +234,8 @@ def test_convolutions_with_another_window_or_groups_stay_apart(tmp_path):
     g = fuse_siblings(net.graph)
     assert ir.info(g).derivation == (JoinLayers("block.fused", ("block.a", "block.e")),)
     assert {n: ir.node(g, n).attrs for n in g.successors("block.fused")} == {
-        "block.split": {"start": 0, "stop": 4, "step": 1, "axis": "channels"},
-        "block.split_1": {"start": 4, "stop": 6, "step": 1, "axis": "channels"},
+        "block.a": {"start": 0, "stop": 4, "step": 1, "axis": "channels"},  # a branch keeps its name
+        "block.e": {"start": 4, "stop": 6, "step": 1, "axis": "channels"},
     }
     assert ir.node(g, "block.fused").attrs["bias"]  # a zero bias for the part without one
     assert same_function(net, optimize(net, "cuda"), lively(net.graph, seed=2)) < 1e-5
@@ -238,17 +243,22 @@ def test_convolutions_with_another_window_or_groups_stay_apart(tmp_path):
 
 def test_hoist_activations_applies_one_relu_before_the_split(inception):
     g = hoist_activations(fuse_siblings(fold_norms(run_pipeline(inception.graph, PREPARE))))
-    assert ir.node(g, "block.fused.relu").op == "relu" and ir.inputs(g, "block.fused.relu") == ["block.fused"]
-    assert set(g.successors("block.fused.relu")) == {"block.a.split", "block.b.split"}
+    assert ir.node(g, "block.fused_relu").op == "relu" and ir.inputs(g, "block.fused_relu") == ["block.fused"]
+    assert set(g.successors("block.fused_relu")) == {"block.a.0", "block.b.0"}
     assert "block.a.2" not in g and "block.b.1" not in g
-    assert ir.inputs(g, "block")[0] == "block.a.split" and ir.inputs(g, "block.b.2") == ["block.b.split"]
-    check_flat(g)
+    assert ir.inputs(g, "block")[0] == "block.a.0" and ir.inputs(g, "block.b.2") == ["block.b.0"]
+    entry = next(b for b in ir.info(g).model.children if b.name == "block")
+    assert [c.path for c in entry.children] == ["block.fused", "block.fused_relu", "block"]
+    # the activations' blocks pass their input on: the unnamed branches keep their indices
+    branch_a = entry.children[2].children[0]
+    assert [(c.name, c.kind) for c in branch_a.children] == [("0", "op"), ("1", "skip"), ("2", "skip")]
+    verify_graph(g)
 
 
 def test_hoisting_needs_every_slice_read_by_the_same_activation(inception):
     g = fuse_siblings(fold_norms(run_pipeline(inception.graph, PREPARE)))
     ir.update_node(g, "block.b.1", op="sigmoid")
-    assert "block.fused.relu" not in hoist_activations(g) and "block.fused.sigmoid" not in hoist_activations(g)
+    assert "block.fused_relu" not in hoist_activations(g) and "block.fused_sigmoid" not in hoist_activations(g)
 
 
 @pytest.mark.parametrize("target", PIPELINES)
@@ -265,7 +275,7 @@ def test_passes_leave_their_argument_unchanged(inception):
         assert (nx.to_dict_of_dicts(g), dict(ir.nodes(g)), ir.info(g)) == before
 
 
-def test_the_verifier_names_a_pass_that_breaks_the_flat_tree(inception, monkeypatch):
+def test_the_verifier_names_a_pass_that_breaks_the_tree(inception, monkeypatch):
     from nasdsl.passes import pipeline
 
     def drops_a_block(g):
@@ -277,7 +287,7 @@ def test_the_verifier_names_a_pass_that_breaks_the_flat_tree(inception, monkeypa
     monkeypatch.setitem(
         pipeline.PASSES, "fold_norms", dataclasses.replace(pipeline.PASSES["fold_norms"], run=drops_a_block)
     )
-    with pytest.raises(PassError, match="after pass fold_norms: .*flat tree does not list the nodes"):
+    with pytest.raises(PassError, match="after pass fold_norms: .*no block of the tree holds node stem"):
         optimize(inception, "onnxruntime", verify=True)
 
 
@@ -330,8 +340,8 @@ def test_every_spec_computes_the_same_function(specs, spec, cheap):
     state = {k: torch.from_numpy(v) for k, v in training_weights(net, weights).items()}
     g = optimize(net, "cuda", verify=True)
     assert g.number_of_nodes() <= run_pipeline(net.graph, PREPARE).number_of_nodes()
-    reference = inference_class(optimize(net, rewrites=())).from_training_state_dict(state)
-    model = inference_class(g).from_training_state_dict(state)
+    reference = model_class(optimize(net, rewrites=())).from_training_state_dict(state)
+    model = model_class(g).from_training_state_dict(state)
     shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(1))
     # oneDNN's first call of each convolution costs far more than these small inputs; PyTorch's own
@@ -358,14 +368,14 @@ def test_numpy_and_generated_torch_derivations_agree_bit_for_bit(specs):
     net, weights = specs["googlenet_bn"]
     g = optimize(net, "cuda")
     numpy_side = optimized_weights(net, g, weights)
-    module = load_source(generate_inference(g).source)
+    module = load_source(generate_source(g))
     state = {k: torch.from_numpy(v) for k, v in training_weights(net, weights).items()}
     model = module.GoogLeNetBNInference.from_training_state_dict(state)
     own = model.state_dict()
-    for attribute, node in module.LAYERS.items():
-        for name in ("weight", "bias"):
-            assert torch.equal(own[f"{attribute}.{name}"], torch.from_numpy(numpy_side[f"{node}.{name}"]))
-    assert set(numpy_side) == {f"{node}.{n}" for node in module.LAYERS.values() for n in ("weight", "bias")}
+    # the module's layers sit where the graph's nodes say: its keys are the derived weights' names
+    assert set(own) == set(numpy_side)
+    for key, value in own.items():
+        assert torch.equal(value, torch.from_numpy(numpy_side[key])), key
 
 
 def test_a_state_dict_that_does_not_fit_is_a_clear_error(specs):
@@ -385,7 +395,7 @@ def written(tmp_path_factory, specs) -> dict[str, Path]:
     paths = {}
     for spec in ("googlenet_bn", "resnet50", "mobilenet_v2"):
         paths[spec] = folder / f"{spec}_inference.py"
-        paths[spec].write_text(generate_inference(optimize(specs[spec][0], "cuda")).source)
+        paths[spec].write_text(generate_source(optimize(specs[spec][0], "cuda")))
     return paths
 
 
@@ -400,23 +410,33 @@ def test_inference_source_passes_ruff_and_imports_torch_alone(written):
         tree = ast.parse(path.read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert imported <= {"torch", "typing"}, path.name
+        assert imported <= {"torch", "typing", "collections"}, path.name  # torch and the standard library
 
 
 def test_inference_source_is_deterministic(specs, written):
-    again = generate_inference(optimize(specs["googlenet_bn"][0], "cuda")).source
+    again = generate_source(optimize(specs["googlenet_bn"][0], "cuda"))
     assert again == written["googlenet_bn"].read_text()
 
 
-def test_inference_source_reads_as_the_graph(specs, written):
+def test_inference_source_reads_as_the_graph(written):
+    """One class per template, as the training model's file has: every BasicConv2d lost its
+    BatchNorm and gained a bias alike; every Inception module reads one fused 1x1 convolution
+    (its out written in the class's parameters) and slices it in its branches."""
     text = written["googlenet_bn"].read_text()
-    _, h, w = ir.node(optimize(specs["googlenet_bn"][0], "cuda"), "inception3a.fused").shape
     assert "class GoogLeNetBNInference(nn.Module):" in text
-    assert "        self.inception3a_fused = nn.Conv2d(192, 176, 1)\n" in text
-    assert f"        fused = self.inception3a_fused(x)  # (N, 176, {h}, {w})\n" in text
-    assert f"        branch2 = fused[:, 64:160]  # (N, 96, {h}, {w})\n" in text
+    assert text.count("class BasicConv2d(nn.Module):") == text.count("class Inception(nn.Module):") == 1
+    basic = text.split("class BasicConv2d(nn.Module):", 1)[1].split("\nclass ", 1)[0]
+    assert "        self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, padding=padding)\n" in basic
+    inception = text.split("class Inception(nn.Module):", 1)[1].split("\nclass ", 1)[0]
+    assert "        self.fused = nn.Conv2d(in_channels, c1x1 + c3x3red + c5x5red, 1)\n" in inception
+    assert "        self.fused_relu = nn.ReLU(inplace=True)\n" in inception
+    assert "        self.branch1 = nn.Sequential(OrderedDict(split=Slice(0, c1x1)))\n" in inception
+    assert "nn.Sequential(OrderedDict(split=Slice(c1x1, c1x1 + c3x3red)))," in inception
+    assert "        x = self.fused(x)  # (N, c1x1 + c3x3red + c5x5red, H, W)\n" in inception
+    assert "        branch4 = self.branch4(identity)  # (N, pool_proj, H, W)\n" in inception
+    assert "        self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)\n" in text
     assert 'fold_batch_norm(state, "conv1.conv", "conv1.bn", 0.001)' in text
-    assert "BatchNorm" not in text.split("def __init__", 1)[1].split("def forward", 1)[0]
+    assert "nn.BatchNorm" not in text
 
 
 def test_inference_module_scripts_with_torchscript(specs, written):
@@ -430,16 +450,17 @@ def test_inference_module_scripts_with_torchscript(specs, written):
         assert torch.equal(scripted(x), model(x))
 
 
-def test_names_that_collide_once_dots_are_underscores_stay_apart(tmp_path):
-    net = graph(tmp_path, """\
-        model:
-          a_0: {op: conv2d, out: 4, kernel: 1}
-          a: [{op: conv2d, out: 4, kernel: 1}, {op: conv2d, out: 4, kernel: 1}]
-        """)  # fmt: skip
-    g = optimize(net, "cpu")
-    module = load_source(generate_inference(g).source)
-    assert module.LAYERS == {"a_0": "a_0", "a_0_1": "a.0", "a_1": "a.1"}
-    assert same_function(net, g, lively(net.graph)) < 1e-5
+def test_a_use_the_rewrites_set_apart_is_a_class_of_its_own(written):
+    """ResNet-50's first bottleneck alone joins its projection with its first 1x1 convolution:
+    it is written as a class of its own (sizes folded, as the model writes them), beside the
+    one Bottleneck class of the others; the names stay the training model's."""
+    text = written["resnet50"].read_text()
+    assert text.count("class Bottleneck(nn.Module):") == text.count("class Bottleneck_layer1_0(nn.Module):") == 1
+    own = text.split("class Bottleneck_layer1_0(nn.Module):", 1)[1].split("\nclass ", 1)[0]
+    assert "        self.fused = nn.Conv2d(64, 320, 1)\n" in own and "        self.split = Slice(0, 64)\n" in own
+    assert "        self.downsample = nn.Sequential(Slice(64, 320))\n" in own
+    assert "        x = fused\n        x = self.downsample(x)  # (N, 256, " in own
+    assert "            Bottleneck_layer1_0(),\n            Bottleneck(256, 64, downsample=False),\n" in text
 
 
 # -- the API, the ONNX export and the command line ------------------------------------------

@@ -129,6 +129,106 @@ def test_weights_that_do_not_fit_the_parent_are_refused(net):
         transfer_weights(parent, weights, net)
 
 
+#: two ShuffleNet V2 widths, small enough to move in a moment (the spec's variables as --set takes them)
+SHUFFLE = {"input.shape": [3, 32, 32], "stem_channels": 8, "conv5_channels": 32, "num_classes": 10,
+           "stage2_repeats": 3, "stage3_repeats": 2, "stage4_repeats": 2}  # fmt: skip
+WIDTHS = {"parent": (16, 32, 64), "child": (24, 32, 48)}
+
+
+def shuffled(width: int) -> list[int]:
+    """Which channel before the shuffle each channel after it holds, as torch.nn.ChannelShuffle(2) has it."""
+    import torch
+
+    tags = torch.arange(width, dtype=torch.float32).view(1, width, 1, 1)
+    return [int(v) for v in torch.nn.ChannelShuffle(2)(tags).flatten()]
+
+
+def shufflenet_reads(widths: tuple[int, int, int]) -> dict[str, list[tuple[str, int]]]:
+    """What each channel read by a layer means, written from ShuffleNet V2's units (Ma et al. 2018,
+    Fig. 3 c, d; torchvision's InvertedResidual): per layer, the layer that made each channel it
+    reads and its index there. A downsampling unit's branch1 (a depthwise 3x3, then a 1x1) and
+    branch2 read its whole input; a basic unit's branch2 reads the second half of its input and
+    its first half passes on; each unit concatenates the two and shuffles them."""
+    x = [("conv1.0", i) for i in range(SHUFFLE["stem_channels"])]
+    reads = {}
+    for stage, width in zip(("stage2", "stage3", "stage4"), widths, strict=True):
+        half = width // 2
+        reads[f"{stage}.0.branch1.0"] = reads[f"{stage}.0.branch2.0"] = x
+        made = [(f"{stage}.0.branch1.2", j) for j in range(half)] + [(f"{stage}.0.branch2.5", j) for j in range(half)]
+        x = [made[k] for k in shuffled(width)]
+        for unit in range(1, SHUFFLE[f"{stage}_repeats"]):
+            reads[f"{stage}.{unit}.branch2.0"] = x[half:]
+            made = x[:half] + [(f"{stage}.{unit}.branch2.5", j) for j in range(half)]
+            x = [made[k] for k in shuffled(width)]
+    reads["conv5.0"] = x
+    return reads
+
+
+def test_shufflenet_widths_keep_every_channel_where_it_means_the_same():
+    """Transfer through slices, concatenations and channel shuffles: every value a layer's input
+    channels carry over sits on the child's channel that means what the parent's did (checked
+    against the units' design, not against the code under test), and every channel the two have
+    in common carries over."""
+    nets = {}
+    for side, (w2, w3, w4) in WIDTHS.items():
+        overrides = {**SHUFFLE, "stage2_channels": w2, "stage3_channels": w3, "stage4_channels": w4}
+        nets[side] = nasdsl.compile_spec(SPECS / "shufflenet_v2_x1_0.yaml", overrides)
+    # every parent value unique (and far from the child's initialisation): where a child value came from is its value
+    weights, at, start = {}, {}, 1000
+    for key, w in parameters(nets["parent"].graph).items():
+        if w.dtype == "int64":
+            weights[key] = np.zeros(w.shape, np.int64)
+            continue
+        weights[key] = (start + np.arange(int(np.prod(w.shape)), dtype=np.float64)).astype(np.float32).reshape(w.shape)
+        at.update({float(v): (key, index) for index, v in np.ndenumerate(weights[key])})
+        start += weights[key].size
+    moved = transfer_weights(nets["parent"], weights, nets["child"])
+    status = {m.key: m.status for m in moved.report}
+    want, had = shufflenet_reads(WIDTHS["child"]), shufflenet_reads(WIDTHS["parent"])
+    checked = 0
+    for layer in want:
+        depthwise = layer.endswith("branch1.0")  # its output channel o filters input channel o alone
+        tensors = [f"{layer}.weight"] + (
+            [f"{layer[:-1]}1.{p}" for p in ("weight", "bias", "running_mean")] if depthwise else []
+        )
+        for key in tensors:
+            dim = 0 if depthwise else 1
+            assert status[key] in ("copied", "adapted"), key
+            pairs = {}
+            for index, v in np.ndenumerate(moved[key]):
+                if float(v) in at:
+                    source, where = at[float(v)]
+                    assert source == key
+                    pairs.setdefault(index[dim], set()).add(where[dim])
+            for i, js in pairs.items():
+                assert len(js) == 1, key
+                assert want[layer][i] == had[layer][js.pop()], f"{key}: channel {i} got another channel's weights"
+                checked += 1
+            common = {k for k in want[layer] if k in had[layer]}
+            assert {want[layer][i] for i in pairs} == common, f"{key}: a channel in common was not carried over"
+    assert checked > 300 and status["stage2.1.branch2.0.weight"] == "adapted"
+
+
+def test_through_a_reshape_channels_carry_over_only_where_nothing_before_it_changed(tmp_path):
+    """The registry gives a reshape no channel map: what its outputs mean is known only where both
+    graphs made them from the same channels; elsewhere the layer after it is initialised, honestly
+    (a flatten, which has a map, carries the channels both have over)."""
+    text = "name: R\ninput: {shape: [3, 4, 4]}\nvariables: {w: 8}\nmodel:\n  conv: {op: conv2d, out: w, kernel: 1}\n"
+    fc = "  fc: {op: linear, out: 5}\n"
+    for name, flat in (("reshape", "  flat: {op: reshape, shape: [-1]}\n"), ("flatten", "  flat: flatten\n")):
+        (tmp_path / f"{name}.yaml").write_text(text + flat + fc)
+        parent = nasdsl.compile_spec(tmp_path / f"{name}.yaml")
+        weights = _weights(parent.graph)
+        same = transfer_weights(parent, weights, tmp_path / f"{name}.yaml")
+        assert same.counts()["copied"] == len(weights), name
+        narrower = transfer_weights(parent, weights, nasdsl.compile_spec(tmp_path / f"{name}.yaml", {"w": 4}))
+        moved = next(m for m in narrower.report if m.key == "fc.weight")
+        if name == "reshape":
+            assert (moved.status, moved.note) == ("initialised", "the parent's is 5x128, with no channel in common")
+        else:  # the first 4 channels' 16 features each, in place
+            assert moved.status == "adapted" and np.array_equal(narrower["fc.weight"], weights["fc.weight"][:, :64])
+
+
 def test_googlenet_to_a_narrower_variant_and_build_model_takes_the_result():
     parent = nasdsl.compile_spec(SPECS / "googlenet.yaml")
     child = nasdsl.compile_spec(SPECS / "googlenet.yaml", ["inception4a.c1x1=160", "aux_logits=false"])

@@ -21,9 +21,9 @@ HELP = "carry a parent variant's weights over to a child variant: copied, adapte
 
 DESCRIPTION = (
     "Make the child spec's weights from the parent spec's trained weights. Each child tensor is copied (same "
-    "name and shape, same meaning), adapted (a changed channel count or kernel: the leading channels of each "
-    "source are kept along input dimensions, the leading channels along output dimensions, the centre of a "
-    "kernel; the rest is drawn by the child's init rules) or initialised by the child's init rules; parent "
+    "name and shape, same meaning), adapted (a changed channel count or kernel: each channel keeps the values of "
+    "the parent channel that means the same, traced through every op's channel map, and a kernel its centre; "
+    "the rest is drawn by the child's init rules) or initialised by the child's init rules; parent "
     "tensors the child does not read are listed as dropped. --strict fails unless every tensor is copied. "
     "The output's extension chooses the format: .safetensors (no torch needed) or .pt (torch.save). "
     "See nasdsl/transfer.py and docs/design-space.md."

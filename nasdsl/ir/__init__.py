@@ -19,7 +19,9 @@ The graph
     the dormant part (:class:`Dormant`) and what the passes established.
 
 Records are frozen dataclasses whose mappings are :class:`FrozenDict`: a pass
-makes a copy of the graph (:func:`copy`) and stores new records in it. Sizes a
+makes a copy of the graph (:func:`copy`) and stores new records in it, through
+:mod:`nasdsl.ir.rewrite` where it removes, renames or adds nodes (the block tree
+follows; :func:`nasdsl.ir.tree.check_tree` checks the two agree). Sizes a
 generated class computes from its arguments are :class:`Sym` expressions.
 """
 
@@ -27,7 +29,6 @@ from nasdsl.ir.graph import (
     add_node,
     all_outputs,
     as_graph,
-    bypass,
     consumers,
     copy,
     graph_of,
@@ -88,7 +89,6 @@ __all__ = [
     "add_node",
     "all_outputs",
     "as_graph",
-    "bypass",
     "consumers",
     "copy",
     "default_axes",

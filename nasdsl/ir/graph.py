@@ -4,7 +4,9 @@ Every reader goes through these functions rather than networkx's attribute
 dicts: :func:`node` gives a node's :class:`~nasdsl.ir.records.Node`,
 :func:`info` the graph's :class:`~nasdsl.ir.records.GraphInfo`, :func:`inputs`
 a node's inputs in order. Writers (passes, on their own copy of a graph) use
-:func:`set_node`, :func:`update_node`, :func:`add_node` and :func:`update_info`.
+:func:`set_node`, :func:`update_node`, :func:`add_node` and :func:`update_info`; a pass that
+removes, renames or adds nodes goes through :mod:`nasdsl.ir.rewrite`, which keeps the block
+tree in step.
 """
 
 from __future__ import annotations
@@ -168,29 +170,10 @@ def retarget_outputs(g: nx.DiGraph, old: str, new: str) -> None:
         update_info(g, outputs=outputs)
 
 
-def bypass(g: nx.DiGraph, name: str) -> bool:
-    """Remove a node in place, wiring its consumers (and outputs) to its first input.
-
-    A ``DiGraph`` holds one edge between two nodes, so when a consumer already
-    reads that input (``concat: [identity, dropout]``) the node stays, and the
-    answer is False; True when it was removed.
-    """
-    src = inputs(g, name)[0]
-    readers = list(g.successors(name))
-    if any(g.has_edge(src, dst) for dst in readers):
-        return False
-    for dst in readers:
-        g.add_edge(src, dst, index=g.edges[name, dst]["index"])
-    g.remove_node(name)
-    retarget_outputs(g, name, src)
-    return True
-
-
 __all__ = [
     "add_node",
     "all_outputs",
     "as_graph",
-    "bypass",
     "consumers",
     "copy",
     "graph_of",

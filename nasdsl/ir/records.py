@@ -281,7 +281,6 @@ class GraphInfo:
     optimized: str | None = None
     pipeline: tuple[str, ...] = ()
     facts: frozenset[str] = frozenset()
-    flat: bool = False
 
 
 __all__ = [

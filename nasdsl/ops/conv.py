@@ -83,6 +83,17 @@ def _conv_macs(types: Sequence[TensorType], a: Mapping[str, object], out: Tensor
     return positions * (types[0].shape[0] // a["groups"]) * window
 
 
+def _conv_channels(types: Sequence[TensorType], a: Mapping[str, object], out: TensorType) -> tuple | None:
+    """A depthwise convolution (one group per input channel) filters each input channel on its own:
+    output channel o comes from input channel o // (out / groups), as BatchNorm's come from
+    theirs. Any other convolution makes its channels anew (None)."""
+    c = types[0].shape[0]
+    if a["groups"] == 1 or a["groups"] != c:
+        return None
+    per = out.shape[0] // a["groups"]
+    return tuple((0, o // per) for o in range(out.shape[0]))
+
+
 def _conv(n: int) -> OpDef:
     return OpDef(
         CONV_NAMES[n],
@@ -105,6 +116,7 @@ def _conv(n: int) -> OpDef:
         init_params=("weight", "bias"),
         fan_params=("weight",),
         fresh=True,
+        channel_map=_conv_channels,
     )
 
 

@@ -8,6 +8,7 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.errors import ErrorList, GraphError, NasdslError
+from nasdsl.ir.rewrite import Rewriter
 from nasdsl.ops import OPS
 
 #: a node name: identifiers, indices and dashed names (a repeated block's ``block1-0``) joined by dots
@@ -80,7 +81,8 @@ def unused(g: nx.DiGraph) -> list[str]:
 
 
 def drop_unused(g: nx.DiGraph) -> nx.DiGraph:
-    """A copy of ``g`` without the nodes that reach no output (the input stays)."""
-    g = ir.copy(g)
-    g.remove_nodes_from([n for n in unused(g) if n != ir.info(g).input])
-    return g
+    """A copy of ``g`` without the nodes that reach no output (the input stays); their blocks
+    pass their input on (see :meth:`nasdsl.ir.rewrite.Rewriter.remove`)."""
+    rw = Rewriter.on_copy(g)
+    rw.remove([n for n in unused(g) if n != ir.info(g).input])
+    return rw.finish()

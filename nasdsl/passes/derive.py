@@ -8,8 +8,9 @@ gives the optimised graph's weights:
 
 - :func:`derive_weights` replays them on numpy arrays (no torch: the ONNX
   export uses it);
-- the generated inference module (``backends/inference.py``) writes the same
-  steps as calls in its ``from_training_state_dict`` classmethod, in torch.
+- the generated inference module (``backends/pytorch.py`` for a graph made by
+  :func:`nasdsl.optimize.optimize`, see ``backends/pytorch_weights.py``) writes the
+  same steps as calls in its ``from_training_state_dict`` classmethod, in torch.
 
 Both compute the per-channel factors and the biases in float64, rounded once
 to the weight's dtype, and the product of a weight with its factor in the

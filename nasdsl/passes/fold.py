@@ -19,27 +19,32 @@ an inference graph only. Weights are not read: the fold is recorded as a
 :class:`~nasdsl.passes.derive.FoldNorm` step in the graph's ``derivation``
 (:func:`nasdsl.passes.derive.derive_weights` replays it on a state_dict).
 
-Both passes leave their argument unchanged.
+Both change the graph through :class:`nasdsl.ir.rewrite.Rewriter`, so the block
+tree stays the spec's: a removed node's block passes its input on (``skip``),
+and a template keeps its one class where every use of it changed alike (each
+``BasicConv2d`` loses its BatchNorm and gains a convolution bias). Both leave
+their argument unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import networkx as nx
 
 from nasdsl import ir
-from nasdsl.passes.derive import FoldNorm, given_of, record
-from nasdsl.passes.flatten import flatten_tree
+from nasdsl.ir.rewrite import Rewriter
+from nasdsl.passes.derive import FoldNorm, record
 
 
 def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
     """A copy of ``g`` (``g`` itself with ``copy=False``) without ``identity``
     nodes (except one a consumer needs to read the same value twice, see
-    :func:`nasdsl.ir.bypass`)."""
-    if copy:
-        g = ir.copy(g)
-    for node in [n for n in ir.order(g) if ir.node(g, n).op == "identity"]:
-        ir.bypass(g, node)
-    return g
+    :meth:`nasdsl.ir.rewrite.Rewriter.bypass`)."""
+    rw = Rewriter(ir.copy(g) if copy else g)
+    for node in [n for n in ir.order(rw.g) if ir.node(rw.g, n).op == "identity"]:
+        rw.bypass(node)
+    return rw.finish()
 
 
 def norm_foldable(g: nx.DiGraph, norm: str) -> bool:
@@ -57,19 +62,31 @@ def norm_foldable(g: nx.DiGraph, norm: str) -> bool:
     return all(o.node != src for o in ir.info(g).outputs)
 
 
+def with_bias(layer: ir.Node) -> ir.Node:
+    """``layer`` (a convolution or linear layer) with a bias: ``bias`` is then its default, so no
+    longer written (the class's other arguments stay as the spec wrote them)."""
+    drop = lambda m: ir.frozen({k: v for k, v in m.items() if k != "bias"})  # noqa: E731
+    return dataclasses.replace(
+        layer,
+        attrs=layer.attrs.replace(bias=True),
+        given=tuple(k for k in layer.given if k != "bias"),
+        exprs=drop(layer.exprs),
+        deps=drop(layer.deps),
+    )
+
+
 def fold_norms(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with every foldable BatchNorm folded (see the module docstring)."""
-    g = ir.copy(g)
+    rw = Rewriter.on_copy(g)
+    g = rw.g
     for norm in [n for n in ir.order(g) if ir.node(g, n).op == "batch_norm"]:
         if not norm_foldable(g, norm):
             continue
         (layer,) = ir.inputs(g, norm)
-        data = ir.node(g, layer)
-        attrs = data.attrs.replace(bias=True)
-        ir.update_node(g, layer, attrs=attrs, given=given_of(data.op, attrs))
+        rw.replace(layer, with_bias(ir.node(g, layer)))
         record(g, FoldNorm(layer, norm, ir.node(g, norm).attrs["eps"]))
-        ir.bypass(g, norm)  # the layer is read by norm alone: this always removes it
-    return flatten_tree(g, copy=False)
+        rw.bypass(norm)  # the layer is read by norm alone: this always removes it
+    return rw.finish()
 
 
-__all__ = ["drop_identities", "fold_norms", "norm_foldable"]
+__all__ = ["drop_identities", "fold_norms", "norm_foldable", "with_bias"]

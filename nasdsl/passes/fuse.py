@@ -5,17 +5,24 @@ padding, dilation; ``groups`` 1) compute independent output channels of one
 convolution. :func:`fuse_siblings` replaces each such set (two or more, none
 an output) by
 
-- one ``conv2d`` with their output channels added up, named after the
-  innermost block holding them all, ``<prefix>.fused`` (``inception3a.fused``
-  for the three 1x1 convolutions of an Inception module; ``fused_1`` and so on
-  where that name is taken), and
-- one ``slice`` per original convolution, named ``<its block>.split``
-  (``inception3a.branch2.0.split``), which its readers now read.
+- one ``conv2d`` with their output channels added up, ``<block>.fused``: a new
+  entry of the innermost block holding them all, before them (an Inception
+  module's merge is wrapped in a named sequence at its own path, the fused
+  convolution first: ``inception3a.fused``), where the tree has such a place;
+- one ``slice`` per original convolution in its place, which its readers now
+  read: named ``<parent>.split`` for an entry of a named sequence
+  (``inception3a.branch2.0.split``), else under the convolution's own name
+  (an item of an unnamed sequence keeps its index, a branch its name).
 
-The three 1x1 convolutions of an Inception module become one; in a ResNet-50
-bottleneck whose projection has stride 1, the projection and the first 1x1
-convolution become one. Convolutions with different windows (SqueezeNet's
-1x1 and 3x3 expands) are left alone.
+The fused layer's ``out`` and the slices' bounds are written in the terms of
+the class that holds the fused layer (``c1x1 + c3x3red + c5x5red``, translated
+through the uses' arguments), so every Inception module keeps one class; the
+uses of a template whose convolution became a slice are inlined into that
+class (see :mod:`nasdsl.ir.rewrite`). In a ResNet-50 bottleneck whose
+projection has stride 1, the projection and the first 1x1 convolution become
+one (that block alone then differs from the other bottlenecks, and is written
+as a class of its own). Convolutions with different windows (SqueezeNet's
+1x1 and 3x3 expands) are left alone, and so are sets the tree has no place for.
 
 It preserves the function the graph computes (each slice holds exactly the
 channels its convolution computed), the shapes every reader sees, the
@@ -23,9 +30,8 @@ outputs, and every node that is not one of the fused convolutions. The fused
 layer has a bias when any part had one (zeros for the others).
 
 Weights are not read: each fusion is recorded as a
-:class:`~nasdsl.passes.derive.JoinLayers` step in ``ir.info(g).derivation``.
-The block tree is flattened (:mod:`~nasdsl.passes.flatten`). The argument is
-left unchanged.
+:class:`~nasdsl.passes.derive.JoinLayers` step in the graph's ``derivation``.
+The argument is left unchanged.
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ import dataclasses
 import networkx as nx
 
 from nasdsl import ir
+from nasdsl.ir.rewrite import RewriteError, Rewriter
+from nasdsl.ir.sym import Sym
 from nasdsl.ops import OPS
 from nasdsl.passes.derive import JoinLayers, given_of, record
-from nasdsl.passes.flatten import flatten_tree, reorder
 
 #: attributes that must agree for two convolutions to be fused
 WINDOW = ("kernel", "stride", "padding", "dilation")
@@ -47,6 +54,7 @@ def sibling_groups(g: nx.DiGraph) -> list[list[str]]:
     """The sets of convolutions :func:`fuse_siblings` fuses, each in graph order."""
     outputs = {o.node for o in ir.info(g).outputs}
     groups: list[list[str]] = []
+    rank = None
     for src in ir.order(g):
         by_window: dict[tuple, list[str]] = {}
         for c in g.successors(src):
@@ -54,7 +62,6 @@ def sibling_groups(g: nx.DiGraph) -> list[list[str]]:
             if data.op != "conv2d" or data.attrs["groups"] != 1 or c in outputs:
                 continue
             by_window.setdefault(tuple(data.attrs[k] for k in WINDOW), []).append(c)
-        rank = None
         for convs in by_window.values():
             if len(convs) > 1:
                 rank = rank or {n: i for i, n in enumerate(ir.order(g))}
@@ -70,59 +77,72 @@ def _unique(g: nx.DiGraph, wanted: str) -> str:
     return name
 
 
-def _prefix(names: list[str]) -> str:
-    """The longest common dotted prefix of ``names`` (``""`` when they share none)."""
-    common = []
-    for level in zip(*(n.split(".") for n in names), strict=False):
-        if len(set(level)) != 1:
-            break
-        common.append(level[0])
-    return ".".join(common)
-
-
-def _split_name(g: nx.DiGraph, conv: str) -> str:
-    parent = conv.rsplit(".", 1)[0] if "." in conv else ""
-    return _unique(g, f"{parent}.split" if parent else f"{conv}_split")
-
-
 def fuse_siblings(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with every set of sibling convolutions fused (see the module docstring)."""
-    g = ir.copy(g)
-    position = {n: float(i) for i, n in enumerate(ir.order(g))}
-    for convs in sibling_groups(g):
-        (src,) = ir.inputs(g, convs[0])
-        first = ir.node(g, convs[0])
-        prefix = _prefix(convs)
-        fused = _unique(g, f"{prefix}.fused" if prefix else "fused")
-        total = sum(ir.node(g, c).attrs["out"] for c in convs)
-        attrs = first.attrs.replace(out=total, bias=any(ir.node(g, c).attrs["bias"] for c in convs))
-        out_type = ir.TensorType((total, *first.shape[1:]), first.type.axes)
-        ir.add_node(
-            g,
-            fused,
-            dataclasses.replace(first, attrs=attrs, given=given_of("conv2d", attrs), type=out_type, sym=None),
-            (src,),
-        )
-        position[fused] = position[convs[0]] - 0.5
-        start = 0
-        for c in convs:
-            data = ir.node(g, c)
-            stop = start + data.attrs["out"]
-            split = _split_name(g, c)
-            slice_attrs = ir.frozen(OPS["slice"].normalise({"start": start, "stop": stop}))
-            ir.add_node(
-                g,
-                split,
-                dataclasses.replace(data, op="slice", attrs=slice_attrs, given=given_of("slice", slice_attrs)),
-                (fused,),
-            )
-            position[split] = position[c]
-            for reader in list(g.successors(c)):
-                g.add_edge(split, reader, index=g.edges[c, reader]["index"])
-            g.remove_node(c)
-            start = stop
-        record(g, JoinLayers(fused, tuple(convs)))
-    return flatten_tree(reorder(g, position), copy=False)
+    rw = Rewriter.on_copy(g)
+    for convs in sibling_groups(rw.g):
+        try:
+            _fuse(rw, convs)
+        except RewriteError:
+            continue  # the tree has no place for the fused layer: the set stays apart
+    return rw.finish()
+
+
+def _fuse(rw: Rewriter, convs: list[str]) -> None:
+    g = rw.g
+    (src,) = ir.inputs(g, convs[0])
+    holder = rw.holder_of(convs)
+    instance = rw.instance_of(holder)
+    parts = [ir.node(g, c) for c in convs]
+    first = parts[0]
+    outs = [_expr(rw, p, "out", instance) for p in parts]
+    total = sum(p.attrs["out"] for p in parts)
+    bias = any(p.attrs["bias"] for p in parts)
+    attrs = first.attrs.replace(out=total, bias=bias)
+    # written: what differs from its default, and what the class computes from its parameters
+    window = {k: _expr(rw, first, k, instance, None) for k in first.given if k not in ("out", "bias")}
+    exprs = {k: v for k, v in window.items() if v is not None}
+    exprs["out"] = sum(outs)
+    wanted = set(given_of("conv2d", attrs)) | {k for k, v in exprs.items() if isinstance(v, Sym)}
+    given = tuple(a.name for a in OPS["conv2d"].attrs if a.name in wanted)
+    exprs = {k: v for k, v in exprs.items() if k in given}
+    fused = _unique(g, f"{holder.path}.fused" if holder.path else "fused")
+    made = dataclasses.replace(
+        first, attrs=attrs, given=given, exprs=ir.frozen(exprs), deps=ir.EMPTY, instance=instance, init=ir.EMPTY,
+        type=ir.TensorType((total, *first.shape[1:]), first.type.axes), sym=None, in_sym=None, inplace=None,
+    )  # fmt: skip
+    rw.insert(fused, made, (src,), before=convs)
+    start, low = 0, 0
+    for c, data, out in zip(convs, parts, outs, strict=True):
+        stop, high = start + out, low + data.attrs["out"]
+        slice_attrs = ir.frozen(OPS["slice"].normalise({"start": low, "stop": high}))
+        slice_given = given_of("slice", slice_attrs)
+        bounds = {"start": start, "stop": stop}
+        split = dataclasses.replace(
+            data, op="slice", attrs=slice_attrs, given=slice_given, deps=ir.EMPTY, instance=instance, init=ir.EMPTY,
+            exprs=ir.frozen({k: v for k, v in bounds.items() if k in slice_given}), sym=None, in_sym=None,
+            inplace=None,
+        )  # fmt: skip
+        parent = rw.parent_of(c)
+        name = _unique(g, f"{parent.path}.split" if parent.path else "split") if _named(parent) else None
+        rw.replace(c, split, rename=name, sources=(fused,))
+        start, low = stop, high
+    record(g, JoinLayers(fused, tuple(convs)))
+
+
+def _named(parent: ir.Block) -> bool:
+    """Whether an entry of ``parent`` may take a name of its own (a named sequence's entries)."""
+    return parent.kind == "seq" and parent.named
+
+
+def _expr(rw: Rewriter, data: ir.Node, key: str, instance: str, default: object = "value") -> object:
+    """Attribute ``key`` of ``data`` in the terms of ``instance``'s class: its expression translated
+    there, else its value (or ``default`` when that is not "value")."""
+    if key in data.given and key in data.exprs:
+        found = rw.translate(data.exprs[key], data.instance, instance)
+        if found is not None:
+            return found
+    return data.attrs[key] if default == "value" else default
 
 
 __all__ = ["fuse_siblings", "sibling_groups"]

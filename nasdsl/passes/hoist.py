@@ -2,23 +2,24 @@
 
 After :mod:`~nasdsl.passes.fuse`, each slice of a fused convolution is usually
 read by its own activation (the ReLU of each Inception branch). An
-element-wise activation commutes with taking channels, so
-:func:`hoist_activations` rewrites
+element-wise activation (``OpDef.elementwise``) commutes with taking channels,
+so :func:`hoist_activations` rewrites
 
     conv -> slice_i -> act_i -> readers_i      (for every slice of conv)
 
-into ``conv -> act -> slice_i -> readers_i``: one activation node, named
-``<conv>.<op>`` (``inception3a.fused.relu``), right after the convolution,
-where a backend can fuse it with the convolution (cuDNN, inductor and ONNX
-Runtime all fuse Conv+ReLU), and the slices read it.
+into ``conv -> act -> slice_i -> readers_i``: one activation node right after
+the convolution, a new entry of the same named sequence named
+``<entry>_<op>`` (``inception3a.fused_relu``), where a backend can fuse it
+with the convolution (cuDNN, inductor and ONNX Runtime all fuse Conv+ReLU),
+and the slices read it.
 
 It applies only where every reader of the node is a slice, every slice is
 read by exactly one node, all those readers are the same activation (same op,
-same attributes), and none of them is an output. It preserves the function
-the graph computes, the shapes every reader sees and the outputs; the slices
-keep their names and the per-slice activations disappear (their readers read
-the slices). The block tree is flattened (:mod:`~nasdsl.passes.flatten`); the
-argument is left unchanged. No weights are involved.
+same attributes), none of them is an output, and the node is an entry of a
+named sequence. It preserves the function the graph computes, the shapes
+every reader sees and the outputs; the slices keep their names and the
+per-slice activations disappear (their readers read the slices; their blocks
+pass their input on). The argument is left unchanged. No weights are involved.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ import dataclasses
 import networkx as nx
 
 from nasdsl import ir
-from nasdsl.passes.flatten import flatten_tree, reorder
-
-#: ops that act on each element alone (and so commute with taking channels)
-ELEMENTWISE = frozenset({"relu", "relu6", "sigmoid", "tanh", "silu", "gelu", "hardswish", "hardsigmoid"})
+from nasdsl.ir.rewrite import RewriteError, Rewriter
+from nasdsl.ops import OPS
 
 
 def _hoistable(g: nx.DiGraph, node: str, outputs: set[str]) -> list[str] | None:
@@ -46,36 +45,45 @@ def _hoistable(g: nx.DiGraph, node: str, outputs: set[str]) -> list[str] | None:
             return None
         acts.append(readers[0])
     kinds = {(ir.node(g, a).op, tuple(sorted(ir.node(g, a).attrs.items()))) for a in acts}
-    if len(kinds) != 1 or next(iter(kinds))[0] not in ELEMENTWISE or outputs & set(acts):
+    op = next(iter(kinds))[0]
+    if len(kinds) != 1 or op not in OPS or not OPS[op].elementwise or outputs & set(acts):
         return None
     return acts
 
 
 def hoist_activations(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with activations hoisted above channel splits (see the module docstring)."""
-    g = ir.copy(g)
+    rw = Rewriter.on_copy(g)
+    g = rw.g
     outputs = {o.node for o in ir.info(g).outputs}
-    position = {n: float(i) for i, n in enumerate(ir.order(g))}
-    for node in list(position):
+    for node in list(ir.order(g)):
         acts = _hoistable(g, node, outputs) if node in g else None
         if acts is None:
             continue
         first = ir.node(g, acts[0])
-        name = f"{node}.{first.op}"
-        i = 0
-        while name in g:
-            i += 1
-            name = f"{node}.{first.op}_{i}"
-        ir.add_node(g, name, dataclasses.replace(first, type=ir.node(g, node).type, sym=None))
-        position[name] = position[node] + 0.5
-        slices = list(g.successors(node))
-        for s in slices:
-            g.remove_edge(node, s)
-            g.add_edge(name, s, index=0)
-        g.add_edge(node, name, index=0)
+        try:
+            parent = rw.parent_of(node)
+            entry = node[len(parent.path) + 1 :] if parent.path else node
+            wanted = f"{parent.path}.{entry}_{first.op}" if parent.path else f"{entry}_{first.op}"
+            name, i = wanted, 0
+            while name in g:
+                i += 1
+                name = f"{wanted}_{i}"
+            instance = rw.instance(node)
+            exprs = {k: rw.translate(v, first.instance, instance) for k, v in first.exprs.items()}
+            exprs = {k: v for k, v in exprs.items() if v is not None}
+            made = dataclasses.replace(
+                first, type=ir.node(g, node).type, sym=None, in_sym=None, instance=instance, exprs=ir.frozen(exprs),
+                inplace=None,
+            )  # fmt: skip
+            rw.insert(name, made, (node,), after=node)
+        except RewriteError:
+            continue  # no named sequence to hold it: the activations stay
+        for s in [s for s in g.successors(node) if s != name]:
+            rw.replace(s, ir.node(g, s), sources=(name,))
         for a in acts:
-            ir.bypass(g, a)
-    return flatten_tree(reorder(g, position), copy=False)
+            rw.bypass(a)
+    return rw.finish()
 
 
-__all__ = ["ELEMENTWISE", "hoist_activations"]
+__all__ = ["hoist_activations"]

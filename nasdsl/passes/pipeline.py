@@ -19,25 +19,10 @@ of :func:`~nasdsl.passes.check.check`, the outputs) in every command
 otherwise. So a pass that breaks an
 invariant is caught where it ran, with its name (MLIR's ``enableVerifier``).
 
-=====================  =========================================================  ===============
-name                   pass                                                        guarantees
-=====================  =========================================================  ===============
-``expose``             :func:`nasdsl.passes.exposure.expose` (analysis)            exposed
-``inplace``            :func:`nasdsl.passes.inplace.mark_inplace` (analysis)       inplace
-``inference``          :func:`nasdsl.passes.phases.inference_graph`                inference, eval
-``inference_aux``      the same, keeping the training-only outputs                 eval
-``training``           :func:`nasdsl.passes.phases.training_graph`                 training
-``drop_identities``    :func:`nasdsl.passes.fold.drop_identities`                  no_identities
-``drop_unused``        :func:`nasdsl.passes.check.drop_unused`                     no_dead_nodes
-``fold_norms``         :func:`nasdsl.passes.fold.fold_norms` (records a weight     norms_folded
-                       derivation)
-``fuse_siblings``      :func:`nasdsl.passes.fuse.fuse_siblings` (records one)      siblings_fused
-``hoist_activations``  :func:`nasdsl.passes.hoist.hoist_activations`               activations_hoisted
-``flatten``            :func:`nasdsl.passes.flatten.flatten_tree`                  flat
-=====================  =========================================================  ===============
-
-Every pass requires ``shaped`` (what :func:`nasdsl.api.compile_spec` gives);
-the rewriting passes require ``eval`` (no dropout: they change what training does).
+=====================  =========================================================  ========
+The passes that change nodes do it through :mod:`nasdsl.ir.rewrite`, which keeps
+the block tree describing them; the verifier checks at both levels that the two
+agree (:func:`nasdsl.ir.tree.check_tree`).
 """
 
 from __future__ import annotations
@@ -51,10 +36,10 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.errors import GraphError, NasdslError
+from nasdsl.ir.tree import check_tree
 from nasdsl.ops import OPS
 from nasdsl.passes.check import check, drop_unused, unused
 from nasdsl.passes.exposure import expose
-from nasdsl.passes.flatten import check_flat, flatten_tree
 from nasdsl.passes.fold import drop_identities, fold_norms, norm_foldable
 from nasdsl.passes.fuse import fuse_siblings, sibling_groups
 from nasdsl.passes.hoist import hoist_activations
@@ -114,7 +99,7 @@ def _training(g: nx.DiGraph) -> str | None:
 
 def _no_identities(g: nx.DiGraph) -> str | None:
     for n, d in ir.nodes(g):
-        # an identity stays only where a reader needs it to read one value twice (see ir.bypass)
+        # an identity stays only where a reader needs it to read one value twice (see Rewriter.bypass)
         if d.op == "identity" and not any(g.has_edge(ir.inputs(g, n)[0], r) for r in g.successors(n)):
             return f"identity node {n} left"
     return None
@@ -135,14 +120,6 @@ def _siblings_fused(g: nx.DiGraph) -> str | None:
     return f"fusible sibling convolutions left: {groups[0]}" if groups else None
 
 
-def _flat(g: nx.DiGraph) -> str | None:
-    try:
-        check_flat(g)
-    except GraphError as e:
-        return e.message
-    return None
-
-
 def _always(g: nx.DiGraph) -> str | None:
     return None
 
@@ -160,7 +137,6 @@ FACTS: dict[str, Callable[[nx.DiGraph], str | None]] = {
     "norms_folded": _norms_folded,
     "siblings_fused": _siblings_fused,
     "activations_hoisted": _always,
-    "flat": _flat,
 }
 
 # ---------------------------------------------------------------------------
@@ -202,21 +178,20 @@ PASSES: dict[str, PassInfo] = {
     ),
     "drop_unused": PassInfo(drop_unused, guarantees=_facts("no_dead_nodes"), preserves=_facts(*FACTS)),
     "fold_norms": PassInfo(
-        fold_norms, requires=_facts(SHAPED, "eval"), guarantees=_facts("norms_folded", "flat"), preserves=_VIEWS
+        fold_norms, requires=_facts(SHAPED, "eval"), guarantees=_facts("norms_folded"), preserves=_VIEWS
     ),
     "fuse_siblings": PassInfo(
         fuse_siblings,
         requires=_facts(SHAPED, "eval"),
-        guarantees=_facts("siblings_fused", "flat"),
+        guarantees=_facts("siblings_fused"),
         preserves=_VIEWS | {"norms_folded"},
     ),
     "hoist_activations": PassInfo(
         hoist_activations,
         requires=_facts(SHAPED, "eval"),
-        guarantees=_facts("activations_hoisted", "flat"),
+        guarantees=_facts("activations_hoisted"),
         preserves=_VIEWS | {"norms_folded", "siblings_fused"},
     ),
-    "flatten": PassInfo(flatten_tree, guarantees=_facts("flat"), preserves=_VIEWS | {"norms_folded", "siblings_fused"}),
 }
 
 # ---------------------------------------------------------------------------
@@ -230,8 +205,10 @@ def verify_level() -> str:
 
 
 def verify_graph(g: nx.DiGraph, level: str = "full") -> None:
-    """The invariants every pass must keep. ``cheap``: the structural checks of :func:`check` and
-    every output present. ``full``: also every
+    """The invariants every pass must keep. ``cheap``: the structural checks of :func:`check`,
+    every output present, and the block tree and the nodes in agreement
+    (:func:`~nasdsl.ir.tree.check_tree`: every node held by one block, every block's inputs and
+    output present). ``full``: also every
     node's type as its op's rule gives it from its inputs' types, and every fact the graph claims
     (``GraphInfo.facts``) by its checker. Raises on the first breach."""
     check(g)
@@ -239,6 +216,7 @@ def verify_graph(g: nx.DiGraph, level: str = "full") -> None:
     for o in info.outputs:
         if o.node not in g:
             raise PassError(f"output {o.name} reads {o.node}, which is not in the graph")
+    check_tree(g)
     if level != "full":
         return
     for n in ir.order(g):

@@ -156,7 +156,7 @@ class _Symbols:
         sources = ir.inputs(graph, name)
         in_sym = tuple(self.seen_from(s, record.instance) for s in sources)
         sym = record.type.shape
-        if record.instance in self.ambiguous:
+        if record.instance in self.ambiguous or record.op not in OPS:  # (an op a backend will refuse)
             pass
         elif any(x is not None and any(isinstance(d, Sym) for d in x) for x in in_sym) or _symbolic_attrs(record):
             try:
