@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ray", action="store_true", help="a local process pool instead of a local Ray instance")
     p.add_argument("--epochs", type=int, default=EPOCHS, help=f"training epochs per trial (default {EPOCHS})")
     p.add_argument("--seed", type=int, default=0, help="TPE's seed (default 0); the random baseline's is one more")
+    p.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="also train every variant of the space (320), to rank what the searches found among all",
+    )
     p.add_argument("--workdir", default="search-digits", help="the trials' folders and the study (default %(default)s)")
     args = p.parse_args(argv)
     os.environ["DIGITS_EPOCHS"] = str(args.epochs)  # the trials' processes read it at import
@@ -92,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     from nasdsl.search.report import front
 
     use_ray = not args.no_ray and args.workers > 0
+    ray_seconds = 0.0
     if use_ray:
         import ray
 
+        t = time.perf_counter()
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+        ray_seconds = time.perf_counter() - t
     common = {
         "spec": SPACE,
         "goals": (goal("metric:accuracy", "maximize"), goal("macs", "minimize")),
@@ -113,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         Config(**common, trials=args.random, sampler="random", seed=args.seed + 1, study_name="random"), say=print
     )
     ended = time.perf_counter()
+    every = None
+    if args.exhaustive:
+        # random proposals until every variant has been seen (duplicates cost no training)
+        every = run_search(Config(**common, trials=10**6, sampler="random", seed=args.seed + 2, study_name="all"))
+    exhaustive_end = time.perf_counter()
     if use_ray:
         ray.shutdown()
 
@@ -130,10 +143,22 @@ def main(argv: list[str] | None = None) -> int:
         f"\nbest accuracy found by TPE: {max(found):.4f} ({len(found)} variants); random variants: mean "
         f"{statistics.mean(baseline):.4f}, best {max(baseline):.4f} ({len(baseline)} variants)"
     )
+    print(f"mean accuracy of the TPE search's variants: {statistics.mean(found):.4f}")
+    if every is not None:
+        everything = sorted(accuracies(every.study), reverse=True)
+        rank = 1 + sum(a > max(found) for a in everything)
+        print(
+            f"all {len(everything)} variants: best {everything[0]:.4f}, mean {statistics.mean(everything):.4f}, "
+            f"median {statistics.median(everything):.4f}; TPE's best ranks {rank} of {len(everything)}, "
+            f"the random baseline's best {1 + sum(a > max(baseline) for a in everything)}"
+        )
     where = f"{args.workers} Ray workers" if use_ray else f"{args.workers or 1} local worker(s)"
     print(
-        f"wall time: TPE search {middle - started:.1f} s, random {ended - middle:.1f} s, on {where}; "
-        f"{args.epochs} epoch(s) a trial; duplicates {searched.duplicates} + {drawn.duplicates}, "
+        f"wall time: TPE search {middle - started:.1f} s, random {ended - middle:.1f} s"
+        + (f", all variants {exhaustive_end - ended:.1f} s" if every is not None else "")
+        + f", on {where}"
+        + (f" (Ray started in {ray_seconds:.1f} s)" if use_ray else "")
+        + f"; {args.epochs} epoch(s) a trial; duplicates {searched.duplicates} + {drawn.duplicates}, "
         f"rejected {searched.rejected} + {drawn.rejected}"
     )
     return 0

@@ -412,7 +412,7 @@ def test_without_optuna_the_search_says_how_to_install_it(tmp_path, capsys, monk
     )
 
 
-@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2", "nsga3", "qmc", "gp", "bruteforce"])
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2", "nsga3", "qmc", "gp"])
 def test_every_sampler_searches_the_conditional_space(tmp_path, digits, sampler):
     """Each of Optuna's samplers, by name, proposes variants whose conditional choice is asked only where
     the spec makes it."""
@@ -521,49 +521,74 @@ def _fenced(text: str) -> list[tuple[str, str]]:
 
 
 def test_the_search_guide_runs(tmp_path, monkeypatch, capsys):
-    """Every `sh` command of docs/search.md runs, in order, in a copy of the layout it assumes; each
-    `text` block right after one shows lines it printed; the cluster scripts (`bash` blocks) parse
-    with nasdsl's own options and evaluators, and their spec files exist."""
-    blocks = _fenced((ROOT / "docs" / "search.md").read_text())
+    """Every `sh` command of docs/search.md runs, in order, in a copy of the layout it assumes (the
+    space of docs/design-space.md at the root, specs/, examples/); each `text` block right after one
+    shows lines its commands printed; the `bash` blocks' nasdsl lines parse with nasdsl's own options,
+    objectives and evaluators; what the guide says of its runs holds."""
+    guide = (ROOT / "docs" / "search.md").read_text()
+    (space,) = [
+        b for i, b in _fenced((ROOT / "docs" / "design-space.md").read_text()) if i == "yaml title=googlenet_space.yaml"
+    ]
     for sub in ("specs", "examples"):
         (tmp_path / sub).mkdir()
+    (tmp_path / "googlenet_space.yaml").write_text(space)
     (tmp_path / "specs" / "googlenet.yaml").write_text((ROOT / "specs" / "googlenet.yaml").read_text())
     for name in ("digits_space.yaml", "search_digits.py"):
         (tmp_path / "examples" / name).write_text((ROOT / "examples" / name).read_text())
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # (examples.search_digits, from the folder of the search)
     ran = shown = checked = 0
     last = None
-    for info, body in blocks:
-        if info.startswith("yaml title="):
-            Path(info.split("=", 1)[1]).write_text(body)
-        elif info == "python":
+    for info, body in _fenced(guide):
+        if info == "python":
             exec(compile(body, "docs/search.md", "exec"), {})  # the project's own guide
             ran += 1
         elif info == "sh":
+            last = ""
             for line in body.splitlines():
                 line = line.split("  #", 1)[0].strip()
                 if line.startswith("nasdsl "):
                     code = main(shlex.split(line)[1:])
                     out, err = capsys.readouterr()
                     assert code == 0, (line, out, err)
-                    last = out
+                    last += out
                     ran += 1
             continue
         elif info == "text" and last is not None:
             printed = last.splitlines()
             for line in body.splitlines():
-                if line.strip() and line.strip() != "...":
-                    assert line in printed, f"the guide shows a line nasdsl does not print:\n{line}"
-                    shown += 1
+                assert line in printed, f"the guide shows a line nasdsl does not print:\n{line}"
+                shown += 1
         elif info == "bash":
-            for line in body.replace("\\\n", " ").splitlines():
-                line = line.strip()
-                if line.startswith("nasdsl search "):
-                    args = parser().parse_args(shlex.split(line)[1:])
+            for line in body.splitlines():
+                if line.strip().startswith("nasdsl search "):
+                    args = parser().parse_args(shlex.split(line.strip())[1:])
+                    assert args.spec in ("googlenet_space.yaml",) and args.aims
                     if args.evaluate:
                         parse_evaluator(args.evaluate)
                     for aim, direction in args.aims:
                         goal(aim, direction)
                     checked += 1
         last = None
-    assert ran >= 8 and shown >= 8 and checked >= 2
+    assert ran >= 9 and shown >= 15 and checked >= 2
+    # the trial folders of the warm start hold what the guide lists
+    study = load_study(f"sqlite:///{tmp_path}/search-DigitsNet/study.db", "warm")
+    for t in study.trials:
+        if status(t) == "evaluated":
+            folder = Path(t.user_attrs[ATTR]["workdir"])
+            assert {p.name for p in folder.iterdir()} == {
+                "spec.yaml",
+                "init.safetensors",
+                "transfer.json",
+                "log.txt",
+                "trial.json",
+            }
+    # "After 35 evaluations the search has found 12 of those 18 variants"
+    code = main(["space", "googlenet_space.yaml", "--set", "aux_logits=false", "--max-macs", "1G", "--valid-only",
+                 "--pareto", "macs,params:max", "--format", "json"])  # fmt: skip
+    exact = {(v["macs"], v["params"]) for v in json.loads(capsys.readouterr().out)["variants"]}
+    study = load_study(f"sqlite:///{tmp_path}/search-GoogLeNetSpace/study.db", "GoogLeNetSpace")
+    evaluated = [t for t in study.trials if status(t) == "evaluated"]
+    found = {tuple(t.values) for t in evaluated} & exact
+    assert (len(evaluated), len(found), len(exact)) == (35, 12, 18)
+    assert "After 35 evaluations the search has found 12 of those 18 variants" in guide.replace("\n", " ")

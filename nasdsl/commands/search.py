@@ -196,12 +196,24 @@ def _config(args: argparse.Namespace, name: str) -> Config:
 
 
 def _stored(args: argparse.Namespace, name: str):
+    """The stored study and the space it searched: the spec with the study's own ``--set``
+    values unless others are given, which must make the same space."""
+    from nasdsl import document
     from nasdsl import space as spaces
-    from nasdsl.search.study import load_study
+    from nasdsl.search.study import ATTR, load_study
 
     url = args.storage or default_storage(args.workdir or f"search-{name}")
     study = load_study(url, args.study_name or name)
-    space = spaces.load_space(args.spec, args.overrides, limits=getattr(args, "limits", None))
+    stored = study.user_attrs.get(ATTR) or {}
+    overrides = args.overrides or stored.get("set", [])
+    space = spaces.load_space(args.spec, overrides, limits=getattr(args, "limits", None))
+    if stored.get("space") not in (None, document.spec_hash(space.document)):
+        made = " ".join(f"--set {o}" for o in stored.get("set", [])) or "no --set"
+        raise SearchError(
+            f"{args.spec} with {' '.join(f'--set {o}' for o in overrides) or 'no --set'} is not the space the study "
+            f"searched ({stored.get('spec')} with {made}, since changed?)",
+            path="--study-name",
+        )
     return study, space
 
 
@@ -228,7 +240,7 @@ def run(args: argparse.Namespace, net) -> int:
     extra = [
         f"{summary.failed:,} failed" if summary.failed else "",
         f"{summary.rejected:,} rejected" if summary.rejected else "",
-        f"{summary.duplicates:,} duplicates" if summary.duplicates else "",
+        f"{summary.duplicates:,} duplicate{'s' if summary.duplicates > 1 else ''}" if summary.duplicates else "",
     ]
     told = ", ".join(x for x in extra if x)
     resumed = f" (after {summary.resumed:,} stored)" if summary.resumed else ""
@@ -259,6 +271,8 @@ def _pick(args: argparse.Namespace, study, space) -> int:
         return 0
     data = text.encode("utf-8")
     write_atomic(args.output, data)
-    made = " ".join(space.set_arguments(picks))
+    from nasdsl.search.params import made_arguments
+
+    made = " ".join(made_arguments(space, picks)) or "the default variant"
     print(f"wrote {printable(args.output)} ({len(data):,} bytes): trial {trial.number}, {made}")
     return 0

@@ -43,7 +43,7 @@ from nasdsl.search.evaluators import Evaluator
 from nasdsl.search.executors import Executor, Inline, Pool, Ray
 from nasdsl.search.identity import identify
 from nasdsl.search.objectives import EVALUATOR, FIGURES, MODEL, Goal, Variant, checked
-from nasdsl.search.params import suggest
+from nasdsl.search.params import made_arguments, suggest
 from nasdsl.search.study import SearchError, record
 from nasdsl.search.trial import Outcome, Task
 from nasdsl.space import load_space
@@ -328,7 +328,9 @@ class _Search:
             timeout=cfg.trial_timeout,
             proxy_batch=cfg.proxy_batch,
             seed=cfg.seed,
-            threads=max(1, int(cfg.cpus_per_trial)) if cfg.ray is None else None,
+            # a pool's workers take --cpus-per-trial threads; Ray sets them itself, and a trial run in
+            # this process (--workers 0) leaves the process as it is
+            threads=max(1, int(cfg.cpus_per_trial)) if cfg.ray is None and cfg.workers != 0 else None,
         )
         state.flying[trial.number] = (trial, key, fixed, {**rec, "workdir": workdir}, picks)
         state.waiting[key] = []
@@ -382,19 +384,12 @@ class _Search:
 
     def _line(self, number: int, picks, values, error, seconds: float | None = None) -> str:
         """A trial's line: the choices it made (those whose condition holds) and its values."""
-        made = " ".join(self.space.set_arguments(picks)[i] for i in _made_points(self.space, picks))
+        made = " ".join(made_arguments(self.space, picks))
         took = f" ({seconds:.1f} s)" if seconds is not None else ""
         if error is not None:
             return f"trial {number}: {made}: failed{took}: {error.splitlines()[0]}"
         shown = ", ".join(f"{g.name} {fmt(v)}" for g, v in zip(self.cfg.goals, values, strict=True))
         return f"trial {number}: {made}: {shown}{took}"
-
-
-def _made_points(space, picks) -> list[int]:
-    """The points whose choice the variant makes (a false condition leaves one at its default)."""
-    from nasdsl.search.params import made
-
-    return [i for i, p in enumerate(space.points) if p.when is None or made(space, p, picks)]
 
 
 def _limits(cfg: Config) -> dict:

@@ -105,4 +105,10 @@ def made(space: Space, point: ChoicePoint, picks: tuple[int, ...]) -> bool:
     return value if isinstance(value, bool) else True
 
 
-__all__ = ["distribution", "index_of", "made", "picks_of", "suggest"]
+def made_arguments(space: Space, picks: tuple[int, ...]) -> list[str]:
+    """The ``--set`` arguments of the choices the variant makes (not those whose condition is false)."""
+    arguments = space.set_arguments(picks)
+    return [arguments[i] for i, p in enumerate(space.points) if p.when is None or made(space, p, picks)]
+
+
+__all__ = ["distribution", "index_of", "made", "made_arguments", "picks_of", "suggest"]

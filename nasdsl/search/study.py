@@ -100,9 +100,12 @@ SAMPLERS = {
         ),
         Sampler("gp", "Gaussian-process Bayesian optimisation", _plain("GPSampler")),
         Sampler("cmaes", "CMA-ES on the integer ranges; choices drawn at random", _cmaes, multi=False),
-        Sampler("bruteforce", "every variant once, in random order", _plain("BruteForceSampler")),
     )
 }
+
+
+#: Optuna's BruteForceSampler is left out: it ends a study by calling ``Study.stop()``, which works only
+#: inside ``study.optimize``, not in an ask-and-tell loop; ``nasdsl space`` lists every variant instead.
 
 
 def make_sampler(name: str, seed: int, objectives: int, parallel: int):
