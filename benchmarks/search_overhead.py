@@ -148,7 +148,15 @@ def main() -> int:
     print(f"space: GoogLeNet with {len(OVERRIDES)} integer ranges of 9 options (9^18 = {9**18:.2e} variants)")
     with tempfile.TemporaryDirectory() as folder:
         print(f"\n1. per trial, steady state, {args.trials} trials; no-op objective / evaluator")
-        head = ("sampler", "storage", "Optuna alone ms", "nasdsl in-process ms", "ratio", "nasdsl 2-process pool ms", "ratio")
+        head = (
+            "sampler",
+            "storage",
+            "Optuna alone ms",
+            "nasdsl in-process ms",
+            "ratio",
+            "nasdsl 2-process pool ms",
+            "ratio",
+        )
         print("| " + " | ".join(head) + " |")
         print("|---|---|---:|---:|---:|---:|---:|")
         worst = 0.0
