@@ -375,6 +375,10 @@ def test_report_and_pick_read_the_stored_search(tmp_path, capsys, monkeypatch):
             "error: --warm-start: the --evaluate command does not use {weights}, the file the weights are written to",
         ),
         (
+            ["--maximize", "metric:top1", "--evaluate", "python t.py {spec} --weights {weights}"],
+            "error: --evaluate: the command uses {weights}: give --warm-start WEIGHTS to make them",
+        ),
+        (
             ["--minimize", "macs", "--gpus-per-trial", "1"],
             "error: --gpus-per-trial: GPUs are given to trials by Ray: add --ray local (this machine) or --ray auto",
         ),

@@ -14,7 +14,7 @@ import sys
 from nasdsl.commands.space import add_budget_arguments, budgets
 from nasdsl.errors import printable
 from nasdsl.search import objectives as objs
-from nasdsl.search.driver import Budget, Config, run_search
+from nasdsl.search.driver import MAX_STALE, Budget, Config, run_search
 from nasdsl.search.evaluators import parse_evaluator
 from nasdsl.search.study import SAMPLERS, SearchError, default_storage
 
@@ -96,6 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--seed", type=_positive("--seed"), default=0, help="the seed of the sampler and proxies (default 0)"
+    )
+    s.add_argument(
+        "--patience",
+        type=_positive("--patience"),
+        default=MAX_STALE,
+        metavar="N",
+        help=f"stop when the sampler proposes no new variant N times in a row (default {MAX_STALE:,})",
     )
     add_budget_arguments(parser, "budgets (a variant over one is never run)")
     e = parser.add_argument_group("trials")
@@ -189,6 +196,7 @@ def _config(args: argparse.Namespace, name: str) -> Config:
         gpus_per_trial=args.gpus_per_trial,
         proxy_batch=args.proxy_batch,
         trial_timeout=args.trial_timeout,
+        patience=args.patience,
         max_nodes=args.max_nodes,
         max_params=args.max_params,
         limits=getattr(args, "limits", None),

@@ -23,8 +23,8 @@ from the spec alone, what the proposal is:
 
 ``trials`` counts the variants evaluated (the rejected and the duplicates are
 told, but free). The search stops there, when every variant of the space has
-been seen, or when the sampler has proposed nothing new :data:`MAX_STALE` times
-in a row.
+been seen, or when the sampler has proposed nothing new ``patience`` times in a
+row (:data:`MAX_STALE` unless told).
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ class Config:
     gpus_per_trial: float = 0.0
     proxy_batch: int = 16
     trial_timeout: float | None = None
+    #: proposals in a row without a new variant after which the search stops
+    patience: int = MAX_STALE
     max_nodes: int | None = None
     max_params: int = MAX_PARAMS
     limits: Limits | None = None
@@ -160,6 +162,8 @@ def check_config(cfg: Config) -> None:
                 "the --evaluate command does not use {weights}, the file the weights are written to",
                 path="--warm-start",
             )
+    if cfg.warm_start is None and cfg.evaluator is not None and "weights" in cfg.evaluator.uses:
+        raise SearchError("the command uses {weights}: give --warm-start WEIGHTS to make them", path="--evaluate")
     if cfg.gpus_per_trial and cfg.ray is None:
         raise SearchError(
             "GPUs are given to trials by Ray: add --ray local (this machine) or --ray auto",
@@ -223,7 +227,7 @@ class _Search:
             while (
                 len(state.flying) < executor.slots
                 and len(state.done) + len(state.flying) < cfg.trials
-                and stale < MAX_STALE
+                and stale < cfg.patience
                 and (total is None or len(state.done) + len(state.rejected) + len(state.flying) < total)
             ):
                 stale = 0 if self._propose(executor) else stale + 1
@@ -245,7 +249,7 @@ class _Search:
         elif total is not None and len(state.done) + len(state.rejected) >= total:
             summary.stopped = f"every variant of the space ({total:,}) has been seen"
         else:
-            summary.stopped = f"the sampler proposed no new variant in {MAX_STALE:,} tries in a row"
+            summary.stopped = f"the sampler proposed no new variant in {cfg.patience:,} tries in a row (--patience)"
         summary.seconds = time.perf_counter() - self.started
         return summary
 
