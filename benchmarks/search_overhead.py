@@ -19,7 +19,8 @@ options: 1.5e17 variants, so duplicates are rare).
    (nothing is dispatched: nasdsl computes both), random sampler, the default
    SQLite storage, the wall time of the whole ``run_search`` call.
 
-    python benchmarks/search_overhead.py [--trials 300] [--end-to-end 10000] [--samplers random,tpe]
+    python benchmarks/search_overhead.py [--trials 300] [--samplers random,tpe] [--end-to-end 10000]
+        [--e2e-sampler random] [--e2e-storage sqlite|memory]   (--trials 0: the end-to-end run alone)
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str)
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1), summary.duplicates
 
 
-def end_to_end(trials: int, folder: str, sampler: str) -> tuple[float, object]:
+def end_to_end(trials: int, folder: str, sampler: str, storage: str) -> tuple[float, object]:
     cfg = Config(
+        storage=optuna.storages.InMemoryStorage() if storage == "memory" else None,
         spec=SPEC,
         overrides=OVERRIDES,
         goals=(goal("macs", "minimize"), goal("params", "maximize")),
@@ -139,6 +141,12 @@ def main() -> int:
     p.add_argument("--end-to-end", type=int, default=10_000, help="trials of the end-to-end run (default 10,000)")
     p.add_argument("--samplers", default="random,tpe", help="samplers of the overhead runs (default random,tpe)")
     p.add_argument("--e2e-sampler", default="random", help="the end-to-end run's sampler (default random)")
+    p.add_argument(
+        "--e2e-storage",
+        choices=("sqlite", "memory"),
+        default="sqlite",
+        help="the end-to-end run's storage: the default SQLite file, or Optuna's in-memory storage",
+    )
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(
@@ -147,39 +155,42 @@ def main() -> int:
     )
     print(f"space: GoogLeNet with {len(OVERRIDES)} integer ranges of 9 options (9^18 = {9**18:.2e} variants)")
     with tempfile.TemporaryDirectory() as folder:
-        print(f"\n1. per trial, steady state, {args.trials} trials; no-op objective / evaluator")
-        head = (
-            "sampler",
-            "storage",
-            "Optuna alone ms",
-            "nasdsl in-process ms",
-            "ratio",
-            "nasdsl 2-process pool ms",
-            "ratio",
-        )
-        print("| " + " | ".join(head) + " |")
-        print("|---|---|---:|---:|---:|---:|---:|")
-        worst = 0.0
-        for sampler in args.samplers.split(","):
-            for kind in ("memory", "sqlite"):
-                alone = optuna_alone(args.trials, sampler, storage_of(kind, folder))
-                inline, dup1 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
-                pool, dup2 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
-                worst = max(worst, inline / alone)
-                print(
-                    f"| {sampler} | {kind} | {alone * 1e3:.2f} | {inline * 1e3:.2f} | {inline / alone:.2f}x | "
-                    f"{pool * 1e3:.2f} | {pool / alone:.2f}x |"
-                )
-                if dup1 or dup2:
-                    print(f"  ({dup1} and {dup2} duplicates)")
+        if args.trials:
+            print(f"\n1. per trial, steady state, {args.trials} trials; no-op objective / evaluator")
+            head = (
+                "sampler",
+                "storage",
+                "Optuna alone ms",
+                "nasdsl in-process ms",
+                "ratio",
+                "nasdsl 2-process pool ms",
+                "ratio",
+            )
+            print("| " + " | ".join(head) + " |")
+            print("|---|---|---:|---:|---:|---:|---:|")
+            worst = 0.0
+            for sampler in args.samplers.split(","):
+                for kind in ("memory", "sqlite"):
+                    alone = optuna_alone(args.trials, sampler, storage_of(kind, folder))
+                    inline, dup1 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
+                    pool, dup2 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
+                    worst = max(worst, inline / alone)
+                    print(
+                        f"| {sampler} | {kind} | {alone * 1e3:.2f} | {inline * 1e3:.2f} | {inline / alone:.2f}x | "
+                        f"{pool * 1e3:.2f} | {pool / alone:.2f}x |"
+                    )
+                    if dup1 or dup2:
+                        print(f"  ({dup1} and {dup2} duplicates)")
         if args.end_to_end:
-            seconds, summary = end_to_end(args.end_to_end, folder, args.e2e_sampler)
+            seconds, summary = end_to_end(args.end_to_end, folder, args.e2e_sampler, args.e2e_storage)
+            where = "SQLite file" if args.e2e_storage == "sqlite" else "in memory"
             print(
-                f"\n2. {summary.evaluated:,} proxy-free trials end to end ({args.e2e_sampler}, SQLite file): "
+                f"\n2. {summary.evaluated:,} proxy-free trials end to end ({args.e2e_sampler}, {where}): "
                 f"{seconds:.1f} s, {seconds / max(summary.evaluated, 1) * 1e3:.2f} ms a trial; "
                 f"{summary.duplicates} duplicates, {summary.rejected} rejected; stopped: {summary.stopped}"
             )
-    print(f"\nworst in-process ratio {worst:.2f}x (target {TARGET}x)")
+    if args.trials:
+        print(f"\nworst in-process ratio {worst:.2f}x (target {TARGET}x)")
     return 0
 
 
