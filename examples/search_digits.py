@@ -71,7 +71,7 @@ def evaluate(spec_path: str, workdir: str) -> dict:
     with torch.no_grad():
         accuracy = float((model(vx).argmax(1) == vy).float().mean())
     print(f"{spec_path}: accuracy {accuracy:.4f} after {EPOCHS} epochs")
-    return {"accuracy": accuracy, "train_loss": float(loss), "seconds": round(time.perf_counter() - started, 3)}
+    return {"accuracy": accuracy, "train_loss": loss.item(), "seconds": round(time.perf_counter() - started, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:

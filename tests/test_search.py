@@ -20,7 +20,6 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FixedTrial, TrialState
-from test_train import TRAIN, write_spec
 
 import nasdsl
 from nasdsl import space as spaces
@@ -250,33 +249,6 @@ def test_a_command_template_runs_without_a_shell_with_its_placeholders(tmp_path)
         parse_evaluator("python train.py {spek}")
 
 
-@pytest.fixture(scope="module")
-def train():
-    """examples/train.py imported as a module (as tests/test_train.py imports it)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("nasdsl_example_train_search", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
-
-
-def test_train_py_writes_its_final_figures_for_a_search(tmp_path, train):
-    """examples/train.py --metrics-json: the last epoch's validation top-1/top-5 and mean loss, as
-    train.py's own result holds them."""
-    spec = write_spec(tmp_path / "tiny.yaml")
-    out = tmp_path / "m" / "metrics.json"
-    result = train.main([str(spec), "--synthetic", "32", "--synthetic-val", "16", "--batch-size", "8", "--epochs", "1",
-                         "--device", "cpu", "--workers", "0", "--metrics-json", str(out)])  # fmt: skip
-    metrics = json.loads(out.read_text())
-    assert metrics["top1"] == result["val"][-1]["top1"] and metrics["top5"] == result["val"][-1]["top5"]
-    assert metrics["train_loss"] == result["train_loss"][-1] and metrics["steps"] == result["step"] == 4
-
-
 # ---------------------------------------------------------------------------
 # Storage and resumption
 
@@ -313,39 +285,6 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def test_report_and_pick_read_the_stored_search(tmp_path, capsys, monkeypatch):
-    """The command line: a search; --report lists every trial and the Pareto front (Optuna's best
-    trials); --pick ID writes the trial's variant as a plain spec whose figures are the trial's values;
-    --pick best needs a single objective."""
-    monkeypatch.chdir(tmp_path)
-    code, out, err = _cli(capsys, "search", DIGITS, "--minimize", "macs", "--maximize", "params", "--trials", 6,
-                          "--seed", 4, "--max-macs", "400k")  # fmt: skip
-    assert code == 0, err
-    assert "6 variants evaluated;" in out and "study DigitsNet in sqlite:///" in out
-    assert (tmp_path / "search-DigitsNet" / "study.db").exists()
-    code, report, _ = _cli(capsys, "search", DIGITS, "--report")
-    assert code == 0
-    study = load_study(f"sqlite:///{tmp_path}/search-DigitsNet/study.db", "DigitsNet")
-    rows = {int(line.split()[0]): line for line in report.splitlines() if re.match(r"\s*\d+  ", line)}
-    assert sorted(rows) == [t.number for t in study.trials]
-    best = {t.number for t in study.best_trials if status(t) == "evaluated"}
-    front = re.search(r"Pareto front \(minimize macs, maximize params\): ([\d, ]+)", report)
-    assert {int(n) for n in front[1].split(", ")} == best
-    number = min(best)
-    code, out, _ = _cli(capsys, "search", DIGITS, "--pick", number, "-o", "picked.yaml")
-    assert code == 0 and out.startswith("wrote picked.yaml (")
-    totals = _totals(tmp_path / "picked.yaml")
-    assert [totals["macs"], totals["params"]] == study.trials[number].values
-    assert "# written by nasdsl search --pick (trial" in (tmp_path / "picked.yaml").read_text()
-    code, _, err = _cli(capsys, "search", DIGITS, "--pick", "best")
-    assert code == 2 and "the search has 2 objectives, so no single best: its Pareto front is trials" in err
-    data = json.loads(_cli(capsys, "search", DIGITS, "--report", "--format", "json")[1])
-    assert set(data["front"]) == best and len(data["trials"]) == len(study.trials)
-    code, out, err = _cli(capsys, "search", DIGITS, "--minimize", "macs", "--maximize", "params", "--trials", 8,
-                          "--max-macs", "400k", "--resume", "--quiet")  # fmt: skip
-    assert code == 0 and out.startswith("2 variants evaluated (after 6 stored)")
 
 
 @pytest.mark.parametrize(
@@ -541,8 +480,10 @@ def test_the_search_guide_runs(tmp_path, monkeypatch, capsys):
         (tmp_path / "examples" / name).write_text((ROOT / "examples" / name).read_text())
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))  # (examples.search_digits, from the folder of the search)
+    monkeypatch.setenv("DIGITS_EPOCHS", "1")  # the example's evaluator trains one epoch here, not two
     ran = shown = checked = 0
     last = None
+    outputs: dict[str, str] = {}
     for info, body in _fenced(guide):
         if info == "python":
             exec(compile(body, "docs/search.md", "exec"), {})  # the project's own guide
@@ -556,6 +497,7 @@ def test_the_search_guide_runs(tmp_path, monkeypatch, capsys):
                     out, err = capsys.readouterr()
                     assert code == 0, (line, out, err)
                     last += out
+                    outputs[line] = out
                     ran += 1
             continue
         elif info == "text" and last is not None:
@@ -587,12 +529,46 @@ def test_the_search_guide_runs(tmp_path, monkeypatch, capsys):
                 "log.txt",
                 "trial.json",
             }
+    _check_the_guides_googlenet_search(guide, outputs, capsys)
+
+
+def _front(trials) -> set[int]:
+    """The numbers of the trials no other beats in macs (smaller) and params (larger), by hand."""
+    points = {t.number: (t.values[0], -t.values[1]) for t in trials}
+    beaten = {
+        n
+        for n, (m, p) in points.items()
+        if any(m2 <= m and p2 <= p and (m2, p2) != (m, p) for m2, p2 in points.values())
+    }
+    return set(points) - beaten
+
+
+def _check_the_guides_googlenet_search(guide: str, outputs: dict[str, str], capsys) -> None:
+    """The GoogLeNet search of the guide, read back: its first run's trials table and Pareto front, the
+    variant --pick wrote, --pick best with two objectives, the JSON report, and the guide's count of the
+    exact front it found."""
+    study = load_study("sqlite:///search-GoogLeNetSpace/study.db", "GoogLeNetSpace")
+    first = next(line for line in outputs if line.endswith("--trials 25 --seed 1"))
+    report = outputs["nasdsl search googlenet_space.yaml --report"]
+    rows = [int(line.split()[0]) for line in report.splitlines() if re.match(r"\s*\d+  ", line)]
+    first_run = [t for t in study.trials if t.number < len(rows)]
+    assert rows == [t.number for t in first_run] and rows == list(range(len(rows)))
+    evaluated = [t for t in first_run if status(t) == "evaluated"]
+    shown = re.search(r"Pareto front \(minimize macs, maximize params\): ([\d, ]+)", outputs[first])
+    assert {int(n) for n in shown[1].split(", ")} == _front(evaluated) and len(evaluated) == 25
+    net = nasdsl.compile_spec("variant.yaml")
+    assert [net.summary()["totals"][k] for k in ("macs", "params")] == study.trials[84].values
+    assert net.spec.sha256 == study.trials[84].user_attrs[ATTR]["variant"]
+    assert main(["search", "googlenet_space.yaml", "--pick", "best"]) == 2
+    assert "the search has 2 objectives, so no single best: its Pareto front is trials" in capsys.readouterr().err
+    assert main(["search", "googlenet_space.yaml", "--report", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    evaluated = [t for t in study.trials if status(t) == "evaluated"]
+    assert set(data["front"]) == _front(evaluated) and len(data["trials"]) == len(study.trials)
     # "After 35 evaluations the search has found 12 of those 18 variants"
     code = main(["space", "googlenet_space.yaml", "--set", "aux_logits=false", "--max-macs", "1G", "--valid-only",
                  "--pareto", "macs,params:max", "--format", "json"])  # fmt: skip
     exact = {(v["macs"], v["params"]) for v in json.loads(capsys.readouterr().out)["variants"]}
-    study = load_study(f"sqlite:///{tmp_path}/search-GoogLeNetSpace/study.db", "GoogLeNetSpace")
-    evaluated = [t for t in study.trials if status(t) == "evaluated"]
     found = {tuple(t.values) for t in evaluated} & exact
-    assert (len(evaluated), len(found), len(exact)) == (35, 12, 18)
+    assert (code, len(evaluated), len(found), len(exact)) == (0, 35, 12, 18)
     assert "After 35 evaluations the search has found 12 of those 18 variants" in guide.replace("\n", " ")

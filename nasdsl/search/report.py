@@ -105,7 +105,7 @@ def table(study, space: Space) -> str:
         body[-1] += [*values, seconds, note]
     lines = [heading(study), *_aligned(head, body, right={0, *range(len(names) + 2, len(head) - 1)})]
     lines += ["", *front_lines(study)]
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines)) + "\n"  # (choices are the spec's text: shown escaped)
 
 
 def heading(study) -> str:
