@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DIGITS_EPOCHS"] = str(args.epochs)  # the trials' processes read it at import
     EPOCHS = args.epochs
 
+    for extra in ("optuna", "sklearn") + (("ray",) if not args.no_ray and args.workers > 0 else ()):
+        try:
+            __import__(extra)
+        except ImportError:
+            raise SystemExit(f"search_digits.py needs {extra}: pip install 'nasdsl[search]'") from None
     from nasdsl.search import Config, goal, parse_evaluator, run_search
     from nasdsl.search.report import front
 

@@ -355,6 +355,16 @@ def test_without_optuna_the_search_says_how_to_install_it(tmp_path, capsys, monk
     )
 
 
+def test_without_ray_a_ray_search_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, err = _cli(capsys, "search", DIGITS, "--maximize", "naswot", "--ray", "local")
+    assert (
+        code == 2 and err == "error: --ray: Ray is not installed: pip install 'nasdsl[search]' (or pip install ray)\n"
+    )
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2", "nsga3", "qmc", "gp"])
 def test_every_sampler_searches_the_conditional_space(tmp_path, digits, sampler):
     """Each of Optuna's samplers, by name, proposes variants whose conditional choice is asked only where

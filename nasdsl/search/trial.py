@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -107,22 +108,19 @@ def run_trial(task: Task) -> Outcome:
 def _threads(n: int) -> None:
     """One trial's share of the cores: what its own torch and the commands it starts use."""
     os.environ["OMP_NUM_THREADS"] = str(n)
-    import sys
-
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
 
 
 def _warm_start(task: Task, spec: str) -> str:
     """The parent's weights carried over to the variant, written to ``init.safetensors``."""
-    from safetensors.numpy import save
-
+    from nasdsl.commands.transfer import encode
     from nasdsl.transfer import transfer_weights
 
     parent_spec, overrides, weights = task.parent
     moved = transfer_weights(_parent(parent_spec, overrides), weights, spec, seed=task.seed)
     path = os.path.join(task.workdir, WEIGHTS)
-    _write(path, save({k: v for k, v in moved.weights.items()}))
+    _write(path, encode(moved.weights, path))
     _write(os.path.join(task.workdir, "transfer.json"), (json.dumps(moved.as_dict(), indent=1) + "\n").encode())
     return path
 
