@@ -252,10 +252,8 @@ def run(args: argparse.Namespace, net) -> int:
     ]
     told = ", ".join(x for x in extra if x)
     resumed = f" (after {summary.resumed:,} stored)" if summary.resumed else ""
-    print(
-        f"{summary.evaluated:,} variants evaluated{resumed}" + (f"; {told}" if told else "")
-        + f"; stopped: {summary.stopped}"
-    )  # fmt: skip
+    what = f"{summary.evaluated:,} variant{'' if summary.evaluated == 1 else 's'} evaluated{resumed}"
+    print(what + (f"; {told}" if told else "") + f"; stopped: {summary.stopped}")
     print(f"study {study.study_name} in {cfg.storage_url}")
     for line in report.front_lines(study):
         print(printable(line))

@@ -388,7 +388,7 @@ class _Search:
 
     def _line(self, number: int, picks, values, error, seconds: float | None = None) -> str:
         """A trial's line: the choices it made (those whose condition holds) and its values."""
-        made = " ".join(made_arguments(self.space, picks))
+        made = " ".join(made_arguments(self.space, picks)) or "the default variant"
         took = f" ({seconds:.1f} s)" if seconds is not None else ""
         if error is not None:
             return f"trial {number}: {made}: failed{took}: {error.splitlines()[0]}"

@@ -112,7 +112,8 @@ def heading(study) -> str:
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         counts[status(t)] = counts.get(status(t), 0) + 1
-    parts = [f"{counts.pop('evaluated', 0):,} variants evaluated"]
+    evaluated = counts.pop("evaluated", 0)
+    parts = [f"{evaluated:,} variant{'' if evaluated == 1 else 's'} evaluated"]
     parts += [f"{n:,} {s}{'s' if s == 'duplicate' and n > 1 else ''}" for s, n in sorted(counts.items())]
     aims = ", ".join(f"{d} {n}" for n, d in objectives(study))
     return f"study {study.study_name} ({aims}): " + ", ".join(parts)
