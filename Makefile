@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(PACKAGE_FILES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q ".[test]"
+	$(PY) -m pip install -q ".[test,search]"
 	touch $(STAMP)
 
 ## the main job on the reference spec

@@ -167,6 +167,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     c.add_argument("--dump-weights", metavar="PATH", help="each rank writes its final state_dict to PATH.rank{r}")
     c.add_argument(
+        "--metrics-json",
+        metavar="PATH",
+        help="rank 0 writes the final figures to PATH as a JSON object: top1, top5 (validation, when there is "
+        "some), train_loss (the last epoch's mean), steps, seconds (what nasdsl search --evaluate reads)",
+    )
+    c.add_argument(
         "--log-every",
         type=float,
         default=10.0,
@@ -572,6 +578,22 @@ def atomic_save(obj: object, path: Path) -> None:
         raise
 
 
+def write_metrics(path: Path, result: dict[str, Any], seconds: float) -> None:
+    """The run's final figures as one flat JSON object (for a search's evaluator), written atomically."""
+    import json
+
+    metrics: dict[str, Any] = {"steps": result["step"], "seconds": round(seconds, 3)}
+    if result["train_loss"]:
+        metrics["train_loss"] = result["train_loss"][-1]
+    if result["val"]:
+        metrics |= {"top1": result["val"][-1]["top1"], "top5": result["val"][-1]["top5"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(metrics, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def sync_buffers(model: nn.Module, env: Env) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics). DDP broadcasts them at the start
     of each forward, so after the last step each rank holds statistics updated by its own batch."""
@@ -630,7 +652,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     env, device = setup_distributed(args.device)
     try:
-        return train(args, env, device)
+        started = time.perf_counter()
+        result = train(args, env, device)
+        if args.metrics_json and env.main:
+            write_metrics(Path(args.metrics_json), result, time.perf_counter() - started)
+        return result
     except InputError as e:
         from nasdsl.errors import printable
 

@@ -554,7 +554,7 @@ BUILD = Command(
 
 COMMANDS: list[Command] = [CHECK, SUMMARY, COMPILE, VERIFY, BUILD]
 #: modules of nasdsl/commands/ that define HELP, DESCRIPTION, EXAMPLES, add_arguments(parser) and run(args, net)
-MODULES = ("draw", "space", "sweep", "diff", "transfer", "evaluate")
+MODULES = ("draw", "space", "sweep", "diff", "transfer", "evaluate", "search")
 #: the commands that take an ensemble spec (nasdsl/ensemble.py)
 ENSEMBLE_COMMANDS = ("check", "summary", "compile", "verify", "build", "evaluate")
 

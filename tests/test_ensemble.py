@@ -136,6 +136,7 @@ def test_weights_near_the_float_limit_are_refused_and_shares_cannot_overflow(fol
     assert code == 2 and "ensemble.members.a.weight: expected a finite number of magnitude at most 2^53" in err
     doc, files = document.load_document(path)
     spec = ensembles.parse_ensemble(doc, files[0], files, "")  # past the number rule, straight to the shares
+
     def member(doc, files, values, locations):
         return nasdsl.api.compile_spec(nasdsl.api.model_spec(doc, files, values, locations))
 

@@ -1,10 +1,11 @@
 """examples/train.py: single-process training with the auxiliary loss, checkpoints and an exact resume,
-ImageFolder data and the input convention, bf16 autocast on the CPU, and two DDP processes (gloo)
-whose replicas end with identical weights."""
+ImageFolder data and the input convention (and the metrics file a search reads), bf16 autocast on the
+CPU, and two DDP processes (gloo) whose replicas end with identical weights."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -179,10 +180,16 @@ def test_image_folder_and_the_caffe_input_convention(train, tmp_path: Path, caps
     # a Caffe-style spec: mean in 0-255 and no std, so the script feeds 0-255 BGR pixels
     spec = write_spec(tmp_path / "caffe.yaml", mean="[104, 117, 123]", std="null")
     argv = [str(spec), "--data", str(root), "--val-data", str(root), "--set", "num_classes=2"]
-    result = train.main([*argv, "--batch-size", "4", "--epochs", "1", "--device", "cpu", "--workers", "0"])
+    metrics = tmp_path / "m" / "metrics.json"  # (what nasdsl search --evaluate reads)
+    options = ["--batch-size", "4", "--epochs", "1", "--device", "cpu", "--workers", "0"]
+    result = train.main([*argv, *options, "--metrics-json", str(metrics)])
     assert result["pixel_scale"] == 255 and result["bgr"] and result["num_classes"] == 2
     assert result["step"] == 2 and math.isfinite(result["train_loss"][0])
     assert result["val"][0]["images"] == 8 and 0 <= result["val"][0]["top1"] <= result["val"][0]["top5"] == 1
+    written = json.loads(metrics.read_text())
+    assert {k: written[k] for k in ("top1", "top5", "train_loss", "steps")} == {
+        "top1": result["val"][0]["top1"], "top5": 1.0, "train_loss": result["train_loss"][0], "steps": 2
+    }  # fmt: skip
     assert "pixels in [0, 255], BGR" in capsys.readouterr().out
     red = torch.zeros(3, 2, 2)
     red[0] = 1.0

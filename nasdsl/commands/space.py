@@ -137,8 +137,9 @@ def retarget(parser: argparse.ArgumentParser, option: str, dest: str, help: str,
     parser.set_defaults(**defaults)
 
 
-def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``space`` and ``sweep``: budgets, selection, sharding, format, picking."""
+def add_budget_arguments(parser: argparse.ArgumentParser, title: str = "budgets"):
+    """The budgets (``--max-params``, ``--max-macs``, ``--max COL=N``, ``--min COL=N``) in a new
+    argument group, which is returned; :func:`budgets` reads them back."""
     retarget(
         parser,
         "--max-params",
@@ -151,7 +152,7 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
             action.type = _budget_value("--max-params")
             action.default = None
             action.metavar = "N"
-    b = parser.add_argument_group("budgets and selection")
+    b = parser.add_argument_group(title)
     b.add_argument(
         "--max-macs",
         type=_budget_value("--max-macs"),
@@ -166,6 +167,23 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
         "--min", dest="at_least", type=_bound("--min"), action="append", default=[], metavar="COL=N",
         help="keep the variants with COL at least N",
     )  # fmt: skip
+    return b
+
+
+def budgets(args: argparse.Namespace) -> tuple[tuple[str, str, float, str], ...]:
+    """The budgets the options give: (column, ``max`` or ``min``, bound, the option that set it)."""
+    out = [(column, "max", value, "--max") for column, value in args.at_most]
+    if args.budget_params is not None:
+        out.append(("params", "max", args.budget_params, "--max-params"))
+    if args.max_macs is not None:
+        out.append(("macs", "max", args.max_macs, "--max-macs"))
+    out += [(column, "min", value, "--min") for column, value in args.at_least]
+    return tuple(out)
+
+
+def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``space`` and ``sweep``: budgets, selection, sharding, format, picking."""
+    b = add_budget_arguments(parser, "budgets and selection")
     b.add_argument("--valid-only", action="store_true", help="leave out the variants that do not compile")
     b.add_argument(
         "--pareto",
@@ -293,14 +311,10 @@ def _passes(r: Result, args: argparse.Namespace) -> bool:
     if not r.valid:
         return not (args.valid_only or args.pareto)
     f = r.figures
-    bounds = [*args.at_most]
-    if args.budget_params is not None:
-        bounds.append(("params", args.budget_params))
-    if args.max_macs is not None:
-        bounds.append(("macs", args.max_macs))
-    if any(getattr(f, column) > value for column, value in bounds):
-        return False
-    return all(getattr(f, column) >= value for column, value in args.at_least)
+    for column, way, value, _ in budgets(args):
+        if (getattr(f, column) > value) if way == "max" else (getattr(f, column) < value):
+            return False
+    return True
 
 
 def _front(results: list[Result], columns: tuple[tuple[str, bool], ...]) -> list[Result]:
@@ -437,12 +451,25 @@ def render(listing: Listing, fmt: str, *, spec: str, name: str, shard=None) -> s
 # Picking one variant
 
 
-def variant_yaml(space: spaces.Space, picks: tuple[int, ...], source: str) -> str:
-    """A variant's plain document as YAML, with a header naming where it comes from: small
-    mappings and lists on one line, as specs are written by hand."""
+def variant_yaml(space: spaces.Space, picks: tuple[int, ...], source: str, writer: str = "nasdsl space --pick") -> str:
+    """A variant's plain document as YAML, with a header naming where it comes from (and
+    ``writer``, what wrote it): small mappings and lists on one line, as specs are written by hand."""
+    return variant_header(space, picks, source, writer) + spec_yaml(space.document_of(picks))
+
+
+def variant_header(space: spaces.Space, picks: tuple[int, ...], source: str, writer: str) -> str:
+    """The comment lines :func:`variant_yaml` starts with."""
+    choices = " ".join(space.set_arguments(picks)) or "(no choices)"
+    # a comment is one line: the file name and the options are written with their escapes
+    # (a file named "a\ninit: ..." wrote a YAML section of its own)
+    return f"# variant {space.id_of(picks)} of {one_line(source)}: {one_line(choices)}\n# written by {writer}\n"
+
+
+def spec_yaml(doc) -> str:
+    """A document (a mapping, as loaded or as plain data) as YAML, styled as :func:`variant_yaml` writes it."""
     import yaml
 
-    class Dumper(yaml.SafeDumper):
+    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's where PyYAML has it: same text
         pass
 
     def flow_map(dumper, data):
@@ -453,15 +480,7 @@ def variant_yaml(space: spaces.Space, picks: tuple[int, ...], source: str) -> st
 
     Dumper.add_representer(_FlowMap, flow_map)
     Dumper.add_representer(_FlowList, flow_list)
-    doc = space.document_of(picks)
-    choices = " ".join(space.set_arguments(picks)) or "(no choices)"
-    # a comment is one line: the file name and the options are written with their escapes
-    # (a file named "a\ninit: ..." wrote a YAML section of its own)
-    header = (
-        f"# variant {space.id_of(picks)} of {one_line(source)}: {one_line(choices)}\n# written by nasdsl space --pick\n"
-    )
-    text = yaml.dump(_styled(doc), Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
-    return header + text
+    return yaml.dump(_styled(doc), Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
 
 
 class _FlowMap(dict):

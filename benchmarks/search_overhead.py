@@ -1,0 +1,198 @@
+"""What ``nasdsl search`` adds to Optuna per trial, and 10,000 trials end to end.
+
+The space is GoogLeNet's (specs/googlenet.yaml) with the #3x3 and #5x5 filter
+counts of its nine Inception modules made integer ranges (18 choices of 9
+options: 1.5e17 variants, so duplicates are rare).
+
+1. **Dispatch overhead.** Optuna alone runs a no-op objective that asks the same
+   18 parameters (``study.optimize``); nasdsl runs the same study through its whole
+   path with a no-op evaluator (a Python callable returning one metric): ask,
+   the define-by-run mapping, the variant's key, its figures and budget check,
+   the trial's folder (its spec written, its record), the dispatch, the tell and
+   the trial's record in the storage. Both use the same sampler and the same kind
+   of storage (in memory, and a SQLite file as ``nasdsl search`` configures it);
+   nasdsl runs its trials in its own process (``--workers 0``) and on a pool of 2
+   processes. Per trial is the steady state: the time from the first trial's
+   end to the last one's, over the trials between (start-up excluded on both
+   sides). Target: nasdsl within 1.2x of Optuna's own time per trial.
+2. **10,000 proxy-free trials end to end**: ``--minimize macs --maximize params``
+   (nothing is dispatched: nasdsl computes both), random sampler, the default
+   SQLite storage, the wall time of the whole ``run_search`` call.
+
+    python benchmarks/search_overhead.py [--trials 300] [--samplers random,tpe] [--end-to-end 10000]
+        [--e2e-sampler random] [--e2e-storage sqlite|memory]   (--trials 0: the end-to-end run alone)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this file's no-op evaluator, for the pool
+
+import optuna  # noqa: E402
+
+import nasdsl  # noqa: E402
+from nasdsl.search import Config, goal, parse_evaluator, run_search  # noqa: E402
+from nasdsl.search.study import _storage  # noqa: E402
+
+SPEC = str(ROOT / "specs" / "googlenet.yaml")
+#: the paper's #3x3 and #5x5 of each module
+MODULES = {
+    "inception3a": (128, 32),
+    "inception3b": (192, 96),
+    "inception4a": (208, 48),
+    "inception4b": (224, 64),
+    "inception4c": (256, 64),
+    "inception4d": (288, 64),
+    "inception4e": (320, 128),
+    "inception5a": (320, 128),
+    "inception5b": (384, 128),
+}
+TARGET = 1.2
+
+
+def ranges() -> dict[str, tuple[int, int, int]]:
+    """Each module's #3x3 and #5x5 from half to one and a half times the paper's, in eighths."""
+    out = {}
+    for module, counts in MODULES.items():
+        for name, c in zip(("c3x3", "c5x5"), counts, strict=True):
+            out[f"{module}.{name}"] = (c // 2, c * 3 // 2, c // 8)
+    return out
+
+
+OVERRIDES = tuple(f"{k}={{range: [{lo}, {hi}, {step}]}}" for k, (lo, hi, step) in ranges().items())
+
+
+def noop(spec_path: str, workdir: str) -> dict:
+    """The no-op evaluator."""
+    return {"zero": 0.0}
+
+
+def _sampler(name: str, seed: int):
+    return {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler}[name](seed=seed)
+
+
+def storage_of(kind: str, folder: str):
+    if kind == "memory":
+        return optuna.storages.InMemoryStorage()
+    return _storage(f"sqlite:///{folder}/{kind}-{time.monotonic_ns()}.db", existing=False)
+
+
+def optuna_alone(trials: int, sampler: str, storage) -> float:
+    """Seconds per trial of a no-op objective asking the same parameters, steady state."""
+    study = optuna.create_study(storage=storage, sampler=_sampler(sampler, 0), direction="maximize")
+    stamps: list[float] = []
+
+    def objective(trial) -> float:
+        for name, (lo, hi, step) in ranges().items():
+            trial.suggest_int(name, lo, hi, step=step)
+        return 0.0
+
+    study.optimize(objective, n_trials=trials, callbacks=[lambda s, t: stamps.append(time.perf_counter())])
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str) -> tuple[float, int]:
+    """Seconds per trial evaluated through nasdsl's path, steady state; and the duplicates seen."""
+    stamps: list[float] = []
+    evaluate = noop if workers == 0 else "search_overhead:noop"
+    cfg = Config(
+        spec=SPEC,
+        overrides=OVERRIDES,
+        goals=(goal("metric:zero", "maximize"),),
+        trials=trials,
+        sampler=sampler,
+        evaluator=parse_evaluator(evaluate),
+        workdir=os.path.join(folder, f"w{time.monotonic_ns()}"),
+        storage=storage,
+        study_name="overhead",
+        workers=workers,
+    )
+    summary = run_search(cfg, say=lambda line: stamps.append(time.perf_counter()))
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1), summary.duplicates
+
+
+def end_to_end(trials: int, folder: str, sampler: str, storage: str) -> tuple[float, object]:
+    cfg = Config(
+        storage=optuna.storages.InMemoryStorage() if storage == "memory" else None,
+        spec=SPEC,
+        overrides=OVERRIDES,
+        goals=(goal("macs", "minimize"), goal("params", "maximize")),
+        trials=trials,
+        sampler=sampler,
+        workdir=os.path.join(folder, f"e2e-{sampler}"),
+        study_name="e2e",
+    )
+    started = time.perf_counter()
+    summary = run_search(cfg, say=lambda line: None)
+    return time.perf_counter() - started, summary
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=300, help="trials per overhead measurement (default 300)")
+    p.add_argument("--end-to-end", type=int, default=10_000, help="trials of the end-to-end run (default 10,000)")
+    p.add_argument("--samplers", default="random,tpe", help="samplers of the overhead runs (default random,tpe)")
+    p.add_argument("--e2e-sampler", default="random", help="the end-to-end run's sampler (default random)")
+    p.add_argument(
+        "--e2e-storage",
+        choices=("sqlite", "memory"),
+        default="sqlite",
+        help="the end-to-end run's storage: the default SQLite file, or Optuna's in-memory storage",
+    )
+    args = p.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(
+        f"python {platform.python_version()}, optuna {optuna.__version__}, nasdsl {nasdsl.__version__}, "
+        f"{os.cpu_count()} CPUs, {platform.machine()}"
+    )
+    print(f"space: GoogLeNet with {len(OVERRIDES)} integer ranges of 9 options (9^18 = {9**18:.2e} variants)")
+    with tempfile.TemporaryDirectory() as folder:
+        if args.trials:
+            print(f"\n1. per trial, steady state, {args.trials} trials; no-op objective / evaluator")
+            head = (
+                "sampler",
+                "storage",
+                "Optuna alone ms",
+                "nasdsl in-process ms",
+                "ratio",
+                "nasdsl 2-process pool ms",
+                "ratio",
+            )
+            print("| " + " | ".join(head) + " |")
+            print("|---|---|---:|---:|---:|---:|---:|")
+            worst = 0.0
+            for sampler in args.samplers.split(","):
+                for kind in ("memory", "sqlite"):
+                    alone = optuna_alone(args.trials, sampler, storage_of(kind, folder))
+                    inline, dup1 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
+                    pool, dup2 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
+                    worst = max(worst, inline / alone)
+                    print(
+                        f"| {sampler} | {kind} | {alone * 1e3:.2f} | {inline * 1e3:.2f} | {inline / alone:.2f}x | "
+                        f"{pool * 1e3:.2f} | {pool / alone:.2f}x |"
+                    )
+                    if dup1 or dup2:
+                        print(f"  ({dup1} and {dup2} duplicates)")
+        if args.end_to_end:
+            seconds, summary = end_to_end(args.end_to_end, folder, args.e2e_sampler, args.e2e_storage)
+            where = "SQLite file" if args.e2e_storage == "sqlite" else "in memory"
+            print(
+                f"\n2. {summary.evaluated:,} proxy-free trials end to end ({args.e2e_sampler}, {where}): "
+                f"{seconds:.1f} s, {seconds / max(summary.evaluated, 1) * 1e3:.2f} ms a trial; "
+                f"{summary.duplicates} duplicates, {summary.rejected} rejected; stopped: {summary.stopped}"
+            )
+    if args.trials:
+        print(f"\nworst in-process ratio {worst:.2f}x (target {TARGET}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

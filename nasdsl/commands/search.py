@@ -1,0 +1,284 @@
+"""``nasdsl search``: an architecture search over a spec's space, with Optuna's samplers.
+
+The CLI adds the common options (SPEC, ``--set``, the limits) and compiles the
+default variant; :func:`run` builds a :class:`nasdsl.search.Config` and runs
+it (:mod:`nasdsl.search.driver`), or reads a stored search back (``--report``,
+``--pick``: :mod:`nasdsl.search.report`). docs/search.md is the guide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nasdsl.commands.space import add_budget_arguments, budgets
+from nasdsl.errors import printable
+from nasdsl.search import objectives as objs
+from nasdsl.search.driver import MAX_STALE, Budget, Config, run_search
+from nasdsl.search.evaluators import parse_evaluator
+from nasdsl.search.study import SAMPLERS, SearchError, default_storage
+
+HELP = "search a spec's space with Optuna's samplers: cost, zero-cost proxies or trained metrics; local or on Ray"
+
+DESCRIPTION = (
+    "Search the design space of a spec with choices (docs/design-space.md) for the variants that do best on one "
+    "or more objectives: multiply-adds or parameters (computed by nasdsl, nothing runs), a zero-cost proxy "
+    "computed on the generated model with one batch (synflow, naswot), or a metric an evaluator measures "
+    "(metric:NAME, from --evaluate: a command template or a Python module:function). Optuna's sampler proposes "
+    "each variant; nasdsl rejects those that break a constraint, do not compile or are over a budget, and "
+    "answers duplicates, before anything runs. Trials run in a local process pool, or on a Ray cluster with "
+    "--ray. The study lives in an Optuna storage (a SQLite file in the work folder unless --storage names a "
+    "database), so --resume continues a killed search, --report prints its trials and Pareto front, and "
+    "--pick writes a variant as a plain spec. Needs Optuna (and Ray for --ray): pip install 'nasdsl[search]'. "
+    "See docs/search.md."
+)
+
+EXAMPLES = """\
+nasdsl search space.yaml --minimize macs --maximize params --max-macs 1G --trials 50
+nasdsl search space.yaml --maximize naswot --minimize macs --sampler nsga2 --trials 200
+nasdsl search space.yaml --maximize metric:top1 --minimize macs --trials 40 \\
+    --evaluate "python examples/train.py {spec} --data DIR --epochs 1 --metrics-json {out}"
+nasdsl search space.yaml --maximize metric:top1 --evaluate mypackage.train:evaluate --ray auto --gpus-per-trial 1
+nasdsl search space.yaml --maximize metric:top1 --evaluate "..." --resume
+nasdsl search space.yaml --report
+nasdsl search space.yaml --pick best -o best.yaml
+"""
+
+
+def _positive(option: str, kind=int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < 0 or (kind is int and option in ("--trials", "--proxy-batch") and value < 1):
+            least = "1" if option in ("--trials", "--proxy-batch") else "0"
+            raise argparse.ArgumentTypeError(f"{option}: expected a number of at least {least}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _aim(direction: str | None):
+    def parse(text: str) -> tuple[str, str | None]:
+        return text.strip(), direction
+
+    return parse
+
+
+def _sampler(text: str) -> str:
+    if text not in SAMPLERS:
+        raise argparse.ArgumentTypeError(f"--sampler: expected one of {', '.join(SAMPLERS)}, got {text!r}")
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``search``'s options (the CLI adds SPEC, ``--set`` and the limits)."""
+    s = parser.add_argument_group("the search")
+    s.add_argument(
+        "--minimize", dest="aims", action="append", default=[], type=_aim(objs.MINIMIZE), metavar="OBJECTIVE",
+        help="an objective to make small: " + ", ".join(objs.OBJECTIVES) + ", or metric:NAME (repeatable)",
+    )  # fmt: skip
+    s.add_argument(
+        "--maximize", dest="aims", action="append", type=_aim(objs.MAXIMIZE), metavar="OBJECTIVE",
+        help="an objective to make large (synflow, naswot, metric:top1, ...)",
+    )  # fmt: skip
+    s.add_argument(
+        "--objective", dest="aims", action="append", type=_aim(None), metavar="OBJECTIVE",
+        help="an objective in its own direction (macs, params, depth, peak: smaller; synflow, naswot: larger)",
+    )  # fmt: skip
+    s.add_argument("--trials", type=_positive("--trials"), default=20, help="variants to evaluate (default 20)")
+    s.add_argument(
+        "--sampler",
+        type=_sampler,
+        default="tpe",
+        help="Optuna's sampler: " + ", ".join(SAMPLERS) + " (default tpe, Optuna's own default)",
+    )
+    s.add_argument(
+        "--seed", type=_positive("--seed"), default=0, help="the seed of the sampler and proxies (default 0)"
+    )
+    s.add_argument(
+        "--patience",
+        type=_positive("--patience"),
+        default=MAX_STALE,
+        metavar="N",
+        help=f"stop when the sampler proposes no new variant N times in a row (default {MAX_STALE:,})",
+    )
+    add_budget_arguments(parser, "budgets (a variant over one is never run)")
+    e = parser.add_argument_group("trials")
+    e.add_argument(
+        "--evaluate",
+        metavar="CMD|MODULE:FUNCTION",
+        help="what measures a variant: a command template with {spec} {out} {workdir} {weights} {trial}, "
+        "run without a shell, writing a JSON object of metrics to {out}; or module:function(spec_path, workdir) "
+        "returning a dict",
+    )
+    e.add_argument(
+        "--warm-start",
+        metavar="WEIGHTS",
+        help="carry these trained weights of the parent (--parent, default the spec's default variant) over to "
+        "each trial's variant ({weights}, WORKDIR/trial-N/init.safetensors), as nasdsl transfer does",
+    )
+    e.add_argument("--parent", metavar="SPEC", help="the spec the --warm-start weights are of")
+    e.add_argument(
+        "--parent-set", dest="parent_overrides", action="append", default=[], metavar="K=V",
+        help="override a value of the --parent spec",
+    )  # fmt: skip
+    e.add_argument(
+        "--proxy-batch",
+        type=_positive("--proxy-batch"),
+        default=16,
+        help="inputs in the batch of the zero-cost proxies (default 16)",
+    )
+    e.add_argument(
+        "--trial-timeout", type=_positive("--trial-timeout", float), metavar="S", help="seconds a command may run"
+    )
+    w = parser.add_argument_group("where trials run")
+    w.add_argument(
+        "--workers",
+        type=_positive("--workers"),
+        metavar="N",
+        help="trials at once: a local pool of N processes (0: one at a time in this process); with --ray, "
+        "the most in flight (default: as many as the cores, or the cluster, hold)",
+    )
+    w.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS|local",
+        help="run trials as Ray tasks: auto (the cluster 'ray start' joined), an address, or local (a Ray "
+        "instance started here)",
+    )
+    w.add_argument(
+        "--cpus-per-trial", type=_positive("--cpus-per-trial", float), default=1.0, metavar="N",
+        help="CPUs (threads) each trial holds (default 1)",
+    )  # fmt: skip
+    w.add_argument(
+        "--gpus-per-trial", type=_positive("--gpus-per-trial", float), default=0.0, metavar="N",
+        help="GPUs each trial holds, with --ray (fractions share one; default 0)",
+    )  # fmt: skip
+    st = parser.add_argument_group("storage and results")
+    st.add_argument(
+        "--workdir", metavar="DIR", help="the trials' folders and the default storage (default search-NAME)"
+    )
+    st.add_argument("--storage", metavar="URL", help="an Optuna storage URL (default sqlite:///WORKDIR/study.db)")
+    st.add_argument("--study-name", metavar="NAME", help="the study in the storage (default the spec's name)")
+    st.add_argument("--resume", action="store_true", help="go on with the stored study until --trials are evaluated")
+    st.add_argument("--report", action="store_true", help="print the stored trials and the Pareto front; run nothing")
+    st.add_argument(
+        "--format", choices=("table", "json"), default="table", help="--report's format: table or json (default table)"
+    )
+    st.add_argument("--pick", metavar="best|ID", help="write a stored trial's variant as a plain spec; run nothing")
+    st.add_argument("-o", "--output", metavar="FILE", help="with --pick: the spec file to write (default stdout)")
+    st.add_argument("--quiet", action="store_true", help="no line per trial")
+
+
+def _config(args: argparse.Namespace, name: str) -> Config:
+    goals = tuple(objs.goal(n, d) for n, d in args.aims)
+    evaluator = parse_evaluator(args.evaluate) if args.evaluate else None
+    return Config(
+        spec=args.spec,
+        goals=goals,
+        trials=args.trials,
+        overrides=tuple(args.overrides),
+        sampler=args.sampler,
+        seed=args.seed,
+        budgets=tuple(Budget(c, w, v, o) for c, w, v, o in budgets(args)),
+        evaluator=evaluator,
+        workdir=args.workdir or f"search-{name}",
+        storage=args.storage,
+        study_name=args.study_name or name,
+        resume=args.resume,
+        warm_start=args.warm_start,
+        parent=args.parent,
+        parent_overrides=tuple(args.parent_overrides),
+        workers=args.workers,
+        ray=args.ray,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        proxy_batch=args.proxy_batch,
+        trial_timeout=args.trial_timeout,
+        patience=args.patience,
+        max_nodes=args.max_nodes,
+        max_params=args.max_params,
+        limits=getattr(args, "limits", None),
+    )
+
+
+def _stored(args: argparse.Namespace, name: str):
+    """The stored study and the space it searched: the spec with the study's own ``--set``
+    values unless others are given, which must make the same space."""
+    from nasdsl import document
+    from nasdsl import space as spaces
+    from nasdsl.search.study import ATTR, load_study
+
+    url = args.storage or default_storage(args.workdir or f"search-{name}")
+    study = load_study(url, args.study_name or name)
+    stored = study.user_attrs.get(ATTR) or {}
+    overrides = args.overrides or stored.get("set", [])
+    space = spaces.load_space(args.spec, overrides, limits=getattr(args, "limits", None))
+    if stored.get("space") not in (None, document.spec_hash(space.document)):
+        made = " ".join(f"--set {o}" for o in stored.get("set", [])) or "no --set"
+        raise SearchError(
+            f"{args.spec} with {' '.join(f'--set {o}' for o in overrides) or 'no --set'} is not the space the study "
+            f"searched ({stored.get('spec')} with {made}, since changed?)",
+            path="--study-name",
+        )
+    return study, space
+
+
+def run(args: argparse.Namespace, net) -> int:
+    """Search, or read a stored search back (``net`` is the spec's default variant, compiled)."""
+    from nasdsl.search import report
+
+    if args.output is not None and args.pick is None:
+        raise SearchError("-o names the file --pick writes; give --pick best or --pick ID", path="--output")
+    if args.report and args.pick is not None:
+        raise SearchError("--report and --pick: give one", path="--pick")
+    if (args.report or args.pick is not None) and args.resume:
+        raise SearchError("--resume runs the search; --report and --pick read it: give one", path="--resume")
+    if args.report or args.pick is not None:
+        study, space = _stored(args, net.name)
+        if args.report:
+            sys.stdout.write(report.as_json(study, space) if args.format == "json" else report.table(study, space))
+            return 0
+        return _pick(args, study, space)
+    cfg = _config(args, net.name)
+    say = (lambda line: None) if args.quiet else (lambda line: print(printable(line), flush=True))
+    summary = run_search(cfg, say=say)
+    study = summary.study
+    extra = [
+        f"{summary.failed:,} failed" if summary.failed else "",
+        f"{summary.rejected:,} rejected" if summary.rejected else "",
+        f"{summary.duplicates:,} duplicate{'s' if summary.duplicates > 1 else ''}" if summary.duplicates else "",
+    ]
+    told = ", ".join(x for x in extra if x)
+    resumed = f" (after {summary.resumed:,} stored)" if summary.resumed else ""
+    what = f"{summary.evaluated:,} variant{'' if summary.evaluated == 1 else 's'} evaluated{resumed}"
+    print(what + (f"; {told}" if told else "") + f"; stopped: {summary.stopped}")
+    print(f"study {study.study_name} in {cfg.storage_url}")
+    for line in report.front_lines(study):
+        print(printable(line))
+    if summary.evaluated == 0 and summary.failed:
+        print("nasdsl: every trial failed (see trial.json and log.txt in the trials' folders)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pick(args: argparse.Namespace, study, space) -> int:
+    from nasdsl.cli import write_atomic
+    from nasdsl.commands.space import variant_yaml
+    from nasdsl.search import report
+
+    trial = report.chosen(study, args.pick)
+    picks = report.variant_of(study, space, trial)
+    writer = f"nasdsl search --pick (trial {trial.number} of the study {study.study_name})"
+    text = variant_yaml(space, picks, args.spec, writer)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    data = text.encode("utf-8")
+    write_atomic(args.output, data)
+    from nasdsl.search.params import made_arguments
+
+    made = " ".join(made_arguments(space, picks)) or "the default variant"
+    print(f"wrote {printable(args.output)} ({len(data):,} bytes): trial {trial.number}, {made}")
+    return 0

@@ -1,0 +1,165 @@
+"""Where trials run: in the driver, in a local process pool, or on a Ray cluster.
+
+All three take :class:`~nasdsl.search.trial.Task` objects and give back
+:class:`~nasdsl.search.trial.Outcome` objects in the order trials finish; the
+driver keeps at most :attr:`Executor.slots` in flight. The choice of Ray tasks
+over Ray Tune is argued in docs/search.md: the driver already holds the Optuna
+study (its sampler, its storage) and checks every variant before it is
+dispatched; what it needs from Ray is scheduling with resources, which a remote
+function with ``num_cpus``/``num_gpus`` is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+from nasdsl.errors import NasdslError
+from nasdsl.search.trial import Outcome, Task, run_trial
+
+
+class ExecutorError(NasdslError):
+    """Ray or the pool cannot be started as asked (exit 2)."""
+
+
+class Executor:
+    """Runs trials; ``slots`` is how many may be in flight."""
+
+    slots = 1
+
+    def submit(self, task: Task) -> None:
+        raise NotImplementedError
+
+    def next_done(self) -> Outcome:
+        """The next trial to finish (blocks until one does)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Inline(Executor):
+    """In the driver's own process, one at a time (``--workers 0``): for debugging and for
+    evaluators too quick to be worth a process."""
+
+    def __init__(self):
+        self.done: deque[Outcome] = deque()
+
+    def submit(self, task: Task) -> None:
+        self.done.append(run_trial(task))
+
+    def next_done(self) -> Outcome:
+        return self.done.popleft()
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+class Pool(Executor):
+    """A local pool of ``workers`` processes (started fresh, ``spawn``: no state copied from
+    the driver), each trial on ``threads`` threads."""
+
+    def __init__(self, workers: int, threads: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.slots = workers
+        self.pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+        )
+        self.futures: dict = {}
+
+    def submit(self, task: Task) -> None:
+        self.futures[self.pool.submit(run_trial, task)] = task
+
+    def next_done(self) -> Outcome:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
+        future = min(done, key=lambda f: self.futures[f].number)
+        task = self.futures.pop(future)
+        try:
+            return future.result()
+        except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory)
+            return Outcome(task.number, error=f"the worker process died: {type(e).__name__}: {e}", workdir=task.workdir)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Ray(Executor):
+    """Trials as Ray tasks, each holding ``cpus`` CPUs and ``gpus`` GPUs of the cluster.
+
+    ``address``: ``auto`` (the cluster this machine belongs to: ``ray start`` ran here),
+    ``HOST:PORT`` or ``ray://HOST:PORT``, or ``local`` (a Ray instance started for this
+    search on this machine, with ``workers * cpus`` CPUs). A process already connected
+    to Ray (``ray.init`` before the search, in Python) keeps its connection. ``workers``
+    bounds the trials in flight (default: what the cluster's CPUs and GPUs hold)."""
+
+    def __init__(self, address: str, cpus: float, gpus: float, workers: int | None):
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorError(
+                "Ray is not installed: pip install 'nasdsl[search]' (or pip install ray)", path="--ray"
+            ) from None
+        self.ray = ray
+        self.started = False
+        self.pending: dict = {}
+        if not ray.is_initialized():
+            try:
+                if address == "local":
+                    ray.init(
+                        num_cpus=max(1, round((workers or os.cpu_count() or 1) * cpus)),
+                        include_dashboard=False,
+                        log_to_driver=False,
+                    )
+                else:
+                    ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ExecutorError(f"cannot connect to Ray at {address}: {first}", path="--ray") from None
+            self.started = True
+        resources = ray.cluster_resources()
+        fits = int(resources.get("CPU", 0) // cpus) if cpus else None
+        if gpus:
+            by_gpu = int(resources.get("GPU", 0) // gpus)
+            if by_gpu == 0:
+                self.close()
+                raise ExecutorError(
+                    f"{gpus:g} asked, the Ray cluster has {resources.get('GPU', 0):g} GPUs",
+                    path="--gpus-per-trial",
+                )
+            fits = by_gpu if fits is None else min(fits, by_gpu)
+        if fits == 0:
+            self.close()
+            raise ExecutorError(
+                f"{cpus:g} asked, the Ray cluster has {resources.get('CPU', 0):g} CPUs",
+                path="--cpus-per-trial",
+            )
+        self.slots = workers or fits or 1
+        self.remote = ray.remote(run_trial).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+
+    def submit(self, task: Task) -> None:
+        self.pending[self.remote.remote(task)] = task
+
+    def next_done(self) -> Outcome:
+        (ref,), _ = self.ray.wait(list(self.pending), num_returns=1)
+        task = self.pending.pop(ref)
+        try:
+            return self.ray.get(ref)
+        except Exception as e:  # noqa: BLE001 - the task's worker died (Ray reports it on get)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return Outcome(task.number, error=f"the Ray task failed: {type(e).__name__}: {first}", workdir=task.workdir)
+
+    def close(self) -> None:
+        for ref in self.pending:
+            self.ray.cancel(ref, force=True)
+        self.pending.clear()
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+
+__all__ = ["Executor", "ExecutorError", "Inline", "Pool", "Ray"]

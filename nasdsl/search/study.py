@@ -1,0 +1,240 @@
+"""The Optuna side of a search: samplers by name, the storage, the study and its records.
+
+Optuna owns sampling and storage. nasdsl names the samplers (:data:`SAMPLERS`,
+each built as Optuna builds it by default, seeded), keeps one study per
+search in an Optuna storage (a SQLite file in the search's folder unless
+``--storage`` names another database), and writes one user attribute per
+trial, ``nasdsl``, with what Optuna does not know:
+
+``{"variant": KEY, "status": STATUS, "figures": {...}, "metrics": {...},
+"seconds": S, "workdir": DIR, "error": TEXT, "reason": TEXT, "duplicate_of": N}``
+
+(the keys that apply). STATUS is ``evaluated`` (complete), ``failed`` (the
+trial's evaluator failed: Optuna's FAIL), ``rejected`` (invalid, over a
+budget or breaking a constraint: told PRUNED, never run), ``duplicate`` (the
+same variant as trial N: told N's values, never run again), ``dispatched``
+(running) or ``interrupted`` (running when its search was killed: told FAIL
+on ``--resume``, and its parameters asked again). The study's own attribute
+``nasdsl`` holds the spec, its ``--set`` values, the hash of its space's
+document and the objectives, so that a resumed search is the same search.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nasdsl.errors import NasdslError
+
+ATTR = "nasdsl"
+#: the SQLite file in the search's folder that holds the study by default
+DATABASE = "study.db"
+
+
+class SearchError(NasdslError):
+    """A search that cannot run as asked (exit 2)."""
+
+
+def require_optuna():
+    """Optuna, or a clear error naming the extra that installs it."""
+    try:
+        import optuna
+    except ImportError:
+        raise SearchError(
+            "nasdsl search needs Optuna, an optional extra: pip install 'nasdsl[search]' (Optuna, Ray, scikit-learn)"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler by name: how to build it (seed, number of objectives, trials in flight) and
+    how many objectives it takes."""
+
+    name: str
+    about: str
+    make: Callable
+    multi: bool = True
+
+
+def _tpe(optuna, seed, parallel):
+    # with trials in flight, the constant liar keeps TPE from proposing the running trials again
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel > 1)
+
+
+def _cmaes(optuna, seed, parallel):
+    try:
+        import cmaes  # noqa: F401 - Optuna's CMA-ES sampler needs it
+    except ImportError:
+        raise SearchError("cmaes needs the cmaes package: pip install cmaes", path="--sampler") from None
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+def _plain(cls: str, **options):
+    """A sampler built as Optuna builds it by default, seeded."""
+
+    def make(optuna, seed, parallel):
+        import warnings
+
+        with warnings.catch_warnings():  # Optuna marks some samplers experimental: chosen knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return getattr(optuna.samplers, cls)(seed=seed, **options)
+
+    return make
+
+
+SAMPLERS = {
+    s.name: s
+    for s in (
+        Sampler("tpe", "Tree-structured Parzen Estimator (Optuna's default)", _tpe),
+        Sampler("random", "independent uniform draws", _plain("RandomSampler")),
+        Sampler("nsga2", "NSGA-II, a genetic algorithm for several objectives", _plain("NSGAIISampler")),
+        Sampler("nsga3", "NSGA-III, for many objectives", _plain("NSGAIIISampler")),
+        Sampler(
+            "qmc",
+            "quasi-Monte Carlo (Sobol) points; choices are drawn at random",
+            _plain("QMCSampler", warn_independent_sampling=False),
+        ),
+        Sampler("gp", "Gaussian-process Bayesian optimisation", _plain("GPSampler")),
+        Sampler("cmaes", "CMA-ES on the integer ranges; choices drawn at random", _cmaes, multi=False),
+    )
+}
+
+
+#: Optuna's BruteForceSampler is left out: it ends a study by calling ``Study.stop()``, which works only
+#: inside ``study.optimize``, not in an ask-and-tell loop; ``nasdsl space`` lists every variant instead.
+
+
+def make_sampler(name: str, seed: int, objectives: int, parallel: int):
+    """The sampler ``name`` for a search of ``objectives`` objectives with ``parallel`` trials in flight."""
+    optuna = require_optuna()
+    if name not in SAMPLERS:
+        raise SearchError(f"expected a sampler of {', '.join(SAMPLERS)}, got {name!r}", path="--sampler")
+    sampler = SAMPLERS[name]
+    if objectives > 1 and not sampler.multi:
+        raise SearchError(
+            f"{name} takes one objective, the search has {objectives}: try nsga2 or tpe", path="--sampler"
+        )
+    return sampler.make(optuna, seed, parallel)
+
+
+def default_storage(workdir: str) -> str:
+    return "sqlite:///" + os.path.abspath(os.path.join(workdir, DATABASE))
+
+
+def _storage(url, *, existing: bool):
+    """Optuna's storage for ``url`` (an Optuna storage object is taken as it is); with
+    ``existing``, a SQLite file that is missing is an error (instead of an empty database
+    made by reading it)."""
+    optuna = require_optuna()
+    if not isinstance(url, str):
+        return url
+    if "://" not in url:
+        raise SearchError(
+            f"expected a database URL such as sqlite:///search.db or postgresql://host/db, got {url!r}",
+            path="--storage",
+        )
+    options = {}
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if existing and not os.path.exists(path):
+            raise SearchError(f"no search stored in {path} (give the --storage the search ran with)", path="--storage")
+        if not existing and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        options = {"engine_kwargs": {"creator": functools.partial(_sqlite, path)}}
+    try:
+        return optuna.storages.RDBStorage(url, **options)
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors for a bad URL or an unreachable database
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SearchError(f"cannot open the storage {url}: {first}", path="--storage") from None
+
+
+def _sqlite(path: str):
+    """A connection to a SQLite file in write-ahead-log mode, synchronised at checkpoints: a
+    third of the time per trial of SQLite's default (each commit waits for the disk), and as
+    safe when a search is killed (a finished trial is in the log); only a crash of the machine
+    itself may lose the last trials."""
+    import sqlite3
+
+    connection = sqlite3.connect(path, timeout=60)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+def open_study(url: str, name: str, directions: list[str], sampler, *, resume: bool, identity: dict):
+    """The study to run: a new one, or with ``resume`` the stored one, which must be the same
+    search (``identity``: spec, ``--set``, space hash, objectives)."""
+    optuna = require_optuna()
+    storage = _storage(url, existing=resume)
+    names = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    if resume:
+        if name not in names:
+            raise SearchError(f"no study {name!r} in {url} to resume", path="--resume")
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        _same_search(study, identity)
+        return study
+    if name in names:
+        n = names[name].n_trials
+        raise SearchError(
+            f"{url} already holds the study {name!r} ({n} trials): --resume to go on with it, or give another "
+            "--study-name or --storage",
+            path="--study-name",
+        )
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler)
+    study.set_user_attr(ATTR, identity)
+    return study
+
+
+def _same_search(study, identity: dict) -> None:
+    stored = study.user_attrs.get(ATTR)
+    if stored is None:
+        raise SearchError(f"the study {study.study_name!r} was not made by nasdsl search", path="--resume")
+    for key, what in (("space", "the spec's space (its document)"), ("objectives", "the objectives")):
+        if stored.get(key) != identity[key]:
+            raise SearchError(
+                f"{what} changed since the study began ({_shown(stored.get(key))} then, {_shown(identity[key])} now): "
+                "resume with what it ran on, or start another --study-name",
+                path="--resume",
+            )
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, str) and len(value) == 64:
+        return f"hash {value[:12]}"
+    if isinstance(value, list):
+        return ", ".join(f"{d} {n}" for n, d in value)
+    return repr(value)
+
+
+def load_study(url: str, name: str):
+    """A stored study, for ``--report`` and ``--pick``."""
+    optuna = require_optuna()
+    storage = _storage(url, existing=True)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        found = ", ".join(names) or "none"
+        raise SearchError(f"no study {name!r} in {url} (studies there: {found})", path="--study-name")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def record(trial) -> dict:
+    """A trial's nasdsl record (empty for a trial nasdsl did not make)."""
+    return trial.user_attrs.get(ATTR) or {}
+
+
+__all__ = [
+    "ATTR",
+    "DATABASE",
+    "SAMPLERS",
+    "SearchError",
+    "default_storage",
+    "load_study",
+    "make_sampler",
+    "open_study",
+    "record",
+    "require_optuna",
+]

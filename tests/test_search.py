@@ -1,0 +1,584 @@
+"""``nasdsl search`` (nasdsl/search/): choices as Optuna parameters, the ask-check-dispatch-tell loop,
+evaluators, storage and resumption, the report and --pick, the zero-cost proxies, Ray, and the guide.
+
+References are independent of the search: Optuna's own distribution classes and FixedTrial, the spec's
+conditions read from the space, full compilations of the specs each trial wrote (``nasdsl.compile_spec``
+and its summary), evaluators that count their calls from outside, and closed forms of the proxies on a
+chain of linear layers computed with numpy."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import FixedTrial, TrialState
+
+import nasdsl
+from nasdsl import space as spaces
+from nasdsl.cli import main, parser
+from nasdsl.commands.space import variant_yaml
+from nasdsl.search import Config, goal, parse_evaluator, run_search, variant_key
+from nasdsl.search.driver import Budget
+from nasdsl.search.params import distribution, picks_of, suggest
+from nasdsl.search.report import status
+from nasdsl.search.study import ATTR, load_study
+
+from paths import ROOT
+
+DIGITS = ROOT / "examples" / "digits_space.yaml"
+#: a chain of linear layers without biases: SynFlow and NASWOT have closed forms on it
+CHAIN = """\
+nasdsl: 1
+name: Chain
+doc: Three linear layers without biases, rectifiers between them.
+input:
+  shape: [6, 1, 1]
+model:
+  flat: flatten
+  fc1: {op: linear, out: 8, bias: false}
+  relu1: relu
+  fc2: {op: linear, out: 5, bias: false}
+  relu2: relu
+  fc3: {op: linear, out: 3, bias: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return spaces.load_space(DIGITS)
+
+
+@pytest.fixture
+def calls(tmp_path, monkeypatch) -> Path:
+    """The folder where tests/search_helpers.py's evaluators record their calls."""
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    monkeypatch.setenv("SEARCH_CALLS", str(folder))
+    return folder
+
+
+def _config(tmp_path: Path, **kw) -> Config:
+    base = {
+        "spec": str(DIGITS),
+        "goals": (goal("macs", "minimize"), goal("params", "maximize")),
+        "workdir": str(tmp_path / "search"),
+        "study_name": "digits",
+        "workers": 0,
+        "storage": optuna.storages.InMemoryStorage(),  # (the command-line tests use SQLite files)
+    }
+    return Config(**{**base, **kw})
+
+
+def _records(study) -> list[tuple]:
+    return [(t.number, status(t), t.user_attrs.get(ATTR, {}), t) for t in study.get_trials(deepcopy=False)]
+
+
+def _totals(spec: Path | str) -> dict:
+    return nasdsl.compile_spec(spec).summary()["totals"]
+
+
+# ---------------------------------------------------------------------------
+# Choices as Optuna parameters
+
+
+def test_choices_become_optuna_distributions_and_every_variant_is_asked_as_the_spec_conditions_it(digits):
+    """A range is Optuna's IntDistribution, a choice its CategoricalDistribution; for every one of the 320
+    variants, a FixedTrial holding exactly the choices the variant makes (width2 only where second is
+    true) gives back the same picks: a conditional choice is never asked where its condition is false
+    (FixedTrial raises for a parameter it does not hold)."""
+    by_name = {p.name: p for p in digits.points}
+    assert distribution(by_name["width1"]) == IntDistribution(8, 32, step=8)
+    assert distribution(by_name["width2"]) == IntDistribution(16, 64, step=16)
+    assert distribution(by_name["kernel"]) == CategoricalDistribution([3, 5])
+    assert distribution(by_name["batchnorm"]) == CategoricalDistribution([True, False])
+    variants = list(digits.variants())
+    assert len(variants) == digits.count() == 320
+    keys = set()
+    for picks in variants:
+        chosen = digits.choices(picks)
+        params = {name: chosen[name] for name in chosen if name != "width2" or chosen["second"]}
+        assert suggest(FixedTrial(params), digits) == picks
+        keys.add(variant_key(digits, picks))
+    assert len(keys) == 320
+
+
+def test_a_list_option_is_a_categorical_value_as_set_writes_it(tmp_path):
+    spec = tmp_path / "pairs.yaml"
+    text = DIGITS.read_text().replace(
+        "pool: {op: max_pool, kernel: 2}", "pool: {op: max_pool, kernel: {choice: [[2, 2], [2, 1]]}}"
+    )
+    spec.write_text(text)
+    space = spaces.load_space(spec)
+    (point,) = [p for p in space.points if p.name == "pool.kernel"]
+    assert distribution(point) == CategoricalDistribution(["[2,2]", "[2,1]"])
+    params = {"width1": 8, "kernel": 3, "batchnorm": True, "second": False, "hidden": 0, "pool.kernel": "[2,1]"}
+    picks = suggest(FixedTrial(params), space)
+    assert space.choices(picks)["pool.kernel"] == [2, 1]
+
+
+# ---------------------------------------------------------------------------
+# The loop: checks before dispatch, duplicates, budgets
+
+
+def test_a_cost_search_tells_what_the_compiler_counts_and_never_runs_a_variant_over_budget(tmp_path, digits):
+    """Objectives from the figures alone: nothing is dispatched. Each evaluated trial's values are its
+    variant's multiply-adds and parameters as a full compile of its picked spec counts them; a trial
+    over --max-macs is told PRUNED with the reason; a duplicate is told its first trial's values; no
+    variant is evaluated twice; the variant key is the spec hash of the variant's plain spec."""
+    budget = Budget("macs", "max", 300_000, "--max-macs")
+    summary = run_search(_config(tmp_path, trials=12, seed=3, budgets=(budget,)), say=lambda line: None)
+    assert summary.evaluated == 12 and summary.rejected > 0 and summary.duplicates > 0
+    assert not (tmp_path / "search").joinpath("trial-00000").exists()  # nothing ran
+    evaluated: dict[str, tuple] = {}
+    for number, state, rec, t in _records(summary.study):
+        picks = picks_of(digits, t.params)
+        assert rec["variant"] == variant_key(digits, picks)
+        if state == "evaluated":
+            assert rec["variant"] not in evaluated
+            evaluated[rec["variant"]] = tuple(t.values)
+            doc = tmp_path / f"v{number}.yaml"
+            doc.write_text(variant_yaml(digits, picks, "digits_space.yaml"))  # what --pick writes
+            net = nasdsl.compile_spec(doc)
+            totals = net.summary()["totals"]
+            assert list(t.values) == [totals["macs"], totals["params"]] and totals["macs"] <= 300_000
+            assert net.spec.sha256 == rec["variant"]
+        elif state == "rejected":
+            assert t.state == TrialState.PRUNED and t.values is None
+            assert rec["reason"] == f"macs {rec['figures']['macs']:,} > --max-macs 300,000"
+            assert rec["figures"]["macs"] > 300_000
+    for _, state, rec, t in _records(summary.study):
+        if state == "duplicate":
+            assert tuple(t.values) == evaluated[rec["variant"]]
+            assert summary.study.trials[rec["duplicate_of"]].user_attrs[ATTR]["variant"] == rec["variant"]
+    assert len(evaluated) == 12
+
+
+def test_constraints_and_invalid_variants_are_rejected_before_anything_runs(tmp_path, calls):
+    """A variant that breaks a constraint, or whose shapes do not fit, is told PRUNED with the reason
+    the space gives (the compiler's error for the one that does not compile) and never reaches the
+    evaluator."""
+    spec = tmp_path / "odd.yaml"
+    text = DIGITS.read_text().replace(
+        "  hidden: {choice: [0, 32, 64, 128]}", "  hidden: {choice: [0, 32, 64, 128]}\n  pool_k: {choice: [2, 9]}"
+    )
+    text = text.replace("pool: {op: max_pool, kernel: 2}", "pool: {op: max_pool, kernel: pool_k}")
+    spec.write_text(text + 'constraints:\n  - "width1 <= 8 or not second"\n')
+    space = spaces.load_space(spec)
+    cfg = _config(
+        tmp_path, spec=str(spec), goals=(goal("metric:params", "maximize"),), trials=6, seed=1,
+        evaluator=parse_evaluator("search_helpers:compiled"), sampler="random",
+    )  # fmt: skip
+    summary = run_search(cfg, say=lambda line: None)
+    reasons = [rec["reason"] for _, state, rec, _ in _records(summary.study) if state == "rejected"]
+    assert any(r.startswith("it breaks the constraint width1 <= 8 or not second") for r in reasons)
+    assert any("does not compile" in r and "kernel" in r for r in reasons)
+    for _, state, rec, t in _records(summary.study):
+        picks = picks_of(space, t.params)
+        if state == "rejected" and rec["reason"].startswith("it breaks the constraint"):
+            assert space.why_not(picks) is not None
+        if state == "evaluated":
+            assert space.why_not(picks) is None and t.values[0] == _totals(Path(rec["workdir"]) / "spec.yaml")["params"]
+    assert len(os.listdir(calls)) == summary.evaluated == 6
+
+
+def test_evaluators_run_once_per_variant_in_their_own_folders_on_a_process_pool(tmp_path, calls, digits):
+    """Two worker processes; the evaluator (a module:function) runs once per variant, in the trial's
+    folder, on the spec written there; its metrics are the objectives; a failing evaluator fails its
+    trial (and the duplicates of its variant) with the error, without stopping the search."""
+    cfg = _config(
+        tmp_path, goals=(goal("metric:params", "maximize"), goal("macs", "minimize")), trials=8, seed=5,
+        evaluator=parse_evaluator("search_helpers:fails_when_wide"), workers=2,
+    )  # fmt: skip
+    lines: list[str] = []
+    summary = run_search(cfg, say=lines.append)
+    assert summary.slots == 2 and summary.evaluated + summary.failed == 8 and summary.failed > 0
+    called = sorted(Path(p).read_text() for p in calls.iterdir())
+    ran = sorted(rec["workdir"] for _, state, rec, _ in _records(summary.study) if state in ("evaluated", "failed"))
+    assert called == ran and len(set(called)) == 8  # once per variant, where the record says
+    for number, state, rec, t in _records(summary.study):
+        if state == "evaluated":
+            folder = Path(rec["workdir"])
+            assert folder.name == f"trial-{number:05d}"
+            totals = _totals(folder / "spec.yaml")
+            assert list(t.values) == [totals["params"], totals["macs"]] and totals["params"] <= 20_000
+            assert rec["metrics"] == {"params": totals["params"], "macs": totals["macs"], "note": "compiled"}
+            assert "compiled " in (folder / "log.txt").read_text()
+            assert json.loads((folder / "trial.json").read_text())["metrics"]["params"] == totals["params"]
+        if state == "failed":
+            assert t.state == TrialState.FAIL and "ValueError: too wide" in rec["error"]
+            assert _totals(Path(rec["workdir"]) / "spec.yaml")["params"] > 20_000
+    assert any(": failed (" in line and "too wide" in line for line in lines)
+
+
+def test_a_command_template_runs_without_a_shell_with_its_placeholders(tmp_path):
+    """{spec}, {out}, {workdir}, {trial} are replaced inside words; a word with spaces stays one
+    argument; a non-zero exit fails the trial with the end of its log."""
+    script = tmp_path / "ev al.py"  # a space in the path: one argument
+    script.write_text(
+        "import json, sys\n"
+        "spec, out, workdir, trial = sys.argv[1:5]\n"
+        "text = open(spec).read()\n"
+        "print('evaluating trial', trial)\n"
+        "if 'second: true' in text: sys.exit(3)\n"
+        "ok = int(workdir.endswith('trial-' + trial.zfill(5)))\n"
+        "json.dump({'size': len(text), 'dir_ok': ok}, open(out, 'w'))\n"
+    )
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {{spec}} {{out}} {{workdir}} {{trial}}"
+    cfg = _config(tmp_path, goals=(goal("metric:size", "minimize"), goal("metric:dir_ok", "maximize")), trials=4,
+                  evaluator=parse_evaluator(command), sampler="random")  # fmt: skip
+    summary = run_search(cfg, say=lambda line: None)
+    assert summary.evaluated and summary.failed
+    for number, state, rec, t in _records(summary.study):
+        if state in ("evaluated", "failed"):
+            text = (Path(rec["workdir"]) / "spec.yaml").read_text()
+            assert (state == "failed") == ("second: true" in text)
+        if state == "evaluated":
+            assert t.values == [len(text), 1.0]
+        if state == "failed":
+            assert rec["error"].startswith("the evaluator exited with status 3; the end of")
+            assert rec["error"].endswith(f"log.txt:\nevaluating trial {number}")
+    with pytest.raises(nasdsl.NasdslError, match=r"unknown placeholder \{spek\}"):
+        parse_evaluator("python train.py {spek}")
+
+
+# ---------------------------------------------------------------------------
+# Storage and resumption
+
+
+def test_a_killed_search_resumes_without_losing_or_redoing_a_finished_trial(tmp_path, calls):
+    """The evaluator stops the search at its third call (as Ctrl-C would): two trials are stored, the
+    third is left running. --resume tells it FAIL, asks its parameters again first, and runs until 5
+    variants are evaluated; the first two keep their numbers and values and are not evaluated again."""
+    cfg = _config(tmp_path, goals=(goal("metric:params", "maximize"),), trials=5, seed=2,
+                  evaluator=parse_evaluator("search_helpers:interrupted_third"))  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_search(cfg, say=lambda line: None)
+    study = load_study(cfg.storage_url, "digits")
+    before = {t.number: (t.params, t.values) for t in study.trials if t.state == TrialState.COMPLETE}
+    (killed,) = [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert len(before) == 2
+    with pytest.raises(nasdsl.NasdslError, match="already holds the study 'digits'"):
+        run_search(cfg, say=lambda line: None)
+    summary = run_search(Config(**{**cfg.__dict__, "resume": True}), say=lambda line: None)
+    assert summary.resumed == 2 and summary.evaluated == 3
+    study = load_study(cfg.storage_url, "digits")
+    after = {t.number: (t.params, t.values) for t in study.trials if status(t) == "evaluated"}
+    assert {n: after[n] for n in before} == before and len(after) == 5
+    assert status(study.trials[killed.number]) == "interrupted" and study.trials[killed.number].state == TrialState.FAIL
+    redo = min(n for n in after if n > killed.number)
+    assert after[redo][0] == killed.params
+    assert len(os.listdir(calls)) == 3 + 3  # two kept, one interrupted, three more: none twice
+    changed = Config(**{**cfg.__dict__, "resume": True, "goals": (goal("metric:params", "minimize"),)})
+    with pytest.raises(nasdsl.NasdslError, match="the objectives changed since the study began"):
+        run_search(changed, say=lambda line: None)
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--minimize", "flops"],
+            "error: --objective: expected an objective of params, macs, depth, peak, synflow, naswot, metric:NAME, "
+            "got 'flops'",
+        ),
+        (
+            ["--minimize", "latency_ms"],
+            "error: --objective: latency_ms needs the deployment issue's latency model (nasdsl bench, issue #26), "
+            "which this version does not have yet",
+        ),
+        (
+            ["--objective", "metric:top1"],
+            "error: --objective: metric:top1: say whether to maximise or minimise it (--maximize metric:top1 or "
+            "--minimize metric:top1)",
+        ),
+        (
+            ["--maximize", "metric:top1"],
+            "error: --evaluate: metric:top1 is read from an evaluator's metrics: give --evaluate",
+        ),
+        (
+            ["--maximize", "metric:top1", "--evaluate", "python t.py {spec}", "--warm-start", "w.safetensors"],
+            "error: --warm-start: the --evaluate command does not use {weights}, the file the weights are written to",
+        ),
+        (
+            ["--maximize", "metric:top1", "--evaluate", "python t.py {spec} --weights {weights}"],
+            "error: --evaluate: the command uses {weights}: give --warm-start WEIGHTS to make them",
+        ),
+        (
+            ["--minimize", "macs", "--gpus-per-trial", "1"],
+            "error: --gpus-per-trial: GPUs are given to trials by Ray: add --ray local (this machine) or --ray auto",
+        ),
+        (
+            ["--minimize", "macs", "--maximize", "params", "--sampler", "cmaes"],
+            "error: --sampler: cmaes takes one objective, the search has 2: try nsga2 or tpe",
+        ),
+        (
+            ["--minimize", "macs", "--storage", "search.db"],
+            "error: --storage: expected a database URL such as sqlite:///search.db or postgresql://host/db, "
+            "got 'search.db'",
+        ),
+        (["--minimize", "macs", "--report"], "error: --storage: no search stored in"),
+        (
+            ["--minimize", "macs", "-o", "x.yaml"],
+            "error: --output: -o names the file --pick writes; give --pick best or --pick ID",
+        ),
+        ([], "error: give at least one objective (--minimize macs, --maximize metric:accuracy, ...)"),
+    ],
+)
+def test_bad_searches_are_exit_2_with_the_reason_and_write_nothing(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _cli(capsys, "search", DIGITS, *argv)
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err, err
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_optuna_the_search_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    code, _, err = _cli(capsys, "search", DIGITS, "--minimize", "macs")
+    assert code == 2 and err == (
+        "error: nasdsl search needs Optuna, an optional extra: pip install 'nasdsl[search]' (Optuna, Ray, "
+        "scikit-learn)\n"
+    )
+
+
+def test_without_ray_a_ray_search_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, err = _cli(capsys, "search", DIGITS, "--maximize", "naswot", "--ray", "local")
+    assert (
+        code == 2 and err == "error: --ray: Ray is not installed: pip install 'nasdsl[search]' (or pip install ray)\n"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2", "nsga3", "qmc", "gp"])
+def test_every_sampler_searches_the_conditional_space(tmp_path, digits, sampler):
+    """Each of Optuna's samplers, by name, proposes variants whose conditional choice is asked only where
+    the spec makes it."""
+    summary = run_search(_config(tmp_path, trials=4, sampler=sampler), say=lambda line: None)
+    assert summary.evaluated == 4
+    for t in summary.study.trials:
+        assert ("width2" in t.params) == bool(t.params["second"])
+
+
+# ---------------------------------------------------------------------------
+# Zero-cost proxies
+
+
+def _chain_weights(model) -> list[np.ndarray]:
+    return [m.weight.detach().double().numpy() for m in model.modules() if type(m).__name__ == "Linear"]
+
+
+def test_synflow_is_the_layer_count_times_the_flow_on_a_chain_of_linear_layers(tmp_path):
+    """For linear layers without biases and positive weights, R = 1' |W3| |W2| |W1| 1 is linear in
+    each layer's weights, so each layer's saliencies sum to R: SynFlow = 3 R (Tanaka et al. 2020)."""
+    import torch
+
+    from nasdsl.search import proxies
+
+    (tmp_path / "chain.yaml").write_text(CHAIN)
+    torch.manual_seed(0)
+    model = nasdsl.build_model(tmp_path / "chain.yaml")
+    w1, w2, w3 = (np.abs(w) for w in _chain_weights(model))
+    flow = float(np.ones(3) @ w3 @ w2 @ w1 @ np.ones(6))
+    assert proxies.synflow(model, proxies.batch((6, 1, 1), 4, 0)) == pytest.approx(3 * flow, rel=1e-12)
+
+
+def test_naswot_is_the_log_determinant_of_the_rectifiers_agreement_kernel(tmp_path):
+    """K[i, j] counts the rectified units on which inputs i and j agree (Mellor et al. 2021), here
+    computed with numpy from the chain's weights."""
+    import torch
+
+    from nasdsl.search import proxies
+
+    (tmp_path / "chain.yaml").write_text(CHAIN)
+    torch.manual_seed(0)
+    model = nasdsl.build_model(tmp_path / "chain.yaml")
+    w1, w2, _ = _chain_weights(model)
+    x = proxies.batch((6, 1, 1), 10, 7)
+    flat = x.double().numpy().reshape(10, 6)
+    h1 = flat @ w1.T
+    h2 = np.maximum(h1, 0) @ w2.T
+    kernel = np.zeros((10, 10))
+    for pre in (h1, h2):
+        c = (pre > 0).astype(float)
+        kernel += c @ c.T + (1 - c) @ (1 - c).T
+    sign, logdet = np.linalg.slogdet(kernel)
+    assert sign > 0 and proxies.naswot(model, x) == pytest.approx(logdet, rel=1e-9)
+
+
+def test_proxy_objectives_are_computed_in_the_trial_on_the_generated_model(tmp_path):
+    from nasdsl.search import proxies
+
+    cfg = _config(tmp_path, goals=(goal("naswot", None), goal("synflow", None)), trials=2, proxy_batch=8)
+    summary = run_search(cfg, say=lambda line: None)
+    assert [d.name for d in summary.study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    import torch
+
+    for _, state, rec, t in _records(summary.study):
+        if state == "evaluated":
+            torch.manual_seed(0)
+            model = nasdsl.build_model(Path(rec["workdir"]) / "spec.yaml")
+            assert t.values[0] == proxies.naswot(model, proxies.batch((1, 8, 8), 8, 0))
+
+
+# ---------------------------------------------------------------------------
+# Ray
+
+
+def test_a_small_search_runs_end_to_end_on_a_local_ray_instance(tmp_path):
+    """Ray with 2 CPUs: trials are Ray tasks (two in flight), a command evaluator writes its metrics,
+    and asking for GPUs the cluster lacks is a clear error."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        script = "import json, sys; json.dump({'size': len(open(sys.argv[1]).read())}, open(sys.argv[2], 'w'))"
+        braced = shlex.quote(script).replace("{", "{{").replace("}", "}}")  # braces of the template's own
+        command = f"{shlex.quote(sys.executable)} -c {braced} {{spec}} {{out}}"
+        cfg = _config(tmp_path, goals=(goal("metric:size", "minimize"), goal("macs", "minimize")), trials=4,
+                      evaluator=parse_evaluator(command), ray="auto", workers=None)  # fmt: skip
+        summary = run_search(cfg, say=lambda line: None)
+        assert summary.slots == 2 and summary.evaluated == 4
+        for _, state, rec, t in _records(summary.study):
+            if state == "evaluated":
+                spec = Path(rec["workdir"]) / "spec.yaml"
+                assert t.values == [len(spec.read_text()), _totals(spec)["macs"]]
+        gpus = Config(**{**cfg.__dict__, "gpus_per_trial": 1, "study_name": "gpus"})
+        with pytest.raises(nasdsl.NasdslError, match="--gpus-per-trial: 1 asked, the Ray cluster has 0 GPUs"):
+            run_search(gpus, say=lambda line: None)
+        assert "gpus" not in [s.study_name for s in optuna.get_all_study_summaries(cfg.storage_url)]
+    finally:
+        ray.shutdown()
+
+
+# ---------------------------------------------------------------------------
+# The guide
+
+
+def _fenced(text: str) -> list[tuple[str, str]]:
+    return [(m[1].strip(), m[2]) for m in re.finditer(r"```([^\n]*)\n(.*?)```", text, flags=re.S)]
+
+
+def test_the_search_guide_runs(tmp_path, monkeypatch, capsys):
+    """Every `sh` command of docs/search.md runs, in order, in a copy of the layout it assumes (the
+    space of docs/design-space.md at the root, specs/, examples/); each `text` block right after one
+    shows lines its commands printed; the `bash` blocks' nasdsl lines parse with nasdsl's own options,
+    objectives and evaluators; what the guide says of its runs holds."""
+    guide = (ROOT / "docs" / "search.md").read_text()
+    (space,) = [
+        b for i, b in _fenced((ROOT / "docs" / "design-space.md").read_text()) if i == "yaml title=googlenet_space.yaml"
+    ]
+    for sub in ("specs", "examples"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "googlenet_space.yaml").write_text(space)
+    (tmp_path / "specs" / "googlenet.yaml").write_text((ROOT / "specs" / "googlenet.yaml").read_text())
+    for name in ("digits_space.yaml", "search_digits.py"):
+        (tmp_path / "examples" / name).write_text((ROOT / "examples" / name).read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # (examples.search_digits, from the folder of the search)
+    monkeypatch.setenv("DIGITS_EPOCHS", "1")  # the example's evaluator trains one epoch here, not two
+    ran = shown = checked = 0
+    last = None
+    outputs: dict[str, str] = {}
+    for info, body in _fenced(guide):
+        if info == "python":
+            exec(compile(body, "docs/search.md", "exec"), {})  # the project's own guide
+            ran += 1
+        elif info == "sh":
+            last = ""
+            for line in body.splitlines():
+                line = line.split("  #", 1)[0].strip()
+                if line.startswith("nasdsl "):
+                    code = main(shlex.split(line)[1:])
+                    out, err = capsys.readouterr()
+                    assert code == 0, (line, out, err)
+                    last += out
+                    outputs[line] = out
+                    ran += 1
+            continue
+        elif info == "text" and last is not None:
+            printed = last.splitlines()
+            for line in body.splitlines():
+                assert line in printed, f"the guide shows a line nasdsl does not print:\n{line}"
+                shown += 1
+        elif info == "bash":
+            for line in body.splitlines():
+                if line.strip().startswith("nasdsl search "):
+                    args = parser().parse_args(shlex.split(line.strip())[1:])
+                    assert args.spec in ("googlenet_space.yaml",) and args.aims
+                    if args.evaluate:
+                        parse_evaluator(args.evaluate)
+                    for aim, direction in args.aims:
+                        goal(aim, direction)
+                    checked += 1
+        last = None
+    assert ran >= 9 and shown >= 15 and checked >= 2
+    # the trial folders of the warm start hold what the guide lists
+    study = load_study(f"sqlite:///{tmp_path}/search-DigitsNet/study.db", "warm")
+    for t in study.trials:
+        if status(t) == "evaluated":
+            folder = Path(t.user_attrs[ATTR]["workdir"])
+            assert {p.name for p in folder.iterdir()} == {
+                "spec.yaml",
+                "init.safetensors",
+                "transfer.json",
+                "log.txt",
+                "trial.json",
+            }
+    _check_the_guides_googlenet_search(guide, outputs, capsys)
+
+
+def _front(trials) -> set[int]:
+    """The numbers of the trials no other beats in macs (smaller) and params (larger), by hand."""
+    points = {t.number: (t.values[0], -t.values[1]) for t in trials}
+    beaten = {
+        n
+        for n, (m, p) in points.items()
+        if any(m2 <= m and p2 <= p and (m2, p2) != (m, p) for m2, p2 in points.values())
+    }
+    return set(points) - beaten
+
+
+def _check_the_guides_googlenet_search(guide: str, outputs: dict[str, str], capsys) -> None:
+    """The GoogLeNet search of the guide, read back: its first run's trials table and Pareto front, the
+    variant --pick wrote, --pick best with two objectives, the JSON report, and the guide's count of the
+    exact front it found."""
+    study = load_study("sqlite:///search-GoogLeNetSpace/study.db", "GoogLeNetSpace")
+    first = next(line for line in outputs if line.endswith("--trials 25 --seed 1"))
+    report = outputs["nasdsl search googlenet_space.yaml --report"]
+    rows = [int(line.split()[0]) for line in report.splitlines() if re.match(r"\s*\d+  ", line)]
+    first_run = [t for t in study.trials if t.number < len(rows)]
+    assert rows == [t.number for t in first_run] and rows == list(range(len(rows)))
+    evaluated = [t for t in first_run if status(t) == "evaluated"]
+    shown = re.search(r"Pareto front \(minimize macs, maximize params\): ([\d, ]+)", outputs[first])
+    assert {int(n) for n in shown[1].split(", ")} == _front(evaluated) and len(evaluated) == 25
+    net = nasdsl.compile_spec("variant.yaml")
+    assert [net.summary()["totals"][k] for k in ("macs", "params")] == study.trials[84].values
+    assert net.spec.sha256 == study.trials[84].user_attrs[ATTR]["variant"]
+    assert main(["search", "googlenet_space.yaml", "--pick", "best"]) == 2
+    assert "the search has 2 objectives, so no single best: its Pareto front is trials" in capsys.readouterr().err
+    assert main(["search", "googlenet_space.yaml", "--report", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    evaluated = [t for t in study.trials if status(t) == "evaluated"]
+    assert set(data["front"]) == _front(evaluated) and len(data["trials"]) == len(study.trials)
+    # "After 35 evaluations the search has found 12 of those 18 variants"
+    code = main(["space", "googlenet_space.yaml", "--set", "aux_logits=false", "--max-macs", "1G", "--valid-only",
+                 "--pareto", "macs,params:max", "--format", "json"])  # fmt: skip
+    exact = {(v["macs"], v["params"]) for v in json.loads(capsys.readouterr().out)["variants"]}
+    found = {tuple(t.values) for t in evaluated} & exact
+    assert (code, len(evaluated), len(found), len(exact)) == (0, 35, 12, 18)
+    assert "After 35 evaluations the search has found 12 of those 18 variants" in guide.replace("\n", " ")
