@@ -1,0 +1,315 @@
+"""Calibrating the latency model on this machine: random networks measured, coefficients fitted.
+
+The calibration set is made here, not taken from the specs the model is judged on: random
+networks (:func:`random_spec`, seeded) built from the blocks CNNs are made of (plain
+convolution stacks; Inception modules; ResNet bottlenecks, plain and grouped; MobileNet
+inverted residuals with and without squeeze-and-excitation; ShuffleNet-style channel splits
+and shuffles; ConvNeXt blocks; LRN; pools; classifier heads of one to three linear layers),
+with widths (some not a multiple of 8), kernels, strides, activations and resolutions drawn at
+random. Each is compiled, exported to ONNX with BatchNorm folded, opened in the engine (batch 1,
+one thread) and timed (:func:`measure_ms`); the per-group features of its graph
+(:func:`nasdsl.bench.latency.row`) and its time make one equation, and non-negative least
+squares on the relative errors gives the coefficients.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from nasdsl.bench import latency
+from nasdsl.bench.latency import LatencyModel
+
+#: random networks measured by a calibration (about two minutes on a 2-core EPYC)
+NETWORKS = 160
+#: random networks above this many multiply-adds are drawn again (they would take long to time)
+MAX_MACS = 3 * 10**9
+#: a model is timed for at least this long
+MIN_SECONDS = 0.25
+
+ACTIVATIONS = ("relu", "relu", "relu", "relu6", "silu", "hardswish")
+
+HEADER = """\
+nasdsl: 1
+name: Calibration{index}
+input: {{name: x, shape: [3, {size}, {size}]}}
+templates:
+  SE:
+    params: [channels, squeeze]
+    body:
+      pool: global_avg_pool
+      fc1: {{op: conv2d, out: squeeze, kernel: 1}}
+      act: relu
+      fc2: {{op: conv2d, out: channels, kernel: 1}}
+      gate: hardsigmoid
+      scale: {{mul: [{{ref: gate}}, {{ref: in}}]}}
+  Split:
+    params: [half]
+    body:
+      a: {{op: slice, stop: half}}
+      b: [{{from: in, op: slice, start: half}}, {{op: conv2d, out: half, kernel: 1}}, relu,
+          {{op: conv2d, out: half, kernel: 3, padding: 1, groups: half}}, {{op: conv2d, out: half, kernel: 1}}, relu]
+      join: {{concat: [{{ref: a}}, {{ref: b}}]}}
+      shuffle: {{op: channel_shuffle, groups: 2}}
+  ConvNeXt:
+    params: [dim]
+    body:
+      block:
+        - {{op: conv2d, out: dim, kernel: 7, padding: 3, groups: dim}}
+        - {{op: permute, dims: [1, 2, 0]}}
+        - {{op: layer_norm, dim: last}}
+        - {{op: linear, out: "4 * dim", dim: last}}
+        - gelu
+        - {{op: linear, out: dim, dim: last}}
+        - {{op: permute, dims: [2, 0, 1]}}
+      scale: layer_scale
+      residual: {{add: [{{ref: scale}}, {{ref: in}}]}}
+model:
+"""
+
+
+class _Net:
+    """The state of a random network being written: its lines, channels and map size."""
+
+    def __init__(self, rng: np.random.Generator, channels: int, size: int):
+        self.rng, self.c, self.size, self.lines, self.n = rng, channels, size, [], 0
+
+    def width(self, lo: int = 8, hi: int = 512) -> int:
+        w = int(math.exp(self.rng.uniform(math.log(lo), math.log(hi))))
+        return max(1, w if self.rng.random() < 0.2 else max(8, w // 8 * 8))
+
+    def act(self) -> str:
+        return str(self.rng.choice(ACTIVATIONS))
+
+    def conv(
+        self, out: int, k: int = 1, s: int = 1, g: int = 1, bn: bool = True, act: str | None = "relu"
+    ) -> list[str]:
+        items = [
+            f"{{op: conv2d, out: {out}, kernel: {k}, stride: {s}, padding: {k // 2}, groups: {g}, bias: {str(not bn).lower()}}}"
+        ]
+        if bn:
+            items.append("batch_norm")
+        if act:
+            items.append(act)
+        return items
+
+    def entry(self, text: str) -> None:
+        self.lines.append(f"  b{self.n}: {text}")
+        self.n += 1
+
+    def seq(self, items: list[str]) -> str:
+        return "[" + ", ".join(items) + "]"
+
+    def stride(self) -> int:
+        return 2 if self.size >= 8 and self.rng.random() < 0.35 else 1
+
+    def shrink(self, s: int, k: int) -> None:
+        self.size = (self.size + 2 * (k // 2) - k) // s + 1
+
+
+def _block(net: _Net) -> None:
+    rng = net.rng
+    kind = rng.choice(["plain", "inception", "bottleneck", "inverted", "separable", "grouped", "pool", "split", "convnext", "lrn"],
+                      p=[0.2, 0.14, 0.14, 0.16, 0.08, 0.07, 0.07, 0.05, 0.04, 0.05])  # fmt: skip
+    c = net.c
+    if kind == "plain":
+        k, s, out = int(rng.choice([1, 3, 3, 5])), net.stride(), net.width()
+        net.entry(net.seq(net.conv(out, k, s, act=net.act())))
+        net.shrink(s, k)
+        net.c = out
+    elif kind == "inception":
+        a, r3, b3, r5, b5, p = (net.width(8, 256) for _ in range(6))
+        branches = {
+            "b1": net.conv(a, 1),
+            "b2": net.conv(r3, 1) + net.conv(b3, 3),
+            "b3": net.conv(r5, 1) + net.conv(b5, 5 if rng.random() < 0.5 else 3),
+            "b4": ["{op: max_pool, kernel: 3, stride: 1, padding: 1}", *net.conv(p, 1)],
+        }
+        net.entry("{concat: {" + ", ".join(f"{k}: {net.seq(v)}" for k, v in branches.items()) + "}}")
+        net.c = a + b3 + b5 + p
+    elif kind in ("bottleneck", "grouped"):
+        mid, s = net.width(8, 256), net.stride()
+        g = int(rng.choice([2, 4, 8, 32])) if kind == "grouped" else 1
+        mid = max(g, mid // g * g)
+        out = c if s == 1 and rng.random() < 0.6 else net.width(16, 1024)
+        main = net.conv(mid, 1) + net.conv(mid, 3, s, g) + net.conv(out, 1, act=None)
+        short = "identity" if s == 1 and out == c else net.seq(net.conv(out, 1, s, act=None))
+        net.entry(f"[{{add: {{main: {net.seq(main)}, shortcut: {short}}}}}, relu]")
+        net.shrink(s, 3)
+        net.c = out
+    elif kind == "inverted":
+        e, s, k = int(rng.choice([1, 3, 4, 6])), net.stride(), int(rng.choice([3, 3, 5, 7]))
+        hidden, act = c * e, net.act()
+        out = c if s == 1 and rng.random() < 0.6 else net.width(8, 320)
+        main = (net.conv(hidden, 1, act=act) if e > 1 else []) + net.conv(hidden, k, s, hidden, act=act)
+        if rng.random() < 0.35:
+            main.append(f"{{use: SE, args: [{hidden}, {max(1, hidden // 4)}]}}")
+        main += net.conv(out, 1, act=None)
+        if s == 1 and out == c:
+            net.entry(f"{{add: {{main: {net.seq(main)}, shortcut: identity}}}}")
+        else:
+            net.entry(net.seq(main))
+        net.shrink(s, k)
+        net.c = out
+    elif kind == "separable":
+        s, out = net.stride(), net.width()
+        net.entry(net.seq(net.conv(c, 3, s, c, act="relu6") + net.conv(out, 1, act="relu6")))
+        net.shrink(s, 3)
+        net.c = out
+    elif kind == "pool":
+        if net.size < 4:
+            return
+        op = rng.choice(["max_pool", "avg_pool"])
+        k = int(rng.choice([2, 3]))
+        net.entry(f"{{op: {op}, kernel: {k}, stride: 2}}")
+        net.size = (net.size - k) // 2 + 1
+    elif kind == "split":
+        if c % 2 or c < 4:
+            return
+        net.entry(f"{{use: Split, args: [{c // 2}]}}")
+    elif kind == "convnext":
+        net.entry(f"{{use: ConvNeXt, args: [{c}]}}")
+    elif kind == "lrn":
+        net.entry("{op: lrn, size: 5}")
+
+
+def random_spec(index: int, seed: int = 0) -> str:
+    """The YAML text of random network ``index`` of the calibration set."""
+    rng = np.random.default_rng([seed, index])
+    size = int(rng.choice([32, 64, 96, 128, 160, 192, 224]))
+    net = _Net(rng, 3, size)
+    stem, k = net.width(16, 64), int(rng.choice([3, 3, 7]))
+    s = 2 if size >= 64 else 1
+    net.entry(net.seq(net.conv(stem, k, s, act=net.act())))
+    net.shrink(s, k)
+    net.c = stem
+    for _ in range(int(rng.integers(2, 12))):
+        _block(net)
+        if net.size < 2:
+            break
+    head = rng.random()
+    if head < 0.75:
+        classes = int(rng.choice([10, 100, 1000]))
+        net.entry(f"[global_avg_pool, flatten, {{op: linear, out: {classes}}}]")
+    else:
+        hidden = net.width(64, 2048)
+        net.entry(f"[{{op: adaptive_avg_pool, size: 2}}, flatten, {{op: linear, out: {hidden}}}, relu, "
+                  f"{{op: linear, out: {net.width(64, 1024)}}}, relu, {{op: linear, out: 1000}}]")  # fmt: skip
+    return HEADER.format(index=index, size=size) + "\n".join(net.lines) + "\n"
+
+
+def compile_text(text: str):
+    """A spec's text compiled (through a temporary file: the loader reads files)."""
+    import nasdsl
+
+    with tempfile.TemporaryDirectory(prefix="nasdsl-cal-") as folder:
+        path = os.path.join(folder, "spec.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return nasdsl.compile_spec(path)
+
+
+def measure_ms(graph, engine: str, threads: int = 1, min_seconds: float | None = None) -> float:
+    """Milliseconds of one sample (batch 1) through ``graph``'s ONNX export in ``engine``:
+    after two warm-up runs, runs until ``min_seconds`` have passed (at least 5); the lower
+    quartile of the runs. With one thread the time is the process's CPU time, not the wall
+    clock: on a machine other processes share, time spent waiting for a core is not the model's
+    (interference from them only ever adds time, hence the lower quartile too)."""
+    from nasdsl.backends.onnx import export_onnx_bytes
+    from nasdsl.bench.engines import open_onnx
+
+    runner = open_onnx(export_onnx_bytes(graph, optimize="onnxruntime"), engine, "fp32", threads)
+    g = graph.graph if hasattr(graph, "graph") else graph
+    shape = tuple(g.nodes[g.graph["input"]]["shape"])
+    x = runner.feed(np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32))
+    runner.run(x)
+    runner.run(x)
+    min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
+    clock = time.process_time if threads == 1 else time.perf_counter
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < 5 or time.perf_counter() - started < min_seconds:
+        t = clock()
+        runner.run(x)
+        times.append(clock() - t)
+    return statistics.quantiles(times, n=4)[0] * 1e3
+
+
+def fit(rows: list[list[float]], times: list[float]) -> dict[str, float]:
+    """Non-negative coefficients minimising the squared relative errors of ``rows`` against
+    ``times`` (scipy's NNLS; columns scaled to unit norm first, for conditioning)."""
+    from scipy.optimize import nnls
+
+    a = np.asarray(rows, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    a = a / t[:, None]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    x, _ = nnls(a / scale, np.ones(len(t)), maxiter=50 * a.shape[1])
+    return dict(zip(latency.columns(), (x / scale).tolist(), strict=True))
+
+
+def calibrate(
+    engine: str, *, threads: int = 1, networks: int | None = None, seed: int = 0, progress=None
+) -> LatencyModel:
+    """Measure ``networks`` (default :data:`NETWORKS`) random networks in ``engine`` and fit a latency model."""
+    from nasdsl.bench.hardware import machine
+
+    networks = NETWORKS if networks is None else networks
+    rows, times = [], []
+    index = 0
+    while len(rows) < networks:
+        net = compile_text(random_spec(index, seed))
+        index += 1
+        if net.totals()["macs"] > MAX_MACS:
+            continue
+        if progress is not None:
+            progress(len(rows), networks)
+        rows.append(latency.row(latency._nodes(net.graph)))
+        times.append(measure_ms(net, engine, threads))
+    coefficients = fit(rows, times)
+    model = LatencyModel(engine, latency.engine_version(engine), machine().key(), threads, coefficients)
+    errors = [abs(p / t - 1) for p, t in zip(_predict_rows(model, rows), times, strict=True)]
+    summary = {
+        "networks": networks,
+        "within_10pct": sum(e <= 0.1 for e in errors) / len(errors),
+        "median_error": statistics.median(errors),
+    }
+    return LatencyModel(model.engine, model.version, model.machine, threads, coefficients, summary)
+
+
+def _predict_rows(model: LatencyModel, rows: list[list[float]]) -> list[float]:
+    c = np.array([model.coefficients[k] for k in latency.columns()])
+    return (np.asarray(rows) @ c).tolist()
+
+
+def load_or_calibrate(engine: str, *, threads: int = 1, force: bool = False, progress=None) -> LatencyModel:
+    """The cached model, or a new calibration (cached) when there is none or ``force``."""
+    from nasdsl.bench.engines import EngineError, available, missing_message
+
+    if not available(engine):
+        raise EngineError(missing_message(engine))
+    model = None if force else latency.cached(engine, threads)
+    if model is not None:
+        return model
+    report: Callable[[int, int], None] | None = None
+    if progress is not None:
+
+        def report(i: int, n: int) -> None:
+            progress.write(f"\rcalibrating {engine}: network {i + 1}/{n}")
+            progress.flush()
+
+    model = calibrate(engine, threads=threads, progress=report)
+    if progress is not None:
+        progress.write("\n")
+    latency.save(model)
+    return model
+
+
+__all__ = ["NETWORKS", "calibrate", "compile_text", "fit", "load_or_calibrate", "measure_ms", "random_spec"]
