@@ -33,7 +33,7 @@ from nasdsl.build import MAX_NODES
 from nasdsl.ensemble import CompiledEnsemble
 from nasdsl.errors import NasdslError
 from nasdsl.loader import Limits
-from nasdsl.optimize import DEFAULT_TARGET, ONNX_TARGETS, TARGETS, deployment, target_names
+from nasdsl.optimize import DEFAULT_TARGET, ONNX_TARGETS, deployment, target_names
 from nasdsl.summary import render
 from nasdsl.weights import MAX_MEMORY, check_memory
 

@@ -137,7 +137,8 @@ def test_table_and_markdown_show_the_columns_and_mark_the_fastest(tiny, capsys):
                                    "top-1", "agree", "target"]  # fmt: skip
     rows = lines[head + 2 : head + 2 + 4]
     assert [r.split()[:3] for r in rows] == [
-        ["onnxruntime", "fp32", "1"], ["onnxruntime", "int8", "1"], ["onnxruntime", "fp32", "2"], ["onnxruntime", "int8", "2"],
+        ["onnxruntime", "fp32", "1"], ["onnxruntime", "int8", "1"],
+        ["onnxruntime", "fp32", "2"], ["onnxruntime", "int8", "2"],
     ]  # fmt: skip
     assert sum(r.endswith("*") for r in rows) == 2  # one fastest per batch size
     assert "--optimize-for onnxruntime" in out and "[" in err  # the progress bar is on stderr
@@ -375,7 +376,7 @@ def test_summary_latency_adds_up_the_entries(tmp_path, monkeypatch, capsys, tiny
 
 
 def test_calibrate_measures_fits_caches_and_predicts(tmp_path, monkeypatch, capsys, tiny):
-    """A calibration on four random networks (the real one measures 160): the cache file is
+    """A calibration on four random networks, two passes (the real one measures 160): the cache file is
     written, the command predicts the spec, and a second call reads the cache."""
     monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(calibrate, "NETWORKS", 4)
@@ -387,7 +388,7 @@ def test_calibrate_measures_fits_caches_and_predicts(tmp_path, monkeypatch, caps
     assert model is not None and model.fit["networks"] == 4
     assert all(v >= 0 and math.isfinite(v) for v in model.coefficients.values())
     assert f"predicted {model.predict(__import__('nasdsl').compile_spec(tiny)):.2f} ms" in out
-    assert "calibrating onnxruntime: network 4/4" in err
+    assert "calibrating onnxruntime: measurement 8/8" in err
     code, _, err = run(["bench", str(tiny), "--calibrate"], capsys)
     assert code == 0 and "calibrating" not in err  # cached
 

@@ -166,11 +166,11 @@ def features(
         return "lrn", size * attrs["size"], read + size
     if ctx == "fused":
         return ("fused_add" if op == "add" else "fused_act"), size, read
-    if op in ("add", "mul", "mean"):
+    if op in ("add", "mul", "mean", "layer_scale"):
         return "binary", size * max(1, len(ins) - 1), read + size
     if op in ("concat", "slice", "permute", "channel_shuffle"):
         return "copy", size, read + size
-    if op in ("batch_norm", "layer_scale"):
+    if op == "batch_norm":
         return "affine", size, read + size
     if op in ("layer_norm", "softmax"):
         return "norm", size, read + size
