@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,bench,openvino]"
 	touch $(STAMP)
 
 ## the main job on the reference spec
@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/onnx_cli.py
 	$(PY) benchmarks/zoo_speed.py --check-seconds
 	$(PY) benchmarks/optimize_speed.py
+	$(PY) benchmarks/deploy_speed.py
+	$(PY) benchmarks/latency_model.py
 
 ## the GPU benchmark of inference builds (needs CUDA; docs/optimize.md)
 bench-gpu: $(STAMP)

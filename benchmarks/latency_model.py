@@ -2,10 +2,14 @@
 GoogLeNet and MobileNetV2 design spaces, predicted without building and measured.
 
     python benchmarks/latency_model.py [--engine onnxruntime] [--variants 100] [--calibrate]
-        [--seed 0] [--passes 2] [--quick]
+        [--seed 0] [--passes 2] [--quick] [--dump FILE]
 
-The model is this machine's calibration (``nasdsl bench --calibrate``; made first when there is
-none, or with ``--calibrate``). The GoogLeNet space is docs/design-space.md's
+The model is this machine's calibration (``nasdsl bench --calibrate``), or with ``--calibrate`` a
+new one, measured in the same passes as the models it is judged on (calibration networks and
+evaluation models shuffled together in each pass: on a machine shared with other processes the
+speed drifts by 10-20% over minutes, and a calibration measured before the evaluation would carry
+that drift into the errors), fitted to the calibration networks alone, and cached as
+``nasdsl bench --calibrate`` caches it. The GoogLeNet space is docs/design-space.md's
 ``googlenet_space.yaml`` (486 variants: widths per stage, optional modules, aux heads,
 resolution); the MobileNetV2 space (:data:`MOBILENET_SPACE`, 96 variants) makes the width, the
 resolution, the expansion ratio and the depthwise kernel choices. ``--variants`` are drawn from
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import re
 import statistics
 import sys
@@ -83,21 +88,17 @@ def googlenet_space_text() -> str:
     return text.replace("extends: specs/googlenet.yaml", f"extends: {ROOT}/specs/googlenet.yaml")
 
 
-def sampled(folder: Path, name: str, text: str, n: int, seed: int, model) -> list[tuple[str, float, object]]:
-    """(label, predicted ms, compiled) of ``n`` variants drawn from the space ``text``."""
+def sampled(folder: Path, name: str, text: str, n: int, seed: int) -> tuple[spaces.Space, list]:
+    """The space ``text`` and (label, picks, compiled) of ``n`` variants drawn from it."""
     path = folder / f"{name}.yaml"
     path.write_text(text)
     space = spaces.load_space(str(path))
-    evaluator = Evaluator(space, latency=model)
     out = []
     for picks in space.sample(min(n, space.count()), seed):
-        result = evaluator.evaluate(picks)
-        if not result.valid:
-            continue
-        variant = folder / f"{name}-{result.id}.yaml"
+        variant = folder / f"{name}-{space.id_of(picks)}.yaml"
         variant.write_text(variant_yaml(space, picks, str(path)))
-        out.append((f"{name} #{result.id}", result.figures.latency_ms, nasdsl.compile_spec(str(variant))))
-    return out
+        out.append((f"{name} #{space.id_of(picks)}", picks, nasdsl.compile_spec(str(variant))))
+    return space, out
 
 
 def rate(text: str, folder: Path, model, n: int = 2000) -> tuple[float, float]:
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--calibrate", action="store_true", help="calibrate again first")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 3 specs, 4 variants of each space, 1 pass")
+    ap.add_argument("--dump", metavar="FILE", help="also write each model's features and time (a pickle)")
     args = ap.parse_args(argv)
     if args.quick:
         args.variants, args.passes = 4, 1
@@ -149,29 +151,53 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {cpu.describe()}\npython {platform.python_version()}, nasdsl {nasdsl.__version__}, "
           f"{args.engine} {latency.engine_version(args.engine)}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
     started = time.perf_counter()
-    model = calibrate.load_or_calibrate(args.engine, force=args.calibrate, progress=sys.stderr)
-    print(f"latency model: {model.describe()} ({time.perf_counter() - started:.0f} s to load or calibrate)")
+    model = None if args.calibrate else calibrate.load_or_calibrate(args.engine, progress=sys.stderr)
     specs = sorted((ROOT / "specs").glob("*.yaml"))[: 3 if args.quick else None]
     with tempfile.TemporaryDirectory(prefix="nasdsl-latency-") as tmp:
         folder = Path(tmp)
-        models = [(f"specs/{p.name}", model.predict(net), net) for p in specs for net in [nasdsl.compile_spec(p)]]
-        groups = {"specs": len(models)}
+        evaluation = [(f"specs/{p.name}", None, nasdsl.compile_spec(p)) for p in specs]
+        groups, found_spaces = {"specs": len(evaluation)}, {}
         google = googlenet_space_text()
         for name, text in (("googlenet_space", google), ("mobilenet_space", MOBILENET_SPACE.format(root=ROOT))):
-            found = sampled(folder, name, text, args.variants, args.seed, model)
+            found_spaces[name], found = sampled(folder, name, text, args.variants, args.seed)
             groups[name] = len(found)
-            models += found
+            evaluation += found
+        nets = calibrate.networks_for(8 if args.quick else None) if args.calibrate else []
+        items = [(f"calibration #{i}", net) for i, net in enumerate(nets)] + [(k, n) for k, _, n in evaluation]
+        measured: dict[str, float] = {}
+        rng = random.Random(args.seed)
+        for k in range(args.passes):
+            rng.shuffle(items)
+            for i, (label, net) in enumerate(items):
+                ms = calibrate.measure_ms(net, args.engine, 1)
+                measured[label] = min(ms, measured.get(label, ms))
+                print(f"\rpass {k + 1}/{args.passes}: {i + 1}/{len(items)}", end="", file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+        if args.calibrate:
+            model = calibrate.fit_model(args.engine, nets, [measured[f"calibration #{i}"] for i in range(len(nets))])
+            print(f"cached the new calibration at {latency.save(model)}")
+        print(f"latency model: {model.describe()} ({time.perf_counter() - started:.0f} s in all)")
+        predicted = {}
+        for label, picks, net in evaluation:
+            if picks is None:
+                predicted[label] = model.predict(net)
+        for name, space in found_spaces.items():  # what nasdsl space computes
+            evaluator = Evaluator(space, latency=model)
+            for label, picks, _ in evaluation:
+                if label.startswith(name + " "):
+                    predicted[label] = evaluator.evaluate(picks).figures.latency_ms
         with_model, without = rate(google, folder, model)
-    measured: dict[str, float] = {}
-    for k in range(args.passes):
-        order = models if k % 2 == 0 else models[::-1]
-        for i, (label, _, net) in enumerate(order):
-            ms = calibrate.measure_ms(net, args.engine, model.threads)
-            measured[label] = min(ms, measured.get(label, ms))
-            print(f"\rpass {k + 1}/{args.passes}: {i + 1}/{len(models)}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-    items = [(label, predicted, measured[label]) for label, predicted, _ in models]
-    print(f"\npredicted against measured ({args.engine}, batch 1, {model.threads} thread, CPU time, min of "
+    models = [(label, predicted[label], None) for label, _, _ in evaluation]
+    if args.dump:
+        import pickle
+
+        rows = {label: latency.row(latency._nodes(net.graph), model.cache_bytes) for label, _, net in evaluation}
+        rows |= {
+            f"calibration #{i}": latency.row(latency._nodes(n.graph), model.cache_bytes) for i, n in enumerate(nets)
+        }
+        Path(args.dump).write_bytes(pickle.dumps({"rows": rows, "measured": measured}))
+    items = [(label, p, measured[label]) for label, p, _ in models]
+    print(f"\npredicted against measured ({args.engine}, batch 1, 1 thread, CPU time, min of "
           f"{args.passes} passes; load now {os.getloadavg()[0]:.2f}):")  # fmt: skip
     start = 0
     for name, count in groups.items():

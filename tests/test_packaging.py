@@ -25,5 +25,5 @@ def test_the_wheel_builds_without_warnings_and_holds_everything(tmp_path):
     (wheel,) = tmp_path.glob("nasdsl-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "nasdsl/backends/templates/pytorch.py.jinja" in names
-    for package in ("nasdsl", "nasdsl/passes", "nasdsl/commands", "nasdsl/backends"):
+    for package in ("nasdsl", "nasdsl/passes", "nasdsl/commands", "nasdsl/bench", "nasdsl/backends"):
         assert f"{package}/__init__.py" in names, package

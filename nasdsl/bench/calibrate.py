@@ -253,7 +253,10 @@ def measure_ms(graph, engine: str, threads: int = 1, min_seconds: float | None =
 def fit(rows: list[list[float]], times: list[float]) -> dict[str, float]:
     """Non-negative coefficients minimising the squared relative errors of ``rows`` against
     ``times`` (scipy's NNLS; columns scaled to unit norm first, for conditioning)."""
-    from scipy.optimize import nnls
+    try:
+        from scipy.optimize import nnls
+    except ImportError:
+        raise latency.LatencyError("calibrating needs scipy: pip install 'nasdsl[bench]'") from None
 
     a = np.asarray(rows, dtype=np.float64)
     t = np.asarray(times, dtype=np.float64)
@@ -264,35 +267,49 @@ def fit(rows: list[list[float]], times: list[float]) -> dict[str, float]:
     return dict(zip(latency.columns(), (x / scale).tolist(), strict=True))
 
 
-def calibrate(
-    engine: str, *, threads: int = 1, networks: int | None = None, seed: int = 0, progress=None
-) -> LatencyModel:
-    """Measure ``networks`` (default :data:`NETWORKS`) random networks in ``engine`` and fit a latency model."""
-    from nasdsl.bench.hardware import machine
-
-    networks = NETWORKS if networks is None else networks
+def networks_for(count: int | None = None, seed: int = 0) -> list:
+    """The calibration set: ``count`` (default :data:`NETWORKS`) random networks, compiled, those
+    above :data:`MAX_MACS` drawn again."""
+    count = NETWORKS if count is None else count
     nets, index = [], 0
-    while len(nets) < networks:
+    while len(nets) < count:
         net = compile_text(random_spec(index, seed))
         index += 1
         if net.totals()["macs"] <= MAX_MACS:
             nets.append(net)
-    rows = [latency.row(latency._nodes(net.graph)) for net in nets]
-    times = [math.inf] * networks
-    for k in range(PASSES):  # in alternating order; the smallest of each network's times
-        for step, i in enumerate(range(networks) if k % 2 == 0 else reversed(range(networks))):
-            if progress is not None:
-                progress(k * networks + step, PASSES * networks)
-            times[i] = min(times[i], measure_ms(nets[i], engine, threads))
+    return nets
+
+
+def fit_model(engine: str, nets: list, times: list[float], threads: int = 1) -> LatencyModel:
+    """The latency model fitted to ``nets`` measured at ``times`` (ms), with how well it fits them."""
+    from nasdsl.bench.hardware import machine
+
+    cache = machine().l2
+    rows = [latency.row(latency._nodes(net.graph), cache) for net in nets]
     coefficients = fit(rows, times)
-    model = LatencyModel(engine, latency.engine_version(engine), machine().key(), threads, coefficients)
+    model = LatencyModel(engine, latency.engine_version(engine), machine().key(), threads, coefficients, {}, cache)
     errors = [abs(p / t - 1) for p, t in zip(_predict_rows(model, rows), times, strict=True)]
     summary = {
-        "networks": networks,
+        "networks": len(nets),
         "within_10pct": sum(e <= 0.1 for e in errors) / len(errors),
         "median_error": statistics.median(errors),
     }
-    return LatencyModel(model.engine, model.version, model.machine, threads, coefficients, summary)
+    return LatencyModel(model.engine, model.version, model.machine, threads, coefficients, summary, cache)
+
+
+def calibrate(
+    engine: str, *, threads: int = 1, networks: int | None = None, seed: int = 0, progress=None
+) -> LatencyModel:
+    """Measure ``networks`` (default :data:`NETWORKS`) random networks in ``engine`` and fit a latency model."""
+    nets = networks_for(networks, seed)
+    times = [math.inf] * len(nets)
+    for k in range(PASSES):  # in alternating order; the smallest of each network's times
+        order = range(len(nets)) if k % 2 == 0 else reversed(range(len(nets)))
+        for step, i in enumerate(order):
+            if progress is not None:
+                progress(k * len(nets) + step, PASSES * len(nets))
+            times[i] = min(times[i], measure_ms(nets[i], engine, threads))
+    return fit_model(engine, nets, times, threads)
 
 
 def _predict_rows(model: LatencyModel, rows: list[list[float]]) -> list[float]:
@@ -323,4 +340,14 @@ def load_or_calibrate(engine: str, *, threads: int = 1, force: bool = False, pro
     return model
 
 
-__all__ = ["NETWORKS", "calibrate", "compile_text", "fit", "load_or_calibrate", "measure_ms", "random_spec"]
+__all__ = [
+    "NETWORKS",
+    "calibrate",
+    "compile_text",
+    "fit",
+    "fit_model",
+    "load_or_calibrate",
+    "measure_ms",
+    "networks_for",
+    "random_spec",
+]

@@ -21,11 +21,13 @@ FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx51
 
 @dataclass(frozen=True)
 class Machine:
-    """The CPU: its model name, the relevant flags it has, and the cores this process may use."""
+    """The CPU: its model name, the relevant flags it has, the cores this process may use, and
+    the size of one core's L2 cache in bytes."""
 
     model: str
     flags: tuple[str, ...]
     cores: int
+    l2: int = 1 << 20
 
     @property
     def bf16(self) -> bool:
@@ -55,7 +57,7 @@ class Machine:
 
     def key(self) -> str:
         """A short hash of everything here (a calibration is valid for one machine only)."""
-        text = f"{self.model}|{','.join(self.flags)}|{self.cores}|{platform.machine()}"
+        text = f"{self.model}|{','.join(self.flags)}|{self.cores}|{self.l2}|{platform.machine()}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -64,7 +66,21 @@ def machine() -> Machine:
     """This machine (read once per process)."""
     model, flags = _cpuinfo()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return Machine(model or platform.processor() or platform.machine(), flags, cores)
+    return Machine(model or platform.processor() or platform.machine(), flags, cores, _l2())
+
+
+def _l2() -> int:
+    """One core's L2 cache in bytes, from sysfs (1 MiB where it does not say)."""
+    folder = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(folder.glob("index*")) if folder.is_dir() else []:
+        try:
+            if (index / "level").read_text().strip() == "2":
+                text = (index / "size").read_text().strip()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+                return int(text.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            continue
+    return 1 << 20
 
 
 def _cpuinfo() -> tuple[str, tuple[str, ...]]:
