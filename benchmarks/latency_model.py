@@ -16,7 +16,7 @@ resolution, the expansion ratio and the depthwise kernel choices. ``--variants``
 each. A variant's prediction is what ``nasdsl space`` computes (``Evaluator`` with the model:
 its nodes' costs added as they are shaped); a spec's is ``LatencyModel.predict`` on its graph.
 Each model is measured as the calibration measures (``calibrate.measure_ms``: ONNX Runtime,
-batch 1, one thread, CPU time, lower quartile) in ``--passes`` passes in alternating order; the
+batch 1, one thread, CPU time, the fastest run) in ``--passes`` passes in alternating order; the
 smallest is kept (other processes only ever add time). Prints the share of predictions within
 10% and 20% of measured, the median error, Kendall's tau, per group and over all, the worst
 predictions, and the rate of predicting (variants per second, with and without the model).
@@ -191,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dump:
         import pickle
 
-        rows = {label: latency.row(latency._nodes(net.graph), model.cache_bytes) for label, _, net in evaluation}
-        rows |= {
-            f"calibration #{i}": latency.row(latency._nodes(n.graph), model.cache_bytes) for i, n in enumerate(nets)
-        }
+        rows = {label: latency.row(latency._nodes(net.graph)) for label, _, net in evaluation}
+        rows |= {f"calibration #{i}": latency.row(latency._nodes(n.graph)) for i, n in enumerate(nets)}
         Path(args.dump).write_bytes(pickle.dumps({"rows": rows, "measured": measured}))
     items = [(label, p, measured[label]) for label, p, _ in models]
     print(f"\npredicted against measured ({args.engine}, batch 1, 1 thread, CPU time, min of "

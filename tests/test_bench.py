@@ -399,3 +399,22 @@ def test_random_calibration_networks_compile():
     for i in range(6):
         net = calibrate.compile_text(calibrate.random_spec(i))
         assert net.totals()["macs"] > 0 and isinstance(net, nasdsl.Compiled)
+
+
+def test_the_commands_of_docs_deploy_parse():
+    """Every command line of docs/deploy.md's examples is one the CLI accepts (the options exist
+    and their values are valid; running them is what the tests above do on a tiny model)."""
+    import re
+    import shlex
+
+    from nasdsl.cli import parser
+
+    from paths import ROOT
+
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    lines = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines()]
+    commands = [line for line in lines if line.startswith("nasdsl ")]
+    assert len(commands) >= 8
+    for line in commands:
+        args = parser().parse_args(shlex.split(line)[1:])
+        assert args.command_spec.name == line.split()[1]

@@ -226,10 +226,10 @@ def compile_text(text: str):
 
 def measure_ms(graph, engine: str, threads: int = 1, min_seconds: float | None = None) -> float:
     """Milliseconds of one sample (batch 1) through ``graph``'s ONNX export in ``engine``:
-    after two warm-up runs, runs until ``min_seconds`` have passed (at least 5); the lower
-    quartile of the runs. With one thread the time is the process's CPU time, not the wall
-    clock: on a machine other processes share, time spent waiting for a core is not the model's
-    (interference from them only ever adds time, hence the lower quartile too)."""
+    after two warm-up runs, runs until ``min_seconds`` have passed (at least 5); the fastest
+    run. With one thread the time is the process's CPU time, not the wall clock: on a machine
+    other processes share, time spent waiting for a core is not the model's, and interference
+    from them (caches emptied, memory bandwidth taken) only ever adds time, hence the fastest run."""
     from nasdsl.backends.onnx import export_onnx_bytes
     from nasdsl.bench.engines import open_onnx
 
@@ -247,7 +247,7 @@ def measure_ms(graph, engine: str, threads: int = 1, min_seconds: float | None =
         t = clock()
         runner.run(x)
         times.append(clock() - t)
-    return statistics.quantiles(times, n=4)[0] * 1e3
+    return min(times) * 1e3
 
 
 def fit(rows: list[list[float]], times: list[float]) -> dict[str, float]:
@@ -284,17 +284,16 @@ def fit_model(engine: str, nets: list, times: list[float], threads: int = 1) -> 
     """The latency model fitted to ``nets`` measured at ``times`` (ms), with how well it fits them."""
     from nasdsl.bench.hardware import machine
 
-    cache = machine().l2
-    rows = [latency.row(latency._nodes(net.graph), cache) for net in nets]
+    rows = [latency.row(latency._nodes(net.graph)) for net in nets]
     coefficients = fit(rows, times)
-    model = LatencyModel(engine, latency.engine_version(engine), machine().key(), threads, coefficients, {}, cache)
+    model = LatencyModel(engine, latency.engine_version(engine), machine().key(), threads, coefficients)
     errors = [abs(p / t - 1) for p, t in zip(_predict_rows(model, rows), times, strict=True)]
     summary = {
         "networks": len(nets),
         "within_10pct": sum(e <= 0.1 for e in errors) / len(errors),
         "median_error": statistics.median(errors),
     }
-    return LatencyModel(model.engine, model.version, model.machine, threads, coefficients, summary, cache)
+    return LatencyModel(model.engine, model.version, model.machine, threads, coefficients, summary)
 
 
 def calibrate(

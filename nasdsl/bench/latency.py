@@ -1,17 +1,14 @@
 """The latency model: a variant's latency predicted from its graph alone, per engine and machine.
 
-Every node of the inference graph costs, in milliseconds, a non-negative combination of
+Every node of the inference graph costs, in milliseconds, a non-negative combination of three
 figures of its *group* (:func:`features`)::
 
-    cost(node) = a[group] * work + b[group] * traffic + c[group]    (a = a_big[group] when the
-                                                                      node's data exceed the L2 cache)
+    cost(node) = a[group] * work + b[group] * traffic + c[group]
 
 ``work`` is the arithmetic (multiply-adds; for a convolution with its channels rounded up to the
 engine's vector block of 16, so that a width of 20 costs like 32), ``traffic`` the values read
 and written (activations and weights), and ``c`` a fixed cost per node (a kernel launch, a
-layout reorder). The arithmetic of a node whose values (4 bytes each) fit in one core's L2
-cache runs at its own rate: small maps of small models run faster per multiply-add than the
-roofline of large ones. Groups tell apart what engines run differently: 1x1, k x k, depthwise and
+layout reorder). Groups tell apart what engines run differently: 1x1, k x k, depthwise and
 grouped convolutions, the first convolution on few channels, linear layers, pools, each
 element-wise op standing alone, and the ops an engine fuses into the convolution before them
 (an activation, a residual sum, a BatchNorm folded: :func:`contexts`). A model adds a fixed
@@ -42,7 +39,7 @@ LATENCY_ENGINES = ("onnxruntime", "openvino")
 #: the environment variable naming the cache folder (default: $XDG_CACHE_HOME/nasdsl or ~/.cache/nasdsl)
 CACHE_ENV = "NASDSL_CACHE_DIR"
 #: the version of the features; a cached model of another version is measured again
-FORMAT = 2
+FORMAT = 3
 #: the vector block a convolution's channels are rounded up to
 BLOCK = 16
 #: activations the engines fuse into the convolution (or residual sum) before them
@@ -206,8 +203,8 @@ GROUPS = (
 MODEL_TERMS = ("model", "model_input")
 
 
-#: each group's coefficients: work in cache, work beyond it, traffic, count
-TERMS = ("work", "work_big", "traffic", "count")
+#: each group's coefficients
+TERMS = ("work", "traffic", "count")
 
 
 def columns() -> tuple[str, ...]:
@@ -215,9 +212,8 @@ def columns() -> tuple[str, ...]:
     return (*(f"{g}.{k}" for g in GROUPS for k in TERMS), *MODEL_TERMS)
 
 
-def row(views: Iterable[NodeView], cache_bytes: int) -> list[float]:
-    """One model's design-matrix row: its features summed per group (:func:`columns`);
-    ``cache_bytes``: one core's L2 cache."""
+def row(views: Iterable[NodeView]) -> list[float]:
+    """One model's design-matrix row: its features summed per group (:func:`columns`)."""
     views = list(views)
     ctx = contexts((v.name, v.op, v.inputs, v.train) for v in views)
     index = {g: i for i, g in enumerate(GROUPS)}
@@ -227,9 +223,9 @@ def row(views: Iterable[NodeView], cache_bytes: int) -> list[float]:
         if f is None:
             continue
         i = len(TERMS) * index[f[0]]
-        r[i + (1 if 4 * f[2] > cache_bytes else 0)] += f[1]
-        r[i + 2] += f[2]
-        r[i + 3] += 1
+        r[i] += f[1]
+        r[i + 1] += f[2]
+        r[i + 2] += 1
     first = next(v for v in views if v.op == "input")
     r[-2] = 1.0
     r[-1] = float(math.prod(first.shape))
@@ -250,7 +246,6 @@ class LatencyModel:
     threads: int
     coefficients: Mapping[str, float]
     fit: Mapping[str, float] = field(default_factory=dict)
-    cache_bytes: int = 1 << 20
 
     def node_cost(
         self,
@@ -266,8 +261,7 @@ class LatencyModel:
         if f is None:
             return 0.0
         c, group = self.coefficients, f[0]
-        work = c[f"{group}.work_big"] if 4 * f[2] > self.cache_bytes else c[f"{group}.work"]
-        return work * f[1] + c[f"{group}.traffic"] * f[2] + c[f"{group}.count"]
+        return c[f"{group}.work"] * f[1] + c[f"{group}.traffic"] * f[2] + c[f"{group}.count"]
 
     def model_cost(self, input_shape: tuple[int, ...]) -> float:
         return self.coefficients["model"] + self.coefficients["model_input"] * math.prod(input_shape)
@@ -300,7 +294,6 @@ class LatencyModel:
             "version": self.version,
             "machine": self.machine,
             "threads": self.threads,
-            "cache_bytes": self.cache_bytes,
             "coefficients": dict(self.coefficients),
             "fit": dict(self.fit),
         }
@@ -360,10 +353,7 @@ def cached(engine: str, threads: int = 1) -> LatencyModel | None:
         or set(data.get("coefficients", {})) != set(columns())
     ):
         return None
-    return LatencyModel(
-        engine, data["version"], data["machine"], threads, data["coefficients"], data.get("fit", {}),
-        int(data.get("cache_bytes", 1 << 20)),
-    )  # fmt: skip
+    return LatencyModel(engine, data["version"], data["machine"], threads, data["coefficients"], data.get("fit", {}))
 
 
 def save(model: LatencyModel) -> Path:
