@@ -278,7 +278,7 @@ def test_the_fit_recovers_known_coefficients():
     columns = latency.columns()
     truth = np.zeros(len(columns))
     for i, name in enumerate(columns):
-        if name.startswith(("conv_1x1", "conv_kxk", "pool")) or name.startswith("model"):
+        if name.startswith(("conv_1x1", "conv_kxk", "pool", "model", "traffic")):
             truth[i] = rng.uniform(0.5, 2.0)
     rows = rng.uniform(0, 1, (200, len(columns))) * (truth > 0)
     times = rows @ truth
@@ -376,19 +376,21 @@ def test_summary_latency_adds_up_the_entries(tmp_path, monkeypatch, capsys, tiny
 
 
 def test_calibrate_measures_fits_caches_and_predicts(tmp_path, monkeypatch, capsys, tiny):
-    """A calibration on four random networks, two passes (the real one measures 160): the cache file is
+    """A calibration on four random networks and a microbenchmark, two passes (the real one measures
+    160 and 72): the cache file is
     written, the command predicts the spec, and a second call reads the cache."""
     monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(calibrate, "NETWORKS", 4)
+    monkeypatch.setattr(calibrate, "MICRO", 1)
     monkeypatch.setattr(calibrate, "MIN_SECONDS", 0.0)
     monkeypatch.setattr(calibrate, "MAX_MACS", 5 * 10**7)
     code, out, err = run(["bench", str(tiny), "--calibrate"], capsys)
     assert code == 0, err
     model = latency.cached("onnxruntime")
-    assert model is not None and model.fit["networks"] == 4
+    assert model is not None and model.fit["networks"] == 5
     assert all(v >= 0 and math.isfinite(v) for v in model.coefficients.values())
     assert f"predicted {model.predict(__import__('nasdsl').compile_spec(tiny)):.2f} ms" in out
-    assert "calibrating onnxruntime: measurement 8/8" in err
+    assert "calibrating onnxruntime: measurement 10/10" in err
     code, _, err = run(["bench", str(tiny), "--calibrate"], capsys)
     assert code == 0 and "calibrating" not in err  # cached
 

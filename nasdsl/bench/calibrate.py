@@ -29,6 +29,8 @@ from nasdsl.bench.latency import LatencyModel
 
 #: random networks measured by a calibration (about two minutes on a 2-core EPYC)
 NETWORKS = 160
+#: microbenchmarks measured with them (:func:`micro_spec`)
+MICRO = 72
 #: random networks above this many multiply-adds are drawn again (they would take long to time)
 MAX_MACS = 3 * 10**9
 #: a model is timed for at least this long in each pass
@@ -213,6 +215,45 @@ def random_spec(index: int, seed: int = 0) -> str:
     return HEADER.format(index=index, size=size) + "\n".join(net.lines) + "\n"
 
 
+#: the microbenchmarks: (kind, channels, map sizes); each is a stack of four blocks of one kind
+MICRO_KINDS = ("conv1x1", "conv3x3", "dw3", "dw5", "dw7", "inverted", "linear", "pool", "se")
+
+
+def micro_spec(index: int, seed: int = 0) -> str:
+    """The YAML text of microbenchmark ``index``: four identical blocks of one kind, at one width
+    and map size (drawn with ``seed``), so that the kind's own cost dominates the model's."""
+    rng = np.random.default_rng([seed, 1 << 20, index])
+    kind = MICRO_KINDS[index % len(MICRO_KINDS)]
+    c = int(rng.choice([16, 24, 32, 48, 64, 96, 144, 192, 256, 384, 576, 960]))
+    size = int(rng.choice([7, 14, 28, 56, 112]))
+    while c * c * size * size > 2 * 10**8 and size > 7:  # keep it to a few milliseconds
+        size //= 2
+    act = str(rng.choice(["relu", "relu6"]))
+    block = {
+        "conv1x1": f"[{{op: conv2d, out: {c}, kernel: 1, bias: false}}, batch_norm, {act}]",
+        "conv3x3": f"[{{op: conv2d, out: {c}, kernel: 3, padding: 1, bias: false}}, batch_norm, {act}]",
+        "inverted": f"{{add: {{shortcut: identity, main: [{{op: conv2d, out: {4 * c}, kernel: 1, bias: false}}, "
+        f"batch_norm, {act}, {{op: conv2d, out: {4 * c}, kernel: 3, padding: 1, groups: {4 * c}, bias: false}}, "
+        f"batch_norm, {act}, {{op: conv2d, out: {c}, kernel: 1, bias: false}}, batch_norm]}}}}",
+        "pool": "{op: max_pool, kernel: 3, stride: 1, padding: 1}",
+        "se": f"{{use: SE, args: [{c}, {max(8, c // 4)}]}}",
+    }
+    for k in (3, 5, 7):
+        block[f"dw{k}"] = (
+            f"[{{op: conv2d, out: {c}, kernel: {k}, padding: {k // 2}, groups: {c}, bias: false}}, batch_norm, {act}]"
+        )
+    lines = [f"  b0: [{{op: conv2d, out: {c}, kernel: 1}}, relu]"]
+    if kind == "linear":
+        lines += ["  b1: [global_avg_pool, flatten]"]
+        width = int(rng.choice([256, 512, 1024, 2048, 4096]))
+        lines += [f"  l{i}: [{{op: linear, out: {width}}}, relu]" for i in range(4)]
+    else:
+        lines += [f"  m{i}: {block[kind]}" for i in range(4)]
+    return (
+        HEADER.format(index=f"Micro{index}", size=size).replace("shape: [3,", f"shape: [{c},") + "\n".join(lines) + "\n"
+    )
+
+
 def compile_text(text: str):
     """A spec's text compiled (through a temporary file: the loader reads files)."""
     import nasdsl
@@ -268,8 +309,10 @@ def fit(rows: list[list[float]], times: list[float]) -> dict[str, float]:
 
 
 def networks_for(count: int | None = None, seed: int = 0) -> list:
-    """The calibration set: ``count`` (default :data:`NETWORKS`) random networks, compiled, those
-    above :data:`MAX_MACS` drawn again."""
+    """The calibration set: ``count`` (default :data:`NETWORKS`) random networks, those above
+    :data:`MAX_MACS` drawn again, and :data:`MICRO` microbenchmarks (:func:`micro_spec`; a
+    fifth of ``count`` when it is given), compiled."""
+    micro = MICRO if count is None else count // 5
     count = NETWORKS if count is None else count
     nets, index = [], 0
     while len(nets) < count:
@@ -277,7 +320,7 @@ def networks_for(count: int | None = None, seed: int = 0) -> list:
         index += 1
         if net.totals()["macs"] <= MAX_MACS:
             nets.append(net)
-    return nets
+    return nets + [compile_text(micro_spec(i, seed)) for i in range(micro)]
 
 
 def fit_model(engine: str, nets: list, times: list[float], threads: int = 1) -> LatencyModel:

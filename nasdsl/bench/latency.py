@@ -1,14 +1,15 @@
 """The latency model: a variant's latency predicted from its graph alone, per engine and machine.
 
 Every node of the inference graph costs, in milliseconds, a non-negative combination of three
-figures of its *group* (:func:`features`)::
+figures (:func:`features`)::
 
-    cost(node) = a[group] * work + b[group] * traffic + c[group]
+    cost(node) = a[group] * work + b * traffic + c[group]
 
 ``work`` is the arithmetic (multiply-adds; for a convolution with its channels rounded up to the
-engine's vector block of 16, so that a width of 20 costs like 32), ``traffic`` the values read
-and written (activations and weights), and ``c`` a fixed cost per node (a kernel launch, a
-layout reorder). Groups tell apart what engines run differently: 1x1, k x k, depthwise and
+engine's vector block of 16, so that a width of 20 costs like 32) at the rate of the node's
+*group*, ``traffic`` the values read and written (activations and weights) at one rate for all
+(a roofline's memory side: a value costs the same whichever op moves it), and ``c`` a fixed
+cost per node of the group (a kernel launch, a layout reorder). Groups tell apart what engines run differently: 1x1, k x k, depthwise and
 grouped convolutions, the first convolution on few channels, linear layers, pools, each
 element-wise op standing alone, and the ops an engine fuses into the convolution before them
 (an activation, a residual sum, a BatchNorm folded: :func:`contexts`). A model adds a fixed
@@ -39,7 +40,7 @@ LATENCY_ENGINES = ("onnxruntime", "openvino")
 #: the environment variable naming the cache folder (default: $XDG_CACHE_HOME/nasdsl or ~/.cache/nasdsl)
 CACHE_ENV = "NASDSL_CACHE_DIR"
 #: the version of the features; a cached model of another version is measured again
-FORMAT = 3
+FORMAT = 4
 #: the vector block a convolution's channels are rounded up to
 BLOCK = 16
 #: activations the engines fuse into the convolution (or residual sum) before them
@@ -199,17 +200,16 @@ GROUPS = (
     "transcendental",
     "elementwise",
 )
-#: the model-wide terms: a fixed cost, a cost per input value
-MODEL_TERMS = ("model", "model_input")
-
-
 #: each group's coefficients
-TERMS = ("work", "traffic", "count")
+TERMS = ("work", "count")
+#: the coefficients shared by every group: the cost of a value read or written; then the
+#: model-wide terms: a fixed cost, a cost per input value
+SHARED = ("traffic", "model", "model_input")
 
 
 def columns() -> tuple[str, ...]:
-    """The design matrix's columns: :data:`TERMS` per group, then the model terms."""
-    return (*(f"{g}.{k}" for g in GROUPS for k in TERMS), *MODEL_TERMS)
+    """The design matrix's columns: :data:`TERMS` per group, then :data:`SHARED`."""
+    return (*(f"{g}.{k}" for g in GROUPS for k in TERMS), *SHARED)
 
 
 def row(views: Iterable[NodeView]) -> list[float]:
@@ -217,15 +217,15 @@ def row(views: Iterable[NodeView]) -> list[float]:
     views = list(views)
     ctx = contexts((v.name, v.op, v.inputs, v.train) for v in views)
     index = {g: i for i, g in enumerate(GROUPS)}
-    r = [0.0] * (len(TERMS) * len(GROUPS) + len(MODEL_TERMS))
+    r = [0.0] * (len(TERMS) * len(GROUPS) + len(SHARED))
     for v in views:
         f = features(v.op, v.attrs, v.in_shapes, v.shape, v.macs, ctx[v.name])
         if f is None:
             continue
         i = len(TERMS) * index[f[0]]
         r[i] += f[1]
-        r[i + 1] += f[2]
-        r[i + 2] += 1
+        r[i + 1] += 1
+        r[-3] += f[2]
     first = next(v for v in views if v.op == "input")
     r[-2] = 1.0
     r[-1] = float(math.prod(first.shape))
@@ -261,7 +261,7 @@ class LatencyModel:
         if f is None:
             return 0.0
         c, group = self.coefficients, f[0]
-        return c[f"{group}.work"] * f[1] + c[f"{group}.traffic"] * f[2] + c[f"{group}.count"]
+        return c[f"{group}.work"] * f[1] + c["traffic"] * f[2] + c[f"{group}.count"]
 
     def model_cost(self, input_shape: tuple[int, ...]) -> float:
         return self.coefficients["model"] + self.coefficients["model_input"] * math.prod(input_shape)
@@ -383,6 +383,7 @@ __all__ = [
     "LATENCY_ENGINES",
     "LatencyError",
     "LatencyModel",
+    "SHARED",
     "NodeView",
     "cache_dir",
     "cache_key",
