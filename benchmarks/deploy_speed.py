@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.fx.experimental.optimization
 import torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or cpu.cores
     torch.set_num_threads(threads)
     import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # torch.onnx.export leaves unused constants: not news
 
     ov = "not installed"
     if available("openvino"):

@@ -186,13 +186,14 @@ def test_data_gives_top1_agreement(tiny, tmp_path, capsys):
                                      "onnxruntime, openvino, got 'eager,tvm'"),
         (["--batch", "0"], "--batch: expected batch sizes from 1 to 4096 such as 1,16, got '0'"),
         (["--tolerance", "-1"], "--tolerance: expected a number above 0, got '-1'"),
-        (["--format", "xml"], "--format: expected a comma-separated list of table, json, markdown, got 'xml'"),
+        (["--format", "xml"], "--format: expected one of table, json, markdown, got 'xml'"),
+        (["--force"], "error: --force: --force goes with --calibrate"),
         (["--precisions", "int4"], "--precisions: expected a comma-separated list of fp32, bf16, int8, got 'int4'"),
         (["--data", "DATA/x.npy"], "error: DATA/x.npy: expected an array of shape (N, 3, 16, 16) (the model's input), "
                                    "got (2, 3, 8, 8)"),
         (["--data", "DATA/x.txt"], "error: DATA/x.txt: expected a .npy or .npz file of preprocessed inputs"),
     ],
-    ids=["engine", "batch", "tolerance", "format", "precision", "data-shape", "data-kind"],
+    ids=["engine", "batch", "tolerance", "format", "force", "precision", "data-shape", "data-kind"],
 )  # fmt: skip
 def test_bad_options_exit_2_with_one_clear_line(tiny, tmp_path, capsys, argv, message):
     np.save(tmp_path / "x.npy", np.zeros((2, 3, 8, 8), np.float32))

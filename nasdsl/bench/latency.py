@@ -9,9 +9,10 @@ figures (:func:`features`)::
 engine's vector block of 16, so that a width of 20 costs like 32) at the rate of the node's
 *group*, ``traffic`` the values read and written (activations and weights) at one rate for all
 (a roofline's memory side: a value costs the same whichever op moves it), and ``c`` a fixed
-cost per node of the group (a kernel launch, a layout reorder). Groups tell apart what engines run differently: 1x1, k x k, depthwise and
-grouped convolutions, the first convolution on few channels, linear layers, pools, each
-element-wise op standing alone, and the ops an engine fuses into the convolution before them
+cost per node of the group (a kernel launch, a layout reorder). Groups tell apart what engines
+run differently: 1x1, k x k, depthwise and grouped convolutions, the first convolution on few
+channels, linear layers, pools, each element-wise op standing alone, and the ops an engine
+fuses into the convolution before them
 (an activation, a residual sum, a BatchNorm folded: :func:`contexts`). A model adds a fixed
 cost and a cost per input value. The coefficients are fitted by non-negative least squares on
 measured models (:mod:`nasdsl.bench.calibrate`), relative error weighted, and cached per

@@ -52,6 +52,15 @@ def _listing(option: str, allowed: tuple[str, ...]):
     return parse
 
 
+def _one_of(option: str, allowed: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{option}: expected one of {', '.join(allowed)}, got {text!r}")
+        return text
+
+    return parse
+
+
 def _batches(text: str) -> tuple[int, ...]:
     try:
         items = tuple(int(t) for t in text.split(","))
@@ -115,8 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format",
-        type=_listing("--format", ("table", "json", "markdown")),
-        default=("table",),
+        type=_one_of("--format", ("table", "json", "markdown")),
+        default="table",
         help="table, json or markdown (default table)",
     )
     cal = parser.add_argument_group("latency model")
@@ -125,18 +134,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     cal.add_argument(
         "--engine",
-        type=_listing("--engine", LATENCY_ENGINES),
-        default=(LATENCY_ENGINES[0],),
+        type=_one_of("--engine", LATENCY_ENGINES),
+        default=None,
         help=f"the latency model's engine: {', '.join(LATENCY_ENGINES)} (default {LATENCY_ENGINES[0]})",
     )
     cal.add_argument("--force", action="store_true", help="with --calibrate: measure again even if cached")
 
 
 def run(args: argparse.Namespace, net) -> int:
-    if len(args.format) > 1:
-        raise BenchUsageError("--format: expected one of table, json, markdown", path="--format")
-    if len(args.engine) > 1:
-        raise BenchUsageError("--engine: expected one engine", path="--engine")
+    if not args.calibrate and (args.engine is not None or args.force):
+        option = "--engine" if args.engine is not None else "--force"
+        raise BenchUsageError(f"{option} goes with --calibrate", path=option)
     if args.calibrate:
         return _calibrate(args, net)
     return _bench(args, net)
@@ -198,15 +206,16 @@ def _bench(args: argparse.Namespace, net) -> int:
     report = measure.report(
         args.spec, net.name, rows, tolerance=args.tolerance, machine=cpu, data=inputs.describe(), notes=notes
     )
-    sys.stdout.write(measure.render(report, args.format[0]))
+    sys.stdout.write(measure.render(report, args.format))
     return 0
 
 
 def _calibrate(args: argparse.Namespace, net) -> int:
     from nasdsl.bench import calibrate, latency
     from nasdsl.bench.hardware import machine
+    from nasdsl.bench.latency import LATENCY_ENGINES
 
-    engine = args.engine[0]
+    engine = args.engine or LATENCY_ENGINES[0]
     model = calibrate.load_or_calibrate(engine, force=args.force, progress=sys.stderr)
     cpu = machine()
     print(f"latency model for {engine}: {model.describe()}")
