@@ -26,10 +26,12 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from nasdsl.errors import NasdslError
+
+if TYPE_CHECKING:  # numpy is imported where models run: the command line's parser never needs it
+    import numpy as np
 
 #: each engine and the precisions it offers
 ENGINES: dict[str, tuple[str, ...]] = {
@@ -149,6 +151,7 @@ def open_onnx(
 
 
 def _onnxruntime(model: bytes, threads: int, options: Mapping[str, object]) -> Runner:
+    import numpy as np
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -163,6 +166,7 @@ def _onnxruntime(model: bytes, threads: int, options: Mapping[str, object]) -> R
 
 
 def _openvino(model: bytes, precision: str, threads: int, options: Mapping[str, object]) -> Runner:
+    import numpy as np
     import openvino as ov
 
     core = ov.Core()

@@ -38,7 +38,7 @@ from nasdsl.errors import NasdslError
 
 #: the engines a latency model can be calibrated for (the first is the default)
 LATENCY_ENGINES = ("onnxruntime", "openvino")
-#: the environment variable naming the cache folder (default: $XDG_CACHE_HOME/nasdsl or ~/.cache/nasdsl)
+#: the environment variable naming the cache folder (default: $XDG_CACHE_HOME/nasdsl, else .cache/nasdsl at home)
 CACHE_ENV = "NASDSL_CACHE_DIR"
 #: the version of the features; a cached model of another version is measured again
 FORMAT = 4
@@ -313,7 +313,7 @@ def engine_version(engine: str) -> str:
 
 def cache_dir() -> Path:
     """Where calibrations are kept: ``$NASDSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/nasdsl``, else
-    ``~/.cache/nasdsl``."""
+    ``.cache/nasdsl`` in the home folder."""
     given = os.environ.get(CACHE_ENV)
     if given:
         return Path(given)
