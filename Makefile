@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(PACKAGE_FILES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q ".[test,search]"
+	$(PY) -m pip install -q ".[test,search,bench,openvino]"
 	touch $(STAMP)
 
 ## the main job on the reference spec
@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/onnx_cli.py
 	$(PY) benchmarks/zoo_speed.py --check-seconds
 	$(PY) benchmarks/optimize_speed.py
+	$(PY) benchmarks/deploy_speed.py
+	$(PY) benchmarks/latency_model.py
 
 ## the GPU benchmark of inference builds (needs CUDA; docs/optimize.md)
 bench-gpu: $(STAMP)

@@ -34,7 +34,7 @@ from nasdsl.build import MAX_NODES
 from nasdsl.ensemble import CompiledEnsemble
 from nasdsl.errors import NasdslError, one_line, terminal_text
 from nasdsl.loader import Limits
-from nasdsl.optimize import DEFAULT_TARGET, TARGETS
+from nasdsl.optimize import DEFAULT_TARGET, ONNX_TARGETS, deployment, target_names
 from nasdsl.summary import render
 from nasdsl.weights import MAX_MEMORY, check_memory
 
@@ -47,7 +47,14 @@ DEFAULT_OPSET = 17
 #: output extensions and the backend each implies
 BACKEND_OF = {".py": "pytorch", ".onnx": "onnx"}
 #: options that only the ONNX backend takes, with their defaults
-ONNX_ONLY = {"weights": None, "random_weights": False, "opset": DEFAULT_OPSET, "batch": 1, "with_aux": False}
+ONNX_ONLY = {
+    "weights": None,
+    "random_weights": False,
+    "opset": DEFAULT_OPSET,
+    "batch": 1,
+    "with_aux": False,
+    "data": None,
+}
 
 
 class UsageError(NasdslError):
@@ -245,6 +252,11 @@ def _summary_arguments(p: argparse.ArgumentParser) -> None:
         help="table, json or markdown (default table)",
     )
     p.add_argument("--with-aux", action="store_true", help="include training-only heads in rows and totals")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="predict each entry's latency (batch 1) with this machine's latency model (nasdsl bench --calibrate)",
+    )
     _optimize_options(p, "also count the nodes of the inference graph optimised for the PyTorch default target")
 
 
@@ -253,7 +265,15 @@ def _run_summary(args: argparse.Namespace, net) -> int:
     counts = _optimized_counts(args, net) if args.optimize or args.optimize_for else None
     if counts is not None and args.format == "json":
         summary = {**summary, "optimized": counts}
+    predicted = None
+    if args.latency:
+        from nasdsl.bench.latency import require, summary_latency
+
+        predicted = summary_latency(require(), net.graph, summary)
+        summary = predicted.summary if args.format == "json" else summary
     sys.stdout.write(render(summary, args.format))
+    if predicted is not None and args.format != "json":
+        print(predicted.text)
     if counts is not None and args.format != "json":
         print(
             f"optimised for {counts['target']}: {counts['nodes']} nodes, from {counts['inference_nodes']} in the "
@@ -267,10 +287,11 @@ def _optimize_options(p: argparse.ArgumentParser, what: str) -> None:
     group.add_argument("--optimize", action="store_true", help=what)
     group.add_argument(
         "--optimize-for",
-        type=_choice("--optimize-for", *TARGETS),
+        type=_choice("--optimize-for", *target_names()),
         default=None,
         metavar="TARGET",
-        help=f"the target: {', '.join(TARGETS)} (implies --optimize; default: "
+        help=f"the target: {', '.join(target_names())} (implies --optimize; a precision after a dash is an "
+        "ONNX artifact for that engine, as nasdsl bench measured it; default: "
         + ", ".join(f"{k} for {b}" for b, k in DEFAULT_TARGET.items())
         + ")",
     )
@@ -290,7 +311,7 @@ def _optimized_counts(args: argparse.Namespace, net) -> dict:
     from nasdsl.passes.pipeline import run_pipeline
 
     target = _target(args, "pytorch")
-    g = optimize(net.graph, target, verify=args.debug or None)
+    g = optimize(net.graph, deployment(target)[0], verify=args.debug or None)
     steps = ir.info(g).derivation
     folded = sum(isinstance(s, FoldNorm) for s in steps)
     return {
@@ -328,6 +349,12 @@ def _compile_arguments(p: argparse.ArgumentParser) -> None:
     _onnx_options(p)
     p.add_argument(
         "--with-aux", action="store_true", default=None, help="ONNX: keep the training-only heads as outputs"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="int8 targets: the inputs to calibrate on, as nasdsl bench --data takes them (default: generated)",
     )
     _optimize_options(
         p,
@@ -367,6 +394,17 @@ def _check_compile_options(args: argparse.Namespace) -> None:
     args.target = _target(args, args.backend)
     if args.target is not None and args.with_aux:
         raise UsageError("--with-aux: an optimised graph is the inference graph, without training-only heads")
+    if args.target is not None and _artifact_target(args.target) and args.backend != "onnx":
+        raise UsageError(f"--optimize-for {args.target}: its artifact is an ONNX model; write .onnx or give --to onnx")
+    if args.data is not None and (args.target is None or deployment(args.target)[1] != "int8"):
+        raise UsageError("--data: only an int8 target (--optimize-for onnxruntime-int8, openvino-int8) takes it")
+
+
+def _artifact_target(name: str) -> bool:
+    """Whether ``name`` is a target whose ONNX artifact nasdsl.bench.artifacts makes (an engine
+    other than ONNX Runtime, or a precision)."""
+    target, precision = deployment(name)
+    return target in ONNX_TARGETS or precision != "fp32"
 
 
 def _run_compile(args: argparse.Namespace, net) -> int:
@@ -385,6 +423,11 @@ def _run_compile(args: argparse.Namespace, net) -> int:
 
         o = _onnx_values(args)
         weights = _weights(o["weights"], net, random=o["random_weights"])
+        if args.target is not None and _artifact_target(args.target):
+            data = _artifact(args, net, o, weights)
+            write_atomic(args.output, data)
+            print(f"wrote {args.output} ({len(data):,} bytes, the {args.target} artifact)")
+            return 0
         data = onnx_backend.export_onnx_bytes(
             net.graph,
             opset=o["opset"],
@@ -398,6 +441,27 @@ def _run_compile(args: argparse.Namespace, net) -> int:
     optimised = f", optimised for {args.target}" if args.target is not None else ""
     print(f"wrote {one_line(args.output)} ({len(data):,} bytes{optimised})")
     return 0
+
+
+def _artifact(args: argparse.Namespace, net, o: dict, weights) -> bytes:
+    """The ONNX artifact of a deployment target (nasdsl.bench.artifacts: what nasdsl bench measured)."""
+    from nasdsl.bench import data as inputs
+    from nasdsl.bench.artifacts import onnx_artifact
+
+    if isinstance(net, CompiledEnsemble):
+        raise UsageError(f"--optimize-for {args.target}: an ensemble is not optimised as a whole; compile each member")
+    g = net.graph
+    shape = ir.node(g, ir.info(g).input).shape
+    given = inputs.load(o["data"], shape) if o["data"] is not None else inputs.generated(shape)
+    return onnx_artifact(
+        g,
+        args.target,
+        calibration=given.calibration,
+        state_dict=weights,
+        batch=o["batch"],
+        opset=o["opset"],
+        max_memory=args.max_memory,
+    )
 
 
 def _weights(path: str | None, net, max_memory: int | None = None, *, check: bool = False, random: bool = False):
@@ -432,7 +496,8 @@ COMPILE = Command(
     "unless --to names it; the ONNX options are refused for PyTorch output.",
     "nasdsl compile specs/googlenet.yaml -o GoogLeNet.py\n"
     "nasdsl compile specs/googlenet_bn.yaml -o g.onnx --weights weights.safetensors --batch dynamic\n"
-    "nasdsl compile specs/googlenet_bn.yaml --optimize-for cpu -o deploy.py",
+    "nasdsl compile specs/googlenet_bn.yaml --optimize-for cpu -o deploy.py\n"
+    "nasdsl compile specs/googlenet_bn.yaml --optimize-for openvino-bf16 --batch 16 -o g.onnx",
     _compile_arguments,
     _run_compile,
     _check_compile_options,
@@ -554,7 +619,7 @@ BUILD = Command(
 
 COMMANDS: list[Command] = [CHECK, SUMMARY, COMPILE, VERIFY, BUILD]
 #: modules of nasdsl/commands/ that define HELP, DESCRIPTION, EXAMPLES, add_arguments(parser) and run(args, net)
-MODULES = ("draw", "space", "sweep", "diff", "transfer", "evaluate", "search")
+MODULES = ("draw", "space", "sweep", "diff", "transfer", "evaluate", "search", "bench")
 #: the commands that take an ensemble spec (nasdsl/ensemble.py)
 ENSEMBLE_COMMANDS = ("check", "summary", "compile", "verify", "build", "evaluate")
 

@@ -12,13 +12,19 @@ target          passes after the inference view (``inference``, ``drop_identitie
 ``cuda``        ``fold_norms``, ``fuse_siblings``, ``hoist_activations``
 ``cpu``         ``fold_norms``
 ``onnxruntime`` ``fold_norms``
+``openvino``    ``fold_norms``
 =============== ==================================================================
+
+A target may name a precision after a dash (:data:`PRECISIONS`): ``onnxruntime-int8``,
+``openvino-bf16``, ``openvino-int8``. The rewrites are the target's; the precision says how
+the artifact runs (an int8 ONNX model quantised by ONNX Runtime; a bf16 inference hint that
+the artifact records for OpenVINO): :func:`deployment` splits a name, and
+:mod:`nasdsl.bench.artifacts` writes the artifact that ``nasdsl bench`` measured.
 
 :func:`optimize` runs a target's pipeline on a graph; the rewriting passes
 record how the weights change (:mod:`nasdsl.passes.derive`), and
 :func:`optimized_weights` replays that on a state_dict of the unoptimised
-model. :func:`rewrite_weighted` does both on a graph whose weights travel
-with it (the ONNX export). Nothing here imports torch.
+model. :func:`rewrite` runs the folding and a target's rewrites for the ONNX export. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -44,9 +50,19 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "cuda": ("fold_norms", "fuse_siblings", "hoist_activations"),
     "cpu": ("fold_norms",),
     "onnxruntime": ("fold_norms",),
+    "openvino": ("fold_norms",),
 }
 #: the target ``--optimize`` means for each backend when ``--optimize-for`` names none
 DEFAULT_TARGET = {"pytorch": "cuda", "onnx": "onnxruntime"}
+#: the precisions each target may name after a dash (fp32, the default, is not written)
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "cuda": ("fp32",),
+    "cpu": ("fp32",),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8"),
+}
+#: targets whose artifact only an ONNX model can be (an engine that reads ONNX)
+ONNX_TARGETS = ("openvino",)
 
 
 class OptimizeError(NasdslError):
@@ -57,6 +73,21 @@ def check_target(target: str) -> str:
     if target not in TARGETS:
         raise OptimizeError(f"unknown optimisation target {target!r}; expected one of {', '.join(TARGETS)}")
     return target
+
+
+def deployment(name: str) -> tuple[str, str]:
+    """A target name split into (target, precision): ``openvino-bf16`` is ("openvino", "bf16"),
+    ``cpu`` is ("cpu", "fp32"). Raises :class:`OptimizeError` for a name :func:`target_names`
+    does not list."""
+    target, _, precision = name.partition("-")
+    if target not in TARGETS or (precision and precision not in PRECISIONS[target][1:]):
+        raise OptimizeError(f"unknown optimisation target {name!r}; expected one of {', '.join(target_names())}")
+    return target, precision or "fp32"
+
+
+def target_names() -> tuple[str, ...]:
+    """Every name ``--optimize-for`` takes: each target, then each with a precision other than fp32."""
+    return (*TARGETS, *(f"{t}-{p}" for t, ps in PRECISIONS.items() for p in ps[1:]))
 
 
 def pipeline(target: str) -> tuple[str, ...]:
@@ -146,10 +177,14 @@ __all__ = [
     "PREPARE",
     "TARGETS",
     "OptimizeError",
+    "ONNX_TARGETS",
+    "PRECISIONS",
     "check_target",
+    "deployment",
     "optimize",
     "optimized_weights",
     "pipeline",
     "rewrite",
+    "target_names",
     "training_weights",
 ]

@@ -26,7 +26,9 @@ layers left out), batch 1:
 * ``params``, ``macs``: as ``nasdsl summary`` totals them; ``params_train``
   and ``macs_train`` with the training-only heads;
 * ``depth``: layers with parameters on the longest path (the paper's depth);
-* ``peak``: the peak activation size, :func:`peak_activations`.
+* ``peak``: the peak activation size, :func:`peak_activations`;
+* ``latency_ms``: with a latency model (:mod:`nasdsl.bench.latency`), the predicted
+  milliseconds of one sample, its nodes' costs added up as the shapes are (None without one).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Figures:
     peak: int
     params_train: int
     macs_train: int
+    latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,9 @@ def _peak(plan, sizes: Mapping[str, int]) -> int:
     return peak
 
 
-def figures(g: nx.DiGraph) -> Figures:
-    """The figures of a compiled (shaped) graph, computed from it directly."""
+def figures(g: nx.DiGraph, latency=None) -> Figures:
+    """The figures of a compiled (shaped) graph, computed from it directly (``latency``: a
+    :class:`nasdsl.bench.latency.LatencyModel` that predicts ``latency_ms``)."""
     from nasdsl.passes.shapes import macs, params
 
     nodes = [n for n, d in ir.nodes(g) if d.op != "input"]
@@ -154,6 +158,7 @@ def figures(g: nx.DiGraph) -> Figures:
         peak=peak_activations(g),
         params_train=sum(params(g, n) for n in nodes),
         macs_train=sum(macs(g, n) for n in nodes),
+        latency_ms=latency.predict(g) if latency is not None else None,
     )
 
 
@@ -211,7 +216,9 @@ class _Node:
     data: dict
     #: normalised attributes by the values given (typed: 1, 1.0 and true differ)
     normalised: dict = field(default_factory=dict)
-    #: (output shape, parameters, multiply-adds, shape error, attributes) by (id(attrs), input shapes)
+    #: how the latency model sees the node (nasdsl.bench.latency.contexts); "" without one
+    context: str = ""
+    #: (output shape, parameters, multiply-adds, shape error, latency, attributes) by (id(attrs), input shapes)
     shaped: dict = field(default_factory=dict)
 
 
@@ -235,8 +242,17 @@ def _remember(cache: dict, key: object, value: object) -> None:
 class _Program:
     """What re-evaluating the variants of one structure needs (see the module docstring)."""
 
-    def __init__(self, spec: Spec, blocks: dict[str, Block], g: nx.DiGraph, env: Mapping[str, object], reach: set[str]):
+    def __init__(
+        self,
+        spec: Spec,
+        blocks: dict[str, Block],
+        g: nx.DiGraph,
+        env: Mapping[str, object],
+        reach: set[str],
+        latency=None,
+    ):
         self.spec = spec
+        self.latency = latency
         self.reach = reach
         self.scopes: list[tuple[int, tuple]] = []  # (parent scope, bound parameters); scope 0 is the model
         self.scope_of: dict[str, int] = {"": 0}
@@ -253,6 +269,7 @@ class _Program:
         self.weights = [o.loss_weight for o in spec.outputs if o.loss_weight is not None]
         order = ir.order(g)
         index = {n: i for i, n in enumerate(order)}
+        self.input = index[ir.info(g).input]
         self.nodes: list[_Node] = []
         for i, n in enumerate(order):
             data = ir.node(g, n)
@@ -269,6 +286,12 @@ class _Program:
             scope = self.scope_of[data.instance] if data.instance else 0
             inputs = tuple(index[s] for s in ir.inputs(g, n))
             self.nodes.append(_Node(i, n, data.op, attrs, values, inputs, scope, data.phase == "train", data))
+        if latency is not None:
+            from nasdsl.bench.latency import contexts
+
+            found = contexts((n.name, n.op, tuple(ir.inputs(g, n.name)), n.train) for n in self.nodes)
+            for node in self.nodes:
+                node.context = found[node.name]
         counted = [n for n, d in ir.nodes(g) if d.op != "input" and d.phase != "train"]
         self.depth = depth(g, counted)
         self.channel_axis = ir.node(g, ir.info(g).input).type.axes.find("C")
@@ -357,6 +380,8 @@ class _Program:
     def _nodes(self, env, scopes, resolve, max_params: int) -> Figures | NasdslError:
         shapes: list[ir.TensorType | None] = [None] * len(self.nodes)
         params = macs = params_train = macs_train = 0
+        latency = self.latency
+        ms = 0.0
         errors: list[NasdslError] = []
         for node in self.nodes:
             op = node.op
@@ -397,12 +422,14 @@ class _Program:
                 try:
                     out = opdef.infer(ins, attrs)
                 except ShapeError as e:
-                    known = (None, 0, 0, _shape_error(e, node, [self.nodes[i].name for i in node.inputs]))
+                    known = (None, 0, 0, _shape_error(e, node, [self.nodes[i].name for i in node.inputs]), 0.0)
                 else:
                     p = opdef.params(ins, attrs) if opdef.init_params else 0
-                    known = (out, p, opdef.macs(ins, attrs, out), None)
+                    m = opdef.macs(ins, attrs, out)
+                    cost = latency.node_cost(op, attrs, ins, out, m, node.context) if latency is not None else 0.0
+                    known = (out, p, m, None, cost)
                 _remember(node.shaped, key, (*known, attrs))  # attrs kept alive: its id stays its own
-            out, p, m, error = known[:4]
+            out, p, m, error, cost = known[:5]
             if error is not None:
                 errors.append(error)
                 continue
@@ -412,6 +439,7 @@ class _Program:
             if not node.train:
                 params += p
                 macs += m
+                ms += cost
         if errors:
             return ErrorList(errors) if len(errors) > 1 else errors[0]
         if params_train > max_params:
@@ -429,7 +457,9 @@ class _Program:
             peak = max(peak, live)
             for r in frees:
                 live -= sizes[r]
-        return Figures(params, macs, self.depth, peak, params_train, macs_train)
+        if latency is not None:
+            ms += latency.model_cost(shapes[self.input])  # type: ignore[arg-type]
+        return Figures(params, macs, self.depth, peak, params_train, macs_train, ms if latency is not None else None)
 
 
 def _shape_error(e: ShapeError, node: _Node, sources: list[str]) -> ShapeError:
@@ -453,11 +483,13 @@ class Evaluator:
     """Evaluates variants of a :class:`~nasdsl.space.Space` (see the module docstring).
 
     ``max_nodes`` and ``max_params`` are the compiler's limits (``compile_spec``'s): a
-    variant above them is invalid, with the compiler's error.
+    variant above them is invalid, with the compiler's error. ``latency``: a
+    :class:`nasdsl.bench.latency.LatencyModel` whose prediction fills ``latency_ms``.
     """
 
-    def __init__(self, space: Space, *, max_nodes: int = MAX_NODES, max_params: int = MAX_PARAMS):
+    def __init__(self, space: Space, *, max_nodes: int = MAX_NODES, max_params: int = MAX_PARAMS, latency=None):
         self.space = space
+        self.latency = latency
         self.max_nodes = max_nodes
         self.max_params = max_params
         self.recompiled = 0
@@ -478,7 +510,9 @@ class Evaluator:
         self.reach |= self.nested
         structure, outcome = self._compile_graph(doc)
         if structure is not None:  # a program, even when the default's shapes do not fit
-            self.programs.append(_Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach))
+            self.programs.append(
+                _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, latency)
+            )
 
     def _compile_graph(self, doc) -> tuple[nx.DiGraph | None, nx.DiGraph | NasdslError]:
         """Compile a variant's document as ``compile_spec`` does: its checked graph before shapes
@@ -539,13 +573,15 @@ class Evaluator:
             self.recompiled += 1
         structure, outcome = self._compile_graph(self.space.document_of(picks))
         if keep and structure is not None:
-            program = _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach)
+            program = _Program(
+                self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, self.latency
+            )
             self.programs.insert(0, program)
             del self.programs[MAX_PROGRAMS:]
         if isinstance(outcome, NasdslError):
             return Result(variant, picks, None, outcome.format(), recompiled=True)
         g = outcome
-        return Result(variant, picks, figures(g), recompiled=True)
+        return Result(variant, picks, figures(g, self.latency), recompiled=True)
 
     def _resolver(self, overrides: dict[str, Value]):
         if not overrides:

@@ -519,7 +519,11 @@ def test_compile_optimize_writes_a_module_that_takes_the_training_weights(tmp_pa
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--optimize-for", "gpu"], "--optimize-for: expected one of cuda, cpu, onnxruntime, got 'gpu'"),
+        (
+            ["--optimize-for", "gpu"],
+            "--optimize-for: expected one of cuda, cpu, onnxruntime, openvino, onnxruntime-int8, openvino-bf16, "
+            "openvino-int8, got 'gpu'",
+        ),
         (["--optimize", "--with-aux"], "--with-aux: an optimised graph is the inference graph"),
     ],
     ids=["unknown-target", "with-aux"],

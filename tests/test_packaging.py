@@ -51,7 +51,7 @@ def test_the_wheel_builds_without_warnings_and_holds_everything(wheel):
     assert not warnings, "\n".join(warnings)
     names = set(zipfile.ZipFile(path).namelist())
     assert "nasdsl/backends/templates/pytorch.py.jinja" in names
-    for package in ("nasdsl", "nasdsl/passes", "nasdsl/commands", "nasdsl/search", "nasdsl/backends"):
+    for package in ("nasdsl", "nasdsl/passes", "nasdsl/commands", "nasdsl/search", "nasdsl/bench", "nasdsl/backends"):
         assert f"{package}/__init__.py" in names, package
 
 

@@ -31,7 +31,8 @@ DESCRIPTION = (
     "the choices made, whether it compiles (an invalid variant shows the compiler's error), its parameters and "
     "multiply-adds at inference, its depth and its peak activation size (values held at once, batch 1). "
     "--max-params, --max-macs, --max COL=N and --min COL=N keep the variants within budgets (columns: params, "
-    "macs, depth, peak, params_train, macs_train); --pareto keeps those no other beats in every named column; "
+    "macs, depth, peak, params_train, macs_train, latency_ms: the latency predicted by this machine's latency model, "
+    "made by nasdsl bench --calibrate; --latency shows it); --pareto keeps those no other beats in every named column; "
     "--shard i/n lists every n-th variant (a job runner's share); --pick K writes variant K as a plain spec. "
     "The variants are evaluated without compiling each in full (see nasdsl/variants.py)."
 )
@@ -42,11 +43,14 @@ nasdsl space space.yaml
 nasdsl space space.yaml --max-macs 1G --pareto macs,params:max --format markdown
 nasdsl space space.yaml --sample 1000 --seed 1 --format csv
 nasdsl space space.yaml --max-macs 1.2G --valid-only --shard 3/16 --format json
+nasdsl space space.yaml --max latency_ms=5 --pareto latency_ms,params:max
 nasdsl space space.yaml --pick 17 -o variant17.yaml
 """
 
 #: the figures a budget or --pareto may name
-COLUMNS = ("params", "macs", "depth", "peak", "params_train", "macs_train")
+COLUMNS = ("params", "macs", "depth", "peak", "params_train", "macs_train", "latency_ms")
+#: the column a latency model fills (nasdsl.bench.latency); shown with --latency or when an option names it
+LATENCY = "latency_ms"
 FORMATS = ("table", "json", "csv", "markdown", "ids")
 #: a space larger than this is listed only with --sample or --limit
 MAX_LISTED = 100_000
@@ -186,6 +190,12 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
     b = add_budget_arguments(parser, "budgets and selection")
     b.add_argument("--valid-only", action="store_true", help="leave out the variants that do not compile")
     b.add_argument(
+        "--latency",
+        action="store_true",
+        help="add the column latency_ms: milliseconds a sample (batch 1) predicted by this machine's latency model "
+        "(nasdsl bench SPEC --calibrate makes it); implied by a budget, --pareto or --sort that names it",
+    )
+    b.add_argument(
         "--pareto",
         type=_pareto,
         metavar="COLS",
@@ -250,6 +260,14 @@ class Listing:
     evaluated: int
     recompiled: int
     seconds: float
+    latency: bool = False
+
+
+def wants_latency(args: argparse.Namespace) -> bool:
+    """Whether the options ask for the latency column (``--latency``, or a budget, --pareto or
+    --sort that names it)."""
+    named = [c for c, _ in [*args.at_most, *args.at_least]] + [c for c, _ in args.pareto or ()] + [args.sort]
+    return bool(getattr(args, "latency", False)) or LATENCY in named
 
 
 def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, limit_params: int = MAX_PARAMS) -> Listing:
@@ -269,7 +287,12 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
         picks = space.sample(wanted, args.seed)
     else:
         picks = _first(space.variants(), wanted)
-    evaluator = Evaluator(space, max_nodes=max_nodes, max_params=limit_params)
+    model = None
+    if wants_latency(args):
+        from nasdsl.bench.latency import require
+
+        model = require()
+    evaluator = Evaluator(space, max_nodes=max_nodes, max_params=limit_params, latency=model)
     results = [evaluator.evaluate(p) for p in picks]
     kept = [r for r in results if _passes(r, args)]
     if args.pareto:
@@ -280,7 +303,7 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
         i, n = args.shard
         kept = kept[i - 1 :: n]
     seconds = time.perf_counter() - started
-    return Listing(space, count, tuple(kept), evaluator.evaluated, evaluator.recompiled, seconds)
+    return Listing(space, count, tuple(kept), evaluator.evaluated, evaluator.recompiled, seconds, model is not None)
 
 
 def _check_listing_memory(space: spaces.Space, wanted: int, count: int, args: argparse.Namespace) -> None:
@@ -337,10 +360,16 @@ def _front(results: list[Result], columns: tuple[tuple[str, bool], ...]) -> list
 # Rendering
 
 
+def shown(listing: Listing) -> tuple[str, ...]:
+    """The figure columns a listing shows: latency_ms only where a latency model predicted it."""
+    return COLUMNS if listing.latency else tuple(c for c in COLUMNS if c != LATENCY)
+
+
 def rows(listing: Listing) -> list[dict]:
     """One plain-data record per listed variant (the JSON contract's ``variants``)."""
     out = []
     space = listing.space
+    columns = shown(listing)
     for r in listing.results:
         f = r.figures
         out.append(
@@ -350,7 +379,7 @@ def rows(listing: Listing) -> list[dict]:
                 "set": space.set_arguments(r.picks),
                 "valid": r.valid,
                 "error": r.error,
-                **{c: getattr(f, c) if f is not None else None for c in COLUMNS},
+                **{c: getattr(f, c) if f is not None else None for c in columns},
             }
         )
     return out
@@ -376,10 +405,11 @@ def as_csv(listing: Listing) -> str:
     names = [p.name for p in listing.space.points]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", *names, "valid", *COLUMNS, "error"])
+    columns = shown(listing)
+    w.writerow(["id", *names, "valid", *columns, "error"])
     for row in rows(listing):
         choices = [option_text(row["choices"][n]) for n in names]
-        figures = ["" if row[c] is None else row[c] for c in COLUMNS]
+        figures = ["" if row[c] is None else row[c] for c in columns]
         w.writerow([row["id"], *choices, str(row["valid"]).lower(), *figures, row["error"]])
     return buf.getvalue()
 
@@ -402,11 +432,14 @@ def heading(listing: Listing, name: str) -> str:
 
 def as_text(listing: Listing, name: str, fmt: str) -> str:
     names = [p.name for p in listing.space.points]
-    head = ["id", *names, "params", "MACs", "depth", "peak", "status"]
+    extra = ["latency ms"] if listing.latency else []
+    head = ["id", *names, "params", "MACs", "depth", "peak", *extra, "status"]
     body = []
     notes = []
     for row in rows(listing):
         figures = [f"{row[c]:,}" if row[c] is not None else "" for c in ("params", "macs", "depth", "peak")]
+        if listing.latency:
+            figures.append(f"{row[LATENCY]:.2f}" if row[LATENCY] is not None else "")
         body.append(
             [str(row["id"]), *(_cell(row["choices"][n]) for n in names), *figures, "ok" if row["valid"] else "invalid"]
         )
@@ -424,7 +457,7 @@ def as_text(listing: Listing, name: str, fmt: str) -> str:
         lines += ["", footer]
         lines += [f"- {printable(n)}" for n in notes]
         return "\n".join(lines) + "\n"
-    right = set(range(len(names) + 1, len(names) + 5)) | {0}
+    right = set(range(len(names) + 1, len(names) + 5 + len(extra))) | {0}
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(row: list[str]) -> str:

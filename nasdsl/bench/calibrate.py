@@ -1,0 +1,396 @@
+"""Calibrating the latency model on this machine: random networks measured, coefficients fitted.
+
+The calibration set is made here, not taken from the specs the model is judged on: random
+networks (:func:`random_spec`, seeded) built from the blocks CNNs are made of (plain
+convolution stacks; Inception modules; ResNet bottlenecks, plain and grouped; MobileNet
+inverted residuals with and without squeeze-and-excitation; ShuffleNet-style channel splits
+and shuffles; ConvNeXt blocks; LRN; pools; classifier heads of one to three linear layers),
+with widths (some not a multiple of 8), kernels, strides, activations and resolutions drawn at
+random. Each is compiled, exported to ONNX with BatchNorm folded, opened in the engine (batch 1,
+one thread) and timed (:func:`measure_ms`) in :data:`PASSES` passes, the smallest time kept;
+the per-group features of its graph
+(:func:`nasdsl.bench.latency.row`) and its time make one equation, and non-negative least
+squares on the relative errors gives the coefficients.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from nasdsl import ir
+from nasdsl.bench import latency
+from nasdsl.bench.latency import LatencyModel
+
+#: random networks measured by a calibration (about two minutes on a 2-core EPYC)
+NETWORKS = 160
+#: microbenchmarks measured with them (:func:`micro_spec`)
+MICRO = 72
+#: random networks above this many multiply-adds are drawn again (they would take long to time)
+MAX_MACS = 3 * 10**9
+#: a model is timed for at least this long in each pass
+MIN_SECONDS = 0.15
+#: passes over the networks (the smallest time of each is kept: other processes only add time)
+PASSES = 2
+
+ACTIVATIONS = ("relu", "relu", "relu", "relu6", "silu", "hardswish")
+
+HEADER = """\
+nasdsl: 1
+name: Calibration{index}
+input: {{name: x, shape: [3, {size}, {size}]}}
+templates:
+  SE:
+    params: [channels, squeeze]
+    body:
+      pool: global_avg_pool
+      fc1: {{op: conv2d, out: squeeze, kernel: 1}}
+      act: relu
+      fc2: {{op: conv2d, out: channels, kernel: 1}}
+      gate: hardsigmoid
+      scale: {{mul: [{{ref: gate}}, {{ref: in}}]}}
+  Split:
+    params: [half]
+    body:
+      a: {{op: slice, stop: half}}
+      b: [{{from: in, op: slice, start: half}}, {{op: conv2d, out: half, kernel: 1}}, relu,
+          {{op: conv2d, out: half, kernel: 3, padding: 1, groups: half}}, {{op: conv2d, out: half, kernel: 1}}, relu]
+      join: {{concat: [{{ref: a}}, {{ref: b}}]}}
+      shuffle: {{op: channel_shuffle, groups: 2}}
+  ConvNeXt:
+    params: [dim]
+    body:
+      block:
+        - {{op: conv2d, out: dim, kernel: 7, padding: 3, groups: dim}}
+        - {{op: permute, dims: [1, 2, 0]}}
+        - {{op: layer_norm, dim: last}}
+        - {{op: linear, out: "4 * dim", dim: last}}
+        - gelu
+        - {{op: linear, out: dim, dim: last}}
+        - {{op: permute, dims: [2, 0, 1]}}
+      scale: layer_scale
+      residual: {{add: [{{ref: scale}}, {{ref: in}}]}}
+model:
+"""
+
+
+class _Net:
+    """The state of a random network being written: its lines, channels and map size."""
+
+    def __init__(self, rng: np.random.Generator, channels: int, size: int):
+        self.rng, self.c, self.size, self.lines, self.n = rng, channels, size, [], 0
+
+    def width(self, lo: int = 8, hi: int = 512) -> int:
+        w = int(math.exp(self.rng.uniform(math.log(lo), math.log(hi))))
+        return max(1, w if self.rng.random() < 0.2 else max(8, w // 8 * 8))
+
+    def act(self) -> str:
+        return str(self.rng.choice(ACTIVATIONS))
+
+    def conv(
+        self, out: int, k: int = 1, s: int = 1, g: int = 1, bn: bool = True, act: str | None = "relu"
+    ) -> list[str]:
+        bias = str(not bn).lower()
+        items = [f"{{op: conv2d, out: {out}, kernel: {k}, stride: {s}, padding: {k // 2}, groups: {g}, bias: {bias}}}"]
+        if bn:
+            items.append("batch_norm")
+        if act:
+            items.append(act)
+        return items
+
+    def entry(self, text: str) -> None:
+        self.lines.append(f"  b{self.n}: {text}")
+        self.n += 1
+
+    def seq(self, items: list[str]) -> str:
+        return "[" + ", ".join(items) + "]"
+
+    def stride(self) -> int:
+        return 2 if self.size >= 8 and self.rng.random() < 0.35 else 1
+
+    def shrink(self, s: int, k: int) -> None:
+        self.size = (self.size + 2 * (k // 2) - k) // s + 1
+
+
+def _block(net: _Net) -> None:
+    rng = net.rng
+    kinds = {"plain": 0.18, "inception": 0.13, "bottleneck": 0.13, "inverted": 0.15, "separable": 0.07, "grouped": 0.07,
+             "pool": 0.07, "split": 0.05, "convnext": 0.04, "lrn": 0.04, "dense": 0.07}  # fmt: skip
+    kind = rng.choice(list(kinds), p=list(kinds.values()))
+    c = net.c
+    if kind == "plain":
+        k, s, out = int(rng.choice([1, 3, 3, 5])), net.stride(), net.width()
+        net.entry(net.seq(net.conv(out, k, s, act=net.act())))
+        net.shrink(s, k)
+        net.c = out
+    elif kind == "inception":
+        a, r3, b3, r5, b5, p = (net.width(8, 256) for _ in range(6))
+        branches = {
+            "b1": net.conv(a, 1),
+            "b2": net.conv(r3, 1) + net.conv(b3, 3),
+            "b3": net.conv(r5, 1) + net.conv(b5, 5 if rng.random() < 0.5 else 3),
+            "b4": ["{op: max_pool, kernel: 3, stride: 1, padding: 1}", *net.conv(p, 1)],
+        }
+        net.entry("{concat: {" + ", ".join(f"{k}: {net.seq(v)}" for k, v in branches.items()) + "}}")
+        net.c = a + b3 + b5 + p
+    elif kind in ("bottleneck", "grouped"):
+        mid, s = net.width(8, 256), net.stride()
+        g = int(rng.choice([2, 4, 8, 32])) if kind == "grouped" else 1
+        mid = max(g, mid // g * g)
+        out = c if s == 1 and rng.random() < 0.6 else net.width(16, 1024)
+        main = net.conv(mid, 1) + net.conv(mid, 3, s, g) + net.conv(out, 1, act=None)
+        short = "identity" if s == 1 and out == c else net.seq(net.conv(out, 1, s, act=None))
+        net.entry(f"[{{add: {{main: {net.seq(main)}, shortcut: {short}}}}}, relu]")
+        net.shrink(s, 3)
+        net.c = out
+    elif kind == "inverted":
+        e, s, k = int(rng.choice([1, 3, 4, 6])), net.stride(), int(rng.choice([3, 3, 5, 7]))
+        hidden, act = c * e, net.act()
+        out = c if s == 1 and rng.random() < 0.6 else net.width(8, 320)
+        main = (net.conv(hidden, 1, act=act) if e > 1 else []) + net.conv(hidden, k, s, hidden, act=act)
+        if rng.random() < 0.35:
+            main.append(f"{{use: SE, args: [{hidden}, {max(1, hidden // 4)}]}}")
+        main += net.conv(out, 1, act=None)
+        if s == 1 and out == c:
+            net.entry(f"{{add: {{main: {net.seq(main)}, shortcut: identity}}}}")
+        else:
+            net.entry(net.seq(main))
+        net.shrink(s, k)
+        net.c = out
+    elif kind == "separable":
+        s, out = net.stride(), net.width()
+        net.entry(net.seq(net.conv(c, 3, s, c, act="relu6") + net.conv(out, 1, act="relu6")))
+        net.shrink(s, 3)
+        net.c = out
+    elif kind == "pool":
+        if net.size < 4:
+            return
+        op = rng.choice(["max_pool", "avg_pool"])
+        k = int(rng.choice([2, 3]))
+        net.entry(f"{{op: {op}, kernel: {k}, stride: 2}}")
+        net.size = (net.size - k) // 2 + 1
+    elif kind == "split":
+        if c % 2 or c < 4:
+            return
+        net.entry(f"{{use: Split, args: [{c // 2}]}}")
+    elif kind == "convnext":
+        net.entry(f"{{use: ConvNeXt, args: [{c}]}}")
+    elif kind == "lrn":
+        net.entry("{op: lrn, size: 5}")
+    elif kind == "dense":  # DenseNet's pre-activation layers: BatchNorm that follows a concatenation
+        growth = net.width(8, 48)
+        for _ in range(int(rng.integers(1, 4))):
+            layer = ["batch_norm", "relu", *net.conv(4 * growth, 1), *net.conv(growth, 3, bn=False, act=None)]
+            net.entry(f"{{concat: {{prev: identity, new: {net.seq(layer)}}}}}")
+            net.c += growth
+
+
+def random_spec(index: int, seed: int = 0) -> str:
+    """The YAML text of random network ``index`` of the calibration set."""
+    rng = np.random.default_rng([seed, index])
+    size = int(rng.choice([32, 64, 96, 128, 160, 192, 224]))
+    net = _Net(rng, 3, size)
+    stem, k = net.width(16, 64), int(rng.choice([3, 3, 7]))
+    s = 2 if size >= 64 else 1
+    net.entry(net.seq(net.conv(stem, k, s, act=net.act())))
+    net.shrink(s, k)
+    net.c = stem
+    for _ in range(int(rng.integers(2, 12))):
+        _block(net)
+        if net.size < 2:
+            break
+    head = rng.random()
+    if head < 0.75:
+        classes = int(rng.choice([10, 100, 1000]))
+        net.entry(f"[global_avg_pool, flatten, {{op: linear, out: {classes}}}]")
+    else:
+        hidden, pooled = net.width(64, 4096), int(rng.choice([1, 2, 4, 6]))
+        net.entry(f"[{{op: adaptive_avg_pool, size: {pooled}}}, flatten, {{op: linear, out: {hidden}}}, relu, "
+                  f"{{op: linear, out: {net.width(64, 1024)}}}, relu, {{op: linear, out: 1000}}]")  # fmt: skip
+    return HEADER.format(index=index, size=size) + "\n".join(net.lines) + "\n"
+
+
+#: the microbenchmarks: (kind, channels, map sizes); each is a stack of four blocks of one kind
+MICRO_KINDS = ("conv1x1", "conv3x3", "dw3", "dw5", "dw7", "inverted", "linear", "pool", "se")
+
+
+def micro_spec(index: int, seed: int = 0) -> str:
+    """The YAML text of microbenchmark ``index``: four identical blocks of one kind, at one width
+    and map size (drawn with ``seed``), so that the kind's own cost dominates the model's."""
+    rng = np.random.default_rng([seed, 1 << 20, index])
+    kind = MICRO_KINDS[index % len(MICRO_KINDS)]
+    c = int(rng.choice([16, 24, 32, 48, 64, 96, 144, 192, 256, 384, 576, 960]))
+    size = int(rng.choice([7, 14, 28, 56, 112]))
+    while c * c * size * size > 2 * 10**8 and size > 7:  # keep it to a few milliseconds
+        size //= 2
+    act = str(rng.choice(["relu", "relu6"]))
+    block = {
+        "conv1x1": f"[{{op: conv2d, out: {c}, kernel: 1, bias: false}}, batch_norm, {act}]",
+        "conv3x3": f"[{{op: conv2d, out: {c}, kernel: 3, padding: 1, bias: false}}, batch_norm, {act}]",
+        "inverted": f"{{add: {{shortcut: identity, main: [{{op: conv2d, out: {4 * c}, kernel: 1, bias: false}}, "
+        f"batch_norm, {act}, {{op: conv2d, out: {4 * c}, kernel: 3, padding: 1, groups: {4 * c}, bias: false}}, "
+        f"batch_norm, {act}, {{op: conv2d, out: {c}, kernel: 1, bias: false}}, batch_norm]}}}}",
+        "pool": "{op: max_pool, kernel: 3, stride: 1, padding: 1}",
+        "se": f"{{use: SE, args: [{c}, {max(8, c // 4)}]}}",
+    }
+    for k in (3, 5, 7):
+        block[f"dw{k}"] = (
+            f"[{{op: conv2d, out: {c}, kernel: {k}, padding: {k // 2}, groups: {c}, bias: false}}, batch_norm, {act}]"
+        )
+    lines = [f"  b0: [{{op: conv2d, out: {c}, kernel: 1}}, relu]"]
+    if kind == "linear":
+        lines += ["  b1: [global_avg_pool, flatten]"]
+        width = int(rng.choice([256, 512, 1024, 2048, 4096]))
+        lines += [f"  l{i}: [{{op: linear, out: {width}}}, relu]" for i in range(4)]
+    else:
+        lines += [f"  m{i}: {block[kind]}" for i in range(4)]
+    return (
+        HEADER.format(index=f"Micro{index}", size=size).replace("shape: [3,", f"shape: [{c},") + "\n".join(lines) + "\n"
+    )
+
+
+def compile_text(text: str):
+    """A spec's text compiled (through a temporary file: the loader reads files)."""
+    import nasdsl
+
+    with tempfile.TemporaryDirectory(prefix="nasdsl-cal-") as folder:
+        path = os.path.join(folder, "spec.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return nasdsl.compile_spec(path)
+
+
+def measure_ms(graph, engine: str, threads: int = 1, min_seconds: float | None = None) -> float:
+    """Milliseconds of one sample (batch 1) through ``graph``'s ONNX export in ``engine``:
+    after two warm-up runs, runs until ``min_seconds`` have passed (at least 5); the fastest
+    run. With one thread the time is the process's CPU time, not the wall clock: on a machine
+    other processes share, time spent waiting for a core is not the model's, and interference
+    from them (caches emptied, memory bandwidth taken) only ever adds time, hence the fastest run."""
+    from nasdsl.backends.onnx import export_onnx_bytes
+    from nasdsl.bench.engines import open_onnx
+
+    runner = open_onnx(export_onnx_bytes(graph, optimize="onnxruntime"), engine, "fp32", threads)
+    g = graph.graph if hasattr(graph, "graph") else graph
+    shape = ir.node(g, ir.info(g).input).shape
+    x = runner.feed(np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32))
+    runner.run(x)
+    runner.run(x)
+    min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
+    clock = time.process_time if threads == 1 else time.perf_counter
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < 5 or time.perf_counter() - started < min_seconds:
+        t = clock()
+        runner.run(x)
+        times.append(clock() - t)
+    return min(times) * 1e3
+
+
+def fit(rows: list[list[float]], times: list[float]) -> dict[str, float]:
+    """Non-negative coefficients minimising the squared relative errors of ``rows`` against
+    ``times`` (scipy's NNLS; columns scaled to unit norm first, for conditioning)."""
+    try:
+        from scipy.optimize import nnls
+    except ImportError:
+        raise latency.LatencyError("calibrating needs scipy: pip install 'nasdsl[bench]'") from None
+
+    a = np.asarray(rows, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    a = a / t[:, None]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    x, _ = nnls(a / scale, np.ones(len(t)), maxiter=50 * a.shape[1])
+    return dict(zip(latency.columns(), (x / scale).tolist(), strict=True))
+
+
+def networks_for(count: int | None = None, seed: int = 0) -> list:
+    """The calibration set: ``count`` (default :data:`NETWORKS`) random networks, those above
+    :data:`MAX_MACS` drawn again, and :data:`MICRO` microbenchmarks (:func:`micro_spec`; a
+    fifth of ``count`` when it is given), compiled."""
+    micro = MICRO if count is None else count // 5
+    count = NETWORKS if count is None else count
+    nets, index = [], 0
+    while len(nets) < count:
+        net = compile_text(random_spec(index, seed))
+        index += 1
+        if net.totals()["macs"] <= MAX_MACS:
+            nets.append(net)
+    return nets + [compile_text(micro_spec(i, seed)) for i in range(micro)]
+
+
+def fit_model(engine: str, nets: list, times: list[float], threads: int = 1) -> LatencyModel:
+    """The latency model fitted to ``nets`` measured at ``times`` (ms), with how well it fits them."""
+    from nasdsl.bench.hardware import machine
+
+    rows = [latency.row(latency._nodes(net.graph)) for net in nets]
+    coefficients = fit(rows, times)
+    model = LatencyModel(engine, latency.engine_version(engine), machine().key(), threads, coefficients)
+    errors = [abs(p / t - 1) for p, t in zip(_predict_rows(model, rows), times, strict=True)]
+    summary = {
+        "networks": len(nets),
+        "within_10pct": sum(e <= 0.1 for e in errors) / len(errors),
+        "median_error": statistics.median(errors),
+    }
+    return LatencyModel(model.engine, model.version, model.machine, threads, coefficients, summary)
+
+
+def calibrate(
+    engine: str, *, threads: int = 1, networks: int | None = None, seed: int = 0, progress=None
+) -> LatencyModel:
+    """Measure ``networks`` (default :data:`NETWORKS`) random networks in ``engine`` and fit a latency model."""
+    nets = networks_for(networks, seed)
+    times = [math.inf] * len(nets)
+    for k in range(PASSES):  # in alternating order; the smallest of each network's times
+        order = range(len(nets)) if k % 2 == 0 else reversed(range(len(nets)))
+        for step, i in enumerate(order):
+            if progress is not None:
+                progress(k * len(nets) + step, PASSES * len(nets))
+            times[i] = min(times[i], measure_ms(nets[i], engine, threads))
+    return fit_model(engine, nets, times, threads)
+
+
+def _predict_rows(model: LatencyModel, rows: list[list[float]]) -> list[float]:
+    c = np.array([model.coefficients[k] for k in latency.columns()])
+    return (np.asarray(rows) @ c).tolist()
+
+
+def load_or_calibrate(engine: str, *, threads: int = 1, force: bool = False, progress=None) -> LatencyModel:
+    """The cached model, or a new calibration (cached) when there is none or ``force``."""
+    from nasdsl.bench.engines import EngineError, available, missing_message
+
+    if not available(engine):
+        raise EngineError(missing_message(engine))
+    model = None if force else latency.cached(engine, threads)
+    if model is not None:
+        return model
+    report: Callable[[int, int], None] | None = None
+    if progress is not None:
+
+        def report(i: int, n: int) -> None:
+            progress.write(f"\rcalibrating {engine}: measurement {i + 1}/{n}")
+            progress.flush()
+
+    model = calibrate(engine, threads=threads, progress=report)
+    if progress is not None:
+        progress.write("\n")
+    latency.save(model)
+    return model
+
+
+__all__ = [
+    "NETWORKS",
+    "calibrate",
+    "compile_text",
+    "fit",
+    "fit_model",
+    "load_or_calibrate",
+    "measure_ms",
+    "networks_for",
+    "random_spec",
+]

@@ -1,0 +1,431 @@
+"""The latency model: a variant's latency predicted from its graph alone, per engine and machine.
+
+Every node of the inference graph costs, in milliseconds, a non-negative combination of three
+figures (:func:`features`)::
+
+    cost(node) = a[group] * work + b * traffic + c[group]
+
+``work`` is the arithmetic (multiply-adds; for a convolution with its channels rounded up to the
+engine's vector block of 16, so that a width of 20 costs like 32) at the rate of the node's
+*group*, ``traffic`` the values read and written (activations and weights) at one rate for all
+(a roofline's memory side: a value costs the same whichever op moves it), and ``c`` a fixed
+cost per node of the group (a kernel launch, a layout reorder). Groups tell apart what engines
+run differently: 1x1, k x k, depthwise and grouped convolutions, the first convolution on few
+channels, linear layers, pools, each element-wise op standing alone, and the ops an engine
+fuses into the convolution before them
+(an activation, a residual sum, a BatchNorm folded: :func:`contexts`). A model adds a fixed
+cost and a cost per input value. The coefficients are fitted by non-negative least squares on
+measured models (:mod:`nasdsl.bench.calibrate`), relative error weighted, and cached per
+machine, engine and engine version (:func:`cache_path`).
+
+A prediction is a sum over nodes: no model is built, and :class:`nasdsl.variants.Evaluator`
+adds it node by node (its column ``latency_ms``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from nasdsl.errors import NasdslError
+
+#: the engines a latency model can be calibrated for (the first is the default)
+LATENCY_ENGINES = ("onnxruntime", "openvino")
+#: the environment variable naming the cache folder (default: $XDG_CACHE_HOME/nasdsl, else .cache/nasdsl at home)
+CACHE_ENV = "NASDSL_CACHE_DIR"
+#: the version of the features; a cached model of another version is measured again
+FORMAT = 4
+#: the vector block a convolution's channels are rounded up to
+BLOCK = 16
+#: activations the engines fuse into the convolution (or residual sum) before them
+FUSABLE = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "silu", "gelu"})
+#: ops that move no data at inference
+VIEWS = frozenset({"identity", "dropout", "stochastic_depth", "flatten", "input"})
+
+
+class LatencyError(NasdslError):
+    """No latency model for this machine and engine, or one that does not fit (exit 2)."""
+
+
+# ---------------------------------------------------------------------------
+# Reading the graph: the one adapter
+
+
+class NodeView(NamedTuple):
+    """What the model reads of a node."""
+
+    name: str
+    op: str
+    attrs: Mapping[str, object]
+    inputs: tuple[str, ...]
+    in_shapes: tuple[tuple[int, ...], ...]
+    shape: tuple[int, ...]
+    macs: int
+    train: bool
+
+
+def _nodes(g) -> Iterator[NodeView]:
+    """Every node of the graph IR ``g`` (shaped) in order, as :class:`NodeView`. The one place
+    this package reads node records."""
+    from nasdsl import ir
+    from nasdsl.passes.shapes import macs
+
+    for n in ir.order(g):
+        d = ir.node(g, n)
+        sources = tuple(ir.inputs(g, n))
+        yield NodeView(
+            n,
+            d.op,
+            d.attrs,
+            sources,
+            tuple(ir.node(g, s).shape for s in sources),
+            d.shape,
+            macs(g, n),
+            d.phase == "train",
+        )
+
+
+# ---------------------------------------------------------------------------
+# Features
+
+
+def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[str, str]:
+    """How an engine runs each node, from the structure alone (``(name, op, inputs, train)`` in
+    order): ``skip`` (a training-only node), ``view`` (moves nothing), ``folded`` (a BatchNorm
+    folded into the convolution before it), ``fused`` (an activation or a residual sum fused into
+    the convolution before it), or ``""`` (runs on its own)."""
+    nodes = list(nodes)
+    items = [n for n in nodes if not n[3]]
+    readers: dict[str, int] = {}
+    for _, _, ins, _ in items:
+        for s in ins:
+            readers[s] = readers.get(s, 0) + 1
+    op = {name: o for name, o, _, _ in items}
+    out: dict[str, str] = {name: "skip" for name, _, _, train in nodes if train}
+    through: dict[str, str] = {}  # a node -> the convolution (or fused sum) its value comes straight from
+
+    def conv_before(source: str) -> bool:
+        root = through.get(source, source)
+        return readers.get(source, 0) == 1 and (op.get(root) == "conv2d" or out.get(root) == "fused")
+
+    for name, o, ins, _ in items:
+        if o in VIEWS:
+            out[name] = "view"
+        elif o == "batch_norm" and len(ins) == 1 and op.get(ins[0]) == "conv2d" and readers.get(ins[0], 0) == 1:
+            out[name] = "folded"
+            through[name] = ins[0]
+        elif o in FUSABLE and len(ins) == 1 and conv_before(ins[0]):
+            out[name] = "fused"
+            through[name] = through.get(ins[0], ins[0])
+        elif o == "add" and any(conv_before(s) for s in ins):
+            out[name] = "fused"
+        else:
+            out[name] = ""
+    return out
+
+
+def _block(c: int) -> int:
+    return -(-c // BLOCK) * BLOCK
+
+
+def features(
+    op: str, attrs: Mapping[str, object], ins: tuple[tuple[int, ...], ...], out: tuple[int, ...], macs: int, ctx: str
+) -> tuple[str, float, float] | None:
+    """(group, work, traffic) of one node, or None for a node that costs nothing."""
+    if ctx in ("skip", "view", "folded") or op in VIEWS:
+        return None
+    size = math.prod(out)
+    read = sum(math.prod(s) for s in ins)
+    if op == "conv2d":
+        cin, cout, groups = ins[0][0], out[0], attrs["groups"]
+        kh, kw = attrs["kernel"]
+        weights = cout * (cin // groups) * kh * kw
+        traffic = read + size + weights
+        if groups == cin and groups > 1:
+            return "conv_dw", _block(cin) * (size // cout) * kh * kw, traffic
+        if groups > 1:
+            per = _block(cin // groups) * _block(cout // groups) * groups
+            return "conv_group", per * (size // cout) * kh * kw, traffic
+        padded = _block(cin) * _block(cout) * (size // cout) * kh * kw
+        if cin <= 4:
+            return "conv_stem", padded, traffic
+        return ("conv_1x1" if kh * kw == 1 else "conv_kxk"), padded, traffic
+    if op == "linear":
+        return "linear", macs, read + size + (macs // max(1, math.prod(out[:-1]) if len(out) > 1 else 1))
+    if op in ("max_pool", "avg_pool"):
+        kh, kw = attrs["kernel"]
+        return "pool", size * kh * kw, read + size
+    if op in ("global_avg_pool", "adaptive_avg_pool"):
+        return "gap", read, read + size
+    if op == "lrn":
+        return "lrn", size * attrs["size"], read + size
+    if ctx == "fused":
+        return ("fused_add" if op == "add" else "fused_act"), size, read
+    if op in ("add", "mul", "mean", "layer_scale"):
+        return "binary", size * max(1, len(ins) - 1), read + size
+    if op in ("concat", "slice", "permute", "channel_shuffle"):
+        return "copy", size, read + size
+    if op == "batch_norm":
+        return "affine", size, read + size
+    if op in ("layer_norm", "softmax"):
+        return "norm", size, read + size
+    if op in ("sigmoid", "silu", "tanh", "gelu", "hardswish", "hardsigmoid"):
+        return "transcendental", size, read + size
+    return "elementwise", size, read + size
+
+
+#: every group, in the order of the fitted coefficients
+GROUPS = (
+    "conv_1x1",
+    "conv_kxk",
+    "conv_dw",
+    "conv_group",
+    "conv_stem",
+    "linear",
+    "pool",
+    "gap",
+    "lrn",
+    "fused_act",
+    "fused_add",
+    "binary",
+    "copy",
+    "affine",
+    "norm",
+    "transcendental",
+    "elementwise",
+)
+#: each group's coefficients
+TERMS = ("work", "count")
+#: the coefficients shared by every group: the cost of a value read or written; then the
+#: model-wide terms: a fixed cost, a cost per input value
+SHARED = ("traffic", "model", "model_input")
+
+
+def columns() -> tuple[str, ...]:
+    """The design matrix's columns: :data:`TERMS` per group, then :data:`SHARED`."""
+    return (*(f"{g}.{k}" for g in GROUPS for k in TERMS), *SHARED)
+
+
+def row(views: Iterable[NodeView]) -> list[float]:
+    """One model's design-matrix row: its features summed per group (:func:`columns`)."""
+    views = list(views)
+    ctx = contexts((v.name, v.op, v.inputs, v.train) for v in views)
+    index = {g: i for i, g in enumerate(GROUPS)}
+    r = [0.0] * (len(TERMS) * len(GROUPS) + len(SHARED))
+    for v in views:
+        f = features(v.op, v.attrs, v.in_shapes, v.shape, v.macs, ctx[v.name])
+        if f is None:
+            continue
+        i = len(TERMS) * index[f[0]]
+        r[i] += f[1]
+        r[i + 1] += 1
+        r[-3] += f[2]
+    first = next(v for v in views if v.op == "input")
+    r[-2] = 1.0
+    r[-1] = float(math.prod(first.shape))
+    return r
+
+
+# ---------------------------------------------------------------------------
+# The model
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Fitted coefficients (ms per unit) for one engine on one machine, and how they were made."""
+
+    engine: str
+    version: str
+    machine: str
+    threads: int
+    coefficients: Mapping[str, float]
+    fit: Mapping[str, float] = field(default_factory=dict)
+
+    def node_cost(
+        self,
+        op: str,
+        attrs: Mapping[str, object],
+        ins: tuple[tuple[int, ...], ...],
+        out: tuple[int, ...],
+        macs: int,
+        ctx: str,
+    ) -> float:
+        """Milliseconds one node costs (see the module docstring)."""
+        f = features(op, attrs, ins, out, macs, ctx)
+        if f is None:
+            return 0.0
+        c, group = self.coefficients, f[0]
+        return c[f"{group}.work"] * f[1] + c["traffic"] * f[2] + c[f"{group}.count"]
+
+    def model_cost(self, input_shape: tuple[int, ...]) -> float:
+        return self.coefficients["model"] + self.coefficients["model_input"] * math.prod(input_shape)
+
+    def predict(self, graph) -> float:
+        """Predicted milliseconds of one sample (batch 1) through ``graph``'s inference graph."""
+        from nasdsl import ir
+
+        return sum(self.costs(ir.as_graph(graph)).values())
+
+    def costs(self, g) -> dict[str, float]:
+        """Each node's predicted milliseconds, and the model's own fixed cost under ``""``."""
+        views = list(_nodes(g))
+        ctx = contexts((v.name, v.op, v.inputs, v.train) for v in views)
+        out = {v.name: self.node_cost(v.op, v.attrs, v.in_shapes, v.shape, v.macs, ctx[v.name]) for v in views}
+        first = next(v for v in views if v.op == "input")
+        out[""] = self.model_cost(first.shape)
+        return out
+
+    def describe(self) -> str:
+        figures = ", ".join(f"{k} {v:.3g}" for k, v in self.fit.items())
+        return f"{self.engine} {self.version}, {self.threads} thread(s), batch 1" + (
+            f"; fit: {figures}" if figures else ""
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "engine": self.engine,
+            "version": self.version,
+            "machine": self.machine,
+            "threads": self.threads,
+            "coefficients": dict(self.coefficients),
+            "fit": dict(self.fit),
+        }
+
+
+# ---------------------------------------------------------------------------
+# The cache
+
+
+def engine_version(engine: str) -> str:
+    try:
+        return importlib.metadata.version(engine)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def cache_dir() -> Path:
+    """Where calibrations are kept: ``$NASDSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/nasdsl``, else
+    ``.cache/nasdsl`` in the home folder."""
+    given = os.environ.get(CACHE_ENV)
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nasdsl"
+
+
+def cache_key(engine: str, threads: int) -> str:
+    """What a calibration is valid for: this machine (CPU model, flags, cores), the engine and
+    its version, the threads and the feature format."""
+    from nasdsl.bench.hardware import machine
+
+    text = f"{machine().key()}|{engine}|{engine_version(engine)}|{threads}|{FORMAT}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_path(engine: str, threads: int = 1) -> Path:
+    return cache_dir() / "latency" / f"{engine}-{cache_key(engine, threads)}.json"
+
+
+def cached(engine: str, threads: int = 1) -> LatencyModel | None:
+    """The calibration of ``engine`` for this machine, engine version and threads, or None
+    (none made, or made for another machine or version: the key differs)."""
+    from nasdsl.bench.hardware import machine
+
+    path = cache_path(engine, threads)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != FORMAT
+        or data.get("engine") != engine
+        or data.get("version") != engine_version(engine)
+        or data.get("machine") != machine().key()
+        or data.get("threads") != threads
+        or set(data.get("coefficients", {})) != set(columns())
+    ):
+        return None
+    return LatencyModel(engine, data["version"], data["machine"], threads, data["coefficients"], data.get("fit", {}))
+
+
+def save(model: LatencyModel) -> Path:
+    """Write ``model`` to its cache file (atomically) and return the path."""
+    from nasdsl.cli import write_atomic
+
+    path = cache_path(model.engine, model.threads)
+    write_atomic(str(path), (json.dumps(model.to_json(), indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def require(engine: str = LATENCY_ENGINES[0], threads: int = 1) -> LatencyModel:
+    """The cached calibration, or a :class:`LatencyError` saying how to make one."""
+    model = cached(engine, threads)
+    if model is None:
+        raise LatencyError(
+            f"no latency model for {engine} on this machine (or it was made for another machine or "
+            f"{engine} version): run 'nasdsl bench SPEC --calibrate' first (a few minutes)",
+            path="latency_ms",
+        )
+    return model
+
+
+__all__ = [
+    "CACHE_ENV",
+    "GROUPS",
+    "LATENCY_ENGINES",
+    "LatencyError",
+    "LatencyModel",
+    "SHARED",
+    "NodeView",
+    "cache_dir",
+    "cache_key",
+    "cache_path",
+    "cached",
+    "columns",
+    "contexts",
+    "features",
+    "require",
+    "row",
+    "save",
+]
+
+
+# ---------------------------------------------------------------------------
+# The summary's column
+
+
+@dataclass(frozen=True)
+class SummaryLatency:
+    """``nasdsl summary --latency``: the summary with ``latency_ms`` on each row and in the
+    totals (the JSON contract), and the line the table ends with."""
+
+    summary: dict
+    text: str
+
+
+def summary_latency(model: LatencyModel, graph, summary: dict) -> SummaryLatency:
+    """Each top-level entry's predicted milliseconds (its nodes' costs), and the total."""
+    costs = model.costs(graph)
+    total = sum(costs.values())
+    rows = []
+    for r in summary["rows"]:
+        name = r["name"]
+        ms = sum(v for n, v in costs.items() if n == name or n.startswith(name + "."))
+        rows.append({**r, "latency_ms": round(ms, 4)})
+    out = {**summary, "rows": rows, "totals": {**summary["totals"], "latency_ms": round(total, 4)}}
+    top = sorted(rows, key=lambda r: -r["latency_ms"])[:3]
+    share = ", ".join(f"{r['name']} {r['latency_ms']:.2f} ms" for r in top if total > 0)
+    text = (
+        f"predicted latency: {total:.2f} ms a sample ({model.engine} {model.version}, batch 1, "
+        f"{model.threads} thread(s), this machine's calibration); most: {share}"
+    )
+    return SummaryLatency(out, text)

@@ -1,0 +1,336 @@
+"""The bench: every configuration prepared, checked against the fp32 PyTorch reference and
+timed in one interleaved run; the table; the fastest configuration within a tolerance.
+
+Each configuration's runner is made once (for the ONNX engines, from the artifact bytes of
+:func:`nasdsl.bench.artifacts.onnx_artifact`, whose sha256 the row records). Its main output
+on the evaluation inputs is compared with the generated PyTorch model's (the unoptimised
+training model in eval mode, fp32, NCHW): the deviation is the largest absolute difference
+divided by the largest magnitude of the reference (``nasdsl verify``'s measure), and where the
+user gave data, top-1 agreement is the share of samples whose arg-max class is the
+reference's. Timing: per batch size, every runner is warmed up, then called in rounds in a
+rotating order (a drift in machine speed hits all alike), each call repeated to last at
+least :data:`MIN_CALL` seconds; the figure is the median over rounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from nasdsl import ir
+from nasdsl.bench import engines
+from nasdsl.bench.data import Inputs, generated
+from nasdsl.bench.engines import Config, Runner
+
+#: a timed call lasts at least this long (repeating a fast model)
+MIN_CALL = 0.02
+#: the table's columns, in order (JSON rows carry the same keys)
+COLUMNS = ("engine", "precision", "batch", "images_per_s", "latency_ms", "deviation", "agreement", "target")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One configuration measured: images per second, milliseconds per batch, the deviation from
+    the reference, top-1 agreement (None without user data), the target that writes its artifact,
+    the artifact's sha256 (ONNX engines), and an error where it could not run."""
+
+    engine: str
+    precision: str
+    batch: int
+    target: str
+    images_per_s: float | None = None
+    latency_ms: float | None = None
+    deviation: float | None = None
+    agreement: float | None = None
+    sha256: str | None = None
+    error: str = ""
+    fastest: bool = False
+
+
+class Progress:
+    """A one-line progress bar on ``stream`` (stderr), redrawn in place on a terminal."""
+
+    def __init__(self, total: int, stream=None, width: int = 24):
+        self.total, self.done, self.width = max(total, 1), 0, width
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def step(self, text: str) -> None:
+        filled = self.width * self.done // self.total
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {text}"
+        self.stream.write(("\r" + line.ljust(79)) if self.tty else line + "\n")
+        self.stream.flush()
+        self.done += 1
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\r" + " " * 79 + "\r")
+            self.stream.flush()
+
+
+def plan(
+    names: Iterable[str], precisions: Iterable[str], batches: Iterable[int], offered: tuple[str, ...]
+) -> list[Config]:
+    """The configurations of ``names`` (engines) at ``precisions`` that each engine and this
+    CPU (``offered``) support, for every batch size."""
+    wanted = set(precisions) & set(offered)
+    return [
+        Config(e, p, b)
+        for b in batches
+        for e in names
+        for p in engines.ENGINES[e]
+        if p in wanted
+    ]  # fmt: skip
+
+
+def bench(
+    net,
+    configs: list[Config],
+    *,
+    inputs: Inputs,
+    weights=None,
+    threads: int,
+    repeats: int = 7,
+    progress: Progress | None = None,
+) -> list[Row]:
+    """Prepare, check and time every configuration (see the module docstring)."""
+    from nasdsl.backends.verify import torch_model
+    from nasdsl.optimize import build_inference
+
+    g = net.graph
+    shape = ir.node(g, ir.info(g).input).shape
+    evaluation = inputs.evaluation if inputs.given else generated(shape, max(c.batch for c in configs), 1).calibration
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        return _bench(
+            net, configs, inputs, weights, threads, repeats, progress, evaluation, torch_model, build_inference
+        )
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bench(net, configs, inputs, weights, threads, repeats, progress, evaluation, torch_model, build_inference):
+    import torch
+
+    g = net.graph
+    torch.set_num_threads(threads)
+    reference = torch_model(g, weights)
+    with torch.inference_mode():
+        want = np.concatenate([_first(reference(torch.from_numpy(b))) for b in _chunks(evaluation, 16)])
+    progress = progress or Progress(len(configs), stream=_Null())
+    prepared: dict[Config, tuple[Runner, object]] = {}
+    rows: dict[Config, Row] = {}
+    for config in configs:
+        progress.step(f"{config.engine} {config.precision} batch {config.batch}: preparing")
+        row = Row(config.engine, config.precision, config.batch, config.target)
+        try:
+            runner, sha = _prepare(net, config, inputs, weights, threads, build_inference)
+            got = np.concatenate([runner(b) for b in _padded(evaluation, config.batch)])[: len(evaluation)]
+        except Exception as e:  # noqa: BLE001 - an engine that fails is a row that says so
+            rows[config] = replace(row, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        rows[config] = replace(
+            row, sha256=sha, deviation=_deviation(got, want), agreement=_agreement(got, want, inputs)
+        )
+        prepared[config] = (runner, runner.feed(_padded(evaluation, config.batch)[0]))
+    for batch in sorted({c.batch for c in configs}):
+        progress.step(f"timing batch {batch}: {repeats} rounds")
+        group = {c: prepared[c] for c in configs if c.batch == batch and c in prepared}
+        seconds = _timed({c: (lambda r=r, x=x: r.run(x)) for c, (r, x) in group.items()}, repeats)
+        for c, t in seconds.items():
+            rows[c] = replace(rows[c], latency_ms=t * 1e3, images_per_s=batch / t)
+    progress.close()
+    return [rows[c] for c in configs]
+
+
+def _prepare(net, config: Config, inputs: Inputs, weights, threads: int, build_inference) -> tuple[Runner, str | None]:
+    if config.onnx:
+        from nasdsl.bench.artifacts import onnx_artifact
+
+        data = onnx_artifact(
+            net.graph, config.target, calibration=inputs.calibration, state_dict=weights, batch=config.batch
+        )
+        runner = engines.open_onnx(data, config.engine, config.precision, threads)
+        return runner, hashlib.sha256(data).hexdigest()
+    return engines.torch_runner(build_inference(net, "cpu", weights), config, threads), None
+
+
+def _first(result) -> np.ndarray:
+    import torch
+
+    return (result if isinstance(result, torch.Tensor) else result[0]).float().numpy()
+
+
+def _chunks(x: np.ndarray, n: int) -> list[np.ndarray]:
+    return [x[i : i + n] for i in range(0, len(x), n)]
+
+
+def _padded(x: np.ndarray, batch: int) -> list[np.ndarray]:
+    """``x`` in batches of exactly ``batch`` samples; a short last batch is filled by repeating
+    samples from the start (the caller keeps the first ``len`` outputs of each)."""
+    out = []
+    for chunk in _chunks(x, batch):
+        if len(chunk) < batch:
+            fill = np.arange(batch - len(chunk)) % len(x)
+            chunk = np.concatenate([chunk, x[fill]])
+        out.append(np.ascontiguousarray(chunk))
+    return out
+
+
+def _deviation(got: np.ndarray, want: np.ndarray) -> float:
+    if got.shape != want.shape:
+        return math.inf
+    scale = float(np.max(np.abs(want), initial=0.0))
+    diff = float(np.max(np.abs(got.astype(np.float64) - want), initial=0.0))
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def _agreement(got: np.ndarray, want: np.ndarray, inputs: Inputs) -> float | None:
+    if not inputs.given or got.shape != want.shape or got.ndim != 2:
+        return None
+    return float(np.mean(np.argmax(got, axis=1) == np.argmax(want, axis=1)))
+
+
+def _timed(calls: dict[Config, Callable[[], object]], repeats: int) -> dict[Config, float]:
+    """Median seconds per call of each, interleaved (see the module docstring)."""
+    inner: dict[Config, int] = {}
+    for c, call in calls.items():
+        call()
+        start = time.perf_counter()
+        call()
+        inner[c] = max(1, math.ceil(MIN_CALL / max(time.perf_counter() - start, 1e-9)))
+    names = list(calls)
+    times: dict[Config, list[float]] = {c: [] for c in names}
+    for r in range(repeats):
+        k = r % len(names) if names else 0
+        for c in names[k:] + names[:k]:
+            start = time.perf_counter()
+            for _ in range(inner[c]):
+                calls[c]()
+            times[c].append((time.perf_counter() - start) / inner[c])
+    return {c: statistics.median(t) for c, t in times.items()}
+
+
+def mark_fastest(rows: list[Row], tolerance: float) -> list[Row]:
+    """The rows with the fastest one of each batch size among those that ran and deviate by at
+    most ``tolerance`` marked (``fastest``)."""
+    best: dict[int, Row] = {}
+    for r in rows:
+        if r.images_per_s is None or r.deviation is None or not r.deviation <= tolerance:
+            continue
+        if r.batch not in best or r.images_per_s > best[r.batch].images_per_s:
+            best[r.batch] = r
+    chosen = {id(r) for r in best.values()}
+    return [replace(r, fastest=id(r) in chosen) for r in rows]
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+
+
+def _cells(r: Row) -> list[str]:
+    def number(v: float | None, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    return [
+        r.engine,
+        r.precision,
+        str(r.batch),
+        number(r.images_per_s, ".1f"),
+        number(r.latency_ms, ".2f"),
+        number(r.deviation, ".2e"),
+        "" if r.agreement is None else f"{100 * r.agreement:.1f}%",
+        r.target + (" *" if r.fastest else ""),
+    ]
+
+
+HEADINGS = ("engine", "precision", "batch", "img/s", "latency ms", "max deviation", "top-1 agree", "target")
+
+
+def render(report: dict, fmt: str) -> str:
+    """The report (:func:`report`) as a text table, Markdown or JSON."""
+    if fmt == "json":
+        return json.dumps(report, indent=2) + "\n"
+    rows = [Row(**r) for r in report["rows"]]
+    body = [_cells(r) for r in rows]
+    notes = [f"{r.engine} {r.precision} batch {r.batch}: failed: {r.error}" for r in rows if r.error]
+    notes += report["notes"]
+    tail = [
+        f"* fastest within max deviation {report['tolerance']:g}:",
+        *(f"  {t}" for t in report["fastest_text"] or ["none"]),
+    ]
+    head = [report["title"], report["machine"], report["data"]]
+    if fmt == "markdown":
+        lines = [f"**{head[0]}**", "", *(f"- {h}" for h in head[1:]), ""]
+        lines += ["| " + " | ".join(HEADINGS) + " |", "|" + "---|" * len(HEADINGS)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        lines += ["", *tail, *(f"- {n}" for n in notes)]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(x[i]) for x in [HEADINGS, *body]) for i in range(len(HEADINGS))]
+    right = {2, 3, 4, 5, 6}
+
+    def line(cells) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([*head, line(HEADINGS), rule, *map(line, body), rule, *tail, *notes]) + "\n"
+
+
+def report(spec: str, name: str, rows: list[Row], *, tolerance: float, machine, data: str, notes: list[str]) -> dict:
+    """Plain data (the JSON contract): the machine, the data, the rows, the fastest of each batch."""
+    fastest = [r for r in rows if r.fastest]
+    return {
+        "title": f"{name} ({spec}): engines and precisions on this CPU",
+        "spec": spec,
+        "machine": machine.describe(),
+        "cpu": {"model": machine.model, "flags": list(machine.flags), "cores": machine.cores},
+        "versions": versions(),
+        "data": data,
+        "tolerance": tolerance,
+        "columns": list(COLUMNS),
+        "rows": [asdict(r) for r in rows],
+        "fastest": [asdict(r) for r in fastest],
+        "fastest_text": [
+            f"batch {r.batch}: {r.engine} {r.precision} ({r.images_per_s:.1f} img/s): "
+            f"nasdsl compile {spec} --optimize-for {r.target}"
+            + (f" --batch {r.batch} -o model.onnx" if r.sha256 else " -o model.py")
+            for r in fastest
+        ],
+        "notes": notes,
+    }
+
+
+def versions() -> dict[str, str]:
+    """The versions of the engines installed."""
+    import importlib.metadata as md
+
+    out = {}
+    for package in ("torch", "onnxruntime", "openvino"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+class _Null:
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+__all__ = ["COLUMNS", "Progress", "Row", "bench", "mark_fastest", "plan", "render", "report", "versions"]

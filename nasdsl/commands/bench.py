@@ -1,0 +1,226 @@
+"""``nasdsl bench``: the spec's model under every engine and precision this CPU offers, checked
+against the fp32 PyTorch reference and timed in one interleaved run; the fastest within a
+tolerance marked, with the ``nasdsl compile --optimize-for`` line that writes its artifact.
+``--calibrate`` measures the latency model's per-op costs instead (docs/deploy.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nasdsl import ir
+from nasdsl.errors import NasdslError
+
+HELP = "measure the model under every engine and precision of this CPU; calibrate the latency model"
+
+DESCRIPTION = (
+    "Runs the spec's inference model under each engine installed (PyTorch eager NCHW and channels_last, "
+    "torch.compile, ONNX Runtime, OpenVINO with the nasdsl[openvino] extra) at each precision the CPU supports "
+    "(fp32; bf16 where it has avx512_bf16 or AMX; int8 quantised by ONNX Runtime's quantize_static, calibrated "
+    "on --data or on generated inputs), with a progress bar on stderr. Prints engine, precision, batch, images "
+    "per second, milliseconds per batch, the largest deviation from the fp32 PyTorch reference (relative to "
+    "its largest magnitude), top-1 agreement with it on --data, and the --optimize-for target whose artifact "
+    "was measured; marks (*) the fastest of each batch size within --tolerance. With --calibrate it measures "
+    "the latency model's costs on this machine for --engine instead (a few minutes; cached per machine, engine "
+    "and version) and predicts the spec's latency: then summary --latency and the latency_ms column of "
+    "space and sweep work."
+)
+
+EXAMPLES = """\
+nasdsl bench specs/googlenet_bn.yaml
+nasdsl bench specs/resnet50.yaml --engines onnxruntime,openvino --batch 1,16 --format markdown
+nasdsl bench specs/mobilenet_v2.yaml --data val.npz --tolerance 0.02 --format json
+nasdsl bench specs/googlenet_bn.yaml --calibrate
+"""
+
+DEFAULT_TOLERANCE = 0.01
+
+
+class BenchUsageError(NasdslError):
+    """A bad option of bench (exit 2)."""
+
+
+def _listing(option: str, allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(t.strip() for t in text.split(",") if t.strip())
+        bad = [t for t in items if t not in allowed]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(
+                f"{option}: expected a comma-separated list of {', '.join(allowed)}, got {text!r}"
+            )
+        return tuple(dict.fromkeys(items))
+
+    return parse
+
+
+def _one_of(option: str, allowed: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{option}: expected one of {', '.join(allowed)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        items = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        items = ()
+    if not items or any(not 1 <= b <= 4096 for b in items):
+        raise argparse.ArgumentTypeError(f"--batch: expected batch sizes from 1 to 4096 such as 1,16, got {text!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def _positive(option: str, kind=float, lo=0.0):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not v > lo or v != v:
+            raise argparse.ArgumentTypeError(f"{option}: expected a number above {lo:g}, got {text!r}")
+        return v
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from nasdsl.bench.engines import ENGINES
+    from nasdsl.bench.latency import LATENCY_ENGINES
+
+    parser.add_argument(
+        "--engines",
+        type=_listing("--engines", tuple(ENGINES)),
+        default=None,
+        help=f"the engines to run: {', '.join(ENGINES)} (default: every one installed)",
+    )
+    parser.add_argument(
+        "--precisions",
+        type=_listing("--precisions", ("fp32", "bf16", "int8")),
+        default=None,
+        help="fp32, bf16, int8 (default: every one this CPU supports)",
+    )
+    parser.add_argument("--batch", type=_batches, default=(16,), help="batch sizes, e.g. 1,16 (default 16)")
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        help="preprocessed inputs (.npy, or .npz with one array or 'x'; N x C x H x W): the first half calibrates "
+        "int8, the rest measures top-1 agreement (default: generated standard normal inputs, said so)",
+    )
+    parser.add_argument(
+        "--weights", metavar="FILE", help="the training model's weights (.safetensors or .pt; default: seeded init)"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=_positive("--tolerance"),
+        default=DEFAULT_TOLERANCE,
+        help=f"the largest deviation from the fp32 reference the fastest may have (default {DEFAULT_TOLERANCE:g})",
+    )
+    parser.add_argument(
+        "--repeats", type=_positive("--repeats", int, 0), default=7, help="timed rounds (default 7; the median)"
+    )
+    parser.add_argument(
+        "--threads", type=_positive("--threads", int, 0), default=None, help="threads per engine (default: every core)"
+    )
+    parser.add_argument(
+        "--format",
+        type=_one_of("--format", ("table", "json", "markdown")),
+        default="table",
+        help="table, json or markdown (default table)",
+    )
+    cal = parser.add_argument_group("latency model")
+    cal.add_argument(
+        "--calibrate", action="store_true", help="measure the latency model's per-op costs on this machine, cache them"
+    )
+    cal.add_argument(
+        "--engine",
+        type=_one_of("--engine", LATENCY_ENGINES),
+        default=None,
+        help=f"the latency model's engine: {', '.join(LATENCY_ENGINES)} (default {LATENCY_ENGINES[0]})",
+    )
+    cal.add_argument("--force", action="store_true", help="with --calibrate: measure again even if cached")
+
+
+def run(args: argparse.Namespace, net) -> int:
+    if not args.calibrate and (args.engine is not None or args.force):
+        option = "--engine" if args.engine is not None else "--force"
+        raise BenchUsageError(f"{option} goes with --calibrate", path=option)
+    if args.calibrate:
+        return _calibrate(args, net)
+    return _bench(args, net)
+
+
+def _bench(args: argparse.Namespace, net) -> int:
+    from nasdsl.bench import data, engines, measure
+    from nasdsl.bench.hardware import machine
+
+    cpu = machine()
+    notes: list[str] = []
+    if args.engines is None:
+        names = [e for e in engines.ENGINES if engines.available(e)]
+        notes += [f"{e}: not run: {engines.missing_message(e)}" for e in engines.ENGINES if e not in names]
+    else:
+        missing = [e for e in args.engines if not engines.available(e)]
+        if missing:
+            raise BenchUsageError("; ".join(engines.missing_message(e) for e in missing), path="--engines")
+        names = list(args.engines)
+    offered = cpu.precisions()
+    if args.precisions is not None:
+        if "bf16" in args.precisions and "bf16" not in offered:
+            raise BenchUsageError(
+                "bf16: this CPU has neither avx512_bf16 nor amx_bf16 (its flags: "
+                + (" ".join(cpu.flags) or "none")
+                + ")",
+                path="--precisions",
+            )
+        wanted = args.precisions
+    else:
+        wanted = offered
+    if not cpu.amx and "bf16" in offered:
+        notes.append("bf16 runs on AVX-512 BF16 here; this CPU has no AMX, whose bf16 tiles give the large speedups")
+    configs = measure.plan(names, wanted, args.batch, offered)
+    if not configs:
+        raise BenchUsageError(
+            f"no engine of {', '.join(names)} offers {', '.join(wanted)}; see nasdsl bench --help", path="--precisions"
+        )
+    g = net.graph
+    shape = ir.node(g, ir.info(g).input).shape
+    inputs = data.load(args.data, shape) if args.data else data.generated(shape)
+    weights = None
+    if args.weights:
+        from nasdsl.weights import load_weights
+
+        weights = load_weights(args.weights)
+    threads = args.threads or cpu.cores
+    rows = measure.bench(
+        net,
+        configs,
+        inputs=inputs,
+        weights=weights,
+        threads=threads,
+        repeats=args.repeats,
+        progress=measure.Progress(len(configs) + len(args.batch)),
+    )
+    rows = measure.mark_fastest(rows, args.tolerance)
+    notes.append(f"{threads} threads per engine; deviation: max |out - ref| / max |ref| on the evaluation inputs")
+    report = measure.report(
+        args.spec, net.name, rows, tolerance=args.tolerance, machine=cpu, data=inputs.describe(), notes=notes
+    )
+    sys.stdout.write(measure.render(report, args.format))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, net) -> int:
+    from nasdsl.bench import calibrate, latency
+    from nasdsl.bench.hardware import machine
+    from nasdsl.bench.latency import LATENCY_ENGINES
+
+    engine = args.engine or LATENCY_ENGINES[0]
+    model = calibrate.load_or_calibrate(engine, force=args.force, progress=sys.stderr)
+    cpu = machine()
+    print(f"latency model for {engine}: {model.describe()}")
+    print(f"machine: {cpu.describe()}")
+    print(f"cached at {latency.cache_path(engine)}")
+    print(f"{args.spec}: predicted {model.predict(net.graph):.2f} ms a sample (batch 1, {model.threads} threads)")
+    return 0

@@ -1,0 +1,421 @@
+"""nasdsl bench and the latency model: the table's columns and formats, the fastest
+configuration within a tolerance, the --optimize-for artifact byte for byte what the bench
+measured, bad options and a missing OpenVINO (exit 2, one clear line), the calibration cache
+and its invalidation, the latency column of space/sweep/summary against a full compile, and
+the least-squares fit against known coefficients. Tiny models; never an absolute time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from nasdsl.bench import calibrate, latency, measure
+from nasdsl.bench.engines import available
+from nasdsl.bench.hardware import Machine
+from nasdsl.cli import main
+
+TINY = """\
+nasdsl: 1
+name: Tiny
+input: {name: x, shape: [3, 16, 16]}
+model:
+  conv: [{op: conv2d, out: 8, kernel: 3, padding: 1, bias: false}, batch_norm, relu]
+  pool: {op: max_pool, kernel: 2}
+  conv2: [{op: conv2d, out: 16, kernel: 3, padding: 1}, relu]
+  gap: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: 10}
+"""
+
+#: a space over the input size alone: the latency model's input term tells its variants apart
+SPACE = TINY.replace("shape: [3, 16, 16]", "shape: [3, size, size]").replace(
+    "model:", "variables:\n  size: {choice: [8, 16, 24, 32]}\nmodel:"
+)
+
+ONNX_ENGINES = "onnxruntime,openvino" if available("openvino") else "onnxruntime"
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(tiny):
+    """One bench run in JSON, shared: every ONNX engine at every precision, and eager, batch 2."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["bench", str(tiny), "--engines", "eager," + ONNX_ENGINES, "--batch", "2", "--repeats", "1",
+                     "--threads", "1", "--precisions", "fp32,int8", "--format", "json"])  # fmt: skip
+    assert code == 0
+    return json.loads(out.getvalue())
+
+
+def test_json_rows_carry_the_columns_and_every_configuration(report):
+    assert report["columns"] == [
+        "engine", "precision", "batch", "images_per_s", "latency_ms", "deviation", "agreement", "target",
+    ]  # fmt: skip
+    got = {(r["engine"], r["precision"], r["target"]) for r in report["rows"]}
+    want = {
+        ("eager", "fp32", "cpu"),
+        ("onnxruntime", "fp32", "onnxruntime"),
+        ("onnxruntime", "int8", "onnxruntime-int8"),
+    }
+    if available("openvino"):
+        want |= {("openvino", "fp32", "openvino"), ("openvino", "int8", "openvino-int8")}
+    assert got == want
+    for r in report["rows"]:
+        assert r["error"] == "" and r["batch"] == 2
+        assert r["images_per_s"] == pytest.approx(2 / (r["latency_ms"] / 1e3))
+        assert r["agreement"] is None  # generated data: no agreement claimed
+        # fp32 engines compute the reference's function; int8 deviates, but boundedly
+        assert r["deviation"] < (1e-5 if r["precision"] == "fp32" else 0.2)
+    assert "generated data" in report["data"]
+
+
+def test_compile_optimize_for_writes_the_bytes_the_bench_measured(report, tiny, tmp_path, capsys):
+    onnx_rows = [r for r in report["rows"] if r["sha256"]]
+    assert {r["target"] for r in onnx_rows} >= {"onnxruntime", "onnxruntime-int8"}
+    for r in onnx_rows:
+        out = tmp_path / f"{r['target']}.onnx"
+        code, _, err = run(
+            ["compile", str(tiny), "--optimize-for", r["target"], "--batch", "2", "-o", str(out)], capsys
+        )
+        assert code == 0, err
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == r["sha256"], r["target"]
+
+
+def test_an_artifact_opens_as_it_was_measured(report, tiny, tmp_path, capsys):
+    """The int8 artifact names its target, and run from the file it gives the outputs the bench
+    compared: its deviation from the fp32 ONNX export is what the bench reported, within fp32 noise."""
+    from nasdsl.bench.artifacts import target_of
+    from nasdsl.bench.engines import open_onnx
+
+    paths = {}
+    for target in ("onnxruntime", "onnxruntime-int8"):
+        paths[target] = tmp_path / f"{target}.onnx"
+        assert (
+            run(["compile", str(tiny), "--optimize-for", target, "--batch", "2", "-o", str(paths[target])], capsys)[0]
+            == 0
+        )
+    assert target_of(paths["onnxruntime-int8"].read_bytes()) == "onnxruntime-int8"
+    assert target_of(paths["onnxruntime"].read_bytes()) == "onnxruntime"
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16), dtype=np.float32)
+    int8 = open_onnx(paths["onnxruntime-int8"].read_bytes(), "onnxruntime", "int8", 1)(x)
+    fp32 = open_onnx(paths["onnxruntime"].read_bytes(), "onnxruntime", "fp32", 1)(x)
+    row = next(r for r in report["rows"] if r["target"] == "onnxruntime-int8")
+    assert np.abs(int8 - fp32).max() / np.abs(fp32).max() == pytest.approx(row["deviation"], rel=1e-3, abs=1e-6)
+
+
+def test_table_and_markdown_show_the_columns_and_mark_the_fastest(tiny, capsys):
+    argv = ["bench", str(tiny), "--engines", "onnxruntime", "--batch", "1,2", "--repeats", "1", "--threads", "1"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("engine"))
+    assert lines[head].split() == ["engine", "precision", "batch", "img/s", "latency", "ms", "max", "deviation",
+                                   "top-1", "agree", "target"]  # fmt: skip
+    rows = lines[head + 2 : head + 2 + 4]
+    assert [r.split()[:3] for r in rows] == [
+        ["onnxruntime", "fp32", "1"], ["onnxruntime", "int8", "1"],
+        ["onnxruntime", "fp32", "2"], ["onnxruntime", "int8", "2"],
+    ]  # fmt: skip
+    assert sum(r.endswith("*") for r in rows) == 2  # one fastest per batch size
+    assert "--optimize-for onnxruntime" in out and "[" in err  # the progress bar is on stderr
+    code, out, _ = run([*argv, "--format", "markdown"], capsys)
+    assert (
+        code == 0
+        and "| engine | precision | batch | img/s | latency ms | max deviation | top-1 agree | target |" in out
+    )
+
+
+def _row(engine, precision, batch, speed, deviation, error=""):
+    return measure.Row(engine, precision, batch, engine, speed, 1.0, deviation, None, None, error)
+
+
+def test_the_fastest_is_chosen_per_batch_within_the_tolerance():
+    rows = [
+        _row("a", "fp32", 1, 100.0, 1e-7),
+        _row("b", "int8", 1, 300.0, 5e-2),  # fastest, but deviates too much
+        _row("c", "bf16", 1, 200.0, 5e-3),
+        _row("d", "fp32", 8, 900.0, None, error="RuntimeError: no"),  # failed: never chosen
+        _row("e", "fp32", 8, 400.0, 0.0),
+    ]
+    marked = measure.mark_fastest(rows, 1e-2)
+    assert [r.engine for r in marked if r.fastest] == ["c", "e"]
+    assert [r.engine for r in measure.mark_fastest(rows, 0.1) if r.fastest] == ["b", "e"]
+    assert [r.engine for r in measure.mark_fastest(rows, 1e-6) if r.fastest] == ["a", "e"]
+
+
+def test_data_gives_top1_agreement(tiny, tmp_path, capsys):
+    x = np.random.default_rng(3).standard_normal((6, 3, 16, 16), dtype=np.float32)
+    np.savez(tmp_path / "val.npz", x=x)
+    argv = ["bench", str(tiny), "--engines", "onnxruntime", "--precisions", "fp32", "--batch", "2", "--repeats", "1",
+            "--threads", "1", "--data", str(tmp_path / "val.npz"), "--format", "json"]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["rows"][0]["agreement"] == 1.0  # fp32 ONNX Runtime agrees with fp32 PyTorch on every sample
+    assert report["data"].endswith("val.npz: 3 samples calibrate int8, 3 evaluate top-1 agreement")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--engines", "eager,tvm"], "--engines: expected a comma-separated list of eager, eager-cl, compile, "
+                                     "onnxruntime, openvino, got 'eager,tvm'"),
+        (["--batch", "0"], "--batch: expected batch sizes from 1 to 4096 such as 1,16, got '0'"),
+        (["--tolerance", "-1"], "--tolerance: expected a number above 0, got '-1'"),
+        (["--format", "xml"], "--format: expected one of table, json, markdown, got 'xml'"),
+        (["--force"], "error: --force: --force goes with --calibrate"),
+        (["--precisions", "int4"], "--precisions: expected a comma-separated list of fp32, bf16, int8, got 'int4'"),
+        (["--data", "DATA/x.npy"], "error: DATA/x.npy: expected an array of shape (N, 3, 16, 16) (the model's input), "
+                                   "got (2, 3, 8, 8)"),
+        (["--data", "DATA/x.txt"], "error: DATA/x.txt: expected a .npy or .npz file of preprocessed inputs"),
+    ],
+    ids=["engine", "batch", "tolerance", "format", "force", "precision", "data-shape", "data-kind"],
+)  # fmt: skip
+def test_bad_options_exit_2_with_one_clear_line(tiny, tmp_path, capsys, argv, message):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 8, 8), np.float32))
+    (tmp_path / "x.txt").write_text("1 2 3")
+    argv = [a.replace("DATA", str(tmp_path)) for a in argv]
+    code, out, err = run(["bench", str(tiny), *argv], capsys)
+    assert code == 2 and out == ""
+    assert (
+        message.replace("DATA", str(tmp_path)) in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    )
+
+
+def test_bf16_is_refused_where_the_cpu_has_no_bf16(tiny, capsys, monkeypatch):
+    plain = Machine("Some CPU", ("avx2", "fma"), 2)
+    monkeypatch.setattr("nasdsl.bench.hardware.machine", lambda: plain)
+    assert plain.precisions() == ("fp32", "int8")
+    code, _, err = run(["bench", str(tiny), "--precisions", "bf16"], capsys)
+    assert code == 2
+    assert "bf16: this CPU has neither avx512_bf16 nor amx_bf16 (its flags: avx2 fma)" in err
+
+
+def test_a_missing_openvino_is_said_clearly(tiny, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    code, _, err = run(["bench", str(tiny), "--engines", "onnxruntime,openvino"], capsys)
+    assert code == 2
+    assert "error: --engines: openvino is not installed: pip install 'nasdsl[openvino]'" in err
+    assert "Traceback" not in err
+    from nasdsl.bench import engines
+
+    assert not engines.available("openvino") and engines.available("onnxruntime")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--optimize-for", "openvino-bf16", "-o", "OUT/m.py"],
+         "--optimize-for openvino-bf16: its artifact is an ONNX model; write .onnx or give --to onnx"),
+        (["--optimize-for", "onnxruntime", "--data", "OUT/x.npy", "-o", "OUT/m.onnx"],
+         "--data: only an int8 target (--optimize-for onnxruntime-int8, openvino-int8) takes it"),
+        (["--optimize-for", "onnxruntime-bf16", "-o", "OUT/m.onnx"], "--optimize-for: expected one of"),
+    ],
+    ids=["pytorch-output", "data-without-int8", "unknown-precision"],
+)  # fmt: skip
+def test_compile_refuses_a_deployment_target_that_does_not_fit(tiny, tmp_path, capsys, argv, message):
+    argv = [a.replace("OUT", str(tmp_path)) for a in argv]
+    code, _, err = run(["compile", str(tiny), *argv], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------
+# The latency model
+
+
+def test_contexts_follow_what_the_engines_fuse():
+    nodes = [
+        ("x", "input", (), False),
+        ("conv", "conv2d", ("x",), False),
+        ("bn", "batch_norm", ("conv",), False),
+        ("relu", "relu", ("bn",), False),
+        ("pool", "max_pool", ("relu",), False),
+        ("relu2", "relu", ("pool",), False),  # after a pool: runs on its own
+        ("c1", "conv2d", ("relu2",), False),
+        ("c2", "conv2d", ("relu2",), False),
+        ("sum", "add", ("c1", "relu2"), False),  # a residual sum into the convolution c1
+        ("after", "relu", ("sum",), False),  # and the activation after it
+        ("both", "relu", ("c2",), False),
+        ("twice", "sigmoid", ("c2",), False),  # c2 has two readers: nothing fuses into it
+        ("drop", "dropout", ("after",), False),
+        ("aux", "linear", ("pool",), True),
+    ]
+    assert latency.contexts(nodes) == {
+        "x": "view", "conv": "", "bn": "folded", "relu": "fused", "pool": "", "relu2": "", "c1": "", "c2": "",
+        "sum": "fused", "after": "fused", "both": "", "twice": "", "drop": "view", "aux": "skip",
+    }  # fmt: skip
+
+
+def test_the_fit_recovers_known_coefficients():
+    """Rows made from known non-negative coefficients: NNLS gives them back."""
+    rng = np.random.default_rng(0)
+    columns = latency.columns()
+    truth = np.zeros(len(columns))
+    for i, name in enumerate(columns):
+        if name.startswith(("conv_1x1", "conv_kxk", "pool", "model", "traffic")):
+            truth[i] = rng.uniform(0.5, 2.0)
+    rows = rng.uniform(0, 1, (200, len(columns))) * (truth > 0)
+    times = rows @ truth
+    got = calibrate.fit(rows.tolist(), times.tolist())
+    assert np.allclose([got[c] for c in columns], truth, rtol=1e-6, atol=1e-9)
+
+
+def _fake_model(**coefficients) -> latency.LatencyModel:
+    from nasdsl.bench.hardware import machine
+
+    coef = dict.fromkeys(latency.columns(), 0.0) | coefficients
+    return latency.LatencyModel("onnxruntime", latency.engine_version("onnxruntime"), machine().key(), 1, coef)
+
+
+def test_the_calibration_cache_is_invalidated_by_machine_and_version(tmp_path, monkeypatch):
+    monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
+    assert latency.cached("onnxruntime") is None
+    model = _fake_model(model=1.5)
+    path = latency.save(model)
+    assert path.parent.parent == tmp_path and latency.cached("onnxruntime") == model
+    monkeypatch.setattr(latency, "engine_version", lambda engine: "0.0.1")  # the engine was upgraded
+    assert latency.cached("onnxruntime") is None
+    monkeypatch.undo()
+    monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
+    assert latency.cached("onnxruntime") == model
+    other = Machine("Another CPU", ("avx2",), 64)
+    monkeypatch.setattr("nasdsl.bench.hardware.machine", lambda: other)  # another machine
+    assert latency.cached("onnxruntime") is None
+    assert latency.cached("onnxruntime", threads=2) is None
+
+
+def test_a_missing_calibration_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path / "empty"))
+    spec = tmp_path / "space.yaml"
+    spec.write_text(SPACE)
+    code, _, err = run(["space", str(spec), "--max", "latency_ms=5"], capsys)
+    assert code == 2 and "run 'nasdsl bench SPEC --calibrate' first" in err and "Traceback" not in err
+
+
+def test_space_budget_and_column_take_the_prediction(tmp_path, monkeypatch, capsys):
+    """A model whose only cost is 1 ms per input value: latency_ms is 3 * size**2, so the budget
+    keeps the sizes whose input has at most that many values."""
+    monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
+    latency.save(_fake_model(model_input=1.0))
+    spec = tmp_path / "space.yaml"
+    spec.write_text(SPACE)
+    code, out, err = run(["space", str(spec), "--max", "latency_ms=800", "--format", "json"], capsys)
+    assert code == 0, err
+    variants = json.loads(out)["variants"]
+    assert [v["choices"]["size"] for v in variants] == [8, 16]
+    assert [v["latency_ms"] for v in variants] == [3 * 8 * 8, 3 * 16 * 16]
+    code, out, _ = run(["space", str(spec), "--latency"], capsys)
+    assert code == 0 and "latency ms" in out.splitlines()[1]
+    code, out, _ = run(["space", str(spec)], capsys)
+    assert code == 0 and "latency" not in out  # not asked: no column
+
+
+def test_evaluator_latency_equals_a_full_compile(tmp_path):
+    """The evaluator adds the costs node by node as it shapes; a full compile predicts from the
+    graph: both agree for every variant of a space with choices of width, kernel and structure."""
+    from nasdsl import space as spaces
+    from nasdsl.variants import Evaluator
+
+    spec = tmp_path / "space.yaml"
+    spec.write_text(
+        TINY.replace("out: 8, kernel: 3", "out: {choice: [4, 8, 20]}, kernel: {choice: [1, 3]}").replace(
+            "  pool: {op: max_pool, kernel: 2}", "  pool: {op: max_pool, kernel: 2, when: {choice: [true, false]}}"
+        )
+    )
+    rng = np.random.default_rng(0)
+    model = _fake_model(**{c: float(rng.uniform(1e-6, 1e-3)) for c in latency.columns()})
+    space = spaces.load_space(str(spec))
+    evaluator = Evaluator(space, latency=model)
+    for picks in space.variants():
+        fast, full = evaluator.evaluate(picks), evaluator.compile(picks)
+        assert fast.figures.latency_ms == pytest.approx(full.figures.latency_ms, rel=1e-12)
+
+
+def test_summary_latency_adds_up_the_entries(tmp_path, monkeypatch, capsys, tiny):
+    import nasdsl
+
+    monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
+    rng = np.random.default_rng(1)
+    model = _fake_model(**{c: float(rng.uniform(1e-6, 1e-3)) for c in latency.columns()})
+    latency.save(model)
+    code, out, err = run(["summary", str(tiny), "--latency", "--format", "json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    total = model.predict(nasdsl.compile_spec(tiny))
+    assert summary["totals"]["latency_ms"] == pytest.approx(total, abs=1e-3)
+    fixed = model.model_cost((3, 16, 16))
+    assert sum(r["latency_ms"] for r in summary["rows"]) + fixed == pytest.approx(total, abs=1e-3)
+    code, out, _ = run(["summary", str(tiny), "--latency"], capsys)
+    assert code == 0 and out.splitlines()[-1].startswith(f"predicted latency: {total:.2f} ms a sample")
+
+
+def test_calibrate_measures_fits_caches_and_predicts(tmp_path, monkeypatch, capsys, tiny):
+    """A calibration on four random networks and a microbenchmark, two passes (the real one measures
+    160 and 72): the cache file is
+    written, the command predicts the spec, and a second call reads the cache."""
+    monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(calibrate, "NETWORKS", 4)
+    monkeypatch.setattr(calibrate, "MICRO", 1)
+    monkeypatch.setattr(calibrate, "MIN_SECONDS", 0.0)
+    monkeypatch.setattr(calibrate, "MAX_MACS", 5 * 10**7)
+    code, out, err = run(["bench", str(tiny), "--calibrate"], capsys)
+    assert code == 0, err
+    model = latency.cached("onnxruntime")
+    assert model is not None and model.fit["networks"] == 5
+    assert all(v >= 0 and math.isfinite(v) for v in model.coefficients.values())
+    assert f"predicted {model.predict(__import__('nasdsl').compile_spec(tiny)):.2f} ms" in out
+    assert "calibrating onnxruntime: measurement 10/10" in err
+    code, _, err = run(["bench", str(tiny), "--calibrate"], capsys)
+    assert code == 0 and "calibrating" not in err  # cached
+
+
+def test_random_calibration_networks_compile():
+    import nasdsl
+
+    for i in range(6):
+        net = calibrate.compile_text(calibrate.random_spec(i))
+        assert net.totals()["macs"] > 0 and isinstance(net, nasdsl.Compiled)
+
+
+def test_the_commands_of_docs_deploy_parse():
+    """Every command line of docs/deploy.md's examples is one the CLI accepts (the options exist
+    and their values are valid; running them is what the tests above do on a tiny model)."""
+    import re
+    import shlex
+
+    from nasdsl.cli import parser
+
+    from paths import ROOT
+
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    lines = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines()]
+    commands = [line for line in lines if line.startswith("nasdsl ")]
+    assert len(commands) >= 8
+    for line in commands:
+        args = parser().parse_args(shlex.split(line)[1:])
+        assert args.command_spec.name == line.split()[1]
