@@ -221,9 +221,12 @@ class BodyBuilder:
         digits = all(i.name.isdigit() for i in items)
         chain = all(i.kind != "merge" or i.children for i in items) and all(i.source is PREV for i in items)
         positions = all(int(i.name) == k for k, (i, u) in enumerate(zip(items, units, strict=True)) if u.holds) if digits else False
-        if scope.path and digits and chain and positions:
+        renumbered = all(i.name == str(k) or i.kind in ("op", "merge") for k, i in enumerate(items))
+        if scope.path and digits and chain and positions and renumbered:
             for k, item in enumerate(items):
-                item.name = str(k)
+                if item.name != str(k):  # a layer without tensors takes its place in the list
+                    item.name = str(k)
+                    self.model.nodes[item.node].name = item.name
             return Item(name, "list", children=items)
         merge = items[-1]
         branches = items[:-1]

@@ -57,6 +57,12 @@ def check(model: FlatModel, text: str):
     problems: list[str] = []
     if tuple(theirs[g.graph["input"]][3]) != tuple(model.input.shape):
         problems.append(f"input shape {theirs[g.graph['input']][3]} != {model.input.shape}")
+    given = theirs[g.graph["input"]][1]
+    for key in ("mean", "std"):
+        want = model.input.attrs.get(key)
+        got = given.get(key)
+        if (want is None) != (got is None) or (want is not None and not all(math.isclose(a, b, rel_tol=1e-11) for a, b in zip(want, got, strict=True))):
+            problems.append(f"input {key} {got} != {want}")
     wanted = set()
     for node in model.nodes.values():
         name = paths[node.id]

@@ -136,7 +136,7 @@ class Writer:
             "nasdsl": 1,
             "name": self.model.name,
             "doc": f"{self.model.name}, imported from {self.model.source}.",
-            "input": {"name": inp.name, "shape": list(inp.shape)},
+            "input": {"name": inp.name, "shape": list(inp.shape), **{k: inp.attrs[k] for k in ("mean", "std") if k in inp.attrs}},
         }
         if self.templates:
             sections["templates"] = Block({t.name: self.template_value(t) for t in self._template_order()})

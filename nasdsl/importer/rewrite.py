@@ -148,7 +148,68 @@ def interface(model: FlatModel, scope: str) -> tuple[list[str], list[str]]:
     return reads, [n.id for n in inside if n.id in used_outside]
 
 
+def fill_list_gaps(model: FlatModel) -> None:
+    """A numbered block (a list) whose numbers skip some before a layer with tensors gets an
+    ``identity`` at each number skipped, so that the layer keeps its number: an exporter
+    that folds BatchNorm into the convolution before it, or leaves dropout out, leaves
+    ``classifier.1`` without a ``classifier.0``."""
+    for path, scope in list(model.scopes.items()):
+        if scope.kind != CONTAINER:
+            continue
+        units = _units(model, path)
+        if not units or not all(k.isdigit() for k in units):
+            continue
+        holding = [int(k) for k, ids in units.items() if any(model.nodes[i].holds for i in ids)]
+        present = {int(k) for k in units}
+        for missing in sorted(k for k in range(max(holding, default=-1)) if k not in present):
+            before = [k for k in present if k < missing]
+            after = min(k for k in present if k > missing)
+            inputs, _ = interface(model, path)
+            if before:
+                prev = str(max(before))
+                ids = units[prev]
+                if len(ids) == 1 and model.nodes[ids[0]].scope == path:
+                    value = ids[0]
+                else:
+                    _, outs = interface(model, join(path, prev))
+                    if len(outs) != 1:
+                        break
+                    value = outs[0]
+            elif len(inputs) == 1:
+                value = inputs[0]
+            else:
+                break
+            new_id = join(path, str(missing))
+            succ = [model.nodes[i] for i in units[str(after)]]
+            first = min(n.order for n in succ)
+            model.nodes[new_id] = Node(
+                new_id, "identity", {}, [value], model.node(value).shape, path, str(missing),
+                source="an identity for a layer the exporter left out", order=first - 0.5,
+            )
+            for n in succ:
+                n.inputs = [new_id if i == value else i for i in n.inputs]
+            present.add(missing)
+            units[str(missing)] = [new_id]
+        items = sorted(model.nodes.items(), key=lambda kv: kv[1].order)
+        model.nodes.clear()
+        model.nodes.update(items)
+        scope.registration = sorted({*scope.registration, *units}, key=lambda k: int(k) if k.isdigit() else -1)
+
+
+def _units(model: FlatModel, path: str) -> dict[str, list[str]]:
+    """The node ids under each direct child (node or scope) of a scope."""
+    out: dict[str, list[str]] = {}
+    prefix = path + "." if path else ""
+    for n in model.nodes.values():
+        if n.scope == path:
+            out.setdefault(n.name, []).append(n.id)
+        elif n.scope.startswith(prefix):
+            out.setdefault(n.scope[len(prefix) :].split(".")[0], []).append(n.id)
+    return out
+
+
 def normalise(model: FlatModel) -> None:
+    fill_list_gaps(model)
     drop_single_concats(model)
     fold_concat_prefixes(model)
     move_concats_into_blocks(model)
