@@ -606,7 +606,9 @@ def parser() -> argparse.ArgumentParser:
         if c.takes_spec:
             _common(p)
         else:
-            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of internal errors")
+            p.add_argument(
+                "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of internal errors"
+            )
         c.add_arguments(p)
         p.set_defaults(command_spec=c)
     return ap

@@ -556,6 +556,12 @@ def _lrn_infer(shapes: Sequence[Shape], a: Mapping[str, object]) -> Shape:
     return tuple(shapes[0])
 
 
+def _opaque_shape(v: object) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= 3:
+        raise SpecError(f"expected the output shape as a list of 1 to 3 sizes, got {describe(v)}")
+    return tuple(check_int(x, 1, MAX_CHANNELS) for x in v)
+
+
 def _stride_default(attrs: Mapping[str, object]) -> object:
     return attrs["kernel"]
 
@@ -778,8 +784,16 @@ OPS: dict[str, OpDef] = {
             merge=True,
         ),
         OpDef("identity", "pass the input through", (), _same_shape("identity"), aliases=True),
+        OpDef(
+            "opaque",
+            "an op of an imported model that no spec op computes (nasdsl import --allow-opaque); no backend lowers it",
+            (Attr("shape", _opaque_shape, doc="its output shape, batch excluded"),),
+            lambda shapes, a: tuple(a["shape"]),
+        ),
     ]
 }
+#: what ``opaque`` has for a lowering in every backend: the backends refuse it (lowering_of)
+REFUSED = object()
 
 #: ops that merge branches (written ``{concat: ...}`` or ``{add: ...}`` in a spec)
 MERGE_OPS = tuple(name for name, op in OPS.items() if op.merge)
@@ -787,6 +801,7 @@ MERGE_OPS = tuple(name for name, op in OPS.items() if op.merge)
 INIT_PARAMS: dict[str, tuple[str, ...]] = {name: op.init_params for name, op in OPS.items() if op.init_params}
 #: the backends every op must have a lowering for (tests check it)
 BACKENDS = ("pytorch", "onnx")
+OPS["opaque"].lowerings.update(dict.fromkeys(BACKENDS, REFUSED))
 
 
 def lowering(backend: str, *ops: str) -> Callable[[T], T]:
@@ -803,6 +818,13 @@ def lowering(backend: str, *ops: str) -> Callable[[T], T]:
 def lowering_of(backend: str, op: str, node: str, data: Mapping[str, object]) -> object:
     """``backend``'s lowering of ``op``, or a :class:`CodegenError` naming the op and node."""
     found = OPS[op].lowerings.get(backend) if op in OPS else None
+    if found is REFUSED:
+        raise CodegenError(
+            f"the {BACKENDS_SHOWN.get(backend, backend)} backend cannot lower op '{op}' (node {node}): it stands for "
+            "an op of an imported model that no spec op computes; replace it with ops that do",
+            location=data.get("loc"),
+            path=data.get("keypath"),
+        )
     if found is None:
         raise CodegenError(
             f"the {BACKENDS_SHOWN.get(backend, backend)} backend cannot lower op '{op}' (node {node})",

@@ -29,7 +29,8 @@ DESCRIPTION = (
     "constructor's arguments (GoogLeNet's Inception(ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)); "
     "consecutive uses become repeat:. Names are the source's, so its state_dict loads strictly into the "
     "generated model. The spec is compiled and compared with the source node by node before it is written. "
-    "An op without a spec equivalent is an error naming the node and the op (exit 2). The report (templates, "
+    "An op without a spec equivalent is an error naming the node and the op (exit 2), or with "
+    "--allow-opaque an 'opaque' op that the backends refuse. The report (templates, "
     "sizes, time) goes to stdout, or to stderr when the spec does (-o -). See docs/import.md."
 )
 
@@ -80,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the model's tensors keyed like the generated model's state_dict: .safetensors or .pt "
         "(an ONNX file's initializers; a PyTorch model's state_dict)",
     )
+    parser.add_argument(
+        "--allow-opaque",
+        action="store_true",
+        help="keep an op without a spec equivalent (one tensor in, no weights) as an 'opaque' op with its output "
+        "shape, which every backend refuses, instead of stopping with an error",
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="the report (default text)")
 
 
@@ -94,7 +101,13 @@ def run(args: argparse.Namespace, net) -> int:
         )
     if args.output != "-" and not args.output.lower().endswith((".yaml", ".yml")):
         raise ImportUsageError(f"expected a spec name ending in .yaml, got '{args.output}'", path="--output")
-    result = import_model(args.model, input_shape=args.input_shape, name=args.name, weights=bool(args.weights))
+    result = import_model(
+        args.model,
+        input_shape=args.input_shape,
+        name=args.name,
+        weights=bool(args.weights),
+        allow_opaque=args.allow_opaque,
+    )
     if args.weights:
         write_atomic(args.weights, _encode(result.weights, args.weights))
     report = sys.stderr if args.output == "-" else sys.stdout

@@ -47,9 +47,11 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def as_text(self) -> str:
+        n = len(self.templates)
         out = [
             f"imported {self.source} as {self.name}: {self.nodes} nodes, {self.params:,} parameters, "
-            f"{self.macs:,} multiply-adds; {len(self.templates)} templates, {self.lines} lines ({self.seconds:.2f} s)"
+            f"{self.macs:,} multiply-adds; {n} template{'s' if n != 1 else ''}, {self.lines} lines "
+            f"({self.seconds:.2f} s)"
         ]
         for name, params, uses in self.templates:
             out.append(f"  {name}({', '.join(params)}): {uses} use{'s' if uses != 1 else ''}")
@@ -88,6 +90,7 @@ def import_model(
     input_shape: tuple[int, ...] | list[int] | None = None,
     name: str | None = None,
     weights: bool = False,
+    allow_opaque: bool = False,
 ) -> Imported:
     """Import ``source`` as a spec.
 
@@ -100,39 +103,47 @@ def import_model(
     the source's tensors keyed like the generated model's state_dict.
 
     Raises :class:`ImportFailure` (a ``NasdslError``: exit 2 at the command line) naming the
-    node and op that has no spec equivalent.
+    node and op that has no spec equivalent; with ``allow_opaque``, such a node that reads one
+    tensor and holds no weights is kept as an ``opaque`` op (its output shape and, as the
+    block's ``doc``, what it was), which every backend refuses.
     """
     started = time.perf_counter()
-    model = _read(source, input_shape, name, weights)
+    model = _read(source, input_shape, name, weights, allow_opaque)
     return finish(model, started, weights)
 
 
-def _read(source, input_shape, name, weights) -> FlatModel:
+def _read(source, input_shape, name, weights, allow_opaque) -> FlatModel:
     shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
     if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx"):
         from nasdsl.importer.onnx_frontend import read_onnx_file
 
-        return read_onnx_file(str(source), input_shape=shape, name=name)
+        return read_onnx_file(str(source), input_shape=shape, name=name, allow_opaque=allow_opaque)
     if type(source).__name__ == "ModelProto":
         from nasdsl.importer.onnx_frontend import read_onnx
 
-        return read_onnx(source, label="<onnx model>", input_shape=shape, name=name)
+        return read_onnx(source, label="<onnx model>", input_shape=shape, name=name, allow_opaque=allow_opaque)
     from nasdsl.importer import torch_frontend as tf
 
     if isinstance(source, str):
         module, records, label, default = tf.load(source, on_meta=not weights)
-        return tf.read_module(module, input_shape=shape or default, records=records, label=label, name=name)
+        return tf.read_module(
+            module, input_shape=shape or default, records=records, label=label, name=name, allow_opaque=allow_opaque
+        )
     import torch
 
     if isinstance(source, torch.nn.Module):
-        return tf.read_module(source, input_shape=shape, label=type(source).__name__, name=name)
+        return tf.read_module(
+            source, input_shape=shape, label=type(source).__name__, name=name, allow_opaque=allow_opaque
+        )
     if callable(source):
         with tf.recording_constructors() as records:
             module = source()
         if not isinstance(module, torch.nn.Module):
             raise ImportFailure(f"the factory returned {type(module).__name__}, expected an nn.Module", where="import")
         label = getattr(source, "__qualname__", type(module).__name__)
-        return tf.read_module(module, input_shape=shape, records=records, label=label, name=name)
+        return tf.read_module(
+            module, input_shape=shape, records=records, label=label, name=name, allow_opaque=allow_opaque
+        )
     raise ImportFailure(
         f"cannot import a {type(source).__name__}: expected torchvision:NAME, module:PKG.MOD:FACTORY, an .onnx "
         "path, an onnx.ModelProto, an nn.Module or a callable returning one",
@@ -150,23 +161,35 @@ def finish(model: FlatModel, started: float, weights: bool) -> Imported:
     found = Discovery(model)
     root = found.run()
     writer = Writer(model, found)
-    header = [f"Imported by nasdsl import from {model.source}.", "Names are the source's: its state_dict loads into the generated model."]
+    header = [
+        f"Imported by nasdsl import from {model.source}.",
+        "Names are the source's: its state_dict loads into the generated model.",
+    ]
     text = writer.text(root, header)
     compiled = check(model, text)
     totals = compiled.totals(with_aux=True)
     report = Report(
         source=model.source,
         name=model.name,
-        templates=[(t.name, [p.name for p in t.params], len(t.instances)) for t in found.templates.values()],
+        templates=[(t.name, [p.name for p in t.params], len(t.instances)) for t in writer.template_order()],
         nodes=compiled.graph.number_of_nodes(),
         params=totals["params"],
         macs=totals["macs"],
         lines=text.count("\n"),
         seconds=time.perf_counter() - started,
-        notes=list(dict.fromkeys(model.notes + found.notes)),
+        notes=list(dict.fromkeys(model.notes + found.notes + _opaque_notes(model))),
     )
     state = _state(model) if weights else None
     return Imported(text, report, compiled, state)
+
+
+def _opaque_notes(model: FlatModel) -> list[str]:
+    kept = [n.path for n in model.nodes.values() if n.op == "opaque"]
+    if not kept:
+        return []
+    shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+    ops = f"{len(kept)} opaque op{'s' if len(kept) != 1 else ''}"
+    return [f"{ops} ({shown}): no backend writes the model until they are replaced"]
 
 
 def _state(model: FlatModel) -> dict:

@@ -50,6 +50,8 @@ class Item:
     node: str = ""
     #: a template's switch: the parameter whose value says whether the entry is built
     when: str | None = None
+    #: a note on the entry (what an ``opaque`` op stands for)
+    doc: str = ""
 
     @property
     def named(self) -> bool:
@@ -126,10 +128,14 @@ class BodyBuilder:
         inputs, outputs = self.interface(scope.path)
         if len(inputs) != 1:
             shown = ", ".join(inputs[:4])
-            raise self.fail(scope, f"its forward reads {len(inputs)} tensors from outside it ({shown}): a spec block reads one")
+            raise self.fail(
+                scope, f"its forward reads {len(inputs)} tensors from outside it ({shown}): a spec block reads one"
+            )
         if len(outputs) != 1:
             shown = ", ".join(outputs[:4])
-            raise self.fail(scope, f"{len(outputs)} of its tensors are read outside it ({shown}): a spec block makes one")
+            raise self.fail(
+                scope, f"{len(outputs)} of its tensors are read outside it ({shown}): a spec block makes one"
+            )
         return inputs[0], outputs[0]
 
     def units(self, scope: Scope) -> list[_Unit]:
@@ -141,7 +147,9 @@ class BodyBuilder:
                 continue
             cin, cout = self.scope_io(self.model.scopes[child])
             holds = any(self.model.nodes[i].holds for i in self.members[child])
-            out.append(_Unit(child.rsplit(".", 1)[-1], None, child, [cin], cout, holds, self.first[child], self.phase[child]))
+            out.append(
+                _Unit(child.rsplit(".", 1)[-1], None, child, [cin], cout, holds, self.first[child], self.phase[child])
+            )
         return out
 
     def ordered(self, scope: Scope, units: list[_Unit], scope_input: str) -> list[_Unit]:
@@ -203,7 +211,7 @@ class BodyBuilder:
             if u.node is not None and u.node.op in MERGES:
                 item = Item(u.name, "merge", op=u.node.op, refs=[source(v) for v in u.inputs], node=u.node.id)
             elif u.node is not None:
-                item = Item(u.name, "op", op=u.node.op, attrs=dict(u.node.attrs), node=u.node.id)
+                item = Item(u.name, "op", op=u.node.op, attrs=dict(u.node.attrs), node=u.node.id, doc=u.node.doc)
             else:
                 item = item_of(u.scope)
             if item.kind != "merge" or item.children:
@@ -220,7 +228,11 @@ class BodyBuilder:
         name = scope.name if scope.path else ""
         digits = all(i.name.isdigit() for i in items)
         chain = all(i.kind != "merge" or i.children for i in items) and all(i.source is PREV for i in items)
-        positions = all(int(i.name) == k for k, (i, u) in enumerate(zip(items, units, strict=True)) if u.holds) if digits else False
+        positions = (
+            all(int(i.name) == k for k, (i, u) in enumerate(zip(items, units, strict=True)) if u.holds)
+            if digits
+            else False
+        )
         renumbered = all(i.name == str(k) or i.kind in ("op", "merge") for k, i in enumerate(items))
         if scope.path and digits and chain and positions and renumbered:
             for k, item in enumerate(items):
@@ -266,7 +278,9 @@ class BodyBuilder:
     def _rename(self, items: list[Item], item: Item) -> None:
         taken = {i.name for i in items}
         base = f"{item.op or item.kind}" if valid_name(item.op or item.kind) else "step"
-        new = base if base not in taken else next(f"{base}_{k}" for k in range(1, 1 << 20) if f"{base}_{k}" not in taken)
+        new = (
+            base if base not in taken else next(f"{base}_{k}" for k in range(1, 1 << 20) if f"{base}_{k}" not in taken)
+        )
         old = item.name
         item.name = new
         for i in items:

@@ -75,6 +75,8 @@ class Writer:
             out["when"] = Expr(item.when)
         if item.phase != "both":
             out["phase"] = item.phase
+        if item.doc:
+            out["doc"] = item.doc
         return out
 
     # -- blocks --------------------------------------------------------------------------
@@ -116,9 +118,7 @@ class Writer:
 
     def template_value(self, t: Template) -> Block:
         params = [p.name if p.default is NO_DEFAULT else {p.name: p.default} for p in t.params]
-        out: dict = {}
-        uses = len(t.instances)
-        out["doc"] = f"{t.cls}, as the source's module of that class ({uses} use{'s' if uses != 1 else ''})."
+        out: dict = {"doc": t.doc}
         if params:
             out["params"] = params
         body = t.body
@@ -136,19 +136,44 @@ class Writer:
             "nasdsl": 1,
             "name": self.model.name,
             "doc": f"{self.model.name}, imported from {self.model.source}.",
-            "input": {"name": inp.name, "shape": list(inp.shape), **{k: inp.attrs[k] for k in ("mean", "std") if k in inp.attrs}},
+            "input": {
+                "name": inp.name,
+                "shape": list(inp.shape),
+                **{k: inp.attrs[k] for k in ("mean", "std") if k in inp.attrs},
+            },
         }
         if self.templates:
-            sections["templates"] = Block({t.name: self.template_value(t) for t in self._template_order()})
+            sections["templates"] = Block({t.name: self.template_value(t) for t in self.template_order()})
         sections["model"] = Block({c.name: self.value(c) for c in root.children})
         outputs = self.outputs(root)
         if outputs is not None:
             sections["outputs"] = Block(outputs)
         return document(sections, header)
 
-    def _template_order(self) -> list[Template]:
-        """Templates in the order of their first use in the model, inner ones first."""
-        return list(self.templates.values())
+    def template_order(self) -> list[Template]:
+        """Templates in the order of their first use in the model, each after the templates
+        its body uses."""
+        first = {t.name: min(self.found.builder.first.get(p, 0) for p in t.instances) for t in self.templates.values()}
+        out: list[Template] = []
+
+        def place(t: Template) -> None:
+            if t in out:
+                return
+            for name in sorted(self._used_by(t.body), key=first.get):
+                place(self.templates[name])
+            out.append(t)
+
+        for t in sorted(self.templates.values(), key=lambda t: first[t.name]):
+            place(t)
+        return out
+
+    def _used_by(self, item: Item) -> set[str]:
+        found = set()
+        if item.kind == "use" and item.scope in self.found.assigned:
+            found.add(self.found.assigned[item.scope][0])
+        for c in item.children:
+            found |= self._used_by(c)
+        return found
 
     def outputs(self, root: Item) -> dict | None:
         producer = {}

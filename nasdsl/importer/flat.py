@@ -69,6 +69,8 @@ class Node:
     phase: str = "both"
     #: the position in the source's execution order
     order: int = 0
+    #: a note the spec writes on the node's block (what an ``opaque`` op was)
+    doc: str = ""
 
     @property
     def path(self) -> str:

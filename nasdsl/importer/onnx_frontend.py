@@ -34,24 +34,33 @@ _NAMES = {"Add": "residual", "Mul": "scale", "Concat": "cat", "Div": "div", "Sub
 _ALIASES = ("Identity", "Dropout")
 
 
-def read_onnx_file(path: str, *, input_shape: tuple[int, ...] | None = None, name: str | None = None) -> FlatModel:
+def read_onnx_file(
+    path: str, *, input_shape: tuple[int, ...] | None = None, name: str | None = None, allow_opaque: bool = False
+) -> FlatModel:
     import onnx
 
     try:
         proto = onnx.load(path)
     except Exception as e:  # noqa: BLE001 - a file that is not an ONNX model
         raise ImportFailure(f"cannot read an ONNX model: {type(e).__name__}: {str(e)[:200]}", where=path) from None
-    return read_onnx(proto, label=path, input_shape=input_shape, name=name)
+    return read_onnx(proto, label=path, input_shape=input_shape, name=name, allow_opaque=allow_opaque)
 
 
-def read_onnx(proto, *, label: str, input_shape: tuple[int, ...] | None = None, name: str | None = None) -> FlatModel:
+def read_onnx(
+    proto,
+    *,
+    label: str,
+    input_shape: tuple[int, ...] | None = None,
+    name: str | None = None,
+    allow_opaque: bool = False,
+) -> FlatModel:
     import onnx
 
     try:
         onnx.checker.check_model(proto)
     except Exception as e:  # noqa: BLE001
         raise ImportFailure(f"not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}", where=label) from None
-    return _Reader(proto, label, input_shape).read(name)
+    return _Reader(proto, label, input_shape, allow_opaque).read(name)
 
 
 def _shape_of(value_info) -> tuple:
@@ -60,10 +69,12 @@ def _shape_of(value_info) -> tuple:
 
 
 class _Reader:
-    def __init__(self, proto, label: str, input_shape) -> None:
+    def __init__(self, proto, label: str, input_shape, allow_opaque: bool = False) -> None:
         import onnx
         from onnx import numpy_helper
 
+        self.allow_opaque = allow_opaque
+        self.weights = {i.name for i in proto.graph.initializer}
         self.label = label
         self.proto = proto
         graph = proto.graph
@@ -74,11 +85,14 @@ class _Reader:
         self.input = inputs[0]
         shape = _shape_of(self.input)
         if len(shape) != 4:
-            raise ImportFailure(f"the input '{self.input.name}' has shape {list(shape)}: a spec's input is (C, H, W)", where=label)
+            raise ImportFailure(
+                f"the input '{self.input.name}' has shape {list(shape)}: a spec's input is (C, H, W)", where=label
+            )
         chw = tuple(input_shape) if input_shape else shape[1:]
         if not all(isinstance(d, int) and d > 0 for d in chw):
             raise ImportFailure(
-                f"the input '{self.input.name}' has the symbolic shape {list(shape)}: give --input-shape C,H,W", where=label
+                f"the input '{self.input.name}' has the symbolic shape {list(shape)}: give --input-shape C,H,W",
+                where=label,
             )
         fixed = onnx.ModelProto()
         fixed.CopyFrom(proto)
@@ -89,11 +103,14 @@ class _Reader:
         try:
             inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True)
         except Exception as e:  # noqa: BLE001
-            raise ImportFailure(f"ONNX shape inference fails: {str(e).strip().splitlines()[0][:300]}", where=label) from None
+            raise ImportFailure(
+                f"ONNX shape inference fails: {str(e).strip().splitlines()[0][:300]}", where=label
+            ) from None
         self.shapes: dict[str, tuple] = {}
         for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
             self.shapes[vi.name] = _shape_of(vi)
         self.chw = chw
+        self.docs: dict[str, str] = {}
         self.nodes = list(graph.node)
         self.alias: dict[str, str] = {}
 
@@ -152,7 +169,9 @@ class _Reader:
         view = self.view = View(self.const, shapes, consumers, producer, self.fold_value)
         shapes[self.input.name] = (1, *self.chw)
         input_name = _identifier(self.input.name, "x")
-        inp = Node(input_name, "input", {}, [], tuple(self.chw), "", input_name, source=f"graph input '{self.input.name}'")
+        inp = Node(
+            input_name, "input", {}, [], tuple(self.chw), "", input_name, source=f"graph input '{self.input.name}'"
+        )
         value_of: dict[str, str] = {self.input.name: input_name}
         self._normalisation(inp, view, value_of)
         matches: list[Match] = []
@@ -171,17 +190,22 @@ class _Reader:
                     try:
                         found = handler(view, node)
                     except Unsupported as e:
-                        raise self.fail(node, str(e)) from None
+                        found = self._opaque(view, node, str(e))
                     if found is not None:
                         break
                 if found is None:
-                    raise self.fail(node, "no spec op computes this (the op table is nasdsl/importer/onnx_ops.py)")
+                    found = self._opaque(
+                        view, node, "no spec op computes this (the op table is nasdsl/importer/onnx_ops.py)"
+                    )
                 found = [found]
             for m in found:
                 for inner in m.nodes[:-1]:
                     extra = [u for o in inner.output for u in consumers.get(o, []) if u not in m.nodes]
                     if extra:
-                        raise self.fail(inner, f"its output is also read by '{extra[0].name}', outside the {m.lowered} it belongs to")
+                        raise self.fail(
+                            inner,
+                            f"its output is also read by '{extra[0].name}', outside the {m.lowered} it belongs to",
+                        )
                 used.update(id(n) for n in m.nodes)
                 steps = self._shapes_of(m, view, node)
                 shapes[m.output] = (1, *steps[-1])
@@ -212,6 +236,7 @@ class _Reader:
                     m.tensors if k == 0 else {},
                     source=f"node '{m.nodes[-1].name}' ({m.nodes[-1].op_type})",
                     order=order,
+                    doc=self.docs.get(m.output, ""),
                 )
                 prev = [node_path]
             value_of[m.output] = prev[0]
@@ -236,6 +261,7 @@ class _Reader:
         )
         model.scopes = _scopes(model)
         return model
+
     def _shapes_of(self, m: Match, view: View, node) -> list[tuple]:
         """The shape after each op of a match (batch excluded), by nasdsl's own shape rules:
         the exporter's inferred shapes are not needed past the input."""
@@ -282,6 +308,24 @@ class _Reader:
             inp.attrs["std"] = [float(v) for v in np.broadcast_to(std.flatten(), (c,))]
         value_of[value] = inp.id
         self.nodes = [n for n in self.nodes if all(n is not d for d in done)]
+
+    def _opaque(self, view: View, node, message: str) -> Match:
+        """With --allow-opaque, a node of one computed input and one output, holding no
+        weights, as an ``opaque`` op with its shape; else the error."""
+        computed = [i for i in node.input if i and view.get(i) is None]
+        heavy = [i for i in node.input if i in self.weights and self.const[i].size > 16]
+        shape = view.shapes.get(node.output[0]) if len(node.output) == 1 else None
+        if (
+            not self.allow_opaque
+            or len(computed) != 1
+            or heavy
+            or not shape
+            or not all(isinstance(d, int) for d in shape)
+        ):
+            raise self.fail(node, message)
+        m = Match(Lowered("opaque", {"shape": list(shape[1:])}), computed, node.output[0], [node])
+        self.docs[node.output[0]] = f"opaque: ONNX {node.op_type} ({message.split(' (the op table')[0]})"
+        return m
 
     def _split(self, view: View, node) -> list[Match]:
         a = view.attrs(node)
@@ -375,7 +419,7 @@ def _torch_paths(matches: list[Match]) -> list[str]:
     per_scope = Counter(s for s, _ in scoped)
     parents = {s.rsplit(".", 1)[0] for s, _ in scoped if "." in s}
     out = []
-    for (scope, op), m in zip(scoped, matches, strict=True):
+    for scope, op in scoped:
         leaf = scope and per_scope[scope] == 1 and scope not in parents
         if leaf:
             out.append(scope)

@@ -213,7 +213,11 @@ def _matmul(view: View, node) -> Match:
         b = view.get(other)
         if b is not None and b.shape == (weight.shape[1],):
             nodes, out, bias = [node, add], add.output[0], b
-    attrs = {"out": int(weight.shape[1]), "bias": bias is not None, "dim": "last" if view.rank(node.input[0]) > 2 else "features"}
+    attrs = {
+        "out": int(weight.shape[1]),
+        "bias": bias is not None,
+        "dim": "last" if view.rank(node.input[0]) > 2 else "features",
+    }
     tensors = {"weight": np.ascontiguousarray(weight.T)} | ({"bias": bias} if bias is not None else {})
     return Match(Lowered("linear", attrs), [node.input[0]], out, nodes, tensors)
 
@@ -274,7 +278,11 @@ def _gelu_start(view: View, node) -> Match | None:
         return None
     other = m1.input[1] if m1.input[0] == add.output[0] else m1.input[0]
     m2 = view.next_node(m1, "Mul")
-    if other == x and m2 is not None and view.scalar(m2.input[1] if m2.input[0] == m1.output[0] else m2.input[0]) == 0.5:
+    if (
+        other == x
+        and m2 is not None
+        and view.scalar(m2.input[1] if m2.input[0] == m1.output[0] else m2.input[0]) == 0.5
+    ):
         return Match(Lowered("gelu"), [x], m2.output[0], [node, erf, add, m1, m2])
     half = view.scalar(other)
     producer = view.producer.get(other)
@@ -320,7 +328,9 @@ def _layer_norm(view: View, node) -> Match:
     if weight is None or bias is None:
         raise Unsupported("a LayerNormalization without a constant weight and bias")
     attrs = {"eps": float(np.float32(a.get("epsilon", 1e-5))), "dim": "last"}
-    return Match(Lowered("layer_norm", attrs), [node.input[0]], node.output[0], [node], {"weight": weight, "bias": bias})
+    return Match(
+        Lowered("layer_norm", attrs), [node.input[0]], node.output[0], [node], {"weight": weight, "bias": bias}
+    )
 
 
 def reshape_target(view: View, node, shape_in: tuple) -> tuple | None:
@@ -349,7 +359,12 @@ def _reshape(view: View, node) -> Match:
         and reshape_target(view, back, swapped) == shape_in
         and tuple(target[3:]) == tuple(shape_in[2:])
     ):
-        return Match(Lowered("channel_shuffle", {"groups": int(target[1])}), [node.input[0]], back.output[0], [node, transpose, back])
+        return Match(
+            Lowered("channel_shuffle", {"groups": int(target[1])}),
+            [node.input[0]],
+            back.output[0],
+            [node, transpose, back],
+        )
     if len(target) == 2 and len(shape_in) >= 2 and target[0] == shape_in[0] and target[1] == int(np.prod(shape_in[1:])):
         return Match(Lowered("flatten"), [node.input[0]], node.output[0], [node])
     raise Unsupported(f"a Reshape from {list(shape_in)} to {list(target)}: the spec has flatten and channel_shuffle")
@@ -392,7 +407,12 @@ def _softmax(view: View, node) -> Match:
 
 def _lrn(view: View, node) -> Match:
     a = view.attrs(node)
-    attrs = {"size": int(a["size"]), "alpha": float(a.get("alpha", 1e-4)), "beta": float(a.get("beta", 0.75)), "k": float(a.get("bias", 1.0))}
+    attrs = {
+        "size": int(a["size"]),
+        "alpha": float(a.get("alpha", 1e-4)),
+        "beta": float(a.get("beta", 0.75)),
+        "k": float(a.get("bias", 1.0)),
+    }
     return Match(Lowered("lrn", attrs), [node.input[0]], node.output[0], [node])
 
 

@@ -137,9 +137,19 @@ def explain(values: list[object], cands: Candidates, attr: str) -> tuple[str, li
     for name in full:
         a0 = cands.values[name][present[0]]
         v0 = values[present[0]]
-        if a0 and v0 % a0 == 0 and v0 // a0 >= 2 and all(values[k] == v0 // a0 * cands.values[name][k] for k in present):
+        if (
+            a0
+            and v0 % a0 == 0
+            and v0 // a0 >= 2
+            and all(values[k] == v0 // a0 * cands.values[name][k] for k in present)
+        ):
             return f"{v0 // a0} * {name}", [name]
-        if v0 and a0 % v0 == 0 and a0 // v0 >= 2 and all(values[k] == cands.values[name][k] // (a0 // v0) for k in present):
+        if (
+            v0
+            and a0 % v0 == 0
+            and a0 // v0 >= 2
+            and all(values[k] == cands.values[name][k] // (a0 // v0) for k in present)
+        ):
             return f"{name} // {a0 // v0}", [name]
     for name in full:
         if all(values[k] == (cands.values[name][k] - 1) // 2 for k in present):

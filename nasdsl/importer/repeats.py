@@ -53,7 +53,11 @@ def index_expr(values: list[object], *, chain: bool = False) -> object | None:
     if chain and len(values) <= MAX_CHAIN and not any(isinstance(v, (list, tuple)) for v in values):
         text = _lit(values[-1])
         for k in range(len(values) - 2, -1, -1):
-            text = f"{_lit(values[k])} if i == {k} else ({text})" if k < len(values) - 2 else f"{_lit(values[k])} if i == {k} else {text}"
+            text = (
+                f"{_lit(values[k])} if i == {k} else ({text})"
+                if k < len(values) - 2
+                else f"{_lit(values[k])} if i == {k} else {text}"
+            )
         return Expr(text)
     return None
 
@@ -141,7 +145,40 @@ def as_repeat(writer, item: Item) -> dict | None:
 
 def flat_runs(writer, children: list[Item]) -> list:
     """A list's items, with runs of three or more uses of one template that follow the
-    index written as ``flat: true`` repeats."""
+    index written as ``flat: true`` repeats, then runs of a group of items repeated as it
+    is (VGG's ``[conv, batch_norm, relu]`` twice) likewise."""
+    return _periodic(_index_runs(writer, children))
+
+
+def _periodic(values: list) -> list:
+    """Consecutive repetitions of the same group of written items as one flat repeat, where
+    that is shorter (a group of p items repeated k >= 2 times)."""
+    out: list = []
+    k = 0
+    while k < len(values):
+        best = None
+        for period in range(1, 5):
+            reps = 1
+            while (
+                k + (reps + 1) * period <= len(values)
+                and values[k + reps * period : k + (reps + 1) * period] == values[k : k + period]
+            ):
+                reps += 1
+            group = values[k : k + period]
+            flat_inside = any(isinstance(v, dict) and v.get("flat") for v in group)
+            if reps >= 2 and not flat_inside and (best is None or reps * period > best[0] * best[1]):
+                best = (reps, period)
+        if best is None or best[0] * best[1] < 3:
+            out.append(values[k])
+            k += 1
+            continue
+        reps, period = best
+        out.append({"repeat": reps, "flat": True, "block": list(values[k : k + period])})
+        k += reps * period
+    return out
+
+
+def _index_runs(writer, children: list[Item]) -> list:
     out: list = []
     k = 0
     while k < len(children):

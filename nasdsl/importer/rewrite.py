@@ -183,8 +183,15 @@ def fill_list_gaps(model: FlatModel) -> None:
             succ = [model.nodes[i] for i in units[str(after)]]
             first = min(n.order for n in succ)
             model.nodes[new_id] = Node(
-                new_id, "identity", {}, [value], model.node(value).shape, path, str(missing),
-                source="an identity for a layer the exporter left out", order=first - 0.5,
+                new_id,
+                "identity",
+                {},
+                [value],
+                model.node(value).shape,
+                path,
+                str(missing),
+                source="an identity for a layer the exporter left out",
+                order=first - 0.5,
             )
             for n in succ:
                 n.inputs = [new_id if i == value else i for i in n.inputs]

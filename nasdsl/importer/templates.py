@@ -43,7 +43,6 @@ class Template:
     params: list[Param]
     body: Item
     instances: list[str]
-    cls: str
     doc: str = ""
 
 
@@ -96,16 +95,17 @@ class Discovery:
             parent = p.rsplit(".", 1)[0] if "." in p else ""
             if parent in children:
                 children[parent].append(p)
+
+        def effective(c: str, klass: dict[str, int]) -> int:
+            """A child's height: its class's (the tallest of its instances) for a class."""
+            s = scopes[c]
+            return klass[s.cls_key] if s.kind == CLASS else height[c]
+
         for _ in range(len(scopes) + 1):
             changed = False
             klass = {k: max(height[p] for p in ps) for k, ps in classes.items()}
             for p in scopes:
-
-                def eff(c: str) -> int:
-                    s = scopes[c]
-                    return klass[s.cls_key] if s.kind == CLASS else height[c]
-
-                h = 1 + max((eff(c) for c in children[p]), default=-1)
+                h = 1 + max((effective(c, klass) for c in children[p]), default=-1)
                 if h != height[p]:
                     height[p], changed = h, True
             if not changed:
@@ -113,7 +113,7 @@ class Discovery:
         else:  # pragma: no cover - a class that contains itself
             raise ImportFailure("a module class contains itself", where=self.model.source)
         work: list[tuple[int, int, object]] = []
-        for key, ps in classes.items():
+        for ps in classes.values():
             work.append((max(height[p] for p in ps), self.builder.first[ps[0]], ps))
         for p, s in scopes.items():
             if s.kind == CONTAINER:
@@ -140,6 +140,7 @@ class Discovery:
         # a container whose forward is not a plain chain (written with references) is
         # a template of its own: the PyTorch backend lowers references in template bodies
         scope.cls = "".join(w[:1].upper() + w[1:] for w in scope.name.split("_") if w) or "Block"
+        scope.cls_key = f"the container {scope.path}"
         self._templates_for([scope], {scope.path: body})
 
     # -- classes -------------------------------------------------------------------------
@@ -148,7 +149,10 @@ class Discovery:
         bodies = {}
         for s in scopes:
             bodies[s.path], self.inputs[s.path], self.outputs_of[s.path] = self.builder.body(s, self.item_of)
-        if all(self._run_of_uses(b) for b in bodies.values()) and len({self._run_template(b) for b in bodies.values()}) == 1:
+        if (
+            all(self._run_of_uses(b) for b in bodies.values())
+            and len({self._run_template(b) for b in bodies.values()}) == 1
+        ):
             for s in scopes:
                 self.inline[s.path] = bodies[s.path]
             return
@@ -186,9 +190,16 @@ class Discovery:
                 sets.append([g])
                 merged.append(g)
         cls = scopes[0].cls.lstrip("_") or "Block"
+        key = scopes[0].cls_key
+        origin = key if key and not key.startswith("onnx:") else ""
         for k, g in enumerate(merged):
             name = self._template_name(cls if k == 0 else f"{cls}_{k + 1}")
-            self._make_template(name, g, bodies, scopes[0].cls)
+            uses = f"{len(g.instances)} use{'s' if len(g.instances) != 1 else ''}"
+            if origin:
+                doc = f"{origin}" + (f" (structure {k + 1} of {len(merged)})" if len(merged) > 1 else "") + f"; {uses}."
+            else:
+                doc = f"Blocks of one structure in the source; {uses}."
+            self._make_template(name, g, bodies, doc)
 
     def _template_name(self, base: str) -> str:
         from nasdsl.ops import OPS
@@ -299,7 +310,7 @@ class Discovery:
 
     # -- parameters ----------------------------------------------------------------------
 
-    def _make_template(self, name: str, group: _Group, bodies: dict[str, Item], cls: str) -> None:
+    def _make_template(self, name: str, group: _Group, bodies: dict[str, Item], doc: str) -> None:
         inst = group.instances
         scopes = [self.model.scopes[p] for p in inst]
         slot_values: dict[tuple, list[object]] = {}
@@ -320,7 +331,9 @@ class Discovery:
             cands.add(n, [s.args.get(n) for s in scopes])
         cands.from_signature = {n for s in scopes for n in s.signature_args}
         widths = [self.model.node(self.inputs[p]).shape[0] for p in inst]
-        cands.widths = {n for n, vals in cands.values.items() if all(v is None or v == w for v, w in zip(vals, widths, strict=True))}
+        cands.widths = {
+            n for n, vals in cands.values.items() if all(v is None or v == w for v, w in zip(vals, widths, strict=True))
+        }
         exprs: dict[tuple, object] = {}
         used: list[str] = []
         taken: set[str] = set()
@@ -363,7 +376,7 @@ class Discovery:
                 values[p][rename[n]] = v
         params = [p for p in params if p.default is NO_DEFAULT] + [p for p in params if p.default is not NO_DEFAULT]
         body = self._with_exprs(group.body, exprs, rename, switches)
-        self.templates[name] = Template(name, params, body, list(inst), cls)
+        self.templates[name] = Template(name, params, body, list(inst), doc)
         for p in inst:
             self.assigned[p] = (name, {q.name: values[p][q.name] for q in params})
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -119,14 +121,16 @@ def _torchvision(name: str, on_meta: bool):
             where=f"torchvision:{name}",
         )
     module = None
-    if on_meta:  # sizes only: nothing allocated or initialised
-        try:
-            with torch.device("meta"):
-                module = torchvision.models.get_model(name, weights=None)
-        except Exception:  # noqa: BLE001 - a builder that computes with tensors (RegNet) needs values
-            module = None
-    if module is None:
-        module = torchvision.models.get_model(name, weights=None)
+    with warnings.catch_warnings():  # GoogLeNet's and Inception-v3's notes on their initialisation
+        warnings.simplefilter("ignore", FutureWarning)
+        if on_meta:  # sizes only: nothing allocated or initialised
+            try:
+                with torch.device("meta"):
+                    module = torchvision.models.get_model(name, weights=None)
+            except Exception:  # noqa: BLE001 - a builder that computes with tensors (RegNet) needs values
+                module = None
+        if module is None:
+            module = torchvision.models.get_model(name, weights=None)
     crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size
     size = crop[0] if isinstance(crop, (list, tuple)) else crop
     return module, (3, int(size), int(size))
@@ -158,11 +162,18 @@ def _factory(text: str) -> nn.Module:
 
 
 class _Tracer(fx.Tracer):
-    """symbolic_trace's tracer with the table's modules (and torch's other layers) as leaves."""
+    """symbolic_trace's tracer with the table's modules (and torch's other layers) as leaves;
+    with ``stack_traces``, each node records the lines of the model's code that made it."""
 
-    def __init__(self) -> None:
+    def __init__(self, stack_traces: bool = False) -> None:
         super().__init__(autowrap_functions=torch_ops.WRAPPED)
-        self.record_stack_traces = True
+        self.record_stack_traces = stack_traces
+
+    def _filter_traceback_frames(self, summary):
+        import traceback
+
+        inside = os.path.dirname(torch.__file__) + os.sep
+        return traceback.StackSummary.from_list([f for f in summary if not f.filename.startswith(inside)])
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if type(m) in torch_ops.MODULES:
@@ -171,11 +182,11 @@ class _Tracer(fx.Tracer):
         return type(m).__module__.startswith("torch.nn") and not isinstance(m, CONTAINERS)
 
 
-def _trace(module: nn.Module, training: bool, label: str) -> fx.Graph:
+def _trace(module: nn.Module, training: bool, label: str, stack_traces: bool = False) -> fx.Graph:
     modes = [(m, m.training) for m in module.modules()]
     module.train(training)
     try:
-        return _Tracer().trace(module)
+        return _Tracer(stack_traces).trace(module)
     except ImportFailure:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the user's forward raises under tracing
@@ -228,6 +239,7 @@ def _what(node: fx.Node, root: nn.Module) -> str:
         return f"method Tensor.{node.target}"
     target = node.target
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
+    name = name.removeprefix("_VariableFunctionsClass.")  # torch.sin, not its binding's class
     owner = getattr(target, "__module__", None)
     return f"function {owner}.{name}" if owner and owner not in ("_operator", "builtins") else f"function {name}"
 
@@ -243,8 +255,9 @@ def _scope_of(node: fx.Node) -> str:
 class _Reader:
     """Maps one traced graph to nodes of a FlatModel."""
 
-    def __init__(self, module: nn.Module, records: dict, label: str) -> None:
+    def __init__(self, module: nn.Module, records: dict, label: str, allow_opaque: bool = False) -> None:
         self.root = module
+        self.allow_opaque = allow_opaque
         self.records = records
         self.label = label
         self.nodes: dict[str, Node] = {}
@@ -259,6 +272,7 @@ class _Reader:
         self.chunks: dict[fx.Node, tuple[fx.Node, int]] = {}
         self.modules_called: dict[str, int] = {}
         self.order = 0
+        self.doc = ""
 
     # scopes and names
 
@@ -300,12 +314,14 @@ class _Reader:
 
     def fail(self, node: fx.Node, message: str) -> ImportFailure:
         path = node.target if node.op == "call_module" else join(_scope_of(node), node.name)
-        return ImportFailure(
+        error = ImportFailure(
             f"{_what(node, self.root)} (fx node '{node.name}'): {message}",
             location=_location(node),
             path=path,
             where=self.label,
         )
+        error.fx_node = node.name
+        return error
 
     def add(self, node: fx.Node, lowered, scope: str, name: str, inputs: list[str], tensors: dict) -> None:
         chain = lowered if isinstance(lowered, tuple) else (lowered,)
@@ -330,6 +346,8 @@ class _Reader:
                 order=self.order,
             )
             prev = [node_id]
+        if self.doc:
+            self.nodes[prev[0]].doc, self.doc = self.doc, ""
         self.value[node] = prev[0]
 
     def _mid_shape(self, step: Lowered, inputs: list[str]) -> tuple[int, ...]:
@@ -352,7 +370,9 @@ class _Reader:
         out = []
         for t in tensors:
             if t in self.params:
-                raise self.fail(node, f"reads the tensor '{t.target}' directly: only a layer scale (p * x) is understood")
+                raise self.fail(
+                    node, f"reads the tensor '{t.target}' directly: only a layer scale (p * x) is understood"
+                )
             v = self.value.get(t)
             if v is None:
                 raise self.fail(node, f"reads '{t.name}', which is not a tensor the spec can name")
@@ -390,17 +410,30 @@ class _Reader:
                 self.function_call(node)
         return inp, outputs
 
+    def opaque(self, node: fx.Node, message: str, inputs: list[str], holds: bool) -> Lowered:
+        """With --allow-opaque, a call without a spec op as an ``opaque`` op with its shape;
+        else (or when it holds weights, or reads other than one tensor) the error."""
+        meta = node.meta.get("tensor_meta")
+        if not self.allow_opaque or holds or len(inputs) != 1 or not hasattr(meta, "shape"):
+            raise self.fail(node, message)
+        self.doc = f"opaque: {_what(node, self.root)} ({message.split(' (the op table')[0]})"
+        return Lowered("opaque", {"shape": list(meta.shape[1:])})
+
     def module_call(self, node: fx.Node) -> None:
         module = self.root.get_submodule(node.target)
         handler = torch_ops.MODULES.get(type(module))
-        if handler is None:
-            raise self.fail(node, "no spec op computes this module (the op table is nasdsl/importer/torch_ops.py)")
         tensors = self.tensor_inputs(node)
         inputs = self.inputs_of(node, tensors)
-        try:
-            lowered = handler(module, self.call(node, tensors))
-        except Unsupported as e:
-            raise self.fail(node, str(e)) from None
+        holds = bool(module.state_dict())
+        if handler is None:
+            lowered = self.opaque(
+                node, "no spec op computes this module (the op table is nasdsl/importer/torch_ops.py)", inputs, holds
+            )
+        else:
+            try:
+                lowered = handler(module, self.call(node, tensors))
+            except Unsupported as e:
+                lowered = self.opaque(node, str(e), inputs, holds)
         scope = node.target.rsplit(".", 1)[0] if "." in node.target else ""
         attr = node.target.rsplit(".", 1)[-1]
         calls = self.modules_called.get(node.target, 0)
@@ -430,14 +463,17 @@ class _Reader:
         if target in (_mul, torch.mul) and any(a in self.params for a in node.args[:2]):
             return self.layer_scale(node)
         handler = torch_ops.METHODS.get(target) if node.op == "call_method" else torch_ops.FUNCTIONS.get(target)
-        if handler is None:
-            raise self.fail(node, "no spec op computes this (the op table is nasdsl/importer/torch_ops.py)")
         tensors = self.tensor_inputs(node)
         inputs = self.inputs_of(node, tensors)
-        try:
-            lowered = handler(self.call(node, tensors))
-        except Unsupported as e:
-            raise self.fail(node, str(e)) from None
+        if handler is None:
+            lowered = self.opaque(
+                node, "no spec op computes this (the op table is nasdsl/importer/torch_ops.py)", inputs, False
+            )
+        else:
+            try:
+                lowered = handler(self.call(node, tensors))
+            except Unsupported as e:
+                lowered = self.opaque(node, str(e), inputs, False)
         scope = _scope_of(node)
         self.scope(scope)
         base = target if isinstance(target, str) else getattr(target, "__name__", "op")
@@ -468,7 +504,9 @@ class _Reader:
         shape = tuple(tensor.shape)
         channels = x.meta["tensor_meta"].shape[1]
         if shape not in ((channels, 1, 1), (channels,)):
-            raise self.fail(node, f"multiplies by '{target}' of shape {list(shape)}: only a per-channel scale is understood")
+            raise self.fail(
+                node, f"multiplies by '{target}' of shape {list(shape)}: only a per-channel scale is understood"
+            )
         scope, _, attr = target.rpartition(".")
         init = 1e-6
         if tensor.device.type != "meta" and tensor.numel() and bool((tensor == tensor.flatten()[0]).all()):
@@ -547,7 +585,11 @@ def _simple_value(value: object) -> object:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         return tuple(value)
     return None
 
@@ -571,15 +613,24 @@ def read_module(
     records: dict | None = None,
     label: str = "",
     name: str | None = None,
+    allow_opaque: bool = False,
 ) -> FlatModel:
-    """Trace ``module`` (training and inference) and read it into a FlatModel."""
+    """Trace ``module`` (training and inference) and read it into a FlatModel; with
+    ``allow_opaque``, a one-input call without a spec op is an ``opaque`` op."""
     shape = tuple(input_shape or DEFAULT_SHAPE)
     label = label or type(module).__name__
     train = _trace(module, True, label)
     infer = _trace(module, False, label)
     _shapes(module, train, shape, label)
-    reader = _Reader(module, records or {}, label)
-    inp, outputs = reader.read(train)
+    reader = _Reader(module, records or {}, label, allow_opaque)
+    try:
+        inp, outputs = reader.read(train)
+    except ImportFailure as e:
+        if e.location is None and getattr(e, "fx_node", None):  # trace again, to say where
+            lines = _trace(module, True, label, stack_traces=True)
+            node = next((n for n in lines.nodes if n.name == e.fx_node), None)
+            e.location = _location(node) if node is not None else None
+        raise
     if not outputs:
         raise ImportFailure("the model returns no tensor", where=label)
     out_ids = []
