@@ -264,6 +264,21 @@ def test_an_op_without_spec_equivalent_is_a_located_error_naming_node_and_op():
     assert "up: module Upsample (fx node 'up'): no spec op computes this module" in e.value.format()
 
 
+class _SoftmaxAtInference(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return x if self.training else torch.softmax(x, 1)
+
+
+def test_a_forward_that_differs_at_inference_beyond_dropout_is_an_error():
+    with pytest.raises(ImportFailure, match=r"computes something else at inference .*\(first at softmax\)"):
+        import_model(_SoftmaxAtInference(), input_shape=(3, 8, 8))
+
+
 def test_an_onnx_op_without_spec_equivalent_names_the_node():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])

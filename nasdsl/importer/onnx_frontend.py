@@ -57,10 +57,43 @@ def read_onnx(
     import onnx
 
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
         raise ImportFailure(f"not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}", where=label) from None
     return _Reader(proto, label, input_shape, allow_opaque).read(name)
+
+
+def _light(proto, chw: tuple[int, ...] | None = None):
+    """The model without the data of its large initializers (each becomes a graph input of the
+    same type and shape), the input fixed to batch 1 and ``chw`` when given: what the checker
+    and shape inference need, without copying the weights."""
+    import onnx
+    from onnx import helper
+
+    graph = proto.graph
+    big = [t for t in graph.initializer if len(t.raw_data) > 4096 or len(t.float_data) > 1024]
+    big_names = {t.name for t in big}
+    light = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(light, field, getattr(proto, field))
+    light.opset_import.extend(proto.opset_import)
+    g = light.graph
+    g.name = graph.name
+    g.node.extend(graph.node)
+    g.input.extend(i for i in graph.input if i.name not in big_names)
+    g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big)
+    g.output.extend(graph.output)
+    g.value_info.extend(graph.value_info)
+    g.initializer.extend(t for t in graph.initializer if t.name not in big_names)
+    if chw is not None:
+        names = [i.name for i in g.input]
+        initial = {t.name for t in graph.initializer}
+        first = next(k for k, i in enumerate(graph.input) if i.name not in initial)
+        dims = g.input[names.index(graph.input[first].name)].type.tensor_type.shape.dim
+        for d, v in zip(dims, (1, *chw), strict=True):
+            d.Clear()
+            d.dim_value = v
+    return light
 
 
 def _shape_of(value_info) -> tuple:
@@ -94,14 +127,8 @@ class _Reader:
                 f"the input '{self.input.name}' has the symbolic shape {list(shape)}: give --input-shape C,H,W",
                 where=label,
             )
-        fixed = onnx.ModelProto()
-        fixed.CopyFrom(proto)
-        dims = fixed.graph.input[[i.name for i in fixed.graph.input].index(self.input.name)].type.tensor_type.shape.dim
-        for d, v in zip(dims, (1, *chw), strict=True):
-            d.Clear()
-            d.dim_value = v
         try:
-            inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(_light(proto, chw), strict_mode=True, data_prop=True)
         except Exception as e:  # noqa: BLE001
             raise ImportFailure(
                 f"ONNX shape inference fails: {str(e).strip().splitlines()[0][:300]}", where=label

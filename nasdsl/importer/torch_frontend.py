@@ -264,8 +264,6 @@ class _Reader:
         self.scopes: dict[str, Scope] = {}
         self.reserved: dict[str, set[str]] = {}
         self.used: dict[str, set[str]] = {}
-        #: the flat node of each module call, and the module's path (for comparing traces)
-        self.module_of: dict[str, str] = {}
         #: fx node -> the flat node id holding its value (None for values that are not tensors)
         self.value: dict[fx.Node, str | None] = {}
         self.params: dict[fx.Node, str] = {}
@@ -444,7 +442,6 @@ class _Reader:
         self.scope(scope)
         name = self.fresh(scope, attr, own=True)
         self.add(node, lowered, scope, name, inputs, own)
-        self.module_of[join(scope, name)] = node.target
 
     def function_call(self, node: fx.Node) -> None:
         target = node.target
@@ -622,6 +619,7 @@ def read_module(
     train = _trace(module, True, label)
     infer = _trace(module, False, label)
     _shapes(module, train, shape, label)
+    _shapes(module, infer, shape, label)
     reader = _Reader(module, records or {}, label, allow_opaque)
     try:
         inp, outputs = reader.read(train)
@@ -646,7 +644,9 @@ def read_module(
         scopes=reader.scopes,
         outputs=[Output(n, i) for n, i in out_ids],
     )
-    _mark_training_only(model, infer, reader.module_of, label)
+    at_inference = _Reader(module, {}, label, allow_opaque)
+    _, inference_outputs = at_inference.read(infer)
+    _mark_training_only(model, at_inference.nodes, len(inference_outputs), label)
     _drop_dead(model, label)
     return model
 
@@ -667,30 +667,50 @@ def _ancestors(model: FlatModel, node_id: str) -> set[str]:
     return seen
 
 
-def _mark_training_only(model: FlatModel, infer: fx.Graph, module_of: dict[str, str], label: str) -> None:
-    """Nodes that only the training outputs read run in training only; the inference trace
-    must then run exactly the rest (its module calls in the same order)."""
-    main = _ancestors(model, model.outputs[0].node)
-    for out in model.outputs[1:]:
-        if out.node not in main:
-            out.training_only = True
+def _mark_training_only(model: FlatModel, inference: dict[str, Node], outputs: int, label: str) -> None:
+    """Nodes that only the training outputs read run in training only. The inference trace
+    (read into ``inference``) must compute exactly the rest, node for node (a dropout or
+    stochastic depth that it leaves out is an identity there): anything else is a forward
+    that a spec's ``phase`` cannot say, an error rather than a silently different network."""
+    if outputs == len(model.outputs):
+        returned = model.outputs
+    elif outputs == 1:
+        returned = model.outputs[:1]
+    else:
+        raise ImportFailure(
+            f"the model returns {len(model.outputs)} outputs in training and {outputs} at inference", where=label
+        )
+    main: set[str] = set()
+    for out in model.outputs:
+        out.training_only = out not in returned
+        if not out.training_only:
+            main |= _ancestors(model, out.node)
     for node_id, node in model.nodes.items():
         if node_id not in main:
             node.phase = "train"
-    ran = [n.target for n in infer.nodes if n.op == "call_module"]
-    expected = [module_of[i] for i, node in model.nodes.items() if node.phase == "both" and i in module_of]
-    if ran != expected:
-        extra = sorted(set(ran) ^ set(expected))
+    alias = {
+        i: n.inputs[0]
+        for i, n in model.nodes.items()
+        if i in main and i not in inference and n.op in ("dropout", "stochastic_depth")
+    }
+
+    def resolved(i: str) -> str:
+        while i in alias:
+            i = alias[i]
+        return i
+
+    expected = {i for i in main if i not in alias}
+    differ = sorted(expected ^ set(inference))
+    for i in sorted(expected & set(inference)):
+        mine, theirs = model.nodes[i], inference[i]
+        if (mine.op, mine.attrs, [resolved(x) for x in mine.inputs]) != (theirs.op, theirs.attrs, theirs.inputs):
+            differ.append(i)
+    if differ:
         raise ImportFailure(
-            "the model's forward runs other modules at inference than the training forward's main output reads"
-            + (f" ({', '.join(extra[:3])})" if extra else ""),
+            "the model computes something else at inference than in training, beyond training-only outputs and "
+            f"dropout (first at {', '.join(differ[:3])}): a spec's phase cannot say it",
             where=label,
         )
-    # a training output that the inference forward also returns is not training-only
-    outs = [n for n in infer.nodes if n.op == "output"]
-    if outs and isinstance(outs[0].args[0], (tuple, list)) and len(outs[0].args[0]) == len(model.outputs):
-        for out in model.outputs:
-            out.training_only = False
 
 
 def _drop_dead(model: FlatModel, label: str) -> None:
