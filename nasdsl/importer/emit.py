@@ -11,14 +11,16 @@ names need a pattern (RegNet's ``block1-0``).
 from __future__ import annotations
 
 from nasdsl.importer.bodies import IN, PREV, Item
-from nasdsl.importer.flat import FlatModel
+from nasdsl.importer.flat import FlatModel, ImportFailure
 from nasdsl.importer.params import Expr
 from nasdsl.importer.repeats import as_repeat, flat_runs
 from nasdsl.importer.templates import NO_DEFAULT, Discovery, Template
-from nasdsl.importer.yaml_text import Block, document, scalar
+from nasdsl.importer.yaml_text import Block, document
 
 
 class Writer:
+    """Writes the spec of one import: ``text(root, header)``."""
+
     def __init__(self, model: FlatModel, found: Discovery) -> None:
         self.model = model
         self.found = found
@@ -96,8 +98,6 @@ class Writer:
             branches = self.children(item)
             return Block({item.op: branches, **self.keys(item)})
         if item.kind == "seq" and not all(c.name.isidentifier() for c in item.children):
-            from nasdsl.importer.flat import ImportFailure
-
             raise ImportFailure(
                 f"{item.scope or item.name}: its children's names ({', '.join(c.name for c in item.children[:3])}) "
                 "are not identifiers and follow no pattern a repeat can write",
@@ -187,8 +187,6 @@ class Writer:
         for o in outs:
             entry = producer.get(o.node)
             if entry is None:
-                from nasdsl.importer.flat import ImportFailure
-
                 raise ImportFailure(
                     f"the output '{o.name}' reads {o.node}, which is not the output of a top-level entry",
                     where=self.model.source,
@@ -254,4 +252,4 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-__all__ = ["Writer", "scalar"]
+__all__ = ["Writer"]
