@@ -316,6 +316,30 @@ def test_allow_opaque_keeps_the_op_marked_and_the_backends_refuse_it(tmp_path, c
         import_model(_Transposed(), input_shape=(3, 8, 8), allow_opaque=True)
 
 
+def test_command_line_imports_a_factory_of_the_users(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mynets.py").write_text(
+        "import torch\n\n\n"
+        "def layers():\n"
+        "    nn = torch.nn\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(576, 10))\n\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.layers = layers()\n\n"
+        "    def forward(self, x):\n"
+        "        return self.layers(x)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(__import__("sys").modules, "mynets", raising=False)
+    assert cli_main(["import", "module:mynets:Net", "-o", "net.yaml", "--input-shape", "1,14,14"]) == 0
+    assert "imported mynets:Net as Net: 5 nodes, 5,810 parameters" in capsys.readouterr().out
+    assert nasdsl.compile_spec(tmp_path / "net.yaml").totals()["params"] == 4 * 9 + 4 + 576 * 10 + 10
+    # a bare nn.Sequential numbers its layers at the top, where a spec names them: refused, said why
+    assert cli_main(["import", "module:mynets:layers", "-o", "bare.yaml", "--input-shape", "1,14,14"]) == 2
+    assert "its layers are numbered (an nn.Sequential)" in capsys.readouterr().err
+    assert not (tmp_path / "bare.yaml").exists()
+
+
 def test_command_line_errors_exit_2_and_write_nothing(tmp_path, capsys):
     out = tmp_path / "x.yaml"
     assert cli_main(["import", "torchvision:resnet1", "-o", str(out)]) == 2

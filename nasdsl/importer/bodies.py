@@ -263,6 +263,13 @@ class BodyBuilder:
             if not valid_name(item.name):
                 if run and all(c.isalnum() or c in "_-" for c in item.name):
                     continue  # a run of blocks named block1-0, block1-1: a repeat's name pattern
+                if unit.holds and not scope.path and item.name.isdigit():
+                    raise self.fail(
+                        scope,
+                        "its layers are numbered (an nn.Sequential): a spec's model entries are names, so the "
+                        f"state_dict keys ('{item.name}.weight') cannot be kept; wrap it in a module "
+                        "(self.layers = nn.Sequential(...)) and import that",
+                    )
                 if unit.holds:
                     raise self.fail(
                         scope,

@@ -141,10 +141,17 @@ def _factory(text: str) -> nn.Module:
     where = f"module:{text}"
     if not module_name or not attr:
         raise ImportFailure(f"expected module:PACKAGE.MODULE:FACTORY, got '{where}'", where="nasdsl import")
+    here = os.getcwd()
+    added = here not in sys.path  # the user's package in the working folder, as `python -m` would find it
+    if added:
+        sys.path.insert(0, here)
     try:
         mod = importlib.import_module(module_name)
     except ImportError as e:
         raise ImportFailure(f"cannot import {module_name}: {e}", where=where) from None
+    finally:
+        if added:
+            sys.path.remove(here)
     target = mod
     for part in attr.split("."):
         if not hasattr(target, part):
