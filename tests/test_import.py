@@ -363,7 +363,8 @@ def _doc_commands() -> list[str]:
 
 
 def _untimed(text: str) -> str:
-    return re.sub(r"\(\d+\.\d+ s\)", "(TIME)", text)
+    """The text without the times and torchvision's build tag (0.29.1+cu130 or 0.29.1+cpu)."""
+    return re.sub(r"\(torchvision ([\d.]+)\+\w+\)", r"(torchvision \1)", re.sub(r"\(\d+\.\d+ s\)", "(TIME)", text))
 
 
 def test_walkthrough_commands_run_and_print_what_the_page_shows(tmp_path, monkeypatch, capsys):

@@ -537,12 +537,12 @@ def _scopes(model: FlatModel) -> dict[str, Scope]:
         keys[p] = hashlib.sha256(repr(sorted(sig)).encode()).hexdigest()[:16]
         height[p] = 1 + max((height[c] for c in subs[p]), default=0)
     scopes: dict[str, Scope] = {}
-    for p in paths:
+    for p in sorted(paths, key=lambda p: first.get(p, -1)):
         names = children[p]
         kind = ROOT if not p else CONTAINER if names and all(c.isdigit() for c in names) else CLASS
         scopes[p] = Scope(p, kind, registration=names)
     # classes: one structure, or one name at one height (union-find)
-    parent = {p: p for p in paths}
+    parent = {p: p for p in sorted(paths)}
 
     def find(p: str) -> str:
         while parent[p] != p:
@@ -562,7 +562,7 @@ def _scopes(model: FlatModel) -> dict[str, Scope]:
                 union(p, by[key])
             by.setdefault(key, p)
     groups: dict[str, list[str]] = {}
-    for p in paths:
+    for p in scopes:
         if scopes[p].kind == CLASS:
             groups.setdefault(find(p), []).append(p)
     for root, ps in groups.items():
