@@ -36,22 +36,3 @@ def pair(v: object) -> object:
         a, b = int(v[0]), int(v[1])
         return a if a == b else [a, b]
     return int(v)
-
-
-def chain(*ops: Lowered) -> tuple[Lowered, ...]:
-    return ops
-
-
-def without_defaults(op: str, attrs: dict) -> dict:
-    """The attributes that differ from the op's defaults (as ``nasdsl/ops.py`` gives them),
-    in the registry's order: what a spec needs to write."""
-    from nasdsl.ops import OPS, REQUIRED
-
-    spec = OPS[op]
-    normal = spec.normalise(attrs)
-    defaults = spec.normalise({a.name: attrs[a.name] for a in spec.attrs if a.default is REQUIRED})
-    out = {}
-    for a in spec.attrs:
-        if a.name in attrs and (a.default is REQUIRED or normal[a.name] != defaults[a.name]):
-            out[a.name] = attrs[a.name]
-    return out

@@ -123,13 +123,7 @@ def document(sections: dict, header: list[str]) -> str:
     lines = [f"# {h}" if h else "#" for h in header]
     for key, value in sections.items():
         lines += entry(key, value, 0)
-        if isinstance(value, (dict, Block)) and key in ("templates", "model"):
-            pass
     return "\n".join(lines) + "\n"
 
 
-def is_name(text: str) -> bool:
-    return bool(_PLAIN.match(text))
-
-
-__all__ = ["Block", "Expr", "document", "entry", "flow", "is_name", "item", "scalar"]
+__all__ = ["Block", "Expr", "document", "entry", "flow", "item", "scalar"]
