@@ -43,6 +43,7 @@ _backends_of_a_checkout()
 
 from nasdsl.api import Compiled, build_model, compile_spec, load_spec  # noqa: E402
 from nasdsl.errors import NasdslError  # noqa: E402
+from nasdsl.importer import import_model  # noqa: E402
 from nasdsl.transfer import transfer_weights  # noqa: E402
 
-__all__ = ["Compiled", "NasdslError", "build_model", "compile_spec", "load_spec", "transfer_weights"]
+__all__ = ["Compiled", "NasdslError", "build_model", "compile_spec", "import_model", "load_spec", "transfer_weights"]

@@ -130,6 +130,8 @@ class Command:
     run: Callable[[argparse.Namespace, object], int]
     #: checks the options before the spec is read (raises UsageError)
     check_options: Callable[[argparse.Namespace], None] = lambda args: None
+    #: whether the command reads a spec (``import`` makes one: no SPEC, ``--set`` or limits; ``run`` gets None)
+    takes_spec: bool = True
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -619,7 +621,7 @@ BUILD = Command(
 
 COMMANDS: list[Command] = [CHECK, SUMMARY, COMPILE, VERIFY, BUILD]
 #: modules of nasdsl/commands/ that define HELP, DESCRIPTION, EXAMPLES, add_arguments(parser) and run(args, net)
-MODULES = ("draw", "space", "sweep", "diff", "transfer", "evaluate", "search", "bench")
+MODULES = ("draw", "space", "sweep", "diff", "transfer", "evaluate", "search", "bench", "import_")
 #: the commands that take an ensemble spec (nasdsl/ensemble.py)
 ENSEMBLE_COMMANDS = ("check", "summary", "compile", "verify", "build", "evaluate")
 
@@ -631,7 +633,15 @@ def _plugged(name: str) -> Command | None:
         if e.name and e.name.startswith("nasdsl.commands"):
             return None  # not installed in this tree
         raise
-    return Command(name, module.HELP, module.DESCRIPTION, module.EXAMPLES, module.add_arguments, module.run)
+    return Command(
+        name.rstrip("_"),  # import_.py: `import` is a keyword
+        module.HELP,
+        module.DESCRIPTION,
+        module.EXAMPLES,
+        module.add_arguments,
+        module.run,
+        takes_spec=getattr(module, "TAKES_SPEC", True),
+    )
 
 
 def commands() -> list[Command]:
@@ -659,7 +669,12 @@ def parser() -> argparse.ArgumentParser:
             epilog="examples:\n" + "\n".join(f"  {line}" for line in c.examples.splitlines()),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _common(p)
+        if c.takes_spec:
+            _common(p)
+        else:
+            p.add_argument(
+                "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of internal errors"
+            )
         c.add_arguments(p)
         p.set_defaults(command_spec=c)
     return ap
@@ -683,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command_spec
     try:
         command.check_options(args)
-        net = _compile(args)
+        net = _compile(args) if command.takes_spec else None
         if isinstance(net, CompiledEnsemble) and command.name not in ENSEMBLE_COMMANDS:
             raise UsageError(
                 f"{args.spec}: '{command.name}' takes a model spec, not an ensemble; run it on a member's spec "

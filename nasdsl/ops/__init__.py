@@ -38,6 +38,7 @@ from nasdsl.ops.core import (
     MAX_RANK,
     MAX_WINDOW,
     OPS,
+    REFUSED,
     REQUIRED,
     Attr,
     OpDef,
@@ -49,6 +50,8 @@ from nasdsl.ops.core import (
     same_padding,
     window_out,
 )
+
+OPS["opaque"].lowerings.update(dict.fromkeys(BACKENDS, REFUSED))  # no backend writes it: lowering_of says why
 
 #: ops that merge branches (written ``{concat: ...}`` or ``{add: ...}`` in a spec)
 MERGE_OPS = tuple(name for name, op in OPS.items() if op.merge and op.spec)
@@ -66,6 +69,7 @@ __all__ = [
     "MAX_WINDOW",
     "MERGE_OPS",
     "OPS",
+    "REFUSED",
     "REQUIRED",
     "SPEC_OPS",
     "Attr",

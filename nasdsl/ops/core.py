@@ -463,6 +463,10 @@ def register(*ops: OpDef) -> None:
         OPS[op.name] = op
 
 
+#: a lowering that refuses: an op no backend can write (``opaque``); :func:`lowering_of` says why
+REFUSED = object()
+
+
 def lowering(backend: str, *ops: str) -> Callable[[T], T]:
     """Register the decorated object as ``backend``'s lowering of ``ops``."""
 
@@ -477,6 +481,13 @@ def lowering(backend: str, *ops: str) -> Callable[[T], T]:
 def lowering_of(backend: str, op: str, node: str, data: object) -> object:
     """``backend``'s lowering of ``op``, or a :class:`CodegenError` naming the op and node."""
     found = OPS[op].lowerings.get(backend) if op in OPS else None
+    if found is REFUSED:
+        raise CodegenError(
+            f"the {BACKENDS_SHOWN.get(backend, backend)} backend cannot lower op '{op}' (node {node}): it stands for "
+            "an op of an imported model that no spec op computes; replace it with ops that do",
+            location=getattr(data, "loc", None),
+            path=getattr(data, "keypath", None),
+        )
     if found is None:
         raise CodegenError(
             f"the {BACKENDS_SHOWN.get(backend, backend)} backend cannot lower op '{op}' (node {node})",

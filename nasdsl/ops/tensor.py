@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from nasdsl.errors import ShapeError, SpecError
-from nasdsl.ir.types import AXES, TensorType
+from nasdsl.ir.types import AXES, TensorType, default_axes
 from nasdsl.ops.core import (
     MAX_CHANNELS,
     MAX_RANK,
@@ -133,6 +133,22 @@ def _reshape_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> Tens
     if len(axes) != len(target):
         raise ShapeError(f"expected axes of {len(target)} letters for the shape {fmt(target)}, got {a['axes']}")
     return TensorType(tuple(target), axes, t.dtype)
+
+
+def _opaque_shape(v: object) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= MAX_RANK:
+        raise SpecError(
+            f"expected the output shape without the batch, a list of 1 to {MAX_RANK} sizes, got {describe(v)}"
+        )
+    return tuple(check_int(x, 1, MAX_CHANNELS) for x in v)
+
+
+def _opaque_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    shape = tuple(a["shape"])
+    axes = a["axes"] or default_axes(len(shape))
+    if len(axes) != len(shape):
+        raise ShapeError(f"expected axes of {len(shape)} letters for the shape {fmt(shape)}, got {a['axes']}")
+    return TensorType(shape, axes, types[0].dtype)
 
 
 def _permute_check(v: object) -> tuple[int, ...]:
@@ -332,6 +348,23 @@ register(
         _reshape_infer,
         lead="other",
         aliases=True,
+    ),
+    OpDef(
+        "opaque",
+        "an op of an imported model that no spec op computes (`nasdsl import --allow-opaque`); no backend lowers it",
+        (
+            Attr("shape", _opaque_shape, doc="its output shape, batch excluded"),
+            Attr(
+                "axes",
+                _axes_text,
+                default=None,
+                doc="the output axes' roles (letters of CTHWL?); by the rank's default otherwise",
+                literals=AXES_WORDS,
+            ),
+        ),
+        _opaque_infer,
+        lead="other",
+        spatial="fixed",
     ),
     OpDef(
         "permute",

@@ -1,0 +1,133 @@
+"""``nasdsl import``: a PyTorch model or an ONNX file as a spec, with its templates discovered.
+
+``nasdsl import MODEL -o spec.yaml [--input-shape C,H,W] [--weights w.safetensors]``. The
+work is :func:`nasdsl.importer.import_model`'s; this module parses the options, writes the
+spec (and the weights) atomically and prints the report. The command reads no spec, so it
+takes none of the spec options (``--set``, the limits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from nasdsl.errors import NasdslError, printable
+
+#: the CLI reads no spec for this command (nasdsl/cli.py)
+TAKES_SPEC = False
+
+HELP = "make a spec from a PyTorch model or an ONNX file, with its repeated blocks as templates"
+
+DESCRIPTION = (
+    "Write a spec (YAML) that builds MODEL: torchvision:NAME (a torchvision classification model), "
+    "module:PACKAGE.MODULE:FACTORY (a function or class of yours that returns an nn.Module, traced with "
+    "torch.fx; it is your own code: importing it imports and runs it), or an .onnx file (read with the onnx "
+    "package alone: nothing in the file is executed). Repeated blocks become templates (one per module class, "
+    "or per structure of a class), with the settings that differ between uses as parameters named after the "
+    "constructor's arguments (GoogLeNet's Inception(ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)); "
+    "consecutive uses become repeat:. Names are the source's, so its state_dict loads strictly into the "
+    "generated model. The spec is compiled and compared with the source node by node before it is written. "
+    "An op without a spec equivalent is an error naming the node and the op (exit 2), or with "
+    "--allow-opaque an 'opaque' op that the backends refuse. The report (templates, "
+    "sizes, time) goes to stdout, or to stderr when the spec does (-o -). See docs/import.md."
+)
+
+EXAMPLES = """\
+nasdsl import torchvision:googlenet -o googlenet.yaml
+nasdsl import torchvision:resnet50 -o resnet50.yaml --input-shape 3,160,160
+nasdsl import module:mypackage.nets:build_net -o net.yaml --input-shape 1,28,28
+nasdsl import model.onnx -o model.yaml --weights model.safetensors
+"""
+
+WEIGHT_FORMATS = (".safetensors", ".pt", ".pth")
+
+
+class ImportUsageError(NasdslError):
+    """A bad option of import (exit 2)."""
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or not all(0 < s <= 1 << 16 for s in shape):
+        raise argparse.ArgumentTypeError(f"--input-shape: expected C,H,W such as 3,224,224, got {text!r}")
+    return shape
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="torchvision:NAME, module:PACKAGE.MODULE:FACTORY (your code, run) or FILE.onnx (parsed, not run)",
+    )
+    parser.add_argument("-o", "--output", default="-", metavar="SPEC", help="the spec to write (default -: stdout)")
+    parser.add_argument(
+        "--input-shape",
+        type=_shape,
+        default=None,
+        metavar="C,H,W",
+        help="the input the model is traced at (default: torchvision's crop size, the ONNX input's, else 3,224,224)",
+    )
+    parser.add_argument("--name", default=None, help="the spec's name (default: the model's class or graph name)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="also write the model's tensors keyed like the generated model's state_dict: .safetensors or .pt "
+        "(an ONNX file's initializers; a PyTorch model's state_dict)",
+    )
+    parser.add_argument(
+        "--allow-opaque",
+        action="store_true",
+        help="keep an op without a spec equivalent (one tensor in, no weights) as an 'opaque' op with its output "
+        "shape, which every backend refuses, instead of stopping with an error",
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="the report (default text)")
+
+
+def run(args: argparse.Namespace, net) -> int:
+    from nasdsl.cli import write_atomic
+    from nasdsl.importer import import_model
+
+    if args.weights and os.path.splitext(args.weights)[1].lower() not in WEIGHT_FORMATS:
+        raise ImportUsageError(
+            f"cannot tell the format from '{args.weights}': expected a name ending in .safetensors or .pt",
+            path="--weights",
+        )
+    if args.output != "-" and not args.output.lower().endswith((".yaml", ".yml")):
+        raise ImportUsageError(f"expected a spec name ending in .yaml, got '{args.output}'", path="--output")
+    result = import_model(
+        args.model,
+        input_shape=args.input_shape,
+        name=args.name,
+        weights=bool(args.weights),
+        allow_opaque=args.allow_opaque,
+    )
+    if args.weights:
+        write_atomic(args.weights, _encode(result.weights, args.weights))
+    report = sys.stderr if args.output == "-" else sys.stdout
+    if args.output == "-":
+        sys.stdout.write(result.text)
+    else:
+        write_atomic(args.output, result.text.encode())
+    if args.format == "json":
+        report.write(json.dumps({**result.report.as_dict(), "output": args.output, "weights": args.weights}, indent=2))
+        report.write("\n")
+    else:
+        report.write(printable(result.report.as_text()))
+        if args.output != "-":
+            report.write(f"wrote {printable(args.output)}\n")
+        if args.weights:
+            report.write(f"wrote {printable(args.weights)} ({len(result.weights)} tensors)\n")
+    return 0
+
+
+def _encode(weights: dict, path: str) -> bytes:
+    from nasdsl.commands.transfer import encode
+
+    return encode(weights, path)

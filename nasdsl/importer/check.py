@@ -1,0 +1,122 @@
+"""The written spec against the imported graph: the same network, node for node.
+
+:func:`check` compiles the spec text (``nasdsl.compile_spec``) and compares its graph with the
+flat graph the frontend read: every node by its qualified name (the ``state_dict`` prefix),
+with its op, its attributes (as the op registry, ``nasdsl/ops/``, normalises them; rates within 1e-11
+relative: a spec writes rates to 12 significant digits), its inputs in order, its shape and
+its phase; the outputs; and that the PyTorch backend writes the model. A difference is an
+internal error of the importer, never a silently different network.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+from nasdsl.errors import NasdslError
+from nasdsl.importer.flat import FlatModel
+from nasdsl.ops import OPS
+
+
+class ImportMismatch(Exception):
+    """The spec the importer wrote computes something else than the source (a bug)."""
+
+
+def _nodes(g):
+    """(name, op, attrs, inputs, shape, phase) of each node of a compiled graph: the one place
+    that reads the IR's node records."""
+    from nasdsl import ir
+
+    for name, data in ir.nodes(g):
+        yield name, data.op, data.attrs, ir.inputs(g, name), data.shape, data.phase
+
+
+def compile_text(text: str, stem: str):
+    import nasdsl
+
+    fd, path = tempfile.mkstemp(prefix=f"{stem}-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return nasdsl.compile_spec(path)
+    finally:
+        os.unlink(path)
+
+
+def check(model: FlatModel, text: str):
+    """Compile ``text`` and compare it with ``model``; returns the compiled spec."""
+    try:
+        net = compile_text(text, model.name)
+    except NasdslError as e:
+        raise ImportMismatch(f"the written spec does not compile: {e.format()}") from None
+    from nasdsl import ir
+
+    g = net.graph
+    info = ir.info(g)
+    paths = {i: n.path for i, n in model.nodes.items()}
+    paths[model.input.id] = info.input
+    theirs = {name: (op, attrs, inputs, shape, phase) for name, op, attrs, inputs, shape, phase in _nodes(g)}
+    problems: list[str] = []
+    if tuple(theirs[info.input][3]) != tuple(model.input.shape):
+        problems.append(f"input shape {theirs[info.input][3]} != {model.input.shape}")
+    given = theirs[info.input][1]
+    for key in ("mean", "std"):
+        want = model.input.attrs.get(key)
+        got = given.get(key)
+        if (want is None) != (got is None) or (
+            want is not None and not all(math.isclose(a, b, rel_tol=1e-11) for a, b in zip(want, got, strict=True))
+        ):
+            problems.append(f"input {key} {got} != {want}")
+    wanted = set()
+    for node in model.nodes.values():
+        name = paths[node.id]
+        wanted.add(name)
+        if name not in theirs:
+            problems.append(f"{name}: missing from the spec's graph")
+            continue
+        op, attrs, inputs, shape, phase = theirs[name]
+        if op != node.op:
+            problems.append(f"{name}: op {op} != {node.op}")
+            continue
+        mine = OPS[node.op].normalise(node.attrs)
+        if not _attrs_equal(mine, attrs):
+            problems.append(f"{name}: attributes {attrs} != {mine}")
+        if list(inputs) != [paths[i] for i in node.inputs]:
+            problems.append(f"{name}: inputs {list(inputs)} != {[paths[i] for i in node.inputs]}")
+        if tuple(shape) != tuple(node.shape):
+            problems.append(f"{name}: shape {shape} != {node.shape}")
+        if phase != node.phase:
+            problems.append(f"{name}: phase {phase} != {node.phase}")
+    extra = sorted(set(theirs) - wanted - {info.input})
+    if extra:
+        problems.append(f"nodes the source does not have: {', '.join(extra[:5])}")
+    outs = [(o.name, o.node) for o in info.outputs]
+    mine_outs = [(o.name, paths[o.node]) for o in model.outputs]
+    if outs != mine_outs:
+        problems.append(f"outputs {outs} != {mine_outs}")
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        raise ImportMismatch(f"the written spec differs from the source: {shown}")
+    if any(n.op == "opaque" for n in model.nodes.values()):
+        return net  # the backends refuse it, by design: nothing more to check
+    from nasdsl.backends.pytorch import generate_source
+
+    try:
+        generate_source(g)
+    except NasdslError as e:
+        raise ImportMismatch(f"the PyTorch backend cannot write the spec: {e.format()}") from None
+    return net
+
+
+def _attrs_equal(a: dict, b: dict) -> bool:
+    if set(a) != set(b):
+        return False
+    for k, x in a.items():
+        y = b[k]
+        if isinstance(x, float) and isinstance(y, (int, float)) and not isinstance(y, bool):
+            if not math.isclose(x, float(y), rel_tol=1e-11, abs_tol=1e-15):
+                return False
+        elif x != y:
+            return False
+    return True

@@ -1,0 +1,606 @@
+"""ONNX models into a :class:`~nasdsl.importer.flat.FlatModel`, with the onnx package alone.
+
+Nothing in the file runs: the graph is read as data (``onnx.load``, ``onnx.checker``,
+``onnx.shape_inference``), constant operands are folded with numpy (initializers,
+``Constant`` nodes, the shape arithmetic exporters write around ``Reshape``), and every node
+or short run of nodes is mapped through :mod:`nasdsl.importer.onnx_ops`.
+
+Names and the module tree come from the node names, in the two conventions this knows:
+
+* torch.onnx.export's (TorchScript): ``/layer1/layer1.0/conv1/Conv`` is the layer
+  ``layer1.0.conv1``; ``/inception3a/branch1/Relu`` a function called in
+  ``inception3a.branch1`` (named ``relu`` there);
+* nasdsl's own export: ``layer1/0/conv1`` (its output is named ``layer1.0.conv1``).
+
+Otherwise nodes are named by their op (``conv_3``) in one flat model. Scopes of the tree are
+grouped into classes by structure: scopes that hold the same ops, names and reads are uses of
+one template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+
+import numpy as np
+
+from nasdsl.importer.flat import (
+    CLASS,
+    CONTAINER,
+    ROOT,
+    FlatModel,
+    ImportFailure,
+    Node,
+    Output,
+    Scope,
+    join,
+    shape_after,
+)
+from nasdsl.importer.onnx_ops import PATTERNS, Match, View
+from nasdsl.importer.ops_table import Lowered, Unsupported
+
+#: the name a function-like op gets in its scope (a merge's own name is a spec keyword)
+_NAMES = {"Add": "residual", "Mul": "scale", "Concat": "cat", "Div": "div", "Sub": "sub"}
+_ALIASES = ("Identity", "Dropout")
+
+
+def read_onnx_file(
+    path: str, *, input_shape: tuple[int, ...] | None = None, name: str | None = None, allow_opaque: bool = False
+) -> FlatModel:
+    import onnx
+
+    try:
+        proto = onnx.load(path)
+    except Exception as e:  # noqa: BLE001 - a file that is not an ONNX model
+        raise ImportFailure(f"cannot read an ONNX model: {type(e).__name__}: {str(e)[:200]}", where=path) from None
+    return read_onnx(proto, label=path, input_shape=input_shape, name=name, allow_opaque=allow_opaque)
+
+
+def read_onnx(
+    proto,
+    *,
+    label: str,
+    input_shape: tuple[int, ...] | None = None,
+    name: str | None = None,
+    allow_opaque: bool = False,
+) -> FlatModel:
+    import onnx
+
+    try:
+        onnx.checker.check_model(_light(proto))
+    except Exception as e:  # noqa: BLE001
+        raise ImportFailure(f"not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}", where=label) from None
+    return _Reader(proto, label, input_shape, allow_opaque).read(name)
+
+
+def _light(proto, chw: tuple[int, ...] | None = None):
+    """The model without the data of its large initializers (each becomes a graph input of the
+    same type and shape), the input fixed to batch 1 and ``chw`` when given: what the checker
+    and shape inference need, without copying the weights."""
+    import onnx
+    from onnx import helper
+
+    graph = proto.graph
+    big = [t for t in graph.initializer if len(t.raw_data) > 4096 or len(t.float_data) > 1024]
+    big_names = {t.name for t in big}
+    light = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(light, field, getattr(proto, field))
+    light.opset_import.extend(proto.opset_import)
+    g = light.graph
+    g.name = graph.name
+    g.node.extend(graph.node)
+    g.input.extend(i for i in graph.input if i.name not in big_names)
+    g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big)
+    g.output.extend(graph.output)
+    g.value_info.extend(graph.value_info)
+    g.initializer.extend(t for t in graph.initializer if t.name not in big_names)
+    if chw is not None:
+        names = [i.name for i in g.input]
+        initial = {t.name for t in graph.initializer}
+        first = next(k for k, i in enumerate(graph.input) if i.name not in initial)
+        dims = g.input[names.index(graph.input[first].name)].type.tensor_type.shape.dim
+        for d, v in zip(dims, (1, *chw), strict=True):
+            d.Clear()
+            d.dim_value = v
+    return light
+
+
+def _shape_of(value_info) -> tuple:
+    t = value_info.type.tensor_type
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+
+
+class _Reader:
+    def __init__(self, proto, label: str, input_shape, allow_opaque: bool = False) -> None:
+        import onnx
+        from onnx import numpy_helper
+
+        self.allow_opaque = allow_opaque
+        self.weights = {i.name for i in proto.graph.initializer}
+        self.label = label
+        self.proto = proto
+        graph = proto.graph
+        self.const: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        inputs = [i for i in graph.input if i.name not in self.const]
+        if len(inputs) != 1:
+            raise ImportFailure(f"the graph has {len(inputs)} inputs: a spec has one", where=label)
+        self.input = inputs[0]
+        shape = _shape_of(self.input)
+        if len(shape) != 4:
+            raise ImportFailure(
+                f"the input '{self.input.name}' has shape {list(shape)}: a spec's input is (C, H, W)", where=label
+            )
+        chw = tuple(input_shape) if input_shape else shape[1:]
+        if not all(isinstance(d, int) and d > 0 for d in chw):
+            raise ImportFailure(
+                f"the input '{self.input.name}' has the symbolic shape {list(shape)}: give --input-shape C,H,W",
+                where=label,
+            )
+        try:
+            inferred = onnx.shape_inference.infer_shapes(_light(proto, chw), strict_mode=True, data_prop=True)
+        except Exception as e:  # noqa: BLE001
+            raise ImportFailure(
+                f"ONNX shape inference fails: {str(e).strip().splitlines()[0][:300]}", where=label
+            ) from None
+        self.shapes: dict[str, tuple] = {}
+        for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
+            self.shapes[vi.name] = _shape_of(vi)
+        self.chw = chw
+        self.docs: dict[str, str] = {}
+        self.nodes = list(graph.node)
+        self.alias: dict[str, str] = {}
+
+    # constants and aliases
+
+    def fold_value(self, name: str) -> None:
+        """Compute ``name`` when it is a constant: a Constant node, an alias of a constant, the
+        Shape of a value whose shape is known, or a foldable op of constants (recursively)."""
+        from onnx import helper, numpy_helper
+
+        node = self.producer.get(name)
+        if node is None or name in self.const or id(node) in self.folding:
+            return
+        self.folding.add(id(node))
+        try:
+            value = None
+            if node.op_type == "Constant":
+                a = node.attribute[0]
+                v = helper.get_attribute_value(a)
+                value = numpy_helper.to_array(v) if a.name == "value" else np.array(v)
+            elif node.op_type in _ALIASES and node.input and self.view.get(node.input[0]) is not None:
+                value = self.const[node.input[0]]
+            elif node.op_type == "Shape":
+                shape = self.view.shapes.get(node.input[0])
+                if shape is not None and all(isinstance(d, int) for d in shape):
+                    value = np.array(shape, dtype=np.int64)
+            elif node.op_type in _FOLDABLE and all(not i or self.view.get(i) is not None for i in node.input):
+                try:
+                    value = _FOLDABLE[node.op_type]([self.const.get(i) for i in node.input], View.attrs(node))
+                except Exception:  # noqa: BLE001 - left to the op table, which names it
+                    value = None
+            if value is not None:
+                self.const[name] = np.asarray(value)
+        finally:
+            self.folding.discard(id(node))
+
+    # reading
+
+    def read(self, name: str | None) -> FlatModel:
+        for node in self.nodes:  # Identity and inference-time Dropout pass their input on
+            if node.op_type in _ALIASES and node.input and node.input[0] not in self.const:
+                if node.op_type != "Dropout" or len(node.output) == 1 or not node.output[1]:
+                    self.alias[node.output[0]] = self.alias.get(node.input[0], node.input[0])
+        for node in self.nodes:
+            node_inputs = [self.alias.get(i, i) for i in node.input]
+            del node.input[:]
+            node.input.extend(node_inputs)
+        self.nodes = [n for n in self.nodes if not (n.op_type in _ALIASES and n.output[0] in self.alias)]
+        self.producer = producer = {o: n for n in self.nodes for o in n.output}
+        consumers: dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        self.folding: set[int] = set()
+        shapes = {k: v for k, v in self.shapes.items()}
+        view = self.view = View(self.const, shapes, consumers, producer, self.fold_value)
+        shapes[self.input.name] = (1, *self.chw)
+        input_name = _identifier(self.input.name, "x")
+        inp = Node(
+            input_name, "input", {}, [], tuple(self.chw), "", input_name, source=f"graph input '{self.input.name}'"
+        )
+        value_of: dict[str, str] = {self.input.name: input_name}
+        self._normalisation(inp, view, value_of)
+        matches: list[Match] = []
+        out_shapes: list[list[tuple]] = []
+        used: set[int] = set()
+        for node in self.nodes:
+            if id(node) in used or all(o in self.const or not o for o in node.output):
+                continue
+            if all(view.get(o) is not None for o in node.output if o):
+                continue  # folded
+            if node.op_type == "Split":
+                found = self._split(view, node)
+            else:
+                found = None
+                for handler in PATTERNS.get(node.op_type, ()):
+                    try:
+                        found = handler(view, node)
+                    except Unsupported as e:
+                        found = self._opaque(view, node, str(e))
+                    if found is not None:
+                        break
+                if found is None:
+                    found = self._opaque(
+                        view, node, "no spec op computes this (the op table is nasdsl/importer/onnx_ops.py)"
+                    )
+                found = [found]
+            for m in found:
+                for inner in m.nodes[:-1]:
+                    extra = [u for o in inner.output for u in consumers.get(o, []) if u not in m.nodes]
+                    if extra:
+                        raise self.fail(
+                            inner,
+                            f"its output is also read by '{extra[0].name}', outside the {m.lowered} it belongs to",
+                        )
+                used.update(id(n) for n in m.nodes)
+                steps = self._shapes_of(m, view, node)
+                shapes[m.output] = (1, *steps[-1])
+                matches.append(m)
+                out_shapes.append(steps)
+        paths = self._paths(matches)
+        nodes: dict[str, Node] = {}
+        order = 0
+        for m, path, steps in zip(matches, paths, out_shapes, strict=True):
+            chain = m.lowered if isinstance(m.lowered, tuple) else (m.lowered,)
+            prev = []
+            for i in m.inputs:
+                if i not in value_of:
+                    raise self.fail(m.nodes[0], f"reads '{i}', which no op the spec can name makes")
+                prev.append(value_of[i])
+            for k, step in enumerate(chain):
+                node_path = path if k == 0 else f"{path}_{step.suffix}"
+                scope, _, local = node_path.rpartition(".")
+                order += 1
+                nodes[node_path] = Node(
+                    node_path,
+                    step.op,
+                    dict(step.attrs),
+                    prev,
+                    tuple(steps[k]),
+                    scope,
+                    local,
+                    m.tensors if k == 0 else {},
+                    source=f"node '{m.nodes[-1].name}' ({m.nodes[-1].op_type})",
+                    order=order,
+                    doc=self.docs.get(m.output, ""),
+                )
+                prev = [node_path]
+            value_of[m.output] = prev[0]
+        outputs = []
+        taken: set[str] = set()
+        for k, out in enumerate(self.proto.graph.output):
+            v = self.alias.get(out.name, out.name)
+            if v not in value_of:
+                raise ImportFailure(f"the output '{out.name}' is not a tensor the spec can name", where=self.label)
+            out_name = _identifier(out.name, "out" if k == 0 else f"out{k}")
+            if out_name in taken:
+                out_name = f"out{k}"
+            taken.add(out_name)
+            outputs.append(Output(out_name, value_of[v]))
+        model = FlatModel(
+            name=name or _class_name(self.proto.graph.name or "Model"),
+            source=self.label,
+            input=inp,
+            nodes=nodes,
+            scopes={},
+            outputs=outputs,
+        )
+        model.scopes = _scopes(model)
+        return model
+
+    def _shapes_of(self, m: Match, view: View, node) -> list[tuple]:
+        """The shape after each op of a match (batch excluded), by nasdsl's own shape rules:
+        the exporter's inferred shapes are not needed past the input."""
+        from nasdsl.errors import NasdslError
+
+        shapes = []
+        for i in m.inputs:
+            s = view.shapes.get(i)
+            if s is None or not all(isinstance(d, int) for d in s):
+                raise self.fail(node, f"the shape of its input '{i}' is unknown")
+            shapes.append(tuple(s[1:]))
+        out = []
+        for step in m.lowered if isinstance(m.lowered, tuple) else (m.lowered,):
+            try:
+                shape = shape_after(step.op, step.attrs, shapes)
+            except NasdslError as e:
+                raise self.fail(node, f"as {step.op}: {e.message}") from None
+            out.append(shape)
+            shapes = [shape]
+        return out
+
+    def _normalisation(self, inp: Node, view: View, value_of: dict) -> None:
+        """Sub(input, mean) and Div(., std) on the input are the input's mean and std."""
+        users = view.consumers.get(self.input.name, [])
+        if len(users) != 1 or users[0].op_type != "Sub" or users[0].input[0] != self.input.name:
+            return
+        sub = users[0]
+        mean = view.get(sub.input[1])
+        c = self.chw[0]
+        if mean is None or mean.size not in (1, c):
+            return
+        value, done = sub.output[0], [sub]
+        std = None
+        div = view.next_node(sub, "Div")
+        if div is not None and div.input[0] == value and view.get(div.input[1]) is not None:
+            s = view.get(div.input[1])
+            if s.size in (1, c):
+                std, value = s, div.output[0]
+                done.append(div)
+        inp.attrs = {"mean": [float(v) for v in np.broadcast_to(mean.flatten(), (c,))]}
+        if std is not None:
+            inp.attrs["std"] = [float(v) for v in np.broadcast_to(std.flatten(), (c,))]
+        value_of[value] = inp.id
+        self.nodes = [n for n in self.nodes if all(n is not d for d in done)]
+
+    def _opaque(self, view: View, node, message: str) -> Match:
+        """With --allow-opaque, a node of one computed input and one output, holding no
+        weights, as an ``opaque`` op with its shape; else the error."""
+        computed = [i for i in node.input if i and view.get(i) is None]
+        heavy = [i for i in node.input if i in self.weights and self.const[i].size > 16]
+        shape = view.shapes.get(node.output[0]) if len(node.output) == 1 else None
+        if (
+            not self.allow_opaque
+            or len(computed) != 1
+            or heavy
+            or not shape
+            or not all(isinstance(d, int) for d in shape)
+        ):
+            raise self.fail(node, message)
+        m = Match(Lowered("opaque", {"shape": list(shape[1:])}), computed, node.output[0], [node])
+        self.docs[node.output[0]] = f"opaque: ONNX {node.op_type} ({message.split(' (the op table')[0]})"
+        return m
+
+    def _split(self, view: View, node) -> list[Match]:
+        a = view.attrs(node)
+        rank = view.rank(node.input[0])
+        if int(a.get("axis", 0)) % max(rank, 1) != 1:
+            raise self.fail(node, "a Split other than of channels (axis 1)")
+        sizes = a.get("split")
+        if sizes is None and len(node.input) > 1 and node.input[1]:
+            sizes = view.get(node.input[1])
+        if sizes is None:
+            raise self.fail(node, "a Split without sizes")
+        out, start = [], 0
+        channels = view.shapes[node.input[0]][1]
+        for size, value in zip([int(s) for s in np.asarray(sizes).flatten()], node.output, strict=True):
+            attrs = {"start": start} if start + size == channels else {"start": start, "stop": start + size}
+            out.append(Match(Lowered("slice", attrs), [node.input[0]], value, [node]))
+            start += size
+        return out
+
+    def fail(self, node, message: str) -> ImportFailure:
+        index = next((k for k, n in enumerate(self.proto.graph.node) if n is node or n.name == node.name), None)
+        where = f"{self.label}: graph.node[{index}] '{node.name}' ({node.op_type})" if index is not None else self.label
+        return ImportFailure(message, where=where)
+
+    # names
+
+    def _paths(self, matches: list[Match]) -> list[str]:
+        names = [m.nodes[-1].name for m in matches]
+        if names and sum(n.startswith("/") for n in names) * 2 >= len(names):
+            paths = _torch_paths(matches)
+        elif names and sum(_nasdsl_path(m) == m.output for m in matches) * 2 >= len(names):
+            paths = [_clean_path(_nasdsl_path(m)) if m.nodes[-1].name else "" for m in matches]
+        else:
+            paths = [""] * len(matches)
+        # a node named like a block that holds other nodes is that block's merge (a named concat)
+        prefixes = {p.rsplit(".", 1)[0] for p in paths if "." in p}
+        prefixes |= {q for p in prefixes for q in _prefixes(p)}
+        paths = [f"{p}.{_op_word(m)}" if p and p in prefixes else p for p, m in zip(paths, matches, strict=True)]
+        return _unique(paths, matches)
+
+
+_FOLDABLE = {
+    "Gather": lambda v, a: np.take(v[0], v[1], axis=int(a.get("axis", 0))),
+    "Unsqueeze": lambda v, a: np.expand_dims(v[0], tuple(int(x) for x in (a.get("axes") or v[1].flatten()))),
+    "Squeeze": lambda v, a: np.squeeze(v[0], tuple(int(x) for x in (a.get("axes") or v[1].flatten()))),
+    "Concat": lambda v, a: np.concatenate(v, axis=int(a.get("axis", 0))),
+    "Cast": lambda v, a: v[0].astype(_onnx_dtype(int(a["to"]))),
+    "Transpose": lambda v, a: np.transpose(v[0], a.get("perm")),
+    "Reshape": lambda v, a: v[0].reshape([int(x) for x in v[1].flatten()]),
+    "Mul": lambda v, a: v[0] * v[1],
+    "Div": lambda v, a: (v[0] // v[1]) if v[0].dtype.kind == "i" else v[0] / v[1],
+    "Add": lambda v, a: v[0] + v[1],
+    "Sub": lambda v, a: v[0] - v[1],
+    "Sqrt": lambda v, a: np.sqrt(v[0]),
+}
+
+
+def _onnx_dtype(code: int):
+    from onnx import helper
+
+    return helper.tensor_dtype_to_np_dtype(code)
+
+
+def _identifier(text: str, fallback: str) -> str:
+    text = re.sub(r"\W", "_", text).strip("_")
+    return text if text and text.isidentifier() and not text[0].isdigit() and len(text) <= 64 else fallback
+
+
+def _class_name(text: str) -> str:
+    text = re.sub(r"\W", "_", text).strip("_") or "Model"
+    return text if not text[0].isdigit() else f"Model_{text}"
+
+
+def _torch_scope(name: str) -> tuple[str, str]:
+    """``/layer2/layer2.0/downsample/downsample.0/Conv`` -> ``layer2.0.downsample.0``, ``Conv``."""
+    parts = [p for p in name.split("/") if p]
+    if not parts:
+        return "", ""
+    op, scopes = parts[-1], parts[:-1]
+    path: list[str] = []
+    for s in scopes:
+        if path and s.startswith(path[-1] + "."):
+            path[-1] = s
+        else:
+            path.append(s)
+    return ".".join(path), op
+
+
+def _torch_paths(matches: list[Match]) -> list[str]:
+    scoped = [_torch_scope(m.nodes[-1].name) for m in matches]
+    per_scope = Counter(s for s, _ in scoped)
+    parents = {s.rsplit(".", 1)[0] for s, _ in scoped if "." in s}
+    out = []
+    for scope, op in scoped:
+        leaf = scope and per_scope[scope] == 1 and scope not in parents
+        if leaf:
+            out.append(scope)
+            continue
+        base = re.sub(r"_\d+$", "", op)
+        local = _NAMES.get(base, base.lower())
+        suffix = op[len(base) :]
+        out.append(join(scope, f"{local}{suffix}"))
+    return [_clean_path(p) for p in out]
+
+
+def _nasdsl_path(m: Match) -> str:
+    """nasdsl's export names the last node of an op by its path, ``/`` for ``.``."""
+    return m.nodes[-1].name.replace("/", ".")
+
+
+def _clean_path(path: str) -> str:
+    """Each part of a path as letters, digits, ``_`` and ``-`` (RegNet's ``block1-0``)."""
+    parts = []
+    for p in path.split("."):
+        p = re.sub(r"[^\w-]", "_", p)
+        parts.append(p if p else "_")
+    return ".".join(parts)
+
+
+def _prefixes(path: str) -> list[str]:
+    parts = path.split(".")
+    return [".".join(parts[:k]) for k in range(1, len(parts))]
+
+
+def _op_word(m: Match) -> str:
+    op = m.lowered[0].op if isinstance(m.lowered, tuple) else m.lowered.op
+    return {"concat": "cat", "add": "residual", "mul": "scale"}.get(op, op)
+
+
+def _unique(paths: list[str], matches: list[Match]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for p, m in zip(paths, matches, strict=True):
+        if not p:
+            p = _op_word(m)
+        base, k = p, 1
+        while p in seen:
+            p = f"{base}_{k}"
+            k += 1
+        seen.add(p)
+        out.append(p)
+    return out
+
+
+def _scopes(model: FlatModel) -> dict[str, Scope]:
+    """Every path prefix is a scope; a scope whose children are numbered is a list. Scopes are
+    one class when they have one structure (ops, names, reads, and the classes of their child
+    scopes), or one name (``block2-0``, ``block3-1``: digits aside) at one height: the
+    templates of a class are then unified where they can be (a block with and without its
+    projection)."""
+    paths = {""}
+    for n in model.nodes.values():
+        s = n.scope
+        while s and s not in paths:
+            paths.add(s)
+            s = s.rpartition(".")[0]
+    first: dict[str, float] = {}
+    for n in model.nodes.values():
+        s = n.path
+        while True:
+            first[s] = min(first.get(s, n.order), n.order)
+            if "." not in s:
+                break
+            s = s.rpartition(".")[0]
+    children: dict[str, list[str]] = {p: [] for p in paths}
+    for child in sorted(first, key=first.get):  # the order of first execution stands for registration
+        parent, _, local = child.rpartition(".")
+        if parent in children and local not in children[parent]:
+            children[parent].append(local)
+    subs: dict[str, list[str]] = {p: [] for p in paths}
+    for p in paths:
+        if p:
+            subs[p.rpartition(".")[0]].append(p)
+    own: dict[str, list[Node]] = {p: [] for p in paths}
+    for n in model.nodes.values():
+        own[n.scope].append(n)
+    keys: dict[str, str] = {}
+    height: dict[str, int] = {}
+    for p in sorted(paths, key=lambda p: -p.count(".") if p else 1):
+        sig = [("op", n.name, n.op, tuple(_local(model, i, p) for i in n.inputs)) for n in own[p]]
+        sig += [("scope", c.rpartition(".")[2], keys[c]) for c in subs[p]]
+        keys[p] = hashlib.sha256(repr(sorted(sig)).encode()).hexdigest()[:16]
+        height[p] = 1 + max((height[c] for c in subs[p]), default=0)
+    scopes: dict[str, Scope] = {}
+    for p in sorted(paths, key=lambda p: first.get(p, -1)):
+        names = children[p]
+        kind = ROOT if not p else CONTAINER if names and all(c.isdigit() for c in names) else CLASS
+        scopes[p] = Scope(p, kind, registration=names)
+    # classes: one structure, or one name at one height (union-find)
+    parent = {p: p for p in sorted(paths)}
+
+    def find(p: str) -> str:
+        while parent[p] != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    def union(a: str, b: str) -> None:
+        parent[find(a)] = find(b)
+
+    by: dict[object, str] = {}
+    for p in sorted(paths):
+        if scopes[p].kind != CLASS:
+            continue
+        for key in (("structure", keys[p]), ("name", _word(p), height[p])):
+            if key[1] and key in by:
+                union(p, by[key])
+            by.setdefault(key, p)
+    groups: dict[str, list[str]] = {}
+    for p in scopes:
+        if scopes[p].kind == CLASS:
+            groups.setdefault(find(p), []).append(p)
+    for root, ps in groups.items():
+        words = [w for w in (_word(p) for p in ps) if w and not w.endswith("[]")]
+        word = Counter(words).most_common(1)[0][0] if words else "block"
+        cls = "".join(w[:1].upper() + w[1:] for w in re.split(r"[_-]", word) if w) or "Block"
+        for p in ps:
+            scopes[p].cls, scopes[p].cls_key = cls, f"onnx:{root}"
+    scopes[""].cls = model.name
+    return scopes
+
+
+def _word(path: str) -> str:
+    """A scope's name with its numbering left out: ``inception3a`` -> ``inception``,
+    ``block2-0`` -> ``block``, ``layer1.0`` -> ``layer[]``."""
+    parent, _, name = path.rpartition(".")
+    if name.isdigit():
+        return f"{_word(parent)}[]" if parent else ""
+    return re.sub(r"[\d_-]+[a-z]?$|(?<=[a-z])[\d-]+[a-z]?(?=$)", "", name) or ""
+
+
+def _local(model: FlatModel, value: str, scope: str) -> str:
+    """How a scope's node reads a value: by the name of the child making it, else ``in``."""
+    node = model.nodes.get(value)
+    if node is None:
+        return "in"
+    if node.scope == scope:
+        return node.name
+    if not scope or node.scope.startswith(scope + "."):
+        rest = node.path[len(scope) + 1 :] if scope else node.path
+        return rest.split(".")[0]
+    return "in"

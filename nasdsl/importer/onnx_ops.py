@@ -1,0 +1,503 @@
+"""The ONNX op table: which ONNX nodes (or short runs of them) become which nasdsl ops.
+
+:data:`PATTERNS` maps the op type of a run's first node to the handlers tried in order; a
+handler gets the :class:`View` of the graph and the node and returns a :class:`Match` (the
+nasdsl op or chain of ops, the tensors it reads, the value it makes, the nodes it consumes and
+its weights) or None when the run is not its pattern. Runs cover what exporters write for one
+PyTorch layer: GELU as ``Div, Erf, Add, Mul, Mul``, SiLU as ``Sigmoid, Mul``, a channels-first
+LayerNorm as ``Transpose, LayerNormalization, Transpose``, a channel shuffle as ``Reshape,
+Transpose, Reshape``, a linear layer on the last axis as ``MatMul, Add``. A node no handler
+takes is an error naming it; adding an op of ``nasdsl/ops.py`` is one entry here.
+
+Only the onnx package's data structures are read: no node is executed. Constant operands
+(initializers, ``Constant`` nodes, and shape arithmetic on known shapes) are folded by
+:mod:`nasdsl.importer.onnx_frontend` before the patterns run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nasdsl.importer.ops_table import Lowered, Unsupported, pair
+
+
+@dataclass
+class Match:
+    lowered: Lowered | tuple[Lowered, ...]
+    #: the tensors (value names) the op reads, in order
+    inputs: list[str]
+    #: the value it makes
+    output: str
+    #: the ONNX nodes it stands for (the last names it)
+    nodes: list
+    tensors: dict = field(default_factory=dict)
+
+
+class View:
+    """What a handler may ask of the graph: attributes, constants (folded on demand by
+    ``fold``), shapes (batch included; those of values already read are nasdsl's own),
+    consumers."""
+
+    def __init__(self, const: dict, shapes: dict, consumers: dict, producer: dict, fold=None) -> None:
+        self.const = const
+        self.shapes = shapes
+        self.consumers = consumers
+        self.producer = producer
+        self.fold = fold or (lambda name: None)
+
+    def get(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` when it is a constant (folding its producers if need be)."""
+        if not name:
+            return None
+        if name not in self.const:
+            self.fold(name)
+        return self.const.get(name)
+
+    @staticmethod
+    def attrs(node) -> dict:
+        from onnx import helper
+
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def is_const(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    def rank(self, name: str) -> int:
+        return len(self.shapes.get(name, ()))
+
+    def only_user(self, value: str, node) -> bool:
+        return [n for n in self.consumers.get(value, [])] == [node]
+
+    def next_node(self, node, op_type: str):
+        """The one consumer of ``node``'s output, when it has that op type."""
+        users = self.consumers.get(node.output[0], [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    def scalar(self, name: str) -> float | None:
+        v = self.get(name)
+        if v is None or v.size != 1:
+            return None
+        return float(v.reshape(()))
+
+
+def _tensor_inputs(view: View, node) -> list[str]:
+    return [i for i in node.input if i and not view.is_const(i)]
+
+
+def _one(op: str, attrs: dict | None = None) -> Callable:
+    def handler(view: View, node) -> Match:
+        return Match(Lowered(op, attrs or {}), _tensor_inputs(view, node)[:1], node.output[0], [node])
+
+    return handler
+
+
+def _sym_pads(pads: list[int], what: str) -> object:
+    if not pads:
+        return 0
+    half = len(pads) // 2
+    begin, end = pads[:half], pads[half:]
+    if list(begin) != list(end):
+        raise Unsupported(f"{what} pads {list(pads)}: the spec pads each side of an axis alike")
+    return pair(begin)
+
+
+def _conv(view: View, node) -> Match:
+    a = view.attrs(node)
+    weight = view.get(node.input[1])
+    if weight is None:
+        raise Unsupported("a convolution whose weights are computed: the spec's conv2d holds its weights")
+    if weight.ndim != 4:
+        raise Unsupported(f"a {weight.ndim - 2}-D convolution: the spec has conv2d")
+    bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    strides = pair(a.get("strides", [1, 1]))
+    if auto in ("SAME_UPPER",) and strides == 1:
+        padding: object = "same"
+    elif auto == "VALID":
+        padding = 0
+    elif auto in ("NOTSET", ""):
+        padding = _sym_pads(a.get("pads", []), "Conv")
+    else:
+        raise Unsupported(f"auto_pad {auto}: the spec pads symmetrically or 'same' at stride 1")
+    attrs = {
+        "out": int(weight.shape[0]),
+        "kernel": pair(weight.shape[2:]),
+        "stride": strides,
+        "padding": padding,
+        "dilation": pair(a.get("dilations", [1, 1])),
+        "groups": int(a.get("group", 1)),
+        "bias": bias is not None,
+    }
+    tensors = {"weight": weight} | ({"bias": bias} if bias is not None else {})
+    return Match(Lowered("conv2d", attrs), [node.input[0]], node.output[0], [node], tensors)
+
+
+def _batch_norm(view: View, node) -> Match:
+    a = view.attrs(node)
+    scale, bias, mean, var = (view.get(i) for i in node.input[1:5])
+    if any(t is None for t in (scale, bias, mean, var)):
+        raise Unsupported("a BatchNormalization whose statistics are computed")
+    momentum = round(1.0 - float(a.get("momentum", 0.9)), 7)
+    attrs = {"eps": float(np.float32(a.get("epsilon", 1e-5))), "momentum": momentum}
+    tensors = {
+        "weight": scale,
+        "bias": bias,
+        "running_mean": mean,
+        "running_var": var,
+        "num_batches_tracked": np.array(0, dtype=np.int64),
+    }
+    return Match(Lowered("batch_norm", attrs), [node.input[0]], node.output[0], [node], tensors)
+
+
+def _pool(op: str) -> Callable:
+    def handler(view: View, node) -> Match:
+        a = view.attrs(node)
+        if view.rank(node.input[0]) != 4:
+            raise Unsupported(f"{node.op_type} of a {view.rank(node.input[0]) - 2}-D input")
+        auto = a.get("auto_pad", b"NOTSET")
+        if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", ""):
+            raise Unsupported("auto_pad: the spec's pools pad symmetrically")
+        if pair(a.get("dilations", [1, 1])) != 1:
+            raise Unsupported("dilation: the spec's pools have none")
+        if len(node.output) > 1 and node.output[1]:
+            raise Unsupported("indices output")
+        kernel = pair(a["kernel_shape"])
+        attrs = {
+            "kernel": kernel,
+            "stride": pair(a.get("strides", [1, 1])),
+            "padding": _sym_pads(a.get("pads", []), node.op_type),
+            "ceil_mode": bool(a.get("ceil_mode", 0)),
+        }
+        if op == "avg_pool":
+            attrs["count_include_pad"] = bool(a.get("count_include_pad", 0))
+        return Match(Lowered(op, attrs), [node.input[0]], node.output[0], [node])
+
+    return handler
+
+
+def _flatten(view: View, node) -> Match:
+    if int(view.attrs(node).get("axis", 1)) != 1:
+        raise Unsupported("a Flatten that does not keep the batch alone")
+    return Match(Lowered("flatten"), [node.input[0]], node.output[0], [node])
+
+
+def _gemm(view: View, node) -> Match:
+    a = view.attrs(node)
+    if a.get("transA", 0) or float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0:
+        raise Unsupported("a Gemm other than x @ W.T + b")
+    weight = view.get(node.input[1])
+    if weight is None:
+        raise Unsupported("a Gemm whose weights are computed")
+    weight = weight if a.get("transB", 0) else weight.T
+    bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise Unsupported(f"a Gemm bias of shape {list(bias.shape)}")
+    tensors = {"weight": np.ascontiguousarray(weight)} | ({"bias": bias} if bias is not None else {})
+    attrs = {"out": int(weight.shape[0]), "bias": bias is not None, "dim": "features"}
+    return Match(Lowered("linear", attrs), [node.input[0]], node.output[0], [node], tensors)
+
+
+def _matmul(view: View, node) -> Match:
+    """x @ W (+ b) with W a constant: a linear layer on the last axis."""
+    weight = view.get(node.input[1])
+    if weight is None or weight.ndim != 2:
+        raise Unsupported("a MatMul of two computed tensors: the spec has linear layers with weights")
+    nodes, out, bias = [node], node.output[0], None
+    add = view.next_node(node, "Add")
+    if add is not None:
+        other = add.input[1] if add.input[0] == out else add.input[0]
+        b = view.get(other)
+        if b is not None and b.shape == (weight.shape[1],):
+            nodes, out, bias = [node, add], add.output[0], b
+    attrs = {
+        "out": int(weight.shape[1]),
+        "bias": bias is not None,
+        "dim": "last" if view.rank(node.input[0]) > 2 else "features",
+    }
+    tensors = {"weight": np.ascontiguousarray(weight.T)} | ({"bias": bias} if bias is not None else {})
+    return Match(Lowered("linear", attrs), [node.input[0]], out, nodes, tensors)
+
+
+def _concat(view: View, node) -> Match:
+    axis = int(view.attrs(node).get("axis", 0))
+    if axis % max(view.rank(node.output[0]), 1) != 1:
+        raise Unsupported(f"a Concat along axis {axis}: the spec's concat joins channels (axis 1)")
+    return Match(Lowered("concat"), list(node.input), node.output[0], [node])
+
+
+def _binary(op: str) -> Callable:
+    def handler(view: View, node) -> Match | None:
+        tensors = _tensor_inputs(view, node)
+        if op == "mul" and len(tensors) == 1:
+            return _layer_scale(view, node)
+        if len(tensors) != 2:
+            raise Unsupported(f"{node.op_type} with a constant: the spec's {op} joins two tensors")
+        return Match(Lowered(op), list(node.input), node.output[0], [node])
+
+    return handler
+
+
+def _layer_scale(view: View, node) -> Match:
+    x = _tensor_inputs(view, node)[0]
+    scale = view.get(node.input[1] if node.input[0] == x else node.input[0])
+    shape = view.shapes.get(x, ())
+    channels = shape[1] if len(shape) > 1 else None
+    squeezed = scale.reshape(scale.shape[1:]) if scale.ndim == 4 and scale.shape[0] == 1 else scale
+    if squeezed.shape not in ((channels, 1, 1), (channels,)):
+        raise Unsupported(f"a Mul by a constant of shape {list(scale.shape)}: only a per-channel scale is understood")
+    init = float(squeezed.flat[0]) if np.all(squeezed == squeezed.flat[0]) else 1e-6
+    return Match(Lowered("layer_scale", {"init": init}), [x], node.output[0], [node], {"": squeezed})
+
+
+def _sigmoid(view: View, node) -> Match:
+    mul = view.next_node(node, "Mul")
+    x = node.input[0]
+    if mul is not None and set(mul.input) == {x, node.output[0]}:
+        return Match(Lowered("silu"), [x], mul.output[0], [node, mul])
+    return Match(Lowered("sigmoid"), [x], node.output[0], [node])
+
+
+def _gelu_start(view: View, node) -> Match | None:
+    """x / sqrt(2) (or x * 1/sqrt(2)), Erf, + 1, * x, * 0.5 (in either order)."""
+    x = node.input[0]
+    c = view.scalar(node.input[1]) if len(node.input) > 1 else None
+    if c is None or not (
+        (node.op_type == "Div" and abs(c - 2**0.5) < 1e-5) or (node.op_type == "Mul" and abs(c - 2**-0.5) < 1e-5)
+    ):
+        return None
+    erf = view.next_node(node, "Erf")
+    add = erf and view.next_node(erf, "Add")
+    if add is None or view.scalar(add.input[1] if add.input[0] == erf.output[0] else add.input[0]) != 1.0:
+        return None
+    m1 = view.next_node(add, "Mul")
+    if m1 is None:
+        return None
+    other = m1.input[1] if m1.input[0] == add.output[0] else m1.input[0]
+    m2 = view.next_node(m1, "Mul")
+    if (
+        other == x
+        and m2 is not None
+        and view.scalar(m2.input[1] if m2.input[0] == m1.output[0] else m2.input[0]) == 0.5
+    ):
+        return Match(Lowered("gelu"), [x], m2.output[0], [node, erf, add, m1, m2])
+    half = view.scalar(other)
+    producer = view.producer.get(other)
+    if half is None and producer is not None and producer.op_type == "Mul" and x in producer.input:
+        k = view.scalar(producer.input[1] if producer.input[0] == x else producer.input[0])
+        if k == 0.5:
+            return Match(Lowered("gelu"), [x], m1.output[0], [producer, node, erf, add, m1])
+    return None
+
+
+def _div(view: View, node) -> Match | None:
+    found = _gelu_start(view, node)
+    if found is None:
+        raise Unsupported("a division: the spec has none")
+    return found
+
+
+def _mul(view: View, node) -> Match | None:
+    return _gelu_start(view, node) or _binary("mul")(view, node)
+
+
+def _transpose(view: View, node) -> Match:
+    perm = list(view.attrs(node).get("perm", []))
+    ln = view.next_node(node, "LayerNormalization")
+    back = ln and view.next_node(ln, "Transpose")
+    if perm == [0, 2, 3, 1] and back is not None and list(view.attrs(back).get("perm", [])) == [0, 3, 1, 2]:
+        match = _layer_norm(view, ln)
+        if match.lowered.attrs.get("dim") == "last":
+            lowered = Lowered("layer_norm", {**match.lowered.attrs, "dim": "channels"})
+            return Match(lowered, [node.input[0]], back.output[0], [node, ln, back], match.tensors)
+    if not perm or perm[0] != 0:
+        raise Unsupported(f"a Transpose {perm} that moves the batch axis")
+    return Match(Lowered("permute", {"dims": [p - 1 for p in perm[1:]]}), [node.input[0]], node.output[0], [node])
+
+
+def _layer_norm(view: View, node) -> Match:
+    a = view.attrs(node)
+    rank = view.rank(node.input[0])
+    if int(a.get("axis", -1)) % max(rank, 1) != rank - 1:
+        raise Unsupported("a LayerNormalization over more than the last axis")
+    weight = view.get(node.input[1])
+    bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if weight is None or bias is None:
+        raise Unsupported("a LayerNormalization without a constant weight and bias")
+    attrs = {"eps": float(np.float32(a.get("epsilon", 1e-5))), "dim": "last"}
+    return Match(
+        Lowered("layer_norm", attrs), [node.input[0]], node.output[0], [node], {"weight": weight, "bias": bias}
+    )
+
+
+def reshape_target(view: View, node, shape_in: tuple) -> tuple | None:
+    """The shape a Reshape makes, from its constant shape input (0 copies, -1 is inferred)."""
+    spec = view.get(node.input[1]) if len(node.input) > 1 else None
+    if spec is None or not all(isinstance(d, int) for d in shape_in):
+        return None
+    dims = [int(d) for d in spec.flatten()]
+    dims = [shape_in[k] if d == 0 and not view.attrs(node).get("allowzero", 0) else d for k, d in enumerate(dims)]
+    if dims.count(-1) == 1:
+        known = int(np.prod([d for d in dims if d != -1]))
+        dims[dims.index(-1)] = int(np.prod(shape_in)) // max(known, 1)
+    return tuple(dims)
+
+
+def _reshape(view: View, node) -> Match:
+    shape_in = tuple(view.shapes.get(node.input[0], ()))
+    target = reshape_target(view, node, shape_in) or tuple(view.shapes.get(node.output[0], ()))
+    transpose = view.next_node(node, "Transpose")
+    back = transpose and view.next_node(transpose, "Reshape")
+    swapped = (target[0], target[2], target[1], *target[3:]) if len(target) == 5 else ()
+    if (
+        back is not None
+        and len(target) == 5
+        and list(view.attrs(transpose).get("perm", [])) == [0, 2, 1, 3, 4]
+        and reshape_target(view, back, swapped) == shape_in
+        and tuple(target[3:]) == tuple(shape_in[2:])
+    ):
+        return Match(
+            Lowered("channel_shuffle", {"groups": int(target[1])}),
+            [node.input[0]],
+            back.output[0],
+            [node, transpose, back],
+        )
+    if len(target) == 2 and len(shape_in) >= 2 and target[0] == shape_in[0] and target[1] == int(np.prod(shape_in[1:])):
+        return Match(Lowered("flatten"), [node.input[0]], node.output[0], [node])
+    raise Unsupported(f"a Reshape from {list(shape_in)} to {list(target)}: the spec has flatten and channel_shuffle")
+
+
+def _reduce_mean(view: View, node) -> Match:
+    a = view.attrs(node)
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1:
+        axes = view.get(node.input[1])
+        axes = None if axes is None else [int(v) for v in axes.flatten()]
+    rank = view.rank(node.input[0])
+    if rank != 4 or sorted(int(v) % rank for v in (axes or [])) != [2, 3]:
+        raise Unsupported(f"a ReduceMean over axes {axes}: the spec has the mean over all positions")
+    keep = bool(a.get("keepdims", 1))
+    lowered = Lowered("global_avg_pool") if keep else (Lowered("global_avg_pool"), Lowered("flatten", suffix="flatten"))
+    return Match(lowered, [node.input[0]], node.output[0], [node])
+
+
+def _clip(view: View, node) -> Match:
+    lo = view.scalar(node.input[1]) if len(node.input) > 1 and node.input[1] else view.attrs(node).get("min")
+    hi = view.scalar(node.input[2]) if len(node.input) > 2 and node.input[2] else view.attrs(node).get("max")
+    if lo == 0 and hi == 6:
+        return Match(Lowered("relu6"), [node.input[0]], node.output[0], [node])
+    raise Unsupported(f"a Clip to [{lo}, {hi}]: the spec has ReLU6 (a clip to [0, 6])")
+
+
+def _hard_sigmoid(view: View, node) -> Match:
+    a = view.attrs(node)
+    if abs(float(a.get("alpha", 0.2)) - 1 / 6) > 1e-6 or abs(float(a.get("beta", 0.5)) - 0.5) > 1e-6:
+        raise Unsupported("a HardSigmoid other than relu6(x + 3) / 6")
+    return Match(Lowered("hardsigmoid"), [node.input[0]], node.output[0], [node])
+
+
+def _softmax(view: View, node) -> Match:
+    if int(view.attrs(node).get("axis", -1)) % max(view.rank(node.input[0]), 1) != 1:
+        raise Unsupported("a Softmax over another axis than 1")
+    return Match(Lowered("softmax"), [node.input[0]], node.output[0], [node])
+
+
+def _lrn(view: View, node) -> Match:
+    a = view.attrs(node)
+    attrs = {
+        "size": int(a["size"]),
+        "alpha": float(a.get("alpha", 1e-4)),
+        "beta": float(a.get("beta", 0.75)),
+        "k": float(a.get("bias", 1.0)),
+    }
+    return Match(Lowered("lrn", attrs), [node.input[0]], node.output[0], [node])
+
+
+def _gelu(view: View, node) -> Match:
+    approximate = view.attrs(node).get("approximate", b"none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    return Match(Lowered("gelu", {"approximate": approximate}), [node.input[0]], node.output[0], [node])
+
+
+PATTERNS: dict[str, list[Callable]] = {
+    "Conv": [_conv],
+    "BatchNormalization": [_batch_norm],
+    "Relu": [_one("relu")],
+    "Sigmoid": [_sigmoid],
+    "Tanh": [_one("tanh")],
+    "HardSwish": [_one("hardswish")],
+    "HardSigmoid": [_hard_sigmoid],
+    "Clip": [_clip],
+    "Gelu": [_gelu],
+    "MaxPool": [_pool("max_pool")],
+    "AveragePool": [_pool("avg_pool")],
+    "GlobalAveragePool": [_one("global_avg_pool")],
+    "ReduceMean": [_reduce_mean],
+    "LRN": [_lrn],
+    "Flatten": [_flatten],
+    "Reshape": [_reshape],
+    "Gemm": [_gemm],
+    "MatMul": [_matmul],
+    "Concat": [_concat],
+    "Add": [_binary("add")],
+    "Mul": [_mul],
+    "Div": [_div],
+    "Transpose": [_transpose],
+    "LayerNormalization": [_layer_norm],
+    "Softmax": [_softmax],
+}
+
+
+def _slice(view: View, node) -> Match:
+    starts, ends = (view.get(i) for i in node.input[1:3])
+    axes = view.get(node.input[3]) if len(node.input) > 3 and node.input[3] else np.array([0])
+    steps = view.get(node.input[4]) if len(node.input) > 4 and node.input[4] else np.array([1])
+    if starts is None or ends is None or axes is None or steps is None:
+        raise Unsupported("a Slice with computed bounds")
+    rank = view.rank(node.input[0])
+    if [int(a) % rank for a in axes.flatten()] != [1] or int(steps.flatten()[0]) != 1:
+        raise Unsupported("a Slice other than of channels (axis 1, step 1)")
+    channels = view.shapes[node.input[0]][1]
+    start, stop = (int(v.flatten()[0]) for v in (starts, ends))
+    start, stop = (v + channels if v < 0 else min(v, channels) for v in (start, stop))
+    attrs = {"start": start} if stop == channels else {"start": start, "stop": stop}
+    return Match(Lowered("slice", attrs), [node.input[0]], node.output[0], [node])
+
+
+PATTERNS["Slice"] = [_slice]
+
+
+def _pool_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """PyTorch's adaptive average pooling along one axis as a (size_out, size_in) matrix."""
+    m = np.zeros((size_out, size_in), dtype=np.float64)
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+def _adaptive_matmul(view: View, node) -> Match | None:
+    """x @ cols, then rows @ that: adaptive average pooling written as two products (nasdsl's
+    export of sizes that do not divide), when the matrices are the pooling's."""
+    cols = view.get(node.input[1])
+    nxt = view.next_node(node, "MatMul")
+    rows = nxt is not None and nxt.input[1] == node.output[0] and view.get(nxt.input[0])
+    shape = view.shapes.get(node.input[0], ())
+    if cols is None or rows is None or rows is False or len(shape) != 4 or cols.ndim != 2 or rows.ndim != 2:
+        return None
+    if cols.shape[0] != shape[3] or rows.shape[1] != shape[2]:
+        return None
+    if not (
+        np.allclose(cols, _pool_matrix(shape[3], cols.shape[1]).T, rtol=1e-6, atol=1e-7)
+        and np.allclose(rows, _pool_matrix(shape[2], rows.shape[0]), rtol=1e-6, atol=1e-7)
+    ):
+        return None
+    size = (int(rows.shape[0]), int(cols.shape[1]))
+    lowered = Lowered("global_avg_pool") if size == (1, 1) else Lowered("adaptive_avg_pool", {"size": pair(size)})
+    return Match(lowered, [node.input[0]], nxt.output[0], [node, nxt])
+
+
+PATTERNS["MatMul"] = [_adaptive_matmul, _matmul]

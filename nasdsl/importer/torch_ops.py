@@ -1,0 +1,385 @@
+"""The PyTorch op table: which modules, functions and tensor methods become which nasdsl ops.
+
+Three tables, one entry per source op:
+
+* :data:`MODULES`: a module class (matched exactly: a subclass may compute something else)
+  to ``handler(module, call) -> Lowered | tuple[Lowered, ...]``;
+* :data:`FUNCTIONS`: a function object (``torch.cat``, ``torch.nn.functional.relu``,
+  ``operator.add``) to ``handler(call)``;
+* :data:`METHODS`: a tensor method name (``flatten``, ``mean``) to ``handler(call)``.
+
+A handler raises :class:`Unsupported` for settings without a spec equivalent (a convolution
+with reflection padding, a BatchNorm without running statistics); a module class, function or
+method missing from the tables is a located error naming the node. The modules of the table
+are the tracer's leaves: their forward is not traced into. Adding an op of ``nasdsl/ops.py``
+(``conv3d``, ``interpolate``) is one entry here and one in :mod:`nasdsl.importer.onnx_ops`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasdsl.importer.ops_table import Lowered, Unsupported, pair
+
+_MISSING = object()
+
+
+@dataclass
+class Call:
+    """A traced call as a handler sees it: its arguments (tensors are fx nodes) and the
+    shapes of its tensor inputs and of its output, batch included."""
+
+    args: tuple
+    kwargs: dict
+    in_shapes: list[tuple[int, ...]]
+    out_shape: tuple[int, ...] | None
+
+    def arg(self, index: int, name: str, default: object = _MISSING) -> object:
+        if len(self.args) > index:
+            return self.args[index]
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if default is _MISSING:
+            raise Unsupported(f"missing argument '{name}'")
+        return default
+
+    @property
+    def rank(self) -> int:
+        return len(self.in_shapes[0]) if self.in_shapes else 0
+
+
+def _map_input(call: Call, what: str) -> None:
+    if call.rank != 4:
+        raise Unsupported(f"{what} of a {call.rank - 1}-D input: the spec's ops take (C, H, W) maps here")
+
+
+# -- modules -----------------------------------------------------------------------------
+
+
+def _conv2d(m: nn.Conv2d, call: Call) -> Lowered:
+    if m.padding_mode != "zeros":
+        raise Unsupported(f"padding_mode '{m.padding_mode}': the spec's conv2d pads with zeros")
+    padding = m.padding if isinstance(m.padding, str) else pair(m.padding)
+    attrs = {
+        "out": m.out_channels,
+        "kernel": pair(m.kernel_size),
+        "stride": pair(m.stride),
+        "padding": padding,
+        "dilation": pair(m.dilation),
+        "groups": m.groups,
+        "bias": m.bias is not None,
+    }
+    return Lowered("conv2d", attrs)
+
+
+def _batch_norm(m: nn.modules.batchnorm._BatchNorm, call: Call) -> Lowered:
+    if not m.affine:
+        raise Unsupported("affine=False: the spec's batch_norm has a weight and a bias")
+    if not m.track_running_stats:
+        raise Unsupported("track_running_stats=False: the spec's batch_norm keeps running statistics")
+    if m.momentum is None:
+        raise Unsupported("momentum=None (a cumulative average): the spec's batch_norm takes a momentum in [0, 1]")
+    expected = 4 if isinstance(m, nn.BatchNorm2d) else 2
+    if call.rank != expected:
+        raise Unsupported(f"{type(m).__name__} of a {call.rank}-D input")
+    return Lowered("batch_norm", {"eps": float(m.eps), "momentum": float(m.momentum)})
+
+
+def _linear(m: nn.Linear, call: Call) -> Lowered:
+    dim = "features" if call.rank == 2 else "last"
+    return Lowered("linear", {"out": m.out_features, "bias": m.bias is not None, "dim": dim})
+
+
+def _pool_common(m, what: str) -> dict:
+    kernel = pair(m.kernel_size)
+    stride = pair(m.stride if m.stride is not None else m.kernel_size)
+    return {"kernel": kernel, "stride": stride, "padding": pair(m.padding), "ceil_mode": bool(m.ceil_mode)}
+
+
+def _max_pool(m: nn.MaxPool2d, call: Call) -> Lowered:
+    _map_input(call, "MaxPool2d")
+    if pair(m.dilation) != 1:
+        raise Unsupported("dilation: the spec's max_pool has none")
+    if m.return_indices:
+        raise Unsupported("return_indices=True")
+    return Lowered("max_pool", _pool_common(m, "max_pool"))
+
+
+def _avg_pool(m: nn.AvgPool2d, call: Call) -> Lowered:
+    _map_input(call, "AvgPool2d")
+    if m.divisor_override is not None:
+        raise Unsupported("divisor_override: the spec's avg_pool divides by the window")
+    return Lowered("avg_pool", {**_pool_common(m, "avg_pool"), "count_include_pad": bool(m.count_include_pad)})
+
+
+def _adaptive(size: object, call: Call) -> Lowered:
+    _map_input(call, "adaptive average pooling")
+    sizes = size if isinstance(size, (list, tuple)) else (size, size)
+    if any(s is None for s in sizes):
+        raise Unsupported("an output size of None (keep that side): the spec's adaptive_avg_pool takes sizes")
+    if tuple(sizes) == (1, 1):
+        return Lowered("global_avg_pool")
+    return Lowered("adaptive_avg_pool", {"size": pair(sizes)})
+
+
+def _flatten_module(m: nn.Flatten, call: Call) -> Lowered:
+    if m.start_dim != 1 or m.end_dim not in (-1, call.rank - 1):
+        raise Unsupported(f"Flatten({m.start_dim}, {m.end_dim}): the spec's flatten keeps the batch alone")
+    return Lowered("flatten")
+
+
+def _layer_norm(m: nn.LayerNorm, call: Call) -> Lowered:
+    if not m.elementwise_affine or m.bias is None:
+        raise Unsupported("a LayerNorm without a weight and a bias")
+    if len(m.normalized_shape) != 1 or m.normalized_shape[0] != call.in_shapes[0][-1]:
+        raise Unsupported(f"normalized_shape {tuple(m.normalized_shape)}: the spec normalises over the last axis")
+    return Lowered("layer_norm", {"eps": float(m.eps), "dim": "last"})
+
+
+def _layer_norm_2d(m: nn.LayerNorm, call: Call) -> Lowered:
+    _map_input(call, "LayerNorm2d")
+    if not m.elementwise_affine or m.bias is None:
+        raise Unsupported("a LayerNorm2d without a weight and a bias")
+    return Lowered("layer_norm", {"eps": float(m.eps), "dim": "channels"})
+
+
+def _permute_dims(dims: object, call: Call) -> Lowered:
+    dims = [int(d) % call.rank for d in dims]
+    if dims[0] != 0:
+        raise Unsupported(f"permute{tuple(dims)} moves the batch axis")
+    return Lowered("permute", {"dims": [d - 1 for d in dims[1:]]})
+
+
+def _softmax(dim: object, call: Call) -> Lowered:
+    if dim is None or int(dim) % call.rank != 1:
+        raise Unsupported(f"softmax over axis {dim}: the spec's softmax is over channels or features (axis 1)")
+    return Lowered("softmax")
+
+
+def _dropout_p(p: float) -> Lowered:
+    return Lowered("dropout", {"p": float(p)})
+
+
+def _gelu(approximate: str) -> Lowered:
+    return Lowered("gelu", {"approximate": approximate})
+
+
+def _simple(op: str) -> Callable[..., Lowered]:
+    return lambda *_: Lowered(op)
+
+
+def _lrn(m: nn.LocalResponseNorm, call: Call) -> Lowered:
+    _map_input(call, "LocalResponseNorm")
+    return Lowered("lrn", {"size": m.size, "alpha": float(m.alpha), "beta": float(m.beta), "k": float(m.k)})
+
+
+def _stochastic_depth(m, call: Call) -> Lowered:
+    return Lowered("stochastic_depth", {"p": float(m.p), "mode": m.mode})
+
+
+MODULES: dict[type, Callable[..., Lowered | tuple[Lowered, ...]]] = {
+    nn.Conv2d: _conv2d,
+    nn.BatchNorm2d: _batch_norm,
+    nn.BatchNorm1d: _batch_norm,
+    nn.Linear: _linear,
+    nn.ReLU: _simple("relu"),
+    nn.ReLU6: _simple("relu6"),
+    nn.Sigmoid: _simple("sigmoid"),
+    nn.Tanh: _simple("tanh"),
+    nn.SiLU: _simple("silu"),
+    nn.Hardswish: _simple("hardswish"),
+    nn.Hardsigmoid: _simple("hardsigmoid"),
+    nn.GELU: lambda m, call: _gelu(m.approximate),
+    nn.MaxPool2d: _max_pool,
+    nn.AvgPool2d: _avg_pool,
+    nn.AdaptiveAvgPool2d: lambda m, call: _adaptive(m.output_size, call),
+    nn.Dropout: lambda m, call: _dropout_p(m.p),
+    nn.Flatten: _flatten_module,
+    nn.LayerNorm: _layer_norm,
+    nn.Softmax: lambda m, call: _softmax(m.dim, call),
+    nn.LocalResponseNorm: _lrn,
+    nn.Identity: _simple("identity"),
+}
+
+
+def _torchvision_modules() -> None:
+    """torchvision's own layers, when torchvision is installed (it is optional)."""
+    try:
+        from torchvision.models.convnext import LayerNorm2d
+        from torchvision.ops import StochasticDepth
+        from torchvision.ops.misc import Permute
+    except ImportError:  # pragma: no cover - torchvision is a test dependency
+        return
+    MODULES[LayerNorm2d] = _layer_norm_2d
+    MODULES[Permute] = lambda m, call: _permute_dims(m.dims, call)
+    MODULES[StochasticDepth] = _stochastic_depth
+
+
+_torchvision_modules()
+
+
+# -- functions and methods -----------------------------------------------------------------
+
+
+def _cat(call: Call) -> Lowered:
+    dim = int(call.arg(1, "dim", 0))
+    if dim % call.rank != 1:
+        raise Unsupported(f"concatenation along axis {dim}: the spec's concat joins channels (axis 1)")
+    return Lowered("concat")
+
+
+def _binary(op: str) -> Callable[[Call], Lowered]:
+    def handler(call: Call) -> Lowered:
+        if len(call.in_shapes) != 2:
+            raise Unsupported(f"{op} with a constant: the spec's {op} joins two tensors")
+        return Lowered(op)
+
+    return handler
+
+
+def _flatten_call(call: Call) -> Lowered:
+    start = int(call.arg(1, "start_dim", 0))
+    end = int(call.arg(2, "end_dim", -1))
+    if start != 1 or end % call.rank != call.rank - 1:
+        raise Unsupported(f"flatten({start}, {end}): the spec's flatten keeps the batch alone")
+    return Lowered("flatten")
+
+
+def _mean(call: Call) -> tuple[Lowered, ...] | Lowered:
+    dims = call.arg(1, "dim")
+    keep = bool(call.arg(2, "keepdim", False))
+    dims = sorted(int(d) % call.rank for d in (dims if isinstance(dims, (list, tuple)) else [dims]))
+    if call.rank != 4 or dims != [2, 3]:
+        raise Unsupported(f"a mean over axes {dims}: the spec has the mean over all positions (axes 2 and 3)")
+    return Lowered("global_avg_pool") if keep else (Lowered("global_avg_pool"), Lowered("flatten", suffix="flatten"))
+
+
+def _f_avg_pool(call: Call) -> Lowered:
+    _map_input(call, "avg_pool2d")
+    if call.arg(6, "divisor_override", None) is not None:
+        raise Unsupported("divisor_override: the spec's avg_pool divides by the window")
+    kernel = call.arg(1, "kernel_size")
+    stride = call.arg(2, "stride", None) or kernel
+    attrs = {
+        "kernel": pair(kernel),
+        "stride": pair(stride),
+        "padding": pair(call.arg(3, "padding", 0)),
+        "ceil_mode": bool(call.arg(4, "ceil_mode", False)),
+        "count_include_pad": bool(call.arg(5, "count_include_pad", True)),
+    }
+    return Lowered("avg_pool", attrs)
+
+
+def _f_max_pool(call: Call) -> Lowered:
+    _map_input(call, "max_pool2d")
+    if pair(call.arg(4, "dilation", 1)) != 1:
+        raise Unsupported("dilation: the spec's max_pool has none")
+    if call.arg(6, "return_indices", False):
+        raise Unsupported("return_indices=True")
+    kernel = call.arg(1, "kernel_size")
+    stride = call.arg(2, "stride", None) or kernel
+    attrs = {
+        "kernel": pair(kernel),
+        "stride": pair(stride),
+        "padding": pair(call.arg(3, "padding", 0)),
+        "ceil_mode": bool(call.arg(5, "ceil_mode", False)),
+    }
+    return Lowered("max_pool", attrs)
+
+
+def _f_dropout(call: Call) -> Lowered:
+    if not call.arg(2, "training", True):
+        return Lowered("identity")
+    return _dropout_p(call.arg(1, "p", 0.5))
+
+
+def _f_gelu(call: Call) -> Lowered:
+    return _gelu(call.arg(1, "approximate", "none"))
+
+
+def _channel_shuffle(call: Call) -> Lowered:
+    _map_input(call, "channel_shuffle")
+    return Lowered("channel_shuffle", {"groups": int(call.arg(1, "groups"))})
+
+
+def _permute_call(call: Call) -> Lowered:
+    rest = call.args[1:]
+    dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest or call.kwargs.get("dims", ())
+    return _permute_dims(dims, call)
+
+
+FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
+    torch.cat: _cat,
+    torch.concat: _cat,
+    operator.add: _binary("add"),
+    operator.iadd: _binary("add"),
+    torch.add: _binary("add"),
+    operator.mul: _binary("mul"),
+    operator.imul: _binary("mul"),
+    torch.mul: _binary("mul"),
+    torch.flatten: _flatten_call,
+    torch.permute: _permute_call,
+    F.relu: _simple("relu"),
+    torch.relu: _simple("relu"),
+    F.relu6: _simple("relu6"),
+    torch.sigmoid: _simple("sigmoid"),
+    F.sigmoid: _simple("sigmoid"),
+    torch.tanh: _simple("tanh"),
+    F.silu: _simple("silu"),
+    F.hardswish: _simple("hardswish"),
+    F.hardsigmoid: _simple("hardsigmoid"),
+    F.gelu: _f_gelu,
+    F.dropout: _f_dropout,
+    F.avg_pool2d: _f_avg_pool,
+    F.max_pool2d: _f_max_pool,
+    F.adaptive_avg_pool2d: lambda call: _adaptive(call.arg(1, "output_size"), call),
+    F.softmax: lambda call: _softmax(call.arg(1, "dim", None), call),
+    torch.softmax: lambda call: _softmax(call.arg(1, "dim", None), call),
+}
+
+METHODS: dict[str, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
+    "flatten": _flatten_call,
+    "mean": _mean,
+    "relu": _simple("relu"),
+    "sigmoid": _simple("sigmoid"),
+    "tanh": _simple("tanh"),
+    "permute": _permute_call,
+    "add": _binary("add"),
+    "mul": _binary("mul"),
+    "contiguous": _simple("identity"),
+}
+
+
+def _torchvision_functions() -> None:
+    try:
+        from torchvision.models.shufflenetv2 import channel_shuffle
+    except ImportError:  # pragma: no cover
+        return
+    FUNCTIONS[channel_shuffle] = _channel_shuffle
+
+
+_torchvision_functions()
+
+#: functions the tracer records as one call instead of tracing into them
+WRAPPED = tuple(f for f in FUNCTIONS if getattr(f, "__module__", "").startswith("torchvision"))
+
+#: the name a function's or method's node gets in its scope when nothing better exists
+NAMES = {
+    "cat": "cat",
+    "concat": "cat",
+    "add": "residual",
+    "iadd": "residual",
+    "mul": "scale",
+    "imul": "scale",
+    "mean": "avgpool",
+    "adaptive_avg_pool2d": "avgpool",
+    "avg_pool2d": "avgpool",
+    "max_pool2d": "maxpool",
+    "contiguous": "contiguous",
+}
