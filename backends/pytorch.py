@@ -308,12 +308,13 @@ def _shape_note(ctx: ClassContext, b: ir.Block, spatial: tuple[str, ...] | None 
     return f"({', '.join(parts)})"
 
 
-def _channels(g: nx.DiGraph, b: ir.Block, sym: tuple | None, node: str | None = None) -> object:
-    """The channel size of a shape of block ``b`` (its output's, or node ``node``'s)."""
-    t = ir.node(g, node or b.output).type
+def _channels(ctx: ClassContext, b: ir.Block, sym: tuple | None, node: str | None = None) -> object:
+    """The channel size of a shape of block ``b`` (its output's, or node ``node``'s) as the class
+    writes it: a number, or an expression of its arguments."""
+    t = ir.node(ctx.g, node or b.output).type
     if sym is None or t is None or t.channel_axis is None:
         return None
-    return sym[t.channel_axis]
+    return ctx.size(sym[t.channel_axis], t.shape[t.channel_axis])
 
 
 class _Writer:
@@ -590,7 +591,7 @@ class _Writer:
                 fwd += ["    " + s for s in stmt]
             else:
                 fwd += stmt
-            if cond and _channels(self.g, c, c.sym) != _channels(self.g, c, c.in_sym, c.inputs[0]):
+            if cond and _channels(ctx, c, c.sym) != _channels(ctx, c, c.in_sym, c.inputs[0]):
                 unsettled = (c.passed, c)
             if wanted:
                 local = names.create(c.name)

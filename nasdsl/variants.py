@@ -426,7 +426,11 @@ class _Program:
                 else:
                     p = opdef.params(ins, attrs) if opdef.init_params else 0
                     m = opdef.macs(ins, attrs, out)
-                    cost = latency.node_cost(op, attrs, ins, out, m, node.context) if latency is not None else 0.0
+                    cost = (
+                        latency.node_cost(op, attrs, tuple(t.shape for t in ins), out.shape, m, node.context)
+                        if latency is not None
+                        else 0.0
+                    )
                     known = (out, p, m, None, cost)
                 _remember(node.shaped, key, (*known, attrs))  # attrs kept alive: its id stays its own
             out, p, m, error, cost = known[:5]
@@ -458,7 +462,7 @@ class _Program:
             for r in frees:
                 live -= sizes[r]
         if latency is not None:
-            ms += latency.model_cost(shapes[self.input])  # type: ignore[arg-type]
+            ms += latency.model_cost(shapes[self.input].shape)  # type: ignore[union-attr]
         return Figures(params, macs, self.depth, peak, params_train, macs_train, ms if latency is not None else None)
 
 

@@ -345,6 +345,33 @@ def test_a_switched_entry_that_changes_width_cannot_be_read_in_sequence(tmp_path
         )
 
 
+def test_a_switched_entry_is_read_in_sequence_where_the_class_writes_the_same_width(tmp_path):
+    """The widths are compared as the class writes them: a model whose switched convolution keeps
+    the channel count once its variables are folded (both 16 here, neither an argument) is written,
+    as nasdsl search's variants of examples/digits_space.yaml are (IR v2's symbolic widths,
+    width1 against width2, refused it)."""
+    text = """
+        name: Net
+        input: {shape: [1, 8, 8]}
+        variables: {w1: 16, w2: 16, second: false}
+        model:
+          conv1: {op: conv2d, out: w1, kernel: 3, padding: 1}
+          conv2: {op: conv2d, out: w2, kernel: 3, padding: 1, when: second}
+          relu2: {op: relu, when: second}
+          pool: {op: max_pool, kernel: 2}
+          flat: flatten
+          fc: {op: linear, out: 10}
+        """
+    for second in (False, True):
+        net = compile_text(tmp_path, text, second=second)
+        model = model_of(net)
+        assert ("conv2.weight" in model.state_dict()) is second
+        assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert "second: bool" in generate_source(compile_text(tmp_path, text))  # the switch is an argument
+    wider = generate_source(compile_text(tmp_path, text, w2=32))  # which it cannot be if it changes fc's width
+    assert "second" not in wider.split("def __init__")[1].split(")")[0]
+
+
 def test_a_parameter_after_a_defaulted_one_is_keyword_only(tmp_path):
     """A default the class cannot write makes its parameter required; after a defaulted one it is
     keyword-only, and calls name it (it was a SyntaxError in the generated file)."""
