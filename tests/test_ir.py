@@ -180,12 +180,20 @@ def _with_op(monkeypatch, opdef: OpDef) -> None:
     monkeypatch.setitem(OPS, opdef.name, opdef)
 
 
+def _block_op(g, node: str, op: str) -> None:
+    """The op block holding ``node`` says ``op`` (in ``g``, the caller's copy)."""
+    from nasdsl.ir.tree import map_roots
+
+    map_roots(g, lambda b: dataclasses.replace(b, op=op) if b.kind == "op" and b.output == node else b)
+
+
 def test_an_op_without_lowerings_is_an_error_naming_op_and_node(graphs, monkeypatch):
     from nasdsl.backends import onnx, pytorch
 
     g = graphs["resnet18"].copy()
     _with_op(monkeypatch, dataclasses.replace(OPS["relu"], name="frob", lowerings={}))
     ir.update_node(g, "relu", op="frob")
+    _block_op(g, "relu", "frob")  # the tree and the nodes agree (the verifier checks it)
     with pytest.raises(CodegenError, match=r"the PyTorch backend cannot lower op 'frob' \(node relu\)"):
         pytorch.generate_source(g)
     with pytest.raises(CodegenError, match=r"the ONNX backend cannot lower op 'frob' \(node relu\)"):

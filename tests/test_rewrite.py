@@ -231,5 +231,5 @@ def test_every_pass_through_the_api_leaves_its_argument_unchanged(net):
     before = snapshot(g)
     for name in ("inference", "training", "drop_identities", "drop_unused", "fold_norms", "fuse_siblings",
                  "hoist_activations"):  # fmt: skip
-        PASSES[name](g)
+        PASSES[name].run(g)
         assert snapshot(g) == before, name
