@@ -62,7 +62,7 @@ def test_the_installed_package_wins_over_the_clone_seen_from_its_parent_folder(w
     failed with `cannot import name '__version__'`. The Makefile installs the package itself
     (a wheel: no setuptools warning, unlike an editable install), and that copy is imported."""
     makefile = (ROOT / "Makefile").read_text()
-    (line,) = [ln for ln in makefile.splitlines() if re.search(r"pip install .*\"\.\[test\]\"", ln)]
+    (line,) = [ln for ln in makefile.splitlines() if re.search(r"pip install .*\"\.\[test[,a-z]*\]\"", ln)]
     assert " -e " not in line and "--editable" not in line, line
     site = tmp_path / "site"
     zipfile.ZipFile(wheel[0]).extractall(site)  # what pip install puts in site-packages
