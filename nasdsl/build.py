@@ -4,7 +4,7 @@ Expansion evaluates every expression, binds template arguments, resolves
 references and enforces the expansion limits; shapes are left to the
 :func:`nasdsl.passes.shapes.infer_shapes` pass. Each value is evaluated once
 with the spec's values and once symbolically (template parameters, and the
-model's variables, as :class:`~nasdsl.expr.Sym`), so that the graph says how a
+model's variables, as :class:`~nasdsl.ir.sym.Sym`), so that the graph says how a
 generated class computes it; the model variables each value depends on are
 recorded beside it. A block that a boolean variable switches off is expanded
 all the same, into the graph's dormant part, so that a generated class can take

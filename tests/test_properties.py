@@ -869,7 +869,7 @@ FOUND = {
     ),
     "concat-of-one-node-twice": (
         "fixed",
-        "nasdsl/build.py, nasdsl/ir.py: the graph is a DiGraph, so two inputs from the same node are one edge; "
+        "nasdsl/build.py, nasdsl/ir/: the graph is a DiGraph, so two inputs from the same node are one edge; "
         "a concat of the same node twice is refused with 'expected 2 to 65536 inputs to concat, got 1'",
         "name: Net\ninput: {shape: [3, 8, 8]}\nmodel:\n  a: relu\n  cat: {concat: [{ref: a}, {ref: a}]}\n",
     ),

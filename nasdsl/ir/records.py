@@ -27,7 +27,7 @@ class Arg:
     """One argument of a template use.
 
     ``value`` is what it evaluated to; ``expr`` the same as an expression of the
-    enclosing class's parameters (a :class:`~nasdsl.expr.Sym`, a number, a bool,
+    enclosing class's parameters (a :class:`~nasdsl.ir.sym.Sym`, a number, a bool,
     a string or a tuple of those), or ``None`` where it cannot be written as one
     (the class then folds ``value``); ``given`` tells whether the use wrote it
     (else it is the parameter's default); ``deps`` are the model variables it
