@@ -166,9 +166,33 @@ class _Symbols:
                 sym = tuple(d if isinstance(d, Sym) else c for d, c in zip(out, record.type.shape, strict=True))
             except _FAILED:
                 sym = record.type.shape
+            else:
+                if OPS[record.op].merge and len(in_sym) > 1:
+                    sym = _merged_sizes(sym, in_sym, [self._type(src).shape for src in sources])
         record = dataclasses.replace(record, sym=sym, in_sym=in_sym)
         self.records[name] = record
         return record
+
+
+def _merged_sizes(sym: tuple, in_sym: tuple, concrete: list[tuple]) -> tuple:
+    """The output sizes of a merge whose inputs share a size under different expressions (a
+    residual sum of the class's input, ``in_channels``, and of its body, ``width_out``): the
+    expression of an input that is not the class's first argument, where one is. So the size
+    reads the same at every use of the template, whichever branch a parameter switches off."""
+    out = list(sym)
+    for i, d in enumerate(sym):
+        sizes = {c[i] for c in concrete if len(c) == len(sym)}
+        if len(sizes) != 1 or not isinstance(d, Sym) or not d.names & _FIRST_ARGUMENTS:
+            continue
+        other = [x[i] for x in in_sym if x is not None and len(x) == len(sym)]
+        better = [x for x in other if not (isinstance(x, Sym) and x.names & _FIRST_ARGUMENTS)]
+        if better:
+            out[i] = better[0]
+    return tuple(out)
+
+
+#: the names a class's first argument takes (input_param)
+_FIRST_ARGUMENTS = frozenset({"in_channels", "in_features"})
 
 
 def _inside(own: str, instance: str) -> bool:

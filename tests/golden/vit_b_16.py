@@ -114,7 +114,7 @@ class EncoderBlock(nn.Module):
         x = self.ln_2(x)  # (N, L, in_features)
         x = self.mlp(x)  # (N, L, hidden_dim)
         mlp = x
-        x = attended + mlp  # (N, L, in_features)
+        x = attended + mlp  # (N, L, hidden_dim)
         return x
 
 
@@ -168,7 +168,7 @@ class Encoder(nn.Module):
             self.layers.add_module(
                 f"encoder_layer_{i}",
                 EncoderBlock(
-                    in_features,
+                    hidden_dim,
                     num_heads,
                     hidden_dim,
                     mlp_dim,
@@ -176,16 +176,16 @@ class Encoder(nn.Module):
                     attention_dropout,
                 ),
             )
-        self.ln = nn.LayerNorm(in_features, eps=1e-06)
+        self.ln = nn.LayerNorm(hidden_dim, eps=1e-06)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         x = self.pos_embedding.expand(x.shape[0], -1, -1)  # (N, L, hidden_dim)
         pos_embedding = x
-        x = identity + pos_embedding  # (N, L, in_features)
-        x = self.dropout(x)  # (N, L, in_features)
-        x = self.layers(x)  # (N, L, in_features)
-        x = self.ln(x)  # (N, L, in_features)
+        x = identity + pos_embedding  # (N, L, hidden_dim)
+        x = self.dropout(x)  # (N, L, hidden_dim)
+        x = self.layers(x)  # (N, L, hidden_dim)
+        x = self.ln(x)  # (N, L, hidden_dim)
         return x
 
 
