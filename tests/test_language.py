@@ -372,6 +372,42 @@ def test_a_switched_entry_is_read_in_sequence_where_the_class_writes_the_same_wi
     assert "second" not in wider.split("def __init__")[1].split(")")[0]
 
 
+def test_a_residual_whose_projection_a_parameter_switches_is_one_class(tmp_path):
+    """The sum reads the projection at one use and the block's input at the other (a switched-off
+    entry passes its input on); its size is written as the body's width at both, so one class
+    serves them (``nasdsl import`` writes torchvision's RegNet block so, and it was refused)."""
+    net = compile_text(
+        tmp_path,
+        """
+        name: Net
+        input: {shape: [3, 8, 8]}
+        templates:
+          Block:
+            params: [width, {with_proj: false}]
+            body:
+              proj: {op: conv2d, out: width, kernel: 1, when: with_proj}
+              f: {op: conv2d, out: width, kernel: 3, padding: 1, from: in}
+              residual: {add: [{ref: proj}, {ref: f}]}
+              act: relu
+        model:
+          a: {use: Block, args: [8, true]}
+          b: {use: Block, args: [8]}
+        """,
+    )
+    source = generate_source(net)
+    assert source.count("class Block(") == 1 and "x = proj + f  # (N, width, H, W)" in source
+    model = model_of(net)
+    sd = model.state_dict()
+    x = torch.randn(2, 3, 8, 8)
+
+    def conv(name, v, padding):
+        return F.conv2d(v, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=padding)
+
+    y = F.relu(conv("a.proj", x, 0) + conv("a.f", x, 1))
+    want = F.relu(y + conv("b.f", y, 1))
+    torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-6)
+
+
 def test_a_parameter_after_a_defaulted_one_is_keyword_only(tmp_path):
     """A default the class cannot write makes its parameter required; after a defaulted one it is
     keyword-only, and calls name it (it was a SyntaxError in the generated file)."""
