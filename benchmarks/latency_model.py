@@ -42,7 +42,7 @@ import nasdsl  # noqa: E402
 from nasdsl import space as spaces  # noqa: E402
 from nasdsl.bench import calibrate, latency  # noqa: E402
 from nasdsl.bench.hardware import machine  # noqa: E402
-from nasdsl.commands.space import variant_yaml  # noqa: E402
+from nasdsl.space import variant_yaml  # noqa: E402
 from nasdsl.variants import Evaluator  # noqa: E402
 
 MOBILENET_SPACE = """\

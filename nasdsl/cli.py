@@ -20,9 +20,7 @@ import gc
 import importlib
 import io
 import os
-import stat
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -32,7 +30,8 @@ from nasdsl import __version__, ir
 from nasdsl.api import MAX_PARAMS, compile_spec, few_collections
 from nasdsl.build import MAX_NODES
 from nasdsl.ensemble import CompiledEnsemble
-from nasdsl.errors import NasdslError, one_line, terminal_text
+from nasdsl.errors import NasdslError, UsageError, one_line, terminal_text
+from nasdsl.files import write_atomic
 from nasdsl.loader import Limits
 from nasdsl.optimize import DEFAULT_TARGET, ONNX_TARGETS, deployment, target_names
 from nasdsl.summary import render
@@ -55,10 +54,6 @@ ONNX_ONLY = {
     "with_aux": False,
     "data": None,
 }
-
-
-class UsageError(NasdslError):
-    """A bad command-line option (exit 2)."""
 
 
 # ---------------------------------------------------------------------------
@@ -754,39 +749,3 @@ def entry() -> int:
     code = main()
     gc.freeze()
     return code
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and
-    a rename, so that readers see the old file or the whole new one. A missing
-    folder is made first."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"{path}: is a directory, expected a file to write")
-    if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
-        raise UsageError(f"{path}: exists and is not a regular file (a link, pipe or device); not replacing it")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{path}: cannot make the folder {folder}: {e.strerror or e}") from None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".nasdsl-", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise UsageError(f"{path}: cannot write: {e.strerror or e}") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise UsageError(f"{path}: cannot write: {e.strerror or e}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -362,3 +362,66 @@ def _plain(node: object) -> object:
 
 def spec_hash(doc: YMap) -> str:
     return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Writing a document
+
+
+def spec_yaml(doc) -> str:
+    """A document (a mapping, as loaded or as plain data) as YAML, written as specs are by hand:
+    small mappings and lists on one line."""
+    import yaml
+
+    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's where PyYAML has it: same text
+        pass
+
+    def flow_map(dumper, data):
+        return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+
+    def flow_list(dumper, data):
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
+    Dumper.add_representer(_FlowMap, flow_map)
+    Dumper.add_representer(_FlowList, flow_list)
+    return yaml.dump(_styled(doc), Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
+
+
+class _FlowMap(dict):
+    pass
+
+
+class _FlowList(list):
+    pass
+
+
+def _styled(node: object, depth: int = 0) -> object:
+    """Plain dicts and lists, those that fit on a short line marked to be written on one."""
+    if isinstance(node, dict):
+        items = {k: _styled(v, depth + 1) for k, v in node.items()}
+        flat = depth > 1 and _short(node)
+        return _FlowMap(items) if flat else items
+    if isinstance(node, list):
+        items = [_styled(v, depth + 1) for v in node]
+        return _FlowList(items) if _short(node) else items
+    return node
+
+
+def _short(node: object) -> bool:
+    """At most two levels of small collections of scalars (``{use: X, args: [1, 2]}``)."""
+
+    def size(v: object, level: int) -> int | None:
+        if isinstance(v, dict):
+            parts = [size(x, level + 1) for x in v.values()]
+            keys = sum(len(str(k)) + 2 for k in v)
+        elif isinstance(v, list):
+            parts = [size(x, level + 1) for x in v]
+            keys = 0
+        else:
+            return len(str(v)) + 2
+        if level > 2 or any(p is None for p in parts):
+            return None
+        return keys + sum(parts) + 2
+
+    n = size(node, 1)
+    return n is not None and n <= 90

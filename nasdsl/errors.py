@@ -138,3 +138,7 @@ class ErrorList(NasdslError):
 def _sort_key(e: NasdslError):
     loc = e.location
     return (loc is None, loc or Location("", 0, 0), e.path or "", e.message)
+
+
+class UsageError(NasdslError):
+    """A bad command-line option (exit 2)."""

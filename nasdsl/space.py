@@ -51,7 +51,7 @@ from nasdsl.choices import (
     plain,
     substitute,
 )
-from nasdsl.errors import Location, NasdslError, SpecError
+from nasdsl.errors import Location, NasdslError, SpecError, one_line
 from nasdsl.loader import YMap
 from nasdsl.ops import describe
 from nasdsl.spec import Value, did_you_mean, parse_value
@@ -555,6 +555,25 @@ def _odometer(radix: list[int] | tuple[int, ...], start: tuple[int, ...] | None 
             return
 
 
+# ---------------------------------------------------------------------------
+# A variant as a plain spec
+
+
+def variant_yaml(space: Space, picks: tuple[int, ...], source: str, writer: str = "nasdsl space --pick") -> str:
+    """A variant's plain document as YAML, with a header naming where it comes from (and
+    ``writer``, what wrote it): small mappings and lists on one line, as specs are written by hand
+    (:func:`nasdsl.document.spec_yaml`)."""
+    return variant_header(space, picks, source, writer) + document.spec_yaml(space.document_of(picks))
+
+
+def variant_header(space: Space, picks: tuple[int, ...], source: str, writer: str) -> str:
+    """The comment lines :func:`variant_yaml` starts with."""
+    choices = " ".join(space.set_arguments(picks)) or "(no choices)"
+    # a comment is one line: the file name and the options are written with their escapes
+    # (a file named "a\ninit: ..." wrote a YAML section of its own)
+    return f"# variant {space.id_of(picks)} of {one_line(source)}: {one_line(choices)}\n# written by {writer}\n"
+
+
 __all__ = [
     "CHOICE_KEYS",
     "ChoicePoint",
@@ -565,4 +584,6 @@ __all__ = [
     "default_document",
     "find_space",
     "load_space",
+    "variant_header",
+    "variant_yaml",
 ]

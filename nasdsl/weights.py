@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -434,7 +435,25 @@ def to_torch(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
     return {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
 
 
+def encode_weights(weights: Mapping[str, object], path: str) -> bytes:
+    """The weights as the file ``path``'s extension asks: safetensors (numpy) or torch.save."""
+    import numpy as np
+
+    ext = os.path.splitext(path)[1].lower()
+    arrays = {k: np.asarray(v, order="C") for k, v in weights.items()}  # (ascontiguousarray makes scalars 1-D)
+    if ext == ".safetensors":
+        from safetensors.numpy import save
+
+        return save(arrays)
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, buf)
+    return buf.getvalue()
+
+
 __all__ = [
+    "encode_weights",
     "MAX_MEMORY",
     "Fit",
     "check_memory",

@@ -18,6 +18,7 @@ from nasdsl.ir.rewrite import RewriteError, Rewriter
 from nasdsl.ir.sym import Sym
 from nasdsl.ir.tree import check_tree
 from nasdsl.passes.pipeline import verify_graph
+from nasdsl.passes.symbolic import infer_symbols
 
 #: a template used twice, one use nested in another template's body, an unnamed sequence, a merge,
 #: and a block switched off (its node in the dormant graph, reading the main graph's stem)
@@ -67,7 +68,7 @@ def block(g: nx.DiGraph, path: str, kind: str | None = None) -> ir.Block:
 
 def test_bypass_leaves_a_skip_that_keeps_the_indices_and_retargets_readers(net):
     before = snapshot(net.graph)
-    rw = Rewriter.on_copy(net.graph)
+    rw = Rewriter.on_copy(net.graph, infer_symbols)
     assert rw.bypass("stem.1")
     g = rw.finish()
     assert snapshot(net.graph) == before  # the argument is never changed
@@ -91,14 +92,14 @@ def test_bypassing_a_node_whose_reader_reads_its_input_already_is_refused(tmp_pa
     path.write_text("name: T\ninput: {shape: [3, 4, 4]}\nmodel:\n  c: {op: conv2d, out: 2, kernel: 1}\n"
                     "  both: {concat: [identity, {op: dropout, p: 0.1}]}\n")  # fmt: skip
     g = nasdsl.compile_spec(path).graph
-    rw = Rewriter.on_copy(g)
+    rw = Rewriter.on_copy(g, infer_symbols)
     assert rw.bypass("both.0")  # the first may go: the concat then reads c through its edge
     assert not rw.bypass("both.1")  # a graph holds one edge between c and the concat
     check_tree(rw.finish())
 
 
 def test_bypassing_the_last_node_of_a_block_retargets_every_block_and_output_it_ended(net):
-    rw = Rewriter.on_copy(net.graph)
+    rw = Rewriter.on_copy(net.graph, infer_symbols)
     rw.bypass("pair.second.act")
     g = rw.finish()
     assert ir.info(g).outputs[0].node == "mix" and ir.inputs(g, "mix.a") == ["pair.second.bn"]
@@ -109,7 +110,7 @@ def test_bypassing_the_last_node_of_a_block_retargets_every_block_and_output_it_
 
 
 def test_replace_keeps_the_name_or_renames_and_the_tree_follows(net):
-    rw = Rewriter.on_copy(net.graph)
+    rw = Rewriter.on_copy(net.graph, infer_symbols)
     data = ir.node(rw.g, "mix.a")
     rw.replace("mix.a", dataclasses.replace(data, attrs=data.attrs.replace(bias=False)))
     new = rw.replace("stem.2", dataclasses.replace(ir.node(rw.g, "stem.2"), op="relu", attrs=ir.EMPTY, given=(),
@@ -126,7 +127,7 @@ def test_replace_keeps_the_name_or_renames_and_the_tree_follows(net):
 def test_a_switched_off_block_reading_a_removed_node_reads_what_replaces_it(net):
     dormant = ir.info(net.graph).dormant.graph
     assert ir.inputs(dormant, "gate") == ["stem.3"] and ir.node(dormant, "stem.3").op == "external"
-    rw = Rewriter.on_copy(net.graph)
+    rw = Rewriter.on_copy(net.graph, infer_symbols)
     rw.bypass("stem.3")
     g = rw.finish()
     dormant = ir.info(g).dormant.graph
@@ -137,13 +138,13 @@ def test_a_switched_off_block_reading_a_removed_node_reads_what_replaces_it(net)
 
 
 def test_a_new_name_must_be_an_entry_of_the_same_parent(net):
-    rw = Rewriter.on_copy(net.graph)
+    rw = Rewriter.on_copy(net.graph, infer_symbols)
     with pytest.raises(RewriteError, match="elsewhere.split cannot be an entry of stem"):
         rw.replace("stem.2", ir.node(rw.g, "stem.2"), rename="elsewhere.split")
 
 
 def test_remove_takes_dead_nodes_out_and_their_blocks_pass_their_input_on(net):
-    rw = Rewriter.on_copy(net.graph)
+    rw = Rewriter.on_copy(net.graph, infer_symbols)
     with pytest.raises(RewriteError, match="node stem.2 is read by a node that stays"):
         rw.remove(["stem.2"])
     ir.update_info(rw.g, outputs=(dataclasses.replace(ir.info(rw.g).outputs[0], node="pair.second.act"),))
@@ -155,7 +156,7 @@ def test_remove_takes_dead_nodes_out_and_their_blocks_pass_their_input_on(net):
 
 
 def test_insert_before_nodes_of_a_merge_wraps_it_and_after_a_node_adds_an_entry(net):
-    rw = Rewriter.on_copy(net.graph)
+    rw = Rewriter.on_copy(net.graph, infer_symbols)
     g = rw.g
     made = dataclasses.replace(ir.node(g, "mix.a"), attrs=ir.node(g, "mix.a").attrs.replace(out=5), sym=None)
     rw.insert("mix.joint", dataclasses.replace(made, type=ir.TensorType((5, 8, 8), "CHW")), ("pair.second.act",),
@@ -172,11 +173,11 @@ def test_insert_before_nodes_of_a_merge_wraps_it_and_after_a_node_adds_an_entry(
     assert ir.order(g).index("mix.joint") < ir.order(g).index("mix.a")  # in the order the tree runs them
     check_tree(g)
     with pytest.raises(RewriteError, match="node stem.0 is no entry of a named sequence"):
-        Rewriter.on_copy(net.graph).insert("stem.extra", relu, ("stem.0",), after="stem.0")
+        Rewriter.on_copy(net.graph, infer_symbols).insert("stem.extra", relu, ("stem.0",), after="stem.0")
 
 
 def test_inline_translates_expressions_into_the_enclosing_class(net):
-    rw = Rewriter.on_copy(net.graph)
+    rw = Rewriter.on_copy(net.graph, infer_symbols)
     rw.inline("pair.first")
     g = rw.finish()
     conv = ir.node(g, "pair.first.conv")
@@ -195,12 +196,12 @@ def test_inline_translates_expressions_into_the_enclosing_class(net):
 
 
 def test_finish_inlines_only_the_uses_that_no_longer_agree(net):
-    rw = Rewriter.on_copy(net.graph)
+    rw = Rewriter.on_copy(net.graph, infer_symbols)
     for unit in ("pair.first", "pair.second"):  # both alike: the template keeps its one class
         rw.bypass(f"{unit}.bn")
     g = rw.finish()
     assert block(g, "pair.first").kind == block(g, "pair.second").kind == "use"
-    rw = Rewriter.on_copy(g)
+    rw = Rewriter.on_copy(g, infer_symbols)
     rw.bypass("pair.second.act")  # one of them only
     g = rw.finish()
     assert block(g, "pair.first").kind == "use" and block(g, "pair.second").kind == "seq"

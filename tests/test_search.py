@@ -24,12 +24,12 @@ from optuna.trial import FixedTrial, TrialState
 import nasdsl
 from nasdsl import space as spaces
 from nasdsl.cli import main, parser
-from nasdsl.commands.space import variant_yaml
 from nasdsl.search import Config, goal, parse_evaluator, run_search, variant_key
 from nasdsl.search.driver import Budget
 from nasdsl.search.params import distribution, picks_of, suggest
 from nasdsl.search.report import status
 from nasdsl.search.study import ATTR, load_study
+from nasdsl.space import variant_yaml
 
 from paths import ROOT
 

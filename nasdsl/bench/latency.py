@@ -359,7 +359,7 @@ def cached(engine: str, threads: int = 1) -> LatencyModel | None:
 
 def save(model: LatencyModel) -> Path:
     """Write ``model`` to its cache file (atomically) and return the path."""
-    from nasdsl.cli import write_atomic
+    from nasdsl.files import write_atomic
 
     path = cache_path(model.engine, model.threads)
     write_atomic(str(path), (json.dumps(model.to_json(), indent=2, sort_keys=True) + "\n").encode())

@@ -146,7 +146,7 @@ def _other(args: argparse.Namespace):
 
 def run(args: argparse.Namespace, net) -> int:
     """Draw the compiled spec ``net`` to ``args.output``; print one line."""
-    from nasdsl.cli import write_atomic
+    from nasdsl.files import write_atomic
 
     fmt = output_format(args.output)
     other, other_name = _other(args)

@@ -97,7 +97,7 @@ def _convention(graph) -> tuple[float, bool]:
         mean = ir.node(g, ir.info(g).input).attrs.get("mean")
         kinds.add(mean is not None and max(mean) > 1)
     if len(kinds) > 1:
-        from nasdsl.cli import UsageError
+        from nasdsl.errors import UsageError
 
         raise UsageError("the members expect different pixel ranges (some 0-255, some 0-1); cannot feed them one image")
     big = kinds.pop()
@@ -113,9 +113,9 @@ def _gives_probabilities(graph) -> bool:
 
 
 def _state_dict(args: argparse.Namespace, net):
-    from nasdsl.cli import UsageError
     from nasdsl.ensemble import CompiledEnsemble, member_state_dict
     from nasdsl.ensemble_ir import members
+    from nasdsl.errors import UsageError
     from nasdsl.weights import initial_weights, load_weights
 
     if args.weights:
@@ -134,7 +134,7 @@ def _state_dict(args: argparse.Namespace, net):
 
 
 def run(args: argparse.Namespace, net) -> int:
-    from nasdsl.cli import UsageError
+    from nasdsl.errors import UsageError
     from nasdsl.evaluation import DEFAULT
 
     if not os.path.isdir(args.data):

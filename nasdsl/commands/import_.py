@@ -91,8 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, net) -> int:
-    from nasdsl.cli import write_atomic
+    from nasdsl.files import write_atomic
     from nasdsl.importer import import_model
+    from nasdsl.weights import encode_weights
 
     if args.weights and os.path.splitext(args.weights)[1].lower() not in WEIGHT_FORMATS:
         raise ImportUsageError(
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace, net) -> int:
         allow_opaque=args.allow_opaque,
     )
     if args.weights:
-        write_atomic(args.weights, _encode(result.weights, args.weights))
+        write_atomic(args.weights, encode_weights(result.weights, args.weights))
     report = sys.stderr if args.output == "-" else sys.stdout
     if args.output == "-":
         sys.stdout.write(result.text)
@@ -125,9 +126,3 @@ def run(args: argparse.Namespace, net) -> int:
         if args.weights:
             report.write(f"wrote {printable(args.weights)} ({len(result.weights)} tensors)\n")
     return 0
-
-
-def _encode(weights: dict, path: str) -> bytes:
-    from nasdsl.commands.transfer import encode
-
-    return encode(weights, path)

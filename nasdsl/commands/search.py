@@ -264,9 +264,9 @@ def run(args: argparse.Namespace, net) -> int:
 
 
 def _pick(args: argparse.Namespace, study, space) -> int:
-    from nasdsl.cli import write_atomic
-    from nasdsl.commands.space import variant_yaml
+    from nasdsl.files import write_atomic
     from nasdsl.search import report
+    from nasdsl.space import variant_yaml
 
     trial = report.chosen(study, args.pick)
     picks = report.variant_of(study, space, trial)

@@ -484,88 +484,16 @@ def render(listing: Listing, fmt: str, *, spec: str, name: str, shard=None) -> s
 # Picking one variant
 
 
-def variant_yaml(space: spaces.Space, picks: tuple[int, ...], source: str, writer: str = "nasdsl space --pick") -> str:
-    """A variant's plain document as YAML, with a header naming where it comes from (and
-    ``writer``, what wrote it): small mappings and lists on one line, as specs are written by hand."""
-    return variant_header(space, picks, source, writer) + spec_yaml(space.document_of(picks))
-
-
-def variant_header(space: spaces.Space, picks: tuple[int, ...], source: str, writer: str) -> str:
-    """The comment lines :func:`variant_yaml` starts with."""
-    choices = " ".join(space.set_arguments(picks)) or "(no choices)"
-    # a comment is one line: the file name and the options are written with their escapes
-    # (a file named "a\ninit: ..." wrote a YAML section of its own)
-    return f"# variant {space.id_of(picks)} of {one_line(source)}: {one_line(choices)}\n# written by {writer}\n"
-
-
-def spec_yaml(doc) -> str:
-    """A document (a mapping, as loaded or as plain data) as YAML, styled as :func:`variant_yaml` writes it."""
-    import yaml
-
-    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's where PyYAML has it: same text
-        pass
-
-    def flow_map(dumper, data):
-        return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
-
-    def flow_list(dumper, data):
-        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
-
-    Dumper.add_representer(_FlowMap, flow_map)
-    Dumper.add_representer(_FlowList, flow_list)
-    return yaml.dump(_styled(doc), Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
-
-
-class _FlowMap(dict):
-    pass
-
-
-class _FlowList(list):
-    pass
-
-
-def _styled(node: object, depth: int = 0) -> object:
-    """Plain dicts and lists, those that fit on a short line marked to be written on one."""
-    if isinstance(node, dict):
-        items = {k: _styled(v, depth + 1) for k, v in node.items()}
-        flat = depth > 1 and _short(node)
-        return _FlowMap(items) if flat else items
-    if isinstance(node, list):
-        items = [_styled(v, depth + 1) for v in node]
-        return _FlowList(items) if _short(node) else items
-    return node
-
-
-def _short(node: object) -> bool:
-    """At most two levels of small collections of scalars (``{use: X, args: [1, 2]}``)."""
-
-    def size(v: object, level: int) -> int | None:
-        if isinstance(v, dict):
-            parts = [size(x, level + 1) for x in v.values()]
-            keys = sum(len(str(k)) + 2 for k in v)
-        elif isinstance(v, list):
-            parts = [size(x, level + 1) for x in v]
-            keys = 0
-        else:
-            return len(str(v)) + 2
-        if level > 2 or any(p is None for p in parts):
-            return None
-        return keys + sum(parts) + 2
-
-    n = size(node, 1)
-    return n is not None and n <= 90
-
-
 def pick(space: spaces.Space, variant: int, args: argparse.Namespace, source: str) -> int:
     """Write (or print) variant ``variant`` as a plain spec, after checking that it compiles."""
-    from nasdsl.cli import write_atomic
+    from nasdsl.files import write_atomic
 
     picks = space.picks_of(variant)
     space.check(picks)
     result = Evaluator(space, max_nodes=args.max_nodes).compile(picks)
     if not result.valid:
         raise SpaceUsageError(f"variant {variant} does not compile:\n{result.error}", path="--pick")
-    text = variant_yaml(space, picks, source)
+    text = spaces.variant_yaml(space, picks, source)
     if args.output is None:
         sys.stdout.write(text)
         return 0

@@ -10,12 +10,12 @@ prints what became of every tensor and writes the child's weights. With
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 
 from nasdsl.errors import NasdslError, one_line, printable
 from nasdsl.transfer import transfer_weights
+from nasdsl.weights import encode_weights
 
 HELP = "carry a parent variant's weights over to a child variant: copied, adapted or initialised, tensor by tensor"
 
@@ -87,23 +87,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def encode(weights, path: str) -> bytes:
-    """The weights as the file ``path``'s extension asks: safetensors (numpy) or torch.save."""
-    import numpy as np
-
-    ext = os.path.splitext(path)[1].lower()
-    arrays = {k: np.asarray(v, order="C") for k, v in weights.items()}  # (ascontiguousarray makes scalars 1-D)
-    if ext == ".safetensors":
-        from safetensors.numpy import save
-
-        return save(arrays)
-    import torch
-
-    buf = io.BytesIO()
-    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, buf)
-    return buf.getvalue()
-
-
 def _text(result, parent: str, child: str) -> str:
     lines = [f"transfer {parent} -> {child}"]
     width = max((len(m.key) for m in result.report), default=0)
@@ -123,7 +106,7 @@ def _text(result, parent: str, child: str) -> str:
 def run(args: argparse.Namespace, net) -> int:
     """Transfer the weights to the compiled child ``net`` and write them."""
     from nasdsl.api import DEFAULT_LIMITS, compile_spec
-    from nasdsl.cli import write_atomic
+    from nasdsl.files import write_atomic
 
     if getattr(args, "both_specs", None):
         a, b = args.both_specs
@@ -141,7 +124,7 @@ def run(args: argparse.Namespace, net) -> int:
         max_params=args.max_params,
     )
     result = transfer_weights(parent, args.weights, net, strict=args.strict, seed=args.seed)
-    data = encode(result.weights, args.output)
+    data = encode_weights(result.weights, args.output)
     write_atomic(args.output, data)
     if args.format == "json":
         report = {"parent": args.parent, "child": args.to, "output": args.output, **result.as_dict()}

@@ -33,13 +33,13 @@ def _nodes(g):
 
 
 def compile_text(text: str, stem: str):
-    import nasdsl
+    from nasdsl.api import compile_spec
 
     fd, path = tempfile.mkstemp(prefix=f"{stem}-", suffix=".yaml")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        return nasdsl.compile_spec(path)
+        return compile_spec(path)
     finally:
         os.unlink(path)
 

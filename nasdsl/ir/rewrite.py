@@ -22,8 +22,9 @@ with one class per template as it writes the spec:
 
 :meth:`Rewriter.finish` then inlines every use whose body the rewrites made
 differ from the other uses of its template (each template keeps one class,
-written from the uses that agree), reruns :func:`~nasdsl.passes.symbolic.infer_symbols`
-so that ``Node.sym`` and ``Block.sym`` stay right, and returns the graph.
+written from the uses that agree), reruns the symbolic shapes (``symbols``,
+given by the pass: :func:`~nasdsl.passes.symbolic.infer_symbols`) so that
+``Node.sym`` and ``Block.sym`` stay right, and returns the graph.
 
 A record given to :meth:`~Rewriter.replace` or :meth:`~Rewriter.insert`
 writes its ``exprs`` in the terms of the class of its ``instance``; where that
@@ -38,7 +39,7 @@ that holds no parameters (a slice in place of a convolution).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import networkx as nx
 
@@ -49,7 +50,6 @@ from nasdsl.ir.records import Block, Node, When
 from nasdsl.ir.sym import Sym, SymbolicError
 from nasdsl.ir.tree import OWNERS, bypassed, map_roots, skip_of, with_parents
 from nasdsl.ir.types import frozen
-from nasdsl.passes.symbolic import infer_symbols
 
 _FAILED = (SymbolicError, TypeError, ValueError, ZeroDivisionError, KeyError)
 
@@ -61,14 +61,17 @@ class RewriteError(GraphError):
 class Rewriter:
     """Changes to ``g`` (the caller's own copy, see :func:`nasdsl.ir.copy`) that keep its tree right.
 
-    ``Rewriter.on_copy(g)`` makes the copy. Every method changes the graph's nodes at once; the
+    ``Rewriter.on_copy(g, infer_symbols)`` makes the copy. Every method changes the graph's nodes at once; the
     tree follows at once for the changes that move blocks (:meth:`insert`, a rename, :meth:`inline`)
     and, for the others, in one sweep when the tree is next needed. Call :meth:`finish` once at
     the end, and read the tree only after it.
     """
 
-    def __init__(self, g: nx.DiGraph):
+    def __init__(self, g: nx.DiGraph, symbols: Callable[[nx.DiGraph], None]):
         self.g = g
+        #: sets Node.sym and Block.sym again, in place, once the rewrites are done
+        #: (:func:`nasdsl.passes.symbolic.infer_symbols`, a pass of the layer above)
+        self.symbols = symbols
         #: the instances (use paths, "" for the model) whose bodies changed
         self.touched: set[str] = set()
         self._index: _Index | None = None
@@ -81,8 +84,8 @@ class Rewriter:
         self._moved = False  # nodes were added or renamed: put them in the tree's order at the end
 
     @classmethod
-    def on_copy(cls, g: nx.DiGraph) -> Rewriter:
-        return cls(copy(g))
+    def on_copy(cls, g: nx.DiGraph, symbols: Callable[[nx.DiGraph], None]) -> Rewriter:
+        return cls(copy(g), symbols)
 
     # -- where things are ------------------------------------------------------------------
     def _where(self) -> _Index:
@@ -508,14 +511,14 @@ class Rewriter:
             inline = self._disagreeing()
             if not inline:
                 break
-            infer_symbols(self.g)  # the arguments' sizes as the rewritten graph has them
+            self.symbols(self.g)  # the arguments' sizes as the rewritten graph has them
             self._index = None
             for path in sorted(inline, key=lambda p: -p.count(".")):
                 if path in self.uses():
                     self.inline(path)
         if self._moved:
             self.g = _in_tree_order(self.g)
-        infer_symbols(self.g)
+        self.symbols(self.g)
         self._index = None
         return self.g
 

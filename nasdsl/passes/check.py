@@ -10,6 +10,7 @@ from nasdsl import ir
 from nasdsl.errors import ErrorList, GraphError, NasdslError
 from nasdsl.ir.rewrite import Rewriter
 from nasdsl.ops import OPS
+from nasdsl.passes.symbolic import infer_symbols
 
 #: a node name: identifiers, indices and dashed names (a repeated block's ``block1-0``) joined by dots
 _PART = r"(?:[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*|[0-9]+)"
@@ -83,6 +84,6 @@ def unused(g: nx.DiGraph) -> list[str]:
 def drop_unused(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` without the nodes that reach no output (the input stays); their blocks
     pass their input on (see :meth:`nasdsl.ir.rewrite.Rewriter.remove`)."""
-    rw = Rewriter.on_copy(g)
+    rw = Rewriter.on_copy(g, infer_symbols)
     rw.remove([n for n in unused(g) if n != ir.info(g).input])
     return rw.finish()

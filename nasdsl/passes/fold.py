@@ -35,13 +35,14 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.ir.rewrite import Rewriter
 from nasdsl.passes.derive import FoldNorm, record
+from nasdsl.passes.symbolic import infer_symbols
 
 
 def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
     """A copy of ``g`` (``g`` itself with ``copy=False``) without ``identity``
     nodes (except one a consumer needs to read the same value twice, see
     :meth:`nasdsl.ir.rewrite.Rewriter.bypass`)."""
-    rw = Rewriter(ir.copy(g) if copy else g)
+    rw = Rewriter(ir.copy(g) if copy else g, infer_symbols)
     for node in [n for n in ir.order(rw.g) if ir.node(rw.g, n).op == "identity"]:
         rw.bypass(node)
     return rw.finish()
@@ -77,7 +78,7 @@ def with_bias(layer: ir.Node) -> ir.Node:
 
 def fold_norms(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with every foldable BatchNorm folded (see the module docstring)."""
-    rw = Rewriter.on_copy(g)
+    rw = Rewriter.on_copy(g, infer_symbols)
     g = rw.g
     for norm in [n for n in ir.order(g) if ir.node(g, n).op == "batch_norm"]:
         if not norm_foldable(g, norm):

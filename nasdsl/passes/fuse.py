@@ -45,6 +45,7 @@ from nasdsl.ir.rewrite import RewriteError, Rewriter
 from nasdsl.ir.sym import Sym
 from nasdsl.ops import OPS
 from nasdsl.passes.derive import JoinLayers, given_of, record
+from nasdsl.passes.symbolic import infer_symbols
 
 #: attributes that must agree for two convolutions to be fused
 WINDOW = ("kernel", "stride", "padding", "dilation")
@@ -79,7 +80,7 @@ def _unique(g: nx.DiGraph, wanted: str) -> str:
 
 def fuse_siblings(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with every set of sibling convolutions fused (see the module docstring)."""
-    rw = Rewriter.on_copy(g)
+    rw = Rewriter.on_copy(g, infer_symbols)
     for convs in sibling_groups(rw.g):
         try:
             _fuse(rw, convs)

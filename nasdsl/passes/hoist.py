@@ -31,6 +31,7 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.ir.rewrite import RewriteError, Rewriter
 from nasdsl.ops import OPS
+from nasdsl.passes.symbolic import infer_symbols
 
 
 def _hoistable(g: nx.DiGraph, node: str, outputs: set[str]) -> list[str] | None:
@@ -53,7 +54,7 @@ def _hoistable(g: nx.DiGraph, node: str, outputs: set[str]) -> list[str] | None:
 
 def hoist_activations(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with activations hoisted above channel splits (see the module docstring)."""
-    rw = Rewriter.on_copy(g)
+    rw = Rewriter.on_copy(g, infer_symbols)
     g = rw.g
     outputs = {o.node for o in ir.info(g).outputs}
     for node in list(ir.order(g)):

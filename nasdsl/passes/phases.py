@@ -14,6 +14,7 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.ir.rewrite import Rewriter
 from nasdsl.ops import OPS
+from nasdsl.passes.symbolic import infer_symbols
 
 
 def _bypass(rw: Rewriter, node: str) -> None:
@@ -43,7 +44,7 @@ def _drop_phase(rw: Rewriter, phase: str) -> None:
 def inference_graph(g: nx.DiGraph, *, keep_aux: bool = False, keep_dropout: bool = False) -> nx.DiGraph:
     """The graph as it runs at inference: training-only heads and ``phase: train``
     layers taken out (unless ``keep_aux``), dropout removed (unless ``keep_dropout``)."""
-    rw = Rewriter.on_copy(g)
+    rw = Rewriter.on_copy(g, infer_symbols)
     if not keep_aux:
         ir.update_info(rw.g, outputs=tuple(o for o in ir.info(rw.g).outputs if not o.training_only))
         _drop_phase(rw, "train")
@@ -55,6 +56,6 @@ def inference_graph(g: nx.DiGraph, *, keep_aux: bool = False, keep_dropout: bool
 
 def training_graph(g: nx.DiGraph) -> nx.DiGraph:
     """The graph as it runs in training: inference-only nodes bypassed."""
-    rw = Rewriter.on_copy(g)
+    rw = Rewriter.on_copy(g, infer_symbols)
     _drop_phase(rw, "eval")
     return rw.finish()

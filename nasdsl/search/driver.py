@@ -316,7 +316,7 @@ class _Search:
             summary.evaluated += 1
             self.say(self._line(trial.number, picks, values, None))
             return True
-        from nasdsl.commands.space import variant_header
+        from nasdsl.space import variant_header
 
         workdir = os.path.abspath(os.path.join(cfg.workdir, f"trial-{trial.number:05d}"))
         writer = f"nasdsl search (trial {trial.number} of the study {cfg.study_name})"

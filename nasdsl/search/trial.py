@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nasdsl.commands.space import spec_yaml
+from nasdsl.document import spec_yaml
 from nasdsl.errors import NasdslError
 from nasdsl.search.evaluators import Evaluator, run_evaluator
 from nasdsl.search.objectives import OBJECTIVES
@@ -114,13 +114,13 @@ def _threads(n: int) -> None:
 
 def _warm_start(task: Task, spec: str) -> str:
     """The parent's weights carried over to the variant, written to ``init.safetensors``."""
-    from nasdsl.commands.transfer import encode
     from nasdsl.transfer import transfer_weights
+    from nasdsl.weights import encode_weights
 
     parent_spec, overrides, weights = task.parent
     moved = transfer_weights(_parent(parent_spec, overrides), weights, spec, seed=task.seed)
     path = os.path.join(task.workdir, WEIGHTS)
-    _write(path, encode(moved.weights, path))
+    _write(path, encode_weights(moved.weights, path))
     _write(os.path.join(task.workdir, "transfer.json"), (json.dumps(moved.as_dict(), indent=1) + "\n").encode())
     return path
 
