@@ -177,7 +177,8 @@ class _Symbols:
 def _merged_sizes(sym: tuple, in_sym: tuple, concrete: list[tuple]) -> tuple:
     """The output sizes of a merge whose inputs share a size under different expressions (a
     residual sum of the class's input, ``in_channels``, and of its body, ``width_out``): the
-    expression of an input that is not the class's first argument, where one is. So the size
+    expression of an input that is not the class's first argument, where one is (a parameter's
+    expression, never a number in place of ``in_channels``). So the size
     reads the same at every use of the template, whichever branch a parameter switches off."""
     out = list(sym)
     for i, d in enumerate(sym):
@@ -185,7 +186,7 @@ def _merged_sizes(sym: tuple, in_sym: tuple, concrete: list[tuple]) -> tuple:
         if len(sizes) != 1 or not isinstance(d, Sym) or not d.names & _FIRST_ARGUMENTS:
             continue
         other = [x[i] for x in in_sym if x is not None and len(x) == len(sym)]
-        better = [x for x in other if not (isinstance(x, Sym) and x.names & _FIRST_ARGUMENTS)]
+        better = [x for x in other if isinstance(x, Sym) and not x.names & _FIRST_ARGUMENTS]  # (not a number)
         if better:
             out[i] = better[0]
     return tuple(out)
