@@ -84,7 +84,7 @@ def test_vit_b_16_agrees_with_onnx_runtime():
     compiled = nasdsl.compile_spec(VIT, {"num_layers": 1})
     state = _randomised(model_class(compiled.graph)(), seed=5)
     result = verify(compiled.graph, state_dict=state, batch=2, opset=17)
-    assert result.ok and result.checks[0].max_abs > 0 or result.ok, result
+    assert result.ok, result
 
 
 def test_r3d_18_is_torchvisions(r3d):

@@ -66,7 +66,7 @@ class Family:
         return SPECS / f"{self.name}.yaml"
 
     def reference(self, **kw) -> torch.nn.Module:
-        return getattr(torchvision.models, self.name)(weights=None, **{**self.options, **kw})
+        return torchvision.models.get_model(self.name, weights=None, **{**self.options, **kw})
 
     @property
     def meta(self) -> dict:
@@ -287,15 +287,32 @@ VARIANTS = {
     "convnext_base": ("convnext_tiny", _convnext([128, 256, 512, 1024], [3, 3, 27, 3], 0.5)),
     "convnext_large": ("convnext_tiny", _convnext([192, 384, 768, 1536], [3, 3, 27, 3], 0.5)),
 }
-#: torchvision's models that are not convolutional networks
-TRANSFORMERS = ("vit_", "swin_", "maxvit_")
+#: the models of torchvision's classification, segmentation and video modules that no spec writes
+#: yet (issue 22): each leaves this set when its spec or --set lands
+NOT_YET_WRITTEN = {
+    *("vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"),
+    *("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b", "maxvit_t"),
+    *("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"),
+    *("deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"),
+    *("mc3_18", "r2plus1d_18", "s3d", "mvit_v1_b", "mvit_v2_s", "swin3d_t", "swin3d_s", "swin3d_b"),
+}
+#: written elsewhere than this file's tables: GoogLeNet by specs/googlenet_bn.yaml (test_pytorch.py),
+#: ViT-B/16 and R3D-18 by their specs (test_any_rank.py)
+WRITTEN_ELSEWHERE = {"googlenet", "vit_b_16", "r3d_18"}
 
 
-def test_every_torchvision_cnn_is_a_spec_or_a_variant():
-    """A CNN that torchvision adds shows up here until a spec or a --set writes it."""
-    cnns = {n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(TRANSFORMERS)}
-    written = {*NAMES, "googlenet", *VARIANTS}  # googlenet: specs/googlenet_bn.yaml (test_pytorch.py)
-    assert cnns == written, (sorted(cnns - written), sorted(written - cnns))
+def test_every_torchvision_model_is_a_spec_or_a_variant():
+    """A model that torchvision adds to its classification, segmentation or video module shows
+    up here until a spec or a --set writes it, and one that lands must leave NOT_YET_WRITTEN."""
+    models = torchvision.models
+    listed = {n for module in (models, models.segmentation, models.video) for n in models.list_models(module=module)}
+    written = {*NAMES, *VARIANTS, *WRITTEN_ELSEWHERE}
+    missing = listed - written
+    assert missing == NOT_YET_WRITTEN, {
+        "new": sorted(missing - NOT_YET_WRITTEN),
+        "landed": sorted(NOT_YET_WRITTEN - missing),
+    }
+    assert written <= listed, sorted(written - listed)
 
 
 def test_the_language_page_lists_every_variant_with_its_sets():
@@ -317,7 +334,7 @@ def _torchvision_on_meta(builder: str, **options) -> torch.nn.Module:
 
     with torch.device("meta"):
         if not builder.startswith("regnet"):
-            return getattr(torchvision.models, builder)(weights=None, **options)
+            return torchvision.models.get_model(builder, weights=None, **options)
         compute = regnet.BlockParams.from_init_params.__func__
 
         def on_cpu(cls, *args, **kwargs):
@@ -326,7 +343,7 @@ def _torchvision_on_meta(builder: str, **options) -> torch.nn.Module:
 
         regnet.BlockParams.from_init_params = classmethod(on_cpu)
         try:
-            return getattr(torchvision.models, builder)(weights=None, **options)
+            return torchvision.models.get_model(builder, weights=None, **options)
         finally:
             regnet.BlockParams.from_init_params = classmethod(compute)
 
@@ -334,8 +351,7 @@ def _torchvision_on_meta(builder: str, **options) -> torch.nn.Module:
 def _default_weights(builder: str):
     """torchvision's default weights of a model: their documented figures (``meta``: ``num_params``,
     ``_ops``) and the input size they were measured at (the crop of their ``transforms``)."""
-    (enum,) = [n for n in dir(torchvision.models) if n.lower() == f"{builder}_weights"]
-    return getattr(torchvision.models, enum).DEFAULT
+    return torchvision.models.get_model_weights(builder).DEFAULT
 
 
 @pytest.mark.parametrize("builder", sorted(VARIANTS))
