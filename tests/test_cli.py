@@ -14,7 +14,7 @@ from nasdsl.backends.pytorch import load_source
 from nasdsl.cli import main
 from nasdsl.weights import initial_weights, to_torch
 
-from paths import SPECS
+from paths import ROOT, SPECS
 
 GOOGLENET_BN = str(SPECS / "googlenet_bn.yaml")
 
@@ -219,3 +219,28 @@ def test_compiling_pauses_the_garbage_collector_and_restores_it():
         gc.enable()
     nasdsl.compile_spec(SPECS / "resnet18.yaml")
     assert gc.isenabled()
+
+
+def test_a_reader_that_stops_early_ends_the_program_quietly(tmp_path):
+    """`nasdsl build SPEC -o DIR | head -1`: the reader closes the pipe after the first line; the
+    program's next line finds it closed, and it stops with the shell's status for SIGPIPE (141)
+    and writes no traceback. The pipe is made small (one page) so that every step waits for it."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        "nasdsl: 1\nname: Small\ninput: {shape: [3, 8, 8]}\nmodel:\n  conv: {op: conv2d, out: 4, kernel: 3}\n"
+    )
+    read, write = os.pipe()
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)
+    argv = [sys.executable, "-m", "nasdsl", "build", str(spec), "-o", str(tmp_path / "out")]
+    proc = subprocess.Popen(argv, stdout=write, stderr=subprocess.PIPE, cwd=ROOT)
+    os.close(write)
+    with os.fdopen(read, "rb") as out:
+        assert b"] check: " in out.readline()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""
