@@ -555,6 +555,58 @@ def _matmul(n: Lowered) -> None:
     n.emit("MatMul", [x, y], last=True)
 
 
+# ---------------------------------------------------------------------------
+# MaxViT's attention within block and grid partitions (nasdsl/ops/partition.py)
+
+
+@lowering("onnx", "partition_attention")
+def _partition_attention(n: Lowered) -> None:
+    """Tokens (N, ..., L, C): q, k and v from to_qkv, split into heads; softmax(q (k C^-1/2)^T +
+    bias) v per partition and head, the bias gathered from the table at each pair's relative
+    offset (the index is a constant: it follows from the partition's side alone); heads joined,
+    then merge."""
+    from nasdsl.weights import relative_position_index
+
+    e = n.e
+    *lead, length, channels = n.in_shape
+    size = n.a["size"]
+    heads = channels // n.a["head_dim"]
+    d = n.a["head_dim"]
+    batch = n.shape[0]
+    k = len(lead)  # the partitions' axes, between the batch and the positions
+    w = n.emit("Transpose", [n.param("to_qkv.weight")], at=(channels, 3 * channels), perm=[1, 0])
+    qkv = n.emit("MatMul", [n.x, w], at=(batch, *lead, length, 3 * channels))
+    qkv = n.emit("Add", [qkv, n.param("to_qkv.bias")], at=(batch, *lead, length, 3 * channels))
+    split_shape = (batch, *lead, length, 3, heads, d)
+    split = n.emit("Reshape", [qkv, e.ints("qkv_shape", [0, *lead, length, 3, heads, d])], at=split_shape)
+    # (N, ..., L, 3, heads, d) -> (3, N, ..., heads, L, d)
+    perm = [k + 2, 0, *range(1, k + 1), k + 3, k + 1, k + 4]
+    moved = n.emit("Transpose", [split], at=(3, batch, *lead, heads, length, d), perm=perm)
+    q, key, v = (
+        n.emit("Gather", [moved, e.const(f"{name}_index", i, np.int64)], at=(batch, *lead, heads, length, d), axis=0)
+        for i, name in enumerate(("q", "k", "v"))
+    )
+    scaled = n.emit("Mul", [key, e.scalar(channels**-0.5)], at=(batch, *lead, heads, length, d))
+    rank = k + 4
+    swap = [*range(rank - 2), rank - 1, rank - 2]
+    kt = n.emit("Transpose", [scaled], at=(batch, *lead, heads, d, length), perm=swap)
+    scores = n.emit("MatMul", [q, kt], at=(batch, *lead, heads, length, length))
+    index = e.ints(f"relative_position_index_{size}", relative_position_index(size).reshape(-1).tolist())
+    rows = n.emit("Gather", [n.param("relative_position_bias_table"), index], at=(length * length, heads), axis=0)
+    table = n.emit("Reshape", [rows, e.ints("bias_shape", [length, length, heads])], at=(length, length, heads))
+    bias = n.emit("Transpose", [table], at=(heads, length, length), perm=[2, 0, 1])
+    biased = n.emit("Add", [scores, bias], at=(batch, *lead, heads, length, length))
+    weights = n.emit("Softmax", [biased], at=(batch, *lead, heads, length, length), axis=-1)
+    mixed = n.emit("MatMul", [weights, v], at=(batch, *lead, heads, length, d))
+    back = [*range(k + 1), k + 2, k + 1, k + 3]  # (N, ..., heads, L, d) -> (N, ..., L, heads, d)
+    joined = n.emit("Transpose", [mixed], at=(batch, *lead, length, heads, d), perm=back)
+    flat_shape = (batch, *lead, length, channels)
+    flat = n.emit("Reshape", [joined, e.ints("joined_shape", [0, *lead, length, channels])], at=flat_shape)
+    wm = n.emit("Transpose", [n.param("merge.weight")], at=(channels, channels), perm=[1, 0])
+    merged = n.emit("MatMul", [flat, wm], at=flat_shape)
+    n.emit("Add", [merged, n.param("merge.bias")], last=True)
+
+
 def check_supported(g: nx.DiGraph) -> None:
     """Refuse what no lowering here handles, before anything is written."""
     for name, data in ir.nodes(g):

@@ -682,6 +682,57 @@ def check_lowering(ctx: ClassContext, node: str, low: TorchLowering) -> None:
         )
 
 
+# ---------------------------------------------------------------------------
+# MaxViT's attention within block and grid partitions (nasdsl/ops/partition.py)
+
+
+def _partition_attention(ctx: ClassContext, node: str) -> Call:
+    args = (render(in_size(ctx, node, -1)), render(attr(ctx, node, "head_dim")), render(attr(ctx, node, "size")))
+    return Call(helper_name(ctx, "RelativePositionalMultiHeadAttention"), args)
+
+
+HELPER_CLASSES["RelativePositionalMultiHeadAttention"] = (
+    "class {name}(nn.Module):",
+    '    """Multi-head self-attention within each partition of (N, ..., L, C) tokens, the L = size * size',
+    "    positions of a square window, with a learned bias for each head and relative offset (MaxViT's",
+    '    block and grid attention). The keys are scaled by C ** -0.5, as torchvision scales them."""',
+    "",
+    "    def __init__(self, channels: int, head_dim: int, size: int) -> None:",
+    "        super().__init__()",
+    "        self.heads = channels // head_dim",
+    "        self.head_dim = head_dim",
+    "        self.scale = channels**-0.5",
+    "        self.to_qkv = nn.Linear(channels, 3 * channels)",
+    "        self.merge = nn.Linear(channels, channels)",
+    "        offsets = (2 * size - 1) * (2 * size - 1)",
+    "        self.relative_position_bias_table = nn.Parameter(torch.empty(offsets, self.heads))",
+    "        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)",
+    "        # for each pair of positions (i, j), the table's row of their offset (dy, dx)",
+    "        rows = torch.arange(size).repeat_interleave(size)",
+    "        cols = torch.arange(size).repeat(size)",
+    "        dy = rows[:, None] - rows[None, :] + size - 1",
+    "        dx = cols[:, None] - cols[None, :] + size - 1",
+    '        self.register_buffer("relative_position_index", dy * (2 * size - 1) + dx)',
+    "",
+    "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+    "        length = x.shape[-2]",
+    "        qkv = self.to_qkv(x).unflatten(-1, (3, self.heads, self.head_dim))  # (N, ..., L, 3, heads, d)",
+    "        q, k, v = qkv.movedim(-3, 0).transpose(-3, -2).unbind(0)  # each (N, ..., heads, L, d)",
+    "        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]",
+    "        bias = bias.view(length, length, self.heads).permute(2, 0, 1)  # (heads, L, L)",
+    "        scores = q @ (k * self.scale).transpose(-2, -1) + bias",
+    "        out = scores.softmax(dim=-1) @ v  # (N, ..., heads, L, d)",
+    "        return self.merge(out.transpose(-3, -2).flatten(-2))",
+)
+lowering("pytorch", "partition_attention")(
+    TorchLowering(
+        _partition_attention,
+        ("RelativePositionalMultiHeadAttention",),
+        defines=("RelativePositionalMultiHeadAttention",),
+    )
+)
+
+
 __all__ = [
     "HELPER_CLASSES",
     "ClassContext",

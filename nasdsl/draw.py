@@ -124,9 +124,12 @@ def _contents(g: nx.DiGraph, block: ir.Block) -> str:
     """What a sequence or merge holds, runs counted: ``(DownsampleBlock, BasicBlock × 3)``."""
     runs: list[list] = []
     for child in block.children:
-        if not _live(child):
+        if child.kind == "ref" and not child.dormant and child.target:
+            what = child.target.rsplit(".", 1)[-1]  # a merge of named values (ViT's class token and patch tokens)
+        elif not _live(child):
             continue
-        what = child.template if child.kind == "use" else child.op if child.kind == "op" else child.kind
+        else:
+            what = child.template if child.kind == "use" else child.op if child.kind == "op" else child.kind
         if child.kind == "op" and child.path in g:
             what = ir.node(g, child.path).op
         if runs and runs[-1][0] == what:
@@ -460,12 +463,19 @@ class _Drawer:
         return all(s in inside for n in members(self.g, a) for s in self.g.successors(n))
 
 
+#: ops that read their input for its batch size alone (a class token, a position embedding):
+#: no edge is drawn into them, which would show a flow of data that does not happen
+_BATCH_ONLY = frozenset({"parameter"})
+
+
 def _edges(d: _Drawer, g: nx.DiGraph) -> list[tuple[str, str, str]]:
     """(source id, target id, label) for every edge between two units, once, in graph order."""
     seen: dict[tuple[str, str], list[str]] = {}
     for v in ir.order(g):
         if v not in d.unit:
             continue
+        if ir.node(g, v).op in _BATCH_ONLY:
+            continue  # no data flows in: a learned tensor takes only the batch size from its input
         for u in ir.inputs(g, v):
             while d.inference and u not in d.unit and ir.node(g, u).phase == "train" and ir.inputs(g, u):
                 u = ir.inputs(g, u)[0]  # a hidden training-only node passes its input on

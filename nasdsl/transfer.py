@@ -18,7 +18,10 @@ lists it) is reported as one of:
   convolutions) to the layer that made it and its index there, the leading
   channels of a layer being the ones it keeps; a channel made by an op the
   registry gives no map for (a reshape) means the same only where both
-  graphs made it from the same channels. A kernel keeps its centre (a 3x3
+  graphs made it from the same channels; a sum's channels mean what its
+  earliest input's do (a residual stream keeps its meaning whatever the
+  depth). A dimension that stacks equal parts (attention's query, key and
+  value projections: ``Weight.parts``) keeps each part's leading rows. A kernel keeps its centre (a 3x3
   kernel becomes the middle of a 5x5 one, a 5x5 is cut to its middle 3x3);
   anything else keeps its leading slice. The rest of the tensor is drawn by
   the child's ``init`` rules (:func:`nasdsl.weights.initial_weights`, seeded);
@@ -148,10 +151,9 @@ def transfer_weights(parent, weights, child, *, strict: bool = False, seed: int 
     out: dict[str, np.ndarray] = {}
     report: list[Moved] = []
     used: set[str] = set()
-    for key, w in parameters(cg).items():
-        node, name = key.rsplit(".", 1)
+    for key, (node, name, w) in _weights_by_key(cg).items():
         pnode = _parent_name(node, renamed)
-        pkey = f"{pnode}.{name}"
+        pkey = f"{pnode}.{name}" if name else pnode
         value = fresh[key]
         size = int(math.prod(w.shape))
         if pkey not in source:
@@ -165,7 +167,7 @@ def transfer_weights(parent, weights, child, *, strict: bool = False, seed: int 
             note = f"the parent's has {old.ndim} dimensions"
             report.append(Moved(key, "initialised", w.shape, pkey, tuple(old.shape), size=size, note=note))
             continue
-        maps = _index_maps(cg, pg, node, pnode, name, w.shape, tuple(old.shape), c_layout, p_layout, renamed)
+        maps = _index_maps(cg, pg, node, pnode, w, tuple(old.shape), c_layout, p_layout)
         copied = math.prod(len(c) for c, _ in maps)
         if copied == 0:
             out[key] = value
@@ -236,7 +238,9 @@ def _layouts(g: nx.DiGraph, name_of=lambda n: n) -> dict[str, tuple]:
     read, so that it matches only where the two graphs computed it from the same channels.
     ``name_of`` gives a node's name in the other graph's terms (renamed entries)."""
     out: dict[str, tuple] = {}
-    for n in ir.order(g):
+    order = ir.order(g)
+    place = {n: i for i, n in enumerate(order)}
+    for n in order:
         data = ir.node(g, n)
         t = data.type
         if t is None or t.rank == 0:
@@ -247,7 +251,12 @@ def _layouts(g: nx.DiGraph, name_of=lambda n: n) -> dict[str, tuple]:
         ins = ir.inputs(g, n)
         opdef = OPS.get(data.op)
         mapped = None
-        if opdef is not None and opdef.channel_map is not None and ins:
+        if data.op == "add" and len(ins) > 1 and len({ir.node(g, i).shape for i in ins}) == 1:
+            # a sum's channels mean what its earliest input's do: a residual stream keeps the
+            # meaning of where it began, whatever the depth (ViT's final LayerNorm and head)
+            first = min(range(len(ins)), key=lambda k: place[ins[k]])
+            mapped = tuple((first, i) for i in range(size))
+        elif opdef is not None and opdef.channel_map is not None and ins:
             try:
                 mapped = opdef.channel_map(ir.input_types(g, n), data.attrs, t)
             except (TypeError, ValueError, KeyError, IndexError):
@@ -310,23 +319,28 @@ def _matched(child: tuple, parent: tuple, c: int, p: int) -> tuple[np.ndarray, n
     return np.asarray(ci), np.asarray(pi)
 
 
-def _index_maps(cg, pg, node, pnode, name, cshape, pshape, c_layout, p_layout, renamed):
+def _index_maps(cg, pg, node, pnode, weight, pshape, c_layout, p_layout):
     """For each dimension of the tensor: (child indices, parent indices) that carry over. A
     layer's output channels (dimension 0 of its weight, its bias, a BatchNorm's statistics) and
-    the input channels of a convolution of one group or a linear layer (dimension 1) are matched
-    by what they mean (:func:`_layouts`); a kernel keeps its centre; anything else its leading part."""
+    the input channels of a convolution of one group, a linear layer or attention's input
+    projection (dimension 1) are matched by what they mean (:func:`_layouts`); a kernel keeps its
+    centre; a dimension stacking equal parts (attention's query, key and value) maps each part
+    alone; anything else keeps its leading part."""
     data = ir.node(cg, node)
-    op = data.op
+    op, name, cshape = data.op, weight.name, weight.shape
     pdata = ir.node(pg, pnode) if pnode in pg else None
     same_op = pdata is not None and pdata.op == op
     conv = op.startswith("conv") and op[4:].rstrip("d").isdigit()
+    projection = name == "weight" and op == "linear" or name == "in_proj_weight" and op == "attention"
     maps = []
     for dim, (c, p) in enumerate(zip(cshape, pshape, strict=True)):
         if not same_op or name == "num_batches_tracked":
             maps.append(_leading(c, p))
+        elif dim == 0 and weight.parts > 1 and c % weight.parts == 0 and p % weight.parts == 0:
+            maps.append(_in_parts(weight.parts, c, p))
         elif dim == 0 and c == len(c_layout[node]):
             maps.append(_matched(c_layout[node], p_layout[pnode], c, p))
-        elif dim == 1 and name == "weight" and (op == "linear" or (conv and data.attrs["groups"] == 1)):
+        elif dim == 1 and (projection or (conv and name == "weight" and data.attrs["groups"] == 1)):
             c_in, p_in = ir.inputs(cg, node), ir.inputs(pg, pnode)
             one_group = not conv or pdata.attrs["groups"] == 1
             maps.append(_matched(c_layout[c_in[0]], p_layout[p_in[0]], c, p) if one_group else _leading(0, 0))
@@ -335,6 +349,35 @@ def _index_maps(cg, pg, node, pnode, name, cshape, pshape, c_layout, p_layout, r
         else:
             maps.append(_leading(c, p))
     return maps
+
+
+def _in_parts(parts: int, c: int, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """The leading rows of each of ``parts`` equal blocks: a narrower attention's queries come
+    from the parent's queries, its keys from its keys, its values from its values."""
+    import numpy as np
+
+    cn, pn = c // parts, p // parts
+    n = min(cn, pn)
+    return (
+        np.concatenate([np.arange(n) + k * cn for k in range(parts)]),
+        np.concatenate([np.arange(n) + k * pn for k in range(parts)]),
+    )
+
+
+def _weights_by_key(g: nx.DiGraph) -> dict[str, tuple[str, str, object]]:
+    """Each state_dict key of ``g`` (as :func:`nasdsl.weights.parameters` lists them) with its
+    node, its name in the node's module ("" for a tensor that is the node's own: ViT's class
+    token, ``encoder.pos_embedding``) and its :class:`~nasdsl.ops.Weight`."""
+    from nasdsl.weights import parameters
+
+    out: dict[str, tuple[str, str, object]] = {}
+    for n in ir.order(g):
+        data = ir.node(g, n)
+        if data.op not in OPS:
+            continue
+        for w in OPS[data.op].weights(ir.input_types(g, n), data.attrs):
+            out[f"{n}.{w.name}" if w.name else n] = (n, w.name, w)
+    return {k: out[k] for k in parameters(g)}
 
 
 def _nothing(pshape) -> str:

@@ -11,8 +11,8 @@ so floats, ``make_divisible`` and parameters bound to pairs behave alike),
 normalising the attributes with the op registry, and running each op's shape
 rule, parameter and multiply-add counts node by node.
 
-A variant whose conditions come out differently (a ``when`` flips: other
-nodes exist) does not fit the program; it is compiled in full, and the
+A variant whose conditions come out differently (a ``when`` flips, or a
+``repeat`` count changes: other nodes exist) does not fit the program; it is compiled in full, and the
 program of its graph kept for the variants of the same structure (a program
 needs the structure only: a graph whose shapes do not fit gives one too, and
 its variants' shape errors are reported as ``infer_shapes`` reports them). A variant
@@ -48,7 +48,18 @@ from nasdsl.passes.check import check
 from nasdsl.passes.phases import inference_graph
 from nasdsl.passes.shapes import infer_shapes
 from nasdsl.space import Space
-from nasdsl.spec import Block, MergeBlock, OpBlock, SeqBlock, Spec, Template, UseBlock, Value, parse_spec
+from nasdsl.spec import (
+    Block,
+    MergeBlock,
+    OpBlock,
+    RepeatBlock,
+    SeqBlock,
+    Spec,
+    Template,
+    UseBlock,
+    Value,
+    parse_spec,
+)
 from nasdsl.summary import depth
 
 #: refuse models above this many parameters, as compile_spec does by default
@@ -178,6 +189,8 @@ def _spec_blocks(spec: Spec) -> dict[str, Block]:
             stack.extend(child for _, child in b.items)
         elif isinstance(b, MergeBlock):
             stack.extend(child for _, child in b.branches)
+        elif isinstance(b, RepeatBlock) and b.body is not None:
+            stack.append(b.body)
     return out
 
 
@@ -257,6 +270,12 @@ class _Program:
         self.scopes: list[tuple[int, tuple]] = []  # (parent scope, bound parameters); scope 0 is the model
         self.scope_of: dict[str, int] = {"": 0}
         self.conditions: list[tuple[Value, int, bool]] = []
+        #: each repeat's count, the scope it is evaluated in, and how many it made here: another
+        #: count is another structure (ViT's depth)
+        self.counts: list[tuple[Value, int, int]] = []
+        #: the variables that repeat counts depend on, with their values here: a flat repeat (VGG's
+        #: features) leaves no block of its own in the graph, so a change of these is a mismatch
+        self.structural = {k: env[k] for k in sorted(ir.info(g).structural) if k in env}
         for out in spec.outputs:
             if out.when is not None:
                 self.conditions.append((out.when, 0, out.when.evaluate(dict(env)) is True))
@@ -306,6 +325,10 @@ class _Program:
             self.conditions.append((blocks[block.keypath].when, scope, block.when.value))
         if block.kind == "skip" or block.dormant:
             return
+        if block.repeat is not None:
+            repeat = blocks[block.keypath]
+            assert isinstance(repeat, RepeatBlock) and repeat.count is not None
+            self.counts.append((repeat.count, scope, block.repeat.count))
         if block.kind == "use":
             use = blocks[block.keypath]
             assert isinstance(use, UseBlock)
@@ -324,6 +347,8 @@ class _Program:
         """The figures of the variant whose variables are ``env`` (``resolve`` maps a spec value
         to the variant's), its shape error, or _Mismatch / _Recompile."""
         scopes: list[dict[str, object]] = [env]
+        if any(env.get(k) != v for k, v in self.structural.items()):
+            raise _Mismatch
         for value, scope, expected in self.model_conditions:
             self._condition(value, scopes, scope, expected, resolve)
         try:
@@ -341,6 +366,13 @@ class _Program:
             raise _Recompile from None
         for value, scope, expected in self.conditions:
             self._condition(value, scopes, scope, expected, resolve)
+        for value, scope, made in self.counts:
+            try:
+                count = resolve(value).evaluate(scopes[scope])
+            except NasdslError:
+                raise _Recompile from None
+            if count != made:
+                raise _Mismatch
         self._check_model_values(env, resolve)
         return self._nodes(env, scopes, resolve, max_params)
 

@@ -22,6 +22,7 @@ module              ops
                     ``constant`` ``interpolate`` ``interpolate_like``
 ``linear``          ``linear`` ``layer_norm`` ``softmax`` ``attention``
 ``merge``           ``concat`` ``add`` ``mul`` ``mean`` ``matmul``
+``partition``       ``partition_attention`` (MaxViT's block and grid attention)
 ==================  ================================================================
 
 Multiply-adds count convolutions (output elements x input channels per group x
@@ -30,7 +31,7 @@ attention (its projections and its two products); everything else counts zero,
 as in the paper and in torchvision's figures.
 """
 
-from nasdsl.ops import conv, elementwise, ensemble, linear, merge, tensor  # noqa: F401 - they register their ops
+from nasdsl.ops import conv, elementwise, ensemble, linear, merge, partition, tensor  # noqa: F401 - they register their ops
 from nasdsl.ops.core import (
     BACKENDS,
     BACKENDS_SHOWN,

@@ -219,7 +219,8 @@ class Weight:
     (see :mod:`nasdsl.weights`; ``constant:V`` fills V); ``dtype`` is
     ``float32`` or ``int64``. An empty ``name`` is a parameter of the enclosing
     module itself, keyed by the node's path (ConvNeXt's ``layer_scale``, ViT's
-    ``class_token``).
+    ``class_token``). ``parts``: dimension 0 stacks that many equal blocks (attention's
+    query, key and value projections), which weight transfer slices each alone.
     """
 
     name: str
@@ -227,6 +228,7 @@ class Weight:
     kind: str = "param"
     init: str = "zeros"
     dtype: str = "float32"
+    parts: int = 1
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,9 @@ def _attention_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> Te
 
 def _attention_weights(types: Sequence[TensorType], a: Mapping[str, object]) -> tuple[Weight, ...]:
     e = types[0].shape[-1]
-    weights = [Weight("in_proj_weight", (3 * e, e), init="xavier_uniform")]
+    weights = [Weight("in_proj_weight", (3 * e, e), init="xavier_uniform", parts=3)]  # query, key, value
     if a["bias"]:
-        weights.append(Weight("in_proj_bias", (3 * e,), init="zeros"))
+        weights.append(Weight("in_proj_bias", (3 * e,), init="zeros", parts=3))
     weights.append(Weight("out_proj.weight", (e, e), init="torch_default"))
     if a["bias"]:
         weights.append(Weight("out_proj.bias", (e,), init="zeros"))

@@ -209,6 +209,13 @@ def _select_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> Tenso
     return TensorType(t.shape[:axis] + t.shape[axis + 1 :], t.axes[:axis] + t.axes[axis + 1 :], t.dtype)
 
 
+def _select_channels(types: Sequence[TensorType], a: Mapping[str, object], out: TensorType) -> tuple | None:
+    t = types[0]
+    if t.channel_axis is None or axis_of(t, a["axis"], "select") == t.channel_axis:
+        return None  # one channel taken: what it meant is not a channel of the output
+    return identity_channels(types, a, out)  # a position taken (a ViT's class token): the channels stay
+
+
 def _roll_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
     t = types[0]
     if len(a["shifts"]) != len(a["axes"]):
@@ -407,6 +414,7 @@ register(
         _select_infer,
         lead="other",
         aliases=True,
+        channel_map=_select_channels,
     ),
     OpDef(
         "roll",
