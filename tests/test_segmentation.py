@@ -213,19 +213,29 @@ def test_dilated_convolution_shape_and_multiply_adds(tmp_path, dilation, stride,
     assert row["macs"] == out.numel() * 4 * 9
 
 
-def test_resnet50_dilates_as_torchvision_replace_stride_with_dilation():
-    """`--set dilate3=true --set dilate4=true` of the classification spec is torchvision's
-    resnet50(replace_stride_with_dilation=[False, True, True]), module for module."""
-    net = nasdsl.compile_spec(SPECS / "resnet50.yaml", {"dilate3": True, "dilate4": True})
+@pytest.mark.parametrize(
+    ("spec", "sets", "options", "last"),
+    [
+        ("resnet50", {"dilate3": True, "dilate4": True}, {"replace_stride_with_dilation": [False, True, True]}, 28),
+        ("resnet50", {"dilate2": True}, {"replace_stride_with_dilation": [True, False, False]}, 14),
+        ("mobilenet_v3_large", {"dilated": True}, {"dilated": True}, 14),
+    ],
+)
+def test_classification_spec_dilates_as_torchvision(spec, sets, options, last):
+    """The dilation variables of the classification specs are torchvision's options
+    (``replace_stride_with_dilation``, MobileNetV3's ``dilated``), convolution for convolution
+    (``extra_repr``: stride, padding, dilation), and the last map keeps the size they say."""
+    net = nasdsl.compile_spec(SPECS / f"{spec}.yaml", sets)
     with torch.device("meta"):
-        reference = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])
+        reference = torchvision.models.get_model(spec, weights=None, **options)
     model = _ours(net, "meta")
     modules = dict(model.named_modules())
     convs = [(p, m) for p, m in reference.named_modules() if isinstance(m, torch.nn.Conv2d)]
     assert [p for p, _ in convs] == [p for p, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
     for path, module in convs:
         assert modules[path].extra_repr() == module.extra_repr(), path
-    assert net.summary()["rows"][-4]["output"] == [2048, 28, 28]  # layer4 at 1/8 of 224
+    rows = net.summary()["rows"]
+    assert [r for r in rows if r["name"] in ("layer4", "features")][0]["output"][1:] == [last, last]
 
 
 def test_a_value_inside_a_template_use_is_refused_with_its_location(tmp_path):
