@@ -635,9 +635,10 @@ class _Writer:
                 continue
             if _read_within(c, target_nodes, targets | read_inside):  # run its children one by one
                 if cond or c.phase != "both" or c.kind != "seq":
+                    what = f": template {c.template}'s class returns its result alone" if c.kind == "use" else ""
                     raise CodegenError(
                         "the PyTorch backend reads a value inside an entry only where the entry is a sequence "
-                        "that always runs (no `when` it keeps as an argument, no `phase`)",
+                        f"that always runs (no `when` it keeps as an argument, no `phase`){what}",
                         location=c.loc,
                         path=c.keypath,
                     )

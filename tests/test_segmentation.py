@@ -238,14 +238,23 @@ def test_classification_spec_dilates_as_torchvision(spec, sets, options, last):
     assert [r for r in rows if r["name"] in ("layer4", "features")][0]["output"][1:] == [last, last]
 
 
-def test_a_value_inside_a_template_use_is_refused_with_its_location(tmp_path):
+@pytest.mark.parametrize(
+    "replace",
+    [
+        ("stem: {from: body.stem}", "stem: {from: body.inner.2.1}"),  # inside a use inside an entry
+        ("  head: {op: conv2d, out: 2, kernel: 1}\n", "  head: {use: Pooled, args: [4]}\n"),  # a use as an entry
+    ],
+)
+def test_a_value_inside_a_template_use_is_refused_with_its_location(tmp_path, replace):
     """A template's class returns its result alone: an output of a block inside it is refused."""
-    text = NESTED.replace("stem: {from: body.stem}", "stem: {from: body.inner.2.1}")
+    text = NESTED.replace(*replace)
+    if "use: Pooled, args: [4]" in text:
+        text = text.replace("stem: {from: body.stem}", "stem: {from: head.1}")
     net = _compile(tmp_path, text)
     with pytest.raises(CodegenError) as info:
         generate_source(net)
     message = str(info.value)
-    assert "spec.yaml:" in message and "body.inner.2" in message and "Pooled" in message, message
+    assert "spec.yaml:" in message and "Pooled's class returns its result alone" in message, message
 
 
 def test_a_list_that_reads_its_input_before_its_last_item_is_refused(tmp_path):
