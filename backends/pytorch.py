@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import importlib.abc
 import importlib.util
+import keyword
 import linecache
 import os
 import re
@@ -218,6 +219,56 @@ def _module_expr(ctx: ClassContext, b: ir.Block) -> Call:
         "the PyTorch backend supports references only between the top-level entries of a model or template",
         location=b.loc or (data.loc if data else None),
         path=b.keypath or b.path,
+    )
+
+
+def _reads_input(c: ir.Block) -> bool:
+    """Whether merge ``c`` joins the value it is given (``identity``) and its body's input
+    (``{ref: in}``) alone, with at least one of the latter."""
+    refs = [b for b in c.children if b.kind == "ref"]
+    others = [b for b in c.children if b.kind != "ref"]
+    return (
+        bool(refs)
+        and all(b.target is None for b in refs)
+        and all((b.kind == "op" and b.op == "identity") or bypassed(b) for b in others)
+    )
+
+
+def _resized_after(body: ir.Block) -> bool:
+    """Whether a list body ends in merges that read its input (see :func:`_reads_input`)."""
+    return any(c.kind == "merge" and _reads_input(c) for c in body.children)
+
+
+def _inside(c: ir.Block) -> set[str]:
+    """The nodes block ``c`` computes, and its input."""
+    return {b.output for b in ir.walk(c) if b.kind != "ref"} | set(c.inputs[:1])
+
+
+def _reads_of(c: ir.Block) -> tuple[set[str], set[str]]:
+    """The paths and nodes that blocks inside ``c`` read by `ref:` or `from:` from outside it."""
+    inside = _inside(c)
+    refs = [b for b in ir.walk(c) if b.kind == "ref" and b.output not in inside]
+    froms = {b.inputs[0] for b in ir.walk(c) if b.kind != "ref" and b.inputs and b.inputs[0] not in inside}
+    return {b.target for b in refs if b.target is not None}, {b.output for b in refs} | froms
+
+
+def _own_body(ctx: ClassContext, c: ir.Block) -> bool:
+    """Whether ``c``, an entry of the model, is a named sequence whose blocks read values from
+    outside it (LR-ASPP's head reads two of the backbone's): it cannot be a module of one input,
+    so the model holds its entries in an ``nn.Module`` and its forward runs them."""
+    if ctx.template is not None or c.kind != "seq" or not c.named or c.repeat or _off(ctx, c):
+        return False
+    paths, nodes = _reads_of(c)
+    return bool(paths or nodes)
+
+
+def _read_within(c: ir.Block, nodes, paths) -> bool:
+    """Whether a value made strictly inside block ``c`` (not its own result) is read: a node of
+    ``nodes`` or a block of ``paths``."""
+    return any(
+        (b.path in paths or b.output in nodes) and b.output != c.output and b.path != c.path
+        for b in ir.walk(c)
+        if b.kind != "ref"
     )
 
 
@@ -470,11 +521,22 @@ class _Writer:
         }
 
     def _statements(
-        self, ctx: ClassContext, t: ir.Block, notes, after=None, names: Namespace | None = None
+        self,
+        ctx: ClassContext,
+        t: ir.Block,
+        notes,
+        after=None,
+        names: Namespace | None = None,
+        read_inside: frozenset[str] = frozenset(),
+        owner: str = "self",
+        produced: dict[str, str] | None = None,
     ) -> tuple[list[str], list[str]]:
         """Init and forward lines for the children of a root sequence; ``after(child)``
         gives lines to run right after a child (the model's auxiliary heads); ``names``
-        holds the forward's locals (values kept for references)."""
+        holds the forward's locals (values kept for references); ``read_inside`` the paths
+        of blocks nested in the children whose values outputs read; ``owner`` the module that
+        holds the children (``self.classifier`` for the entries of a model entry); ``produced``
+        the locals that hold values, by path and node, shared with the body that holds ``t``."""
         names = names if names is not None else self._locals()
         init: list[str] = []
         fwd: list[str] = []
@@ -485,9 +547,14 @@ class _Writer:
         target_nodes = {c.output for c in t.children if c.kind == "ref"}
         target_nodes |= {b.output for c in merges for b in c.children if b.kind == "ref"}
         target_nodes |= self._read_out_of_turn(ctx, t)
-        produced: dict[str, str] = {}  # path or node -> local variable
+        for c in t.children:  # what the entries of an entry with a body of its own read
+            if _own_body(ctx, c):
+                paths, nodes = _reads_of(c)
+                targets |= paths
+                target_nodes |= nodes
+        produced = produced if produced is not None else {}  # path or node -> local variable
         current = t.inputs[0]  # the node x holds
-        if current in target_nodes:  # `ref: in` or `from: in`: the body's input is read later
+        if current in target_nodes and current not in produced:  # `ref: in` or `from: in`: read later
             local = names.create("identity")
             fwd.append(f"{local} = x")
             produced[current] = local
@@ -543,12 +610,54 @@ class _Writer:
                 continue
             cond = self._condition(ctx, c)
             low = lowering_for(ctx, c.output) if c.kind == "op" else None
+            attribute = f"{owner}.{c.name}"
+            if _own_body(ctx, c):  # entries that read values outside it: written out in this forward
+                if cond or c.phase != "both":
+                    raise CodegenError(
+                        "the PyTorch backend writes an entry whose blocks read values outside it only where "
+                        "it always runs (no `when` it keeps as an argument, no `phase`)",
+                        location=c.loc,
+                        path=c.keypath,
+                    )
+                init.append(f"        {attribute} = nn.Module()")
+                more, lines = self._statements(
+                    ctx, c, notes, after, names, read_inside, owner=attribute, produced=produced
+                )
+                init += more
+                fwd += lines
+                if wanted:
+                    local = names.create(c.name)
+                    fwd.append(f"{local} = x")
+                    produced[c.path] = local
+                    produced.setdefault(c.passed, local)
+                if after is not None:
+                    fwd += after(c)
+                continue
+            if _read_within(c, target_nodes, targets | read_inside):  # run its children one by one
+                if cond or c.phase != "both" or c.kind != "seq":
+                    what = f": template {c.template}'s class returns its result alone" if c.kind == "use" else ""
+                    raise CodegenError(
+                        "the PyTorch backend reads a value inside an entry only where the entry is a sequence "
+                        f"that always runs (no `when` it keeps as an argument, no `phase`){what}",
+                        location=c.loc,
+                        path=c.keypath,
+                    )
+                loop = self._repeat_loop(ctx, c, owner) if c.repeat else None
+                init += loop if loop is not None else layout(f"{owner}.{c.name} = ", _module_expr(ctx, c), 2)
+                read = targets | read_inside
+                fwd += self._opened(ctx, c, f"{owner}.{c.name}", target_nodes, read, produced, names, after)
+                if wanted:
+                    local = names.create(c.name)
+                    fwd.append(f"{local} = x")
+                    produced[c.path] = local
+                    produced.setdefault(c.passed, local)
+                if after is not None:
+                    fwd += after(c)
+                continue
             if low is not None and low.parameter is not None:  # a parameter of this class (layer_scale)
                 make, apply = low.parameter(ctx, c.output)
-                call, value = None, apply.format(f"self.{c.name}")
-                init += (
-                    layout_or_none(f"self.{c.name} = ", make, cond, 2) if cond else layout(f"self.{c.name} = ", make, 2)
-                )
+                call, value = None, apply.format(f"{owner}.{c.name}")
+                init += layout_or_none(f"{attribute} = ", make, cond, 2) if cond else layout(f"{attribute} = ", make, 2)
             elif c.kind == "merge" and c.path == t.path:  # this class's own branches, after entries put before
                 more, lines, outs = self._own_branches(ctx, c, before, produced, notes, names)
                 init += more
@@ -557,29 +666,27 @@ class _Writer:
             elif c.kind == "merge" and (
                 apart or any(b.kind == "ref" for b in c.children) or ir.node(self.g, c.output).given
             ):
-                call, value = self._merge_with_refs(ctx, c, before if apart else c.inputs[0], produced)
+                call, value = self._merge_with_refs(ctx, c, before if apart else c.inputs[0], produced, owner)
             elif low is not None:
                 check_lowering(ctx, c.output, low)
                 call = low.module(ctx, c.output)
-                value = low.apply.format(m=f"self.{c.name}", x="x")
+                value = low.apply.format(m=f"{owner}.{c.name}", x="x")
             else:
                 call = _module_expr(ctx, c)
-                value = f"self.{c.name}(x)"
-            loop = self._repeat_loop(ctx, c) if c.kind == "seq" and c.repeat and not cond else None
+                value = f"{owner}.{c.name}(x)"
+            loop = self._repeat_loop(ctx, c, owner) if c.kind == "seq" and c.repeat and not cond else None
             if loop is not None:
                 init += loop
             elif call is not None:
-                init += (
-                    layout_or_none(f"self.{c.name} = ", call, cond, 2) if cond else layout(f"self.{c.name} = ", call, 2)
-                )
+                init += layout_or_none(f"{attribute} = ", call, cond, 2) if cond else layout(f"{attribute} = ", call, 2)
             # a switched merge of references alone has no module: the class keeps the switch itself
             flag = bool(cond) and call is None and not (low is not None and low.parameter is not None)
             if flag:
-                init += layout(f"self.{c.name} = ", cond, 2)
+                init += layout(f"{owner}.{c.name} = ", cond, 2)
             note = _shape_note(ctx, c, notes(c) if ctx.template else None)
             guard = []
             if cond:
-                guard.append(f"self.{c.name}" if flag else f"self.{c.name} is not None")
+                guard.append(f"{owner}.{c.name}" if flag else f"{owner}.{c.name} is not None")
             if c.phase == "eval" and t.phase != "eval":
                 guard.append("not self.training")
             elif c.phase == "train" and t.phase != "train":
@@ -603,12 +710,84 @@ class _Writer:
                 fwd += after(c)
         return init, fwd
 
-    def _repeat_loop(self, ctx: ClassContext, c: ir.Block) -> list[str] | None:
+    def _opened(self, ctx: ClassContext, c: ir.Block, owner: str, nodes, paths, produced, names, after) -> list[str]:
+        """Forward lines that run the children of sequence ``c`` (the module ``owner``) one by
+        one, ``x = self.backbone.layer3(x)``, keeping the values that later lines read (an
+        output or a `from:` of a block nested in ``c``) in locals; a child that holds such a
+        block is opened in turn."""
+        fwd: list[str] = []
+        current = c.inputs[0]
+        run: list[int] = []  # positions of a list's items that run in a row, written as one slice
+
+        def flush() -> None:
+            if run:
+                first, last = run[0], run[-1]
+                part = f"[{first}]" if first == last else f"[{first or ''}:{'' if last == n - 1 else last + 1}]"
+                note = _shape_note(ctx, c.children[last])
+                fwd.extend(s[8:] for s in layout("x = ", f"{owner}{part}(x)", 2, comment=note))
+                run.clear()
+
+        n = len(c.children)
+        for position, ch in enumerate(c.children):
+            if bypassed(ch) or ch.path in ctx.off:  # a rewrite took it out: it passes its input on
+                flush()
+                current = ch.passed
+                continue
+            if ch.kind in ("ref", "skip") or _off(ctx, ch) or ch.when is not None or ch.phase != "both":
+                raise CodegenError(
+                    f"the PyTorch backend reads a value inside '{c.path}' only where its blocks always run, one "
+                    "after the other (no `ref`, `when` or `phase` among them)",
+                    location=ch.loc,
+                    path=ch.keypath,
+                )
+            if ch.inputs[0] != current:
+                raise CodegenError(
+                    f"the PyTorch backend reads a value inside '{c.path}' only where its blocks run one after the "
+                    "other (no `from:` among them)",
+                    location=ch.loc,
+                    path=ch.keypath,
+                )
+            named = c.named and ch.name.isidentifier() and not keyword.iskeyword(ch.name)
+            access = f"{owner}.{ch.name}" if named else f"{owner}[{position}]"
+            if not c.named and not _read_within(ch, nodes, paths):
+                run.append(position)
+            else:
+                flush()
+            if run:
+                pass  # written with the run
+            elif _read_within(ch, nodes, paths):
+                if ch.kind != "seq":
+                    what = f"template {ch.template}'s class" if ch.kind == "use" else "its module"
+                    raise CodegenError(
+                        f"the PyTorch backend reads values inside '{ch.path}' only through sequences: {what} returns "
+                        "its result alone; read the value from a sequence (or the block's own output)",
+                        location=ch.loc,
+                        path=ch.keypath,
+                    )
+                fwd += self._opened(ctx, ch, access, nodes, paths, produced, names, after)
+            else:
+                fwd += [s[8:] for s in layout("x = ", f"{access}(x)", 2, comment=_shape_note(ctx, ch))]
+            current = ch.passed
+            kept = ch.path in paths or ch.output in nodes
+            extra = after(ch) if after is not None else []  # an output reading ch: its lines
+            if kept or extra:
+                flush()
+            if kept:
+                local = names.create(ch.name if ch.name.isidentifier() else f"{c.name}_{ch.name}")
+                fwd.append(f"{local} = x")
+                produced[ch.path] = local
+                produced.setdefault(ch.output, local)
+            fwd += extra
+        flush()
+        return fwd
+
+    def _repeat_loop(self, ctx: ClassContext, c: ir.Block, owner: str = "self") -> list[str] | None:
         """A repeated entry built by a loop (see ``pyloops``), or None to list its blocks."""
         calls = [_module_expr(ctx, child) for child in c.children]
         taken = {*ctx.arguments.values(), "in_channels", "in_features", "self"}
         index = next(n for n in ("i", "j", "k", *(f"i{k}" for k in range(len(taken) + 1))) if n not in taken)
-        return loop_lines(c.name, calls, [ch.name for ch in c.children] if c.named else None, index, 2)
+        attribute = f"{owner}.{c.name}".removeprefix("self.")
+        return loop_lines(attribute, calls, [ch.name for ch in c.children] if c.named else None, index, 2)
 
     def _read_out_of_turn(self, ctx: ClassContext, t: ir.Block) -> set[str]:
         """The nodes that children of ``t`` read through ``from:`` rather than in sequence."""
@@ -633,7 +812,9 @@ class _Writer:
             )
         return name
 
-    def _merge_with_refs(self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str]):
+    def _merge_with_refs(
+        self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str], owner: str = "self"
+    ):
         """A merge whose branches include references to earlier entries (or that has attributes):
         its other branches live in an ``nn.ModuleDict`` named after the merge, and the forward
         line joins them with the referenced values."""
@@ -648,7 +829,7 @@ class _Writer:
             else:
                 call = _module_expr(ctx, b)
                 modules.append(Call(f'"{b.name}": {call.func}', call.args, call.open, call.close))
-                terms.append(f'self.{c.name}["{b.name}"]({self._value_of(b.inputs[0], current, produced)})')
+                terms.append(f'{owner}.{c.name}["{b.name}"]({self._value_of(b.inputs[0], current, produced)})')
         container = Call("nn.ModuleDict", (Call("", tuple(modules), "{", "}"),)) if modules else None
         return container, _joined(ctx, c, terms)
 
@@ -806,6 +987,8 @@ class _Writer:
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:") + fwd
             start = [*sig, "        super().__init__()", *fix]
             return ClassCode(class_name, head, start + init, [forward], ctx.used_helpers)
+        if body.kind == "seq" and not body.named and not _off(ctx, body) and _resized_after(body):
+            return self._sequential_then(ctx, class_name, head, sig, fixups, body, notes, tmpl.loc, name)
         # A single module, an unnamed sequence or unnamed branches: subclass it.
         call = _module_expr(ctx, body)
         base = call.func
@@ -818,6 +1001,32 @@ class _Writer:
                 path=f"templates.{name}",
             )
         return ClassCode(class_name, head, sig + init, [], ctx.used_helpers)
+
+    def _sequential_then(self, ctx, class_name, head, sig, fixups, body, notes, loc, name) -> ClassCode:
+        """A list body whose last items are merges of the list's value so far (``identity``) and the
+        body's input (``{ref: in}``), such as torchvision's ASPPPooling (pool, convolution,
+        BatchNorm, ReLU, then resized to the input's size): an ``nn.Sequential`` of the other
+        items, whose ``forward`` runs them and then computes the merges."""
+        k = next(i for i, c in enumerate(body.children) if c.kind == "merge" and _reads_input(c))
+        items, tail = body.children[:k], body.children[k:]
+        if not items or fixups or not all(c.kind == "merge" and _reads_input(c) for c in tail):
+            raise CodegenError(
+                f"template {name}: a list body joins its input (`ref: in`) only in merges after all its other "
+                "items, which are modules (write the body as named entries otherwise)",
+                location=loc,
+                path=f"templates.{name}",
+            )
+        calls = tuple(_module_expr(ctx, c) for c in items)
+        head[0] = f"class {class_name}(nn.Sequential):"
+        init = layout("super().__init__", Call("", calls), 2)
+        fwd = ["        identity = x"]
+        fwd += layout("x = ", "super().forward(x)", 2, comment=_shape_note(ctx, items[-1], notes(items[-1])))
+        for c in tail:
+            terms = ["identity" if b.kind == "ref" else "x" for b in c.children if not _absent(ctx, b) or bypassed(b)]
+            fwd += layout("x = ", _joined(ctx, c, terms), 2, comment=_shape_note(ctx, c, notes(c)))
+        forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
+        forward += [*fwd, "        return x"]
+        return ClassCode(class_name, head, sig + init, [forward], ctx.used_helpers)
 
     # -- the model -----------------------------------------------------------
     def model_class(self) -> tuple[ClassCode, ClassCode | None]:
@@ -835,18 +1044,16 @@ class _Writer:
         main = outputs[0]
         tap_main = main.head is not None or not model.children or model.children[-1].path != main.source
         taps: dict[str, list[ir.Output]] = {}
+        inside: set[str] = set()  # outputs that read a block nested in an entry: it runs child by child
         for o in outputs if tap_main else outputs[1:]:
             entry = next((c.path for c in model.children if c.path == o.source), None)
             if entry is None:  # a path inside an entry that ends where the entry does
                 src_node = o.head.inputs[0] if o.head is not None else o.node
                 found = [c.path for c in model.children if c.kind not in ("ref", "skip") and c.passed == src_node]
                 entry = found[-1] if found else None
-            if entry is None:
-                raise CodegenError(
-                    "the PyTorch backend reads outputs only from top-level model entries",
-                    location=o.loc,
-                    path=f"{o.keypath}.from",
-                )
+            if entry is None:  # a block nested in an entry
+                entry = o.source
+                inside.add(entry)
             taps.setdefault(entry, []).append(o)
 
         head_init: list[str] = []
@@ -887,7 +1094,7 @@ class _Writer:
                     exposed_flags.append(cond)
             return lines
 
-        init, fwd = self._statements(ctx, model, lambda c: None, after, names)
+        init, fwd = self._statements(ctx, model, lambda c: None, after, names, frozenset(inside))
         for o in (o for left in taps.values() for o in left):  # never silently without an output
             raise CodegenError(
                 "the PyTorch backend found no place to compute this output", location=o.loc, path=f"{o.keypath}.from"
@@ -1401,10 +1608,12 @@ def generate(graph: object, *, source_name: str | None = None, verify: bool | st
         exposed = ", ".join(w.arguments[v] for v in ir.info(g).exposed) or "none"
         header = wrap(f"It depends on torch alone. Constructor arguments: {exposed}.", 86)
         doc = docstring(ir.info(g).doc or f"The {name} model", 0)
+    generated = f"# Generated by nasdsl {__version__} from {shown} (spec sha256 {ir.info(g).sha256[:16]})."
+    if len(generated) > 88:  # a long file name: the hash on a line of its own
+        cut = generated.index(" (spec sha256")
+        generated = f"{generated[:cut]}\n# {generated[cut + 1 :]}"
     source = _ENV.get_template("pytorch.py.jinja").render(
-        version=__version__,
-        source=shown,
-        sha=ir.info(g).sha256[:16],
+        generated=generated,
         doc=doc,
         header=["# " + line for line in header],
         init_helpers=sorted(w.init_helpers),

@@ -239,6 +239,8 @@ VARIANTS = {
     "resnet34": ("resnet18", {"blocks1": 3, "blocks2": 4, "blocks3": 6, "blocks4": 3}),
     "resnet101": ("resnet50", {"blocks3": 23}),
     "resnet152": ("resnet50", {"blocks2": 8, "blocks3": 36}),
+    "fcn_resnet101": ("fcn_resnet50", {"blocks3": 23}),
+    "deeplabv3_resnet101": ("deeplabv3_resnet50", {"blocks3": 23}),
     "resnext101_32x8d": ("resnet50", {"groups": 32, "width_per_group": 8, "blocks3": 23}),
     "resnext101_64x4d": ("resnet50", {"groups": 64, "width_per_group": 4, "blocks3": 23}),
     "wide_resnet101_2": ("resnet50", {"width_per_group": 128, "blocks3": 23}),
@@ -305,13 +307,15 @@ VARIANTS = {
 #: yet (issue 22): each leaves this set when its spec or --set lands
 NOT_YET_WRITTEN = {
     *("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"),
-    *("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"),
-    *("deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"),
     *("mc3_18", "r2plus1d_18", "s3d", "mvit_v1_b", "mvit_v2_s", "swin3d_t", "swin3d_s", "swin3d_b"),
 }
 #: written elsewhere than this file's tables: GoogLeNet by specs/googlenet_bn.yaml (test_pytorch.py),
-#: ViT-B/16 and R3D-18 by their specs (test_any_rank.py), MaxViT-T by its spec (test_maxvit.py)
-WRITTEN_ELSEWHERE = {"googlenet", "vit_b_16", "r3d_18", "maxvit_t"}
+#: ViT-B/16 and R3D-18 by their specs (test_any_rank.py), MaxViT-T by its spec (test_maxvit.py), the
+#: segmentation models by theirs (test_segmentation.py)
+WRITTEN_ELSEWHERE = {
+    *("googlenet", "vit_b_16", "r3d_18", "maxvit_t"),
+    *("fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"),
+}
 
 
 def test_every_torchvision_model_is_a_spec_or_a_variant():
@@ -340,11 +344,21 @@ def test_the_language_page_lists_every_variant_with_its_sets():
     assert listed == VARIANTS
 
 
+def _builder_options(builder: str) -> dict:
+    """The options that make torchvision's builder give the model its default weights describe:
+    a segmentation model with its auxiliary head where it has one (``aux_loss``, which the
+    weights' figures count), and no backbone weights to download."""
+    if builder not in torchvision.models.list_models(module=torchvision.models.segmentation):
+        return {}
+    return {"weights_backbone": None, **({} if builder.startswith("lraspp") else {"aux_loss": True})}
+
+
 def _torchvision_on_meta(builder: str, **options) -> torch.nn.Module:
     """torchvision's model with tensors of the right sizes and no data. RegNet's builders
     compute their stage widths with tensors, which must hold values: on the CPU."""
     from torchvision.models import regnet
 
+    options = {**_builder_options(builder), **options}
     with torch.device("meta"):
         if not builder.startswith("regnet"):
             return torchvision.models.get_model(builder, weights=None, **options)
@@ -384,7 +398,8 @@ def test_variant_is_torchvisions_model_module_for_module(builder):
     default weights, at their input size."""
     spec, overrides = VARIANTS[builder]
     weights = _default_weights(builder)
-    (size,) = weights.transforms().crop_size
+    transforms = weights.transforms()  # a classifier's center crop, a segmentation model's resize
+    (size,) = getattr(transforms, "crop_size", None) or transforms.resize_size
     net = nasdsl.compile_spec(SPECS / f"{spec}.yaml", {**overrides, "input.shape": [3, size, size]})
     reference = _torchvision_on_meta(builder, **_sized_by_weights(builder, size))
     with torch.device("meta"):

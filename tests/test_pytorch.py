@@ -310,7 +310,10 @@ def test_every_spec_runs_forward_and_backward(spec):
     out = model(torch.randn(2, *net.summary()["input"]))
     main = out if isinstance(out, torch.Tensor) else out[0]
     assert tuple(main.shape[1:]) == tuple(ir.node(net.graph, ir.info(net.graph).outputs[0].node).shape)
-    loss = model.loss(out, torch.zeros(2, dtype=torch.long)) if main.dim() == 2 else main.float().mean()
+    if main.dim() == 2:
+        loss = model.loss(out, torch.zeros(2, dtype=torch.long))
+    else:  # every output's mean (a segmentation model's `out` and `aux`)
+        loss = sum(o.float().mean() for o in ([out] if isinstance(out, torch.Tensor) else out) if o is not None)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert sum(p.numel() for p in model.parameters()) == net.summary(with_aux=True)["totals"]["params"]

@@ -22,7 +22,9 @@ class (see :mod:`nasdsl.ir.rewrite`). In a ResNet-50 bottleneck whose
 projection has stride 1, the projection and the first 1x1 convolution become
 one (that block alone then differs from the other bottlenecks, and is written
 as a class of its own). Convolutions with different windows (SqueezeNet's
-1x1 and 3x3 expands) are left alone, and so are sets the tree has no place for.
+1x1 and 3x3 expands) are left alone, and so are sets the tree has no place for
+(such as convolutions that read a value made inside the entry holding one of
+them: LR-ASPP's low classifier beside the backbone row that reads the same map).
 
 It preserves the function the graph computes (each slice holds exactly the
 channels its convolution computed), the shapes every reader sees, the
@@ -64,7 +66,7 @@ def sibling_groups(g: nx.DiGraph) -> list[list[str]]:
                 continue
             by_window.setdefault(tuple(data.attrs[k] for k in WINDOW), []).append(c)
         for convs in by_window.values():
-            if len(convs) > 1:
+            if len(convs) > 1 and not _split_by_tree(g, src, convs):
                 rank = rank or {n: i for i, n in enumerate(ir.order(g))}
                 groups.append(sorted(convs, key=rank.__getitem__))
     return groups
@@ -129,6 +131,22 @@ def _fuse(rw: Rewriter, convs: list[str]) -> None:
         rw.replace(c, split, rename=name, sources=(fused,))
         start, low = stop, high
     record(g, JoinLayers(fused, tuple(convs)))
+
+
+def _split_by_tree(g: nx.DiGraph, src: str, convs: list[str]) -> bool:
+    """Whether a block makes ``src`` (not as its input) and holds some but not all of ``convs``:
+    the fused layer would have to go before that block, ahead of its own input (LR-ASPP's low
+    classifier and the expansion of the backbone's row 5 both read row 4, made inside the entry
+    `backbone` that holds the expansion)."""
+    for b in ir.walk(ir.info(g).model):
+        if b.kind == "ref":
+            continue
+        made = {x.output for x in ir.walk(b) if x.kind != "ref"}
+        if src in made and src not in b.inputs[:1]:
+            held = sum(c in made for c in convs)
+            if 0 < held < len(convs):
+                return True
+    return False
 
 
 def _named(parent: ir.Block) -> bool:

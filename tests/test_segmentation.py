@@ -1,0 +1,275 @@
+"""torchvision's segmentation models as specs (issue 22), and what the language needed for them:
+outputs and `from:` that read a block nested in a model entry, dilated convolutions, a map
+resized to another value's size (`interpolate_like`) and ASPP's pooled value broadcast back over
+the map. The 101-layer models are `--set`s of these specs, checked with the other variants in
+test_families.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+import nasdsl
+from nasdsl.backends.pytorch import generate_source, load_source
+from nasdsl.backends.verify import verify
+from nasdsl.errors import CodegenError
+
+from paths import ROOT, SPECS
+from reference_models import randomise
+
+#: torchvision's builder -> the spec that writes it
+WRITTEN = {
+    "fcn_resnet50": "fcn_resnet50",
+    "deeplabv3_resnet50": "deeplabv3_resnet50",
+    "deeplabv3_mobilenet_v3_large": "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large": "lraspp_mobilenet_v3_large",
+}
+#: the models compared with torchvision's forward, at the smallest input their maps allow here
+FORWARD = {"fcn_resnet50": 32, "deeplabv3_mobilenet_v3_large": 64, "lraspp_mobilenet_v3_large": 64}
+
+
+def _options(builder: str) -> dict:
+    """What gives the model its default weights' figures: the auxiliary head where the model has
+    one (torchvision's builders leave it out unless weights are given), no backbone weights."""
+    return {"weights_backbone": None, **({} if builder.startswith("lraspp") else {"aux_loss": True})}
+
+
+def _ours(net: nasdsl.Compiled, device: str = "cpu") -> torch.nn.Module:
+    with torch.device(device):
+        return getattr(load_source(generate_source(net)), net.spec.name)()
+
+
+@pytest.mark.parametrize("builder", sorted(WRITTEN))
+def test_spec_is_torchvisions_model_module_for_module(builder):
+    """On the meta device: state_dict names in torchvision's order with its shapes; every module
+    holding tensors of torchvision's class with its settings (``extra_repr``: dilation, padding,
+    eps...); every dropout rate; the parameters and the GFLOPS documented with the default
+    weights, at their 520x520 input (auxiliary head included: the figures count it)."""
+    weights = torchvision.models.get_model_weights(builder).DEFAULT
+    (size,) = weights.transforms().resize_size
+    net = nasdsl.compile_spec(SPECS / f"{WRITTEN[builder]}.yaml", {"input.shape": [3, size, size]})
+    with torch.device("meta"):
+        reference = torchvision.models.get_model(builder, weights=None, **_options(builder))
+    model = _ours(net, "meta")
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert list(ours) == list(theirs)
+    assert [tuple(t.shape) for t in ours.values()] == [tuple(t.shape) for t in theirs.values()]
+    modules = dict(model.named_modules())
+    for path, module in reference.named_modules():
+        if any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
+            assert type(modules[path]).__name__ == type(module).__name__, path
+            assert modules[path].extra_repr() == module.extra_repr(), path
+        if isinstance(module, torch.nn.Dropout):
+            assert modules[path].p == module.p, path
+    totals = net.summary()["totals"]
+    assert totals["params"] == sum(p.numel() for p in reference.parameters()) == weights.meta["num_params"]
+    assert round(totals["macs"] / 1e9, 3) == weights.meta["_ops"]
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """(torchvision's model with random weights and statistics, ours loaded strictly from its
+    state_dict, our spec compiled at the test size), in eval mode, once per model."""
+    made = {}
+
+    def get(builder: str):
+        if builder not in made:
+            torch.manual_seed(0)
+            reference = torchvision.models.get_model(builder, weights=None, **_options(builder))
+            randomise(reference)
+            size = FORWARD[builder]
+            net = nasdsl.compile_spec(SPECS / f"{WRITTEN[builder]}.yaml", {"input.shape": [3, size, size]})
+            model = _ours(net, "meta")  # every tensor is loaded below
+            model.load_state_dict(reference.state_dict(), strict=True, assign=True)
+            made[builder] = reference.eval(), model.eval(), net
+        return made[builder]
+
+    return get
+
+
+@pytest.mark.parametrize("builder", sorted(FORWARD))
+def test_outputs_match_torchvision_with_its_weights(builder, pair):
+    """Every output, by name and in order (torchvision's dict: `out`, and `aux` where there is
+    an auxiliary head), within 1e-5 of the largest value."""
+    reference, model, _ = pair(builder)
+    size = FORWARD[builder]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    got = {"out": got} if isinstance(got, torch.Tensor) else got._asdict()
+    assert list(got) == list(expected) == (["out"] if builder.startswith("lraspp") else ["out", "aux"])
+    for name, value in expected.items():
+        assert got[name].shape == value.shape == (2, 21, size, size), name
+        assert (value - got[name]).abs().max().item() <= 1e-5 * value.abs().max().item(), name
+
+
+def test_verify_passes_with_torchvisions_weights(pair):
+    """ONNX Runtime (opset 17) against the generated model with torchvision's tensors: LR-ASPP
+    resizes twice (to the low map's size, to the input's) and reads two backbone values."""
+    reference, _, net = pair("lraspp_mobilenet_v3_large")
+    weights = {k: v.numpy() for k, v in reference.state_dict().items()}
+    result = verify(net.graph, state_dict=weights, batch=1, opset=17)
+    assert result.ok, result
+
+
+# -- the language features, on small specs ------------------------------------------------
+
+NESTED = """
+nasdsl: 1
+name: Nested
+input:
+  shape: [3, 20, 20]
+templates:
+  Pooled:
+    doc: The map's mean per channel through a 1x1 convolution, broadcast back to the map's size.
+    params: [out]
+    body:
+      - {op: adaptive_avg_pool, size: 1}
+      - {op: conv2d, out: out, kernel: 1}
+      - relu
+      - {interpolate_like: [identity, {ref: in}], mode: bilinear}
+model:
+  body:
+    stem: {op: conv2d, out: 8, kernel: 3, stride: 2, padding: 1}
+    inner:
+      - {op: conv2d, out: 8, kernel: 3, padding: 2, dilation: 2}
+      - relu
+      - {use: Pooled, args: [8]}
+    last: {op: conv2d, out: 4, kernel: 3, padding: 1}
+  head: {op: conv2d, out: 2, kernel: 1}
+  side: {op: conv2d, out: 2, kernel: 1, from: body.inner.1}
+  side_up: {interpolate_like: [{ref: side}, {ref: in}], mode: bilinear}
+outputs:
+  main: {from: head}
+  stem: {from: body.stem}
+  dilated: {from: body.inner.0, head: {op: conv2d, out: 3, kernel: 1}}
+  side: {from: side_up}
+"""
+
+
+def _compile(tmp_path, text: str, name: str = "spec.yaml") -> nasdsl.Compiled:
+    path = tmp_path / name
+    path.write_text(text)
+    return nasdsl.compile_spec(path)
+
+
+def test_outputs_and_from_read_blocks_nested_in_an_entry(tmp_path):
+    """Outputs that read a block nested in an entry (`body.stem`, `body.inner.0` with a head) and
+    an entry that reads one (`from: body.inner.1`): the names stay the spec's (`body.inner.0`),
+    the forward runs the entry block by block, and ONNX Runtime agrees on every output."""
+    net = _compile(tmp_path, NESTED)
+    model = _ours(net).eval()
+    assert [k for k in model.state_dict() if k.endswith("weight")] == [
+        "body.stem.weight",
+        "body.inner.0.weight",
+        "body.inner.2.1.weight",
+        "body.last.weight",
+        "head.weight",
+        "side.weight",
+        "dilated.weight",
+    ]
+    x = torch.randn(2, 3, 20, 20)
+    with torch.no_grad():
+        got = model(x)
+        stem = model.body.stem(x)
+        dilated = model.body.inner[0](stem)
+        side = model.side(torch.relu(dilated))
+    assert torch.equal(got.stem, stem)
+    assert torch.equal(got.dilated, model.dilated(dilated))
+    expected_side = torch.nn.functional.interpolate(side, size=(20, 20), mode="bilinear", align_corners=False)
+    assert torch.allclose(got.side, expected_side, rtol=0, atol=1e-6)
+    result = verify(net.graph, batch=2, opset=17)
+    assert result.ok and [c.name for c in result.checks] == ["main", "stem", "dilated", "side"], result
+
+
+def test_pooled_value_is_broadcast_over_the_map(tmp_path):
+    """The `Pooled` template (torchvision's ASPPPooling): an nn.Sequential whose forward resizes
+    its 1x1 result to its input's size; every position holds the channel's value."""
+    model = _ours(_compile(tmp_path, NESTED)).eval()
+    pooled = model.body.inner[2]
+    assert isinstance(pooled, torch.nn.Sequential) and len(pooled) == 3
+    x = torch.randn(2, 8, 10, 10)
+    with torch.no_grad():
+        y = pooled(x)
+        value = torch.relu(pooled[1](x.mean((2, 3), keepdim=True)))
+    assert y.shape == (2, 8, 10, 10)
+    assert torch.allclose(y, value.expand_as(y), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("dilation", "stride", "size"), [(2, 1, 17), (3, 2, 17), (6, 1, 13)])
+def test_dilated_convolution_shape_and_multiply_adds(tmp_path, dilation, stride, size):
+    """A dilated convolution's output size is torch's; its multiply-adds are one per weight
+    and output position, as an undilated one's (the window has as many taps)."""
+    text = (
+        f"nasdsl: 1\nname: Dilated\ninput:\n  shape: [4, {size}, {size}]\nmodel:\n"
+        f"  conv: {{op: conv2d, out: 6, kernel: 3, stride: {stride}, padding: {dilation}, dilation: {dilation}}}\n"
+    )
+    net = _compile(tmp_path, text)
+    conv = torch.nn.Conv2d(4, 6, 3, stride=stride, padding=dilation, dilation=dilation)
+    out = conv(torch.zeros(1, 4, size, size)).shape[1:]
+    (row,) = net.summary()["rows"]
+    assert tuple(row["output"]) == tuple(out)
+    assert row["macs"] == out.numel() * 4 * 9
+
+
+@pytest.mark.parametrize(
+    ("spec", "sets", "options", "last"),
+    [
+        ("resnet50", {"dilate3": True, "dilate4": True}, {"replace_stride_with_dilation": [False, True, True]}, 28),
+        ("resnet50", {"dilate2": True}, {"replace_stride_with_dilation": [True, False, False]}, 14),
+        ("mobilenet_v3_large", {"dilated": True}, {"dilated": True}, 14),
+    ],
+)
+def test_classification_spec_dilates_as_torchvision(spec, sets, options, last):
+    """The dilation variables of the classification specs are torchvision's options
+    (``replace_stride_with_dilation``, MobileNetV3's ``dilated``), convolution for convolution
+    (``extra_repr``: stride, padding, dilation), and the last map keeps the size they say."""
+    net = nasdsl.compile_spec(SPECS / f"{spec}.yaml", sets)
+    with torch.device("meta"):
+        reference = torchvision.models.get_model(spec, weights=None, **options)
+    model = _ours(net, "meta")
+    modules = dict(model.named_modules())
+    convs = [(p, m) for p, m in reference.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [p for p, _ in convs] == [p for p, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    for path, module in convs:
+        assert modules[path].extra_repr() == module.extra_repr(), path
+    rows = net.summary()["rows"]
+    assert [r for r in rows if r["name"] in ("layer4", "features")][0]["output"][1:] == [last, last]
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [
+        ("stem: {from: body.stem}", "stem: {from: body.inner.2.1}"),  # inside a use inside an entry
+        ("  head: {op: conv2d, out: 2, kernel: 1}\n", "  head: {use: Pooled, args: [4]}\n"),  # a use as an entry
+    ],
+)
+def test_a_value_inside_a_template_use_is_refused_with_its_location(tmp_path, replace):
+    """A template's class returns its result alone: an output of a block inside it is refused."""
+    text = NESTED.replace(*replace)
+    if "use: Pooled, args: [4]" in text:
+        text = text.replace("stem: {from: body.stem}", "stem: {from: head.1}")
+    net = _compile(tmp_path, text)
+    with pytest.raises(CodegenError) as info:
+        generate_source(net)
+    message = str(info.value)
+    assert "spec.yaml:" in message and "Pooled's class returns its result alone" in message, message
+
+
+def test_a_list_that_reads_its_input_before_its_last_item_is_refused(tmp_path):
+    """Only merges after all the modules of a list body may read the body's input."""
+    text = NESTED.replace(
+        "      - relu\n      - {interpolate_like: [identity, {ref: in}], mode: bilinear}\n",
+        "      - {interpolate_like: [identity, {ref: in}], mode: bilinear}\n      - relu\n",
+    )
+    net = _compile(tmp_path, text)
+    with pytest.raises(CodegenError) as info:
+        generate_source(net)
+    message = str(info.value)
+    assert "spec.yaml:" in message and "templates.Pooled" in message and "after all its other items" in message
+
+
+def test_the_language_page_says_what_detection_would_need():
+    page = (ROOT / "docs" / "spec-language.md").read_text()
+    assert "non-maximum suppression" in page and "keypoint" in page and "optical flow" in page
