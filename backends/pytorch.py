@@ -241,7 +241,7 @@ def _resized_after(body: ir.Block) -> bool:
 
 def _inside(c: ir.Block) -> set[str]:
     """The nodes block ``c`` computes, and its input."""
-    return {b.output for b in ir.walk(c) if b.kind != "ref"} | set(c.inputs[:1])
+    return {b.output for b in ir.walk(c) if b.kind not in ("ref", "skip")} | set(c.inputs[:1])
 
 
 def _reads_of(c: ir.Block) -> tuple[set[str], set[str]]:
@@ -268,7 +268,7 @@ def _read_within(c: ir.Block, nodes, paths) -> bool:
     return any(
         (b.path in paths or b.output in nodes) and b.output != c.output and b.path != c.path
         for b in ir.walk(c)
-        if b.kind != "ref"
+        if b.kind not in ("ref", "skip") and b.output not in c.inputs[:1]
     )
 
 
