@@ -493,9 +493,11 @@ class _Writer:
         """Per node of a template body (path relative to the instance): how a comment shows the
         axes other than the channels, the same for every use: the axes' letters where they
         keep the input's sizes (``H, W``), the sizes where every use has the same, else the
-        letters primed (``H', W'``)."""
+        letters primed where some use changes that axis (``T, H', W'``: a convolution over space
+        alone)."""
         seen: dict[str, set] = {}
         letters: dict[str, tuple[str, ...]] = {}
+        changed: dict[str, set[int]] = {}  # per node, the axes (by position) that some use changes
         for inst in instances:
             t_in = ir.node(self.g, inst.inputs[0]).type
             for n in self.members.get(inst.path, ()):
@@ -507,18 +509,22 @@ class _Writer:
                 axes = [i for i in range(t.rank) if i != t.channel_axis]
                 names = tuple(AXIS_LETTERS.get(t.axes[i], "S") for i in axes)
                 letters.setdefault(rel, names)
-                kept = t_in is not None and t.axes == t_in.axes and all(t.shape[i] == t_in.shape[i] for i in axes)
-                seen.setdefault(rel, set()).add(names if kept else tuple(str(t.shape[i]) for i in axes))
+                same = t_in is not None and t.axes == t_in.axes
+                moved = {k for k, i in enumerate(axes) if not same or t.shape[i] != t_in.shape[i]}
+                changed.setdefault(rel, set()).update(moved)
+                seen.setdefault(rel, set()).add(names if not moved else tuple(str(t.shape[i]) for i in axes))
         for inst in instances:  # a node that some uses leave out (`when:`) varies with the uses
             mine = {n[len(inst.path) :] for n in self.members.get(inst.path, ())}
             for rel in seen.keys() - mine:
                 seen[rel].add(None)
-        return {
-            rel: (
-                notes.pop() if len(notes) == 1 and None not in notes else tuple(f"{x}'" for x in letters.get(rel, ()))
-            )
-            for rel, notes in seen.items()
-        }
+
+        def primed(rel: str) -> tuple[str, ...]:
+            moved = changed.get(rel)
+            names = letters.get(rel, ())
+            return tuple(f"{x}'" if moved is None or k in moved else x for k, x in enumerate(names))
+
+        one = {rel for rel, notes in seen.items() if len(notes) == 1 and None not in notes}
+        return {rel: notes.pop() if rel in one else primed(rel) for rel, notes in seen.items()}
 
     def _statements(
         self,
@@ -1228,6 +1234,10 @@ class _Writer:
         docs = [(tmpl.input_param, f"{what} of the input")]
         for name, entries in left_out.items():
             uses[name].append(f"false at every use, so the class leaves out {_listed(entries)}")
+        for p in tmpl.params:  # a parameter read by another's default (R(2+1)D's inplanes by midplanes)
+            if p.default_expr is not None:
+                for name in names_in(p.default_expr) & uses.keys():
+                    uses[name].append(f"the default of {p.name}")
         for p in tmpl.params:
             found = uses[p.name]
             docs.append((p.name, _listed(found) if found else "unused by the layers"))

@@ -6,10 +6,11 @@ import torch
 
 
 def randomise_bn_stats(model: torch.nn.Module, seed: int = 1) -> None:
-    """Fresh BatchNorm has mean 0 / var 1; random stats make eval-mode comparisons meaningful."""
+    """Fresh BatchNorm has mean 0 / var 1; random stats make eval-mode comparisons meaningful.
+    Every BatchNorm gets them, of any rank (1-D, 2-D and a video model's 3-D)."""
     gen = torch.Generator().manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
             m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
             m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 

@@ -37,7 +37,7 @@ from nasdsl.passes.hoist import hoist_activations
 from nasdsl.passes.pipeline import PassError, run_pipeline, verify_graph
 from nasdsl.weights import parameters
 
-from paths import ROOT, SPECS
+from paths import ROOT, SPECS, small_overrides
 
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
 #: one target per distinct pipeline (targets that share a pipeline are tested once)
@@ -308,7 +308,9 @@ class Specs(dict):
         net = None
         # without the training-only heads where a switch turns them off (the inference graph has none,
         # and an auxiliary head's fixed window is what needs a large input)
-        for overrides in [{"input.shape": [3, s, s], **aux} for s in SIZES for aux in ({"aux_logits": False}, {})]:
+        tried = [{"input.shape": [3, s, s], **aux} for s in SIZES for aux in ({"aux_logits": False}, {})]
+        # a video spec's clip (its input has a time axis): the smallest paths.small_overrides finds
+        for overrides in [*tried, small_overrides(path)]:
             try:
                 net = nasdsl.compile_spec(path, overrides)
                 break
@@ -328,7 +330,7 @@ def specs() -> Specs:
 def cheap(monkeypatch):
     """Layers built without PyTorch's random initialisation: every weight is loaded right after
     (``from_training_state_dict`` raises on a missing one), and drawing them is most of the time."""
-    for cls in (torch.nn.Conv2d, torch.nn.Linear):
+    for cls in (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear):
         monkeypatch.setattr(cls, "reset_parameters", lambda self: None)
 
 
