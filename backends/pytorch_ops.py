@@ -757,12 +757,9 @@ class {name}(nn.Module):
         self.fit = fit
         self.attention_dropout = attention_dropout
         self.dropout = dropout
+        # as nn.Linear starts (a spec's init rules for linear apply to them)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
-        for layer in (self.qkv, self.proj):
-            nn.init.trunc_normal_(layer.weight, std=0.02)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
         # the offsets along each axis: -(side - 1) .. side - 1
         sides = [2 * w - 1 for w in self.window_size]
 {v1}        entries = 1
@@ -788,9 +785,6 @@ class {name}(nn.Module):
 {v2}            nn.ReLU(inplace=True),
 {v2}            nn.Linear(512, num_heads, bias=False),
 {v2}        )
-{v2}        nn.init.trunc_normal_(self.cpb_mlp[0].weight, std=0.02)
-{v2}        nn.init.zeros_(self.cpb_mlp[0].bias)
-{v2}        nn.init.trunc_normal_(self.cpb_mlp[2].weight, std=0.02)
         # for each pair of tokens (i, j) of a window, the row of their offset's bias
         axes = [torch.arange(w) for w in self.window_size]
         coords = torch.stack(torch.meshgrid(axes, indexing="ij")).flatten(1)

@@ -116,12 +116,13 @@ def _attention_weights(types: Sequence[TensorType], a: Mapping[str, object]) -> 
     heads, window = a["heads"], a["window"]
     n = math.prod(window)
     index = Weight("relative_position_index", (n * n,) if len(window) == 2 else (n, n), "buffer", "computed", "int64")
-    linear = [Weight("qkv.weight", (3 * c, c), init="trunc_normal:0.02")]
+    # the linear layers start as nn.Linear does, the table as torchvision's module starts it
+    linear = [Weight("qkv.weight", (3 * c, c), init="torch_default")]
     if a["qkv_bias"]:
-        linear.append(Weight("qkv.bias", (3 * c,), init="zeros"))
-    linear.append(Weight("proj.weight", (c, c), init="trunc_normal:0.02"))
+        linear.append(Weight("qkv.bias", (3 * c,), init="torch_default"))
+    linear.append(Weight("proj.weight", (c, c), init="torch_default"))
     if a["proj_bias"]:
-        linear.append(Weight("proj.bias", (c,), init="zeros"))
+        linear.append(Weight("proj.bias", (c,), init="torch_default"))
     sides = table_sides(a)
     if a["version"] == 1:  # torchvision's order: the module's parameter, its buffer, then qkv and proj
         table = Weight("relative_position_bias_table", (math.prod(sides), heads), init="trunc_normal:0.02")
@@ -131,9 +132,9 @@ def _attention_weights(types: Sequence[TensorType], a: Mapping[str, object]) -> 
         Weight("relative_coords_table", (1, *sides, 2), "buffer", "computed"),
         index,
         *linear,
-        Weight("cpb_mlp.0.weight", (CPB_HIDDEN, 2), init="trunc_normal:0.02"),
-        Weight("cpb_mlp.0.bias", (CPB_HIDDEN,), init="zeros"),
-        Weight("cpb_mlp.2.weight", (heads, CPB_HIDDEN), init="trunc_normal:0.02"),
+        Weight("cpb_mlp.0.weight", (CPB_HIDDEN, 2), init="torch_default"),
+        Weight("cpb_mlp.0.bias", (CPB_HIDDEN,), init="torch_default"),
+        Weight("cpb_mlp.2.weight", (heads, CPB_HIDDEN), init="torch_default"),
     )
 
 
@@ -203,7 +204,7 @@ def _merging_weights(types: Sequence[TensorType], a: Mapping[str, object]) -> tu
     c = types[0].shape[-1]
     normed = 4 * c if a["norm"] == "before" else a["out"]
     return (
-        Weight("reduction.weight", (a["out"], 4 * c), init="trunc_normal:0.02"),
+        Weight("reduction.weight", (a["out"], 4 * c), init="torch_default"),
         Weight("norm.weight", (normed,), init="ones"),
         Weight("norm.bias", (normed,), init="zeros"),
     )

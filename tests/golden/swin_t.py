@@ -68,12 +68,9 @@ class ShiftedWindowAttention(nn.Module):
         self.fit = fit
         self.attention_dropout = attention_dropout
         self.dropout = dropout
+        # as nn.Linear starts (a spec's init rules for linear apply to them)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
-        for layer in (self.qkv, self.proj):
-            nn.init.trunc_normal_(layer.weight, std=0.02)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
         # the offsets along each axis: -(side - 1) .. side - 1
         sides = [2 * w - 1 for w in self.window_size]
         entries = 1
