@@ -759,3 +759,17 @@ def _patch_merging(n: Lowered) -> None:
         reduce(norm(joined, e.full((*lead, oh, ow, 4 * c)), False), True)
     else:
         norm(reduce(joined, False), e.full((*lead, oh, ow, out)), True)
+
+
+@lowering("onnx", "pad_to_multiple")
+def _pad_to_multiple(n: Lowered) -> None:
+    from nasdsl.ops.window import pad_amounts, spatial_axes
+
+    ends = [0] * len(n.in_shape)
+    for axis, amount in zip(spatial_axes(n.in_type), pad_amounts(n.in_type, n.a), strict=True):
+        ends[axis] = amount
+    if not any(ends):
+        n.emit("Identity", [n.x], last=True)
+        return
+    pads = [0] * (len(ends) + 1) + [0, *ends]
+    n.emit("Pad", [n.x, n.e.ints("pads", pads)], last=True)

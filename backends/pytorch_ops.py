@@ -946,3 +946,31 @@ HELPER_CLASSES["PatchMerging"] = _patch_merging_class(after=False)
 HELPER_CLASSES["PatchMergingV2"] = _patch_merging_class(after=True)
 lowering("pytorch", "window_attention")(TorchLowering(_window_attention, defines=tuple(WINDOW_CLASSES.values())))
 lowering("pytorch", "patch_merging")(TorchLowering(_patch_merging, defines=("PatchMerging", "PatchMergingV2")))
+
+
+def _pad_to_multiple(ctx: ClassContext, node: str) -> Call:
+    from nasdsl.ops.window import spatial_axes
+
+    t = in_type(ctx, node)
+    multiple = ir.node(ctx.g, node).attrs["multiple"]
+    dims = tuple(i + 1 for i in spatial_axes(t))
+    multiples = (multiple,) * len(dims) if isinstance(multiple, int) else tuple(multiple)
+    return Call(helper_name(ctx, "PadToMultiple"), (render(multiples), render(dims)))
+
+
+HELPER_CLASSES["PadToMultiple"] = (
+    "class {name}(nn.Module):",
+    '    """Zeros at the end of each of dims, up to a multiple of its entry of multiples."""',
+    "",
+    "    def __init__(self, multiples: tuple[int, ...], dims: tuple[int, ...]) -> None:",
+    "        super().__init__()",
+    "        self.multiples = list(multiples)",
+    "        self.dims = list(dims)",
+    "",
+    "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+    "        padding = [0] * (2 * x.dim())  # F.pad's order: the last axis first",
+    "        for dim, multiple in zip(self.dims, self.multiples, strict=True):",
+    "            padding[2 * (x.dim() - 1 - dim) + 1] = -x.shape[dim] % multiple",
+    "        return F.pad(x, padding)",
+)
+lowering("pytorch", "pad_to_multiple")(TorchLowering(_pad_to_multiple, defines=("PadToMultiple",)))

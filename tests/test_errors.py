@@ -1085,6 +1085,16 @@ CASES = [
         "window_attention, got a (C, H, W) map 3x32x32\n",
     ),
     Case(
+        "pad-to-multiple-of-another-rank",
+        HEAD
+        + spec("""
+            model:
+              pad: {op: pad_to_multiple, multiple: [2, 4, 4]}
+            """),
+        "spec.yaml:4:8: error: model.pad: expected one multiple per spatial axis (2) of a (C, H, W) map "
+        "3x32x32, got 3\n",
+    ),
+    Case(
         "patch-merging-on-tokens",
         "name: Net\ninput: {shape: [16, 8]}\n"
         + spec("""

@@ -124,9 +124,9 @@ def _pair(builder: str, attention: torch.nn.Module, spec: str, sets: dict) -> tu
         ("swin_t", swin.ShiftedWindowAttention(8, [7, 7], [0, 0], 1), "swin_t", {}, [3, 40, 40]),
         # 12x12 tokens in 8x8 windows: padded to 16x16, shifted and masked; then 6, 3, 2
         ("swin_v2_t", swin.ShiftedWindowAttentionV2(8, [8, 8], [0, 0], 1), "swin_v2_t", {}, [3, 48, 48]),
-        # 9x8x8 tokens in 8x7x7 windows: padded to 16x14x14, shifted and masked in time and
-        # space; then 9x4x4 (the 7x7 windows pad), 9x2x2, 9x1x1
-        ("swin3d_t", swin3d.ShiftedWindowAttention3d(8, [8, 7, 7], [0, 0, 0], 1), "swin3d_t", {}, [3, 18, 32, 32]),
+        # 17x30x30 frames padded to whole 2x4x4 patches: 9x8x8 tokens in 8x7x7 windows, padded to
+        # 16x14x14, shifted and masked in time and space; then 9x4x4 (the 7x7 windows pad), 9x2x2
+        ("swin3d_t", swin3d.ShiftedWindowAttention3d(8, [8, 7, 7], [0, 0, 0], 1), "swin3d_t", {}, [3, 17, 30, 30]),
     ],
     ids=["swin_t", "swin_v2_t", "swin3d_t"],
 )
@@ -154,8 +154,9 @@ def test_swin_t_agrees_with_onnx_runtime():
 WINDOWS = """\
 nasdsl: 1
 name: Windows
-input: {shape: [3, 6, 20, 20]}
+input: {shape: [3, 5, 19, 20]}
 model:
+  pad: {op: pad_to_multiple, multiple: [2, 2, 2]}                    # (3, 6, 20, 20)
   embed: {op: conv3d, out: 8, kernel: [2, 2, 2], stride: [2, 2, 2]}  # (8, 3, 10, 10)
   last: {op: permute, dims: [1, 2, 3, 0]}                             # (3, 10, 10, 8)
   video: {op: window_attention, heads: 2, window: [2, 4, 4], shift: [1, 2, 2], fit: true}

@@ -27,6 +27,7 @@ from nasdsl.ops.core import (
     check_int,
     describe,
     describe_type,
+    identity_channels,
     integer,
     known,
     one_of,
@@ -254,5 +255,54 @@ register(
         lead="out",
         layer=True,
         fresh=True,
+    ),
+)
+
+
+def _multiple(v: object) -> int | tuple[int, ...]:
+    if isinstance(v, (list, tuple)):
+        if not 1 <= len(v) <= 3:
+            raise SpecError(f"expected an integer or one per spatial axis, [h, w] or [t, h, w], got {describe(v)}")
+        return tuple(check_int(x, 1, MAX_WINDOW) for x in v)
+    return check_int(v, 1, MAX_WINDOW)
+
+
+def spatial_axes(t: TensorType) -> list[int]:
+    """The axes of a map other than its channels (all of them where it has none)."""
+    return [i for i in range(t.rank) if i != t.channel_axis]
+
+
+def pad_amounts(t: TensorType, a: Mapping[str, object]) -> list[int]:
+    """The zeros padded at the end of each spatial axis (in order) to reach a multiple."""
+    axes = spatial_axes(t)
+    multiple = a["multiple"]
+    multiples = (multiple,) * len(axes) if isinstance(multiple, int) else multiple
+    if len(multiples) != len(axes):
+        raise ShapeError(
+            f"expected one multiple per spatial axis ({len(axes)}) of {describe_type(t)}, got {len(multiples)}"
+        )
+    return [-t.shape[i] % m if known(t.shape[i]) else 0 for i, m in zip(axes, multiples, strict=True)]
+
+
+def _pad_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    if t.rank < 2 or t.channel_axis is None:
+        raise ShapeError(f"expected a map with a channel axis as the input of pad_to_multiple, got {describe_type(t)}")
+    if not known(*(t.shape[i] for i in spatial_axes(t))):
+        raise ShapeError("a padding to a multiple of a symbolic size")  # the shape pass keeps the numbers
+    shape = list(t.shape)
+    for i, p in zip(spatial_axes(t), pad_amounts(t, a), strict=True):
+        shape[i] += p
+    return TensorType(tuple(shape), t.axes, t.dtype)
+
+
+register(
+    OpDef(
+        "pad_to_multiple",
+        "zeros at the end of each spatial axis of a map, up to a multiple of `multiple` "
+        "(Video Swin's patch embedding, before its strided convolution)",
+        (Attr("multiple", _multiple, doc="an integer, or one per spatial axis"),),
+        _pad_infer,
+        channel_map=identity_channels,
     ),
 )
