@@ -22,7 +22,7 @@ module              ops
                     ``constant`` ``interpolate`` ``interpolate_like``
 ``linear``          ``linear`` ``layer_norm`` ``softmax`` ``attention``
 ``merge``           ``concat`` ``add`` ``mul`` ``mean`` ``matmul``
-``window``          ``window_attention`` ``patch_merging``
+``window``          ``window_attention`` ``patch_merging`` ``pad_to_multiple``
 ==================  ================================================================
 
 Multiply-adds count convolutions (output elements x input channels per group x
