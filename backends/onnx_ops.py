@@ -615,3 +615,213 @@ def check_supported(g: nx.DiGraph) -> None:
 
 
 __all__ = ["BN_PARAMS", "Lowered", "adaptive_matrix", "check_supported", "lower", "pool_geometry"]
+
+
+# ---------------------------------------------------------------------------
+# Window attention and patch merging (nasdsl/ops/window.py). Every size is known at export, so
+# the padding, the windows and the shift's mask are constants; the batch stays the first axis
+# (windows are a second axis, not folded into the batch).
+
+
+def _rolled(n: Lowered, y: str, shape: Sequence, shifts: Sequence[int]) -> str:
+    """``y`` (batch first, then ``shape``) rolled by ``shifts`` along the axes after the batch."""
+    e = n.e
+    for axis, shift in enumerate(shifts, start=1):
+        size = shape[axis - 1]
+        shift %= size
+        if shift == 0:
+            continue
+        ax = e.ints("axes", [axis])
+        tail_at = e.full(tuple(shift if i == axis - 1 else d for i, d in enumerate(shape)))
+        head_at = e.full(tuple(size - shift if i == axis - 1 else d for i, d in enumerate(shape)))
+        tail = n.emit("Slice", [y, e.ints("starts", [size - shift]), e.ints("ends", [size]), ax], at=tail_at)
+        head = n.emit("Slice", [y, e.ints("starts", [0]), e.ints("ends", [size - shift]), ax], at=head_at)
+        y = n.emit("Concat", [tail, head], at=e.full(tuple(shape)), axis=axis)
+    return y
+
+
+def _shift_mask(padded: Sequence[int], window: Sequence[int], shift: Sequence[int]) -> np.ndarray:
+    """-100 between tokens of a window that the roll brought from different parts of the map,
+    0 elsewhere: (windows, 1, n, n), windows in row-major order."""
+    part = np.zeros(padded, dtype=np.int64)
+    for axis, (size, side, s) in enumerate(zip(padded, window, shift, strict=True)):
+        if s > 0:
+            along = np.zeros(size, dtype=np.int64)
+            along[size - side : size - s] = 1
+            along[size - s :] = 2
+            part = part * 3 + along.reshape([size if j == axis else 1 for j in range(len(padded))])
+    k = len(window)
+    split = [d for size, side in zip(padded, window, strict=True) for d in (size // side, side)]
+    order = [*range(0, 2 * k, 2), *range(1, 2 * k, 2)]
+    tokens = part.reshape(split).transpose(order).reshape(-1, math.prod(window))
+    mask = np.where(tokens[:, None, :] != tokens[:, :, None], -100.0, 0.0)
+    return mask[:, None].astype(np.float32)
+
+
+def _linear_last(n: Lowered, x: str, weight: str, bias: str | None, at: Shape, inner: int, out: int) -> str:
+    w = n.emit("Transpose", [weight], at=(inner, out), perm=[1, 0])
+    y = n.emit("MatMul", [x, w], at=at)
+    return n.emit("Add", [y, bias], at=at) if bias is not None else y
+
+
+@lowering("onnx", "window_attention")
+def _window_attention(n: Lowered) -> None:
+    """torchvision's shifted window attention: pad to whole windows, roll back by the shift, cut
+    into windows (batch, windows, tokens, C), attention per window and head with the relative
+    position bias (and the shift's mask), join the windows, roll forward, crop."""
+    from nasdsl.ops import window as win
+
+    e, a = n.e, n.a
+    *sizes, c = n.in_shape
+    heads, k = a["heads"], len(sizes)
+    window, shift = win.windows_of(sizes, a)
+    padded = [-(-s // w) * w for s, w in zip(sizes, window, strict=True)]
+    counts = [p // w for p, w in zip(padded, window, strict=True)]
+    windows, tokens, d = math.prod(counts), math.prod(window), c // heads
+    x = n.x
+    if padded != list(sizes):
+        pads = [0] * (k + 2) + [0, *(p - s for p, s in zip(padded, sizes, strict=True)), 0]
+        x = n.emit("Pad", [x, e.ints("pads", pads)], at=e.full((*padded, c)))
+    if any(shift):
+        x = _rolled(n, x, (*padded, c), [-s for s in shift])
+    split = [v for pair in zip(counts, window, strict=True) for v in pair]
+    x = n.emit("Reshape", [x, e.ints("split", [0, *split, c])], at=e.full((*split, c)))
+    order = [0, *range(1, 2 * k, 2), *range(2, 2 * k + 1, 2), 2 * k + 1]
+    x = n.emit("Transpose", [x], at=e.full((*counts, *window, c)), perm=order)
+    x = n.emit("Reshape", [x, e.ints("windows", [0, windows, tokens, c])], at=e.full((windows, tokens, c)))
+    bias = n.param("qkv.bias") if a["qkv_bias"] else None
+    if bias is not None and a["version"] == 2:  # no bias for the keys
+        keep = np.concatenate([np.ones(c), np.zeros(c), np.ones(c)]).astype(np.float32)
+        bias = n.emit("Mul", [bias, e.const("key_bias_off", keep, np.float32)], at=(3 * c,))
+    qkv = _linear_last(n, x, n.param("qkv.weight"), bias, e.full((windows, tokens, 3 * c)), c, 3 * c)
+    qkv = n.emit("Reshape", [qkv, e.ints("qkv_shape", [0, windows, tokens, 3, heads, d])],
+                 at=e.full((windows, tokens, 3, heads, d)))  # fmt: skip
+    moved = n.emit("Transpose", [qkv], at=(3, e.batch, windows, heads, tokens, d), perm=[3, 0, 1, 4, 2, 5])
+    q, key, v = (
+        n.emit("Gather", [moved, e.const(f"{name}_index", i, np.int64)], at=e.full((windows, heads, tokens, d)), axis=0)
+        for i, name in enumerate(("q", "k", "v"))
+    )
+    scores_at = e.full((windows, heads, tokens, tokens))
+    if a["version"] == 1:
+        q = n.emit("Mul", [q, e.scalar(d**-0.5)], at=e.full((windows, heads, tokens, d)))
+    else:
+        q, key = (_unit(n, t, e.full((windows, heads, tokens, d))) for t in (q, key))
+    kt = n.emit("Transpose", [key], at=e.full((windows, heads, d, tokens)), perm=[0, 1, 2, 4, 3])
+    scores = n.emit("MatMul", [q, kt], at=scores_at)
+    if a["version"] == 2:
+        scale = n.emit("Exp", [n.emit("Min", [n.param("logit_scale"), e.scalar(math.log(100.0))], at=(heads, 1, 1))],
+                       at=(heads, 1, 1))  # fmt: skip
+        scores = n.emit("Mul", [scores, scale], at=scores_at)
+    full = np.asarray(win.relative_position_index(a["window"]))
+    index = e.const("relative_position_index", full[:tokens, :tokens].reshape(-1), np.int64)
+    if a["version"] == 1:
+        table = n.param("relative_position_bias_table")
+    else:
+        sides = win.table_sides(a)
+        coords = n.param("relative_coords_table")
+        hidden = n.emit("Relu", [_linear_last(n, coords, n.param("cpb_mlp.0.weight"), n.param("cpb_mlp.0.bias"),
+                                              (1, *sides, win.CPB_HIDDEN), 2, win.CPB_HIDDEN)],
+                        at=(1, *sides, win.CPB_HIDDEN))  # fmt: skip
+        table = _linear_last(n, hidden, n.param("cpb_mlp.2.weight"), None, (1, *sides, heads), win.CPB_HIDDEN, heads)
+        table = n.emit("Reshape", [table, e.ints("table", [-1, heads])], at=(math.prod(sides), heads))
+    gathered = n.emit("Gather", [table, index], at=(tokens * tokens, heads), axis=0)
+    gathered = n.emit("Reshape", [gathered, e.ints("pairs", [tokens, tokens, heads])], at=(tokens, tokens, heads))
+    position = n.emit("Transpose", [gathered], at=(heads, tokens, tokens), perm=[2, 0, 1])
+    if a["version"] == 2:
+        position = n.emit("Mul", [n.emit("Sigmoid", [position], at=(heads, tokens, tokens)), e.scalar(16.0)],
+                          at=(heads, tokens, tokens))  # fmt: skip
+    scores = n.emit("Add", [scores, position], at=scores_at)
+    if any(shift):
+        mask = e.const("shift_mask", _shift_mask(padded, window, shift), np.float32)
+        scores = n.emit("Add", [scores, mask], at=scores_at)
+    weights = n.emit("Softmax", [scores], at=scores_at, axis=-1)
+    mixed = n.emit("MatMul", [weights, v], at=e.full((windows, heads, tokens, d)))
+    joined = n.emit("Transpose", [mixed], at=e.full((windows, tokens, heads, d)), perm=[0, 1, 3, 2, 4])
+    joined = n.emit("Reshape", [joined, e.ints("joined", [0, windows, tokens, c])], at=e.full((windows, tokens, c)))
+    proj_bias = n.param("proj.bias") if a["proj_bias"] else None
+    y = _linear_last(n, joined, n.param("proj.weight"), proj_bias, e.full((windows, tokens, c)), c, c)
+    y = n.emit("Reshape", [y, e.ints("grid", [0, *counts, *window, c])], at=e.full((*counts, *window, c)))
+    back = [0]
+    for i in range(k):
+        back += [1 + i, 1 + k + i]
+    y = n.emit("Transpose", [y], at=e.full((*split, c)), perm=[*back, 2 * k + 1])
+    y = n.emit("Reshape", [y, e.ints("padded", [0, *padded, c])], at=e.full((*padded, c)))
+    if any(shift):
+        y = _rolled(n, y, (*padded, c), list(shift))
+    if padded != list(sizes):
+        y = n.emit(
+            "Slice", [y, e.ints("starts", [0] * k), e.ints("ends", list(sizes)), e.ints("axes", list(range(1, k + 1)))]
+        )
+    n.emit("Identity", [y], last=True)
+
+
+def _unit(n: Lowered, x: str, at: Shape) -> str:
+    """``x`` divided by its L2 norm over the last axis (at least 1e-12: F.normalize)."""
+    e = n.e
+    reduced = (*at[:-1], 1)
+    total = n.emit("ReduceSum", [n.emit("Mul", [x, x], at=at), e.ints("last", [-1])], at=reduced, keepdims=1)
+    norm = n.emit("Max", [n.emit("Sqrt", [total], at=reduced), e.scalar(1e-12)], at=reduced)
+    return n.emit("Div", [x, norm], at=at)
+
+
+@lowering("onnx", "patch_merging")
+def _patch_merging(n: Lowered) -> None:
+    """Pad odd sides, the four strided 2x2 corners joined on the channels (torchvision's order:
+    (0, 0), (1, 0), (0, 1), (1, 1)), LayerNorm and the projection (or the other way round)."""
+    e, a = n.e, n.a
+    *lead, h, w, c = n.in_shape
+    x = n.x
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        rank = len(n.in_shape) + 1
+        x = n.emit("Pad", [x, e.ints("pads", [0] * rank + [0] * len(lead) + [0, ph, pw, 0])],
+                   at=e.full((*lead, h + ph, w + pw, c)))  # fmt: skip
+    oh, ow = (h + 1) // 2, (w + 1) // 2
+    axes = e.ints("axes", [len(lead) + 1, len(lead) + 2])
+    corners = [
+        n.emit(
+            "Slice",
+            [x, e.ints("starts", [i, j]), e.ints("ends", [h + ph, w + pw]), axes, e.ints("steps", [2, 2])],
+            at=e.full((*lead, oh, ow, c)),
+        )  # fmt: skip
+        for i, j in ((0, 0), (1, 0), (0, 1), (1, 1))
+    ]
+    joined = n.emit("Concat", corners, at=e.full((*lead, oh, ow, 4 * c)), axis=-1)
+    out = a["out"]
+
+    def norm(y: str, shape: Shape, last: bool) -> str:
+        inputs = [y, n.param("norm.weight"), n.param("norm.bias")]
+        if n.opset >= 17:
+            return n.emit("LayerNormalization", inputs, at=shape, last=last, axis=-1, epsilon=a["eps"])
+        reduced = (*shape[:-1], 1)
+        mean = n.emit("ReduceMean", [y], at=reduced, axes=[-1], keepdims=1)
+        centred = n.emit("Sub", [y, mean], at=shape)
+        variance = n.emit(
+            "ReduceMean", [n.emit("Mul", [centred, centred], at=shape)], at=reduced, axes=[-1], keepdims=1
+        )
+        spread = n.emit("Sqrt", [n.emit("Add", [variance, e.scalar(a["eps"])], at=reduced)], at=reduced)
+        scaled = n.emit("Mul", [n.emit("Div", [centred, spread], at=shape), inputs[1]], at=shape)
+        return n.emit("Add", [scaled, inputs[2]], at=shape, last=last)
+
+    def reduce(y: str, last: bool) -> str:
+        weight = n.emit("Transpose", [n.param("reduction.weight")], at=(4 * c, out), perm=[1, 0])
+        return n.emit("MatMul", [y, weight], at=e.full((*lead, oh, ow, out)), last=last)
+
+    if a["norm"] == "before":
+        reduce(norm(joined, e.full((*lead, oh, ow, 4 * c)), False), True)
+    else:
+        norm(reduce(joined, False), e.full((*lead, oh, ow, out)), True)
+
+
+@lowering("onnx", "pad_to_multiple")
+def _pad_to_multiple(n: Lowered) -> None:
+    from nasdsl.ops.window import pad_amounts, spatial_axes
+
+    ends = [0] * len(n.in_shape)
+    for axis, amount in zip(spatial_axes(n.in_type), pad_amounts(n.in_type, n.a), strict=True):
+        ends[axis] = amount
+    if not any(ends):
+        n.emit("Identity", [n.x], last=True)
+        return
+    pads = [0] * (len(ends) + 1) + [0, *ends]
+    n.emit("Pad", [n.x, n.e.ints("pads", pads)], last=True)

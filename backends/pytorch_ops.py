@@ -743,3 +743,285 @@ __all__ = [
     "lowering_for",
     "render",
 ]
+
+
+# ---------------------------------------------------------------------------
+# Window attention and patch merging (nasdsl/ops/window.py): torchvision's class names and
+# attribute names, so that its state_dict loads; each class in the file stands alone.
+
+#: the class each kind of window attention is written as: (rank of its input, version) -> name
+WINDOW_CLASSES = {
+    (3, 1): "ShiftedWindowAttention",
+    (3, 2): "ShiftedWindowAttentionV2",
+    (4, 1): "ShiftedWindowAttention3d",
+}
+
+
+def _window_attention(ctx: ClassContext, node: str) -> Call:
+    data = ir.node(ctx.g, node)
+    cls = helper_name(ctx, WINDOW_CLASSES[(in_type(ctx, node).rank, data.attrs["version"])])
+    args = [render(in_size(ctx, node, -1)), render(tuple(exact(ctx, node, "window")))]
+    shift = exact(ctx, node, "shift")
+    shift = tuple(shift) if isinstance(shift, (tuple, list)) else (shift,) * len(data.attrs["window"])
+    args += [render(shift), render(attr(ctx, node, "heads"))]
+    if data.attrs["fit"]:
+        args.append("fit=True")
+    args += keywords(ctx, node, "qkv_bias", "proj_bias", "attention_dropout", "dropout")
+    return Call(cls, tuple(args))
+
+
+def _patch_merging(ctx: ClassContext, node: str) -> Call:
+    after = ir.node(ctx.g, node).attrs["norm"] == "after"
+    cls = helper_name(ctx, "PatchMergingV2" if after else "PatchMerging")
+    return Call(cls, (render(in_size(ctx, node, -1)), render(attr(ctx, node, "out")), *keywords(ctx, node, "eps")))
+
+
+#: the pieces of the window attention classes: {v1}/{v2} lines are those of one version, {2d}/{3d}
+#: those of one rank (a line starting with a tag is kept, without the tag, only for that kind)
+_WINDOW_ATTENTION = '''
+class {name}(nn.Module):
+    """Multi-head self-attention inside windows of an {layout} map, with a bias
+    per offset between two tokens of a window and a cyclic shift: the map is padded
+    to whole windows (with fit, a window larger than the map shrinks to it instead),
+    rolled back by the shift and cut into windows; tokens that the roll brought
+    together from different parts of the map do not attend to each other.
+{v2}    Swin V2: cosine attention scaled by a learned factor per head (at most 100),
+{v2}    the bias from an MLP over log-spaced offsets (16 * sigmoid).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: tuple[int, ...],
+        shift_size: tuple[int, ...],
+        num_heads: int,
+        fit: bool = False,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        attention_dropout: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.window_size = list(window_size)
+        self.shift_size = list(shift_size)
+        self.num_heads = num_heads
+        self.fit = fit
+        self.attention_dropout = attention_dropout
+        self.dropout = dropout
+        # as nn.Linear starts (a spec's init rules for linear apply to them)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        # the offsets along each axis: -(side - 1) .. side - 1
+        sides = [2 * w - 1 for w in self.window_size]
+{v1}        entries = 1
+{v1}        for side in sides:
+{v1}            entries *= side
+{v1}        table = torch.zeros(entries, num_heads)
+{v1}        self.relative_position_bias_table = nn.Parameter(table)
+{v1}        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+{v2}        # the logarithm of the scale: log(10)
+{v2}        scale = torch.full((num_heads, 1, 1), 2.302585092994046)
+{v2}        self.logit_scale = nn.Parameter(scale)
+{v2}        # the offsets scaled to [-8, 8] along each axis and spaced logarithmically
+{v2}        axes = [
+{v2}            torch.arange(1 - w, w, dtype=torch.float32) / (w - 1) * 8
+{v2}            for w in self.window_size
+{v2}        ]
+{v2}        grid = torch.stack(torch.meshgrid(axes, indexing="ij"), dim=-1).unsqueeze(0)
+{v2}        coords = torch.sign(grid) * torch.log2(grid.abs() + 1.0) / 3.0
+{v2}        self.register_buffer("relative_coords_table", coords)
+{v2}        # the continuous position bias: an offset's coordinates to a bias per head
+{v2}        self.cpb_mlp = nn.Sequential(
+{v2}            nn.Linear(2, 512),
+{v2}            nn.ReLU(inplace=True),
+{v2}            nn.Linear(512, num_heads, bias=False),
+{v2}        )
+        # for each pair of tokens (i, j) of a window, the row of their offset's bias
+        axes = [torch.arange(w) for w in self.window_size]
+        coords = torch.stack(torch.meshgrid(axes, indexing="ij")).flatten(1)
+        offsets = coords[:, :, None] - coords[:, None, :]
+        index = torch.zeros(offsets.shape[1:], dtype=torch.int64)
+        stride = 1
+        for axis in range(len(sides) - 1, -1, -1):
+            index += (offsets[axis] + self.window_size[axis] - 1) * stride
+            stride *= sides[axis]
+{2d}        self.register_buffer("relative_position_index", index.flatten())
+{3d}        self.register_buffer("relative_position_index", index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, *sizes, channels = x.shape
+        window, shift = list(self.window_size), list(self.shift_size)
+        for i, size in enumerate(sizes):
+            if self.fit and size <= window[i]:
+                window[i], shift[i] = size, 0
+        padding = [0, 0]
+        for size, side in zip(reversed(sizes), reversed(window), strict=True):
+            padding += [0, -size % side]
+        x = F.pad(x, padding)
+        padded = list(x.shape[1:-1])
+        for i, size in enumerate(padded):
+            if window[i] >= size:  # one window covers the axis: nothing to shift
+                shift[i] = 0
+        axes = list(range(1, len(sizes) + 1))
+        shifted = sum(shift) > 0
+        if shifted:
+            x = torch.roll(x, [-s for s in shift], axes)
+        tokens = self.partition(x, window)  # (N * windows, n, C)
+        n, heads = tokens.shape[1], self.num_heads
+{v1}        qkv = self.qkv(tokens)
+{v2}        bias = self.qkv.bias
+{v2}        if bias is not None:  # none for the keys
+{v2}            keys = torch.zeros_like(bias[:channels])
+{v2}            bias = torch.cat([bias[:channels], keys, bias[2 * channels :]])
+{v2}        qkv = F.linear(tokens, self.qkv.weight, bias)
+        qkv = qkv.reshape(tokens.shape[0], n, 3, heads, channels // heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+{v1}        attn = (q * (channels // heads) ** -0.5) @ k.transpose(-2, -1)
+{v2}        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+{v2}        attn = attn * torch.clamp(self.logit_scale, max=4.605170185988092).exp()
+        full = 1
+        for side in self.window_size:
+            full *= side
+        # a window that shrank to the map reads the first rows and columns
+        index = self.relative_position_index.reshape(full, full)[:n, :n].reshape(-1)
+{v1}        table = self.relative_position_bias_table
+{v2}        table = self.cpb_mlp(self.relative_coords_table).view(-1, heads)
+        bias = table[index].view(n, n, heads).permute(2, 0, 1)
+{v2}        bias = 16 * torch.sigmoid(bias)
+        attn = attn + bias.unsqueeze(0)
+        if shifted:
+            mask = self.shift_mask(x, padded, window, shift)  # (windows, n, n)
+            attn = attn.view(batch, mask.shape[0], heads, n, n) + mask[None, :, None]
+            attn = attn.view(-1, heads, n, n)
+        attn = F.softmax(attn, dim=-1)
+        attn = F.dropout(attn, p=self.attention_dropout, training=self.training)
+        tokens = (attn @ v).transpose(1, 2).reshape(tokens.shape[0], n, channels)
+        tokens = F.dropout(self.proj(tokens), p=self.dropout, training=self.training)
+        x = self.join(tokens, batch, padded, window)
+        if shifted:
+            x = torch.roll(x, shift, axes)
+        for i, size in enumerate(sizes):
+            x = x.narrow(i + 1, 0, size)
+        return x.contiguous()
+
+    @staticmethod
+    def partition(x: torch.Tensor, window: list[int]) -> torch.Tensor:
+        """(N, *padded, C) to (N * windows, tokens per window, C), windows row-major."""
+        batch, *padded, channels = x.shape
+        split, tokens = [batch], 1
+        for size, side in zip(padded, window, strict=True):
+            split += [size // side, side]
+            tokens *= side
+        k = len(window)
+        order = [0, *range(1, 2 * k, 2), *range(2, 2 * k + 1, 2), 2 * k + 1]
+        x = x.view([*split, channels]).permute(order)
+        return x.reshape(-1, tokens, channels)
+
+    @staticmethod
+    def join(
+        tokens: torch.Tensor, batch: int, padded: list[int], window: list[int]
+    ) -> torch.Tensor:
+        """The inverse of partition: back to (N, *padded, C)."""
+        k, channels = len(window), tokens.shape[-1]
+        counts = [size // side for size, side in zip(padded, window, strict=True)]
+        x = tokens.view([batch, *counts, *window, channels])
+        order = [0]
+        for i in range(k):
+            order += [1 + i, 1 + k + i]
+        x = x.permute([*order, 2 * k + 1])
+        return x.reshape([batch, *padded, channels])
+
+    def shift_mask(
+        self, x: torch.Tensor, padded: list[int], window: list[int], shift: list[int]
+    ) -> torch.Tensor:
+        """-100 between tokens of a window that the roll brought from different parts
+        of the map (along each shifted axis: the rest, the last window but its last
+        shift, and the last shift), else 0: (windows, n, n)."""
+        part = x.new_zeros(padded)
+        for i, (size, side, s) in enumerate(zip(padded, window, shift, strict=True)):
+            if s > 0:
+                along = x.new_zeros(size)
+                along[size - side : size - s] = 1
+                along[size - s :] = 2
+                shape = [size if j == i else 1 for j in range(len(padded))]
+                part = part * 3 + along.view(shape)
+        part = self.partition(part[None, ..., None], window)[..., 0]
+        return (part[:, None, :] != part[:, :, None]).to(x.dtype) * -100.0
+'''
+
+_PATCH_MERGING = '''
+class {name}(nn.Module):
+    """Swin's downsampling: each 2x2 neighbourhood of an (N, ..., H, W, C) map (odd
+    sides padded) joined into 4C channels and projected to out channels, with a
+    LayerNorm over {normed}."""
+
+    def __init__(self, dim: int, out: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, out, bias=False)
+        self.norm = nn.LayerNorm({width}, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-3], x.shape[-2]
+        x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        corners = [x[..., i::2, j::2, :] for j in (0, 1) for i in (0, 1)]
+        x = torch.cat(corners, -1)  # (0, 0), (1, 0), (0, 1), (1, 1)
+        return {result}
+'''
+
+
+def _window_attention_class(rank: int, version: int) -> tuple[str, ...]:
+    """The lines of one window attention class (2-D or 3-D windows, Swin or Swin V2)."""
+    keep = {f"{{v{version}}}", "{2d}" if rank == 3 else "{3d}"}
+    layout = "(N, H, W, C)" if rank == 3 else "(N, T, H, W, C)"
+    lines = []
+    for line in _WINDOW_ATTENTION.strip("\n").splitlines():
+        tag = line[: line.index("}") + 1] if line.startswith("{") and "}" in line else ""
+        if tag and tag != "{name}":
+            if tag not in keep:
+                continue
+            line = line[len(tag) :]
+        lines.append(line.replace("{layout}", layout))
+    return tuple(lines)
+
+
+def _patch_merging_class(after: bool) -> tuple[str, ...]:
+    text = _PATCH_MERGING.strip("\n")
+    text = text.replace("{normed}", "the projection (Swin V2)" if after else "the 4C channels")
+    text = text.replace("{width}", "out" if after else "4 * dim")
+    text = text.replace("{result}", "self.norm(self.reduction(x))" if after else "self.reduction(self.norm(x))")
+    return tuple(text.splitlines())
+
+
+HELPER_CLASSES.update({name: _window_attention_class(*kind) for kind, name in WINDOW_CLASSES.items()})
+HELPER_CLASSES["PatchMerging"] = _patch_merging_class(after=False)
+HELPER_CLASSES["PatchMergingV2"] = _patch_merging_class(after=True)
+lowering("pytorch", "window_attention")(TorchLowering(_window_attention, defines=tuple(WINDOW_CLASSES.values())))
+lowering("pytorch", "patch_merging")(TorchLowering(_patch_merging, defines=("PatchMerging", "PatchMergingV2")))
+
+
+def _pad_to_multiple(ctx: ClassContext, node: str) -> Call:
+    from nasdsl.ops.window import spatial_axes
+
+    t = in_type(ctx, node)
+    multiple = ir.node(ctx.g, node).attrs["multiple"]
+    dims = tuple(i + 1 for i in spatial_axes(t))
+    multiples = (multiple,) * len(dims) if isinstance(multiple, int) else tuple(multiple)
+    return Call(helper_name(ctx, "PadToMultiple"), (render(multiples), render(dims)))
+
+
+HELPER_CLASSES["PadToMultiple"] = (
+    "class {name}(nn.Module):",
+    '    """Zeros at the end of each of dims, up to a multiple of its entry of multiples."""',
+    "",
+    "    def __init__(self, multiples: tuple[int, ...], dims: tuple[int, ...]) -> None:",
+    "        super().__init__()",
+    "        self.multiples = list(multiples)",
+    "        self.dims = list(dims)",
+    "",
+    "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+    "        padding = [0] * (2 * x.dim())  # F.pad's order: the last axis first",
+    "        for dim, multiple in zip(self.dims, self.multiples, strict=True):",
+    "            padding[2 * (x.dim() - 1 - dim) + 1] = -x.shape[dim] % multiple",
+    "        return F.pad(x, padding)",
+)
+lowering("pytorch", "pad_to_multiple")(TorchLowering(_pad_to_multiple, defines=("PadToMultiple",)))

@@ -19,6 +19,7 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.passes.derive import FoldNorm, JoinLayers
+from nasdsl.weights import parameters
 
 from .pyformat import Call, docstring, layout, literal
 
@@ -73,6 +74,10 @@ class Replay:
         kinds = {type(s) for s in self.steps}
         self.fold = names.create("fold_batch_norm") if FoldNorm in kinds else None
         self.join = names.create("join_layers") if JoinLayers in kinds else None
+        # buffers the model computes from its attributes (Swin's relative_position_index): a
+        # training state_dict may leave them out (the ONNX path reads float tensors alone)
+        computed = {k.rsplit(".", 1)[-1] for k, w in parameters(g, kinds=("buffer",)).items() if w.init == "computed"}
+        self.own = ("num_batches_tracked", *sorted(computed))
 
     def functions(self) -> list[str]:
         """The module-level functions the steps call (blank lines between them)."""
@@ -113,7 +118,7 @@ class Replay:
             "        missing = [",
             "            key",
             "            for key in model.state_dict()",
-            '            if key not in weights and not key.endswith("num_batches_tracked")',
+            f"            if key not in weights and not key.endswith({self._own()})",
             "        ]",
             "        if missing:",
             '            raise KeyError(f"the state_dict lacks the weights of {missing}")',
@@ -121,6 +126,10 @@ class Replay:
             "        return model.eval()",
         ]
         return lines
+
+    def _own(self) -> str:
+        """The endings of the keys the model fills itself, as the code writes them."""
+        return f'"{self.own[0]}"' if len(self.own) == 1 else "(" + ", ".join(f'"{k}"' for k in self.own) + ")"
 
 
 __all__ = ["FROM_TRAINING", "Replay"]

@@ -108,6 +108,8 @@ def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, object], sha
         return np.full(shape, args.get("value", 0.0))
     if scheme.startswith("constant:"):  # a registry default with its value: "constant:1e-06"
         return np.full(shape, float(scheme.split(":", 1)[1]))
+    if scheme.startswith("trunc_normal:"):  # a registry default with its std: "trunc_normal:0.02"
+        return _trunc_normal(rng, 0.0, float(scheme.split(":", 1)[1]), -2.0, 2.0, shape)
     if scheme == "normal":
         return rng.normal(args.get("mean", 0.0), args.get("std", 1.0), shape)
     if scheme == "uniform":
@@ -206,7 +208,10 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
             scheme, args = (rule.scheme, dict(rule.args)) if rule is not None else (w.init, {})
             if scheme == "default":
                 scheme = w.init
-            values = _draw(rng, scheme, args, w.shape, weight_shape)
+            if scheme == "computed":  # a table fixed by the attributes (Swin's relative_position_index)
+                values = OPS[op].computed(ir.input_types(g, n), data.attrs)[w.name]
+            else:
+                values = _draw(rng, scheme, args, w.shape, weight_shape)
             out[f"{n}.{w.name}" if w.name else n] = np.asarray(values, dtype=np.dtype(w.dtype))
     return out
 

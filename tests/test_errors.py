@@ -1043,6 +1043,68 @@ CASES = [
         "spec.yaml:5:38: error: model.c.strid: unknown key 'strid' in op conv2d (did you mean 'stride'?); "
         "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init\n",
     ),
+    # ----------------------------------------------------------------- window attention (Swin)
+    Case(
+        "window-attention-shift-not-under-the-window",
+        HEAD
+        + spec("""
+            model:
+              p: {op: permute, dims: [1, 2, 0]}
+              attn: {op: window_attention, heads: 1, window: [4, 4], shift: [2, 4]}
+            """),
+        "spec.yaml:5:65: error: model.attn.shift: expected each shift smaller than the window [4, 4], got [2, 4]\n",
+    ),
+    Case(
+        "window-attention-version-2-in-3d",
+        "name: Net\ninput: {shape: [3, 4, 32, 32]}\n"
+        + spec("""
+            model:
+              p: {op: permute, dims: [1, 2, 3, 0]}
+              attn: {op: window_attention, heads: 1, window: [2, 4, 4], version: 2}
+            """),
+        "spec.yaml:5:50: error: model.attn.window: expected a 2-D window of sides >= 2 for version 2 "
+        "(its position bias divides by the side - 1), got [2, 4, 4]\n",
+    ),
+    Case(
+        "window-attention-of-four-axes",
+        HEAD
+        + spec("""
+            model:
+              p: {op: permute, dims: [1, 2, 0]}
+              attn: {op: window_attention, heads: 2, window: [4, 4, 4, 4]}
+            """),
+        "spec.yaml:5:50: error: model.attn.window: expected the window, [h, w] or [t, h, w], got [4, 4, 4, 4]\n",
+    ),
+    Case(
+        "window-attention-on-a-channels-first-map",
+        HEAD
+        + spec("""
+            model:
+              attn: {op: window_attention, heads: 1, window: [4, 4]}
+            """),
+        "spec.yaml:4:9: error: model.attn: expected a channels-last map (H, W, C) as the input of "
+        "window_attention, got a (C, H, W) map 3x32x32\n",
+    ),
+    Case(
+        "pad-to-multiple-of-another-rank",
+        HEAD
+        + spec("""
+            model:
+              pad: {op: pad_to_multiple, multiple: [2, 4, 4]}
+            """),
+        "spec.yaml:4:8: error: model.pad: expected one multiple per spatial axis (2) of a (C, H, W) map "
+        "3x32x32, got 3\n",
+    ),
+    Case(
+        "patch-merging-on-tokens",
+        "name: Net\ninput: {shape: [16, 8]}\n"
+        + spec("""
+            model:
+              merge: {op: patch_merging, out: 16}
+            """),
+        "spec.yaml:4:10: error: model.merge: expected a channels-last map (H, W, C) or (T, H, W, C) as the "
+        "input of patch_merging, got tokens (L, C) 16x8\n",
+    ),
 ]
 
 

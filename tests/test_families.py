@@ -233,8 +233,9 @@ def _vit(hidden_dim, mlp_dim, num_heads, num_layers, patch_size) -> dict:
     }
 
 
-#: every other model of torchvision.models written by a spec of specs/ and a --set (the convolutional
-#: networks and the ViTs); docs/spec-language.md lists the same table
+#: every other model of torchvision's classification and video modules that a --set of a spec writes
+#: (the convolutional networks, the ViTs, Swin and Swin3D), with its spec and --set;
+#: docs/spec-language.md lists the same table
 VARIANTS = {
     "resnet34": ("resnet18", {"blocks1": 3, "blocks2": 4, "blocks3": 6, "blocks4": 3}),
     "resnet101": ("resnet50", {"blocks3": 23}),
@@ -302,21 +303,33 @@ VARIANTS = {
     "vit_l_16": ("vit_b_16", _vit(1024, 4096, 16, 24, 16)),
     "vit_l_32": ("vit_b_16", _vit(1024, 4096, 16, 24, 32)),
     "vit_h_14": ("vit_b_16", _vit(1280, 5120, 16, 32, 14) | {"image_size": 518}),
+    "swin_s": ("swin_t", {"depth3": 18, "stochastic_depth_prob": 0.3}),
+    "swin_b": (
+        "swin_t",
+        {"embed_dim": 128, "heads1": 4, "heads2": 8, "heads3": 16, "heads4": 32, "depth3": 18}
+        | {"stochastic_depth_prob": 0.5},
+    ),
+    "swin3d_s": ("swin3d_t", {"depth3": 18}),
+    "swin3d_b": (
+        "swin3d_t",
+        {"embed_dim": 128, "heads1": 4, "heads2": 8, "heads3": 16, "heads4": 32, "depth3": 18},
+    ),
 }
 #: the models of torchvision's classification, segmentation and video modules that no spec writes
 #: yet (issue 22): each leaves this set when its spec or --set lands
 NOT_YET_WRITTEN = {
-    *("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"),
-    *("mvit_v1_b", "mvit_v2_s", "swin3d_t", "swin3d_s", "swin3d_b"),
+    *("mvit_v1_b", "mvit_v2_s"),
 }
 #: written elsewhere than this file's tables: GoogLeNet by specs/googlenet_bn.yaml (test_pytorch.py),
 #: ViT-B/16 and R3D-18 by their specs (test_any_rank.py), MaxViT-T by its spec (test_maxvit.py), the
 #: segmentation models by theirs (test_segmentation.py), MC3-18, R(2+1)D-18 and S3D by theirs
-#: (test_video.py)
+#: (test_video.py), Swin-T, Swin-V2 (whose state_dict order differs in each block) and Swin3D-T by
+#: theirs (test_swin.py)
 WRITTEN_ELSEWHERE = {
     *("googlenet", "vit_b_16", "r3d_18", "maxvit_t"),
     *("fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"),
     *("mc3_18", "r2plus1d_18", "s3d"),
+    *("swin_t", "swin_v2_t", "swin_v2_s", "swin_v2_b", "swin3d_t"),
 }
 
 
@@ -400,9 +413,13 @@ def test_variant_is_torchvisions_model_module_for_module(builder):
     default weights, at their input size."""
     spec, overrides = VARIANTS[builder]
     weights = _default_weights(builder)
-    transforms = weights.transforms()  # a classifier's center crop, a segmentation model's resize
-    (size,) = getattr(transforms, "crop_size", None) or transforms.resize_size
-    net = nasdsl.compile_spec(SPECS / f"{spec}.yaml", {**overrides, "input.shape": [3, size, size]})
+    # a classifier's or a video's center crop, a segmentation model's resize
+    transforms = weights.transforms()
+    *_, size = getattr(transforms, "crop_size", None) or transforms.resize_size
+    # the spec's input with the weights' height and width (a video's frames as the spec has them)
+    default = nasdsl.compile_spec(SPECS / f"{spec}.yaml").graph
+    shape = list(ir.node(default, ir.info(default).input).shape)
+    net = nasdsl.compile_spec(SPECS / f"{spec}.yaml", {**overrides, "input.shape": [*shape[:-2], size, size]})
     reference = _torchvision_on_meta(builder, **_sized_by_weights(builder, size))
     with torch.device("meta"):
         model = getattr(load_source(generate_source(net)), net.spec.name)()

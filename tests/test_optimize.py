@@ -316,7 +316,8 @@ class Specs(dict):
                 break
             except NasdslError:
                 continue
-        net = net or nasdsl.compile_spec(path)
+        # a clip (C, T, H, W): the smallest size compile_small finds, frames included
+        net = net or nasdsl.compile_spec(path, small_overrides(path))
         self[stem] = net, lively(net.graph)
         return self[stem]
 

@@ -323,7 +323,9 @@ def test_every_spec_runs_forward_and_backward(spec):
 
 
 @pytest.mark.parametrize(
-    "spec", [GOOGLENET, GOOGLENET_BN, SPECS / "vit_b_16.yaml", SPECS / "r3d_18.yaml"], ids=lambda p: p.stem
+    "spec",
+    [GOOGLENET, GOOGLENET_BN, SPECS / "vit_b_16.yaml", SPECS / "r3d_18.yaml", SPECS / "swin_t.yaml"],
+    ids=lambda p: p.stem,
 )
 def test_golden_source(spec, update_golden):
     source = generate_source(nasdsl.compile_spec(spec), source_name=f"specs/{spec.name}")

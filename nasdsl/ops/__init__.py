@@ -23,15 +23,17 @@ module              ops
 ``linear``          ``linear`` ``layer_norm`` ``softmax`` ``attention``
 ``merge``           ``concat`` ``add`` ``mul`` ``mean`` ``matmul``
 ``partition``       ``partition_attention`` (MaxViT's block and grid attention)
+``window``          ``window_attention`` ``patch_merging`` ``pad_to_multiple``
 ==================  ================================================================
 
 Multiply-adds count convolutions (output elements x input channels per group x
 window), fully connected layers (positions x in x out), matrix products and
-attention (its projections and its two products); everything else counts zero,
+attention (its projections and its two products), window attention
+(the same per window, padding included); everything else counts zero,
 as in the paper and in torchvision's figures.
 """
 
-from nasdsl.ops import conv, elementwise, ensemble, linear, merge, partition, tensor  # noqa: F401 - they register their ops
+from nasdsl.ops import conv, elementwise, ensemble, linear, merge, partition, tensor, window  # noqa: F401 - they register their ops
 from nasdsl.ops.core import (
     BACKENDS,
     BACKENDS_SHOWN,

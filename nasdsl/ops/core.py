@@ -214,9 +214,13 @@ class Weight:
     """A parameter or buffer of an op, as the generated PyTorch module names it.
 
     ``kind`` is ``param`` (learned; counted in the summary's parameters, and
-    ``init`` rules apply) or ``buffer`` (running statistics); ``init`` is the
+    ``init`` rules apply) or ``buffer`` (running statistics, or a table the op
+    computes from its attributes: Swin's ``relative_position_index``); ``init`` is the
     scheme PyTorch's module starts from, applied when the spec gives no rule
-    (see :mod:`nasdsl.weights`; ``constant:V`` fills V); ``dtype`` is
+    (see :mod:`nasdsl.weights`; ``constant:V`` fills V, ``trunc_normal:S`` draws a
+    normal of std S cut at +-2, ``computed`` takes the values the op's
+    :attr:`OpDef.computed` gives: a buffer that is no state, the same in every model
+    with the same attributes); ``dtype`` is
     ``float32`` or ``int64``. An empty ``name`` is a parameter of the enclosing
     module itself, keyed by the node's path (ConvNeXt's ``layer_scale``, ViT's
     ``class_token``). ``parts``: dimension 0 stacks that many equal blocks (attention's
@@ -298,6 +302,10 @@ class OpDef:
     #: the graph the op runs, for an op that calls one (an ensemble's member): ``subgraph(attrs)``;
     #: its parameters are the node's, under the node's name, and it keeps its own init rules
     subgraph: Callable[[Mapping[str, object]], object] | None = None
+    #: the values of the op's buffers whose ``init`` is ``computed``: ``computed(in_types, attrs)``
+    #: gives ``{name: numpy array}``, fixed by the attributes (Swin's relative_position_index);
+    #: a backend that needs them computes them here rather than read a state_dict
+    computed: Callable[[Sequence[TensorType], Mapping[str, object]], Mapping[str, object]] | None = None
     attr_index: dict[str, Attr] = field(init=False, repr=False, compare=False)
     lowerings: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 

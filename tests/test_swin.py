@@ -1,0 +1,181 @@
+"""Swin Transformers (window attention with a cyclic shift and relative-position bias, patch
+merging) against torchvision: Swin-T, Swin-V2-T and Swin3D-T, and the V2 variants, here; the
+--set variants of Swin-T and Swin3D-T in test_families.py.
+
+The references are independent of nasdsl: torchvision's models (built with random weights, never
+downloaded; on the meta device where only sizes matter), their documented figures
+(``weights.meta``), and ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torchvision.models import get_model_weights
+from torchvision.models import swin_transformer as swin
+from torchvision.models.video import swin_transformer as swin3d
+
+import nasdsl
+from nasdsl.backends.pytorch import generate_source, load_source, model_class
+from nasdsl.backends.verify import verify
+
+from paths import SPECS
+
+#: each torchvision builder: its spec, the spec's --set, and the input of the builder's default
+#: weights (their crop; a video's 16 frames, at which torchvision measured its GFLOPS)
+BUILDERS = {
+    "swin_t": ("swin_t", {}, [3, 224, 224]),
+    "swin_v2_t": ("swin_v2_t", {}, [3, 256, 256]),
+    "swin_v2_s": ("swin_v2_t", {"depth3": 18, "stochastic_depth_prob": 0.3}, [3, 256, 256]),
+    "swin_v2_b": (
+        "swin_v2_t",
+        {"embed_dim": 128, "heads1": 4, "heads2": 8, "heads3": 16, "heads4": 32, "depth3": 18}
+        | {"stochastic_depth_prob": 0.5},
+        [3, 256, 256],
+    ),
+    "swin3d_t": ("swin3d_t", {}, [3, 16, 224, 224]),
+}
+#: the learned tensors' names end otherwise: these buffers are computed from the window
+COMPUTED = ("relative_position_index", "relative_coords_table")
+
+
+#: the order in which a Swin V2 block of a spec creates its layers: the order they run in
+V2_BLOCK = {"attn": 0, "norm1": 1, "mlp": 2, "norm2": 3}
+
+
+def _torchvision_order(builder: str, names: list[str]) -> list[str]:
+    """torchvision's state_dict order as a spec's block writes it. Swin V2's block creates norm1
+    before attn and norm2 before mlp, but runs each after; a spec's block creates its layers in
+    the order they run, so there each norm follows what it normalises (the only difference)."""
+    if "v2" not in builder:
+        return names
+
+    def block(name: str) -> tuple[str, ...] | None:
+        parts = name.split(".")
+        return tuple(parts[:3]) if len(parts) > 4 and parts[3] in V2_BLOCK else None
+
+    runs: list[list[str]] = []  # consecutive names of one block (or of none)
+    for name in names:
+        if runs and block(name) == block(runs[-1][0]):
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return [n for run in runs for n in (sorted(run, key=lambda n: V2_BLOCK[n.split(".")[3]]) if block(run[0]) else run)]
+
+
+def _holds_tensors(module: torch.nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+
+
+@pytest.mark.parametrize("builder", sorted(BUILDERS))
+def test_spec_is_torchvisions_model_module_for_module(builder):
+    """On the meta device: the state_dict's names (buffers included) in torchvision's order with
+    its shapes, every module holding tensors of torchvision's class with its extra_repr, every
+    dropout and stochastic depth rate, and the parameters and GFLOPS documented with
+    torchvision's default weights at their input size."""
+    spec, sets, shape = BUILDERS[builder]
+    compiled = nasdsl.compile_spec(SPECS / f"{spec}.yaml", {**sets, "input.shape": shape})
+    with torch.device("meta"):
+        model = getattr(load_source(generate_source(compiled)), compiled.spec.name)()
+        reference = torchvision.models.get_model(builder, weights=None)
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert list(ours) == _torchvision_order(builder, list(theirs))
+    assert {k: tuple(t.shape) for k, t in ours.items()} == {k: tuple(t.shape) for k, t in theirs.items()}
+    modules = dict(model.named_modules())
+    for path, module in reference.named_modules():
+        if _holds_tensors(module):
+            assert type(modules[path]).__name__ == type(module).__name__, path
+            assert modules[path].extra_repr() == module.extra_repr(), path
+        if type(module).__name__ in ("Dropout", "StochasticDepth"):
+            assert modules[path].p == pytest.approx(module.p, rel=1e-12), path
+    meta = get_model_weights(builder).DEFAULT.meta
+    totals = compiled.totals()
+    assert totals["params"] == meta["num_params"]
+    assert round(totals["macs"] / 1e9, 3) == meta["_ops"]
+
+
+def _pair(builder: str, attention: torch.nn.Module, spec: str, sets: dict) -> tuple:
+    """torchvision's model and ours, both with one random state_dict (ours loads it strictly);
+    built on the meta device, then given memory, so that no time goes into drawing weights. The
+    buffers computed from the window are torchvision's own (every block has the same window)."""
+    with torch.device("meta"):
+        reference = torchvision.models.get_model(builder)
+        model = model_class(nasdsl.compile_spec(SPECS / f"{spec}.yaml", sets).graph)()
+    g = torch.Generator().manual_seed(0)
+    state = {
+        k: getattr(attention, k.rsplit(".", 1)[-1])
+        if k.endswith(COMPUTED)
+        else torch.randn(v.shape, generator=g) * 0.05
+        for k, v in reference.state_dict().items()
+    }
+    for m in (reference, model):
+        m.to_empty(device="cpu")
+        m.load_state_dict(state, strict=True)
+        m.eval()
+    return reference, model
+
+
+@pytest.mark.parametrize(
+    ("builder", "attention", "spec", "sets", "shape"),
+    [
+        # 10x10 tokens in 7x7 windows: padded to 14x14, every second block shifted and masked;
+        # then 5x5, 3x3 (odd sides: patch merging pads) and 2x2
+        ("swin_t", swin.ShiftedWindowAttention(8, [7, 7], [0, 0], 1), "swin_t", {}, [3, 40, 40]),
+        # 12x12 tokens in 8x8 windows: padded to 16x16, shifted and masked; then 6, 3, 2
+        ("swin_v2_t", swin.ShiftedWindowAttentionV2(8, [8, 8], [0, 0], 1), "swin_v2_t", {}, [3, 48, 48]),
+        # 17x30x30 frames padded to whole 2x4x4 patches: 9x8x8 tokens in 8x7x7 windows, padded to
+        # 16x14x14, shifted and masked in time and space; then 9x4x4 (the 7x7 windows pad), 9x2x2
+        ("swin3d_t", swin3d.ShiftedWindowAttention3d(8, [8, 7, 7], [0, 0, 0], 1), "swin3d_t", {}, [3, 17, 30, 30]),
+    ],
+    ids=["swin_t", "swin_v2_t", "swin3d_t"],
+)
+def test_spec_computes_what_torchvision_computes(builder, attention, spec, sets, shape):
+    reference, model = _pair(builder, attention, spec, {**sets, "input.shape": shape})
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, want = model(x), reference(x)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_swin_t_agrees_with_onnx_runtime():
+    """The shifted, masked and padded windows and the patch merging through ONNX Runtime (opset
+    17): two blocks in each stage (the second shifts), at 40x40 as above; a quarter of the width
+    (the heads as Swin-T's: 8 features each), which changes no op's kind of work, only its cost."""
+    sets = {"input.shape": [3, 40, 40], "depth3": 2, "embed_dim": 24}
+    compiled = nasdsl.compile_spec(SPECS / "swin_t.yaml", sets)
+    g = torch.Generator().manual_seed(3)
+    state = {
+        k: v if k.endswith(COMPUTED) else torch.randn(v.shape, generator=g) * 0.05
+        for k, v in model_class(compiled.graph)().state_dict().items()
+    }
+    result = verify(compiled.graph, state_dict=state, batch=2, opset=17)
+    assert result.ok, result
+
+
+WINDOWS = """\
+nasdsl: 1
+name: Windows
+input: {shape: [3, 5, 19, 20]}
+model:
+  pad: {op: pad_to_multiple, multiple: [2, 2, 2]}                    # (3, 6, 20, 20)
+  embed: {op: conv3d, out: 8, kernel: [2, 2, 2], stride: [2, 2, 2]}  # (8, 3, 10, 10)
+  last: {op: permute, dims: [1, 2, 3, 0]}                             # (3, 10, 10, 8)
+  video: {op: window_attention, heads: 2, window: [2, 4, 4], shift: [1, 2, 2], fit: true}
+  merge: {op: patch_merging, out: 12}                                 # (3, 5, 5, 12)
+  frames: {op: reshape, shape: [15, 5, 12], axes: HWC}
+  v2: {op: window_attention, heads: 3, window: [4, 3], shift: [2, 1], version: 2, qkv_bias: false}
+  merge2: {op: patch_merging, out: 16, norm: after}                  # (8, 3, 16)
+  head: {op: linear, out: 4, dim: last}
+"""
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_window_ops_of_every_kind_agree_with_onnx_runtime(tmp_path, opset):
+    """3-D windows (padded, shifted in all three axes), Swin V2's attention on an uneven window
+    without a qkv bias, and both patch mergings (an odd side), through ONNX Runtime, with the
+    weights nasdsl draws (its computed buffers included) and with random ones."""
+    path = tmp_path / "windows.yaml"
+    path.write_text(WINDOWS)
+    compiled = nasdsl.compile_spec(path)
+    assert verify(compiled.graph, batch=2, opset=opset).ok
