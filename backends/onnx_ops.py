@@ -565,8 +565,6 @@ def _partition_attention(n: Lowered) -> None:
     bias) v per partition and head, the bias gathered from the table at each pair's relative
     offset (the index is a constant: it follows from the partition's side alone); heads joined,
     then merge."""
-    from nasdsl.weights import relative_position_index
-
     e = n.e
     *lead, length, channels = n.in_shape
     size = n.a["size"]
@@ -591,7 +589,8 @@ def _partition_attention(n: Lowered) -> None:
     swap = [*range(rank - 2), rank - 1, rank - 2]
     kt = n.emit("Transpose", [scaled], at=(batch, *lead, heads, d, length), perm=swap)
     scores = n.emit("MatMul", [q, kt], at=(batch, *lead, heads, length, length))
-    index = e.ints(f"relative_position_index_{size}", relative_position_index(size).reshape(-1).tolist())
+    computed = OPS["partition_attention"].computed([], n.a)["relative_position_index"]
+    index = e.ints(f"relative_position_index_{size}", computed.reshape(-1).tolist())
     rows = n.emit("Gather", [n.param("relative_position_bias_table"), index], at=(length * length, heads), axis=0)
     table = n.emit("Reshape", [rows, e.ints("bias_shape", [length, length, heads])], at=(length, length, heads))
     bias = n.emit("Transpose", [table], at=(heads, length, length), perm=[2, 0, 1])

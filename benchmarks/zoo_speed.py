@@ -78,6 +78,7 @@ ZOO = {
     # issue 22's families: one line each
     "vit_b_16": Model("vision transformer"),
     "vit_b_32": Model("vision transformer", spec="vit_b_16", sets={"patch_size": 32}),
+    "maxvit_t": Model("vision transformer"),
     "r3d_18": Model("video"),
 }
 

@@ -117,8 +117,6 @@ def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, object], sha
     if scheme == "trunc_normal":
         mean, std, a, b = (args.get(k, d) for k, d in (("mean", 0.0), ("std", 1.0), ("a", -2.0), ("b", 2.0)))
         return _trunc_normal(rng, mean, std, a, b, shape)
-    if scheme == "relative_position_index":
-        return relative_position_index(math.isqrt(shape[0]))
     if scheme == "torch_default":
         # nn.Conv2d / nn.Linear: kaiming_uniform(a=sqrt(5)) for the weight, the same bound for the bias
         fan_in, _ = _fans(weight_shape)
@@ -149,18 +147,6 @@ def _draw(rng: np.random.Generator, scheme: str, args: Mapping[str, object], sha
             return rng.normal(0.0, std, shape)
         return rng.uniform(-math.sqrt(3.0) * std, math.sqrt(3.0) * std, shape)
     raise ValueError(f"unknown init scheme {scheme!r}")
-
-
-def relative_position_index(size: int) -> np.ndarray:
-    """A buffer that is not learned: for each pair of positions (i, j) of a size x size window, in
-    row-major order, the row of a relative-position bias table of (2 size - 1)^2 offsets that holds
-    their offset, (dy + size - 1) * (2 size - 1) + dx + size - 1 (MaxViT's attention)."""
-    import numpy as np
-
-    rows, cols = np.divmod(np.arange(size * size), size)
-    dy = rows[:, None] - rows[None, :] + size - 1
-    dx = cols[:, None] - cols[None, :] + size - 1
-    return (dy * (2 * size - 1) + dx).astype(np.int64)
 
 
 def _trunc_normal(rng: np.random.Generator, mean: float, std: float, a: float, b: float, shape) -> np.ndarray:

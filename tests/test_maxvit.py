@@ -16,7 +16,8 @@ import nasdsl
 from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.backends.verify import verify
 from nasdsl.cli import main
-from nasdsl.weights import initial_weights, relative_position_index
+from nasdsl.ops.window import relative_position_index
+from nasdsl.weights import initial_weights
 
 from paths import SPECS
 from reference_models import randomise
@@ -64,7 +65,7 @@ def test_maxvit_t_is_torchvisions_module_for_module():
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7])
 def test_the_index_buffer_is_torchvisions(size):
-    assert np.array_equal(relative_position_index(size), _get_relative_position_index(size, size).numpy())
+    assert np.array_equal(relative_position_index((size, size)), _get_relative_position_index(size, size).numpy())
 
 
 def test_outputs_match_torchvision_with_its_tensors():

@@ -17,8 +17,9 @@ attention that follows, torchvision's ``RelativePositionalMultiHeadAttention``:
 
 Its tensors, in torchvision's state_dict order: ``relative_position_bias_table`` (learned),
 ``relative_position_index`` (an int64 buffer that is not learned: for each pair of positions,
-its row of the table; :mod:`nasdsl.weights` computes it by the ``relative_position_index``
-scheme), ``to_qkv.weight``, ``to_qkv.bias``, ``merge.weight``, ``merge.bias``.
+its row of the table, computed from the partition's side as Swin's window attention computes
+it: :func:`nasdsl.ops.window.relative_position_index`), ``to_qkv.weight``, ``to_qkv.bias``,
+``merge.weight``, ``merge.bias``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from nasdsl.errors import ShapeError
 from nasdsl.ir.types import TensorType
 from nasdsl.ops.core import MAX_WINDOW, Attr, OpDef, Weight, describe_type, integer, known, register
+from nasdsl.ops.window import relative_position_index
 
 
 def _infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
@@ -56,18 +58,16 @@ def _weights(types: Sequence[TensorType], a: Mapping[str, object]) -> tuple[Weig
     offsets = (2 * size - 1) * (2 * size - 1)
     return (
         Weight("relative_position_bias_table", (offsets, heads), init="zeros"),
-        Weight(
-            "relative_position_index",
-            (size * size, size * size),
-            kind="buffer",
-            init="relative_position_index",
-            dtype="int64",
-        ),
+        Weight("relative_position_index", (size * size, size * size), kind="buffer", init="computed", dtype="int64"),
         Weight("to_qkv.weight", (3 * channels, channels), init="torch_default", parts=3),  # query, key, value
         Weight("to_qkv.bias", (3 * channels,), init="torch_default", parts=3),
         Weight("merge.weight", (channels, channels), init="torch_default"),
         Weight("merge.bias", (channels,), init="torch_default"),
     )
+
+
+def _computed(types: Sequence[TensorType], a: Mapping[str, object]) -> dict[str, object]:
+    return {"relative_position_index": relative_position_index((a["size"], a["size"]))}
 
 
 def _macs(types: Sequence[TensorType], a: Mapping[str, object], out: TensorType) -> int:
@@ -96,5 +96,6 @@ register(
         init_params=("relative_position_bias_table", "to_qkv.weight", "to_qkv.bias", "merge.weight", "merge.bias"),
         fan_params=("to_qkv.weight", "merge.weight"),
         fresh=True,
+        computed=_computed,
     ),
 )
