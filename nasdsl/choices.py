@@ -24,7 +24,7 @@ from nasdsl import document
 from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
 from nasdsl.numbers import number_ok
-from nasdsl.ops import describe
+from nasdsl.ops import MERGE_OPS, describe
 from nasdsl.spec import BLOCK_KEYS, Value, did_you_mean, parse_value
 
 #: the keys of a choice mapping
@@ -238,7 +238,22 @@ class _Scanner:
                 for name in args:
                     shown = name if name in params else f"args.{name}"
                     self.value(args, name, (*keys, "args", name), f"{spec_path}.args.{name}", f"{set_path}.{shown}")
-        elif kind in ("concat", "add"):
+        elif kind == "seq":
+            items = b["seq"]
+            if isinstance(items, YList):
+                for i in range(len(items)):
+                    self.block(items, i, (*keys, "seq", i), f"{spec_path}[{i}]", f"{set_path}.seq.{i}")
+            elif isinstance(items, YMap):
+                for name in items:
+                    self.block(items, name, (*keys, "seq", name), f"{spec_path}.{name}", f"{set_path}.seq.{name}")
+        elif kind == "repeat":
+            self.value(b, "repeat", (*keys, "repeat"), f"{spec_path}.repeat", f"{set_path}.repeat")
+            if "block" in b:
+                self.block(b, "block", (*keys, "block"), f"{spec_path}.block", f"{set_path}.block")
+        elif kind in MERGE_OPS:
+            for attr in b:
+                if attr not in (kind, "phase", "when", "doc", "from"):
+                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}")
             branches = b[kind]
             if isinstance(branches, YList):
                 for i in range(len(branches)):

@@ -48,7 +48,18 @@ from nasdsl.passes.check import check
 from nasdsl.passes.phases import inference_graph
 from nasdsl.passes.shapes import infer_shapes
 from nasdsl.space import Space
-from nasdsl.spec import Block, MergeBlock, OpBlock, SeqBlock, Spec, Template, UseBlock, Value, parse_spec
+from nasdsl.spec import (
+    Block,
+    MergeBlock,
+    OpBlock,
+    RepeatBlock,
+    SeqBlock,
+    Spec,
+    Template,
+    UseBlock,
+    Value,
+    parse_spec,
+)
 from nasdsl.summary import depth
 
 #: refuse models above this many parameters, as compile_spec does by default
@@ -178,6 +189,8 @@ def _spec_blocks(spec: Spec) -> dict[str, Block]:
             stack.extend(child for _, child in b.items)
         elif isinstance(b, MergeBlock):
             stack.extend(child for _, child in b.branches)
+        elif isinstance(b, RepeatBlock) and b.body is not None:
+            stack.append(b.body)
     return out
 
 
@@ -254,9 +267,16 @@ class _Program:
         self.spec = spec
         self.latency = latency
         self.reach = reach
-        self.scopes: list[tuple[int, tuple]] = []  # (parent scope, bound parameters); scope 0 is the model
+        # (parent scope, bound parameters, whether the parent's names stay visible); scope 0 is the model.
+        # A template use sees the model's variables and its parameters; a repeat's iteration sees its
+        # caller's names and the index.
+        self.scopes: list[tuple[int, tuple, bool]] = []
         self.scope_of: dict[str, int] = {"": 0}
+        #: the scope of each node an op or merge block makes (a node inside a repeat sees the index)
+        self.node_scope: dict[str, int] = {}
         self.conditions: list[tuple[Value, int, bool]] = []
+        #: each repeat's count with the scope it is evaluated in and the count this structure has
+        self.counts: list[tuple[Value, int, int]] = []
         for out in spec.outputs:
             if out.when is not None:
                 self.conditions.append((out.when, 0, out.when.evaluate(dict(env)) is True))
@@ -278,12 +298,12 @@ class _Program:
             if data.op != "input" and data.given:
                 b = blocks.get(data.keypath)
                 if not isinstance(b, (OpBlock, MergeBlock)) or b.op != data.op:
-                    raise AssertionError(f"node {n}: no op block at {data['keypath']}")
+                    raise AssertionError(f"node {n}: no op block at {data.keypath}")
                 opdef = OPS[b.op]
                 values = tuple((k, *_how(v, reach), opdef.attr_index[k].literals) for k, v in b.attrs)
                 if any(how != _CONST for _, how, _, _ in values):
                     attrs = None  # else every attribute is a literal no choice reaches: the graph's attrs hold
-            scope = self.scope_of[data.instance] if data.instance else 0
+            scope = self.node_scope.get(n, self.scope_of[data.instance] if data.instance else 0)
             inputs = tuple(index[s] for s in ir.inputs(g, n))
             self.nodes.append(_Node(i, n, data.op, attrs, values, inputs, scope, data.phase == "train", data))
         if latency is not None:
@@ -306,6 +326,16 @@ class _Program:
             self.conditions.append((blocks[block.keypath].when, scope, block.when.value))
         if block.kind == "skip" or block.dormant:
             return
+        if block.kind in ("op", "merge"):
+            self.node_scope[block.path] = scope
+        if block.repeat is not None:
+            rb = blocks[block.keypath]
+            assert isinstance(rb, RepeatBlock) and rb.count is not None
+            self.counts.append((rb.count, scope, block.repeat.count))
+            for i, child in enumerate(block.children):
+                self.scopes.append((scope, ((rb.index, _CONST, i, False),), True))
+                self._visit(child, len(self.scopes), blocks)
+            return
         if block.kind == "use":
             use = blocks[block.keypath]
             assert isinstance(use, UseBlock)
@@ -314,7 +344,7 @@ class _Program:
                 (name, *_how(given if given is not None else default, self.reach), given is None)
                 for name, given, default in _bound(self.spec.templates[block.template], use)
             )
-            self.scopes.append((scope, bound))
+            self.scopes.append((scope, bound, False))
             self.scope_of[block.path] = inner
             scope = inner
         for child in block.children:
@@ -327,7 +357,7 @@ class _Program:
         for value, scope, expected in self.model_conditions:
             self._condition(value, scopes, scope, expected, resolve)
         try:
-            for parent, bound in self.scopes:
+            for parent, bound, inherit in self.scopes:
                 caller = scopes[parent]
                 values: dict[str, object] = {}
                 for name, how, x, is_default in bound:
@@ -336,9 +366,13 @@ class _Program:
                     else:
                         value = resolve(x) if how == _CHOSEN else x
                         values[name] = value.evaluate({**env, **values} if is_default else caller)
-                scopes.append({**env, **values})
+                scopes.append({**(caller if inherit else env), **values})
+            counts = [resolve(value).evaluate(scopes[scope]) for value, scope, _ in self.counts]
         except NasdslError:
             raise _Recompile from None
+        for got, (_, _, expected) in zip(counts, self.counts, strict=True):
+            if isinstance(got, bool) or got != expected:
+                raise _Mismatch  # another number of blocks: another structure (or an error the compiler gives)
         for value, scope, expected in self.conditions:
             self._condition(value, scopes, scope, expected, resolve)
         self._check_model_values(env, resolve)
