@@ -25,7 +25,7 @@ from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
 from nasdsl.numbers import number_ok
 from nasdsl.ops import MERGE_OPS, describe
-from nasdsl.spec import BLOCK_KEYS, Value, did_you_mean, parse_value
+from nasdsl.spec import BLOCK_KEYS, Value, check_name, did_you_mean, parse_value
 
 #: the keys of a choice mapping
 CHOICE_KEYS = ("choice", "range", "default", "when")
@@ -61,6 +61,14 @@ class ChoicePoint:
     variable: str | None = None
     #: the condition under which the choice is made (else it keeps its default)
     when: Value | None = None
+    #: a choice between blocks (kind "block"): the choice mapping, whose options are words
+    #: naming blocks (:func:`nasdsl.document.option_block` gives option k's block)
+    block_choice: YMap | None = None
+
+    def block(self, k: int) -> object:
+        """The block option ``k`` of a choice between blocks stands for."""
+        assert self.block_choice is not None
+        return document.option_block(self.block_choice, k)
 
     def describe(self) -> dict:
         """Plain data for JSON."""
@@ -124,6 +132,7 @@ class _Found:
     positions: list[Position]
     variable: str | None
     name: str | None
+    block: bool = False
 
 
 class _Scanner:
@@ -206,6 +215,14 @@ class _Scanner:
 
     def block(self, container, key, keys: tuple, spec_path: str, set_path: str) -> None:
         b = container[key]
+        if document.is_block_choice(b):
+            identity = _identity(b)
+            position = Position(keys, spec_path, set_path)
+            if identity in self.found:
+                self.found[identity].positions.append(position)
+            else:
+                self.found[identity] = _Found(b, [position], None, self.names.get(id(b)), block=True)
+            return
         if isinstance(b, YList):
             for i in range(len(b)):
                 self.block(b, i, (*keys, i), f"{spec_path}[{i}]", f"{set_path}.{i}")
@@ -279,8 +296,93 @@ def _choice_like(m: YMap) -> bool:
     return any(k in CHOICE_KEYS or did_you_mean(k, CHOICE_KEYS) for k in m)
 
 
+#: the keys of a choice between blocks
+BLOCK_CHOICE_KEYS = ("choice", "default", *document.BLOCK_CHOICE_EXTRA)
+
+
+def _parse_block_choice(f: _Found) -> ChoicePoint:
+    """A choice between blocks: ``{choice: [name, ...]}`` (op or template names) or
+    ``{choice: {word: block, ...}}``, with ``default`` (a word), ``from`` and ``doc``."""
+    m = f.choice
+    first = f.positions[0]
+    path = first.spec_path
+    for key in m:
+        if key not in BLOCK_CHOICE_KEYS:
+            raise SpecError(
+                f"unknown key '{key}' in a choice between blocks{did_you_mean(key, BLOCK_CHOICE_KEYS)}; "
+                f"allowed: {', '.join(BLOCK_CHOICE_KEYS)}",
+                location=m.key_locs.get(key, m.loc),
+                path=f"{path}.{key}",
+            )
+    raw = m["choice"]
+    where = {"location": m.loc_of("choice"), "path": f"{path}.choice"}
+    if not raw:
+        raise SpecError("expected one or more options, got none", **where)
+    if len(raw) > MAX_OPTIONS:
+        raise SpecError(f"expected at most {MAX_OPTIONS:,} options, got {len(raw):,}", **where)
+    words, blocks, locs = document.block_options(m)
+    for i, (word, block, loc) in enumerate(zip(words, blocks, locs, strict=True)):
+        at = {"location": loc, "path": f"{path}.choice.{word}" if isinstance(raw, YMap) else f"{path}.choice[{i}]"}
+        if isinstance(raw, YList) and not isinstance(word, str):
+            raise SpecError(
+                "expected an option that names an op or a template (a choice between blocks written as a list; "
+                f"write {{choice: {{word: block, ...}}}} for other blocks), got {scalar_type_name(word)}",
+                **at,
+            )
+        check_name(word, loc, at["path"], "option name")
+        inner = _choice_inside(block)
+        if inner is not None:
+            raise SpecError(
+                "expected an option without choices of its own: a choice inside an option of a choice between blocks "
+                "is not supported (make it a variable's choice, with `when`, and use the variable)",
+                location=inner.loc,
+                path=at["path"],
+            )
+    if len(set(words)) != len(words):
+        word = next(w for i, w in enumerate(words) if w in words[:i])
+        raise SpecError(f"option {word} is given twice", **where)
+    for k in range(len(words)):  # each option takes the choice's `from` and `doc`, chosen or not
+        try:
+            document.option_block(m, k)
+        except SpecError as e:
+            raise SpecError(e.message, location=e.location, path=f"{path}.choice.{words[k]}.{e.path}") from None
+    default = 0
+    if "default" in m:
+        given = m["default"]
+        if given not in words:
+            raise SpecError(
+                f"expected the default to be one of the options ({', '.join(words)}), got {describe(plain(given))}",
+                location=m.loc_of("default"),
+                path=f"{path}.default",
+            )
+        default = words.index(given)
+    name = f.name or first.set_path
+    return ChoicePoint(
+        name, "block", tuple(words), tuple(locs), default, m.loc, tuple(f.positions), None, None, block_choice=m
+    )
+
+
+def _choice_inside(node: object) -> YMap | None:
+    """A choice mapping anywhere inside ``node`` (a block), or None."""
+    if isinstance(node, YMap):
+        if _choice_like(node) or document.is_block_choice(node):
+            return node
+        values = node.values()
+    elif isinstance(node, YList):
+        values = node
+    else:
+        return None
+    for v in values:
+        found = _choice_inside(v)
+        if found is not None:
+            return found
+    return None
+
+
 def _parse_choice(f: _Found) -> ChoicePoint:
     """A choice mapping, read by popping its known keys and refusing the rest."""
+    if f.block:
+        return _parse_block_choice(f)
     m = f.choice
     first = f.positions[0]
     path = first.spec_path
@@ -437,6 +539,11 @@ def option_text(v: object) -> str:
     return str(v)
 
 
+def _option_yaml(option: object, loc: Location) -> object:
+    """An option as the document holds it: a block (already a document's copy) as it is."""
+    return option if isinstance(option, (YMap, YList)) else document.to_yaml(option, loc)
+
+
 def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, Location]], *, top=False) -> object:
     """A copy of ``node`` (at ``keys``) with the chosen options in place of the choices."""
     if isinstance(node, YMap):
@@ -447,7 +554,7 @@ def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, L
             here = (*keys, k)
             if here in chosen:
                 option, loc = chosen[here]
-                document.put(m, k, document.to_yaml(option, loc), node.key_locs.get(k, loc), loc)
+                document.put(m, k, _option_yaml(option, loc), node.key_locs.get(k, loc), loc)
             else:
                 document.put(m, k, substitute(v, here, chosen), node.key_locs.get(k, node.loc), node.loc_of(k))
         return m
@@ -458,7 +565,7 @@ def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, L
             here = (*keys, i)
             if here in chosen:
                 option, loc = chosen[here]
-                lst.append(document.to_yaml(option, loc))
+                lst.append(_option_yaml(option, loc))
                 locs.append(loc)
             else:
                 lst.append(substitute(v, here, chosen))

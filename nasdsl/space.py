@@ -452,7 +452,7 @@ class Space:
         chosen: dict[tuple[str | int, ...], tuple[object, Location]] = {}
         for p, k in zip(self.points, picks, strict=True):
             for pos in p.positions:
-                chosen[pos.keys] = (p.options[k], p.option_locs[k])
+                chosen[pos.keys] = (p.block(k) if p.kind == "block" else p.options[k], p.option_locs[k])
         return substitute(self.document, (), chosen, top=not keep_constraints)
 
 
@@ -549,7 +549,9 @@ def _option_values(points: tuple[ChoicePoint, ...]) -> tuple[tuple[Value, ...], 
     whether or not it is the default)."""
     return tuple(
         tuple(
-            parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path)
+            Value(o, loc, p.positions[0].spec_path)  # a block's word: no value of the variables
+            if p.kind == "block"
+            else parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path)
             for o, loc in zip(p.options, p.option_locs, strict=True)
         )
         for p in points

@@ -267,6 +267,8 @@ class _Program:
         self.spec = spec
         self.latency = latency
         self.reach = reach
+        #: the options of the space's choices between blocks this structure has (Evaluator sets it)
+        self.blocks: tuple[int, ...] = ()
         # (parent scope, bound parameters, whether the parent's names stay visible); scope 0 is the model.
         # A template use sees the model's variables and its parameters; a repeat's iteration sees its
         # caller's names and the index.
@@ -546,33 +548,40 @@ class Evaluator:
                     path = _INDEX.sub("", path)
                     self.nested.add(path)
         self.reach |= self.nested
-        structure, outcome = self._compile_graph(doc)
+        #: the choices between blocks: a program serves the variants that choose its blocks
+        self.block_points = tuple(i for i, p in enumerate(space.points) if p.kind == "block")
+        structure, outcome, _ = self._compile_graph(doc)
         if structure is not None:  # a program, even when the default's shapes do not fit
-            self.programs.append(
-                _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, latency)
-            )
+            program = _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, latency)
+            program.blocks = tuple(space.default[i] for i in self.block_points)
+            self.programs.append(program)
 
-    def _compile_graph(self, doc) -> tuple[nx.DiGraph | None, nx.DiGraph | NasdslError]:
+    def _compile_graph(self, doc) -> tuple[nx.DiGraph | None, nx.DiGraph | NasdslError, Spec | None]:
         """Compile a variant's document as ``compile_spec`` does: its checked graph before shapes
-        (None when it does not build), and the shaped graph or the compiler's error."""
+        (None when it does not build), the shaped graph or the compiler's error, and its spec."""
+        spec = None
         try:
             spec = parse_spec(doc, self.space.file, document.spec_hash(doc), self.space.files)
             structure = check(build(spec, max_nodes=self.max_nodes))
         except NasdslError as e:
-            return None, e
+            return None, e, spec
         try:
             g = infer_shapes(structure)
         except NasdslError as e:
-            return structure, e
+            return structure, e, spec
         total = figures_params_train(g)
         if total > self.max_params:
-            return structure, LimitError(
-                f"the model has {total:,} parameters, above the limit of {self.max_params:,} "
-                "(raise it with --max-params)",
-                location=spec.model.loc,
-                path="model",
+            return (
+                structure,
+                LimitError(
+                    f"the model has {total:,} parameters, above the limit of {self.max_params:,} "
+                    "(raise it with --max-params)",
+                    location=spec.model.loc,
+                    path="model",
+                ),
+                spec,
             )
-        return structure, g
+        return structure, g, spec
 
     def evaluate(self, picks: tuple[int, ...]) -> Result:
         """The figures of one variant, or the compiler's error."""
@@ -580,7 +589,7 @@ class Evaluator:
         variant = self.space.id_of(picks)
         overrides: dict[str, Value] = {}
         for i, (p, k) in enumerate(zip(self.space.points, picks, strict=True)):
-            if k != p.default:
+            if k != p.default and p.kind != "block":
                 for pos in p.positions:
                     overrides[pos.spec_path] = self.space.option_values[i][k]
         resolve = self._resolver(overrides)
@@ -588,7 +597,10 @@ class Evaluator:
             env = self.space.environment(picks)
         except NasdslError:
             return self._full(variant, picks)
+        blocks = tuple(picks[i] for i in self.block_points)
         for n, program in enumerate(self.programs):
+            if program.blocks != blocks:
+                continue  # another block chosen somewhere: another structure
             try:
                 outcome = program.run(env, resolve, self.max_params)
             except _Mismatch:
@@ -609,11 +621,16 @@ class Evaluator:
     def _full(self, variant: int, picks: tuple[int, ...], *, keep: bool = False, count: bool = True) -> Result:
         if count:
             self.recompiled += 1
-        structure, outcome = self._compile_graph(self.space.document_of(picks))
+        structure, outcome, spec = self._compile_graph(self.space.document_of(picks))
         if keep and structure is not None:
-            program = _Program(
-                self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, self.latency
-            )
+            if self.block_points:  # other blocks than the default's: the program reads this variant's
+                blocks = _spec_blocks(spec)
+                program = _Program(spec, blocks, structure, ir.info(structure).variables, self.reach, self.latency)
+            else:
+                program = _Program(
+                    self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, self.latency
+                )
+            program.blocks = tuple(picks[i] for i in self.block_points)
             self.programs.insert(0, program)
             del self.programs[MAX_PROGRAMS:]
         if isinstance(outcome, NasdslError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from nasdsl.cli import main
 from nasdsl.errors import NasdslError
 from nasdsl.summary import summarize
 from nasdsl.variants import Evaluator, peak_activations
+
+from paths import SPECS
 
 
 def _write(tmp_path: Path, text: str, name: str = "space.yaml") -> str:
@@ -190,8 +193,8 @@ def test_count_applies_budgets_and_constraints(tmp_path, capsys):
 
 
 def test_count_refuses_what_it_cannot_count_exactly(capsys):
-    argv = ["sweep", "specs/googlenet.yaml", *(f"--set=inception{m}.c1x1=[64,96,128,160]" for m in ("3a", "3b", "4a",
-            "4b", "4c", "4d", "4e", "5a", "5b"))]  # fmt: skip
+    modules = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+    argv = ["sweep", str(SPECS / "googlenet.yaml"), *(f"--set=inception{m}.c1x1=[64,96,128,160]" for m in modules)]
     assert _run(capsys, *argv, "--count") == (0, f"{4**9}\n", "")
     code, out, err = _run(capsys, *argv, "--count", "--max-macs", "1G")
     assert code == 2 and out == ""
@@ -267,3 +270,195 @@ def test_sample_by_choice_respects_constraints(tmp_path):
     assert len(picks) == 16 and all(space.why_not(p) is None for p in picks)
     with pytest.raises(ValueError, match="expected a distribution"):
         space.draw(random.Random(0), "uniform")
+
+
+# --------------------------------------------------------------------------- NAS-Bench-201
+
+NB201 = str(SPECS / "spaces" / "nas_bench_201.yaml")
+#: the cell's choices in the benchmark's edge order (0->1, 0->2, 1->2, 0->3, 1->3, 2->3)
+NB201_EDGES = (
+    "templates.Cell.body.node1",
+    "templates.Cell.body.node2.add.from0",
+    "templates.Cell.body.node2.add.from1",
+    "templates.Cell.body.node3.add.from0",
+    "templates.Cell.body.node3.add.from1",
+    "templates.Cell.body.node3.add.from2",
+)
+
+
+def test_the_guide_shows_the_spec_as_it_is():
+    guide = (Path(__file__).parent.parent / "docs" / "design-space.md").read_text()
+    section = guide[guide.index("## 9. A cell space") : guide.index("## Reference")]
+    excerpt = section[section.index("```yaml\n") + 8 : section.index("```\n", section.index("```yaml"))]
+    assert excerpt in Path(NB201).read_text()
+
+
+def test_nas_bench_201_has_15625_cells(capsys):
+    space = spaces.load_space(NB201)
+    assert [p.name for p in space.points] == list(NB201_EDGES)
+    assert all(
+        p.options == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3") for p in space.points
+    )
+    assert space.independent and space.count() == 15_625  # every pick tuple is a cell: exact by construction
+    assert _run(capsys, "space", NB201, "--count") == (0, "15625\n", "")
+
+
+#: cells with none edges: into nodes 2 and 3 with the four other ops; node 1 nothing (its one edge is
+#: none), so that the edges leaving it are left out too, and every op
+NB201_CELLS = (
+    ("nor_conv_3x3", "none", "skip_connect", "avg_pool_3x3", "none", "nor_conv_1x1"),
+    ("none", "skip_connect", "nor_conv_3x3", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3"),
+)
+
+
+def _cell(ops: tuple[str, ...]) -> list[str]:
+    return [f"{edge}={op}" for edge, op in zip(NB201_EDGES, ops, strict=True)]
+
+
+def test_nas_bench_201_parameters_and_multiply_adds_equal_a_hand_written_reference():
+    import torch
+    from nb201_reference import TinyNetwork, multiply_adds
+
+    for ops in [*NB201_CELLS, ("nor_conv_3x3",) * 6, ("skip_connect", "none", "none", "avg_pool_3x3", "none", "none")]:
+        totals = summarize(nasdsl.compile_spec(NB201, _cell(ops)).graph)["totals"]
+        with torch.device("meta"):  # the benchmark's network (N = 5), shapes only
+            reference = TinyNetwork(ops)
+            macs = multiply_adds(reference, torch.empty(1, 3, 32, 32))
+        assert (totals["params"], totals["macs"]) == (sum(p.numel() for p in reference.parameters()), macs), ops
+    # cells without parameters: the skeleton's own, by hand (stem, two reduction blocks, BatchNorm, classifier)
+    skeleton = 3 * 16 * 9 + 2 * 16
+    skeleton += 16 * 32 * 9 + 2 * 32 + 32 * 32 * 9 + 2 * 32 + 16 * 32
+    skeleton += 32 * 64 * 9 + 2 * 64 + 64 * 64 * 9 + 2 * 64 + 32 * 64
+    assert totals["params"] == skeleton + 2 * 64 + 64 * 10 + 10 == 73_306  # the paper's smallest, 0.07 M
+
+
+def test_nas_bench_201_outputs_equal_a_hand_written_reference():
+    import torch
+    from nb201_reference import TinyNetwork
+
+    ops = NB201_CELLS[1]  # node 1 is nothing: BatchNorm's shift must not leak through the edges from it
+    net = nasdsl.compile_spec(NB201, [*_cell(ops), "N=1"])  # one cell a stage: the same classes
+    torch.manual_seed(0)
+    reference = TinyNetwork(ops, n=1).eval()
+    model = nasdsl.build_model(net).eval()
+    x = torch.randn(2, 3, 32, 32)
+    # the same weights: the two state_dicts list the same tensors in the same order
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert [v.shape for v in ours.values()] == [v.shape for v in theirs.values()]
+    for v in ours.values():
+        if v.dtype.is_floating_point:
+            v.copy_(torch.randn_like(v).abs() + 0.5)  # BatchNorm's statistics too: a shift that is no zero
+    reference.load_state_dict(dict(zip(theirs, ours.values(), strict=True)))
+    with torch.no_grad():
+        got, want = model(x), reference(x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+# --------------------------------------------------------------------------- choices between blocks, zero
+
+#: a cell of three nodes: a choice between blocks in both forms, words as options, `from` on a choice
+CELL = """\
+nasdsl: 1
+name: Cell
+input:
+  shape: [4, 8, 8]
+templates:
+  none: {body: zero}
+  skip: {body: identity}
+  conv3: {params: [{C: 4}], body: [relu, {op: conv2d, out: C, kernel: 3, padding: 1, bias: false}, batch_norm]}
+model:
+  n1: {choice: [conv3, skip, none]}
+  n2:
+    add:
+      e0: {choice: {conv: [relu, {op: conv2d, out: 4, kernel: 3, padding: 1, bias: false}, batch_norm],
+                    skip: identity, none: zero}, from: in}
+      e1: {choice: [conv3, skip, none], default: skip}
+"""
+
+
+def _cell_params(n1: str, e0: str, e1: str) -> int | None:
+    """Parameters by hand (a conv 4 x 4 x 3 x 3 and its BatchNorm: 152); None where the output is nothing."""
+    n1_zero = n1 == "none"
+    live_e0 = e0 != "none"
+    live_e1 = e1 != "none" and not n1_zero  # an op that reads nothing is nothing
+    if not (live_e0 or live_e1):
+        return None
+    convs = (n1 == "conv3") + (e0 == "conv") + (live_e1 and e1 == "conv3")
+    return 152 * convs
+
+
+def test_a_choice_between_blocks_shows_words_and_every_variant_agrees(tmp_path, capsys):
+    path = _write(tmp_path, CELL)
+    space = spaces.load_space(path)
+    assert [(p.name, p.kind, p.options) for p in space.points] == [
+        ("n1", "block", ("conv3", "skip", "none")),
+        ("n2.add.e0", "block", ("conv", "skip", "none")),
+        ("n2.add.e1", "block", ("conv3", "skip", "none")),
+    ]
+    assert space.default == (0, 0, 1)
+    evaluator = Evaluator(space)
+    for picks in space.variants():
+        _agrees(space, evaluator, picks)
+        c = space.choices(picks)
+        r = evaluator.evaluate(picks)
+        expected = _cell_params(c["n1"], c["n2.add.e0"], c["n2.add.e1"])
+        assert (r.figures.params if r.valid else None) == expected, c
+        if not r.valid:
+            assert "the output 'out' is a zero (nothing)" in r.error
+    code, out, _ = _run(capsys, "space", path, "--format", "csv", "--limit", "2")
+    assert out.splitlines()[1].startswith("0,conv3,conv,conv3,true,456,")
+    # --set takes a word, in check, summary and a sweep
+    code, out, _ = _run(capsys, "summary", path, "--set", "n1=none", "--set", "n2.add.e0=skip")
+    assert code == 0 and "total" in out and " 0 " in out.splitlines()[-1]
+    code, out, _ = _run(capsys, "sweep", path, "--set", "n1=[skip,none]", "--format", "json")
+    assert [v["params"] for v in json.loads(out)["variants"]] == [152 * 2 - 152, 152]
+
+
+def test_zero_left_out_generates_the_cell_without_the_edge(tmp_path):
+    import torch
+
+    path = _write(tmp_path, CELL)
+    space = spaces.load_space(path)
+    # n1 is nothing, e0 a conv from the input, e1 a conv of n1: left out; the model is e0's conv alone
+    picks = (2, 0, 0)
+    doc = space.document_of(picks)
+    net = nasdsl.compile_spec(nasdsl.api.parse_spec(doc, space.file, document.spec_hash(doc), space.files))
+    model = nasdsl.build_model(net).eval()
+    sd = model.state_dict()
+    assert sorted(k for k in sd if k.endswith("weight")) == ["n2.e0.1.weight", "n2.e0.2.weight"]
+    reference = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1, bias=False),
+                                    torch.nn.BatchNorm2d(4)).eval()  # fmt: skip
+    reference.load_state_dict({k.removeprefix("n2.e0."): v for k, v in sd.items()})
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"n1: {choice: [conv3, skip, none]}": "n1: {choice: [conv3, skip, none], weight: 2}"},
+         "n1.weight: unknown key 'weight' in a choice between blocks; allowed: choice, default, from, doc"),
+        ({"n1: {choice: [conv3, skip, none]}": "n1: {choice: [conv3, skip, conv3]}"},
+         "n1.choice: option conv3 is given twice"),
+        ({"n1: {choice: [conv3, skip, none]}": "n1: {choice: [conv3, skip, none], default: zero}"},
+         "n1.default: expected the default to be one of the options (conv3, skip, none), got 'zero'"),
+        ({"n1: {choice: [conv3, skip, none]}": "n1: {choice: [conv3, 3]}"},
+         "n1.choice[1]: expected an option that names an op or a template"),
+        ({"skip: identity, none: zero}": "skip: {op: avg_pool, kernel: {choice: [1, 3]}}, none: zero}"},
+         "n2.e0.choice.skip: expected an option without choices of its own"),
+        ({"    add:\n": "    concat:\n", "default: skip}": "default: none}"},
+         "model.n2.e1: branch 'e1' of this concat is a zero (nothing): only an add leaves a zero out"),
+        ({"e1: {choice: [conv3, skip, none], default: skip}": "e1: {choice: [conv3, skip, none], from: in}",
+          "skip: identity, none: zero}, from: in}": "skip: identity, none: {op: zero, from: n1}}, from: in}"},
+         "option 2 of this choice has its own 'from': give it on the choice or on the option, not both"),
+    ],
+)  # fmt: skip
+def test_a_malformed_choice_between_blocks_is_a_located_error(tmp_path, capsys, edit, message):
+    text = CELL
+    for old, new in edit.items():
+        assert old in text
+        text = text.replace(old, new)
+    code, out, err = _run(capsys, "check", _write(tmp_path, text))
+    assert code == 2 and message in err, err
+    assert re.search(r"space\.yaml:\d+:\d+: error: ", err), err
