@@ -89,6 +89,8 @@ class Result:
     figures: Figures | None
     error: str = ""
     recompiled: bool = False
+    #: the architecture hash (nasdsl.unique), where it was asked for
+    hash: str = ""
 
     @property
     def valid(self) -> bool:
@@ -613,6 +615,14 @@ class Evaluator:
                 return Result(variant, picks, None, outcome.format())
             return Result(variant, picks, outcome)
         return self._full(variant, picks, keep=True)
+
+    def hash(self, picks: tuple[int, ...]) -> str | None:
+        """The architecture hash of a variant (:func:`nasdsl.unique.graph_hash`), compiled in full;
+        None when it does not compile."""
+        from nasdsl.unique import graph_hash
+
+        _, outcome, _ = self._compile_graph(self.space.document_of(picks))
+        return None if isinstance(outcome, NasdslError) else graph_hash(outcome)
 
     def compile(self, picks: tuple[int, ...]) -> Result:
         """The same as :meth:`evaluate`, by compiling the variant in full (what the tests compare)."""

@@ -462,3 +462,58 @@ def test_a_malformed_choice_between_blocks_is_a_located_error(tmp_path, capsys, 
     code, out, err = _run(capsys, "check", _write(tmp_path, text))
     assert code == 2 and message in err, err
     assert re.search(r"space\.yaml:\d+:\d+: error: ", err), err
+
+
+#: a choice between blocks inside a repeated block: one choice, the same block in every repetition
+REPEATED_CELL = CELL.replace("model:\n", "model:\n  stack:\n    repeat: 2\n    block: {choice: [conv3, skip]}\n")
+
+
+def test_a_choice_between_blocks_inside_repeat_and_zero_in_both_backends(tmp_path, capsys):
+    from nasdsl.backends.verify import verify
+
+    path = _write(tmp_path, REPEATED_CELL)
+    space = spaces.load_space(path)
+    assert [p.name for p in space.points][0] == "stack.block" and space.count() == 2 * 27
+    code, out, _ = _run(capsys, "space", path, "--format", "json", "--limit", "27")
+    rows = {v["id"]: v for v in json.loads(out)["variants"]}
+    # stack conv3 twice (2 x 152), n1 none, e0 conv (152), e1 conv3 of nothing: left out
+    assert rows[18]["choices"] == {"stack.block": "conv3", "n1": "none", "n2.add.e0": "conv", "n2.add.e1": "conv3"}
+    assert rows[18]["params"] == 3 * 152
+    code, out, _ = _run(capsys, "space", path, "--pick", "18", "-o", str(tmp_path / "v.yaml"))
+    assert code == 0
+    net = nasdsl.compile_spec(tmp_path / "v.yaml")
+    assert [n for n, d in nasdsl.ir.nodes(net.graph) if d.op == "zero"] == ["n1"]  # kept (nothing reads it)
+    result = verify(net.graph, batch=2, opset=17)  # PyTorch against ONNX Runtime
+    assert result.ok, result
+
+
+# --------------------------------------------------------------------------- unique architectures
+
+
+def _cell_function(n1: str, e0: str, e1: str) -> tuple[str, ...] | None:
+    """What a CELL variant computes, by hand: the terms of its sum (C: a conv of its own), in any order."""
+    node1 = {"conv3": "C(x)", "skip": "x", "none": None}[n1]
+    terms = [{"conv": "C(x)", "skip": "x", "none": None}[e0]]
+    if node1 is not None:
+        terms.append({"conv3": f"C({node1})", "skip": node1, "none": None}[e1])
+    terms = sorted(t for t in terms if t is not None)
+    return tuple(terms) or None
+
+
+def test_unique_keeps_one_variant_per_function_and_counts_them(tmp_path, capsys):
+    path = _write(tmp_path, CELL)
+    space = spaces.load_space(path)
+    first: dict[tuple, int] = {}
+    for picks in space.variants():
+        c = space.choices(picks)
+        f = _cell_function(c["n1"], c["n2.add.e0"], c["n2.add.e1"])
+        if f is not None:
+            first.setdefault(f, space.id_of(picks))
+    assert len(first) == 8  # of 27 variants, 22 valid
+    code, out, _ = _run(capsys, "space", path, "--unique", "--format", "json")
+    rows = json.loads(out)["variants"]
+    assert [v["id"] for v in rows] == sorted(first.values())
+    assert len({v["hash"] for v in rows}) == 8 and all(len(v["hash"]) == 16 for v in rows)
+    assert _run(capsys, "space", path, "--count", "--unique") == (0, "8\n", "")
+    code, out, _ = _run(capsys, "space", path, "--unique", "--format", "csv", "--limit", "1")
+    assert out.splitlines()[0].endswith(",hash,error")

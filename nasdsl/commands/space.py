@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import random
@@ -191,6 +192,13 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
     b = add_budget_arguments(parser, "budgets and selection")
     b.add_argument("--valid-only", action="store_true", help="leave out the variants that do not compile")
     b.add_argument(
+        "--unique",
+        action="store_true",
+        help="keep the first variant of each architecture (the hash column: the same layers wired alike, "
+        "identities and dead branches left out, a sum's terms in any order; docs/design-space.md); implies "
+        "--valid-only, and compiles each variant in full",
+    )
+    b.add_argument(
         "--latency",
         action="store_true",
         help="add the column latency_ms: milliseconds a sample (batch 1) predicted by this machine's latency model "
@@ -277,6 +285,8 @@ class Listing:
     latency: bool = False
     #: with --sample N: why fewer than N variants are listed (None: N were found, or no --sample)
     shortfall: str | None = None
+    #: --unique: the hash column is shown
+    unique: bool = False
 
 
 def wants_latency(args: argparse.Namespace) -> bool:
@@ -306,11 +316,28 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
         model = require()
     evaluator = Evaluator(space, max_nodes=max_nodes, max_params=limit_params, latency=model)
     shortfall = None
+    unique = getattr(args, "unique", False)
+    seen: set[str] = set()
+
+    def keep(r: Result) -> Result | None:
+        """The result if it passes the filters (with its hash, under --unique), else None."""
+        if not _passes(r, args):
+            return None
+        if unique:
+            if not r.valid:
+                return None
+            h = evaluator.hash(r.picks)
+            if h is None or h in seen:
+                return None
+            seen.add(h)
+            r = dataclasses.replace(r, hash=h)
+        return r
+
     if args.sample is not None:
-        kept, shortfall = _sample(space, evaluator, wanted, count, args)
+        kept, shortfall = _sample(space, evaluator, wanted, count, args, keep)
     else:
-        results = [evaluator.evaluate(p) for p in _first(space.variants(), wanted)]
-        kept = [r for r in results if _passes(r, args)]
+        results = [keep(evaluator.evaluate(p)) for p in _first(space.variants(), wanted)]
+        kept = [r for r in results if r is not None]
     if args.pareto:
         kept = _front(kept, args.pareto)
     if args.sort:
@@ -320,7 +347,15 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
         kept = kept[i - 1 :: n]
     seconds = time.perf_counter() - started
     return Listing(
-        space, count, tuple(kept), evaluator.evaluated, evaluator.recompiled, seconds, model is not None, shortfall
+        space,
+        count,
+        tuple(kept),
+        evaluator.evaluated,
+        evaluator.recompiled,
+        seconds,
+        model is not None,
+        shortfall,
+        unique,
     )
 
 
@@ -328,13 +363,18 @@ def filters(args: argparse.Namespace) -> list[str]:
     """The options given that leave variants out of a listing (budgets, --valid-only, --pareto, --shard)."""
     out = [f"{option} {column}={value:g}" if option in ("--max", "--min") else f"{option} {value:g}"
            for column, _, value, option in budgets(args)]  # fmt: skip
-    flags = (("--valid-only", args.valid_only), ("--pareto", args.pareto), ("--shard", args.shard))
+    flags = (
+        ("--valid-only", args.valid_only),
+        ("--unique", getattr(args, "unique", False)),
+        ("--pareto", args.pareto),
+        ("--shard", args.shard),
+    )
     out += [option for option, given in flags if given]
     return out
 
 
 def _sample(
-    space: spaces.Space, evaluator: Evaluator, wanted: int, count: int, args: argparse.Namespace
+    space: spaces.Space, evaluator: Evaluator, wanted: int, count: int, args: argparse.Namespace, keep
 ) -> tuple[list[Result], str | None]:
     """``wanted`` distinct variants drawn at random that pass the budgets and --valid-only, in id
     order, and why there are fewer when there are. The first ``wanted`` are
@@ -348,7 +388,7 @@ def _sample(
         picks = space.sample(wanted, args.seed)
         draws = len(picks)
     seen = {space.id_of(p) for p in picks}
-    kept = [r for r in map(evaluator.evaluate, picks) if _passes(r, args)]
+    kept = [r for r in (keep(evaluator.evaluate(p)) for p in picks) if r is not None]
     if len(kept) < wanted and len(seen) < count:
         rng = random.Random(f"{args.seed}/more")
         limit = spaces.draw_limit(wanted)
@@ -358,8 +398,8 @@ def _sample(
             if p is None or space.id_of(p) in seen:
                 continue
             seen.add(space.id_of(p))
-            r = evaluator.evaluate(p)
-            if _passes(r, args):
+            r = keep(evaluator.evaluate(p))
+            if r is not None:
                 kept.append(r)
     kept.sort(key=lambda r: r.id)
     asked = args.sample if not args.limit else min(args.sample, args.limit)
@@ -451,6 +491,7 @@ def rows(listing: Listing) -> list[dict]:
                 "valid": r.valid,
                 "error": r.error,
                 **{c: getattr(f, c) if f is not None else None for c in columns},
+                **({"hash": r.hash} if listing.unique else {}),
             }
         )
     return out
@@ -478,11 +519,12 @@ def as_csv(listing: Listing) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     columns = shown(listing)
-    w.writerow(["id", *names, "valid", *columns, "error"])
+    extra = ["hash"] if listing.unique else []
+    w.writerow(["id", *names, "valid", *columns, *extra, "error"])
     for row in rows(listing):
         choices = [option_text(row["choices"][n]) for n in names]
         figures = ["" if row[c] is None else row[c] for c in columns]
-        w.writerow([row["id"], *choices, str(row["valid"]).lower(), *figures, row["error"]])
+        w.writerow([row["id"], *choices, str(row["valid"]).lower(), *figures, *(row[c] for c in extra), row["error"]])
     return buf.getvalue()
 
 
@@ -505,7 +547,8 @@ def heading(listing: Listing, name: str) -> str:
 def as_text(listing: Listing, name: str, fmt: str) -> str:
     names = [p.name for p in listing.space.points]
     extra = ["latency ms"] if listing.latency else []
-    head = ["id", *names, "params", "MACs", "depth", "peak", *extra, "status"]
+    hashed = ["hash"] if listing.unique else []
+    head = ["id", *names, "params", "MACs", "depth", "peak", *extra, *hashed, "status"]
     body = []
     notes = []
     for row in rows(listing):
@@ -513,7 +556,13 @@ def as_text(listing: Listing, name: str, fmt: str) -> str:
         if listing.latency:
             figures.append(f"{row[LATENCY]:.2f}" if row[LATENCY] is not None else "")
         body.append(
-            [str(row["id"]), *(_cell(row["choices"][n]) for n in names), *figures, "ok" if row["valid"] else "invalid"]
+            [
+                str(row["id"]),
+                *(_cell(row["choices"][n]) for n in names),
+                *figures,
+                *(row[c] for c in hashed),
+                "ok" if row["valid"] else "invalid",
+            ]
         )
         if not row["valid"]:
             notes.append(f"variant {row['id']}: {row['error']}")
