@@ -410,8 +410,13 @@ def test_a_choice_between_blocks_shows_words_and_every_variant_agrees(tmp_path, 
     # --set takes a word, in check, summary and a sweep
     code, out, _ = _run(capsys, "summary", path, "--set", "n1=none", "--set", "n2.add.e0=skip")
     assert code == 0 and "total" in out and " 0 " in out.splitlines()[-1]
-    code, out, _ = _run(capsys, "sweep", path, "--set", "n1=[skip,none]", "--format", "json")
-    assert [v["params"] for v in json.loads(out)["variants"]] == [152 * 2 - 152, 152]
+    code, out, _ = _run(capsys, "sweep", path, "--set", "n1=[skip,none]", "--set", "n2.add.e0=[conv,none]",
+                        "--format", "json")  # fmt: skip
+    rows = json.loads(out)["variants"]
+    assert [tuple(v["choices"].values()) for v in rows] == [(a, b) for a in ("skip", "none") for b in ("conv", "none")]
+    assert [v["params"] for v in rows] == [
+        _cell_params(a, b, "skip") for a, b in [tuple(v["choices"].values()) for v in rows]
+    ]
 
 
 def test_zero_left_out_generates_the_cell_without_the_edge(tmp_path):

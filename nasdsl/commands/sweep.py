@@ -58,8 +58,20 @@ def grid_space(path: str, settings: list[str], *, limits=None) -> spaces.Space:
     values: dict[str, object] = {}
     locations: dict[str, Location] = {}
     names: dict[int, str] = {}
+    blocks = {p.name: p for p in own.points if p.kind == "block"}
     for text in settings:
         key, value, loc = document.parse_override(text)
+        if isinstance(value, YList) and key in blocks and all(w in blocks[key].options for w in value):
+            # an axis of a choice between blocks, by its words: those options' blocks
+            point = blocks[key]
+            options = document.new_map(value.loc)
+            for i, word in enumerate(value):
+                document.put(options, word, point.block(point.options.index(word)), value.loc_of(i), value.loc_of(i))
+            choice = document.new_map(loc)
+            document.put(choice, "choice", options, loc, value.loc)
+            names[id(choice)] = key
+            values[key], locations[key] = choice, loc
+            continue
         if isinstance(value, YList):
             choice = document.new_map(loc)
             document.put(choice, "choice", value, loc, value.loc)
