@@ -522,3 +522,27 @@ def test_unique_keeps_one_variant_per_function_and_counts_them(tmp_path, capsys)
     assert _run(capsys, "space", path, "--count", "--unique") == (0, "8\n", "")
     code, out, _ = _run(capsys, "space", path, "--unique", "--format", "csv", "--limit", "1")
     assert out.splitlines()[0].endswith(",hash,error")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        # the terms of node 3's sum in the other order: conv1x1(x) + conv3x3(x)
+        (("nor_conv_1x1", "nor_conv_3x3", "none", "none", "skip_connect", "skip_connect"),
+         ("nor_conv_3x3", "nor_conv_1x1", "none", "none", "skip_connect", "skip_connect"), True),
+        # conv3x3(x) through skips, by two paths
+        (("nor_conv_3x3", "none", "skip_connect", "none", "none", "skip_connect"),
+         ("nor_conv_3x3", "none", "none", "none", "skip_connect", "none"), True),
+        # node 1's conv reaches no output (a dead branch): pool(x) either way
+        (("nor_conv_3x3", "avg_pool_3x3", "none", "none", "none", "skip_connect"),
+         ("none", "avg_pool_3x3", "none", "none", "none", "skip_connect"), True),
+        # conv3x3(x) + conv3x3(x): one layer read twice, or two layers (two sets of weights)
+        (("nor_conv_3x3", "none", "skip_connect", "none", "skip_connect", "skip_connect"),
+         ("nor_conv_3x3", "nor_conv_3x3", "none", "none", "skip_connect", "skip_connect"), False),
+    ],
+)  # fmt: skip
+def test_nas_bench_201_cells_that_compute_the_same_share_a_hash(a, b, same):
+    from nasdsl.unique import graph_hash
+
+    ha, hb = (graph_hash(nasdsl.compile_spec(NB201, [*_cell(ops), "N=1"]).graph) for ops in (a, b))
+    assert (ha == hb) == same
