@@ -25,6 +25,7 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.errors import GraphError, LimitError, NasdslError, SpecError
 from nasdsl.ir.sym import Sym, SymbolicError, is_identifier
+from nasdsl.ir.tree import bypassed, map_tree, retarget, skip_of
 from nasdsl.ops import MAX_CHANNELS, OPS, SPEC_OPS, check_int, describe
 from nasdsl.spec import (
     INPUT_REF,
@@ -938,6 +939,7 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     raise_errors(errors)
     if not spec.outputs:
         outputs.append(ir.Output("out", model.passed, 1.0, False, source=model.children[-1].path))
+    model = _without_unread_zeros(b, model, outputs)
     for out in outputs:
         if out.node in b.zeros:
             raise SpecError(
@@ -983,6 +985,27 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     )
     ir.set_info(b.g, info)
     return b.g
+
+
+def _without_unread_zeros(b: _Builder, model: ir.Block, outputs: list[ir.Output]) -> ir.Block:
+    """The model without the zeros that nothing reads (a node whose every reader was left out): their
+    blocks pass their input on, and the blocks that named them name that input."""
+    read = {o.node for o in outputs}
+    dead = {z: ir.inputs(b.g, z)[0] for z in b.zeros if z in b.g and not b.g.out_degree(z) and z not in read}
+    if not dead:
+        return model
+    b.g.remove_nodes_from(dead)
+    b.count -= len(dead)
+    b.zeros -= dead.keys()
+
+    def fn(block: ir.Block) -> ir.Block:
+        if block.output in dead and (block.kind == "op" or all(bypassed(c) for c in block.children)):
+            return skip_of(block, dead[block.output])  # the zero, or a block of nothing else
+        for old, new in dead.items():
+            block = retarget(block, old, new)
+        return block
+
+    return map_tree(model, fn)
 
 
 def _output(b: _Builder, out, scope: _Scope, model_names: set[str], position: int) -> ir.Output | None:
