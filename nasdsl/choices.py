@@ -12,6 +12,11 @@ document with chosen options in their place (:func:`substitute`). A mapping
 where a value belongs that has no choice key is left to the parser. The same
 mapping reached twice (a YAML alias) is one choice: it is tied.
 
+Where a block stands (a model entry, a sequence's item, a merge's branch, a
+repeated block, a template's body), ``{choice: [name, ...]}`` or ``{choice:
+{word: block, ...}}`` is a *choice between blocks* (kind ``block``): its options
+are words, and :meth:`ChoicePoint.block` gives the block a word stands for.
+
 :mod:`nasdsl.space` builds the design space on top.
 """
 
