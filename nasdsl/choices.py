@@ -33,7 +33,7 @@ from nasdsl.ops import MERGE_OPS, describe
 from nasdsl.spec import BLOCK_KEYS, Value, check_name, did_you_mean, parse_value
 
 #: the keys of a choice mapping
-CHOICE_KEYS = ("choice", "range", "default", "when")
+CHOICE_KEYS = ("choice", "range", "default", "when", "name")
 #: the most options one choice (a range) may have
 MAX_OPTIONS = 10_000
 #: the document key of the constraints
@@ -101,7 +101,17 @@ def find_choices(doc: YMap, names: Mapping[int, str] | None = None) -> tuple[Cho
     their ``--set`` path. Raises :class:`SpecError` for a malformed choice."""
     scan = _Scanner(doc, names or {})
     scan.run()
-    return tuple(scan.points())
+    points = tuple(scan.points())
+    seen: dict[str, ChoicePoint] = {}
+    for p in points:
+        if p.name in seen:
+            raise SpecError(
+                f"two choices are named '{p.name}' (the other at {seen[p.name].loc}): give each its own name",
+                location=p.loc,
+                path=f"{p.positions[0].spec_path}.name",
+            )
+        seen[p.name] = p
+    return points
 
 
 def constraints(doc: YMap) -> tuple[Constraint, ...]:
@@ -302,7 +312,7 @@ def _choice_like(m: YMap) -> bool:
 
 
 #: the keys of a choice between blocks
-BLOCK_CHOICE_KEYS = ("choice", "default", *document.BLOCK_CHOICE_EXTRA)
+BLOCK_CHOICE_KEYS = ("choice", "default", "name", *document.BLOCK_CHOICE_EXTRA)
 
 
 def _parse_block_choice(f: _Found) -> ChoicePoint:
@@ -361,10 +371,17 @@ def _parse_block_choice(f: _Found) -> ChoicePoint:
                 path=f"{path}.default",
             )
         default = words.index(given)
-    name = f.name or first.set_path
+    name = f.name or _given_name(m, path) or first.set_path
     return ChoicePoint(
         name, "block", tuple(words), tuple(locs), default, m.loc, tuple(f.positions), None, None, block_choice=m
     )
+
+
+def _given_name(m: YMap, path: str) -> str | None:
+    """A choice's own ``name`` (what tables and ``--set`` call it), or None."""
+    if "name" not in m:
+        return None
+    return check_name(m["name"], m.loc_of("name"), f"{path}.name", "choice name")
 
 
 def _choice_inside(node: object) -> YMap | None:
@@ -446,7 +463,7 @@ def _parse_choice(f: _Found) -> ChoicePoint:
                 path=f"{path}.when",
             )
         when = parse_value(w, m.loc_of("when"), f"{path}.when")
-    name = f.name or first.set_path
+    name = f.name or _given_name(m, path) or first.set_path
     positions = tuple(f.positions)
     return ChoicePoint(name, kind, options, locs, default, m.loc, positions, f.variable, when)
 

@@ -305,6 +305,8 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
     elif head in model:
         section, rest = "model", parts
     else:
+        if len(parts) == 1 and _set_named_choice(doc, head, value, loc):
+            return
         options = [*variables, *model]
         raise SpecError(
             f"no variable or model entry named '{head}'{did_you_mean(head, options)}", location=at, path=path
@@ -357,6 +359,27 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
         else:
             raise SpecError(f"{walked} is a value, it has no key '{part}'", location=at, path=path)
         walked = join(walked, part)
+
+
+def _set_named_choice(doc: YMap, name: str, value: object, loc: Location) -> bool:
+    """Put ``value`` in the place of every choice whose ``name`` is ``name`` (a YAML alias puts one
+    in several places); False where there is none."""
+    found = False
+    stack: list[object] = [doc]
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, YMap) else list(enumerate(node))
+        for key, v in items:
+            if isinstance(v, YMap) and ("choice" in v or "range" in v) and v.get("name") == name:
+                if isinstance(node, YMap):
+                    put(node, key, _chosen_block(v, value), node.key_locs.get(key, loc), loc)
+                else:
+                    node[key] = _chosen_block(v, value)
+                    node.item_locs[key] = loc
+                found = True
+            elif isinstance(v, (YMap, YList)):
+                stack.append(v)
+    return found
 
 
 def _chosen_block(old: object, value: object) -> object:

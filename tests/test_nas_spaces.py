@@ -275,15 +275,8 @@ def test_sample_by_choice_respects_constraints(tmp_path):
 # --------------------------------------------------------------------------- NAS-Bench-201
 
 NB201 = str(SPECS / "spaces" / "nas_bench_201.yaml")
-#: the cell's choices in the benchmark's edge order (0->1, 0->2, 1->2, 0->3, 1->3, 2->3)
-NB201_EDGES = (
-    "templates.Cell.body.node1",
-    "templates.Cell.body.node2.add.from0",
-    "templates.Cell.body.node2.add.from1",
-    "templates.Cell.body.node3.add.from0",
-    "templates.Cell.body.node3.add.from1",
-    "templates.Cell.body.node3.add.from2",
-)
+#: the cell's choices, named by their edges (j -> i) in the benchmark's order
+NB201_EDGES = ("edge_0_1", "edge_0_2", "edge_1_2", "edge_0_3", "edge_1_3", "edge_2_3")
 
 
 def test_the_guide_shows_the_spec_as_it_is():
@@ -442,7 +435,7 @@ def test_zero_left_out_generates_the_cell_without_the_edge(tmp_path):
     ("edit", "message"),
     [
         ({"n1: {choice: [conv3, skip, none]}": "n1: {choice: [conv3, skip, none], weight: 2}"},
-         "n1.weight: unknown key 'weight' in a choice between blocks; allowed: choice, default, from, doc"),
+         "n1.weight: unknown key 'weight' in a choice between blocks; allowed: choice, default, name, from, doc"),
         ({"n1: {choice: [conv3, skip, none]}": "n1: {choice: [conv3, skip, conv3]}"},
          "n1.choice: option conv3 is given twice"),
         ({"n1: {choice: [conv3, skip, none]}": "n1: {choice: [conv3, skip, none], default: zero}"},
@@ -451,6 +444,11 @@ def test_zero_left_out_generates_the_cell_without_the_edge(tmp_path):
          "n1.choice[1]: expected an option that names an op or a template"),
         ({"skip: identity, none: zero}": "skip: {op: avg_pool, kernel: {choice: [1, 3]}}, none: zero}"},
          "n2.e0.choice.skip: expected an option without choices of its own"),
+        ({"n1: {choice: [conv3, skip, none]}": "n1: {choice: [conv3, skip, none], name: e1}",
+          "default: skip}": "default: skip, name: e1}"},
+         "n2.e1.name: two choices are named 'e1' (the other at "),
+        ({"n1: {choice: [conv3, skip, none]}": "n1: {choice: [conv3, skip, none], name: 1st}"},
+         "n1.name: expected a choice name"),
         ({"    add:\n": "    concat:\n", "default: skip}": "default: none}"},
          "model.n2.e1: branch 'e1' of this concat is a zero (nothing): only an add leaves a zero out"),
         ({"e1: {choice: [conv3, skip, none], default: skip}": "e1: {choice: [conv3, skip, none], from: in}",

@@ -145,7 +145,7 @@ ERRORS = [
     (
         "width: {choise: [1, 2]}",
         "variables.width.choise: unknown key 'choise' in a choice (did you mean 'choice'?); "
-        "allowed: choice, range, default, when",
+        "allowed: choice, range, default, when, name",
         (7, 11),
     ),
     ("width: {choice: []}", "variables.width.choice: expected a list of one or more options, got an empty list", None),
