@@ -555,6 +555,11 @@ def _matmul(n: Lowered) -> None:
     n.emit("MatMul", [x, y], last=True)
 
 
+@lowering("onnx", "zero")
+def _zero(n: Lowered) -> None:  # a search space's "none", where the builder keeps it: zeros like its input
+    n.emit("Mul", [n.x, n.e.scalar(0.0)], last=True)
+
+
 # ---------------------------------------------------------------------------
 # MaxViT's attention within block and grid partitions (nasdsl/ops/partition.py)
 

@@ -671,6 +671,12 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 
+# nasdsl/ops/tensor.py's `zero` (a search space's "none"): where the builder keeps it, zeros like its input
+lowering("pytorch", "zero")(
+    TorchLowering(lambda ctx, node: Call(helper_name(ctx, "Fill"), ("0.0",)), defines=("Fill",))
+)
+
+
 def check_lowering(ctx: ClassContext, node: str, low: TorchLowering) -> None:
     """A lowering that has no module of its own cannot be an item of a module expression."""
     if low.module is None:

@@ -25,6 +25,7 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.errors import GraphError, LimitError, NasdslError, SpecError
 from nasdsl.ir.sym import Sym, SymbolicError, is_identifier
+from nasdsl.ir.tree import bypassed, map_tree, retarget, skip_of
 from nasdsl.ops import MAX_CHANNELS, OPS, SPEC_OPS, check_int, describe
 from nasdsl.spec import (
     INPUT_REF,
@@ -141,6 +142,10 @@ class _Builder:
         self.variable_switches: dict[str, str] = {n: n for n, v in variables.items() if isinstance(v, bool)}
         #: where each variable's value was written (a variable passed to build() has no place)
         self.sources: dict[str, tuple[Value, _Scope]] = {}
+        #: the nodes that are a `zero` (nothing): an op that reads one is left out, an add drops it
+        self.zeros: set[str] = set()
+        #: the live nodes in the order they were made
+        self.made: list[str] = []
 
     @property
     def dormant(self) -> bool:
@@ -187,6 +192,8 @@ class _Builder:
             init=ir.frozen(init),
         )
         g.add_node(name, **{ir.KEY: record})
+        if g is self.g:
+            self.made.append(name)
         for i, src in enumerate(inputs):
             if src not in g:  # a dormant node reading a live one: a stub stands for it
                 g.add_node(src, **{ir.KEY: _EXTERNAL})
@@ -303,8 +310,12 @@ class _Builder:
         self, b: OpBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
     ) -> ir.Block:
         attrs, exprs, deps, given = self._attrs(b, path, scope)
+        if inputs[0] in self.zeros:  # an op that reads nothing is nothing: left out, its parameters too
+            return _skip(b, name, path, inputs[:1], phase, None)
         init = {k: ir.InitRule(r.scheme, r.args) for k, r in b.init}
         node = self.add_node(path, b.op, attrs, given, b, phase, inputs[:1], scope, exprs, deps, init)
+        if b.op == "zero":
+            self.zeros.add(node)
         return _block("op", name, path, b, inputs[:1], node, phase, when, op=b.op)
 
     def _attr_error(self, e: SpecError, b: OpBlock | MergeBlock, node: str, scope: _Scope) -> SpecError:
@@ -425,9 +436,27 @@ class _Builder:
     ) -> ir.Block:
         children = []
         outs: list[str] = []
+        #: the branches that are a zero: (index, name, block, path, the nodes they made)
+        zeros: list[tuple[int, str, Block, str, list[str]]] = []
         for branch_name, branch in b.branches:
-            sub = self.expand(branch, branch_name, _join(path, branch_name), inputs, scope, phase)
+            branch_path = _join(path, branch_name)
+            made_before = len(self.made)
+            sub = self.expand(branch, branch_name, branch_path, inputs, scope, phase)
             children.append(sub)
+            if sub.passed in self.zeros and not sub.dormant and not (sub.kind == "skip" and sub.when is not None):
+                if b.op != "add":
+                    raise _in_node(
+                        SpecError(
+                            f"branch '{branch_name}' of this {b.op} is a zero (nothing): only an add leaves a zero "
+                            "out (of its sum)",
+                            location=branch.loc,
+                            path=branch.path,
+                        ),
+                        scope,
+                        path,
+                    )
+                zeros.append((len(children) - 1, branch_name, branch, branch_path, self.made[made_before:]))
+                continue
             if sub.kind == "skip" or sub.dormant:
                 continue  # a branch its `when` switches off is absent from the merge (not its input passed on)
             out = sub.passed
@@ -435,6 +464,20 @@ class _Builder:
                 out = self.add_node(sub.path, "identity", {}, (), branch, phase, (out,), scope)
                 children[-1] = _retarget(sub, sub.inputs, out)
             outs.append(out)
+        if zeros and not self.dormant:
+            # a zero is left out of the sum: its branch is absent, and the nodes it made go; a sum of
+            # zeros is a zero (the first zero branch's)
+            dropped = zeros[0 if outs else 1 :]
+            for _, _, _, branch_path, made in dropped:
+                self._drop(made, branch_path)
+            gone = {i for i, *_ in dropped}
+            kept = [c for i, c in enumerate(children) if i not in gone]
+            if not outs:
+                first = children[zeros[0][0]]
+                return _block(
+                    "seq", name, path, b, first.inputs, first.passed, phase, when, children=kept, named=b.named
+                )
+            children = kept
         if not outs:
             raise _in_node(
                 SpecError(f"every branch of this {b.op} is switched off by its `when`", location=b.loc, path=b.path),
@@ -443,10 +486,23 @@ class _Builder:
             )
         if len(outs) == 1:  # a merge left with one branch is that branch
             self._attrs(b, path, scope)  # its attributes are still checked
-            return _block("seq", name, path, b, inputs, outs[0], phase, when, children=children, named=b.named)
+            live = next(c for c in children if c.passed == outs[0] and c.kind != "skip")
+            # it reads what that branch reads (another value, with `from:`)
+            return _block("seq", name, path, b, live.inputs, outs[0], phase, when, children=children, named=b.named)
         attrs, exprs, deps, given = self._attrs(b, path, scope)
         node = self.add_node(path, b.op, attrs, given, b, phase, tuple(outs), scope, exprs, deps)
         return _block("merge", name, path, b, inputs, node, phase, when, children=children, named=b.named, op=b.op)
+
+    def _drop(self, made: list[str], path: str) -> None:
+        """Remove the nodes a branch made (a zero left out of a sum), and what names them."""
+        gone = set(made)
+        self.g.remove_nodes_from(made)
+        self.count -= len(made)
+        self.zeros -= gone
+        for key in [k for k, v in self.paths.items() if v in gone]:
+            del self.paths[key]
+        for uses in self.instances.values():
+            uses[:] = [u for u in uses if not (u == path or u.startswith(path + "."))]
 
     def _use(
         self, b: UseBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
@@ -883,6 +939,15 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     raise_errors(errors)
     if not spec.outputs:
         outputs.append(ir.Output("out", model.passed, 1.0, False, source=model.children[-1].path))
+    model = _without_unread_zeros(b, model, outputs)
+    for out in outputs:
+        if out.node in b.zeros:
+            raise SpecError(
+                f"the output '{out.name}' is a zero (nothing): every path to it from the input passes through a "
+                "zero op",
+                location=spec.model.loc,
+                path="model",
+            )
     if outputs[0].training_only:
         first = spec.outputs[0]
         raise SpecError(
@@ -920,6 +985,27 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     )
     ir.set_info(b.g, info)
     return b.g
+
+
+def _without_unread_zeros(b: _Builder, model: ir.Block, outputs: list[ir.Output]) -> ir.Block:
+    """The model without the zeros that nothing reads (a node whose every reader was left out): their
+    blocks pass their input on, and the blocks that named them name that input."""
+    read = {o.node for o in outputs}
+    dead = {z: ir.inputs(b.g, z)[0] for z in b.zeros if z in b.g and not b.g.out_degree(z) and z not in read}
+    if not dead:
+        return model
+    b.g.remove_nodes_from(dead)
+    b.count -= len(dead)
+    b.zeros -= dead.keys()
+
+    def fn(block: ir.Block) -> ir.Block:
+        if block.output in dead and (block.kind == "op" or all(bypassed(c) for c in block.children)):
+            return skip_of(block, dead[block.output])  # the zero, or a block of nothing else
+        for old, new in dead.items():
+            block = retarget(block, old, new)
+        return block
+
+    return map_tree(model, fn)
 
 
 def _output(b: _Builder, out, scope: _Scope, model_names: set[str], position: int) -> ir.Output | None:

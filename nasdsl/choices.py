@@ -12,6 +12,11 @@ document with chosen options in their place (:func:`substitute`). A mapping
 where a value belongs that has no choice key is left to the parser. The same
 mapping reached twice (a YAML alias) is one choice: it is tied.
 
+Where a block stands (a model entry, a sequence's item, a merge's branch, a
+repeated block, a template's body), ``{choice: [name, ...]}`` or ``{choice:
+{word: block, ...}}`` is a *choice between blocks* (kind ``block``): its options
+are words, and :meth:`ChoicePoint.block` gives the block a word stands for.
+
 :mod:`nasdsl.space` builds the design space on top.
 """
 
@@ -24,11 +29,11 @@ from nasdsl import document
 from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
 from nasdsl.numbers import number_ok
-from nasdsl.ops import describe
-from nasdsl.spec import BLOCK_KEYS, Value, did_you_mean, parse_value
+from nasdsl.ops import MERGE_OPS, describe
+from nasdsl.spec import BLOCK_KEYS, Value, check_name, did_you_mean, parse_value
 
 #: the keys of a choice mapping
-CHOICE_KEYS = ("choice", "range", "default", "when")
+CHOICE_KEYS = ("choice", "range", "default", "when", "name")
 #: the most options one choice (a range) may have
 MAX_OPTIONS = 10_000
 #: the document key of the constraints
@@ -61,6 +66,14 @@ class ChoicePoint:
     variable: str | None = None
     #: the condition under which the choice is made (else it keeps its default)
     when: Value | None = None
+    #: a choice between blocks (kind "block"): the choice mapping, whose options are words
+    #: naming blocks (:func:`nasdsl.document.option_block` gives option k's block)
+    block_choice: YMap | None = None
+
+    def block(self, k: int) -> object:
+        """The block option ``k`` of a choice between blocks stands for."""
+        assert self.block_choice is not None
+        return document.option_block(self.block_choice, k)
 
     def describe(self) -> dict:
         """Plain data for JSON."""
@@ -88,7 +101,17 @@ def find_choices(doc: YMap, names: Mapping[int, str] | None = None) -> tuple[Cho
     their ``--set`` path. Raises :class:`SpecError` for a malformed choice."""
     scan = _Scanner(doc, names or {})
     scan.run()
-    return tuple(scan.points())
+    points = tuple(scan.points())
+    seen: dict[str, ChoicePoint] = {}
+    for p in points:
+        if p.name in seen:
+            raise SpecError(
+                f"two choices are named '{p.name}' (the other at {seen[p.name].loc}): give each its own name",
+                location=p.loc,
+                path=f"{p.positions[0].spec_path}.name",
+            )
+        seen[p.name] = p
+    return points
 
 
 def constraints(doc: YMap) -> tuple[Constraint, ...]:
@@ -124,6 +147,7 @@ class _Found:
     positions: list[Position]
     variable: str | None
     name: str | None
+    block: bool = False
 
 
 class _Scanner:
@@ -206,6 +230,14 @@ class _Scanner:
 
     def block(self, container, key, keys: tuple, spec_path: str, set_path: str) -> None:
         b = container[key]
+        if document.is_block_choice(b):
+            identity = _identity(b)
+            position = Position(keys, spec_path, set_path)
+            if identity in self.found:
+                self.found[identity].positions.append(position)
+            else:
+                self.found[identity] = _Found(b, [position], None, self.names.get(id(b)), block=True)
+            return
         if isinstance(b, YList):
             for i in range(len(b)):
                 self.block(b, i, (*keys, i), f"{spec_path}[{i}]", f"{set_path}.{i}")
@@ -238,7 +270,22 @@ class _Scanner:
                 for name in args:
                     shown = name if name in params else f"args.{name}"
                     self.value(args, name, (*keys, "args", name), f"{spec_path}.args.{name}", f"{set_path}.{shown}")
-        elif kind in ("concat", "add"):
+        elif kind == "seq":
+            items = b["seq"]
+            if isinstance(items, YList):
+                for i in range(len(items)):
+                    self.block(items, i, (*keys, "seq", i), f"{spec_path}[{i}]", f"{set_path}.seq.{i}")
+            elif isinstance(items, YMap):
+                for name in items:
+                    self.block(items, name, (*keys, "seq", name), f"{spec_path}.{name}", f"{set_path}.seq.{name}")
+        elif kind == "repeat":
+            self.value(b, "repeat", (*keys, "repeat"), f"{spec_path}.repeat", f"{set_path}.repeat")
+            if "block" in b:
+                self.block(b, "block", (*keys, "block"), f"{spec_path}.block", f"{set_path}.block")
+        elif kind in MERGE_OPS:
+            for attr in b:
+                if attr not in (kind, "phase", "when", "doc", "from"):
+                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}")
             branches = b[kind]
             if isinstance(branches, YList):
                 for i in range(len(branches)):
@@ -264,8 +311,100 @@ def _choice_like(m: YMap) -> bool:
     return any(k in CHOICE_KEYS or did_you_mean(k, CHOICE_KEYS) for k in m)
 
 
+#: the keys of a choice between blocks
+BLOCK_CHOICE_KEYS = ("choice", "default", "name", *document.BLOCK_CHOICE_EXTRA)
+
+
+def _parse_block_choice(f: _Found) -> ChoicePoint:
+    """A choice between blocks: ``{choice: [name, ...]}`` (op or template names) or
+    ``{choice: {word: block, ...}}``, with ``default`` (a word), ``from`` and ``doc``."""
+    m = f.choice
+    first = f.positions[0]
+    path = first.spec_path
+    for key in m:
+        if key not in BLOCK_CHOICE_KEYS:
+            raise SpecError(
+                f"unknown key '{key}' in a choice between blocks{did_you_mean(key, BLOCK_CHOICE_KEYS)}; "
+                f"allowed: {', '.join(BLOCK_CHOICE_KEYS)}",
+                location=m.key_locs.get(key, m.loc),
+                path=f"{path}.{key}",
+            )
+    raw = m["choice"]
+    where = {"location": m.loc_of("choice"), "path": f"{path}.choice"}
+    if not raw:
+        raise SpecError("expected one or more options, got none", **where)
+    if len(raw) > MAX_OPTIONS:
+        raise SpecError(f"expected at most {MAX_OPTIONS:,} options, got {len(raw):,}", **where)
+    words, blocks, locs = document.block_options(m)
+    for i, (word, block, loc) in enumerate(zip(words, blocks, locs, strict=True)):
+        at = {"location": loc, "path": f"{path}.choice.{word}" if isinstance(raw, YMap) else f"{path}.choice[{i}]"}
+        if isinstance(raw, YList) and not isinstance(word, str):
+            raise SpecError(
+                "expected an option that names an op or a template (a choice between blocks written as a list; "
+                f"write {{choice: {{word: block, ...}}}} for other blocks), got {scalar_type_name(word)}",
+                **at,
+            )
+        check_name(word, loc, at["path"], "option name")
+        inner = _choice_inside(block)
+        if inner is not None:
+            raise SpecError(
+                "expected an option without choices of its own: a choice inside an option of a choice between blocks "
+                "is not supported (make it a variable's choice, with `when`, and use the variable)",
+                location=inner.loc,
+                path=at["path"],
+            )
+    if len(set(words)) != len(words):
+        word = next(w for i, w in enumerate(words) if w in words[:i])
+        raise SpecError(f"option {word} is given twice", **where)
+    for k in range(len(words)):  # each option takes the choice's `from` and `doc`, chosen or not
+        try:
+            document.option_block(m, k)
+        except SpecError as e:
+            raise SpecError(e.message, location=e.location, path=f"{path}.choice.{words[k]}.{e.path}") from None
+    default = 0
+    if "default" in m:
+        given = m["default"]
+        if given not in words:
+            raise SpecError(
+                f"expected the default to be one of the options ({', '.join(words)}), got {describe(plain(given))}",
+                location=m.loc_of("default"),
+                path=f"{path}.default",
+            )
+        default = words.index(given)
+    name = f.name or _given_name(m, path) or first.set_path
+    return ChoicePoint(
+        name, "block", tuple(words), tuple(locs), default, m.loc, tuple(f.positions), None, None, block_choice=m
+    )
+
+
+def _given_name(m: YMap, path: str) -> str | None:
+    """A choice's own ``name`` (what tables and ``--set`` call it), or None."""
+    if "name" not in m:
+        return None
+    return check_name(m["name"], m.loc_of("name"), f"{path}.name", "choice name")
+
+
+def _choice_inside(node: object) -> YMap | None:
+    """A choice mapping anywhere inside ``node`` (a block), or None."""
+    if isinstance(node, YMap):
+        if _choice_like(node) or document.is_block_choice(node):
+            return node
+        values = node.values()
+    elif isinstance(node, YList):
+        values = node
+    else:
+        return None
+    for v in values:
+        found = _choice_inside(v)
+        if found is not None:
+            return found
+    return None
+
+
 def _parse_choice(f: _Found) -> ChoicePoint:
     """A choice mapping, read by popping its known keys and refusing the rest."""
+    if f.block:
+        return _parse_block_choice(f)
     m = f.choice
     first = f.positions[0]
     path = first.spec_path
@@ -324,7 +463,7 @@ def _parse_choice(f: _Found) -> ChoicePoint:
                 path=f"{path}.when",
             )
         when = parse_value(w, m.loc_of("when"), f"{path}.when")
-    name = f.name or first.set_path
+    name = f.name or _given_name(m, path) or first.set_path
     positions = tuple(f.positions)
     return ChoicePoint(name, kind, options, locs, default, m.loc, positions, f.variable, when)
 
@@ -422,6 +561,11 @@ def option_text(v: object) -> str:
     return str(v)
 
 
+def _option_yaml(option: object, loc: Location) -> object:
+    """An option as the document holds it: a block (already a document's copy) as it is."""
+    return option if isinstance(option, (YMap, YList)) else document.to_yaml(option, loc)
+
+
 def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, Location]], *, top=False) -> object:
     """A copy of ``node`` (at ``keys``) with the chosen options in place of the choices."""
     if isinstance(node, YMap):
@@ -432,7 +576,7 @@ def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, L
             here = (*keys, k)
             if here in chosen:
                 option, loc = chosen[here]
-                document.put(m, k, document.to_yaml(option, loc), node.key_locs.get(k, loc), loc)
+                document.put(m, k, _option_yaml(option, loc), node.key_locs.get(k, loc), loc)
             else:
                 document.put(m, k, substitute(v, here, chosen), node.key_locs.get(k, node.loc), node.loc_of(k))
         return m
@@ -443,7 +587,7 @@ def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, L
             here = (*keys, i)
             if here in chosen:
                 option, loc = chosen[here]
-                lst.append(document.to_yaml(option, loc))
+                lst.append(_option_yaml(option, loc))
                 locs.append(loc)
             else:
                 lst.append(substitute(v, here, chosen))

@@ -182,6 +182,59 @@ def to_yaml(value: object, loc: Location) -> object:
     return value
 
 
+#: the keys of a choice between blocks besides ``choice`` and ``default``: the block chosen gets them
+BLOCK_CHOICE_EXTRA = ("from", "doc")
+
+
+def is_block_choice(node: object) -> bool:
+    """A mapping where a block stands that is a choice between blocks: a ``choice`` key whose
+    value is a list or a mapping, and none of a block's own keys."""
+    from nasdsl.spec import BLOCK_KEYS
+
+    return (
+        isinstance(node, YMap)
+        and isinstance(node.get("choice"), (YList, YMap))
+        and not any(k in node for k in BLOCK_KEYS)
+    )
+
+
+def block_options(choice: YMap) -> tuple[list[str], list[object], list[Location]]:
+    """The words, blocks and locations of a choice between blocks: ``{choice: [name, ...]}`` (each
+    an op or template name, which is the block) or ``{choice: {word: block, ...}}``."""
+    raw = choice["choice"]
+    if isinstance(raw, YMap):
+        words = list(raw)
+        return words, [raw[w] for w in words], [raw.key_locs.get(w, raw.loc) for w in words]
+    return [w for w in raw], list(raw), [raw.loc_of(i) for i in range(len(raw))]
+
+
+def option_block(choice: YMap, k: int) -> object:
+    """The block of option ``k`` of a choice between blocks, with the choice's ``from`` and ``doc``
+    given to it (a name becomes ``{use: name, ...}``, a list ``{seq: [...], ...}``)."""
+    from nasdsl.spec import BLOCK_KEYS
+
+    _, blocks, locs = block_options(choice)
+    block = _copy(blocks[k])
+    extra = [key for key in BLOCK_CHOICE_EXTRA if key in choice]
+    if not extra:
+        return block
+    loc = locs[k]
+    if isinstance(block, YMap) and any(key in block for key in BLOCK_KEYS):
+        m = block
+    else:
+        m = new_map(loc)
+        put(m, "use" if isinstance(block, str) else "seq", block, loc, loc)
+    for key in extra:
+        if key in m:
+            raise SpecError(
+                f"option {k} of this choice has its own '{key}': give it on the choice or on the option, not both",
+                location=m.key_locs.get(key, loc),
+                path=key,
+            )
+        put(m, key, choice[key], choice.key_locs[key], choice.loc_of(key))
+    return m
+
+
 def override_values(overrides: Mapping[str, object] | Iterable[str]) -> tuple[dict[str, object], dict[str, Location]]:
     """The values and locations of ``overrides``, given as ``{path: value}`` or as
     ``["path=value", ...]`` (the command line's ``--set``), for :func:`apply_overrides`."""
@@ -252,6 +305,8 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
     elif head in model:
         section, rest = "model", parts
     else:
+        if len(parts) == 1 and _set_named_choice(doc, head, value, loc):
+            return
         options = [*variables, *model]
         raise SpecError(
             f"no variable or model entry named '{head}'{did_you_mean(head, options)}", location=at, path=path
@@ -270,7 +325,7 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
             if not (part.isascii() and part.isdecimal()) or int(part) >= len(node):
                 raise SpecError(f"expected an index below {len(node)}, got '{part}'", location=at, path=path)
             if last:
-                node[int(part)] = value
+                node[int(part)] = _chosen_block(node[int(part)], value)
                 node.item_locs[int(part)] = loc
                 return
             node = node[int(part)]
@@ -296,7 +351,7 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
                 if section in ("variables", "model") and walked == section and part not in node:
                     what = "variable" if section == "variables" else "model entry"
                     raise SpecError(f"no {what} named '{part}'{did_you_mean(part, node)}", location=at, path=path)
-                put(node, part, value, loc, loc)
+                put(node, part, _chosen_block(node.get(part), value), loc, loc)
                 return
             if part not in node:
                 raise SpecError(f"no key '{part}' under {walked}{did_you_mean(part, node)}", location=at, path=path)
@@ -304,6 +359,36 @@ def _apply_one(doc: YMap, path: str, value: object, loc: Location) -> None:
         else:
             raise SpecError(f"{walked} is a value, it has no key '{part}'", location=at, path=path)
         walked = join(walked, part)
+
+
+def _set_named_choice(doc: YMap, name: str, value: object, loc: Location) -> bool:
+    """Put ``value`` in the place of every choice whose ``name`` is ``name`` (a YAML alias puts one
+    in several places); False where there is none."""
+    found = False
+    stack: list[object] = [doc]
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, YMap) else list(enumerate(node))
+        for key, v in items:
+            if isinstance(v, YMap) and ("choice" in v or "range" in v) and v.get("name") == name:
+                if isinstance(node, YMap):
+                    put(node, key, _chosen_block(v, value), node.key_locs.get(key, loc), loc)
+                else:
+                    node[key] = _chosen_block(v, value)
+                    node.item_locs[key] = loc
+                found = True
+            elif isinstance(v, (YMap, YList)):
+                stack.append(v)
+    return found
+
+
+def _chosen_block(old: object, value: object) -> object:
+    """``--set`` of a choice between blocks to one of its words: that option's block."""
+    if isinstance(value, str) and is_block_choice(old):
+        words = block_options(old)[0]
+        if value in words:
+            return option_block(old, words.index(value))
+    return value
 
 
 def _param_names(use: YMap, templates: Mapping) -> list[str]:

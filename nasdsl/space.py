@@ -337,11 +337,21 @@ class Space:
             else:
                 stack.append(iter(options(i + 1)))
 
-    def sample(self, n: int, seed: int) -> list[tuple[int, ...]]:
+    def sample(self, n: int, seed: int, by: str = "variant") -> list[tuple[int, ...]]:
         """``n`` distinct variants drawn with ``seed`` (all of them when there are fewer), in id
-        order; every variant is equally likely. Where choices are tied, each group of tied
-        choices takes one of its admissible assignments (:meth:`_admissible`), so no draw is
-        wasted on a pick tuple that is no variant. Time and memory follow ``n``."""
+        order.
+
+        ``by="variant"`` (the default): every variant is equally likely. Where choices are tied,
+        each group of tied choices takes one of its admissible assignments (:meth:`_admissible`),
+        so no draw is wasted on a pick tuple that is no variant. Time and memory follow ``n``.
+
+        ``by="choice"``: each choice is drawn on its own, every option equally likely
+        (:meth:`draw`); a variant whose choices make few variants (a shallow network whose
+        deeper blocks' choices are off) comes up more often. Draws that break a constraint or
+        repeat a variant are drawn again, at most :func:`draw_limit` times in all, so fewer
+        than ``n`` may come back."""
+        if by == "choice":
+            return self.sample_by_choice(n, seed)[0]
         rng = random.Random(seed)
         size = self.size
         if self.independent:
@@ -365,6 +375,48 @@ class Space:
             picks = self._draw(rng)
             found.setdefault(self.id_of(picks), picks)
         return [found[i] for i in sorted(found)]
+
+    def sample_by_choice(self, n: int, seed: int) -> tuple[list[tuple[int, ...]], int]:
+        """:meth:`sample` ``by="choice"``, and the draws it made."""
+        rng = random.Random(seed)
+        found: dict[int, tuple[int, ...]] = {}
+        wanted = min(n, self.count())
+        draws = 0
+        while len(found) < wanted and draws < draw_limit(n):
+            draws += 1
+            picks = self.draw(rng, "choice")
+            if picks is not None:
+                found.setdefault(self.id_of(picks), picks)
+        return [found[i] for i in sorted(found)], draws
+
+    def draw(self, rng: random.Random, by: str = "variant") -> tuple[int, ...] | None:
+        """One draw: a variant, every one equally likely (``by="variant"``), or each choice's
+        option, every option equally likely (``by="choice"``: a choice whose condition is false
+        keeps its default; None when the picks break a constraint)."""
+        if by == "variant":
+            if self.independent:
+                return self.picks_of(rng.randrange(self.size))
+            return self._draw(rng)
+        if by != "choice":
+            raise ValueError(f"expected a distribution 'variant' or 'choice', got {by!r}")
+        picks = list(self.default)
+        for i, p in enumerate(self.points):
+            picks[i] = rng.randrange(len(p.options))
+        if not self.independent:
+            # a variable's condition reads the variables before it, and the others' conditions every
+            # variable: in point order, each condition sees its final values
+            for i, p in enumerate(self.points):
+                if p.when is None:
+                    continue
+                try:
+                    env = self.environment(tuple(picks))
+                except NasdslError:
+                    break  # kept: compiling it reports the error
+                if not self._active(i, env):
+                    picks[i] = p.default
+            if self.why_not(tuple(picks)) is not None:
+                return None
+        return tuple(picks)
 
     def _draw(self, rng: random.Random) -> tuple[int, ...]:
         """One variant, uniformly: a random admissible assignment of each group of tied choices,
@@ -400,8 +452,16 @@ class Space:
         chosen: dict[tuple[str | int, ...], tuple[object, Location]] = {}
         for p, k in zip(self.points, picks, strict=True):
             for pos in p.positions:
-                chosen[pos.keys] = (p.options[k], p.option_locs[k])
+                chosen[pos.keys] = (p.block(k) if p.kind == "block" else p.options[k], p.option_locs[k])
         return substitute(self.document, (), chosen, top=not keep_constraints)
+
+
+def draw_limit(n: int) -> int:
+    """The draws a sample of ``n`` may take before it stops short: ``10 n + 100``."""
+    return 10 * n + 100
+
+
+SAMPLE_BY = ("variant", "choice")
 
 
 # ---------------------------------------------------------------------------
@@ -489,7 +549,9 @@ def _option_values(points: tuple[ChoicePoint, ...]) -> tuple[tuple[Value, ...], 
     whether or not it is the default)."""
     return tuple(
         tuple(
-            parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path)
+            Value(o, loc, p.positions[0].spec_path)  # a block's word: no value of the variables
+            if p.kind == "block"
+            else parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path)
             for o, loc in zip(p.options, p.option_locs, strict=True)
         )
         for p in points
@@ -580,7 +642,9 @@ __all__ = [
     "Constraint",
     "Position",
     "Space",
+    "SAMPLE_BY",
     "apply_overrides",
+    "draw_limit",
     "default_document",
     "find_space",
     "load_space",

@@ -15,7 +15,10 @@ A variant whose conditions come out differently (a ``when`` flips, or a
 ``repeat`` count changes: other nodes exist) does not fit the program; it is compiled in full, and the
 program of its graph kept for the variants of the same structure (a program
 needs the structure only: a graph whose shapes do not fit gives one too, and
-its variants' shape errors are reported as ``infer_shapes`` reports them). A variant
+its variants' shape errors are reported as ``infer_shapes`` reports them).
+A ``repeat`` whose count comes out differently is another structure too (each
+repetition's scope binds the index); a variant that chooses other blocks
+(a choice between blocks) is run only by a program of the same blocks. A variant
 that raises anything but a shape error while it is re-evaluated is compiled
 in full too, so that its error is exactly the compiler's. :attr:`Evaluator.recompiled`
 counts these full compilations.
@@ -89,6 +92,8 @@ class Result:
     figures: Figures | None
     error: str = ""
     recompiled: bool = False
+    #: the architecture hash (nasdsl.unique), where it was asked for
+    hash: str = ""
 
     @property
     def valid(self) -> bool:
@@ -267,11 +272,17 @@ class _Program:
         self.spec = spec
         self.latency = latency
         self.reach = reach
-        self.scopes: list[tuple[int, tuple]] = []  # (parent scope, bound parameters); scope 0 is the model
+        #: the options of the space's choices between blocks this structure has (Evaluator sets it)
+        self.blocks: tuple[int, ...] = ()
+        # (parent scope, bound parameters, whether the parent's names stay visible); scope 0 is the model.
+        # A template use sees the model's variables and its parameters; a repeat's iteration sees its
+        # caller's names and the index.
+        self.scopes: list[tuple[int, tuple, bool]] = []
         self.scope_of: dict[str, int] = {"": 0}
+        #: the scope of each node an op or merge block makes (a node inside a repeat sees the index)
+        self.node_scope: dict[str, int] = {}
         self.conditions: list[tuple[Value, int, bool]] = []
-        #: each repeat's count, the scope it is evaluated in, and how many it made here: another
-        #: count is another structure (ViT's depth)
+        #: each repeat's count with the scope it is evaluated in and the count this structure has
         self.counts: list[tuple[Value, int, int]] = []
         #: the variables that repeat counts depend on, with their values here: a flat repeat (VGG's
         #: features) leaves no block of its own in the graph, so a change of these is a mismatch
@@ -297,12 +308,12 @@ class _Program:
             if data.op != "input" and data.given:
                 b = blocks.get(data.keypath)
                 if not isinstance(b, (OpBlock, MergeBlock)) or b.op != data.op:
-                    raise AssertionError(f"node {n}: no op block at {data['keypath']}")
+                    raise AssertionError(f"node {n}: no op block at {data.keypath}")
                 opdef = OPS[b.op]
                 values = tuple((k, *_how(v, reach), opdef.attr_index[k].literals) for k, v in b.attrs)
                 if any(how != _CONST for _, how, _, _ in values):
                     attrs = None  # else every attribute is a literal no choice reaches: the graph's attrs hold
-            scope = self.scope_of[data.instance] if data.instance else 0
+            scope = self.node_scope.get(n, self.scope_of[data.instance] if data.instance else 0)
             inputs = tuple(index[s] for s in ir.inputs(g, n))
             self.nodes.append(_Node(i, n, data.op, attrs, values, inputs, scope, data.phase == "train", data))
         if latency is not None:
@@ -325,10 +336,16 @@ class _Program:
             self.conditions.append((blocks[block.keypath].when, scope, block.when.value))
         if block.kind == "skip" or block.dormant:
             return
+        if block.kind in ("op", "merge"):
+            self.node_scope[block.path] = scope
         if block.repeat is not None:
-            repeat = blocks[block.keypath]
-            assert isinstance(repeat, RepeatBlock) and repeat.count is not None
-            self.counts.append((repeat.count, scope, block.repeat.count))
+            rb = blocks[block.keypath]
+            assert isinstance(rb, RepeatBlock) and rb.count is not None
+            self.counts.append((rb.count, scope, block.repeat.count))
+            for i, child in enumerate(block.children):
+                self.scopes.append((scope, ((rb.index, _CONST, i, False),), True))
+                self._visit(child, len(self.scopes), blocks)
+            return
         if block.kind == "use":
             use = blocks[block.keypath]
             assert isinstance(use, UseBlock)
@@ -337,7 +354,7 @@ class _Program:
                 (name, *_how(given if given is not None else default, self.reach), given is None)
                 for name, given, default in _bound(self.spec.templates[block.template], use)
             )
-            self.scopes.append((scope, bound))
+            self.scopes.append((scope, bound, False))
             self.scope_of[block.path] = inner
             scope = inner
         for child in block.children:
@@ -352,7 +369,7 @@ class _Program:
         for value, scope, expected in self.model_conditions:
             self._condition(value, scopes, scope, expected, resolve)
         try:
-            for parent, bound in self.scopes:
+            for parent, bound, inherit in self.scopes:
                 caller = scopes[parent]
                 values: dict[str, object] = {}
                 for name, how, x, is_default in bound:
@@ -361,18 +378,15 @@ class _Program:
                     else:
                         value = resolve(x) if how == _CHOSEN else x
                         values[name] = value.evaluate({**env, **values} if is_default else caller)
-                scopes.append({**env, **values})
+                scopes.append({**(caller if inherit else env), **values})
+            counts = [resolve(value).evaluate(scopes[scope]) for value, scope, _ in self.counts]
         except NasdslError:
             raise _Recompile from None
+        for got, (_, _, expected) in zip(counts, self.counts, strict=True):
+            if isinstance(got, bool) or got != expected:
+                raise _Mismatch  # another number of blocks: another structure (or an error the compiler gives)
         for value, scope, expected in self.conditions:
             self._condition(value, scopes, scope, expected, resolve)
-        for value, scope, made in self.counts:
-            try:
-                count = resolve(value).evaluate(scopes[scope])
-            except NasdslError:
-                raise _Recompile from None
-            if count != made:
-                raise _Mismatch
         self._check_model_values(env, resolve)
         return self._nodes(env, scopes, resolve, max_params)
 
@@ -544,33 +558,40 @@ class Evaluator:
                     path = _INDEX.sub("", path)
                     self.nested.add(path)
         self.reach |= self.nested
-        structure, outcome = self._compile_graph(doc)
+        #: the choices between blocks: a program serves the variants that choose its blocks
+        self.block_points = tuple(i for i, p in enumerate(space.points) if p.kind == "block")
+        structure, outcome, _ = self._compile_graph(doc)
         if structure is not None:  # a program, even when the default's shapes do not fit
-            self.programs.append(
-                _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, latency)
-            )
+            program = _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, latency)
+            program.blocks = tuple(space.default[i] for i in self.block_points)
+            self.programs.append(program)
 
-    def _compile_graph(self, doc) -> tuple[nx.DiGraph | None, nx.DiGraph | NasdslError]:
+    def _compile_graph(self, doc) -> tuple[nx.DiGraph | None, nx.DiGraph | NasdslError, Spec | None]:
         """Compile a variant's document as ``compile_spec`` does: its checked graph before shapes
-        (None when it does not build), and the shaped graph or the compiler's error."""
+        (None when it does not build), the shaped graph or the compiler's error, and its spec."""
+        spec = None
         try:
             spec = parse_spec(doc, self.space.file, document.spec_hash(doc), self.space.files)
             structure = check(build(spec, max_nodes=self.max_nodes))
         except NasdslError as e:
-            return None, e
+            return None, e, spec
         try:
             g = infer_shapes(structure)
         except NasdslError as e:
-            return structure, e
+            return structure, e, spec
         total = figures_params_train(g)
         if total > self.max_params:
-            return structure, LimitError(
-                f"the model has {total:,} parameters, above the limit of {self.max_params:,} "
-                "(raise it with --max-params)",
-                location=spec.model.loc,
-                path="model",
+            return (
+                structure,
+                LimitError(
+                    f"the model has {total:,} parameters, above the limit of {self.max_params:,} "
+                    "(raise it with --max-params)",
+                    location=spec.model.loc,
+                    path="model",
+                ),
+                spec,
             )
-        return structure, g
+        return structure, g, spec
 
     def evaluate(self, picks: tuple[int, ...]) -> Result:
         """The figures of one variant, or the compiler's error."""
@@ -578,7 +599,7 @@ class Evaluator:
         variant = self.space.id_of(picks)
         overrides: dict[str, Value] = {}
         for i, (p, k) in enumerate(zip(self.space.points, picks, strict=True)):
-            if k != p.default:
+            if k != p.default and p.kind != "block":
                 for pos in p.positions:
                     overrides[pos.spec_path] = self.space.option_values[i][k]
         resolve = self._resolver(overrides)
@@ -586,7 +607,10 @@ class Evaluator:
             env = self.space.environment(picks)
         except NasdslError:
             return self._full(variant, picks)
+        blocks = tuple(picks[i] for i in self.block_points)
         for n, program in enumerate(self.programs):
+            if program.blocks != blocks:
+                continue  # another block chosen somewhere: another structure
             try:
                 outcome = program.run(env, resolve, self.max_params)
             except _Mismatch:
@@ -600,6 +624,17 @@ class Evaluator:
             return Result(variant, picks, outcome)
         return self._full(variant, picks, keep=True)
 
+    def hash(self, picks: tuple[int, ...]) -> str | None:
+        """The architecture hash of a variant (:func:`nasdsl.unique.graph_hash`), compiled in full;
+        None when it does not compile."""
+        from nasdsl.unique import graph_hash
+
+        last = self.__dict__.pop("_last_graph", None)  # the variant evaluate() just compiled in full
+        outcome = last[1] if last is not None and last[0] == picks else None
+        if outcome is None:
+            _, outcome, _ = self._compile_graph(self.space.document_of(picks))
+        return None if isinstance(outcome, NasdslError) else graph_hash(outcome)
+
     def compile(self, picks: tuple[int, ...]) -> Result:
         """The same as :meth:`evaluate`, by compiling the variant in full (what the tests compare)."""
         return self._full(self.space.id_of(picks), picks, count=False)
@@ -607,16 +642,22 @@ class Evaluator:
     def _full(self, variant: int, picks: tuple[int, ...], *, keep: bool = False, count: bool = True) -> Result:
         if count:
             self.recompiled += 1
-        structure, outcome = self._compile_graph(self.space.document_of(picks))
+        structure, outcome, spec = self._compile_graph(self.space.document_of(picks))
         if keep and structure is not None:
-            program = _Program(
-                self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, self.latency
-            )
+            if self.block_points:  # other blocks than the default's: the program reads this variant's
+                blocks = _spec_blocks(spec)
+                program = _Program(spec, blocks, structure, ir.info(structure).variables, self.reach, self.latency)
+            else:
+                program = _Program(
+                    self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, self.latency
+                )
+            program.blocks = tuple(picks[i] for i in self.block_points)
             self.programs.insert(0, program)
             del self.programs[MAX_PROGRAMS:]
         if isinstance(outcome, NasdslError):
             return Result(variant, picks, None, outcome.format(), recompiled=True)
         g = outcome
+        self._last_graph = (picks, g)
         return Result(variant, picks, figures(g, self.latency), recompiled=True)
 
     def _resolver(self, overrides: dict[str, Value]):

@@ -145,7 +145,7 @@ ERRORS = [
     (
         "width: {choise: [1, 2]}",
         "variables.width.choise: unknown key 'choise' in a choice (did you mean 'choice'?); "
-        "allowed: choice, range, default, when",
+        "allowed: choice, range, default, when, name",
         (7, 11),
     ),
     ("width: {choice: []}", "variables.width.choice: expected a list of one or more options, got an empty list", None),
@@ -639,6 +639,9 @@ def test_the_design_space_guide_runs(tmp_path, monkeypatch, capsys):
     blocks = _fenced((ROOT / "docs" / "design-space.md").read_text())
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "googlenet.yaml").write_text((SPECS / "googlenet.yaml").read_text())
+    (tmp_path / "specs" / "spaces").mkdir()
+    for space in ("nas_bench_201.yaml",):
+        (tmp_path / "specs" / "spaces" / space).write_text((SPECS / "spaces" / space).read_text())
     monkeypatch.chdir(tmp_path)
     ran = shown = 0
     last = None  # what the last command printed: a text block right after its block shows lines of it

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
+import random
 import re
 import sys
 import time
@@ -190,6 +192,13 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
     b = add_budget_arguments(parser, "budgets and selection")
     b.add_argument("--valid-only", action="store_true", help="leave out the variants that do not compile")
     b.add_argument(
+        "--unique",
+        action="store_true",
+        help="keep the first variant of each architecture (the hash column: the same layers wired alike, "
+        "identities and dead branches left out, a sum's terms in any order; docs/design-space.md); implies "
+        "--valid-only, and compiles each variant in full",
+    )
+    b.add_argument(
         "--latency",
         action="store_true",
         help="add the column latency_ms: milliseconds a sample (batch 1) predicted by this machine's latency model "
@@ -204,6 +213,13 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
     )
     b.add_argument("--sort", choices=COLUMNS, help="list by this column, smallest first (default: by id)")
     b.add_argument("--sample", type=_count("--sample"), metavar="N", help="evaluate N variants drawn at random")
+    b.add_argument(
+        "--sample-by",
+        type=_choice_of("--sample-by", spaces.SAMPLE_BY),
+        default="variant",
+        help="the distribution of --sample: variant (every variant equally likely; the default) or choice "
+        "(each choice drawn on its own, every option equally likely)",
+    )
     b.add_argument("--seed", type=_count("--seed"), default=0, help="the seed of --sample (default 0)")
     b.add_argument(
         "--limit",
@@ -225,7 +241,13 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
         default="table",
         help="table, json, csv, markdown, or ids (one variant id a line, for job scripts); default table",
     )
-    o.add_argument("--count", action="store_true", help="print the number of variants only (without evaluating them)")
+    o.add_argument(
+        "--count",
+        action="store_true",
+        help="print the number of variants only: exact, without evaluating them; with budgets, --valid-only, "
+        "--pareto or --shard, the number that pass them, by evaluating every variant (refused above "
+        f"{MAX_LISTED:,} variants)",
+    )
     o.add_argument(
         "--pick", type=_count("--pick"), metavar="K", help="write variant K as a plain spec (to -o or stdout)"
     )
@@ -261,6 +283,10 @@ class Listing:
     recompiled: int
     seconds: float
     latency: bool = False
+    #: with --sample N: why fewer than N variants are listed (None: N were found, or no --sample)
+    shortfall: str | None = None
+    #: --unique: the hash column is shown
+    unique: bool = False
 
 
 def wants_latency(args: argparse.Namespace) -> bool:
@@ -283,18 +309,35 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
     if args.limit:  # --limit N caps what is evaluated: the first N, or N of the sample
         wanted = min(wanted, args.limit)
     _check_listing_memory(space, wanted, count, args)
-    if args.sample is not None:
-        picks = space.sample(wanted, args.seed)
-    else:
-        picks = _first(space.variants(), wanted)
     model = None
     if wants_latency(args):
         from nasdsl.bench.latency import require
 
         model = require()
     evaluator = Evaluator(space, max_nodes=max_nodes, max_params=limit_params, latency=model)
-    results = [evaluator.evaluate(p) for p in picks]
-    kept = [r for r in results if _passes(r, args)]
+    shortfall = None
+    unique = getattr(args, "unique", False)
+    seen: set[str] = set()
+
+    def keep(r: Result) -> Result | None:
+        """The result if it passes the filters (with its hash, under --unique), else None."""
+        if not _passes(r, args):
+            return None
+        if unique:
+            if not r.valid:
+                return None
+            h = evaluator.hash(r.picks)
+            if h is None or h in seen:
+                return None
+            seen.add(h)
+            r = dataclasses.replace(r, hash=h)
+        return r
+
+    if args.sample is not None:
+        kept, shortfall = _sample(space, evaluator, wanted, count, args, keep)
+    else:
+        results = [keep(evaluator.evaluate(p)) for p in _first(space.variants(), wanted)]
+        kept = [r for r in results if r is not None]
     if args.pareto:
         kept = _front(kept, args.pareto)
     if args.sort:
@@ -303,7 +346,75 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
         i, n = args.shard
         kept = kept[i - 1 :: n]
     seconds = time.perf_counter() - started
-    return Listing(space, count, tuple(kept), evaluator.evaluated, evaluator.recompiled, seconds, model is not None)
+    return Listing(
+        space,
+        count,
+        tuple(kept),
+        evaluator.evaluated,
+        evaluator.recompiled,
+        seconds,
+        model is not None,
+        shortfall,
+        unique,
+    )
+
+
+def filters(args: argparse.Namespace) -> list[str]:
+    """The options given that leave variants out of a listing (budgets, --valid-only, --pareto, --shard)."""
+    out = [f"{option} {column}={value:g}" if option in ("--max", "--min") else f"{option} {value:g}"
+           for column, _, value, option in budgets(args)]  # fmt: skip
+    flags = (
+        ("--valid-only", args.valid_only),
+        ("--unique", getattr(args, "unique", False)),
+        ("--pareto", args.pareto),
+        ("--shard", args.shard),
+    )
+    out += [option for option, given in flags if given]
+    return out
+
+
+def _sample(
+    space: spaces.Space, evaluator: Evaluator, wanted: int, count: int, args: argparse.Namespace, keep
+) -> tuple[list[Result], str | None]:
+    """``wanted`` distinct variants drawn at random that pass the budgets and --valid-only, in id
+    order, and why there are fewer when there are. The first ``wanted`` are
+    :meth:`~nasdsl.space.Space.sample`'s; while filters leave some out, more are drawn (seeded by
+    ``--seed`` too), until ``wanted`` pass, every variant was drawn, or
+    :func:`~nasdsl.space.draw_limit` draws were made."""
+    by = args.sample_by
+    if by == "choice":
+        picks, draws = space.sample_by_choice(wanted, args.seed)
+    else:
+        picks = space.sample(wanted, args.seed)
+        draws = len(picks)
+    seen = {space.id_of(p) for p in picks}
+    kept = [r for r in (keep(evaluator.evaluate(p)) for p in picks) if r is not None]
+    if len(kept) < wanted and len(seen) < count:
+        rng = random.Random(f"{args.seed}/more")
+        limit = spaces.draw_limit(wanted)
+        while len(kept) < wanted and len(seen) < count and draws < limit:
+            draws += 1
+            p = space.draw(rng, by)
+            if p is None or space.id_of(p) in seen:
+                continue
+            seen.add(space.id_of(p))
+            r = keep(evaluator.evaluate(p))
+            if r is not None:
+                kept.append(r)
+    kept.sort(key=lambda r: r.id)
+    asked = args.sample if not args.limit else min(args.sample, args.limit)
+    if len(kept) >= asked:
+        return kept, None
+    given = filters(args)
+    passing = f" that pass {', '.join(given)}" if given else ""
+    if len(seen) >= count:
+        why = f"the space has {count:,} variants, and all were drawn"
+    else:
+        why = (
+            f"stopped after {draws:,} draws (at most 10 N + 100), {len(seen):,} distinct variants of {count:,} "
+            "evaluated"
+        )
+    return kept, f"--sample {asked:,}: found {len(kept):,} of {asked:,} variants{passing}: {why}"
 
 
 def _check_listing_memory(space: spaces.Space, wanted: int, count: int, args: argparse.Namespace) -> None:
@@ -380,6 +491,7 @@ def rows(listing: Listing) -> list[dict]:
                 "valid": r.valid,
                 "error": r.error,
                 **{c: getattr(f, c) if f is not None else None for c in columns},
+                **({"hash": r.hash} if listing.unique else {}),
             }
         )
     return out
@@ -396,6 +508,7 @@ def as_json(listing: Listing, spec: str, name: str, shard: tuple[int, int] | Non
         "recompiled": listing.recompiled,
         "listed": len(listing.results),
         "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+        "shortfall": listing.shortfall,
         "variants": rows(listing),
     }
     return json.dumps(data, indent=2) + "\n"
@@ -406,11 +519,12 @@ def as_csv(listing: Listing) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     columns = shown(listing)
-    w.writerow(["id", *names, "valid", *columns, "error"])
+    extra = ["hash"] if listing.unique else []
+    w.writerow(["id", *names, "valid", *columns, *extra, "error"])
     for row in rows(listing):
         choices = [option_text(row["choices"][n]) for n in names]
         figures = ["" if row[c] is None else row[c] for c in columns]
-        w.writerow([row["id"], *choices, str(row["valid"]).lower(), *figures, row["error"]])
+        w.writerow([row["id"], *choices, str(row["valid"]).lower(), *figures, *(row[c] for c in extra), row["error"]])
     return buf.getvalue()
 
 
@@ -433,7 +547,8 @@ def heading(listing: Listing, name: str) -> str:
 def as_text(listing: Listing, name: str, fmt: str) -> str:
     names = [p.name for p in listing.space.points]
     extra = ["latency ms"] if listing.latency else []
-    head = ["id", *names, "params", "MACs", "depth", "peak", *extra, "status"]
+    hashed = ["hash"] if listing.unique else []
+    head = ["id", *names, "params", "MACs", "depth", "peak", *extra, *hashed, "status"]
     body = []
     notes = []
     for row in rows(listing):
@@ -441,7 +556,13 @@ def as_text(listing: Listing, name: str, fmt: str) -> str:
         if listing.latency:
             figures.append(f"{row[LATENCY]:.2f}" if row[LATENCY] is not None else "")
         body.append(
-            [str(row["id"]), *(_cell(row["choices"][n]) for n in names), *figures, "ok" if row["valid"] else "invalid"]
+            [
+                str(row["id"]),
+                *(_cell(row["choices"][n]) for n in names),
+                *figures,
+                *(row[c] for c in hashed),
+                "ok" if row["valid"] else "invalid",
+            ]
         )
         if not row["valid"]:
             notes.append(f"variant {row['id']}: {row['error']}")
@@ -450,6 +571,8 @@ def as_text(listing: Listing, name: str, fmt: str) -> str:
         f"{len(body):,} listed; {listing.evaluated:,} evaluated in {listing.seconds:.2f} s ({rate:,.0f}/s), "
         f"{listing.recompiled:,} compiled in full"
     )
+    if listing.shortfall is not None:
+        footer += f"\n{listing.shortfall}"
     title = heading(listing, name)
     if fmt == "markdown":
         lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -511,10 +634,36 @@ def list_variants(args: argparse.Namespace, space: spaces.Space, name: str) -> i
     if args.pick is not None:
         return pick(space, args.pick, args, args.spec)
     if args.count:
-        print(space.count())
-        return 0
+        return count_variants(space, args)
     listing = select(space, args, max_nodes=args.max_nodes)
     sys.stdout.write(render(listing, args.format, spec=args.spec, name=name, shard=args.shard))
+    if listing.shortfall is not None:
+        print(f"nasdsl: note: {listing.shortfall}", file=sys.stderr)
+    return 0
+
+
+def count_variants(space: spaces.Space, args: argparse.Namespace) -> int:
+    """``--count``: the exact number of variants, after every filter given; refused (exit 2) where
+    it cannot be exact."""
+    for option, given in (("--sample", args.sample is not None), ("--limit", bool(args.limit))):
+        if given:
+            raise SpaceUsageError(
+                f"--count counts the whole space exactly; it does not take {option} (list the variants instead)",
+                path=option,
+            )
+    count = space.count()
+    given = filters(args)
+    if not given:
+        print(count)
+        return 0
+    if count > MAX_LISTED:
+        raise SpaceUsageError(
+            f"cannot count the variants that pass {', '.join(given)} exactly: that means evaluating all {count:,} "
+            f"variants, more than {MAX_LISTED:,} (list --sample N of them to estimate the share that passes)",
+            path="--count",
+        )
+    listing = select(space, args, max_nodes=args.max_nodes)
+    print(len(listing.results))
     return 0
 
 

@@ -58,14 +58,28 @@ def grid_space(path: str, settings: list[str], *, limits=None) -> spaces.Space:
     values: dict[str, object] = {}
     locations: dict[str, Location] = {}
     names: dict[int, str] = {}
+    points = {p.name: p for p in own.points}
     for text in settings:
         key, value, loc = document.parse_override(text)
+        point = points.get(key)
+        # where the spec's own choice of that name stood (a choice's `name` is no path)
+        targets = [pos.set_path for pos in point.positions] if point is not None else [key]
+        words = point.options if point is not None and point.kind == "block" else ()
         if isinstance(value, YList):
+            options = value
+            if words and all(isinstance(w, str) and w in words for w in value):
+                # an axis of a choice between blocks, by its words: those options' blocks
+                options = document.new_map(value.loc)
+                for i, word in enumerate(value):
+                    document.put(options, word, point.block(words.index(word)), value.loc_of(i), value.loc_of(i))
             choice = document.new_map(loc)
-            document.put(choice, "choice", value, loc, value.loc)
+            document.put(choice, "choice", options, loc, value.loc)
             names[id(choice)] = key
             value = choice
-        values[key], locations[key] = value, loc
+        elif isinstance(value, str) and value in words:
+            value = point.block(words.index(value))  # one word: its block
+        for target in targets:
+            values[target], locations[target] = value, loc
     if values:
         doc = document.apply_overrides(doc, values, locations)
     return spaces.find_space(doc, files[0], files, names=names)

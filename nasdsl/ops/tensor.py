@@ -460,6 +460,13 @@ register(
         _constant_infer,
     ),
     OpDef(
+        "zero",
+        "nothing, in place of a block (a search space's 'none' option): an op that reads it is left out, "
+        "an `add` leaves it out of the sum",
+        (),
+        _constant_infer,
+    ),
+    OpDef(
         "interpolate",
         "resize a map to `size` or by `scale`",
         (
