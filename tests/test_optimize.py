@@ -37,7 +37,7 @@ from nasdsl.passes.hoist import hoist_activations
 from nasdsl.passes.pipeline import PassError, run_pipeline, verify_graph
 from nasdsl.weights import parameters
 
-from paths import ROOT, SPECS
+from paths import ROOT, SPECS, small_overrides
 
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
 #: one target per distinct pipeline (targets that share a pipeline are tested once)
@@ -314,7 +314,7 @@ class Specs(dict):
                 break
             except NasdslError:
                 continue
-        net = net or nasdsl.compile_spec(path)
+        net = net or nasdsl.compile_spec(path, small_overrides(path))  # a clip, or sizes set by variables
         self[stem] = net, lively(net.graph)
         return self[stem]
 

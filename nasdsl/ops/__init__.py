@@ -22,15 +22,17 @@ module              ops
                     ``constant`` ``interpolate`` ``interpolate_like``
 ``linear``          ``linear`` ``layer_norm`` ``softmax`` ``attention``
 ``merge``           ``concat`` ``add`` ``mul`` ``mean`` ``matmul``
+``multiscale``      ``pooling_attention``, ``positional_encoding`` (MViT)
 ==================  ================================================================
 
 Multiply-adds count convolutions (output elements x input channels per group x
 window), fully connected layers (positions x in x out), matrix products and
-attention (its projections and its two products); everything else counts zero,
+attention (its projections and its two products; pooling attention also its
+pooling convolutions and relative positions); everything else counts zero,
 as in the paper and in torchvision's figures.
 """
 
-from nasdsl.ops import conv, elementwise, ensemble, linear, merge, tensor  # noqa: F401 - they register their ops
+from nasdsl.ops import conv, elementwise, ensemble, linear, merge, multiscale, tensor  # noqa: F401 - they register their ops
 from nasdsl.ops.core import (
     BACKENDS,
     BACKENDS_SHOWN,
