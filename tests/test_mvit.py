@@ -93,12 +93,16 @@ def test_mvit_outputs_are_torchvisions(builder, spec):
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
-@pytest.mark.parametrize("opset", [17, 16])
-def test_pooling_attention_agrees_with_onnx_runtime(opset):
-    """A narrow MViTv2 (16 features first) on 6 frames of 44x44: an 11x11 grid whose halving
-    (to 6x6) leaves the relative position tables a size to resize, as torchvision does; below
-    opset 17 LayerNorm is written in primitive ops."""
-    net = nasdsl.compile_spec(V2, {"frames": 6, "size": 44, "embed": 16, "depth3": 2})
+@pytest.mark.parametrize(
+    ("spec", "opset", "overrides"),
+    [(V2, 17, {"depth3": 2}), (V2, 16, {"depth3": 2}), (V1, 17, {"depth3": 3})],
+    ids=["mvit_v2_s-17", "mvit_v2_s-16", "mvit_v1_b-17"],
+)
+def test_pooling_attention_agrees_with_onnx_runtime(spec, opset, overrides):
+    """A narrow MViT (16 features first) on 6 frames of 44x44: an 11x11 grid whose halving
+    (to 6x6) leaves MViTv2's relative position tables a size to resize, as torchvision does;
+    MViTv1's absolute position embedding; below opset 17 LayerNorm is written in primitive ops."""
+    net = nasdsl.compile_spec(spec, {"frames": 6, "size": 44, "embed": 16, **overrides})
     state = _randomised(model_class(net.graph)(), seed=3)
     result = verify(net.graph, state_dict=state, batch=2, opset=opset)
     assert result.ok, result
