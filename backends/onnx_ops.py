@@ -694,11 +694,14 @@ def _positional_encoding(n: Lowered) -> None:
     cells = frames * h * w
     flat = n.emit("Reshape", [n.x, e.ints("flat", [0, c, cells])], at=(b, c, cells))
     tokens = n.emit("Transpose", [flat], at=(b, cells, c), perm=[0, 2, 1])
-    batch = n.emit("Shape", [n.x], ints=True, start=0, end=1) if n.opset >= 15 else None
-    if batch is None:
-        whole = n.emit("Shape", [n.x], ints=True)
-        batch = n.emit("Slice", [whole, e.ints("starts", [0]), e.ints("ends", [1])], ints=True)
-    dims = n.emit("Concat", [batch, e.ints("token_dims", [1, c])], ints=True, axis=0)
+    if isinstance(b, int):  # a fixed batch: a constant shape, which ONNX's shape inference follows
+        dims = e.ints("token_dims", [b, 1, c])
+    else:
+        batch = n.emit("Shape", [n.x], ints=True, start=0, end=1) if n.opset >= 15 else None
+        if batch is None:
+            whole = n.emit("Shape", [n.x], ints=True)
+            batch = n.emit("Slice", [whole, e.ints("starts", [0]), e.ints("ends", [1])], ints=True)
+        dims = n.emit("Concat", [batch, e.ints("token_dims", [1, c])], ints=True, axis=0)
     token = n.emit("Reshape", [n.param("class_token"), e.ints("token", [1, 1, c])], at=(1, 1, c))
     token = n.emit("Expand", [token, dims], at=(b, 1, c))
     if not n.a["absolute"]:
