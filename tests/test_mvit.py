@@ -29,11 +29,9 @@ def _randomised(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     return {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in model.state_dict().items()}
 
 
-def _torchvision(builder: str, frames: int | None = None, size: int | None = None) -> torch.nn.Module:
-    """torchvision's model; at another clip size than its builder's 16 frames of 224x224 (which it
-    does not let a caller change) through the size its private ``_mvit`` takes."""
-    if frames is None:
-        return torchvision.models.get_model(builder)
+def _torchvision(builder: str, frames: int, size: int) -> torch.nn.Module:
+    """torchvision's model at another clip size than its builder's 16 frames of 224x224 (which it
+    does not let a caller change), through the size its private ``_mvit`` takes."""
     build = mvit._mvit
 
     def sized(*args, **kwargs):
