@@ -24,6 +24,16 @@ V2 = SPECS / "mvit_v2_s.yaml"
 V1 = SPECS / "mvit_v1_b.yaml"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The models here run some 400 small ops on small clips: a pool of threads costs more than it
+    gives (seconds instead of tenths on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _randomised(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in model.state_dict().items()}
