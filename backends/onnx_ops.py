@@ -611,6 +611,168 @@ def _partition_attention(n: Lowered) -> None:
     n.emit("Add", [merged, n.param("merge.bias")], last=True)
 
 
+# ---------------------------------------------------------------------------
+# Multiscale vision transformers (nasdsl/ops/multiscale.py)
+
+
+def _folded(batch: int | str, k: int) -> int | str:
+    """The batch dimension with ``k`` more folded into it (the heads of pooling attention)."""
+    return batch * k if isinstance(batch, int) else f"{batch}*{k}"
+
+
+def _norm_last(n: Lowered, x: str, shape: Shape, prefix: str, eps: float) -> str:
+    """LayerNorm over the last axis with the parameters ``prefix.weight`` and ``prefix.bias``."""
+    weight, bias = n.param(f"{prefix}.weight"), n.param(f"{prefix}.bias")
+    if n.opset >= 17:
+        return n.emit("LayerNormalization", [x, weight, bias], at=shape, axis=-1, epsilon=eps)
+    reduced = (*shape[:-1], 1)
+    mean = n.emit("ReduceMean", [x], at=reduced, axes=[-1], keepdims=1)
+    centred = n.emit("Sub", [x, mean], at=shape)
+    variance = n.emit("ReduceMean", [n.emit("Mul", [centred, centred], at=shape)], at=reduced, axes=[-1], keepdims=1)
+    spread = n.emit("Sqrt", [n.emit("Add", [variance, n.e.scalar(eps)], at=reduced)], at=reduced)
+    scaled = n.emit("Mul", [n.emit("Div", [centred, spread], at=shape), weight], at=shape)
+    return n.emit("Add", [scaled, bias], at=shape)
+
+
+def _pool_heads(n: Lowered, x: str, which: str, heads: int, d: int) -> str:
+    """Pool ``which`` (N, heads, L, d) on the grid, every head alike, the class token aside; then LayerNorm."""
+    from nasdsl.ops.multiscale import pooled_grid
+
+    e, a, b = n.e, n.a, n.e.batch
+    cls = 1 if a["class_token"] else 0
+    grid, out_grid = a["grid"], pooled_grid(a, which)
+    kind = "q" if which == "q" else "kv"
+    kernel, stride = list(a[f"kernel_{kind}"]), list(a[f"stride_{kind}"])
+    cells, out_cells = math.prod(grid), math.prod(out_grid)
+    axis = e.ints("axes", [2])
+    rest = n.emit("Slice", [x, e.ints("starts", [cls]), e.ints("ends", [cls + cells]), axis], at=(b, heads, cells, d))
+    moved = n.emit("Transpose", [rest], at=(b, heads, d, cells), perm=[0, 1, 3, 2])
+    maps = n.emit("Reshape", [moved, e.ints("maps", [-1, d, *grid])], at=(_folded(b, heads), d, *grid))
+    pads = [k // 2 for k in kernel] * 2
+    conv = n.emit("Conv", [maps, n.param(f"pool_{which}.pool.weight")], at=(_folded(b, heads), d, *out_grid),
+                  kernel_shape=kernel, strides=stride, pads=pads, group=d)  # fmt: skip
+    back = n.emit("Reshape", [conv, e.ints("tokens", [-1, heads, d, out_cells])], at=(b, heads, d, out_cells))
+    tokens = n.emit("Transpose", [back], at=(b, heads, out_cells, d), perm=[0, 1, 3, 2])
+    if cls:
+        token = n.emit("Slice", [x, e.ints("starts", [0]), e.ints("ends", [1]), axis], at=(b, heads, 1, d))
+        tokens = n.emit("Concat", [token, tokens], at=(b, heads, cls + out_cells, d), axis=2)
+    return _norm_last(n, tokens, (b, heads, cls + out_cells, d), f"pool_{which}.norm_act.0", a["eps"])
+
+
+def _rel_table(n: Lowered, axis: str, q: int, k: int, d: int) -> str:
+    """(q, k, d): torchvision's row of ``rel_pos_<axis>`` for each query and key position, the table
+    resized linearly to 2 max(q, k) - 1 rows first where it has another number."""
+    from nasdsl.ops.multiscale import rel_pos_sizes
+
+    table = n.param(f"rel_pos_{axis}")
+    spatial, temporal = rel_pos_sizes(n.a)
+    have = temporal if axis == "t" else spatial
+    size = 2 * max(q, k) - 1
+    if have != size:  # F.interpolate(table.T[None], size, mode="linear"): half-pixel centres
+        columns = n.emit("Transpose", [table], at=(d, have), perm=[1, 0])
+        wide = n.emit("Reshape", [columns, n.e.ints("row", [1, d, have])], at=(1, d, have))
+        resized = n.emit("Resize", [wide, "", "", n.e.ints("sizes", [1, d, size])], at=(1, d, size), mode="linear",
+                         coordinate_transformation_mode="pytorch_half_pixel")  # fmt: skip
+        flat = n.emit("Reshape", [resized, n.e.ints("table", [d, size])], at=(d, size))
+        table = n.emit("Transpose", [flat], at=(size, d), perm=[1, 0])
+    q_step, k_step = max(k / q, 1.0), max(q / k, 1.0)
+    queries = np.arange(q, dtype=np.float32)[:, None] * np.float32(q_step)
+    keys = (np.arange(k, dtype=np.float32)[None, :] - np.float32(k - 1)) * np.float32(k_step)
+    index = n.e.const(f"rel_pos_{axis}_index", (queries - keys).astype(np.int64), np.int64)
+    return n.emit("Gather", [table, index], at=(q, k, d), axis=0)
+
+
+@lowering("onnx", "pooling_attention")
+def _pooling_attention(n: Lowered) -> None:
+    """torchvision's MultiscaleAttention at inference: q, k and v from one projection, pooled per head,
+    softmax(q k^T / sqrt(d) + relative positions) v, plus the pooled q, heads joined and projected."""
+    from nasdsl.ops.multiscale import pooled, pooled_grid
+
+    e, a, b = n.e, n.a, n.e.batch
+    length, c = n.in_shape
+    out, heads = a["out"], a["heads"]
+    d = out // heads
+    cls = 1 if a["class_token"] else 0
+    w = n.emit("Transpose", [n.param("qkv.weight")], at=(c, 3 * out), perm=[1, 0])
+    projected = n.emit("MatMul", [n.x, w], at=(b, length, 3 * out))
+    qkv = n.emit("Add", [projected, n.param("qkv.bias")], at=(b, length, 3 * out))
+    split = n.emit("Reshape", [qkv, e.ints("qkv_shape", [0, length, 3, heads, d])], at=(b, length, 3, heads, d))
+    moved = n.emit("Transpose", [split], at=(3, b, heads, length, d), perm=[2, 0, 3, 1, 4])
+    parts = {}
+    for i, which in enumerate(("q", "k", "v")):
+        part = n.emit("Gather", [moved, e.const(f"{which}_index", i, np.int64)], at=(b, heads, length, d), axis=0)
+        parts[which] = _pool_heads(n, part, which, heads, d) if pooled(a, which) else part
+    q, k, v = parts["q"], parts["k"], parts["v"]
+    q_grid, k_grid = pooled_grid(a, "q"), pooled_grid(a, "k")
+    lq, lk = cls + math.prod(q_grid), cls + math.prod(k_grid)
+    kt = n.emit("Transpose", [k], at=(b, heads, d, lk), perm=[0, 1, 3, 2])
+    scaled = n.emit("Mul", [q, e.scalar(d**-0.5)], at=(b, heads, lq, d))
+    scores = n.emit("MatMul", [scaled, kt], at=(b, heads, lq, lk))
+    if a["rel_pos"]:
+        (qt, qh, qw), (ktt, kh, kw) = q_grid, k_grid
+        cells = qt * qh * qw
+        ax = e.ints("axes", [2])
+        r = n.emit("Slice", [q, e.ints("starts", [cls]), e.ints("ends", [lq]), ax], at=(b, heads, cells, d))
+        r = n.emit("Reshape", [r, e.ints("grid_q", [0, heads, qt, qh, qw, d])], at=(b, heads, qt, qh, qw, d))
+        terms = []
+        for axis, (nq, nk), equation, spread in (
+            ("h", (qh, kh), "nathwd,hkd->nathwk", [1, kh, 1]),
+            ("w", (qw, kw), "nathwd,wkd->nathwk", [1, 1, kw]),
+            ("t", (qt, ktt), "nathwd,tkd->nathwk", [ktt, 1, 1]),
+        ):
+            table = _rel_table(n, axis, nq, nk, d)
+            along = n.emit("Einsum", [r, table], at=(b, heads, qt, qh, qw, nk), equation=equation)
+            shape = [0, heads, qt, qh, qw, *spread]
+            terms.append(n.emit("Reshape", [along, e.ints(f"along_{axis}", shape)], at=(b, *shape[1:])))
+        full = (b, heads, qt, qh, qw, ktt, kh, kw)
+        bias = n.emit("Add", [n.emit("Add", terms[:2], at=(b, heads, qt, qh, qw, 1, kh, kw)), terms[2]], at=full)
+        flat_bias = e.ints("bias", [0, heads, cells, ktt * kh * kw])
+        bias = n.emit("Reshape", [bias, flat_bias], at=(b, heads, cells, lk - cls))
+        if cls:
+            bias = n.emit("Pad", [bias, e.ints("pads", [0, 0, cls, cls, 0, 0, 0, 0])], at=(b, heads, lq, lk))
+        scores = n.emit("Add", [scores, bias], at=(b, heads, lq, lk))
+    weights = n.emit("Softmax", [scores], at=(b, heads, lq, lk), axis=-1)
+    mixed = n.emit("MatMul", [weights, v], at=(b, heads, lq, d))
+    if a["residual_pool"]:  # the pooled q added to every token but the class token
+        keep = e.const("residual_rows", [[0.0]] * cls + [[1.0]] * (lq - cls), np.float32)
+        mixed = n.emit("Add", [mixed, n.emit("Mul", [q, keep], at=(b, heads, lq, d))], at=(b, heads, lq, d))
+    joined = n.emit("Transpose", [mixed], at=(b, lq, heads, d), perm=[0, 2, 1, 3])
+    flat = n.emit("Reshape", [joined, e.ints("joined_shape", [0, lq, out])], at=(b, lq, out))
+    wo = n.emit("Transpose", [n.param("project.0.weight")], at=(out, out), perm=[1, 0])
+    n.emit("Add", [n.emit("MatMul", [flat, wo], at=(b, lq, out)), n.param("project.0.bias")], last=True)
+
+
+@lowering("onnx", "positional_encoding")
+def _positional_encoding(n: Lowered) -> None:
+    """The map's positions as tokens behind the class token, plus the position embedding (absolute)."""
+    e, b = n.e, n.e.batch
+    c, frames, h, w = n.in_shape
+    cells = frames * h * w
+    flat = n.emit("Reshape", [n.x, e.ints("flat", [0, c, cells])], at=(b, c, cells))
+    tokens = n.emit("Transpose", [flat], at=(b, cells, c), perm=[0, 2, 1])
+    if isinstance(b, int):  # a fixed batch: a constant shape, which ONNX's shape inference follows
+        dims = e.ints("token_dims", [b, 1, c])
+    else:
+        batch = n.emit("Shape", [n.x], ints=True, start=0, end=1) if n.opset >= 15 else None
+        if batch is None:
+            whole = n.emit("Shape", [n.x], ints=True)
+            batch = n.emit("Slice", [whole, e.ints("starts", [0]), e.ints("ends", [1])], ints=True)
+        dims = n.emit("Concat", [batch, e.ints("token_dims", [1, c])], ints=True, axis=0)
+    token = n.emit("Reshape", [n.param("class_token"), e.ints("token", [1, 1, c])], at=(1, 1, c))
+    token = n.emit("Expand", [token, dims], at=(b, 1, c))
+    if not n.a["absolute"]:
+        n.emit("Concat", [token, tokens], last=True, axis=1)
+        return
+    joined = n.emit("Concat", [token, tokens], at=(b, 1 + cells, c), axis=1)
+    temporal = n.emit("Reshape", [n.param("temporal_pos"), e.ints("temporal", [frames, 1, c])], at=(frames, 1, c))
+    spatial = n.emit("Reshape", [n.param("spatial_pos"), e.ints("spatial", [1, h * w, c])], at=(1, h * w, c))
+    grid = n.emit("Add", [temporal, spatial], at=(frames, h * w, c))
+    grid = n.emit("Reshape", [grid, e.ints("grid", [cells, c])], at=(cells, c))
+    first = n.emit("Reshape", [n.param("class_pos"), e.ints("class_pos", [1, c])], at=(1, c))
+    position = n.emit("Concat", [first, grid], at=(1 + cells, c), axis=0)
+    n.emit("Add", [joined, position], last=True)
+
+
 def check_supported(g: nx.DiGraph) -> None:
     """Refuse what no lowering here handles, before anything is written."""
     for name, data in ir.nodes(g):

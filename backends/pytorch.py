@@ -536,15 +536,19 @@ class _Writer:
         read_inside: frozenset[str] = frozenset(),
         owner: str = "self",
         produced: dict[str, str] | None = None,
+        build_order: tuple[str, ...] = (),
     ) -> tuple[list[str], list[str]]:
         """Init and forward lines for the children of a root sequence; ``after(child)``
         gives lines to run right after a child (the model's auxiliary heads); ``names``
         holds the forward's locals (values kept for references); ``read_inside`` the paths
         of blocks nested in the children whose values outputs read; ``owner`` the module that
         holds the children (``self.classifier`` for the entries of a model entry); ``produced``
-        the locals that hold values, by path and node, shared with the body that holds ``t``."""
+        the locals that hold values, by path and node, shared with the body that holds ``t``;
+        ``build_order`` names the children whose init lines come first, in its order (a
+        template's ``build_order``)."""
         names = names if names is not None else self._locals()
         init: list[str] = []
+        starts: list[tuple[str, int]] = []  # each child's first init line
         fwd: list[str] = []
         targets = {c.target for c in t.children if c.kind == "ref"}
         # a merge the code leaves out (a `when:` switched off) reads nothing: keep no locals for it
@@ -567,6 +571,7 @@ class _Writer:
         unsettled = None  # (node, block) of a switched entry whose channel count the next entry may not read
         written_off: dict[str, str] = {}  # output -> input of each entry written off (ctx.off): x holds its input
         for c in t.children:
+            starts.append((c.name, len(init)))
             if unsettled is not None:
                 reads = c.kind != "ref" and c.inputs[0] == unsettled[0]
                 if reads and not (c.kind == "merge" and all(b.kind == "ref" for b in c.children)):
@@ -714,6 +719,11 @@ class _Writer:
                 produced.setdefault(c.output, local)
             if after is not None:
                 fwd += after(c)
+        if build_order:
+            ends = [start for _, start in starts[1:]] + [len(init)]
+            chunks = {name: init[start:end] for (name, start), end in zip(starts, ends, strict=True)}
+            first = [line for name in build_order for line in chunks.get(name, [])]
+            init = first + [line for name, lines in chunks.items() if name not in build_order for line in lines]
         return init, fwd
 
     def _opened(self, ctx: ClassContext, c: ir.Block, owner: str, nodes, paths, produced, names, after) -> list[str]:
@@ -967,7 +977,7 @@ class _Writer:
         sig += docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, documented or inst), 2)
         fix = ["        " + f for f in fixups]
         if body.kind == "seq" and body.named and not _off(ctx, body):
-            init, fwd = self._statements(ctx, body, notes)
+            init, fwd = self._statements(ctx, body, notes, build_order=tmpl.build_order)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
             forward += ["        " + f if f else "" for f in fwd] + ["        return x"]
             start = [*sig, "        super().__init__()", *fix]
@@ -1502,9 +1512,13 @@ def _listed(items: list[str], most: int = 4) -> str:
     return ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1] if shown else ""
 
 
-def _defined_class(helper: str, name: str) -> ClassCode:
-    """A class of HELPER_CLASSES as the file names it."""
+def _defined_class(helper: str, name: str, classes: dict[str, str]) -> ClassCode:
+    """A class of HELPER_CLASSES as the file names it (``{name}``, and ``{Other}`` for another helper
+    class it uses)."""
     lines = [line.replace("{name}", name) for line in HELPER_CLASSES[helper]]
+    for key, other in classes.items():
+        if key.startswith("helper:"):
+            lines = [line.replace("{" + key[len("helper:") :] + "}", other) for line in lines]
     return ClassCode(name, lines, [])
 
 
@@ -1592,7 +1606,7 @@ def generate(graph: object, *, source_name: str | None = None, verify: bool | st
     model, outputs = w.model_class()
     helpers = sorted(
         (
-            _defined_class(h[len("helper:") :], w.classes[h])
+            _defined_class(h[len("helper:") :], w.classes[h], w.classes)
             if h.startswith("helper:")
             else _helper_class(h, w.classes[f"merge:{h}"])
             for h in w.helpers

@@ -959,7 +959,9 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     for name in [*b.instances, *(n for n in spec.templates if n not in b.instances)]:
         t = spec.templates[name]
         params = b.template_params(t)
-        templates[name] = ir.Template(name, t.doc, params, t.loc, f"templates.{name}", tuple(b.instances.get(name, ())))
+        templates[name] = ir.Template(
+            name, t.doc, params, t.loc, f"templates.{name}", tuple(b.instances.get(name, ())), build_order=t.build_order
+        )
     info = ir.GraphInfo(
         name=spec.name,
         input=inp,

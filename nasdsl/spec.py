@@ -215,6 +215,9 @@ class Template:
     body: Block
     loc: Location
     doc: str = ""
+    #: the entries of the body in the order the class builds them (its state_dict's order), where
+    #: that is not the order they run in; the others follow in theirs
+    build_order: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1076,10 +1079,32 @@ def _parse_templates(raw: object, loc: Location) -> dict[str, Template]:
             raise SpecError("missing key 'body': the template's layers", location=tm.loc, path=join(path, "body"))
         block = parse_block(p.get("body"), p.loc("body"), join(path, "body"))
         tdoc = p.get("doc", "")
-        p.done(["params", "body", "doc"], f"template {name}")
-        return Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "")
+        order = _parse_build_order(p.get("build_order"), p.loc("build_order"), join(path, "build_order"), block)
+        p.done(["params", "body", "doc", "build_order"], f"template {name}")
+        return Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "", order)
 
     return {t.name: t for t in _each(m, template)}
+
+
+def _parse_build_order(raw: object, loc: Location, path: str, body: Block) -> tuple[str, ...]:
+    """A template's ``build_order``: entries of its named body, each once."""
+    if raw is None:
+        return ()
+    if not isinstance(body, SeqBlock) or not body.named:
+        raise SpecError("expected a body of named entries for build_order to order", location=loc, path=path)
+    if not isinstance(raw, YList) or not raw:
+        raise SpecError(f"expected a list of the body's entries, got {scalar_type_name(raw)}", location=loc, path=path)
+    entries = [name for name, _ in body.items]
+    order: list[str] = []
+    for i, item in enumerate(raw):
+        iloc, ipath = raw.loc_of(i), join(path, i)
+        if item not in entries:
+            shown = ", ".join(entries[:12]) + (", ..." if len(entries) > 12 else "")
+            raise SpecError(f"expected an entry of the body ({shown}), got {describe(item)}", location=iloc, path=ipath)
+        if item in order:
+            raise SpecError(f"entry '{item}' is listed twice", location=iloc, path=ipath)
+        order.append(item)
+    return tuple(order)
 
 
 def _parse_params(raw: object, loc: Location, path: str) -> tuple[Param, ...]:

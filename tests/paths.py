@@ -42,17 +42,35 @@ def _find_small(spec: Path) -> dict:
     from nasdsl import ir
     from nasdsl.errors import NasdslError
 
-    graph = nasdsl.compile_spec(spec).graph
+    compiled = nasdsl.compile_spec(spec)
+    graph = compiled.graph
     t = ir.node(graph, ir.info(graph).input).type
     for size in SMALL_SIZES:  # every height and width `size`, time at most 4 frames, the rest kept
         shape = [size if a in "HW" else min(d, 4) if a == "T" else d for d, a in zip(t.shape, t.axes, strict=True)]
-        overrides = {"input.shape": shape}
-        try:
-            nasdsl.compile_spec(spec, overrides)
-        except NasdslError:
-            continue
-        return overrides
+        # the shape itself, or the variables it is written with (MViT's grid follows `frames` and `size`)
+        for overrides in ({"input.shape": shape}, _shape_variables(compiled.spec.input.shape, shape)):
+            try:
+                if overrides:
+                    nasdsl.compile_spec(spec, overrides)
+                    return overrides
+            except NasdslError:
+                continue
     return {}
+
+
+def _shape_variables(written, shape: list) -> dict:
+    """The variables that set ``shape`` where the spec writes each size of its input as a number or
+    one variable's name (``[3, frames, size, size]``); ``{}`` where it writes any other way."""
+    out: dict = {}
+    for item, size in zip(written.items or (), shape, strict=False):
+        if item.expr is None:
+            if item.raw != size:
+                return {}
+        elif item.expr.source.strip() in item.expr.names and out.get(item.expr.source.strip(), size) == size:
+            out[item.expr.source.strip()] = size
+        else:
+            return {}
+    return out
 
 
 _SMALL: dict = {}

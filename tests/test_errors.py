@@ -70,7 +70,7 @@ CASES = [
               b: {use: Block, args: [8]}
             """),
         "spec.yaml:8:5: error: templates.Block.bdy: unknown key 'bdy' in template Block (did you mean 'body'?); "
-        "allowed: params, body, doc\n",
+        "allowed: params, body, doc, build_order\n",
     ),
     Case(
         "unknown-key-in-template-body",
@@ -586,7 +586,7 @@ CASES = [
             """),
         "spec.yaml:4:25: error: model.act.init: op relu has no parameters that init sets; "
         "init applies to conv1d, conv2d, conv3d, batch_norm, parameter, linear, layer_norm, attention, "
-        "partition_attention\n",
+        "partition_attention, pooling_attention, positional_encoding\n",
     ),
     Case(
         "init-of-a-layer-names-an-unknown-parameter",

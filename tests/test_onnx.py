@@ -201,10 +201,11 @@ def test_structure_specs_hold_every_op_of_the_zoo():
     # ViT-B/16 and R3D-18 (and every op of any rank) go through ONNX Runtime in tests/test_any_rank.py,
     # the segmentation models' resizing and pooled broadcast in tests/test_segmentation.py, the other
     # video models in tests/test_video.py, MaxViT's partitions and attention in tests/test_maxvit.py,
-    # the Swin Transformers and their window ops in tests/test_swin.py
+    # the Swin Transformers and their window ops in tests/test_swin.py, MViT's pooling attention in
+    # tests/test_mvit.py
     segmentation = ("fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
     elsewhere = ("vit_b_16", "r3d_18", "mc3_18", "r2plus1d_18", "s3d", "maxvit_t", *segmentation)
-    elsewhere += ("swin_t", "swin_v2_t", "swin3d_t")
+    elsewhere += ("swin_t", "swin_v2_t", "swin3d_t", "mvit_v2_s", "mvit_v1_b")
     assert op_kinds(STRUCTURE) == op_kinds([s for s in SPECS if s.stem not in elsewhere])
 
 

@@ -316,7 +316,7 @@ class Specs(dict):
                 break
             except NasdslError:
                 continue
-        # a clip (C, T, H, W): the smallest size compile_small finds, frames included
+        # a clip (C, T, H, W), frames included, or sizes set by variables: the smallest small_overrides finds
         net = net or nasdsl.compile_spec(path, small_overrides(path))
         self[stem] = net, lively(net.graph)
         return self[stem]

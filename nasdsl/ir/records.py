@@ -147,6 +147,9 @@ class Template:
     #: the class's first argument: the size of its input's channel axis, ``in_channels`` for a
     #: channels-first map, ``in_features`` for tokens and other channels-last input (set with the shapes)
     input_param: str = "in_channels"
+    #: the body's entries in the order the class builds them (its state_dict's order) where the spec
+    #: gives one (``build_order``); the others follow in the body's order. ``()``: the body's order
+    build_order: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

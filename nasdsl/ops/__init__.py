@@ -24,16 +24,28 @@ module              ops
 ``merge``           ``concat`` ``add`` ``mul`` ``mean`` ``matmul``
 ``partition``       ``partition_attention`` (MaxViT's block and grid attention)
 ``window``          ``window_attention`` ``patch_merging`` ``pad_to_multiple``
+``multiscale``      ``pooling_attention``, ``positional_encoding`` (MViT)
 ==================  ================================================================
 
 Multiply-adds count convolutions (output elements x input channels per group x
 window), fully connected layers (positions x in x out), matrix products and
 attention (its projections and its two products), window attention
-(the same per window, padding included); everything else counts zero,
-as in the paper and in torchvision's figures.
+(the same per window, padding included), pooling attention (also its pooling
+convolutions and relative positions); everything else counts zero, as in the
+paper and in torchvision's figures.
 """
 
-from nasdsl.ops import conv, elementwise, ensemble, linear, merge, partition, tensor, window  # noqa: F401 - they register their ops
+from nasdsl.ops import (  # noqa: F401 - they register their ops
+    conv,
+    elementwise,
+    ensemble,
+    linear,
+    merge,
+    multiscale,
+    partition,
+    tensor,
+    window,
+)
 from nasdsl.ops.core import (
     BACKENDS,
     BACKENDS_SHOWN,

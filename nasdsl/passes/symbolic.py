@@ -165,13 +165,27 @@ class _Symbols:
                 out = OPS[record.op].infer(types, attrs).shape
                 sym = tuple(d if isinstance(d, Sym) else c for d, c in zip(out, record.type.shape, strict=True))
             except _FAILED:
-                sym = record.type.shape
+                sym = _channels_kept(record, in_sym, self._type(sources[0]) if sources else None)
             else:
                 if OPS[record.op].merge and len(in_sym) > 1:
                     sym = _merged_sizes(sym, in_sym, [self._type(src).shape for src in sources])
         record = dataclasses.replace(record, sym=sym, in_sym=in_sym)
         self.records[name] = record
         return record
+
+
+def _channels_kept(record: ir.Node, in_sym: tuple, source: ir.TensorType | None) -> tuple:
+    """The sizes of a node whose rule cannot run on its class's expressions (a window over a grid of
+    a template's parameters): the numbers, but the input's channel expression where the op keeps
+    its input's channels on the same axis (a pooling window), so that the class reads the same at
+    every use."""
+    t = record.type
+    c = t.channel_axis
+    if OPS[record.op].lead != "same" or c is None or not in_sym or in_sym[0] is None or source is None:
+        return t.shape
+    if source.channel_axis != c or len(in_sym[0]) != t.rank or source.shape[c] != t.shape[c]:
+        return t.shape
+    return tuple(in_sym[0][i] if i == c else d for i, d in enumerate(t.shape))
 
 
 def _merged_sizes(sym: tuple, in_sym: tuple, concrete: list[tuple]) -> tuple:
