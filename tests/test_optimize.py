@@ -40,6 +40,9 @@ from nasdsl.weights import parameters
 from paths import ROOT, SPECS, small_overrides
 
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
+#: the segmentation models on resnet50.yaml's backbone, dilated (its layers at 1/8 of the input make
+#: the check several seconds; the MobileNetV3 segmentation models check the same constructs here)
+HEAVY = {"fcn_resnet50", "deeplabv3_resnet50"}
 #: one target per distinct pipeline (targets that share a pipeline are tested once)
 PIPELINES = sorted({passes: target for target, passes in reversed(TARGETS.items())}.values())
 #: input sizes tried, smallest first (a fixed pooling window needs a larger one)
@@ -335,7 +338,7 @@ def cheap(monkeypatch):
         monkeypatch.setattr(cls, "reset_parameters", lambda self: None)
 
 
-@pytest.mark.parametrize("spec", [p.stem for p in ALL_SPECS])
+@pytest.mark.parametrize("spec", [p.stem for p in ALL_SPECS if p.stem not in HEAVY])
 def test_every_spec_computes_the_same_function(specs, spec, cheap):
     """The graph after every rewrite of the CUDA pipeline (which includes the others' passes)
     against the same inference graph unrewritten, written by the same backend, same weights."""
