@@ -739,6 +739,7 @@ lowering("pytorch", "partition_attention")(
         ("RelativePositionalMultiHeadAttention",),
         defines=("RelativePositionalMultiHeadAttention",),
     )
+)
 
 
 # ---------------------------------------------------------------------------
