@@ -586,7 +586,7 @@ CASES = [
             """),
         "spec.yaml:4:25: error: model.act.init: op relu has no parameters that init sets; "
         "init applies to conv1d, conv2d, conv3d, batch_norm, parameter, linear, layer_norm, attention, "
-        "partition_attention, pooling_attention, positional_encoding\n",
+        "pooling_attention, positional_encoding, partition_attention\n",
     ),
     Case(
         "init-of-a-layer-names-an-unknown-parameter",
