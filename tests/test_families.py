@@ -7,6 +7,7 @@ exactly."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import textwrap
@@ -403,6 +404,13 @@ def _sized_by_weights(builder: str, size: int) -> dict:
     return {"image_size": size} if module == "torchvision.models.vision_transformer" else {}
 
 
+@functools.cache
+def _input_shape(spec: str) -> list:
+    """A spec's input shape as it is written by default (a video's frames included)."""
+    default = nasdsl.compile_spec(SPECS / f"{spec}.yaml").graph
+    return list(ir.node(default, ir.info(default).input).shape)
+
+
 @pytest.mark.parametrize("builder", sorted(VARIANTS))
 def test_variant_is_torchvisions_model_module_for_module(builder):
     """On the meta device (sizes, no data): the state_dict's names in torchvision's order and
@@ -416,8 +424,7 @@ def test_variant_is_torchvisions_model_module_for_module(builder):
     transforms = weights.transforms()
     *_, size = getattr(transforms, "crop_size", None) or transforms.resize_size
     # the spec's input with the weights' height and width (a video's frames as the spec has them)
-    default = nasdsl.compile_spec(SPECS / f"{spec}.yaml").graph
-    shape = list(ir.node(default, ir.info(default).input).shape)
+    shape = _input_shape(spec)
     net = nasdsl.compile_spec(SPECS / f"{spec}.yaml", {**overrides, "input.shape": [*shape[:-2], size, size]})
     reference = _torchvision_on_meta(builder, **_sized_by_weights(builder, size))
     with torch.device("meta"):

@@ -356,10 +356,16 @@ def test_every_spec_computes_the_same_function(specs, spec, cheap):
     """The graph after every rewrite of the CUDA pipeline (which includes the others' passes)
     against the same inference graph unrewritten, written by the same backend, same weights."""
     net, weights = specs[spec]
-    state = {k: torch.from_numpy(v) for k, v in training_weights(net, weights).items()}
     g = optimize(net, "cuda", verify=True)
+    unrewritten = optimize(net, rewrites=())
     assert g.number_of_nodes() <= run_pipeline(net.graph, PREPARE).number_of_nodes()
-    reference = model_class(optimize(net, rewrites=())).from_training_state_dict(state)
+    if not ir.info(g).derivation:  # no rewrite applied (no BatchNorm, nothing to fuse or hoist)
+        # the same module, but for the header that names the passes run: nothing to run
+        body, same = (generate_source(x).split("\nimport ", 1)[1] for x in (g, unrewritten))
+        assert body == same
+        return
+    state = {k: torch.from_numpy(v) for k, v in training_weights(net, weights).items()}
+    reference = model_class(unrewritten).from_training_state_dict(state)
     model = model_class(g).from_training_state_dict(state)
     shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(1))
