@@ -322,7 +322,7 @@ NOT_YET_WRITTEN: set[str] = set()
 #: written elsewhere than this file's tables: GoogLeNet by specs/googlenet_bn.yaml (test_pytorch.py),
 #: ViT-B/16 and R3D-18 by their specs (test_any_rank.py), MaxViT-T by its spec (test_maxvit.py), the
 #: segmentation models by theirs (test_segmentation.py), MC3-18, R(2+1)D-18 and S3D by theirs
-#: (test_video.py), Swin-T, Swin-V2 (whose state_dict order differs in each block) and Swin3D-T by
+#: (test_video.py), Swin-T, Swin-V2 (its three sizes, one spec) and Swin3D-T by
 #: theirs (test_swin.py), MViT by theirs (test_mvit.py)
 WRITTEN_ELSEWHERE = {
     *("googlenet", "vit_b_16", "r3d_18", "maxvit_t"),

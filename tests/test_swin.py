@@ -40,30 +40,6 @@ BUILDERS = {
 COMPUTED = ("relative_position_index", "relative_coords_table")
 
 
-#: the order in which a Swin V2 block of a spec creates its layers: the order they run in
-V2_BLOCK = {"attn": 0, "norm1": 1, "mlp": 2, "norm2": 3}
-
-
-def _torchvision_order(builder: str, names: list[str]) -> list[str]:
-    """torchvision's state_dict order as a spec's block writes it. Swin V2's block creates norm1
-    before attn and norm2 before mlp, but runs each after; a spec's block creates its layers in
-    the order they run, so there each norm follows what it normalises (the only difference)."""
-    if "v2" not in builder:
-        return names
-
-    def block(name: str) -> tuple[str, ...] | None:
-        parts = name.split(".")
-        return tuple(parts[:3]) if len(parts) > 4 and parts[3] in V2_BLOCK else None
-
-    runs: list[list[str]] = []  # consecutive names of one block (or of none)
-    for name in names:
-        if runs and block(name) == block(runs[-1][0]):
-            runs[-1].append(name)
-        else:
-            runs.append([name])
-    return [n for run in runs for n in (sorted(run, key=lambda n: V2_BLOCK[n.split(".")[3]]) if block(run[0]) else run)]
-
-
 def _holds_tensors(module: torch.nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
 
@@ -80,7 +56,7 @@ def test_spec_is_torchvisions_model_module_for_module(builder):
         model = getattr(load_source(generate_source(compiled)), compiled.spec.name)()
         reference = torchvision.models.get_model(builder, weights=None)
     ours, theirs = model.state_dict(), reference.state_dict()
-    assert list(ours) == _torchvision_order(builder, list(theirs))
+    assert list(ours) == list(theirs)
     assert {k: tuple(t.shape) for k, t in ours.items()} == {k: tuple(t.shape) for k, t in theirs.items()}
     modules = dict(model.named_modules())
     for path, module in reference.named_modules():
