@@ -79,7 +79,19 @@ ZOO = {
     "vit_b_16": Model("vision transformer"),
     "vit_b_32": Model("vision transformer", spec="vit_b_16", sets={"patch_size": 32}),
     "maxvit_t": Model("vision transformer"),
+    "swin_t": Model("vision transformer"),
+    "swin_v2_t": Model("vision transformer"),
+    "fcn_resnet50": Model("segmentation", {"aux_loss": True, "weights_backbone": None}),
+    "deeplabv3_resnet50": Model("segmentation", {"aux_loss": True, "weights_backbone": None}),
+    "deeplabv3_mobilenet_v3_large": Model("segmentation", {"aux_loss": True, "weights_backbone": None}),
+    "lraspp_mobilenet_v3_large": Model("segmentation", {"weights_backbone": None}),
     "r3d_18": Model("video"),
+    "mc3_18": Model("video"),
+    "r2plus1d_18": Model("video"),
+    "s3d": Model("video"),
+    "mvit_v2_s": Model("video"),
+    "mvit_v1_b": Model("video"),
+    "swin3d_t": Model("video"),
 }
 
 
