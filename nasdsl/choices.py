@@ -308,7 +308,8 @@ def _identity(m: YMap) -> object:
 def _choice_like(m: YMap) -> bool:
     """A mapping meant as a choice: one of its keys is a choice's, or nearly (``choise``). Any
     other mapping where a value belongs is left to the parser, which says what it expects."""
-    return any(k in CHOICE_KEYS or did_you_mean(k, CHOICE_KEYS) for k in m)
+    meant = CHOICE_KEYS[:4]  # a `name` alone (or a near miss of it) makes no choice
+    return any(k in meant or did_you_mean(k, meant) for k in m)
 
 
 #: the keys of a choice between blocks

@@ -36,6 +36,7 @@ layers left out), batch 1:
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 from collections.abc import Mapping
@@ -69,6 +70,8 @@ from nasdsl.summary import depth
 MAX_PARAMS = 10**10
 #: programs kept for variants of different structure
 MAX_PROGRAMS = 64
+#: full compiles between two collections of cyclic garbage, where the collector is paused
+COLLECT_EVERY = 64
 
 
 @dataclass(frozen=True)
@@ -569,6 +572,11 @@ class Evaluator:
     def _compile_graph(self, doc) -> tuple[nx.DiGraph | None, nx.DiGraph | NasdslError, Spec | None]:
         """Compile a variant's document as ``compile_spec`` does: its checked graph before shapes
         (None when it does not build), the shaped graph or the compiler's error, and its spec."""
+        self._compiles = getattr(self, "_compiles", 0) + 1
+        if self._compiles % COLLECT_EVERY == 0 and not gc.isenabled():
+            # the commands run with the cyclic collector paused (nasdsl.api.few_collections): a full
+            # compile leaves cycles behind, and listing thousands of them grew by gigabytes
+            gc.collect()
         spec = None
         try:
             spec = parse_spec(doc, self.space.file, document.spec_hash(doc), self.space.files)
