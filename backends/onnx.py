@@ -170,7 +170,7 @@ class _Emitter:
 
 def _set_attribute(attr: onnx.AttributeProto, name: str, value: object) -> None:
     """``attr`` as :func:`onnx.helper.make_attribute` makes it, for the kinds of
-    value the lowerings use: an int, a float, a string or a list of ints."""
+    value the lowerings use: an int, a float, a string, a list of ints or a tensor."""
     attr.name = name
     # exact types first: the abstract-class checks cost more than the rest of the node
     if type(value) is int or (not isinstance(value, float) and isinstance(value, numbers.Integral)):
@@ -185,6 +185,9 @@ def _set_attribute(attr: onnx.AttributeProto, name: str, value: object) -> None:
     elif isinstance(value, list) and all(type(v) is int or isinstance(v, numbers.Integral) for v in value):
         attr.ints.extend(int(v) for v in value)
         attr.type = onnx.AttributeProto.INTS
+    elif isinstance(value, onnx.TensorProto):
+        attr.t.CopyFrom(value)
+        attr.type = onnx.AttributeProto.TENSOR
     else:
         raise TypeError(f"attribute {name}: unexpected value {value!r}")  # a lowering's bug, not the user's
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+import onnx
 
 from nasdsl import ir
 from nasdsl.errors import CodegenError
@@ -305,10 +306,18 @@ def _layer_scale(n: Lowered) -> None:
     n.emit("Mul", [n.x, n.param("")], last=True)
 
 
+def _filled(n: Lowered, value: float) -> None:
+    """A tensor of the input's shape, batch included, every value ``value``: ConstantOfShape of
+    its Shape, so that none of the input's values (an inf, a NaN) reaches it, as in PyTorch's
+    ``torch.full_like``."""
+    shape = n.emit("Shape", [n.x], ints=True)
+    fill = onnx.helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [float(value)])
+    n.emit("ConstantOfShape", [shape], last=True, value=fill)
+
+
 @lowering("onnx", "constant")
 def _constant(n: Lowered) -> None:
-    zero = n.emit("Mul", [n.x, n.e.scalar(0.0)])
-    n.emit("Add", [zero, n.e.scalar(n.a["value"])], last=True)
+    _filled(n, n.a["value"])
 
 
 # ---------------------------------------------------------------------------
@@ -557,7 +566,7 @@ def _matmul(n: Lowered) -> None:
 
 @lowering("onnx", "zero")
 def _zero(n: Lowered) -> None:  # a search space's "none", where the builder keeps it: zeros like its input
-    n.emit("Mul", [n.x, n.e.scalar(0.0)], last=True)
+    _filled(n, 0.0)
 
 
 # ---------------------------------------------------------------------------

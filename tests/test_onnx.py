@@ -20,6 +20,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +30,7 @@ import nasdsl
 from nasdsl import NasdslError, ir
 from nasdsl.api import Compiled
 from nasdsl.backends.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS, export_onnx, export_onnx_bytes
+from nasdsl.backends.pytorch import model_class
 from nasdsl.backends.verify import Verification, compare, run_onnx, torch_model, verify
 from nasdsl.errors import CodegenError, WeightsError
 from nasdsl.passes.derive import derive_weights, scale_rows
@@ -914,3 +916,20 @@ def test_bytes_written_by_the_cli_parse_to_the_exported_model(spec):
         data = export_onnx_bytes(c, state_dict=sd, **options)
         assert onnx.ModelProto.FromString(data) == export_onnx(c, state_dict=sd, **options)
         assert data == export_onnx_bytes(c, state_dict=sd, **options)
+
+
+def test_a_constant_ignores_its_inputs_values_as_pytorch_does(tmp_path):
+    """`constant` (and `zero`, lowered alike) is a tensor of its input's shape, whatever that input
+    holds: an inf or a NaN in the input gives the constant in ONNX Runtime as in PyTorch's
+    torch.full_like, not the NaN that x * 0 + c would give."""
+    spec = tmp_path / "fill.yaml"
+    spec.write_text("nasdsl: 1\nname: Fill\ninput: {shape: [3, 4, 4]}\nmodel:\n  fill: {op: constant, value: 0.5}\n")
+    net = nasdsl.compile_spec(spec)
+    x = torch.randn(2, 3, 4, 4)
+    x[0, 0, 0, 0], x[1, 2, 3, 3] = float("nan"), float("inf")
+    with torch.no_grad():
+        want = model_class(net.graph)().eval()(x).numpy()
+    session = ort.InferenceSession(export_onnx_bytes(net.graph, batch="dynamic"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert np.array_equal(want, np.full((2, 3, 4, 4), 0.5, np.float32))
+    assert np.array_equal(got, want)
