@@ -568,6 +568,19 @@ class _Writer:
             local = names.create("identity")
             fwd.append(f"{local} = x")
             produced[current] = local
+
+        def finished(c: ir.Block, wanted: bool) -> list[str]:
+            """The forward's lines after child ``c``: its value kept in a local where a later line
+            reads it, then what runs right after it (an output's head)."""
+            lines = []
+            if wanted:
+                local = names.create(c.name)
+                lines.append(f"{local} = x")
+                produced[c.path] = local
+                produced.setdefault(c.passed, local)
+                produced.setdefault(c.output, local)
+            return lines + (after(c) if after is not None else [])
+
         unsettled = None  # (node, block) of a switched entry whose channel count the next entry may not read
         written_off: dict[str, str] = {}  # output -> input of each entry written off (ctx.off): x holds its input
         for c in t.children:
@@ -636,13 +649,7 @@ class _Writer:
                 )
                 init += more
                 fwd += lines
-                if wanted:
-                    local = names.create(c.name)
-                    fwd.append(f"{local} = x")
-                    produced[c.path] = local
-                    produced.setdefault(c.passed, local)
-                if after is not None:
-                    fwd += after(c)
+                fwd += finished(c, wanted)
                 continue
             if _read_within(c, target_nodes, targets | read_inside):  # run its children one by one
                 if cond or c.phase != "both" or c.kind != "seq":
@@ -657,13 +664,7 @@ class _Writer:
                 init += loop if loop is not None else layout(f"{owner}.{c.name} = ", _module_expr(ctx, c), 2)
                 read = targets | read_inside
                 fwd += self._opened(ctx, c, f"{owner}.{c.name}", target_nodes, read, produced, names, after)
-                if wanted:
-                    local = names.create(c.name)
-                    fwd.append(f"{local} = x")
-                    produced[c.path] = local
-                    produced.setdefault(c.passed, local)
-                if after is not None:
-                    fwd += after(c)
+                fwd += finished(c, wanted)
                 continue
             if low is not None and low.parameter is not None:  # a parameter of this class (layer_scale)
                 make, apply = low.parameter(ctx, c.output)
@@ -711,14 +712,7 @@ class _Writer:
                 fwd += stmt
             if cond and _channels(ctx, c, c.sym) != _channels(ctx, c, c.in_sym, c.inputs[0]):
                 unsettled = (c.passed, c)
-            if wanted:
-                local = names.create(c.name)
-                fwd.append(f"{local} = x")
-                produced[c.path] = local
-                produced.setdefault(c.passed, local)
-                produced.setdefault(c.output, local)
-            if after is not None:
-                fwd += after(c)
+            fwd += finished(c, wanted)
         if build_order:
             ends = [start for _, start in starts[1:]] + [len(init)]
             chunks = {name: init[start:end] for (name, start), end in zip(starts, ends, strict=True)}

@@ -31,3 +31,33 @@ def randomise(model: torch.nn.Module, seed: int = 1) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
             elif name.endswith("layer_scale"):
                 p.copy_(torch.rand(p.shape, generator=gen) * 0.5 + 0.25)
+
+
+def holds_tensors(module: torch.nn.Module) -> bool:
+    """Whether the module itself (not its children) holds a parameter or a buffer."""
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+
+
+def assert_module_for_module(model: torch.nn.Module, reference: torch.nn.Module) -> tuple[int, int]:
+    """Ours against torchvision's model (on the meta device or not): the state_dict's names in
+    torchvision's order with its shapes and dtypes; every module holding tensors of torchvision's
+    class with its ``extra_repr`` (kernel, stride, padding, groups, eps, momentum...); every
+    dropout and stochastic depth rate where ours has the module (torchvision builds a block's
+    stochastic depth even where the block adds no residual and never calls it; a spec switches it
+    off there). Returns how many modules holding tensors and how many rates were compared."""
+    import pytest
+
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert list(ours) == list(theirs)
+    assert [(tuple(t.shape), t.dtype) for t in ours.values()] == [(tuple(t.shape), t.dtype) for t in theirs.values()]
+    modules = dict(model.named_modules())
+    held = rates = 0
+    for path, module in reference.named_modules():
+        if holds_tensors(module):
+            assert type(modules[path]).__name__ == type(module).__name__, path
+            assert modules[path].extra_repr() == module.extra_repr(), path
+            held += 1
+        if type(module).__name__ in ("Dropout", "StochasticDepth") and path in modules:
+            assert modules[path].p == pytest.approx(module.p, rel=1e-12), path
+            rates += 1
+    return held, rates

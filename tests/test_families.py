@@ -27,7 +27,7 @@ from nasdsl.cli import main as cli_main
 from nasdsl.ops import OPS, REQUIRED, SPEC_OPS
 
 from paths import ROOT, SPECS
-from reference_models import randomise
+from reference_models import assert_module_for_module, randomise
 
 DOCS = ROOT / "docs"
 EXAMPLES = sorted((DOCS / "examples").glob("*.yaml"))
@@ -429,19 +429,7 @@ def test_variant_is_torchvisions_model_module_for_module(builder):
     reference = _torchvision_on_meta(builder, **_sized_by_weights(builder, size))
     with torch.device("meta"):
         model = getattr(load_source(generate_source(net)), net.spec.name)()
-    ours, theirs = model.state_dict(), reference.state_dict()
-    assert list(ours) == list(theirs)
-    assert [tuple(t.shape) for t in ours.values()] == [tuple(t.shape) for t in theirs.values()]
-    modules = dict(model.named_modules())
-    for path, module in reference.named_modules():
-        holds = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
-        if holds:
-            assert type(modules[path]).__name__ == type(module).__name__, path
-            assert modules[path].extra_repr() == module.extra_repr(), path
-        # torchvision builds a block's stochastic depth even where the block adds no residual
-        # and never calls it; the spec switches it off there
-        if type(module).__name__ in ("Dropout", "StochasticDepth") and path in modules:
-            assert modules[path].p == pytest.approx(module.p, rel=1e-12), path
+    assert_module_for_module(model, reference)
     figures = net.summary()["totals"]
     assert figures["params"] == count(reference) == weights.meta["num_params"]
     assert round(figures["macs"] / 1e9, 3) == weights.meta["_ops"]

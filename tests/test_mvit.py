@@ -19,6 +19,7 @@ from nasdsl.backends.verify import verify
 from nasdsl.cli import main
 
 from paths import SPECS
+from reference_models import assert_module_for_module
 
 V2 = SPECS / "mvit_v2_s.yaml"
 V1 = SPECS / "mvit_v1_b.yaml"
@@ -54,10 +55,6 @@ def _torchvision(builder: str, frames: int, size: int) -> torch.nn.Module:
         mvit._mvit = build
 
 
-def _holds_tensors(module: torch.nn.Module) -> bool:
-    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
-
-
 @pytest.mark.parametrize(("builder", "spec"), [("mvit_v2_s", V2), ("mvit_v1_b", V1)])
 def test_mvit_is_torchvisions_module_for_module(builder, spec):
     """On the meta device: torchvision's state_dict names in its order and their shapes, every
@@ -71,16 +68,7 @@ def test_mvit_is_torchvisions_module_for_module(builder, spec):
     with torch.device("meta"):
         reference = torchvision.models.get_model(builder)
         model = model_class(net.graph)()
-    ours, theirs = model.state_dict(), reference.state_dict()
-    assert list(ours) == list(theirs)
-    assert [tuple(t.shape) for t in ours.values()] == [tuple(t.shape) for t in theirs.values()]
-    modules = dict(model.named_modules())
-    for path, module in reference.named_modules():
-        if _holds_tensors(module):
-            assert type(modules[path]).__name__ == type(module).__name__, path
-            assert modules[path].extra_repr() == module.extra_repr(), path
-        if type(module).__name__ in ("Dropout", "StochasticDepth") and path in modules:
-            assert modules[path].p == pytest.approx(module.p, rel=1e-12), path
+    assert_module_for_module(model, reference)
     totals = net.totals()
     assert totals["params"] == sum(p.numel() for p in reference.parameters()) == weights.meta["num_params"]
     assert round(totals["macs"] / 1e9, 3) == weights.meta["_ops"]

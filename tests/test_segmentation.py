@@ -16,7 +16,7 @@ from nasdsl.backends.verify import verify
 from nasdsl.errors import CodegenError
 
 from paths import ROOT, SPECS
-from reference_models import randomise
+from reference_models import assert_module_for_module, randomise
 
 #: torchvision's builder -> the spec that writes it
 WRITTEN = {
@@ -52,16 +52,7 @@ def test_spec_is_torchvisions_model_module_for_module(builder):
     with torch.device("meta"):
         reference = torchvision.models.get_model(builder, weights=None, **_options(builder))
     model = _ours(net, "meta")
-    ours, theirs = model.state_dict(), reference.state_dict()
-    assert list(ours) == list(theirs)
-    assert [tuple(t.shape) for t in ours.values()] == [tuple(t.shape) for t in theirs.values()]
-    modules = dict(model.named_modules())
-    for path, module in reference.named_modules():
-        if any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
-            assert type(modules[path]).__name__ == type(module).__name__, path
-            assert modules[path].extra_repr() == module.extra_repr(), path
-        if isinstance(module, torch.nn.Dropout):
-            assert modules[path].p == module.p, path
+    assert_module_for_module(model, reference)
     totals = net.summary()["totals"]
     assert totals["params"] == sum(p.numel() for p in reference.parameters()) == weights.meta["num_params"]
     assert round(totals["macs"] / 1e9, 3) == weights.meta["_ops"]

@@ -21,6 +21,7 @@ from nasdsl.backends.pytorch import generate_source, load_source, model_class
 from nasdsl.backends.verify import verify
 
 from paths import SPECS
+from reference_models import assert_module_for_module
 
 #: each torchvision builder: its spec, the spec's --set, and the input of the builder's default
 #: weights (their crop; a video's 16 frames, at which torchvision measured its GFLOPS)
@@ -40,10 +41,6 @@ BUILDERS = {
 COMPUTED = ("relative_position_index", "relative_coords_table")
 
 
-def _holds_tensors(module: torch.nn.Module) -> bool:
-    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
-
-
 @pytest.mark.parametrize("builder", sorted(BUILDERS))
 def test_spec_is_torchvisions_model_module_for_module(builder):
     """On the meta device: the state_dict's names (buffers included) in torchvision's order with
@@ -55,16 +52,7 @@ def test_spec_is_torchvisions_model_module_for_module(builder):
     with torch.device("meta"):
         model = getattr(load_source(generate_source(compiled)), compiled.spec.name)()
         reference = torchvision.models.get_model(builder, weights=None)
-    ours, theirs = model.state_dict(), reference.state_dict()
-    assert list(ours) == list(theirs)
-    assert {k: tuple(t.shape) for k, t in ours.items()} == {k: tuple(t.shape) for k, t in theirs.items()}
-    modules = dict(model.named_modules())
-    for path, module in reference.named_modules():
-        if _holds_tensors(module):
-            assert type(modules[path]).__name__ == type(module).__name__, path
-            assert modules[path].extra_repr() == module.extra_repr(), path
-        if type(module).__name__ in ("Dropout", "StochasticDepth"):
-            assert modules[path].p == pytest.approx(module.p, rel=1e-12), path
+    assert_module_for_module(model, reference)
     meta = get_model_weights(builder).DEFAULT.meta
     totals = compiled.totals()
     assert totals["params"] == meta["num_params"]
