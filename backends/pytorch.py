@@ -581,6 +581,14 @@ class _Writer:
                 produced.setdefault(c.output, local)
             return lines + (after(c) if after is not None else [])
 
+        # values that an entry a parameter switches off passes on: at the uses where the switch is on,
+        # that entry's value is what is read, so the local is named after it at every use (the
+        # class must read alike whichever way the switch goes)
+        handed_on = {
+            c.passed: c.path
+            for c in t.children
+            if c.kind != "ref" and _off(ctx, c) and c.when is not None and isinstance(c.when.expr, Sym)
+        }
         unsettled = None  # (node, block) of a switched entry whose channel count the next entry may not read
         written_off: dict[str, str] = {}  # output -> input of each entry written off (ctx.off): x holds its input
         for c in t.children:
@@ -596,7 +604,7 @@ class _Writer:
                         path=c.keypath,
                     )
                 unsettled = None
-            wanted = c.path in targets or c.passed in target_nodes
+            wanted = c.path in targets or (c.passed in target_nodes and handed_on.get(c.passed, c.path) == c.path)
             reads_off = c.kind != "ref" and written_off.get(c.inputs[0]) == current  # reads an entry written off
             before = current
             apart = _apart(c, t)  # its branches read values of their own: x is left as it is

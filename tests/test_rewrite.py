@@ -9,6 +9,7 @@ import dataclasses
 
 import networkx as nx
 import pytest
+import torch
 
 import nasdsl
 from nasdsl import ir
@@ -234,3 +235,56 @@ def test_every_pass_through_the_api_leaves_its_argument_unchanged(net):
                  "hoist_activations"):  # fmt: skip
         PASSES[name].run(g)
         assert snapshot(g) == before, name
+
+
+#: an outer template whose first use holds a use that a rewrite sets apart (a BatchNorm at the
+#: start of Inner folds into the stem's convolution before the first Outer only), and an entry a
+#: parameter switches off, read through an identity that the inference view bypasses
+NESTED = """\
+name: Nested
+input: {shape: [3, 8, 8]}
+templates:
+  Inner:
+    params: [c]
+    body:
+      norm: batch_norm
+      conv: {op: conv2d, out: c, kernel: 1}
+  Outer:
+    params: [c, {swap: false}]
+    body:
+      inner: {use: Inner, args: [c]}
+      act: relu
+      turn: {op: transpose, axis0: 1, axis1: 2, when: swap}
+      kept: identity
+      more: {op: conv2d, out: c, kernel: 1}
+      sum: {add: [{ref: kept}, {ref: more}]}
+model:
+  stem: {op: conv2d, out: 4, kernel: 1}
+  blocks:
+    - {use: Outer, args: [4]}
+    - {use: Outer, args: [4, true]}
+    - {use: Outer, args: [4]}
+"""
+
+
+def test_an_outer_use_holding_a_use_set_apart_is_set_apart_too(tmp_path):
+    """Inlining Inner at the first Outer makes that Outer differ from the others: it is inlined in
+    turn (the index of uses is read afresh each round), and the model is written and computes as
+    the unrewritten one; the uses of Outer that switch `turn` off and on keep one class."""
+    from nasdsl.optimize import optimize
+
+    path = tmp_path / "nested.yaml"
+    path.write_text(NESTED)
+    net = nasdsl.compile_spec(path)
+    g = optimize(net, "cpu")
+    assert block(g, "blocks.0.inner").kind == "seq" and block(g, "blocks.0").kind == "seq"
+    assert block(g, "blocks.1").kind == block(g, "blocks.2").kind == "use"
+    check_tree(g)
+    state = {k: torch.randn(v.shape) for k, v in model_class(net.graph)().state_dict().items()}
+    state = {k: (v.abs() + 0.5 if k.endswith("running_var") else v) for k, v in state.items()}
+    reference = model_class(optimize(net, rewrites=()))().eval()
+    reference.load_state_dict(state)
+    model = model_class(g).from_training_state_dict(state).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)

@@ -508,6 +508,9 @@ class Rewriter:
         if not self.touched:
             return self.g
         while True:
+            # the index keeps the blocks as they were when it was made: an outer use whose body now
+            # holds an inlined use must be compared as it is now
+            self._index = None
             inline = self._disagreeing()
             if not inline:
                 break
@@ -538,7 +541,9 @@ class Rewriter:
                 classes.setdefault(sigs[u.path], []).append(u)
             if len(classes) == 1:
                 continue
-            ordered = sorted(classes.values(), key=lambda c: (-len(c), uses.index(c[0])))
+            # the class most uses agree with (gated entries aside) is kept first
+            support = {k: sum(len(m) for s, m in classes.items() if agree(k, s)) for k in classes}
+            ordered = sorted(classes.values(), key=lambda c: (-support[sigs[c[0].path]], uses.index(c[0])))
             kept: list[object] = []
             for members in ordered:
                 sig = sigs[members[0].path]
