@@ -112,28 +112,50 @@ def _name_pattern(names: list[str], start: int, index: str) -> str | None:
     return f'f"{parts[0].group(1)}{{{text}}}"'  # type: ignore[union-attr]
 
 
-def loop_lines(attribute: str, calls: list[Call], names: list[str] | None, index: str, indent: int) -> list[str] | None:
+def loop_lines(
+    attribute: str, calls: list[Call], names: list[str] | None, index: str, indent: int, count: str | None = None
+) -> list[str] | None:
     """``__init__`` lines that build ``attribute`` as an ``nn.Sequential`` of ``calls``
     (named ``names``, or numbered 0, 1, ... when None) with a loop, or None when no loop
     of at least :data:`MIN_LOOP` blocks writes them. The blocks before the loop, if the
-    first ones differ (ResNet's strided first block), are written out in the constructor."""
+    first ones differ (ResNet's strided first block), are written out in the constructor.
+    ``count`` is the number of blocks as the class's arguments give it (``num_layers``), written
+    as the loop's end in place of the number; with it the loop is written for fewer blocks too,
+    so that a class reads the same at every count."""
+    if count is not None and len(calls) < MIN_LOOP:
+        body = _fit(calls, 0, index)
+        if body is not None and (names is None or _name_pattern(names, 0, index) is not None):
+            return _loop(attribute, calls, names, index, indent, 0, body, count)
     for start in range(len(calls) - MIN_LOOP + 1):
         body = _fit(calls[start:], start, index)
-        if body is None:
+        if body is None or (names is not None and _name_pattern(names[start:], start, index) is None):
             continue
-        if names is None:
-            add = Call(f"self.{attribute}.append", (body,))
-            head = Call("nn.Sequential", tuple(calls[:start]))
-        else:
-            pattern = _name_pattern(names[start:], start, index)
-            if pattern is None:
-                continue
-            add = Call(f"self.{attribute}.add_module", (pattern, body))
-            pairs = tuple(Call("", (f'"{n}"', c)) for n, c in zip(names[:start], calls[:start], strict=True))
-            head = Call("nn.Sequential", (Call("OrderedDict", (Call("", pairs, "[", "]"),)),) if pairs else ())
-        loop = f"range({len(calls)})" if start == 0 else f"range({start}, {len(calls)})"
-        used = re.search(rf"\b{index}\b", add.flat()) is not None
-        lines = layout(f"self.{attribute} = ", head, indent)
-        lines.append("    " * indent + f"for {index if used else '_'} in {loop}:")
-        return lines + layout("", add, indent + 1)
+        return _loop(attribute, calls, names, index, indent, start, body, count)
     return None
+
+
+def _loop(
+    attribute: str,
+    calls: list[Call],
+    names: list[str] | None,
+    index: str,
+    indent: int,
+    start: int,
+    body: Call,
+    count: str | None,
+) -> list[str]:
+    """The lines of :func:`loop_lines` for a loop from block ``start`` on, each block ``body``."""
+    if names is None:
+        add = Call(f"self.{attribute}.append", (body,))
+        head = Call("nn.Sequential", tuple(calls[:start]))
+    else:
+        pattern = _name_pattern(names[start:], start, index)
+        add = Call(f"self.{attribute}.add_module", (pattern, body))
+        pairs = tuple(Call("", (f'"{n}"', c)) for n, c in zip(names[:start], calls[:start], strict=True))
+        head = Call("nn.Sequential", (Call("OrderedDict", (Call("", pairs, "[", "]"),)),) if pairs else ())
+    end = count if count is not None else str(len(calls))
+    loop = f"range({end})" if start == 0 else f"range({start}, {end})"
+    used = re.search(rf"\b{index}\b", add.flat()) is not None
+    lines = layout(f"self.{attribute} = ", head, indent)
+    lines.append("    " * indent + f"for {index if used else '_'} in {loop}:")
+    return lines + layout("", add, indent + 1)

@@ -26,6 +26,7 @@ file's constructor arguments are the variables the exposure analysis
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.abc
 import importlib.util
@@ -805,7 +806,13 @@ class _Writer:
         taken = {*ctx.arguments.values(), "in_channels", "in_features", "self"}
         index = next(n for n in ("i", "j", "k", *(f"i{k}" for k in range(len(taken) + 1))) if n not in taken)
         attribute = f"{owner}.{c.name}".removeprefix("self.")
-        return loop_lines(attribute, calls, [ch.name for ch in c.children] if c.named else None, index, 2)
+        count = None  # the count as the class's argument gives it (a template's `repeat: num_layers`)
+        if c.repeat is not None and isinstance(c.repeat.count_expr, Sym):
+            with contextlib.suppress(CodegenError):
+                written = ctx.value(c.repeat.count_expr, None)
+                count = written.render() if written is not None else None
+        names = [ch.name for ch in c.children] if c.named else None
+        return loop_lines(attribute, calls, names, index, 2, count=count)
 
     def _read_out_of_turn(self, ctx: ClassContext, t: ir.Block) -> set[str]:
         """The nodes that children of ``t`` read through ``from:`` rather than in sequence."""
@@ -1231,6 +1238,9 @@ class _Writer:
                         left_out.setdefault(name, []).append(rel or b.name)
                     else:
                         uses[name].append(f"builds {rel or b.name} when true")
+            if b.repeat is not None and isinstance(b.repeat.count_expr, Sym):
+                for name in b.repeat.count_expr.names & uses.keys():
+                    uses[name].append(f"repetitions of {rel or b.name}")
             if b.kind == "use" and b is not inst:
                 for a in b.args:
                     for name in names_in(a.expr) & uses.keys():

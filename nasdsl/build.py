@@ -426,7 +426,8 @@ class _Builder:
             sub = self.expand(b.body, child_name, _join(path, child_name), current, inner, phase)
             children.append(sub)
             current = (sub.passed,)
-        repeat = ir.Repeat(b.index, count, _pattern_text(b.names))
+        counted = scope.symbolic(b.count)
+        repeat = ir.Repeat(b.index, count, _pattern_text(b.names), counted if isinstance(counted, Sym) else None)
         return _block(
             "seq", name, path, b, inputs, current[0], phase, when, children=children, named=bool(b.names), repeat=repeat
         )

@@ -498,3 +498,37 @@ def test_torch_compile_default_backend_on_the_cpu():
     x = torch.randn(2, c, h, w)
     with torch.no_grad():
         assert torch.allclose(torch.compile(model, fullgraph=True)(x), model(x), atol=1e-5)
+
+
+STAGES = """\
+name: Stages
+input: {shape: [3, 16, 16]}
+templates:
+  Stage:
+    params: [width, depth]
+    body:
+      down: {op: conv2d, out: width, kernel: 3, stride: 2, padding: 1}
+      blocks: {repeat: depth, block: [{op: conv2d, out: width, kernel: 3, padding: 1}, relu]}
+model:
+  s1: {use: Stage, args: [8, 2]}
+  s2: {use: Stage, args: [16, 4]}
+  pool: global_avg_pool
+"""
+
+
+def test_a_repeat_count_set_by_a_parameter_is_the_loop_end(tmp_path):
+    """One class for uses at two depths: its loop runs to the argument, which the docstring says,
+    and built with another depth it holds that many blocks."""
+    path = tmp_path / "stages.yaml"
+    path.write_text(STAGES)
+    net = nasdsl.compile_spec(path)
+    source = generate_source(net.graph)
+    assert source.count("class Stage(nn.Module):") == 1
+    assert "for _ in range(depth):" in source and "depth: repetitions of blocks" in source
+    module = load_source(source)
+    model = module.Stages()
+    # by hand: 3x3 convolutions with bias, 3 -> 8 (stride 2), 2 x (8 -> 8), 8 -> 16, 4 x (16 -> 16)
+    expected = (27 * 8 + 8) + 2 * (72 * 8 + 8) + (72 * 16 + 16) + 4 * (144 * 16 + 16)
+    assert sum(p.numel() for p in model.parameters()) == expected == net.totals()["params"]
+    assert len(model.s1.blocks) == 2 and len(model.s2.blocks) == 4
+    assert len(module.Stage(3, 8, 5).blocks) == 5

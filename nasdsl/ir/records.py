@@ -58,11 +58,14 @@ class When:
 @dataclass(frozen=True)
 class Repeat:
     """How a ``repeat`` block made its children: the ``index`` name, the ``count`` of
-    repetitions, and the ``names`` pattern (``denselayer{i + 1}``; None: named 0, 1, ...)."""
+    repetitions, the ``names`` pattern (``denselayer{i + 1}``; None: named 0, 1, ...), and
+    ``count_expr``, the count in the terms of the class that holds the block where a template
+    parameter sets it (a :class:`~nasdsl.ir.sym.Sym`; None where the count is a number there)."""
 
     index: str
     count: int
     names: str | None = None
+    count_expr: object = None
 
 
 @dataclass(frozen=True)

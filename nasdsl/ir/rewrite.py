@@ -481,6 +481,8 @@ class Rewriter:
             changes: dict[str, object] = {}
             if b.when is not None and isinstance(b.when.expr, Sym):
                 changes["when"] = When(b.when.value, translate(b.when.expr), b.when.switch, b.when.deps)
+            if b.repeat is not None and b.repeat.count_expr is not None:  # None where this class has a number
+                changes["repeat"] = dataclasses.replace(b.repeat, count_expr=translate(b.repeat.count_expr))
             if b.kind == "use":  # a nested use: its arguments are written by this class, its body by its own
                 changes["args"] = tuple(dataclasses.replace(a, expr=translate(a.expr)) for a in b.args)
                 nested[b.path] = dataclasses.replace(b, **changes)

@@ -139,7 +139,7 @@ class Encoder(nn.Module):
         Args:
             in_features: features of the input
             seq_length: shape of pos_embedding
-            num_layers: unused by the layers
+            num_layers: repetitions of layers
             num_heads: num_heads of layers.encoder_layer_0 (EncoderBlock), num_heads of
                 layers.encoder_layer_1 (EncoderBlock), num_heads of
                 layers.encoder_layer_2 (EncoderBlock), num_heads of
@@ -164,7 +164,7 @@ class Encoder(nn.Module):
         self.pos_embedding = nn.Parameter(torch.zeros(1, seq_length, hidden_dim))
         self.dropout = nn.Dropout(p=dropout)
         self.layers = nn.Sequential()
-        for i in range(12):
+        for i in range(num_layers):
             self.layers.add_module(
                 f"encoder_layer_{i}",
                 EncoderBlock(
