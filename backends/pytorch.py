@@ -1343,22 +1343,36 @@ class _Writer:
             ]
         )
         lines += docstring(f"Initialise the parameters as the spec says: {described or 'PyTorch defaults'}", 2)
+        holders = self._layer_holders()
+        later = holders if holders is not None else set()
         branches: list[tuple[list[str], list[str]]] = []
+        outer: list[tuple[list[str], list[str]]] = []  # ops whose modules hold layers with rules
+        used = self._ops_built()
         for op, rs in rules.items():
-            body = self._init_body(rs.items())
+            body = self._init_body(rs.items()) if op in used else []  # a rule for no layer here: nothing
             if body:
                 classes = self._init_classes(op)
-                same = [i for i, (_, b) in enumerate(branches) if b == body]
+                into = outer if op in later else branches
+                same = [i for i, (_, b) in enumerate(into) if b == body]
                 if same:
-                    names, _ = branches[same[0]]
-                    branches[same[0]] = ([*names, *classes], body)
+                    names, _ = into[same[0]]
+                    into[same[0]] = ([*names, *classes], body)
                 else:
-                    branches.append((classes, body))
+                    into.append((classes, body))
         tensors = self._parameter_init_lines()
-        if not branches and not own:
+        if not branches and not own and not outer:
             return lines + tensors
-        # layers with rules of their own come first, picked by name (they exist only where built)
-        lines.append("        for name, m in self.named_modules():" if own else "        for m in self.modules():")
+        if holders is not None:  # the layers' rules first, then the rules that name layers inside a module
+            lines += self._init_loop([], branches)
+            return lines + self._init_loop(own, outer) + tensors
+        return lines + self._init_loop(own, branches) + tensors
+
+    def _init_loop(self, own, branches) -> list[str]:
+        """A loop of reset_parameters over the modules: layers with rules of their own first,
+        picked by name (they exist only where built), then the rules by class."""
+        if not own and not branches:
+            return []
+        lines = ["        for name, m in self.named_modules():" if own else "        for m in self.modules():"]
         for i, (names, rs) in enumerate(own):
             test = Call("", tuple(f'"{n}"' for n in names)) if len(names) > 1 else f'"{names[0]}"'
             lines += layout(f"{'if' if i == 0 else 'elif'} name {'in' if len(names) > 1 else '=='} ", test, 3, ":")
@@ -1367,7 +1381,38 @@ class _Writer:
             cls = names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
             lines += layout(f"{'if' if i == 0 and not own else 'elif'} isinstance", Call("", ("m", cls)), 3, ":")
             lines += body
-        return lines + tensors
+        return lines
+
+    def _ops_built(self) -> set[str]:
+        """The ops of the layers the model builds: its nodes' (those a switch leaves out too), and
+        those of the layers inside their modules (a patch merging's ``nn.LayerNorm``)."""
+        found: set[str] = set()
+        for graph in (self.g, ir.info(self.g).dormant.graph):
+            for n, data in ir.nodes(graph):
+                found.add(data.op)
+                if data.op in OPS and data.type is not None and OPS[data.op].init_params != ("value",):
+                    found |= {w.layer for w in OPS[data.op].weights(ir.input_types(graph, n), data.attrs) if w.layer}
+        return found
+
+    def _layer_holders(self) -> set[str] | None:
+        """The ops whose modules hold layers (an attention's ``out_proj``, an ``nn.Linear``) where a
+        rule of such a module (its block's own, or its op's) names a parameter of a layer whose op
+        has a rule too; None where there is none. The loop over the modules meets a module before
+        the layers inside it, so that these rules, which come first, are applied in a second loop."""
+        rules = ir.info(self.g).init
+        holders: set[str] = set()
+        clash = False
+        for graph in (self.g, ir.info(self.g).dormant.graph):
+            for n, data in ir.nodes(graph):
+                if data.op not in OPS or data.type is None:
+                    continue
+                inner = [w for w in OPS[data.op].weights(ir.input_types(graph, n), data.attrs) if w.layer]
+                if not inner:
+                    continue
+                holders.add(data.op)
+                named = {**rules.get(data.op, {}), **data.init}
+                clash |= any(w.name in named and w.name.rsplit(".", 1)[-1] in rules.get(w.layer, {}) for w in inner)
+        return holders if clash else None
 
     def _parameter_init_lines(self) -> list[str]:
         """reset_parameters' statements for learned tensors that are parameters of a module

@@ -166,7 +166,9 @@ def _trunc_normal(rng: np.random.Generator, mean: float, std: float, a: float, b
 def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
     """A seeded initialisation of every parameter and buffer of ``g``, as numpy
     arrays keyed like the generated model's state_dict. Rules come from
-    ``ir.info(g).init``; parameters without one get PyTorch's default. The members of an
+    ``ir.info(g).init`` and the blocks' own (a layer inside an op's module, such as the
+    ``nn.Linear`` of an attention, follows its op's rules: :attr:`~nasdsl.ops.core.Weight.layer`);
+    parameters without one get PyTorch's default. The members of an
     ensemble are drawn with seeds ``seed``, ``seed + 1``, ... (so that they differ)."""
     import numpy as np
 
@@ -190,7 +192,11 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
             # PyTorch's default for a bias counts the fans of its layer's weight ("out_proj.bias": "out_proj.weight")
             weight_shape = w.shape if len(w.shape) >= 2 else shapes.get(w.name[: -len("bias")] + "weight", ())
             key = "value" if w.name == "" else w.name  # a module's own parameter is "value" in init rules
-            rule = (data.init.get(key) or rules.get(op, {}).get(key)) if w.kind == "param" else None
+            rule = None
+            if w.kind == "param":  # the block's own rule, its op's, then those of the layer holding it
+                rule = data.init.get(key) or rules.get(op, {}).get(key)
+                if rule is None and w.layer:
+                    rule = rules.get(w.layer, {}).get(w.name.rsplit(".", 1)[-1])
             scheme, args = (rule.scheme, dict(rule.args)) if rule is not None else (w.init, {})
             if scheme == "default":
                 scheme = w.init

@@ -447,3 +447,60 @@ outputs:
   logits: {from: fc}
   side: {from: a, head: [global_avg_pool, flatten, {op: linear, out: 2}], when: aux, training_only: true}
 """
+
+
+#: layers inside ops' modules (the attentions' projections, patch merging's reduction and norm, a
+#: pooling attention's convolution and norm), rules by op, a block's own rule for an attention's
+#: out_proj and its op's, each naming a parameter a layer rule names too, and a rule for an op
+#: the model does not use
+INNER_LAYERS = """\
+name: InnerLayers
+input: {shape: [3, 8, 8]}
+init:
+  linear: {weight: 0.25, bias: 0.5}
+  layer_norm: {weight: 2, bias: -1}
+  conv3d: {weight: 0.125}
+  attention: {out_proj.bias: 0.75}
+  partition_attention: {merge.weight: 0.75}  # no such layer here: a rule for nothing
+model:
+  embed: {op: conv2d, out: 8, kernel: 1}
+  last: {op: permute, dims: [1, 2, 0]}
+  windows: {op: window_attention, heads: 2, window: [4, 4], shift: [2, 2]}
+  v2: {op: window_attention, heads: 2, window: [4, 4], version: 2}
+  merge: {op: patch_merging, out: 12}
+  first: {op: permute, dims: [2, 0, 1]}
+  parts: {op: reshape, shape: [12, 4, 4], axes: CHW}
+  tokens: [{op: flatten, start: 1}, {op: permute, dims: [1, 0]}]
+  mha: {op: attention, heads: 2, init: {out_proj.weight: -0.5}}
+  head: {op: linear, out: 3, dim: last}
+"""
+
+
+def test_layers_inside_op_modules_follow_their_ops_rules_alike_in_both_backends(tmp_path):
+    """The rules of linear, layer_norm and conv3d reach the layers an op's module holds; a rule of
+    the block or of its op for such a parameter comes first: numpy's initial weights (what
+    `compile --to onnx` draws) and the generated reset_parameters agree on every constant."""
+    from nasdsl.backends.pytorch import model_class
+
+    path = tmp_path / "inner.yaml"
+    path.write_text(INNER_LAYERS)
+    g = nasdsl.compile_spec(path).graph
+    ours = initial_weights(g)
+    theirs = {k: v.numpy() for k, v in model_class(g)().state_dict().items()}
+    expected = {
+        "windows.qkv.weight": 0.25,
+        "windows.proj.bias": 0.5,
+        "v2.cpb_mlp.0.weight": 0.25,
+        "v2.cpb_mlp.2.weight": 0.25,
+        "merge.reduction.weight": 0.25,
+        "merge.norm.weight": 2.0,
+        "merge.norm.bias": -1.0,
+        "mha.out_proj.weight": -0.5,
+        "mha.out_proj.bias": 0.75,
+        "head.weight": 0.25,
+    }
+    for key, value in expected.items():
+        assert np.all(ours[key] == value), key
+        assert np.all(theirs[key] == value), key
+    # PyTorch's default where no rule names it: the attention's packed input projection
+    assert len(np.unique(ours["mha.in_proj_weight"])) > 1 and len(np.unique(theirs["mha.in_proj_weight"])) > 1

@@ -224,7 +224,10 @@ class Weight:
     ``float32`` or ``int64``. An empty ``name`` is a parameter of the enclosing
     module itself, keyed by the node's path (ConvNeXt's ``layer_scale``, ViT's
     ``class_token``). ``parts``: dimension 0 stacks that many equal blocks (attention's
-    query, key and value projections), which weight transfer slices each alone.
+    query, key and value projections), which weight transfer slices each alone. ``layer``:
+    the op whose layer holds it inside the op's module (``linear`` for Swin attention's
+    ``qkv.weight``, an ``nn.Linear``): that op's ``init`` rules apply to it, after the block's
+    own rules and this op's.
     """
 
     name: str
@@ -233,6 +236,7 @@ class Weight:
     init: str = "zeros"
     dtype: str = "float32"
     parts: int = 1
+    layer: str = ""
 
 
 @dataclass(frozen=True)

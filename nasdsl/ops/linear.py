@@ -90,9 +90,9 @@ def _attention_weights(types: Sequence[TensorType], a: Mapping[str, object]) -> 
     weights = [Weight("in_proj_weight", (3 * e, e), init="xavier_uniform", parts=3)]  # query, key, value
     if a["bias"]:
         weights.append(Weight("in_proj_bias", (3 * e,), init="zeros", parts=3))
-    weights.append(Weight("out_proj.weight", (e, e), init="torch_default"))
+    weights.append(Weight("out_proj.weight", (e, e), init="torch_default", layer="linear"))
     if a["bias"]:
-        weights.append(Weight("out_proj.bias", (e,), init="zeros"))
+        weights.append(Weight("out_proj.bias", (e,), init="zeros", layer="linear"))
     return tuple(weights)
 
 

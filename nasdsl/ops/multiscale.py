@@ -102,18 +102,18 @@ def _pooling_attention_weights(types: Sequence[TensorType], a: Mapping[str, obje
         weights += [Weight(f"rel_pos_{axis}", (n, head)) for axis, n in (("h", spatial), ("w", spatial))]
         weights.append(Weight("rel_pos_t", (temporal, head)))
     weights += [
-        Weight("qkv.weight", (3 * out, c), init="torch_default"),
-        Weight("qkv.bias", (3 * out,), init="torch_default"),
-        Weight("project.0.weight", (out, out), init="torch_default"),
-        Weight("project.0.bias", (out,), init="torch_default"),
+        Weight("qkv.weight", (3 * out, c), init="torch_default", layer="linear"),
+        Weight("qkv.bias", (3 * out,), init="torch_default", layer="linear"),
+        Weight("project.0.weight", (out, out), init="torch_default", layer="linear"),
+        Weight("project.0.bias", (out,), init="torch_default", layer="linear"),
     ]
     for which in POOLS:
         if pooled(a, which):
             kernel = a["kernel_q"] if which == "q" else a["kernel_kv"]
             weights += [
-                Weight(f"pool_{which}.pool.weight", (head, 1, *kernel), init="torch_default"),
-                Weight(f"pool_{which}.norm_act.0.weight", (head,), init="ones"),
-                Weight(f"pool_{which}.norm_act.0.bias", (head,), init="zeros"),
+                Weight(f"pool_{which}.pool.weight", (head, 1, *kernel), init="torch_default", layer="conv3d"),
+                Weight(f"pool_{which}.norm_act.0.weight", (head,), init="ones", layer="layer_norm"),
+                Weight(f"pool_{which}.norm_act.0.bias", (head,), init="zeros", layer="layer_norm"),
             ]
     return tuple(weights)
 

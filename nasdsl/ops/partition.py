@@ -59,10 +59,12 @@ def _weights(types: Sequence[TensorType], a: Mapping[str, object]) -> tuple[Weig
     return (
         Weight("relative_position_bias_table", (offsets, heads), init="zeros"),
         Weight("relative_position_index", (size * size, size * size), kind="buffer", init="computed", dtype="int64"),
-        Weight("to_qkv.weight", (3 * channels, channels), init="torch_default", parts=3),  # query, key, value
-        Weight("to_qkv.bias", (3 * channels,), init="torch_default", parts=3),
-        Weight("merge.weight", (channels, channels), init="torch_default"),
-        Weight("merge.bias", (channels,), init="torch_default"),
+        Weight(
+            "to_qkv.weight", (3 * channels, channels), init="torch_default", parts=3, layer="linear"
+        ),  # query, key, value
+        Weight("to_qkv.bias", (3 * channels,), init="torch_default", parts=3, layer="linear"),
+        Weight("merge.weight", (channels, channels), init="torch_default", layer="linear"),
+        Weight("merge.bias", (channels,), init="torch_default", layer="linear"),
     )
 
 

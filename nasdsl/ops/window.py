@@ -118,12 +118,12 @@ def _attention_weights(types: Sequence[TensorType], a: Mapping[str, object]) -> 
     n = math.prod(window)
     index = Weight("relative_position_index", (n * n,) if len(window) == 2 else (n, n), "buffer", "computed", "int64")
     # the linear layers start as nn.Linear does, the table as torchvision's module starts it
-    linear = [Weight("qkv.weight", (3 * c, c), init="torch_default")]
+    linear = [Weight("qkv.weight", (3 * c, c), init="torch_default", layer="linear")]
     if a["qkv_bias"]:
-        linear.append(Weight("qkv.bias", (3 * c,), init="torch_default"))
-    linear.append(Weight("proj.weight", (c, c), init="torch_default"))
+        linear.append(Weight("qkv.bias", (3 * c,), init="torch_default", layer="linear"))
+    linear.append(Weight("proj.weight", (c, c), init="torch_default", layer="linear"))
     if a["proj_bias"]:
-        linear.append(Weight("proj.bias", (c,), init="torch_default"))
+        linear.append(Weight("proj.bias", (c,), init="torch_default", layer="linear"))
     sides = table_sides(a)
     if a["version"] == 1:  # torchvision's order: the module's parameter, its buffer, then qkv and proj
         table = Weight("relative_position_bias_table", (math.prod(sides), heads), init="trunc_normal:0.02")
@@ -133,9 +133,9 @@ def _attention_weights(types: Sequence[TensorType], a: Mapping[str, object]) -> 
         Weight("relative_coords_table", (1, *sides, 2), "buffer", "computed"),
         index,
         *linear,
-        Weight("cpb_mlp.0.weight", (CPB_HIDDEN, 2), init="torch_default"),
-        Weight("cpb_mlp.0.bias", (CPB_HIDDEN,), init="torch_default"),
-        Weight("cpb_mlp.2.weight", (heads, CPB_HIDDEN), init="torch_default"),
+        Weight("cpb_mlp.0.weight", (CPB_HIDDEN, 2), init="torch_default", layer="linear"),
+        Weight("cpb_mlp.0.bias", (CPB_HIDDEN,), init="torch_default", layer="linear"),
+        Weight("cpb_mlp.2.weight", (heads, CPB_HIDDEN), init="torch_default", layer="linear"),
     )
 
 
@@ -205,9 +205,9 @@ def _merging_weights(types: Sequence[TensorType], a: Mapping[str, object]) -> tu
     c = types[0].shape[-1]
     normed = 4 * c if a["norm"] == "before" else a["out"]
     return (
-        Weight("reduction.weight", (a["out"], 4 * c), init="torch_default"),
-        Weight("norm.weight", (normed,), init="ones"),
-        Weight("norm.bias", (normed,), init="zeros"),
+        Weight("reduction.weight", (a["out"], 4 * c), init="torch_default", layer="linear"),
+        Weight("norm.weight", (normed,), init="ones", layer="layer_norm"),
+        Weight("norm.bias", (normed,), init="zeros", layer="layer_norm"),
     )
 
 
