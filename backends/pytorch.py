@@ -1281,7 +1281,17 @@ class _Writer:
         for i, o in enumerate(outputs):
             optional = i > 0 and (o.training_only or (o.when is not None and o.when in self.exposed))
             fields.append(f"    {o.name}: torch.Tensor{' | None' if optional else ''}")
-        return ClassCode(name, head + [""] + fields, [])
+        # read by name too, as torchvision's segmentation models' dict of outputs is (out["aux"])
+        by_name = [
+            "    def __getitem__(self, key: int | slice | str):",
+            '        """An output by position, or by name (``outputs["aux"]``)."""',
+            "        if isinstance(key, str):",
+            "            if key not in self._fields:",
+            "                raise KeyError(key)",
+            "            return getattr(self, key)",
+            "        return tuple.__getitem__(self, key)",
+        ]
+        return ClassCode(name, head + [""] + fields, [], [by_name])
 
     def _loss(self, outputs: list[ir.Output], extras: list[ir.Output]) -> list[str]:
         outputs_name = self.outputs_class_name

@@ -132,6 +132,14 @@ class GoogLeNetOutputs(NamedTuple):
     aux1: torch.Tensor | None
     aux2: torch.Tensor | None
 
+    def __getitem__(self, key: int | slice | str):
+        """An output by position, or by name (``outputs["aux"]``)."""
+        if isinstance(key, str):
+            if key not in self._fields:
+                raise KeyError(key)
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)
+
 
 class GoogLeNet(nn.Module):
     """GoogLeNet (Inception-v1), paper-faithful; equivalent to Caffe's bvlc_googlenet.

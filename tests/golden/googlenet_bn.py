@@ -137,6 +137,14 @@ class GoogLeNetBNOutputs(NamedTuple):
     aux1: torch.Tensor | None
     aux2: torch.Tensor | None
 
+    def __getitem__(self, key: int | slice | str):
+        """An output by position, or by name (``outputs["aux"]``)."""
+        if isinstance(key, str):
+            if key not in self._fields:
+                raise KeyError(key)
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)
+
 
 class GoogLeNetBN(nn.Module):
     """torchvision's GoogLeNet variant (BatchNorm, 3x3 in the 5x5 branch); loads
