@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from nasdsl import counting
 from nasdsl import space as spaces
 from nasdsl.choices import option_text
 from nasdsl.errors import NasdslError, one_line, printable
@@ -643,27 +644,70 @@ def list_variants(args: argparse.Namespace, space: spaces.Space, name: str) -> i
 
 
 def count_variants(space: spaces.Space, args: argparse.Namespace) -> int:
-    """``--count``: the exact number of variants, after every filter given; refused (exit 2) where
-    it cannot be exact."""
-    for option, given in (("--sample", args.sample is not None), ("--limit", bool(args.limit))):
-        if given:
-            raise SpaceUsageError(
-                f"--count counts the whole space exactly; it does not take {option} (list the variants instead)",
-                path=option,
-            )
+    """``--count``: the number of variants that pass every filter given. Exact where the space is
+    listed in full (up to 100,000 variants) or, above that, where the budgets' figures add up stage
+    by stage (:func:`nasdsl.counting.count_by_stages`); otherwise an estimate from ``--sample N``
+    variants drawn uniformly (1,000 by default), said to be one, with its 95% interval. Refused
+    (exit 2) where neither works (--pareto, --unique and --shard above 100,000 variants)."""
+    if args.limit:
+        raise SpaceUsageError(
+            "--count counts the whole space; it does not take --limit (list the variants instead)", path="--limit"
+        )
     count = space.count()
     given = filters(args)
-    if not given:
-        print(count)
-        return 0
-    if count > MAX_LISTED:
+    if args.sample is not None and (not given or count <= MAX_LISTED):
         raise SpaceUsageError(
-            f"cannot count the variants that pass {', '.join(given)} exactly: that means evaluating all {count:,} "
-            f"variants, more than {MAX_LISTED:,} (list --sample N of them to estimate the share that passes)",
+            f"--count counts the whole space exactly; it does not take --sample here (it sizes an estimate only "
+            f"where budgets apply to more than {MAX_LISTED:,} variants)",
+            path="--sample",
+        )
+    if not given:
+        return _print_count(counting.Count(count, True, "product", count, count), args)
+    if count <= MAX_LISTED:
+        listing = select(space, args, max_nodes=args.max_nodes)
+        n = len(listing.results)
+        return _print_count(counting.Count(n, True, "enumerated", n, n), args)
+    compared = (("--pareto", args.pareto), ("--unique", getattr(args, "unique", False)), ("--shard", args.shard))
+    global_filters = [option for option, on in compared if on]
+    if global_filters:
+        raise SpaceUsageError(
+            f"cannot count the variants that pass {', '.join(given)}: {global_filters[0]} compares every variant "
+            f"with the others, and the space has {count:,}, more than {MAX_LISTED:,}",
             path="--count",
         )
-    listing = select(space, args, max_nodes=args.max_nodes)
-    print(len(listing.results))
+    bounds = [counting.Bound(column, way, value) for column, way, value, _ in budgets(args)]
+    try:
+        if args.sample is not None:
+            raise counting.NotDecomposable("--sample asks for an estimate")
+        result = counting.count_by_stages(space, bounds, valid_only=args.valid_only, max_nodes=args.max_nodes)
+    except counting.NotDecomposable as e:
+        evaluator = Evaluator(space, max_nodes=args.max_nodes, latency=_latency_model(args))
+        draws = args.sample if args.sample is not None else counting.DRAWS
+        result = counting.estimate(
+            space, lambda picks: _passes(evaluator.evaluate(picks), args), draws=draws, seed=args.seed, why=str(e)
+        )
+    return _print_count(result, args)
+
+
+def _latency_model(args: argparse.Namespace):
+    if not wants_latency(args):
+        return None
+    from nasdsl.bench.latency import require
+
+    return require()
+
+
+def _print_count(result, args: argparse.Namespace) -> int:
+    if args.format == "json":
+        sys.stdout.write(json.dumps({"spec": args.spec, **result.as_json()}, indent=2) + "\n")
+    else:
+        print(result.text())
+    if not result.exact:
+        print(
+            f"nasdsl: note: an estimate, not an exact count ({result.why}): {result.draws:,} variants drawn "
+            f"uniformly (--seed {args.seed}), 95% Wilson interval",
+            file=sys.stderr,
+        )
     return 0
 
 
