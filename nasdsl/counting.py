@@ -139,10 +139,9 @@ def count_by_stages(
     for b in bounds:
         if b.column not in ADDITIVE:
             raise NotDecomposable(f"{b.column} is not a sum over the nodes")
-    analysis = _Analysis(space, max_nodes)
-    parts = analysis.run()
+    base_costs, parts = stage_costs(space, max_nodes)
     columns = sorted({b.column for b in bounds})
-    base = tuple(analysis.base[c] for c in columns)
+    base = tuple(base_costs[c] for c in columns)
     histograms = []
     valid_total = 1
     for part in parts:
@@ -157,6 +156,25 @@ def count_by_stages(
     total = space.count()
     value = within if valid_only else within + (total - valid_total)
     return Count(value, True, "stages", value, value, groups=len(parts))
+
+
+def stage_costs(space: Space, max_nodes: int = MAX_NODES) -> tuple[dict[str, int], list[list[dict | None]]]:
+    """The figures outside every group's region, and per group the figures in its region of each of
+    its admissible assignments (None: that variant does not compile); kept on the space, so that
+    counts under several budgets analyse it once. Raises NotDecomposable."""
+    key = ("stage_costs", max_nodes)
+    cache = space.__dict__.setdefault("_counting_cache", {})
+    if key not in cache:
+        try:
+            analysis = _Analysis(space, max_nodes)
+            parts = analysis.run()
+            cache[key] = (analysis.base, parts)
+        except NotDecomposable as e:
+            cache[key] = e
+    found = cache[key]
+    if isinstance(found, NotDecomposable):
+        raise found
+    return found
 
 
 def _count_within(histograms: list[dict[tuple, int]], base: tuple[int, ...], bounds: list[list[Bound]]) -> int:
@@ -330,7 +348,11 @@ class _Analysis:
         whose inputs are shaped as with the graph's own attributes keeps what it had there."""
         plan = self._plans.get(id(g))
         if plan is None:
-            order = [(n, ir.node(g, n), tuple(ir.inputs(g, n))) for n in ir.order(g)]
+            order = []
+            for n in ir.order(g):
+                record = ir.node(g, n)
+                reach = tuple((a, self._points(deps)) for a, deps in record.deps.items())
+                order.append((n, record, tuple(ir.inputs(g, n)), reach, frozenset().union(*(p for _, p in reach))))
             plan = self._plans[id(g)] = (order, _Scopes(g, self._specs[id(g)]), None)
             plan = self._plans[id(g)] = (order, plan[1], self._shape(order, plan[1], None, None, frozenset()))
         order, uses, own = plan
@@ -344,14 +366,14 @@ class _Analysis:
     def _shape(self, order, scopes, env, own, vary: frozenset[int]):
         out: dict[str, tuple] = {}
         types: dict[str, ir.TensorType] = {}
-        for name, record, sources in order:
+        for name, record, sources, reach, reached in order:
             if record.op == "input":
-                if self._points(record.deps) & vary:
+                if reached & vary:
                     raise NotDecomposable("the input's shape is a choice: every node's shape depends on it")
                 types[name] = record.type
                 continue
             attrs = record.attrs
-            changed = [a for a, deps in record.deps.items() if self._points(deps) & vary] if vary else []
+            changed = [a for a, points in reach if points & vary] if reached & vary else []
             if not changed and own is not None and all(types[i] == own[1][i] for i in sources):
                 out[name] = own[0][name]
                 types[name] = own[1][name]
@@ -648,4 +670,4 @@ def estimate(space: Space, passes, *, draws: int = DRAWS, seed: int = 0, why: st
     )
 
 
-__all__ = ["ADDITIVE", "Bound", "Count", "NotDecomposable", "count_by_stages", "estimate", "wilson"]
+__all__ = ["ADDITIVE", "Bound", "Count", "NotDecomposable", "count_by_stages", "estimate", "stage_costs", "wilson"]
