@@ -161,6 +161,22 @@ def test_stages_whose_costs_do_not_add_are_counted_as_one_group(tmp_path):
     assert result.value == sum(1 for f in figures if f.macs <= 80_000) and result.groups < 4
 
 
+def test_invalid_variants_and_shapes_that_cross_stages(tmp_path):
+    # without padding, each kernel shrinks the map: stage 2's shapes follow stage 1's choices (one
+    # group), and a deep stage 2 after large kernels leaves nothing to convolve (invalid variants)
+    text = stages_spec(2).replace('padding: "kernel // 2"', "padding: 0")
+    space = spaces.load_space(_write(tmp_path, text))
+    evaluator = Evaluator(space)
+    figures = [evaluator.evaluate(p).figures for p in space.variants()]
+    invalid = sum(1 for f in figures if f is None)
+    assert 0 < invalid < len(figures)
+    for valid_only in (False, True):
+        bound = counting.Bound("macs", "max", 110_992)  # the median of the valid variants'
+        result = counting.count_by_stages(space, [bound], valid_only=valid_only)
+        passing = sum(1 for f in figures if f is not None and f.macs <= 110_992)
+        assert 0 < passing and result.value == passing + (0 if valid_only else invalid) and result.groups == 1
+
+
 def test_a_space_too_large_to_list_is_counted_exactly_by_stages(tmp_path, capsys):
     path = _write(tmp_path, stages_spec(4))
     figures = by_hand(4)
@@ -172,6 +188,12 @@ def test_a_space_too_large_to_list_is_counted_exactly_by_stages(tmp_path, capsys
     data = json.loads(out)
     assert data["exact"] is True and data["estimate"] is False and data["method"] == "stages"
     assert data["count"] == sum(1 for p, _ in figures if p <= 9578)
+
+
+def test_count_estimates_draw_every_variant_alike(tmp_path, capsys):
+    path = _write(tmp_path, stages_spec(4))
+    code, _, err = _run(capsys, "space", path, "--count", "--max-macs", "1e5", "--sample-by", "choice")
+    assert code == 2 and "--sample-by choice" in err
 
 
 def test_where_the_costs_do_not_add_the_count_is_an_estimate_and_says_so(tmp_path, capsys):

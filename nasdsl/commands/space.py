@@ -213,7 +213,12 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
         "of variants with equal figures there, the first",
     )
     b.add_argument("--sort", choices=COLUMNS, help="list by this column, smallest first (default: by id)")
-    b.add_argument("--sample", type=_count("--sample"), metavar="N", help="evaluate N variants drawn at random")
+    b.add_argument(
+        "--sample",
+        type=_count("--sample"),
+        metavar="N",
+        help="evaluate N variants drawn at random (with --count: the draws of an estimate, where one is made)",
+    )
     b.add_argument(
         "--sample-by",
         type=_choice_of("--sample-by", spaces.SAMPLE_BY),
@@ -246,8 +251,10 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
         "--count",
         action="store_true",
         help="print the number of variants only: exact, without evaluating them; with budgets, --valid-only, "
-        "--pareto or --shard, the number that pass them, by evaluating every variant (refused above "
-        f"{MAX_LISTED:,} variants)",
+        "--pareto, --unique or --shard, the number that pass them, by evaluating every variant up to "
+        f"{MAX_LISTED:,}; above that, budgets are counted exactly where the figures add up stage by stage "
+        "(docs/design-space.md), else estimated from --sample N variants drawn uniformly (1,000 by default), "
+        "with a 95%% interval and the word 'estimate'; --pareto, --unique and --shard are refused there",
     )
     o.add_argument(
         "--pick", type=_count("--pick"), metavar="K", help="write variant K as a plain spec (to -o or stdout)"
@@ -647,11 +654,18 @@ def count_variants(space: spaces.Space, args: argparse.Namespace) -> int:
     """``--count``: the number of variants that pass every filter given. Exact where the space is
     listed in full (up to 100,000 variants) or, above that, where the budgets' figures add up stage
     by stage (:func:`nasdsl.counting.count_by_stages`); otherwise an estimate from ``--sample N``
-    variants drawn uniformly (1,000 by default), said to be one, with its 95% interval. Refused
+    variants drawn uniformly (1,000 by default; --seed seeds them), said to be one, with its 95%
+    interval. Refused
     (exit 2) where neither works (--pareto, --unique and --shard above 100,000 variants)."""
     if args.limit:
         raise SpaceUsageError(
             "--count counts the whole space; it does not take --limit (list the variants instead)", path="--limit"
+        )
+    if args.sample_by != "variant":
+        raise SpaceUsageError(
+            f"--count counts variants, so an estimate draws every variant alike; it does not take --sample-by "
+            f"{args.sample_by}",
+            path="--sample-by",
         )
     count = space.count()
     given = filters(args)
@@ -677,9 +691,12 @@ def count_variants(space: spaces.Space, args: argparse.Namespace) -> int:
         )
     bounds = [counting.Bound(column, way, value) for column, way, value, _ in budgets(args)]
     try:
-        if args.sample is not None:
-            raise counting.NotDecomposable("--sample asks for an estimate")
         result = counting.count_by_stages(space, bounds, valid_only=args.valid_only, max_nodes=args.max_nodes)
+        if args.sample is not None:
+            print(
+                "nasdsl: note: counted exactly by stages; --sample (the draws of an estimate) is not used",
+                file=sys.stderr,
+            )
     except counting.NotDecomposable as e:
         evaluator = Evaluator(space, max_nodes=args.max_nodes, latency=_latency_model(args))
         draws = args.sample if args.sample is not None else counting.DRAWS
