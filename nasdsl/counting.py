@@ -158,20 +158,30 @@ def count_by_stages(
     return Count(value, True, "stages", value, value, groups=len(parts))
 
 
+#: stage analyses of the spaces seen last in this process, by document, choices and node limit
+_ANALYSES: dict[tuple, tuple | NotDecomposable] = {}
+#: how many _ANALYSES keeps
+KEPT = 4
+
+
 def stage_costs(space: Space, max_nodes: int = MAX_NODES) -> tuple[dict[str, int], list[list[dict | None]]]:
     """The figures outside every group's region, and per group the figures in its region of each of
-    its admissible assignments (None: that variant does not compile); kept on the space, so that
-    counts under several budgets analyse it once. Raises NotDecomposable."""
-    key = ("stage_costs", max_nodes)
-    cache = space.__dict__.setdefault("_counting_cache", {})
-    if key not in cache:
+    its admissible assignments (None: that variant does not compile). Raises NotDecomposable. The
+    analysis of a document is kept (the last few), so that counts under several budgets make it once."""
+    # the document and where its choices stand (an alias ties two places into one choice)
+    where = tuple((p.name, tuple(pos.keys for pos in p.positions)) for p in space.points)
+    key = (document.spec_hash(space.document), where, max_nodes)
+    if key not in _ANALYSES:
         try:
             analysis = _Analysis(space, max_nodes)
             parts = analysis.run()
-            cache[key] = (analysis.base, parts)
+            found: tuple | NotDecomposable = (analysis.base, parts)
         except NotDecomposable as e:
-            cache[key] = e
-    found = cache[key]
+            found = e
+        while len(_ANALYSES) >= KEPT:
+            del _ANALYSES[next(iter(_ANALYSES))]
+        _ANALYSES[key] = found
+    found = _ANALYSES[key]
     if isinstance(found, NotDecomposable):
         raise found
     return found

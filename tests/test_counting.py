@@ -201,13 +201,14 @@ def test_where_the_costs_do_not_add_the_count_is_an_estimate_and_says_so(tmp_pat
     text = stages_spec(4, size="size").replace("  size: size\n", "  size: {choice: [16, 32]}\n")
     path = _write(tmp_path, text)
     truth = sum(1 for size in (16, 32) for _, m in by_hand(4, size) if m <= 300_000)
-    code, out, err = _run(capsys, "space", path, "--count", "--max-macs", "300000", "--sample", "400", "--seed", "1")
+    argv = ["space", path, "--count", "--max-macs", "300000", "--sample", "300", "--seed", "1"]
+    code, out, err = _run(capsys, *argv)
     assert code == 0 and out.startswith("estimate: about ") and "95% interval" in out
     assert "an estimate, not an exact count" in err
-    code, out, err = _run(capsys, "space", path, "--count", "--max-macs", "300000", "--format", "json")
+    code, out, err = _run(capsys, *argv, "--format", "json")
     data = json.loads(out)
     assert data["exact"] is False and data["estimate"] is True and data["method"] == "sampled"
-    assert data["draws"] == counting.DRAWS and "the input's shape is a choice" in data["why_estimate"]
+    assert data["draws"] == 300 and "the input's shape is a choice" in data["why_estimate"]
     low, high = data["interval"]
     assert low <= truth <= high and low <= data["count"] <= high
     # a filter that compares variants with each other cannot be estimated: refused
@@ -228,18 +229,11 @@ OFA = str(SPECS / "spaces" / "ofa_mobilenet_v3.yaml")
 
 def test_ofa_under_budgets_by_stages_and_a_sampled_estimate_agree():
     space = spaces.load_space(OFA)
-    macs = counting.count_by_stages(space, [counting.Bound("macs", "max", 200e6)])
+    macs = counting.count_by_stages(space, [counting.Bound("macs", "max", 180e6)])
     params = counting.count_by_stages(space, [counting.Bound("params", "max", 6e6)])
     assert macs.exact and params.exact and macs.groups == params.groups == 15  # 3 per stage
     assert 0 < macs.value < params.value < space.count()
+    # plausibility only (the exactness test is the small space's): a uniform sample's 95% interval
     evaluator = Evaluator(space)
-    figures = {}
-
-    def fits(picks, column, bound):
-        if picks not in figures:
-            figures[picks] = evaluator.evaluate(picks).figures
-        return getattr(figures[picks], column) <= bound
-
-    for result, column, bound in ((params, "params", 6e6), (macs, "macs", 200e6)):
-        guess = counting.estimate(space, lambda p, c=column, b=bound: fits(p, c, b), draws=200, seed=3)
-        assert guess.low <= result.value <= guess.high, (column, guess, result.value)
+    guess = counting.estimate(space, lambda p: evaluator.evaluate(p).figures.params <= 6e6, draws=100, seed=3)
+    assert guess.low <= params.value <= guess.high, (guess, params.value)
