@@ -51,6 +51,7 @@ from nasdsl.ops import OPS
 from nasdsl.passes.check import check
 from nasdsl.space import Space
 from nasdsl.spec import MergeBlock, RepeatBlock, SeqBlock, Spec, parse_spec
+from nasdsl.variants import MAX_PARAMS
 
 #: the figures that are sums over the nodes, which count_by_stages can count
 ADDITIVE = ("params", "macs", "params_train", "macs_train")
@@ -130,7 +131,12 @@ class Bound:
 
 
 def count_by_stages(
-    space: Space, bounds: Iterable[Bound], *, valid_only: bool = False, max_nodes: int = MAX_NODES
+    space: Space,
+    bounds: Iterable[Bound],
+    *,
+    valid_only: bool = False,
+    max_nodes: int = MAX_NODES,
+    max_params: int = MAX_PARAMS,
 ) -> Count:
     """The exact number of variants whose figures pass ``bounds`` (invalid variants pass unless
     ``valid_only``), where the figures add up by groups of choices (see the module docstring);
@@ -140,6 +146,9 @@ def count_by_stages(
         if b.column not in ADDITIVE:
             raise NotDecomposable(f"{b.column} is not a sum over the nodes")
     base_costs, parts = stage_costs(space, max_nodes)
+    largest = base_costs["params_train"] + sum(max((c or {}).get("params_train", 0) for c in part) for part in parts)
+    if largest > max_params:
+        raise NotDecomposable(f"some variants may have more than {max_params:,} parameters (the compiler's limit)")
     columns = sorted({b.column for b in bounds})
     base = tuple(base_costs[c] for c in columns)
     histograms = []
@@ -329,6 +338,8 @@ class _Analysis:
         #: per graph: its nodes in order, its template uses, and its shaping with its own attributes
         self._plans: dict[int, tuple] = {}
         self._specs: dict[int, Spec] = {}
+        #: the choices each node of a structure depends on, by graph
+        self._seen: dict[int, list[frozenset[int]]] = {}
         self.default = self._structure(space.default)
         if isinstance(self.default, NasdslError):
             raise NotDecomposable("the default variant does not build")
@@ -514,24 +525,44 @@ class _Analysis:
             raise NotDecomposable(f"the choices tied to {first} have {n:,} assignments, more than {MAX_GROUP:,}")
         vary = frozenset(members)
         structural = self._structural_points(vary)
+        while True:
+            found = self._try(tied, options, vary, structural)
+            if isinstance(found, tuple):
+                return found
+            structural |= found  # a structure showed a condition on more of the group's choices: again
+
+    def _try(self, tied, options, vary: frozenset[int], structural: set[int]):
+        """One pass of :meth:`_enumerate`; the larger set of structural choices where a structure
+        built shows a condition on a choice of ``vary`` that ``structural`` lacks."""
+        space = self.space
         region: set[str] = set()
         costs: list[dict[str, dict] | None] = []
-        seen: list[frozenset[int]] = []
+        seen: list[frozenset[int]] = [
+            p for g in self.structures.values() if id(g) in self._seen for p in self._seen[id(g)]
+        ]
         for combo in _product(options):
             picks = list(space.default)
             for g, assignment in zip(tied, combo, strict=True):
                 for i, k in zip(space.groups[g][0], assignment, strict=True):
                     picks[i] = k
             picks = tuple(picks)
+            # the structure is built once, from the default with the structural choices of these picks
             key = tuple((i, picks[i]) for i in sorted(structural))
             g = self.structures.get(key)
             if g is None:
-                g = self.structures[key] = self._structure(picks)
-                if not isinstance(g, NasdslError):
-                    seen.extend(self._node_points(g))
+                shown = list(space.default)
+                for i in structural:
+                    shown[i] = picks[i]
+                g = self.structures[key] = self._structure(tuple(shown))
             if isinstance(g, NasdslError):
                 costs.append(None)
                 continue
+            more = self._deciding(g) & vary
+            if not more <= structural:
+                return set(more)
+            if id(g) not in self._seen:
+                self._seen[id(g)] = self._node_points(g)
+                seen.extend(self._seen[id(g)])
             shaped = self._shaped(g, picks, vary)
             if shaped is None:
                 costs.append(None)
@@ -548,23 +579,31 @@ class _Analysis:
             costs.append(differ)
         return region, costs, seen
 
-    def _structural_points(self, vary: frozenset[int]) -> set[int]:
-        """The choices of ``vary`` that decide which blocks exist (conditions, repeat counts)."""
-        g = self.default
-        out = self._points(ir.info(g).structural) & vary
+    def _deciding(self, g: nx.DiGraph) -> frozenset[int]:
+        """The choices that decide which blocks of ``g`` exist: the conditions of its blocks (those
+        switched off included), its outputs' conditions, its repeat counts."""
+        out = set(self._points(ir.info(g).structural))
+        for o in ir.all_outputs(g):
+            if o.when is not None:
+                out |= self._points({o.when})
         for root in ir.roots(g):
             stack = [root]
             while stack:
                 b = stack.pop()
                 if b.when is not None:
-                    out |= self._points(b.when.deps) & vary
+                    out |= self._points(b.when.deps)
                 stack.extend(b.children)
-        # conditions of blocks that the default leaves out entirely are found when a structure shows them:
-        # the choices a choice's own condition reads decide structure too
+        return frozenset(out)
+
+    def _structural_points(self, vary: frozenset[int]) -> set[int]:
+        """The choices of ``vary`` known to decide which blocks exist: the conditions and repeat
+        counts of the default's graph, and those that a choice's own condition reads (more are found
+        as structures are built)."""
+        out = set(self._deciding(self.default) & vary)
         for i in vary:
             if self.space.points[i].when is not None:
                 out |= self._points(self.space.points[i].when.names) & vary
-        return set(out)
+        return out
 
 
 def _product(options: list) -> Iterable[tuple]:
