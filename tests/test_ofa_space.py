@@ -7,6 +7,8 @@ and in ONNX Runtime."""
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -105,6 +107,14 @@ def test_outputs_equal_the_reference_in_pytorch_and_onnx():
         )
         (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         assert abs(torch.from_numpy(onnx_out) - want).max().item() < 1e-5 * scale, (ks, e, d)
+
+
+def test_the_guide_shows_the_spec_as_it_is():
+    guide = (Path(__file__).parent.parent / "docs" / "design-space.md").read_text()
+    section = guide[guide.index("## 10. A block space") : guide.index("## Reference")]
+    excerpts = [m.group(1) for m in re.finditer(r"```yaml\n(.*?)```", section, flags=re.S)]
+    spec = Path(OFA).read_text()
+    assert len(excerpts) == 2 and all(e in spec for e in excerpts)
 
 
 def test_names_follow_ofa_and_a_shallow_stage_leaves_its_numbers_unused():
