@@ -17,10 +17,12 @@ compiled graphs, assuming nothing about the spec:
    conditions of one node depend on: each node's ``deps`` and the ``deps`` of the conditions of the
    blocks around it (``docs/ir.md``), followed through the variables to the choices;
 2. each group's admissible assignments are tried, the other choices at their defaults: the graph of
-   each structure they make (the blocks that exist) is built once, each node's attributes are
-   evaluated from their expressions (``exprs``, through the template uses' arguments) and its shape
-   and cost computed with the op registry. The nodes whose attributes, existence or input shapes
-   differ from the default variant's are the group's *region*;
+   each structure they make (the blocks that exist) is built once; each node's attributes that the
+   group's choices reach are evaluated from the spec's values, with the template uses' parameters
+   bound as the builder binds them, and its shape and cost computed with the op registry. The
+   nodes whose attributes, existence or input shapes differ from the default variant's are the
+   group's *region*; a condition that a structure shows on more of the group's choices makes them
+   structural too, and the group is tried again;
 3. two groups whose regions share a node are merged, and the analysis runs again, until every node
    is in one region at most (or a group becomes too large to try: then the costs do not decompose).
 
@@ -28,10 +30,11 @@ Then, by induction over the graph's order, a variant's node has the attributes, 
 shapes it has when only its own group differs from the default, so a figure is the default's
 outside the regions plus each group's cost in its region: the count of the variants within a
 budget is a convolution of the groups' cost histograms, exact in integers
-(:func:`_count_within`). Where a choice is not a variable, a choice is between blocks, the input's
-shape is a choice (every node depends on it: the resolution), an attribute that a choice reaches has
-no expression, or a budget names a figure that does not add (``depth``, ``peak``, ``latency_ms``),
-the costs are not known to decompose, and the reason is given.
+(:func:`_count_within`). A variant that does not build or whose shapes do not fit fails in one
+group's region, so it is counted as invalid once. Where a choice is not a variable of its own, a
+choice is between blocks, the input's shape is a choice (every node depends on it: the
+resolution), a group has too many assignments, or a budget names a figure that does not add
+(``depth``, ``peak``, ``latency_ms``), the costs are not known to decompose, and the reason is given.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ ADDITIVE = ("params", "macs", "params_train", "macs_train")
 MAX_GROUP = 20_000
 #: the most cost bins the convolution may hold (a dense array of the costs below the budget)
 MAX_BINS = 16_000_000
+#: the most distinct cost tuples of budgets on several figures
+MAX_PAIRS = 2_000_000
 #: draws of an estimate when none are asked for
 DRAWS = 1_000
 #: the normal quantile of a 95% interval
@@ -213,8 +218,8 @@ def _count_within(histograms: list[dict[tuple, int]], base: tuple[int, ...], bou
                 s = tuple(a + c for a, c in zip(key, cost, strict=True))
                 if all(v <= u for v, u in zip(s, upper, strict=True)):
                     out[s] = out.get(s, 0) + n * m
-        if len(out) > MAX_BINS:
-            raise NotDecomposable(f"budgets on {len(bounds)} figures make more than {MAX_BINS:,} distinct cost pairs")
+        if len(out) > MAX_PAIRS:
+            raise NotDecomposable(f"budgets on {len(bounds)} figures make more than {MAX_PAIRS:,} distinct cost pairs")
         partial = out
     return sum(
         n for key, n in partial.items() if all(b.passes(v) for v, bs in zip(key, bounds, strict=True) for b in bs)
@@ -222,8 +227,8 @@ def _count_within(histograms: list[dict[tuple, int]], base: tuple[int, ...], bou
 
 
 def _count_one_column(histograms: list[dict[tuple, int]], base: int, bounds: list[Bound]) -> int:
-    """One figure: counts by cost in a dense array in units of the costs' common divisor, below
-    the bound, as exact integers (modulo 2^64 and a prime, joined by the Chinese remainder theorem)."""
+    """One figure, between its bounds: counts of the ways at most a bound (:func:`_at_most`),
+    subtracted."""
     low = max((math.ceil(b.value) for b in bounds if b.way == "min"), default=None)
     high = min((math.floor(b.value) for b in bounds if b.way == "max"), default=None)
     total = math.prod(sum(h.values()) for h in histograms)
@@ -247,7 +252,12 @@ def _at_most(histograms: list[dict[tuple, int]], base: int, bound: int) -> int:
         return 0
     # the groups whose costs differ by large steps first: the partial sums stay on a coarse lattice longer
     groups.sort(key=lambda g: -math.gcd(*(v - g[0][0] for v, _ in g)))
+    ways = math.prod(sum(n for _, n in g) for g in groups)
+    if ways >= 1 << 100:  # the floats' error could pass 2^63
+        raise NotDecomposable("more than 2^100 combinations of the groups' costs")
     wrapped = _band_count(groups, base, bound, np.uint64)
+    if ways < 1 << 64:
+        return wrapped  # every count fits in 64 bits
     approximate = _band_count(groups, base, bound, np.float64)
     high = round((approximate - wrapped) / 2**64)
     return wrapped + (high << 64)
@@ -331,8 +341,6 @@ class _Analysis:
                 raise NotDecomposable(f"{p.name} chooses between blocks")
             if p.variable is None or len(p.positions) > 1:
                 raise NotDecomposable(f"{p.name} is not a variable of its own")
-        if space.count() >= 1 << 100:
-            raise NotDecomposable("the space has more than 2^100 variants")
         self.of_variable = space.points_of_variables()
         self.structures: dict[tuple, nx.DiGraph | NasdslError] = {}
         #: per graph: its nodes in order, its template uses, and its shaping with its own attributes
@@ -381,7 +389,11 @@ class _Analysis:
             return own[0] if own is not None else None
         if own is None:
             return None
-        shaped = self._shape(order, uses.at(self.space.environment(picks)), None, own, vary)
+        try:
+            env = self.space.environment(picks)
+        except NasdslError:
+            return None  # a variable the compiler refuses with these picks: the variant is invalid
+        shaped = self._shape(order, uses.at(env), None, own, vary)
         return shaped[0] if shaped is not None else None
 
     def _shape(self, order, scopes, env, own, vary: frozenset[int]):

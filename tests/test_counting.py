@@ -237,3 +237,30 @@ def test_ofa_under_budgets_by_stages_and_a_sampled_estimate_agree():
     evaluator = Evaluator(space)
     guess = counting.estimate(space, lambda p: evaluator.evaluate(p).figures.params <= 6e6, draws=100, seed=3)
     assert guess.low <= params.value <= guess.high, (guess, params.value)
+
+
+def test_the_convolution_is_exact_beyond_64_bits():
+    """The band convolution (uint64 counts and a float approximation) against plain Python integers,
+    with groups whose costs step by different divisors and counts whose products pass 2^64."""
+    import random
+
+    rng = random.Random(5)
+    histograms = []
+    for g in range(12):
+        step = (3, 5, 7, 12)[g % 4]
+        histograms.append({(step * rng.randrange(0, 9),): rng.randrange(1, 60) for _ in range(5)})
+    assert 1 << 64 < math.prod(sum(h.values()) for h in histograms) < 1 << 100
+    sums = {0: 1}
+    for h in histograms:
+        out: dict[int, int] = {}
+        for s, n in sums.items():
+            for (c,), m in h.items():
+                out[s + c] = out.get(s + c, 0) + n * m
+        sums = out
+    base = 1_000
+    for bound in (base + 50, base + 200, base + 300, base + 10_000):
+        expected = sum(n for s, n in sums.items() if base + s <= bound)
+        got = counting._count_within(histograms, (base,), [[counting.Bound("macs", "max", bound)]])
+        assert got == expected, bound
+        low = counting._count_within(histograms, (base,), [[counting.Bound("macs", "min", bound)]])
+        assert low == sum(n for s, n in sums.items() if base + s >= bound), bound
