@@ -715,7 +715,10 @@ def wilson(passed: int, draws: int, z: float = Z95) -> tuple[float, float]:
     p = passed / draws
     centre = (p + z * z / (2 * draws)) / (1 + z * z / draws)
     half = z * math.sqrt(p * (1 - p) / draws + z * z / (4 * draws * draws)) / (1 + z * z / draws)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 (or all) passed the interval ends at 0 (or 1) exactly; floats leave a trace there
+    low = 0.0 if passed == 0 else max(0.0, centre - half)
+    high = 1.0 if passed == draws else min(1.0, centre + half)
+    return low, high
 
 
 def estimate(space: Space, passes, *, draws: int = DRAWS, seed: int = 0, why: str = "") -> Count:
@@ -726,9 +729,8 @@ def estimate(space: Space, passes, *, draws: int = DRAWS, seed: int = 0, why: st
     passed = sum(1 for _ in range(draws) if passes(space.draw(rng, "variant")))
     lo, hi = wilson(passed, draws)
     value = (2 * total * passed + draws) // (2 * draws) if draws else 0  # total x passed / draws, rounded
-    return Count(
-        value, False, "sampled", math.floor(total * lo), math.ceil(total * hi), draws=draws, passed=passed, why=why
-    )
+    low, high = min(math.floor(total * lo), value), max(min(math.ceil(total * hi), total), value)
+    return Count(value, False, "sampled", low, high, draws=draws, passed=passed, why=why)
 
 
 __all__ = ["ADDITIVE", "Bound", "Count", "NotDecomposable", "count_by_stages", "estimate", "stage_costs", "wilson"]
