@@ -42,6 +42,7 @@ DESCRIPTION = (
 
 EXAMPLES = """\
 nasdsl space space.yaml --count
+nasdsl space space.yaml --count --max-macs 400M
 nasdsl space space.yaml
 nasdsl space space.yaml --max-macs 1G --pareto macs,params:max --format markdown
 nasdsl space space.yaml --sample 1000 --seed 1 --format csv
