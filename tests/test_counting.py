@@ -177,6 +177,56 @@ def test_invalid_variants_and_shapes_that_cross_stages(tmp_path):
         assert 0 < passing and result.value == passing + (0 if valid_only else invalid) and result.groups == 1
 
 
+#: a repeat whose count is a choice, a choice inside the repeated block, a template with its own
+#: repeat, and a layer switched by a choice whose width is another choice
+REPEATS = """\
+nasdsl: 1
+name: Repeated
+input:
+  shape: [3, 16, 16]
+variables:
+  w: 8
+  n: {choice: [1, 2, 3]}
+  k1: {choice: [1, 3]}
+  k2: {choice: [3, 5]}
+  m: {choice: [1, 2]}
+  wide: {choice: [false, true]}
+templates:
+  Stage:
+    params: [out, {k: 3}]
+    body:
+      repeat: 2
+      block:
+        - {op: conv2d, out: "out + 4 * i", kernel: k, padding: "(k - 1) // 2", bias: false}
+        - batch_norm
+        - relu
+model:
+  stem: {op: conv2d, out: w, kernel: 3, padding: 1}
+  stage:
+    repeat: n
+    block:
+      - {op: conv2d, out: w, kernel: k1, padding: "(k1 - 1) // 2"}
+      - relu
+  body: {use: Stage, args: [w, k2]}
+  extra: {op: conv2d, out: "16 * m", kernel: 1, when: wide}
+  gap: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: 10}
+"""
+
+
+def test_repeats_and_switches_are_counted_exactly(tmp_path):
+    space = spaces.load_space(_write(tmp_path, REPEATS))
+    evaluator = Evaluator(space)
+    figures = [evaluator.evaluate(p).figures for p in space.variants()]
+    for column in ("macs", "params"):
+        values = sorted(getattr(f, column) for f in figures)
+        for bound in (values[len(values) // 4], values[len(values) // 2]):
+            result = counting.count_by_stages(space, [counting.Bound(column, "max", bound)])
+            assert result.value == sum(1 for f in figures if getattr(f, column) <= bound), (column, bound)
+            assert result.groups == 2  # the repeats' nodes with the repeat count; the switched layer's
+
+
 def test_a_space_too_large_to_list_is_counted_exactly_by_stages(tmp_path, capsys):
     path = _write(tmp_path, stages_spec(4))
     figures = by_hand(4)
