@@ -98,14 +98,7 @@ class Space:
     @cached_property
     def _dependencies(self) -> tuple[tuple[frozenset[int], ...], tuple[frozenset[int], ...]]:
         """The points each point's condition and each constraint depend on (through the variables)."""
-        of_variable: dict[str, frozenset[int]] = {}
-        for name, step in self.steps:
-            if isinstance(step, int):
-                names = frozenset().union(*(v.names for v in self.option_values[step]))
-                own = frozenset({step})
-            else:
-                names, own = step.names, frozenset()
-            of_variable[name] = own.union(*(of_variable.get(n, frozenset()) for n in names))
+        of_variable = self.points_of_variables()
 
         def points_of(value: Value | None) -> frozenset[int]:
             if value is None:
@@ -151,6 +144,36 @@ class Space:
             )
             out.append((tuple(members), constrained))
         return tuple(out)
+
+    @property
+    def groups(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+        """The points that conditions and constraints tie together, with their constraints: (points,
+        constraints) per group, in the order of their first point."""
+        return self._groups
+
+    def is_free(self, g: int) -> bool:
+        """Whether group ``g`` is one point that nothing ties (every option is a variant's)."""
+        return self._free(*self._groups[g])
+
+    def admissible(self, g: int) -> tuple[tuple[int, ...], ...]:
+        """The assignments of group ``g``'s points that are variants (option indices in point
+        order), in id order; a located SpecError where trying them all costs too much."""
+        if self.is_free(g):
+            return tuple((k,) for k in range(len(self.points[self._groups[g][0][0]].options)))
+        return self._admissible(g)
+
+    def points_of_variables(self) -> dict[str, frozenset[int]]:
+        """For each variable, the points its value depends on (its own, and those of the
+        variables it reads)."""
+        of_variable: dict[str, frozenset[int]] = {}
+        for name, step in self.steps:
+            if isinstance(step, int):
+                names = frozenset().union(*(v.names for v in self.option_values[step]))
+                own = frozenset({step})
+            else:
+                names, own = step.names, frozenset()
+            of_variable[name] = own.union(*(of_variable.get(n, frozenset()) for n in names))
+        return of_variable
 
     def _free(self, members: tuple[int, ...], constrained: tuple[int, ...]) -> bool:
         return len(members) == 1 and self.points[members[0]].when is None and not constrained

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from nasdsl import counting
 from nasdsl import space as spaces
 from nasdsl.choices import option_text
 from nasdsl.errors import NasdslError, one_line, printable
@@ -41,6 +42,7 @@ DESCRIPTION = (
 
 EXAMPLES = """\
 nasdsl space space.yaml --count
+nasdsl space space.yaml --count --max-macs 400M
 nasdsl space space.yaml
 nasdsl space space.yaml --max-macs 1G --pareto macs,params:max --format markdown
 nasdsl space space.yaml --sample 1000 --seed 1 --format csv
@@ -212,7 +214,12 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
         "of variants with equal figures there, the first",
     )
     b.add_argument("--sort", choices=COLUMNS, help="list by this column, smallest first (default: by id)")
-    b.add_argument("--sample", type=_count("--sample"), metavar="N", help="evaluate N variants drawn at random")
+    b.add_argument(
+        "--sample",
+        type=_count("--sample"),
+        metavar="N",
+        help="evaluate N variants drawn at random (with --count: the draws of an estimate, where one is made)",
+    )
     b.add_argument(
         "--sample-by",
         type=_choice_of("--sample-by", spaces.SAMPLE_BY),
@@ -245,8 +252,10 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
         "--count",
         action="store_true",
         help="print the number of variants only: exact, without evaluating them; with budgets, --valid-only, "
-        "--pareto or --shard, the number that pass them, by evaluating every variant (refused above "
-        f"{MAX_LISTED:,} variants)",
+        "--pareto, --unique or --shard, the number that pass them, by evaluating every variant up to "
+        f"{MAX_LISTED:,}; above that, budgets are counted exactly where the figures add up stage by stage "
+        "(docs/design-space.md), else estimated from --sample N variants drawn uniformly (1,000 by default), "
+        "with a 95%% interval and the word 'estimate'; --pareto, --unique and --shard are refused there",
     )
     o.add_argument(
         "--pick", type=_count("--pick"), metavar="K", help="write variant K as a plain spec (to -o or stdout)"
@@ -643,27 +652,80 @@ def list_variants(args: argparse.Namespace, space: spaces.Space, name: str) -> i
 
 
 def count_variants(space: spaces.Space, args: argparse.Namespace) -> int:
-    """``--count``: the exact number of variants, after every filter given; refused (exit 2) where
-    it cannot be exact."""
-    for option, given in (("--sample", args.sample is not None), ("--limit", bool(args.limit))):
-        if given:
-            raise SpaceUsageError(
-                f"--count counts the whole space exactly; it does not take {option} (list the variants instead)",
-                path=option,
-            )
+    """``--count``: the number of variants that pass every filter given. Exact where the space is
+    listed in full (up to 100,000 variants) or, above that, where the budgets' figures add up stage
+    by stage (:func:`nasdsl.counting.count_by_stages`); otherwise an estimate from ``--sample N``
+    variants drawn uniformly (1,000 by default; --seed seeds them), said to be one, with its 95%
+    interval. Refused
+    (exit 2) where neither works (--pareto, --unique and --shard above 100,000 variants)."""
+    if args.limit:
+        raise SpaceUsageError(
+            "--count counts the whole space; it does not take --limit (list the variants instead)", path="--limit"
+        )
+    if args.sample_by != "variant":
+        raise SpaceUsageError(
+            f"--count counts variants, so an estimate draws every variant alike; it does not take --sample-by "
+            f"{args.sample_by}",
+            path="--sample-by",
+        )
     count = space.count()
     given = filters(args)
-    if not given:
-        print(count)
-        return 0
-    if count > MAX_LISTED:
+    if args.sample is not None and (not given or count <= MAX_LISTED):
         raise SpaceUsageError(
-            f"cannot count the variants that pass {', '.join(given)} exactly: that means evaluating all {count:,} "
-            f"variants, more than {MAX_LISTED:,} (list --sample N of them to estimate the share that passes)",
+            f"--count counts the whole space exactly; it does not take --sample here (it sizes an estimate only "
+            f"where budgets apply to more than {MAX_LISTED:,} variants)",
+            path="--sample",
+        )
+    if not given:
+        return _print_count(counting.Count(count, True, "product", count, count), args)
+    if count <= MAX_LISTED:
+        listing = select(space, args, max_nodes=args.max_nodes)
+        n = len(listing.results)
+        return _print_count(counting.Count(n, True, "enumerated", n, n), args)
+    compared = (("--pareto", args.pareto), ("--unique", getattr(args, "unique", False)), ("--shard", args.shard))
+    global_filters = [option for option, on in compared if on]
+    if global_filters:
+        raise SpaceUsageError(
+            f"cannot count the variants that pass {', '.join(given)}: {global_filters[0]} compares every variant "
+            f"with the others, and the space has {count:,}, more than {MAX_LISTED:,}",
             path="--count",
         )
-    listing = select(space, args, max_nodes=args.max_nodes)
-    print(len(listing.results))
+    bounds = [counting.Bound(column, way, value) for column, way, value, _ in budgets(args)]
+    try:
+        result = counting.count_by_stages(space, bounds, valid_only=args.valid_only, max_nodes=args.max_nodes)
+        if args.sample is not None:
+            print(
+                "nasdsl: note: counted exactly by stages; --sample (the draws of an estimate) is not used",
+                file=sys.stderr,
+            )
+    except counting.NotDecomposable as e:
+        evaluator = Evaluator(space, max_nodes=args.max_nodes, latency=_latency_model(args))
+        draws = args.sample if args.sample is not None else counting.DRAWS
+        result = counting.estimate(
+            space, lambda picks: _passes(evaluator.evaluate(picks), args), draws=draws, seed=args.seed, why=str(e)
+        )
+    return _print_count(result, args)
+
+
+def _latency_model(args: argparse.Namespace):
+    if not wants_latency(args):
+        return None
+    from nasdsl.bench.latency import require
+
+    return require()
+
+
+def _print_count(result, args: argparse.Namespace) -> int:
+    if args.format == "json":
+        sys.stdout.write(json.dumps({"spec": args.spec, **result.as_json()}, indent=2) + "\n")
+    else:
+        print(result.text())
+    if not result.exact:
+        print(
+            f"nasdsl: note: an estimate, not an exact count ({result.why}): {result.draws:,} variants drawn "
+            f"uniformly (--seed {args.seed}), 95% Wilson interval",
+            file=sys.stderr,
+        )
     return 0
 
 
