@@ -19,21 +19,30 @@ options: 1.5e17 variants, so duplicates are rare).
    (nothing is dispatched: nasdsl computes both), random sampler, the default
    SQLite storage, the wall time of the whole ``run_search`` call.
 
-    python benchmarks/search_overhead.py [--trials 300] [--samplers random,tpe] [--end-to-end 10000]
-        [--e2e-sampler random] [--e2e-storage sqlite|memory]   (--trials 0: the end-to-end run alone)
+    python benchmarks/search_overhead.py [--trials 300] [--repeat 1] [--samplers random,tpe]
+        [--storages memory,sqlite] [--no-pool] [--end-to-end 10000] [--e2e-sampler random]
+        [--e2e-storage sqlite|memory]   (--trials 0: the end-to-end run alone)
+
+With ``--repeat N`` each row's runs (Optuna alone, nasdsl in process, nasdsl on the
+pool) are made one after the other, N rounds, and the medians are shown with each
+round's figures and the load average: on a shared machine the ratio within a round
+is what means something.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's nasdsl, not an installed copy
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this file's no-op evaluator, for the pool
 
 import optuna  # noqa: E402
@@ -135,11 +144,68 @@ def end_to_end(trials: int, folder: str, sampler: str, storage: str) -> tuple[fl
     return time.perf_counter() - started, summary
 
 
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def overhead(args, folder: str) -> float:
+    """The overhead table: each row's three runs interleaved, ``--repeat`` rounds, medians."""
+    print(
+        f"\n1. per trial, steady state, {args.trials} trials; no-op objective / evaluator; "
+        f"median of {args.repeat} interleaved rounds"
+    )
+    head = (
+        "sampler",
+        "storage",
+        "Optuna alone ms",
+        "nasdsl in-process ms",
+        "ratio",
+        "nasdsl 2-process pool ms",
+        "ratio",
+    )
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    worst = 0.0
+    for sampler in args.samplers.split(","):
+        for kind in args.storages.split(","):
+            alone, inline, pool, duplicates = [], [], [], 0
+            for _ in range(args.repeat):
+                alone.append(optuna_alone(args.trials, sampler, storage_of(kind, folder)))
+                seconds, dup = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
+                inline.append(seconds)
+                duplicates += dup
+                if args.pool:
+                    seconds, dup = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
+                    pool.append(seconds)
+                    duplicates += dup
+            a, i = statistics.median(alone), statistics.median(inline)
+            p = statistics.median(pool) if pool else math.nan
+            worst = max(worst, i / a)
+            print(
+                f"| {sampler} | {kind} | {a * 1e3:.2f} | {i * 1e3:.2f} | {i / a:.2f}x | {p * 1e3:.2f} | {p / a:.2f}x |"
+            )
+            if args.repeat > 1:
+                rounds = "; ".join(
+                    f"{x * 1e3:.2f}/{y * 1e3:.2f}" + (f"/{z * 1e3:.2f}" if pool else "")
+                    for x, y, z in zip(alone, inline, pool or inline, strict=True)
+                )
+                print(f"  rounds (alone/in-process{'/pool' if pool else ''} ms): {rounds}; load {_load()}")
+            if duplicates:
+                print(f"  ({duplicates} duplicates over the rounds)")
+    return worst
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=300, help="trials per overhead measurement (default 300)")
-    p.add_argument("--end-to-end", type=int, default=10_000, help="trials of the end-to-end run (default 10,000)")
+    p.add_argument("--repeat", type=int, default=1, help="interleaved rounds per row; the medians are shown")
     p.add_argument("--samplers", default="random,tpe", help="samplers of the overhead runs (default random,tpe)")
+    p.add_argument("--storages", default="memory,sqlite", help="storages of the overhead runs (default memory,sqlite)")
+    p.add_argument("--no-pool", dest="pool", action="store_false", help="leave out the 2-process pool")
+    p.add_argument("--end-to-end", type=int, default=10_000, help="trials of the end-to-end run (default 10,000)")
     p.add_argument("--e2e-sampler", default="random", help="the end-to-end run's sampler (default random)")
     p.add_argument(
         "--e2e-storage",
@@ -150,37 +216,14 @@ def main() -> int:
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(
-        f"python {platform.python_version()}, optuna {optuna.__version__}, nasdsl {nasdsl.__version__}, "
-        f"{os.cpu_count()} CPUs, {platform.machine()}"
+        f"python {platform.python_version()}, optuna {optuna.__version__}, nasdsl {nasdsl.__version__} "
+        f"({Path(nasdsl.__file__).parent}), {os.cpu_count()} CPUs, {platform.machine()}; load {_load()}"
     )
     print(f"space: GoogLeNet with {len(OVERRIDES)} integer ranges of 9 options (9^18 = {9**18:.2e} variants)")
+    worst = None
     with tempfile.TemporaryDirectory() as folder:
         if args.trials:
-            print(f"\n1. per trial, steady state, {args.trials} trials; no-op objective / evaluator")
-            head = (
-                "sampler",
-                "storage",
-                "Optuna alone ms",
-                "nasdsl in-process ms",
-                "ratio",
-                "nasdsl 2-process pool ms",
-                "ratio",
-            )
-            print("| " + " | ".join(head) + " |")
-            print("|---|---|---:|---:|---:|---:|---:|")
-            worst = 0.0
-            for sampler in args.samplers.split(","):
-                for kind in ("memory", "sqlite"):
-                    alone = optuna_alone(args.trials, sampler, storage_of(kind, folder))
-                    inline, dup1 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
-                    pool, dup2 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
-                    worst = max(worst, inline / alone)
-                    print(
-                        f"| {sampler} | {kind} | {alone * 1e3:.2f} | {inline * 1e3:.2f} | {inline / alone:.2f}x | "
-                        f"{pool * 1e3:.2f} | {pool / alone:.2f}x |"
-                    )
-                    if dup1 or dup2:
-                        print(f"  ({dup1} and {dup2} duplicates)")
+            worst = overhead(args, folder)
         if args.end_to_end:
             seconds, summary = end_to_end(args.end_to_end, folder, args.e2e_sampler, args.e2e_storage)
             where = "SQLite file" if args.e2e_storage == "sqlite" else "in memory"
@@ -189,8 +232,8 @@ def main() -> int:
                 f"{seconds:.1f} s, {seconds / max(summary.evaluated, 1) * 1e3:.2f} ms a trial; "
                 f"{summary.duplicates} duplicates, {summary.rejected} rejected; stopped: {summary.stopped}"
             )
-    if args.trials:
-        print(f"\nworst in-process ratio {worst:.2f}x (target {TARGET}x)")
+    if worst is not None:
+        print(f"\nworst in-process ratio {worst:.2f}x (target {TARGET}x); load {_load()}")
     return 0
 
 

@@ -25,12 +25,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nasdsl.document import spec_yaml
 from nasdsl.errors import NasdslError
 from nasdsl.search.evaluators import Evaluator, run_evaluator
 from nasdsl.search.objectives import OBJECTIVES
+from nasdsl.search.specfile import SpecWriter
 
 SPEC, WEIGHTS, RECORD = "spec.yaml", "init.safetensors", "trial.json"
+#: the spec files of this process's trials, written from the parts they share
+_SPECS = SpecWriter()
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def run_trial(task: Task) -> Outcome:
         os.makedirs(task.workdir, exist_ok=True)
         spec = os.path.join(task.workdir, SPEC)
         with open(spec, "w", encoding="utf-8") as f:
-            f.write(task.header + spec_yaml(json.loads(task.document_json)))
+            f.write(task.header + _SPECS(json.loads(task.document_json)))
         weights = _warm_start(task, spec) if task.parent is not None else None
         if task.model_objectives:
             values = _model_objectives(task, spec)
