@@ -30,7 +30,7 @@ from nasdsl.search.driver import Budget
 from nasdsl.search.identity import Identities, identify
 from nasdsl.search.params import distribution, picks_of, suggest
 from nasdsl.search.report import status
-from nasdsl.search.specfile import SpecWriter
+from nasdsl.search.specfile import SpecTexts
 from nasdsl.search.study import ATTR, load_study
 from nasdsl.space import variant_yaml
 
@@ -249,7 +249,7 @@ def test_a_sampler_that_proposes_a_variant_again_never_runs_it_twice(tmp_path):
 
 
 def test_a_trials_spec_is_the_text_pick_writes_and_its_key_the_hash_of_that_spec(tmp_path):
-    """On GoogLeNet with 18 filter counts as ranges (the overhead benchmark's space), each trial's
+    """On GoogLeNet with three filter counts as ranges, each trial's
     spec.yaml is byte for byte what ``nasdsl space --pick`` writes for its picks, and its variant key
     the hash the compiler records for that spec: the search writes the spec from the parts variants
     share and cuts the key's text from the spec once, and neither may show."""
@@ -270,43 +270,50 @@ def test_a_trials_spec_is_the_text_pick_writes_and_its_key_the_hash_of_that_spec
             assert rec["variant"] == nasdsl.compile_spec(Path(rec["workdir"]) / "spec.yaml").spec.sha256
 
 
-TRICKY = {
-    "nasdsl": 1,
-    "doc": "a line long enough to be folded by the emitter at its width of one hundred and twenty characters, "
-    "and then some more words",
-    "list": [1, [2, 3], {"a": 1}],
-    "empty": {},
-    "model": {
-        "a" * 130: {"op": "relu"},  # a key YAML writes as a complex key ("? ...")
-        "-dash": 1,
-        "quoted: key": "yes",
-        "multi": "two\nlines",
-        "seq": [{"op": "conv2d", "out": 8}, {"op": "relu", "doc": "x " * 70}],
-        "flow": {"use": "T", "args": [1, 2]},
-        "unicode": "Ω",
-        "none": None,
-        "float": 0.5,
-    },
-    "templates": {"T": {"params": ["a", "b"], "body": {"x": {"op": "linear", "out": "a"}}}},
-}
+#: what cannot be cut where it looks: a complex key (over 128 characters), a key starting with a dash,
+#: multi-line and folded strings, a list and an empty mapping at the top, a sequence written without indent
+TRICKY = f"""\
+nasdsl: 1
+name: Tricky
+doc: {"a line long enough to be folded by the emitter at its width of one hundred and twenty characters " * 2}
+input: {{shape: [3, 8, 8]}}
+list: [1, [2, 3], {{a: 1}}]
+empty: {{}}
+notes:
+  items:
+  - {{a: 1, text: "{"y " * 50}"}}
+  - {{a: 2}}
+variables:
+  width: {{choice: [8, 16]}}
+model:
+  {"a" * 130}: {{op: conv2d, out: {{choice: [4, 8]}}, kernel: 1}}
+  "-dash": {{op: conv2d, out: {{choice: [4, 6]}}, kernel: 1}}
+  stack:
+    seq:
+    - {{op: conv2d, out: {{choice: [8, 16, 32]}}, kernel: 1}}
+    - {{op: relu, doc: "{"x " * 70}"}}
+  multi: {{op: relu, doc: "two\\nlines"}}
+  flat: flatten
+  fc: {{op: linear, out: width}}
+"""
 
 
-def test_the_spec_writer_gives_spec_yamls_text_byte_for_byte(digits):
-    """The writer that keeps the parts variants share against ``spec_yaml`` writing each document
-    whole: every digits variant (one writer for all, so later ones are made of kept parts), and a
-    document with what cannot be cut where it looks (a complex key, a key starting with a dash, a
-    multi-line string, a top-level list and an empty mapping), written twice."""
-    writer = SpecWriter()
-    for picks in digits.variants():
-        doc = json.loads(canonical_json(digits.document_of(picks)))
-        assert writer(doc) == spec_yaml(doc)
-    assert len(writer.texts) > 0
-    for _ in range(2):
-        assert writer(TRICKY) == spec_yaml(TRICKY)
-    small = SpecWriter(keep=3)  # memory emptied along the way
-    for picks in list(digits.variants())[:20]:
-        doc = json.loads(canonical_json(digits.document_of(picks)))
-        assert small(doc) == spec_yaml(doc)
+def test_a_spec_written_from_kept_parts_is_spec_yamls_text_byte_for_byte(digits, tmp_path):
+    """The spec texts joined from kept parts against ``spec_yaml`` writing each variant's document
+    whole (what ``--pick`` writes): every digits variant (one writer for all, so later ones are made
+    of kept parts), every variant of a spec with what cannot be cut where it looks (and of the same
+    without its complex key, which can be), and a writer whose memory is emptied along the way."""
+    tricky, cuttable = tmp_path / "tricky.yaml", tmp_path / "cuttable.yaml"
+    tricky.write_text(TRICKY)
+    cuttable.write_text("\n".join(line for line in TRICKY.splitlines() if "a" * 130 not in line) + "\n")
+    for space in (digits, spaces.load_space(tricky), spaces.load_space(cuttable)):
+        texts, small = SpecTexts(space), SpecTexts(space, keep=5)
+        for n, picks in enumerate(space.variants()):
+            doc = space.document_of(picks)
+            assert texts(picks, canonical_json(doc)) == spec_yaml(doc)
+            if n < 40:
+                assert small(picks, canonical_json(doc)) == spec_yaml(doc)
+        assert len(texts.texts) > 0 and texts.entries
 
 
 def test_identities_cut_from_the_spec_are_the_documents_own(digits, tmp_path):

@@ -44,6 +44,7 @@ from nasdsl.search.executors import Executor, Inline, Pool, Ray
 from nasdsl.search.identity import Identities
 from nasdsl.search.objectives import EVALUATOR, FIGURES, MODEL, Goal, Variant, checked
 from nasdsl.search.params import Asker, made_arguments
+from nasdsl.search.specfile import SpecTexts
 from nasdsl.search.study import SearchError, record
 from nasdsl.search.trial import Outcome, Task
 from nasdsl.space import load_space
@@ -194,6 +195,7 @@ class _Search:
         self.figures = FigureEvaluator(self.space, **_limits(cfg))
         self.ask = Asker(self.space)
         self.identify = Identities(self.space)
+        self.spec_texts = SpecTexts(self.space)
         identity = {
             "spec": cfg.spec,
             "set": list(cfg.overrides),
@@ -332,8 +334,7 @@ class _Search:
         task = Task(
             number=trial.number,
             workdir=workdir,
-            document_json=identified.document_json,
-            header=variant_header(space, picks, cfg.spec, writer),
+            spec=variant_header(space, picks, cfg.spec, writer) + self.spec_texts(picks, identified.document_json),
             model_objectives=tuple(g.name for g in cfg.goals if g.where == MODEL),
             evaluator=cfg.evaluator,
             parent=self.parent,

@@ -35,7 +35,7 @@ from nasdsl.space import Space
 @dataclass(frozen=True)
 class Identified:
     """A variant's key, and its plain document as the canonical JSON the key is computed from
-    (what a trial writes its spec from, so that the document is made once per proposal)."""
+    (what the parts of its spec file that no variant before it wrote are written from)."""
 
     key: str
     document_json: str
