@@ -26,7 +26,9 @@ options: 1.5e17 variants, so duplicates are rare).
 With ``--repeat N`` each row's runs (Optuna alone, nasdsl in process, nasdsl on the
 pool) are made one after the other, N rounds, and the medians are shown with each
 round's figures and the load average: on a shared machine the ratio within a round
-is what means something.
+is what means something. The CPU columns are the process time (user and system) of
+Optuna alone and of nasdsl in process, per trial: what the work costs whatever else
+the machine runs (the pool's workers are other processes, so it has no CPU column).
 """
 
 from __future__ import annotations
@@ -94,23 +96,34 @@ def storage_of(kind: str, folder: str):
     return _storage(f"sqlite:///{folder}/{kind}-{time.monotonic_ns()}.db", existing=False)
 
 
-def optuna_alone(trials: int, sampler: str, storage) -> float:
-    """Seconds per trial of a no-op objective asking the same parameters, steady state."""
+def _per_trial(stamps: list[tuple[float, float]]) -> tuple[float, float]:
+    """Wall and CPU seconds per trial between the first stamp and the last."""
+    (wall0, cpu0), (wall1, cpu1) = stamps[0], stamps[-1]
+    return (wall1 - wall0) / (len(stamps) - 1), (cpu1 - cpu0) / (len(stamps) - 1)
+
+
+def _stamp(stamps: list) -> None:
+    stamps.append((time.perf_counter(), time.process_time()))
+
+
+def optuna_alone(trials: int, sampler: str, storage) -> tuple[float, float]:
+    """Wall and CPU seconds per trial of a no-op objective asking the same parameters, steady state."""
     study = optuna.create_study(storage=storage, sampler=_sampler(sampler, 0), direction="maximize")
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
     def objective(trial) -> float:
         for name, (lo, hi, step) in ranges().items():
             trial.suggest_int(name, lo, hi, step=step)
         return 0.0
 
-    study.optimize(objective, n_trials=trials, callbacks=[lambda s, t: stamps.append(time.perf_counter())])
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    study.optimize(objective, n_trials=trials, callbacks=[lambda s, t: _stamp(stamps)])
+    return _per_trial(stamps)
 
 
-def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str) -> tuple[float, int]:
-    """Seconds per trial evaluated through nasdsl's path, steady state; and the duplicates seen."""
-    stamps: list[float] = []
+def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str) -> tuple[float, float, int]:
+    """Wall and CPU seconds (of this process) per trial evaluated through nasdsl's path, steady
+    state; and the duplicates seen."""
+    stamps: list[tuple[float, float]] = []
     evaluate = noop if workers == 0 else "search_overhead:noop"
     cfg = Config(
         spec=SPEC,
@@ -124,8 +137,8 @@ def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str)
         study_name="overhead",
         workers=workers,
     )
-    summary = run_search(cfg, say=lambda line: stamps.append(time.perf_counter()))
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1), summary.duplicates
+    summary = run_search(cfg, say=lambda line: _stamp(stamps))
+    return *_per_trial(stamps), summary.duplicates
 
 
 def end_to_end(trials: int, folder: str, sampler: str, storage: str) -> tuple[float, object]:
@@ -152,7 +165,7 @@ def _load() -> str:
 
 
 def overhead(args, folder: str) -> float:
-    """The overhead table: each row's three runs interleaved, ``--repeat`` rounds, medians."""
+    """The overhead table: each row's runs interleaved, ``--repeat`` rounds, medians."""
     print(
         f"\n1. per trial, steady state, {args.trials} trials; no-op objective / evaluator; "
         f"median of {args.repeat} interleaved rounds"
@@ -165,34 +178,35 @@ def overhead(args, folder: str) -> float:
         "ratio",
         "nasdsl 2-process pool ms",
         "ratio",
+        "CPU ms: Optuna alone / in-process",
+        "CPU ratio",
     )
     print("| " + " | ".join(head) + " |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     worst = 0.0
     for sampler in args.samplers.split(","):
         for kind in args.storages.split(","):
-            alone, inline, pool, duplicates = [], [], [], 0
+            rounds, duplicates = [], 0
             for _ in range(args.repeat):
-                alone.append(optuna_alone(args.trials, sampler, storage_of(kind, folder)))
-                seconds, dup = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
-                inline.append(seconds)
+                wall, cpu = optuna_alone(args.trials, sampler, storage_of(kind, folder))
+                inline, inline_cpu, dup = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
                 duplicates += dup
+                pool = math.nan
                 if args.pool:
-                    seconds, dup = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
-                    pool.append(seconds)
+                    pool, _, dup = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
                     duplicates += dup
-            a, i = statistics.median(alone), statistics.median(inline)
-            p = statistics.median(pool) if pool else math.nan
+                rounds.append((wall, inline, pool, cpu, inline_cpu))
+            a, i, p, ca, ci = (statistics.median(r[n] for r in rounds) for n in range(5))
             worst = max(worst, i / a)
             print(
-                f"| {sampler} | {kind} | {a * 1e3:.2f} | {i * 1e3:.2f} | {i / a:.2f}x | {p * 1e3:.2f} | {p / a:.2f}x |"
+                f"| {sampler} | {kind} | {a * 1e3:.2f} | {i * 1e3:.2f} | {i / a:.2f}x | {p * 1e3:.2f} | {p / a:.2f}x "
+                f"| {ca * 1e3:.2f} / {ci * 1e3:.2f} | {ci / ca:.2f}x |"
             )
             if args.repeat > 1:
-                rounds = "; ".join(
-                    f"{x * 1e3:.2f}/{y * 1e3:.2f}" + (f"/{z * 1e3:.2f}" if pool else "")
-                    for x, y, z in zip(alone, inline, pool or inline, strict=True)
+                shown = "; ".join(" / ".join(f"{x * 1e3:.2f}" for x in r) for r in rounds)
+                print(
+                    f"  rounds (wall: alone / in-process / pool; CPU: alone / in-process, ms): {shown}; load {_load()}"
                 )
-                print(f"  rounds (alone/in-process{'/pool' if pool else ''} ms): {rounds}; load {_load()}")
             if duplicates:
                 print(f"  ({duplicates} duplicates over the rounds)")
     return worst

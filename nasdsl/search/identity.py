@@ -8,7 +8,7 @@ plain spec is read back. Two picks that give the same document (a choice
 under a false ``when`` keeps its default) are one variant; two documents that
 differ only in how they write the same network (``2 * 32`` against ``64``)
 are two. A stronger identity, by the architecture itself, is planned (issue
-#23): it replaces :func:`variant_key` here and nothing else.
+#23): it replaces this module and nothing else.
 
 A search identifies every proposal, so :class:`Identities` makes the same text
 without making the document: the canonical JSON of the spec with a marker where
