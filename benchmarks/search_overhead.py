@@ -19,21 +19,32 @@ options: 1.5e17 variants, so duplicates are rare).
    (nothing is dispatched: nasdsl computes both), random sampler, the default
    SQLite storage, the wall time of the whole ``run_search`` call.
 
-    python benchmarks/search_overhead.py [--trials 300] [--samplers random,tpe] [--end-to-end 10000]
-        [--e2e-sampler random] [--e2e-storage sqlite|memory]   (--trials 0: the end-to-end run alone)
+    python benchmarks/search_overhead.py [--trials 300] [--repeat 1] [--samplers random,tpe]
+        [--storages memory,sqlite] [--no-pool] [--end-to-end 10000] [--e2e-sampler random]
+        [--e2e-storage sqlite|memory]   (--trials 0: the end-to-end run alone)
+
+With ``--repeat N`` each row's runs (Optuna alone, nasdsl in process, nasdsl on the
+pool) are made one after the other, N rounds, and the medians are shown with each
+round's figures and the load average: on a shared machine the ratio within a round
+is what means something. The CPU columns are the process time (user and system) of
+Optuna alone and of nasdsl in process, per trial: what the work costs whatever else
+the machine runs (the pool's workers are other processes, so it has no CPU column).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's nasdsl, not an installed copy
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this file's no-op evaluator, for the pool
 
 import optuna  # noqa: E402
@@ -85,23 +96,34 @@ def storage_of(kind: str, folder: str):
     return _storage(f"sqlite:///{folder}/{kind}-{time.monotonic_ns()}.db", existing=False)
 
 
-def optuna_alone(trials: int, sampler: str, storage) -> float:
-    """Seconds per trial of a no-op objective asking the same parameters, steady state."""
+def _per_trial(stamps: list[tuple[float, float]]) -> tuple[float, float]:
+    """Wall and CPU seconds per trial between the first stamp and the last."""
+    (wall0, cpu0), (wall1, cpu1) = stamps[0], stamps[-1]
+    return (wall1 - wall0) / (len(stamps) - 1), (cpu1 - cpu0) / (len(stamps) - 1)
+
+
+def _stamp(stamps: list) -> None:
+    stamps.append((time.perf_counter(), time.process_time()))
+
+
+def optuna_alone(trials: int, sampler: str, storage) -> tuple[float, float]:
+    """Wall and CPU seconds per trial of a no-op objective asking the same parameters, steady state."""
     study = optuna.create_study(storage=storage, sampler=_sampler(sampler, 0), direction="maximize")
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
     def objective(trial) -> float:
         for name, (lo, hi, step) in ranges().items():
             trial.suggest_int(name, lo, hi, step=step)
         return 0.0
 
-    study.optimize(objective, n_trials=trials, callbacks=[lambda s, t: stamps.append(time.perf_counter())])
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    study.optimize(objective, n_trials=trials, callbacks=[lambda s, t: _stamp(stamps)])
+    return _per_trial(stamps)
 
 
-def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str) -> tuple[float, int]:
-    """Seconds per trial evaluated through nasdsl's path, steady state; and the duplicates seen."""
-    stamps: list[float] = []
+def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str) -> tuple[float, float, int]:
+    """Wall and CPU seconds (of this process) per trial evaluated through nasdsl's path, steady
+    state; and the duplicates seen."""
+    stamps: list[tuple[float, float]] = []
     evaluate = noop if workers == 0 else "search_overhead:noop"
     cfg = Config(
         spec=SPEC,
@@ -115,8 +137,8 @@ def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str)
         study_name="overhead",
         workers=workers,
     )
-    summary = run_search(cfg, say=lambda line: stamps.append(time.perf_counter()))
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1), summary.duplicates
+    summary = run_search(cfg, say=lambda line: _stamp(stamps))
+    return *_per_trial(stamps), summary.duplicates
 
 
 def end_to_end(trials: int, folder: str, sampler: str, storage: str) -> tuple[float, object]:
@@ -135,11 +157,69 @@ def end_to_end(trials: int, folder: str, sampler: str, storage: str) -> tuple[fl
     return time.perf_counter() - started, summary
 
 
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def overhead(args, folder: str) -> float:
+    """The overhead table: each row's runs interleaved, ``--repeat`` rounds, medians."""
+    print(
+        f"\n1. per trial, steady state, {args.trials} trials; no-op objective / evaluator; "
+        f"median of {args.repeat} interleaved rounds"
+    )
+    head = (
+        "sampler",
+        "storage",
+        "Optuna alone ms",
+        "nasdsl in-process ms",
+        "ratio",
+        "nasdsl 2-process pool ms",
+        "ratio",
+        "CPU ms: Optuna alone / in-process",
+        "CPU ratio",
+    )
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    worst = 0.0
+    for sampler in args.samplers.split(","):
+        for kind in args.storages.split(","):
+            rounds, duplicates = [], 0
+            for _ in range(args.repeat):
+                wall, cpu = optuna_alone(args.trials, sampler, storage_of(kind, folder))
+                inline, inline_cpu, dup = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
+                duplicates += dup
+                pool = math.nan
+                if args.pool:
+                    pool, _, dup = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
+                    duplicates += dup
+                rounds.append((wall, inline, pool, cpu, inline_cpu))
+            a, i, p, ca, ci = (statistics.median(r[n] for r in rounds) for n in range(5))
+            worst = max(worst, i / a)
+            print(
+                f"| {sampler} | {kind} | {a * 1e3:.2f} | {i * 1e3:.2f} | {i / a:.2f}x | {p * 1e3:.2f} | {p / a:.2f}x "
+                f"| {ca * 1e3:.2f} / {ci * 1e3:.2f} | {ci / ca:.2f}x |"
+            )
+            if args.repeat > 1:
+                shown = "; ".join(" / ".join(f"{x * 1e3:.2f}" for x in r) for r in rounds)
+                print(
+                    f"  rounds (wall: alone / in-process / pool; CPU: alone / in-process, ms): {shown}; load {_load()}"
+                )
+            if duplicates:
+                print(f"  ({duplicates} duplicates over the rounds)")
+    return worst
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=300, help="trials per overhead measurement (default 300)")
-    p.add_argument("--end-to-end", type=int, default=10_000, help="trials of the end-to-end run (default 10,000)")
+    p.add_argument("--repeat", type=int, default=1, help="interleaved rounds per row; the medians are shown")
     p.add_argument("--samplers", default="random,tpe", help="samplers of the overhead runs (default random,tpe)")
+    p.add_argument("--storages", default="memory,sqlite", help="storages of the overhead runs (default memory,sqlite)")
+    p.add_argument("--no-pool", dest="pool", action="store_false", help="leave out the 2-process pool")
+    p.add_argument("--end-to-end", type=int, default=10_000, help="trials of the end-to-end run (default 10,000)")
     p.add_argument("--e2e-sampler", default="random", help="the end-to-end run's sampler (default random)")
     p.add_argument(
         "--e2e-storage",
@@ -150,37 +230,14 @@ def main() -> int:
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(
-        f"python {platform.python_version()}, optuna {optuna.__version__}, nasdsl {nasdsl.__version__}, "
-        f"{os.cpu_count()} CPUs, {platform.machine()}"
+        f"python {platform.python_version()}, optuna {optuna.__version__}, nasdsl {nasdsl.__version__} "
+        f"({Path(nasdsl.__file__).parent}), {os.cpu_count()} CPUs, {platform.machine()}; load {_load()}"
     )
     print(f"space: GoogLeNet with {len(OVERRIDES)} integer ranges of 9 options (9^18 = {9**18:.2e} variants)")
+    worst = None
     with tempfile.TemporaryDirectory() as folder:
         if args.trials:
-            print(f"\n1. per trial, steady state, {args.trials} trials; no-op objective / evaluator")
-            head = (
-                "sampler",
-                "storage",
-                "Optuna alone ms",
-                "nasdsl in-process ms",
-                "ratio",
-                "nasdsl 2-process pool ms",
-                "ratio",
-            )
-            print("| " + " | ".join(head) + " |")
-            print("|---|---|---:|---:|---:|---:|---:|")
-            worst = 0.0
-            for sampler in args.samplers.split(","):
-                for kind in ("memory", "sqlite"):
-                    alone = optuna_alone(args.trials, sampler, storage_of(kind, folder))
-                    inline, dup1 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
-                    pool, dup2 = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
-                    worst = max(worst, inline / alone)
-                    print(
-                        f"| {sampler} | {kind} | {alone * 1e3:.2f} | {inline * 1e3:.2f} | {inline / alone:.2f}x | "
-                        f"{pool * 1e3:.2f} | {pool / alone:.2f}x |"
-                    )
-                    if dup1 or dup2:
-                        print(f"  ({dup1} and {dup2} duplicates)")
+            worst = overhead(args, folder)
         if args.end_to_end:
             seconds, summary = end_to_end(args.end_to_end, folder, args.e2e_sampler, args.e2e_storage)
             where = "SQLite file" if args.e2e_storage == "sqlite" else "in memory"
@@ -189,8 +246,8 @@ def main() -> int:
                 f"{seconds:.1f} s, {seconds / max(summary.evaluated, 1) * 1e3:.2f} ms a trial; "
                 f"{summary.duplicates} duplicates, {summary.rejected} rejected; stopped: {summary.stopped}"
             )
-    if args.trials:
-        print(f"\nworst in-process ratio {worst:.2f}x (target {TARGET}x)")
+    if worst is not None:
+        print(f"\nworst in-process ratio {worst:.2f}x (target {TARGET}x); load {_load()}")
     return 0
 
 

@@ -24,10 +24,13 @@ from optuna.trial import FixedTrial, TrialState
 import nasdsl
 from nasdsl import space as spaces
 from nasdsl.cli import main, parser
+from nasdsl.document import canonical_json, spec_yaml
 from nasdsl.search import Config, goal, parse_evaluator, run_search, variant_key
 from nasdsl.search.driver import Budget
+from nasdsl.search.identity import Identities, identify
 from nasdsl.search.params import distribution, picks_of, suggest
 from nasdsl.search.report import status
+from nasdsl.search.specfile import SpecTexts
 from nasdsl.search.study import ATTR, load_study
 from nasdsl.space import variant_yaml
 
@@ -216,6 +219,123 @@ def test_evaluators_run_once_per_variant_in_their_own_folders_on_a_process_pool(
             assert t.state == TrialState.FAIL and "ValueError: too wide" in rec["error"]
             assert _totals(Path(rec["workdir"]) / "spec.yaml")["params"] > 20_000
     assert any(": failed (" in line and "too wide" in line for line in lines)
+
+
+def test_a_sampler_that_proposes_a_variant_again_never_runs_it_twice(tmp_path):
+    """Two variants, a random sampler asked until it has seen both: it proposes each many times,
+    the evaluator (counting its calls from outside the search) runs once per variant, and every
+    repeat is told its first trial's values with that trial's number."""
+    ran: list[str] = []
+
+    def evaluate(spec_path: str, workdir: str) -> dict:
+        ran.append(Path(spec_path).read_text())
+        return {"params": nasdsl.compile_spec(spec_path).summary()["totals"]["params"]}
+
+    cfg = _config(
+        tmp_path, goals=(goal("metric:params", "maximize"),), trials=50, sampler="random", seed=2,
+        evaluator=parse_evaluator(evaluate),
+        overrides=("width1={range: [8, 16, 8]}", "second=false", "kernel=3", "batchnorm=true", "hidden=0"),
+    )  # fmt: skip
+    summary = run_search(cfg, say=lambda line: None)
+    assert summary.stopped == "every variant of the space (2) has been seen"
+    assert summary.evaluated == len(ran) == len(set(ran)) == 2 and summary.duplicates > 0
+    first = {
+        rec["variant"]: (n, list(t.values)) for n, state, rec, t in _records(summary.study) if state == "evaluated"
+    }
+    repeats = [(rec, t) for _, state, rec, t in _records(summary.study) if state == "duplicate"]
+    assert len(repeats) == summary.duplicates
+    for rec, t in repeats:
+        assert (rec["duplicate_of"], list(t.values)) == first[rec["variant"]]
+
+
+def test_a_trials_spec_is_the_text_pick_writes_and_its_key_the_hash_of_that_spec(tmp_path):
+    """On GoogLeNet with three filter counts as ranges, each trial's
+    spec.yaml is byte for byte what ``nasdsl space --pick`` writes for its picks, and its variant key
+    the hash the compiler records for that spec: the search writes the spec from the parts variants
+    share and cuts the key's text from the spec once, and neither may show."""
+    overrides = tuple(f"inception{m}.c3x3={{range: [64, 128, 32]}}" for m in ("3a", "4a", "5b"))
+    space = spaces.load_space(ROOT / "specs" / "googlenet.yaml", overrides)
+    cfg = _config(
+        tmp_path, spec=str(ROOT / "specs" / "googlenet.yaml"), overrides=overrides, trials=8, sampler="random",
+        goals=(goal("metric:zero", "maximize"),), evaluator=parse_evaluator(lambda spec, workdir: {"zero": 0}),
+    )  # fmt: skip
+    summary = run_search(cfg, say=lambda line: None)
+    assert summary.evaluated == 8
+    for number, state, rec, t in _records(summary.study):
+        picks = picks_of(space, t.params)
+        if state == "evaluated":
+            written = (Path(rec["workdir"]) / "spec.yaml").read_text()
+            writer = f"nasdsl search (trial {number} of the study digits)"
+            assert written == variant_yaml(space, picks, cfg.spec, writer)
+            assert rec["variant"] == nasdsl.compile_spec(Path(rec["workdir"]) / "spec.yaml").spec.sha256
+
+
+#: what cannot be cut where it looks: a complex key (over 128 characters), a key starting with a dash,
+#: multi-line and folded strings, a list and an empty mapping at the top, a sequence written without indent
+TRICKY = f"""\
+nasdsl: 1
+name: Tricky
+doc: {"a line long enough to be folded by the emitter at its width of one hundred and twenty characters " * 2}
+input: {{shape: [3, 8, 8]}}
+list: [1, [2, 3], {{a: 1}}]
+empty: {{}}
+notes:
+  items:
+  - {{a: 1, text: "{"y " * 50}"}}
+  - {{a: 2}}
+variables:
+  width: {{choice: [8, 16]}}
+model:
+  {"a" * 130}: {{op: conv2d, out: {{choice: [4, 8]}}, kernel: 1}}
+  "-dash": {{op: conv2d, out: {{choice: [4, 6]}}, kernel: 1}}
+  stack:
+    seq:
+    - {{op: conv2d, out: {{choice: [8, 16, 32]}}, kernel: 1}}
+    - {{op: relu, doc: "{"x " * 70}"}}
+  multi: {{op: relu, doc: "two\\nlines"}}
+  flat: flatten
+  fc: {{op: linear, out: width}}
+"""
+
+
+def test_a_spec_written_from_kept_parts_is_spec_yamls_text_byte_for_byte(digits, tmp_path):
+    """The spec texts joined from kept parts against ``spec_yaml`` writing each variant's document
+    whole (what ``--pick`` writes): every digits variant (one writer for all, so later ones are made
+    of kept parts), every variant of a spec with what cannot be cut where it looks (and of the same
+    without its complex key, which can be), and a writer whose memory is emptied along the way."""
+    tricky, cuttable = tmp_path / "tricky.yaml", tmp_path / "cuttable.yaml"
+    tricky.write_text(TRICKY)
+    cuttable.write_text("\n".join(line for line in TRICKY.splitlines() if "a" * 130 not in line) + "\n")
+    for space in (digits, spaces.load_space(tricky), spaces.load_space(cuttable)):
+        texts, small = SpecTexts(space), SpecTexts(space, keep=5)
+        for n, picks in enumerate(space.variants()):
+            doc = space.document_of(picks)
+            assert texts(picks, canonical_json(doc)) == spec_yaml(doc)
+            if n < 40:
+                assert small(picks, canonical_json(doc)) == spec_yaml(doc)
+        assert len(texts.texts) > 0 and texts.entries
+
+
+def test_identities_cut_from_the_spec_are_the_documents_own(digits, tmp_path):
+    """The key's text joined from the cut spec against the one made through each variant's document:
+    every digits variant (ranges, booleans, a condition), a space with list options, and a space with
+    a choice between blocks, which is out of the cut's reach and identified through the document."""
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text(
+        DIGITS.read_text().replace(
+            "pool: {op: max_pool, kernel: 2}", "pool: {op: max_pool, kernel: {choice: [[2, 2], [2, 1]]}}"
+        )
+    )
+    blocks = tmp_path / "blocks.yaml"
+    blocks.write_text(
+        DIGITS.read_text().replace("pool: {op: max_pool, kernel: 2}", "pool: {choice: [max_pool, avg_pool]}")
+    )
+    for path, cut in ((DIGITS, True), (pairs, True), (blocks, False)):
+        space = digits if path == DIGITS else spaces.load_space(path)
+        identities = Identities(space)
+        assert (identities.pieces is not None) == cut
+        for picks in space.variants():
+            assert identities(picks) == identify(space, picks)
 
 
 def test_a_command_template_runs_without_a_shell_with_its_placeholders(tmp_path):

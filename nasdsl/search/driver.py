@@ -1,6 +1,6 @@
 """The search loop: Optuna asks, nasdsl checks, a worker runs, Optuna is told.
 
-For each trial the driver asks the study (:func:`nasdsl.search.params.suggest`:
+For each trial the driver asks the study (:class:`nasdsl.search.params.Asker`:
 the choices made define-by-run), and before anything is dispatched it decides,
 from the spec alone, what the proposal is:
 
@@ -41,9 +41,10 @@ from nasdsl.loader import Limits
 from nasdsl.search import study as studies
 from nasdsl.search.evaluators import Evaluator
 from nasdsl.search.executors import Executor, Inline, Pool, Ray
-from nasdsl.search.identity import identify
+from nasdsl.search.identity import Identities
 from nasdsl.search.objectives import EVALUATOR, FIGURES, MODEL, Goal, Variant, checked
-from nasdsl.search.params import made_arguments, suggest
+from nasdsl.search.params import Asker, made_arguments
+from nasdsl.search.specfile import SpecTexts
 from nasdsl.search.study import SearchError, record
 from nasdsl.search.trial import Outcome, Task
 from nasdsl.space import load_space
@@ -139,6 +140,8 @@ class _State:
     rejected: dict[str, str] = field(default_factory=dict)
     flying: dict[int, tuple] = field(default_factory=dict)
     waiting: dict[str, list] = field(default_factory=dict)
+    #: the identities of the picks proposed so far (a sampler that proposes them again costs a lookup)
+    known: dict[tuple[int, ...], str] = field(default_factory=dict)
 
 
 def check_config(cfg: Config) -> None:
@@ -190,6 +193,9 @@ class _Search:
         self.started = time.perf_counter()
         self.space = load_space(cfg.spec, cfg.overrides, **({"limits": cfg.limits} if cfg.limits else {}))
         self.figures = FigureEvaluator(self.space, **_limits(cfg))
+        self.ask = Asker(self.space)
+        self.identify = Identities(self.space)
+        self.spec_texts = SpecTexts(self.space)
         identity = {
             "spec": cfg.spec,
             "set": list(cfg.overrides),
@@ -281,9 +287,12 @@ class _Search:
         """Ask for one trial and deal with it; True when it is a new variant."""
         cfg, space, study, state, summary = self.cfg, self.space, self.study, self.state, self.summary
         trial = study.ask()
-        picks = suggest(trial, space)
-        identified = identify(space, picks)
-        key = identified.key
+        picks = self.ask(trial)
+        key = state.known.get(picks)
+        identified = None
+        if key is None:
+            identified = self.identify(picks)
+            key = state.known[picks] = identified.key
         if key in state.done:
             first, values = state.done[key]
             self._tell(trial, values, {"variant": key, "status": "duplicate", "duplicate_of": first})
@@ -318,13 +327,14 @@ class _Search:
             return True
         from nasdsl.space import variant_header
 
+        if identified is None:  # picks seen before whose variant is in none of the tables above
+            identified = self.identify(picks)
         workdir = os.path.abspath(os.path.join(cfg.workdir, f"trial-{trial.number:05d}"))
         writer = f"nasdsl search (trial {trial.number} of the study {cfg.study_name})"
         task = Task(
             number=trial.number,
             workdir=workdir,
-            document_json=identified.document_json,
-            header=variant_header(space, picks, cfg.spec, writer),
+            spec=variant_header(space, picks, cfg.spec, writer) + self.spec_texts(picks, identified.document_json),
             model_objectives=tuple(g.name for g in cfg.goals if g.where == MODEL),
             evaluator=cfg.evaluator,
             parent=self.parent,

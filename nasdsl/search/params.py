@@ -44,20 +44,37 @@ def distribution(point: ChoicePoint):
 def suggest(trial, space: Space) -> tuple[int, ...]:
     """Ask ``trial`` (an ``optuna.Trial``) for the points of ``space`` whose conditions hold;
     the picks of the variant it proposes (the other points at their defaults)."""
-    picks = list(space.default)
-    for i, point in enumerate(space.points):
-        if point.when is not None and not made(space, point, tuple(picks)):
-            continue
-        picks[i] = index_of(point, _ask(trial, point))
-    return tuple(picks)
+    return Asker(space)(trial)
 
 
-def _ask(trial, point: ChoicePoint) -> object:
-    """One point's parameter, through the trial's public suggest methods."""
-    d = distribution(point)
-    if point.kind == "range":
-        return trial.suggest_int(point.name, d.low, d.high, step=d.step)
-    return trial.suggest_categorical(point.name, d.choices)
+class Asker:
+    """:func:`suggest` for one space, with each point's distribution made once (a search asks
+    the same points of every trial)."""
+
+    def __init__(self, space: Space):
+        self.space = space
+        self.asks = []
+        for point in space.points:
+            d = distribution(point)
+            if point.kind == "range":
+                lookup = {v: k for k, v in enumerate(point.options)}
+                self.asks.append((point, "int", (point.name, d.low, d.high), {"step": d.step}, lookup))
+            else:
+                self.asks.append((point, "categorical", (point.name, d.choices), {}, None))
+
+    def __call__(self, trial) -> tuple[int, ...]:
+        space = self.space
+        picks = list(space.default)
+        for i, (point, kind, args, options, lookup) in enumerate(self.asks):
+            if point.when is not None and not made(space, point, tuple(picks)):
+                continue
+            if kind == "int":
+                value = trial.suggest_int(*args, **options)
+                k = lookup.get(value) if type(value) is int else None
+                picks[i] = k if k is not None else index_of(point, value)
+            else:
+                picks[i] = index_of(point, trial.suggest_categorical(*args))
+        return tuple(picks)
 
 
 def picks_of(space: Space, params: Mapping[str, object]) -> tuple[int, ...]:
@@ -111,4 +128,4 @@ def made_arguments(space: Space, picks: tuple[int, ...]) -> list[str]:
     return [arguments[i] for i, p in enumerate(space.points) if p.when is None or made(space, p, picks)]
 
 
-__all__ = ["distribution", "index_of", "made", "made_arguments", "picks_of", "suggest"]
+__all__ = ["Asker", "distribution", "index_of", "made", "made_arguments", "picks_of", "suggest"]

@@ -25,7 +25,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nasdsl.document import spec_yaml
 from nasdsl.errors import NasdslError
 from nasdsl.search.evaluators import Evaluator, run_evaluator
 from nasdsl.search.objectives import OBJECTIVES
@@ -35,15 +34,14 @@ SPEC, WEIGHTS, RECORD = "spec.yaml", "init.safetensors", "trial.json"
 
 @dataclass(frozen=True)
 class Task:
-    """What a trial needs: its number and folder, the variant's document, the objectives
+    """What a trial needs: its number and folder, the text of the variant's spec file, the objectives
     computed on the model (by name), the evaluator, the warm start's parent (spec file,
     ``--set`` values, weights file) and where the command runs."""
 
     number: int
     workdir: str
-    #: the variant's plain document (canonical JSON) and the comment lines its spec file starts with
-    document_json: str
-    header: str = ""
+    #: the text of its spec file: the variant's plain spec with its comment lines
+    spec: str
     model_objectives: tuple[str, ...] = ()
     evaluator: Evaluator | None = None
     parent: tuple[str, tuple[str, ...], str] | None = None
@@ -80,7 +78,7 @@ def run_trial(task: Task) -> Outcome:
         os.makedirs(task.workdir, exist_ok=True)
         spec = os.path.join(task.workdir, SPEC)
         with open(spec, "w", encoding="utf-8") as f:
-            f.write(task.header + spec_yaml(json.loads(task.document_json)))
+            f.write(task.spec)
         weights = _warm_start(task, spec) if task.parent is not None else None
         if task.model_objectives:
             values = _model_objectives(task, spec)
