@@ -20,7 +20,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from nasdsl import counting
 from nasdsl import space as spaces
 from nasdsl.choices import option_text
 from nasdsl.errors import NasdslError, one_line, printable
@@ -658,6 +657,8 @@ def count_variants(space: spaces.Space, args: argparse.Namespace) -> int:
     variants drawn uniformly (1,000 by default; --seed seeds them), said to be one, with its 95%
     interval. Refused
     (exit 2) where neither works (--pareto, --unique and --shard above 100,000 variants)."""
+    from nasdsl import counting  # numpy: only when counting (check and summary import neither)
+
     if args.limit:
         raise SpaceUsageError(
             "--count counts the whole space; it does not take --limit (list the variants instead)", path="--limit"
