@@ -129,6 +129,9 @@ class Block:
     #: ``from:``: the block whose output this one reads instead of the one before it
     source: str | None = None
     source_loc: Location | None = None
+    #: ``from: [a, b]``: the values a use of a template with several inputs (or a repeat that names
+    #: its ``previous`` values) reads, in order; ``()`` otherwise
+    sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,9 @@ class RepeatBlock(Block):
     names: tuple[str | Value, ...] = ()
     #: ``flat: true``: the iterations' items become items of the enclosing list
     flat: bool = False
+    #: ``previous: [p2, p1]``: names that the block reads the outputs of the repetitions before it by
+    #: (the last name the one just before), the repeat's inputs before the first
+    previous: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,8 @@ class Template:
     #: the entries of the body in the order the class builds them (its state_dict's order), where
     #: that is not the order they run in; the others follow in theirs
     build_order: tuple[str, ...] = ()
+    #: ``inputs: [s0, s1]``: the names of a template's inputs, where it reads several; ``()``: one input
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -495,8 +503,22 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         return _parse_named_seq(raw, loc, path)
     p = _Pop(raw, path)
     kind = kinds[0]
-    phase, when, source, source_loc = _common(p)
-    common = {"phase": phase, "when": when, "source": source, "source_loc": source_loc}
+    phase, when, source, source_loc, sources = _common(p)
+    common = {"phase": phase, "when": when, "source": source, "source_loc": source_loc, "sources": sources}
+    if sources and when is not None:
+        raise SpecError(
+            "expected no 'when' on a block that reads several values ('from' a list): switched off, it "
+            "would have no one value to pass on",
+            location=p.loc("when"),
+            path=join(path, "when"),
+        )
+    if sources and kind not in ("use", "repeat"):
+        raise SpecError(
+            "expected one name after 'from': a list of values is read only by a use of a template with "
+            f"several inputs or by a repeat that names them ('previous'), not by {_a(kind)} block",
+            location=source_loc,
+            path=join(path, "from"),
+        )
     if kind == "op":
         op_loc = p.loc("op")
         op = p.get("op")
@@ -622,8 +644,49 @@ def _parse_repeat(p: _Pop, loc: Location, path: str, common: dict) -> RepeatBloc
                 location=p.loc("flat"),
                 path=join(path, "flat"),
             )
-    p.done(["repeat", "block", "index", "name", "flat", *COMMON_KEYS], "repeat")
-    return RepeatBlock(loc, path, **common, count=count, body=body, index=index, names=names, flat=flat)
+    previous: tuple[str, ...] = ()
+    if p.has("previous"):
+        previous = _parse_input_names(p.get("previous"), p.loc("previous"), join(path, "previous"), "previous")
+        if index in previous:
+            raise SpecError(
+                f"'{index}' names both the index and a previous value",
+                location=p.loc("previous"),
+                path=join(path, "previous"),
+            )
+    if common["sources"] and not previous:
+        raise SpecError(
+            "expected 'previous' beside a list after 'from': the names the repeated block reads the values by",
+            location=common["source_loc"],
+            path=join(path, "from"),
+        )
+    if common["sources"] and len(common["sources"]) != len(previous):
+        raise SpecError(
+            f"expected as many values after 'from' as names in 'previous' ({len(previous)}), "
+            f"got {len(common['sources'])}",
+            location=common["source_loc"],
+            path=join(path, "from"),
+        )
+    p.done(["repeat", "block", "index", "name", "flat", "previous", *COMMON_KEYS], "repeat")
+    return RepeatBlock(
+        loc, path, **common, count=count, body=body, index=index, names=names, flat=flat, previous=previous
+    )
+
+
+def _parse_input_names(raw: object, loc: Location, path: str, what: str) -> tuple[str, ...]:
+    """A template's ``inputs`` or a repeat's ``previous``: two or more distinct names, none ``in``."""
+    if not isinstance(raw, YList) or len(raw) < 2:
+        got = f"a list of {len(raw)}" if isinstance(raw, YList) else scalar_type_name(raw)
+        raise SpecError(f"expected a list of two or more names after '{what}', got {got}", location=loc, path=path)
+    names: list[str] = []
+    for i, item in enumerate(raw):
+        iloc, ipath = raw.loc_of(i), join(path, i)
+        name = check_name(item, iloc, ipath, "input name")
+        if name in (INPUT_REF, "self", "x"):
+            raise SpecError(f"input name '{name}' is reserved", location=iloc, path=ipath)
+        if name in names:
+            raise SpecError(f"duplicate input name '{name}'", location=iloc, path=ipath)
+        names.append(name)
+    return tuple(names)
 
 
 def _parse_name_pattern(raw: object, loc: Location, path: str) -> tuple[str | Value, ...]:
@@ -737,7 +800,7 @@ def raise_errors(errors: list[NasdslError]) -> None:
         raise ErrorList(errors)
 
 
-def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None]:
+def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None, tuple[str, ...]]:
     phase = "both"
     if p.has("phase"):
         ploc = p.loc("phase")
@@ -752,10 +815,21 @@ def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None]:
     if p.has("doc"):
         expect_str(p.get("doc"), p.loc("doc"), join(p.path, "doc"))
     source = source_loc = None
+    sources: tuple[str, ...] = ()
     if p.has("from"):
         source_loc = p.loc("from")
-        source = _block_path(p.get("from"), source_loc, join(p.path, "from"))
-    return phase, when, source, source_loc
+        raw = p.get("from")
+        if isinstance(raw, YList):
+            if len(raw) < 2:
+                raise SpecError(
+                    f"expected a name, or a list of two or more names, after 'from', got a list of {len(raw)}",
+                    location=source_loc,
+                    path=join(p.path, "from"),
+                )
+            sources = tuple(_block_path(v, raw.loc_of(i), join(join(p.path, "from"), i)) for i, v in enumerate(raw))
+        else:
+            source = _block_path(raw, source_loc, join(p.path, "from"))
+    return phase, when, source, source_loc, sources
 
 
 def _parse_args(raw: object, loc: Location, path: str) -> tuple[tuple[str | None, Value], ...]:
@@ -1080,10 +1154,26 @@ def _parse_templates(raw: object, loc: Location) -> dict[str, Template]:
         block = parse_block(p.get("body"), p.loc("body"), join(path, "body"))
         tdoc = p.get("doc", "")
         order = _parse_build_order(p.get("build_order"), p.loc("build_order"), join(path, "build_order"), block)
-        p.done(["params", "body", "doc", "build_order"], f"template {name}")
-        return Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "", order)
+        inputs: tuple[str, ...] = ()
+        if p.has("inputs"):
+            inputs = _parse_template_inputs(p, path, params, block)
+        p.done(["params", "inputs", "body", "doc", "build_order"], f"template {name}")
+        return Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "", order, inputs)
 
     return {t.name: t for t in _each(m, template)}
+
+
+def _parse_template_inputs(p: _Pop, path: str, params: tuple[Param, ...], body: Block) -> tuple[str, ...]:
+    """A template's ``inputs``: names its body reads its inputs by; none a parameter or an entry."""
+    iloc, ipath = p.loc("inputs"), join(path, "inputs")
+    raw = p.get("inputs")
+    inputs = _parse_input_names(raw, iloc, ipath, "inputs")
+    entries = {n for n, _ in body.items} if isinstance(body, SeqBlock) and body.named else set()
+    for i, name in enumerate(inputs):
+        clash = "a parameter" if name in {q.name for q in params} else "an entry of the body" if name in entries else ""
+        if clash:
+            raise SpecError(f"input name '{name}' is also {clash}", location=raw.loc_of(i), path=join(ipath, i))
+    return inputs
 
 
 def _parse_build_order(raw: object, loc: Location, path: str, body: Block) -> tuple[str, ...]:
