@@ -609,7 +609,7 @@ class _Writer:
             reads_off = c.kind != "ref" and written_off.get(c.inputs[0]) == current  # reads an entry written off
             before = current
             apart = _apart(c, t)  # its branches read values of their own: x is left as it is
-            several = len(c.inputs) > 1  # a use of a template with several inputs: they are its arguments
+            several = len(c.inputs) > 1 and c.kind != "merge"  # a use of a template with several inputs
             if c.kind != "ref" and c.inputs[0] != current and not reads_off and not apart and not several:
                 source = produced.get(c.inputs[0])
                 if source is None:

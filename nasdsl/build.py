@@ -476,10 +476,29 @@ class _Builder:
         outs: list[str] = []
         #: the branches that are a zero: (index, name, block, path, the nodes they made)
         zeros: list[tuple[int, str, Block, str, list[str]]] = []
-        for branch_name, branch in b.branches:
+        positions = self._index_positions(b, scope, path) if b.index is not None else {}
+        for k, (branch_name, branch) in enumerate(b.branches):
             branch_path = _join(path, branch_name)
             made_before = len(self.made)
-            sub = self.expand(branch, branch_name, branch_path, inputs, scope, phase)
+            reads = (inputs[k],) if b.sources else inputs  # `from: [a, b]`: one value a branch
+            inner = scope
+            if b.index is not None:  # `index: {j: [...]}`: the position of the value the branch reads
+                read = reads[0]
+                if branch.source is not None:
+                    read = self.resolve(
+                        branch.source,
+                        scope,
+                        branch_path,
+                        {"location": branch.source_loc, "path": f"{branch.path}.from"},
+                    )
+                if read not in positions:
+                    raise SpecError(
+                        f"branch '{branch_name}' reads a value that is not in the list of 'index'",
+                        location=b.index_loc,
+                        path=f"{b.path}.index",
+                    )
+                inner = self._indexed(scope, b.index[0], positions[read])
+            sub = self.expand(branch, branch_name, branch_path, reads, inner, phase)
             children.append(sub)
             if sub.passed in self.zeros and not sub.dormant and not (sub.kind == "skip" and sub.when is not None):
                 if b.op != "add":
@@ -530,6 +549,15 @@ class _Builder:
         attrs, exprs, deps, given = self._attrs(b, path, scope)
         node = self.add_node(path, b.op, attrs, given, b, phase, tuple(outs), scope, exprs, deps)
         return _block("merge", name, path, b, inputs, node, phase, when, children=children, named=b.named, op=b.op)
+
+    def _index_positions(self, b: MergeBlock, scope: _Scope, path: str) -> dict[str, int]:
+        """The nodes of a merge's ``index`` list and their positions (the first, for one named twice)."""
+        name, values = b.index
+        out: dict[str, int] = {}
+        for k, value in enumerate(values):
+            node = self.resolve(value, scope, path, {"location": b.index_loc, "path": f"{b.path}.index.{name}[{k}]"})
+            out.setdefault(node, k)
+        return out
 
     def _drop(self, made: list[str], path: str) -> None:
         """Remove the nodes a branch made (a zero left out of a sum), and what names them."""

@@ -177,6 +177,10 @@ class MergeBlock(Block):
     named: bool = False
     #: the merge op's attributes (concat's ``axis``), as an op block's
     attrs: tuple[tuple[str, Value], ...] = ()
+    #: ``index: {j: [a, b, c]}``: in each branch, ``j`` is the position in that list of the value
+    #: the branch reads (a DARTS node's op is strided where it reads a cell input); None: no index
+    index: tuple[str, tuple[str, ...]] | None = None
+    index_loc: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -512,10 +516,11 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
             location=p.loc("when"),
             path=join(path, "when"),
         )
-    if sources and kind not in ("use", "repeat"):
+    if sources and kind not in ("use", "repeat", *MERGE_OPS):
         raise SpecError(
             "expected one name after 'from': a list of values is read only by a use of a template with "
-            f"several inputs or by a repeat that names them ('previous'), not by {_a(kind)} block",
+            "several inputs, a repeat that names them ('previous') or a merge (one value a branch), "
+            f"not by {_a(kind)} block",
             location=source_loc,
             path=join(path, "from"),
         )
@@ -571,7 +576,11 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
     bloc = p.loc(kind)
     known = OPS[kind].attr_index
     attrs = tuple((key, parse_value(p.get(key), p.loc(key), join(path, key))) for key in list(p.left) if key in known)
-    allowed = [*known, *COMMON_KEYS]
+    index = index_loc = None
+    if p.has("index"):
+        index_loc = p.loc("index")
+        index = _parse_merge_index(p.get("index"), index_loc, join(path, "index"))
+    allowed = [*known, *COMMON_KEYS, "index"]
     if p.left and not (p.left.keys() & {"before", "after"}):
         key = next(iter(p.left))
         if key not in allowed and did_you_mean(key, allowed) == "":
@@ -593,7 +602,10 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         branches = tuple(
             (str(i), parse_block(v, branches_raw.loc_of(i), join(path, i))) for i, v in enumerate(branches_raw)
         )
-        return MergeBlock(loc, path, **common, op=kind, branches=branches, named=False, attrs=attrs)
+        _check_merge_sources(common, branches, path)
+        return MergeBlock(
+            loc, path, **common, op=kind, branches=branches, named=False, attrs=attrs, index=index, index_loc=index_loc
+        )
     m = expect_map(branches_raw, bloc, join(path, kind), "a list or mapping of branches")
     if len(m) < 2:
         raise SpecError(f"expected at least two branches to {kind}, got {len(m)}", location=bloc, path=join(path, kind))
@@ -601,7 +613,44 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         (check_name(k, m.key_locs[k], join(path, k), "branch name"), parse_block(v, m.loc_of(k), join(path, k)))
         for k, v in m.items()
     )
-    return MergeBlock(loc, path, **common, op=kind, branches=branches, named=True, attrs=attrs)
+    _check_merge_sources(common, branches, path)
+    return MergeBlock(
+        loc, path, **common, op=kind, branches=branches, named=True, attrs=attrs, index=index, index_loc=index_loc
+    )
+
+
+def _check_merge_sources(common: dict, branches: tuple[tuple[str, Block], ...], path: str) -> None:
+    """A merge's ``from: [a, b]`` gives each branch one value: as many values as branches, and no
+    branch with a ``from`` of its own."""
+    sources = common["sources"]
+    if not sources:
+        return
+    if len(sources) != len(branches):
+        raise SpecError(
+            f"expected one value after 'from' for each of the {len(branches)} branches, got {len(sources)}",
+            location=common["source_loc"],
+            path=join(path, "from"),
+        )
+    for name, b in branches:
+        if b.source is not None or b.sources:
+            raise SpecError(
+                f"branch '{name}' has a 'from' of its own beside the merge's list: give it on one of them",
+                location=b.source_loc or b.loc,
+                path=join(b.path, "from"),
+            )
+
+
+def _parse_merge_index(raw: object, loc: Location, path: str) -> tuple[str, tuple[str, ...]]:
+    """``index: {j: [a, b, c]}``: one name and the values whose positions it takes."""
+    if not isinstance(raw, YMap) or len(raw) != 1:
+        got = f"a mapping of {len(raw)} keys" if isinstance(raw, YMap) else scalar_type_name(raw)
+        raise SpecError(f"expected {{name: [values...]}} after 'index', got {got}", location=loc, path=path)
+    ((name, values),) = raw.items()
+    check_name(name, raw.key_locs[name], join(path, name), "index name")
+    if not isinstance(values, YList) or not values:
+        got = "an empty list" if isinstance(values, YList) else scalar_type_name(values)
+        raise SpecError(f"expected a list of values after '{name}', got {got}", location=raw.loc_of(name), path=path)
+    return name, tuple(_block_path(v, values.loc_of(i), join(join(path, name), i)) for i, v in enumerate(values))
 
 
 def _block_path(target: object, loc: Location, path: str) -> str:
