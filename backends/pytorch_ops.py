@@ -306,6 +306,18 @@ def _slice(ctx: ClassContext, node: str) -> Call:
     return Call(helper_name(ctx, "Narrow"), (str(axis + 1), render(start), render(stop), str(data.attrs["step"])))
 
 
+def _pad(ctx: ClassContext, node: str) -> Call:
+    """``nn.ConstantPad2d((left, right, top, bottom), value)`` for the last one to three axes (the
+    torch order: the last axis first), else a module that calls ``F.pad`` with that list."""
+    data = ir.node(ctx.g, node)
+    pads = data.attrs["pads"]
+    value = data.attrs["value"]
+    order = tuple(x for pair in reversed(pads) for x in pair)
+    if len(pads) <= 3:
+        return Call(f"nn.ConstantPad{len(pads)}d", (render(order), render(value)))
+    return Call(helper_name(ctx, "Pad"), (render(order), render(value)))
+
+
 def _select(ctx: ClassContext, node: str) -> Call:
     data = ir.node(ctx.g, node)
     axis = _axis_index(in_type(ctx, node), data.attrs["axis"])
@@ -454,6 +466,7 @@ lowering("pytorch", "permute")(TorchLowering(_permute, defines=("Permute",)))
 lowering("pytorch", "transpose")(TorchLowering(_transpose, defines=("Transpose",)))
 lowering("pytorch", "reshape")(TorchLowering(_reshape, defines=("Reshape",)))
 lowering("pytorch", "roll")(TorchLowering(_roll, defines=("Roll",)))
+lowering("pytorch", "pad")(TorchLowering(_pad, defines=("Pad",)))
 lowering("pytorch", "constant")(TorchLowering(_constant, defines=("Fill",)))
 lowering("pytorch", "layer_norm")(
     TorchLowering(_layer_norm, ("nn.LayerNorm",), defines=("LayerNorm2d", "LayerNormChannels"))
@@ -604,6 +617,18 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
         "",
         "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
         "        return x.reshape([x.shape[0], *self.shape])",
+    ),
+    "Pad": (
+        "class {name}(nn.Module):",
+        '    """A constant border: padding as torch.nn.functional.pad takes it (the last axis first)."""',
+        "",
+        "    def __init__(self, padding: tuple[int, ...], value: float) -> None:",
+        "        super().__init__()",
+        "        self.padding = list(padding)",
+        "        self.value = value",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return F.pad(x, self.padding, value=self.value)",
     ),
     "Roll": (
         "class {name}(nn.Module):",
