@@ -197,7 +197,8 @@ def _module_expr(ctx: ClassContext, b: ir.Block) -> Call:
             while children and bypassed(children[-1]):
                 children.pop()
         items = [_module_expr(ctx, c) for c in children]
-        if b.named:
+        # a list left with items that are not 0, 1, ... (a sum's `zero` branch left out): named so too
+        if b.named or [c.name for c in children] != [str(i) for i in range(len(children))]:
             return Call("nn.Sequential", (_ordered(children, items),))
         return Call("nn.Sequential", tuple(items))
     if b.kind == "merge":
@@ -250,7 +251,7 @@ def _resized_after(body: ir.Block) -> bool:
 def _inside(c: ir.Block) -> set[str]:
     """The nodes block ``c`` computes, and its input."""
     made = {b.output for b in ir.walk(c) if b.kind not in ("ref", "skip")}
-    return made | {n for b in ir.walk(c) for n in b.entries} | set(c.inputs[:1])
+    return made | {n for b in ir.walk(c) for n in b.entries} | set(c.inputs)
 
 
 def _reads_of(c: ir.Block) -> tuple[set[str], set[str]]:
@@ -277,7 +278,7 @@ def _read_within(c: ir.Block, nodes, paths) -> bool:
     return any(
         (b.path in paths or b.output in nodes) and b.output != c.output and b.path != c.path
         for b in ir.walk(c)
-        if b.kind not in ("ref", "skip") and b.output not in c.inputs[:1]
+        if b.kind not in ("ref", "skip") and b.output not in c.inputs  # (a merge may read several)
     )
 
 

@@ -302,8 +302,12 @@ def _slice(ctx: ClassContext, node: str) -> Call:
     if axis == 0 and data.attrs["step"] == 1:  # channels: the indexing a person writes, x[:, a:b]
         args = (render(start), *((render(stop),) if stop is not None else ()))
         return Call(helper_name(ctx, "Slice"), args)
-    stop = stop if stop is not None else t.shape[axis]
-    return Call(helper_name(ctx, "Narrow"), (str(axis + 1), render(start), render(stop), str(data.attrs["step"])))
+    args = [str(axis + 1), render(start)]
+    if stop is not None:  # else to the end, whatever the size (a class used at several sizes)
+        args.append(render(stop))
+    if data.attrs["step"] != 1:
+        args.append(f"step={data.attrs['step']}")
+    return Call(helper_name(ctx, "Narrow"), tuple(args))
 
 
 def _pad(ctx: ClassContext, node: str) -> Call:
@@ -556,9 +560,9 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
     ),
     "Narrow": (
         "class {name}(nn.Module):",
-        '    """The positions from start up to stop, every step, along dim."""',
+        '    """The positions from start up to stop (None: to the end), every step, along dim."""',
         "",
-        "    def __init__(self, dim: int, start: int, stop: int, step: int = 1) -> None:",
+        "    def __init__(self, dim: int, start: int, stop: int | None = None, step: int = 1) -> None:",
         "        super().__init__()",
         "        self.dim = dim",
         "        self.start = start",
@@ -566,7 +570,8 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
         "        self.step = step",
         "",
         "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-        "        x = x.narrow(self.dim, self.start, self.stop - self.start)",
+        "        stop = x.shape[self.dim] if self.stop is None else self.stop",
+        "        x = x.narrow(self.dim, self.start, stop - self.start)",
         "        if self.step == 1:",
         "            return x",
         "        index = torch.arange(0, x.shape[self.dim], self.step, device=x.device)",
