@@ -31,7 +31,7 @@ from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
 from nasdsl.numbers import number_ok
 from nasdsl.ops import MERGE_OPS, describe
-from nasdsl.spec import BLOCK_KEYS, Value, _block_path, check_name, did_you_mean, parse_value
+from nasdsl.spec import BLOCK_KEYS, Value, block_path, check_name, did_you_mean, parse_value
 
 #: the keys of a choice mapping
 CHOICE_KEYS = ("choice", "range", "default", "when", "name")
@@ -426,7 +426,7 @@ def _parse_input_choice(f: _Found) -> ChoicePoint:
         at = {"location": raw.loc_of(i), "path": f"{path}.choice[{i}]"}
         if not isinstance(item, str):
             raise SpecError(f"expected the name of an earlier value, got {scalar_type_name(item)}", **at)
-        values.append(_block_path(item, at["location"], at["path"]))
+        values.append(block_path(item, at["location"], at["path"]))
     if len(set(values)) != len(values):
         value = next(v for i, v in enumerate(values) if v in values[:i])
         raise SpecError(f"value {value} is given twice", **where)

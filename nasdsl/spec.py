@@ -552,7 +552,7 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         return UseBlock(loc, path, **common, template=name, args=args, template_loc=use_loc, args_loc=args_loc)
     if kind == "ref":
         target_loc = p.loc("ref")
-        target = _block_path(p.get("ref"), target_loc, join(path, "ref"))
+        target = block_path(p.get("ref"), target_loc, join(path, "ref"))
         p.done(["ref", *COMMON_KEYS], "reference")
         return RefBlock(loc, path, **common, target=target, target_loc=target_loc)
     if kind == "seq":
@@ -650,10 +650,10 @@ def _parse_merge_index(raw: object, loc: Location, path: str) -> tuple[str, tupl
     if not isinstance(values, YList) or not values:
         got = "an empty list" if isinstance(values, YList) else scalar_type_name(values)
         raise SpecError(f"expected a list of values after '{name}', got {got}", location=raw.loc_of(name), path=path)
-    return name, tuple(_block_path(v, values.loc_of(i), join(join(path, name), i)) for i, v in enumerate(values))
+    return name, tuple(block_path(v, values.loc_of(i), join(join(path, name), i)) for i, v in enumerate(values))
 
 
-def _block_path(target: object, loc: Location, path: str) -> str:
+def block_path(target: object, loc: Location, path: str) -> str:
     """A block's path as ``ref:`` and ``from:`` name it: dotted names and indices, or ``in``."""
     if not isinstance(target, str):
         raise SpecError(f"expected a node name, got {scalar_type_name(target)}", location=loc, path=path)
@@ -875,9 +875,9 @@ def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None, tu
                     location=source_loc,
                     path=join(p.path, "from"),
                 )
-            sources = tuple(_block_path(v, raw.loc_of(i), join(join(p.path, "from"), i)) for i, v in enumerate(raw))
+            sources = tuple(block_path(v, raw.loc_of(i), join(join(p.path, "from"), i)) for i, v in enumerate(raw))
         else:
-            source = _block_path(raw, source_loc, join(p.path, "from"))
+            source = block_path(raw, source_loc, join(p.path, "from"))
     return phase, when, source, source_loc, sources
 
 
