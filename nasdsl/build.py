@@ -225,7 +225,13 @@ class _Builder:
         elif block.sources:  # `from: [a, b]`: several values, in order
             inputs = tuple(
                 self.resolve(
-                    source, scope, path, {"location": block.source_loc or block.loc, "path": f"{block.path}.from[{k}]"}
+                    source,
+                    scope,
+                    path,
+                    {
+                        "location": block.sources_locs[k] if block.sources_locs else block.loc,
+                        "path": f"{block.path}.from[{k}]",
+                    },
                 )
                 for k, source in enumerate(block.sources)
             )

@@ -130,8 +130,10 @@ class Block:
     source: str | None = None
     source_loc: Location | None = None
     #: ``from: [a, b]``: the values a use of a template with several inputs (or a repeat that names
-    #: its ``previous`` values) reads, in order; ``()`` otherwise
+    #: its ``previous`` values, or a merge) reads, in order; ``()`` otherwise
     sources: tuple[str, ...] = ()
+    #: where each of ``sources`` is written
+    sources_locs: tuple[Location, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -507,8 +509,15 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         return _parse_named_seq(raw, loc, path)
     p = _Pop(raw, path)
     kind = kinds[0]
-    phase, when, source, source_loc, sources = _common(p)
-    common = {"phase": phase, "when": when, "source": source, "source_loc": source_loc, "sources": sources}
+    phase, when, source, source_loc, (sources, sources_locs) = _common(p)
+    common = {
+        "phase": phase,
+        "when": when,
+        "source": source,
+        "source_loc": source_loc,
+        "sources": sources,
+        "sources_locs": sources_locs,
+    }
     if sources and when is not None:
         raise SpecError(
             "expected no 'when' on a block that reads several values ('from' a list): switched off, it "
@@ -849,7 +858,7 @@ def raise_errors(errors: list[NasdslError]) -> None:
         raise ErrorList(errors)
 
 
-def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None, tuple[str, ...]]:
+def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None, tuple[tuple, tuple]]:
     phase = "both"
     if p.has("phase"):
         ploc = p.loc("phase")
@@ -865,6 +874,7 @@ def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None, tu
         expect_str(p.get("doc"), p.loc("doc"), join(p.path, "doc"))
     source = source_loc = None
     sources: tuple[str, ...] = ()
+    sources_locs: tuple[Location, ...] = ()
     if p.has("from"):
         source_loc = p.loc("from")
         raw = p.get("from")
@@ -876,9 +886,10 @@ def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None, tu
                     path=join(p.path, "from"),
                 )
             sources = tuple(block_path(v, raw.loc_of(i), join(join(p.path, "from"), i)) for i, v in enumerate(raw))
+            sources_locs = tuple(raw.loc_of(i) for i in range(len(raw)))
         else:
             source = block_path(raw, source_loc, join(p.path, "from"))
-    return phase, when, source, source_loc, sources
+    return phase, when, source, source_loc, (sources, sources_locs)
 
 
 def _parse_args(raw: object, loc: Location, path: str) -> tuple[tuple[str | None, Value], ...]:
