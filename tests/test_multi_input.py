@@ -191,3 +191,18 @@ def test_every_tool_reads_cells_of_two_inputs(tmp_path, capsys):
     # the cell's inputs are drawn as edges from the values they are: the second cell reads the stem
     # (s0) and the first cell (s1)
     assert '"stem.1" -> "stage1.1.pre0.0"' in dot and '"stage1.0.out" -> "stage1.1.pre1.0"' in dot
+
+
+def test_the_inference_build_computes_the_same(net):
+    """`compile --optimize`: BatchNorm folded into the convolutions of every cell, the cell still one
+    class whose forward takes both inputs."""
+    from nasdsl.optimize import build_inference
+
+    model = model_class(net.graph)().eval()
+    sd = _randomised(model)
+    inference = build_inference(net.graph, True, sd)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        got, want = inference(x), _reference(x, sd)
+    assert (got - want).abs().max() / want.abs().max() < 1e-5
+    assert not any("running_mean" in k for k in inference.state_dict())  # the norms were folded
