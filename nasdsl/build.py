@@ -470,7 +470,7 @@ class _Builder:
                     path=f"{b.path}.previous",
                 )
             self.record(_join(path, value_name), value)
-        repeat = ir.Repeat(b.index, count, _pattern_text(b.names), b.previous)
+        repeat = ir.Repeat(b.index, count, _pattern_text(b.names), previous=b.previous)
         return _block(
             "seq", name, path, b, inputs, current[0], phase, when, children=children, named=bool(b.names), repeat=repeat
         )

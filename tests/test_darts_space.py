@@ -82,7 +82,7 @@ def test_the_space_counts_each_cell_type_as_the_docs_say(capsys):
 
 def test_the_guide_quotes_the_spec_and_its_figures():
     guide = (SPECS.parent / "docs" / "design-space.md").read_text()
-    section = guide.split("\n## 10. A cell space with input choices: DARTS\n", 1)[1].split("\n## ", 1)[0]
+    section = guide.split("\n## 11. A cell space with input choices: DARTS\n", 1)[1].split("\n## ", 1)[0]
     (block,) = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
     assert block in SPEC.read_text()
     per_cell = prod(comb(i + 2, 2) * 8**2 for i in range(4))
