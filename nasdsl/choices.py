@@ -421,15 +421,20 @@ def _parse_input_choice(f: _Found) -> ChoicePoint:
     if not isinstance(raw, YList) or not raw:
         got = "an empty list" if isinstance(raw, YList) else scalar_type_name(raw)
         raise SpecError(f"expected a list of the values to choose among, got {got}", **where)
-    values = []
+    values: list = []
+    lists = isinstance(raw[0], YList)  # each option the values of a block that reads several
     for i, item in enumerate(raw):
         at = {"location": raw.loc_of(i), "path": f"{path}.choice[{i}]"}
-        if not isinstance(item, str):
-            raise SpecError(f"expected the name of an earlier value, got {scalar_type_name(item)}", **at)
+        if lists and isinstance(item, YList) and len(item) == len(raw[0]) and "pick" not in m:
+            values.append(tuple(block_path(v, item.loc_of(k), f"{at['path']}[{k}]") for k, v in enumerate(item)))
+            continue
+        if lists or not isinstance(item, str):
+            what = f"a list of {len(raw[0])} names, as the first option" if lists else "the name of an earlier value"
+            raise SpecError(f"expected {what}, got {describe(plain(item))}", **at)
         values.append(block_path(item, at["location"], at["path"]))
     if len(set(values)) != len(values):
         value = next(v for i, v in enumerate(values) if v in values[:i])
-        raise SpecError(f"value {value} is given twice", **where)
+        raise SpecError(f"option {option_text(value)} is given twice", **where)
     pick = None
     if "pick" in m:
         pick = m["pick"]

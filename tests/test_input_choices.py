@@ -110,11 +110,11 @@ MALFORMED = [
         "pick: 5, name: n_in",
         "model.n.from.pick: expected 'pick' to be a number of values from 2 to 4, got 5",
     ),
-    ("choice: [in, a, b, c], pick", "choice: [in, a, a, c], pick", "model.n.from.choice: value a is given twice"),
+    ("choice: [in, a, b, c], pick", "choice: [in, a, a, c], pick", "model.n.from.choice: option a is given twice"),
     (
         "choice: [a, b], name: c_in",
         "choice: [a, 3], name: c_in",
-        "model.c.from.choice[1]: expected the name of an earlier value, got an integer",
+        "model.c.from.choice[1]: expected the name of an earlier value, got 3",
     ),
     (
         "index: {j: [in, a, b, c]}",
@@ -147,3 +147,14 @@ def test_the_guide_shows_the_example_and_its_count(capsys):
     assert main(["space", str(ROOT / "docs" / "examples" / "input_choices.yaml"), "--count"]) == 0
     count = capsys.readouterr().out.strip()
     assert f"--count` prints {count} (" in " ".join(section.split())
+
+
+def test_a_sweep_over_lists_of_values(tmp_path, capsys):
+    """Options that are lists (a sweep's axis, or written so): each the values, in the order given."""
+    path = _write(tmp_path, SPACE)
+    assert main(["sweep", str(path), "--set", "n_in=[[a,b],[c,a]]", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [v["set"] for v in listed["variants"]] == [["n_in=[a,b]"], ["n_in=[c,a]"]]
+    net = nasdsl.compile_spec(path, ["n_in=[c,a]", "op0=conv", "op1=conv"])
+    assert ir.inputs(net.graph, "n.0") == ["c"] and ir.inputs(net.graph, "n.1") == ["a"]
+    assert ir.node(net.graph, "n.1").attrs["dilation"] == (1, 1)  # a is position 1 of the index list
