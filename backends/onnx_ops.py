@@ -363,6 +363,17 @@ def _slice(n: Lowered) -> None:
     n.emit("Slice", inputs, last=True)
 
 
+@lowering("onnx", "pad")
+def _pad(n: Lowered) -> None:
+    from nasdsl.ops.tensor import pad_axes
+
+    begins, ends = [0] * (len(n.in_shape) + 1), [0] * (len(n.in_shape) + 1)  # with the batch axis
+    for axis, (before, after) in zip(pad_axes(n.in_type, n.a), n.a["pads"], strict=True):
+        begins[axis + 1], ends[axis + 1] = before, after
+    value = n.e.const("value", n.a["value"], np.float32)
+    n.emit("Pad", [n.x, n.e.ints("pads", begins + ends), value], last=True)
+
+
 @lowering("onnx", "select")
 def _select(n: Lowered) -> None:
     index = n.e.const("index", n.a["index"], np.int64)  # a scalar index drops the axis

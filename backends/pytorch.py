@@ -88,7 +88,7 @@ def _template_call(ctx: ClassContext, b: ir.Block) -> Call:
     then required parameters positional, defaulted ones by keyword when given."""
     info = ir.info(ctx.g)
     tmpl = info.templates[b.template]
-    args = [render(_input_size(ctx, b))]
+    args = [render(_input_size(ctx, b, k)) for k in range(len(b.inputs) if b.entries else 1)]
     keyword_only = _keyword_only(tmpl)
     for k, (p, a) in enumerate(zip(tmpl.params, b.args, strict=True)):
         if not a.given and _has_default(p):
@@ -99,11 +99,12 @@ def _template_call(ctx: ClassContext, b: ir.Block) -> Call:
     return Call(ctx.classes[b.template], tuple(args))
 
 
-def _input_size(ctx: ClassContext, b: ir.Block) -> object:
-    """The size of a use's input along its channel axis, as the calling class writes it."""
-    t = ir.node(ctx.g, b.inputs[0]).type
+def _input_size(ctx: ClassContext, b: ir.Block, k: int = 0) -> object:
+    """The size of a use's input (its ``k``-th) along its channel axis, as the calling class writes it."""
+    t = ir.node(ctx.g, b.inputs[k]).type
     axis = t.channel_axis if t.channel_axis is not None else 0
-    sym = b.in_sym[axis] if b.in_sym is not None else t.shape[axis]
+    in_sym = b.in_syms[k] if b.in_syms is not None else b.in_sym if k == 0 else None
+    sym = in_sym[axis] if in_sym is not None else t.shape[axis]
     return ctx.size(sym, t.shape[axis])
 
 
@@ -179,6 +180,13 @@ def _module_expr(ctx: ClassContext, b: ir.Block) -> Call:
     if b.kind == "op":
         return _op_module(ctx, b)
     if b.kind == "use":
+        if b.entries:
+            raise CodegenError(
+                f"template {b.template} reads several inputs: the PyTorch backend calls it as an entry of a model "
+                "or a template body, or as the block of a repeat that names its 'previous' values",
+                location=b.loc,
+                path=b.keypath,
+            )
         return _template_call(ctx, b)
     if b.kind == "seq":
         if ctx.own_class is not None and b.named and not _sequential(ctx, b):
@@ -190,7 +198,8 @@ def _module_expr(ctx: ClassContext, b: ir.Block) -> Call:
             while children and bypassed(children[-1]):
                 children.pop()
         items = [_module_expr(ctx, c) for c in children]
-        if b.named:
+        # a list left with items that are not 0, 1, ... (a sum's `zero` branch left out): named so too
+        if b.named or [c.name for c in children] != [str(i) for i in range(len(children))]:
             return Call("nn.Sequential", (_ordered(children, items),))
         return Call("nn.Sequential", tuple(items))
     if b.kind == "merge":
@@ -242,7 +251,8 @@ def _resized_after(body: ir.Block) -> bool:
 
 def _inside(c: ir.Block) -> set[str]:
     """The nodes block ``c`` computes, and its input."""
-    return {b.output for b in ir.walk(c) if b.kind not in ("ref", "skip")} | set(c.inputs[:1])
+    made = {b.output for b in ir.walk(c) if b.kind not in ("ref", "skip")}
+    return made | {n for b in ir.walk(c) for n in b.entries} | set(c.inputs)
 
 
 def _reads_of(c: ir.Block) -> tuple[set[str], set[str]]:
@@ -269,7 +279,7 @@ def _read_within(c: ir.Block, nodes, paths) -> bool:
     return any(
         (b.path in paths or b.output in nodes) and b.output != c.output and b.path != c.path
         for b in ir.walk(c)
-        if b.kind not in ("ref", "skip") and b.output not in c.inputs[:1]
+        if b.kind not in ("ref", "skip") and b.output not in c.inputs  # (a merge may read several)
     )
 
 
@@ -291,7 +301,7 @@ def _sequential(ctx: ClassContext, b: ir.Block) -> bool:
         if _off(ctx, c):
             current = c.passed
             continue
-        if c.kind == "ref" or (c.inputs and c.inputs[0] != current):
+        if c.kind == "ref" or (c.inputs and c.inputs[0] != current) or len(c.inputs) > 1:
             return False
         if c.kind == "merge" and (
             c.path == b.path or any(x.kind == "ref" or (x.inputs and x.inputs[:1] != c.inputs[:1]) for x in c.children)
@@ -421,7 +431,7 @@ class _Writer:
                 self.classes[f"merge:{op}"] = self.module_names.create(low.helper[0])
         self.keywords: dict[str, dict[str, str]] = {}
         for name, t in ir.info(g).templates.items():
-            scope = Namespace({"self", "in_channels"}, outer=self.module_names)
+            scope = Namespace({"self", "in_channels", *t.input_params}, outer=self.module_names)
             self.keywords[name] = {p.name: scope.create(p.name) for p in t.params}
         scope = Namespace(MODEL_ARGUMENTS_RESERVED, outer=self.module_names)
         self.arguments = {v: scope.create(v) for v in ir.info(g).exposed}
@@ -609,7 +619,8 @@ class _Writer:
             reads_off = c.kind != "ref" and written_off.get(c.inputs[0]) == current  # reads an entry written off
             before = current
             apart = _apart(c, t)  # its branches read values of their own: x is left as it is
-            if c.kind != "ref" and c.inputs[0] != current and not reads_off and not apart:  # `from:` another entry
+            several = len(c.inputs) > 1 and c.kind != "merge"  # a use of a template with several inputs
+            if c.kind != "ref" and c.inputs[0] != current and not reads_off and not apart and not several:
                 source = produced.get(c.inputs[0])
                 if source is None:
                     raise CodegenError(
@@ -660,6 +671,19 @@ class _Writer:
                 fwd += lines
                 fwd += finished(c, wanted)
                 continue
+            if c.repeat is not None and c.repeat.previous:  # a loop that keeps the values it names
+                if cond or c.phase != "both":
+                    raise CodegenError(
+                        "the PyTorch backend writes a repeat that names its 'previous' values only where it always "
+                        "runs (no `when` it keeps as an argument, no `phase`)",
+                        location=c.loc,
+                        path=c.keypath,
+                    )
+                more, lines = self._previous_loop(ctx, c, before, produced, names, owner)
+                init += more
+                fwd += lines
+                fwd += finished(c, wanted)
+                continue
             if _read_within(c, target_nodes, targets | read_inside):  # run its children one by one
                 if cond or c.phase != "both" or c.kind != "seq":
                     what = f": template {c.template}'s class returns its result alone" if c.kind == "use" else ""
@@ -692,6 +716,9 @@ class _Writer:
                 check_lowering(ctx, c.output, low)
                 call = low.module(ctx, c.output)
                 value = low.apply.format(m=f"{owner}.{c.name}", x="x")
+            elif c.kind == "use" and c.entries:
+                call = _template_call(ctx, c)
+                value = Call(f"{owner}.{c.name}", tuple(self._value_of(n, before, produced) for n in c.inputs))
             else:
                 call = _module_expr(ctx, c)
                 value = f"{owner}.{c.name}(x)"
@@ -800,9 +827,14 @@ class _Writer:
         flush()
         return fwd
 
-    def _repeat_loop(self, ctx: ClassContext, c: ir.Block, owner: str = "self") -> list[str] | None:
+    def _repeat_loop(
+        self, ctx: ClassContext, c: ir.Block, owner: str = "self", allow_several: bool = False
+    ) -> list[str] | None:
         """A repeated entry built by a loop (see ``pyloops``), or None to list its blocks."""
-        calls = [_module_expr(ctx, child) for child in c.children]
+        calls = [
+            _template_call(ctx, child) if allow_several and child.entries else _module_expr(ctx, child)
+            for child in c.children
+        ]
         taken = {*ctx.arguments.values(), "in_channels", "in_features", "self"}
         index = next(n for n in ("i", "j", "k", *(f"i{k}" for k in range(len(taken) + 1))) if n not in taken)
         attribute = f"{owner}.{c.name}".removeprefix("self.")
@@ -814,6 +846,62 @@ class _Writer:
         names = [ch.name for ch in c.children] if c.named else None
         return loop_lines(attribute, calls, names, index, 2, count=count)
 
+    def _previous_loop(self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str], names, owner):
+        """A repeat that names its ``previous`` values: its blocks in a container, and a loop that
+        hands the values on (``s0, s1 = s1, cell(s0, s1)``); after it, the locals hold the last
+        repetitions' outputs, which later entries may read (``stage.s0``)."""
+        previous = c.repeat.previous
+        k = len(previous)
+        seeds = list(c.inputs if len(c.inputs) == k else c.inputs[:1] * k)
+        values = list(seeds)
+        positions: list[set[int]] | None = None  # for each argument of the block, the previous values it can be
+        for ch in c.children:
+            if ch.kind != "use" or ch.when is not None or ch.phase != "both":
+                raise CodegenError(
+                    "the PyTorch backend writes a repeat that names its 'previous' values where its block is one "
+                    "template use that always runs",
+                    location=ch.loc,
+                    path=ch.keypath,
+                )
+            found = [{j for j, v in enumerate(values) if v == n} for n in ch.inputs]
+            if positions is None:
+                positions = found
+            elif len(found) == len(positions):
+                positions = [a & b for a, b in zip(positions, found, strict=True)]
+            else:
+                positions = []
+            values = [*values[1:], ch.passed]
+        if not positions or not all(positions):
+            raise CodegenError(
+                "the PyTorch backend writes a repeat that names its 'previous' values where every repetition "
+                "reads the same of them in the same order",
+                location=c.loc,
+                path=c.keypath,
+            )
+        loop = self._repeat_loop(ctx, c, owner, allow_several=True)
+        init = loop if loop is not None else layout(f"{owner}.{c.name} = ", Call("nn.ModuleList", (
+            Call("", tuple(_template_call(ctx, ch) for ch in c.children), "[", "]"),)), 2)  # fmt: skip
+        locals_ = [names.create(p) for p in previous]
+        block = names.create("block")
+        fwd = [f"{', '.join(locals_)} = {', '.join(self._value_of(n, current, produced) for n in seeds)}"]
+        args = ", ".join(locals_[min(p)] for p in positions)
+        fwd.append(f"for {block} in {owner}.{c.name}:")
+        fwd += [
+            "    " + s[8:]
+            for s in layout(
+                f"{', '.join(locals_)} = ",
+                f"{', '.join(locals_[1:])}, {block}({args})",
+                2,
+                comment=_shape_note(ctx, c.children[-1]),
+            )
+        ]
+        fwd.append(f"x = {locals_[-1]}")
+        for local, node in zip(locals_, values, strict=True):
+            produced.setdefault(node, local)
+        for p, local in zip(previous, locals_, strict=True):
+            produced[f"{c.path}.{p}"] = local
+        return init, fwd
+
     def _read_out_of_turn(self, ctx: ClassContext, t: ir.Block) -> set[str]:
         """The nodes that children of ``t`` read through ``from:`` rather than in sequence."""
         found: set[str] = set()
@@ -821,6 +909,8 @@ class _Writer:
         for c in t.children:
             if _apart(c, t):  # branches of a rewritten merge read values of their own
                 found |= {b.inputs[0] for b in c.children if b.kind != "ref" and b.inputs and b.inputs[0] != current}
+            elif c.kind != "ref" and len(c.inputs) > 1:  # several inputs: each read by name
+                found |= {n for n in c.inputs if n != current}
             elif c.kind != "ref" and c.inputs[0] != current:
                 found.add(c.inputs[0])
             current = c.passed
@@ -966,7 +1056,7 @@ class _Writer:
         def notes(c: ir.Block) -> tuple[str, ...]:
             return spatial.get(c.output[len(inst.path) :], ())
 
-        params = ["self", f"{tmpl.input_param}: int"]
+        params = ["self", *(f"{p}: int" for p in tmpl.input_params or (tmpl.input_param,))]
         fixups: list[str] = []
         keyword_only = _keyword_only(tmpl)
         for k, p in enumerate(tmpl.params):
@@ -985,6 +1075,23 @@ class _Writer:
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
         sig += docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, documented or inst), 2)
         fix = ["        " + f for f in fixups]
+        if tmpl.inputs:  # forward(self, s0, s1): each input a local its entries read by name
+            if not (body.kind == "seq" and body.named and not _off(ctx, body)):
+                raise CodegenError(
+                    f"template {name} reads several inputs: the PyTorch backend writes its body where it is "
+                    "named entries",
+                    location=tmpl.loc,
+                    path=f"templates.{name}",
+                )
+            names = self._locals()
+            locals_ = [names.create(n) for n in tmpl.inputs]
+            produced = {f"{inst.path}.{n}": local for n, local in zip(tmpl.inputs, locals_, strict=True)}
+            init, fwd = self._statements(ctx, body, notes, names=names, produced=produced, build_order=tmpl.build_order)
+            arguments = ("self", *(f"{n}: torch.Tensor" for n in locals_))
+            forward = layout("def ", Call("forward", arguments), 1, " -> torch.Tensor:")
+            forward += [f"        x = {locals_[0]}"] + ["        " + f if f else "" for f in fwd] + ["        return x"]
+            start = [*sig, "        super().__init__()", *fix]
+            return ClassCode(class_name, head, start + init, [forward], ctx.used_helpers)
         if body.kind == "seq" and body.named and not _off(ctx, body):
             init, fwd = self._statements(ctx, body, notes, build_order=tmpl.build_order)
             forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
@@ -1254,6 +1361,11 @@ class _Writer:
             stack.extend(reversed(b.children))
         what = "features" if tmpl.input_param == "in_features" else "channels"
         docs = [(tmpl.input_param, f"{what} of the input")]
+        if tmpl.inputs:
+            docs = [
+                (p, f"{p.rsplit('_', 1)[1]} of the input {n}")
+                for p, n in zip(tmpl.input_params, tmpl.inputs, strict=True)
+            ]
         for name, entries in left_out.items():
             uses[name].append(f"false at every use, so the class leaves out {_listed(entries)}")
         for p in tmpl.params:  # a parameter read by another's default (R(2+1)D's inplanes by midplanes)

@@ -302,8 +302,24 @@ def _slice(ctx: ClassContext, node: str) -> Call:
     if axis == 0 and data.attrs["step"] == 1:  # channels: the indexing a person writes, x[:, a:b]
         args = (render(start), *((render(stop),) if stop is not None else ()))
         return Call(helper_name(ctx, "Slice"), args)
-    stop = stop if stop is not None else t.shape[axis]
-    return Call(helper_name(ctx, "Narrow"), (str(axis + 1), render(start), render(stop), str(data.attrs["step"])))
+    args = [str(axis + 1), render(start)]
+    if stop is not None:  # else to the end, whatever the size (a class used at several sizes)
+        args.append(render(stop))
+    if data.attrs["step"] != 1:
+        args.append(f"step={data.attrs['step']}")
+    return Call(helper_name(ctx, "Narrow"), tuple(args))
+
+
+def _pad(ctx: ClassContext, node: str) -> Call:
+    """``nn.ConstantPad2d((left, right, top, bottom), value)`` for the last one to three axes (the
+    torch order: the last axis first), else a module that calls ``F.pad`` with that list."""
+    data = ir.node(ctx.g, node)
+    pads = data.attrs["pads"]
+    value = data.attrs["value"]
+    order = tuple(x for pair in reversed(pads) for x in pair)
+    if len(pads) <= 3:
+        return Call(f"nn.ConstantPad{len(pads)}d", (render(order), render(value)))
+    return Call(helper_name(ctx, "Pad"), (render(order), render(value)))
 
 
 def _select(ctx: ClassContext, node: str) -> Call:
@@ -454,6 +470,7 @@ lowering("pytorch", "permute")(TorchLowering(_permute, defines=("Permute",)))
 lowering("pytorch", "transpose")(TorchLowering(_transpose, defines=("Transpose",)))
 lowering("pytorch", "reshape")(TorchLowering(_reshape, defines=("Reshape",)))
 lowering("pytorch", "roll")(TorchLowering(_roll, defines=("Roll",)))
+lowering("pytorch", "pad")(TorchLowering(_pad, defines=("Pad",)))
 lowering("pytorch", "constant")(TorchLowering(_constant, defines=("Fill",)))
 lowering("pytorch", "layer_norm")(
     TorchLowering(_layer_norm, ("nn.LayerNorm",), defines=("LayerNorm2d", "LayerNormChannels"))
@@ -543,9 +560,9 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
     ),
     "Narrow": (
         "class {name}(nn.Module):",
-        '    """The positions from start up to stop, every step, along dim."""',
+        '    """The positions from start up to stop (None: to the end), every step, along dim."""',
         "",
-        "    def __init__(self, dim: int, start: int, stop: int, step: int = 1) -> None:",
+        "    def __init__(self, dim: int, start: int, stop: int | None = None, step: int = 1) -> None:",
         "        super().__init__()",
         "        self.dim = dim",
         "        self.start = start",
@@ -553,7 +570,8 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
         "        self.step = step",
         "",
         "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-        "        x = x.narrow(self.dim, self.start, self.stop - self.start)",
+        "        stop = x.shape[self.dim] if self.stop is None else self.stop",
+        "        x = x.narrow(self.dim, self.start, stop - self.start)",
         "        if self.step == 1:",
         "            return x",
         "        index = torch.arange(0, x.shape[self.dim], self.step, device=x.device)",
@@ -604,6 +622,18 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
         "",
         "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
         "        return x.reshape([x.shape[0], *self.shape])",
+    ),
+    "Pad": (
+        "class {name}(nn.Module):",
+        '    """A constant border: padding as torch.nn.functional.pad takes it (the last axis first)."""',
+        "",
+        "    def __init__(self, padding: tuple[int, ...], value: float) -> None:",
+        "        super().__init__()",
+        "        self.padding = list(padding)",
+        "        self.value = value",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return F.pad(x, self.padding, value=self.value)",
     ),
     "Roll": (
         "class {name}(nn.Module):",

@@ -70,6 +70,10 @@ class _Scope:
     #: for each name in ``env`` that the spec wrote somewhere: that value and the scope it is evaluated in
     sources: Mapping[str, tuple[Value, _Scope]] = field(default_factory=dict)
     input: str = ""  # the node the template body (or the model) reads: what `ref: in` names
+    #: names that stand for values here: a template's inputs (``s0``), a repeat's ``previous`` values
+    named: Mapping[str, str] = field(default_factory=dict)
+    #: the template whose inputs are named (``in`` names none of them), or ""
+    several: str = ""
 
     def blame(self, value: Value) -> Value:
         """The value the user wrote that ``value`` stands for.
@@ -218,6 +222,19 @@ class _Builder:
         if block.source is not None:  # `from:` this block reads another block's output
             where = {"location": block.source_loc or block.loc, "path": f"{block.path}.from"}
             inputs = (self.resolve(block.source, scope, path, where),)
+        elif block.sources:  # `from: [a, b]`: several values, in order
+            inputs = tuple(
+                self.resolve(
+                    source,
+                    scope,
+                    path,
+                    {
+                        "location": block.sources_locs[k] if block.sources_locs else block.loc,
+                        "path": f"{block.path}.from[{k}]",
+                    },
+                )
+                for k, source in enumerate(block.sources)
+            )
         when = None
         if block.when is not None:
             try:
@@ -346,6 +363,8 @@ class _Builder:
                 # report it and go on with the next entry (its input passes through): check finds all
                 errors.extend(flatten(e))
                 self.record(child_path, current[0])
+                for value_name in child.previous if isinstance(child, RepeatBlock) else ():  # read after it
+                    self.record(_join(child_path, value_name), current[0])
                 sub = _skip(child, child_name, child_path, current, phase, None)
             children.append(sub)
             current = (sub.passed,)
@@ -417,8 +436,23 @@ class _Builder:
         children = []
         current = inputs
         names: set[str] = set()
+        # `previous: [p2, p1]`: the values of the repetitions before, the repeat's inputs before the first
+        values = list(inputs if len(inputs) == len(b.previous) else inputs[:1] * len(b.previous))
+        for value_name in b.previous:
+            if value_name in scope.named or self.lookup(_join(scope.root, value_name)) is not None:
+                raise SpecError(
+                    f"'{value_name}' in 'previous' is already the name of a value here: give another name",
+                    location=b.loc,
+                    path=f"{b.path}.previous",
+                )
+        if b.previous:
+            current = (values[-1],)
         for i in range(count):
             inner = self._indexed(scope, b.index, i)
+            if b.previous:
+                inner = dataclasses.replace(
+                    inner, named=_layer(dict(zip(b.previous, values, strict=True)), scope.named)
+                )
             child_name = _repeat_name(b, inner, i)
             if child_name in names:
                 raise SpecError(f"the name pattern gives '{child_name}' twice", location=b.loc, path=f"{b.path}.name")
@@ -426,8 +460,19 @@ class _Builder:
             sub = self.expand(b.body, child_name, _join(path, child_name), current, inner, phase)
             children.append(sub)
             current = (sub.passed,)
+            if b.previous:
+                values = [*values[1:], sub.passed]
+        for value_name, value in zip(b.previous, values, strict=True):  # `stage.s0`: their values after the last
+            if value_name in names:
+                raise SpecError(
+                    f"'{value_name}' in 'previous' is also the name of a repetition",
+                    location=b.loc,
+                    path=f"{b.path}.previous",
+                )
+            self.record(_join(path, value_name), value)
         counted = scope.symbolic(b.count)
-        repeat = ir.Repeat(b.index, count, _pattern_text(b.names), counted if isinstance(counted, Sym) else None)
+        count_expr = counted if isinstance(counted, Sym) else None
+        repeat = ir.Repeat(b.index, count, _pattern_text(b.names), count_expr=count_expr, previous=b.previous)
         return _block(
             "seq", name, path, b, inputs, current[0], phase, when, children=children, named=bool(b.names), repeat=repeat
         )
@@ -439,10 +484,29 @@ class _Builder:
         outs: list[str] = []
         #: the branches that are a zero: (index, name, block, path, the nodes they made)
         zeros: list[tuple[int, str, Block, str, list[str]]] = []
-        for branch_name, branch in b.branches:
+        positions = self._index_positions(b, scope, path) if b.index is not None else {}
+        for k, (branch_name, branch) in enumerate(b.branches):
             branch_path = _join(path, branch_name)
             made_before = len(self.made)
-            sub = self.expand(branch, branch_name, branch_path, inputs, scope, phase)
+            reads = (inputs[k],) if b.sources else inputs  # `from: [a, b]`: one value a branch
+            inner = scope
+            if b.index is not None:  # `index: {j: [...]}`: the position of the value the branch reads
+                read = reads[0]
+                if branch.source is not None:
+                    read = self.resolve(
+                        branch.source,
+                        scope,
+                        branch_path,
+                        {"location": branch.source_loc, "path": f"{branch.path}.from"},
+                    )
+                if read not in positions:
+                    raise SpecError(
+                        f"branch '{branch_name}' reads a value that is not in the list of 'index'",
+                        location=b.index_loc,
+                        path=f"{b.path}.index",
+                    )
+                inner = self._indexed(scope, b.index[0], positions[read])
+            sub = self.expand(branch, branch_name, branch_path, reads, inner, phase)
             children.append(sub)
             if sub.passed in self.zeros and not sub.dormant and not (sub.kind == "skip" and sub.when is not None):
                 if b.op != "add":
@@ -494,6 +558,15 @@ class _Builder:
         node = self.add_node(path, b.op, attrs, given, b, phase, tuple(outs), scope, exprs, deps)
         return _block("merge", name, path, b, inputs, node, phase, when, children=children, named=b.named, op=b.op)
 
+    def _index_positions(self, b: MergeBlock, scope: _Scope, path: str) -> dict[str, int]:
+        """The nodes of a merge's ``index`` list and their positions (the first, for one named twice)."""
+        name, values = b.index
+        out: dict[str, int] = {}
+        for k, value in enumerate(values):
+            node = self.resolve(value, scope, path, {"location": b.index_loc, "path": f"{b.path}.index.{name}[{k}]"})
+            out.setdefault(node, k)
+        return out
+
     def _drop(self, made: list[str], path: str) -> None:
         """Remove the nodes a branch made (a zero left out of a sum), and what names them."""
         gone = set(made)
@@ -532,12 +605,36 @@ class _Builder:
             raise LimitError(f"template {t.name} instantiates itself ({chain})", location=b.loc, path=b.path)
         if len(scope.templates) >= MAX_TEMPLATE_DEPTH:
             raise LimitError(f"templates nested deeper than {MAX_TEMPLATE_DEPTH} levels", location=b.loc, path=b.path)
+        if len(inputs) != max(1, len(t.inputs)):
+            wanted = f"{len(t.inputs)} inputs ({', '.join(t.inputs)})" if t.inputs else "one input"
+            how = ": give them in order, 'from: [a, b]'" if t.inputs else ""
+            raise SpecError(
+                f"template {t.name} reads {wanted}{how}, got {len(inputs)}",
+                location=b.source_loc or b.template_loc or b.loc,
+                path=f"{b.path}.from" if b.source_loc else use_path,
+            )
         inner, args = self.bind(t, b, scope, path)
-        inner.input = inputs[0]
-        body = self.expand(t.body, name, path, inputs, inner, phase)
+        entries: tuple[str, ...] = ()
+        if t.inputs:  # each input is an identity node of the use, which the body reads by its name
+            for input_name, src in zip(t.inputs, inputs, strict=True):
+                if src in self.zeros:
+                    raise SpecError(
+                        f"input '{input_name}' of template {t.name} is a zero (nothing)",
+                        location=b.source_loc or b.loc,
+                        path=f"{b.path}.from",
+                    )
+            entries = tuple(
+                self.add_node(_join(path, n), "identity", {}, (), b, phase, (src,), inner)
+                for n, src in zip(t.inputs, inputs, strict=True)
+            )
+            inner.named = dict(zip(t.inputs, entries, strict=True))
+            inner.several = t.name
+        inner.input = entries[0] if entries else inputs[0]
+        body = self.expand(t.body, name, path, (inner.input,), inner, phase)
         self.instances.setdefault(t.name, []).append(path)
         output = body.passed
-        return _block("use", name, path, b, inputs, output, phase, when, children=[body], template=t.name, args=args)
+        block = _block("use", name, path, b, inputs, output, phase, when, children=[body], template=t.name, args=args)
+        return dataclasses.replace(block, entries=entries) if entries else block
 
     def template_params(self, t: Template) -> tuple[ir.Param, ...]:
         """The template's parameters with their defaults, as its class declares them."""
@@ -663,7 +760,16 @@ class _Builder:
         """The node a ``ref:`` or ``from:`` names: an earlier block of the same body (by its
         path in that body), or ``in``, the body's input."""
         if target == INPUT_REF:
+            if scope.several:
+                names = ", ".join(self.spec.templates[scope.several].inputs)
+                raise GraphError(
+                    f"'in' is ambiguous in template {scope.several}, which reads several inputs ({names}): "
+                    "name one of them",
+                    **where,
+                )
             return scope.input
+        if target in scope.named:
+            return scope.named[target]
         full = _join(scope.root, target)
         if path == full or path.startswith(full + "."):
             raise GraphError(f"cannot refer to '{target}' from inside it: that would make a cycle", **where)
@@ -672,6 +778,7 @@ class _Builder:
             prefix = scope.root + "." if scope.root else ""
             visible = [*self.paths, *(p for paths in self.dormant_paths for p in paths)]
             known = [p[len(prefix) :] for p in visible if p.startswith(prefix) and p != scope.root]
+            known += list(scope.named)
             hint = did_you_mean(target, known)
             if not hint:  # 'conv' for 'stage.conv': a ref names a node by its whole path
                 last = {k: k.rsplit(".", 1)[-1] for k in known}
@@ -961,7 +1068,14 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
         t = spec.templates[name]
         params = b.template_params(t)
         templates[name] = ir.Template(
-            name, t.doc, params, t.loc, f"templates.{name}", tuple(b.instances.get(name, ())), build_order=t.build_order
+            name,
+            t.doc,
+            params,
+            t.loc,
+            f"templates.{name}",
+            tuple(b.instances.get(name, ())),
+            build_order=t.build_order,
+            inputs=t.inputs,
         )
     info = ir.GraphInfo(
         name=spec.name,

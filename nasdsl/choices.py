@@ -22,6 +22,7 @@ are words, and :meth:`ChoicePoint.block` gives the block a word stands for.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -30,10 +31,12 @@ from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
 from nasdsl.numbers import number_ok
 from nasdsl.ops import MERGE_OPS, describe
-from nasdsl.spec import BLOCK_KEYS, Value, check_name, did_you_mean, parse_value
+from nasdsl.spec import BLOCK_KEYS, Value, block_path, check_name, did_you_mean, parse_value
 
 #: the keys of a choice mapping
 CHOICE_KEYS = ("choice", "range", "default", "when", "name")
+#: the keys of an input choice (``from: {choice: [s0, s1, n0], pick: 2}``)
+INPUT_CHOICE_KEYS = ("choice", "pick", "default", "when", "name")
 #: the most options one choice (a range) may have
 MAX_OPTIONS = 10_000
 #: the document key of the constraints
@@ -56,7 +59,7 @@ class ChoicePoint:
     those), the index of the ``default``, and its places (several when a YAML alias ties them)."""
 
     name: str
-    kind: str  # "choice" or "range"
+    kind: str  # "choice", "range", "block" or "input" (a `from` or `ref` among earlier values)
     options: tuple[object, ...]
     option_locs: tuple[Location, ...]
     default: int
@@ -148,6 +151,8 @@ class _Found:
     variable: str | None
     name: str | None
     block: bool = False
+    #: a choice among earlier values, at a `from` or a `ref`
+    input: bool = False
 
 
 class _Scanner:
@@ -228,6 +233,18 @@ class _Scanner:
             for i in range(len(v)):
                 self.value(v, i, (*keys, i), f"{spec_path}[{i}]", f"{set_path}.{i}")
 
+    def input(self, container, key, keys: tuple, spec_path: str, set_path: str) -> None:
+        """A `from` or `ref` that is a choice among earlier values."""
+        v = container[key]
+        if not (isinstance(v, YMap) and (_choice_like(v) or "pick" in v)):
+            return
+        identity = _identity(v)
+        position = Position(keys, spec_path, set_path)
+        if identity in self.found:
+            self.found[identity].positions.append(position)
+        else:
+            self.found[identity] = _Found(v, [position], None, self.names.get(id(v)), input=True)
+
     def block(self, container, key, keys: tuple, spec_path: str, set_path: str) -> None:
         b = container[key]
         if document.is_block_choice(b):
@@ -237,6 +254,8 @@ class _Scanner:
                 self.found[identity].positions.append(position)
             else:
                 self.found[identity] = _Found(b, [position], None, self.names.get(id(b)), block=True)
+            if "from" in b:  # the block chosen reads a value chosen among several
+                self.input(b, "from", (*keys, "from"), f"{spec_path}.from", f"{set_path}.from")
             return
         if isinstance(b, YList):
             for i in range(len(b)):
@@ -255,6 +274,10 @@ class _Scanner:
         kind = kinds[0]
         if "when" in b:
             self.value(b, "when", (*keys, "when"), f"{spec_path}.when", f"{set_path}.when")
+        if "from" in b:
+            self.input(b, "from", (*keys, "from"), f"{spec_path}.from", f"{set_path}.from")
+        if kind == "ref":
+            self.input(b, "ref", (*keys, "ref"), f"{spec_path}.ref", f"{set_path}.ref")
         if kind == "op":
             for attr in b:
                 if attr not in ("op", "phase", "when", "doc"):
@@ -378,6 +401,77 @@ def _parse_block_choice(f: _Found) -> ChoicePoint:
     )
 
 
+def _parse_input_choice(f: _Found) -> ChoicePoint:
+    """A choice among earlier values: ``{choice: [s0, s1, n0]}`` (one of them) or, with ``pick: k``,
+    k of them, each option a list of k values in the order the list gives them."""
+    m = f.choice
+    path = f.positions[0].spec_path
+    for key in m:
+        if key not in INPUT_CHOICE_KEYS:
+            raise SpecError(
+                f"unknown key '{key}' in a choice of values{did_you_mean(key, INPUT_CHOICE_KEYS)}; "
+                f"allowed: {', '.join(INPUT_CHOICE_KEYS)}",
+                location=m.key_locs.get(key, m.loc),
+                path=f"{path}.{key}",
+            )
+    if "choice" not in m:
+        raise SpecError("expected 'choice': the values to choose among", location=m.loc, path=path)
+    raw = m["choice"]
+    where = {"location": m.loc_of("choice"), "path": f"{path}.choice"}
+    if not isinstance(raw, YList) or not raw:
+        got = "an empty list" if isinstance(raw, YList) else scalar_type_name(raw)
+        raise SpecError(f"expected a list of the values to choose among, got {got}", **where)
+    values: list = []
+    lists = isinstance(raw[0], YList)  # each option the values of a block that reads several
+    for i, item in enumerate(raw):
+        at = {"location": raw.loc_of(i), "path": f"{path}.choice[{i}]"}
+        if lists and isinstance(item, YList) and len(item) == len(raw[0]) and "pick" not in m:
+            values.append(tuple(block_path(v, item.loc_of(k), f"{at['path']}[{k}]") for k, v in enumerate(item)))
+            continue
+        if lists or not isinstance(item, str):
+            what = f"a list of {len(raw[0])} names, as the first option" if lists else "the name of an earlier value"
+            raise SpecError(f"expected {what}, got {describe(plain(item))}", **at)
+        values.append(block_path(item, at["location"], at["path"]))
+    if len(set(values)) != len(values):
+        value = next(v for i, v in enumerate(values) if v in values[:i])
+        raise SpecError(f"option {option_text(value)} is given twice", **where)
+    pick = None
+    if "pick" in m:
+        pick = m["pick"]
+        if isinstance(pick, bool) or not isinstance(pick, int) or not 2 <= pick <= len(values):
+            raise SpecError(
+                f"expected 'pick' to be a number of values from 2 to {len(values)}, got {describe(plain(pick))}",
+                location=m.loc_of("pick"),
+                path=f"{path}.pick",
+            )
+    if pick is None:
+        options: tuple = tuple(values)
+        locs = tuple(raw.loc_of(i) for i in range(len(raw)))
+    else:  # the k-subsets, each in the list's order, in lexicographic order of positions
+        combos = list(itertools.combinations(range(len(values)), pick))
+        if len(combos) > MAX_OPTIONS:
+            raise SpecError(f"expected at most {MAX_OPTIONS:,} options, got {len(combos):,}", **where)
+        options = tuple(tuple(values[i] for i in c) for c in combos)
+        locs = (m.loc_of("choice"),) * len(options)
+    default = 0
+    if "default" in m:
+        given = plain(m["default"])
+        wanted = tuple(given) if isinstance(given, list) else given
+        if wanted not in options:
+            shown = ", ".join(option_text(o) for o in options[:8]) + (", ..." if len(options) > 8 else "")
+            raise SpecError(
+                f"expected the default to be one of the options ({shown}), got {describe(given)}",
+                location=m.loc_of("default"),
+                path=f"{path}.default",
+            )
+        default = options.index(wanted)
+    when = None
+    if "when" in m:
+        when = parse_value(m["when"], m.loc_of("when"), f"{path}.when")
+    name = f.name or _given_name(m, path) or f.positions[0].set_path
+    return ChoicePoint(name, "input", options, locs, default, m.loc, tuple(f.positions), None, when)
+
+
 def _given_name(m: YMap, path: str) -> str | None:
     """A choice's own ``name`` (what tables and ``--set`` call it), or None."""
     if "name" not in m:
@@ -406,6 +500,8 @@ def _parse_choice(f: _Found) -> ChoicePoint:
     """A choice mapping, read by popping its known keys and refusing the rest."""
     if f.block:
         return _parse_block_choice(f)
+    if f.input:
+        return _parse_input_choice(f)
     m = f.choice
     first = f.positions[0]
     path = first.spec_path
@@ -577,7 +673,10 @@ def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, L
             here = (*keys, k)
             if here in chosen:
                 option, loc = chosen[here]
-                document.put(m, k, _option_yaml(option, loc), node.key_locs.get(k, loc), loc)
+                placed = _option_yaml(option, loc)
+                if isinstance(option, YMap):  # a block chosen: the value its `from` chooses, in its place
+                    placed = substitute(placed, here, chosen)
+                document.put(m, k, placed, node.key_locs.get(k, loc), loc)
             else:
                 document.put(m, k, substitute(v, here, chosen), node.key_locs.get(k, node.loc), node.loc_of(k))
         return m
@@ -588,7 +687,8 @@ def substitute(node: object, keys: tuple, chosen: Mapping[tuple, tuple[object, L
             here = (*keys, i)
             if here in chosen:
                 option, loc = chosen[here]
-                lst.append(_option_yaml(option, loc))
+                placed = _option_yaml(option, loc)
+                lst.append(substitute(placed, here, chosen) if isinstance(option, YMap) else placed)
                 locs.append(loc)
             else:
                 lst.append(substitute(v, here, chosen))

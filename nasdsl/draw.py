@@ -479,6 +479,8 @@ def _edges(d: _Drawer, g: nx.DiGraph) -> list[tuple[str, str, str]]:
         for u in ir.inputs(g, v):
             while d.inference and u not in d.unit and ir.node(g, u).phase == "train" and ir.inputs(g, u):
                 u = ir.inputs(g, u)[0]  # a hidden training-only node passes its input on
+            while u not in d.unit and ir.node(g, u).op == "identity" and ir.inputs(g, u):
+                u = ir.inputs(g, u)[0]  # an input of a template with several (Block.entries): its value
             if u not in d.unit or d.unit[u] == d.unit[v]:
                 continue
             runs = d.copy.get(u, {})

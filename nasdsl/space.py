@@ -572,8 +572,8 @@ def _option_values(points: tuple[ChoicePoint, ...]) -> tuple[tuple[Value, ...], 
     whether or not it is the default)."""
     return tuple(
         tuple(
-            Value(o, loc, p.positions[0].spec_path)  # a block's word: no value of the variables
-            if p.kind == "block"
+            Value(o, loc, p.positions[0].spec_path)  # a block's word, a value's name: no value of the variables
+            if p.kind in ("block", "input")
             else parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path)
             for o, loc in zip(p.options, p.option_locs, strict=True)
         )

@@ -129,6 +129,11 @@ class Block:
     #: ``from:``: the block whose output this one reads instead of the one before it
     source: str | None = None
     source_loc: Location | None = None
+    #: ``from: [a, b]``: the values a use of a template with several inputs (or a repeat that names
+    #: its ``previous`` values, or a merge) reads, in order; ``()`` otherwise
+    sources: tuple[str, ...] = ()
+    #: where each of ``sources`` is written
+    sources_locs: tuple[Location, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,10 @@ class MergeBlock(Block):
     named: bool = False
     #: the merge op's attributes (concat's ``axis``), as an op block's
     attrs: tuple[tuple[str, Value], ...] = ()
+    #: ``index: {j: [a, b, c]}``: in each branch, ``j`` is the position in that list of the value
+    #: the branch reads (a DARTS node's op is strided where it reads a cell input); None: no index
+    index: tuple[str, tuple[str, ...]] | None = None
+    index_loc: Location | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,9 @@ class RepeatBlock(Block):
     names: tuple[str | Value, ...] = ()
     #: ``flat: true``: the iterations' items become items of the enclosing list
     flat: bool = False
+    #: ``previous: [p2, p1]``: names that the block reads the outputs of the repetitions before it by
+    #: (the last name the one just before), the repeat's inputs before the first
+    previous: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,8 @@ class Template:
     #: the entries of the body in the order the class builds them (its state_dict's order), where
     #: that is not the order they run in; the others follow in theirs
     build_order: tuple[str, ...] = ()
+    #: ``inputs: [s0, s1]``: the names of a template's inputs, where it reads several; ``()``: one input
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -495,8 +509,30 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         return _parse_named_seq(raw, loc, path)
     p = _Pop(raw, path)
     kind = kinds[0]
-    phase, when, source, source_loc = _common(p)
-    common = {"phase": phase, "when": when, "source": source, "source_loc": source_loc}
+    phase, when, source, source_loc, (sources, sources_locs) = _common(p)
+    common = {
+        "phase": phase,
+        "when": when,
+        "source": source,
+        "source_loc": source_loc,
+        "sources": sources,
+        "sources_locs": sources_locs,
+    }
+    if sources and when is not None:
+        raise SpecError(
+            "expected no 'when' on a block that reads several values ('from' a list): switched off, it "
+            "would have no one value to pass on",
+            location=p.loc("when"),
+            path=join(path, "when"),
+        )
+    if sources and kind not in ("use", "repeat", *MERGE_OPS):
+        raise SpecError(
+            "expected one name after 'from': a list of values is read only by a use of a template with "
+            "several inputs, a repeat that names them ('previous') or a merge (one value a branch), "
+            f"not by {_a(kind)} block",
+            location=source_loc,
+            path=join(path, "from"),
+        )
     if kind == "op":
         op_loc = p.loc("op")
         op = p.get("op")
@@ -525,7 +561,7 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         return UseBlock(loc, path, **common, template=name, args=args, template_loc=use_loc, args_loc=args_loc)
     if kind == "ref":
         target_loc = p.loc("ref")
-        target = _block_path(p.get("ref"), target_loc, join(path, "ref"))
+        target = block_path(p.get("ref"), target_loc, join(path, "ref"))
         p.done(["ref", *COMMON_KEYS], "reference")
         return RefBlock(loc, path, **common, target=target, target_loc=target_loc)
     if kind == "seq":
@@ -549,7 +585,11 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
     bloc = p.loc(kind)
     known = OPS[kind].attr_index
     attrs = tuple((key, parse_value(p.get(key), p.loc(key), join(path, key))) for key in list(p.left) if key in known)
-    allowed = [*known, *COMMON_KEYS]
+    index = index_loc = None
+    if p.has("index"):
+        index_loc = p.loc("index")
+        index = _parse_merge_index(p.get("index"), index_loc, join(path, "index"))
+    allowed = [*known, *COMMON_KEYS, "index"]
     if p.left and not (p.left.keys() & {"before", "after"}):
         key = next(iter(p.left))
         if key not in allowed and did_you_mean(key, allowed) == "":
@@ -571,7 +611,10 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         branches = tuple(
             (str(i), parse_block(v, branches_raw.loc_of(i), join(path, i))) for i, v in enumerate(branches_raw)
         )
-        return MergeBlock(loc, path, **common, op=kind, branches=branches, named=False, attrs=attrs)
+        _check_merge_sources(common, branches, path)
+        return MergeBlock(
+            loc, path, **common, op=kind, branches=branches, named=False, attrs=attrs, index=index, index_loc=index_loc
+        )
     m = expect_map(branches_raw, bloc, join(path, kind), "a list or mapping of branches")
     if len(m) < 2:
         raise SpecError(f"expected at least two branches to {kind}, got {len(m)}", location=bloc, path=join(path, kind))
@@ -579,10 +622,47 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         (check_name(k, m.key_locs[k], join(path, k), "branch name"), parse_block(v, m.loc_of(k), join(path, k)))
         for k, v in m.items()
     )
-    return MergeBlock(loc, path, **common, op=kind, branches=branches, named=True, attrs=attrs)
+    _check_merge_sources(common, branches, path)
+    return MergeBlock(
+        loc, path, **common, op=kind, branches=branches, named=True, attrs=attrs, index=index, index_loc=index_loc
+    )
 
 
-def _block_path(target: object, loc: Location, path: str) -> str:
+def _check_merge_sources(common: dict, branches: tuple[tuple[str, Block], ...], path: str) -> None:
+    """A merge's ``from: [a, b]`` gives each branch one value: as many values as branches, and no
+    branch with a ``from`` of its own."""
+    sources = common["sources"]
+    if not sources:
+        return
+    if len(sources) != len(branches):
+        raise SpecError(
+            f"expected one value after 'from' for each of the {len(branches)} branches, got {len(sources)}",
+            location=common["source_loc"],
+            path=join(path, "from"),
+        )
+    for name, b in branches:
+        if b.source is not None or b.sources:
+            raise SpecError(
+                f"branch '{name}' has a 'from' of its own beside the merge's list: give it on one of them",
+                location=b.source_loc or b.loc,
+                path=join(b.path, "from"),
+            )
+
+
+def _parse_merge_index(raw: object, loc: Location, path: str) -> tuple[str, tuple[str, ...]]:
+    """``index: {j: [a, b, c]}``: one name and the values whose positions it takes."""
+    if not isinstance(raw, YMap) or len(raw) != 1:
+        got = f"a mapping of {len(raw)} keys" if isinstance(raw, YMap) else scalar_type_name(raw)
+        raise SpecError(f"expected {{name: [values...]}} after 'index', got {got}", location=loc, path=path)
+    ((name, values),) = raw.items()
+    check_name(name, raw.key_locs[name], join(path, name), "index name")
+    if not isinstance(values, YList) or not values:
+        got = "an empty list" if isinstance(values, YList) else scalar_type_name(values)
+        raise SpecError(f"expected a list of values after '{name}', got {got}", location=raw.loc_of(name), path=path)
+    return name, tuple(block_path(v, values.loc_of(i), join(join(path, name), i)) for i, v in enumerate(values))
+
+
+def block_path(target: object, loc: Location, path: str) -> str:
     """A block's path as ``ref:`` and ``from:`` name it: dotted names and indices, or ``in``."""
     if not isinstance(target, str):
         raise SpecError(f"expected a node name, got {scalar_type_name(target)}", location=loc, path=path)
@@ -622,8 +702,49 @@ def _parse_repeat(p: _Pop, loc: Location, path: str, common: dict) -> RepeatBloc
                 location=p.loc("flat"),
                 path=join(path, "flat"),
             )
-    p.done(["repeat", "block", "index", "name", "flat", *COMMON_KEYS], "repeat")
-    return RepeatBlock(loc, path, **common, count=count, body=body, index=index, names=names, flat=flat)
+    previous: tuple[str, ...] = ()
+    if p.has("previous"):
+        previous = _parse_input_names(p.get("previous"), p.loc("previous"), join(path, "previous"), "previous")
+        if index in previous:
+            raise SpecError(
+                f"'{index}' names both the index and a previous value",
+                location=p.loc("previous"),
+                path=join(path, "previous"),
+            )
+    if common["sources"] and not previous:
+        raise SpecError(
+            "expected 'previous' beside a list after 'from': the names the repeated block reads the values by",
+            location=common["source_loc"],
+            path=join(path, "from"),
+        )
+    if common["sources"] and len(common["sources"]) != len(previous):
+        raise SpecError(
+            f"expected as many values after 'from' as names in 'previous' ({len(previous)}), "
+            f"got {len(common['sources'])}",
+            location=common["source_loc"],
+            path=join(path, "from"),
+        )
+    p.done(["repeat", "block", "index", "name", "flat", "previous", *COMMON_KEYS], "repeat")
+    return RepeatBlock(
+        loc, path, **common, count=count, body=body, index=index, names=names, flat=flat, previous=previous
+    )
+
+
+def _parse_input_names(raw: object, loc: Location, path: str, what: str) -> tuple[str, ...]:
+    """A template's ``inputs`` or a repeat's ``previous``: two or more distinct names, none ``in``."""
+    if not isinstance(raw, YList) or len(raw) < 2:
+        got = f"a list of {len(raw)}" if isinstance(raw, YList) else scalar_type_name(raw)
+        raise SpecError(f"expected a list of two or more names after '{what}', got {got}", location=loc, path=path)
+    names: list[str] = []
+    for i, item in enumerate(raw):
+        iloc, ipath = raw.loc_of(i), join(path, i)
+        name = check_name(item, iloc, ipath, "input name")
+        if name in (INPUT_REF, "self", "x"):
+            raise SpecError(f"input name '{name}' is reserved", location=iloc, path=ipath)
+        if name in names:
+            raise SpecError(f"duplicate input name '{name}'", location=iloc, path=ipath)
+        names.append(name)
+    return tuple(names)
 
 
 def _parse_name_pattern(raw: object, loc: Location, path: str) -> tuple[str | Value, ...]:
@@ -737,7 +858,7 @@ def raise_errors(errors: list[NasdslError]) -> None:
         raise ErrorList(errors)
 
 
-def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None]:
+def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None, tuple[tuple, tuple]]:
     phase = "both"
     if p.has("phase"):
         ploc = p.loc("phase")
@@ -752,10 +873,23 @@ def _common(p: _Pop) -> tuple[str, Value | None, str | None, Location | None]:
     if p.has("doc"):
         expect_str(p.get("doc"), p.loc("doc"), join(p.path, "doc"))
     source = source_loc = None
+    sources: tuple[str, ...] = ()
+    sources_locs: tuple[Location, ...] = ()
     if p.has("from"):
         source_loc = p.loc("from")
-        source = _block_path(p.get("from"), source_loc, join(p.path, "from"))
-    return phase, when, source, source_loc
+        raw = p.get("from")
+        if isinstance(raw, YList):
+            if len(raw) < 2:
+                raise SpecError(
+                    f"expected a name, or a list of two or more names, after 'from', got a list of {len(raw)}",
+                    location=source_loc,
+                    path=join(p.path, "from"),
+                )
+            sources = tuple(block_path(v, raw.loc_of(i), join(join(p.path, "from"), i)) for i, v in enumerate(raw))
+            sources_locs = tuple(raw.loc_of(i) for i in range(len(raw)))
+        else:
+            source = block_path(raw, source_loc, join(p.path, "from"))
+    return phase, when, source, source_loc, (sources, sources_locs)
 
 
 def _parse_args(raw: object, loc: Location, path: str) -> tuple[tuple[str | None, Value], ...]:
@@ -1080,10 +1214,26 @@ def _parse_templates(raw: object, loc: Location) -> dict[str, Template]:
         block = parse_block(p.get("body"), p.loc("body"), join(path, "body"))
         tdoc = p.get("doc", "")
         order = _parse_build_order(p.get("build_order"), p.loc("build_order"), join(path, "build_order"), block)
-        p.done(["params", "body", "doc", "build_order"], f"template {name}")
-        return Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "", order)
+        inputs: tuple[str, ...] = ()
+        if p.has("inputs"):
+            inputs = _parse_template_inputs(p, path, params, block)
+        p.done(["params", "inputs", "body", "doc", "build_order"], f"template {name}")
+        return Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "", order, inputs)
 
     return {t.name: t for t in _each(m, template)}
+
+
+def _parse_template_inputs(p: _Pop, path: str, params: tuple[Param, ...], body: Block) -> tuple[str, ...]:
+    """A template's ``inputs``: names its body reads its inputs by; none a parameter or an entry."""
+    iloc, ipath = p.loc("inputs"), join(path, "inputs")
+    raw = p.get("inputs")
+    inputs = _parse_input_names(raw, iloc, ipath, "inputs")
+    entries = {n for n, _ in body.items} if isinstance(body, SeqBlock) and body.named else set()
+    for i, name in enumerate(inputs):
+        clash = "a parameter" if name in {q.name for q in params} else "an entry of the body" if name in entries else ""
+        if clash:
+            raise SpecError(f"input name '{name}' is also {clash}", location=raw.loc_of(i), path=join(ipath, i))
+    return inputs
 
 
 def _parse_build_order(raw: object, loc: Location, path: str, body: Block) -> tuple[str, ...]:

@@ -68,6 +68,9 @@ from nasdsl.summary import depth
 
 #: refuse models above this many parameters, as compile_spec does by default
 MAX_PARAMS = 10**10
+#: the kinds of choice that choose structure (blocks, or the values a block reads): a program serves
+#: only the variants that choose as it does
+STRUCTURAL_KINDS = ("block", "input")
 #: programs kept for variants of different structure
 MAX_PROGRAMS = 64
 #: full compiles between two collections of cyclic garbage, where the collector is paused
@@ -562,7 +565,7 @@ class Evaluator:
                     self.nested.add(path)
         self.reach |= self.nested
         #: the choices between blocks: a program serves the variants that choose its blocks
-        self.block_points = tuple(i for i, p in enumerate(space.points) if p.kind == "block")
+        self.block_points = tuple(i for i, p in enumerate(space.points) if p.kind in STRUCTURAL_KINDS)
         structure, outcome, _ = self._compile_graph(doc)
         if structure is not None:  # a program, even when the default's shapes do not fit
             program = _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, latency)
@@ -607,7 +610,7 @@ class Evaluator:
         variant = self.space.id_of(picks)
         overrides: dict[str, Value] = {}
         for i, (p, k) in enumerate(zip(self.space.points, picks, strict=True)):
-            if k != p.default and p.kind != "block":
+            if k != p.default and p.kind not in STRUCTURAL_KINDS:
                 for pos in p.positions:
                     overrides[pos.spec_path] = self.space.option_values[i][k]
         resolve = self._resolver(overrides)

@@ -70,7 +70,7 @@ CASES = [
               b: {use: Block, args: [8]}
             """),
         "spec.yaml:8:5: error: templates.Block.bdy: unknown key 'bdy' in template Block (did you mean 'body'?); "
-        "allowed: params, body, doc, build_order\n",
+        "allowed: params, inputs, body, doc, build_order\n",
     ),
     Case(
         "unknown-key-in-template-body",
@@ -914,7 +914,7 @@ CASES = [
               b: B
             """),
         "spec.yaml:6:7: error: templates.B.body.conv1: unknown key 'conv1' beside 'add': a mapping with the key "
-        "'add' is an add merge, whose only other keys are phase, when, doc, from (a block's key cannot name an "
+        "'add' is an add merge, whose only other keys are phase, when, doc, from, index (a block's key cannot name an "
         "entry of a sequence: give the entry another name)\n",
     ),
     # ----------------------------------------------------------------- repeat, from, placement

@@ -640,7 +640,7 @@ def test_the_design_space_guide_runs(tmp_path, monkeypatch, capsys):
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "googlenet.yaml").write_text((SPECS / "googlenet.yaml").read_text())
     (tmp_path / "specs" / "spaces").mkdir()
-    for space in ("nas_bench_201.yaml", "ofa_mobilenet_v3.yaml"):
+    for space in ("nas_bench_201.yaml", "ofa_mobilenet_v3.yaml", "darts.yaml"):
         (tmp_path / "specs" / "spaces" / space).write_text((SPECS / "spaces" / space).read_text())
     monkeypatch.chdir(tmp_path)
     ran = shown = 0

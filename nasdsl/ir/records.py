@@ -66,6 +66,10 @@ class Repeat:
     count: int
     names: str | None = None
     count_expr: object = None
+    #: the names the repeated block reads earlier repetitions' outputs by (``previous:``, the last
+    #: name the repetition just before), ``()`` where it reads only the one before; the block's
+    #: ``inputs`` are their values before the first repetition
+    previous: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,11 @@ class Block:
     sym: tuple | None = None
     #: the same of its first input
     in_sym: tuple | None = None
+    #: a use of a template with several inputs: the ``identity`` nodes (``cell.s0``, ``cell.s1``) that
+    #: stand for its inputs inside its body, one per input, in order (``()`` otherwise)
+    entries: tuple[str, ...] = ()
+    #: the shapes of all its ``inputs``, as :attr:`in_sym` is of the first (None until shapes are inferred)
+    in_syms: tuple | None = None
 
     @property
     def dormant(self) -> bool:
@@ -153,6 +162,12 @@ class Template:
     #: the body's entries in the order the class builds them (its state_dict's order) where the spec
     #: gives one (``build_order``); the others follow in the body's order. ``()``: the body's order
     build_order: tuple[str, ...] = ()
+    #: a template with several inputs: their names (``("s0", "s1")``), which its class's ``forward``
+    #: takes; ``()`` for one input
+    inputs: tuple[str, ...] = ()
+    #: the class's first arguments for a template with several inputs: each input's size along its
+    #: channel axis (``s0_channels``, ``s1_channels``), set with the shapes; ``()`` for one input
+    input_params: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

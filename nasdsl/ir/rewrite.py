@@ -420,6 +420,8 @@ class Rewriter:
                 ins = changes.get("inputs", b.inputs)
                 changes["inputs"] = tuple(resolve(n) for n in ins)
                 changes["output"] = resolve(b.output)
+            if b.entries and any(n in skip for n in b.entries):  # an input no longer read
+                changes["entries"] = tuple(n for n in b.entries if n not in skip)
             if changes:
                 b = dataclasses.replace(b, **changes)
             if change is not None:
@@ -459,6 +461,11 @@ class Rewriter:
         into the terms of that class; the body block keeps the template's name (``template``)."""
         g = self.g
         use, outer = self.uses()[path]
+        if use.entries:
+            raise RewriteError(
+                f"the use of template {use.template} at {path} reads several inputs and cannot be written "
+                "into its caller's class: rewrite all of its uses alike, or none"
+            )
         translate = lambda e: self._one_level(e, use, outer)  # noqa: E731
         nested: dict[str, Block] = {}  # the uses inside it, with their arguments translated
 

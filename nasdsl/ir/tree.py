@@ -7,7 +7,8 @@ pass manager's verifier calls :func:`check_tree` after each pass:
 
 * every node of the main graph but the input is held by exactly one live
   *owner* block: an ``op`` block (its ``output``), a ``merge`` block (its
-  join node), or a branch whose value a merge reads twice (the builder reads
+  join node), a ``use`` of a template with several inputs (its ``entries``),
+  or a branch whose value a merge reads twice (the builder reads
   it through an ``identity`` node named after the branch);
 * an owner's op is its node's op;
 * every block's ``inputs`` and ``output`` name nodes that exist: in the main
@@ -125,6 +126,10 @@ def check_tree(g: nx.DiGraph) -> None:
                 raise GraphError(f"block {where} ({b.kind}) reads or holds node {n}, which is not in the graph")
         if off:
             continue
+        for n in b.entries:  # a template with several inputs: the use holds the identity each input is
+            if n not in g or node(g, n).op != "identity":
+                raise GraphError(f"block {where} holds the input node {n}, which is no identity of the graph")
+            owned[n] = where
         if b.kind not in OWNERS:
             if b.kind != "skip" and b.output == b.path:
                 repeated.add(b.output)

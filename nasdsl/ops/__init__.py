@@ -18,7 +18,7 @@ module              ops
                     ``hardswish`` ``hardsigmoid``, ``dropout``, ``stochastic_depth``,
                     ``layer_scale``, ``identity``
 ``tensor``          ``flatten`` ``reshape`` ``permute`` ``transpose`` ``slice``
-                    ``select`` ``roll`` ``channel_shuffle`` ``parameter``
+                    ``select`` ``roll`` ``pad`` ``channel_shuffle`` ``parameter``
                     ``constant`` ``interpolate`` ``interpolate_like``
 ``linear``          ``linear`` ``layer_norm`` ``softmax`` ``attention``
 ``merge``           ``concat`` ``add`` ``mul`` ``mean`` ``matmul``

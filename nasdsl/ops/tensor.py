@@ -274,6 +274,43 @@ def _finite_value(v: object) -> float:
     return float(v)
 
 
+def _pads(v: object) -> tuple[tuple[int, int], ...]:
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= MAX_RANK:
+        raise SpecError(f"expected a list of 1 to {MAX_RANK} pairs [before, after], got {describe(v)}")
+    pairs = []
+    for pair in v:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise SpecError(f"expected a pair [before, after] for each axis, got {describe(pair)}")
+        pairs.append((check_int(pair[0], 0, MAX_WINDOW), check_int(pair[1], 0, MAX_WINDOW)))
+    return tuple(pairs)
+
+
+def pad_axes(t: TensorType, a: Mapping[str, object]) -> list[int]:
+    """The axes (without the batch) that ``pads`` pads, in order: the input's last ones."""
+    return list(range(t.rank - len(a["pads"]), t.rank))
+
+
+def _pad_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    t = types[0]
+    if len(a["pads"]) > t.rank:
+        raise ShapeError(f"expected at most {t.rank} pairs in pads for {describe_type(t)}, got {len(a['pads'])}")
+    shape = list(t.shape)
+    for axis, (before, after) in zip(pad_axes(t, a), a["pads"], strict=True):
+        shape[axis] = shape[axis] + before + after
+    return TensorType(tuple(shape), t.axes, t.dtype)
+
+
+def _pad_channels(types: Sequence[TensorType], a: Mapping[str, object], out: TensorType) -> tuple | None:
+    t = types[0]
+    c = out.channel_axis
+    if c is None:
+        return None
+    padded = dict(zip(pad_axes(t, a), a["pads"], strict=True))
+    before = padded.get(c, (0, 0))[0]
+    n = t.shape[c]
+    return tuple((0, i - before) if before <= i < before + n else None for i in range(out.shape[c]))
+
+
 def interpolate_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
     t = types[0]
     spatial = t.rank - 1
@@ -425,6 +462,18 @@ register(
         ),
         _roll_infer,
         channel_map=identity_channels,
+    ),
+    OpDef(
+        "pad",
+        "a constant border: `pads` gives [before, after] for each of the input's last axes "
+        "(torch.nn.functional.pad; FactorizedReduce's shift, 'same' padding of an even window)",
+        (
+            Attr("pads", _pads, doc="one [before, after] pair per axis, for the last axes in order"),
+            Attr("value", _finite_value, default=0.0, role="rate"),
+        ),
+        _pad_infer,
+        lead="other",
+        channel_map=_pad_channels,
     ),
     OpDef(
         "channel_shuffle",

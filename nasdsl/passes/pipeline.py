@@ -98,8 +98,12 @@ def _training(g: nx.DiGraph) -> str | None:
 
 
 def _no_identities(g: nx.DiGraph) -> str | None:
+    entries = {n for root in ir.roots(g) for b in ir.walk(root) for n in b.entries}
     for n, d in ir.nodes(g):
-        # an identity stays only where a reader needs it to read one value twice (see Rewriter.bypass)
+        # an identity stays only where a reader needs it to read one value twice (see Rewriter.bypass),
+        # or where it stands for an input of a template with several (Block.entries)
+        if n in entries:
+            continue
         if d.op == "identity" and not any(g.has_edge(ir.inputs(g, n)[0], r) for r in g.successors(n)):
             return f"identity node {n} left"
     return None

@@ -50,18 +50,34 @@ class _Symbols:
         #: instances whose path a nested use shares (a template whose body is one use): their nodes
         #: cannot tell the two classes apart, so their sizes are written as numbers
         self.ambiguous: set[str] = set()
+        #: the identity nodes that stand for the inputs of a template with several: their class's argument
+        self.entries: dict[str, str] = {}
         for root in ir.roots(g):
             self._index(root, "")
         self.memo: dict[tuple[str, str], tuple] = {}
         self.records: dict[str, ir.Node] = {}  # nodes with their symbols, main and dormant
         templates = dict(self.info.templates)
         chosen: dict[str, str] = {}
+        several: dict[str, tuple[str, ...]] = {}
         for use in self.uses.values():
             if use.template not in chosen:
                 chosen[use.template] = input_param(self._type(use.inputs[0]))
+                if use.entries:  # s0_channels, s1_channels: each input's size
+                    kinds = [input_param(self._type(n)).removeprefix("in_") for n in use.inputs]
+                    several[use.template] = tuple(
+                        f"{n}_{kind}" for n, kind in zip(templates[use.template].inputs, kinds, strict=True)
+                    )
         self.templates = {
-            name: dataclasses.replace(t, input_param=chosen.get(name, t.input_param)) for name, t in templates.items()
+            name: dataclasses.replace(
+                t,
+                input_param=several[name][0] if name in several else chosen.get(name, t.input_param),
+                input_params=several.get(name, ()),
+            )
+            for name, t in templates.items()
         }
+        for use in self.uses.values():
+            for entry, param in zip(use.entries, self.templates[use.template].input_params, strict=False):
+                self.entries[entry] = param
 
     def _index(self, b: ir.Block, instance: str) -> None:
         if b.kind == "use":
@@ -126,11 +142,12 @@ class _Symbols:
             v = a.expr if a.expr is not None else a.value
             if isinstance(v, (int, Sym)) and not isinstance(v, bool):
                 values[a.name] = v
-        param = self.templates[use.template].input_param
-        outer = self.seen_from(use.inputs[0], self.parent[instance])
-        t = self._type(use.inputs[0])
-        if outer is not None and t is not None and t.channel_axis is not None:
-            values[param] = outer[t.channel_axis]
+        tmpl = self.templates[use.template]
+        for param, source in zip(tmpl.input_params or (tmpl.input_param,), use.inputs, strict=False):
+            outer = self.seen_from(source, self.parent[instance])
+            t = self._type(source)
+            if outer is not None and t is not None and t.channel_axis is not None:
+                values[param] = outer[t.channel_axis]
         out = []
         for d, concrete in zip(sym, self._concrete(sym), strict=True):
             if isinstance(d, Sym):
@@ -156,6 +173,13 @@ class _Symbols:
         sources = ir.inputs(graph, name)
         in_sym = tuple(self.seen_from(s, record.instance) for s in sources)
         sym = record.type.shape
+        if name in self.entries:  # an input of a template with several: its size is the class's argument
+            c = record.type.channel_axis
+            if c is not None:
+                sym = tuple(Sym.name(self.entries[name]) if i == c else d for i, d in enumerate(sym))
+            record = dataclasses.replace(record, sym=sym, in_sym=(sym,))
+            self.records[name] = record
+            return record
         if record.instance in self.ambiguous or record.op not in OPS:  # (an op a backend will refuse)
             pass
         elif any(x is not None and any(isinstance(d, Sym) for d in x) for x in in_sym) or _symbolic_attrs(record):
@@ -225,7 +249,7 @@ def _caller_names(s: _Symbols, instance: str) -> frozenset[str]:
         return frozenset(s.info.variables)
     use = s.uses[outer]
     t = s.templates[use.template]
-    return frozenset({t.input_param, *(p.name for p in t.params)})
+    return frozenset({t.input_param, *t.input_params, *(p.name for p in t.params)})
 
 
 def _symbolic_attrs(record: ir.Node) -> bool:
@@ -266,7 +290,8 @@ def infer_symbols(g: nx.DiGraph) -> None:
         children = tuple(rebuild(c, inner) for c in b.children)
         sym = s.seen_from(b.output, instance) if b.output else None
         in_sym = s.seen_from(b.inputs[0], instance) if b.inputs else None
-        return dataclasses.replace(b, children=children, sym=sym, in_sym=in_sym)
+        in_syms = tuple(s.seen_from(n, instance) for n in b.inputs) if len(b.inputs) > 1 else None
+        return dataclasses.replace(b, children=children, sym=sym, in_sym=in_sym, in_syms=in_syms)
 
     def head(o: ir.Output) -> ir.Output:
         return o if o.head is None else dataclasses.replace(o, head=rebuild(o.head, ""))
