@@ -91,6 +91,7 @@ def import_model(
     name: str | None = None,
     weights: bool = False,
     allow_opaque: bool = False,
+    by_structure: bool = False,
 ) -> Imported:
     """Import ``source`` as a spec.
 
@@ -106,22 +107,42 @@ def import_model(
     node and op that has no spec equivalent; with ``allow_opaque``, such a node that reads one
     tensor and holds no weights is kept as an ``opaque`` op (its output shape and, as the
     block's ``doc``, what it was), which every backend refuses.
+
+    ``by_structure`` (ONNX only): ignore the file's node names and metadata and find its
+    blocks by structure alone, as for a graph that has neither (:mod:`nasdsl.importer.discover`).
     """
     started = time.perf_counter()
-    model = _read(source, input_shape, name, weights, allow_opaque)
+    onnx_source = type(source).__name__ == "ModelProto" or (
+        isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx")
+    )
+    if by_structure and not onnx_source:
+        raise ImportFailure(
+            "finding blocks by structure alone (--by-structure) is for ONNX files: a PyTorch model has its modules",
+            where=str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
+        )
+    model = _read(source, input_shape, name, weights, allow_opaque, by_structure)
     return finish(model, started, weights)
 
 
-def _read(source, input_shape, name, weights, allow_opaque) -> FlatModel:
+def _read(source, input_shape, name, weights, allow_opaque, by_structure=False) -> FlatModel:
     shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
     if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx"):
         from nasdsl.importer.onnx_frontend import read_onnx_file
 
-        return read_onnx_file(str(source), input_shape=shape, name=name, allow_opaque=allow_opaque)
+        return read_onnx_file(
+            str(source), input_shape=shape, name=name, allow_opaque=allow_opaque, by_structure=by_structure
+        )
     if type(source).__name__ == "ModelProto":
         from nasdsl.importer.onnx_frontend import read_onnx
 
-        return read_onnx(source, label="<onnx model>", input_shape=shape, name=name, allow_opaque=allow_opaque)
+        return read_onnx(
+            source,
+            label="<onnx model>",
+            input_shape=shape,
+            name=name,
+            allow_opaque=allow_opaque,
+            by_structure=by_structure,
+        )
     from nasdsl.importer import torch_frontend as tf
 
     if isinstance(source, str):

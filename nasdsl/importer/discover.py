@@ -169,12 +169,11 @@ def _regions(model: FlatModel) -> list[_Region]:
 
 
 def _activation(model: FlatModel, region: _Region) -> bool:
-    """Whether a region is one op without weights that keeps its input's shape (a ReLU after
-    a residual's sum): it belongs to the block before it."""
-    if len(region.nodes) != 1:
-        return False
-    node = model.nodes[region.nodes[0]]
-    return len(node.inputs) == 1 and not node.holds and node.shape == model.node(node.inputs[0]).shape
+    """Whether a region is one activation (an elementwise op of the registry: a ReLU after a
+    residual's sum): it belongs to the block before it."""
+    from nasdsl.ops import OPS
+
+    return len(region.nodes) == 1 and OPS[model.nodes[region.nodes[0]].op].elementwise
 
 
 def _region(model: FlatModel, nodes: list[str], pos: dict[str, int], closed: bool) -> _Region:

@@ -47,7 +47,12 @@ _ALIASES = ("Identity", "Dropout")
 
 
 def read_onnx_file(
-    path: str, *, input_shape: tuple[int, ...] | None = None, name: str | None = None, allow_opaque: bool = False
+    path: str,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    name: str | None = None,
+    allow_opaque: bool = False,
+    by_structure: bool = False,
 ) -> FlatModel:
     import onnx
 
@@ -55,7 +60,9 @@ def read_onnx_file(
         proto = onnx.load(path)
     except Exception as e:  # noqa: BLE001 - a file that is not an ONNX model
         raise ImportFailure(f"cannot read an ONNX model: {type(e).__name__}: {str(e)[:200]}", where=path) from None
-    return read_onnx(proto, label=path, input_shape=input_shape, name=name, allow_opaque=allow_opaque)
+    return read_onnx(
+        proto, label=path, input_shape=input_shape, name=name, allow_opaque=allow_opaque, by_structure=by_structure
+    )
 
 
 def read_onnx(
@@ -65,14 +72,17 @@ def read_onnx(
     input_shape: tuple[int, ...] | None = None,
     name: str | None = None,
     allow_opaque: bool = False,
+    by_structure: bool = False,
 ) -> FlatModel:
+    """``by_structure``: ignore the node names and metadata, and find the blocks by the graph's
+    structure alone (:mod:`nasdsl.importer.discover`), as for a file that has neither."""
     import onnx
 
     try:
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
         raise ImportFailure(f"not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}", where=label) from None
-    return _Reader(proto, label, input_shape, allow_opaque).read(name)
+    return _Reader(proto, label, input_shape, allow_opaque, by_structure).read(name)
 
 
 def _light(proto, chw: tuple[int, ...] | None = None):
@@ -114,7 +124,7 @@ def _shape_of(value_info) -> tuple:
 
 
 class _Reader:
-    def __init__(self, proto, label: str, input_shape, allow_opaque: bool = False) -> None:
+    def __init__(self, proto, label: str, input_shape, allow_opaque: bool = False, by_structure: bool = False) -> None:
         import onnx
         from onnx import numpy_helper
 
@@ -153,7 +163,7 @@ class _Reader:
         self.nodes = list(graph.node)
         self.alias: dict[str, str] = {}
         #: whether the file names no modules (then blocks are found by structure)
-        self.unnamed = False
+        self.unnamed = by_structure
 
     # constants and aliases
 
@@ -396,8 +406,10 @@ class _Reader:
 
     def _paths(self, matches: list[Match]) -> list[str]:
         names = [m.nodes[-1].name for m in matches]
-        scoped = _metadata_names(matches, self.weights)
-        if scoped is not None:
+        scoped = None if self.unnamed else _metadata_names(matches, self.weights)
+        if self.unnamed:
+            paths = [""] * len(matches)
+        elif scoped is not None:
             paths = _torch_paths(matches, scoped)
         elif names and sum(n.startswith("/") for n in names) * 2 >= len(names):
             paths = _torch_paths(matches)
