@@ -64,6 +64,10 @@ def toy() -> Toy:
 if __name__ == "__main__":
     import flat_toy  # the classes as flat_toy.Block, not __main__.Block, in the metadata
 
+    import onnx
+
     out = Path(__file__).parent / "data" / "toy_blocks_dynamo.onnx"
-    torch.onnx.export(flat_toy.toy(), (torch.randn(1, 3, 16, 16),), str(out), dynamo=True, opset_version=18)
+    program = torch.onnx.export(flat_toy.toy(), (torch.randn(1, 3, 16, 16),), dynamo=True, opset_version=18)
+    program.save(str(out), external_data=False)
+    onnx.checker.check_model(onnx.load(str(out)))
     sys.stdout.write(f"wrote {out}\n")

@@ -182,10 +182,11 @@ def finish(model: FlatModel, started: float, weights: bool) -> Imported:
     found = Discovery(model)
     root = found.run()
     writer = Writer(model, found)
-    header = [
-        f"Imported by nasdsl import from {model.source}.",
-        "Names are the source's: its state_dict loads into the generated model.",
-    ]
+    header = [f"Imported by nasdsl import from {model.source}."]
+    if model.generated_names:
+        header.append("The source names no modules: the names and templates are the importer's, found by structure.")
+    else:
+        header.append("Names are the source's: its state_dict loads into the generated model.")
     text = writer.text(root, header)
     compiled = check(model, text)
     totals = compiled.totals(with_aux=True)

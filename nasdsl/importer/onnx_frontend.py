@@ -25,6 +25,7 @@ from collections import Counter
 
 import numpy as np
 
+from nasdsl.importer import rewrite
 from nasdsl.importer.discover import blocks
 from nasdsl.importer.flat import (
     CLASS,
@@ -310,6 +311,12 @@ class _Reader:
             scopes={},
             outputs=outputs,
         )
+        model.generated_names = self.unnamed
+        if self.unnamed:
+            # a concat of every earlier output (DenseNet) read as a chain of concats first:
+            # each then joins one block's input to its output, and the blocks have cuts
+            rewrite.drop_single_concats(model)
+            rewrite.fold_concat_prefixes(model)
         classes = blocks(model) if self.unnamed else metadata_classes(self.proto)
         if classes and not name and "" in classes:
             model.name = _class_name(classes[""].rsplit(".", 1)[-1])
