@@ -63,7 +63,6 @@ def toy() -> Toy:
 
 if __name__ == "__main__":
     import flat_toy  # the classes as flat_toy.Block, not __main__.Block, in the metadata
-
     import onnx
 
     out = Path(__file__).parent / "data" / "toy_blocks_dynamo.onnx"

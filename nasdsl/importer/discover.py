@@ -40,71 +40,102 @@ from nasdsl.importer.flat import FlatModel, Node, Output
 MAX_GRAM = 12
 #: a function-like op's name in a block (a merge's own name is a spec keyword)
 _WORDS = {"concat": "cat", "add": "residual", "mul": "scale"}
+#: ops that belong to the block before them, besides the activations (ShuffleNet's shuffle)
+_TRAILING = frozenset({"channel_shuffle"})
 
 
-@dataclass(frozen=True)
-class _Region:
-    """Nodes between two cuts (or after the last cut, ``closed`` False)."""
+@dataclass
+class _Unit:
+    """A region: its nodes in execution order, its form, and the regions it is made of (None
+    for one node, or a region with no inner cut)."""
 
-    nodes: tuple[str, ...]
+    nodes: list[str]
     form: tuple
-    closed: bool
+    inner: list[_Unit] | None = None
 
 
 def blocks(model: FlatModel) -> dict[str, str]:
     """Re-path ``model``'s nodes into the blocks found; returns scope path -> class name for
     the scopes that are template uses (empty when nothing repeats)."""
-    regions = _regions(model)
-    symbols: list[object] = [r.form if r.closed else ("open", k) for k, r in enumerate(regions)]
+    pos = {node_id: k for k, node_id in enumerate(model.nodes)}
+    pos[model.input.id] = -1
+    top = _split(model, list(model.nodes), model.input.id, pos, top=True)
+    # the sequences: the model's, and the inside of each form of region once
+    sequences: list[list[object]] = [[u.form for u in top]]
+    inside: dict[tuple, int] = {}
+    counts: Counter = Counter()
+
+    def visit(unit: _Unit) -> None:
+        counts[unit.form] += 1
+        if unit.inner is None:
+            return
+        if unit.form not in inside:
+            inside[unit.form] = len(sequences)
+            sequences.append([u.form for u in unit.inner])
+        for u in unit.inner:
+            visit(u)
+
+    for u in top:
+        visit(u)
     grams: dict[object, tuple] = {}
-    _compact(symbols, grams)
-    counts = _counts(symbols, grams)
-    templates: dict[object, int] = {}
+    _compact(sequences, grams)
 
     def templated(symbol: object) -> bool:
-        if symbol in grams:
-            return True
-        return isinstance(symbol, tuple) and symbol and symbol[0] == "region" and counts[symbol] >= 2
+        return symbol in grams or (symbol[0] == "region" and counts[symbol] >= 2)
 
-    def number(symbol: object) -> None:
-        if templated(symbol) and symbol not in templates:
-            templates[symbol] = len(templates) + 1
-        for child in grams.get(symbol, ()):
-            number(child)
+    templates: dict[object, int] = {}
 
-    for s in symbols:
-        number(s)
+    def number(symbols: list[object]) -> None:
+        for symbol in symbols:
+            if templated(symbol) and symbol not in templates:
+                templates[symbol] = len(templates) + 1
+            if symbol in grams:
+                number(list(grams[symbol]))
+            elif symbol in inside:
+                number(sequences[inside[symbol]])
+
+    number(sequences[0])
     if not templates:
         return {}
-    queue = list(regions)
     rename: dict[str, str] = {}
     classes: dict[str, str] = {}
-    groups: Counter = Counter()
 
-    def place(symbol: object, scope: str, words: Counter) -> None:
-        """Give the nodes of ``symbol``'s next regions their paths under ``scope``."""
+    def place(symbol: object, queue: list[_Unit], scope: str, words: Counter) -> None:
+        """Give the nodes of the next units of ``queue`` (those ``symbol`` stands for) their
+        paths under ``scope``."""
         if symbol in grams:
             for child in grams[symbol]:
-                if templated(child):
-                    inner = _fresh(words, f"block{templates[child]}")
-                    path = f"{scope}.{inner}" if scope else inner
-                    classes[path] = f"Block{templates[child]}"
-                    place(child, path, Counter())
-                else:
-                    place(child, scope, words)
+                enter(child, queue, scope, words)
             return
-        region = queue.pop(0)
-        for node_id in region.nodes:
-            word = _word(model.nodes[node_id].op)
-            local = _fresh(words, word)
+        unit = queue.pop(0)
+        if unit.inner is not None:
+            inner = list(unit.inner)
+            for child in sequences[inside[unit.form]]:
+                enter(child, inner, scope, words)
+            return
+        for node_id in unit.nodes:
+            local = _fresh(words, _word(model.nodes[node_id].op))
             rename[node_id] = f"{scope}.{local}" if scope else local
 
-    top: Counter = Counter()
+    def enter(symbol: object, queue: list[_Unit], scope: str, words: Counter) -> None:
+        """``symbol`` inside a block: a template's use in a scope of its own, else inline."""
+        if templated(symbol):
+            name = _fresh(words, f"block{templates[symbol]}")
+            path = f"{scope}.{name}" if scope else name
+            classes[path] = f"Block{templates[symbol]}"
+            place(symbol, queue, path, Counter())
+        else:
+            place(symbol, queue, scope, words)
+
+    queue = list(top)
+    symbols = sequences[0]
+    words: Counter = Counter()
+    groups: Counter = Counter()
     k = 0
     while k < len(symbols):
         s = symbols[k]
         if not templated(s):
-            place(s, "", top)
+            place(s, queue, "", words)
             k += 1
             continue
         end = k + 1
@@ -113,13 +144,10 @@ def blocks(model: FlatModel) -> dict[str, str]:
         j = templates[s]
         name = f"block{j}_{groups[j]}"
         groups[j] += 1
-        if end - k == 1:
-            classes[name] = f"Block{j}"
-            place(s, name, Counter())
-        else:
-            for i in range(end - k):
-                classes[f"{name}.{i}"] = f"Block{j}"
-                place(s, f"{name}.{i}", Counter())
+        paths = [name] if end - k == 1 else [f"{name}.{i}" for i in range(end - k)]
+        for path in paths:
+            classes[path] = f"Block{j}"
+            place(s, queue, path, Counter())
         k = end
     _apply(model, rename)
     return classes
@@ -135,76 +163,118 @@ def _word(op: str) -> str:
     return _WORDS.get(op, op)
 
 
-def _regions(model: FlatModel) -> list[_Region]:
-    order = list(model.nodes)
-    pos = {node_id: k for k, node_id in enumerate(order)}
-    pos[model.input.id] = -1
-    end = len(order)
-    last = {node_id: pos[node_id] for node_id in [model.input.id, *order]}
-    for node_id in order:
+def _split(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int], top: bool = False) -> list[_Unit]:
+    """``nodes`` (a region read from ``entry``, or the model) as the regions between its
+    cuts: the nodes after which only the node's own value, of those made in ``nodes``, is read
+    later (the model's outputs are read at the end). Inside a region, a region that reads
+    something besides the value before it (the block's input, for a shortcut) is *open*: it
+    stays inline, and so does a run it is part of. A region is read as a chain of regions only
+    when the last alone is open (a residual's sum): parallel branches are one region."""
+    own = set(nodes)
+    local = {node_id: k for k, node_id in enumerate(nodes)}
+    end = len(nodes)
+    last = {node_id: k for k, node_id in enumerate(nodes)}
+    for k, node_id in enumerate(nodes):
         for i in model.nodes[node_id].inputs:
-            last[i] = max(last[i], pos[node_id])
-    for out in model.outputs:
-        last[out.node] = end
-    dying: dict[int, int] = Counter(v for node_id, v in last.items() if v > pos[node_id])
-    live = 1 if last[model.input.id] > -1 else 0
-    regions: list[_Region] = []
+            if i in own:
+                last[i] = max(last[i], k)
+    for node_id in nodes:
+        if any(u not in own for u in _readers(model, node_id)):
+            last[node_id] = end
+    dying = Counter(v for node_id, v in last.items() if v > local[node_id])
+    live = 0
+    spans: list[list[str]] = []
     start = 0
-    for k, node_id in enumerate(order):
+    for k, node_id in enumerate(nodes):
         if last[node_id] > k:
             live += 1
         live -= dying.get(k, 0)
-        if live == 1 and last[node_id] > k:
-            regions.append(_region(model, order[start : k + 1], pos, True))
+        if (live == 1 and last[node_id] > k) or k == end - 1:
+            spans.append(nodes[start : k + 1])
             start = k + 1
-    if start < len(order):
-        regions.append(_region(model, order[start:], pos, False))
-    merged: list[_Region] = []
-    for r in regions:
-        if merged and len(merged[-1].nodes) > 1 and merged[-1].closed and r.closed and _activation(model, r):
-            merged[-1] = _region(model, [*merged[-1].nodes, *r.nodes], pos, True)
+    merged: list[list[str]] = []
+    for span in spans:
+        if merged and len(merged[-1]) > 1 and len(span) == 1 and _trailing(model, span[0]):
+            merged[-1] = [*merged[-1], *span]
         else:
-            merged.append(r)
-    return merged
+            merged.append(span)
+    if not top and len(merged) == 1:
+        return [_Unit(nodes, _form(model, nodes, entry, pos))]
+    units = []
+    before = entry
+    for span in merged:
+        form = _form(model, span, before, pos)
+        unit = _Unit(span, form)
+        if len(span) > 1:
+            inner = _split(model, span, before, pos)
+            if len(inner) > 1:
+                unit.inner = inner
+        units.append(unit)
+        before = span[-1]
+    opened = [k for k, u in enumerate(units) if u.form[0] == "open"]
+    if not top and opened and opened != [len(units) - 1]:
+        # parallel branches (an Inception module): read whole, not as a chain cut at random
+        return [_Unit(nodes, _form(model, nodes, entry, pos))]
+    return units
 
 
-def _activation(model: FlatModel, region: _Region) -> bool:
-    """Whether a region is one activation (an elementwise op of the registry: a ReLU after a
-    residual's sum): it belongs to the block before it."""
+def _readers(model: FlatModel, node_id: str) -> list[str]:
+    if not hasattr(model, "_discover_readers"):
+        users: dict[str, list[str]] = {}
+        for n in model.nodes.values():
+            for i in n.inputs:
+                users.setdefault(i, []).append(n.id)
+        outputs = {o.node for o in model.outputs}
+        for o in outputs:
+            users.setdefault(o, []).append("<output>")
+        model._discover_readers = users  # type: ignore[attr-defined]
+    return model._discover_readers.get(node_id, [])
+
+
+def _trailing(model: FlatModel, node_id: str) -> bool:
+    """Whether a node belongs to the block before it: an activation (an elementwise op of
+    the registry: a ReLU after a residual's sum) or a channel shuffle."""
     from nasdsl.ops import OPS
 
-    return len(region.nodes) == 1 and OPS[model.nodes[region.nodes[0]].op].elementwise
+    op = model.nodes[node_id].op
+    return OPS[op].elementwise or op in _TRAILING
 
 
-def _region(model: FlatModel, nodes: list[str], pos: dict[str, int], closed: bool) -> _Region:
+def _form(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int]) -> tuple:
+    """A region's ops and how they read each other (the position in the region; ``-1`` the
+    value before it, ``-2`` anything else outside it: an open region), settings left out."""
     first = pos[nodes[0]]
+    inside = set(nodes)
+    reads = [
+        tuple(pos[i] - first if i in inside else -1 if i == entry else -2 for i in model.nodes[n].inputs) for n in nodes
+    ]
+    opened = any(-2 in r for r in reads)
     if len(nodes) == 1:
         node = model.nodes[nodes[0]]
-        return _Region(tuple(nodes), ("op", node.op, len(node.shape)), closed)
-    form = tuple(
-        (model.nodes[n].op, tuple(pos[i] - first if pos[i] >= first else -1 for i in model.nodes[n].inputs))
-        for n in nodes
-    )
-    return _Region(tuple(nodes), ("region", *form), closed)
+        return ("open" if opened else "op", node.op, len(node.shape), reads[0])
+    return ("open" if opened else "region", *((model.nodes[n].op, r) for n, r in zip(nodes, reads, strict=True)))
 
 
-def _compact(symbols: list[object], grams: dict[object, tuple]) -> None:
-    """Replace the most saving run of symbols by one new symbol while one saves anything."""
+def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> None:
+    """Replace the most saving run of symbols (over every sequence) by one new symbol while
+    one saves at least twice its length: a run of blocks that repeats only a few times is a
+    stage, better left to ``repeat``."""
     while True:
         best = None
-        for k in range(2, min(MAX_GRAM, len(symbols)) + 1):
-            seen: dict[tuple, list[int]] = {}
-            for start in range(len(symbols) - k + 1):
-                gram = tuple(symbols[start : start + k])
-                if not all(isinstance(s, tuple) and s[0] in ("op", "gram") for s in gram):
-                    continue
-                hits = seen.setdefault(gram, [])
-                if not hits or hits[-1] + k <= start:
-                    hits.append(start)
+        for k in range(2, MAX_GRAM + 1):
+            seen: dict[tuple, list[tuple[int, int]]] = {}
+            for q, symbols in enumerate(sequences):
+                for start in range(len(symbols) - k + 1):
+                    gram = tuple(symbols[start : start + k])
+                    if any(s[0] == "open" for s in gram):
+                        continue
+                    hits = seen.setdefault(gram, [])
+                    if not hits or hits[-1][0] != q or hits[-1][1] + k <= start:
+                        hits.append((q, start))
             for gram, hits in seen.items():
                 saving = (k - 1) * len(hits) - k
-                if len(hits) >= 2 and saving >= k:
-                    key = (saving, k, -hits[0])
+                if saving >= 2 * k:
+                    key = (saving, k, -hits[0][0], -hits[0][1])
                     if best is None or key > best[0]:
                         best = (key, gram, hits)
         if best is None:
@@ -212,22 +282,8 @@ def _compact(symbols: list[object], grams: dict[object, tuple]) -> None:
         _, gram, hits = best
         symbol = ("gram", len(grams))
         grams[symbol] = gram
-        k = len(gram)
-        for start in reversed(hits):
-            symbols[start : start + k] = [symbol]
-
-
-def _counts(symbols: list[object], grams: dict[object, tuple]) -> Counter:
-    counts: Counter = Counter()
-
-    def visit(s: object) -> None:
-        counts[s] += 1
-        for child in grams.get(s, ()):
-            visit(child)
-
-    for s in symbols:
-        visit(s)
-    return counts
+        for q, start in reversed(hits):
+            sequences[q][start : start + len(gram)] = [symbol]
 
 
 def _apply(model: FlatModel, rename: dict[str, str]) -> None:
@@ -240,3 +296,5 @@ def _apply(model: FlatModel, rename: dict[str, str]) -> None:
         nodes[new] = node
     model.nodes = nodes
     model.outputs = [Output(o.name, rename.get(o.node, o.node), o.training_only) for o in model.outputs]
+    if hasattr(model, "_discover_readers"):
+        del model._discover_readers
