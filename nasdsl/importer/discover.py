@@ -99,6 +99,7 @@ def blocks(model: FlatModel) -> dict[str, str]:
         return {}
     rename: dict[str, str] = {}
     classes: dict[str, str] = {}
+    groups: Counter = Counter()
 
     def place(symbol: object, queue: list[_Unit], scope: str, words: Counter) -> None:
         """Give the nodes of the next units of ``queue`` (those ``symbol`` stands for) their
@@ -120,9 +121,13 @@ def blocks(model: FlatModel) -> dict[str, str]:
     def enter(symbol: object, queue: list[_Unit], scope: str, words: Counter) -> None:
         """``symbol`` inside a block: a template's use in a scope of its own, else inline."""
         if templated(symbol):
-            name = _fresh(words, f"block{templates[symbol]}")
-            path = f"{scope}.{name}" if scope else name
-            classes[path] = f"Block{templates[symbol]}"
+            j = templates[symbol]
+            if scope:
+                path = f"{scope}.{_fresh(words, f'block{j}')}"
+            else:  # in the model, as the uses of the main loop are named
+                path = f"block{j}_{groups[j]}"
+                groups[j] += 1
+            classes[path] = f"Block{j}"
             place(symbol, queue, path, Counter())
         else:
             place(symbol, queue, scope, words)
@@ -130,7 +135,6 @@ def blocks(model: FlatModel) -> dict[str, str]:
     queue = list(top)
     symbols = sequences[0]
     words: Counter = Counter()
-    groups: Counter = Counter()
     k = 0
     while k < len(symbols):
         s = symbols[k]
@@ -169,7 +173,8 @@ def _split(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int], 
     later (the model's outputs are read at the end). Inside a region, a region that reads
     something besides the value before it (the block's input, for a shortcut) is *open*: it
     stays inline, and so does a run it is part of. A region is read as a chain of regions only
-    when the last alone is open (a residual's sum): parallel branches are one region."""
+    when the last alone is open and is one op (a residual's sum, with its activation):
+    parallel branches are one region."""
     own = set(nodes)
     local = {node_id: k for k, node_id in enumerate(nodes)}
     end = len(nodes)
@@ -212,7 +217,8 @@ def _split(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int], 
         units.append(unit)
         before = span[-1]
     opened = [k for k, u in enumerate(units) if u.form[0] == "open"]
-    if not top and opened and opened != [len(units) - 1]:
+    merge_last = opened == [len(units) - 1] and all(_trailing(model, n) for n in units[-1].nodes[1:])
+    if not top and opened and not merge_last:
         # parallel branches (an Inception module): read whole, not as a chain cut at random
         return [_Unit(nodes, _form(model, nodes, entry, pos))]
     return units
@@ -257,8 +263,12 @@ def _form(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int]) -
 
 def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> None:
     """Replace the most saving run of symbols (over every sequence) by one new symbol while
-    one saves at least twice its length: a run of blocks that repeats only a few times is a
-    stage, better left to ``repeat``."""
+    one saves at least its length; the run found most often first (then the one holding
+    fewer blocks, then the longer). A run holds at most one block (a region of several
+    nodes, or a run holding one), not at its start: a run of blocks is a stage, whose uses
+    differ in every width, better left to ``repeat``, and a block with the layers after it
+    is a block and the start of the next."""
+    heavy = {s for symbols in sequences for s in symbols if s[0] == "region"}
     while True:
         best = None
         for k in range(2, MAX_GRAM + 1):
@@ -266,15 +276,15 @@ def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> None:
             for q, symbols in enumerate(sequences):
                 for start in range(len(symbols) - k + 1):
                     gram = tuple(symbols[start : start + k])
-                    if any(s[0] == "open" for s in gram):
+                    if any(s[0] == "open" for s in gram) or gram[0] in heavy or sum(s in heavy for s in gram) > 1:
                         continue
                     hits = seen.setdefault(gram, [])
                     if not hits or hits[-1][0] != q or hits[-1][1] + k <= start:
                         hits.append((q, start))
             for gram, hits in seen.items():
                 saving = (k - 1) * len(hits) - k
-                if saving >= 2 * k:
-                    key = (saving, k, -hits[0][0], -hits[0][1])
+                if saving >= k:
+                    key = (len(hits), -sum(s in heavy for s in gram), k, -hits[0][0], -hits[0][1])
                     if best is None or key > best[0]:
                         best = (key, gram, hits)
         if best is None:
@@ -282,6 +292,8 @@ def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> None:
         _, gram, hits = best
         symbol = ("gram", len(grams))
         grams[symbol] = gram
+        if any(s in heavy for s in gram):
+            heavy.add(symbol)
         for q, start in reversed(hits):
             sequences[q][start : start + len(gram)] = [symbol]
 
