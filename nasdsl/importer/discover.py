@@ -173,8 +173,44 @@ def _split(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int], 
     later (the model's outputs are read at the end). Inside a region, a region that reads
     something besides the value before it (the block's input, for a shortcut) is *open*: it
     stays inline, and so does a run it is part of. A region is read as a chain of regions only
-    when the last alone is open and is one op (a residual's sum, with its activation):
-    parallel branches are one region."""
+    when it ends in one merge (a residual's sum, with its activation) whose other inputs are
+    shortcuts (chains from the region's input, a projection): parallel branches are one
+    region."""
+    shortcut = [] if top else _shortcut(model, nodes, entry)
+    rest = [n for n in nodes if n not in set(shortcut)]
+    merged: list[list[str]] = []
+    for span in _spans(model, rest):
+        if merged and len(span) == 1 and _trailing(model, span[0]) and _block_end(model, merged[-1]):
+            merged[-1] = [*merged[-1], *span]
+        else:
+            merged.append(span)
+    if shortcut:
+        merged.insert(len(merged) - 1, shortcut)
+    if not top and len(merged) == 1:
+        return [_Unit(nodes, _form(model, nodes, entry, pos))]
+    units = []
+    before = entry
+    for span in merged:
+        form = _form(model, span, before, pos)
+        unit = _Unit(span, form)
+        if len(span) > 1 and span is not shortcut:
+            inner = _split(model, span, before, pos)
+            if len(inner) > 1:
+                unit.inner = inner
+        units.append(unit)
+        before = span[-1]
+    if top:
+        return units
+    opened = {k for k, u in enumerate(units) if u.form[0] == "open"}
+    allowed = {len(units) - 1, len(units) - 2} if shortcut else {len(units) - 1}
+    merge_last = all(_trailing(model, n) for n in units[-1].nodes[1:])
+    if opened and not (opened <= allowed and merge_last):
+        # parallel branches (an Inception module): read whole, not as a chain cut at random
+        return [_Unit(nodes, _form(model, nodes, entry, pos))]
+    return units
+
+
+def _spans(model: FlatModel, nodes: list[str]) -> list[list[str]]:
     own = set(nodes)
     local = {node_id: k for k, node_id in enumerate(nodes)}
     end = len(nodes)
@@ -197,31 +233,46 @@ def _split(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int], 
         if (live == 1 and last[node_id] > k) or k == end - 1:
             spans.append(nodes[start : k + 1])
             start = k + 1
-    merged: list[list[str]] = []
-    for span in spans:
-        if merged and len(merged[-1]) > 1 and len(span) == 1 and _trailing(model, span[0]):
-            merged[-1] = [*merged[-1], *span]
-        else:
-            merged.append(span)
-    if not top and len(merged) == 1:
-        return [_Unit(nodes, _form(model, nodes, entry, pos))]
-    units = []
-    before = entry
-    for span in merged:
-        form = _form(model, span, before, pos)
-        unit = _Unit(span, form)
-        if len(span) > 1:
-            inner = _split(model, span, before, pos)
-            if len(inner) > 1:
-                unit.inner = inner
-        units.append(unit)
-        before = span[-1]
-    opened = [k for k, u in enumerate(units) if u.form[0] == "open"]
-    merge_last = opened == [len(units) - 1] and all(_trailing(model, n) for n in units[-1].nodes[1:])
-    if not top and opened and not merge_last:
-        # parallel branches (an Inception module): read whole, not as a chain cut at random
-        return [_Unit(nodes, _form(model, nodes, entry, pos))]
-    return units
+    return spans
+
+
+def _shortcut(model: FlatModel, nodes: list[str], entry: str) -> list[str]:
+    """The nodes of a residual's projection: when the region ends in a sum of two (and
+    activations) one of whose inputs is, the other not or longer, a chain of one-input nodes
+    from the region's input, each read only by the next, that chain's nodes."""
+    k = len(nodes) - 1
+    while k > 0 and _trailing(model, nodes[k]):
+        k -= 1
+    merge = model.nodes[nodes[k]]
+    if merge.op != "add" or len(merge.inputs) != 2:
+        return []
+    inside = set(nodes)
+    chains: list[list[str] | None] = []
+    for i in merge.inputs:
+        chain: list[str] = []
+        reader, cur = merge.id, i
+        while cur != entry:
+            node = model.nodes.get(cur)
+            if cur not in inside or node is None or len(node.inputs) != 1 or _readers(model, cur) != [reader]:
+                chain = None
+                break
+            chain.append(cur)
+            reader, cur = cur, node.inputs[0]
+        chains.append(chain)
+    failed = [c for c in chains if c is None]
+    if len(failed) > 1:
+        return []
+    ok = sorted((c for c in chains if c is not None), key=len)
+    side = ok if failed else ok[:-1]
+    return [n for n in nodes if any(n in c for c in side)]
+
+
+def _block_end(model: FlatModel, span: list[str]) -> bool:
+    """Whether an activation after ``span`` belongs to it: a region of several nodes, or a
+    merge (a residual's sum)."""
+    from nasdsl.ops import OPS
+
+    return len(span) > 1 or bool(OPS[model.nodes[span[0]].op].merge)
 
 
 def _readers(model: FlatModel, node_id: str) -> list[str]:
@@ -267,7 +318,9 @@ def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> None:
     fewer blocks, then the longer). A run holds at most one block (a region of several
     nodes, or a run holding one), not at its start: a run of blocks is a stage, whose uses
     differ in every width, better left to ``repeat``, and a block with the layers after it
-    is a block and the start of the next."""
+    is a block and the start of the next. Nor does a run end with a block that the same block
+    follows: that one starts a run of blocks (a DenseNet transition stays apart from the next
+    dense layer)."""
     heavy = {s for symbols in sequences for s in symbols if s[0] == "region"}
     while True:
         best = None
@@ -278,6 +331,8 @@ def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> None:
                     gram = tuple(symbols[start : start + k])
                     if any(s[0] == "open" for s in gram) or gram[0] in heavy or sum(s in heavy for s in gram) > 1:
                         continue
+                    if gram[-1] in heavy and symbols[start + k : start + k + 1] == [gram[-1]]:
+                        continue  # the block starts a run of its own (DenseNet's layers)
                     hits = seen.setdefault(gram, [])
                     if not hits or hits[-1][0] != q or hits[-1][1] + k <= start:
                         hits.append((q, start))
