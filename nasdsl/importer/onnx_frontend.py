@@ -394,10 +394,15 @@ class _Reader:
         sizes = a.get("split")
         if sizes is None and len(node.input) > 1 and node.input[1]:
             sizes = view.get(node.input[1])
+        channels = view.shapes[node.input[0]][1]
+        if sizes is None and a.get("num_outputs") and isinstance(channels, int):
+            # opset 18: equal parts, the last one smaller when they do not divide the axis
+            n = int(a["num_outputs"])
+            part = -(-channels // n)
+            sizes = [part] * (n - 1) + [channels - part * (n - 1)]
         if sizes is None:
             raise self.fail(node, "a Split without sizes")
         out, start = [], 0
-        channels = view.shapes[node.input[0]][1]
         for size, value in zip([int(s) for s in np.asarray(sizes).flatten()], node.output, strict=True):
             attrs = {"start": start} if start + size == channels else {"start": start, "stop": start + size}
             out.append(Match(Lowered("slice", attrs), [node.input[0]], value, [node]))
