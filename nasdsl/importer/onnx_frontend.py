@@ -20,6 +20,7 @@ one template.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import Counter
 
@@ -530,13 +531,26 @@ def _metadata_names(matches: list[Match], weights: set[str]) -> list[str] | None
     (the exporter fuses a BatchNorm into the convolution before it and leaves the BatchNorm's
     scope on the result); a module without children that is called more than once
     (ResNet's ``relu``) gets a numbered scope for each further call (``relu_1``), as the
-    TorchScript exporter writes it."""
+    TorchScript exporter writes it. A node without metadata (made by the exporter's own
+    rewrites) sits in the innermost module that all its readers are in."""
     chains: list[list[str] | None] = []
     for m in matches:
         scopes = _listed(_metadata(m.nodes[-1]).get(NAME_SCOPES, ""))
         chains.append([s for s in scopes[1:-1] if s] if scopes else None)
     if not matches or sum(c is not None for c in chains) * 2 < len(matches):
         return None
+    # a node the exporter's rewrites made without metadata (a Split) sits where its readers meet
+    readers: dict[str, list[int]] = {}
+    for k, m in enumerate(matches):
+        for i in m.inputs:
+            readers.setdefault(i, []).append(k)
+    for k in reversed(range(len(matches))):
+        if chains[k] is None:
+            known = {tuple(chains[r]) for r in readers.get(matches[k].output, []) if chains[r] is not None}
+            if len(known) == 1:
+                chains[k] = list(known.pop())[:-1]
+            elif known:
+                chains[k] = list(os.path.commonprefix([list(c) for c in known]))
     out: list[list[str]] = []
     for m, chain in zip(matches, chains, strict=True):
         chain = list(chain or [])
@@ -566,8 +580,15 @@ def metadata_classes(proto) -> dict[str, str]:
         scopes, classes = _listed(meta.get(NAME_SCOPES, "")), _listed(meta.get(CLASS_HIERARCHY, ""))
         if scopes and classes and len(scopes) == len(classes):
             for path, cls in zip(scopes[:-1], classes[:-1], strict=True):
-                out.setdefault(path, cls)
+                if cls not in _CONTAINERS:
+                    out.setdefault(path, cls)
     return out
+
+
+#: PyTorch's containers: one class of many structures, grouped by their own structure instead
+_CONTAINERS = frozenset(
+    f"torch.nn.modules.container.{c}" for c in ("Sequential", "ModuleList", "ModuleDict", "ParameterList")
+)
 
 
 def _nasdsl_path(m: Match) -> str:
