@@ -16,6 +16,11 @@ For each torchvision model with a hand-written spec in specs/, ``nasdsl.import_m
 * **s**: the import's time in this process (the frontend's trace, the discovery, writing and
   checking the spec), after one import has loaded the libraries. Target for ResNet-152,
   timed on its own: under 5 s.
+* **flat ONNX** columns: the same model exported by ``torch.onnx.export`` (TorchScript
+  exporter) with every node name and metadata removed, imported with its blocks found by
+  structure alone: lines, templates, the recall of :func:`flat_recall` (the names are the
+  importer's, so structures are matched wherever they are used) and time; also ResNet-152's
+  time from such a file. GoogLeNet's Inception and ResNet's Bottleneck must be found there too.
 
 ``--check`` also runs, for every convolutional classifier of torchvision (the transformers
 aside), ``import -> compile -> build``: the generated model loads torchvision's state_dict
@@ -26,7 +31,8 @@ torchvision's (the count and the ``_ops`` documented with its default weights, a
 size). For the models with a hand-written spec it also imports two ONNX files, torchvision's
 own ``torch.onnx.export`` (TorchScript exporter) and nasdsl's export of the hand-written spec,
 and checks that the imported spec's ONNX export, with the initializers carried over, agrees
-with the file under ONNX Runtime (1e-5 relative). It exits 1 if anything fails.
+with the file under ONNX Runtime (1e-5 relative); and the same for the flat ONNX file. It
+exits 1 if anything fails.
 """
 
 from __future__ import annotations

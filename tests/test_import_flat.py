@@ -186,3 +186,29 @@ def test_flat_graph_section_of_the_docs_runs_and_prints_what_it_shows(tmp_path, 
     assert outputs == {}
     for file, excerpt in excerpts:
         assert excerpt in (tmp_path / file).read_text(), file
+
+
+def test_an_opset_18_split_by_number_of_outputs_is_read_as_its_slices():
+    """The dynamo exporter writes ``x.chunk(2, dim=1)`` as an opset-18 ``Split`` with
+    ``num_outputs`` and no sizes (ShuffleNet): parts of ceil(C / n) channels, the last smaller."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(1).standard_normal((3, 3, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2),
+            helper.make_node("Conv", ["b", "w"], ["c"]),
+            helper.make_node("Relu", ["c"], ["d"]),
+            helper.make_node("Concat", ["a", "d"], ["y"], axis=1),
+        ],
+        "chunks",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 7, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7, 5, 5])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 8
+    result = import_model(proto, weights=True)
+    slices = [n for n in result.compiled.graph.nodes if nasdsl.ir.node(result.compiled.graph, n).op == "slice"]
+    assert len(slices) == 2
+    assert _agreement(proto, result) < 1e-6
