@@ -212,3 +212,26 @@ def test_an_opset_18_split_by_number_of_outputs_is_read_as_its_slices():
     slices = [n for n in result.compiled.graph.nodes if nasdsl.ir.node(result.compiled.graph, n).op == "slice"]
     assert len(slices) == 2
     assert _agreement(proto, result) < 1e-6
+
+
+def test_blocks_that_cannot_be_written_leave_the_graph_flat_and_say_so(toy_file, monkeypatch):
+    """The blocks found by structure are a reading of the graph: when the spec written with
+    them fails its check against the graph, the import is flat (the same network, no
+    templates) and the report says why."""
+    from nasdsl.importer import check as check_module
+
+    real = check_module.check
+
+    def refuse_templates(model, text):
+        if "templates:" in text:
+            raise check_module.ImportMismatch("a refused block")
+        return real(model, text)
+
+    monkeypatch.setattr(check_module, "check", refuse_templates)
+    flat = _stripped(toy_file)
+    result = import_model(flat, weights=True)
+    assert result.report.templates == []
+    assert any("could not be written as a spec (a refused block): imported flat" in n for n in result.report.notes)
+    assert _agreement(flat, result) < 1e-5
+    with pytest.raises(check_module.ImportMismatch):  # names from the metadata: no second reading
+        import_model(toy_file)

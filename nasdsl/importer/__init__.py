@@ -26,6 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from nasdsl.importer.check import ImportMismatch
 from nasdsl.importer.flat import FlatModel, ImportFailure
 
 __all__ = ["ImportFailure", "Imported", "Report", "import_model"]
@@ -121,16 +122,31 @@ def import_model(
             where=str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
         )
     model = _read(source, input_shape, name, weights, allow_opaque, by_structure)
-    return finish(model, started, weights)
+    try:
+        return finish(model, started, weights)
+    except (ImportFailure, ImportMismatch) as e:
+        if not model.blocks_found:
+            raise
+        # the blocks found by structure are a reading of the graph, not the graph: when the
+        # spec cannot be written with them, the graph is imported without them, and says so
+        reason = (e.message if isinstance(e, ImportFailure) else str(e)).strip().splitlines()[0][:200]
+        model = _read(source, input_shape, name, weights, allow_opaque, by_structure, find_blocks=False)
+        model.notes.append(f"the blocks found by structure could not be written as a spec ({reason}): imported flat")
+        return finish(model, started, weights)
 
 
-def _read(source, input_shape, name, weights, allow_opaque, by_structure=False) -> FlatModel:
+def _read(source, input_shape, name, weights, allow_opaque, by_structure=False, find_blocks=True) -> FlatModel:
     shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
     if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx"):
         from nasdsl.importer.onnx_frontend import read_onnx_file
 
         return read_onnx_file(
-            str(source), input_shape=shape, name=name, allow_opaque=allow_opaque, by_structure=by_structure
+            str(source),
+            input_shape=shape,
+            name=name,
+            allow_opaque=allow_opaque,
+            by_structure=by_structure,
+            find_blocks=find_blocks,
         )
     if type(source).__name__ == "ModelProto":
         from nasdsl.importer.onnx_frontend import read_onnx
@@ -142,6 +158,7 @@ def _read(source, input_shape, name, weights, allow_opaque, by_structure=False) 
             name=name,
             allow_opaque=allow_opaque,
             by_structure=by_structure,
+            find_blocks=find_blocks,
         )
     from nasdsl.importer import torch_frontend as tf
 

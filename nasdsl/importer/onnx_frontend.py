@@ -55,6 +55,7 @@ def read_onnx_file(
     name: str | None = None,
     allow_opaque: bool = False,
     by_structure: bool = False,
+    find_blocks: bool = True,
 ) -> FlatModel:
     import onnx
 
@@ -63,7 +64,13 @@ def read_onnx_file(
     except Exception as e:  # noqa: BLE001 - a file that is not an ONNX model
         raise ImportFailure(f"cannot read an ONNX model: {type(e).__name__}: {str(e)[:200]}", where=path) from None
     return read_onnx(
-        proto, label=path, input_shape=input_shape, name=name, allow_opaque=allow_opaque, by_structure=by_structure
+        proto,
+        label=path,
+        input_shape=input_shape,
+        name=name,
+        allow_opaque=allow_opaque,
+        by_structure=by_structure,
+        find_blocks=find_blocks,
     )
 
 
@@ -75,16 +82,20 @@ def read_onnx(
     name: str | None = None,
     allow_opaque: bool = False,
     by_structure: bool = False,
+    find_blocks: bool = True,
 ) -> FlatModel:
     """``by_structure``: ignore the node names and metadata, and find the blocks by the graph's
-    structure alone (:mod:`nasdsl.importer.discover`), as for a file that has neither."""
+    structure alone (:mod:`nasdsl.importer.discover`), as for a file that has neither.
+    ``find_blocks`` False: a graph that names no modules stays flat (one op an entry)."""
     import onnx
 
     try:
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
         raise ImportFailure(f"not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}", where=label) from None
-    return _Reader(proto, label, input_shape, allow_opaque, by_structure).read(name)
+    reader = _Reader(proto, label, input_shape, allow_opaque, by_structure)
+    reader.find_blocks = find_blocks
+    return reader.read(name)
 
 
 def _light(proto, chw: tuple[int, ...] | None = None):
@@ -166,6 +177,7 @@ class _Reader:
         self.alias: dict[str, str] = {}
         #: whether the file names no modules (then blocks are found by structure)
         self.unnamed = by_structure
+        self.find_blocks = True
 
     # constants and aliases
 
@@ -318,7 +330,11 @@ class _Reader:
             # each then joins one block's input to its output, and the blocks have cuts
             rewrite.drop_single_concats(model)
             rewrite.fold_concat_prefixes(model)
-        classes = blocks(model) if self.unnamed else metadata_classes(self.proto)
+        if self.unnamed:
+            classes = blocks(model) if self.find_blocks else {}
+            model.blocks_found = bool(classes)
+        else:
+            classes = metadata_classes(self.proto)
         if classes and not name and "" in classes:
             model.name = _class_name(classes[""].rsplit(".", 1)[-1])
         model.scopes = _scopes(model, classes)
