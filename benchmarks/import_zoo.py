@@ -16,6 +16,11 @@ For each torchvision model with a hand-written spec in specs/, ``nasdsl.import_m
 * **s**: the import's time in this process (the frontend's trace, the discovery, writing and
   checking the spec), after one import has loaded the libraries. Target for ResNet-152,
   timed on its own: under 5 s.
+* **flat ONNX** columns: the same model exported by ``torch.onnx.export`` (TorchScript
+  exporter) with every node name and metadata removed, imported with its blocks found by
+  structure alone: lines, templates, the recall of :func:`flat_recall` (the names are the
+  importer's, so structures are matched wherever they are used) and time; also ResNet-152's
+  time from such a file. GoogLeNet's Inception and ResNet's Bottleneck must be found there too.
 
 ``--check`` also runs, for every convolutional classifier of torchvision (the transformers
 aside), ``import -> compile -> build``: the generated model loads torchvision's state_dict
@@ -26,7 +31,8 @@ torchvision's (the count and the ``_ops`` documented with its default weights, a
 size). For the models with a hand-written spec it also imports two ONNX files, torchvision's
 own ``torch.onnx.export`` (TorchScript exporter) and nasdsl's export of the hand-written spec,
 and checks that the imported spec's ONNX export, with the initializers carried over, agrees
-with the file under ONNX Runtime (1e-5 relative). It exits 1 if anything fails.
+with the file under ONNX Runtime (1e-5 relative); and the same for the flat ONNX file. It
+exits 1 if anything fails.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import networkx as nx
@@ -96,12 +103,13 @@ def hand_lines(path: Path) -> int:
 # -- recall -------------------------------------------------------------------------------
 
 
-def _structure(g: nx.DiGraph, path: str) -> str:
+def _structure(g: nx.DiGraph, path: str, dropped: tuple[str, ...] = ("identity",)) -> str:
     """The ops under ``path`` and their connections, names and identities aside (a spec writes
-    a residual's shortcut as an ``identity`` branch): a Weisfeiler-Lehman hash."""
+    a residual's shortcut as an ``identity`` branch): a Weisfeiler-Lehman hash. ``dropped``:
+    the ops left out (contracted)."""
     inside = [n for n in g.nodes if n == path or n.startswith(path + ".")]
     sub = nx.DiGraph(g.subgraph(inside))
-    for n in [n for n in sub.nodes if ir.node(g, n).op == "identity"]:
+    for n in [n for n in sub.nodes if ir.node(g, n).op in dropped]:
         sub.add_edges_from((a, b) for a in sub.predecessors(n) for b in sub.successors(n))
         sub.remove_node(n)
     for n in sub.nodes:
@@ -129,6 +137,59 @@ def recall(hand: nx.DiGraph, ours: nx.DiGraph) -> tuple[list[str], list[str]]:
         same = all(p in ours_at and _structure(hand, p) == _structure(ours, p) for p in paths)
         (found if same and len(matched) == 1 else missed).append(name)
     return found, missed
+
+
+#: what an exported inference graph lacks: BatchNorm folded into the convolution before it,
+#: dropout and stochastic depth left out
+INFERENCE_DROPS = ("identity", "batch_norm", "dropout", "stochastic_depth")
+
+
+def flat_recall(hand: nx.DiGraph, ours: nx.DiGraph, repeated: bool = False) -> tuple[list[str], list[str]]:
+    """(hand-written templates found, not found) in an import by structure, whose names are
+    its own: a hand-written template is found when each of its uses has the structure of a
+    use of an imported template (as many of each structure), BatchNorm, dropout and
+    identities left out on both sides (the exporter folds or drops them). A hand-written
+    template that is no block of the inference graph is not counted: one that is one op once
+    they are left out (``ConvBN``: a convolution), or that runs only in training (GoogLeNet's
+    ``InceptionAux``). ``repeated``: count only the templates with two uses or more, the
+    blocks that structure alone can tell."""
+    have: Counter = Counter()
+    for paths in _uses(ours).values():
+        have.update(_structure(ours, p, INFERENCE_DROPS) for p in paths)
+    found, missed = [], []
+    for name, paths in _uses(hand).items():
+        paths = [p for p in paths if not _training_only(hand, p)]
+        if not paths or all(_ops_left(hand, p) <= 1 for p in paths) or (repeated and len(paths) < 2):
+            continue
+        need = Counter(_structure(hand, p, INFERENCE_DROPS) for p in paths)
+        (found if all(have[s] >= c for s, c in need.items()) else missed).append(name)
+    return found, missed
+
+
+def _training_only(g: nx.DiGraph, path: str) -> bool:
+    inside = [n for n in g.nodes if n == path or n.startswith(path + ".")]
+    return all(ir.node(g, n).phase == "train" for n in inside)
+
+
+def _ops_left(g: nx.DiGraph, path: str) -> int:
+    inside = [n for n in g.nodes if n == path or n.startswith(path + ".")]
+    return sum(ir.node(g, n).op not in INFERENCE_DROPS for n in inside)
+
+
+def flat_onnx(name: str, size: int):
+    """torchvision's model exported by torch.onnx.export (TorchScript exporter) with every node
+    name and metadata removed: a graph that says nothing of its modules."""
+    import onnx
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_reference(name), (torch.randn(1, 3, size, size),), buf, dynamo=False, opset_version=17)
+    proto = onnx.load_from_string(buf.getvalue())
+    for node in proto.graph.node:
+        node.name = ""
+        del node.metadata_props[:]
+    return proto
 
 
 # -- round trips ------------------------------------------------------------------------
@@ -234,43 +295,68 @@ def main() -> int:
     chosen = [m for m in args.models.split(",") if m] or list(HAND_WRITTEN)
     import_model("torchvision:resnet18")  # load the libraries once, outside the timings
     failures: list[str] = []
-    rows, found_all, total = [], 0, 0
-    print("| model | hand-written lines | imported lines | ratio | templates | recall | not found | s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    rows, found_all, total, flat_found, flat_total, rep_found, rep_total = [], 0, 0, 0, 0, 0, 0
+    print(
+        "| model | hand-written lines | imported lines | ratio | templates | recall | not found | s "
+        "| flat ONNX lines | ratio | templates | recall | not found | s |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     for name in chosen:
         started = time.perf_counter()
         result = import_model(f"torchvision:{name}")
         seconds = time.perf_counter() - started
-        row = None
-        if name in HAND_WRITTEN:
-            hand_path = ROOT / "specs" / f"{HAND_WRITTEN[name]}.yaml"
-            hand = nasdsl.compile_spec(hand_path).graph
-            found, missed = recall(hand, result.compiled.graph)
-            found_all, total = found_all + len(found), total + len(found) + len(missed)
-            ours, theirs = spec_lines(result.text), hand_lines(hand_path)
-            row = (
-                name,
-                theirs,
-                ours,
-                ours / theirs,
-                len(result.report.templates),
-                len(found),
-                len(found) + len(missed),
+        if name not in HAND_WRITTEN:
+            continue
+        hand_path = ROOT / "specs" / f"{HAND_WRITTEN[name]}.yaml"
+        hand = nasdsl.compile_spec(hand_path).graph
+        found, missed = recall(hand, result.compiled.graph)
+        found_all, total = found_all + len(found), total + len(found) + len(missed)
+        ours, theirs = spec_lines(result.text), hand_lines(hand_path)
+        proto = flat_onnx(name, 299 if name == "inception_v3" else 224)
+        started = time.perf_counter()
+        try:
+            flat = import_model(proto)
+        except Exception as e:  # noqa: BLE001 - a failure of the row
+            failures.append(f"{name}: flat ONNX import: {type(e).__name__}: {str(e)[:200]}")
+            flat = None
+        flat_seconds = time.perf_counter() - started
+        if flat is not None:
+            f_found, f_missed = flat_recall(hand, flat.compiled.graph)
+            flat_found, flat_total = flat_found + len(f_found), flat_total + len(f_found) + len(f_missed)
+            r_found, r_missed = flat_recall(hand, flat.compiled.graph, repeated=True)
+            rep_found, rep_total = rep_found + len(r_found), rep_total + len(r_found) + len(r_missed)
+            f_lines = spec_lines(flat.text)
+            flat_cells = (
+                f"{f_lines} | {f_lines / theirs:.2f} | {len(flat.report.templates)} | "
+                f"{len(f_found)}/{len(f_found) + len(f_missed)} | {', '.join(f_missed)} | {flat_seconds:.2f}"
             )
-            print(
-                f"| {name} | {theirs} | {ours} | {ours / theirs:.2f} | {row[4]} | {row[5]}/{row[6]} | "
-                f"{', '.join(missed) or ''} | {seconds:.2f} |",
-                flush=True,
-            )
-            rows.append(row)
-            if name in MUST_FIND and MUST_FIND[name] not in found:
-                failures.append(f"{name}: the hand-written {MUST_FIND[name]} was not found")
-    if rows:
-        ratios = [r[3] for r in rows]
-        worst = max(rows, key=lambda r: r[3])[0]
+            if name in MUST_FIND and MUST_FIND[name] not in f_found:
+                failures.append(f"{name}: the hand-written {MUST_FIND[name]} was not found in the flat ONNX")
+        else:
+            f_lines, flat_cells = None, "failed | | | | |"
+        row = (name, theirs, ours, ours / theirs, f_lines / theirs if f_lines else None)
         print(
-            f"\nlines: median ratio {statistics.median(ratios):.2f}, worst {max(ratios):.2f} ({worst}); "
-            f"recall {found_all}/{total} = {found_all / max(total, 1):.2f}"
+            f"| {name} | {theirs} | {ours} | {ours / theirs:.2f} | {len(result.report.templates)} | "
+            f"{len(found)}/{len(found) + len(missed)} | {', '.join(missed) or ''} | {seconds:.2f} | {flat_cells} |",
+            flush=True,
+        )
+        rows.append(row)
+        if name in MUST_FIND and MUST_FIND[name] not in found:
+            failures.append(f"{name}: the hand-written {MUST_FIND[name]} was not found")
+    if rows:
+        for label, k, hits, of in (("", 3, found_all, total), ("flat ONNX ", 4, flat_found, flat_total)):
+            ratios = [r[k] for r in rows if r[k] is not None]
+            if not ratios:
+                continue
+            worst = max((r for r in rows if r[k] is not None), key=lambda r: r[k])[0]
+            print(
+                f"\n{label}lines: median ratio {statistics.median(ratios):.2f}, worst {max(ratios):.2f} ({worst}); "
+                f"recall {hits}/{of} = {hits / max(of, 1):.2f}"
+            )
+    if rep_total:
+        print(
+            f"flat ONNX recall of the hand-written templates with two uses or more: {rep_found}/{rep_total} = "
+            f"{rep_found / rep_total:.2f}"
         )
     times = []
     for _ in range(3):
@@ -278,6 +364,13 @@ def main() -> int:
         import_model("torchvision:resnet152")
         times.append(time.perf_counter() - started)
     print(f"import time, resnet152: median of 3 {statistics.median(times):.2f} s (target < 5 s)")
+    proto = flat_onnx("resnet152", 224)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        import_model(proto)
+        times.append(time.perf_counter() - started)
+    print(f"import time, resnet152 from a flat ONNX file: median of 3 {statistics.median(times):.2f} s (target < 5 s)")
     if args.check:
         zoo = sorted(
             n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(TRANSFORMERS)
@@ -290,6 +383,8 @@ def main() -> int:
                 problems = torch_round_trip(name, import_model(f"torchvision:{name}").text)
                 if name in HAND_WRITTEN:
                     problems += onnx_checks(name)
+                    problem = onnx_round_trip(flat_onnx(name, 299 if name == "inception_v3" else 224))
+                    problems += [f"flat ONNX: {problem}"] if problem else []
             except Exception as e:  # noqa: BLE001 - a failure of the row
                 problems = [f"{type(e).__name__}: {str(e)[:300]}"]
             print(f"| {name} | {'; '.join(problems) or 'ok'} | {time.perf_counter() - started:.1f} |", flush=True)

@@ -27,8 +27,11 @@ DESCRIPTION = (
     "package alone: nothing in the file is executed). Repeated blocks become templates (one per module class, "
     "or per structure of a class), with the settings that differ between uses as parameters named after the "
     "constructor's arguments (GoogLeNet's Inception(ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)); "
-    "consecutive uses become repeat:. Names are the source's, so its state_dict loads strictly into the "
-    "generated model. The spec is compiled and compared with the source node by node before it is written. "
+    "consecutive uses become repeat:. An ONNX file whose node names say nothing of the modules has its module "
+    "tree read from the metadata of PyTorch's dynamo exporter, or, with none, its repeated blocks found by the "
+    "graph's structure (templates Block1, Block2 ...). Names are the source's, so its state_dict loads "
+    "strictly into the generated model. The spec is compiled and compared with the source node by node "
+    "before it is written. "
     "An op without a spec equivalent is an error naming the node and the op (exit 2), or with "
     "--allow-opaque an 'opaque' op that the backends refuse. The report (templates, "
     "sizes, time) goes to stdout, or to stderr when the spec does (-o -). See docs/import.md."
@@ -87,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep an op without a spec equivalent (one tensor in, no weights) as an 'opaque' op with its output "
         "shape, which every backend refuses, instead of stopping with an error",
     )
+    parser.add_argument(
+        "--by-structure",
+        action="store_true",
+        help="ONNX only: ignore the node names and the exporter's metadata and find the repeated blocks by the "
+        "graph's structure alone, as for a file that has neither (templates Block1, Block2 ...)",
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="the report (default text)")
 
 
@@ -108,6 +117,7 @@ def run(args: argparse.Namespace, net) -> int:
         name=args.name,
         weights=bool(args.weights),
         allow_opaque=args.allow_opaque,
+        by_structure=args.by_structure,
     )
     if args.weights:
         write_atomic(args.weights, encode_weights(result.weights, args.weights))

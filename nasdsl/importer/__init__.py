@@ -26,6 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from nasdsl.importer.check import ImportMismatch
 from nasdsl.importer.flat import FlatModel, ImportFailure
 
 __all__ = ["ImportFailure", "Imported", "Report", "import_model"]
@@ -91,6 +92,7 @@ def import_model(
     name: str | None = None,
     weights: bool = False,
     allow_opaque: bool = False,
+    by_structure: bool = False,
 ) -> Imported:
     """Import ``source`` as a spec.
 
@@ -106,22 +108,58 @@ def import_model(
     node and op that has no spec equivalent; with ``allow_opaque``, such a node that reads one
     tensor and holds no weights is kept as an ``opaque`` op (its output shape and, as the
     block's ``doc``, what it was), which every backend refuses.
+
+    ``by_structure`` (ONNX only): ignore the file's node names and metadata and find its
+    blocks by structure alone, as for a graph that has neither (:mod:`nasdsl.importer.discover`).
     """
     started = time.perf_counter()
-    model = _read(source, input_shape, name, weights, allow_opaque)
-    return finish(model, started, weights)
+    onnx_source = type(source).__name__ == "ModelProto" or (
+        isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx")
+    )
+    if by_structure and not onnx_source:
+        raise ImportFailure(
+            "finding blocks by structure alone (--by-structure) is for ONNX files: a PyTorch model has its modules",
+            where=str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
+        )
+    model = _read(source, input_shape, name, weights, allow_opaque, by_structure)
+    try:
+        return finish(model, started, weights)
+    except (ImportFailure, ImportMismatch) as e:
+        if not model.blocks_found:
+            raise
+        # the blocks found by structure are a reading of the graph, not the graph: when the
+        # spec cannot be written with them, the graph is imported without them, and says so
+        reason = (e.message if isinstance(e, ImportFailure) else str(e)).strip().splitlines()[0][:200]
+        model = _read(source, input_shape, name, weights, allow_opaque, by_structure, find_blocks=False)
+        model.notes.append(f"the blocks found by structure could not be written as a spec ({reason}): imported flat")
+        return finish(model, started, weights)
 
 
-def _read(source, input_shape, name, weights, allow_opaque) -> FlatModel:
+def _read(source, input_shape, name, weights, allow_opaque, by_structure=False, find_blocks=True) -> FlatModel:
     shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
     if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx"):
         from nasdsl.importer.onnx_frontend import read_onnx_file
 
-        return read_onnx_file(str(source), input_shape=shape, name=name, allow_opaque=allow_opaque)
+        return read_onnx_file(
+            str(source),
+            input_shape=shape,
+            name=name,
+            allow_opaque=allow_opaque,
+            by_structure=by_structure,
+            find_blocks=find_blocks,
+        )
     if type(source).__name__ == "ModelProto":
         from nasdsl.importer.onnx_frontend import read_onnx
 
-        return read_onnx(source, label="<onnx model>", input_shape=shape, name=name, allow_opaque=allow_opaque)
+        return read_onnx(
+            source,
+            label="<onnx model>",
+            input_shape=shape,
+            name=name,
+            allow_opaque=allow_opaque,
+            by_structure=by_structure,
+            find_blocks=find_blocks,
+        )
     from nasdsl.importer import torch_frontend as tf
 
     if isinstance(source, str):
@@ -161,10 +199,11 @@ def finish(model: FlatModel, started: float, weights: bool) -> Imported:
     found = Discovery(model)
     root = found.run()
     writer = Writer(model, found)
-    header = [
-        f"Imported by nasdsl import from {model.source}.",
-        "Names are the source's: its state_dict loads into the generated model.",
-    ]
+    header = [f"Imported by nasdsl import from {model.source}."]
+    if model.generated_names:
+        header.append("The source names no modules: the names and templates are the importer's, found by structure.")
+    else:
+        header.append("Names are the source's: its state_dict loads into the generated model.")
     text = writer.text(root, header)
     compiled = check(model, text)
     totals = compiled.totals(with_aux=True)

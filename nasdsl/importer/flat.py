@@ -144,6 +144,10 @@ class FlatModel:
     outputs: list[Output]
     #: where the parts of the source came from, for the report (``torchvision 0.29.1``)
     notes: list[str] = field(default_factory=list)
+    #: whether the names are the importer's (a graph that names no modules), not the source's
+    generated_names: bool = False
+    #: whether blocks were found by structure (:mod:`nasdsl.importer.discover`)
+    blocks_found: bool = False
 
     def consumers(self) -> dict[str, list[str]]:
         """For each node id, the ids of the nodes that read it, in execution order."""

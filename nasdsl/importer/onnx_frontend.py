@@ -20,11 +20,14 @@ one template.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import Counter
 
 import numpy as np
 
+from nasdsl.importer import rewrite
+from nasdsl.importer.discover import blocks
 from nasdsl.importer.flat import (
     CLASS,
     CONTAINER,
@@ -46,7 +49,13 @@ _ALIASES = ("Identity", "Dropout")
 
 
 def read_onnx_file(
-    path: str, *, input_shape: tuple[int, ...] | None = None, name: str | None = None, allow_opaque: bool = False
+    path: str,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    name: str | None = None,
+    allow_opaque: bool = False,
+    by_structure: bool = False,
+    find_blocks: bool = True,
 ) -> FlatModel:
     import onnx
 
@@ -54,7 +63,15 @@ def read_onnx_file(
         proto = onnx.load(path)
     except Exception as e:  # noqa: BLE001 - a file that is not an ONNX model
         raise ImportFailure(f"cannot read an ONNX model: {type(e).__name__}: {str(e)[:200]}", where=path) from None
-    return read_onnx(proto, label=path, input_shape=input_shape, name=name, allow_opaque=allow_opaque)
+    return read_onnx(
+        proto,
+        label=path,
+        input_shape=input_shape,
+        name=name,
+        allow_opaque=allow_opaque,
+        by_structure=by_structure,
+        find_blocks=find_blocks,
+    )
 
 
 def read_onnx(
@@ -64,14 +81,21 @@ def read_onnx(
     input_shape: tuple[int, ...] | None = None,
     name: str | None = None,
     allow_opaque: bool = False,
+    by_structure: bool = False,
+    find_blocks: bool = True,
 ) -> FlatModel:
+    """``by_structure``: ignore the node names and metadata, and find the blocks by the graph's
+    structure alone (:mod:`nasdsl.importer.discover`), as for a file that has neither.
+    ``find_blocks`` False: a graph that names no modules stays flat (one op an entry)."""
     import onnx
 
     try:
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
         raise ImportFailure(f"not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}", where=label) from None
-    return _Reader(proto, label, input_shape, allow_opaque).read(name)
+    reader = _Reader(proto, label, input_shape, allow_opaque, by_structure)
+    reader.find_blocks = find_blocks
+    return reader.read(name)
 
 
 def _light(proto, chw: tuple[int, ...] | None = None):
@@ -113,7 +137,7 @@ def _shape_of(value_info) -> tuple:
 
 
 class _Reader:
-    def __init__(self, proto, label: str, input_shape, allow_opaque: bool = False) -> None:
+    def __init__(self, proto, label: str, input_shape, allow_opaque: bool = False, by_structure: bool = False) -> None:
         import onnx
         from onnx import numpy_helper
 
@@ -151,6 +175,9 @@ class _Reader:
         self.docs: dict[str, str] = {}
         self.nodes = list(graph.node)
         self.alias: dict[str, str] = {}
+        #: whether the file names no modules (then blocks are found by structure)
+        self.unnamed = by_structure
+        self.find_blocks = True
 
     # constants and aliases
 
@@ -297,7 +324,20 @@ class _Reader:
             scopes={},
             outputs=outputs,
         )
-        model.scopes = _scopes(model)
+        model.generated_names = self.unnamed
+        if self.unnamed:
+            # a concat of every earlier output (DenseNet) read as a chain of concats first:
+            # each then joins one block's input to its output, and the blocks have cuts
+            rewrite.drop_single_concats(model)
+            rewrite.fold_concat_prefixes(model)
+        if self.unnamed:
+            classes = blocks(model) if self.find_blocks else {}
+            model.blocks_found = bool(classes)
+        else:
+            classes = metadata_classes(self.proto)
+        if classes and not name and "" in classes:
+            model.name = _class_name(classes[""].rsplit(".", 1)[-1])
+        model.scopes = _scopes(model, classes)
         return model
 
     def _shapes_of(self, m: Match, view: View, node) -> list[tuple]:
@@ -371,10 +411,15 @@ class _Reader:
         sizes = a.get("split")
         if sizes is None and len(node.input) > 1 and node.input[1]:
             sizes = view.get(node.input[1])
+        channels = view.shapes[node.input[0]][1]
+        if sizes is None and a.get("num_outputs") and isinstance(channels, int):
+            # opset 18: equal parts, the last one smaller when they do not divide the axis
+            n = int(a["num_outputs"])
+            part = -(-channels // n)
+            sizes = [part] * (n - 1) + [channels - part * (n - 1)]
         if sizes is None:
             raise self.fail(node, "a Split without sizes")
         out, start = [], 0
-        channels = view.shapes[node.input[0]][1]
         for size, value in zip([int(s) for s in np.asarray(sizes).flatten()], node.output, strict=True):
             attrs = {"start": start} if start + size == channels else {"start": start, "stop": start + size}
             out.append(Match(Lowered("slice", attrs), [node.input[0]], value, [node]))
@@ -390,12 +435,18 @@ class _Reader:
 
     def _paths(self, matches: list[Match]) -> list[str]:
         names = [m.nodes[-1].name for m in matches]
-        if names and sum(n.startswith("/") for n in names) * 2 >= len(names):
+        scoped = None if self.unnamed else _metadata_names(matches, self.weights)
+        if self.unnamed:
+            paths = [""] * len(matches)
+        elif scoped is not None:
+            paths = _torch_paths(matches, scoped)
+        elif names and sum(n.startswith("/") for n in names) * 2 >= len(names):
             paths = _torch_paths(matches)
         elif names and sum(_nasdsl_path(m) == m.output for m in matches) * 2 >= len(names):
             paths = [_clean_path(_nasdsl_path(m)) if m.nodes[-1].name else "" for m in matches]
         else:
             paths = [""] * len(matches)
+            self.unnamed = True
         # a node named like a block that holds other nodes is that block's merge (a named concat)
         prefixes = {p.rsplit(".", 1)[0] for p in paths if "." in p}
         prefixes |= {q for p in prefixes for q in _prefixes(p)}
@@ -450,8 +501,8 @@ def _torch_scope(name: str) -> tuple[str, str]:
     return ".".join(path), op
 
 
-def _torch_paths(matches: list[Match]) -> list[str]:
-    scoped = [_torch_scope(m.nodes[-1].name) for m in matches]
+def _torch_paths(matches: list[Match], names: list[str] | None = None) -> list[str]:
+    scoped = [_torch_scope(n) for n in (names or [m.nodes[-1].name for m in matches])]
     per_scope = Counter(s for s, _ in scoped)
     parents = {s.rsplit(".", 1)[0] for s, _ in scoped if "." in s}
     out = []
@@ -465,6 +516,95 @@ def _torch_paths(matches: list[Match]) -> list[str]:
         suffix = op[len(base) :]
         out.append(join(scope, f"{local}{suffix}"))
     return [_clean_path(p) for p in out]
+
+
+#: the node metadata of PyTorch's dynamo exporter (torch.onnx.export(..., dynamo=True)): the
+#: module path at each level of the call (``['', 'layer1', 'layer1.0', 'layer1.0.bn1', 'fx_node']``)
+#: and the class at each level
+NAME_SCOPES, CLASS_HIERARCHY = "pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy"
+
+
+def _metadata(node) -> dict[str, str]:
+    return {p.key: p.value for p in node.metadata_props}
+
+
+def _listed(text: str) -> list[str] | None:
+    """A metadata list, written as Python's repr of a list of strings, read as data."""
+    import ast
+
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+
+
+def _metadata_names(matches: list[Match], weights: set[str]) -> list[str] | None:
+    """Each match's name in the TorchScript exporter's form (``/layer1/layer1.0/conv1/Conv``),
+    made from the dynamo exporter's metadata, or None when most nodes have none.
+
+    The innermost module of a node holding weights is the one its initializers are named after
+    (the exporter fuses a BatchNorm into the convolution before it and leaves the BatchNorm's
+    scope on the result); a module without children that is called more than once
+    (ResNet's ``relu``) gets a numbered scope for each further call (``relu_1``), as the
+    TorchScript exporter writes it. A node without metadata (made by the exporter's own
+    rewrites) sits in the innermost module that all its readers are in."""
+    chains: list[list[str] | None] = []
+    for m in matches:
+        scopes = _listed(_metadata(m.nodes[-1]).get(NAME_SCOPES, ""))
+        chains.append([s for s in scopes[1:-1] if s] if scopes else None)
+    if not matches or sum(c is not None for c in chains) * 2 < len(matches):
+        return None
+    # a node the exporter's rewrites made without metadata (a Split) sits where its readers meet
+    readers: dict[str, list[int]] = {}
+    for k, m in enumerate(matches):
+        for i in m.inputs:
+            readers.setdefault(i, []).append(k)
+    for k in reversed(range(len(matches))):
+        if chains[k] is None:
+            known = {tuple(chains[r]) for r in readers.get(matches[k].output, []) if chains[r] is not None}
+            if len(known) == 1:
+                chains[k] = list(known.pop())[:-1]
+            elif known:
+                chains[k] = list(os.path.commonprefix([list(c) for c in known]))
+    out: list[list[str]] = []
+    for m, chain in zip(matches, chains, strict=True):
+        chain = list(chain or [])
+        named = sorted({i.rsplit(".", 1)[0] for n in m.nodes for i in n.input if i in weights and "." in i})
+        if len(named) == 1:
+            parts = named[0].split(".")
+            chain = [".".join(parts[: k + 1]) for k in range(len(parts))]
+        out.append(chain)
+    parents = {c for chain in out for c in chain[:-1]}
+    calls: Counter = Counter()
+    names = []
+    for m, chain in zip(matches, out, strict=True):
+        if chain and chain[-1] not in parents:
+            k = calls[chain[-1]]
+            calls[chain[-1]] += 1
+            if k:
+                chain = [*chain[:-1], f"{chain[-1]}_{k}"]
+        names.append("/" + "".join(f"{c}/" for c in chain) + m.nodes[-1].op_type)
+    return names
+
+
+def metadata_classes(proto) -> dict[str, str]:
+    """Module path -> qualified class name, from the dynamo exporter's metadata."""
+    out: dict[str, str] = {}
+    for node in proto.graph.node:
+        meta = _metadata(node)
+        scopes, classes = _listed(meta.get(NAME_SCOPES, "")), _listed(meta.get(CLASS_HIERARCHY, ""))
+        if scopes and classes and len(scopes) == len(classes):
+            for path, cls in zip(scopes[:-1], classes[:-1], strict=True):
+                if cls not in _CONTAINERS:
+                    out.setdefault(path, cls)
+    return out
+
+
+#: PyTorch's containers: one class of many structures, grouped by their own structure instead
+_CONTAINERS = frozenset(
+    f"torch.nn.modules.container.{c}" for c in ("Sequential", "ModuleList", "ModuleDict", "ParameterList")
+)
 
 
 def _nasdsl_path(m: Match) -> str:
@@ -506,12 +646,14 @@ def _unique(paths: list[str], matches: list[Match]) -> list[str]:
     return out
 
 
-def _scopes(model: FlatModel) -> dict[str, Scope]:
+def _scopes(model: FlatModel, classes: dict[str, str] | None = None) -> dict[str, Scope]:
     """Every path prefix is a scope; a scope whose children are numbered is a list. Scopes are
     one class when they have one structure (ops, names, reads, and the classes of their child
     scopes), or one name (``block2-0``, ``block3-1``: digits aside) at one height: the
     templates of a class are then unified where they can be (a block with and without its
-    projection)."""
+    projection). Where the file names the classes (``classes``: path -> qualified class name,
+    from the dynamo exporter's metadata), a scope's class is the one named."""
+    classes = classes or {}
     paths = {""}
     for n in model.nodes.values():
         s = n.scope
@@ -566,6 +708,12 @@ def _scopes(model: FlatModel) -> dict[str, Scope]:
     for p in sorted(paths):
         if scopes[p].kind != CLASS:
             continue
+        if p in classes:
+            key = ("class", classes[p])
+            if key in by:
+                union(p, by[key])
+            by.setdefault(key, p)
+            continue
         for key in (("structure", keys[p]), ("name", _word(p), height[p])):
             if key[1] and key in by:
                 union(p, by[key])
@@ -575,6 +723,11 @@ def _scopes(model: FlatModel) -> dict[str, Scope]:
         if scopes[p].kind == CLASS:
             groups.setdefault(find(p), []).append(p)
     for root, ps in groups.items():
+        named = classes.get(root)
+        if named:
+            for p in ps:
+                scopes[p].cls, scopes[p].cls_key = _class_name(named.rsplit(".", 1)[-1]), named
+            continue
         words = [w for w in (_word(p) for p in ps) if w and not w.endswith("[]")]
         word = Counter(words).most_common(1)[0][0] if words else "block"
         cls = "".join(w[:1].upper() + w[1:] for w in re.split(r"[_-]", word) if w) or "Block"
