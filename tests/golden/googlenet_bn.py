@@ -140,10 +140,8 @@ class GoogLeNetBNOutputs(NamedTuple):
     def __getitem__(self, key: int | slice | str):
         """An output by position, or by name (``outputs["aux"]``)."""
         if isinstance(key, str):
-            if key not in self._fields:
-                raise KeyError(key)
-            return getattr(self, key)
-        return tuple.__getitem__(self, key)
+            return self._asdict()[key]
+        return tuple(self)[key]
 
 
 class GoogLeNetBN(nn.Module):
