@@ -70,6 +70,8 @@ from nasdsl.summary import depth
 MAX_PARAMS = 10**10
 #: programs kept for variants of different structure
 MAX_PROGRAMS = 64
+#: composers kept (one per assignment of the value choices, in a space with choices between blocks)
+MAX_COMPOSERS = 8
 #: full compiles between two collections of cyclic garbage, where the collector is paused
 COLLECT_EVERY = 64
 
@@ -563,6 +565,13 @@ class Evaluator:
         self.reach |= self.nested
         #: the choices between blocks: a program serves the variants that choose its blocks
         self.block_points = tuple(i for i, p in enumerate(space.points) if p.kind == "block")
+        self.value_points = tuple(i for i, p in enumerate(space.points) if p.kind != "block")
+        #: composers (nasdsl.compose) by the options of the value choices; None: none can be made
+        self.composers: dict[tuple[int, ...], object] | None = {} if self.block_points and latency is None else None
+        #: the hash of the variant evaluate() composed last: (picks, hash)
+        self._composed_hash: tuple[tuple[int, ...], str] | None = None
+        #: compute each composed variant's hash as it is evaluated (--unique sets it)
+        self.hashes = False
         structure, outcome, _ = self._compile_graph(doc)
         if structure is not None:  # a program, even when the default's shapes do not fit
             program = _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, latency)
@@ -615,6 +624,19 @@ class Evaluator:
             env = self.space.environment(picks)
         except NasdslError:
             return self._full(variant, picks)
+        composer = self._composer(picks)
+        if composer is not None:
+            from nasdsl.compose import Unplaceable
+
+            try:
+                outcome, h = composer.run(picks, max_params=self.max_params, want_hash=self.hashes)
+            except Unplaceable:
+                return self._full(variant, picks)
+            if isinstance(outcome, NasdslError):
+                return Result(variant, picks, None, outcome.format())
+            if h is not None:
+                self._composed_hash = (picks, h)
+            return Result(variant, picks, outcome)
         blocks = tuple(picks[i] for i in self.block_points)
         for n, program in enumerate(self.programs):
             if program.blocks != blocks:
@@ -632,11 +654,41 @@ class Evaluator:
             return Result(variant, picks, outcome)
         return self._full(variant, picks, keep=True)
 
+    def _composer(self, picks: tuple[int, ...]):
+        """The composer of the variants with these value choices (made the first time), or None."""
+        if self.composers is None:
+            return None
+        key = tuple(picks[i] for i in self.value_points)
+        if key not in self.composers:
+            if len(self.composers) >= MAX_COMPOSERS:
+                self.composers = None  # the value choices vary too much: programs serve them better
+                return None
+            from nasdsl.compose import Composer
+
+            def compile_variant(chosen: tuple[int, ...]):
+                self.recompiled += 1
+                return self._compile_graph(self.space.document_of(chosen))
+
+            self.composers[key] = Composer.make(compile_variant, self.space, picks, self.block_points, self.max_nodes)
+        return self.composers[key]
+
     def hash(self, picks: tuple[int, ...]) -> str | None:
-        """The architecture hash of a variant (:func:`nasdsl.unique.graph_hash`), compiled in full;
-        None when it does not compile."""
+        """The architecture hash of a variant (:func:`nasdsl.unique.graph_hash`), composed or
+        compiled in full; None when it does not compile."""
+        from nasdsl.compose import Unplaceable
         from nasdsl.unique import graph_hash
 
+        composed = self._composed_hash
+        if composed is not None and composed[0] == picks:
+            return composed[1]
+        composer = self._composer(picks) if self.space.why_not(picks) is None else None
+        if composer is not None:
+            try:
+                outcome, h = composer.run(picks, max_params=self.max_params, want_hash=True)
+            except Unplaceable:
+                pass
+            else:
+                return None if isinstance(outcome, NasdslError) else h
         last = self.__dict__.pop("_last_graph", None)  # the variant evaluate() just compiled in full
         outcome = last[1] if last is not None and last[0] == picks else None
         if outcome is None:
