@@ -25,9 +25,14 @@ Totals are those of ``nasdsl summary`` (inference) and with the training heads.
                                "key", "a", "b"}],
                   "params": {"a", "b", "delta"}, "macs": {"a", "b", "delta"}}],
      "totals": {"params" | "macs" | "params_train" | "macs_train": {"a", "b", "delta"}},
-     "counts": {"added", "removed", "changed", "renamed"}}
+     "counts": {"added", "removed", "changed", "renamed"},
+     "hash": {"a", "b"}, "same_architecture": true | false}
 
-A side's value is null where the entry does not exist on it.
+A side's value is null where the entry does not exist on it. ``hash`` is each side's architecture
+hash (:func:`nasdsl.unique.graph_hash`): where they are equal the two compute the same function up
+to the names of their nodes, the order of a sum's terms, identities and nodes no output reads (two
+NAS-Bench-201 cells written with their edges in another order), and :func:`render` says so instead
+of listing the entries whose nodes are only named or ordered otherwise.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.passes.shapes import macs, params
+from nasdsl.unique import graph_hash
 
 STATUSES = ("added", "removed", "changed", "renamed")
 _MARK = {"added": "+", "removed": "-", "changed": "~", "renamed": ">"}
@@ -100,6 +106,12 @@ class Diff:
     a: Side
     b: Side
     entries: tuple[EntryDiff, ...]
+    #: each side's architecture hash (nasdsl.unique.graph_hash)
+    hashes: tuple[str, str] = ("", "")
+
+    @property
+    def same_architecture(self) -> bool:
+        return self.hashes[0] == self.hashes[1] != ""
 
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for e in self.entries if e.status == s) for s in STATUSES}
@@ -232,7 +244,7 @@ def compare(a, b, *, a_name: str = "", b_name: str = "") -> Diff:
     outs = _output_changes(_outputs(ga), _outputs(gb))
     if outs:
         out.append(EntryDiff("outputs", "changed", "outputs", outs, (0, 0), (0, 0)))
-    return Diff(_totals(ga, a_name), _totals(gb, b_name), tuple(out))
+    return Diff(_totals(ga, a_name), _totals(gb, b_name), tuple(out), (graph_hash(ga), graph_hash(gb)))
 
 
 def _merged_order(a: list[str], b: list[str]) -> list[str]:
@@ -370,6 +382,8 @@ def as_dict(diff: Diff) -> dict:
             k: _pair(getattr(diff.a, k), getattr(diff.b, k)) for k in ("params", "macs", "params_train", "macs_train")
         },
         "counts": diff.counts(),
+        "hash": {"a": diff.hashes[0], "b": diff.hashes[1]},
+        "same_architecture": diff.same_architecture,
     }
 
 
@@ -443,7 +457,14 @@ def render(diff: Diff) -> str:
     if not diff.entries and (a.params_train, a.macs_train) == (b.params_train, b.macs_train):
         lines.append("no differences")
         return "\n".join(lines) + "\n"
-    for e in diff.entries:
+    same = diff.same_architecture
+    if same:
+        lines.append(
+            f"same architecture (hash {diff.hashes[0]}): both compute the same function, up to the names of "
+            f"their nodes, the order of a sum's terms, identities and nodes no output reads; the "
+            f"{len(diff.entries)} entries that differ only in those are not listed"
+        )
+    for e in () if same else diff.entries:
         head = f"{_MARK[e.status]} {e.name} ({e.kind}{', training only' if e.training_only else ''})"
         if e.status == "renamed":
             detail = f"renamed from {e.was}"
@@ -465,6 +486,8 @@ def render(diff: Diff) -> str:
             text += f"; {', '.join(figures)}"
         lines.append(text)
     counts = diff.counts()
+    if not same:
+        lines.append(f"architecture hash {diff.hashes[0]} -> {diff.hashes[1]}")
     lines.append(
         f"total: params {a.params:,} -> {b.params:,} ({_signed(b.params - a.params)}), "
         f"MACs {a.macs:,} -> {b.macs:,} ({_signed(b.macs - a.macs)}); "

@@ -6,7 +6,6 @@ change, errors and value choices meet."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -78,9 +77,16 @@ input:
 variables:
   w: {choice: [4, 8]}
 templates:
-  conv: {params: [{C: 4}, {s: 1}], body: [relu, {op: conv2d, out: C, kernel: 3, padding: 1, stride: s, bias: false}, batch_norm]}
+  conv:
+    params: [{C: 4}, {s: 1}]
+    body: [relu, {op: conv2d, out: C, kernel: 3, padding: 1, stride: s, bias: false}, batch_norm]
 model:
-  a: {choice: {conv: {use: conv, args: [w]}, pool: {op: max_pool, kernel: 3, stride: 1, padding: 1}, skip: identity, none: zero}}
+  a:
+    choice:
+      conv: {use: conv, args: [w]}
+      pool: {op: max_pool, kernel: 3, stride: 1, padding: 1}
+      skip: identity
+      none: zero
   b:
     add:
       x: {choice: {conv: {use: conv, args: [4]}, skip: identity, none: zero}, from: in}
@@ -127,3 +133,96 @@ def test_a_space_the_composer_cannot_place_is_evaluated_as_before(tmp_path):
     for _ in range(5):
         _compare(space, evaluator, space.picks_of(rng.randrange(space.size)))
     assert set(evaluator.composers.values()) == {None}
+
+
+# --------------------------------------------------------------------------- NAS-Bench-201's own rule
+
+#: the benchmark's cells by their edges (edge_0_1, edge_0_2, edge_1_2, edge_0_3, edge_1_3, edge_2_3)
+NB201_EDGES = ("edge_0_1", "edge_0_2", "edge_1_2", "edge_0_3", "edge_1_3", "edge_2_3")
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def _picks(*ops: str) -> tuple[int, ...]:
+    return tuple(OPS.index(op) for op in ops)
+
+
+def test_the_benchmark_rule_gives_the_published_6466_unique_cells():
+    from nasdsl.unique import BenchmarkRule
+
+    space = spaces.load_space(NB201)
+    rule = BenchmarkRule(space)
+    # NAS-Bench-201 (Dong & Yang, ICLR 2020) and its API: 15,625 cells, 6,466 unique
+    assert len({rule.key(p) for p in space.variants()}) == 6466
+    # facts of its to_unique_str(consider_zero=True): a sum's terms in any order and skips are one cell
+    same = [
+        (_picks("nor_conv_3x3", "none", "none", "nor_conv_1x1", "skip_connect", "none"),
+         _picks("nor_conv_1x1", "none", "none", "nor_conv_3x3", "skip_connect", "none")),
+        # an edge from node 1 when node 1 is a single none edge is a zero
+        (_picks("none", "avg_pool_3x3", "nor_conv_3x3", "skip_connect", "nor_conv_1x1", "none"),
+         _picks("none", "avg_pool_3x3", "avg_pool_3x3", "skip_connect", "none", "none")),
+    ]  # fmt: skip
+    for a, b in same:
+        assert rule.key(a) == rule.key(b), (rule.key(a), rule.key(b))
+    # a node whose edges are all none (node 2 here) is "#+#", not recognised as a zero: the cells differ
+    # for the benchmark, though the conv on edge 2 -> 3 reads nothing and both compute conv3x3(x)
+    # for the benchmark, though the conv on edge 2 -> 3 reads nothing and both compute conv3x3(x); and a
+    # sum reached through skips is one term, its string, not its terms: conv1x1(x) + conv3x3(x) twice, and
+    # conv3x3(x) by skips through node 2 or straight from node 1
+    evaluator = Evaluator(space)
+    differ = [
+        (_picks("nor_conv_3x3", "none", "skip_connect", "none", "none", "skip_connect"),
+         _picks("nor_conv_3x3", "none", "none", "none", "skip_connect", "none")),
+        (_picks("skip_connect", "none", "none", "nor_conv_3x3", "none", "nor_conv_1x1"),
+         _picks("skip_connect", "none", "none", "nor_conv_3x3", "none", "none")),
+        (_picks("nor_conv_1x1", "nor_conv_3x3", "none", "none", "skip_connect", "skip_connect"),
+         _picks("nor_conv_3x3", "nor_conv_1x1", "none", "none", "skip_connect", "skip_connect")),
+    ]  # fmt: skip
+    for a, b in differ:
+        assert rule.key(a) != rule.key(b)
+        assert evaluator.hash(a) == evaluator.hash(b)  # nasdsl's strict rule: one architecture
+
+
+def test_unique_benchmark_on_the_command_line_and_where_it_cannot_apply(tmp_path, capsys):
+    from nasdsl.cli import main
+
+    code = main(["space", NB201, "--unique=benchmark", "--limit", "40", "--format", "json"])
+    rows = __import__("json").loads(capsys.readouterr().out)["variants"]
+    assert code == 0 and len(rows) == len({r["hash"] for r in rows}) < 40
+    assert any(not r["valid"] for r in rows)  # cells that compute nothing are cells of the benchmark
+    path = tmp_path / "toy.yaml"
+    path.write_text(TOY)
+    code = main(["space", str(path), "--count", "--unique=benchmark"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--unique=benchmark: expected every choice between blocks in the body of one template (the cell)" in err
+    with pytest.raises(SystemExit):
+        main(["space", str(path), "--unique=loose"])
+    assert "--unique: expected one of strict, benchmark, got 'loose'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- diff
+
+
+def test_diff_says_when_two_cells_are_one_architecture(capsys):
+    from nasdsl.cli import main
+
+    def sets(option: str, ops: tuple[int, ...]) -> list[str]:
+        return [f"{option}={e}={OPS[k]}" for e, k in zip(NB201_EDGES, ops, strict=True)]
+
+    a = _picks("nor_conv_1x1", "nor_conv_3x3", "none", "none", "skip_connect", "skip_connect")
+    b = _picks("nor_conv_3x3", "nor_conv_1x1", "none", "none", "skip_connect", "skip_connect")
+    code = main(["diff", NB201, "--set=N=1", *sets("--set", a), "--other-set=N=1", *sets("--other-set", b)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "same architecture (hash " in out and "the 3 entries that differ only in those are not listed" in out
+    assert "~ stage" not in out  # no spurious changes
+    c = _picks("nor_conv_1x1", "avg_pool_3x3", "none", "none", "skip_connect", "skip_connect")
+    code = main(["diff", NB201, "--set=N=1", *sets("--set", a), "--other-set=N=1", *sets("--other-set", c),
+                 "--format", "json"])  # fmt: skip
+    data = __import__("json").loads(capsys.readouterr().out)
+    assert code == 0 and data["same_architecture"] is False and data["hash"]["a"] != data["hash"]["b"]
+    code = main(["diff", NB201, "--set=N=1", *sets("--set", a), "--other-set=N=1", *sets("--other-set", c)])
+    out = capsys.readouterr().out
+    # the real difference, in each stage's cell: edge 0 -> 2 a pool where it was a 3x3 convolution
+    assert "0.node2.from0: avg_pool added" in out and "0.node2.from0.1: conv2d removed" in out
+    assert f"architecture hash {data['hash']['a']} -> {data['hash']['b']}" in out
