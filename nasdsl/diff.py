@@ -32,11 +32,14 @@ A side's value is null where the entry does not exist on it. ``hash`` is each si
 hash (:func:`nasdsl.unique.graph_hash`): where they are equal the two compute the same function up
 to the names of their nodes, the order of a sum's terms, identities and nodes no output reads (two
 NAS-Bench-201 cells written with their edges in another order), and :func:`render` says so instead
-of listing the entries whose nodes are only named or ordered otherwise.
+of listing the changed entries that have the same layers on both sides (the same multiset of ops,
+attributes and shapes, identities aside), only named or wired otherwise; an entry whose layers
+differ (a dropout's rate, which the hash does not see) is still listed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from dataclasses import dataclass
@@ -89,6 +92,9 @@ class EntryDiff:
     was: str | None = None
     #: its output shape (the new side's, or the old side's for a removed entry)
     output: tuple[int, ...] | None = None
+    #: a changed entry with the same layers on both sides (ops, attributes and shapes, identities
+    #: aside), only named or wired otherwise
+    same_layers: bool = False
 
 
 @dataclass(frozen=True)
@@ -233,7 +239,8 @@ def compare(a, b, *, a_name: str = "", b_name: str = "") -> Diff:
         if old is not None and new is not None:
             changes = _changes(old, new)
             if changes or old.params != new.params or old.macs != new.macs:
-                out.append(_entry(name, "changed", old, new, changes))
+                entry = _entry(name, "changed", old, new, changes)
+                out.append(dataclasses.replace(entry, same_layers=_layers(old) == _layers(new)))
         elif new is not None:
             if name in renamed:
                 out.append(_entry(name, "renamed", by_a[renamed[name]], new, (), was=renamed[name]))
@@ -245,6 +252,11 @@ def compare(a, b, *, a_name: str = "", b_name: str = "") -> Diff:
     if outs:
         out.append(EntryDiff("outputs", "changed", "outputs", outs, (0, 0), (0, 0)))
     return Diff(_totals(ga, a_name), _totals(gb, b_name), tuple(out), (graph_hash(ga), graph_hash(gb)))
+
+
+def _layers(e: Entry) -> list[str]:
+    """An entry's nodes as a multiset of (op, attributes, shape), identities left out."""
+    return sorted(repr((op, attrs, shape)) for _, op, attrs, shape in e.nodes if op != "identity")
 
 
 def _merged_order(a: list[str], b: list[str]) -> list[str]:
@@ -458,13 +470,19 @@ def render(diff: Diff) -> str:
         lines.append("no differences")
         return "\n".join(lines) + "\n"
     same = diff.same_architecture
+    # entries whose layers are only named or wired otherwise: one line for them all
+    hidden = [e for e in diff.entries if e.same_layers] if same else []
     if same:
-        lines.append(
+        line = (
             f"same architecture (hash {diff.hashes[0]}): both compute the same function, up to the names of "
-            f"their nodes, the order of a sum's terms, identities and nodes no output reads; the "
-            f"{len(diff.entries)} entries that differ only in those are not listed"
+            "their nodes, the order of a sum's terms, identities, dropout and nodes no output reads"
         )
-    for e in () if same else diff.entries:
+        if hidden:
+            line += f"; {len(hidden)} entries with the same layers, named or wired otherwise, are not listed"
+        lines.append(line)
+    for e in diff.entries:
+        if hidden and e.same_layers:
+            continue
         head = f"{_MARK[e.status]} {e.name} ({e.kind}{', training only' if e.training_only else ''})"
         if e.status == "renamed":
             detail = f"renamed from {e.was}"

@@ -214,7 +214,8 @@ def test_diff_says_when_two_cells_are_one_architecture(capsys):
     code = main(["diff", NB201, "--set=N=1", *sets("--set", a), "--other-set=N=1", *sets("--other-set", b)])
     out = capsys.readouterr().out
     assert code == 0
-    assert "same architecture (hash " in out and "the 3 entries that differ only in those are not listed" in out
+    assert "same architecture (hash " in out
+    assert "; 3 entries with the same layers, named or wired otherwise, are not listed" in out
     assert "~ stage" not in out  # no spurious changes
     c = _picks("nor_conv_1x1", "avg_pool_3x3", "none", "none", "skip_connect", "skip_connect")
     code = main(["diff", NB201, "--set=N=1", *sets("--set", a), "--other-set=N=1", *sets("--other-set", c),
@@ -226,3 +227,8 @@ def test_diff_says_when_two_cells_are_one_architecture(capsys):
     # the real difference, in each stage's cell: edge 0 -> 2 a pool where it was a 3x3 convolution
     assert "0.node2.from0: avg_pool added" in out and "0.node2.from0.1: conv2d removed" in out
     assert f"architecture hash {data['hash']['a']} -> {data['hash']['b']}" in out
+    # one architecture at inference whose layers differ (a dropout's rate): said, and the change listed
+    code = main(["diff", str(SPECS / "googlenet.yaml"), "--set", "dropout=0.5", "--other-set", "dropout=0.4"])
+    out = capsys.readouterr().out
+    assert code == 0 and "same architecture (hash " in out and "not listed" not in out
+    assert "~ dropout (dropout): p 0.5 -> 0.4" in out
