@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
@@ -63,15 +63,14 @@ class _Node:
     #: the piece)
     inputs: tuple[tuple[str, int], ...]
     merge: bool
-    data: ir.Node
+    #: a layer with parameters (it counts in the depth); a view (it holds its input's memory)
+    layer: bool = field(init=False, compare=False)
+    view: bool = field(init=False, compare=False)
 
-    @property
-    def layer(self) -> bool:
-        return self.op in OPS and OPS[self.op].layer
-
-    @property
-    def view(self) -> bool:
-        return self.op in OPS and OPS[self.op].aliases
+    def __post_init__(self):
+        opdef = OPS.get(self.op)
+        object.__setattr__(self, "layer", bool(opdef and opdef.layer))
+        object.__setattr__(self, "view", bool(opdef and opdef.aliases))
 
 
 def _is_zero(block: Block, spec: Spec, seen: frozenset[str] = frozenset()) -> bool:
@@ -139,7 +138,7 @@ class Composer:
             return None
         slots = [paths[b.keypath] for b in slot_blocks]
         pieces: list[list] = [[None] * len(space.points[i].options) for i in slots]
-        skeleton_nodes, owner = _skeleton(structure, slot_blocks)
+        skeleton_nodes, _, layout = _skeleton(structure, slot_blocks)
         if skeleton_nodes is None:
             return None
         index_of = {n: j for j, n in enumerate(skeleton_nodes)}
@@ -170,10 +169,10 @@ class Composer:
                 found = _slot_blocks(g, paths)
                 if found is None or [b.path for b in found] != [b.path for b in slot_blocks]:
                     return None
-                names = _skeleton(g, found)[0]
+                names, _, probe_layout = _skeleton(g, found)
                 probe_out = {b.passed: s for s, b in enumerate(found)}
                 probe_merges = _merges(g)
-                if names != skeleton_nodes or _wiring(g, names, index_of, probe_out, probe_merges) != wiring:
+                if probe_layout != layout or _wiring(g, names, index_of, probe_out, probe_merges) != wiring:
                     return None  # the rest of the graph changed: not a piece in a fixed skeleton
                 for s, b in enumerate(found):
                     if slots[s] == i:
@@ -184,14 +183,7 @@ class Composer:
         largest = len(skeleton_nodes) + sum(max(len(x) if x != ZERO else 1 for x in row) for row in pieces)
         if largest > NODE_SHARE * max_nodes:
             return None
-        order: list = []
-        seen_slots: set[int] = set()
-        for n in ir.order(structure):
-            if n in index_of:
-                order.append(("node", wiring[index_of[n]]))
-            elif owner[n] not in seen_slots:
-                seen_slots.add(owner[n])
-                order.append(("slot", owner[n]))
+        order = [("node", wiring[index_of[x]]) if isinstance(x, str) else ("slot", x) for x in layout]
         outputs = []
         for o in ir.info(structure).outputs:
             ref = ("node", index_of[o.node]) if o.node in index_of else ("slot", out_of.get(o.node, -1))
@@ -203,14 +195,15 @@ class Composer:
     # -- evaluating
 
     def run(self, picks: tuple[int, ...], *, max_params: int, want_hash: bool = False):
-        """(Figures or the compiler's error, the hash or None); raises Unplaceable."""
+        """(Figures or the compiler's error, the hash or None); raises Unplaceable.
+
+        One pass places each node as the builder would (:meth:`_place`) and computes its type,
+        parameters, multiply-adds and depth as it goes; the peak and the hash need the whole list."""
         from nasdsl.variants import Figures
 
-        nodes: list[_Node] = []  # the variant's nodes in order
-        reads: list[tuple[int, ...]] = []  # each node's inputs, as indices into nodes
+        placed = _Placed(self)
         skeleton_value: list[int] = []
         slot_value: list[int] = [ZERO] * len(self.slots)
-        place = self._place
         for kind, item in self.skeleton:
             if kind == "slot":
                 piece = self.pieces[item][picks[self.slots[item]]]
@@ -222,11 +215,11 @@ class Composer:
                         own[i] if where == "own" else (skeleton_value[i] if where == "node" else slot_value[i])
                         for where, i in node.inputs
                     ]
-                    own.append(place(node, ins, nodes, reads))
+                    own.append(placed.place(node, ins))
                 slot_value[item] = own[-1]
                 continue
             ins = [skeleton_value[i] if where == "node" else slot_value[i] for where, i in item.inputs]
-            skeleton_value.append(place(item, ins, nodes, reads))
+            skeleton_value.append(placed.place(item, ins))
         outputs = []
         for name, (kind, i) in self.outputs:
             v = skeleton_value[i] if kind == "node" else slot_value[i]
@@ -239,39 +232,38 @@ class Composer:
                 )
                 return error, None
             outputs.append(v)
-        # shapes, parameters and multiply-adds, node by node (cached by the node and its input shapes)
-        types: list = []
-        params = macs = 0
-        shaped = self.shaped
-        for node, ins in zip(nodes, reads, strict=True):
-            if node.op == "input":
-                types.append(self.input_type)
-                continue
-            key = (id(node), *(types[i] for i in ins))
-            known = shaped.get(key)
-            if known is None:
-                known = self._shape(node, tuple(types[i] for i in ins))
-                if len(shaped) >= CACHE:
-                    shaped.clear()
-                shaped[key] = known
-            if known[0] is None:
-                raise Unplaceable  # a shape error: the compiler reports it
-            types.append(known[0])
-            params += known[1]
-            macs += known[2]
-        if params > max_params:
+        if placed.params > max_params:
             error = LimitError(
-                f"the model has {params:,} parameters, above the limit of {max_params:,} (raise it with --max-params)",
+                f"the model has {placed.params:,} parameters, above the limit of {max_params:,} "
+                "(raise it with --max-params)",
                 location=self.spec.model.loc,
                 path="model",
             )
             return error, None
-        depth = _depth(nodes, reads)
-        figures = Figures(params, macs, depth, _peak(nodes, reads, types, outputs), params, macs)
+        nodes, reads, types = placed.nodes, placed.reads, placed.types
+        depth = max(placed.depth, default=0)
+        figures = Figures(placed.params, placed.macs, depth, _peak(nodes, reads, types, outputs), placed.params,
+                          placed.macs)  # fmt: skip
         return figures, (_hash(nodes, reads, types, outputs) if want_hash else None)
 
-    def _place(self, node: _Node, ins: list[int], nodes: list, reads: list) -> int:
-        """Add ``node`` reading ``ins`` to the variant, by the zero rule; its value (ZERO: a zero)."""
+
+class _Placed:
+    """The nodes of one variant as they are placed, with their types, counts and depth."""
+
+    __slots__ = ("composer", "nodes", "reads", "types", "depth", "params", "macs")
+
+    def __init__(self, composer: Composer):
+        self.composer = composer
+        self.nodes: list[_Node] = []
+        self.reads: list[tuple[int, ...]] = []
+        self.types: list = []
+        #: layers with parameters on the longest path to each node
+        self.depth: list[int] = []
+        self.params = self.macs = 0
+
+    def place(self, node: _Node, ins: list[int]) -> int:
+        """Add ``node`` reading ``ins`` by the zero rule; its index, ZERO (it is a zero) or the index of
+        the one value it passes on (an ``add`` left with one term)."""
         if node.merge:
             if ZERO in ins:
                 if node.op != "add":
@@ -285,31 +277,47 @@ class Composer:
                     raise Unplaceable  # the builder reads a repeated value through an identity
         elif ins and ins[0] == ZERO:
             return ZERO  # an op that reads a zero is a zero
-        nodes.append(node)
-        reads.append(tuple(ins))
-        return len(nodes) - 1
+        types = self.types
+        if node.op == "input":
+            out, p, m = self.composer.input_type, 0, 0
+        else:
+            in_types = tuple(types[i] for i in ins)
+            # types are few and shared: their ids key the cache, which keeps them alive
+            key = (id(node), *map(id, in_types))
+            shaped = self.composer.shaped
+            known = shaped.get(key)
+            if known is None:
+                known = (*_shape(node, in_types), in_types)
+                if len(shaped) >= CACHE:
+                    shaped.clear()
+                shaped[key] = known
+            out, p, m, _ = known
+            if out is None:
+                raise Unplaceable  # a shape error: the compiler reports it
+        depth = self.depth
+        before = max([depth[i] for i in ins], default=0)
+        depth.append(before + node.layer)
+        self.params += p
+        self.macs += m
+        self.nodes.append(node)
+        self.reads.append(tuple(ins))
+        types.append(out)
+        return len(self.nodes) - 1
 
-    @staticmethod
-    def _shape(node: _Node, in_types: tuple):
-        opdef = OPS[node.op]
-        try:
-            out = opdef.infer(in_types, node.attrs)
-        except NasdslError:
-            return (None, 0, 0)
-        p = opdef.params(in_types, node.attrs) if opdef.init_params else 0
-        return (out, p, opdef.macs(in_types, node.attrs, out))
+
+def _shape(node: _Node, in_types: tuple) -> tuple:
+    """(output type or None where the shapes do not fit, parameters, multiply-adds) of a node."""
+    opdef = OPS[node.op]
+    try:
+        out = opdef.infer(in_types, node.attrs)
+    except NasdslError:
+        return (None, 0, 0)
+    p = opdef.params(in_types, node.attrs) if opdef.init_params else 0
+    return (out, p, opdef.macs(in_types, node.attrs, out))
 
 
 # ---------------------------------------------------------------------------
 # Figures of a list of nodes (as nasdsl.variants.figures and nasdsl.unique.graph_hash compute them)
-
-
-def _depth(nodes: list[_Node], reads: list[tuple[int, ...]]) -> int:
-    best: list[int] = []
-    for node, ins in zip(nodes, reads, strict=True):
-        before = max((best[i] for i in ins), default=0)
-        best.append(before + (1 if node.layer else 0))
-    return max(best, default=0)
 
 
 def _peak(nodes: list[_Node], reads, types, outputs: list[int]) -> int:
@@ -439,22 +447,25 @@ def _nodes_of(g: nx.DiGraph, b: ir.Block) -> list[str]:
 
 
 def _skeleton(g: nx.DiGraph, slot_blocks: list[ir.Block]):
-    """The nodes of no slot, in order, and each slot node's slot; (None, None) where a slot's nodes
-    are not one run in the order or another slot's path is inside it."""
+    """The nodes of no slot in order, each slot node's slot, and the layout (the order of the skeleton's
+    nodes and the slots, a slot where its nodes are); (None, None, None) where a slot's nodes are not
+    one run in the order or another slot's path is inside it."""
     owner: dict[str, int] = {}
     for s, b in enumerate(slot_blocks):
         for n in _nodes_of(g, b):
             if n in owner:
-                return None, None
+                return None, None, None
             owner[n] = s
-    order = ir.order(g)
-    runs: list[int] = []
-    for n in order:
-        if n in owner and (not runs or runs[-1] != owner[n]):
-            runs.append(owner[n])
+    layout: list[str | int] = []
+    for n in ir.order(g):
+        if n not in owner:
+            layout.append(n)
+        elif not layout or layout[-1] != owner[n]:
+            layout.append(owner[n])
+    runs = [x for x in layout if isinstance(x, int)]
     if len(runs) != len(set(runs)):
-        return None, None
-    return [n for n in order if n not in owner], owner
+        return None, None, None
+    return [x for x in layout if isinstance(x, str)], owner, layout
 
 
 def _merges(g: nx.DiGraph) -> set[str]:
@@ -475,7 +486,7 @@ def _wiring(g: nx.DiGraph, names: list[str], index_of: dict[str, int], out_of: d
             else:
                 return None
         d = ir.node(g, n)
-        out.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges, d))
+        out.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges))
     return out
 
 
@@ -500,7 +511,7 @@ def _piece(
             else:
                 return None
         d = ir.node(g, n)
-        nodes.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges, d))
+        nodes.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges))
     return tuple(nodes)
 
 
