@@ -67,10 +67,15 @@ class _Node:
     layer: bool = field(init=False, compare=False)
     view: bool = field(init=False, compare=False)
 
+    #: the start of the node's label in nasdsl.unique.graph_hash: its op and sorted attributes
+    label: str = field(init=False, compare=False, repr=False)
+
     def __post_init__(self):
         opdef = OPS.get(self.op)
         object.__setattr__(self, "layer", bool(opdef and opdef.layer))
         object.__setattr__(self, "view", bool(opdef and opdef.aliases))
+        items = sorted((k, repr(v)) for k, v in self.attrs.items())
+        object.__setattr__(self, "label", f"({self.op!r}, {items!r}, ")
 
 
 def _is_zero(block: Block, spec: Spec, seen: frozenset[str] = frozenset()) -> bool:
@@ -362,7 +367,9 @@ def _hash(nodes: list[_Node], reads, types, outputs: list[int]) -> str:
         terms = [value[i] for i in ins]
         if node.op in COMMUTATIVE:
             terms.sort()
-        value.append(_label(node.op, node.attrs, types[j].shape, terms))
+        # graph_hash's repr((op, attributes, shape, terms)), its start made once per node
+        text = f"{node.label}{types[j].shape!r}, {terms!r})"
+        value.append(hashlib.sha256(text.encode()).hexdigest())
         passes.append(False)
     read: set[int] = set()
     stack = list(outputs)
@@ -375,11 +382,6 @@ def _hash(nodes: list[_Node], reads, types, outputs: list[int]) -> str:
     kept = sorted(value[s] for s in read if not passes[s])
     whole = repr(([value[o] for o in outputs], kept))
     return hashlib.sha256(whole.encode()).hexdigest()[:16]
-
-
-def _label(op: str, attrs, shape, terms: list[str]) -> str:
-    items = sorted((k, repr(v)) for k, v in attrs.items())
-    return hashlib.sha256(repr((op, items, shape, terms)).encode()).hexdigest()
 
 
 def _passes_on(op: str) -> bool:

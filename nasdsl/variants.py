@@ -567,9 +567,11 @@ class Evaluator:
         self.reach |= self.nested
         #: the choices between blocks: a program serves the variants that choose its blocks
         self.block_points = tuple(i for i, p in enumerate(space.points) if p.kind == "block")
+        #: the choices a composer (nasdsl.compose) places pieces for, and the others, by whose options
+        #: composers are kept (None: none can be made)
+        self.composed_points = tuple(i for i, p in enumerate(space.points) if p.kind == "block")
         self.value_points = tuple(i for i, p in enumerate(space.points) if p.kind != "block")
-        #: composers (nasdsl.compose) by the options of the value choices; None: none can be made
-        self.composers: dict[tuple[int, ...], object] | None = {} if self.block_points and latency is None else None
+        self.composers: dict[tuple[int, ...], object] | None = {} if self.composed_points and latency is None else None
         #: the hash of the variant evaluate() composed last: (picks, hash)
         self._composed_hash: tuple[tuple[int, ...], str] | None = None
         #: compute each composed variant's hash as it is evaluated (--unique sets it)
@@ -671,7 +673,9 @@ class Evaluator:
                 self.recompiled += 1
                 return self._compile_graph(self.space.document_of(chosen))
 
-            self.composers[key] = Composer.make(compile_variant, self.space, picks, self.block_points, self.max_nodes)
+            self.composers[key] = Composer.make(
+                compile_variant, self.space, picks, self.composed_points, self.max_nodes
+            )
         return self.composers[key]
 
     def hash(self, picks: tuple[int, ...]) -> str | None:
