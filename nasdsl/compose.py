@@ -22,8 +22,9 @@ nodes as :func:`nasdsl.variants.figures` computes them on a compiled graph, and 
 
 A composer is made only where every option is a piece it can place (see :meth:`Composer.make`:
 no training-only heads, dropout, dormant blocks or switches, no choice inside another's option,
-nodes well under ``max_nodes``); a variant it cannot finish (a zero reaching a merge other than
-``add``, a shape error) is left to a full compile, so every error is the compiler's own.
+nodes well under ``max_nodes``), and where it gives the skeleton's and every probe's figures and
+hash exactly as their full compiles do; a variant it cannot finish (a zero reaching a merge other
+than ``add``, a shape error) is left to a full compile, so every error is the compiler's own.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ class Composer:
     # -- making one
 
     @classmethod
-    def make(cls, compile_variant, space, picks: tuple[int, ...], block_points, max_nodes: int) -> Composer | None:
+    def make(
+        cls, compile_variant, space, picks: tuple[int, ...], block_points, max_nodes: int, max_params: int
+    ) -> Composer | None:
         """A composer for the variants that share the value choices of ``picks``, or None where the
         space is no cell space it can compose. ``compile_variant(picks)`` returns what
         ``Evaluator._compile_graph`` does: (the checked graph before shapes, ..., its spec)."""
@@ -134,9 +137,11 @@ class Composer:
             if picks[i] in zero_options[i]:
                 skeleton_picks[i] = alive[0]
         skeleton_picks = tuple(skeleton_picks)
-        structure, _, spec = compile_variant(skeleton_picks)
+        structure, outcome, spec = compile_variant(skeleton_picks)
         if structure is None or not _plain_graph(structure):
             return None
+        #: each variant compiled here, to check the composer against: (picks, shaped graph or error)
+        compiled = [(skeleton_picks, outcome)]
         paths = {pos.spec_path: i for i in block_points for pos in space.points[i].positions}
         slot_blocks = _slot_blocks(structure, paths)
         if slot_blocks is None:
@@ -168,9 +173,10 @@ class Composer:
                     continue
                 probe = list(skeleton_picks)
                 probe[i] = k
-                g, _, _ = compile_variant(tuple(probe))
+                g, outcome, _ = compile_variant(tuple(probe))
                 if g is None or not _plain_graph(g):
                     return None
+                compiled.append((tuple(probe), outcome))
                 found = _slot_blocks(g, paths)
                 if found is None or [b.path for b in found] != [b.path for b in slot_blocks]:
                     return None
@@ -195,7 +201,22 @@ class Composer:
             if ref[1] < 0:
                 return None
             outputs.append((o.name, ref))
-        return cls(spec, order, slots, pieces, outputs, ir.node(structure, ir.info(structure).input).type)
+        composer = cls(spec, order, slots, pieces, outputs, ir.node(structure, ir.info(structure).input).type)
+        return composer if all(composer._agrees(p, outcome, max_params) for p, outcome in compiled) else None
+
+    def _agrees(self, picks: tuple[int, ...], outcome, max_params: int) -> bool:
+        """Whether the composed figures and hash of a variant equal those of its full compile
+        (``outcome``: the shaped graph or the compiler's error)."""
+        from nasdsl.unique import graph_hash
+        from nasdsl.variants import figures
+
+        try:
+            composed, h = self.run(picks, max_params=max_params, want_hash=True)
+        except Unplaceable:
+            return isinstance(outcome, NasdslError)
+        if isinstance(outcome, NasdslError) or isinstance(composed, NasdslError):
+            return isinstance(composed, NasdslError) and composed.format() == outcome.format()
+        return composed == figures(outcome) and h == graph_hash(outcome)
 
     # -- evaluating
 

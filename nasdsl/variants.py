@@ -674,7 +674,7 @@ class Evaluator:
                 return self._compile_graph(self.space.document_of(chosen))
 
             self.composers[key] = Composer.make(
-                compile_variant, self.space, picks, self.composed_points, self.max_nodes
+                compile_variant, self.space, picks, self.composed_points, self.max_nodes, self.max_params
             )
         return self.composers[key]
 

@@ -121,6 +121,12 @@ def test_every_variant_of_a_small_space_composed_equals_its_full_compile(tmp_pat
     assert any(e.startswith("model: the output 'out' is a zero (nothing)") for e in errors), errors
     assert any(e.startswith("model.b.y[0].i: branch 'i' of this concat is a zero (nothing)") for e in errors)
     assert any(e.startswith("model.b: expected add inputs of one shape, got 4x8x8, 4x4x4") for e in errors)
+    # a parameter limit: the variants above it are the compiler's LimitError, composed or compiled
+    limited = Evaluator(space, max_params=400)
+    results = [(limited.evaluate(p), limited.compile(p)) for p in list(space.variants())[::5]]
+    assert all((a.figures, a.error) == (b.figures, b.error) for a, b in results)
+    assert any("above the limit of 400" in a.error for a, _ in results) and any(a.valid for a, _ in results)
+    assert None not in limited.composers.values()
 
 
 def test_a_space_the_composer_cannot_place_is_evaluated_as_before(tmp_path):
