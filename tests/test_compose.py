@@ -57,9 +57,15 @@ def test_nas_bench_201_cells_composed_equal_full_compiles():
     assert evaluator.recompiled == 1 + 6 * 3  # the skeleton and one probe per other non-zero option
 
 
-def test_nas_bench_201_composed_at_five_cells_a_stage():
+@pytest.fixture(scope="module")
+def nb201() -> tuple[spaces.Space, Evaluator]:
+    """NAS-Bench-201 as shipped (five cells a stage) and one evaluator of it, shared."""
     space = spaces.load_space(NB201)
-    evaluator = Evaluator(space)
+    return space, Evaluator(space)
+
+
+def test_nas_bench_201_composed_at_five_cells_a_stage(nb201):
+    space, evaluator = nb201
     rng = random.Random(1)
     for _ in range(6):
         _compare(space, evaluator, space.picks_of(rng.randrange(space.size)))
@@ -152,10 +158,10 @@ def _picks(*ops: str) -> tuple[int, ...]:
     return tuple(OPS.index(op) for op in ops)
 
 
-def test_the_benchmark_rule_gives_the_published_6466_unique_cells():
+def test_the_benchmark_rule_gives_the_published_6466_unique_cells(nb201):
     from nasdsl.unique import BenchmarkRule
 
-    space = spaces.load_space(NB201)
+    space, evaluator = nb201
     rule = BenchmarkRule(space)
     # NAS-Bench-201 (Dong & Yang, ICLR 2020) and its API: 15,625 cells, 6,466 unique
     assert len({rule.key(p) for p in space.variants()}) == 6466
@@ -174,7 +180,6 @@ def test_the_benchmark_rule_gives_the_published_6466_unique_cells():
     # for the benchmark, though the conv on edge 2 -> 3 reads nothing and both compute conv3x3(x); and a
     # sum reached through skips is one term, its string, not its terms: conv1x1(x) + conv3x3(x) twice, and
     # conv3x3(x) by skips through node 2 or straight from node 1
-    evaluator = Evaluator(space)
     differ = [
         (_picks("nor_conv_3x3", "none", "skip_connect", "none", "none", "skip_connect"),
          _picks("nor_conv_3x3", "none", "none", "none", "skip_connect", "none")),
