@@ -39,7 +39,7 @@ from nasdsl import ir
 from nasdsl.errors import LimitError, NasdslError, SpecError
 from nasdsl.ops import OPS
 from nasdsl.spec import Block, OpBlock, SeqBlock, Spec, UseBlock
-from nasdsl.unique import COMMUTATIVE
+from nasdsl.unique import COMMUTATIVE, passes_on
 
 #: a value that is a zero (nothing)
 ZERO = -1
@@ -126,7 +126,7 @@ class Composer:
             p = space.points[i]
             zero_options[i] = set()
             for k in range(len(p.options)):
-                parsed = _option_block(space, picks, i, k)
+                parsed = _option_is_zero(space, picks, i, k)
                 if parsed is None:
                     return None
                 if parsed:
@@ -223,7 +223,7 @@ class Composer:
     def run(self, picks: tuple[int, ...], *, max_params: int, want_hash: bool = False):
         """(Figures or the compiler's error, the hash or None); raises Unplaceable.
 
-        One pass places each node as the builder would (:meth:`_place`) and computes its type,
+        One pass places each node as the builder would (:meth:`_Placed.place`) and computes its type,
         parameters, multiply-adds and depth as it goes; the peak and the hash need the whole list."""
         from nasdsl.variants import Figures
 
@@ -381,7 +381,7 @@ def _hash(nodes: list[_Node], reads, types, outputs: list[int]) -> str:
     value: list[str] = []
     passes: list[bool] = []
     for j, (node, ins) in enumerate(zip(nodes, reads, strict=True)):
-        if node.op != "input" and _passes_on(node.op) and ins:
+        if node.op != "input" and passes_on(node.op) and ins:
             value.append(value[ins[0]])
             passes.append(True)
             continue
@@ -405,10 +405,6 @@ def _hash(nodes: list[_Node], reads, types, outputs: list[int]) -> str:
     return hashlib.sha256(whole.encode()).hexdigest()[:16]
 
 
-def _passes_on(op: str) -> bool:
-    return op == "identity" or (op in OPS and OPS[op].inference_identity)
-
-
 # ---------------------------------------------------------------------------
 # Reading the skeleton and the pieces off compiled graphs
 
@@ -419,7 +415,7 @@ def _parsed_blocks(spec: Spec) -> dict[str, Block]:
     return _spec_blocks(spec)
 
 
-def _option_block(space, picks: tuple[int, ...], i: int, k: int) -> bool | None:
+def _option_is_zero(space, picks: tuple[int, ...], i: int, k: int) -> bool | None:
     """Whether option ``k`` of block point ``i`` is a zero (None: its document does not parse)."""
     from nasdsl import document
     from nasdsl.spec import parse_spec

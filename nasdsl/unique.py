@@ -35,7 +35,8 @@ from nasdsl.ops import OPS
 COMMUTATIVE = frozenset({"add", "mul", "mean"})
 
 
-def _passes_on(op: str) -> bool:
+def passes_on(op: str) -> bool:
+    """Whether a node of this op passes its input on at inference (an identity, dropout, ...)."""
     return op == "identity" or (op in OPS and OPS[op].inference_identity)
 
 
@@ -48,7 +49,7 @@ def graph_hash(g: nx.DiGraph) -> str:
         if data.phase == "train":
             continue
         ins = ir.inputs(g, n)
-        if data.op != "input" and _passes_on(data.op) and ins:
+        if data.op != "input" and passes_on(data.op) and ins:
             value[n] = value.get(ins[0], "")
             continue
         terms = [value.get(i, "") for i in ins]
@@ -66,7 +67,7 @@ def graph_hash(g: nx.DiGraph) -> str:
             continue
         read.add(n)
         stack.extend(ir.inputs(g, n))
-    nodes = sorted(value[n] for n in read if n in value and not _passes_on(ir.node(g, n).op))
+    nodes = sorted(value[n] for n in read if n in value and not passes_on(ir.node(g, n).op))
     whole = repr(([value.get(o, "") for o in outputs], nodes))
     return hashlib.sha256(whole.encode()).hexdigest()[:16]
 
@@ -196,4 +197,4 @@ def _option_kind(space, i: int, k: int) -> str:
         block = t.get("body") if isinstance(t, Mapping) else None
 
 
-__all__ = ["COMMUTATIVE", "BenchmarkRule", "graph_hash"]
+__all__ = ["COMMUTATIVE", "BenchmarkRule", "graph_hash", "passes_on"]
