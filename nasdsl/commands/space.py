@@ -673,6 +673,11 @@ def count_variants(space: spaces.Space, args: argparse.Namespace) -> int:
             f"variants, more than {MAX_LISTED:,} (list --sample N of them to estimate the share that passes)",
             path="--count",
         )
+    if given == ["--unique"] and args.unique == "benchmark":
+        # the benchmark's rule reads the picks alone: nothing to evaluate
+        rule = BenchmarkRule(space)
+        print(len({rule.key(picks) for picks in space.variants()}))
+        return 0
     listing = select(space, args, max_nodes=args.max_nodes)
     print(len(listing.results))
     return 0
