@@ -330,14 +330,20 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
     evaluator.hashes = unique == "strict"
     seen: set[str] = set()
 
-    def keep(r: Result) -> Result | None:
-        """The result if it passes the filters (with its hash, under --unique), else None."""
+    def keep(picks: tuple[int, ...]) -> Result | None:
+        """The variant's result if it passes the filters (with its hash, under --unique), else None.
+        Under --unique=benchmark the hash comes from the picks: a variant whose architecture passed
+        already is not evaluated."""
+        h = rule.hash(picks) if rule is not None else None
+        if h in seen:
+            return None
+        r = evaluator.evaluate(picks)
         if not _passes(r, args):
             return None
         if unique:
             if rule is None and not r.valid:
                 return None
-            h = rule.hash(r.picks) if rule is not None else evaluator.hash(r.picks)
+            h = h if rule is not None else evaluator.hash(r.picks)
             if h is None or h in seen:
                 return None
             seen.add(h)
@@ -347,7 +353,7 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
     if args.sample is not None:
         kept, shortfall = _sample(space, evaluator, wanted, count, args, keep)
     else:
-        results = [keep(evaluator.evaluate(p)) for p in _first(space.variants(), wanted)]
+        results = [keep(p) for p in _first(space.variants(), wanted)]
         kept = [r for r in results if r is not None]
     if args.pareto:
         kept = _front(kept, args.pareto)
@@ -399,7 +405,7 @@ def _sample(
         picks = space.sample(wanted, args.seed)
         draws = len(picks)
     seen = {space.id_of(p) for p in picks}
-    kept = [r for r in (keep(evaluator.evaluate(p)) for p in picks) if r is not None]
+    kept = [r for r in (keep(p) for p in picks) if r is not None]
     if len(kept) < wanted and len(seen) < count:
         rng = random.Random(f"{args.seed}/more")
         limit = spaces.draw_limit(wanted)
@@ -409,7 +415,7 @@ def _sample(
             if p is None or space.id_of(p) in seen:
                 continue
             seen.add(space.id_of(p))
-            r = keep(evaluator.evaluate(p))
+            r = keep(p)
             if r is not None:
                 kept.append(r)
     kept.sort(key=lambda r: r.id)
@@ -673,11 +679,6 @@ def count_variants(space: spaces.Space, args: argparse.Namespace) -> int:
             f"variants, more than {MAX_LISTED:,} (list --sample N of them to estimate the share that passes)",
             path="--count",
         )
-    if given == ["--unique"] and args.unique == "benchmark":
-        # the benchmark's rule reads the picks alone: nothing to evaluate
-        rule = BenchmarkRule(space)
-        print(len({rule.key(picks) for picks in space.variants()}))
-        return 0
     listing = select(space, args, max_nodes=args.max_nodes)
     print(len(listing.results))
     return 0
