@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's nasdsl, not an installed one
 
 import nasdsl  # noqa: E402
 from nasdsl import document  # noqa: E402
