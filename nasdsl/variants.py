@@ -74,6 +74,8 @@ MAX_PARAMS = 10**10
 MAX_PROGRAMS = 64
 #: composers kept (one per assignment of the value choices, in a space with choices between blocks)
 MAX_COMPOSERS = 8
+#: the kinds of choice whose options are values (the others choose blocks or what a block reads)
+VALUE_KINDS = ("choice", "range")
 #: full compiles between two collections of cyclic garbage, where the collector is paused
 COLLECT_EVERY = 64
 
@@ -571,7 +573,13 @@ class Evaluator:
         #: composers are kept (None: none can be made)
         self.composed_points = tuple(i for i, p in enumerate(space.points) if p.kind == "block")
         self.value_points = tuple(i for i, p in enumerate(space.points) if p.kind != "block")
-        self.composers: dict[tuple[int, ...], object] | None = {} if self.composed_points and latency is None else None
+        # only where the other choices are values (an input choice makes other pieces: programs serve it)
+        composable = all(space.points[i].kind in VALUE_KINDS for i in self.value_points)
+        self.composers: dict[tuple[int, ...], object] | None = (
+            {} if self.composed_points and composable and latency is None else None
+        )
+        #: full compiles the composers took, and the variants they evaluated
+        self._composing = [0, 0]
         #: the hash of the variant evaluate() composed last: (picks, hash)
         self._composed_hash: tuple[tuple[int, ...], str] | None = None
         #: compute each composed variant's hash as it is evaluated (--unique sets it)
@@ -632,6 +640,7 @@ class Evaluator:
         if composer is not None:
             from nasdsl.compose import Unplaceable
 
+            self._composing[1] += 1
             try:
                 outcome, h = composer.run(picks, max_params=self.max_params, want_hash=self.hashes)
             except Unplaceable:
@@ -664,13 +673,17 @@ class Evaluator:
             return None
         key = tuple(picks[i] for i in self.value_points)
         if key not in self.composers:
-            if len(self.composers) >= MAX_COMPOSERS:
-                self.composers = None  # the value choices vary too much: programs serve them better
+            spent, served = self._composing
+            if len(self.composers) >= MAX_COMPOSERS or (self.composers and served < spent):
+                # the value choices vary too much (the composers cost more compiles than they saved):
+                # programs serve them better
+                self.composers = None
                 return None
             from nasdsl.compose import Composer
 
             def compile_variant(chosen: tuple[int, ...]):
                 self.recompiled += 1
+                self._composing[0] += 1
                 return self._compile_graph(self.space.document_of(chosen))
 
             self.composers[key] = Composer.make(
