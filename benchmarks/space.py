@@ -10,17 +10,25 @@ full once). For each case this prints how many variants per second
 how many it compiled in full, and the rate of compiling every variant in full,
 and checks that a sample of the fast figures equal the full compile's.
 
-    python benchmarks/space.py [--variants 2000] [--seed 0] [--check 50]
+Then the cell spaces, whose variants choose other blocks (nasdsl/compose.py): every
+NAS-Bench-201 cell listed in one process (specs/spaces/nas_bench_201.yaml, 15,625;
+target 1,000 a second, under 1 GB), with the peak resident memory, and the DARTS space
+sampled (specs/spaces/darts.yaml, target 300 a second; skipped with a message where the
+spec does not exist).
+
+    python benchmarks/space.py [--variants 2000] [--seed 0] [--check 50] [--no-cells]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's nasdsl, not an installed one
 
 import nasdsl  # noqa: E402
 from nasdsl import document  # noqa: E402
@@ -40,6 +48,9 @@ MODULES = {
     "inception5b": (384, 128),
 }
 TARGET = 300
+#: cells listed a second (NAS-Bench-201) and sampled a second (DARTS)
+CELL_TARGET, DARTS_TARGET = 1000, 300
+MEMORY_TARGET = 1 << 30
 
 
 def filter_counts() -> dict[str, object]:
@@ -83,11 +94,61 @@ def case(name: str, overrides: dict[str, object], n: int, seed: int, check: int)
     return rate
 
 
+def _rss() -> int:
+    """The peak resident memory of this process, in bytes."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def nas_bench_201(check: int) -> bool:
+    space = spaces.load_space(ROOT / "specs" / "spaces" / "nas_bench_201.yaml")
+    start, cpu = time.perf_counter(), time.process_time()
+    evaluator = Evaluator(space)
+    results = [evaluator.evaluate(p) for p in space.variants()]
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    rate = len(results) / seconds
+    rss = _rss()
+    step = max(len(results) // max(check, 1), 1)
+    agree = all(evaluator.compile(r.picks) == dataclasses.replace(r, recompiled=True) for r in results[::step][:check])
+    print(
+        f"NAS-Bench-201, every cell: {len(results):,} in {seconds:.1f} s ({rate:,.0f}/s, target {CELL_TARGET:,}/s; "
+        f"{len(results) / cpu:,.0f} per CPU second), "
+        f"{evaluator.recompiled} compiled in full, {sum(not r.valid for r in results)} invalid; peak RSS "
+        f"{rss / 2**20:,.0f} MiB (target under {MEMORY_TARGET / 2**20:,.0f}); {min(check, len(results))} checked: "
+        f"{'equal' if agree else 'DIFFERENT'}"
+    )
+    if not agree:
+        raise SystemExit("NAS-Bench-201: composed figures differ from a full compile's")
+    return rate >= CELL_TARGET and rss < MEMORY_TARGET
+
+
+def darts(n: int, seed: int) -> bool:
+    path = ROOT / "specs" / "spaces" / "darts.yaml"
+    if not path.exists():
+        print(f"DARTS: skipped, {path.relative_to(ROOT)} does not exist")
+        return True
+    space = spaces.load_space(path)
+    picks = space.sample(n, seed)
+    start, cpu = time.perf_counter(), time.process_time()
+    evaluator = Evaluator(space)
+    results = [evaluator.evaluate(p) for p in picks]
+    rate = len(results) / (time.perf_counter() - start)
+    per_cpu = len(results) / (time.process_time() - cpu)
+    print(
+        f"DARTS, {len(results):,} sampled of {space.count():,}: {rate:,.0f}/s (target {DARTS_TARGET}/s; "
+        f"{per_cpu:,.0f} per CPU second), "
+        f"{evaluator.recompiled} compiled in full"
+    )
+    return rate >= DARTS_TARGET
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", type=int, default=2000, help="variants evaluated per case (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--check", type=int, default=50, help="variants also compiled in full (default 50)")
+    ap.add_argument("--no-cells", action="store_true", help="leave out NAS-Bench-201 and DARTS")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, nasdsl {nasdsl.__version__}; one process")
     print(
@@ -100,6 +161,10 @@ def main() -> int:
     ]
     worst = min(rates)
     print(f"slowest rate {worst:,.0f} variants/s: {'met' if worst >= TARGET else 'MISSED'} (target {TARGET}/s)")
+    if not args.no_cells:
+        met = nas_bench_201(args.check)
+        met = darts(args.variants, args.seed) and met
+        print(f"cell spaces: {'met' if met else 'MISSED'}")
     return 0
 
 

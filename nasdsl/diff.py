@@ -25,13 +25,21 @@ Totals are those of ``nasdsl summary`` (inference) and with the training heads.
                                "key", "a", "b"}],
                   "params": {"a", "b", "delta"}, "macs": {"a", "b", "delta"}}],
      "totals": {"params" | "macs" | "params_train" | "macs_train": {"a", "b", "delta"}},
-     "counts": {"added", "removed", "changed", "renamed"}}
+     "counts": {"added", "removed", "changed", "renamed"},
+     "hash": {"a", "b"}, "same_architecture": true | false}
 
-A side's value is null where the entry does not exist on it.
+A side's value is null where the entry does not exist on it. ``hash`` is each side's architecture
+hash (:func:`nasdsl.unique.graph_hash`): where they are equal the two compute the same function up
+to the names of their nodes, the order of a sum's terms, identities and nodes no output reads (two
+NAS-Bench-201 cells written with their edges in another order), and :func:`render` says so instead
+of listing the changed entries that have the same layers on both sides (the same multiset of ops,
+attributes and shapes, identities aside), only named or wired otherwise; an entry whose layers
+differ (a dropout's rate, which the hash does not see) is still listed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from dataclasses import dataclass
@@ -40,6 +48,7 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.passes.shapes import macs, params
+from nasdsl.unique import graph_hash
 
 STATUSES = ("added", "removed", "changed", "renamed")
 _MARK = {"added": "+", "removed": "-", "changed": "~", "renamed": ">"}
@@ -83,6 +92,9 @@ class EntryDiff:
     was: str | None = None
     #: its output shape (the new side's, or the old side's for a removed entry)
     output: tuple[int, ...] | None = None
+    #: a changed entry with the same layers on both sides (ops, attributes and shapes, identities
+    #: aside), only named or wired otherwise
+    same_layers: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,12 @@ class Diff:
     a: Side
     b: Side
     entries: tuple[EntryDiff, ...]
+    #: each side's architecture hash (nasdsl.unique.graph_hash)
+    hashes: tuple[str, str] = ("", "")
+
+    @property
+    def same_architecture(self) -> bool:
+        return self.hashes[0] == self.hashes[1] != ""
 
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for e in self.entries if e.status == s) for s in STATUSES}
@@ -221,7 +239,8 @@ def compare(a, b, *, a_name: str = "", b_name: str = "") -> Diff:
         if old is not None and new is not None:
             changes = _changes(old, new)
             if changes or old.params != new.params or old.macs != new.macs:
-                out.append(_entry(name, "changed", old, new, changes))
+                entry = _entry(name, "changed", old, new, changes)
+                out.append(dataclasses.replace(entry, same_layers=_layers(old) == _layers(new)))
         elif new is not None:
             if name in renamed:
                 out.append(_entry(name, "renamed", by_a[renamed[name]], new, (), was=renamed[name]))
@@ -232,7 +251,12 @@ def compare(a, b, *, a_name: str = "", b_name: str = "") -> Diff:
     outs = _output_changes(_outputs(ga), _outputs(gb))
     if outs:
         out.append(EntryDiff("outputs", "changed", "outputs", outs, (0, 0), (0, 0)))
-    return Diff(_totals(ga, a_name), _totals(gb, b_name), tuple(out))
+    return Diff(_totals(ga, a_name), _totals(gb, b_name), tuple(out), (graph_hash(ga), graph_hash(gb)))
+
+
+def _layers(e: Entry) -> list[str]:
+    """An entry's nodes as a multiset of (op, attributes, shape), identities left out."""
+    return sorted(repr((op, attrs, shape)) for _, op, attrs, shape in e.nodes if op != "identity")
 
 
 def _merged_order(a: list[str], b: list[str]) -> list[str]:
@@ -370,6 +394,8 @@ def as_dict(diff: Diff) -> dict:
             k: _pair(getattr(diff.a, k), getattr(diff.b, k)) for k in ("params", "macs", "params_train", "macs_train")
         },
         "counts": diff.counts(),
+        "hash": {"a": diff.hashes[0], "b": diff.hashes[1]},
+        "same_architecture": diff.same_architecture,
     }
 
 
@@ -443,7 +469,20 @@ def render(diff: Diff) -> str:
     if not diff.entries and (a.params_train, a.macs_train) == (b.params_train, b.macs_train):
         lines.append("no differences")
         return "\n".join(lines) + "\n"
+    same = diff.same_architecture
+    # entries whose layers are only named or wired otherwise: one line for them all
+    hidden = [e for e in diff.entries if e.same_layers] if same else []
+    if same:
+        line = (
+            f"same architecture (hash {diff.hashes[0]}): both compute the same function, up to the names of "
+            "their nodes, the order of a sum's terms, identities, dropout and nodes no output reads"
+        )
+        if hidden:
+            line += f"; {len(hidden)} entries with the same layers, named or wired otherwise, are not listed"
+        lines.append(line)
     for e in diff.entries:
+        if hidden and e.same_layers:
+            continue
         head = f"{_MARK[e.status]} {e.name} ({e.kind}{', training only' if e.training_only else ''})"
         if e.status == "renamed":
             detail = f"renamed from {e.was}"
@@ -465,6 +504,8 @@ def render(diff: Diff) -> str:
             text += f"; {', '.join(figures)}"
         lines.append(text)
     counts = diff.counts()
+    if not same:
+        lines.append(f"architecture hash {diff.hashes[0]} -> {diff.hashes[1]}")
     lines.append(
         f"total: params {a.params:,} -> {b.params:,} ({_signed(b.params - a.params)}), "
         f"MACs {a.macs:,} -> {b.macs:,} ({_signed(b.macs - a.macs)}); "

@@ -18,7 +18,9 @@ needs the structure only: a graph whose shapes do not fit gives one too, and
 its variants' shape errors are reported as ``infer_shapes`` reports them).
 A ``repeat`` whose count comes out differently is another structure too (each
 repetition's scope binds the index); a variant that chooses other blocks
-(a choice between blocks) is run only by a program of the same blocks. A variant
+(a choice between blocks) is composed from pieces compiled once (:mod:`nasdsl.compose`, one
+composer per assignment of the value choices) where that applies, else run only by a program of
+the same blocks. A variant
 that raises anything but a shape error while it is re-evaluated is compiled
 in full too, so that its error is exactly the compiler's. :attr:`Evaluator.recompiled`
 counts these full compilations.
@@ -73,6 +75,10 @@ MAX_PARAMS = 10**10
 STRUCTURAL_KINDS = ("block", "input")
 #: programs kept for variants of different structure
 MAX_PROGRAMS = 64
+#: composers kept (one per assignment of the value choices, in a space with choices between blocks)
+MAX_COMPOSERS = 8
+#: the kinds of choice whose options are values (the others choose blocks or what a block reads)
+VALUE_KINDS = ("choice", "range")
 #: full compiles between two collections of cyclic garbage, where the collector is paused
 COLLECT_EVERY = 64
 
@@ -566,6 +572,21 @@ class Evaluator:
         self.reach |= self.nested
         #: the choices between blocks: a program serves the variants that choose its blocks
         self.block_points = tuple(i for i, p in enumerate(space.points) if p.kind in STRUCTURAL_KINDS)
+        #: the choices a composer (nasdsl.compose) places pieces for, and the others, by whose options
+        #: composers are kept (None: none can be made)
+        self.composed_points = tuple(i for i, p in enumerate(space.points) if p.kind == "block")
+        self.value_points = tuple(i for i, p in enumerate(space.points) if p.kind != "block")
+        # only where the other choices are values (an input choice makes other pieces: programs serve it)
+        composable = all(space.points[i].kind in VALUE_KINDS for i in self.value_points)
+        self.composers: dict[tuple[int, ...], object] | None = (
+            {} if self.composed_points and composable and latency is None else None
+        )
+        #: full compiles the composers took, and the variants they evaluated
+        self._composing = [0, 0]
+        #: the hash of the variant evaluate() composed last: (picks, hash)
+        self._composed_hash: tuple[tuple[int, ...], str] | None = None
+        #: compute each composed variant's hash as it is evaluated (--unique sets it)
+        self.hashes = False
         structure, outcome, _ = self._compile_graph(doc)
         if structure is not None:  # a program, even when the default's shapes do not fit
             program = _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, latency)
@@ -618,6 +639,20 @@ class Evaluator:
             env = self.space.environment(picks)
         except NasdslError:
             return self._full(variant, picks)
+        composer = self._composer(picks)
+        if composer is not None:
+            from nasdsl.compose import Unplaceable
+
+            self._composing[1] += 1
+            try:
+                outcome, h = composer.run(picks, max_params=self.max_params, want_hash=self.hashes)
+            except Unplaceable:
+                return self._full(variant, picks)
+            if isinstance(outcome, NasdslError):
+                return Result(variant, picks, None, outcome.format())
+            if h is not None:
+                self._composed_hash = (picks, h)
+            return Result(variant, picks, outcome)
         blocks = tuple(picks[i] for i in self.block_points)
         for n, program in enumerate(self.programs):
             if program.blocks != blocks:
@@ -635,11 +670,47 @@ class Evaluator:
             return Result(variant, picks, outcome)
         return self._full(variant, picks, keep=True)
 
+    def _composer(self, picks: tuple[int, ...]):
+        """The composer of the variants with these value choices (made the first time), or None."""
+        if self.composers is None:
+            return None
+        key = tuple(picks[i] for i in self.value_points)
+        if key not in self.composers:
+            spent, served = self._composing
+            if len(self.composers) >= MAX_COMPOSERS or (self.composers and served < spent):
+                # the value choices vary too much (the composers cost more compiles than they saved):
+                # programs serve them better
+                self.composers = None
+                return None
+            from nasdsl.compose import Composer
+
+            def compile_variant(chosen: tuple[int, ...]):
+                self.recompiled += 1
+                self._composing[0] += 1
+                return self._compile_graph(self.space.document_of(chosen))
+
+            self.composers[key] = Composer.make(
+                compile_variant, self.space, picks, self.composed_points, self.max_nodes, self.max_params
+            )
+        return self.composers[key]
+
     def hash(self, picks: tuple[int, ...]) -> str | None:
-        """The architecture hash of a variant (:func:`nasdsl.unique.graph_hash`), compiled in full;
-        None when it does not compile."""
+        """The architecture hash of a variant (:func:`nasdsl.unique.graph_hash`), composed or
+        compiled in full; None when it does not compile."""
+        from nasdsl.compose import Unplaceable
         from nasdsl.unique import graph_hash
 
+        composed = self._composed_hash
+        if composed is not None and composed[0] == picks:
+            return composed[1]
+        composer = self._composer(picks) if self.space.why_not(picks) is None else None
+        if composer is not None:
+            try:
+                outcome, h = composer.run(picks, max_params=self.max_params, want_hash=True)
+            except Unplaceable:
+                pass
+            else:
+                return None if isinstance(outcome, NasdslError) else h
         last = self.__dict__.pop("_last_graph", None)  # the variant evaluate() just compiled in full
         outcome = last[1] if last is not None and last[0] == picks else None
         if outcome is None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from nasdsl import space as spaces
 from nasdsl.choices import option_text
 from nasdsl.errors import NasdslError, one_line, printable
+from nasdsl.unique import BenchmarkRule
 from nasdsl.variants import MAX_PARAMS, Evaluator, Result
 
 HELP = "count, list, filter and pick the variants of a spec with choices (its design space)"
@@ -188,16 +189,24 @@ def budgets(args: argparse.Namespace) -> tuple[tuple[str, str, float, str], ...]
     return tuple(out)
 
 
+#: the rules of --unique (nasdsl.unique)
+UNIQUE_RULES = ("strict", "benchmark")
+
+
 def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``space`` and ``sweep``: budgets, selection, sharding, format, picking."""
     b = add_budget_arguments(parser, "budgets and selection")
     b.add_argument("--valid-only", action="store_true", help="leave out the variants that do not compile")
     b.add_argument(
         "--unique",
-        action="store_true",
-        help="keep the first variant of each architecture (the hash column: the same layers wired alike, "
-        "identities and dead branches left out, a sum's terms in any order; docs/design-space.md); implies "
-        "--valid-only, and compiles each variant in full",
+        nargs="?",
+        const="strict",
+        type=_choice_of("--unique", UNIQUE_RULES),
+        metavar="RULE",
+        help="keep the first variant of each architecture, with the hash column. RULE strict (the default: the same "
+        "layers wired alike, identities and dead branches left out, a sum's terms in any order; implies --valid-only) "
+        "or benchmark (NAS-Bench-201's rule on a cell's edges, variants that compute nothing included); "
+        "docs/design-space.md",
     )
     b.add_argument(
         "--latency",
@@ -324,17 +333,25 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
         model = require()
     evaluator = Evaluator(space, max_nodes=max_nodes, max_params=limit_params, latency=model)
     shortfall = None
-    unique = getattr(args, "unique", False)
+    unique = getattr(args, "unique", None)
+    rule = BenchmarkRule(space) if unique == "benchmark" else None
+    evaluator.hashes = unique == "strict"
     seen: set[str] = set()
 
-    def keep(r: Result) -> Result | None:
-        """The result if it passes the filters (with its hash, under --unique), else None."""
+    def keep(picks: tuple[int, ...]) -> Result | None:
+        """The variant's result if it passes the filters (with its hash, under --unique), else None.
+        Under --unique=benchmark the hash comes from the picks: a variant whose architecture passed
+        already is not evaluated."""
+        h = rule.hash(picks) if rule is not None else None
+        if h in seen:
+            return None
+        r = evaluator.evaluate(picks)
         if not _passes(r, args):
             return None
         if unique:
-            if not r.valid:
+            if rule is None and not r.valid:
                 return None
-            h = evaluator.hash(r.picks)
+            h = h if rule is not None else evaluator.hash(r.picks)
             if h is None or h in seen:
                 return None
             seen.add(h)
@@ -344,7 +361,7 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
     if args.sample is not None:
         kept, shortfall = _sample(space, evaluator, wanted, count, args, keep)
     else:
-        results = [keep(evaluator.evaluate(p)) for p in _first(space.variants(), wanted)]
+        results = [keep(p) for p in _first(space.variants(), wanted)]
         kept = [r for r in results if r is not None]
     if args.pareto:
         kept = _front(kept, args.pareto)
@@ -363,7 +380,7 @@ def select(space: spaces.Space, args: argparse.Namespace, *, max_nodes: int, lim
         seconds,
         model is not None,
         shortfall,
-        unique,
+        bool(unique),
     )
 
 
@@ -396,7 +413,7 @@ def _sample(
         picks = space.sample(wanted, args.seed)
         draws = len(picks)
     seen = {space.id_of(p) for p in picks}
-    kept = [r for r in (keep(evaluator.evaluate(p)) for p in picks) if r is not None]
+    kept = [r for r in (keep(p) for p in picks) if r is not None]
     if len(kept) < wanted and len(seen) < count:
         rng = random.Random(f"{args.seed}/more")
         limit = spaces.draw_limit(wanted)
@@ -406,7 +423,7 @@ def _sample(
             if p is None or space.id_of(p) in seen:
                 continue
             seen.add(space.id_of(p))
-            r = keep(evaluator.evaluate(p))
+            r = keep(p)
             if r is not None:
                 kept.append(r)
     kept.sort(key=lambda r: r.id)
