@@ -209,6 +209,10 @@ def test_unique_benchmark_on_the_command_line_and_where_it_cannot_apply(tmp_path
     with pytest.raises(SystemExit):
         main(["space", str(path), "--unique=loose"])
     assert "--unique: expected one of strict, benchmark, got 'loose'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # the spec after a bare --unique is read as the rule: said so
+        main(["space", "--unique", str(path)])
+    assert stopped.value.code == 2
+    assert "(a file? write the spec before --unique, or --unique=strict)" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- diff

@@ -274,7 +274,10 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
 def _choice_of(option: str, allowed: tuple[str, ...]):
     def parse(text: str) -> str:
         if text not in allowed:
-            raise argparse.ArgumentTypeError(f"{option}: expected one of {', '.join(allowed)}, got {text!r}")
+            hint = ""
+            if text.endswith((".yaml", ".yml")) or "/" in text:  # `--unique SPEC`: the spec read as the rule
+                hint = f" (a file? write the spec before {option}, or {option}={allowed[0]})"
+            raise argparse.ArgumentTypeError(f"{option}: expected one of {', '.join(allowed)}, got {text!r}{hint}")
         return text
 
     return parse
