@@ -12,7 +12,8 @@ nodes, relative to the entry) is a rename. So inserting a module is one
 For each entry the diff lists what changed: its kind (op or template), its
 arguments (a template use's) or written attributes (an op's), its input and
 output shapes, and, where none of those did, the nodes inside it whose op,
-attributes or shape did; with its parameters and multiply-adds on both sides.
+attributes, shape or inputs (``reads``: what the node reads, named from the entry) did; with its
+parameters and multiply-adds on both sides.
 Totals are those of ``nasdsl summary`` (inference) and with the training heads.
 
 :func:`compare` returns plain data (:class:`Diff`); :func:`as_json` and
@@ -52,6 +53,8 @@ from nasdsl.unique import graph_hash
 
 STATUSES = ("added", "removed", "changed", "renamed")
 _MARK = {"added": "+", "removed": "-", "changed": "~", "renamed": ">"}
+#: the key under which a node's inputs are compared with its attributes (a node wired otherwise)
+_READS = "reads"
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,10 @@ def entries(g: nx.DiGraph) -> list[Entry]:
         for n in nodes:
             d = ir.node(g, n)
             rel = n[len(tree.name) + 1 :] if n != tree.name else ""
-            inside.append((rel, d.op, tuple((k, _plain(v)) for k, v in d.attrs.items()), _shape(d.shape)))
+            attrs = tuple((k, _plain(v)) for k, v in d.attrs.items())
+            # what it reads, in order: a cell that picks other inputs is wired otherwise
+            attrs += ((_READS, [_seen_from(tree, i) for i in ir.inputs(g, n)]),)
+            inside.append((rel, d.op, attrs, _shape(d.shape)))
         out.append(
             Entry(
                 tree.name,
@@ -195,6 +201,16 @@ def entries(g: nx.DiGraph) -> list[Entry]:
             )
         )
     return out
+
+
+def _seen_from(tree: ir.Block, n: str) -> str:
+    """Node ``n`` as entry ``tree`` sees it: inside it, its path from there; one of the values it is
+    given, ``<in>`` (``<in0>``, ``<in1>``... where it is given several); else its name."""
+    if n.startswith(tree.name + "."):
+        return n[len(tree.name) + 1 :]
+    if n in tree.inputs:
+        return f"<in{tree.inputs.index(n)}>" if len(tree.inputs) > 1 else "<in>"
+    return n
 
 
 def _outputs(g: nx.DiGraph) -> dict[str, tuple]:
@@ -255,8 +271,12 @@ def compare(a, b, *, a_name: str = "", b_name: str = "") -> Diff:
 
 
 def _layers(e: Entry) -> list[str]:
-    """An entry's nodes as a multiset of (op, attributes, shape), identities left out."""
-    return sorted(repr((op, attrs, shape)) for _, op, attrs, shape in e.nodes if op != "identity")
+    """An entry's nodes as a multiset of (op, attributes, shape), identities and wiring left out."""
+    return sorted(
+        repr((op, tuple(a for a in attrs if a[0] != _READS), shape))
+        for _, op, attrs, shape in e.nodes
+        if op != "identity"
+    )
 
 
 def _merged_order(a: list[str], b: list[str]) -> list[str]:
@@ -311,6 +331,8 @@ def _node_changes(old: Entry, new: Entry) -> list[Change]:
     that differ, its shape), or the node's op and shape where the other side lacks it."""
     a = {rel: (op, dict(attrs), shape) for rel, op, attrs, shape in old.nodes}
     b = {rel: (op, dict(attrs), shape) for rel, op, attrs, shape in new.nodes}
+    # wiring is compared between values both sides have (nodes of the entry, or what it is given)
+    both = {r for r in a if r in b} | {r for rel in a.values() for r in rel[1].get(_READS, ()) if r.startswith("<in")}
     out = []
     for rel in dict.fromkeys([*a, *b]):
         x, y = a.get(rel), b.get(rel)
@@ -324,11 +346,14 @@ def _node_changes(old: Entry, new: Entry) -> list[Change]:
         if x[0] != y[0]:
             da["op"], db["op"] = x[0], y[0]
         for k in dict.fromkeys([*x[1], *y[1]]):
+            if k == _READS and not all(r in both for r in [*x[1].get(k, ()), *y[1].get(k, ())]):
+                continue  # it reads a node one side lacks: that node's change says it
             if x[1].get(k) != y[1].get(k):
                 da[k], db[k] = x[1].get(k), y[1].get(k)
         if x[2] != y[2]:
             da["shape"], db["shape"] = _plain(x[2]), _plain(y[2])
-        out.append(Change("node", rel, da, db))
+        if da or db:
+            out.append(Change("node", rel, da, db))
     return out
 
 

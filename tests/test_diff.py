@@ -132,3 +132,16 @@ def test_the_command_compares_files_or_sets(tmp_path, capsys):
     assert "missing.yaml:1:1: error: no such file" in capsys.readouterr().err
     assert main(["diff", spec, "--other-set", "inception4a.c3x3=-1"]) == 2
     assert "expected an integer > 0, got -1" in capsys.readouterr().err
+
+
+def test_a_node_that_reads_other_values_is_a_change(capsys):
+    """DARTS's node 3 of the normal cell picking (preprocess1, n0) where DARTS-V2 picks
+    (preprocess0, n0): the same layers, wired otherwise, so another architecture; the diff names
+    the node and what it reads on each side, in every normal cell."""
+    from nasdsl.cli import main
+
+    spec = str(SPECS / "spaces" / "darts.yaml")
+    assert main(["diff", spec, "--set", "normal_n3_in=[preprocess1,n0]"]) == 0
+    out = capsys.readouterr().out
+    assert "no differences" not in out and "architecture hash" in out
+    assert '~ first3 (NormalCellAfterReduction): n3.0: reads ["preprocess1.2"] -> ["preprocess0.bn"]' in out
