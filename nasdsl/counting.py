@@ -53,7 +53,7 @@ from nasdsl.errors import NasdslError
 from nasdsl.ops import OPS
 from nasdsl.passes.check import check
 from nasdsl.space import Space
-from nasdsl.spec import MergeBlock, RepeatBlock, SeqBlock, Spec, parse_spec
+from nasdsl.spec import Spec, parse_spec
 from nasdsl.variants import MAX_PARAMS
 
 #: the figures that are sums over the nodes, which count_by_stages can count
@@ -634,18 +634,7 @@ class _Scopes:
     defaults with the parameters before them) and each repeat's index, from the spec's own values."""
 
     def __init__(self, g: nx.DiGraph, spec: Spec):
-        self.blocks: dict[str, object] = {}
-        stack: list = [spec.model, *(t.body for t in spec.templates.values())]
-        stack += [o.head for o in spec.outputs if o.head is not None]
-        while stack:
-            b = stack.pop()
-            self.blocks[b.path] = b
-            if isinstance(b, SeqBlock):
-                stack.extend(child for _, child in b.items)
-            elif isinstance(b, MergeBlock):
-                stack.extend(child for _, child in b.branches)
-            elif isinstance(b, RepeatBlock) and b.body is not None:
-                stack.append(b.body)
+        self.blocks: dict[str, object] = spec.blocks()
         self.spec = spec
         #: per node: the frames around it, outermost first: ("use", block) or ("index", name, i)
         self.frames: dict[str, tuple] = {}

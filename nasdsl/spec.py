@@ -304,6 +304,23 @@ class Spec:
     def template(self, name: str) -> Template | None:
         return self.templates.get(name)
 
+    def blocks(self) -> dict[str, Block]:
+        """Every block of the model, the templates' bodies and the outputs' heads, by key path
+        (``model.inception4a``, ``templates.Inception.body.b2``)."""
+        out: dict[str, Block] = {}
+        stack: list[Block] = [self.model, *(t.body for t in self.templates.values())]
+        stack += [o.head for o in self.outputs if o.head is not None]
+        while stack:
+            b = stack.pop()
+            out[b.path] = b
+            if isinstance(b, SeqBlock):
+                stack.extend(child for _, child in b.items)
+            elif isinstance(b, MergeBlock):
+                stack.extend(child for _, child in b.branches)
+            elif isinstance(b, RepeatBlock) and b.body is not None:
+                stack.append(b.body)
+        return out
+
 
 # ---------------------------------------------------------------------------
 # Helpers in the torchgen manner: pop what you know, refuse the rest
