@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from nasdsl import ir
+from nasdsl.choices import plain
 from nasdsl.errors import LimitError, NasdslError, SpecError
 from nasdsl.ops import OPS
 from nasdsl.spec import Block, OpBlock, SeqBlock, Spec, UseBlock
@@ -52,11 +53,11 @@ NODE_SHARE = 0.5
 class Unplaceable(Exception):
     """What the composer cannot do for this variant: compile it in full.
 
-    ``key`` names a zero that reaches a merge other than ``add`` (the merge node and the position of
-    its first zero input): the builder's error there is the same text in every variant that reaches
-    it first (:attr:`Composer.errors` keeps it once a full compile has given it); None otherwise."""
+    ``key``: where a zero reaches a merge other than ``add``, what the builder's errors are made of
+    (:meth:`Composer._build_errors`): every variant with that key has the same error text
+    (:attr:`Composer.errors` keeps it once a full compile has given it); None otherwise."""
 
-    def __init__(self, key: tuple[str, int] | None = None):
+    def __init__(self, key: tuple | None = None):
         super().__init__(key)
         self.key = key
 
@@ -134,7 +135,10 @@ class Composer:
         #: shape error, params, macs)
         self.shaped: dict = {}
         #: the builder's error text by Unplaceable.key (see Unplaceable), as a full compile gave it
-        self.errors: dict[tuple[str, int], str] = {}
+        self.errors: dict[tuple, str] = {}
+        #: the model's entry of each skeleton node and of each slot, and what each entry reads (see
+        #: :meth:`_build_errors`); None: a zero reaching a merge is compiled in full each time
+        self.entries: tuple[list[int], list[int], list[tuple[str, int]]] | None = None
 
     # -- making one
 
@@ -156,11 +160,17 @@ class Composer:
         skeleton_picks = list(picks)
         zero_options: dict[int, set[int]] = {}
         alive_options: dict[int, list[int]] = {}
+        #: whether an option is a zero, by its text: the spec around it is the same (DARTS' 16 edges
+        #: share 8 options)
+        known: dict[str, bool | None] = {}
         for i in block_points:
             p = space.points[i]
             zero_options[i] = set()
             for k in range(len(p.options)):
-                parsed = _option_is_zero(space, picks, i, k)
+                text = repr(plain(p.block(k)))
+                if text not in known:
+                    known[text] = _option_is_zero(space, picks, i, k)
+                parsed = known[text]
                 if parsed is None:
                     return None
                 if parsed:
@@ -240,6 +250,7 @@ class Composer:
                 return None
             outputs.append((o.name, ref))
         composer = cls(spec, order, slots, pieces, outputs, ir.node(structure, ir.info(structure).input).type)
+        composer.entries = _entries(structure, skeleton_nodes, index_of, slot_blocks)
         return composer if all(composer._agrees(p, outcome, max_params) for p, outcome in compiled) else None
 
     @classmethod
@@ -406,7 +417,77 @@ class Composer:
             outputs.append((o.name, ref))
         input_type = ir.node(structure, ir.info(structure).input).type
         composer = cls(spec, order, slots, pieces, outputs, input_type)
+        composer.entries = _entries(structure, names, index_of, found)
         return composer if all(composer._agrees(p, outcome, max_params) for p, outcome in w.compiled) else None
+
+    def _build_errors(self, picks: tuple[int, ...]) -> tuple | None:
+        """The key of a variant where a zero reaches a merge other than ``add``: the first such merge
+        in each entry of the model, placed as the builder goes on after an error (it reports the
+        entry's errors and passes the entry's input on as the entry's value, and the next entries
+        read that); None where something else stops it (it is compiled in full)."""
+        if self.entries is None:
+            return None
+        node_entry, slot_entry, entry_input = self.entries
+        placed = _Placed(self)
+        skeleton_value: list[int] = []
+        slot_value: list[int] = [ZERO] * len(self.slots)
+        failed: dict[int, int] = {}  # entry -> the value it passes on
+        events: list = []
+
+        def value(ref: tuple[str, int], reader: int) -> int:
+            where, i = ref
+            entry = node_entry[i] if where == "node" else slot_entry[i]
+            if entry in failed and entry != reader:
+                return failed[entry]
+            return skeleton_value[i] if where == "node" else slot_value[i]
+
+        def fail(entry: int, key) -> int:
+            events.append(key)
+            failed[entry] = value(entry_input[entry], -2) if entry_input[entry] is not None else ZERO
+            return failed[entry]
+
+        for kind, item in self.skeleton:
+            if kind == "slot":
+                entry = slot_entry[item]
+                if entry in failed:
+                    slot_value[item] = failed[entry]
+                    continue
+                piece = self.pieces[item][picks[self.slots[item]]]
+                if isinstance(piece, int):
+                    slot_value[item] = ZERO
+                    continue
+                if isinstance(piece, _ByInput):
+                    piece = piece.options[picks[piece.point]]
+                if isinstance(piece, _Pass):
+                    slot_value[item] = value(piece.source, entry)
+                    continue
+                own: list[int] = []
+                for node in piece:
+                    ins = [own[i] if where == "own" else value((where, i), entry) for where, i in node.inputs]
+                    try:
+                        own.append(placed.place(node, ins))
+                    except Unplaceable as e:
+                        if e.key is None:
+                            return None
+                        own.append(fail(entry, e.key))
+                        break
+                slot_value[item] = own[-1]
+                continue
+            j = len(skeleton_value)
+            entry = node_entry[j]
+            if entry in failed:
+                skeleton_value.append(failed[entry])
+                continue
+            if kind == "wired":
+                item = item.options[picks[item.point]]
+            ins = [value(ref, entry) for ref in item.inputs]
+            try:
+                skeleton_value.append(placed.place(item, ins))
+            except Unplaceable as e:
+                if e.key is None:
+                    return None
+                skeleton_value.append(fail(entry, e.key))
+        return tuple(events)
 
     def _agrees(self, picks: tuple[int, ...], outcome, max_params: int) -> bool:
         """Whether the composed figures and hash of a variant equal those of its full compile
@@ -431,6 +512,14 @@ class Composer:
         parameters, multiply-adds and depth as it goes; the peak and the hash need the whole list."""
         from nasdsl.variants import Figures
 
+        try:
+            return self._run(picks, max_params, want_hash, Figures)
+        except Unplaceable as e:
+            if e.key is None:
+                raise
+            raise Unplaceable(self._build_errors(picks)) from None
+
+    def _run(self, picks: tuple[int, ...], max_params: int, want_hash: bool, Figures):
         placed = _Placed(self)
         skeleton_value: list[int] = []
         slot_value: list[int] = [ZERO] * len(self.slots)
@@ -838,6 +927,27 @@ def _skeleton(g: nx.DiGraph, slot_blocks: list[ir.Block]):
     if len(runs) != len(set(runs)):
         return None, None, None
     return [x for x in layout if isinstance(x, str)], owner, layout
+
+
+def _entries(g: nx.DiGraph, names: list[str], index_of: dict[str, int], slot_blocks: list[ir.Block]):
+    """(the model entry of each skeleton node, of each slot, the value before each entry: the one it
+    passes on when it fails) for :meth:`Composer._build_errors`; None where that is inside a slot."""
+    model = ir.info(g).model
+    children = model.children
+    entry_of = {c.path: e for e, c in enumerate(children)}
+    out_of = {b.passed: s for s, b in enumerate(slot_blocks)}
+
+    def entry(name: str) -> int:
+        return entry_of.get(name.split(".")[0], -1)
+
+    inputs: list = []
+    for e in range(len(children)):
+        src = children[e - 1].passed if e else model.inputs[0]
+        ref = ("node", index_of[src]) if src in index_of else ("slot", out_of[src]) if src in out_of else None
+        if ref is None:
+            return None
+        inputs.append(ref)
+    return [entry(n) for n in names], [entry(b.path) for b in slot_blocks], inputs
 
 
 def _merges(g: nx.DiGraph) -> set[str]:
