@@ -38,7 +38,7 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.choices import plain
 from nasdsl.errors import LimitError, NasdslError, SpecError
-from nasdsl.ops import OPS
+from nasdsl.ops import MERGE_OPS, OPS
 from nasdsl.spec import Block, OpBlock, SeqBlock, Spec, UseBlock
 from nasdsl.unique import COMMUTATIVE, passes_on
 
@@ -136,9 +136,11 @@ class Composer:
         self.shaped: dict = {}
         #: the builder's error text by Unplaceable.key (see Unplaceable), as a full compile gave it
         self.errors: dict[tuple, str] = {}
+        #: the line of each merge's error, by (merge node, branch)
+        self.lines: dict[tuple[str, int], str] = {}
         #: the model's entry of each skeleton node and of each slot, and what each entry reads (see
         #: :meth:`_build_errors`); None: a zero reaching a merge is compiled in full each time
-        self.entries: tuple[list[int], list[int], list[tuple[str, int]]] | None = None
+        self.entries: tuple | None = None
 
     # -- making one
 
@@ -421,73 +423,118 @@ class Composer:
         return composer if all(composer._agrees(p, outcome, max_params) for p, outcome in w.compiled) else None
 
     def _build_errors(self, picks: tuple[int, ...]) -> tuple | None:
-        """The key of a variant where a zero reaches a merge other than ``add``: the first such merge
-        in each entry of the model, placed as the builder goes on after an error (it reports the
-        entry's errors and passes the entry's input on as the entry's value, and the next entries
-        read that); None where something else stops it (it is compiled in full)."""
+        """The key of a variant where a zero reaches a merge other than ``add``.
+
+        The builder reports such a merge's error and goes on: a sequence goes on with its next entry,
+        which reads the failed entry's input as its value (a repeat stops at its first failed
+        repetition). The key is the first such merge (and the position of its first zero) of each
+        entry of the model that fails, found by placing the variant as the builder goes on (zeros
+        only: shapes are checked after the build); None (compiled in full) where a merge inside an
+        entry may be followed by another error in that entry (:func:`_entries`)."""
         if self.entries is None:
             return None
-        node_entry, slot_entry, entry_input = self.entries
-        placed = _Placed(self)
-        skeleton_value: list[int] = []
-        slot_value: list[int] = [ZERO] * len(self.slots)
-        failed: dict[int, int] = {}  # entry -> the value it passes on
+        node_entry, slot_entry, entry_input, lone, _ = self.entries
+        skeleton_zero: list[bool] = []
+        slot_zero: list[bool] = [True] * len(self.slots)
+        failed: dict[int, bool] = {}  # entry -> whether the value it passes on is a zero
         events: list = []
 
-        def value(ref: tuple[str, int], reader: int) -> int:
+        def zero(ref: tuple[str, int], reader: int) -> bool:
             where, i = ref
             entry = node_entry[i] if where == "node" else slot_entry[i]
             if entry in failed and entry != reader:
                 return failed[entry]
-            return skeleton_value[i] if where == "node" else slot_value[i]
+            return skeleton_zero[i] if where == "node" else slot_zero[i]
 
-        def fail(entry: int, key) -> int:
-            events.append(key)
-            failed[entry] = value(entry_input[entry], -2) if entry_input[entry] is not None else ZERO
-            return failed[entry]
-
-        for kind, item in self.skeleton:
-            if kind == "slot":
-                entry = slot_entry[item]
-                if entry in failed:
-                    slot_value[item] = failed[entry]
-                    continue
-                piece = self.pieces[item][picks[self.slots[item]]]
-                if isinstance(piece, int):
-                    slot_value[item] = ZERO
-                    continue
-                if isinstance(piece, _ByInput):
-                    piece = piece.options[picks[piece.point]]
-                if isinstance(piece, _Pass):
-                    slot_value[item] = value(piece.source, entry)
-                    continue
-                own: list[int] = []
-                for node in piece:
-                    ins = [own[i] if where == "own" else value((where, i), entry) for where, i in node.inputs]
-                    try:
-                        own.append(placed.place(node, ins))
-                    except Unplaceable as e:
-                        if e.key is None:
-                            return None
-                        own.append(fail(entry, e.key))
-                        break
-                slot_value[item] = own[-1]
-                continue
-            j = len(skeleton_value)
-            entry = node_entry[j]
-            if entry in failed:
-                skeleton_value.append(failed[entry])
-                continue
-            if kind == "wired":
-                item = item.options[picks[item.point]]
-            ins = [value(ref, entry) for ref in item.inputs]
-            try:
-                skeleton_value.append(placed.place(item, ins))
-            except Unplaceable as e:
-                if e.key is None:
+        def place(node: _Node, ins: list[bool], entry: int) -> bool | None:
+            """Whether the node is a zero; None where it fails (an event of ``entry``)."""
+            if node.merge:
+                if node.op == "add":
+                    return all(ins)
+                if any(ins):
+                    if node.name not in lone:
+                        raise Unplaceable
+                    events.append((node.name, ins.index(True)))
+                    before = entry_input[entry]
+                    failed[entry] = zero(before, -2) if before is not None else False
                     return None
-                skeleton_value.append(fail(entry, e.key))
-        return tuple(events)
+                return False
+            return bool(ins) and ins[0] and node.op != "input"
+
+        try:
+            for kind, item in self.skeleton:
+                if kind == "slot":
+                    entry = slot_entry[item]
+                    piece = self.pieces[item][picks[self.slots[item]]]
+                    if entry in failed or isinstance(piece, int):
+                        slot_zero[item] = True if isinstance(piece, int) else failed[entry]
+                        continue
+                    if isinstance(piece, _ByInput):
+                        piece = piece.options[picks[piece.point]]
+                    if isinstance(piece, _Pass):
+                        slot_zero[item] = zero(piece.source, entry)
+                        continue
+                    own: list[bool] = []
+                    for node in piece:
+                        ins = [own[i] if where == "own" else zero((where, i), entry) for where, i in node.inputs]
+                        z = place(node, ins, entry)
+                        if z is None:
+                            break
+                        own.append(z)
+                    slot_zero[item] = failed[entry] if entry in failed else own[-1]
+                    continue
+                entry = node_entry[len(skeleton_zero)]
+                if entry in failed:
+                    skeleton_zero.append(failed[entry])
+                    continue
+                if kind == "wired":
+                    item = item.options[picks[item.point]]
+                z = place(item, [zero(ref, entry) for ref in item.inputs], entry)
+                skeleton_zero.append(failed[entry] if z is None else z)
+        except Unplaceable:
+            return None
+        return tuple(events) or None
+
+    def error_text(self, key: tuple | None) -> str | None:
+        """The builder's error text of a variant whose key (:meth:`_build_errors`) is ``key``, where
+        known: given for that key by a full compile, or made of its merges' errors as
+        ``nasdsl.spec.raise_errors`` makes them (one each, in the order of their location, each
+        place once) where a full compile gave each of them."""
+        if key is None:
+            return None
+        known = self.errors.get(key)
+        if known is not None:
+            return known
+        kept = self._reported(key)
+        if kept is None or any(e not in self.lines for e in kept):
+            return None
+        return "\n".join(self.lines[e] for e in kept)
+
+    def learn(self, key: tuple, text: str) -> None:
+        """Keep the error text a full compile gave for ``key``, and each merge's line of it."""
+        self.errors[key] = text
+        kept = self._reported(key)
+        lines = text.split("\n")
+        if kept is not None and len(kept) == len(lines):
+            self.lines.update(zip(kept, lines, strict=True))
+
+    def _reported(self, key: tuple) -> list | None:
+        """The errors of ``key`` the builder reports, in its order (each place once, by location)."""
+        branches = self.entries[4] if self.entries is not None else {}
+        places = []
+        for name, k in key:
+            found = branches.get(name)
+            if found is None or k >= len(found) or found[k][0] is None:
+                return None
+            places.append((found[k], (name, k)))
+        seen: set = set()
+        kept = []
+        for place, event in places:
+            if place not in seen:
+                seen.add(place)
+                kept.append((place, event))
+        kept.sort(key=lambda x: (x[0][0], x[0][1]))
+        return [event for _, event in kept]
 
     def _agrees(self, picks: tuple[int, ...], outcome, max_params: int) -> bool:
         """Whether the composed figures and hash of a variant equal those of its full compile
@@ -931,9 +978,38 @@ def _skeleton(g: nx.DiGraph, slot_blocks: list[ir.Block]):
 
 def _entries(g: nx.DiGraph, names: list[str], index_of: dict[str, int], slot_blocks: list[ir.Block]):
     """(the model entry of each skeleton node, of each slot, the value before each entry: the one it
-    passes on when it fails) for :meth:`Composer._build_errors`; None where that is inside a slot."""
+    passes on when it fails, the merges whose error is the last of their entry) for
+    :meth:`Composer._build_errors`; None where that value is inside a slot.
+
+    A merge's error is the last of its entry where no sequence around it inside the entry has a
+    later entry that holds a merge other than ``add`` or a template's inputs (which may fail too):
+    the builder goes on with those (a repeat stops at the repetition that failed)."""
     model = ir.info(g).model
     children = model.children
+    risky = [n for n, d in ir.nodes(g) if d.op in MERGE_OPS and d.op != "add"]
+    risky += [n for root in ir.roots(g) for b in ir.walk(root) for n in b.entries]
+    lone: set[str] = set()
+
+    def under(path: str, names) -> list[str]:
+        return [n for n in names if n == path or n.startswith(path + ".")]
+
+    def visit(b: ir.Block, tainted: bool) -> None:
+        goes_on = b.kind == "seq" and b.repeat is None
+        for k, c in enumerate(b.children):
+            later = goes_on and any(under(x.path, risky) for x in b.children[k + 1 :])
+            visit(c, tainted or later)
+        if not tainted:
+            lone.update(n for n in under(b.path, risky) if not any(under(c.path, [n]) for c in b.children))
+
+    for c in children:
+        visit(c, False)
+    #: each merge's branches: (location, key path) of the spec block each came from
+    branches = {
+        b.output: [(x.loc, x.keypath) for x in b.children]
+        for root in ir.roots(g)
+        for b in ir.walk(root)
+        if b.kind == "merge" and b.output in lone
+    }
     entry_of = {c.path: e for e, c in enumerate(children)}
     out_of = {b.passed: s for s, b in enumerate(slot_blocks)}
 
@@ -947,7 +1023,7 @@ def _entries(g: nx.DiGraph, names: list[str], index_of: dict[str, int], slot_blo
         if ref is None:
             return None
         inputs.append(ref)
-    return [entry(n) for n in names], [entry(b.path) for b in slot_blocks], inputs
+    return [entry(n) for n in names], [entry(b.path) for b in slot_blocks], inputs, lone, branches
 
 
 def _merges(g: nx.DiGraph) -> set[str]:

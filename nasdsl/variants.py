@@ -649,12 +649,12 @@ class Evaluator:
                 outcome, h = composer.run(picks, max_params=self.max_params, want_hash=self.hashes)
             except Unplaceable as e:
                 # a zero reaching a concat: the builder's error, the same text wherever it is met first
-                known = composer.errors.get(e.key) if e.key is not None else None
+                known = composer.error_text(e.key)
                 if known is not None:
                     return Result(variant, picks, None, known)
                 result = self._full(variant, picks)
                 if e.key is not None and not result.valid:
-                    composer.errors[e.key] = result.error
+                    composer.learn(e.key, result.error)
                 return result
             if isinstance(outcome, NasdslError):
                 return Result(variant, picks, None, outcome.format())
@@ -722,7 +722,7 @@ class Evaluator:
             try:
                 outcome, h = composer.run(picks, max_params=self.max_params, want_hash=True)
             except Unplaceable as e:
-                if e.key is not None and e.key in composer.errors:
+                if composer.error_text(e.key) is not None:
                     return None  # the builder's error (see evaluate)
             else:
                 return None if isinstance(outcome, NasdslError) else h
