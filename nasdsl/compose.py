@@ -23,8 +23,15 @@ nodes as :func:`nasdsl.variants.figures` computes them on a compiled graph, and 
 A composer is made only where every option is a piece it can place (see :meth:`Composer.make`:
 no training-only heads, dropout, dormant blocks or switches, no choice inside another's option,
 nodes well under ``max_nodes``), and where it gives the skeleton's and every probe's figures and
-hash exactly as their full compiles do; a variant it cannot finish (a zero reaching a merge other
-than ``add``, a shape error) is left to a full compile, so every error is the compiler's own.
+hash exactly as their full compiles do; a variant it cannot finish (a shape error) is left to a full
+compile, so every error is the compiler's own. A zero reaching a merge other than ``add`` is the
+builder's error: compiled in full until each such merge's error line has been seen, then its text is
+made of those lines as the compiler orders them (:meth:`Composer.error_text`).
+
+Input choices (a ``from`` that picks among earlier values, as DARTS' nodes do) change what pieces
+and skeleton nodes read, and a piece itself where its scope's ``index`` gives the position of what it
+reads (a strided op on a cell input): :meth:`Composer._make_wired` learns from compiled probes which
+choice decides what, and compiles each piece for each value it may read.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ needs the structure only: a graph whose shapes do not fit gives one too, and
 its variants' shape errors are reported as ``infer_shapes`` reports them).
 A ``repeat`` whose count comes out differently is another structure too (each
 repetition's scope binds the index); a variant that chooses other blocks
-(a choice between blocks) is composed from pieces compiled once (:mod:`nasdsl.compose`, one
-composer per assignment of the value choices) where that applies, else run only by a program of
-the same blocks. A variant
+(a choice between blocks, or what a block reads: an input choice) is composed from pieces compiled
+once (:mod:`nasdsl.compose`, one composer per assignment of the value choices) where that applies,
+else run only by a program of the same blocks. A variant
 that raises anything but a shape error while it is re-evaluated is compiled
 in full too, so that its error is exactly the compiler's. :attr:`Evaluator.recompiled`
 counts these full compilations.

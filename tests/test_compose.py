@@ -222,7 +222,7 @@ def test_darts_sampled_cells_composed_equal_full_compiles():
     evaluator = Evaluator(space)
     evaluator.hashes = True
     names = [p.name for p in space.points]
-    picks = set(space.sample(60, 5))
+    picks = set(space.sample(48, 5))
     for first, second in (("normal_n1_op0", "normal_n1_op1"), ("reduce_n3_op0", "reduce_n3_op1")):
         for base in sorted(picks)[:3]:  # a node whose two ops are none: the cell's concat reads a zero
             chosen = list(base)
