@@ -217,7 +217,7 @@ def test_darts_sampled_cells_composed_equal_full_compiles():
     # the DARTS space at a small size: every cell kind, the reduction cell's strided edges where an op
     # reads a cell input (FactorizedReduce for skip_connect), cells a none pair makes invalid
     doc, files = document.load_document(SPECS / "spaces" / "darts.yaml")
-    small = ["C=8", "layers=8", "input.shape=[3, 16, 16]"]
+    small = ["C=8", "layers=8", "model.stage1.repeat=1", "input.shape=[3, 16, 16]"]  # seven cells
     space = spaces.find_space(spaces.apply_overrides(doc, small), files[0], files)
     evaluator = Evaluator(space)
     evaluator.hashes = True
