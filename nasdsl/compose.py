@@ -273,10 +273,10 @@ class Composer:
         between blocks at its first non-zero option, each input choice at its first) is compiled,
         then one probe per other option of each input choice: a skeleton node or a piece that differs
         in a probe is *decided* by that choice (by two: no composer). Then a grid of variants, the
-        r-th non-zero option of every choice between blocks with the m-th option of every input
-        choice (m modulo its options), gives each piece for each option of the choice that decides
-        it; every piece and wiring read twice must be read alike, and every compiled variant's
-        figures, error and hash must be the composer's."""
+        r-th non-zero option of every choice between blocks with the m-th of a few options of every
+        input choice (enough for each piece it decides to read each of its values), gives each piece
+        for each option of the choice that decides it; every piece and wiring read twice must be read
+        alike, and every compiled variant's figures, error and hash must be the composer's."""
         space, block_points, input_points = w.space, w.block_points, w.input_points
         base = w.read(w.chosen(0, 0))
         if base is None:
