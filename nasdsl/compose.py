@@ -23,8 +23,15 @@ nodes as :func:`nasdsl.variants.figures` computes them on a compiled graph, and 
 A composer is made only where every option is a piece it can place (see :meth:`Composer.make`:
 no training-only heads, dropout, dormant blocks or switches, no choice inside another's option,
 nodes well under ``max_nodes``), and where it gives the skeleton's and every probe's figures and
-hash exactly as their full compiles do; a variant it cannot finish (a zero reaching a merge other
-than ``add``, a shape error) is left to a full compile, so every error is the compiler's own.
+hash exactly as their full compiles do; a variant it cannot finish (a shape error) is left to a full
+compile, so every error is the compiler's own. A zero reaching a merge other than ``add`` is the
+builder's error: compiled in full until each such merge's error line has been seen, then its text is
+made of those lines as the compiler orders them (:meth:`Composer.error_text`).
+
+Input choices (a ``from`` that picks among earlier values, as DARTS' nodes do) change what pieces
+and skeleton nodes read, and a piece itself where its scope's ``index`` gives the position of what it
+reads (a strided op on a cell input): :func:`nasdsl.compose_wired.make_wired` learns from compiled probes which
+choice decides what, and compiles each piece for each value it may read.
 """
 
 from __future__ import annotations
@@ -36,8 +43,9 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from nasdsl import ir
+from nasdsl.choices import plain
 from nasdsl.errors import LimitError, NasdslError, SpecError
-from nasdsl.ops import OPS
+from nasdsl.ops import MERGE_OPS, OPS
 from nasdsl.spec import Block, OpBlock, SeqBlock, Spec, UseBlock
 from nasdsl.unique import COMMUTATIVE, passes_on
 
@@ -50,7 +58,26 @@ NODE_SHARE = 0.5
 
 
 class Unplaceable(Exception):
-    """What the composer cannot do for this variant: compile it in full."""
+    """What the composer cannot do for this variant: compile it in full.
+
+    ``key``: where a zero reaches a merge other than ``add``, what the builder's errors are made of
+    (:meth:`Composer._build_errors`): every variant with that key has the same error text
+    (:attr:`Composer.errors` keeps it once a full compile has given it); None otherwise."""
+
+    def __init__(self, key: tuple | None = None):
+        super().__init__(key)
+        self.key = key
+
+
+class _ByInput:
+    """What an input choice decides: one item (a skeleton node's wiring, a piece) per option of the
+    choice ``point``."""
+
+    __slots__ = ("point", "options")
+
+    def __init__(self, point: int, options: list):
+        self.point = point
+        self.options = options
 
 
 @dataclass(frozen=True)
@@ -98,35 +125,61 @@ class Composer:
 
     def __init__(self, spec: Spec, skeleton: list, slots: list, pieces: list, outputs: list, input_type):
         self.spec = spec
-        #: the skeleton in order: ("node", _Node) or ("slot", slot index)
+        #: the skeleton in order: ("node", _Node), ("wired", _ByInput of _Nodes: an input choice decides
+        #: what the node reads) or ("slot", slot index)
         self.skeleton = skeleton
         #: per slot: its choice point's index
         self.slots = slots
-        #: per slot, per option: a tuple of _Nodes (the last is the piece's output), or ZERO
+        #: per slot, per option: a tuple of _Nodes (the last is the piece's output), ZERO, or a _ByInput
+        #: of such tuples (an input choice decides the piece)
         self.pieces = pieces
         #: the model's outputs: (name, ("node" | "slot", index))
         self.outputs = outputs
+        #: each type met, by itself: equal types are one object, whose id keys the shape cache
+        self.types: dict = {input_type: input_type}
         self.input_type = input_type
         #: (id of a _Node, which the composer keeps, and its input types) -> (output type or None for a
         #: shape error, params, macs)
         self.shaped: dict = {}
+        #: the builder's error text by Unplaceable.key (see Unplaceable), as a full compile gave it
+        self.errors: dict[tuple, str] = {}
+        #: the line of each merge's error, by (merge node, branch)
+        self.lines: dict[tuple[str, int], str] = {}
+        #: the model's entry of each skeleton node and of each slot, and what each entry reads (see
+        #: :meth:`_build_errors`); None: a zero reaching a merge is compiled in full each time
+        self.entries: tuple | None = None
 
     # -- making one
 
     @classmethod
     def make(
-        cls, compile_variant, space, picks: tuple[int, ...], block_points, max_nodes: int, max_params: int
+        cls,
+        compile_variant,
+        space,
+        picks: tuple[int, ...],
+        block_points,
+        max_nodes: int,
+        max_params: int,
+        input_points=(),
     ) -> Composer | None:
         """A composer for the variants that share the value choices of ``picks``, or None where the
         space is no cell space it can compose. ``compile_variant(picks)`` returns what
-        ``Evaluator._compile_graph`` does: (the checked graph before shapes, ..., its spec)."""
+        ``Evaluator._compile_graph`` does: (the checked graph before shapes, ..., its spec).
+        ``input_points``: the input choices (see :meth:`_make_wired`)."""
         skeleton_picks = list(picks)
         zero_options: dict[int, set[int]] = {}
+        alive_options: dict[int, list[int]] = {}
+        #: whether an option is a zero, by its text: the spec around it is the same (DARTS' 16 edges
+        #: share 8 options)
+        known: dict[str, bool | None] = {}
         for i in block_points:
             p = space.points[i]
             zero_options[i] = set()
             for k in range(len(p.options)):
-                parsed = _option_is_zero(space, picks, i, k)
+                text = repr(plain(p.block(k)))
+                if text not in known:
+                    known[text] = _option_is_zero(space, picks, i, k)
+                parsed = known[text]
                 if parsed is None:
                     return None
                 if parsed:
@@ -134,8 +187,14 @@ class Composer:
             alive = [k for k in range(len(p.options)) if k not in zero_options[i]]
             if not alive:
                 return None
+            alive_options[i] = alive
             if picks[i] in zero_options[i]:
                 skeleton_picks[i] = alive[0]
+        if input_points:
+            from nasdsl.compose_wired import Wired, make_wired
+
+            wired = Wired(compile_variant, space, picks, block_points, input_points, alive_options)
+            return make_wired(cls, wired, zero_options, max_nodes, max_params)
         skeleton_picks = tuple(skeleton_picks)
         structure, outcome, spec = compile_variant(skeleton_picks)
         if structure is None or not _plain_graph(structure):
@@ -202,7 +261,122 @@ class Composer:
                 return None
             outputs.append((o.name, ref))
         composer = cls(spec, order, slots, pieces, outputs, ir.node(structure, ir.info(structure).input).type)
+        composer.entries = _entries(structure, skeleton_nodes, index_of, slot_blocks)
         return composer if all(composer._agrees(p, outcome, max_params) for p, outcome in compiled) else None
+
+    def _build_errors(self, picks: tuple[int, ...]) -> tuple | None:
+        """The key of a variant where a zero reaches a merge other than ``add``.
+
+        The builder reports such a merge's error and goes on: a sequence goes on with its next entry,
+        which reads the failed entry's input as its value (a repeat stops at its first failed
+        repetition). The key is the first such merge (and the position of its first zero) of each
+        entry of the model that fails, found by placing the variant as the builder goes on (zeros
+        only: shapes are checked after the build); None (compiled in full) where a merge inside an
+        entry may be followed by another error in that entry (:func:`_entries`)."""
+        if self.entries is None:
+            return None
+        node_entry, slot_entry, entry_input, lone, _ = self.entries
+        skeleton_zero: list[bool] = []
+        slot_zero: list[bool] = [True] * len(self.slots)
+        failed: dict[int, bool] = {}  # entry -> whether the value it passes on is a zero
+        events: list = []
+
+        def zero(ref: tuple[str, int], reader: int) -> bool:
+            where, i = ref
+            entry = node_entry[i] if where == "node" else slot_entry[i]
+            if entry in failed and entry != reader:
+                return failed[entry]
+            return skeleton_zero[i] if where == "node" else slot_zero[i]
+
+        def place(node: _Node, ins: list[bool], entry: int) -> bool | None:
+            """Whether the node is a zero; None where it fails (an event of ``entry``)."""
+            if node.merge:
+                if node.op == "add":
+                    return all(ins)
+                if any(ins):
+                    if node.name not in lone:
+                        raise Unplaceable
+                    events.append((node.name, ins.index(True)))
+                    before = entry_input[entry]
+                    failed[entry] = zero(before, -2) if before is not None else False
+                    return None
+                return False
+            return bool(ins) and ins[0] and node.op != "input"
+
+        try:
+            for kind, item in self.skeleton:
+                if kind == "slot":
+                    entry = slot_entry[item]
+                    piece = self.pieces[item][picks[self.slots[item]]]
+                    if entry in failed or isinstance(piece, int):
+                        slot_zero[item] = True if isinstance(piece, int) else failed[entry]
+                        continue
+                    if isinstance(piece, _ByInput):
+                        piece = piece.options[picks[piece.point]]
+                    if isinstance(piece, _Pass):
+                        slot_zero[item] = zero(piece.source, entry)
+                        continue
+                    own: list[bool] = []
+                    for node in piece:
+                        ins = [own[i] if where == "own" else zero((where, i), entry) for where, i in node.inputs]
+                        z = place(node, ins, entry)
+                        if z is None:
+                            break
+                        own.append(z)
+                    slot_zero[item] = failed[entry] if entry in failed else own[-1]
+                    continue
+                entry = node_entry[len(skeleton_zero)]
+                if entry in failed:
+                    skeleton_zero.append(failed[entry])
+                    continue
+                if kind == "wired":
+                    item = item.options[picks[item.point]]
+                z = place(item, [zero(ref, entry) for ref in item.inputs], entry)
+                skeleton_zero.append(failed[entry] if z is None else z)
+        except Unplaceable:
+            return None
+        return tuple(events) or None
+
+    def error_text(self, key: tuple | None) -> str | None:
+        """The builder's error text of a variant whose key (:meth:`_build_errors`) is ``key``, where
+        known: given for that key by a full compile, or made of its merges' errors as
+        ``nasdsl.spec.raise_errors`` makes them (one each, in the order of their location, each
+        place once) where a full compile gave each of them."""
+        if key is None:
+            return None
+        known = self.errors.get(key)
+        if known is not None:
+            return known
+        kept = self._reported(key)
+        if kept is None or any(e not in self.lines for e in kept):
+            return None
+        return "\n".join(self.lines[e] for e in kept)
+
+    def learn(self, key: tuple, text: str) -> None:
+        """Keep the error text a full compile gave for ``key``, and each merge's line of it."""
+        self.errors[key] = text
+        kept = self._reported(key)
+        lines = text.split("\n")
+        if kept is not None and len(kept) == len(lines):
+            self.lines.update(zip(kept, lines, strict=True))
+
+    def _reported(self, key: tuple) -> list | None:
+        """The errors of ``key`` the builder reports, in its order (each place once, by location)."""
+        branches = self.entries[4] if self.entries is not None else {}
+        places = []
+        for name, k in key:
+            found = branches.get(name)
+            if found is None or k >= len(found) or found[k][0] is None:
+                return None
+            places.append((found[k], (name, k)))
+        seen: set = set()
+        kept = []
+        for place, event in places:
+            if place not in seen:
+                seen.add(place)
+                kept.append((place, event))
+        kept.sort(key=lambda x: (x[0][0], x[0][1]))
+        return [event for _, event in kept]
 
     def _agrees(self, picks: tuple[int, ...], outcome, max_params: int) -> bool:
         """Whether the composed figures and hash of a variant equal those of its full compile
@@ -227,6 +401,14 @@ class Composer:
         parameters, multiply-adds and depth as it goes; the peak and the hash need the whole list."""
         from nasdsl.variants import Figures
 
+        try:
+            return self._run(picks, max_params, want_hash, Figures)
+        except Unplaceable as e:
+            if e.key is None:
+                raise
+            raise Unplaceable(self._build_errors(picks)) from None
+
+    def _run(self, picks: tuple[int, ...], max_params: int, want_hash: bool, Figures):
         placed = _Placed(self)
         skeleton_value: list[int] = []
         slot_value: list[int] = [ZERO] * len(self.slots)
@@ -235,6 +417,12 @@ class Composer:
                 piece = self.pieces[item][picks[self.slots[item]]]
                 if isinstance(piece, int):
                     continue  # a zero
+                if isinstance(piece, _ByInput):
+                    piece = piece.options[picks[piece.point]]
+                if isinstance(piece, _Pass):
+                    where, i = piece.source
+                    slot_value[item] = skeleton_value[i] if where == "node" else slot_value[i]
+                    continue
                 own: list[int] = []
                 for node in piece:
                     ins = [
@@ -244,6 +432,8 @@ class Composer:
                     own.append(placed.place(node, ins))
                 slot_value[item] = own[-1]
                 continue
+            if kind == "wired":
+                item = item.options[picks[item.point]]
             ins = [skeleton_value[i] if where == "node" else slot_value[i] for where, i in item.inputs]
             skeleton_value.append(placed.place(item, ins))
         outputs = []
@@ -273,6 +463,14 @@ class Composer:
         return figures, (_hash(nodes, reads, types, outputs) if want_hash else None)
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """A piece that makes no nodes: the slot's value is the value it reads (a ``when`` switched its
+    block off, as DARTS' skip_connect where it is not strided)."""
+
+    source: tuple[str, int]
+
+
 class _Placed:
     """The nodes of one variant as they are placed, with their types, counts and depth."""
 
@@ -293,7 +491,7 @@ class _Placed:
         if node.merge:
             if ZERO in ins:
                 if node.op != "add":
-                    raise Unplaceable  # the builder's error at the branch
+                    raise Unplaceable((node.name, ins.index(ZERO)))  # the builder's error at the branch
                 ins = [i for i in ins if i != ZERO]
                 if not ins:
                     return ZERO
@@ -313,7 +511,10 @@ class _Placed:
             shaped = self.composer.shaped
             known = shaped.get(key)
             if known is None:
-                known = (*_shape(node, in_types), in_types)
+                out, p, m = _shape(node, in_types)
+                if out is not None:  # one object per type: the keys of later nodes stay the same
+                    out = self.composer.types.setdefault(out, out)
+                known = (out, p, m, in_types)
                 if len(shaped) >= CACHE:
                     shaped.clear()
                 shaped[key] = known
@@ -460,21 +661,22 @@ def _slot_blocks(g: nx.DiGraph, paths: dict[str, int]) -> list[ir.Block] | None:
     return found
 
 
-def _nodes_of(g: nx.DiGraph, b: ir.Block) -> list[str]:
-    prefix = b.path + "."
-    return [n for n in g if n == b.path or n.startswith(prefix)]
-
-
 def _skeleton(g: nx.DiGraph, slot_blocks: list[ir.Block]):
     """The nodes of no slot in order, each slot node's slot, and the layout (the order of the skeleton's
     nodes and the slots, a slot where its nodes are); (None, None, None) where a slot's nodes are not
     one run in the order or another slot's path is inside it."""
+    slot_of = {b.path: s for s, b in enumerate(slot_blocks)}
+    if len(slot_of) < len(slot_blocks):
+        return None, None, None
     owner: dict[str, int] = {}
-    for s, b in enumerate(slot_blocks):
-        for n in _nodes_of(g, b):
-            if n in owner:
-                return None, None, None
-            owner[n] = s
+    for n in g:  # a slot's nodes are its path and the names below it
+        parts = n.split(".")
+        for k in range(1, len(parts) + 1):
+            s = slot_of.get(".".join(parts[:k]))
+            if s is not None:
+                if n in owner:
+                    return None, None, None
+                owner[n] = s
     layout: list[str | int] = []
     for n in ir.order(g):
         if n not in owner:
@@ -485,6 +687,56 @@ def _skeleton(g: nx.DiGraph, slot_blocks: list[ir.Block]):
     if len(runs) != len(set(runs)):
         return None, None, None
     return [x for x in layout if isinstance(x, str)], owner, layout
+
+
+def _entries(g: nx.DiGraph, names: list[str], index_of: dict[str, int], slot_blocks: list[ir.Block]):
+    """(the model entry of each skeleton node, of each slot, the value before each entry: the one it
+    passes on when it fails, the merges whose error is the last of their entry) for
+    :meth:`Composer._build_errors`; None where that value is inside a slot.
+
+    A merge's error is the last of its entry where no sequence around it inside the entry has a
+    later entry that holds a merge other than ``add`` or a template's inputs (which may fail too):
+    the builder goes on with those (a repeat stops at the repetition that failed)."""
+    model = ir.info(g).model
+    children = model.children
+    risky = [n for n, d in ir.nodes(g) if d.op in MERGE_OPS and d.op != "add"]
+    risky += [n for root in ir.roots(g) for b in ir.walk(root) for n in b.entries]
+    lone: set[str] = set()
+
+    def under(path: str, names) -> list[str]:
+        return [n for n in names if n == path or n.startswith(path + ".")]
+
+    def visit(b: ir.Block, tainted: bool) -> None:
+        goes_on = b.kind == "seq" and b.repeat is None
+        for k, c in enumerate(b.children):
+            later = goes_on and any(under(x.path, risky) for x in b.children[k + 1 :])
+            visit(c, tainted or later)
+        if not tainted:
+            lone.update(n for n in under(b.path, risky) if not any(under(c.path, [n]) for c in b.children))
+
+    for c in children:
+        visit(c, False)
+    #: each merge's branches: (location, key path) of the spec block each came from
+    branches = {
+        b.output: [(x.loc, x.keypath) for x in b.children]
+        for root in ir.roots(g)
+        for b in ir.walk(root)
+        if b.kind == "merge" and b.output in lone
+    }
+    entry_of = {c.path: e for e, c in enumerate(children)}
+    out_of = {b.passed: s for s, b in enumerate(slot_blocks)}
+
+    def entry(name: str) -> int:
+        return entry_of.get(name.split(".")[0], -1)
+
+    inputs: list = []
+    for e in range(len(children)):
+        src = children[e - 1].passed if e else model.inputs[0]
+        ref = ("node", index_of[src]) if src in index_of else ("slot", out_of[src]) if src in out_of else None
+        if ref is None:
+            return None
+        inputs.append(ref)
+    return [entry(n) for n in names], [entry(b.path) for b in slot_blocks], inputs, lone, branches
 
 
 def _merges(g: nx.DiGraph) -> set[str]:

@@ -18,9 +18,9 @@ needs the structure only: a graph whose shapes do not fit gives one too, and
 its variants' shape errors are reported as ``infer_shapes`` reports them).
 A ``repeat`` whose count comes out differently is another structure too (each
 repetition's scope binds the index); a variant that chooses other blocks
-(a choice between blocks) is composed from pieces compiled once (:mod:`nasdsl.compose`, one
-composer per assignment of the value choices) where that applies, else run only by a program of
-the same blocks. A variant
+(a choice between blocks, or what a block reads: an input choice) is composed from pieces compiled
+once (:mod:`nasdsl.compose`, one composer per assignment of the value choices) where that applies,
+else run only by a program of the same blocks. A variant
 that raises anything but a shape error while it is re-evaluated is compiled
 in full too, so that its error is exactly the compiler's. :attr:`Evaluator.recompiled`
 counts these full compilations.
@@ -575,8 +575,9 @@ class Evaluator:
         #: the choices a composer (nasdsl.compose) places pieces for, and the others, by whose options
         #: composers are kept (None: none can be made)
         self.composed_points = tuple(i for i, p in enumerate(space.points) if p.kind == "block")
-        self.value_points = tuple(i for i, p in enumerate(space.points) if p.kind != "block")
-        # only where the other choices are values (an input choice makes other pieces: programs serve it)
+        #: the input choices: a composer learns what each decides (the wiring, the pieces)
+        self.input_points = tuple(i for i, p in enumerate(space.points) if p.kind == "input")
+        self.value_points = tuple(i for i, p in enumerate(space.points) if p.kind not in STRUCTURAL_KINDS)
         composable = all(space.points[i].kind in VALUE_KINDS for i in self.value_points)
         self.composers: dict[tuple[int, ...], object] | None = (
             {} if self.composed_points and composable and latency is None else None
@@ -646,8 +647,15 @@ class Evaluator:
             self._composing[1] += 1
             try:
                 outcome, h = composer.run(picks, max_params=self.max_params, want_hash=self.hashes)
-            except Unplaceable:
-                return self._full(variant, picks)
+            except Unplaceable as e:
+                # a zero reaching a concat: the builder's error, the same text wherever it is met first
+                known = composer.error_text(e.key)
+                if known is not None:
+                    return Result(variant, picks, None, known)
+                result = self._full(variant, picks)
+                if e.key is not None and not result.valid:
+                    composer.learn(e.key, result.error)
+                return result
             if isinstance(outcome, NasdslError):
                 return Result(variant, picks, None, outcome.format())
             if h is not None:
@@ -690,7 +698,13 @@ class Evaluator:
                 return self._compile_graph(self.space.document_of(chosen))
 
             self.composers[key] = Composer.make(
-                compile_variant, self.space, picks, self.composed_points, self.max_nodes, self.max_params
+                compile_variant,
+                self.space,
+                picks,
+                self.composed_points,
+                self.max_nodes,
+                self.max_params,
+                self.input_points,
             )
         return self.composers[key]
 
@@ -707,8 +721,9 @@ class Evaluator:
         if composer is not None:
             try:
                 outcome, h = composer.run(picks, max_params=self.max_params, want_hash=True)
-            except Unplaceable:
-                pass
+            except Unplaceable as e:
+                if composer.error_text(e.key) is not None:
+                    return None  # the builder's error (see evaluate)
             else:
                 return None if isinstance(outcome, NasdslError) else h
         last = self.__dict__.pop("_last_graph", None)  # the variant evaluate() just compiled in full

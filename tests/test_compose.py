@@ -147,6 +147,93 @@ def test_a_space_the_composer_cannot_place_is_evaluated_as_before(tmp_path):
     assert set(evaluator.composers.values()) == {None}
 
 
+#: input choices (issue 23): a skeleton node that reads one of two values (b), a node that sums an op on
+#: each of two values picked of three, strided where it reads the input (`index`: a pool, or a template
+#: whose only block a `when` switches off elsewhere: no nodes, the value passed on), a zero option, a
+#: concat a zero reaches (the compiler's error), shapes that do not fit, and a value choice
+WIRED = """\
+nasdsl: 1
+name: Wired
+input: {shape: [4, 8, 8]}
+variables:
+  w: {choice: [3, 5]}
+templates:
+  down:
+    params: [halve]
+    body:
+      reduce: {op: conv2d, out: 4, kernel: 1, stride: 2, when: halve}
+model:
+  a: {op: conv2d, out: 4, kernel: 1}
+  b: {op: conv2d, out: 4, kernel: 3, padding: 1, from: {choice: [in, a], name: b_in}}
+  n:
+    from: {choice: [in, a, b], pick: 2, name: n_in}
+    index: {j: [in, a, b]}
+    add:
+      - name: op0
+        choice:
+          none: zero
+          pool: {op: max_pool, kernel: 3, stride: "2 if j < 1 else 1", padding: 1}
+          skip: {use: down, args: ["j < 1"]}
+      - {name: op1, choice: {none: zero, conv: {op: conv2d, out: 4, kernel: 3, padding: 1}, skip: identity}}
+  m: {op: max_pool, kernel: 1, stride: 1}
+  out: {concat: [{ref: n}, {ref: m}]}
+  gap: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: w}
+"""
+
+
+def test_every_variant_of_a_space_with_input_choices_composed_equals_its_full_compile(tmp_path):
+    from nasdsl.compose import _ByInput, _Pass
+
+    path = tmp_path / "wired.yaml"
+    path.write_text(WIRED)
+    space = spaces.load_space(str(path))
+    evaluator = Evaluator(space)
+    evaluator.hashes = True
+    variants = list(space.variants())
+    assert len(variants) == 2 * 2 * 3 * 3 * 3
+    valid = [_compare(space, evaluator, picks) for picks in variants]
+    assert evaluator.recompiled < len(variants) / 2  # composed, not compiled one by one
+    errors = {
+        evaluator.evaluate(p).error.split(": error: ")[-1] for p, ok in zip(variants, valid, strict=True) if not ok
+    }
+    assert 0 < valid.count(False) < len(valid)
+    assert (
+        "model.out[0]: branch '0' of this concat is a zero (nothing): only an add leaves a zero out (of its sum)"
+        in errors
+    )
+    assert any(e.startswith("model.n: expected add inputs of one shape, got 4x4x4, 4x8x8") for e in errors)
+    composers = list(evaluator.composers.values())
+    assert len(composers) == 2 and None not in composers
+    # composed: b's wiring and the pieces the input choice decides, a piece that passes its value on
+    composer = composers[0]
+    assert [kind for kind, _ in composer.skeleton].count("wired") == 1
+    pieces = [p for row in composer.pieces for cell in row if isinstance(cell, _ByInput) for p in cell.options]
+    assert any(isinstance(p, _Pass) for p in pieces) and any(isinstance(p, tuple) for p in pieces)
+
+
+def test_darts_sampled_cells_composed_equal_full_compiles():
+    # the DARTS space at a small size: every cell kind, the reduction cell's strided edges where an op
+    # reads a cell input (FactorizedReduce for skip_connect), cells a none pair makes invalid
+    doc, files = document.load_document(SPECS / "spaces" / "darts.yaml")
+    small = ["C=8", "layers=8", "model.stage1.repeat=1", "input.shape=[3, 16, 16]"]  # seven cells
+    space = spaces.find_space(spaces.apply_overrides(doc, small), files[0], files)
+    evaluator = Evaluator(space)
+    evaluator.hashes = True
+    names = [p.name for p in space.points]
+    picks = set(space.sample(48, 5))
+    for first, second in (("normal_n1_op0", "normal_n1_op1"), ("reduce_n3_op0", "reduce_n3_op1")):
+        for base in sorted(picks)[:3]:  # a node whose two ops are none: the cell's concat reads a zero
+            chosen = list(base)
+            chosen[names.index(first)] = chosen[names.index(second)] = 0
+            picks.add(tuple(chosen))
+    valid = [_compare(space, evaluator, p) for p in sorted(picks)]
+    assert 0 < valid.count(False) < len(valid)
+    assert None not in evaluator.composers.values()
+    assert evaluator.recompiled < 80  # the composer's compiles and one per error met first
+
+
 # --------------------------------------------------------------------------- NAS-Bench-201's own rule
 
 #: the benchmark's cells by their edges (edge_0_1, edge_0_2, edge_1_2, edge_0_3, edge_1_3, edge_2_3)
