@@ -610,12 +610,6 @@ def _hash(nodes: list[_Node], reads, types, outputs: list[int]) -> str:
 # Reading the skeleton and the pieces off compiled graphs
 
 
-def _parsed_blocks(spec: Spec) -> dict[str, Block]:
-    from nasdsl.variants import _spec_blocks
-
-    return _spec_blocks(spec)
-
-
 def _option_is_zero(space, picks: tuple[int, ...], i: int, k: int) -> bool | None:
     """Whether option ``k`` of block point ``i`` is a zero (None: its document does not parse)."""
     from nasdsl import document
@@ -628,7 +622,7 @@ def _option_is_zero(space, picks: tuple[int, ...], i: int, k: int) -> bool | Non
         spec = parse_spec(doc, space.file, document.spec_hash(doc), space.files)
     except NasdslError:
         return None
-    found = _parsed_blocks(spec).get(space.points[i].positions[0].spec_path)
+    found = spec.blocks().get(space.points[i].positions[0].spec_path)
     return None if found is None else _is_zero(found, spec)
 
 

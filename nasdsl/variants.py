@@ -59,7 +59,6 @@ from nasdsl.spec import (
     MergeBlock,
     OpBlock,
     RepeatBlock,
-    SeqBlock,
     Spec,
     Template,
     UseBlock,
@@ -192,23 +191,6 @@ def figures(g: nx.DiGraph, latency=None) -> Figures:
 
 # ---------------------------------------------------------------------------
 # Programs
-
-
-def _spec_blocks(spec: Spec) -> dict[str, Block]:
-    """Every block of the spec by its key path."""
-    out: dict[str, Block] = {}
-    stack: list[Block] = [spec.model, *(t.body for t in spec.templates.values())]
-    stack += [o.head for o in spec.outputs if o.head is not None]
-    while stack:
-        b = stack.pop()
-        out[b.path] = b
-        if isinstance(b, SeqBlock):
-            stack.extend(child for _, child in b.items)
-        elif isinstance(b, MergeBlock):
-            stack.extend(child for _, child in b.branches)
-        elif isinstance(b, RepeatBlock) and b.body is not None:
-            stack.append(b.body)
-    return out
 
 
 _CONST, _FIXED, _CHOSEN = 0, 1, 2
@@ -558,7 +540,7 @@ class Evaluator:
         self.evaluated = 0
         doc = space.document_of(space.default)
         self.spec = parse_spec(doc, space.file, document.spec_hash(doc), space.files)
-        self.blocks = _spec_blocks(self.spec)
+        self.blocks = self.spec.blocks()
         self.programs: list[_Program] = []
         self.nested: set[str] = set()  # spec paths of list values that hold a choice
         self.reach: set[str] = set()  # spec paths of the values a choice may replace
@@ -742,7 +724,7 @@ class Evaluator:
         structure, outcome, spec = self._compile_graph(self.space.document_of(picks))
         if keep and structure is not None:
             if self.block_points:  # other blocks than the default's: the program reads this variant's
-                blocks = _spec_blocks(spec)
+                blocks = spec.blocks()
                 program = _Program(spec, blocks, structure, ir.info(structure).variables, self.reach, self.latency)
             else:
                 program = _Program(
