@@ -209,7 +209,14 @@ class BodyBuilder:
         items: list[Item] = []
         for k, u in enumerate(units):
             if u.node is not None and u.node.op in MERGES:
-                item = Item(u.name, "merge", op=u.node.op, refs=[source(v) for v in u.inputs], node=u.node.id)
+                item = Item(
+                    u.name,
+                    "merge",
+                    op=u.node.op,
+                    attrs=dict(u.node.attrs),
+                    refs=[source(v) for v in u.inputs],
+                    node=u.node.id,
+                )
             elif u.node is not None:
                 item = Item(u.name, "op", op=u.node.op, attrs=dict(u.node.attrs), node=u.node.id, doc=u.node.doc)
             else:
@@ -257,7 +264,7 @@ class BodyBuilder:
                 b.source = PREV
             node = self.model.nodes[merge.node]
             node.scope, node.name = scope.parent, scope.name  # a named merge's node is the block itself
-            return Item(name, "merge", op=merge.op, children=branches, node=merge.node)
+            return Item(name, "merge", op=merge.op, attrs=merge.attrs, children=branches, node=merge.node)
         run = all(u.node is None for u in units) and all(i.source is PREV for i in items)
         for item, unit in zip(items, units, strict=True):
             if not valid_name(item.name):

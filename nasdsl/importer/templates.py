@@ -225,6 +225,8 @@ class Discovery:
             return (*head, self.assigned[item.scope][0])
         if item.kind == "op":
             return head
+        if item.kind == "merge":  # its settings (a concat's axis) are the structure's, never parameters
+            head += (tuple(sorted(item.attrs.items())),)
         return (*head, tuple(self.signature(c, with_when) for c in item.children))
 
     def slots(self, item: Item, prefix: tuple = ()) -> dict[tuple, object]:
