@@ -144,10 +144,17 @@ def _adaptive(size: object, call: Call) -> Lowered:
     return Lowered("adaptive_avg_pool", {"size": pair(sizes)})
 
 
+def _flatten_dims(start: int, end: int, call: Call) -> Lowered:
+    """``flatten(start, end)`` of torch's axes: all but the batch is flat features, the
+    default; a run of later axes (a map's positions into a sequence) says where."""
+    first, last = _spec_axis(start, call), _spec_axis(end, call)
+    if first == 0 and last == call.rank - 2:
+        return Lowered("flatten")
+    return Lowered("flatten", {"start": first} if last == call.rank - 2 else {"start": first, "end": last})
+
+
 def _flatten_module(m: nn.Flatten, call: Call) -> Lowered:
-    if m.start_dim != 1 or m.end_dim not in (-1, call.rank - 1):
-        raise Unsupported(f"Flatten({m.start_dim}, {m.end_dim}): the spec's flatten keeps the batch alone")
-    return Lowered("flatten")
+    return _flatten_dims(m.start_dim, m.end_dim, call)
 
 
 def _layer_norm(m: nn.LayerNorm, call: Call) -> Lowered:
@@ -283,9 +290,14 @@ def _binary(op: str) -> Callable[[Call], Lowered]:
 def _flatten_call(call: Call) -> Lowered:
     start = int(call.arg(1, "start_dim", 0))
     end = int(call.arg(2, "end_dim", -1))
-    if start != 1 or end % call.rank != call.rank - 1:
+    if start % call.rank == 0:
         raise Unsupported(f"flatten({start}, {end}): the spec's flatten keeps the batch alone")
-    return Lowered("flatten")
+    return _flatten_dims(start, end, call)
+
+
+def _transpose_call(call: Call) -> Lowered:
+    a, b = _spec_axis(call.arg(1, "dim0"), call), _spec_axis(call.arg(2, "dim1"), call)
+    return Lowered("transpose", {"axis0": min(a, b), "axis1": max(a, b)})
 
 
 def _mean(call: Call) -> tuple[Lowered, ...] | Lowered:
@@ -403,6 +415,7 @@ FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     torch.flatten: _flatten_call,
     torch.permute: _permute_call,
     torch.reshape: _reshape,
+    torch.transpose: _transpose_call,
     operator.getitem: _index,
     F.relu: _simple("relu"),
     torch.relu: _simple("relu"),
@@ -433,6 +446,7 @@ METHODS: dict[str, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     "mul": _binary("mul"),
     "contiguous": _simple("identity"),
     "reshape": _reshape,
+    "transpose": _transpose_call,
     "view": _reshape,
 }
 
