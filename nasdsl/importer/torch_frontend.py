@@ -92,7 +92,8 @@ def _arguments(frame) -> tuple[dict, list[str]]:
 
 def load(source: str, *, on_meta: bool = True):
     """The module a ``torchvision:NAME`` or ``module:pkg.mod:factory`` source names, the
-    constructor records, a label and the default input shape (torchvision's crop size)."""
+    constructor records, a label and the default input shape (torchvision's crop size; a ViT's
+    ``image_size``, the one size it runs at)."""
     kind, _, rest = source.partition(":")
     with recording_constructors() as records:
         if kind == "torchvision":
@@ -144,6 +145,9 @@ def _torchvision(name: str, on_meta: bool):
             module = torchvision.models.get_model(name, weights=None)
     crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size
     size = crop[0] if isinstance(crop, (list, tuple)) else crop
+    built = getattr(module, "image_size", None)  # a ViT is built for one size (vit_h_14: 224, its weights 518)
+    if isinstance(built, int) and not isinstance(built, bool):
+        size = built
     return module, (3, int(size), int(size))
 
 
