@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from torchvision.models import get_model_weights
+from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer
 
 import nasdsl
@@ -118,12 +119,62 @@ def test_what_the_spec_cannot_say_is_a_located_error():
         import_model(_Attending(cross=True), input_shape=(3, 16, 16))
 
 
-def test_swin_is_refused_at_its_relative_position_bias(tmp_path, capsys):
-    out = tmp_path / "swin.yaml"
-    assert cli_main(["import", "torchvision:swin_t", "-o", str(out)]) == 2
+def test_maxvit_is_refused_at_its_first_node_without_a_rule(tmp_path, monkeypatch, capsys):
+    """MaxViT's attention is written out of matrix products (q, k, v by chunk): exit 2, located."""
+    (tmp_path / "tiny_maxvit.py").write_text(
+        "from torchvision.models.maxvit import MaxVit\n\n\n"
+        "def build():\n"
+        "    return MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16],\n"
+        "                  block_layers=[1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(__import__("sys").modules, "tiny_maxvit", raising=False)
+    out = tmp_path / "maxvit.yaml"
+    assert cli_main(["import", "module:tiny_maxvit:build", "-o", str(out), "--input-shape", "3,32,32"]) == 2
     err = capsys.readouterr().err
-    assert "swin_transformer.py:" in err and "features.1.0.attn._get_relative_position_bias" in err
+    assert "maxvit.py:" in err and "attn_layer.1.chunk: function torch.chunk (fx node 'chunk')" in err, err
+    assert "no spec op computes this" in err
     assert not out.exists()
+
+
+def small_swin() -> SwinTransformer:
+    """torchvision's Swin at 32x32: 4x4 patches, two stages of two blocks, windows of 4x4."""
+    return SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=[4, 4],
+        stochastic_depth_prob=0.2,
+        num_classes=10,
+    )
+
+
+def test_swin_blocks_are_one_template_and_the_model_is_torchvisions():
+    """ShiftedWindowAttention is the window_attention op, PatchMerging patch_merging; the
+    blocks, shifted and not, are one template whose parameters are the constructor's."""
+    result = import_model(small_swin, input_shape=(3, 32, 32))
+    templates = {name: (params, uses) for name, params, uses in result.report.templates}
+    assert templates["SwinTransformerBlock"] == (["dim", "num_heads", "shift_size", "stochastic_depth_prob"], 4)
+    spec = yaml.safe_load(result.text)
+    attn = spec["templates"]["SwinTransformerBlock"]["body"]["attn"]
+    assert attn == {"op": "window_attention", "heads": "num_heads", "window": [4, 4], "shift": "shift_size"}
+    assert spec["model"]["features"][2] == {"op": "patch_merging", "out": 32}
+    assert [b["args"][2] for b in spec["model"]["features"][1]] == [0, 2]  # torchvision shifts every other block
+    torch.manual_seed(0)
+    reference = small_swin()
+    randomise(reference)
+    reference.eval()
+    net = result.compiled
+    with torch.device("meta"):
+        ours = getattr(load_source(generate_source(net.graph)), net.spec.name)()
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = reference(x), ours.eval()(x)
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
+    assert result.report.params == sum(p.numel() for p in reference.parameters())
 
 
 def test_a_vit_spec_imported_compiles_at_its_own_size_only(imported, tmp_path):

@@ -671,7 +671,8 @@ def _simple_value(value: object) -> object:
         and len(value) == 2
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
-        return tuple(value)
+        # as the op tables write a pair: one integer when both are equal (a Swin block's shift)
+        return value[0] if value[0] == value[1] else tuple(value)
     return None
 
 

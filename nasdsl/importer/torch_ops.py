@@ -255,10 +255,44 @@ MODULES: dict[type, Callable[..., Lowered | tuple[Lowered, ...]]] = {
 }
 
 
+def _window_attention(m, call: Call, version: int) -> Lowered:
+    """torchvision's ShiftedWindowAttention (V2: version 2) over a channels-last map."""
+    if call.rank != 4:
+        raise Unsupported(f"window attention over a {call.rank - 1}-D input: expected a channels-last map (H, W, C)")
+    attrs = {
+        "heads": m.num_heads,
+        "window": [int(w) for w in m.window_size],
+        "shift": pair(m.shift_size),
+        "version": version,
+        "qkv_bias": m.qkv.bias is not None,
+        "proj_bias": m.proj.bias is not None,
+        "attention_dropout": float(m.attention_dropout),
+        "dropout": float(m.dropout),
+    }
+    return Lowered("window_attention", attrs)
+
+
+def _patch_merging(m, call: Call, norm: str) -> Lowered:
+    """torchvision's PatchMerging (norm before the reduction) and PatchMergingV2 (after)."""
+    if call.rank != 4:
+        raise Unsupported(f"patch merging of a {call.rank - 1}-D input: expected a channels-last map (H, W, C)")
+    if type(m.norm) is not nn.LayerNorm or not m.norm.elementwise_affine or m.norm.bias is None:
+        raise Unsupported(f"a norm_layer {type(m.norm).__name__}: the spec's patch_merging has an affine LayerNorm")
+    if m.reduction.bias is not None:  # pragma: no cover - torchvision's has none
+        raise Unsupported("a reduction with a bias")
+    return Lowered("patch_merging", {"out": m.reduction.out_features, "norm": norm, "eps": float(m.norm.eps)})
+
+
 def _torchvision_modules() -> None:
     """torchvision's own layers, when torchvision is installed (it is optional)."""
     try:
         from torchvision.models.convnext import LayerNorm2d
+        from torchvision.models.swin_transformer import (
+            PatchMerging,
+            PatchMergingV2,
+            ShiftedWindowAttention,
+            ShiftedWindowAttentionV2,
+        )
         from torchvision.ops import StochasticDepth
         from torchvision.ops.misc import Permute
     except ImportError:  # pragma: no cover - torchvision is a test dependency
@@ -266,6 +300,10 @@ def _torchvision_modules() -> None:
     MODULES[LayerNorm2d] = _layer_norm_2d
     MODULES[Permute] = lambda m, call: _permute_dims(m.dims, call)
     MODULES[StochasticDepth] = _stochastic_depth
+    MODULES[ShiftedWindowAttention] = lambda m, call: _window_attention(m, call, 1)
+    MODULES[ShiftedWindowAttentionV2] = lambda m, call: _window_attention(m, call, 2)
+    MODULES[PatchMerging] = lambda m, call: _patch_merging(m, call, "before")
+    MODULES[PatchMergingV2] = lambda m, call: _patch_merging(m, call, "after")
 
 
 _torchvision_modules()
