@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from torchvision.models import get_model_weights
-from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 from torchvision.models.vision_transformer import VisionTransformer
 
 import nasdsl
@@ -137,8 +137,10 @@ def test_maxvit_is_refused_at_its_first_node_without_a_rule(tmp_path, monkeypatc
     assert not out.exists()
 
 
-def small_swin() -> SwinTransformer:
-    """torchvision's Swin at 32x32: 4x4 patches, two stages of two blocks, windows of 4x4."""
+def small_swin(v2: bool = False) -> SwinTransformer:
+    """torchvision's Swin (V2: its blocks and patch merging) at 32x32: 4x4 patches, two stages of
+    two blocks, windows of 4x4."""
+    v2_parts = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
     return SwinTransformer(
         patch_size=[4, 4],
         embed_dim=16,
@@ -147,22 +149,32 @@ def small_swin() -> SwinTransformer:
         window_size=[4, 4],
         stochastic_depth_prob=0.2,
         num_classes=10,
+        **v2_parts,
     )
 
 
-def test_swin_blocks_are_one_template_and_the_model_is_torchvisions():
-    """ShiftedWindowAttention is the window_attention op, PatchMerging patch_merging; the
-    blocks, shifted and not, are one template whose parameters are the constructor's."""
-    result = import_model(small_swin, input_shape=(3, 32, 32))
+@pytest.mark.parametrize("v2", [False, True], ids=["swin", "swin_v2"])
+def test_swin_blocks_are_one_template_and_the_model_is_torchvisions(v2):
+    """ShiftedWindowAttention(V2) is the window_attention op, PatchMerging(V2) patch_merging;
+    the blocks, shifted and not, are one template whose parameters are the constructor's. V2's
+    block builds norm1 before attn but runs it after: the template's build_order says so, and
+    the state_dict comes in torchvision's order."""
+    result = import_model(lambda: small_swin(v2), input_shape=(3, 32, 32))
+    block = "SwinTransformerBlockV2" if v2 else "SwinTransformerBlock"
     templates = {name: (params, uses) for name, params, uses in result.report.templates}
-    assert templates["SwinTransformerBlock"] == (["dim", "num_heads", "shift_size", "stochastic_depth_prob"], 4)
+    assert templates[block] == (["dim", "num_heads", "shift_size", "stochastic_depth_prob"], 4)
+    assert result.report.notes == []
     spec = yaml.safe_load(result.text)
-    attn = spec["templates"]["SwinTransformerBlock"]["body"]["attn"]
-    assert attn == {"op": "window_attention", "heads": "num_heads", "window": [4, 4], "shift": "shift_size"}
-    assert spec["model"]["features"][2] == {"op": "patch_merging", "out": 32}
+    attn = spec["templates"][block]["body"]["attn"]
+    assert attn == {"op": "window_attention", "heads": "num_heads", "window": [4, 4], "shift": "shift_size"} | (
+        {"version": 2} if v2 else {}
+    )
+    assert spec["templates"][block].get("build_order") == (["norm1", "attn", "norm2", "mlp"] if v2 else None)
+    merging = {"op": "patch_merging", "out": 32} | ({"norm": "after"} if v2 else {})
+    assert spec["model"]["features"][2] == merging
     assert [b["args"][2] for b in spec["model"]["features"][1]] == [0, 2]  # torchvision shifts every other block
     torch.manual_seed(0)
-    reference = small_swin()
+    reference = small_swin(v2)
     randomise(reference)
     reference.eval()
     net = result.compiled

@@ -110,6 +110,8 @@ class BodyBuilder:
         self.interfaces: dict[str, tuple[list[str], list[str]]] = {}
         #: a note for the report when a body cannot keep the registration order
         self.notes: list[str] = []
+        #: scope path -> its entries holding tensors in registration order, where they cannot run in it
+        self.build_orders: dict[str, list[str]] = {}
 
     def live(self, path: str) -> bool:
         return bool(self.members.get(path))
@@ -156,6 +158,7 @@ class BodyBuilder:
         """Every unit after what it reads; the units holding tensors in registration order."""
         reg = {name: k for k, name in enumerate(scope.registration)}
         holding = sorted((u for u in units if u.holds), key=lambda u: (reg.get(u.name, len(reg)), u.order))
+        registered = [u.name for u in holding]
         made = {u.output: u for u in units}
         done: set[str] = set()
         result: list[_Unit] = []
@@ -175,7 +178,7 @@ class BodyBuilder:
                 eligible = [u for u in pending if ready(u)]
                 if not eligible:  # pragma: no cover - the traced graph has no cycles
                     raise self.fail(scope, "its children read each other in a cycle")
-                self.notes.append(f"{scope.path or 'the model'}: the state_dict order differs from the source's")
+                self.build_orders[scope.path] = registered
             u = eligible[0]
             pending.remove(u)
             done.add(u.name)

@@ -121,6 +121,8 @@ class Writer:
         out: dict = {"doc": t.doc}
         if params:
             out["params"] = params
+        if t.build_order:
+            out["build_order"] = list(t.build_order)
         body = t.body
         if body.kind == "merge" and body.children:
             out["body"] = Block({body.op: self.children(body), **_given(body.op, body.attrs)})
