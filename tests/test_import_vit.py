@@ -108,6 +108,16 @@ class _BatchSum(torch.nn.Module):
         return y.reshape(y.shape[0] * 2, -1)
 
 
+class _Broadcast(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.bias = torch.nn.Parameter(torch.zeros(1, 8, 1, 1))
+
+    def forward(self, x):
+        return self.proj(x) + self.bias
+
+
 def test_what_the_spec_cannot_say_is_a_located_error():
     with pytest.raises(ImportFailure) as e:
         import_model(_BatchSum(), input_shape=(3, 16, 16))
@@ -117,6 +127,11 @@ def test_what_the_spec_cannot_say_is_a_located_error():
         import_model(_Attending(batch_first=False), input_shape=(3, 16, 16))
     with pytest.raises(ImportFailure, match=r"key or value other than the query"):
         import_model(_Attending(cross=True), input_shape=(3, 16, 16))
+    with pytest.raises(ImportFailure) as e:  # broadcast over the positions: no spec op adds it so
+        import_model(_Broadcast(), input_shape=(3, 16, 16))
+    assert "bias: tensor bias (fx node 'bias'): of shape [1, 8, 1, 1] is added to a tensor of [1, 8, 4, 4]" in (
+        e.value.format()
+    )
 
 
 def test_maxvit_is_refused_at_its_first_node_without_a_rule(tmp_path, monkeypatch, capsys):

@@ -564,6 +564,11 @@ class _Reader:
         as a ``parameter`` op: it reads ``reads`` for the batch size only."""
         if not isinstance(reads, fx.Node) or self.value.get(reads) is None:
             raise self.fail(param, "is added to something other than a tensor the spec can name")
+        mine, theirs = tuple(param.meta["tensor_meta"].shape), tuple(reads.meta["tensor_meta"].shape)
+        if mine[1:] != theirs[1:]:
+            raise self.fail(
+                param, f"of shape {list(mine)} is added to a tensor of {list(theirs)}: only a tensor of its shape is"
+            )
         self.parameter(param, param, reads)
 
     def class_token(self, node: fx.Node) -> None:
@@ -571,7 +576,7 @@ class _Reader:
         reading the tensor whose shape gave ``n``."""
         sizes = self.call(node, []).args[1:]
         sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
-        tensor = self.root.get_parameter(node.args[0].target)
+        tensor = self.learned_tensor(node, node.args[0].target)
         if (
             not sizes
             or not isinstance(sizes[0], torch_shapes.Batch)
@@ -581,9 +586,17 @@ class _Reader:
             raise self.fail(node, f"expand{tuple(sizes)}: only a repetition over the batch (n, -1, ...) is understood")
         self.parameter(node, node.args[0], sizes[0].of)
 
+    def learned_tensor(self, node: fx.Node, target: str) -> torch.Tensor:
+        try:
+            return self.root.get_parameter(target)
+        except AttributeError:
+            raise self.fail(
+                node, f"reads '{target}', which is no parameter: the spec's parameter op is learned"
+            ) from None
+
     def parameter(self, node: fx.Node, param: fx.Node, reads: fx.Node) -> None:
         target = param.target
-        tensor = self.root.get_parameter(target)
+        tensor = self.learned_tensor(node, target)
         if tensor.dim() < 2 or tensor.shape[0] != 1:
             raise self.fail(
                 node, f"reads '{target}' of shape {list(tensor.shape)}: a learned tensor is understood as (1, ...)"
