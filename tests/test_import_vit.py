@@ -82,6 +82,18 @@ def test_vit_b_16_has_torchvisions_documented_parameters_and_multiply_adds():
     assert [(n, u) for n, _, u in result.report.templates] == [("MLPBlock", 12), ("EncoderBlock", 12), ("Encoder", 1)]
 
 
+def test_swin_t_has_torchvisions_documented_parameters_and_multiply_adds():
+    result = import_model("torchvision:swin_t")
+    meta = get_model_weights("swin_t").DEFAULT.meta
+    assert result.report.params == meta["num_params"] == 28_288_354
+    assert round(result.report.macs / 1e9, 3) == meta["_ops"]
+    templates = {name: (params, uses) for name, params, uses in result.report.templates}
+    assert templates == {
+        "MLP": (["channels_in"], 12),
+        "SwinTransformerBlock": (["dim", "num_heads", "shift_size", "stochastic_depth_prob"], 12),
+    }
+
+
 # -- what stays refused ------------------------------------------------------------------------
 
 
