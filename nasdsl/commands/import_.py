@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_shape,
         default=None,
         metavar="C,H,W",
-        help="the input the model is traced at (default: torchvision's crop size, the ONNX input's, else 3,224,224)",
+        help="the input the model is traced at (default: torchvision's crop size or a ViT's image_size, "
+        "the ONNX input's, else 3,224,224)",
     )
     parser.add_argument("--name", default=None, help="the spec's name (default: the model's class or graph name)")
     parser.add_argument(

@@ -110,6 +110,8 @@ class BodyBuilder:
         self.interfaces: dict[str, tuple[list[str], list[str]]] = {}
         #: a note for the report when a body cannot keep the registration order
         self.notes: list[str] = []
+        #: scope path -> its entries holding tensors in registration order, where they cannot run in it
+        self.build_orders: dict[str, list[str]] = {}
 
     def live(self, path: str) -> bool:
         return bool(self.members.get(path))
@@ -156,6 +158,7 @@ class BodyBuilder:
         """Every unit after what it reads; the units holding tensors in registration order."""
         reg = {name: k for k, name in enumerate(scope.registration)}
         holding = sorted((u for u in units if u.holds), key=lambda u: (reg.get(u.name, len(reg)), u.order))
+        registered = [u.name for u in holding]
         made = {u.output: u for u in units}
         done: set[str] = set()
         result: list[_Unit] = []
@@ -175,7 +178,7 @@ class BodyBuilder:
                 eligible = [u for u in pending if ready(u)]
                 if not eligible:  # pragma: no cover - the traced graph has no cycles
                     raise self.fail(scope, "its children read each other in a cycle")
-                self.notes.append(f"{scope.path or 'the model'}: the state_dict order differs from the source's")
+                self.build_orders[scope.path] = registered
             u = eligible[0]
             pending.remove(u)
             done.add(u.name)
@@ -209,7 +212,14 @@ class BodyBuilder:
         items: list[Item] = []
         for k, u in enumerate(units):
             if u.node is not None and u.node.op in MERGES:
-                item = Item(u.name, "merge", op=u.node.op, refs=[source(v) for v in u.inputs], node=u.node.id)
+                item = Item(
+                    u.name,
+                    "merge",
+                    op=u.node.op,
+                    attrs=dict(u.node.attrs),
+                    refs=[source(v) for v in u.inputs],
+                    node=u.node.id,
+                )
             elif u.node is not None:
                 item = Item(u.name, "op", op=u.node.op, attrs=dict(u.node.attrs), node=u.node.id, doc=u.node.doc)
             else:
@@ -257,7 +267,7 @@ class BodyBuilder:
                 b.source = PREV
             node = self.model.nodes[merge.node]
             node.scope, node.name = scope.parent, scope.name  # a named merge's node is the block itself
-            return Item(name, "merge", op=merge.op, children=branches, node=merge.node)
+            return Item(name, "merge", op=merge.op, attrs=merge.attrs, children=branches, node=merge.node)
         run = all(u.node is None for u in units) and all(i.source is PREV for i in items)
         for item, unit in zip(items, units, strict=True):
             if not valid_name(item.name):

@@ -90,13 +90,13 @@ class Writer:
             return self.use_value(item)
         if item.kind == "merge" and not item.children:
             refs = [{"ref": r if r != IN else "in"} for r in item.refs]
-            return {item.op: refs, **self.keys(item)}
+            return {item.op: refs, **_given(item.op, item.attrs), **self.keys(item)}
         repeated = as_repeat(self, item)
         if repeated is not None:
             return {**repeated, **self.keys(item)}
         if item.kind == "merge":
             branches = self.children(item)
-            return Block({item.op: branches, **self.keys(item)})
+            return Block({item.op: branches, **_given(item.op, item.attrs), **self.keys(item)})
         if item.kind == "seq" and not all(c.name.isidentifier() for c in item.children):
             raise ImportFailure(
                 f"{item.scope or item.name}: its children's names ({', '.join(c.name for c in item.children[:3])}) "
@@ -121,9 +121,11 @@ class Writer:
         out: dict = {"doc": t.doc}
         if params:
             out["params"] = params
+        if t.build_order:
+            out["build_order"] = list(t.build_order)
         body = t.body
         if body.kind == "merge" and body.children:
-            out["body"] = Block({body.op: self.children(body)})
+            out["body"] = Block({body.op: self.children(body), **_given(body.op, body.attrs)})
         elif body.kind == "list":
             out["body"] = self.children(body)
         else:

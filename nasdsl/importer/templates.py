@@ -44,6 +44,9 @@ class Template:
     body: Item
     instances: list[str]
     doc: str = ""
+    #: the entries in the order the source's class builds them (its state_dict's), where that is
+    #: not the order they run in (torchvision's Swin V2 block builds norm1 before attn)
+    build_order: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,7 +84,22 @@ class Discovery:
                 self._class([scopes[p] for p in group])
         root, _, _ = self.builder.body(self.model.scopes[""], self.item_of)
         self.notes.extend(self.builder.notes)
+        self._build_orders()
         return root
+
+    def _build_orders(self) -> None:
+        """A template whose instances all build their entries in one order other than the one
+        they run in says so (``build_order``); elsewhere the spec's state_dict order differs
+        from the source's, and the report's note says where."""
+        orders = self.builder.build_orders
+        for t in self.templates.values():
+            seen = {tuple(orders.get(p, ())) for p in t.instances}
+            if len(seen) == 1 and t.body.kind == "seq" and t.body.named and all(seen):
+                t.build_order = list(next(iter(seen)))
+        written = {p for t in self.templates.values() if t.build_order for p in t.instances}
+        for path in orders:
+            if path not in written:
+                self.notes.append(f"{path or 'the model'}: the state_dict order differs from the source's")
 
     def _work(self, scopes: dict[str, Scope]) -> list:
         """Classes (lists of instance paths) and containers (a path each), innermost first."""
@@ -225,6 +243,8 @@ class Discovery:
             return (*head, self.assigned[item.scope][0])
         if item.kind == "op":
             return head
+        if item.kind == "merge":  # its settings (a concat's axis) are the structure's, never parameters
+            head += (tuple(sorted(item.attrs.items())),)
         return (*head, tuple(self.signature(c, with_when) for c in item.children))
 
     def slots(self, item: Item, prefix: tuple = ()) -> dict[tuple, object]:

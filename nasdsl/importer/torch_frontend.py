@@ -28,7 +28,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from nasdsl.errors import Location
-from nasdsl.importer import torch_ops
+from nasdsl.importer import torch_ops, torch_shapes
 from nasdsl.importer.flat import (
     CLASS,
     CONTAINER,
@@ -92,7 +92,8 @@ def _arguments(frame) -> tuple[dict, list[str]]:
 
 def load(source: str, *, on_meta: bool = True):
     """The module a ``torchvision:NAME`` or ``module:pkg.mod:factory`` source names, the
-    constructor records, a label and the default input shape (torchvision's crop size)."""
+    constructor records, a label and the default input shape (torchvision's crop size; a ViT's
+    ``image_size``, the one size it runs at)."""
     kind, _, rest = source.partition(":")
     with recording_constructors() as records:
         if kind == "torchvision":
@@ -144,6 +145,9 @@ def _torchvision(name: str, on_meta: bool):
             module = torchvision.models.get_model(name, weights=None)
     crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size
     size = crop[0] if isinstance(crop, (list, tuple)) else crop
+    built = getattr(module, "image_size", None)  # a ViT is built for one size (vit_h_14: 224, its weights 518)
+    if isinstance(built, int) and not isinstance(built, bool):
+        size = built
     return module, (3, int(size), int(size))
 
 
@@ -253,6 +257,8 @@ def _location(node: fx.Node) -> Location | None:
 def _what(node: fx.Node, root: nn.Module) -> str:
     if node.op == "call_module":
         return f"module {type(root.get_submodule(node.target)).__qualname__}"
+    if node.op == "get_attr":
+        return f"tensor {node.target}"
     if node.op == "call_method":
         return f"method Tensor.{node.target}"
     target = node.target
@@ -286,6 +292,10 @@ class _Reader:
         self.value: dict[fx.Node, str | None] = {}
         self.params: dict[fx.Node, str] = {}
         self.chunks: dict[fx.Node, tuple[fx.Node, int]] = {}
+        #: shape arithmetic evaluated at the traced input (:mod:`nasdsl.importer.torch_shapes`)
+        self.consts: dict[fx.Node, object] = {}
+        #: calls that return a tuple (attention's output and weights) -> the node of their output
+        self.pairs: dict[fx.Node, str] = {}
         self.modules_called: dict[str, int] = {}
         self.order = 0
         self.doc = ""
@@ -341,7 +351,9 @@ class _Reader:
 
     def add(self, node: fx.Node, lowered, scope: str, name: str, inputs: list[str], tensors: dict) -> None:
         chain = lowered if isinstance(lowered, tuple) else (lowered,)
-        shape = tuple(node.meta["tensor_meta"].shape)[1:]
+        meta = node.meta["tensor_meta"]
+        meta = meta if hasattr(meta, "shape") else meta[0]  # attention: (output, weights)
+        shape = tuple(meta.shape)[1:]
         self.scope(scope)
         prev = inputs
         for k, step in enumerate(chain):
@@ -375,13 +387,13 @@ class _Reader:
 
     def tensor_inputs(self, node: fx.Node) -> list[fx.Node]:
         found: list[fx.Node] = []
-        fx.node.map_arg((node.args, node.kwargs), lambda a: found.append(a) or a)
+        fx.node.map_arg((node.args, node.kwargs), lambda a: a in self.consts or found.append(a) or a)
         return found
 
     def inputs_of(self, node: fx.Node, tensors: list[fx.Node]) -> list[str]:
         out = []
         for t in tensors:
-            if t in self.params:
+            if t in self.params and self.value.get(t) is None:
                 raise self.fail(
                     node, f"reads the tensor '{t.target}' directly: only a layer scale (p * x) is understood"
                 )
@@ -392,9 +404,10 @@ class _Reader:
         return out
 
     def call(self, node: fx.Node, tensors: list[fx.Node]) -> torch_ops.Call:
-        shapes = [tuple(t.meta["tensor_meta"].shape) for t in tensors if "tensor_meta" in t.meta]
+        shapes = [tuple(t.meta["tensor_meta"].shape) for t in tensors if hasattr(t.meta.get("tensor_meta"), "shape")]
         meta = node.meta.get("tensor_meta")
-        return torch_ops.Call(node.args, node.kwargs, shapes, tuple(meta.shape) if hasattr(meta, "shape") else None)
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: self.consts.get(a, a))
+        return torch_ops.Call(args, kwargs, shapes, tuple(meta.shape) if hasattr(meta, "shape") else None)
 
     def read(self, graph: fx.Graph) -> tuple[Node, list[tuple[str, fx.Node]]]:
         inp = None
@@ -455,10 +468,30 @@ class _Reader:
             raise self.fail(node, "the module is called a second time: a spec block has weights of its own")
         self.scope(scope)
         name = self.fresh(scope, attr, own=True)
+        if isinstance(lowered, Lowered) and lowered.op == "attention":  # query, key and value: one tensor
+            self.add(node, lowered, scope, name, inputs[:1], own)
+            self.pairs[node], self.value[node] = self.value[node], None
+            return
         self.add(node, lowered, scope, name, inputs, own)
 
     def function_call(self, node: fx.Node) -> None:
         target = node.target
+        try:
+            self.consts[node] = torch_shapes.evaluate(node, self.consts)
+            self.value[node] = None
+            return
+        except torch_shapes.NotShape:
+            pass
+        except torch_shapes.BatchArithmetic:
+            raise self.fail(node, "computes with the batch size: a spec's sizes are those of one sample") from None
+        if target is _getitem and node.args[0] in self.pairs:
+            self.value[node] = self.pairs[node.args[0]] if node.args[1] == 0 else None  # attention's weights: none
+            return
+        if node.op == "call_method" and target == "expand" and node.args[0] in self.params:
+            return self.class_token(node)
+        if target in (_add, torch.add) and any(a in self.params and self.value.get(a) is None for a in node.args[:2]):
+            a, b = node.args[:2]
+            self.learned(a if a in self.params else b, b if a in self.params else a)
         if node.op == "call_method" and target == "chunk":
             self.chunks[node] = (node.args[0], int(node.args[1] if len(node.args) > 1 else node.kwargs["chunks"]))
             dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
@@ -526,6 +559,55 @@ class _Reader:
         name = self.fresh(scope, attr, own=True)
         self.add(node, Lowered("layer_scale", {"init": init}), scope, name, self.inputs_of(node, [x]), {"": tensor})
 
+    def learned(self, param: fx.Node, reads: object) -> None:
+        """A module's tensor read in the forward (a ViT's position embedding added to the tokens)
+        as a ``parameter`` op: it reads ``reads`` for the batch size only."""
+        if not isinstance(reads, fx.Node) or self.value.get(reads) is None:
+            raise self.fail(param, "is added to something other than a tensor the spec can name")
+        mine, theirs = tuple(param.meta["tensor_meta"].shape), tuple(reads.meta["tensor_meta"].shape)
+        if mine[1:] != theirs[1:]:
+            raise self.fail(
+                param, f"of shape {list(mine)} is added to a tensor of {list(theirs)}: only a tensor of its shape is"
+            )
+        self.parameter(param, param, reads)
+
+    def class_token(self, node: fx.Node) -> None:
+        """``token.expand(n, -1, -1)``: a learned tensor repeated over the batch, a ``parameter`` op
+        reading the tensor whose shape gave ``n``."""
+        sizes = self.call(node, []).args[1:]
+        sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
+        tensor = self.learned_tensor(node, node.args[0].target)
+        if (
+            not sizes
+            or not isinstance(sizes[0], torch_shapes.Batch)
+            or len(sizes) != tensor.dim()
+            or any(s not in (-1, d) for s, d in zip(sizes[1:], tensor.shape[1:], strict=True))
+        ):
+            raise self.fail(node, f"expand{tuple(sizes)}: only a repetition over the batch (n, -1, ...) is understood")
+        self.parameter(node, node.args[0], sizes[0].of)
+
+    def learned_tensor(self, node: fx.Node, target: str) -> torch.Tensor:
+        try:
+            return self.root.get_parameter(target)
+        except AttributeError:
+            raise self.fail(
+                node, f"reads '{target}', which is no parameter: the spec's parameter op is learned"
+            ) from None
+
+    def parameter(self, node: fx.Node, param: fx.Node, reads: fx.Node) -> None:
+        target = param.target
+        tensor = self.learned_tensor(node, target)
+        if tensor.dim() < 2 or tensor.shape[0] != 1:
+            raise self.fail(
+                node, f"reads '{target}' of shape {list(tensor.shape)}: a learned tensor is understood as (1, ...)"
+            )
+        scope, _, attr = target.rpartition(".")
+        self.scope(scope)
+        name = self.fresh(scope, attr, own=True)
+        lowered = Lowered("parameter", {"shape": [int(d) for d in tensor.shape[1:]]})
+        self.add(node, lowered, scope, name, self.inputs_of(node, [reads]), {"": tensor})
+        self.value[param] = self.value[node]
+
     def outputs(self, node: fx.Node) -> list[tuple[str, fx.Node]]:
         value = node.args[0]
         if isinstance(value, fx.Node) and value.op == "call_function" and hasattr(value.target, "_fields"):
@@ -537,6 +619,7 @@ class _Reader:
 
 _getitem = __import__("operator").getitem
 _mul = __import__("operator").mul
+_add = __import__("operator").add
 
 
 def _describe_arguments(scope: Scope, values: dict, order: list[str]) -> None:
@@ -601,7 +684,8 @@ def _simple_value(value: object) -> object:
         and len(value) == 2
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
-        return tuple(value)
+        # as the op tables write a pair: one integer when both are equal (a Swin block's shift)
+        return value[0] if value[0] == value[1] else tuple(value)
     return None
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasdsl.importer.ops_table import Lowered, Unsupported, pair
+from nasdsl.importer.torch_shapes import Batch
 
 _MISSING = object()
 
@@ -52,6 +53,21 @@ class Call:
     @property
     def rank(self) -> int:
         return len(self.in_shapes[0]) if self.in_shapes else 0
+
+
+def _spec_axis(dim: object, call: Call) -> int:
+    """A torch dimension of the input as the spec's axis (the batch excluded)."""
+    axis = int(dim) % call.rank - 1
+    if axis < 0:
+        raise Unsupported("an op along the batch axis: the spec's ops work on each sample")
+    return axis
+
+
+def _axis_attr(dim: object, call: Call, key: str) -> dict:
+    """``{key: axis}`` for a dimension of the input; nothing (the default, the channels) for axis 1
+    of an image (N, C, H, W) or of features (N, C), the layouts whose channel axis is sure."""
+    axis = _spec_axis(dim, call)
+    return {} if axis == 0 and call.rank in (2, 4) else {key: axis}
 
 
 def _map_input(call: Call, what: str) -> None:
@@ -128,10 +144,17 @@ def _adaptive(size: object, call: Call) -> Lowered:
     return Lowered("adaptive_avg_pool", {"size": pair(sizes)})
 
 
+def _flatten_dims(start: int, end: int, call: Call) -> Lowered:
+    """``flatten(start, end)`` of torch's axes: all but the batch is flat features, the
+    default; a run of later axes (a map's positions into a sequence) says where."""
+    first, last = _spec_axis(start, call), _spec_axis(end, call)
+    if first == 0 and last == call.rank - 2:
+        return Lowered("flatten")
+    return Lowered("flatten", {"start": first} if last == call.rank - 2 else {"start": first, "end": last})
+
+
 def _flatten_module(m: nn.Flatten, call: Call) -> Lowered:
-    if m.start_dim != 1 or m.end_dim not in (-1, call.rank - 1):
-        raise Unsupported(f"Flatten({m.start_dim}, {m.end_dim}): the spec's flatten keeps the batch alone")
-    return Lowered("flatten")
+    return _flatten_dims(m.start_dim, m.end_dim, call)
 
 
 def _layer_norm(m: nn.LayerNorm, call: Call) -> Lowered:
@@ -157,9 +180,9 @@ def _permute_dims(dims: object, call: Call) -> Lowered:
 
 
 def _softmax(dim: object, call: Call) -> Lowered:
-    if dim is None or int(dim) % call.rank != 1:
-        raise Unsupported(f"softmax over axis {dim}: the spec's softmax is over channels or features (axis 1)")
-    return Lowered("softmax")
+    if dim is None:
+        raise Unsupported("softmax without a dim: say which axis")
+    return Lowered("softmax", _axis_attr(dim, call, "dim"))
 
 
 def _dropout_p(p: float) -> Lowered:
@@ -177,6 +200,29 @@ def _simple(op: str) -> Callable[..., Lowered]:
 def _lrn(m: nn.LocalResponseNorm, call: Call) -> Lowered:
     _map_input(call, "LocalResponseNorm")
     return Lowered("lrn", {"size": m.size, "alpha": float(m.alpha), "beta": float(m.beta), "k": float(m.k)})
+
+
+def _attention(m: nn.MultiheadAttention, call: Call) -> Lowered:
+    """Self-attention over batch-first tokens: query, key and value one tensor, no masks."""
+    if not m.batch_first:
+        raise Unsupported("batch_first=False: the spec's attention reads batch-first tokens (N, L, C)")
+    if not m._qkv_same_embed_dim or m.kdim != m.embed_dim or m.vdim != m.embed_dim:
+        raise Unsupported("kdim or vdim other than embed_dim: the spec's attention projects one tensor")
+    if m.bias_k is not None or m.add_zero_attn:
+        raise Unsupported("add_bias_kv or add_zero_attn: the spec's attention has neither")
+    if m.in_proj_bias is None and m.out_proj.bias is not None:  # pragma: no cover - torch ties them
+        raise Unsupported("an output bias without input biases")
+    query = call.arg(0, "query")
+    if call.arg(1, "key") is not query or call.arg(2, "value") is not query:
+        raise Unsupported("key or value other than the query: the spec's attention is self-attention")
+    for name, index in (("key_padding_mask", 3), ("attn_mask", 5)):
+        if call.arg(index, name, None) is not None:
+            raise Unsupported(f"a {name}: the spec's attention takes none")
+    if call.arg(7, "is_causal", False):
+        raise Unsupported("is_causal=True: the spec's attention is not causal")
+    if call.rank != 3:
+        raise Unsupported(f"attention over a {call.rank - 1}-D input: the spec's attention reads tokens (L, C)")
+    return Lowered("attention", {"heads": m.num_heads, "dropout": float(m.dropout), "bias": m.in_proj_bias is not None})
 
 
 def _stochastic_depth(m, call: Call) -> Lowered:
@@ -205,13 +251,48 @@ MODULES: dict[type, Callable[..., Lowered | tuple[Lowered, ...]]] = {
     nn.Softmax: lambda m, call: _softmax(m.dim, call),
     nn.LocalResponseNorm: _lrn,
     nn.Identity: _simple("identity"),
+    nn.MultiheadAttention: _attention,
 }
+
+
+def _window_attention(m, call: Call, version: int) -> Lowered:
+    """torchvision's ShiftedWindowAttention (V2: version 2) over a channels-last map."""
+    if call.rank != 4:
+        raise Unsupported(f"window attention over a {call.rank - 1}-D input: expected a channels-last map (H, W, C)")
+    attrs = {
+        "heads": m.num_heads,
+        "window": [int(w) for w in m.window_size],
+        "shift": pair(m.shift_size),
+        "version": version,
+        "qkv_bias": m.qkv.bias is not None,
+        "proj_bias": m.proj.bias is not None,
+        "attention_dropout": float(m.attention_dropout),
+        "dropout": float(m.dropout),
+    }
+    return Lowered("window_attention", attrs)
+
+
+def _patch_merging(m, call: Call, norm: str) -> Lowered:
+    """torchvision's PatchMerging (norm before the reduction) and PatchMergingV2 (after)."""
+    if call.rank != 4:
+        raise Unsupported(f"patch merging of a {call.rank - 1}-D input: expected a channels-last map (H, W, C)")
+    if type(m.norm) is not nn.LayerNorm or not m.norm.elementwise_affine or m.norm.bias is None:
+        raise Unsupported(f"a norm_layer {type(m.norm).__name__}: the spec's patch_merging has an affine LayerNorm")
+    if m.reduction.bias is not None:  # pragma: no cover - torchvision's has none
+        raise Unsupported("a reduction with a bias")
+    return Lowered("patch_merging", {"out": m.reduction.out_features, "norm": norm, "eps": float(m.norm.eps)})
 
 
 def _torchvision_modules() -> None:
     """torchvision's own layers, when torchvision is installed (it is optional)."""
     try:
         from torchvision.models.convnext import LayerNorm2d
+        from torchvision.models.swin_transformer import (
+            PatchMerging,
+            PatchMergingV2,
+            ShiftedWindowAttention,
+            ShiftedWindowAttentionV2,
+        )
         from torchvision.ops import StochasticDepth
         from torchvision.ops.misc import Permute
     except ImportError:  # pragma: no cover - torchvision is a test dependency
@@ -219,6 +300,10 @@ def _torchvision_modules() -> None:
     MODULES[LayerNorm2d] = _layer_norm_2d
     MODULES[Permute] = lambda m, call: _permute_dims(m.dims, call)
     MODULES[StochasticDepth] = _stochastic_depth
+    MODULES[ShiftedWindowAttention] = lambda m, call: _window_attention(m, call, 1)
+    MODULES[ShiftedWindowAttentionV2] = lambda m, call: _window_attention(m, call, 2)
+    MODULES[PatchMerging] = lambda m, call: _patch_merging(m, call, "before")
+    MODULES[PatchMergingV2] = lambda m, call: _patch_merging(m, call, "after")
 
 
 _torchvision_modules()
@@ -228,10 +313,7 @@ _torchvision_modules()
 
 
 def _cat(call: Call) -> Lowered:
-    dim = int(call.arg(1, "dim", 0))
-    if dim % call.rank != 1:
-        raise Unsupported(f"concatenation along axis {dim}: the spec's concat joins channels (axis 1)")
-    return Lowered("concat")
+    return Lowered("concat", _axis_attr(call.arg(1, "dim", 0), call, "axis"))
 
 
 def _binary(op: str) -> Callable[[Call], Lowered]:
@@ -246,9 +328,14 @@ def _binary(op: str) -> Callable[[Call], Lowered]:
 def _flatten_call(call: Call) -> Lowered:
     start = int(call.arg(1, "start_dim", 0))
     end = int(call.arg(2, "end_dim", -1))
-    if start != 1 or end % call.rank != call.rank - 1:
+    if start % call.rank == 0:
         raise Unsupported(f"flatten({start}, {end}): the spec's flatten keeps the batch alone")
-    return Lowered("flatten")
+    return _flatten_dims(start, end, call)
+
+
+def _transpose_call(call: Call) -> Lowered:
+    a, b = _spec_axis(call.arg(1, "dim0"), call), _spec_axis(call.arg(2, "dim1"), call)
+    return Lowered("transpose", {"axis0": min(a, b), "axis1": max(a, b)})
 
 
 def _mean(call: Call) -> tuple[Lowered, ...] | Lowered:
@@ -314,6 +401,46 @@ def _permute_call(call: Call) -> Lowered:
     return _permute_dims(dims, call)
 
 
+def _reshape(call: Call) -> Lowered:
+    """``x.reshape(n, c, h * w)`` with the sizes evaluated (:mod:`nasdsl.importer.torch_shapes`):
+    a merge of neighbouring axes is a flatten from ``start`` to ``end``, anything else a reshape."""
+    sizes = call.args[1:] or call.kwargs.get("shape", ())
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = sizes[0]
+    if not sizes or not isinstance(sizes[0], Batch):
+        raise Unsupported("a reshape whose first size is not the batch size (x.shape[0]): the spec's reshape keeps it")
+    if any(isinstance(s, Batch) for s in sizes[1:]):
+        raise Unsupported("the batch size as a size other than the first")
+    old, new = list(call.in_shapes[0][1:]), list(call.out_shape[1:])
+    start = next((k for k, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
+    merged = len(old) - len(new) + 1
+    if 0 < merged and old[:start] == new[:start] and old[start + merged :] == new[start + 1 :]:
+        if merged == 1:
+            return Lowered("identity")
+        end = start + merged - 1
+        return Lowered("flatten", {"start": start} if end == len(old) - 1 else {"start": start, "end": end})
+    return Lowered("reshape", {"shape": new})
+
+
+def _index(call: Call) -> Lowered:
+    """``x[:, 0]``: one position along one axis (the batch kept whole) is a select."""
+    index = call.args[1]
+    index = index if isinstance(index, tuple) else (index,)
+    full = slice(None, None, None)
+    taken = [k for k, i in enumerate(index) if i != full]
+    if (
+        len(taken) == 1
+        and taken[0] > 0
+        and isinstance(index[taken[0]], int)
+        and not isinstance(index[taken[0]], bool)
+        and all(isinstance(i, (slice, int)) for i in index)
+    ):
+        return Lowered("select", {"axis": taken[0] - 1, "index": index[taken[0]]})
+    raise Unsupported(
+        f"indexing with {index!r}: the spec takes one position along one axis other than the batch (select)"
+    )
+
+
 FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     torch.cat: _cat,
     torch.concat: _cat,
@@ -325,6 +452,9 @@ FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     torch.mul: _binary("mul"),
     torch.flatten: _flatten_call,
     torch.permute: _permute_call,
+    torch.reshape: _reshape,
+    torch.transpose: _transpose_call,
+    operator.getitem: _index,
     F.relu: _simple("relu"),
     torch.relu: _simple("relu"),
     F.relu6: _simple("relu6"),
@@ -353,6 +483,9 @@ METHODS: dict[str, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     "add": _binary("add"),
     "mul": _binary("mul"),
     "contiguous": _simple("identity"),
+    "reshape": _reshape,
+    "transpose": _transpose_call,
+    "view": _reshape,
 }
 
 
@@ -382,4 +515,5 @@ NAMES = {
     "avg_pool2d": "avgpool",
     "max_pool2d": "maxpool",
     "contiguous": "contiguous",
+    "getitem": "select",
 }
