@@ -16,9 +16,11 @@ def randomise_bn_stats(model: torch.nn.Module, seed: int = 1) -> None:
 
 
 def randomise(model: torch.nn.Module, seed: int = 1) -> None:
-    """Make every tensor count in a comparison: random BatchNorm statistics, and random
-    affine parameters for the norms (BatchNorm starts at 1 and 0, LayerNorm too) and for
-    ConvNeXt's layer scale (which starts at 1e-6 and would hide its block's branch)."""
+    """Make every tensor count in a comparison: random BatchNorm statistics, random affine
+    parameters for the norms (BatchNorm starts at 1 and 0, LayerNorm too) and for ConvNeXt's
+    layer scale (which starts at 1e-6 and would hide its block's branch), and random values for
+    any other parameter that starts at zeros (ViT's head, whose zeros would make every output
+    zero, its class token, a bias)."""
     randomise_bn_stats(model, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -31,6 +33,8 @@ def randomise(model: torch.nn.Module, seed: int = 1) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
             elif name.endswith("layer_scale"):
                 p.copy_(torch.rand(p.shape, generator=gen) * 0.5 + 0.25)
+            elif p.is_floating_point() and not p.is_meta and not p.any():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
 def holds_tensors(module: torch.nn.Module) -> bool:
