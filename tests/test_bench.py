@@ -426,7 +426,7 @@ def test_summary_latency_adds_up_the_entries(tmp_path, monkeypatch, capsys, tiny
 
 def test_calibrate_measures_fits_caches_and_predicts(tmp_path, monkeypatch, capsys, tiny):
     """A calibration on four random networks and a microbenchmark, two passes (the real one measures
-    160 and 72): the cache file is
+    180 and 72): the cache file is
     written, the command predicts the spec, and a second call reads the cache."""
     monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(calibrate, "NETWORKS", 4)

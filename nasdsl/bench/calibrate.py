@@ -230,20 +230,22 @@ def _inverted(net: _Net, e: int, s: int, k: int, out: int, act: str, se: bool, g
 
 
 def _mobile(net: _Net) -> None:
-    """The body of a MobileNetV2/V3-, MnasNet- or EfficientNet-like network: stages of inverted
-    residuals of one activation, widths multiples of 8 that grow as the map shrinks, with or
-    without squeeze-and-excitation (a hard-sigmoid or a sigmoid gate), then a wide 1x1 convolution."""
+    """The body of a MobileNetV2/V3-, MnasNet- or EfficientNet-like network: MobileNetV2's stages
+    (widths 16 to 320 times a width multiplier of 0.35-1.4, rounded to multiples of 8; strides
+    1, 2, 2, 2, 1, 2, 1) of one to four inverted residuals of one activation, expansion and
+    kernel each, with or without squeeze-and-excitation (a hard-sigmoid or a sigmoid gate), then
+    a wide 1x1 convolution."""
     rng = net.rng
     act = str(rng.choice(["relu6", "relu6", "hardswish", "silu", "relu"]))
     se, gate = float(rng.choice([0.0, 0.0, 0.5, 1.0])), str(rng.choice(["SE", "SESigmoid"]))
     scale = float(rng.uniform(0.35, 1.4))
-    for stage in range(int(rng.integers(4, 8))):
-        out = min(384, max(8, int(round(net.c * rng.uniform(1.0, 2.0) / 8)) * 8))
-        e, k = int(rng.choice([1, 3, 4, 6] if stage else [1])), int(rng.choice([3, 3, 5]))
-        s = 2 if stage and net.size >= 4 and rng.random() < 0.7 else 1
-        for j in range(int(rng.integers(1, 4))):
+    for stage, (width, s) in enumerate(zip((16, 24, 32, 64, 96, 160, 320), (1, 2, 2, 2, 1, 2, 1), strict=True)):
+        out = max(8, int(round(width * scale / 8)) * 8)
+        e, k = int(rng.choice([3, 4, 6] if stage else [1])), int(rng.choice([3, 3, 5]))
+        s = s if net.size >= 4 else 1
+        for j in range(1 if stage in (0, 6) else int(rng.integers(1, 5))):
             _inverted(net, e, s if j == 0 else 1, k, out, act, rng.random() < se, gate)
-    wide = max(8, int(round(int(rng.choice([960, 1280])) * scale / 8)) * 8)
+    wide = max(8, int(round(int(rng.choice([960, 1280])) * max(1.0, scale) / 8)) * 8)
     net.entry(net.seq(net.conv(wide, 1, act=act)))
     net.c = wide
 
