@@ -113,8 +113,8 @@ def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[st
     """How an engine runs each node, from the structure alone (``(name, op, inputs, train)`` in
     order): ``skip`` (a training-only node), ``view`` (moves nothing), ``folded`` (a BatchNorm
     folded into the convolution before it), ``fused`` (an activation fused into the convolution,
-    linear layer or standing BatchNorm before it, or a residual sum fused into the convolution
-    before it), or ``""`` (runs on its own)."""
+    linear layer or standing BatchNorm before it, or a residual sum fused into the convolution or
+    matrix product before it), or ``""`` (runs on its own)."""
     nodes = list(nodes)
     items = [n for n in nodes if not n[3]]
     readers: dict[str, int] = {}
