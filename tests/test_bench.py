@@ -264,11 +264,61 @@ def test_contexts_follow_what_the_engines_fuse():
         ("twice", "sigmoid", ("c2",), False),  # c2 has two readers: nothing fuses into it
         ("drop", "dropout", ("after",), False),
         ("aux", "linear", ("pool",), True),
+        ("cat", "concat", ("pool", "relu2"), False),
+        ("norm", "batch_norm", ("cat",), False),  # DenseNet's: after a concatenation, not folded
+        ("act", "relu", ("norm",), False),  # ONNX Runtime runs it as a 1x1 depthwise convolution
+        ("fc", "linear", ("act",), False),
+        ("fcact", "relu", ("fc",), False),  # into the linear layer
+        ("c3", "conv3d", ("x",), False),
+        ("bn3", "batch_norm", ("c3",), False),  # folded into a 3-D convolution too
     ]
     assert latency.contexts(nodes) == {
         "x": "view", "conv": "", "bn": "folded", "relu": "fused", "pool": "", "relu2": "", "c1": "", "c2": "",
         "sum": "fused", "after": "fused", "both": "", "twice": "", "drop": "view", "aux": "skip",
+        "cat": "", "norm": "", "act": "fused", "fc": "", "fcact": "fused", "c3": "", "bn3": "folded",
     }  # fmt: skip
+
+
+def test_features_tell_apart_what_runs_differently():
+    """A swish after a convolution, a gate multiplied across a map (squeeze-and-excitation) and
+    a layer whose weights do not fit one core's L2 cache each have their own terms."""
+    conv = {"groups": 1, "kernel": (1, 1)}
+    assert latency.features("relu", {}, ((32, 8, 8),), (32, 8, 8), 0, "fused")[0] == "fused_act"
+    assert latency.features("silu", {}, ((32, 8, 8),), (32, 8, 8), 0, "fused")[0] == "fused_swish"
+    assert latency.features("mul", {}, ((32, 1, 1), (32, 8, 8)), (32, 8, 8), 0, "")[0] == "broadcast"
+    assert latency.features("mul", {}, ((32, 8, 8), (32, 8, 8)), (32, 8, 8), 0, "")[0] == "elementwise"
+    assert latency.features("gelu", {}, ((10, 32),), (10, 32), 0, "")[0] == "gelu"
+    assert latency.features("linear", {}, ((10, 32),), (10, 64), 10 * 32 * 64, "")[0] == "linear_seq"
+    # 3-D convolutions and attention: their multiply-adds at rates of their own
+    conv3d = {"groups": 1, "kernel": (3, 1, 1)}
+    macs = 16 * 8 * 3 * 4 * 5 * 5  # out x in x kernel x output positions
+    assert latency.features("conv3d", conv3d, ((8, 4, 5, 5),), (16, 4, 5, 5), macs, "")[:2] == ("conv_nd", macs)
+    assert latency.features("attention", {"heads": 2}, ((10, 8),), (10, 8), 999, "")[:2] == ("matmul", 999)
+    fits = latency.cache_values()  # float32 values in L2
+    small, large = int(math.isqrt(fits // 2)), int(math.isqrt(fits)) + 1  # a square layer of either side
+    for n, streamed in ((small, 0), (large, large * large)):
+        assert latency.features("linear", {}, ((n,),), (n,), n * n, "")[1:] == (n * n, 2 * n + n * n, streamed)
+        assert latency.features("conv2d", conv, ((n, 1, 1),), (n, 1, 1), n * n, "")[3] == streamed
+
+
+def test_convolutions_left_out_of_the_blocked_layout_have_groups_of_their_own():
+    """ONNX Runtime 1.32's NCHWc layout (its profile names the nodes it moved: ``*_nchwc``) takes a
+    depthwise convolution on 36 channels but not on 35 (which runs about 7x slower a
+    multiply-add), a dense one on 36 or 6 input channels but not on 30, groups of 32 channels but
+    not of 8; those left out are costed by their true multiply-adds, the others padded to blocks."""
+
+    def group(cin, cout, groups, k=3):
+        size = 14 * 14 * cout
+        macs = size * (cin // groups) * k * k
+        attrs = {"groups": groups, "kernel": (k, k)}
+        return latency.features("conv2d", attrs, ((cin, 14, 14),), (cout, 14, 14), macs, "")[:2], macs
+
+    (kind, work), macs = group(36, 36, 36)
+    assert kind == "conv_dw" and work == 48 * 14 * 14 * 9  # 36 channels padded to three blocks
+    assert group(35, 35, 35)[0] == ("conv_dw_nchw", group(35, 35, 35)[1])
+    assert group(30, 64, 1)[0] == ("conv_nchw", group(30, 64, 1)[1])
+    assert group(36, 64, 1)[0][0] == "conv_kxk" and group(6, 64, 1)[0][0] == "conv_kxk"
+    assert group(64, 64, 2)[0][0] == "conv_kxk" and group(64, 64, 8)[0] == ("conv_group", group(64, 64, 8)[1])
 
 
 def test_the_fit_recovers_known_coefficients():
@@ -376,7 +426,7 @@ def test_summary_latency_adds_up_the_entries(tmp_path, monkeypatch, capsys, tiny
 
 def test_calibrate_measures_fits_caches_and_predicts(tmp_path, monkeypatch, capsys, tiny):
     """A calibration on four random networks and a microbenchmark, two passes (the real one measures
-    160 and 72): the cache file is
+    180 and 72): the cache file is
     written, the command predicts the spec, and a second call reads the cache."""
     monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(calibrate, "NETWORKS", 4)
@@ -400,6 +450,25 @@ def test_random_calibration_networks_compile():
     for i in range(6):
         net = calibrate.compile_text(calibrate.random_spec(i))
         assert net.totals()["macs"] > 0 and isinstance(net, nasdsl.Compiled)
+
+
+def test_the_calibration_set_holds_mobilenet_stacks():
+    """Some of the random networks are MobileNet-like stacks at 96-224 px: many
+    depthwise convolutions, squeeze-and-excitation gates (a map multiplied by a per-channel
+    gate), MobileNetV2/V3's and EfficientNet's activations; and grouped convolutions come with
+    ResNeXt's narrow groups."""
+    stacks, acts, narrow, gated = 0, set(), 0, False
+    for i in range(30):
+        views = list(latency._nodes(calibrate.compile_text(calibrate.random_spec(i)).graph))
+        depthwise = sum(v.op == "conv2d" and v.attrs["groups"] == v.in_shapes[0][0] > 1 for v in views)
+        gates = sum(v.op == "mul" and v.in_shapes[0] != v.in_shapes[1] for v in views)
+        narrow += sum(v.op == "conv2d" and 1 < v.attrs["groups"] < v.in_shapes[0][0] // 2 for v in views)
+        if depthwise >= 10:
+            stacks += 1
+            assert views[0].shape[1] >= 96
+            acts |= {v.op for v in views} & {"relu6", "hardswish", "silu"}
+            gated = gated or gates > 0
+    assert stacks >= 4 and gated and acts == {"relu6", "hardswish", "silu"} and narrow > 0
 
 
 def test_the_commands_of_docs_deploy_parse():

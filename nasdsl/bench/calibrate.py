@@ -1,12 +1,15 @@
 """Calibrating the latency model on this machine: random networks measured, coefficients fitted.
 
 The calibration set is made here, not taken from the specs the model is judged on: random
-networks (:func:`random_spec`, seeded) built from the blocks CNNs are made of (plain
-convolution stacks; Inception modules; ResNet bottlenecks, plain and grouped; MobileNet
-inverted residuals with and without squeeze-and-excitation; ShuffleNet-style channel splits
-and shuffles; ConvNeXt blocks; LRN; pools; classifier heads of one to three linear layers),
-with widths (some not a multiple of 8), kernels, strides, activations and resolutions drawn at
-random. Each is compiled, exported to ONNX with BatchNorm folded, opened in the engine (batch 1,
+networks (:func:`random_spec`, seeded) of four families (:data:`FAMILIES`). Most are built from
+the blocks CNNs are made of (plain convolution stacks; Inception modules; ResNet bottlenecks,
+plain and grouped with ResNeXt's and RegNet's group widths; MobileNet inverted residuals with
+and without squeeze-and-excitation; ShuffleNet-style channel splits and shuffles; ConvNeXt
+blocks; DenseNet layers; LRN; pools; classifier heads of one to three linear layers), with
+widths (some not a multiple of 8), kernels, strides, activations and resolutions drawn at
+random; the others are MobileNetV2/V3-, MnasNet- and EfficientNet-like stacks of inverted
+residuals at 96-224 px, video networks of 3-D convolutions, and vision transformers. Each is
+compiled, exported to ONNX with BatchNorm folded, opened in the engine (batch 1,
 one thread) and timed (:func:`measure_ms`) in :data:`PASSES` passes, the smallest time kept;
 the per-group features of its graph
 (:func:`nasdsl.bench.latency.row`) and its time make one equation, and non-negative least
@@ -28,8 +31,12 @@ from nasdsl import ir
 from nasdsl.bench import latency
 from nasdsl.bench.latency import LatencyModel
 
-#: random networks measured by a calibration (about two minutes on a 2-core EPYC)
-NETWORKS = 160
+#: random networks measured by a calibration (two to three minutes on a 2-core Xeon)
+NETWORKS = 180
+#: the kinds of random networks and their shares: made of blocks of every kind (:func:`_block`),
+#: MobileNet-like stacks (:func:`_mobile`), 3-D convolutional video networks (:func:`_video`),
+#: vision transformers (:func:`_transformer`)
+FAMILIES = {"blocks": 0.55, "mobile": 0.27, "video": 0.09, "transformer": 0.09}
 #: microbenchmarks measured with them (:func:`micro_spec`)
 MICRO = 72
 #: random networks above this many multiply-adds are drawn again (they would take long to time)
@@ -44,7 +51,7 @@ ACTIVATIONS = ("relu", "relu", "relu", "relu6", "silu", "hardswish")
 HEADER = """\
 nasdsl: 1
 name: Calibration{index}
-input: {{name: x, shape: [3, {size}, {size}]}}
+input: {{name: x, shape: [3, {shape}]}}
 templates:
   SE:
     params: [channels, squeeze]
@@ -55,6 +62,15 @@ templates:
       fc2: {{op: conv2d, out: channels, kernel: 1}}
       gate: hardsigmoid
       scale: {{mul: [{{ref: gate}}, {{ref: in}}]}}
+  SESigmoid:
+    params: [channels, squeeze]
+    body:
+      pool: global_avg_pool
+      fc1: {{op: conv2d, out: squeeze, kernel: 1}}
+      act: silu
+      fc2: {{op: conv2d, out: channels, kernel: 1}}
+      gate: sigmoid
+      scale: {{mul: [{{ref: gate}}, {{ref: in}}]}}
   Split:
     params: [half]
     body:
@@ -64,18 +80,29 @@ templates:
       join: {{concat: [{{ref: a}}, {{ref: b}}]}}
       shuffle: {{op: channel_shuffle, groups: 2}}
   ConvNeXt:
-    params: [dim]
+    params: [dim, mlp]
     body:
       block:
         - {{op: conv2d, out: dim, kernel: 7, padding: 3, groups: dim}}
         - {{op: permute, dims: [1, 2, 0]}}
         - {{op: layer_norm, dim: last}}
-        - {{op: linear, out: "4 * dim", dim: last}}
+        - {{op: linear, out: mlp, dim: last}}
         - gelu
         - {{op: linear, out: dim, dim: last}}
         - {{op: permute, dims: [2, 0, 1]}}
       scale: layer_scale
       residual: {{add: [{{ref: scale}}, {{ref: in}}]}}
+  Encoder:
+    params: [heads, dim, mlp]
+    body:
+      ln_1: {{op: layer_norm, dim: last}}
+      attention: {{op: attention, heads: heads}}
+      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
+      ln_2: {{op: layer_norm, dim: last}}
+      fc1: {{op: linear, out: mlp, dim: last}}
+      act: gelu
+      fc2: {{op: linear, out: dim, dim: last}}
+      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
 model:
 """
 
@@ -141,8 +168,12 @@ def _block(net: _Net) -> None:
         net.c = a + b3 + b5 + p
     elif kind in ("bottleneck", "grouped"):
         mid, s = net.width(8, 256), net.stride()
-        g = int(rng.choice([2, 4, 8, 32])) if kind == "grouped" else 1
-        mid = max(g, mid // g * g)
+        if kind == "grouped":  # ResNeXt's and RegNet's group widths
+            per = int(rng.choice([4, 8, 16, 24, 32, 64]))
+            mid = max(2 * per, mid // per * per)
+            g = mid // per
+        else:
+            g = 1
         out = c if s == 1 and rng.random() < 0.6 else net.width(16, 1024)
         main = net.conv(mid, 1) + net.conv(mid, 3, s, g) + net.conv(out, 1, act=None)
         short = "identity" if s == 1 and out == c else net.seq(net.conv(out, 1, s, act=None))
@@ -151,18 +182,8 @@ def _block(net: _Net) -> None:
         net.c = out
     elif kind == "inverted":
         e, s, k = int(rng.choice([1, 3, 4, 6])), net.stride(), int(rng.choice([3, 3, 5, 7]))
-        hidden, act = c * e, net.act()
         out = c if s == 1 and rng.random() < 0.6 else net.width(8, 320)
-        main = (net.conv(hidden, 1, act=act) if e > 1 else []) + net.conv(hidden, k, s, hidden, act=act)
-        if rng.random() < 0.35:
-            main.append(f"{{use: SE, args: [{hidden}, {max(1, hidden // 4)}]}}")
-        main += net.conv(out, 1, act=None)
-        if s == 1 and out == c:
-            net.entry(f"{{add: {{main: {net.seq(main)}, shortcut: identity}}}}")
-        else:
-            net.entry(net.seq(main))
-        net.shrink(s, k)
-        net.c = out
+        _inverted(net, e, s, k, out, net.act(), rng.random() < 0.35)
     elif kind == "separable":
         s, out = net.stride(), net.width()
         net.entry(net.seq(net.conv(c, 3, s, c, act="relu6") + net.conv(out, 1, act="relu6")))
@@ -180,7 +201,7 @@ def _block(net: _Net) -> None:
             return
         net.entry(f"{{use: Split, args: [{c // 2}]}}")
     elif kind == "convnext":
-        net.entry(f"{{use: ConvNeXt, args: [{c}]}}")
+        net.entry(f"{{use: ConvNeXt, args: [{c}, {c * int(rng.choice([1, 2, 4]))}]}}")
     elif kind == "lrn":
         net.entry("{op: lrn, size: 5}")
     elif kind == "dense":  # DenseNet's pre-activation layers: BatchNorm that follows a concatenation
@@ -191,20 +212,123 @@ def _block(net: _Net) -> None:
             net.c += growth
 
 
+def _inverted(net: _Net, e: int, s: int, k: int, out: int, act: str, se: bool, gate: str = "SE") -> None:
+    """A MobileNetV2 inverted residual: expand ``e`` times (1x1), filter each channel (k x k,
+    stride ``s``), squeeze-and-excite (``gate``: the SE template) when ``se``, project to ``out``."""
+    c = net.c
+    hidden = c * e
+    main = (net.conv(hidden, 1, act=act) if e > 1 else []) + net.conv(hidden, k, s, hidden, act=act)
+    if se:
+        main.append(f"{{use: {gate}, args: [{hidden}, {max(8, hidden // 4 // 8 * 8)}]}}")
+    main += net.conv(out, 1, act=None)
+    if s == 1 and out == c:
+        net.entry(f"{{add: {{main: {net.seq(main)}, shortcut: identity}}}}")
+    else:
+        net.entry(net.seq(main))
+    net.shrink(s, k)
+    net.c = out
+
+
+def _mobile(net: _Net) -> None:
+    """The body of a MobileNetV2/V3-, MnasNet- or EfficientNet-like network: MobileNetV2's stages
+    (widths 16 to 320 times a width multiplier of 0.35-1.4, rounded to multiples of 8; strides
+    1, 2, 2, 2, 1, 2, 1) of one to four inverted residuals of one activation, expansion and
+    kernel each, with or without squeeze-and-excitation (a hard-sigmoid or a sigmoid gate), then
+    a wide 1x1 convolution."""
+    rng = net.rng
+    act = str(rng.choice(["relu6", "relu6", "hardswish", "silu", "relu"]))
+    se, gate = float(rng.choice([0.0, 0.0, 0.5, 1.0])), str(rng.choice(["SE", "SESigmoid"]))
+    scale = float(rng.uniform(0.35, 1.4))
+    for stage, (width, s) in enumerate(zip((16, 24, 32, 64, 96, 160, 320), (1, 2, 2, 2, 1, 2, 1), strict=True)):
+        out = max(8, int(round(width * scale / 8)) * 8)
+        e, k = int(rng.choice([3, 4, 6] if stage else [1])), int(rng.choice([3, 3, 5]))
+        s = s if net.size >= 4 else 1
+        for j in range(1 if stage in (0, 6) else int(rng.integers(1, 5))):
+            _inverted(net, e, s if j == 0 else 1, k, out, act, rng.random() < se, gate)
+    wide = max(8, int(round(int(rng.choice([960, 1280])) * max(1.0, scale) / 8)) * 8)
+    net.entry(net.seq(net.conv(wide, 1, act=act)))
+    net.c = wide
+
+
+def _video(net: _Net, frames: int) -> None:
+    """An R3D-, R(2+1)D- or S3D-like network on a clip: 3-D convolutions (full, or split into a
+    spatial and a temporal one), residual sums, 3-D max pools, a global 3-D pool and a linear head."""
+    rng = net.rng
+    stem = net.width(16, 64)
+    net.entry(f"[{{op: conv3d, out: {stem}, kernel: [3, 7, 7], stride: [1, 2, 2], padding: [1, 3, 3], bias: false}}, "
+              "batch_norm, relu]")  # fmt: skip
+    net.shrink(2, 7)
+    c = stem
+    for _ in range(int(rng.integers(2, 6))):
+        kind = rng.choice(["full", "split", "pool"], p=[0.5, 0.35, 0.15])
+        if kind == "pool" and net.size >= 4 and frames >= 2:
+            net.entry("{op: max_pool3d, kernel: 3, stride: 2, padding: 1}")
+            net.size, frames = (net.size - 1) // 2 + 1, (frames - 1) // 2 + 1
+            continue
+        out = c if rng.random() < 0.5 else min(256, net.width(16, 256))
+        split = kind == "split"  # R(2+1)D's: a spatial convolution, then a temporal one
+        first, second, mid = ("[1, 3, 3]", "[3, 1, 1]", net.width(16, 256)) if split else ("3", "3", out)
+        pads = ("[0, 1, 1]", "[1, 0, 0]") if split else ("1", "1")
+        conv = [
+            f"{{op: conv3d, out: {mid}, kernel: {first}, padding: {pads[0]}, bias: false}}",
+            "batch_norm",
+            "relu",
+            f"{{op: conv3d, out: {out}, kernel: {second}, padding: {pads[1]}, bias: false}}",
+            "batch_norm",
+        ]
+        if out == c:
+            net.entry(f"[{{add: {{main: {net.seq(conv)}, shortcut: identity}}}}, relu]")
+        else:
+            net.entry(net.seq([*conv, "relu"]))
+        c = out
+    net.entry(
+        f"[{{op: adaptive_avg_pool3d, size: [1, 1, 1]}}, flatten, {{op: linear, out: {int(rng.choice([10, 400]))}}}]"
+    )
+
+
+def _transformer(net: _Net) -> None:
+    """A ViT-like network: patches embedded by a strided convolution, pre-norm encoder blocks
+    (multi-head self-attention and an MLP with GELU, each added to its input), a final LayerNorm
+    and the first token's features to a linear head."""
+    rng = net.rng
+    patch = int(rng.choice([p for p in (4, 8, 16, 32) if net.size // p >= 2]))
+    heads = int(rng.choice([1, 2, 4, 8, 12]))
+    dim = heads * int(rng.choice([16, 32, 64]))
+    mlp = dim * int(rng.choice([2, 4]))
+    net.entry(f"[{{op: conv2d, out: {dim}, kernel: {patch}, stride: {patch}}}, {{op: flatten, start: 1}}, "
+              "{op: permute, dims: [1, 0]}]")  # fmt: skip
+    for _ in range(int(rng.integers(1, 5))):
+        net.entry(f"{{use: Encoder, args: [{heads}, {dim}, {mlp}]}}")
+    classes = int(rng.choice([10, 1000]))
+    net.entry(f"[{{op: layer_norm, dim: last}}, {{op: select, axis: 0, index: 0}}, {{op: linear, out: {classes}}}]")
+
+
 def random_spec(index: int, seed: int = 0) -> str:
     """The YAML text of random network ``index`` of the calibration set."""
     rng = np.random.default_rng([seed, index])
-    size = int(rng.choice([32, 64, 96, 128, 160, 192, 224]))
+    family = rng.choice(list(FAMILIES), p=list(FAMILIES.values()))
+    if family == "video":
+        frames, size = int(rng.choice([4, 8, 16])), int(rng.choice([32, 56, 112]))
+        net = _Net(rng, 3, size)
+        _video(net, frames)
+        return HEADER.format(index=index, shape=f"{frames}, {size}, {size}") + "\n".join(net.lines) + "\n"
+    size = int(rng.choice([96, 128, 160, 192, 224] if family != "blocks" else [32, 64, 96, 128, 160, 192, 224]))
     net = _Net(rng, 3, size)
+    if family == "transformer":
+        _transformer(net)
+        return HEADER.format(index=index, shape=f"{size}, {size}") + "\n".join(net.lines) + "\n"
     stem, k = net.width(16, 64), int(rng.choice([3, 3, 7]))
     s = 2 if size >= 64 else 1
     net.entry(net.seq(net.conv(stem, k, s, act=net.act())))
     net.shrink(s, k)
     net.c = stem
-    for _ in range(int(rng.integers(2, 12))):
-        _block(net)
-        if net.size < 2:
-            break
+    if family == "mobile":
+        _mobile(net)
+    else:
+        for _ in range(int(rng.integers(2, 12))):
+            _block(net)
+            if net.size < 2:
+                break
     head = rng.random()
     if head < 0.75:
         classes = int(rng.choice([10, 100, 1000]))
@@ -213,7 +337,7 @@ def random_spec(index: int, seed: int = 0) -> str:
         hidden, pooled = net.width(64, 4096), int(rng.choice([1, 2, 4, 6]))
         net.entry(f"[{{op: adaptive_avg_pool, size: {pooled}}}, flatten, {{op: linear, out: {hidden}}}, relu, "
                   f"{{op: linear, out: {net.width(64, 1024)}}}, relu, {{op: linear, out: 1000}}]")  # fmt: skip
-    return HEADER.format(index=index, size=size) + "\n".join(net.lines) + "\n"
+    return HEADER.format(index=index, shape=f"{size}, {size}") + "\n".join(net.lines) + "\n"
 
 
 #: the microbenchmarks: (kind, channels, map sizes); each is a stack of four blocks of one kind
@@ -251,7 +375,9 @@ def micro_spec(index: int, seed: int = 0) -> str:
     else:
         lines += [f"  m{i}: {block[kind]}" for i in range(4)]
     return (
-        HEADER.format(index=f"Micro{index}", size=size).replace("shape: [3,", f"shape: [{c},") + "\n".join(lines) + "\n"
+        HEADER.format(index=f"Micro{index}", shape=f"{size}, {size}").replace("shape: [3,", f"shape: [{c},")
+        + "\n".join(lines)
+        + "\n"
     )
 
 

@@ -1,22 +1,29 @@
 """The latency model: a variant's latency predicted from its graph alone, per engine and machine.
 
-Every node of the inference graph costs, in milliseconds, a non-negative combination of three
+Every node of the inference graph costs, in milliseconds, a non-negative combination of four
 figures (:func:`features`)::
 
-    cost(node) = a[group] * work + b * traffic + c[group]
+    cost(node) = a[group] * work + b * traffic + d * streamed + c[group]
 
-``work`` is the arithmetic (multiply-adds; for a convolution with its channels rounded up to the
-engine's vector block of 16, so that a width of 20 costs like 32) at the rate of the node's
-*group*, ``traffic`` the values read and written (activations and weights) at one rate for all
-(a roofline's memory side: a value costs the same whichever op moves it), and ``c`` a fixed
-cost per node of the group (a kernel launch, a layout reorder). Groups tell apart what engines
-run differently: 1x1, k x k, depthwise and grouped convolutions, the first convolution on few
-channels, linear layers, pools, each element-wise op standing alone, and the ops an engine
-fuses into the convolution before them
-(an activation, a residual sum, a BatchNorm folded: :func:`contexts`). A model adds a fixed
-cost and a cost per input value. The coefficients are fitted by non-negative least squares on
-measured models (:mod:`nasdsl.bench.calibrate`), relative error weighted, and cached per
-machine, engine and engine version (:func:`cache_path`).
+``work`` is the arithmetic (multiply-adds; for a convolution in the engine's blocked channel
+layout with its channels rounded up to the vector block of 16, so that a width of 20 costs like
+32) at the rate of the node's *group*, ``traffic`` the values read and written (activations and
+weights) at one rate for all (a roofline's memory side: a value costs the same whichever op
+moves it), ``streamed`` the weights of a layer too large for one core's L2 cache, read again
+from farther away on every run (a linear layer on one vector is bound by them), and ``c`` a
+fixed cost per node of the group (a kernel launch, a layout reorder). Groups tell apart what
+engines run differently: 1x1, k x k, depthwise and grouped convolutions in the blocked layout,
+the convolutions left in the plain layout (:func:`blocked`: ONNX Runtime's NCHWc takes a
+multiple of 4 channels, a depthwise convolution on 35 channels runs many times slower than on
+36), the first convolution on few channels, 1-D and 3-D convolutions, linear layers on one
+vector and on many, attention and the other matrix products, pools, a map scaled per channel
+(squeeze-and-excitation's gate: ONNX Runtime reorders the map around it), concatenations,
+GELU (erf and four element-wise ops in ONNX), each other element-wise op standing alone, and
+the ops an engine fuses into the layer before them (an activation, a residual sum, a BatchNorm
+folded: :func:`contexts`; a SiLU after a convolution apart, which ONNX Runtime runs on its own).
+A model adds a fixed cost and a cost per input value. The coefficients are fitted by
+non-negative least squares on measured models (:mod:`nasdsl.bench.calibrate`), relative error
+weighted, and cached per machine, engine and engine version (:func:`cache_path`).
 
 A prediction is a sum over nodes: no model is built, and :class:`nasdsl.variants.Evaluator`
 adds it node by node (its column ``latency_ms``).
@@ -41,11 +48,17 @@ LATENCY_ENGINES = ("onnxruntime", "openvino")
 #: the environment variable naming the cache folder (default: $XDG_CACHE_HOME/nasdsl, else .cache/nasdsl at home)
 CACHE_ENV = "NASDSL_CACHE_DIR"
 #: the version of the features; a cached model of another version is measured again
-FORMAT = 4
+FORMAT = 5
 #: the vector block a convolution's channels are rounded up to
 BLOCK = 16
-#: activations the engines fuse into the convolution (or residual sum) before them
-FUSABLE = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "silu", "gelu"})
+#: activations the engines fuse into the convolution, linear layer or residual sum before them
+FUSABLE = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "silu"})
+#: of those, the ones ONNX Runtime runs on their own after a convolution (a group of their own)
+SWISH = frozenset({"silu"})
+#: the convolutions (a BatchNorm after one is folded into it)
+CONVS = frozenset({"conv1d", "conv2d", "conv3d"})
+#: matrix products an engine adds a residual sum into (ONNX Runtime's MatMul-Add fusion)
+PRODUCTS = frozenset({"linear", "attention", "window_attention", "partition_attention", "pooling_attention"})
 #: ops that move no data at inference
 VIEWS = frozenset({"identity", "dropout", "stochastic_depth", "flatten", "input"})
 
@@ -99,8 +112,9 @@ def _nodes(g) -> Iterator[NodeView]:
 def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[str, str]:
     """How an engine runs each node, from the structure alone (``(name, op, inputs, train)`` in
     order): ``skip`` (a training-only node), ``view`` (moves nothing), ``folded`` (a BatchNorm
-    folded into the convolution before it), ``fused`` (an activation or a residual sum fused into
-    the convolution before it), or ``""`` (runs on its own)."""
+    folded into the convolution before it), ``fused`` (an activation fused into the convolution,
+    linear layer or standing BatchNorm before it, or a residual sum fused into the convolution or
+    matrix product before it), or ``""`` (runs on its own)."""
     nodes = list(nodes)
     items = [n for n in nodes if not n[3]]
     readers: dict[str, int] = {}
@@ -113,18 +127,25 @@ def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[st
 
     def conv_before(source: str) -> bool:
         root = through.get(source, source)
-        return readers.get(source, 0) == 1 and (op.get(root) == "conv2d" or out.get(root) == "fused")
+        return readers.get(source, 0) == 1 and (op.get(root) in CONVS or out.get(root) == "fused")
+
+    def alone_before(source: str) -> bool:  # a linear layer, or a BatchNorm left standing (a 1x1 depthwise conv)
+        return readers.get(source, 0) == 1 and (
+            op.get(source) == "linear" or (op.get(source) == "batch_norm" and out.get(source) == "")
+        )
 
     for name, o, ins, _ in items:
         if o in VIEWS:
             out[name] = "view"
-        elif o == "batch_norm" and len(ins) == 1 and op.get(ins[0]) == "conv2d" and readers.get(ins[0], 0) == 1:
+            if len(ins) == 1:  # what reads it reads the node before
+                through[name] = through.get(ins[0], ins[0])
+        elif o == "batch_norm" and len(ins) == 1 and op.get(ins[0]) in CONVS and readers.get(ins[0], 0) == 1:
             out[name] = "folded"
             through[name] = ins[0]
-        elif o in FUSABLE and len(ins) == 1 and conv_before(ins[0]):
+        elif o in FUSABLE and len(ins) == 1 and (conv_before(ins[0]) or alone_before(ins[0])):
             out[name] = "fused"
             through[name] = through.get(ins[0], ins[0])
-        elif o == "add" and any(conv_before(s) for s in ins):
+        elif o == "add" and any(conv_before(s) or (op.get(s) in PRODUCTS and readers.get(s, 0) == 1) for s in ins):
             out[name] = "fused"
         else:
             out[name] = ""
@@ -137,8 +158,10 @@ def _block(c: int) -> int:
 
 def features(
     op: str, attrs: Mapping[str, object], ins: tuple[tuple[int, ...], ...], out: tuple[int, ...], macs: int, ctx: str
-) -> tuple[str, float, float] | None:
-    """(group, work, traffic) of one node, or None for a node that costs nothing."""
+) -> tuple[str, float, float, float] | None:
+    """(group, work, traffic, streamed) of one node, or None for a node that costs nothing;
+    ``streamed`` is the weights of a layer too large for one core's L2 cache (:func:`cache_values`),
+    read from farther away on every run."""
     if ctx in ("skip", "view", "folded") or op in VIEWS:
         return None
     size = math.prod(out)
@@ -147,38 +170,79 @@ def features(
         cin, cout, groups = ins[0][0], out[0], attrs["groups"]
         kh, kw = attrs["kernel"]
         weights = cout * (cin // groups) * kh * kw
-        traffic = read + size + weights
+        traffic, streamed = read + size + weights, _streamed(weights)
+        if not blocked(cin, cout, groups):  # the plain layout: unfolded into matrix products
+            kind = "conv_nchw" if groups == 1 else "conv_dw_nchw" if groups == cin else "conv_group"
+            return kind, macs, traffic, streamed
         if groups == cin and groups > 1:
-            return "conv_dw", _block(cin) * (size // cout) * kh * kw, traffic
-        if groups > 1:
-            per = _block(cin // groups) * _block(cout // groups) * groups
-            return "conv_group", per * (size // cout) * kh * kw, traffic
-        padded = _block(cin) * _block(cout) * (size // cout) * kh * kw
+            return "conv_dw", _block(cin) * (size // cout) * kh * kw, traffic, streamed
+        padded = _block(cin // groups) * _block(cout // groups) * groups * (size // cout) * kh * kw
         if cin <= 4:
-            return "conv_stem", padded, traffic
-        return ("conv_1x1" if kh * kw == 1 else "conv_kxk"), padded, traffic
-    if op == "linear":
-        return "linear", macs, read + size + (macs // max(1, math.prod(out[:-1]) if len(out) > 1 else 1))
-    if op in ("max_pool", "avg_pool"):
-        kh, kw = attrs["kernel"]
-        return "pool", size * kh * kw, read + size
-    if op in ("global_avg_pool", "adaptive_avg_pool"):
-        return "gap", read, read + size
+            return "conv_stem", padded, traffic, streamed
+        return ("conv_1x1" if kh * kw == 1 else "conv_kxk"), padded, traffic, streamed
+    if op in CONVS:  # 1-D and 3-D: no blocked layout, the arithmetic as it is
+        weights = out[0] * (ins[0][0] // attrs.get("groups", 1)) * math.prod(_sizes(attrs["kernel"], len(out) - 1))
+        return "conv_nd", macs, read + size + weights, _streamed(weights)
+    if op == "linear":  # on one vector each weight is read once (memory-bound); on many, a matrix product
+        rows = math.prod(out[:-1])
+        weights = macs // rows
+        return ("linear" if rows == 1 else "linear_seq"), macs, read + size + weights, _streamed(weights)
+    if op in ("max_pool", "avg_pool", "max_pool3d", "avg_pool3d"):
+        return "pool", size * math.prod(_sizes(attrs["kernel"], len(out) - 1)), read + size, 0
+    if op in ("global_avg_pool", "adaptive_avg_pool", "adaptive_avg_pool3d"):
+        return "gap", read, read + size, 0
     if op == "lrn":
-        return "lrn", size * attrs["size"], read + size
+        return "lrn", size * attrs["size"], read + size, 0
+    if op == "gelu":  # erf and four element-wise ops in ONNX
+        return "gelu", size, read + size, 0
+    if macs:  # attention and the other ops made of matrix products
+        scores = attrs["heads"] * ins[0][0] ** 2 if op == "attention" else 0  # softmax's (heads, L, L)
+        return "matmul", macs, read + size + 2 * scores, 0
     if ctx == "fused":
-        return ("fused_add" if op == "add" else "fused_act"), size, read
-    if op in ("add", "mul", "mean", "layer_scale"):
-        return "binary", size * max(1, len(ins) - 1), read + size
-    if op in ("concat", "slice", "permute", "channel_shuffle"):
-        return "copy", size, read + size
+        if op == "add":
+            return "fused_add", size, read, 0
+        return ("fused_swish" if op in SWISH else "fused_act"), size, read, 0
+    if (op in ("add", "mul") and len(set(ins)) > 1) or op == "layer_scale":  # a map scaled per channel
+        return "broadcast", size, read + size, 0
+    if op == "concat":
+        return "concat", size, read + size, 0
+    if op in ("slice", "select", "permute", "channel_shuffle"):
+        return "copy", size, read + size, 0
     if op == "batch_norm":
-        return "affine", size, read + size
+        return "affine", size, read + size, 0
     if op in ("layer_norm", "softmax"):
-        return "norm", size, read + size
-    if op in ("sigmoid", "silu", "tanh", "gelu", "hardswish", "hardsigmoid"):
-        return "transcendental", size, read + size
-    return "elementwise", size, read + size
+        return "norm", size, read + size, 0
+    if op in ("sigmoid", "silu", "tanh", "hardswish", "hardsigmoid"):
+        return "transcendental", size, read + size, 0
+    return "elementwise", size, read + size, 0
+
+
+def blocked(cin: int, cout: int, groups: int) -> bool:
+    """Whether a 2-D convolution runs in the blocked channel layout (ONNX Runtime's NCHWc, blocks
+    of :data:`BLOCK` channels on AVX-512, as ONNX Runtime 1.32 does it): a depthwise one on a
+    multiple of 4 channels, a grouped one on groups of whole blocks, a dense one on a multiple of
+    4 input channels or fewer than a block. The others run in the plain layout, unpadded."""
+    if groups == 1:
+        return cin < BLOCK or cin % 4 == 0
+    if groups == cin:
+        return cin % 4 == 0
+    return (cin // groups) % BLOCK == 0 and (cout // groups) % BLOCK == 0
+
+
+def _sizes(value: object, dims: int) -> tuple[int, ...]:
+    """A kernel given as one number or one per spatial axis."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (int(value),) * dims
+
+
+def cache_values() -> int:
+    """The float32 values one core's L2 cache holds (this machine's; see :mod:`nasdsl.bench.hardware`)."""
+    from nasdsl.bench.hardware import machine
+
+    return machine().l2 // 4
+
+
+def _streamed(weights: int) -> int:
+    return weights if weights > cache_values() else 0
 
 
 #: every group, in the order of the fitted coefficients
@@ -187,25 +251,33 @@ GROUPS = (
     "conv_kxk",
     "conv_dw",
     "conv_group",
+    "conv_nchw",
+    "conv_dw_nchw",
     "conv_stem",
+    "conv_nd",
     "linear",
+    "linear_seq",
+    "matmul",
     "pool",
     "gap",
     "lrn",
     "fused_act",
     "fused_add",
-    "binary",
+    "fused_swish",
+    "broadcast",
+    "concat",
     "copy",
     "affine",
     "norm",
     "transcendental",
+    "gelu",
     "elementwise",
 )
 #: each group's coefficients
 TERMS = ("work", "count")
 #: the coefficients shared by every group: the cost of a value read or written; then the
 #: model-wide terms: a fixed cost, a cost per input value
-SHARED = ("traffic", "model", "model_input")
+SHARED = ("traffic", "streamed", "model", "model_input")
 
 
 def columns() -> tuple[str, ...]:
@@ -226,7 +298,8 @@ def row(views: Iterable[NodeView]) -> list[float]:
         i = len(TERMS) * index[f[0]]
         r[i] += f[1]
         r[i + 1] += 1
-        r[-3] += f[2]
+        r[-4] += f[2]
+        r[-3] += f[3]
     first = next(v for v in views if v.op == "input")
     r[-2] = 1.0
     r[-1] = float(math.prod(first.shape))
@@ -262,7 +335,7 @@ class LatencyModel:
         if f is None:
             return 0.0
         c, group = self.coefficients, f[0]
-        return c[f"{group}.work"] * f[1] + c["traffic"] * f[2] + c[f"{group}.count"]
+        return c[f"{group}.work"] * f[1] + c["traffic"] * f[2] + c["streamed"] * f[3] + c[f"{group}.count"]
 
     def model_cost(self, input_shape: tuple[int, ...]) -> float:
         return self.coefficients["model"] + self.coefficients["model_input"] * math.prod(input_shape)
@@ -386,9 +459,11 @@ __all__ = [
     "LatencyModel",
     "SHARED",
     "NodeView",
+    "blocked",
     "cache_dir",
     "cache_key",
     "cache_path",
+    "cache_values",
     "cached",
     "columns",
     "contexts",
