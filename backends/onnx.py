@@ -325,9 +325,11 @@ def _emit(
     check_memory(source, 3, max_memory, "exporting ONNX")
     g = export_graph(source, with_aux=with_aux)
     checked = check_weights(source, g, initial_weights(source) if state_dict is None else state_dict)
+    # a graph optimised already holds the steps its weights (keyed by its own names) went through
+    done = len(ir.info(g).derivation)
     g = rewrite(g, optimize)  # BatchNorm folded (every export), then the target's rewrites
     check_supported(g)
-    weights = derive_weights(ir.info(g).derivation, checked)
+    weights = derive_weights(ir.info(g).derivation[done:], checked)
 
     info = ir.info(g)
     inp = info.input

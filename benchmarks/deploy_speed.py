@@ -48,6 +48,7 @@ from optimize_speed import interleaved as _interleaved  # noqa: E402
 from optimize_speed import pair  # noqa: E402
 
 import nasdsl  # noqa: E402
+from nasdsl import ir  # noqa: E402
 from nasdsl.backends.onnx import export_onnx_bytes  # noqa: E402
 from nasdsl.bench.artifacts import quantize  # noqa: E402
 from nasdsl.bench.engines import available, open_onnx  # noqa: E402
@@ -109,7 +110,7 @@ def onnx_candidate(name, owner, precision, data: bytes, engine: str, setting: di
 
 def candidates(family: str, batch: int, threads: int, size: int | None) -> tuple[list[Candidate], np.ndarray, str]:
     net, reference, state = pair(family, size)
-    shape = net.graph.nodes[net.graph.graph["input"]]["shape"]
+    shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(2))
     xn = x.numpy()
     calibration = np.random.default_rng(0).standard_normal((16, *shape), dtype=np.float32)

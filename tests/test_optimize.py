@@ -500,8 +500,13 @@ def test_onnx_export_of_an_optimised_graph(specs):
         data = export_onnx_bytes(net, state_dict=weights, optimize=target)
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         outputs[target] = session.run(None, {"x": x})[0]
+    # a graph optimised already, with its own weights (keyed by its names): exported as it is
+    g = optimize(net, "cuda")
+    data = export_onnx_bytes(g, state_dict=optimized_weights(net, g, weights))
+    outputs["given"] = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     want = outputs[None]
-    assert np.abs(outputs["cuda"] - want).max() / np.abs(want).max() < 1e-5
+    for target in ("cuda", "given"):
+        assert np.abs(outputs[target] - want).max() / np.abs(want).max() < 1e-5, target
     # ONNX Runtime's pipeline is what every export does already
     assert export_onnx_bytes(net, state_dict=weights, optimize="onnxruntime") == export_onnx_bytes(
         net, state_dict=weights
