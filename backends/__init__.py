@@ -8,7 +8,15 @@ it is imported; importing the package imports them all (the ensemble modules
 register the lowerings of an ensemble's ``member`` and ``average`` ops, which
 write the whole module or graph).
 
-Installed as ``nasdsl.backends`` (see ``package-dir`` in pyproject.toml).
+Installed as ``nasdsl.backends`` (see ``package-dir`` in pyproject.toml). Imported under another
+name (``import backends`` from the repository's root), its modules would be a second copy that
+registers the lowerings again with classes of its own, and the first copy's checks
+(``isinstance(found, GraphLowering)``) would fail: that is refused.
 """
 
-from . import onnx_ensemble, pytorch_ensemble  # noqa: F401 - they register their lowerings
+if __name__ != "nasdsl.backends":
+    raise ImportError(
+        f"import the backends as nasdsl.backends, not as {__name__!r} (their lowerings are registered once)"
+    )
+
+from . import onnx_ensemble, pytorch_ensemble  # noqa: F401, E402 - they register their lowerings

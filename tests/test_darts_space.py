@@ -13,7 +13,7 @@ import torch
 from darts_reference import DARTS_V2, OPS, Network, count_macs, count_params, load_from_nasdsl, spec_settings
 
 import nasdsl
-from backends.pytorch import model_class
+from nasdsl.backends.pytorch import model_class
 from nasdsl.cli import main
 
 from paths import SPECS

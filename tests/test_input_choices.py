@@ -94,7 +94,7 @@ def test_every_listed_variant_agrees_with_its_plain_spec(tmp_path, capsys):
 
 
 def test_an_input_choice_in_pytorch_and_onnx(tmp_path):
-    from backends.verify import verify
+    from nasdsl.backends.verify import verify
 
     net = nasdsl.compile_spec(_write(tmp_path, SPACE), ["n_in=[in,c]", "op1=conv"])
     result = verify(net.graph, batch=2)

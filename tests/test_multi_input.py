@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import nasdsl
-from backends.pytorch import generate_source, model_class
-from backends.verify import verify
+from nasdsl.backends.pytorch import generate_source, model_class
+from nasdsl.backends.verify import verify
 from nasdsl.cli import main
 
 from paths import ROOT
