@@ -67,6 +67,7 @@ FAMILIES: dict[str, tuple[str, Callable[[], torch.nn.Module]]] = {
     "resnet50": ("resnet50.yaml", lambda: torchvision.models.resnet50(weights=None)),
     "resnet18": ("resnet18.yaml", lambda: torchvision.models.resnet18(weights=None)),
     "mobilenet_v2": ("mobilenet_v2.yaml", lambda: torchvision.models.mobilenet_v2(weights=None)),
+    "vit_b_16": ("vit_b_16.yaml", lambda: torchvision.models.vit_b_16(weights=None)),
     "inception_v3": (
         "inception_v3.yaml",
         lambda: torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False),
@@ -86,7 +87,9 @@ def torchvision_key(ours: str, theirs: dict[str, torch.Tensor]) -> str | None:
 
 
 def randomise(model: torch.nn.Module, seed: int = 1) -> None:
-    """BatchNorm statistics and affine parameters away from the identity (fresh ones make folding trivial)."""
+    """BatchNorm statistics and affine parameters away from the identity (fresh ones make folding
+    trivial), and random values for parameters that start at zeros (a ViT's head: its outputs
+    would all be zero)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -95,6 +98,9 @@ def randomise(model: torch.nn.Module, seed: int = 1) -> None:
                 m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
                 m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
 def pair(family: str, size: int | None) -> tuple[nasdsl.Compiled, torch.nn.Module, dict[str, torch.Tensor]]:
