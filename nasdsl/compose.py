@@ -254,12 +254,9 @@ class Composer:
         if largest > NODE_SHARE * max_nodes:
             return None
         order = [("node", wiring[index_of[x]]) if isinstance(x, str) else ("slot", x) for x in layout]
-        outputs = []
-        for o in ir.info(structure).outputs:
-            ref = ("node", index_of[o.node]) if o.node in index_of else ("slot", out_of.get(o.node, -1))
-            if ref[1] < 0:
-                return None
-            outputs.append((o.name, ref))
+        outputs = output_refs(structure, index_of, out_of)
+        if outputs is None:
+            return None
         composer = cls(spec, order, slots, pieces, outputs, ir.node(structure, ir.info(structure).input).type)
         composer.entries = _entries(structure, skeleton_nodes, index_of, slot_blocks)
         return composer if all(composer._agrees(p, outcome, max_params) for p, outcome in compiled) else None
@@ -738,21 +735,36 @@ def _merges(g: nx.DiGraph) -> set[str]:
     return {b.output for root in ir.roots(g) for b in ir.walk(root) if b.kind == "merge"}
 
 
-def _wiring(g: nx.DiGraph, names: list[str], index_of: dict[str, int], out_of: dict[str, int], merges: set[str]):
-    """The skeleton's nodes, each reading skeleton nodes or slots; None where one reads inside a slot."""
+def output_refs(g: nx.DiGraph, index_of: dict[str, int], out_of: dict[str, int]) -> list | None:
+    """Each output of ``g`` as ``(name, ("node" | "slot", index))``; None where one reads inside a slot."""
+    outputs = []
+    for o in ir.info(g).outputs:
+        ref = ("node", index_of[o.node]) if o.node in index_of else ("slot", out_of.get(o.node, -1))
+        if ref[1] < 0:
+            return None
+        outputs.append((o.name, ref))
+    return outputs
+
+
+def _nodes_reading(g: nx.DiGraph, names: list[str], scopes: tuple, merges: set[str]) -> list[_Node] | None:
+    """``names``' nodes, each input a reference ``(kind, index)`` found in the first of ``scopes``
+    (``(kind, {node: index})`` pairs) that holds it; None where an input is in none of them."""
     out = []
     for n in names:
         refs = []
         for src in ir.inputs(g, n):
-            if src in index_of:
-                refs.append(("node", index_of[src]))
-            elif src in out_of:
-                refs.append(("slot", out_of[src]))
-            else:
+            found = next(((kind, table[src]) for kind, table in scopes if src in table), None)
+            if found is None:
                 return None
+            refs.append(found)
         d = ir.node(g, n)
         out.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges))
     return out
+
+
+def _wiring(g: nx.DiGraph, names: list[str], index_of: dict[str, int], out_of: dict[str, int], merges: set[str]):
+    """The skeleton's nodes, each reading skeleton nodes or slots; None where one reads inside a slot."""
+    return _nodes_reading(g, names, (("node", index_of), ("slot", out_of)), merges)
 
 
 def _piece(
@@ -763,21 +775,8 @@ def _piece(
     if not names or names[-1] != b.passed:
         return None  # no nodes, or its output is not the last node it made
     own = {n: j for j, n in enumerate(names)}
-    nodes = []
-    for n in names:
-        refs = []
-        for src in ir.inputs(g, n):
-            if src in own:
-                refs.append(("own", own[src]))
-            elif src in index_of:
-                refs.append(("node", index_of[src]))
-            elif src in out_of:
-                refs.append(("slot", out_of[src]))
-            else:
-                return None
-        d = ir.node(g, n)
-        nodes.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges))
-    return tuple(nodes)
+    nodes = _nodes_reading(g, names, (("own", own), ("node", index_of), ("slot", out_of)), merges)
+    return tuple(nodes) if nodes is not None else None
 
 
 __all__ = ["Composer", "Unplaceable", "ZERO"]

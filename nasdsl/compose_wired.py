@@ -26,6 +26,7 @@ from nasdsl.compose import (
     _plain_graph,
     _skeleton,
     _slot_blocks,
+    output_refs,
 )
 
 
@@ -184,12 +185,9 @@ def make_wired(cls, w: Wired, zero_options: dict[int, set[int]], max_nodes: int,
         for x in layout
     ]
     out_of = {b.passed: s for s, b in enumerate(found)}
-    outputs = []
-    for o in ir.info(structure).outputs:
-        ref = ("node", index_of[o.node]) if o.node in index_of else ("slot", out_of.get(o.node, -1))
-        if ref[1] < 0:
-            return None
-        outputs.append((o.name, ref))
+    outputs = output_refs(structure, index_of, out_of)
+    if outputs is None:
+        return None
     input_type = ir.node(structure, ir.info(structure).input).type
     composer = cls(spec, order, slots, pieces, outputs, input_type)
     composer.entries = _entries(structure, names, index_of, found)
