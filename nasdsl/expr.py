@@ -715,28 +715,35 @@ def _in_range(value: Number, offset: int) -> Number:
 
 
 def _evaluate(node: _Node, env: Mapping[str, object]) -> int | float | bool | Sym:
-    match node:
-        case _Lit():
-            return node.value
-        case _Var():
-            return _lookup(node, env)
-        case _Unary():
-            return _unary(node, _evaluate(node.operand, env))
-        case _Binary(op="and" | "or"):
+    # dispatched on the node's class (the node classes have no subclasses): the evaluator runs for
+    # every attribute of every variant a design space lists, and a match on class patterns tries
+    # them one after the other
+    kind = type(node)
+    if kind is _Var:
+        return _lookup(node, env)
+    if kind is _Lit:
+        return node.value
+    if kind is _Binary:
+        op = node.op
+        if op == "and" or op == "or":
             return _logic(node, env)
-        case _Binary(op=op) if op in _COMPARISONS:
+        if op in _COMPARISONS:
             return _compare(node, _evaluate(node.left, env), _evaluate(node.right, env))
-        case _Binary():
-            return _arithmetic(node, _evaluate(node.left, env), _evaluate(node.right, env))
-        case _Cond():
-            taken = node.body if _boolean(_evaluate(node.test, env), node.test) else node.orelse
-            return _evaluate(taken, env)
-        case _Call():
-            return _call(node, [_evaluate(arg, env) for arg in node.args])
+        return _arithmetic(node, _evaluate(node.left, env), _evaluate(node.right, env))
+    if kind is _Unary:
+        return _unary(node, _evaluate(node.operand, env))
+    if kind is _Cond:
+        taken = node.body if _boolean(_evaluate(node.test, env), node.test) else node.orelse
+        return _evaluate(taken, env)
+    if kind is _Call:
+        return _call(node, [_evaluate(arg, env) for arg in node.args])
     raise AssertionError(f"unknown node {node!r}")
 
 
 def _lookup(node: _Var, env: Mapping[str, object]) -> int | float | bool | Sym:
+    value = env.get(node.name)
+    if type(value) is int and -MAX_INT <= value <= MAX_INT:  # the common case, checked as below
+        return value
     if node.name not in env:
         raise ExprError(_unknown_name(node.name, env), node.offset)
     value = env[node.name]
@@ -807,9 +814,14 @@ _ARITHMETIC: dict[str, Callable[[Number, Number], Number]] = {
     "%": operator.mod,
 }
 _SYMBOLIC_OPERATORS = frozenset({"+", "-", "*", "//"})
+#: the operators that cannot fail on two integers but by the result's range
+_INT_FAST = frozenset({"+", "-", "*"})
 
 
 def _arithmetic(node: _Binary, left: object, right: object) -> int | float | Sym:
+    op = node.op
+    if type(left) is int and type(right) is int and op in _INT_FAST:  # two integers: as below
+        return _in_range(_ARITHMETIC[op](left, right), node.op_offset)
     left = _number(left, node.left)
     right = _number(right, node.right)
     if node.op in ("/", "//", "%") and isinstance(right, (int, float)) and right == 0:
