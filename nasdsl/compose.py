@@ -17,7 +17,7 @@ A variant is the skeleton with each slot's chosen piece in its place, and the bu
 a zero is a zero (left out, with its parameters), an ``add`` leaves zero terms out (one term left:
 that term, no node; none: a zero), and an output that is a zero is the builder's error. The
 variant's shapes, parameters, multiply-adds, depth and peak are then computed on that list of
-nodes as :func:`nasdsl.variants.figures` computes them on a compiled graph, and its hash as
+nodes as :func:`nasdsl.figures.figures` computes them on a compiled graph, and its hash as
 :func:`nasdsl.unique.graph_hash` does: the tests compare both with full compiles.
 
 A composer is made only where every option is a piece it can place (see :meth:`Composer.make`:
@@ -151,21 +151,11 @@ class Composer:
 
     # -- making one
 
-    @classmethod
-    def make(
-        cls,
-        compile_variant,
-        space,
-        picks: tuple[int, ...],
-        block_points,
-        max_nodes: int,
-        max_params: int,
-        input_points=(),
-    ) -> Composer | None:
-        """A composer for the variants that share the value choices of ``picks``, or None where the
-        space is no cell space it can compose. ``compile_variant(picks)`` returns what
-        ``Evaluator._compile_graph`` does: (the checked graph before shapes, ..., its spec).
-        ``input_points``: the input choices (see :meth:`_make_wired`)."""
+    @staticmethod
+    def options_of(space, picks: tuple[int, ...], block_points):
+        """(the skeleton's picks: ``picks`` with each zero option replaced by a live one, the zero
+        options of each block choice, the live ones), or None where an option does not parse or a
+        choice has only zeros."""
         skeleton_picks = list(picks)
         zero_options: dict[int, set[int]] = {}
         alive_options: dict[int, list[int]] = {}
@@ -190,12 +180,20 @@ class Composer:
             alive_options[i] = alive
             if picks[i] in zero_options[i]:
                 skeleton_picks[i] = alive[0]
-        if input_points:
-            from nasdsl.compose_wired import Wired, make_wired
+        return tuple(skeleton_picks), zero_options, alive_options
 
-            wired = Wired(compile_variant, space, picks, block_points, input_points, alive_options)
-            return make_wired(cls, wired, zero_options, max_nodes, max_params)
-        skeleton_picks = tuple(skeleton_picks)
+    @classmethod
+    def make(
+        cls, compile_variant, space, picks: tuple[int, ...], block_points, max_nodes: int, max_params: int
+    ) -> Composer | None:
+        """A composer for the variants that share the value choices of ``picks``, or None where the
+        space is no cell space it can compose. ``compile_variant(picks)`` returns what
+        ``Evaluator._compile_graph`` does: (the checked graph before shapes, ..., its spec). A space
+        with input choices is composed by :func:`nasdsl.compose_wired.make_composer`."""
+        found = cls.options_of(space, picks, block_points)
+        if found is None:
+            return None
+        skeleton_picks, zero_options, _ = found
         structure, outcome, spec = compile_variant(skeleton_picks)
         if structure is None or not _plain_graph(structure):
             return None
@@ -378,8 +376,8 @@ class Composer:
     def _agrees(self, picks: tuple[int, ...], outcome, max_params: int) -> bool:
         """Whether the composed figures and hash of a variant equal those of its full compile
         (``outcome``: the shaped graph or the compiler's error)."""
+        from nasdsl.figures import figures
         from nasdsl.unique import graph_hash
-        from nasdsl.variants import figures
 
         try:
             composed, h = self.run(picks, max_params=max_params, want_hash=True)
@@ -396,7 +394,7 @@ class Composer:
 
         One pass places each node as the builder would (:meth:`_Placed.place`) and computes its type,
         parameters, multiply-adds and depth as it goes; the peak and the hash need the whole list."""
-        from nasdsl.variants import Figures
+        from nasdsl.figures import Figures
 
         try:
             return self._run(picks, max_params, want_hash, Figures)
@@ -541,11 +539,11 @@ def _shape(node: _Node, in_types: tuple) -> tuple:
 
 
 # ---------------------------------------------------------------------------
-# Figures of a list of nodes (as nasdsl.variants.figures and nasdsl.unique.graph_hash compute them)
+# Figures of a list of nodes (as nasdsl.figures.figures and nasdsl.unique.graph_hash compute them)
 
 
 def _peak(nodes: list[_Node], reads, types, outputs: list[int]) -> int:
-    """:func:`nasdsl.variants.peak_activations` of the variant's nodes (all of them run at inference)."""
+    """:func:`nasdsl.figures.peak_activations` of the variant's nodes (all of them run at inference)."""
     n = len(nodes)
     root = list(range(n))
     for j, node in enumerate(nodes):

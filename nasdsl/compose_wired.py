@@ -18,6 +18,7 @@ from nasdsl import ir
 from nasdsl.compose import (
     NODE_SHARE,
     ZERO,
+    Composer,
     _ByInput,
     _entries,
     _merges,
@@ -28,6 +29,20 @@ from nasdsl.compose import (
     _slot_blocks,
     output_refs,
 )
+
+
+def make_composer(compile_variant, space, picks, block_points, max_nodes: int, max_params: int, input_points=()):
+    """A composer for the variants that share the value choices of ``picks`` (see
+    :meth:`nasdsl.compose.Composer.make`), with the input choices ``input_points`` where the space
+    has them (:func:`make_wired`), or None."""
+    if not input_points:
+        return Composer.make(compile_variant, space, picks, block_points, max_nodes, max_params)
+    found = Composer.options_of(space, picks, block_points)
+    if found is None:
+        return None
+    _, zero_options, alive_options = found
+    wired = Wired(compile_variant, space, picks, block_points, input_points, alive_options)
+    return make_wired(Composer, wired, zero_options, max_nodes, max_params)
 
 
 def make_wired(cls, w: Wired, zero_options: dict[int, set[int]], max_nodes: int, max_params: int):

@@ -49,6 +49,7 @@ import networkx as nx
 from nasdsl import document, ir
 from nasdsl.build import MAX_LOSS_WEIGHT, MAX_NODES, MAX_SPATIAL, build
 from nasdsl.errors import ErrorList, LimitError, NasdslError, ShapeError
+from nasdsl.figures import Figures, figures, memory_plan, peak_activations
 from nasdsl.ops import MAX_CHANNELS, OPS, check_int
 from nasdsl.passes.check import check
 from nasdsl.passes.phases import inference_graph
@@ -83,17 +84,6 @@ COLLECT_EVERY = 64
 
 
 @dataclass(frozen=True)
-class Figures:
-    params: int
-    macs: int
-    depth: int
-    peak: int
-    params_train: int
-    macs_train: int
-    latency_ms: float | None = None
-
-
-@dataclass(frozen=True)
 class Result:
     """One variant: its id and picks, its figures or the compiler's error, and whether it was
     compiled in full."""
@@ -117,76 +107,6 @@ class _Mismatch(Exception):
 
 class _Recompile(Exception):
     """Something the compiler reports with more context than a re-evaluation could give."""
-
-
-# ---------------------------------------------------------------------------
-# Figures of a compiled graph
-
-
-def peak_activations(g: nx.DiGraph) -> int:
-    """The peak activation size of a shaped graph, in values (multiply by 4 for float32 bytes).
-
-    The inference graph (``nasdsl.passes.phases.inference_graph``: no training-only heads
-    or layers, no dropout) runs one node at a time in the backends' order (``ir.order``),
-    batch 1. A node's output is held from the step that computes it until the last step
-    that reads it (the model's outputs until the end); a view (``flatten``, ``identity``)
-    holds no memory of its own but keeps its input's alive. The peak is the largest total
-    held during one step: the node's inputs, its output and everything still to be read.
-    In-place activations are not assumed.
-    """
-    inf = inference_graph(g)
-    plan = _plan(inf, ir.order(inf))
-    sizes = {n: math.prod(ir.node(inf, n).shape) for n in inf}
-    return _peak(plan, sizes)
-
-
-def _plan(g: nx.DiGraph, order: list[str]) -> tuple[tuple[str | None, tuple[str, ...]], ...]:
-    """For each step: the node whose memory it allocates (None for a view) and the nodes freed after it."""
-    root: dict[str, str] = {}
-    for n in order:
-        op = ir.node(g, n).op
-        ins = ir.inputs(g, n)
-        root[n] = root[ins[0]] if op in OPS and OPS[op].aliases and ins else n
-    step = {n: i for i, n in enumerate(order)}
-    last: dict[str, int] = {r: step[r] for r in set(root.values())}
-    for n in order:
-        for src in ir.inputs(g, n):
-            last[root[src]] = max(last[root[src]], step[n])
-    for o in ir.info(g).outputs:
-        last[root[o.node]] = len(order)
-    frees: dict[int, list[str]] = {}
-    for r, i in last.items():
-        frees.setdefault(i, []).append(r)
-    return tuple((n if root[n] == n else None, tuple(sorted(frees.get(i, ())))) for i, n in enumerate(order))
-
-
-def _peak(plan, sizes: Mapping[str, int]) -> int:
-    live = peak = 0
-    for alloc, frees in plan:
-        if alloc is not None:
-            live += sizes[alloc]
-        peak = max(peak, live)
-        for r in frees:
-            live -= sizes[r]
-    return peak
-
-
-def figures(g: nx.DiGraph, latency=None) -> Figures:
-    """The figures of a compiled (shaped) graph, computed from it directly (``latency``: a
-    :class:`nasdsl.bench.latency.LatencyModel` that predicts ``latency_ms``)."""
-    from nasdsl.passes.shapes import macs, params
-
-    nodes = [n for n, d in ir.nodes(g) if d.op != "input"]
-    inference = [n for n in nodes if ir.node(g, n).phase != "train"]
-    return Figures(
-        params=sum(params(g, n) for n in inference),
-        macs=sum(macs(g, n) for n in inference),
-        depth=depth(g, inference),
-        peak=peak_activations(g),
-        params_train=sum(params(g, n) for n in nodes),
-        macs_train=sum(macs(g, n) for n in nodes),
-        latency_ms=latency.predict(g) if latency is not None else None,
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -322,7 +242,7 @@ class _Program:
         inf = inference_graph(g)
         self.plan = tuple(
             (index[a] if a is not None else None, tuple(index[r] for r in frees))
-            for a, frees in _plan(inf, ir.order(inf))
+            for a, frees in memory_plan(inf, ir.order(inf))
         )
 
     def _visit(self, block: ir.Block, scope: int, blocks: dict[str, Block]) -> None:
@@ -672,14 +592,14 @@ class Evaluator:
                 # programs serve them better
                 self.composers = None
                 return None
-            from nasdsl.compose import Composer
+            from nasdsl.compose_wired import make_composer
 
             def compile_variant(chosen: tuple[int, ...]):
                 self.recompiled += 1
                 self._composing[0] += 1
                 return self._compile_graph(self.space.document_of(chosen))
 
-            self.composers[key] = Composer.make(
+            self.composers[key] = make_composer(
                 compile_variant,
                 self.space,
                 picks,

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from nasdsl.errors import NasdslError
+from nasdsl.figures import Figures
 from nasdsl.space import Space
-from nasdsl.variants import Figures
 
 MINIMIZE, MAXIMIZE = "minimize", "maximize"
 FIGURES, MODEL, EVALUATOR = "figures", "model", "evaluator"
