@@ -626,6 +626,11 @@ class Expr:
         """
         return _evaluate(self._root, env)
 
+    @functools.cached_property
+    def bare_name(self) -> str | None:
+        """The name, when the expression is one name and nothing else (``c3x3``); else None."""
+        return self._root.name if type(self._root) is _Var else None
+
     def render(self, rename: Mapping[str, str] | None = None) -> str:
         """Python source for the expression, with names mapped through ``rename``."""
         return _render(self._root, renamer(rename))[0]

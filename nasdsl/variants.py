@@ -49,6 +49,7 @@ import networkx as nx
 from nasdsl import document, ir
 from nasdsl.build import MAX_LOSS_WEIGHT, MAX_NODES, MAX_SPATIAL, build
 from nasdsl.errors import ErrorList, LimitError, NasdslError, ShapeError
+from nasdsl.expr import MAX_INT
 from nasdsl.figures import Figures, figures, memory_plan, peak_activations
 from nasdsl.ops import MAX_CHANNELS, OPS, check_int
 from nasdsl.passes.check import check
@@ -126,6 +127,24 @@ def _how(value: Value, reach: set[str]) -> tuple[int, object]:
     return _FIXED, value
 
 
+def _name_of(value: object) -> str | None:
+    """The name a spec value is, when it is one name and nothing else (``c3x3``): its value, when
+    that is an integer in range, is the name's own (what :meth:`Value.evaluate` returns); None for
+    anything else, which is evaluated."""
+    if isinstance(value, Value) and value.items is None and value.expr is not None:
+        return value.expr.bare_name
+    return None
+
+
+def _evaluate(value: Value, name: str | None, env: Mapping[str, object], literals=()) -> object:
+    """``value.evaluate(env, literals)``, with a name bound to an integer looked up directly."""
+    if name is not None:
+        v = env.get(name)
+        if type(v) is int and -MAX_INT <= v <= MAX_INT:
+            return v
+    return value.evaluate(env, literals)
+
+
 def _bound(t: Template, use: UseBlock) -> tuple[tuple[str, Value | None, Value | None], ...]:
     """Each parameter of ``t`` at ``use``: (name, the argument written, else None; the default)."""
     names = [p.name for p in t.params]
@@ -150,12 +169,19 @@ class _Node:
     normalised: dict = field(default_factory=dict)
     #: how the latency model sees the node (nasdsl.bench.latency.contexts); "" without one
     context: str = ""
-    #: (output shape, parameters, multiply-adds, shape error, latency, attributes) by (id(attrs), input shapes)
+    #: (output shape, parameters, multiply-adds, shape error, latency, output size, attributes) by the ids
+    #: of the attributes and of the input shapes (interned by the program, see _Program.types)
     shaped: dict = field(default_factory=dict)
+    #: the op's registry entry (None for the input)
+    opdef: object = None
+    #: ``values`` as they are evaluated: (how, the constant or the Value, literal words, the name it is)
+    plan: tuple = ()
 
 
 #: entries a node's caches hold before they are emptied
 CACHE = 4096
+#: distinct tensor types a program shares between its nodes' caches before it forgets them
+MAX_TYPES = 1 << 16
 
 
 def _key(v: object) -> object:
@@ -207,6 +233,11 @@ class _Program:
         roots = [ir.info(g).model, *(o.head for o in ir.info(g).outputs if o.head is not None)]
         for root in roots:
             self._visit(root, 0, blocks)
+        # each bound parameter with the name it is, where it is one (see _evaluate)
+        self.scopes = [
+            (parent, tuple((*b, _name_of(b[2]) if b[1] == _FIXED else None) for b in bound), inherit)
+            for parent, bound, inherit in self.scopes
+        ]
         # the model's conditions are checked before the template uses are bound: a mismatch shows early
         self.model_conditions = [c for c in self.conditions if c[1] == 0]
         self.conditions = [c for c in self.conditions if c[1] != 0]
@@ -229,7 +260,10 @@ class _Program:
                     attrs = None  # else every attribute is a literal no choice reaches: the graph's attrs hold
             scope = self.node_scope.get(n, self.scope_of[data.instance] if data.instance else 0)
             inputs = tuple(index[s] for s in ir.inputs(g, n))
-            self.nodes.append(_Node(i, n, data.op, attrs, values, inputs, scope, data.phase == "train", data))
+            node = _Node(i, n, data.op, attrs, values, inputs, scope, data.phase == "train", data)
+            node.opdef = OPS.get(data.op)
+            node.plan = tuple((how, x, lit, _name_of(x) if how == _FIXED else None) for _, how, x, lit in values)
+            self.nodes.append(node)
         if latency is not None:
             from nasdsl.bench.latency import contexts
 
@@ -244,6 +278,8 @@ class _Program:
             (index[a] if a is not None else None, tuple(index[r] for r in frees))
             for a, frees in memory_plan(inf, ir.order(inf))
         )
+        #: each output shape seen, once: equal shapes are one object, and the caches key them by id
+        self.types: dict[ir.TensorType, ir.TensorType] = {}
 
     def _visit(self, block: ir.Block, scope: int, blocks: dict[str, Block]) -> None:
         if block.when is not None:
@@ -286,12 +322,14 @@ class _Program:
             for parent, bound, inherit in self.scopes:
                 caller = scopes[parent]
                 values: dict[str, object] = {}
-                for name, how, x, is_default in bound:
+                for name, how, x, is_default, bare in bound:
                     if how == _CONST:
                         values[name] = x
+                    elif how == _FIXED:
+                        values[name] = _evaluate(x, bare, {**env, **values} if is_default else caller)
                     else:
-                        value = resolve(x) if how == _CHOSEN else x
-                        values[name] = value.evaluate({**env, **values} if is_default else caller)
+                        value = resolve(x)
+                        values[name] = _evaluate(value, _name_of(value), {**env, **values} if is_default else caller)
                 scopes.append({**(caller if inherit else env), **values})
             counts = [resolve(value).evaluate(scopes[scope]) for value, scope, _ in self.counts]
         except NasdslError:
@@ -339,65 +377,74 @@ class _Program:
 
     def _nodes(self, env, scopes, resolve, max_params: int) -> Figures | NasdslError:
         shapes: list[ir.TensorType | None] = [None] * len(self.nodes)
+        sizes = [0] * len(self.nodes)
         params = macs = params_train = macs_train = 0
         latency = self.latency
+        types = self.types
         ms = 0.0
         errors: list[NasdslError] = []
         for node in self.nodes:
-            op = node.op
+            opdef = node.opdef
             try:
-                if op == "input":
+                if opdef is None:  # the input
                     shape = resolve(self.spec.input.shape).evaluate(env)
                     axes = node.data.type.axes
-                    shapes[node.index] = ir.TensorType(
+                    t = ir.TensorType(
                         tuple(
                             check_int(v, 1, MAX_CHANNELS if x in "C?" else MAX_SPATIAL)
                             for v, x in zip(shape, axes, strict=True)
                         ),
                         axes,
                     )
+                    shapes[node.index] = types.setdefault(t, t)
+                    sizes[node.index] = math.prod(t.shape)
                     continue
-                opdef = OPS[op]
-                if node.attrs is not None:
-                    attrs = node.attrs
-                else:
+                attrs = node.attrs
+                if attrs is None:
                     scope = scopes[node.scope]
-                    given = [
-                        x if how == _CONST else (resolve(x) if how == _CHOSEN else x).evaluate(scope, lit)
-                        for _, how, x, lit in node.values
-                    ]
-                    key = tuple(map(_key, given))
+                    given = []
+                    for how, x, lit, bare in node.plan:
+                        if how == _CONST:
+                            given.append(x)
+                        elif how == _FIXED:
+                            # a name bound to an integer is the common case (_evaluate, inlined)
+                            v = scope.get(bare) if bare is not None else None
+                            given.append(
+                                v if type(v) is int and -MAX_INT <= v <= MAX_INT else _evaluate(x, None, scope, lit)
+                            )
+                        else:
+                            x = resolve(x)
+                            given.append(_evaluate(x, _name_of(x), scope, lit))
+                    key = tuple([(type(v), v) if type(v) is not list else _key(v) for v in given])
                     attrs = node.normalised.get(key)
                     if attrs is None:
                         attrs = opdef.normalise({v[0]: g for v, g in zip(node.values, given, strict=True)})
                         _remember(node.normalised, key, attrs)
             except NasdslError:
                 raise _Recompile from None
-            ins = tuple(shapes[i] for i in node.inputs)
-            if None in ins:
-                continue
-            key = (id(attrs), ins)
+            inputs = node.inputs
+            if len(inputs) == 1:
+                a = shapes[inputs[0]]
+                if a is None:
+                    continue
+                ins: tuple = (a,)
+                key = (id(attrs), id(a))
+            else:
+                ins = tuple([shapes[i] for i in inputs])
+                if any(t is None for t in ins):
+                    continue
+                key = (id(attrs), *map(id, ins))
             known = node.shaped.get(key)
             if known is None:
-                try:
-                    out = opdef.infer(ins, attrs)
-                except ShapeError as e:
-                    known = (None, 0, 0, _shape_error(e, node, [self.nodes[i].name for i in node.inputs]), 0.0)
-                else:
-                    p = opdef.params(ins, attrs) if opdef.init_params else 0
-                    m = opdef.macs(ins, attrs, out)
-                    cost = (
-                        latency.node_cost(op, attrs, tuple(t.shape for t in ins), out.shape, m, node.context)
-                        if latency is not None
-                        else 0.0
-                    )
-                    known = (out, p, m, None, cost)
-                _remember(node.shaped, key, (*known, attrs))  # attrs kept alive: its id stays its own
-            out, p, m, error, cost = known[:5]
+                known = self._shaped(node, opdef, ins, attrs)
+                # the attributes and the input shapes kept alive with the entry: their ids stay their own
+                _remember(node.shaped, key, (*known, attrs, ins))
+            out, p, m, error, cost, size = known[:6]
             if error is not None:
                 errors.append(error)
                 continue
             shapes[node.index] = out
+            sizes[node.index] = size
             params_train += p
             macs_train += m
             if not node.train:
@@ -413,17 +460,38 @@ class _Program:
                 location=self.spec.model.loc,
                 path="model",
             )
-        sizes = [math.prod(t.shape) for t in shapes]  # type: ignore[union-attr]
         live = peak = 0
         for alloc, frees in self.plan:
             if alloc is not None:
                 live += sizes[alloc]
-            peak = max(peak, live)
+                if live > peak:
+                    peak = live
             for r in frees:
                 live -= sizes[r]
         if latency is not None:
             ms += latency.model_cost(shapes[self.input].shape)  # type: ignore[union-attr]
         return Figures(params, macs, self.depth, peak, params_train, macs_train, ms if latency is not None else None)
+
+    def _shaped(self, node: _Node, opdef, ins: tuple, attrs: dict) -> tuple:
+        """A node's output shape (interned), parameters, multiply-adds, shape error, latency and
+        output size, for these attributes and input shapes."""
+        try:
+            out = opdef.infer(ins, attrs)
+        except ShapeError as e:
+            return (None, 0, 0, _shape_error(e, node, [self.nodes[i].name for i in node.inputs]), 0.0, 0)
+        types = self.types
+        if len(types) >= MAX_TYPES:
+            types.clear()  # only the sharing of equal shapes is lost: each cache entry keeps its own alive
+        out = types.setdefault(out, out)
+        p = opdef.params(ins, attrs) if opdef.init_params else 0
+        m = opdef.macs(ins, attrs, out)
+        latency = self.latency
+        cost = (
+            latency.node_cost(node.op, attrs, tuple(t.shape for t in ins), out.shape, m, node.context)
+            if latency is not None
+            else 0.0
+        )
+        return (out, p, m, None, cost, math.prod(out.shape))
 
 
 def _shape_error(e: ShapeError, node: _Node, sources: list[str]) -> ShapeError:

@@ -352,6 +352,18 @@ def test_googlenet_filter_counts_never_recompile_and_agree():
     assert evaluator.recompiled == 0  # 192x192 does not fit the 7x7 pool: a shape error, reported without compiling
 
 
+def test_forgetting_the_shared_shapes_keeps_the_figures_right(family, monkeypatch):
+    """The node caches key input shapes by id, each entry keeping its own alive: the table that
+    makes equal shapes one object may be emptied at any time (here after every two shapes)."""
+    import nasdsl.variants
+
+    monkeypatch.setattr(nasdsl.variants, "MAX_TYPES", 2)
+    evaluator = Evaluator(family)
+    listed = list(family.variants())
+    for picks in listed[::10] + listed[::-10]:
+        _agrees(family, evaluator, picks)
+
+
 def test_an_invalid_default_still_gives_the_fast_path_its_structure(capsys):
     """The first input shape does not fit GoogLeNet's 7x7 pool: no variant is compiled in full all the same."""
     spec = str(SPECS / "googlenet.yaml")
