@@ -74,8 +74,11 @@ MAX_PARAMS = 10**10
 #: the kinds of choice that choose structure (blocks, or the values a block reads): a program serves
 #: only the variants that choose as it does
 STRUCTURAL_KINDS = ("block", "input")
-#: programs kept for variants of different structure
-MAX_PROGRAMS = 64
+#: programs kept for variants of different structure: at least MIN_PROGRAMS, and more while their nodes
+#: add up to at most PROGRAM_NODES (OFA's space has 243 depth structures of about 300 nodes each: with 64
+#: programs, three variants in four were compiled in full)
+MIN_PROGRAMS = 64
+PROGRAM_NODES = 100_000
 #: composers kept (one per assignment of the value choices, in a space with choices between blocks)
 MAX_COMPOSERS = 8
 #: the kinds of choice whose options are values (the others choose blocks or what a block reads)
@@ -720,7 +723,12 @@ class Evaluator:
                 )
             program.blocks = tuple(picks[i] for i in self.block_points)
             self.programs.insert(0, program)
-            del self.programs[MAX_PROGRAMS:]
+            held = 0
+            for n, kept in enumerate(self.programs):
+                held += len(kept.nodes)
+                if n >= MIN_PROGRAMS and held > PROGRAM_NODES:
+                    del self.programs[n:]  # the least recently used
+                    break
         if isinstance(outcome, NasdslError):
             return Result(variant, picks, None, outcome.format(), recompiled=True)
         g = outcome

@@ -364,6 +364,32 @@ def test_forgetting_the_shared_shapes_keeps_the_figures_right(family, monkeypatc
         _agrees(family, evaluator, picks)
 
 
+def test_a_space_of_many_structures_compiles_each_once(tmp_path):
+    """125 depth structures (more than the 64 programs always kept): each is compiled in full
+    once, and every variant after its first is evaluated by its structure's program."""
+    text = """\
+nasdsl: 1
+name: Depths
+input: {shape: [3, 8, 8]}
+variables: {a: {range: [1, 5]}, b: {range: [1, 5]}, c: {range: [1, 5]}}
+model:
+  first: {repeat: a, block: {op: conv2d, out: 4, kernel: 3, padding: 1}}
+  second: {repeat: b, block: {op: conv2d, out: 4, kernel: 3, padding: 1}}
+  third: {repeat: c, block: {op: conv2d, out: 4, kernel: 3, padding: 1}}
+  pool: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: 2}
+"""
+    space = spaces.load_space(_write(tmp_path, text, "depths.yaml"))
+    evaluator = Evaluator(space)
+    listed = list(space.variants())
+    assert len(listed) == 125
+    for picks in listed + listed:
+        assert evaluator.evaluate(picks).valid
+    assert evaluator.recompiled == 124  # the default's structure is compiled when the evaluator is made
+    _agrees(space, evaluator, listed[-1])
+
+
 def test_an_invalid_default_still_gives_the_fast_path_its_structure(capsys):
     """The first input shape does not fit GoogLeNet's 7x7 pool: no variant is compiled in full all the same."""
     spec = str(SPECS / "googlenet.yaml")
