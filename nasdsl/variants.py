@@ -566,6 +566,10 @@ class Evaluator:
             program = _Program(self.spec, self.blocks, structure, ir.info(structure).variables, self.reach, latency)
             program.blocks = tuple(space.default[i] for i in self.block_points)
             self.programs.append(program)
+        #: the points that decide which program a variant's structure has, as far as the names of the
+        #: repeat counts and conditions tell (a hint: the program it gives is tried first, then the others)
+        self.shape_points: tuple[int, ...] = _structure_points(space, self.programs)
+        self.hints: dict[tuple[int, ...], _Program] = {}
 
     def _compile_graph(self, doc) -> tuple[nx.DiGraph | None, nx.DiGraph | NasdslError, Spec | None]:
         """Compile a variant's document as ``compile_spec`` does: its checked graph before shapes
@@ -635,7 +639,10 @@ class Evaluator:
                 self._composed_hash = (picks, h)
             return Result(variant, picks, outcome)
         blocks = tuple(picks[i] for i in self.block_points)
-        for n, program in enumerate(self.programs):
+        hint = tuple(picks[i] for i in self.shape_points)
+        hinted = self.hints.get(hint)
+        programs = self.programs if hinted is None else [hinted, *(p for p in self.programs if p is not hinted)]
+        for program in programs:
             if program.blocks != blocks:
                 continue  # another block chosen somewhere: another structure
             try:
@@ -644,12 +651,19 @@ class Evaluator:
                 continue
             except _Recompile:
                 return self._full(variant, picks)
-            if n:  # most recently used first
-                self.programs.insert(0, self.programs.pop(n))
+            if program is not self.programs[0]:  # most recently used first
+                self.programs.remove(program)
+                self.programs.insert(0, program)
+            self._hint(hint, program)
             if isinstance(outcome, NasdslError):
                 return Result(variant, picks, None, outcome.format())
             return Result(variant, picks, outcome)
         return self._full(variant, picks, keep=True)
+
+    def _hint(self, key: tuple[int, ...], program: _Program) -> None:
+        if len(self.hints) >= CACHE:
+            self.hints.clear()
+        self.hints[key] = program
 
     def _composer(self, picks: tuple[int, ...]):
         """The composer of the variants with these value choices (made the first time), or None."""
@@ -728,7 +742,10 @@ class Evaluator:
                 held += len(kept.nodes)
                 if n >= MIN_PROGRAMS and held > PROGRAM_NODES:
                     del self.programs[n:]  # the least recently used
+                    self.hints.clear()
                     break
+            self.shape_points = _structure_points(self.space, self.programs)
+            self._hint(tuple(picks[i] for i in self.shape_points), program)
         if isinstance(outcome, NasdslError):
             return Result(variant, picks, None, outcome.format(), recompiled=True)
         g = outcome
@@ -749,6 +766,29 @@ class Evaluator:
             return value
 
         return resolve
+
+
+def _structure_points(space: Space, programs: list[_Program]) -> tuple[int, ...]:
+    """The points whose options the repeat counts and conditions of these programs read: their
+    own places, the variables they name, and the arguments bound to the parameters they name."""
+    names: set[str] = set()
+    paths: set[str] = set()
+    for program in programs:
+        names.update(program.structural)
+        for value, _, _ in (*program.model_conditions, *program.conditions, *program.counts):
+            names |= value.names
+            paths.add(value.path)
+        for _, bound, _ in reversed(program.scopes):  # inner uses first: their arguments name outer ones
+            for name, how, x, _, _ in bound:
+                if name in names and how != _CONST:
+                    names |= x.names
+                    paths.add(x.path)
+    for name, step in reversed(space.steps):
+        if name in names and not isinstance(step, int):
+            names |= step.names
+    found = {step for name, step in space.steps if isinstance(step, int) and name in names}
+    found |= {i for i, p in enumerate(space.points) if any(pos.spec_path in paths for pos in p.positions)}
+    return tuple(sorted(found))
 
 
 def _same(value: Value) -> Value:

@@ -364,7 +364,9 @@ def test_forgetting_the_shared_shapes_keeps_the_figures_right(family, monkeypatc
         _agrees(family, evaluator, picks)
 
 
-def test_a_space_of_many_structures_compiles_each_once(tmp_path):
+def test_a_space_of_many_structures_compiles_each_once(tmp_path, monkeypatch):
+    import nasdsl.variants
+
     """125 depth structures (more than the 64 programs always kept): each is compiled in full
     once, and every variant after its first is evaluated by its structure's program."""
     text = """\
@@ -384,8 +386,16 @@ model:
     evaluator = Evaluator(space)
     listed = list(space.variants())
     assert len(listed) == 125
-    for picks in listed + listed:
+    for picks in listed:
         assert evaluator.evaluate(picks).valid
+    # the second time through, each variant is run by its own structure's program, found first (the
+    # depths a, b and c are the points the repeat counts name), not after trying the others
+    runs = []
+    program_run = nasdsl.variants._Program.run
+    monkeypatch.setattr(nasdsl.variants._Program, "run", lambda self, *a: runs.append(self) or program_run(self, *a))
+    for picks in listed:
+        assert evaluator.evaluate(picks).valid
+    assert len(runs) == len(listed) == len(set(map(id, runs)))
     assert evaluator.recompiled == 124  # the default's structure is compiled when the evaluator is made
     _agrees(space, evaluator, listed[-1])
 
