@@ -407,18 +407,51 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+def test_latency_ms_is_an_objective_and_a_budget_with_this_machines_model(tmp_path, monkeypatch, capsys):
+    """latency_ms is predicted before dispatch, as ``nasdsl space`` predicts it. A model whose one cost is
+    1 ms per input value predicts 3 * size**2 for a 3-channel input of side ``size``: the values told are
+    those, a variant over --max latency_ms=800 is rejected with its prediction, and with no model the
+    search stops before it starts, exit 2."""
+    from nasdsl.bench import latency
+    from nasdsl.bench.hardware import machine
+
+    monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path / "cache"))
+    spec = tmp_path / "sizes.yaml"
+    spec.write_text(
+        "nasdsl: 1\nname: Sizes\ninput: {shape: [3, size, size]}\nvariables: {size: {choice: [8, 16, 24]}}\n"
+        "model:\n  conv: {op: conv2d, out: {choice: [4, 8]}, kernel: 3}\n  gap: global_avg_pool\n"
+        "  flat: flatten\n  fc: {op: linear, out: 2}\n"
+    )
+    argv = ["search", spec, "--minimize", "latency_ms", "--max", "latency_ms=800", "--sampler", "random"]
+    argv += ["--trials", 4, "--workdir", tmp_path / "w", "--storage", f"sqlite:///{tmp_path}/s.db"]
+    code, _, err = _cli(capsys, *argv)
+    assert code == 2 and "run 'nasdsl bench SPEC --calibrate' first" in err and "Traceback" not in err
+    assert not (tmp_path / "s.db").exists()
+    coefficients = dict.fromkeys(latency.columns(), 0.0) | {"model_input": 1.0}
+    version = latency.engine_version("onnxruntime")
+    latency.save(latency.LatencyModel("onnxruntime", version, machine().key(), 1, coefficients))
+    code, out, err = _cli(capsys, *argv)
+    assert code == 0, err
+    study = load_study(f"sqlite:///{tmp_path}/s.db", "Sizes")
+    told = {}
+    for _, state, rec, t in _records(study):
+        size = t.params["size"]
+        if state == "evaluated":
+            told[size] = t.values[0]
+            assert rec["figures"]["latency_ms"] == 3 * size * size
+        elif state == "rejected":
+            assert size == 24 and rec["reason"] == "latency_ms 1,728 > --max 800"
+    assert told == {8: 192.0, 16: 768.0}  # the four variants under the budget, two of each size
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (
             ["--minimize", "flops"],
-            "error: --objective: expected an objective of params, macs, depth, peak, synflow, naswot, metric:NAME, "
+            "error: --objective: expected an objective of params, macs, depth, peak, latency_ms, synflow, naswot, "
+            "metric:NAME, "
             "got 'flops'",
-        ),
-        (
-            ["--minimize", "latency_ms"],
-            "error: --objective: latency_ms needs the deployment issue's latency model (nasdsl bench, issue #26), "
-            "which this version does not have yet",
         ),
         (
             ["--objective", "metric:top1"],

@@ -22,7 +22,8 @@ HELP = "search a spec's space with Optuna's samplers: cost, zero-cost proxies or
 
 DESCRIPTION = (
     "Search the design space of a spec with choices (docs/design-space.md) for the variants that do best on one "
-    "or more objectives: multiply-adds or parameters (computed by nasdsl, nothing runs), a zero-cost proxy "
+    "or more objectives: multiply-adds, parameters or the latency this machine's latency model predicts (latency_ms, "
+    "from nasdsl bench --calibrate) (computed by nasdsl, nothing runs), a zero-cost proxy "
     "computed on the generated model with one batch (synflow, naswot), or a metric an evaluator measures "
     "(metric:NAME, from --evaluate: a command template or a Python module:function). Optuna's sampler proposes "
     "each variant; nasdsl rejects those that break a constraint, do not compile or are over a budget, and "
@@ -85,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     s.add_argument(
         "--objective", dest="aims", action="append", type=_aim(None), metavar="OBJECTIVE",
-        help="an objective in its own direction (macs, params, depth, peak: smaller; synflow, naswot: larger)",
+        help="an objective in its own direction (macs, params, depth, peak, latency_ms: smaller; "
+        "synflow, naswot: larger)",
     )  # fmt: skip
     s.add_argument("--trials", type=_positive("--trials"), default=20, help="variants to evaluate (default 20)")
     s.add_argument(

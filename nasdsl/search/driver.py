@@ -42,7 +42,7 @@ from nasdsl.search import study as studies
 from nasdsl.search.evaluators import Evaluator
 from nasdsl.search.executors import Executor, Inline, Pool, Ray
 from nasdsl.search.identity import Identities
-from nasdsl.search.objectives import EVALUATOR, FIGURES, MODEL, Goal, Variant, checked
+from nasdsl.search.objectives import EVALUATOR, FIGURES, LATENCY, MODEL, Goal, Variant, checked
 from nasdsl.search.params import Asker, made_arguments
 from nasdsl.search.specfile import SpecTexts
 from nasdsl.search.study import SearchError, record
@@ -68,7 +68,7 @@ class Budget:
         got = getattr(figures, self.column)
         if (got > self.value) if self.way == "max" else (got < self.value):
             sign = ">" if self.way == "max" else "<"
-            return f"{self.column} {got:,} {sign} {self.option or '--' + self.way} {self.value:,.0f}"
+            return f"{self.column} {fmt(got)} {sign} {self.option or '--' + self.way} {fmt(self.value)}"
         return None
 
 
@@ -192,7 +192,7 @@ class _Search:
         self.cfg, self.say = cfg, say
         self.started = time.perf_counter()
         self.space = load_space(cfg.spec, cfg.overrides, **({"limits": cfg.limits} if cfg.limits else {}))
-        self.figures = FigureEvaluator(self.space, **_limits(cfg))
+        self.figures = FigureEvaluator(self.space, **_limits(cfg), latency=_latency_model(cfg))
         self.ask = Asker(self.space)
         self.identify = Identities(self.space)
         self.spec_texts = SpecTexts(self.space)
@@ -406,6 +406,16 @@ class _Search:
         return f"trial {number}: {made}: {shown}{took}"
 
 
+def _latency_model(cfg: Config):
+    """This machine's latency model where an objective or a budget names ``latency_ms``, else None
+    (raises :class:`nasdsl.bench.latency.LatencyError`, exit 2, when there is none)."""
+    if not any(name == LATENCY for name in (*(g.name for g in cfg.goals), *(b.column for b in cfg.budgets))):
+        return None
+    from nasdsl.bench.latency import require
+
+    return require()
+
+
 def _limits(cfg: Config) -> dict:
     out: dict = {"max_params": cfg.max_params}
     if cfg.max_nodes is not None:
@@ -454,7 +464,10 @@ def _value(goal: Goal, fixed: dict, outcome: Outcome) -> float:
 
 
 def _figure_record(f) -> dict:
-    return {"params": f.params, "macs": f.macs, "depth": f.depth, "peak": f.peak}
+    out = {"params": f.params, "macs": f.macs, "depth": f.depth, "peak": f.peak}
+    if f.latency_ms is not None:
+        out[LATENCY] = round(f.latency_ms, 6)
+    return out
 
 
 def fmt(value: float) -> str:

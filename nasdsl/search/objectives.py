@@ -10,9 +10,10 @@ An objective is computed in one of three places:
 * ``evaluator``: ``metric:NAME``, read from the metrics the trial's evaluator returns
   (:mod:`nasdsl.search.evaluators`).
 
-Adding an objective is one :class:`Objective` in :data:`OBJECTIVES`. The
-deployment issue's latency (``latency_ms``, issue #26) is not in this version:
-asking for it says so (:data:`PLANNED`).
+Adding an objective is one :class:`Objective` in :data:`OBJECTIVES`.
+``latency_ms`` is a figure too: the latency this machine's latency model predicts
+(:mod:`nasdsl.bench.latency`, made by ``nasdsl bench --calibrate``); a search that
+names it, as an objective or a budget, needs that model and says so without it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ MINIMIZE, MAXIMIZE = "minimize", "maximize"
 FIGURES, MODEL, EVALUATOR = "figures", "model", "evaluator"
 #: the prefix of an evaluator's metric
 METRIC = "metric:"
+#: the figure a latency model predicts (nasdsl.bench.latency)
+LATENCY = "latency_ms"
 
 
 class ObjectiveError(NasdslError):
@@ -92,6 +95,13 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("depth", MINIMIZE, FIGURES, "layers with parameters on the longest path", figure=_figure("depth")),
         Objective("peak", MINIMIZE, FIGURES, "peak activation size in values, batch 1", figure=_figure("peak")),
         Objective(
+            LATENCY,
+            MINIMIZE,
+            FIGURES,
+            "milliseconds a sample (batch 1), predicted by this machine's latency model (nasdsl bench --calibrate)",
+            figure=_figure(LATENCY),
+        ),
+        Objective(
             "synflow",
             MAXIMIZE,
             MODEL,
@@ -109,10 +119,7 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 #: names asked for that a later version will have, and why they are not here yet
-PLANNED = {
-    "latency_ms": "latency_ms needs the deployment issue's latency model (nasdsl bench, issue #26), "
-    "which this version does not have yet",
-}
+PLANNED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,7 @@ def checked(name: str, value: object) -> float:
 __all__ = [
     "EVALUATOR",
     "FIGURES",
+    "LATENCY",
     "MAXIMIZE",
     "MINIMIZE",
     "MODEL",
