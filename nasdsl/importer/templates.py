@@ -358,22 +358,29 @@ class Discovery:
         used: list[str] = []
         taken: set[str] = set()
         own: list[str] = []
-        for key in sorted(slot_values, key=lambda k: order[k]):
-            values = slot_values[key]
+
+        def settle(key: tuple, values: list[object], attr: str) -> object:
             present = [v for v in values if v is not None]
             if all(_equal(v, present[0]) for v in present):
-                exprs[key] = present[0]
-                continue
-            found = explain(values, cands, key[-1])
+                return present[0]
+            found = explain(values, cands, attr)
+            if found is None and _int_lists(present):
+                # a list of sizes (a reshape's shape) that no argument gives whole: its
+                # sizes one by one, each the simplest expression that explains it
+                sizes = ([v[k] if v is not None else None for v in values] for k in range(len(present[0])))
+                return [settle((*key, k), size, attr) for k, size in enumerate(sizes)]
             if found is None:
                 pname = clean_name("_".join(str(p) for p in key), taken | set(cands.values))
                 cands.add(pname, values)
                 own.append(pname)
                 found = (pname, [pname])
-            exprs[key] = Expr(found[0])
             for n in found[1]:
                 if n not in used:
                     used.append(n)
+            return Expr(found[0])
+
+        for key in sorted(slot_values, key=lambda k: order[k]):
+            exprs[key] = settle(key, slot_values[key], key[-1])
         switches = self._switches(group, scopes, cands, used)
         params_order = [n for n in cands.order if n in used]
         taken_names: set[str] = set()
@@ -444,6 +451,8 @@ class Discovery:
         def text(v: object) -> object:
             if isinstance(v, Expr):
                 return Expr(_renamed(v.text, rename))
+            if isinstance(v, list):
+                return [text(x) for x in v]
             return v
 
         def walk(item: Item, prefix: tuple) -> None:
@@ -461,6 +470,15 @@ class Discovery:
             if c.name in switches:
                 c.when = rename.get(switches[c.name], switches[c.name])
         return body
+
+
+def _int_lists(values: list[object]) -> bool:
+    """Lists of integers, all of one length (two or more)."""
+    return all(isinstance(v, list) and len(v) == len(values[0]) > 1 and all(_int_value(x) for x in v) for v in values)
+
+
+def _int_value(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _renamed(text: str, rename: dict[str, str]) -> str:

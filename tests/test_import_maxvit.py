@@ -1,0 +1,152 @@
+"""``nasdsl import`` of torchvision's MaxViT: its RelativePositionalMultiHeadAttention as the
+``partition_attention`` op, WindowPartition and WindowDepartition as reshapes, a permute and
+flattens, SwapAxes as a transpose, the templates named after torchvision's classes.
+
+The references are independent of the importer: a small MaxViT built by torchvision's own
+``MaxVit`` class (2x2 partitions at 64x64, five layers, so that the test stays fast), whose
+``state_dict`` must load strictly into the generated model and whose outputs it must give, and
+the hand-written ``specs/maxvit_t.yaml`` (checked against torchvision's documented maxvit_t
+figures in tests/test_maxvit.py) compiled with the same settings, whose parameters and
+multiply-adds the import must have. maxvit_t itself is checked at full size by
+``benchmarks/import_zoo.py --models maxvit_t --check``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+import yaml
+from torchvision.models import maxvit
+from torchvision.models.maxvit import MaxVit, RelativePositionalMultiHeadAttention
+
+import nasdsl
+from nasdsl.backends.pytorch import generate_source, load_source
+from nasdsl.cli import main as cli_main
+from nasdsl.importer import ImportFailure, import_model
+
+from paths import SPECS
+from reference_models import randomise
+
+#: the small MaxViT's settings, as torchvision's constructor and the hand-written spec name them
+CHANNELS, LAYERS = [8, 16, 16, 32], [1, 2, 1, 1]
+SPEC_VARIABLES = {
+    **{"image_size": 64, "partition_size": 2, "head_dim": 8, "stem_channels": 8, "num_classes": 10},
+    **{f"c{k + 1}": c for k, c in enumerate(CHANNELS)},
+    **{f"n{k + 1}": n for k, n in enumerate(LAYERS)},
+}
+
+
+def small_maxvit() -> MaxVit:
+    return MaxVit(
+        input_size=(64, 64),
+        stem_channels=8,
+        partition_size=2,
+        block_channels=CHANNELS,
+        block_layers=LAYERS,
+        head_dim=8,
+        stochastic_depth_prob=0.2,
+        num_classes=10,
+    )
+
+
+def _line_of(code: str) -> int:
+    """The line of torchvision's maxvit.py holding ``code`` (where the located error points)."""
+    lines = inspect.getsource(maxvit).splitlines()
+    return next(k for k, line in enumerate(lines, 1) if code in line)
+
+
+@pytest.fixture(scope="module")
+def imported():
+    return import_model(small_maxvit, input_shape=(3, 64, 64))
+
+
+def test_templates_are_torchvisions_classes_with_its_arguments(imported):
+    """Block and grid attention are two structures of PartitionAttentionLayer (the grid's swaps
+    its axes, where the block's has an nn.Identity); the partitions' sizes are expressions of
+    its constructor's grid_size."""
+    templates = {name: params for name, params, _ in imported.report.templates}
+    for cls in ("MaxVitBlock", "MaxVitLayer", "MBConv", "SqueezeExcitation", "Conv2dNormActivation"):
+        assert cls in templates
+    assert templates["PartitionAttentionLayer"] == ["channels_in", "grid_size", "p_stochastic_dropout"]
+    spec = yaml.safe_load(imported.text)["templates"]
+    block, grid = spec["PartitionAttentionLayer"]["body"], spec["PartitionAttentionLayer_2"]["body"]
+    assert block["attn_layer"][1] == {"op": "partition_attention", "head_dim": 8, "size": 2}
+    assert block["partition_swap"] == "identity"
+    assert grid["partition_swap"] == {"op": "transpose", "axis0": 0, "axis1": 1}
+    assert block["partition_op"] == {
+        "op": "reshape",
+        "shape": ["channels_in", "grid_size // 2", 2, "grid_size // 2", 2],
+        "axes": "CHHWW",
+    }
+    assert grid["partition_op"]["shape"] == ["channels_in", 2, "grid_size // 2", 2, "grid_size // 2"]
+    assert block["departition_op_map"] == {"op": "reshape", "shape": ["channels_in", "grid_size", "grid_size"]} | {
+        "axes": "CHW"
+    }
+
+
+def test_generated_model_loads_torchvisions_state_dict_and_agrees(imported):
+    torch.manual_seed(0)
+    reference = small_maxvit()
+    randomise(reference)
+    with torch.no_grad():  # torchvision's 0.02 would hide a wrong offset or a small head
+        for name, p in reference.named_parameters():
+            if name.endswith("relative_position_bias_table") or name == "classifier.5.weight":
+                p.normal_(0.0, 1.0)
+    reference.eval()
+    net = imported.compiled
+    with torch.device("meta"):
+        ours = getattr(load_source(generate_source(net.graph)), net.spec.name)()
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = reference(x), ours.eval()(x)
+    assert a.abs().max() > 0.1
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
+
+
+def test_parameters_and_multiply_adds_are_the_hand_written_specs(imported):
+    hand = nasdsl.compile_spec(SPECS / "maxvit_t.yaml", SPEC_VARIABLES).summary()["totals"]
+    assert imported.report.params == sum(p.numel() for p in small_maxvit().parameters()) == hand["params"]
+    assert imported.report.macs == hand["macs"]
+
+
+def test_an_attention_scaled_otherwise_is_a_located_error(tmp_path, monkeypatch, capsys):
+    """Keys scaled by the head's size (the usual scaling, not torchvision's C ** -0.5) are another
+    network: exit 2, the node and the source line named, nothing written."""
+
+    def per_head() -> MaxVit:
+        model = small_maxvit()
+        for m in model.modules():
+            if isinstance(m, RelativePositionalMultiHeadAttention):
+                m.scale_factor = m.head_dim**-0.5
+        return model
+
+    with pytest.raises(ImportFailure) as e:
+        import_model(per_head, input_shape=(3, 64, 64))
+    # the first stage's 8 features are one head of 8: both scalings agree there, the second's do not
+    assert e.value.format() == (
+        f"{maxvit.__file__}:{_line_of('self.attn_layer(x)')}:1: error: "
+        "blocks.1.layers.0.layers.window_attention.attn_layer.1: module "
+        "RelativePositionalMultiHeadAttention (fx node 'blocks_1_layers_0_layers_window_attention_attn_layer_1'): "
+        "keys scaled by 0.353553: the spec's partition_attention scales them by the feature size's 16 ** -0.5 = "
+        "0.25, as torchvision builds it"
+    )
+    (tmp_path / "per_head_maxvit.py").write_text(
+        "from torchvision.models.maxvit import MaxVit, RelativePositionalMultiHeadAttention\n\n\n"
+        "def build():\n"
+        "    model = MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16],\n"
+        "                   block_layers=[1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10)\n"
+        "    for m in model.modules():\n"
+        "        if isinstance(m, RelativePositionalMultiHeadAttention):\n"
+        "            m.scale_factor = m.head_dim ** -0.5\n"
+        "    return model\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(__import__("sys").modules, "per_head_maxvit", raising=False)
+    out = tmp_path / "maxvit.yaml"
+    assert cli_main(["import", "module:per_head_maxvit:build", "-o", str(out), "--input-shape", "3,32,32"]) == 2
+    assert "module RelativePositionalMultiHeadAttention" in capsys.readouterr().err
+    assert not out.exists()
