@@ -63,26 +63,38 @@ def imported():
 
 
 def test_templates_are_torchvisions_classes_with_its_arguments(imported):
-    """Block and grid attention are two structures of PartitionAttentionLayer (the grid's swaps
-    its axes, where the block's has an nn.Identity); the partitions' sizes are expressions of
-    its constructor's grid_size."""
+    """Block and grid attention are one PartitionAttentionLayer whose grid uses swap the axes
+    (where the block's have an nn.Identity); MBConv's projection and stochastic depth (an
+    nn.Identity where the block has none, or its rate is 0) are switched; the partitions' sizes
+    are expressions of the constructor's grid_size, or parameters of their own."""
     templates = {name: params for name, params, _ in imported.report.templates}
-    for cls in ("MaxVitBlock", "MaxVitLayer", "MBConv", "SqueezeExcitation", "Conv2dNormActivation"):
-        assert cls in templates
-    assert templates["PartitionAttentionLayer"] == ["channels_in", "grid_size", "p_stochastic_dropout"]
+    assert templates["PartitionAttentionLayer"] == [
+        *("channels_in", "grid_size", "p_stochastic_dropout"),
+        *("partition_op_shape_1", "partition_op_shape_2", "with_partition_swap"),
+    ]
+    assert templates["MBConv"] == [
+        "out_channels",
+        "stride",
+        "p_stochastic_dropout",
+        "with_proj",
+        "with_stochastic_depth",
+    ]
+    assert {"MaxVitLayer", "MaxVitBlock", "SqueezeExcitation", "Conv2dNormActivation"} <= set(templates)
+    assert not {"PartitionAttentionLayer_2", "MBConv_2", "MaxVitLayer_2"} & set(templates)
     spec = yaml.safe_load(imported.text)["templates"]
-    block, grid = spec["PartitionAttentionLayer"]["body"], spec["PartitionAttentionLayer_2"]["body"]
-    assert block["attn_layer"][1] == {"op": "partition_attention", "head_dim": 8, "size": 2}
-    assert block["partition_swap"] == "identity"
-    assert grid["partition_swap"] == {"op": "transpose", "axis0": 0, "axis1": 1}
-    assert block["partition_op"] == {
-        "op": "reshape",
-        "shape": ["channels_in", "grid_size // 2", 2, "grid_size // 2", 2],
-        "axes": "CHHWW",
-    }
-    assert grid["partition_op"]["shape"] == ["channels_in", 2, "grid_size // 2", 2, "grid_size // 2"]
-    assert block["departition_op_map"] == {"op": "reshape", "shape": ["channels_in", "grid_size", "grid_size"]} | {
-        "axes": "CHW"
+    attention = spec["PartitionAttentionLayer"]["body"]
+    assert attention["attn_layer"][1] == {"op": "partition_attention", "head_dim": 8, "size": 2}
+    swap = {"op": "transpose", "axis0": 0, "axis1": 1, "when": "with_partition_swap"}
+    assert attention["partition_swap"] == attention["departition_swap"] == swap
+    sizes = ["partition_op_shape_1", "partition_op_shape_2"]
+    assert attention["partition_op"] == {"op": "reshape", "shape": ["channels_in", *sizes, *sizes], "axes": "CHHWW"}
+    assert attention["departition_op_map"]["shape"] == ["channels_in", "grid_size", "grid_size"]
+    # block partitions: 2x2 squares of neighbours; grid partitions: a 2x2 grid of positions grid_size / 2 apart
+    layer = spec["MaxVitLayer"]["body"]["layers"]
+    assert layer["window_attention"]["args"][3:] == ["grid_size // 2"]
+    assert layer["grid_attention"]["args"] == {
+        **{"channels_in": "out_channels", "grid_size": "grid_size", "p_stochastic_dropout": "p_stochastic_dropout"},
+        **{"partition_op_shape_2": "grid_size // 2", "with_partition_swap": True},
     }
 
 

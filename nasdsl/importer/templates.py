@@ -72,6 +72,8 @@ class Discovery:
         self.outputs_of: dict[str, str] = {}
         self.notes: list[str] = []
         self._names: set[str] = set()
+        #: identity nodes whose entries the bodies leave out (:func:`_identities_as_absent`)
+        self.dropped: list[str] = []
 
     # -- order ---------------------------------------------------------------------------
 
@@ -85,6 +87,8 @@ class Discovery:
         root, _, _ = self.builder.body(self.model.scopes[""], self.item_of)
         self.notes.extend(self.builder.notes)
         self._build_orders()
+        for node_id in self.dropped:
+            _bypass(self.model, node_id)
         return root
 
     def _build_orders(self) -> None:
@@ -188,6 +192,7 @@ class Discovery:
         return self.assigned[body.children[0].scope][0]
 
     def _templates_for(self, scopes: list[Scope], bodies: dict[str, Item]) -> None:
+        self.dropped += _identities_as_absent(bodies)
         by_sig: dict[object, _Group] = {}
         for s in scopes:
             sig = self.signature(bodies[s.path])[1:]  # the instance's own name aside
@@ -470,6 +475,49 @@ class Discovery:
             if c.name in switches:
                 c.when = rename.get(switches[c.name], switches[c.name])
         return body
+
+
+def _identities_as_absent(bodies: dict[str, Item]) -> list[str]:
+    """An entry that is an ``identity`` in some instances of a class and a layer in others
+    (torchvision's MaxViT makes an ``nn.Identity`` where a block has no projection, or no
+    stochastic depth) is left out where it is the identity, its readers reading its input: the
+    instances then differ in an entry some lack, which a switch says. Returns the identity nodes
+    left out (the caller takes them out of the graph)."""
+    kinds: dict[str, set[bool]] = {}
+    for body in bodies.values():
+        if body.kind == "seq" and body.named:
+            for c in body.children[:-1]:
+                kinds.setdefault(c.name, set()).add(c.kind == "op" and c.op == "identity")
+    mixed = {name for name, seen in kinds.items() if seen == {True, False}}
+    dropped: list[str] = []
+    for body in bodies.values():
+        if body.kind != "seq" or not body.named:
+            continue
+        kept: list[Item] = []
+        reads: dict[str, str] = {}  # a dropped entry -> what it read
+        for k, c in enumerate(body.children):
+            before = body.children[k - 1].name if k else IN
+            source = before if c.source is PREV else c.source
+            source = reads.get(source, source)
+            if c.name in mixed and c.kind == "op" and c.op == "identity" and k < len(body.children) - 1:
+                reads[c.name] = source
+                dropped.append(c.node)
+                continue
+            c.refs = [reads.get(r, r) for r in c.refs]
+            c.source = PREV if source == (kept[-1].name if kept else IN) else source
+            kept.append(c)
+        body.children = kept
+    return dropped
+
+
+def _bypass(model: FlatModel, node_id: str) -> None:
+    """Take the one-input node ``node_id`` out of the graph, its readers reading its input."""
+    source = model.nodes.pop(node_id).inputs[0]
+    for node in model.nodes.values():
+        node.inputs = [source if i == node_id else i for i in node.inputs]
+    for out in model.outputs:
+        if out.node == node_id:  # pragma: no cover - the last entry of a body is never left out
+            out.node = source
 
 
 def _int_lists(values: list[object]) -> bool:
