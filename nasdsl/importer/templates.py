@@ -10,7 +10,9 @@ its own class is. For one class:
    instances lack (ResNet's ``downsample``, EfficientNet's residual) are unified into one
    template whose optional entries are switched by a boolean parameter (``when:``), when every
    read still resolves to what each instance reads (a reference to a switched-off entry reads
-   that entry's input); otherwise they stay separate templates (``InvertedResidual_2``);
+   that entry's input); otherwise they stay separate templates (``InvertedResidual_2``). An
+   entry that is an ``identity`` in some instances and a layer in others counts as lacking
+   where it is the identity (MaxViT's ``nn.Identity`` where a block has no projection);
 3. the settings that differ between the uses are the template's parameters, named and
    expressed by :func:`nasdsl.importer.params.explain` from the constructor's arguments.
 
@@ -492,6 +494,8 @@ def _identities_as_absent(bodies: dict[str, Item]) -> list[str]:
     dropped: list[str] = []
     for body in bodies.values():
         if body.kind != "seq" or not body.named:
+            continue
+        if not any(c.name in mixed and c.kind == "op" and c.op == "identity" for c in body.children[:-1]):
             continue
         kept: list[Item] = []
         reads: dict[str, str] = {}  # a dropped entry -> what it read
