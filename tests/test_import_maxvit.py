@@ -86,8 +86,12 @@ def test_templates_are_torchvisions_classes_with_its_arguments(imported):
     assert attention["attn_layer"][1] == {"op": "partition_attention", "head_dim": 8, "size": 2}
     swap = {"op": "transpose", "axis0": 0, "axis1": 1, "when": "with_partition_swap"}
     assert attention["partition_swap"] == attention["departition_swap"] == swap
+    # WindowPartition: (C, H, W) -> (C, H / p, p, W / p, p) -> (H / p, W / p, p, p, C) -> (H / p * W / p, p * p, C)
     sizes = ["partition_op_shape_1", "partition_op_shape_2"]
-    assert attention["partition_op"] == {"op": "reshape", "shape": ["channels_in", *sizes, *sizes], "axes": "CHHWW"}
+    assert attention["partition_op"] == {"op": "reshape", "shape": ["channels_in", *sizes, *sizes]}
+    assert attention["partition_op_permute"] == {"op": "permute", "dims": [1, 3, 2, 4, 0]}
+    tokens = ["partition_op_shape_1 * partition_op_shape_1", "partition_op_shape_2 * partition_op_shape_2"]
+    assert attention["partition_op_tokens"] == {"op": "reshape", "shape": [*tokens, "channels_in"], "axes": "LLC"}
     assert attention["departition_op_map"]["shape"] == ["channels_in", "grid_size", "grid_size"]
     # block partitions: 2x2 squares of neighbours; grid partitions: a 2x2 grid of positions grid_size / 2 apart
     layer = spec["MaxVitLayer"]["body"]["layers"]

@@ -312,11 +312,11 @@ def _window_partition(m, call: Call) -> tuple[Lowered, ...]:
     channels, height, width = call.in_shapes[0][1:]
     if height % p or width % p:  # pragma: no cover - torchvision asserts it first
         raise Unsupported(f"a map of {height}x{width} cut into squares of {p}: the sides must divide")
+    rows, cols = height // p, width // p
     return (
-        Lowered("reshape", {"shape": [channels, height // p, p, width // p, p], "axes": "CHHWW"}),
+        Lowered("reshape", {"shape": [channels, rows, p, cols, p]}),
         Lowered("permute", {"dims": [1, 3, 2, 4, 0]}, suffix="permute"),
-        Lowered("flatten", {"start": 0, "end": 1}, suffix="squares"),
-        Lowered("flatten", {"start": 1, "end": 2}, suffix="positions"),
+        Lowered("reshape", {"shape": [rows * cols, p * p, channels], "axes": "LLC"}, suffix="tokens"),
     )
 
 
@@ -329,7 +329,7 @@ def _window_departition(m, call: Call) -> tuple[Lowered, ...]:
         raise Unsupported(f"tokens of shape {list(shape)}: expected ({rows * cols}, {p * p}, C)")
     channels = shape[2]
     return (
-        Lowered("reshape", {"shape": [rows, cols, p, p, channels], "axes": "HWHWC"}),
+        Lowered("reshape", {"shape": [rows, cols, p, p, channels]}),
         Lowered("permute", {"dims": [4, 0, 2, 1, 3]}, suffix="permute"),
         Lowered("reshape", {"shape": [channels, rows * p, cols * p], "axes": "CHW"}, suffix="map"),
     )
