@@ -7,8 +7,8 @@ The references are independent of the importer: a small MaxViT built by torchvis
 ``state_dict`` must load strictly into the generated model and whose outputs it must give, and
 the hand-written ``specs/maxvit_t.yaml`` (checked against torchvision's documented maxvit_t
 figures in tests/test_maxvit.py) compiled with the same settings, whose parameters and
-multiply-adds the import must have. maxvit_t itself is checked at full size by
-``benchmarks/import_zoo.py --models maxvit_t --check``.
+multiply-adds the import must have; and maxvit_t's documented figures. maxvit_t's round trip at full
+size is ``benchmarks/import_zoo.py --models maxvit_t --check``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import inspect
 import pytest
 import torch
 import yaml
-from torchvision.models import maxvit
+from torchvision.models import MaxVit_T_Weights, maxvit
 from torchvision.models.maxvit import MaxVit, RelativePositionalMultiHeadAttention
 
 import nasdsl
@@ -127,6 +127,17 @@ def test_parameters_and_multiply_adds_are_the_hand_written_specs(imported):
     hand = nasdsl.compile_spec(SPECS / "maxvit_t.yaml", SPEC_VARIABLES).summary()["totals"]
     assert imported.report.params == sum(p.numel() for p in small_maxvit().parameters()) == hand["params"]
     assert imported.report.macs == hand["macs"]
+
+
+def test_maxvit_t_has_torchvisions_documented_parameters_and_multiply_adds():
+    """At full size (on the meta device: no weights made), the figures torchvision documents with
+    its default weights; block and grid attention of the eleven layers are 22 uses of one template."""
+    result = import_model("torchvision:maxvit_t")
+    meta = MaxVit_T_Weights.DEFAULT.meta
+    assert result.report.params == meta["num_params"] == 30_919_624
+    assert round(result.report.macs / 1e9, 3) == meta["_ops"] == 5.558
+    uses = {name: n for name, _, n in result.report.templates}
+    assert (uses["MBConv"], uses["PartitionAttentionLayer"], uses["MaxVitLayer"]) == (11, 22, 11)
 
 
 def test_an_attention_scaled_otherwise_is_a_located_error(tmp_path, monkeypatch, capsys):
