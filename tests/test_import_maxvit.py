@@ -177,3 +177,30 @@ def test_an_attention_scaled_otherwise_is_a_located_error(tmp_path, monkeypatch,
     assert cli_main(["import", "module:per_head_maxvit:build", "-o", str(out), "--input-shape", "3,32,32"]) == 2
     assert "module RelativePositionalMultiHeadAttention" in capsys.readouterr().err
     assert not out.exists()
+
+
+class _Swapping(torch.nn.Module):
+    """A map's positions as tokens by torch.swapaxes (the function SwapAxes calls) and back by
+    the tensor method."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.mix = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        t = torch.swapaxes(self.proj(x).flatten(2), 1, 2)
+        return self.mix(t).swapaxes(2, 1)
+
+
+def test_swapaxes_as_a_function_or_a_method_is_transpose():
+    torch.manual_seed(0)
+    reference = _Swapping().eval()
+    result = import_model(_Swapping, input_shape=(3, 16, 16))
+    model = yaml.safe_load(result.text)["model"]
+    assert model["swapaxes"] == model["swapaxes_1"] == {"op": "transpose", "axis0": 0, "axis1": 1}
+    ours = nasdsl.build_model(result.compiled, weights=reference.state_dict()).eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = reference(x), ours(x)
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())

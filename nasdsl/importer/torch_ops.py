@@ -304,11 +304,20 @@ def _partition_attention(m, call: Call) -> Lowered:
     return Lowered("partition_attention", {"head_dim": m.head_dim, "size": m.size})
 
 
+def _sizes(call: Call, *args: tuple[int, str]) -> list[int]:
+    """Arguments that must be sizes known at the traced input (a partition's side)."""
+    values = [call.arg(k, name) for k, name in args]
+    for (_, name), v in zip(args, values, strict=True):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise Unsupported(f"{name}={v!r}: expected a size (an integer, known at the traced input)")
+    return values
+
+
 def _window_partition(m, call: Call) -> tuple[Lowered, ...]:
     """torchvision's MaxViT WindowPartition: a (C, H, W) map cut into p x p squares, tokens
     (H / p * W / p, p * p, C): the squares a sequence, the positions in each another."""
     _map_input(call, "WindowPartition")
-    p = int(call.arg(1, "p"))
+    (p,) = _sizes(call, (1, "p"))
     channels, height, width = call.in_shapes[0][1:]
     if height % p or width % p:  # pragma: no cover - torchvision asserts it first
         raise Unsupported(f"a map of {height}x{width} cut into squares of {p}: the sides must divide")
@@ -323,7 +332,7 @@ def _window_partition(m, call: Call) -> tuple[Lowered, ...]:
 def _window_departition(m, call: Call) -> tuple[Lowered, ...]:
     """torchvision's MaxViT WindowDepartition, WindowPartition's inverse: tokens (h * w, p * p,
     C) of an h x w grid of p x p squares back into a (C, h * p, w * p) map."""
-    p, rows, cols = (int(call.arg(k, n)) for k, n in ((1, "p"), (2, "h_partitions"), (3, "w_partitions")))
+    p, rows, cols = _sizes(call, (1, "p"), (2, "h_partitions"), (3, "w_partitions"))
     shape = call.in_shapes[0][1:]
     if len(shape) != 3 or shape[:2] != (rows * cols, p * p):
         raise Unsupported(f"tokens of shape {list(shape)}: expected ({rows * cols}, {p * p}, C)")
@@ -402,6 +411,10 @@ def _swap(dim0: object, dim1: object, call: Call) -> Lowered:
 
 def _transpose_call(call: Call) -> Lowered:
     return _swap(call.arg(1, "dim0"), call.arg(2, "dim1"), call)
+
+
+def _swapaxes_call(call: Call) -> Lowered:
+    return _swap(call.arg(1, "axis0"), call.arg(2, "axis1"), call)
 
 
 def _mean(call: Call) -> tuple[Lowered, ...] | Lowered:
@@ -520,6 +533,7 @@ FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     torch.permute: _permute_call,
     torch.reshape: _reshape,
     torch.transpose: _transpose_call,
+    torch.swapaxes: _swapaxes_call,
     operator.getitem: _index,
     F.relu: _simple("relu"),
     torch.relu: _simple("relu"),
@@ -551,6 +565,7 @@ METHODS: dict[str, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     "contiguous": _simple("identity"),
     "reshape": _reshape,
     "transpose": _transpose_call,
+    "swapaxes": _swapaxes_call,
     "view": _reshape,
 }
 
