@@ -22,9 +22,8 @@ For each torchvision model with a hand-written spec in specs/, ``nasdsl.import_m
   importer's, so structures are matched wherever they are used) and time; also ResNet-152's
   time from such a file. GoogLeNet's Inception and ResNet's Bottleneck must be found there too.
 
-``--check`` also runs, for every classifier of torchvision (MaxViT aside: its attention, written
-out of matrix products, has no importer rule yet), ``import -> compile -> build``: the generated
-model loads torchvision's state_dict strictly, with its keys in torchvision's order, and agrees
+``--check`` also runs, for every classifier of torchvision, ``import -> compile -> build``: the
+generated model loads torchvision's state_dict strictly, with its keys in torchvision's order, and agrees
 with torchvision's model in eval within 1e-5 relative (random weights, random BatchNorm
 statistics, random values for the tensors that start at zero; 64x64 inputs, 299x299 for
 Inception-v3, whose auxiliary head needs it, and a transformer's own size, for which a ViT's
@@ -73,6 +72,7 @@ HAND_WRITTEN = {
     "efficientnet_v2_s": "efficientnet_v2_s",
     "googlenet": "googlenet_bn",
     "inception_v3": "inception_v3",
+    "maxvit_t": "maxvit_t",
     "mnasnet1_0": "mnasnet1_0",
     "mobilenet_v2": "mobilenet_v2",
     "mobilenet_v3_large": "mobilenet_v3_large",
@@ -92,10 +92,8 @@ HAND_WRITTEN = {
 }
 #: templates the benchmark fails without (the issue's two named ones)
 MUST_FIND = {"googlenet": "Inception", "resnet50": "Bottleneck"}
+#: transformers: the ONNX importer reads none of them
 TRANSFORMERS = ("vit_", "swin_", "maxvit_")
-#: transformers the PyTorch importer refuses (MaxViT's attention of matrix products); the ONNX
-#: importer reads none of them
-NOT_IMPORTED = ("maxvit_",)
 
 
 def spec_lines(text: str) -> int:
@@ -399,9 +397,7 @@ def main() -> int:
         times.append(time.perf_counter() - started)
     print(f"import time, resnet152 from a flat ONNX file: median of 3 {statistics.median(times):.2f} s (target < 5 s)")
     if args.check:
-        zoo = sorted(
-            n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(NOT_IMPORTED)
-        )
+        zoo = sorted(n for n in torchvision.models.list_models(module=torchvision.models))
         models = [m for m in args.models.split(",") if m] or zoo
         print("\n| model | round trip | s |\n| --- | --- | ---: |")
         for name in models:

@@ -19,7 +19,6 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 import nasdsl
 from nasdsl.backends.pytorch import generate_source, load_source
-from nasdsl.cli import main as cli_main
 from nasdsl.importer import ImportFailure, import_model
 
 from reference_models import randomise
@@ -144,24 +143,6 @@ def test_what_the_spec_cannot_say_is_a_located_error():
     assert "bias: tensor bias (fx node 'bias'): of shape [1, 8, 1, 1] is added to a tensor of [1, 8, 4, 4]" in (
         e.value.format()
     )
-
-
-def test_maxvit_is_refused_at_its_first_node_without_a_rule(tmp_path, monkeypatch, capsys):
-    """MaxViT's attention is written out of matrix products (q, k, v by chunk): exit 2, located."""
-    (tmp_path / "tiny_maxvit.py").write_text(
-        "from torchvision.models.maxvit import MaxVit\n\n\n"
-        "def build():\n"
-        "    return MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16],\n"
-        "                  block_layers=[1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10)\n"
-    )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delitem(__import__("sys").modules, "tiny_maxvit", raising=False)
-    out = tmp_path / "maxvit.yaml"
-    assert cli_main(["import", "module:tiny_maxvit:build", "-o", str(out), "--input-shape", "3,32,32"]) == 2
-    err = capsys.readouterr().err
-    assert "maxvit.py:" in err and "attn_layer.1.chunk: function torch.chunk (fx node 'chunk')" in err, err
-    assert "no spec op computes this" in err
-    assert not out.exists()
 
 
 def small_swin(v2: bool = False) -> SwinTransformer:

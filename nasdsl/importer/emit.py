@@ -207,13 +207,18 @@ class Writer:
         return item.node
 
 
+def _has_expr(v: object) -> bool:
+    """An expression, or a list holding one (a reshape's sizes)."""
+    return isinstance(v, Expr) or (isinstance(v, list) and any(_has_expr(x) for x in v))
+
+
 def _given(op: str, attrs: dict) -> dict:
     """The attributes to write: required ones, and the others where they differ from the
     op's default (an expression is always written)."""
     from nasdsl.ops import OPS, REQUIRED
 
     spec = OPS[op]
-    literal = {k: v for k, v in attrs.items() if not isinstance(v, Expr)}
+    literal = {k: v for k, v in attrs.items() if not _has_expr(v)}
     required = [a.name for a in spec.attrs if a.default is REQUIRED]
     defaults: dict = {}
     if all(n in literal for n in required):
@@ -223,7 +228,7 @@ def _given(op: str, attrs: dict) -> dict:
         if a.name not in attrs:
             continue
         v = attrs[a.name]
-        if a.default is REQUIRED or isinstance(v, Expr):
+        if a.default is REQUIRED or _has_expr(v):
             out[a.name] = v
             continue
         if a.name in defaults:

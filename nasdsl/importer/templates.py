@@ -10,7 +10,9 @@ its own class is. For one class:
    instances lack (ResNet's ``downsample``, EfficientNet's residual) are unified into one
    template whose optional entries are switched by a boolean parameter (``when:``), when every
    read still resolves to what each instance reads (a reference to a switched-off entry reads
-   that entry's input); otherwise they stay separate templates (``InvertedResidual_2``);
+   that entry's input); otherwise they stay separate templates (``InvertedResidual_2``). An
+   entry that is an ``identity`` in some instances and a layer in others counts as lacking
+   where it is the identity (MaxViT's ``nn.Identity`` where a block has no projection);
 3. the settings that differ between the uses are the template's parameters, named and
    expressed by :func:`nasdsl.importer.params.explain` from the constructor's arguments.
 
@@ -72,6 +74,8 @@ class Discovery:
         self.outputs_of: dict[str, str] = {}
         self.notes: list[str] = []
         self._names: set[str] = set()
+        #: identity nodes whose entries the bodies leave out (:func:`_identities_as_absent`)
+        self.dropped: list[str] = []
 
     # -- order ---------------------------------------------------------------------------
 
@@ -85,6 +89,8 @@ class Discovery:
         root, _, _ = self.builder.body(self.model.scopes[""], self.item_of)
         self.notes.extend(self.builder.notes)
         self._build_orders()
+        for node_id in self.dropped:
+            _bypass(self.model, node_id)
         return root
 
     def _build_orders(self) -> None:
@@ -188,6 +194,7 @@ class Discovery:
         return self.assigned[body.children[0].scope][0]
 
     def _templates_for(self, scopes: list[Scope], bodies: dict[str, Item]) -> None:
+        self.dropped += _identities_as_absent(bodies)
         by_sig: dict[object, _Group] = {}
         for s in scopes:
             sig = self.signature(bodies[s.path])[1:]  # the instance's own name aside
@@ -358,22 +365,29 @@ class Discovery:
         used: list[str] = []
         taken: set[str] = set()
         own: list[str] = []
-        for key in sorted(slot_values, key=lambda k: order[k]):
-            values = slot_values[key]
+
+        def settle(key: tuple, values: list[object], attr: str) -> object:
             present = [v for v in values if v is not None]
             if all(_equal(v, present[0]) for v in present):
-                exprs[key] = present[0]
-                continue
-            found = explain(values, cands, key[-1])
+                return present[0]
+            found = explain(values, cands, attr)
+            if found is None and _int_lists(present):
+                # a list of sizes (a reshape's shape) that no argument gives whole: its
+                # sizes one by one, each the simplest expression that explains it
+                sizes = ([v[k] if v is not None else None for v in values] for k in range(len(present[0])))
+                return [settle((*key, k), size, attr) for k, size in enumerate(sizes)]
             if found is None:
                 pname = clean_name("_".join(str(p) for p in key), taken | set(cands.values))
                 cands.add(pname, values)
                 own.append(pname)
                 found = (pname, [pname])
-            exprs[key] = Expr(found[0])
             for n in found[1]:
                 if n not in used:
                     used.append(n)
+            return Expr(found[0])
+
+        for key in sorted(slot_values, key=lambda k: order[k]):
+            exprs[key] = settle(key, slot_values[key], key[-1])
         switches = self._switches(group, scopes, cands, used)
         params_order = [n for n in cands.order if n in used]
         taken_names: set[str] = set()
@@ -444,6 +458,8 @@ class Discovery:
         def text(v: object) -> object:
             if isinstance(v, Expr):
                 return Expr(_renamed(v.text, rename))
+            if isinstance(v, list):
+                return [text(x) for x in v]
             return v
 
         def walk(item: Item, prefix: tuple) -> None:
@@ -461,6 +477,60 @@ class Discovery:
             if c.name in switches:
                 c.when = rename.get(switches[c.name], switches[c.name])
         return body
+
+
+def _identities_as_absent(bodies: dict[str, Item]) -> list[str]:
+    """An entry that is an ``identity`` in some instances of a class and a layer in others
+    (torchvision's MaxViT makes an ``nn.Identity`` where a block has no projection, or no
+    stochastic depth) is left out where it is the identity, its readers reading its input: the
+    instances then differ in an entry some lack, which a switch says. Returns the identity nodes
+    left out (the caller takes them out of the graph)."""
+    kinds: dict[str, set[bool]] = {}
+    for body in bodies.values():
+        if body.kind == "seq" and body.named:
+            for c in body.children[:-1]:
+                kinds.setdefault(c.name, set()).add(c.kind == "op" and c.op == "identity")
+    mixed = {name for name, seen in kinds.items() if seen == {True, False}}
+    dropped: list[str] = []
+    for body in bodies.values():
+        if body.kind != "seq" or not body.named:
+            continue
+        if not any(c.name in mixed and c.kind == "op" and c.op == "identity" for c in body.children[:-1]):
+            continue
+        kept: list[Item] = []
+        reads: dict[str, str] = {}  # a dropped entry -> what it read
+        for k, c in enumerate(body.children):
+            before = body.children[k - 1].name if k else IN
+            source = before if c.source is PREV else c.source
+            source = reads.get(source, source)
+            if c.name in mixed and c.kind == "op" and c.op == "identity" and k < len(body.children) - 1:
+                reads[c.name] = source
+                dropped.append(c.node)
+                continue
+            c.refs = [reads.get(r, r) for r in c.refs]
+            c.source = PREV if source == (kept[-1].name if kept else IN) else source
+            kept.append(c)
+        body.children = kept
+    return dropped
+
+
+def _bypass(model: FlatModel, node_id: str) -> None:
+    """Take the one-input node ``node_id`` out of the graph, its readers reading its input."""
+    source = model.nodes.pop(node_id).inputs[0]
+    for node in model.nodes.values():
+        node.inputs = [source if i == node_id else i for i in node.inputs]
+    for out in model.outputs:
+        if out.node == node_id:  # pragma: no cover - the last entry of a body is never left out
+            out.node = source
+
+
+def _int_lists(values: list[object]) -> bool:
+    """Lists of integers, all of one length (two or more)."""
+    return all(isinstance(v, list) and len(v) == len(values[0]) > 1 and all(_int_value(x) for x in v) for v in values)
+
+
+def _int_value(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _renamed(text: str, rename: dict[str, str]) -> str:

@@ -283,10 +283,77 @@ def _patch_merging(m, call: Call, norm: str) -> Lowered:
     return Lowered("patch_merging", {"out": m.reduction.out_features, "norm": norm, "eps": float(m.norm.eps)})
 
 
+def _partition_attention(m, call: Call) -> Lowered:
+    """torchvision's MaxViT RelativePositionalMultiHeadAttention over tokens (..., L, C) of
+    partitions of ``size`` x ``size`` positions, its keys scaled by ``C ** -0.5``."""
+    tokens = call.in_shapes[0][1:]
+    channels = tokens[-1]
+    if m.max_seq_len != m.size * m.size:
+        raise Unsupported(f"max_seq_len {m.max_seq_len} is no square: the spec's partitions are size x size")
+    if len(tokens) < 2 or tokens[-2] != m.max_seq_len:
+        raise Unsupported(f"tokens of shape {list(tokens)}: expected (..., {m.max_seq_len}, C)")
+    if m.n_heads * m.head_dim != channels:
+        raise Unsupported(f"{m.n_heads} heads of {m.head_dim} features on {channels}: the spec's heads share them")
+    if m.scale_factor != channels**-0.5:
+        raise Unsupported(
+            f"keys scaled by {m.scale_factor:.6g}: the spec's partition_attention scales them by the feature "
+            f"size's {channels} ** -0.5 = {channels**-0.5:.6g}, as torchvision builds it"
+        )
+    if m.to_qkv.bias is None or m.merge.bias is None:  # pragma: no cover - torchvision's have biases
+        raise Unsupported("projections without biases: the spec's partition_attention has them")
+    return Lowered("partition_attention", {"head_dim": m.head_dim, "size": m.size})
+
+
+def _sizes(call: Call, *args: tuple[int, str]) -> list[int]:
+    """Arguments that must be sizes known at the traced input (a partition's side)."""
+    values = [call.arg(k, name) for k, name in args]
+    for (_, name), v in zip(args, values, strict=True):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise Unsupported(f"{name}={v!r}: expected a size (an integer, known at the traced input)")
+    return values
+
+
+def _window_partition(m, call: Call) -> tuple[Lowered, ...]:
+    """torchvision's MaxViT WindowPartition: a (C, H, W) map cut into p x p squares, tokens
+    (H / p * W / p, p * p, C): the squares a sequence, the positions in each another."""
+    _map_input(call, "WindowPartition")
+    (p,) = _sizes(call, (1, "p"))
+    channels, height, width = call.in_shapes[0][1:]
+    if height % p or width % p:  # pragma: no cover - torchvision asserts it first
+        raise Unsupported(f"a map of {height}x{width} cut into squares of {p}: the sides must divide")
+    rows, cols = height // p, width // p
+    return (
+        Lowered("reshape", {"shape": [channels, rows, p, cols, p]}),
+        Lowered("permute", {"dims": [1, 3, 2, 4, 0]}, suffix="permute"),
+        Lowered("reshape", {"shape": [rows * cols, p * p, channels], "axes": "LLC"}, suffix="tokens"),
+    )
+
+
+def _window_departition(m, call: Call) -> tuple[Lowered, ...]:
+    """torchvision's MaxViT WindowDepartition, WindowPartition's inverse: tokens (h * w, p * p,
+    C) of an h x w grid of p x p squares back into a (C, h * p, w * p) map."""
+    p, rows, cols = _sizes(call, (1, "p"), (2, "h_partitions"), (3, "w_partitions"))
+    shape = call.in_shapes[0][1:]
+    if len(shape) != 3 or shape[:2] != (rows * cols, p * p):
+        raise Unsupported(f"tokens of shape {list(shape)}: expected ({rows * cols}, {p * p}, C)")
+    channels = shape[2]
+    return (
+        Lowered("reshape", {"shape": [rows, cols, p, p, channels]}),
+        Lowered("permute", {"dims": [4, 0, 2, 1, 3]}, suffix="permute"),
+        Lowered("reshape", {"shape": [channels, rows * p, cols * p], "axes": "CHW"}, suffix="map"),
+    )
+
+
 def _torchvision_modules() -> None:
     """torchvision's own layers, when torchvision is installed (it is optional)."""
     try:
         from torchvision.models.convnext import LayerNorm2d
+        from torchvision.models.maxvit import (
+            RelativePositionalMultiHeadAttention,
+            SwapAxes,
+            WindowDepartition,
+            WindowPartition,
+        )
         from torchvision.models.swin_transformer import (
             PatchMerging,
             PatchMergingV2,
@@ -304,6 +371,10 @@ def _torchvision_modules() -> None:
     MODULES[ShiftedWindowAttentionV2] = lambda m, call: _window_attention(m, call, 2)
     MODULES[PatchMerging] = lambda m, call: _patch_merging(m, call, "before")
     MODULES[PatchMergingV2] = lambda m, call: _patch_merging(m, call, "after")
+    MODULES[RelativePositionalMultiHeadAttention] = _partition_attention
+    MODULES[SwapAxes] = lambda m, call: _swap(m.a, m.b, call)
+    MODULES[WindowPartition] = _window_partition
+    MODULES[WindowDepartition] = _window_departition
 
 
 _torchvision_modules()
@@ -333,9 +404,17 @@ def _flatten_call(call: Call) -> Lowered:
     return _flatten_dims(start, end, call)
 
 
-def _transpose_call(call: Call) -> Lowered:
-    a, b = _spec_axis(call.arg(1, "dim0"), call), _spec_axis(call.arg(2, "dim1"), call)
+def _swap(dim0: object, dim1: object, call: Call) -> Lowered:
+    a, b = _spec_axis(dim0, call), _spec_axis(dim1, call)
     return Lowered("transpose", {"axis0": min(a, b), "axis1": max(a, b)})
+
+
+def _transpose_call(call: Call) -> Lowered:
+    return _swap(call.arg(1, "dim0"), call.arg(2, "dim1"), call)
+
+
+def _swapaxes_call(call: Call) -> Lowered:
+    return _swap(call.arg(1, "axis0"), call.arg(2, "axis1"), call)
 
 
 def _mean(call: Call) -> tuple[Lowered, ...] | Lowered:
@@ -454,6 +533,7 @@ FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     torch.permute: _permute_call,
     torch.reshape: _reshape,
     torch.transpose: _transpose_call,
+    torch.swapaxes: _swapaxes_call,
     operator.getitem: _index,
     F.relu: _simple("relu"),
     torch.relu: _simple("relu"),
@@ -485,6 +565,7 @@ METHODS: dict[str, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     "contiguous": _simple("identity"),
     "reshape": _reshape,
     "transpose": _transpose_call,
+    "swapaxes": _swapaxes_call,
     "view": _reshape,
 }
 
