@@ -91,6 +91,9 @@ class _Node:
     #: the piece)
     inputs: tuple[tuple[str, int], ...]
     merge: bool
+    #: an input of a template of several inputs (an identity node of the use): the builder refuses a zero
+    #: there instead of passing it on
+    template_input: bool = False
     #: a layer with parameters (it counts in the depth); a view (it holds its input's memory)
     layer: bool = field(init=False, compare=False)
     view: bool = field(init=False, compare=False)
@@ -296,6 +299,8 @@ class Composer:
                     failed[entry] = zero(before, -2) if before is not None else False
                     return None
                 return False
+            if node.template_input and ins and ins[0]:
+                raise Unplaceable  # a template's input that is a zero stops the build there
             return bool(ins) and ins[0] and node.op != "input"
 
         try:
@@ -495,6 +500,8 @@ class _Placed:
                 if len(set(ins)) < len(ins):
                     raise Unplaceable  # the builder reads a repeated value through an identity
         elif ins and ins[0] == ZERO:
+            if node.template_input:
+                raise Unplaceable  # the builder's error (a template's input is a zero): compiled in full
             return ZERO  # an op that reads a zero is a zero
         types = self.types
         if node.op == "input":
@@ -733,6 +740,11 @@ def _merges(g: nx.DiGraph) -> set[str]:
     return {b.output for root in ir.roots(g) for b in ir.walk(root) if b.kind == "merge"}
 
 
+def template_inputs(g: nx.DiGraph) -> set[str]:
+    """The nodes that are the inputs of a use of a template of several inputs (its ``entries``)."""
+    return {n for root in ir.roots(g) for b in ir.walk(root) for n in b.entries}
+
+
 def output_refs(g: nx.DiGraph, index_of: dict[str, int], out_of: dict[str, int]) -> list | None:
     """Each output of ``g`` as ``(name, ("node" | "slot", index))``; None where one reads inside a slot."""
     outputs = []
@@ -748,6 +760,7 @@ def _nodes_reading(g: nx.DiGraph, names: list[str], scopes: tuple, merges: set[s
     """``names``' nodes, each input a reference ``(kind, index)`` found in the first of ``scopes``
     (``(kind, {node: index})`` pairs) that holds it; None where an input is in none of them."""
     out = []
+    held = template_inputs(g)
     for n in names:
         refs = []
         for src in ir.inputs(g, n):
@@ -756,7 +769,7 @@ def _nodes_reading(g: nx.DiGraph, names: list[str], scopes: tuple, merges: set[s
                 return None
             refs.append(found)
         d = ir.node(g, n)
-        out.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges))
+        out.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges, n in held))
     return out
 
 

@@ -22,6 +22,7 @@ from nasdsl.compose import (
     _ByInput,
     _entries,
     _merges,
+    template_inputs,
     _Node,
     _Pass,
     _plain_graph,
@@ -236,6 +237,7 @@ def _read_parts(g: nx.DiGraph, blocks: list, made: dict, names, index_of: dict[s
     for s in sorted(empty):
         passed.setdefault(blocks[s].passed, []).append(s)
     merges = _merges(g)
+    held = template_inputs(g)
 
     def ref(src: str, wanted, reader: int = -1) -> tuple[str, int] | None:
         """``wanted``: the ref the reference has at this place, or the set the reader (a slot, or -1)
@@ -262,7 +264,7 @@ def _read_parts(g: nx.DiGraph, blocks: list, made: dict, names, index_of: dict[s
             if r is None:
                 return None
             refs.append(r)
-        wiring.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges))
+        wiring.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges, n in held))
     pieces: list = []
     for s, b in enumerate(blocks):
         wanted = reference[1][s] if reference is not None else set()
@@ -284,7 +286,7 @@ def _read_parts(g: nx.DiGraph, blocks: list, made: dict, names, index_of: dict[s
                     return None
                 refs.append(r)
             d = ir.node(g, n)
-            nodes.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges))
+            nodes.append(_Node(n, d.op, d.attrs, tuple(refs), n in merges, n in held))
         pieces.append(tuple(nodes))
     return wiring, pieces
 

@@ -213,6 +213,44 @@ def test_every_variant_of_a_space_with_input_choices_composed_equals_its_full_co
     assert any(isinstance(p, _Pass) for p in pieces) and any(isinstance(p, tuple) for p in pieces)
 
 
+#: a zero reaching an input of a template of several inputs: the builder refuses it (it does not pass a
+#: zero on there, as an op reading one does), so every such variant is the compiler's error
+ZERO_INTO_TEMPLATE = """\
+nasdsl: 1
+name: ZeroIn
+input: {shape: [4, 8, 8]}
+variables:
+  w: {choice: [3, 5]}
+templates:
+  Pair:
+    inputs: [s0, s1]
+    body:
+      p0: {op: conv2d, out: 4, kernel: 1, from: s0}
+      p1: {op: conv2d, out: 4, kernel: 1, from: s1}
+      s: {add: [{ref: p0}, {ref: p1}]}
+model:
+  a: {choice: {conv: {op: conv2d, out: 4, kernel: 3, padding: 1}, skip: identity, none: zero}}
+  b: {choice: {conv: {op: conv2d, out: 4, kernel: 1}, none: zero}, from: in}
+  c: {use: Pair, from: [a, b]}
+  gap: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: w}
+"""
+
+
+def test_a_zero_reaching_a_template_input_is_the_compilers_error(tmp_path):
+    path = tmp_path / "zero_in.yaml"
+    path.write_text(ZERO_INTO_TEMPLATE)
+    space = spaces.load_space(str(path))
+    evaluator = Evaluator(space)
+    evaluator.hashes = True
+    valid = [_compare(space, evaluator, picks) for picks in space.variants()]
+    assert valid.count(True) == 4  # a and b both something, at either width
+    assert None not in evaluator.composers.values()  # the valid ones composed
+    error = evaluator.evaluate(space.picks_of(1)).error
+    assert "model.c.from: input 's1' of template Pair is a zero (nothing)" in error
+
+
 def test_darts_sampled_cells_composed_equal_full_compiles():
     # the DARTS space at a small size: every cell kind, the reduction cell's strided edges where an op
     # reads a cell input (FactorizedReduce for skip_connect), cells a none pair makes invalid
