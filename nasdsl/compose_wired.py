@@ -22,13 +22,13 @@ from nasdsl.compose import (
     _ByInput,
     _entries,
     _merges,
-    template_inputs,
     _Node,
     _Pass,
     _plain_graph,
     _skeleton,
     _slot_blocks,
     output_refs,
+    template_inputs,
 )
 
 
