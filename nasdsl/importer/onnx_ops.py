@@ -34,6 +34,12 @@ class Match:
     #: the ONNX nodes it stands for (the last names it)
     nodes: list
     tensors: dict = field(default_factory=dict)
+    #: the op's path where the nodes' names do not give it (a region's shared module, a
+    #: parameter named by its initializer); empty: from the last node's name
+    name: str = ""
+    #: the output shape (batch excluded) where the op's own rule needs axes the reader does not
+    #: track (a channels-last map); None: by the op's rule
+    shape: tuple | None = None
 
 
 class View:
@@ -223,22 +229,78 @@ def _matmul(view: View, node) -> Match:
 
 
 def _concat(view: View, node) -> Match:
-    axis = int(view.attrs(node).get("axis", 0))
-    if axis % max(view.rank(node.output[0]), 1) != 1:
-        raise Unsupported(f"a Concat along axis {axis}: the spec's concat joins channels (axis 1)")
-    return Match(Lowered("concat"), list(node.input), node.output[0], [node])
+    rank = max(view.rank(node.output[0]), 1)
+    axis = int(view.attrs(node).get("axis", 0)) % rank
+    if axis == 0:
+        raise Unsupported("a Concat along the batch axis")
+    if axis != 1 and rank == 4:
+        raise Unsupported(f"a Concat of maps along axis {axis}: the spec's concat joins their channels (axis 1)")
+    # an image's or features' channels are the default; tokens (L, C) join along their sequence
+    attrs = {} if rank in (2, 4) else {"axis": axis - 1}
+    return Match(Lowered("concat", attrs), list(node.input), node.output[0], [node])
 
 
 def _binary(op: str) -> Callable:
-    def handler(view: View, node) -> Match | None:
+    def handler(view: View, node) -> Match | list[Match] | None:
         tensors = _tensor_inputs(view, node)
         if op == "mul" and len(tensors) == 1:
             return _layer_scale(view, node)
+        if op == "add" and len(tensors) == 1:
+            return _add_parameter(view, node, tensors[0])
         if len(tensors) != 2:
             raise Unsupported(f"{node.op_type} with a constant: the spec's {op} joins two tensors")
         return Match(Lowered(op), list(node.input), node.output[0], [node])
 
     return handler
+
+
+def _add_parameter(view: View, node, x: str) -> list[Match]:
+    """x + a learned tensor of x's shape (a ViT's position embedding, added by broadcasting over
+    the batch): the ``parameter`` op, then ``add``."""
+    name = node.input[1] if node.input[0] == x else node.input[0]
+    value = view.get(name)
+    shape = tuple(view.shapes.get(x, ()))
+    if value is None or value.shape != (1, *shape[1:]) or len(shape) < 3:
+        raise Unsupported(
+            f"Add with a constant of shape {list(np.shape(value))}: the spec's add joins two tensors "
+            "(a learned tensor of the input's shape is a parameter)"
+        )
+    lowered = Lowered("parameter", {"shape": list(shape[1:])})
+    named = name if node.name.startswith("/") else ""  # torch.onnx.export names it as the state_dict
+    inputs = [x, name] if node.input[0] == x else [name, x]
+    return [
+        Match(lowered, [x], name, [node], {"": value}, name=named),
+        Match(Lowered("add"), inputs, node.output[0], [node]),
+    ]
+
+
+def _expand(view: View, node) -> Match:
+    """A learned tensor expanded to the batch (a class token, ``class_token.expand(n, -1, -1)``):
+    the ``parameter`` op, reading for the batch the tensor its reader joins it to."""
+    value = view.get(node.input[0])
+    target = view.get(node.input[1])
+    shape = tuple(view.shapes.get(node.output[0], ()))
+    if value is not None and target is not None:
+        shape = tuple(np.broadcast_shapes(value.shape, tuple(int(d) for d in target.reshape(-1))))
+    readers = view.consumers.get(node.output[0], [])
+    if value is None or len(shape) < 2 or value.shape != (1, *shape[1:]) or len(readers) != 1:
+        raise Unsupported("an Expand other than of a learned tensor to the batch")
+    others = [i for i in _tensor_inputs(view, readers[0]) if i != node.output[0]]
+    if not others:
+        raise Unsupported("an Expand whose reader joins it to no tensor")
+    named = node.input[0] if node.name.startswith("/") else ""
+    lowered = Lowered("parameter", {"shape": list(shape[1:])})
+    return Match(lowered, others[:1], node.output[0], [node], {"": value}, name=named)
+
+
+def _gather(view: View, node) -> Match:
+    """``x[:, i]``: one position along an axis other than the batch (a scalar index) is a select."""
+    index = view.get(node.input[1])
+    rank = view.rank(node.input[0])
+    axis = int(view.attrs(node).get("axis", 0)) % max(rank, 1)
+    if index is None or index.ndim != 0 or axis == 0 or view.get(node.input[0]) is not None:
+        raise Unsupported("a Gather other than of one position along an axis (a select)")
+    return Match(Lowered("select", {"axis": axis - 1, "index": int(index)}), [node.input[0]], node.output[0], [node])
 
 
 def _layer_scale(view: View, node) -> Match:
@@ -367,7 +429,28 @@ def _reshape(view: View, node) -> Match:
         )
     if len(target) == 2 and len(shape_in) >= 2 and target[0] == shape_in[0] and target[1] == int(np.prod(shape_in[1:])):
         return Match(Lowered("flatten"), [node.input[0]], node.output[0], [node])
+    merged = _merged_axes(shape_in, target)
+    if merged is not None:  # a run of axes joined into one (a ViT's patches: (C, H, W) to (C, H * W))
+        start, end = merged
+        attrs = {"start": start - 1} | ({"end": end - 1} if end != len(shape_in) - 1 else {})
+        return Match(Lowered("flatten", attrs), [node.input[0]], node.output[0], [node])
     raise Unsupported(f"a Reshape from {list(shape_in)} to {list(target)}: the spec has flatten and channel_shuffle")
+
+
+def _merged_axes(shape_in: tuple, target: tuple) -> tuple[int, int] | None:
+    """(first, last): the axes after the batch that ``target`` joins into one, the others kept."""
+    extra = len(shape_in) - len(target)
+    if extra < 1 or not target or target[0] != shape_in[0]:
+        return None
+    for start in range(1, len(target)):
+        end = start + extra
+        if (
+            tuple(shape_in[:start]) == tuple(target[:start])
+            and tuple(shape_in[end + 1 :]) == tuple(target[start + 1 :])
+            and int(np.prod(shape_in[start : end + 1])) == target[start]
+        ):
+            return start, end
+    return None
 
 
 def _reduce_mean(view: View, node) -> Match:
@@ -448,6 +531,8 @@ PATTERNS: dict[str, list[Callable]] = {
     "Transpose": [_transpose],
     "LayerNormalization": [_layer_norm],
     "Softmax": [_softmax],
+    "Expand": [_expand],
+    "Gather": [_gather],
 }
 
 
