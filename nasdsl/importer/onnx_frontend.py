@@ -169,8 +169,10 @@ class _Reader:
                 f"ONNX shape inference fails: {str(e).strip().splitlines()[0][:300]}", where=label
             ) from None
         self.shapes: dict[str, tuple] = {}
+        self.elem_types: dict[str, int] = {}
         for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
             self.shapes[vi.name] = _shape_of(vi)
+            self.elem_types[vi.name] = vi.type.tensor_type.elem_type
         self.chw = chw
         self.docs: dict[str, str] = {}
         self.nodes = list(graph.node)
@@ -362,37 +364,49 @@ class _Reader:
 
     def _refine_shapes(self, view: View) -> None:
         """Where ONNX's shape inference lost a size (a Pad whose pads an exporter computes from
-        the input's size, and every Reshape after it), infer the shapes again with the folded
-        constants as initializers, until no size is learned."""
-        from onnx import numpy_helper
+        the input's size, and every Reshape after it), infer it again node by node in graph
+        order, with the constants folded so far as the node's input data."""
+        import onnx
+        from onnx import helper, numpy_helper
 
         def known(shape) -> bool:
             return shape is not None and all(isinstance(d, int) for d in shape)
 
-        for _ in range(8):
-            unknown = [o for n in self.nodes for o in n.output if o and not known(view.shapes.get(o))]
-            if not unknown:
-                return
-            for n in self.nodes:
-                for o in n.output:
-                    view.get(o)
-            model = _light(self.proto, self.chw)
-            folded = {o for n in self.nodes for o in n.output if o and o in view.const}
-            del model.graph.node[:]
-            model.graph.node.extend(n for n in self.nodes if not all(o in folded for o in n.output if o))
-            model.graph.initializer.extend(
-                numpy_helper.from_array(np.asarray(view.const[o]), o) for o in sorted(folded)
-            )
-            try:
-                inferred = onnx_shape_inference(model)
-            except Exception:  # noqa: BLE001 - the sizes stay unknown; a region needing them says so
-                return
-            learned = {vi.name: _shape_of(vi) for vi in [*inferred.graph.value_info, *inferred.graph.output]}
-            changed = [o for o in unknown if known(learned.get(o))]
-            for o in changed:
-                view.shapes[o] = self.shapes[o] = learned[o]
-            if not changed:
-                return
+        opsets = {o.domain or "": o.version for o in self.proto.opset_import}
+        for n in self.nodes:
+            outs = [o for o in n.output if o]
+            if all(known(view.shapes.get(o)) for o in outs):
+                continue
+            for o in outs:
+                if view.get(o) is not None:
+                    view.shapes[o] = self.shapes[o] = tuple(np.shape(view.const[o]))
+            if all(known(view.shapes.get(o)) for o in outs) or n.domain not in ("", "ai.onnx"):
+                continue
+            types, data = {}, {}
+            for i in n.input:
+                if not i:
+                    continue
+                value = view.get(i)
+                if value is not None:
+                    data[i] = numpy_helper.from_array(np.asarray(value), i)
+                    types[i] = helper.make_tensor_type_proto(data[i].data_type, list(np.shape(value)))
+                elif known(view.shapes.get(i)) and i in self.elem_types:
+                    types[i] = helper.make_tensor_type_proto(self.elem_types[i], list(view.shapes[i]))
+                else:
+                    break
+            else:
+                try:
+                    schema = onnx.defs.get_schema(n.op_type, opsets.get("", 17), "")
+                    out = onnx.shape_inference.infer_node_outputs(
+                        schema, n, types, data, opset_imports=list(self.proto.opset_import)
+                    )
+                except Exception:  # noqa: BLE001 - the size stays unknown; a reader needing it says so
+                    continue
+                for o, t in out.items():
+                    shape = _shape_of(helper.make_value_info(o, t))
+                    if known(shape):
+                        view.shapes[o] = self.shapes[o] = shape
+                        self.elem_types.setdefault(o, t.tensor_type.elem_type)
 
     def _shapes_of(self, m: Match, view: View, node) -> list[tuple]:
         """The shape after each op of a match (batch excluded), by nasdsl's own shape rules:
@@ -568,12 +582,6 @@ def _scatter_nd(data: np.ndarray, indices: np.ndarray, updates: np.ndarray, redu
     for where, value in zip(indices.reshape(-1, k), updates.reshape(-1, *data.shape[k:]), strict=True):
         out[tuple(int(i) for i in where)] = value
     return out
-
-
-def onnx_shape_inference(model):
-    import onnx
-
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
 
 
 def _onnx_dtype(code: int):
