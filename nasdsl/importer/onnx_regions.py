@@ -118,38 +118,41 @@ def find_regions(view: View, nodes: list, source: str, initializers: set[str], o
 # -- the region around an anchor ----------------------------------------------------------
 
 
-def _upstream(g: _Graph, value: str) -> str | None:
-    """The value a run of moves starts from: the first value upstream of ``value`` that every
-    path back to the input passes, made by another op than a move (or the input)."""
-    frontier = {value}
+def _upstream(g: _Graph, value: str) -> list[str]:
+    """The values a run of moves may start from, furthest first: upstream of ``value``, each value
+    that every path back to the input passes, up to the first made by another op than a move
+    (or the input). Empty when the paths meet at another op first."""
+    frontier, seen = {value}, []
     while True:
         if len(frontier) == 1:
             v = next(iter(frontier))
+            seen.append(v)
             p = g.producer(v)
             if p is None or p.op_type not in MOVES:
-                return v
+                return seen[::-1]
         v = max(frontier, key=lambda v: g.order[id(g.producer(v))] if g.producer(v) is not None else -1)
         p = g.producer(v)
         if p is None or p.op_type not in MOVES:
-            return None
+            return []
         frontier.remove(v)
         frontier.update(g.inputs(p))
 
 
-def _downstream(g: _Graph, value: str) -> str | None:
-    """The value a run of moves ends at: downstream of ``value``, where the moves join again
-    and the next reader is another op."""
-    frontier = {value}
+def _downstream(g: _Graph, value: str) -> list[str]:
+    """The values a run of moves may end at, furthest first: downstream of ``value``, each value
+    where the moves join again, up to the last before another op reads it."""
+    frontier, seen = {value}, []
     while True:
         if len(frontier) == 1:
             v = next(iter(frontier))
+            seen.append(v)
             users = g.users(v)
             if not users or any(u.op_type not in MOVES for u in users):
-                return v
+                return seen[::-1]
         v = min(frontier, key=lambda v: g.order[id(g.producer(v))])
         users = g.users(v)
         if not users or any(u.op_type not in MOVES for u in users):
-            return None
+            return seen[::-1]
         frontier.remove(v)
         frontier.update(o for u in users for o in u.output if g.data(o))
 
@@ -290,17 +293,37 @@ def _attention(g: _Graph, softmax, opset: int) -> Region:
         )
     b_in, _ = _bias(g, p_in, 3 * c)
     b_out, end = _bias(g, p_out, c)
-    x = _upstream(g, g.inputs(p_in)[0])
-    y = _downstream(g, end)
-    if x is None or y is None:
-        raise RegionError(softmax, "its moves of data around the projections do not join into one input and output")
-    closure = _closure(g, x, y, softmax)
-    shape = g.shape(x)
     d = g.shape(mix.input[1])[-1]
     if not isinstance(d, int) or c % d:
         raise RegionError(softmax, f"values of width {d}: the heads do not divide the {c} channels")
-    heads = c // d
-    if len(shape) == 3:
+    # where the layer begins and ends: the moves of data around the projections may belong to it
+    # (a Swin's windows, the batch-first transposes of nn.MultiheadAttention) or to the model (a
+    # ViT's tokens): the furthest reading that is the op wins, tried while one fails
+    pairs = [
+        (x, y)
+        for x in _upstream(g, g.inputs(p_in)[0])
+        for y in _downstream(g, end)
+        if len(g.shape(x)) in (3, 4) and g.shape(x)[0] == 1 and g.shape(x) == g.shape(y)
+    ]
+    if not pairs:
+        raise RegionError(softmax, "its moves of data around the projections do not join into one input and output")
+    failure = None
+    for x, y in pairs[:_TRIES]:
+        try:
+            return _attention_between(g, softmax, x, y, c // d, c, (w_in, b_in, w_out, b_out), opset)
+        except RegionError as e:
+            failure = e
+    raise failure
+
+
+#: the readings of an attention's extent tried before it is refused
+_TRIES = 6
+
+
+def _attention_between(g: _Graph, softmax, x: str, y: str, heads: int, c: int, linear, opset: int) -> Region:
+    closure = _closure(g, x, y, softmax)
+    w_in, b_in, w_out, b_out = linear
+    if len(g.shape(x)) == 3:
         if (b_in is None) != (b_out is None):
             raise RegionError(softmax, "a bias on one projection only: the spec's attention has both or neither")
         lowered = Lowered("attention", {"heads": heads} | ({} if b_in is not None else {"bias": False}))
@@ -308,13 +331,9 @@ def _attention(g: _Graph, softmax, opset: int) -> Region:
         if b_in is not None:
             tensors |= {"in_proj_bias": b_in, "out_proj.bias": b_out}
         axes = "LC"
-    elif len(shape) == 4:
-        lowered, tensors = _window_attention(g, softmax, closure, x, heads, c, (w_in, b_in, w_out, b_out))
-        axes = "HWC"
     else:
-        raise RegionError(
-            softmax, f"attention over an input of shape {list(shape)}: the spec's reads (L, C) or (H, W, C)"
-        )
+        lowered, tensors = _window_attention(g, softmax, closure, x, heads, c, linear)
+        axes = "HWC"
     return _checked(g, softmax, x, y, closure, lowered, tensors, axes, opset)
 
 
@@ -460,9 +479,10 @@ def _patch_merging(g: _Graph, concat, opset: int) -> Region | None:
     scale, shift = (g.view.get(norm.input[k]) if len(norm.input) > k else None for k in (1, 2))
     if weight is None or scale is None or shift is None or int(View.attrs(norm).get("axis", -1)) % 4 != 3:
         return None
-    x = _upstream(g, concat.output[0])
-    if x is None:
+    starts = _upstream(g, concat.output[0])
+    if not starts:
         raise RegionError(concat, "the slices of this patch merging do not come from one map")
+    x = starts[0]
     y = second.output[0]
     closure = _closure(g, x, y, concat)
     attrs = {"out": int(weight.shape[0])}
