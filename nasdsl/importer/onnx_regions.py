@@ -5,9 +5,10 @@ into heads, a product, a softmax, a product, the heads joined, a projection), an
 window attention adds the padding, the cyclic shift and the windows around them. No short run
 of nodes says which op they are, so :func:`find_regions` reads them whole:
 
-1. **Anchors.** A ``Softmax`` over the last axis (attention), or a ``Concat`` along the last
-   axis of four strided slices of one map followed by ``LayerNormalization`` and a projection
-   (patch merging).
+1. **Anchors.** A ``Softmax`` whose result multiplies another computed tensor (attention: a
+   classifier's Softmax is left to the op table), or a ``Concat`` along the last axis of four
+   strided slices of one map followed by ``LayerNormalization`` and a projection (patch
+   merging).
 2. **The region.** From an attention's anchor, the projection of its values upstream and the
    projection after its weighted sum downstream (``MatMul`` or ``Gemm`` with a constant
    weight); from those, the moves of data around them (``Reshape``, ``Transpose``, ``Slice``,
@@ -77,6 +78,8 @@ class _Graph:
             if any(i in reach for i in n.input if i):
                 reach.update(o for o in n.output if o)
         self.reach = reach
+        #: the forms of the regions checked so far (:func:`_form`)
+        self.checked: set[str] = set()
 
     def data(self, value: str) -> bool:
         """Whether ``value`` is computed from the input (not a constant, folded or not)."""
@@ -257,15 +260,17 @@ def _name(closure: list, g: _Graph) -> str:
 # -- attention -----------------------------------------------------------------------------
 
 
-def _attention(g: _Graph, softmax, opset: int) -> Region:
+def _attention(g: _Graph, softmax, opset: int) -> Region | None:
+    """The attention around ``softmax`` when its result weights values (a MatMul with another
+    computed tensor); another Softmax (a classifier's) is left to the op table."""
+    users = g.users(softmax.output[0])
+    mix = users[0] if len(users) == 1 and users[0].op_type == "MatMul" else None
+    if mix is None or mix.input[0] != softmax.output[0] or not g.data(mix.input[1]):
+        return None
     rank = len(g.shape(softmax.input[0]))
     axis = int(View.attrs(softmax).get("axis", -1))
     if axis % max(rank, 1) != rank - 1:
         raise RegionError(softmax, f"a Softmax over axis {axis}: attention's is over the last")
-    users = g.users(softmax.output[0])
-    mix = users[0] if len(users) == 1 and users[0].op_type == "MatMul" else None
-    if mix is None or mix.input[0] != softmax.output[0] or not g.data(mix.input[1]):
-        raise RegionError(softmax, "its weights are not multiplied with values: not an attention the spec can say")
     # the values' projection, upstream of the weighted sum
     p_in = _single_chain(
         g,
@@ -514,15 +519,51 @@ def _checked(g: _Graph, anchor, x, y, closure, lowered: Lowered, tensors: dict, 
     computing = [n for n in closure if any(g.data(o) for o in n.output)]
     if not computing or computing[-1].output[0] != y:
         computing = [n for n in computing if y not in n.output] + [g.producer(y)]
-    difference, what = _difference(g, x, y, closure, lowered, tensors, axes, opset)
+    form = _form(g, closure, x, y, lowered, tensors)
+    difference, what = (0.0, "") if form in g.checked else _difference(g, x, y, closure, lowered, tensors, axes, opset)
     if not difference <= TOLERANCE:
         raise RegionError(
             anchor,
             f"the {len(computing)} nodes from '{x}' to '{y}' read as {what}, but differ from it by "
             f"{difference:.2g} relative: no spec op computes this",
         )
+    g.checked.add(form)
     match = Match(lowered, [x], y, computing, tensors, name=_name(closure, g), shape=tuple(shape[1:]))
     return Region(match, closure)
+
+
+def _form(g: _Graph, closure: list, x: str, y: str, lowered: Lowered, tensors: dict) -> str:
+    """A hash of what the check of a region depends on but the values of the weights the op
+    holds: the op and its settings, the input's shape, every node's op, attributes and reads,
+    and every other constant by value. A region of a form checked already computes the op with
+    its own weights as the first did (a ViT's twelve encoder layers are checked once)."""
+    import hashlib
+
+    held = [t for t in tensors.values() if t.size > 64]
+    local = {x: "x"}
+    for k, n in enumerate(closure):
+        local.update((o, f"{k}.{j}") for j, o in enumerate(n.output))
+    h = hashlib.sha256(repr((lowered.op, sorted(lowered.attrs.items()), g.shape(x), local.get(y))).encode())
+    for n in closure:
+        h.update(f"|{n.domain}:{n.op_type}".encode())
+        for a in sorted(n.attribute, key=lambda a: a.name):
+            h.update(a.SerializeToString())
+        for i in n.input:
+            if i in local or not i:
+                h.update(f",{local.get(i, '')}".encode())
+                continue
+            v = np.asarray(g.view.get(i))
+            h.update(repr((v.shape, str(v.dtype))).encode())
+            if not any(_same(v, t) for t in held):
+                h.update(np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()
+
+
+def _same(v: np.ndarray, t: np.ndarray) -> bool:
+    """Whether ``v`` is the held tensor ``t`` or its transpose."""
+    if v.shape == t.shape and np.array_equal(v, t):
+        return True
+    return v.ndim == 2 and v.T.shape == t.shape and np.array_equal(v.T, t)
 
 
 def _describe(lowered: Lowered) -> str:
