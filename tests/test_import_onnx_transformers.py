@@ -19,6 +19,7 @@ import onnx
 import pytest
 import torch
 from torch import nn
+from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 from torchvision.models.vision_transformer import VisionTransformer
 
@@ -184,6 +185,42 @@ def test_names_stripped_the_blocks_are_found_by_structure(exported):
     assert _agreement(proto, result) <= 1e-5
 
 
+def test_layer_norm_written_out_in_primitive_ops():
+    """Below opset 17 exporters write LayerNorm as ReduceMean, Sub, Mul or Pow, ReduceMean, Add,
+    Sqrt, Div, Mul, Add: nasdsl's export of the small ViT, and torchvision's ConvNeXt (its
+    channels-first LayerNorm2d between two Transposes) from torch.onnx.export."""
+    hand = nasdsl.compile_spec(
+        SPECS / "vit_b_16.yaml", {f"variables.{k}": v for k, v in SMALL_SPECS["vit_b_16"].items()}
+    )
+    rng = np.random.default_rng(0)
+    weights = {
+        k: (0.1 * rng.standard_normal(v.shape)).astype(v.dtype) if v.dtype.kind == "f" and not v.any() else v
+        for k, v in initial_weights(hand.graph, seed=0).items()
+    }
+    proto = export_onnx(hand.graph, state_dict=weights, opset=16)
+    assert "LayerNormalization" not in {n.op_type for n in proto.graph.node}
+    result = import_model(proto, weights=True)
+    assert len(_ops(result, "layer_norm")) == 5 and _agreement(proto, result) <= 1e-5
+    torch.manual_seed(0)
+    convnext = _randomised(ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)], num_classes=10))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(convnext, (torch.randn(1, 3, 32, 32),), buf, dynamo=False, opset_version=16)
+    proto = onnx.load_from_string(buf.getvalue())
+    result = import_model(proto, weights=True)
+    dims = {name: attrs["dim"] for name, attrs in _ops(result, "layer_norm").items()}
+    assert dims == {
+        "features.0.1": "channels",
+        "features.1.0.block.2": "last",
+        "features.2.0": "channels",
+        "features.3.0.block.2": "last",
+        "classifier.0": "channels",
+    }
+    _same_state(result, convnext)
+    assert _agreement(proto, result) <= 1e-5
+
+
 class _Attention(nn.Module):
     """Self-attention with one projection of queries, keys and values, the spec's but for the
     scale of the scores (``scale`` times the spec's 1/sqrt(d)) or separate projections."""
@@ -241,7 +278,10 @@ def test_attention_as_the_spec_computes_it_is_read():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"scale": 2.0}, r"read as attention \(heads: 2\), but differ from it by .* relative: no spec op computes this"),
+        (
+            {"scale": 2.0},
+            r"read as attention \(heads: 2\), but differ from it by .* relative: no spec op computes this",
+        ),
         ({"separate": True}, r"projections of shapes \[16, 16\] and \[16, 16\]: the spec's attention projects"),
     ],
 )

@@ -254,6 +254,20 @@ def _binary(op: str) -> Callable:
     return handler
 
 
+def _initializer_path(node, name: str) -> str:
+    """The path of a tensor a node holds, from its initializer's name, where the file is
+    torch.onnx.export's (whose initializers are the state_dict's names: ``encoder.pos_embedding``)
+    and the name lies in the node's module; else empty (the path comes from the node's name)."""
+    import re
+
+    from nasdsl.importer.onnx_frontend import _torch_scope
+
+    if not node.name.startswith("/") or not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", name):
+        return ""
+    scope = _torch_scope(node.name)[0]
+    return name if not scope or name.startswith(scope + ".") else ""
+
+
 def _add_parameter(view: View, node, x: str) -> list[Match]:
     """x + a learned tensor of x's shape (a ViT's position embedding, added by broadcasting over
     the batch): the ``parameter`` op, then ``add``."""
@@ -266,7 +280,7 @@ def _add_parameter(view: View, node, x: str) -> list[Match]:
             "(a learned tensor of the input's shape is a parameter)"
         )
     lowered = Lowered("parameter", {"shape": list(shape[1:])})
-    named = name if node.name.startswith("/") else ""  # torch.onnx.export names it as the state_dict
+    named = _initializer_path(node, name)
     inputs = [x, name] if node.input[0] == x else [name, x]
     return [
         Match(lowered, [x], name, [node], {"": value}, name=named),
@@ -288,7 +302,7 @@ def _expand(view: View, node) -> Match:
     others = [i for i in _tensor_inputs(view, readers[0]) if i != node.output[0]]
     if not others:
         raise Unsupported("an Expand whose reader joins it to no tensor")
-    named = node.input[0] if node.name.startswith("/") else ""
+    named = _initializer_path(node, node.input[0])
     lowered = Lowered("parameter", {"shape": list(shape[1:])})
     return Match(lowered, others[:1], node.output[0], [node], {"": value}, name=named)
 
@@ -312,7 +326,9 @@ def _layer_scale(view: View, node) -> Match:
     if squeezed.shape not in ((channels, 1, 1), (channels,)):
         raise Unsupported(f"a Mul by a constant of shape {list(scale.shape)}: only a per-channel scale is understood")
     init = float(squeezed.flat[0]) if np.all(squeezed == squeezed.flat[0]) else 1e-6
-    return Match(Lowered("layer_scale", {"init": init}), [x], node.output[0], [node], {"": squeezed})
+    name = node.input[1] if node.input[0] == x else node.input[0]
+    lowered = Lowered("layer_scale", {"init": init})
+    return Match(lowered, [x], node.output[0], [node], {"": squeezed}, name=_initializer_path(node, name))
 
 
 def _sigmoid(view: View, node) -> Match:
@@ -375,6 +391,12 @@ def _transpose(view: View, node) -> Match:
         if match.lowered.attrs.get("dim") == "last":
             lowered = Lowered("layer_norm", {**match.lowered.attrs, "dim": "channels"})
             return Match(lowered, [node.input[0]], back.output[0], [node, ln, back], match.tensors)
+    parts = _layer_norm_parts(view, node.output[0]) if perm == [0, 2, 3, 1] else None
+    back = parts and view.next_node(parts[1][-1], "Transpose")
+    if back is not None and list(view.attrs(back).get("perm", [])) == [0, 3, 1, 2]:
+        out, nodes, tensors, eps = parts
+        lowered = Lowered("layer_norm", {"eps": eps, "dim": "channels"})
+        return Match(lowered, [node.input[0]], back.output[0], [node, *nodes, back], tensors)
     if not perm or perm[0] != 0:
         raise Unsupported(f"a Transpose {perm} that moves the batch axis")
     return Match(Lowered("permute", {"dims": [p - 1 for p in perm[1:]]}), [node.input[0]], node.output[0], [node])
@@ -467,6 +489,70 @@ def _reduce_mean(view: View, node) -> Match:
     return Match(lowered, [node.input[0]], node.output[0], [node])
 
 
+def _mean_axes(view: View, node) -> list[int] | None:
+    """A ReduceMean's axes (an attribute, or from opset 18 an input), made positive."""
+    axes = view.attrs(node).get("axes")
+    if axes is None and len(node.input) > 1:
+        axes = view.get(node.input[1])
+    rank = view.rank(node.input[0])
+    return None if axes is None or not rank else sorted(int(v) % rank for v in np.asarray(axes).reshape(-1))
+
+
+def _other(node, value: str) -> str:
+    return node.input[1] if node.input[0] == value else node.input[0]
+
+
+def _layer_norm_parts(view: View, x: str) -> tuple[str, list, dict, float] | None:
+    """LayerNorm over the last axis written out in primitive ops, as exporters write it below
+    opset 17: ``c = x - mean(x)``; ``c / sqrt(mean(c * c) + eps)`` (or ``Pow(c, 2)``); then
+    ``* weight + bias``. (The value it ends at, its nodes, its weights, eps); None otherwise."""
+    rank = view.rank(x)
+    users = view.consumers.get(x, [])
+    mean = next((u for u in users if u.op_type == "ReduceMean" and _mean_axes(view, u) == [rank - 1]), None)
+    sub = next((u for u in users if u.op_type == "Sub" and list(u.input[:2]) == [x, mean and mean.output[0]]), None)
+    if mean is None or sub is None or not view.attrs(mean).get("keepdims", 1):
+        return None
+    c = sub.output[0]
+    readers = list({id(u): u for u in view.consumers.get(c, [])}.values())  # Mul(c, c) reads it twice
+    square = next((u for u in readers if (u.op_type == "Mul" and list(u.input) == [c, c])
+                   or (u.op_type == "Pow" and u.input[0] == c and view.scalar(u.input[1]) == 2.0)), None)  # fmt: skip
+    div = next((u for u in readers if u.op_type == "Div" and u.input[0] == c), None)
+    if square is None or div is None or len(readers) != 2:
+        return None
+    variance = view.next_node(square, "ReduceMean")
+    add = variance and view.next_node(variance, "Add")
+    root = add and view.next_node(add, "Sqrt")
+    eps = add and view.scalar(_other(add, variance.output[0]))
+    if root is None or eps is None or _mean_axes(view, variance) != [rank - 1] or div.input[1] != root.output[0]:
+        return None
+    nodes, out = [mean, sub, square, variance, add, root, div], div.output[0]
+    width = view.shapes.get(x, ())[-1]
+    weight, bias = np.ones(width, np.float32), np.zeros(width, np.float32)
+    for op in ("Mul", "Add"):
+        step = view.next_node(nodes[-1], op)
+        value = step is not None and view.get(_other(step, out))
+        if step is None or value is None or value is False or value.size != width:
+            continue
+        if op == "Mul" and len(nodes) == 7:
+            weight = value.reshape(-1)
+        elif op == "Add":
+            bias = value.reshape(-1)
+        else:
+            continue
+        nodes.append(step)
+        out = step.output[0]
+    return out, nodes, {"weight": weight, "bias": bias}, float(np.float32(eps))
+
+
+def _reduce_mean_first(view: View, node) -> Match | None:
+    """A ReduceMean that starts a LayerNorm written out in primitive ops."""
+    found = _layer_norm_parts(view, node.input[0])
+    if found is None or found[1][0] is not node:
+        return None
+    out, nodes, tensors, eps = found
+    return Match(Lowered("layer_norm", {"eps": eps, "dim": "last"}), [node.input[0]], out, nodes, tensors)
+
+
 def _clip(view: View, node) -> Match:
     lo = view.scalar(node.input[1]) if len(node.input) > 1 and node.input[1] else view.attrs(node).get("min")
     hi = view.scalar(node.input[2]) if len(node.input) > 2 and node.input[2] else view.attrs(node).get("max")
@@ -518,7 +604,7 @@ PATTERNS: dict[str, list[Callable]] = {
     "MaxPool": [_pool("max_pool")],
     "AveragePool": [_pool("avg_pool")],
     "GlobalAveragePool": [_one("global_avg_pool")],
-    "ReduceMean": [_reduce_mean],
+    "ReduceMean": [_reduce_mean_first, _reduce_mean],
     "LRN": [_lrn],
     "Flatten": [_flatten],
     "Reshape": [_reshape],

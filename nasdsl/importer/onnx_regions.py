@@ -335,11 +335,11 @@ def _attention_between(g: _Graph, softmax, x: str, y: str, heads: int, c: int, l
         tensors = {"in_proj_weight": w_in, "out_proj.weight": w_out}
         if b_in is not None:
             tensors |= {"in_proj_bias": b_in, "out_proj.bias": b_out}
-        axes = "LC"
+        axes, held = "LC", []
     else:
-        lowered, tensors = _window_attention(g, softmax, closure, x, heads, c, linear)
+        lowered, tensors, held = _window_attention(g, softmax, closure, x, heads, c, linear)
         axes = "HWC"
-    return _checked(g, softmax, x, y, closure, lowered, tensors, axes, opset)
+    return _checked(g, softmax, x, y, closure, lowered, tensors, axes, opset, held)
 
 
 def _one_input_producer(g: _Graph, node):
@@ -388,15 +388,19 @@ def _window_attention(g: _Graph, softmax, closure: list, x: str, heads: int, c: 
     tensors |= {"proj.bias": b_out} if b_out is not None else {}
     n_tokens = window[0] * window[1]
     index = win.relative_position_index(window)
+    held: list[np.ndarray] = []
     if version == 1:
         bias = _position_bias(g, closure, heads, n_tokens)
         if bias is None:
             raise RegionError(
                 softmax, f"no relative position bias ({heads}, {n_tokens}, {n_tokens}) added to the scores"
             )
-        table = np.zeros((math.prod(win.table_sides({"window": window})), heads), dtype=np.float32)
+        table = np.zeros((math.prod(win.table_sides({"window": window})), heads), dtype=bias.dtype)
         table[index.reshape(-1)] = bias.reshape(heads, -1).T
+        if not np.array_equal(table[index.reshape(-1)].T.reshape(bias.shape), bias):
+            raise RegionError(softmax, "the bias added to the scores is not one value per relative position")
         tensors["relative_position_bias_table"] = table
+        held.append(bias)  # made from the table exactly: a weight the op holds
     else:
         mlp = _cpb_mlp(g, closure)
         if mlp is None:
@@ -404,7 +408,7 @@ def _window_attention(g: _Graph, softmax, closure: list, x: str, heads: int, c: 
         tensors |= {"logit_scale": logit, **mlp}
         tensors["relative_coords_table"] = win.relative_coords_table(window)
     tensors["relative_position_index"] = index.reshape(-1)
-    return Lowered("window_attention", attrs), tensors
+    return Lowered("window_attention", attrs), tensors, held
 
 
 def _roll_shift(g: _Graph, closure: list, x: str) -> list[int]:
@@ -511,15 +515,18 @@ def _strided(g: _Graph, value: str) -> bool:
 # -- the check -----------------------------------------------------------------------------
 
 
-def _checked(g: _Graph, anchor, x, y, closure, lowered: Lowered, tensors: dict, axes: str, opset: int) -> Region:
-    """The region as ``lowered``, after both agree on a random input (else a RegionError)."""
+def _checked(
+    g: _Graph, anchor, x, y, closure, lowered: Lowered, tensors: dict, axes: str, opset: int, held: list = ()
+) -> Region:
+    """The region as ``lowered``, after both agree on a random input (else a RegionError).
+    ``held``: constants of the region made exactly from the op's tensors (Swin's position bias)."""
     shape = g.shape(y)
     if not all(isinstance(d, int) for d in shape):
         raise RegionError(anchor, f"its output '{y}' has an unknown shape")
     computing = [n for n in closure if any(g.data(o) for o in n.output)]
     if not computing or computing[-1].output[0] != y:
         computing = [n for n in computing if y not in n.output] + [g.producer(y)]
-    form = _form(g, closure, x, y, lowered, tensors)
+    form = _form(g, closure, x, y, lowered, [*tensors.values(), *held])
     difference, what = (0.0, "") if form in g.checked else _difference(g, x, y, closure, lowered, tensors, axes, opset)
     if not difference <= TOLERANCE:
         raise RegionError(
@@ -532,14 +539,14 @@ def _checked(g: _Graph, anchor, x, y, closure, lowered: Lowered, tensors: dict, 
     return Region(match, closure)
 
 
-def _form(g: _Graph, closure: list, x: str, y: str, lowered: Lowered, tensors: dict) -> str:
+def _form(g: _Graph, closure: list, x: str, y: str, lowered: Lowered, tensors: list) -> str:
     """A hash of what the check of a region depends on but the values of the weights the op
     holds: the op and its settings, the input's shape, every node's op, attributes and reads,
     and every other constant by value. A region of a form checked already computes the op with
     its own weights as the first did (a ViT's twelve encoder layers are checked once)."""
     import hashlib
 
-    held = [t for t in tensors.values() if t.size > 64]
+    held = [t for t in tensors if t.size > 64]
     local = {x: "x"}
     for k, n in enumerate(closure):
         local.update((o, f"{k}.{j}") for j, o in enumerate(n.output))
@@ -560,8 +567,8 @@ def _form(g: _Graph, closure: list, x: str, y: str, lowered: Lowered, tensors: d
 
 
 def _same(v: np.ndarray, t: np.ndarray) -> bool:
-    """Whether ``v`` is the held tensor ``t`` or its transpose."""
-    if v.shape == t.shape and np.array_equal(v, t):
+    """Whether ``v`` is the held tensor ``t`` (in any shape of its size) or its transpose."""
+    if v.size == t.size and np.array_equal(v.reshape(t.shape), t):
         return True
     return v.ndim == 2 and v.T.shape == t.shape and np.array_equal(v.T, t)
 
