@@ -1,9 +1,12 @@
 """ONNX models into a :class:`~nasdsl.importer.flat.FlatModel`, with the onnx package alone.
 
-Nothing in the file runs: the graph is read as data (``onnx.load``, ``onnx.checker``,
+The graph is read as data (``onnx.load``, ``onnx.checker``,
 ``onnx.shape_inference``), constant operands are folded with numpy (initializers,
-``Constant`` nodes, the shape arithmetic exporters write around ``Reshape``), and every node
-or short run of nodes is mapped through :mod:`nasdsl.importer.onnx_ops`.
+``Constant`` nodes, the shape arithmetic exporters write around ``Reshape``), sizes the shape
+inference lost are inferred again node by node, the regions of many nodes that are one op
+(attention, Swin's window attention and patch merging) are found and checked by
+:mod:`nasdsl.importer.onnx_regions`, and every other node or short run of nodes is mapped
+through :mod:`nasdsl.importer.onnx_ops`.
 
 Names and the module tree come from the node names, in the two conventions this knows:
 
@@ -559,9 +562,15 @@ def _slice_value(v: list) -> np.ndarray:
     return data[tuple(index)]
 
 
+#: the most values a folded constant may hold (a fill of a hostile size is left unfolded)
+_MAX_FOLDED = 1 << 24
+
+
 def _filled(shape: np.ndarray, value) -> np.ndarray:
     from onnx import numpy_helper
 
+    if int(np.prod(shape.astype(np.float64))) > _MAX_FOLDED:
+        raise ValueError("too large to fold")
     fill = numpy_helper.to_array(value) if value is not None else np.zeros(1, dtype=np.float32)
     return np.full([int(d) for d in shape.reshape(-1)], fill.reshape(-1)[0], dtype=fill.dtype)
 
@@ -571,6 +580,8 @@ def _expand_fill(value: np.ndarray, shape: np.ndarray) -> np.ndarray:
     ``parameter`` op instead, left to the op table."""
     if value.size != 1:
         raise ValueError("an Expand of a learned tensor")
+    if int(np.prod(shape.astype(np.float64))) > _MAX_FOLDED:
+        raise ValueError("too large to fold")
     return value.reshape(()) * np.ones([int(d) for d in shape.reshape(-1)], dtype=value.dtype)
 
 

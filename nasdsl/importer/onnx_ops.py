@@ -5,8 +5,11 @@ handler gets the :class:`View` of the graph and the node and returns a :class:`M
 nasdsl op or chain of ops, the tensors it reads, the value it makes, the nodes it consumes and
 its weights) or None when the run is not its pattern. Runs cover what exporters write for one
 PyTorch layer: GELU as ``Div, Erf, Add, Mul, Mul``, SiLU as ``Sigmoid, Mul``, a channels-first
-LayerNorm as ``Transpose, LayerNormalization, Transpose``, a channel shuffle as ``Reshape,
-Transpose, Reshape``, a linear layer on the last axis as ``MatMul, Add``. A node no handler
+LayerNorm as ``Transpose, LayerNormalization, Transpose``, LayerNorm below opset 17 as
+``ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add``, a channel shuffle as ``Reshape,
+Transpose, Reshape``, a linear layer on the last axis as ``MatMul, Add``, a class token as an
+``Expand`` of a learned tensor. An attention layer, dozens of nodes, is read whole by
+:mod:`nasdsl.importer.onnx_regions` before these run. A node no handler
 takes is an error naming it; adding an op of ``nasdsl/ops.py`` is one entry here.
 
 Only the onnx package's data structures are read: no node is executed. Constant operands

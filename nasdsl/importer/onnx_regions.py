@@ -45,6 +45,8 @@ from nasdsl.importer.ops_table import Lowered
 MOVES = frozenset({"Reshape", "Transpose", "Slice", "Concat", "Pad", "Squeeze", "Unsqueeze", "Identity"})
 #: the largest relative difference between a region and the op read from it
 TOLERANCE = 1e-4
+#: the most values the check of a region may compute (its intermediate tensors together)
+MAX_CHECKED = 1 << 28
 
 
 class RegionError(Exception):
@@ -590,6 +592,12 @@ def _difference(g: _Graph, x, y, closure, lowered: Lowered, tensors: dict, axes:
 
     what = _describe(lowered)
     in_shape = g.shape(x)
+    values = [(g.shape(o), g.data(o)) for n in closure for o in n.output if o]
+    known = [s for s, _ in values if all(isinstance(d, int) for d in s)]
+    if any(not all(isinstance(d, int) for d in s) for s, data in values if data) or (
+        sum(math.prod(s) for s in known) > MAX_CHECKED
+    ):
+        return math.inf, f"{what} (too large to check: more than {MAX_CHECKED:,} values, or sizes unknown)"
     settings = ", ".join(f"{k}: {_yaml(v)}" for k, v in lowered.attrs.items())
     text = (
         f"nasdsl: 1\nname: Probe\ninput: {{name: x, shape: {list(in_shape[1:])}, axes: {axes}}}\n"
