@@ -85,6 +85,7 @@ HAND_WRITTEN = {
     "squeezenet1_0": "squeezenet1_0",
     "squeezenet1_1": "squeezenet1_1",
     "swin_t": "swin_t",
+    "swin_v2_t": "swin_v2_t",
     "vgg16": "vgg16",
     "vgg16_bn": "vgg16_bn",
     "vit_b_16": "vit_b_16",
