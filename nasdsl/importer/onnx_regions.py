@@ -344,6 +344,27 @@ def _attention_between(g: _Graph, softmax, x: str, y: str, heads: int, c: int, l
     return _checked(g, softmax, x, y, closure, lowered, tensors, axes, opset, held)
 
 
+def _windows(g: _Graph, closure: list, c: int) -> list[int] | None:
+    """The window of the reshape into windows, (N, H / wh, wh, W / ww, ww, C)."""
+    for n in closure:
+        if n.op_type == "Reshape" and g.data(n.output[0]):
+            out = g.shape(n.output[0])
+            if len(out) == 6 and len(g.shape(n.input[0])) == 4 and out[-1] == c:
+                return [int(out[2]), int(out[4])]
+    return None
+
+
+def _relative_table(softmax, bias: np.ndarray, index: np.ndarray, offsets: int, held: list) -> np.ndarray:
+    """The relative-position bias table a (heads, n, n) bias was gathered from by ``index``."""
+    heads = bias.shape[0]
+    table = np.zeros((offsets, heads), dtype=bias.dtype)
+    table[index.reshape(-1)] = bias.reshape(heads, -1).T
+    if not np.array_equal(table[index.reshape(-1)].T.reshape(bias.shape), bias):
+        raise RegionError(softmax, "the bias added to the scores is not one value per relative position")
+    held.append(bias)  # made from the table exactly: a weight the op holds
+    return table
+
+
 def _one_input_producer(g: _Graph, node):
     ins = g.inputs(node)
     return g.producer(ins[0]) if len(ins) == 1 else None
@@ -358,14 +379,7 @@ def _window_attention(g: _Graph, softmax, closure: list, x: str, heads: int, c: 
     from nasdsl.ops import window as win
 
     w_in, b_in, w_out, b_out = linear
-    *_, height, width, _ = g.shape(x)
-    window = None
-    for n in closure:  # the reshape into windows: (N, H / wh, wh, W / ww, ww, C)
-        if n.op_type == "Reshape" and g.data(n.output[0]):
-            out = g.shape(n.output[0])
-            if len(out) == 6 and len(g.shape(n.input[0])) == 4 and out[-1] == c:
-                window = [int(out[2]), int(out[4])]
-                break
+    window = _windows(g, closure, c)
     if window is None:
         raise RegionError(softmax, "no reshape of the map into windows (N, H/wh, wh, W/ww, ww, C)")
     shift = _roll_shift(g, closure, x)
@@ -397,12 +411,8 @@ def _window_attention(g: _Graph, softmax, closure: list, x: str, heads: int, c: 
             raise RegionError(
                 softmax, f"no relative position bias ({heads}, {n_tokens}, {n_tokens}) added to the scores"
             )
-        table = np.zeros((math.prod(win.table_sides({"window": window})), heads), dtype=bias.dtype)
-        table[index.reshape(-1)] = bias.reshape(heads, -1).T
-        if not np.array_equal(table[index.reshape(-1)].T.reshape(bias.shape), bias):
-            raise RegionError(softmax, "the bias added to the scores is not one value per relative position")
-        tensors["relative_position_bias_table"] = table
-        held.append(bias)  # made from the table exactly: a weight the op holds
+        offsets = math.prod(win.table_sides({"window": window}))
+        tensors["relative_position_bias_table"] = _relative_table(softmax, bias, index, offsets, held)
     else:
         mlp = _cpb_mlp(g, closure)
         if mlp is None:
@@ -600,7 +610,7 @@ def _difference(g: _Graph, x, y, closure, lowered: Lowered, tensors: dict, axes:
         return math.inf, f"{what} (too large to check: more than {MAX_CHECKED:,} values, or sizes unknown)"
     settings = ", ".join(f"{k}: {_yaml(v)}" for k, v in lowered.attrs.items())
     text = (
-        f"nasdsl: 1\nname: Probe\ninput: {{name: x, shape: {list(in_shape[1:])}, axes: {axes}}}\n"
+        f'nasdsl: 1\nname: Probe\ninput: {{name: x, shape: {list(in_shape[1:])}, axes: "{axes}"}}\n'
         f"model:\n  probe: {{op: {lowered.op}{', ' if settings else ''}{settings}}}\n"
     )
     try:
