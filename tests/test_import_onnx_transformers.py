@@ -5,7 +5,8 @@ The references are independent of the importer: the small models built by torchv
 classes (their ``state_dict``: every tensor the import writes must be torchvision's, the
 relative-position bias table recovered from the bias the exporter computed included), and
 ONNX Runtime running the source file against the imported spec's export with the carried
-weights. Small sizes keep the file fast: a ViT of 2 layers of width 32 on 32x32 images, Swins
+weights. LayerNorm written out in primitive ops (below opset 17) is checked here too, on the
+small ViT and a small ConvNeXt. Small sizes keep the file fast: a ViT of 2 layers of width 32 on 32x32 images, Swins
 of embedding 16, two stages of two blocks and 4x4 windows.
 """
 
@@ -182,6 +183,8 @@ def test_names_stripped_the_blocks_are_found_by_structure(exported):
         node.name = ""
     result = import_model(proto, weights=True)
     assert len(_ops(result, "attention")) == 2
+    # by structure alone, the blocks are the halves of an encoder layer between its residual sums
+    assert sorted(_uses(result).values()) == [2, 2]
     assert _agreement(proto, result) <= 1e-5
 
 
