@@ -191,17 +191,35 @@ def _closure(g: _Graph, x: str, y: str, anchor) -> list:
     return closure
 
 
-def _single_chain(g: _Graph, value: str, step, stop) -> object | None:
-    """Follow ``step`` (a node -> the next node) from ``value``'s producer or user until ``stop``
-    holds; None when the chain forks or ends."""
-    node = step(value)
-    for _ in range(64):
-        if node is None:
-            return None
-        if stop(node):
+def _only_user(g: _Graph, value: str):
+    users = g.users(value)
+    return users[0] if len(users) == 1 else None
+
+
+def _projection_before(g: _Graph, value: str):
+    """The first linear layer upstream of ``value`` along nodes of one computed input."""
+    node = g.producer(value)
+    for _ in range(_REACH):
+        if node is None or _projection(node, g):
             return node
-        node = step(node)
+        inputs = g.inputs(node)
+        node = g.producer(inputs[0]) if len(inputs) == 1 else None
     return None
+
+
+def _projection_after(g: _Graph, value: str):
+    """The first linear layer downstream of ``value`` along nodes of one reader."""
+    users = g.users(value)
+    for _ in range(_REACH):
+        node = users[0] if len(users) == 1 else None
+        if node is None or _projection(node, g):
+            return node
+        users = g.users(node.output[0])
+    return None
+
+
+#: the most nodes between an attention's weighted sum and its projections
+_REACH = 64
 
 
 def _weight(g: _Graph, node) -> np.ndarray | None:
@@ -273,20 +291,8 @@ def _attention(g: _Graph, softmax, opset: int) -> Region | None:
     axis = int(View.attrs(softmax).get("axis", -1))
     if axis % max(rank, 1) != rank - 1:
         raise RegionError(softmax, f"a Softmax over axis {axis}: attention's is over the last")
-    # the values' projection, upstream of the weighted sum
-    p_in = _single_chain(
-        g,
-        mix.input[1],
-        lambda v: g.producer(v) if isinstance(v, str) else _one_input_producer(g, v),
-        lambda n: _projection(n, g),
-    )
-    # the output projection, downstream of it
-    p_out = _single_chain(
-        g,
-        mix.output[0],
-        lambda v: _only_user(g, v) if isinstance(v, str) else _only_user(g, v.output[0]),
-        lambda n: _projection(n, g),
-    )
+    p_in = _projection_before(g, mix.input[1])  # the values' projection
+    p_out = _projection_after(g, mix.output[0])  # the projection of the weighted sum
     if p_in is None or p_out is None:
         which = "input projection" if p_in is None else "output projection"
         raise RegionError(softmax, f"no {which} (a MatMul or Gemm with a constant weight) around this attention")
@@ -328,6 +334,8 @@ _TRIES = 6
 
 
 def _attention_between(g: _Graph, softmax, x: str, y: str, heads: int, c: int, linear, opset: int) -> Region:
+    """The region from ``x`` to ``y`` read as ``attention`` (tokens) or ``window_attention`` (a
+    map), and checked."""
     closure = _closure(g, x, y, softmax)
     w_in, b_in, w_out, b_out = linear
     if len(g.shape(x)) == 3:
@@ -365,17 +373,9 @@ def _relative_table(softmax, bias: np.ndarray, index: np.ndarray, offsets: int, 
     return table
 
 
-def _one_input_producer(g: _Graph, node):
-    ins = g.inputs(node)
-    return g.producer(ins[0]) if len(ins) == 1 else None
-
-
-def _only_user(g: _Graph, value: str):
-    users = g.users(value)
-    return users[0] if len(users) == 1 else None
-
-
 def _window_attention(g: _Graph, softmax, closure: list, x: str, heads: int, c: int, linear) -> tuple:
+    """Swin's window attention over a channels-last map: (the op, its tensors, the constants made
+    exactly from them). Version 2 where a logit scale of (heads, 1, 1) is clamped."""
     from nasdsl.ops import window as win
 
     w_in, b_in, w_out, b_out = linear
