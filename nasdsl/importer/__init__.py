@@ -98,7 +98,8 @@ def import_model(
 
     ``source`` is ``"torchvision:NAME"``, ``"module:PACKAGE.MODULE:FACTORY"`` (a callable of
     the user's returning an ``nn.Module``: it is imported and run), the path of an ``.onnx``
-    file (parsed with the onnx package; nothing in it runs), an ``onnx.ModelProto``, an
+    file (parsed with the onnx package; an attention read as one op is evaluated by its reference
+    evaluator on one random input, to check it), an ``onnx.ModelProto``, an
     ``nn.Module`` or a callable returning one (called with the constructor arguments recorded,
     which name the templates' parameters). ``input_shape`` is (C, H, W) (default: the model's
     own, torchvision's crop size or the ONNX input's, else 3x224x224). ``weights``: also return

@@ -1,9 +1,12 @@
 """ONNX models into a :class:`~nasdsl.importer.flat.FlatModel`, with the onnx package alone.
 
-Nothing in the file runs: the graph is read as data (``onnx.load``, ``onnx.checker``,
+The graph is read as data (``onnx.load``, ``onnx.checker``,
 ``onnx.shape_inference``), constant operands are folded with numpy (initializers,
-``Constant`` nodes, the shape arithmetic exporters write around ``Reshape``), and every node
-or short run of nodes is mapped through :mod:`nasdsl.importer.onnx_ops`.
+``Constant`` nodes, the shape arithmetic exporters write around ``Reshape``), sizes the shape
+inference lost are inferred again node by node, the regions of many nodes that are one op
+(attention, Swin's window attention and patch merging) are found and checked by
+:mod:`nasdsl.importer.onnx_regions`, and every other node or short run of nodes is mapped
+through :mod:`nasdsl.importer.onnx_ops`.
 
 Names and the module tree come from the node names, in the two conventions this knows:
 
@@ -169,8 +172,10 @@ class _Reader:
                 f"ONNX shape inference fails: {str(e).strip().splitlines()[0][:300]}", where=label
             ) from None
         self.shapes: dict[str, tuple] = {}
+        self.elem_types: dict[str, int] = {}
         for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
             self.shapes[vi.name] = _shape_of(vi)
+            self.elem_types[vi.name] = vi.type.tensor_type.elem_type
         self.chw = chw
         self.docs: dict[str, str] = {}
         self.nodes = list(graph.node)
@@ -201,7 +206,8 @@ class _Reader:
             elif node.op_type == "Shape":
                 shape = self.view.shapes.get(node.input[0])
                 if shape is not None and all(isinstance(d, int) for d in shape):
-                    value = np.array(shape, dtype=np.int64)
+                    a = View.attrs(node)  # opset 15: the part from start to end
+                    value = np.array(shape, dtype=np.int64)[int(a.get("start", 0)) : a.get("end")]
             elif node.op_type in _FOLDABLE and all(not i or self.view.get(i) is not None for i in node.input):
                 try:
                     value = _FOLDABLE[node.op_type]([self.const.get(i) for i in node.input], View.attrs(node))
@@ -242,12 +248,18 @@ class _Reader:
         matches: list[Match] = []
         out_shapes: list[list[tuple]] = []
         used: set[int] = set()
+        regions = self._regions(view)
         for node in self.nodes:
-            if id(node) in used or all(o in self.const or not o for o in node.output):
+            region = regions.get(id(node))
+            if region is not None:  # a node of a region read as one op: the op at its last node
+                if region.match.nodes[-1] is not node:
+                    continue
+                found = [region.match]
+            elif id(node) in used or all(o in self.const or not o for o in node.output):
                 continue
-            if all(view.get(o) is not None for o in node.output if o):
+            elif all(view.get(o) is not None for o in node.output if o):
                 continue  # folded
-            if node.op_type == "Split":
+            elif node.op_type == "Split":
                 found = self._split(view, node)
             else:
                 found = None
@@ -262,9 +274,9 @@ class _Reader:
                     found = self._opaque(
                         view, node, "no spec op computes this (the op table is nasdsl/importer/onnx_ops.py)"
                     )
-                found = [found]
+                found = found if isinstance(found, list) else [found]
             for m in found:
-                for inner in m.nodes[:-1]:
+                for inner in m.nodes[:-1] if region is None else ():  # a region was checked whole
                     extra = [u for o in inner.output for u in consumers.get(o, []) if u not in m.nodes]
                     if extra:
                         raise self.fail(
@@ -340,11 +352,72 @@ class _Reader:
         model.scopes = _scopes(model, classes)
         return model
 
+    def _regions(self, view: View) -> dict:
+        """Each node of a region read as one op (attention, Swin's window attention and patch
+        merging: :mod:`nasdsl.importer.onnx_regions`) -> its region."""
+        from nasdsl.importer.onnx_regions import RegionError, find_regions
+
+        opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 17)
+        self._refine_shapes(view)
+        try:
+            found = find_regions(view, self.nodes, self.input.name, self.weights, opset)
+        except RegionError as e:
+            raise self.fail(e.node, str(e)) from None
+        return {id(n): r for r in found for n in r.closure}
+
+    def _refine_shapes(self, view: View) -> None:
+        """Where ONNX's shape inference lost a size (a Pad whose pads an exporter computes from
+        the input's size, and every Reshape after it), infer it again node by node in graph
+        order, with the constants folded so far as the node's input data."""
+        import onnx
+        from onnx import helper, numpy_helper
+
+        def known(shape) -> bool:
+            return shape is not None and all(isinstance(d, int) for d in shape)
+
+        opsets = {o.domain or "": o.version for o in self.proto.opset_import}
+        for n in self.nodes:
+            outs = [o for o in n.output if o]
+            if all(known(view.shapes.get(o)) for o in outs):
+                continue
+            for o in outs:
+                if view.get(o) is not None:
+                    view.shapes[o] = self.shapes[o] = tuple(np.shape(view.const[o]))
+            if all(known(view.shapes.get(o)) for o in outs) or n.domain not in ("", "ai.onnx"):
+                continue
+            types, data = {}, {}
+            for i in n.input:
+                if not i:
+                    continue
+                value = view.get(i)
+                if value is not None:
+                    data[i] = numpy_helper.from_array(np.asarray(value), i)
+                    types[i] = helper.make_tensor_type_proto(data[i].data_type, list(np.shape(value)))
+                elif known(view.shapes.get(i)) and i in self.elem_types:
+                    types[i] = helper.make_tensor_type_proto(self.elem_types[i], list(view.shapes[i]))
+                else:
+                    break
+            else:
+                try:
+                    schema = onnx.defs.get_schema(n.op_type, opsets.get("", 17), "")
+                    out = onnx.shape_inference.infer_node_outputs(
+                        schema, n, types, data, opset_imports=list(self.proto.opset_import)
+                    )
+                except Exception:  # noqa: BLE001 - the size stays unknown; a reader needing it says so
+                    continue
+                for o, t in out.items():
+                    shape = _shape_of(helper.make_value_info(o, t))
+                    if known(shape):
+                        view.shapes[o] = self.shapes[o] = shape
+                        self.elem_types.setdefault(o, t.tensor_type.elem_type)
+
     def _shapes_of(self, m: Match, view: View, node) -> list[tuple]:
         """The shape after each op of a match (batch excluded), by nasdsl's own shape rules:
         the exporter's inferred shapes are not needed past the input."""
         from nasdsl.errors import NasdslError
 
+        if m.shape is not None:
+            return [tuple(m.shape)]
         shapes = []
         for i in m.inputs:
             s = view.shapes.get(i)
@@ -447,6 +520,8 @@ class _Reader:
         else:
             paths = [""] * len(matches)
             self.unnamed = True
+        if not self.unnamed:  # an op named apart from its last node (a region, a parameter)
+            paths = [_clean_path(m.name) if m.name else p for p, m in zip(paths, matches, strict=True)]
         # a node named like a block that holds other nodes is that block's merge (a named concat)
         prefixes = {p.rsplit(".", 1)[0] for p in paths if "." in p}
         prefixes |= {q for p in prefixes for q in _prefixes(p)}
@@ -467,7 +542,57 @@ _FOLDABLE = {
     "Add": lambda v, a: v[0] + v[1],
     "Sub": lambda v, a: v[0] - v[1],
     "Sqrt": lambda v, a: np.sqrt(v[0]),
+    "Mod": lambda v, a: np.fmod(v[0], v[1]) if a.get("fmod", 0) else np.mod(v[0], v[1]),
+    "Equal": lambda v, a: np.equal(v[0], v[1]),
+    "Where": lambda v, a: np.where(v[0], v[1], v[2]),
+    "Slice": lambda v, a: _slice_value(v),
+    "ConstantOfShape": lambda v, a: _filled(v[0], a.get("value")),
+    "Expand": lambda v, a: _expand_fill(v[0], v[1]),
+    "ScatterND": lambda v, a: _scatter_nd(v[0], v[1], v[2], a.get("reduction", b"none")),
 }
+
+
+def _slice_value(v: list) -> np.ndarray:
+    data, starts, ends = v[0], v[1], v[2]
+    axes = v[3] if len(v) > 3 and v[3] is not None else np.arange(len(starts))
+    steps = v[4] if len(v) > 4 and v[4] is not None else np.ones(len(starts), dtype=np.int64)
+    index = [slice(None)] * data.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        index[int(axis)] = slice(int(start), int(end), int(step))
+    return data[tuple(index)]
+
+
+#: the most values a folded constant may hold (a fill of a hostile size is left unfolded)
+_MAX_FOLDED = 1 << 24
+
+
+def _filled(shape: np.ndarray, value) -> np.ndarray:
+    from onnx import numpy_helper
+
+    if int(np.prod(shape.astype(np.float64))) > _MAX_FOLDED:
+        raise ValueError("too large to fold")
+    fill = numpy_helper.to_array(value) if value is not None else np.zeros(1, dtype=np.float32)
+    return np.full([int(d) for d in shape.reshape(-1)], fill.reshape(-1)[0], dtype=fill.dtype)
+
+
+def _expand_fill(value: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """An Expand of one value (a fill): folded. A learned tensor expanded to the batch is the
+    ``parameter`` op instead, left to the op table."""
+    if value.size != 1:
+        raise ValueError("an Expand of a learned tensor")
+    if int(np.prod(shape.astype(np.float64))) > _MAX_FOLDED:
+        raise ValueError("too large to fold")
+    return value.reshape(()) * np.ones([int(d) for d in shape.reshape(-1)], dtype=value.dtype)
+
+
+def _scatter_nd(data: np.ndarray, indices: np.ndarray, updates: np.ndarray, reduction) -> np.ndarray:
+    if reduction not in (b"none", "none"):
+        raise ValueError("a ScatterND with a reduction")
+    out = data.copy()
+    k = indices.shape[-1]
+    for where, value in zip(indices.reshape(-1, k), updates.reshape(-1, *data.shape[k:]), strict=True):
+        out[tuple(int(i) for i in where)] = value
+    return out
 
 
 def _onnx_dtype(code: int):

@@ -5,8 +5,11 @@ handler gets the :class:`View` of the graph and the node and returns a :class:`M
 nasdsl op or chain of ops, the tensors it reads, the value it makes, the nodes it consumes and
 its weights) or None when the run is not its pattern. Runs cover what exporters write for one
 PyTorch layer: GELU as ``Div, Erf, Add, Mul, Mul``, SiLU as ``Sigmoid, Mul``, a channels-first
-LayerNorm as ``Transpose, LayerNormalization, Transpose``, a channel shuffle as ``Reshape,
-Transpose, Reshape``, a linear layer on the last axis as ``MatMul, Add``. A node no handler
+LayerNorm as ``Transpose, LayerNormalization, Transpose``, LayerNorm below opset 17 as
+``ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add``, a channel shuffle as ``Reshape,
+Transpose, Reshape``, a linear layer on the last axis as ``MatMul, Add``, a class token as an
+``Expand`` of a learned tensor. An attention layer, dozens of nodes, is read whole by
+:mod:`nasdsl.importer.onnx_regions` before these run. A node no handler
 takes is an error naming it; adding an op of ``nasdsl/ops.py`` is one entry here.
 
 Only the onnx package's data structures are read: no node is executed. Constant operands
@@ -34,6 +37,12 @@ class Match:
     #: the ONNX nodes it stands for (the last names it)
     nodes: list
     tensors: dict = field(default_factory=dict)
+    #: the op's path where the nodes' names do not give it (a region's shared module, a
+    #: parameter named by its initializer); empty: from the last node's name
+    name: str = ""
+    #: the output shape (batch excluded) where the op's own rule needs axes the reader does not
+    #: track (a channels-last map); None: by the op's rule
+    shape: tuple | None = None
 
 
 class View:
@@ -223,22 +232,92 @@ def _matmul(view: View, node) -> Match:
 
 
 def _concat(view: View, node) -> Match:
-    axis = int(view.attrs(node).get("axis", 0))
-    if axis % max(view.rank(node.output[0]), 1) != 1:
-        raise Unsupported(f"a Concat along axis {axis}: the spec's concat joins channels (axis 1)")
-    return Match(Lowered("concat"), list(node.input), node.output[0], [node])
+    rank = max(view.rank(node.output[0]), 1)
+    axis = int(view.attrs(node).get("axis", 0)) % rank
+    if axis == 0:
+        raise Unsupported("a Concat along the batch axis")
+    if axis != 1 and rank == 4:
+        raise Unsupported(f"a Concat of maps along axis {axis}: the spec's concat joins their channels (axis 1)")
+    # an image's or features' channels are the default; tokens (L, C) join along their sequence
+    attrs = {} if rank in (2, 4) else {"axis": axis - 1}
+    return Match(Lowered("concat", attrs), list(node.input), node.output[0], [node])
 
 
 def _binary(op: str) -> Callable:
-    def handler(view: View, node) -> Match | None:
+    def handler(view: View, node) -> Match | list[Match] | None:
         tensors = _tensor_inputs(view, node)
         if op == "mul" and len(tensors) == 1:
             return _layer_scale(view, node)
+        if op == "add" and len(tensors) == 1:
+            return _add_parameter(view, node, tensors[0])
         if len(tensors) != 2:
             raise Unsupported(f"{node.op_type} with a constant: the spec's {op} joins two tensors")
         return Match(Lowered(op), list(node.input), node.output[0], [node])
 
     return handler
+
+
+def _initializer_path(node, name: str) -> str:
+    """The path of a tensor a node holds, from its initializer's name, where the file is
+    torch.onnx.export's (whose initializers are the state_dict's names: ``encoder.pos_embedding``)
+    and the name lies in the node's module; else empty (the path comes from the node's name)."""
+    import re
+
+    from nasdsl.importer.onnx_frontend import _torch_scope
+
+    if not node.name.startswith("/") or not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", name):
+        return ""
+    scope = _torch_scope(node.name)[0]
+    return name if not scope or name.startswith(scope + ".") else ""
+
+
+def _add_parameter(view: View, node, x: str) -> list[Match]:
+    """x + a learned tensor of x's shape (a ViT's position embedding, added by broadcasting over
+    the batch): the ``parameter`` op, then ``add``."""
+    name = node.input[1] if node.input[0] == x else node.input[0]
+    value = view.get(name)
+    shape = tuple(view.shapes.get(x, ()))
+    if value is None or value.shape != (1, *shape[1:]) or len(shape) < 3:
+        raise Unsupported(
+            f"Add with a constant of shape {list(np.shape(value))}: the spec's add joins two tensors "
+            "(a learned tensor of the input's shape is a parameter)"
+        )
+    lowered = Lowered("parameter", {"shape": list(shape[1:])})
+    named = _initializer_path(node, name)
+    inputs = [x, name] if node.input[0] == x else [name, x]
+    return [
+        Match(lowered, [x], name, [node], {"": value}, name=named),
+        Match(Lowered("add"), inputs, node.output[0], [node]),
+    ]
+
+
+def _expand(view: View, node) -> Match:
+    """A learned tensor expanded to the batch (a class token, ``class_token.expand(n, -1, -1)``):
+    the ``parameter`` op, reading for the batch the tensor its reader joins it to."""
+    value = view.get(node.input[0])
+    target = view.get(node.input[1])
+    shape = tuple(view.shapes.get(node.output[0], ()))
+    if value is not None and target is not None:
+        shape = tuple(np.broadcast_shapes(value.shape, tuple(int(d) for d in target.reshape(-1))))
+    readers = view.consumers.get(node.output[0], [])
+    if value is None or len(shape) < 2 or value.shape != (1, *shape[1:]) or len(readers) != 1:
+        raise Unsupported("an Expand other than of a learned tensor to the batch")
+    others = [i for i in _tensor_inputs(view, readers[0]) if i != node.output[0]]
+    if not others:
+        raise Unsupported("an Expand whose reader joins it to no tensor")
+    named = _initializer_path(node, node.input[0])
+    lowered = Lowered("parameter", {"shape": list(shape[1:])})
+    return Match(lowered, others[:1], node.output[0], [node], {"": value}, name=named)
+
+
+def _gather(view: View, node) -> Match:
+    """``x[:, i]``: one position along an axis other than the batch (a scalar index) is a select."""
+    index = view.get(node.input[1])
+    rank = view.rank(node.input[0])
+    axis = int(view.attrs(node).get("axis", 0)) % max(rank, 1)
+    if index is None or index.ndim != 0 or axis == 0 or view.get(node.input[0]) is not None:
+        raise Unsupported("a Gather other than of one position along an axis (a select)")
+    return Match(Lowered("select", {"axis": axis - 1, "index": int(index)}), [node.input[0]], node.output[0], [node])
 
 
 def _layer_scale(view: View, node) -> Match:
@@ -250,7 +329,9 @@ def _layer_scale(view: View, node) -> Match:
     if squeezed.shape not in ((channels, 1, 1), (channels,)):
         raise Unsupported(f"a Mul by a constant of shape {list(scale.shape)}: only a per-channel scale is understood")
     init = float(squeezed.flat[0]) if np.all(squeezed == squeezed.flat[0]) else 1e-6
-    return Match(Lowered("layer_scale", {"init": init}), [x], node.output[0], [node], {"": squeezed})
+    name = node.input[1] if node.input[0] == x else node.input[0]
+    lowered = Lowered("layer_scale", {"init": init})
+    return Match(lowered, [x], node.output[0], [node], {"": squeezed}, name=_initializer_path(node, name))
 
 
 def _sigmoid(view: View, node) -> Match:
@@ -313,6 +394,12 @@ def _transpose(view: View, node) -> Match:
         if match.lowered.attrs.get("dim") == "last":
             lowered = Lowered("layer_norm", {**match.lowered.attrs, "dim": "channels"})
             return Match(lowered, [node.input[0]], back.output[0], [node, ln, back], match.tensors)
+    parts = _layer_norm_parts(view, node.output[0]) if perm == [0, 2, 3, 1] else None
+    back = parts and view.next_node(parts[1][-1], "Transpose")
+    if back is not None and list(view.attrs(back).get("perm", [])) == [0, 3, 1, 2]:
+        out, nodes, tensors, eps = parts
+        lowered = Lowered("layer_norm", {"eps": eps, "dim": "channels"})
+        return Match(lowered, [node.input[0]], back.output[0], [node, *nodes, back], tensors)
     if not perm or perm[0] != 0:
         raise Unsupported(f"a Transpose {perm} that moves the batch axis")
     return Match(Lowered("permute", {"dims": [p - 1 for p in perm[1:]]}), [node.input[0]], node.output[0], [node])
@@ -367,7 +454,28 @@ def _reshape(view: View, node) -> Match:
         )
     if len(target) == 2 and len(shape_in) >= 2 and target[0] == shape_in[0] and target[1] == int(np.prod(shape_in[1:])):
         return Match(Lowered("flatten"), [node.input[0]], node.output[0], [node])
+    merged = _merged_axes(shape_in, target)
+    if merged is not None:  # a run of axes joined into one (a ViT's patches: (C, H, W) to (C, H * W))
+        start, end = merged
+        attrs = {"start": start - 1} | ({"end": end - 1} if end != len(shape_in) - 1 else {})
+        return Match(Lowered("flatten", attrs), [node.input[0]], node.output[0], [node])
     raise Unsupported(f"a Reshape from {list(shape_in)} to {list(target)}: the spec has flatten and channel_shuffle")
+
+
+def _merged_axes(shape_in: tuple, target: tuple) -> tuple[int, int] | None:
+    """(first, last): the axes after the batch that ``target`` joins into one, the others kept."""
+    extra = len(shape_in) - len(target)
+    if extra < 1 or not target or target[0] != shape_in[0]:
+        return None
+    for start in range(1, len(target)):
+        end = start + extra
+        if (
+            tuple(shape_in[:start]) == tuple(target[:start])
+            and tuple(shape_in[end + 1 :]) == tuple(target[start + 1 :])
+            and int(np.prod(shape_in[start : end + 1])) == target[start]
+        ):
+            return start, end
+    return None
 
 
 def _reduce_mean(view: View, node) -> Match:
@@ -382,6 +490,70 @@ def _reduce_mean(view: View, node) -> Match:
     keep = bool(a.get("keepdims", 1))
     lowered = Lowered("global_avg_pool") if keep else (Lowered("global_avg_pool"), Lowered("flatten", suffix="flatten"))
     return Match(lowered, [node.input[0]], node.output[0], [node])
+
+
+def _mean_axes(view: View, node) -> list[int] | None:
+    """A ReduceMean's axes (an attribute, or from opset 18 an input), made positive."""
+    axes = view.attrs(node).get("axes")
+    if axes is None and len(node.input) > 1:
+        axes = view.get(node.input[1])
+    rank = view.rank(node.input[0])
+    return None if axes is None or not rank else sorted(int(v) % rank for v in np.asarray(axes).reshape(-1))
+
+
+def _other(node, value: str) -> str:
+    return node.input[1] if node.input[0] == value else node.input[0]
+
+
+def _layer_norm_parts(view: View, x: str) -> tuple[str, list, dict, float] | None:
+    """LayerNorm over the last axis written out in primitive ops, as exporters write it below
+    opset 17: ``c = x - mean(x)``; ``c / sqrt(mean(c * c) + eps)`` (or ``Pow(c, 2)``); then
+    ``* weight + bias``. (The value it ends at, its nodes, its weights, eps); None otherwise."""
+    rank = view.rank(x)
+    users = view.consumers.get(x, [])
+    mean = next((u for u in users if u.op_type == "ReduceMean" and _mean_axes(view, u) == [rank - 1]), None)
+    sub = next((u for u in users if u.op_type == "Sub" and list(u.input[:2]) == [x, mean and mean.output[0]]), None)
+    if mean is None or sub is None or not view.attrs(mean).get("keepdims", 1):
+        return None
+    c = sub.output[0]
+    readers = list({id(u): u for u in view.consumers.get(c, [])}.values())  # Mul(c, c) reads it twice
+    square = next((u for u in readers if (u.op_type == "Mul" and list(u.input) == [c, c])
+                   or (u.op_type == "Pow" and u.input[0] == c and view.scalar(u.input[1]) == 2.0)), None)  # fmt: skip
+    div = next((u for u in readers if u.op_type == "Div" and u.input[0] == c), None)
+    if square is None or div is None or len(readers) != 2:
+        return None
+    variance = view.next_node(square, "ReduceMean")
+    add = variance and view.next_node(variance, "Add")
+    root = add and view.next_node(add, "Sqrt")
+    eps = add and view.scalar(_other(add, variance.output[0]))
+    if root is None or eps is None or _mean_axes(view, variance) != [rank - 1] or div.input[1] != root.output[0]:
+        return None
+    nodes, out = [mean, sub, square, variance, add, root, div], div.output[0]
+    width = view.shapes.get(x, ())[-1]
+    weight, bias = np.ones(width, np.float32), np.zeros(width, np.float32)
+    for op in ("Mul", "Add"):
+        step = view.next_node(nodes[-1], op)
+        value = step is not None and view.get(_other(step, out))
+        if step is None or value is None or value is False or value.size != width:
+            continue
+        if op == "Mul" and len(nodes) == 7:
+            weight = value.reshape(-1)
+        elif op == "Add":
+            bias = value.reshape(-1)
+        else:
+            continue
+        nodes.append(step)
+        out = step.output[0]
+    return out, nodes, {"weight": weight, "bias": bias}, float(np.float32(eps))
+
+
+def _reduce_mean_first(view: View, node) -> Match | None:
+    """A ReduceMean that starts a LayerNorm written out in primitive ops."""
+    found = _layer_norm_parts(view, node.input[0])
+    if found is None or found[1][0] is not node:
+        return None
+    out, nodes, tensors, eps = found
+    return Match(Lowered("layer_norm", {"eps": eps, "dim": "last"}), [node.input[0]], out, nodes, tensors)
 
 
 def _clip(view: View, node) -> Match:
@@ -435,7 +607,7 @@ PATTERNS: dict[str, list[Callable]] = {
     "MaxPool": [_pool("max_pool")],
     "AveragePool": [_pool("avg_pool")],
     "GlobalAveragePool": [_one("global_avg_pool")],
-    "ReduceMean": [_reduce_mean],
+    "ReduceMean": [_reduce_mean_first, _reduce_mean],
     "LRN": [_lrn],
     "Flatten": [_flatten],
     "Reshape": [_reshape],
@@ -448,6 +620,8 @@ PATTERNS: dict[str, list[Callable]] = {
     "Transpose": [_transpose],
     "LayerNormalization": [_layer_norm],
     "Softmax": [_softmax],
+    "Expand": [_expand],
+    "Gather": [_gather],
 }
 
 
