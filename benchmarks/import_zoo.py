@@ -93,7 +93,7 @@ HAND_WRITTEN = {
 }
 #: templates the benchmark fails without (the issue's two named ones)
 MUST_FIND = {"googlenet": "Inception", "resnet50": "Bottleneck"}
-#: transformers: the ONNX importer reads none of them
+#: transformers: compared at their own input size (their position embeddings are for it)
 TRANSFORMERS = ("vit_", "swin_", "maxvit_")
 
 
