@@ -30,9 +30,9 @@ Inception-v3, whose auxiliary head needs it, and a transformer's own size, for w
 position embedding is made), and its parameters and multiply-adds equal torchvision's (the count
 and the ``_ops`` documented with its default weights, at their input size; vit_h_14, which
 torchvision's builder makes at 224x224 while its weights are at 518x518, against the builder's
-model only). For the models with a hand-written spec (ViT-B/16 and the Swins included, MaxViT
-aside: :data:`ONNX_UNREAD`) it also imports two ONNX files, torchvision's own ``torch.onnx.export`` (TorchScript
-exporter) and nasdsl's export of the hand-written spec, and checks that the imported spec's ONNX
+model only). For the models with a hand-written spec (ViT-B/16, the Swins and MaxViT included) it
+also imports two ONNX files, torchvision's own ``torch.onnx.export`` (TorchScript exporter) and
+nasdsl's export of the hand-written spec, and checks that the imported spec's ONNX
 export, with the initializers carried over, agrees with the file under ONNX Runtime (1e-5
 relative); and the same for the flat ONNX file. It exits 1 if anything fails.
 """
@@ -181,11 +181,6 @@ def _training_only(g: nx.DiGraph, path: str) -> bool:
 def _ops_left(g: nx.DiGraph, path: str) -> int:
     inside = [n for n in g.nodes if n == path or n.startswith(path + ".")]
     return sum(ir.node(g, n).op not in INFERENCE_DROPS for n in inside)
-
-
-#: models whose ONNX files the importer does not read (MaxViT's partitions are reshapes the ONNX op
-#: table does not map): their ONNX columns and checks are not tried
-ONNX_UNREAD = ("maxvit_",)
 
 
 def flat_onnx(name: str, size: int):
@@ -355,13 +350,12 @@ def main() -> int:
         found_all, total = found_all + len(found), total + len(found) + len(missed)
         ours, theirs = spec_lines(result.text), hand_lines(hand_path)
         flat = None
-        if not name.startswith(ONNX_UNREAD):
-            proto = flat_onnx(name, 299 if name == "inception_v3" else 224)
-            started = time.perf_counter()
-            try:
-                flat = import_model(proto)
-            except Exception as e:  # noqa: BLE001 - a failure of the row
-                failures.append(f"{name}: flat ONNX import: {type(e).__name__}: {str(e)[:200]}")
+        proto = flat_onnx(name, 299 if name == "inception_v3" else 224)
+        started = time.perf_counter()
+        try:
+            flat = import_model(proto)
+        except Exception as e:  # noqa: BLE001 - a failure of the row
+            failures.append(f"{name}: flat ONNX import: {type(e).__name__}: {str(e)[:200]}")
         flat_seconds = time.perf_counter() - started
         if flat is not None:
             f_found, f_missed = flat_recall(hand, flat.compiled.graph)
@@ -377,9 +371,7 @@ def main() -> int:
                 failures.append(f"{name}: the hand-written {MUST_FIND[name]} was not found in the flat ONNX")
         else:
             f_lines = None
-            flat_cells = (
-                "not tried (not read from ONNX) | | | | |" if name.startswith(ONNX_UNREAD) else "failed | | | | |"
-            )
+            flat_cells = "failed | | | | |"
         row = (name, theirs, ours, ours / theirs, f_lines / theirs if f_lines else None)
         print(
             f"| {name} | {theirs} | {ours} | {ours / theirs:.2f} | {len(result.report.templates)} | "
@@ -425,7 +417,7 @@ def main() -> int:
             started = time.perf_counter()
             try:
                 problems = torch_round_trip(name, import_model(f"torchvision:{name}").text)
-                if name in HAND_WRITTEN and not name.startswith(ONNX_UNREAD):
+                if name in HAND_WRITTEN:
                     problems += onnx_checks(name)
                     problem = onnx_round_trip(flat_onnx(name, 299 if name == "inception_v3" else 224))
                     problems += [f"flat ONNX: {problem}"] if problem else []

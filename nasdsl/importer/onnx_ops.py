@@ -7,10 +7,10 @@ its weights) or None when the run is not its pattern. Runs cover what exporters 
 PyTorch layer: GELU as ``Div, Erf, Add, Mul, Mul``, SiLU as ``Sigmoid, Mul``, a channels-first
 LayerNorm as ``Transpose, LayerNormalization, Transpose``, LayerNorm below opset 17 as
 ``ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add``, a channel shuffle as ``Reshape,
-Transpose, Reshape``, a linear layer on the last axis as ``MatMul, Add``, a class token as an
-``Expand`` of a learned tensor. An attention layer, dozens of nodes, is read whole by
-:mod:`nasdsl.importer.onnx_regions` before these run. A node no handler
-takes is an error naming it; adding an op of ``nasdsl/ops.py`` is one entry here.
+Transpose, Reshape``, MaxViT's partitions as ``Reshape, Transpose, Reshape`` too, a linear layer
+on the last axis as ``MatMul, Add``, a class token as an ``Expand`` of a learned tensor. An
+attention layer, dozens of nodes, is read whole by :mod:`nasdsl.importer.onnx_regions` before
+these run. A node no handler takes is an error naming it; adding an op of ``nasdsl/ops.py`` is one entry here.
 
 Only the onnx package's data structures are read: no node is executed. Constant operands
 (initializers, ``Constant`` nodes, and shape arithmetic on known shapes) are folded by
@@ -452,6 +452,9 @@ def _reshape(view: View, node) -> Match:
             back.output[0],
             [node, transpose, back],
         )
+    partition = _partition(view, node, shape_in, target)
+    if partition is not None:
+        return partition
     if len(target) == 2 and len(shape_in) >= 2 and target[0] == shape_in[0] and target[1] == int(np.prod(shape_in[1:])):
         return Match(Lowered("flatten"), [node.input[0]], node.output[0], [node])
     merged = _merged_axes(shape_in, target)
@@ -459,7 +462,57 @@ def _reshape(view: View, node) -> Match:
         start, end = merged
         attrs = {"start": start - 1} | ({"end": end - 1} if end != len(shape_in) - 1 else {})
         return Match(Lowered("flatten", attrs), [node.input[0]], node.output[0], [node])
-    raise Unsupported(f"a Reshape from {list(shape_in)} to {list(target)}: the spec has flatten and channel_shuffle")
+    raise Unsupported(
+        f"a Reshape from {list(shape_in)} to {list(target)}: "
+        "the spec reads a Reshape as a flatten, a channel shuffle or MaxViT's partitions"
+    )
+
+
+def _partition(view: View, node, shape_in: tuple, target: tuple) -> Match | None:
+    """MaxViT's partitions (torchvision's WindowPartition and WindowDepartition), each a
+    ``Reshape, Transpose, Reshape`` of exactly these shapes and this order of axes, read as the
+    spec writes them (``reshape``, ``permute``, ``reshape`` with the new axes' roles):
+
+    * a (C, H, W) map cut into p x p squares: ``(C, H/p, p, W/p, p)``, the axes
+      ``[0, 2, 4, 3, 5, 1]`` (batch included), tokens ``(H/p * W/p, p * p, C)``, axes ``LLC``;
+    * tokens ``(h * w, p * p, C)`` back into a map: ``(h, w, p, p, C)``, the axes
+      ``[0, 5, 1, 3, 2, 4]``, a map ``(C, h * p, w * p)``, axes ``CHW``.
+
+    Any other run is left to the other readings of a Reshape (or its error)."""
+    transpose = view.next_node(node, "Transpose")
+    back = transpose and view.next_node(transpose, "Reshape")
+    if back is None or len(target) != 6 or not all(isinstance(d, int) for d in (*shape_in, *target)):
+        return None
+    perm = list(view.attrs(transpose).get("perm", []))
+    moved = tuple(target[k] for k in perm) if len(perm) == 6 else ()
+    end = reshape_target(view, back, moved) if moved else None
+    if len(shape_in) == 4 and perm == [0, 2, 4, 3, 5, 1]:
+        _, c, h, w = shape_in
+        rows, p, cols = target[2], target[3], target[4]
+        if target != (shape_in[0], c, rows, p, cols, p) or rows * p != h or cols * p != w:
+            return None
+        if end != (shape_in[0], rows * cols, p * p, c):
+            return None
+        chain = (
+            Lowered("reshape", {"shape": [c, rows, p, cols, p]}),
+            Lowered("permute", {"dims": [1, 3, 2, 4, 0]}, suffix="permute"),
+            Lowered("reshape", {"shape": [rows * cols, p * p, c], "axes": "LLC"}, suffix="tokens"),
+        )
+    elif len(shape_in) == 4 and perm == [0, 5, 1, 3, 2, 4]:
+        _, g, pp, c = shape_in
+        rows, cols, p = target[1], target[2], target[3]
+        if target != (shape_in[0], rows, cols, p, p, c) or rows * cols != g or p * p != pp:
+            return None
+        if end != (shape_in[0], c, rows * p, cols * p):
+            return None
+        chain = (
+            Lowered("reshape", {"shape": [rows, cols, p, p, c]}),
+            Lowered("permute", {"dims": [4, 0, 2, 1, 3]}, suffix="permute"),
+            Lowered("reshape", {"shape": [c, rows * p, cols * p], "axes": "CHW"}, suffix="map"),
+        )
+    else:
+        return None
+    return Match(chain, [node.input[0]], back.output[0], [node, transpose, back])
 
 
 def _merged_axes(shape_in: tuple, target: tuple) -> tuple[int, int] | None:

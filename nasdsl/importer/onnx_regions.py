@@ -5,8 +5,9 @@ into heads, a product, a softmax, a product, the heads joined, a projection), an
 window attention adds the padding, the cyclic shift and the windows around them. No short run
 of nodes says which op they are, so :func:`find_regions` reads them whole:
 
-1. **Anchors.** A ``Softmax`` whose result multiplies another computed tensor (attention: a
-   classifier's Softmax is left to the op table), or a ``Concat`` along the last axis of four
+1. **Anchors.** A ``Softmax`` whose result multiplies another computed tensor (a ``MatMul``,
+   or an ``Einsum`` that is one, as MaxViT writes it: attention; a classifier's Softmax is left
+   to the op table), or a ``Concat`` along the last axis of four
    strided slices of one map followed by ``LayerNormalization`` and a projection (patch
    merging).
 2. **The region.** From an attention's anchor, the projection of its values upstream and the
@@ -16,7 +17,8 @@ of nodes says which op they are, so :func:`find_regions` reads them whole:
    value it makes. The region is every node that the made value depends on back to the read
    one; none of its values may be read outside it.
 3. **The op.** The input's rank says which (tokens ``(L, C)``: ``attention``; a map ``(H, W,
-   C)``: ``window_attention``); the settings come from the shapes (heads from the width of a
+   C)`` reshaped into windows: ``window_attention``; tokens ``(G, L, C)`` of partitions, without
+   such a reshape: MaxViT's ``partition_attention``); the settings come from the shapes (heads from the width of a
    head, the window from the reshape into windows, the shift from the slices of the roll) and
    the weights from the constants the region reads (a linear layer's weight oriented by how it
    is used; a relative-position bias table recovered from the bias the exporter computed; Swin
@@ -284,7 +286,7 @@ def _attention(g: _Graph, softmax, opset: int) -> Region | None:
     """The attention around ``softmax`` when its result weights values (a MatMul with another
     computed tensor); another Softmax (a classifier's) is left to the op table."""
     users = g.users(softmax.output[0])
-    mix = users[0] if len(users) == 1 and users[0].op_type == "MatMul" else None
+    mix = users[0] if len(users) == 1 and _product(users[0]) else None
     if mix is None or mix.input[0] != softmax.output[0] or not g.data(mix.input[1]):
         return None
     rank = len(g.shape(softmax.input[0]))
@@ -329,6 +331,20 @@ def _attention(g: _Graph, softmax, opset: int) -> Region | None:
     raise failure
 
 
+def _product(node) -> bool:
+    """A MatMul, or an Einsum that is one (``B G H I J, B G H J D -> B G H I D``, as
+    torchvision's MaxViT writes its weighted sum): the same leading axes, a product over the
+    last axis of the first and the second last of the second."""
+    if node.op_type == "MatMul":
+        return True
+    if node.op_type != "Einsum" or len(node.input) != 2:
+        return False
+    equation = View.attrs(node).get("equation", b"")
+    equation = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")
+    found = re.fullmatch(r"([A-Za-z]*)([A-Za-z])([A-Za-z]),\1\3([A-Za-z])->\1\2\4", equation)
+    return found is not None and len(set(equation) - set(",->")) == len(found.group(1)) + 3
+
+
 #: the readings of an attention's extent tried before it is refused
 _TRIES = 6
 
@@ -346,6 +362,9 @@ def _attention_between(g: _Graph, softmax, x: str, y: str, heads: int, c: int, l
         if b_in is not None:
             tensors |= {"in_proj_bias": b_in, "out_proj.bias": b_out}
         axes, held = "LC", []
+    elif _windows(g, closure, c) is None:  # tokens of partitions (G, L, C): no reshape into windows
+        lowered, tensors, held = _partition_attention(g, softmax, closure, x, heads, c, linear)
+        axes = "LLC"
     else:
         lowered, tensors, held = _window_attention(g, softmax, closure, x, heads, c, linear)
         axes = "HWC"
@@ -353,11 +372,17 @@ def _attention_between(g: _Graph, softmax, x: str, y: str, heads: int, c: int, l
 
 
 def _windows(g: _Graph, closure: list, c: int) -> list[int] | None:
-    """The window of the reshape into windows, (N, H / wh, wh, W / ww, ww, C)."""
+    """The window of the reshape of a map (N, H, W, C) into windows, (N, H / wh, wh, W / ww, ww,
+    C); not another reshape to six axes (MaxViT's queries, keys and values (N, G, L, 3, heads,
+    d), which are C wide where one head holds every feature)."""
     for n in closure:
         if n.op_type == "Reshape" and g.data(n.output[0]):
-            out = g.shape(n.output[0])
-            if len(out) == 6 and len(g.shape(n.input[0])) == 4 and out[-1] == c:
+            out, shape = g.shape(n.output[0]), g.shape(n.input[0])
+            if len(out) != 6 or len(shape) != 4 or out[-1] != c or shape[-1] != c:
+                continue
+            if not all(isinstance(d, int) for d in (*out, *shape)):
+                continue
+            if (out[0], out[1] * out[2], out[3] * out[4]) == tuple(shape[:3]):
                 return [int(out[2]), int(out[4])]
     return None
 
@@ -421,6 +446,35 @@ def _window_attention(g: _Graph, softmax, closure: list, x: str, heads: int, c: 
         tensors["relative_coords_table"] = win.relative_coords_table(window)
     tensors["relative_position_index"] = index.reshape(-1)
     return Lowered("window_attention", attrs), tensors, held
+
+
+def _partition_attention(g: _Graph, softmax, closure: list, x: str, heads: int, c: int, linear) -> tuple:
+    """MaxViT's attention within partitions, tokens (G, L, C) of partitions of size x size
+    positions: (the op, its tensors, the constants made exactly from them)."""
+    from nasdsl.ops import window as win
+
+    w_in, b_in, w_out, b_out = linear
+    length = g.shape(x)[-2]
+    size = math.isqrt(length) if isinstance(length, int) else 0
+    if size * size != length or size < 1:
+        raise RegionError(softmax, f"partitions of {length} positions: the spec's partitions are size x size")
+    if b_in is None or b_out is None:
+        raise RegionError(softmax, "a projection without a bias: the spec's partition_attention has both")
+    bias = _position_bias(g, closure, heads, length)
+    if bias is None:
+        raise RegionError(softmax, f"no relative position bias ({heads}, {length}, {length}) added to the scores")
+    index = win.relative_position_index((size, size))
+    held: list[np.ndarray] = []
+    table = _relative_table(softmax, bias, index, (2 * size - 1) ** 2, held)
+    tensors = {
+        "relative_position_bias_table": table,
+        "relative_position_index": index.reshape(length, length),
+        "to_qkv.weight": w_in,
+        "to_qkv.bias": b_in,
+        "merge.weight": w_out,
+        "merge.bias": b_out,
+    }
+    return Lowered("partition_attention", {"head_dim": c // heads, "size": size}), tensors, held
 
 
 def _roll_shift(g: _Graph, closure: list, x: str) -> list[int]:

@@ -1,0 +1,178 @@
+"""``nasdsl import`` of MaxViT from ONNX: torchvision's MaxVit exported by ``torch.onnx.export``
+(TorchScript exporter), and nasdsl's own export of the hand-written ``specs/maxvit_t.yaml``.
+
+The references are independent of the importer: a small MaxViT built by torchvision's own
+``MaxVit`` class (2x2 partitions at 64x64, as in tests/test_import_maxvit.py), whose
+``state_dict`` the import's tensors must be (the relative-position bias table recovered from the
+bias the exporter computed included), ONNX Runtime running the source file against the imported
+spec's export with the carried weights, and the spec the PyTorch importer writes for the same
+module (its partitions' reshapes and permutes). maxvit_t's round trip at full size is
+``benchmarks/import_zoo.py --models maxvit_t --check``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+from torchvision.models.maxvit import MaxVit
+
+import nasdsl
+from nasdsl import ir
+from nasdsl.backends.onnx import export_onnx
+from nasdsl.importer import ImportFailure, import_model
+from nasdsl.weights import initial_weights
+
+from paths import SPECS
+from reference_models import randomise
+
+#: the small MaxViT's settings, as torchvision's constructor and the hand-written spec name them
+#: (tests/test_import_maxvit.py's)
+CHANNELS, LAYERS = [8, 16, 16, 32], [1, 2, 1, 1]
+SPEC_VARIABLES = {
+    **{"image_size": 64, "partition_size": 2, "head_dim": 8, "stem_channels": 8, "num_classes": 10},
+    **{f"c{k + 1}": c for k, c in enumerate(CHANNELS)},
+    **{f"n{k + 1}": n for k, n in enumerate(LAYERS)},
+}
+
+
+def _small_maxvit() -> MaxVit:
+    torch.manual_seed(0)
+    model = MaxVit(
+        input_size=(64, 64),
+        stem_channels=8,
+        partition_size=2,
+        block_channels=CHANNELS,
+        block_layers=LAYERS,
+        head_dim=8,
+        stochastic_depth_prob=0.0,
+        num_classes=10,
+    )
+    randomise(model)
+    with torch.no_grad():  # torchvision's 0.02 would hide a wrong offset or a small head
+        for name, p in model.named_parameters():
+            if name.endswith("relative_position_bias_table") or name == "classifier.5.weight":
+                p.normal_(0.0, 1.0)
+    return model.eval()
+
+
+def _torch_onnx(model: nn.Module) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), buf, dynamo=False, opset_version=17)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _agreement(proto, result) -> float:
+    """The imported spec's ONNX export, with the weights the import carried, against the file,
+    both run by ONNX Runtime."""
+    import onnxruntime as ort
+
+    back = export_onnx(result.compiled.graph, opset=17, state_dict=result.weights)
+    x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    outs = []
+    for model in (proto, back):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        outs.append(session.run(None, {session.get_inputs()[0].name: x})[0])
+    a, b = outs
+    assert np.abs(a).max() > 0.1
+    return float(np.abs(a - b).max() / np.abs(a).max())
+
+
+def _ops(graph, op: str) -> dict:
+    return {name: data.attrs for name, data in ir.nodes(graph) if data.op == op}
+
+
+def _given(attrs) -> dict:
+    """An op's attributes as a spec gives them (lists; the defaults left out)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items() if v is not None}
+
+
+@pytest.fixture(scope="module")
+def exported():
+    model = _small_maxvit()
+    proto = _torch_onnx(model)
+    return model, proto, import_model(proto, weights=True)
+
+
+def test_maxvit_from_torch_onnx_export(exported):
+    model, proto, result = exported
+    attention = _ops(result.compiled.graph, "partition_attention")
+    layers = [f"blocks.{b}.layers.{k}.layers" for b, n in enumerate(LAYERS) for k in range(n)]
+    assert sorted(attention) == sorted(
+        f"{layer}.{kind}.attn_layer.1" for layer in layers for kind in ("window_attention", "grid_attention")
+    )
+    assert all(a == {"head_dim": 8, "size": 2} for a in attention.values())
+    # WindowPartition and WindowDepartition as the PyTorch importer writes them (the first layer's
+    # 16x16 map of 8 channels: 2x2 squares, an 8x8 grid of them)
+    ops = {name: (d.op, _given(d.attrs)) for name, d in ir.nodes(result.compiled.graph)}
+    block = "blocks.0.layers.0.layers.window_attention"
+    assert ops[f"{block}.partition_op"] == ("reshape", {"shape": [8, 8, 2, 8, 2]})
+    assert ops[f"{block}.partition_op_permute"] == ("permute", {"dims": [1, 3, 2, 4, 0]})
+    assert ops[f"{block}.partition_op_tokens"] == ("reshape", {"shape": [64, 4, 8], "axes": "LLC"})
+    assert ops[f"{block}.departition_op"] == ("reshape", {"shape": [8, 8, 2, 2, 8]})
+    assert ops[f"{block}.departition_op_permute"] == ("permute", {"dims": [4, 0, 2, 1, 3]})
+    assert ops[f"{block}.departition_op_map"] == ("reshape", {"shape": [8, 16, 16], "axes": "CHW"})
+    # the attention's tensors are torchvision's (the exporter folds each BatchNorm after a
+    # convolution into it: those differ from the state_dict, and ONNX Runtime checks them)
+    theirs = {k: v.detach().numpy() for k, v in model.state_dict().items() if ".attn_layer.1." in k}
+    assert len(theirs) == 10 * 6 and {k for k in result.weights if ".attn_layer.1." in k} == set(theirs)
+    for key, value in theirs.items():
+        np.testing.assert_allclose(result.weights[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+    assert _agreement(proto, result) <= 1e-5
+
+
+def test_nasdsl_export_of_the_hand_written_spec():
+    hand = nasdsl.compile_spec(SPECS / "maxvit_t.yaml", SPEC_VARIABLES)
+    rng = np.random.default_rng(0)  # random values for the tensors that start at zero
+    weights = {
+        k: (0.1 * rng.standard_normal(v.shape)).astype(v.dtype) if v.dtype.kind == "f" and not v.any() else v
+        for k, v in initial_weights(hand.graph, seed=0).items()
+    }
+    head = [k for k in weights if k.endswith(".weight")][-1]
+    for key in [head, *(k for k in weights if k.endswith("relative_position_bias_table"))]:
+        weights[key] = rng.standard_normal(weights[key].shape).astype(np.float32)  # as large as they may be
+    proto = export_onnx(hand.graph, state_dict=weights)
+    result = import_model(proto, weights=True)
+    theirs = _ops(hand.graph, "partition_attention")
+    assert len(theirs) == 10 and _ops(result.compiled.graph, "partition_attention") == theirs
+    assert _agreement(proto, result) <= 1e-5
+
+
+class _Tiles(nn.Module):
+    """A map cut into 2x2 squares with the positions of each square in another order than
+    WindowPartition's (``(dx, dy)`` instead of ``(dy, dx)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x):
+        x = self.conv(x)
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 5, 3, 1)
+        return x.reshape(b, (h // 2) * (w // 2), 4, c)
+
+
+def test_a_partition_the_spec_cannot_say_is_a_located_error():
+    with pytest.raises(ImportFailure, match=r"a Reshape from \[1, 8, 16, 16\] to \[1, 8, 8, 2, 8, 2\]") as info:
+        import_model(_torch_onnx(_Tiles().eval()))
+    assert "graph.node[" in info.value.format() and "'/Reshape' (Reshape)" in info.value.format()
+
+
+def test_a_partition_attention_of_another_scale_is_a_located_error(exported):
+    model = _small_maxvit()
+    for m in model.modules():
+        if hasattr(m, "scale_factor"):
+            m.scale_factor = m.head_dim**-0.5
+    with pytest.raises(
+        ImportFailure, match=r"read as partition_attention \(head_dim: 8, size: 2\), but differ"
+    ) as info:
+        import_model(_torch_onnx(model))
+    assert "graph.node[" in info.value.format() and "attn_layer.1/Softmax' (Softmax)" in info.value.format()
