@@ -1313,6 +1313,14 @@ def _parse_model(raw: object, loc: Location) -> SeqBlock:
         kinds = [k for k in BLOCK_KEYS if k in raw]
         if not kinds:
             return _parse_named_seq(raw, loc, "model")
+        if len(raw) > 1:  # entries beside it: an entry named after a block's key
+            key = kinds[0]
+            raise SpecError(
+                f"'{key}' is a block's key and cannot name a model entry (the model would read as one '{key}' "
+                "block): give the entry another name",
+                location=raw.key_locs.get(key, loc),
+                path=join("model", key),
+            )
         got = f"one block (with the key '{kinds[0]}')"
     else:
         got = scalar_type_name(raw)
