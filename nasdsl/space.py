@@ -51,11 +51,10 @@ from nasdsl.choices import (
     plain,
     substitute,
 )
-from nasdsl.ensemble import is_ensemble_document
 from nasdsl.errors import Location, NasdslError, SpecError, one_line
 from nasdsl.loader import YMap
 from nasdsl.ops import describe
-from nasdsl.spec import Value, deferring_unknown_keys, did_you_mean, flatten, parse_spec, parse_value, raise_errors
+from nasdsl.spec import Value, did_you_mean, parse_value
 
 #: the most work counting or listing the variants of a group of tied choices may take: the
 #: assignments tried times the expression nodes each one evaluates (a few seconds)
@@ -504,24 +503,7 @@ def find_space(
     steps, option_values = _steps(doc, points)
     space = Space(doc, file, files or (file,), points, constraints(doc), steps, option_values)
     _check_conditions(space)
-    _check_structure(space)
     return space
-
-
-def _check_structure(space: Space) -> None:
-    """Refuse, with the parser's own located errors, a document whose default variant the parser
-    refuses. The choices are found by walking the document as the parser reads it; where the
-    parser refuses what it reads (a model entry or a sequence's child named after a block's key,
-    `seq`, `add`, `when`, ..., makes a mapping another kind of block), that walk would see another
-    structure and find other choices, or none, silently."""
-    if is_ensemble_document(space.document):
-        return  # an ensemble's members are specs of their own, parsed where they are loaded
-    with deferring_unknown_keys() as deferred:  # every error the parser finds, as the compiler reports them
-        try:
-            parse_spec(space.document_of(space.default), space.file, "", space.files)
-        except NasdslError as e:
-            raise_errors([*flatten(e), *deferred])
-    raise_errors(deferred)
 
 
 def load_space(path, overrides: Mapping[str, object] | Iterable[str] = (), *, limits=None) -> Space:
