@@ -395,9 +395,9 @@ def _layer_scale(ctx: ClassContext, node: str) -> tuple[str, str]:
 
 
 def _parameter(ctx: ClassContext, node: str) -> tuple[str, str]:
-    sizes = tuple(exact(ctx, node, "shape"))
-    dims = ", ".join(render(d) for d in (1, *sizes))
-    keep = ", ".join(["-1"] * len(sizes))
+    sizes = exact(ctx, node, "shape")
+    dims = f"1, *{render(sizes)}" if isinstance(sizes, Sym) else ", ".join(render(d) for d in (1, *sizes))
+    keep = ", ".join(["-1"] * len(ir.node(ctx.g, node).attrs["shape"]))
     return f"nn.Parameter(torch.zeros({dims}))", "{}.expand(x.shape[0], " + keep + ")"
 
 
