@@ -54,6 +54,8 @@ PHASES = ("both", "train", "eval")
 #: Keys that place a new entry of an extending document (see nasdsl/document.py).
 PLACEMENT_KEYS = ("before", "after")
 TOP_KEYS = ("nasdsl", "name", "doc", "extends", "input", "variables", "init", "templates", "model", "outputs")
+#: whether the model returns its outputs by name even when it has one (torchvision's segmentation models)
+TOP_KEYS += ("outputs_by_name",)
 #: the evaluation section, which nasdsl/api.py takes out of the document before parsing (nasdsl/evaluation.py)
 TOP_KEYS += ("evaluation",)
 LANGUAGE_VERSION = 1
@@ -300,6 +302,8 @@ class Spec:
     files: tuple[str, ...] = field(default=())
     #: the ``evaluation`` section (a nasdsl.evaluation.Evaluation; None when the spec has none)
     evaluation: object = None
+    #: ``outputs_by_name``: the model returns its outputs as a NamedTuple even when it has one
+    outputs_by_name: bool = False
 
     def template(self, name: str) -> Template | None:
         return self.templates.get(name)
@@ -1030,9 +1034,21 @@ def parse_spec(doc: YMap, file: str, sha256: str = "", files: tuple[str, ...] = 
     else:
         model = section(_parse_model, p.get("model"), doc.loc_of("model"))
     outputs = section(_parse_outputs, p.get("outputs"), doc.loc_of("outputs"), default=())
+    by_name = p.get("outputs_by_name", False)
+    if not isinstance(by_name, bool):
+        errors.append(
+            SpecError(
+                f"expected true or false, got {describe(by_name)}",
+                location=doc.loc_of("outputs_by_name"),
+                path="outputs_by_name",
+            )
+        )
+        by_name = False
     section(p.done, TOP_KEYS, "a spec")
     raise_errors(errors)
-    return Spec(name, docstr, file, inp, variables, init, templates, model, outputs, sha256, files)
+    return Spec(
+        name, docstr, file, inp, variables, init, templates, model, outputs, sha256, files, outputs_by_name=by_name
+    )
 
 
 def _parse_model_name(p: _Pop) -> str:
