@@ -292,7 +292,7 @@ class _Scanner:
             self.input(b, "ref", (*keys, "ref"), f"{spec_path}.ref", f"{set_path}.ref")
         if kind == "op":
             for attr in b:
-                if attr not in ("op", "phase", "when", "doc"):
+                if attr not in ("op", "phase", "when", "doc", "from"):  # `from` is read above, as an input
                     self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}")
         elif kind == "use":
             args = b.get("args")

@@ -261,6 +261,18 @@ def test_a_branch_may_be_named_after_a_key_and_its_choices_are_found(tmp_path):
     assert ir.node(net.graph, "act.seq").attrs["out"] == 8 and ir.node(net.graph, "conv").attrs["out"] == 8
 
 
+def test_an_ops_chosen_input_is_one_place_of_one_choice(tmp_path):
+    """An op's `from` is walked once, as the value it reads (it was also walked as an attribute:
+    the choice stood twice at the same place)."""
+    text = CLASH.replace(
+        "ENTRY", "other: {op: conv2d, out: 4, kernel: 1}\n  act: {op: relu, from: {choice: [conv, other]}}"
+    )
+    space = spaces.load_space(_write(tmp_path, text, "from.yaml"))
+    chosen = space.points[-1]
+    assert chosen.kind == "input" and [p.spec_path for p in chosen.positions] == ["model.act.from"]
+    assert space.count() == 4
+
+
 def test_constraints_are_checked_on_the_default_and_must_be_conditions(tmp_path, capsys):
     base = FAMILY.replace('  - "wide <= 32 or not deep"', '  - "width >= 16"')
     path = _write(tmp_path, base)
