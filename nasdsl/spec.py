@@ -833,7 +833,9 @@ def refuse_entry_beside(raw: YMap, kind: str, loc: Location, path: str) -> None:
     named after a block's key (``{conv: ..., seq: ...}`` reads as a ``seq`` block).
     :mod:`nasdsl.choices` walks a document as the parser reads it, and stops where the parser
     would; keys that are near misses are left to the parser, which reports them with the rest."""
-    allowed = block_keys(kind, raw)[0] if kind != "op" else []
+    if kind == "op":
+        return  # an op's other keys are its attributes (the parser reports unknown ones, with a did-you-mean)
+    allowed = block_keys(kind, raw)[0]
     left = YMap(raw.loc)
     left.update({k: v for k, v in raw.items() if k != kind and k not in allowed})
     left.key_locs, left.value_locs = raw.key_locs, raw.value_locs
