@@ -1249,6 +1249,7 @@ class _Writer:
             ir.info(g).doc or f"The {name} model", [], 1, paragraphs=[self._input_doc()]
         )
         extras = outputs[1:]
+        by_name = ir.info(g).outputs_by_name  # the NamedTuple even of one output (torchvision's segmentation)
         outputs_class = None
         weights = Call("", tuple(f'"{o.name}": {literal(o.loss_weight)}' for o in outputs), "{", "}")
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
@@ -1266,11 +1267,11 @@ class _Writer:
         ret_type = "torch.Tensor"
         fwd_lines = [*pre, *fwd]
         final = local[main.name] if tap_main else "x"
-        if extras:
+        if extras or by_name:
             outputs_class = self._outputs_class(outputs)
             ret_type = f"{outputs_name} | torch.Tensor"
             fields = ", ".join([final, *(local[o.name] for o in extras)])
-            if all(o.training_only for o in extras) and not self.inference:
+            if extras and all(o.training_only for o in extras) and not self.inference and not by_name:
                 flags = [f"self.{self.arguments[f]}" for f in exposed_flags]
                 unconditional = any(o.when is None or o.when not in self.exposed for o in extras)
                 cond = "self.training" + (
@@ -1291,7 +1292,7 @@ class _Writer:
         forward += ["        " + f for f in fwd_lines]
         if self.inference:
             return ClassCode(name, head, sig + body, [forward, self.replay.method(name)]), outputs_class
-        methods = [forward, self._loss(outputs, extras), self._reset()]
+        methods = [forward, self._loss(outputs, extras, by_name), self._reset()]
         return ClassCode(name, head, sig + body, methods), outputs_class
 
     def _input_doc(self) -> str:
@@ -1403,7 +1404,7 @@ class _Writer:
         ]
         return ClassCode(name, head + [""] + fields, [], [by_name])
 
-    def _loss(self, outputs: list[ir.Output], extras: list[ir.Output]) -> list[str]:
+    def _loss(self, outputs: list[ir.Output], extras: list[ir.Output], by_name: bool = False) -> list[str]:
         outputs_name = self.outputs_class_name
         lines = layout(
             "def ",
@@ -1411,7 +1412,11 @@ class _Writer:
                 "loss",
                 (
                     "self",
-                    f"outputs: {outputs_name} | torch.Tensor" if extras else "outputs: torch.Tensor",
+                    f"outputs: {outputs_name}"
+                    if by_name
+                    else f"outputs: {outputs_name} | torch.Tensor"
+                    if extras
+                    else "outputs: torch.Tensor",
                     "target: torch.Tensor",
                 ),
             ),
@@ -1427,12 +1432,14 @@ class _Writer:
         main = outputs[0]
         scale = "" if main.loss_weight == 1.0 else f"{literal(main.loss_weight)} * "
         if not extras:
-            lines.append(f"        return {scale}F.cross_entropy(outputs, target)")
+            read = f"outputs.{main.name}" if by_name else "outputs"
+            lines.append(f"        return {scale}F.cross_entropy({read}, target)")
             return lines
-        lines += [
-            "        if isinstance(outputs, torch.Tensor):",
-            f"            return {scale}F.cross_entropy(outputs, target)",
-        ]
+        if not by_name:
+            lines += [
+                "        if isinstance(outputs, torch.Tensor):",
+                f"            return {scale}F.cross_entropy(outputs, target)",
+            ]
         lines += layout("total = ", f"{scale}F.cross_entropy(outputs.{main.name}, target)", 2)
         for o in extras:
             if o.loss_weight == 0:

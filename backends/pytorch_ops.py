@@ -340,7 +340,10 @@ def _transpose(ctx: ClassContext, node: str) -> Call:
 
 
 def exact(ctx: ClassContext, node: str, key: str) -> object:
-    """An attribute as written (a list stays a list of its sizes: a shape, not a window)."""
+    """An attribute as written (a list stays a list of its sizes: a shape, not a window): a tuple
+    (of numbers or expressions), a number, or an expression (a template parameter that stands for
+    the whole value, which may be a number at one use and a list at another: the class passes it
+    on as it is, and whatever takes it must accept both)."""
     data = ir.node(ctx.g, node)
     if key in data.given and key in data.exprs:
         v = ctx.value(data.exprs[key], None)
@@ -350,14 +353,14 @@ def exact(ctx: ClassContext, node: str, key: str) -> object:
 
 
 def _reshape(ctx: ClassContext, node: str) -> Call:
-    return Call(helper_name(ctx, "Reshape"), (render(tuple(exact(ctx, node, "shape"))),))
+    return Call(helper_name(ctx, "Reshape"), (render(exact(ctx, node, "shape")),))
 
 
 def _roll(ctx: ClassContext, node: str) -> Call:
     data = ir.node(ctx.g, node)
     t = in_type(ctx, node)
     dims = tuple(_axis_index(t, a) + 1 for a in data.attrs["axes"])
-    return Call(helper_name(ctx, "Roll"), (render(tuple(data.attrs["shifts"])), render(dims)))
+    return Call(helper_name(ctx, "Roll"), (render(exact(ctx, node, "shifts")), render(dims)))
 
 
 def _layer_norm(ctx: ClassContext, node: str) -> Call:
@@ -392,9 +395,9 @@ def _layer_scale(ctx: ClassContext, node: str) -> tuple[str, str]:
 
 
 def _parameter(ctx: ClassContext, node: str) -> tuple[str, str]:
-    sizes = tuple(exact(ctx, node, "shape"))
-    dims = ", ".join(render(d) for d in (1, *sizes))
-    keep = ", ".join(["-1"] * len(sizes))
+    sizes = exact(ctx, node, "shape")
+    dims = f"1, *{render(sizes)}" if isinstance(sizes, Sym) else ", ".join(render(d) for d in (1, *sizes))
+    keep = ", ".join(["-1"] * len(ir.node(ctx.g, node).attrs["shape"]))
     return f"nn.Parameter(torch.zeros({dims}))", "{}.expand(x.shape[0], " + keep + ")"
 
 
@@ -780,7 +783,7 @@ lowering("pytorch", "partition_attention")(
 def _pooling_attention(ctx: ClassContext, node: str) -> Call:
     helper_name(ctx, "Pool")  # the class builds its pools with it
     args = [render(in_size(ctx, node, -1)), render(attr(ctx, node, "out")), render(attr(ctx, node, "heads"))]
-    args.append(render(tuple(exact(ctx, node, "grid"))))
+    args.append(render(exact(ctx, node, "grid")))
     keys = ("kernel_q", "stride_q", "kernel_kv", "stride_kv", "rel_pos", "residual_pool", "class_token")
     args += keywords(ctx, node, *keys, "dropout", "eps")
     return Call(helper_name(ctx, "MultiscaleAttention"), tuple(args))
@@ -1039,10 +1042,10 @@ WINDOW_CLASSES = {
 def _window_attention(ctx: ClassContext, node: str) -> Call:
     data = ir.node(ctx.g, node)
     cls = helper_name(ctx, WINDOW_CLASSES[(in_type(ctx, node).rank, data.attrs["version"])])
-    args = [render(in_size(ctx, node, -1)), render(tuple(exact(ctx, node, "window")))]
-    shift = exact(ctx, node, "shift")
-    shift = tuple(shift) if isinstance(shift, (tuple, list)) else (shift,) * len(data.attrs["window"])
-    args += [render(shift), render(attr(ctx, node, "heads"))]
+    # the shift as written: one for every axis or one per axis, which the class tells apart when
+    # it is built (a template's parameter may be either at different uses)
+    args = [render(in_size(ctx, node, -1)), render(exact(ctx, node, "window")), render(exact(ctx, node, "shift"))]
+    args.append(render(attr(ctx, node, "heads")))
     if data.attrs["fit"]:
         args.append("fit=True")
     args += keywords(ctx, node, "qkv_bias", "proj_bias", "attention_dropout", "dropout")
@@ -1072,7 +1075,7 @@ class {name}(nn.Module):
         self,
         dim: int,
         window_size: tuple[int, ...],
-        shift_size: tuple[int, ...],
+        shift_size: int | tuple[int, ...],
         num_heads: int,
         fit: bool = False,
         qkv_bias: bool = True,
@@ -1082,7 +1085,11 @@ class {name}(nn.Module):
     ) -> None:
         super().__init__()
         self.window_size = list(window_size)
-        self.shift_size = list(shift_size)
+        # one shift for every axis, or one per axis
+        if isinstance(shift_size, int):
+            self.shift_size = [shift_size] * len(self.window_size)
+        else:
+            self.shift_size = list(shift_size)
         self.num_heads = num_heads
         self.fit = fit
         self.attention_dropout = attention_dropout
@@ -1282,19 +1289,22 @@ def _pad_to_multiple(ctx: ClassContext, node: str) -> Call:
     from nasdsl.ops.window import spatial_axes
 
     t = in_type(ctx, node)
-    multiple = ir.node(ctx.g, node).attrs["multiple"]
     dims = tuple(i + 1 for i in spatial_axes(t))
-    multiples = (multiple,) * len(dims) if isinstance(multiple, int) else tuple(multiple)
-    return Call(helper_name(ctx, "PadToMultiple"), (render(multiples), render(dims)))
+    # as written: one multiple for every axis or one per axis, told apart when the class is built
+    return Call(helper_name(ctx, "PadToMultiple"), (render(exact(ctx, node, "multiple")), render(dims)))
 
 
 HELPER_CLASSES["PadToMultiple"] = (
     "class {name}(nn.Module):",
     '    """Zeros at the end of each of dims, up to a multiple of its entry of multiples."""',
     "",
-    "    def __init__(self, multiples: tuple[int, ...], dims: tuple[int, ...]) -> None:",
+    "    def __init__(self, multiples: int | tuple[int, ...], dims: tuple[int, ...]) -> None:",
     "        super().__init__()",
-    "        self.multiples = list(multiples)",
+    "        # one multiple for every axis, or one per axis",
+    "        if isinstance(multiples, int):",
+    "            self.multiples = [multiples] * len(dims)",
+    "        else:",
+    "            self.multiples = list(multiples)",
     "        self.dims = list(dims)",
     "",
     "    def forward(self, x: torch.Tensor) -> torch.Tensor:",

@@ -1087,6 +1087,7 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
         sha256=spec.sha256,
         name_loc=spec.model.loc,
         input_doc=spec.input.doc,
+        outputs_by_name=spec.outputs_by_name,
         variables=ir.frozen(env),
         variable_locs=ir.frozen({n: v.loc for n, v in spec.variables}),
         variable_deps=ir.frozen({n: frozenset(v.names) & definitions.keys() for n, v in spec.variables}),

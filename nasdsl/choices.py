@@ -31,7 +31,17 @@ from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
 from nasdsl.numbers import number_ok
 from nasdsl.ops import MERGE_OPS, describe
-from nasdsl.spec import BLOCK_KEYS, Value, block_path, check_name, did_you_mean, parse_value
+from nasdsl.spec import (
+    Value,
+    block_kind,
+    block_path,
+    check_entry_name,
+    check_model,
+    check_name,
+    did_you_mean,
+    parse_value,
+    refuse_entry_beside,
+)
 
 #: the keys of a choice mapping
 CHOICE_KEYS = ("choice", "range", "default", "when", "name")
@@ -179,8 +189,10 @@ class _Scanner:
                 if key in inp:
                     self.value(inp, key, ("input", key), f"input.{key}", f"input.{key}")
         model = doc.get("model")
-        if isinstance(model, YMap) and not any(k in model for k in BLOCK_KEYS):
+        if isinstance(model, YMap):
+            check_model(model, doc.loc_of("model"))  # as the parser reads it: no entry named after a block's key
             for name in model:
+                check_entry_name(model, name, "model")
                 shown = f"model.{name}" if name in self.variable_names else name
                 self.block(model, name, ("model", name), f"model.{name}", shown)
         outputs = doc.get("outputs")
@@ -263,15 +275,15 @@ class _Scanner:
             return
         if not isinstance(b, YMap):
             return
-        kinds = [k for k in BLOCK_KEYS if k in b]
-        if len(kinds) > 1:
-            return  # the parser reports it
-        if not kinds:  # a named sequence
+        # read as the parser reads it, and refused where it refuses: a sequence's entry named after
+        # a block's key makes the mapping that kind of block, whose other keys no walk would visit
+        kind = block_kind(b, spec_path)
+        if kind is None:  # a named sequence
             for name in b:
-                if name not in ("phase", "when", "doc"):
-                    self.block(b, name, (*keys, name), f"{spec_path}.{name}", f"{set_path}.{name}")
+                check_entry_name(b, name, spec_path)
+                self.block(b, name, (*keys, name), f"{spec_path}.{name}", f"{set_path}.{name}")
             return
-        kind = kinds[0]
+        refuse_entry_beside(b, kind, container.loc_of(key), spec_path)
         if "when" in b:
             self.value(b, "when", (*keys, "when"), f"{spec_path}.when", f"{set_path}.when")
         if "from" in b:
@@ -280,7 +292,7 @@ class _Scanner:
             self.input(b, "ref", (*keys, "ref"), f"{spec_path}.ref", f"{set_path}.ref")
         if kind == "op":
             for attr in b:
-                if attr not in ("op", "phase", "when", "doc"):
+                if attr not in ("op", "phase", "when", "doc", "from"):  # `from` is read above, as an input
                     self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}")
         elif kind == "use":
             args = b.get("args")

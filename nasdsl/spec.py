@@ -54,6 +54,8 @@ PHASES = ("both", "train", "eval")
 #: Keys that place a new entry of an extending document (see nasdsl/document.py).
 PLACEMENT_KEYS = ("before", "after")
 TOP_KEYS = ("nasdsl", "name", "doc", "extends", "input", "variables", "init", "templates", "model", "outputs")
+#: whether the model returns its outputs by name even when it has one (torchvision's segmentation models)
+TOP_KEYS += ("outputs_by_name",)
 #: the evaluation section, which nasdsl/api.py takes out of the document before parsing (nasdsl/evaluation.py)
 TOP_KEYS += ("evaluation",)
 LANGUAGE_VERSION = 1
@@ -300,6 +302,8 @@ class Spec:
     files: tuple[str, ...] = field(default=())
     #: the ``evaluation`` section (a nasdsl.evaluation.Evaluation; None when the spec has none)
     evaluation: object = None
+    #: ``outputs_by_name``: the model returns its outputs as a NamedTuple even when it has one
+    outputs_by_name: bool = False
 
     def template(self, name: str) -> Template | None:
         return self.templates.get(name)
@@ -515,17 +519,10 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
             location=loc,
             path=path,
         )
-    kinds = [k for k in BLOCK_KEYS if k in raw]
-    if len(kinds) > 1:
-        raise SpecError(
-            f"expected one of the keys {', '.join(BLOCK_KEYS)} in a block, got {' and '.join(kinds)}",
-            location=raw.key_locs[kinds[1]],
-            path=path,
-        )
-    if not kinds:
+    kind = block_kind(raw, path)
+    if kind is None:
         return _parse_named_seq(raw, loc, path)
     p = _Pop(raw, path)
-    kind = kinds[0]
     phase, when, source, source_loc, (sources, sources_locs) = _common(p)
     common = {
         "phase": phase,
@@ -567,24 +564,27 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
                 continue
             attrs.append((key, parse_value(p.get(key), p.loc(key), join(path, key))))
         init = _parse_block_init(p, op, path)
-        p.done([*known, *COMMON_KEYS, *(("init",) if op in INIT_OPS else ())], f"op {op}")
+        p.done(*block_keys("op", raw))
         return OpBlock(loc, path, **common, op=op, attrs=tuple(attrs), init=init)
     if kind == "use":
         use_loc = p.loc("use")
         name = check_name(p.get("use"), use_loc, join(path, "use"), "template name")
         args_loc = p.loc("args") if p.has("args") else None
         args = _parse_args(p.get("args"), args_loc or loc, join(path, "args"))
-        p.done(["use", "args", *COMMON_KEYS], "template use")
+        _refuse_entry_beside(kind, p.left, loc, path)
+        p.done(*block_keys("use", raw))
         return UseBlock(loc, path, **common, template=name, args=args, template_loc=use_loc, args_loc=args_loc)
     if kind == "ref":
         target_loc = p.loc("ref")
         target = block_path(p.get("ref"), target_loc, join(path, "ref"))
-        p.done(["ref", *COMMON_KEYS], "reference")
+        _refuse_entry_beside(kind, p.left, loc, path)
+        p.done(*block_keys("ref", raw))
         return RefBlock(loc, path, **common, target=target, target_loc=target_loc)
     if kind == "seq":
         items_loc = p.loc("seq")
         body = p.get("seq")
-        p.done(["seq", *COMMON_KEYS], "sequence")
+        _refuse_entry_beside(kind, p.left, loc, path)
+        p.done(*block_keys("seq", raw))
         if isinstance(body, YMap) and not any(k in body for k in BLOCK_KEYS):
             inner = _parse_named_seq(body, items_loc, path)
         elif isinstance(body, YList):
@@ -606,18 +606,8 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
     if p.has("index"):
         index_loc = p.loc("index")
         index = _parse_merge_index(p.get("index"), index_loc, join(path, "index"))
-    allowed = [*known, *COMMON_KEYS, "index"]
-    if p.left and not (p.left.keys() & {"before", "after"}):
-        key = next(iter(p.left))
-        if key not in allowed and did_you_mean(key, allowed) == "":
-            raise SpecError(
-                f"unknown key '{key}' beside '{kind}': a mapping with the key '{kind}' is {_a(kind)} merge, "
-                f"whose only other keys are {', '.join(allowed)} (a block's key cannot name an entry "
-                "of a sequence: give the entry another name)",
-                location=p.left.key_locs.get(key, loc),
-                path=join(path, key),
-            )
-    p.done([kind, *allowed], kind)
+    _refuse_entry_beside(kind, p.left, loc, path)
+    p.done(*block_keys(kind, raw))
     if isinstance(branches_raw, YList):
         if len(branches_raw) < 2:
             raise SpecError(
@@ -741,7 +731,8 @@ def _parse_repeat(p: _Pop, loc: Location, path: str, common: dict) -> RepeatBloc
             location=common["source_loc"],
             path=join(path, "from"),
         )
-    p.done(["repeat", "block", "index", "name", "flat", "previous", *COMMON_KEYS], "repeat")
+    _refuse_entry_beside("repeat", p.left, loc, path)
+    p.done(*block_keys("repeat", p.m))
     return RepeatBlock(
         loc, path, **common, count=count, body=body, index=index, names=names, flat=flat, previous=previous
     )
@@ -799,6 +790,88 @@ def _parse_name_pattern(raw: object, loc: Location, path: str) -> tuple[str | Va
     return tuple(pieces)
 
 
+def block_kind(raw: YMap, path: str) -> str | None:
+    """The kind of the block a mapping is (the one key of BLOCK_KEYS it holds), or None for a
+    sequence of named blocks; two such keys are an error."""
+    kinds = [k for k in BLOCK_KEYS if k in raw]
+    if len(kinds) > 1:
+        raise SpecError(
+            f"expected one of the keys {', '.join(BLOCK_KEYS)} in a block, got {' and '.join(kinds)}",
+            location=raw.key_locs[kinds[1]],
+            path=path,
+        )
+    return kinds[0] if kinds else None
+
+
+#: the keys of a block of each kind besides COMMON_KEYS (an op's are its attributes, a merge's its
+#: attributes and ``index``), and what messages call the block
+_KIND_KEYS = {
+    "use": (("use", "args"), "template use"),
+    "ref": (("ref",), "reference"),
+    "seq": (("seq",), "sequence"),
+    "repeat": (("repeat", "block", "index", "name", "flat", "previous"), "repeat"),
+}
+
+
+def block_keys(kind: str, raw: YMap) -> tuple[list[str], str]:
+    """The keys a block of ``kind`` may hold (as its parser lists them in a message) and what the
+    message calls the block. ``raw`` is the block (an op's keys follow from its op)."""
+    if kind == "op":
+        op = raw.get("op")
+        if not isinstance(op, str) or op not in SPEC_OPS or OPS[op].merge:
+            return [*COMMON_KEYS], "op"  # no such op: the parser says so first
+        return [*OPS[op].attr_index, *COMMON_KEYS, *(("init",) if op in INIT_OPS else ())], f"op {op}"
+    if kind in MERGE_OPS:
+        return [kind, *OPS[kind].attr_index, *COMMON_KEYS, "index"], kind
+    own, what = _KIND_KEYS[kind]
+    return [*own, *COMMON_KEYS], what
+
+
+def refuse_entry_beside(raw: YMap, kind: str, loc: Location, path: str) -> None:
+    """Raise what the parser raises for a key of block ``raw`` (of ``kind``) that is neither a key
+    of that kind nor a near miss of one: the other entries of a sequence one of whose entries is
+    named after a block's key (``{conv: ..., seq: ...}`` reads as a ``seq`` block).
+    :mod:`nasdsl.choices` walks a document as the parser reads it, and stops where the parser
+    would; keys that are near misses are left to the parser, which reports them with the rest."""
+    if kind == "op":
+        return  # an op's other keys are its attributes (the parser reports unknown ones, with a did-you-mean)
+    allowed = block_keys(kind, raw)[0]
+    left = YMap(raw.loc)
+    left.update({k: v for k, v in raw.items() if k != kind and k not in allowed})
+    left.key_locs, left.value_locs = raw.key_locs, raw.value_locs
+    _refuse_entry_beside(kind, left, loc, path)
+
+
+def _refuse_entry_beside(kind: str, left: YMap, loc: Location, path: str) -> None:
+    """A key beside the key of a block's kind (other than an op's: its keys are attributes, whose
+    typos get a did-you-mean) that is no key of that kind and no near miss of one: an entry named
+    after the kind (``add: ...`` or ``seq: ...`` beside ``conv1: ...``)."""
+    if kind == "op" or not left or left.keys() & set(PLACEMENT_KEYS):
+        return
+    allowed = [k for k in block_keys(kind, left)[0] if k != kind]
+    key = next(iter(left))
+    if key not in allowed and did_you_mean(key, allowed) == "":
+        what = f"{_a(kind)} merge" if kind in MERGE_OPS else _a(_KIND_KEYS[kind][1])
+        raise SpecError(
+            f"unknown key '{key}' beside '{kind}': a mapping with the key '{kind}' is {what}, "
+            f"whose only other keys are {', '.join(allowed)} (a block's key cannot name an entry "
+            "of a sequence: give the entry another name)",
+            location=left.key_locs.get(key, loc),
+            path=join(path, key),
+        )
+
+
+def check_entry_name(raw: YMap, key: str, path: str) -> None:
+    """A key every block may carry (``when``, ``doc``, ...) names no entry of a named sequence."""
+    if key in COMMON_KEYS:
+        raise SpecError(
+            f"'{key}' belongs to a block with one of the keys {', '.join(BLOCK_KEYS)}; "
+            "this mapping is a sequence of named blocks",
+            location=raw.key_locs[key],
+            path=join(path, key),
+        )
+
+
 def _parse_named_seq(raw: YMap, loc: Location, path: str) -> SeqBlock:
     """A mapping of named blocks: every entry is parsed and all their errors raised together."""
     if not raw:
@@ -816,13 +889,7 @@ def _parse_named_seq(raw: YMap, loc: Location, path: str) -> SeqBlock:
 
 def _parse_named_item(raw: YMap, key: str, v: object, path: str) -> Block:
     kloc = raw.key_locs[key]
-    if key in COMMON_KEYS:
-        raise SpecError(
-            f"'{key}' belongs to a block with one of the keys {', '.join(BLOCK_KEYS)}; "
-            "this mapping is a sequence of named blocks",
-            location=kloc,
-            path=join(path, key),
-        )
+    check_entry_name(raw, key, path)
     check_name(key, kloc, join(path, key), "block name")
     _refuse_merge_lookalike(key, v, kloc, join(path, key))
     return parse_block(v, raw.loc_of(key), join(path, key))
@@ -969,9 +1036,21 @@ def parse_spec(doc: YMap, file: str, sha256: str = "", files: tuple[str, ...] = 
     else:
         model = section(_parse_model, p.get("model"), doc.loc_of("model"))
     outputs = section(_parse_outputs, p.get("outputs"), doc.loc_of("outputs"), default=())
+    by_name = p.get("outputs_by_name", False)
+    if not isinstance(by_name, bool):
+        errors.append(
+            SpecError(
+                f"expected true or false, got {describe(by_name)}",
+                location=doc.loc_of("outputs_by_name"),
+                path="outputs_by_name",
+            )
+        )
+        by_name = False
     section(p.done, TOP_KEYS, "a spec")
     raise_errors(errors)
-    return Spec(name, docstr, file, inp, variables, init, templates, model, outputs, sha256, files)
+    return Spec(
+        name, docstr, file, inp, variables, init, templates, model, outputs, sha256, files, outputs_by_name=by_name
+    )
 
 
 def _parse_model_name(p: _Pop) -> str:
@@ -1309,10 +1388,24 @@ def _parse_params(raw: object, loc: Location, path: str) -> tuple[Param, ...]:
 
 
 def _parse_model(raw: object, loc: Location) -> SeqBlock:
+    check_model(raw, loc)
+    return _parse_named_seq(raw, loc, "model")
+
+
+def check_model(raw: object, loc: Location) -> None:
+    """The model is a mapping of named blocks: none of them named after a block's key."""
     if isinstance(raw, YMap):
         kinds = [k for k in BLOCK_KEYS if k in raw]
         if not kinds:
-            return _parse_named_seq(raw, loc, "model")
+            return
+        if len(raw) > 1:  # entries beside it: an entry named after a block's key
+            key = kinds[0]
+            raise SpecError(
+                f"'{key}' is a block's key and cannot name a model entry (the model would read as one '{key}' "
+                "block): give the entry another name",
+                location=raw.key_locs.get(key, loc),
+                path=join("model", key),
+            )
         got = f"one block (with the key '{kinds[0]}')"
     else:
         got = scalar_type_name(raw)

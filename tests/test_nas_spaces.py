@@ -550,3 +550,54 @@ def test_nas_bench_201_cells_that_compute_the_same_share_a_hash(a, b, same):
 
     ha, hb = (graph_hash(nasdsl.compile_spec(NB201, [*_cell(ops), "N=1"]).graph) for ops in (a, b))
     assert (ha == hb) == same
+
+
+#: a space some of whose variants do not compile: a kernel wider than the 8x8 map (9 to 12)
+KERNELS = """\
+nasdsl: 1
+name: Kernels
+input: {shape: [3, 8, 8]}
+model:
+  conv: {op: conv2d, out: {choice: [4, 8]}, kernel: {range: [1, 12]}}
+  pool: global_avg_pool
+"""
+
+
+def test_a_sample_says_which_variants_do_not_compile_and_why(tmp_path, capsys):
+    """`--sample N` lists N variants drawn, those that do not compile among them (documented): each
+    such row is marked invalid with the compiler's error, the footer and a note on stderr count them
+    in every format (the ids of a job script included), and JSON has the count (--valid-only lists N
+    that compile: test_sample_returns_n_that_pass_the_filters_or_says_why). The rows marked are
+    exactly the variants whose kernel is wider than the map, the same that the Python API
+    (Space.sample, then Evaluator) finds invalid; sweep says it alike."""
+    path = _write(tmp_path, KERNELS)
+    argv = ("space", path, "--sample", "10", "--seed", "1")
+    code, out, err = _run(capsys, *argv, "--format", "json")
+    data = json.loads(out)
+    invalid = [v["id"] for v in data["variants"] if not v["valid"]]
+    kernels = {v["id"]: v["choices"]["conv.kernel"] for v in data["variants"]}
+    assert code == 0 and data["listed"] == 10 and data["invalid"] == len(invalid) > 1
+    assert invalid == [v["id"] for v in data["variants"] if v["choices"]["conv.kernel"] > 8]
+    note = (
+        f"{len(invalid)} of the 10 variants listed do not compile (status invalid, listed with the compiler's "
+        "errors); --valid-only lists only variants that compile"
+    )
+    assert err == f"nasdsl: note: {note}\n"
+    code, out, err = _run(capsys, *argv)
+    lines = out.splitlines()
+    assert code == 0 and note in lines and err == f"nasdsl: note: {note}\n"
+    assert [int(line.split()[0]) for line in lines[3:13] if line.endswith("invalid")] == invalid
+    wide = "error: model.conv: expected a kernel no larger than the input 8x8"
+    assert all(f"variant {i}: {path}:5:9: {wide}, got {kernels[i]}x{kernels[i]}" in lines for i in invalid)
+    code, out, err = _run(capsys, *argv, "--format", "ids")
+    assert code == 0 and len(out.split()) == 10 and err == f"nasdsl: note: {note}\n"
+    space = spaces.load_space(path)
+    evaluator = Evaluator(space)
+    results = [evaluator.evaluate(picks) for picks in space.sample(10, 1)]
+    assert [r.id for r in results if not r.valid] == invalid and all(wide in r.error for r in results if not r.valid)
+    code, out, err = _run(capsys, "sweep", path, "--set", "conv.kernel=[1,9,3]")
+    one = (
+        "1 of the 3 variants listed does not compile (status invalid, listed with the compiler's error); "
+        "--valid-only lists only variants that compile"
+    )
+    assert code == 0 and one in out.splitlines() and err == f"nasdsl: note: {one}\n"

@@ -532,3 +532,34 @@ def test_a_repeat_count_set_by_a_parameter_is_the_loop_end(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == expected == net.totals()["params"]
     assert len(model.s1.blocks) == 2 and len(model.s2.blocks) == 4
     assert len(module.Stage(3, 8, 5).blocks) == 5
+
+
+def test_a_shape_given_by_a_template_parameter_is_passed_on(tmp_path):
+    """A learned tensor's shape and a reshape's shape, each a template parameter with another list
+    at each use: one class, which makes each use's tensor and reshapes to each use's shape (the
+    writer took such a parameter for a list of its own, and failed)."""
+    path = tmp_path / "shapes.yaml"
+    path.write_text(
+        """\
+nasdsl: 1
+name: Shapes
+input: {shape: [4, 6]}
+templates:
+  Token:
+    params: [shape, cut]
+    body:
+      token: {op: parameter, shape: shape}
+      cut: {op: reshape, shape: cut}
+model:
+  a: {use: Token, args: [[1, 6], [2, 3]]}
+  b: {use: Token, args: [[2, 6], [3, 4]]}
+"""
+    )
+    source = generate_source(nasdsl.compile_spec(path).graph)
+    assert source.count("class Token(nn.Module):") == 1
+    model = load_source(source).Shapes()
+    state = model.state_dict()
+    assert [tuple(state[k].shape) for k in ("a.token", "b.token")] == [(1, 1, 6), (1, 2, 6)]
+    with torch.no_grad():
+        got = model(torch.randn(5, 4, 6))
+    assert torch.equal(got, state["b.token"].expand(5, 2, 6).reshape(5, 3, 4))

@@ -11,8 +11,10 @@ import torch
 import torchvision
 
 import nasdsl
+from nasdsl.backends.onnx import export_onnx
 from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.backends.verify import verify
+from nasdsl.cli import main
 from nasdsl.errors import CodegenError
 
 from paths import ROOT, SPECS
@@ -27,12 +29,20 @@ WRITTEN = {
 }
 #: the models compared with torchvision's forward, at the smallest input their maps allow here
 FORWARD = {"fcn_resnet50": 32, "deeplabv3_mobilenet_v3_large": 64, "lraspp_mobilenet_v3_large": 64}
+#: the builders compared with torchvision's forward, with the auxiliary head or without (None: the
+#: model has none)
+COMPARED = [
+    ("fcn_resnet50", True),
+    ("deeplabv3_mobilenet_v3_large", True),
+    ("deeplabv3_mobilenet_v3_large", False),
+    ("lraspp_mobilenet_v3_large", None),
+]
 
 
-def _options(builder: str) -> dict:
+def _options(builder: str, aux: bool | None = True) -> dict:
     """What gives the model its default weights' figures: the auxiliary head where the model has
     one (torchvision's builders leave it out unless weights are given), no backbone weights."""
-    return {"weights_backbone": None, **({} if builder.startswith("lraspp") else {"aux_loss": True})}
+    return {"weights_backbone": None, **({} if builder.startswith("lraspp") else {"aux_loss": aux})}
 
 
 def _ours(net: nasdsl.Compiled, device: str = "cpu") -> torch.nn.Module:
@@ -64,27 +74,29 @@ def pair():
     state_dict, our spec compiled at the test size), in eval mode, once per model."""
     made = {}
 
-    def get(builder: str):
-        if builder not in made:
+    def get(builder: str, aux: bool | None = True):
+        if (builder, aux) not in made:
             torch.manual_seed(0)
-            reference = torchvision.models.get_model(builder, weights=None, **_options(builder))
+            reference = torchvision.models.get_model(builder, weights=None, **_options(builder, aux))
             randomise(reference)
             size = FORWARD[builder]
-            net = nasdsl.compile_spec(SPECS / f"{WRITTEN[builder]}.yaml", {"input.shape": [3, size, size]})
+            sets = {"input.shape": [3, size, size], **({"aux_loss": aux} if aux is not None else {})}
+            net = nasdsl.compile_spec(SPECS / f"{WRITTEN[builder]}.yaml", sets)
             model = _ours(net, "meta")  # every tensor is loaded below
             model.load_state_dict(reference.state_dict(), strict=True, assign=True)
-            made[builder] = reference.eval(), model.eval(), net
-        return made[builder]
+            made[builder, aux] = reference.eval(), model.eval(), net
+        return made[builder, aux]
 
     return get
 
 
-@pytest.mark.parametrize("builder", sorted(FORWARD))
-def test_outputs_match_torchvision_with_its_weights(builder, pair):
+@pytest.mark.parametrize(("builder", "aux"), COMPARED, ids=[f"{b}-aux={a}" for b, a in COMPARED])
+def test_outputs_match_torchvision_with_its_weights(builder, aux, pair):
     """Every output, by name and in order (torchvision's dict: `out`, and `aux` where there is
     an auxiliary head), read as torchvision's are (`outputs["aux"]`), within 1e-5 of the largest
-    value."""
-    reference, model, _ = pair(builder)
+    value; `out` alone (LR-ASPP, or without the auxiliary head) is returned by name too, as
+    torchvision returns it, not as a bare tensor."""
+    reference, model, _ = pair(builder, aux)
     size = FORWARD[builder]
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     # subnormal floats (below 1.2e-38) are read as zero by both models: with them the CPU runs these
@@ -95,10 +107,9 @@ def test_outputs_match_torchvision_with_its_weights(builder, pair):
             expected, got = reference(x), model(x)
     finally:
         torch.set_flush_denormal(False) if flush else None
-    # one output is a tensor; several are a NamedTuple that is read by name as torchvision's dict is
-    names = ["out"] if isinstance(got, torch.Tensor) else list(got._fields)
-    got = {"out": got} if isinstance(got, torch.Tensor) else got
-    assert names == list(expected) == (["out"] if builder.startswith("lraspp") else ["out", "aux"])
+    # a NamedTuple, read by name as torchvision's dict is
+    assert isinstance(expected, dict) and not isinstance(got, torch.Tensor)
+    assert list(got._fields) == list(expected) == (["out", "aux"] if aux else ["out"])
     for name, value in expected.items():
         assert got[name].shape == value.shape == (2, 21, size, size), name
         assert (value - got[name]).abs().max().item() <= 1e-5 * value.abs().max().item(), name
@@ -107,7 +118,7 @@ def test_outputs_match_torchvision_with_its_weights(builder, pair):
 def test_verify_passes_with_torchvisions_weights(pair):
     """ONNX Runtime (opset 17) against the generated model with torchvision's tensors: LR-ASPP
     resizes twice (to the low map's size, to the input's) and reads two backbone values."""
-    reference, _, net = pair("lraspp_mobilenet_v3_large")
+    reference, _, net = pair("lraspp_mobilenet_v3_large", None)
     weights = {k: v.numpy() for k, v in reference.state_dict().items()}
     result = verify(net.graph, state_dict=weights, batch=1, opset=17)
     assert result.ok, result
@@ -293,3 +304,35 @@ def test_a_list_that_reads_its_input_before_its_last_item_is_refused(tmp_path):
 def test_the_language_page_says_what_detection_would_need():
     page = (ROOT / "docs" / "spec-language.md").read_text()
     assert "non-maximum suppression" in page and "keypoint" in page and "optical flow" in page
+
+
+BY_NAME = """\
+nasdsl: 1
+name: ByName
+input: {shape: [3, 8, 8]}
+outputs_by_name: true
+model:
+  conv: {op: conv2d, out: 4, kernel: 1}
+"""
+
+
+def test_outputs_by_name_returns_one_output_by_name(tmp_path, capsys):
+    """`outputs_by_name: true`: the one output comes back in the outputs NamedTuple, read by
+    position, attribute or name, in training and at inference, and `loss` reads it there; the ONNX
+    graph's output keeps its name. Anything but true or false is a located error."""
+    path = tmp_path / "by_name.yaml"
+    path.write_text(BY_NAME)
+    model = nasdsl.build_model(path)
+    x, target = torch.randn(2, 3, 8, 8), torch.randint(0, 4, (2, 8, 8))
+    for training in (True, False):
+        got = model.train(training)(x)
+        assert type(got).__name__ == "ByNameOutputs" and got._fields == ("out",)
+        assert torch.equal(got["out"], got.out) and torch.equal(got[0], got.out)
+        assert torch.equal(got.out, torch.nn.functional.conv2d(x, model.conv.weight, model.conv.bias))
+    assert torch.equal(model.loss(got, target), torch.nn.functional.cross_entropy(got.out, target))
+    net = nasdsl.compile_spec(path)
+    assert [o.name for o in export_onnx(net.graph, opset=17).graph.output] == ["out"]
+    assert verify(net.graph, batch=1, opset=17).ok
+    path.write_text(BY_NAME.replace("outputs_by_name: true", "outputs_by_name: 1"))
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err == f"{path}:4:18: error: outputs_by_name: expected true or false, got 1\n"

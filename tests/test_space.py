@@ -196,6 +196,83 @@ model:
     assert main(["space", str(path), "--count"]) == 2
 
 
+#: a space whose model has an entry named ENTRY (beside a choice); names that are a block's key or a
+#: key every block may carry cannot name an entry (docs/spec-language.md, "Names")
+CLASH = """\
+nasdsl: 1
+name: Clash
+input: {shape: [3, 8, 8]}
+model:
+  conv: {op: conv2d, out: {choice: [4, 8]}, kernel: 3, padding: 1}
+  ENTRY
+  pool: global_avg_pool
+"""
+CLASHES = [
+    (
+        "seq: relu",
+        "6:3: error: model.seq: 'seq' is a block's key and cannot name a model entry (the model would read as "
+        "one 'seq' block): give the entry another name",
+    ),
+    (
+        "add: relu",
+        "6:3: error: model.add: 'add' is a block's key and cannot name a model entry (the model would read as "
+        "one 'add' block): give the entry another name",
+    ),
+    (
+        "when: relu",
+        "6:3: error: model.when: 'when' belongs to a block with one of the keys op, use, ref, seq, repeat, concat, "
+        "add, mul, mean, matmul, interpolate_like; this mapping is a sequence of named blocks",
+    ),
+    (  # one level down: a named sequence with a child `seq` is a `seq` block that has a stray key
+        "act: {relu: relu, seq: relu}",
+        "6:9: error: model.act.relu: unknown key 'relu' beside 'seq': a mapping with the key 'seq' is a sequence, "
+        "whose only other keys are phase, when, doc, from (a block's key cannot name an entry of a sequence: give "
+        "the entry another name)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("entry", "message"), CLASHES, ids=[c[0].split(":")[0] for c in CLASHES])
+def test_an_entry_named_after_a_key_is_refused_where_the_space_is_loaded(tmp_path, capsys, entry, message):
+    """The choices are found by walking the document as the parser reads it. An entry named after a
+    block's key made the walk read the model (or the entry) as another kind of block and find no
+    choices, silently, where the compiler refuses the spec: the walk now refuses it where the
+    parser does, with the compiler's error (load_space, and the command line with exit 2)."""
+    path = _write(tmp_path, CLASH.replace("ENTRY", entry), "clash.yaml")
+    with pytest.raises(NasdslError) as raised:
+        spaces.load_space(path)
+    message = f"{path}:{message}"
+    assert str(raised.value) == message
+    with pytest.raises(NasdslError) as compiled:
+        nasdsl.compile_spec(path)
+    assert str(compiled.value) == str(raised.value)
+    assert main(["space", str(path), "--count"]) == 2
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_a_branch_may_be_named_after_a_key_and_its_choices_are_found(tmp_path):
+    """A merge's branches are named freely (`seq`, `when`): the parser reads them as branches, and so
+    does the walk that finds the choices."""
+    branches = "act: {add: {seq: {op: conv2d, out: {choice: [4, 8]}, kernel: 1}, when: relu}}"
+    path = _write(tmp_path, CLASH.replace("ENTRY", branches), "branches.yaml")
+    space = spaces.load_space(path)
+    assert [p.name for p in space.points] == ["conv.out", "act.add.seq.out"] and space.count() == 4
+    net = nasdsl.compile_spec(path, space.set_arguments((1, 1)))
+    assert ir.node(net.graph, "act.seq").attrs["out"] == 8 and ir.node(net.graph, "conv").attrs["out"] == 8
+
+
+def test_an_ops_chosen_input_is_one_place_of_one_choice(tmp_path):
+    """An op's `from` is walked once, as the value it reads (it was also walked as an attribute:
+    the choice stood twice at the same place)."""
+    text = CLASH.replace(
+        "ENTRY", "other: {op: conv2d, out: 4, kernel: 1}\n  act: {op: relu, from: {choice: [conv, other]}}"
+    )
+    space = spaces.load_space(_write(tmp_path, text, "from.yaml"))
+    chosen = space.points[-1]
+    assert chosen.kind == "input" and [p.spec_path for p in chosen.positions] == ["model.act.from"]
+    assert space.count() == 4
+
+
 def test_constraints_are_checked_on_the_default_and_must_be_conditions(tmp_path, capsys):
     base = FAMILY.replace('  - "wide <= 32 or not deep"', '  - "width >= 16"')
     path = _write(tmp_path, base)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torchvision.models import get_model_weights
 from torchvision.models import swin_transformer as swin
@@ -143,3 +144,71 @@ def test_window_ops_of_every_kind_agree_with_onnx_runtime(tmp_path, opset):
     path.write_text(WINDOWS)
     compiled = nasdsl.compile_spec(path)
     assert verify(compiled.graph, batch=2, opset=opset).ok
+
+
+#: a template whose parameters set a padding multiple, a kernel, a stride, a window shift and a
+#: roll, given as one number at one use and as one per axis at the other (a shift of 1 is 1 along
+#: both axes; a pair is one per axis), and a window that differs between the uses
+INT_OR_PAIR = """\
+nasdsl: 1
+name: IntOrPair
+input: {shape: [4, 11, 12]}
+templates:
+  Stage:
+    params: [m, k, s, window, shift, roll]
+    body:
+      pad: {op: pad_to_multiple, multiple: m}
+      conv: {op: conv2d, out: 8, kernel: k, stride: s, padding: 1}
+      last: {op: permute, dims: [1, 2, 0]}
+      attn: {op: window_attention, heads: 2, window: window, shift: shift}
+      roll: {op: roll, shifts: roll, axes: [0, 1]}
+      first: {op: permute, dims: [2, 0, 1]}
+model:
+  a: {use: Stage, args: [4, 3, 1, [3, 3], 1, [1, 2]]}                      # (8, 12, 12)
+  b: {use: Stage, args: [[5, 3], [3, 1], [1, 2], [3, 2], [2, 1], [2, -1]]}  # (8, 15, 7)
+"""
+
+
+def _int_or_pair_by_hand(x: torch.Tensor, state: dict) -> torch.Tensor:
+    """INT_OR_PAIR written out: each setting given per axis (the numbers as the pairs they stand
+    for), the convolution functional, and torchvision's shifted window attention."""
+    uses = (
+        ("a", (4, 4), (3, 3), (1, 1), [3, 3], [1, 1], [1, 2]),
+        ("b", (5, 3), (3, 1), (1, 2), [3, 2], [2, 1], [2, -1]),
+    )
+    for name, multiple, kernel, stride, window, shift, roll in uses:
+        h, w = x.shape[-2:]
+        x = F.pad(x, [0, -w % multiple[1], 0, -h % multiple[0]])
+        weight = state[f"{name}.conv.weight"]
+        assert tuple(weight.shape[-2:]) == kernel
+        x = F.conv2d(x, weight, state[f"{name}.conv.bias"], stride=stride, padding=1)
+        attention = swin.ShiftedWindowAttention(8, window, shift, 2)
+        own = {k.removeprefix(f"{name}.attn."): v for k, v in state.items() if k.startswith(f"{name}.attn.")}
+        attention.load_state_dict(own, strict=True)
+        x = attention(x.permute(0, 2, 3, 1))
+        x = torch.roll(x, roll, (1, 2)).permute(0, 3, 1, 2)
+    return x
+
+
+def test_a_template_parameter_may_be_a_number_at_one_use_and_a_pair_at_another(tmp_path):
+    """One class serves both uses and passes each setting on as the use gives it: the window
+    attention's shift and the padding multiple were written (p, p) (a pair became a pair of
+    pairs), a roll's shifts as the first use's numbers (the second use refused), and a window
+    given by a parameter crashed the writer. The model
+    computes what the network written by hand computes, and what its ONNX export computes under
+    ONNX Runtime."""
+    path = tmp_path / "int_or_pair.yaml"
+    path.write_text(INT_OR_PAIR)
+    compiled = nasdsl.compile_spec(path)
+    source = generate_source(compiled.graph)
+    assert source.count("class Stage(nn.Module):") == 1
+    model = load_source(source).IntOrPair().eval()
+    state = model.state_dict()
+    x = torch.randn(2, 4, 11, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got, want = model(x), _int_or_pair_by_hand(x, state)
+    assert got.shape == want.shape == (2, 8, 15, 7)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    weights = {k: v.numpy() for k, v in state.items()}
+    result = verify(compiled.graph, state_dict=weights, batch=2, opset=17)
+    assert result.ok, result

@@ -196,7 +196,11 @@ UNIQUE_RULES = ("strict", "benchmark")
 def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``space`` and ``sweep``: budgets, selection, sharding, format, picking."""
     b = add_budget_arguments(parser, "budgets and selection")
-    b.add_argument("--valid-only", action="store_true", help="leave out the variants that do not compile")
+    b.add_argument(
+        "--valid-only",
+        action="store_true",
+        help="leave out the variants that do not compile (listed otherwise, marked invalid with the compiler's error)",
+    )
     b.add_argument(
         "--unique",
         nargs="?",
@@ -226,7 +230,8 @@ def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
         "--sample",
         type=_count("--sample"),
         metavar="N",
-        help="evaluate N variants drawn at random (with --count: the draws of an estimate, where one is made)",
+        help="evaluate N variants drawn at random, those that do not compile among them (listed invalid and counted "
+        "after the rows) unless --valid-only (with --count: the draws of an estimate, where one is made)",
     )
     b.add_argument(
         "--sample-by",
@@ -307,6 +312,22 @@ class Listing:
     shortfall: str | None = None
     #: --unique: the hash column is shown
     unique: bool = False
+
+    @property
+    def invalid(self) -> int:
+        """How many of the variants listed do not compile (listed with their errors)."""
+        return sum(not r.valid for r in self.results)
+
+    def invalid_note(self) -> str | None:
+        """What a listing says of the variants it lists that do not compile (None: there are none)."""
+        n, listed = self.invalid, len(self.results)
+        if not n:
+            return None
+        verb, errors = ("does", "error") if n == 1 else ("do", "errors")
+        return (
+            f"{n:,} of the {listed:,} variants listed {verb} not compile (status invalid, listed with the "
+            f"compiler's {errors}); --valid-only lists only variants that compile"
+        )
 
 
 def wants_latency(args: argparse.Namespace) -> bool:
@@ -537,6 +558,7 @@ def as_json(listing: Listing, spec: str, name: str, shard: tuple[int, int] | Non
         "listed": len(listing.results),
         "shard": f"{shard[0]}/{shard[1]}" if shard else None,
         "shortfall": listing.shortfall,
+        "invalid": listing.invalid,
         "variants": rows(listing),
     }
     return json.dumps(data, indent=2) + "\n"
@@ -599,6 +621,8 @@ def as_text(listing: Listing, name: str, fmt: str) -> str:
         f"{len(body):,} listed; {listing.evaluated:,} evaluated in {listing.seconds:.2f} s ({rate:,.0f}/s), "
         f"{listing.recompiled:,} compiled in full"
     )
+    if listing.invalid_note() is not None:
+        footer += f"\n{listing.invalid_note()}"
     if listing.shortfall is not None:
         footer += f"\n{listing.shortfall}"
     title = heading(listing, name)
@@ -665,6 +689,8 @@ def list_variants(args: argparse.Namespace, space: spaces.Space, name: str) -> i
         return count_variants(space, args)
     listing = select(space, args, max_nodes=args.max_nodes)
     sys.stdout.write(render(listing, args.format, spec=args.spec, name=name, shard=args.shard))
+    if listing.invalid_note() is not None:
+        print(f"nasdsl: note: {listing.invalid_note()}", file=sys.stderr)
     if listing.shortfall is not None:
         print(f"nasdsl: note: {listing.shortfall}", file=sys.stderr)
     return 0

@@ -267,7 +267,8 @@ class GraphInfo:
     ``name`` (a class name), ``doc``, ``file`` (the spec's path as given), ``sha256`` (of the
     merged, overridden spec document), ``name_loc`` (where the model is written), ``input``
     (the input node), ``input_doc``, ``outputs`` (the outputs that exist with the spec's
-    values, main first), ``variables`` (evaluated, after overrides), ``variable_locs``,
+    values, main first), ``outputs_by_name`` (the model returns its outputs by name even when
+    it has one, as torchvision's segmentation models do), ``variables`` (evaluated, after overrides), ``variable_locs``,
     ``variable_deps`` (the variables each variable's definition uses), ``structural`` (the
     variables that decide how many blocks there are), ``model`` (the block tree),
     ``templates`` (name to :class:`Template`), ``init`` (op to parameter to
@@ -289,6 +290,7 @@ class GraphInfo:
     sha256: str = ""
     name_loc: Location | None = None
     input_doc: str = ""
+    outputs_by_name: bool = False
     variables: FrozenDict = EMPTY
     variable_locs: FrozenDict = EMPTY
     variable_deps: FrozenDict = EMPTY

@@ -53,7 +53,7 @@ class ShiftedWindowAttention(nn.Module):
         self,
         dim: int,
         window_size: tuple[int, ...],
-        shift_size: tuple[int, ...],
+        shift_size: int | tuple[int, ...],
         num_heads: int,
         fit: bool = False,
         qkv_bias: bool = True,
@@ -63,7 +63,11 @@ class ShiftedWindowAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.window_size = list(window_size)
-        self.shift_size = list(shift_size)
+        # one shift for every axis, or one per axis
+        if isinstance(shift_size, int):
+            self.shift_size = [shift_size] * len(self.window_size)
+        else:
+            self.shift_size = list(shift_size)
         self.num_heads = num_heads
         self.fit = fit
         self.attention_dropout = attention_dropout
@@ -263,7 +267,7 @@ class SwinTransformerBlock(nn.Module):
         self.attn = ShiftedWindowAttention(
             in_features,
             (window, window),
-            (shift, shift),
+            shift,
             heads,
             attention_dropout=attention_dropout,
             dropout=dropout,
