@@ -70,9 +70,9 @@ def torch_outputs(model: torch.nn.Module, x: torch.Tensor, names: list[str]) -> 
     with torch.no_grad():
         result = model(x)
     if isinstance(result, torch.Tensor):
-        return {names[0]: result.numpy()}
+        return {names[0]: result.detach().numpy()}
     fields = getattr(result, "_fields", names)
-    return {f: v.numpy() for f, v in zip(fields, result, strict=False) if v is not None}
+    return {f: v.detach().numpy() for f, v in zip(fields, result, strict=False) if v is not None}
 
 
 def torch_model(graph: object, state_dict: Mapping[str, object] | None = None) -> torch.nn.Module:
@@ -164,7 +164,7 @@ def _capture_inputs(model: torch.nn.Module, before: dict[str, tuple[str, str]]) 
         module = modules.get(node)
         if module is not None:
             captured[output] = []
-            module.register_forward_pre_hook(lambda m, args, out=output: captured[out].append(args[0].numpy()))
+            module.register_forward_pre_hook(lambda m, args, out=output: captured[out].append(args[0].detach().numpy()))
     return captured
 
 

@@ -225,6 +225,18 @@ def test_verify_defaults_to_the_initial_weights():
     assert result.ok and result.checks[0].max_rel <= 1e-4, result
 
 
+def test_verify_takes_an_output_that_is_a_learned_tensor(tmp_path):
+    """An output no op computes from the input (a learned tensor, which requires grad even under
+    no_grad) is compared like any other (it was an internal error)."""
+    spec = tmp_path / "only.yaml"
+    spec.write_text(
+        "nasdsl: 1\nname: OnlyParam\ninput: {shape: [3, 4, 4]}\nmodel:\n  pool: global_avg_pool\n"
+        "  flat: flatten\n  bias: {op: parameter, shape: [3]}\n"
+    )
+    result = verify(nasdsl.compile_spec(spec))
+    assert result.ok and [c.max_abs for c in result.checks] == [0.0], result
+
+
 def test_verify_reports_a_difference(monkeypatch):
     """verify must be able to fail: an export with one weight changed is caught."""
     from nasdsl.backends import verify as verify_module
