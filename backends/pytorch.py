@@ -340,6 +340,8 @@ def _annotation(values: list[object]) -> str:
             k = "int"
         elif isinstance(v, float):
             k = "float"
+        elif isinstance(v, (list, tuple)):  # one value per axis: as many as there are axes
+            k = f"tuple[{', '.join(_annotation([x]) for x in v)}]" if v else "tuple[()]"
         else:
             k = "tuple[int, int]"
         if k not in kinds:

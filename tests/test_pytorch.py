@@ -563,3 +563,26 @@ model:
     with torch.no_grad():
         got = model(torch.randn(5, 4, 6))
     assert torch.equal(got, state["b.token"].expand(5, 2, 6).reshape(5, 3, 4))
+
+
+def test_a_parameter_given_one_value_per_axis_is_annotated_with_as_many(tmp_path):
+    """A template's kernel and padding given per axis of a 3-D convolution are annotated as triples
+    (they were written ``tuple[int, int]`` whatever their length), and the class takes them."""
+    spec = tmp_path / "sep3d.yaml"
+    spec.write_text(
+        "nasdsl: 1\nname: Sep3d\ninput: {shape: [3, 4, 8, 8]}\ntemplates:\n  Conv:\n"
+        "    params: [out, kernel, padding]\n"
+        "    body:\n      conv: {op: conv3d, out: out, kernel: kernel, padding: padding}\n"
+        "model:\n  spatial: {use: Conv, args: [4, [1, 3, 3], [0, 1, 1]]}\n"
+        "  temporal: {use: Conv, args: [4, [3, 1, 1], [1, 0, 0]]}\n  pool: global_avg_pool\n  flat: flatten\n"
+    )
+    net = nasdsl.compile_spec(spec)
+    tree = ast.parse(generate_source(net))
+    init = next(
+        f for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "Conv" for f in c.body
+        if isinstance(f, ast.FunctionDef) and f.name == "__init__"
+    )  # fmt: skip
+    annotations = {a.arg: ast.unparse(a.annotation) for a in init.args.args if a.annotation is not None}
+    assert annotations["kernel"] == annotations["padding"] == "tuple[int, int, int]"
+    model = build_model(net).eval()
+    assert model.temporal.conv.kernel_size == (3, 1, 1) and model(torch.randn(1, 3, 4, 8, 8)).shape == (1, 4)
