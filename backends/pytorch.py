@@ -1371,13 +1371,14 @@ class _Writer:
             ]
         for name, entries in left_out.items():
             uses[name].append(f"false at every use, so the class leaves out {_listed(entries)}")
+        own = self.keywords[tmpl.name]  # each parameter as the signature names it
         for p in tmpl.params:  # a parameter read by another's default (R(2+1)D's inplanes by midplanes)
             if p.default_expr is not None:
                 for name in names_in(p.default_expr) & uses.keys():
-                    uses[name].append(f"the default of {p.name}")
+                    uses[name].append(f"the default of {own[p.name]}")
         for p in tmpl.params:
             found = uses[p.name]
-            docs.append((p.name, _listed(found) if found else "unused by the layers"))
+            docs.append((own[p.name], _listed(found) if found else "unused by the layers"))
         return docs
 
     def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:

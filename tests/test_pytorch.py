@@ -586,3 +586,22 @@ def test_a_parameter_given_one_value_per_axis_is_annotated_with_as_many(tmp_path
     assert annotations["kernel"] == annotations["padding"] == "tuple[int, int, int]"
     model = build_model(net).eval()
     assert model.temporal.conv.kernel_size == (3, 1, 1) and model(torch.randn(1, 3, 4, 8, 8)).shape == (1, 4)
+
+
+def test_a_renamed_parameter_is_documented_by_its_new_name(tmp_path):
+    """A template parameter named like a module-level name of the file (``F``) is renamed in the
+    signature, and the docstring's Args name it as the signature does."""
+    spec = tmp_path / "kw.yaml"
+    spec.write_text(
+        "nasdsl: 1\nname: Kw\ninput: {shape: [3, 8, 8]}\ntemplates:\n  Conv:\n    params: [F]\n"
+        "    body:\n      conv: {op: conv2d, out: F, kernel: 3}\nmodel:\n  a: {use: Conv, args: [4]}\n"
+        "  b: {use: Conv, args: [6]}\n"
+    )
+    tree = ast.parse(generate_source(nasdsl.compile_spec(spec)))
+    init = next(
+        f for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "Conv" for f in c.body
+        if isinstance(f, ast.FunctionDef) and f.name == "__init__"
+    )  # fmt: skip
+    signature = [a.arg for a in init.args.args][1:]
+    documented = [line.split(":")[0].strip() for line in ast.get_docstring(init).split("Args:")[1].strip().splitlines()]
+    assert signature == documented == ["in_channels", "F_1"]
