@@ -338,6 +338,16 @@ def test_command_line_imports_a_factory_of_the_users(tmp_path, monkeypatch, caps
     assert cli_main(["import", "module:mynets:layers", "-o", "bare.yaml", "--input-shape", "1,14,14"]) == 2
     assert "its layers are numbered (an nn.Sequential)" in capsys.readouterr().err
     assert not (tmp_path / "bare.yaml").exists()
+    # the user's factory, or their module as it is imported, failing: said so, exit 2, no traceback
+    (tmp_path / "broken.py").write_text("def build():\n    raise RuntimeError('no weights offline')\n")
+    (tmp_path / "explodes.py").write_text("raise ValueError('bad config')\n")
+    assert cli_main(["import", "module:broken:build", "-o", "b.yaml", "--input-shape", "1,14,14"]) == 2
+    err = capsys.readouterr().err
+    assert "module:broken:build: error: build() raised RuntimeError: no weights offline" in err
+    assert "Traceback" not in err and "internal error" not in err
+    assert cli_main(["import", "module:explodes:build", "-o", "b.yaml", "--input-shape", "1,14,14"]) == 2
+    assert "importing explodes raised ValueError: bad config" in capsys.readouterr().err
+    assert not (tmp_path / "b.yaml").exists()
 
 
 def test_command_line_errors_exit_2_and_write_nothing(tmp_path, capsys):

@@ -164,6 +164,8 @@ def _factory(text: str) -> nn.Module:
         mod = importlib.import_module(module_name)
     except ImportError as e:
         raise ImportFailure(f"cannot import {module_name}: {e}", where=where) from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed as it ran: said so, not a crash of nasdsl
+        raise ImportFailure(f"importing {module_name} raised {type(e).__name__}: {e}", where=where) from None
     finally:
         if added:
             sys.path.remove(here)
@@ -174,7 +176,10 @@ def _factory(text: str) -> nn.Module:
         target = getattr(target, part)
     if not callable(target):
         raise ImportFailure(f"{attr} is not callable: expected a function or class returning an nn.Module", where=where)
-    made = target()
+    try:
+        made = target()
+    except Exception as e:  # noqa: BLE001 - the user's factory failed: said so, not a crash of nasdsl
+        raise ImportFailure(f"{attr}() raised {type(e).__name__}: {e}", where=where) from None
     if not isinstance(made, nn.Module):
         raise ImportFailure(f"{attr}() returned {type(made).__name__}, expected an nn.Module", where=where)
     return made
