@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from nasdsl.bench import attention
+from nasdsl.bench.attention import Part
 from nasdsl.errors import NasdslError
 
 #: the engines a latency model can be calibrated for (the first is the default)
@@ -48,7 +50,7 @@ LATENCY_ENGINES = ("onnxruntime", "openvino")
 #: the environment variable naming the cache folder (default: $XDG_CACHE_HOME/nasdsl, else .cache/nasdsl at home)
 CACHE_ENV = "NASDSL_CACHE_DIR"
 #: the version of the features; a cached model of another version is measured again
-FORMAT = 5
+FORMAT = 6
 #: the vector block a convolution's channels are rounded up to
 BLOCK = 16
 #: activations the engines fuse into the convolution, linear layer or residual sum before them
@@ -59,8 +61,10 @@ SWISH = frozenset({"silu"})
 CONVS = frozenset({"conv1d", "conv2d", "conv3d"})
 #: matrix products an engine adds a residual sum into (ONNX Runtime's MatMul-Add fusion)
 PRODUCTS = frozenset({"linear", "attention", "window_attention", "partition_attention", "pooling_attention"})
-#: ops that move no data at inference
-VIEWS = frozenset({"identity", "dropout", "stochastic_depth", "flatten", "input"})
+#: ops that move no data at inference (a reshape is an alias in ONNX Runtime)
+VIEWS = frozenset({"identity", "dropout", "stochastic_depth", "flatten", "reshape", "input"})
+#: ops that copy their input, or part of it, into a new order
+COPIES = frozenset({"slice", "select", "permute", "transpose", "channel_shuffle", "pad_to_multiple"})
 
 
 class LatencyError(NasdslError):
@@ -158,12 +162,22 @@ def _block(c: int) -> int:
 
 def features(
     op: str, attrs: Mapping[str, object], ins: tuple[tuple[int, ...], ...], out: tuple[int, ...], macs: int, ctx: str
-) -> tuple[str, float, float, float] | None:
-    """(group, work, traffic, streamed) of one node, or None for a node that costs nothing;
+) -> tuple[Part, ...]:
+    """The parts of one node, each ``(group, work, traffic, streamed)``; none for a node that costs
+    nothing. Most nodes are one part; an attention op is several (:mod:`nasdsl.bench.attention`).
     ``streamed`` is the weights of a layer too large for one core's L2 cache (:func:`cache_values`),
     read from farther away on every run."""
     if ctx in ("skip", "view", "folded") or op in VIEWS:
-        return None
+        return ()
+    parts = attention.PARTS.get(op)
+    if parts is not None:
+        return parts(ins, attrs, _streamed)
+    return (_part(op, attrs, ins, out, macs, ctx),)
+
+
+def _part(
+    op: str, attrs: Mapping[str, object], ins: tuple[tuple[int, ...], ...], out: tuple[int, ...], macs: int, ctx: str
+) -> Part:
     size = math.prod(out)
     read = sum(math.prod(s) for s in ins)
     if op == "conv2d":
@@ -180,9 +194,15 @@ def features(
         if cin <= 4:
             return "conv_stem", padded, traffic, streamed
         return ("conv_1x1" if kh * kw == 1 else "conv_kxk"), padded, traffic, streamed
-    if op in CONVS:  # 1-D and 3-D: no blocked layout, the arithmetic as it is
-        weights = out[0] * (ins[0][0] // attrs.get("groups", 1)) * math.prod(_sizes(attrs["kernel"], len(out) - 1))
-        return "conv_nd", macs, read + size + weights, _streamed(weights)
+    if op in CONVS:  # 1-D and 3-D: no blocked layout; a matrix product of the unfolded input (im2col)
+        groups = attrs.get("groups", 1)
+        kernel = math.prod(_sizes(attrs["kernel"], len(out) - 1))
+        weights = out[0] * (ins[0][0] // groups) * kernel
+        traffic, streamed = read + size + weights, _streamed(weights)
+        if kernel == 1 and groups == 1:  # pointwise: a matrix product of the input as it is
+            return "conv_nd_1x1", macs, traffic, streamed
+        per = out[0] // groups  # the product's columns, in panels of a vector block
+        return "conv_nd", macs // per * _block(per), traffic, streamed
     if op == "linear":  # on one vector each weight is read once (memory-bound); on many, a matrix product
         rows = math.prod(out[:-1])
         weights = macs // rows
@@ -195,9 +215,8 @@ def features(
         return "lrn", size * attrs["size"], read + size, 0
     if op == "gelu":  # erf and four element-wise ops in ONNX
         return "gelu", size, read + size, 0
-    if macs:  # attention and the other ops made of matrix products
-        scores = attrs["heads"] * ins[0][0] ** 2 if op == "attention" else 0  # softmax's (heads, L, L)
-        return "matmul", macs, read + size + 2 * scores, 0
+    if macs:  # the other ops made of matrix products
+        return "matmul", macs, read + size, 0
     if ctx == "fused":
         if op == "add":
             return "fused_add", size, read, 0
@@ -205,8 +224,8 @@ def features(
     if (op in ("add", "mul") and len(set(ins)) > 1) or op == "layer_scale":  # a map scaled per channel
         return "broadcast", size, read + size, 0
     if op == "concat":
-        return "concat", size, read + size, 0
-    if op in ("slice", "select", "permute", "channel_shuffle"):
+        return ("concat" if concat_blocked(ins, out) else "concat_reorder"), size, read + size, 0
+    if op in COPIES:
         return "copy", size, read + size, 0
     if op == "batch_norm":
         return "affine", size, read + size, 0
@@ -215,6 +234,18 @@ def features(
     if op in ("sigmoid", "silu", "tanh", "hardswish", "hardsigmoid"):
         return "transcendental", size, read + size, 0
     return "elementwise", size, read + size, 0
+
+
+def concat_blocked(ins: tuple[tuple[int, ...], ...], out: tuple[int, ...]) -> bool:
+    """Whether a concatenation runs in the blocked channel layout, a plain copy of each input:
+    ONNX Runtime's NCHWc takes one of (C, H, W) maps along the channels when every input has whole
+    blocks of :data:`BLOCK` channels. Any other concatenation of maps the convolutions wrote in
+    that layout has them reordered out of it (each input) and back (the result): three passes
+    where the blocked one makes one (SqueezeNet's and DenseNet's concatenations are blocked; a
+    concatenation of 24 and 40 channels is not). Tokens and flat features are never blocked."""
+    if len(out) != 3:
+        return True
+    return all(s[0] % BLOCK == 0 for s in ins) and sum(s[0] for s in ins) == out[0]
 
 
 def blocked(cin: int, cout: int, groups: int) -> bool:
@@ -255,9 +286,17 @@ GROUPS = (
     "conv_dw_nchw",
     "conv_stem",
     "conv_nd",
+    "conv_nd_1x1",
     "linear",
     "linear_seq",
     "matmul",
+    "attn_product",
+    "attn_matrix",
+    "attn_copy",
+    "scores",
+    "masked",
+    "einsum",
+    "conv_pool",
     "pool",
     "gap",
     "lrn",
@@ -266,6 +305,7 @@ GROUPS = (
     "fused_swish",
     "broadcast",
     "concat",
+    "concat_reorder",
     "copy",
     "affine",
     "norm",
@@ -292,14 +332,12 @@ def row(views: Iterable[NodeView]) -> list[float]:
     index = {g: i for i, g in enumerate(GROUPS)}
     r = [0.0] * (len(TERMS) * len(GROUPS) + len(SHARED))
     for v in views:
-        f = features(v.op, v.attrs, v.in_shapes, v.shape, v.macs, ctx[v.name])
-        if f is None:
-            continue
-        i = len(TERMS) * index[f[0]]
-        r[i] += f[1]
-        r[i + 1] += 1
-        r[-4] += f[2]
-        r[-3] += f[3]
+        for group, work, traffic, streamed in features(v.op, v.attrs, v.in_shapes, v.shape, v.macs, ctx[v.name]):
+            i = len(TERMS) * index[group]
+            r[i] += work
+            r[i + 1] += 1
+            r[-4] += traffic
+            r[-3] += streamed
     first = next(v for v in views if v.op == "input")
     r[-2] = 1.0
     r[-1] = float(math.prod(first.shape))
@@ -331,11 +369,11 @@ class LatencyModel:
         ctx: str,
     ) -> float:
         """Milliseconds one node costs (see the module docstring)."""
-        f = features(op, attrs, ins, out, macs, ctx)
-        if f is None:
-            return 0.0
-        c, group = self.coefficients, f[0]
-        return c[f"{group}.work"] * f[1] + c["traffic"] * f[2] + c["streamed"] * f[3] + c[f"{group}.count"]
+        c = self.coefficients
+        return sum(
+            c[f"{group}.work"] * work + c["traffic"] * traffic + c["streamed"] * streamed + c[f"{group}.count"]
+            for group, work, traffic, streamed in features(op, attrs, ins, out, macs, ctx)
+        )
 
     def model_cost(self, input_shape: tuple[int, ...]) -> float:
         return self.coefficients["model"] + self.coefficients["model_input"] * math.prod(input_shape)
