@@ -38,7 +38,7 @@ NETWORKS = 180
 #: vision transformers (:func:`_transformer`)
 FAMILIES = {"blocks": 0.55, "mobile": 0.27, "video": 0.09, "transformer": 0.09}
 #: microbenchmarks measured with them (:func:`micro_spec`)
-MICRO = 88
+MICRO = 96
 #: windowed, pooling and partition transformers measured with them (:func:`windowed_spec`)
 WINDOWED = 36
 #: random networks above this many multiply-adds are drawn again (they would take long to time)
@@ -479,7 +479,9 @@ def windowed_spec(index: int, seed: int = 0) -> str:
 
 
 #: the microbenchmarks: (kind, channels, map sizes); each is a stack of four blocks of one kind
-MICRO_KINDS = ("conv1x1", "conv3x3", "dw3", "dw5", "dw7", "inverted", "linear", "pool", "se", "concat", "concat_odd")
+MICRO_KINDS = (
+    "conv1x1", "conv3x3", "dw3", "dw5", "dw7", "inverted", "linear", "pool", "se", "concat", "concat_odd", "resize"
+)  # fmt: skip
 
 
 def micro_spec(index: int, seed: int = 0) -> str:
@@ -491,6 +493,8 @@ def micro_spec(index: int, seed: int = 0) -> str:
     size = int(rng.choice([7, 14, 28, 56, 112]))
     while c * c * size * size > 2 * 10**8 and size > 7:  # keep it to a few milliseconds
         size //= 2
+    while kind == "resize" and c * size * size > 2 * 10**5 and size > 7:
+        size //= 2
     act = str(rng.choice(["relu", "relu6"]))
     block = {
         "conv1x1": f"[{{op: conv2d, out: {c}, kernel: 1, bias: false}}, batch_norm, {act}]",
@@ -500,6 +504,7 @@ def micro_spec(index: int, seed: int = 0) -> str:
         f"batch_norm, {act}, {{op: conv2d, out: {c}, kernel: 1, bias: false}}, batch_norm]}}}}",
         "pool": "{op: max_pool, kernel: 3, stride: 1, padding: 1}",
         "se": f"{{use: SE, args: [{c}, {max(8, c // 4)}]}}",
+        "resize": "[{op: interpolate, scale: 2, mode: bilinear}, {op: max_pool, kernel: 2, stride: 2}]",
     }
     # two 1x1 branches joined: halves of whole 16-channel blocks (ONNX Runtime's blocked
     # concatenation), or of 8 more (reordered out of the blocked layout and back)

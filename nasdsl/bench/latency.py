@@ -1,32 +1,38 @@
 """The latency model: a variant's latency predicted from its graph alone, per engine and machine.
 
-Every node of the inference graph costs, in milliseconds, a non-negative combination of four
-figures (:func:`features`)::
+Every node of the inference graph is one part or more (an attention op runs as many kernels at
+different rates: :mod:`nasdsl.bench.attention`), and every part costs, in milliseconds, a
+non-negative combination of four figures (:func:`features`)::
 
-    cost(node) = a[group] * work + b * traffic + d * streamed + c[group]
+    cost(part) = a[group] * work + b * traffic + d * streamed + c[group]
 
 ``work`` is the arithmetic (multiply-adds; for a convolution in the engine's blocked channel
 layout with its channels rounded up to the vector block of 16, so that a width of 20 costs like
-32) at the rate of the node's *group*, ``traffic`` the values read and written (activations and
-weights) at one rate for all (a roofline's memory side: a value costs the same whichever op
-moves it), ``streamed`` the weights of a layer too large for one core's L2 cache, read again
-from farther away on every run (a linear layer on one vector is bound by them), and ``c`` a
-fixed cost per node of the group (a kernel launch, a layout reorder). Groups tell apart what
-engines run differently: 1x1, k x k, depthwise and grouped convolutions in the blocked layout,
-the convolutions left in the plain layout (:func:`blocked`: ONNX Runtime's NCHWc takes a
-multiple of 4 channels, a depthwise convolution on 35 channels runs many times slower than on
-36), the first convolution on few channels, 1-D and 3-D convolutions, linear layers on one
-vector and on many, attention and the other matrix products, pools, a map scaled per channel
-(squeeze-and-excitation's gate: ONNX Runtime reorders the map around it), concatenations,
-GELU (erf and four element-wise ops in ONNX), each other element-wise op standing alone, and
-the ops an engine fuses into the layer before them (an activation, a residual sum, a BatchNorm
-folded: :func:`contexts`; a SiLU after a convolution apart, which ONNX Runtime runs on its own).
-A model adds a fixed cost and a cost per input value. The coefficients are fitted by
-non-negative least squares on measured models (:mod:`nasdsl.bench.calibrate`), relative error
-weighted, and cached per machine, engine and engine version (:func:`cache_path`).
+32, and without the kernel rows that fall on the padding, which the blocked kernels skip; for a
+convolution unfolded into a matrix product, its output channels rounded up to the block) at the
+rate of the part's *group*, ``traffic`` the values read and written (activations and weights)
+at one rate for all (a roofline's memory side), ``streamed`` the weights of a layer too large
+for one core's L2 cache, read again from farther away on every run (a linear layer on one
+vector is bound by them), and ``c`` a fixed cost per part of the group (a kernel launch, a
+layout reorder). Groups tell apart what engines run differently: 1x1, k x k, depthwise and
+grouped convolutions in the blocked layout, the convolutions left in the plain layout
+(:func:`blocked`: ONNX Runtime's NCHWc takes a multiple of 4 channels, a depthwise convolution
+on 35 channels runs many times slower than on 36), the first convolution on few channels,
+pointwise and unfolded 1-D and 3-D convolutions, linear layers on one vector and on many, the
+parts of attention (batched small products, passes over the scores, subnormal masked scores,
+copies of the tokens, MViT's pooling and relative positions), pools, a map scaled per channel
+(squeeze-and-excitation's gate: ONNX Runtime reorders the map around it), concatenations in
+the blocked layout and those reordered out of it and back (:func:`concat_blocked`), slices,
+permutes, resizes, GELU (erf and four element-wise ops in ONNX), each other element-wise op
+standing alone, and the ops an engine fuses into the layer before them (an activation, a
+residual sum into a 2-D convolution, a BatchNorm folded: :func:`contexts`; a SiLU after a
+convolution apart, which ONNX Runtime runs on its own). A model adds a fixed cost and a cost per
+input value. The coefficients are fitted by non-negative least squares on measured models
+(:mod:`nasdsl.bench.calibrate`), relative error weighted, and cached per machine, engine and
+engine version (:func:`cache_path`).
 
 A prediction is a sum over nodes: no model is built, and :class:`nasdsl.variants.Evaluator`
-adds it node by node (its column ``latency_ms``).
+adds it node by node (its column ``latency_ms``), each distinct node's cost computed once.
 """
 
 from __future__ import annotations
@@ -59,12 +65,15 @@ FUSABLE = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "si
 SWISH = frozenset({"silu"})
 #: the convolutions (a BatchNorm after one is folded into it)
 CONVS = frozenset({"conv1d", "conv2d", "conv3d"})
-#: matrix products an engine adds a residual sum into (ONNX Runtime's MatMul-Add fusion)
-PRODUCTS = frozenset({"linear", "attention", "window_attention", "partition_attention", "pooling_attention"})
+#: the convolutions an engine adds a residual sum into (ONNX Runtime's blocked 2-D ones; a 3-D
+#: convolution's sum, and a linear layer's or an attention's, whose bias the product took, stand alone)
+SUMMING = frozenset({"conv2d"})
 #: ops that move no data at inference (a reshape is an alias in ONNX Runtime)
 VIEWS = frozenset({"identity", "dropout", "stochastic_depth", "flatten", "reshape", "input"})
-#: ops that copy their input, or part of it, into a new order
-COPIES = frozenset({"slice", "select", "permute", "transpose", "channel_shuffle", "pad_to_multiple"})
+#: ops that copy part of their input as it lies
+COPIES = frozenset({"slice", "select", "pad_to_multiple", "pad", "roll"})
+#: ops that copy their input into another order (a strided gather)
+PERMUTES = frozenset({"permute", "transpose", "channel_shuffle"})
 
 
 class LatencyError(NasdslError):
@@ -117,8 +126,8 @@ def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[st
     """How an engine runs each node, from the structure alone (``(name, op, inputs, train)`` in
     order): ``skip`` (a training-only node), ``view`` (moves nothing), ``folded`` (a BatchNorm
     folded into the convolution before it), ``fused`` (an activation fused into the convolution,
-    linear layer or standing BatchNorm before it, or a residual sum fused into the convolution or
-    matrix product before it), or ``""`` (runs on its own)."""
+    linear layer or standing BatchNorm before it, or a residual sum fused into the 2-D convolution
+    before it), or ``""`` (runs on its own)."""
     nodes = list(nodes)
     items = [n for n in nodes if not n[3]]
     readers: dict[str, int] = {}
@@ -129,9 +138,9 @@ def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[st
     out: dict[str, str] = {name: "skip" for name, _, _, train in nodes if train}
     through: dict[str, str] = {}  # a node -> the convolution (or fused sum) its value comes straight from
 
-    def conv_before(source: str) -> bool:
+    def conv_before(source: str, convs: frozenset[str] = CONVS) -> bool:
         root = through.get(source, source)
-        return readers.get(source, 0) == 1 and (op.get(root) in CONVS or out.get(root) == "fused")
+        return readers.get(source, 0) == 1 and (op.get(root) in convs or out.get(root) == "fused")
 
     def alone_before(source: str) -> bool:  # a linear layer, or a BatchNorm left standing (a 1x1 depthwise conv)
         return readers.get(source, 0) == 1 and (
@@ -149,7 +158,7 @@ def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[st
         elif o in FUSABLE and len(ins) == 1 and (conv_before(ins[0]) or alone_before(ins[0])):
             out[name] = "fused"
             through[name] = through.get(ins[0], ins[0])
-        elif o == "add" and any(conv_before(s) or (op.get(s) in PRODUCTS and readers.get(s, 0) == 1) for s in ins):
+        elif o == "add" and any(conv_before(s, SUMMING) for s in ins):
             out[name] = "fused"
         else:
             out[name] = ""
@@ -186,11 +195,14 @@ def _part(
         weights = cout * (cin // groups) * kh * kw
         traffic, streamed = read + size + weights, _streamed(weights)
         if not blocked(cin, cout, groups):  # the plain layout: unfolded into matrix products
-            kind = "conv_nchw" if groups == 1 else "conv_dw_nchw" if groups == cin else "conv_group"
-            return kind, macs, traffic, streamed
+            if groups == cin:
+                return "conv_dw_nchw", macs, traffic, streamed
+            per = cout // groups  # each group's product has as many columns, in panels of a vector block
+            return ("conv_nchw" if groups == 1 else "conv_group"), macs // per * _block(per), traffic, streamed
+        inside = taps_inside(ins[0][1:], out[1:], attrs) if max(attrs["dilation"]) > 1 else 1.0
         if groups == cin and groups > 1:
-            return "conv_dw", _block(cin) * (size // cout) * kh * kw, traffic, streamed
-        padded = _block(cin // groups) * _block(cout // groups) * groups * (size // cout) * kh * kw
+            return "conv_dw", _block(cin) * (size // cout) * kh * kw * inside, traffic, streamed
+        padded = _block(cin // groups) * _block(cout // groups) * groups * (size // cout) * kh * kw * inside
         if cin <= 4:
             return "conv_stem", padded, traffic, streamed
         return ("conv_1x1" if kh * kw == 1 else "conv_kxk"), padded, traffic, streamed
@@ -225,8 +237,13 @@ def _part(
         return "broadcast", size, read + size, 0
     if op == "concat":
         return ("concat" if concat_blocked(ins, out) else "concat_reorder"), size, read + size, 0
+    if op in PERMUTES:
+        return "permute", size, read + size, 0
     if op in COPIES:
         return "copy", size, read + size, 0
+    if op in ("interpolate", "interpolate_like"):  # each value from its neighbours along each axis
+        taps = 1 if attrs["mode"] == "nearest" else 2 ** (len(out) - 1)
+        return "resize", size * taps, read + size, 0
     if op == "batch_norm":
         return "affine", size, read + size, 0
     if op in ("layer_norm", "softmax"):
@@ -234,6 +251,26 @@ def _part(
     if op in ("sigmoid", "silu", "tanh", "hardswish", "hardsigmoid"):
         return "transcendental", size, read + size, 0
     return "elementwise", size, read + size, 0
+
+
+def taps_inside(sizes: tuple[int, ...], outs: tuple[int, ...], attrs: Mapping[str, object]) -> float:
+    """The share of a convolution's kernel rows that land inside the map (not on its padding),
+    over every output row: ONNX Runtime's blocked kernels skip the rows that fall on the padding
+    (not the columns, which they run through). DeepLabV3's 3x3 kernels dilated by 36 on a 65x65
+    map keep 63% of their rows (measured: 69% of the time of the same convolution undilated, one
+    thread). Counted for dilated kernels only: an undilated one loses a row or two at the edges,
+    which saves little (a 3x3 kernel on 256 channels of a 7x7 map: 93% of the time of a 7x7 map
+    computed whole, where 90% of the rows are inside)."""
+    n, m = sizes[0], outs[0]
+    k, s, d = attrs["kernel"][0], attrs["stride"][0], attrs["dilation"][0]
+    padding = attrs["padding"]
+    p = d * (k - 1) // 2 if padding == "same" else padding[0]
+    inside = 0
+    for tap in range(k):  # the output rows o with 0 <= o * s - p + tap * d < n
+        first = max(0, -(-(p - tap * d) // s))
+        last = min(m - 1, (n + p - tap * d - 1) // s)
+        inside += max(0, last - first + 1)
+    return inside / (m * k)
 
 
 def concat_blocked(ins: tuple[tuple[int, ...], ...], out: tuple[int, ...]) -> bool:
@@ -307,6 +344,8 @@ GROUPS = (
     "concat",
     "concat_reorder",
     "copy",
+    "permute",
+    "resize",
     "affine",
     "norm",
     "transcendental",
