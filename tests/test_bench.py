@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sys
 
 import numpy as np
@@ -288,7 +289,7 @@ def _one(op, attrs, ins, out, macs=0, ctx=""):
 def test_features_tell_apart_what_runs_differently():
     """A swish after a convolution, a gate multiplied across a map (squeeze-and-excitation) and
     a layer whose weights do not fit one core's L2 cache each have their own terms."""
-    conv = {"groups": 1, "kernel": (1, 1)}
+    conv = {"groups": 1, "kernel": (1, 1), "dilation": (1, 1)}
     assert _one("relu", {}, ((32, 8, 8),), (32, 8, 8), 0, "fused")[0] == "fused_act"
     assert _one("silu", {}, ((32, 8, 8),), (32, 8, 8), 0, "fused")[0] == "fused_swish"
     assert _one("mul", {}, ((32, 1, 1), (32, 8, 8)), (32, 8, 8))[0] == "broadcast"
@@ -502,21 +503,22 @@ def test_summary_latency_adds_up_the_entries(tmp_path, monkeypatch, capsys, tiny
 
 
 def test_calibrate_measures_fits_caches_and_predicts(tmp_path, monkeypatch, capsys, tiny):
-    """A calibration on four random networks and a microbenchmark, two passes (the real one measures
-    180 and 72): the cache file is
-    written, the command predicts the spec, and a second call reads the cache."""
+    """A calibration on four random networks, a microbenchmark and a windowed transformer, two
+    passes (the real one measures 180, 96 and 36): the cache file is written, the command
+    predicts the spec, and a second call reads the cache."""
     monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(calibrate, "NETWORKS", 4)
     monkeypatch.setattr(calibrate, "MICRO", 1)
+    monkeypatch.setattr(calibrate, "WINDOWED", 1)
     monkeypatch.setattr(calibrate, "MIN_SECONDS", 0.0)
     monkeypatch.setattr(calibrate, "MAX_MACS", 5 * 10**7)
     code, out, err = run(["bench", str(tiny), "--calibrate"], capsys)
     assert code == 0, err
     model = latency.cached("onnxruntime")
-    assert model is not None and model.fit["networks"] == 5
+    assert model is not None and model.fit["networks"] == 6
     assert all(v >= 0 and math.isfinite(v) for v in model.coefficients.values())
     assert f"predicted {model.predict(__import__('nasdsl').compile_spec(tiny)):.2f} ms" in out
-    assert "calibrating onnxruntime: measurement 10/10" in err
+    assert "calibrating onnxruntime: measurement 12/12" in err
     code, _, err = run(["bench", str(tiny), "--calibrate"], capsys)
     assert code == 0 and "calibrating" not in err  # cached
 
@@ -546,6 +548,55 @@ def test_the_calibration_set_holds_mobilenet_stacks():
             acts |= {v.op for v in views} & {"relu6", "hardswish", "silu"}
             gated = gated or gates > 0
     assert stacks >= 4 and gated and acts == {"relu6", "hardswish", "silu"} and narrow > 0
+
+
+def test_the_calibration_set_holds_windowed_transformers():
+    """The windowed transformers of the calibration hold what the attention ops' parts need:
+    Swin's windows (2-D, shifted and not) and Video Swin's (3-D), MViT's pooling attention and
+    MaxViT's partitions, with torchvision's small initial weights (so that masked scores come
+    out subnormal as in the real networks)."""
+    from nasdsl.ops.window import windows_of
+
+    texts = [calibrate.windowed_spec(i) for i in range(36)]
+    assert all("trunc_normal: {std: 0.02}" in t for t in texts)
+    used = {block for t in texts for block in re.findall(r"use: (\w+)", t.split("\nmodel:\n")[1])}
+    assert used == {"SwinBlock2D", "SwinBlock", "PoolingBlock", "PartitionBlock"}
+    for index, axes in ((1, 2), (17, 3)):  # the first of each kind of window
+        views = list(latency._nodes(calibrate.compile_text(texts[index]).graph))
+        shifts = {any(windows_of(v.in_shapes[0][:-1], v.attrs)[1]) for v in views if v.op == "window_attention"}
+        assert shifts == {True, False}
+        assert {len(v.attrs["window"]) for v in views if v.op == "window_attention"} == {axes}
+
+
+def test_dilated_kernels_are_charged_for_the_rows_inside_the_map():
+    """A dilated 3x3 kernel on a 65x65 map (DeepLabV3's atrous rates): the kernel rows that fall
+    on the padding are skipped (counted by hand: at dilation 36, the top row is inside for the
+    output rows 36-64 and the bottom one for 0-28: (29 + 65 + 29) / (3 * 65)); an undilated one
+    is charged whole."""
+    attrs = {"groups": 1, "kernel": (3, 3), "stride": (1, 1), "padding": (36, 36), "dilation": (36, 36)}
+    macs = 64 * 64 * 65 * 65 * 9
+    work = _one("conv2d", attrs, ((64, 65, 65),), (64, 65, 65), macs)[1]
+    assert work == pytest.approx(macs * (29 + 65 + 29) / (3 * 65))
+    plain = attrs | {"padding": (1, 1), "dilation": (1, 1)}
+    assert _one("conv2d", plain, ((64, 65, 65),), (64, 65, 65), macs)[1] == macs
+
+
+def test_copies_and_resizes_have_groups_of_their_own():
+    """A permute (a strided gather), a slice (a copy of what lies in order) and a bilinear resize
+    (four neighbours a value) run at rates of their own; a nearest resize reads one."""
+    assert _one("permute", {"dims": (1, 2, 0)}, ((8, 4, 4),), (4, 4, 8))[:2] == ("permute", 128)
+    assert _one("slice", {}, ((8, 4, 4),), (4, 4, 4))[:2] == ("copy", 64)
+    assert _one("interpolate", {"mode": "bilinear"}, ((8, 4, 4),), (8, 8, 8))[:2] == ("resize", 4 * 512)
+    assert _one("interpolate", {"mode": "nearest"}, ((8, 4, 4),), (8, 8, 8))[:2] == ("resize", 512)
+
+
+def test_grouped_convolutions_in_the_plain_layout_are_charged_in_panels():
+    """A grouped convolution left in the plain layout is a matrix product per group whose columns
+    (the group's output channels) run in panels of 16: RegNet's groups of 8 channels cost as much
+    arithmetic as groups of 16."""
+    attrs = {"groups": 8, "kernel": (3, 3), "dilation": (1, 1)}
+    macs = 64 * 8 * 9 * 14 * 14  # 64 outputs, 8 inputs each, 3x3, 14x14 positions
+    assert _one("conv2d", attrs, ((64, 14, 14),), (64, 14, 14), macs)[:2] == ("conv_group", 2 * macs)
 
 
 def test_the_commands_of_docs_deploy_parse():
