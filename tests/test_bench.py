@@ -585,6 +585,12 @@ def test_copies_and_resizes_have_groups_of_their_own():
     """A permute (a strided gather), a slice (a copy of what lies in order) and a bilinear resize
     (four neighbours a value) run at rates of their own; a nearest resize reads one."""
     assert _one("permute", {"dims": (1, 2, 0)}, ((8, 4, 4),), (4, 4, 8))[:2] == ("permute", 128)
+    # one axis moved (the channels last) is copied in runs; MaxViT's partition order value by value
+    maxvit = _one("permute", {"dims": (1, 3, 2, 4, 0)}, ((8, 2, 2, 2, 2),), (2, 2, 2, 2, 8))
+    assert maxvit[:2] == ("permute_nd", 128)
+    assert _one("transpose", {"axis0": 0, "axis1": 1}, ((4, 6, 8),), (6, 4, 8))[0] == "permute"
+    assert _one("transpose", {"axis0": 0, "axis1": -1}, ((4, 6, 8),), (8, 6, 4))[0] == "permute_nd"
+    assert _one("channel_shuffle", {"groups": 2}, ((8, 4, 4),), (8, 4, 4))[0] == "permute"
     assert _one("slice", {}, ((8, 4, 4),), (4, 4, 4))[:2] == ("copy", 64)
     assert _one("interpolate", {"mode": "bilinear"}, ((8, 4, 4),), (8, 8, 8))[:2] == ("resize", 4 * 512)
     assert _one("interpolate", {"mode": "nearest"}, ((8, 4, 4),), (8, 8, 8))[:2] == ("resize", 512)

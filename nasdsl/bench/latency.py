@@ -23,13 +23,13 @@ parts of attention (batched small products, passes over the scores, subnormal ma
 copies of the tokens, MViT's pooling and relative positions), pools, a map scaled per channel
 (squeeze-and-excitation's gate: ONNX Runtime reorders the map around it), concatenations in
 the blocked layout and those reordered out of it and back (:func:`concat_blocked`), slices,
-permutes, resizes, GELU (erf and four element-wise ops in ONNX), each other element-wise op
-standing alone, and the ops an engine fuses into the layer before them (an activation, a
-residual sum into a 2-D convolution, a BatchNorm folded: :func:`contexts`; a SiLU after a
-convolution apart, which ONNX Runtime runs on its own). A model adds a fixed cost and a cost per
-input value. The coefficients are fitted by non-negative least squares on measured models
-(:mod:`nasdsl.bench.calibrate`), relative error weighted, and cached per machine, engine and
-engine version (:func:`cache_path`).
+permutes that move one axis and the others (:func:`moves_one_axis`), resizes, GELU (erf and
+four element-wise ops in ONNX), each other element-wise op standing alone, and the ops an
+engine fuses into the layer before them (an activation, a residual sum into a 2-D convolution,
+a BatchNorm folded: :func:`contexts`; a SiLU after a convolution apart, which ONNX Runtime runs
+on its own). A model adds a fixed cost and a cost per input value. The coefficients are fitted
+by non-negative least squares on measured models (:mod:`nasdsl.bench.calibrate`), relative
+error weighted, and cached per machine, engine and engine version (:func:`cache_path`).
 
 A prediction is a sum over nodes: no model is built, and :class:`nasdsl.variants.Evaluator`
 adds it node by node (its column ``latency_ms``), each distinct node's cost computed once.
@@ -238,7 +238,7 @@ def _part(
     if op == "concat":
         return ("concat" if concat_blocked(ins, out) else "concat_reorder"), size, read + size, 0
     if op in PERMUTES:
-        return "permute", size, read + size, 0
+        return ("permute" if moves_one_axis(op, attrs, len(out)) else "permute_nd"), size, read + size, 0
     if op in COPIES:
         return "copy", size, read + size, 0
     if op in ("interpolate", "interpolate_like"):  # each value from its neighbours along each axis
@@ -271,6 +271,20 @@ def taps_inside(sizes: tuple[int, ...], outs: tuple[int, ...], attrs: Mapping[st
         last = min(m - 1, (n + p - tap * d - 1) // s)
         inside += max(0, last - first + 1)
     return inside / (m * k)
+
+
+def moves_one_axis(op: str, attrs: Mapping[str, object], rank: int) -> bool:
+    """Whether a permute moves one axis and keeps the others in order ((C, H, W) to (H, W, C); a
+    channel shuffle; two neighbouring axes swapped): ONNX Runtime copies such a transpose in
+    contiguous runs. Any other order (MaxViT's (C, h, p, w, p) to (h, w, p, p, C)) it gathers
+    value by value, several times slower a value."""
+    if op == "channel_shuffle":
+        return True
+    if op == "transpose":
+        a, b = (attrs[k] % rank for k in ("axis0", "axis1"))
+        return abs(a - b) <= 1
+    dims = list(attrs["dims"])
+    return any(dims[:i] + dims[i + 1 :] == sorted(dims[:i] + dims[i + 1 :]) for i in range(len(dims)))
 
 
 def concat_blocked(ins: tuple[tuple[int, ...], ...], out: tuple[int, ...]) -> bool:
@@ -345,6 +359,7 @@ GROUPS = (
     "concat_reorder",
     "copy",
     "permute",
+    "permute_nd",
     "resize",
     "affine",
     "norm",
