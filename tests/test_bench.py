@@ -552,7 +552,8 @@ def test_the_calibration_set_holds_mobilenet_stacks():
 
 def test_the_calibration_set_holds_windowed_transformers():
     """The windowed transformers of the calibration hold what the attention ops' parts need:
-    Swin's windows (2-D, shifted and not) and Video Swin's (3-D), MViT's pooling attention and
+    Swin's windows (2-D, shifted and not, on maps of whole windows) and Video Swin's (3-D), MViT's
+    pooling attention and
     MaxViT's partitions, with torchvision's small initial weights (so that masked scores come
     out subnormal as in the real networks)."""
     from nasdsl.ops.window import windows_of
@@ -563,8 +564,11 @@ def test_the_calibration_set_holds_windowed_transformers():
     assert used == {"SwinBlock2D", "SwinBlock", "PoolingBlock", "PartitionBlock"}
     for index, axes in ((1, 2), (17, 3)):  # the first of each kind of window
         views = list(latency._nodes(calibrate.compile_text(texts[index]).graph))
-        shifts = {any(windows_of(v.in_shapes[0][:-1], v.attrs)[1]) for v in views if v.op == "window_attention"}
-        assert shifts == {True, False}
+        windows = [(v.in_shapes[0][:-1], *windows_of(v.in_shapes[0][:-1], v.attrs)) for v in views
+                   if v.op == "window_attention"]  # fmt: skip
+        assert {any(shift) for _, _, shift in windows} == {True, False}
+        # maps of whole windows, as in the real networks (no padded tokens)
+        assert all(n % w == 0 for sizes, side, _ in windows for n, w in zip(sizes, side, strict=True))
         assert {len(v.attrs["window"]) for v in views if v.op == "window_attention"} == {axes}
 
 

@@ -386,14 +386,19 @@ def _windowed(net: _Net, frames: int) -> str:
     kind = str(rng.choice(["swin", "swin", "swin3d", "mvit", "maxvit"]))
     heads = int(rng.choice([1, 2, 3, 4]))
     dim, size = 32 * heads, net.size
+    # Swin's maps are whole windows at every stage (Swin-T's 56, 28, 14, 7): a padded map, with the
+    # zero biases of a network never trained, has padded tokens whose v is zero, and queries that
+    # see only those and masked keys come out subnormal, slowing the projection after them a
+    # hundredfold (a trained network's biases are not zero)
     if kind == "swin":
         patch, window, version = int(rng.choice([2, 4])), int(rng.choice([4, 7, 7, 8])), int(rng.choice([1, 1, 2]))
-        side = size // patch
+        multiple = int(rng.choice([2, 4, 8]))
+        size = patch * window * multiple
         net.entry(f"[{{op: conv2d, out: {dim}, kernel: {patch}, stride: {patch}}}, {{op: permute, dims: [1, 2, 0]}}, "
                   "{op: layer_norm, dim: last}]")  # fmt: skip
-        for stage in range(int(rng.integers(1, 4))):
+        for stage in range(min(int(rng.integers(1, 4)), multiple.bit_length())):
             if stage:
-                heads, dim, side = 2 * heads, 2 * dim, (side + 1) // 2
+                heads, dim = 2 * heads, 2 * dim
                 net.entry(f"{{op: patch_merging, out: {dim}}}")
             for shift in [0, window // 2] * int(rng.integers(1, 3)):
                 net.entry(f"{{use: SwinBlock2D, args: [{heads}, {dim}, {4 * dim}, {window}, {shift}, {version}]}}")
@@ -402,6 +407,7 @@ def _windowed(net: _Net, frames: int) -> str:
         return f"{size}, {size}"
     if kind == "swin3d":
         window, wt = int(rng.choice([4, 7])), int(rng.choice([2, 4, 8]))
+        size = 4 * window * int(rng.choice([1, 2, 4]))
         net.entry(f"[{{op: conv3d, out: {dim}, kernel: [2, 4, 4], stride: [2, 4, 4]}}, "
                   "{op: permute, dims: [1, 2, 3, 0]}, {op: layer_norm, dim: last}]")  # fmt: skip
         for st, s in [(0, 0), (wt // 2, window // 2)] * int(rng.integers(1, 3)):
