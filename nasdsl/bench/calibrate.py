@@ -400,9 +400,7 @@ def _windowed(net: _Net, frames: int) -> str:
             if stage:
                 heads, dim = 2 * heads, 2 * dim
                 net.entry(f"{{op: patch_merging, out: {dim}}}")
-            # shifted or not at random (Swin alternates), so that the masked scores' cost is told
-            # apart from the rest of the attention's
-            for shift in [window // 2 * int(rng.random() < 0.5) for _ in range(int(rng.integers(2, 5)))]:
+            for shift in [0, window // 2] * int(rng.integers(1, 3)):
                 net.entry(f"{{use: SwinBlock2D, args: [{heads}, {dim}, {4 * dim}, {window}, {shift}, {version}]}}")
         net.entry("[{op: layer_norm, dim: last}, {op: permute, dims: [2, 0, 1]}, global_avg_pool, flatten, "
                   "{op: linear, out: 10}]")  # fmt: skip
@@ -412,7 +410,7 @@ def _windowed(net: _Net, frames: int) -> str:
         size = 4 * window * int(rng.choice([1, 2, 4]))
         net.entry(f"[{{op: conv3d, out: {dim}, kernel: [2, 4, 4], stride: [2, 4, 4]}}, "
                   "{op: permute, dims: [1, 2, 3, 0]}, {op: layer_norm, dim: last}]")  # fmt: skip
-        for st, s in [(wt // 2, window // 2) if rng.random() < 0.5 else (0, 0) for _ in range(int(rng.integers(2, 5)))]:
+        for st, s in [(0, 0), (wt // 2, window // 2)] * int(rng.integers(1, 3)):
             net.entry(f"{{use: SwinBlock, args: [{heads}, {dim}, {4 * dim}, {wt}, {window}, {st}, {s}, 1]}}")
         net.entry("[{op: layer_norm, dim: last}, {op: permute, dims: [3, 0, 1, 2]}, "
                   "{op: adaptive_avg_pool3d, size: [1, 1, 1]}, flatten, {op: linear, out: 10}]")  # fmt: skip
