@@ -37,6 +37,7 @@ adds it node by node (its column ``latency_ms``), each distinct node's cost comp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -423,11 +424,18 @@ class LatencyModel:
         ctx: str,
     ) -> float:
         """Milliseconds one node costs (see the module docstring)."""
+        rates, (per_traffic, per_streamed) = self._rates
+        total = 0.0
+        for group, work, traffic, streamed in features(op, attrs, ins, out, macs, ctx):
+            per_work, fixed = rates[group]
+            total += per_work * work + per_traffic * traffic + per_streamed * streamed + fixed
+        return total
+
+    @functools.cached_property
+    def _rates(self) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+        """Each group's (work, count) coefficients, and the traffic's and streaming's, looked up once."""
         c = self.coefficients
-        return sum(
-            c[f"{group}.work"] * work + c["traffic"] * traffic + c["streamed"] * streamed + c[f"{group}.count"]
-            for group, work, traffic, streamed in features(op, attrs, ins, out, macs, ctx)
-        )
+        return {g: (c[f"{g}.work"], c[f"{g}.count"]) for g in GROUPS}, (c["traffic"], c["streamed"])
 
     def model_cost(self, input_shape: tuple[int, ...]) -> float:
         return self.coefficients["model"] + self.coefficients["model_input"] * math.prod(input_shape)
