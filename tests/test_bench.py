@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sys
 
 import numpy as np
@@ -279,46 +280,105 @@ def test_contexts_follow_what_the_engines_fuse():
     }  # fmt: skip
 
 
+def _one(op, attrs, ins, out, macs=0, ctx=""):
+    """The one part of a node that is one kernel: (group, work, traffic, streamed)."""
+    (part,) = latency.features(op, attrs, ins, out, macs, ctx)
+    return part
+
+
 def test_features_tell_apart_what_runs_differently():
     """A swish after a convolution, a gate multiplied across a map (squeeze-and-excitation) and
     a layer whose weights do not fit one core's L2 cache each have their own terms."""
-    conv = {"groups": 1, "kernel": (1, 1)}
-    assert latency.features("relu", {}, ((32, 8, 8),), (32, 8, 8), 0, "fused")[0] == "fused_act"
-    assert latency.features("silu", {}, ((32, 8, 8),), (32, 8, 8), 0, "fused")[0] == "fused_swish"
-    assert latency.features("mul", {}, ((32, 1, 1), (32, 8, 8)), (32, 8, 8), 0, "")[0] == "broadcast"
-    assert latency.features("mul", {}, ((32, 8, 8), (32, 8, 8)), (32, 8, 8), 0, "")[0] == "elementwise"
-    assert latency.features("gelu", {}, ((10, 32),), (10, 32), 0, "")[0] == "gelu"
-    assert latency.features("linear", {}, ((10, 32),), (10, 64), 10 * 32 * 64, "")[0] == "linear_seq"
-    # 3-D convolutions and attention: their multiply-adds at rates of their own
+    conv = {"groups": 1, "kernel": (1, 1), "dilation": (1, 1)}
+    assert _one("relu", {}, ((32, 8, 8),), (32, 8, 8), 0, "fused")[0] == "fused_act"
+    assert _one("silu", {}, ((32, 8, 8),), (32, 8, 8), 0, "fused")[0] == "fused_swish"
+    assert _one("mul", {}, ((32, 1, 1), (32, 8, 8)), (32, 8, 8))[0] == "broadcast"
+    assert _one("mul", {}, ((32, 8, 8), (32, 8, 8)), (32, 8, 8))[0] == "elementwise"
+    assert _one("gelu", {}, ((10, 32),), (10, 32))[0] == "gelu"
+    assert _one("linear", {}, ((10, 32),), (10, 64), 10 * 32 * 64)[0] == "linear_seq"
+    assert latency.features("reshape", {}, ((32, 8, 8),), (32, 64), 0, "") == ()  # an alias: costs nothing
+    # 3-D convolutions: their multiply-adds, the output channels in panels of a vector block
     conv3d = {"groups": 1, "kernel": (3, 1, 1)}
     macs = 16 * 8 * 3 * 4 * 5 * 5  # out x in x kernel x output positions
-    assert latency.features("conv3d", conv3d, ((8, 4, 5, 5),), (16, 4, 5, 5), macs, "")[:2] == ("conv_nd", macs)
-    assert latency.features("attention", {"heads": 2}, ((10, 8),), (10, 8), 999, "")[:2] == ("matmul", 999)
+    assert _one("conv3d", conv3d, ((8, 4, 5, 5),), (16, 4, 5, 5), macs)[:2] == ("conv_nd", macs)
+    assert _one("conv3d", conv3d, ((8, 4, 5, 5),), (20, 4, 5, 5), macs // 16 * 20)[:2] == ("conv_nd", macs // 16 * 32)
+    # a pointwise one is a matrix product of its input as it is (no unfolding)
+    pointwise = {"groups": 1, "kernel": (1, 1, 1)}
+    assert _one("conv3d", pointwise, ((8, 4, 5, 5),), (20, 4, 5, 5), 8 * 20 * 100)[:2] == ("conv_nd_1x1", 8 * 20 * 100)
     fits = latency.cache_values()  # float32 values in L2
     small, large = int(math.isqrt(fits // 2)), int(math.isqrt(fits)) + 1  # a square layer of either side
     for n, streamed in ((small, 0), (large, large * large)):
-        assert latency.features("linear", {}, ((n,),), (n,), n * n, "")[1:] == (n * n, 2 * n + n * n, streamed)
-        assert latency.features("conv2d", conv, ((n, 1, 1),), (n, 1, 1), n * n, "")[3] == streamed
+        assert _one("linear", {}, ((n,),), (n,), n * n)[1:] == (n * n, 2 * n + n * n, streamed)
+        assert _one("conv2d", conv, ((n, 1, 1),), (n, 1, 1), n * n)[3] == streamed
 
 
-def test_convolutions_left_out_of_the_blocked_layout_have_groups_of_their_own():
-    """ONNX Runtime 1.32's NCHWc layout (its profile names the nodes it moved: ``*_nchwc``) takes a
-    depthwise convolution on 36 channels but not on 35 (which runs about 7x slower a
-    multiply-add), a dense one on 36 or 6 input channels but not on 30, groups of 32 channels but
-    not of 8; those left out are costed by their true multiply-adds, the others padded to blocks."""
+def test_a_concatenation_is_charged_by_the_layout_it_runs_in():
+    """ONNX Runtime concatenates (C, H, W) maps in its blocked layout when each input has whole
+    16-channel blocks (one copy); otherwise it reorders every input out of that layout and the
+    result back in: the same values moved, a group (and rate) of its own."""
+    ins, out = ((32, 14, 14), (64, 14, 14)), (96, 14, 14)
+    blocked = _one("concat", {"axis": "channels"}, ins, out)
+    assert blocked == ("concat", 96 * 196, 2 * 96 * 196, 0)
+    odd = _one("concat", {"axis": "channels"}, ((24, 14, 14), (72, 14, 14)), out)
+    assert odd == ("concat_reorder", *blocked[1:])  # bytes moved alike, the layout differs
+    tokens = _one("concat", {"axis": 0}, ((1, 96), (196, 96)), (197, 96))
+    assert tokens[0] == "concat"  # tokens are never blocked: a plain copy
 
-    def group(cin, cout, groups, k=3):
-        size = 14 * 14 * cout
-        macs = size * (cin // groups) * k * k
-        attrs = {"groups": groups, "kernel": (k, k)}
-        return latency.features("conv2d", attrs, ((cin, 14, 14),), (cout, 14, 14), macs, "")[:2], macs
 
-    (kind, work), macs = group(36, 36, 36)
-    assert kind == "conv_dw" and work == 48 * 14 * 14 * 9  # 36 channels padded to three blocks
-    assert group(35, 35, 35)[0] == ("conv_dw_nchw", group(35, 35, 35)[1])
-    assert group(30, 64, 1)[0] == ("conv_nchw", group(30, 64, 1)[1])
-    assert group(36, 64, 1)[0][0] == "conv_kxk" and group(6, 64, 1)[0][0] == "conv_kxk"
-    assert group(64, 64, 2)[0][0] == "conv_kxk" and group(64, 64, 8)[0] == ("conv_group", group(64, 64, 8)[1])
+def test_masked_pairs_count_the_shift_mask_of_the_onnx_export():
+    """The pairs a shifted window's mask separates (whose softmax weights come out subnormal), by
+    the closed form, against the mask the ONNX export writes (-100 where the roll brought the
+    tokens from different parts of the map)."""
+    from nasdsl.backends.onnx_ops import _shift_mask
+    from nasdsl.bench.attention import masked_pairs
+
+    for padded, window, shift in (
+        ((56, 56), (7, 7), (3, 3)),
+        ((14, 14), (7, 7), (3, 3)),
+        ((16, 12), (8, 4), (4, 0)),
+        ((8, 14, 14), (4, 7, 7), (2, 3, 3)),
+    ):
+        assert masked_pairs(padded, window, shift) == int(np.count_nonzero(_shift_mask(padded, window, shift)))
+    assert masked_pairs((14, 14), (7, 7), (0, 0)) == 0
+
+
+def _attention_graph(tmp_path, body: str, shape: str):
+    import nasdsl
+
+    path = tmp_path / "attention.yaml"
+    axes = {1: "LC", 2: "LLC" if "partition" in body else "HWC"}[shape.count(",")]
+    path.write_text(f"nasdsl: 1\nname: A\ninput: {{name: x, shape: [{shape}], axes: {axes}}}\nmodel:\n  a: {body}\n")
+    views = list(latency._nodes(nasdsl.compile_spec(path).graph))
+    return next(v for v in views if v.name == "a")
+
+
+@pytest.mark.parametrize(
+    ("body", "shape"),
+    [
+        ("{op: attention, heads: 4}", "49, 64"),
+        ("{op: partition_attention, head_dim: 16, size: 7}", "4, 49, 64"),
+        ("{op: window_attention, heads: 2, window: [7, 7], shift: 3}", "14, 14, 64"),
+        ("{op: window_attention, heads: 2, window: [7, 7], shift: 0}", "14, 14, 64"),
+    ],
+)
+def test_attention_is_charged_part_by_part(tmp_path, body, shape):
+    """An attention op runs as projections (matrix products on every token), many small batched
+    products per window and head, passes over the scores and copies of the tokens: its parts'
+    multiply-adds add up to the op's own count (the registry's), and only a shifted window has
+    masked scores (one term per head and feature of each separated pair)."""
+    v = _attention_graph(tmp_path, body, shape)
+    parts = latency.features(v.op, v.attrs, v.in_shapes, v.shape, v.macs, "")
+    groups = [p[0] for p in parts]
+    assert {"linear_seq", "attn_product", "attn_matrix", "scores", "attn_copy"} <= set(groups)
+    products = sum(p[1] for p in parts if p[0] in ("linear_seq", "attn_product"))
+    assert products == v.macs
+    masked = [p[1] for p in parts if p[0] == "masked"]
+    if "shift: 3" in body:
+        from nasdsl.bench.attention import masked_pairs
+
+        assert masked == [masked_pairs((14, 14), (7, 7), (3, 3)) * 64]  # heads x features a head = 64
+    else:
+        assert masked == []
 
 
 def test_the_fit_recovers_known_coefficients():
@@ -357,6 +417,24 @@ def test_the_calibration_cache_is_invalidated_by_machine_and_version(tmp_path, m
     monkeypatch.setattr("nasdsl.bench.hardware.machine", lambda: other)  # another machine
     assert latency.cached("onnxruntime") is None
     assert latency.cached("onnxruntime", threads=2) is None
+
+
+def test_a_calibration_of_another_feature_format_is_measured_again(tmp_path, monkeypatch):
+    """A model whose features changed (a new FORMAT) does not read the coefficients of the old
+    one: neither under the old key (the key holds the format) nor a file of the old format
+    found under the new key."""
+    monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
+    model = _fake_model(model=1.5)
+    path = latency.save(model)
+    assert latency.cached("onnxruntime") == model
+    monkeypatch.setattr(latency, "FORMAT", latency.FORMAT + 1)
+    assert latency.cache_path("onnxruntime") != path and latency.cached("onnxruntime") is None
+    stale = json.loads(path.read_text())  # the old file copied to the new key: its format says so
+    latency.cache_path("onnxruntime").write_text(json.dumps(stale))
+    assert latency.cached("onnxruntime") is None
+    stale["format"] = latency.FORMAT
+    latency.cache_path("onnxruntime").write_text(json.dumps(stale))
+    assert latency.cached("onnxruntime") is not None
 
 
 def test_a_missing_calibration_is_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -425,21 +503,22 @@ def test_summary_latency_adds_up_the_entries(tmp_path, monkeypatch, capsys, tiny
 
 
 def test_calibrate_measures_fits_caches_and_predicts(tmp_path, monkeypatch, capsys, tiny):
-    """A calibration on four random networks and a microbenchmark, two passes (the real one measures
-    180 and 72): the cache file is
-    written, the command predicts the spec, and a second call reads the cache."""
+    """A calibration on four random networks, a microbenchmark and a windowed transformer, two
+    passes (the real one measures 180, 96 and 36): the cache file is written, the command
+    predicts the spec, and a second call reads the cache."""
     monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(calibrate, "NETWORKS", 4)
     monkeypatch.setattr(calibrate, "MICRO", 1)
+    monkeypatch.setattr(calibrate, "WINDOWED", 1)
     monkeypatch.setattr(calibrate, "MIN_SECONDS", 0.0)
     monkeypatch.setattr(calibrate, "MAX_MACS", 5 * 10**7)
     code, out, err = run(["bench", str(tiny), "--calibrate"], capsys)
     assert code == 0, err
     model = latency.cached("onnxruntime")
-    assert model is not None and model.fit["networks"] == 5
+    assert model is not None and model.fit["networks"] == 6
     assert all(v >= 0 and math.isfinite(v) for v in model.coefficients.values())
     assert f"predicted {model.predict(__import__('nasdsl').compile_spec(tiny)):.2f} ms" in out
-    assert "calibrating onnxruntime: measurement 10/10" in err
+    assert "calibrating onnxruntime: measurement 12/12" in err
     code, _, err = run(["bench", str(tiny), "--calibrate"], capsys)
     assert code == 0 and "calibrating" not in err  # cached
 
@@ -469,6 +548,65 @@ def test_the_calibration_set_holds_mobilenet_stacks():
             acts |= {v.op for v in views} & {"relu6", "hardswish", "silu"}
             gated = gated or gates > 0
     assert stacks >= 4 and gated and acts == {"relu6", "hardswish", "silu"} and narrow > 0
+
+
+def test_the_calibration_set_holds_windowed_transformers():
+    """The windowed transformers of the calibration hold what the attention ops' parts need:
+    Swin's windows (2-D, shifted and not, on maps of whole windows) and Video Swin's (3-D), MViT's
+    pooling attention and
+    MaxViT's partitions, with torchvision's small initial weights (so that masked scores come
+    out subnormal as in the real networks)."""
+    from nasdsl.ops.window import windows_of
+
+    texts = [calibrate.windowed_spec(i) for i in range(36)]
+    assert all("trunc_normal: {std: 0.02}" in t for t in texts)
+    used = {block for t in texts for block in re.findall(r"use: (\w+)", t.split("\nmodel:\n")[1])}
+    assert used == {"SwinBlock2D", "SwinBlock", "PoolingBlock", "PartitionBlock"}
+    for index, axes in ((1, 2), (17, 3)):  # the first of each kind of window
+        views = list(latency._nodes(calibrate.compile_text(texts[index]).graph))
+        windows = [(v.in_shapes[0][:-1], *windows_of(v.in_shapes[0][:-1], v.attrs)) for v in views
+                   if v.op == "window_attention"]  # fmt: skip
+        assert {any(shift) for _, _, shift in windows} == {True, False}
+        # maps of whole windows, as in the real networks (no padded tokens)
+        assert all(n % w == 0 for sizes, side, _ in windows for n, w in zip(sizes, side, strict=True))
+        assert {len(v.attrs["window"]) for v in views if v.op == "window_attention"} == {axes}
+
+
+def test_dilated_kernels_are_charged_for_the_rows_inside_the_map():
+    """A dilated 3x3 kernel on a 65x65 map (DeepLabV3's atrous rates): the kernel rows that fall
+    on the padding are skipped (counted by hand: at dilation 36, the top row is inside for the
+    output rows 36-64 and the bottom one for 0-28: (29 + 65 + 29) / (3 * 65)); an undilated one
+    is charged whole."""
+    attrs = {"groups": 1, "kernel": (3, 3), "stride": (1, 1), "padding": (36, 36), "dilation": (36, 36)}
+    macs = 64 * 64 * 65 * 65 * 9
+    work = _one("conv2d", attrs, ((64, 65, 65),), (64, 65, 65), macs)[1]
+    assert work == pytest.approx(macs * (29 + 65 + 29) / (3 * 65))
+    plain = attrs | {"padding": (1, 1), "dilation": (1, 1)}
+    assert _one("conv2d", plain, ((64, 65, 65),), (64, 65, 65), macs)[1] == macs
+
+
+def test_copies_and_resizes_have_groups_of_their_own():
+    """A permute (a strided gather), a slice (a copy of what lies in order) and a bilinear resize
+    (four neighbours a value) run at rates of their own; a nearest resize reads one."""
+    assert _one("permute", {"dims": (1, 2, 0)}, ((8, 4, 4),), (4, 4, 8))[:2] == ("permute", 128)
+    # one axis moved (the channels last) is copied in runs; MaxViT's partition order value by value
+    maxvit = _one("permute", {"dims": (1, 3, 2, 4, 0)}, ((8, 2, 2, 2, 2),), (2, 2, 2, 2, 8))
+    assert maxvit[:2] == ("permute_nd", 128)
+    assert _one("transpose", {"axis0": 0, "axis1": 1}, ((4, 6, 8),), (6, 4, 8))[0] == "permute"
+    assert _one("transpose", {"axis0": 0, "axis1": -1}, ((4, 6, 8),), (8, 6, 4))[0] == "permute_nd"
+    assert _one("channel_shuffle", {"groups": 2}, ((8, 4, 4),), (8, 4, 4))[0] == "permute"
+    assert _one("slice", {}, ((8, 4, 4),), (4, 4, 4))[:2] == ("copy", 64)
+    assert _one("interpolate", {"mode": "bilinear"}, ((8, 4, 4),), (8, 8, 8))[:2] == ("resize", 4 * 512)
+    assert _one("interpolate", {"mode": "nearest"}, ((8, 4, 4),), (8, 8, 8))[:2] == ("resize", 512)
+
+
+def test_grouped_convolutions_in_the_plain_layout_are_charged_in_panels():
+    """A grouped convolution left in the plain layout is a matrix product per group whose columns
+    (the group's output channels) run in panels of 16: RegNet's groups of 8 channels cost as much
+    arithmetic as groups of 16."""
+    attrs = {"groups": 8, "kernel": (3, 3), "dilation": (1, 1)}
+    macs = 64 * 8 * 9 * 14 * 14  # 64 outputs, 8 inputs each, 3x3, 14x14 positions
+    assert _one("conv2d", attrs, ((64, 14, 14),), (64, 14, 14), macs)[:2] == ("conv_group", 2 * macs)
 
 
 def test_the_commands_of_docs_deploy_parse():

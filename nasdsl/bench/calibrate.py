@@ -38,7 +38,9 @@ NETWORKS = 180
 #: vision transformers (:func:`_transformer`)
 FAMILIES = {"blocks": 0.55, "mobile": 0.27, "video": 0.09, "transformer": 0.09}
 #: microbenchmarks measured with them (:func:`micro_spec`)
-MICRO = 72
+MICRO = 96
+#: windowed, pooling and partition transformers measured with them (:func:`windowed_spec`)
+WINDOWED = 36
 #: random networks above this many multiply-adds are drawn again (they would take long to time)
 MAX_MACS = 3 * 10**9
 #: a model is timed for at least this long in each pass
@@ -103,7 +105,70 @@ templates:
       act: gelu
       fc2: {{op: linear, out: dim, dim: last}}
       out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
+  SwinBlock:
+    params: [heads, dim, mlp, wt, w, st, s, version]
+    body:
+      ln_1: {{op: layer_norm, dim: last}}
+      attention: {{op: window_attention, heads: heads, window: [wt, w, w], shift: [st, s, s], version: version,
+                  fit: true}}
+      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
+      ln_2: {{op: layer_norm, dim: last}}
+      fc1: {{op: linear, out: mlp, dim: last}}
+      act: gelu
+      fc2: {{op: linear, out: dim, dim: last}}
+      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
+  SwinBlock2D:
+    params: [heads, dim, mlp, w, s, version]
+    body:
+      ln_1: {{op: layer_norm, dim: last}}
+      attention: {{op: window_attention, heads: heads, window: [w, w], shift: s, version: version}}
+      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
+      ln_2: {{op: layer_norm, dim: last}}
+      fc1: {{op: linear, out: mlp, dim: last}}
+      act: gelu
+      fc2: {{op: linear, out: dim, dim: last}}
+      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
+  PoolingBlock:
+    params: [heads, dim, t, h, w, kv, rel, residual]
+    body:
+      ln_1: {{op: layer_norm, dim: last}}
+      attention: {{op: pooling_attention, heads: heads, out: dim, grid: [t, h, w], kernel_q: 3, kernel_kv: 3,
+                  stride_kv: [1, kv, kv], rel_pos: rel, residual_pool: residual}}
+      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
+      ln_2: {{op: layer_norm, dim: last}}
+      fc1: {{op: linear, out: "4 * dim", dim: last}}
+      act: gelu
+      fc2: {{op: linear, out: dim, dim: last}}
+      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
+  PartitionBlock:
+    params: [channels, size, p, grid]
+    body:
+      split: {{op: reshape, shape: [channels, "size // p", p, "size // p", p]}}
+      tiles: {{op: permute, dims: [1, 3, 2, 4, 0]}}
+      cut: {{op: reshape, shape: ["(size // p) * (size // p)", "p * p", channels], axes: LLC}}
+      swap: {{op: transpose, axis0: 0, axis1: 1, when: grid}}
+      tokens: identity
+      ln_1: {{op: layer_norm, dim: last}}
+      attention: {{op: partition_attention, head_dim: 32, size: "size // p if grid else p"}}
+      attended: {{add: [{{ref: attention}}, {{ref: tokens}}]}}
+      ln_2: {{op: layer_norm, dim: last}}
+      fc1: {{op: linear, out: "4 * channels", dim: last}}
+      act: gelu
+      fc2: {{op: linear, out: channels, dim: last}}
+      mixed: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
+      unswap: {{op: transpose, axis0: 0, axis1: 1, when: grid}}
+      grid_back: {{op: reshape, shape: ["size // p", "size // p", p, p, channels]}}
+      untiles: {{op: permute, dims: [4, 0, 2, 1, 3]}}
+      map: {{op: reshape, shape: [channels, size, size], axes: CHW}}
 model:
+"""
+#: torchvision's initialisation of its transformers' linear layers (the windowed family's): small
+#: weights keep the attention scores small, as in the real networks (a shifted window's masked
+#: scores then come out subnormal, as there: see nasdsl.bench.attention)
+WINDOWED_INIT = """\
+init:
+  linear: {weight: {trunc_normal: {std: 0.02}}, bias: zeros}
+  partition_attention: {to_qkv.weight: {normal: {std: 0.02}}, merge.weight: {normal: {std: 0.02}}}
 """
 
 
@@ -251,8 +316,9 @@ def _mobile(net: _Net) -> None:
 
 
 def _video(net: _Net, frames: int) -> None:
-    """An R3D-, R(2+1)D- or S3D-like network on a clip: 3-D convolutions (full, or split into a
-    spatial and a temporal one), residual sums, 3-D max pools, a global 3-D pool and a linear head."""
+    """An R3D-, R(2+1)D- or S3D-like network on a clip: 3-D convolutions (full, split into a
+    spatial and a temporal one, or a bottleneck of pointwise ones around either), residual sums,
+    3-D max pools, a global 3-D pool and a linear head."""
     rng = net.rng
     stem = net.width(16, 64)
     net.entry(f"[{{op: conv3d, out: {stem}, kernel: [3, 7, 7], stride: [1, 2, 2], padding: [1, 3, 3], bias: false}}, "
@@ -260,12 +326,22 @@ def _video(net: _Net, frames: int) -> None:
     net.shrink(2, 7)
     c = stem
     for _ in range(int(rng.integers(2, 6))):
-        kind = rng.choice(["full", "split", "pool"], p=[0.5, 0.35, 0.15])
+        kind = rng.choice(["full", "split", "bottleneck", "pool"], p=[0.35, 0.25, 0.25, 0.15])
         if kind == "pool" and net.size >= 4 and frames >= 2:
             net.entry("{op: max_pool3d, kernel: 3, stride: 2, padding: 1}")
             net.size, frames = (net.size - 1) // 2 + 1, (frames - 1) // 2 + 1
             continue
         out = c if rng.random() < 0.5 else min(256, net.width(16, 256))
+        if kind == "bottleneck":  # S3D's and the ResNet-3D's: pointwise convolutions around a filter
+            mid, k = net.width(16, 128), str(rng.choice(["3", "[1, 3, 3]", "[3, 1, 1]"]))
+            pad = {"3": "1", "[1, 3, 3]": "[0, 1, 1]", "[3, 1, 1]": "[1, 0, 0]"}[k]
+            conv = [f"{{op: conv3d, out: {mid}, kernel: 1, bias: false}}", "batch_norm", "relu",
+                    f"{{op: conv3d, out: {mid}, kernel: {k}, padding: {pad}, bias: false}}", "batch_norm", "relu",
+                    f"{{op: conv3d, out: {out}, kernel: 1, bias: false}}", "batch_norm"]  # fmt: skip
+            net.entry(f"[{{add: {{main: {net.seq(conv)}, shortcut: identity}}}}, relu]" if out == c else
+                      net.seq([*conv, "relu"]))  # fmt: skip
+            c = out
+            continue
         split = kind == "split"  # R(2+1)D's: a spatial convolution, then a temporal one
         first, second, mid = ("[1, 3, 3]", "[3, 1, 1]", net.width(16, 256)) if split else ("3", "3", out)
         pads = ("[0, 1, 1]", "[1, 0, 0]") if split else ("1", "1")
@@ -301,6 +377,65 @@ def _transformer(net: _Net) -> None:
         net.entry(f"{{use: Encoder, args: [{heads}, {dim}, {mlp}]}}")
     classes = int(rng.choice([10, 1000]))
     net.entry(f"[{{op: layer_norm, dim: last}}, {{op: select, axis: 0, index: 0}}, {{op: linear, out: {classes}}}]")
+
+
+def _windowed(net: _Net, frames: int) -> str:
+    """A small windowed, pooling or partition transformer (Swin's, Video Swin's, MViT's and MaxViT's
+    attention) on a (3, size, size) image or a clip of ``frames``; returns the input's shape."""
+    rng = net.rng
+    kind = str(rng.choice(["swin", "swin", "swin3d", "mvit", "maxvit"]))
+    heads = int(rng.choice([1, 2, 3, 4]))
+    dim, size = 32 * heads, net.size
+    # Swin's maps are whole windows at every stage (Swin-T's 56, 28, 14, 7): a padded map, with the
+    # zero biases of a network never trained, has padded tokens whose v is zero, and queries that
+    # see only those and masked keys come out subnormal, slowing the projection after them a
+    # hundredfold (a trained network's biases are not zero)
+    if kind == "swin":
+        patch, window, version = int(rng.choice([2, 4])), int(rng.choice([4, 7, 7, 8])), int(rng.choice([1, 1, 2]))
+        multiple = int(rng.choice([2, 4, 8]))
+        size = patch * window * multiple
+        net.entry(f"[{{op: conv2d, out: {dim}, kernel: {patch}, stride: {patch}}}, {{op: permute, dims: [1, 2, 0]}}, "
+                  "{op: layer_norm, dim: last}]")  # fmt: skip
+        for stage in range(min(int(rng.integers(1, 4)), multiple.bit_length())):
+            if stage:
+                heads, dim = 2 * heads, 2 * dim
+                net.entry(f"{{op: patch_merging, out: {dim}}}")
+            for shift in [0, window // 2] * int(rng.integers(1, 3)):
+                net.entry(f"{{use: SwinBlock2D, args: [{heads}, {dim}, {4 * dim}, {window}, {shift}, {version}]}}")
+        net.entry("[{op: layer_norm, dim: last}, {op: permute, dims: [2, 0, 1]}, global_avg_pool, flatten, "
+                  "{op: linear, out: 10}]")  # fmt: skip
+        return f"{size}, {size}"
+    if kind == "swin3d":
+        window, wt = int(rng.choice([4, 7])), int(rng.choice([2, 4, 8]))
+        size = 4 * window * int(rng.choice([1, 2, 4]))
+        net.entry(f"[{{op: conv3d, out: {dim}, kernel: [2, 4, 4], stride: [2, 4, 4]}}, "
+                  "{op: permute, dims: [1, 2, 3, 0]}, {op: layer_norm, dim: last}]")  # fmt: skip
+        for st, s in [(0, 0), (wt // 2, window // 2)] * int(rng.integers(1, 3)):
+            net.entry(f"{{use: SwinBlock, args: [{heads}, {dim}, {4 * dim}, {wt}, {window}, {st}, {s}, 1]}}")
+        net.entry("[{op: layer_norm, dim: last}, {op: permute, dims: [3, 0, 1, 2]}, "
+                  "{op: adaptive_avg_pool3d, size: [1, 1, 1]}, flatten, {op: linear, out: 10}]")  # fmt: skip
+        return f"{frames}, {size}, {size}"
+    if kind == "mvit":
+        t, side = (frames + 1) // 2, size // 4
+        kv = int(rng.choice([1, 2, 4, 8]))
+        kv = kv if side % kv == 0 else 1
+        rel, residual = str(rng.random() < 0.7).lower(), str(rng.random() < 0.7).lower()
+        net.entry(f"[{{op: conv3d, out: {dim}, kernel: [3, 7, 7], stride: [2, 4, 4], padding: [1, 3, 3]}}, "
+                  "positional_encoding]")  # fmt: skip
+        for _ in range(int(rng.integers(1, 4))):
+            net.entry(f"{{use: PoolingBlock, args: [{heads}, {dim}, {t}, {side}, {side}, {kv}, {rel}, {residual}]}}")
+        net.entry("[{op: layer_norm, dim: last}, {op: select, axis: 0, index: 0}, {op: linear, out: 10}]")
+        return f"{frames}, {size}, {size}"
+    # MaxViT: block and grid partitions of a (C, size, size) map
+    p = int(rng.choice([4, 7, 8]))
+    side = size // 4 // p * p
+    side = side if side >= p else p
+    net.entry(f"[{{op: conv2d, out: {dim}, kernel: 4, stride: 4}}, {{op: adaptive_avg_pool, size: {side}}}]")
+    for _ in range(int(rng.integers(1, 3))):
+        for grid in ("false", "true"):
+            net.entry(f"{{use: PartitionBlock, args: [{dim}, {side}, {side // p if grid == 'true' else p}, {grid}]}}")
+    net.entry("[global_avg_pool, flatten, {op: linear, out: 10}]")
+    return f"{size}, {size}"
 
 
 def random_spec(index: int, seed: int = 0) -> str:
@@ -340,8 +475,19 @@ def random_spec(index: int, seed: int = 0) -> str:
     return HEADER.format(index=index, shape=f"{size}, {size}") + "\n".join(net.lines) + "\n"
 
 
+def windowed_spec(index: int, seed: int = 0) -> str:
+    """The YAML text of windowed transformer ``index`` of the calibration set (:func:`_windowed`)."""
+    rng = np.random.default_rng([seed, 2 << 20, index])
+    net = _Net(rng, 3, int(rng.choice([56, 64, 112, 128, 160, 224])))
+    shape = _windowed(net, int(rng.choice([4, 8, 16])))
+    header = HEADER.format(index=f"Windowed{index}", shape=shape)
+    return header.replace("templates:\n", WINDOWED_INIT + "templates:\n", 1) + "\n".join(net.lines) + "\n"
+
+
 #: the microbenchmarks: (kind, channels, map sizes); each is a stack of four blocks of one kind
-MICRO_KINDS = ("conv1x1", "conv3x3", "dw3", "dw5", "dw7", "inverted", "linear", "pool", "se")
+MICRO_KINDS = (
+    "conv1x1", "conv3x3", "dw3", "dw5", "dw7", "inverted", "linear", "pool", "se", "concat", "concat_odd", "resize"
+)  # fmt: skip
 
 
 def micro_spec(index: int, seed: int = 0) -> str:
@@ -353,6 +499,8 @@ def micro_spec(index: int, seed: int = 0) -> str:
     size = int(rng.choice([7, 14, 28, 56, 112]))
     while c * c * size * size > 2 * 10**8 and size > 7:  # keep it to a few milliseconds
         size //= 2
+    while kind == "resize" and c * size * size > 2 * 10**5 and size > 7:
+        size //= 2
     act = str(rng.choice(["relu", "relu6"]))
     block = {
         "conv1x1": f"[{{op: conv2d, out: {c}, kernel: 1, bias: false}}, batch_norm, {act}]",
@@ -362,7 +510,13 @@ def micro_spec(index: int, seed: int = 0) -> str:
         f"batch_norm, {act}, {{op: conv2d, out: {c}, kernel: 1, bias: false}}, batch_norm]}}}}",
         "pool": "{op: max_pool, kernel: 3, stride: 1, padding: 1}",
         "se": f"{{use: SE, args: [{c}, {max(8, c // 4)}]}}",
+        "resize": "[{op: interpolate, scale: 2, mode: bilinear}, {op: max_pool, kernel: 2, stride: 2}]",
     }
+    # two 1x1 branches joined: halves of whole 16-channel blocks (ONNX Runtime's blocked
+    # concatenation), or of 8 more (reordered out of the blocked layout and back)
+    for name, half in (("concat", max(16, c // 32 * 16)), ("concat_odd", 8 * (2 * (c // 32) + 1))):
+        branch = f"[{{op: conv2d, out: {half}, kernel: 1, bias: false}}, batch_norm, {act}]"
+        block[name] = f"{{concat: {{a: {branch}, b: {branch}}}}}"
     for k in (3, 5, 7):
         block[f"dw{k}"] = (
             f"[{{op: conv2d, out: {c}, kernel: {k}, padding: {k // 2}, groups: {c}, bias: false}}, batch_norm, {act}]"
@@ -436,18 +590,29 @@ def fit(rows: list[list[float]], times: list[float]) -> dict[str, float]:
 
 
 def networks_for(count: int | None = None, seed: int = 0) -> list:
-    """The calibration set: ``count`` (default :data:`NETWORKS`) random networks, those above
-    :data:`MAX_MACS` drawn again, and :data:`MICRO` microbenchmarks (:func:`micro_spec`; a
-    fifth of ``count`` when it is given), compiled."""
+    """The calibration set: ``count`` (default :data:`NETWORKS`) random networks, :data:`MICRO`
+    microbenchmarks (:func:`micro_spec`) and :data:`WINDOWED` windowed transformers
+    (:func:`windowed_spec`; a fifth of ``count`` each when it is given), compiled; networks above
+    :data:`MAX_MACS` are drawn again."""
     micro = MICRO if count is None else count // 5
+    windowed = WINDOWED if count is None else count // 5
     count = NETWORKS if count is None else count
+    return (
+        _drawn(random_spec, count, seed)
+        + [compile_text(micro_spec(i, seed)) for i in range(micro)]
+        + _drawn(windowed_spec, windowed, seed)
+    )
+
+
+def _drawn(spec: Callable[[int, int], str], count: int, seed: int) -> list:
+    """The first ``count`` networks of ``spec`` (by index) at most :data:`MAX_MACS`, compiled."""
     nets, index = [], 0
     while len(nets) < count:
-        net = compile_text(random_spec(index, seed))
+        net = compile_text(spec(index, seed))
         index += 1
         if net.totals()["macs"] <= MAX_MACS:
             nets.append(net)
-    return nets + [compile_text(micro_spec(i, seed)) for i in range(micro)]
+    return nets
 
 
 def fit_model(engine: str, nets: list, times: list[float], threads: int = 1) -> LatencyModel:

@@ -1,36 +1,43 @@
 """The latency model: a variant's latency predicted from its graph alone, per engine and machine.
 
-Every node of the inference graph costs, in milliseconds, a non-negative combination of four
-figures (:func:`features`)::
+Every node of the inference graph is one part or more (an attention op runs as many kernels at
+different rates: :mod:`nasdsl.bench.attention`), and every part costs, in milliseconds, a
+non-negative combination of four figures (:func:`features`)::
 
-    cost(node) = a[group] * work + b * traffic + d * streamed + c[group]
+    cost(part) = a[group] * work + b * traffic + d * streamed + c[group]
 
 ``work`` is the arithmetic (multiply-adds; for a convolution in the engine's blocked channel
 layout with its channels rounded up to the vector block of 16, so that a width of 20 costs like
-32) at the rate of the node's *group*, ``traffic`` the values read and written (activations and
-weights) at one rate for all (a roofline's memory side: a value costs the same whichever op
-moves it), ``streamed`` the weights of a layer too large for one core's L2 cache, read again
-from farther away on every run (a linear layer on one vector is bound by them), and ``c`` a
-fixed cost per node of the group (a kernel launch, a layout reorder). Groups tell apart what
-engines run differently: 1x1, k x k, depthwise and grouped convolutions in the blocked layout,
-the convolutions left in the plain layout (:func:`blocked`: ONNX Runtime's NCHWc takes a
-multiple of 4 channels, a depthwise convolution on 35 channels runs many times slower than on
-36), the first convolution on few channels, 1-D and 3-D convolutions, linear layers on one
-vector and on many, attention and the other matrix products, pools, a map scaled per channel
-(squeeze-and-excitation's gate: ONNX Runtime reorders the map around it), concatenations,
-GELU (erf and four element-wise ops in ONNX), each other element-wise op standing alone, and
-the ops an engine fuses into the layer before them (an activation, a residual sum, a BatchNorm
-folded: :func:`contexts`; a SiLU after a convolution apart, which ONNX Runtime runs on its own).
-A model adds a fixed cost and a cost per input value. The coefficients are fitted by
-non-negative least squares on measured models (:mod:`nasdsl.bench.calibrate`), relative error
-weighted, and cached per machine, engine and engine version (:func:`cache_path`).
+32, and without the kernel rows that fall on the padding, which the blocked kernels skip; for a
+convolution unfolded into a matrix product, its output channels rounded up to the block) at the
+rate of the part's *group*, ``traffic`` the values read and written (activations and weights)
+at one rate for all (a roofline's memory side), ``streamed`` the weights of a layer too large
+for one core's L2 cache, read again from farther away on every run (a linear layer on one
+vector is bound by them), and ``c`` a fixed cost per part of the group (a kernel launch, a
+layout reorder). Groups tell apart what engines run differently: 1x1, k x k, depthwise and
+grouped convolutions in the blocked layout, the convolutions left in the plain layout
+(:func:`blocked`: ONNX Runtime's NCHWc takes a multiple of 4 channels, a depthwise convolution
+on 35 channels runs many times slower than on 36), the first convolution on few channels,
+pointwise and unfolded 1-D and 3-D convolutions, linear layers on one vector and on many, the
+parts of attention (batched small products, passes over the scores, subnormal masked scores,
+copies of the tokens, MViT's pooling and relative positions), pools, a map scaled per channel
+(squeeze-and-excitation's gate: ONNX Runtime reorders the map around it), concatenations in
+the blocked layout and those reordered out of it and back (:func:`concat_blocked`), slices,
+permutes that move one axis and the others (:func:`moves_one_axis`), resizes, GELU (erf and
+four element-wise ops in ONNX), each other element-wise op standing alone, and the ops an
+engine fuses into the layer before them (an activation, a residual sum into a 2-D convolution,
+a BatchNorm folded: :func:`contexts`; a SiLU after a convolution apart, which ONNX Runtime runs
+on its own). A model adds a fixed cost and a cost per input value. The coefficients are fitted
+by non-negative least squares on measured models (:mod:`nasdsl.bench.calibrate`), relative
+error weighted, and cached per machine, engine and engine version (:func:`cache_path`).
 
 A prediction is a sum over nodes: no model is built, and :class:`nasdsl.variants.Evaluator`
-adds it node by node (its column ``latency_ms``).
+adds it node by node (its column ``latency_ms``), each distinct node's cost computed once.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -41,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from nasdsl.bench import attention
+from nasdsl.bench.attention import Part
 from nasdsl.errors import NasdslError
 
 #: the engines a latency model can be calibrated for (the first is the default)
@@ -48,7 +57,7 @@ LATENCY_ENGINES = ("onnxruntime", "openvino")
 #: the environment variable naming the cache folder (default: $XDG_CACHE_HOME/nasdsl, else .cache/nasdsl at home)
 CACHE_ENV = "NASDSL_CACHE_DIR"
 #: the version of the features; a cached model of another version is measured again
-FORMAT = 5
+FORMAT = 6
 #: the vector block a convolution's channels are rounded up to
 BLOCK = 16
 #: activations the engines fuse into the convolution, linear layer or residual sum before them
@@ -57,10 +66,15 @@ FUSABLE = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "si
 SWISH = frozenset({"silu"})
 #: the convolutions (a BatchNorm after one is folded into it)
 CONVS = frozenset({"conv1d", "conv2d", "conv3d"})
-#: matrix products an engine adds a residual sum into (ONNX Runtime's MatMul-Add fusion)
-PRODUCTS = frozenset({"linear", "attention", "window_attention", "partition_attention", "pooling_attention"})
-#: ops that move no data at inference
-VIEWS = frozenset({"identity", "dropout", "stochastic_depth", "flatten", "input"})
+#: the convolutions an engine adds a residual sum into (ONNX Runtime's blocked 2-D ones; a 3-D
+#: convolution's sum, and a linear layer's or an attention's, whose bias the product took, stand alone)
+SUMMING = frozenset({"conv2d"})
+#: ops that move no data at inference (a reshape is an alias in ONNX Runtime)
+VIEWS = frozenset({"identity", "dropout", "stochastic_depth", "flatten", "reshape", "input"})
+#: ops that copy part of their input as it lies
+COPIES = frozenset({"slice", "select", "pad_to_multiple", "pad", "roll"})
+#: ops that copy their input into another order (a strided gather)
+PERMUTES = frozenset({"permute", "transpose", "channel_shuffle"})
 
 
 class LatencyError(NasdslError):
@@ -113,8 +127,8 @@ def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[st
     """How an engine runs each node, from the structure alone (``(name, op, inputs, train)`` in
     order): ``skip`` (a training-only node), ``view`` (moves nothing), ``folded`` (a BatchNorm
     folded into the convolution before it), ``fused`` (an activation fused into the convolution,
-    linear layer or standing BatchNorm before it, or a residual sum fused into the convolution or
-    matrix product before it), or ``""`` (runs on its own)."""
+    linear layer or standing BatchNorm before it, or a residual sum fused into the 2-D convolution
+    before it), or ``""`` (runs on its own)."""
     nodes = list(nodes)
     items = [n for n in nodes if not n[3]]
     readers: dict[str, int] = {}
@@ -125,9 +139,9 @@ def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[st
     out: dict[str, str] = {name: "skip" for name, _, _, train in nodes if train}
     through: dict[str, str] = {}  # a node -> the convolution (or fused sum) its value comes straight from
 
-    def conv_before(source: str) -> bool:
+    def conv_before(source: str, convs: frozenset[str] = CONVS) -> bool:
         root = through.get(source, source)
-        return readers.get(source, 0) == 1 and (op.get(root) in CONVS or out.get(root) == "fused")
+        return readers.get(source, 0) == 1 and (op.get(root) in convs or out.get(root) == "fused")
 
     def alone_before(source: str) -> bool:  # a linear layer, or a BatchNorm left standing (a 1x1 depthwise conv)
         return readers.get(source, 0) == 1 and (
@@ -145,7 +159,7 @@ def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[st
         elif o in FUSABLE and len(ins) == 1 and (conv_before(ins[0]) or alone_before(ins[0])):
             out[name] = "fused"
             through[name] = through.get(ins[0], ins[0])
-        elif o == "add" and any(conv_before(s) or (op.get(s) in PRODUCTS and readers.get(s, 0) == 1) for s in ins):
+        elif o == "add" and any(conv_before(s, SUMMING) for s in ins):
             out[name] = "fused"
         else:
             out[name] = ""
@@ -158,12 +172,22 @@ def _block(c: int) -> int:
 
 def features(
     op: str, attrs: Mapping[str, object], ins: tuple[tuple[int, ...], ...], out: tuple[int, ...], macs: int, ctx: str
-) -> tuple[str, float, float, float] | None:
-    """(group, work, traffic, streamed) of one node, or None for a node that costs nothing;
+) -> tuple[Part, ...]:
+    """The parts of one node, each ``(group, work, traffic, streamed)``; none for a node that costs
+    nothing. Most nodes are one part; an attention op is several (:mod:`nasdsl.bench.attention`).
     ``streamed`` is the weights of a layer too large for one core's L2 cache (:func:`cache_values`),
     read from farther away on every run."""
     if ctx in ("skip", "view", "folded") or op in VIEWS:
-        return None
+        return ()
+    parts = attention.PARTS.get(op)
+    if parts is not None:
+        return parts(ins, attrs, _streamed)
+    return (_part(op, attrs, ins, out, macs, ctx),)
+
+
+def _part(
+    op: str, attrs: Mapping[str, object], ins: tuple[tuple[int, ...], ...], out: tuple[int, ...], macs: int, ctx: str
+) -> Part:
     size = math.prod(out)
     read = sum(math.prod(s) for s in ins)
     if op == "conv2d":
@@ -172,17 +196,26 @@ def features(
         weights = cout * (cin // groups) * kh * kw
         traffic, streamed = read + size + weights, _streamed(weights)
         if not blocked(cin, cout, groups):  # the plain layout: unfolded into matrix products
-            kind = "conv_nchw" if groups == 1 else "conv_dw_nchw" if groups == cin else "conv_group"
-            return kind, macs, traffic, streamed
+            if groups == cin:
+                return "conv_dw_nchw", macs, traffic, streamed
+            per = cout // groups  # each group's product has as many columns, in panels of a vector block
+            return ("conv_nchw" if groups == 1 else "conv_group"), macs // per * _block(per), traffic, streamed
+        inside = taps_inside(ins[0][1:], out[1:], attrs) if max(attrs["dilation"]) > 1 else 1.0
         if groups == cin and groups > 1:
-            return "conv_dw", _block(cin) * (size // cout) * kh * kw, traffic, streamed
-        padded = _block(cin // groups) * _block(cout // groups) * groups * (size // cout) * kh * kw
+            return "conv_dw", _block(cin) * (size // cout) * kh * kw * inside, traffic, streamed
+        padded = _block(cin // groups) * _block(cout // groups) * groups * (size // cout) * kh * kw * inside
         if cin <= 4:
             return "conv_stem", padded, traffic, streamed
         return ("conv_1x1" if kh * kw == 1 else "conv_kxk"), padded, traffic, streamed
-    if op in CONVS:  # 1-D and 3-D: no blocked layout, the arithmetic as it is
-        weights = out[0] * (ins[0][0] // attrs.get("groups", 1)) * math.prod(_sizes(attrs["kernel"], len(out) - 1))
-        return "conv_nd", macs, read + size + weights, _streamed(weights)
+    if op in CONVS:  # 1-D and 3-D: no blocked layout; a matrix product of the unfolded input (im2col)
+        groups = attrs.get("groups", 1)
+        kernel = math.prod(_sizes(attrs["kernel"], len(out) - 1))
+        weights = out[0] * (ins[0][0] // groups) * kernel
+        traffic, streamed = read + size + weights, _streamed(weights)
+        if kernel == 1 and groups == 1:  # pointwise: a matrix product of the input as it is
+            return "conv_nd_1x1", macs, traffic, streamed
+        per = out[0] // groups  # the product's columns, in panels of a vector block
+        return "conv_nd", macs // per * _block(per), traffic, streamed
     if op == "linear":  # on one vector each weight is read once (memory-bound); on many, a matrix product
         rows = math.prod(out[:-1])
         weights = macs // rows
@@ -195,9 +228,8 @@ def features(
         return "lrn", size * attrs["size"], read + size, 0
     if op == "gelu":  # erf and four element-wise ops in ONNX
         return "gelu", size, read + size, 0
-    if macs:  # attention and the other ops made of matrix products
-        scores = attrs["heads"] * ins[0][0] ** 2 if op == "attention" else 0  # softmax's (heads, L, L)
-        return "matmul", macs, read + size + 2 * scores, 0
+    if macs:  # the other ops made of matrix products
+        return "matmul", macs, read + size, 0
     if ctx == "fused":
         if op == "add":
             return "fused_add", size, read, 0
@@ -205,9 +237,14 @@ def features(
     if (op in ("add", "mul") and len(set(ins)) > 1) or op == "layer_scale":  # a map scaled per channel
         return "broadcast", size, read + size, 0
     if op == "concat":
-        return "concat", size, read + size, 0
-    if op in ("slice", "select", "permute", "channel_shuffle"):
+        return ("concat" if concat_blocked(ins, out) else "concat_reorder"), size, read + size, 0
+    if op in PERMUTES:
+        return ("permute" if moves_one_axis(op, attrs, len(out)) else "permute_nd"), size, read + size, 0
+    if op in COPIES:
         return "copy", size, read + size, 0
+    if op in ("interpolate", "interpolate_like"):  # each value from its neighbours along each axis
+        taps = 1 if attrs["mode"] == "nearest" else 2 ** (len(out) - 1)
+        return "resize", size * taps, read + size, 0
     if op == "batch_norm":
         return "affine", size, read + size, 0
     if op in ("layer_norm", "softmax"):
@@ -215,6 +252,52 @@ def features(
     if op in ("sigmoid", "silu", "tanh", "hardswish", "hardsigmoid"):
         return "transcendental", size, read + size, 0
     return "elementwise", size, read + size, 0
+
+
+def taps_inside(sizes: tuple[int, ...], outs: tuple[int, ...], attrs: Mapping[str, object]) -> float:
+    """The share of a convolution's kernel rows that land inside the map (not on its padding),
+    over every output row: ONNX Runtime's blocked kernels skip the rows that fall on the padding
+    (not the columns, which they run through). DeepLabV3's 3x3 kernels dilated by 36 on a 65x65
+    map keep 63% of their rows (measured: 69% of the time of the same convolution undilated, one
+    thread). Counted for dilated kernels only: an undilated one loses a row or two at the edges,
+    which saves little (a 3x3 kernel on 256 channels of a 7x7 map: 93% of the time of a 7x7 map
+    computed whole, where 90% of the rows are inside)."""
+    n, m = sizes[0], outs[0]
+    k, s, d = attrs["kernel"][0], attrs["stride"][0], attrs["dilation"][0]
+    padding = attrs["padding"]
+    p = d * (k - 1) // 2 if padding == "same" else padding[0]
+    inside = 0
+    for tap in range(k):  # the output rows o with 0 <= o * s - p + tap * d < n
+        first = max(0, -(-(p - tap * d) // s))
+        last = min(m - 1, (n + p - tap * d - 1) // s)
+        inside += max(0, last - first + 1)
+    return inside / (m * k)
+
+
+def moves_one_axis(op: str, attrs: Mapping[str, object], rank: int) -> bool:
+    """Whether a permute moves one axis and keeps the others in order ((C, H, W) to (H, W, C); a
+    channel shuffle; two neighbouring axes swapped): ONNX Runtime copies such a transpose in
+    contiguous runs. Any other order (MaxViT's (C, h, p, w, p) to (h, w, p, p, C)) it gathers
+    value by value, several times slower a value."""
+    if op == "channel_shuffle":
+        return True
+    if op == "transpose":
+        a, b = (attrs[k] % rank for k in ("axis0", "axis1"))
+        return abs(a - b) <= 1
+    dims = list(attrs["dims"])
+    return any(dims[:i] + dims[i + 1 :] == sorted(dims[:i] + dims[i + 1 :]) for i in range(len(dims)))
+
+
+def concat_blocked(ins: tuple[tuple[int, ...], ...], out: tuple[int, ...]) -> bool:
+    """Whether a concatenation runs in the blocked channel layout, a plain copy of each input:
+    ONNX Runtime's NCHWc takes one of (C, H, W) maps along the channels when every input has whole
+    blocks of :data:`BLOCK` channels. Any other concatenation of maps the convolutions wrote in
+    that layout has them reordered out of it (each input) and back (the result): three passes
+    where the blocked one makes one (SqueezeNet's and DenseNet's concatenations are blocked; a
+    concatenation of 24 and 40 channels is not). Tokens and flat features are never blocked."""
+    if len(out) != 3:
+        return True
+    return all(s[0] % BLOCK == 0 for s in ins) and sum(s[0] for s in ins) == out[0]
 
 
 def blocked(cin: int, cout: int, groups: int) -> bool:
@@ -255,9 +338,17 @@ GROUPS = (
     "conv_dw_nchw",
     "conv_stem",
     "conv_nd",
+    "conv_nd_1x1",
     "linear",
     "linear_seq",
     "matmul",
+    "attn_product",
+    "attn_matrix",
+    "attn_copy",
+    "scores",
+    "masked",
+    "einsum",
+    "conv_pool",
     "pool",
     "gap",
     "lrn",
@@ -266,7 +357,11 @@ GROUPS = (
     "fused_swish",
     "broadcast",
     "concat",
+    "concat_reorder",
     "copy",
+    "permute",
+    "permute_nd",
+    "resize",
     "affine",
     "norm",
     "transcendental",
@@ -292,14 +387,12 @@ def row(views: Iterable[NodeView]) -> list[float]:
     index = {g: i for i, g in enumerate(GROUPS)}
     r = [0.0] * (len(TERMS) * len(GROUPS) + len(SHARED))
     for v in views:
-        f = features(v.op, v.attrs, v.in_shapes, v.shape, v.macs, ctx[v.name])
-        if f is None:
-            continue
-        i = len(TERMS) * index[f[0]]
-        r[i] += f[1]
-        r[i + 1] += 1
-        r[-4] += f[2]
-        r[-3] += f[3]
+        for group, work, traffic, streamed in features(v.op, v.attrs, v.in_shapes, v.shape, v.macs, ctx[v.name]):
+            i = len(TERMS) * index[group]
+            r[i] += work
+            r[i + 1] += 1
+            r[-4] += traffic
+            r[-3] += streamed
     first = next(v for v in views if v.op == "input")
     r[-2] = 1.0
     r[-1] = float(math.prod(first.shape))
@@ -331,11 +424,18 @@ class LatencyModel:
         ctx: str,
     ) -> float:
         """Milliseconds one node costs (see the module docstring)."""
-        f = features(op, attrs, ins, out, macs, ctx)
-        if f is None:
-            return 0.0
-        c, group = self.coefficients, f[0]
-        return c[f"{group}.work"] * f[1] + c["traffic"] * f[2] + c["streamed"] * f[3] + c[f"{group}.count"]
+        rates, (per_traffic, per_streamed) = self._rates
+        total = 0.0
+        for group, work, traffic, streamed in features(op, attrs, ins, out, macs, ctx):
+            per_work, fixed = rates[group]
+            total += per_work * work + per_traffic * traffic + per_streamed * streamed + fixed
+        return total
+
+    @functools.cached_property
+    def _rates(self) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+        """Each group's (work, count) coefficients, and the traffic's and streaming's, looked up once."""
+        c = self.coefficients
+        return {g: (c[f"{g}.work"], c[f"{g}.count"]) for g in GROUPS}, (c["traffic"], c["streamed"])
 
     def model_cost(self, input_shape: tuple[int, ...]) -> float:
         return self.coefficients["model"] + self.coefficients["model_input"] * math.prod(input_shape)
