@@ -65,3 +65,41 @@ def assert_module_for_module(model: torch.nn.Module, reference: torch.nn.Module)
             assert modules[path].p == pytest.approx(module.p, rel=1e-12), path
             rates += 1
     return held, rates
+
+
+def generated_with_weights(net, reference: torch.nn.Module) -> torch.nn.Module:
+    """The PyTorch backend's model of ``net`` (a compiled spec) holding ``reference``'s tensors,
+    loaded strictly, its keys in the reference's order; in eval mode."""
+    from nasdsl.backends.pytorch import generate_source, load_source
+
+    with torch.device("meta"):
+        ours = getattr(load_source(generate_source(net.graph)), net.spec.name)()
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    return ours.eval()
+
+
+#: a small MaxViT (2x2 partitions at 64x64), as torchvision's constructor and specs/maxvit_t.yaml name
+#: its settings
+MAXVIT_CHANNELS, MAXVIT_LAYERS = [8, 16, 16, 32], [1, 2, 1, 1]
+MAXVIT_SPEC_VARIABLES = {
+    **{"image_size": 64, "partition_size": 2, "head_dim": 8, "stem_channels": 8, "num_classes": 10},
+    **{f"c{k + 1}": c for k, c in enumerate(MAXVIT_CHANNELS)},
+    **{f"n{k + 1}": n for k, n in enumerate(MAXVIT_LAYERS)},
+}
+
+
+def small_maxvit(stochastic_depth_prob: float = 0.2):
+    """torchvision's own MaxVit class at the settings of :data:`MAXVIT_SPEC_VARIABLES`."""
+    from torchvision.models.maxvit import MaxVit
+
+    return MaxVit(
+        input_size=(64, 64),
+        stem_channels=8,
+        partition_size=2,
+        block_channels=MAXVIT_CHANNELS,
+        block_layers=MAXVIT_LAYERS,
+        head_dim=8,
+        stochastic_depth_prob=stochastic_depth_prob,
+        num_classes=10,
+    )

@@ -98,7 +98,8 @@ CASES = [
             """),
         "spec.yaml:1:1: error: model: missing key 'model': the network's layers\n"
         "spec.yaml:3:1: error: modle: unknown key 'modle' in a spec (did you mean 'model'?); "
-        "allowed: nasdsl, name, doc, extends, input, variables, init, templates, model, outputs, outputs_by_name, evaluation\n",
+        "allowed: nasdsl, name, doc, extends, input, variables, init, templates, model, outputs, outputs_by_name, "
+        "evaluation\n",
     ),
     Case(
         "unknown-op",

@@ -22,33 +22,21 @@ from torchvision.models import MaxVit_T_Weights, maxvit
 from torchvision.models.maxvit import MaxVit, RelativePositionalMultiHeadAttention
 
 import nasdsl
-from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.cli import main as cli_main
 from nasdsl.importer import ImportFailure, import_model
 
 from paths import SPECS
-from reference_models import randomise
+from reference_models import (
+    MAXVIT_CHANNELS,
+    MAXVIT_LAYERS,
+    MAXVIT_SPEC_VARIABLES,
+    generated_with_weights,
+    randomise,
+    small_maxvit,
+)
 
 #: the small MaxViT's settings, as torchvision's constructor and the hand-written spec name them
-CHANNELS, LAYERS = [8, 16, 16, 32], [1, 2, 1, 1]
-SPEC_VARIABLES = {
-    **{"image_size": 64, "partition_size": 2, "head_dim": 8, "stem_channels": 8, "num_classes": 10},
-    **{f"c{k + 1}": c for k, c in enumerate(CHANNELS)},
-    **{f"n{k + 1}": n for k, n in enumerate(LAYERS)},
-}
-
-
-def small_maxvit() -> MaxVit:
-    return MaxVit(
-        input_size=(64, 64),
-        stem_channels=8,
-        partition_size=2,
-        block_channels=CHANNELS,
-        block_layers=LAYERS,
-        head_dim=8,
-        stochastic_depth_prob=0.2,
-        num_classes=10,
-    )
+CHANNELS, LAYERS, SPEC_VARIABLES = MAXVIT_CHANNELS, MAXVIT_LAYERS, MAXVIT_SPEC_VARIABLES
 
 
 def _line_of(code: str) -> int:
@@ -112,13 +100,10 @@ def test_generated_model_loads_torchvisions_state_dict_and_agrees(imported):
                 p.normal_(0.0, 1.0)
     reference.eval()
     net = imported.compiled
-    with torch.device("meta"):
-        ours = getattr(load_source(generate_source(net.graph)), net.spec.name)()
-    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
-    assert list(ours.state_dict()) == list(reference.state_dict())
+    ours = generated_with_weights(net, reference)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        a, b = reference(x), ours.eval()(x)
+        a, b = reference(x), ours(x)
     assert a.abs().max() > 0.1
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
 

@@ -29,30 +29,16 @@ from nasdsl.importer import ImportFailure, import_model
 from nasdsl.weights import initial_weights
 
 from paths import SPECS
-from reference_models import randomise
+from reference_models import MAXVIT_CHANNELS, MAXVIT_LAYERS, MAXVIT_SPEC_VARIABLES, randomise, small_maxvit
 
 #: the small MaxViT's settings, as torchvision's constructor and the hand-written spec name them
 #: (tests/test_import_maxvit.py's)
-CHANNELS, LAYERS = [8, 16, 16, 32], [1, 2, 1, 1]
-SPEC_VARIABLES = {
-    **{"image_size": 64, "partition_size": 2, "head_dim": 8, "stem_channels": 8, "num_classes": 10},
-    **{f"c{k + 1}": c for k, c in enumerate(CHANNELS)},
-    **{f"n{k + 1}": n for k, n in enumerate(LAYERS)},
-}
+CHANNELS, LAYERS, SPEC_VARIABLES = MAXVIT_CHANNELS, MAXVIT_LAYERS, MAXVIT_SPEC_VARIABLES
 
 
 def _small_maxvit() -> MaxVit:
     torch.manual_seed(0)
-    model = MaxVit(
-        input_size=(64, 64),
-        stem_channels=8,
-        partition_size=2,
-        block_channels=CHANNELS,
-        block_layers=LAYERS,
-        head_dim=8,
-        stochastic_depth_prob=0.0,
-        num_classes=10,
-    )
+    model = small_maxvit(stochastic_depth_prob=0.0)
     randomise(model)
     with torch.no_grad():  # torchvision's 0.02 would hide a wrong offset or a small head
         for name, p in model.named_parameters():

@@ -18,10 +18,9 @@ from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer,
 from torchvision.models.vision_transformer import VisionTransformer
 
 import nasdsl
-from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.importer import ImportFailure, import_model
 
-from reference_models import randomise
+from reference_models import generated_with_weights, randomise
 
 
 def small_vit() -> VisionTransformer:
@@ -60,14 +59,11 @@ def test_generated_model_loads_torchvisions_state_dict_and_agrees(imported):
         reference.class_token.normal_(0, 0.1)
     reference.eval()
     net = imported.compiled
-    with torch.device("meta"):
-        ours = getattr(load_source(generate_source(net.graph)), net.spec.name)()
-    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
-    assert list(ours.state_dict()) == list(reference.state_dict())
+    ours = generated_with_weights(net, reference)
     assert "encoder.layers.encoder_layer_1.self_attention.in_proj_weight" in ours.state_dict()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        a, b = reference(x), ours.eval()(x)
+        a, b = reference(x), ours(x)
     assert a.abs().max() > 0.1
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
     assert imported.report.params == sum(p.numel() for p in reference.parameters())
@@ -186,13 +182,10 @@ def test_swin_blocks_are_one_template_and_the_model_is_torchvisions(v2):
     randomise(reference)
     reference.eval()
     net = result.compiled
-    with torch.device("meta"):
-        ours = getattr(load_source(generate_source(net.graph)), net.spec.name)()
-    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
-    assert list(ours.state_dict()) == list(reference.state_dict())
+    ours = generated_with_weights(net, reference)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        a, b = reference(x), ours.eval()(x)
+        a, b = reference(x), ours(x)
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
     assert result.report.params == sum(p.numel() for p in reference.parameters())
 
