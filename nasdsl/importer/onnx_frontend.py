@@ -220,7 +220,37 @@ class _Reader:
 
     # reading
 
+    def _strided_copies(self) -> list:
+        """The dynamo exporter's ``as_strided`` of a contiguous tensor onto its own shape: a
+        ``Reshape`` to ``[-1]`` whose one reader is a ``Gather`` along axis 0 of the constant
+        indices ``0, 1, ... n - 1`` laid out in the input's shape. The pair copies its input;
+        its output becomes an alias of the input and both nodes are dropped. Any other layout
+        of indices is left to the op table (and its error)."""
+        readers: dict[str, list] = {}
+        for node in self.nodes:
+            for i in node.input:
+                readers.setdefault(i, []).append(node)
+        copies = []
+        for node in self.nodes:
+            users = readers.get(node.output[0], []) if node.op_type == "Reshape" else []
+            flat = self.const.get(node.input[1]) if len(node.input) > 1 else None
+            if flat is None or flat.reshape(-1).tolist() != [-1] or len(users) != 1 or users[0].op_type != "Gather":
+                continue
+            gather = users[0]
+            index = self.const.get(gather.input[1])
+            shape = self.shapes.get(node.input[0])
+            if index is None or shape is None or int(View.attrs(gather).get("axis", 0)) != 0:
+                continue
+            if gather.input[0] != node.output[0] or tuple(index.shape) != tuple(shape):
+                continue
+            if np.array_equal(index.reshape(-1), np.arange(index.size)):
+                self.alias[gather.output[0]] = self.alias.get(node.input[0], node.input[0])
+                copies += [node, gather]
+        return copies
+
     def read(self, name: str | None) -> FlatModel:
+        copies = {id(n) for n in self._strided_copies()}
+        self.nodes = [n for n in self.nodes if id(n) not in copies]
         for node in self.nodes:  # Identity and inference-time Dropout pass their input on
             if node.op_type in _ALIASES and node.input and node.input[0] not in self.const:
                 if node.op_type != "Dropout" or len(node.output) == 1 or not node.output[1]:
