@@ -1,7 +1,8 @@
 """``nasdsl import`` of files written by ``torch.onnx.export``'s default exporter (``dynamo=True``),
 which keeps no module names in node names and writes some layers otherwise than the TorchScript
-exporter: ConvNeXt's head pools and then copies the map through an ``as_strided`` (a ``Reshape``
-to ``[-1]`` and a ``Gather`` of every index in order).
+exporter: ConvNeXt's and Swin's heads pool and then copy the map through an ``as_strided`` (a
+``Reshape`` to ``[-1]`` and a ``Gather`` of every index in order), ViT's class token arrives
+already expanded to a batch of one, as a constant.
 
 The references are independent of the importer: small models built by torchvision's own
 classes, their initializers named by torchvision's ``state_dict``, and ONNX Runtime running the
@@ -19,6 +20,8 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.vision_transformer import VisionTransformer
 
 from nasdsl import ir
 from nasdsl.backends.onnx import export_onnx
@@ -56,11 +59,12 @@ def _ops(result, op: str) -> dict:
     return {name: data.attrs for name, data in ir.nodes(result.compiled.graph) if data.op == op}
 
 
-def _same_state(result, model: nn.Module) -> None:
-    """Every tensor of torchvision's state_dict is carried, under its name; the one exception is
-    ConvNeXt's ``layer_scale`` (shape ``(C, 1, 1)``), which nasdsl's ``layer_scale`` op holds as its
-    ``scale`` of shape ``(C,)`` (``features.1.0.scale``)."""
-    theirs = {k.replace(".layer_scale", ".scale"): v.numpy() for k, v in model.state_dict().items()}
+def _same_state(result, model: nn.Module, renamed: dict | None = None) -> None:
+    """Every tensor of torchvision's state_dict is carried, under its name (``renamed``: the
+    names the file does not keep); ConvNeXt's ``layer_scale`` of shape ``(C, 1, 1)`` is held by
+    nasdsl's ``layer_scale`` op as ``(C,)``."""
+    renamed = renamed or {}
+    theirs = {renamed.get(k, k): v.numpy() for k, v in model.state_dict().items()}
     assert set(result.weights) == set(theirs)
     for key, value in theirs.items():
         np.testing.assert_allclose(result.weights[key].reshape(value.shape), value, rtol=1e-6, atol=1e-7, err_msg=key)
@@ -73,7 +77,21 @@ def _convnext() -> nn.Module:
     return model.eval()
 
 
-MODELS = {"convnext": (_convnext, 32)}
+def _vit() -> nn.Module:
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    randomise(model)
+    return model.eval()
+
+
+def _swin() -> nn.Module:
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4])
+    randomise(model)
+    return model.eval()
+
+
+MODELS = {"convnext": (_convnext, 32), "vit": (_vit, 32), "swin": (_swin, 32)}
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +135,31 @@ def test_a_strided_copy_in_another_order_is_a_located_error(exported):
         "<onnx model>: graph.node[42] 'node_Reshape_16' (Reshape): error: a Reshape from [1, 16, 1, 1] to [16]: "
         "the spec reads a Reshape as a flatten, a channel shuffle or MaxViT's partitions"
     )
+
+
+def test_vit_from_dynamo_export(exported):
+    """The exporter folds the class token's ``expand`` to a batch of one into a constant named
+    ``expand``, joined to the patches by the ``Concat``: a ``parameter`` under that name."""
+    model, proto = exported("vit")
+    assert "Expand" not in {n.op_type for n in proto.graph.node}
+    result = import_model(proto, weights=True)
+    assert _ops(result, "parameter") == {
+        "expand": {"shape": (1, 32), "axes": None},
+        "encoder.pos_embedding": {"shape": (17, 32), "axes": None},
+    }
+    attention = _ops(result, "attention")
+    assert sorted(attention) == [f"encoder.layers.encoder_layer_{i}.self_attention" for i in range(2)]
+    assert all(a["heads"] == 2 for a in attention.values())
+    _same_state(result, model, renamed={"class_token": "expand"})
+    assert _agreement(proto, result) <= 1e-5
+
+
+def test_swin_from_dynamo_export(exported):
+    """Swin's head pools through the same ``as_strided`` copy as ConvNeXt's."""
+    _, proto = exported("swin")
+    result = import_model(proto, weights=True)
+    attention = _ops(result, "window_attention")
+    assert sorted(attention) == ["features.1.0.attn", "features.1.1.attn", "features.3.0.attn", "features.3.1.attn"]
+    assert {tuple(a["window"]) for a in attention.values()} == {(4, 4)}
+    assert attention["features.1.1.attn"]["shift"] == 2 and attention["features.1.0.attn"]["shift"] == 0
+    assert _agreement(proto, result) <= 1e-5
