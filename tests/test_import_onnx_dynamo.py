@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
-from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 from torchvision.models.vision_transformer import VisionTransformer
 
 from nasdsl import ir
@@ -84,14 +84,17 @@ def _vit() -> nn.Module:
     return model.eval()
 
 
-def _swin() -> nn.Module:
+def _swin(v2: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4])
+    extra = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
+    model = SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4], **extra
+    )
     randomise(model)
     return model.eval()
 
 
-MODELS = {"convnext": (_convnext, 32), "vit": (_vit, 32), "swin": (_swin, 32)}
+MODELS = {"convnext": (_convnext, 32), "vit": (_vit, 32), "swin": (_swin, 32), "swin_v2": (lambda: _swin(True), 32)}
 
 
 @pytest.fixture(scope="module")
@@ -162,4 +165,22 @@ def test_swin_from_dynamo_export(exported):
     assert sorted(attention) == ["features.1.0.attn", "features.1.1.attn", "features.3.0.attn", "features.3.1.attn"]
     assert {tuple(a["window"]) for a in attention.values()} == {(4, 4)}
     assert attention["features.1.1.attn"]["shift"] == 2 and attention["features.1.0.attn"]["shift"] == 0
+    assert _agreement(proto, result) <= 1e-5
+
+
+def test_swin_v2_from_dynamo_export(exported):
+    """The exporter folds what depends on weights alone: the logit scale arrives as
+    ``exp(clamp(logit_scale))`` and the position-bias MLP's first layer as its product with the
+    coordinates table. Both are read back and must be torchvision's tensors."""
+    model, proto = exported("swin_v2")
+    assert "Clip" not in {n.op_type for n in proto.graph.node if "logit" in n.name}
+    result = import_model(proto, weights=True)
+    attention = _ops(result, "window_attention")
+    assert len(attention) == 4 and {a["version"] for a in attention.values()} == {2}
+    theirs = model.state_dict()
+    for block in ("features.1.0.attn", "features.3.1.attn"):
+        for key in ("logit_scale", "cpb_mlp.0.weight", "cpb_mlp.0.bias", "cpb_mlp.2.weight"):
+            np.testing.assert_allclose(
+                result.weights[f"{block}.{key}"], theirs[f"{block}.{key}"].numpy(), rtol=1e-4, atol=1e-5, err_msg=key
+            )
     assert _agreement(proto, result) <= 1e-5
