@@ -2,7 +2,9 @@
 which keeps no module names in node names and writes some layers otherwise than the TorchScript
 exporter: ConvNeXt's and Swin's heads pool and then copy the map through an ``as_strided`` (a
 ``Reshape`` to ``[-1]`` and a ``Gather`` of every index in order), ViT's class token arrives
-already expanded to a batch of one, as a constant.
+already expanded to a batch of one, as a constant, Swin V2's weight-only computations are folded
+(its logit scale, the first layer of its position-bias MLP), and MaxViT's window departition and
+the grid partition after it share one ``Reshape``.
 
 The references are independent of the importer: small models built by torchvision's own
 classes, their initializers named by torchvision's ``state_dict``, and ONNX Runtime running the
@@ -94,7 +96,19 @@ def _swin(v2: bool = False) -> nn.Module:
     return model.eval()
 
 
-MODELS = {"convnext": (_convnext, 32), "vit": (_vit, 32), "swin": (_swin, 32), "swin_v2": (lambda: _swin(True), 32)}
+def _maxvit() -> nn.Module:
+    from test_import_onnx_maxvit import _small_maxvit  # 2x2 partitions at 64x64
+
+    return _small_maxvit()
+
+
+MODELS = {
+    "convnext": (_convnext, 32),
+    "vit": (_vit, 32),
+    "swin": (_swin, 32),
+    "swin_v2": (lambda: _swin(True), 32),
+    "maxvit": (_maxvit, 64),
+}
 
 
 @pytest.fixture(scope="module")
@@ -183,4 +197,26 @@ def test_swin_v2_from_dynamo_export(exported):
             np.testing.assert_allclose(
                 result.weights[f"{block}.{key}"], theirs[f"{block}.{key}"].numpy(), rtol=1e-4, atol=1e-5, err_msg=key
             )
+    assert _agreement(proto, result) <= 1e-5
+
+
+def test_maxvit_from_dynamo_export(exported):
+    """Each window departition and the grid partition after it are written as ``Reshape,
+    Transpose, Reshape, Transpose, Reshape`` (the middle one from ``(N, C, H/p, p, W/p, p)`` to
+    ``(N, C, H/q, q, W/q, q)``): read as the two partitions the TorchScript exporter writes."""
+    model, proto = exported("maxvit")
+    result = import_model(proto, weights=True)
+    ops = {name: (d.op, d.attrs) for name, d in ir.nodes(result.compiled.graph)}
+    window = "blocks.0.layers.0.layers.window_attention"
+    grid = "blocks.0.layers.0.layers.grid_attention"
+    # the first layer's 16x16 map of 8 channels: back from 2x2 windows, then torchvision's
+    # WindowPartition with p = 16 / 2 for the grid, x.view(C, H / p, p, W / p, p)
+    assert ops[f"{window}.departition_op_map"][1]["shape"] == (8, 16, 16)
+    assert ops[f"{grid}.partition_op"][1]["shape"] == (8, 2, 8, 2, 8)
+    attention = {k: v for k, (op, v) in ops.items() if op == "partition_attention"}
+    assert len(attention) == 10 and all(a["size"] == 2 for a in attention.values())
+    theirs = {k: v.numpy() for k, v in model.state_dict().items() if ".attn_layer.1." in k}
+    assert {k for k in result.weights if ".attn_layer.1." in k} == set(theirs)
+    for key, value in theirs.items():
+        np.testing.assert_allclose(result.weights[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
     assert _agreement(proto, result) <= 1e-5

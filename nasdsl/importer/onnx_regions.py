@@ -268,10 +268,15 @@ def _name(closure: list, g: _Graph) -> str:
     from nasdsl.importer.onnx_frontend import NAME_SCOPES, _listed, _metadata, _torch_scope
 
     parts = []
+    # a file with the dynamo exporter's metadata: the nodes its rewrites made without any (a
+    # Split) name no module
+    dynamo = any(NAME_SCOPES in _metadata(n) for n in closure)
     for n in closure:
         if not any(g.data(o) for o in n.output):
             continue
         scopes = _listed(_metadata(n).get(NAME_SCOPES, ""))
+        if dynamo and not scopes:
+            continue
         if scopes:
             parts.append(next((s for s in reversed(scopes[1:-1]) if s), "").split(".") if len(scopes) > 2 else [])
         elif n.name.startswith("/"):
