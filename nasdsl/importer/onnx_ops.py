@@ -8,7 +8,8 @@ PyTorch layer: GELU as ``Div, Erf, Add, Mul, Mul``, SiLU as ``Sigmoid, Mul``, a 
 LayerNorm as ``Transpose, LayerNormalization, Transpose``, LayerNorm below opset 17 as
 ``ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add``, a channel shuffle as ``Reshape,
 Transpose, Reshape``, MaxViT's partitions as ``Reshape, Transpose, Reshape`` too, a linear layer
-on the last axis as ``MatMul, Add``, a class token as an ``Expand`` of a learned tensor. An
+on the last axis as ``MatMul, Add``, a class token as an ``Expand`` of a learned tensor (or,
+from the dynamo exporter, that expand folded into a constant joined by a ``Concat``). An
 attention layer, dozens of nodes, is read whole by :mod:`nasdsl.importer.onnx_regions` before
 these run. A node no handler takes is an error naming it; adding an op of ``nasdsl/ops.py`` is one entry here.
 
