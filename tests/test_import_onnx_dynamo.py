@@ -241,3 +241,18 @@ def test_maxvit_from_dynamo_export(exported):
     for key, value in theirs.items():
         np.testing.assert_allclose(result.weights[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
     assert _agreement(proto, result) <= 1e-5
+
+
+def test_a_folded_position_bias_mlp_that_no_weight_gives_is_a_located_error(exported):
+    """One value of the folded product of the first layer and the coordinates table changed: no
+    first-layer weight gives it, and the attention is refused where it is."""
+    _, proto = exported("swin_v2")
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    relu = next(n for n in proto.graph.node if n.op_type == "Relu")
+    add = next(n for n in proto.graph.node if n.output[0] == relu.input[0])
+    product = next(i for i in proto.graph.initializer if i.name in add.input and len(i.dims) > 1)
+    values = onnx.numpy_helper.to_array(product).copy()
+    values.flat[0] += 1.0
+    product.CopyFrom(onnx.numpy_helper.from_array(values, product.name))
+    with pytest.raises(ImportFailure, match=r"graph\.node\[\d+\] 'node_softmax' \(Softmax\): error: no continuous"):
+        import_model(proto)
