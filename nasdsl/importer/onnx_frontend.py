@@ -3,7 +3,10 @@
 The graph is read as data (``onnx.load``, ``onnx.checker``,
 ``onnx.shape_inference``), constant operands are folded with numpy (initializers,
 ``Constant`` nodes, the shape arithmetic exporters write around ``Reshape``), sizes the shape
-inference lost are inferred again node by node, the regions of many nodes that are one op
+inference lost are inferred again node by node, two rewrites undo what the dynamo exporter
+joins or adds (an ``as_strided`` copy dropped, a Reshape between MaxViT's partitions split
+through the map: ``_Reader._strided_copies`` and ``_split_partition_reshapes``), the regions of
+many nodes that are one op
 (attention, Swin's window attention and patch merging) are found and checked by
 :mod:`nasdsl.importer.onnx_regions`, and every other node or short run of nodes is mapped
 through :mod:`nasdsl.importer.onnx_ops`.
@@ -220,7 +223,86 @@ class _Reader:
 
     # reading
 
+    def _strided_copies(self) -> list:
+        """The dynamo exporter's ``as_strided`` of a contiguous tensor onto its own shape: a
+        ``Reshape`` to ``[-1]`` whose one reader is a ``Gather`` along axis 0 of the constant
+        indices ``0, 1, ... n - 1`` laid out in the input's shape. The pair copies its input;
+        its output becomes an alias of the input and both nodes are dropped. Any other layout
+        of indices is left to the op table (and its error)."""
+        readers: dict[str, list] = {}
+        for node in self.nodes:
+            for i in node.input:
+                readers.setdefault(i, []).append(node)
+        copies = []
+        for node in self.nodes:
+            users = readers.get(node.output[0], []) if node.op_type == "Reshape" else []
+            flat = self.const.get(node.input[1]) if len(node.input) > 1 else None
+            if flat is None or flat.reshape(-1).tolist() != [-1] or len(users) != 1 or users[0].op_type != "Gather":
+                continue
+            gather = users[0]
+            index = self.const.get(gather.input[1])
+            shape = self.shapes.get(node.input[0])
+            if index is None or shape is None or int(View.attrs(gather).get("axis", 0)) != 0:
+                continue
+            if gather.input[0] != node.output[0] or tuple(index.shape) != tuple(shape):
+                continue
+            if np.array_equal(index.reshape(-1), np.arange(index.size)):
+                self.alias[gather.output[0]] = self.alias.get(node.input[0], node.input[0])
+                copies += [node, gather]
+        return copies
+
+    def _split_partition_reshapes(self) -> None:
+        """The dynamo exporter joins MaxViT's window departition and the grid partition after it
+        into one ``Reshape`` between two views of the map, ``(N, C, H/p, p, W/p, p)`` to
+        ``(N, C, H/q, q, W/q, q)``, or drops it where the two views are one (``p == q``), leaving
+        two ``Transpose`` nodes in a row. That Reshape becomes two through the map ``(N, C, H,
+        W)`` (a reshape of a reshape is the reshape to the last shape), and the two Transposes get
+        the pair between them, so that each partition is a ``Reshape, Transpose, Reshape`` again;
+        what it then reads as is left to the op table. The caller's graph is left as it is."""
+        out = []
+        producer = {o: n for n in self.nodes for o in n.output}
+        for node in self.nodes:
+            source = node.input[0] if node.input else ""
+            shape_in, shape_out = (tuple(self.shapes.get(v, ())) for v in (source, node.output[0]))
+            before = producer.get(source)
+            if not (len(shape_in) == len(shape_out) == 6 and all(isinstance(d, int) and d > 0 for d in shape_in)):
+                out.append(node)
+            elif (
+                node.op_type == "Reshape" and shape_out[:2] == shape_in[:2] and _joined(shape_out) == _joined(shape_in)
+            ):
+                image = self._reshaped(out, source, _joined(shape_in), f"{node.name}__map", before or node)
+                out.append(self._reading(node, image))
+            elif node.op_type == "Transpose" and before is not None and before.op_type == "Transpose":
+                image = self._reshaped(out, source, _joined(shape_in), f"{node.name}__map", before)
+                view = self._reshaped(out, image, shape_in, f"{node.name}__view", node)
+                out.append(self._reading(node, view))
+            else:
+                out.append(node)
+        self.nodes = out
+
+    def _reshaped(self, out: list, source: str, shape: tuple, name: str, scope) -> str:
+        """Append a Reshape of ``source`` to ``shape`` (in ``scope``'s module) to ``out``; its value."""
+        from onnx import helper
+
+        self.const[f"{name}/shape"] = np.array(shape, dtype=np.int64)
+        self.shapes[name] = tuple(shape)
+        node = helper.make_node("Reshape", [source, f"{name}/shape"], [name], name=name)
+        node.metadata_props.extend(scope.metadata_props)
+        out.append(node)
+        return name
+
+    @staticmethod
+    def _reading(node, value: str):
+        """A copy of ``node`` reading ``value`` first."""
+        copy = type(node)()
+        copy.CopyFrom(node)
+        copy.input[0] = value
+        return copy
+
     def read(self, name: str | None) -> FlatModel:
+        copies = {id(n) for n in self._strided_copies()}
+        self.nodes = [n for n in self.nodes if id(n) not in copies]
+        self._split_partition_reshapes()
         for node in self.nodes:  # Identity and inference-time Dropout pass their input on
             if node.op_type in _ALIASES and node.input and node.input[0] not in self.const:
                 if node.op_type != "Dropout" or len(node.output) == 1 or not node.output[1]:
@@ -641,6 +723,12 @@ def _torch_paths(matches: list[Match], names: list[str] | None = None) -> list[s
         suffix = op[len(base) :]
         out.append(join(scope, f"{local}{suffix}"))
     return [_clean_path(p) for p in out]
+
+
+def _joined(shape: tuple) -> tuple:
+    """A partition view ``(N, C, a, b, c, d)`` of a map as the map ``(N, C, a * b, c * d)``."""
+    n, c, a, b, d, e = shape
+    return (n, c, a * b, d * e)
 
 
 #: the node metadata of PyTorch's dynamo exporter (torch.onnx.export(..., dynamo=True)): the

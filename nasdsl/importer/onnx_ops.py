@@ -8,7 +8,8 @@ PyTorch layer: GELU as ``Div, Erf, Add, Mul, Mul``, SiLU as ``Sigmoid, Mul``, a 
 LayerNorm as ``Transpose, LayerNormalization, Transpose``, LayerNorm below opset 17 as
 ``ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add``, a channel shuffle as ``Reshape,
 Transpose, Reshape``, MaxViT's partitions as ``Reshape, Transpose, Reshape`` too, a linear layer
-on the last axis as ``MatMul, Add``, a class token as an ``Expand`` of a learned tensor. An
+on the last axis as ``MatMul, Add``, a class token as an ``Expand`` of a learned tensor (or,
+from the dynamo exporter, that expand folded into a constant joined by a ``Concat``). An
 attention layer, dozens of nodes, is read whole by :mod:`nasdsl.importer.onnx_regions` before
 these run. A node no handler takes is an error naming it; adding an op of ``nasdsl/ops.py`` is one entry here.
 
@@ -240,7 +241,24 @@ def _concat(view: View, node) -> Match:
         raise Unsupported(f"a Concat of maps along axis {axis}: the spec's concat joins their channels (axis 1)")
     # an image's or features' channels are the default; tokens (L, C) join along their sequence
     attrs = {} if rank in (2, 4) else {"axis": axis - 1}
-    return Match(Lowered("concat", attrs), list(node.input), node.output[0], [node])
+    concat = Match(Lowered("concat", attrs), list(node.input), node.output[0], [node])
+    learned = [i for i in node.input if view.is_const(i)]
+    return [*(_joined_parameter(view, node, name) for name in learned), concat] if learned else concat
+
+
+def _joined_parameter(view: View, node, name: str) -> Match:
+    """A learned tensor of one sample joined to the tokens (a ViT's class token whose
+    ``expand`` to a batch of one the dynamo exporter folded into a constant): the ``parameter``
+    op, reading for the batch the first tensor it is joined to."""
+    value = view.get(name)
+    tensors = _tensor_inputs(view, node)
+    if not tensors or value.ndim < 3 or value.shape[0] != 1:
+        raise Unsupported(
+            f"a Concat of a constant of shape {list(value.shape)}: the spec's concat joins tensors "
+            "(a learned tensor of one sample, joined along an axis after the batch, is a parameter)"
+        )
+    lowered = Lowered("parameter", {"shape": list(value.shape[1:])})
+    return Match(lowered, tensors[:1], name, [node], {"": value}, name=_initializer_path(node, name))
 
 
 def _binary(op: str) -> Callable:
@@ -260,14 +278,21 @@ def _binary(op: str) -> Callable:
 def _initializer_path(node, name: str) -> str:
     """The path of a tensor a node holds, from its initializer's name, where the file is
     torch.onnx.export's (whose initializers are the state_dict's names: ``encoder.pos_embedding``)
-    and the name lies in the node's module; else empty (the path comes from the node's name)."""
+    and the name lies in the node's module (from its name, or the dynamo exporter's metadata);
+    else empty (the path comes from the node's name)."""
     import re
 
-    from nasdsl.importer.onnx_frontend import _torch_scope
+    from nasdsl.importer.onnx_frontend import NAME_SCOPES, _listed, _metadata, _torch_scope
 
-    if not node.name.startswith("/") or not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", name):
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", name):
         return ""
-    scope = _torch_scope(node.name)[0]
+    if node.name.startswith("/"):
+        scope = _torch_scope(node.name)[0]
+    else:
+        scopes = _listed(_metadata(node).get(NAME_SCOPES, ""))
+        if not scopes:
+            return ""
+        scope = ([s for s in scopes[1:-1] if s] or [""])[-1]
     return name if not scope or name.startswith(scope + ".") else ""
 
 

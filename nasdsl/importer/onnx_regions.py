@@ -263,14 +263,23 @@ def _name(closure: list, g: _Graph) -> str:
     """The module path the region's nodes share, from their names (torch.onnx.export's
     ``/encoder/layers/encoder_layer_0/self_attention/MatMul``, or nasdsl's
     ``encoder/layers/encoder_layer_0/self_attention/MatMul`` and, for the node writing the
-    result, ``encoder/layers/encoder_layer_0/self_attention``); empty when they share none."""
-    from nasdsl.importer.onnx_frontend import _torch_scope
+    result, ``encoder/layers/encoder_layer_0/self_attention``, or the dynamo exporter's
+    metadata); empty when they share none."""
+    from nasdsl.importer.onnx_frontend import NAME_SCOPES, _listed, _metadata, _torch_scope
 
     parts = []
+    # a file with the dynamo exporter's metadata: the nodes its rewrites made without any (a
+    # Split) name no module
+    dynamo = any(NAME_SCOPES in _metadata(n) for n in closure)
     for n in closure:
         if not any(g.data(o) for o in n.output):
             continue
-        if n.name.startswith("/"):
+        scopes = _listed(_metadata(n).get(NAME_SCOPES, ""))
+        if dynamo and not scopes:
+            continue
+        if scopes:
+            parts.append(next((s for s in reversed(scopes[1:-1]) if s), "").split(".") if len(scopes) > 2 else [])
+        elif n.name.startswith("/"):
             scope = _torch_scope(n.name)[0]
             parts.append(scope.split(".") if scope else [])
         else:  # nasdsl names the node writing an op's result by the op's path, the others below it
@@ -417,6 +426,8 @@ def _window_attention(g: _Graph, softmax, closure: list, x: str, heads: int, c: 
         ),
         None,
     )  # fmt: skip
+    if logit is None:  # the dynamo exporter folds the clamp and exp: their result scales the scores
+        logit = _folded_logit_scale(g, closure, heads)
     version = 2 if logit is not None else 1
     attrs = {"heads": heads, "window": window, "shift": shift[0] if shift[0] == shift[1] else shift}
     attrs |= {"version": 2} if version == 2 else {}
@@ -439,7 +450,7 @@ def _window_attention(g: _Graph, softmax, closure: list, x: str, heads: int, c: 
         offsets = math.prod(win.table_sides({"window": window}))
         tensors["relative_position_bias_table"] = _relative_table(softmax, bias, index, offsets, held)
     else:
-        mlp = _cpb_mlp(g, closure)
+        mlp = _cpb_mlp(g, closure) or _folded_cpb_mlp(g, closure, window)
         if mlp is None:
             raise RegionError(softmax, "no continuous position-bias MLP (Swin V2's cpb_mlp) in this window attention")
         tensors |= {"logit_scale": logit, **mlp}
@@ -526,6 +537,48 @@ def _cpb_mlp(g: _Graph, closure: list) -> dict | None:
         if b0 is None or w2 is None or w2 is False:
             return None
         return {"cpb_mlp.0.weight": w0, "cpb_mlp.0.bias": b0, "cpb_mlp.2.weight": w2}
+    return None
+
+
+def _folded_logit_scale(g: _Graph, closure: list, heads: int) -> np.ndarray | None:
+    """Swin V2's logit scale where the file holds ``exp(clamp(logit_scale, max=log(100)))``, a
+    constant (heads, 1, 1) multiplying the cosine scores (the queries and keys normalised, by
+    ``ReduceL2``): its logarithm, which the same clamp and exp give back."""
+    if not any(n.op_type == "ReduceL2" for n in closure):
+        return None
+    for node in closure:
+        if node.op_type != "Mul" or len([i for i in node.input if g.data(i)]) != 1:
+            continue
+        scale = next((g.view.get(i) for i in node.input if g.view.get(i) is not None), None)
+        if scale is not None and scale.shape == (heads, 1, 1) and np.all(scale > 0):
+            return np.log(scale.astype(np.float64)).astype(np.float32)
+    return None
+
+
+def _folded_cpb_mlp(g: _Graph, closure: list, window: list[int]) -> dict | None:
+    """Swin V2's position-bias MLP where the exporter folded its first product with the fixed
+    coordinates table (the dynamo exporter): ``Add(table @ w0.T, b0), Relu, MatMul(w2.T)``. The
+    first weight is solved back from that product and the table (two columns of full rank),
+    and kept only when it gives the product again."""
+    from nasdsl.ops import window as win
+
+    table = win.relative_coords_table(window).reshape(-1, 2).astype(np.float64)
+    for relu in closure:
+        add = relu.op_type == "Relu" and g.producer(relu.input[0])
+        if not add or add.op_type != "Add":
+            continue
+        product, b0 = (g.view.get(i) for i in add.input)
+        users = g.view.consumers.get(relu.output[0], [])
+        w2 = _weight(g, users[0]) if len(users) == 1 and users[0].op_type in ("MatMul", "Gemm") else None
+        if product is None or b0 is None or w2 is None or b0.ndim != 1 or product.shape[-1] != b0.shape[0]:
+            continue
+        product = product.reshape(-1, b0.shape[0]).astype(np.float64)
+        if product.shape[0] != table.shape[0]:
+            continue
+        w0 = np.linalg.lstsq(table, product, rcond=None)[0].T
+        if not np.allclose(table @ w0.T, product, rtol=1e-5, atol=1e-6):
+            return None
+        return {"cpb_mlp.0.weight": w0.astype(np.float32), "cpb_mlp.0.bias": b0, "cpb_mlp.2.weight": w2}
     return None
 
 
