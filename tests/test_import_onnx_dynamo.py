@@ -73,26 +73,45 @@ def _same_state(result, model: nn.Module, renamed: dict | None = None) -> None:
         np.testing.assert_allclose(result.weights[key].reshape(value.shape), value, rtol=1e-6, atol=1e-7, err_msg=key)
 
 
-def _convnext() -> nn.Module:
+def _same_untrained_state(result, model: nn.Module, names: set[str], renamed: dict | None = None) -> None:
+    """The zero biases of convolutions and linear layers whose Add the exporter dropped are in
+    neither the file (its initializer ``names``) nor the import; every other tensor of
+    torchvision's state_dict is carried, under its own name, with its values."""
+    renamed = renamed or {}
+    state = {renamed.get(k, k): v.numpy() for k, v in model.state_dict().items()}
+    dropped = set(state) - set(result.weights)
+    assert dropped and all(k.endswith(".bias") and not state[k].any() and k not in names for k in dropped)
+    assert set(result.weights) <= set(state)
+    for key in set(state) - dropped:
+        np.testing.assert_array_equal(result.weights[key].reshape(state[key].shape), state[key], err_msg=key)
+
+
+def _convnext(randomised: bool = True) -> nn.Module:
     torch.manual_seed(0)
     model = ConvNeXt([CNBlockConfig(8, 16, 2), CNBlockConfig(16, None, 1)], num_classes=10)
-    randomise(model)
+    if randomised:
+        randomise(model)
     return model.eval()
 
 
-def _vit() -> nn.Module:
+def _vit(randomised: bool = True) -> nn.Module:
     torch.manual_seed(0)
     model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
-    randomise(model)
+    if randomised:
+        randomise(model)
+    else:  # torchvision's head starts at zeros, which would hide every other layer's output
+        with torch.no_grad():
+            model.heads.head.weight.normal_()
     return model.eval()
 
 
-def _swin(v2: bool = False) -> nn.Module:
+def _swin(v2: bool = False, randomised: bool = True) -> nn.Module:
     torch.manual_seed(0)
     extra = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
     # one stage of two blocks (the second shifted) on an 8x8 map of 4x4 windows
     model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2], num_heads=[2], window_size=[4, 4], **extra)
-    randomise(model)
+    if randomised:
+        randomise(model)
     return model.eval()
 
 
@@ -125,6 +144,11 @@ MODELS = {
     "swin": (_swin, 32),
     "swin_v2": (lambda: _swin(True), 32),
     "maxvit": (_maxvit, 32),
+    # as torchvision initialises them: LayerNorms of ones and zeros, zero biases, which the
+    # exporter stores once however many modules read them (or drops, where an Add of zeros)
+    "convnext_untrained": (lambda: _convnext(randomised=False), 32),
+    "vit_untrained": (lambda: _vit(randomised=False), 32),
+    "swin_untrained": (lambda: _swin(randomised=False), 32),
 }
 
 
@@ -256,3 +280,44 @@ def test_a_folded_position_bias_mlp_that_no_weight_gives_is_a_located_error(expo
     product.CopyFrom(onnx.numpy_helper.from_array(values, product.name))
     with pytest.raises(ImportFailure, match=r"graph\.node\[\d+\] 'node_softmax' \(Softmax\): error: no continuous"):
         import_model(proto)
+
+
+@pytest.mark.parametrize("name", ["convnext_untrained", "swin_untrained"])
+def test_an_initializer_the_exporter_shares_is_each_modules_own(exported, name):
+    """An untrained model's equal tensors are stored once; the import gives each module that
+    reads one its own copy under its own name: the tensors are torchvision's state_dict, and the
+    numbers are the file's."""
+    model, proto = exported(name)
+    names = {i.name for i in proto.graph.initializer}
+    assert not set(model.state_dict()) <= names  # the file shares some of them
+    result = import_model(proto, weights=True)
+    assert _agreement(proto, result) <= 1e-5
+    _same_untrained_state(result, model, names)
+    assert len(proto.graph.initializer) == len(names)  # the file passed in is left as it was
+
+
+def test_an_attention_whose_zero_bias_was_dropped_has_zero_biases(exported):
+    """The exporter drops the Add of the untrained out projection's zero bias and keeps the
+    input projection's (zeros, shared by both layers): both are read as zeros."""
+    model, proto = exported("vit_untrained")
+    assert "encoder.layers.encoder_layer_0.self_attention.out_proj.bias" not in {
+        i.name for i in proto.graph.initializer
+    }
+    result = import_model(proto, weights=True)
+    assert all(a["bias"] is True for a in _ops(result, "attention").values())
+    _same_untrained_state(result, model, {i.name for i in proto.graph.initializer}, {"class_token": "expand"})
+    assert _agreement(proto, result) <= 1e-5
+
+
+def test_a_bias_on_one_projection_only_is_a_located_error(exported):
+    """Where the kept bias is not zeros, the absent one cannot be told from the graph: refused."""
+    _, proto = exported("vit_untrained")
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    bias = next(i for i in proto.graph.initializer if i.name.endswith("self_attention.in_proj_bias"))
+    bias.CopyFrom(onnx.numpy_helper.from_array(np.full(96, 0.5, np.float32), bias.name))
+    with pytest.raises(ImportFailure) as e:
+        import_model(proto)
+    assert str(e.value) == (
+        "<onnx model>: graph.node[29] 'node_Softmax_84' (Softmax): error: "
+        "a bias on one projection only: the spec's attention has both or neither"
+    )

@@ -99,9 +99,53 @@ def read_onnx(
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
         raise ImportFailure(f"not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}", where=label) from None
-    reader = _Reader(proto, label, input_shape, allow_opaque, by_structure)
+    reader = _Reader(_own_copies(proto), label, input_shape, allow_opaque, by_structure)
     reader.find_blocks = find_blocks
     return reader.read(name)
+
+
+def _own_copies(proto):
+    """The model with each named initializer that nodes of several unrelated modules read (the
+    dynamo exporter stores equal tensors once: an untrained model's LayerNorm weights of ones)
+    given to each such module as its own copy, named as that module's (``<module>.<leaf>``),
+    so that the module tree owns its tensors as the model did; the values, and so the numbers
+    computed, are unchanged. The module of a node is the innermost one of its metadata's
+    scopes; the proto passed in is left as it is (a copy is changed, when anything changes)."""
+    import onnx
+
+    graph = proto.graph
+    initial = {t.name: t for t in graph.initializer}
+    readers: dict[str, dict[str, list]] = {}
+    for k, node in enumerate(graph.node):
+        scopes = _listed(_metadata(node).get(NAME_SCOPES, "")) or []
+        module = scopes[-2] if len(scopes) >= 2 else ""
+        if not module:
+            continue
+        for j, value in enumerate(node.input):
+            if value in initial and "." in value:
+                readers.setdefault(value, {}).setdefault(module, []).append((k, j))
+    moves: dict[str, list] = {}  # a copy's name -> the initializer copied, the reads it takes
+    for value, by_module in readers.items():
+        if len(by_module) < 2:
+            continue
+        owner, _, leaf = value.rpartition(".")
+        for module, reads in by_module.items():
+            related = module == owner or module.startswith(owner + ".") or owner.startswith(module + ".")
+            name = f"{module}.{leaf}"
+            if related or name in initial or name in moves:
+                continue
+            moves[name] = [value, reads]
+    if not moves:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for name, (value, reads) in moves.items():
+        copy = out.graph.initializer.add()
+        copy.CopyFrom(initial[value])
+        copy.name = name
+        for k, j in reads:
+            out.graph.node[k].input[j] = name
+    return out
 
 
 def _light(proto, chw: tuple[int, ...] | None = None):

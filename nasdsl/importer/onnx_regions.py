@@ -365,6 +365,14 @@ def _attention_between(g: _Graph, softmax, x: str, y: str, heads: int, c: int, l
     w_in, b_in, w_out, b_out = linear
     if len(g.shape(x)) == 3:
         if (b_in is None) != (b_out is None):
+            # an all-zero bias the exporter dropped (its Add removed) beside one it kept, shared
+            # or not: the absent one is zeros too, which is exactly what the graph computes
+            present = b_in if b_in is not None else b_out
+            if not np.any(present):
+                dtype = present.dtype
+                b_in = np.zeros(3 * c, dtype) if b_in is None else b_in
+                b_out = np.zeros(c, dtype) if b_out is None else b_out
+        if (b_in is None) != (b_out is None):
             raise RegionError(softmax, "a bias on one projection only: the spec's attention has both or neither")
         lowered = Lowered("attention", {"heads": heads} | ({} if b_in is not None else {"bias": False}))
         tensors = {"in_proj_weight": w_in, "out_proj.weight": w_out}
