@@ -4,7 +4,9 @@ exporter: ConvNeXt's and Swin's heads pool and then copy the map through an ``as
 ``Reshape`` to ``[-1]`` and a ``Gather`` of every index in order), ViT's class token arrives
 already expanded to a batch of one, as a constant, Swin V2's weight-only computations are folded
 (its logit scale, the first layer of its position-bias MLP), and MaxViT's window departition and
-the grid partition after it share one ``Reshape``.
+the grid partition after it share one ``Reshape``. Untrained (as torchvision initialises them),
+equal tensors are stored once and read by many modules, and ViT's out projection's zero bias is
+dropped.
 
 The references are independent of the importer: small models built by torchvision's own
 classes, their initializers named by torchvision's ``state_dict``, and ONNX Runtime running the

@@ -3,9 +3,10 @@
 The graph is read as data (``onnx.load``, ``onnx.checker``,
 ``onnx.shape_inference``), constant operands are folded with numpy (initializers,
 ``Constant`` nodes, the shape arithmetic exporters write around ``Reshape``), sizes the shape
-inference lost are inferred again node by node, two rewrites undo what the dynamo exporter
-joins or adds (an ``as_strided`` copy dropped, a Reshape between MaxViT's partitions split
-through the map: ``_Reader._strided_copies`` and ``_split_partition_reshapes``), the regions of
+inference lost are inferred again node by node, three rewrites undo what the dynamo exporter
+joins or adds (an initializer that several modules read given to each as its own copy, an
+``as_strided`` copy dropped, a Reshape between MaxViT's partitions split through the map:
+``_own_copies``, ``_Reader._strided_copies`` and ``_split_partition_reshapes``), the regions of
 many nodes that are one op
 (attention, Swin's window attention and patch merging) are found and checked by
 :mod:`nasdsl.importer.onnx_regions`, and every other node or short run of nodes is mapped
