@@ -235,3 +235,28 @@ def test_blocks_that_cannot_be_written_leave_the_graph_flat_and_say_so(toy_file,
     assert _agreement(flat, result) < 1e-5
     with pytest.raises(check_module.ImportMismatch):  # names from the metadata: no second reading
         import_model(toy_file)
+
+
+def test_importing_leaves_the_callers_model_as_it_was():
+    """The reader rewires nodes around an Identity in place: it works on its own copy, so the
+    ModelProto handed to import_model is the same, byte for byte, after the import."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="/conv/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Identity", ["c"], ["i"], name="/id/Identity"),
+        helper.make_node("Relu", ["i"], ["y"], name="/relu/Relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(weight, "conv.weight")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    before = model.SerializeToString()
+    result = import_model(model, weights=True)
+    assert model.SerializeToString() == before
+    assert np.array_equal(result.weights["conv.weight"], weight)

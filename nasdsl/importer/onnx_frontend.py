@@ -47,6 +47,7 @@ from nasdsl.importer.flat import (
     join,
     shape_after,
 )
+from nasdsl.importer.onnx_names import CLASS_HIERARCHY, NAME_SCOPES, listed, metadata, torch_scope
 from nasdsl.importer.onnx_ops import PATTERNS, Match, View
 from nasdsl.importer.ops_table import Lowered, Unsupported
 
@@ -100,7 +101,11 @@ def read_onnx(
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
         raise ImportFailure(f"not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}", where=label) from None
-    reader = _Reader(_own_copies(proto), label, input_shape, allow_opaque, by_structure)
+    model = _own_copies(proto)
+    if model is proto:  # the reader rewires nodes in place: the caller's model is never changed
+        model = type(proto)()
+        model.CopyFrom(proto)
+    reader = _Reader(model, label, input_shape, allow_opaque, by_structure)
     reader.find_blocks = find_blocks
     return reader.read(name)
 
@@ -118,7 +123,7 @@ def _own_copies(proto):
     initial = {t.name: t for t in graph.initializer}
     readers: dict[str, dict[str, list]] = {}
     for k, node in enumerate(graph.node):
-        scopes = _listed(_metadata(node).get(NAME_SCOPES, "")) or []
+        scopes = listed(metadata(node).get(NAME_SCOPES, "")) or []
         module = scopes[-2] if len(scopes) >= 2 else ""
         if not module:
             continue
@@ -738,23 +743,8 @@ def _class_name(text: str) -> str:
     return text if not text[0].isdigit() else f"Model_{text}"
 
 
-def _torch_scope(name: str) -> tuple[str, str]:
-    """``/layer2/layer2.0/downsample/downsample.0/Conv`` -> ``layer2.0.downsample.0``, ``Conv``."""
-    parts = [p for p in name.split("/") if p]
-    if not parts:
-        return "", ""
-    op, scopes = parts[-1], parts[:-1]
-    path: list[str] = []
-    for s in scopes:
-        if path and s.startswith(path[-1] + "."):
-            path[-1] = s
-        else:
-            path.append(s)
-    return ".".join(path), op
-
-
 def _torch_paths(matches: list[Match], names: list[str] | None = None) -> list[str]:
-    scoped = [_torch_scope(n) for n in (names or [m.nodes[-1].name for m in matches])]
+    scoped = [torch_scope(n) for n in (names or [m.nodes[-1].name for m in matches])]
     per_scope = Counter(s for s, _ in scoped)
     parents = {s.rsplit(".", 1)[0] for s, _ in scoped if "." in s}
     out = []
@@ -776,27 +766,6 @@ def _joined(shape: tuple) -> tuple:
     return (n, c, a * b, d * e)
 
 
-#: the node metadata of PyTorch's dynamo exporter (torch.onnx.export(..., dynamo=True)): the
-#: module path at each level of the call (``['', 'layer1', 'layer1.0', 'layer1.0.bn1', 'fx_node']``)
-#: and the class at each level
-NAME_SCOPES, CLASS_HIERARCHY = "pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy"
-
-
-def _metadata(node) -> dict[str, str]:
-    return {p.key: p.value for p in node.metadata_props}
-
-
-def _listed(text: str) -> list[str] | None:
-    """A metadata list, written as Python's repr of a list of strings, read as data."""
-    import ast
-
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return None
-    return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
-
-
 def _metadata_names(matches: list[Match], weights: set[str]) -> list[str] | None:
     """Each match's name in the TorchScript exporter's form (``/layer1/layer1.0/conv1/Conv``),
     made from the dynamo exporter's metadata, or None when most nodes have none.
@@ -809,7 +778,7 @@ def _metadata_names(matches: list[Match], weights: set[str]) -> list[str] | None
     rewrites) sits in the innermost module that all its readers are in."""
     chains: list[list[str] | None] = []
     for m in matches:
-        scopes = _listed(_metadata(m.nodes[-1]).get(NAME_SCOPES, ""))
+        scopes = listed(metadata(m.nodes[-1]).get(NAME_SCOPES, ""))
         chains.append([s for s in scopes[1:-1] if s] if scopes else None)
     if not matches or sum(c is not None for c in chains) * 2 < len(matches):
         return None
@@ -850,8 +819,8 @@ def metadata_classes(proto) -> dict[str, str]:
     """Module path -> qualified class name, from the dynamo exporter's metadata."""
     out: dict[str, str] = {}
     for node in proto.graph.node:
-        meta = _metadata(node)
-        scopes, classes = _listed(meta.get(NAME_SCOPES, "")), _listed(meta.get(CLASS_HIERARCHY, ""))
+        meta = metadata(node)
+        scopes, classes = listed(meta.get(NAME_SCOPES, "")), listed(meta.get(CLASS_HIERARCHY, ""))
         if scopes and classes and len(scopes) == len(classes):
             for path, cls in zip(scopes[:-1], classes[:-1], strict=True):
                 if cls not in _CONTAINERS:

@@ -282,14 +282,14 @@ def _initializer_path(node, name: str) -> str:
     else empty (the path comes from the node's name)."""
     import re
 
-    from nasdsl.importer.onnx_frontend import NAME_SCOPES, _listed, _metadata, _torch_scope
+    from nasdsl.importer.onnx_names import NAME_SCOPES, listed, metadata, torch_scope
 
     if not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", name):
         return ""
     if node.name.startswith("/"):
-        scope = _torch_scope(node.name)[0]
+        scope = torch_scope(node.name)[0]
     else:
-        scopes = _listed(_metadata(node).get(NAME_SCOPES, ""))
+        scopes = listed(metadata(node).get(NAME_SCOPES, ""))
         if not scopes:
             return ""
         scope = ([s for s in scopes[1:-1] if s] or [""])[-1]

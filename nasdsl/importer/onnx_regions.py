@@ -265,22 +265,22 @@ def _name(closure: list, g: _Graph) -> str:
     ``encoder/layers/encoder_layer_0/self_attention/MatMul`` and, for the node writing the
     result, ``encoder/layers/encoder_layer_0/self_attention``, or the dynamo exporter's
     metadata); empty when they share none."""
-    from nasdsl.importer.onnx_frontend import NAME_SCOPES, _listed, _metadata, _torch_scope
+    from nasdsl.importer.onnx_names import NAME_SCOPES, listed, metadata, torch_scope
 
     parts = []
     # a file with the dynamo exporter's metadata: the nodes its rewrites made without any (a
     # Split) name no module
-    dynamo = any(NAME_SCOPES in _metadata(n) for n in closure)
+    dynamo = any(NAME_SCOPES in metadata(n) for n in closure)
     for n in closure:
         if not any(g.data(o) for o in n.output):
             continue
-        scopes = _listed(_metadata(n).get(NAME_SCOPES, ""))
+        scopes = listed(metadata(n).get(NAME_SCOPES, ""))
         if dynamo and not scopes:
             continue
         if scopes:
             parts.append(next((s for s in reversed(scopes[1:-1]) if s), "").split(".") if len(scopes) > 2 else [])
         elif n.name.startswith("/"):
-            scope = _torch_scope(n.name)[0]
+            scope = torch_scope(n.name)[0]
             parts.append(scope.split(".") if scope else [])
         else:  # nasdsl names the node writing an op's result by the op's path, the others below it
             parts.append(n.name.split("/") if n.name else [])
