@@ -323,3 +323,20 @@ def test_a_bias_on_one_projection_only_is_a_located_error(exported):
         "<onnx model>: graph.node[29] 'node_Softmax_84' (Softmax): error: "
         "a bias on one projection only: the spec's attention has both or neither"
     )
+
+
+def test_a_module_tree_a_spec_cannot_write_falls_back_to_blocks_found_by_structure():
+    """The dynamo exporter's ShuffleNet: its branches, read from the metadata, are no blocks a spec
+    can write (their BatchNorms fused away, the numbered children do not come back as a list); the
+    import finds its blocks by structure instead, says so, and agrees with the file."""
+    from torchvision.models.shufflenetv2 import ShuffleNetV2
+
+    torch.manual_seed(0)
+    model = ShuffleNetV2([2, 2, 2], [8, 16, 32, 64, 128], num_classes=10)
+    randomise(model)
+    proto = _dynamo_onnx(model.eval(), 32)
+    result = import_model(proto, weights=True)
+    assert result.report.notes[0].startswith("the file's module tree could not be written as a spec (")
+    assert "its name cannot name an entry of a named sequence" in result.report.notes[0]
+    assert result.report.notes[0].endswith("): blocks found by structure")
+    assert _agreement(proto, result) <= 1e-5

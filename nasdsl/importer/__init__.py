@@ -122,6 +122,26 @@ def import_model(
             "finding blocks by structure alone (--by-structure) is for ONNX files: a PyTorch model has its modules",
             where=str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
         )
+    try:
+        return _import(source, input_shape, name, weights, allow_opaque, by_structure, started)
+    except (ImportFailure, ImportMismatch) as first:
+        if not onnx_source or by_structure:
+            raise
+        # the module tree an ONNX file's names or metadata give may not be one a spec can write
+        # (the dynamo exporter's ShuffleNet branches, DenseNet's concatenations): its blocks are
+        # then found by structure, which the importer checks as it checks every import, and said so
+        try:
+            result = _import(source, input_shape, name, weights, allow_opaque, True, started)
+        except (ImportFailure, ImportMismatch):
+            raise first from None
+        reason = (first.message if isinstance(first, ImportFailure) else str(first)).strip().splitlines()[0][:200]
+        result.report.notes.insert(
+            0, f"the file's module tree could not be written as a spec ({reason}): blocks found by structure"
+        )
+        return result
+
+
+def _import(source, input_shape, name, weights, allow_opaque, by_structure, started) -> Imported:
     model = _read(source, input_shape, name, weights, allow_opaque, by_structure)
     try:
         return finish(model, started, weights)
