@@ -31,8 +31,9 @@ position embedding is made), and its parameters and multiply-adds equal torchvis
 and the ``_ops`` documented with its default weights, at their input size; vit_h_14, which
 torchvision's builder makes at 224x224 while its weights are at 518x518, against the builder's
 model only). For the models with a hand-written spec (ViT-B/16, the Swins and MaxViT included) it
-also imports two ONNX files, torchvision's own ``torch.onnx.export`` (TorchScript exporter) and
-nasdsl's export of the hand-written spec, and checks that the imported spec's ONNX
+also imports torchvision's own ``torch.onnx.export`` in both exporters (TorchScript, and the
+default dynamo one where onnxscript is installed: the test extra) and nasdsl's export of the
+hand-written spec, and checks that the imported spec's ONNX
 export, with the initializers carried over, agrees with the file under ONNX Runtime (1e-5
 relative); and the same for the flat ONNX file. It exits 1 if anything fails.
 """
@@ -40,6 +41,7 @@ relative); and the same for the flat ONNX file. It exits 1 if anything fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import statistics
 import sys
@@ -307,10 +309,20 @@ def onnx_checks(name: str) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(reference, (torch.randn(1, 3, size, size),), buf, dynamo=False, opset_version=17)
-    for label, proto in (
+    files = [
         ("torch.onnx.export", onnx.load_from_string(buf.getvalue())),
         ("nasdsl's export", _nasdsl_export(name)),
-    ):
+    ]
+    try:  # torch.onnx.export's default exporter (dynamo) needs onnxscript (the test extra)
+        import onnxscript  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(reference, (torch.randn(1, 3, size, size),), dynamo=True)
+        files.append(("torch.onnx.export(dynamo=True)", program.model_proto))
+    for label, proto in files:
         try:
             problem = onnx_round_trip(proto)
         except Exception as e:  # noqa: BLE001 - reported as a failure of the row
