@@ -357,14 +357,7 @@ def _parse_block_choice(f: _Found) -> ChoicePoint:
     m = f.choice
     first = f.positions[0]
     path = first.spec_path
-    for key in m:
-        if key not in BLOCK_CHOICE_KEYS:
-            raise SpecError(
-                f"unknown key '{key}' in a choice between blocks{did_you_mean(key, BLOCK_CHOICE_KEYS)}; "
-                f"allowed: {', '.join(BLOCK_CHOICE_KEYS)}",
-                location=m.key_locs.get(key, m.loc),
-                path=f"{path}.{key}",
-            )
+    _known_keys(m, BLOCK_CHOICE_KEYS, "a choice between blocks", path)
     raw = m["choice"]
     where = {"location": m.loc_of("choice"), "path": f"{path}.choice"}
     if not raw:
@@ -413,19 +406,23 @@ def _parse_block_choice(f: _Found) -> ChoicePoint:
     )
 
 
+def _known_keys(m, allowed: tuple[str, ...], what: str, path: str) -> None:
+    """Refuse the first key of ``m`` not in ``allowed``, at its place, with the keys allowed."""
+    for key in m:
+        if key not in allowed:
+            raise SpecError(
+                f"unknown key '{key}' in {what}{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}",
+                location=m.key_locs.get(key, m.loc),
+                path=f"{path}.{key}",
+            )
+
+
 def _parse_input_choice(f: _Found) -> ChoicePoint:
     """A choice among earlier values: ``{choice: [s0, s1, n0]}`` (one of them) or, with ``pick: k``,
     k of them, each option a list of k values in the order the list gives them."""
     m = f.choice
     path = f.positions[0].spec_path
-    for key in m:
-        if key not in INPUT_CHOICE_KEYS:
-            raise SpecError(
-                f"unknown key '{key}' in a choice of values{did_you_mean(key, INPUT_CHOICE_KEYS)}; "
-                f"allowed: {', '.join(INPUT_CHOICE_KEYS)}",
-                location=m.key_locs.get(key, m.loc),
-                path=f"{path}.{key}",
-            )
+    _known_keys(m, INPUT_CHOICE_KEYS, "a choice of values", path)
     if "choice" not in m:
         raise SpecError("expected 'choice': the values to choose among", location=m.loc, path=path)
     raw = m["choice"]

@@ -23,6 +23,7 @@ import torch
 import torchvision
 import yaml
 from onnx import TensorProto, helper
+from onnx_runs import run_ort
 
 import nasdsl
 from nasdsl.backends.onnx import export_onnx
@@ -172,18 +173,11 @@ def test_a_factory_of_ones_own_names_parameters_after_its_constructor(tmp_path):
 # -- ONNX ------------------------------------------------------------------------------------
 
 
-def _ort(proto, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
 def _round_trip(proto, size: int) -> tuple[float, object]:
     result = import_model(proto, weights=True)
     back = export_onnx(result.compiled.graph, opset=17, state_dict=result.weights)
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
-    a, b = _ort(proto, x), _ort(back, x)
+    a, b = run_ort(proto, x), run_ort(back, x)
     return float(np.abs(a - b).max() / np.abs(a).max()), result
 
 
@@ -210,7 +204,7 @@ def test_onnx_from_nasdsls_export_round_trips_with_the_input_normalisation():
     result = import_model(proto, weights=True)
     x = np.random.default_rng(0).standard_normal((1, 192, 12, 12)).astype(np.float32)
     back = export_onnx(result.compiled.graph, opset=17, state_dict=result.weights)
-    np.testing.assert_allclose(_ort(back, x), _ort(proto, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_ort(back, x), run_ort(proto, x), rtol=1e-5, atol=1e-6)
     names = {n for n in result.compiled.graph.nodes}
     assert {"inception3a.branch2.1.conv", "inception3a"} <= names  # nasdsl's names come back
 

@@ -20,9 +20,9 @@ import pytest
 import torch
 import torchvision
 from flat_toy import WIDTHS, toy
+from onnx_runs import agreement
 
 import nasdsl
-from nasdsl.backends.onnx import export_onnx
 from nasdsl.cli import main as cli_main
 from nasdsl.importer import ImportFailure, import_model
 
@@ -31,22 +31,6 @@ from reference_models import randomise
 
 TOY = DATA / "toy_blocks_dynamo.onnx"
 DOC = ROOT / "docs" / "import.md"
-
-
-def _ort(proto, x):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def _agreement(proto, result) -> float:
-    """The imported spec's ONNX export, with the file's initializers, against the file."""
-    back = export_onnx(result.compiled.graph, opset=17, state_dict=result.weights)
-    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    a, b = _ort(proto, x), _ort(back, x)
-    return float(np.abs(a - b).max() / np.abs(a).max())
 
 
 def _stripped(proto):
@@ -86,7 +70,7 @@ def test_dynamo_metadata_gives_the_module_tree_the_classes_and_the_state_dict_na
     assert set(result.weights) - {k for k in result.weights if k.endswith(".bias")} <= set(reference)
     np.testing.assert_array_equal(result.weights["fc.weight"], reference["fc.weight"].numpy())
     np.testing.assert_array_equal(result.weights["blocks.1.proj.weight"], reference["blocks.1.proj.weight"].numpy())
-    assert _agreement(toy_file, result) < 1e-5
+    assert agreement(toy_file, result) < 1e-5
 
 
 def test_without_names_or_metadata_the_blocks_are_found_by_structure(toy_file):
@@ -97,7 +81,7 @@ def test_without_names_or_metadata_the_blocks_are_found_by_structure(toy_file):
     uses = _uses(graph, "Block1")
     assert uses == ["block1_0.0", "block1_0.1", "block1_0.2"]  # consecutive uses: one list
     assert [nasdsl.ir.node(graph, f"{u}.conv2d").attrs["out"] for u in uses] == list(WIDTHS)
-    assert _agreement(flat, result) < 1e-5
+    assert agreement(flat, result) < 1e-5
     # --by-structure ignores the metadata the file has: the same spec
     assert import_model(toy_file, by_structure=True).text == result.text
 
@@ -126,7 +110,7 @@ def test_resnet18_without_names_has_its_basic_blocks_found(resnet18_flat):
     by_uses = {uses: name for name, _, uses in result.report.templates}
     widths = [nasdsl.ir.node(graph, f"{u}.conv2d").attrs["out"] for u in _uses(graph, by_uses[len(plain)])]
     assert widths == [b.conv1.out_channels for b in plain]
-    assert _agreement(flat, result) < 1e-5
+    assert agreement(flat, result) < 1e-5
 
 
 def test_googlenet_without_names_has_one_inception_template_with_table_1s_arguments():
@@ -151,7 +135,7 @@ def test_googlenet_without_names_has_one_inception_template_with_table_1s_argume
     convs = ("conv2d", "conv2d_1", "conv2d_2", "conv2d_3", "conv2d_4", "conv2d_5")
     found = [[nasdsl.ir.node(graph, f"{u}.{c}").attrs["out"] for c in convs] for u in _uses(graph, name)]
     assert found == table
-    assert _agreement(flat, result) < 1e-5
+    assert agreement(flat, result) < 1e-5
 
 
 def test_by_structure_is_for_onnx_only():
@@ -211,7 +195,7 @@ def test_an_opset_18_split_by_number_of_outputs_is_read_as_its_slices():
     result = import_model(proto, weights=True)
     slices = [n for n in result.compiled.graph.nodes if nasdsl.ir.node(result.compiled.graph, n).op == "slice"]
     assert len(slices) == 2
-    assert _agreement(proto, result) < 1e-6
+    assert agreement(proto, result) < 1e-6
 
 
 def test_blocks_that_cannot_be_written_leave_the_graph_flat_and_say_so(toy_file, monkeypatch):
@@ -232,7 +216,7 @@ def test_blocks_that_cannot_be_written_leave_the_graph_flat_and_say_so(toy_file,
     result = import_model(flat, weights=True)
     assert result.report.templates == []
     assert any("could not be written as a spec (a refused block): imported flat" in n for n in result.report.notes)
-    assert _agreement(flat, result) < 1e-5
+    assert agreement(flat, result) < 1e-5
     # names from the metadata: that module tree refused too, the blocks are found by structure
     # (refused here as well), and the graph is imported flat; the notes say each step
     named = import_model(toy_file)

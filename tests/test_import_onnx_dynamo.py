@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx_runs import agreement
 from torch import nn
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 from torchvision.models.maxvit import MaxVit
@@ -29,7 +30,6 @@ from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer,
 from torchvision.models.vision_transformer import VisionTransformer
 
 from nasdsl import ir
-from nasdsl.backends.onnx import export_onnx
 from nasdsl.importer import ImportFailure, import_model
 
 from reference_models import randomise
@@ -42,22 +42,6 @@ def _dynamo_onnx(model: nn.Module, size: int) -> onnx.ModelProto:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (torch.randn(1, 3, size, size),), dynamo=True)
     return program.model_proto
-
-
-def _ort(proto, x):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def _agreement(proto, result) -> float:
-    """The imported spec's ONNX export, with the weights the import carried, against the file."""
-    back = export_onnx(result.compiled.graph, opset=17, state_dict=result.weights)
-    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    a, b = _ort(proto, x), _ort(back, x)
-    return float(np.abs(a - b).max() / np.abs(a).max())
 
 
 def _ops(result, op: str) -> dict:
@@ -178,7 +162,7 @@ def test_convnext_from_dynamo_export(exported):
     assert dims["classifier.0"] == "channels"
     assert len(_ops(result, "global_avg_pool")) == 1
     _same_state(result, model)
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 def test_a_strided_copy_in_another_order_is_a_located_error(exported):
@@ -211,7 +195,7 @@ def test_vit_from_dynamo_export(exported):
     assert sorted(attention) == [f"encoder.layers.encoder_layer_{i}.self_attention" for i in range(2)]
     assert all(a["heads"] == 2 for a in attention.values())
     _same_state(result, model, renamed={"class_token": "expand"})
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 def test_swin_from_dynamo_export(exported):
@@ -222,7 +206,7 @@ def test_swin_from_dynamo_export(exported):
     assert sorted(attention) == ["features.1.0.attn", "features.1.1.attn"]
     assert {tuple(a["window"]) for a in attention.values()} == {(4, 4)}
     assert attention["features.1.1.attn"]["shift"] == 2 and attention["features.1.0.attn"]["shift"] == 0
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 def test_swin_v2_from_dynamo_export(exported):
@@ -241,7 +225,7 @@ def test_swin_v2_from_dynamo_export(exported):
             np.testing.assert_allclose(
                 result.weights[f"{block}.{key}"], theirs[f"{block}.{key}"].numpy(), rtol=1e-4, atol=1e-5, err_msg=key
             )
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 def test_maxvit_from_dynamo_export(exported):
@@ -266,7 +250,7 @@ def test_maxvit_from_dynamo_export(exported):
     assert {k for k in result.weights if ".attn_layer.1." in k} == set(theirs)
     for key, value in theirs.items():
         np.testing.assert_allclose(result.weights[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 def test_a_folded_position_bias_mlp_that_no_weight_gives_is_a_located_error(exported):
@@ -293,7 +277,7 @@ def test_an_initializer_the_exporter_shares_is_each_modules_own(exported, name):
     names = {i.name for i in proto.graph.initializer}
     assert not set(model.state_dict()) <= names  # the file shares some of them
     result = import_model(proto, weights=True)
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
     _same_untrained_state(result, model, names)
     assert len(proto.graph.initializer) == len(names)  # the file passed in is left as it was
 
@@ -308,7 +292,7 @@ def test_an_attention_whose_zero_bias_was_dropped_has_zero_biases(exported):
     result = import_model(proto, weights=True)
     assert all(a["bias"] is True for a in _ops(result, "attention").values())
     _same_untrained_state(result, model, {i.name for i in proto.graph.initializer}, {"class_token": "expand"})
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 def test_a_bias_on_one_projection_only_is_a_located_error(exported):
@@ -339,4 +323,4 @@ def test_a_module_tree_a_spec_cannot_write_falls_back_to_blocks_found_by_structu
     assert result.report.notes[0].startswith("the file's module tree could not be written as a spec (")
     assert "its name cannot name an entry of a named sequence" in result.report.notes[0]
     assert result.report.notes[0].endswith("): blocks found by structure")
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5

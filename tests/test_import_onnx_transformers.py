@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx_runs import agreement
 from torch import nn
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
@@ -49,22 +50,6 @@ def _randomised(model: nn.Module) -> nn.Module:
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.1)
     return model.eval()
-
-
-def _ort(proto, x):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def _agreement(proto, result) -> float:
-    """The imported spec's ONNX export, with the weights the import carried, against the file."""
-    back = export_onnx(result.compiled.graph, opset=17, state_dict=result.weights)
-    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    a, b = _ort(proto, x), _ort(back, x)
-    return float(np.abs(a - b).max() / np.abs(a).max())
 
 
 def _ops(result, op: str) -> dict:
@@ -125,7 +110,7 @@ def test_vit_from_torch_onnx_export(exported):
     # torchvision's EncoderBlock: one template, used by both encoder layers
     assert _uses(result)["EncoderLayer"] == 2
     _same_state(result, model)
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 @pytest.mark.parametrize("name", ["swin", "swin_v2"])
@@ -143,7 +128,7 @@ def test_swin_from_torch_onnx_export(exported, name):
     # torchvision's SwinTransformerBlock: one template of four uses
     assert list(_uses(result).values()) == [4]
     _same_state(result, model)
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 _SWIN = {"image_size": 32, "embed_dim": 16, "window": 4} | {f"heads{i}": 2 for i in range(1, 5)}
@@ -173,7 +158,7 @@ def test_nasdsl_export_of_the_hand_written_specs(spec):
         assert attrs["heads"] == theirs[name]["heads"]
     # the hand-written spec's blocks: one template for all encoder layers or Swin blocks
     assert max(_uses(result).values()) == (2 if spec.startswith("vit") else 5)
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 def test_names_stripped_the_blocks_are_found_by_structure(exported):
@@ -185,7 +170,7 @@ def test_names_stripped_the_blocks_are_found_by_structure(exported):
     assert len(_ops(result, "attention")) == 2
     # by structure alone, the blocks are the halves of an encoder layer between its residual sums
     assert sorted(_uses(result).values()) == [2, 2]
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 def test_layer_norm_written_out_in_primitive_ops():
@@ -203,7 +188,7 @@ def test_layer_norm_written_out_in_primitive_ops():
     proto = export_onnx(hand.graph, state_dict=weights, opset=16)
     assert "LayerNormalization" not in {n.op_type for n in proto.graph.node}
     result = import_model(proto, weights=True)
-    assert len(_ops(result, "layer_norm")) == 5 and _agreement(proto, result) <= 1e-5
+    assert len(_ops(result, "layer_norm")) == 5 and agreement(proto, result) <= 1e-5
     torch.manual_seed(0)
     convnext = _randomised(ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)], num_classes=10))
     buf = io.BytesIO()
@@ -221,7 +206,7 @@ def test_layer_norm_written_out_in_primitive_ops():
         "classifier.0": "channels",
     }
     _same_state(result, convnext)
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 class _Attention(nn.Module):
@@ -275,7 +260,7 @@ def test_attention_as_the_spec_computes_it_is_read():
     result = import_model(proto, weights=True)
     assert _ops(result, "attention") == {"tokens.attn": {"heads": 2, "bias": True, "dropout": 0.0}}
     assert list(_ops(result, "softmax")) == ["softmax"]
-    assert _agreement(proto, result) <= 1e-5
+    assert agreement(proto, result) <= 1e-5
 
 
 @pytest.mark.parametrize(
