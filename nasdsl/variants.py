@@ -744,7 +744,11 @@ class Evaluator:
                     del self.programs[n:]  # the least recently used
                     self.hints.clear()
                     break
-            self.shape_points = _structure_points(self.space, self.programs)
+            # the points the new structure's counts and conditions read join the others (a hint: kept)
+            points = tuple(sorted({*self.shape_points, *_structure_points(self.space, [program])}))
+            if points != self.shape_points:
+                self.shape_points = points
+                self.hints.clear()  # keyed by the old points
             self._hint(tuple(picks[i] for i in self.shape_points), program)
         if isinstance(outcome, NasdslError):
             return Result(variant, picks, None, outcome.format(), recompiled=True)
