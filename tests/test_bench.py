@@ -128,6 +128,56 @@ def test_an_artifact_opens_as_it_was_measured(report, tiny, tmp_path, capsys):
     assert np.abs(int8 - fp32).max() / np.abs(fp32).max() == pytest.approx(row["deviation"], rel=1e-3, abs=1e-6)
 
 
+TOKENS = """\
+nasdsl: 1
+name: Tokens
+input: {name: x, shape: [16, 32], axes: LC}
+model:
+  norm: {op: layer_norm, dim: last}
+  attn: {op: attention, heads: 4}
+  mlp: [{op: linear, out: 64, dim: last}, gelu, {op: linear, out: 32, dim: last}]
+  first: {op: select, axis: 0}
+  head: {op: linear, out: 10}
+"""
+
+
+def test_int8_quantises_every_weight_as_a_weight(tmp_path, capsys):
+    """In the int8 artifact every matrix product's weight is an int8 initializer with a scale per
+    output channel, dequantised: the export's Transpose(weight) is folded before quantising, not
+    taken for an activation (quantised per tensor to uint8 at run time). Its output stays near
+    the fp32 export's."""
+    import onnx
+    from onnx import numpy_helper
+
+    from nasdsl.bench.engines import open_onnx
+
+    spec = tmp_path / "tokens.yaml"
+    spec.write_text(TOKENS)
+    paths = {t: tmp_path / f"{t}.onnx" for t in ("onnxruntime", "onnxruntime-int8")}
+    for target, path in paths.items():
+        code, _, err = run(["compile", str(spec), "--optimize-for", target, "--batch", "2", "-o", str(path)], capsys)
+        assert code == 0, err
+    model = onnx.load(str(paths["onnxruntime-int8"]))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    made = {o: n for n in model.graph.node for o in n.output}
+    products = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+    weights = 0
+    for node in products:
+        sources = [made.get(i) for i in node.input[:2]]
+        assert all(s is not None and s.op_type == "DequantizeLinear" for s in sources), node.name
+        for s in sources:
+            if s.input[0] in inits:  # a weight
+                weights += 1
+                assert inits[s.input[0]].dtype == np.int8, node.name
+                assert inits[s.input[1]].size > 1, f"{node.name}: one scale for the whole weight"
+    # the attention's two projections, the MLP's two layers and the head
+    assert weights == 5
+    x = np.random.default_rng(3).standard_normal((2, 16, 32), dtype=np.float32)
+    int8 = open_onnx(paths["onnxruntime-int8"].read_bytes(), "onnxruntime", "int8", 1)(x)
+    fp32 = open_onnx(paths["onnxruntime"].read_bytes(), "onnxruntime", "fp32", 1)(x)
+    assert np.abs(int8 - fp32).max() / np.abs(fp32).max() < 0.1
+
+
 def test_table_and_markdown_show_the_columns_and_mark_the_fastest(tiny, capsys):
     argv = ["bench", str(tiny), "--engines", "onnxruntime", "--batch", "1,2", "--repeats", "1", "--threads", "1"]
     code, out, err = run(argv, capsys)
