@@ -45,7 +45,7 @@ from nasdsl import __version__, ir
 from nasdsl.errors import CodegenError
 from nasdsl.ir.sym import Sym
 from nasdsl.ir.tree import bypassed
-from nasdsl.ops import INIT_PARAMS, OPS
+from nasdsl.ops import INIT_PARAMS, OPS, describe
 from nasdsl.passes.pipeline import run_pipeline
 
 from .names import BUILTINS, IMPORTED, METHOD_LOCALS, MODEL_ARGUMENTS_RESERVED, Namespace, check_attribute
@@ -355,9 +355,18 @@ def _annotation(values: list[object]) -> str:
 AXIS_LETTERS = {"T": "T", "H": "H", "W": "W", "L": "L", "?": "S", "C": "C"}
 
 
+#: the note of a shape whose axes, or whose channels as the class writes them, differ between the
+#: uses of a template (a parameter that permutes the axes, picks the sliced axis or gives a learned
+#: tensor's whole shape)
+VARIES = ("...",)
+
+
 def _shape_note(ctx: ClassContext, b: ir.Block, spatial: tuple[str, ...] | None = None) -> str:
     """``(N, 64, 56, 56)``, ``(N, c3x3, H, W)``, ``(N, L, in_features)``: the shape after block ``b``
-    as its class computes it; ``spatial`` says how a template class shows the other axes."""
+    as its class computes it; ``spatial`` says how a template class shows the other axes
+    (:data:`VARIES`: ``(N, ...)``)."""
+    if spatial == VARIES:
+        return "(N, ...)"
     t = ir.node(ctx.g, b.output).type
     sym = b.sym if b.sym is not None else t.shape
     c = t.channel_axis
@@ -507,8 +516,10 @@ class _Writer:
         axes other than the channels, the same for every use: the axes' letters where they
         keep the input's sizes (``H, W``), the sizes where every use has the same, else the
         letters primed where some use changes that axis (``T, H', W'``: a convolution over space
-        alone)."""
+        alone); :data:`VARIES` where the uses' shapes differ in their axes, or in their channels
+        as the class writes them."""
         seen: dict[str, set] = {}
+        layouts: dict[str, set] = {}  # per node, (rank, channel axis, channels as the class writes them)
         letters: dict[str, tuple[str, ...]] = {}
         changed: dict[str, set[int]] = {}  # per node, the axes (by position) that some use changes
         for inst in instances:
@@ -519,6 +530,8 @@ class _Writer:
                 if t is None:
                     seen.setdefault(rel, set()).add(None)
                     continue
+                sym, c = ir.node(self.g, n).sym, t.channel_axis
+                layouts.setdefault(rel, set()).add((t.rank, c, sym[c] if sym is not None and c is not None else None))
                 axes = [i for i in range(t.rank) if i != t.channel_axis]
                 names = tuple(AXIS_LETTERS.get(t.axes[i], "S") for i in axes)
                 letters.setdefault(rel, names)
@@ -537,7 +550,10 @@ class _Writer:
             return tuple(f"{x}'" if moved is None or k in moved else x for k, x in enumerate(names))
 
         one = {rel for rel, notes in seen.items() if len(notes) == 1 and None not in notes}
-        return {rel: notes.pop() if rel in one else primed(rel) for rel, notes in seen.items()}
+        varies = {rel for rel, kinds in layouts.items() if len(kinds) > 1}
+        return {
+            rel: VARIES if rel in varies else notes.pop() if rel in one else primed(rel) for rel, notes in seen.items()
+        }
 
     def _statements(
         self,
@@ -1012,14 +1028,38 @@ class _Writer:
             if agreed is not None:
                 return agreed
             (text_a, (_, a)), (text_b, (_, b)) = list(texts.items())[:2]
+            where_a = a.path or "the top"
+            cause = self._attribute_difference(a, b, where_a)
+            advice = "use one template per variant, or make what differs a parameter"
+            if cause:
+                advice = "pass the value itself as an argument, or use one template per variant"
             raise CodegenError(
-                f"template {name} needs different code at {a.path or 'the top'} and {b.path}: "
-                f"{_first_difference(text_a, text_b, a.path or 'the top', b.path)}; use one template per "
-                "variant, or make what differs a parameter",
+                f"template {name} needs different code at {where_a} and {b.path}: {cause}"
+                f"{_first_difference(text_a, text_b, where_a, b.path)}; {advice}",
                 location=b.loc,
                 path=b.keypath,
             )
         return next(iter(texts.values()))[0]
+
+    def _attribute_difference(self, a: ir.Block, b: ir.Block, where_a: str) -> str:
+        """Why two uses of a template need different code, where an attribute is the cause: the
+        first attribute of a node of the body whose values differ between the uses and that the
+        class cannot write from its arguments (an expression of them beyond +, -, *, //, min and
+        max with integers), as ``"{node}'s {key} is ... at a and ... at b, ...: "``; else ``""``."""
+        for n in self.members.get(a.path, ()):
+            rel = n[len(a.path) :]
+            other = b.path + rel
+            if other not in self.g:
+                continue
+            x, y = ir.node(self.g, n), ir.node(self.g, other)
+            for key in x.given:
+                if key in y.given and key not in x.exprs and x.attrs[key] != y.attrs.get(key):
+                    return (
+                        f"{rel.lstrip('.') or 'its body'}'s {key} is {describe(x.attrs[key])} at {where_a} and "
+                        f"{describe(y.attrs[key])} at {b.path}, from an expression the class cannot write "
+                        "from its arguments (only +, -, *, //, min and max of them and integers): "
+                    )
+        return ""
 
     def _gated_agreement(self, name: str, variants: list, annotations, spatial, inplace) -> ClassCode | None:
         """One class for uses that differ only in entries a parameter switches off
