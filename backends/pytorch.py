@@ -1042,24 +1042,40 @@ class _Writer:
         return next(iter(texts.values()))[0]
 
     def _attribute_difference(self, a: ir.Block, b: ir.Block, where_a: str) -> str:
-        """Why two uses of a template need different code, where an attribute is the cause: the
-        first attribute of a node of the body whose values differ between the uses and that the
-        class cannot write from its arguments (an expression of them beyond +, -, *, //, min and
-        max with integers), as ``"{node}'s {key} is ... at a and ... at b, ...: "``; else ``""``."""
+        """Why two uses of a template need different code, where a setting is the cause: the first
+        op attribute of the body, or argument of a template use in it, whose values differ between
+        the uses and that the class cannot write from its arguments (an expression of them beyond
+        +, -, *, //, min and max with integers), as ``"{entry}'s {key} is ... at a and ... at b,
+        ...: "``; else ``""``."""
+        found = []
         for n in self.members.get(a.path, ()):
-            rel = n[len(a.path) :]
-            other = b.path + rel
-            if other not in self.g:
-                continue
-            x, y = ir.node(self.g, n), ir.node(self.g, other)
-            for key in x.given:
-                if key in y.given and key not in x.exprs and x.attrs[key] != y.attrs.get(key):
-                    return (
-                        f"{rel.lstrip('.') or 'its body'}'s {key} is {describe(x.attrs[key])} at {where_a} and "
-                        f"{describe(y.attrs[key])} at {b.path}, from an expression the class cannot write "
-                        "from its arguments (only +, -, *, //, min and max of them and integers): "
-                    )
-        return ""
+            other = b.path + n[len(a.path) :]
+            if other in self.g:
+                x, y = ir.node(self.g, n), ir.node(self.g, other)
+                found += [
+                    (n, key, x.attrs[key], y.attrs.get(key))
+                    for key in x.given
+                    if key in y.given and key not in x.exprs and x.attrs[key] != y.attrs.get(key)
+                ]
+        theirs = {c.path[len(b.path) :]: c for c in _own_blocks(b)}
+        for c in _own_blocks(a):
+            twin = theirs.get(c.path[len(a.path) :])
+            if c.kind == "use" and twin is not None and twin.kind == "use":
+                values = {arg.name: arg.value for arg in twin.args}
+                found += [
+                    (c.path, f"argument {arg.name}", arg.value, values.get(arg.name))
+                    for arg in c.args
+                    if arg.expr is None and arg.name in values and arg.value != values[arg.name]
+                ]
+        if not found:
+            return ""
+        path, key, mine, other = found[0]
+        entry = path[len(a.path) :].lstrip(".") or "its body"
+        return (
+            f"{entry}'s {key} is {describe(mine)} at {where_a} and {describe(other)} at {b.path}, from an "
+            "expression the class cannot write from its arguments (only +, -, *, //, min and max of them "
+            "and integers): "
+        )
 
     def _gated_agreement(self, name: str, variants: list, annotations, spatial, inplace) -> ClassCode | None:
         """One class for uses that differ only in entries a parameter switches off
@@ -1696,6 +1712,17 @@ def _gated(inst: ir.Block) -> frozenset[str]:
         for c in body.children
         if c.kind == "skip" and c.when is not None and isinstance(c.when.expr, Sym)
     )
+
+
+def _own_blocks(use: ir.Block):
+    """The blocks of a template use's body that its class writes: all below it but inside the
+    template uses it holds (their own classes), which are included themselves."""
+    stack = list(reversed(use.children))
+    while stack:
+        c = stack.pop()
+        yield c
+        if c.kind != "use":
+            stack.extend(reversed(c.children))
 
 
 def _first_difference(a: str, b: str, where_a: str, where_b: str) -> str:

@@ -345,14 +345,41 @@ def test_the_refusal_is_a_located_error_with_exit_2(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_a_value_the_class_cannot_compute_is_named_in_the_message(tmp_path):
+NESTED = """\
+nasdsl: 1
+name: Uses
+input: {shape: [3, 4, 5]}
+templates:
+  U:
+    params: [v]
+    body: {op: constant, value: v}
+  T:
+    params: [v]
+    body:
+      x: {use: U, args: ["v * 0.5"]}
+model:
+  a: {use: T, args: [1.0]}
+  b: {use: T, args: [3.0]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [
+        (_spec(("[[3, 4, 5]]", "[v]", "{op: constant, value: 'v * 0.5'}", "[1.0]", "[3.0]")), "x's value"),
+        (NESTED, "x's argument v"),
+    ],
+    ids=["attribute", "argument"],
+)
+def test_a_value_the_class_cannot_compute_is_named_in_the_message(tmp_path, text, cause):
     """Where uses still need different code (an expression of a parameter the class cannot write:
-    a float factor), the message names the entry, the attribute and both values."""
-    case = ("[[3, 4, 5]]", "[v]", "{op: constant, value: 'v * 0.5'}", "[1.0]", "[3.0]")
-    compiled = _compile(tmp_path, _spec(case))
+    a float factor), the message names the entry, the attribute or argument, and both values."""
+    compiled = _compile(tmp_path, text)
     with pytest.raises(NasdslError) as e:
         generate_source(compiled.graph)
-    assert "template T needs different code at a and b: x's value is 0.5 at a and 1.5 at b" in str(e.value)
+    assert f"template T needs different code at a and b: {cause} is 0.5 at a and 1.5 at b, from an expression" in str(
+        e.value
+    )
     assert "pass the value itself as an argument" in str(e.value)
 
 
