@@ -45,7 +45,7 @@ from nasdsl import __version__, ir
 from nasdsl.errors import CodegenError
 from nasdsl.ir.sym import Sym
 from nasdsl.ir.tree import bypassed
-from nasdsl.ops import INIT_PARAMS, OPS
+from nasdsl.ops import INIT_PARAMS, OPS, describe
 from nasdsl.passes.pipeline import run_pipeline
 
 from .names import BUILTINS, IMPORTED, METHOD_LOCALS, MODEL_ARGUMENTS_RESERVED, Namespace, check_attribute
@@ -355,9 +355,18 @@ def _annotation(values: list[object]) -> str:
 AXIS_LETTERS = {"T": "T", "H": "H", "W": "W", "L": "L", "?": "S", "C": "C"}
 
 
+#: the note of a shape whose axes, or whose channels as the class writes them, differ between the
+#: uses of a template (a parameter that permutes the axes, picks the sliced axis or gives a learned
+#: tensor's whole shape)
+VARIES = ("...",)
+
+
 def _shape_note(ctx: ClassContext, b: ir.Block, spatial: tuple[str, ...] | None = None) -> str:
     """``(N, 64, 56, 56)``, ``(N, c3x3, H, W)``, ``(N, L, in_features)``: the shape after block ``b``
-    as its class computes it; ``spatial`` says how a template class shows the other axes."""
+    as its class computes it; ``spatial`` says how a template class shows the other axes
+    (:data:`VARIES`: ``(N, ...)``)."""
+    if spatial == VARIES:
+        return "(N, ...)"
     t = ir.node(ctx.g, b.output).type
     sym = b.sym if b.sym is not None else t.shape
     c = t.channel_axis
@@ -507,8 +516,10 @@ class _Writer:
         axes other than the channels, the same for every use: the axes' letters where they
         keep the input's sizes (``H, W``), the sizes where every use has the same, else the
         letters primed where some use changes that axis (``T, H', W'``: a convolution over space
-        alone)."""
+        alone); :data:`VARIES` where the uses' shapes differ in their axes, or in their channels
+        as the class writes them."""
         seen: dict[str, set] = {}
+        layouts: dict[str, set] = {}  # per node, (rank, channel axis, channels as the class writes them)
         letters: dict[str, tuple[str, ...]] = {}
         changed: dict[str, set[int]] = {}  # per node, the axes (by position) that some use changes
         for inst in instances:
@@ -519,6 +530,8 @@ class _Writer:
                 if t is None:
                     seen.setdefault(rel, set()).add(None)
                     continue
+                sym, c = ir.node(self.g, n).sym, t.channel_axis
+                layouts.setdefault(rel, set()).add((t.rank, c, sym[c] if sym is not None and c is not None else None))
                 axes = [i for i in range(t.rank) if i != t.channel_axis]
                 names = tuple(AXIS_LETTERS.get(t.axes[i], "S") for i in axes)
                 letters.setdefault(rel, names)
@@ -537,7 +550,10 @@ class _Writer:
             return tuple(f"{x}'" if moved is None or k in moved else x for k, x in enumerate(names))
 
         one = {rel for rel, notes in seen.items() if len(notes) == 1 and None not in notes}
-        return {rel: notes.pop() if rel in one else primed(rel) for rel, notes in seen.items()}
+        varies = {rel for rel, kinds in layouts.items() if len(kinds) > 1}
+        return {
+            rel: VARIES if rel in varies else notes.pop() if rel in one else primed(rel) for rel, notes in seen.items()
+        }
 
     def _statements(
         self,
@@ -1012,14 +1028,54 @@ class _Writer:
             if agreed is not None:
                 return agreed
             (text_a, (_, a)), (text_b, (_, b)) = list(texts.items())[:2]
+            where_a = a.path or "the top"
+            cause = self._attribute_difference(a, b, where_a)
+            advice = "use one template per variant, or make what differs a parameter"
+            if cause:
+                advice = "pass the value itself as an argument, or use one template per variant"
             raise CodegenError(
-                f"template {name} needs different code at {a.path or 'the top'} and {b.path}: "
-                f"{_first_difference(text_a, text_b, a.path or 'the top', b.path)}; use one template per "
-                "variant, or make what differs a parameter",
+                f"template {name} needs different code at {where_a} and {b.path}: {cause}"
+                f"{_first_difference(text_a, text_b, where_a, b.path)}; {advice}",
                 location=b.loc,
                 path=b.keypath,
             )
         return next(iter(texts.values()))[0]
+
+    def _attribute_difference(self, a: ir.Block, b: ir.Block, where_a: str) -> str:
+        """Why two uses of a template need different code, where a setting is the cause: the first
+        op attribute of the body, or argument of a template use in it, whose values differ between
+        the uses and that the class cannot write from its arguments (an expression of them beyond
+        +, -, *, //, min and max with integers), as ``"{entry}'s {key} is ... at a and ... at b,
+        ...: "``; else ``""``."""
+        found = []
+        for n in self.members.get(a.path, ()):
+            other = b.path + n[len(a.path) :]
+            if other in self.g:
+                x, y = ir.node(self.g, n), ir.node(self.g, other)
+                found += [
+                    (n, key, x.attrs[key], y.attrs.get(key))
+                    for key in x.given
+                    if key in y.given and key not in x.exprs and x.attrs[key] != y.attrs.get(key)
+                ]
+        theirs = {c.path[len(b.path) :]: c for c in _own_blocks(b)}
+        for c in _own_blocks(a):
+            twin = theirs.get(c.path[len(a.path) :])
+            if c.kind == "use" and twin is not None and twin.kind == "use":
+                values = {arg.name: arg.value for arg in twin.args}
+                found += [
+                    (c.path, f"argument {arg.name}", arg.value, values.get(arg.name))
+                    for arg in c.args
+                    if arg.expr is None and arg.name in values and arg.value != values[arg.name]
+                ]
+        if not found:
+            return ""
+        path, key, mine, other = found[0]
+        entry = path[len(a.path) :].lstrip(".") or "its body"
+        return (
+            f"{entry}'s {key} is {describe(mine)} at {where_a} and {describe(other)} at {b.path}, from an "
+            "expression the class cannot write from its arguments (only +, -, *, //, min and max of them "
+            "and integers): "
+        )
 
     def _gated_agreement(self, name: str, variants: list, annotations, spatial, inplace) -> ClassCode | None:
         """One class for uses that differ only in entries a parameter switches off
@@ -1656,6 +1712,17 @@ def _gated(inst: ir.Block) -> frozenset[str]:
         for c in body.children
         if c.kind == "skip" and c.when is not None and isinstance(c.when.expr, Sym)
     )
+
+
+def _own_blocks(use: ir.Block):
+    """The blocks of a template use's body that its class writes: all below it but inside the
+    template uses it holds (their own classes), which are included themselves."""
+    stack = list(reversed(use.children))
+    while stack:
+        c = stack.pop()
+        yield c
+        if c.kind != "use":
+            stack.extend(reversed(c.children))
 
 
 def _first_difference(a: str, b: str, where_a: str, where_b: str) -> str:

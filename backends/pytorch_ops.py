@@ -269,13 +269,11 @@ def _batch_axis(axis: object, rank: int) -> int:
 
 
 def _flatten(ctx: ClassContext, node: str) -> Call:
-    data = ir.node(ctx.g, node)
     t = in_type(ctx, node)
-    start = _batch_axis(_axis_index(t, data.attrs["start"]), t.rank)
-    end = _batch_axis(_axis_index(t, data.attrs["end"]), t.rank)
-    if start == 1 and end in (-1, t.rank):
+    start, end = torch_dim(ctx, node, "start"), torch_dim(ctx, node, "end")
+    if start == "1" and end in ("-1", str(t.rank)):
         return Call("nn.Flatten", ())
-    return Call("nn.Flatten", (str(start), str(end)))
+    return Call("nn.Flatten", (start, end))
 
 
 def _axis_index(t: ir.TensorType, axis: object) -> int:
@@ -284,6 +282,36 @@ def _axis_index(t: ir.TensorType, axis: object) -> int:
     if axis == "last":
         return t.rank - 1
     return int(axis) % t.rank  # type: ignore[arg-type]
+
+
+def torch_dim(ctx: ClassContext, node: str, key: str, *, many: bool = False) -> str:
+    """Axis attribute ``key`` of ``node`` (one axis, or with ``many`` a list) as PyTorch's dims, the
+    batch first, in source: a word or number the spec wrote as the number it stands for
+    (``channels`` of a (C, H, W) map is 1, ``-1`` is 3), and an expression of the class's
+    arguments as an expression that counts the same way (``axis % 3 + 1``: the spec's axis may
+    be negative; the rank is the input's, the same at every use the class serves)."""
+    t = in_type(ctx, node)
+
+    def one(a: object) -> str:
+        if isinstance(a, Sym):
+            return f"{operand(a.render())} % {t.rank} + 1"
+        return str(_axis_index(t, a) + 1)
+
+    v = exact(ctx, node, key)
+    if isinstance(v, Sym):
+        if not many:
+            return one(v)
+        loop = "d" if "d" not in v.names else "axis_"
+        return f"tuple({loop} % {t.rank} + 1 for {loop} in {operand(v.render())})"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(map(one, v)) + ("," if len(v) == 1 else "") + ")"
+    return one(v)
+
+
+def operand(text: str) -> str:
+    """Source text as the operand of a binary operator: a bare name or number as it is, else in
+    parentheses."""
+    return text if text.isidentifier() or text.isdigit() else f"({text})"
 
 
 def _lrn(ctx: ClassContext, node: str) -> Call:
@@ -295,48 +323,40 @@ def _dropout(ctx: ClassContext, node: str) -> Call:
 
 
 def _slice(ctx: ClassContext, node: str) -> Call:
-    data = ir.node(ctx.g, node)
-    t = in_type(ctx, node)
-    axis = _axis_index(t, data.attrs["axis"])
-    start, stop = attr(ctx, node, "start"), attr(ctx, node, "stop")
-    if axis == 0 and data.attrs["step"] == 1:  # channels: the indexing a person writes, x[:, a:b]
+    start, stop, step = attr(ctx, node, "start"), attr(ctx, node, "stop"), attr(ctx, node, "step")
+    dim = torch_dim(ctx, node, "axis")
+    if dim == "1" and step == 1:  # channels: the indexing a person writes, x[:, a:b]
         args = (render(start), *((render(stop),) if stop is not None else ()))
         return Call(helper_name(ctx, "Slice"), args)
-    args = [str(axis + 1), render(start)]
+    args = [dim, render(start)]
     if stop is not None:  # else to the end, whatever the size (a class used at several sizes)
         args.append(render(stop))
-    if data.attrs["step"] != 1:
-        args.append(f"step={data.attrs['step']}")
+    if step != 1:
+        args.append(f"step={render(step)}")
     return Call(helper_name(ctx, "Narrow"), tuple(args))
 
 
 def _pad(ctx: ClassContext, node: str) -> Call:
     """``nn.ConstantPad2d((left, right, top, bottom), value)`` for the last one to three axes (the
-    torch order: the last axis first), else a module that calls ``F.pad`` with that list."""
-    data = ir.node(ctx.g, node)
-    pads = data.attrs["pads"]
-    value = data.attrs["value"]
+    torch order: the last axis first), else (more axes, or pairs a parameter gives whole, which
+    may be of another number of axes at another use) a module that takes the spec's pairs."""
+    pads, value = exact(ctx, node, "pads"), render(attr(ctx, node, "value"))
+    if isinstance(pads, Sym) or len(pads) > 3:
+        return Call(helper_name(ctx, "Pad"), (render(pads), value))
     order = tuple(x for pair in reversed(pads) for x in pair)
-    if len(pads) <= 3:
-        return Call(f"nn.ConstantPad{len(pads)}d", (render(order), render(value)))
-    return Call(helper_name(ctx, "Pad"), (render(order), render(value)))
+    return Call(f"nn.ConstantPad{len(pads)}d", (render(order), value))
 
 
 def _select(ctx: ClassContext, node: str) -> Call:
-    data = ir.node(ctx.g, node)
-    axis = _axis_index(in_type(ctx, node), data.attrs["axis"])
-    return Call(helper_name(ctx, "Select"), (str(axis + 1), str(data.attrs["index"])))
+    return Call(helper_name(ctx, "Select"), (torch_dim(ctx, node, "axis"), render(attr(ctx, node, "index"))))
 
 
 def _permute(ctx: ClassContext, node: str) -> Call:
-    return Call(helper_name(ctx, "Permute"), (render(tuple(ir.node(ctx.g, node).attrs["dims"])),))
+    return Call(helper_name(ctx, "Permute"), (render(exact(ctx, node, "dims")),))
 
 
 def _transpose(ctx: ClassContext, node: str) -> Call:
-    data = ir.node(ctx.g, node)
-    t = in_type(ctx, node)
-    a, b = (_axis_index(t, data.attrs[k]) + 1 for k in ("axis0", "axis1"))
-    return Call(helper_name(ctx, "Transpose"), (str(a), str(b)))
+    return Call(helper_name(ctx, "Transpose"), (torch_dim(ctx, node, "axis0"), torch_dim(ctx, node, "axis1")))
 
 
 def exact(ctx: ClassContext, node: str, key: str) -> object:
@@ -357,10 +377,7 @@ def _reshape(ctx: ClassContext, node: str) -> Call:
 
 
 def _roll(ctx: ClassContext, node: str) -> Call:
-    data = ir.node(ctx.g, node)
-    t = in_type(ctx, node)
-    dims = tuple(_axis_index(t, a) + 1 for a in data.attrs["axes"])
-    return Call(helper_name(ctx, "Roll"), (render(exact(ctx, node, "shifts")), render(dims)))
+    return Call(helper_name(ctx, "Roll"), (render(exact(ctx, node, "shifts")), torch_dim(ctx, node, "axes", many=True)))
 
 
 def _layer_norm(ctx: ClassContext, node: str) -> Call:
@@ -378,8 +395,7 @@ def _layer_norm(ctx: ClassContext, node: str) -> Call:
 
 
 def _softmax(ctx: ClassContext, node: str) -> Call:
-    t = in_type(ctx, node)
-    return Call("nn.Softmax", (f"dim={_batch_axis(_axis_index(t, ir.node(ctx.g, node).attrs['dim']), t.rank)}",))
+    return Call("nn.Softmax", (f"dim={torch_dim(ctx, node, 'dim')}",))
 
 
 def _stochastic_depth(ctx: ClassContext, node: str) -> Call:
@@ -391,26 +407,33 @@ def _layer_scale(ctx: ClassContext, node: str) -> tuple[str, str]:
     t = in_type(ctx, node)
     size = render(in_size(ctx, node, 0 if t.rank >= 3 and t.channel_axis == 0 else t.rank - 1))
     shape = f"({size}, {', '.join(['1'] * (t.rank - 1))})" if t.rank >= 3 and t.channel_axis == 0 else f"({size},)"
-    return f"nn.Parameter(torch.full({shape}, {render(attr(ctx, node, 'init'))}))", "x * {}"
+    init = attr(ctx, node, "init")
+    value = f"float({render(init)})" if isinstance(init, Sym) else render(init)  # a parameter may be an integer
+    return f"nn.Parameter(torch.full({shape}, {value}))", "x * {}"
 
 
 def _parameter(ctx: ClassContext, node: str) -> tuple[str, str]:
     sizes = exact(ctx, node, "shape")
-    dims = f"1, *{render(sizes)}" if isinstance(sizes, Sym) else ", ".join(render(d) for d in (1, *sizes))
-    keep = ", ".join(["-1"] * len(ir.node(ctx.g, node).attrs["shape"]))
-    return f"nn.Parameter(torch.zeros({dims}))", "{}.expand(x.shape[0], " + keep + ")"
+    if isinstance(sizes, Sym):  # a parameter gives the whole shape: any number of axes
+        return f"nn.Parameter(torch.zeros(1, *{render(sizes)}))", "{0}.expand(x.shape[0], *{0}.shape[1:])"
+    keep = ", ".join(["-1"] * len(sizes))
+    return (
+        f"nn.Parameter(torch.zeros({', '.join(render(d) for d in (1, *sizes))}))",
+        "{0}.expand(x.shape[0], " + keep + ")",
+    )
 
 
 def _interpolate(ctx: ClassContext, node: str) -> Call:
     data = ir.node(ctx.g, node)
+    size = exact(ctx, node, "size")
     args = []
-    if data.attrs["size"] is not None:
-        args.append(f"size={render(square(tuple(data.attrs['size'])))}")
+    if size is not None:  # a number or one per axis (nn.Upsample takes either)
+        args.append(f"size={render(square(size) if isinstance(size, tuple) else size)}")
     else:
         args.append(f"scale_factor={render(attr(ctx, node, 'scale'))}")
     args.append(f"mode={render(data.attrs['mode'])}")
     if data.attrs["mode"] != "nearest":
-        args.append(f"align_corners={render(data.attrs['align_corners'])}")
+        args.append(f"align_corners={render(attr(ctx, node, 'align_corners'))}")
     return Call("nn.Upsample", tuple(args))
 
 
@@ -628,11 +651,12 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
     ),
     "Pad": (
         "class {name}(nn.Module):",
-        '    """A constant border: padding as torch.nn.functional.pad takes it (the last axis first)."""',
+        '    """A constant border: pads holds [before, after] for each of the last axes, in order."""',
         "",
-        "    def __init__(self, padding: tuple[int, ...], value: float) -> None:",
+        "    def __init__(self, pads: tuple[tuple[int, int], ...], value: float) -> None:",
         "        super().__init__()",
-        "        self.padding = list(padding)",
+        "        # torch.nn.functional.pad's order: the last axis first",
+        "        self.padding = [n for pair in reversed(pads) for n in pair]",
         "        self.value = value",
         "",
         "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
@@ -1046,8 +1070,9 @@ def _window_attention(ctx: ClassContext, node: str) -> Call:
     # it is built (a template's parameter may be either at different uses)
     args = [render(in_size(ctx, node, -1)), render(exact(ctx, node, "window")), render(exact(ctx, node, "shift"))]
     args.append(render(attr(ctx, node, "heads")))
-    if data.attrs["fit"]:
-        args.append("fit=True")
+    fit = attr(ctx, node, "fit")
+    if fit is not False:
+        args.append(f"fit={render(fit)}")
     args += keywords(ctx, node, "qkv_bias", "proj_bias", "attention_dropout", "dropout")
     return Call(cls, tuple(args))
 

@@ -313,6 +313,7 @@ class _Builder:
                 given[key], expr, dep = scope.evaluate(value, opdef.attr_index[key].literals)
             except SpecError as e:
                 raise _in_node(e, scope, path) from None
+            self._fixed_attr(b, key, value, scope)
             if expr is not None:
                 exprs[key] = expr
             if dep:
@@ -334,6 +335,22 @@ class _Builder:
         if b.op == "zero":
             self.zeros.add(node)
         return _block("op", name, path, b, inputs[:1], node, phase, when, op=b.op)
+
+    def _fixed_attr(self, b: OpBlock | MergeBlock, key: str, value: Value, scope: _Scope) -> None:
+        """Refuse a template's parameter in an attribute the generated class cannot take from its
+        constructor's arguments (``Attr.fixed`` says why)."""
+        fixed = OPS[b.op].attr_index[key].fixed
+        if not fixed or not scope.templates:
+            return
+        params = {p.name for p in self.spec.templates[scope.templates[-1]].params}
+        used = sorted(params & value.names)
+        if used:
+            raise SpecError(
+                f"{b.op}'s {key} may not be given by a template parameter ('{used[0]}'): {fixed}; "
+                "write the value here (a template per value)",
+                location=value.loc,
+                path=value.path,
+            )
 
     def _attr_error(self, e: SpecError, b: OpBlock | MergeBlock, node: str, scope: _Scope) -> SpecError:
         """An error about attribute ``e.path`` of op block ``b``, reported where its value was written."""

@@ -192,7 +192,11 @@ class Attr:
     or feature count), ``rate`` (a probability), ``window`` (kernel, stride,
     padding: changes spatial shapes) or ``flag``. ``symbolic``: the attribute's
     expression may enter the output's shape as a class computes it (``out``,
-    ``shape``), so the shape pass runs the rule with it.
+    ``shape``), so the shape pass runs the rule with it. ``fixed``: why a
+    template's parameter may not give the attribute (the generated class writes
+    it into its ``forward``, which sees no constructor argument, or picks its
+    module class by it); empty where one may: the class then takes it from its
+    constructor's arguments, whatever it is at each use.
     """
 
     name: str
@@ -203,6 +207,7 @@ class Attr:
     #: bare words taken literally rather than as variable names ("same", "tanh")
     literals: tuple[str, ...] = ()
     symbolic: bool = False
+    fixed: str = ""
 
 
 def _no_weights(types: Sequence[TensorType], attrs: Mapping[str, object]) -> tuple:

@@ -3,6 +3,7 @@ add, mul, mean and matmul."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from nasdsl.errors import ShapeError
@@ -112,7 +113,16 @@ register(
     OpDef(
         "concat",
         "join inputs along an axis (the channels by default)",
-        (Attr("axis", _axis, default="channels", doc=AXIS_DOC, literals=("channels", "last")),),
+        (
+            Attr(
+                "axis",
+                _axis,
+                default="channels",
+                doc=AXIS_DOC,
+                literals=("channels", "last"),
+                fixed="the generated class's forward joins the branches along it",
+            ),
+        ),
         _concat_infer,
         min_inputs=2,
         max_inputs=MANY,
@@ -155,7 +165,7 @@ register(
         "matmul",
         "the matrix product of two inputs over their last two axes, (..., n, k) x (..., k, m) (with transpose_b: "
         "the second given as (..., m, k))",
-        (Attr("transpose_b", boolean, default=False, role="flag"),),
+        (Attr("transpose_b", boolean, default=False, role="flag", fixed="the generated class's forward writes it"),),
         _matmul_infer,
         macs=_matmul_macs,
         min_inputs=2,
@@ -167,7 +177,10 @@ register(
         "interpolate_like",
         "resize the first branch's map to the spatial size of the second's (a segmentation head back to the "
         "input's size)",
-        INTERPOLATE_MODE,
+        (
+            INTERPOLATE_MODE[0],
+            dataclasses.replace(INTERPOLATE_MODE[1], fixed="the generated class's forward writes it"),
+        ),
         interpolate_infer,
         min_inputs=2,
         max_inputs=2,

@@ -433,7 +433,7 @@ register(
         (
             Attr("start", integer(0), default=0, role="count", symbolic=True),
             Attr("stop", optional_int(0), default=None, role="count", symbolic=True),
-            Attr("step", integer(1), default=1),
+            Attr("step", integer(1), default=1, symbolic=True),
             Attr("axis", _axis, default="channels", doc=AXIS_DOC, literals=("channels", "last")),
         ),
         _slice_infer,

@@ -1,0 +1,405 @@
+"""Every op attribute a template's parameter may set is written by the PyTorch writer as that
+parameter: one class serves uses that give it different values.
+
+For each op, a template whose parameters set the op's attributes is used twice, with different
+values (a number at one use and one per axis at the other where the attribute takes either), each
+use reading the model's input. The generated file must hold one class for the template, and its
+model must compute what the spec's ONNX export computes under ONNX Runtime (the ONNX backend
+writes every node's own values), and, for the ops whose lowering wrote a use's own values
+(pad, interpolate, slice), what torch.nn.functional computes with the values written out here.
+An attribute the class cannot take from its arguments is refused where the spec writes it.
+:func:`test_every_attribute_a_parameter_may_set_is_covered` fails for an op or attribute this
+table does not cover.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nasdsl
+from nasdsl.backends.onnx import export_onnx
+from nasdsl.backends.pytorch import generate_source, load_source
+from nasdsl.errors import NasdslError
+from nasdsl.ops import OPS, SPEC_OPS
+
+#: op -> (input, template parameters, template body, arguments at use a, arguments at use b);
+#: the input is ``[shape]`` or ``[shape, axes]``
+CASES: dict[str, tuple[str, str, str, str, str]] = {
+    "conv1d": (
+        "[[4, 9], CL]",
+        "[k, s, p, d, g, b]",
+        "{op: conv1d, out: 4, kernel: k, stride: s, padding: p, dilation: d, groups: g, bias: b}",
+        "[3, 1, 1, 1, 1, true]",
+        "[[2], 2, 0, 2, 2, false]",
+    ),
+    "conv2d": (
+        "[[4, 7, 8]]",
+        "[o, k, s, p, d, g, b]",
+        "{op: conv2d, out: o, kernel: k, stride: s, padding: p, dilation: d, groups: g, bias: b}",
+        "[4, 3, 1, 1, 1, 1, true]",
+        "[6, [1, 3], [2, 1], [0, 1], [1, 2], 2, false]",
+    ),
+    "conv3d": (
+        "[[2, 5, 6, 7]]",
+        "[k, s, p, d, g, b]",
+        "{op: conv3d, out: 4, kernel: k, stride: s, padding: p, dilation: d, groups: g, bias: b}",
+        "[3, 1, 1, 1, 1, true]",
+        "[[1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 2, 1], 2, false]",
+    ),
+    "max_pool1d": (
+        "[[3, 9], CL]",
+        "[k, s, p, c]",
+        "{op: max_pool1d, kernel: k, stride: s, padding: p, ceil_mode: c}",
+        "[3, 2, 1, true]",
+        "[[2], 1, 0, false]",
+    ),
+    "avg_pool1d": (
+        "[[3, 9], CL]",
+        "[k, s, p, c, i]",
+        "{op: avg_pool1d, kernel: k, stride: s, padding: p, ceil_mode: c, count_include_pad: i}",
+        "[3, 2, 1, true, false]",
+        "[2, 1, 0, false, true]",
+    ),
+    "adaptive_avg_pool1d": ("[[3, 9], CL]", "[s]", "{op: adaptive_avg_pool1d, size: s}", "[2]", "[[4]]"),
+    "max_pool": (
+        "[[3, 8, 9]]",
+        "[k, s, p, c]",
+        "{op: max_pool, kernel: k, stride: s, padding: p, ceil_mode: c}",
+        "[3, 2, 1, true]",
+        "[[2, 3], [1, 2], 0, false]",
+    ),
+    "avg_pool": (
+        "[[3, 8, 9]]",
+        "[k, s, p, c, i]",
+        "{op: avg_pool, kernel: k, stride: s, padding: p, ceil_mode: c, count_include_pad: i}",
+        "[3, 2, 1, true, false]",
+        "[[2, 3], [1, 2], [1, 0], false, true]",
+    ),
+    "adaptive_avg_pool": ("[[3, 8, 9]]", "[s]", "{op: adaptive_avg_pool, size: s}", "[3]", "[[2, 3]]"),
+    "max_pool3d": (
+        "[[2, 4, 6, 6]]",
+        "[k, s, p, c]",
+        "{op: max_pool3d, kernel: k, stride: s, padding: p, ceil_mode: c}",
+        "[3, 2, 1, true]",
+        "[[1, 2, 2], 1, 0, false]",
+    ),
+    "avg_pool3d": (
+        "[[2, 4, 6, 6]]",
+        "[k, s, p, c, i]",
+        "{op: avg_pool3d, kernel: k, stride: s, padding: p, ceil_mode: c, count_include_pad: i}",
+        "[3, 2, 1, true, false]",
+        "[[1, 2, 2], 1, 0, false, true]",
+    ),
+    "adaptive_avg_pool3d": ("[[2, 4, 6, 6]]", "[s]", "{op: adaptive_avg_pool3d, size: s}", "[1]", "[[1, 2, 3]]"),
+    "batch_norm": ("[[3, 5, 5]]", "[e, m]", "{op: batch_norm, eps: e, momentum: m}", "[0.001, 0.1]", "[0.5, 0.2]"),
+    "lrn": (
+        "[[6, 4, 4]]",
+        "[s, a, b, k]",
+        "{op: lrn, size: s, alpha: a, beta: b, k: k}",
+        "[3, 0.001, 0.5, 2]",
+        "[5, 0.2, 0.75, 1]",
+    ),
+    "dropout": ("[[3, 4, 4]]", "[p]", "{op: dropout, p: p}", "[0.1]", "[0.2]"),
+    "stochastic_depth": ("[[3, 4, 4]]", "[p]", "{op: stochastic_depth, p: p}", "[0.1]", "[0.2]"),
+    "layer_scale": ("[[3, 4, 4]]", "[i]", "{op: layer_scale, init: i}", "[0.5]", "[2]"),
+    "flatten": ("[[3, 4, 5]]", "[s, e]", "{op: flatten, start: s, end: e}", "[0, -1]", "[1, 2]"),
+    "reshape": ("[[3, 4, 5]]", "[s]", "{op: reshape, shape: s}", "[[12, 5]]", "[[3, 2, -1]]"),
+    "permute": ("[[3, 4, 5]]", "[d]", "{op: permute, dims: d}", "[[1, 2, 0]]", "[[2, 0, 1]]"),
+    "transpose": ("[[3, 4, 5]]", "[a, b]", "{op: transpose, axis0: a, axis1: b}", "[0, -1]", "[1, 2]"),
+    "slice": (
+        "[[6, 7, 8]]",
+        "[a, s, e, k]",
+        "{op: slice, axis: a, start: s, stop: e, step: k}",
+        "[0, 1, 5, 1]",
+        "[-1, 2, 7, 2]",
+    ),
+    "select": ("[[3, 4, 5]]", "[a, i]", "{op: select, axis: a, index: i}", "[0, 1]", "[-1, -2]"),
+    "roll": ("[[3, 4, 5]]", "[s, a]", "{op: roll, shifts: s, axes: a}", "[[1, 2], [1, 2]]", "[[-2], [-3]]"),
+    "pad": ("[[3, 4, 5]]", "[p, v]", "{op: pad, pads: p, value: v}", "[[[0, 1], [2, 0]], 0.5]", "[[[1, 1]], 2]"),
+    "channel_shuffle": ("[[6, 3, 3]]", "[g]", "{op: channel_shuffle, groups: g}", "[2]", "[3]"),
+    "parameter": ("[[3, 4, 5]]", "[s]", "{op: parameter, shape: s}", "[[6, 2]]", "[[2, 3, 4]]"),
+    "constant": ("[[3, 4, 5]]", "[v]", "{op: constant, value: v}", "[0.5]", "[2]"),
+    "interpolate": (
+        "[[3, 4, 5]]",
+        "[s, c]",
+        "{op: interpolate, size: s, mode: bilinear, align_corners: c}",
+        "[7, true]",
+        "[[6, 9], false]",
+    ),
+    "linear": ("[[4, 6], LC]", "[o, b]", "{op: linear, out: o, bias: b, dim: last}", "[3, true]", "[5, false]"),
+    "layer_norm": ("[[4, 6], LC]", "[e]", "{op: layer_norm, eps: e}", "[0.001]", "[0.5]"),
+    "softmax": ("[[3, 4, 5]]", "[d]", "{op: softmax, dim: d}", "[0]", "[-1]"),
+    "attention": (
+        "[[5, 8], LC]",
+        "[h, d, b]",
+        "{op: attention, heads: h, dropout: d, bias: b}",
+        "[2, 0.1, true]",
+        "[4, 0.0, false]",
+    ),
+    "pooling_attention": (
+        "[[17, 8], LC]",
+        "[h, o, g, k, s, r, p, c, d]",
+        "{op: pooling_attention, heads: h, out: o, grid: g, kernel_q: k, stride_q: s, kernel_kv: k, stride_kv: s,"
+        " rel_pos: r, residual_pool: p, class_token: c, dropout: d, eps: 0.001}",
+        "[2, 8, [1, 4, 4], 3, [1, 2, 2], true, true, true, 0.1]",
+        "[4, 12, [1, 1, 17], [1, 1, 3], 1, false, false, false, 0.0]",
+    ),
+    "positional_encoding": ("[[8, 2, 3, 3]]", "[a]", "{op: positional_encoding, absolute: a}", "[true]", "[false]"),
+    "window_attention": (
+        "[[6, 7, 8], HWC]",
+        "[h, w, s, f, q, p, a, d]",
+        "{op: window_attention, heads: h, window: w, shift: s, fit: f, qkv_bias: q, proj_bias: p,"
+        " attention_dropout: a, dropout: d}",
+        "[2, [3, 3], 1, true, true, false, 0.1, 0.0]",
+        "[4, [2, 4], [1, 2], false, false, true, 0.0, 0.2]",
+    ),
+    "patch_merging": ("[[6, 7, 8], HWC]", "[o, e]", "{op: patch_merging, out: o, eps: e}", "[16, 0.001]", "[8, 0.5]"),
+    "pad_to_multiple": ("[[3, 6, 7]]", "[m]", "{op: pad_to_multiple, multiple: m}", "[4]", "[[5, 3]]"),
+    "partition_attention": (
+        "[[2, 9, 8], TLC]",
+        "[d, s]",
+        "{op: partition_attention, head_dim: d, size: s}",
+        "[2, 3]",
+        "[4, 3]",
+    ),
+}
+
+#: attributes a parameter cannot set: they take words alone (an expression gives no word)
+WORDS = {
+    ("gelu", "approximate"),
+    ("stochastic_depth", "mode"),
+    ("reshape", "axes"),
+    ("parameter", "axes"),
+    ("opaque", "axes"),
+    ("interpolate", "mode"),
+    ("interpolate_like", "mode"),
+    ("linear", "dim"),
+    ("layer_norm", "dim"),
+    ("patch_merging", "norm"),
+}
+#: attributes set by a parameter at the model level only (see test_interpolate_scale)
+ELSEWHERE = {("interpolate", "scale"), ("opaque", "shape")}
+
+#: for attributes the class cannot take from its arguments (``Attr.fixed``): a template that
+#: tries, with what the refusal names
+FIXED = {
+    ("concat", "axis"): ("[[3, 4, 5]]", "[a]", "{concat: [identity, identity], axis: a}", "[1]", "[2]"),
+    ("matmul", "transpose_b"): (
+        "[[4, 4], LC]",
+        "[t]",
+        "{matmul: [identity, identity], transpose_b: t}",
+        "[true]",
+        "[false]",
+    ),
+    ("interpolate_like", "align_corners"): (
+        "[[3, 4, 4]]",
+        "[c]",
+        "{interpolate_like: [{op: max_pool, kernel: 2}, identity], mode: bilinear, align_corners: c}",
+        "[true]",
+        "[false]",
+    ),
+    ("window_attention", "version"): (
+        "[[6, 6, 8], HWC]",
+        "[v]",
+        "{op: window_attention, heads: 2, window: [3, 3], version: v}",
+        "[1]",
+        "[2]",
+    ),
+}
+
+
+def _spec(case: tuple[str, str, str, str, str]) -> str:
+    inp, params, body, a, b = case
+    shape, _, axes = inp[1:-1].partition("], ")
+    axes_key = f", axes: '{axes}'" if axes else ""
+    return f"""\
+nasdsl: 1
+name: Uses
+outputs_by_name: true
+input: {{shape: {shape.rstrip("]")}]{axes_key}}}
+templates:
+  T:
+    params: {params}
+    body:
+      x: {body}
+model:
+  a: {{use: T, args: {a}}}
+  b: {{use: T, args: {b}, from: in}}
+outputs:
+  oa: {{from: a}}
+  ob: {{from: b}}
+"""
+
+
+def _compile(tmp_path, text: str):
+    path = tmp_path / "uses.yaml"
+    path.write_text(text)
+    return nasdsl.compile_spec(path)
+
+
+def _run(compiled, x: torch.Tensor):
+    """The generated model's two outputs, the ONNX Runtime run of the export's, and the source."""
+    import onnxruntime as ort
+
+    source = generate_source(compiled.graph)
+    torch.manual_seed(0)
+    model = load_source(source).Uses().eval()
+    with torch.no_grad():
+        for p in model.parameters():  # nothing left at zero: a learned tensor shows
+            p.add_(torch.rand_like(p))
+        got = model(x)
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    proto = export_onnx(compiled.graph, opset=17, state_dict=state, batch=2)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return source, [got["oa"].detach().numpy(), got["ob"].detach().numpy()], want
+
+
+@pytest.mark.parametrize("op", sorted(CASES))
+def test_one_class_serves_uses_with_different_values(tmp_path, op):
+    """One class for the template's two uses, passing each use's values on; the model computes
+    what the export computes under ONNX Runtime; the file is the same when written again."""
+    compiled = _compile(tmp_path, _spec(CASES[op]))
+    x = torch.randn(2, *_input_shape(CASES[op]), generator=torch.Generator().manual_seed(1))
+    source, got, want = _run(compiled, x)
+    assert source.count("class T(nn.Module):") == 1
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(w).max())))
+    assert generate_source(compiled.graph) == source
+
+
+def _input_shape(case) -> list[int]:
+    return [int(v) for v in case[0][2:].partition("]")[0].split(",")]
+
+
+def test_pad_interpolate_slice_against_functional(tmp_path):
+    """The three lowerings that wrote a use's own values (pad's pads, the upsample's size, a
+    slice's settings): the model against torch.nn.functional with each use's values written out."""
+    spec = """\
+nasdsl: 1
+name: Uses
+outputs_by_name: true
+input: {shape: [3, 5, 6]}
+templates:
+  T:
+    params: [pads, size, start, stop, step]
+    body:
+      pad: {op: pad, pads: pads, value: 0.5}
+      up: {op: interpolate, size: size}
+      cut: {op: slice, axis: -1, start: start, stop: stop, step: step}
+model:
+  a: {use: T, args: [[[0, 1], [2, 0]], 8, 1, 6, 1]}
+  b: {use: T, args: [[[1, 2]], [7, 10], 0, 10, 3], from: in}
+outputs:
+  oa: {from: a}
+  ob: {from: b}
+"""
+    compiled = _compile(tmp_path, spec)
+    source = generate_source(compiled.graph)
+    assert source.count("class T(nn.Module):") == 1
+    x = torch.randn(2, 3, 5, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got = load_source(source).Uses().eval()(x)
+    # F.pad takes the last axis first; the slice keeps every step-th position of [start, stop)
+    a = F.interpolate(F.pad(x, [2, 0, 0, 1], value=0.5), size=(8, 8))[..., 1:6:1]
+    b = F.interpolate(F.pad(x, [1, 2], value=0.5), size=(7, 10))[..., 0:10:3]
+    torch.testing.assert_close(got["oa"], a)
+    torch.testing.assert_close(got["ob"], b)
+
+
+def test_interpolate_scale(tmp_path):
+    """A scale a parameter gives (interpolate takes a size or a scale, not both, so its own case)."""
+    case = ("[[3, 4, 5]]", "[s]", "{op: interpolate, scale: s}", "[2]", "[3]")
+    compiled = _compile(tmp_path, _spec(case))
+    x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(3))
+    source, got, want = _run(compiled, x)
+    assert source.count("class T(nn.Module):") == 1
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("key", sorted(FIXED), ids=lambda k: f"{k[0]}.{k[1]}")
+def test_an_attribute_the_class_cannot_take_is_refused_where_written(tmp_path, key):
+    op, attr = key
+    with pytest.raises(NasdslError) as e:
+        _compile(tmp_path, _spec(FIXED[key]))
+    text = e.value.format() if hasattr(e.value, "format") else str(e.value)
+    assert "uses.yaml:9:" in text
+    assert f"templates.T.body.x.{attr}: {op}'s {attr} may not be given by a template parameter" in text
+    assert OPS[op].attr_index[attr].fixed in text
+
+
+def test_the_refusal_is_a_located_error_with_exit_2(tmp_path, capsys):
+    from nasdsl.cli import main
+
+    path = tmp_path / "uses.yaml"
+    path.write_text(_spec(FIXED[("concat", "axis")]))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "uses.yaml:9:" in err and "concat's axis may not be given by a template parameter ('a')" in err
+    assert "Traceback" not in err
+
+
+NESTED = """\
+nasdsl: 1
+name: Uses
+input: {shape: [3, 4, 5]}
+templates:
+  U:
+    params: [v]
+    body: {op: constant, value: v}
+  T:
+    params: [v]
+    body:
+      x: {use: U, args: ["v * 0.5"]}
+model:
+  a: {use: T, args: [1.0]}
+  b: {use: T, args: [3.0]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [
+        (_spec(("[[3, 4, 5]]", "[v]", "{op: constant, value: 'v * 0.5'}", "[1.0]", "[3.0]")), "x's value"),
+        (NESTED, "x's argument v"),
+    ],
+    ids=["attribute", "argument"],
+)
+def test_a_value_the_class_cannot_compute_is_named_in_the_message(tmp_path, text, cause):
+    """Where uses still need different code (an expression of a parameter the class cannot write:
+    a float factor), the message names the entry, the attribute or argument, and both values."""
+    compiled = _compile(tmp_path, text)
+    with pytest.raises(NasdslError) as e:
+        generate_source(compiled.graph)
+    assert f"template T needs different code at a and b: {cause} is 0.5 at a and 1.5 at b, from an expression" in str(
+        e.value
+    )
+    assert "pass the value itself as an argument" in str(e.value)
+
+
+def test_every_attribute_a_parameter_may_set_is_covered():
+    """Each attribute of each op a spec may write is exercised above with two values, refused
+    (``Attr.fixed``), or takes words alone: a new op or attribute must join one of them."""
+    covered = set(ELSEWHERE) | set(WORDS) | set(FIXED)
+    for op, case in CASES.items():
+        body = case[2]
+        covered |= {(op, a.name) for a in OPS[op].attrs if f" {a.name}: " in body or f"{{{a.name}: " in body}
+    for op, attr in WORDS:  # no number or boolean, which is all an expression gives
+        check = OPS[op].attr_index[attr].check
+        for value in (1, True):
+            with pytest.raises(NasdslError):
+                check(value)
+    for op, attr in FIXED:
+        assert OPS[op].attr_index[attr].fixed
+    missing = [
+        f"{op}.{a.name}" for op in SPEC_OPS for a in OPS[op].attrs if (op, a.name) not in covered and not a.fixed
+    ]
+    assert missing == []
+    fixed = {(op, a.name) for op in SPEC_OPS for a in OPS[op].attrs if a.fixed}
+    assert fixed == set(FIXED)
