@@ -506,12 +506,46 @@ def find_space(
     return space
 
 
-def load_space(path, overrides: Mapping[str, object] | Iterable[str] = (), *, limits=None) -> Space:
-    """Load a spec file (following ``extends``), apply ``--set``-style overrides and find its space."""
+def load_space(
+    path,
+    overrides: Mapping[str, object] | Iterable[str] = (),
+    *,
+    limits=None,
+    check: bool = True,
+    max_nodes: int | None = None,
+    max_params: int | None = None,
+) -> Space:
+    """Load a spec file (following ``extends``), apply ``--set``-style overrides and find its space.
+
+    With ``check`` (the default) the spec's default variant is first compiled as
+    :func:`nasdsl.compile_spec` compiles it (``limits``, ``max_nodes`` and ``max_params`` are its
+    limits): a malformed spec raises the compiler's errors, every one located, as the command
+    line does before it lists a space, and an ensemble spec is refused. The commands, which have
+    compiled the default variant already, pass ``check=False``.
+    """
     kwargs = {"limits": limits} if limits is not None else {}
+    if check:
+        _check_default(path, overrides, kwargs, max_nodes, max_params)
     doc, files = document.load_document(path, **kwargs)
     doc = apply_overrides(doc, overrides)
     return find_space(doc, files[0], files)
+
+
+def _check_default(path, overrides, kwargs: dict, max_nodes: int | None, max_params: int | None) -> None:
+    """Compile the default variant of the spec at ``path`` (see :func:`load_space`)."""
+    from nasdsl.api import compile_spec  # nasdsl.api reads this module's default_document
+    from nasdsl.ensemble import CompiledEnsemble
+
+    if max_nodes is not None:
+        kwargs = {**kwargs, "max_nodes": max_nodes}
+    if max_params is not None:
+        kwargs = {**kwargs, "max_params": max_params}
+    compiled = compile_spec(path, overrides, **kwargs)
+    if isinstance(compiled, CompiledEnsemble):
+        raise SpecError(
+            "is an ensemble spec, which has no design space of its own: load a member's spec",
+            location=Location(str(path), 1, 1),
+        )
 
 
 def apply_overrides(doc: YMap, overrides: Mapping[str, object] | Iterable[str]) -> YMap:

@@ -216,7 +216,10 @@ def _stored(args: argparse.Namespace, name: str):
     study = load_study(url, args.study_name or name)
     stored = study.user_attrs.get(ATTR) or {}
     overrides = args.overrides or stored.get("set", [])
-    space = spaces.load_space(args.spec, overrides, limits=getattr(args, "limits", None))
+    # the command line compiled the default variant with its own --set already (nasdsl.cli)
+    space = spaces.load_space(
+        args.spec, overrides, limits=getattr(args, "limits", None), check=overrides is not args.overrides
+    )
     if stored.get("space") not in (None, document.spec_hash(space.document)):
         made = " ".join(f"--set {o}" for o in stored.get("set", [])) or "no --set"
         raise SearchError(

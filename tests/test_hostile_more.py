@@ -1,0 +1,229 @@
+"""Input that users who did not write nasdsl give it, beyond tests/test_hostile.py and
+tests/test_hostile_surfaces.py: the classes of defect a mutation driver found (every spec of
+specs/ and tests/specs/ with each value, key and option changed in turn), each pinned here.
+
+* YAML 1.1 numbers that are not what they look like: ``010`` is octal (8) and ``3:00`` is of
+  base 60 (180); they loaded silently as those numbers, and are refused where they stand.
+* A key of a named sequence that reads as a block's key with a typo (``Add``, ``Op``, ``When``
+  in other case; ``{opp: relu}``, ``{usee: Block}`` as a mapping's one key) made the mapping a
+  sequence with an entry so named: ``{Add: [a, b]}`` computed ``b(a(x))``, not ``a(x) + b(x)``.
+* ``nasdsl.space.load_space``, the Python API of design spaces, did not compile the spec: a
+  malformed one loaded, where the command line refuses it with the compiler's located error.
+
+Each refused case runs through the command line's entry, in this process (``nasdsl.cli.main``,
+as ``python -m nasdsl`` runs it): ``check`` and ``compile`` exit 2 with one located line and
+write nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import nasdsl
+from nasdsl import ir
+from nasdsl import space as spaces
+from nasdsl.cli import main
+from nasdsl.errors import NasdslError
+
+from test_hostile import LOCATED, snapshot
+
+HEAD = """\
+name: Net
+input: {shape: [3, 8, 8]}
+templates:
+  Block:
+    params: [{c: 4}]
+    body: {conv: {op: conv2d, out: c, kernel: 1}}
+model:
+  conv: {op: conv2d, out: 4, kernel: 3}
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def run(folder: Path, capsys, *argvs: list[str]) -> list[Result]:
+    """Each argv through the command line's entry, in ``folder``."""
+    results = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        for argv in argvs:
+            rc = main(argv)
+            results.append(Result(rc, *capsys.readouterr()))
+    return results
+
+
+def assert_refused(folder: Path, capsys, text: str, *expect: str) -> str:
+    """``check`` and ``compile`` of ``text`` (written to spec.yaml) exit 2 with one located line
+    holding every piece of ``expect``, the same from both, and leave the folder as it was."""
+    (folder / "spec.yaml").write_text(text)
+    before = snapshot(folder)
+    results = run(folder, capsys, ["check", "spec.yaml"], ["compile", "spec.yaml", "-o", "OUT.py"])
+    for r in results:
+        assert r.rc == 2 and r.stdout == "", r
+        (line,) = r.stderr.splitlines()
+        assert LOCATED.match(line) and "Traceback" not in line, line
+        for piece in expect:
+            assert piece in line, f"expected {piece!r} in {line!r}"
+    assert results[0].stderr == results[1].stderr
+    assert snapshot(folder) == before, "the folder changed"
+    return results[0].stderr
+
+
+# --------------------------------------------------------------------------- YAML 1.1 numbers
+
+SURPRISING = [
+    ("010", "8", "octal"),
+    ("-010", "-8", "octal"),
+    ("00", "0", "octal"),
+    ("0_7", "7", "octal"),
+    ("3:00", "180", "base 60"),
+    ("1:0", "60", "base 60"),
+    ("1:30.5", "90.5", "base 60"),
+    ("!!int 010", "8", "octal"),
+]
+
+
+@pytest.mark.parametrize(("text", "read", "kind"), SURPRISING, ids=[s[0] for s in SURPRISING])
+def test_a_yaml_11_number_that_is_not_what_it_looks_like_is_refused(tmp_path, capsys, text, read, kind):
+    spec = HEAD.replace("out: 4, kernel: 3", f"out: {text}, kernel: 3")
+    err = assert_refused(tmp_path, capsys, spec, "spec.yaml:8:27:", f"reads as {read} in YAML 1.1", kind, "quote it")
+    assert repr(text.removeprefix("!!int ")) in err
+
+
+def test_the_same_numbers_are_refused_in_a_set(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(HEAD)
+    argvs = [["check", "spec.yaml", "--set", s] for s in ("conv.out=010", "conv.kernel=[1:0, 1]", "conv.out=2:00")]
+    results = run(tmp_path, capsys, *argvs)
+    assert [r.rc for r in results] == [2, 2, 2], results
+    assert results[0].stderr.startswith("<--set conv.out=010>:1:10: error: '010' reads as 8 in YAML 1.1")
+    assert "'1:0' reads as 60" in results[1].stderr and "'2:00' reads as 120" in results[2].stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("0x10", 16), ("0b11", 3), ("1_000", 1000), ("+12", 12), ("'010'", None)], ids=str
+)
+def test_numbers_that_say_what_they_are_still_load(tmp_path, text, value):
+    """Hexadecimal, binary and grouped digits are what they look like; a quoted 010 is text,
+    which the expression parser refuses as Python does (leading zeros)."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(HEAD.replace("out: 4, kernel: 3", f"out: {text}, kernel: 1"))
+    if value is None:
+        with pytest.raises(NasdslError, match="leading zeros are not allowed"):
+            nasdsl.compile_spec(path)
+        return
+    assert ir.node(nasdsl.compile_spec(path).graph, "conv").attrs["out"] == value
+
+
+# --------------------------------------------------------------------------- keys that read as a block's key
+
+LOOKALIKES = [
+    ("{Add: [relu, relu]}", "Add", "'Add' is the key 'add' in other case"),
+    ("{Concat: {a: relu, b: relu}}", "Concat", "'Concat' is the key 'concat' in other case"),
+    ("{Op: relu}", "Op", "'Op' is the key 'op' in other case"),
+    ("{SEQ: [relu, relu]}", "SEQ", "'SEQ' is the key 'seq' in other case"),
+    ("{a: relu, When: true}", "When", "'When' is the key 'when' in other case"),
+    ("{opp: relu}", "opp", "'opp', the one key of this mapping, reads as 'op' with a typo"),
+    ("{usee: Block}", "usee", "'usee', the one key of this mapping, reads as 'use' with a typo"),
+    ("{reff: conv}", "reff", "'reff', the one key of this mapping, reads as 'ref' with a typo"),
+    ("{sq: [relu, relu]}", "sq", "'sq', the one key of this mapping, reads as 'seq' with a typo"),
+]
+
+
+@pytest.mark.parametrize(("block", "key", "message"), LOOKALIKES, ids=[c[1] for c in LOOKALIKES])
+def test_a_key_that_reads_as_a_blocks_key_is_refused(tmp_path, capsys, block, key, message):
+    err = assert_refused(
+        tmp_path, capsys, f"{HEAD}  y: {block}\n", f"model.y.{key}: {message}", "give the entry another name"
+    )
+    line, column = LOCATED.match(err.splitlines()[0]).group("line", "column")
+    assert (int(line), int(column)) == (9, 3 + len("y: {") + block[1:].index(key))
+
+
+def test_a_merge_in_other_case_was_a_sequence(tmp_path):
+    """What the refusal prevents: the same spec with `add` is a sum of two branches (two nodes
+    reading the convolution, one add), where `Add` chained them, silently."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"{HEAD}  y: {{add: [relu, sigmoid]}}\n")
+    g = nasdsl.compile_spec(path).graph
+    assert ir.node(g, "y").op == "add" and sorted(g.predecessors("y")) == ["y.0", "y.1"]
+
+
+@pytest.mark.parametrize(
+    "block",
+    ["{top: relu, b: relu}", "{p: relu}", "{ops: {op: relu}}", "{sequence: [relu, relu]}", "{user: relu, used: relu}"],
+)
+def test_names_near_a_key_name_entries_where_nothing_reads_as_a_typo(tmp_path, block):
+    """Two entries, a value that is a block of its own kind, or a name far from any key: a sequence."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"{HEAD}  y: {block}\n")
+    assert nasdsl.compile_spec(path).summary()["totals"]["params"] == 112  # the convolution's 4*3*3*3 + 4
+
+
+# --------------------------------------------------------------------------- load_space, the Python API
+
+SPACE = """\
+name: Net
+input: {shape: [3, 8, 8]}
+variables:
+  w: {choice: [4, 8]}
+model:
+  conv: {op: conv2d, out: w, kernel: 3}
+  pool: global_avg_pool
+"""
+BAD_SPACES = [
+    ("unknown-key", SPACE.replace("kernel: 3}", "kernel: 3, strid: 2}"), "6:41: error: model.conv.strid: unknown key"),
+    ("shape", SPACE.replace("kernel: 3}", "kernel: 30}"), "6:9: error: model.conv: expected a kernel no larger"),
+    ("no-input", SPACE.replace("input:", "inputt:"), "1:1: error: input: missing key 'input'"),
+    ("unknown-template", SPACE.replace("pool: global_avg_pool", "pool: Pool"), "7:9: error: model.pool"),
+    ("lookalike", SPACE.replace("pool: global_avg_pool", "pool: {Op: relu}"), "7:10: error: model.pool.Op"),
+    ("octal", SPACE.replace("[4, 8]", "[4, 010]"), "4:19: error: '010' reads as 8"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [c[1:] for c in BAD_SPACES], ids=[c[0] for c in BAD_SPACES])
+def test_load_space_raises_the_compilers_located_errors(tmp_path, capsys, text, message):
+    """load_space compiles the default variant as compile_spec does: a malformed spec raises the
+    same errors, with the same text as `nasdsl space` prints (it loaded before)."""
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(NasdslError) as raised:
+        spaces.load_space(path)
+    assert str(raised.value).startswith(f"{path}:{message}"), str(raised.value)
+    with pytest.raises(NasdslError) as compiled:
+        nasdsl.compile_spec(path)
+    assert str(compiled.value) == str(raised.value)
+    assert main(["space", str(path), "--count"]) == 2
+    assert capsys.readouterr().err.strip() == str(raised.value)
+
+
+def test_load_space_checks_the_overrides_and_can_leave_the_check_out(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE)
+    assert spaces.load_space(path).count() == 2
+    with pytest.raises(
+        NasdslError,
+        match=r"space.yaml:6:9: error: model.conv: expected a kernel no larger than the input 8x8, got 30x30",
+    ):
+        spaces.load_space(path, ["conv.kernel=30"])
+    with pytest.raises(NasdslError, match="above the limit of 5 "):
+        spaces.load_space(path, max_params=5)
+    unchecked = spaces.load_space(path, ["conv.kernel=30"], check=False)  # the space as written
+    assert unchecked.count() == 2 and unchecked.default == (0,)
+
+
+def test_load_space_refuses_an_ensemble_spec(tmp_path):
+    (tmp_path / "m.yaml").write_text(SPACE)
+    path = tmp_path / "ens.yaml"
+    path.write_text("name: Ens\nensemble:\n  members:\n    a: m.yaml\n    b: m.yaml\n")
+    with pytest.raises(NasdslError) as raised:
+        spaces.load_space(path)
+    assert str(raised.value) == f"{path}:1:1: error: is an ensemble spec, which has no design space of its own: " + (
+        "load a member's spec"
+    )
