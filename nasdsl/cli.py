@@ -107,6 +107,15 @@ class _Parser(argparse.ArgumentParser):
             message = message.split(": ", 1)[1]  # our checks name the option themselves
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):  # argparse's hook for every value
+        """An empty value (``-o ''``, ``--data ''``, an empty OTHER) is refused: taken as given, it
+        read as no value at all where a command tests the option for truth (``diff SPEC ''``
+        compared SPEC with itself, ``--workdir ''`` used the default folder)."""
+        if "" in arg_strings and action.nargs not in (argparse.PARSER, argparse.REMAINDER):
+            name = max(action.option_strings, key=len) if action.option_strings else action.metavar or action.dest
+            self.error(f"{name}: expected a value, got an empty string")
+        return super()._get_values(action, arg_strings)
+
 
 # ---------------------------------------------------------------------------
 # Commands

@@ -227,3 +227,58 @@ def test_load_space_refuses_an_ensemble_spec(tmp_path):
     assert str(raised.value) == f"{path}:1:1: error: is an ensemble spec, which has no design space of its own: " + (
         "load a member's spec"
     )
+
+
+# --------------------------------------------------------------------------- option values
+
+EMPTY = [
+    ["check", ""],
+    ["diff", "spec.yaml", ""],
+    ["draw", "spec.yaml", "-o", "d.dot", "--diff", ""],
+    ["build", "spec.yaml", "-o", ""],
+    ["compile", "spec.yaml", "-o", "m.onnx", "--weights", ""],
+    ["search", "spec.yaml", "--minimize", "macs", "--workdir", ""],
+    ["bench", "spec.yaml", "--data", ""],
+    ["import", "torchvision:alexnet", "-o", "a.yaml", "--name", ""],
+    ["check", "spec.yaml", "--set", ""],
+]
+
+
+@pytest.mark.parametrize("argv", EMPTY, ids=[" ".join(a[:1] + a[2:]) or "spec" for a in EMPTY])
+def test_an_empty_option_value_is_refused_not_taken_as_absent(tmp_path, capsys, argv):
+    """`diff SPEC ''` compared SPEC with itself, `--workdir ''` searched in the default folder,
+    `build -o ''` wrote into the working folder, `--name ''` took the model's name: an empty value
+    is now an error naming the option, before anything runs."""
+    (tmp_path / "spec.yaml").write_text(HEAD)
+    before = snapshot(tmp_path)
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exited:
+        patch.chdir(tmp_path)
+        main(argv)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    name = "spec" if argv[1] == "" else "other" if argv[0] == "diff" else argv[argv.index("") - 1]
+    name = {"-o": "--output-dir"}.get(name, name)
+    assert out == "" and err == (
+        f"nasdsl {argv[0]}: error: {name}: expected a value, got an empty string (see nasdsl {argv[0]} --help)\n"
+    )
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "spec.yaml", "--threads", "1000000"], "--threads: expected a number above 0 and at most 1,024"),
+        (
+            ["evaluate", "spec.yaml", "--data", ".", "--workers", "100000"],
+            "--workers: expected an integer >= 0 and <= 256",
+        ),
+    ],
+    ids=["bench-threads", "evaluate-workers"],
+)
+def test_threads_and_processes_are_bounded(tmp_path, capsys, argv, message):
+    """A million threads or loader processes were started as asked, until the machine could start
+    no more (for every process on it): refused before anything starts."""
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exited:
+        patch.chdir(tmp_path)
+        main(argv)
+    assert exited.value.code == 2 and message in capsys.readouterr().err

@@ -72,14 +72,20 @@ def _batches(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _positive(option: str, kind=float, lo=0.0):
+#: the most threads an engine may be given: --threads 1000000 started threads until the
+#: machine could start no more, for every process on it
+MAX_THREADS = 1024
+
+
+def _positive(option: str, kind=float, lo=0.0, hi: float | None = None):
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             v = None
-        if v is None or not v > lo or v != v:
-            raise argparse.ArgumentTypeError(f"{option}: expected a number above {lo:g}, got {text!r}")
+        if v is None or not v > lo or v != v or (hi is not None and v > hi):
+            most = f" and at most {hi:,}" if hi is not None else ""
+            raise argparse.ArgumentTypeError(f"{option}: expected a number above {lo:g}{most}, got {text!r}")
         return v
 
     return parse
@@ -121,7 +127,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeats", type=_positive("--repeats", int, 0), default=7, help="timed rounds (default 7; the median)"
     )
     parser.add_argument(
-        "--threads", type=_positive("--threads", int, 0), default=None, help="threads per engine (default: every core)"
+        "--threads",
+        type=_positive("--threads", int, 0, MAX_THREADS),
+        default=None,
+        help=f"threads per engine, at most {MAX_THREADS:,} (default: every core)",
     )
     parser.add_argument(
         "--format",
