@@ -282,3 +282,15 @@ def test_threads_and_processes_are_bounded(tmp_path, capsys, argv, message):
         patch.chdir(tmp_path)
         main(argv)
     assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["1abc", "class", "a b", "x" * 300, "__x"])
+def test_import_checks_its_name_as_the_spec_does(tmp_path, capsys, name):
+    """A --name the spec's parser refuses was found only once the spec was written: an internal
+    error (exit 1), or a temporary file name too long to make; now refused as an option."""
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exited:
+        patch.chdir(tmp_path)
+        main(["import", "torchvision:alexnet", "-o", "a.yaml", "--name", name])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.startswith("nasdsl import: error: --name: expected a model name"), err
+    assert list(tmp_path.iterdir()) == []
