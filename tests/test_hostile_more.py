@@ -179,18 +179,18 @@ model:
 """
 BAD_SPACES = [
     ("unknown-key", SPACE.replace("kernel: 3}", "kernel: 3, strid: 2}"), "6:41: error: model.conv.strid: unknown key"),
-    ("shape", SPACE.replace("kernel: 3}", "kernel: 30}"), "6:9: error: model.conv: expected a kernel no larger"),
     ("no-input", SPACE.replace("input:", "inputt:"), "1:1: error: input: missing key 'input'"),
-    ("unknown-template", SPACE.replace("pool: global_avg_pool", "pool: Pool"), "7:9: error: model.pool"),
+    ("wrong-type", SPACE.replace("kernel: 3}", "kernel: 3, doc: 5}"), "6:46: error: model.conv.doc: expected a string"),
     ("lookalike", SPACE.replace("pool: global_avg_pool", "pool: {Op: relu}"), "7:10: error: model.pool.Op"),
     ("octal", SPACE.replace("[4, 8]", "[4, 010]"), "4:19: error: '010' reads as 8"),
+    ("bad-name", SPACE.replace("pool:", "1pool:"), "7:3: error: model.1pool: expected a block name"),
 ]
 
 
 @pytest.mark.parametrize(("text", "message"), [c[1:] for c in BAD_SPACES], ids=[c[0] for c in BAD_SPACES])
 def test_load_space_raises_the_compilers_located_errors(tmp_path, capsys, text, message):
-    """load_space compiles the default variant as compile_spec does: a malformed spec raises the
-    same errors, with the same text as `nasdsl space` prints (it loaded before)."""
+    """load_space parses the spec as the compiler does: a malformed spec raises the same errors,
+    with the same text as `nasdsl space` prints (it loaded, and every variant was invalid)."""
     path = tmp_path / "space.yaml"
     path.write_text(text)
     with pytest.raises(NasdslError) as raised:
@@ -203,19 +203,37 @@ def test_load_space_raises_the_compilers_located_errors(tmp_path, capsys, text, 
     assert capsys.readouterr().err.strip() == str(raised.value)
 
 
-def test_load_space_checks_the_overrides_and_can_leave_the_check_out(tmp_path):
+def test_load_space_reports_every_unknown_key_and_a_bad_set(tmp_path):
     path = tmp_path / "space.yaml"
+    path.write_text(SPACE.replace("kernel: 3}", "kernel: 3, strid: 2}").replace("name: Net", "name: Net\nsize: 3"))
+    with pytest.raises(NasdslError) as raised:
+        spaces.load_space(path)
+    assert [line.split(": error: ")[1].split(":")[0] for line in str(raised.value).splitlines()] == [
+        "size",
+        "model.conv.strid",
+    ]
     path.write_text(SPACE)
-    assert spaces.load_space(path).count() == 2
     with pytest.raises(
-        NasdslError,
-        match=r"space.yaml:6:9: error: model.conv: expected a kernel no larger than the input 8x8, got 30x30",
+        NasdslError, match=r"<--set conv.kernal=1>:1:13: error: model.conv.kernal: .*did you mean 'kernel'"
     ):
-        spaces.load_space(path, ["conv.kernel=30"])
-    with pytest.raises(NasdslError, match="above the limit of 5 "):
-        spaces.load_space(path, max_params=5)
-    unchecked = spaces.load_space(path, ["conv.kernel=30"], check=False)  # the space as written
-    assert unchecked.count() == 2 and unchecked.default == (0,)
+        spaces.load_space(path, ["conv.kernal=1"])
+
+
+def test_a_default_variant_that_does_not_build_is_a_variant_like_any_other(tmp_path):
+    """Whether a variant builds is the space's to say, for the default as for the others: the
+    evaluator reports the compiler's error for it (the command line, which compiles the default
+    before anything, refuses such a spec)."""
+    from nasdsl.variants import Evaluator
+
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.replace("[4, 8]", "[4, 8], default: 8").replace("kernel: 3}", "kernel: {choice: [3, 30]}}"))
+    space = spaces.load_space(path, ["conv.kernel=30"])
+    assert space.count() == 2
+    with pytest.raises(NasdslError) as compiled:
+        nasdsl.compile_spec(path, ["conv.kernel=30"])
+    result = Evaluator(space).evaluate(space.default)
+    assert not result.valid and result.error == str(compiled.value)
+    assert "model.conv: expected a kernel no larger than the input 8x8, got 30x30" in result.error
 
 
 def test_load_space_refuses_an_ensemble_spec(tmp_path):
