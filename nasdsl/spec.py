@@ -896,8 +896,8 @@ def _refuse_keyword_lookalike(raw: YMap, key: str, value: object, path: str) -> 
     """A key of a named sequence that reads as a block's key with a typo is refused: the mapping
     would silently be a sequence with an entry so named. That is a block's key, or a key every
     block may carry, in other case (``Add``, ``Op``, ``When``); or the one key of its mapping,
-    a near miss of ``op``, ``use`` or ``ref`` naming something, or of ``seq`` holding a list
-    (``{opp: relu}``, ``{usee: Block}``, ``{sq: [...]}``)."""
+    a near miss of ``op``, ``use`` or ``ref`` naming something, or of ``seq`` holding a list,
+    with the key's first letter (``{opp: relu}``, ``{usee: Block}``, ``{sq: [...]}``)."""
     keywords = (*BLOCK_KEYS, *COMMON_KEYS)
     if key in keywords:
         return  # the block's own key, or an entry named after a common key (check_entry_name)
@@ -907,6 +907,7 @@ def _refuse_keyword_lookalike(raw: YMap, key: str, value: object, path: str) -> 
         meant = lowered
     else:
         kinds = _MISSPELT_KINDS.get(type(value), ()) if len(raw) == 1 else ()
+        kinds = [k for k in kinds if k[0] == lowered[:1]]  # a typo keeps the first letter; `top` names an entry
         close = difflib.get_close_matches(lowered, kinds, n=1, cutoff=0.7)
         if not close:
             return
