@@ -323,3 +323,28 @@ def test_import_checks_its_name_as_the_spec_does(tmp_path, capsys, name):
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err.startswith("nasdsl import: error: --name: expected a model name"), err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--trial-timeout", "nan"], "--trial-timeout: expected a number above 0, got 'nan'"),
+        (["--trial-timeout", "0"], "--trial-timeout: expected a number above 0, got '0'"),
+        (["--cpus-per-trial", "nan"], "--cpus-per-trial: expected a number of at least 0, got 'nan'"),
+        (["--parent", "spec.yaml"], "error: --parent: goes with --warm-start (the weights it describes)"),
+        (["--parent-set", "conv.out=8"], "error: --parent-set: goes with --warm-start (the weights it describes)"),
+    ],
+    ids=["timeout-nan", "timeout-0", "cpus-nan", "parent", "parent-set"],
+)
+def test_search_options_that_mean_nothing_are_refused(tmp_path, capsys, option, message):
+    """A timeout of nan or 0 seconds, and a --parent without the --warm-start weights it describes,
+    were taken as given (the parent silently ignored)."""
+    (tmp_path / "spec.yaml").write_text(SPACE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        try:
+            rc = main(["search", "spec.yaml", "--minimize", "macs", "--trials", "1", *option])
+        except SystemExit as e:
+            rc = e.code
+    assert rc == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]

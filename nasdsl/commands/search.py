@@ -46,15 +46,19 @@ nasdsl search space.yaml --pick best -o best.yaml
 """
 
 
+#: the options whose 0 means nothing: no trial, an empty batch, no second for a command
+_ABOVE_ZERO = ("--trials", "--proxy-batch", "--trial-timeout")
+
+
 def _positive(option: str, kind=int):
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < 0 or (kind is int and option in ("--trials", "--proxy-batch") and value < 1):
-            least = "1" if option in ("--trials", "--proxy-batch") else "0"
-            raise argparse.ArgumentTypeError(f"{option}: expected a number of at least {least}, got {text!r}")
+        if value is None or not value >= 0 or (option in _ABOVE_ZERO and value == 0):  # not >= 0: nan too
+            least = "above 0" if option in _ABOVE_ZERO else "of at least 0"
+            raise argparse.ArgumentTypeError(f"{option}: expected a number {least}, got {text!r}")
         return value
 
     return parse
@@ -240,6 +244,11 @@ def run(args: argparse.Namespace, net) -> int:
         raise SearchError("--report and --pick: give one", path="--pick")
     if (args.report or args.pick is not None) and args.resume:
         raise SearchError("--resume runs the search; --report and --pick read it: give one", path="--resume")
+    if (args.parent is not None or args.parent_overrides) and args.warm_start is None:
+        option = "--parent" if args.parent is not None else "--parent-set"
+        raise SearchError(
+            f"goes with --warm-start (the weights it describes): give --warm-start, or leave {option} out", path=option
+        )
     if args.report or args.pick is not None:
         study, space = _stored(args, net.name)
         if args.report:
