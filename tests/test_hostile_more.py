@@ -348,3 +348,30 @@ def test_search_options_that_mean_nothing_are_refused(tmp_path, capsys, option, 
             rc = e.code
     assert rc == 2 and message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+BIG_INPUT = "name: Net\ninput: {shape: [3, 1024, 1024]}\nmodel:\n  conv: {op: conv2d, out: 4, kernel: 3}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["verify", "spec.yaml", "--batch", "8192"], "error: --batch: verifying the model at batch 8,192 needs"),
+        (["bench", "spec.yaml", "--batch", "1,4096"], "error: --batch: benchmarking the model at batch 4,096 needs"),
+        (["verify", "spec.yaml", "--max-memory", "50M"], "error: --batch: verifying the model at batch 1 needs"),
+        (["build", "spec.yaml", "-o", "out", "--max-memory", "50M"], "error: verifying the model at batch 1 needs"),
+    ],
+    ids=["verify", "bench", "verify-limit", "build"],
+)
+def test_the_activations_of_a_run_are_estimated_before_it_runs(tmp_path, capsys, argv, message):
+    """A 3x1024x1024 input at batch 8,192 (447 GiB of activations) was an internal error where the
+    allocation failed, or ran the machine out of memory; the peak the graph holds at batch 1
+    (7,323,664 values: the input and the convolution's output, 3 + 4 maps of 1022x1022 or more),
+    in float32, for PyTorch and ONNX Runtime, is now checked against --max-memory first."""
+    (tmp_path / "spec.yaml").write_text(BIG_INPUT)
+    before = snapshot(tmp_path)
+    results = run(tmp_path, capsys, argv)
+    assert results[0].rc == 2 and message in results[0].stderr, results[0]
+    need = 2 * 4 * int(message.split("batch ")[1].split()[0].replace(",", "")) * (3 * 1024 * 1024 + 4 * 1022 * 1022)
+    assert f"needs about {need / (1 << 30):,.1f} GiB of memory for the activations" in results[0].stderr
+    assert snapshot(tmp_path) == before

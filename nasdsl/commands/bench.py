@@ -163,6 +163,7 @@ def run(args: argparse.Namespace, net) -> int:
 def _bench(args: argparse.Namespace, net) -> int:
     from nasdsl.bench import data, engines, measure
     from nasdsl.bench.hardware import machine
+    from nasdsl.cli import check_batch_memory
 
     cpu = machine()
     notes: list[str] = []
@@ -194,6 +195,7 @@ def _bench(args: argparse.Namespace, net) -> int:
             f"no engine of {', '.join(names)} offers {', '.join(wanted)}; see nasdsl bench --help", path="--precisions"
         )
     g = net.graph
+    check_batch_memory(g, max(args.batch), args.max_memory, "benchmarking the model")
     shape = ir.node(g, ir.info(g).input).shape
     inputs = data.load(args.data, shape) if args.data else data.generated(shape)
     weights = None
