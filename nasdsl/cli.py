@@ -458,6 +458,8 @@ def _artifact(args: argparse.Namespace, net, o: dict, weights) -> bytes:
     if isinstance(net, CompiledEnsemble):
         raise UsageError(f"--optimize-for {args.target}: an ensemble is not optimised as a whole; compile each member")
     g = net.graph
+    if args.target.endswith("-int8") and isinstance(o["batch"], int):  # calibrating runs the model at the batch
+        check_batch_memory(g, o["batch"], args.max_memory, f"calibrating the {args.target} artifact")
     shape = ir.node(g, ir.info(g).input).shape
     given = inputs.load(o["data"], shape) if o["data"] is not None else inputs.generated(shape)
     return onnx_artifact(

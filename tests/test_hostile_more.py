@@ -358,10 +358,14 @@ BIG_INPUT = "name: Net\ninput: {shape: [3, 1024, 1024]}\nmodel:\n  conv: {op: co
     [
         (["verify", "spec.yaml", "--batch", "8192"], "error: --batch: verifying the model at batch 8,192 needs"),
         (["bench", "spec.yaml", "--batch", "1,4096"], "error: --batch: benchmarking the model at batch 4,096 needs"),
+        (
+            ["compile", "spec.yaml", "-o", "m.onnx", "--optimize-for", "onnxruntime-int8", "--batch", "4096"],
+            "error: --batch: calibrating the onnxruntime-int8 artifact at batch 4,096 needs",
+        ),
         (["verify", "spec.yaml", "--max-memory", "50M"], "error: --batch: verifying the model at batch 1 needs"),
         (["build", "spec.yaml", "-o", "out", "--max-memory", "50M"], "error: verifying the model at batch 1 needs"),
     ],
-    ids=["verify", "bench", "verify-limit", "build"],
+    ids=["verify", "bench", "int8", "verify-limit", "build"],
 )
 def test_the_activations_of_a_run_are_estimated_before_it_runs(tmp_path, capsys, argv, message):
     """A 3x1024x1024 input at batch 8,192 (447 GiB of activations) was an internal error where the
