@@ -510,10 +510,11 @@ def load_space(path, overrides: Mapping[str, object] | Iterable[str] = (), *, li
     """Load a spec file (following ``extends``), apply ``--set``-style overrides and find its space.
 
     With ``check`` (the default) the spec is first parsed as the compiler parses it, as its
-    default variant: a malformed spec (an unknown key, a value of the wrong type, a bad name,
-    a ``--set`` of nothing) raises the compiler's errors, every one located, and an ensemble
-    spec is refused. Whether the default variant builds (its references, its shapes) is left to
-    the evaluation of the variants, as for any other variant. The commands, which have compiled
+    default variant: a spec the parser refuses (an unknown key, a bad name, a section or a
+    ``doc`` of the wrong type, a ``--set`` of nothing) raises the compiler's errors, every one
+    located, and an ensemble spec is refused. Whether the default variant builds (its
+    references, its attributes' values, its shapes) is left to the evaluation of the variants,
+    as for any other variant. The commands, which have compiled
     the default variant already, pass ``check=False``.
     """
     kwargs = {"limits": limits} if limits is not None else {}
