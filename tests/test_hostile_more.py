@@ -331,14 +331,15 @@ def test_import_checks_its_name_as_the_spec_does(tmp_path, capsys, name):
         (["--trial-timeout", "nan"], "--trial-timeout: expected a number above 0, got 'nan'"),
         (["--trial-timeout", "0"], "--trial-timeout: expected a number above 0, got '0'"),
         (["--cpus-per-trial", "nan"], "--cpus-per-trial: expected a number of at least 0, got 'nan'"),
+        (["--workers", "1000000"], "error: --workers: expected at most 256 processes in a local pool, got 1,000,000"),
         (["--parent", "spec.yaml"], "error: --parent: goes with --warm-start (the weights it describes)"),
         (["--parent-set", "conv.out=8"], "error: --parent-set: goes with --warm-start (the weights it describes)"),
     ],
-    ids=["timeout-nan", "timeout-0", "cpus-nan", "parent", "parent-set"],
+    ids=["timeout-nan", "timeout-0", "cpus-nan", "workers", "parent", "parent-set"],
 )
 def test_search_options_that_mean_nothing_are_refused(tmp_path, capsys, option, message):
-    """A timeout of nan or 0 seconds, and a --parent without the --warm-start weights it describes,
-    were taken as given (the parent silently ignored)."""
+    """A timeout of nan or 0 seconds, a local pool of a million processes, and a --parent without
+    the --warm-start weights it describes were taken as given (the parent silently ignored)."""
     (tmp_path / "spec.yaml").write_text(SPACE)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)

@@ -46,6 +46,9 @@ nasdsl search space.yaml --pick best -o best.yaml
 """
 
 
+#: the most processes of a local pool (--workers without --ray): each is started at once, and a
+#: million started processes until the machine could start no more
+MAX_LOCAL_WORKERS = 256
 #: the options whose 0 means nothing: no trial, an empty batch, no second for a command
 _ABOVE_ZERO = ("--trials", "--proxy-batch", "--trial-timeout")
 
@@ -144,7 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=_positive("--workers"),
         metavar="N",
-        help="trials at once: a local pool of N processes (0: one at a time in this process); with --ray, "
+        help=f"trials at once: a local pool of N processes, at most {MAX_LOCAL_WORKERS} (0: one at a time in this "
+        "process); with --ray, "
         "the most in flight (default: as many as the cores, or the cluster, hold)",
     )
     w.add_argument(
@@ -244,6 +248,12 @@ def run(args: argparse.Namespace, net) -> int:
         raise SearchError("--report and --pick: give one", path="--pick")
     if (args.report or args.pick is not None) and args.resume:
         raise SearchError("--resume runs the search; --report and --pick read it: give one", path="--resume")
+    if args.ray is None and args.workers is not None and args.workers > MAX_LOCAL_WORKERS:
+        raise SearchError(
+            f"expected at most {MAX_LOCAL_WORKERS} processes in a local pool, got {args.workers:,} "
+            "(a Ray cluster, --ray, takes more trials at once)",
+            path="--workers",
+        )
     if (args.parent is not None or args.parent_overrides) and args.warm_start is None:
         option = "--parent" if args.parent is not None else "--parent-set"
         raise SearchError(
