@@ -72,8 +72,8 @@ def _batches(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(items))
 
 
-#: the most threads an engine may be given: --threads 1000000 started threads until the
-#: machine could start no more, for every process on it
+#: the most threads an engine may be given: --threads 1000000 asked the engines for a million (while
+#: one ran, other processes on the machine failed to start threads)
 MAX_THREADS = 1024
 
 

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: the most loader processes: each is a process of its own, started at once (--workers 1000000
-#: started processes until the machine could start no more)
+#: would try to start a million)
 MAX_WORKERS = 256
 
 

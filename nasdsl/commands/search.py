@@ -46,8 +46,8 @@ nasdsl search space.yaml --pick best -o best.yaml
 """
 
 
-#: the most processes of a local pool (--workers without --ray): each is started at once, and a
-#: million started processes until the machine could start no more
+#: the most processes of a local pool (--workers without --ray): each is started at once, so that
+#: --workers 1000000 would try to start a million
 MAX_LOCAL_WORKERS = 256
 #: the options whose 0 means nothing: no trial, an empty batch, no second for a command
 _ABOVE_ZERO = ("--trials", "--proxy-batch", "--trial-timeout")
