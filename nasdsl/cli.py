@@ -30,7 +30,7 @@ from nasdsl import __version__, ir
 from nasdsl.api import MAX_PARAMS, compile_spec, few_collections
 from nasdsl.build import MAX_NODES
 from nasdsl.ensemble import CompiledEnsemble
-from nasdsl.errors import NasdslError, UsageError, one_line, terminal_text
+from nasdsl.errors import LimitError, NasdslError, UsageError, one_line, terminal_text
 from nasdsl.files import write_atomic
 from nasdsl.loader import Limits
 from nasdsl.optimize import DEFAULT_TARGET, ONNX_TARGETS, deployment, target_names
@@ -107,6 +107,15 @@ class _Parser(argparse.ArgumentParser):
             message = message.split(": ", 1)[1]  # our checks name the option themselves
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):  # argparse's hook for every value
+        """An empty value (``-o ''``, ``--data ''``, an empty OTHER) is refused: taken as given, it
+        read as no value at all where a command tests the option for truth (``diff SPEC ''``
+        compared SPEC with itself, ``--workdir ''`` used the default folder)."""
+        if "" in arg_strings and action.nargs not in (argparse.PARSER, argparse.REMAINDER):
+            name = max(action.option_strings, key=len) if action.option_strings else action.metavar or action.dest
+            self.error(f"{name}: expected a value, got an empty string")
+        return super()._get_values(action, arg_strings)
+
 
 # ---------------------------------------------------------------------------
 # Commands
@@ -173,7 +182,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=_bytes("--max-memory"),
         default=MAX_MEMORY,
         metavar="BYTES",
-        help="most memory the weights may need to export or verify (e.g. 8G, 512M; default 8G)",
+        help="most memory the weights may need to export or verify, and the activations of a batch to verify "
+        "or bench (e.g. 8G, 512M; default 8G)",
     )
 
 
@@ -448,6 +458,8 @@ def _artifact(args: argparse.Namespace, net, o: dict, weights) -> bytes:
     if isinstance(net, CompiledEnsemble):
         raise UsageError(f"--optimize-for {args.target}: an ensemble is not optimised as a whole; compile each member")
     g = net.graph
+    if args.target.endswith("-int8") and isinstance(o["batch"], int):  # calibrating runs the model at the batch
+        check_batch_memory(g, o["batch"], args.max_memory, f"calibrating the {args.target} artifact")
     shape = ir.node(g, ir.info(g).input).shape
     given = inputs.load(o["data"], shape) if o["data"] is not None else inputs.generated(shape)
     return onnx_artifact(
@@ -508,10 +520,28 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
     _onnx_options(p, batch_dynamic=False)
 
 
+def check_batch_memory(g, batch: int, limit: int | None, what: str, option: str | None = "--batch") -> None:
+    """Refuse, before anything runs, running ``g`` at ``batch`` where its activations would not fit
+    ``limit``: the peak it holds at batch 1 (:func:`nasdsl.figures.peak_activations`) in float32,
+    times the batch, once for PyTorch and once for ONNX Runtime (an input of 3x1024x1024 at batch
+    8,192 was an internal error where the allocation failed, or the machine ran out of memory)."""
+    from nasdsl.figures import peak_activations
+
+    need = 2 * 4 * batch * peak_activations(g)
+    if limit is not None and need > limit:
+        hint = "lower the batch, or raise --max-memory" if option else "raise --max-memory"
+        raise LimitError(
+            f"{what} at batch {batch:,} needs about {need / (1 << 30):,.1f} GiB of memory for the activations, "
+            f"above the limit of {limit / (1 << 30):,.1f} GiB ({hint})",
+            path=option,
+        )
+
+
 def _run_verify(args: argparse.Namespace, net) -> int:
     from nasdsl.backends.verify import verify
 
     o = _onnx_values(args)
+    check_batch_memory(net.graph, o["batch"], args.max_memory, "verifying the model")
     weights = _weights(o["weights"], net, args.max_memory, check=True, random=o["random_weights"])
     result = verify(net.graph, state_dict=weights, batch=o["batch"], opset=o["opset"])
     _print_verification(result)
@@ -584,6 +614,7 @@ def _run_build(args: argparse.Namespace, net) -> int:
 
     source = generate_source(net.graph, source_name=args.spec, verify=args.debug or None).encode()
     step(f"pytorch: {net.name}.py, {len(source):,} bytes")
+    check_batch_memory(net.graph, 1, args.max_memory, "verifying the model", option=None)
     weights = _weights(args.weights, net, args.max_memory, check=True, random=bool(args.random_weights))
     if weights is None:
         from nasdsl.weights import initial_weights

@@ -392,6 +392,21 @@ def _construct(constructor: SafeConstructor, tag: str, text: str) -> object:
     return constructor.construct_yaml_bool(ScalarNode(tag, text))
 
 
+# YAML 1.1 numbers nobody means: a leading zero makes an integer octal (010 is 8), and colons
+# make a number of base 60 (3:00 is 180, the way a clock reads it).
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
+
+
+def _surprising_number(text: str) -> str | None:
+    """How YAML 1.1 reads ``text``, an integer or a float, where that is not the decimal it looks
+    like; None where it is the number it looks like (``0x10``, ``0b11`` and ``1_000`` say what they are)."""
+    if ":" in text:
+        return "a number of base 60 (its colons)"
+    if _OCTAL.fullmatch(text):
+        return "an octal number (its leading zero)"
+    return None
+
+
 def _show_tag(tag: str) -> str:
     if tag.startswith(_YAML):
         return "!!" + tag[len(_YAML) :]
@@ -594,9 +609,16 @@ class _Builder:
 
     def construct(self, tag: str, text: str, loc: Location) -> object:
         try:
-            return _construct(self.constructor, tag, text)
+            value = _construct(self.constructor, tag, text)
         except (ValueError, KeyError, IndexError, TypeError, OverflowError) as exc:
             raise SpecError(_bad_scalar(tag, text, exc), location=loc) from None
+        if tag in (_INT, _FLOAT) and (reading := _surprising_number(text)):
+            raise SpecError(
+                f"{_shorten(text)!r} reads as {value!r} in YAML 1.1, {reading}: write the number in decimal "
+                "without leading zeros, or quote it if it is text",
+                location=loc,
+            )
+        return value
 
     def refuse_tag(self, event: Any, kind: str) -> None:
         tag: str = event.tag

@@ -54,7 +54,7 @@ from nasdsl.choices import (
 from nasdsl.errors import Location, NasdslError, SpecError, one_line
 from nasdsl.loader import YMap
 from nasdsl.ops import describe
-from nasdsl.spec import Value, did_you_mean, parse_value
+from nasdsl.spec import Value, deferring_unknown_keys, did_you_mean, flatten, parse_value, raise_errors
 
 #: the most work counting or listing the variants of a group of tied choices may take: the
 #: assignments tried times the expression nodes each one evaluates (a few seconds)
@@ -506,12 +506,42 @@ def find_space(
     return space
 
 
-def load_space(path, overrides: Mapping[str, object] | Iterable[str] = (), *, limits=None) -> Space:
-    """Load a spec file (following ``extends``), apply ``--set``-style overrides and find its space."""
+def load_space(path, overrides: Mapping[str, object] | Iterable[str] = (), *, limits=None, check: bool = True) -> Space:
+    """Load a spec file (following ``extends``), apply ``--set``-style overrides and find its space.
+
+    With ``check`` (the default) the spec is first parsed as the compiler parses it, as its
+    default variant: a spec the parser refuses (an unknown key, a bad name, a section or a
+    ``doc`` of the wrong type, a ``--set`` of nothing) raises the compiler's errors, every one
+    located, and an ensemble spec is refused. Whether the default variant builds (its
+    references, its attributes' values, its shapes) is left to the evaluation of the variants,
+    as for any other variant. The commands, which have compiled
+    the default variant already, pass ``check=False``.
+    """
     kwargs = {"limits": limits} if limits is not None else {}
+    if check:
+        _parse_default(path, overrides, kwargs)
     doc, files = document.load_document(path, **kwargs)
     doc = apply_overrides(doc, overrides)
     return find_space(doc, files[0], files)
+
+
+def _parse_default(path, overrides: Mapping[str, object] | Iterable[str], kwargs: dict) -> None:
+    """Parse the default variant of the spec at ``path`` as ``nasdsl.compile_spec`` does: every
+    unknown key reported with the other errors (see :func:`load_space`)."""
+    from nasdsl.api import load_spec  # nasdsl.api reads this module's default_document
+    from nasdsl.ensemble import EnsembleSpec
+
+    with deferring_unknown_keys() as deferred:
+        try:
+            spec = load_spec(path, overrides, **kwargs)
+        except NasdslError as e:
+            raise_errors([*flatten(e), *deferred])
+    raise_errors(deferred)
+    if isinstance(spec, EnsembleSpec):
+        raise SpecError(
+            "is an ensemble spec, which has no design space of its own: load a member's spec",
+            location=Location(str(path), 1, 1),
+        )
 
 
 def apply_overrides(doc: YMap, overrides: Mapping[str, object] | Iterable[str]) -> YMap:

@@ -880,11 +880,45 @@ def _parse_named_seq(raw: YMap, loc: Location, path: str) -> SeqBlock:
     errors: list[NasdslError] = []
     for key, v in raw.items():
         try:
+            _refuse_keyword_lookalike(raw, key, v, path)
             items.append((key, _parse_named_item(raw, key, v, path)))
         except NasdslError as e:
             errors.extend(flatten(e))
     raise_errors(errors)
     return SeqBlock(loc, path, items=tuple(items), named=True)
+
+
+#: the keys a near miss of which, as the one key of a mapping and with a value of their kind, reads as a typo
+_MISSPELT_KINDS = {str: ("op", "use", "ref"), YList: ("seq",)}
+
+
+def _refuse_keyword_lookalike(raw: YMap, key: str, value: object, path: str) -> None:
+    """A key of a named sequence that reads as a block's key with a typo is refused: the mapping
+    would silently be a sequence with an entry so named. That is a block's key, or a key every
+    block may carry, in other case (``Add``, ``Op``, ``When``); or the one key of its mapping,
+    a near miss of ``op``, ``use`` or ``ref`` naming something, or of ``seq`` holding a list,
+    with the key's first letter (``{opp: relu}``, ``{usee: Block}``, ``{sq: [...]}``)."""
+    keywords = (*BLOCK_KEYS, *COMMON_KEYS)
+    if key in keywords:
+        return  # the block's own key, or an entry named after a common key (check_entry_name)
+    lowered = key.lower()
+    if lowered in keywords:
+        found = f"'{key}' is the key '{lowered}' in other case (keys are case-sensitive)"
+        meant = lowered
+    else:
+        kinds = _MISSPELT_KINDS.get(type(value), ()) if len(raw) == 1 else ()
+        kinds = [k for k in kinds if k[0] == lowered[:1]]  # a typo keeps the first letter; `top` names an entry
+        close = difflib.get_close_matches(lowered, kinds, n=1, cutoff=0.7)
+        if not close:
+            return
+        meant = close[0]
+        found = f"'{key}', the one key of this mapping, reads as '{meant}' with a typo"
+    raise SpecError(
+        f"{found}: the mapping would be a sequence with an entry named '{key}'; write '{meant}', "
+        "or give the entry another name",
+        location=raw.key_locs[key],
+        path=join(path, key),
+    )
 
 
 def _parse_named_item(raw: YMap, key: str, v: object, path: str) -> Block:

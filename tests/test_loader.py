@@ -573,8 +573,9 @@ def test_top_any_returns_whatever_is_there() -> None:
 # --------------------------------------------------------------------------- scalar types
 
 BENIGN = [
-    "a: 1_000\nb: 0x10\nc: 1e3\nd: 017\ne: 0b101\nf: +12\ng: -0\nh: 1:30\ni: 0o17\n",
-    "a: 1.5\nb: 1.5e+3\nc: 1.5e3\nd: .inf\ne: -.Inf\nf: .NaN\ng: 1_000.5\nh: 6.8523015e+5\ni: 190:20:30.15\n",
+    # (017 and 1:30, octal and base 60 in YAML 1.1, are refused: tests/test_hostile_more.py)
+    "a: 1_000\nb: 0x10\nc: 1e3\ne: 0b101\nf: +12\ng: -0\ni: 0o17\n",
+    "a: 1.5\nb: 1.5e+3\nc: 1.5e3\nd: .inf\ne: -.Inf\nf: .NaN\ng: 1_000.5\nh: 6.8523015e+5\n",
     "a: yes\nb: No\nc: ON\nd: off\ne: True\nf: FALSE\ng: y\nh: n\ni: Yes!\n",
     "a: ~\nb: null\nc: Null\nd:\ne: ''\nf: \"\"\ng: NULL\n",
     "a: '1'\nb: \"true\"\nc: 'null'\nd: \"0x10\"\ne: \"\\u00e9\\t\"\nf: 'it''s'\n",

@@ -306,7 +306,8 @@ def test_a_spec_written_from_kept_parts_is_spec_yamls_text_byte_for_byte(digits,
     tricky, cuttable = tmp_path / "tricky.yaml", tmp_path / "cuttable.yaml"
     tricky.write_text(TRICKY)
     cuttable.write_text("\n".join(line for line in TRICKY.splitlines() if "a" * 130 not in line) + "\n")
-    for space in (digits, spaces.load_space(tricky), spaces.load_space(cuttable)):
+    # no spec (unknown top-level keys, names the parser refuses): its documents only, unparsed
+    for space in (digits, spaces.load_space(tricky, check=False), spaces.load_space(cuttable, check=False)):
         texts, small = SpecTexts(space), SpecTexts(space, keep=5)
         for n, picks in enumerate(space.variants()):
             doc = space.document_of(picks)

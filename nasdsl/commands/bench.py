@@ -72,14 +72,20 @@ def _batches(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _positive(option: str, kind=float, lo=0.0):
+#: the most threads an engine may be given: --threads 1000000 asked the engines for a million (while
+#: one ran, other processes on the machine failed to start threads)
+MAX_THREADS = 1024
+
+
+def _positive(option: str, kind=float, lo=0.0, hi: float | None = None):
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             v = None
-        if v is None or not v > lo or v != v:
-            raise argparse.ArgumentTypeError(f"{option}: expected a number above {lo:g}, got {text!r}")
+        if v is None or not v > lo or v != v or (hi is not None and v > hi):
+            most = f" and at most {hi:,}" if hi is not None else ""
+            raise argparse.ArgumentTypeError(f"{option}: expected a number above {lo:g}{most}, got {text!r}")
         return v
 
     return parse
@@ -121,7 +127,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeats", type=_positive("--repeats", int, 0), default=7, help="timed rounds (default 7; the median)"
     )
     parser.add_argument(
-        "--threads", type=_positive("--threads", int, 0), default=None, help="threads per engine (default: every core)"
+        "--threads",
+        type=_positive("--threads", int, 0, MAX_THREADS),
+        default=None,
+        help=f"threads per engine, at most {MAX_THREADS:,} (default: every core)",
     )
     parser.add_argument(
         "--format",
@@ -154,6 +163,7 @@ def run(args: argparse.Namespace, net) -> int:
 def _bench(args: argparse.Namespace, net) -> int:
     from nasdsl.bench import data, engines, measure
     from nasdsl.bench.hardware import machine
+    from nasdsl.cli import check_batch_memory
 
     cpu = machine()
     notes: list[str] = []
@@ -185,6 +195,7 @@ def _bench(args: argparse.Namespace, net) -> int:
             f"no engine of {', '.join(names)} offers {', '.join(wanted)}; see nasdsl bench --help", path="--precisions"
         )
     g = net.graph
+    check_batch_memory(g, max(args.batch), args.max_memory, "benchmarking the model")
     shape = ir.node(g, ir.info(g).input).shape
     inputs = data.load(args.data, shape) if args.data else data.generated(shape)
     weights = None

@@ -48,16 +48,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crop-batch", type=_positive("--crop-batch"), default=256, help="crops a forward pass (default 256)"
     )
-    parser.add_argument("--workers", type=_positive("--workers", 0), default=2, help="loader processes (default 2)")
+    parser.add_argument(
+        "--workers",
+        type=_positive("--workers", 0, MAX_WORKERS),
+        default=2,
+        help=f"loader processes, at most {MAX_WORKERS} (default 2)",
+    )
     parser.add_argument("--limit", type=_positive("--limit"), default=None, help="evaluate N images, evenly spread")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="the result as text or JSON")
 
 
-def _positive(name: str, lo: int = 1):
+#: the most loader processes: each is a process of its own, started at once (--workers 1000000
+#: would try to start a million)
+MAX_WORKERS = 256
+
+
+def _positive(name: str, lo: int = 1, hi: int = 1 << 24):
     def check(text: str) -> int:
-        if not (text.isascii() and text.isdecimal()) or not lo <= int(text) <= 1 << 24:
-            raise argparse.ArgumentTypeError(f"{name}: expected an integer >= {lo}, got {text!r}")
+        if not (text.isascii() and text.isdecimal()) or not lo <= int(text) <= hi:
+            most = f" and <= {hi}" if hi < 1 << 24 else ""
+            raise argparse.ArgumentTypeError(f"{name}: expected an integer >= {lo}{most}, got {text!r}")
         return int(text)
 
     return check

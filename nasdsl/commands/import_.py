@@ -13,7 +13,8 @@ import json
 import os
 import sys
 
-from nasdsl.errors import NasdslError, printable
+from nasdsl.errors import Location, NasdslError, SpecError, printable
+from nasdsl.spec import check_name
 
 #: the CLI reads no spec for this command (nasdsl/cli.py)
 TAKES_SPEC = False
@@ -63,6 +64,15 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _model_name(text: str) -> str:
+    """A --name the spec can hold, checked as the spec's own ``name`` is (it was checked only
+    once the spec was written, and a name the parser refuses was an internal error)."""
+    try:
+        return check_name(text, Location("<--name>", 1, 1), "name", "model name")
+    except SpecError as e:
+        raise argparse.ArgumentTypeError(f"--name: {e.message}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
@@ -78,7 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the input the model is traced at (default: torchvision's crop size or a ViT's image_size, "
         "the ONNX input's, else 3,224,224)",
     )
-    parser.add_argument("--name", default=None, help="the spec's name (default: the model's class or graph name)")
+    parser.add_argument(
+        "--name", type=_model_name, default=None, help="the spec's name (default: the model's class or graph name)"
+    )
     parser.add_argument(
         "--weights",
         default=None,

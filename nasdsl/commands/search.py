@@ -46,15 +46,22 @@ nasdsl search space.yaml --pick best -o best.yaml
 """
 
 
+#: the most processes of a local pool (--workers without --ray): each is started at once, so that
+#: --workers 1000000 would try to start a million
+MAX_LOCAL_WORKERS = 256
+#: the options whose 0 means nothing: no trial, an empty batch, no second for a command
+_ABOVE_ZERO = ("--trials", "--proxy-batch", "--trial-timeout")
+
+
 def _positive(option: str, kind=int):
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < 0 or (kind is int and option in ("--trials", "--proxy-batch") and value < 1):
-            least = "1" if option in ("--trials", "--proxy-batch") else "0"
-            raise argparse.ArgumentTypeError(f"{option}: expected a number of at least {least}, got {text!r}")
+        if value is None or not value >= 0 or (option in _ABOVE_ZERO and value == 0):  # not >= 0: nan too
+            least = "above 0" if option in _ABOVE_ZERO else "of at least 0"
+            raise argparse.ArgumentTypeError(f"{option}: expected a number {least}, got {text!r}")
         return value
 
     return parse
@@ -140,7 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=_positive("--workers"),
         metavar="N",
-        help="trials at once: a local pool of N processes (0: one at a time in this process); with --ray, "
+        help=f"trials at once: a local pool of N processes, at most {MAX_LOCAL_WORKERS} (0: one at a time in this "
+        "process); with --ray, "
         "the most in flight (default: as many as the cores, or the cluster, hold)",
     )
     w.add_argument(
@@ -216,7 +224,10 @@ def _stored(args: argparse.Namespace, name: str):
     study = load_study(url, args.study_name or name)
     stored = study.user_attrs.get(ATTR) or {}
     overrides = args.overrides or stored.get("set", [])
-    space = spaces.load_space(args.spec, overrides, limits=getattr(args, "limits", None))
+    # the command line compiled the default variant with its own --set already (nasdsl.cli)
+    space = spaces.load_space(
+        args.spec, overrides, limits=getattr(args, "limits", None), check=overrides is not args.overrides
+    )
     if stored.get("space") not in (None, document.spec_hash(space.document)):
         made = " ".join(f"--set {o}" for o in stored.get("set", [])) or "no --set"
         raise SearchError(
@@ -237,6 +248,17 @@ def run(args: argparse.Namespace, net) -> int:
         raise SearchError("--report and --pick: give one", path="--pick")
     if (args.report or args.pick is not None) and args.resume:
         raise SearchError("--resume runs the search; --report and --pick read it: give one", path="--resume")
+    if args.ray is None and args.workers is not None and args.workers > MAX_LOCAL_WORKERS:
+        raise SearchError(
+            f"expected at most {MAX_LOCAL_WORKERS} processes in a local pool, got {args.workers:,} "
+            "(a Ray cluster, --ray, takes more trials at once)",
+            path="--workers",
+        )
+    if (args.parent is not None or args.parent_overrides) and args.warm_start is None:
+        option = "--parent" if args.parent is not None else "--parent-set"
+        raise SearchError(
+            f"goes with --warm-start (the weights it describes): give --warm-start, or leave {option} out", path=option
+        )
     if args.report or args.pick is not None:
         study, space = _stored(args, net.name)
         if args.report:
