@@ -490,6 +490,30 @@ def test_latency_ms_is_an_objective_and_a_budget_with_this_machines_model(tmp_pa
             "error: --output: -o names the file --pick writes; give --pick best or --pick ID",
         ),
         ([], "error: give at least one objective (--minimize macs, --maximize metric:accuracy, ...)"),
+        (
+            ["--minimize", "macs", "--ray", "auto"],
+            "error: --ray: no trial runs anything (the objectives are figures of the spec, computed before "
+            "dispatch): leave --ray out, or give --evaluate or a proxy objective",
+        ),
+        (["--minimize", "macs", "--workers", "2"], "error: --workers: no trial runs anything"),
+        (
+            ["--maximize", "metric:top1", "--evaluate", "no_such_module_here.train:evaluate"],
+            "error: --evaluate: no_such_module_here.train:evaluate: no module 'no_such_module_here.train' here "
+            "(installed, or from ",
+        ),
+        (
+            ["--maximize", "metric:top1", "--evaluate", "no-such-program-here {spec} {out}"],
+            "error: --evaluate: the command's program 'no-such-program-here' is not found on the PATH",
+        ),
+        (
+            ["--maximize", "metric:top1", "--evaluate", "./train.sh {spec} {out}"],
+            "error: --evaluate: the command's program './train.sh' is not found as a file from ",
+        ),
+        (
+            ["--maximize", "metric:top1", "--evaluate", "mypackage.train:"],
+            "error: --evaluate: expected module:function (a dotted module, a colon and a function's name) or a "
+            "command, got 'mypackage.train:'",
+        ),
     ],
 )
 def test_bad_searches_are_exit_2_with_the_reason_and_write_nothing(tmp_path, capsys, monkeypatch, argv, message):
@@ -497,6 +521,25 @@ def test_bad_searches_are_exit_2_with_the_reason_and_write_nothing(tmp_path, cap
     code, out, err = _cli(capsys, "search", DIGITS, *argv)
     assert code == 2 and err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err, err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["--workdir", "--storage"])
+def test_a_file_where_the_search_needs_a_folder_is_exit_2(tmp_path, capsys, monkeypatch, where):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file\n")
+    given = "taken" if where == "--workdir" else "sqlite:///taken/study.db"
+    code, _, err = _cli(capsys, "search", DIGITS, "--minimize", "macs", where, given)
+    assert code == 2 and err.startswith(f"error: {where}: ") and "Traceback" not in err, err
+    assert sorted(os.listdir(tmp_path)) == ["taken"]
+
+
+def test_the_python_api_refuses_what_the_command_line_refuses(tmp_path):
+    """The checks live in check_config, which the command line and run_search share."""
+    with pytest.raises(nasdsl.NasdslError, match="--parent: goes with --warm-start"):
+        run_search(_config(tmp_path, parent=str(DIGITS)), say=lambda line: None)
+    with pytest.raises(nasdsl.NasdslError, match="--workers: expected at most 256 processes"):
+        run_search(_config(tmp_path, workers=1000, goals=(goal("naswot", None),)), say=lambda line: None)
+    assert not (tmp_path / "search").exists()
 
 
 def test_without_optuna_the_search_says_how_to_install_it(tmp_path, capsys, monkeypatch):

@@ -14,7 +14,7 @@ import sys
 from nasdsl.commands.space import add_budget_arguments, budgets
 from nasdsl.errors import printable
 from nasdsl.search import objectives as objs
-from nasdsl.search.driver import MAX_STALE, Budget, Config, run_search
+from nasdsl.search.driver import MAX_LOCAL_WORKERS, MAX_STALE, Budget, Config, run_search
 from nasdsl.search.evaluators import parse_evaluator
 from nasdsl.search.study import SAMPLERS, SearchError, default_storage
 
@@ -46,9 +46,6 @@ nasdsl search space.yaml --pick best -o best.yaml
 """
 
 
-#: the most processes of a local pool (--workers without --ray): each is started at once, so that
-#: --workers 1000000 would try to start a million
-MAX_LOCAL_WORKERS = 256
 #: the options whose 0 means nothing: no trial, an empty batch, no second for a command
 _ABOVE_ZERO = ("--trials", "--proxy-batch", "--trial-timeout")
 
@@ -248,17 +245,6 @@ def run(args: argparse.Namespace, net) -> int:
         raise SearchError("--report and --pick: give one", path="--pick")
     if (args.report or args.pick is not None) and args.resume:
         raise SearchError("--resume runs the search; --report and --pick read it: give one", path="--resume")
-    if args.ray is None and args.workers is not None and args.workers > MAX_LOCAL_WORKERS:
-        raise SearchError(
-            f"expected at most {MAX_LOCAL_WORKERS} processes in a local pool, got {args.workers:,} "
-            "(a Ray cluster, --ray, takes more trials at once)",
-            path="--workers",
-        )
-    if (args.parent is not None or args.parent_overrides) and args.warm_start is None:
-        option = "--parent" if args.parent is not None else "--parent-set"
-        raise SearchError(
-            f"goes with --warm-start (the weights it describes): give --warm-start, or leave {option} out", path=option
-        )
     if args.report or args.pick is not None:
         study, space = _stored(args, net.name)
         if args.report:

@@ -39,7 +39,7 @@ from nasdsl import document
 from nasdsl.errors import NasdslError
 from nasdsl.loader import Limits
 from nasdsl.search import study as studies
-from nasdsl.search.evaluators import Evaluator
+from nasdsl.search.evaluators import Evaluator, check_evaluator
 from nasdsl.search.executors import Executor, Inline, Pool, Ray
 from nasdsl.search.identity import Identities
 from nasdsl.search.objectives import EVALUATOR, FIGURES, LATENCY, MODEL, Goal, Variant, checked
@@ -53,6 +53,9 @@ from nasdsl.variants import Evaluator as FigureEvaluator
 
 #: proposals in a row without a new variant after which a search stops
 MAX_STALE = 1000
+#: the most processes of a local pool (--workers without --ray): each is started at once, so that
+#: --workers 1000000 would try to start a million
+MAX_LOCAL_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,33 @@ def check_config(cfg: Config) -> None:
         )
     if cfg.workers == 0 and cfg.ray is not None:
         raise SearchError("0 runs trials in this process, --ray on a cluster: give one or the other", path="--workers")
+    if cfg.ray is None and cfg.workers is not None and cfg.workers > MAX_LOCAL_WORKERS:
+        raise SearchError(
+            f"expected at most {MAX_LOCAL_WORKERS} processes in a local pool, got {cfg.workers:,} "
+            "(a Ray cluster, --ray, takes more trials at once)",
+            path="--workers",
+        )
+    if (cfg.parent is not None or cfg.parent_overrides) and cfg.warm_start is None:
+        option = "--parent" if cfg.parent is not None else "--parent-set"
+        raise SearchError(
+            f"goes with --warm-start (the weights it describes): give --warm-start, or leave {option} out", path=option
+        )
+    if not cfg.dispatches:
+        # every objective is computed from the spec here: a place to run trials would go unused
+        # (--workers 0, trials in this process, is what happens anyway)
+        for given, option in ((cfg.ray, "--ray"), (cfg.workers or None, "--workers")):
+            if given is not None:
+                raise SearchError(
+                    "no trial runs anything (the objectives are figures of the spec, computed before "
+                    f"dispatch): leave {option} out, or give --evaluate or a proxy objective",
+                    path=option,
+                )
+    if os.path.exists(cfg.workdir) and not os.path.isdir(cfg.workdir):
+        raise SearchError(f"{cfg.workdir} is a file; the trials' folders go in a folder", path="--workdir")
+    if cfg.evaluator is not None and cfg.ray is None:
+        # on this machine what the evaluator runs is found now, not after every trial has failed
+        # (on a Ray cluster the workers' own environment decides)
+        check_evaluator(cfg.evaluator, os.getcwd())
     if cfg.trials < 1:
         raise SearchError(f"expected --trials of at least 1, got {cfg.trials}", path="--trials")
     studies.make_sampler(cfg.sampler, cfg.seed, len(cfg.goals), 1)  # a sampler that cannot take the search
@@ -477,4 +507,4 @@ def fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-__all__ = ["MAX_STALE", "Budget", "Config", "Summary", "check_config", "fmt", "run_search"]
+__all__ = ["MAX_LOCAL_WORKERS", "MAX_STALE", "Budget", "Config", "Summary", "check_config", "fmt", "run_search"]

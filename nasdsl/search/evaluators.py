@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
 import math
 import os
 import re
 import shlex
+import shutil
 import string
 import subprocess
 import sys
@@ -91,6 +93,50 @@ def parse_evaluator(value: str | Callable) -> Evaluator:
                     path="--evaluate",
                 )
     return Evaluator(text, argv)
+
+
+def check_evaluator(evaluator: Evaluator, cwd: str) -> None:
+    """Refuse an evaluator that cannot run from ``cwd`` on this machine (raises
+    :class:`EvaluatorError`): a callable whose module is not found, a command whose program is
+    not found; a callable form that misses its module or function is named as such."""
+    target = evaluator.target
+    if callable(target):
+        return
+    if target is not None:
+        module = target.partition(":")[0]
+        if not _importable(module, cwd):
+            raise EvaluatorError(
+                f"{target}: no module {module!r} here (installed, or from {cwd}, as python -m finds it)",
+                path="--evaluate",
+            )
+        return
+    program = evaluator.argv[0]
+    if len(evaluator.argv) == 1 and re.fullmatch(r"[\w.]*:[\w.]*", program):
+        raise EvaluatorError(
+            f"expected module:function (a dotted module, a colon and a function's name) or a command, got {program!r}",
+            path="--evaluate",
+        )
+    if "{" in program:
+        return  # the program is a placeholder's value, known per trial
+    found = os.path.isfile(os.path.join(cwd, program)) if os.sep in program else shutil.which(program) is not None
+    if not found:
+        where = f"as a file from {cwd}" if os.sep in program else "on the PATH"
+        raise EvaluatorError(f"the command's program {program!r} is not found {where}", path="--evaluate")
+
+
+def _importable(module: str, cwd: str) -> bool:
+    """Whether ``module`` is found from ``cwd`` or the installed packages (its parent packages are
+    imported to look inside them, as the trial would)."""
+    added = os.path.isdir(cwd) and os.path.abspath(cwd) not in map(os.path.abspath, sys.path)
+    if added:
+        sys.path.append(os.path.abspath(cwd))
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+    finally:
+        if added:
+            sys.path.remove(os.path.abspath(cwd))
 
 
 def run_evaluator(
@@ -182,4 +228,4 @@ def _tail(log: str) -> str:
     return f"; the end of {log}:\n{text}" if text else f" ({log} is empty)"
 
 
-__all__ = ["PLACEHOLDERS", "Evaluator", "EvaluatorError", "parse_evaluator", "run_evaluator"]
+__all__ = ["PLACEHOLDERS", "Evaluator", "EvaluatorError", "check_evaluator", "parse_evaluator", "run_evaluator"]

@@ -143,7 +143,10 @@ def _storage(url, *, existing: bool):
         if existing and not os.path.exists(path):
             raise SearchError(f"no search stored in {path} (give the --storage the search ran with)", path="--storage")
         if not existing and os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            except OSError as e:  # a file where a folder of the path should be, no permission
+                raise SearchError(f"cannot make the folder of {path}: {e.strerror}", path="--storage") from None
         options = {"engine_kwargs": {"creator": functools.partial(_sqlite, path)}}
     try:
         return optuna.storages.RDBStorage(url, **options)
