@@ -148,6 +148,8 @@ class Writer:
             sections["templates"] = Block({t.name: self.template_value(t) for t in self.template_order()})
         sections["model"] = Block({c.name: self.value(c) for c in root.children})
         outputs = self.outputs(root)
+        if self.model.outputs_by_name:
+            sections["outputs_by_name"] = True
         if outputs is not None:
             sections["outputs"] = Block(outputs)
         return document(sections, header)
@@ -183,7 +185,12 @@ class Writer:
             producer[self._output_node(c)] = c.name
         outs = self.model.outputs
         last = root.children[-1].name
-        if len(outs) == 1 and outs[0].name == "out" and producer.get(outs[0].node) == last:
+        if (
+            len(outs) == 1
+            and outs[0].name == "out"
+            and producer.get(outs[0].node) == last
+            and not self.model.outputs_by_name
+        ):
             return None
         written = {}
         for o in outs:

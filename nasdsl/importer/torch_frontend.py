@@ -304,6 +304,8 @@ class _Reader:
         self.modules_called: dict[str, int] = {}
         self.order = 0
         self.doc = ""
+        #: whether the forward returns its outputs as a dict
+        self.by_name = False
 
     # scopes and names
 
@@ -615,6 +617,14 @@ class _Reader:
 
     def outputs(self, node: fx.Node) -> list[tuple[str, fx.Node]]:
         value = node.args[0]
+        if isinstance(value, dict):  # by name, in the dict's order (torchvision's segmentation models)
+            self.by_name = True
+            for key in value:
+                if not isinstance(key, str) or not key.isidentifier():
+                    raise self.fail(
+                        node, f"returns a dict with the key {key!r}: a spec's output is named by an identifier"
+                    )
+            return list(value.items())
         if isinstance(value, fx.Node) and value.op == "call_function" and hasattr(value.target, "_fields"):
             return list(zip(value.target._fields, value.args, strict=False))
         if isinstance(value, (tuple, list)):
@@ -746,6 +756,7 @@ def read_module(
         nodes=reader.nodes,
         scopes=reader.scopes,
         outputs=[Output(n, i) for n, i in out_ids],
+        outputs_by_name=reader.by_name,
     )
     at_inference = _Reader(module, {}, label, allow_opaque)
     _, inference_outputs = at_inference.read(infer)

@@ -1,0 +1,103 @@
+"""``nasdsl import`` of models that return their outputs by name: torchvision's FCN (its
+classes, on a ResNet-18 backbone to stay small) returns a dict, and so must the generated model
+(``outputs_by_name: true``), its keys in the source's order and its values torchvision's, the
+upsampling back to the input (``F.interpolate``) included. The reference is torchvision's model
+itself, run in eval with the same tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+import yaml
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.segmentation.fcn import FCN, FCNHead
+
+import nasdsl
+from nasdsl.importer import import_model
+
+from reference_models import generated_with_weights, randomise
+
+
+def small_fcn() -> torch.nn.Module:
+    """torchvision's FCN as ``fcn_resnet50`` assembles it, on a ResNet-18 backbone."""
+    backbone = IntermediateLayerGetter(torchvision.models.resnet18(weights=None), return_layers={"layer4": "out"})
+    return FCN(backbone, FCNHead(512, 3))
+
+
+class TwoHeads(torch.nn.Module):
+    """A model of one's own returning two named outputs, not in alphabetical order, one of them
+    upsampled by a scale factor."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.seg = torch.nn.Conv2d(8, 4, 1)
+        self.edges = torch.nn.Conv2d(8, 1, 1)
+
+    def forward(self, x):
+        f = self.body(x)
+        seg = F.interpolate(self.seg(f), scale_factor=2.0, mode="bilinear", align_corners=False)
+        return {"seg": seg, "edges": torch.sigmoid(self.edges(f))}
+
+
+def _agrees(reference: torch.nn.Module, result, size: int) -> None:
+    torch.manual_seed(0)
+    randomise(reference)
+    reference.eval()
+    ours = generated_with_weights(result.compiled, reference)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    assert isinstance(expected, dict)
+    assert list(got._fields) == list(expected)
+    for name, value in expected.items():
+        assert got[name].shape == value.shape, name
+        assert torch.allclose(got[name], value, rtol=1e-5, atol=1e-5 * value.abs().max().item()), name
+
+
+@pytest.fixture(scope="module")
+def fcn():
+    return import_model(small_fcn, input_shape=(3, 64, 64))
+
+
+def test_fcn_returns_its_dict_by_name_as_torchvisions(fcn):
+    spec = yaml.safe_load(fcn.text)
+    assert spec["outputs_by_name"] is True
+    assert list(spec["outputs"]) == ["out"]
+    # back to the input's size, as torchvision's F.interpolate(x, size=input_shape) at the traced size
+    assert spec["model"]["interpolate"] == {"op": "interpolate", "size": [64, 64], "mode": "bilinear"}
+    torch.manual_seed(0)
+    _agrees(small_fcn(), fcn, 64)
+
+
+def test_a_dict_of_two_outputs_keeps_its_order():
+    result = import_model(TwoHeads, input_shape=(3, 16, 16))
+    spec = yaml.safe_load(result.text)
+    assert spec["outputs_by_name"] is True
+    assert list(spec["outputs"]) == ["seg", "edges"]
+    assert spec["model"]["interpolate"] == {"op": "interpolate", "scale": 2.0, "mode": "bilinear"}
+    torch.manual_seed(0)
+    _agrees(TwoHeads(), result, 16)
+
+
+def test_heads_reading_inside_the_backbone_are_errors_naming_the_block():
+    """FCN's auxiliary head reads the backbone's layer3, LR-ASPP's head two of the backbone's
+    tensors: no spec block says either, and the import says which block and why."""
+    from torchvision.models.segmentation.lraspp import LRASPP
+
+    def fcn_with_aux():
+        layers = {"layer4": "out", "layer3": "aux"}
+        backbone = IntermediateLayerGetter(torchvision.models.resnet18(weights=None), return_layers=layers)
+        return FCN(backbone, FCNHead(512, 3), FCNHead(256, 3))
+
+    def small_lraspp():
+        features = torchvision.models.mobilenet_v3_small(weights=None).features
+        backbone = IntermediateLayerGetter(features, return_layers={"1": "low", "12": "high"})
+        return LRASPP(backbone, 16, 576, 3, inter_channels=16)
+
+    with pytest.raises(nasdsl.importer.ImportFailure, match=r"backbone \(IntermediateLayerGetter\): 2 of its tensors"):
+        import_model(fcn_with_aux, input_shape=(3, 64, 64))
+    with pytest.raises(nasdsl.importer.ImportFailure, match=r"classifier \(LRASPPHead\): its forward reads 2 tensors"):
+        import_model(small_lraspp, input_shape=(3, 64, 64))
