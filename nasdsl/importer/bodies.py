@@ -112,6 +112,9 @@ class BodyBuilder:
         self.notes: list[str] = []
         #: scope path -> its entries holding tensors in registration order, where they cannot run in it
         self.build_orders: dict[str, list[str]] = {}
+        #: a model entry's values read outside it besides its output (FCN's backbone.layer3, read
+        #: by the auxiliary head), each -> the path of the entry inside it that makes it
+        self.exposed: dict[str, dict[str, str]] = {}
 
     def live(self, path: str) -> bool:
         return bool(self.members.get(path))
@@ -126,19 +129,38 @@ class BodyBuilder:
         return ImportFailure(f"{label}: {message}", path=scope.path or None, where=self.model.source)
 
     def scope_io(self, scope: Scope) -> tuple[str, str]:
-        """The one value a scope reads and the one it makes."""
+        """The one value a scope reads and the one it makes (a model entry's output: the one
+        made last, the others :attr:`exposed`)."""
         inputs, outputs = self.interface(scope.path)
         if len(inputs) != 1:
             shown = ", ".join(inputs[:4])
             raise self.fail(
                 scope, f"its forward reads {len(inputs)} tensors from outside it ({shown}): a spec block reads one"
             )
+        if len(outputs) > 1 and "." not in scope.path and scope.path not in self.exposed:
+            last = max(outputs, key=lambda v: self.model.nodes[v].order)
+            inner = {v: self.inner_entry(scope.path, v) for v in outputs if v != last}
+            if all(inner.values()):
+                self.exposed[scope.path] = inner
+        if scope.path in self.exposed:
+            return inputs[0], next(v for v in outputs if v not in self.exposed[scope.path])
         if len(outputs) != 1:
             shown = ", ".join(outputs[:4])
             raise self.fail(
                 scope, f"{len(outputs)} of its tensors are read outside it ({shown}): a spec block makes one"
             )
         return inputs[0], outputs[0]
+
+    def inner_entry(self, path: str, value: str) -> str:
+        """The outermost scope inside ``path`` whose one output is ``value`` (what a ``from:``
+        names), or ``""``."""
+        node = self.model.nodes[value]
+        parts = node.scope.split(".")
+        for k in range(path.count(".") + 2, len(parts) + 1):
+            inner = ".".join(parts[:k])
+            if self.interface(inner)[1] == [value]:
+                return inner
+        return ""
 
     def units(self, scope: Scope) -> list[_Unit]:
         out = []
@@ -160,6 +182,7 @@ class BodyBuilder:
         holding = sorted((u for u in units if u.holds), key=lambda u: (reg.get(u.name, len(reg)), u.order))
         registered = [u.name for u in holding]
         made = {u.output: u for u in units}
+        made.update({v: u for u in units for v in self.exposed.get(u.scope, {})})
         done: set[str] = set()
         result: list[_Unit] = []
         pending = sorted(units, key=lambda u: u.order)
@@ -201,12 +224,15 @@ class BodyBuilder:
         if not units:
             raise self.fail(scope, "it computes nothing")
         producer = {u.output: u for u in units}
+        nested = {v: inner for u in units for v, inner in self.exposed.get(u.scope, {}).items()}
 
         def source(value: str) -> str:
             if value == scope_input:
                 return IN
             if value in producer:
                 return producer[value].name
+            if value in nested:
+                return nested[value]
             raise self.fail(scope, f"reads {value}, which no entry of its body makes as its output")
 
         items: list[Item] = []

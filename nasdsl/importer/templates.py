@@ -158,7 +158,7 @@ class Discovery:
     def _container(self, scope: Scope) -> None:
         body, inp, out = self.builder.body(scope, self.item_of)
         self.inputs[scope.path], self.outputs_of[scope.path] = inp, out
-        if _plain(body):
+        if _plain(body) or scope.path in self.builder.exposed:
             self.inline[scope.path] = body
             return
         # a container whose forward is not a plain chain (written with references) is
@@ -173,7 +173,14 @@ class Discovery:
         bodies = {}
         for s in scopes:
             bodies[s.path], self.inputs[s.path], self.outputs_of[s.path] = self.builder.body(s, self.item_of)
-        if (
+        exposed = [s.path for s in scopes if s.path in self.builder.exposed]
+        if exposed and len(scopes) > 1:
+            raise self.builder.fail(
+                scopes[0],
+                f"{exposed[0]} is read inside by a later entry, and its class has {len(scopes)} instances: a block "
+                "read inside is written inline, once",
+            )
+        if exposed or (
             all(self._run_of_uses(b) for b in bodies.values())
             and len({self._run_template(b) for b in bodies.values()}) == 1
         ):
