@@ -111,3 +111,50 @@ def test_a_head_reading_two_tensors_is_an_error_naming_the_block():
 
     with pytest.raises(nasdsl.importer.ImportFailure, match=r"classifier \(LRASPPHead\): its forward reads 2 tensors"):
         import_model(small_lraspp, input_shape=(3, 32, 32))
+
+
+class _Getter(torch.nn.Module):
+    """Two stages returned by name, as torchvision's IntermediateLayerGetter returns its layers;
+    ``residual``: the second stage's output adds the first's (its entries read out of turn)."""
+
+    def __init__(self, residual: bool = False):
+        super().__init__()
+        self.residual = residual
+        self.first = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.second = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+
+    def forward(self, x):
+        a = self.first(x)
+        b = self.second(a)
+        return {"first": a, "second": b + a if self.residual else b}
+
+
+class _TwoGetters(torch.nn.Module):
+    def __init__(self, count: int, residual: bool = False):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 1)
+        self.getters = torch.nn.ModuleList(_Getter(residual) for _ in range(count))
+        self.head = torch.nn.Conv2d(8, 2, 1)
+        self.side = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for getter in self.getters:
+            found = getter(x)
+            x = found["second"]
+        return {"out": self.head(x), "side": self.side(found["first"])}
+
+
+def test_an_entry_read_inside_is_written_inline_once_as_a_chain():
+    """A later entry reading a block inside a model entry: the entry is written inline and the
+    block read by its path; where it cannot be (its class has two instances, or its entries
+    read out of turn), the import says so, naming the block."""
+    result = import_model(lambda: _TwoGetters(1), input_shape=(3, 8, 8))
+    spec = yaml.safe_load(result.text)
+    assert spec["model"]["side"]["from"] == "getters.0.first"
+    torch.manual_seed(0)
+    _agrees(_TwoGetters(1), result, 8)
+    with pytest.raises(nasdsl.importer.ImportFailure, match=r"getters\.1\.first inside getters\.1, whose class has 2"):
+        import_model(lambda: _TwoGetters(2), input_shape=(3, 8, 8))
+    with pytest.raises(nasdsl.importer.ImportFailure, match=r"getters\.0\.first inside it, and its entries read out"):
+        import_model(lambda: _TwoGetters(1, residual=True), input_shape=(3, 8, 8))

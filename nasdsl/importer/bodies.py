@@ -18,7 +18,7 @@ from __future__ import annotations
 import keyword
 from dataclasses import dataclass, field
 
-from nasdsl.importer.flat import FlatModel, ImportFailure, Node, Scope
+from nasdsl.importer.flat import CONTAINER, FlatModel, ImportFailure, Node, Scope
 from nasdsl.importer.rewrite import interface
 
 #: ops that join several inputs (written as a merge of references)
@@ -113,7 +113,8 @@ class BodyBuilder:
         #: scope path -> its entries holding tensors in registration order, where they cannot run in it
         self.build_orders: dict[str, list[str]] = {}
         #: a model entry's values read outside it besides its output (FCN's backbone.layer3, read
-        #: by the auxiliary head), each -> the path of the entry inside it that makes it
+        #: by the auxiliary head), each -> the path of the entry inside it that makes it (an entry
+        #: inside lists of the model's too)
         self.exposed: dict[str, dict[str, str]] = {}
 
     def live(self, path: str) -> bool:
@@ -137,7 +138,7 @@ class BodyBuilder:
             raise self.fail(
                 scope, f"its forward reads {len(inputs)} tensors from outside it ({shown}): a spec block reads one"
             )
-        if len(outputs) > 1 and "." not in scope.path and scope.path not in self.exposed:
+        if len(outputs) > 1 and self.in_model(scope.path) and scope.path not in self.exposed:
             last = max(outputs, key=lambda v: self.model.nodes[v].order)
             inner = {v: self.inner_entry(scope.path, v) for v in outputs if v != last}
             if all(inner.values()):
@@ -151,16 +152,25 @@ class BodyBuilder:
             )
         return inputs[0], outputs[0]
 
+    def in_model(self, path: str) -> bool:
+        """Whether a scope is a model entry, or inside lists and containers that are."""
+        parent = _parent(path)
+        while parent:
+            if self.model.scopes[parent].kind != CONTAINER:
+                return False
+            parent = _parent(parent)
+        return True
+
     def inner_entry(self, path: str, value: str) -> str:
-        """The outermost scope inside ``path`` whose one output is ``value`` (what a ``from:``
-        names), or ``""``."""
+        """The outermost entry inside ``path`` whose one output is ``value`` (what a ``from:``
+        names): a scope, or the layer that makes it; ``""`` for none."""
         node = self.model.nodes[value]
         parts = node.scope.split(".")
         for k in range(path.count(".") + 2, len(parts) + 1):
             inner = ".".join(parts[:k])
             if self.interface(inner)[1] == [value]:
                 return inner
-        return ""
+        return node.id if node.id == f"{node.scope}.{node.name}" and valid_name(node.name) else ""
 
     def units(self, scope: Scope) -> list[_Unit]:
         out = []

@@ -158,7 +158,10 @@ class Discovery:
     def _container(self, scope: Scope) -> None:
         body, inp, out = self.builder.body(scope, self.item_of)
         self.inputs[scope.path], self.outputs_of[scope.path] = inp, out
-        if _plain(body) or scope.path in self.builder.exposed:
+        if scope.path in self.builder.exposed:
+            self._inline_exposed([scope], {scope.path: body})
+            return
+        if _plain(body):
             self.inline[scope.path] = body
             return
         # a container whose forward is not a plain chain (written with references) is
@@ -173,14 +176,10 @@ class Discovery:
         bodies = {}
         for s in scopes:
             bodies[s.path], self.inputs[s.path], self.outputs_of[s.path] = self.builder.body(s, self.item_of)
-        exposed = [s.path for s in scopes if s.path in self.builder.exposed]
-        if exposed and len(scopes) > 1:
-            raise self.builder.fail(
-                scopes[0],
-                f"{exposed[0]} is read inside by a later entry, and its class has {len(scopes)} instances: a block "
-                "read inside is written inline, once",
-            )
-        if exposed or (
+        if any(s.path in self.builder.exposed for s in scopes):
+            self._inline_exposed(scopes, bodies)
+            return
+        if (
             all(self._run_of_uses(b) for b in bodies.values())
             and len({self._run_template(b) for b in bodies.values()}) == 1
         ):
@@ -188,6 +187,26 @@ class Discovery:
                 self.inline[s.path] = bodies[s.path]
             return
         self._templates_for(scopes, bodies)
+
+    def _inline_exposed(self, scopes: list[Scope], bodies: dict[str, Item]) -> None:
+        """A model entry whose inner blocks later entries read (:attr:`BodyBuilder.exposed`),
+        written inline so that they can name them: one instance of its class, a body that runs
+        each entry after the one before (a model's group names its references from the model)."""
+        path = next(s.path for s in scopes if s.path in self.builder.exposed)
+        read = ", ".join(self.builder.exposed[path].values())
+        if len(scopes) > 1:
+            raise self.builder.fail(
+                scopes[0],
+                f"later entries read {read} inside {path}, whose class has {len(scopes)} instances: a block read "
+                "inside is written inline, once",
+            )
+        if not _plain(bodies[path]):
+            raise self.builder.fail(
+                scopes[0],
+                f"later entries read {read} inside it, and its entries read out of turn: a block read inside is "
+                "written inline, as a chain",
+            )
+        self.inline[path] = bodies[path]
 
     def _run_of_uses(self, body: Item) -> bool:
         return (
