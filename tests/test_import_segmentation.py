@@ -158,3 +158,36 @@ def test_an_entry_read_inside_is_written_inline_once_as_a_chain():
         import_model(lambda: _TwoGetters(2), input_shape=(3, 8, 8))
     with pytest.raises(nasdsl.importer.ImportFailure, match=r"getters\.0\.first inside it, and its entries read out"):
         import_model(lambda: _TwoGetters(1, residual=True), input_shape=(3, 8, 8))
+
+
+class _Returns(torch.nn.Module):
+    def __init__(self, key: str = "out", **resize):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+        self.key, self.resize = key, resize
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {self.key: F.interpolate(y, **self.resize) if self.resize else y}
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            lambda: _Returns("my-out"),
+            r"returns a dict with the key 'my-out': a spec's output is named by an identifier",
+        ),
+        (lambda: _Returns(scale_factor=2.0, mode="bicubic"), r"mode 'bicubic' of a 2-D map: the spec's interpolate"),
+        (
+            lambda: _Returns(size=(16, 16), mode="bilinear", antialias=True),
+            r"antialias=True: the spec's interpolate does not filter",
+        ),
+        (lambda: _Returns(scale_factor=(2.0, 3.0)), r"scale factors \[2.0, 3.0\]: the spec's interpolate scales"),
+    ],
+)
+def test_what_the_spec_cannot_say_is_a_located_error(model, message):
+    with pytest.raises(nasdsl.importer.ImportFailure, match=message) as info:
+        import_model(model, input_shape=(3, 8, 8))
+    # an op is located at the line that calls it; the dict is the forward's
+    assert ("test_import_segmentation.py:" in str(info.value)) != ("the forward returns" in str(info.value))

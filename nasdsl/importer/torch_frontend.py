@@ -621,8 +621,9 @@ class _Reader:
             self.by_name = True
             for key in value:
                 if not isinstance(key, str) or not key.isidentifier():
-                    raise self.fail(
-                        node, f"returns a dict with the key {key!r}: a spec's output is named by an identifier"
+                    raise ImportFailure(
+                        f"the forward returns a dict with the key {key!r}: a spec's output is named by an identifier",
+                        where=self.label,
                     )
             return list(value.items())
         if isinstance(value, fx.Node) and value.op == "call_function" and hasattr(value.target, "_fields"):

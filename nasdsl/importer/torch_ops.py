@@ -479,10 +479,12 @@ def _f_interpolate(call: Call) -> Lowered:
     it gives to be used instead (``recompute_scale_factor=True``)."""
     modes = _RESIZE_MODES.get(call.rank)
     if modes is None:
-        raise Unsupported(f"interpolation of a {call.rank - 1}-D input: the spec's interpolate takes (C, ...) maps")
+        raise Unsupported(
+            f"interpolation of a {call.rank - 1}-D input: the spec's interpolate takes maps (C, L) to (C, T, H, W)"
+        )
     mode = call.arg(3, "mode", "nearest")
     if mode not in modes:
-        raise Unsupported(f"mode '{mode}' of a {call.rank - 1}-D input: the spec's interpolate does {', '.join(modes)}")
+        raise Unsupported(f"mode '{mode}' of a {call.rank - 2}-D map: the spec's interpolate does {', '.join(modes)}")
     if call.arg(6, "antialias", False):
         raise Unsupported("antialias=True: the spec's interpolate does not filter")
     attrs: dict = {"mode": mode}
