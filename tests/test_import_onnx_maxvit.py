@@ -99,6 +99,23 @@ def test_maxvit_from_torch_onnx_export(exported):
     assert agreement(proto, result, least=0.1) <= 1e-5
 
 
+def test_block_and_grid_attention_are_one_template_switching_the_axis_swap(exported):
+    """torchvision's PartitionAttentionLayer is one class for both partitions, the grid's with
+    its axis swaps (``SwapAxes``) where the block's has ``nn.Identity``: from the file's names,
+    the two are one template too, used at each of torchvision's instances, its swaps switched
+    on exactly where torchvision's partition is the grid."""
+    from torchvision.models.maxvit import PartitionAttentionLayer
+
+    model, _, result = exported
+    theirs = {p: m.partition_type == "grid" for p, m in model.named_modules() if type(m) is PartitionAttentionLayer}
+    assert len(theirs) == 2 * sum(LAYERS)
+    g = result.compiled.graph
+    (name,) = [n for n, t in ir.info(g).templates.items() if set(t.instances) & set(theirs)]
+    assert sorted(ir.info(g).templates[name].instances) == sorted(theirs)
+    for path, grid in theirs.items():
+        assert g.has_node(f"{path}.partition_swap") == g.has_node(f"{path}.departition_swap") == grid, path
+
+
 def test_nasdsl_export_of_the_hand_written_spec():
     hand = nasdsl.compile_spec(SPECS / "maxvit_t.yaml", SPEC_VARIABLES)
     rng = np.random.default_rng(0)  # random values for the tensors that start at zero
@@ -113,6 +130,11 @@ def test_nasdsl_export_of_the_hand_written_spec():
     result = import_model(proto, weights=True)
     theirs = _ops(hand.graph, "partition_attention")
     assert len(theirs) == 10 and _ops(result.compiled.graph, "partition_attention") == theirs
+    # the spec's one PartitionAttentionLayer for both partitions is one template again
+    layer = set(ir.info(hand.graph).templates["PartitionAttentionLayer"].instances)
+    assert [
+        set(t.instances) for t in ir.info(result.compiled.graph).templates.values() if set(t.instances) & layer
+    ] == [layer]
     assert agreement(proto, result, least=0.1) <= 1e-5
 
 
