@@ -363,10 +363,10 @@ def _bind(sequences: list[list[object]], grams: dict[object, tuple], heavy: set[
     its place in such a run, as one block: a transformer layer is two residual blocks (the
     attention and its sum, the MLP and its sum) that a cut separates, always one after the
     other, as the cuts would split a residual block of two sums. The shortest such run from each
-    block's first use is taken (not a power of a shorter one: dense layers in runs of even
-    length stay apart), if it occurs twice or more; its blocks are its parts, written inline
-    in it. Blocks that also occur apart (ResNet's with and without the projection) stay
-    separate templates. Returns the parts."""
+    block's first use is taken (of two forms or more, and not a shorter run repeated: runs of
+    DenseNet's dense layers stay runs), if it occurs twice or more; its blocks are its parts,
+    written inline in it. Blocks that also occur apart (ResNet's with and without the
+    projection) stay separate templates. Returns the parts."""
     parts: set[object] = set()
     while True:
         found = _bound_run(sequences, heavy)
