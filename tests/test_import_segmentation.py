@@ -6,11 +6,17 @@ itself, run in eval with the same tensors."""
 
 from __future__ import annotations
 
+import io
+import warnings
+
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 import yaml
+from onnx import TensorProto, helper
+from onnx_runs import agreement
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.fcn import FCN, FCNHead
 
@@ -191,3 +197,52 @@ def test_what_the_spec_cannot_say_is_a_located_error(model, message):
         import_model(model, input_shape=(3, 8, 8))
     # an op is located at the line that calls it; the dict is the forward's
     assert ("test_import_segmentation.py:" in str(info.value)) != ("the forward returns" in str(info.value))
+
+
+# -- ONNX -------------------------------------------------------------------------------------
+
+
+def test_fcn_from_torch_onnx_export_agrees_under_onnx_runtime():
+    """The same FCN through torch.onnx.export: its Resize back to the input's size is
+    ``interpolate`` (PyTorch's bilinear, ``pytorch_half_pixel``), the backbone inline for the
+    auxiliary head, and the import's export with the file's tensors agrees with the file."""
+    torch.manual_seed(0)
+    model = small_fcn()
+    randomise(model)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.randn(1, 3, 32, 32),), buf, dynamo=False, opset_version=17)
+    proto = onnx.load_from_string(buf.getvalue())
+    result = import_model(proto, weights=True)
+    model_entries = yaml.safe_load(result.text)["model"]
+    resized = [v for v in model_entries.values() if isinstance(v, dict) and v.get("op") == "interpolate"]
+    assert resized == [{"op": "interpolate", "size": [32, 32], "mode": "bilinear"}] * 2
+    assert model_entries["aux_classifier"]["from"] == "backbone.layer3"
+    assert agreement(proto, result) <= 1e-5
+
+
+def _resize_file(**attrs) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16, 16])
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1.0, 1.0, 2.0, 2.0])
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", **attrs)
+    graph = helper.make_graph([node], "g", [x], [y], initializer=[scales])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_an_onnx_resize_is_read_as_pytorch_computes_it_or_refused():
+    """A Resize by a scale of 2 in PyTorch's nearest (asymmetric coordinates, rounded down) is
+    ``interpolate`` by that scale, and agrees under ONNX Runtime; a cubic one, or nearest
+    rounded otherwise, is an error naming the node."""
+    proto = _resize_file(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    result = import_model(proto, weights=True)
+    assert list(yaml.safe_load(result.text)["model"].values()) == [{"op": "interpolate", "scale": 2.0}]
+    assert agreement(proto, result) <= 1e-6
+    for attrs, found in (
+        ({"mode": "cubic"}, "a Resize in mode cubic with half_pixel coordinates"),
+        ({"mode": "nearest"}, "a Resize in mode nearest with half_pixel coordinates rounded round_prefer_floor"),
+    ):
+        with pytest.raises(nasdsl.importer.ImportFailure) as info:
+            import_model(_resize_file(**attrs))
+        assert info.value.format().startswith(f"<onnx model>: graph.node[0] 'up' (Resize): error: {found}: ")

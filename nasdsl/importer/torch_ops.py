@@ -12,7 +12,7 @@ A handler raises :class:`Unsupported` for settings without a spec equivalent (a 
 with reflection padding, a BatchNorm without running statistics); a module class, function or
 method missing from the tables is a located error naming the node. The modules of the table
 are the tracer's leaves: their forward is not traced into. Adding an op of ``nasdsl/ops.py``
-(``conv3d``, ``interpolate``) is one entry here and one in :mod:`nasdsl.importer.onnx_ops`.
+(``conv3d``) is one entry here and one in :mod:`nasdsl.importer.onnx_ops`.
 """
 
 from __future__ import annotations
