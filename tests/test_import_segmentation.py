@@ -102,21 +102,31 @@ def test_a_dict_of_two_outputs_keeps_its_order():
     _agrees(TwoHeads(), result, 16)
 
 
-def test_a_head_reading_two_tensors_is_an_error_naming_the_block():
-    """LR-ASPP's head reads two of the backbone's tensors: a spec block reads one, and the
-    import says which block and why."""
+def small_lraspp() -> torch.nn.Module:
+    """torchvision's LRASPP and LRASPPHead, as ``lraspp_mobilenet_v3_large`` assembles them, on a
+    backbone of three strided convolutions (``low`` the first, ``high`` the last)."""
     from torchvision.models.segmentation.lraspp import LRASPP
 
-    def small_lraspp():
-        def conv(c_in: int, c_out: int) -> torch.nn.Module:
-            return torch.nn.Sequential(torch.nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), torch.nn.ReLU())
+    def conv(c_in: int, c_out: int) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), torch.nn.ReLU())
 
-        features = torch.nn.Sequential(conv(3, 8), conv(8, 16), conv(16, 32))
-        backbone = IntermediateLayerGetter(features, return_layers={"0": "low", "2": "high"})
-        return LRASPP(backbone, 8, 32, 3, inter_channels=16)
+    features = torch.nn.Sequential(conv(3, 8), conv(8, 16), conv(16, 32))
+    backbone = IntermediateLayerGetter(features, return_layers={"0": "low", "2": "high"})
+    return LRASPP(backbone, 8, 32, 3, inter_channels=16)
 
-    with pytest.raises(nasdsl.importer.ImportFailure, match=r"classifier \(LRASPPHead\): its forward reads 2 tensors"):
-        import_model(small_lraspp, input_shape=(3, 32, 32))
+
+def test_lraspp_whose_head_reads_two_of_the_backbones_values():
+    """LR-ASPP's head reads the backbone's output and its first row: the head and the backbone
+    are written inline, the head's entries reading by paths from the model (as
+    specs/lraspp_mobilenet_v3_large.yaml does), and the model is torchvision's."""
+    result = import_model(small_lraspp, input_shape=(3, 32, 32))
+    head = yaml.safe_load(result.text)["model"]["classifier"]
+    assert head["scale"]["from"] == "backbone"
+    assert head["low_classifier"]["from"] == "backbone.0"
+    assert head["high_classifier"]["from"] == "classifier.interpolate"
+    assert head["residual"] == {"add": [{"ref": "classifier.low_classifier"}, {"ref": "classifier.high_classifier"}]}
+    torch.manual_seed(0)
+    _agrees(small_lraspp(), result, 32)
 
 
 class _Getter(torch.nn.Module):
@@ -151,18 +161,20 @@ class _TwoGetters(torch.nn.Module):
         return {"out": self.head(x), "side": self.side(found["first"])}
 
 
-def test_an_entry_read_inside_is_written_inline_once_as_a_chain():
+def test_an_entry_read_inside_is_written_inline_once():
     """A later entry reading a block inside a model entry: the entry is written inline and the
-    block read by its path; where it cannot be (its class has two instances, or its entries
-    read out of turn), the import says so, naming the block."""
+    block read by its path; where it cannot be (its class has two instances; its entries read
+    out of turn in a list of the model, which the PyTorch backend cannot write), the import
+    says so, naming it."""
     result = import_model(lambda: _TwoGetters(1), input_shape=(3, 8, 8))
-    spec = yaml.safe_load(result.text)
-    assert spec["model"]["side"]["from"] == "getters.0.first"
+    assert yaml.safe_load(result.text)["model"]["side"]["from"] == "getters.0.first"
     torch.manual_seed(0)
     _agrees(_TwoGetters(1), result, 8)
-    with pytest.raises(nasdsl.importer.ImportFailure, match=r"getters\.1\.first inside getters\.1, whose class has 2"):
+    with pytest.raises(
+        nasdsl.importer.ImportFailure, match=r"getters\.1\.first inside getters\.1, and its class has 2"
+    ):
         import_model(lambda: _TwoGetters(2), input_shape=(3, 8, 8))
-    with pytest.raises(nasdsl.importer.ImportFailure, match=r"getters\.0\.first inside it, and its entries read out"):
+    with pytest.raises(nasdsl.importer.ImportFailure, match=r"getters\.0 \(_Getter\): it is written inline in a list"):
         import_model(lambda: _TwoGetters(1, residual=True), input_shape=(3, 8, 8))
 
 
@@ -246,3 +258,20 @@ def test_an_onnx_resize_is_read_as_pytorch_computes_it_or_refused():
         with pytest.raises(nasdsl.importer.ImportFailure) as info:
             import_model(_resize_file(**attrs))
         assert info.value.format().startswith(f"<onnx model>: graph.node[0] 'up' (Resize): error: {found}: ")
+
+
+def test_deeplabs_pooling_branch_is_refused_naming_it():
+    """DeepLabV3's ASPPPooling is an nn.Sequential whose own forward resizes after its numbered
+    layers: no list says that, and the import names it (docs/import.md, "Outputs by name")."""
+    from torchvision.models.segmentation.deeplabv3 import ASPPPooling
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pooling = ASPPPooling(3, 4)
+
+        def forward(self, x):
+            return self.pooling(x)
+
+    with pytest.raises(nasdsl.importer.ImportFailure, match=r"pooling \(ASPPPooling\): its child '1' holds weights"):
+        import_model(Pooled, input_shape=(3, 8, 8))

@@ -115,6 +115,9 @@ class BodyBuilder:
         #: a model entry's values read outside it besides its output (FCN's backbone.layer3, read
         #: by the auxiliary head), each -> the path of the entry inside it that makes it (an entry
         #: inside lists of the model's too)
+        #: model entries whose forward reads several values from outside (LR-ASPP's head reads the
+        #: backbone's output and its row 4), written inline, reading by paths from the model
+        self.open: set[str] = set()
         self.exposed: dict[str, dict[str, str]] = {}
 
     def live(self, path: str) -> bool:
@@ -133,7 +136,9 @@ class BodyBuilder:
         """The one value a scope reads and the one it makes (a model entry's output: the one
         made last, the others :attr:`exposed`)."""
         inputs, outputs = self.interface(scope.path)
-        if len(inputs) != 1:
+        if len(inputs) > 1 and self.in_model(scope.path) and all(self.model_path(v) for v in inputs):
+            self.open.add(scope.path)
+        elif len(inputs) != 1:
             shown = ", ".join(inputs[:4])
             raise self.fail(
                 scope, f"its forward reads {len(inputs)} tensors from outside it ({shown}): a spec block reads one"
@@ -161,6 +166,23 @@ class BodyBuilder:
             parent = _parent(parent)
         return True
 
+    def model_path(self, value: str) -> str:
+        """The path from the model of the entry whose output ``value`` is (``backbone``,
+        ``backbone.4``, a layer's own path), or ``""`` (the model's input, or none)."""
+        node = self.model.nodes.get(value)
+        if node is None:
+            return ""
+        parts = node.id.split(".")
+        for k in range(1, len(parts)):
+            prefix = ".".join(parts[:k])
+            if prefix in self.model.scopes and self.interface(prefix)[1][-1:] == [value]:
+                outputs = self.interface(prefix)[1]
+                if len(outputs) == 1 or prefix in self.exposed:
+                    return prefix
+            if prefix in self.exposed and value in self.exposed[prefix]:
+                return self.exposed[prefix][value]
+        return node.id if valid_name(node.name) else ""
+
     def inner_entry(self, path: str, value: str) -> str:
         """The outermost entry inside ``path`` whose one output is ``value`` (what a ``from:``
         names): a scope, or the layer that makes it; ``""`` for none."""
@@ -180,9 +202,10 @@ class BodyBuilder:
             if not self.live(child):
                 continue
             cin, cout = self.scope_io(self.model.scopes[child])
+            reads = self.interface(child)[0] if child in self.open else [cin]
             holds = any(self.model.nodes[i].holds for i in self.members[child])
             out.append(
-                _Unit(child.rsplit(".", 1)[-1], None, child, [cin], cout, holds, self.first[child], self.phase[child])
+                _Unit(child.rsplit(".", 1)[-1], None, child, reads, cout, holds, self.first[child], self.phase[child])
             )
         return out
 
@@ -243,6 +266,8 @@ class BodyBuilder:
                 return producer[value].name
             if value in nested:
                 return nested[value]
+            if scope.path in self.open and self.model_path(value):
+                return self.model_path(value)
             raise self.fail(scope, f"reads {value}, which no entry of its body makes as its output")
 
         items: list[Item] = []
@@ -268,7 +293,10 @@ class BodyBuilder:
             items.append(item)
         if scope.path and units[-1].output != scope_output:
             raise self.fail(scope, "its output is not made last: a spec block ends with its output")
-        return self.form(scope, items, units), scope_input, scope_output
+        body = self.form(scope, items, units)
+        if scope.path in self.open or scope.path in self.exposed:
+            _from_the_model(body, scope.path, self.model_path(scope_input))
+        return body, scope_input, scope_output
 
     def form(self, scope: Scope, items: list[Item], units: list[_Unit]) -> Item:
         name = scope.name if scope.path else ""
@@ -340,6 +368,22 @@ class BodyBuilder:
             if i.source == old:
                 i.source = new
             i.refs = [new if r == old else r for r in i.refs]
+
+
+def _from_the_model(body: Item, path: str, input_path: str) -> None:
+    """An inline body in the model reads by paths from the model: its entries' names under
+    ``path``, its input by the entry that makes it (the first entry reads it as the value
+    before)."""
+
+    def absolute(name: str) -> str:
+        if name == IN:
+            return input_path
+        return name if "." in name else f"{path}.{name}"
+
+    for k, item in enumerate(body.children):
+        if item.source is not PREV:
+            item.source = PREV if k == 0 and item.source == IN else absolute(item.source)
+        item.refs = [absolute(r) for r in item.refs]
 
 
 def _parent(path: str) -> str:

@@ -158,7 +158,7 @@ class Discovery:
     def _container(self, scope: Scope) -> None:
         body, inp, out = self.builder.body(scope, self.item_of)
         self.inputs[scope.path], self.outputs_of[scope.path] = inp, out
-        if scope.path in self.builder.exposed:
+        if scope.path in self.builder.exposed or scope.path in self.builder.open:
             self._inline_exposed([scope], {scope.path: body})
             return
         if _plain(body):
@@ -176,7 +176,7 @@ class Discovery:
         bodies = {}
         for s in scopes:
             bodies[s.path], self.inputs[s.path], self.outputs_of[s.path] = self.builder.body(s, self.item_of)
-        if any(s.path in self.builder.exposed for s in scopes):
+        if any(s.path in self.builder.exposed or s.path in self.builder.open for s in scopes):
             self._inline_exposed(scopes, bodies)
             return
         if (
@@ -189,22 +189,27 @@ class Discovery:
         self._templates_for(scopes, bodies)
 
     def _inline_exposed(self, scopes: list[Scope], bodies: dict[str, Item]) -> None:
-        """A model entry whose inner blocks later entries read (:attr:`BodyBuilder.exposed`),
-        written inline so that they can name them: one instance of its class, a body that runs
-        each entry after the one before (a model's group names its references from the model)."""
-        path = next(s.path for s in scopes if s.path in self.builder.exposed)
-        read = ", ".join(self.builder.exposed[path].values())
+        """A model entry whose inner blocks later entries read (:attr:`BodyBuilder.exposed`), or
+        that reads several values (:attr:`BodyBuilder.open`), written inline, its body reading
+        by paths from the model: one instance of its class, and a chain where it sits in a list
+        (the PyTorch backend lowers references between a model's entries and inside its groups,
+        not inside its lists)."""
+        path = next(s.path for s in scopes if s.path in self.builder.exposed or s.path in self.builder.open)
         if len(scopes) > 1:
-            raise self.builder.fail(
-                scopes[0],
-                f"later entries read {read} inside {path}, whose class has {len(scopes)} instances: a block read "
-                "inside is written inline, once",
+            why = (
+                f"later entries read {', '.join(self.builder.exposed[path].values())} inside {path}"
+                if path in self.builder.exposed
+                else f"{path} reads {len(self.builder.interface(path)[0])} values from outside it"
             )
-        if not _plain(bodies[path]):
             raise self.builder.fail(
                 scopes[0],
-                f"later entries read {read} inside it, and its entries read out of turn: a block read inside is "
-                "written inline, as a chain",
+                f"{why}, and its class has {len(scopes)} instances: such a block is written inline, once",
+            )
+        if "." in path and not _plain(bodies[path]):
+            raise self.builder.fail(
+                scopes[0],
+                "it is written inline in a list of the model, where the PyTorch backend lowers no references, and its "
+                "entries read out of turn",
             )
         self.inline[path] = bodies[path]
 
