@@ -260,18 +260,26 @@ def test_an_onnx_resize_is_read_as_pytorch_computes_it_or_refused():
         assert info.value.format().startswith(f"<onnx model>: graph.node[0] 'up' (Resize): error: {found}: ")
 
 
-def test_deeplabs_pooling_branch_is_refused_naming_it():
-    """DeepLabV3's ASPPPooling is an nn.Sequential whose own forward resizes after its numbered
-    layers: no list says that, and the import names it (docs/import.md, "Outputs by name")."""
-    from torchvision.models.segmentation.deeplabv3 import ASPPPooling
+def small_deeplab() -> torch.nn.Module:
+    """torchvision's DeepLabV3 and DeepLabHead (ASPP, ASPPConv, ASPPPooling), as
+    ``deeplabv3_resnet50`` assembles them, on a ResNet-18 backbone."""
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 
-    class Pooled(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.pooling = ASPPPooling(3, 4)
+    backbone = IntermediateLayerGetter(torchvision.models.resnet18(weights=None), return_layers={"layer4": "out"})
+    return DeepLabV3(backbone, DeepLabHead(512, 3))
 
-        def forward(self, x):
-            return self.pooling(x)
 
-    with pytest.raises(nasdsl.importer.ImportFailure, match=r"pooling \(ASPPPooling\): its child '1' holds weights"):
-        import_model(Pooled, input_shape=(3, 8, 8))
+def test_deeplab_whose_pyramid_is_a_list_of_branches_joined():
+    """DeepLabV3's ASPP runs a ModuleList of five branches on one map and joins them in its
+    forward: the join moves into the list, which is then one block of branches (as
+    specs/deeplabv3_resnet50.yaml writes it); ASPPPooling, an nn.Sequential whose forward
+    resizes after its numbered layers, is a list whose last item is the resize."""
+    result = import_model(small_deeplab, input_shape=(3, 64, 64))
+    templates = yaml.safe_load(result.text)["templates"]
+    branches = templates["ASPP"]["body"]["convs"]["concat"]
+    kinds = ["list" if isinstance(b, list) else b if isinstance(b, str) else b["use"] for b in branches]
+    assert kinds == ["list", "ASPPConv", "ASPPConv", "ASPPConv", "ASPPPooling"]
+    assert [b["args"] for b in branches[1:4]] == [12, 24, 36]  # torchvision's atrous rates
+    assert templates["ASPPPooling"]["body"][-1] == {"op": "interpolate", "size": [2, 2], "mode": "bilinear"}
+    torch.manual_seed(0)
+    _agrees(small_deeplab(), result, 64)

@@ -300,7 +300,13 @@ class BodyBuilder:
 
     def form(self, scope: Scope, items: list[Item], units: list[_Unit]) -> Item:
         name = scope.name if scope.path else ""
-        digits = all(i.name.isdigit() for i in items)
+        # a numbered module whose forward adds layers without tensors (DeepLab's ASPPPooling
+        # resizes after its numbered layers): those take the next numbers
+        numbered = any(i.name.isdigit() and u.holds for i, u in zip(items, units, strict=True))
+        digits = all(
+            i.name.isdigit() or (numbered and i.kind in ("op", "merge") and not i.children and not u.holds)
+            for i, u in zip(items, units, strict=True)
+        )
         chain = all(i.kind != "merge" or i.children for i in items) and all(i.source is PREV for i in items)
         positions = (
             all(int(i.name) == k for k, (i, u) in enumerate(zip(items, units, strict=True)) if u.holds)

@@ -110,7 +110,9 @@ class Writer:
         return body
 
     def children(self, item: Item) -> object:
-        if item.kind == "list" or (item.kind == "merge" and not item.named):
+        if item.kind == "merge" and not item.named:  # branches, each its own (a flat repeat is a list's)
+            return [self.value(c) for c in item.children]
+        if item.kind == "list":
             return flat_runs(self, item.children)
         return Block({c.name: self.value(c) for c in item.children})
 

@@ -70,6 +70,37 @@ def move_concats_into_blocks(model: FlatModel) -> None:
             _move(model, node, target)
 
 
+def move_merges_into_branches(model: FlatModel) -> None:
+    """A merge of exactly the outputs of a list's entries (an ``nn.ModuleList`` of branches that
+    all read one value, DeepLab's ASPP ``convs``), in their order and read by nothing else,
+    made after the list in its parent, moves into the list: the list is then one block, its
+    branches joined, as a spec writes it."""
+    for node in list(model.nodes.values()):
+        if node.op not in ("concat", "add") or len(node.inputs) < 2:
+            continue
+        producer = model.nodes.get(node.inputs[0])
+        if producer is None:
+            continue
+        for scope in _ancestors(producer.scope):
+            if not scope or _parent(scope) != node.scope:
+                continue
+            if model.scopes[scope].kind != CONTAINER:
+                break
+            inputs, outputs = interface(model, scope)
+            branches = sorted(_units(model, scope), key=lambda k: int(k) if k.isdigit() else -1)
+            if (
+                len(inputs) == 1
+                and outputs == node.inputs
+                and len(branches) == len(outputs)
+                and all(b.isdigit() for b in branches)
+                and all(model.nodes[o].id.startswith(f"{scope}.{b}") for o, b in zip(outputs, branches, strict=True))
+                and all([n.id for n in model.nodes.values() if o in n.inputs] == [node.id] for o in outputs)
+                and all(o not in {x.node for x in model.outputs} for o in outputs)
+            ):
+                _move(model, node, scope)
+            break
+
+
 def _block_for(model: FlatModel, node: Node) -> str | None:
     if node.op != "concat" or len(node.inputs) != 2:
         return None
@@ -220,3 +251,4 @@ def normalise(model: FlatModel) -> None:
     drop_single_concats(model)
     fold_concat_prefixes(model)
     move_concats_into_blocks(model)
+    move_merges_into_branches(model)
