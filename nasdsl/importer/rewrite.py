@@ -8,7 +8,10 @@ earlier output and concatenates it inside the layer. Concatenation is associativ
 * a ``concat`` whose inputs begin with another ``concat``'s inputs reads that one instead
   (:func:`fold_concat_prefixes`): ``cat(x, a, b) = cat(cat(x, a), b)``;
 * a ``concat`` of a block's input and output, made outside the block, moves to the block's
-  end (:func:`move_concats_into_blocks`): the next layer then reads one value.
+  end (:func:`move_concats_into_blocks`): the next layer then reads one value;
+* a merge of exactly the outputs of a list's entries, each reading the list's input (DeepLab's
+  ASPP branches), moves into the list (:func:`move_merges_into_branches`): the list then makes
+  one value.
 
 None of these changes a value the model computes, nor a tensor's name (a concat holds none).
 """
