@@ -302,7 +302,9 @@ def _trailing(model: FlatModel, node_id: str) -> bool:
 
 def _form(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int]) -> tuple:
     """A region's ops and how they read each other (the position in the region; ``-1`` the
-    value before it, ``-2`` anything else outside it: an open region), settings left out."""
+    value before it, ``-2`` anything else outside it: an open region), settings left out but
+    those that are words (a reshape's ``axes``, a mode) or orders of axes (:func:`_kind`):
+    regions that differ in one are of different forms."""
     first = pos[nodes[0]]
     inside = set(nodes)
     reads = [
@@ -311,8 +313,20 @@ def _form(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int]) -
     opened = any(-2 in r for r in reads)
     if len(nodes) == 1:
         node = model.nodes[nodes[0]]
-        return ("open" if opened else "op", node.op, len(node.shape), reads[0])
-    return ("open" if opened else "region", *((model.nodes[n].op, r) for n, r in zip(nodes, reads, strict=True)))
+        return ("open" if opened else "op", _kind(node), len(node.shape), reads[0])
+    return ("open" if opened else "region", *((_kind(model.nodes[n]), r) for n, r in zip(nodes, reads, strict=True)))
+
+
+#: settings that say which axes go where, not how large anything is: part of a region's form
+_AXES = {"permute": ("dims",), "transpose": ("axis0", "axis1")}
+
+
+def _kind(node: Node) -> object:
+    """A node's op, with its settings that are words or orders of axes (a partition's
+    ``permute`` and the departition's are different layers, not one with parameters)."""
+    fixed = [(k, v) for k, v in node.attrs.items() if isinstance(v, str) or k in _AXES.get(node.op, ())]
+    fixed = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in fixed))
+    return (node.op, fixed) if fixed else node.op
 
 
 def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> set[object]:
