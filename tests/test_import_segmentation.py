@@ -131,18 +131,68 @@ def test_lraspp_whose_head_reads_two_of_the_backbones_values():
 
 class _Getter(torch.nn.Module):
     """Two stages returned by name, as torchvision's IntermediateLayerGetter returns its layers;
-    ``residual``: the second stage's output adds the first's (its entries read out of turn)."""
+    ``residual``: the second stage's output adds the first's, ``skip``: adds the input (its
+    entries read out of turn)."""
 
-    def __init__(self, residual: bool = False):
+    def __init__(self, residual: bool = False, skip: bool = False, channels: int = 8):
         super().__init__()
-        self.residual = residual
-        self.first = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.residual, self.skip = residual, skip
+        self.first = torch.nn.Sequential(torch.nn.Conv2d(channels, 8, 3, padding=1), torch.nn.ReLU())
         self.second = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
 
     def forward(self, x):
         a = self.first(x)
         b = self.second(a)
+        if self.skip:
+            b = b + x
         return {"first": a, "second": b + a if self.residual else b}
+
+
+class _GetterFirst(torch.nn.Module):
+    """The getter as the model's first entry, its second stage adding its input and its first."""
+
+    def __init__(self):
+        super().__init__()
+        self.getter = _Getter(residual=True, skip=True)
+        self.side = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        found = self.getter(x)
+        return {"out": found["second"], "side": self.side(found["first"])}
+
+
+class _Fuse(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.image = torch.nn.Conv2d(3, 4, 1)
+        self.features = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x, f):
+        return self.image(x) + self.features(f)
+
+
+class _FusedHead(torch.nn.Module):
+    """A head reading the model's input and the stem's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+        self.fuse = _Fuse()
+
+    def forward(self, x):
+        return {"out": self.fuse(x, self.stem(x))}
+
+
+def test_an_entry_reading_the_models_input_and_another_value():
+    """Written inline, the head's entries read by paths from the model: the model's input as
+    ``in``, the stem by its name, its own entries under its name."""
+    result = import_model(_FusedHead, input_shape=(3, 8, 8))
+    fuse = yaml.safe_load(result.text)["model"]["fuse"]
+    assert fuse["from"] == "in"
+    assert fuse["seq"]["features"]["from"] == "stem"
+    assert fuse["seq"]["residual"] == {"add": [{"ref": "fuse.image"}, {"ref": "fuse.features"}]}
+    torch.manual_seed(0)
+    _agrees(_FusedHead(), result, 8)
 
 
 class _TwoGetters(torch.nn.Module):
@@ -174,8 +224,14 @@ def test_an_entry_read_inside_is_written_inline_once():
         nasdsl.importer.ImportFailure, match=r"getters\.1\.first inside getters\.1, and its class has 2"
     ):
         import_model(lambda: _TwoGetters(2), input_shape=(3, 8, 8))
-    with pytest.raises(nasdsl.importer.ImportFailure, match=r"getters\.0 \(_Getter\): it is written inline in a list"):
+    with pytest.raises(
+        nasdsl.importer.ImportFailure, match=r"getters\.0 \(_Getter\): later entries read getters\.0\.first"
+    ):
         import_model(lambda: _TwoGetters(1, residual=True), input_shape=(3, 8, 8))
+    with pytest.raises(
+        nasdsl.importer.ImportFailure, match=r"getter \(_Getter\): later entries read getter\.first inside"
+    ):
+        import_model(_GetterFirst, input_shape=(8, 8, 8))
 
 
 class _Returns(torch.nn.Module):

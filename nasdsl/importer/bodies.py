@@ -26,6 +26,9 @@ MERGES = ("concat", "add", "mul", "mean")
 #: names a child of a named sequence cannot have (nasdsl/spec.py's block and common keys)
 RESERVED = frozenset({"op", "use", "ref", "seq", "repeat", *MERGES, "phase", "when", "doc", "from", "in"})
 PREV, IN = None, "in"
+#: in a body written inline in the model, what it reads from the model is its path after this
+#: mark (the model's input: ``in``), until :func:`_from_the_model` writes every read as a path
+OUTSIDE = "\0"
 
 
 @dataclass
@@ -115,10 +118,10 @@ class BodyBuilder:
         #: a model entry's values read outside it besides its output (FCN's backbone.layer3, read
         #: by the auxiliary head), each -> the path of the entry inside it that makes it (an entry
         #: inside lists of the model's too)
+        self.exposed: dict[str, dict[str, str]] = {}
         #: model entries whose forward reads several values from outside (LR-ASPP's head reads the
         #: backbone's output and its row 4), written inline, reading by paths from the model
         self.open: set[str] = set()
-        self.exposed: dict[str, dict[str, str]] = {}
 
     def live(self, path: str) -> bool:
         return bool(self.members.get(path))
@@ -136,7 +139,12 @@ class BodyBuilder:
         """The one value a scope reads and the one it makes (a model entry's output: the one
         made last, the others :attr:`exposed`)."""
         inputs, outputs = self.interface(scope.path)
-        if len(inputs) > 1 and self.in_model(scope.path) and all(self.model_path(v) for v in inputs):
+        model_input = self.model.input.id
+        if (
+            len(inputs) > 1
+            and self.in_model(scope.path)
+            and all(v == model_input or self.model_path(v) for v in inputs)
+        ):
             self.open.add(scope.path)
         elif len(inputs) != 1:
             shown = ", ".join(inputs[:4])
@@ -266,8 +274,10 @@ class BodyBuilder:
                 return producer[value].name
             if value in nested:
                 return nested[value]
+            if scope.path in self.open and value == self.model.input.id:
+                return OUTSIDE + IN
             if scope.path in self.open and self.model_path(value):
-                return self.model_path(value)
+                return OUTSIDE + self.model_path(value)
             raise self.fail(scope, f"reads {value}, which no entry of its body makes as its output")
 
         items: list[Item] = []
@@ -295,7 +305,12 @@ class BodyBuilder:
             raise self.fail(scope, "its output is not made last: a spec block ends with its output")
         body = self.form(scope, items, units)
         if scope.path in self.open or scope.path in self.exposed:
-            _from_the_model(body, scope.path, self.model_path(scope_input))
+            entry = IN if scope_input == self.model.input.id else self.model_path(scope_input)
+            if not entry:
+                raise self.fail(
+                    scope, f"it is written inline and reads {scope_input}, which no entry of the model makes"
+                )
+            _from_the_model(body, scope.path, entry)
         return body, scope_input, scope_output
 
     def form(self, scope: Scope, items: list[Item], units: list[_Unit]) -> Item:
@@ -376,14 +391,16 @@ class BodyBuilder:
             i.refs = [new if r == old else r for r in i.refs]
 
 
-def _from_the_model(body: Item, path: str, input_path: str) -> None:
+def _from_the_model(body: Item, path: str, entry: str) -> None:
     """An inline body in the model reads by paths from the model: its entries' names under
-    ``path``, its input by the entry that makes it (the first entry reads it as the value
-    before)."""
+    ``path``, its input by ``entry``, the entry that makes it (``in``: the model's input); the
+    first entry reads it as the value before."""
 
     def absolute(name: str) -> str:
         if name == IN:
-            return input_path
+            return entry
+        if name.startswith(OUTSIDE):
+            return name[len(OUTSIDE) :]
         return name if "." in name else f"{path}.{name}"
 
     for k, item in enumerate(body.children):

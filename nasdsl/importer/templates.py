@@ -191,9 +191,10 @@ class Discovery:
     def _inline_exposed(self, scopes: list[Scope], bodies: dict[str, Item]) -> None:
         """A model entry whose inner blocks later entries read (:attr:`BodyBuilder.exposed`), or
         that reads several values (:attr:`BodyBuilder.open`), written inline, its body reading
-        by paths from the model: one instance of its class, and a chain where it sits in a list
-        (the PyTorch backend lowers references between a model's entries and inside its groups,
-        not inside its lists)."""
+        by paths from the model: one instance of its class, and a chain where later entries read
+        inside it (the PyTorch backend runs it block by block) or where it sits in a list (the
+        backend lowers references between a model's entries and inside its groups, not inside
+        its lists)."""
         path = next(s.path for s in scopes if s.path in self.builder.exposed or s.path in self.builder.open)
         if len(scopes) > 1:
             why = (
@@ -204,6 +205,12 @@ class Discovery:
             raise self.builder.fail(
                 scopes[0],
                 f"{why}, and its class has {len(scopes)} instances: such a block is written inline, once",
+            )
+        if path in self.builder.exposed and not _plain(bodies[path]):
+            raise self.builder.fail(
+                scopes[0],
+                f"later entries read {', '.join(self.builder.exposed[path].values())} inside it, and its entries read "
+                "out of turn: the PyTorch backend runs such an entry block by block, each after the one before",
             )
         if "." in path and not _plain(bodies[path]):
             raise self.builder.fail(
