@@ -339,3 +339,17 @@ def test_deeplab_whose_pyramid_is_a_list_of_branches_joined():
     assert templates["ASPPPooling"]["body"][-1] == {"op": "interpolate", "size": [2, 2], "mode": "bilinear"}
     torch.manual_seed(0)
     _agrees(small_deeplab(), result, 64)
+
+
+def test_torchvision_segmentation_names_import_with_torchvisions_documented_counts():
+    """``torchvision:NAME`` takes torchvision's segmentation models too, built untrained
+    (backbone included) at their weights' 520x520: LR-ASPP has the parameters and multiply-adds
+    torchvision documents for its weights, and returns its dict by name."""
+    result = import_model("torchvision:lraspp_mobilenet_v3_large")
+    meta = torchvision.models.get_model_weights("lraspp_mobilenet_v3_large").DEFAULT.meta
+    assert result.report.params == meta["num_params"] == 3_221_538
+    assert round(result.report.macs / 1e9, 3) == meta["_ops"]
+    spec = yaml.safe_load(result.text)
+    assert spec["input"]["shape"] == [3, 520, 520] and spec["outputs_by_name"] is True
+    with pytest.raises(nasdsl.importer.ImportFailure, match="no classification or segmentation model 'fcn_resnet49'"):
+        import_model("torchvision:fcn_resnet49")
