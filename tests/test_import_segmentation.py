@@ -252,6 +252,7 @@ class _Returns(torch.nn.Module):
             lambda: _Returns("my-out"),
             r"returns a dict with the key 'my-out': a spec's output is named by an identifier",
         ),
+        (lambda: _Returns("class"), r"returns a dict with the key 'class': a spec's output is named by an identifier"),
         (lambda: _Returns(scale_factor=2.0, mode="bicubic"), r"mode 'bicubic' of a 2-D map: the spec's interpolate"),
         (
             lambda: _Returns(size=(16, 16), mode="bilinear", antialias=True),

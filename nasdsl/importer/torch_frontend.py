@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import keyword
 import os
 import re
 import sys
@@ -625,7 +626,7 @@ class _Reader:
         if isinstance(value, dict):  # by name, in the dict's order (torchvision's segmentation models)
             self.by_name = True
             for key in value:
-                if not isinstance(key, str) or not key.isidentifier():
+                if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
                     raise ImportFailure(
                         f"the forward returns a dict with the key {key!r}: a spec's output is named by an identifier",
                         where=self.label,
