@@ -22,7 +22,8 @@ For each torchvision model with a hand-written spec in specs/, ``nasdsl.import_m
   importer's, so structures are matched wherever they are used) and time; also ResNet-152's
   time from such a file. GoogLeNet's Inception and ResNet's Bottleneck must be found there too.
 
-``--check`` also runs, for every classifier of torchvision, ``import -> compile -> build``: the
+``--check`` also runs, for every classifier and segmentation model of torchvision (a segmentation
+model: :func:`segmentation_round_trip`), ``import -> compile -> build``: the
 generated model loads torchvision's state_dict strictly, with its keys in torchvision's order, and agrees
 with torchvision's model in eval within 1e-5 relative (random weights, random BatchNorm
 statistics, random values for the tensors that start at zero; 64x64 inputs, 299x299 for
@@ -261,6 +262,49 @@ def torch_round_trip(name: str, text: str) -> list[str]:
     return problems
 
 
+def segmentation_round_trip(name: str) -> list[str]:
+    """A segmentation model of torchvision, built untrained (its backbone too) and with its
+    auxiliary head where it has one (torchvision's weights do, and its figures count it),
+    imported through the callable: at 520x520 its parameters and multiply-adds against
+    torchvision's documented ones; at 64x64 the generated model loads torchvision's state_dict
+    strictly, in its order, and returns its dict (the same keys, in order) within 1e-5 relative
+    in eval."""
+    from reference_models import generated_with_weights, randomise
+
+    aux = {"aux_loss": True} if name.startswith(("fcn_", "deeplabv3_")) else {}
+
+    def build() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torchvision.models.get_model(name, weights=None, weights_backbone=None, **aux)
+
+    problems = []
+    full = import_model(build, input_shape=(3, 520, 520))
+    meta = torchvision.models.get_model_weights(name).DEFAULT.meta
+    totals = full.compiled.totals(with_aux=True)
+    if totals["params"] != meta["num_params"]:
+        problems.append(f"{totals['params']:,} parameters, torchvision documents {meta['num_params']:,}")
+    if round(totals["macs"] / 1e9, 3) != meta["_ops"]:
+        problems.append(f"{totals['macs'] / 1e9:.3f} GMACs, torchvision documents {meta['_ops']}")
+    small = import_model(build, input_shape=(3, 64, 64))
+    reference = build()
+    randomise(reference)
+    reference.eval()
+    try:
+        ours = generated_with_weights(small.compiled, reference)
+    except (AssertionError, RuntimeError) as e:
+        return [*problems, f"state_dict: {str(e)[:200]}"]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = reference(x), ours(x)
+    if list(b._fields) != list(a):
+        problems.append(f"outputs {list(b._fields)}, torchvision's {list(a)}")
+    for key, value in a.items():
+        err = ((value - b[key]).abs().max() / value.abs().max()).item()
+        if not err <= 1e-5:
+            problems.append(f"output {key} differs by {err:.2e} relative")
+    return problems
+
+
 def onnx_round_trip(proto) -> str | None:
     """Import an ONNX model, export the spec with the carried weights, compare under ONNX Runtime."""
     import numpy as np
@@ -423,12 +467,16 @@ def main() -> int:
     print(f"import time, resnet152 from a flat ONNX file: median of 3 {statistics.median(times):.2f} s (target < 5 s)")
     if args.check:
         zoo = sorted(n for n in torchvision.models.list_models(module=torchvision.models))
-        models = [m for m in args.models.split(",") if m] or zoo
+        segmentation = torchvision.models.list_models(module=torchvision.models.segmentation)
+        models = [m for m in args.models.split(",") if m] or zoo + sorted(segmentation)
         print("\n| model | round trip | s |\n| --- | --- | ---: |")
         for name in models:
             started = time.perf_counter()
             try:
-                problems = torch_round_trip(name, import_model(f"torchvision:{name}").text)
+                if name in segmentation:
+                    problems = segmentation_round_trip(name)
+                else:
+                    problems = torch_round_trip(name, import_model(f"torchvision:{name}").text)
                 if name in HAND_WRITTEN:
                     problems += onnx_checks(name)
                     problem = onnx_round_trip(flat_onnx(name, 299 if name == "inception_v3" else 224))

@@ -344,7 +344,7 @@ def test_command_line_imports_a_factory_of_the_users(tmp_path, monkeypatch, caps
 def test_command_line_errors_exit_2_and_write_nothing(tmp_path, capsys):
     out = tmp_path / "x.yaml"
     assert cli_main(["import", "torchvision:resnet1", "-o", str(out)]) == 2
-    assert "no classification model 'resnet1' in torchvision" in capsys.readouterr().err
+    assert "no classification or segmentation model 'resnet1' in torchvision" in capsys.readouterr().err
     assert cli_main(["import", "module:no_such_package_here:build", "-o", str(out)]) == 2
     assert "cannot import no_such_package_here" in capsys.readouterr().err
     bad = tmp_path / "model.onnx"

@@ -99,6 +99,70 @@ def test_maxvit_from_torch_onnx_export(exported):
     assert agreement(proto, result, least=0.1) <= 1e-5
 
 
+def test_block_and_grid_attention_are_one_template_switching_the_axis_swap(exported):
+    """torchvision's PartitionAttentionLayer is one class for both partitions, the grid's with
+    its axis swaps (``SwapAxes``) where the block's has ``nn.Identity``: from the file's names,
+    the two are one template too, used at each of torchvision's instances, its swaps switched
+    on exactly where torchvision's partition is the grid."""
+    from torchvision.models.maxvit import PartitionAttentionLayer
+
+    model, _, result = exported
+    theirs = {p: m.partition_type == "grid" for p, m in model.named_modules() if type(m) is PartitionAttentionLayer}
+    assert len(theirs) == 2 * sum(LAYERS)
+    g = result.compiled.graph
+    (name,) = [n for n, t in ir.info(g).templates.items() if set(t.instances) & set(theirs)]
+    assert sorted(ir.info(g).templates[name].instances) == sorted(theirs)
+    for path, grid in theirs.items():
+        assert g.has_node(f"{path}.partition_swap") == g.has_node(f"{path}.departition_swap") == grid, path
+
+
+def test_names_stripped_each_attention_and_its_mlp_is_one_template(exported):
+    """By structure alone (node names and metadata stripped), MaxViT is read in blocks: the
+    partitions' reshapes and permutes (a block and a grid partition differ in their order of
+    axes, so they are different blocks, not one with the order as parameters), and each
+    attention with its MLP, two residual halves always together, one template of ten uses,
+    each holding exactly the tensors of one of torchvision's PartitionAttentionLayers (whose
+    partition and departition hold none); the import agrees with the file."""
+    model, proto, _ = exported
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    for node in proto.graph.node:
+        node.name = ""
+        del node.metadata_props[:]
+    result = import_model(proto, weights=True)
+    assert not result.report.notes
+    g = result.compiled.graph
+    holding = [t for t in ir.info(g).templates.values() if any(d.op == "partition_attention" for _, d in _body(g, t))]
+    uses = max(holding, key=lambda t: len(t.instances)).instances  # the innermost: the others hold it
+    assert len(uses) == 10
+
+    def tensors(weights: dict, prefix: str) -> list:
+        return sorted(
+            (v for k, v in weights.items() if k.startswith(prefix)), key=lambda v: (v.shape, v.ravel()[:4].tolist())
+        )
+
+    theirs = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    layers = [p for p, m in model.named_modules() if type(m).__name__ == "PartitionAttentionLayer"]
+    expected = [tensors(theirs, f"{p}.attn_layer.") + tensors(theirs, f"{p}.mlp_layer.") for p in layers]
+    expected = [sorted(e, key=lambda v: (v.shape, v.ravel()[:4].tolist())) for e in expected]
+    for path in uses:
+        ours = tensors(result.weights, path + ".")
+        matched = [
+            k
+            for k, e in enumerate(expected)
+            if len(e) == len(ours)
+            and all(a.shape == b.shape and np.allclose(a, b, atol=1e-6) for a, b in zip(ours, e, strict=True))
+        ]
+        assert len(matched) == 1, path
+        expected.pop(matched[0])
+    assert agreement(proto, result, least=0.1) <= 1e-5
+
+
+def _body(g, template):
+    """The nodes of a template's first use."""
+    first = sorted(template.instances)[0]
+    return [(n, d) for n, d in ir.nodes(g) if n.startswith(first + ".")]
+
+
 def test_nasdsl_export_of_the_hand_written_spec():
     hand = nasdsl.compile_spec(SPECS / "maxvit_t.yaml", SPEC_VARIABLES)
     rng = np.random.default_rng(0)  # random values for the tensors that start at zero
@@ -113,6 +177,11 @@ def test_nasdsl_export_of_the_hand_written_spec():
     result = import_model(proto, weights=True)
     theirs = _ops(hand.graph, "partition_attention")
     assert len(theirs) == 10 and _ops(result.compiled.graph, "partition_attention") == theirs
+    # the spec's one PartitionAttentionLayer for both partitions is one template again
+    layer = set(ir.info(hand.graph).templates["PartitionAttentionLayer"].instances)
+    assert [
+        set(t.instances) for t in ir.info(result.compiled.graph).templates.values() if set(t.instances) & layer
+    ] == [layer]
     assert agreement(proto, result, least=0.1) <= 1e-5
 
 

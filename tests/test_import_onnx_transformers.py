@@ -161,15 +161,44 @@ def test_nasdsl_export_of_the_hand_written_specs(spec):
     assert agreement(proto, result) <= 1e-5
 
 
-def test_names_stripped_the_blocks_are_found_by_structure(exported):
-    _, proto, _ = exported["vit"]
+def _stripped(proto):
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     for node in proto.graph.node:
         node.name = ""
+        del node.metadata_props[:]
+    return proto
+
+
+def _tensors_under(weights: dict, prefix: str) -> list[np.ndarray]:
+    return sorted(
+        (v for k, v in weights.items() if k.startswith(prefix)), key=lambda v: (v.shape, v.ravel()[:4].tolist())
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "blocks"),
+    [
+        ("vit", [f"encoder.layers.encoder_layer_{i}." for i in range(2)]),
+        ("swin", [f"features.{s}.{i}." for s in (1, 3) for i in range(2)]),
+    ],
+)
+def test_names_stripped_the_transformer_block_is_one_template(exported, name, blocks):
+    """By structure alone, a transformer block is two residual blocks that a cut separates (the
+    attention and its sum, the MLP and its sum), which always occur together: one template,
+    used where torchvision's EncoderBlock or SwinTransformerBlock is, each use holding exactly
+    that block's tensors."""
+    model, proto, _ = exported[name]
+    proto = _stripped(proto)
     result = import_model(proto, weights=True)
-    assert len(_ops(result, "attention")) == 2
-    # by structure alone, the blocks are the halves of an encoder layer between its residual sums
-    assert sorted(_uses(result).values()) == [2, 2]
+    assert len(_ops(result, "attention" if name == "vit" else "window_attention")) == len(blocks)
+    assert [uses for _, _, uses in result.report.templates] == [len(blocks)]
+    (template,) = ir.info(result.compiled.graph).templates.values()
+    theirs = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    for path, block in zip(sorted(template.instances), blocks, strict=True):
+        ours, expected = _tensors_under(result.weights, path + "."), _tensors_under(theirs, block)
+        assert len(ours) == len(expected), path
+        for a, b in zip(ours, expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=path)
     assert agreement(proto, result) <= 1e-5
 
 

@@ -102,7 +102,8 @@ def import_model(
     evaluator on one random input, to check it), an ``onnx.ModelProto``, an
     ``nn.Module`` or a callable returning one (called with the constructor arguments recorded,
     which name the templates' parameters). ``input_shape`` is (C, H, W) (default: the model's
-    own, torchvision's crop size or the ONNX input's, else 3x224x224). ``weights``: also return
+    own, torchvision's crop size (a segmentation model's resize size) or the ONNX input's, else
+    3x224x224). ``weights``: also return
     the source's tensors keyed like the generated model's state_dict.
 
     Raises :class:`ImportFailure` (a ``NasdslError``: exit 2 at the command line) naming the

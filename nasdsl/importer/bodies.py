@@ -18,7 +18,7 @@ from __future__ import annotations
 import keyword
 from dataclasses import dataclass, field
 
-from nasdsl.importer.flat import FlatModel, ImportFailure, Node, Scope
+from nasdsl.importer.flat import CONTAINER, FlatModel, ImportFailure, Node, Scope
 from nasdsl.importer.rewrite import interface
 
 #: ops that join several inputs (written as a merge of references)
@@ -26,6 +26,9 @@ MERGES = ("concat", "add", "mul", "mean")
 #: names a child of a named sequence cannot have (nasdsl/spec.py's block and common keys)
 RESERVED = frozenset({"op", "use", "ref", "seq", "repeat", *MERGES, "phase", "when", "doc", "from", "in"})
 PREV, IN = None, "in"
+#: in a body written inline in the model, what it reads from the model is its path after this
+#: mark (the model's input: ``in``), until :func:`_from_the_model` writes every read as a path
+OUTSIDE = "\0"
 
 
 @dataclass
@@ -112,6 +115,13 @@ class BodyBuilder:
         self.notes: list[str] = []
         #: scope path -> its entries holding tensors in registration order, where they cannot run in it
         self.build_orders: dict[str, list[str]] = {}
+        #: a model entry's values read outside it besides its output (FCN's backbone.layer3, read
+        #: by the auxiliary head), each -> the path of the entry inside it that makes it (an entry
+        #: inside lists of the model's too)
+        self.exposed: dict[str, dict[str, str]] = {}
+        #: model entries whose forward reads several values from outside (LR-ASPP's head reads the
+        #: backbone's output and its row 4), written inline, reading by paths from the model
+        self.open: set[str] = set()
 
     def live(self, path: str) -> bool:
         return bool(self.members.get(path))
@@ -126,19 +136,71 @@ class BodyBuilder:
         return ImportFailure(f"{label}: {message}", path=scope.path or None, where=self.model.source)
 
     def scope_io(self, scope: Scope) -> tuple[str, str]:
-        """The one value a scope reads and the one it makes."""
+        """The one value a scope reads and the one it makes (a model entry's output: the one
+        made last, the others :attr:`exposed`)."""
         inputs, outputs = self.interface(scope.path)
-        if len(inputs) != 1:
+        model_input = self.model.input.id
+        if (
+            len(inputs) > 1
+            and self.in_model(scope.path)
+            and all(v == model_input or self.model_path(v) for v in inputs)
+        ):
+            self.open.add(scope.path)
+        elif len(inputs) != 1:
             shown = ", ".join(inputs[:4])
             raise self.fail(
                 scope, f"its forward reads {len(inputs)} tensors from outside it ({shown}): a spec block reads one"
             )
+        if len(outputs) > 1 and self.in_model(scope.path) and scope.path not in self.exposed:
+            last = max(outputs, key=lambda v: self.model.nodes[v].order)
+            inner = {v: self.inner_entry(scope.path, v) for v in outputs if v != last}
+            if all(inner.values()):
+                self.exposed[scope.path] = inner
+        if scope.path in self.exposed:
+            return inputs[0], next(v for v in outputs if v not in self.exposed[scope.path])
         if len(outputs) != 1:
             shown = ", ".join(outputs[:4])
             raise self.fail(
                 scope, f"{len(outputs)} of its tensors are read outside it ({shown}): a spec block makes one"
             )
         return inputs[0], outputs[0]
+
+    def in_model(self, path: str) -> bool:
+        """Whether a scope is a model entry, or inside lists and containers that are."""
+        parent = _parent(path)
+        while parent:
+            if self.model.scopes[parent].kind != CONTAINER:
+                return False
+            parent = _parent(parent)
+        return True
+
+    def model_path(self, value: str) -> str:
+        """The path from the model of the entry whose output ``value`` is (``backbone``,
+        ``backbone.4``, a layer's own path), or ``""`` (the model's input, or none)."""
+        node = self.model.nodes.get(value)
+        if node is None:
+            return ""
+        parts = node.id.split(".")
+        for k in range(1, len(parts)):
+            prefix = ".".join(parts[:k])
+            if prefix in self.model.scopes and self.interface(prefix)[1][-1:] == [value]:
+                outputs = self.interface(prefix)[1]
+                if len(outputs) == 1 or prefix in self.exposed:
+                    return prefix
+            if prefix in self.exposed and value in self.exposed[prefix]:
+                return self.exposed[prefix][value]
+        return node.id if valid_name(node.name) else ""
+
+    def inner_entry(self, path: str, value: str) -> str:
+        """The outermost entry inside ``path`` whose one output is ``value`` (what a ``from:``
+        names): a scope, or the layer that makes it; ``""`` for none."""
+        node = self.model.nodes[value]
+        parts = node.scope.split(".")
+        for k in range(path.count(".") + 2, len(parts) + 1):
+            inner = ".".join(parts[:k])
+            if self.interface(inner)[1] == [value]:
+                return inner
+        return node.id if node.id == f"{node.scope}.{node.name}" and valid_name(node.name) else ""
 
     def units(self, scope: Scope) -> list[_Unit]:
         out = []
@@ -148,9 +210,10 @@ class BodyBuilder:
             if not self.live(child):
                 continue
             cin, cout = self.scope_io(self.model.scopes[child])
+            reads = self.interface(child)[0] if child in self.open else [cin]
             holds = any(self.model.nodes[i].holds for i in self.members[child])
             out.append(
-                _Unit(child.rsplit(".", 1)[-1], None, child, [cin], cout, holds, self.first[child], self.phase[child])
+                _Unit(child.rsplit(".", 1)[-1], None, child, reads, cout, holds, self.first[child], self.phase[child])
             )
         return out
 
@@ -160,6 +223,7 @@ class BodyBuilder:
         holding = sorted((u for u in units if u.holds), key=lambda u: (reg.get(u.name, len(reg)), u.order))
         registered = [u.name for u in holding]
         made = {u.output: u for u in units}
+        made.update({v: u for u in units for v in self.exposed.get(u.scope, {})})
         done: set[str] = set()
         result: list[_Unit] = []
         pending = sorted(units, key=lambda u: u.order)
@@ -201,12 +265,19 @@ class BodyBuilder:
         if not units:
             raise self.fail(scope, "it computes nothing")
         producer = {u.output: u for u in units}
+        nested = {v: inner for u in units for v, inner in self.exposed.get(u.scope, {}).items()}
 
         def source(value: str) -> str:
             if value == scope_input:
                 return IN
             if value in producer:
                 return producer[value].name
+            if value in nested:
+                return nested[value]
+            if scope.path in self.open and value == self.model.input.id:
+                return OUTSIDE + IN
+            if scope.path in self.open and self.model_path(value):
+                return OUTSIDE + self.model_path(value)
             raise self.fail(scope, f"reads {value}, which no entry of its body makes as its output")
 
         items: list[Item] = []
@@ -232,11 +303,25 @@ class BodyBuilder:
             items.append(item)
         if scope.path and units[-1].output != scope_output:
             raise self.fail(scope, "its output is not made last: a spec block ends with its output")
-        return self.form(scope, items, units), scope_input, scope_output
+        body = self.form(scope, items, units)
+        if scope.path in self.open or scope.path in self.exposed:
+            entry = IN if scope_input == self.model.input.id else self.model_path(scope_input)
+            if not entry:
+                raise self.fail(
+                    scope, f"it is written inline and reads {scope_input}, which no entry of the model makes"
+                )
+            _from_the_model(body, scope.path, entry)
+        return body, scope_input, scope_output
 
     def form(self, scope: Scope, items: list[Item], units: list[_Unit]) -> Item:
         name = scope.name if scope.path else ""
-        digits = all(i.name.isdigit() for i in items)
+        # a numbered module whose forward adds layers without tensors (DeepLab's ASPPPooling
+        # resizes after its numbered layers): those take the next numbers
+        numbered = any(i.name.isdigit() and u.holds for i, u in zip(items, units, strict=True))
+        digits = all(
+            i.name.isdigit() or (numbered and i.kind in ("op", "merge") and not i.children and not u.holds)
+            for i, u in zip(items, units, strict=True)
+        )
         chain = all(i.kind != "merge" or i.children for i in items) and all(i.source is PREV for i in items)
         positions = (
             all(int(i.name) == k for k, (i, u) in enumerate(zip(items, units, strict=True)) if u.holds)
@@ -304,6 +389,24 @@ class BodyBuilder:
             if i.source == old:
                 i.source = new
             i.refs = [new if r == old else r for r in i.refs]
+
+
+def _from_the_model(body: Item, path: str, entry: str) -> None:
+    """An inline body in the model reads by paths from the model: its entries' names under
+    ``path``, its input by ``entry``, the entry that makes it (``in``: the model's input); the
+    first entry reads it as the value before."""
+
+    def absolute(name: str) -> str:
+        if name == IN:
+            return entry
+        if name.startswith(OUTSIDE):
+            return name[len(OUTSIDE) :]
+        return name if "." in name else f"{path}.{name}"
+
+    for k, item in enumerate(body.children):
+        if item.source is not PREV:
+            item.source = PREV if k == 0 and item.source == IN else absolute(item.source)
+        item.refs = [absolute(r) for r in item.refs]
 
 
 def _parent(path: str) -> str:

@@ -18,7 +18,10 @@ of ops. This module gives it a module tree whose repeated parts become templates
    k``, at least ``k``; the longer run on a tie, then the earlier) becomes one symbol, again
    and again (MobileNetV2's ``conv, relu6, conv, relu6, conv`` without a shortcut, VGG's
    ``conv, relu``). Runs of blocks are left to ``repeat``: a gram of blocks would be a
-   stage, whose uses differ in every width.
+   stage, whose uses differ in every width; but blocks of several forms that occur only
+   together, each only at its place in the run (a transformer layer's attention half and MLP
+   half, each with its residual sum, which a cut separates), are first made one block whose
+   parts are written inline (:func:`_bind`).
 4. **Names.** Templates are ``Block1``, ``Block2`` ... in the order of their first use; a
    template's uses in the model are ``block1_0``, ``block1_1`` ... and consecutive uses of one
    template are one numbered list (``block2_0: [...]``), which the writer turns into a
@@ -78,10 +81,10 @@ def blocks(model: FlatModel) -> dict[str, str]:
     for u in top:
         visit(u)
     grams: dict[object, tuple] = {}
-    _compact(sequences, grams)
+    parts = _compact(sequences, grams)
 
     def templated(symbol: object) -> bool:
-        return symbol in grams or (symbol[0] == "region" and counts[symbol] >= 2)
+        return symbol in grams or (symbol[0] == "region" and counts[symbol] >= 2 and symbol not in parts)
 
     templates: dict[object, int] = {}
 
@@ -299,7 +302,9 @@ def _trailing(model: FlatModel, node_id: str) -> bool:
 
 def _form(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int]) -> tuple:
     """A region's ops and how they read each other (the position in the region; ``-1`` the
-    value before it, ``-2`` anything else outside it: an open region), settings left out."""
+    value before it, ``-2`` anything else outside it: an open region), settings left out but
+    those that are words (a reshape's ``axes``, a mode) or orders of axes (:func:`_kind`):
+    regions that differ in one are of different forms."""
     first = pos[nodes[0]]
     inside = set(nodes)
     reads = [
@@ -308,20 +313,34 @@ def _form(model: FlatModel, nodes: list[str], entry: str, pos: dict[str, int]) -
     opened = any(-2 in r for r in reads)
     if len(nodes) == 1:
         node = model.nodes[nodes[0]]
-        return ("open" if opened else "op", node.op, len(node.shape), reads[0])
-    return ("open" if opened else "region", *((model.nodes[n].op, r) for n, r in zip(nodes, reads, strict=True)))
+        return ("open" if opened else "op", _kind(node), len(node.shape), reads[0])
+    return ("open" if opened else "region", *((_kind(model.nodes[n]), r) for n, r in zip(nodes, reads, strict=True)))
 
 
-def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> None:
-    """Replace the most saving run of symbols (over every sequence) by one new symbol while
-    one saves at least its length; the run found most often first (then the one holding
+#: settings that say which axes go where, not how large anything is: part of a region's form
+_AXES = {"permute": ("dims",), "transpose": ("axis0", "axis1")}
+
+
+def _kind(node: Node) -> object:
+    """A node's op, with its settings that are words or orders of axes (a partition's
+    ``permute`` and the departition's are different layers, not one with parameters)."""
+    fixed = [(k, v) for k, v in node.attrs.items() if isinstance(v, str) or k in _AXES.get(node.op, ())]
+    fixed = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in fixed))
+    return (node.op, fixed) if fixed else node.op
+
+
+def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> set[object]:
+    """Blocks that never occur apart are one block (:func:`_bind`); then replace the most
+    saving run of symbols (over every sequence) by one new symbol while one saves at least its
+    length; the run found most often first (then the one holding
     fewer blocks, then the longer). A run holds at most one block (a region of several
     nodes, or a run holding one), not at its start: a run of blocks is a stage, whose uses
     differ in every width, better left to ``repeat``, and a block with the layers after it
     is a block and the start of the next. Nor does a run end with a block that the same block
     follows: that one starts a run of blocks (a DenseNet transition stays apart from the next
-    dense layer)."""
+    dense layer). Returns the blocks that became parts of one (written inline in it)."""
     heavy = {s for symbols in sequences for s in symbols if s[0] == "region"}
+    parts = _bind(sequences, grams, heavy)
     while True:
         best = None
         for k in range(2, MAX_GRAM + 1):
@@ -343,7 +362,7 @@ def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> None:
                     if best is None or key > best[0]:
                         best = (key, gram, hits)
         if best is None:
-            return
+            return parts
         _, gram, hits = best
         symbol = ("gram", len(grams))
         grams[symbol] = gram
@@ -351,6 +370,74 @@ def _compact(sequences: list[list[object]], grams: dict[object, tuple]) -> None:
             heavy.add(symbol)
         for q, start in reversed(hits):
             sequences[q][start : start + len(gram)] = [symbol]
+
+
+def _bind(sequences: list[list[object]], grams: dict[object, tuple], heavy: set[object]) -> set[object]:
+    """Runs of blocks of two forms or more that occur only together, each block of them only at
+    its place in such a run, as one block: a transformer layer is two residual blocks (the
+    attention and its sum, the MLP and its sum) that a cut separates, always one after the
+    other, as the cuts would split a residual block of two sums. The shortest such run from each
+    block's first use is taken (of two forms or more, and not a shorter run repeated: runs of
+    DenseNet's dense layers stay runs), if it occurs twice or more; its blocks are its parts,
+    written inline in it. Blocks that also occur apart (ResNet's with and without the
+    projection) stay separate templates. Returns the parts."""
+    parts: set[object] = set()
+    while True:
+        found = _bound_run(sequences, heavy)
+        if found is None:
+            return parts
+        gram, hits = found
+        symbol = ("gram", len(grams))
+        grams[symbol] = gram
+        parts |= {s for s in gram if s in heavy}
+        heavy.add(symbol)
+        for q, start in reversed(hits):
+            sequences[q][start : start + len(gram)] = [symbol]
+
+
+def _bound_run(sequences: list[list[object]], heavy: set[object]) -> tuple[tuple, list[tuple[int, int]]] | None:
+    where: dict[object, list[tuple[int, int]]] = {}
+    for q, symbols in enumerate(sequences):
+        for k, s in enumerate(symbols):
+            if s in heavy:
+                where.setdefault(s, []).append((q, k))
+    for q0, k0 in (places[0] for places in where.values()):
+        symbols = sequences[q0]
+        for k in range(2, min(MAX_GRAM, len(symbols) - k0) + 1):
+            gram = tuple(symbols[k0 : k0 + k])
+            if gram[-1][0] == "open":
+                break
+            members = {s for s in gram if s in heavy}
+            if gram[-1] not in heavy or len(members) < 2 or _periodic(gram):
+                continue
+            hits = _occurrences(sequences, gram)
+            if len(hits) < 2:
+                break
+            covered = {(q, start + j) for q, start in hits for j in range(k)}
+            if all(place in covered for s in members for place in where[s]):
+                return gram, hits
+    return None
+
+
+def _periodic(gram: tuple) -> bool:
+    """Whether ``gram`` is a shorter run repeated."""
+    k = len(gram)
+    return any(k % p == 0 and gram == gram[:p] * (k // p) for p in range(1, k))
+
+
+def _occurrences(sequences: list[list[object]], gram: tuple) -> list[tuple[int, int]]:
+    """Where ``gram`` occurs, without overlaps, in every sequence."""
+    k = len(gram)
+    hits: list[tuple[int, int]] = []
+    for q, symbols in enumerate(sequences):
+        start = 0
+        while start + k <= len(symbols):
+            if tuple(symbols[start : start + k]) == gram:
+                hits.append((q, start))
+                start += k
+            else:
+                start += 1
+    return hits
 
 
 def _apply(model: FlatModel, rename: dict[str, str]) -> None:

@@ -110,7 +110,9 @@ class Writer:
         return body
 
     def children(self, item: Item) -> object:
-        if item.kind == "list" or (item.kind == "merge" and not item.named):
+        if item.kind == "merge" and not item.named:  # branches, each its own (a flat repeat is a list's)
+            return [self.value(c) for c in item.children]
+        if item.kind == "list":
             return flat_runs(self, item.children)
         return Block({c.name: self.value(c) for c in item.children})
 
@@ -148,6 +150,8 @@ class Writer:
             sections["templates"] = Block({t.name: self.template_value(t) for t in self.template_order()})
         sections["model"] = Block({c.name: self.value(c) for c in root.children})
         outputs = self.outputs(root)
+        if self.model.outputs_by_name:
+            sections["outputs_by_name"] = True
         if outputs is not None:
             sections["outputs"] = Block(outputs)
         return document(sections, header)
@@ -183,7 +187,12 @@ class Writer:
             producer[self._output_node(c)] = c.name
         outs = self.model.outputs
         last = root.children[-1].name
-        if len(outs) == 1 and outs[0].name == "out" and producer.get(outs[0].node) == last:
+        if (
+            len(outs) == 1
+            and outs[0].name == "out"
+            and producer.get(outs[0].node) == last
+            and not self.model.outputs_by_name
+        ):
             return None
         written = {}
         for o in outs:

@@ -142,6 +142,9 @@ class FlatModel:
     nodes: dict[str, Node]
     scopes: dict[str, Scope]
     outputs: list[Output]
+    #: whether the model returns its outputs by name (a dict, as torchvision's segmentation
+    #: models do), which the spec says with ``outputs_by_name: true``
+    outputs_by_name: bool = False
     #: where the parts of the source came from, for the report (``torchvision 0.29.1``)
     notes: list[str] = field(default_factory=list)
     #: whether the names are the importer's (a graph that names no modules), not the source's

@@ -909,9 +909,11 @@ def _scopes(model: FlatModel, classes: dict[str, str] | None = None) -> dict[str
         own[n.scope].append(n)
     keys: dict[str, str] = {}
     height: dict[str, int] = {}
+    sigs: dict[str, list[tuple]] = {}
     for p in sorted(paths, key=lambda p: -p.count(".") if p else 1):
         sig = [("op", n.name, n.op, tuple(_local(model, i, p) for i in n.inputs)) for n in own[p]]
         sig += [("scope", c.rpartition(".")[2], keys[c]) for c in subs[p]]
+        sigs[p] = sig
         keys[p] = hashlib.sha256(repr(sorted(sig)).encode()).hexdigest()[:16]
         height[p] = 1 + max((height[c] for c in subs[p]), default=0)
     scopes: dict[str, Scope] = {}
@@ -945,6 +947,7 @@ def _scopes(model: FlatModel, classes: dict[str, str] | None = None) -> dict[str
             if key[1] and key in by:
                 union(p, by[key])
             by.setdefault(key, p)
+    _union_optional_moves(scopes, sigs, own, height, classes, find, union)
     groups: dict[str, list[str]] = {}
     for p in scopes:
         if scopes[p].kind == CLASS:
@@ -962,6 +965,60 @@ def _scopes(model: FlatModel, classes: dict[str, str] | None = None) -> dict[str
             scopes[p].cls, scopes[p].cls_key = cls, f"onnx:{root}"
     scopes[""].cls = model.name
     return scopes
+
+
+#: ops that move values without computing any: an entry a block may have or lack and still be
+#: one class with the blocks that lack it
+_MOVES = frozenset({"permute", "transpose", "reshape", "flatten"})
+
+
+def _union_optional_moves(scopes, sigs, own, height, classes, find, union) -> None:
+    """Blocks of different names that are one class of the source, as a file without classes
+    says it: siblings in the instances of one class (their nearest enclosing blocks of one
+    class), of one height, the entries of one being the other's but for entries that only move
+    values (a ``permute``: MaxViT's grid attention swaps two axes where its block attention
+    does not), the reads of those read through. The templates then switch those entries
+    (:mod:`nasdsl.importer.templates`), as the PyTorch importer does from the class."""
+
+    def enclosing(p: str) -> str:
+        q = p.rpartition(".")[0]
+        while q and scopes[q].kind != CLASS:
+            q = q.rpartition(".")[0]
+        return find(q) if q else ""
+
+    roots: dict[str, list[str]] = {}
+    for p in sorted(scopes):
+        if p and scopes[p].kind == CLASS and p not in classes:
+            roots.setdefault(find(p), []).append(p)
+    reps = sorted(roots)
+    for i, a in enumerate(reps):
+        for b in reps[i + 1 :]:
+            if find(a) == find(b) or height[a] != height[b]:
+                continue
+            if {enclosing(p) for p in roots[a]} != {enclosing(p) for p in roots[b]}:
+                continue
+            if _with_moves(sigs[a], sigs[b], own[b]) or _with_moves(sigs[b], sigs[a], own[a]):
+                union(a, b)
+
+
+def _with_moves(fewer: list[tuple], more: list[tuple], nodes: list[Node]) -> bool:
+    """Whether ``more``'s entries are ``fewer``'s and some that only move values (one input, no
+    tensors), the reads of those read through."""
+    names = {e[1] for e in fewer}
+    extra = {n.name: n for n in nodes if n.name not in names}
+    if not extra or any(n.op not in _MOVES or n.tensors or len(n.inputs) != 1 for n in extra.values()):
+        return False
+    if any(e[0] == "scope" and e[1] in extra for e in more) or len(more) - len(extra) != len(fewer):
+        return False
+    reads = {name: next(e[3][0] for e in more if e[0] == "op" and e[1] == name) for name in extra}
+
+    def through(read: str) -> str:
+        while read in reads:
+            read = reads[read]
+        return read
+
+    kept = [(*e[:3], tuple(through(r) for r in e[3])) if e[0] == "op" else e for e in more if e[1] not in extra]
+    return sorted(kept) == sorted(fewer)
 
 
 def _word(path: str) -> str:

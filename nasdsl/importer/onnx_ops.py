@@ -649,6 +649,63 @@ def _hard_sigmoid(view: View, node) -> Match:
     return Match(Lowered("hardsigmoid"), [node.input[0]], node.output[0], [node])
 
 
+#: the linear mode of a Resize by the map's spatial axes, as PyTorch and the spec name it
+_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def _resize(view: View, node) -> Match:
+    """``Resize`` as PyTorch's ``F.interpolate`` computes it (what torch.onnx.export and nasdsl
+    write): nearest as ``asymmetric`` coordinates rounded down, (bi/tri)linear with
+    ``pytorch_half_pixel`` (or ``half_pixel``, the same where no side becomes 1) or
+    ``align_corners``; the batch and channels kept. A constant scale, the same on every side,
+    is kept as ``scale`` (PyTorch maps coordinates by it); constant sizes as ``size``."""
+    a = view.attrs(node)
+    x = node.input[0]
+    rank = view.rank(x)
+    mode = a.get("mode", b"nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    coords = a.get("coordinate_transformation_mode", b"half_pixel")
+    coords = coords.decode() if isinstance(coords, bytes) else str(coords)
+    rounding = a.get("nearest_mode", b"round_prefer_floor")
+    rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
+    if rank not in (3, 4, 5):
+        raise Unsupported(f"a Resize of a {rank - 1}-D input: the spec's interpolate takes maps (C, L) to (C, T, H, W)")
+    if a.get("antialias", 0) or "axes" in a or a.get("exclude_outside", 0):
+        raise Unsupported("a Resize with antialias, axes or exclude_outside: the spec's interpolate has none")
+    out_shape = view.shapes.get(node.output[0])
+    sizes = view.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    scales = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if sizes is None and (scales is None or scales.size == 0):
+        raise Unsupported("a Resize to sizes or scales computed in the graph: the spec's sizes are constants")
+    attrs: dict = {}
+    if mode == "nearest" and coords == "asymmetric" and rounding == "floor":
+        attrs["mode"] = "nearest"
+    elif mode == "linear" and coords in ("pytorch_half_pixel", "half_pixel", "align_corners"):
+        if coords == "half_pixel" and (out_shape is None or any(int(d) == 1 for d in out_shape[2:])):
+            raise Unsupported("a linear Resize with half_pixel coordinates to a side of 1: PyTorch's differs there")
+        attrs["mode"] = _LINEAR[rank - 2]
+        if coords == "align_corners":
+            attrs["align_corners"] = True
+    else:
+        raise Unsupported(
+            f"a Resize in mode {mode} with {coords} coordinates"
+            + (f" rounded {rounding}" if mode == "nearest" else "")
+            + ": the spec's interpolate computes PyTorch's nearest (asymmetric, floor) and linear "
+            "(pytorch_half_pixel or align_corners)"
+        )
+    if sizes is not None and sizes.size:
+        sizes = [int(v) for v in sizes.reshape(-1)]
+        if len(sizes) != rank or list(sizes[:2]) != list(view.shapes.get(x, ())[:2]):
+            raise Unsupported(f"a Resize to {sizes}: the spec's interpolate keeps the batch and the channels")
+        attrs["size"] = sizes[2:]
+    else:
+        factors = [float(v) for v in scales.reshape(-1)]
+        if len(factors) != rank or factors[:2] != [1.0, 1.0] or len(set(factors[2:])) != 1:
+            raise Unsupported(f"a Resize by {factors}: the spec's interpolate scales every side alike")
+        attrs["scale"] = factors[2]
+    return Match(Lowered("interpolate", attrs), [x], node.output[0], [node])
+
+
 def _softmax(view: View, node) -> Match:
     if int(view.attrs(node).get("axis", -1)) % max(view.rank(node.input[0]), 1) != 1:
         raise Unsupported("a Softmax over another axis than 1")
@@ -698,6 +755,7 @@ PATTERNS: dict[str, list[Callable]] = {
     "Transpose": [_transpose],
     "LayerNormalization": [_layer_norm],
     "Softmax": [_softmax],
+    "Resize": [_resize],
     "Expand": [_expand],
     "Gather": [_gather],
 }

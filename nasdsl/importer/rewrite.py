@@ -8,7 +8,10 @@ earlier output and concatenates it inside the layer. Concatenation is associativ
 * a ``concat`` whose inputs begin with another ``concat``'s inputs reads that one instead
   (:func:`fold_concat_prefixes`): ``cat(x, a, b) = cat(cat(x, a), b)``;
 * a ``concat`` of a block's input and output, made outside the block, moves to the block's
-  end (:func:`move_concats_into_blocks`): the next layer then reads one value.
+  end (:func:`move_concats_into_blocks`): the next layer then reads one value;
+* a merge of exactly the outputs of a list's entries, each reading the list's input (DeepLab's
+  ASPP branches), moves into the list (:func:`move_merges_into_branches`): the list then makes
+  one value.
 
 None of these changes a value the model computes, nor a tensor's name (a concat holds none).
 """
@@ -68,6 +71,37 @@ def move_concats_into_blocks(model: FlatModel) -> None:
     for node, target in later:
         if model.scopes[target].cls_key in moved_classes and _block_for(model, node) == target:
             _move(model, node, target)
+
+
+def move_merges_into_branches(model: FlatModel) -> None:
+    """A merge of exactly the outputs of a list's entries (an ``nn.ModuleList`` of branches that
+    all read one value, DeepLab's ASPP ``convs``), in their order and read by nothing else,
+    made after the list in its parent, moves into the list: the list is then one block, its
+    branches joined, as a spec writes it."""
+    for node in list(model.nodes.values()):
+        if node.op not in ("concat", "add") or len(node.inputs) < 2:
+            continue
+        producer = model.nodes.get(node.inputs[0])
+        if producer is None:
+            continue
+        for scope in _ancestors(producer.scope):
+            if not scope or _parent(scope) != node.scope:
+                continue
+            if model.scopes[scope].kind != CONTAINER:
+                break
+            inputs, outputs = interface(model, scope)
+            branches = sorted(_units(model, scope), key=lambda k: int(k) if k.isdigit() else -1)
+            if (
+                len(inputs) == 1
+                and outputs == node.inputs
+                and len(branches) == len(outputs)
+                and all(b.isdigit() for b in branches)
+                and all(model.nodes[o].id.startswith(f"{scope}.{b}") for o, b in zip(outputs, branches, strict=True))
+                and all([n.id for n in model.nodes.values() if o in n.inputs] == [node.id] for o in outputs)
+                and all(o not in {x.node for x in model.outputs} for o in outputs)
+            ):
+                _move(model, node, scope)
+            break
 
 
 def _block_for(model: FlatModel, node: Node) -> str | None:
@@ -220,3 +254,4 @@ def normalise(model: FlatModel) -> None:
     drop_single_concats(model)
     fold_concat_prefixes(model)
     move_concats_into_blocks(model)
+    move_merges_into_branches(model)

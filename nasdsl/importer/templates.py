@@ -158,6 +158,9 @@ class Discovery:
     def _container(self, scope: Scope) -> None:
         body, inp, out = self.builder.body(scope, self.item_of)
         self.inputs[scope.path], self.outputs_of[scope.path] = inp, out
+        if scope.path in self.builder.exposed or scope.path in self.builder.open:
+            self._inline_exposed([scope], {scope.path: body})
+            return
         if _plain(body):
             self.inline[scope.path] = body
             return
@@ -173,6 +176,9 @@ class Discovery:
         bodies = {}
         for s in scopes:
             bodies[s.path], self.inputs[s.path], self.outputs_of[s.path] = self.builder.body(s, self.item_of)
+        if any(s.path in self.builder.exposed or s.path in self.builder.open for s in scopes):
+            self._inline_exposed(scopes, bodies)
+            return
         if (
             all(self._run_of_uses(b) for b in bodies.values())
             and len({self._run_template(b) for b in bodies.values()}) == 1
@@ -181,6 +187,38 @@ class Discovery:
                 self.inline[s.path] = bodies[s.path]
             return
         self._templates_for(scopes, bodies)
+
+    def _inline_exposed(self, scopes: list[Scope], bodies: dict[str, Item]) -> None:
+        """A model entry whose inner blocks later entries read (:attr:`BodyBuilder.exposed`), or
+        that reads several values (:attr:`BodyBuilder.open`), written inline, its body reading
+        by paths from the model: one instance of its class, and a chain where later entries read
+        inside it (the PyTorch backend runs it block by block) or where it sits in a list (the
+        backend lowers references between a model's entries and inside its groups, not inside
+        its lists)."""
+        path = next(s.path for s in scopes if s.path in self.builder.exposed or s.path in self.builder.open)
+        if len(scopes) > 1:
+            why = (
+                f"later entries read {', '.join(self.builder.exposed[path].values())} inside {path}"
+                if path in self.builder.exposed
+                else f"{path} reads {len(self.builder.interface(path)[0])} values from outside it"
+            )
+            raise self.builder.fail(
+                scopes[0],
+                f"{why}, and its class has {len(scopes)} instances: such a block is written inline, once",
+            )
+        if path in self.builder.exposed and not _plain(bodies[path]):
+            raise self.builder.fail(
+                scopes[0],
+                f"later entries read {', '.join(self.builder.exposed[path].values())} inside it, and its entries read "
+                "out of turn: the PyTorch backend runs such an entry block by block, each after the one before",
+            )
+        if "." in path and not _plain(bodies[path]):
+            raise self.builder.fail(
+                scopes[0],
+                "it is written inline in a list of the model, where the PyTorch backend lowers no references, and its "
+                "entries read out of turn",
+            )
+        self.inline[path] = bodies[path]
 
     def _run_of_uses(self, body: Item) -> bool:
         return (

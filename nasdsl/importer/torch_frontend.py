@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import keyword
 import os
 import re
 import sys
@@ -125,25 +126,30 @@ def _torchvision(name: str, on_meta: bool):
             "torchvision is not installed: pip install torchvision", where=f"torchvision:{name}"
         ) from None
     names = torchvision.models.list_models(module=torchvision.models)
-    if name not in names:
+    segmentation = torchvision.models.list_models(module=torchvision.models.segmentation)
+    if name not in names and name not in segmentation:
         from nasdsl.spec import did_you_mean
 
         raise ImportFailure(
-            f"no classification model '{name}' in torchvision {torchvision.__version__}" + did_you_mean(name, names),
+            f"no classification or segmentation model '{name}' in torchvision {torchvision.__version__}"
+            + did_you_mean(name, names + segmentation),
             where=f"torchvision:{name}",
         )
+    # a segmentation model's backbone is built untrained too (its builder would fetch ImageNet weights)
+    kwargs = {"weights": None, **({"weights_backbone": None} if name in segmentation else {})}
     module = None
     with warnings.catch_warnings():  # GoogLeNet's and Inception-v3's notes on their initialisation
         warnings.simplefilter("ignore", FutureWarning)
         if on_meta:  # sizes only: nothing allocated or initialised
             try:
                 with torch.device("meta"):
-                    module = torchvision.models.get_model(name, weights=None)
+                    module = torchvision.models.get_model(name, **kwargs)
             except Exception:  # noqa: BLE001 - a builder that computes with tensors (RegNet) needs values
                 module = None
         if module is None:
-            module = torchvision.models.get_model(name, weights=None)
-    crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size
+            module = torchvision.models.get_model(name, **kwargs)
+    transforms = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    crop = transforms.resize_size if name in segmentation else transforms.crop_size  # segmentation: 520x520
     size = crop[0] if isinstance(crop, (list, tuple)) else crop
     built = getattr(module, "image_size", None)  # a ViT is built for one size (vit_h_14: 224, its weights 518)
     if isinstance(built, int) and not isinstance(built, bool):
@@ -304,6 +310,8 @@ class _Reader:
         self.modules_called: dict[str, int] = {}
         self.order = 0
         self.doc = ""
+        #: whether the forward returns its outputs as a dict
+        self.by_name = False
 
     # scopes and names
 
@@ -615,6 +623,15 @@ class _Reader:
 
     def outputs(self, node: fx.Node) -> list[tuple[str, fx.Node]]:
         value = node.args[0]
+        if isinstance(value, dict):  # by name, in the dict's order (torchvision's segmentation models)
+            self.by_name = True
+            for key in value:
+                if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
+                    raise ImportFailure(
+                        f"the forward returns a dict with the key {key!r}: a spec's output is named by an identifier",
+                        where=self.label,
+                    )
+            return list(value.items())
         if isinstance(value, fx.Node) and value.op == "call_function" and hasattr(value.target, "_fields"):
             return list(zip(value.target._fields, value.args, strict=False))
         if isinstance(value, (tuple, list)):
@@ -746,6 +763,7 @@ def read_module(
         nodes=reader.nodes,
         scopes=reader.scopes,
         outputs=[Output(n, i) for n, i in out_ids],
+        outputs_by_name=reader.by_name,
     )
     at_inference = _Reader(module, {}, label, allow_opaque)
     _, inference_outputs = at_inference.read(infer)

@@ -12,7 +12,7 @@ A handler raises :class:`Unsupported` for settings without a spec equivalent (a 
 with reflection padding, a BatchNorm without running statistics); a module class, function or
 method missing from the tables is a located error naming the node. The modules of the table
 are the tracer's leaves: their forward is not traced into. Adding an op of ``nasdsl/ops.py``
-(``conv3d``, ``interpolate``) is one entry here and one in :mod:`nasdsl.importer.onnx_ops`.
+(``conv3d``) is one entry here and one in :mod:`nasdsl.importer.onnx_ops`.
 """
 
 from __future__ import annotations
@@ -469,6 +469,40 @@ def _f_gelu(call: Call) -> Lowered:
     return _gelu(call.arg(1, "approximate", "none"))
 
 
+_RESIZE_MODES = {3: ("nearest", "linear"), 4: ("nearest", "bilinear"), 5: ("nearest", "trilinear")}
+
+
+def _f_interpolate(call: Call) -> Lowered:
+    """``F.interpolate`` (and ``nn.Upsample``'s forward) to ``interpolate``: the size as given (a
+    size read from a tensor's shape is evaluated at the traced size), or one scale for every
+    side, kept as the scale (PyTorch maps coordinates by it) unless the call asks for the size
+    it gives to be used instead (``recompute_scale_factor=True``)."""
+    modes = _RESIZE_MODES.get(call.rank)
+    if modes is None:
+        raise Unsupported(
+            f"interpolation of a {call.rank - 1}-D input: the spec's interpolate takes maps (C, L) to (C, T, H, W)"
+        )
+    mode = call.arg(3, "mode", "nearest")
+    if mode not in modes:
+        raise Unsupported(f"mode '{mode}' of a {call.rank - 2}-D map: the spec's interpolate does {', '.join(modes)}")
+    if call.arg(6, "antialias", False):
+        raise Unsupported("antialias=True: the spec's interpolate does not filter")
+    attrs: dict = {"mode": mode}
+    if mode != "nearest" and call.arg(4, "align_corners", None):
+        attrs["align_corners"] = True
+    size, scale = call.arg(1, "size", None), call.arg(2, "scale_factor", None)
+    if scale is not None and not call.arg(5, "recompute_scale_factor", None):
+        scales = set(scale) if isinstance(scale, (list, tuple)) else {scale}
+        if len(scales) != 1:
+            raise Unsupported(f"scale factors {list(scale)}: the spec's interpolate scales every side alike")
+        attrs["scale"] = float(scales.pop())
+    else:  # the size given, or the one the scale gave
+        sizes = call.out_shape[2:] if size is None else size
+        sizes = [int(s) for s in sizes] if isinstance(sizes, (list, tuple)) else [int(sizes)]
+        attrs["size"] = sizes
+    return Lowered("interpolate", attrs)
+
+
 def _channel_shuffle(call: Call) -> Lowered:
     _map_input(call, "channel_shuffle")
     return Lowered("channel_shuffle", {"groups": int(call.arg(1, "groups"))})
@@ -550,6 +584,7 @@ FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     F.max_pool2d: _f_max_pool,
     F.adaptive_avg_pool2d: lambda call: _adaptive(call.arg(1, "output_size"), call),
     F.softmax: lambda call: _softmax(call.arg(1, "dim", None), call),
+    F.interpolate: _f_interpolate,
     torch.softmax: lambda call: _softmax(call.arg(1, "dim", None), call),
 }
 
