@@ -98,14 +98,29 @@ def model_spec(
     if values:
         doc = document.apply_overrides(doc, values, locations)
     defer(number_errors(doc))  # every number, the options of choices included, finite and within 2^53
+    rounds = space.option_documents(doc)
     doc = space.default_document(doc)  # a spec with choices compiles as its default variant
     section = None
     if "evaluation" in doc:
         section = parse_evaluation(doc["evaluation"], doc.loc_of("evaluation"))
-        doc = document.merge(doc, document.new_map(doc.loc))  # a copy, without the section
-        doc.pop("evaluation")
+        doc = _without_evaluation(doc)
     spec = parse_spec(doc, files[0], document.spec_hash(doc), files)
+    errors: list[NasdslError] = []
+    for other in rounds:  # the options of choices between blocks the default leaves out, parsed too
+        try:
+            parse_spec(_without_evaluation(other), files[0], "", files)
+        except NasdslError as e:
+            errors += flatten(e)
+    raise_errors(errors)
     return dataclasses.replace(spec, evaluation=section) if section is not None else spec
+
+
+def _without_evaluation(doc: YMap) -> YMap:
+    if "evaluation" not in doc:
+        return doc
+    doc = document.merge(doc, document.new_map(doc.loc))  # a copy, without the section
+    doc.pop("evaluation")
+    return doc
 
 
 def compile_spec(

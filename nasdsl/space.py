@@ -597,6 +597,26 @@ def _values_used(value: Value, env: Mapping[str, object]) -> str:
     return ", ".join(f"{n} = {describe(env[n])}" for n in sorted(value.names) if n in env) or "no variables"
 
 
+def option_documents(doc: YMap) -> list[YMap]:
+    """Plain documents in which every option of a choice between blocks stands at least once,
+    for the parser to read: round ``k`` picks each such choice's option ``k`` (the default where
+    that is it, or where the choice has fewer options) and every other choice's default. A typo
+    in an option the default leaves out (an unknown key, an unknown op) is then the spec's
+    error, as it is in the default's, whichever variant is picked. None for a document without
+    such choices; the rounds whose options are all defaults are left out."""
+    points = find_choices(doc)
+    blocks = [p for p in points if p.kind == "block"]
+    if not blocks:
+        return []
+    space = Space(doc, "", (), points, (), (), ())
+    out = []
+    for k in range(max(len(p.options) for p in blocks)):
+        moved = {id(p): k for p in blocks if k < len(p.options) and k != p.default}
+        if moved:
+            out.append(space.document_of(tuple(moved.get(id(p), p.default) for p in points)))
+    return out
+
+
 def _option_values(points: tuple[ChoicePoint, ...]) -> tuple[tuple[Value, ...], ...]:
     """Every option of every point parsed as a value (a malformed one is the spec's error,
     whether or not it is the default)."""
@@ -701,6 +721,7 @@ __all__ = [
     "default_document",
     "find_space",
     "load_space",
+    "option_documents",
     "variant_header",
     "variant_yaml",
 ]

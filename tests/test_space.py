@@ -905,3 +905,44 @@ def test_every_pick_rereads_to_the_graph_it_picked(tmp_path, capsys):
         reread = nasdsl.compile_spec(out)
         assert _facts(reread.graph) == _facts(_full(space, picks).graph), picks
         assert reread.graph.graph.get("init") in ({}, None)
+
+
+TYPO_IN_AN_OPTION = """\
+nasdsl: 1
+name: T
+input: {shape: [3, 16, 16]}
+model:
+  conv:
+    choice:
+      plain: {op: conv2d, out: 8, kernel: 3}
+      strided: {op: conv2d, out: 8, kernel: 3, strde: 2}
+      act: [{op: conv2d, out: 8, kernel: 3}, {op: relux}]
+      wide: {op: conv2d, out: 8, kernl: 3}
+  gap: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: 2}
+"""
+
+
+def test_a_typo_in_an_option_the_default_leaves_out_is_the_specs_error(tmp_path, capsys):
+    """Every option of a choice between blocks is parsed, not only the default's: a typo in one
+    is an error of the spec (each located where it is written), for check, compile_spec and
+    load_space alike, not a variant listed as invalid."""
+    path = tmp_path / "typo.yaml"
+    path.write_text(TYPO_IN_AN_OPTION)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{path}:8:48: error: model.conv.strde: unknown key 'strde' in op conv2d (did you mean 'stride'?); "
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init",
+        f"{path}:9:51: error: model.conv[1].op: unknown op 'relux' (did you mean 'relu'?)",
+        f"{path}:10:34: error: model.conv.kernl: unknown key 'kernl' in op conv2d (did you mean 'kernel'?); "
+        "allowed: out, kernel, stride, padding, dilation, groups, bias, phase, when, doc, from, init",
+    ]
+    for load in (nasdsl.compile_spec, spaces.load_space):
+        with pytest.raises(NasdslError, match="unknown key 'strde'"):
+            load(path)
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(TYPO_IN_AN_OPTION.replace("strde", "stride").replace("relux", "relu").replace("kernl", "kernel"))
+    assert main(["space", str(fixed), "--valid-only", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["variants"]) == 4
