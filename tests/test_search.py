@@ -484,7 +484,16 @@ def test_latency_ms_is_an_objective_and_a_budget_with_this_machines_model(tmp_pa
             "error: --storage: expected a database URL such as sqlite:///search.db or postgresql://host/db, "
             "got 'search.db'",
         ),
-        (["--minimize", "macs", "--report"], "error: --storage: no search stored in"),
+        (["--report"], "error: --storage: no search stored in"),
+        (
+            ["--report", "--minimize", "macs"],
+            "error: --minimize/--maximize/--objective: sets how a search runs; --report reads a stored one: "
+            "leave it out",
+        ),
+        (["--report", "--trials", "5"], "error: --trials: sets how a search runs; --report reads a stored one"),
+        (["--pick", "best", "--max-macs", "1M"], "error: --max-macs: sets how a search runs; --pick reads a stored"),
+        (["--pick", "best", "--workers", "2"], "error: --workers: sets how a search runs; --pick reads a stored"),
+        (["--minimize", "macs", "--format", "json"], "error: --format: is --report's format; give --report"),
         (
             ["--minimize", "macs", "-o", "x.yaml"],
             "error: --output: -o names the file --pick writes; give --pick best or --pick ID",

@@ -110,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"stop when the sampler proposes no new variant N times in a row (default {MAX_STALE:,})",
     )
-    add_budget_arguments(parser, "budgets (a variant over one is never run)")
+    b = add_budget_arguments(parser, "budgets (a variant over one is never run)")
     e = parser.add_argument_group("trials")
     e.add_argument(
         "--evaluate",
@@ -175,7 +175,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     st.add_argument("--pick", metavar="best|ID", help="write a stored trial's variant as a plain spec; run nothing")
     st.add_argument("-o", "--output", metavar="FILE", help="with --pick: the spec file to write (default stdout)")
-    st.add_argument("--quiet", action="store_true", help="no line per trial")
+    quiet = st.add_argument("--quiet", action="store_true", help="no line per trial")
+    # what only a search that runs reads: given with --report or --pick, it would be ignored
+    run_only = [a for group in (s, b, e, w) for a in group._group_actions] + [quiet]
+    run_only += [a for a in parser._actions if a.dest == "budget_params"]
+    named: dict[str, list[str]] = {}
+    for a in run_only:  # --minimize, --maximize and --objective fill one list
+        named.setdefault(a.dest, []).append(a.option_strings[0])
+    parser.set_defaults(run_only=tuple(("/".join(o), dest, parser.get_default(dest)) for dest, o in named.items()))
 
 
 def _config(args: argparse.Namespace, name: str) -> Config:
@@ -241,11 +248,20 @@ def run(args: argparse.Namespace, net) -> int:
 
     if args.output is not None and args.pick is None:
         raise SearchError("-o names the file --pick writes; give --pick best or --pick ID", path="--output")
+    if args.format != "table" and not args.report:
+        raise SearchError("is --report's format; give --report, or leave it out", path="--format")
     if args.report and args.pick is not None:
         raise SearchError("--report and --pick: give one", path="--pick")
     if (args.report or args.pick is not None) and args.resume:
         raise SearchError("--resume runs the search; --report and --pick read it: give one", path="--resume")
     if args.report or args.pick is not None:
+        for option, dest, default in args.run_only:
+            if getattr(args, dest) != default:
+                raise SearchError(
+                    f"sets how a search runs; {'--report' if args.report else '--pick'} reads a stored one: "
+                    "leave it out",
+                    path=option,
+                )
         study, space = _stored(args, net.name)
         if args.report:
             sys.stdout.write(report.as_json(study, space) if args.format == "json" else report.table(study, space))
