@@ -611,7 +611,7 @@ def test_the_calibration_set_holds_windowed_transformers():
     texts = [calibrate.windowed_spec(i) for i in range(36)]
     assert all("trunc_normal: {std: 0.02}" in t for t in texts)
     used = {block for t in texts for block in re.findall(r"use: (\w+)", t.split("\nmodel:\n")[1])}
-    assert used == {"SwinBlock2D", "SwinBlock", "PoolingBlock", "PartitionBlock"}
+    assert used == {"SwinBlock2D", "SwinBlock2DV2", "SwinBlock", "PoolingBlock", "PartitionBlock"}
     for index, axes in ((1, 2), (17, 3)):  # the first of each kind of window
         views = list(latency._nodes(calibrate.compile_text(texts[index]).graph))
         windows = [(v.in_shapes[0][:-1], *windows_of(v.in_shapes[0][:-1], v.attrs)) for v in views

@@ -106,11 +106,10 @@ templates:
       fc2: {{op: linear, out: dim, dim: last}}
       out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
   SwinBlock:
-    params: [heads, dim, mlp, wt, w, st, s, version]
+    params: [heads, dim, mlp, wt, w, st, s]
     body:
       ln_1: {{op: layer_norm, dim: last}}
-      attention: {{op: window_attention, heads: heads, window: [wt, w, w], shift: [st, s, s], version: version,
-                  fit: true}}
+      attention: {{op: window_attention, heads: heads, window: [wt, w, w], shift: [st, s, s], fit: true}}
       attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
       ln_2: {{op: layer_norm, dim: last}}
       fc1: {{op: linear, out: mlp, dim: last}}
@@ -118,10 +117,21 @@ templates:
       fc2: {{op: linear, out: dim, dim: last}}
       out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
   SwinBlock2D:
-    params: [heads, dim, mlp, w, s, version]
+    params: [heads, dim, mlp, w, s]
     body:
       ln_1: {{op: layer_norm, dim: last}}
-      attention: {{op: window_attention, heads: heads, window: [w, w], shift: s, version: version}}
+      attention: {{op: window_attention, heads: heads, window: [w, w], shift: s}}
+      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
+      ln_2: {{op: layer_norm, dim: last}}
+      fc1: {{op: linear, out: mlp, dim: last}}
+      act: gelu
+      fc2: {{op: linear, out: dim, dim: last}}
+      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
+  SwinBlock2DV2:
+    params: [heads, dim, mlp, w, s]
+    body:
+      ln_1: {{op: layer_norm, dim: last}}
+      attention: {{op: window_attention, heads: heads, window: [w, w], shift: s, version: 2}}
       attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
       ln_2: {{op: layer_norm, dim: last}}
       fc1: {{op: linear, out: mlp, dim: last}}
@@ -401,7 +411,8 @@ def _windowed(net: _Net, frames: int) -> str:
                 heads, dim = 2 * heads, 2 * dim
                 net.entry(f"{{op: patch_merging, out: {dim}}}")
             for shift in [0, window // 2] * int(rng.integers(1, 3)):
-                net.entry(f"{{use: SwinBlock2D, args: [{heads}, {dim}, {4 * dim}, {window}, {shift}, {version}]}}")
+                block = "SwinBlock2D" if version == 1 else "SwinBlock2DV2"  # a version is a class's code
+                net.entry(f"{{use: {block}, args: [{heads}, {dim}, {4 * dim}, {window}, {shift}]}}")
         net.entry("[{op: layer_norm, dim: last}, {op: permute, dims: [2, 0, 1]}, global_avg_pool, flatten, "
                   "{op: linear, out: 10}]")  # fmt: skip
         return f"{size}, {size}"
@@ -411,7 +422,7 @@ def _windowed(net: _Net, frames: int) -> str:
         net.entry(f"[{{op: conv3d, out: {dim}, kernel: [2, 4, 4], stride: [2, 4, 4]}}, "
                   "{op: permute, dims: [1, 2, 3, 0]}, {op: layer_norm, dim: last}]")  # fmt: skip
         for st, s in [(0, 0), (wt // 2, window // 2)] * int(rng.integers(1, 3)):
-            net.entry(f"{{use: SwinBlock, args: [{heads}, {dim}, {4 * dim}, {wt}, {window}, {st}, {s}, 1]}}")
+            net.entry(f"{{use: SwinBlock, args: [{heads}, {dim}, {4 * dim}, {wt}, {window}, {st}, {s}]}}")
         net.entry("[{op: layer_norm, dim: last}, {op: permute, dims: [3, 0, 1, 2]}, "
                   "{op: adaptive_avg_pool3d, size: [1, 1, 1]}, flatten, {op: linear, out: 10}]")  # fmt: skip
         return f"{frames}, {size}, {size}"
