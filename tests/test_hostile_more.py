@@ -380,3 +380,140 @@ def test_the_activations_of_a_run_are_estimated_before_it_runs(tmp_path, capsys,
     need = 2 * 4 * int(message.split("batch ")[1].split()[0].replace(",", "")) * (3 * 1024 * 1024 + 4 * 1022 * 1022)
     assert f"needs about {need / (1 << 30):,.1f} GiB of memory for the activations" in results[0].stderr
     assert snapshot(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- import: inputs a spec cannot hold
+
+
+def _onnx_relu(path: Path, shape: list[int], elem: str = "FLOAT") -> None:
+    """A one-node ONNX file (Relu) whose input has ``shape`` and type ``elem``, written with
+    onnx.helper: the smallest model each case needs."""
+    import onnx
+    from onnx import helper
+
+    kind = getattr(onnx.TensorProto, elem)
+    x = helper.make_tensor_value_info("x", kind, shape)
+    y = helper.make_tensor_value_info("y", kind, shape)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+HINT = ": give --input-shape C,H,W to import it at another size"
+NOT_FLOAT = (
+    "a spec's input is a float tensor (float32), and an input of another type (integer token ids, a boolean mask) "
+    "has no spec equivalent"
+)
+BAD_ONNX_INPUTS = [
+    (
+        "height",
+        [1, 3, 100000, 8],
+        "FLOAT",
+        "the input 'x' [1, 3, 100000, 8] has a size of 100,000 for its height (H): a spec's input has at most "
+        f"65,536 there{HINT}",
+    ),
+    (
+        "channels",
+        [1, 3000000, 1, 1],
+        "FLOAT",
+        "the input 'x' [1, 3000000, 1, 1] has a size of 3,000,000 for its channels (C): a spec's input has at most "
+        f"1,048,576 there{HINT}",
+    ),
+    (
+        "zero",
+        [1, 3, 0, 8],
+        "FLOAT",
+        "the input 'x' [1, 3, 0, 8] has a size of 0 for its height (H), an empty tensor: a spec's input has sizes "
+        f"of at least 1{HINT}",
+    ),
+    ("int64", [1, 3, 8, 8], "INT64", f"the input 'x' holds int64 values: {NOT_FLOAT}"),
+    ("bool", [1, 3, 8, 8], "BOOL", f"the input 'x' holds bool values: {NOT_FLOAT}"),
+]
+
+
+@pytest.mark.parametrize(
+    ("shape", "elem", "message"), [c[1:] for c in BAD_ONNX_INPUTS], ids=[c[0] for c in BAD_ONNX_INPUTS]
+)
+def test_an_onnx_input_a_spec_cannot_hold_is_refused(tmp_path, capsys, shape, elem, message):
+    """An input above the spec's bounds was an internal error (the written spec did not
+    compile: ImportMismatch, exit 1); a size of 0 was called a symbolic shape; an int64 or bool
+    input (token ids, a mask) was imported as float without a word. Each is refused, naming
+    the input, with nothing written."""
+    _onnx_relu(tmp_path / "m.onnx", shape, elem)
+    (result,) = run(tmp_path, capsys, ["import", "m.onnx", "-o", "m.yaml"])
+    assert result.rc == 2 and result.stderr == f"m.onnx: error: {message}\n", result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_an_onnx_input_of_another_float_type_is_imported_and_said(tmp_path, capsys):
+    """float16 is a float the spec's float32 model computes: imported, with a note."""
+    _onnx_relu(tmp_path / "m.onnx", [1, 3, 8, 8], "FLOAT16")
+    (result,) = run(tmp_path, capsys, ["import", "m.onnx", "-o", "m.yaml"])
+    assert result.rc == 0 and "note: the input 'x' is float16: the spec's model computes in float32" in result.stdout
+    assert ir.info(nasdsl.compile_spec(tmp_path / "m.yaml").graph).input == "x"
+
+
+def test_an_input_the_spec_cannot_hold_is_refused_for_a_pytorch_model_too():
+    """The same bound, for a module imported through the Python API at a size given."""
+    import torch
+
+    from nasdsl.importer import ImportFailure, import_model
+
+    with pytest.raises(ImportFailure) as raised:
+        import_model(torch.nn.ReLU(), input_shape=(3, 70000, 1))
+    assert raised.value.format() == (
+        "ReLU: error: the input, of shape [3, 70000, 1], has a size of 70,000 for its height (H): a spec's input "
+        "has at most 65,536 there"
+    )
+
+
+# --------------------------------------------------------------------------- import: names the parser refuses
+
+
+def _module(name: str, holds: bool, alone: bool):
+    """A module whose child ``name`` is a ReLU (or, ``holds``, a 1x1 convolution), followed by
+    a ReLU named ``tail`` unless ``alone``."""
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            setattr(self, name, nn.Conv2d(3, 3, 1) if holds else nn.ReLU())
+            if not alone:
+                self.tail = nn.ReLU()
+
+        def forward(self, x):
+            x = getattr(self, name)(x)
+            return x if alone else self.tail(x)
+
+    return Net()
+
+
+@pytest.mark.parametrize("name", ["Add", "Op", "Seq", "When", "REPEAT"])
+def test_an_entry_named_like_a_key_in_other_case_is_renamed_or_refused(name):
+    """A module's child named `Add` or `Op` was written as an entry so named, which the parser
+    refuses (a key in other case): an internal error. An entry without weights is renamed (the
+    network is the same: two ReLUs); one with weights, whose name is its state_dict key, is refused."""
+    from nasdsl.importer import ImportFailure, import_model
+
+    result = import_model(_module(name, False, False), input_shape=(3, 4, 4))
+    assert f"{name}:" not in result.text
+    g = result.compiled.graph
+    assert sorted(data.op for _, data in ir.nodes(g)) == ["input", "relu", "relu"]
+    with pytest.raises(ImportFailure) as raised:
+        import_model(_module(name, True, False), input_shape=(3, 4, 4))
+    assert (
+        f"its child '{name}' holds weights and its name cannot name an entry of a named sequence (the key "
+        + (f"'{name.lower()}' in other case, which the spec's parser refuses as a name)")
+        in raised.value.format()
+    )
+
+
+@pytest.mark.parametrize(("name", "written"), [("opp", "opp: {op: relu}"), ("reff", "reff: {op: relu}")])
+def test_a_lone_entry_named_like_a_typo_of_a_key_keeps_its_name(name, written):
+    """The one entry of a mapping named `opp` was written `opp: relu`, which the parser refuses
+    as a typo of `op`: it is written with its key, under the source's name."""
+    from nasdsl.importer import import_model
+
+    result = import_model(_module(name, False, True), input_shape=(3, 4, 4))
+    assert f"  {written}\n" in result.text
+    assert ir.node(result.compiled.graph, name).op == "relu"

@@ -15,16 +15,22 @@ reads its inputs by reference. The body then takes the first form that fits:
 
 from __future__ import annotations
 
+import difflib
 import keyword
 from dataclasses import dataclass, field
 
 from nasdsl.importer.flat import CONTAINER, FlatModel, ImportFailure, Node, Scope
 from nasdsl.importer.rewrite import interface
+from nasdsl.spec import BLOCK_KEYS, COMMON_KEYS, INPUT_REF
 
 #: ops that join several inputs (written as a merge of references)
 MERGES = ("concat", "add", "mul", "mean")
-#: names a child of a named sequence cannot have (nasdsl/spec.py's block and common keys)
-RESERVED = frozenset({"op", "use", "ref", "seq", "repeat", *MERGES, "phase", "when", "doc", "from", "in"})
+#: names a child of a named sequence cannot have: nasdsl/spec.py's block and common keys (in any
+#: case: the parser refuses ``Add`` or ``Op`` as a lookalike of the key) and the input's ``in``
+KEYS = frozenset({*BLOCK_KEYS, *COMMON_KEYS})
+RESERVED = frozenset({*KEYS, INPUT_REF})
+#: the keys a near miss of which the parser refuses as the one key of a mapping (``{opp: relu}``)
+MISSPELT = ("op", "use", "ref", "seq")
 PREV, IN = None, "in"
 #: in a body written inline in the model, what it reads from the model is its path after this
 #: mark (the model's input: ``in``), until :func:`_from_the_model` writes every read as a path
@@ -81,7 +87,17 @@ def valid_name(name: str) -> bool:
         and not name.startswith("__")
         and len(name) <= 64
         and name not in RESERVED
+        and name.lower() not in KEYS
     )
+
+
+def reads_as_typo(name: str) -> bool:
+    """Whether ``name``, as the one key of a mapping, reads as a typo of ``op``, ``use``, ``ref``
+    or ``seq`` (a near miss with the key's first letter: ``opp``, ``usee``), which the parser
+    refuses when the value is a name or a list (nasdsl/spec.py, ``_refuse_keyword_lookalike``)."""
+    lowered = name.lower()
+    near = [k for k in MISSPELT if k[0] == lowered[:1]]
+    return bool(difflib.get_close_matches(lowered, near, n=1, cutoff=0.7))
 
 
 class BodyBuilder:
@@ -356,7 +372,8 @@ class BodyBuilder:
         run = all(u.node is None for u in units) and all(i.source is PREV for i in items)
         for item, unit in zip(items, units, strict=True):
             if not valid_name(item.name):
-                if run and all(c.isalnum() or c in "_-" for c in item.name):
+                lookalike = item.name.lower() in KEYS  # Add, Op: the parser refuses them as keys in other case
+                if run and not lookalike and all(c.isalnum() or c in "_-" for c in item.name):
                     continue  # a run of blocks named block1-0, block1-1: a repeat's name pattern
                 if unit.holds and not scope.path and item.name.isdigit():
                     raise self.fail(
@@ -366,10 +383,15 @@ class BodyBuilder:
                         "(self.layers = nn.Sequential(...)) and import that",
                     )
                 if unit.holds:
+                    why = (
+                        f"the key '{item.name.lower()}' in other case, which the spec's parser refuses as a name"
+                        if lookalike
+                        else "the spec's names are identifiers"
+                    )
                     raise self.fail(
                         scope,
                         f"its child '{item.name}' holds weights and its name cannot name an entry of a named sequence "
-                        "(the spec's names are identifiers)",
+                        f"({why})",
                     )
                 if item.kind not in ("op", "merge") or item.children:
                     raise self.fail(scope, f"its child '{item.name}' cannot name an entry of a named sequence")

@@ -15,7 +15,7 @@ import os
 import tempfile
 
 from nasdsl.errors import NasdslError
-from nasdsl.importer.flat import FlatModel
+from nasdsl.importer.flat import FlatModel, ImportFailure
 from nasdsl.ops import OPS
 
 
@@ -42,6 +42,43 @@ def compile_text(text: str, stem: str):
         return compile_spec(path)
     finally:
         os.unlink(path)
+
+
+def input_within_limits(shape: tuple, *, what: str, where: str, hint: str = "") -> None:
+    """Refuse an input shape (batch excluded) that a spec cannot hold: a size of 0, or one
+    above the builder's bounds (``nasdsl.build.MAX_SPATIAL`` for a spatial axis or a sequence,
+    ``nasdsl.ops.MAX_CHANNELS`` for channels). Such a source is the user's input, not the
+    importer's fault: an ImportFailure (exit 2), where the written spec failed to compile."""
+    from nasdsl import ir
+    from nasdsl.build import MAX_SPATIAL
+    from nasdsl.ops import MAX_CHANNELS
+
+    names = {"C": "channels", "T": "time", "H": "height", "W": "width", "L": "length"}
+    for k, (size, axis) in enumerate(zip(shape, ir.default_axes(len(shape)), strict=True)):
+        most = MAX_CHANNELS if axis in "C?" else MAX_SPATIAL
+        at = f"its {names[axis]} ({axis})" if axis in names else f"axis {k} (the batch excluded)"
+        if size == 0:
+            problem = f"a size of 0 for {at}, an empty tensor: a spec's input has sizes of at least 1"
+        elif size > most:
+            problem = f"a size of {size:,} for {at}: a spec's input has at most {most:,} there"
+        else:
+            continue
+        raise ImportFailure(f"{what} has {problem}{hint}", where=where)
+
+
+def within_limits(model: FlatModel) -> None:
+    """What the spec's builder bounds, checked on the imported graph before a spec is written:
+    the input's sizes and the number of nodes (``nasdsl.build.MAX_NODES``)."""
+    from nasdsl.build import MAX_NODES
+
+    input_within_limits(
+        tuple(model.input.shape), what=f"the input, of shape {list(model.input.shape)},", where=model.source
+    )
+    if len(model.nodes) + 1 > MAX_NODES:
+        raise ImportFailure(
+            f"the graph has {len(model.nodes) + 1:,} nodes with its input: a spec builds at most {MAX_NODES:,}",
+            where=model.source,
+        )
 
 
 def check(model: FlatModel, text: str):
