@@ -517,3 +517,29 @@ def test_a_lone_entry_named_like_a_typo_of_a_key_keeps_its_name(name, written):
     result = import_model(_module(name, False, True), input_shape=(3, 4, 4))
     assert f"  {written}\n" in result.text
     assert ir.node(result.compiled.graph, name).op == "relu"
+
+
+# --------------------------------------------------------------------------- a file's name with a trailing slash
+
+
+@pytest.mark.parametrize("where", ["argument", "extends"])
+def test_a_file_named_with_a_trailing_slash_is_not_a_directory(tmp_path, capsys, where):
+    """`spec.yaml/` loaded spec.yaml (pathlib drops the slash) where the system says "Not a
+    directory" (`cat spec.yaml/`): refused as the system refuses it, on the command line and in
+    an `extends`."""
+    (tmp_path / "spec.yaml").write_text(HEAD)
+    (tmp_path / "child.yaml").write_text("extends: spec.yaml/\n")
+    with pytest.raises(NotADirectoryError):
+        open(f"{tmp_path}/spec.yaml/")  # noqa: SIM115 - what the system says
+    spec, at = (
+        ("spec.yaml/", "spec.yaml/:1:1: error: ")
+        if where == "argument"
+        else ("child.yaml", "child.yaml:1:10: error: extends: ")
+    )
+    results = run(tmp_path, capsys, ["check", spec], ["compile", spec, "-o", "m.py"])
+    for r in results:
+        assert r.rc == 2 and r.stderr == (
+            f"{at}not a directory: the name ends with a slash, which names a folder, and the file is not one "
+            "(give the file's name without the slash)\n"
+        ), r
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.yaml", "spec.yaml"]
