@@ -543,3 +543,43 @@ def test_a_file_named_with_a_trailing_slash_is_not_a_directory(tmp_path, capsys,
             "(give the file's name without the slash)\n"
         ), r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["child.yaml", "spec.yaml"]
+
+
+# --------------------------------------------------------------------------- bench --data: a pickle inside
+
+
+class _Marks:
+    """Unpickled, it would write the file ``path``: what loading a pickle can do."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "ran"))
+
+
+@pytest.mark.parametrize(("file", "shown"), [("data.npy", "data.npy"), ("data.npz", "data.npz[x]")])
+def test_bench_data_holding_python_objects_is_refused_without_advice_to_unpickle(tmp_path, file, shown):
+    """numpy's error for an array of objects says to load it with allow_pickle=True, which runs
+    the file's pickle (here it would write a file), and nasdsl passed that advice on; an .npz
+    member of objects was an internal error. Both are refused, saying what the file holds and
+    what is expected, and nothing of the file runs."""
+    import numpy as np
+
+    from nasdsl.bench.data import DataError, load
+
+    array = np.empty((2, 3, 8, 8), dtype=object)
+    array[...] = 0.0
+    array[0, 0, 0, 0] = _Marks(str(tmp_path / "ran"))
+    path = tmp_path / file
+    if file.endswith(".npy"):
+        np.save(path, array)
+    else:
+        np.savez(path, x=array)
+    with pytest.raises(DataError) as raised:
+        load(path, (3, 8, 8))
+    assert raised.value.format() == (
+        f"error: {tmp_path / shown}: holds Python objects (a pickled array), which nasdsl does not load: expected an "
+        "array of numbers (float or integer), saved with numpy.save or numpy.savez"
+    )
+    assert "pickle=" not in raised.value.format() and not (tmp_path / "ran").exists()
