@@ -583,3 +583,31 @@ def test_bench_data_holding_python_objects_is_refused_without_advice_to_unpickle
         "array of numbers (float or integer), saved with numpy.save or numpy.savez"
     )
     assert "pickle=" not in raised.value.format() and not (tmp_path / "ran").exists()
+
+
+# --------------------------------------------------------------------------- an entry with the input's name
+
+
+@pytest.mark.parametrize(
+    ("input_", "entry", "message"),
+    [
+        (
+            "{shape: [3, 8, 8]}",
+            "x",
+            "spec.yaml:5:6: error: model.x: the entry 'x' has the input's name ('x' names an input without a name): "
+            "rename the entry, or name the input (input: {name: image, shape: ...})",
+        ),
+        (
+            "{name: img, shape: [3, 8, 8]}",
+            "img",
+            "spec.yaml:5:8: error: model.img: the entry 'img' has the input's name (input.name): rename the entry or "
+            "the input",
+        ),
+    ],
+    ids=["default", "named"],
+)
+def test_an_entry_with_the_inputs_name_is_refused_where_it_stands(tmp_path, capsys, input_, entry, message):
+    """An entry named `x` clashed with the input's default name and was reported at `input`
+    (line 2), which names nothing: it is reported at the entry, saying where the name comes from."""
+    text = f"name: Net\ninput: {input_}\nmodel:\n  a: relu\n  {entry}: relu\n"
+    assert assert_refused(tmp_path, capsys, text) == message + "\n"
