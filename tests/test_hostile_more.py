@@ -17,6 +17,7 @@ write nothing.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,16 +302,42 @@ def test_an_empty_option_value_is_refused_not_taken_as_absent(tmp_path, capsys, 
             ["evaluate", "spec.yaml", "--data", ".", "--workers", "100000"],
             "--workers: expected an integer >= 0 and <= 256",
         ),
+        (
+            ["bench", "spec.yaml", "--repeats", str(10**12)],
+            "--repeats: expected a number above 0 and at most 1,000, got '1000000000000'",
+        ),
     ],
-    ids=["bench-threads", "evaluate-workers"],
+    ids=["bench-threads", "evaluate-workers", "bench-repeats"],
 )
 def test_threads_and_processes_are_bounded(tmp_path, capsys, argv, message):
     """A million threads or loader processes were asked for as given (while `bench --threads
-    1000000` ran, other processes on the machine failed to start threads): refused at once."""
+    1000000` ran, other processes on the machine failed to start threads), and `bench --repeats
+    1000000000000` timed rounds until interrupted: refused at once."""
     with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exited:
         patch.chdir(tmp_path)
         main(argv)
     assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_train_py_bounds_its_loader_processes_as_evaluate_does(tmp_path, capsys):
+    """examples/train.py --workers 100000 asked for as many loader processes; refused with the
+    bound of `nasdsl evaluate --workers` (one constant), before anything is read or built."""
+    import importlib.util
+
+    from nasdsl.commands.evaluate import MAX_WORKERS
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "train.py"
+    found = importlib.util.spec_from_file_location("nasdsl_example_train_bounds", path)
+    train = importlib.util.module_from_spec(found)
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exited:
+        patch.setitem(sys.modules, found.name, train)  # its dataclasses look their module up
+        found.loader.exec_module(train)
+        patch.chdir(tmp_path)
+        # no spec: were the bound gone, the run stops at the missing file, never starting a loader
+        train.main(["missing.yaml", "--synthetic", "4", "--device", "cpu", "--workers", "100000"])
+    assert exited.value.code == 2 and MAX_WORKERS == 256
+    assert capsys.readouterr().err.endswith("error: --workers: expected at most 256 loader processes, got 100,000\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", ["1abc", "class", "a b", "x" * 300, "__x"])
