@@ -55,8 +55,8 @@ from nasdsl.importer.ops_table import Lowered, Unsupported
 #: the name a function-like op gets in its scope (a merge's own name is a spec keyword)
 _NAMES = {"Add": "residual", "Mul": "scale", "Concat": "cat", "Div": "div", "Sub": "sub"}
 _ALIASES = ("Identity", "Dropout")
-#: the input types, besides float32, of a model the spec computes in float32
-_FLOATS = (10, 11, 16)  # TensorProto.FLOAT16, DOUBLE, BFLOAT16
+#: the input types (onnx.TensorProto's names), besides FLOAT, of a model the spec computes in float32
+_FLOATS = ("FLOAT16", "DOUBLE", "BFLOAT16")
 
 
 def read_onnx_file(
@@ -252,10 +252,11 @@ class _Reader:
         from onnx import TensorProto
 
         code = self.input.type.tensor_type.elem_type
-        kind = TensorProto.DataType.Name(code).lower() if code in TensorProto.DataType.values() else str(code)
-        if code == TensorProto.FLOAT:
+        name = TensorProto.DataType.Name(code) if code in TensorProto.DataType.values() else f"type {code}"
+        kind = name.lower()
+        if name == "FLOAT":
             return
-        if code not in _FLOATS:
+        if name not in _FLOATS:
             raise ImportFailure(
                 f"the input '{self.input.name}' holds {kind} values: a spec's input is a float tensor "
                 "(float32), and an input of another type (integer token ids, a boolean mask) has no spec equivalent",
