@@ -471,6 +471,25 @@ def test_an_onnx_input_a_spec_cannot_hold_is_refused(tmp_path, capsys, shape, el
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
+def test_a_spec_beyond_the_default_limits_is_refused_not_an_internal_error(tmp_path, capsys):
+    """A model whose spec is larger than a spec may be (a file over --max-bytes' default of 1
+    MiB takes some 18,000 layers: the limit is lowered here to 100 bytes, the same code path)
+    was an internal error: the written spec did not compile. Refused, naming the limit."""
+    from nasdsl.importer import check
+    from nasdsl.loader import Limits
+
+    _onnx_relu(tmp_path / "m.onnx", [1, 3, 8, 8])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(check, "SPEC_LIMITS", Limits(max_bytes=100))
+        (result,) = run(tmp_path, capsys, ["import", "m.onnx", "-o", "m.yaml"])
+    assert result.rc == 2 and result.stderr.startswith(
+        "m.onnx: error: its spec would be beyond a limit that check and compile apply by default, so none is "
+        "written: file is "
+    ), result.stderr
+    assert result.stderr.endswith(" bytes, above the limit of 100 (raise it with --max-bytes)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 def test_an_onnx_input_of_another_float_type_is_imported_and_said(tmp_path, capsys):
     """float16 is a float the spec's float32 model computes: imported, with a note."""
     _onnx_relu(tmp_path / "m.onnx", [1, 3, 8, 8], "FLOAT16")

@@ -14,8 +14,9 @@ import math
 import os
 import tempfile
 
-from nasdsl.errors import NasdslError
+from nasdsl.errors import LimitError, NasdslError
 from nasdsl.importer.flat import FlatModel, ImportFailure
+from nasdsl.loader import Limits
 from nasdsl.ops import OPS
 
 
@@ -32,6 +33,10 @@ def _nodes(g):
         yield name, data.op, data.attrs, ir.inputs(g, name), data.shape, data.phase
 
 
+#: the limits the written spec is compiled under: those ``nasdsl check`` and ``compile`` apply by default
+SPEC_LIMITS = Limits()
+
+
 def compile_text(text: str, stem: str):
     from nasdsl.api import compile_spec
 
@@ -39,7 +44,7 @@ def compile_text(text: str, stem: str):
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        return compile_spec(path)
+        return compile_spec(path, limits=SPEC_LIMITS)
     finally:
         os.unlink(path)
 
@@ -85,6 +90,13 @@ def check(model: FlatModel, text: str):
     """Compile ``text`` and compare it with ``model``; returns the compiled spec."""
     try:
         net = compile_text(text, model.name)
+    except LimitError as e:
+        # the source is too large for a spec (its file's bytes, YAML nodes, graph nodes, parameters)
+        raise ImportFailure(
+            "its spec would be beyond a limit that check and compile apply by default, so none is written: "
+            + e.message,
+            where=model.source,
+        ) from None
     except NasdslError as e:
         raise ImportMismatch(f"the written spec does not compile: {e.format()}") from None
     from nasdsl import ir
