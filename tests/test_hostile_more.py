@@ -515,15 +515,17 @@ def test_an_input_the_spec_cannot_hold_is_refused_for_a_pytorch_model_too():
 # --------------------------------------------------------------------------- import: names the parser refuses
 
 
-def _module(name: str, holds: bool, alone: bool):
-    """A module whose child ``name`` is a ReLU (or, ``holds``, a 1x1 convolution), followed by
-    a ReLU named ``tail`` unless ``alone``."""
+def _module(name: str, holds: bool, alone: bool, child: str = "relu"):
+    """A module whose child ``name`` is a ReLU (or, ``holds``, a 1x1 convolution; ``child``
+    "list", an nn.Sequential of a ReLU and a sigmoid), followed by a ReLU named ``tail`` unless
+    ``alone``."""
     import torch.nn as nn
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            setattr(self, name, nn.Conv2d(3, 3, 1) if holds else nn.ReLU())
+            made = nn.Sequential(nn.ReLU(), nn.Sigmoid()) if child == "list" else nn.ReLU()
+            setattr(self, name, nn.Conv2d(3, 3, 1) if holds else made)
             if not alone:
                 self.tail = nn.ReLU()
 
@@ -554,15 +556,25 @@ def test_an_entry_named_like_a_key_in_other_case_is_renamed_or_refused(name):
     )
 
 
-@pytest.mark.parametrize(("name", "written"), [("opp", "opp: {op: relu}"), ("reff", "reff: {op: relu}")])
-def test_a_lone_entry_named_like_a_typo_of_a_key_keeps_its_name(name, written):
-    """The one entry of a mapping named `opp` was written `opp: relu`, which the parser refuses
-    as a typo of `op`: it is written with its key, under the source's name."""
+LONE = [
+    ("opp", "relu", "opp: {op: relu}", {"opp": "relu"}),
+    ("reff", "relu", "reff: {op: relu}", {"reff": "relu"}),
+    ("sq", "list", "sq: {seq: [relu, sigmoid]}", {"sq.0": "relu", "sq.1": "sigmoid"}),
+    ("ops", "list", "ops: [relu, sigmoid]", {"ops.0": "relu", "ops.1": "sigmoid"}),
+]
+
+
+@pytest.mark.parametrize(("name", "child", "written", "ops"), LONE, ids=[c[0] for c in LONE])
+def test_a_lone_entry_named_like_a_typo_of_a_key_keeps_its_name(name, child, written, ops):
+    """The one entry of a mapping named `opp` was written `opp: relu`, and one named `sq` holding
+    a list `sq: [...]`, which the parser refuses as typos of `op` and `seq`: each is written with
+    its key, under the source's name (`ops: [...]` is no typo of `seq` and stays as it was)."""
     from nasdsl.importer import import_model
 
-    result = import_model(_module(name, False, True), input_shape=(3, 4, 4))
-    assert f"  {written}\n" in result.text
-    assert ir.node(result.compiled.graph, name).op == "relu"
+    result = import_model(_module(name, False, True, child), input_shape=(3, 4, 4))
+    assert f"\n  {written}\n" in result.text
+    g = result.compiled.graph
+    assert {n: ir.node(g, n).op for n in ops} == ops
 
 
 # --------------------------------------------------------------------------- a file's name with a trailing slash

@@ -29,8 +29,6 @@ MERGES = ("concat", "add", "mul", "mean")
 #: case: the parser refuses ``Add`` or ``Op`` as a lookalike of the key) and the input's ``in``
 KEYS = frozenset({*BLOCK_KEYS, *COMMON_KEYS})
 RESERVED = frozenset({*KEYS, INPUT_REF})
-#: the keys a near miss of which the parser refuses as the one key of a mapping (``{opp: relu}``)
-MISSPELT = ("op", "use", "ref", "seq")
 PREV, IN = None, "in"
 #: in a body written inline in the model, what it reads from the model is its path after this
 #: mark (the model's input: ``in``), until :func:`_from_the_model` writes every read as a path
@@ -91,12 +89,13 @@ def valid_name(name: str) -> bool:
     )
 
 
-def reads_as_typo(name: str) -> bool:
-    """Whether ``name``, as the one key of a mapping, reads as a typo of ``op``, ``use``, ``ref``
-    or ``seq`` (a near miss with the key's first letter: ``opp``, ``usee``), which the parser
-    refuses when the value is a name or a list (nasdsl/spec.py, ``_refuse_keyword_lookalike``)."""
+def reads_as_typo(name: str, keys: tuple[str, ...]) -> bool:
+    """Whether ``name``, as the one key of a mapping, reads as a typo of one of ``keys`` (a near
+    miss with the key's first letter: ``opp``, ``usee``), as the parser reads it: of ``op``,
+    ``use`` or ``ref`` when the value is a name, of ``seq`` when it is a list (nasdsl/spec.py,
+    ``_refuse_keyword_lookalike``)."""
     lowered = name.lower()
-    near = [k for k in MISSPELT if k[0] == lowered[:1]]
+    near = [k for k in keys if k[0] == lowered[:1]]
     return bool(difflib.get_close_matches(lowered, near, n=1, cutoff=0.7))
 
 
@@ -382,19 +381,19 @@ class BodyBuilder:
                         f"state_dict keys ('{item.name}.weight') cannot be kept; wrap it in a module "
                         "(self.layers = nn.Sequential(...)) and import that",
                     )
+                why = (
+                    f"the key '{item.name.lower()}' in other case, which the spec's parser refuses as a name"
+                    if lookalike
+                    else "the spec's names are identifiers"
+                )
                 if unit.holds:
-                    why = (
-                        f"the key '{item.name.lower()}' in other case, which the spec's parser refuses as a name"
-                        if lookalike
-                        else "the spec's names are identifiers"
-                    )
                     raise self.fail(
                         scope,
                         f"its child '{item.name}' holds weights and its name cannot name an entry of a named sequence "
                         f"({why})",
                     )
                 if item.kind not in ("op", "merge") or item.children:
-                    raise self.fail(scope, f"its child '{item.name}' cannot name an entry of a named sequence")
+                    raise self.fail(scope, f"its child '{item.name}' cannot name an entry of a named sequence ({why})")
                 self._rename(items, item)
                 self.model.nodes[item.node].name = item.name
         return Item(name, "seq", children=items)

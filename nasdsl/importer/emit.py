@@ -121,11 +121,11 @@ class Writer:
         block's key (``opp: relu``, ``usee: Block``) has its block written with its key
         (``opp: {op: relu}``): the parser refuses the short form, and the name is the source's."""
         out = {c.name: self.value(c) for c in items}
-        if len(items) == 1 and reads_as_typo(items[0].name):
+        if len(items) == 1:
             ((name, value),) = out.items()
-            if isinstance(value, str):
+            if isinstance(value, str) and reads_as_typo(name, ("op", "use", "ref")):
                 out[name] = {"use" if items[0].kind == "use" else "op": value}
-            elif isinstance(value, list):
+            elif isinstance(value, list) and reads_as_typo(name, ("seq",)):
                 out[name] = {"seq": value}
         return Block(out)
 
