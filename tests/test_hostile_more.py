@@ -452,6 +452,13 @@ BAD_ONNX_INPUTS = [
         "the input 'x' [1, 3, 0, 8] has a size of 0 for its height (H), an empty tensor: a spec's input has sizes "
         f"of at least 1{HINT}",
     ),
+    (
+        "negative",
+        [1, 3, -1, 8],
+        "FLOAT",
+        "the input 'x' [1, 3, -1, 8] has a size of -1 for its height (H): a spec's input has sizes of at least "
+        f"1{HINT}",
+    ),
     ("int64", [1, 3, 8, 8], "INT64", f"the input 'x' holds int64 values: {NOT_FLOAT}"),
     ("bool", [1, 3, 8, 8], "BOOL", f"the input 'x' holds bool values: {NOT_FLOAT}"),
 ]

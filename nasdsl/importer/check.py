@@ -50,7 +50,7 @@ def compile_text(text: str, stem: str):
 
 
 def input_within_limits(shape: tuple, *, what: str, where: str, hint: str = "") -> None:
-    """Refuse an input shape (batch excluded) that a spec cannot hold: a size of 0, or one
+    """Refuse an input shape (batch excluded) that a spec cannot hold: a size below 1, or one
     above the builder's bounds (``nasdsl.build.MAX_SPATIAL`` for a spatial axis or a sequence,
     ``nasdsl.ops.MAX_CHANNELS`` for channels). Such a source is the user's input, not the
     importer's fault: an ImportFailure (exit 2), where the written spec failed to compile."""
@@ -62,8 +62,9 @@ def input_within_limits(shape: tuple, *, what: str, where: str, hint: str = "") 
     for k, (size, axis) in enumerate(zip(shape, ir.default_axes(len(shape)), strict=True)):
         most = MAX_CHANNELS if axis in "C?" else MAX_SPATIAL
         at = f"its {names[axis]} ({axis})" if axis in names else f"axis {k} (the batch excluded)"
-        if size == 0:
-            problem = f"a size of 0 for {at}, an empty tensor: a spec's input has sizes of at least 1"
+        if size < 1:
+            empty = ", an empty tensor" if size == 0 else ""
+            problem = f"a size of {size} for {at}{empty}: a spec's input has sizes of at least 1"
         elif size > most:
             problem = f"a size of {size:,} for {at}: a spec's input has at most {most:,} there"
         else:
