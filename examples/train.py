@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 import nasdsl
 from nasdsl import ir
 from nasdsl.backends.pytorch import generate_source, load_source
+from nasdsl.commands.evaluate import MAX_WORKERS
 
 EPILOG = """\
 examples:
@@ -107,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         type=int,
         default=min(4, os.cpu_count() or 1),
-        help="data loading processes per training process",
+        help=f"data loading processes per training process, at most {MAX_WORKERS}",
     )
     t = p.add_argument_group("training")
     t.add_argument("--epochs", metavar="E", type=int, default=90, help="epochs; the LR schedule spans them")
@@ -184,6 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < least:
             p.error(f"--{name.replace('_', '-')} must be at least {least}")
+    if args.workers > MAX_WORKERS:  # each a process, started at once: 100000 would try to start them all
+        p.error(f"--workers: expected at most {MAX_WORKERS} loader processes, got {args.workers:,}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -1046,9 +1046,15 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     b.count = 1
     model_names = {n for n, _ in spec.model.items}
     if inp in model_names:
-        raise GraphError(
-            f"the input's name '{inp}' is also the name of a model entry", location=spec.input.loc, path="input.name"
+        # reported at the entry: where the input is not named, `input` says nothing of the name
+        entry = dict(spec.model.items)[inp]
+        how = (
+            "('x' names an input without a name): rename the entry, or name the input "
+            "(input: {name: image, shape: ...})"
+            if inp == "x"
+            else "(input.name): rename the entry or the input"
         )
+        raise GraphError(f"the entry '{inp}' has the input's name {how}", location=entry.loc, path=f"model.{inp}")
     model = b.expand(spec.model, "", "", (inp,), scope, "both")
     outputs: list[ir.Output] = []
     dormant_outputs: list[ir.Output] = []

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from nasdsl.errors import LimitError, Location, SpecError
 from nasdsl.loader import Limits, YList, YMap, load_file, load_text, scalar_type_name
@@ -35,6 +34,8 @@ from nasdsl.spec import PLACEMENT_KEYS, did_you_mean, join
 #: The loader's limits when the caller gives none (Limits is frozen, so one instance serves all).
 DEFAULT_LIMITS = Limits()
 MAX_EXTENDS = 16
+#: the characters that end a folder's name in a path
+_SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
 REPLACED = ("nasdsl", "name", "doc")
 MERGED = ("input", "variables", "init", "templates", "model", "outputs")
 #: Sections whose order matters: a new entry may be placed with ``before:`` or ``after:``.
@@ -56,11 +57,15 @@ def load_document(
 ) -> tuple[YMap, tuple[str, ...]]:
     """Load a spec file and everything it extends; return the merged document
     and the files read (most derived first)."""
-    return _load(Path(path), display_name or str(path), limits, ())
+    return _load(os.fspath(path), display_name or str(path), limits, ())
 
 
-def _load(path: Path, shown: str, limits: Limits, chain: tuple[tuple[str, str], ...]) -> tuple[YMap, tuple[str, ...]]:
-    """``chain``: (real path, shown name) of the files that extend this one, outermost first."""
+def _load(path: str, shown: str, limits: Limits, chain: tuple[tuple[str, str], ...]) -> tuple[YMap, tuple[str, ...]]:
+    """``chain``: (real path, shown name) of the files that extend this one, outermost first.
+    ``path`` is kept as given: ``pathlib.Path`` drops a trailing slash, and ``s.yaml/`` would
+    read the file ``s.yaml`` where the system refuses it (a name ending in a slash is a folder's)."""
+    if _file_as_folder(path):
+        raise SpecError(NOT_A_FOLDER, location=Location(shown, 1, 1))
     doc = load_file(path, limits=limits, display_name=shown)
     if "extends" not in doc:
         return doc, (shown,)
@@ -69,7 +74,9 @@ def _load(path: Path, shown: str, limits: Limits, chain: tuple[tuple[str, str], 
     if not isinstance(ext, str) or not ext or "\0" in ext:
         got = scalar_type_name(ext) if not isinstance(ext, str) else "an empty string" if not ext else "a NUL character"
         raise SpecError(f"expected the path of a spec file, got {got}", location=ext_loc, path="extends")
-    base_path = path.parent / ext
+    base_path = os.path.join(os.path.dirname(path), ext)
+    if _file_as_folder(base_path):
+        raise SpecError(NOT_A_FOLDER, location=ext_loc, path="extends")
     key = os.path.realpath(path)
     base_key = os.path.realpath(base_path)
     base_shown = os.path.normpath(os.path.join(os.path.dirname(shown), ext))
@@ -80,10 +87,22 @@ def _load(path: Path, shown: str, limits: Limits, chain: tuple[tuple[str, str], 
         raise SpecError(f"extends cycle: {names}", location=ext_loc, path="extends")
     if len(chain) >= MAX_EXTENDS:
         raise LimitError(f"more than {MAX_EXTENDS} levels of extends", location=ext_loc, path="extends")
-    if not base_path.is_file() and not base_path.exists():
+    if not os.path.exists(base_path):
         raise SpecError(f"no such file: {base_shown}", location=ext_loc, path="extends")
     base, files = _load(base_path, base_shown, limits, tuple(loaded))
     return merge(base, doc), (shown, *files)
+
+
+NOT_A_FOLDER = (
+    "not a directory: the name ends with a slash, which names a folder, and the file is not one "
+    "(give the file's name without the slash)"
+)
+
+
+def _file_as_folder(path: str) -> bool:
+    """Whether ``path`` ends with a slash and names something that is not a folder (the system
+    says "Not a directory" for ``s.yaml/``)."""
+    return path.endswith(_SEPARATORS) and os.path.lexists(path.rstrip("".join(_SEPARATORS))) and not os.path.isdir(path)
 
 
 def merge(base: YMap, over: YMap) -> YMap:

@@ -17,6 +17,7 @@ write nothing.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,16 +302,42 @@ def test_an_empty_option_value_is_refused_not_taken_as_absent(tmp_path, capsys, 
             ["evaluate", "spec.yaml", "--data", ".", "--workers", "100000"],
             "--workers: expected an integer >= 0 and <= 256",
         ),
+        (
+            ["bench", "spec.yaml", "--repeats", str(10**12)],
+            "--repeats: expected a number above 0 and at most 1,000, got '1000000000000'",
+        ),
     ],
-    ids=["bench-threads", "evaluate-workers"],
+    ids=["bench-threads", "evaluate-workers", "bench-repeats"],
 )
 def test_threads_and_processes_are_bounded(tmp_path, capsys, argv, message):
     """A million threads or loader processes were asked for as given (while `bench --threads
-    1000000` ran, other processes on the machine failed to start threads): refused at once."""
+    1000000` ran, other processes on the machine failed to start threads), and `bench --repeats
+    1000000000000` timed rounds until interrupted: refused at once."""
     with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exited:
         patch.chdir(tmp_path)
         main(argv)
     assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_train_py_bounds_its_loader_processes_as_evaluate_does(tmp_path, capsys):
+    """examples/train.py --workers 100000 asked for as many loader processes; refused with the
+    bound of `nasdsl evaluate --workers` (one constant), before anything is read or built."""
+    import importlib.util
+
+    from nasdsl.commands.evaluate import MAX_WORKERS
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "train.py"
+    found = importlib.util.spec_from_file_location("nasdsl_example_train_bounds", path)
+    train = importlib.util.module_from_spec(found)
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exited:
+        patch.setitem(sys.modules, found.name, train)  # its dataclasses look their module up
+        found.loader.exec_module(train)
+        patch.chdir(tmp_path)
+        # no spec: were the bound gone, the run stops at the missing file, never starting a loader
+        train.main(["missing.yaml", "--synthetic", "4", "--device", "cpu", "--workers", "100000"])
+    assert exited.value.code == 2 and MAX_WORKERS == 256
+    assert capsys.readouterr().err.endswith("error: --workers: expected at most 256 loader processes, got 100,000\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", ["1abc", "class", "a b", "x" * 300, "__x"])
@@ -380,3 +407,272 @@ def test_the_activations_of_a_run_are_estimated_before_it_runs(tmp_path, capsys,
     need = 2 * 4 * int(message.split("batch ")[1].split()[0].replace(",", "")) * (3 * 1024 * 1024 + 4 * 1022 * 1022)
     assert f"needs about {need / (1 << 30):,.1f} GiB of memory for the activations" in results[0].stderr
     assert snapshot(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- import: inputs a spec cannot hold
+
+
+def _onnx_relu(path: Path, shape: list[int], elem: str = "FLOAT") -> None:
+    """A one-node ONNX file (Relu) whose input has ``shape`` and type ``elem``, written with
+    onnx.helper: the smallest model each case needs."""
+    import onnx
+    from onnx import helper
+
+    kind = getattr(onnx.TensorProto, elem)
+    x = helper.make_tensor_value_info("x", kind, shape)
+    y = helper.make_tensor_value_info("y", kind, shape)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+HINT = ": give --input-shape C,H,W to import it at another size"
+NOT_FLOAT = (
+    "a spec's input is a float tensor (float32), and an input of another type (integer token ids, a boolean mask) "
+    "has no spec equivalent"
+)
+BAD_ONNX_INPUTS = [
+    (
+        "height",
+        [1, 3, 100000, 8],
+        "FLOAT",
+        "the input 'x' [1, 3, 100000, 8] has a size of 100,000 for its height (H): a spec's input has at most "
+        f"65,536 there{HINT}",
+    ),
+    (
+        "channels",
+        [1, 3000000, 1, 1],
+        "FLOAT",
+        "the input 'x' [1, 3000000, 1, 1] has a size of 3,000,000 for its channels (C): a spec's input has at most "
+        f"1,048,576 there{HINT}",
+    ),
+    (
+        "zero",
+        [1, 3, 0, 8],
+        "FLOAT",
+        "the input 'x' [1, 3, 0, 8] has a size of 0 for its height (H), an empty tensor: a spec's input has sizes "
+        f"of at least 1{HINT}",
+    ),
+    (
+        "negative",
+        [1, 3, -1, 8],
+        "FLOAT",
+        "the input 'x' [1, 3, -1, 8] has a size of -1 for its height (H): a spec's input has sizes of at least "
+        f"1{HINT}",
+    ),
+    ("int64", [1, 3, 8, 8], "INT64", f"the input 'x' holds int64 values: {NOT_FLOAT}"),
+    ("bool", [1, 3, 8, 8], "BOOL", f"the input 'x' holds bool values: {NOT_FLOAT}"),
+]
+
+
+@pytest.mark.parametrize(
+    ("shape", "elem", "message"), [c[1:] for c in BAD_ONNX_INPUTS], ids=[c[0] for c in BAD_ONNX_INPUTS]
+)
+def test_an_onnx_input_a_spec_cannot_hold_is_refused(tmp_path, capsys, shape, elem, message):
+    """An input above the spec's bounds was an internal error (the written spec did not
+    compile: ImportMismatch, exit 1); a size of 0 was called a symbolic shape; an int64 or bool
+    input (token ids, a mask) was imported as float without a word. Each is refused, naming
+    the input, with nothing written."""
+    _onnx_relu(tmp_path / "m.onnx", shape, elem)
+    (result,) = run(tmp_path, capsys, ["import", "m.onnx", "-o", "m.yaml"])
+    assert result.rc == 2 and result.stderr == f"m.onnx: error: {message}\n", result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_a_spec_beyond_the_default_limits_is_refused_not_an_internal_error(tmp_path, capsys):
+    """A model whose spec is larger than a spec may be (a file over --max-bytes' default of 1
+    MiB takes some 18,000 layers: the limit is lowered here to 100 bytes, the same code path)
+    was an internal error: the written spec did not compile. Refused, naming the limit."""
+    from nasdsl.importer import check
+    from nasdsl.loader import Limits
+
+    _onnx_relu(tmp_path / "m.onnx", [1, 3, 8, 8])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(check, "SPEC_LIMITS", Limits(max_bytes=100))
+        (result,) = run(tmp_path, capsys, ["import", "m.onnx", "-o", "m.yaml"])
+    assert result.rc == 2 and result.stderr.startswith(
+        "m.onnx: error: its spec would be beyond a limit that check and compile apply by default, so none is "
+        "written: file is "
+    ), result.stderr
+    assert result.stderr.endswith(" bytes, above the limit of 100 (raise it with --max-bytes)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_an_onnx_input_of_another_float_type_is_imported_and_said(tmp_path, capsys):
+    """float16 is a float the spec's float32 model computes: imported, with a note."""
+    _onnx_relu(tmp_path / "m.onnx", [1, 3, 8, 8], "FLOAT16")
+    (result,) = run(tmp_path, capsys, ["import", "m.onnx", "-o", "m.yaml"])
+    assert result.rc == 0 and "note: the input 'x' is float16: the spec's model computes in float32" in result.stdout
+    assert ir.info(nasdsl.compile_spec(tmp_path / "m.yaml").graph).input == "x"
+
+
+def test_an_input_the_spec_cannot_hold_is_refused_for_a_pytorch_model_too():
+    """The same bound, for a module imported through the Python API at a size given."""
+    import torch
+
+    from nasdsl.importer import ImportFailure, import_model
+
+    with pytest.raises(ImportFailure) as raised:
+        import_model(torch.nn.ReLU(), input_shape=(3, 70000, 1))
+    assert raised.value.format() == (
+        "ReLU: error: the input, of shape [3, 70000, 1], has a size of 70,000 for its height (H): a spec's input "
+        "has at most 65,536 there"
+    )
+
+
+# --------------------------------------------------------------------------- import: names the parser refuses
+
+
+def _module(name: str, holds: bool, alone: bool, child: str = "relu"):
+    """A module whose child ``name`` is a ReLU (or, ``holds``, a 1x1 convolution; ``child``
+    "list", an nn.Sequential of a ReLU and a sigmoid), followed by a ReLU named ``tail`` unless
+    ``alone``."""
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            made = nn.Sequential(nn.ReLU(), nn.Sigmoid()) if child == "list" else nn.ReLU()
+            setattr(self, name, nn.Conv2d(3, 3, 1) if holds else made)
+            if not alone:
+                self.tail = nn.ReLU()
+
+        def forward(self, x):
+            x = getattr(self, name)(x)
+            return x if alone else self.tail(x)
+
+    return Net()
+
+
+@pytest.mark.parametrize("name", ["Add", "Op", "Seq", "When", "REPEAT"])
+def test_an_entry_named_like_a_key_in_other_case_is_renamed_or_refused(name):
+    """A module's child named `Add` or `Op` was written as an entry so named, which the parser
+    refuses (a key in other case): an internal error. An entry without weights is renamed (the
+    network is the same: two ReLUs); one with weights, whose name is its state_dict key, is refused."""
+    from nasdsl.importer import ImportFailure, import_model
+
+    result = import_model(_module(name, False, False), input_shape=(3, 4, 4))
+    assert f"{name}:" not in result.text
+    g = result.compiled.graph
+    assert sorted(data.op for _, data in ir.nodes(g)) == ["input", "relu", "relu"]
+    with pytest.raises(ImportFailure) as raised:
+        import_model(_module(name, True, False), input_shape=(3, 4, 4))
+    assert (
+        f"its child '{name}' holds weights and its name cannot name an entry of a named sequence (the key "
+        + (f"'{name.lower()}' in other case, which the spec's parser refuses as a name)")
+        in raised.value.format()
+    )
+
+
+LONE = [
+    ("opp", "relu", "opp: {op: relu}", {"opp": "relu"}),
+    ("reff", "relu", "reff: {op: relu}", {"reff": "relu"}),
+    ("sq", "list", "sq: {seq: [relu, sigmoid]}", {"sq.0": "relu", "sq.1": "sigmoid"}),
+    ("ops", "list", "ops: [relu, sigmoid]", {"ops.0": "relu", "ops.1": "sigmoid"}),
+]
+
+
+@pytest.mark.parametrize(("name", "child", "written", "ops"), LONE, ids=[c[0] for c in LONE])
+def test_a_lone_entry_named_like_a_typo_of_a_key_keeps_its_name(name, child, written, ops):
+    """The one entry of a mapping named `opp` was written `opp: relu`, and one named `sq` holding
+    a list `sq: [...]`, which the parser refuses as typos of `op` and `seq`: each is written with
+    its key, under the source's name (`ops: [...]` is no typo of `seq` and stays as it was)."""
+    from nasdsl.importer import import_model
+
+    result = import_model(_module(name, False, True, child), input_shape=(3, 4, 4))
+    assert f"\n  {written}\n" in result.text
+    g = result.compiled.graph
+    assert {n: ir.node(g, n).op for n in ops} == ops
+
+
+# --------------------------------------------------------------------------- a file's name with a trailing slash
+
+
+@pytest.mark.parametrize("where", ["argument", "extends"])
+def test_a_file_named_with_a_trailing_slash_is_not_a_directory(tmp_path, capsys, where):
+    """`spec.yaml/` loaded spec.yaml (pathlib drops the slash) where the system says "Not a
+    directory" (`cat spec.yaml/`): refused as the system refuses it, on the command line and in
+    an `extends`."""
+    (tmp_path / "spec.yaml").write_text(HEAD)
+    (tmp_path / "child.yaml").write_text("extends: spec.yaml/\n")
+    with pytest.raises(NotADirectoryError):
+        open(f"{tmp_path}/spec.yaml/")  # noqa: SIM115 - what the system says
+    spec, at = (
+        ("spec.yaml/", "spec.yaml/:1:1: error: ")
+        if where == "argument"
+        else ("child.yaml", "child.yaml:1:10: error: extends: ")
+    )
+    results = run(tmp_path, capsys, ["check", spec], ["compile", spec, "-o", "m.py"])
+    for r in results:
+        assert r.rc == 2 and r.stderr == (
+            f"{at}not a directory: the name ends with a slash, which names a folder, and the file is not one "
+            "(give the file's name without the slash)\n"
+        ), r
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.yaml", "spec.yaml"]
+
+
+# --------------------------------------------------------------------------- bench --data: a pickle inside
+
+
+class _Marks:
+    """Unpickled, it would write the file ``path``: what loading a pickle can do."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "ran"))
+
+
+@pytest.mark.parametrize(("file", "shown"), [("data.npy", "data.npy"), ("data.npz", "data.npz[x]")])
+def test_bench_data_holding_python_objects_is_refused_without_advice_to_unpickle(tmp_path, file, shown):
+    """numpy's error for an array of objects says to load it with allow_pickle=True, which runs
+    the file's pickle (here it would write a file), and nasdsl passed that advice on; an .npz
+    member of objects was an internal error. Both are refused, saying what the file holds and
+    what is expected, and nothing of the file runs."""
+    import numpy as np
+
+    from nasdsl.bench.data import DataError, load
+
+    array = np.empty((2, 3, 8, 8), dtype=object)
+    array[...] = 0.0
+    array[0, 0, 0, 0] = _Marks(str(tmp_path / "ran"))
+    path = tmp_path / file
+    if file.endswith(".npy"):
+        np.save(path, array)
+    else:
+        np.savez(path, x=array)
+    with pytest.raises(DataError) as raised:
+        load(path, (3, 8, 8))
+    assert raised.value.format() == (
+        f"error: {tmp_path / shown}: holds Python objects (a pickled array), which nasdsl does not load: expected an "
+        "array of numbers (float or integer), saved with numpy.save or numpy.savez"
+    )
+    assert "pickle=" not in raised.value.format() and not (tmp_path / "ran").exists()
+
+
+# --------------------------------------------------------------------------- an entry with the input's name
+
+
+@pytest.mark.parametrize(
+    ("input_", "entry", "message"),
+    [
+        (
+            "{shape: [3, 8, 8]}",
+            "x",
+            "spec.yaml:5:6: error: model.x: the entry 'x' has the input's name ('x' names an input without a name): "
+            "rename the entry, or name the input (input: {name: image, shape: ...})",
+        ),
+        (
+            "{name: img, shape: [3, 8, 8]}",
+            "img",
+            "spec.yaml:5:8: error: model.img: the entry 'img' has the input's name (input.name): rename the entry or "
+            "the input",
+        ),
+    ],
+    ids=["default", "named"],
+)
+def test_an_entry_with_the_inputs_name_is_refused_where_it_stands(tmp_path, capsys, input_, entry, message):
+    """An entry named `x` clashed with the input's default name and was reported at `input`
+    (line 2), which names nothing: it is reported at the entry, saying where the name comes from."""
+    text = f"name: Net\ninput: {input_}\nmodel:\n  a: relu\n  {entry}: relu\n"
+    assert assert_refused(tmp_path, capsys, text) == message + "\n"

@@ -218,6 +218,8 @@ def test_help_shows_defaults_and_examples(train, capsys) -> None:
 
 def run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    # the script imports this tree's nasdsl, as the tests in this process do, not an installed copy
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env.pop("RANK", None), env.pop("WORLD_SIZE", None), env.pop("LOCAL_RANK", None)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     print(proc.stdout, proc.stderr, sep="\n")

@@ -70,21 +70,41 @@ def load(path: str | os.PathLike, shape: tuple[int, ...]) -> Inputs:
 
 
 def _read(name: str) -> np.ndarray:
+    """The array of a .npy file, or of an .npz's one member or member ``x``. An array of Python
+    objects (a pickle inside the file) is refused before numpy is asked to read it, with no
+    advice to load it otherwise: loading a pickle runs code of the file's author."""
     if not name.endswith((".npy", ".npz")):
         raise DataError("expected a .npy or .npz file of preprocessed inputs", path=name)
     try:
+        if name.endswith(".npy"):
+            with open(name, "rb") as f:
+                _refuse_objects(f, name)
         found = np.load(name, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(found, np.ndarray):
+            return found
+        with found:
+            keys = list(found.keys())
+            key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
+            if key is not None:
+                with found.zip.open(f"{key}.npy") as f:
+                    _refuse_objects(f, f"{name}[{key}]")
+                return found[key]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read: {e}", path=name) from None
-    if isinstance(found, np.ndarray):
-        return found
-    with found:
-        keys = list(found.keys())
-        if "x" in keys:
-            return found["x"]
-        if len(keys) == 1:
-            return found[keys[0]]
     raise DataError(f"expected one array or one named 'x', found {', '.join(keys) or 'none'}", path=name)
+
+
+def _refuse_objects(f, name: str) -> None:
+    """Refuse the .npy stream ``f`` when its header says its items are Python objects."""
+    fmt = np.lib.format
+    read = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+    dtype = read(f)[2]
+    if dtype.hasobject:
+        raise DataError(
+            "holds Python objects (a pickled array), which nasdsl does not load: expected an array of numbers "
+            "(float or integer), saved with numpy.save or numpy.savez",
+            path=name,
+        )
 
 
 __all__ = ["DataError", "GENERATED", "Inputs", "MAX_CALIBRATION", "generated", "load"]

@@ -75,6 +75,9 @@ def _batches(text: str) -> tuple[int, ...]:
 #: the most threads an engine may be given: --threads 1000000 asked the engines for a million (while
 #: one ran, other processes on the machine failed to start threads)
 MAX_THREADS = 1024
+#: the most timed rounds: each times every engine at every batch, and --repeats 10**12 ran until
+#: interrupted; a median of 1,000 rounds is as steady as a benchmark gets
+MAX_REPEATS = 1000
 
 
 def _positive(option: str, kind=float, lo=0.0, hi: float | None = None):
@@ -124,7 +127,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the largest deviation from the fp32 reference the fastest may have (default {DEFAULT_TOLERANCE:g})",
     )
     parser.add_argument(
-        "--repeats", type=_positive("--repeats", int, 0), default=7, help="timed rounds (default 7; the median)"
+        "--repeats",
+        type=_positive("--repeats", int, 0, MAX_REPEATS),
+        default=7,
+        help=f"timed rounds, at most {MAX_REPEATS:,} (default 7; the median)",
     )
     parser.add_argument(
         "--threads",

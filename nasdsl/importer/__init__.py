@@ -213,10 +213,11 @@ def _read(source, input_shape, name, weights, allow_opaque, by_structure=False, 
 
 def finish(model: FlatModel, started: float, weights: bool) -> Imported:
     from nasdsl.importer import rewrite
-    from nasdsl.importer.check import check
+    from nasdsl.importer.check import check, within_limits
     from nasdsl.importer.emit import Writer
     from nasdsl.importer.templates import Discovery
 
+    within_limits(model)
     rewrite.normalise(model)
     found = Discovery(model)
     root = found.run()

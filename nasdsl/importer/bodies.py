@@ -15,16 +15,20 @@ reads its inputs by reference. The body then takes the first form that fits:
 
 from __future__ import annotations
 
+import difflib
 import keyword
 from dataclasses import dataclass, field
 
 from nasdsl.importer.flat import CONTAINER, FlatModel, ImportFailure, Node, Scope
 from nasdsl.importer.rewrite import interface
+from nasdsl.spec import BLOCK_KEYS, COMMON_KEYS, INPUT_REF
 
 #: ops that join several inputs (written as a merge of references)
 MERGES = ("concat", "add", "mul", "mean")
-#: names a child of a named sequence cannot have (nasdsl/spec.py's block and common keys)
-RESERVED = frozenset({"op", "use", "ref", "seq", "repeat", *MERGES, "phase", "when", "doc", "from", "in"})
+#: names a child of a named sequence cannot have: nasdsl/spec.py's block and common keys (in any
+#: case: the parser refuses ``Add`` or ``Op`` as a lookalike of the key) and the input's ``in``
+KEYS = frozenset({*BLOCK_KEYS, *COMMON_KEYS})
+RESERVED = frozenset({*KEYS, INPUT_REF})
 PREV, IN = None, "in"
 #: in a body written inline in the model, what it reads from the model is its path after this
 #: mark (the model's input: ``in``), until :func:`_from_the_model` writes every read as a path
@@ -81,7 +85,18 @@ def valid_name(name: str) -> bool:
         and not name.startswith("__")
         and len(name) <= 64
         and name not in RESERVED
+        and name.lower() not in KEYS
     )
+
+
+def reads_as_typo(name: str, keys: tuple[str, ...]) -> bool:
+    """Whether ``name``, as the one key of a mapping, reads as a typo of one of ``keys`` (a near
+    miss with the key's first letter: ``opp``, ``usee``), as the parser reads it: of ``op``,
+    ``use`` or ``ref`` when the value is a name, of ``seq`` when it is a list (nasdsl/spec.py,
+    ``_refuse_keyword_lookalike``)."""
+    lowered = name.lower()
+    near = [k for k in keys if k[0] == lowered[:1]]
+    return bool(difflib.get_close_matches(lowered, near, n=1, cutoff=0.7))
 
 
 class BodyBuilder:
@@ -356,7 +371,8 @@ class BodyBuilder:
         run = all(u.node is None for u in units) and all(i.source is PREV for i in items)
         for item, unit in zip(items, units, strict=True):
             if not valid_name(item.name):
-                if run and all(c.isalnum() or c in "_-" for c in item.name):
+                lookalike = item.name.lower() in KEYS  # Add, Op: the parser refuses them as keys in other case
+                if run and not lookalike and all(c.isalnum() or c in "_-" for c in item.name):
                     continue  # a run of blocks named block1-0, block1-1: a repeat's name pattern
                 if unit.holds and not scope.path and item.name.isdigit():
                     raise self.fail(
@@ -365,14 +381,19 @@ class BodyBuilder:
                         f"state_dict keys ('{item.name}.weight') cannot be kept; wrap it in a module "
                         "(self.layers = nn.Sequential(...)) and import that",
                     )
+                why = (
+                    f"the key '{item.name.lower()}' in other case, which the spec's parser refuses as a name"
+                    if lookalike
+                    else "the spec's names are identifiers"
+                )
                 if unit.holds:
                     raise self.fail(
                         scope,
                         f"its child '{item.name}' holds weights and its name cannot name an entry of a named sequence "
-                        "(the spec's names are identifiers)",
+                        f"({why})",
                     )
                 if item.kind not in ("op", "merge") or item.children:
-                    raise self.fail(scope, f"its child '{item.name}' cannot name an entry of a named sequence")
+                    raise self.fail(scope, f"its child '{item.name}' cannot name an entry of a named sequence ({why})")
                 self._rename(items, item)
                 self.model.nodes[item.node].name = item.name
         return Item(name, "seq", children=items)

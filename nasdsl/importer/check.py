@@ -14,8 +14,9 @@ import math
 import os
 import tempfile
 
-from nasdsl.errors import NasdslError
-from nasdsl.importer.flat import FlatModel
+from nasdsl.errors import LimitError, NasdslError
+from nasdsl.importer.flat import FlatModel, ImportFailure
+from nasdsl.loader import Limits
 from nasdsl.ops import OPS
 
 
@@ -32,6 +33,10 @@ def _nodes(g):
         yield name, data.op, data.attrs, ir.inputs(g, name), data.shape, data.phase
 
 
+#: the limits the written spec is compiled under: those ``nasdsl check`` and ``compile`` apply by default
+SPEC_LIMITS = Limits()
+
+
 def compile_text(text: str, stem: str):
     from nasdsl.api import compile_spec
 
@@ -39,15 +44,60 @@ def compile_text(text: str, stem: str):
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        return compile_spec(path)
+        return compile_spec(path, limits=SPEC_LIMITS)
     finally:
         os.unlink(path)
+
+
+def input_within_limits(shape: tuple, *, what: str, where: str, hint: str = "") -> None:
+    """Refuse an input shape (batch excluded) that a spec cannot hold: a size below 1, or one
+    above the builder's bounds (``nasdsl.build.MAX_SPATIAL`` for a spatial axis or a sequence,
+    ``nasdsl.ops.MAX_CHANNELS`` for channels). Such a source is the user's input, not the
+    importer's fault: an ImportFailure (exit 2), where the written spec failed to compile."""
+    from nasdsl import ir
+    from nasdsl.build import MAX_SPATIAL
+    from nasdsl.ops import MAX_CHANNELS
+
+    names = {"C": "channels", "T": "time", "H": "height", "W": "width", "L": "length"}
+    for k, (size, axis) in enumerate(zip(shape, ir.default_axes(len(shape)), strict=True)):
+        most = MAX_CHANNELS if axis in "C?" else MAX_SPATIAL
+        at = f"its {names[axis]} ({axis})" if axis in names else f"axis {k} (the batch excluded)"
+        if size < 1:
+            empty = ", an empty tensor" if size == 0 else ""
+            problem = f"a size of {size} for {at}{empty}: a spec's input has sizes of at least 1"
+        elif size > most:
+            problem = f"a size of {size:,} for {at}: a spec's input has at most {most:,} there"
+        else:
+            continue
+        raise ImportFailure(f"{what} has {problem}{hint}", where=where)
+
+
+def within_limits(model: FlatModel) -> None:
+    """What the spec's builder bounds, checked on the imported graph before a spec is written:
+    the input's sizes and the number of nodes (``nasdsl.build.MAX_NODES``)."""
+    from nasdsl.build import MAX_NODES
+
+    input_within_limits(
+        tuple(model.input.shape), what=f"the input, of shape {list(model.input.shape)},", where=model.source
+    )
+    if len(model.nodes) + 1 > MAX_NODES:
+        raise ImportFailure(
+            f"the graph has {len(model.nodes) + 1:,} nodes with its input: a spec builds at most {MAX_NODES:,}",
+            where=model.source,
+        )
 
 
 def check(model: FlatModel, text: str):
     """Compile ``text`` and compare it with ``model``; returns the compiled spec."""
     try:
         net = compile_text(text, model.name)
+    except LimitError as e:
+        # the source is too large for a spec (its file's bytes, YAML nodes, graph nodes, parameters)
+        raise ImportFailure(
+            "its spec would be beyond a limit that check and compile apply by default, so none is written: "
+            + e.message,
+            where=model.source,
+        ) from None
     except NasdslError as e:
         raise ImportMismatch(f"the written spec does not compile: {e.format()}") from None
     from nasdsl import ir

@@ -10,7 +10,7 @@ names need a pattern (RegNet's ``block1-0``).
 
 from __future__ import annotations
 
-from nasdsl.importer.bodies import IN, PREV, Item
+from nasdsl.importer.bodies import IN, PREV, Item, reads_as_typo
 from nasdsl.importer.flat import FlatModel, ImportFailure
 from nasdsl.importer.params import Expr
 from nasdsl.importer.repeats import as_repeat, flat_runs
@@ -114,7 +114,20 @@ class Writer:
             return [self.value(c) for c in item.children]
         if item.kind == "list":
             return flat_runs(self, item.children)
-        return Block({c.name: self.value(c) for c in item.children})
+        return self.entries(item.children)
+
+    def entries(self, items: list[Item]) -> Block:
+        """Named entries, a mapping. The one entry of a mapping whose name reads as a typo of a
+        block's key (``opp: relu``, ``usee: Block``) has its block written with its key
+        (``opp: {op: relu}``): the parser refuses the short form, and the name is the source's."""
+        out = {c.name: self.value(c) for c in items}
+        if len(items) == 1:
+            ((name, value),) = out.items()
+            if isinstance(value, str) and reads_as_typo(name, ("op", "use", "ref")):
+                out[name] = {"use" if items[0].kind == "use" else "op": value}
+            elif isinstance(value, list) and reads_as_typo(name, ("seq",)):
+                out[name] = {"seq": value}
+        return Block(out)
 
     # -- the document --------------------------------------------------------------------
 
@@ -131,7 +144,7 @@ class Writer:
         elif body.kind == "list":
             out["body"] = self.children(body)
         else:
-            out["body"] = Block({c.name: self.value(c) for c in body.children})
+            out["body"] = self.entries(body.children)
         return Block(out)
 
     def text(self, root: Item, header: list[str]) -> str:
@@ -148,7 +161,7 @@ class Writer:
         }
         if self.templates:
             sections["templates"] = Block({t.name: self.template_value(t) for t in self.template_order()})
-        sections["model"] = Block({c.name: self.value(c) for c in root.children})
+        sections["model"] = self.entries(root.children)
         outputs = self.outputs(root)
         if self.model.outputs_by_name:
             sections["outputs_by_name"] = True

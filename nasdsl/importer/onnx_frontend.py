@@ -34,6 +34,7 @@ from collections import Counter
 import numpy as np
 
 from nasdsl.importer import rewrite
+from nasdsl.importer.check import input_within_limits
 from nasdsl.importer.discover import blocks
 from nasdsl.importer.flat import (
     CLASS,
@@ -54,6 +55,8 @@ from nasdsl.importer.ops_table import Lowered, Unsupported
 #: the name a function-like op gets in its scope (a merge's own name is a spec keyword)
 _NAMES = {"Add": "residual", "Mul": "scale", "Concat": "cat", "Div": "div", "Sub": "sub"}
 _ALIASES = ("Identity", "Dropout")
+#: the input types (onnx.TensorProto's names), besides FLOAT, of a model the spec computes in float32
+_FLOATS = ("FLOAT16", "DOUBLE", "BFLOAT16")
 
 
 def read_onnx_file(
@@ -198,6 +201,7 @@ class _Reader:
         from onnx import numpy_helper
 
         self.allow_opaque = allow_opaque
+        self.notes: list[str] = []
         self.weights = {i.name for i in proto.graph.initializer}
         self.label = label
         self.proto = proto
@@ -213,11 +217,15 @@ class _Reader:
                 f"the input '{self.input.name}' has shape {list(shape)}: a spec's input is (C, H, W)", where=label
             )
         chw = tuple(input_shape) if input_shape else shape[1:]
-        if not all(isinstance(d, int) and d > 0 for d in chw):
+        if not all(isinstance(d, int) for d in chw):
             raise ImportFailure(
                 f"the input '{self.input.name}' has the symbolic shape {list(shape)}: give --input-shape C,H,W",
                 where=label,
             )
+        what = f"the input shape given, {list(chw)}," if input_shape else f"the input '{self.input.name}' {list(shape)}"
+        hint = "" if input_shape else ": give --input-shape C,H,W to import it at another size"
+        input_within_limits(chw, what=what, where=label, hint=hint)
+        self._check_type(label)
         try:
             inferred = onnx.shape_inference.infer_shapes(_light(proto, chw), strict_mode=True, data_prop=True)
         except Exception as e:  # noqa: BLE001
@@ -236,6 +244,25 @@ class _Reader:
         #: whether the file names no modules (then blocks are found by structure)
         self.unnamed = by_structure
         self.find_blocks = True
+
+    def _check_type(self, label: str) -> None:
+        """A spec's model reads float32: an input of floating point is imported (one of another
+        precision with a note that the spec computes in float32); an input of integers or
+        booleans (token ids, masks) has no spec equivalent and is refused."""
+        from onnx import TensorProto
+
+        code = self.input.type.tensor_type.elem_type
+        name = TensorProto.DataType.Name(code) if code in TensorProto.DataType.values() else f"type {code}"
+        kind = name.lower()
+        if name == "FLOAT":
+            return
+        if name not in _FLOATS:
+            raise ImportFailure(
+                f"the input '{self.input.name}' holds {kind} values: a spec's input is a float tensor "
+                "(float32), and an input of another type (integer token ids, a boolean mask) has no spec equivalent",
+                where=label,
+            )
+        self.notes.append(f"the input '{self.input.name}' is {kind}: the spec's model computes in float32")
 
     # constants and aliases
 
@@ -468,6 +495,7 @@ class _Reader:
             scopes={},
             outputs=outputs,
         )
+        model.notes.extend(self.notes)
         model.generated_names = self.unnamed
         if self.unnamed:
             # a concat of every earlier output (DenseNet) read as a chain of concats first:
