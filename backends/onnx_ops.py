@@ -463,7 +463,7 @@ def _interpolate(n: Lowered) -> None:
 
     Nearest is a Gather of PyTorch's source positions along each axis that changes: ONNX's Resize
     divides by the float32 scale where PyTorch multiplies by its rounded inverse, which picks another
-    position wherever the quotient is a whole number (7 / 1.4, 69 / 2.3), and ONNX Runtime copies the
+    position where the quotient is a whole number (69 / 2.3), and ONNX Runtime copies the
     input wherever the sizes stay, whatever the scale. The linear modes are Resize: by ``scales`` where a
     scale maps the coordinates (``half_pixel``: PyTorch's, to a side of 1 included, which
     ``pytorch_half_pixel`` is not), otherwise to the sizes (``align_corners`` ignores the scale)."""

@@ -78,7 +78,7 @@ def test_a_scale_is_pytorchs_scale_factor_everywhere(tmp_path, spatial, mode, co
 @pytest.mark.parametrize(
     ("shape", "scale", "mode"),
     [
-        ((2, 10), 1.4, "nearest"),  # 10 x 1.4 is 14 in double, 13.99... in float32; 7 / 1.4 is position 5
+        ((2, 10), 1.4, "nearest"),  # 10 x 1.4 is 14 in double, 13.99... in float32
         ((2, 10), 1.4, "linear"),
         ((2, 31), 2.3, "nearest"),  # 69 / 2.3: PyTorch's float32 inverse takes position 29, Resize 30
         ((2, 5), 1.1, "nearest"),  # the size stays, the positions move (ONNX Runtime would copy)
@@ -163,3 +163,30 @@ def test_one_number_is_every_axis_in_the_generated_source(tmp_path):
     assert "nn.Upsample(size=64, " in one
     two = generate_source(_compile(tmp_path, (2, 7, 9), "{op: interpolate, size: [64, 32]}").graph)
     assert "nn.Upsample(size=(64, 32), " in two
+
+
+def test_why_nearest_is_no_resize():
+    """ONNX Runtime's Resize by the scale, in PyTorch's nearest (asymmetric, rounded down), parts from
+    F.interpolate where a quotient is whole (69 / 2.3) and where no side changes (5 x 1.1): the export
+    writes a Gather instead (docs/spec-language.md, Resizing)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    for size, scale in ((31, 2.3), (5, 1.1)):
+        out = math.floor(size * scale)
+        node = helper.make_node(
+            "Resize", ["x", "", "scales"], ["y"], mode="nearest", coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        )  # fmt: skip
+        graph = helper.make_graph(
+            [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, size])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, out])],
+            [helper.make_tensor("scales", TensorProto.FLOAT, [3], [1.0, 1.0, scale])],
+        )  # fmt: skip
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.checker.check_model(proto)
+        x = torch.arange(float(size)).reshape(1, 1, size)
+        resized = run_ort(proto, x.numpy())
+        want = F.interpolate(x, scale_factor=scale, mode="nearest")
+        assert resized.shape == tuple(want.shape)
+        assert not np.array_equal(resized, want.numpy())
