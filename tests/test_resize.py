@@ -115,6 +115,23 @@ def test_a_size_is_pytorchs_size_everywhere(tmp_path, shape, size, mode, corners
     _agree(net, x, F.interpolate(x, size=size, mode=mode, **kwargs))
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{op: interpolate, scale: 1.5}",
+        "{op: interpolate, scale: 2.3, mode: bilinear}",
+        "{op: interpolate, size: 4, mode: bilinear}",
+    ],
+)
+def test_a_dynamic_batch_resizes_alike(tmp_path, body):
+    net = _compile(tmp_path, (2, 7, 9), body)
+    x = torch.randn(3, 2, 7, 9, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        want = model_class(net.graph)().eval()(x)
+    ran = run_ort(export_onnx(net.graph, opset=17, batch="dynamic"), x.numpy())
+    np.testing.assert_allclose(ran, want.numpy(), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_interpolate_like_is_the_size_of_the_second_input(tmp_path, mode):
     body = f"{{interpolate_like: [{{op: max_pool, kernel: 3, stride: 2}}, identity], mode: {mode}}}"
