@@ -182,7 +182,7 @@ def test_one_number_is_every_axis_in_the_generated_source(tmp_path):
     assert "nn.Upsample(size=(64, 32), " in two
 
 
-def test_why_nearest_is_no_resize():
+def test_why_nearest_is_a_gather_where_resize_parts_from_pytorch():
     """ONNX Runtime's Resize by the scale, in PyTorch's nearest (asymmetric, rounded down), parts from
     F.interpolate where a quotient is whole (69 / 2.3) and where no side changes (5 x 1.1): the export
     writes a Gather instead (docs/spec-language.md, Resizing)."""
@@ -207,3 +207,23 @@ def test_why_nearest_is_no_resize():
         want = F.interpolate(x, scale_factor=scale, mode="nearest")
         assert resized.shape == tuple(want.shape)
         assert not np.array_equal(resized, want.numpy())
+
+
+@pytest.mark.parametrize(
+    ("body", "ops"),
+    [
+        ("{op: interpolate, scale: 2}", ["Resize"]),  # a scale float32 holds: Resize picks PyTorch's positions
+        ("{op: interpolate, scale: 1.5}", ["Resize"]),
+        ("{op: interpolate, size: [14, 18]}", ["Resize"]),
+        ("{op: interpolate, scale: 2.3}", ["Gather", "Gather"]),  # one Gather per side
+        ("{op: interpolate, size: [4, 9]}", ["Gather"]),  # 7 to 4: 7 / 4 in float32; the width stays
+        ("{op: interpolate, scale: 2.3, mode: bilinear}", ["Resize"]),
+    ],
+)
+def test_nearest_is_a_resize_where_float32_cannot_part_them(tmp_path, body, ops):
+    net = _compile(tmp_path, (2, 7, 9), body)
+    assert [node.op_type for node in export_onnx(net.graph, opset=17).graph.node] == ops
+    x = torch.randn(1, 2, 7, 9, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        want = model_class(net.graph)().eval()(x)
+    np.testing.assert_allclose(run_ort(export_onnx(net.graph, opset=17), x.numpy()), want.numpy(), rtol=0, atol=1e-5)
