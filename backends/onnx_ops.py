@@ -442,7 +442,7 @@ def nearest_sources(size: int, out: int, scale: float | None, spatial: int) -> n
 
 def nearest_resize_exact(size: int, out: int, ratio: Fraction, table: np.ndarray) -> bool:
     """Whether ONNX's nearest Resize by ``ratio`` (``asymmetric`` coordinates rounded down, position
-    ``floor(i / ratio)``) picks ``table`` however a runtime rounds in float32: the ratio is a float32
+    ``floor(i / ratio)``) picks ``table`` whether a runtime divides exactly or in float32: the ratio is a float32
     (as 2, 0.5, 1.5 are; 2.3 is not), so that ``size * ratio`` and a whole quotient are exact, a
     quotient that is not whole lies at least ``1 / numerator`` below the next whole number, far more
     than float32's error, and the positions are PyTorch's."""
