@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import networkx as nx
 import numpy as np
@@ -425,21 +426,105 @@ def _parameter(n: Lowered) -> None:
     n.emit("Expand", [n.param(""), dims], last=True)
 
 
+def nearest_sources(size: int, out: int, scale: float | None, spatial: int) -> np.ndarray:
+    """The input position that each of ``out`` positions copies along one axis of ``size`` in
+    PyTorch's nearest mode (ATen's CPU kernels on a contiguous map): ``floor(i * step)`` in float32,
+    at most ``size - 1``, where ``step`` is ``1 / scale`` rounded to float32 where a scale is given
+    and ``size / out`` otherwise; on a 2-D map an axis that keeps its size is copied and one that
+    doubles takes ``i // 2`` whatever the scale (``nearest_idx``)."""
+    if spatial == 2 and out == size:
+        return np.arange(out, dtype=np.int64)
+    if spatial == 2 and out == 2 * size:
+        return np.arange(out, dtype=np.int64) // 2
+    step = np.float32(1.0 / scale) if scale is not None else np.float32(size) / np.float32(out)
+    return np.minimum(np.floor(np.arange(out, dtype=np.float32) * step).astype(np.int64), size - 1)
+
+
+def nearest_resize_exact(size: int, out: int, ratio: Fraction, table: np.ndarray) -> bool:
+    """Whether ONNX's nearest Resize by ``ratio`` (``asymmetric`` coordinates rounded down, position
+    ``floor(i / ratio)``) picks ``table`` whether a runtime divides exactly or in float32: the ratio is a float32
+    (as 2, 0.5, 1.5 are; 2.3 is not), so that ``size * ratio`` and a whole quotient are exact, a
+    quotient that is not whole lies at least ``1 / numerator`` below the next whole number, far more
+    than float32's error, and the positions are PyTorch's."""
+    if Fraction(float(np.float32(ratio))) != ratio or math.floor(size * ratio) != out:
+        return False
+    if ratio.numerator * max(size, out) >= 1 << 20:
+        return False
+    return all(table[i] == math.floor(i / ratio) for i in range(out))
+
+
+def resize_scale(size: int, out: int, scale: float) -> np.float32:
+    """The float32 scale for ONNX's Resize that maps coordinates by ``scale`` (PyTorch's
+    ``scale_factor``) and gives PyTorch's ``out = floor(size * scale)``: ``scale`` in float32,
+    moved by the fewest units in the last place that make ``floor(size * s)`` ``out`` both in
+    float32 (ONNX Runtime) and in double (ONNX's shape inference); 1 where the size is kept
+    (PyTorch's linear kernels copy such an axis)."""
+    if out == size:
+        return np.float32(1.0)
+    s = np.float32(scale)
+    for _ in range(64):
+        low = min(math.floor(size * float(s)), math.floor(float(np.float32(size) * s)))
+        high = max(math.floor(size * float(s)), math.floor(float(np.float32(size) * s)))
+        if low == high == out:
+            return s
+        s = np.nextafter(s, np.float32(math.inf if low < out else 0.0))
+    raise CodegenError(f"no float32 scale near {scale} gives {out} positions from {size}")
+
+
 @lowering("onnx", "interpolate", "interpolate_like")
 def _interpolate(n: Lowered) -> None:
-    mode = n.a["mode"]
+    """PyTorch's ``F.interpolate`` (``recompute_scale_factor`` unset: a scale maps the coordinates).
+
+    Nearest is ONNX's Resize where it picks PyTorch's positions in any float32 arithmetic (a scale
+    or a ratio of sizes that float32 holds, 2, 0.5, 1.5: :func:`nearest_resize_exact`), and elsewhere
+    a Gather of PyTorch's positions along each axis that changes: Resize divides by the float32 scale
+    where PyTorch multiplies by its rounded inverse, which picks another position where the quotient
+    is a whole number (69 / 2.3), and ONNX Runtime copies the input wherever the sizes stay, whatever
+    the scale. The linear modes are Resize: by ``scales`` where a scale maps the coordinates
+    (``half_pixel``: PyTorch's, to a side of 1 included, which ``pytorch_half_pixel`` is not),
+    otherwise to the sizes (``align_corners`` ignores the scale)."""
     e = n.e
+    ins, outs = n.in_shape[1:], n.data.shape[1:]
+    spatial = len(ins)
+    scale = n.a.get("scale")
+    if n.a["mode"] == "nearest":
+        tables = [nearest_sources(i, o, scale, spatial) for i, o in zip(ins, outs, strict=True)]
+        moved = [k for k, table in enumerate(tables) if not np.array_equal(table, np.arange(ins[k]))]
+        if not moved:
+            n.emit("Identity", [n.x], last=True)
+            return
+        ratios = [Fraction(scale) if scale is not None else Fraction(o, i) for i, o in zip(ins, outs, strict=True)]
+        exact = all(nearest_resize_exact(*args) for args in zip(ins, outs, ratios, tables, strict=True))
+        if exact and ins != outs:  # ONNX Runtime copies the input where no side changes, whatever the scale
+            attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+            _resize(n, [float(r) for r in ratios] if scale is not None else None, attrs)
+            return
+        y, shape = n.x, list(n.in_shape)
+        for k in moved:
+            shape[k + 1] = outs[k]
+            positions = e.const(f"positions{k}", tables[k], np.int64)
+            y = n.emit("Gather", [y, positions], at=e.full(tuple(shape)), last=k == moved[-1], axis=k + 2)
+        return
+    if n.a["align_corners"]:
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "align_corners"}
+    else:
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    by_scale = scale is not None and not n.a["align_corners"]
+    _resize(n, [resize_scale(i, o, scale) for i, o in zip(ins, outs, strict=True)] if by_scale else None, attrs)
+
+
+def _resize(n: Lowered, scales: list | None, attrs: dict) -> None:
+    """A Resize by ``scales`` (one per spatial axis) or, where None, to the IR's sizes."""
+    e = n.e
+    if scales is not None:
+        n.emit("Resize", [n.x, "", e.const("scales", [1.0, 1.0, *scales], np.float32)], last=True, **attrs)
+        return
     if isinstance(n.shape[0], str):  # a symbolic batch: the input's batch and channels, then the new sizes
         whole = n.emit("Shape", [n.x], ints=True)
         first = n.emit("Slice", [whole, e.ints("starts", [0]), e.ints("ends", [2])], ints=True)
         sizes = n.emit("Concat", [first, e.ints("spatial", list(n.data.shape[1:]))], ints=True, axis=0)
     else:
         sizes = e.ints("sizes", list(n.shape))
-    if mode == "nearest":  # PyTorch's nearest: floor(i * in / out)
-        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
-    else:
-        coords = "align_corners" if n.a["align_corners"] else "pytorch_half_pixel"
-        attrs = {"mode": "linear", "coordinate_transformation_mode": coords}
     n.emit("Resize", [n.x, "", "", sizes], last=True, **attrs)
 
 

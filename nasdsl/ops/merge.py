@@ -19,7 +19,7 @@ from nasdsl.ops.core import (
     known,
     register,
 )
-from nasdsl.ops.tensor import AXIS_DOC, INTERPOLATE_MODE, _axis, interpolate_infer
+from nasdsl.ops.tensor import AXIS_DOC, INTERPOLATE_MODE, _axis, interpolate_attrs, interpolate_infer
 
 MANY = 1 << 16
 
@@ -182,6 +182,7 @@ register(
             dataclasses.replace(INTERPOLATE_MODE[1], fixed="the generated class's forward writes it"),
         ),
         interpolate_infer,
+        check_attrs=interpolate_attrs,
         min_inputs=2,
         max_inputs=2,
         spatial="fixed",

@@ -312,11 +312,15 @@ def _pad_channels(types: Sequence[TensorType], a: Mapping[str, object], out: Ten
 
 
 def interpolate_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
+    """PyTorch's sizes: ``size`` (one integer for every spatial axis, or one per axis), the second
+    input's spatial sizes, or ``floor(d * scale)`` for each spatial size ``d``."""
     t = types[0]
     spatial = t.rank - 1
     need(t, "interpolate", "a feature map (C, L), (C, H, W) or (C, T, H, W)", 2 <= t.rank <= 4 and t.channels_first)
-    if a["mode"] == "bilinear" and spatial != 2 or a["mode"] == "trilinear" and spatial != 3:
-        raise ShapeError(f"expected a map with {2 if a['mode'] == 'bilinear' else 3} spatial axes for {a['mode']}")
+    wanted = {"linear": 1, "bilinear": 2, "trilinear": 3}.get(a["mode"])
+    if wanted is not None and spatial != wanted:
+        maps = {1: "a (C, L) map", 2: "a (C, H, W) map", 3: "a (C, T, H, W) map"}
+        raise ShapeError(f"expected {maps[wanted]} for mode {a['mode']}, got {describe_type(t)}")
     given = [k for k in ("size", "scale") if a.get(k) is not None]
     if len(types) == 2:
         like = types[1]
@@ -327,11 +331,20 @@ def interpolate_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> T
         raise ShapeError("expected one of size and scale")
     elif a["size"] is not None:
         size = a["size"]
-        if len(size) not in (1, spatial):
-            raise ShapeError(f"expected a size of 1 or {spatial} integers, got {fmt(size)}")
-        sizes = tuple(size) * (spatial if len(size) == 1 else 1)
+        if isinstance(size, tuple) and len(size) != spatial:
+            raise ShapeError(
+                f"expected a size of one integer (every spatial axis) or a list of {spatial} (one per spatial axis) "
+                f"for {describe_type(t)}, got {list(size)}"
+            )
+        sizes = size if isinstance(size, tuple) else (size,) * spatial
     else:
-        sizes = tuple(int(math.floor(d * a["scale"])) if known(d) else d * int(a["scale"]) for d in t.shape[1:])
+        scale = a["scale"]
+        if not known(*t.shape[1:]) and scale != int(scale):
+            raise ShapeError(
+                "a scale that is not a whole number of a symbolic size"
+            )  # the shape pass keeps the numbers
+        # PyTorch's output size: the size times the scale in double precision, rounded down
+        sizes = tuple(math.floor(d * scale) if known(d) else d * int(scale) for d in t.shape[1:])
         if not all(known(d) and d >= 1 for d in sizes):
             raise ShapeError(f"a scale of {a['scale']} leaves no positions of {describe_type(t)}")
     return TensorType((t.shape[0], *sizes), t.axes, t.dtype)
@@ -345,10 +358,18 @@ def _positive_real(v: object) -> float | None:
     return float(v)
 
 
-def _optional_sizes(v: object) -> tuple[int, ...] | None:
-    if v is None:
-        return None
-    return int_list("the output's spatial size", 1, 1 << 16, most=3)(v if isinstance(v, (list, tuple)) else [v])
+def _optional_sizes(v: object) -> int | tuple[int, ...] | None:
+    """One integer (every spatial axis) or a list of one per spatial axis; kept apart, as the spec
+    wrote it, so that a list of one on a 2-D map is refused rather than read as both axes."""
+    if v is None or is_int(v):
+        return v if v is None else check_int(v, 1, 1 << 16)
+    return int_list("the output's spatial size", 1, 1 << 16, most=3)(v)
+
+
+def interpolate_attrs(a: Mapping[str, object]) -> None:
+    if a["mode"] == "nearest" and a["align_corners"] is True:
+        message = "expected align_corners false with mode nearest (PyTorch takes it in the linear modes), got true"
+        raise SpecError(message, path="align_corners")
 
 
 INTERPOLATE_MODE = (
@@ -524,6 +545,7 @@ register(
             *INTERPOLATE_MODE,
         ),
         interpolate_infer,
+        check_attrs=interpolate_attrs,
         spatial="fixed",
         channel_map=identity_channels,
     ),
