@@ -888,8 +888,16 @@ def _parse_named_seq(raw: YMap, loc: Location, path: str) -> SeqBlock:
     return SeqBlock(loc, path, items=tuple(items), named=True)
 
 
-#: the keys a near miss of which, as the one key of a mapping and with a value of their kind, reads as a typo
-_MISSPELT_KINDS = {str: ("op", "use", "ref"), YList: ("seq",)}
+def misspelt_keyword(key: str, value: object) -> str | None:
+    """The block key that ``key``, as the one key of a mapping whose value is ``value``, reads as
+    with a typo: a near miss of ``op``, ``use`` or ``ref`` when the value is a name, of ``seq``
+    when it is a list, that keeps the key's first letter (``opp``, ``usee``, ``sq``; ``top``
+    names an entry). None where it reads as a name (the importer writes such an entry's block
+    with its key)."""
+    kinds = ("op", "use", "ref") if isinstance(value, str) else ("seq",) if isinstance(value, list) else ()
+    lowered = key.lower()
+    close = difflib.get_close_matches(lowered, [k for k in kinds if k[0] == lowered[:1]], n=1, cutoff=0.7)
+    return close[0] if close else None
 
 
 def _refuse_keyword_lookalike(raw: YMap, key: str, value: object, path: str) -> None:
@@ -906,12 +914,9 @@ def _refuse_keyword_lookalike(raw: YMap, key: str, value: object, path: str) -> 
         found = f"'{key}' is the key '{lowered}' in other case (keys are case-sensitive)"
         meant = lowered
     else:
-        kinds = _MISSPELT_KINDS.get(type(value), ()) if len(raw) == 1 else ()
-        kinds = [k for k in kinds if k[0] == lowered[:1]]  # a typo keeps the first letter; `top` names an entry
-        close = difflib.get_close_matches(lowered, kinds, n=1, cutoff=0.7)
-        if not close:
+        meant = misspelt_keyword(key, value) if len(raw) == 1 else None
+        if meant is None:
             return
-        meant = close[0]
         found = f"'{key}', the one key of this mapping, reads as '{meant}' with a typo"
     raise SpecError(
         f"{found}: the mapping would be a sequence with an entry named '{key}'; write '{meant}', "

@@ -15,7 +15,6 @@ reads its inputs by reference. The body then takes the first form that fits:
 
 from __future__ import annotations
 
-import difflib
 import keyword
 from dataclasses import dataclass, field
 
@@ -87,16 +86,6 @@ def valid_name(name: str) -> bool:
         and name not in RESERVED
         and name.lower() not in KEYS
     )
-
-
-def reads_as_typo(name: str, keys: tuple[str, ...]) -> bool:
-    """Whether ``name``, as the one key of a mapping, reads as a typo of one of ``keys`` (a near
-    miss with the key's first letter: ``opp``, ``usee``), as the parser reads it: of ``op``,
-    ``use`` or ``ref`` when the value is a name, of ``seq`` when it is a list (nasdsl/spec.py,
-    ``_refuse_keyword_lookalike``)."""
-    lowered = name.lower()
-    near = [k for k in keys if k[0] == lowered[:1]]
-    return bool(difflib.get_close_matches(lowered, near, n=1, cutoff=0.7))
 
 
 class BodyBuilder:

@@ -10,12 +10,13 @@ names need a pattern (RegNet's ``block1-0``).
 
 from __future__ import annotations
 
-from nasdsl.importer.bodies import IN, PREV, Item, reads_as_typo
+from nasdsl.importer.bodies import IN, PREV, Item
 from nasdsl.importer.flat import FlatModel, ImportFailure
 from nasdsl.importer.params import Expr
 from nasdsl.importer.repeats import as_repeat, flat_runs
 from nasdsl.importer.templates import NO_DEFAULT, Discovery, Template
 from nasdsl.importer.yaml_text import Block, document
+from nasdsl.spec import misspelt_keyword
 
 
 class Writer:
@@ -123,10 +124,9 @@ class Writer:
         out = {c.name: self.value(c) for c in items}
         if len(items) == 1:
             ((name, value),) = out.items()
-            if isinstance(value, str) and reads_as_typo(name, ("op", "use", "ref")):
-                out[name] = {"use" if items[0].kind == "use" else "op": value}
-            elif isinstance(value, list) and reads_as_typo(name, ("seq",)):
-                out[name] = {"seq": value}
+            if misspelt_keyword(name, value) is not None:
+                key = "seq" if isinstance(value, list) else "use" if items[0].kind == "use" else "op"
+                out[name] = {key: value}
         return Block(out)
 
     # -- the document --------------------------------------------------------------------
