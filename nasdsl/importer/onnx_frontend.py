@@ -166,12 +166,14 @@ def _as_run(light):
     by the one, 23 by the other. The importer reads the scales from the file itself
     (:func:`nasdsl.importer.onnx_ops._resize`)."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     opset = next((o.version for o in light.opset_import if o.domain in ("", "ai.onnx")), 17)
     g = light.graph
     const = {t.name: t for t in g.initializer}
-    const.update((n.output[0], a.t) for n in g.node if n.op_type == "Constant" for a in n.attribute if a.name == "value")
+    for n in g.node:
+        if n.op_type == "Constant":
+            const.update((n.output[0], a.t) for a in n.attribute if a.name == "value")
     resizes = [
         n for n in g.node
         if n.op_type == "Resize" and len(n.input) >= 3 and n.input[2] in const and (len(n.input) == 3 or not n.input[3])

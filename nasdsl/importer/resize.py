@@ -66,7 +66,10 @@ def linear_step(size: int, out: int, scale: float | None) -> np.float32:
 
 
 def spec_resize(
-    ins: Sequence[int], outs: Sequence[int], scale: float | None, computes: Callable[[int, int, int, float | None], bool]
+    ins: Sequence[int],
+    outs: Sequence[int],
+    scale: float | None,
+    computes: Callable[[int, int, int, float | None], bool],
 ) -> dict | None:
     """The spec's ``scale`` (where ``scale`` is given and gives ``outs``) or else its ``size``
     (one per side), whichever first computes what the source does on every side, as
