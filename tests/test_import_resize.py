@@ -189,13 +189,20 @@ def _spec(tmp_path: Path, shape, resize: str) -> nasdsl.Compiled:
         # 5 x 1.1 keeps its size: the export scales that side by 1
         ("{op: interpolate, scale: 1.1, mode: bilinear}", {"scale": 1.1, "mode": "bilinear"}),
         ("{op: interpolate, scale: 1.5}", {"scale": 1.5}),
+        # nearest where a Resize would pick other positions: a Gather of PyTorch's along each side
+        ("{op: interpolate, scale: 2.3}", {"scale": 2.3}),
+        ("{op: interpolate, scale: 1.1}", {"scale": 1.1}),
+        ("{op: interpolate, size: [13, 7]}", {"size": [13, 7]}),  # no one scale gives 13 of 10 and 7 of 5
     ],
 )
 def test_nasdsls_own_export_imports_back_to_its_scale(tmp_path, resize, entry):
     """nasdsl's export moves a float32 scale by the units that keep its sizes (2.3 as 2.3000002
-    and 2.29999995 on the sides 10 and 5) and scales a side that keeps its size by 1."""
+    and 2.29999995 on the sides 10 and 5), scales a side that keeps its size by 1, and writes
+    nearest as Gathers of PyTorch's positions where a Resize would pick others. ONNX Runtime runs
+    the file and the import's export alike."""
     net = _spec(tmp_path, (3, 10, 5), resize)
     proto = export_onnx(net.graph, opset=17)
+    assert [n.op_type for n in proto.graph.node][1:] in (["Resize"], ["Gather"], ["Gather", "Gather"])
     result = import_model(proto, weights=True)
     assert _resized(result) == {"op": "interpolate", **entry}
     assert agreement(proto, result) <= 1e-6

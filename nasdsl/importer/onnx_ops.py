@@ -336,6 +336,36 @@ def _expand(view: View, node) -> Match:
     return Match(lowered, others[:1], node.output[0], [node], {"": value}, name=named)
 
 
+def _nearest_gathers(view: View, node) -> Match | None:
+    """Gathers of constant positions along the spatial axes of a map, one after another: nearest
+    ``interpolate`` where they are the positions PyTorch's nearest mode copies for one scale or
+    for the sizes (what nasdsl's own ONNX export writes where a Resize would pick others);
+    None otherwise."""
+    x = node.input[0]
+    rank = view.rank(x)
+    shape = view.shapes.get(x, ())
+    if rank not in (3, 4, 5) or not all(isinstance(d, int) for d in shape) or view.get(x) is not None:
+        return None
+    ins = [int(d) for d in shape[2:]]
+    tables = {}
+    nodes, step = [], node
+    while step is not None:
+        positions = view.get(step.input[1])
+        axis = int(view.attrs(step).get("axis", 0)) % rank
+        if positions is None or positions.ndim != 1 or axis < 2 or axis - 2 in tables or positions.size == 0:
+            break
+        tables[axis - 2] = positions.astype(np.int64)
+        nodes.append(step)
+        after = view.next_node(step, "Gather")
+        step = after if after is not None and view.only_user(step.output[0], after) else None
+    if not nodes:
+        return None
+    found = resize.nearest_from_positions(ins, [tables.get(k, np.arange(d)) for k, d in enumerate(ins)])
+    if found is None:
+        return None
+    return Match(Lowered("interpolate", {**found, "mode": "nearest"}), [x], nodes[-1].output[0], nodes)
+
+
 def _gather(view: View, node) -> Match:
     """``x[:, i]``: one position along an axis other than the batch (a scalar index) is a select."""
     index = view.get(node.input[1])
@@ -708,6 +738,8 @@ def _resize(view: View, node) -> Match:
         factors = factors[2:]
         outs = [int(np.float32(d) * np.float32(f)) for d, f in zip(ins, factors, strict=True)]  # ONNX Runtime's
     shown = f"by {[float(f'{f:.9g}') for f in factors]}" if factors is not None else f"to {outs}"
+    if any(o < 1 for o in outs):
+        raise Unsupported(f"a Resize {shown} of {ins} leaves no positions")
     if mode == "linear" and coords == "pytorch_half_pixel" and any(o == 1 < i for i, o in zip(ins, outs, strict=True)):
         raise Unsupported(
             f"a linear Resize {shown} with pytorch_half_pixel coordinates to a side of 1: it reads the side's first "
@@ -811,7 +843,7 @@ PATTERNS: dict[str, list[Callable]] = {
     "Softmax": [_softmax],
     "Resize": [_resize],
     "Expand": [_expand],
-    "Gather": [_gather],
+    "Gather": [_nearest_gathers, _gather],
 }
 
 

@@ -38,6 +38,8 @@ def decimal_scale(values: Sequence[float], ins: Sequence[int], outs: Sequence[in
     a model was written with (2.3) where a file holds float32s near it (2.29999995, or 2.3000002
     where an exporter moved it to keep a size); None where none does."""
     value = float(np.mean(values))
+    if value <= 0:
+        return None
     for digits in range(1, 10):
         rounded = float(f"{value:.{digits}g}")
         step = 10.0 ** (math.floor(math.log10(rounded)) - digits + 1)
@@ -102,3 +104,30 @@ def same_as_pytorch_scales(
         return linear_step(size, out, spec_scale) == linear_step(size, out, scales[k])
 
     return computes
+
+
+def nearest_from_positions(ins: Sequence[int], tables: Sequence[np.ndarray]) -> dict | None:
+    """The spec's nearest ``interpolate`` that copies ``tables[k]`` along side ``k`` (what
+    nasdsl's ONNX export writes as a ``Gather`` of positions per side where ONNX's Resize would
+    pick others): the ``scale`` with the fewest significant digits (up to 6) that gives those
+    positions on every side, else the ``size`` that does; None where neither does."""
+    outs = [len(t) for t in tables]
+    spatial = len(ins)
+
+    def picks(scale: float | None) -> bool:
+        return all(
+            np.array_equal(nearest_positions(i, o, scale, spatial), t)
+            for i, o, t in zip(ins, outs, tables, strict=True)
+        )
+
+    # the scales that give these sizes: floor(side * scale) = out on every side
+    lo = max(o / i for i, o in zip(ins, outs, strict=True))
+    hi = min((o + 1) / i for i, o in zip(ins, outs, strict=True))
+    for digits in range(1, 7):
+        step = 10.0 ** (math.floor(math.log10(lo)) - digits + 1)
+        first = math.ceil(lo / step)
+        for k in range(first, min(first + 100, math.ceil(hi / step))):
+            scale = float(f"{k * step:.{digits + 1}g}")
+            if lo <= scale < hi and scale_sizes(ins, scale) == outs and picks(scale):
+                return {"scale": scale}
+    return {"size": outs} if picks(None) else None
