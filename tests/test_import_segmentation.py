@@ -258,7 +258,10 @@ class _Returns(torch.nn.Module):
             lambda: _Returns(size=(16, 16), mode="bilinear", antialias=True),
             r"antialias=True: the spec's interpolate does not filter",
         ),
-        (lambda: _Returns(scale_factor=(2.0, 3.0)), r"scale factors \[2.0, 3.0\]: the spec's interpolate scales"),
+        (
+            lambda: _Returns(scale_factor=(2.3, 3.0)),
+            r"scale factors \[2.3, 3.0\]: the spec's interpolate takes one scale, and the sizes \[18, 24\]",
+        ),
     ],
 )
 def test_what_the_spec_cannot_say_is_a_located_error(model, message):

@@ -27,6 +27,7 @@ one template.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from collections import Counter
@@ -157,6 +158,52 @@ def _own_copies(proto):
     return out
 
 
+def _as_run(light):
+    """``light`` (a copy for shape inference) with each Resize by constant scales whose sizes
+    ONNX's shape inference and ONNX Runtime give differently made a Resize to the sizes ONNX
+    Runtime gives: the inference takes ``floor(side * scale)`` in double precision, ONNX Runtime
+    (and the shapes torch.onnx.export declares) the float32 product, and 10 x float32(2.3) is 22
+    by the one, 23 by the other. The importer reads the scales from the file itself
+    (:func:`nasdsl.importer.onnx_ops._resize`)."""
+    import onnx
+    from onnx import numpy_helper
+
+    opset = next((o.version for o in light.opset_import if o.domain in ("", "ai.onnx")), 17)
+    g = light.graph
+    const = {t.name: t for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant":
+            const.update((n.output[0], a.t) for a in n.attribute if a.name == "value")
+    resizes = [
+        n for n in g.node
+        if n.op_type == "Resize" and len(n.input) >= 3 and n.input[2] in const and (len(n.input) == 3 or not n.input[3])
+        and not any(a.name == "axes" for a in n.attribute)
+    ]  # fmt: skip
+    if opset < 11 or not resizes:
+        return light
+    shapes = None
+    for node in resizes:
+        if shapes is None:
+            inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
+            shapes = {vi.name: _shape_of(vi) for vi in [*inferred.graph.value_info, *inferred.graph.input]}
+        scales = numpy_helper.to_array(const[node.input[2]]).astype(np.float32).reshape(-1)
+        shape = shapes.get(node.input[0])
+        if shape is None or len(shape) != scales.size or not all(isinstance(d, int) for d in shape):
+            continue
+        run = [int(np.float32(d) * s) for d, s in zip(shape, scales, strict=True)]
+        if run == [math.floor(d * float(s)) for d, s in zip(shape, scales, strict=True)]:
+            continue
+        sizes = f"{node.output[0]}::sizes_as_run"
+        g.initializer.append(numpy_helper.from_array(np.array(run, np.int64), sizes))
+        node.input[2] = ""
+        if len(node.input) > 3:
+            node.input[3] = sizes
+        else:
+            node.input.append(sizes)
+        shapes = None  # the sizes after it change
+    return light
+
+
 def _light(proto, chw: tuple[int, ...] | None = None):
     """The model without the data of its large initializers (each becomes a graph input of the
     same type and shape), the input fixed to batch 1 and ``chw`` when given: what the checker
@@ -227,7 +274,7 @@ class _Reader:
         input_within_limits(chw, what=what, where=label, hint=hint)
         self._check_type(label)
         try:
-            inferred = onnx.shape_inference.infer_shapes(_light(proto, chw), strict_mode=True, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(_as_run(_light(proto, chw)), strict_mode=True, data_prop=True)
         except Exception as e:  # noqa: BLE001
             raise ImportFailure(
                 f"ONNX shape inference fails: {str(e).strip().splitlines()[0][:300]}", where=label

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nasdsl.importer import resize
 from nasdsl.importer.ops_table import Lowered, Unsupported, pair
 
 
@@ -333,6 +334,36 @@ def _expand(view: View, node) -> Match:
     named = _initializer_path(node, node.input[0])
     lowered = Lowered("parameter", {"shape": list(shape[1:])})
     return Match(lowered, others[:1], node.output[0], [node], {"": value}, name=named)
+
+
+def _nearest_gathers(view: View, node) -> Match | None:
+    """Gathers of constant positions along the spatial axes of a map, one after another: nearest
+    ``interpolate`` where they are the positions PyTorch's nearest mode copies for one scale or
+    for the sizes (what nasdsl's own ONNX export writes where a Resize would pick others);
+    None otherwise."""
+    x = node.input[0]
+    rank = view.rank(x)
+    shape = view.shapes.get(x, ())
+    if rank not in (3, 4, 5) or not all(isinstance(d, int) for d in shape) or view.get(x) is not None:
+        return None
+    ins = [int(d) for d in shape[2:]]
+    tables = {}
+    nodes, step = [], node
+    while step is not None:
+        positions = view.get(step.input[1])
+        axis = int(view.attrs(step).get("axis", 0)) % rank
+        if positions is None or positions.ndim != 1 or axis < 2 or axis - 2 in tables or positions.size == 0:
+            break
+        tables[axis - 2] = positions.astype(np.int64)
+        nodes.append(step)
+        after = view.next_node(step, "Gather")
+        step = after if after is not None and view.only_user(step.output[0], after) else None
+    if not nodes:
+        return None
+    found = resize.nearest_from_positions(ins, [tables.get(k, np.arange(d)) for k, d in enumerate(ins)])
+    if found is None:
+        return None
+    return Match(Lowered("interpolate", {**found, "mode": "nearest"}), [x], nodes[-1].output[0], nodes)
 
 
 def _gather(view: View, node) -> Match:
@@ -653,57 +684,112 @@ def _hard_sigmoid(view: View, node) -> Match:
 _LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
+def _text(a: dict, key: str, default: str) -> str:
+    v = a.get(key, default)
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def _resize(view: View, node) -> Match:
-    """``Resize`` as PyTorch's ``F.interpolate`` computes it (what torch.onnx.export and nasdsl
-    write): nearest as ``asymmetric`` coordinates rounded down, (bi/tri)linear with
-    ``pytorch_half_pixel`` (or ``half_pixel``, the same where no side becomes 1) or
-    ``align_corners``; the batch and channels kept. A constant scale, the same on every side,
-    is kept as ``scale`` (PyTorch maps coordinates by it); constant sizes as ``size``."""
+    """``Resize`` where it computes what PyTorch's ``F.interpolate`` does (what torch.onnx.export
+    and nasdsl write): nearest as ``asymmetric`` coordinates rounded down where it picks PyTorch's
+    positions, linear with ``half_pixel``, ``pytorch_half_pixel`` (the same but to a side of 1,
+    where it reads the first position and PyTorch the middle) or ``align_corners``; the batch and
+    channels kept. The sizes are ONNX Runtime's (the float32 product of a side and its scale, which
+    the frontend's shape inference takes). Constant sizes are kept as ``size``; constant scales as
+    the one ``scale`` a model was written with (:func:`nasdsl.importer.resize.decimal_scale`: 2.3
+    for the file's float32 2.29999995) where it gives the sizes and maps the positions as the
+    file's scales do, else as the sizes where those map them alike; another is an error."""
     a = view.attrs(node)
     x = node.input[0]
     rank = view.rank(x)
-    mode = a.get("mode", b"nearest")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-    coords = a.get("coordinate_transformation_mode", b"half_pixel")
-    coords = coords.decode() if isinstance(coords, bytes) else str(coords)
-    rounding = a.get("nearest_mode", b"round_prefer_floor")
-    rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
+    mode = _text(a, "mode", "nearest")
+    coords = _text(a, "coordinate_transformation_mode", "half_pixel")
+    rounding = _text(a, "nearest_mode", "round_prefer_floor")
     if rank not in (3, 4, 5):
         raise Unsupported(f"a Resize of a {rank - 1}-D input: the spec's interpolate takes maps (C, L) to (C, T, H, W)")
     if a.get("antialias", 0) or "axes" in a or a.get("exclude_outside", 0):
         raise Unsupported("a Resize with antialias, axes or exclude_outside: the spec's interpolate has none")
-    out_shape = view.shapes.get(node.output[0])
-    sizes = view.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-    scales = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    if sizes is None and (scales is None or scales.size == 0):
-        raise Unsupported("a Resize to sizes or scales computed in the graph: the spec's sizes are constants")
-    attrs: dict = {}
-    if mode == "nearest" and coords == "asymmetric" and rounding == "floor":
-        attrs["mode"] = "nearest"
-    elif mode == "linear" and coords in ("pytorch_half_pixel", "half_pixel", "align_corners"):
-        if coords == "half_pixel" and (out_shape is None or any(int(d) == 1 for d in out_shape[2:])):
-            raise Unsupported("a linear Resize with half_pixel coordinates to a side of 1: PyTorch's differs there")
-        attrs["mode"] = _LINEAR[rank - 2]
-        if coords == "align_corners":
-            attrs["align_corners"] = True
-    else:
+    if not (mode == "nearest" and coords == "asymmetric" and rounding == "floor") and not (
+        mode == "linear" and coords in ("pytorch_half_pixel", "half_pixel", "align_corners")
+    ):
         raise Unsupported(
             f"a Resize in mode {mode} with {coords} coordinates"
             + (f" rounded {rounding}" if mode == "nearest" else "")
             + ": the spec's interpolate computes PyTorch's nearest (asymmetric, floor) and linear "
-            "(pytorch_half_pixel or align_corners)"
+            "(half_pixel, pytorch_half_pixel or align_corners)"
         )
+    in_shape = view.shapes.get(x, ())
+    sizes = view.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    scales = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if sizes is None and (scales is None or scales.size == 0):
+        raise Unsupported("a Resize to sizes or scales computed in the graph: the spec's sizes are constants")
+    if not all(isinstance(d, int) for d in in_shape):
+        raise Unsupported(f"a Resize of an input of shape {list(in_shape)}: the spec's sizes are constants")
+    ins = [int(d) for d in in_shape[2:]]
     if sizes is not None and sizes.size:
         sizes = [int(v) for v in sizes.reshape(-1)]
-        if len(sizes) != rank or list(sizes[:2]) != list(view.shapes.get(x, ())[:2]):
+        if len(sizes) != rank or list(sizes[:2]) != list(in_shape[:2]):
             raise Unsupported(f"a Resize to {sizes}: the spec's interpolate keeps the batch and the channels")
-        attrs["size"] = sizes[2:]
+        outs, factors = sizes[2:], None
     else:
-        factors = [float(v) for v in scales.reshape(-1)]
-        if len(factors) != rank or factors[:2] != [1.0, 1.0] or len(set(factors[2:])) != 1:
-            raise Unsupported(f"a Resize by {factors}: the spec's interpolate scales every side alike")
-        attrs["scale"] = factors[2]
+        factors = [float(np.float32(v)) for v in scales.reshape(-1)]
+        if len(factors) != rank or factors[:2] != [1.0, 1.0]:
+            raise Unsupported(f"a Resize by {factors}: the spec's interpolate keeps the batch and the channels")
+        factors = factors[2:]
+        outs = [int(np.float32(d) * np.float32(f)) for d, f in zip(ins, factors, strict=True)]  # ONNX Runtime's
+    shown = f"by {[float(f'{f:.9g}') for f in factors]}" if factors is not None else f"to {outs}"
+    if any(o < 1 for o in outs):
+        raise Unsupported(f"a Resize {shown} of {ins} leaves no positions")
+    if mode == "linear" and coords == "pytorch_half_pixel" and any(o == 1 < i for i, o in zip(ins, outs, strict=True)):
+        raise Unsupported(
+            f"a linear Resize {shown} with pytorch_half_pixel coordinates to a side of 1: it reads the side's first "
+            "position where PyTorch's F.interpolate (and half_pixel) reads its middle"
+        )
+    attrs: dict = {"mode": "nearest" if mode == "nearest" else _LINEAR[rank - 2]}
+    if coords == "align_corners":
+        attrs["align_corners"] = True
+    scale = None
+    if factors is not None:
+        moved = [f for f, i, o in zip(factors, ins, outs, strict=True) if f != 1.0 or o != i]
+        scale = resize.decimal_scale(moved or [1.0], ins, outs)
+    computes = _resize_computes(ins, outs, factors, attrs)
+    found = resize.spec_resize(ins, outs, scale, computes)
+    if found is None:
+        raise Unsupported(
+            f"a Resize {shown} in mode {mode} with {coords} coordinates: no one scale or sizes of the spec's "
+            "interpolate (PyTorch's F.interpolate) give its sizes and positions"
+        )
+    attrs.update(found)
     return Match(Lowered("interpolate", attrs), [x], node.output[0], [node])
+
+
+def _resize_computes(ins: list[int], outs: list[int], factors: list[float] | None, attrs: dict):
+    """``computes`` for :func:`nasdsl.importer.resize.spec_resize`: whether the spec's
+    interpolate (PyTorch's) with a scale (or, given None, the sizes) maps side ``k`` as ONNX
+    Runtime's Resize by ``factors`` (or, given None, to the sizes) does. Nearest copies position
+    ``floor(i / scale)`` in float32 (``out / side`` without scales), the whole input where no
+    side changes; linear reads at ``(i + 0.5) / scale - 0.5``, a float32 step of its own, the
+    same as PyTorch's to a few units in the last place where the scales agree to as many."""
+    spatial = len(ins)
+    kept = ins == outs
+
+    def computes(k: int, size: int, out: int, spec_scale: float | None) -> bool:
+        factor = np.float32(factors[k]) if factors is not None else np.float32(out) / np.float32(size)
+        if attrs["mode"] == "nearest":
+            if kept:
+                theirs = np.arange(out)
+            else:
+                theirs = np.floor(np.arange(out, dtype=np.float32) / factor).astype(np.int64)
+                theirs = np.minimum(theirs, size - 1)
+            return np.array_equal(resize.nearest_positions(size, out, spec_scale, spatial), theirs)
+        if attrs.get("align_corners"):
+            return True  # (side - 1) / (out - 1), whatever the scale
+        if out == size:  # PyTorch copies a side that keeps its size
+            return factor == 1.0 or kept
+        ours = resize.linear_step(size, out, spec_scale)
+        return resize.float32_ulps(ours, 1.0 / float(factor)) <= resize.SCALE_ULPS
+
+    return computes
 
 
 def _softmax(view: View, node) -> Match:
@@ -757,7 +843,7 @@ PATTERNS: dict[str, list[Callable]] = {
     "Softmax": [_softmax],
     "Resize": [_resize],
     "Expand": [_expand],
-    "Gather": [_gather],
+    "Gather": [_nearest_gathers, _gather],
 }
 
 

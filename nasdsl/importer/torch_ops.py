@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasdsl.importer import resize
 from nasdsl.importer.ops_table import Lowered, Unsupported, pair
 from nasdsl.importer.torch_shapes import Batch
 
@@ -472,35 +473,61 @@ def _f_gelu(call: Call) -> Lowered:
 _RESIZE_MODES = {3: ("nearest", "linear"), 4: ("nearest", "bilinear"), 5: ("nearest", "trilinear")}
 
 
-def _f_interpolate(call: Call) -> Lowered:
-    """``F.interpolate`` (and ``nn.Upsample``'s forward) to ``interpolate``: the size as given (a
-    size read from a tensor's shape is evaluated at the traced size), or one scale for every
-    side, kept as the scale (PyTorch maps coordinates by it) unless the call asks for the size
-    it gives to be used instead (``recompute_scale_factor=True``)."""
+def _interpolation(call: Call, size, scale, mode, align_corners, recompute, antialias) -> Lowered:
+    """``F.interpolate``'s and ``nn.Upsample``'s arguments as ``interpolate``: a size as given (one
+    integer or one per side; a size read from a tensor's shape is evaluated at the traced size),
+    a scale as given where the sides share it (PyTorch maps positions by it), scales per side as
+    the sizes where those map the positions alike (2 and 3 on whole sides), and the sizes a scale
+    gives where the call asks that they be used instead (``recompute_scale_factor=True``)."""
     modes = _RESIZE_MODES.get(call.rank)
     if modes is None:
         raise Unsupported(
             f"interpolation of a {call.rank - 1}-D input: the spec's interpolate takes maps (C, L) to (C, T, H, W)"
         )
-    mode = call.arg(3, "mode", "nearest")
     if mode not in modes:
         raise Unsupported(f"mode '{mode}' of a {call.rank - 2}-D map: the spec's interpolate does {', '.join(modes)}")
-    if call.arg(6, "antialias", False):
+    if antialias:
         raise Unsupported("antialias=True: the spec's interpolate does not filter")
     attrs: dict = {"mode": mode}
-    if mode != "nearest" and call.arg(4, "align_corners", None):
+    if mode != "nearest" and align_corners:
         attrs["align_corners"] = True
-    size, scale = call.arg(1, "size", None), call.arg(2, "scale_factor", None)
-    if scale is not None and not call.arg(5, "recompute_scale_factor", None):
-        scales = set(scale) if isinstance(scale, (list, tuple)) else {scale}
-        if len(scales) != 1:
-            raise Unsupported(f"scale factors {list(scale)}: the spec's interpolate scales every side alike")
-        attrs["scale"] = float(scales.pop())
-    else:  # the size given, or the one the scale gave
-        sizes = call.out_shape[2:] if size is None else size
-        sizes = [int(s) for s in sizes] if isinstance(sizes, (list, tuple)) else [int(sizes)]
-        attrs["size"] = sizes
+    ins, outs = [int(d) for d in call.in_shapes[0][2:]], [int(d) for d in call.out_shape[2:]]
+    if scale is None or recompute:  # the size given, or the one the scale gave
+        sizes = outs if size is None else size
+        attrs["size"] = [int(s) for s in sizes] if isinstance(sizes, (list, tuple)) else int(sizes)
+        return Lowered("interpolate", attrs)
+    scales = [float(s) for s in scale] if isinstance(scale, (list, tuple)) else [float(scale)] * len(ins)
+    computes = resize.same_as_pytorch_scales(ins, outs, scales, mode, bool(attrs.get("align_corners")))
+    found = resize.spec_resize(ins, outs, scales[0] if len(set(scales)) == 1 else None, computes)
+    if found is None:
+        raise Unsupported(
+            f"scale factors {scales}: the spec's interpolate takes one scale, and the sizes {outs} would map "
+            "the positions by other ratios"
+        )
+    attrs.update(found)
     return Lowered("interpolate", attrs)
+
+
+def _f_interpolate(call: Call) -> Lowered:
+    """``F.interpolate`` to ``interpolate`` (:func:`_interpolation`)."""
+    return _interpolation(
+        call,
+        call.arg(1, "size", None),
+        call.arg(2, "scale_factor", None),
+        call.arg(3, "mode", "nearest"),
+        call.arg(4, "align_corners", None),
+        call.arg(5, "recompute_scale_factor", None),
+        call.arg(6, "antialias", False),
+    )
+
+
+def _upsample(m: nn.Upsample, call: Call) -> Lowered:
+    """``nn.Upsample`` to ``interpolate`` (:func:`_interpolation`): its forward is ``F.interpolate``
+    with the module's settings."""
+    return _interpolation(call, m.size, m.scale_factor, m.mode, m.align_corners, m.recompute_scale_factor, False)
+
+
+MODULES[nn.Upsample] = _upsample
 
 
 def _channel_shuffle(call: Call) -> Lowered:
