@@ -13,7 +13,6 @@ holds the parsed spec and the graph IR; backends read only the graph.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import gc
 import os
@@ -22,22 +21,19 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from nasdsl import document, ensemble, ir, space
+from nasdsl import document, ensemble, ir
 from nasdsl.build import MAX_NODES, build
 from nasdsl.ensemble import CompiledEnsemble, EnsembleSpec
-from nasdsl.errors import LimitError, Location, NasdslError
-from nasdsl.evaluation import parse_evaluation
+from nasdsl.errors import LimitError, NasdslError
 from nasdsl.loader import Limits, YMap
-from nasdsl.numbers import number_errors
 from nasdsl.passes.check import check
 from nasdsl.passes.shapes import infer_shapes
+from nasdsl.space import model_spec
 from nasdsl.spec import (
     Spec,
-    defer,
     deferring_unknown_keys,
     flatten,
     follows_from_ignored,
-    parse_spec,
     raise_errors,
 )
 from nasdsl.summary import Counts, summarize, totals
@@ -84,43 +80,6 @@ def load_spec(
     if ensemble.is_ensemble_document(doc):
         return ensemble.load_ensemble(doc, files, values, locations)
     return model_spec(doc, files, values, locations)
-
-
-def model_spec(
-    doc: YMap, files: tuple[str, ...], values: Mapping[str, object], locations: Mapping[str, Location]
-) -> Spec:
-    """Parse a loaded model document with overrides; its ``evaluation`` section (and the
-    overrides below it) are parsed apart (:mod:`nasdsl.evaluation`) and kept on the Spec."""
-    own = {k: v for k, v in values.items() if k.split(".")[0] == "evaluation"}
-    for key, value in own.items():
-        doc = ensemble.set_path(doc, key, value, locations.get(key) or Location(f"<override {key}>", 1, 1))
-    values = {k: v for k, v in values.items() if k not in own}
-    if values:
-        doc = document.apply_overrides(doc, values, locations)
-    defer(number_errors(doc))  # every number, the options of choices included, finite and within 2^53
-    rounds = space.option_documents(doc)
-    doc = space.default_document(doc)  # a spec with choices compiles as its default variant
-    section = None
-    if "evaluation" in doc:
-        section = parse_evaluation(doc["evaluation"], doc.loc_of("evaluation"))
-        doc = _without_evaluation(doc)
-    spec = parse_spec(doc, files[0], document.spec_hash(doc), files)
-    errors: list[NasdslError] = []
-    for other in rounds:  # the options of choices between blocks the default leaves out, parsed too
-        try:
-            parse_spec(_without_evaluation(other), files[0], "", files)
-        except NasdslError as e:
-            errors += flatten(e)
-    raise_errors(errors)
-    return dataclasses.replace(spec, evaluation=section) if section is not None else spec
-
-
-def _without_evaluation(doc: YMap) -> YMap:
-    if "evaluation" not in doc:
-        return doc
-    doc = document.merge(doc, document.new_map(doc.loc))  # a copy, without the section
-    doc.pop("evaluation")
-    return doc
 
 
 def compile_spec(

@@ -32,13 +32,14 @@ variant and :meth:`Space.count` is their product.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from nasdsl import document
+from nasdsl import document, ensemble
 from nasdsl.choices import (
     CHOICE_KEYS,
     CONSTRAINTS,
@@ -52,9 +53,21 @@ from nasdsl.choices import (
     substitute,
 )
 from nasdsl.errors import Location, NasdslError, SpecError, one_line
+from nasdsl.evaluation import parse_evaluation
 from nasdsl.loader import YMap
+from nasdsl.numbers import number_errors
 from nasdsl.ops import describe
-from nasdsl.spec import Value, deferring_unknown_keys, did_you_mean, flatten, parse_value, raise_errors
+from nasdsl.spec import (
+    Spec,
+    Value,
+    defer,
+    deferring_unknown_keys,
+    did_you_mean,
+    flatten,
+    parse_spec,
+    parse_value,
+    raise_errors,
+)
 
 #: the most work counting or listing the variants of a group of tied choices may take: the
 #: assignments tried times the expression nodes each one evaluates (a few seconds)
@@ -528,20 +541,56 @@ def load_space(path, overrides: Mapping[str, object] | Iterable[str] = (), *, li
 def _parse_default(path, overrides: Mapping[str, object] | Iterable[str], kwargs: dict) -> None:
     """Parse the default variant of the spec at ``path`` as ``nasdsl.compile_spec`` does: every
     unknown key reported with the other errors (see :func:`load_space`)."""
-    from nasdsl.api import load_spec  # nasdsl.api reads this module's default_document
-    from nasdsl.ensemble import EnsembleSpec
-
     with deferring_unknown_keys() as deferred:
         try:
-            spec = load_spec(path, overrides, **kwargs)
+            doc, files = document.load_document(path, **kwargs)
+            values, locations = document.override_values(overrides)
+            if ensemble.is_ensemble_document(doc):
+                raise SpecError(
+                    "is an ensemble spec, which has no design space of its own: load a member's spec",
+                    location=Location(str(path), 1, 1),
+                )
+            model_spec(doc, files, values, locations)
         except NasdslError as e:
             raise_errors([*flatten(e), *deferred])
     raise_errors(deferred)
-    if isinstance(spec, EnsembleSpec):
-        raise SpecError(
-            "is an ensemble spec, which has no design space of its own: load a member's spec",
-            location=Location(str(path), 1, 1),
-        )
+
+
+def model_spec(
+    doc: YMap, files: tuple[str, ...], values: Mapping[str, object], locations: Mapping[str, Location]
+) -> Spec:
+    """Parse a loaded model document with overrides; its ``evaluation`` section (and the
+    overrides below it) are parsed apart (:mod:`nasdsl.evaluation`) and kept on the Spec."""
+    own = {k: v for k, v in values.items() if k.split(".")[0] == "evaluation"}
+    for key, value in own.items():
+        doc = ensemble.set_path(doc, key, value, locations.get(key) or Location(f"<override {key}>", 1, 1))
+    values = {k: v for k, v in values.items() if k not in own}
+    if values:
+        doc = document.apply_overrides(doc, values, locations)
+    defer(number_errors(doc))  # every number, the options of choices included, finite and within 2^53
+    rounds = option_documents(doc)
+    doc = default_document(doc)  # a spec with choices compiles as its default variant
+    section = None
+    if "evaluation" in doc:
+        section = parse_evaluation(doc["evaluation"], doc.loc_of("evaluation"))
+        doc = _without_evaluation(doc)
+    spec = parse_spec(doc, files[0], document.spec_hash(doc), files)
+    errors: list[NasdslError] = []
+    for other in rounds:  # the options of choices between blocks the default leaves out, parsed too
+        try:
+            parse_spec(_without_evaluation(other), files[0], "", files)
+        except NasdslError as e:
+            errors += flatten(e)
+    raise_errors(errors)
+    return dataclasses.replace(spec, evaluation=section) if section is not None else spec
+
+
+def _without_evaluation(doc: YMap) -> YMap:
+    if "evaluation" not in doc:
+        return doc
+    doc = document.merge(doc, document.new_map(doc.loc))  # a copy, without the section
+    doc.pop("evaluation")
+    return doc
 
 
 def apply_overrides(doc: YMap, overrides: Mapping[str, object] | Iterable[str]) -> YMap:
@@ -721,6 +770,7 @@ __all__ = [
     "default_document",
     "find_space",
     "load_space",
+    "model_spec",
     "option_documents",
     "variant_header",
     "variant_yaml",

@@ -25,7 +25,7 @@ def _full(space: spaces.Space, picks: tuple[int, ...]):
     """(figures, error text, hash) of the variant's plain document compiled in full."""
     doc = space.document_of(picks)
     try:
-        g = nasdsl.compile_spec(nasdsl.api.parse_spec(doc, space.file, document.spec_hash(doc), space.files)).graph
+        g = nasdsl.compile_spec(nasdsl.spec.parse_spec(doc, space.file, document.spec_hash(doc), space.files)).graph
     except NasdslError as e:
         return None, e.format(), None
     return figures(g), "", graph_hash(g)

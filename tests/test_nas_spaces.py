@@ -42,7 +42,7 @@ def _agrees(space: spaces.Space, evaluator: Evaluator, picks: tuple[int, ...]) -
     fast = evaluator.evaluate(picks)
     doc = space.document_of(picks)
     try:
-        net = nasdsl.compile_spec(nasdsl.api.parse_spec(doc, space.file, document.spec_hash(doc), space.files))
+        net = nasdsl.compile_spec(nasdsl.spec.parse_spec(doc, space.file, document.spec_hash(doc), space.files))
     except NasdslError as e:
         assert not fast.valid and fast.error == e.format(), (space.choices(picks), fast, e.format())
         return
@@ -424,7 +424,7 @@ def test_zero_left_out_generates_the_cell_without_the_edge(tmp_path):
     # n1 is nothing, e0 a conv from the input, e1 a conv of n1: left out; the model is e0's conv alone
     picks = (2, 0, 0)
     doc = space.document_of(picks)
-    net = nasdsl.compile_spec(nasdsl.api.parse_spec(doc, space.file, document.spec_hash(doc), space.files))
+    net = nasdsl.compile_spec(nasdsl.spec.parse_spec(doc, space.file, document.spec_hash(doc), space.files))
     model = nasdsl.build_model(net).eval()
     sd = model.state_dict()
     assert sorted(k for k in sd if k.endswith("weight")) == ["n2.e0.1.weight", "n2.e0.2.weight"]

@@ -98,7 +98,7 @@ def family_evaluator(family) -> Evaluator:
 def _full(space: spaces.Space, picks: tuple[int, ...]):
     """A variant compiled the slow way: its plain document through compile_spec's stages, no shortcuts."""
     doc = space.document_of(picks)
-    spec = nasdsl.api.parse_spec(doc, space.file, document.spec_hash(doc), space.files)
+    spec = nasdsl.spec.parse_spec(doc, space.file, document.spec_hash(doc), space.files)
     return nasdsl.compile_spec(spec)
 
 
