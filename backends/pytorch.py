@@ -331,6 +331,10 @@ class ClassCode:
     helpers: set[str] = field(default_factory=set)
 
 
+def _integral(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _annotation(values: list[object]) -> str:
     kinds: list[str] = []
     for v in values:
@@ -402,6 +406,8 @@ class _Writer:
         self.block_classes: list[ClassCode] = []
         self.own_classes: dict[str, str] = {}  # their blocks' paths -> class names
         self.helpers: set[str] = set()
+        #: each template's parameters that some use gives an integer (see ClassContext.integral)
+        self.integral: dict[str, set[str]] = {}
         self.init_helpers: set[str] = set()  # the init functions of the file's head the code calls
         #: the nodes under each path (a template use's nodes), built once
         self.members: dict[str, list[str]] = {}
@@ -450,6 +456,12 @@ class _Writer:
     def _ctx(self, template: str | None, inplace: Callable[[str], bool]) -> ClassContext:
         arguments = self.keywords[template] if template is not None else self.arguments
         ctx = ClassContext(self.g, template, self.exposed, inplace, arguments, self.classes, self.keywords)
+        if template is None:
+            variables = ir.info(self.g).variables
+            integral = {v for v in self.exposed if _integral(variables[v])}
+        else:
+            integral = self.integral.get(template, set())
+        ctx.integral = frozenset(arguments.get(n, n) for n in integral)
         if self.inference:
             ctx.own_class = self._own_class
         return ctx
@@ -1018,6 +1030,7 @@ class _Writer:
                     inplace[rel] = inplace.get(rel, True) and data.inplace
         tmpl = ir.info(self.g).templates[name]
         annotations = {p.name: _annotation([i.arg(p.name).value for i in instances]) for p in tmpl.params}
+        self.integral[name] = {p.name for p in tmpl.params if any(_integral(i.arg(p.name).value) for i in instances)}
         documented = min(instances, key=lambda i: len(_gated(i)))  # the use that builds the most
         for inst in instances:
             code = self._template_class_for(name, inst, annotations, spatial, inplace, frozenset(), documented)

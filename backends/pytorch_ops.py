@@ -52,6 +52,9 @@ class ClassContext:
     #: how a rewritten block that needs a forward of its own is written (an inference build's
     #: writer gives it a class, and this returns the call that builds it); None: no such block
     own_class: Callable[[ClassContext, ir.Block], Call] | None = None
+    #: the class's arguments (as its code names them) that a use may give as an integer: where one
+    #: gives a float attribute, the class writes ``float(name)`` (TorchScript takes no int for a float)
+    integral: frozenset[str] = frozenset()
 
     def value(self, expr: object, concrete: object) -> object:
         """An expression of the IR as this class writes it: a template class writes its
@@ -88,9 +91,19 @@ def names_in(expr: object) -> frozenset[str]:
     return frozenset()
 
 
+@dataclass(frozen=True)
+class AsFloat:
+    """An expression of a class's arguments that gives a float attribute but may be an integer:
+    written ``float(...)``."""
+
+    expr: Sym
+
+
 def render(v: object) -> str:
     if isinstance(v, Sym):
         return v.render()
+    if isinstance(v, AsFloat):
+        return f"float({v.expr.render()})"
     if isinstance(v, list):
         return literal(tuple(v)) if all(not isinstance(x, Sym) for x in v) else "(" + ", ".join(map(render, v)) + ")"
     if isinstance(v, tuple) and any(isinstance(x, Sym) for x in v):
@@ -118,6 +131,8 @@ def attr(ctx: ClassContext, node: str, key: str) -> object:
                 v = (0,) * len(concrete)
             if isinstance(concrete, float) and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)  # a float attribute written as an integer stays a float (TorchScript's types)
+            if isinstance(concrete, float) and isinstance(v, Sym) and v.names & ctx.integral:
+                return AsFloat(v)
             return square(v) if not isinstance(v, Sym) else v
     return square(concrete)
 

@@ -313,7 +313,6 @@ class _Builder:
                 given[key], expr, dep = scope.evaluate(value, opdef.attr_index[key].literals)
             except SpecError as e:
                 raise _in_node(e, scope, path) from None
-            self._fixed_attr(b, key, value, scope)
             if expr is not None:
                 exprs[key] = expr
             if dep:
@@ -335,22 +334,6 @@ class _Builder:
         if b.op == "zero":
             self.zeros.add(node)
         return _block("op", name, path, b, inputs[:1], node, phase, when, op=b.op)
-
-    def _fixed_attr(self, b: OpBlock | MergeBlock, key: str, value: Value, scope: _Scope) -> None:
-        """Refuse a template's parameter in an attribute the generated class cannot take from its
-        constructor's arguments (``Attr.fixed`` says why)."""
-        fixed = OPS[b.op].attr_index[key].fixed
-        if not fixed or not scope.templates:
-            return
-        params = {p.name for p in self.spec.templates[scope.templates[-1]].params}
-        used = sorted(params & value.names)
-        if used:
-            raise SpecError(
-                f"{b.op}'s {key} may not be given by a template parameter ('{used[0]}'): {fixed}; "
-                "write the value here (a template per value)",
-                location=value.loc,
-                path=value.path,
-            )
 
     def _attr_error(self, e: SpecError, b: OpBlock | MergeBlock, node: str, scope: _Scope) -> SpecError:
         """An error about attribute ``e.path`` of op block ``b``, reported where its value was written."""
@@ -1006,6 +989,31 @@ def _input_stats(
     return tuple(float(x) for x in v)
 
 
+def _fixed_attr_errors(spec: Spec) -> list[NasdslError]:
+    """A template's parameter in an attribute the generated class cannot take from its
+    constructor's arguments (``Attr.fixed`` says why), wherever the template's text writes one:
+    in a block a switch keeps off or in a template no use reaches as well, since a later
+    ``--set`` may switch it on."""
+    errors: list[NasdslError] = []
+    for path, block in spec.blocks().items():
+        if not isinstance(block, (OpBlock, MergeBlock)) or not path.startswith("templates."):
+            continue
+        params = {p.name for p in spec.templates[path.split(".")[1]].params}
+        for key, value in block.attrs:
+            attr = OPS[block.op].attr_index.get(key)
+            used = sorted(params & value.names) if attr is not None and attr.fixed else []
+            if used:
+                errors.append(
+                    SpecError(
+                        f"{block.op}'s {key} may not be given by a template parameter ('{used[0]}'): "
+                        f"{attr.fixed}; write the value here (a template per value)",
+                        location=value.loc,
+                        path=value.path,
+                    )
+                )
+    return sorted(errors, key=lambda e: (e.location.file, e.location.line, e.location.column))
+
+
 def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
     """Expand ``spec`` into the graph IR (shapes are left ``None``)."""
     env = evaluate_variables(spec)
@@ -1055,10 +1063,14 @@ def build(spec: Spec, *, max_nodes: int = MAX_NODES) -> nx.DiGraph:
             else "(input.name): rename the entry or the input"
         )
         raise GraphError(f"the entry '{inp}' has the input's name {how}", location=entry.loc, path=f"model.{inp}")
-    model = b.expand(spec.model, "", "", (inp,), scope, "both")
+    errors: list[NasdslError] = _fixed_attr_errors(spec)
+    try:
+        model = b.expand(spec.model, "", "", (inp,), scope, "both")
+    except NasdslError as e:
+        raise_errors([*errors, *flatten(e)])
+        raise
     outputs: list[ir.Output] = []
     dormant_outputs: list[ir.Output] = []
-    errors: list[NasdslError] = []
     for position, out in enumerate(spec.outputs or ()):
         try:
             info = _output(b, out, scope, model_names, position)

@@ -418,6 +418,8 @@ SCRIPTED_SPECS = (
 SCRIPTED = [
     *(p for p in ALL_SPECS if p.stem in SCRIPTED_SPECS),
     *sorted((ROOT / "docs" / "examples").glob("*.yaml")),
+    # the Pad helper and a float attribute (a pad's value, dropout's p) an integer argument gives
+    ROOT / "tests" / "specs" / "pad_params.yaml",
 ]
 
 

@@ -403,3 +403,52 @@ def test_every_attribute_a_parameter_may_set_is_covered():
     assert missing == []
     fixed = {(op, a.name) for op in SPEC_OPS for a in OPS[op].attrs if a.fixed}
     assert fixed == set(FIXED)
+
+
+#: a refused attribute in blocks that no build expands: a switch (a model variable) off, a
+#: template parameter false at every use, a template no use reaches
+SWITCHED_OFF = """\
+nasdsl: 1
+name: Uses
+variables: {side: false}
+input: {shape: [3, 4, 5]}
+templates:
+  T:
+    params: [a, extra]
+    body:
+      x: {op: relu}
+      y: {concat: [identity, identity], axis: a, when: side}
+      z: {concat: [identity, identity], axis: a, when: extra}
+  Unused:
+    params: [t]
+    body: {matmul: [identity, identity], transpose_b: t}
+model:
+  a: {use: T, args: [1, false]}
+"""
+
+
+def test_the_refusal_does_not_depend_on_a_switch(tmp_path):
+    """The refusal is a property of the template's text: the same errors whether a switch keeps
+    the block off (``--set side=true`` would turn it on) or not, and in a template never used."""
+    with pytest.raises(NasdslError) as e:
+        _compile(tmp_path, SWITCHED_OFF)
+    lines = [line for line in e.value.format().splitlines() if "error:" in line]
+    text = SWITCHED_OFF.splitlines()
+
+    def at(line: int, key: str) -> str:  # the file, line and column where the key's value is written
+        return f"{tmp_path / 'uses.yaml'}:{line}:{text[line - 1].index(key + ': ') + len(key) + 3}"
+
+    assert lines == [
+        f"{at(n, 'axis')}: error: templates.T.body.{p}.axis: concat's axis may not be given by a "
+        "template parameter ('a'): the generated class's forward joins the branches along it; write the value "
+        "here (a template per value)"
+        for n, p in ((10, "y"), (11, "z"))
+    ] + [
+        f"{at(14, 'transpose_b')}: error: templates.Unused.body.transpose_b: matmul's transpose_b may not "
+        "be given by a template parameter ('t'): the generated class's forward writes it; write the value here "
+        "(a template per value)"
+    ]
+    on = SWITCHED_OFF.replace("side: false", "side: true").replace("[1, false]", "[1, true]")
+    with pytest.raises(NasdslError) as e_on:
+        _compile(tmp_path, on)
+    assert e_on.value.format() == e.value.format()
