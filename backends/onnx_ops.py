@@ -23,6 +23,7 @@ import onnx
 from nasdsl import ir
 from nasdsl.errors import CodegenError
 from nasdsl.ops import OPS, lowering, lowering_of, same_padding
+from nasdsl.ops.tensor import nearest_sources
 
 #: BatchNorm's parameters and buffers, in the order ONNX's BatchNormalization takes them
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -424,20 +425,6 @@ def _parameter(n: Lowered) -> None:
         batch = n.emit("Slice", [whole, e.ints("starts", [0]), e.ints("ends", [1])], ints=True)
     dims = n.emit("Concat", [batch, e.ints("dims", list(n.data.shape))], ints=True, axis=0)
     n.emit("Expand", [n.param(""), dims], last=True)
-
-
-def nearest_sources(size: int, out: int, scale: float | None, spatial: int) -> np.ndarray:
-    """The input position that each of ``out`` positions copies along one axis of ``size`` in
-    PyTorch's nearest mode (ATen's CPU kernels on a contiguous map): ``floor(i * step)`` in float32,
-    at most ``size - 1``, where ``step`` is ``1 / scale`` rounded to float32 where a scale is given
-    and ``size / out`` otherwise; on a 2-D map an axis that keeps its size is copied and one that
-    doubles takes ``i // 2`` whatever the scale (``nearest_idx``)."""
-    if spatial == 2 and out == size:
-        return np.arange(out, dtype=np.int64)
-    if spatial == 2 and out == 2 * size:
-        return np.arange(out, dtype=np.int64) // 2
-    step = np.float32(1.0 / scale) if scale is not None else np.float32(size) / np.float32(out)
-    return np.minimum(np.floor(np.arange(out, dtype=np.float32) * step).astype(np.int64), size - 1)
 
 
 def nearest_resize_exact(size: int, out: int, ratio: Fraction, table: np.ndarray) -> bool:

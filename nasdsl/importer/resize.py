@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from nasdsl.ops.tensor import nearest_sources
+
 #: how far (in float32 units in the last place) a decimal scale may lie from a file's float32
 #: scale: nasdsl's own export moves a scale by a unit or two so that ONNX's shape inference and
 #: ONNX Runtime agree on the sizes (2.3 is written 2.3000002)
@@ -54,10 +56,8 @@ def decimal_scale(values: Sequence[float], ins: Sequence[int], outs: Sequence[in
 
 
 def nearest_positions(size: int, out: int, scale: float | None, spatial: int) -> np.ndarray:
-    """The positions PyTorch's nearest mode copies along one side (the PyTorch backend's and
-    the ONNX export's rule, :func:`nasdsl.backends.onnx_ops.nearest_sources`)."""
-    from nasdsl.backends.onnx_ops import nearest_sources
-
+    """The positions PyTorch's nearest mode copies along one side (the op's rule,
+    :func:`nasdsl.ops.tensor.nearest_sources`, which the ONNX export writes)."""
     return nearest_sources(size, out, scale, spatial)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from nasdsl.errors import ShapeError, SpecError
 from nasdsl.ir.types import AXES, TensorType, default_axes
 from nasdsl.ops.core import (
@@ -550,3 +552,17 @@ register(
         channel_map=identity_channels,
     ),
 )
+
+
+def nearest_sources(size: int, out: int, scale: float | None, spatial: int) -> np.ndarray:
+    """The input position that each of ``out`` positions copies along one axis of ``size`` in
+    PyTorch's nearest mode (ATen's CPU kernels on a contiguous map): ``floor(i * step)`` in float32,
+    at most ``size - 1``, where ``step`` is ``1 / scale`` rounded to float32 where a scale is given
+    and ``size / out`` otherwise; on a 2-D map an axis that keeps its size is copied and one that
+    doubles takes ``i // 2`` whatever the scale (``nearest_idx``)."""
+    if spatial == 2 and out == size:
+        return np.arange(out, dtype=np.int64)
+    if spatial == 2 and out == 2 * size:
+        return np.arange(out, dtype=np.int64) // 2
+    step = np.float32(1.0 / scale) if scale is not None else np.float32(size) / np.float32(out)
+    return np.minimum(np.floor(np.arange(out, dtype=np.float32) * step).astype(np.int64), size - 1)
