@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from nasdsl.errors import ShapeError, SpecError
 from nasdsl.ir.types import AXES, TensorType, default_axes
@@ -35,6 +34,9 @@ from nasdsl.ops.core import (
     register,
     signed,
 )
+
+if TYPE_CHECKING:
+    import numpy
 
 
 def _axis(v: object) -> str | int:
@@ -554,12 +556,14 @@ register(
 )
 
 
-def nearest_sources(size: int, out: int, scale: float | None, spatial: int) -> np.ndarray:
+def nearest_sources(size: int, out: int, scale: float | None, spatial: int) -> numpy.ndarray:
     """The input position that each of ``out`` positions copies along one axis of ``size`` in
     PyTorch's nearest mode (ATen's CPU kernels on a contiguous map): ``floor(i * step)`` in float32,
     at most ``size - 1``, where ``step`` is ``1 / scale`` rounded to float32 where a scale is given
     and ``size / out`` otherwise; on a 2-D map an axis that keeps its size is copied and one that
     doubles takes ``i // 2`` whatever the scale (``nearest_idx``)."""
+    import numpy as np  # here only: check and summary import no numpy
+
     if spatial == 2 and out == size:
         return np.arange(out, dtype=np.int64)
     if spatial == 2 and out == 2 * size:
