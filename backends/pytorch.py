@@ -1791,17 +1791,52 @@ def _switched_agreement(variants: list[tuple[ClassCode, ir.Block]]):
     ):
         return None, None
     chosen = []
+    unkept: dict[str, tuple] = {}  # locals a use keeps where an entry is off and the class does not
     for k, entry in enumerate(names):
         builds = [(c, inst) for c, inst in variants if entry not in _switched_off(inst)] or variants
         mine, inst = builds[0]
-        for other, there in builds[1:]:
-            if other.pieces.entries[k] != mine.pieces.entries[k]:
-                texts = ["\n".join(c.pieces.entries[k][1] + c.pieces.entries[k][2]) for c in (mine, other)]
+        left = _unguarded(mine.pieces.entries[k][2], f"self.{entry}")
+        for other, there in variants:
+            theirs = other.pieces.entries[k]
+            if (other, there) in builds:
+                same = theirs == mine.pieces.entries[k]
+            else:  # where it is off: the lines the switch leaves when false, but for a local kept
+                same = not theirs[1] and _unkept(theirs[2]) == _unkept(left)
+                unkept |= {m[1]: (entry, other, there) for m in map(_KEPT.fullmatch, theirs[2]) if m}
+            if not same:
+                texts = ["\n".join(lines[1] + lines[2]) for lines in (mine.pieces.entries[k], theirs)]
                 return None, (entry, (texts[0], inst), (texts[1], there))
         chosen.append(mine.pieces.entries[k])
     init, forward = code.pieces.assembled(chosen)
+    assigned = {m[1] for m in map(_KEPT.fullmatch, (line.strip() for line in forward)) if m}
+    for local, (entry, other, there) in unkept.items():  # such a local must be one that nothing reads
+        if local not in assigned and any(re.search(rf"(?<![\w.]){local}\b", line) for line in forward):
+            k = names.index(entry)
+            texts = ["\n".join(lines[1] + lines[2]) for lines in (chosen[k], other.pieces.entries[k])]
+            return None, (entry, (texts[0], variants[0][1]), (texts[1], there))
     helpers = set().union(*(c.helpers for c, _ in variants))
     return ClassCode(code.name, code.head, init, [forward], helpers, code.pieces), None
+
+
+#: a forward line that keeps x's value in a local for later lines
+_KEPT = re.compile(r"(\w+) = x")
+
+
+def _unkept(lines: list[str]) -> list[str]:
+    return [line for line in lines if not _KEPT.fullmatch(line)]
+
+
+def _unguarded(lines: list[str], attribute: str) -> list[str]:
+    """Forward lines of an entry without the statement its switch guards (``if self.bn is not
+    None:`` and the lines indented below it)."""
+    kept, guarded = [], False
+    for line in lines:
+        if re.match(rf"if {re.escape(attribute)}\b", line):
+            guarded = True
+        elif not (guarded and line.startswith("    ")):
+            guarded = False
+            kept.append(line)
+    return kept
 
 
 def _in_build_order(chunks: list[tuple[str, list[str]]], build_order: tuple[str, ...]) -> list[str]:

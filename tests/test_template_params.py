@@ -625,3 +625,18 @@ def test_an_entry_whose_code_differs_where_it_is_on_is_named(tmp_path):
         "`self.drop = nn.Dropout(p=0.2) if b else None`; pass the value itself as an argument, or use one "
         "template per variant"
     )
+
+
+def test_wiring_the_switches_cannot_express_is_named(tmp_path):
+    """``from: pool`` reads pool's value, which is bn's where pool is off: the uses would read it
+    from locals of different names (the writer finds a ``from:`` by the value it reads), so the
+    class is refused, located at a use, naming the entry that reads it."""
+    text = _switched_spec(["[true, false, true]", "[false, true, false]"], READ.replace("from: bn", "from: pool"))
+    compiled = _compile(tmp_path, text)
+    with pytest.raises(NasdslError) as e:
+        generate_source(compiled.graph)
+    line = text.splitlines().index("  u1: {use: T, args: [false, true, false], from: in}") + 1
+    assert e.value.format().startswith(
+        f"{tmp_path / 'uses.yaml'}:{line}:7: error: model.u1: template T needs different code at u0 and u1 "
+        "(its entry 'tail'): at u0 it would write `x = bn` where at u1 it would write `x = pool`"
+    )
