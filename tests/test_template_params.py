@@ -549,6 +549,8 @@ READ = SWITCHES.replace(
 
 
 def test_a_switched_entry_read_later_is_its_input_where_off(tmp_path):
+    """``ref: bn`` and ``ref: pool`` read the entry's input at the uses that leave it out, ``from:
+    bn`` too; the class computes what the export computes at each use."""
     args = ["[true, false, true]", "[false, true, false]", "[false, false, false]"]
     source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, READ)), (4, 6, 6))
     assert source.count("class T(nn.Module):") == 1
@@ -583,6 +585,7 @@ outputs:
 
 
 def test_a_switch_inside_a_nested_template(tmp_path):
+    """Outer's uses pass Inner opposite switches and switch a use of Inner: one class each."""
     source = _against_onnx_runtime(_compile(tmp_path, NESTED_SWITCHES), (4, 6, 6), classes=2)
     assert "self.more = Inner(in_channels, q, p) if deep else None" in source
 
