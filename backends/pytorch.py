@@ -329,6 +329,28 @@ class ClassCode:
     methods: list[list[str]] = field(default_factory=list)
     #: merge ops whose helper class (Concat, Add) the class uses
     helpers: set[str] = field(default_factory=set)
+    #: a template class whose body is named entries, in parts (see :class:`Pieces`)
+    pieces: Pieces | None = field(default=None, compare=False)
+
+
+@dataclass
+class Pieces:
+    """A template class whose body is named entries, in the parts that one class for uses which
+    switch different entries on is put together from: the ``__init__`` lines before the entries',
+    the ``forward`` lines before them, and each entry's ``__init__`` and ``forward`` lines (the
+    latter not indented yet), by entry name (``""``: the forward's lines before the first entry)."""
+
+    start: list[str]
+    opening: list[str]
+    entries: list[tuple[str, list[str], list[str]]]
+    build_order: tuple[str, ...]
+
+    def assembled(self, entries: list[tuple[str, list[str], list[str]]]) -> tuple[list[str], list[str]]:
+        """The ``__init__`` and ``forward`` of the class made of ``entries``."""
+        init = _in_build_order([(n, lines) for n, lines, _ in entries], self.build_order)
+        fwd = [line for _, _, lines in entries for line in lines]
+        forward = self.opening + ["        " + f if f else "" for f in fwd] + ["        return x"]
+        return self.start + init, forward
 
 
 def _integral(v: object) -> bool:
@@ -408,6 +430,8 @@ class _Writer:
         self.helpers: set[str] = set()
         #: each template's parameters that some use gives an integer (see ClassContext.integral)
         self.integral: dict[str, set[str]] = {}
+        #: each template's entries that a parameter switches off at some uses, as a use that builds them has them
+        self.built_elsewhere: dict[str, dict[str, ir.Block]] = {}
         self.init_helpers: set[str] = set()  # the init functions of the file's head the code calls
         #: the nodes under each path (a template use's nodes), built once
         self.members: dict[str, list[str]] = {}
@@ -578,6 +602,7 @@ class _Writer:
         owner: str = "self",
         produced: dict[str, str] | None = None,
         build_order: tuple[str, ...] = (),
+        pieces: list | None = None,
     ) -> tuple[list[str], list[str]]:
         """Init and forward lines for the children of a root sequence; ``after(child)``
         gives lines to run right after a child (the model's auxiliary heads); ``names``
@@ -586,7 +611,8 @@ class _Writer:
         holds the children (``self.classifier`` for the entries of a model entry); ``produced``
         the locals that hold values, by path and node, shared with the body that holds ``t``;
         ``build_order`` names the children whose init lines come first, in its order (a
-        template's ``build_order``)."""
+        template's ``build_order``); ``pieces``, where given, receives each child's lines by
+        name (:class:`Pieces`)."""
         names = names if names is not None else self._locals()
         init: list[str] = []
         starts: list[tuple[str, int]] = []  # each child's first init line
@@ -632,8 +658,10 @@ class _Writer:
         }
         unsettled = None  # (node, block) of a switched entry whose channel count the next entry may not read
         written_off: dict[str, str] = {}  # output -> input of each entry written off (ctx.off): x holds its input
+        fwd_starts: list[int] = []  # each child's first forward line
         for c in t.children:
             starts.append((c.name, len(init)))
+            fwd_starts.append(len(fwd))
             if unsettled is not None:
                 reads = c.kind != "ref" and c.inputs[0] == unsettled[0]
                 if reads and not (c.kind == "merge" and all(b.kind == "ref" for b in c.children)):
@@ -779,12 +807,16 @@ class _Writer:
             if cond and _channels(ctx, c, c.sym) != _channels(ctx, c, c.in_sym, c.inputs[0]):
                 unsettled = (c.passed, c)
             fwd += finished(c, wanted)
-        if build_order:
-            ends = [start for _, start in starts[1:]] + [len(init)]
-            chunks = {name: init[start:end] for (name, start), end in zip(starts, ends, strict=True)}
-            first = [line for name in build_order for line in chunks.get(name, [])]
-            init = first + [line for name, lines in chunks.items() if name not in build_order for line in lines]
-        return init, fwd
+        ends = [start for _, start in starts[1:]] + [len(init)]
+        chunks = [(name, init[start:end]) for (name, start), end in zip(starts, ends, strict=True)]
+        if pieces is not None:  # each entry's lines, and the forward's before the first entry's
+            fwd_ends = [start for start in fwd_starts[1:]] + [len(fwd)]
+            pieces.append(("", [], fwd[: fwd_starts[0] if fwd_starts else len(fwd)]))
+            pieces += [
+                (name, lines, fwd[start:end])
+                for (name, lines), start, end in zip(chunks, fwd_starts, fwd_ends, strict=True)
+            ]
+        return _in_build_order(chunks, build_order), fwd
 
     def _opened(self, ctx: ClassContext, c: ir.Block, owner: str, nodes, paths, produced, names, after) -> list[str]:
         """Forward lines that run the children of sequence ``c`` (the module ``owner``) one by
@@ -1032,6 +1064,13 @@ class _Writer:
         annotations = {p.name: _annotation([i.arg(p.name).value for i in instances]) for p in tmpl.params}
         self.integral[name] = {p.name for p in tmpl.params if any(_integral(i.arg(p.name).value) for i in instances)}
         documented = min(instances, key=lambda i: len(_gated(i)))  # the use that builds the most
+        self.built_elsewhere[name] = {
+            c.name: c
+            for inst in instances
+            if inst.children[0].kind == "seq" and inst.children[0].named
+            for c in inst.children[0].children
+            if c.name in _switched_off(documented) and c.kind != "skip"
+        }
         for inst in instances:
             code = self._template_class_for(name, inst, annotations, spatial, inplace, frozenset(), documented)
             self.helpers |= code.helpers
@@ -1040,14 +1079,23 @@ class _Writer:
             agreed = self._gated_agreement(name, list(texts.values()), annotations, spatial, inplace)
             if agreed is not None:
                 return agreed
+            agreed, differing = None, None
+            if len({_gated(inst) for _, inst in texts.values()}) > 1:  # they switch different entries on
+                agreed, differing = _switched_agreement(list(texts.values()))
+            if agreed is not None:
+                return agreed
             (text_a, (_, a)), (text_b, (_, b)) = list(texts.items())[:2]
+            entry = ""
+            if differing is not None:  # the entry whose code differs between two uses that build it
+                entry, (text_a, a), (text_b, b) = differing
+                entry = f" (its entry '{entry}')" if entry else " (before its entries)"
             where_a = a.path or "the top"
             cause = self._attribute_difference(a, b, where_a)
             advice = "use one template per variant, or make what differs a parameter"
             if cause:
                 advice = "pass the value itself as an argument, or use one template per variant"
             raise CodegenError(
-                f"template {name} needs different code at {where_a} and {b.path}: {cause}"
+                f"template {name} needs different code at {where_a} and {b.path}{entry}: {cause}"
                 f"{_first_difference(text_a, text_b, where_a, b.path)}; {advice}",
                 location=b.loc,
                 path=b.keypath,
@@ -1157,18 +1205,22 @@ class _Writer:
             names = self._locals()
             locals_ = [names.create(n) for n in tmpl.inputs]
             produced = {f"{inst.path}.{n}": local for n, local in zip(tmpl.inputs, locals_, strict=True)}
-            init, fwd = self._statements(ctx, body, notes, names=names, produced=produced, build_order=tmpl.build_order)
+            entries: list = []
+            self._statements(
+                ctx, body, notes, names=names, produced=produced, build_order=tmpl.build_order, pieces=entries
+            )
             arguments = ("self", *(f"{n}: torch.Tensor" for n in locals_))
-            forward = layout("def ", Call("forward", arguments), 1, " -> torch.Tensor:")
-            forward += [f"        x = {locals_[0]}"] + ["        " + f if f else "" for f in fwd] + ["        return x"]
-            start = [*sig, "        super().__init__()", *fix]
-            return ClassCode(class_name, head, start + init, [forward], ctx.used_helpers)
+            opening = layout("def ", Call("forward", arguments), 1, " -> torch.Tensor:") + [f"        x = {locals_[0]}"]
+            pieces = Pieces([*sig, "        super().__init__()", *fix], opening, entries, tmpl.build_order)
+            init, forward = pieces.assembled(entries)
+            return ClassCode(class_name, head, init, [forward], ctx.used_helpers, pieces)
         if body.kind == "seq" and body.named and not _off(ctx, body):
-            init, fwd = self._statements(ctx, body, notes, build_order=tmpl.build_order)
-            forward = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
-            forward += ["        " + f if f else "" for f in fwd] + ["        return x"]
-            start = [*sig, "        super().__init__()", *fix]
-            return ClassCode(class_name, head, start + init, [forward], ctx.used_helpers)
+            entries = []
+            self._statements(ctx, body, notes, build_order=tmpl.build_order, pieces=entries)
+            opening = layout("def ", Call("forward", ("self", "x: torch.Tensor")), 1, " -> torch.Tensor:")
+            pieces = Pieces([*sig, "        super().__init__()", *fix], opening, entries, tmpl.build_order)
+            init, forward = pieces.assembled(entries)
+            return ClassCode(class_name, head, init, [forward], ctx.used_helpers, pieces)
         if body.kind == "merge" and body.named and not _off(ctx, body):
             init, fwd = [], []
             outs = []
@@ -1407,9 +1459,14 @@ class _Writer:
         prefix = inst.path + "."
         uses: dict[str, list[str]] = {p.name: [] for p in tmpl.params}
         left_out: dict[str, list[str]] = {}  # entries a parameter switches off at every use
-        stack = list(reversed(inst.children))
+        stack = [(prefix, b) for b in reversed(inst.children)]
+        lent = self.built_elsewhere.get(tmpl.name, {})
         while stack:
-            b = stack.pop()
+            prefix, b = stack.pop()
+            if b.kind == "skip" and b.name in lent and b.path == f"{inst.path}.{b.name}":
+                # an entry this use leaves out that another builds (a choice between switched entries)
+                b = lent[b.name]
+                prefix = b.path[: -len(b.name)]
             rel = b.path[len(prefix) :] if b.path.startswith(prefix) else b.name
             if b.when is not None and isinstance(b.when.expr, Sym):
                 for name in b.when.expr.names & uses.keys():
@@ -1430,7 +1487,7 @@ class _Writer:
                 for attr, expr in data.exprs.items():
                     for name in names_in(expr) & uses.keys():
                         uses[name].append(f"{attr} of {rel}")
-            stack.extend(reversed(b.children))
+            stack.extend((prefix, c) for c in reversed(b.children))
         what = "features" if tmpl.input_param == "in_features" else "channels"
         docs = [(tmpl.input_param, f"{what} of the input")]
         if tmpl.inputs:
@@ -1715,16 +1772,97 @@ def _described(param: str, rule: ir.InitRule) -> str:
     return f"{param} {rule.scheme}" + (f" {rule.args[0][1]:g}" if rule.scheme == "constant" else "")
 
 
+def _switched_agreement(variants: list[tuple[ClassCode, ir.Block]]):
+    """One class for uses of a template whose parameters switch different entries on (one use
+    builds ``a`` and not ``b``, another ``b`` and not ``a``): each entry's lines from a use that
+    builds it, which build and run it under its switch, so the class leaves it out where the
+    switch is off as those uses do. ``(class, None)``, or ``(None, (entry, (text, use), (text,
+    use)))`` for the first entry whose code differs between two uses that build it (or, for an
+    entry no parameter switches, between any two uses), or ``(None, None)`` where the class has
+    no entries to put together."""
+    if any(code.pieces is None for code, _ in variants):
+        return None, None
+    code = variants[0][0]
+    names = [entry for entry, _, _ in code.pieces.entries]
+    if any(
+        (c.head, c.pieces.start, c.pieces.opening, [entry for entry, _, _ in c.pieces.entries])
+        != (code.head, code.pieces.start, code.pieces.opening, names)
+        for c, _ in variants
+    ):
+        return None, None
+    chosen = []
+    unkept: dict[str, tuple] = {}  # locals a use keeps where an entry is off and the class does not
+    for k, entry in enumerate(names):
+        builds = [(c, inst) for c, inst in variants if entry not in _switched_off(inst)] or variants
+        mine, inst = builds[0]
+        left = _unguarded(mine.pieces.entries[k][2], f"self.{entry}")
+        for other, there in variants:
+            theirs = other.pieces.entries[k]
+            if (other, there) in builds:
+                same = theirs == mine.pieces.entries[k]
+            else:  # where it is off: the lines the switch leaves when false, but for a local kept
+                same = not theirs[1] and _unkept(theirs[2]) == _unkept(left)
+                unkept |= {m[1]: (entry, other, there) for m in map(_KEPT.fullmatch, theirs[2]) if m}
+            if not same:
+                texts = ["\n".join(lines[1] + lines[2]) for lines in (mine.pieces.entries[k], theirs)]
+                return None, (entry, (texts[0], inst), (texts[1], there))
+        chosen.append(mine.pieces.entries[k])
+    init, forward = code.pieces.assembled(chosen)
+    assigned = {m[1] for m in map(_KEPT.fullmatch, (line.strip() for line in forward)) if m}
+    for local, (entry, other, there) in unkept.items():  # such a local must be one that nothing reads
+        if local not in assigned and any(re.search(rf"(?<![\w.]){local}\b", line) for line in forward):
+            k = names.index(entry)
+            texts = ["\n".join(lines[1] + lines[2]) for lines in (chosen[k], other.pieces.entries[k])]
+            return None, (entry, (texts[0], variants[0][1]), (texts[1], there))
+    helpers = set().union(*(c.helpers for c, _ in variants))
+    return ClassCode(code.name, code.head, init, [forward], helpers, code.pieces), None
+
+
+#: a forward line that keeps x's value in a local for later lines
+_KEPT = re.compile(r"(\w+) = x")
+
+
+def _unkept(lines: list[str]) -> list[str]:
+    return [line for line in lines if not _KEPT.fullmatch(line)]
+
+
+def _unguarded(lines: list[str], attribute: str) -> list[str]:
+    """Forward lines of an entry without the statement its switch guards (``if self.bn is not
+    None:`` and the lines indented below it)."""
+    kept, guarded = [], False
+    for line in lines:
+        if re.match(rf"if {re.escape(attribute)}\b", line):
+            guarded = True
+        elif not (guarded and line.startswith("    ")):
+            guarded = False
+            kept.append(line)
+    return kept
+
+
+def _in_build_order(chunks: list[tuple[str, list[str]]], build_order: tuple[str, ...]) -> list[str]:
+    """The init lines of a body's children, by child name: those ``build_order`` names first, in
+    its order, then the others in the body's."""
+    first = [line for name in build_order for n, lines in chunks if n == name for line in lines]
+    return first + [line for name, lines in chunks if name not in build_order for line in lines]
+
+
 def _gated(inst: ir.Block) -> frozenset[str]:
+    """The entries of a template use's body that a parameter's ``when`` switches off, by path
+    below the use."""
+    return frozenset(c.path[len(inst.path) :] for c in _gated_blocks(inst))
+
+
+def _switched_off(inst: ir.Block) -> set[str]:
+    """The names of the entries of a template use's body that a parameter's ``when`` switches off."""
+    return {c.name for c in _gated_blocks(inst)}
+
+
+def _gated_blocks(inst: ir.Block) -> list[ir.Block]:
     """The entries of a template use's body that a parameter's ``when`` switches off."""
     body = inst.children[0]
     if body.kind != "seq" or not body.named:
-        return frozenset()
-    return frozenset(
-        c.path[len(inst.path) :]
-        for c in body.children
-        if c.kind == "skip" and c.when is not None and isinstance(c.when.expr, Sym)
-    )
+        return []
+    return [c for c in body.children if c.kind == "skip" and c.when is not None and isinstance(c.when.expr, Sym)]
 
 
 def _own_blocks(use: ir.Block):

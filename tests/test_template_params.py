@@ -452,3 +452,194 @@ def test_the_refusal_does_not_depend_on_a_switch(tmp_path):
     with pytest.raises(NasdslError) as e_on:
         _compile(tmp_path, on)
     assert e_on.value.format() == e.value.format()
+
+
+# -- one class for uses whose parameters switch different entries on ---------------------------
+
+#: a template whose switches choose between entries (a search space's choice between blocks
+#: written as switches); {uses} are the model's entries, {outputs} an output per use
+SWITCHES = """\
+nasdsl: 1
+name: Uses
+outputs_by_name: true
+input: {{shape: [4, 6, 6]}}
+templates:
+  T:
+    params: [a, b, c]
+    body:
+      s: {{op: conv2d, out: 6, kernel: 1}}
+      bn: {{op: batch_norm, when: a}}
+      pool: {{op: max_pool, kernel: 3, stride: 1, padding: 1, when: b}}
+      mix: {{op: conv2d, out: 6, kernel: 3, padding: 1, groups: 6, when: c}}
+      act: relu
+model:
+{uses}
+outputs:
+{outputs}
+"""
+
+
+def _switched_spec(args: list[str], template: str = SWITCHES) -> str:
+    uses = "\n".join(f"  u{k}: {{use: T, args: {a}, from: in}}" for k, a in enumerate(args))
+    outputs = "\n".join(f"  o{k}: {{from: u{k}}}" for k in range(len(args)))
+    return template.format(uses=uses, outputs=outputs)
+
+
+def _against_onnx_runtime(compiled, shape: tuple[int, ...], classes: int = 1) -> str:
+    """The generated model's outputs equal ONNX Runtime's run of the export with the same
+    weights; the source is the same when written again; each template is one class."""
+    import onnxruntime as ort
+
+    source = generate_source(compiled.graph)
+    assert source.count("(nn.Module):") - source.count("class Uses(nn.Module):") == classes
+    torch.manual_seed(0)
+    model = load_source(source).Uses().eval()
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for p in model.parameters():  # nothing left at zero or one: a switched entry shows
+            p.add_(torch.rand_like(p))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+        got = model(x)
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    proto = export_onnx(compiled.graph, opset=17, state_dict=state, batch=2)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert len(want) == len(got)
+    for g, w in zip(got.values() if isinstance(got, dict) else got, want, strict=True):
+        np.testing.assert_allclose(g.detach().numpy(), w, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(w).max())))
+    assert generate_source(compiled.graph) == source
+    return source
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["[true, false, false]", "[false, true, false]"],  # two switches, each on at one use
+        ["[true, false, false]", "[false, true, false]", "[false, false, true]", "[false, false, false]"],
+        ["[true, true, false]", "[false, true, true]", "[true, false, true]"],  # three, two on at each
+    ],
+    ids=["two", "three", "pairs"],
+)
+def test_uses_that_switch_different_entries_on_share_one_class(tmp_path, args):
+    """No use builds every entry, yet one class serves them all: it builds and runs each switched
+    entry under its argument, and computes what the ONNX export computes at each use."""
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args)), (4, 6, 6))
+    built = {
+        ("a", "bn"): "self.bn = nn.BatchNorm2d(6) if a else None",
+        ("b", "pool"): "self.pool = nn.MaxPool2d(3, stride=1, padding=1) if b else None",
+        ("c", "mix"): "self.mix = nn.Conv2d(6, 6, 3, padding=1, groups=6) if c else None",
+    }
+    for k, ((name, entry), line) in enumerate(built.items()):
+        if any(a.strip("[]").split(", ")[k] == "true" for a in args):  # built under its switch
+            assert line in source and f"{name}: builds {entry} when true" in source
+        else:  # false at every use: left out
+            assert f"self.{entry} =" not in source and f"{name}: false at every use" in source
+
+
+#: a switched entry a later entry reads: ``ref`` to it reads its input where it is off, ``from:``
+#: too (docs/spec-language.md, `when:`)
+READ = SWITCHES.replace(
+    "      act: relu\n",
+    "      act: {{add: [{{ref: bn}}, identity]}}\n      join: {{concat: [{{ref: pool}}, identity]}}\n"
+    "      tail: {{op: conv2d, out: 5, kernel: 1, from: bn}}\n      last: {{concat: [{{ref: join}}, identity]}}\n",
+)
+
+
+def test_a_switched_entry_read_later_is_its_input_where_off(tmp_path):
+    """``ref: bn`` and ``ref: pool`` read the entry's input at the uses that leave it out, ``from:
+    bn`` too; the class computes what the export computes at each use."""
+    args = ["[true, false, true]", "[false, true, false]", "[false, false, false]"]
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, READ)), (4, 6, 6))
+    assert source.count("class T(nn.Module):") == 1
+
+
+#: a switch inside a nested template: Inner's switches are Outer's arguments, and Outer switches
+#: a use of Inner
+NESTED_SWITCHES = """\
+nasdsl: 1
+name: Uses
+outputs_by_name: true
+input: {shape: [4, 6, 6]}
+templates:
+  Inner:
+    params: [p, q]
+    body:
+      bn: {op: batch_norm, when: p}
+      pool: {op: avg_pool, kernel: 3, stride: 1, padding: 1, when: q}
+  Outer:
+    params: [p, q, deep]
+    body:
+      inner: {use: Inner, args: [p, q]}
+      more: {use: Inner, args: [q, p], when: deep}
+      act: relu
+model:
+  u0: {use: Outer, args: [true, false, false]}
+  u1: {use: Outer, args: [false, true, true]}
+outputs:
+  o0: {from: u0}
+  o1: {from: u1}
+"""
+
+
+def test_a_switch_inside_a_nested_template(tmp_path):
+    """Outer's uses pass Inner opposite switches and switch a use of Inner: one class each."""
+    source = _against_onnx_runtime(_compile(tmp_path, NESTED_SWITCHES), (4, 6, 6), classes=2)
+    assert "self.more = Inner(in_channels, q, p) if deep else None" in source
+
+
+#: the dropout's rate is a float factor of a parameter, which the class cannot write: u1 and u2
+#: both build ``drop`` and need different code for it
+DIFFERING = """\
+nasdsl: 1
+name: Uses
+input: {shape: [4, 6, 6]}
+templates:
+  T:
+    params: [a, b, v]
+    body:
+      bn: {op: batch_norm, when: a}
+      drop: {op: dropout, p: 'v * 0.5', when: b}
+model:
+  u0: {use: T, args: [true, false, 0.2]}
+  u1: {use: T, args: [false, true, 0.2], from: in}
+  u2: {use: T, args: [false, true, 0.4], from: in}
+outputs:
+  o0: {from: u0}
+  o1: {from: u1}
+  o2: {from: u2}
+"""
+
+
+def test_an_entry_whose_code_differs_where_it_is_on_is_named(tmp_path):
+    """Where two uses that build a switched entry need different code for it, the located error
+    names the entry, both uses and the values."""
+    compiled = _compile(tmp_path, DIFFERING)
+    with pytest.raises(NasdslError) as e:
+        generate_source(compiled.graph)
+    line = DIFFERING.splitlines().index("  u2: {use: T, args: [false, true, 0.4], from: in}") + 1
+    assert e.value.format() == (
+        f"{tmp_path / 'uses.yaml'}:{line}:7: error: model.u2: template T needs different code at u1 and u2 "
+        "(its entry 'drop'): drop's p is 0.1 at u1 and 0.2 at u2, from an expression the class cannot write "
+        "from its arguments (only +, -, *, //, min and max of them and integers): at u1 it would write "
+        "`self.drop = nn.Dropout(p=0.1) if b else None` where at u2 it would write "
+        "`self.drop = nn.Dropout(p=0.2) if b else None`; pass the value itself as an argument, or use one "
+        "template per variant"
+    )
+
+
+def test_wiring_the_switches_cannot_express_is_named(tmp_path):
+    """``from: pool`` reads pool's value, which is bn's where pool is off: the uses would read it
+    from locals of different names (the writer finds a ``from:`` by the value it reads), so the
+    class is refused, located at a use, naming the entry that reads it."""
+    text = _switched_spec(["[true, false, true]", "[false, true, false]"], READ.replace("from: bn", "from: pool"))
+    compiled = _compile(tmp_path, text)
+    with pytest.raises(NasdslError) as e:
+        generate_source(compiled.graph)
+    line = text.splitlines().index("  u1: {use: T, args: [false, true, false], from: in}") + 1
+    assert e.value.format().startswith(
+        f"{tmp_path / 'uses.yaml'}:{line}:7: error: model.u1: template T needs different code at u0 and u1 "
+        "(its entry 'tail'): at u0 it would write `x = bn` where at u1 it would write `x = pool`"
+    )
