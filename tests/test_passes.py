@@ -329,6 +329,22 @@ def test_drop_identities_and_unused(tmp_path):
     assert len(ir.inputs(drop_identities(twice), "cat")) == 2
 
 
+def test_drop_unused_removes_a_dead_merge_that_reads_a_kept_value(tmp_path):
+    """A merge no output reads goes, and its ``{ref: ...}`` branch with it: the value it read
+    stays for the entry that reads it. (It was an internal error: "the merge is gone but not all
+    of its branches", so the ONNX export of such a spec failed.)"""
+    body = (
+        "model:\n  a: {op: conv2d, out: 4, kernel: 1}\n  bn: batch_norm\n"
+        "  act: {add: [{ref: bn}, identity]}\n  tail: {op: conv2d, out: 5, kernel: 1, from: bn}\n"
+    )
+    g = graph(tmp_path, body)
+    assert unused(g) == ["act.1", "act"]  # the identity branch and the sum
+    lean = drop_unused(g)
+    assert set(lean) == {"x", "a", "bn", "tail"} and ir.inputs(lean, "tail") == ["bn"]
+    tree = ir.info(lean).model
+    assert [c.kind for c in tree.children] == ["op", "op", "skip", "op"]
+
+
 def test_fold_norms_on_a_small_graph(tmp_path):
     body = """\
     model:

@@ -58,6 +58,15 @@ class RewriteError(GraphError):
     """A rewrite the block tree cannot describe (the pass then leaves that part as it is)."""
 
 
+def _holds_nothing(b: Block) -> bool:
+    """Whether ``b`` holds no node: a block a rewrite took out, a ``ref`` (it reads a value held
+    elsewhere: a merge that reads ``{ref: bn}`` and is gone leaves ``bn`` as it is), or a sequence
+    of those."""
+    if b.kind in ("skip", "ref"):
+        return True
+    return b.kind in ("seq", "use") and all(_holds_nothing(c) for c in b.children)
+
+
 class Rewriter:
     """Changes to ``g`` (the caller's own copy, see :func:`nasdsl.ir.copy`) that keep its tree right.
 
@@ -398,7 +407,7 @@ class Rewriter:
         def fn(b: Block) -> Block:
             own = b.output if b.kind in OWNERS else None
             if own in skip:
-                if any(c.kind != "skip" for c in b.children):
+                if not all(_holds_nothing(c) for c in b.children):
                     raise RewriteError(f"the merge {own} is gone but not all of its branches")
                 return skip_of(b, resolve(own))
             if b.kind in ("seq", "use") and b.children and all(bypassed(c) for c in b.children):
