@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -456,7 +457,9 @@ def test_inference_module_scripts_with_torchscript(specs, written):
     module = load_source(written["googlenet_bn"].read_text())
     state = {k: torch.from_numpy(v) for k, v in training_weights(net, weights).items()}
     model = module.GoogLeNetBNInference.from_training_state_dict(state)
-    scripted = torch.jit.script(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch 2.14
+        scripted = torch.jit.script(model)
     x = torch.randn(1, *ir.node(net.graph, ir.info(net.graph).input).shape, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         assert torch.equal(scripted(x), model(x))
