@@ -50,7 +50,23 @@ PASSES = 2
 
 ACTIVATIONS = ("relu", "relu", "relu", "relu6", "silu", "hardswish")
 
-HEADER = """\
+
+def _block(name: str, params: str, attention: str, hidden: str) -> str:
+    """A pre-norm transformer block template for :data:`HEADER` (its braces doubled: the header is
+    formatted): LayerNorm, ``attention``, a residual sum, LayerNorm, a GELU MLP of ``hidden``
+    features, a residual sum."""
+    text = (
+        f"  {name}:\n    params: [{params}]\n    body:\n      ln_1: {{op: layer_norm, dim: last}}\n"
+        f"      attention: {attention}\n      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}\n"
+        f"      ln_2: {{op: layer_norm, dim: last}}\n      fc1: {{op: linear, out: {hidden}, dim: last}}\n"
+        "      act: gelu\n      fc2: {op: linear, out: dim, dim: last}\n"
+        "      out: {add: [{ref: attended}, {ref: fc2}]}\n"
+    )
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+HEADER = (
+    """\
 nasdsl: 1
 name: Calibration{index}
 input: {{name: x, shape: [3, {shape}]}}
@@ -94,62 +110,40 @@ templates:
         - {{op: permute, dims: [2, 0, 1]}}
       scale: layer_scale
       residual: {{add: [{{ref: scale}}, {{ref: in}}]}}
-  Encoder:
-    params: [heads, dim, mlp]
-    body:
-      ln_1: {{op: layer_norm, dim: last}}
-      attention: {{op: attention, heads: heads}}
-      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
-      ln_2: {{op: layer_norm, dim: last}}
-      fc1: {{op: linear, out: mlp, dim: last}}
-      act: gelu
-      fc2: {{op: linear, out: dim, dim: last}}
-      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
-  SwinBlock:
-    params: [heads, dim, mlp, wt, w, st, s]
-    body:
-      ln_1: {{op: layer_norm, dim: last}}
-      attention: {{op: window_attention, heads: heads, window: [wt, w, w], shift: [st, s, s], fit: true}}
-      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
-      ln_2: {{op: layer_norm, dim: last}}
-      fc1: {{op: linear, out: mlp, dim: last}}
-      act: gelu
-      fc2: {{op: linear, out: dim, dim: last}}
-      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
-  SwinBlock2D:
-    params: [heads, dim, mlp, w, s]
-    body:
-      ln_1: {{op: layer_norm, dim: last}}
-      attention: {{op: window_attention, heads: heads, window: [w, w], shift: s}}
-      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
-      ln_2: {{op: layer_norm, dim: last}}
-      fc1: {{op: linear, out: mlp, dim: last}}
-      act: gelu
-      fc2: {{op: linear, out: dim, dim: last}}
-      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
-  SwinBlock2DV2:
-    params: [heads, dim, mlp, w, s]
-    body:
-      ln_1: {{op: layer_norm, dim: last}}
-      attention: {{op: window_attention, heads: heads, window: [w, w], shift: s, version: 2}}
-      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
-      ln_2: {{op: layer_norm, dim: last}}
-      fc1: {{op: linear, out: mlp, dim: last}}
-      act: gelu
-      fc2: {{op: linear, out: dim, dim: last}}
-      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
-  PoolingBlock:
-    params: [heads, dim, t, h, w, kv, rel, residual]
-    body:
-      ln_1: {{op: layer_norm, dim: last}}
-      attention: {{op: pooling_attention, heads: heads, out: dim, grid: [t, h, w], kernel_q: 3, kernel_kv: 3,
-                  stride_kv: [1, kv, kv], rel_pos: rel, residual_pool: residual}}
-      attended: {{add: [{{ref: attention}}, {{ref: in}}]}}
-      ln_2: {{op: layer_norm, dim: last}}
-      fc1: {{op: linear, out: "4 * dim", dim: last}}
-      act: gelu
-      fc2: {{op: linear, out: dim, dim: last}}
-      out: {{add: [{{ref: attended}}, {{ref: fc2}}]}}
+"""
+    + "".join(
+        _block(name, params, attention, hidden)
+        for name, params, attention, hidden in (
+            ("Encoder", "heads, dim, mlp", "{op: attention, heads: heads}", "mlp"),
+            (
+                "SwinBlock",
+                "heads, dim, mlp, wt, w, st, s",
+                "{op: window_attention, heads: heads, window: [wt, w, w], shift: [st, s, s], fit: true}",
+                "mlp",
+            ),
+            # a window attention's version is its class's code, not an argument: a template per version
+            (
+                "SwinBlock2D",
+                "heads, dim, mlp, w, s",
+                "{op: window_attention, heads: heads, window: [w, w], shift: s}",
+                "mlp",
+            ),
+            (
+                "SwinBlock2DV2",
+                "heads, dim, mlp, w, s",
+                "{op: window_attention, heads: heads, window: [w, w], shift: s, version: 2}",
+                "mlp",
+            ),
+            (
+                "PoolingBlock",
+                "heads, dim, t, h, w, kv, rel, residual",
+                "{op: pooling_attention, heads: heads, out: dim, grid: [t, h, w], kernel_q: 3, kernel_kv: 3,\n"
+                "                  stride_kv: [1, kv, kv], rel_pos: rel, residual_pool: residual}",
+                '"4 * dim"',
+            ),
+        )
+    )
+    + """\
   PartitionBlock:
     params: [channels, size, p, grid]
     body:
@@ -172,6 +166,7 @@ templates:
       map: {{op: reshape, shape: [channels, size, size], axes: CHW}}
 model:
 """
+)
 #: torchvision's initialisation of its transformers' linear layers (the windowed family's): small
 #: weights keep the attention scores small, as in the real networks (a shifted window's masked
 #: scores then come out subnormal, as there: see nasdsl.bench.attention)
