@@ -21,8 +21,15 @@ options: 1.5e17 variants, so duplicates are rare).
    (nothing is dispatched: nasdsl computes both), random sampler, the default
    SQLite storage, the wall time of the whole ``run_search`` call.
 
+3. With ``--parts``, **where nasdsl's time goes**: one more in-process run per
+   sampler and storage with a timer around each step of a trial (Optuna's ask
+   and suggests, the check and figures, the spec text, the trial's folder with
+   its evaluator and record, the tell), in milliseconds per trial. The timers
+   add their own cost, so the parts are for comparing with each other and with
+   Optuna alone, not with the table's columns.
+
     python benchmarks/search_overhead.py [--trials 300] [--repeat 1] [--samplers random,tpe]
-        [--storages memory,sqlite] [--no-pool] [--end-to-end 10000] [--e2e-sampler random]
+        [--storages memory,sqlite] [--no-pool] [--parts] [--end-to-end 10000] [--e2e-sampler random]
         [--e2e-storage sqlite|memory]   (--trials 0: the end-to-end run alone)
 
 With ``--repeat N`` each row's runs (Optuna alone, nasdsl in process, nasdsl on the
@@ -36,6 +43,8 @@ the machine runs (the pool's workers are other processes, so it has no CPU colum
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
 import os
 import platform
@@ -127,6 +136,23 @@ def optuna_alone(trials: int, sampler: str, storage) -> tuple[float, float]:
     return _per_trial(stamps)
 
 
+def folder_floor(trials: int, folder: str) -> tuple[float, float]:
+    """Wall and CPU seconds per trial of a trial folder's bare files: the folder, a spec.yaml as long
+    as GoogLeNet's, a one-line record (no serialising, no checks, no atomic replace)."""
+    text = Path(SPEC).read_text(encoding="utf-8")
+    root = os.path.join(folder, f"floor-{time.monotonic_ns()}")
+    stamps: list[tuple[float, float]] = []
+    for n in range(trials):
+        _stamp(stamps)
+        where = os.path.join(root, f"trial-{n:05d}")
+        os.makedirs(where)
+        with open(os.path.join(where, "spec.yaml"), "w", encoding="utf-8") as f:
+            f.write(text)
+        with open(os.path.join(where, "trial.json"), "w", encoding="utf-8") as f:
+            f.write('{"trial": %d}\n' % n)
+    return _per_trial(stamps)
+
+
 def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str) -> tuple[float, float, int]:
     """Wall and CPU seconds (of this process) per trial evaluated through nasdsl's path, steady
     state; and the duplicates seen."""
@@ -146,6 +172,62 @@ def nasdsl_search(trials: int, sampler: str, storage, workers: int, folder: str)
     )
     summary = run_search(cfg, say=lambda line: _stamp(stamps))
     return *_per_trial(stamps), summary.duplicates
+
+
+#: the steps of a trial timed by --parts: (label, module, owner within it or None, name)
+PARTS = (
+    ("Optuna: ask", "optuna.study", "Study", "ask"),
+    ("Optuna: the suggests (nasdsl's mapping)", "nasdsl.search.params", "Asker", "__call__"),
+    ("the variant's key", "nasdsl.search.identity", "Identities", "__call__"),
+    ("the check and figures", "nasdsl.variants", "Evaluator", "evaluate"),
+    ("the spec text", "nasdsl.search.specfile", "SpecTexts", "__call__"),
+    ("the spec's header", "nasdsl.space", None, "variant_header"),
+    ("the folder, evaluator and record", "nasdsl.search.executors", None, "run_trial"),
+    ("Optuna: tell (with the record)", "optuna.study", "Study", "tell"),
+)
+
+
+@contextlib.contextmanager
+def _timed(totals: dict[str, float]):
+    """Each of PARTS wrapped in a timer adding to ``totals`` while the block runs."""
+    undo = []
+    for label, module, owner, name in PARTS:
+        where = sys.modules[module] if owner is None else getattr(sys.modules[module], owner)
+        original = getattr(where, name)
+
+        @functools.wraps(original)
+        def timed(*args, _original=original, _label=label, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                totals[_label] = totals.get(_label, 0.0) + time.perf_counter() - started
+
+        setattr(where, name, timed)
+        undo.append((where, name, original))
+    try:
+        yield
+    finally:
+        for where, name, original in undo:
+            setattr(where, name, original)
+
+
+def parts(args, folder: str) -> None:
+    """Milliseconds per trial in each step of nasdsl's in-process path (see the module docstring)."""
+    print(f"\n3. where nasdsl's time goes, in process, {args.trials} trials (ms per trial, timers included)")
+    rows = [(s, k) for s in args.samplers.split(",") for k in args.storages.split(",")]
+    print("| step | " + " | ".join(f"{s}, {k}" for s, k in rows) + " |")
+    print("|---|" + "---:|" * len(rows))
+    found = []
+    for sampler, kind in rows:
+        totals: dict[str, float] = {}
+        with _timed(totals):
+            started = time.perf_counter()
+            nasdsl_search(args.trials, sampler, storage_of(kind, folder), 0, folder)
+            totals["the whole run"] = time.perf_counter() - started
+        found.append(totals)
+    for label in [p[0] for p in PARTS] + ["the whole run"]:
+        print(f"| {label} | " + " | ".join(f"{t.get(label, 0.0) / args.trials * 1e3:.3f}" for t in found) + " |")
 
 
 def end_to_end(trials: int, folder: str, sampler: str, storage: str) -> tuple[float, object]:
@@ -187,9 +269,11 @@ def overhead(args, folder: str) -> float:
         "ratio",
         "CPU ms: Optuna alone / in-process",
         "CPU ratio",
+        "folder floor CPU ms",
+        "best reachable",
     )
     print("| " + " | ".join(head) + " |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     worst = 0.0
     for sampler in args.samplers.split(","):
         for kind in args.storages.split(","):
@@ -202,15 +286,16 @@ def overhead(args, folder: str) -> float:
                 if args.pool:
                     pool, _, dup = nasdsl_search(args.trials, sampler, storage_of(kind, folder), 2, folder)
                     duplicates += dup
-                rounds.append((wall, inline, pool, cpu, inline_cpu))
-            a, i, p, ca, ci = (statistics.median(r[n] for r in rounds) for n in range(5))
+                _, floor = folder_floor(args.trials, folder)
+                rounds.append((wall, inline, pool, cpu, inline_cpu, floor))
+            a, i, p, ca, ci, fl = (statistics.median(r[n] for r in rounds) for n in range(6))
             worst = max(worst, i / a)
             print(
                 f"| {sampler} | {kind} | {a * 1e3:.2f} | {i * 1e3:.2f} | {i / a:.2f}x | {p * 1e3:.2f} | {p / a:.2f}x "
-                f"| {ca * 1e3:.2f} / {ci * 1e3:.2f} | {ci / ca:.2f}x |"
+                f"| {ca * 1e3:.2f} / {ci * 1e3:.2f} | {ci / ca:.2f}x | {fl * 1e3:.3f} | {(ca + fl) / ca:.2f}x |"
             )
             if args.repeat > 1:
-                shown = "; ".join(" / ".join(f"{x * 1e3:.2f}" for x in r) for r in rounds)
+                shown = "; ".join(" / ".join(f"{x * 1e3:.2f}" for x in r[:5]) for r in rounds)
                 print(
                     f"  rounds (wall: alone / in-process / pool; CPU: alone / in-process, ms): {shown}; load {_load()}"
                 )
@@ -225,6 +310,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1, help="interleaved rounds per row; the medians are shown")
     p.add_argument("--samplers", default="random,tpe", help="samplers of the overhead runs (default random,tpe)")
     p.add_argument("--storages", default="memory,sqlite", help="storages of the overhead runs (default memory,sqlite)")
+    p.add_argument("--parts", action="store_true", help="time each step of nasdsl's trial too")
     p.add_argument("--no-pool", dest="pool", action="store_false", help="leave out the 2-process pool")
     p.add_argument("--end-to-end", type=int, default=10_000, help="trials of the end-to-end run (default 10,000)")
     p.add_argument("--e2e-sampler", default="random", help="the end-to-end run's sampler (default random)")
@@ -245,6 +331,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         if args.trials:
             worst = overhead(args, folder)
+            if args.parts:
+                parts(args, folder)
         if args.end_to_end:
             seconds, summary = end_to_end(args.end_to_end, folder, args.e2e_sampler, args.e2e_storage)
             where = "SQLite file" if args.e2e_storage == "sqlite" else "in memory"
