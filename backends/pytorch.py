@@ -118,6 +118,23 @@ def _has_default(p: ir.Param) -> bool:
     return not p.required and (p.default is not None or p.default_expr is not None or p.null_default)
 
 
+def _refuse_null_for_computed_defaults(tmpl: ir.Template, instances: list[ir.Block]) -> None:
+    """A use that gives null to a parameter whose default the class computes (``if p is None:
+    p = ...``) would get the default there: the class cannot tell null from not given."""
+    for p in tmpl.params:
+        if _has_default(p) and p.default is None and not p.null_default:
+            for inst in instances:
+                a = inst.arg(p.name)
+                if a.given and a.value is None:
+                    raise CodegenError(
+                        f"template {tmpl.name} computes the default of its parameter {p.name}, and the use at "
+                        f"{inst.path} gives it null: the generated class cannot tell null from not given; "
+                        "give a value there, or make the default null",
+                        location=inst.loc,
+                        path=inst.keypath,
+                    )
+
+
 def _keyword_only(tmpl: ir.Template) -> int:
     """The index of the first parameter that must be keyword-only: one without a default after
     one with a default (whose default the class cannot write, so every use passes it)."""
@@ -1072,6 +1089,7 @@ class _Writer:
         annotations = {p.name: _annotation([i.arg(p.name).value for i in instances]) for p in tmpl.params}
         self.integral[name] = {p.name for p in tmpl.params if any(_integral(i.arg(p.name).value) for i in instances)}
         self.nullable[name] = {p.name for p in tmpl.params if any(i.arg(p.name).value is None for i in instances)}
+        _refuse_null_for_computed_defaults(tmpl, instances)
         documented = min(instances, key=lambda i: len(_gated(i)))  # the use that builds the most
         self.built_elsewhere[name] = {
             c.name: c

@@ -405,3 +405,21 @@ def test_an_inference_build_keeps_the_null_uses(tmp_path):
     x = torch.randn(2, 6, 9, 9, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(model(x), train(x), rtol=1e-5, atol=1e-5)
+
+
+def test_null_for_a_default_the_class_computes_is_refused_by_the_writer(tmp_path, capsys):
+    """``if stop is None: stop = start + 2`` would turn a use's null into the default."""
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        SPEC.replace("params: [start, {stop: null}]", "params: [start, {stop: 'start + 2'}]").replace(
+            "args: [2], from: in}", "args: [2, null], from: in}"
+        )
+    )
+    net = nasdsl.compile_spec(path)
+    assert "stop" not in ir.node(net.graph, "d.cut").given and ir.node(net.graph, "c.cut").attrs["stop"] == 4
+    assert main(["compile", str(path), "-o", str(tmp_path / "e.py")]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}:22:6: error: model.d: template Cut computes the default of its parameter stop, and the use at d "
+        "gives it null: the generated class cannot tell null from not given; give a value there, or make the "
+        "default null\n"
+    )
