@@ -423,3 +423,19 @@ def test_null_for_a_default_the_class_computes_is_refused_by_the_writer(tmp_path
         "gives it null: the generated class cannot tell null from not given; give a value there, or make the "
         "default null\n"
     )
+
+
+def test_a_layer_whose_size_a_null_attribute_sets_needs_a_template_per_variant(tmp_path, capsys):
+    """A convolution after the slice reads stop - start channels at one use, in_channels - start at
+    the other: one class cannot write both, and the refusal names the two lines."""
+    path = tmp_path / "e.yaml"
+    text = SPEC.replace("      cut: {op: slice, start: start, stop: stop}\n", "").replace(
+        "    params: [start, {stop: null}]\n    body:\n",
+        "    params: [start, {stop: null}]\n    body:\n      cut: {op: slice, start: start, stop: stop}\n"
+        "      conv: {op: conv2d, out: 4, kernel: 1}\n",
+    )
+    path.write_text(text)
+    assert main(["compile", str(path), "-o", str(tmp_path / "e.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}:23:6: error: model.d: template Cut needs different code at c and d: ")
+    assert "`self.conv = nn.Conv2d(stop - start, 4, 1)`" in err and "nn.Conv2d(in_channels - start, 4, 1)" in err
