@@ -378,7 +378,8 @@ def _integral(v: object) -> bool:
 def _annotation(values: list[object]) -> str:
     """The type of a parameter from its values at the uses; ``T | None`` where a use gives null."""
     if any(v is None for v in values):
-        return f"{_annotation([v for v in values if v is not None])} | None" if any(values) else "None"
+        given = [v for v in values if v is not None]
+        return f"{_annotation(given)} | None" if given else "None"
     kinds: list[str] = []
     for v in values:
         if isinstance(v, bool):

@@ -316,7 +316,7 @@ class _Builder:
             try:
                 concrete, expr, dep = scope.evaluate(value, opdef.attr_index[key].literals)
             except SpecError as e:
-                raise _in_node(e, scope, path) from None
+                raise _in_node(_where_null(e, value, scope), scope, path) from None
             if concrete is None:  # a parameter given null: the attribute is not given, as if left out
                 if opdef.attr_index[key].default is REQUIRED:
                     e = SpecError(f"expected a value for {key}, which {b.op} requires, got null", path=key)
@@ -720,7 +720,10 @@ class _Builder:
             try:
                 if p.name in bound:
                     value = bound[p.name]
-                    values[p.name], caller[p.name], own_deps[p.name] = scope.evaluate(value)
+                    try:
+                        values[p.name], caller[p.name], own_deps[p.name] = scope.evaluate(value)
+                    except SpecError as e:
+                        raise _where_null(e, value, scope) from None
                     own_sources[p.name] = (value, scope)
                     switch = scope.switch(value)
                 else:
@@ -894,6 +897,18 @@ def _layer(own: Mapping, base: Mapping) -> Mapping:
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
+
+
+def _where_null(e: SpecError, value: Value, scope: _Scope) -> SpecError:
+    """``e``, about ``value``, saying where a name of it that is null here was given null (an
+    expression of a null parameter is refused at the expression, which the template's text holds)."""
+    for name in sorted(value.names):
+        if name in scope.sources and scope.env.get(name, 0) is None and f"'{name}'" in e.message:
+            origin = scope.blame(Value(name, value.loc, value.path))
+            if origin.raw is None:
+                e.message += f" ('{name}' is null as {origin.path} gives it, at {origin.loc})"
+            break
+    return e
 
 
 def _in_node(e: NasdslError, scope: _Scope, node: str) -> NasdslError:

@@ -760,9 +760,8 @@ def _lookup(node: _Var, env: Mapping[str, object]) -> int | float | bool | Sym:
         return value
     if value is None:  # a template parameter given null: it passes on as a bare name only
         raise ExprError(
-            f"expected '{node.name}' to be a number or a boolean, got null (a parameter given null is "
-            "not given: it may only be passed on whole, as a bare name, to an optional attribute or "
-            "another template)",
+            f"expected '{node.name}' to be a number or a boolean, got null (a null parameter passes on "
+            "whole only, as a bare name: to an optional attribute or another template)",
             node.offset,
         )
     raise ExprError(

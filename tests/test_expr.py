@@ -320,8 +320,8 @@ def test_unknown_name_suggests_among_many() -> None:
         ("64", "expected 'x' to be a number or a boolean, got a value of type str"),
         (
             None,
-            "expected 'x' to be a number or a boolean, got null (a parameter given null is not given: it may "
-            "only be passed on whole, as a bare name, to an optional attribute or another template)",
+            "expected 'x' to be a number or a boolean, got null (a null parameter passes on whole only, as a "
+            "bare name: to an optional attribute or another template)",
         ),
         ([1], "expected 'x' to be a number or a boolean, got a value of type list"),
         (2**60, "value of 'x' is out of range (|x| <= 2**53)"),

@@ -298,6 +298,10 @@ templates:
     params: [size]
     body:
       up: {op: interpolate, size: "size * 2"}
+  Outer:
+    params: [s]
+    body:
+      t: {use: Twice, args: [s]}
   Switch:
     params: [sw]
     body:
@@ -315,30 +319,36 @@ model:
     [
         (
             "{use: Conv, args: [null, 1]}",
-            "22:25: error: model.a.args[0]: expected a value for out, which conv2d requires, got null "
+            "26:25: error: model.a.args[0]: expected a value for out, which conv2d requires, got null "
             "(used as 'out' of node a.conv)",
         ),
         (
             "{use: Twice, args: [~]}",
             "12:36: error: templates.Twice.body.up.size: expected 'size' to be a number or a boolean, got null "
-            "(a parameter given null is not given: it may only be passed on whole, as a bare name, to an "
-            "optional attribute or another template) (in node a.up)",
+            "(a null parameter passes on whole only, as a bare name: to an optional attribute or another "
+            "template) ('size' is null as model.a.args[0] gives it, at PATH:26:26) (in node a.up)",
+        ),
+        (
+            "{use: Outer, args: {s: null}}",
+            "12:36: error: templates.Twice.body.up.size: expected 'size' to be a number or a boolean, got null "
+            "(a null parameter passes on whole only, as a bare name: to an optional attribute or another "
+            "template) ('size' is null as model.a.args.s gives it, at PATH:26:29) (in node a.t.up)",
         ),
         (
             "{use: Switch, args: [null]}",
-            "22:27: error: model.a.args[0]: expected true or false, got null (used as 'when' of node a.r)",
+            "26:27: error: model.a.args[0]: expected true or false, got null (used as 'when' of node a.r)",
         ),
-        ("{use: Conv, args: [4, [1, null]]}", "22:32: error: model.a.args[1][1]: expected a value, got null"),
-        ("{op: relu, when: null}", "22:23: error: model.a.when: expected a value, got null"),
+        ("{use: Conv, args: [4, [1, null]]}", "26:32: error: model.a.args[1][1]: expected a value, got null"),
+        ("{op: relu, when: null}", "26:23: error: model.a.when: expected a value, got null"),
     ],
-    ids=["required", "expression", "when", "in-a-list", "not-an-argument"],
+    ids=["required", "expression", "passed-on", "when", "in-a-list", "not-an-argument"],
 )
 def test_null_where_it_cannot_be_left_out_is_a_located_error(tmp_path, capsys, use, error):
     path = tmp_path / "e.yaml"
     path.write_text(ERRORS + f"  a: {use}\n")
     assert main(["check", str(path)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == f"{path}:{error}\n"
+    assert out == "" and err == f"{path}:{error.replace('PATH', str(path))}\n"
 
 
 def test_a_default_that_depends_on_other_attributes_is_refused_by_the_writer(tmp_path, capsys):
@@ -349,7 +359,7 @@ def test_a_default_that_depends_on_other_attributes_is_refused_by_the_writer(tmp
     capsys.readouterr()
     assert main(["compile", str(path), "-o", str(tmp_path / "e.py")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"{path}:20:10: error: templates.Pool.body.p.stride: max_pool's stride is a parameter")
+    assert err.startswith(f"{path}:24:10: error: templates.Pool.body.p.stride: max_pool's stride is a parameter")
     assert "give stride a value at every use" in err and not (tmp_path / "e.py").exists()
 
 
@@ -439,3 +449,14 @@ def test_a_layer_whose_size_a_null_attribute_sets_needs_a_template_per_variant(t
     err = capsys.readouterr().err
     assert err.startswith(f"{path}:23:6: error: model.d: template Cut needs different code at c and d: ")
     assert "`self.conv = nn.Conv2d(stop - start, 4, 1)`" in err and "nn.Conv2d(in_channels - start, 4, 1)" in err
+
+
+def test_the_annotation_of_a_null_parameter_keeps_the_other_uses_types():
+    """``T | None`` from the values at the uses, a falsy value (0, false) a type like any other."""
+    from nasdsl.backends.pytorch import _annotation
+
+    assert _annotation([None, 0]) == "int | None"
+    assert _annotation([False, None]) == "bool | None"
+    assert _annotation([(8, 8), None, 2]) == "tuple[int, int] | int | None"
+    assert _annotation([None, 2, 1.5]) == "float | None"
+    assert _annotation([None]) == "None"
