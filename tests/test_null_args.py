@@ -159,11 +159,17 @@ def test_every_spelling_of_null_is_the_same_null(tmp_path, compiled, spelling):
     assert _records(_compile(tmp_path, text).graph) == _records(compiled.graph)
 
 
-def test_set_gives_null_as_the_file_does(tmp_path, compiled):
+def test_set_gives_null_as_the_file_does(tmp_path, compiled, capsys):
+    """``--set a.scale=null`` (and the API's None) is the file's null; nothing after ``=`` is refused."""
     text = SPEC.replace("args: [[8, 8], null]", "args: [[8, 8], 3]")
-    over = _compile(tmp_path, text, overrides=["a.scale=null"])
-    assert _records(over.graph) == _records(compiled.graph)
-    assert generate_source(over.graph).split("\n", 1)[1] == generate_source(compiled.graph).split("\n", 1)[1]
+    for overrides in (["a.scale=null"], {"a.scale": None}):
+        over = _compile(tmp_path, text, overrides=overrides)
+        assert _records(over.graph) == _records(compiled.graph)
+        assert generate_source(over.graph).split("\n", 1)[1] == generate_source(compiled.graph).split("\n", 1)[1]
+    assert main(["check", str(tmp_path / "uses.yaml"), "--set", "a.scale="]) == 2
+    assert capsys.readouterr().err == (
+        "<--set a.scale=>:1:9: error: a.scale: expected a value after '=', got nothing (write null for no value)\n"
+    )
 
 
 # -- the generated model ---------------------------------------------------------------------------
