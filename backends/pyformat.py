@@ -135,7 +135,10 @@ def docstring(text: str, indent: int) -> list[str]:
 
 
 def literal(v: object) -> str:
-    """Python source for a plain value from the IR (numbers, bools, strings, tuples)."""
+    """Python source for a plain value from the IR (numbers, bools, strings, tuples, None: a
+    template argument given null)."""
+    if v is None:
+        return "None"
     if isinstance(v, bool):
         return "True" if v else "False"
     if isinstance(v, int):

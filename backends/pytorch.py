@@ -113,8 +113,26 @@ def _arg(ctx: ClassContext, a: ir.Arg) -> object:
 
 
 def _has_default(p: ir.Param) -> bool:
-    """Whether the class's signature gives the parameter a default (``None`` for one it computes)."""
-    return not p.required and (p.default is not None or p.default_expr is not None)
+    """Whether the class's signature gives the parameter a default (``None`` for one it computes
+    or whose default is null)."""
+    return not p.required and (p.default is not None or p.default_expr is not None or p.null_default)
+
+
+def _refuse_null_for_computed_defaults(tmpl: ir.Template, instances: list[ir.Block]) -> None:
+    """A use that gives null to a parameter whose default the class computes (``if p is None:
+    p = ...``) would get the default there: the class cannot tell null from not given."""
+    for p in tmpl.params:
+        if _has_default(p) and p.default is None and not p.null_default:
+            for inst in instances:
+                a = inst.arg(p.name)
+                if a.given and a.value is None:
+                    raise CodegenError(
+                        f"template {tmpl.name} computes the default of its parameter {p.name}, and the use at "
+                        f"{inst.path} gives it null: the generated class cannot tell null from not given; "
+                        "give a value there, or make the default null",
+                        location=inst.loc,
+                        path=inst.keypath,
+                    )
 
 
 def _keyword_only(tmpl: ir.Template) -> int:
@@ -358,6 +376,10 @@ def _integral(v: object) -> bool:
 
 
 def _annotation(values: list[object]) -> str:
+    """The type of a parameter from its values at the uses; ``T | None`` where a use gives null."""
+    if any(v is None for v in values):
+        given = [v for v in values if v is not None]
+        return f"{_annotation(given)} | None" if given else "None"
     kinds: list[str] = []
     for v in values:
         if isinstance(v, bool):
@@ -430,6 +452,8 @@ class _Writer:
         self.helpers: set[str] = set()
         #: each template's parameters that some use gives an integer (see ClassContext.integral)
         self.integral: dict[str, set[str]] = {}
+        #: each template's parameters that some use gives null (see ClassContext.nullable)
+        self.nullable: dict[str, set[str]] = {}
         #: each template's entries that a parameter switches off at some uses, as a use that builds them has them
         self.built_elsewhere: dict[str, dict[str, ir.Block]] = {}
         self.init_helpers: set[str] = set()  # the init functions of the file's head the code calls
@@ -486,6 +510,8 @@ class _Writer:
         else:
             integral = self.integral.get(template, set())
         ctx.integral = frozenset(arguments.get(n, n) for n in integral)
+        if template is not None:
+            ctx.nullable = frozenset(arguments.get(n, n) for n in self.nullable.get(template, ()))
         if self.inference:
             ctx.own_class = self._own_class
         return ctx
@@ -1063,6 +1089,8 @@ class _Writer:
         tmpl = ir.info(self.g).templates[name]
         annotations = {p.name: _annotation([i.arg(p.name).value for i in instances]) for p in tmpl.params}
         self.integral[name] = {p.name for p in tmpl.params if any(_integral(i.arg(p.name).value) for i in instances)}
+        self.nullable[name] = {p.name for p in tmpl.params if any(i.arg(p.name).value is None for i in instances)}
+        _refuse_null_for_computed_defaults(tmpl, instances)
         documented = min(instances, key=lambda i: len(_gated(i)))  # the use that builds the most
         self.built_elsewhere[name] = {
             c.name: c
@@ -1183,10 +1211,12 @@ class _Writer:
                 params.append("*")
             ann = annotations[p.name]
             own = keywords[p.name]
-            if p.required or (p.default is None and p.default_expr is None):
+            if not _has_default(p):
                 params.append(f"{own}: {ann}")
             elif p.default is not None:
                 params.append(f"{own}: {ann} = {render(p.default)}")
+            elif p.null_default:
+                params.append(f"{own}: {ann.removesuffix(' | None')} | None = None")
             else:
                 params.append(f"{own}: {ann} | None = None")
                 fixups += [f"if {own} is None:", f"    {own} = {render(ctx.value(p.default_expr, None))}"]
@@ -1484,7 +1514,7 @@ class _Writer:
                 continue  # its own class documents what it does with them
             if b.kind == "op":
                 data = ir.node(self.g, b.output)
-                for attr, expr in data.exprs.items():
+                for attr, expr in {**data.exprs, **data.nulls}.items():  # a parameter null here too
                     for name in names_in(expr) & uses.keys():
                         uses[name].append(f"{attr} of {rel}")
             stack.extend((prefix, c) for c in reversed(b.children))
@@ -1504,7 +1534,10 @@ class _Writer:
                     uses[name].append(f"the default of {own[p.name]}")
         for p in tmpl.params:
             found = uses[p.name]
-            docs.append((own[p.name], _listed(found) if found else "unused by the layers"))
+            text = _listed(found) if found else "unused by the layers"
+            if p.name in self.nullable.get(tmpl.name, ()):
+                text += " (None: not given, the op's default)"
+            docs.append((own[p.name], text))
         return docs
 
     def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:

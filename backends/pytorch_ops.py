@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from nasdsl import ir
-from nasdsl.errors import CodegenError
+from nasdsl.errors import CodegenError, SpecError
 from nasdsl.ir.sym import Sym
 from nasdsl.ops import OPS, lowering, lowering_of
 
@@ -55,6 +55,9 @@ class ClassContext:
     #: the class's arguments (as its code names them) that a use may give as an integer: where one
     #: gives a float attribute, the class writes ``float(name)`` (TorchScript takes no int for a float)
     integral: frozenset[str] = frozenset()
+    #: the class's arguments (as its code names them) that a use gives null (not given): an op
+    #: attribute one of them gives is written so that None takes the attribute's default
+    nullable: frozenset[str] = frozenset()
 
     def value(self, expr: object, concrete: object) -> object:
         """An expression of the IR as this class writes it: a template class writes its
@@ -94,16 +97,32 @@ def names_in(expr: object) -> frozenset[str]:
 @dataclass(frozen=True)
 class AsFloat:
     """An expression of a class's arguments that gives a float attribute but may be an integer:
-    written ``float(...)``."""
+    written ``float(...)``; ``None if x is None else float(x)`` where ``x`` may be null."""
 
     expr: Sym
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class OrDefault:
+    """An attribute a class's argument gives that a use may give null (not given): written
+    ``default if x is None else x`` (``float(x)`` where ``x`` may be an integer and the attribute
+    is a float), the op's default where the argument is None."""
+
+    expr: Sym
+    default: object
+    as_float: bool = False
 
 
 def render(v: object) -> str:
     if isinstance(v, Sym):
         return v.render()
     if isinstance(v, AsFloat):
-        return f"float({v.expr.render()})"
+        name = v.expr.render()
+        return f"None if {name} is None else float({name})" if v.nullable else f"float({name})"
+    if isinstance(v, OrDefault):
+        name = v.expr.render()
+        return f"{render(v.default)} if {name} is None else {f'float({name})' if v.as_float else name}"
     if isinstance(v, list):
         return literal(tuple(v)) if all(not isinstance(x, Sym) for x in v) else "(" + ", ".join(map(render, v)) + ")"
     if isinstance(v, tuple) and any(isinstance(x, Sym) for x in v):
@@ -118,22 +137,64 @@ def square(v: object) -> object:
     return v
 
 
+def _written(data: ir.Node, key: str) -> object:
+    """The expression the class writes for attribute ``key``: the spec's where it gave one, the
+    parameter's where a parameter that is null at this use leaves it not given; else None."""
+    return data.exprs.get(key) if key in data.given else data.nulls.get(key)
+
+
+def _float_attribute(op: str, key: str) -> bool:
+    """Whether the op's attribute holds a float (its check makes one of an integer)."""
+    try:
+        return isinstance(OPS[op].attr_index[key].check(1), float)
+    except SpecError:
+        return False
+
+
+def _null_default(ctx: ClassContext, data: ir.Node, key: str, v: Sym) -> object:
+    """The op's default for ``key`` where ``v`` (which gives it) is an argument some use gives null
+    and that default is not None; else None (None passes on as it is: the op's own "not given")."""
+    if not v.names & ctx.nullable:
+        return None
+    default = OPS[data.op].attr_index[key].default
+    if callable(default):
+        raise CodegenError(
+            f"{data.op}'s {key} is a parameter that a use gives null, and its default depends on other "
+            f"attributes: the class cannot write it for every use; give {key} a value at every use",
+            location=data.loc,
+            path=f"{data.keypath}.{key}",
+        )
+    return None if default is None else square(default)
+
+
+def _symbolic(ctx: ClassContext, data: ir.Node, key: str, v: Sym, floating: bool = False) -> object:
+    """An attribute an expression of the class's arguments gives, as the class writes it: ``float()``
+    of it where an integer may reach a float attribute, and the op's default where it may be None
+    (a bare name: an expression of a parameter that is null is refused where the spec writes it)."""
+    as_float = floating and bool(v.names & ctx.integral)
+    default = _null_default(ctx, data, key, v)
+    if default is not None:
+        return OrDefault(v, default, as_float)
+    return AsFloat(v, bool(v.names & ctx.nullable)) if as_float else v
+
+
 def attr(ctx: ClassContext, node: str, key: str) -> object:
-    """An op attribute: the spec's expression if it wrote one, else the default."""
+    """An op attribute: the spec's expression if it wrote one (or a parameter that is null at
+    this use: the class writes it for every use), else the default."""
     data = ir.node(ctx.g, node)
     concrete = data.attrs[key]
-    if key in data.given and key in data.exprs:
-        v = ctx.value(data.exprs[key], None)
+    expr = _written(data, key)
+    if expr is not None:
+        v = ctx.value(expr, None)
         if v is not None:
             if isinstance(v, list):
                 v = tuple(v)
             if v == "valid":
                 v = (0,) * len(concrete)
-            if isinstance(concrete, float) and isinstance(v, int) and not isinstance(v, bool):
+            floating = isinstance(concrete, float) or (concrete is None and _float_attribute(data.op, key))
+            if floating and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)  # a float attribute written as an integer stays a float (TorchScript's types)
-            if isinstance(concrete, float) and isinstance(v, Sym) and v.names & ctx.integral:
-                return AsFloat(v)
-            return square(v) if not isinstance(v, Sym) else v
+            return _symbolic(ctx, data, key, v, floating) if isinstance(v, Sym) else square(v)
     return square(concrete)
 
 
@@ -159,9 +220,10 @@ RENAME = {"out": "out_channels"}
 
 
 def keywords(ctx: ClassContext, node: str, *keys: str) -> list[str]:
-    """``key=value`` for each of ``keys`` the spec wrote."""
-    given = ir.node(ctx.g, node).given
-    return [f"{RENAME.get(k, k)}={render(attr(ctx, node, k))}" for k in keys if k in given]
+    """``key=value`` for each of ``keys`` the spec wrote (a parameter that is null at this use
+    included: the class writes it for every use)."""
+    data = ir.node(ctx.g, node)
+    return [f"{RENAME.get(k, k)}={render(attr(ctx, node, k))}" for k in keys if k in data.given or k in data.nulls]
 
 
 # ---------------------------------------------------------------------------
@@ -380,10 +442,11 @@ def exact(ctx: ClassContext, node: str, key: str) -> object:
     the whole value, which may be a number at one use and a list at another: the class passes it
     on as it is, and whatever takes it must accept both)."""
     data = ir.node(ctx.g, node)
-    if key in data.given and key in data.exprs:
-        v = ctx.value(data.exprs[key], None)
+    expr = _written(data, key)
+    if expr is not None:
+        v = ctx.value(expr, None)
         if v is not None:
-            return tuple(v) if isinstance(v, list) else v
+            return tuple(v) if isinstance(v, list) else _symbolic(ctx, data, key, v) if isinstance(v, Sym) else v
     return data.attrs[key]
 
 
@@ -422,8 +485,10 @@ def _layer_scale(ctx: ClassContext, node: str) -> tuple[str, str]:
     t = in_type(ctx, node)
     size = render(in_size(ctx, node, 0 if t.rank >= 3 and t.channel_axis == 0 else t.rank - 1))
     shape = f"({size}, {', '.join(['1'] * (t.rank - 1))})" if t.rank >= 3 and t.channel_axis == 0 else f"({size},)"
+    # torch.full takes its dtype from the value: a class argument is made a float whatever the uses
+    # give (the model's constructor may be called with an integer), not only where one gives an integer
     init = attr(ctx, node, "init")
-    value = f"float({render(init)})" if isinstance(init, Sym) else render(init)  # a parameter may be an integer
+    value = render(AsFloat(init) if isinstance(init, Sym) else init)
     return f"nn.Parameter(torch.full({shape}, {value}))", "x * {}"
 
 
@@ -440,12 +505,12 @@ def _parameter(ctx: ClassContext, node: str) -> tuple[str, str]:
 
 def _interpolate(ctx: ClassContext, node: str) -> Call:
     data = ir.node(ctx.g, node)
-    size = exact(ctx, node, "size")
+    size, scale = exact(ctx, node, "size"), attr(ctx, node, "scale")
     args = []
     if size is not None:  # a number or one per axis (nn.Upsample takes either)
         args.append(f"size={render(square(size) if isinstance(size, tuple) else size)}")
-    else:
-        args.append(f"scale_factor={render(attr(ctx, node, 'scale'))}")
+    if size is None or scale is not None:  # both where parameters give them, one of them None at each use
+        args.append(f"scale_factor={render(scale)}")
     args.append(f"mode={render(data.attrs['mode'])}")
     if data.attrs["mode"] != "nearest":
         args.append(f"align_corners={render(attr(ctx, node, 'align_corners'))}")

@@ -26,7 +26,7 @@ from nasdsl import ir
 from nasdsl.errors import GraphError, LimitError, NasdslError, SpecError
 from nasdsl.ir.sym import Sym, SymbolicError, is_identifier
 from nasdsl.ir.tree import bypassed, map_tree, retarget, skip_of
-from nasdsl.ops import MAX_CHANNELS, OPS, SPEC_OPS, check_int, describe
+from nasdsl.ops import MAX_CHANNELS, OPS, REQUIRED, SPEC_OPS, check_int, describe
 from nasdsl.spec import (
     INPUT_REF,
     MAX_REPEAT,
@@ -169,6 +169,7 @@ class _Builder:
         exprs: dict[str, object] | None = None,
         deps: dict[str, frozenset[str]] | None = None,
         init: dict[str, ir.InitRule] | None = None,
+        nulls: dict[str, object] | None = None,
     ) -> str:
         if self.count >= self.max_nodes:
             raise LimitError(
@@ -194,6 +195,7 @@ class _Builder:
             scope=scope.templates,
             instance=scope.instance,
             init=ir.frozen(init),
+            nulls=ir.frozen(nulls),
         )
         g.add_node(name, **{ir.KEY: record})
         if g is self.g:
@@ -301,18 +303,27 @@ class _Builder:
             return _skip(block, name, path, inputs, phase, dataclasses.replace(when, switch=None))
         return tree
 
-    def _attrs(self, b: OpBlock | MergeBlock, path: str, scope: _Scope) -> tuple[dict, dict, dict, tuple]:
+    def _attrs(self, b: OpBlock | MergeBlock, path: str, scope: _Scope) -> tuple[dict, dict, dict, tuple, dict]:
         """An op's (or a merge's) attributes here: normalised values, expressions, the model
-        variables each depends on, and the names the spec gave."""
+        variables each depends on, the names the spec gave, and the attributes a template
+        parameter that is null here leaves not given (each as the expression the class writes)."""
         opdef = OPS[b.op]
         given: dict[str, object] = {}
         exprs: dict[str, object] = {}
         deps: dict[str, frozenset[str]] = {}
+        nulls: dict[str, object] = {}
         for key, value in b.attrs:
             try:
-                given[key], expr, dep = scope.evaluate(value, opdef.attr_index[key].literals)
+                concrete, expr, dep = scope.evaluate(value, opdef.attr_index[key].literals)
             except SpecError as e:
-                raise _in_node(e, scope, path) from None
+                raise _in_node(_where_null(e, value, scope), scope, path) from None
+            if concrete is None:  # a parameter given null: the attribute is not given, as if left out
+                if opdef.attr_index[key].default is REQUIRED:
+                    e = SpecError(f"expected a value for {key}, which {b.op} requires, got null", path=key)
+                    raise self._attr_error(e, b, path, scope) from None
+                nulls[key] = expr
+                continue
+            given[key] = concrete
             if expr is not None:
                 exprs[key] = expr
             if dep:
@@ -321,16 +332,16 @@ class _Builder:
             attrs = opdef.normalise(given)
         except SpecError as e:
             raise self._attr_error(e, b, path, scope) from None
-        return attrs, exprs, deps, tuple(given)
+        return attrs, exprs, deps, tuple(given), nulls
 
     def _op(
         self, b: OpBlock, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
     ) -> ir.Block:
-        attrs, exprs, deps, given = self._attrs(b, path, scope)
+        attrs, exprs, deps, given, nulls = self._attrs(b, path, scope)
         if inputs[0] in self.zeros:  # an op that reads nothing is nothing: left out, its parameters too
             return _skip(b, name, path, inputs[:1], phase, None)
         init = {k: ir.InitRule(r.scheme, r.args) for k, r in b.init}
-        node = self.add_node(path, b.op, attrs, given, b, phase, inputs[:1], scope, exprs, deps, init)
+        node = self.add_node(path, b.op, attrs, given, b, phase, inputs[:1], scope, exprs, deps, init, nulls)
         if b.op == "zero":
             self.zeros.add(node)
         return _block("op", name, path, b, inputs[:1], node, phase, when, op=b.op)
@@ -554,8 +565,8 @@ class _Builder:
             live = next(c for c in children if c.passed == outs[0] and c.kind != "skip")
             # it reads what that branch reads (another value, with `from:`)
             return _block("seq", name, path, b, live.inputs, outs[0], phase, when, children=children, named=b.named)
-        attrs, exprs, deps, given = self._attrs(b, path, scope)
-        node = self.add_node(path, b.op, attrs, given, b, phase, tuple(outs), scope, exprs, deps)
+        attrs, exprs, deps, given, nulls = self._attrs(b, path, scope)
+        node = self.add_node(path, b.op, attrs, given, b, phase, tuple(outs), scope, exprs, deps, nulls=nulls)
         return _block("merge", name, path, b, inputs, node, phase, when, children=children, named=b.named, op=b.op)
 
     def _index_positions(self, b: MergeBlock, scope: _Scope, path: str) -> dict[str, int]:
@@ -654,7 +665,8 @@ class _Builder:
                     except (SymbolicError, NasdslError):
                         expr = None
                     expr = tuple(expr) if isinstance(expr, list) else expr
-                params.append(ir.Param(p.name, p.default is None, default, expr, p.loc))
+                null = p.default is not None and p.default.raw is None and p.default.items is None
+                params.append(ir.Param(p.name, p.default is None, default, expr, p.loc, null))
                 sym[p.name] = Sym.name(p.name)
             self.param_info[t.name] = tuple(params)
         return self.param_info[t.name]
@@ -708,7 +720,10 @@ class _Builder:
             try:
                 if p.name in bound:
                     value = bound[p.name]
-                    values[p.name], caller[p.name], own_deps[p.name] = scope.evaluate(value)
+                    try:
+                        values[p.name], caller[p.name], own_deps[p.name] = scope.evaluate(value)
+                    except SpecError as e:
+                        raise _where_null(e, value, scope) from None
                     own_sources[p.name] = (value, scope)
                     switch = scope.switch(value)
                 else:
@@ -882,6 +897,18 @@ def _layer(own: Mapping, base: Mapping) -> Mapping:
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
+
+
+def _where_null(e: SpecError, value: Value, scope: _Scope) -> SpecError:
+    """``e``, about ``value``, saying where a name of it that is null here was given null (an
+    expression of a null parameter is refused at the expression, which the template's text holds)."""
+    for name in sorted(value.names):
+        if name in scope.sources and scope.env.get(name, 0) is None and f"'{name}'" in e.message:
+            origin = scope.blame(Value(name, value.loc, value.path))
+            if origin.raw is None:
+                e.message += f" ('{name}' is null as {origin.path} gives it, at {origin.loc})"
+            break
+    return e
 
 
 def _in_node(e: NasdslError, scope: _Scope, node: str) -> NasdslError:

@@ -279,6 +279,12 @@ def parse_override(text: str) -> tuple[str, object, Location]:
     key = key.strip()
     if not key:
         raise SpecError("expected PATH=VALUE, got an empty path", location=where, path="--set")
+    if not raw.strip():  # an empty shell variable, most likely: YAML would read it as null
+        raise SpecError(
+            "expected a value after '=', got nothing (write null for no value)",
+            location=where.shifted(len(key) + 1),
+            path=key,
+        )
     value = load_text(raw, where.file, top="any", line=1, column=len(key) + 2)
     return key, value, where.shifted(len(key) + 1)
 

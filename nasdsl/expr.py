@@ -758,6 +758,12 @@ def _lookup(node: _Var, env: Mapping[str, object]) -> int | float | bool | Sym:
         if not math.isfinite(value) or abs(value) > MAX_INT:
             raise ExprError(f"value of '{node.name}' is out of range ({_FLOAT_RANGE})", node.offset)
         return value
+    if value is None:  # a template parameter given null: it passes on as a bare name only
+        raise ExprError(
+            f"expected '{node.name}' to be a number or a boolean, got null (a null parameter passes on "
+            "whole only, as a bare name: to an optional attribute or another template)",
+            node.offset,
+        )
     raise ExprError(
         f"expected '{node.name}' to be a number or a boolean, got {_kind(value)}",
         node.offset,

@@ -94,6 +94,8 @@ class Value:
             return self.raw
         if self.raw in literals and self.raw not in env:
             return self.raw
+        if self.expr.bare_name is not None and env.get(self.expr.bare_name, 0) is None:
+            return None  # a parameter that is null here (not given): only a bare name passes it on
         if isinstance(env.get(self.raw), (list, tuple)):
             return list(env[self.raw])  # a bare name bound to a pair, e.g. a template's kernel [1, 7]
         try:
@@ -102,7 +104,12 @@ class Value:
             raise SpecError(e.message, location=self.loc.shifted(e.offset), path=self.path) from None
 
 
-def parse_value(raw: object, loc: Location, path: str) -> Value:
+def parse_value(raw: object, loc: Location, path: str, *, null: bool = False) -> Value:
+    """A value as written. ``null`` (a template argument or a parameter's default, not an item of a
+    list) may be null: the parameter then gives no value, and an op attribute it reaches is not
+    given (see :meth:`nasdsl.build._Builder._attrs`)."""
+    if null and raw is None:
+        return Value(None, loc, path)
     if isinstance(raw, YList):
         items = tuple(parse_value(v, raw.loc_of(i), f"{path}[{i}]") for i, v in enumerate(raw))
         return Value(None, loc, path, items=items)
@@ -1019,12 +1026,12 @@ def _parse_args(raw: object, loc: Location, path: str) -> tuple[tuple[str | None
     if raw is None:
         return ()
     if isinstance(raw, YList):
-        return tuple((None, parse_value(v, raw.loc_of(i), join(path, i))) for i, v in enumerate(raw))
+        return tuple((None, parse_value(v, raw.loc_of(i), join(path, i), null=True)) for i, v in enumerate(raw))
     if isinstance(raw, YMap):
         return tuple(
             (
                 check_name(k, raw.key_locs[k], join(path, k), "argument name"),
-                parse_value(v, raw.loc_of(k), join(path, k)),
+                parse_value(v, raw.loc_of(k), join(path, k), null=True),
             )
             for k, v in raw.items()
         )
@@ -1408,7 +1415,7 @@ def _parse_params(raw: object, loc: Location, path: str) -> tuple[Param, ...]:
                     "expected a name or {name: default}, got a mapping with several keys", location=iloc, path=ipath
                 )
             ((item, dv),) = item.items()
-            default = parse_value(dv, raw[i].loc_of(item), join(ipath, item))
+            default = parse_value(dv, raw[i].loc_of(item), join(ipath, item), null=True)
         name = check_name(item, iloc, ipath, "parameter name")
         if default is None and params and params[-1].default is not None:
             raise SpecError(

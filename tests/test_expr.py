@@ -318,7 +318,11 @@ def test_unknown_name_suggests_among_many() -> None:
     "value, message",
     [
         ("64", "expected 'x' to be a number or a boolean, got a value of type str"),
-        (None, "expected 'x' to be a number or a boolean, got a value of type NoneType"),
+        (
+            None,
+            "expected 'x' to be a number or a boolean, got null (a null parameter passes on whole only, as a "
+            "bare name: to an optional attribute or another template)",
+        ),
         ([1], "expected 'x' to be a number or a boolean, got a value of type list"),
         (2**60, "value of 'x' is out of range (|x| <= 2**53)"),
         (math.inf, "value of 'x' is out of range (|x| <= 2**53)"),

@@ -37,10 +37,10 @@ def signature(g: nx.DiGraph, use: Block) -> object:
 
     def of_node(n: str) -> object:
         d = node(g, n)
-        attrs = tuple(
-            (k, ("expr", d.exprs[k]) if k in d.given and k in d.exprs else ("value", v)) for k, v in d.attrs.items()
-        )
-        return (d.op, d.given, attrs, d.phase)
+        written = {**{k: d.exprs[k] for k in d.given if k in d.exprs}, **d.nulls}  # null here: written alike
+        attrs = tuple((k, ("expr", written[k]) if k in written else ("value", v)) for k, v in d.attrs.items())
+        given = tuple(k for k in d.attrs if k in d.given or k in d.nulls) if d.nulls else d.given
+        return (d.op, given, attrs, d.phase)
 
     def of_block(b: Block, current: str | None) -> object:
         if b.kind == "skip":

@@ -136,13 +136,15 @@ class Param:
     """A template parameter. ``default`` is its default evaluated with the
     variables (None if it has none, or if the default uses other parameters);
     ``default_expr`` the default as an expression of the parameters before it
-    (None where it has none or it cannot be written as one)."""
+    (None where it has none or it cannot be written as one); ``null_default``: the default is
+    null (the parameter gives no value unless a use gives one)."""
 
     name: str
     required: bool
     default: object = None
     default_expr: object = None
     loc: Location | None = None
+    null_default: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,10 @@ class Node:
     runs (``both``, ``train``, ``eval``); ``when`` the switches guarding it; ``scope`` the
     templates being expanded, outermost first; ``instance`` the innermost template use
     (``""`` in the model); ``init`` its own :class:`InitRule` per parameter; ``inplace`` the
-    in-place analysis' answer (None: not analysed, or not an op that could).
+    in-place analysis' answer (None: not analysed, or not an op that could); ``nulls`` the
+    attributes a template parameter that is null at this use leaves not given (so ``attrs``
+    holds the op's default, as where the spec leaves them out), each as the expression the
+    class writes for it (the parameter's name): the class passes the parameter on, None here.
     """
 
     op: str
@@ -253,6 +258,7 @@ class Node:
     inplace: bool | None = None
     sym: tuple | None = None
     in_sym: tuple | None = None
+    nulls: FrozenDict = EMPTY
 
     @property
     def shape(self) -> tuple[int, ...] | None:

@@ -480,7 +480,10 @@ class Rewriter:
 
         def moved(record: Node) -> Node:
             exprs = {k: t for k, v in record.exprs.items() if (t := translate(v)) is not None}
-            return dataclasses.replace(record, instance=outer, scope=record.scope[:-1], exprs=frozen(exprs))
+            nulls = {k: t for k, v in record.nulls.items() if (t := translate(v)) is not None}
+            return dataclasses.replace(
+                record, instance=outer, scope=record.scope[:-1], exprs=frozen(exprs), nulls=frozen(nulls)
+            )
 
         for n, record in list(nodes(g)):
             if record.instance == path:

@@ -75,6 +75,7 @@ def with_bias(layer: ir.Node) -> ir.Node:
         given=tuple(k for k in layer.given if k != "bias"),
         exprs=drop(layer.exprs),
         deps=drop(layer.deps),
+        nulls=drop(layer.nulls),
     )
 
 

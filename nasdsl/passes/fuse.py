@@ -112,7 +112,8 @@ def _fuse(rw: Rewriter, convs: list[str]) -> None:
     fused = _unique(g, f"{holder.path}.fused" if holder.path else "fused")
     made = dataclasses.replace(
         first, attrs=attrs, given=given, exprs=ir.frozen(exprs), deps=ir.EMPTY, instance=instance, init=ir.EMPTY,
-        type=ir.TensorType((total, *first.shape[1:]), first.type.axes), sym=None, in_sym=None, inplace=None,
+        nulls=ir.EMPTY, type=ir.TensorType((total, *first.shape[1:]), first.type.axes), sym=None, in_sym=None,
+        inplace=None,
     )  # fmt: skip
     rw.insert(fused, made, (src,), before=convs)
     start, low = 0, 0
@@ -124,7 +125,7 @@ def _fuse(rw: Rewriter, convs: list[str]) -> None:
         split = dataclasses.replace(
             data, op="slice", attrs=slice_attrs, given=slice_given, deps=ir.EMPTY, instance=instance, init=ir.EMPTY,
             exprs=ir.frozen({k: v for k, v in bounds.items() if k in slice_given}), sym=None, in_sym=None,
-            inplace=None,
+            inplace=None, nulls=ir.EMPTY,
         )  # fmt: skip
         parent = rw.parent_of(c)
         name = _unique(g, f"{parent.path}.split" if parent.path else "split") if _named(parent) else None

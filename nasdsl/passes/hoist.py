@@ -75,7 +75,7 @@ def hoist_activations(g: nx.DiGraph) -> nx.DiGraph:
             exprs = {k: v for k, v in exprs.items() if v is not None}
             made = dataclasses.replace(
                 first, type=ir.node(g, node).type, sym=None, in_sym=None, instance=instance, exprs=ir.frozen(exprs),
-                inplace=None,
+                inplace=None, nulls=ir.EMPTY,
             )  # fmt: skip
             rw.insert(name, made, (node,), after=node)
         except RewriteError:

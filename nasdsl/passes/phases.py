@@ -23,7 +23,10 @@ def _bypass(rw: Rewriter, node: str) -> None:
     if not rw.bypass(node):
         record = ir.node(rw.g, node)
         rw.replace(
-            node, dataclasses.replace(record, op="identity", attrs=ir.EMPTY, given=(), exprs=ir.EMPTY, deps=ir.EMPTY)
+            node,
+            dataclasses.replace(
+                record, op="identity", attrs=ir.EMPTY, given=(), exprs=ir.EMPTY, deps=ir.EMPTY, nulls=ir.EMPTY
+            ),
         )
 
 

@@ -1,0 +1,486 @@
+"""A template argument or default that is ``null``: the parameter gives no value, and the op
+attribute it reaches is not given (docs/spec-language.md, "Null arguments").
+
+The graph of a use that passes null is compared with the graph of the same spec whose template
+leaves the attribute out; the generated model, one class for uses that give the parameter and
+uses that give null, is compared with ONNX Runtime's run of the export and with
+torch.nn.functional computing each use by hand; null where it cannot mean "not given" is a
+located error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nasdsl
+from nasdsl import ir
+from nasdsl.backends.onnx import export_onnx
+from nasdsl.backends.pytorch import generate_source, load_source
+from nasdsl.cli import main
+from nasdsl.errors import NasdslError
+from nasdsl.ir.sym import Sym
+
+#: three optional attributes a parameter gives: interpolate's size and scale (null by default),
+#: slice's stop (null by default, here a null default of the parameter too) and a convolution's
+#: padding (0 by default); each template used once with a value and once with null
+SPEC = """\
+nasdsl: 1
+name: Uses
+outputs_by_name: true
+input: {shape: [6, 5, 7]}
+templates:
+  Up:
+    params: [size, scale]
+    body:
+      up: {op: interpolate, size: size, scale: scale}
+  Cut:
+    params: [start, {stop: null}]
+    body:
+      cut: {op: slice, start: start, stop: stop}
+  Conv:
+    params: [out, pad]
+    body:
+      conv: {op: conv2d, out: out, kernel: 3, padding: pad}
+model:
+  a: {use: Up, args: [[8, 8], null]}
+  b: {use: Up, args: [null, 2], from: in}
+  c: {use: Cut, args: [1, 4], from: in}
+  d: {use: Cut, args: [2], from: in}
+  e: {use: Conv, args: [4, null], from: in}
+  f: {use: Conv, args: [4, [1, 2]], from: in}
+outputs:
+  oa: {from: a}
+  ob: {from: b}
+  oc: {from: c}
+  od: {from: d}
+  oe: {from: e}
+  of: {from: f}
+"""
+
+
+def _compile(tmp_path, text: str, name: str = "uses.yaml", overrides=()):
+    path = tmp_path / name
+    path.write_text(text)
+    return nasdsl.compile_spec(path, overrides)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("null"), SPEC)
+
+
+@pytest.fixture(scope="module")
+def generated(compiled):
+    """The generated source, its model with weights moved off their start, and one input."""
+    source = generate_source(compiled.graph)
+    torch.manual_seed(0)
+    model = load_source(source).Uses().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.rand_like(p))
+    x = torch.randn(2, 6, 5, 7, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = model(x)
+    return source, model, x, got
+
+
+def _records(g) -> dict:
+    """Every node's record without ``nulls`` (the one field that says a parameter was null), and the edges."""
+    nodes = {
+        n: dataclasses.replace(d, nulls=ir.EMPTY, loc=dataclasses.replace(d.loc, file="") if d.loc else None)
+        for n, d in ir.nodes(g)
+    }
+    return {"nodes": nodes, "edges": sorted(g.edges(data="index"))}
+
+
+def _onnx_nodes(compiled, use: str) -> list:
+    """The ONNX nodes of a use: op, attributes and inputs, a constant by its value (their names
+    count the constants of the whole graph)."""
+    from onnx import numpy_helper
+
+    graph = export_onnx(compiled.graph, opset=17).graph
+    constants = {t.name: numpy_helper.to_array(t).tolist() for t in graph.initializer}
+    return [
+        (n.op_type, str(n.attribute), [constants.get(i, i) for i in n.input])
+        for n in graph.node
+        if n.name.startswith(f"{use}/")
+    ]
+
+
+# -- the graph -----------------------------------------------------------------------------------
+
+#: (the node, its parameter that is null, the attribute, the template's text that writes it, the
+#: same text without it, and the other use's arguments changed to fit: interpolate needs one of
+#: size and scale)
+LEFT_OUT = [
+    ("a.up", "scale", "size: size, scale: scale}", "size: size}", ("[null, 2]", "[[10, 14], 2]")),
+    ("b.up", "size", "interpolate, size: size, scale:", "interpolate, scale:", ("[[8, 8], null]", "[null, 3]")),
+    ("d.cut", "stop", "start: start, stop: stop}", "start: start}", ("", "")),
+    ("e.conv", "pad", "kernel: 3, padding: pad}", "kernel: 3}", ("", "")),
+]
+
+
+def _left_out(tmp_path, case):
+    """The spec with the template's text leaving the attribute out, compiled (every position that
+    the null use's nodes record is kept)."""
+    _, _, written, without, (other, fitted) = case
+    return _compile(tmp_path, SPEC.replace(written, without).replace(other, fitted))
+
+
+@pytest.mark.parametrize("case", LEFT_OUT, ids=[c[0] for c in LEFT_OUT])
+def test_a_null_argument_builds_the_graph_of_the_attribute_left_out(tmp_path, compiled, case):
+    """The use that passes null and the same use of a template whose text leaves the attribute out
+    give the same node record (but for ``nulls``: which parameter the class writes there), the
+    same edges and the same ONNX nodes."""
+    node, param = case[:2]
+    other = _left_out(tmp_path, case)
+    mine, theirs = _records(compiled.graph), _records(other.graph)
+    assert mine["edges"] == theirs["edges"]
+    assert mine["nodes"][node] == theirs["nodes"][node]
+    key = {"pad": "padding"}.get(param, param)
+    assert key not in ir.node(compiled.graph, node).given and key not in ir.node(compiled.graph, node).exprs
+    assert ir.node(compiled.graph, node).nulls == {key: Sym.name(param)}
+    assert ir.node(other.graph, node).nulls == {}
+    mine, theirs = (_onnx_nodes(c, node.split(".")[0]) for c in (compiled, other))
+    assert mine == theirs and mine
+    nulled = {n for n, d in ir.nodes(compiled.graph) if d.nulls}
+    assert nulled == {c[0] for c in LEFT_OUT}  # the uses that give the parameter record none
+
+
+@pytest.mark.parametrize("spelling", ["~", "Null", "NULL", "", "null"])
+def test_every_spelling_of_null_is_the_same_null(tmp_path, compiled, spelling):
+    """YAML 1.1 and 1.2 read ``~``, ``Null``, ``NULL`` and an empty value as null alike."""
+    text = SPEC.replace("args: [[8, 8], null]", f"args: {{size: [8, 8], scale: {spelling}}}")
+    assert _records(_compile(tmp_path, text).graph) == _records(compiled.graph)
+
+
+def test_set_gives_null_as_the_file_does(tmp_path, compiled, capsys):
+    """``--set a.scale=null`` (and the API's None) is the file's null; nothing after ``=`` is refused."""
+    text = SPEC.replace("args: [[8, 8], null]", "args: [[8, 8], 3]")
+    for overrides in (["a.scale=null"], {"a.scale": None}):
+        over = _compile(tmp_path, text, overrides=overrides)
+        assert _records(over.graph) == _records(compiled.graph)
+        assert generate_source(over.graph).split("\n", 1)[1] == generate_source(compiled.graph).split("\n", 1)[1]
+    assert main(["check", str(tmp_path / "uses.yaml"), "--set", "a.scale="]) == 2
+    assert capsys.readouterr().err == (
+        "<--set a.scale=>:1:9: error: a.scale: expected a value after '=', got nothing (write null for no value)\n"
+    )
+
+
+# -- the generated model ---------------------------------------------------------------------------
+
+
+def test_one_class_per_template_with_optional_annotations(generated):
+    source = generated[0]
+    for name in ("Up", "Cut", "Conv"):
+        assert source.count(f"class {name}(nn.Module):") == 1
+    assert "self, in_channels: int, size: tuple[int, int] | None, scale: int | None" in source
+    assert "scale_factor=None if scale is None else float(scale)," in source  # 2 is an integer
+    assert "size=size," in source
+    assert "def __init__(self, in_channels: int, start: int, stop: int | None = None) -> None:" in source
+    assert "self.cut = Slice(start, stop)" in source
+    assert "self.conv = nn.Conv2d(in_channels, out, 3, padding=0 if pad is None else pad)" in source
+    assert "stop: stop of cut (None: not given, the op's default)" in source
+    for call in ("Up(6, (8, 8), None)", "Up(6, None, 2)", "Cut(6, 1, stop=4)", "Cut(6, 2)", "Conv(6, 4, None)"):
+        assert f"= {call}\n" in source
+
+
+def test_the_model_computes_what_onnx_runtime_computes(compiled, generated):
+    import onnxruntime as ort
+
+    source, model, x, got = generated
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    proto = export_onnx(compiled.graph, opset=17, state_dict=state, batch=2)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert len(want) == len(got) == 6
+    for g, w in zip(got, want, strict=True):
+        assert tuple(g.shape) == w.shape
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-5)
+    assert generate_source(compiled.graph) == source
+    # the export against torch.nn.functional too: the uses without weights, by hand
+    np.testing.assert_allclose(want[0], F.interpolate(x, size=(8, 8)).numpy())
+    np.testing.assert_allclose(want[1], F.interpolate(x, scale_factor=2.0).numpy())
+    np.testing.assert_allclose(want[3], x[:, 2:].numpy())
+
+
+def test_the_model_computes_each_use_as_written_by_hand(generated):
+    """torch.nn.functional with each use's values: the null one left out."""
+    _, model, x, got = generated
+    torch.testing.assert_close(got.oa, F.interpolate(x, size=(8, 8)))
+    torch.testing.assert_close(got.ob, F.interpolate(x, scale_factor=2.0))
+    torch.testing.assert_close(got.oc, x[:, 1:4])
+    torch.testing.assert_close(got.od, x[:, 2:])
+    w, b = model.e.conv.weight, model.e.conv.bias
+    torch.testing.assert_close(got.oe, F.conv2d(x, w, b))
+    w, b = model.f.conv.weight, model.f.conv.bias
+    torch.testing.assert_close(got.of, F.conv2d(x, w, b, padding=(1, 2)))
+    assert tuple(got.ob.shape) == (2, 6, 10, 14) and tuple(got.oe.shape) == (2, 4, 3, 5)
+
+
+NESTED = """\
+nasdsl: 1
+name: Uses
+outputs_by_name: true
+input: {shape: [3, 4, 5]}
+templates:
+  Up:
+    params: [size, scale]
+    body:
+      up: {op: interpolate, size: size, scale: scale, mode: bilinear}
+  Outer:
+    params: [s, {f: null}]
+    body:
+      conv: {op: conv2d, out: 4, kernel: 1}
+      up: {use: Up, args: [s, f]}
+model:
+  a: {use: Outer, args: [[6, 9]]}
+  b: {use: Outer, args: [null, 1.5], from: in}
+outputs:
+  oa: {from: a}
+  ob: {from: b}
+"""
+
+
+def test_null_passes_through_a_template_to_another(tmp_path):
+    """Outer passes its parameters on to Up; null at Outer's use reaches Up's interpolate."""
+    import onnxruntime as ort
+
+    compiled = _compile(tmp_path, NESTED)
+    source = generate_source(compiled.graph)
+    assert source.count("class Up(nn.Module):") == source.count("class Outer(nn.Module):") == 1
+    assert "self.up = Up(4, s, f)" in source
+    model = load_source(source).Uses().eval()
+    x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got = model(x)
+        conv = model.b.conv
+        torch.testing.assert_close(got.ob, F.interpolate(conv(x), scale_factor=1.5, mode="bilinear"))
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    session = ort.InferenceSession(
+        export_onnx(compiled.graph, opset=17, state_dict=state, batch=2).SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
+    for g, w in zip(got, session.run(None, {session.get_inputs()[0].name: x.numpy()}), strict=True):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-5)
+
+
+# -- what the summary shows ---------------------------------------------------------------------
+
+
+def test_the_summary_shows_the_argument_null_and_the_op_without_it(tmp_path, compiled, capsys):
+    rows = {r["name"]: r for r in compiled.summary()["rows"]}
+    assert rows["a"]["args"] == {"size": [8, 8], "scale": None}
+    assert rows["d"]["args"] == {"start": 2, "stop": None}
+    assert rows["e"]["args"] == {"out": 4, "pad": None}
+    path = tmp_path / "uses.yaml"
+    path.write_text(SPEC)
+    assert main(["summary", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "size=[8,8] scale=null" in table and "size=null scale=2" in table and "out=4 pad=null" in table
+    path.write_text(SPEC.replace("model:\n", "model:\n  one: {op: slice, start: 2}\n"))
+    one = nasdsl.compile_spec(path)
+    assert ir.node(one.graph, "one").given == ir.node(one.graph, "d.cut").given == ("start",)
+    assert main(["check", str(path)]) == 0
+
+
+# -- where null cannot mean "not given" ----------------------------------------------------------
+
+ERRORS = """\
+nasdsl: 1
+name: E
+input: {shape: [6, 5, 7]}
+templates:
+  Conv:
+    params: [out, pad]
+    body:
+      conv: {op: conv2d, out: out, kernel: 3, padding: pad}
+  Twice:
+    params: [size]
+    body:
+      up: {op: interpolate, size: "size * 2"}
+  Outer:
+    params: [s]
+    body:
+      t: {use: Twice, args: [s]}
+  Switch:
+    params: [sw]
+    body:
+      r: {op: relu, when: sw}
+  Pool:
+    params: [s]
+    body:
+      p: {op: max_pool, kernel: 2, stride: s}
+model:
+"""
+
+
+@pytest.mark.parametrize(
+    ("use", "error"),
+    [
+        (
+            "{use: Conv, args: [null, 1]}",
+            "26:25: error: model.a.args[0]: expected a value for out, which conv2d requires, got null "
+            "(used as 'out' of node a.conv)",
+        ),
+        (
+            "{use: Twice, args: [~]}",
+            "12:36: error: templates.Twice.body.up.size: expected 'size' to be a number or a boolean, got null "
+            "(a null parameter passes on whole only, as a bare name: to an optional attribute or another "
+            "template) ('size' is null as model.a.args[0] gives it, at PATH:26:26) (in node a.up)",
+        ),
+        (
+            "{use: Outer, args: {s: null}}",
+            "12:36: error: templates.Twice.body.up.size: expected 'size' to be a number or a boolean, got null "
+            "(a null parameter passes on whole only, as a bare name: to an optional attribute or another "
+            "template) ('size' is null as model.a.args.s gives it, at PATH:26:29) (in node a.t.up)",
+        ),
+        (
+            "{use: Switch, args: [null]}",
+            "26:27: error: model.a.args[0]: expected true or false, got null (used as 'when' of node a.r)",
+        ),
+        ("{use: Conv, args: [4, [1, null]]}", "26:32: error: model.a.args[1][1]: expected a value, got null"),
+        ("{op: relu, when: null}", "26:23: error: model.a.when: expected a value, got null"),
+    ],
+    ids=["required", "expression", "passed-on", "when", "in-a-list", "not-an-argument"],
+)
+def test_null_where_it_cannot_be_left_out_is_a_located_error(tmp_path, capsys, use, error):
+    path = tmp_path / "e.yaml"
+    path.write_text(ERRORS + f"  a: {use}\n")
+    assert main(["check", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"{path}:{error.replace('PATH', str(path))}\n"
+
+
+def test_a_default_that_depends_on_other_attributes_is_refused_by_the_writer(tmp_path, capsys):
+    """A pool's stride is its kernel by default: a class cannot write that for every use."""
+    path = tmp_path / "e.yaml"
+    path.write_text(ERRORS + "  a: {use: Pool, args: [null]}\n  b: {use: Pool, args: [1]}\n")
+    assert main(["check", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["compile", str(path), "-o", str(tmp_path / "e.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}:24:10: error: templates.Pool.body.p.stride: max_pool's stride is a parameter")
+    assert "give stride a value at every use" in err and not (tmp_path / "e.py").exists()
+
+
+def test_args_null_is_no_arguments(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(ERRORS.replace("params: [sw]", "params: [{sw: true}]") + "  a: {use: Switch, args: null}\n")
+    assert ir.node(nasdsl.compile_spec(path).graph, "a.r").op == "relu"
+    with pytest.raises(NasdslError, match="expected true or false, got null"):
+        nasdsl.compile_spec(path, ["a.sw=null"])
+
+
+OPTIMIZED = """\
+nasdsl: 1
+name: Opt
+input: {shape: [6, 9, 9]}
+templates:
+  Conv:
+    params: [out, pad]
+    body:
+      conv: {op: conv2d, out: out, kernel: 3, padding: pad, bias: false}
+      bn: batch_norm
+      act: relu
+  Pair:
+    params: [pad]
+    body:
+      one: {use: Conv, args: [4, pad]}
+      two: {use: Conv, args: [4, 1]}
+model:
+  a: {use: Conv, args: [8, null]}
+  b: {use: Conv, args: [8, [1, 2]]}
+  e: {use: Pair, args: [null]}
+  f: {use: Pair, args: [1]}
+"""
+
+
+def test_an_inference_build_keeps_the_null_uses(tmp_path):
+    """BatchNorm folded into the convolutions (a rewrite of each use), null passed through Pair to
+    Conv: the inference class computes what the training model computes."""
+    from nasdsl.backends.pytorch import model_class
+    from nasdsl.optimize import optimize
+
+    net = _compile(tmp_path, OPTIMIZED)
+    torch.manual_seed(0)
+    train = model_class(net.graph)().eval()
+    with torch.no_grad():
+        for m in train.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    g = optimize(net, "cuda", verify=True)
+    assert "padding=0 if pad is None else pad" in generate_source(g)
+    model = model_class(g).from_training_state_dict(train.state_dict()).eval()
+    x = torch.randn(2, 6, 9, 9, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), train(x), rtol=1e-5, atol=1e-5)
+
+
+def test_null_for_a_default_the_class_computes_is_refused_by_the_writer(tmp_path, capsys):
+    """``if stop is None: stop = start + 2`` would turn a use's null into the default."""
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        SPEC.replace("params: [start, {stop: null}]", "params: [start, {stop: 'start + 2'}]").replace(
+            "args: [2], from: in}", "args: [2, null], from: in}"
+        )
+    )
+    net = nasdsl.compile_spec(path)
+    assert "stop" not in ir.node(net.graph, "d.cut").given and ir.node(net.graph, "c.cut").attrs["stop"] == 4
+    assert main(["compile", str(path), "-o", str(tmp_path / "e.py")]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}:22:6: error: model.d: template Cut computes the default of its parameter stop, and the use at d "
+        "gives it null: the generated class cannot tell null from not given; give a value there, or make the "
+        "default null\n"
+    )
+
+
+def test_a_layer_whose_size_a_null_attribute_sets_needs_a_template_per_variant(tmp_path, capsys):
+    """A convolution after the slice reads stop - start channels at one use, in_channels - start at
+    the other: one class cannot write both, and the refusal names the two lines."""
+    path = tmp_path / "e.yaml"
+    text = SPEC.replace("      cut: {op: slice, start: start, stop: stop}\n", "").replace(
+        "    params: [start, {stop: null}]\n    body:\n",
+        "    params: [start, {stop: null}]\n    body:\n      cut: {op: slice, start: start, stop: stop}\n"
+        "      conv: {op: conv2d, out: 4, kernel: 1}\n",
+    )
+    path.write_text(text)
+    assert main(["compile", str(path), "-o", str(tmp_path / "e.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}:23:6: error: model.d: template Cut needs different code at c and d: ")
+    assert "`self.conv = nn.Conv2d(stop - start, 4, 1)`" in err and "nn.Conv2d(in_channels - start, 4, 1)" in err
+
+
+def test_the_annotation_of_a_null_parameter_keeps_the_other_uses_types():
+    """``T | None`` from the values at the uses, a falsy value (0, false) a type like any other."""
+    from nasdsl.backends.pytorch import _annotation
+
+    assert _annotation([None, 0]) == "int | None"
+    assert _annotation([False, None]) == "bool | None"
+    assert _annotation([(8, 8), None, 2]) == "tuple[int, int] | int | None"
+    assert _annotation([None, 2, 1.5]) == "float | None"
+    assert _annotation([None]) == "None"
+
+
+def test_the_documented_example(capsys):
+    """docs/examples/null_args.yaml, as docs/spec-language.md describes it: the summary shows the
+    null arguments, one class per template, and the model matches its ONNX export."""
+    from pathlib import Path
+
+    from nasdsl.backends.verify import verify
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "null_args.yaml"
+    assert main(["summary", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "out=12 size=[24,24] scale=null" in table and "out=12 size=null scale=1.5" in table
+    net = nasdsl.compile_spec(path)
+    source = generate_source(net.graph)
+    assert source.count("class Resize(nn.Module):") == source.count("class Part(nn.Module):") == 1
+    assert "scale: float | None = None," in source and "self.part = Slice(start, stop)" in source
+    assert verify(net.graph, batch=2).ok
