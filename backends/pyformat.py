@@ -93,7 +93,7 @@ def _split(prefix: str, value: str | Call, indent: int, suffix: str) -> list[str
     return lines
 
 
-_SAFE_TEXT = re.compile(r"[^A-Za-z0-9 .,;:()\[\]'+*/=%_\-]")
+_SAFE_TEXT = re.compile(r"[^A-Za-z0-9 .,;:()\[\]'+*/=%_\-`]")
 
 
 def safe_text(text: str, limit: int = 400) -> str:

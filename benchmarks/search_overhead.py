@@ -149,7 +149,7 @@ def folder_floor(trials: int, folder: str) -> tuple[float, float]:
         with open(os.path.join(where, "spec.yaml"), "w", encoding="utf-8") as f:
             f.write(text)
         with open(os.path.join(where, "trial.json"), "w", encoding="utf-8") as f:
-            f.write('{"trial": %d}\n' % n)
+            f.write(f'{{"trial": {n}}}\n')
     return _per_trial(stamps)
 
 

@@ -341,6 +341,21 @@ def test_golden_source(spec, update_golden):
     assert source == golden.read_text(), "generated source changed; review and rerun with --update-golden"
 
 
+def test_a_docs_backticks_are_kept_and_its_quotes_dropped(tmp_path):
+    """A ``doc:`` keeps its backticks (``width``, not "width ," with the mark turned into a space)
+    and loses what could end the docstring or escape from it."""
+    spec = tmp_path / "doc.yaml"
+    spec.write_text(
+        "nasdsl: 1\nname: Doc\ninput: {shape: [3, 8, 8]}\ntemplates:\n  Block:\n"
+        '    doc: \'Conv to `width`, then `act`. Not """here""" nor \\\\there.\'\n'
+        "    params: [width]\n    body:\n      conv: {op: conv2d, out: width, kernel: 1}\n"
+        "model:\n  b: {use: Block, args: [4]}\n"
+    )
+    source = generate_source(nasdsl.compile_spec(spec))
+    (cls,) = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Block"]
+    assert ast.get_docstring(cls).startswith("Conv to `width`, then `act`. Not here nor there.")
+
+
 @pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
 def test_source_passes_ruff_and_imports_torch_alone(spec, tmp_path):
     source = generate_source(nasdsl.compile_spec(spec))

@@ -51,7 +51,7 @@ class Conv3DSimple(nn.Conv3d):
 
 class BasicBlock(nn.Module):
     """Two 3x3x3 convolutions with BatchNorm (ReLU after the first) added to the
-    block's input, then ReLU; with downsample the shortcut is a strided 1x1x1
+    block's input, then ReLU; with `downsample` the shortcut is a strided 1x1x1
     convolution with BatchNorm.
     """
 

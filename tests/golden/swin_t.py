@@ -209,7 +209,7 @@ class StochasticDepth(nn.Module):
 
 
 class MLP(nn.Sequential):
-    """Linear to hidden , GELU, dropout, linear back to out , dropout (at every
+    """Linear to `hidden`, GELU, dropout, linear back to `out`, dropout (at every
     position).
     """
 
@@ -234,7 +234,7 @@ class MLP(nn.Sequential):
 class SwinTransformerBlock(nn.Module):
     """x + stochastic_depth(window_attention(LayerNorm(x))), then y +
     stochastic_depth(MLP(LayerNorm(y))) on an (N, H, W, dim) map; windows of
-    window x window tokens shifted by shift .
+    `window` x `window` tokens shifted by `shift`.
     """
 
     def __init__(
