@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import nasdsl
+from nasdsl import ir
 from nasdsl.backends.onnx import export_onnx
 from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.errors import NasdslError
@@ -630,16 +631,116 @@ def test_an_entry_whose_code_differs_where_it_is_on_is_named(tmp_path):
     )
 
 
-def test_wiring_the_switches_cannot_express_is_named(tmp_path):
-    """``from: pool`` reads pool's value, which is bn's where pool is off: the uses would read it
-    from locals of different names (the writer finds a ``from:`` by the value it reads), so the
-    class is refused, located at a use, naming the entry that reads it."""
-    text = _switched_spec(["[true, false, true]", "[false, true, false]"], READ.replace("from: bn", "from: pool"))
+def test_a_from_reads_the_entry_it_names_whatever_the_switches(tmp_path):
+    """``from: pool`` reads pool's value, which is bn's where pool is off (and bn is kept in a
+    local of its own for ``ref: bn``): the class reads it by the name the spec gives, the local
+    ``pool`` holding its input where it is off, at every use."""
+    args = ["[true, false, true]", "[false, true, false]"]
+    compiled = _compile(tmp_path, _switched_spec(args, READ.replace("from: bn", "from: pool")))
+    tail = {b.path: b for b in ir.walk(ir.info(compiled.graph).model)}["u0.tail"]
+    assert (tail.inputs, tail.sources) == (("u0.bn",), ("u0.pool",))  # the value, and the entry named
+    source = _against_onnx_runtime(compiled, (4, 6, 6))
+    assert "        x = pool\n        x = self.tail(x)" in source
+
+
+#: ``from: pool`` where the entries between pool and its reader are switched too (``mix``): at a
+#: use where mix is off, pool's value is the one just before the reader
+FROM_ACROSS = SWITCHES.replace(
+    "      act: relu\n",
+    "      tail: {{op: conv2d, out: 5, kernel: 1, from: pool}}\n      last: {{concat: [{{ref: mix}}, identity]}}\n",
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # pool is on at u1 alone; mix, between pool and tail, at u0 and u2
+        ["[true, false, true]", "[false, true, false]", "[false, false, true]", "[false, false, false]"],
+        ["[false, false, false]", "[true, true, false]"],  # pool on at one use, nothing between on at any
+    ],
+    ids=["across", "one_use"],
+)
+def test_a_from_to_an_entry_on_at_one_use_alone(tmp_path, args):
+    """``from: pool`` with pool switched on at one use alone: the other uses read its input under
+    its name, whether mix (between pool and the reader) runs or not."""
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, FROM_ACROSS)), (4, 6, 6))
+    assert "        x = pool\n        x = self.tail(x)" in source
+
+
+#: ``from: inner`` names a use of a nested template that Outer's switch ``deep`` leaves out; ``ref:
+#: s`` keeps the value inner reads where it is off in a local of its own
+NESTED_FROM = """\
+nasdsl: 1
+name: Uses
+outputs_by_name: true
+input: {shape: [4, 6, 6]}
+templates:
+  Inner:
+    params: [p]
+    body:
+      bn: {op: batch_norm, when: p}
+      conv: {op: conv2d, out: 6, kernel: 3, padding: 1}
+  Outer:
+    params: [p, deep]
+    body:
+      s: {op: conv2d, out: 6, kernel: 1}
+      inner: {use: Inner, args: [p], when: deep}
+      act: relu
+      skip: {add: [{ref: s}, identity]}
+      tail: {op: conv2d, out: 5, kernel: 1, from: inner}
+      last: {concat: [{ref: skip}, identity]}
+model:
+  u0: {use: Outer, args: [true, false]}
+  u1: {use: Outer, args: [false, true], from: in}
+  u2: {use: Outer, args: [true, true], from: in}
+outputs:
+  o0: {from: u0}
+  o1: {from: u1}
+  o2: {from: u2}
+"""
+
+
+def test_a_from_to_a_nested_use_a_switch_leaves_out(tmp_path):
+    """``from: inner`` reads the use's value where deep is on and its input where it is off."""
+    source = _against_onnx_runtime(_compile(tmp_path, NESTED_FROM), (4, 6, 6), classes=2)
+    assert "self.inner = Inner(6, p) if deep else None" in source
+    assert "        x = inner\n        x = self.tail(x)" in source
+
+
+#: a merge whose branches read the values ``from: [bn, pool]`` names: both bn's where pool is off
+FROM_LIST = SWITCHES.replace(
+    "      act: relu\n",
+    "      join: {{concat: [identity, {{op: conv2d, out: 4, kernel: 1}}], from: [bn, pool]}}\n"
+    "      last: {{add: [{{ref: mix}}, {{op: conv2d, out: 6, kernel: 1}}]}}\n",
+)
+
+
+def test_a_merge_reads_the_entries_its_from_list_names(tmp_path):
+    """``from: [bn, pool]`` on a merge: each branch reads the value its name holds, at every use."""
+    args = ["[true, false, true]", "[false, true, false]", "[false, false, false]"]
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, FROM_LIST)), (4, 6, 6))
+    assert 'x = torch.cat([self.join["0"](bn), self.join["1"](pool)], 1)' in source
+
+
+#: ``wide`` widens its input: where it is off ``tail`` reads 6 channels, where it is on 8, which one
+#: class cannot build
+FROM_WIDER = SWITCHES.replace(
+    "      act: relu\n",
+    "      wide: {{op: conv2d, out: 8, kernel: 1, when: b}}\n      act: {{op: relu, from: pool}}\n"
+    "      tail: {{op: conv2d, out: 5, kernel: 1, from: wide}}\n      last: {{concat: [{{ref: act}}, identity]}}\n",
+)
+
+
+def test_a_from_whose_width_differs_between_uses_is_named(tmp_path):
+    """Where the entry a ``from:`` names has a different width at two uses, its reader needs
+    different code: the class is refused, located at a use, naming the entry that reads it."""
+    text = _switched_spec(["[true, false, true]", "[false, true, false]"], FROM_WIDER)
     compiled = _compile(tmp_path, text)
     with pytest.raises(NasdslError) as e:
         generate_source(compiled.graph)
     line = text.splitlines().index("  u1: {use: T, args: [false, true, false], from: in}") + 1
-    assert e.value.format().startswith(
+    assert e.value.format() == (
         f"{tmp_path / 'uses.yaml'}:{line}:7: error: model.u1: template T needs different code at u0 and u1 "
-        "(its entry 'tail'): at u0 it would write `x = bn` where at u1 it would write `x = pool`"
+        "(its entry 'tail'): at u0 it would write `self.tail = nn.Conv2d(6, 5, 1)` where at u1 it would write "
+        "`self.tail = nn.Conv2d(8, 5, 1)`; use one template per variant, or make what differs a parameter"
     )
