@@ -625,9 +625,10 @@ class _Writer:
         target_nodes |= {b.output for c in merges for b in c.children if b.kind == "ref"}
         # a `from:` read by the name it gives: that entry's value kept under its name (`in`: the input)
         by_name = read_by_name(t, lambda e: self._switched(ctx, e))
-        for named in by_name.values():
+        for c in t.children:
+            named = by_name.get(c.path, frozenset())
             targets |= {p for p in named if p is not None}
-            target_nodes |= {t.inputs[0] for p in named if p is None}
+            target_nodes |= {n for n, p in zip(c.inputs, c.sources, strict=False) if p is None and p in named}
         target_nodes |= self._read_out_of_turn(ctx, t, by_name)
         for c in t.children:  # what the entries of an entry with a body of its own read
             if _own_body(ctx, c):
@@ -692,7 +693,7 @@ class _Writer:
                 and not apart
                 and not several
             ):
-                source = self._read(c, 0, None, produced, named, t.inputs[0])
+                source = self._read(c, 0, None, produced, named)
                 if source is None:
                     raise CodegenError(
                         "the PyTorch backend reads `from` only of earlier entries of the same body",
@@ -783,14 +784,14 @@ class _Writer:
                 apart or any(b.kind == "ref" for b in c.children) or ir.node(self.g, c.output).given
             ):
                 current_x = before if apart else c.inputs[0]
-                call, value = self._merge_with_refs(ctx, c, current_x, produced, owner, named, t.inputs[0])
+                call, value = self._merge_with_refs(ctx, c, current_x, produced, owner, named)
             elif low is not None:
                 check_lowering(ctx, c.output, low)
                 call = low.module(ctx, c.output)
                 value = low.apply.format(m=f"{owner}.{c.name}", x="x")
             elif c.kind == "use" and c.entries:
                 call = _template_call(ctx, c)
-                reads = (self._read(c, k, before, produced, named, t.inputs[0]) for k in range(len(c.inputs)))
+                reads = (self._read(c, k, before, produced, named) for k in range(len(c.inputs)))
                 value = Call(f"{owner}.{c.name}", tuple(reads))
             else:
                 call = _module_expr(ctx, c)
@@ -1011,14 +1012,13 @@ class _Writer:
             return False
         return ctx.template is not None or w.switch in self.exposed
 
-    def _read(
-        self, b: ir.Block, k: int, current: str | None, produced: dict[str, str], named, body_input: str
-    ) -> str | None:
+    def _read(self, b: ir.Block, k: int, current: str | None, produced: dict[str, str], named) -> str | None:
         """The local holding input ``k`` of block ``b`` where ``x`` holds ``current``: by the name
-        its ``from:`` gives where that is one of ``named`` (the value kept under it; ``in``: the
-        body's input, ``body_input``), else by the node it is here; None where none is kept."""
+        its ``from:`` gives where that is one of ``named`` (the value kept under it; ``in``, the
+        body's input, is the node it names at every use), else by the node it is here; None where
+        ``current`` is None and no local holds it."""
         if b.sources and b.sources[k] in named:
-            found = produced.get(body_input if b.sources[k] is None else b.sources[k])
+            found = produced.get(b.inputs[k] if b.sources[k] is None else b.sources[k])
             if found is not None:
                 return found
         if current is None:
@@ -1044,7 +1044,6 @@ class _Writer:
         produced: dict[str, str],
         owner: str = "self",
         named: frozenset = frozenset(),
-        body_input: str = "",
     ):
         """A merge whose branches include references to earlier entries (or that has attributes):
         its other branches live in an ``nn.ModuleDict`` named after the merge, and the forward
@@ -1057,11 +1056,11 @@ class _Writer:
             elif _absent(ctx, b):
                 continue  # a branch switched off is absent from the merge
             elif _off(ctx, b):
-                terms.append(self._read(b, 0, current, produced, named, body_input))  # taken out: its input
+                terms.append(self._read(b, 0, current, produced, named))  # taken out: its input
             else:
                 call = _module_expr(ctx, b)
                 modules.append(Call(f'"{b.name}": {call.func}', call.args, call.open, call.close))
-                terms.append(f'{owner}.{c.name}["{b.name}"]({self._read(b, 0, current, produced, named, body_input)})')
+                terms.append(f'{owner}.{c.name}["{b.name}"]({self._read(b, 0, current, produced, named)})')
         container = Call("nn.ModuleDict", (Call("", tuple(modules), "{", "}"),)) if modules else None
         return container, _joined(ctx, c, terms)
 

@@ -509,7 +509,7 @@ class _Builder:
                 inner = self._indexed(scope, b.index[0], positions[read])
             sub = self.expand(branch, branch_name, branch_path, reads, inner, phase)
             if b.sources and not sub.sources:  # the value `from: [a, b]` names for this branch
-                sub = dataclasses.replace(sub, sources=(_source_path(b.sources[k], scope),))
+                sub = dataclasses.replace(sub, sources=_source_paths((b.sources[k],), scope))
             children.append(sub)
             if sub.passed in self.zeros and not sub.dormant and not (sub.kind == "skip" and sub.when is not None):
                 if b.op != "add":
@@ -854,9 +854,14 @@ def _block(
     )  # fmt: skip
 
 
-def _source_path(name: str, scope: _Scope) -> str | None:
-    """The path of the block a ``from:`` names (None for ``in``, the body's input)."""
-    return None if name == INPUT_REF else _join(scope.root, name)
+def _source_paths(names: tuple[str, ...], scope: _Scope) -> tuple[str | None, ...]:
+    """The paths of the blocks a ``from:`` names (None for ``in``, the body's input; an input of a
+    template is its identity node, ``cell.s0``), or ``()`` where one of them is the value of a
+    repeat's ``previous``, which is no block's."""
+    paths = tuple(None if n == INPUT_REF else _join(scope.root, n) for n in names)
+    if any(n in scope.named and scope.named[n] != p for n, p in zip(names, paths, strict=True)):
+        return ()
+    return paths
 
 
 def _named(tree: ir.Block, named: tuple[str, ...], scope: _Scope) -> ir.Block:
@@ -864,7 +869,7 @@ def _named(tree: ir.Block, named: tuple[str, ...], scope: _Scope) -> ir.Block:
     left with one branch names what that branch reads."""
     if not named or tree.sources or len(named) != len(tree.inputs):
         return tree
-    return dataclasses.replace(tree, sources=tuple(_source_path(n, scope) for n in named))
+    return dataclasses.replace(tree, sources=_source_paths(named, scope))
 
 
 def _skip(b: Block, name: str, path: str, inputs: tuple[str, ...], phase: str, when: ir.When) -> ir.Block:

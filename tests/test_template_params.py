@@ -651,6 +651,18 @@ FROM_ACROSS = SWITCHES.replace(
 )
 
 
+#: ``from: in`` after entries that are all switched: at a use where they are all off the input is the
+#: value just before the reader
+FROM_IN = (
+    SWITCHES.replace("      s: {{op: conv2d, out: 6, kernel: 1}}\n", "")
+    .replace("out: 6, kernel: 3, padding: 1, groups: 6", "out: 4, kernel: 3, padding: 1, groups: 4")
+    .replace(
+        "      act: relu\n",
+        "      tail: {{op: conv2d, out: 5, kernel: 1, from: in}}\n      last: {{concat: [{{ref: mix}}, identity]}}\n",
+    )
+)
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -700,6 +712,13 @@ outputs:
 """
 
 
+def test_a_from_in_after_switched_entries_reads_the_input(tmp_path):
+    """``from: in`` where every entry before the reader is switched: kept in a local at every use."""
+    args = ["[true, false, false]", "[false, false, false]", "[false, true, true]"]
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, FROM_IN)), (4, 6, 6))
+    assert "        identity = x\n" in source and "        x = identity\n        x = self.tail(x)" in source
+
+
 def test_a_from_to_a_nested_use_a_switch_leaves_out(tmp_path):
     """``from: inner`` reads the use's value where deep is on and its input where it is off."""
     source = _against_onnx_runtime(_compile(tmp_path, NESTED_FROM), (4, 6, 6), classes=2)
@@ -714,12 +733,31 @@ FROM_LIST = SWITCHES.replace(
     "      last: {{add: [{{ref: mix}}, {{op: conv2d, out: 6, kernel: 1}}]}}\n",
 )
 
+#: the same values given to a template of two inputs
+FROM_LIST_USE = FROM_LIST.replace(
+    "templates:\n",
+    "templates:\n  Pair:\n    params: []\n    inputs: [s0, s1]\n    body:\n"
+    "      a: {{op: conv2d, out: 4, kernel: 1, from: s1}}\n      b: {{concat: [{{ref: s0}}, identity]}}\n",
+).replace(
+    "join: {{concat: [identity, {{op: conv2d, out: 4, kernel: 1}}], from: [bn, pool]}}",
+    "join: {{use: Pair, from: [bn, pool]}}",
+)
 
-def test_a_merge_reads_the_entries_its_from_list_names(tmp_path):
-    """``from: [bn, pool]`` on a merge: each branch reads the value its name holds, at every use."""
+
+@pytest.mark.parametrize(
+    ("template", "classes", "line"),
+    [
+        (FROM_LIST, 1, 'x = torch.cat([self.join["0"](bn), self.join["1"](pool)], 1)'),
+        (FROM_LIST_USE, 2, "x = self.join(bn, pool)"),
+    ],
+    ids=["merge", "two_inputs"],
+)
+def test_the_entries_a_from_list_names_are_read_by_name(tmp_path, template, classes, line):
+    """``from: [bn, pool]`` on a merge, or on a use of a template of two inputs: each value is
+    read by the name it is given, which holds bn's value where pool is off, at every use."""
     args = ["[true, false, true]", "[false, true, false]", "[false, false, false]"]
-    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, FROM_LIST)), (4, 6, 6))
-    assert 'x = torch.cat([self.join["0"](bn), self.join["1"](pool)], 1)' in source
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, template)), (4, 6, 6), classes)
+    assert line in source
 
 
 #: ``wide`` widens its input: where it is off ``tail`` reads 6 channels, where it is on 8, which one

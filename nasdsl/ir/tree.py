@@ -14,8 +14,8 @@ pass manager's verifier calls :func:`check_tree` after each pass:
 * every block's ``inputs`` and ``output`` name nodes that exist: in the main
   graph, or, for a dormant block and what it holds, in the dormant graph;
 * a block's ``sources`` (what its ``from:`` names) give one path per input,
-  each that of a block of the tree or of an input of a template use
-  (``entries``), or None;
+  each that of a block of the tree, of an input of a template use
+  (``entries``) or of a value a repeat names after it (``stage1.s0``), or None;
 * every output reads a node of the main graph.
 """
 
@@ -144,10 +144,12 @@ def check_tree(g: nx.DiGraph) -> None:
     dormant = record.dormant.graph
     owned: dict[str, str] = {}
     repeated: set[str] = set()  # branches read through an identity named after them
-    named: set[str | None] = {None}  # what a `from:` may name: a block, or an input of a template use
+    named: set[str | None] = {None}  # what a `from:` may name: a block, an input of a template use, ...
     for b, _, _ in with_parents(g):
         named.add(b.path)
         named.update(b.entries)
+        if b.repeat is not None:  # ... or a value a repeat names after it (`stage1.s0`)
+            named.update(f"{b.path}.{p}" for p in b.repeat.previous)
     for b, _, off in with_parents(g):
         where = b.path or "the model"
         for n in (*b.inputs, b.output):
@@ -156,7 +158,7 @@ def check_tree(g: nx.DiGraph) -> None:
         if b.sources and (len(b.sources) != len(b.inputs) or not named.issuperset(b.sources)):
             raise GraphError(
                 f"block {where} ({b.kind}) names {b.sources} for its inputs {b.inputs}: expected one name per "
-                "input, each a block of the tree or an input of a template use"
+                "input, each a block of the tree, an input of a template use or a value a repeat names"
             )
         if off:
             continue
