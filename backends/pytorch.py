@@ -686,7 +686,7 @@ class _Writer:
             # its branches read values of their own: x is left as it is
             apart = _apart(c, t) or (c.kind == "merge" and bool(named))
             several = len(c.inputs) > 1 and c.kind != "merge"  # a use of a template with several inputs
-            by_its_name = c.sources[:1] != () and c.sources[0] in named
+            by_its_name = bool(c.sources) and c.sources[0] in named
             if (
                 c.kind != "ref"
                 and (by_its_name or (c.inputs[0] != current and not reads_off))
@@ -783,8 +783,8 @@ class _Writer:
             elif c.kind == "merge" and (
                 apart or any(b.kind == "ref" for b in c.children) or ir.node(self.g, c.output).given
             ):
-                current_x = before if apart else c.inputs[0]
-                call, value = self._merge_with_refs(ctx, c, current_x, produced, owner, named)
+                x_holds = before if apart else c.inputs[0]
+                call, value = self._merge_with_refs(ctx, c, x_holds, produced, owner, named)
             elif low is not None:
                 check_lowering(ctx, c.output, low)
                 call = low.module(ctx, c.output)

@@ -119,8 +119,10 @@ class Block:
     #: the shapes of all its ``inputs``, as :attr:`in_sym` is of the first (None until shapes are inferred)
     in_syms: tuple | None = None
     #: a block written with ``from:`` (or a branch of a merge written with ``from: [a, b]``): for each of
-    #: ``inputs``, the path of the block the spec names for it (None: ``in``, the body's input), which a
-    #: backend reads by that name where a switch makes the value differ between uses; ``()`` otherwise
+    #: ``inputs``, the path of the block the spec names for it (None: ``in``, the body's input; an input
+    #: of a template, ``cell.s0``, or a value a repeat names, ``stage1.s0``), which a backend reads by
+    #: that name where a switch makes the value differ between uses; ``()`` otherwise (and inside a
+    #: repeat that names its ``previous`` values, which are no block's)
     sources: tuple[str | None, ...] = ()
 
     @property

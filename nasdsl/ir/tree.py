@@ -145,21 +145,18 @@ def check_tree(g: nx.DiGraph) -> None:
     owned: dict[str, str] = {}
     repeated: set[str] = set()  # branches read through an identity named after them
     named: set[str | None] = {None}  # what a `from:` may name: a block, an input of a template use, ...
-    for b, _, _ in with_parents(g):
-        named.add(b.path)
-        named.update(b.entries)
-        if b.repeat is not None:  # ... or a value a repeat names after it (`stage1.s0`)
-            named.update(f"{b.path}.{p}" for p in b.repeat.previous)
+    naming: list[Block] = []  # the blocks whose `from:` names blocks
     for b, _, off in with_parents(g):
         where = b.path or "the model"
         for n in (*b.inputs, b.output):
             if n and n not in g and not (off and n in dormant):
                 raise GraphError(f"block {where} ({b.kind}) reads or holds node {n}, which is not in the graph")
-        if b.sources and (len(b.sources) != len(b.inputs) or not named.issuperset(b.sources)):
-            raise GraphError(
-                f"block {where} ({b.kind}) names {b.sources} for its inputs {b.inputs}: expected one name per "
-                "input, each a block of the tree, an input of a template use or a value a repeat names"
-            )
+        named.add(b.path)
+        named.update(b.entries)
+        if b.repeat is not None:  # ... or a value a repeat names after it (`stage1.s0`)
+            named.update(f"{b.path}.{p}" for p in b.repeat.previous)
+        if b.sources:
+            naming.append(b)
         if off:
             continue
         for n in b.entries:  # a template with several inputs: the use holds the identity each input is
@@ -175,6 +172,12 @@ def check_tree(g: nx.DiGraph) -> None:
         owned[b.output] = where
         if b.op != node(g, b.output).op:
             raise GraphError(f"block {where} says op {b.op}, its node {b.output} is a {node(g, b.output).op}")
+    for b in naming:
+        if len(b.sources) != len(b.inputs) or not named.issuperset(b.sources):
+            raise GraphError(
+                f"block {b.path or 'the model'} ({b.kind}) names {b.sources} for its inputs {b.inputs}: expected "
+                "one name per input, each a block of the tree, an input of a template use or a value a repeat names"
+            )
     missing = [
         n for n in g if n not in owned and n != record.input and not (n in repeated and node(g, n).op == "identity")
     ]
