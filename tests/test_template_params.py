@@ -643,6 +643,31 @@ def test_a_from_reads_the_entry_it_names_whatever_the_switches(tmp_path):
     assert "        x = pool\n        x = self.tail(x)" in source
 
 
+def test_an_inference_build_keeps_the_one_class_and_its_reads_by_name(tmp_path):
+    """The CPU inference build folds bn into s at the uses that build it; the uses still agree
+    (nasdsl/ir/agree.py compares the read by its name), so ``T`` stays one class, and it computes
+    the training model's outputs from the training state_dict."""
+    from nasdsl.optimize import optimize
+
+    args = ["[true, false, true]", "[false, true, false]"]
+    compiled = _compile(tmp_path, _switched_spec(args, READ.replace("from: bn", "from: pool")))
+    source = generate_source(optimize(compiled.graph, "cpu"))
+    assert source.count("(nn.Module):") == 2 and "class T(nn.Module):" in source  # T and the model
+    torch.manual_seed(0)
+    model = load_source(generate_source(compiled.graph)).Uses().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.rand_like(p))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+        inference = load_source(source).UsesInference.from_training_state_dict(model.state_dict()).eval()
+        x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(1))
+        for got, want in zip(inference(x), model(x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 #: ``from: pool`` where the entries between pool and its reader are switched too (``mix``): at a
 #: use where mix is off, pool's value is the one just before the reader
 FROM_ACROSS = SWITCHES.replace(
