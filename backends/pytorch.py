@@ -751,7 +751,7 @@ class _Writer:
                         location=c.loc,
                         path=c.keypath,
                     )
-                more, lines = self._previous_loop(ctx, c, before, produced, names, owner)
+                more, lines = self._previous_loop(ctx, c, before, produced, names, owner, named)
                 init += more
                 fwd += lines
                 fwd += finished(c, wanted)
@@ -924,13 +924,17 @@ class _Writer:
         names = [ch.name for ch in c.children] if c.named else None
         return loop_lines(attribute, calls, names, index, 2, count=count)
 
-    def _previous_loop(self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str], names, owner):
+    def _previous_loop(
+        self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str], names, owner, named=frozenset()
+    ):
         """A repeat that names its ``previous`` values: its blocks in a container, and a loop that
         hands the values on (``s0, s1 = s1, cell(s0, s1)``); after it, the locals hold the last
-        repetitions' outputs, which later entries may read (``stage.s0``)."""
+        repetitions' outputs, which later entries may read (``stage.s0``). Its first values are read
+        by the names its ``from:`` gives where they are ``named`` (see :meth:`_read`)."""
         previous = c.repeat.previous
         k = len(previous)
-        seeds = list(c.inputs if len(c.inputs) == k else c.inputs[:1] * k)
+        given = range(k) if len(c.inputs) == k else [0] * k  # the input each value starts as
+        seeds = [c.inputs[j] for j in given]
         values = list(seeds)
         positions: list[set[int]] | None = None  # for each argument of the block, the previous values it can be
         for ch in c.children:
@@ -961,7 +965,7 @@ class _Writer:
             Call("", tuple(_template_call(ctx, ch) for ch in c.children), "[", "]"),)), 2)  # fmt: skip
         locals_ = [names.create(p) for p in previous]
         block = names.create("block")
-        fwd = [f"{', '.join(locals_)} = {', '.join(self._value_of(n, current, produced) for n in seeds)}"]
+        fwd = [f"{', '.join(locals_)} = {', '.join(self._read(c, j, current, produced, named) for j in given)}"]
         args = ", ".join(locals_[min(p)] for p in positions)
         fwd.append(f"for {block} in {owner}.{c.name}:")
         fwd += [

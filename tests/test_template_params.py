@@ -769,17 +769,28 @@ FROM_LIST_USE = FROM_LIST.replace(
 )
 
 
+#: the same values as the first ones of a repeat that names its previous values
+FROM_LIST_REPEAT = FROM_LIST_USE.replace(
+    "      a: {{op: conv2d, out: 4, kernel: 1, from: s1}}\n", "      a: {{op: conv2d, out: 6, kernel: 1, from: s1}}\n"
+).replace(
+    "join: {{use: Pair, from: [bn, pool]}}",
+    "join: {{repeat: 2, previous: [s0, s1], from: [bn, pool], block: {{use: Pair, from: [s0, s1]}}}}",
+)
+
+
 @pytest.mark.parametrize(
     ("template", "classes", "line"),
     [
         (FROM_LIST, 1, 'x = torch.cat([self.join["0"](bn), self.join["1"](pool)], 1)'),
         (FROM_LIST_USE, 2, "x = self.join(bn, pool)"),
+        (FROM_LIST_REPEAT, 2, "s0, s1 = bn, pool"),
     ],
-    ids=["merge", "two_inputs"],
+    ids=["merge", "two_inputs", "repeat"],
 )
 def test_the_entries_a_from_list_names_are_read_by_name(tmp_path, template, classes, line):
-    """``from: [bn, pool]`` on a merge, or on a use of a template of two inputs: each value is
-    read by the name it is given, which holds bn's value where pool is off, at every use."""
+    """``from: [bn, pool]`` on a merge, on a use of a template of two inputs, or as the first values
+    of a repeat that names its previous ones: each value is read by the name it is given, which
+    holds bn's value where pool is off, at every use."""
     args = ["[true, false, true]", "[false, true, false]", "[false, false, false]"]
     source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, template)), (4, 6, 6), classes)
     assert line in source
