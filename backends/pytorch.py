@@ -44,7 +44,7 @@ import networkx as nx
 from nasdsl import __version__, ir
 from nasdsl.errors import CodegenError
 from nasdsl.ir.sym import Sym
-from nasdsl.ir.tree import bypassed
+from nasdsl.ir.tree import bypassed, read_by_name
 from nasdsl.ops import INIT_PARAMS, OPS, describe
 from nasdsl.passes.pipeline import run_pipeline
 
@@ -649,7 +649,13 @@ class _Writer:
         targets |= {b.target for c in merges for b in c.children if b.kind == "ref"}
         target_nodes = {c.output for c in t.children if c.kind == "ref"}
         target_nodes |= {b.output for c in merges for b in c.children if b.kind == "ref"}
-        target_nodes |= self._read_out_of_turn(ctx, t)
+        # a `from:` read by the name it gives: that entry's value kept under its name (`in`: the input)
+        by_name = read_by_name(t, lambda e: self._switched(ctx, e))
+        for c in t.children:
+            named = by_name.get(c.path, frozenset())
+            targets |= {p for p in named if p is not None}
+            target_nodes |= {n for n, p in zip(c.inputs, c.sources, strict=False) if p is None and p in named}
+        target_nodes |= self._read_out_of_turn(ctx, t, by_name)
         for c in t.children:  # what the entries of an entry with a body of its own read
             if _own_body(ctx, c):
                 paths, nodes = _reads_of(c)
@@ -702,10 +708,18 @@ class _Writer:
             wanted = c.path in targets or (c.passed in target_nodes and handed_on.get(c.passed, c.path) == c.path)
             reads_off = c.kind != "ref" and written_off.get(c.inputs[0]) == current  # reads an entry written off
             before = current
-            apart = _apart(c, t)  # its branches read values of their own: x is left as it is
+            named = by_name.get(c.path, frozenset())  # the names its `from:` is read by
+            # its branches read values of their own: x is left as it is
+            apart = _apart(c, t) or (c.kind == "merge" and bool(named))
             several = len(c.inputs) > 1 and c.kind != "merge"  # a use of a template with several inputs
-            if c.kind != "ref" and c.inputs[0] != current and not reads_off and not apart and not several:
-                source = produced.get(c.inputs[0])
+            by_its_name = bool(c.sources) and c.sources[0] in named
+            if (
+                c.kind != "ref"
+                and (by_its_name or (c.inputs[0] != current and not reads_off))
+                and not apart
+                and not several
+            ):
+                source = self._read(c, 0, None, produced, named)
                 if source is None:
                     raise CodegenError(
                         "the PyTorch backend reads `from` only of earlier entries of the same body",
@@ -763,7 +777,7 @@ class _Writer:
                         location=c.loc,
                         path=c.keypath,
                     )
-                more, lines = self._previous_loop(ctx, c, before, produced, names, owner)
+                more, lines = self._previous_loop(ctx, c, before, produced, names, owner, named)
                 init += more
                 fwd += lines
                 fwd += finished(c, wanted)
@@ -795,14 +809,16 @@ class _Writer:
             elif c.kind == "merge" and (
                 apart or any(b.kind == "ref" for b in c.children) or ir.node(self.g, c.output).given
             ):
-                call, value = self._merge_with_refs(ctx, c, before if apart else c.inputs[0], produced, owner)
+                x_holds = before if apart else c.inputs[0]
+                call, value = self._merge_with_refs(ctx, c, x_holds, produced, owner, named)
             elif low is not None:
                 check_lowering(ctx, c.output, low)
                 call = low.module(ctx, c.output)
                 value = low.apply.format(m=f"{owner}.{c.name}", x="x")
             elif c.kind == "use" and c.entries:
                 call = _template_call(ctx, c)
-                value = Call(f"{owner}.{c.name}", tuple(self._value_of(n, before, produced) for n in c.inputs))
+                reads = (self._read(c, k, before, produced, named) for k in range(len(c.inputs)))
+                value = Call(f"{owner}.{c.name}", tuple(reads))
             else:
                 call = _module_expr(ctx, c)
                 value = f"{owner}.{c.name}(x)"
@@ -934,13 +950,17 @@ class _Writer:
         names = [ch.name for ch in c.children] if c.named else None
         return loop_lines(attribute, calls, names, index, 2, count=count)
 
-    def _previous_loop(self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str], names, owner):
+    def _previous_loop(
+        self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str], names, owner, named=frozenset()
+    ):
         """A repeat that names its ``previous`` values: its blocks in a container, and a loop that
         hands the values on (``s0, s1 = s1, cell(s0, s1)``); after it, the locals hold the last
-        repetitions' outputs, which later entries may read (``stage.s0``)."""
+        repetitions' outputs, which later entries may read (``stage.s0``). Its first values are read
+        by the names its ``from:`` gives where they are ``named`` (see :meth:`_read`)."""
         previous = c.repeat.previous
         k = len(previous)
-        seeds = list(c.inputs if len(c.inputs) == k else c.inputs[:1] * k)
+        given = range(k) if len(c.inputs) == k else [0] * k  # the input each value starts as
+        seeds = [c.inputs[j] for j in given]
         values = list(seeds)
         positions: list[set[int]] | None = None  # for each argument of the block, the previous values it can be
         for ch in c.children:
@@ -971,7 +991,7 @@ class _Writer:
             Call("", tuple(_template_call(ctx, ch) for ch in c.children), "[", "]"),)), 2)  # fmt: skip
         locals_ = [names.create(p) for p in previous]
         block = names.create("block")
-        fwd = [f"{', '.join(locals_)} = {', '.join(self._value_of(n, current, produced) for n in seeds)}"]
+        fwd = [f"{', '.join(locals_)} = {', '.join(self._read(c, j, current, produced, named) for j in given)}"]
         args = ", ".join(locals_[min(p)] for p in positions)
         fwd.append(f"for {block} in {owner}.{c.name}:")
         fwd += [
@@ -990,19 +1010,50 @@ class _Writer:
             produced[f"{c.path}.{p}"] = local
         return init, fwd
 
-    def _read_out_of_turn(self, ctx: ClassContext, t: ir.Block) -> set[str]:
-        """The nodes that children of ``t`` read through ``from:`` rather than in sequence."""
+    def _read_out_of_turn(self, ctx: ClassContext, t: ir.Block, by_name: dict) -> set[str]:
+        """The nodes that children of ``t`` read through ``from:`` rather than in sequence (but
+        those read by the name the ``from:`` gives, ``by_name``: :func:`read_by_name`)."""
         found: set[str] = set()
         current = t.inputs[0]
+
+        def by_value(b: ir.Block, k: int, named: frozenset) -> bool:
+            return not (b.sources and b.sources[k] in named)
+
         for c in t.children:
-            if _apart(c, t):  # branches of a rewritten merge read values of their own
-                found |= {b.inputs[0] for b in c.children if b.kind != "ref" and b.inputs and b.inputs[0] != current}
+            named = by_name.get(c.path, frozenset())
+            if _apart(c, t) or (c.kind == "merge" and named):  # branches that read values of their own
+                found |= {
+                    b.inputs[0]
+                    for b in c.children
+                    if b.kind != "ref" and b.inputs and b.inputs[0] != current and by_value(b, 0, named)
+                }
             elif c.kind != "ref" and len(c.inputs) > 1:  # several inputs: each read by name
-                found |= {n for n in c.inputs if n != current}
-            elif c.kind != "ref" and c.inputs[0] != current:
+                found |= {n for k, n in enumerate(c.inputs) if n != current and by_value(c, k, named)}
+            elif c.kind != "ref" and c.inputs[0] != current and by_value(c, 0, named):
                 found.add(c.inputs[0])
             current = c.passed
         return found
+
+    def _switched(self, ctx: ClassContext, b: ir.Block) -> bool:
+        """Whether the class builds block ``b`` under a condition it takes as an argument: a
+        template's parameter (whether on or off at this use), or a switch the model exposes."""
+        w = b.when
+        if w is None or not isinstance(w.expr, Sym):
+            return False
+        return ctx.template is not None or w.switch in self.exposed
+
+    def _read(self, b: ir.Block, k: int, current: str | None, produced: dict[str, str], named) -> str | None:
+        """The local holding input ``k`` of block ``b`` where ``x`` holds ``current``: by the name
+        its ``from:`` gives where that is one of ``named`` (the value kept under it; ``in``, the
+        body's input, is the node it names at every use), else by the node it is here; None where
+        ``current`` is None and no local holds it."""
+        if b.sources and b.sources[k] in named:
+            found = produced.get(b.inputs[k] if b.sources[k] is None else b.sources[k])
+            if found is not None:
+                return found
+        if current is None:
+            return produced.get(b.inputs[k])
+        return self._value_of(b.inputs[k], current, produced)
 
     def _referenced(self, ctx: ClassContext, ref: ir.Block, produced: dict[str, str]) -> str:
         """The local variable holding a referenced entry's value."""
@@ -1016,11 +1067,18 @@ class _Writer:
         return name
 
     def _merge_with_refs(
-        self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str], owner: str = "self"
+        self,
+        ctx: ClassContext,
+        c: ir.Block,
+        current: str,
+        produced: dict[str, str],
+        owner: str = "self",
+        named: frozenset = frozenset(),
     ):
         """A merge whose branches include references to earlier entries (or that has attributes):
         its other branches live in an ``nn.ModuleDict`` named after the merge, and the forward
-        line joins them with the referenced values."""
+        line joins them with the referenced values; a branch reads a value its ``from:`` gives
+        by that name where it is one of ``named`` (see :meth:`_read`)."""
         modules, terms = [], []
         for b in c.children:
             if b.kind == "ref":
@@ -1028,11 +1086,11 @@ class _Writer:
             elif _absent(ctx, b):
                 continue  # a branch switched off is absent from the merge
             elif _off(ctx, b):
-                terms.append(self._value_of(b.inputs[0], current, produced))  # taken out: its input
+                terms.append(self._read(b, 0, current, produced, named))  # taken out: its input
             else:
                 call = _module_expr(ctx, b)
                 modules.append(Call(f'"{b.name}": {call.func}', call.args, call.open, call.close))
-                terms.append(f'{owner}.{c.name}["{b.name}"]({self._value_of(b.inputs[0], current, produced)})')
+                terms.append(f'{owner}.{c.name}["{b.name}"]({self._read(b, 0, current, produced, named)})')
         container = Call("nn.ModuleDict", (Call("", tuple(modules), "{", "}"),)) if modules else None
         return container, _joined(ctx, c, terms)
 

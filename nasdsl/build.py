@@ -221,6 +221,7 @@ class _Builder:
     ) -> ir.Block:
         if block.phase != "both":
             phase = block.phase
+        named = (block.source,) if block.source is not None else block.sources  # what `from:` names
         if block.source is not None:  # `from:` this block reads another block's output
             where = {"location": block.source_loc or block.loc, "path": f"{block.path}.from"}
             inputs = (self.resolve(block.source, scope, path, where),)
@@ -246,9 +247,9 @@ class _Builder:
             when = ir.When(cond, scope.symbolic(block.when), scope.switch(block.when), scope.depends(block.when))
             if not cond:
                 if when.switch is not None:
-                    return self._dormant(block, name, path, inputs, scope, phase, when)
+                    return _named(self._dormant(block, name, path, inputs, scope, phase, when), named, scope)
                 self.record(path, inputs[0])  # a reference to a switched-off block reads its input
-                return _skip(block, name, path, inputs, phase, when)
+                return _named(_skip(block, name, path, inputs, phase, when), named, scope)
         outer = self.guards
         if when is not None and when.switch is not None:
             self.guards = (*outer, when.switch)
@@ -257,7 +258,7 @@ class _Builder:
         finally:
             self.guards = outer
         self.record(path, tree.passed)
-        return tree
+        return _named(tree, named, scope)
 
     def _expand(
         self, block: Block, name: str, path: str, inputs: tuple[str, ...], scope: _Scope, phase: str, when
@@ -518,6 +519,8 @@ class _Builder:
                     )
                 inner = self._indexed(scope, b.index[0], positions[read])
             sub = self.expand(branch, branch_name, branch_path, reads, inner, phase)
+            if b.sources and not sub.sources:  # the value `from: [a, b]` names for this branch
+                sub = dataclasses.replace(sub, sources=_source_paths((b.sources[k],), scope))
             children.append(sub)
             if sub.passed in self.zeros and not sub.dormant and not (sub.kind == "skip" and sub.when is not None):
                 if b.op != "add":
@@ -564,7 +567,8 @@ class _Builder:
             self._attrs(b, path, scope)  # its attributes are still checked
             live = next(c for c in children if c.passed == outs[0] and c.kind != "skip")
             # it reads what that branch reads (another value, with `from:`)
-            return _block("seq", name, path, b, live.inputs, outs[0], phase, when, children=children, named=b.named)
+            seq = _block("seq", name, path, b, live.inputs, outs[0], phase, when, children=children, named=b.named)
+            return dataclasses.replace(seq, sources=live.sources)
         attrs, exprs, deps, given, nulls = self._attrs(b, path, scope)
         node = self.add_node(path, b.op, attrs, given, b, phase, tuple(outs), scope, exprs, deps, nulls=nulls)
         return _block("merge", name, path, b, inputs, node, phase, when, children=children, named=b.named, op=b.op)
@@ -863,6 +867,24 @@ def _block(
         kind, name, path, b.path, b.loc, tuple(inputs), output, tuple(children), named, op, template, args, when,
         phase, target, repeat,
     )  # fmt: skip
+
+
+def _source_paths(names: tuple[str, ...], scope: _Scope) -> tuple[str | None, ...]:
+    """The paths of the blocks a ``from:`` names (None for ``in``, the body's input; an input of a
+    template is its identity node, ``cell.s0``), or ``()`` where one of them is the value of a
+    repeat's ``previous``, which is no block's."""
+    paths = tuple(None if n == INPUT_REF else _join(scope.root, n) for n in names)
+    if any(n in scope.named and scope.named[n] != p for n, p in zip(names, paths, strict=True)):
+        return ()
+    return paths
+
+
+def _named(tree: ir.Block, named: tuple[str, ...], scope: _Scope) -> ir.Block:
+    """``tree`` with the paths of the blocks its ``from:`` names (``named``), one per input; a merge
+    left with one branch names what that branch reads."""
+    if not named or tree.sources or len(named) != len(tree.inputs):
+        return tree
+    return dataclasses.replace(tree, sources=_source_paths(named, scope))
 
 
 def _skip(b: Block, name: str, path: str, inputs: tuple[str, ...], phase: str, when: ir.When) -> ir.Block:

@@ -158,6 +158,55 @@ def test_every_combination_of_switches_matches_onnx(tmp_path):
             assert compare(name, value, want[name], 1e-5).ok, (flag, more, name)
 
 
+#: ``from: a`` across an entry a constructor argument switches (in the model, and in a template
+#: whose parameter that argument sets): the reader skips it whether it runs or not
+FROM_ACROSS_SWITCH = """\
+nasdsl: 1
+name: Net
+input: {shape: [3, 8, 8]}
+variables: {flag: false, more: false}
+templates:
+  T:
+    params: [sw]
+    body:
+      a: {op: conv2d, out: 4, kernel: 1}
+      b: {op: batch_norm, when: sw}
+      d: {op: conv2d, out: 4, kernel: 1, from: a}
+model:
+  a: {op: conv2d, out: 4, kernel: 1}
+  b: {op: batch_norm, when: more}
+  d: {op: conv2d, out: 4, kernel: 1, from: a}
+  t: {use: T, args: [flag]}
+"""
+
+
+def test_a_from_across_a_switch_of_the_constructor_reads_what_it_names(tmp_path):
+    """The class is written with the switches off; built with any of them on, ``d`` must still
+    read ``a`` (not the switched entry after it), as the ONNX export of the spec compiled with
+    those values computes."""
+    import itertools
+
+    from nasdsl.backends.onnx import export_onnx
+    from nasdsl.backends.verify import compare, run_onnx, torch_outputs
+
+    path = tmp_path / "across.yaml"
+    path.write_text(FROM_ACROSS_SWITCH)
+    cls = load_source(generate_source(nasdsl.compile_spec(path))).Net
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for flag, more in itertools.product([False, True], repeat=2):
+        model = cls(flag=flag, more=more).eval()
+        with torch.no_grad():
+            for m in model.modules():  # a BatchNorm that is not the identity
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.uniform_(-1, 1)
+                    m.running_var.uniform_(0.5, 2)
+        other = nasdsl.compile_spec(path, overrides={"flag": flag, "more": more})
+        got = run_onnx(export_onnx(other, state_dict=model.state_dict(), batch=2), {"x": x.numpy()})
+        want = torch_outputs(model, x, list(got))
+        for name, value in got.items():
+            assert compare(name, value, want[name], 1e-5).ok, (flag, more, name)
+
+
 # -- googlenet against Caffe's prototxt ----------------------------------------------
 
 CAFFE_NAMES = {

@@ -17,7 +17,7 @@ from nasdsl.backends.pytorch import generate_source, model_class
 from nasdsl.errors import GraphError
 from nasdsl.ir.rewrite import RewriteError, Rewriter
 from nasdsl.ir.sym import Sym
-from nasdsl.ir.tree import check_tree
+from nasdsl.ir.tree import check_tree, map_roots
 from nasdsl.passes.pipeline import verify_graph
 from nasdsl.passes.symbolic import infer_symbols
 
@@ -136,6 +136,42 @@ def test_a_switched_off_block_reading_a_removed_node_reads_what_replaces_it(net)
     assert block(g, "gate").inputs == ("stem.2",) and block(g, "pair", "use").inputs == ("stem.2",)
     check_tree(g)
     assert ir.inputs(ir.info(net.graph).dormant.graph, "gate") == ["stem.3"]  # the argument's stays
+
+
+#: ``c`` reads ``a`` by ``from:``; ``b`` between them
+NAMED = """\
+name: Named
+input: {shape: [3, 8, 8]}
+model:
+  a: {op: conv2d, out: 4, kernel: 1}
+  b: relu
+  c: {op: conv2d, out: 4, kernel: 1, from: a}
+"""
+
+
+def test_the_block_a_from_names_follows_a_rename_and_outlives_a_bypass(tmp_path):
+    """``Block.sources`` names the block a ``from:`` names, by path: renamed with it; where that
+    block is bypassed (its node gone) the reader reads its input and still names it; a name
+    that is no block of the tree is refused by the tree's check."""
+    path = tmp_path / "named.yaml"
+    path.write_text(NAMED)
+    g = nasdsl.compile_spec(path).graph
+    assert (block(g, "c").inputs, block(g, "c").sources) == (("a",), ("a",))
+    rw = Rewriter.on_copy(g, infer_symbols)
+    rw.replace("a", ir.node(rw.g, "a"), rename="first")
+    renamed = rw.finish()
+    assert (block(renamed, "c").inputs, block(renamed, "c").sources) == (("first",), ("first",))
+    check_tree(renamed)
+    rw = Rewriter.on_copy(g, infer_symbols)
+    assert rw.bypass("a")
+    bypassed = rw.finish()
+    assert block(bypassed, "a").kind == "skip"
+    assert (block(bypassed, "c").inputs, block(bypassed, "c").sources) == (("x",), ("a",))
+    check_tree(bypassed)
+    broken = ir.copy(g)
+    map_roots(broken, lambda b: dataclasses.replace(b, sources=("nowhere",)) if b.path == "c" else b)
+    with pytest.raises(GraphError, match=r"block c \(op\) names \('nowhere',\) for its inputs \('a',\)"):
+        check_tree(broken)
 
 
 def test_a_new_name_must_be_an_entry_of_the_same_parent(net):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import nasdsl
+from nasdsl import ir
 from nasdsl.backends.onnx import export_onnx
 from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.errors import NasdslError
@@ -630,16 +631,190 @@ def test_an_entry_whose_code_differs_where_it_is_on_is_named(tmp_path):
     )
 
 
-def test_wiring_the_switches_cannot_express_is_named(tmp_path):
-    """``from: pool`` reads pool's value, which is bn's where pool is off: the uses would read it
-    from locals of different names (the writer finds a ``from:`` by the value it reads), so the
-    class is refused, located at a use, naming the entry that reads it."""
-    text = _switched_spec(["[true, false, true]", "[false, true, false]"], READ.replace("from: bn", "from: pool"))
+def test_a_from_reads_the_entry_it_names_whatever_the_switches(tmp_path):
+    """``from: pool`` reads pool's value, which is bn's where pool is off (and bn is kept in a
+    local of its own for ``ref: bn``): the class reads it by the name the spec gives, the local
+    ``pool`` holding its input where it is off, at every use."""
+    args = ["[true, false, true]", "[false, true, false]"]
+    compiled = _compile(tmp_path, _switched_spec(args, READ.replace("from: bn", "from: pool")))
+    tail = {b.path: b for b in ir.walk(ir.info(compiled.graph).model)}["u0.tail"]
+    assert (tail.inputs, tail.sources) == (("u0.bn",), ("u0.pool",))  # the value, and the entry named
+    source = _against_onnx_runtime(compiled, (4, 6, 6))
+    assert "        x = pool\n        x = self.tail(x)" in source
+
+
+def test_an_inference_build_keeps_the_one_class_and_its_reads_by_name(tmp_path):
+    """The CPU inference build folds bn into s at the uses that build it; the uses still agree
+    (nasdsl/ir/agree.py compares the read by its name), so ``T`` stays one class, and it computes
+    the training model's outputs from the training state_dict."""
+    from nasdsl.optimize import optimize
+
+    args = ["[true, false, true]", "[false, true, false]"]
+    compiled = _compile(tmp_path, _switched_spec(args, READ.replace("from: bn", "from: pool")))
+    source = generate_source(optimize(compiled.graph, "cpu"))
+    assert source.count("(nn.Module):") == 2 and "class T(nn.Module):" in source  # T and the model
+    torch.manual_seed(0)
+    model = load_source(generate_source(compiled.graph)).Uses().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.rand_like(p))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+        inference = load_source(source).UsesInference.from_training_state_dict(model.state_dict()).eval()
+        x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(1))
+        for got, want in zip(inference(x), model(x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+#: ``from: pool`` where the entries between pool and its reader are switched too (``mix``): at a
+#: use where mix is off, pool's value is the one just before the reader
+FROM_ACROSS = SWITCHES.replace(
+    "      act: relu\n",
+    "      tail: {{op: conv2d, out: 5, kernel: 1, from: pool}}\n      last: {{concat: [{{ref: mix}}, identity]}}\n",
+)
+
+
+#: ``from: in`` after entries that are all switched: at a use where they are all off the input is the
+#: value just before the reader
+FROM_IN = (
+    SWITCHES.replace("      s: {{op: conv2d, out: 6, kernel: 1}}\n", "")
+    .replace("out: 6, kernel: 3, padding: 1, groups: 6", "out: 4, kernel: 3, padding: 1, groups: 4")
+    .replace(
+        "      act: relu\n",
+        "      tail: {{op: conv2d, out: 5, kernel: 1, from: in}}\n      last: {{concat: [{{ref: mix}}, identity]}}\n",
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # pool is on at u1 alone; mix, between pool and tail, at u0 and u2
+        ["[true, false, true]", "[false, true, false]", "[false, false, true]", "[false, false, false]"],
+        ["[false, false, false]", "[true, true, false]"],  # pool on at one use, nothing between on at any
+    ],
+    ids=["across", "one_use"],
+)
+def test_a_from_to_an_entry_on_at_one_use_alone(tmp_path, args):
+    """``from: pool`` with pool switched on at one use alone: the other uses read its input under
+    its name, whether mix (between pool and the reader) runs or not."""
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, FROM_ACROSS)), (4, 6, 6))
+    assert "        x = pool\n        x = self.tail(x)" in source
+
+
+#: ``from: inner`` names a use of a nested template that Outer's switch ``deep`` leaves out; ``ref:
+#: s`` keeps the value inner reads where it is off in a local of its own
+NESTED_FROM = """\
+nasdsl: 1
+name: Uses
+outputs_by_name: true
+input: {shape: [4, 6, 6]}
+templates:
+  Inner:
+    params: [p]
+    body:
+      bn: {op: batch_norm, when: p}
+      conv: {op: conv2d, out: 6, kernel: 3, padding: 1}
+  Outer:
+    params: [p, deep]
+    body:
+      s: {op: conv2d, out: 6, kernel: 1}
+      inner: {use: Inner, args: [p], when: deep}
+      act: relu
+      skip: {add: [{ref: s}, identity]}
+      tail: {op: conv2d, out: 5, kernel: 1, from: inner}
+      last: {concat: [{ref: skip}, identity]}
+model:
+  u0: {use: Outer, args: [true, false]}
+  u1: {use: Outer, args: [false, true], from: in}
+  u2: {use: Outer, args: [true, true], from: in}
+outputs:
+  o0: {from: u0}
+  o1: {from: u1}
+  o2: {from: u2}
+"""
+
+
+def test_a_from_in_after_switched_entries_reads_the_input(tmp_path):
+    """``from: in`` where every entry before the reader is switched: kept in a local at every use."""
+    args = ["[true, false, false]", "[false, false, false]", "[false, true, true]"]
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, FROM_IN)), (4, 6, 6))
+    assert "        identity = x\n" in source and "        x = identity\n        x = self.tail(x)" in source
+
+
+def test_a_from_to_a_nested_use_a_switch_leaves_out(tmp_path):
+    """``from: inner`` reads the use's value where deep is on and its input where it is off."""
+    source = _against_onnx_runtime(_compile(tmp_path, NESTED_FROM), (4, 6, 6), classes=2)
+    assert "self.inner = Inner(6, p) if deep else None" in source
+    assert "        x = inner\n        x = self.tail(x)" in source
+
+
+#: a merge whose branches read the values ``from: [bn, pool]`` names: both bn's where pool is off
+FROM_LIST = SWITCHES.replace(
+    "      act: relu\n",
+    "      join: {{concat: [identity, {{op: conv2d, out: 4, kernel: 1}}], from: [bn, pool]}}\n"
+    "      last: {{add: [{{ref: mix}}, {{op: conv2d, out: 6, kernel: 1}}]}}\n",
+)
+
+#: the same values given to a template of two inputs
+FROM_LIST_USE = FROM_LIST.replace(
+    "templates:\n",
+    "templates:\n  Pair:\n    params: []\n    inputs: [s0, s1]\n    body:\n"
+    "      a: {{op: conv2d, out: 4, kernel: 1, from: s1}}\n      b: {{concat: [{{ref: s0}}, identity]}}\n",
+).replace(
+    "join: {{concat: [identity, {{op: conv2d, out: 4, kernel: 1}}], from: [bn, pool]}}",
+    "join: {{use: Pair, from: [bn, pool]}}",
+)
+
+
+#: the same values as the first ones of a repeat that names its previous values
+FROM_LIST_REPEAT = FROM_LIST_USE.replace(
+    "      a: {{op: conv2d, out: 4, kernel: 1, from: s1}}\n", "      a: {{op: conv2d, out: 6, kernel: 1, from: s1}}\n"
+).replace(
+    "join: {{use: Pair, from: [bn, pool]}}",
+    "join: {{repeat: 2, previous: [s0, s1], from: [bn, pool], block: {{use: Pair, from: [s0, s1]}}}}",
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "classes", "line"),
+    [
+        (FROM_LIST, 1, 'x = torch.cat([self.join["0"](bn), self.join["1"](pool)], 1)'),
+        (FROM_LIST_USE, 2, "x = self.join(bn, pool)"),
+        (FROM_LIST_REPEAT, 2, "s0, s1 = bn, pool"),
+    ],
+    ids=["merge", "two_inputs", "repeat"],
+)
+def test_the_entries_a_from_list_names_are_read_by_name(tmp_path, template, classes, line):
+    """``from: [bn, pool]`` on a merge, on a use of a template of two inputs, or as the first values
+    of a repeat that names its previous ones: each value is read by the name it is given, which
+    holds bn's value where pool is off, at every use."""
+    args = ["[true, false, true]", "[false, true, false]", "[false, false, false]"]
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, template)), (4, 6, 6), classes)
+    assert line in source
+
+
+#: ``wide`` widens its input: where it is off ``tail`` reads 6 channels, where it is on 8, which one
+#: class cannot build
+FROM_WIDER = SWITCHES.replace(
+    "      act: relu\n",
+    "      wide: {{op: conv2d, out: 8, kernel: 1, when: b}}\n      act: {{op: relu, from: pool}}\n"
+    "      tail: {{op: conv2d, out: 5, kernel: 1, from: wide}}\n      last: {{concat: [{{ref: act}}, identity]}}\n",
+)
+
+
+def test_a_from_whose_width_differs_between_uses_is_named(tmp_path):
+    """Where the entry a ``from:`` names has a different width at two uses, its reader needs
+    different code: the class is refused, located at a use, naming the entry that reads it."""
+    text = _switched_spec(["[true, false, true]", "[false, true, false]"], FROM_WIDER)
     compiled = _compile(tmp_path, text)
     with pytest.raises(NasdslError) as e:
         generate_source(compiled.graph)
     line = text.splitlines().index("  u1: {use: T, args: [false, true, false], from: in}") + 1
-    assert e.value.format().startswith(
+    assert e.value.format() == (
         f"{tmp_path / 'uses.yaml'}:{line}:7: error: model.u1: template T needs different code at u0 and u1 "
-        "(its entry 'tail'): at u0 it would write `x = bn` where at u1 it would write `x = pool`"
+        "(its entry 'tail'): at u0 it would write `self.tail = nn.Conv2d(6, 5, 1)` where at u1 it would write "
+        "`self.tail = nn.Conv2d(8, 5, 1)`; use one template per variant, or make what differs a parameter"
     )

@@ -5,7 +5,8 @@ agree but for the entries a parameter switches off (``when: downsample``).
 :func:`signature` says what the class of a use would be written from: its
 body's blocks, their nodes' ops and attributes as the class writes them (the
 expression where there is one, else the value), and each block's input as the
-writer reads it (in sequence, or another entry's value), relative to the use;
+writer reads it (in sequence, another entry's value, or by the name a ``from:``
+gives where a switch makes that differ between uses), relative to the use;
 :func:`agree` compares two. The rewrite API (:mod:`nasdsl.ir.rewrite`) inlines
 the uses a rewrite set apart.
 """
@@ -17,7 +18,7 @@ import networkx as nx
 from nasdsl.ir.graph import node
 from nasdsl.ir.records import Block
 from nasdsl.ir.sym import Sym
-from nasdsl.ir.tree import bypassed
+from nasdsl.ir.tree import bypassed, read_by_name
 
 #: an entry a parameter switches off at some uses: it agrees with anything (the writer gates it)
 _GATED = ("gated",)
@@ -42,13 +43,15 @@ def signature(g: nx.DiGraph, use: Block) -> object:
         given = tuple(k for k in d.attrs if k in d.given or k in d.nulls) if d.nulls else d.given
         return (d.op, given, attrs, d.phase)
 
-    def of_block(b: Block, current: str | None) -> object:
+    def of_block(b: Block, current: str | None, named: frozenset = frozenset()) -> object:
         if b.kind == "skip":
             return ("skip", b.name, bypassed(b))
         if b.dormant:
             return ("off", b.name)
         when = b.when.expr if b.when is not None else None
         read = None if not b.inputs else "seq" if b.inputs[0] == current else rel(b.inputs[0])
+        if b.sources and b.sources[0] in named:  # read by the name its `from:` gives
+            read = ("from", "<in>" if b.sources[0] is None else rel(b.sources[0]))
         name = None if b.path == base else b.name  # the body (and a merge it wraps) is named after the use
         head = (b.kind, name, b.named, b.op, b.phase, when, read, b.template)
         if b.kind == "op":
@@ -60,13 +63,13 @@ def signature(g: nx.DiGraph, use: Block) -> object:
                 (a.name, a.given, ("expr", a.expr) if a.expr is not None else ("value", a.value)) for a in b.args
             )
             return (*head, args)
-        return (*head, of_node(b.output) if b.kind == "merge" else None, children(b))
+        return (*head, of_node(b.output) if b.kind == "merge" else None, children(b, named))
 
-    def children(b: Block) -> tuple:
+    def children(b: Block, named: frozenset) -> tuple:
         out = []
         current = b.inputs[0] if b.inputs else None
-        for c in b.children:
-            out.append(of_block(c, current))
+        for c in b.children:  # a merge's branches read the names its `from:` gives as it does
+            out.append(of_block(c, current, named if b.kind == "merge" else frozenset()))
             if b.kind == "seq":
                 current = c.passed
         return tuple(out)
@@ -75,13 +78,21 @@ def signature(g: nx.DiGraph, use: Block) -> object:
     if body.kind == "seq" and body.named:
         entries = []
         current = body.inputs[0]
+        by_name = read_by_name(body, _switched)
         for c in body.children:
-            gated = c.when is not None and isinstance(c.when.expr, Sym) and (c.kind == "skip" or c.dormant)
+            gated = _switched(c) and (c.kind == "skip" or c.dormant)
             name = None if c.path == base else c.name
-            entries.append((name, _GATED if gated and not bypassed(c) else of_block(c, current)))
+            read = of_block(c, current, by_name.get(c.path, frozenset()))
+            entries.append((name, _GATED if gated and not bypassed(c) else read))
             current = c.passed
         return ("entries", tuple(entries))
     return of_block(body, body.inputs[0] if body.inputs else None)
+
+
+def _switched(b: Block) -> bool:
+    """Whether a parameter (or a variable) switches ``b``: the class builds it where the argument
+    says."""
+    return b.when is not None and isinstance(b.when.expr, Sym)
 
 
 def agree(a: object, b: object) -> bool:

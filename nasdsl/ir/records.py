@@ -88,7 +88,8 @@ class Block:
 
     ``inputs`` are the nodes it reads, ``output`` the node that carries its
     result when it runs (in the dormant graph for a dormant block; its input
-    for a ``skip``), and :attr:`passed` the node that what follows it reads.
+    for a ``skip``), and :attr:`passed` the node that what follows it reads;
+    ``sources`` the blocks a ``from:`` names for its inputs, by path.
     """
 
     kind: str
@@ -117,6 +118,12 @@ class Block:
     entries: tuple[str, ...] = ()
     #: the shapes of all its ``inputs``, as :attr:`in_sym` is of the first (None until shapes are inferred)
     in_syms: tuple | None = None
+    #: a block written with ``from:`` (or a branch of a merge written with ``from: [a, b]``): for each of
+    #: ``inputs``, the path of the block the spec names for it (None: ``in``, the body's input; an input
+    #: of a template, ``cell.s0``, or a value a repeat names, ``stage1.s0``), which a backend reads by
+    #: that name where a switch makes the value differ between uses; ``()`` otherwise (and inside a
+    #: repeat that names its ``previous`` values, which are no block's)
+    sources: tuple[str | None, ...] = ()
 
     @property
     def dormant(self) -> bool:

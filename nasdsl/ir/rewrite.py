@@ -90,6 +90,8 @@ class Rewriter:
         self._skip: set[str] = set()
         self._ops: dict[str, str] = {}
         self._firsts: dict[str, tuple[str, str]] = {}
+        #: blocks renamed (their old path -> the new), which a ``from:`` may name (``Block.sources``)
+        self._renamed: dict[str, str] = {}
         self._moved = False  # nodes were added or renamed: put them in the tree's order at the end
 
     @classmethod
@@ -259,6 +261,7 @@ class Rewriter:
 
         map_roots(g, fn, within=block.path)
         self._to[name] = new
+        self._renamed[name] = new
         index = self._where()
         del index.owners[name]
         index.owners[new] = (made[0], above)
@@ -400,8 +403,14 @@ class Rewriter:
         """Bring the tree up to date with the node changes made since it was last (one sweep)."""
         if not (self._to or self._skip or self._ops or self._firsts):
             return
-        to, skip, ops, firsts = self._to, self._skip, self._ops, self._firsts
+        to, skip, ops, firsts, renamed = self._to, self._skip, self._ops, self._firsts, self._renamed
         resolve = self._resolve
+
+        def named(path: str | None) -> str | None:  # a block's path after the renames
+            while path in renamed:
+                path = renamed[path]
+            return path
+
         moved: dict[int, tuple[str, str]] = {}  # blocks whose first input changed: (old, new)
 
         def fn(b: Block) -> Block:
@@ -431,6 +440,8 @@ class Rewriter:
                 changes["output"] = resolve(b.output)
             if b.entries and any(n in skip for n in b.entries):  # an input no longer read
                 changes["entries"] = tuple(n for n in b.entries if n not in skip)
+            if any(p in renamed for p in b.sources):  # what its `from:` names was renamed
+                changes["sources"] = tuple(named(p) for p in b.sources)
             if changes:
                 b = dataclasses.replace(b, **changes)
             if change is not None:
@@ -439,7 +450,7 @@ class Rewriter:
 
         self._map(fn)
         self._stubs({old: resolve(old) for old in to})
-        self._to, self._skip, self._ops, self._firsts = {}, set(), {}, {}
+        self._to, self._skip, self._ops, self._firsts, self._renamed = {}, set(), {}, {}, {}
 
     def _stubs(self, renamed: dict[str, str]) -> None:
         """The dormant graph reads main nodes through stubs: make those of ``renamed`` read the new ones."""

@@ -13,6 +13,9 @@ pass manager's verifier calls :func:`check_tree` after each pass:
 * an owner's op is its node's op;
 * every block's ``inputs`` and ``output`` name nodes that exist: in the main
   graph, or, for a dormant block and what it holds, in the dormant graph;
+* a block's ``sources`` (what its ``from:`` names) give one path per input,
+  each that of a block of the tree, of an input of a template use
+  (``entries``) or of a value a repeat names after it (``stage1.s0``), or None;
 * every output reads a node of the main graph.
 """
 
@@ -32,10 +35,11 @@ OWNERS = ("op", "merge")
 
 
 def skip_of(b: Block, value: str) -> Block:
-    """``b`` as a block that passes ``value`` on (a node the rewrite removed): no children, no node."""
+    """``b`` as a block that passes ``value`` on (a node the rewrite removed): no children, no node.
+    A block of one input keeps the name its ``from:`` gives that input (the value it passes on)."""
     return dataclasses.replace(
         b, kind="skip", inputs=(value,), output=value, children=(), op=None, template=None, args=(), when=None,
-        target=None, repeat=None, named=False,
+        target=None, repeat=None, named=False, sources=b.sources if len(b.sources) == 1 else (),
     )  # fmt: skip
 
 
@@ -113,17 +117,46 @@ def retarget(block: Block, old: str, new: str) -> Block:
     return dataclasses.replace(block, inputs=inputs, output=new if block.output == old else block.output)
 
 
+def read_by_name(body: Block, switched: Callable[[Block], bool]) -> dict[str, frozenset[str | None]]:
+    """For each entry of the sequence ``body`` whose ``from:`` names an earlier entry of ``body`` (or
+    ``in``, None), the names (``Block.sources``) a class must read by name rather than by the value
+    they hold here: those with at least one entry between them and the reader, where an entry from
+    the named one up to the reader is ``switched`` (its ``when`` a class keeps as an argument). At a
+    use where such an entry is off, the name holds the value of an entry before it, or the reader's
+    input is the value just before it; where it is on, neither: one class serves both only if it
+    keeps the value under the name it is given (a switched-off entry's name holds its input)."""
+    position = {c.path: k for k, c in enumerate(body.children)}
+    found: dict[str, frozenset[str | None]] = {}
+    for i, c in enumerate(body.children):
+        named = set()
+        for p in c.sources:
+            j = -1 if p is None else position.get(p, i)  # `in` is before the first entry
+            if i - j > 1 and any(switched(e) for e in body.children[max(j, 0) : i]):
+                named.add(p)
+        if named:
+            found[c.path] = frozenset(named)
+    return found
+
+
 def check_tree(g: nx.DiGraph) -> None:
     """Raise a :class:`GraphError` naming the first place where the tree and the nodes disagree."""
     record = info(g)
     dormant = record.dormant.graph
     owned: dict[str, str] = {}
     repeated: set[str] = set()  # branches read through an identity named after them
+    named: set[str | None] = {None}  # what a `from:` may name: a block, an input of a template use, ...
+    naming: list[Block] = []  # the blocks whose `from:` names blocks
     for b, _, off in with_parents(g):
         where = b.path or "the model"
         for n in (*b.inputs, b.output):
             if n and n not in g and not (off and n in dormant):
                 raise GraphError(f"block {where} ({b.kind}) reads or holds node {n}, which is not in the graph")
+        named.add(b.path)
+        named.update(b.entries)
+        if b.repeat is not None:  # ... or a value a repeat names after it (`stage1.s0`)
+            named.update(f"{b.path}.{p}" for p in b.repeat.previous)
+        if b.sources:
+            naming.append(b)
         if off:
             continue
         for n in b.entries:  # a template with several inputs: the use holds the identity each input is
@@ -139,6 +172,12 @@ def check_tree(g: nx.DiGraph) -> None:
         owned[b.output] = where
         if b.op != node(g, b.output).op:
             raise GraphError(f"block {where} says op {b.op}, its node {b.output} is a {node(g, b.output).op}")
+    for b in naming:
+        if len(b.sources) != len(b.inputs) or not named.issuperset(b.sources):
+            raise GraphError(
+                f"block {b.path or 'the model'} ({b.kind}) names {b.sources} for its inputs {b.inputs}: expected "
+                "one name per input, each a block of the tree, an input of a template use or a value a repeat names"
+            )
     missing = [
         n for n in g if n not in owned and n != record.input and not (n in repeated and node(g, n).op == "identity")
     ]
@@ -150,4 +189,14 @@ def check_tree(g: nx.DiGraph) -> None:
             raise GraphError(f"output {o.name} reads {o.node}, which is not in the graph")
 
 
-__all__ = ["OWNERS", "bypassed", "check_tree", "map_roots", "map_tree", "retarget", "skip_of", "with_parents"]
+__all__ = [
+    "OWNERS",
+    "bypassed",
+    "check_tree",
+    "map_roots",
+    "map_tree",
+    "read_by_name",
+    "retarget",
+    "skip_of",
+    "with_parents",
+]
