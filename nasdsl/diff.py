@@ -10,7 +10,8 @@ nodes, relative to the entry) is a rename. So inserting a module is one
 ``added`` entry, and the entries after it change only where their input did.
 
 For each entry the diff lists what changed: its kind (op or template), its
-arguments (a template use's) or written attributes (an op's), its input and
+arguments (a template use's) or written attributes (an op's), what it reads
+(the entries, or the input, whose values it is given: ``from:``), its input and
 output shapes, and, where none of those did, the nodes inside it whose op,
 attributes, shape or inputs (``reads``: what the node reads, named from the entry) did; with its
 parameters and multiply-adds on both sides.
@@ -22,14 +23,18 @@ Totals are those of ``nasdsl summary`` (inference) and with the training heads.
     {"a": {"name", "file", "params", "macs", "params_train", "macs_train"}, "b": {...},
      "entries": [{"name", "status": "added" | "removed" | "changed" | "renamed", "was": old name or null,
                   "kind", "training_only", "output": [C, H, W] or [F],
-                  "changes": [{"what": "kind" | "arg" | "input" | "output" | "node" | "phase" | "outputs",
+                  "changes": [{"what": "kind" | "arg" | "reads" | "input" | "output" | "node" | "phase" | "outputs",
                                "key", "a", "b"}],
                   "params": {"a", "b", "delta"}, "macs": {"a", "b", "delta"}}],
      "totals": {"params" | "macs" | "params_train" | "macs_train": {"a", "b", "delta"}},
      "counts": {"added", "removed", "changed", "renamed"},
      "hash": {"a", "b"}, "same_architecture": true | false}
 
-A side's value is null where the entry does not exist on it. ``hash`` is each side's architecture
+A side's value is null where the entry does not exist on it. ``reads`` holds, on each side, the
+names of what the entry is given, in order: an entry's name where it reads an entry's output, else
+the node's path (the input's name, a node inside an entry). A reads change is listed only between
+values both sides have (an entry that reads an inserted one changes only where its input did; a
+renamed one is read under its new name). ``hash`` is each side's architecture
 hash (:func:`nasdsl.unique.graph_hash`): where they are equal the two compute the same function up
 to the names of their nodes, the order of a sum's terms, identities and nodes no output reads (two
 NAS-Bench-201 cells written with their edges in another order), and :func:`render` says so instead
@@ -70,6 +75,8 @@ class Entry:
     params: int
     macs: int
     training_only: bool
+    #: what it is given, in order: the entry whose output each input is (its name), else the node
+    reads: tuple[str, ...] = ()
 
     def signature(self) -> tuple:
         return (self.kind, self.args, self.inputs, self.output, self.nodes, self.training_only)
@@ -176,6 +183,8 @@ def entries(g: nx.DiGraph) -> list[Entry]:
     out = [Entry(inp, "input", stats, (), _shape(data.shape), (), 0, 0, False)]
     heads = [(o.head, o.training_only) for o in ir.info(g).outputs if o.head is not None]
     trees = [(c, False) for c in ir.info(g).model.children if c.kind != "skip" and not c.dormant] + heads
+    # a value read by another entry is named by the entry whose output it is
+    produced = {t.output: t.name for t, _ in reversed(trees)}
     for tree, training_only in trees:
         nodes = members.get(tree.name, [])
         kind, args = _kind(g, tree)
@@ -198,6 +207,7 @@ def entries(g: nx.DiGraph) -> list[Entry]:
                 sum(params(g, n) for n in nodes),
                 sum(macs(g, n) for n in nodes),
                 training_only,
+                tuple(produced.get(i, i) for i in tree.inputs),
             )
         )
     return out
@@ -249,11 +259,14 @@ def compare(a, b, *, a_name: str = "", b_name: str = "") -> Diff:
             if old.name not in renamed.values() and old.signature() == new.signature():
                 renamed[new.name] = old.name
                 break
+    # a value read on both sides, by its name on side a
+    both = {name for name in by_a if name in by_b} | set(renamed.values()) | {ir.info(ga).input}
+    as_a = {**{n: n for n in both}, **renamed}
     out: list[EntryDiff] = []
     for name in _merged_order([e.name for e in ea], [e.name for e in eb]):
         old, new = by_a.get(name), by_b.get(name)
         if old is not None and new is not None:
-            changes = _changes(old, new)
+            changes = _changes(old, new, as_a)
             if changes or old.params != new.params or old.macs != new.macs:
                 entry = _entry(name, "changed", old, new, changes)
                 out.append(dataclasses.replace(entry, same_layers=_layers(old) == _layers(new)))
@@ -307,7 +320,9 @@ def _entry(name: str, status: str, old: Entry | None, new: Entry | None, changes
     )
 
 
-def _changes(old: Entry, new: Entry) -> list[Change]:
+def _changes(old: Entry, new: Entry, as_a: dict[str, str]) -> list[Change]:
+    """What differs in an entry both sides have; ``as_a`` names, by their names on side a, the
+    values both sides have (side b's names as keys)."""
     changes: list[Change] = []
     if old.kind != new.kind:
         changes.append(Change("kind", "", old.kind, new.kind))
@@ -315,6 +330,8 @@ def _changes(old: Entry, new: Entry) -> list[Change]:
     for key in dict.fromkeys([*a_args, *b_args]):
         if a_args.get(key) != b_args.get(key):
             changes.append(Change("arg", key, a_args.get(key), b_args.get(key)))
+    if _reads_otherwise(old.reads, new.reads, as_a):
+        changes.append(Change("reads", "", list(old.reads), list(new.reads)))
     if old.training_only != new.training_only:
         changes.append(Change("phase", "training_only", old.training_only, new.training_only))
     if old.inputs != new.inputs:
@@ -324,6 +341,15 @@ def _changes(old: Entry, new: Entry) -> list[Change]:
     if not changes and old.nodes != new.nodes:
         changes += _node_changes(old, new)
     return changes
+
+
+def _reads_otherwise(a: tuple[str, ...], b: tuple[str, ...], as_a: dict[str, str]) -> bool:
+    """Whether an entry reads other values on side b than on side a, among the values both sides
+    have (what reads an added or a removed entry changes with it)."""
+    known_a = set(as_a.values())
+    if len(a) != len(b):
+        return all(x in known_a for x in a) and all(y in as_a for y in b)
+    return any(x in known_a and y in as_a and as_a[y] != x for x, y in zip(a, b, strict=True))
 
 
 def _node_changes(old: Entry, new: Entry) -> list[Change]:
@@ -454,6 +480,8 @@ def _describe(e: EntryDiff) -> str:
     for c in e.changes:
         if c.what == "arg":
             parts.append(f"{c.key} {_value(c.a)} -> {_value(c.b)}")
+        elif c.what == "reads":
+            parts.append(f"reads {', '.join(c.a) or '(nothing)'} -> {', '.join(c.b) or '(nothing)'}")
         elif c.what == "input":
             parts.append(f"input {', '.join(map(_dims, c.a))} -> {', '.join(map(_dims, c.b))}")
         elif c.what == "output":
@@ -492,7 +520,13 @@ def render(diff: Diff) -> str:
         f"b: {b.name} ({b.file}): {b.params:,} parameters, {b.macs:,} multiply-adds",
     ]
     if not diff.entries and (a.params_train, a.macs_train) == (b.params_train, b.macs_train):
-        lines.append("no differences")
+        if diff.hashes[0] == diff.hashes[1]:
+            lines.append("no differences")
+        else:  # a difference the entries do not show: never reported as none
+            lines.append(
+                f"no entry differs in what diff compares, but the architectures do: hash {diff.hashes[0]} -> "
+                f"{diff.hashes[1]}"
+            )
         return "\n".join(lines) + "\n"
     same = diff.same_architecture
     # entries whose layers are only named or wired otherwise: one line for them all

@@ -145,3 +145,47 @@ def test_a_node_that_reads_other_values_is_a_change(capsys):
     out = capsys.readouterr().out
     assert "no differences" not in out and "architecture hash" in out
     assert '~ first3 (NormalCellAfterReduction): n3.0: reads ["preprocess1.2"] -> ["preprocess0.bn"]' in out
+
+
+#: three convolutions of the same shape: which one ``c`` reads is all the wiring there is
+WIRED = """\
+nasdsl: 1
+name: Wired
+input: {shape: [4, 8, 8]}
+model:
+  a: {op: conv2d, out: 4, kernel: 3, padding: 1}
+  b: {op: conv2d, out: 4, kernel: 3, padding: 1}
+  c: {op: conv2d, out: 4, kernel: 1, from: b}
+"""
+
+
+def test_an_entry_that_reads_another_entry_is_a_change(tmp_path):
+    """``c`` reading ``a`` instead of ``b``: the same layers and shapes, another network (it was
+    'no differences'); the reader is named with what it reads on each side."""
+    a = _compile(tmp_path, WIRED, "a.yaml")
+    b = _compile(tmp_path, WIRED.replace("from: b}", "from: a}"), "b.yaml")
+    diff = compare(a, b)
+    assert [(e.name, e.status) for e in diff.entries] == [("c", "changed")]
+    assert as_dict(diff)["entries"][0]["changes"] == [{"what": "reads", "key": "", "a": ["b"], "b": ["a"]}]
+    assert "~ c (conv2d): reads b -> a" in render(diff) and "no differences" not in render(diff)
+    assert not diff.same_architecture
+
+
+def test_what_reads_an_inserted_or_renamed_entry_is_not_a_change(tmp_path):
+    """An entry put before ``b`` is the one change (``b`` now reads it); a renamed ``b`` is read by
+    ``c`` under its new name, and only the rename is listed."""
+    a = _compile(tmp_path, WIRED, "a.yaml")
+    inserted = _compile(tmp_path, WIRED.replace("  b:", "  act: relu\n  b:"), "inserted.yaml")
+    assert _statuses(compare(a, inserted)) == {"act": "added"}
+    renamed = _compile(tmp_path, WIRED.replace("  b:", "  bb:").replace("from: b}", "from: bb}"), "renamed.yaml")
+    assert _statuses(compare(a, renamed)) == {"bb": "renamed"}
+
+
+def test_architectures_that_differ_are_never_no_differences(tmp_path):
+    """Where no entry shows a difference but the hashes differ, the text says the architectures do."""
+    import dataclasses
+
+    a = _compile(tmp_path, WIRED, "a.yaml")
+    diff = dataclasses.replace(compare(a, a), hashes=("1111", "2222"))
+    assert diff.entries == () and "no differences" not in render(diff)
+    assert "the architectures do: hash 1111 -> 2222" in render(diff)
