@@ -20,7 +20,8 @@ logits; every model with --train), the same is done in training mode (batches 2 
 before each run, so that dropout draws the same masks). The other modes, each a row of its own:
 
 - ``--ensembles``: each ensemble spec of specs/ensembles/ too (the generated ensemble module,
-  its members seeded in turn; the weights files the spec names are not read), in eval mode;
+  its members drawn one after another from the seeded generator; the weights files the spec
+  names are not read), in eval mode;
 - ``--optimize TARGET``: the inference build ``build_model(spec, optimize=TARGET)`` holding the
   eval model's weights with every BatchNorm's statistics and affine drawn at random first (so
   that folding them changes the weights), checked as in eval mode against the *unoptimised* eager
@@ -202,7 +203,8 @@ def run(spec: Path, args: argparse.Namespace) -> list[tuple]:
     overrides = {} if ensemble else small_overrides(spec)
     torch.manual_seed(0)
     net = nasdsl.compile_spec(spec, overrides)
-    # an ensemble's members are seeded in turn: the weights files its spec names are not read
+    # an ensemble's members are drawn one after another from the seeded generator: the weights
+    # files its spec names are not read
     model = (model_class(net.graph)() if ensemble else nasdsl.build_model(net)).eval()
     shape = ir.node(net.graph, ir.info(net.graph).input).type.shape
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
