@@ -7,7 +7,9 @@ attention (Swin: padding, shifts and their mask from the map's sizes), partition
 (LR-ASPP: outputs by name, upsampling to the input's size) and a classifier with auxiliary heads
 in training (GoogLeNet: a NamedTuple). Each is shrunk (small inputs, narrow layers) so that the
 whole file takes a few seconds; ``benchmarks/export_zoo.py`` does the same for every spec at its
-smallest input, and ``torch.compile(fullgraph=True)`` too.
+smallest input, and ``torch.compile(fullgraph=True)`` too. A shrunk ResNet-18 also exports with its
+height and width dynamic, and its inference build (BatchNorm folded) with a dynamic batch, each
+against the eager model at two sizes or batches (the script's ``--dynamic-hw`` and ``--optimize``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 import nasdsl
 from nasdsl import build_model, ir
+from nasdsl.weights import param_shapes
 
 from paths import SPECS
 
@@ -108,3 +111,66 @@ def test_exports_with_a_dynamic_batch(name):
         assert all(t.shape[0] == size for t in want)
         for g, w in zip(got, want, strict=True):
             assert torch.allclose(g, w, rtol=0, atol=1e-5 * w.abs().max().item())
+
+
+#: ResNet-18 shrunk: 8 channels wide, one block a stage; its adaptive pooling takes any input size
+SMALL_RESNET = {"width": 8, "blocks1": 1, "blocks2": 1, "blocks3": 1, "blocks4": 1, "num_classes": 10}
+
+
+@pytest.fixture(scope="module")
+def small_resnet():
+    net = nasdsl.compile_spec(SPECS / "resnet18.yaml", {**SMALL_RESNET, "input.shape": [3, 48, 48]})
+    torch.manual_seed(0)
+    return net, build_model(net).eval()
+
+
+def _close(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+    assert [t.shape for t in got] == [t.shape for t in want]
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, rtol=0, atol=1e-5 * w.abs().max().item())
+
+
+def test_exports_with_a_dynamic_height_and_width(small_resnet):
+    """The height and width dynamic (``Dim.AUTO``) beside the batch: the program, exported at
+    64x48 (no map of a side of 1, which torch.export would specialise), computes the eager
+    model's outputs at other sizes and batches. The spec's IR says the sizes are the model's:
+    compiled at each, its parameters have the same shapes."""
+    net, model = small_resnet
+    sizes = [(1, 48, 80), (3, 96, 64)]
+    for _, h, w in sizes:
+        other = nasdsl.compile_spec(SPECS / "resnet18.yaml", {**SMALL_RESNET, "input.shape": [3, h, w]})
+        assert param_shapes(other.graph) == param_shapes(net.graph)
+    auto = torch.export.Dim.AUTO
+    dynamic = {0: torch.export.Dim("batch", min=1, max=64), 2: auto, 3: auto}
+    example = torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(1))
+    program = torch.export.export(model, (example,), dynamic_shapes=(dynamic,)).module()
+    for b, h, w in sizes:
+        x = torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(h))
+        _close(seeded(program, x), seeded(model, x))
+
+
+def test_an_optimised_build_exports_and_computes_the_eager_model(small_resnet):
+    """``build_model(..., optimize="cpu")`` (every BatchNorm folded into its convolution), with
+    the eager model's weights and BatchNorm statistics drawn at random (so that the folding
+    changes the weights), exports with a dynamic batch and computes what the unoptimised eager
+    model does at batches of 1 and 3."""
+    net, model = small_resnet
+    generator = torch.Generator().manual_seed(2)
+    state = dict(model.state_dict())
+    for key in [k for k in state if k.endswith("running_var")]:
+        prefix, shape = key.removesuffix("running_var"), state[key].shape
+        state[key] = torch.rand(shape, generator=generator) + 0.5
+        state[prefix + "running_mean"] = torch.randn(shape, generator=generator) * 0.2
+        state[prefix + "weight"] = torch.rand(shape, generator=generator) + 0.5
+        state[prefix + "bias"] = torch.randn(shape, generator=generator) * 0.2
+    reference = build_model(net, weights=state).eval()
+    optimized = build_model(net, optimize="cpu", weights=state)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in optimized.modules())
+    example = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(optimized, (example,), dynamic_shapes=({0: batch},)).module()
+    for size in (1, 3):
+        x = torch.randn(size, 3, 48, 48, generator=torch.Generator().manual_seed(size))
+        want = seeded(reference, x)
+        assert not torch.allclose(want[0], seeded(model, x)[0], atol=1e-3)  # the statistics drawn count
+        _close(seeded(program, x), want)

@@ -4,7 +4,9 @@ import: from the module (the Python API) and from its ``torch.onnx.export(..., d
 file. Sizes and scales are where float32 matters: 10 x 2.3 is 23 in double precision, as
 PyTorch computes it, and 22.99999952 with the float32 2.29999995 that an ONNX file holds (ONNX's
 shape inference says 22, ONNX Runtime 23); 7 x 1.5 and 9 x 0.75 are no whole numbers, so that a
-size in place of the scale would map the positions by another ratio."""
+size in place of the scale would map the positions by another ratio. ONNX's first resizes
+(Upsample at opsets 7 and 9, Resize at opset 10), which no exporter of today writes, are built
+node by node and their reference is ONNX Runtime's run of the file."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from onnx_runs import agreement, run_ort
 import nasdsl
 from nasdsl.backends.onnx import export_onnx
 from nasdsl.backends.pytorch import generate_source, load_source
+from nasdsl.cli import main as cli_main
 from nasdsl.importer import ImportFailure, import_model
 
 
@@ -206,3 +209,105 @@ def test_nasdsls_own_export_imports_back_to_its_scale(tmp_path, resize, entry):
     result = import_model(proto, weights=True)
     assert _resized(result) == {"op": "interpolate", **entry}
     assert agreement(proto, result) <= 1e-6
+
+
+# -- the first resizes: Upsample (opset 7, 9) and Resize (opset 10) ----------------------------
+
+
+def _first_resize(op: str, opset: int, scales: tuple[float, float], mode: str, *, attribute: bool = False):
+    """A 1x1 convolution of a 1x3x10x6 map (weights to carry) and ``op`` by ``scales`` along its
+    height and width, in a file of ``opset``: Upsample's scales an attribute at opset 7, an input
+    (as Resize's at opset 10) from opset 9."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, "height", "width"])
+    weight = np.random.default_rng(0).standard_normal((2, 3, 1, 1)).astype(np.float32)
+    tensors = [onnx.numpy_helper.from_array(weight, "conv.weight")]
+    factors = [1.0, 1.0, *scales]
+    if attribute:
+        resize = helper.make_node(op, ["c"], ["y"], name="up", mode=mode, scales=factors)
+    else:
+        tensors.append(helper.make_tensor("scales", TensorProto.FLOAT, [4], factors))
+        resize = helper.make_node(op, ["c", "scales"], ["y"], name="up", mode=mode)
+    conv = helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="conv")
+    graph = helper.make_graph([conv, resize], "g", [x], [y], initializer=tensors)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+#: (op, opset, scales attribute, scales, the spec's entry): nearest by whole or fractional scales
+#: of 1 or more (output position i copies floor(i / scale), PyTorch's too), and Resize's by 0.5,
+#: whose positions 2i are whole numbers (no rounding to say); scales per side as the sizes
+FIRST_RESIZES = [
+    ("Upsample", 7, True, (2.0, 2.0), {"scale": 2.0}),
+    ("Upsample", 9, False, (2.0, 3.0), {"size": [20, 18]}),
+    ("Resize", 10, False, (3.0, 3.0), {"scale": 3.0}),
+    ("Resize", 10, False, (1.5, 2.5), {"size": [15, 15]}),
+    ("Resize", 10, False, (0.5, 0.5), {"scale": 0.5}),
+]
+
+
+@pytest.mark.parametrize(("op", "opset", "attribute", "scales", "entry"), FIRST_RESIZES)
+def test_nearest_upsample_and_resize_of_opset_10_import_as_onnx_runtime_runs_them(op, opset, attribute, scales, entry):
+    proto = _first_resize(op, opset, scales, "nearest", attribute=attribute)
+    x = np.random.default_rng(1).standard_normal((1, 3, 10, 6)).astype(np.float32)
+    want = run_ort(proto, x)
+    result = import_model(proto, weights=True)
+    assert _resized(result) == {"op": "interpolate", **entry}
+    with torch.no_grad():
+        got = _generated(result)(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape == (1, 2, int(10 * scales[0]), int(6 * scales[1]))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+#: (file, the error after the node): linear reads other positions than PyTorch's; a shrinking
+#: nearest rounds as the file does not say; Upsample takes no scale under 1
+FIRST_REFUSED = [
+    (
+        ("Resize", 10, (2.0, 2.0), "linear"),
+        "graph.node[1] 'up' (Resize): error: a linear Resize of opset 10 by [2.0, 2.0]: its positions are ONNX's "
+        "asymmetric coordinates (output position i reads i / scale), which none of PyTorch's linear modes, the "
+        "spec's interpolate, reads: half_pixel reads (i + 0.5) / scale - 0.5, align_corners (side - 1) / (out - 1) * i",
+    ),
+    (
+        ("Upsample", 9, (2.0, 2.0), "linear"),
+        "graph.node[1] 'up' (Upsample): error: a linear Upsample of opset 9 by [2.0, 2.0]: its positions are",
+    ),
+    (
+        ("Resize", 10, (0.6, 1.0), "nearest"),
+        "graph.node[1] 'up' (Resize): error: a nearest Resize of opset 10 by [0.600000024, 1.0] shrinks axis 2 "
+        "(10 to 6) reading positions i / 0.600000024 that fall between the input's: how those round, the Upsample "
+        "of opset 7 to 9 and Resize of opset 10 leave unsaid (ONNX Runtime rounds them up, PyTorch's nearest down; "
+        "from opset 11, Resize's nearest_mode says it)",
+    ),
+    (
+        ("Upsample", 9, (0.5, 0.5), "nearest"),
+        "graph.node[1] 'up' (Upsample): error: an Upsample of opset 9 by [0.5, 0.5]: ONNX's Upsample takes scales "
+        "of 1 or more",
+    ),
+]
+
+
+@pytest.mark.parametrize(("made", "message"), FIRST_REFUSED)
+def test_first_resizes_that_pytorch_does_not_compute_are_refused(tmp_path, capsys, made, message):
+    op, opset, scales, mode = made
+    path = tmp_path / "up.onnx"
+    path.write_bytes(_first_resize(op, opset, scales, mode).SerializeToString())
+    out = tmp_path / "up.yaml"
+    assert cli_main(["import", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: {message}" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_onnx_runtime_reads_other_positions_than_pytorch_where_the_first_resizes_are_refused():
+    """What the refusals above guard against: ONNX Runtime's linear Resize of opset 10 by 2 is
+    not PyTorch's bilinear by 2, and its nearest by 0.6 rounds up where PyTorch rounds down."""
+    x = np.random.default_rng(1).standard_normal((1, 3, 10, 6)).astype(np.float32)
+    conv = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 1, 1)).astype(np.float32))
+    mapped = torch.nn.functional.conv2d(torch.from_numpy(x), conv)
+    linear = run_ort(_first_resize("Resize", 10, (2.0, 2.0), "linear"), x)
+    ours = F.interpolate(mapped, scale_factor=2.0, mode="bilinear").numpy()
+    assert linear.shape == ours.shape and not np.allclose(linear, ours, atol=1e-3)
+    shrunk = run_ort(_first_resize("Resize", 10, (0.6, 1.0), "nearest"), x)
+    ours = F.interpolate(mapped, scale_factor=(0.6, 1.0), mode="nearest").numpy()
+    assert shrunk.shape == ours.shape == (1, 2, 6, 6) and not np.allclose(shrunk, ours, atol=1e-3)

@@ -443,7 +443,8 @@ class _Reader:
                 consumers.setdefault(i, []).append(n)
         self.folding: set[int] = set()
         shapes = {k: v for k, v in self.shapes.items()}
-        view = self.view = View(self.const, shapes, consumers, producer, self.fold_value)
+        opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 17)
+        view = self.view = View(self.const, shapes, consumers, producer, self.fold_value, opset)
         shapes[self.input.name] = (1, *self.chw)
         input_name = _identifier(self.input.name, "x")
         inp = Node(

@@ -50,10 +50,12 @@ class Match:
 class View:
     """What a handler may ask of the graph: attributes, constants (folded on demand by
     ``fold``), shapes (batch included; those of values already read are nasdsl's own),
-    consumers."""
+    consumers; ``opset``: the file's version of the default domain, which says how a node's
+    inputs and attributes read (a Resize of opset 10 has no ``roi`` or ``sizes``)."""
 
-    def __init__(self, const: dict, shapes: dict, consumers: dict, producer: dict, fold=None) -> None:
+    def __init__(self, const: dict, shapes: dict, consumers: dict, producer: dict, fold=None, opset: int = 17) -> None:
         self.const = const
+        self.opset = opset
         self.shapes = shapes
         self.consumers = consumers
         self.producer = producer
@@ -698,15 +700,14 @@ def _resize(view: View, node) -> Match:
     the frontend's shape inference takes). Constant sizes are kept as ``size``; constant scales as
     the one ``scale`` a model was written with (:func:`nasdsl.importer.resize.decimal_scale`: 2.3
     for the file's float32 2.29999995) where it gives the sizes and maps the positions as the
-    file's scales do, else as the sizes where those map them alike; another is an error."""
+    file's scales do, else as the sizes where those map them alike; another is an error. Below
+    opset 11 a Resize is an ``Upsample`` by its input ``scales`` (:func:`_upsample`)."""
+    if view.opset < 11:
+        return _upsample(view, node)
     a = view.attrs(node)
-    x = node.input[0]
-    rank = view.rank(x)
     mode = _text(a, "mode", "nearest")
     coords = _text(a, "coordinate_transformation_mode", "half_pixel")
     rounding = _text(a, "nearest_mode", "round_prefer_floor")
-    if rank not in (3, 4, 5):
-        raise Unsupported(f"a Resize of a {rank - 1}-D input: the spec's interpolate takes maps (C, L) to (C, T, H, W)")
     if a.get("antialias", 0) or "axes" in a or a.get("exclude_outside", 0):
         raise Unsupported("a Resize with antialias, axes or exclude_outside: the spec's interpolate has none")
     if not (mode == "nearest" and coords == "asymmetric" and rounding == "floor") and not (
@@ -718,32 +719,107 @@ def _resize(view: View, node) -> Match:
             + ": the spec's interpolate computes PyTorch's nearest (asymmetric, floor) and linear "
             "(half_pixel, pytorch_half_pixel or align_corners)"
         )
-    in_shape = view.shapes.get(x, ())
     sizes = view.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
     scales = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    return _interpolation(view, node, mode, coords, sizes, scales)
+
+
+#: the ops of ONNX's first resizes: Upsample (opset 7, 9) and Resize (opset 10)
+_FIRST_RESIZES = "Upsample of opset 7 to 9 and Resize of opset 10"
+
+
+def _upsample(view: View, node) -> Match:
+    """``Upsample`` (its ``scales`` an attribute at opset 7, an input from opset 9) and the
+    ``Resize`` of opset 10, which is the same op: the output's sides are ``floor(side *
+    scale)`` and output position ``i`` reads ``i / scale`` (ONNX's ``asymmetric`` coordinates;
+    ONNX Runtime takes the float32 quotient). Nearest rounds that down where a side grows (ONNX
+    Runtime truncates it) and leaves the rounding unsaid where one shrinks (ONNX Runtime rounds
+    up there): a shrinking side is read only where its positions are whole numbers, whichever
+    way they round. It is then the spec's nearest ``interpolate`` where it picks PyTorch's
+    positions (:func:`_interpolation`). Linear with those coordinates is no mode of PyTorch's
+    (whose linear modes read ``(i + 0.5) / scale - 0.5`` or align the corners) and is refused
+    wherever a side changes."""
+    a = view.attrs(node)
+    what = f"{node.op_type} of opset {view.opset}"
+    article = "an" if what[0] in "AEIOU" else "a"
+    mode = _text(a, "mode", "nearest")
+    if "scales" in a:
+        scales = np.asarray(a["scales"], dtype=np.float32)
+    elif len(node.input) > 1 and node.input[1]:
+        scales = view.get(node.input[1])
+        if scales is None:
+            raise Unsupported(f"{article} {what} by scales computed in the graph: the spec's sizes are constants")
+    else:
+        raise Unsupported(f"{article} {what} without scales")
+    if mode not in ("nearest", "linear", "bilinear"):  # opset 7 also names 2-D linear bilinear
+        raise Unsupported(f"{article} {what} in mode {mode}: the spec's interpolate computes nearest and linear modes")
+    factors = [float(np.float32(v)) for v in np.asarray(scales).reshape(-1)]
+    spatial = factors[2:]
+    shown = [float(f"{f:.9g}") for f in spatial]
+    if node.op_type == "Upsample" and any(f < 1.0 for f in factors):
+        raise Unsupported(f"an {what} by {shown}: ONNX's Upsample takes scales of 1 or more")
+    if mode != "nearest":
+        if any(f != 1.0 for f in spatial):
+            raise Unsupported(
+                f"a {mode} {what} by {shown}: its positions are ONNX's asymmetric coordinates (output "
+                "position i reads i / scale), which none of PyTorch's linear modes, the spec's interpolate, "
+                "reads: half_pixel reads (i + 0.5) / scale - 0.5, align_corners (side - 1) / (out - 1) * i"
+            )
+        return _interpolation(view, node, "linear", "half_pixel", None, scales)  # every side kept: a copy
+    in_shape = view.shapes.get(node.input[0], ())
+    for k, (d, f) in enumerate(zip(in_shape[2:], spatial, strict=False)):
+        if not isinstance(d, int) or f >= 1.0:
+            continue
+        out = int(np.float32(d) * np.float32(f))
+        read = np.arange(out, dtype=np.float32) / np.float32(f)
+        if not np.array_equal(np.floor(read), np.ceil(read)):
+            raise Unsupported(
+                f"a nearest {what} by {shown} shrinks axis {k + 2} ({d} to {out}) reading positions i / {shown[k]} "
+                f"that fall between the input's: how those round, the {_FIRST_RESIZES} leave unsaid (ONNX Runtime "
+                "rounds them up, PyTorch's nearest down; from opset 11, Resize's nearest_mode says it)"
+            )
+    return _interpolation(view, node, "nearest", "asymmetric", None, scales)
+
+
+def _interpolation(view: View, node, mode: str, coords: str, sizes, scales) -> Match:
+    """The spec's ``interpolate`` of a resize node read by :func:`_resize` or :func:`_upsample`
+    (mode, coordinates and rounding already checked) to constant ``sizes`` or by constant
+    ``scales`` (numpy arrays, one per axis, or None)."""
+    x = node.input[0]
+    rank = view.rank(x)
+    what = "a Resize" if node.op_type == "Resize" else "an Upsample"
+    if rank not in (3, 4, 5):
+        raise Unsupported(f"{what} of a {rank - 1}-D input: the spec's interpolate takes maps (C, L) to (C, T, H, W)")
+    in_shape = view.shapes.get(x, ())
     if sizes is None and (scales is None or scales.size == 0):
-        raise Unsupported("a Resize to sizes or scales computed in the graph: the spec's sizes are constants")
+        raise Unsupported(f"{what} to sizes or scales computed in the graph: the spec's sizes are constants")
     if not all(isinstance(d, int) for d in in_shape):
-        raise Unsupported(f"a Resize of an input of shape {list(in_shape)}: the spec's sizes are constants")
+        raise Unsupported(f"{what} of an input of shape {list(in_shape)}: the spec's sizes are constants")
     ins = [int(d) for d in in_shape[2:]]
     if sizes is not None and sizes.size:
         sizes = [int(v) for v in sizes.reshape(-1)]
         if len(sizes) != rank or list(sizes[:2]) != list(in_shape[:2]):
-            raise Unsupported(f"a Resize to {sizes}: the spec's interpolate keeps the batch and the channels")
+            raise Unsupported(f"{what} to {sizes}: the spec's interpolate keeps the batch and the channels")
         outs, factors = sizes[2:], None
     else:
         factors = [float(np.float32(v)) for v in scales.reshape(-1)]
         if len(factors) != rank or factors[:2] != [1.0, 1.0]:
-            raise Unsupported(f"a Resize by {factors}: the spec's interpolate keeps the batch and the channels")
+            raise Unsupported(f"{what} by {factors}: the spec's interpolate keeps the batch and the channels")
         factors = factors[2:]
         outs = [int(np.float32(d) * np.float32(f)) for d, f in zip(ins, factors, strict=True)]  # ONNX Runtime's
     shown = f"by {[float(f'{f:.9g}') for f in factors]}" if factors is not None else f"to {outs}"
     if any(o < 1 for o in outs):
-        raise Unsupported(f"a Resize {shown} of {ins} leaves no positions")
+        raise Unsupported(f"{what} {shown} of {ins} leaves no positions")
     if mode == "linear" and coords == "pytorch_half_pixel" and any(o == 1 < i for i, o in zip(ins, outs, strict=True)):
         raise Unsupported(
             f"a linear Resize {shown} with pytorch_half_pixel coordinates to a side of 1: it reads the side's first "
             "position where PyTorch's F.interpolate (and half_pixel) reads its middle"
+        )
+    declared = view.shapes.get(node.output[0], ())
+    if len(declared) == rank and all(isinstance(d, int) for d in declared) and list(declared[2:]) != outs:
+        raise Unsupported(
+            f"{what} {shown} of {ins}: ONNX's shape inference gives it the sides {list(declared[2:])}, ONNX "
+            f"Runtime {outs}"
         )
     attrs: dict = {"mode": "nearest" if mode == "nearest" else _LINEAR[rank - 2]}
     if coords == "align_corners":
@@ -756,7 +832,7 @@ def _resize(view: View, node) -> Match:
     found = resize.spec_resize(ins, outs, scale, computes)
     if found is None:
         raise Unsupported(
-            f"a Resize {shown} in mode {mode} with {coords} coordinates: no one scale or sizes of the spec's "
+            f"{what} {shown} in mode {mode} with {coords} coordinates: no one scale or sizes of the spec's "
             "interpolate (PyTorch's F.interpolate) give its sizes and positions"
         )
     attrs.update(found)
@@ -842,6 +918,7 @@ PATTERNS: dict[str, list[Callable]] = {
     "LayerNormalization": [_layer_norm],
     "Softmax": [_softmax],
     "Resize": [_resize],
+    "Upsample": [_upsample],
     "Expand": [_expand],
     "Gather": [_nearest_gathers, _gather],
 }
