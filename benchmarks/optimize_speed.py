@@ -72,6 +72,8 @@ FAMILIES: dict[str, tuple[str, Callable[[], torch.nn.Module]]] = {
         "inception_v3.yaml",
         lambda: torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False),
     ),
+    # a video model: every BatchNorm follows a conv3d (clips of 3x16x112x112; channels_last_3d)
+    "r3d_18": ("r3d_18.yaml", lambda: torchvision.models.video.r3d_18(weights=None)),
 }
 
 
@@ -93,7 +95,7 @@ def randomise(model: torch.nn.Module, seed: int = 1) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
@@ -107,8 +109,10 @@ def pair(family: str, size: int | None) -> tuple[nasdsl.Compiled, torch.nn.Modul
     """The compiled spec, torchvision's model (eval, random weights) and our training state_dict
     holding the same tensors."""
     spec, make = FAMILIES[family]
-    overrides = {"input.shape": [3, size, size]} if size else {}
-    net = nasdsl.compile_spec(ROOT / "specs" / spec, overrides)
+    net = nasdsl.compile_spec(ROOT / "specs" / spec)
+    if size:  # the height and width only (a clip keeps its frames)
+        shape = ir.node(net.graph, ir.info(net.graph).input).shape
+        net = nasdsl.compile_spec(ROOT / "specs" / spec, {"input.shape": [*shape[:-2], size, size]})
     torch.manual_seed(0)
     reference = make().eval()
     randomise(reference)
@@ -154,14 +158,15 @@ def eager(family: str, batch: int, repeats: int, warmup: int, size: int | None) 
     net, reference, state = pair(family, size)
     shape = ir.node(net.graph, ir.info(net.graph).input).shape
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(2))
-    x = x.contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    x = x.contiguous(memory_format=layout)
     training = nasdsl.build_model(net)
     training.load_state_dict(state, strict=False)  # the training-only heads keep their initialisation
     models = {"torchvision": reference, "nasdsl": training.eval()}
     for name, rewrites in VARIANTS.items():
         cls = model_class(optimize(net, rewrites=rewrites))
         models[name] = cls.from_training_state_dict(state)
-    models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
+    models = {k: m.to(memory_format=layout) for k, m in models.items()}
     with torch.inference_mode():
         want = models["torchvision"](x)
         for name, m in models.items():

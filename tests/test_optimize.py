@@ -377,6 +377,19 @@ def test_the_fusions_are_where_they_pay(specs):
                                             "inception3a.branch3.0.conv")) in ir.info(g).derivation  # fmt: skip
 
 
+def test_video_models_fold_their_batchnorms_into_3d_convolutions(specs):
+    """Every BatchNorm of R3D-18 and R(2+1)D-18 follows a ``conv3d``: the inference build has none
+    left, the convolutions gain their biases (the function is checked by the test above)."""
+    for spec in ("r3d_18", "r2plus1d_18"):
+        net = specs[spec][0]
+        norms = sum(1 for _, d in ir.nodes(net.graph) if d.op == "batch_norm")
+        g = optimize(net, "cpu")
+        folded = [s for s in ir.info(g).derivation if isinstance(s, FoldNorm)]
+        assert len(folded) == norms > 0, spec
+        assert not any(d.op == "batch_norm" for _, d in ir.nodes(g)), spec
+        assert all(ir.node(g, s.layer).op == "conv3d" and ir.node(g, s.layer).attrs["bias"] for s in folded), spec
+
+
 def test_numpy_and_generated_torch_derivations_agree_bit_for_bit(specs):
     net, weights = specs["googlenet_bn"]
     g = optimize(net, "cuda")

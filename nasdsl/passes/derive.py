@@ -40,7 +40,7 @@ NORM_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 @dataclass(frozen=True)
 class FoldNorm:
-    """The BatchNorm ``norm`` folded into ``layer``, the conv2d or linear before it.
+    """The BatchNorm ``norm`` folded into ``layer``, the convolution or linear layer before it.
 
     With ``s = gamma / sqrt(running_var + eps)`` per output channel, the layer's
     weight becomes ``W * s`` (each output row scaled) and its bias

@@ -2,9 +2,9 @@
 
 - :func:`drop_identities` removes ``identity`` nodes, wiring their consumers
   (and any output that reads them) to their input.
-- :func:`fold_norms` folds each ``batch_norm`` whose input is a ``conv2d``, or
-  a ``linear`` over flat features, that nothing else reads and that is no
-  output, into that layer: the layer keeps its name, gains a bias, and reads
+- :func:`fold_norms` folds each ``batch_norm`` whose input is a convolution
+  (``conv1d``, ``conv2d``, ``conv3d``), or a ``linear`` over flat features,
+  that nothing else reads and that is no output, into that layer: the layer keeps its name, gains a bias, and reads
   as before; the BatchNorm node disappears and its readers (and any output)
   read the layer. A chain ``conv2d``, ``batch_norm``, ``batch_norm`` folds both,
   one after the other. This is the one place where BatchNorm is folded: the
@@ -34,8 +34,14 @@ import networkx as nx
 
 from nasdsl import ir
 from nasdsl.ir.rewrite import Rewriter
+from nasdsl.ops.conv import CONV_NAMES
 from nasdsl.passes.derive import FoldNorm, record
 from nasdsl.passes.symbolic import infer_symbols
+
+
+#: the convolutions a BatchNorm folds into: each keeps its output channels on the weight's first
+#: axis, which the fold scales (transposed convolutions keep them on the second, and are left alone)
+FOLDED_CONVOLUTIONS = frozenset(CONV_NAMES.values())
 
 
 def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
@@ -51,14 +57,14 @@ def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
 
 
 def norm_foldable(g: nx.DiGraph, norm: str) -> bool:
-    """Whether the BatchNorm ``norm`` can be folded into its input: a ``conv2d``, or a
-    ``linear`` over flat features, read by ``norm`` alone and no output itself."""
+    """Whether the BatchNorm ``norm`` can be folded into its input: a convolution of any rank, or
+    a ``linear`` over flat features, read by ``norm`` alone and no output itself."""
     (src,) = ir.inputs(g, norm)
     layer = ir.node(g, src)
     if layer.op == "linear":
         if layer.attrs.get("dim", "features") != "features":
             return False
-    elif layer.op != "conv2d":
+    elif layer.op not in FOLDED_CONVOLUTIONS:
         return False
     if g.out_degree(src) != 1:
         return False
