@@ -318,11 +318,12 @@ class _Builder:
                 concrete, expr, dep = scope.evaluate(value, opdef.attr_index[key].literals)
             except SpecError as e:
                 raise _in_node(_where_null(e, value, scope), scope, path) from None
-            if concrete is None:  # a parameter given null: the attribute is not given, as if left out
+            if concrete is None:  # null, or a parameter given null: the attribute is not given, as if left out
                 if opdef.attr_index[key].default is REQUIRED:
                     e = SpecError(f"expected a value for {key}, which {b.op} requires, got null", path=key)
                     raise self._attr_error(e, b, path, scope) from None
-                nulls[key] = expr
+                if expr is not None:  # a parameter: the class writes the attribute from it
+                    nulls[key] = expr
                 continue
             given[key] = concrete
             if expr is not None:
