@@ -30,7 +30,7 @@ from nasdsl import document
 from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
 from nasdsl.numbers import number_ok
-from nasdsl.ops import MERGE_OPS, describe
+from nasdsl.ops import MERGE_OPS, OPS, REQUIRED, describe
 from nasdsl.spec import (
     Value,
     block_kind,
@@ -304,7 +304,8 @@ class _Scanner:
         if kind == "op":
             for attr in b:
                 if attr not in ("op", "phase", "when", "doc", "from"):  # `from` is read above, as an input
-                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}", null=True)
+                    null = _optional(b["op"], attr)
+                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}", null=null)
         elif kind == "use":
             args = b.get("args")
             params = self._params(b.get("use"))
@@ -333,7 +334,8 @@ class _Scanner:
         elif kind in MERGE_OPS:
             for attr in b:
                 if attr not in (kind, "phase", "when", "doc", "from"):
-                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}", null=True)
+                    null = _optional(kind, attr)
+                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}", null=null)
             branches = b[kind]
             if isinstance(branches, YList):
                 for i in range(len(branches)):
@@ -344,6 +346,13 @@ class _Scanner:
 
     def _params(self, template: object) -> list[str]:
         return document.param_names(template, self.templates)
+
+
+def _optional(op: object, attr: str) -> bool:
+    """Whether ``attr`` of ``op`` may be null (not given): an optional attribute, or one the
+    parser refuses anyway (an unknown op or key)."""
+    found = OPS[op].attr_index.get(attr) if isinstance(op, str) and op in OPS else None
+    return found is None or found.default is not REQUIRED
 
 
 def _identity(m: YMap) -> object:
@@ -600,7 +609,8 @@ def _options(raw: object, loc: Location, path: str, *, null: bool = False) -> tu
         where = {"location": raw.loc_of(i), "path": f"{path}[{i}]"}
         if isinstance(item, YList):
             if any(isinstance(x, (YMap, YList)) or x is None for x in item) or not item:
-                raise SpecError("expected an option that is a value or a list of values", **where)
+                held = " (got a list that holds null: a list holds values)" if None in item else ""
+                raise SpecError(f"expected an option that is a value or a list of values{held}", **where)
             options.append(tuple(item))
         elif isinstance(item, YMap):
             what = "a choice inside a choice"
@@ -608,7 +618,8 @@ def _options(raw: object, loc: Location, path: str, *, null: bool = False) -> tu
         elif item is None and not null:
             raise SpecError(
                 "expected an option that is a number, true, false or an expression, got null (null is an option "
-                "only where a value may be null: a template argument, a parameter's default or an op's attribute)",
+                "only where a value may be null: a template argument, a parameter's default or an op's optional "
+                "attribute)",
                 **where,
             )
         else:
