@@ -690,3 +690,123 @@ def test_a_search_picks_null_and_its_reports_write_it(chosen, tmp_path, capsys):
     picks = tuple(p.options.index(values[p.name]) if p.name in values else p.default for p in space.points)
     body = variant_yaml(space, picks, "x").split("\n", 2)[2]
     assert picked.read_text().endswith(body) and "null" in body.replace("{pad: null}", "")
+
+
+def test_null_that_reaches_a_required_attribute_or_a_repeat_count_is_refused_where_it_is_written(tmp_path, capsys):
+    """Through a template, where only building the variant tells: the variant that picks null is
+    invalid with the compiler's error at the option, and ``--pick`` refuses it; a repeat count
+    that a parameter gives null is reported at the argument, as a ``when``'s is."""
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        ERRORS.replace("templates:\n", "templates:\n  Rep:\n    params: [n]\n    body: {repeat: n, block: relu}\n")
+        + "  a: {use: Conv, args: [{choice: [4, null], name: width}, 1]}\n  b: {use: Rep, args: [2]}\n"
+    )
+    assert main(["space", str(path)]) == 0
+    out, err = capsys.readouterr()
+    error = (
+        f"{path}:29:38: error: model.a.args[0]: expected a value for out, which conv2d requires, got null "
+        "(used as 'out' of node a.conv)"
+    )
+    assert " 1  null " in out and "invalid" in out and f"variant 1: {error}\n" in out
+    assert main(["space", str(path), "--pick", "1", "-o", str(tmp_path / "v.yaml")]) == 2
+    assert capsys.readouterr().err == f"error: --pick: variant 1 does not compile:\n{error}\n"
+    assert not (tmp_path / "v.yaml").exists()
+    assert main(["check", str(path), "--set", "b.n=null"]) == 2
+    assert capsys.readouterr().err == (
+        "<--set b.n=null>:1:5: error: model.b.args.n: expected an integer > 0, got null (used as the count of "
+        "repeat b)\n"
+    )
+
+
+def test_sweep_and_draw_write_null_as_the_spec_does(tmp_path, capsys):
+    """``nasdsl sweep --set K=[null,...]`` makes null an option (a variable cannot be null); the
+    drawing labels a use's null argument ``null``."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "null_args.yaml"
+    assert main(["sweep", str(example), "--set", "parts.concat.tail.stop=[null,8]"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:5]]
+    # the tail's channels 6..11 (null: to the end), or 6..7: the peak is the concat's output, 10 or 6 channels
+    assert [(r[1], r[5], r[6]) for r in rows] == [("null", "28,512", "ok"), ("8", "23,328", "ok")]
+    assert main(["sweep", str(example), "--set", "to_size.out=[null,4]"]) == 0
+    assert "expected a value for out, which conv2d requires, got null" in capsys.readouterr().out
+    dot = tmp_path / "n.dot"
+    assert main(["draw", str(example), "-o", str(dot)]) == 0
+    text = dot.read_text()
+    assert "Resize to_size (12, 24, null)" in text and "Resize by_scale (12, null, 1.5)" in text
+
+
+BASE = """\
+nasdsl: 1
+name: Base
+input: {shape: [6, 5, 7]}
+templates:
+  Cut:
+    params: [start, {stop: 4}]
+    body:
+      cut: {op: slice, start: start, stop: stop}
+model:
+  a: {use: Cut, args: [1]}
+  b: {op: slice, start: 1, stop: 3, from: in}
+outputs:
+  oa: {from: a}
+  ob: {from: b}
+"""
+
+
+def test_extends_overrides_a_value_with_null_and_back(tmp_path):
+    """A spec that extends another gives null to a default, an argument and an attribute (each
+    entry restated whole), and one that extends it gives the values back: their graphs are the
+    base's with ``--set`` null, and the base's."""
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "null.yaml").write_text(
+        "extends: base.yaml\ntemplates:\n  Cut:\n    params: [start, {stop: ~}]\n"
+        "    body:\n      cut: {op: slice, start: start, stop: stop}\n"
+        "model:\n  b: {op: slice, start: 1, stop: Null, from: in}\n"
+    )
+    (tmp_path / "back.yaml").write_text(
+        "extends: null.yaml\nmodel:\n  a: {use: Cut, args: [1, 4]}\n  b: {op: slice, start: 1, stop: 3, from: in}\n"
+    )
+    base = nasdsl.compile_spec(tmp_path / "base.yaml")
+    nulled = nasdsl.compile_spec(tmp_path / "null.yaml")
+    assert [ir.node(nulled.graph, n).shape for n in ("a.cut", "b")] == [(5, 5, 7), (5, 5, 7)]
+    assert _unlocated(nulled.graph) == _unlocated(
+        nasdsl.compile_spec(tmp_path / "base.yaml", ["templates.Cut.params.1.stop=null", "b.stop=null"]).graph
+    )
+    assert _unlocated(nasdsl.compile_spec(tmp_path / "back.yaml").graph) == _unlocated(base.graph)
+    # the use's argument null through --set on its path: the node records the parameter (Cut's class writes it)
+    over = nasdsl.compile_spec(tmp_path / "back.yaml", ["a.stop=null"])
+    assert ir.node(over.graph, "a.cut").nulls == {"stop": Sym.name("stop")}
+
+
+def test_the_design_space_guide_shows_what_space_prints(capsys):
+    """docs/design-space.md, "Null options": its YAML is quoted from docs/examples/null_choices.yaml,
+    and the listing it shows is what ``nasdsl space`` prints for that file (the figures checked
+    by hand in test_null_options_are_listed_evaluated_picked_and_hashed's way: 16 * 27 * 14 * 14 + 160
+    multiply-adds for pad null, all 16 channels)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "design-space.md").read_text()
+    section = page[page.index("### Null options") : page.index("### Choices between blocks")]
+    (yaml_block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    (listing,) = re.findall(r"```text\n(.*?)```", section, re.S)
+    example = root / "docs" / "examples" / "null_choices.yaml"
+    assert yaml_block in example.read_text()
+    assert main(["space", str(example)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert listing.splitlines() == printed[: len(listing.splitlines())]
+    assert " 0  null  null     618   84,832" in listing and 16 * 27 * 14 * 14 + 16 * 10 == 84_832
+
+
+def test_a_parameter_null_at_every_use_is_typed_none(tmp_path):
+    """``pad: None = None`` (``None | None`` raised a TypeError when the class was defined): the
+    model is made and computes what ONNX Runtime computes."""
+    from nasdsl.backends.verify import verify
+
+    text = CHOSEN.split("model:\n")[0].replace("{choice: [3, null], name: stop, default: null}", "null")
+    net = _compile(tmp_path, text + "model:\n  a: {use: Conv, args: [4]}\n  b: {use: Conv, args: {out: 2, pad: ~}}\n")
+    source = generate_source(net.graph)
+    assert "def __init__(self, in_channels: int, out: int, pad: None = None) -> None:" in source
+    assert verify(net.graph, batch=2).ok
