@@ -69,7 +69,8 @@ class Position:
 @dataclass(frozen=True)
 class ChoicePoint:
     """A choice: ``options`` as written (numbers, booleans, expression text, or lists of
-    those), the index of the ``default``, and its places (several when a YAML alias ties them)."""
+    those; None, ``null``, where every place may be null), the index of the ``default``, and its
+    places (several when a YAML alias ties them)."""
 
     name: str
     kind: str  # "choice", "range", "block" or "input" (a `from` or `ref` among earlier values)
