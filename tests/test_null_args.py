@@ -810,3 +810,34 @@ def test_a_parameter_null_at_every_use_is_typed_none(tmp_path):
     source = generate_source(net.graph)
     assert "def __init__(self, in_channels: int, out: int, pad: None = None) -> None:" in source
     assert verify(net.graph, batch=2).ok
+
+
+def test_the_onnx_export_of_null_uses_imports_back(tmp_path):
+    """The default variant of CHOSEN (every null picked: padding, a slice's stop, a template's
+    default) exported with weights, imported back: the imported spec's generated model computes
+    what ONNX Runtime computes with the export."""
+    import onnxruntime as ort
+
+    from nasdsl.backends.pytorch import model_class
+    from nasdsl.importer import import_model
+
+    net = _compile(tmp_path, CHOSEN)
+    assert [ir.node(net.graph, n).nulls for n in ("a.conv", "b.cut")] == [
+        {"padding": Sym.name("pad")},
+        {"stop": Sym.name("stop")},
+    ]
+    torch.manual_seed(0)
+    model = model_class(net.graph)().eval()
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    proto = export_onnx(net.graph, opset=17, state_dict=state)
+    result = import_model(proto, weights=True)
+    back = model_class(result.compiled.graph)().eval()
+    back.load_state_dict({k: torch.tensor(v) for k, v in result.weights.items()})
+    x = torch.randn(1, 6, 5, 7, generator=torch.Generator().manual_seed(4))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (want,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        got = back(x)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got, model(x))
+    assert tuple(got.shape) == (1, 2, 3, 5)  # 3x5 without padding; 2 channels from the 1x1 convolution
