@@ -1273,8 +1273,9 @@ class _Writer:
                 params.append(f"{own}: {ann}")
             elif p.default is not None:
                 params.append(f"{own}: {ann} = {render(p.default)}")
-            elif p.null_default:
-                params.append(f"{own}: {ann.removesuffix(' | None')} | None = None")
+            elif p.null_default:  # `None | None` where every use gives null: a TypeError when the class is made
+                given = ann.removesuffix(" | None")
+                params.append(f"{own}: {given} | None = None" if given != "None" else f"{own}: None = None")
             else:
                 params.append(f"{own}: {ann} | None = None")
                 fixups += [f"if {own} is None:", f"    {own} = {render(ctx.value(p.default_expr, None))}"]

@@ -318,11 +318,12 @@ class _Builder:
                 concrete, expr, dep = scope.evaluate(value, opdef.attr_index[key].literals)
             except SpecError as e:
                 raise _in_node(_where_null(e, value, scope), scope, path) from None
-            if concrete is None:  # a parameter given null: the attribute is not given, as if left out
+            if concrete is None:  # null, or a parameter given null: the attribute is not given, as if left out
                 if opdef.attr_index[key].default is REQUIRED:
                     e = SpecError(f"expected a value for {key}, which {b.op} requires, got null", path=key)
                     raise self._attr_error(e, b, path, scope) from None
-                nulls[key] = expr
+                if expr is not None:  # a parameter: the class writes the attribute from it
+                    nulls[key] = expr
                 continue
             given[key] = concrete
             if expr is not None:
@@ -416,9 +417,14 @@ class _Builder:
                 self.structural |= scope.depends(piece)
         try:
             count = b.count.evaluate(scope.env)
-            return check_int(count, 1, MAX_REPEAT)
+            if count is not None:
+                return check_int(count, 1, MAX_REPEAT)
         except SpecError as e:
             raise _in_node(e.at(location=b.count.loc, path=b.count.path), scope, path) from None
+        # a parameter given null: reported where null was written, as a `when`'s is
+        origin = scope.blame(b.count)
+        used = f" (used as the count of repeat {path})" if origin is not b.count else ""
+        raise SpecError(f"expected an integer > 0, got null{used}", location=origin.loc, path=origin.path)
 
     @staticmethod
     def _indexed(scope: _Scope, index: str, i: int) -> _Scope:

@@ -30,7 +30,7 @@ from nasdsl import document
 from nasdsl.errors import Location, SpecError
 from nasdsl.loader import YList, YMap, scalar_type_name
 from nasdsl.numbers import number_ok
-from nasdsl.ops import MERGE_OPS, describe
+from nasdsl.ops import MERGE_OPS, OPS, REQUIRED, describe
 from nasdsl.spec import (
     Value,
     block_kind,
@@ -61,12 +61,16 @@ class Position:
     keys: tuple[str | int, ...]
     spec_path: str
     set_path: str
+    #: the value there may be null: a template argument, a parameter's default or an op's (or a
+    #: merge's) attribute (docs/spec-language.md, "Null arguments"); not an item of a list
+    null: bool = False
 
 
 @dataclass(frozen=True)
 class ChoicePoint:
     """A choice: ``options`` as written (numbers, booleans, expression text, or lists of
-    those), the index of the ``default``, and its places (several when a YAML alias ties them)."""
+    those; None, ``null``, where every place may be null), the index of the ``default``, and its
+    places (several when a YAML alias ties them)."""
 
     name: str
     kind: str  # "choice", "range", "block" or "input" (a `from` or `ref` among earlier values)
@@ -82,6 +86,11 @@ class ChoicePoint:
     #: a choice between blocks (kind "block"): the choice mapping, whose options are words
     #: naming blocks (:func:`nasdsl.document.option_block` gives option k's block)
     block_choice: YMap | None = None
+
+    @property
+    def null_allowed(self) -> bool:
+        """Whether ``null`` may be an option: every place of the choice may be null."""
+        return all(p.null for p in self.positions)
 
     def block(self, k: int) -> object:
         """The block option ``k`` of a choice between blocks stands for."""
@@ -217,7 +226,7 @@ class _Scanner:
                         (pname,) = p
                         self.value(
                             p, pname, (*keys, "params", i, pname), f"{path}.params[{i}].{pname}",
-                            f"{path}.params.{i}.{pname}",
+                            f"{path}.params.{i}.{pname}", null=True,
                         )  # fmt: skip
             if "body" in t:
                 self.block(t, "body", (*keys, "body"), f"{path}.body", f"{path}.body")
@@ -228,12 +237,15 @@ class _Scanner:
 
     # -- positions
 
-    def value(self, container, key, keys: tuple, spec_path: str, set_path: str, *, variable: str | None = None) -> None:
+    def value(
+        self, container, key, keys: tuple, spec_path: str, set_path: str, *, variable: str | None = None, null=False
+    ) -> None:
+        """The choices at a value's position; ``null``: the value there may be null."""
         v = container[key]
         if isinstance(v, YMap) and _choice_like(v):
             identity = _identity(v)
             found = self.found.get(identity)
-            position = Position(keys, spec_path, set_path)
+            position = Position(keys, spec_path, set_path, null)
             if found is None:
                 name = self.names.get(id(v))
                 self.found[identity] = _Found(v, [position], variable, name)
@@ -293,18 +305,21 @@ class _Scanner:
         if kind == "op":
             for attr in b:
                 if attr not in ("op", "phase", "when", "doc", "from"):  # `from` is read above, as an input
-                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}")
+                    null = _optional(b["op"], attr)
+                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}", null=null)
         elif kind == "use":
             args = b.get("args")
             params = self._params(b.get("use"))
             if isinstance(args, YList):
                 for i in range(len(args)):
                     shown = params[i] if i < len(params) else f"args.{i}"
-                    self.value(args, i, (*keys, "args", i), f"{spec_path}.args[{i}]", f"{set_path}.{shown}")
+                    self.value(args, i, (*keys, "args", i), f"{spec_path}.args[{i}]", f"{set_path}.{shown}", null=True)
             elif isinstance(args, YMap):
                 for name in args:
                     shown = name if name in params else f"args.{name}"
-                    self.value(args, name, (*keys, "args", name), f"{spec_path}.args.{name}", f"{set_path}.{shown}")
+                    self.value(
+                        args, name, (*keys, "args", name), f"{spec_path}.args.{name}", f"{set_path}.{shown}", null=True
+                    )
         elif kind == "seq":
             items = b["seq"]
             if isinstance(items, YList):
@@ -320,7 +335,8 @@ class _Scanner:
         elif kind in MERGE_OPS:
             for attr in b:
                 if attr not in (kind, "phase", "when", "doc", "from"):
-                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}")
+                    null = _optional(kind, attr)
+                    self.value(b, attr, (*keys, attr), f"{spec_path}.{attr}", f"{set_path}.{attr}", null=null)
             branches = b[kind]
             if isinstance(branches, YList):
                 for i in range(len(branches)):
@@ -331,6 +347,13 @@ class _Scanner:
 
     def _params(self, template: object) -> list[str]:
         return document.param_names(template, self.templates)
+
+
+def _optional(op: object, attr: str) -> bool:
+    """Whether ``attr`` of ``op`` may be null (not given): an optional attribute, or one the
+    parser refuses anyway (an unknown op or key)."""
+    found = OPS[op].attr_index.get(attr) if isinstance(op, str) and op in OPS else None
+    return found is None or found.default is not REQUIRED
 
 
 def _identity(m: YMap) -> object:
@@ -543,7 +566,7 @@ def _parse_choice(f: _Found) -> ChoicePoint:
     raw = m[kind]
     loc = m.loc_of(kind)
     if kind == "choice":
-        options, locs = _options(raw, loc, f"{path}.choice")
+        options, locs = _options(raw, loc, f"{path}.choice", null=all(p.null for p in f.positions))
     else:
         options, locs = _range(raw, loc, f"{path}.range")
     default = 0
@@ -574,7 +597,9 @@ def _parse_choice(f: _Found) -> ChoicePoint:
     return ChoicePoint(name, kind, options, locs, default, m.loc, positions, f.variable, when)
 
 
-def _options(raw: object, loc: Location, path: str) -> tuple[tuple, tuple]:
+def _options(raw: object, loc: Location, path: str, *, null: bool = False) -> tuple[tuple, tuple]:
+    """The options of ``{choice: [...]}``; ``null``: the choice stands where a value may be null
+    (every place of it), so ``null`` is an option too."""
     if not isinstance(raw, YList) or not raw:
         got = "an empty list" if isinstance(raw, YList) else scalar_type_name(raw)
         raise SpecError(f"expected a list of one or more options, got {got}", location=loc, path=path)
@@ -585,11 +610,19 @@ def _options(raw: object, loc: Location, path: str) -> tuple[tuple, tuple]:
         where = {"location": raw.loc_of(i), "path": f"{path}[{i}]"}
         if isinstance(item, YList):
             if any(isinstance(x, (YMap, YList)) or x is None for x in item) or not item:
-                raise SpecError("expected an option that is a value or a list of values", **where)
+                held = " (got a list that holds null: a list holds values)" if None in item else ""
+                raise SpecError(f"expected an option that is a value or a list of values{held}", **where)
             options.append(tuple(item))
-        elif isinstance(item, YMap) or item is None:
-            what = "a choice inside a choice" if isinstance(item, YMap) else "null"
+        elif isinstance(item, YMap):
+            what = "a choice inside a choice"
             raise SpecError(f"expected an option that is a number, true, false or an expression, got {what}", **where)
+        elif item is None and not null:
+            raise SpecError(
+                "expected an option that is a number, true, false or an expression, got null (null is an option "
+                "only where a value may be null: a template argument, a parameter's default or an op's optional "
+                "attribute)",
+                **where,
+            )
         else:
             options.append(item)
     for i, o in enumerate(options):  # the rule of every number of a spec (nasdsl/numbers.py)
@@ -642,6 +675,8 @@ def option_key(v: object) -> object:
         return ("bool", v)
     if isinstance(v, str):
         return ("text", v.strip())
+    if v is None:
+        return ("null",)
     return ("number", v)
 
 
@@ -660,6 +695,8 @@ def option_text(v: object) -> str:
     """An option as a ``--set`` value writes it."""
     if isinstance(v, bool):
         return "true" if v else "false"
+    if v is None:
+        return "null"
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(option_text(x) for x in v) + "]"
     if isinstance(v, float):

@@ -415,7 +415,8 @@ class _Analysis:
                 given = {a: attrs[a] for a in record.given}
                 try:
                     given.update(scopes.attributes(name, record, changed))
-                    attrs = OPS[record.op].normalise(given)
+                    # a null value gives no attribute, as in the builder
+                    attrs = OPS[record.op].normalise({a: v for a, v in given.items() if v is not None})
                 except NasdslError:
                     return None
             ins = tuple(types[i] for i in sources)

@@ -90,8 +90,8 @@ def _value(v: object) -> str:
         return "(" + ", ".join(_value(x) for x in v) + ")"
     if isinstance(v, float):
         return f"{v:g}"
-    if v is None:
-        return "none"
+    if v is None:  # a null argument, as the spec writes it
+        return "null"
     return str(v)
 
 

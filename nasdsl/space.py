@@ -673,7 +673,7 @@ def _option_values(points: tuple[ChoicePoint, ...]) -> tuple[tuple[Value, ...], 
         tuple(
             Value(o, loc, p.positions[0].spec_path)  # a block's word, a value's name: no value of the variables
             if p.kind in ("block", "input")
-            else parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path)
+            else parse_value(document.to_yaml(o, loc), loc, p.positions[0].spec_path, null=p.null_allowed)
             for o, loc in zip(p.options, p.option_locs, strict=True)
         )
         for p in points

@@ -105,9 +105,10 @@ class Value:
 
 
 def parse_value(raw: object, loc: Location, path: str, *, null: bool = False) -> Value:
-    """A value as written. ``null`` (a template argument or a parameter's default, not an item of a
-    list) may be null: the parameter then gives no value, and an op attribute it reaches is not
-    given (see :meth:`nasdsl.build._Builder._attrs`)."""
+    """A value as written. ``null`` (a template argument, a parameter's default or an op's
+    attribute, not an item of a list) may be null: the parameter then gives no value, and an op
+    attribute it reaches, or that is null itself, is not given (see
+    :meth:`nasdsl.build._Builder._attrs`)."""
     if null and raw is None:
         return Value(None, loc, path)
     if isinstance(raw, YList):
@@ -569,7 +570,7 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
         for key in list(p.left):
             if key not in known:
                 continue
-            attrs.append((key, parse_value(p.get(key), p.loc(key), join(path, key))))
+            attrs.append((key, parse_value(p.get(key), p.loc(key), join(path, key), null=True)))
         init = _parse_block_init(p, op, path)
         p.done(*block_keys("op", raw))
         return OpBlock(loc, path, **common, op=op, attrs=tuple(attrs), init=init)
@@ -608,7 +609,9 @@ def parse_block(raw: object, loc: Location, path: str) -> Block:
     branches_raw = p.get(kind)
     bloc = p.loc(kind)
     known = OPS[kind].attr_index
-    attrs = tuple((key, parse_value(p.get(key), p.loc(key), join(path, key))) for key in list(p.left) if key in known)
+    attrs = tuple(
+        (key, parse_value(p.get(key), p.loc(key), join(path, key), null=True)) for key in list(p.left) if key in known
+    )
     index = index_loc = None
     if p.has("index"):
         index_loc = p.loc("index")

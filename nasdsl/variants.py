@@ -253,10 +253,12 @@ class _Program:
             data = ir.node(g, n)
             values: tuple = ()
             attrs: dict | None = data.attrs
-            if data.op != "input" and data.given:
-                b = blocks.get(data.keypath)
-                if not isinstance(b, (OpBlock, MergeBlock)) or b.op != data.op:
-                    raise AssertionError(f"node {n}: no op block at {data.keypath}")
+            b = blocks.get(data.keypath) if data.op != "input" else None
+            # the block's values, where it writes any: a null one gives no attribute (``given`` lacks it)
+            written = isinstance(b, (OpBlock, MergeBlock)) and b.op == data.op and bool(b.attrs)
+            if (data.given or data.nulls) and not written:
+                raise AssertionError(f"node {n}: no op block at {data.keypath}")
+            if written:
                 opdef = OPS[b.op]
                 values = tuple((k, *_how(v, reach), opdef.attr_index[k].literals) for k, v in b.attrs)
                 if any(how != _CONST for _, how, _, _ in values):
@@ -421,7 +423,10 @@ class _Program:
                     key = tuple([(type(v), v) if type(v) is not list else _key(v) for v in given])
                     attrs = node.normalised.get(key)
                     if attrs is None:
-                        attrs = opdef.normalise({v[0]: g for v, g in zip(node.values, given, strict=True)})
+                        # a value that is null (or a parameter given null) gives no attribute, as in the builder
+                        attrs = opdef.normalise(
+                            {v[0]: g for v, g in zip(node.values, given, strict=True) if g is not None}
+                        )
                         _remember(node.normalised, key, attrs)
             except NasdslError:
                 raise _Recompile from None

@@ -346,8 +346,47 @@ model:
         ),
         ("{use: Conv, args: [4, [1, null]]}", "26:32: error: model.a.args[1][1]: expected a value, got null"),
         ("{op: relu, when: null}", "26:23: error: model.a.when: expected a value, got null"),
+        (
+            "{op: conv2d, out: 4, kernel: ~}",
+            "26:35: error: model.a.kernel: expected a value for kernel, which conv2d requires, got null",
+        ),
+        (
+            "{op: conv2d, out: 4, kernel: {choice: [3, null]}}",
+            "26:48: error: model.a.kernel.choice[1]: expected an option that is a number, true, false or an "
+            "expression, got null (null is an option only where a value may be null: a template argument, a "
+            "parameter's default or an op's optional attribute)",
+        ),
+        (
+            "{repeat: {choice: [null, 2]}, block: relu}",
+            "26:25: error: model.a.repeat.choice[0]: expected an option that is a number, true, false or an "
+            "expression, got null (null is an option only where a value may be null: a template argument, a "
+            "parameter's default or an op's optional attribute)",
+        ),
+        (
+            "{op: relu, when: {choice: [true, null]}}",
+            "26:39: error: model.a.when.choice[1]: expected an option that is a number, true, false or an "
+            "expression, got null (null is an option only where a value may be null: a template argument, a "
+            "parameter's default or an op's optional attribute)",
+        ),
+        (
+            "{use: Conv, args: [4, {choice: [1, [1, null]]}]}",
+            "26:41: error: model.a.args[1].choice[1]: expected an option that is a value or a list of values (got a "
+            "list that holds null: a list holds values)",
+        ),
     ],
-    ids=["required", "expression", "passed-on", "when", "in-a-list", "not-an-argument"],
+    ids=[
+        "required",
+        "expression",
+        "passed-on",
+        "when",
+        "in-a-list",
+        "not-an-argument",
+        "written-at-a-required-attribute",
+        "option-of-a-required-attribute",
+        "option-of-a-repeat",
+        "option-of-a-when",
+        "option-in-a-list",
+    ],
 )
 def test_null_where_it_cannot_be_left_out_is_a_located_error(tmp_path, capsys, use, error):
     path = tmp_path / "e.yaml"
@@ -484,3 +523,321 @@ def test_the_documented_example(capsys):
     assert source.count("class Resize(nn.Module):") == source.count("class Part(nn.Module):") == 1
     assert "scale: float | None = None," in source and "self.part = Slice(start, stop)" in source
     assert verify(net.graph, batch=2).ok
+
+
+# -- null written as an op's attribute -------------------------------------------------------------
+
+#: every way an attribute may be written null (flow, block style, ~), beside ops and a merge that
+#: leave it out
+WRITTEN = """\
+nasdsl: 1
+name: Written
+outputs_by_name: true
+input: {shape: [6, 5, 7]}
+templates:
+  Pad:
+    params: [out]
+    body:
+      conv: {op: conv2d, out: out, kernel: 3, padding: null}
+model:
+  a: {op: slice, start: 2, stop: null}
+  b:
+    op: interpolate
+    size: [4, 4]
+    scale: ~
+    from: in
+  c: {use: Pad, args: [4], from: in}
+  d: {concat: [relu, sigmoid], axis: Null, from: in}
+outputs:
+  oa: {from: a}
+  ob: {from: b}
+  oc: {from: c}
+  od: {from: d}
+"""
+
+LEFT = (
+    WRITTEN.replace(", padding: null}", "}")
+    .replace(", stop: null}", "}")
+    .replace("    scale: ~\n", "")
+    .replace(", axis: Null,", ",")
+)
+
+
+def test_an_attribute_written_null_is_the_attribute_left_out(tmp_path):
+    """The graph (every node's record, ``nulls`` included: no parameter gives the null), the
+    generated source and the ONNX export are those of the spec that leaves the attributes out."""
+    written, left = _compile(tmp_path, WRITTEN, "w.yaml"), _compile(tmp_path, LEFT, "l.yaml")
+    assert LEFT.count("null") == LEFT.count("~") == 0
+    for n, d in ir.nodes(written.graph):
+        assert d == dataclasses.replace(ir.node(left.graph, n), loc=d.loc)  # all but the file's name
+    assert sorted(written.graph.edges(data="index")) == sorted(left.graph.edges(data="index"))
+    assert ir.node(written.graph, "a").given == ("start",) and ir.node(written.graph, "c.conv").nulls == {}
+    assert generate_source(written.graph).split("\n", 1)[1] == generate_source(left.graph).split("\n", 1)[1]
+    for use in ("a", "b", "c", "d"):
+        assert _onnx_nodes(written, use) == _onnx_nodes(left, use)
+
+
+# -- null as an option of a choice -------------------------------------------------------------------
+
+#: a template argument, an op's attribute and a parameter's default (a template's own choice) that
+#: may each be null: 3 x 2 x 2 variants
+CHOSEN = """\
+nasdsl: 1
+name: Chosen
+input: {shape: [6, 5, 7]}
+templates:
+  Conv:
+    params: [out, {pad: null}]
+    body:
+      conv: {op: conv2d, out: out, kernel: 3, padding: pad}
+  Cut:
+    params: [{stop: {choice: [3, null], name: stop, default: null}}]
+    body:
+      cut: {op: slice, stop: stop}
+model:
+  a: {use: Conv, args: [4, {choice: [null, 0, 1], name: pad}]}
+  b: Cut
+  c: {op: slice, start: 1, stop: {choice: [null, 2], name: cstop}}
+  d: {op: conv2d, out: 2, kernel: 1}
+"""
+
+
+def _by_hand(pad, stop, cstop) -> dict:
+    """Parameters and multiply-adds counted from the ops' definitions: a 3x3 convolution of 6 to 4
+    channels (a 3x5 map, 5x7 with padding 1), the channels cut to 4 (or 3) and from the second up
+    to the end (or the second only), then a 1x1 convolution to 2."""
+    hw = 35 if pad == 1 else 15
+    channels = (3 if stop == 3 else 4) - 1 if cstop is None else 1
+    return {"params": 4 * 6 * 9 + 4 + 2 * channels + 2, "macs": 4 * 6 * 9 * hw + 2 * channels * hw}
+
+
+@pytest.fixture(scope="module")
+def chosen(tmp_path_factory):
+    path = tmp_path_factory.mktemp("chosen") / "chosen.yaml"
+    path.write_text(CHOSEN)
+    return path
+
+
+def _unlocated(g) -> dict:
+    """Every node's record, ``nulls`` included, without its location (a plain spec is laid out anew)."""
+    return {
+        "nodes": {n: dataclasses.replace(d, loc=None) for n, d in ir.nodes(g)},
+        "edges": sorted(g.edges(data="index")),
+    }
+
+
+def test_null_options_are_listed_evaluated_picked_and_hashed(chosen, tmp_path, capsys):
+    """``nasdsl space`` lists null, its figures (the fast evaluator's) are those counted by hand;
+    ``--pick`` writes null and its plain spec compiles to the graph of the variant's ``--set``; the
+    hash tells null from 1 but not from 0, the convolution's default padding."""
+    import json
+
+    from nasdsl.space import load_space, variant_yaml
+    from nasdsl.unique import graph_hash
+
+    space = load_space(chosen)
+    assert [p.options for p in space.points] == [(None, 0, 1), (None, 2), (3, None)]
+    assert space.points[2].default == 1 and space.count() == 12
+    assert main(["space", str(chosen), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["variants"]
+    assert len(rows) == 12 and all(row["valid"] for row in rows)
+    by_pad: dict[object, set] = {}
+    for row in rows:
+        chosen_here = row["choices"]
+        assert {k: row[k] for k in ("params", "macs")} == _by_hand(**chosen_here)
+        picks = space.picks_of(row["id"])
+        text = variant_yaml(space, picks, "chosen.yaml")
+        # Conv's default `{pad: null}`, then each null picked (the header names them too)
+        assert text.split("\n", 2)[2].count("null") == 1 + list(chosen_here.values()).count(None)
+        picked = _compile(tmp_path, text, "picked.yaml")
+        over = nasdsl.compile_spec(chosen, row["set"])
+        assert _unlocated(picked.graph) == _unlocated(over.graph)
+        assert picked.summary()["totals"]["macs"] == row["macs"]
+        key = (chosen_here["stop"], chosen_here["cstop"])
+        by_pad.setdefault(chosen_here["pad"], set()).add((key, graph_hash(picked.graph)))
+    assert by_pad[None] == by_pad[0] and not {h for _, h in by_pad[None]} & {h for _, h in by_pad[1]}
+    assert main(["space", str(chosen), "--count", "--unique"]) == 0
+    assert capsys.readouterr().out.strip() == "8"
+
+
+def test_a_search_picks_null_and_its_reports_write_it(chosen, tmp_path, capsys):
+    """Optuna's random sampler asks for null as one of the categorical's values: the trials that
+    picked it are evaluated as the figures by hand say, the report writes null, and --pick writes
+    the plain spec ``nasdsl space --pick`` writes."""
+    import json
+
+    from nasdsl.space import load_space, variant_yaml
+
+    work = tmp_path / "search"
+    argv = ["search", str(chosen), "--minimize", "macs", "--trials", "12", "--sampler", "random"]
+    assert main([*argv, "--seed", "0", "--workdir", str(work), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(chosen), "--workdir", str(work), "--report", "--format", "json"]) == 0
+    trials = [t for t in json.loads(capsys.readouterr().out)["trials"] if t["status"] == "evaluated"]
+    nulls = [t for t in trials if "null" in t["choices"].values()]
+    assert nulls and len(trials) >= 6
+    for t in trials:
+        values = {k: None if v == "null" else int(v) for k, v in t["choices"].items()}
+        assert t["values"] == {"macs": _by_hand(**{"pad": None, "cstop": None, "stop": None, **values})["macs"]}
+    assert main(["search", str(chosen), "--workdir", str(work), "--report"]) == 0
+    assert " null " in capsys.readouterr().out
+    picked = tmp_path / "picked.yaml"
+    assert (
+        main(["search", str(chosen), "--workdir", str(work), "--pick", str(nulls[0]["trial"]), "-o", str(picked)]) == 0
+    )
+    space = load_space(chosen)
+    values = {k: None if v == "null" else int(v) for k, v in nulls[0]["choices"].items()}
+    picks = tuple(p.options.index(values[p.name]) if p.name in values else p.default for p in space.points)
+    body = variant_yaml(space, picks, "x").split("\n", 2)[2]
+    assert picked.read_text().endswith(body) and "null" in body.replace("{pad: null}", "")
+
+
+def test_null_that_reaches_a_required_attribute_or_a_repeat_count_is_refused_where_it_is_written(tmp_path, capsys):
+    """Through a template, where only building the variant tells: the variant that picks null is
+    invalid with the compiler's error at the option, and ``--pick`` refuses it; a repeat count
+    that a parameter gives null is reported at the argument, as a ``when``'s is."""
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        ERRORS.replace("templates:\n", "templates:\n  Rep:\n    params: [n]\n    body: {repeat: n, block: relu}\n")
+        + "  a: {use: Conv, args: [{choice: [4, null], name: width}, 1]}\n  b: {use: Rep, args: [2]}\n"
+    )
+    assert main(["space", str(path)]) == 0
+    out, err = capsys.readouterr()
+    error = (
+        f"{path}:29:38: error: model.a.args[0]: expected a value for out, which conv2d requires, got null "
+        "(used as 'out' of node a.conv)"
+    )
+    assert " 1  null " in out and "invalid" in out and f"variant 1: {error}\n" in out
+    assert main(["space", str(path), "--pick", "1", "-o", str(tmp_path / "v.yaml")]) == 2
+    assert capsys.readouterr().err == f"error: --pick: variant 1 does not compile:\n{error}\n"
+    assert not (tmp_path / "v.yaml").exists()
+    assert main(["check", str(path), "--set", "b.n=null"]) == 2
+    assert capsys.readouterr().err == (
+        "<--set b.n=null>:1:5: error: model.b.args.n: expected an integer > 0, got null (used as the count of "
+        "repeat b)\n"
+    )
+
+
+def test_sweep_and_draw_write_null_as_the_spec_does(tmp_path, capsys):
+    """``nasdsl sweep --set K=[null,...]`` makes null an option (a variable cannot be null); the
+    drawing labels a use's null argument ``null``."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "null_args.yaml"
+    assert main(["sweep", str(example), "--set", "parts.concat.tail.stop=[null,8]"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:5]]
+    # the tail's channels 6..11 (null: to the end), or 6..7: the peak is the concat's output, 10 or 6 channels
+    assert [(r[1], r[5], r[6]) for r in rows] == [("null", "28,512", "ok"), ("8", "23,328", "ok")]
+    assert main(["sweep", str(example), "--set", "to_size.out=[null,4]"]) == 0
+    assert "expected a value for out, which conv2d requires, got null" in capsys.readouterr().out
+    dot = tmp_path / "n.dot"
+    assert main(["draw", str(example), "-o", str(dot)]) == 0
+    text = dot.read_text()
+    assert "Resize to_size (12, 24, null)" in text and "Resize by_scale (12, null, 1.5)" in text
+
+
+BASE = """\
+nasdsl: 1
+name: Base
+input: {shape: [6, 5, 7]}
+templates:
+  Cut:
+    params: [start, {stop: 4}]
+    body:
+      cut: {op: slice, start: start, stop: stop}
+model:
+  a: {use: Cut, args: [1]}
+  b: {op: slice, start: 1, stop: 3, from: in}
+outputs:
+  oa: {from: a}
+  ob: {from: b}
+"""
+
+
+def test_extends_overrides_a_value_with_null_and_back(tmp_path):
+    """A spec that extends another gives null to a default, an argument and an attribute (each
+    entry restated whole), and one that extends it gives the values back: their graphs are the
+    base's with ``--set`` null, and the base's."""
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "null.yaml").write_text(
+        "extends: base.yaml\ntemplates:\n  Cut:\n    params: [start, {stop: ~}]\n"
+        "    body:\n      cut: {op: slice, start: start, stop: stop}\n"
+        "model:\n  b: {op: slice, start: 1, stop: Null, from: in}\n"
+    )
+    (tmp_path / "back.yaml").write_text(
+        "extends: null.yaml\nmodel:\n  a: {use: Cut, args: [1, 4]}\n  b: {op: slice, start: 1, stop: 3, from: in}\n"
+    )
+    base = nasdsl.compile_spec(tmp_path / "base.yaml")
+    nulled = nasdsl.compile_spec(tmp_path / "null.yaml")
+    assert [ir.node(nulled.graph, n).shape for n in ("a.cut", "b")] == [(5, 5, 7), (5, 5, 7)]
+    assert _unlocated(nulled.graph) == _unlocated(
+        nasdsl.compile_spec(tmp_path / "base.yaml", ["templates.Cut.params.1.stop=null", "b.stop=null"]).graph
+    )
+    assert _unlocated(nasdsl.compile_spec(tmp_path / "back.yaml").graph) == _unlocated(base.graph)
+    # the use's argument null through --set on its path: the node records the parameter (Cut's class writes it)
+    over = nasdsl.compile_spec(tmp_path / "back.yaml", ["a.stop=null"])
+    assert ir.node(over.graph, "a.cut").nulls == {"stop": Sym.name("stop")}
+
+
+def test_the_design_space_guide_shows_what_space_prints(capsys):
+    """docs/design-space.md, "Null options": its YAML is quoted from docs/examples/null_choices.yaml,
+    and the listing it shows is what ``nasdsl space`` prints for that file (the figures checked
+    by hand in test_null_options_are_listed_evaluated_picked_and_hashed's way: 16 * 27 * 14 * 14 + 160
+    multiply-adds for pad null, all 16 channels)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "design-space.md").read_text()
+    section = page[page.index("### Null options") : page.index("### Choices between blocks")]
+    (yaml_block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    (listing,) = re.findall(r"```text\n(.*?)```", section, re.S)
+    example = root / "docs" / "examples" / "null_choices.yaml"
+    assert yaml_block in example.read_text()
+    assert main(["space", str(example)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert listing.splitlines() == printed[: len(listing.splitlines())]
+    assert " 0  null  null     618   84,832" in listing and 16 * 27 * 14 * 14 + 16 * 10 == 84_832
+
+
+def test_a_parameter_null_at_every_use_is_typed_none(tmp_path):
+    """``pad: None = None`` (``None | None`` raised a TypeError when the class was defined): the
+    model is made and computes what ONNX Runtime computes."""
+    from nasdsl.backends.verify import verify
+
+    text = CHOSEN.split("model:\n")[0].replace("{choice: [3, null], name: stop, default: null}", "null")
+    net = _compile(tmp_path, text + "model:\n  a: {use: Conv, args: [4]}\n  b: {use: Conv, args: {out: 2, pad: ~}}\n")
+    source = generate_source(net.graph)
+    assert "def __init__(self, in_channels: int, out: int, pad: None = None) -> None:" in source
+    assert verify(net.graph, batch=2).ok
+
+
+def test_the_onnx_export_of_null_uses_imports_back(tmp_path):
+    """The default variant of CHOSEN (every null picked: padding, a slice's stop, a template's
+    default) exported with weights, imported back: the imported spec's generated model computes
+    what ONNX Runtime computes with the export."""
+    import onnxruntime as ort
+
+    from nasdsl.backends.pytorch import model_class
+    from nasdsl.importer import import_model
+
+    net = _compile(tmp_path, CHOSEN)
+    assert [ir.node(net.graph, n).nulls for n in ("a.conv", "b.cut")] == [
+        {"padding": Sym.name("pad")},
+        {"stop": Sym.name("stop")},
+    ]
+    torch.manual_seed(0)
+    model = model_class(net.graph)().eval()
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    proto = export_onnx(net.graph, opset=17, state_dict=state)
+    result = import_model(proto, weights=True)
+    back = model_class(result.compiled.graph)().eval()
+    back.load_state_dict({k: torch.tensor(v) for k, v in result.weights.items()})
+    x = torch.randn(1, 6, 5, 7, generator=torch.Generator().manual_seed(4))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (want,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        got = back(x)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got, model(x))
+    assert tuple(got.shape) == (1, 2, 3, 5)  # 3x5 without padding; 2 channels from the 1x1 convolution

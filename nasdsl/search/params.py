@@ -7,8 +7,8 @@ Each choice point of the space (:mod:`nasdsl.space`) is one parameter, named as
   ordered integer axis, which samplers that model order (TPE, GP, CMA-ES, QMC)
   treat as one;
 * ``{choice: [...]}`` is a ``CategoricalDistribution`` of its options, unordered:
-  numbers, ``true``/``false`` and expression text as written, a list option (a
-  pair such as ``[1, 7]``) as ``--set`` writes it (``"[1,7]"``). Write a
+  numbers, ``true``/``false``, ``null`` (None) and expression text as written, a list
+  option (a pair such as ``[1, 7]``) as ``--set`` writes it (``"[1,7]"``). Write a
   ``range`` where the order of an integer axis matters to the sampler.
 
 Conditional choices are asked only where they are made: the points are asked

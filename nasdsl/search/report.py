@@ -148,9 +148,8 @@ def as_json(study, space: Space) -> str:
 
 
 def _text(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
+    """A trial's parameter as ``--set`` writes it (``true``, ``null``)."""
+    return option_text(v)
 
 
 def _aligned(head: list[str], body: list[list[str]], right: set[int]) -> list[str]:
