@@ -24,13 +24,15 @@ Totals are those of ``nasdsl summary`` (inference) and with the training heads.
      "entries": [{"name", "status": "added" | "removed" | "changed" | "renamed", "was": old name or null,
                   "kind", "training_only", "output": [C, H, W] or [F],
                   "changes": [{"what": "kind" | "arg" | "reads" | "input" | "output" | "node" | "phase" | "outputs",
-                               "key", "a", "b"}],
+                               "key", "a", "b", "absent": ["a"] | ["b"] (an argument only one side has)}],
                   "params": {"a", "b", "delta"}, "macs": {"a", "b", "delta"}}],
      "totals": {"params" | "macs" | "params_train" | "macs_train": {"a", "b", "delta"}},
      "counts": {"added", "removed", "changed", "renamed"},
      "hash": {"a", "b"}, "same_architecture": true | false}
 
-A side's value is null where the entry does not exist on it. ``reads`` holds, on each side, the
+A side's value is null where the entry does not exist on it, and an argument's where it is
+``null`` or the side has no such argument (then ``absent`` names the side; the key is left out
+where both sides have the argument). ``reads`` holds, on each side, the
 names of what the entry is given, in order: an entry's name where it reads an entry's output, else
 the node's path (the input's name, a node inside an entry). A reads change is listed only between
 values both sides have (an entry that reads an inserted one changes only where its input did; a
@@ -88,6 +90,8 @@ class Change:
     key: str
     a: object
     b: object
+    #: the sides ("a", "b") that have no such argument (its value there is None, as a null's is)
+    absent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -328,8 +332,9 @@ def _changes(old: Entry, new: Entry, as_a: dict[str, str]) -> list[Change]:
         changes.append(Change("kind", "", old.kind, new.kind))
     a_args, b_args = dict(old.args), dict(new.args)
     for key in dict.fromkeys([*a_args, *b_args]):
-        if a_args.get(key) != b_args.get(key):
-            changes.append(Change("arg", key, a_args.get(key), b_args.get(key)))
+        if a_args.get(key) != b_args.get(key) or (key in a_args) != (key in b_args):
+            absent = tuple(side for side, args in (("a", a_args), ("b", b_args)) if key not in args)
+            changes.append(Change("arg", key, a_args.get(key), b_args.get(key), absent))
     if _reads_otherwise(old.reads, new.reads, as_a):
         changes.append(Change("reads", "", list(old.reads), list(new.reads)))
     if old.training_only != new.training_only:
@@ -435,7 +440,16 @@ def as_dict(diff: Diff) -> dict:
                 "kind": e.kind,
                 "training_only": e.training_only,
                 "output": _plain(e.output),
-                "changes": [{"what": c.what, "key": c.key, "a": c.a, "b": c.b} for c in e.changes],
+                "changes": [
+                    {
+                        "what": c.what,
+                        "key": c.key,
+                        "a": c.a,
+                        "b": c.b,
+                        **({"absent": list(c.absent)} if c.absent else {}),
+                    }
+                    for c in e.changes
+                ],
                 "params": _pair(*e.params),
                 "macs": _pair(*e.macs),
             }
@@ -460,9 +474,10 @@ def _dims(shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _value(v: object) -> str:
+def _value(v: object, null: str = "(none)") -> str:
+    """A value for people; None is ``null`` (an argument given null: spec syntax) or "(none)"."""
     if v is None:
-        return "(none)"
+        return null
     if isinstance(v, list) and v and all(isinstance(x, list) for x in v):
         return ", ".join(_dims(x) for x in v)
     if isinstance(v, (list, dict, bool)) or v is None:
@@ -479,7 +494,9 @@ def _describe(e: EntryDiff) -> str:
     nodes: dict[str, list[str]] = {}
     for c in e.changes:
         if c.what == "arg":
-            parts.append(f"{c.key} {_value(c.a)} -> {_value(c.b)}")
+            a = "(none)" if "a" in c.absent else _value(c.a, null="null")
+            b = "(none)" if "b" in c.absent else _value(c.b, null="null")
+            parts.append(f"{c.key} {a} -> {b}")
         elif c.what == "reads":
             parts.append(f"reads {', '.join(c.a) or '(nothing)'} -> {', '.join(c.b) or '(nothing)'}")
         elif c.what == "input":

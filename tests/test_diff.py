@@ -189,3 +189,35 @@ def test_architectures_that_differ_are_never_no_differences(tmp_path):
     diff = dataclasses.replace(compare(a, a), hashes=("1111", "2222"))
     assert diff.entries == () and "no differences" not in render(diff)
     assert "the architectures do: hash 1111 -> 2222" in render(diff)
+
+
+NULL_ARG = """\
+nasdsl: 1
+name: N
+input: {shape: [4, 8, 8]}
+templates:
+  P:
+    params: [{pad: 1}]
+    body:
+      c: {op: conv2d, out: 4, kernel: 3, padding: pad}
+  Q:
+    params: [{pad: 1}, {p: 0.5}]
+    body:
+      c: {op: conv2d, out: 4, kernel: 3, padding: pad}
+      d: {op: dropout, p: p}
+model:
+  a: {use: P, args: [1]}
+"""
+
+
+def test_an_argument_given_null_is_told_from_one_that_is_absent(tmp_path):
+    """``pad 1 -> null`` (given null: the convolution unpadded) and ``p (none) -> 0.5`` (the other
+    template has no such parameter); the JSON says which side lacks the argument."""
+    a = _compile(tmp_path, NULL_ARG, "a.yaml")
+    diff = compare(a, _compile(tmp_path, NULL_ARG.replace("args: [1]", "args: [null]"), "b.yaml"))
+    assert "~ a (P): pad 1 -> null; output 4x8x8 -> 4x6x6" in render(diff)
+    assert as_dict(diff)["entries"][0]["changes"][0] == {"what": "arg", "key": "pad", "a": 1, "b": None}
+    diff = compare(a, _compile(tmp_path, NULL_ARG.replace("use: P, args: [1]", "use: Q, args: [1]"), "c.yaml"))
+    assert "p (none) -> 0.5" in render(diff)
+    (p,) = [c for c in as_dict(diff)["entries"][0]["changes"] if c["key"] == "p"]
+    assert p == {"what": "arg", "key": "p", "a": None, "b": 0.5, "absent": ["a"]}
