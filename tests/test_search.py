@@ -29,9 +29,9 @@ from nasdsl.search import Config, goal, parse_evaluator, run_search, variant_key
 from nasdsl.search.driver import Budget
 from nasdsl.search.identity import Identities, identify
 from nasdsl.search.params import distribution, picks_of, suggest
-from nasdsl.search.report import status
+from nasdsl.search.report import chosen, status
 from nasdsl.search.specfile import SpecTexts
-from nasdsl.search.study import ATTR, load_study
+from nasdsl.search.study import ATTR, SearchError, load_study
 from nasdsl.space import variant_yaml
 
 from paths import ROOT
@@ -788,3 +788,26 @@ def _check_the_guides_googlenet_search(guide: str, outputs: dict[str, str], caps
     found = {tuple(t.values) for t in evaluated} & exact
     assert (code, len(evaluated), len(found), len(exact)) == (0, 35, 12, 18)
     assert "After 35 evaluations the search has found 12 of those 18 variants" in guide.replace("\n", " ")
+
+
+def test_pick_best_of_several_objectives_is_the_front_where_it_is_one_trial():
+    """Minimising two figures: a trial as good as every other in both, and better in one, is the
+    best; two trials that each win one objective leave no single best (the front is listed)."""
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    def study_of(values: list[tuple[int, int]]):
+        study = optuna.create_study(directions=["minimize", "minimize"])
+        study.set_user_attr(ATTR, {"objectives": [["macs", "minimize"], ["params", "minimize"]]})
+        for n, v in enumerate(values):
+            rec = {"variant": f"v{n}", "status": "evaluated"}
+            study.add_trial(
+                create_trial(
+                    values=list(v), params={"w": n}, distributions={"w": IntDistribution(0, 9)}, user_attrs={ATTR: rec}
+                )
+            )
+        return study
+
+    assert chosen(study_of([(5, 7), (3, 4), (3, 6), (9, 1)][:3]), "best").number == 1
+    with pytest.raises(SearchError, match=r"no single best: its Pareto front is trials 1, 3; pick one by number"):
+        chosen(study_of([(5, 7), (3, 4), (3, 6), (9, 1)]), "best")

@@ -163,13 +163,15 @@ def _aligned(head: list[str], body: list[list[str]], right: set[int]) -> list[st
 
 
 def chosen(study, which: str):
-    """The trial ``--pick`` names: ``best`` (one objective), or a trial number."""
+    """The trial ``--pick`` names: ``best`` (the best trial of one objective; of several, the
+    Pareto front's trial where it is the only one: it beats every other in every objective), or a
+    trial number."""
     goals = objectives(study)
     if which == "best":
         best = front(study)
         if not best:
             raise SearchError("no trial has completed: there is no best to pick", path="--pick")
-        if len(goals) > 1:
+        if len(best) > 1:
             numbers = ", ".join(str(t.number) for t in best)
             raise SearchError(
                 f"the search has {len(goals)} objectives, so no single best: its Pareto front is trials {numbers}; "
