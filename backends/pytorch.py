@@ -647,8 +647,11 @@ class _Writer:
         # a merge the code leaves out (a `when:` switched off) reads nothing: keep no locals for it
         merges = [c for c in t.children if c.kind == "merge" and not _off(ctx, c)]
         targets |= {b.target for c in merges for b in c.children if b.kind == "ref"}
-        target_nodes = {c.output for c in t.children if c.kind == "ref"}
-        target_nodes |= {b.output for c in merges for b in c.children if b.kind == "ref"}
+        # the value a ref reads, where no entry of this body that it names keeps it under its name
+        # (an entry switched off passes the value on: the local is the named entry's, at every use)
+        entries = {c.path for c in t.children}
+        refs = [c for c in t.children if c.kind == "ref"] + [b for c in merges for b in c.children if b.kind == "ref"]
+        target_nodes = {r.output for r in refs if r.target not in entries}
         # a `from:` read by the name it gives: that entry's value kept under its name (`in`: the input)
         by_name = read_by_name(t, lambda e: self._switched(ctx, e))
         for c in t.children:

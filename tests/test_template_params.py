@@ -882,3 +882,16 @@ def test_an_inference_build_drops_a_switched_use_that_nothing_reads(tmp_path):
         x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(1))
         for got, want in zip(inference(x), training(x), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+#: ``ref: bn`` where pool, after bn, is off at every use and mix after it at some
+REF_PAST_OFF = SWITCHES.replace("      act: relu\n", "      last: {{concat: [{{ref: bn}}, identity]}}\n")
+
+
+def test_a_ref_reads_the_entry_it_names_past_entries_switched_off(tmp_path):
+    """The value ``ref: bn`` reads is kept under bn's name at every use; pool, off at every use,
+    passes it on and keeps no local of its own (it was 'template T needs different code at u0 and
+    u1 (its entry 'pool'): only at u0 it would write `pool = x`')."""
+    args = ["[true, false, true]", "[false, false, false]"]
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, REF_PAST_OFF)), (4, 6, 6))
+    assert "pool = x" not in source and 'x = torch.cat([bn, self.last["1"](x)], 1)' in source
