@@ -1183,6 +1183,13 @@ class _Writer:
             advice = "use one template per variant, or make what differs a parameter"
             if cause:
                 advice = "pass the value itself as an argument, or use one template per variant"
+            elif (switch := _folded_switch(a, b)) is not None:
+                cause = (
+                    f"'{switch}' is switched by a condition the class cannot take as an argument (an "
+                    f"expression, not one parameter), {'on' if _when_at(a, switch) else 'off'} at {where_a} and "
+                    f"{'on' if _when_at(b, switch) else 'off'} at {b.path}: "
+                )
+                advice = f"give '{switch}' a parameter of its own as its `when`, or use one template per variant"
             raise CodegenError(
                 f"template {name} needs different code at {where_a} and {b.path}{entry}: {cause}"
                 f"{_first_difference(text_a, text_b, where_a, b.path)}; {advice}",
@@ -1968,6 +1975,29 @@ def _own_blocks(use: ir.Block):
         yield c
         if c.kind != "use":
             stack.extend(reversed(c.children))
+
+
+def _body_entries(use: ir.Block) -> dict[str, ir.Block]:
+    """The entries of a use's body, by name, where the body is named entries."""
+    body = use.children[0] if use.children else None
+    return {c.name: c for c in body.children} if body is not None and body.kind == "seq" and body.named else {}
+
+
+def _when_at(use: ir.Block, name: str) -> bool:
+    return bool(_body_entries(use)[name].when.value)
+
+
+def _folded_switch(a: ir.Block, b: ir.Block) -> str | None:
+    """The first entry of two uses' bodies whose ``when`` the class folds (a condition that is no
+    parameter of its own: ``when.expr`` None) and that is on at one use, off at the other."""
+    theirs = _body_entries(b)
+    for name, c in _body_entries(a).items():
+        other = theirs.get(name)
+        if c.when is None or other is None or other.when is None:
+            continue
+        if c.when.expr is None and c.when.switch is None and c.when.value != other.when.value:
+            return name
+    return None
 
 
 def _first_difference(a: str, b: str, where_a: str, where_b: str) -> str:

@@ -895,3 +895,23 @@ def test_a_ref_reads_the_entry_it_names_past_entries_switched_off(tmp_path):
     args = ["[true, false, true]", "[false, false, false]"]
     source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, REF_PAST_OFF)), (4, 6, 6))
     assert "pool = x" not in source and 'x = torch.cat([bn, self.last["1"](x)], 1)' in source
+
+
+def test_a_switch_written_as_an_expression_of_parameters_is_named(tmp_path):
+    """``when: "a and b"`` is folded at each use (the class takes a switch as one parameter): where
+    it differs between uses the refusal names the entry and says why (it showed only the first
+    line that differs, another entry's)."""
+    text = _switched_spec(
+        ["[true, true, false]", "[true, false, false]"], SWITCHES.replace("when: a}", 'when: "a and b"}')
+    )
+    compiled = _compile(tmp_path, text)
+    with pytest.raises(NasdslError) as e:
+        generate_source(compiled.graph)
+    line = text.splitlines().index("  u1: {use: T, args: [true, false, false], from: in}") + 1
+    message = e.value.format()
+    assert message.startswith(f"{tmp_path / 'uses.yaml'}:{line}:7: error: model.u1: template T needs different code")
+    assert (
+        "'bn' is switched by a condition the class cannot take as an argument (an expression, not one parameter), "
+        "on at u0 and off at u1: "
+    ) in message
+    assert message.endswith("; give 'bn' a parameter of its own as its `when`, or use one template per variant")
