@@ -371,3 +371,20 @@ def test_a_file_naming_the_default_domain_at_two_versions_is_refused(domains):
         "<onnx model>: error: opset_import names the default domain ('' or 'ai.onnx') at versions [10, 13]: a file "
         "has one"
     )
+
+
+def test_scales_given_as_a_graph_input_are_refused_naming_what_reads_them(tmp_path, capsys):
+    """An Upsample's scales as an input of the graph are no constant (whoever runs the file gives
+    them): one input more than a spec's model takes, named with the node that reads it."""
+    proto = _first_resize("Upsample", 9, (2.0, 2.0), "nearest")
+    (scales,) = [t for t in proto.graph.initializer if t.name == "scales"]
+    proto.graph.initializer.remove(scales)
+    proto.graph.input.append(helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4]))
+    path = tmp_path / "up.onnx"
+    path.write_bytes(proto.SerializeToString())
+    assert cli_main(["import", str(path), "-o", str(tmp_path / "up.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{path}: error: the graph has 2 inputs, 'x' (read by graph.node[0] 'conv' (Conv)), 'scales' (read by " in err
+    )
+    assert "graph.node[1] 'up' (Upsample)): a spec has one" in err and "Traceback" not in err

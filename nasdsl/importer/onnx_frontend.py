@@ -268,7 +268,15 @@ class _Reader:
         self.const: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         inputs = [i for i in graph.input if i.name not in self.const]
         if len(inputs) != 1:
-            raise ImportFailure(f"the graph has {len(inputs)} inputs: a spec has one", where=label)
+            # a value a node reads as a constant (a resize's scales, a reshape's shape) given as an
+            # input is one more input: the spec's sizes are constants, and its model takes one tensor
+            readers = {i.name: [k for k, n in enumerate(graph.node) if i.name in n.input] for i in inputs}
+            shown = ", ".join(
+                f"'{name}'"
+                + (f" (read by graph.node[{k[0]}] '{graph.node[k[0]].name}' ({graph.node[k[0]].op_type}))" if k else "")
+                for name, k in readers.items()
+            )
+            raise ImportFailure(f"the graph has {len(inputs)} inputs, {shown}: a spec has one", where=label)
         self.input = inputs[0]
         shape = _shape_of(self.input)
         if len(shape) != 4:
