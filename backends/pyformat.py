@@ -119,18 +119,22 @@ def wrap(text: str, width: int) -> list[str]:
     return lines
 
 
-def docstring(text: str, indent: int) -> list[str]:
-    """A docstring laid out as ruff keeps it: one line if it fits, else wrapped."""
+def docstring(text: str, indent: int, otherwise: str = "") -> list[str]:
+    """A docstring laid out as ruff keeps it: one line if it fits, else wrapped.
+
+    ``otherwise`` is said where ``text`` has nothing left once made safe (a doc
+    of punctuation or of letters outside ASCII): a class keeps a docstring.
+    """
     pad = INDENT * indent
-    text = safe_text(text)
+    text = safe_text(text) or safe_text(otherwise)
     if not text:
         return []
     if not text.endswith("."):
         text += "."
-    if len(pad) + len(text) + 6 <= LINE_LENGTH:
-        return [f'{pad}"""{text}"""']
-    # wrapped short enough that it takes two lines at least: ruff joins a one-line text with its quotes
+    # wrapped to one line (a word longer than the line): ruff joins it with its quotes
     body = wrap(text, LINE_LENGTH - len(pad) - 6)
+    if len(pad) + len(text) + 6 <= LINE_LENGTH or len(body) == 1:
+        return [f'{pad}"""{text}"""']
     return [f'{pad}"""{body[0]}', *(f"{pad}{b}" for b in body[1:]), f'{pad}"""']
 
 

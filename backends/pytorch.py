@@ -647,8 +647,11 @@ class _Writer:
         # a merge the code leaves out (a `when:` switched off) reads nothing: keep no locals for it
         merges = [c for c in t.children if c.kind == "merge" and not _off(ctx, c)]
         targets |= {b.target for c in merges for b in c.children if b.kind == "ref"}
-        target_nodes = {c.output for c in t.children if c.kind == "ref"}
-        target_nodes |= {b.output for c in merges for b in c.children if b.kind == "ref"}
+        # the value a ref reads, where no entry of this body that it names keeps it under its name
+        # (an entry switched off passes the value on: the local is the named entry's, at every use)
+        entries = {c.path for c in t.children}
+        refs = [c for c in t.children if c.kind == "ref"] + [b for c in merges for b in c.children if b.kind == "ref"]
+        target_nodes = {r.output for r in refs if r.target not in entries}
         # a `from:` read by the name it gives: that entry's value kept under its name (`in`: the input)
         by_name = read_by_name(t, lambda e: self._switched(ctx, e))
         for c in t.children:
@@ -1180,6 +1183,13 @@ class _Writer:
             advice = "use one template per variant, or make what differs a parameter"
             if cause:
                 advice = "pass the value itself as an argument, or use one template per variant"
+            elif (switch := _folded_switch(a, b)) is not None:
+                cause = (
+                    f"'{switch}' is switched by a condition the class cannot take as an argument (an "
+                    f"expression, not one parameter), {'on' if _when_at(a, switch) else 'off'} at {where_a} and "
+                    f"{'on' if _when_at(b, switch) else 'off'} at {b.path}: "
+                )
+                advice = f"give '{switch}' a parameter of its own as its `when`, or use one template per variant"
             raise CodegenError(
                 f"template {name} needs different code at {where_a} and {b.path}{entry}: {cause}"
                 f"{_first_difference(text_a, text_b, where_a, b.path)}; {advice}",
@@ -1279,7 +1289,7 @@ class _Writer:
             else:
                 params.append(f"{own}: {ann} | None = None")
                 fixups += [f"if {own} is None:", f"    {own} = {render(ctx.value(p.default_expr, None))}"]
-        head = [f"class {class_name}(nn.Module):"] + docstring(tmpl.doc or f"The {name} block of the spec.", 1)
+        head = [f"class {class_name}(nn.Module):"] + docstring(tmpl.doc or "", 1, f"The {name} block of the spec.")
         sig = layout("def ", Call("__init__", tuple(params)), 1, " -> None:")
         sig += docstring_with_args(f"Build the {name} block", self._template_arg_docs(tmpl, documented or inst), 2)
         fix = ["        " + f for f in fixups]
@@ -1458,7 +1468,7 @@ class _Writer:
             val = variables[v]
             params.append(f"{self.arguments[v]}: {_annotation([val])} = {literal(val)}")
         head = [f"class {name}(nn.Module):"] + docstring_with_args(
-            ir.info(g).doc or f"The {name} model", [], 1, paragraphs=[self._input_doc()]
+            safe_text(ir.info(g).doc or "") or f"The {name} model", [], 1, paragraphs=[self._input_doc()]
         )
         extras = outputs[1:]
         by_name = ir.info(g).outputs_by_name  # the NamedTuple even of one output (torchvision's segmentation)
@@ -1968,6 +1978,29 @@ def _own_blocks(use: ir.Block):
             stack.extend(reversed(c.children))
 
 
+def _body_entries(use: ir.Block) -> dict[str, ir.Block]:
+    """The entries of a use's body, by name, where the body is named entries."""
+    body = use.children[0] if use.children else None
+    return {c.name: c for c in body.children} if body is not None and body.kind == "seq" and body.named else {}
+
+
+def _when_at(use: ir.Block, name: str) -> bool:
+    return bool(_body_entries(use)[name].when.value)
+
+
+def _folded_switch(a: ir.Block, b: ir.Block) -> str | None:
+    """The first entry of two uses' bodies whose ``when`` the class folds (a condition that is no
+    parameter of its own: ``when.expr`` None) and that is on at one use, off at the other."""
+    theirs = _body_entries(b)
+    for name, c in _body_entries(a).items():
+        other = theirs.get(name)
+        if c.when is None or other is None or other.when is None:
+            continue
+        if c.when.expr is None and c.when.switch is None and c.when.value != other.when.value:
+            return name
+    return None
+
+
 def _first_difference(a: str, b: str, where_a: str, where_b: str) -> str:
     """The first line in which two versions of a class differ, shown from each, for a message: the
     real cause of a refused template (a size a class would write as a number that differs between
@@ -2123,12 +2156,14 @@ def generate(graph: object, *, source_name: str | None = None, verify: bool | st
             86,
         )
         doc = docstring(
-            f"{(ir.info(g).doc or f'The {name} model').rstrip('.')}: inference only, optimised for {target}", 0
+            f"{(safe_text(ir.info(g).doc or '') or f'The {name} model').rstrip('.')}: inference only, optimised for "
+            f"{target}",
+            0,
         )
     else:
         exposed = ", ".join(w.arguments[v] for v in ir.info(g).exposed) or "none"
         header = wrap(f"It depends on torch alone. Constructor arguments: {exposed}.", 86)
-        doc = docstring(ir.info(g).doc or f"The {name} model", 0)
+        doc = docstring(ir.info(g).doc or "", 0, f"The {name} model")
     generated = f"# Generated by nasdsl {__version__} from {shown} (spec sha256 {ir.info(g).sha256[:16]})."
     if len(generated) > 88:  # a long file name: the hash on a line of its own
         cut = generated.index(" (spec sha256")

@@ -244,7 +244,7 @@ def generate_ensemble(
         "# " + line for line in wrap(f"It depends on torch alone. Members: {', '.join(m.name for m in found)}.", 86)
     ]
     parts = [
-        "\n".join(header + docstring(ir.info(g).doc or f"The {name} ensemble", 0)),
+        "\n".join(header + docstring(ir.info(g).doc or "", 0, f"The {name} ensemble")),
         "\n".join(_ordered_imports(imports)),
         "\n".join(public),
         *defs.values(),

@@ -525,8 +525,10 @@ class _Builder:
                     )
                 inner = self._indexed(scope, b.index[0], positions[read])
             sub = self.expand(branch, branch_name, branch_path, reads, inner, phase)
-            if b.sources and not sub.sources:  # the value `from: [a, b]` names for this branch
-                sub = dataclasses.replace(sub, sources=_source_paths((b.sources[k],), scope))
+            if (b.sources or b.source is not None) and not sub.sources and sub.kind != "ref":
+                # the value `from: [a, b]` names for this branch, or the one `from: a` names for every branch
+                named = b.sources[k] if b.sources else b.source
+                sub = dataclasses.replace(sub, sources=_source_paths((named,), scope))
             children.append(sub)
             if sub.passed in self.zeros and not sub.dormant and not (sub.kind == "skip" and sub.when is not None):
                 if b.op != "add":

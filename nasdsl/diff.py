@@ -33,10 +33,12 @@ Totals are those of ``nasdsl summary`` (inference) and with the training heads.
 A side's value is null where the entry does not exist on it, and an argument's where it is
 ``null`` or the side has no such argument (then ``absent`` names the side; the key is left out
 where both sides have the argument). ``reads`` holds, on each side, the
-names of what the entry is given, in order: an entry's name where it reads an entry's output, else
-the node's path (the input's name, a node inside an entry). A reads change is listed only between
-values both sides have (an entry that reads an inserted one changes only where its input did; a
-renamed one is read under its new name). ``hash`` is each side's architecture
+names of the values from outside the entry that its nodes read, in the order they read them (what
+``from:`` gives it, then what a ``{ref: ...}`` inside it reaches, as a merge's branches): an
+entry's name where it reads an entry's output, else the node's path (the input's name, a node
+inside an entry: ``blk.inner``). A reads change, and an output's ``from`` that differs, is listed
+only between values both sides have (an entry that reads an inserted one changes only where its
+input did; a renamed one, or a node inside it, is read under its new name). ``hash`` is each side's architecture
 hash (:func:`nasdsl.unique.graph_hash`): where they are equal the two compute the same function up
 to the names of their nodes, the order of a sum's terms, identities and nodes no output reads (two
 NAS-Bench-201 cells written with their edges in another order), and :func:`render` says so instead
@@ -77,7 +79,8 @@ class Entry:
     params: int
     macs: int
     training_only: bool
-    #: what it is given, in order: the entry whose output each input is (its name), else the node
+    #: the values from outside it that its nodes read, in order: the entry whose output each is
+    #: (its name), else the node's path
     reads: tuple[str, ...] = ()
 
     def signature(self) -> tuple:
@@ -192,6 +195,9 @@ def entries(g: nx.DiGraph) -> list[Entry]:
     for tree, training_only in trees:
         nodes = members.get(tree.name, [])
         kind, args = _kind(g, tree)
+        own = set(nodes)
+        # what its nodes read from outside it: its inputs and what a ref inside it reaches
+        read = [i for n in nodes for i in ir.inputs(g, n) if i not in own] if nodes else list(tree.inputs)
         inside = []
         for n in nodes:
             d = ir.node(g, n)
@@ -211,7 +217,7 @@ def entries(g: nx.DiGraph) -> list[Entry]:
                 sum(params(g, n) for n in nodes),
                 sum(macs(g, n) for n in nodes),
                 training_only,
-                tuple(produced.get(i, i) for i in tree.inputs),
+                tuple(produced.get(i, i) for i in read),
             )
         )
     return out
@@ -281,7 +287,7 @@ def compare(a, b, *, a_name: str = "", b_name: str = "") -> Diff:
                 out.append(_entry(name, "added", None, new, ()))
         elif old is not None and old.name not in renamed.values():
             out.append(_entry(name, "removed", old, None, ()))
-    outs = _output_changes(_outputs(ga), _outputs(gb))
+    outs = _output_changes(_outputs(ga), _outputs(gb), as_a)
     if outs:
         out.append(EntryDiff("outputs", "changed", "outputs", outs, (0, 0), (0, 0)))
     return Diff(_totals(ga, a_name), _totals(gb, b_name), tuple(out), (graph_hash(ga), graph_hash(gb)))
@@ -343,18 +349,29 @@ def _changes(old: Entry, new: Entry, as_a: dict[str, str]) -> list[Change]:
         changes.append(Change("input", "", [_plain(s) for s in old.inputs], [_plain(s) for s in new.inputs]))
     if old.output != new.output:
         changes.append(Change("output", "", _plain(old.output), _plain(new.output)))
-    if not changes and old.nodes != new.nodes:
+    if all(c.what == "reads" for c in changes) and old.nodes != new.nodes:  # a branch added to a merge
         changes += _node_changes(old, new)
     return changes
+
+
+def _on_a(name: str, as_a: dict[str, str]) -> str | None:
+    """Side b's value ``name`` (an entry, or a node inside one: ``blk.inner``) by its name on side
+    a; None where side a has no such entry."""
+    if name in as_a:
+        return as_a[name]
+    entry, dot, rest = name.partition(".")
+    return f"{as_a[entry]}.{rest}" if dot and entry in as_a else None
 
 
 def _reads_otherwise(a: tuple[str, ...], b: tuple[str, ...], as_a: dict[str, str]) -> bool:
     """Whether an entry reads other values on side b than on side a, among the values both sides
     have (what reads an added or a removed entry changes with it)."""
     known_a = set(as_a.values())
+    known = [x in known_a or x.partition(".")[0] in known_a for x in a]
+    mapped = [_on_a(y, as_a) for y in b]
     if len(a) != len(b):
-        return all(x in known_a for x in a) and all(y in as_a for y in b)
-    return any(x in known_a and y in as_a and as_a[y] != x for x, y in zip(a, b, strict=True))
+        return all(known) and None not in mapped
+    return any(k and y is not None and y != x for x, k, y in zip(a, known, mapped, strict=True))
 
 
 def _node_changes(old: Entry, new: Entry) -> list[Change]:
@@ -395,10 +412,13 @@ def _node_data(node: tuple | None) -> dict | None:
     return {"op": op, "shape": _plain(shape)}
 
 
-def _output_changes(a: dict[str, tuple], b: dict[str, tuple]) -> tuple[Change, ...]:
+def _output_changes(a: dict[str, tuple], b: dict[str, tuple], as_a: dict[str, str]) -> tuple[Change, ...]:
+    """The outputs that differ; one that reads a renamed entry under its new name does not."""
     out = []
     for name in dict.fromkeys([*a, *b]):
         old, new = a.get(name), b.get(name)
+        if old is not None and new is not None and (_on_a(new[0], as_a), *new[1:]) == old:
+            continue
         if old != new:
             out.append(Change("outputs", name, _output_text(old), _output_text(new)))
     return tuple(out)

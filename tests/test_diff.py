@@ -221,3 +221,66 @@ def test_an_argument_given_null_is_told_from_one_that_is_absent(tmp_path):
     assert "p (none) -> 0.5" in render(diff)
     (p,) = [c for c in as_dict(diff)["entries"][0]["changes"] if c["key"] == "p"]
     assert p == {"what": "arg", "key": "p", "a": None, "b": 0.5, "absent": ["a"]}
+
+
+#: a merge of refs to other entries, an entry reading a node inside a template's use, an output head
+MERGED = """\
+nasdsl: 1
+name: Merged
+input: {shape: [4, 8, 8]}
+templates:
+  Two:
+    params: [c]
+    body:
+      inner: {op: conv2d, out: c, kernel: 3, padding: 1}
+      other: {op: conv2d, out: c, kernel: 3, padding: 1}
+model:
+  a: {op: conv2d, out: 4, kernel: 3, padding: 1}
+  b: {op: conv2d, out: 4, kernel: 3, padding: 1}
+  blk: {use: Two, args: [4]}
+  cat: {concat: [{ref: a}, {ref: b}]}
+  d: {op: conv2d, out: 8, kernel: 1, from: blk.inner}
+  f: {concat: [{ref: cat}, {ref: d}]}
+outputs:
+  main: {from: f}
+  aux: {from: b}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line"),
+    [
+        # a merge's refs are what it reads: their order, or another entry (it was 'no entry differs')
+        ("{concat: [{ref: a}, {ref: b}]}", "{concat: [{ref: b}, {ref: a}]}", "~ cat (concat): reads a, b -> b, a"),
+        ("{ref: b}]}", "{ref: blk.inner}]}", "~ cat (concat): reads a, b -> a, blk.inner"),
+        # the same value twice: an identity inside the merge (it was only '1: identity added')
+        ("{ref: b}]}", "{ref: a}]}", "~ cat (concat): reads a, b -> a, a; 1: identity added"),
+        # a node inside an entry, by its path; blk.other is blk's output
+        ("from: blk.inner}", "from: blk.other}", "~ d (conv2d): reads blk.inner -> blk"),
+        ("from: blk.inner}", "from: a}", "~ d (conv2d): reads blk.inner -> a"),
+    ],
+)
+def test_what_a_merge_or_a_from_path_reads_is_named(tmp_path, old, new, line):
+    a = _compile(tmp_path, MERGED, "a.yaml")
+    b = _compile(tmp_path, MERGED.replace(old, new, 1), "b.yaml")
+    diff = compare(a, b)
+    assert [e.name for e in diff.entries] == [line.split()[1]]
+    assert line in render(diff).splitlines()
+
+
+def test_what_reads_a_renamed_entry_or_a_node_inside_it_is_not_a_change(tmp_path):
+    """An output's ``from`` and a ``from: blk.inner`` follow a rename (the output was listed as
+    changed, 'from b -> from bb')."""
+    a = _compile(tmp_path, MERGED, "a.yaml")
+    text = (
+        MERGED.replace("  b: {op", "  bb: {op")
+        .replace("{ref: b}", "{ref: bb}")
+        .replace("aux: {from: b}", "aux: {from: bb}")
+    )
+    assert _statuses(compare(a, _compile(tmp_path, text, "b.yaml"))) == {"bb": "renamed"}
+    text = MERGED.replace("  blk: {use", "  blk2: {use").replace("from: blk.inner}", "from: blk2.inner}")
+    assert _statuses(compare(a, _compile(tmp_path, text, "c.yaml"))) == {"blk2": "renamed"}
+    moved = compare(a, _compile(tmp_path, MERGED.replace("aux: {from: b}", "aux: {from: a}"), "d.yaml"))
+    assert as_dict(moved)["entries"][-1]["changes"] == [
+        {"what": "outputs", "key": "aux", "a": "from b, loss weight 1", "b": "from a, loss weight 1"}
+    ]

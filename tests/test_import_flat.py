@@ -23,6 +23,7 @@ from flat_toy import WIDTHS, toy
 from onnx_runs import agreement
 
 import nasdsl
+from nasdsl.backends.onnx import export_onnx
 from nasdsl.cli import main as cli_main
 from nasdsl.importer import ImportFailure, import_model
 
@@ -248,3 +249,19 @@ def test_importing_leaves_the_callers_model_as_it_was():
     result = import_model(model, weights=True)
     assert model.SerializeToString() == before
     assert np.array_equal(result.weights["conv.weight"], weight)
+
+
+def test_a_merge_that_reads_one_value_twice_imports_from_its_own_export(tmp_path):
+    """``add: [{ref: s}, {ref: s}]`` reads ``s`` once through an identity (``j.1``), which the
+    export keeps and the import drops: the check of the written spec sees through such identities
+    (it was an internal error, 'the written spec differs from the source')."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "nasdsl: 1\nname: Twice\ninput: {shape: [4, 6, 6]}\nmodel:\n  s: {op: conv2d, out: 6, kernel: 1}\n"
+        "  j: {add: [{ref: s}, {ref: s}]}\n  k: {concat: [{ref: s}, {ref: j}, {ref: s}]}\n"
+    )
+    proto = export_onnx(nasdsl.compile_spec(path).graph, opset=17)
+    assert [n.op_type for n in proto.graph.node].count("Identity") == 2
+    result = import_model(proto, weights=True)
+    assert "  j: {add: [{ref: s}, {ref: s}]}" in result.text
+    assert agreement(proto, result) < 1e-6

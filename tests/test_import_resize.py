@@ -283,6 +283,29 @@ FIRST_REFUSED = [
         "graph.node[1] 'up' (Upsample): error: an Upsample of opset 9 by [0.5, 0.5]: ONNX's Upsample takes scales "
         "of 1 or more",
     ),
+    # a scale that is no finite number > 0, which ONNX Runtime refuses as it loads the file
+    (
+        ("Resize", 10, (float("nan"), 2.0), "nearest"),
+        "graph.node[1] 'up' (Resize): error: a Resize of opset 10 by [1.0, 1.0, nan, 2.0]: scales are finite "
+        "numbers > 0",
+    ),
+    (
+        ("Upsample", 9, (float("inf"), 1.0), "nearest"),
+        "graph.node[1] 'up' (Upsample): error: an Upsample of opset 9 by [1.0, 1.0, inf, 1.0]: scales are finite "
+        "numbers > 0",
+    ),
+    # bilinear is Upsample-1's mode; from opset 7 the modes are nearest and linear (ONNX Runtime
+    # refuses the file), even where every side keeps its size
+    (
+        ("Upsample", 9, (1.0, 1.0), "bilinear"),
+        "graph.node[1] 'up' (Upsample): error: an Upsample of opset 9 in mode bilinear: the spec's interpolate "
+        "computes nearest and linear modes",
+    ),
+    (
+        ("Resize", 10, (1e4, 1.0), "nearest"),
+        "graph.node[1] 'up' (Resize): error: a Resize by [10000.0, 1.0] of [10, 6] to [100000, 6]: the "
+        "spec's interpolate makes sides of at most 65536",
+    ),
 ]
 
 
@@ -311,3 +334,57 @@ def test_onnx_runtime_reads_other_positions_than_pytorch_where_the_first_resizes
     shrunk = run_ort(_first_resize("Resize", 10, (0.6, 1.0), "nearest"), x)
     ours = F.interpolate(mapped, scale_factor=(0.6, 1.0), mode="nearest").numpy()
     assert shrunk.shape == ours.shape == (1, 2, 6, 6) and not np.allclose(shrunk, ours, atol=1e-3)
+
+
+def test_a_resize_to_sides_longer_than_the_spec_takes_is_refused_before_its_positions_are_computed():
+    """A Resize of opset 13 to 2**40 rows was a MemoryError (the positions of every row)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])
+    sizes = helper.make_tensor("sizes", TensorProto.INT64, [4], [1, 3, 2**40, 5])
+    node = helper.make_node(
+        "Resize",
+        ["x", "", "", "sizes"],
+        ["y"],
+        name="up",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    )
+    graph = helper.make_graph([node], "g", [x], [y], initializer=[sizes])
+    with pytest.raises(ImportFailure) as info:
+        import_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    assert info.value.format() == (
+        "<onnx model>: graph.node[0] 'up' (Resize): error: a Resize to [1099511627776, 5] of [5, 5]: the spec's "
+        "interpolate makes sides of at most 65536"
+    )
+
+
+@pytest.mark.parametrize("domains", [("", ""), ("", "ai.onnx")])
+def test_a_file_naming_the_default_domain_at_two_versions_is_refused(domains):
+    """Which version an op reads by would be a guess (ONNX Runtime refuses this Resize of opset 10
+    where opset 13 is named too; nasdsl read it by the first)."""
+    proto = _first_resize("Resize", 10, (2.0, 2.0), "nearest")
+    del proto.opset_import[:]
+    proto.opset_import.extend([helper.make_opsetid(domains[0], 10), helper.make_opsetid(domains[1], 13)])
+    with pytest.raises(ImportFailure) as info:
+        import_model(proto)
+    assert info.value.format() == (
+        "<onnx model>: error: opset_import names the default domain ('' or 'ai.onnx') at versions [10, 13]: a file "
+        "has one"
+    )
+
+
+def test_scales_given_as_a_graph_input_are_refused_naming_what_reads_them(tmp_path, capsys):
+    """An Upsample's scales as an input of the graph are no constant (whoever runs the file gives
+    them): one input more than a spec's model takes, named with the node that reads it."""
+    proto = _first_resize("Upsample", 9, (2.0, 2.0), "nearest")
+    (scales,) = [t for t in proto.graph.initializer if t.name == "scales"]
+    proto.graph.initializer.remove(scales)
+    proto.graph.input.append(helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4]))
+    path = tmp_path / "up.onnx"
+    path.write_bytes(proto.SerializeToString())
+    assert cli_main(["import", str(path), "-o", str(tmp_path / "up.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{path}: error: the graph has 2 inputs, 'x' (read by graph.node[0] 'conv' (Conv)), 'scales' (read by " in err
+    )
+    assert "graph.node[1] 'up' (Upsample)): a spec has one" in err and "Traceback" not in err

@@ -4,6 +4,7 @@ Caffe's train_val.prototxt, and PyTorch's own loss and init functions."""
 from __future__ import annotations
 
 import ast
+import json
 import math
 import os
 import subprocess
@@ -403,6 +404,34 @@ def test_a_docs_backticks_are_kept_and_its_quotes_dropped(tmp_path):
     source = generate_source(nasdsl.compile_spec(spec))
     (cls,) = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Block"]
     assert ast.get_docstring(cls).startswith("Conv to `width`, then `act`. Not here nor there.")
+
+
+@pytest.mark.parametrize(
+    "doc, said",
+    [
+        ("!!! ???", "The Block block of the spec."),  # nothing left once made safe: the default is said
+        ("日本語", "The Block block of the spec."),
+        ("w" * 120, "w" * 120 + "."),  # one word longer than the line: ruff keeps it on the quotes' line
+        ("`" + "x" * 90 + "`", "`" + "x" * 90 + "`."),
+    ],
+)
+def test_a_doc_with_nothing_safe_or_one_long_word_gives_a_docstring_ruff_keeps(doc, said, tmp_path):
+    spec = tmp_path / "doc.yaml"
+    spec.write_text(
+        f"nasdsl: 1\nname: Doc\ndoc: {json.dumps(doc)}\ninput: {{shape: [3, 8, 8]}}\ntemplates:\n  Block:\n"
+        f"    doc: {json.dumps(doc)}\n    params: [width]\n    body:\n"
+        "      conv: {op: conv2d, out: width, kernel: 1}\nmodel:\n  b: {use: Block, args: [4]}\n"
+    )
+    source = generate_source(nasdsl.compile_spec(spec))
+    path = tmp_path / "doc.py"
+    path.write_text(source)
+    run = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--isolated", "--check", str(path)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    classes = {n.name: n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)}
+    assert ast.get_docstring(classes["Block"]) == said
+    assert ast.get_docstring(classes["Doc"]).splitlines()[0] == said.replace("Block block of the spec", "Doc model")
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)

@@ -784,8 +784,19 @@ FROM_LIST_REPEAT = FROM_LIST_USE.replace(
         (FROM_LIST, 1, 'x = torch.cat([self.join["0"](bn), self.join["1"](pool)], 1)'),
         (FROM_LIST_USE, 2, "x = self.join(bn, pool)"),
         (FROM_LIST_REPEAT, 2, "s0, s1 = bn, pool"),
+        # the switched entry just before the reader, in a list: read by its name too (it was 'the
+        # PyTorch backend kept no value for node u0.mix', with no location)
+        (FROM_LIST.replace("from: [bn, pool]", "from: [s, mix]"), 1, 'self.join["0"](s), self.join["1"](mix)'),
+        (FROM_LIST_USE.replace("from: [bn, pool]", "from: [s, mix]"), 2, "x = self.join(s, mix)"),
+        (FROM_LIST_REPEAT.replace("from: [bn, pool]", "from: [s, mix]"), 2, "s0, s1 = s, mix"),
+        # one name for every branch of a merge (a branch read the value it held: 'needs different code')
+        (
+            SWITCHES.replace("      act: relu\n", "      join: {{concat: [identity, {{ref: s}}], from: bn}}\n"),
+            1,
+            'x = torch.cat([self.join["0"](bn), s], 1)',
+        ),
     ],
-    ids=["merge", "two_inputs", "repeat"],
+    ids=["merge", "two_inputs", "repeat", "merge_next", "two_inputs_next", "repeat_next", "merge_one_name"],
 )
 def test_the_entries_a_from_list_names_are_read_by_name(tmp_path, template, classes, line):
     """``from: [bn, pool]`` on a merge, on a use of a template of two inputs, or as the first values
@@ -818,3 +829,89 @@ def test_a_from_whose_width_differs_between_uses_is_named(tmp_path):
         "(its entry 'tail'): at u0 it would write `self.tail = nn.Conv2d(6, 5, 1)` where at u1 it would write "
         "`self.tail = nn.Conv2d(8, 5, 1)`; use one template per variant, or make what differs a parameter"
     )
+
+
+#: Outer's ``mid`` (a use of Mid, switched by ``r``, holding a use of Inner switched by ``q``) is read
+#: by nothing that reaches an output: the inference build drops its nodes at the uses that build it
+DEAD_NESTED = """\
+nasdsl: 1
+name: Uses
+outputs_by_name: true
+input: {shape: [4, 6, 6]}
+templates:
+  Inner:
+    params: [p]
+    body:
+      bn: {op: batch_norm, when: p}
+      conv: {op: conv2d, out: 6, kernel: 3, padding: 1}
+  Mid:
+    params: [p, q]
+    body:
+      s: {op: conv2d, out: 6, kernel: 1}
+      inner: {use: Inner, args: [p], when: q}
+      tail: {op: conv2d, out: 6, kernel: 1, from: s}
+  Outer:
+    params: [p, q, r]
+    body:
+      s: {op: conv2d, out: 6, kernel: 1}
+      mid: {use: Mid, args: [p, q], when: r}
+      j: {concat: [identity, {ref: s}], from: s}
+model:
+  u0: {use: Outer, args: [true, false, true], from: in}
+  u1: {use: Outer, args: [false, true, true], from: in}
+  u2: {use: Outer, args: [true, true, false], from: in}
+outputs:
+  o0: {from: u0}
+  o1: {from: u1}
+  o2: {from: u2}
+"""
+
+
+def test_an_inference_build_drops_a_switched_use_that_nothing_reads(tmp_path):
+    """A use whose blocks are all switched off or dropped passes its input on (``Inner`` at u1 was
+    kept as a use of no node, outside its instance: a StopIteration writing its shape note)."""
+    from nasdsl.optimize import optimize
+
+    compiled = _compile(tmp_path, DEAD_NESTED)
+    training = load_source(generate_source(compiled.graph)).Uses().eval()
+    with torch.no_grad():
+        for p in training.parameters():
+            p.add_(torch.rand_like(p))
+        inference = load_source(generate_source(optimize(compiled.graph, "cpu"))).UsesInference
+        inference = inference.from_training_state_dict(training.state_dict()).eval()
+        x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(1))
+        for got, want in zip(inference(x), training(x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+#: ``ref: bn`` where pool, after bn, is off at every use and mix after it at some
+REF_PAST_OFF = SWITCHES.replace("      act: relu\n", "      last: {{concat: [{{ref: bn}}, identity]}}\n")
+
+
+def test_a_ref_reads_the_entry_it_names_past_entries_switched_off(tmp_path):
+    """The value ``ref: bn`` reads is kept under bn's name at every use; pool, off at every use,
+    passes it on and keeps no local of its own (it was 'template T needs different code at u0 and
+    u1 (its entry 'pool'): only at u0 it would write `pool = x`')."""
+    args = ["[true, false, true]", "[false, false, false]"]
+    source = _against_onnx_runtime(_compile(tmp_path, _switched_spec(args, REF_PAST_OFF)), (4, 6, 6))
+    assert "pool = x" not in source and 'x = torch.cat([bn, self.last["1"](x)], 1)' in source
+
+
+def test_a_switch_written_as_an_expression_of_parameters_is_named(tmp_path):
+    """``when: "a and b"`` is folded at each use (the class takes a switch as one parameter): where
+    it differs between uses the refusal names the entry and says why (it showed only the first
+    line that differs, another entry's)."""
+    text = _switched_spec(
+        ["[true, true, false]", "[true, false, false]"], SWITCHES.replace("when: a}", 'when: "a and b"}')
+    )
+    compiled = _compile(tmp_path, text)
+    with pytest.raises(NasdslError) as e:
+        generate_source(compiled.graph)
+    line = text.splitlines().index("  u1: {use: T, args: [true, false, false], from: in}") + 1
+    message = e.value.format()
+    assert message.startswith(f"{tmp_path / 'uses.yaml'}:{line}:7: error: model.u1: template T needs different code")
+    assert (
+        "'bn' is switched by a condition the class cannot take as an argument (an expression, not one parameter), "
+        "on at u0 and off at u1: "
+    ) in message
+    assert message.endswith("; give 'bn' a parameter of its own as its `when`, or use one template per variant")

@@ -60,6 +60,12 @@ _ALIASES = ("Identity", "Dropout")
 _FLOATS = ("FLOAT16", "DOUBLE", "BFLOAT16")
 
 
+def default_opset(proto) -> int:
+    """The file's version of the default domain (``''`` or ``'ai.onnx'``; 17 where it names none):
+    :func:`read_onnx` refuses a file that names it at two versions."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
+
+
 def read_onnx_file(
     path: str,
     *,
@@ -105,6 +111,12 @@ def read_onnx(
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
         raise ImportFailure(f"not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}", where=label) from None
+    versions = sorted({o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")})
+    if len(versions) > 1:  # the checker takes one, ONNX Runtime another: how an op reads would be a guess
+        raise ImportFailure(
+            f"opset_import names the default domain ('' or 'ai.onnx') at versions {versions}: a file has one",
+            where=label,
+        )
     model = _own_copies(proto)
     if model is proto:  # the reader rewires nodes in place: the caller's model is never changed
         model = type(proto)()
@@ -168,7 +180,7 @@ def _as_run(light):
     import onnx
     from onnx import numpy_helper
 
-    opset = next((o.version for o in light.opset_import if o.domain in ("", "ai.onnx")), 17)
+    opset = default_opset(light)
     g = light.graph
     const = {t.name: t for t in g.initializer}
     for n in g.node:
@@ -256,7 +268,15 @@ class _Reader:
         self.const: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         inputs = [i for i in graph.input if i.name not in self.const]
         if len(inputs) != 1:
-            raise ImportFailure(f"the graph has {len(inputs)} inputs: a spec has one", where=label)
+            # a value a node reads as a constant (a resize's scales, a reshape's shape) given as an
+            # input is one more input: the spec's sizes are constants, and its model takes one tensor
+            readers = {i.name: [k for k, n in enumerate(graph.node) if i.name in n.input] for i in inputs}
+            shown = ", ".join(
+                f"'{name}'"
+                + (f" (read by graph.node[{k[0]}] '{graph.node[k[0]].name}' ({graph.node[k[0]].op_type}))" if k else "")
+                for name, k in readers.items()
+            )
+            raise ImportFailure(f"the graph has {len(inputs)} inputs, {shown}: a spec has one", where=label)
         self.input = inputs[0]
         shape = _shape_of(self.input)
         if len(shape) != 4:
@@ -443,7 +463,7 @@ class _Reader:
                 consumers.setdefault(i, []).append(n)
         self.folding: set[int] = set()
         shapes = {k: v for k, v in self.shapes.items()}
-        opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 17)
+        opset = default_opset(self.proto)
         view = self.view = View(self.const, shapes, consumers, producer, self.fold_value, opset)
         shapes[self.input.name] = (1, *self.chw)
         input_name = _identifier(self.input.name, "x")
@@ -565,7 +585,7 @@ class _Reader:
         merging: :mod:`nasdsl.importer.onnx_regions`) -> its region."""
         from nasdsl.importer.onnx_regions import RegionError, find_regions
 
-        opset = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 17)
+        opset = default_opset(self.proto)
         self._refine_shapes(view)
         try:
             found = find_regions(view, self.nodes, self.input.name, self.weights, opset)

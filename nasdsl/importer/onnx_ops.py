@@ -27,6 +27,7 @@ import numpy as np
 
 from nasdsl.importer import resize
 from nasdsl.importer.ops_table import Lowered, Unsupported, pair
+from nasdsl.ops.tensor import MAX_SIDE
 
 
 @dataclass
@@ -751,9 +752,9 @@ def _upsample(view: View, node) -> Match:
             raise Unsupported(f"{article} {what} by scales computed in the graph: the spec's sizes are constants")
     else:
         raise Unsupported(f"{article} {what} without scales")
-    if mode not in ("nearest", "linear", "bilinear"):  # opset 7 also names 2-D linear bilinear
+    if mode not in ("nearest", "linear"):  # bilinear was Upsample-1's, whose scales are attributes of their own
         raise Unsupported(f"{article} {what} in mode {mode}: the spec's interpolate computes nearest and linear modes")
-    factors = [float(np.float32(v)) for v in np.asarray(scales).reshape(-1)]
+    factors = _factors(f"{article} {what}", scales)
     spatial = factors[2:]
     shown = [float(f"{f:.9g}") for f in spatial]
     if node.op_type == "Upsample" and any(f < 1.0 for f in factors):
@@ -781,6 +782,15 @@ def _upsample(view: View, node) -> Match:
     return _interpolation(view, node, "nearest", "asymmetric", None, scales)
 
 
+def _factors(what: str, scales) -> list[float]:
+    """A resize's scales as the float32 values ONNX Runtime takes; refused where one is not a
+    finite number > 0 (ONNX Runtime refuses those when it loads the file)."""
+    factors = [float(np.float32(v)) for v in np.asarray(scales).reshape(-1)]
+    if not all(np.isfinite(f) and f > 0 for f in factors):
+        raise Unsupported(f"{what} by {factors}: scales are finite numbers > 0")
+    return factors
+
+
 def _interpolation(view: View, node, mode: str, coords: str, sizes, scales) -> Match:
     """The spec's ``interpolate`` of a resize node read by :func:`_resize` or :func:`_upsample`
     (mode, coordinates and rounding already checked) to constant ``sizes`` or by constant
@@ -802,12 +812,17 @@ def _interpolation(view: View, node, mode: str, coords: str, sizes, scales) -> M
             raise Unsupported(f"{what} to {sizes}: the spec's interpolate keeps the batch and the channels")
         outs, factors = sizes[2:], None
     else:
-        factors = [float(np.float32(v)) for v in scales.reshape(-1)]
+        factors = _factors(what, scales)
         if len(factors) != rank or factors[:2] != [1.0, 1.0]:
             raise Unsupported(f"{what} by {factors}: the spec's interpolate keeps the batch and the channels")
         factors = factors[2:]
         outs = [int(np.float32(d) * np.float32(f)) for d, f in zip(ins, factors, strict=True)]  # ONNX Runtime's
     shown = f"by {[float(f'{f:.9g}') for f in factors]}" if factors is not None else f"to {outs}"
+    if any(o > MAX_SIDE for o in outs):
+        raise Unsupported(
+            f"{what} {shown} of {ins}{f' to {outs}' if factors is not None else ''}: the spec's interpolate "
+            f"makes sides of at most {MAX_SIDE}"
+        )
     if any(o < 1 for o in outs):
         raise Unsupported(f"{what} {shown} of {ins} leaves no positions")
     if mode == "linear" and coords == "pytorch_half_pixel" and any(o == 1 < i for i, o in zip(ins, outs, strict=True)):

@@ -67,6 +67,21 @@ def _holds_nothing(b: Block) -> bool:
     return b.kind in ("seq", "use") and all(_holds_nothing(c) for c in b.children)
 
 
+def _passes_on(b: Block) -> bool:
+    """Whether ``b`` holds no node and passes its input on: a skip (a rewrite took it out, or a
+    switch leaves it out), or a sequence or use of those alone."""
+    if b.kind == "skip":
+        return True
+    return b.kind in ("seq", "use") and bool(b.children) and all(_passes_on(c) for c in b.children)
+
+
+def _below(b: Block):
+    """The blocks inside ``b``: its children, theirs..."""
+    for c in b.children:
+        yield c
+        yield from _below(c)
+
+
 class Rewriter:
     """Changes to ``g`` (the caller's own copy, see :func:`nasdsl.ir.copy`) that keep its tree right.
 
@@ -419,8 +434,12 @@ class Rewriter:
                 if not all(_holds_nothing(c) for c in b.children):
                     raise RewriteError(f"the merge {own} is gone but not all of its branches")
                 return skip_of(b, resolve(own))
-            if b.kind in ("seq", "use") and b.children and all(bypassed(c) for c in b.children):
-                return skip_of(b, resolve(b.inputs[0]))  # nothing of it is left: it passes its input on
+            if b.kind in ("seq", "use") and _passes_on(b) and any(bypassed(c) for c in _below(b)):
+                # nothing of it is left (what the rewrite took out, and blocks a switch leaves out at
+                # this use): it passes its input on, which changes the class of each use around it
+                parts = b.path.split(".")
+                self.touched.update(".".join(parts[:k]) for k in range(len(parts)))
+                return skip_of(b, resolve(b.inputs[0]))
             changes: dict[str, object] = {}
             change = None
             if own in ops and ops[own] != b.op:

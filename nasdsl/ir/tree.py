@@ -120,7 +120,8 @@ def retarget(block: Block, old: str, new: str) -> Block:
 def read_by_name(body: Block, switched: Callable[[Block], bool]) -> dict[str, frozenset[str | None]]:
     """For each entry of the sequence ``body`` whose ``from:`` names an earlier entry of ``body`` (or
     ``in``, None), the names (``Block.sources``) a class must read by name rather than by the value
-    they hold here: those with at least one entry between them and the reader, where an entry from
+    they hold here: those with at least one entry between them and the reader (or any, in a list of
+    several: the reader reads each apart from the value just before it), where an entry from
     the named one up to the reader is ``switched`` (its ``when`` a class keeps as an argument). At a
     use where such an entry is off, the name holds the value of an entry before it, or the reader's
     input is the value just before it; where it is on, neither: one class serves both only if it
@@ -131,7 +132,9 @@ def read_by_name(body: Block, switched: Callable[[Block], bool]) -> dict[str, fr
         named = set()
         for p in c.sources:
             j = -1 if p is None else position.get(p, i)  # `in` is before the first entry
-            if i - j > 1 and any(switched(e) for e in body.children[max(j, 0) : i]):
+            # a list reads its values apart from x: the switched entry just before it is read by name too
+            after = i - j > 1 or len(c.sources) > 1
+            if after and any(switched(e) for e in body.children[max(j, 0) : i]):
                 named.add(p)
         if named:
             found[c.path] = frozenset(named)

@@ -48,6 +48,9 @@ def _axis(v: object) -> str | int:
     raise SpecError(f"expected channels, last or an axis index from {-MAX_RANK} to {MAX_RANK - 1}, got {describe(v)}")
 
 
+#: the longest side an interpolate makes
+MAX_SIDE = 1 << 16
+
 AXIS_DOC = "channels (the channel axis), last, or an axis index without the batch (negative from the end)"
 
 
@@ -366,8 +369,8 @@ def _optional_sizes(v: object) -> int | tuple[int, ...] | None:
     """One integer (every spatial axis) or a list of one per spatial axis; kept apart, as the spec
     wrote it, so that a list of one on a 2-D map is refused rather than read as both axes."""
     if v is None or is_int(v):
-        return v if v is None else check_int(v, 1, 1 << 16)
-    return int_list("the output's spatial size", 1, 1 << 16, most=3)(v)
+        return v if v is None else check_int(v, 1, MAX_SIDE)
+    return int_list("the output's spatial size", 1, MAX_SIDE, most=3)(v)
 
 
 def interpolate_attrs(a: Mapping[str, object]) -> None:

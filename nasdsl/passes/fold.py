@@ -38,7 +38,6 @@ from nasdsl.ops.conv import CONV_NAMES
 from nasdsl.passes.derive import FoldNorm, record
 from nasdsl.passes.symbolic import infer_symbols
 
-
 #: the convolutions a BatchNorm folds into: each keeps its output channels on the weight's first
 #: axis, which the fold scales (transposed convolutions keep them on the second, and are left alone)
 FOLDED_CONVOLUTIONS = frozenset(CONV_NAMES.values())
