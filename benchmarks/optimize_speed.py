@@ -74,6 +74,8 @@ FAMILIES: dict[str, tuple[str, Callable[[], torch.nn.Module]]] = {
     ),
     # a video model: every BatchNorm follows a conv3d (clips of 3x16x112x112; channels_last_3d)
     "r3d_18": ("r3d_18.yaml", lambda: torchvision.models.video.r3d_18(weights=None)),
+    # Inception blocks of 1x1x1 conv3d siblings (what fuse_siblings joins)
+    "s3d": ("s3d.yaml", lambda: torchvision.models.video.s3d(weights=None)),
 }
 
 

@@ -366,8 +366,9 @@ def test_every_spec_computes_the_same_function(specs, spec, cheap):
 
 def test_the_fusions_are_where_they_pay(specs):
     """GoogLeNet: the three 1x1 convolutions of each Inception module; ResNet-50: the first block's
-    projection beside its first 1x1 convolution (stride 1); no BatchNorm is left."""
-    for spec, expected in (("googlenet_bn", 9), ("resnet50", 1), ("squeezenet1_1", 0)):
+    projection beside its first 1x1 convolution (stride 1); S3D: the three 1x1x1 ``conv3d`` of each
+    of its nine Inception blocks; no BatchNorm is left."""
+    for spec, expected in (("googlenet_bn", 9), ("resnet50", 1), ("squeezenet1_1", 0), ("s3d", 9)):
         g = optimize(specs[spec][0], "cuda")
         joins = [s for s in ir.info(g).derivation if isinstance(s, JoinLayers)]
         assert len(joins) == expected, spec

@@ -1,11 +1,11 @@
 """Fuse sibling convolutions: one wide convolution, then a channel split.
 
-Convolutions that read the same tensor with the same window (kernel, stride,
-padding, dilation; ``groups`` 1) compute independent output channels of one
-convolution. :func:`fuse_siblings` replaces each such set (two or more, none
-an output) by
+Convolutions of one rank (``conv1d``, ``conv2d``, ``conv3d``) that read the
+same tensor with the same window (kernel, stride, padding, dilation; ``groups``
+1) compute independent output channels of one convolution.
+:func:`fuse_siblings` replaces each such set (two or more, none an output) by
 
-- one ``conv2d`` with their output channels added up, ``<block>.fused``: a new
+- one convolution of their rank with their output channels added up, ``<block>.fused``: a new
   entry of the innermost block holding them all, before them (an Inception
   module's merge is wrapped in a named sequence at its own path, the fused
   convolution first: ``inception3a.fused``), where the tree has such a place;
@@ -46,8 +46,12 @@ from nasdsl import ir
 from nasdsl.ir.rewrite import RewriteError, Rewriter
 from nasdsl.ir.sym import Sym
 from nasdsl.ops import OPS
+from nasdsl.ops.conv import CONV_NAMES
 from nasdsl.passes.derive import JoinLayers, given_of, record
 from nasdsl.passes.symbolic import infer_symbols
+
+#: the convolutions fused: their output channels are the first axis of their output and weight
+CONVOLUTIONS = frozenset(CONV_NAMES.values())
 
 #: attributes that must agree for two convolutions to be fused
 WINDOW = ("kernel", "stride", "padding", "dilation")
@@ -62,9 +66,9 @@ def sibling_groups(g: nx.DiGraph) -> list[list[str]]:
         by_window: dict[tuple, list[str]] = {}
         for c in g.successors(src):
             data = ir.node(g, c)
-            if data.op != "conv2d" or data.attrs["groups"] != 1 or c in outputs:
+            if data.op not in CONVOLUTIONS or data.attrs["groups"] != 1 or c in outputs:
                 continue
-            by_window.setdefault(tuple(data.attrs[k] for k in WINDOW), []).append(c)
+            by_window.setdefault((data.op, *(data.attrs[k] for k in WINDOW)), []).append(c)
         for convs in by_window.values():
             if len(convs) > 1 and not _split_by_tree(g, src, convs):
                 rank = rank or {n: i for i, n in enumerate(ir.order(g))}
@@ -106,8 +110,8 @@ def _fuse(rw: Rewriter, convs: list[str]) -> None:
     window = {k: _expr(rw, first, k, instance, None) for k in first.given if k not in ("out", "bias")}
     exprs = {k: v for k, v in window.items() if v is not None}
     exprs["out"] = sum(outs)
-    wanted = set(given_of("conv2d", attrs)) | {k for k, v in exprs.items() if isinstance(v, Sym)}
-    given = tuple(a.name for a in OPS["conv2d"].attrs if a.name in wanted)
+    wanted = set(given_of(first.op, attrs)) | {k for k, v in exprs.items() if isinstance(v, Sym)}
+    given = tuple(a.name for a in OPS[first.op].attrs if a.name in wanted)
     exprs = {k: v for k, v in exprs.items() if k in given}
     fused = _unique(g, f"{holder.path}.fused" if holder.path else "fused")
     made = dataclasses.replace(
