@@ -396,6 +396,36 @@ def test_null_where_it_cannot_be_left_out_is_a_located_error(tmp_path, capsys, u
     assert out == "" and err == f"{path}:{error.replace('PATH', str(path))}\n"
 
 
+#: the spec's places outside the model where an option may not be null (docs/design-space.md,
+#: "Null options"): an input's shape and an output's loss_weight; the same choice without null checks
+NO_NULL_OPTION = [
+    (
+        ERRORS.replace("shape: [6, 5, 7]", "shape: [6, {choice: [NULL, 5]}, 7]") + "  a: relu\n",
+        "3:30: error: input.shape[1].choice[0]: expected an option that is a number, true, false or an "
+        "expression, got null",
+    ),
+    (
+        ERRORS
+        + "  a: relu\n  b: {op: relu, from: in}\noutputs:\n  o: {from: a}\n"
+        + "  p: {from: b, loss_weight: {choice: [0.5, NULL]}}\n",
+        "30:44: error: outputs.p.loss_weight.choice[1]: expected an option that is a number, true, false or an "
+        "expression, got null",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "error"), NO_NULL_OPTION, ids=["input-shape", "loss-weight"])
+def test_null_is_no_option_of_an_input_shape_or_a_loss_weight(tmp_path, capsys, text, error):
+    path = tmp_path / "e.yaml"
+    path.write_text(text.replace("NULL", "4"))
+    assert main(["check", str(path)]) == 0
+    capsys.readouterr()
+    path.write_text(text.replace("NULL", "null"))
+    assert main(["check", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"{path}:{error} (null is an option only where a value may be null")
+
+
 def test_a_default_that_depends_on_other_attributes_is_refused_by_the_writer(tmp_path, capsys):
     """A pool's stride is its kernel by default: a class cannot write that for every use."""
     path = tmp_path / "e.yaml"

@@ -378,6 +378,21 @@ def test_the_fusions_are_where_they_pay(specs):
                                             "inception3a.branch3.0.conv")) in ir.info(g).derivation  # fmt: skip
 
 
+def test_a_batchnorm_after_a_conv1d_folds_into_it(tmp_path):
+    """docs/optimize.md: the fold takes a convolution of any rank; a (C, L) map's ``conv1d`` here,
+    the video models' ``conv3d`` below. The inference class computes the unoptimised model."""
+    path = tmp_path / "net.yaml"
+    path.write_text(
+        "name: Net\ninput: {shape: [3, 16], axes: CL}\nmodel:\n  conv: {op: conv1d, out: 4, kernel: 3, bias: false}\n"
+        "  bn: batch_norm\n  relu: relu\n"
+    )
+    net = nasdsl.compile_spec(path)
+    g = optimize(net, "cpu")
+    assert [s.layer for s in ir.info(g).derivation if isinstance(s, FoldNorm)] == ["conv"]
+    assert not any(d.op == "batch_norm" for _, d in ir.nodes(g)) and ir.node(g, "conv").attrs["bias"]
+    assert same_function(net, g, lively(net.graph)) < 1e-5
+
+
 def test_video_models_fold_their_batchnorms_into_3d_convolutions(specs):
     """Every BatchNorm of R3D-18 and R(2+1)D-18 follows a ``conv3d``: the inference build has none
     left, the convolutions gain their biases (the function is checked by the test above)."""
