@@ -566,15 +566,18 @@ def render(diff: Diff) -> str:
             )
         return "\n".join(lines) + "\n"
     same = diff.same_architecture
-    # entries whose layers are only named or wired otherwise: one line for them all
-    hidden = [e for e in diff.entries if e.same_layers] if same else []
+    # entries whose layers are only named or wired otherwise: one line for them all (an argument
+    # that differs is shown, even where both values make the same layers: null and the default)
+    hidden = [e for e in diff.entries if e.same_layers and not any(c.what == "arg" for c in e.changes)] if same else []
     if same:
         line = (
             f"same architecture (hash {diff.hashes[0]}): both compute the same function, up to the names of "
             "their nodes, the order of a sum's terms, identities, dropout and nodes no output reads"
         )
         if hidden:
-            line += f"; {len(hidden)} entries with the same layers, named or wired otherwise, are not listed"
+            some = "1 entry" if len(hidden) == 1 else f"{len(hidden)} entries"
+            verb = "is" if len(hidden) == 1 else "are"
+            line += f"; {some} with the same layers, named or wired otherwise, {verb} not listed"
         lines.append(line)
     for e in diff.entries:
         if hidden and e.same_layers:

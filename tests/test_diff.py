@@ -284,3 +284,14 @@ def test_what_reads_a_renamed_entry_or_a_node_inside_it_is_not_a_change(tmp_path
     assert as_dict(moved)["entries"][-1]["changes"] == [
         {"what": "outputs", "key": "aux", "a": "from b, loss weight 1", "b": "from a, loss weight 1"}
     ]
+
+
+def test_an_argument_that_makes_the_same_layers_is_still_listed(tmp_path):
+    """``pad`` null against 0 (the op's default): the same architecture, and the entry is listed
+    with its argument, not hidden as 'named or wired otherwise' (it was '1 entries ... are not
+    listed')."""
+    a = _compile(tmp_path, NULL_ARG.replace("args: [1]", "args: [null]"), "a.yaml")
+    diff = compare(a, _compile(tmp_path, NULL_ARG.replace("args: [1]", "args: [0]"), "b.yaml"))
+    text = render(diff)
+    assert diff.same_architecture and "~ a (P): pad null -> 0" in text
+    assert "not listed" not in text
