@@ -404,3 +404,29 @@ def test_walkthrough_commands_run_and_print_what_the_page_shows(tmp_path, monkey
     assert onnx.load(tmp_path / "googlenet_wide.onnx").graph.node
     model = nasdsl.build_model(wide, weights=str(tmp_path / "googlenet_wide.safetensors"))  # loads strictly
     assert model.inception4a.branch2[1].conv.weight.shape == (256, 96, 3, 3)
+
+
+def test_initializers_listed_as_graph_inputs_are_read_as_the_constants_they_hold():
+    """``keep_initializers_as_inputs=True`` (older exporters): every weight is also an input of the
+    graph; the import reads each as its stored value (docs/import.md, "Input"), one input remains,
+    and the generated model computes what ONNX Runtime computes with the file's own values."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)
+    ).eval()
+    x = torch.randn(1, 3, 6, 5)
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), f, dynamo=False, opset_version=17, keep_initializers_as_inputs=True)
+    proto = onnx.load_from_string(f.getvalue())
+    assert len(proto.graph.input) > 1 and {i.name for i in proto.graph.initializer} < {
+        i.name for i in proto.graph.input
+    }
+    result = import_model(proto, weights=True)
+    net = result.compiled
+    generated = getattr(load_source(generate_source(net.graph)), net.spec.name)()
+    generated.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in result.weights.items()}, strict=True)
+    with torch.no_grad():
+        got = generated.eval()(x).numpy()
+    np.testing.assert_allclose(got, run_ort(proto, x.numpy()), rtol=0, atol=1e-5)
