@@ -227,9 +227,30 @@ def load_weights(
     name = os.fspath(path)
     where = {"location": location, "path": keypath}
     data = read_regular(name, where)
-    if name.endswith(".safetensors"):
+    expected = "safetensors" if name.lower().endswith(".safetensors") else "torch"
+    found = _format(data)
+    if found is not None and found != expected:
+        raise WeightsError(
+            f"cannot read weights from '{name}': it holds a {_FORMATS[found]}, but its name asks for a "
+            f"{_FORMATS[expected]} (a name ending in .safetensors is read as safetensors, any other as torch.save): "
+            "rename the file",
+            **where,
+        )
+    if expected == "safetensors":
         return _load_safetensors(name, data, where)
     return _load_torch(name, data, where)
+
+
+_FORMATS = {"safetensors": "safetensors file", "torch": "torch.save file"}
+
+
+def _format(data: bytes) -> str | None:
+    """The format the bytes are in, by their first bytes (None: neither)."""
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":  # torch.save: a zip archive, or a bare pickle (legacy)
+        return "torch"
+    if len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8:
+        return "safetensors"  # an 8-byte header length, then the JSON header
+    return None
 
 
 def read_regular(name: str, where: dict | None = None) -> bytes:
@@ -259,16 +280,41 @@ def read_regular(name: str, where: dict | None = None) -> bytes:
         os.close(fd)
 
 
+#: numpy dtypes of safetensors' dtype names (BF16 is widened by hand: numpy has no bfloat16)
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "I16": "int16",
+    "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+}  # fmt: skip
+
+
 def _load_safetensors(name: str, data: bytes, where: dict) -> dict[str, object]:
+    import numpy as np
+
     try:
-        from safetensors.numpy import load
+        from safetensors import deserialize
     except ImportError:  # pragma: no cover - a dependency of the package
         raise WeightsError("reading .safetensors needs the 'safetensors' package (pip install safetensors)") from None
     try:
-        return dict(load(data))
+        entries = deserialize(data)
     except Exception as e:  # noqa: BLE001 - the reader raises several kinds for a bad file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WeightsError(f"cannot read weights from '{name}': not a safetensors file ({reason})", **where) from None
+    out: dict[str, object] = {}
+    for key, entry in entries:
+        kind, shape = entry["dtype"], tuple(entry["shape"])
+        if kind == "BF16":  # the upper half of a float32's bits
+            bits = np.frombuffer(entry["data"], dtype="<u2").astype(np.uint32) << 16
+            out[key] = bits.view(np.float32).reshape(shape)
+        elif kind in _SAFETENSORS_DTYPES:
+            out[key] = np.frombuffer(entry["data"], dtype=np.dtype(_SAFETENSORS_DTYPES[kind]).newbyteorder("<"))
+            out[key] = out[key].reshape(shape)
+        else:
+            raise WeightsError(
+                f"cannot read weights from '{name}': tensor '{key}' has dtype {kind}, which nasdsl does not read "
+                "(expected F32, F16, BF16 or F64 for parameters)",
+                **where,
+            )
+    return out
 
 
 def _load_torch(name: str, data: bytes, where: dict) -> dict[str, object]:
@@ -326,31 +372,49 @@ def _dims(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape)) or "a scalar"
 
 
-def _as_array(value: object) -> np.ndarray | None:
-    """A numpy array of a tensor-like value (numpy array or torch tensor), or None."""
+def _as_array(value: object) -> tuple[np.ndarray | None, str | None]:
+    """A numpy array of a tensor-like value (numpy array or dense torch tensor) and None, or
+    None and what the value is instead."""
     import numpy as np
 
     if isinstance(value, np.ndarray):
-        return value
+        return value, None
     if hasattr(value, "detach") and hasattr(value, "numpy") and hasattr(value, "shape"):
-        tensor = value.detach().cpu()
-        if hasattr(tensor, "is_floating_point") and tensor.is_floating_point():
+        tensor = value.detach()
+        layout = str(getattr(tensor, "layout", "torch.strided"))
+        if layout != "torch.strided":
+            return None, f"a {layout.removeprefix('torch.')} tensor"
+        if getattr(tensor, "is_quantized", False):
+            return None, f"a quantized tensor ({tensor.dtype})"
+        if getattr(tensor, "is_meta", False):
+            return None, "a tensor without values (on the meta device)"
+        tensor = tensor.cpu()
+        if tensor.is_floating_point():
             tensor = tensor.float()
-        return tensor.numpy()
-    return None
+        return tensor.numpy(), None
+    return None, type(value).__name__
 
 
 def _judge(key: str, value: object, w: Weight) -> tuple[np.ndarray | None, str | None, bool]:
     """One entry of a state_dict against the model's weight ``w``: (its array, None, True) when
-    it fits; (None, why, True) when it cannot be loaded at all (not a tensor; integers for
-    floating point values); (None, why, False) when only its shape differs."""
-    array = _as_array(value)
+    it fits; (None, why, True) when it cannot be loaded at all (not a dense tensor; integers for
+    floating point values or the reverse; values that are NaN or infinite); (None, why, False)
+    when only its shape differs."""
+    import numpy as np
+
+    array, other = _as_array(value)
     if array is None:
-        return None, f"{key} (expected a tensor, found {type(value).__name__})", True
+        return None, f"{key} (expected a dense tensor, found {other})", True
+    found = getattr(value, "dtype", array.dtype)
     if w.dtype == "float32" and array.dtype.kind != "f":
-        return None, f"{key} (expected floating point values, found {getattr(value, 'dtype', array.dtype)})", True
+        return None, f"{key} (expected floating point values, found {found})", True
+    if w.dtype != "float32" and array.dtype.kind not in "iu":
+        return None, f"{key} (expected integers ({w.dtype}), found {found})", True
     if tuple(array.shape) != w.shape:
         return None, f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})", False
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        return None, f"{key} (expected finite values, found {bad} NaN or infinite)", True
     return array, None, True
 
 

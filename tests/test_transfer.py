@@ -300,3 +300,30 @@ def test_the_command_writes_pt_reports_json_and_refuses(net, tmp_path, capsys):
     assert "expected a name ending in .safetensors or .pt" in capsys.readouterr().err
     assert main(["transfer", str(SPECS / "googlenet.yaml"), *base[1:], "-o", str(tmp_path / "x.pt")]) == 2
     assert "the child spec is given twice" in capsys.readouterr().err
+
+
+def test_bfloat16_safetensors_read_as_torch_widens_them(tmp_path, net):
+    """A bfloat16 .safetensors file loads (numpy has no bfloat16), to the values torch's own
+    widening gives; the extension is read in any case, as files are written."""
+    import torch
+    from safetensors.torch import save_file as save_torch
+
+    from nasdsl.weights import load_weights
+
+    drawn = {k: torch.from_numpy(v) for k, v in initial_weights(nasdsl.compile_spec(net).graph).items()}
+    halves = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in drawn.items()}
+    save_torch(halves, tmp_path / "w.SafeTensors")
+    read = load_weights(tmp_path / "w.SafeTensors")
+    assert read.keys() == halves.keys()
+    for k, v in halves.items():
+        assert read[k].dtype == (np.float32 if v.is_floating_point() else np.int64)
+        np.testing.assert_array_equal(read[k], v.to(torch.float32 if v.is_floating_point() else torch.int64).numpy())
+
+
+def test_a_counter_with_fractions_is_refused(net):
+    """An int64 buffer (BatchNorm's num_batches_tracked) given floating point values is wrong, never truncated."""
+    graph = nasdsl.compile_spec(net).graph
+    weights = dict(initial_weights(graph))
+    weights["mix.right.1.num_batches_tracked"] = np.array(1.5)
+    with pytest.raises(WeightsError, match=r"num_batches_tracked \(expected integers \(int64\), found float64\)"):
+        check_weights(graph, graph, weights)
