@@ -327,3 +327,19 @@ def test_a_counter_with_fractions_is_refused(net):
     weights["mix.right.1.num_batches_tracked"] = np.array(1.5)
     with pytest.raises(WeightsError, match=r"num_batches_tracked \(expected integers \(int64\), found float64\)"):
         check_weights(graph, graph, weights)
+
+
+def test_an_ensemble_parent_is_refused_before_its_weights_are_read(tmp_path, net, capsys):
+    """The child side refuses an ensemble; so does the parent side, at --from, before any file is read or written."""
+    team = tmp_path / "team.yaml"
+    team.write_text("nasdsl: 1\nname: Team\nensemble:\n  members:\n    a: net.yaml\n    b: net.yaml\n")
+    out = tmp_path / "o.safetensors"
+    args = ["transfer", "--from", str(team), "--weights", str(tmp_path / "absent.pt"), "--to", str(net), "-o", str(out)]
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"error: --from: the parent {team} is an ensemble; weights are transferred between model specs: "
+        "run it on a member's spec\n"
+    )
+    assert not out.exists()
+    with pytest.raises(nasdsl.errors.UsageError, match="the child .*team.yaml is an ensemble"):
+        transfer_weights(net, str(tmp_path / "absent.pt"), team)
