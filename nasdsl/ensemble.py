@@ -41,7 +41,7 @@ from nasdsl import document, ir
 from nasdsl.ensemble_ir import Member
 from nasdsl.ensemble_ir import combine as combine_of
 from nasdsl.ensemble_ir import members as members_of
-from nasdsl.errors import ErrorList, LimitError, Location, NasdslError, SpecError
+from nasdsl.errors import ErrorList, LimitError, Location, NasdslError, SpecError, WeightsError
 from nasdsl.evaluation import DEFAULT, Evaluation, parse_evaluation
 from nasdsl.loader import Limits, YMap, scalar_type_name
 from nasdsl.numbers import number_errors
@@ -617,6 +617,7 @@ def _mismatch(m: MemberSpec, what: str, got: tuple, want: tuple, first: str) -> 
 def member_state_dict(net: CompiledEnsemble) -> dict[str, object] | None:
     """The ensemble's state_dict from the members' weights files (keys prefixed by member
     names); members without a file get the seeded initialisation. None when no member names a file."""
+    from nasdsl.optimize import training_weights
     from nasdsl.weights import initial_weights, load_weights
 
     if not any(m.weights for m in members_of(net.graph)):
@@ -626,7 +627,17 @@ def member_state_dict(net: CompiledEnsemble) -> dict[str, object] | None:
         loc, keypath = m.weights_loc or m.loc, f"{m.keypath}.weights"
         if m.weights is not None and not os.path.lexists(m.weights):
             raise SpecError(f"no such weights file: {m.weights}", location=loc, path=keypath)
-        part = load_weights(m.weights, location=loc, keypath=keypath) if m.weights else initial_weights(m.graph, seed=i)
+        if m.weights:
+            part = load_weights(m.weights, location=loc, keypath=keypath)
+            try:  # checked against its own member: the error names the file and the line that gave it
+                training_weights(m.graph, part)
+            except WeightsError as e:
+                message = e.message.replace(f"the state_dict does not fit {ir.info(m.graph).name}", "", 1)
+                raise WeightsError(
+                    f"'{m.weights}' does not fit member {m.name}{message}", location=loc, path=keypath
+                ) from None
+        else:
+            part = initial_weights(m.graph, seed=i)
         out.update({f"{m.name}.{k}": v for k, v in part.items()})
     return out
 

@@ -228,7 +228,7 @@ def load_weights(
     where = {"location": location, "path": keypath}
     data = read_regular(name, where)
     expected = "safetensors" if name.lower().endswith(".safetensors") else "torch"
-    found = _format(data)
+    found = file_format(data)
     if found is not None and found != expected:
         raise WeightsError(
             f"cannot read weights from '{name}': it holds a {_FORMATS[found]}, but its name asks for a "
@@ -244,8 +244,9 @@ def load_weights(
 _FORMATS = {"safetensors": "safetensors file", "torch": "torch.save file"}
 
 
-def _format(data: bytes) -> str | None:
-    """The format the bytes are in, by their first bytes (None: neither)."""
+def file_format(data: bytes) -> str | None:
+    """The format of a weights file's bytes by their first bytes: "safetensors", "torch" (a
+    torch.save zip archive or legacy pickle) or None (neither)."""
     if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":  # torch.save: a zip archive, or a bare pickle (legacy)
         return "torch"
     if len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8:
@@ -408,8 +409,9 @@ def _judge(key: str, value: object, w: Weight) -> tuple[np.ndarray | None, str |
     found = getattr(value, "dtype", array.dtype)
     if w.dtype == "float32" and array.dtype.kind != "f":
         return None, f"{key} (expected floating point values, found {found})", True
-    if w.dtype != "float32" and array.dtype.kind not in "iu":
-        return None, f"{key} (expected integers ({w.dtype}), found {found})", True
+    whole = array.dtype.kind in "iu" or (array.dtype.kind == "f" and bool(np.all(np.mod(array, 1) == 0)))
+    if w.dtype != "float32" and not whole:  # a counter saved as floats is taken when its values are whole
+        return None, f"{key} (expected integers ({w.dtype}), found {found} values that are not whole numbers)", True
     if tuple(array.shape) != w.shape:
         return None, f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})", False
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -449,6 +451,8 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
         elif key in wanted:
             out[key] = np.asarray(array, dtype=np.float32)
     if missing or unexpected or wrong:
+        order = {k: i for i, k in enumerate(known)}  # the model's order, whatever the file's
+        wrong.sort(key=lambda why: order[why.split(" (", 1)[0]])
         lines = [f"the state_dict does not fit {ir.info(g).name}:"]
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong)):
             if items:
@@ -529,6 +533,7 @@ def encode_weights(weights: Mapping[str, object], path: str) -> bytes:
 
 __all__ = [
     "encode_weights",
+    "file_format",
     "MAX_MEMORY",
     "Fit",
     "check_memory",

@@ -714,6 +714,8 @@ for name, make_file, expect in [
     ("pipe", lambda f: fifo(f, "c.pt"), "not a regular file"),
     ("pickle-of-os-system", lambda f: evil_pickle(f, "c.pt"), "posix.system"),
     ("truncated", lambda f: write(f, "c.pt", _saved({"model": _STATE["tiny"]})[:200]), "c.pt"),
+    ("safetensors-weights", lambda f: write(f, "w.safetensors", _safetensors(_STATE["tiny"])),
+     "is a safetensors file of weights, not a checkpoint"),
 ]:  # fmt: skip
     refuse(TRAIN, f"resume-{name}", train_with(make_file, "--resume"), expect, program="train")
 

@@ -321,11 +321,17 @@ def test_bfloat16_safetensors_read_as_torch_widens_them(tmp_path, net):
 
 
 def test_a_counter_with_fractions_is_refused(net):
-    """An int64 buffer (BatchNorm's num_batches_tracked) given floating point values is wrong, never truncated."""
+    """An int64 buffer (BatchNorm's num_batches_tracked) given floats is taken when they are whole
+    numbers (a state_dict made with .half() on every tensor), refused when not, never truncated."""
     graph = nasdsl.compile_spec(net).graph
     weights = dict(initial_weights(graph))
+    weights["mix.right.1.num_batches_tracked"] = np.array(2.0, dtype=np.float16)
+    moved = transfer_weights(graph, weights, graph)
+    assert moved["mix.right.1.num_batches_tracked"].dtype == np.int64
+    assert moved["mix.right.1.num_batches_tracked"] == 2
     weights["mix.right.1.num_batches_tracked"] = np.array(1.5)
-    with pytest.raises(WeightsError, match=r"num_batches_tracked \(expected integers \(int64\), found float64\)"):
+    expected = r"num_batches_tracked \(expected integers \(int64\), found float64 values that are not whole numbers\)"
+    with pytest.raises(WeightsError, match=expected):
         check_weights(graph, graph, weights)
 
 
