@@ -213,7 +213,11 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def load_weights(
-    path: str | os.PathLike, *, location: Location | None = None, keypath: str | None = None
+    path: str | os.PathLike,
+    *,
+    location: Location | None = None,
+    keypath: str | None = None,
+    max_bytes: int | None = MAX_MEMORY,
 ) -> dict[str, object]:
     """Read a state_dict: ``.safetensors`` as numpy arrays (no torch), anything else
     as a ``torch.save``-d mapping of names to tensors (``weights_only``: no code runs).
@@ -222,11 +226,12 @@ def load_weights(
     ``/dev/zero`` or a directory is refused at once). Raises :class:`WeightsError` naming
     the file when it cannot be read or holds something other than a mapping from names to
     tensors; ``location`` and ``keypath`` say where the path was written (a spec's
-    ``weights:``), so that the error points there.
+    ``weights:``), so that the error points there. A file larger than ``max_bytes`` is
+    refused before it is read (None: no limit).
     """
     name = os.fspath(path)
     where = {"location": location, "path": keypath}
-    data = read_regular(name, where)
+    data = read_regular(name, where, max_bytes)
     expected = "safetensors" if name.lower().endswith(".safetensors") else "torch"
     found = file_format(data)
     if found is not None and found != expected:
@@ -254,10 +259,11 @@ def file_format(data: bytes) -> str | None:
     return None
 
 
-def read_regular(name: str, where: dict | None = None) -> bytes:
+def read_regular(name: str, where: dict | None = None, max_bytes: int | None = None) -> bytes:
     """The bytes of the regular file ``name``, opened without blocking and checked through its
-    descriptor (what ``extends`` does for specs): a directory, a device or a FIFO is refused
-    at once (a :class:`WeightsError` at ``where``, a dict of ``location`` and ``path``)."""
+    descriptor (what ``extends`` does for specs): a directory, a device, a FIFO or a file
+    larger than ``max_bytes`` is refused at once (a :class:`WeightsError` at ``where``, a dict
+    of ``location`` and ``path``)."""
     where = where or {}
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -270,6 +276,12 @@ def read_regular(name: str, where: dict | None = None) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise WeightsError(
                 f"cannot read weights from '{name}': not a regular file (a device, pipe or socket)", **where
+            )
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise WeightsError(
+                f"cannot read weights from '{name}': the file is {_gib(info.st_size)}, above the limit of "
+                f"{_gib(max_bytes)} for a weights file (--max-memory raises it where a command has it)",
+                **where,
             )
         chunks = []
         while chunk := os.read(fd, 1 << 24):

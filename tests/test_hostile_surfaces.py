@@ -445,8 +445,17 @@ weights_case("torch-file-named-safetensors", lambda f: write(f, "w.safetensors",
              "holds a torch.save file", "asks for a safetensors file")  # fmt: skip
 weights_case("safetensors-file-named-pt", lambda f: write(f, "w.pt", _safetensors(_STATE["tiny"])),
              "holds a safetensors file", "asks for a torch.save file")  # fmt: skip
+weights_case("a-file-above-the-memory-limit", lambda f: _sparse(f, "w.safetensors", (8 << 30) + 1),
+             "the file is 8.0 GiB, above the limit of 8.0 GiB")  # fmt: skip
 weights_case("float8-safetensors", lambda f: write(f, "w.safetensors", _safetensors(
              {k: v.to(torch.float8_e4m3fn) for k, v in _STATE["tiny"].items()})), "dtype F8_E4M3")  # fmt: skip
+
+
+def _sparse(folder: Path, name: str, size: int) -> str:
+    """A file of ``size`` bytes that takes no disk space (nothing reads it: it is refused by its size)."""
+    with open(folder / name, "wb") as f:
+        f.truncate(size)
+    return name
 
 
 def _safetensors(state: dict[str, torch.Tensor]) -> bytes:

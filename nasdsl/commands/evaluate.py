@@ -130,7 +130,7 @@ def _state_dict(args: argparse.Namespace, net):
     from nasdsl.weights import initial_weights, load_weights
 
     if args.weights:
-        return load_weights(args.weights)
+        return load_weights(args.weights, max_bytes=args.max_memory)
     if args.random_weights:
         return initial_weights(net.graph)
     if isinstance(net, CompiledEnsemble):
