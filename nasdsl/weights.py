@@ -251,11 +251,12 @@ _FORMATS = {"safetensors": "safetensors file", "torch": "torch.save file"}
 
 def file_format(data: bytes) -> str | None:
     """The format of a weights file's bytes by their first bytes: "safetensors", "torch" (a
-    torch.save zip archive or legacy pickle) or None (neither)."""
-    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":  # torch.save: a zip archive, or a bare pickle (legacy)
-        return "torch"
+    torch.save zip archive or legacy pickle) or None (neither). Safetensors is tried first: its
+    8-byte header length may begin with the byte that begins a pickle."""
     if len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8:
         return "safetensors"  # an 8-byte header length, then the JSON header
+    if data[:4] == b"PK\x03\x04" or (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "torch"  # torch.save: a zip archive, or a bare pickle (the legacy format)
     return None
 
 

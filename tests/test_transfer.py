@@ -349,3 +349,25 @@ def test_an_ensemble_parent_is_refused_before_its_weights_are_read(tmp_path, net
     assert not out.exists()
     with pytest.raises(nasdsl.errors.UsageError, match="the child .*team.yaml is an ensemble"):
         transfer_weights(net, str(tmp_path / "absent.pt"), team)
+
+
+def test_the_format_check_reads_any_header_length_and_the_legacy_torch_format(tmp_path, net):
+    """A safetensors header length whose first byte is 0x80 (what a pickle starts with) is still
+    safetensors; a torch.save file in the legacy (non-zip) format is still torch."""
+    import torch
+    from safetensors.numpy import save
+
+    from nasdsl.weights import load_weights
+
+    drawn = initial_weights(nasdsl.compile_spec(net).graph)
+    data = next(
+        d for k in range(300) if (d := save(drawn, metadata={"pad": "x" * k}))[0] == 0x80
+    )  # the header's length is 0x80 modulo 256
+    (tmp_path / "w.safetensors").write_bytes(data)
+    torch.save(
+        {k: torch.from_numpy(v) for k, v in drawn.items()}, tmp_path / "w.pt", _use_new_zipfile_serialization=False
+    )
+    for name in ("w.safetensors", "w.pt"):
+        read = load_weights(tmp_path / name)
+        assert read.keys() == drawn.keys()
+        assert all(np.array_equal(np.asarray(read[k]), drawn[k]) for k in drawn), name
