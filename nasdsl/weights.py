@@ -470,8 +470,27 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong)):
             if items:
                 lines.append(f"  {label} ({len(items)}): {_listing(items)}")
+        lines += _prefix_hint(unexpected, known)
         raise WeightsError("\n".join(lines))
     return {k: out[k] for k in wanted}
+
+
+def _prefix_hint(unexpected: Sequence[str], known: Mapping[str, Weight]) -> list[str]:
+    """A line naming the prefix that every unexpected key carries before a key of the model
+    (``module.``, as the state_dict of a model wrapped in DistributedDataParallel), else none."""
+    if not unexpected:
+        return []
+    first = unexpected[0]
+    cuts = [i + 1 for i, c in enumerate(first) if c == "." and first[i + 1 :] in known]
+    if not cuts:
+        return []
+    prefix = first[: cuts[0]]
+    if not all(k.startswith(prefix) and k[len(prefix) :] in known for k in unexpected):
+        return []
+    return [
+        f"  every unexpected key is a key of the model behind the prefix '{prefix}' (a wrapped model's "
+        "state_dict, such as DistributedDataParallel's 'module.'): save the inner model's state_dict"
+    ]
 
 
 @dataclass(frozen=True)
@@ -514,7 +533,8 @@ def fit_weights(g: nx.DiGraph, state_dict: Mapping[str, object], *, source: str 
     if wrong:
         raise WeightsError(f"{source} does not fit {ir.info(g).name}: wrong ({len(wrong)}): {_listing(wrong)}")
     if not arrays:
-        raise WeightsError(f"{source}: none of its {len(state_dict)} tensors has a name and shape of the model")
+        hint = "".join("; " + line.strip() for line in _prefix_hint(unknown, known))
+        raise WeightsError(f"{source}: none of its {len(state_dict)} tensors has a name and shape of the model{hint}")
     missing = [k for k in known if k not in state_dict]
     return Fit(arrays, tuple(sorted(reshaped)), tuple(sorted(missing)), tuple(sorted(unknown)))
 

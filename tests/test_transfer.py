@@ -371,3 +371,20 @@ def test_the_format_check_reads_any_header_length_and_the_legacy_torch_format(tm
         read = load_weights(tmp_path / name)
         assert read.keys() == drawn.keys()
         assert all(np.array_equal(np.asarray(read[k]), drawn[k]) for k in drawn), name
+
+
+def test_a_wrapped_models_prefix_is_named(net):
+    """Keys saved from a wrapper (DistributedDataParallel's "module.") get a line naming the prefix;
+    a file where only some keys carry it gets none."""
+    graph = nasdsl.compile_spec(net).graph
+    drawn = initial_weights(graph)
+    wrapped = {f"module.{k}": v for k, v in drawn.items()}
+    with pytest.raises(
+        WeightsError, match=r"\n  every unexpected key is a key of the model behind the prefix 'module.'"
+    ):
+        check_weights(graph, graph, wrapped)
+    with pytest.raises(WeightsError, match=r"none of its 13 tensors .*; every unexpected key .* prefix 'module.'"):
+        nasdsl.weights.fit_weights(graph, wrapped)
+    with pytest.raises(WeightsError) as info:
+        check_weights(graph, graph, {**wrapped, "other.weight": drawn["fc.weight"]})
+    assert "prefix" not in str(info.value)
