@@ -41,7 +41,7 @@ from nasdsl import document, ir
 from nasdsl.ensemble_ir import Member
 from nasdsl.ensemble_ir import combine as combine_of
 from nasdsl.ensemble_ir import members as members_of
-from nasdsl.errors import ErrorList, LimitError, Location, NasdslError, SpecError, WeightsError
+from nasdsl.errors import ErrorList, LimitError, Location, NasdslError, SpecError
 from nasdsl.evaluation import DEFAULT, Evaluation, parse_evaluation
 from nasdsl.loader import Limits, YMap, scalar_type_name
 from nasdsl.numbers import number_errors
@@ -629,13 +629,8 @@ def member_state_dict(net: CompiledEnsemble) -> dict[str, object] | None:
             raise SpecError(f"no such weights file: {m.weights}", location=loc, path=keypath)
         if m.weights:
             part = load_weights(m.weights, location=loc, keypath=keypath)
-            try:  # checked against its own member: the error names the file and the line that gave it
-                training_weights(m.graph, part)
-            except WeightsError as e:
-                message = e.message.replace(f"the state_dict does not fit {ir.info(m.graph).name}", "", 1)
-                raise WeightsError(
-                    f"'{m.weights}' does not fit member {m.name}{message}", location=loc, path=keypath
-                ) from None
+            # checked against its own member: the error names the file and the line that gave it
+            training_weights(m.graph, part, source=f"'{m.weights}' (member {m.name})", location=loc, path=keypath)
         else:
             part = initial_weights(m.graph, seed=i)
         out.update({f"{m.name}.{k}": v for k, v in part.items()})

@@ -260,6 +260,26 @@ def file_format(data: bytes) -> str | None:
     return None
 
 
+def load_checked(
+    path: str | os.PathLike, g: nx.DiGraph, *, max_bytes: int | None = MAX_MEMORY, option: str = "--weights"
+) -> dict[str, object]:
+    """:func:`load_weights` of the file given by ``option``, checked at once against the model
+    of ``g`` (what its inference runs: see :func:`nasdsl.optimize.training_weights`), so that an
+    error names the file and the option."""
+    from nasdsl.ensemble_ir import member_graphs
+    from nasdsl.optimize import training_weights
+
+    state = load_weights(path, keypath=option, max_bytes=max_bytes)
+    name = os.fspath(path)
+    members = list(member_graphs(g))
+    if not members:
+        training_weights(g, state, source=f"'{name}'", path=option)
+    for prefix, member in members:  # an ensemble's file: each member's keys ("a.conv.weight") against that member
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        training_weights(member, part, source=f"'{name}' (its keys {prefix}*)", path=option)
+    return state
+
+
 def read_regular(name: str, where: dict | None = None, max_bytes: int | None = None) -> bytes:
     """The bytes of the regular file ``name``, opened without blocking and checked through its
     descriptor (what ``extends`` does for specs): a directory, a device, a FIFO or a file
@@ -433,7 +453,9 @@ def _judge(key: str, value: object, w: Weight) -> tuple[np.ndarray | None, str |
     return array, None, True
 
 
-def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
+def check_weights(
+    g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, object], *, source: str = "the state_dict", **where
+) -> dict[str, np.ndarray]:
     """The float weights that graph ``needed`` (derived from ``g``) takes, as float32 arrays.
 
     Keys must be those of the generated PyTorch model of ``g``: every parameter
@@ -441,7 +463,8 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
     ``needed`` leaves out, such as auxiliary heads, are accepted and ignored;
     so is BatchNorm's ``num_batches_tracked``), every shape right. Values are
     numpy arrays or torch tensors. Raises :class:`WeightsError` listing the
-    offenders. The rules for one entry are :func:`fit_weights`' too.
+    offenders, as ``source`` (``'w.pt'``) and at ``where`` (``location``, ``path``). The rules
+    for one entry are :func:`fit_weights`' too.
     """
     import numpy as np
 
@@ -466,12 +489,12 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
     if missing or unexpected or wrong:
         order = {k: i for i, k in enumerate(known)}  # the model's order, whatever the file's
         wrong.sort(key=lambda why: order[why.split(" (", 1)[0]])
-        lines = [f"the state_dict does not fit {ir.info(g).name}:"]
+        lines = [f"{source} does not fit {ir.info(g).name}:"]
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong)):
             if items:
                 lines.append(f"  {label} ({len(items)}): {_listing(items)}")
         lines += _prefix_hint(unexpected, known)
-        raise WeightsError("\n".join(lines))
+        raise WeightsError("\n".join(lines), **where)
     return {k: out[k] for k in wanted}
 
 
@@ -573,6 +596,7 @@ __all__ = [
     "check_weights",
     "fit_weights",
     "initial_weights",
+    "load_checked",
     "load_weights",
     "read_regular",
     "refusal",

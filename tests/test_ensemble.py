@@ -416,7 +416,7 @@ def test_a_members_weights_that_do_not_fit_it_are_located_at_its_weights_line(fo
     code, _, err = run_cli(capsys, "compile", team, "-o", out)
     assert code == 2 and not out.exists()
     assert err.startswith(
-        f"{team}:7:53: error: ensemble.members.b.weights: '{folder / 'b.safetensors'}' does not fit member b:\n"
+        f"{team}:7:53: error: ensemble.members.b.weights: '{folder / 'b.safetensors'}' (member b) does not fit Tiny:\n"
         "  wrong (3): conv.weight (expected 12x3x3x3, found 8x3x3x3), conv.bias (expected 12, found 8), "
         "fc.weight (expected 5x12, found 5x8); give --weights FILE"
     ), err

@@ -388,3 +388,26 @@ def test_a_wrapped_models_prefix_is_named(net):
     with pytest.raises(WeightsError) as info:
         check_weights(graph, graph, {**wrapped, "other.weight": drawn["fc.weight"]})
     assert "prefix" not in str(info.value)
+
+
+def test_a_weights_option_names_its_file_and_checks_each_ensemble_member(tmp_path, net, capsys):
+    """--weights that does not fit is reported at --weights with the file's name; an ensemble's
+    whole state_dict is checked member by member under each member's prefix."""
+    from safetensors.numpy import save_file
+
+    drawn = initial_weights(nasdsl.compile_spec(net).graph)
+    save_file({**drawn, "fc.bias": np.zeros(3, np.float32)}, tmp_path / "w.safetensors")
+    assert main(["verify", str(net), "--weights", str(tmp_path / "w.safetensors")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --weights: '{tmp_path / 'w.safetensors'}' does not fit Net:\n"
+        "  wrong (1): fc.bias (expected 10, found 3)\n"
+    )
+    team = tmp_path / "team.yaml"
+    team.write_text("nasdsl: 1\nname: Team\nensemble:\n  members:\n    a: net.yaml\n    b: net.yaml\n")
+    both = {**{f"a.{k}": v for k, v in drawn.items()}, **{f"b.{k}": v for k, v in drawn.items()}}
+    save_file({**both, "b.fc.weight": np.zeros((3, 3), np.float32)}, tmp_path / "team.safetensors")
+    assert main(["verify", str(team), "--weights", str(tmp_path / "team.safetensors")]) == 2
+    assert (
+        "' (its keys b.*) does not fit Net:\n  wrong (1): fc.weight (expected 10x24, found 3x3)\n"
+        in capsys.readouterr().err
+    )
