@@ -411,3 +411,13 @@ def test_a_weights_option_names_its_file_and_checks_each_ensemble_member(tmp_pat
         "' (its keys b.*) does not fit Net:\n  wrong (1): fc.weight (expected 10x24, found 3x3)\n"
         in capsys.readouterr().err
     )
+
+
+def test_a_weights_file_above_the_default_limit_is_refused_unread(tmp_path):
+    """8 GiB (nasdsl.weights.MAX_MEMORY) is the default limit of every reader of weights files."""
+    from nasdsl.weights import MAX_MEMORY, load_weights
+
+    with open(tmp_path / "w.safetensors", "wb") as f:
+        f.truncate(MAX_MEMORY + 1)  # takes no disk space; never read
+    with pytest.raises(WeightsError, match="the file is 8.0 GiB, above the limit of 8.0 GiB"):
+        load_weights(tmp_path / "w.safetensors")
