@@ -425,12 +425,22 @@ def read_checkpoint(path: str, net: nasdsl.Compiled, model: nn.Module, optimizer
     that is not one (a plain state_dict, other keys, a device, a pickle of code) is an error
     naming the file, never a traceback. Returns the checkpoint."""
     from nasdsl.errors import WeightsError
-    from nasdsl.weights import check_weights, read_regular, refusal  # the reader and rules of weights files
+    from nasdsl.weights import (
+        check_weights,
+        file_format,
+        read_regular,
+        refusal,
+    )  # the reader and rules of weights files
 
     try:
         data = read_regular(path)
     except WeightsError as e:
         raise InputError(f"--resume: {e.message}") from None
+    if file_format(data) == "safetensors":
+        raise InputError(
+            f"--resume: '{path}' is a safetensors file of weights, not a checkpoint of train.py; "
+            "to start from weights alone use --weights"
+        )
     try:
         import io
         import warnings

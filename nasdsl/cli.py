@@ -429,7 +429,7 @@ def _run_compile(args: argparse.Namespace, net) -> int:
         from nasdsl.backends import onnx as onnx_backend
 
         o = _onnx_values(args)
-        weights = _weights(o["weights"], net, random=o["random_weights"])
+        weights = _weights(o["weights"], net, getattr(args, "max_memory", MAX_MEMORY), random=o["random_weights"])
         if args.target is not None and _artifact_target(args.target):
             data = _artifact(args, net, o, weights)
             write_atomic(args.output, data)
@@ -473,7 +473,7 @@ def _artifact(args: argparse.Namespace, net, o: dict, weights) -> bytes:
     )
 
 
-def _weights(path: str | None, net, max_memory: int | None = None, *, check: bool = False, random: bool = False):
+def _weights(path: str | None, net, max_memory: int | None = MAX_MEMORY, *, check: bool = False, random: bool = False):
     """The weights the options ask for: ``--weights FILE``; else an ensemble's members' own
     weights files, where its members name any (a missing one is an error); else None (the
     seeded initialisation), as with ``--random-weights``. ``check``: first make sure that
@@ -483,9 +483,9 @@ def _weights(path: str | None, net, max_memory: int | None = None, *, check: boo
     if path is not None and random:
         raise UsageError("--weights and --random-weights: give one or the other")
     if path is not None:
-        from nasdsl.weights import load_weights
+        from nasdsl.weights import load_checked
 
-        return load_weights(path)
+        return load_checked(path, net.graph, max_bytes=max_memory)
     if random or not isinstance(net, CompiledEnsemble):
         return None
     from nasdsl.ensemble import member_state_dict

@@ -617,6 +617,7 @@ def _mismatch(m: MemberSpec, what: str, got: tuple, want: tuple, first: str) -> 
 def member_state_dict(net: CompiledEnsemble) -> dict[str, object] | None:
     """The ensemble's state_dict from the members' weights files (keys prefixed by member
     names); members without a file get the seeded initialisation. None when no member names a file."""
+    from nasdsl.optimize import training_weights
     from nasdsl.weights import initial_weights, load_weights
 
     if not any(m.weights for m in members_of(net.graph)):
@@ -626,7 +627,12 @@ def member_state_dict(net: CompiledEnsemble) -> dict[str, object] | None:
         loc, keypath = m.weights_loc or m.loc, f"{m.keypath}.weights"
         if m.weights is not None and not os.path.lexists(m.weights):
             raise SpecError(f"no such weights file: {m.weights}", location=loc, path=keypath)
-        part = load_weights(m.weights, location=loc, keypath=keypath) if m.weights else initial_weights(m.graph, seed=i)
+        if m.weights:
+            part = load_weights(m.weights, location=loc, keypath=keypath)
+            # checked against its own member: the error names the file and the line that gave it
+            training_weights(m.graph, part, source=f"'{m.weights}' (member {m.name})", location=loc, path=keypath)
+        else:
+            part = initial_weights(m.graph, seed=i)
         out.update({f"{m.name}.{k}": v for k, v in part.items()})
     return out
 

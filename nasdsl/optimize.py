@@ -114,15 +114,16 @@ def optimize(
     return g
 
 
-def training_weights(source: object, state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
+def training_weights(source: object, state_dict: Mapping[str, object], /, **how) -> dict[str, np.ndarray]:
     """The weights of a state_dict of the unoptimised model of ``source`` that its
     inference graph uses, checked (the generated model's keys; parts inference does not
     run, such as aux heads, and BatchNorm counters may be there or not), as float32
-    numpy arrays. Raises a ``WeightsError`` listing what does not fit."""
+    numpy arrays. Raises a ``WeightsError`` listing what does not fit (``how``: how
+    :func:`~nasdsl.weights.check_weights` names the file and where it was given)."""
     g = ir.as_graph(source)
     from nasdsl.weights import check_weights
 
-    return check_weights(g, run_pipeline(g, PREPARE), state_dict)
+    return check_weights(g, run_pipeline(g, PREPARE), state_dict, **how)
 
 
 def optimized_weights(source: object, optimized: nx.DiGraph, state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 
 from nasdsl import ir
-from nasdsl.errors import WeightsError
+from nasdsl.errors import UsageError, WeightsError
 from nasdsl.ops import OPS
 
 if TYPE_CHECKING:
@@ -109,12 +109,29 @@ class Transfer(Mapping):
         }
 
 
-def _graph(spec) -> nx.DiGraph:
-    if isinstance(spec, (str, os.PathLike)):
+def _graph(spec, role: str) -> nx.DiGraph:
+    """The graph IR of the ``role`` ("parent", "child") spec (see :func:`refuse_ensemble`)."""
+    named = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else None
+    if named is not None:
         from nasdsl.api import compile_spec
 
-        return compile_spec(spec).graph
+        spec = compile_spec(spec)
+    refuse_ensemble(spec, role, named)
     return ir.as_graph(spec)
+
+
+def refuse_ensemble(compiled, role: str, named: str | None = None) -> None:
+    """A :class:`UsageError` (at ``--from`` or ``--to``) when the ``role`` ("parent", "child")
+    spec ``compiled``, read from the file ``named``, is an ensemble: weights are transferred
+    one member spec at a time."""
+    from nasdsl.ensemble import CompiledEnsemble
+
+    if isinstance(compiled, CompiledEnsemble):
+        raise UsageError(
+            f"the {role} {named or ir.info(compiled.graph).name} is an ensemble; weights are transferred between "
+            "model specs: run it on a member's spec",
+            path="--from" if role == "parent" else "--to",
+        )
 
 
 def _array(value: object) -> np.ndarray:
@@ -140,7 +157,7 @@ def transfer_weights(parent, weights, child, *, strict: bool = False, seed: int 
 
     from nasdsl.weights import check_weights, initial_weights, load_weights, parameters
 
-    pg, cg = _graph(parent), _graph(child)
+    pg, cg = _graph(parent, "parent"), _graph(child, "child")
     state = load_weights(weights) if isinstance(weights, (str, os.PathLike)) else dict(weights)
     floats = check_weights(pg, pg, state)
     source = {k: floats[k] if k in floats else _array(v) for k, v in state.items()}

@@ -213,7 +213,11 @@ def initial_weights(g: nx.DiGraph, *, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def load_weights(
-    path: str | os.PathLike, *, location: Location | None = None, keypath: str | None = None
+    path: str | os.PathLike,
+    *,
+    location: Location | None = None,
+    keypath: str | None = None,
+    max_bytes: int | None = MAX_MEMORY,
 ) -> dict[str, object]:
     """Read a state_dict: ``.safetensors`` as numpy arrays (no torch), anything else
     as a ``torch.save``-d mapping of names to tensors (``weights_only``: no code runs).
@@ -222,20 +226,65 @@ def load_weights(
     ``/dev/zero`` or a directory is refused at once). Raises :class:`WeightsError` naming
     the file when it cannot be read or holds something other than a mapping from names to
     tensors; ``location`` and ``keypath`` say where the path was written (a spec's
-    ``weights:``), so that the error points there.
+    ``weights:``), so that the error points there. A file larger than ``max_bytes`` is
+    refused before it is read (None: no limit).
     """
     name = os.fspath(path)
     where = {"location": location, "path": keypath}
-    data = read_regular(name, where)
-    if name.endswith(".safetensors"):
+    data = read_regular(name, where, max_bytes)
+    expected = "safetensors" if name.lower().endswith(".safetensors") else "torch"
+    found = file_format(data)
+    if found is not None and found != expected:
+        raise WeightsError(
+            f"cannot read weights from '{name}': it holds a {_FORMATS[found]}, but its name asks for a "
+            f"{_FORMATS[expected]} (a name ending in .safetensors is read as safetensors, any other as torch.save): "
+            "rename the file",
+            **where,
+        )
+    if expected == "safetensors":
         return _load_safetensors(name, data, where)
     return _load_torch(name, data, where)
 
 
-def read_regular(name: str, where: dict | None = None) -> bytes:
+_FORMATS = {"safetensors": "safetensors file", "torch": "torch.save file"}
+
+
+def file_format(data: bytes) -> str | None:
+    """The format of a weights file's bytes by their first bytes: "safetensors", "torch" (a
+    torch.save zip archive or legacy pickle) or None (neither). Safetensors is tried first: its
+    8-byte header length may begin with the byte that begins a pickle."""
+    if len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8:
+        return "safetensors"  # an 8-byte header length, then the JSON header
+    if data[:4] == b"PK\x03\x04" or (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "torch"  # torch.save: a zip archive, or a bare pickle (the legacy format)
+    return None
+
+
+def load_checked(
+    path: str | os.PathLike, g: nx.DiGraph, *, max_bytes: int | None = MAX_MEMORY, option: str = "--weights"
+) -> dict[str, object]:
+    """:func:`load_weights` of the file given by ``option``, checked at once against the model
+    of ``g`` (what its inference runs: see :func:`nasdsl.optimize.training_weights`), so that an
+    error names the file and the option."""
+    from nasdsl.ensemble_ir import member_graphs
+    from nasdsl.optimize import training_weights
+
+    state = load_weights(path, keypath=option, max_bytes=max_bytes)
+    name = os.fspath(path)
+    members = list(member_graphs(g))
+    if not members:
+        training_weights(g, state, source=f"'{name}'", path=option)
+    for prefix, member in members:  # an ensemble's file: each member's keys ("a.conv.weight") against that member
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        training_weights(member, part, source=f"'{name}' (its keys {prefix}*)", path=option)
+    return state
+
+
+def read_regular(name: str, where: dict | None = None, max_bytes: int | None = None) -> bytes:
     """The bytes of the regular file ``name``, opened without blocking and checked through its
-    descriptor (what ``extends`` does for specs): a directory, a device or a FIFO is refused
-    at once (a :class:`WeightsError` at ``where``, a dict of ``location`` and ``path``)."""
+    descriptor (what ``extends`` does for specs): a directory, a device, a FIFO or a file
+    larger than ``max_bytes`` is refused at once (a :class:`WeightsError` at ``where``, a dict
+    of ``location`` and ``path``)."""
     where = where or {}
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -249,6 +298,12 @@ def read_regular(name: str, where: dict | None = None) -> bytes:
             raise WeightsError(
                 f"cannot read weights from '{name}': not a regular file (a device, pipe or socket)", **where
             )
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise WeightsError(
+                f"cannot read weights from '{name}': the file is {_gib(info.st_size)}, above the limit of "
+                f"{_gib(max_bytes)} for a weights file (--max-memory raises it where a command has it)",
+                **where,
+            )
         chunks = []
         while chunk := os.read(fd, 1 << 24):
             chunks.append(chunk)
@@ -259,16 +314,41 @@ def read_regular(name: str, where: dict | None = None) -> bytes:
         os.close(fd)
 
 
+#: numpy dtypes of safetensors' dtype names (BF16 is widened by hand: numpy has no bfloat16)
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "I16": "int16",
+    "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+}  # fmt: skip
+
+
 def _load_safetensors(name: str, data: bytes, where: dict) -> dict[str, object]:
+    import numpy as np
+
     try:
-        from safetensors.numpy import load
+        from safetensors import deserialize
     except ImportError:  # pragma: no cover - a dependency of the package
         raise WeightsError("reading .safetensors needs the 'safetensors' package (pip install safetensors)") from None
     try:
-        return dict(load(data))
+        entries = deserialize(data)
     except Exception as e:  # noqa: BLE001 - the reader raises several kinds for a bad file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WeightsError(f"cannot read weights from '{name}': not a safetensors file ({reason})", **where) from None
+    out: dict[str, object] = {}
+    for key, entry in entries:
+        kind, shape = entry["dtype"], tuple(entry["shape"])
+        if kind == "BF16":  # the upper half of a float32's bits
+            bits = np.frombuffer(entry["data"], dtype="<u2").astype(np.uint32) << 16
+            out[key] = bits.view(np.float32).reshape(shape)
+        elif kind in _SAFETENSORS_DTYPES:
+            out[key] = np.frombuffer(entry["data"], dtype=np.dtype(_SAFETENSORS_DTYPES[kind]).newbyteorder("<"))
+            out[key] = out[key].reshape(shape)
+        else:
+            raise WeightsError(
+                f"cannot read weights from '{name}': tensor '{key}' has dtype {kind}, which nasdsl does not read "
+                "(expected F32, F16, BF16 or F64 for parameters)",
+                **where,
+            )
+    return out
 
 
 def _load_torch(name: str, data: bytes, where: dict) -> dict[str, object]:
@@ -326,35 +406,56 @@ def _dims(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape)) or "a scalar"
 
 
-def _as_array(value: object) -> np.ndarray | None:
-    """A numpy array of a tensor-like value (numpy array or torch tensor), or None."""
+def _as_array(value: object) -> tuple[np.ndarray | None, str | None]:
+    """A numpy array of a tensor-like value (numpy array or dense torch tensor) and None, or
+    None and what the value is instead."""
     import numpy as np
 
     if isinstance(value, np.ndarray):
-        return value
+        return value, None
     if hasattr(value, "detach") and hasattr(value, "numpy") and hasattr(value, "shape"):
-        tensor = value.detach().cpu()
-        if hasattr(tensor, "is_floating_point") and tensor.is_floating_point():
+        tensor = value.detach()
+        layout = str(getattr(tensor, "layout", "torch.strided"))
+        if layout != "torch.strided":
+            return None, f"a {layout.removeprefix('torch.')} tensor"
+        if getattr(tensor, "is_quantized", False):
+            return None, f"a quantized tensor ({tensor.dtype})"
+        if getattr(tensor, "is_meta", False):
+            return None, "a tensor without values (on the meta device)"
+        tensor = tensor.cpu()
+        if tensor.is_floating_point():
             tensor = tensor.float()
-        return tensor.numpy()
-    return None
+        return tensor.numpy(), None
+    return None, type(value).__name__
 
 
 def _judge(key: str, value: object, w: Weight) -> tuple[np.ndarray | None, str | None, bool]:
     """One entry of a state_dict against the model's weight ``w``: (its array, None, True) when
-    it fits; (None, why, True) when it cannot be loaded at all (not a tensor; integers for
-    floating point values); (None, why, False) when only its shape differs."""
-    array = _as_array(value)
+    it fits; (None, why, True) when it cannot be loaded at all (not a dense tensor; integers for
+    floating point values or the reverse; values that are NaN or infinite); (None, why, False)
+    when only its shape differs."""
+    import numpy as np
+
+    array, other = _as_array(value)
     if array is None:
-        return None, f"{key} (expected a tensor, found {type(value).__name__})", True
+        return None, f"{key} (expected a dense tensor, found {other})", True
+    found = getattr(value, "dtype", array.dtype)
     if w.dtype == "float32" and array.dtype.kind != "f":
-        return None, f"{key} (expected floating point values, found {getattr(value, 'dtype', array.dtype)})", True
+        return None, f"{key} (expected floating point values, found {found})", True
+    whole = array.dtype.kind in "iu" or (array.dtype.kind == "f" and bool(np.all(np.mod(array, 1) == 0)))
+    if w.dtype != "float32" and not whole:  # a counter saved as floats is taken when its values are whole
+        return None, f"{key} (expected integers ({w.dtype}), found {found} values that are not whole numbers)", True
     if tuple(array.shape) != w.shape:
         return None, f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})", False
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        return None, f"{key} (expected finite values, found {bad} NaN or infinite)", True
     return array, None, True
 
 
-def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
+def check_weights(
+    g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, object], *, source: str = "the state_dict", **where
+) -> dict[str, np.ndarray]:
     """The float weights that graph ``needed`` (derived from ``g``) takes, as float32 arrays.
 
     Keys must be those of the generated PyTorch model of ``g``: every parameter
@@ -362,7 +463,8 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
     ``needed`` leaves out, such as auxiliary heads, are accepted and ignored;
     so is BatchNorm's ``num_batches_tracked``), every shape right. Values are
     numpy arrays or torch tensors. Raises :class:`WeightsError` listing the
-    offenders. The rules for one entry are :func:`fit_weights`' too.
+    offenders, as ``source`` (``'w.pt'``) and at ``where`` (``location``, ``path``). The rules
+    for one entry are :func:`fit_weights`' too.
     """
     import numpy as np
 
@@ -385,12 +487,33 @@ def check_weights(g: nx.DiGraph, needed: nx.DiGraph, state_dict: Mapping[str, ob
         elif key in wanted:
             out[key] = np.asarray(array, dtype=np.float32)
     if missing or unexpected or wrong:
-        lines = [f"the state_dict does not fit {ir.info(g).name}:"]
+        order = {k: i for i, k in enumerate(known)}  # the model's order, whatever the file's
+        wrong.sort(key=lambda why: order[why.split(" (", 1)[0]])
+        lines = [f"{source} does not fit {ir.info(g).name}:"]
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong)):
             if items:
                 lines.append(f"  {label} ({len(items)}): {_listing(items)}")
-        raise WeightsError("\n".join(lines))
+        lines += _prefix_hint(unexpected, known)
+        raise WeightsError("\n".join(lines), **where)
     return {k: out[k] for k in wanted}
+
+
+def _prefix_hint(unexpected: Sequence[str], known: Mapping[str, Weight]) -> list[str]:
+    """A line naming the prefix that every unexpected key carries before a key of the model
+    (``module.``, as the state_dict of a model wrapped in DistributedDataParallel), else none."""
+    if not unexpected:
+        return []
+    first = unexpected[0]
+    cuts = [i + 1 for i, c in enumerate(first) if c == "." and first[i + 1 :] in known]
+    if not cuts:
+        return []
+    prefix = first[: cuts[0]]
+    if not all(k.startswith(prefix) and k[len(prefix) :] in known for k in unexpected):
+        return []
+    return [
+        f"  every unexpected key is a key of the model behind the prefix '{prefix}' (a wrapped model's "
+        "state_dict, such as DistributedDataParallel's 'module.'): save the inner model's state_dict"
+    ]
 
 
 @dataclass(frozen=True)
@@ -433,7 +556,8 @@ def fit_weights(g: nx.DiGraph, state_dict: Mapping[str, object], *, source: str 
     if wrong:
         raise WeightsError(f"{source} does not fit {ir.info(g).name}: wrong ({len(wrong)}): {_listing(wrong)}")
     if not arrays:
-        raise WeightsError(f"{source}: none of its {len(state_dict)} tensors has a name and shape of the model")
+        hint = "".join("; " + line.strip() for line in _prefix_hint(unknown, known))
+        raise WeightsError(f"{source}: none of its {len(state_dict)} tensors has a name and shape of the model{hint}")
     missing = [k for k in known if k not in state_dict]
     return Fit(arrays, tuple(sorted(reshaped)), tuple(sorted(missing)), tuple(sorted(unknown)))
 
@@ -465,12 +589,14 @@ def encode_weights(weights: Mapping[str, object], path: str) -> bytes:
 
 __all__ = [
     "encode_weights",
+    "file_format",
     "MAX_MEMORY",
     "Fit",
     "check_memory",
     "check_weights",
     "fit_weights",
     "initial_weights",
+    "load_checked",
     "load_weights",
     "read_regular",
     "refusal",

@@ -405,6 +405,23 @@ def test_build_model_loads_each_members_own_weights_file(folder):
         nasdsl.build_model(net)
 
 
+def test_a_members_weights_that_do_not_fit_it_are_located_at_its_weights_line(folder, capsys):
+    """A member's file of another width is reported at that member's weights: (line, column,
+    key path, file), with the member's own keys, and nothing is written."""
+    from safetensors.numpy import save_file
+
+    team = ensemble(folder, "a: tiny.yaml\nb: {spec: tiny.yaml, set: {width: 12}, weights: b.safetensors}\n")
+    save_file(initial_weights(nasdsl.compile_spec(folder / "tiny.yaml").graph), str(folder / "b.safetensors"))
+    out = folder / "team.onnx"
+    code, _, err = run_cli(capsys, "compile", team, "-o", out)
+    assert code == 2 and not out.exists()
+    assert err.startswith(
+        f"{team}:7:53: error: ensemble.members.b.weights: '{folder / 'b.safetensors'}' (member b) does not fit Tiny:\n"
+        "  wrong (3): conv.weight (expected 12x3x3x3, found 8x3x3x3), conv.bias (expected 12, found 8), "
+        "fc.weight (expected 5x12, found 5x8); give --weights FILE"
+    ), err
+
+
 def test_the_onnx_export_and_verify_use_the_members_weights_files(folder, capsys):
     """What the spec names is what the ONNX file holds: no silent fallback to random weights."""
     import onnx

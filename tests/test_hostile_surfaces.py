@@ -440,6 +440,44 @@ weights_case("a-list", lambda f: _state(f, "w.pt", [torch.zeros(1)]), "expected 
 weights_case("not-tensors", lambda f: _state(f, "w.pt", {"conv.weight": 3}), "not a state_dict")
 weights_case("a-checkpoint", lambda f: _state(f, "w.pt", {"model": _STATE["tiny"], "step": 3}), "its state_dict alone")
 weights_case("truncated-zip", lambda f: write(f, "w.pt", _saved(_STATE["tiny"])[:300]), "w.pt")
+# the name picks the reader; a file of the other format says what it holds rather than failing to parse
+weights_case("torch-file-named-safetensors", lambda f: write(f, "w.safetensors", _saved(_STATE["tiny"])),
+             "holds a torch.save file", "asks for a safetensors file")  # fmt: skip
+weights_case("safetensors-file-named-pt", lambda f: write(f, "w.pt", _safetensors(_STATE["tiny"])),
+             "holds a safetensors file", "asks for a torch.save file")  # fmt: skip
+weights_case("float8-safetensors", lambda f: write(f, "w.safetensors", _safetensors(
+             {k: v.to(torch.float8_e4m3fn) for k, v in _STATE["tiny"].items()})), "dtype F8_E4M3")  # fmt: skip
+
+
+def _sparse(folder: Path, name: str, size: int) -> str:
+    """A file of ``size`` bytes that takes no disk space (nothing reads it: it is refused by its size)."""
+    with open(folder / name, "wb") as f:
+        f.truncate(size)
+    return name
+
+
+def _safetensors(state: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save(state)
+
+
+def _one_changed(folder: Path, change: Callable[[torch.Tensor], torch.Tensor]) -> str:
+    return _state(folder, "w.pt", {**_STATE["tiny"], "fc.weight": change(_STATE["tiny"]["fc.weight"])})
+
+
+refuse(WEIGHTS, "a-file-above-the-memory-limit", lambda f: [["compile", write(f, "s.yaml", TINY), "-o", "o.onnx",
+       "--max-memory", "1M", "--weights", _sparse(f, "w.safetensors", (1 << 20) + 1)]],
+       "the file is 1.0 MiB, above the limit of 1.0 MiB")  # fmt: skip
+
+# entries that are tensors but not dense values: each is one "wrong" line naming the key, never an internal error
+for _name, _change, _found in (
+    ("sparse-tensor", lambda t: t.to_sparse(), "found a sparse_coo tensor"),
+    ("meta-tensor", lambda t: torch.empty(t.shape, device="meta"), "on the meta device"),
+    ("nan-values", lambda t: torch.full(t.shape, float("nan")), "found 40 NaN or infinite"),
+):
+    refuse(WEIGHTS, _name, lambda f, c=_change: [["compile", write(f, "s.yaml", TINY), "-o", "o.onnx",
+           "--weights", _one_changed(f, c)]], "fc.weight (expected", _found)  # fmt: skip
 
 
 def _saved(state: object) -> bytes:
@@ -687,6 +725,8 @@ for name, make_file, expect in [
     ("pipe", lambda f: fifo(f, "c.pt"), "not a regular file"),
     ("pickle-of-os-system", lambda f: evil_pickle(f, "c.pt"), "posix.system"),
     ("truncated", lambda f: write(f, "c.pt", _saved({"model": _STATE["tiny"]})[:200]), "c.pt"),
+    ("safetensors-weights", lambda f: write(f, "w.safetensors", _safetensors(_STATE["tiny"])),
+     "is a safetensors file of weights, not a checkpoint"),
 ]:  # fmt: skip
     refuse(TRAIN, f"resume-{name}", train_with(make_file, "--resume"), expect, program="train")
 

@@ -582,7 +582,8 @@ def test_state_dict_missing_unexpected_and_wrong_shapes():
         "  missing (1): fc.weight\n"
         "  unexpected (1): fc.wieght\n"
         "  wrong (3): conv1.bn.bias (expected floating point values, found torch.int64), conv1.bn.running_var"
-        " (expected a tensor, found list), inception4a.branch2.0.conv.weight (expected 96x480x1x1, found 96x480x3x3)"
+        " (expected a dense tensor, found list),"
+        " inception4a.branch2.0.conv.weight (expected 96x480x1x1, found 96x480x3x3)"
     )
 
 

@@ -300,3 +300,124 @@ def test_the_command_writes_pt_reports_json_and_refuses(net, tmp_path, capsys):
     assert "expected a name ending in .safetensors or .pt" in capsys.readouterr().err
     assert main(["transfer", str(SPECS / "googlenet.yaml"), *base[1:], "-o", str(tmp_path / "x.pt")]) == 2
     assert "the child spec is given twice" in capsys.readouterr().err
+
+
+def test_bfloat16_safetensors_read_as_torch_widens_them(tmp_path, net):
+    """A bfloat16 .safetensors file loads (numpy has no bfloat16), to the values torch's own
+    widening gives; the extension is read in any case, as files are written."""
+    import torch
+    from safetensors.torch import save_file as save_torch
+
+    from nasdsl.weights import load_weights
+
+    drawn = {k: torch.from_numpy(v) for k, v in initial_weights(nasdsl.compile_spec(net).graph).items()}
+    halves = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in drawn.items()}
+    save_torch(halves, tmp_path / "w.SafeTensors")
+    read = load_weights(tmp_path / "w.SafeTensors")
+    assert read.keys() == halves.keys()
+    for k, v in halves.items():
+        assert read[k].dtype == (np.float32 if v.is_floating_point() else np.int64)
+        np.testing.assert_array_equal(read[k], v.to(torch.float32 if v.is_floating_point() else torch.int64).numpy())
+
+
+def test_a_counter_with_fractions_is_refused(net):
+    """An int64 buffer (BatchNorm's num_batches_tracked) given floats is taken when they are whole
+    numbers (a state_dict made with .half() on every tensor), refused when not, never truncated."""
+    graph = nasdsl.compile_spec(net).graph
+    weights = dict(initial_weights(graph))
+    weights["mix.right.1.num_batches_tracked"] = np.array(2.0, dtype=np.float16)
+    moved = transfer_weights(graph, weights, graph)
+    assert moved["mix.right.1.num_batches_tracked"].dtype == np.int64
+    assert moved["mix.right.1.num_batches_tracked"] == 2
+    weights["mix.right.1.num_batches_tracked"] = np.array(1.5)
+    expected = r"num_batches_tracked \(expected integers \(int64\), found float64 values that are not whole numbers\)"
+    with pytest.raises(WeightsError, match=expected):
+        check_weights(graph, graph, weights)
+
+
+def test_an_ensemble_parent_is_refused_before_its_weights_are_read(tmp_path, net, capsys):
+    """The child side refuses an ensemble; so does the parent side, at --from, before any file is read or written."""
+    team = tmp_path / "team.yaml"
+    team.write_text("nasdsl: 1\nname: Team\nensemble:\n  members:\n    a: net.yaml\n    b: net.yaml\n")
+    out = tmp_path / "o.safetensors"
+    args = ["transfer", "--from", str(team), "--weights", str(tmp_path / "absent.pt"), "--to", str(net), "-o", str(out)]
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"error: --from: the parent {team} is an ensemble; weights are transferred between model specs: "
+        "run it on a member's spec\n"
+    )
+    assert not out.exists()
+    with pytest.raises(nasdsl.errors.UsageError, match="the child .*team.yaml is an ensemble"):
+        transfer_weights(net, str(tmp_path / "absent.pt"), team)
+
+
+def test_the_format_check_reads_any_header_length_and_the_legacy_torch_format(tmp_path, net):
+    """A safetensors header length whose first byte is 0x80 (what a pickle starts with) is still
+    safetensors; a torch.save file in the legacy (non-zip) format is still torch."""
+    import torch
+    from safetensors.numpy import save
+
+    from nasdsl.weights import load_weights
+
+    drawn = initial_weights(nasdsl.compile_spec(net).graph)
+    data = next(
+        d for k in range(300) if (d := save(drawn, metadata={"pad": "x" * k}))[0] == 0x80
+    )  # the header's length is 0x80 modulo 256
+    (tmp_path / "w.safetensors").write_bytes(data)
+    torch.save(
+        {k: torch.from_numpy(v) for k, v in drawn.items()}, tmp_path / "w.pt", _use_new_zipfile_serialization=False
+    )
+    for name in ("w.safetensors", "w.pt"):
+        read = load_weights(tmp_path / name)
+        assert read.keys() == drawn.keys()
+        assert all(np.array_equal(np.asarray(read[k]), drawn[k]) for k in drawn), name
+
+
+def test_a_wrapped_models_prefix_is_named(net):
+    """Keys saved from a wrapper (DistributedDataParallel's "module.") get a line naming the prefix;
+    a file where only some keys carry it gets none."""
+    graph = nasdsl.compile_spec(net).graph
+    drawn = initial_weights(graph)
+    wrapped = {f"module.{k}": v for k, v in drawn.items()}
+    with pytest.raises(
+        WeightsError, match=r"\n  every unexpected key is a key of the model behind the prefix 'module.'"
+    ):
+        check_weights(graph, graph, wrapped)
+    with pytest.raises(WeightsError, match=r"none of its 13 tensors .*; every unexpected key .* prefix 'module.'"):
+        nasdsl.weights.fit_weights(graph, wrapped)
+    with pytest.raises(WeightsError) as info:
+        check_weights(graph, graph, {**wrapped, "other.weight": drawn["fc.weight"]})
+    assert "prefix" not in str(info.value)
+
+
+def test_a_weights_option_names_its_file_and_checks_each_ensemble_member(tmp_path, net, capsys):
+    """--weights that does not fit is reported at --weights with the file's name; an ensemble's
+    whole state_dict is checked member by member under each member's prefix."""
+    from safetensors.numpy import save_file
+
+    drawn = initial_weights(nasdsl.compile_spec(net).graph)
+    save_file({**drawn, "fc.bias": np.zeros(3, np.float32)}, tmp_path / "w.safetensors")
+    assert main(["verify", str(net), "--weights", str(tmp_path / "w.safetensors")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --weights: '{tmp_path / 'w.safetensors'}' does not fit Net:\n"
+        "  wrong (1): fc.bias (expected 10, found 3)\n"
+    )
+    team = tmp_path / "team.yaml"
+    team.write_text("nasdsl: 1\nname: Team\nensemble:\n  members:\n    a: net.yaml\n    b: net.yaml\n")
+    both = {**{f"a.{k}": v for k, v in drawn.items()}, **{f"b.{k}": v for k, v in drawn.items()}}
+    save_file({**both, "b.fc.weight": np.zeros((3, 3), np.float32)}, tmp_path / "team.safetensors")
+    assert main(["verify", str(team), "--weights", str(tmp_path / "team.safetensors")]) == 2
+    assert (
+        "' (its keys b.*) does not fit Net:\n  wrong (1): fc.weight (expected 10x24, found 3x3)\n"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_weights_file_above_the_default_limit_is_refused_unread(tmp_path):
+    """8 GiB (nasdsl.weights.MAX_MEMORY) is the default limit of every reader of weights files."""
+    from nasdsl.weights import MAX_MEMORY, load_weights
+
+    with open(tmp_path / "w.safetensors", "wb") as f:
+        f.truncate(MAX_MEMORY + 1)  # takes no disk space; never read
+    with pytest.raises(WeightsError, match="the file is 8.0 GiB, above the limit of 8.0 GiB"):
+        load_weights(tmp_path / "w.safetensors")

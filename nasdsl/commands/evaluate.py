@@ -127,10 +127,10 @@ def _state_dict(args: argparse.Namespace, net):
     from nasdsl.ensemble import CompiledEnsemble, member_state_dict
     from nasdsl.ensemble_ir import members
     from nasdsl.errors import UsageError
-    from nasdsl.weights import initial_weights, load_weights
+    from nasdsl.weights import initial_weights, load_checked
 
     if args.weights:
-        return load_weights(args.weights)
+        return load_checked(args.weights, net.graph, max_bytes=args.max_memory)
     if args.random_weights:
         return initial_weights(net.graph)
     if isinstance(net, CompiledEnsemble):

@@ -14,7 +14,7 @@ import json
 import os
 
 from nasdsl.errors import NasdslError, one_line, printable
-from nasdsl.transfer import transfer_weights
+from nasdsl.transfer import refuse_ensemble, transfer_weights
 from nasdsl.weights import encode_weights
 
 HELP = "carry a parent variant's weights over to a child variant: copied, adapted or initialised, tensor by tensor"
@@ -123,6 +123,7 @@ def run(args: argparse.Namespace, net) -> int:
         max_nodes=args.max_nodes,
         max_params=args.max_params,
     )
+    refuse_ensemble(parent, "parent", args.parent)
     result = transfer_weights(parent, args.weights, net, strict=args.strict, seed=args.seed)
     data = encode_weights(result.weights, args.output)
     write_atomic(args.output, data)
