@@ -483,7 +483,7 @@ def _weights(path: str | None, net, max_memory: int | None = MAX_MEMORY, *, chec
     if path is not None and random:
         raise UsageError("--weights and --random-weights: give one or the other")
     if path is not None:
-        from nasdsl.weights import load_checked
+        from nasdsl.optimize import load_checked
 
         return load_checked(path, net.graph, max_bytes=max_memory)
     if random or not isinstance(net, CompiledEnsemble):

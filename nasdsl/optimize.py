@@ -39,6 +39,7 @@ from nasdsl import ir
 from nasdsl.errors import NasdslError
 from nasdsl.ops import OPS
 from nasdsl.passes.pipeline import run_pipeline
+from nasdsl.weights import MAX_MEMORY
 
 if TYPE_CHECKING:  # numpy is imported where weights are handled: `nasdsl check` never needs it
     import numpy as np
@@ -126,6 +127,26 @@ def training_weights(source: object, state_dict: Mapping[str, object], /, **how)
     return check_weights(g, run_pipeline(g, PREPARE), state_dict, **how)
 
 
+def load_checked(
+    path: str | os.PathLike, g: nx.DiGraph, *, max_bytes: int | None = MAX_MEMORY, option: str = "--weights"
+) -> dict[str, object]:
+    """:func:`~nasdsl.weights.load_weights` of the file given by ``option``, checked at once
+    against the model of ``g`` (what its inference runs: see :func:`training_weights`), so that an
+    error names the file and the option."""
+    from nasdsl.ensemble_ir import member_graphs
+    from nasdsl.weights import load_weights
+
+    state = load_weights(path, keypath=option, max_bytes=max_bytes)
+    name = os.fspath(path)
+    members = list(member_graphs(g))
+    if not members:
+        training_weights(g, state, source=f"'{name}'", path=option)
+    for prefix, member in members:  # an ensemble's file: each member's keys ("a.conv.weight") against that member
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        training_weights(member, part, source=f"'{name}' (its keys {prefix}*)", path=option)
+    return state
+
+
 def optimized_weights(source: object, optimized: nx.DiGraph, state_dict: Mapping[str, object]) -> dict[str, np.ndarray]:
     """The weights of ``optimized`` (made by :func:`optimize` from ``source``) from a
     state_dict of the unoptimised model (see :func:`training_weights`), keyed by the
@@ -175,6 +196,7 @@ def rewrite(g: nx.DiGraph, target: str | None = None) -> nx.DiGraph:
 __all__ = [
     "DEFAULT_TARGET",
     "build_inference",
+    "load_checked",
     "PREPARE",
     "TARGETS",
     "OptimizeError",

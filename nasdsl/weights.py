@@ -260,26 +260,6 @@ def file_format(data: bytes) -> str | None:
     return None
 
 
-def load_checked(
-    path: str | os.PathLike, g: nx.DiGraph, *, max_bytes: int | None = MAX_MEMORY, option: str = "--weights"
-) -> dict[str, object]:
-    """:func:`load_weights` of the file given by ``option``, checked at once against the model
-    of ``g`` (what its inference runs: see :func:`nasdsl.optimize.training_weights`), so that an
-    error names the file and the option."""
-    from nasdsl.ensemble_ir import member_graphs
-    from nasdsl.optimize import training_weights
-
-    state = load_weights(path, keypath=option, max_bytes=max_bytes)
-    name = os.fspath(path)
-    members = list(member_graphs(g))
-    if not members:
-        training_weights(g, state, source=f"'{name}'", path=option)
-    for prefix, member in members:  # an ensemble's file: each member's keys ("a.conv.weight") against that member
-        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        training_weights(member, part, source=f"'{name}' (its keys {prefix}*)", path=option)
-    return state
-
-
 def read_regular(name: str, where: dict | None = None, max_bytes: int | None = None) -> bytes:
     """The bytes of the regular file ``name``, opened without blocking and checked through its
     descriptor (what ``extends`` does for specs): a directory, a device, a FIFO or a file
@@ -596,7 +576,6 @@ __all__ = [
     "check_weights",
     "fit_weights",
     "initial_weights",
-    "load_checked",
     "load_weights",
     "read_regular",
     "refusal",

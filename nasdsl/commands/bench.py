@@ -206,7 +206,7 @@ def _bench(args: argparse.Namespace, net) -> int:
     inputs = data.load(args.data, shape) if args.data else data.generated(shape)
     weights = None
     if args.weights:
-        from nasdsl.weights import load_checked
+        from nasdsl.optimize import load_checked
 
         weights = load_checked(args.weights, g, max_bytes=args.max_memory)
     threads = args.threads or cpu.cores

@@ -127,7 +127,8 @@ def _state_dict(args: argparse.Namespace, net):
     from nasdsl.ensemble import CompiledEnsemble, member_state_dict
     from nasdsl.ensemble_ir import members
     from nasdsl.errors import UsageError
-    from nasdsl.weights import initial_weights, load_checked
+    from nasdsl.optimize import load_checked
+    from nasdsl.weights import initial_weights
 
     if args.weights:
         return load_checked(args.weights, net.graph, max_bytes=args.max_memory)
