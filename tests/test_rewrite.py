@@ -316,6 +316,7 @@ def test_an_outer_use_holding_a_use_set_apart_is_set_apart_too(tmp_path):
     assert block(g, "blocks.0.inner").kind == "seq" and block(g, "blocks.0").kind == "seq"
     assert block(g, "blocks.1").kind == block(g, "blocks.2").kind == "use"
     check_tree(g)
+    torch.manual_seed(0)  # (unseeded, the draw depended on the tests before it)
     state = {k: torch.randn(v.shape) for k, v in model_class(net.graph)().state_dict().items()}
     state = {k: (v.abs() + 0.5 if k.endswith("running_var") else v) for k, v in state.items()}
     reference = model_class(optimize(net, rewrites=()))().eval()
@@ -323,4 +324,6 @@ def test_an_outer_use_holding_a_use_set_apart_is_set_apart_too(tmp_path):
     model = model_class(g).from_training_state_dict(state).eval()
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
+        want = reference(x)
+        # folded BatchNorm rounds otherwise: within 1e-5 of the output's largest magnitude
+        torch.testing.assert_close(model(x), want, rtol=0, atol=1e-5 * float(want.abs().max()))
