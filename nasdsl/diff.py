@@ -30,21 +30,25 @@ Totals are those of ``nasdsl summary`` (inference) and with the training heads.
      "counts": {"added", "removed", "changed", "renamed"},
      "hash": {"a", "b"}, "same_architecture": true | false}
 
-A side's value is null where the entry does not exist on it, and an argument's where it is
-``null`` or the side has no such argument (then ``absent`` names the side; the key is left out
-where both sides have the argument). ``reads`` holds, on each side, the
-names of the values from outside the entry that its nodes read, in the order they read them (what
-``from:`` gives it, then what a ``{ref: ...}`` inside it reaches, as a merge's branches): an
-entry's name where it reads an entry's output, else the node's path (the input's name, a node
-inside an entry: ``blk.inner``). A reads change, and an output's ``from`` that differs, is listed
-only between values both sides have (an entry that reads an inserted one changes only where its
-input did; a renamed one, or a node inside it, is read under its new name). ``hash`` is each side's architecture
-hash (:func:`nasdsl.unique.graph_hash`): where they are equal the two compute the same function up
-to the names of their nodes, the order of a sum's terms, identities and nodes no output reads (two
-NAS-Bench-201 cells written with their edges in another order), and :func:`render` says so instead
-of listing the changed entries that have the same layers on both sides (the same multiset of ops,
-attributes and shapes, identities aside), only named or wired otherwise; an entry whose layers
-differ (a dropout's rate, which the hash does not see) is still listed.
+A side's value is null where the entry does not exist on it. An argument's is null where it is
+``null`` or where the side has no such argument; ``absent`` then names that side (the key is left
+out where both sides have the argument).
+
+``reads`` holds, on each side, the values from outside the entry that its nodes read, in the
+order they read them (what ``from:`` gives it, then what a ``{ref: ...}`` inside it reaches, as a
+merge's branches): an entry's name where it reads an entry's output, else the node's path (the
+input's name, a node inside an entry: ``blk.inner``). A reads change, and an output's ``from``
+that differs, is listed only between values both sides have: an entry that reads an inserted one
+changes only where its input did, and a renamed one (or a node inside it) is read under its new
+name.
+
+``hash`` is each side's architecture hash (:func:`nasdsl.unique.graph_hash`): where they are equal
+the two compute the same function up to the names of their nodes, the order of a sum's terms,
+identities and nodes no output reads (two NAS-Bench-201 cells written with their edges in another
+order), and :func:`render` says so instead of listing the changed entries that have the same layers
+on both sides (the same multiset of ops, attributes and shapes, identities aside), only named or
+wired otherwise; an entry whose layers differ (a dropout's rate, which the hash does not see) is
+still listed, and so is one whose arguments differ (``null`` against the default they stand for).
 """
 
 from __future__ import annotations
