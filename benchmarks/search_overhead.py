@@ -183,7 +183,7 @@ PARTS = (
     ("the spec text", "nasdsl.search.specfile", "SpecTexts", "__call__"),
     ("the spec's header", "nasdsl.space", None, "variant_header"),
     ("the folder, evaluator and record", "nasdsl.search.executors", None, "run_trial"),
-    ("Optuna: tell (with the record)", "optuna.study", "Study", "tell"),
+    ("Optuna: tell (with the record)", "nasdsl.search.study", None, "tell"),
 )
 
 

@@ -22,6 +22,7 @@ a key may name one of the template's parameters.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -478,12 +479,58 @@ def spec_hash(doc: YMap) -> str:
 # Writing a document
 
 
+#: the line width spec_yaml writes to (PyYAML's ``width``)
+WIDTH = 120
+
+
 def spec_yaml(doc) -> str:
     """A document (a mapping, as loaded or as plain data) as YAML, written as specs are by hand:
     small mappings and lists on one line."""
+    return dump_styled(styled(doc))
+
+
+def styled(doc) -> object:
+    """``doc`` as plain dicts and lists, those :func:`spec_yaml` writes on one line marked so."""
+    return _styled(doc)
+
+
+def styled_like(doc, model) -> object:
+    """``doc`` marked as ``model`` (a :func:`styled` document of the same shape, other scalars) is."""
+    if isinstance(model, dict):
+        return type(model)({k: styled_like(v, model[k]) for k, v in doc.items()})
+    if isinstance(model, list):
+        return type(model)([styled_like(v, m) for v, m in zip(doc, model, strict=True)])
+    return doc
+
+
+def is_flow(node: object) -> bool:
+    """Whether a collection of a :func:`styled` document is written on one line."""
+    return isinstance(node, (_FlowMap, _FlowList))
+
+
+def dump_styled(doc) -> str:
+    """The text of a :func:`styled` document."""
     import yaml
 
-    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's where PyYAML has it: same text
+    return yaml.dump(doc, Dumper=_dumper(), sort_keys=False, width=WIDTH, allow_unicode=True)
+
+
+def scalar_yaml(value: object, flow: bool) -> str:
+    """The text :func:`spec_yaml` writes for the scalar ``value`` as an item of a one-line
+    collection (``flow``) or as the value of a block mapping."""
+    if flow:
+        text = dump_styled(_FlowList([value]))
+        return text[1 : text.rindex("]")]
+    text = dump_styled({"k": value})
+    return text[3:].removesuffix("\n")
+
+
+@functools.cache
+def _dumper():
+    """The dumper :func:`spec_yaml` writes with, made once (libyaml's where PyYAML has it: same text)."""
+    import yaml
+
+    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
         pass
 
     def flow_map(dumper, data):
@@ -494,7 +541,7 @@ def spec_yaml(doc) -> str:
 
     Dumper.add_representer(_FlowMap, flow_map)
     Dumper.add_representer(_FlowList, flow_list)
-    return yaml.dump(_styled(doc), Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
+    return Dumper
 
 
 class _FlowMap(dict):

@@ -60,7 +60,10 @@ def terminal_text(text: str) -> str:
 def one_line(text: str) -> str:
     """Text that stays on one line of a terminal, a comment or a log: every character that is
     not printable, the newline included, shown as its escape (``\\n``, ``\\x1b``, ``\\u202e``)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _cut(m: re.Match[str]) -> str:

@@ -269,6 +269,10 @@ class _Program:
             node.opdef = OPS.get(data.op)
             node.plan = tuple((how, x, lit, _name_of(x) if how == _FIXED else None) for _, how, x, lit in values)
             self.nodes.append(node)
+        #: what _nodes reads of each node, unpacked once
+        self.steps = tuple(
+            (n, n.opdef, n.attrs, n.scope, n.plan, n.normalised, n.inputs, n.shaped, n.train) for n in self.nodes
+        )
         if latency is not None:
             from nasdsl.bench.latency import contexts
 
@@ -388,8 +392,7 @@ class _Program:
         types = self.types
         ms = 0.0
         errors: list[NasdslError] = []
-        for node in self.nodes:
-            opdef = node.opdef
+        for node, opdef, attrs, scope_at, plan, normalised, inputs, shaped, train in self.steps:
             try:
                 if opdef is None:  # the input
                     shape = resolve(self.spec.input.shape).evaluate(env)
@@ -404,11 +407,10 @@ class _Program:
                     shapes[node.index] = types.setdefault(t, t)
                     sizes[node.index] = math.prod(t.shape)
                     continue
-                attrs = node.attrs
                 if attrs is None:
-                    scope = scopes[node.scope]
+                    scope = scopes[scope_at]
                     given = []
-                    for how, x, lit, bare in node.plan:
+                    for how, x, lit, bare in plan:
                         if how == _CONST:
                             given.append(x)
                         elif how == _FIXED:
@@ -421,44 +423,47 @@ class _Program:
                             x = resolve(x)
                             given.append(_evaluate(x, _name_of(x), scope, lit))
                     key = tuple([(type(v), v) if type(v) is not list else _key(v) for v in given])
-                    attrs = node.normalised.get(key)
+                    attrs = normalised.get(key)
                     if attrs is None:
                         # a value that is null (or a parameter given null) gives no attribute, as in the builder
                         attrs = opdef.normalise(
                             {v[0]: g for v, g in zip(node.values, given, strict=True) if g is not None}
                         )
-                        _remember(node.normalised, key, attrs)
+                        _remember(normalised, key, attrs)
             except NasdslError:
                 raise _Recompile from None
-            inputs = node.inputs
             if len(inputs) == 1:
                 a = shapes[inputs[0]]
                 if a is None:
                     continue
-                ins: tuple = (a,)
-                key = (id(attrs), id(a))
+                known = shaped.get((id(attrs), id(a)))
+                if known is None:
+                    ins: tuple = (a,)
+                    key = (id(attrs), id(a))
             else:
                 ins = tuple([shapes[i] for i in inputs])
-                if any(t is None for t in ins):
+                if None in ins:
                     continue
                 key = (id(attrs), *map(id, ins))
-            known = node.shaped.get(key)
+                known = shaped.get(key)
             if known is None:
                 known = self._shaped(node, opdef, ins, attrs)
                 # the attributes and the input shapes kept alive with the entry: their ids stay their own
-                _remember(node.shaped, key, (*known, attrs, ins))
-            out, p, m, error, cost, size = known[:6]
-            if error is not None:
-                errors.append(error)
+                _remember(shaped, key, (*known, attrs, ins))
+            out = known[0]
+            if out is None:  # its shape error
+                errors.append(known[3])
                 continue
             shapes[node.index] = out
-            sizes[node.index] = size
+            sizes[node.index] = known[5]
+            p = known[1]
+            m = known[2]
             params_train += p
             macs_train += m
-            if not node.train:
+            if not train:
                 params += p
                 macs += m
-                ms += cost
+                ms += known[4]
         if errors:
             return ErrorList(errors) if len(errors) > 1 else errors[0]
         if params_train > max_params:

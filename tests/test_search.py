@@ -164,6 +164,24 @@ def test_a_cost_search_tells_what_the_compiler_counts_and_never_runs_a_variant_o
     assert len(evaluated) == 12
 
 
+def test_trials_told_without_optunas_copy_are_stored_as_study_tell_stores_them(tmp_path, monkeypatch):
+    """nasdsl finishes trials through the function behind ``Study.tell`` (without the deep copy of
+    the trial it returns): the same search told through ``study.tell`` itself stores the same
+    trials, states, values and records (evaluated, rejected and duplicates among them)."""
+    from nasdsl.search import study as studies
+
+    assert studies._teller() is not None  # the installed Optuna's own tell is used
+    budget = Budget("macs", "max", 300_000, "--max-macs")
+    found = []
+    for teller in (studies._teller, lambda: None):
+        monkeypatch.setattr(studies, "_teller", teller)
+        cfg = _config(tmp_path / str(len(found)), trials=10, seed=5, budgets=(budget,))
+        summary = run_search(cfg, say=lambda line: None)
+        found.append([(t.number, t.state, t.values, t.params, t.user_attrs) for t in summary.study.trials])
+    assert found[0] == found[1]
+    assert {TrialState.COMPLETE, TrialState.PRUNED} <= {t[1] for t in found[0]}
+
+
 def test_constraints_and_invalid_variants_are_rejected_before_anything_runs(tmp_path, calls):
     """A variant that breaks a constraint, or whose shapes do not fit, is told PRUNED with the reason
     the space gives (the compiler's error for the one that does not compile) and never reaches the

@@ -300,7 +300,7 @@ class _Search:
             rec = record(t)
             status = rec.get("status")
             if t.state == TrialState.RUNNING:
-                study.tell(t.number, state=TrialState.FAIL)
+                studies.tell(study, t.number, state=TrialState.FAIL)
                 study.enqueue_trial(dict(t.params))
                 continue
             key = rec.get("variant")
@@ -387,9 +387,9 @@ class _Search:
 
         trial.set_user_attr(studies.ATTR, rec)
         if values is None:
-            self.study.tell(trial, state=TrialState.FAIL)
+            studies.tell(self.study, trial, state=TrialState.FAIL)
         else:
-            self.study.tell(trial, values)
+            studies.tell(self.study, trial, values)
 
     def _reject(self, trial, key: str, reason: str, figures) -> None:
         from optuna.trial import TrialState
@@ -398,7 +398,7 @@ class _Search:
         if figures is not None:
             rec["figures"] = _figure_record(figures)
         trial.set_user_attr(studies.ATTR, rec)
-        self.study.tell(trial, state=TrialState.PRUNED)
+        studies.tell(self.study, trial, state=TrialState.PRUNED)
         self.summary.rejected += 1
 
     def _finish(self, outcome: Outcome) -> None:
