@@ -299,6 +299,8 @@ _SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "I16": "int16",
     "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
 }  # fmt: skip
+#: torch's dtypes of safetensors' 8-bit float names
+_FLOAT8 = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
 
 def _load_safetensors(name: str, data: bytes, where: dict) -> dict[str, object]:
@@ -319,13 +321,19 @@ def _load_safetensors(name: str, data: bytes, where: dict) -> dict[str, object]:
         if kind == "BF16":  # the upper half of a float32's bits
             bits = np.frombuffer(entry["data"], dtype="<u2").astype(np.uint32) << 16
             out[key] = bits.view(np.float32).reshape(shape)
+        elif kind in _FLOAT8:  # widened by torch, as a torch.save file of the same tensors is
+            import torch
+
+            raw = bytearray(entry["data"])
+            wide = torch.frombuffer(raw, dtype=getattr(torch, _FLOAT8[kind])) if raw else torch.zeros(0)
+            out[key] = wide.float().numpy().reshape(shape)
         elif kind in _SAFETENSORS_DTYPES:
             out[key] = np.frombuffer(entry["data"], dtype=np.dtype(_SAFETENSORS_DTYPES[kind]).newbyteorder("<"))
             out[key] = out[key].reshape(shape)
         else:
             raise WeightsError(
                 f"cannot read weights from '{name}': tensor '{key}' has dtype {kind}, which nasdsl does not read "
-                "(expected F32, F16, BF16 or F64 for parameters)",
+                "(expected F64, F32, F16, BF16, F8_E4M3 or F8_E5M2 for parameters)",
                 **where,
             )
     return out

@@ -445,8 +445,8 @@ weights_case("torch-file-named-safetensors", lambda f: write(f, "w.safetensors",
              "holds a torch.save file", "asks for a safetensors file")  # fmt: skip
 weights_case("safetensors-file-named-pt", lambda f: write(f, "w.pt", _safetensors(_STATE["tiny"])),
              "holds a safetensors file", "asks for a torch.save file")  # fmt: skip
-weights_case("float8-safetensors", lambda f: write(f, "w.safetensors", _safetensors(
-             {k: v.to(torch.float8_e4m3fn) for k, v in _STATE["tiny"].items()})), "dtype F8_E4M3")  # fmt: skip
+weights_case("complex-safetensors", lambda f: write(f, "w.safetensors", _safetensors(
+             {k: v.to(torch.complex64) for k, v in _STATE["tiny"].items()})), "dtype C64")  # fmt: skip
 
 
 def _sparse(folder: Path, name: str, size: int) -> str:

@@ -302,22 +302,26 @@ def test_the_command_writes_pt_reports_json_and_refuses(net, tmp_path, capsys):
     assert "the child spec is given twice" in capsys.readouterr().err
 
 
-def test_bfloat16_safetensors_read_as_torch_widens_them(tmp_path, net):
-    """A bfloat16 .safetensors file loads (numpy has no bfloat16), to the values torch's own
-    widening gives; the extension is read in any case, as files are written."""
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
+def test_narrow_floats_in_safetensors_read_as_torch_widens_them(tmp_path, net, dtype):
+    """A bfloat16 or 8-bit float .safetensors file loads (numpy has none of them), to the values
+    torch's own widening gives, as the torch.save file of the same tensors does; the extension is
+    read in any case, as files are written."""
     import torch
     from safetensors.torch import save_file as save_torch
 
     from nasdsl.weights import load_weights
 
     drawn = {k: torch.from_numpy(v) for k, v in initial_weights(nasdsl.compile_spec(net).graph).items()}
-    halves = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in drawn.items()}
-    save_torch(halves, tmp_path / "w.SafeTensors")
-    read = load_weights(tmp_path / "w.SafeTensors")
-    assert read.keys() == halves.keys()
-    for k, v in halves.items():
+    narrow = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in drawn.items()}
+    save_torch(narrow, tmp_path / "w.SafeTensors")
+    torch.save(narrow, tmp_path / "w.pt")
+    read, saved = load_weights(tmp_path / "w.SafeTensors"), load_weights(tmp_path / "w.pt")
+    assert read.keys() == narrow.keys()
+    for k, v in narrow.items():
         assert read[k].dtype == (np.float32 if v.is_floating_point() else np.int64)
         np.testing.assert_array_equal(read[k], v.to(torch.float32 if v.is_floating_point() else torch.int64).numpy())
+        np.testing.assert_array_equal(read[k], np.asarray(saved[k].float() if v.is_floating_point() else saved[k]))
 
 
 def test_a_counter_with_fractions_is_refused(net):
