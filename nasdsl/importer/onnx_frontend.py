@@ -60,10 +60,16 @@ _ALIASES = ("Identity", "Dropout")
 _FLOATS = ("FLOAT16", "DOUBLE", "BFLOAT16")
 
 
+#: the oldest version of the default domain the importer reads: ONNX Runtime's (an op of an older
+#: one, Add with its ``broadcast`` attribute or Reshape with its ``shape``, reads otherwise)
+MIN_OPSET = 7
+
+
 def default_opset(proto) -> int:
-    """The file's version of the default domain (``''`` or ``'ai.onnx'``; 17 where it names none):
-    :func:`read_onnx` refuses a file that names it at two versions."""
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
+    """The file's version of the default domain (``''`` or ``'ai.onnx'``): where it names none, 1,
+    as ONNX's checker reads a file of IR version 1 or 2 (from IR version 3 on it refuses one).
+    :func:`read_onnx` refuses a file that names it at two versions, or one below :data:`MIN_OPSET`."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 def read_onnx_file(
@@ -115,6 +121,13 @@ def read_onnx(
     if len(versions) > 1:  # the checker takes one, ONNX Runtime another: how an op reads would be a guess
         raise ImportFailure(
             f"opset_import names the default domain ('' or 'ai.onnx') at versions {versions}: a file has one",
+            where=label,
+        )
+    if default_opset(proto) < MIN_OPSET:
+        said = "names no version of it (IR version < 3: opset 1)" if not versions else f"is opset {versions[0]}"
+        raise ImportFailure(
+            f"the file's default domain {said}; nasdsl reads opset {MIN_OPSET} and later, as ONNX Runtime "
+            "runs them (convert it first: onnx.version_converter.convert_version)",
             where=label,
         )
     model = _own_copies(proto)
@@ -728,7 +741,8 @@ class _Reader:
         return out
 
     def fail(self, node, message: str) -> ImportFailure:
-        index = next((k for k, n in enumerate(self.proto.graph.node) if n is node or n.name == node.name), None)
+        # the node itself (its outputs are its own): unnamed nodes all have the name ''
+        index = next((k for k, n in enumerate(self.proto.graph.node) if n is node or n == node), None)
         where = f"{self.label}: graph.node[{index}] '{node.name}' ({node.op_type})" if index is not None else self.label
         return ImportFailure(message, where=where)
 

@@ -884,7 +884,18 @@ def _resize_computes(ins: list[int], outs: list[int], factors: list[float] | Non
 
 
 def _softmax(view: View, node) -> Match:
-    if int(view.attrs(node).get("axis", -1)) % max(view.rank(node.input[0]), 1) != 1:
+    shape = view.shapes.get(node.input[0], ())
+    rank = max(len(shape), 1)
+    if view.opset < 13:
+        # before opset 13 a Softmax is over the axes from ``axis`` (1 unless said) on, taken as one
+        axis = int(view.attrs(node).get("axis", 1)) % rank
+        if axis != 1 or any(d != 1 for d in shape[2:]):
+            dims = " x ".join(str(d) for d in shape[axis:]) or "none"
+            raise Unsupported(
+                f"a Softmax of opset {view.opset} over the axes from {axis} on, taken as one ({dims}): the "
+                "spec's softmax is over the channels alone"
+            )
+    elif int(view.attrs(node).get("axis", -1)) % rank != 1:
         raise Unsupported("a Softmax over another axis than 1")
     return Match(Lowered("softmax"), [node.input[0]], node.output[0], [node])
 
@@ -940,9 +951,17 @@ PATTERNS: dict[str, list[Callable]] = {
 
 
 def _slice(view: View, node) -> Match:
-    starts, ends = (view.get(i) for i in node.input[1:3])
-    axes = view.get(node.input[3]) if len(node.input) > 3 and node.input[3] else np.array([0])
-    steps = view.get(node.input[4]) if len(node.input) > 4 and node.input[4] else np.array([1])
+    if view.opset < 10:  # the bounds are attributes
+        a = view.attrs(node)
+        if "starts" not in a or "ends" not in a:
+            raise Unsupported(f"a Slice of opset {view.opset} without starts and ends")
+        starts, ends = np.array(a["starts"]), np.array(a["ends"])
+        axes = np.array(a.get("axes", range(len(starts))))
+        steps = np.ones_like(starts)
+    else:
+        starts, ends = (view.get(i) for i in node.input[1:3])
+        axes = view.get(node.input[3]) if len(node.input) > 3 and node.input[3] else np.array([0])
+        steps = view.get(node.input[4]) if len(node.input) > 4 and node.input[4] else np.array([1])
     if starts is None or ends is None or axes is None or steps is None:
         raise Unsupported("a Slice with computed bounds")
     rank = view.rank(node.input[0])
