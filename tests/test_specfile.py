@@ -43,6 +43,8 @@ model:
     note: {{choice: [w, "{" + ".join(["w"] * 40)}"]}}
     kernel: 1
   pair: {{op: max_pool, kernel: {{choice: [[2, 2], [3, 1]]}}}}
+  tied: {{op: conv2d, out: &t {{choice: [5, 7]}}, kernel: 1}}
+  again: {{op: conv2d, out: *t, kernel: 1}}
 """
 
 
@@ -62,16 +64,18 @@ def cut_entries(texts: SpecTexts) -> set[str]:
 
 
 def test_entries_are_cut_where_every_variant_is_laid_out_alike(cuts):
-    """Scalars of any kind are cut, in one-line mappings and in block ones; the entries where an
-    option changes the layout, spans lines, or is a list are written per variant instead."""
+    """Scalars of any kind are cut, in one-line mappings and in block ones, and a choice tied to
+    another place (a YAML alias) in each entry where it stands; the entries where an option changes
+    the layout, spans lines, or is a list are written per variant instead."""
     texts = SpecTexts(cuts)
-    assert cut_entries(texts) == {"flag", "plain", "quoted", "floats", "block"}
+    assert [len(p.positions) for p in cuts.points if p.name == "tied.out"] == [2]
+    assert cut_entries(texts) == {"flag", "plain", "quoted", "floats", "block", "tied", "again"}
     long_line = next(line for line in spec_yaml(cuts.document_of(cuts.default)).splitlines() if KEY in line)
     assert len(long_line) <= WIDTH  # the default fits: it is the longer option that would wrap
 
 
 def test_the_joined_text_is_spec_yamls_for_every_variant_drawn(cuts):
-    """Variants drawn at random (seeded) from the space's 2 x 3 x 2 x 8 x 4 x 2 x 2 x 2 x 2 x 2 x 2
+    """Variants drawn at random (seeded) from the space's 2 x 3 x 2 x 8 x 4 x 2 x 2 x 2 x 2 x 2 x 2 x 2
     options, each against spec_yaml writing its document whole; a writer whose memory of the entries
     it writes per variant is emptied along the way gives the same."""
     texts, small = SpecTexts(cuts), SpecTexts(cuts, keep=3)

@@ -173,7 +173,11 @@ class _Cut:
     def make(cls, space: Space, plain: dict, key: str, sub, inside: tuple[int, ...], options: list) -> _Cut | None:
         """The cut of the entry ``key`` (``sub`` under it) whose choices are the points ``inside``,
         each with the scalar ``options``; None where a variant could be laid out otherwise."""
-        holes = [(pos.keys, i) for i in inside for pos in space.points[i].positions]
+        # a choice tied to others (a YAML alias) stands in other entries too: only this one's places
+        prefix = (key,) if sub is None else (key, sub)
+        holes = [
+            (pos.keys, i) for i in inside for pos in space.points[i].positions if pos.keys[: len(prefix)] == prefix
+        ]
 
         def entry(values: dict[int, object] | list) -> dict:
             doc = {key: copy.deepcopy(plain[key] if sub is None else {sub: plain[key][sub]})}
