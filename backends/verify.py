@@ -138,6 +138,47 @@ def verify(
     return Verification(checks, tolerance)
 
 
+def verify_import(
+    graph: object, state_dict: Mapping[str, object], source: object, *, seed: int = 0, tolerance: float = 1e-4
+) -> Verification:
+    """Compare the generated model of an imported spec, holding the tensors the import carried,
+    with the source it was imported from: an ``onnx.ModelProto`` run by ONNX Runtime, or an
+    ``nn.Module`` run in eval mode. Both get a standard normal input drawn with ``seed``, of the
+    spec's input shape, for as many samples as the file's input says (else 2); the outputs are
+    compared in order, as :func:`verify` compares them."""
+    g = ir.as_graph(graph)
+    model = torch_model(g, state_dict)
+    shape = ir.node(g, ir.info(g).input).shape
+    batch = 2
+    if isinstance(source, torch.nn.Module):
+        x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            want = _flat(source.eval()(x))
+    else:
+        fed = {t.name for t in source.graph.initializer}
+        first = next(i for i in source.graph.input if i.name not in fed)
+        dim = first.type.tensor_type.shape.dim
+        if dim and dim[0].HasField("dim_value") and dim[0].dim_value > 0:
+            batch = dim[0].dim_value
+        x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(seed))
+        want = list(run_onnx(source, {first.name: x.numpy()}).values())
+    with torch.no_grad():
+        got = _flat(model(x))
+    checks = tuple(compare(f"output {k}", a, b, tolerance) for k, (a, b) in enumerate(zip(got, want, strict=False)))
+    if len(got) != len(want):
+        checks += (OutputCheck(f"outputs: {len(got)} against the source's {len(want)}", math.inf, math.inf, False),)
+    return Verification(checks, tolerance)
+
+
+def _flat(result: object) -> list[np.ndarray]:
+    """A model's outputs in order (a tensor, a tuple or named tuple, a dict) as numpy arrays."""
+    if isinstance(result, torch.Tensor):
+        return [result.detach().numpy()]
+    if isinstance(result, Mapping):
+        result = list(result.values())
+    return [v.detach().numpy() for v in result if v is not None]
+
+
 def _before_softmax(g, model) -> dict[str, tuple[str, str]]:
     """For each output that a softmax computes: the ONNX tensor of the softmax's input (added
     to ``model``'s outputs) and the softmax's node, whose PyTorch module has the same path.
@@ -168,4 +209,13 @@ def _capture_inputs(model: torch.nn.Module, before: dict[str, tuple[str, str]]) 
     return captured
 
 
-__all__ = ["OutputCheck", "Verification", "compare", "run_onnx", "torch_model", "torch_outputs", "verify"]
+__all__ = [
+    "OutputCheck",
+    "Verification",
+    "compare",
+    "run_onnx",
+    "torch_model",
+    "torch_outputs",
+    "verify",
+    "verify_import",
+]

@@ -571,7 +571,8 @@ def encode_weights(weights: Mapping[str, object], path: str) -> bytes:
     import torch
 
     buf = io.BytesIO()
-    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, buf)
+    # a read-only array (an ONNX file's tensor) is copied: torch warns of one it would share
+    torch.save({k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in arrays.items()}, buf)
     return buf.getvalue()
 
 

@@ -33,7 +33,8 @@ DESCRIPTION = (
     "tree read from the metadata of PyTorch's dynamo exporter, or, with none, its repeated blocks found by the "
     "graph's structure (templates Block1, Block2 ...). Names are the source's, so its state_dict loads "
     "strictly into the generated model. The spec is compiled and compared with the source node by node "
-    "before it is written. "
+    "before it is written; with --check, the generated model holding the source's tensors is also run against "
+    "the source (ONNX Runtime for a file) on one random input. "
     "An op without a spec equivalent is an error naming the node and the op (exit 2), or with "
     "--allow-opaque an 'opaque' op that the backends refuse. The report (templates, "
     "sizes, time) goes to stdout, or to stderr when the spec does (-o -). See docs/import.md."
@@ -44,9 +45,12 @@ nasdsl import torchvision:googlenet -o googlenet.yaml
 nasdsl import torchvision:resnet50 -o resnet50.yaml --input-shape 3,160,160
 nasdsl import module:mypackage.nets:build_net -o net.yaml --input-shape 1,28,28
 nasdsl import model.onnx -o model.yaml --weights model.safetensors
+nasdsl import model.onnx -o model.yaml --check
 """
 
 WEIGHT_FORMATS = (".safetensors", ".pt", ".pth")
+#: --check's bound on the largest difference, relative to the largest value of an output (verify's)
+CHECK_TOLERANCE = 1e-4
 
 
 class ImportUsageError(NasdslError):
@@ -110,6 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ONNX only: ignore the node names and the exporter's metadata and find the repeated blocks by the "
         "graph's structure alone, as for a file that has neither (templates Block1, Block2 ...)",
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="before writing, run the generated model with the source's tensors and the source itself (ONNX "
+        "Runtime for a file) on one seeded random input and compare every output; exit 1, nothing written, when "
+        f"the largest difference is above {CHECK_TOLERANCE:g} of the largest value",
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="the report (default text)")
 
 
@@ -129,10 +140,21 @@ def run(args: argparse.Namespace, net) -> int:
         args.model,
         input_shape=args.input_shape,
         name=args.name,
-        weights=bool(args.weights),
+        weights=bool(args.weights) or args.check,
         allow_opaque=args.allow_opaque,
         by_structure=args.by_structure,
     )
+    checked = _check(args.model, result) if args.check else None
+    if checked is not None and not checked.ok:
+        for c in checked.checks:
+            sys.stderr.write(
+                f"  {c.name}: relative error {c.max_rel:.3g} (tolerance {CHECK_TOLERANCE:g}), "
+                f"max abs error {c.max_abs:.3g}: {'ok' if c.ok else 'FAILED'}\n"
+            )
+        sys.stderr.write(
+            f"error: the imported spec computes otherwise than {printable(args.model)} (--check); nothing written\n"
+        )
+        return 1
     if args.weights:
         write_atomic(args.weights, encode_weights(result.weights, args.weights))
     report = sys.stderr if args.output == "-" else sys.stdout
@@ -140,13 +162,41 @@ def run(args: argparse.Namespace, net) -> int:
         sys.stdout.write(result.text)
     else:
         write_atomic(args.output, result.text.encode())
+    against = "ONNX Runtime's run of the file" if result.reference is None else "the source model"
     if args.format == "json":
-        report.write(json.dumps({**result.report.as_dict(), "output": args.output, "weights": args.weights}, indent=2))
+        extra = {}
+        if checked is not None:
+            extra["check"] = {
+                "against": "onnxruntime" if result.reference is None else "source",
+                "outputs": len(checked.checks),
+                "largest_relative_difference": max(c.max_rel for c in checked.checks),
+                "tolerance": CHECK_TOLERANCE,
+            }
+        body = {**result.report.as_dict(), "output": args.output, "weights": args.weights, **extra}
+        report.write(json.dumps(body, indent=2))
         report.write("\n")
     else:
         report.write(printable(result.report.as_text()))
+        if checked is not None:
+            n = len(checked.checks)
+            report.write(
+                f"check: {n} output{'s' if n != 1 else ''} against {against}: largest difference "
+                f"{max(c.max_rel for c in checked.checks):.2g} of the largest value (tolerance {CHECK_TOLERANCE:g})\n"
+            )
         if args.output != "-":
             report.write(f"wrote {printable(args.output)}\n")
         if args.weights:
             report.write(f"wrote {printable(args.weights)} ({len(result.weights)} tensors)\n")
     return 0
+
+
+def _check(model: str, result):
+    """The generated model with the source's tensors against the source, on one random input."""
+    from nasdsl.backends.verify import verify_import
+
+    source = result.reference
+    if source is None:  # an ONNX file: the graph as the file holds it
+        import onnx
+
+        source = onnx.load(model)
+    return verify_import(result.compiled.graph, result.weights, source, tolerance=CHECK_TOLERANCE)

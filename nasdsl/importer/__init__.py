@@ -83,6 +83,8 @@ class Imported:
     compiled: object
     #: the source's tensors keyed as the generated model's state_dict (numpy arrays), when asked for
     weights: dict | None = None
+    #: a PyTorch source as it was read (the module whose tensors ``weights`` are); None for ONNX
+    reference: object = field(default=None, repr=False)
 
 
 def import_model(
@@ -186,24 +188,30 @@ def _read(source, input_shape, name, weights, allow_opaque, by_structure=False, 
 
     if isinstance(source, str):
         module, records, label, default = tf.load(source, on_meta=not weights)
-        return tf.read_module(
+        flat = tf.read_module(
             module, input_shape=shape or default, records=records, label=label, name=name, allow_opaque=allow_opaque
         )
+        flat.reference = module
+        return flat
     import torch
 
     if isinstance(source, torch.nn.Module):
-        return tf.read_module(
+        flat = tf.read_module(
             source, input_shape=shape, label=type(source).__name__, name=name, allow_opaque=allow_opaque
         )
+        flat.reference = source
+        return flat
     if callable(source):
         with tf.recording_constructors() as records:
             module = source()
         if not isinstance(module, torch.nn.Module):
             raise ImportFailure(f"the factory returned {type(module).__name__}, expected an nn.Module", where="import")
         label = getattr(source, "__qualname__", type(module).__name__)
-        return tf.read_module(
+        flat = tf.read_module(
             module, input_shape=shape, records=records, label=label, name=name, allow_opaque=allow_opaque
         )
+        flat.reference = module
+        return flat
     raise ImportFailure(
         f"cannot import a {type(source).__name__}: expected torchvision:NAME, module:PKG.MOD:FACTORY, an .onnx "
         "path, an onnx.ModelProto, an nn.Module or a callable returning one",
@@ -242,7 +250,7 @@ def finish(model: FlatModel, started: float, weights: bool) -> Imported:
         notes=list(dict.fromkeys(model.notes + found.notes + _opaque_notes(model))),
     )
     state = _state(model) if weights else None
-    return Imported(text, report, compiled, state)
+    return Imported(text, report, compiled, state, model.reference if weights else None)
 
 
 def _opaque_notes(model: FlatModel) -> list[str]:

@@ -151,6 +151,9 @@ class FlatModel:
     generated_names: bool = False
     #: whether blocks were found by structure (:mod:`nasdsl.importer.discover`)
     blocks_found: bool = False
+    #: the PyTorch source as it was read (the module whose tensors the import carries), for
+    #: :func:`nasdsl.importer.check_numerics`; None for an ONNX file
+    reference: object = field(default=None, repr=False, compare=False)
 
     def consumers(self) -> dict[str, list[str]]:
         """For each node id, the ids of the nodes that read it, in execution order."""
