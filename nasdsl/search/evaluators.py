@@ -23,15 +23,16 @@ objectives); ``metric:NAME`` reads ``NAME`` there.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import importlib.util
 import json
-import math
 import os
 import re
 import shlex
 import shutil
+import signal
 import string
 import subprocess
 import sys
@@ -82,14 +83,19 @@ def parse_evaluator(value: str | Callable) -> Evaluator:
         raise EvaluatorError("expected a command template or module:function, got nothing", path="--evaluate")
     for word in argv:
         try:
-            fields = [name for _, name, spec, conv in string.Formatter().parse(word) if name is not None]
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(word) if name is not None]
         except ValueError as e:
             raise EvaluatorError(f"{word!r}: {e} (write {{{{ and }}}} for braces)", path="--evaluate") from None
-        for name in fields:
+        for name, spec, conv in fields:
             if name not in PLACEHOLDERS:
                 raise EvaluatorError(
                     f"unknown placeholder {{{name}}} in {word!r}; the placeholders are "
                     + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS),
+                    path="--evaluate",
+                )
+            if spec or conv:  # '{trial:05d}' fails on the text of a number, '{out!r}' quotes a path
+                raise EvaluatorError(
+                    f"{word!r}: a placeholder is replaced as it is, without a format or a conversion; write {{{name}}}",
                     path="--evaluate",
                 )
     return Evaluator(text, argv)
@@ -103,12 +109,15 @@ def check_evaluator(evaluator: Evaluator, cwd: str) -> None:
     if callable(target):
         return
     if target is not None:
-        module = target.partition(":")[0]
-        if not _importable(module, cwd):
+        module, _, name = target.partition(":")
+        found = _find(module, cwd)
+        if found is None:
             raise EvaluatorError(
                 f"{target}: no module {module!r} here (installed, or from {cwd}, as python -m finds it)",
                 path="--evaluate",
             )
+        if _defines(found, name) is False:
+            raise EvaluatorError(f"{target}: the module {module} defines no {name!r}", path="--evaluate")
         return
     program = evaluator.argv[0]
     if len(evaluator.argv) == 1 and re.fullmatch(r"[\w.]*:[\w.]*", program):
@@ -118,25 +127,72 @@ def check_evaluator(evaluator: Evaluator, cwd: str) -> None:
         )
     if "{" in program:
         return  # the program is a placeholder's value, known per trial
-    found = os.path.isfile(os.path.join(cwd, program)) if os.sep in program else shutil.which(program) is not None
+    path = os.path.join(cwd, program)
+    found = os.path.isfile(path) if os.sep in program else shutil.which(program) is not None
     if not found:
         where = f"as a file from {cwd}" if os.sep in program else "on the PATH"
         raise EvaluatorError(f"the command's program {program!r} is not found {where}", path="--evaluate")
+    if os.sep in program and not os.access(path, os.X_OK):
+        raise EvaluatorError(
+            f"the command's program {program!r} is not executable (chmod +x it, or name its interpreter: sh {program})",
+            path="--evaluate",
+        )
 
 
-def _importable(module: str, cwd: str) -> bool:
-    """Whether ``module`` is found from ``cwd`` or the installed packages (its parent packages are
-    imported to look inside them, as the trial would)."""
+def _find(module: str, cwd: str):
+    """The import spec of ``module`` found from ``cwd`` or the installed packages, or None (its parent
+    packages are imported to look inside them, as the trial would)."""
     added = os.path.isdir(cwd) and os.path.abspath(cwd) not in map(os.path.abspath, sys.path)
     if added:
         sys.path.append(os.path.abspath(cwd))
     try:
-        return importlib.util.find_spec(module) is not None
+        return importlib.util.find_spec(module)
     except (ImportError, ValueError):
-        return False
+        return None
     finally:
         if added:
             sys.path.remove(os.path.abspath(cwd))
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _defines(found, name: str) -> bool | None:
+    """Whether the Python source of the module ``found`` binds ``name`` at its top level (a def, a
+    class, an assignment, an import), read without running it; None where the source cannot tell:
+    no source, ``from x import *``, a module ``__getattr__``, names made through ``globals()``.
+    A syntax error is the module's own, and refused here with its place."""
+    origin = getattr(found, "origin", None)
+    if not isinstance(origin, str) or not origin.endswith(".py"):
+        return None
+    try:
+        with open(origin, "rb") as f:
+            source = f.read()
+        tree = ast.parse(source, origin)
+    except SyntaxError as e:
+        raise EvaluatorError(
+            f"{origin}:{e.lineno}:{e.offset or 0}: the evaluator's module does not parse: {e.msg}", path="--evaluate"
+        ) from None
+    except (OSError, ValueError):
+        return None
+    if b"globals()" in source or b"__getattr__" in source:
+        return None
+    bound: set[str] = set()
+    for statement in tree.body:
+        # a def's or a class's own body binds nothing in the module; an if, a try, a with, a for at the
+        # top level bind names in their bodies too (walked whole: a name bound too many is no refusal)
+        nodes = [statement] if isinstance(statement, _SCOPES) else ast.walk(statement)
+        for node in nodes:
+            if isinstance(node, _SCOPES):
+                bound.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                if any(alias.name == "*" for alias in node.names):
+                    return None
+                bound |= {alias.asname or alias.name.partition(".")[0] for alias in node.names}
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+    bound |= {n for node in ast.walk(tree) if isinstance(node, ast.Global) for n in node.names}
+    return name in bound
 
 
 def run_evaluator(
@@ -146,41 +202,77 @@ def run_evaluator(
     log = os.path.join(workdir, "log.txt")
     if evaluator.target is not None:
         function = _function(evaluator.target, cwd)
-        with open(log, "a", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-            metrics = function(spec, workdir)
+        with open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            try:
+                metrics = function(spec, workdir)
+            except SystemExit as e:  # a training script's main() called as a function: its exit is the trial's
+                raise EvaluatorError(f"{evaluator.text} called sys.exit({e.code!r}), returning no metrics") from None
         if not isinstance(metrics, Mapping):
             raise EvaluatorError(f"{evaluator.text} returned {type(metrics).__name__}, expected a dict of metrics")
         return _plain(dict(metrics), evaluator.text)
     out = os.path.join(workdir, "metrics.json")
     values = {"spec": spec, "out": out, "workdir": workdir, "weights": weights or "", "trial": str(trial)}
     argv = [word.format_map(values) for word in evaluator.argv]
-    with open(log, "ab") as f:
-        try:
-            done = subprocess.run(
-                argv,
-                cwd=cwd if os.path.isdir(cwd) else workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise EvaluatorError(f"cannot run {argv[0]!r}: no such program") from None
-        except subprocess.TimeoutExpired:
-            raise EvaluatorError(f"the evaluator ran past --trial-timeout {timeout:g} s{_tail(log)}") from None
-    if done.returncode != 0:
-        raise EvaluatorError(f"the evaluator exited with status {done.returncode}{_tail(log)}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(out)  # a folder an earlier search left: its metrics are not this trial's
+    with open(log, "wb") as f:
+        returncode = _run(argv, cwd=cwd if os.path.isdir(cwd) else workdir, log=f, timeout=timeout)
+    if returncode is None:
+        raise EvaluatorError(f"the evaluator ran past --trial-timeout {timeout:g} s{_tail(log)}")
+    if returncode != 0:
+        raise EvaluatorError(f"the evaluator exited with status {returncode}{_tail(log)}")
     try:
         with open(out, encoding="utf-8") as f:
-            metrics = json.load(f)
+            metrics = json.load(f, object_pairs_hook=_once)
     except FileNotFoundError:
         raise EvaluatorError(f"the evaluator wrote no metrics file ({out}){_tail(log)}") from None
+    except _Twice as e:
+        raise EvaluatorError(f"{out}: expected each metric once: {e}") from None
     except (OSError, ValueError) as e:
         raise EvaluatorError(f"{out}: not a JSON file: {e}") from None
     if not isinstance(metrics, dict):
         raise EvaluatorError(f"{out}: expected a JSON object of metrics, got {type(metrics).__name__}")
     return _plain(metrics, out)
+
+
+def _run(argv: list[str], *, cwd: str, log, timeout: float | None) -> int | None:
+    """Run a command in a process group of its own; its exit status, or None when it ran past
+    ``timeout``. At the timeout, or when this process is interrupted, the whole group is killed: the
+    processes the command started (a script's python, a launcher's workers) end with it."""
+    try:
+        process = subprocess.Popen(
+            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    except FileNotFoundError:
+        raise EvaluatorError(f"cannot run {argv[0]!r}: no such program") from None
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        return None
+    except BaseException:
+        _kill(process)
+        raise
+
+
+def _kill(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+class _Twice(ValueError):
+    """A JSON object that gives a name twice."""
+
+
+def _once(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose names are each given once (``{"acc": 1, "acc": 2}`` is no metric)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Twice(f"{key!r} is given twice")
+        out[key] = value
+    return out
 
 
 def _function(target: str | Callable, cwd: str) -> Callable:
@@ -202,17 +294,17 @@ def _function(target: str | Callable, cwd: str) -> Callable:
 
 
 def _plain(metrics: dict, source: str) -> dict:
-    """The metrics with string keys and JSON values (what the study's record keeps)."""
+    """The metrics with string keys and JSON values (what the study's record keeps; a float may be
+    infinite or NaN, which the objective it is read for refuses or keeps)."""
     out = {}
     for k, v in metrics.items():
         if not isinstance(k, str):
             raise EvaluatorError(f"{source}: expected metric names that are strings, got {k!r}")
-        if isinstance(v, float) and not math.isfinite(v):
-            v = str(v)
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError):
-            v = repr(v)
+        if not isinstance(v, float):  # a float stays one, infinite or NaN: the objective decides what it is worth
+            try:
+                json.dumps(v, allow_nan=False)
+            except (TypeError, ValueError):
+                v = repr(v)
         out[k] = v
     return out
 

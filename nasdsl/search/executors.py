@@ -46,10 +46,23 @@ class Inline(Executor):
         self.done: deque[Outcome] = deque()
 
     def submit(self, task: Task) -> None:
-        self.done.append(run_trial(task))
+        self.done.append(in_place(task))
 
     def next_done(self) -> Outcome:
         return self.done.popleft()
+
+
+def in_place(task: Task) -> Outcome:
+    """:func:`run_trial` in a process that outlives the trial (the driver's, a pool's worker): an
+    evaluator that changes the process's folder (``os.chdir``) leaves it changed for the trials after
+    it, whose relative paths (the work folder, the folder a callable is called from) would move with
+    it. The folder is put back."""
+    here = os.getcwd()
+    try:
+        return run_trial(task)
+    finally:
+        if os.getcwd() != here:
+            os.chdir(here)
 
 
 def _init_worker(threads: int) -> None:
@@ -71,7 +84,7 @@ class Pool(Executor):
         self.futures: dict = {}
 
     def submit(self, task: Task) -> None:
-        self.futures[self.pool.submit(run_trial, task)] = task
+        self.futures[self.pool.submit(in_place, task)] = task
 
     def next_done(self) -> Outcome:
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -162,4 +175,4 @@ class Ray(Executor):
             self.started = False
 
 
-__all__ = ["Executor", "ExecutorError", "Inline", "Pool", "Ray"]
+__all__ = ["Executor", "ExecutorError", "Inline", "Pool", "Ray", "in_place"]

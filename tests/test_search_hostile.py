@@ -1,0 +1,379 @@
+"""``nasdsl search`` under hostile use: odd options, evaluators that misbehave, stores that are not what
+they seem. Each test pins what a user gets (exit 2 with a located message and nothing written, or a
+failed trial and a search that goes on), found by trying to break the command.
+
+References are independent of the search: the variants are compiled from their own spec files, trial
+folders and processes are inspected from outside, JSON is read by a strict parser, and Optuna's stored
+parameters are read back through Optuna."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+import nasdsl
+from nasdsl.cli import main
+from nasdsl.search import Config, goal, parse_evaluator, run_search
+from nasdsl.search.report import status
+from nasdsl.search.study import ATTR, load_study
+
+#: three variants, w = 2, 4 or 8 (86, 170 and 338 parameters)
+TINY = """\
+nasdsl: 1
+name: Tiny
+input:
+  shape: [1, 4, 4]
+variables:
+  w: {choice: [2, 4, 8]}
+model:
+  conv: {op: conv2d, out: w, kernel: 3, padding: 1}
+  relu: relu
+  flat: flatten
+  fc: {op: linear, out: 2}
+"""
+#: a choice whose options Python holds equal across types (0 == False, 1 == True)
+MIXED = TINY.replace("variables:\n", "variables:\n  flag: {choice: [0, false, 1, true]}\n")
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("specs")
+    (folder / "tiny.yaml").write_text(TINY)
+    (folder / "mixed.yaml").write_text(MIXED)
+    return folder
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _api(tmp_path: Path, spec: Path, **kw) -> Config:
+    base = {
+        "spec": str(spec),
+        "goals": (goal("metric:acc", "maximize"),),
+        "workdir": str(tmp_path / "search"),
+        "study_name": "hostile",
+        "workers": 0,
+        "trials": 3,
+        "storage": optuna.storages.InMemoryStorage(),
+    }
+    return Config(**{**base, **kw})
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _trials(study) -> list[tuple[str, dict, object]]:
+    return [(status(t), t.user_attrs.get(ATTR, {}), t) for t in study.get_trials(deepcopy=False)]
+
+
+def _params(spec_path: str) -> int:
+    return nasdsl.compile_spec(spec_path).summary()["totals"]["params"]
+
+
+# evaluators named test_search_hostile:NAME (tests/ is on the path of pytest and of a pool's workers)
+
+
+def exits_when_wide(spec_path: str, workdir: str) -> dict:
+    """sys.exit, as a training script's main() does on bad arguments, for variants above 200 parameters."""
+    params = _params(spec_path)
+    if params > 200:
+        sys.exit(3)
+    return {"acc": params}
+
+
+def wanders(spec_path: str, workdir: str) -> dict:
+    """Changes the process's folder into the trial's, and reports where it was called from."""
+    called_from = os.getcwd()
+    os.chdir(workdir)
+    return {"acc": _params(spec_path), "cwd": called_from}
+
+
+def huge_for_wide(spec_path: str, workdir: str) -> dict:
+    """A metric too large for a float (an int of 401 digits) for variants above 200 parameters."""
+    params = _params(spec_path)
+    return {"acc": 10**400 if params > 200 else params}
+
+
+def non_finite(spec_path: str, workdir: str) -> dict:
+    """NaN for the narrowest variant, minus infinity for the widest, the parameters otherwise."""
+    params = _params(spec_path)
+    return {"acc": {86: math.nan, 338: -math.inf}.get(params, params)}
+
+
+def constant(spec_path: str, workdir: str) -> dict:
+    return {"acc": 0.5}
+
+
+# ---------------------------------------------------------------------------
+# Options refused before anything is written
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--minimize", "macs", "--patience", "0"], "--patience: expected a number above 0, got '0'"),
+        (["--minimize", "macs", "--seed", "4294967296"], "--seed: expected an integer from 0 to 4294967295"),
+        (["--maximize", "naswot", "--cpus-per-trial", "inf"], "--cpus-per-trial: expected a finite number"),
+        (["--maximize", "naswot", "--trial-timeout", "nan"], "--trial-timeout: expected a number above 0"),
+        (
+            ["--maximize", "metric: acc", "--evaluate", "test_search_hostile:constant"],
+            "error: --objective: 'metric: acc': expected a metric's name without spaces around it",
+        ),
+        (
+            ["--maximize", "metric:acc", "--evaluate", "python t.py {out} --trial {trial:05d}"],
+            "error: --evaluate: '{trial:05d}': a placeholder is replaced as it is, without a format or a "
+            "conversion; write {trial}",
+        ),
+        (
+            ["--maximize", "metric:acc", "--evaluate", "python t.py {out!r}"],
+            "error: --evaluate: '{out!r}': a placeholder is replaced as it is",
+        ),
+        (
+            ["--maximize", "metric:acc", "--evaluate", "test_search_hostile:no_such_function"],
+            "error: --evaluate: test_search_hostile:no_such_function: the module test_search_hostile "
+            "defines no 'no_such_function'",
+        ),
+    ],
+)
+def test_odd_options_are_exit_2_and_write_nothing(specs, here, capsys, argv, message):
+    code, _, err = _cli(capsys, "search", specs / "tiny.yaml", *argv)
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert os.listdir(here) == []
+
+
+def test_a_program_that_cannot_be_run_is_exit_2(specs, here, capsys):
+    """A command's program that is a file but not executable would fail every trial with
+    'Permission denied'; it is found out before the study is made."""
+    (here / "train.sh").write_text("#!/bin/sh\n")
+    (here / "train.sh").chmod(0o644)
+    code, _, err = _cli(
+        capsys, "search", specs / "tiny.yaml", "--maximize", "metric:acc", "--evaluate", "./train.sh {out}"
+    )
+    assert code == 2 and err.startswith("error: --evaluate: the command's program './train.sh' is not executable")
+    assert os.listdir(here) == ["train.sh"]
+
+
+# ---------------------------------------------------------------------------
+# Storage and the stored study
+
+
+@pytest.fixture
+def stored(specs, here, capsys) -> Path:
+    """A cost-only search of the three variants, stored in the default SQLite file."""
+    code, _, err = _cli(capsys, "search", specs / "tiny.yaml", "--minimize", "params", "--trials", 3, "--quiet")
+    assert code == 0, err
+    return here / "search-Tiny" / "study.db"
+
+
+@pytest.mark.parametrize("number", ["\u00b2", "\u0663", "1\u0661"])
+def test_pick_takes_only_ascii_digits(specs, stored, capsys, number):
+    """'²' and '٣' are digits to str.isdigit: one crashed int(), the other picked trial 3."""
+    code, out, err = _cli(capsys, "search", specs / "tiny.yaml", "--pick", number)
+    assert code == 2 and out == ""
+    assert err.startswith("error: --pick: expected best or a trial number from 0 to "), err
+
+
+def test_pick_does_not_write_over_the_spec_or_the_study(specs, stored, capsys, here):
+    spec = here / "space.yaml"
+    spec.write_text(TINY)
+    before = stored.read_bytes()
+    for target in (spec, "./space.yaml", stored):
+        code, _, err = _cli(capsys, "search", spec, "--pick", "best", "-o", target, "--workdir", "search-Tiny")
+        assert code == 2 and err.startswith("error: --output: ") and "is read by this command" in err, err
+    assert spec.read_text() == TINY and stored.read_bytes() == before
+
+
+def test_report_and_pick_of_a_study_nasdsl_did_not_make_are_exit_2(specs, here, capsys):
+    url = f"sqlite:///{here}/foreign.db"
+    study = optuna.create_study(storage=url, study_name="Tiny")
+    trial = study.ask()
+    trial.suggest_categorical("w", [2, 4, 8])
+    study.tell(trial, 1.0)
+    for what in (["--report"], ["--pick", "0"], ["--pick", "best"]):
+        code, _, err = _cli(capsys, "search", specs / "tiny.yaml", *what, "--storage", url)
+        assert code == 2 and err == f"error: --study-name: the study 'Tiny' in {url} was not made by nasdsl search\n"
+
+
+def test_pick_best_of_one_objective_with_a_tie_names_the_tied_trials(specs, here, capsys):
+    code, _, err = _cli(
+        capsys, "search", specs / "tiny.yaml", "--maximize", "metric:acc", "--evaluate",
+        "test_search_hostile:constant", "--workers", 0, "--trials", 3, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = _cli(capsys, "search", specs / "tiny.yaml", "--pick", "best")
+    assert code == 2 and out == ""
+    assert err.startswith("error: --pick: trials 0, 1, ") and "tie for the best metric:acc, 0.5" in err, err
+    assert "objectives" not in err and "Pareto" not in err
+
+
+def test_options_equal_across_types_are_distinct_parameters(specs, here, capsys):
+    """Optuna finds a categorical value by ==: stored as it was, 1 came back as true, 0 as false.
+    Each trial's stored parameter must make the variant it evaluated: its spec file compiles to
+    the values told, and --pick writes that same spec."""
+    spec = specs / "mixed.yaml"
+    argv = [
+        "search",
+        spec,
+        "--minimize",
+        "params",
+        "--sampler",
+        "random",
+        "--trials",
+        12,
+        "--seed",
+        5,
+        "--quiet",
+        "--workers",
+        0,
+    ]
+    code, _, err = _cli(capsys, *argv, "--maximize", "metric:acc", "--evaluate", "test_search_hostile:constant")
+    assert code == 0, err
+    study = load_study(f"sqlite:///{here}/search-Tiny/study.db", "Tiny")
+    seen = set()
+    for state, rec, t in _trials(study):
+        if state != "evaluated":
+            continue
+        written = Path(rec["workdir"], "spec.yaml").read_text()
+        assert t.values[0] == _params(Path(rec["workdir"], "spec.yaml"))
+        seen.add(repr(t.params["flag"]))
+        code, out, err = _cli(capsys, "search", spec, "--pick", t.number)
+        assert code == 0, err
+        # the variant's own lines (past the two comment lines) are those the trial ran
+        assert out.split("\n", 2)[2] == written.split("\n", 2)[2]
+    assert len(seen) == 4, seen
+
+
+# ---------------------------------------------------------------------------
+# Evaluators that misbehave: the trial fails, the search goes on
+
+
+def test_an_evaluator_that_calls_sys_exit_fails_its_trial_and_the_search_goes_on(specs, tmp_path):
+    cfg = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(exits_when_wide))
+    summary = run_search(cfg, say=_quiet)
+    states = {rec["variant"]: (state, rec) for state, rec, _ in _trials(summary.study) if state != "duplicate"}
+    assert summary.evaluated == 2 and summary.failed == 1
+    assert sorted(s for s, _ in states.values()) == ["evaluated", "evaluated", "failed"]
+    for state, rec in states.values():
+        if state == "failed":
+            assert "exits_when_wide called sys.exit(3)" in rec["error"]
+
+
+def test_an_evaluator_that_changes_folder_does_not_move_the_next_trials(specs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(wanders), workdir="search")
+    summary = run_search(cfg, say=_quiet)
+    assert summary.evaluated == 3 and os.getcwd() == str(tmp_path)
+    for state, rec, t in _trials(summary.study):
+        if state == "evaluated":
+            assert rec["workdir"] == str(tmp_path / "search" / f"trial-{t.number:05d}")
+            assert rec["metrics"]["cwd"] == str(tmp_path)
+            assert rec["metrics"]["acc"] == _params(Path(rec["workdir"], "spec.yaml"))
+
+
+def test_a_metric_too_large_for_a_float_fails_its_trial_not_the_search(specs, tmp_path):
+    summary = run_search(_api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(huge_for_wide)), say=_quiet)
+    assert summary.evaluated == 2 and summary.failed == 1
+    errors = [rec["error"] for state, rec, _ in _trials(summary.study) if state == "failed"]
+    assert errors and all(e.startswith("metric:acc: expected a number a float holds, got an integer of 401 digits")
+                          for e in errors), errors  # fmt: skip
+
+
+def test_nan_fails_a_trial_minus_infinity_is_a_value_and_the_json_report_is_strict(specs, here, capsys):
+    code, _, err = _cli(
+        capsys, "search", specs / "tiny.yaml", "--maximize", "metric:acc", "--evaluate",
+        "test_search_hostile:non_finite", "--workers", 0, "--trials", 3, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, _ = _cli(capsys, "search", specs / "tiny.yaml", "--report", "--format", "json")
+
+    def refuse(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    data = json.loads(out, parse_constant=refuse)
+    by_params = {r["figures"]["params"]: r for r in data["trials"] if r["status"] != "duplicate"}
+    assert by_params[86]["status"] == "failed" and by_params[86]["note"] == "metric:acc: expected a number, got NaN"
+    assert by_params[338]["status"] == "evaluated" and by_params[338]["values"] == {"metric:acc": "-inf"}
+    assert by_params[338]["metrics"] == {"acc": "-inf"}
+    assert by_params[170]["values"] == {"metric:acc": 170.0}
+
+
+def _command(folder: Path, code: str) -> str:
+    """A command template running the script ``code`` in this Python with the metrics file as sys.argv[1]."""
+    script = folder / "script.py"
+    script.write_text(code)
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {{out}}"
+
+
+def test_a_stale_metrics_file_is_not_read_as_a_new_trials(specs, tmp_path):
+    """A trial folder left by an earlier search: its metrics.json is not this trial's, and its log is
+    not appended to."""
+    for n in range(3):
+        old = tmp_path / "search" / f"trial-{n:05d}"
+        old.mkdir(parents=True)
+        (old / "metrics.json").write_text('{"acc": 1}')
+        (old / "log.txt").write_text("an earlier search\n")
+    evaluator = parse_evaluator(_command(tmp_path, "print(1)"))
+    summary = run_search(_api(tmp_path, specs / "tiny.yaml", evaluator=evaluator), say=_quiet)
+    assert summary.evaluated == 0 and summary.failed == 3
+    for _, rec, _ in [r for r in _trials(summary.study) if r[0] == "failed"]:
+        assert rec["error"].startswith("the evaluator wrote no metrics file")
+        assert Path(rec["workdir"], "log.txt").read_text() == "1\n"
+
+
+def test_metrics_that_name_a_metric_twice_fail_the_trial(specs, tmp_path):
+    evaluator = parse_evaluator(
+        _command(tmp_path, "import sys\nopen(sys.argv[1], 'w').write('{\"acc\": 1, \"acc\": 2}')\n")
+    )
+    summary = run_search(_api(tmp_path, specs / "tiny.yaml", evaluator=evaluator, trials=1), say=_quiet)
+    (state, rec, _), *_ = _trials(summary.study)
+    assert state == "failed" and "'acc' is given twice" in rec["error"], rec
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie no one has reaped yet
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_trial_timeout_stops_the_commands_children_too(specs, tmp_path):
+    """A command that starts a process of its own (a shell script running python, a launcher): at
+    --trial-timeout the whole group is stopped, not only the command, which left its child running
+    (and holding its GPU) after the trial had failed."""
+    evaluator = parse_evaluator("sh -c 'sleep 30 & echo $! > {workdir}/child; wait' {out}")
+    cfg = _api(tmp_path, specs / "tiny.yaml", evaluator=evaluator, trials=1, trial_timeout=0.5)
+    summary = run_search(cfg, say=_quiet)
+    (state, rec, _), *_ = _trials(summary.study)
+    assert state == "failed" and rec["error"].startswith("the evaluator ran past --trial-timeout 0.5 s")
+    child = int(Path(rec["workdir"], "child").read_text())
+    deadline = time.monotonic() + 5
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = not _gone(child)
+    if alive:
+        subprocess.run(["kill", "-9", str(child)], check=False)
+    assert not alive, "the command's child outlived the timeout"
