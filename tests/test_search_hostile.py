@@ -113,6 +113,14 @@ def wanders(spec_path: str, workdir: str) -> dict:
     return {"acc": _params(spec_path), "cwd": called_from}
 
 
+def dies_when_wide(spec_path: str, workdir: str) -> dict:
+    """Ends its process at once (as the kernel's out-of-memory killer or a crash in native code would)
+    for variants above 200 parameters; otherwise changes folder, as :func:`wanders` does."""
+    if _params(spec_path) > 200:
+        os._exit(1)
+    return wanders(spec_path, workdir)
+
+
 def huge_for_wide(spec_path: str, workdir: str) -> dict:
     """A metric too large for a float (an int of 401 digits) for variants above 200 parameters."""
     params = _params(spec_path)
@@ -182,18 +190,19 @@ def test_a_program_that_cannot_be_run_is_exit_2(specs, here, capsys):
 # Storage and the stored study
 
 
-@pytest.fixture
-def stored(specs, here, capsys) -> Path:
-    """A cost-only search of the three variants, stored in the default SQLite file."""
-    code, _, err = _cli(capsys, "search", specs / "tiny.yaml", "--minimize", "params", "--trials", 3, "--quiet")
-    assert code == 0, err
-    return here / "search-Tiny" / "study.db"
+@pytest.fixture(scope="module")
+def stored(specs, tmp_path_factory) -> Path:
+    """The work folder of a cost-only search of the three variants, stored in its default SQLite file."""
+    workdir = tmp_path_factory.mktemp("stored") / "search-Tiny"
+    argv = ["search", specs / "tiny.yaml", "--minimize", "params", "--trials", 3, "--quiet", "--workdir", workdir]
+    assert main([str(a) for a in argv]) == 0
+    return workdir
 
 
 @pytest.mark.parametrize("number", ["\u00b2", "\u0663", "1\u0661"])
 def test_pick_takes_only_ascii_digits(specs, stored, capsys, number):
     """'²' and '٣' are digits to str.isdigit: one crashed int(), the other picked trial 3."""
-    code, out, err = _cli(capsys, "search", specs / "tiny.yaml", "--pick", number)
+    code, out, err = _cli(capsys, "search", specs / "tiny.yaml", "--pick", number, "--workdir", stored)
     assert code == 2 and out == ""
     assert err.startswith("error: --pick: expected best or a trial number from 0 to "), err
 
@@ -201,11 +210,12 @@ def test_pick_takes_only_ascii_digits(specs, stored, capsys, number):
 def test_pick_does_not_write_over_the_spec_or_the_study(specs, stored, capsys, here):
     spec = here / "space.yaml"
     spec.write_text(TINY)
-    before = stored.read_bytes()
-    for target in (spec, "./space.yaml", stored):
-        code, _, err = _cli(capsys, "search", spec, "--pick", "best", "-o", target, "--workdir", "search-Tiny")
+    database = stored / "study.db"
+    before = database.read_bytes()
+    for target in (spec, "./space.yaml", database):
+        code, _, err = _cli(capsys, "search", spec, "--pick", "best", "-o", target, "--workdir", stored)
         assert code == 2 and err.startswith("error: --output: ") and "is read by this command" in err, err
-    assert spec.read_text() == TINY and stored.read_bytes() == before
+    assert spec.read_text() == TINY and database.read_bytes() == before
 
 
 def test_report_and_pick_of_a_study_nasdsl_did_not_make_are_exit_2(specs, here, capsys):
@@ -236,21 +246,8 @@ def test_options_equal_across_types_are_distinct_parameters(specs, here, capsys)
     Each trial's stored parameter must make the variant it evaluated: its spec file compiles to
     the values told, and --pick writes that same spec."""
     spec = specs / "mixed.yaml"
-    argv = [
-        "search",
-        spec,
-        "--minimize",
-        "params",
-        "--sampler",
-        "random",
-        "--trials",
-        12,
-        "--seed",
-        5,
-        "--quiet",
-        "--workers",
-        0,
-    ]
+    argv = ["search", spec, "--set", "w=2", "--minimize", "params", "--sampler", "random", "--trials", 4]
+    argv += ["--seed", 5, "--quiet", "--workers", 0]
     code, _, err = _cli(capsys, *argv, "--maximize", "metric:acc", "--evaluate", "test_search_hostile:constant")
     assert code == 0, err
     study = load_study(f"sqlite:///{here}/search-Tiny/study.db", "Tiny")
@@ -293,6 +290,20 @@ def test_an_evaluator_that_changes_folder_does_not_move_the_next_trials(specs, t
             assert rec["workdir"] == str(tmp_path / "search" / f"trial-{t.number:05d}")
             assert rec["metrics"]["cwd"] == str(tmp_path)
             assert rec["metrics"]["acc"] == _params(Path(rec["workdir"], "spec.yaml"))
+
+
+def test_a_worker_that_dies_fails_its_trial_and_a_new_pool_runs_the_rest(specs, tmp_path, monkeypatch):
+    """A pool's worker that dies broke the pool: the next trial's submit raised BrokenProcessPool out of
+    the search. Its folder changes do not follow the next trials in a worker either."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(dies_when_wide), workers=1, workdir="search")
+    summary = run_search(cfg, say=_quiet)
+    assert summary.evaluated == 2 and summary.failed == 1
+    for state, rec, _ in _trials(summary.study):
+        if state == "failed":
+            assert rec["error"].startswith("the worker process died while it ran this trial or one beside it")
+        elif state == "evaluated":
+            assert rec["metrics"]["cwd"] == str(tmp_path) and rec["workdir"].startswith(str(tmp_path / "search"))
 
 
 def test_a_metric_too_large_for_a_float_fails_its_trial_not_the_search(specs, tmp_path):
@@ -454,3 +465,26 @@ def test_the_python_api_refuses_a_seed_optuna_cannot_take(specs, tmp_path):
     cfg = _api(tmp_path, specs / "tiny.yaml", goals=(goal("params", "minimize"),), seed=2**32)
     with pytest.raises(nasdsl.NasdslError, match="seed"):
         run_search(cfg, say=_quiet)
+
+
+def test_a_callables_module_is_read_not_run_before_the_search(specs, here, capsys):
+    """The function of module:function is looked for in the module's source: a module whose import
+    has effects is not imported by the check, and one that does not parse is refused with its place."""
+    (here / "effects.py").write_text("open('imported', 'w').close()\n\ndef evaluate(spec, workdir):\n    return {}\n")
+    (here / "broken.py").write_text("def evaluate(spec, workdir)\n    return {}\n")
+    argv = ["search", specs / "tiny.yaml", "--maximize", "metric:acc", "--evaluate"]
+    code, _, err = _cli(capsys, *argv, "effects:evaluat")
+    assert code == 2 and err == "error: --evaluate: effects:evaluat: the module effects defines no 'evaluat'\n"
+    code, _, err = _cli(capsys, *argv, "broken:evaluate")
+    assert code == 2 and err.startswith(
+        f"error: --evaluate: {here}/broken.py:1:28: the evaluator's module does not parse"
+    )
+    assert sorted(os.listdir(here)) == ["broken.py", "effects.py"]
+
+
+def test_doubled_braces_in_a_command_template_are_braces(specs, tmp_path):
+    code = "import sys\nassert sys.argv[2:] == ['{literal}', 'a}b'], sys.argv\n"
+    code += "open(sys.argv[1], 'w').write('{\"acc\": 1}')\n"
+    template = _command(tmp_path, code) + " {{literal}} a}}b"
+    summary = run_search(_api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(template), trials=1), say=_quiet)
+    assert summary.evaluated == 1, [rec for _, rec, _ in _trials(summary.study)]

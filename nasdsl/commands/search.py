@@ -109,7 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an objective in its own direction (macs, params, depth, peak, latency_ms: smaller; "
         "synflow, naswot: larger)",
     )  # fmt: skip
-    s.add_argument("--trials", type=_positive("--trials"), default=20, help="variants to evaluate (default 20)")
+    s.add_argument(
+        "--trials", type=_positive("--trials"), default=20, help="variants to run: evaluated, or failed (default 20)"
+    )
     s.add_argument(
         "--sampler",
         type=_sampler,
