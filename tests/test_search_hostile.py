@@ -149,6 +149,18 @@ def constant(spec_path: str, workdir: str) -> dict:
         (["--maximize", "naswot", "--cpus-per-trial", "inf"], "--cpus-per-trial: expected a finite number"),
         (["--maximize", "naswot", "--trial-timeout", "nan"], "--trial-timeout: expected a number above 0"),
         (
+            ["--maximize", "metric:acc", "--evaluate", "test_search_hostile:constant", "--trial-timeout", "5"],
+            "error: --trial-timeout: no command runs (a Python callable cannot be stopped) in this search",
+        ),
+        (
+            ["--minimize", "macs", "--proxy-batch", "4"],
+            "error: --proxy-batch: no objective is a zero-cost proxy (synflow, naswot) in this search: leave it out",
+        ),
+        (
+            ["--maximize", "naswot", "--workers", "0", "--cpus-per-trial", "4"],
+            "error: --cpus-per-trial: no trial runs in a process of its own (a pool's or Ray's) in this search",
+        ),
+        (
             ["--maximize", "metric: acc", "--evaluate", "test_search_hostile:constant"],
             "error: --objective: 'metric: acc': expected a metric's name without spaces around it",
         ),

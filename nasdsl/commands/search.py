@@ -235,6 +235,23 @@ def _config(args: argparse.Namespace, name: str) -> Config:
     )
 
 
+def _unused(args: argparse.Namespace, cfg: Config) -> None:
+    """Refuse an option given for what this search does not do (it would be taken and ignored):
+    ``--trial-timeout`` without a command to stop, ``--proxy-batch`` without a proxy objective,
+    ``--cpus-per-trial`` where no trial runs in a process of its own."""
+    default = {dest: d for _, dest, d in args.run_only}
+    command = cfg.evaluator is not None and bool(cfg.evaluator.argv)
+    proxies = any(g.where == objs.MODEL for g in cfg.goals)
+    apart = cfg.dispatches and (cfg.ray is not None or cfg.workers != 0)
+    for option, dest, needed, why in (
+        ("--trial-timeout", "trial_timeout", command, "no command runs (a Python callable cannot be stopped)"),
+        ("--proxy-batch", "proxy_batch", proxies, "no objective is a zero-cost proxy (synflow, naswot)"),
+        ("--cpus-per-trial", "cpus_per_trial", apart, "no trial runs in a process of its own (a pool's or Ray's)"),
+    ):
+        if not needed and getattr(args, dest) != default[dest]:
+            raise SearchError(f"{why} in this search: leave it out", path=option)
+
+
 def _stored(args: argparse.Namespace, name: str):
     """The stored study, the space it searched and the storage's URL: the spec with the study's
     own ``--set`` values unless others are given, which must make the same space."""
@@ -289,6 +306,7 @@ def run(args: argparse.Namespace, net) -> int:
             return 0
         return _pick(args, study, space, url)
     cfg = _config(args, net.name)
+    _unused(args, cfg)
     say = (lambda line: None) if args.quiet else (lambda line: print(printable(line), flush=True))
     summary = run_search(cfg, say=say)
     study = summary.study
