@@ -224,7 +224,7 @@ def test_pick_does_not_write_over_the_spec_or_the_study(specs, stored, capsys, h
     spec.write_text(TINY)
     database = stored / "study.db"
     before = database.read_bytes()
-    for target in (spec, "./space.yaml", database):
+    for target in (spec, "./space.yaml", database, f"{database}-wal"):
         code, _, err = _cli(capsys, "search", spec, "--pick", "best", "-o", target, "--workdir", stored)
         assert code == 2 and err.startswith("error: --output: ") and "is read by this command" in err, err
     assert spec.read_text() == TINY and database.read_bytes() == before

@@ -354,8 +354,9 @@ def _not_read(output: str, space, url: str) -> None:
     """Refuse an ``-o`` that names a file this command reads: the spec (or a file it includes), whose
     variant would replace the space the study searched, or the study's own SQLite file."""
     read = {f: "the spec" for f in space.files}
-    if url.startswith("sqlite:///"):
-        read[url[len("sqlite:///") :]] = "the study's database"
+    if url.startswith("sqlite:///"):  # the database and SQLite's files beside it (its log holds the last trials)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            read[url[len("sqlite:///") :] + suffix] = "the study's database"
     for path, what in read.items():
         if os.path.realpath(output) == os.path.realpath(path):
             raise SearchError(
