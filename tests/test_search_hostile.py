@@ -137,6 +137,15 @@ def constant(spec_path: str, workdir: str) -> dict:
     return {"acc": 0.5}
 
 
+def tensors(spec_path: str, workdir: str) -> dict:
+    """The metrics as a training loop computes them: a torch tensor of one value, NumPy scalars."""
+    import numpy as np
+    import torch
+
+    params = _params(spec_path)
+    return {"acc": torch.tensor(params / 1000, dtype=torch.float64), "params": np.int64(params), "f": np.float32(0.5)}
+
+
 # ---------------------------------------------------------------------------
 # Options refused before anything is written
 
@@ -343,6 +352,18 @@ def test_nan_fails_a_trial_minus_infinity_is_a_value_and_the_json_report_is_stri
     assert by_params[338]["status"] == "evaluated" and by_params[338]["values"] == {"metric:acc": "-inf"}
     assert by_params[338]["metrics"] == {"acc": "-inf"}
     assert by_params[170]["values"] == {"metric:acc": 170.0}
+
+
+def test_numpy_and_torch_scalars_are_metrics(specs, tmp_path):
+    """A tensor of one value or a NumPy scalar was written as its repr ('tensor(0.1700)') and then
+    refused as a string."""
+    summary = run_search(_api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(tensors)), say=_quiet)
+    assert summary.evaluated == 3
+    for state, rec, t in _trials(summary.study):
+        if state == "evaluated":
+            params = _params(Path(rec["workdir"], "spec.yaml"))
+            assert t.values == [params / 1000] and rec["metrics"] == {"acc": params / 1000, "params": params, "f": 0.5}
+            assert type(rec["metrics"]["params"]) is int
 
 
 def _command(folder: Path, code: str) -> str:

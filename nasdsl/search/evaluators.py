@@ -300,6 +300,8 @@ def _plain(metrics: dict, source: str) -> dict:
     for k, v in metrics.items():
         if not isinstance(k, str):
             raise EvaluatorError(f"{source}: expected metric names that are strings, got {k!r}")
+        if _scalar(v):  # numpy's float32, a torch tensor of one value: what a training loop computes
+            v = v.item()
         if not isinstance(v, float):  # a float stays one, infinite or NaN: the objective decides what it is worth
             try:
                 json.dumps(v, allow_nan=False)
@@ -307,6 +309,12 @@ def _plain(metrics: dict, source: str) -> dict:
                 v = repr(v)
         out[k] = v
     return out
+
+
+def _scalar(value: object) -> bool:
+    """Whether ``value`` is one number of NumPy or torch (a scalar, or an array or tensor of no
+    dimensions), which ``item()`` gives as Python's own."""
+    return type(value).__module__.split(".")[0] in ("numpy", "torch") and getattr(value, "shape", None) == ()
 
 
 def _tail(log: str) -> str:
