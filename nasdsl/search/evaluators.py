@@ -8,17 +8,21 @@ Two forms, both given the trial's own folder:
   path with spaces stays one argument and nothing is interpreted. Placeholders:
   ``{spec}`` the variant's plain spec, ``{out}`` the metrics file the command writes
   (a JSON object), ``{workdir}`` the trial's folder, ``{weights}`` the warm-start
-  weights (with ``--warm-start``), ``{trial}`` the trial's number; ``{{`` and ``}}``
-  are braces. Its standard output and error go to the trial's ``log.txt``; it runs
-  in the folder the search was started from (where it exists, else the trial's).
-  A non-zero exit fails the trial, with the end of its log.
+  weights (with ``--warm-start``), ``{trial}`` the trial's number, each as it is (a
+  format or a conversion is refused); ``{{`` and ``}}`` are braces. Its standard output
+  and error go to the trial's ``log.txt``; it runs in the folder the search was started
+  from (where it exists, else the trial's), in a process group of its own, which is
+  killed whole at the timeout. A non-zero exit fails the trial, with the end of its log;
+  a metrics file an earlier search left in the folder is removed before it runs.
 * a **Python callable** ``module:function`` (``module`` importable where the trial runs:
   installed, or found from the folder the search was started from, as ``python -m`` finds it),
   called as ``function(spec_path, workdir)`` and returning a dict of metrics; what it
-  prints goes to ``log.txt``. The Python API also takes the callable itself.
+  prints goes to ``log.txt``; ``sys.exit`` fails the trial. The Python API also takes the
+  callable itself.
 
-The metrics are a JSON object of numbers (others are kept in the record but cannot be
-objectives); ``metric:NAME`` reads ``NAME`` there.
+The metrics are a JSON object of numbers, each name once (others are kept in the record
+but cannot be objectives; a NumPy or torch scalar is its number); ``metric:NAME`` reads
+``NAME`` there.
 """
 
 from __future__ import annotations
