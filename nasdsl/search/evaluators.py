@@ -310,9 +310,18 @@ def _plain(metrics: dict, source: str) -> dict:
             try:
                 json.dumps(v, allow_nan=False)
             except (TypeError, ValueError):
-                v = repr(v)
+                v = _shown(v)
         out[k] = v
     return out
+
+
+def _shown(value: object) -> str:
+    """A metric JSON cannot hold, as text for the record: its repr, or its type where even that
+    fails (an int past the 4,300 digits Python writes)."""
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - whatever a user's __repr__ raises
+        return f"<{type(value).__name__}>"
 
 
 def _scalar(value: object) -> bool:

@@ -179,8 +179,9 @@ def checked(name: str, value: object) -> float:
     try:
         value = float(value)
     except OverflowError:  # an int past 1.8e308 (JSON and Python write integers of any length)
-        digits = len(str(abs(value)))
-        raise ObjectiveError(f"{name}: expected a number a float holds, got an integer of {digits} digits") from None
+        raise ObjectiveError(
+            f"{name}: expected a number a float holds, got an integer of {value.bit_length():,} bits (past 1.8e308)"
+        ) from None
     if math.isnan(value):
         raise ObjectiveError(f"{name}: expected a number, got NaN")
     return value
