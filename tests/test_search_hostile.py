@@ -400,6 +400,15 @@ def test_metrics_that_name_a_metric_twice_fail_the_trial(specs, tmp_path):
     assert state == "failed" and "'acc' is given twice" in rec["error"], rec
 
 
+def test_a_command_killed_by_a_signal_is_said_so(specs, tmp_path):
+    """A command the out-of-memory killer ends: 'exited with status -9' read as an exit status."""
+    evaluator = parse_evaluator("sh -c 'echo training; kill -9 $$' {out}")
+    summary = run_search(_api(tmp_path, specs / "tiny.yaml", evaluator=evaluator, trials=1), say=_quiet)
+    (state, rec, _), *_ = _trials(summary.study)
+    assert state == "failed" and rec["error"].startswith("the evaluator was killed by SIGKILL (signal 9); the end of ")
+    assert rec["error"].endswith("log.txt:\ntraining")
+
+
 def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -223,6 +223,8 @@ def run_evaluator(
         returncode = _run(argv, cwd=cwd if os.path.isdir(cwd) else workdir, log=f, timeout=timeout)
     if returncode is None:
         raise EvaluatorError(f"the evaluator ran past --trial-timeout {timeout:g} s{_tail(log)}")
+    if returncode < 0:  # a signal: the kernel's out-of-memory killer, a segmentation fault, a kill
+        raise EvaluatorError(f"the evaluator was killed by {_signal_name(-returncode)}{_tail(log)}")
     if returncode != 0:
         raise EvaluatorError(f"the evaluator exited with status {returncode}{_tail(log)}")
     try:
@@ -257,6 +259,13 @@ def _run(argv: list[str], *, cwd: str, log, timeout: float | None) -> int | None
     except BaseException:
         _kill(process)
         raise
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signal.Signals(number).name} (signal {number})"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _kill(process: subprocess.Popen) -> None:
