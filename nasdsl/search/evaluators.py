@@ -159,12 +159,15 @@ def _find(module: str, cwd: str):
 
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+#: what binds a module's names where its source does not show them: the check then takes the function on trust
+_DYNAMIC = (b"globals()", b"vars()", b"locals()", b"__getattr__", b"setattr(", b"sys.modules", b"exec(")
 
 
 def _defines(found, name: str) -> bool | None:
     """Whether the Python source of the module ``found`` binds ``name`` at its top level (a def, a
     class, an assignment, an import), read without running it; None where the source cannot tell:
-    no source, ``from x import *``, a module ``__getattr__``, names made through ``globals()``.
+    no source, ``from x import *``, a module ``__getattr__``, names made through ``globals()``,
+    ``setattr`` or ``exec`` (:data:`_DYNAMIC`).
     A syntax error is the module's own, and refused here with its place."""
     origin = getattr(found, "origin", None)
     if not isinstance(origin, str) or not origin.endswith(".py"):
@@ -179,7 +182,7 @@ def _defines(found, name: str) -> bool | None:
         ) from None
     except (OSError, ValueError):
         return None
-    if b"globals()" in source or b"__getattr__" in source:
+    if any(way in source for way in _DYNAMIC):
         return None
     bound: set[str] = set()
     for statement in tree.body:
