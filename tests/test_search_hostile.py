@@ -287,6 +287,19 @@ def test_options_equal_across_types_are_distinct_parameters(specs, here, capsys)
     assert len(seen) == 4, seen
 
 
+def test_resuming_a_study_that_holds_a_choice_as_another_parameter_is_exit_2(specs, here, capsys, monkeypatch):
+    """A study made before the options above were told apart holds 'flag' as Optuna's [0, false, 1, true]:
+    asking it as text raised Optuna's ValueError out of the search."""
+    from nasdsl.search import params
+
+    argv = ["search", specs / "mixed.yaml", "--minimize", "params", "--sampler", "random", "--quiet"]
+    with monkeypatch.context() as old:
+        old.setattr(params, "categories", lambda point: [params._value(o) for o in point.options])
+        assert _cli(capsys, *argv, "--trials", 2)[0] == 0
+    code, _, err = _cli(capsys, *argv, "--trials", 4, "--resume")
+    assert code == 2 and err.startswith("error: --study-name: the study holds the choice flag as another parameter")
+
+
 # ---------------------------------------------------------------------------
 # Evaluators that misbehave: the trial fails, the search goes on
 

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 
 from nasdsl.choices import ChoicePoint, option_text
 from nasdsl.errors import NasdslError, SpecError
+from nasdsl.search.study import SearchError
 from nasdsl.space import Space
 
 
@@ -71,14 +72,20 @@ class Asker:
         for i, (point, kind, args, options, lookup) in enumerate(self.asks):
             if point.when is not None and not made(space, point, tuple(picks)):
                 continue
-            if kind == "int":
-                value = trial.suggest_int(*args, **options)
-                k = lookup.get(value) if type(value) is int else None
-                picks[i] = k if k is not None else index_of(point, value)
-            else:
-                value = trial.suggest_categorical(*args)
-                k = lookup.get((type(value), value))
-                picks[i] = k if k is not None else index_of(point, value)
+            try:
+                if kind == "int":
+                    value = trial.suggest_int(*args, **options)
+                    k = lookup.get(value) if type(value) is int else None
+                else:
+                    value = trial.suggest_categorical(*args)
+                    k = lookup.get((type(value), value))
+            except ValueError as e:  # Optuna: the study holds this parameter with another distribution
+                raise SearchError(
+                    f"the study holds the choice {point.name} as another parameter than this search asks "
+                    f"({str(e).rstrip('.')}): another version of nasdsl search made it; start another --study-name",
+                    path="--study-name",
+                ) from None
+            picks[i] = k if k is not None else index_of(point, value)
         return tuple(picks)
 
 
