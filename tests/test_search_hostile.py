@@ -24,6 +24,7 @@ import nasdsl
 from nasdsl.cli import main
 from nasdsl.search import Config, goal, parse_evaluator, run_search
 from nasdsl.search.driver import Budget
+from nasdsl.search.evaluators import check_evaluator
 from nasdsl.search.report import status
 from nasdsl.search.study import ATTR, load_study
 
@@ -537,6 +538,9 @@ def test_a_callables_module_is_read_not_run_before_the_search(specs, here, capsy
         f"error: --evaluate: {here}/broken.py:1:28: the evaluator's module does not parse"
     )
     assert sorted(os.listdir(here)) == ["broken.py", "effects.py"]
+    # a module that binds its function where the source does not show it is taken on trust
+    (here / "dynamic.py").write_text("import sys\nsetattr(sys.modules[__name__], 'evaluate', print)\n")
+    check_evaluator(parse_evaluator("dynamic:evaluate"), str(here))
 
 
 def test_doubled_braces_in_a_command_template_are_braces(specs, tmp_path):

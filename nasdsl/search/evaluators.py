@@ -159,15 +159,26 @@ def _find(module: str, cwd: str):
 
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-#: what binds a module's names where its source does not show them: the check then takes the function on trust
-_DYNAMIC = (b"globals()", b"vars()", b"locals()", b"__getattr__", b"setattr(", b"sys.modules", b"exec(")
+#: the builtins that can bind a module's names where its source does not show them
+_DYNAMIC = frozenset({"globals", "vars", "locals", "setattr", "exec"})
+
+
+def _dynamic(node: ast.AST) -> bool:
+    """Whether ``node`` may bind module names the source does not show (a call of ``globals()``,
+    ``setattr``, ``exec``..., ``sys.modules``, a module ``__getattr__``): the check then takes the
+    function on trust."""
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name) and node.func.id in _DYNAMIC
+    if isinstance(node, ast.Attribute):
+        return node.attr == "modules" and isinstance(node.value, ast.Name) and node.value.id == "sys"
+    return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "__getattr__"
 
 
 def _defines(found, name: str) -> bool | None:
     """Whether the Python source of the module ``found`` binds ``name`` at its top level (a def, a
     class, an assignment, an import), read without running it; None where the source cannot tell:
     no source, ``from x import *``, a module ``__getattr__``, names made through ``globals()``,
-    ``setattr`` or ``exec`` (:data:`_DYNAMIC`).
+    ``setattr``, ``exec`` or ``sys.modules`` (:func:`_dynamic`).
     A syntax error is the module's own, and refused here with its place."""
     origin = getattr(found, "origin", None)
     if not isinstance(origin, str) or not origin.endswith(".py"):
@@ -182,7 +193,7 @@ def _defines(found, name: str) -> bool | None:
         ) from None
     except (OSError, ValueError):
         return None
-    if any(way in source for way in _DYNAMIC):
+    if any(_dynamic(node) for node in ast.walk(tree)):
         return None
     bound: set[str] = set()
     for statement in tree.body:
