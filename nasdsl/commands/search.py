@@ -9,6 +9,8 @@ it (:mod:`nasdsl.search.driver`), or reads a stored search back (``--report``,
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 
 from nasdsl.commands.space import add_budget_arguments, budgets
@@ -46,8 +48,10 @@ nasdsl search space.yaml --pick best -o best.yaml
 """
 
 
-#: the options whose 0 means nothing: no trial, an empty batch, no second for a command
-_ABOVE_ZERO = ("--trials", "--proxy-batch", "--trial-timeout")
+#: the options whose 0 means nothing: no trial, no proposal, an empty batch, no second for a command
+_ABOVE_ZERO = ("--trials", "--patience", "--proxy-batch", "--trial-timeout")
+#: the seeds Optuna's samplers take (numpy's RandomState: 32 bits)
+MAX_SEED = 2**32 - 1
 
 
 def _positive(option: str, kind=int):
@@ -56,12 +60,24 @@ def _positive(option: str, kind=int):
             value = kind(text)
         except ValueError:
             value = None
+        least = "above 0" if option in _ABOVE_ZERO else "of at least 0"
         if value is None or not value >= 0 or (option in _ABOVE_ZERO and value == 0):  # not >= 0: nan too
-            least = "above 0" if option in _ABOVE_ZERO else "of at least 0"
             raise argparse.ArgumentTypeError(f"{option}: expected a number {least}, got {text!r}")
+        if value == math.inf:  # a float option: inf CPUs or seconds is no number of them
+            raise argparse.ArgumentTypeError(f"{option}: expected a finite number {least}, got {text!r}")
         return value
 
     return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"--seed: expected an integer from 0 to {MAX_SEED}, got {text!r}")
+    return value
 
 
 def _aim(direction: str | None):
@@ -93,7 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an objective in its own direction (macs, params, depth, peak, latency_ms: smaller; "
         "synflow, naswot: larger)",
     )  # fmt: skip
-    s.add_argument("--trials", type=_positive("--trials"), default=20, help="variants to evaluate (default 20)")
+    s.add_argument(
+        "--trials", type=_positive("--trials"), default=20, help="variants to run: evaluated, or failed (default 20)"
+    )
     s.add_argument(
         "--sampler",
         type=_sampler,
@@ -101,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Optuna's sampler: " + ", ".join(SAMPLERS) + " (default tpe, Optuna's own default)",
     )
     s.add_argument(
-        "--seed", type=_positive("--seed"), default=0, help="the seed of the sampler and proxies (default 0)"
+        "--seed", type=_seed, default=0, help=f"the seed of the sampler and proxies, 0 to {MAX_SEED} (default 0)"
     )
     s.add_argument(
         "--patience",
@@ -217,16 +235,36 @@ def _config(args: argparse.Namespace, name: str) -> Config:
     )
 
 
+def _unused(args: argparse.Namespace, cfg: Config) -> None:
+    """Refuse an option given for what this search does not do (it would be taken and ignored):
+    ``--trial-timeout`` without a command to stop, ``--proxy-batch`` without a proxy objective,
+    ``--cpus-per-trial`` where no trial runs in a process of its own."""
+    default = {dest: d for _, dest, d in args.run_only}
+    command = cfg.evaluator is not None and bool(cfg.evaluator.argv)
+    proxies = any(g.where == objs.MODEL for g in cfg.goals)
+    apart = cfg.dispatches and (cfg.ray is not None or cfg.workers != 0)
+    for option, dest, needed, why in (
+        ("--trial-timeout", "trial_timeout", command, "no command runs (a Python callable cannot be stopped)"),
+        ("--proxy-batch", "proxy_batch", proxies, "no objective is a zero-cost proxy (synflow, naswot)"),
+        ("--cpus-per-trial", "cpus_per_trial", apart, "no trial runs in a process of its own (a pool's or Ray's)"),
+    ):
+        if not needed and getattr(args, dest) != default[dest]:
+            raise SearchError(f"{why} in this search: leave it out", path=option)
+
+
 def _stored(args: argparse.Namespace, name: str):
-    """The stored study and the space it searched: the spec with the study's own ``--set``
-    values unless others are given, which must make the same space."""
+    """The stored study, the space it searched and the storage's URL: the spec with the study's
+    own ``--set`` values unless others are given, which must make the same space."""
     from nasdsl import document
     from nasdsl import space as spaces
     from nasdsl.search.study import ATTR, load_study
 
     url = args.storage or default_storage(args.workdir or f"search-{name}")
     study = load_study(url, args.study_name or name)
-    stored = study.user_attrs.get(ATTR) or {}
+    stored = study.user_attrs.get(ATTR)
+    aims = stored.get("objectives") if isinstance(stored, dict) else None
+    if not isinstance(aims, list) or len(aims) != len(study.directions):
+        raise SearchError(f"the study {study.study_name!r} in {url} was not made by nasdsl search", path="--study-name")
     overrides = args.overrides or stored.get("set", [])
     # the command line compiled the default variant with its own --set already (nasdsl.cli)
     space = spaces.load_space(
@@ -239,7 +277,7 @@ def _stored(args: argparse.Namespace, name: str):
             f"searched ({stored.get('spec')} with {made}, since changed?)",
             path="--study-name",
         )
-    return study, space
+    return study, space, url
 
 
 def run(args: argparse.Namespace, net) -> int:
@@ -262,12 +300,13 @@ def run(args: argparse.Namespace, net) -> int:
                     "leave it out",
                     path=option,
                 )
-        study, space = _stored(args, net.name)
+        study, space, url = _stored(args, net.name)
         if args.report:
             sys.stdout.write(report.as_json(study, space) if args.format == "json" else report.table(study, space))
             return 0
-        return _pick(args, study, space)
+        return _pick(args, study, space, url)
     cfg = _config(args, net.name)
+    _unused(args, cfg)
     say = (lambda line: None) if args.quiet else (lambda line: print(printable(line), flush=True))
     summary = run_search(cfg, say=say)
     study = summary.study
@@ -289,7 +328,7 @@ def run(args: argparse.Namespace, net) -> int:
     return 0
 
 
-def _pick(args: argparse.Namespace, study, space) -> int:
+def _pick(args: argparse.Namespace, study, space, url: str) -> int:
     from nasdsl.files import write_atomic
     from nasdsl.search import report
     from nasdsl.space import variant_yaml
@@ -302,9 +341,24 @@ def _pick(args: argparse.Namespace, study, space) -> int:
         sys.stdout.write(text)
         return 0
     data = text.encode("utf-8")
+    _not_read(args.output, space, url)
     write_atomic(args.output, data)
     from nasdsl.search.params import made_arguments
 
     made = " ".join(made_arguments(space, picks)) or "the default variant"
     print(f"wrote {printable(args.output)} ({len(data):,} bytes): trial {trial.number}, {made}")
     return 0
+
+
+def _not_read(output: str, space, url: str) -> None:
+    """Refuse an ``-o`` that names a file this command reads: the spec (or a file it includes), whose
+    variant would replace the space the study searched, or the study's own SQLite file."""
+    read = {f: "the spec" for f in space.files}
+    if url.startswith("sqlite:///"):  # the database and SQLite's files beside it (its log holds the last trials)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            read[url[len("sqlite:///") :] + suffix] = "the study's database"
+    for path, what in read.items():
+        if os.path.realpath(output) == os.path.realpath(path):
+            raise SearchError(
+                f"{output} is read by this command ({what}): write the variant to another file", path="--output"
+            )

@@ -8,30 +8,35 @@ Two forms, both given the trial's own folder:
   path with spaces stays one argument and nothing is interpreted. Placeholders:
   ``{spec}`` the variant's plain spec, ``{out}`` the metrics file the command writes
   (a JSON object), ``{workdir}`` the trial's folder, ``{weights}`` the warm-start
-  weights (with ``--warm-start``), ``{trial}`` the trial's number; ``{{`` and ``}}``
-  are braces. Its standard output and error go to the trial's ``log.txt``; it runs
-  in the folder the search was started from (where it exists, else the trial's).
-  A non-zero exit fails the trial, with the end of its log.
+  weights (with ``--warm-start``), ``{trial}`` the trial's number, each as it is (a
+  format or a conversion is refused); ``{{`` and ``}}`` are braces. Its standard output
+  and error go to the trial's ``log.txt``; it runs in the folder the search was started
+  from (where it exists, else the trial's), in a process group of its own, which is
+  killed whole at the timeout. A non-zero exit fails the trial, with the end of its log;
+  a metrics file an earlier search left in the folder is removed before it runs.
 * a **Python callable** ``module:function`` (``module`` importable where the trial runs:
   installed, or found from the folder the search was started from, as ``python -m`` finds it),
   called as ``function(spec_path, workdir)`` and returning a dict of metrics; what it
-  prints goes to ``log.txt``. The Python API also takes the callable itself.
+  prints goes to ``log.txt``; ``sys.exit`` fails the trial. The Python API also takes the
+  callable itself.
 
-The metrics are a JSON object of numbers (others are kept in the record but cannot be
-objectives); ``metric:NAME`` reads ``NAME`` there.
+The metrics are a JSON object of numbers, each name once (others are kept in the record
+but cannot be objectives; a NumPy or torch scalar is its number); ``metric:NAME`` reads
+``NAME`` there.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import importlib.util
 import json
-import math
 import os
 import re
 import shlex
 import shutil
+import signal
 import string
 import subprocess
 import sys
@@ -82,14 +87,19 @@ def parse_evaluator(value: str | Callable) -> Evaluator:
         raise EvaluatorError("expected a command template or module:function, got nothing", path="--evaluate")
     for word in argv:
         try:
-            fields = [name for _, name, spec, conv in string.Formatter().parse(word) if name is not None]
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(word) if name is not None]
         except ValueError as e:
             raise EvaluatorError(f"{word!r}: {e} (write {{{{ and }}}} for braces)", path="--evaluate") from None
-        for name in fields:
+        for name, spec, conv in fields:
             if name not in PLACEHOLDERS:
                 raise EvaluatorError(
                     f"unknown placeholder {{{name}}} in {word!r}; the placeholders are "
                     + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS),
+                    path="--evaluate",
+                )
+            if spec or conv:  # '{trial:05d}' fails on the text of a number, '{out!r}' quotes a path
+                raise EvaluatorError(
+                    f"{word!r}: a placeholder is replaced as it is, without a format or a conversion; write {{{name}}}",
                     path="--evaluate",
                 )
     return Evaluator(text, argv)
@@ -103,12 +113,15 @@ def check_evaluator(evaluator: Evaluator, cwd: str) -> None:
     if callable(target):
         return
     if target is not None:
-        module = target.partition(":")[0]
-        if not _importable(module, cwd):
+        module, _, name = target.partition(":")
+        found = _find(module, cwd)
+        if found is None:
             raise EvaluatorError(
                 f"{target}: no module {module!r} here (installed, or from {cwd}, as python -m finds it)",
                 path="--evaluate",
             )
+        if _defines(found, name) is False:
+            raise EvaluatorError(f"{target}: the module {module} defines no {name!r}", path="--evaluate")
         return
     program = evaluator.argv[0]
     if len(evaluator.argv) == 1 and re.fullmatch(r"[\w.]*:[\w.]*", program):
@@ -118,25 +131,86 @@ def check_evaluator(evaluator: Evaluator, cwd: str) -> None:
         )
     if "{" in program:
         return  # the program is a placeholder's value, known per trial
-    found = os.path.isfile(os.path.join(cwd, program)) if os.sep in program else shutil.which(program) is not None
+    path = os.path.join(cwd, program)
+    found = os.path.isfile(path) if os.sep in program else shutil.which(program) is not None
     if not found:
         where = f"as a file from {cwd}" if os.sep in program else "on the PATH"
         raise EvaluatorError(f"the command's program {program!r} is not found {where}", path="--evaluate")
+    if os.sep in program and not os.access(path, os.X_OK):
+        raise EvaluatorError(
+            f"the command's program {program!r} is not executable (chmod +x it, or name its interpreter: sh {program})",
+            path="--evaluate",
+        )
 
 
-def _importable(module: str, cwd: str) -> bool:
-    """Whether ``module`` is found from ``cwd`` or the installed packages (its parent packages are
-    imported to look inside them, as the trial would)."""
+def _find(module: str, cwd: str):
+    """The import spec of ``module`` found from ``cwd`` or the installed packages, or None (its parent
+    packages are imported to look inside them, as the trial would)."""
     added = os.path.isdir(cwd) and os.path.abspath(cwd) not in map(os.path.abspath, sys.path)
     if added:
         sys.path.append(os.path.abspath(cwd))
     try:
-        return importlib.util.find_spec(module) is not None
+        return importlib.util.find_spec(module)
     except (ImportError, ValueError):
-        return False
+        return None
     finally:
         if added:
             sys.path.remove(os.path.abspath(cwd))
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+#: the builtins that can bind a module's names where its source does not show them
+_DYNAMIC = frozenset({"globals", "vars", "locals", "setattr", "exec"})
+
+
+def _dynamic(node: ast.AST) -> bool:
+    """Whether ``node`` may bind module names the source does not show (a call of ``globals()``,
+    ``setattr``, ``exec``..., ``sys.modules``, a module ``__getattr__``): the check then takes the
+    function on trust."""
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name) and node.func.id in _DYNAMIC
+    if isinstance(node, ast.Attribute):
+        return node.attr == "modules" and isinstance(node.value, ast.Name) and node.value.id == "sys"
+    return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "__getattr__"
+
+
+def _defines(found, name: str) -> bool | None:
+    """Whether the Python source of the module ``found`` binds ``name`` at its top level (a def, a
+    class, an assignment, an import), read without running it; None where the source cannot tell:
+    no source, ``from x import *``, a module ``__getattr__``, names made through ``globals()``,
+    ``setattr``, ``exec`` or ``sys.modules`` (:func:`_dynamic`).
+    A syntax error is the module's own, and refused here with its place."""
+    origin = getattr(found, "origin", None)
+    if not isinstance(origin, str) or not origin.endswith(".py"):
+        return None
+    try:
+        with open(origin, "rb") as f:
+            source = f.read()
+        tree = ast.parse(source, origin)
+    except SyntaxError as e:
+        raise EvaluatorError(
+            f"{origin}:{e.lineno}:{e.offset or 0}: the evaluator's module does not parse: {e.msg}", path="--evaluate"
+        ) from None
+    except (OSError, ValueError):
+        return None
+    if any(_dynamic(node) for node in ast.walk(tree)):
+        return None
+    bound: set[str] = set()
+    for statement in tree.body:
+        # a def's or a class's own body binds nothing in the module; an if, a try, a with, a for at the
+        # top level bind names in their bodies too (walked whole: a name bound too many is no refusal)
+        nodes = [statement] if isinstance(statement, _SCOPES) else ast.walk(statement)
+        for node in nodes:
+            if isinstance(node, _SCOPES):
+                bound.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                if any(alias.name == "*" for alias in node.names):
+                    return None
+                bound |= {alias.asname or alias.name.partition(".")[0] for alias in node.names}
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+    bound |= {n for node in ast.walk(tree) if isinstance(node, ast.Global) for n in node.names}
+    return name in bound
 
 
 def run_evaluator(
@@ -146,41 +220,86 @@ def run_evaluator(
     log = os.path.join(workdir, "log.txt")
     if evaluator.target is not None:
         function = _function(evaluator.target, cwd)
-        with open(log, "a", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-            metrics = function(spec, workdir)
+        with open(log, "w", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            try:
+                metrics = function(spec, workdir)
+            except SystemExit as e:  # a training script's main() called as a function: its exit is the trial's
+                raise EvaluatorError(f"{evaluator.text} called sys.exit({e.code!r}), returning no metrics") from None
         if not isinstance(metrics, Mapping):
             raise EvaluatorError(f"{evaluator.text} returned {type(metrics).__name__}, expected a dict of metrics")
         return _plain(dict(metrics), evaluator.text)
     out = os.path.join(workdir, "metrics.json")
     values = {"spec": spec, "out": out, "workdir": workdir, "weights": weights or "", "trial": str(trial)}
     argv = [word.format_map(values) for word in evaluator.argv]
-    with open(log, "ab") as f:
-        try:
-            done = subprocess.run(
-                argv,
-                cwd=cwd if os.path.isdir(cwd) else workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise EvaluatorError(f"cannot run {argv[0]!r}: no such program") from None
-        except subprocess.TimeoutExpired:
-            raise EvaluatorError(f"the evaluator ran past --trial-timeout {timeout:g} s{_tail(log)}") from None
-    if done.returncode != 0:
-        raise EvaluatorError(f"the evaluator exited with status {done.returncode}{_tail(log)}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(out)  # a folder an earlier search left: its metrics are not this trial's
+    with open(log, "wb") as f:
+        returncode = _run(argv, cwd=cwd if os.path.isdir(cwd) else workdir, log=f, timeout=timeout)
+    if returncode is None:
+        raise EvaluatorError(f"the evaluator ran past --trial-timeout {timeout:g} s{_tail(log)}")
+    if returncode < 0:  # a signal: the kernel's out-of-memory killer, a segmentation fault, a kill
+        raise EvaluatorError(f"the evaluator was killed by {_signal_name(-returncode)}{_tail(log)}")
+    if returncode != 0:
+        raise EvaluatorError(f"the evaluator exited with status {returncode}{_tail(log)}")
     try:
         with open(out, encoding="utf-8") as f:
-            metrics = json.load(f)
+            metrics = json.load(f, object_pairs_hook=_once)
     except FileNotFoundError:
         raise EvaluatorError(f"the evaluator wrote no metrics file ({out}){_tail(log)}") from None
+    except _Twice as e:
+        raise EvaluatorError(f"{out}: expected each metric once: {e}") from None
     except (OSError, ValueError) as e:
         raise EvaluatorError(f"{out}: not a JSON file: {e}") from None
     if not isinstance(metrics, dict):
         raise EvaluatorError(f"{out}: expected a JSON object of metrics, got {type(metrics).__name__}")
     return _plain(metrics, out)
+
+
+def _run(argv: list[str], *, cwd: str, log, timeout: float | None) -> int | None:
+    """Run a command in a process group of its own; its exit status, or None when it ran past
+    ``timeout``. At the timeout, or when this process is interrupted, the whole group is killed: the
+    processes the command started (a script's python, a launcher's workers) end with it."""
+    try:
+        process = subprocess.Popen(
+            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    except FileNotFoundError:
+        raise EvaluatorError(f"cannot run {argv[0]!r}: no such program") from None
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        return None
+    except BaseException:
+        _kill(process)
+        raise
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signal.Signals(number).name} (signal {number})"
+    except ValueError:
+        return f"signal {number}"
+
+
+def _kill(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+class _Twice(ValueError):
+    """A JSON object that gives a name twice."""
+
+
+def _once(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose names are each given once (``{"acc": 1, "acc": 2}`` is no metric)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Twice(f"{key!r} is given twice")
+        out[key] = value
+    return out
 
 
 def _function(target: str | Callable, cwd: str) -> Callable:
@@ -202,19 +321,36 @@ def _function(target: str | Callable, cwd: str) -> Callable:
 
 
 def _plain(metrics: dict, source: str) -> dict:
-    """The metrics with string keys and JSON values (what the study's record keeps)."""
+    """The metrics with string keys and JSON values (what the study's record keeps; a float may be
+    infinite or NaN, which the objective it is read for refuses or keeps)."""
     out = {}
     for k, v in metrics.items():
         if not isinstance(k, str):
             raise EvaluatorError(f"{source}: expected metric names that are strings, got {k!r}")
-        if isinstance(v, float) and not math.isfinite(v):
-            v = str(v)
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError):
-            v = repr(v)
+        if _scalar(v):  # numpy's float32, a torch tensor of one value: what a training loop computes
+            v = v.item()
+        if not isinstance(v, float):  # a float stays one, infinite or NaN: the objective decides what it is worth
+            try:
+                json.dumps(v, allow_nan=False)
+            except (TypeError, ValueError):
+                v = _shown(v)
         out[k] = v
     return out
+
+
+def _shown(value: object) -> str:
+    """A metric JSON cannot hold, as text for the record: its repr, or its type where even that
+    fails (an int past the 4,300 digits Python writes)."""
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - whatever a user's __repr__ raises
+        return f"<{type(value).__name__}>"
+
+
+def _scalar(value: object) -> bool:
+    """Whether ``value`` is one number of NumPy or torch (a scalar, or an array or tensor of no
+    dimensions), which ``item()`` gives as Python's own."""
+    return type(value).__module__.split(".")[0] in ("numpy", "torch") and getattr(value, "shape", None) == ()
 
 
 def _tail(log: str) -> str:

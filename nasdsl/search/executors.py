@@ -46,10 +46,23 @@ class Inline(Executor):
         self.done: deque[Outcome] = deque()
 
     def submit(self, task: Task) -> None:
-        self.done.append(run_trial(task))
+        self.done.append(in_place(task))
 
     def next_done(self) -> Outcome:
         return self.done.popleft()
+
+
+def in_place(task: Task) -> Outcome:
+    """:func:`run_trial` in a process that outlives the trial (the driver's, a pool's worker): an
+    evaluator that changes the process's folder (``os.chdir``) leaves it changed for the trials after
+    it, whose relative paths (the work folder, the folder a callable is called from) would move with
+    it. The folder is put back."""
+    here = os.getcwd()
+    try:
+        return run_trial(task)
+    finally:
+        if os.getcwd() != here:
+            os.chdir(here)
 
 
 def _init_worker(threads: int) -> None:
@@ -58,31 +71,67 @@ def _init_worker(threads: int) -> None:
 
 class Pool(Executor):
     """A local pool of ``workers`` processes (started fresh, ``spawn``: no state copied from
-    the driver), each trial on ``threads`` threads."""
+    the driver), each trial on ``threads`` threads.
+
+    A worker that dies (killed, out of memory, ``os._exit`` or a crash in native code) breaks the
+    whole pool: Python fails every trial it was running. Those trials fail, and a new pool takes
+    the trials after them."""
 
     def __init__(self, workers: int, threads: int):
+        self.slots = workers
+        self.threads = threads
+        self.pool = self._start()
+        #: each trial in flight: its task and the pool it runs in
+        self.futures: dict = {}
+
+    def _start(self):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self.slots = workers
-        self.pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+        return ProcessPoolExecutor(
+            self.slots,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.threads,),
         )
-        self.futures: dict = {}
+
+    def _renew(self, broken) -> None:
+        """A new pool in place of ``broken`` (unless one already replaced it)."""
+        if broken is self.pool:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._start()
 
     def submit(self, task: Task) -> None:
-        self.futures[self.pool.submit(run_trial, task)] = task
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            future = self.pool.submit(in_place, task)
+        except BrokenProcessPool:  # a worker died since the last trial finished
+            self._renew(self.pool)
+            future = self.pool.submit(in_place, task)
+        self.futures[future] = (task, self.pool)
 
     def next_done(self) -> Outcome:
         from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
 
         done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
-        future = min(done, key=lambda f: self.futures[f].number)
-        task = self.futures.pop(future)
+        future = min(done, key=lambda f: self.futures[f][0].number)
+        task, pool = self.futures.pop(future)
         try:
             return future.result()
-        except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory)
-            return Outcome(task.number, error=f"the worker process died: {type(e).__name__}: {e}", workdir=task.workdir)
+        except BrokenProcessPool:
+            self._renew(pool)
+            return Outcome(
+                task.number,
+                error="the worker process died while it ran this trial or one beside it (killed, out of memory, "
+                "os._exit, a crash in native code)",
+                workdir=task.workdir,
+            )
+        except Exception as e:  # noqa: BLE001 - what a worker could not send back (a result that does not pickle)
+            return Outcome(
+                task.number, error=f"the worker process failed: {type(e).__name__}: {e}", workdir=task.workdir
+            )
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -162,4 +211,4 @@ class Ray(Executor):
             self.started = False
 
 
-__all__ = ["Executor", "ExecutorError", "Inline", "Pool", "Ray"]
+__all__ = ["Executor", "ExecutorError", "Inline", "Pool", "Ray", "in_place"]

@@ -147,8 +147,12 @@ def objective(name: str) -> Objective:
     """The objective called ``name``: a registry entry or ``metric:NAME``."""
     if name in OBJECTIVES:
         return OBJECTIVES[name]
-    if name.startswith(METRIC) and name[len(METRIC) :].strip():
-        return Objective(name, None, EVALUATOR, f"the evaluator's metric {name[len(METRIC) :]}")
+    metric = name[len(METRIC) :] if name.startswith(METRIC) else None
+    if metric is not None and metric.strip() and metric != metric.strip():
+        # 'metric: top1' would read a metric named ' top1', which no evaluator writes: every trial would fail
+        raise ObjectiveError(f"{name!r}: expected a metric's name without spaces around it", path="--objective")
+    if metric:
+        return Objective(name, None, EVALUATOR, f"the evaluator's metric {metric}")
     if name in PLANNED:
         raise ObjectiveError(PLANNED[name], path="--objective")
     known = ", ".join([*OBJECTIVES, "metric:NAME"])
@@ -172,7 +176,12 @@ def checked(name: str, value: object) -> float:
     infinity kept (a NASWOT kernel that is singular scores minus infinity: worst, not failed)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ObjectiveError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past 1.8e308 (JSON and Python write integers of any length)
+        raise ObjectiveError(
+            f"{name}: expected a number a float holds, got an integer of {value.bit_length():,} bits (past 1.8e308)"
+        ) from None
     if math.isnan(value):
         raise ObjectiveError(f"{name}: expected a number, got NaN")
     return value

@@ -8,8 +8,10 @@ Each choice point of the space (:mod:`nasdsl.space`) is one parameter, named as
   treat as one;
 * ``{choice: [...]}`` is a ``CategoricalDistribution`` of its options, unordered:
   numbers, ``true``/``false``, ``null`` (None) and expression text as written, a list
-  option (a pair such as ``[1, 7]``) as ``--set`` writes it (``"[1,7]"``). Write a
-  ``range`` where the order of an integer axis matters to the sampler.
+  option (a pair such as ``[1, 7]``) as ``--set`` writes it (``"[1,7]"``); where two
+  options are equal to Python (``0`` and ``false``), each option of the choice as
+  ``--set`` writes it (:func:`categories`). Write a ``range`` where the order of an
+  integer axis matters to the sampler.
 
 Conditional choices are asked only where they are made: the points are asked
 in their order (variables first, each ``when`` reads only variables that come
@@ -27,6 +29,7 @@ from collections.abc import Mapping
 
 from nasdsl.choices import ChoicePoint, option_text
 from nasdsl.errors import NasdslError, SpecError
+from nasdsl.search.study import SearchError
 from nasdsl.space import Space
 
 
@@ -38,7 +41,7 @@ def distribution(point: ChoicePoint):
         low, high = point.options[0], point.options[-1]
         step = point.options[1] - low if len(point.options) > 1 else 1
         return IntDistribution(low, high, step=step)
-    return CategoricalDistribution([_value(o) for o in point.options])
+    return CategoricalDistribution(categories(point))
 
 
 def suggest(trial, space: Space) -> tuple[int, ...]:
@@ -60,7 +63,8 @@ class Asker:
                 lookup = {v: k for k, v in enumerate(point.options)}
                 self.asks.append((point, "int", (point.name, d.low, d.high), {"step": d.step}, lookup))
             else:
-                self.asks.append((point, "categorical", (point.name, d.choices), {}, None))
+                lookup = {(type(v), v): k for k, v in enumerate(d.choices)}
+                self.asks.append((point, "categorical", (point.name, d.choices), {}, lookup))
 
     def __call__(self, trial) -> tuple[int, ...]:
         space = self.space
@@ -68,12 +72,20 @@ class Asker:
         for i, (point, kind, args, options, lookup) in enumerate(self.asks):
             if point.when is not None and not made(space, point, tuple(picks)):
                 continue
-            if kind == "int":
-                value = trial.suggest_int(*args, **options)
-                k = lookup.get(value) if type(value) is int else None
-                picks[i] = k if k is not None else index_of(point, value)
-            else:
-                picks[i] = index_of(point, trial.suggest_categorical(*args))
+            try:
+                if kind == "int":
+                    value = trial.suggest_int(*args, **options)
+                    k = lookup.get(value) if type(value) is int else None
+                else:
+                    value = trial.suggest_categorical(*args)
+                    k = lookup.get((type(value), value))
+            except ValueError as e:  # Optuna: the study holds this parameter with another distribution
+                raise SearchError(
+                    f"the study holds the choice {point.name} as another parameter than this search asks "
+                    f"({str(e).rstrip('.')}): another version of nasdsl search made it; start another --study-name",
+                    path="--study-name",
+                ) from None
+            picks[i] = k if k is not None else index_of(point, value)
         return tuple(picks)
 
 
@@ -93,8 +105,7 @@ def picks_of(space: Space, params: Mapping[str, object]) -> tuple[int, ...]:
 
 def index_of(point: ChoicePoint, value: object) -> int:
     """The index of the option that the parameter value ``value`` stands for."""
-    for k, option in enumerate(point.options):
-        mine = _value(option)
+    for k, mine in enumerate(categories(point)):
         if type(mine) is type(value) and mine == value:
             return k
     if point.kind == "range" and isinstance(value, int) and not isinstance(value, bool) and value in point.options:
@@ -110,6 +121,19 @@ def index_of(point: ChoicePoint, value: object) -> int:
 def _value(option: object) -> object:
     """An option as an Optuna categorical value (None, bool, int, float or str)."""
     return option_text(option) if isinstance(option, (list, tuple)) else option
+
+
+def categories(point: ChoicePoint) -> list:
+    """The Optuna categorical values of a choice's options, one each. Optuna finds a value among its
+    choices by ``==``, which holds ``0 == false`` and ``1 == true``: a trial that picked ``1`` would
+    be stored, and read back, as ``true``, another variant. Where two options are equal so, every
+    option of the choice is its text as ``--set`` writes it (``"1"``, ``"true"``), or its Python
+    ``repr`` where the texts are equal too (the number ``1`` and the string ``"1"``)."""
+    values = [_value(o) for o in point.options]
+    if len(set(values)) == len(values):
+        return values
+    texts = [option_text(o) for o in point.options]
+    return texts if len(set(texts)) == len(texts) else [repr(o) for o in point.options]
 
 
 def made(space: Space, point: ChoicePoint, picks: tuple[int, ...]) -> bool:
@@ -128,4 +152,4 @@ def made_arguments(space: Space, picks: tuple[int, ...]) -> list[str]:
     return [arguments[i] for i, p in enumerate(space.points) if p.when is None or made(space, p, picks)]
 
 
-__all__ = ["Asker", "distribution", "index_of", "made", "made_arguments", "picks_of", "suggest"]
+__all__ = ["Asker", "categories", "distribution", "index_of", "made", "made_arguments", "picks_of", "suggest"]

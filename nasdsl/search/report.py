@@ -8,6 +8,8 @@ Pareto front is Optuna's (``study.best_trials``), less the duplicates.
 from __future__ import annotations
 
 import json
+import math
+import re
 
 from nasdsl.choices import option_text
 from nasdsl.errors import NasdslError, printable
@@ -144,7 +146,19 @@ def as_json(study, space: Space) -> str:
         "front": [t.number for t in front(study)],
         "trials": rows(study, space),
     }
-    return json.dumps(data, indent=2) + "\n"
+    return json.dumps(_strict(data), indent=2, allow_nan=False) + "\n"
+
+
+def _strict(value: object) -> object:
+    """``value`` with each float that JSON has no number for written as Python writes it
+    (``"inf"``, ``"-inf"``, ``"nan"``): a NASWOT score of minus infinity, a metric of infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
 
 
 def _text(v: object) -> str:
@@ -163,9 +177,9 @@ def _aligned(head: list[str], body: list[list[str]], right: set[int]) -> list[st
 
 
 def chosen(study, which: str):
-    """The trial ``--pick`` names: ``best`` (the best trial of one objective; of several, the
-    Pareto front's trial where it is the only one: it beats every other in every objective), or a
-    trial number."""
+    """The trial ``--pick`` names: ``best`` (the best trial of one objective, where no other ties
+    with it; of several, the Pareto front's trial where it is the only one: it beats every other in
+    every objective), or a trial number."""
     goals = objectives(study)
     if which == "best":
         best = front(study)
@@ -173,6 +187,13 @@ def chosen(study, which: str):
             raise SearchError("no trial has completed: there is no best to pick", path="--pick")
         if len(best) > 1:
             numbers = ", ".join(str(t.number) for t in best)
+            if len(goals) == 1:
+                from nasdsl.search.driver import fmt
+
+                raise SearchError(
+                    f"trials {numbers} tie for the best {goals[0][0]}, {fmt(best[0].values[0])}: pick one by number",
+                    path="--pick",
+                )
             raise SearchError(
                 f"the search has {len(goals)} objectives, so no single best: its Pareto front is trials {numbers}; "
                 "pick one by number",
@@ -180,7 +201,7 @@ def chosen(study, which: str):
             )
         return best[0]
     trials = study.get_trials(deepcopy=False)
-    if not which.isdigit() or int(which) >= len(trials):
+    if not re.fullmatch(r"[0-9]+", which) or int(which) >= len(trials):  # isdigit() takes '²' and '٣' too
         raise SearchError(f"expected best or a trial number from 0 to {len(trials) - 1}, got {which!r}", path="--pick")
     trial = trials[int(which)]
     if status(trial) == "rejected":
