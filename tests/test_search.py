@@ -752,7 +752,7 @@ def test_the_search_guide_runs(tmp_path, monkeypatch, capsys):
         last = None
     assert ran >= 9 and shown >= 15 and checked >= 2
     # the trial folders of the warm start hold what the guide lists
-    study = load_study(f"sqlite:///{tmp_path}/search-DigitsNet/study.db", "warm")
+    study = load_study(f"sqlite:///{tmp_path}/search-warm/study.db", "warm")  # its own folder: search-STUDY
     for t in study.trials:
         if status(t) == "evaluated":
             folder = Path(t.user_attrs[ATTR]["workdir"])

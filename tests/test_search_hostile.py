@@ -23,7 +23,7 @@ import pytest
 import nasdsl
 from nasdsl.cli import main
 from nasdsl.search import Config, goal, parse_evaluator, run_search
-from nasdsl.search.driver import Budget
+from nasdsl.search.driver import OWNER, Budget
 from nasdsl.search.evaluators import check_evaluator
 from nasdsl.search.report import status
 from nasdsl.search.study import ATTR, load_study
@@ -390,14 +390,18 @@ def _command(folder: Path, code: str) -> str:
 
 
 def test_a_stale_metrics_file_is_not_read_as_a_new_trials(specs, tmp_path):
-    """A trial folder left by an earlier search: its metrics.json is not this trial's, and its log is
-    not appended to."""
+    """Trial folders left by an earlier run of the study (killed, its study then deleted): a folder's
+    metrics.json is not this trial's, and its log is not appended to. Folders that no study claims
+    are another search's, and a new study is refused there rather than write over them."""
     for n in range(3):
         old = tmp_path / "search" / f"trial-{n:05d}"
         old.mkdir(parents=True)
         (old / "metrics.json").write_text('{"acc": 1}')
         (old / "log.txt").write_text("an earlier search\n")
     evaluator = parse_evaluator(_command(tmp_path, "print(1)"))
+    with pytest.raises(nasdsl.NasdslError, match="holds the trial folders of another search"):
+        run_search(_api(tmp_path, specs / "tiny.yaml", evaluator=evaluator), say=_quiet)
+    (tmp_path / "search" / OWNER).write_text("hostile")  # the folders are this study's
     summary = run_search(_api(tmp_path, specs / "tiny.yaml", evaluator=evaluator), say=_quiet)
     assert summary.evaluated == 0 and summary.failed == 3
     for _, rec, _ in [r for r in _trials(summary.study) if r[0] == "failed"]:
@@ -455,12 +459,6 @@ def test_trial_timeout_stops_the_commands_children_too(specs, tmp_path):
 # Defects whose fix belongs to the driver or the study (nasdsl/search/driver.py, study.py)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="driver.py: every study's trials are WORKDIR/trial-NNNNN from 0, so a second "
-    "study in the same work folder (--study-name, as docs/search.md §3 and §4 do) writes over the "
-    "first one's trial folders",
-)
 def test_a_second_study_in_a_work_folder_leaves_the_first_ones_trials(specs, tmp_path):
     storage = optuna.storages.InMemoryStorage()
     first = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(constant), storage=storage, trials=1)
@@ -475,11 +473,6 @@ def test_a_second_study_in_a_work_folder_leaves_the_first_ones_trials(specs, tmp
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="driver.py _stopped: the reason says 'N variants evaluated' from --trials, "
-    "which counts failed trials too: '0 variants evaluated; 2 failed; stopped: 2 variants evaluated'",
-)
 def test_the_stop_reason_does_not_count_failed_trials_as_evaluated(specs, tmp_path):
     cfg = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(exits_when_wide), trials=3)
     summary = run_search(cfg, say=_quiet)
@@ -487,11 +480,6 @@ def test_the_stop_reason_does_not_count_failed_trials_as_evaluated(specs, tmp_pa
     assert "3 variants evaluated" not in summary.stopped, summary.stopped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="driver.py: a rejected proposal counts toward --patience, and the reason then "
-    "says the sampler proposed no new variant, though every proposal was a new variant, rejected",
-)
 def test_patience_spent_on_rejected_variants_says_so(tmp_path):
     digits = ROOT / "examples" / "digits_space.yaml"
     budget = Budget("macs", "max", 1, "--max-macs")
@@ -501,12 +489,6 @@ def test_patience_spent_on_rejected_variants_says_so(tmp_path):
     assert "no new variant" not in summary.stopped, summary.stopped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="study.py _storage: a sqlite:/// URL's query string becomes part of the file's "
-    "name ('q.db?timeout=30'), and the in-memory URLs (sqlite://, sqlite:///:memory:) are taken for a "
-    "search that --report and --resume cannot find",
-)
 @pytest.mark.parametrize("url", ["sqlite:///q.db?timeout=30", "sqlite://", "sqlite:///:memory:"])
 def test_a_storage_url_that_stores_no_file_of_that_name_is_exit_2(specs, here, capsys, url):
     code, _, err = _cli(capsys, "search", specs / "tiny.yaml", "--minimize", "params", "--storage", url, "--quiet")
@@ -514,11 +496,6 @@ def test_a_storage_url_that_stores_no_file_of_that_name_is_exit_2(specs, here, c
     assert os.listdir(here) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="driver.py check_config: the Python API takes any seed; Optuna's samplers "
-    "raise ValueError past 2**32 - 1 (the command line refuses it, nasdsl/commands/search.py MAX_SEED)",
-)
 def test_the_python_api_refuses_a_seed_optuna_cannot_take(specs, tmp_path):
     cfg = _api(tmp_path, specs / "tiny.yaml", goals=(goal("params", "minimize"),), seed=2**32)
     with pytest.raises(nasdsl.NasdslError, match="seed"):
@@ -549,3 +526,27 @@ def test_doubled_braces_in_a_command_template_are_braces(specs, tmp_path):
     template = _command(tmp_path, code) + " {{literal}} a}}b"
     summary = run_search(_api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(template), trials=1), say=_quiet)
     assert summary.evaluated == 1, [rec for _, rec, _ in _trials(summary.study)]
+
+
+def test_each_study_has_its_own_work_folder_by_default(specs, here, capsys):
+    """The default work folder is named after the study (the spec's name unless --study-name), so two
+    studies of one spec keep their trials apart and --report finds each; a study name that is no
+    folder name needs --workdir; a study given another's folder is refused before anything is stored."""
+    base = ["search", specs / "tiny.yaml", "--maximize", "metric:acc", "--trials", "1", "--workers", "0", "--quiet"]
+    (here / "studyevals.py").write_text("def constant(spec, workdir):\n    return {'acc': 1.0}\n")
+    base += ["--evaluate", "studyevals:constant"]
+    for study in ("first", "second"):
+        code, _, err = _cli(capsys, *base, "--study-name", study)
+        assert code == 0, err
+        assert (here / f"search-{study}" / "trial-00000" / "spec.yaml").exists()
+        assert (here / f"search-{study}" / "study.txt").read_text() == study
+        assert _cli(capsys, "search", specs / "tiny.yaml", "--study-name", study, "--report")[0] == 0
+    code, _, err = _cli(capsys, *base, "--study-name", "a/b")
+    assert code == 2 and "the study name 'a/b' is no folder name" in err and "give --workdir" in err
+    code, _, err = _cli(capsys, *base, "--study-name", "third", "--workdir", "search-first")
+    assert code == 2 and "search-first holds the trial folders of the study 'first'" in err
+    assert {n for n in os.listdir(here / "search-first") if not n.startswith("study.db")} == {
+        "study.txt",
+        "trial-00000",
+    }
+    assert len(load_study(f"sqlite:///{here}/search-first/study.db", "first").trials) == 1  # nothing added

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 
 from nasdsl.commands.space import add_budget_arguments, budgets
 from nasdsl.errors import printable
 from nasdsl.search import objectives as objs
-from nasdsl.search.driver import MAX_LOCAL_WORKERS, MAX_STALE, Budget, Config, run_search
+from nasdsl.search.driver import MAX_LOCAL_WORKERS, MAX_SEED, MAX_STALE, Budget, Config, run_search
 from nasdsl.search.evaluators import parse_evaluator
 from nasdsl.search.study import SAMPLERS, SearchError, default_storage
 
@@ -50,8 +51,6 @@ nasdsl search space.yaml --pick best -o best.yaml
 
 #: the options whose 0 means nothing: no trial, no proposal, an empty batch, no second for a command
 _ABOVE_ZERO = ("--trials", "--patience", "--proxy-batch", "--trial-timeout")
-#: the seeds Optuna's samplers take (numpy's RandomState: 32 bits)
-MAX_SEED = 2**32 - 1
 
 
 def _positive(option: str, kind=int):
@@ -182,7 +181,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     st = parser.add_argument_group("storage and results")
     st.add_argument(
-        "--workdir", metavar="DIR", help="the trials' folders and the default storage (default search-NAME)"
+        "--workdir",
+        metavar="DIR",
+        help="the trials' folders and the default storage (default search-STUDY: the study's name, the spec's "
+        "unless --study-name gives another)",
     )
     st.add_argument("--storage", metavar="URL", help="an Optuna storage URL (default sqlite:///WORKDIR/study.db)")
     st.add_argument("--study-name", metavar="NAME", help="the study in the storage (default the spec's name)")
@@ -203,6 +205,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run_only=tuple(("/".join(o), dest, parser.get_default(dest)) for dest, o in named.items()))
 
 
+def _workdir(args: argparse.Namespace, name: str) -> str:
+    """The work folder: ``--workdir``, else ``search-`` and the study's name (the spec's unless
+    ``--study-name`` gives another), so that two studies never share one by default (their
+    trials are numbered alike)."""
+    if args.workdir:
+        return args.workdir
+    study = args.study_name or name
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", study):
+        raise SearchError(
+            f"the study name {printable(study)!r} is no folder name, and the work folder is named after it: "
+            "give --workdir",
+            path="--study-name",
+        )
+    return f"search-{study}"
+
+
 def _config(args: argparse.Namespace, name: str) -> Config:
     goals = tuple(objs.goal(n, d) for n, d in args.aims)
     evaluator = parse_evaluator(args.evaluate) if args.evaluate else None
@@ -215,7 +233,7 @@ def _config(args: argparse.Namespace, name: str) -> Config:
         seed=args.seed,
         budgets=tuple(Budget(c, w, v, o) for c, w, v, o in budgets(args)),
         evaluator=evaluator,
-        workdir=args.workdir or f"search-{name}",
+        workdir=_workdir(args, name),
         storage=args.storage,
         study_name=args.study_name or name,
         resume=args.resume,
@@ -259,7 +277,7 @@ def _stored(args: argparse.Namespace, name: str):
     from nasdsl import space as spaces
     from nasdsl.search.study import ATTR, load_study
 
-    url = args.storage or default_storage(args.workdir or f"search-{name}")
+    url = args.storage or default_storage(_workdir(args, name))
     study = load_study(url, args.study_name or name)
     stored = study.user_attrs.get(ATTR)
     aims = stored.get("objectives") if isinstance(stored, dict) else None

@@ -53,6 +53,10 @@ from nasdsl.variants import Evaluator as FigureEvaluator
 
 #: proposals in a row without a new variant after which a search stops
 MAX_STALE = 1000
+#: the largest seed Optuna's samplers take (numpy's RandomState: 32 bits)
+MAX_SEED = 2**32 - 1
+#: the file in a work folder naming the study whose trial folders it holds
+OWNER = "study.txt"
 #: the most processes of a local pool (--workers without --ray): each is started at once, so that
 #: --workers 1000000 would try to start a million
 MAX_LOCAL_WORKERS = 256
@@ -206,6 +210,8 @@ def check_config(cfg: Config) -> None:
         check_evaluator(cfg.evaluator, os.getcwd())
     if cfg.trials < 1:
         raise SearchError(f"expected --trials of at least 1, got {cfg.trials}", path="--trials")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= MAX_SEED:
+        raise SearchError(f"expected --seed from 0 to {MAX_SEED} (Optuna's samplers), got {cfg.seed!r}", path="--seed")
     studies.make_sampler(cfg.sampler, cfg.seed, len(cfg.goals), 1)  # a sampler that cannot take the search
 
 
@@ -235,6 +241,8 @@ class _Search:
         self.parent = _parent(cfg) if cfg.warm_start is not None else None
         self.identity = identity
         self.state = _State()
+        #: the duplicates and rejections counted where the last run of proposals without a new variant began
+        self.streak = (0, 0)
 
     def run(self) -> Summary:
         cfg = self.cfg
@@ -244,9 +252,13 @@ class _Search:
         try:
             sampler = studies.make_sampler(cfg.sampler, cfg.seed, len(cfg.goals), executor.slots)
             directions = [g.direction for g in cfg.goals]
+            if cfg.dispatches:
+                _owned(cfg)
             self.study = studies.open_study(
                 cfg.storage_url, cfg.study_name, directions, sampler, resume=cfg.resume, identity=self.identity
             )
+            if cfg.dispatches:
+                _claim(cfg)
             summary = self.summary = Summary(self.study, slots=executor.slots)
             if cfg.resume:
                 summary.resumed = self._restore()
@@ -256,7 +268,7 @@ class _Search:
         return self._stopped()
 
     def _loop(self, executor: Executor) -> None:
-        cfg, state = self.cfg, self.state
+        cfg, state, summary = self.cfg, self.state, self.summary
         total = self._total()
         stale = 0
         while True:
@@ -266,6 +278,8 @@ class _Search:
                 and stale < cfg.patience
                 and (total is None or len(state.done) + len(state.rejected) + len(state.flying) < total)
             ):
+                if stale == 0:  # where a run of proposals without a new variant may start
+                    self.streak = (summary.duplicates, summary.rejected)
                 stale = 0 if self._propose(executor) else stale + 1
             if not state.flying:
                 return
@@ -281,11 +295,26 @@ class _Search:
         cfg, state, summary = self.cfg, self.state, self.summary
         total = self._total()
         if len(state.done) >= cfg.trials:
-            summary.stopped = f"{cfg.trials} variants evaluated"
+            n = len(state.done)
+            failed = sum(values is None for _, values in state.done.values())
+            summary.stopped = (
+                f"{n:,} variant{'s' if n != 1 else ''} evaluated"
+                if not failed
+                else f"{n:,} variants run (--trials): {n - failed:,} evaluated, {failed:,} failed"
+            )
         elif total is not None and len(state.done) + len(state.rejected) >= total:
             summary.stopped = f"every variant of the space ({total:,}) has been seen"
         else:
-            summary.stopped = f"the sampler proposed no new variant in {cfg.patience:,} tries in a row (--patience)"
+            duplicates, rejected = (summary.duplicates - self.streak[0], summary.rejected - self.streak[1])
+            said = [
+                f"{k:,} {what}{'s' if k != 1 else ''}"
+                for k, what in ((duplicates, "duplicate"), (rejected, "rejected variant"))
+                if k
+            ]
+            summary.stopped = (
+                f"the last {cfg.patience:,} proposals were {' and '.join(said)}, none a new variant to evaluate "
+                "(--patience)"
+            )
         summary.seconds = time.perf_counter() - self.started
         return summary
 
@@ -453,6 +482,43 @@ def _limits(cfg: Config) -> dict:
     return out
 
 
+def _owned(cfg: Config) -> None:
+    """Refuse a work folder whose trial folders are another study's: trials are numbered from 0 in
+    every study, and this one's would be written over them."""
+    try:
+        with open(os.path.join(cfg.workdir, OWNER), encoding="utf-8") as f:
+            owner: str | None = f.read()
+    except FileNotFoundError:
+        owner = None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SearchError(f"cannot read {os.path.join(cfg.workdir, OWNER)}: {e}", path="--workdir") from None
+    if owner is None:
+        try:
+            held = any(n.startswith("trial-") for n in os.listdir(cfg.workdir))
+        except FileNotFoundError:
+            held = False
+        if not held or cfg.resume:  # a folder of a search made before the folders were claimed
+            return
+        owner = "of another search"
+    if owner != cfg.study_name:
+        whose = owner if owner.startswith("of ") else f"of the study {owner!r}"
+        raise SearchError(
+            f"{cfg.workdir} holds the trial folders {whose}, which this study's trials would write over: give "
+            "it a folder of its own (--workdir)",
+            path="--workdir",
+        )
+
+
+def _claim(cfg: Config) -> None:
+    """Name this study as the one whose trial folders ``cfg.workdir`` holds."""
+    try:
+        os.makedirs(cfg.workdir, exist_ok=True)
+        with open(os.path.join(cfg.workdir, OWNER), "w", encoding="utf-8") as f:
+            f.write(cfg.study_name)
+    except OSError as e:
+        raise SearchError(f"cannot write in {cfg.workdir}: {e.strerror or e}", path="--workdir") from None
+
+
 def _local_workers(cfg: Config) -> int:
     return max(1, int((os.cpu_count() or 1) // max(cfg.cpus_per_trial, 1)))
 
@@ -507,4 +573,15 @@ def fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-__all__ = ["MAX_LOCAL_WORKERS", "MAX_STALE", "Budget", "Config", "Summary", "check_config", "fmt", "run_search"]
+__all__ = [
+    "MAX_LOCAL_WORKERS",
+    "MAX_SEED",
+    "MAX_STALE",
+    "OWNER",
+    "Budget",
+    "Config",
+    "Summary",
+    "check_config",
+    "fmt",
+    "run_search",
+]

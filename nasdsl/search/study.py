@@ -138,8 +138,8 @@ def _storage(url, *, existing: bool):
             path="--storage",
         )
     options = {}
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
+    path = _sqlite_file(url)
+    if path is not None:
         if existing and not os.path.exists(path):
             raise SearchError(f"no search stored in {path} (give the --storage the search ran with)", path="--storage")
         if not existing and os.path.dirname(path):
@@ -153,6 +153,40 @@ def _storage(url, *, existing: bool):
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors for a bad URL or an unreachable database
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SearchError(f"cannot open the storage {url}: {first}", path="--storage") from None
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names (None for another database). A URL that names no file a later
+    ``--report`` or ``--resume`` could open is an error: an in-memory database, options after
+    ``?`` (SQLite takes them as part of the file's name here), a folder."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise SearchError(f"not a database URL: {url!r} ({e})", path="--storage") from None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    path = parsed.database or ""
+    if not path or path == ":memory:" or path.startswith("file:") or "mode=memory" in str(parsed.query):
+        raise SearchError(
+            f"{url} is a SQLite database in memory, which keeps nothing for --report or --resume: name a file "
+            "(sqlite:///search.db)",
+            path="--storage",
+        )
+    if parsed.query:
+        raise SearchError(
+            f"expected a SQLite file's URL without options after '?', got {url} (nasdsl opens the file itself, in "
+            "write-ahead-log mode)",
+            path="--storage",
+        )
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise SearchError(
+            f"{url} names a folder; name the database file in it (sqlite:///{path.rstrip('/')}/study.db)",
+            path="--storage",
+        )
+    return path
 
 
 def _sqlite(path: str):
