@@ -368,6 +368,11 @@ def test_nan_fails_a_trial_minus_infinity_is_a_value_and_the_json_report_is_stri
     assert by_params[338]["status"] == "evaluated" and by_params[338]["values"] == {"metric:acc": "-inf"}
     assert by_params[338]["metrics"] == {"acc": "-inf"}
     assert by_params[170]["values"] == {"metric:acc": 170.0}
+    # each trial's own record is strict JSON too
+    records = [
+        json.loads(f.read_text(), parse_constant=refuse) for f in sorted(here.glob("search-*/trial-*/trial.json"))
+    ]
+    assert {"acc": "-inf"} in [r["metrics"] for r in records] and len(records) >= 3
 
 
 def test_numpy_and_torch_scalars_are_metrics(specs, tmp_path):

@@ -641,6 +641,19 @@ def test_pick_refuses_excluded_and_invalid_variants(tmp_path, capsys, family):
     assert code == 2 and "does not compile" in err and "expected a kernel no larger than" in err
 
 
+def test_pick_does_not_write_over_the_spec_it_reads(tmp_path, capsys, family, monkeypatch):
+    """-o naming the spec (written another way: a relative path, through a link) is refused before
+    anything is written: the variant would replace the space."""
+    path = _write(tmp_path, FAMILY)
+    before = path.read_bytes()
+    (tmp_path / "link.yaml").symlink_to(path)
+    monkeypatch.chdir(tmp_path)
+    for output in (str(path), path.name, "./" + path.name, "link.yaml"):
+        code, _, err = _run(capsys, "space", str(path), "--pick", "0", "-o", output)
+        assert code == 2 and f"--output: {output} is read by this command (the spec)" in err
+    assert path.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

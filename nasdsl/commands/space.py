@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import random
 import re
 import sys
@@ -663,6 +664,13 @@ def pick(space: spaces.Space, variant: int, args: argparse.Namespace, source: st
     """Write (or print) variant ``variant`` as a plain spec, after checking that it compiles."""
     from nasdsl.files import write_atomic
 
+    if args.output is not None:
+        for read in space.files:  # the spec and the files it includes: the variant would replace its space
+            if os.path.realpath(args.output) == os.path.realpath(read):
+                raise SpaceUsageError(
+                    f"{args.output} is read by this command (the spec): write the variant to another file",
+                    path="--output",
+                )
     picks = space.picks_of(variant)
     space.check(picks)
     result = Evaluator(space, max_nodes=args.max_nodes).compile(picks)

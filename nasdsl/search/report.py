@@ -8,14 +8,13 @@ Pareto front is Optuna's (``study.best_trials``), less the duplicates.
 from __future__ import annotations
 
 import json
-import math
 import re
 
 from nasdsl.choices import option_text
 from nasdsl.errors import NasdslError, printable
 from nasdsl.search.identity import variant_key
 from nasdsl.search.params import picks_of
-from nasdsl.search.study import ATTR, SearchError, record
+from nasdsl.search.study import ATTR, SearchError, record, strict_json
 from nasdsl.space import Space
 
 #: what a trial's status is called in the table
@@ -146,19 +145,7 @@ def as_json(study, space: Space) -> str:
         "front": [t.number for t in front(study)],
         "trials": rows(study, space),
     }
-    return json.dumps(_strict(data), indent=2, allow_nan=False) + "\n"
-
-
-def _strict(value: object) -> object:
-    """``value`` with each float that JSON has no number for written as Python writes it
-    (``"inf"``, ``"-inf"``, ``"nan"``): a NASWOT score of minus infinity, a metric of infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
+    return json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n"
 
 
 def _text(v: object) -> str:

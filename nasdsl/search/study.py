@@ -22,6 +22,7 @@ document and the objectives, so that a resumed search is the same search.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -290,6 +291,19 @@ def tell(study, trial, values=None, state=None) -> None:
         told(study=study, trial=trial, value_or_values=values, state=state)
 
 
+def strict_json(value: object) -> object:
+    """``value`` with each float that JSON has no number for written as Python writes it
+    (``"inf"``, ``"-inf"``, ``"nan"``): a NASWOT score of minus infinity, a metric of infinity
+    (what the report and each trial's ``trial.json`` write, strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def record(trial) -> dict:
     """A trial's nasdsl record (empty for a trial nasdsl did not make)."""
     return trial.user_attrs.get(ATTR) or {}
@@ -306,5 +320,6 @@ __all__ = [
     "open_study",
     "record",
     "require_optuna",
+    "strict_json",
     "tell",
 ]

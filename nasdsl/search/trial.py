@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from nasdsl.errors import NasdslError
 from nasdsl.search.evaluators import Evaluator, run_evaluator
 from nasdsl.search.objectives import OBJECTIVES
+from nasdsl.search.study import strict_json
 
 SPEC, WEIGHTS, RECORD = "spec.yaml", "init.safetensors", "trial.json"
 
@@ -160,7 +161,8 @@ def _record(outcome: Outcome) -> None:
     }
     try:
         if os.path.isdir(outcome.workdir):
-            _write(os.path.join(outcome.workdir, RECORD), (json.dumps(data, indent=1) + "\n").encode())
+            text = json.dumps(strict_json(data), indent=1)
+            _write(os.path.join(outcome.workdir, RECORD), (text + "\n").encode())
     except OSError:
         pass  # the driver has the outcome; the record is a convenience
 
