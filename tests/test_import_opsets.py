@@ -286,9 +286,10 @@ def attention_at():
 @pytest.mark.parametrize("opset", [11, 13])
 def test_an_attention_exported_below_opset_14_is_read(attention_at, opset):
     """Below opset 14 ONNX's shape inference leaves a Reshape to a computed shape without one (its
-    older versions take no propagated values), which hid the tokens' shape from the attention
-    finder (refused: "its moves of data ... do not join"); the shapes come from the file converted
-    to opset 14. The queries, keys and values are a Split and Squeezes of attributes at opset 11."""
+    older versions take no propagated values), which the reader took for a scalar's shape, hiding
+    the tokens' shape from the attention finder (refused: "its moves of data ... do not join");
+    such a shape is unknown and inferred again node by node with the folded constants. The
+    queries, keys and values are a Split and Squeezes of attributes at opset 11."""
     proto = attention_at[opset]
     assert any(n.op_type == "Squeeze" and n.attribute for n in proto.graph.node) == (opset < 13)
     result = import_model(proto, weights=True)

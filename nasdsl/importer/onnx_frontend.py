@@ -262,33 +262,6 @@ def _light(proto, chw: tuple[int, ...] | None = None):
     return light
 
 
-def _shapes_at_opset_14(inferred) -> dict[str, tuple]:
-    """The shapes of values ``inferred`` (a model after shape inference) leaves unknown, where its
-    opset is below 14: ONNX's shape inference takes the values it propagates (a shape computed
-    by ``Shape``, ``Slice``, ``Concat``) only in the ops' later versions (Reshape's from 14), so
-    below it a Reshape to a computed shape has none. They are inferred again on a copy converted
-    to opset 14 (``onnx.version_converter``, whose adapters rewrite the ops whose inputs changed);
-    the shapes of a graph's values are those of any version of it. Empty where the opset is 14 or
-    later, no value lacks its shape, or the copy cannot be made."""
-    import onnx
-
-    shaped = {vi.name for vi in inferred.graph.value_info if vi.type.tensor_type.HasField("shape")}
-    shaped |= {vi.name for vi in [*inferred.graph.input, *inferred.graph.output]}
-    wanted = {o for n in inferred.graph.node for o in n.output if o and o not in shaped}
-    if default_opset(inferred) >= 14 or not wanted:
-        return {}
-    try:
-        converted = onnx.version_converter.convert_version(inferred, 14)
-        again = onnx.shape_inference.infer_shapes(converted, strict_mode=True, data_prop=True)
-    except Exception:  # noqa: BLE001 - an op the converter has no adapter for: the shapes stay unknown
-        return {}
-    return {
-        vi.name: _shape_of(vi)
-        for vi in again.graph.value_info
-        if vi.name in wanted and vi.type.tensor_type.HasField("shape")
-    }
-
-
 def _shape_of(value_info) -> tuple:
     t = value_info.type.tensor_type
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
@@ -342,9 +315,9 @@ class _Reader:
         self.shapes: dict[str, tuple] = {}
         self.elem_types: dict[str, int] = {}
         for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
-            self.shapes[vi.name] = _shape_of(vi)
+            if vi.type.tensor_type.HasField("shape"):  # one without is unknown (not a scalar): refined below
+                self.shapes[vi.name] = _shape_of(vi)
             self.elem_types[vi.name] = vi.type.tensor_type.elem_type
-        self.shapes.update(_shapes_at_opset_14(inferred))
         self.chw = chw
         self.docs: dict[str, str] = {}
         self.nodes = list(graph.node)
