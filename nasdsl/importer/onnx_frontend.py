@@ -373,7 +373,7 @@ class _Reader:
                 bounds = slice_bounds(self.view.get, node, self.view.opset)
                 try:
                     value = None if bounds is None else _slice_value(self.const[node.input[0]], *bounds)
-                except IndexError:  # an axis the constant lacks: left to the op table, which names it
+                except (IndexError, ValueError):  # an axis it lacks, bounds of other lengths: left to the op table
                     value = None
             elif node.op_type in _FOLDABLE and all(not i or self.view.get(i) is not None for i in node.input):
                 a = View.attrs(node)

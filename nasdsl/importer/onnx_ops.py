@@ -168,7 +168,8 @@ def _batch_norm(view: View, node) -> Match:
     scale, bias, mean, var = (view.get(i) for i in node.input[1:5])
     if any(t is None for t in (scale, bias, mean, var)):
         raise Unsupported("a BatchNormalization whose statistics are computed")
-    channels = view.shapes.get(node.input[0], (None, None))[1]
+    shape = view.shapes.get(node.input[0], ())
+    channels = shape[1] if len(shape) > 1 else None
     if any(t.shape != (channels,) for t in (scale, bias, mean, var)):
         shapes = [list(t.shape) for t in (scale, bias, mean, var)]
         raise Unsupported(f"a BatchNormalization whose statistics have the shapes {shapes}: one per channel is read")
@@ -226,7 +227,7 @@ def _gemm(view: View, node) -> Match:
         raise Unsupported("a Gemm whose weights are computed")
     weight = weight if a.get("transB", 0) else weight.T
     bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    if bias is not None and bias.shape in ((1, weight.shape[0]),):  # broadcast over the rows: one per output
+    if bias is not None and bias.shape == (1, weight.shape[0]):  # broadcast over the rows: one per output
         bias = bias.reshape(-1)
     if bias is not None and bias.shape != (weight.shape[0],):
         raise Unsupported(f"a Gemm bias of shape {list(bias.shape)}: one value per output is read")
