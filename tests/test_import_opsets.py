@@ -14,8 +14,11 @@ these opsets), against the ONNX export of the imported spec with the tensors it 
   Squeeze's and Unsqueeze's axes (attributes before 13), folded in shape arithmetic, as is a Slice
   of attributes; Flatten's negative axis (from 11); Gemm's bias broadcast (from 7); ReduceMean's
   axes (an input from 18); the pools' ``ceil_mode`` (from 10) and ``count_include_pad`` (from 7);
-  Resize's ``keep_aspect_ratio_policy`` (from 18). An op the file's opset lacks (Gelu before 20,
-  HardSwish before 14, LayerNormalization before 17) is refused by ONNX's checker.
+  Resize's ``keep_aspect_ratio_policy`` (from 18) and coordinates; the other ops of the table at
+  the oldest opset that has them. An op the file's opset lacks (Gelu before 20, HardSwish before
+  14, LayerNormalization before 17) is refused by ONNX's checker.
+* torch.onnx.export's attention at opsets 11 and 13, whose Reshapes to computed shapes ONNX's
+  shape inference leaves without one below opset 14.
 * Before opset 7, Add and Mul broadcast by their ``broadcast`` and ``axis`` attributes and Reshape
   took its shape as an attribute; ONNX Runtime runs opset 7 and later, and so does the importer. A
   file of IR version 1 or 2 names no opset at all, which ONNX's checker reads as opset 1.
@@ -151,6 +154,18 @@ READ = [
     ("gelu-tanh-20", _node("Gelu", ["c"], ["y"], approximate="tanh"), 20, SHAPE, ()),
     ("lrn-7", _node("LRN", ["c"], ["y"], size=3), 7, SHAPE, ()),
     ("silu-7", [_node("Sigmoid", ["c"], ["g"]), _node("Mul", ["c", "g"], ["y"])], 7, SHAPE, ()),
+    ("identity-7", _node("Identity", ["c"], ["y"]), 7, SHAPE, ()),
+    ("relu-tanh-7", [_node("Relu", ["c"], ["r"]), _node("Tanh", ["r"], ["y"])], 7, SHAPE, ()),
+    ("sigmoid-7", _node("Sigmoid", ["c"], ["y"]), 7, SHAPE, ()),
+    ("add-7", [_node("Relu", ["c"], ["r"]), _node("Add", ["c", "r"], ["y"])], 7, SHAPE, ()),
+    ("concat-7", _node("Concat", ["c", "c"], ["y"], axis=1), 7, [1, 8, 6, 6], ()),
+    ("concat-negative-axis-11", _node("Concat", ["c", "c"], ["y"], axis=-3), 11, [1, 8, 6, 6], ()),
+    ("transpose-7", _node("Transpose", ["c"], ["y"], perm=[0, 1, 3, 2]), 7, SHAPE, ()),
+    ("global-average-pool-7", _node("GlobalAveragePool", ["c"], ["y"]), 7, [1, 4, 1, 1], ()),
+    ("matmul-9", _node("MatMul", ["c", "mw"], ["y"]), 9, [1, 4, 6, 3], (_floats("mw", _draw.standard_normal((6, 3))),)),
+    ("gelu-erf-9", [_node("Div", ["c", "root2"], ["d"]), _node("Erf", ["d"], ["e"]),
+     _node("Add", ["e", "one_f"], ["a"]), _node("Mul", ["c", "a"], ["m"]), _node("Mul", ["m", "half"], ["y"])], 9,
+     SHAPE, (_floats("root2", 2**0.5), _floats("one_f", 1.0), _floats("half", 0.5))),
     ("gather-negative-11", _node("Gather", ["c", "i"], ["y"], axis=1), 11, [1, 6, 6], (_ints("i", -1),)),
 ]  # fmt: skip
 
