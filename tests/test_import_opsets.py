@@ -81,6 +81,25 @@ def _split_swapped(*inputs: str, **attrs) -> list:
     return [_node("Split", ["c", *inputs], ["a", "z"], axis=1, **attrs), _node("Concat", ["z", "a"], ["y"], axis=1)]
 
 
+def _layer_norm_parts(opset: int) -> list:
+    """LayerNorm over the channels written out in primitive ops between two Transposes, as
+    exporters write it below opset 17; the ReduceMeans' axes an attribute before 18, an input from it."""
+
+    def mean(x: str, out: str):
+        if opset < 18:
+            return _node("ReduceMean", [x], [out], axes=[-1])
+        return _node("ReduceMean", [x, "last"], [out])
+
+    return [_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]), mean("t", "mu"), _node("Sub", ["t", "mu"], ["d"]),
+            _node("Mul", ["d", "d"], ["sq"]), mean("sq", "var"), _node("Add", ["var", "eps"], ["ve"]),
+            _node("Sqrt", ["ve"], ["sd"]), _node("Div", ["d", "sd"], ["n"]), _node("Mul", ["n", "lw"], ["nw"]),
+            _node("Add", ["nw", "lb"], ["nb"]), _node("Transpose", ["nb"], ["y"], perm=[0, 3, 1, 2])]  # fmt: skip
+
+
+_LAYER_NORM = (_ints("last", [-1]), _floats("eps", 1e-5), _floats("lw", _draw.uniform(0.5, 1.5, 4)),
+               _floats("lb", _draw.standard_normal(4)))  # fmt: skip
+
+
 def _flattened_by(*steps) -> list:
     """A Reshape of the map to (batch, -1) whose batch is computed from its Shape by ``steps``
     (nodes from ``sh`` to ``n``, the batch as a 1-D tensor), as exporters write it."""
@@ -166,6 +185,10 @@ READ = [
     ("gelu-erf-9", [_node("Div", ["c", "root2"], ["d"]), _node("Erf", ["d"], ["e"]),
      _node("Add", ["e", "one_f"], ["a"]), _node("Mul", ["c", "a"], ["m"]), _node("Mul", ["m", "half"], ["y"])], 9,
      SHAPE, (_floats("root2", 2**0.5), _floats("one_f", 1.0), _floats("half", 0.5))),
+    ("layernorm-parts-13", _layer_norm_parts(13), 13, SHAPE, _LAYER_NORM),
+    ("layernorm-parts-18", _layer_norm_parts(18), 18, SHAPE, _LAYER_NORM),
+    ("layernorm-17", [_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]), _node("LayerNormalization",
+     ["t", "lw", "lb"], ["n"]), _node("Transpose", ["n"], ["y"], perm=[0, 3, 1, 2])], 17, SHAPE, _LAYER_NORM[2:]),
     ("gather-negative-11", _node("Gather", ["c", "i"], ["y"], axis=1), 11, [1, 6, 6], (_ints("i", -1),)),
 ]  # fmt: skip
 
