@@ -50,7 +50,7 @@ from nasdsl.importer.flat import (
     shape_after,
 )
 from nasdsl.importer.onnx_names import CLASS_HIERARCHY, NAME_SCOPES, listed, metadata, torch_scope
-from nasdsl.importer.onnx_ops import PATTERNS, Match, View
+from nasdsl.importer.onnx_ops import PATTERNS, Match, View, slice_bounds
 from nasdsl.importer.ops_table import Lowered, Unsupported
 
 #: the name a function-like op gets in its scope (a merge's own name is a spec keyword)
@@ -315,7 +315,8 @@ class _Reader:
         self.shapes: dict[str, tuple] = {}
         self.elem_types: dict[str, int] = {}
         for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
-            self.shapes[vi.name] = _shape_of(vi)
+            if vi.type.tensor_type.HasField("shape"):  # one without is unknown (not a scalar): refined below
+                self.shapes[vi.name] = _shape_of(vi)
             self.elem_types[vi.name] = vi.type.tensor_type.elem_type
         self.chw = chw
         self.docs: dict[str, str] = {}
@@ -368,9 +369,18 @@ class _Reader:
                 if shape is not None and all(isinstance(d, int) for d in shape):
                     a = View.attrs(node)  # opset 15: the part from start to end
                     value = np.array(shape, dtype=np.int64)[int(a.get("start", 0)) : a.get("end")]
-            elif node.op_type in _FOLDABLE and all(not i or self.view.get(i) is not None for i in node.input):
+            elif node.op_type == "Slice" and node.input and self.view.get(node.input[0]) is not None:
+                bounds = slice_bounds(self.view.get, node, self.view.opset)
                 try:
-                    value = _FOLDABLE[node.op_type]([self.const.get(i) for i in node.input], View.attrs(node))
+                    value = None if bounds is None else _slice_value(self.const[node.input[0]], *bounds)
+                except (IndexError, ValueError):  # an axis it lacks, bounds of other lengths: left to the op table
+                    value = None
+            elif node.op_type in _FOLDABLE and all(not i or self.view.get(i) is not None for i in node.input):
+                a = View.attrs(node)
+                if node.op_type in ("Squeeze", "Unsqueeze") and self.view.opset >= 13:  # the axes an input
+                    a["axes"] = self.const[node.input[1]] if len(node.input) > 1 and node.input[1] else None
+                try:
+                    value = _FOLDABLE[node.op_type]([self.const.get(i) for i in node.input], a)
                 except Exception:  # noqa: BLE001 - left to the op table, which names it
                     value = None
             if value is not None:
@@ -379,6 +389,24 @@ class _Reader:
             self.folding.discard(id(node))
 
     # reading
+
+    def _passes_on(self, dropout) -> bool:
+        """Whether a Dropout passes its input on, as ONNX Runtime runs it: where its ``training_mode``
+        (an input from opset 12) is left out or a constant false, and its mask (an output) is read by
+        no node and is no output of the graph. Another is left to the op table, which refuses it."""
+        from onnx import numpy_helper
+
+        if len(dropout.input) > 2 and dropout.input[2]:
+            name = dropout.input[2]
+            made = next((n for n in self.nodes if name in n.output and n.op_type == "Constant"), None)
+            value = self.const.get(name)
+            if value is None and made is not None and made.attribute[0].name == "value":
+                value = numpy_helper.to_array(made.attribute[0].t)
+            if value is None or value.size != 1 or bool(value.reshape(())):
+                return False
+        mask = dropout.output[1] if len(dropout.output) > 1 else ""
+        outputs = {o.name for o in self.proto.graph.output}
+        return not mask or (mask not in outputs and not any(mask in n.input for n in self.nodes))
 
     def _strided_copies(self) -> list:
         """The dynamo exporter's ``as_strided`` of a contiguous tensor onto its own shape: a
@@ -462,7 +490,7 @@ class _Reader:
         self._split_partition_reshapes()
         for node in self.nodes:  # Identity and inference-time Dropout pass their input on
             if node.op_type in _ALIASES and node.input and node.input[0] not in self.const:
-                if node.op_type != "Dropout" or len(node.output) == 1 or not node.output[1]:
+                if node.op_type != "Dropout" or self._passes_on(node):
                     self.alias[node.output[0]] = self.alias.get(node.input[0], node.input[0])
         for node in self.nodes:
             node_inputs = [self.alias.get(i, i) for i in node.input]
@@ -731,6 +759,12 @@ class _Reader:
             n = int(a["num_outputs"])
             part = -(-channels // n)
             sizes = [part] * (n - 1) + [channels - part * (n - 1)]
+        elif sizes is None and view.opset < 18 and isinstance(channels, int):
+            # before opset 18: equal parts, one per output
+            n = len(node.output)
+            if channels % n:
+                raise self.fail(node, f"a Split of {channels} channels into {n} equal parts")
+            sizes = [channels // n] * n
         if sizes is None:
             raise self.fail(node, "a Split without sizes")
         out, start = [], 0
@@ -773,31 +807,49 @@ class _Reader:
 
 _FOLDABLE = {
     "Gather": lambda v, a: np.take(v[0], v[1], axis=int(a.get("axis", 0))),
-    "Unsqueeze": lambda v, a: np.expand_dims(v[0], tuple(int(x) for x in (a.get("axes") or v[1].flatten()))),
-    "Squeeze": lambda v, a: np.squeeze(v[0], tuple(int(x) for x in (a.get("axes") or v[1].flatten()))),
+    # ``axes``: the attribute before opset 13, the input from it (put in ``a`` by the caller)
+    "Unsqueeze": lambda v, a: np.expand_dims(v[0], tuple(int(x) for x in np.asarray(a["axes"]).reshape(-1))),
+    "Squeeze": lambda v, a: np.squeeze(v[0], _axes(a.get("axes"))),
     "Concat": lambda v, a: np.concatenate(v, axis=int(a.get("axis", 0))),
     "Cast": lambda v, a: v[0].astype(_onnx_dtype(int(a["to"]))),
     "Transpose": lambda v, a: np.transpose(v[0], a.get("perm")),
-    "Reshape": lambda v, a: v[0].reshape([int(x) for x in v[1].flatten()]),
+    "Reshape": lambda v, a: v[0].reshape(_reshaped_to(v[0].shape, v[1], a.get("allowzero", 0))),
     "Mul": lambda v, a: v[0] * v[1],
-    "Div": lambda v, a: (v[0] // v[1]) if v[0].dtype.kind == "i" else v[0] / v[1],
+    "Div": lambda v, a: _divided(v[0], v[1]),
     "Add": lambda v, a: v[0] + v[1],
     "Sub": lambda v, a: v[0] - v[1],
     "Sqrt": lambda v, a: np.sqrt(v[0]),
     "Mod": lambda v, a: np.fmod(v[0], v[1]) if a.get("fmod", 0) else np.mod(v[0], v[1]),
     "Equal": lambda v, a: np.equal(v[0], v[1]),
     "Where": lambda v, a: np.where(v[0], v[1], v[2]),
-    "Slice": lambda v, a: _slice_value(v),
     "ConstantOfShape": lambda v, a: _filled(v[0], a.get("value")),
     "Expand": lambda v, a: _expand_fill(v[0], v[1]),
     "ScatterND": lambda v, a: _scatter_nd(v[0], v[1], v[2], a.get("reduction", b"none")),
 }
 
 
-def _slice_value(v: list) -> np.ndarray:
-    data, starts, ends = v[0], v[1], v[2]
-    axes = v[3] if len(v) > 3 and v[3] is not None else np.arange(len(starts))
-    steps = v[4] if len(v) > 4 and v[4] is not None else np.ones(len(starts), dtype=np.int64)
+def _axes(axes) -> tuple | None:
+    """A Squeeze's axes as numpy takes them: None (every axis of size 1) where none are given."""
+    return None if axes is None else tuple(int(x) for x in np.asarray(axes).reshape(-1))
+
+
+def _reshaped_to(shape: tuple, target: np.ndarray, allowzero: int) -> list[int]:
+    """A Reshape's target with each 0 the input's size on that axis (unless ``allowzero``, from
+    opset 14, says a 0 is a 0); numpy infers the -1."""
+    dims = [int(x) for x in target.reshape(-1)]
+    return dims if allowzero else [shape[k] if d == 0 else d for k, d in enumerate(dims)]
+
+
+def _divided(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX's Div: integers divided and truncated toward zero (numpy's ``//`` floors), as ONNX
+    Runtime computes; floats divided."""
+    if a.dtype.kind in "iu" and np.asarray(b).dtype.kind in "iu":
+        return (np.sign(a) * np.sign(b) * (np.abs(a) // np.abs(b))).astype(np.result_type(a, b))
+    return a / b
+
+
+def _slice_value(data: np.ndarray, starts, ends, axes, steps) -> np.ndarray:
+    """A constant sliced by :func:`nasdsl.importer.onnx_ops.slice_bounds`' bounds."""
     index = [slice(None)] * data.ndim
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
         index[int(axis)] = slice(int(start), int(end), int(step))

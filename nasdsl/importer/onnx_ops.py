@@ -152,9 +152,27 @@ def _conv(view: View, node) -> Match:
 
 def _batch_norm(view: View, node) -> Match:
     a = view.attrs(node)
+    if view.opset < 9 and not a.get("spatial", 1):
+        raise Unsupported(
+            f"a BatchNormalization of opset {view.opset} with spatial 0 (statistics per value, not per channel): "
+            "the spec's batch_norm holds one per channel"
+        )
+    # training: from opset 14 its training_mode; before, any output but Y (the statistics it makes)
+    training = a.get("training_mode", 0) if view.opset >= 14 else any(node.output[1:])
+    if training:
+        said = "training_mode 1" if view.opset >= 14 else f"opset {view.opset} with the outputs {list(node.output)}"
+        raise Unsupported(
+            f"a BatchNormalization of {said}: it is in training mode (it normalises by the batch's own "
+            "statistics); the spec's batch_norm, at inference, by its running statistics"
+        )
     scale, bias, mean, var = (view.get(i) for i in node.input[1:5])
     if any(t is None for t in (scale, bias, mean, var)):
         raise Unsupported("a BatchNormalization whose statistics are computed")
+    shape = view.shapes.get(node.input[0], ())
+    channels = shape[1] if len(shape) > 1 else None
+    if any(t.shape != (channels,) for t in (scale, bias, mean, var)):
+        shapes = [list(t.shape) for t in (scale, bias, mean, var)]
+        raise Unsupported(f"a BatchNormalization whose statistics have the shapes {shapes}: one per channel is read")
     momentum = round(1.0 - float(a.get("momentum", 0.9)), 7)
     attrs = {"eps": float(np.float32(a.get("epsilon", 1e-5))), "momentum": momentum}
     tensors = {
@@ -194,7 +212,8 @@ def _pool(op: str) -> Callable:
 
 
 def _flatten(view: View, node) -> Match:
-    if int(view.attrs(node).get("axis", 1)) != 1:
+    # a negative axis (from opset 11) counts from the end
+    if int(view.attrs(node).get("axis", 1)) % max(view.rank(node.input[0]), 1) != 1:
         raise Unsupported("a Flatten that does not keep the batch alone")
     return Match(Lowered("flatten"), [node.input[0]], node.output[0], [node])
 
@@ -208,8 +227,10 @@ def _gemm(view: View, node) -> Match:
         raise Unsupported("a Gemm whose weights are computed")
     weight = weight if a.get("transB", 0) else weight.T
     bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and bias.shape == (1, weight.shape[0]):  # broadcast over the rows: one per output
+        bias = bias.reshape(-1)
     if bias is not None and bias.shape != (weight.shape[0],):
-        raise Unsupported(f"a Gemm bias of shape {list(bias.shape)}")
+        raise Unsupported(f"a Gemm bias of shape {list(bias.shape)}: one value per output is read")
     tensors = {"weight": np.ascontiguousarray(weight)} | ({"bias": bias} if bias is not None else {})
     attrs = {"out": int(weight.shape[0]), "bias": bias is not None, "dim": "features"}
     return Match(Lowered("linear", attrs), [node.input[0]], node.output[0], [node], tensors)
@@ -669,8 +690,10 @@ def _reduce_mean_first(view: View, node) -> Match | None:
 
 
 def _clip(view: View, node) -> Match:
-    lo = view.scalar(node.input[1]) if len(node.input) > 1 and node.input[1] else view.attrs(node).get("min")
-    hi = view.scalar(node.input[2]) if len(node.input) > 2 and node.input[2] else view.attrs(node).get("max")
+    if view.opset < 11:  # the bounds are attributes
+        lo, hi = (view.attrs(node).get(k) for k in ("min", "max"))
+    else:
+        lo, hi = (view.scalar(node.input[k]) if len(node.input) > k and node.input[k] else None for k in (1, 2))
     if lo == 0 and hi == 6:
         return Match(Lowered("relu6"), [node.input[0]], node.output[0], [node])
     raise Unsupported(f"a Clip to [{lo}, {hi}]: the spec has ReLU6 (a clip to [0, 6])")
@@ -711,6 +734,11 @@ def _resize(view: View, node) -> Match:
     rounding = _text(a, "nearest_mode", "round_prefer_floor")
     if a.get("antialias", 0) or "axes" in a or a.get("exclude_outside", 0):
         raise Unsupported("a Resize with antialias, axes or exclude_outside: the spec's interpolate has none")
+    policy = _text(a, "keep_aspect_ratio_policy", "stretch")
+    if policy != "stretch":  # opset 18: the sizes are bounds, the scale one for all axes
+        raise Unsupported(
+            f"a Resize with keep_aspect_ratio_policy {policy}: the spec's interpolate makes the sizes it is given"
+        )
     if not (mode == "nearest" and coords == "asymmetric" and rounding == "floor") and not (
         mode == "linear" and coords in ("pytorch_half_pixel", "half_pixel", "align_corners")
     ):
@@ -950,20 +978,42 @@ PATTERNS: dict[str, list[Callable]] = {
 }
 
 
-def _slice(view: View, node) -> Match:
-    if view.opset < 10:  # the bounds are attributes
-        a = view.attrs(node)
+def slice_bounds(get, node, opset: int) -> tuple | None:
+    """A Slice's (starts, ends, axes, steps), each an array of one value per axis sliced: attributes
+    before opset 10, inputs from it (``get`` gives a constant input's value, or None); the axes
+    0, 1, ... and the steps 1 where left out. None where one is computed or the starts and ends
+    are missing."""
+    if opset < 10:
+        from onnx import helper
+
+        a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
         if "starts" not in a or "ends" not in a:
-            raise Unsupported(f"a Slice of opset {view.opset} without starts and ends")
-        starts, ends = np.array(a["starts"]), np.array(a["ends"])
-        axes = np.array(a.get("axes", range(len(starts))))
-        steps = np.ones_like(starts)
-    else:
-        starts, ends = (view.get(i) for i in node.input[1:3])
-        axes = view.get(node.input[3]) if len(node.input) > 3 and node.input[3] else np.array([0])
-        steps = view.get(node.input[4]) if len(node.input) > 4 and node.input[4] else np.array([1])
-    if starts is None or ends is None or axes is None or steps is None:
-        raise Unsupported("a Slice with computed bounds")
+            return None
+        starts, ends = np.array(a["starts"], dtype=np.int64), np.array(a["ends"], dtype=np.int64)
+        axes = np.array(a.get("axes", range(len(starts))), dtype=np.int64)
+        return starts, ends, axes, np.ones_like(starts)
+    bounds = [get(node.input[k]) if len(node.input) > k and node.input[k] else None for k in range(1, 5)]
+    starts, ends, axes, steps = bounds
+    if starts is None or ends is None:
+        return None
+    if axes is None and not (len(node.input) > 3 and node.input[3]):
+        axes = np.arange(starts.size)
+    if steps is None and not (len(node.input) > 4 and node.input[4]):
+        steps = np.ones(starts.size, dtype=np.int64)
+    if axes is None or steps is None:
+        return None
+    return tuple(np.asarray(v).reshape(-1).astype(np.int64) for v in (starts, ends, axes, steps))
+
+
+def _slice(view: View, node) -> Match:
+    bounds = slice_bounds(view.get, node, view.opset)
+    if bounds is None:
+        raise Unsupported(
+            "a Slice with computed bounds"
+            if view.opset >= 10
+            else f"a Slice of opset {view.opset} without starts and ends"
+        )
+    starts, ends, axes, steps = bounds
     rank = view.rank(node.input[0])
     if [int(a) % rank for a in axes.flatten()] != [1] or int(steps.flatten()[0]) != 1:
         raise Unsupported("a Slice other than of channels (axis 1, step 1)")
@@ -975,6 +1025,22 @@ def _slice(view: View, node) -> Match:
 
 
 PATTERNS["Slice"] = [_slice]
+
+
+def _dropout(view: View, node) -> Match:
+    """A Dropout the reader did not take as passing its input on (``_Reader._passes_on``)."""
+    if len(node.input) > 2 and node.input[2]:
+        mode = view.get(node.input[2])
+        if mode is None or mode.size != 1 or bool(mode.reshape(())):
+            said = "computed" if mode is None else f"{mode.reshape(-1).tolist()}"
+            raise Unsupported(
+                f"a Dropout whose training_mode is {said} (an input from opset 12; where true, ONNX Runtime "
+                "drops values at inference): the spec's dropout passes its input on"
+            )
+    raise Unsupported("a Dropout whose mask is read: the spec's dropout makes no mask")
+
+
+PATTERNS["Dropout"] = [_dropout]
 
 
 def _pool_matrix(size_in: int, size_out: int) -> np.ndarray:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nasdsl.importer.onnx_ops import Match, View
+from nasdsl.importer.onnx_ops import Match, View, slice_bounds
 from nasdsl.importer.ops_table import Lowered
 
 #: ops that only move or cut values: a region extends across them to the value it reads and makes
@@ -299,7 +299,7 @@ def _attention(g: _Graph, softmax, opset: int) -> Region | None:
     if mix is None or mix.input[0] != softmax.output[0] or not g.data(mix.input[1]):
         return None
     rank = len(g.shape(softmax.input[0]))
-    axis = int(View.attrs(softmax).get("axis", -1))
+    axis = int(View.attrs(softmax).get("axis", -1 if opset >= 13 else 1))  # before 13: the axes from it on
     if axis % max(rank, 1) != rank - 1:
         raise RegionError(softmax, f"a Softmax over axis {axis}: attention's is over the last")
     p_in = _projection_before(g, mix.input[1])  # the values' projection
@@ -509,10 +509,10 @@ def _roll_shift(g: _Graph, closure: list, x: str) -> list[int]:
         if first.input[0] != second.input[0] or len(g.shape(n.output[0])) != 4:
             continue
         axis = int(View.attrs(n).get("axis", 0)) % 4
-        start = g.view.get(first.input[1])
-        if axis in (1, 2) and start is not None and not shift[axis - 1]:
+        bounds = slice_bounds(g.view.get, first, g.view.opset)  # attributes before opset 10
+        if axis in (1, 2) and bounds is not None and not shift[axis - 1]:
             size = g.shape(n.output[0])[axis]
-            shift[axis - 1] = int(start.reshape(-1)[0]) % size
+            shift[axis - 1] = int(bounds[0][0]) % size
     return shift
 
 
@@ -632,8 +632,8 @@ def _patch_merging(g: _Graph, concat, opset: int) -> Region | None:
 def _strided(g: _Graph, value: str) -> bool:
     p = g.producer(value)
     while p is not None and p.op_type == "Slice":
-        steps = g.view.get(p.input[4]) if len(p.input) > 4 and p.input[4] else None
-        if steps is not None and 2 in [int(s) for s in steps.reshape(-1)]:
+        bounds = slice_bounds(g.view.get, p, g.view.opset)  # no steps before opset 10
+        if bounds is not None and 2 in [int(s) for s in bounds[3]]:
             return True
         p = g.producer(p.input[0])
     return False
