@@ -178,7 +178,10 @@ def build_inference(
     else:
         state = load_weights(weights) if isinstance(weights, (str, os.PathLike)) else weights
     checked = training_weights(g, state)
-    return cls.from_training_state_dict({k: torch.from_numpy(v) for k, v in checked.items()})
+    # a read-only array (an ONNX file's tensor) is copied: torch warns of one it would share
+    return cls.from_training_state_dict(
+        {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in checked.items()}
+    )
 
 
 def rewrite(g: nx.DiGraph, target: str | None = None) -> nx.DiGraph:

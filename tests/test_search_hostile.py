@@ -510,19 +510,21 @@ def test_the_python_api_refuses_a_seed_optuna_cannot_take(specs, tmp_path):
 def test_a_callables_module_is_read_not_run_before_the_search(specs, here, capsys):
     """The function of module:function is looked for in the module's source: a module whose import
     has effects is not imported by the check, and one that does not parse is refused with its place."""
-    (here / "effects.py").write_text("open('imported', 'w').close()\n\ndef evaluate(spec, workdir):\n    return {}\n")
-    (here / "broken.py").write_text("def evaluate(spec, workdir)\n    return {}\n")
-    argv = ["search", specs / "tiny.yaml", "--maximize", "metric:acc", "--evaluate"]
-    code, _, err = _cli(capsys, *argv, "effects:evaluat")
-    assert code == 2 and err == "error: --evaluate: effects:evaluat: the module effects defines no 'evaluat'\n"
-    code, _, err = _cli(capsys, *argv, "broken:evaluate")
-    assert code == 2 and err.startswith(
-        f"error: --evaluate: {here}/broken.py:1:28: the evaluator's module does not parse"
+    (here / "evaleffects.py").write_text(
+        "open('imported', 'w').close()\n\ndef evaluate(spec, workdir):\n    return {}\n"
     )
-    assert sorted(os.listdir(here)) == ["broken.py", "effects.py"]
+    (here / "evalbroken.py").write_text("def evaluate(spec, workdir)\n    return {}\n")
+    argv = ["search", specs / "tiny.yaml", "--maximize", "metric:acc", "--evaluate"]
+    code, _, err = _cli(capsys, *argv, "evaleffects:evaluat")
+    assert code == 2 and err == "error: --evaluate: evaleffects:evaluat: the module evaleffects defines no 'evaluat'\n"
+    code, _, err = _cli(capsys, *argv, "evalbroken:evaluate")
+    assert code == 2 and err.startswith(
+        f"error: --evaluate: {here}/evalbroken.py:1:28: the evaluator's module does not parse"
+    )
+    assert sorted(os.listdir(here)) == ["evalbroken.py", "evaleffects.py"]
     # a module that binds its function where the source does not show it is taken on trust
-    (here / "dynamic.py").write_text("import sys\nsetattr(sys.modules[__name__], 'evaluate', print)\n")
-    check_evaluator(parse_evaluator("dynamic:evaluate"), str(here))
+    (here / "evaldynamic.py").write_text("import sys\nsetattr(sys.modules[__name__], 'evaluate', print)\n")
+    check_evaluator(parse_evaluator("evaldynamic:evaluate"), str(here))
 
 
 def test_doubled_braces_in_a_command_template_are_braces(specs, tmp_path):

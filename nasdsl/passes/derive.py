@@ -112,8 +112,12 @@ def scale_rows(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "from_numpy"):
-        rows = torch.from_numpy(np.ascontiguousarray(scale)).reshape(-1, *[1] * (weight.ndim - 1))
-        return torch.mul(torch.from_numpy(np.ascontiguousarray(weight)), rows).numpy()
+        import warnings
+
+        with warnings.catch_warnings():  # both are only read (a weight of an ONNX file is read-only)
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            rows = torch.from_numpy(np.ascontiguousarray(scale)).reshape(-1, *[1] * (weight.ndim - 1))
+            return torch.mul(torch.from_numpy(np.ascontiguousarray(weight)), rows).numpy()
     return weight * scale.reshape(-1, *[1] * (weight.ndim - 1))
 
 
