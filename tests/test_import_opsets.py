@@ -128,6 +128,8 @@ READ = [
      (_ints("s", [1]), _ints("e", [3]), _ints("a", [-3]))),
     ("clip-attributes-7", _node("Clip", ["c"], ["y"], min=0.0, max=6.0), 7, SHAPE, ()),
     ("clip-inputs-11", _node("Clip", ["c", "lo", "hi"], ["y"]), 11, SHAPE, (_floats("lo", 0), _floats("hi", 6))),
+    ("clip-constant-value-float-12", [_node("Constant", [], ["lo"], value_float=0.0),
+     _node("Constant", [], ["hi"], value_float=6.0), _node("Clip", ["c", "lo", "hi"], ["y"])], 12, SHAPE, ()),
     ("batchnorm-spatial-7", _batch_norm(spatial=1), 7, SHAPE, STATS),
     ("batchnorm-9", _batch_norm(), 9, SHAPE, STATS),
     ("batchnorm-inference-15", _batch_norm(training_mode=0), 15, SHAPE, STATS),

@@ -418,6 +418,9 @@ def test_a_killed_search_resumes_without_losing_or_redoing_a_finished_trial(tmp_
     changed = Config(**{**cfg.__dict__, "resume": True, "goals": (goal("metric:params", "minimize"),)})
     with pytest.raises(nasdsl.NasdslError, match="the objectives changed since the study began"):
         run_search(changed, say=lambda line: None)
+    other = Config(**{**cfg.__dict__, "resume": True, "overrides": ("width1={choice: [8, 16]}",)})
+    with pytest.raises(nasdsl.NasdslError, match=r"; --set \(none\) then, width1=\{choice: \[8, 16\]\} now\)"):
+        run_search(other, say=lambda line: None)
 
 
 def _cli(capsys, *argv) -> tuple[int, str, str]:

@@ -557,3 +557,23 @@ def test_each_study_has_its_own_work_folder_by_default(specs, here, capsys):
         "trial-00000",
     }
     assert len(load_study(f"sqlite:///{here}/search-first/study.db", "first").trials) == 1  # nothing added
+
+
+def test_a_study_running_in_one_driver_is_not_resumed_by_another(specs, tmp_path):
+    """A --resume beside a running search would tell its running trials FAIL and ask them again: the
+    second driver is refused, naming the first's process, and the study is left as it was; once the
+    first has ended, the resume runs."""
+    from nasdsl.search.driver import _Running
+
+    cfg = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(constant), trials=1, storage=None)
+    run_search(cfg, say=_quiet)
+    resumed = Config(**{**cfg.__dict__, "resume": True, "trials": 2})
+    held = _Running(cfg)  # as the first driver holds it while it runs
+    try:
+        with pytest.raises(nasdsl.NasdslError, match=rf"being run by another nasdsl search \(pid {os.getpid()}\)"):
+            run_search(resumed, say=_quiet)
+    finally:
+        held.release()
+    assert len(load_study(cfg.storage_url, "hostile").trials) == 1
+    assert run_search(resumed, say=_quiet).evaluated == 1
+    assert not [n for n in os.listdir(tmp_path / "search") if n.startswith(".running")]  # let go at the end

@@ -56,6 +56,8 @@ from nasdsl.importer.ops_table import Lowered, Unsupported
 #: the name a function-like op gets in its scope (a merge's own name is a spec keyword)
 _NAMES = {"Add": "residual", "Mul": "scale", "Concat": "cat", "Div": "div", "Sub": "sub"}
 _ALIASES = ("Identity", "Dropout")
+#: the numpy types of a Constant's attributes other than a tensor (a sparse or string one is not folded)
+_CONSTANT_TYPES = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
 #: the input types (onnx.TensorProto's names), besides FLOAT, of a model the spec computes in float32
 _FLOATS = ("FLOAT16", "DOUBLE", "BFLOAT16")
 
@@ -361,7 +363,10 @@ class _Reader:
             if node.op_type == "Constant":
                 a = node.attribute[0]
                 v = helper.get_attribute_value(a)
-                value = numpy_helper.to_array(v) if a.name == "value" else np.array(v)
+                if a.name == "value":
+                    value = numpy_helper.to_array(v)
+                elif a.name in _CONSTANT_TYPES:  # value_float is a float32, value_int an int64 (ONNX's types)
+                    value = np.array(v, dtype=_CONSTANT_TYPES[a.name])
             elif node.op_type in _ALIASES and node.input and self.view.get(node.input[0]) is not None:
                 value = self.const[node.input[0]]
             elif node.op_type == "Shape":

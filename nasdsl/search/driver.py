@@ -29,6 +29,8 @@ row (:data:`MAX_STALE` unless told).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import os
 import time
@@ -259,10 +261,16 @@ class _Search:
             )
             if cfg.dispatches:
                 _claim(cfg)
-            summary = self.summary = Summary(self.study, slots=executor.slots)
-            if cfg.resume:
-                summary.resumed = self._restore()
-            self._loop(executor)
+            # before a resumed study's running trials are told FAIL: they may be another driver's
+            lock = _Running(cfg) if cfg.dispatches or cfg.storage is None else None
+            try:
+                summary = self.summary = Summary(self.study, slots=executor.slots)
+                if cfg.resume:
+                    summary.resumed = self._restore()
+                self._loop(executor)
+            finally:
+                if lock is not None:
+                    lock.release()
         finally:
             executor.close()
         return self._stopped()
@@ -507,6 +515,46 @@ def _owned(cfg: Config) -> None:
             "it a folder of its own (--workdir)",
             path="--workdir",
         )
+
+
+class _Running:
+    """This driver's hold on its study, in the work folder: a second search of the same study there
+    (a ``--resume`` in another terminal would tell the first one's running trials FAIL) is refused.
+    An advisory lock on a file (POSIX ``flock``; none where the system has no ``fcntl``), let go
+    when the search ends, however it ends."""
+
+    def __init__(self, cfg: Config):
+        self.path = os.path.join(cfg.workdir, f".running-{hashlib.sha256(cfg.study_name.encode()).hexdigest()[:16]}")
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return  # a folder this driver cannot write in: no hold to take, nor to refuse
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            held = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise SearchError(
+                f"the study {cfg.study_name!r} is being run by another nasdsl search ({held}) in {cfg.workdir}: "
+                "wait for it to end (resuming beside it would fail its running trials)",
+                path="--study-name",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)  # closing lets the lock go
+        self.fd = None
 
 
 def _claim(cfg: Config) -> None:

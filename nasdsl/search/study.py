@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nasdsl.errors import NasdslError
+from nasdsl.errors import NasdslError, printable
 
 ATTR = "nasdsl"
 #: the SQLite file in the search's folder that holds the study by default
@@ -233,11 +233,18 @@ def _same_search(study, identity: dict) -> None:
         raise SearchError(f"the study {study.study_name!r} was not made by nasdsl search", path="--resume")
     for key, what in (("space", "the spec's space (its document)"), ("objectives", "the objectives")):
         if stored.get(key) != identity[key]:
+            said = f"{_shown(stored.get(key))} then, {_shown(identity[key])} now"
+            if key == "space" and stored.get("set") != identity["set"]:  # the likely cause, said
+                said += f"; --set {_sets(stored.get('set'))} then, {_sets(identity['set'])} now"
             raise SearchError(
-                f"{what} changed since the study began ({_shown(stored.get(key))} then, {_shown(identity[key])} now): "
-                "resume with what it ran on, or start another --study-name",
+                f"{what} changed since the study began ({said}): resume with what it ran on, or start another "
+                "--study-name",
                 path="--resume",
             )
+
+
+def _sets(values: object) -> str:
+    return " ".join(printable(str(v)) for v in values) if isinstance(values, list) and values else "(none)"
 
 
 def _shown(value: object) -> str:
