@@ -577,3 +577,20 @@ def test_a_study_running_in_one_driver_is_not_resumed_by_another(specs, tmp_path
     assert len(load_study(cfg.storage_url, "hostile").trials) == 1
     assert run_search(resumed, say=_quiet).evaluated == 1
     assert not [n for n in os.listdir(tmp_path / "search") if n.startswith(".running")]  # let go at the end
+
+
+def test_a_ray_address_that_accepts_no_connection_is_refused_at_once(specs, here, capsys):
+    """Ray retries an unreachable HOST:PORT for minutes; the search tries the port first and says
+    what it found, exit 2, nothing stored."""
+    import socket
+    import time
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on once it is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    argv = ["search", specs / "tiny.yaml", "--maximize", "naswot", "--trials", "1", "--ray", f"127.0.0.1:{port}"]
+    code, _, err = _cli(capsys, *argv)
+    assert code == 2 and f"error: --ray: cannot reach the Ray cluster at 127.0.0.1:{port}: connection refused" in err
+    assert time.monotonic() - started < 30 and not os.listdir(here)

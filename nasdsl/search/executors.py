@@ -137,6 +137,30 @@ class Pool(Executor):
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: seconds a cluster named by HOST:PORT has to accept a connection before the search is refused
+REACH_SECONDS = 5.0
+
+
+def _reachable(address: str) -> None:
+    """Refuse a ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no connection within
+    :data:`REACH_SECONDS`: Ray itself retries such an address for minutes before it gives up."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # auto, or a form Ray reads itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__).lower()
+        raise ExecutorError(
+            f"cannot reach the Ray cluster at {address}: {why} within {REACH_SECONDS:g} s (is `ray start --head` "
+            "running there, and the port open?)",
+            path="--ray",
+        ) from None
+
+
 class Ray(Executor):
     """Trials as Ray tasks, each holding ``cpus`` CPUs and ``gpus`` GPUs of the cluster.
 
@@ -165,6 +189,7 @@ class Ray(Executor):
                         log_to_driver=False,
                     )
                 else:
+                    _reachable(address)
                     ray.init(address=address, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
