@@ -88,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also train every variant of the space (320), to rank what the searches found among all",
     )
-    p.add_argument("--workdir", default="search-digits", help="the trials' folders and the study (default %(default)s)")
+    p.add_argument(
+        "--workdir",
+        default="search-digits",
+        help="the folder of the searches: each study's trials and storage in a folder of its own under it "
+        "(tpe, random, all; default %(default)s)",
+    )
     args = p.parse_args(argv)
     os.environ["DIGITS_EPOCHS"] = str(args.epochs)  # the trials' processes read it at import
     EPOCHS = args.epochs
@@ -109,28 +114,49 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
         ray_seconds = time.perf_counter() - t
+
+    def apart(study: str) -> str:
+        """A study's own folder: every study numbers its trial folders from 0."""
+        return os.path.join(args.workdir, study)
+
     common = {
         "spec": SPACE,
         "goals": (goal("metric:accuracy", "maximize"), goal("macs", "minimize")),
         "evaluator": parse_evaluator(evaluate),
-        "workdir": args.workdir,
         "workers": args.workers,
         "ray": "auto" if use_ray else None,
     }
     started = time.perf_counter()
     searched = run_search(
-        Config(**common, trials=args.trials, sampler="tpe", seed=args.seed, study_name="tpe"), say=print
+        Config(**common, trials=args.trials, sampler="tpe", seed=args.seed, study_name="tpe", workdir=apart("tpe")),
+        say=print,
     )
     middle = time.perf_counter()
     drawn = run_search(
-        Config(**common, trials=args.random, sampler="random", seed=args.seed + 1, study_name="random"), say=print
+        Config(
+            **common,
+            trials=args.random,
+            sampler="random",
+            seed=args.seed + 1,
+            study_name="random",
+            workdir=apart("random"),
+        ),
+        say=print,
     )
     ended = time.perf_counter()
     every = None
     if args.exhaustive:
         # random proposals until every variant has been seen (duplicates cost no training)
         every = run_search(
-            Config(**common, trials=10**6, sampler="random", seed=args.seed + 2, study_name="all", patience=10**6)
+            Config(
+                **common,
+                trials=10**6,
+                sampler="random",
+                seed=args.seed + 2,
+                study_name="all",
+                patience=10**6,
+                workdir=apart("all"),
+            )
         )
     exhaustive_end = time.perf_counter()
     if use_ray:

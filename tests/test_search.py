@@ -700,6 +700,24 @@ def _fenced(text: str) -> list[tuple[str, str]]:
     return [(m[1].strip(), m[2]) for m in re.finditer(r"```([^\n]*)\n(.*?)```", text, flags=re.S)]
 
 
+def test_the_digits_example_runs_its_studies_each_in_a_folder_of_its_own(tmp_path, monkeypatch, capsys):
+    """examples/search_digits.py end to end, small: a TPE study and the random baseline in one
+    --workdir, each in its own folder (every study numbers its trials from 0: in one folder the
+    second study was refused)."""
+    import importlib.util
+
+    monkeypatch.setenv("DIGITS_EPOCHS", "1")
+    loaded = importlib.util.spec_from_file_location("search_digits_example", ROOT / "examples" / "search_digits.py")
+    example = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(example)
+    argv = ["--trials", "2", "--random", "1", "--workers", "0", "--no-ray", "--epochs", "1"]
+    assert example.main([*argv, "--workdir", str(tmp_path / "digits")]) == 0
+    assert "best accuracy found by TPE" in capsys.readouterr().out
+    for study in ("tpe", "random"):
+        assert (tmp_path / "digits" / study / "trial-00000" / "spec.yaml").exists()
+        assert (tmp_path / "digits" / study / "study.txt").read_text() == study
+
+
 def test_the_search_guide_runs(tmp_path, monkeypatch, capsys):
     """Every `sh` command of docs/search.md runs, in order, in a copy of the layout it assumes (the
     space of docs/design-space.md at the root, specs/, examples/); each `text` block right after one
