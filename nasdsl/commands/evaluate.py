@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"loader processes, at most {MAX_WORKERS} (default 2)",
     )
     parser.add_argument("--limit", type=_positive("--limit"), default=None, help="evaluate N images, evenly spread")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or xpu (default: cuda when available)")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="the result as text or JSON")
 
 
@@ -169,11 +169,7 @@ def run(args: argparse.Namespace, net) -> int:
     if ev.average == "logits" and _gives_probabilities(g):
         raise UsageError("evaluation.average: logits, but the model gives probabilities (average probabilities)")
     wanted = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(wanted)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise UsageError(f"--device: cannot use '{wanted}' ({str(e).splitlines()[0] if str(e) else e})") from None
+    device = _device(torch, wanted)
     scale, bgr = _convention(g)
     _check_memory(ev, shape[0], args)
     data = tta.image_folder(
@@ -236,6 +232,31 @@ def run(args: argparse.Namespace, net) -> int:
             f"{_rate(rate)} images/s, {_rate(rate * ev.count)} crops/s on {device} ({seconds:.1f} s)"
         )
     return 0
+
+
+#: device kinds that compute (``meta`` and ``lazy`` hold no values: top-1 of nothing)
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def _device(torch, wanted: str):
+    """The torch device named by ``--device``, checked to exist and to run a tensor."""
+    from nasdsl.errors import UsageError
+
+    try:
+        device = torch.device(wanted)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise UsageError(
+            f"--device: cannot use '{one_line(wanted)}' (expected {', '.join(DEVICE_TYPES)} or one of them "
+            "with an index: cuda:1)"
+        )
+    try:
+        torch.ones(1, device=device).sum().item()
+    except (RuntimeError, AssertionError) as e:
+        reason = str(e).splitlines()[0].split(". ")[0][:200] if str(e) else type(e).__name__
+        raise UsageError(f"--device: cannot use '{one_line(wanted)}' ({reason})") from None
+    return device
 
 
 def _check_memory(ev, channels: int, args: argparse.Namespace) -> None:
