@@ -202,3 +202,25 @@ def test_train_refuses_validation_classes_unlike_the_training_ones(train, work, 
         f"train.py: error: --val-data: {tmp_path / 'val'} has the classes dog, fox; --data has cat, dog "
         "(the same class folders give the same labels)"
     ) in err
+
+
+@pytest.mark.parametrize(("shape", "found"), [("[4, 8, 8]", "4x8x8"), ("[3, 2, 8, 8]", "3x2x8x8")])
+def test_a_spec_whose_input_is_no_image_is_refused(work, tmp_path, capsys, shape, found):
+    colour_image(tmp_path / "d" / "a" / "0.png", RED)
+    (tmp_path / "s.yaml").write_text(SPEC.format(classes=3).replace("[3, 8, 8]", shape))
+    argv = ["evaluate", str(tmp_path / "s.yaml"), "--data", str(tmp_path / "d"), "--random-weights", "--workers", "0"]
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == ""
+    assert f"error: evaluate feeds images of 1 or 3 channels (C x H x W); the spec's input is {found}" in err
+
+
+def test_non_finite_scores_are_an_error_not_a_guess(work, tmp_path, capsys):
+    # finite weights whose sum overflows float32 on a white image: scores inf, their softmax NaN
+    colour_image(tmp_path / "d" / "a" / "0.png", RED)
+    colour_image(tmp_path / "d" / "b" / "0.png", (250, 250, 250))
+    weights = tmp_path / "huge.safetensors"
+    save_file({"fc.weight": torch.full((3, 3), 3e38), "fc.bias": torch.zeros(3)}, str(weights))
+    argv = ["evaluate", str(work / "colour.yaml"), "--data", str(tmp_path / "d"), "--weights", str(weights)]
+    code, out, err = run([*argv, "--workers", "0", "--batch-size", "1"], capsys)
+    assert code == 2 and out == ""
+    assert "error: the model gives NaN or infinite scores for image 2 of 2" in err

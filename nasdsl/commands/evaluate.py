@@ -165,6 +165,10 @@ def run(args: argparse.Namespace, net) -> int:
         raise UsageError(f"evaluate reads images with torchvision and Pillow: pip install torchvision ({e})") from None
     g = net.graph
     shape = ir.node(g, ir.info(g).input).shape
+    if len(shape) != 3 or shape[0] not in (1, 3):  # what an image of the folder becomes: grey or RGB, H x W
+        raise UsageError(
+            f"evaluate feeds images of 1 or 3 channels (C x H x W); the spec's input is {'x'.join(map(str, shape))}"
+        )
     ev = ir.info(g).evaluation or DEFAULT.bind(shape)
     if ev.average == "logits" and _gives_probabilities(g):
         raise UsageError("evaluation.average: logits, but the model gives probabilities (average probabilities)")
@@ -202,6 +206,12 @@ def run(args: argparse.Namespace, net) -> int:
                 raise batch.error()
             images, sizes, labels = (t.to(device) for t in batch)
             scores = tta.evaluate_batch(model, images, sizes, ev, probabilities=probabilities, chunk=args.crop_batch)
+            if not bool(torch.isfinite(scores).all()):  # topk ranks NaN first: it would count as a guess
+                first = done + int((~torch.isfinite(scores)).any(dim=1).nonzero()[0])
+                raise UsageError(
+                    f"the model gives NaN or infinite scores for image {first + 1} of {total}: top-1 would count "
+                    "them as guesses (weights too large for the pixels, or a float overflow)"
+                )
             top = scores.topk(min(5, scores.shape[1]), dim=1).indices
             hits = top == labels[:, None]
             top1 += int(hits[:, 0].sum())
