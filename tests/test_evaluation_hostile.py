@@ -224,3 +224,25 @@ def test_non_finite_scores_are_an_error_not_a_guess(work, tmp_path, capsys):
     code, out, err = run([*argv, "--workers", "0", "--batch-size", "1"], capsys)
     assert code == 2 and out == ""
     assert "error: the model gives NaN or infinite scores for image 2 of 2" in err
+
+
+def test_an_ensemble_uses_its_members_evaluation_or_says_they_differ(work, tmp_path, capsys):
+    colour_image(tmp_path / "d" / "a" / "0.png", RED)
+    plain = SPEC.format(classes=3)
+    (tmp_path / "ten.yaml").write_text(plain + "evaluation: {preset: 10-crop}\n")
+    (tmp_path / "one.yaml").write_text(plain)
+    team = "nasdsl: 1\nname: Team\nensemble:\n  members: {a: ten.yaml, b: %s}\n"
+    (tmp_path / "same.yaml").write_text(team % "ten.yaml")
+    (tmp_path / "mixed.yaml").write_text(team % "one.yaml")
+    argv = ["--data", str(tmp_path / "d"), "--random-weights", "--workers", "0"]
+    code, out, err = run(["evaluate", str(tmp_path / "same.yaml"), *argv], capsys)
+    assert code == 0, err
+    assert ": 1 images, 10 crops (scales 9; whole image; corners, center; mirrored;" in out  # was 1 crop
+    code, out, err = run(["evaluate", str(tmp_path / "mixed.yaml"), *argv], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(
+        f"{tmp_path / 'mixed.yaml'}:1:1: error: evaluation: the members' specs evaluate them differently "
+        "(a: 10 crops (scales 9; whole image; corners, center; mirrored; mean of probabilities); b: 1 crop "
+    )
+    code, out, err = run(["evaluate", str(tmp_path / "mixed.yaml"), *argv, "--set", "evaluation.preset=single"], capsys)
+    assert code == 0 and ": 1 images, 1 crop (scales 9;" in out
