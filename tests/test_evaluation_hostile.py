@@ -246,3 +246,16 @@ def test_an_ensemble_uses_its_members_evaluation_or_says_they_differ(work, tmp_p
     )
     code, out, err = run(["evaluate", str(tmp_path / "mixed.yaml"), *argv, "--set", "evaluation.preset=single"], capsys)
     assert code == 0 and ": 1 images, 1 crop (scales 9;" in out
+
+
+def test_logits_averaged_over_a_softmax_model_is_a_located_error(work, tmp_path, capsys):
+    colour_image(tmp_path / "d" / "a" / "0.png", RED)
+    spec = SPEC.format(classes=3) + "  sm: softmax\nevaluation:\n  average: logits\n"
+    (tmp_path / "s.yaml").write_text(spec)
+    argv = ["evaluate", str(tmp_path / "s.yaml"), "--data", str(tmp_path / "d"), "--random-weights", "--workers", "0"]
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        f"{tmp_path / 's.yaml'}:10:3: error: evaluation.average: expected probabilities, got logits: the model "
+        "gives probabilities (its output is a softmax)"
+    )

@@ -171,7 +171,13 @@ def run(args: argparse.Namespace, net) -> int:
         )
     ev = ir.info(g).evaluation or DEFAULT.bind(shape)
     if ev.average == "logits" and _gives_probabilities(g):
-        raise UsageError("evaluation.average: logits, but the model gives probabilities (average probabilities)")
+        from nasdsl.errors import SpecError
+
+        raise SpecError(
+            "expected probabilities, got logits: the model gives probabilities (its output is a softmax)",
+            location=ev.loc,
+            path="evaluation.average",
+        )
     wanted = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     device = _device(torch, wanted)
     scale, bgr = _convention(g)
