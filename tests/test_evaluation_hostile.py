@@ -259,3 +259,20 @@ def test_logits_averaged_over_a_softmax_model_is_a_located_error(work, tmp_path,
         f"{tmp_path / 's.yaml'}:10:3: error: evaluation.average: expected probabilities, got logits: the model "
         "gives probabilities (its output is a softmax)"
     )
+
+
+@pytest.mark.parametrize("size", [(20, 30), (19, 33), (33, 19), (17, 29), (10, 10), (40, 21)], ids=str)
+def test_the_single_crop_is_torchvisions_resize_and_center_crop(size):
+    # torchvision's reference evaluation: Resize(8/7 of the crop) then CenterCrop, on the PIL image
+    from torchvision import transforms
+
+    from nasdsl import tta
+    from nasdsl.evaluation import DEFAULT
+
+    ev = DEFAULT.bind((3, 16, 16))
+    pixels = np.random.default_rng(sum(size)).integers(0, 256, (*size, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    want = transforms.Compose([transforms.Resize(18), transforms.CenterCrop(16), transforms.PILToTensor()])(image)
+    images, sizes, _ = tta.pad_batch([(tta._Prepare(18, 3, 1.0, False)(image), 0)])
+    got = tta.sample_crops(images, sizes, ev)[0, 0]
+    torch.testing.assert_close(got, want.float() / 255, atol=1e-5, rtol=0)  # was 0.63 off at margins 11 and 15
