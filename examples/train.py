@@ -774,7 +774,12 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
     steps_per_epoch = len(sampler.sampler) // args.batch_size
     global_batch = args.batch_size * env.world_size
     if steps_per_epoch == 0:
-        raise InputError(f"{len(train_set)} images do not fill one global batch of {global_batch}")
+        n = len(train_set)
+        raise InputError(
+            f"{'--data' if args.data else '--synthetic'}: {n:,} image{' does' if n == 1 else 's do'} not fill one "
+            f"global batch of {global_batch} ({env.world_size} process(es) x --batch-size {args.batch_size}); "
+            "lower --batch-size"
+        )
     loader_kw: dict[str, Any] = {
         "num_workers": args.workers,
         "pin_memory": device.type == "cuda",

@@ -276,3 +276,16 @@ def test_the_single_crop_is_torchvisions_resize_and_center_crop(size):
     images, sizes, _ = tta.pad_batch([(tta._Prepare(18, 3, 1.0, False)(image), 0)])
     got = tta.sample_crops(images, sizes, ev)[0, 0]
     torch.testing.assert_close(got, want.float() / 255, atol=1e-5, rtol=0)  # was 0.63 off at margins 11 and 15
+
+
+def test_train_on_one_image_says_what_to_lower(train, work, tmp_path, capsys):
+    colour_image(tmp_path / "train" / "cat" / "0.png", RED)
+    argv = [str(work / "colour.yaml"), "--data", str(tmp_path / "train"), "--device", "cpu", "--workers", "0"]
+    with pytest.raises(SystemExit) as e:
+        train.main([*argv, "--batch-size", "4", "--epochs", "1"])
+    assert e.value.code == 2
+    assert (
+        "train.py: error: --data: 1 image does not fill one global batch of 4 (1 process(es) x --batch-size 4); "
+        "lower --batch-size"
+    ) in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [tmp_path / "train"]  # nothing written
