@@ -348,8 +348,12 @@ def image_folder(root: str, shape: tuple[int, int, int], train: bool, convention
         listing = list_folder(root, option)
     except nasdsl.NasdslError as e:
         raise InputError(e.message) from None
+    from nasdsl.errors import printable
+
     for path in listing.skipped:
-        print(f"train.py: note: {option}: not following {path}: it leads out of the folder", file=sys.stderr)
+        print(f"train.py: note: {option}: not following {printable(path)}: it leads out of the folder", file=sys.stderr)
+    for path in listing.ignored:
+        print(f"train.py: note: {option}: ignoring {printable(path)}: a file, not a class folder", file=sys.stderr)
     if not listing.samples:
         raise InputError(f"{option}: no images in {root} (expected DIR/<class>/<image>)")
     return FolderImages(listing, FolderTransform(transforms.Compose(steps)))

@@ -53,6 +53,9 @@ class Listing:
     classes: tuple[str, ...]
     samples: tuple[tuple[str, int], ...]
     skipped: tuple[str, ...] = ()
+    #: files beside the class folders that are not images (an archive not unpacked: a class missing),
+    #: hidden ones (``.DS_Store``) left out
+    ignored: tuple[str, ...] = ()
 
 
 def _identity(info: os.stat_result) -> tuple[int, int]:
@@ -77,6 +80,7 @@ def list_folder(root: str, what: str = "--data") -> Listing:
     seen = {_identity(info)}
     skipped: list[str] = []
     classes: list[tuple[str, str]] = []
+    ignored: list[str] = []
     for name, path in _entries(root, what):
         if _enter(path, top, seen, skipped, what):
             classes.append((name, path))
@@ -85,6 +89,8 @@ def list_folder(root: str, what: str = "--data") -> Listing:
                 f"{what}: {path}: an image outside the class folders (expected {root}/<class>/<image>; "
                 "every subfolder is a class)"
             )
+        elif not name.startswith(".") and path not in skipped:
+            ignored.append(path)
     samples: list[tuple[str, int]] = []
     for index, (_, path) in enumerate(classes):
         folders: list[tuple[str, list[str]]] = []
@@ -105,7 +111,7 @@ def list_folder(root: str, what: str = "--data") -> Listing:
             )
         for _, files in sorted(folders):  # ImageFolder's order: sorted(os.walk(...)), files sorted
             samples.extend((f, index) for f in sorted(files))
-    return Listing(root, tuple(n for n, _ in classes), tuple(samples), tuple(skipped))
+    return Listing(root, tuple(n for n, _ in classes), tuple(samples), tuple(skipped), tuple(ignored))
 
 
 def _entries(folder: str, what: str) -> list[tuple[str, str]]:

@@ -191,6 +191,7 @@ class FolderImages:
         self.classes = list(listing.classes)
         self.samples = list(listing.samples)
         self.skipped = listing.skipped
+        self.ignored = listing.ignored
         self.prepare = prepare
 
     def __len__(self) -> int:

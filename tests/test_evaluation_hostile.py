@@ -289,3 +289,16 @@ def test_train_on_one_image_says_what_to_lower(train, work, tmp_path, capsys):
         "lower --batch-size"
     ) in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [tmp_path / "train"]  # nothing written
+
+
+def test_a_file_where_a_class_folder_should_be_is_noted(work, tmp_path, capsys):
+    # b.tar: a class folder not unpacked; c's label is 1 here, not 2, which the note makes visible
+    colour_image(tmp_path / "d" / "a" / "0.png", RED)
+    colour_image(tmp_path / "d" / "c" / "0.png", GREEN)
+    (tmp_path / "d" / "b.tar").write_bytes(b"\0" * 512)
+    (tmp_path / "d" / ".DS_Store").write_bytes(b"\0")
+    code, out, err = run(evaluate(work, tmp_path / "d"), capsys)
+    assert code == 0, err
+    assert f"nasdsl: note: --data: ignoring {tmp_path / 'd' / 'b.tar'}: a file, not a class folder" in err
+    assert ".DS_Store" not in err
+    assert '"top1": 1.0' in out  # a (red) label 0, c (green) label 1

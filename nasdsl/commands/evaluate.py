@@ -189,6 +189,8 @@ def run(args: argparse.Namespace, net) -> int:
         raise UsageError(f"--data: no images in {one_line(args.data)} (expected DIR/<class>/<image>)")
     for path in data.skipped:
         print(f"nasdsl: note: --data: not following {one_line(path)}: it leads out of the folder", file=sys.stderr)
+    for path in data.ignored:
+        print(f"nasdsl: note: --data: ignoring {one_line(path)}: a file, not a class folder", file=sys.stderr)
     out_shape = ir.node(g, ir.info(g).outputs[0].node).shape
     if len(out_shape) != 1 or len(data.classes) > out_shape[0]:
         raise UsageError(
