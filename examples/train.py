@@ -181,10 +181,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds between progress lines when stderr is not a TTY",
     )
     args = p.parse_args(argv)
-    for name, least in [("epochs", 1), ("batch_size", 1), ("workers", 0), ("steps", 0), ("synthetic", 1)]:
+    counts = [("epochs", 1), ("batch_size", 1), ("workers", 0), ("steps", 0), ("synthetic", 1)]
+    counts += [("synthetic_val", 0), ("warmup_steps", 0), ("save_every", 0)]
+    for name, least in counts:
         value = getattr(args, name)
         if value is not None and value < least:
             p.error(f"--{name.replace('_', '-')} must be at least {least}")
+    # NaN passes every comparison: a NaN momentum or decay trained on silently into NaN weights
+    for name, (lo, hi, closed, text) in _RANGES.items():
+        value = getattr(args, name)
+        if not (math.isfinite(value) and (lo <= value if closed else lo < value) and value <= hi):
+            p.error(f"--{name.replace('_', '-')}: expected a finite number {text}, got {value}")
     if args.workers > MAX_WORKERS:  # each a process, started at once: 100000 would try to start them all
         p.error(f"--workers: expected at most {MAX_WORKERS} loader processes, got {args.workers:,}")
     if args.device == "auto":
@@ -198,6 +205,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.weights and args.resume:
         p.error("--weights and --resume both set the model's weights: give one")
     return args
+
+
+#: the float options: lowest, highest, whether the lowest is allowed, the range in words
+_RANGES = {
+    "lr": (0.0, math.inf, False, "> 0"),
+    "momentum": (0.0, 1.0, True, "from 0 to 1"),
+    "weight_decay": (0.0, math.inf, True, ">= 0"),
+    "lr_step_epochs": (0.0, math.inf, False, "> 0"),
+    "lr_gamma": (0.0, math.inf, False, "> 0"),
+    "log_every": (0.0, math.inf, True, ">= 0"),
+}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -330,8 +348,12 @@ def image_folder(root: str, shape: tuple[int, int, int], train: bool, convention
         listing = list_folder(root, option)
     except nasdsl.NasdslError as e:
         raise InputError(e.message) from None
+    from nasdsl.errors import printable
+
     for path in listing.skipped:
-        print(f"train.py: note: {option}: not following {path}: it leads out of the folder", file=sys.stderr)
+        print(f"train.py: note: {option}: not following {printable(path)}: it leads out of the folder", file=sys.stderr)
+    for path in listing.ignored:
+        print(f"train.py: note: {option}: ignoring {printable(path)}: a file, not a class folder", file=sys.stderr)
     if not listing.samples:
         raise InputError(f"{option}: no images in {root} (expected DIR/<class>/<image>)")
     return FolderImages(listing, FolderTransform(transforms.Compose(steps)))
@@ -345,6 +367,12 @@ class FolderTransform:
 
     def __call__(self, image, path: str = "") -> torch.Tensor:
         return self.steps(image.convert("RGB"))
+
+
+def listed_classes(classes: list[str], most: int = 8) -> str:
+    """Class names for a message: the first ``most`` of them, and how many more."""
+    shown = ", ".join(classes[:most])
+    return shown + (f" and {len(classes) - most:,} more" if len(classes) > most else "")
 
 
 def collate(items: list) -> Any:
@@ -731,6 +759,14 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
     val_set = None
     if args.val_data:
         val_set = image_folder(args.val_data, shape, False, convention)
+        classes = len(val_set.classes)
+        if args.data and val_set.classes != train_set.classes:  # a class's label is its place in sorted order
+            raise InputError(
+                f"--val-data: {args.val_data} has the classes {listed_classes(val_set.classes)}; --data has "
+                f"{listed_classes(train_set.classes)} (the same class folders give the same labels)"
+            )
+        if classes > num_classes:
+            raise InputError(f"--val-data: {args.val_data} has {classes} classes, the model {num_classes}")
     elif args.synthetic_val:
         val_set = SyntheticImages(args.synthetic_val, shape, num_classes, args.seed, "val", scale)
 
@@ -742,7 +778,12 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
     steps_per_epoch = len(sampler.sampler) // args.batch_size
     global_batch = args.batch_size * env.world_size
     if steps_per_epoch == 0:
-        raise InputError(f"{len(train_set)} images do not fill one global batch of {global_batch}")
+        n = len(train_set)
+        raise InputError(
+            f"{'--data' if args.data else '--synthetic'}: {n:,} image{' does' if n == 1 else 's do'} not fill one "
+            f"global batch of {global_batch} ({env.world_size} process(es) x --batch-size {args.batch_size}); "
+            "lower --batch-size"
+        )
     loader_kw: dict[str, Any] = {
         "num_workers": args.workers,
         "pin_memory": device.type == "cuda",

@@ -87,6 +87,8 @@ class EnsembleSpec:
     evaluation: Evaluation
     name_loc: Location
     loc: Location
+    #: whether the ensemble writes an evaluation section (else its members' sections are used)
+    evaluation_written: bool = False
 
 
 def is_ensemble_document(doc: YMap) -> bool:
@@ -152,7 +154,8 @@ def parse_ensemble(
     except NasdslError as e:
         errors.append(e)
     evaluation = replace(DEFAULT, loc=doc.loc)
-    if "evaluation" in left:
+    written = "evaluation" in left
+    if written:
         try:
             evaluation = parse_evaluation(left.pop("evaluation"), doc.loc_of("evaluation"))
         except NasdslError as e:
@@ -171,7 +174,9 @@ def parse_ensemble(
                 errors.append(x)
     if errors:
         raise ErrorList(errors) if len(errors) > 1 else errors[0]
-    return EnsembleSpec(name, text, file, files, sha256, members, combine, evaluation, doc.loc_of("name"), doc.loc)
+    return EnsembleSpec(
+        name, text, file, files, sha256, members, combine, evaluation, doc.loc_of("name"), doc.loc, written
+    )
 
 
 def _parse_section(raw: object, loc: Location, file: str, passed) -> tuple[tuple[MemberSpec, ...], str]:
@@ -535,15 +540,21 @@ def _build(spec: EnsembleSpec, results: list[tuple[str, object]]) -> nx.DiGraph:
                 )
             )
         softmax.append(spec.combine == "probabilities" and not is_softmax)
+    chosen = spec.evaluation
+    if not spec.evaluation_written:
+        try:
+            chosen = _members_evaluation(spec, results) or chosen
+        except NasdslError as e:
+            errors.append(e)
     try:
-        evaluation = spec.evaluation.bind(in_shape)
+        evaluation = chosen.bind(in_shape)
     except NasdslError as e:
         errors.append(e)
-    if spec.combine == "probabilities" and spec.evaluation.average == "logits":
+    if spec.combine == "probabilities" and chosen.average == "logits":
         errors.append(
             SpecError(
                 "expected probabilities, got logits: the ensemble gives probabilities (combine: probabilities)",
-                location=spec.evaluation.loc,
+                location=chosen.loc,
                 path="evaluation.average",
             )
         )
@@ -603,6 +614,29 @@ def _build(spec: EnsembleSpec, results: list[tuple[str, object]]) -> nx.DiGraph:
     )
     ir.set_info(g, info)
     return g
+
+
+def _members_evaluation(spec: EnsembleSpec, results: list[tuple[str, object]]) -> Evaluation | None:
+    """For an ensemble without an evaluation section: the section its members' specs write, when
+    they write one and agree (a member without one counts as the default); None when none writes
+    one. Members evaluated differently are an error: the ensemble must say how it is evaluated."""
+    own = {name: ir.info(c.graph).evaluation for name, c in results}
+    if all(ev is None for ev in own.values()):
+        return None
+    bound = {}
+    for name, c in results:
+        ev = own[name] or DEFAULT.bind(ir.node(c.graph, ir.info(c.graph).input).shape)
+        bound[name] = ev
+    kinds = {replace(ev, loc=None, preset="single", sevenths=()) for ev in bound.values()}
+    if len(kinds) > 1:
+        listed = "; ".join(f"{name}: {ev.describe()}" for name, ev in bound.items())
+        raise SpecError(
+            f"the members' specs evaluate them differently ({listed}); write an evaluation section in the "
+            "ensemble (it decides for every member)",
+            location=spec.loc,
+            path="evaluation",
+        )
+    return next(ev for ev in own.values() if ev is not None)
 
 
 def _mismatch(m: MemberSpec, what: str, got: tuple, want: tuple, first: str) -> SpecError:

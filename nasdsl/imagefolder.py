@@ -11,7 +11,13 @@ traceback. Here:
   it (no circles, no duplicates); a directory link that leads out of the folder is not
   followed (it is listed in :attr:`Listing.skipped`); a file with an image extension must be a
   regular file (a pipe, a device, a link in a circle or to nowhere is a :class:`DataError`
-  naming it).
+  naming it). Every subfolder is a class, hidden ones included (as in ImageFolder), so a class
+  folder without images (an empty ``.ipynb_checkpoints`` would shift every label by one) and an
+  image beside the class folders (``--data`` naming a folder of images, not of classes) are
+  errors naming them.
+- Images of 16 bits a channel (grey: Pillow's modes ``I;16`` and ``I``) are scaled to 8 bits,
+  not clipped at 255 as ``convert("RGB")`` does; 32-bit floating-point images (of no known
+  range) are refused.
 - :func:`load_image` opens one image without blocking, reads at most :data:`MAX_IMAGE_BYTES`,
   refuses more than :data:`MAX_IMAGE_PIXELS` pixels before decoding (Pillow's own
   decompression-bomb limit), and turns any decoding failure into a :class:`DataError` naming
@@ -47,6 +53,9 @@ class Listing:
     classes: tuple[str, ...]
     samples: tuple[tuple[str, int], ...]
     skipped: tuple[str, ...] = ()
+    #: files beside the class folders that are not images (an archive not unpacked: a class missing),
+    #: hidden ones (``.DS_Store``) left out
+    ignored: tuple[str, ...] = ()
 
 
 def _identity(info: os.stat_result) -> tuple[int, int]:
@@ -71,9 +80,17 @@ def list_folder(root: str, what: str = "--data") -> Listing:
     seen = {_identity(info)}
     skipped: list[str] = []
     classes: list[tuple[str, str]] = []
+    ignored: list[str] = []
     for name, path in _entries(root, what):
         if _enter(path, top, seen, skipped, what):
             classes.append((name, path))
+        elif name.lower().endswith(IMAGE_EXTENSIONS):
+            raise DataError(
+                f"{what}: {path}: an image outside the class folders (expected {root}/<class>/<image>; "
+                "every subfolder is a class)"
+            )
+        elif not name.startswith(".") and path not in skipped:
+            ignored.append(path)
     samples: list[tuple[str, int]] = []
     for index, (_, path) in enumerate(classes):
         folders: list[tuple[str, list[str]]] = []
@@ -88,9 +105,13 @@ def list_folder(root: str, what: str = "--data") -> Listing:
                     _check_file(child, what)
                     files.append(child)
             folders.append((folder, files))
+        if not any(files for _, files in folders):  # a label for no image: torchvision's ImageFolder refuses it too
+            raise DataError(
+                f"{what}: {path}: a class folder without images (every subfolder is a class, in sorted order)"
+            )
         for _, files in sorted(folders):  # ImageFolder's order: sorted(os.walk(...)), files sorted
             samples.extend((f, index) for f in sorted(files))
-    return Listing(root, tuple(n for n, _ in classes), tuple(samples), tuple(skipped))
+    return Listing(root, tuple(n for n, _ in classes), tuple(samples), tuple(skipped), tuple(ignored))
 
 
 def _entries(folder: str, what: str) -> list[tuple[str, str]]:
@@ -176,13 +197,30 @@ def load_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS):
                     f"{width}x{height} pixels, more than the {max_pixels:,} an image may have (a decompression bomb?)",
                 )
             image.load()
-        return image
     except Image.DecompressionBombError as e:
         return BadImage(path, f"too many pixels ({e})")
     except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", reason)  # an address: not the same twice
         return BadImage(path, f"not a readable image ({reason[:200]})")
+    return _eight_bits(image, path)
+
+
+def _eight_bits(image, path: str):
+    """``image`` with 8 bits a channel, as ``convert("RGB")`` expects: 16-bit grey (modes ``I;16*``,
+    and ``I`` holding 0-65535) scaled by 255/65535, not clipped at 255 (which turned all but the
+    darkest pixels white); 32-bit floating-point pixels, whose range no file says, a :class:`BadImage`."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode == "F":
+        return BadImage(path, "32-bit floating-point pixels, of no known range; save it with 8 or 16 bits a channel")
+    if image.mode != "I" and not image.mode.startswith("I;16"):
+        return image
+    pixels = np.asarray(image).astype(np.int64)
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        return BadImage(path, "32-bit integer pixels outside 0-65535; save it with 8 or 16 bits a channel")
+    return Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L")
 
 
 __all__ = [

@@ -47,6 +47,14 @@ def _layout(ev: Evaluation, device: torch.device) -> dict[str, torch.Tensor]:
     }
 
 
+def _half(margin: torch.Tensor) -> torch.Tensor:
+    """The central crop's offset: half the margin, a half rounded to the even neighbour, as
+    torchvision's ``CenterCrop`` does (``int(round(margin / 2))``), so that the ``single`` preset
+    reads the pixels of ``Resize`` then ``CenterCrop`` (flooring shifted every other odd margin)."""
+    q = torch.div(margin, 2, rounding_mode="floor")
+    return q + ((margin % 2 == 1) & (q % 2 == 1)).to(margin.dtype)
+
+
 def crop_boxes(ev: Evaluation, sizes: torch.Tensor) -> dict[str, torch.Tensor]:
     """For images of ``sizes`` (N, 2: height, width; int64), every crop of the layout:
     ``resized`` (N, K, 2) the image's size at the crop's scale, ``box`` (N, K, 4) the crop's
@@ -71,12 +79,8 @@ def crop_boxes(ev: Evaluation, sizes: torch.Tensor) -> dict[str, torch.Tensor]:
     c = ev.size
     win = lay["window"][None, :].expand_as(hs)
     full = win == 5
-    top = torch.where(
-        (win == 2) | (win == 3), rh - c, torch.where(win == 4, torch.div(rh - c, 2, rounding_mode="floor"), 0)
-    )
-    left = torch.where(
-        (win == 1) | (win == 3), rw - c, torch.where(win == 4, torch.div(rw - c, 2, rounding_mode="floor"), 0)
-    )
+    top = torch.where((win == 2) | (win == 3), rh - c, torch.where(win == 4, _half(rh - c), 0))
+    left = torch.where((win == 1) | (win == 3), rw - c, torch.where(win == 4, _half(rw - c), 0))
     top = torch.where(full, 0, top)
     left = torch.where(full, 0, left)
     bh = torch.where(full, rh, c)
@@ -187,6 +191,7 @@ class FolderImages:
         self.classes = list(listing.classes)
         self.samples = list(listing.samples)
         self.skipped = listing.skipped
+        self.ignored = listing.ignored
         self.prepare = prepare
 
     def __len__(self) -> int:

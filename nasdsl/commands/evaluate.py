@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"loader processes, at most {MAX_WORKERS} (default 2)",
     )
     parser.add_argument("--limit", type=_positive("--limit"), default=None, help="evaluate N images, evenly spread")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or xpu (default: cuda when available)")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="the result as text or JSON")
 
 
@@ -165,15 +165,21 @@ def run(args: argparse.Namespace, net) -> int:
         raise UsageError(f"evaluate reads images with torchvision and Pillow: pip install torchvision ({e})") from None
     g = net.graph
     shape = ir.node(g, ir.info(g).input).shape
+    if len(shape) != 3 or shape[0] not in (1, 3):  # what an image of the folder becomes: grey or RGB, H x W
+        raise UsageError(
+            f"evaluate feeds images of 1 or 3 channels (C x H x W); the spec's input is {'x'.join(map(str, shape))}"
+        )
     ev = ir.info(g).evaluation or DEFAULT.bind(shape)
     if ev.average == "logits" and _gives_probabilities(g):
-        raise UsageError("evaluation.average: logits, but the model gives probabilities (average probabilities)")
+        from nasdsl.errors import SpecError
+
+        raise SpecError(
+            "expected probabilities, got logits: the model gives probabilities (its output is a softmax)",
+            location=ev.loc,
+            path="evaluation.average",
+        )
     wanted = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(wanted)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise UsageError(f"--device: cannot use '{wanted}' ({str(e).splitlines()[0] if str(e) else e})") from None
+    device = _device(torch, wanted)
     scale, bgr = _convention(g)
     _check_memory(ev, shape[0], args)
     data = tta.image_folder(
@@ -183,6 +189,8 @@ def run(args: argparse.Namespace, net) -> int:
         raise UsageError(f"--data: no images in {one_line(args.data)} (expected DIR/<class>/<image>)")
     for path in data.skipped:
         print(f"nasdsl: note: --data: not following {one_line(path)}: it leads out of the folder", file=sys.stderr)
+    for path in data.ignored:
+        print(f"nasdsl: note: --data: ignoring {one_line(path)}: a file, not a class folder", file=sys.stderr)
     out_shape = ir.node(g, ir.info(g).outputs[0].node).shape
     if len(out_shape) != 1 or len(data.classes) > out_shape[0]:
         raise UsageError(
@@ -206,6 +214,12 @@ def run(args: argparse.Namespace, net) -> int:
                 raise batch.error()
             images, sizes, labels = (t.to(device) for t in batch)
             scores = tta.evaluate_batch(model, images, sizes, ev, probabilities=probabilities, chunk=args.crop_batch)
+            if not bool(torch.isfinite(scores).all()):  # topk ranks NaN first: it would count as a guess
+                first = done + int((~torch.isfinite(scores)).any(dim=1).nonzero()[0])
+                raise UsageError(
+                    f"the model gives NaN or infinite scores for image {first + 1} of {total}: top-1 would count "
+                    "them as guesses (weights too large for the pixels, or a float overflow)"
+                )
             top = scores.topk(min(5, scores.shape[1]), dim=1).indices
             hits = top == labels[:, None]
             top1 += int(hits[:, 0].sum())
@@ -236,6 +250,31 @@ def run(args: argparse.Namespace, net) -> int:
             f"{_rate(rate)} images/s, {_rate(rate * ev.count)} crops/s on {device} ({seconds:.1f} s)"
         )
     return 0
+
+
+#: device kinds that compute (``meta`` and ``lazy`` hold no values: top-1 of nothing)
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def _device(torch, wanted: str):
+    """The torch device named by ``--device``, checked to exist and to run a tensor."""
+    from nasdsl.errors import UsageError
+
+    try:
+        device = torch.device(wanted)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise UsageError(
+            f"--device: cannot use '{one_line(wanted)}' (expected {', '.join(DEVICE_TYPES)} or one of them "
+            "with an index: cuda:1)"
+        )
+    try:
+        torch.ones(1, device=device).sum().item()
+    except (RuntimeError, AssertionError) as e:
+        reason = str(e).splitlines()[0].split(". ")[0][:200] if str(e) else type(e).__name__
+        raise UsageError(f"--device: cannot use '{one_line(wanted)}' ({reason})") from None
+    return device
 
 
 def _check_memory(ev, channels: int, args: argparse.Namespace) -> None:
