@@ -237,7 +237,7 @@ def test_an_ensemble_uses_its_members_evaluation_or_says_they_differ(work, tmp_p
     argv = ["--data", str(tmp_path / "d"), "--random-weights", "--workers", "0"]
     code, out, err = run(["evaluate", str(tmp_path / "same.yaml"), *argv], capsys)
     assert code == 0, err
-    assert ": 1 images, 10 crops (scales 9; whole image; corners, center; mirrored;" in out  # was 1 crop
+    assert ": 1 image, 10 crops (scales 9; whole image; corners, center; mirrored;" in out  # was 1 crop
     code, out, err = run(["evaluate", str(tmp_path / "mixed.yaml"), *argv], capsys)
     assert code == 2 and out == ""
     assert err.startswith(
@@ -245,7 +245,7 @@ def test_an_ensemble_uses_its_members_evaluation_or_says_they_differ(work, tmp_p
         "(a: 10 crops (scales 9; whole image; corners, center; mirrored; mean of probabilities); b: 1 crop "
     )
     code, out, err = run(["evaluate", str(tmp_path / "mixed.yaml"), *argv, "--set", "evaluation.preset=single"], capsys)
-    assert code == 0 and ": 1 images, 1 crop (scales 9;" in out
+    assert code == 0 and ": 1 image, 1 crop (scales 9;" in out
 
 
 def test_logits_averaged_over_a_softmax_model_is_a_located_error(work, tmp_path, capsys):

@@ -245,7 +245,7 @@ def run(args: argparse.Namespace, net) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(
-            f"{one_line(args.spec)}: {done} images, {ev.describe()}: "
+            f"{one_line(args.spec)}: {done:,} image{'s' if done != 1 else ''}, {ev.describe()}: "
             f"top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}; "
             f"{_rate(rate)} images/s, {_rate(rate * ev.count)} crops/s on {device} ({seconds:.1f} s)"
         )
