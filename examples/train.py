@@ -42,6 +42,7 @@ import nasdsl
 from nasdsl import ir
 from nasdsl.backends.pytorch import generate_source, load_source
 from nasdsl.commands.evaluate import MAX_WORKERS
+from nasdsl.weights import TRAIN_CHECKPOINT_KEYS
 
 EPILOG = """\
 examples:
@@ -444,8 +445,9 @@ def warm_start(model: nn.Module, net: nasdsl.Compiled, path: str) -> str:
     return "; ".join(parts)
 
 
-#: what a checkpoint of this script holds (``checkpoint`` in ``train``)
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "batch", "step")
+#: what a checkpoint of this script holds (``checkpoint`` in ``train``): nasdsl's weights reader
+#: takes such a file's ``model`` entry (``nasdsl evaluate --weights runs/x/last.pt``)
+CHECKPOINT_KEYS = TRAIN_CHECKPOINT_KEYS
 
 
 def read_checkpoint(path: str, net: nasdsl.Compiled, model: nn.Module, optimizer, scheduler, scaler) -> dict[str, Any]:

@@ -339,6 +339,11 @@ def _load_safetensors(name: str, data: bytes, where: dict) -> dict[str, object]:
     return out
 
 
+#: what a checkpoint of examples/train.py holds: a torch.save file with all of these is read as the
+#: state_dict under ``model`` (the optimizer's, the schedule's and the counters are left)
+TRAIN_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "batch", "step")
+
+
 def _load_torch(name: str, data: bytes, where: dict) -> dict[str, object]:
     import io
     import warnings
@@ -353,6 +358,8 @@ def _load_torch(name: str, data: bytes, where: dict) -> dict[str, object]:
         raise WeightsError(f"cannot read weights from '{name}': {refusal(e)}", **where) from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"'{name}' holds a {type(obj).__name__}, expected a state_dict (names to tensors)", **where)
+    if all(k in obj for k in TRAIN_CHECKPOINT_KEYS) and isinstance(obj["model"], Mapping):
+        obj = obj["model"]  # a checkpoint of examples/train.py: its model's state_dict, the rest left
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         hint = "; for a checkpoint, save its state_dict alone" if {"state_dict", "model"} & set(map(str, obj)) else ""
@@ -588,6 +595,7 @@ __all__ = [
     "load_weights",
     "read_regular",
     "refusal",
+    "TRAIN_CHECKPOINT_KEYS",
     "param_shapes",
     "parameters",
     "to_torch",

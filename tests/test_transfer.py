@@ -17,7 +17,7 @@ from nasdsl.errors import WeightsError
 from nasdsl.transfer import transfer_weights
 from nasdsl.weights import check_weights, initial_weights, parameters
 
-from paths import SPECS
+from paths import ROOT, SPECS
 
 #: a small network: a concat of a 1x1 branch and a kxk branch with batch norm, then a classifier
 NET = """\
@@ -322,6 +322,44 @@ def test_narrow_floats_in_safetensors_read_as_torch_widens_them(tmp_path, net, d
         assert read[k].dtype == (np.float32 if v.is_floating_point() else np.int64)
         np.testing.assert_array_equal(read[k], v.to(torch.float32 if v.is_floating_point() else torch.int64).numpy())
         np.testing.assert_array_equal(read[k], np.asarray(saved[k].float() if v.is_floating_point() else saved[k]))
+
+
+def test_a_checkpoint_of_the_training_script_is_read_as_its_models_state_dict(tmp_path, net, capsys):
+    """examples/train.py's last.pt (the model's state_dict beside the optimizer's, the schedule's
+    and the counters) is taken by --weights as its model entry: compile --weights gives the same
+    ONNX bytes as from the bare state_dict. A dict with only some of those keys is no checkpoint of
+    the script, and stays refused."""
+    import torch
+
+    from nasdsl.cli import main
+    from nasdsl.weights import TRAIN_CHECKPOINT_KEYS, load_weights
+
+    state = {k: torch.from_numpy(v) for k, v in initial_weights(nasdsl.compile_spec(net).graph, seed=3).items()}
+    ckpt = {"model": state, "optimizer": {"state": {}, "param_groups": []}, "scheduler": {"last_epoch": 2}}
+    ckpt |= {"epoch": 2, "batch": 0, "step": 40}
+    assert set(ckpt) == set(TRAIN_CHECKPOINT_KEYS)
+    torch.save(ckpt, tmp_path / "last.pt")
+    torch.save(state, tmp_path / "sd.pt")
+    read = load_weights(tmp_path / "last.pt")
+    assert read.keys() == state.keys() and all(torch.equal(read[k], state[k]) for k in state)
+    for name in ("last", "sd"):
+        argv = ["compile", str(net), "-o", str(tmp_path / f"{name}.onnx"), "--weights", str(tmp_path / f"{name}.pt")]
+        assert main(argv) == 0
+    capsys.readouterr()
+    assert (tmp_path / "last.onnx").read_bytes() == (tmp_path / "sd.onnx").read_bytes()
+    # docs/training.md's command, run on this spec and checkpoint
+    (line,) = [ln for ln in (ROOT / "docs" / "training.md").read_text().splitlines() if ln.startswith("nasdsl compile")]
+    argv = line.split()[1:]
+    argv[argv.index("compile") + 1] = str(net)
+    argv[argv.index("--set") + 1] = "classes=10"  # (the net's own value: the same model)
+    argv[argv.index("-o") + 1] = str(tmp_path / "doc.onnx")
+    argv[argv.index("--weights") + 1] = str(tmp_path / "last.pt")
+    assert main(argv) == 0 and (tmp_path / "doc.onnx").read_bytes() == (tmp_path / "sd.onnx").read_bytes()
+    capsys.readouterr()
+    del ckpt["optimizer"]
+    torch.save(ckpt, tmp_path / "partial.pt")
+    with pytest.raises(WeightsError, match="for a checkpoint, save its state_dict alone"):
+        load_weights(tmp_path / "partial.pt")
 
 
 def test_a_counter_with_fractions_is_refused(net):
