@@ -76,7 +76,7 @@ def evaluate(spec_path: str, workdir: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     global EPOCHS
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--trials", type=int, default=40, help="variants the TPE search evaluates (default 40)")
     p.add_argument("--random", type=int, default=20, help="variants drawn at random, the baseline (default 20)")
     p.add_argument("--workers", type=int, default=2, help="trials at once (default 2; 0: in this process)")

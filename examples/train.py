@@ -73,6 +73,7 @@ so the script only feeds pixels in the range and channel order the spec expects:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="train.py",
+        allow_abbrev=False,  # a prefix (--synth, --lr) would be taken for an option: options are written whole
         description="Train a nasdsl-generated model, auxiliary losses included, on an ImageFolder or on synthetic\n"
         "data. Runs unchanged under torchrun, with DistributedDataParallel.",
         epilog=EPILOG,

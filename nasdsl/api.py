@@ -24,7 +24,7 @@ import networkx as nx
 from nasdsl import document, ensemble, ir
 from nasdsl.build import MAX_NODES, build
 from nasdsl.ensemble import CompiledEnsemble, EnsembleSpec
-from nasdsl.errors import LimitError, NasdslError
+from nasdsl.errors import LimitError, NasdslError, SpecError
 from nasdsl.loader import Limits, YMap
 from nasdsl.passes.check import check
 from nasdsl.passes.shapes import infer_shapes
@@ -154,7 +154,14 @@ def _compile_loaded(
     raise_errors(deferred)
     g = infer_shapes(g, copy=False)  # a fresh graph: no copy
     if spec.evaluation is not None:
-        ir.update_info(g, evaluation=spec.evaluation.bind(ir.node(g, ir.info(g).input).shape))
+        evaluation = spec.evaluation.bind(ir.node(g, ir.info(g).input).shape)
+        if evaluation.average == "logits" and ir.node(g, ir.info(g).outputs[0].node).op == "softmax":
+            raise SpecError(
+                "expected probabilities, got logits: the model gives probabilities (its output is a softmax)",
+                location=evaluation.loc,
+                path="evaluation.average",
+            )
+        ir.update_info(g, evaluation=evaluation)
     compiled = Compiled(spec, g)
     total = sum(compiled._counts.params.values())
     if total > max_params:

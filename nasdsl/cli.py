@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import gc
 import importlib
 import io
@@ -99,13 +100,49 @@ def _choice(name: str, *allowed: str) -> Callable[[str], str]:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit 2, like every other input error."""
+    """An ArgumentParser whose errors are one line and exit 2, like every other input error.
+    An option is written whole: argparse would take a prefix of one (``--samp`` for
+    ``--sampler``), so a typo could silently name another option; an unknown option's error
+    names the options it is close to."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # argparse's hook; never returns
         message = message.replace("argument ", "")
+        if message.startswith("unrecognized arguments: "):
+            message += self._close_options(message.split(": ", 1)[1].split())
         if ": " in message and message.split(": ", 1)[1].startswith(message.split(": ", 1)[0]):
             message = message.split(": ", 1)[1]  # our checks name the option themselves
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, with unknown options reported by the command that was given them (a
+        command's parser passes what it does not know up to the main parser, which knows none
+        of the command's options to name)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+            given = getattr(parsed, commands[0].dest, None) if commands else None
+            where = commands[0].choices.get(given, self) if given is not None else self
+            where.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _close_options(self, unknown: list[str]) -> str:
+        """``; did you mean --sampler?`` for the unknown options that are close to one of this
+        parser's (what was written before an ``=`` is compared)."""
+        known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        hints = []
+        for word in unknown:
+            name = word.split("=", 1)[0]
+            if not name.startswith("--"):
+                continue
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            close += [o for o in known if o.startswith(name) and o not in close][: 3 - len(close)]
+            if close:
+                hints.append(f"{name}: did you mean {' or '.join(close)}?")
+        return f"; {'; '.join(hints)}" if hints else ""
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]):  # argparse's hook for every value
         """An empty value (``-o ''``, ``--data ''``, an empty OTHER) is refused: taken as given, it

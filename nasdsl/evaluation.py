@@ -117,7 +117,11 @@ class Evaluation:
         scales filled in, every scale checked to be at least the crop."""
         _, h, w = shape
         if h != w:
-            raise SpecError(f"multi-crop evaluation needs a square input, got {h}x{w}", location=self.loc, path=path)
+            raise SpecError(
+                f"expected a square input (each crop evaluated is a square of the input's side), got {h}x{w}",
+                location=self.loc,
+                path=path,
+            )
         if self.size is not None and self.size != h:
             raise SpecError(
                 f"expected size {h} (the input's height and width), got {self.size}",

@@ -244,3 +244,40 @@ def test_a_reader_that_stops_early_ends_the_program_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["search", str(SPECS / "googlenet.yaml"), "--samp", "random", "--minimize", "macs"], "--sampler?"),
+        (["compile", str(SPECS / "googlenet.yaml"), "--to", "onnx", "-o", "x.onnx", "--batchsize=2"], "--batch"),
+        (["space", str(SPECS / "googlenet.yaml"), "--cont"], "did you mean --count"),
+    ],
+)
+def test_an_option_is_written_whole_and_an_unknown_one_names_the_close_ones(tmp_path, monkeypatch, capsys, argv, hint):
+    # argparse takes a prefix of an option for the option: a typo could name another option silently
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"nasdsl {argv[0]}: error: unrecognized arguments: " in err  # the command's error, not the main parser's
+    assert hint in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_training_script_takes_no_prefix_of_an_option(capsys):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("nasdsl_example_train_cli", ROOT / "examples" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = train
+    try:
+        spec.loader.exec_module(train)
+        assert train.parse_args([str(SPECS / "googlenet.yaml"), "--synthetic", "4"]).synthetic == 4
+        with pytest.raises(SystemExit) as e:
+            train.parse_args([str(SPECS / "googlenet.yaml"), "--synthetic", "4", "--epoch", "1"])
+    finally:
+        sys.modules.pop(spec.name, None)
+    assert e.value.code == 2 and "unrecognized arguments: --epoch 1" in capsys.readouterr().err

@@ -253,12 +253,19 @@ def test_logits_averaged_over_a_softmax_model_is_a_located_error(work, tmp_path,
     spec = SPEC.format(classes=3) + "  sm: softmax\nevaluation:\n  average: logits\n"
     (tmp_path / "s.yaml").write_text(spec)
     argv = ["evaluate", str(tmp_path / "s.yaml"), "--data", str(tmp_path / "d"), "--random-weights", "--workers", "0"]
-    code, out, err = run(argv, capsys)
-    assert code == 2 and out == ""
-    assert err.strip() == (
+    wanted = (
         f"{tmp_path / 's.yaml'}:10:3: error: evaluation.average: expected probabilities, got logits: the model "
         "gives probabilities (its output is a softmax)"
     )
+    # the spec contradicts itself: every command that reads it says so, not only evaluate
+    compile_ = ["compile", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "m.py")]
+    for command in (argv, ["check", str(tmp_path / "s.yaml")], compile_):
+        code, out, err = run(command, capsys)
+        assert code == 2 and out == ""
+        assert err.strip() == wanted
+    assert not (tmp_path / "m.py").exists()
+    code, out, err = run(["check", str(tmp_path / "s.yaml"), "--set", "evaluation.average=probabilities"], capsys)
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("size", [(20, 30), (19, 33), (33, 19), (17, 29), (10, 10), (40, 21)], ids=str)
@@ -302,3 +309,21 @@ def test_a_file_where_a_class_folder_should_be_is_noted(work, tmp_path, capsys):
     assert f"nasdsl: note: --data: ignoring {tmp_path / 'd' / 'b.tar'}: a file, not a class folder" in err
     assert ".DS_Store" not in err
     assert '"top1": 1.0' in out  # a (red) label 0, c (green) label 1
+
+
+def test_a_non_square_input_is_refused_at_the_input_or_the_section(work, tmp_path, capsys):
+    # the crops are squares of the input's side: a 20x30 input is located where it is written, the
+    # spec's input when the default single crop applies, the section when one is written
+    colour_image(tmp_path / "d" / "a" / "0.png", RED)
+    spec = SPEC.format(classes=3).replace("[3, 8, 8]", "[3, 20, 30]")
+    assert "[3, 20, 30]" in spec
+    (tmp_path / "s.yaml").write_text(spec)
+    argv = ["--data", str(tmp_path / "d"), "--random-weights", "--workers", "0"]
+    code, out, err = run(["evaluate", str(tmp_path / "s.yaml"), *argv], capsys)
+    line = next(i for i, t in enumerate(spec.splitlines(), 1) if "[3, 20, 30]" in t)
+    assert code == 2 and out == ""
+    assert err.startswith(f"{tmp_path / 's.yaml'}:{line}:") and "error: input.shape: expected a square input" in err
+    assert "got 20x30" in err
+    (tmp_path / "t.yaml").write_text(spec + "evaluation:\n  preset: 10-crop\n")
+    code, out, err = run(["check", str(tmp_path / "t.yaml")], capsys)
+    assert code == 2 and "error: evaluation: expected a square input" in err and "got 20x30" in err

@@ -122,6 +122,20 @@ def dies_when_wide(spec_path: str, workdir: str) -> dict:
     return wanders(spec_path, workdir)
 
 
+def dies_beside_others(spec_path: str, workdir: str) -> dict:
+    """The trial whose spec holds ``# culprit`` marks that it started and ends its process; the others
+    wait for that mark and run on a while after it (so they are running when the pool breaks)."""
+    mark = Path(workdir).parent / "culprit-started"
+    if "# culprit" in Path(spec_path).read_text():
+        mark.touch()
+        os._exit(1)
+    deadline = time.monotonic() + 30
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    return {"acc": 1.0, "pid": os.getpid()}
+
+
 def huge_for_wide(spec_path: str, workdir: str) -> dict:
     """A metric too large for a float (10**400, of 1,329 bits) for variants above 200 parameters, and
     one past the 4,300 digits Python writes an int with."""
@@ -337,9 +351,36 @@ def test_a_worker_that_dies_fails_its_trial_and_a_new_pool_runs_the_rest(specs, 
     assert summary.evaluated == 2 and summary.failed == 1
     for state, rec, _ in _trials(summary.study):
         if state == "failed":
-            assert rec["error"].startswith("the worker process died while it ran this trial or one beside it")
+            assert rec["error"].startswith("the worker process died while it ran this trial alone")
         elif state == "evaluated":
             assert rec["metrics"]["cwd"] == str(tmp_path) and rec["workdir"].startswith(str(tmp_path / "search"))
+
+
+def test_a_worker_that_dies_fails_only_its_own_trial_not_those_running_beside_it(tmp_path):
+    """Python fails every trial of a broken pool and cannot say which killed it: each of them is run
+    again alone, and only the one that dies alone fails (they all failed, 'this trial or one beside it')."""
+    from nasdsl.search.executors import Pool
+    from nasdsl.search.trial import Task
+
+    evaluator = parse_evaluator(dies_beside_others)
+    tasks = [
+        Task(n, str(tmp_path / f"trial-{n}"), TINY + ("# culprit\n" if n == 1 else ""), evaluator=evaluator)
+        for n in range(3)
+    ]
+    pool = Pool(workers=3, threads=1)
+    try:
+        for task in tasks:
+            pool.submit(task)
+        outcomes = {o.number: o for o in (pool.next_done() for _ in tasks)}
+    finally:
+        pool.close()
+    assert sorted(outcomes) == [0, 1, 2]
+    assert outcomes[1].error == (
+        "the worker process died while it ran this trial alone (killed, out of memory, os._exit, a crash in "
+        "native code)"
+    )
+    for n in (0, 2):
+        assert outcomes[n].error is None and outcomes[n].metrics["acc"] == 1.0
 
 
 def test_a_metric_too_large_for_a_float_fails_its_trial_not_the_search(specs, tmp_path):

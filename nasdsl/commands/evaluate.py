@@ -115,6 +115,20 @@ def _convention(graph) -> tuple[float, bool]:
     return (255.0, True) if big else (1.0, False)
 
 
+def _default_evaluation(net, shape):
+    """The single crop bound to the model's input; an input it cannot crop is located at the spec's
+    ``input.shape`` (an ensemble's members were bound as it compiled)."""
+    from nasdsl.errors import NasdslError, SpecError
+    from nasdsl.evaluation import DEFAULT
+
+    try:
+        return DEFAULT.bind(shape)
+    except NasdslError as e:
+        where = getattr(getattr(net, "spec", None), "input", None)
+        loc = where.shape.loc if where is not None else None
+        raise SpecError(e.message, location=loc, path="input.shape") from None
+
+
 def _gives_probabilities(graph) -> bool:
     from nasdsl.ensemble_ir import combine
 
@@ -147,7 +161,6 @@ def _state_dict(args: argparse.Namespace, net):
 
 def run(args: argparse.Namespace, net) -> int:
     from nasdsl.errors import UsageError
-    from nasdsl.evaluation import DEFAULT
 
     if not os.path.isdir(args.data):
         raise UsageError(f"--data: {one_line(args.data)} is not a folder (expected DIR/<class>/<image>)")
@@ -169,15 +182,9 @@ def run(args: argparse.Namespace, net) -> int:
         raise UsageError(
             f"evaluate feeds images of 1 or 3 channels (C x H x W); the spec's input is {'x'.join(map(str, shape))}"
         )
-    ev = ir.info(g).evaluation or DEFAULT.bind(shape)
-    if ev.average == "logits" and _gives_probabilities(g):
-        from nasdsl.errors import SpecError
-
-        raise SpecError(
-            "expected probabilities, got logits: the model gives probabilities (its output is a softmax)",
-            location=ev.loc,
-            path="evaluation.average",
-        )
+    # a written section was bound as the spec compiled (logits of a softmax model refused there); the
+    # default is bound here, and an error of it is the input's
+    ev = ir.info(g).evaluation or _default_evaluation(net, shape)
     wanted = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     device = _device(torch, wanted)
     scale, bgr = _convention(g)

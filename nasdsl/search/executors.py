@@ -74,15 +74,23 @@ class Pool(Executor):
     the driver), each trial on ``threads`` threads.
 
     A worker that dies (killed, out of memory, ``os._exit`` or a crash in native code) breaks the
-    whole pool: Python fails every trial it was running. Those trials fail, and a new pool takes
-    the trials after them."""
+    whole pool: Python fails every trial it was running, and cannot say which one killed it. A new
+    pool takes over, and the trials that were running are *suspects*: each is run again alone, one
+    after the other, before anything else is sent. A suspect that dies alone is the one that killed
+    the pool (its trial fails; it is never run a third time); the others run as if nothing had
+    happened, so one bad variant fails one trial, not the trials beside it."""
 
     def __init__(self, workers: int, threads: int):
         self.slots = workers
         self.threads = threads
         self.pool = self._start()
-        #: each trial in flight: its task and the pool it runs in
+        #: each trial in flight: its task, the pool it runs in, and whether it runs alone (a suspect)
         self.futures: dict = {}
+        #: trials submitted and not sent yet (held while suspects run), and the suspects to run alone
+        self.waiting: deque[Task] = deque()
+        self.suspects: deque[Task] = deque()
+        #: outcomes decided without a run (a suspect that died alone), returned before waiting again
+        self.decided: deque[Outcome] = deque()
 
     def _start(self):
         import multiprocessing
@@ -95,46 +103,90 @@ class Pool(Executor):
             initargs=(self.threads,),
         )
 
-    def _renew(self, broken) -> None:
-        """A new pool in place of ``broken`` (unless one already replaced it)."""
-        if broken is self.pool:
-            broken.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._start()
-
-    def submit(self, task: Task) -> None:
+    def _send(self, task: Task, alone: bool) -> None:
         from concurrent.futures.process import BrokenProcessPool
 
         try:
             future = self.pool.submit(in_place, task)
         except BrokenProcessPool:  # a worker died since the last trial finished
-            self._renew(self.pool)
+            self._broken(self.pool)
             future = self.pool.submit(in_place, task)
-        self.futures[future] = (task, self.pool)
+        self.futures[future] = (task, self.pool, alone)
+
+    def _fill(self) -> None:
+        """Send what may run now: the next suspect alone, or the waiting trials when none is left."""
+        if self.suspects:
+            if not self.futures:
+                self._send(self.suspects.popleft(), alone=True)
+            return
+        while self.waiting and len(self.futures) < self.slots:
+            self._send(self.waiting.popleft(), alone=False)
+
+    def _broken(self, broken) -> None:
+        """Replace ``broken`` (unless done already); its trials still running become suspects, in
+        the order they were submitted."""
+        if broken is not self.pool:
+            return
+        lost = sorted(
+            (f for f, (_, pool, _) in self.futures.items() if pool is broken and not _finished(f)),
+            key=lambda f: self.futures[f][0].number,
+        )
+        tasks = [(task, alone) for task, _, alone in (self.futures.pop(f) for f in lost)]
+        for task, alone in tasks:
+            if alone or len(tasks) == 1:  # it ran alone: this one killed the pool
+                self.decided.append(_died(task))
+            else:
+                self.suspects.append(task)
+        broken.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._start()
+
+    def submit(self, task: Task) -> None:
+        self.waiting.append(task)
+        self._fill()
 
     def next_done(self) -> Outcome:
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
-        done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
-        future = min(done, key=lambda f: self.futures[f][0].number)
-        task, pool = self.futures.pop(future)
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            self._renew(pool)
-            return Outcome(
-                task.number,
-                error="the worker process died while it ran this trial or one beside it (killed, out of memory, "
-                "os._exit, a crash in native code)",
-                workdir=task.workdir,
-            )
-        except Exception as e:  # noqa: BLE001 - what a worker could not send back (a result that does not pickle)
-            return Outcome(
-                task.number, error=f"the worker process failed: {type(e).__name__}: {e}", workdir=task.workdir
-            )
+        while True:
+            if self.decided:
+                self._fill()
+                return self.decided.popleft()
+            self._fill()
+            done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
+            future = min(done, key=lambda f: self.futures[f][0].number)
+            task, pool, alone = self.futures[future]
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                self._broken(pool)  # this trial is a suspect now (or decided, when it ran alone)
+                continue
+            except Exception as e:  # noqa: BLE001 - what a worker could not send back (a result that does not pickle)
+                outcome = Outcome(
+                    task.number, error=f"the worker process failed: {type(e).__name__}: {e}", workdir=task.workdir
+                )
+            del self.futures[future]
+            self._fill()
+            return outcome
 
     def close(self) -> None:
+        self.waiting.clear()
+        self.suspects.clear()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finished(future) -> bool:
+    """Whether ``future`` holds its trial's outcome (sent back before the pool broke)."""
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _died(task: Task) -> Outcome:
+    return Outcome(
+        task.number,
+        error="the worker process died while it ran this trial alone (killed, out of memory, os._exit, a crash in "
+        "native code)",
+        workdir=task.workdir,
+    )
 
 
 #: seconds a cluster named by HOST:PORT has to accept a connection before the search is refused
