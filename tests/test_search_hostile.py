@@ -12,8 +12,10 @@ import json
 import math
 import os
 import shlex
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -635,3 +637,100 @@ def test_a_ray_address_that_accepts_no_connection_is_refused_at_once(specs, here
     code, _, err = _cli(capsys, *argv)
     assert code == 2 and f"error: --ray: cannot reach the Ray cluster at 127.0.0.1:{port}: connection refused" in err
     assert time.monotonic() - started < 30 and not os.listdir(here)
+
+
+# -- two searches of one study in a shared storage ------------------------------------------------------
+
+ENTERED, GO = threading.Event(), threading.Event()
+
+
+def waits_for_go(spec_path: str, workdir: str) -> dict:
+    """Says it has begun and waits until the test lets it go."""
+    ENTERED.set()
+    GO.wait(30)
+    return {"acc": _params(spec_path)}
+
+
+def test_a_second_search_of_a_running_study_in_a_shared_storage_is_refused(specs, tmp_path, capsys):
+    """A --resume from another folder (another machine on a shared database) told the running search's
+    trials FAIL under it, and that search then died of an internal error (UpdateFinishedTrialError)
+    when it told them. The running search holds the study in the storage; the second is refused."""
+    from nasdsl.search.study import DRIVER, LEFT_AFTER
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(waits_for_go), storage=url, trials=2,
+                 workdir=str(tmp_path / "a"), sampler="random")  # fmt: skip
+    second = Config(**{**first.__dict__, "workdir": str(tmp_path / "b"), "resume": True})
+    ENTERED.clear(), GO.clear()
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault("summary", run_search(first, say=_quiet)))
+    runner.start()
+    try:
+        assert ENTERED.wait(30)
+        with pytest.raises(nasdsl.NasdslError) as refused:
+            run_search(second, say=_quiet)
+        assert (
+            f"the study 'hostile' in {url} is being run by another nasdsl search (on {socket.gethostname()}, pid "
+            f"{os.getpid()}, in {tmp_path / 'a'}; its last sign of life 0 s ago)" in str(refused.value)
+        )
+        assert not (tmp_path / "b" / "trial-00000").exists()
+    finally:
+        GO.set()
+        runner.join(60)
+    assert outcome["summary"].evaluated == 2  # its trials were its own to the end
+    study = load_study(url, "hostile")
+    assert study.user_attrs[DRIVER] is None  # let go as it ended: the study may be resumed
+    # a search that went silent (killed) is taken as ended once its last beat is LEFT_AFTER seconds old
+    sign = {"host": "elsewhere", "pid": 1, "workdir": "/w", "beat": time.time() - LEFT_AFTER + 30}
+    study.set_user_attr(DRIVER, sign)
+    code, out, err = _cli(capsys, "search", specs / "tiny.yaml", "--storage", url, "--study-name", "hostile",
+                          "--maximize", "metric:acc", "--resume", "--workdir", tmp_path / "b", "--trials", "3",
+                          "--evaluate", "test_search_hostile:_params_metric")  # fmt: skip
+    assert code == 2 and "being run by another nasdsl search (on elsewhere, pid 1, in /w; its last sign" in err
+    study.set_user_attr(DRIVER, {**sign, "beat": time.time() - LEFT_AFTER - 1})
+    summary = run_search(Config(**{**second.__dict__, "trials": 3, "evaluator": parse_evaluator(_params_metric)}),
+                         say=_quiet)  # fmt: skip
+    assert summary.resumed == 2 and summary.evaluated == 1
+    from nasdsl.search.study import BEAT_SECONDS
+
+    docs = " ".join((ROOT / "docs" / "search.md").read_text().split())
+    assert f"every {BEAT_SECONDS:g} s; a search whose last sign is over {LEFT_AFTER:g} s old is taken as killed" in docs
+
+
+def _params_metric(spec_path: str, workdir: str) -> dict:
+    return {"acc": _params(spec_path)}
+
+
+def test_a_search_whose_trial_another_search_ended_stops_with_an_error(specs, tmp_path):
+    """A search taken as ended (silent past LEFT_AFTER: suspended) whose trial another search told FAIL
+    stops with the reason when it tells that trial, not with an internal error."""
+    from optuna.trial import TrialState
+
+    from nasdsl.search import study as studies
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    cfg = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(waits_for_go), storage=url, trials=1,
+               workdir=str(tmp_path / "a"))  # fmt: skip
+    ENTERED.clear(), GO.clear()
+    outcome: dict = {}
+
+    def search():
+        try:
+            run_search(cfg, say=_quiet)
+        except nasdsl.NasdslError as e:
+            outcome["error"] = str(e)
+
+    runner = threading.Thread(target=search)
+    runner.start()
+    try:
+        assert ENTERED.wait(30)
+        study = load_study(url, "hostile")
+        (running,) = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+        studies.tell(study, running.number, state=TrialState.FAIL)  # as a search that took over does
+    finally:
+        GO.set()
+        runner.join(60)
+    assert outcome["error"] == (
+        f"error: trial {running.number} was ended by another nasdsl search of this study while this one ran it "
+        f"(this one gave no sign of life for over {studies.LEFT_AFTER:g} s, and was taken as ended): this search stops"
+    )

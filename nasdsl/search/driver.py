@@ -261,14 +261,19 @@ class _Search:
             )
             if cfg.dispatches:
                 _claim(cfg)
-            # before a resumed study's running trials are told FAIL: they may be another driver's
+            # before a resumed study's running trials are told FAIL: they may be another driver's, in this
+            # folder (the lock) or anywhere the storage is shared (the lease)
             lock = _Running(cfg) if cfg.dispatches or cfg.storage is None else None
+            lease = None
             try:
+                lease = studies.Lease(self.study, cfg.storage_url, cfg.workdir)
                 summary = self.summary = Summary(self.study, slots=executor.slots)
                 if cfg.resume:
                     summary.resumed = self._restore()
                 self._loop(executor)
             finally:
+                if lease is not None:
+                    lease.release()
                 if lock is not None:
                     lock.release()
         finally:
@@ -422,11 +427,12 @@ class _Search:
         """Record and tell a trial: ``values``, or FAIL for None."""
         from optuna.trial import TrialState
 
-        trial.set_user_attr(studies.ATTR, rec)
-        if values is None:
-            studies.tell(self.study, trial, state=TrialState.FAIL)
-        else:
-            studies.tell(self.study, trial, values)
+        with studies.ours(trial.number):
+            trial.set_user_attr(studies.ATTR, rec)
+            if values is None:
+                studies.tell(self.study, trial, state=TrialState.FAIL)
+            else:
+                studies.tell(self.study, trial, values)
 
     def _reject(self, trial, key: str, reason: str, figures) -> None:
         from optuna.trial import TrialState
@@ -434,8 +440,9 @@ class _Search:
         rec = {"variant": key, "status": "rejected", "reason": reason}
         if figures is not None:
             rec["figures"] = _figure_record(figures)
-        trial.set_user_attr(studies.ATTR, rec)
-        studies.tell(self.study, trial, state=TrialState.PRUNED)
+        with studies.ours(trial.number):
+            trial.set_user_attr(studies.ATTR, rec)
+            studies.tell(self.study, trial, state=TrialState.PRUNED)
         self.summary.rejected += 1
 
     def _finish(self, outcome: Outcome) -> None:

@@ -21,9 +21,11 @@ document and the objectives, so that a resumed search is the same search.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -298,6 +300,86 @@ def tell(study, trial, values=None, state=None) -> None:
         told(study=study, trial=trial, value_or_values=values, state=state)
 
 
+#: the study's user attribute where the search running it signs (host, pid, work folder, last beat)
+DRIVER = "nasdsl_driver"
+#: seconds between a running search's beats, and the age past which a beat is taken as a search
+#: that ended without saying so (killed): its study may be resumed
+BEAT_SECONDS = 10.0
+LEFT_AFTER = 60.0
+
+
+class Lease:
+    """A running search's hold on its study, in the storage: any other search that opens the study
+    (a ``--resume`` from another folder or machine on a shared database) sees it and is refused,
+    where it would have told this search's running trials FAIL under it. The hold is the study's
+    ``nasdsl_driver`` attribute, written again every :data:`BEAT_SECONDS` by a thread; a hold whose
+    last beat is older than :data:`LEFT_AFTER` seconds (by the reader's clock) is a search that
+    was killed, and is taken over. In Optuna's in-memory storage nothing else can reach the
+    study, and no hold is kept."""
+
+    def __init__(self, study, url: object, workdir: str):
+        import socket
+        import threading
+
+        self.study = study
+        self.stop = threading.Event()
+        self.thread = None
+        optuna = require_optuna()
+        if isinstance(study._storage, optuna.storages.InMemoryStorage):
+            return
+        held = study.user_attrs.get(DRIVER)
+        now = time.time()
+        left_after = LEFT_AFTER
+        if isinstance(held, dict) and isinstance(held.get("beat"), (int, float)) and now - held["beat"] < left_after:
+            age = max(0.0, now - held["beat"])
+            where = url if isinstance(url, str) else "its storage"
+            raise SearchError(
+                f"the study {study.study_name!r} in {where} is being run by another nasdsl search (on "
+                f"{printable(str(held.get('host')))}, pid {held.get('pid')}, in {printable(str(held.get('workdir')))}; "
+                f"its last sign of life {age:.0f} s ago): wait for it to end, or run more trials at once in one "
+                f"search (--workers, --ray). A search silent for {left_after:g} s is taken as ended",
+                path="--study-name",
+            )
+        self.sign = {"host": socket.gethostname(), "pid": os.getpid(), "workdir": os.path.abspath(workdir)}
+        self._beat()
+        self.thread = threading.Thread(target=self._beating, args=(BEAT_SECONDS,), name="nasdsl-lease", daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        self.study.set_user_attr(DRIVER, {**self.sign, "beat": time.time()})
+
+    def _beating(self, every: float) -> None:
+        while not self.stop.wait(every):
+            with contextlib.suppress(Exception):  # a busy database: the next beat tries again
+                self._beat()
+
+    def release(self) -> None:
+        """Let the study go (the search ended, however it ended)."""
+        if self.thread is None:
+            return
+        self.stop.set()
+        self.thread.join()
+        self.thread = None
+        with contextlib.suppress(Exception):  # a storage gone: the hold ages out
+            self.study.set_user_attr(DRIVER, None)
+
+
+@contextlib.contextmanager
+def ours(number: int):
+    """Around what writes a trial this search started: a trial another search finished under it
+    (this one gave no sign of life for :data:`LEFT_AFTER` seconds, paused or suspended, and was
+    taken as ended) is an error that stops this search, not an internal one."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        yield
+    except UpdateFinishedTrialError:
+        raise SearchError(
+            f"trial {number} was ended by another nasdsl search of this study while this one ran it (this one "
+            f"gave no sign of life for over {LEFT_AFTER:g} s, and was taken as ended): this search stops"
+        ) from None
+
+
 def strict_json(value: object) -> object:
     """``value`` with each float that JSON has no number for written as Python writes it
     (``"inf"``, ``"-inf"``, ``"nan"``): a NASWOT score of minus infinity, a metric of infinity
@@ -319,6 +401,8 @@ def record(trial) -> dict:
 __all__ = [
     "ATTR",
     "DATABASE",
+    "DRIVER",
+    "Lease",
     "SAMPLERS",
     "SearchError",
     "default_storage",
