@@ -687,6 +687,13 @@ def test_a_second_search_of_a_running_study_in_a_shared_storage_is_refused(specs
                           "--maximize", "metric:acc", "--resume", "--workdir", tmp_path / "b", "--trials", "3",
                           "--evaluate", "test_search_hostile:_params_metric")  # fmt: skip
     assert code == 2 and "being run by another nasdsl search (on elsewhere, pid 1, in /w; its last sign" in err
+    code, out, err = _cli(
+        capsys, "search", specs / "tiny.yaml", "--storage", url, "--study-name", "hostile", "--report"
+    )
+    assert code == 0 and out.startswith(
+        "study hostile (maximize metric:acc): 2 variants evaluated, being run now by the search on elsewhere "
+        "(pid 1, in /w)\n"
+    )
     study.set_user_attr(DRIVER, {**sign, "beat": time.time() - LEFT_AFTER - 1})
     summary = run_search(Config(**{**second.__dict__, "trials": 3, "evaluator": parse_evaluator(_params_metric)}),
                          say=_quiet)  # fmt: skip

@@ -14,7 +14,7 @@ from nasdsl.choices import option_text
 from nasdsl.errors import NasdslError, printable
 from nasdsl.search.identity import variant_key
 from nasdsl.search.params import picks_of
-from nasdsl.search.study import ATTR, SearchError, record, strict_json
+from nasdsl.search.study import ATTR, SearchError, record, running_search, strict_json
 from nasdsl.space import Space
 
 #: what a trial's status is called in the table
@@ -117,6 +117,12 @@ def heading(study) -> str:
     parts = [f"{evaluated:,} variant{'' if evaluated == 1 else 's'} evaluated"]
     parts += [f"{n:,} {s}{'s' if s == 'duplicate' and n > 1 else ''}" for s, n in sorted(counts.items())]
     aims = ", ".join(f"{d} {n}" for n, d in objectives(study))
+    running = running_search(study)
+    if running is not None:
+        parts.append(
+            f"being run now by the search on {running.get('host')} (pid {running.get('pid')}, in "
+            f"{running.get('workdir')})"
+        )
     return f"study {study.study_name} ({aims}): " + ", ".join(parts)
 
 

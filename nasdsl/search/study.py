@@ -327,11 +327,10 @@ class Lease:
         optuna = require_optuna()
         if isinstance(study._storage, optuna.storages.InMemoryStorage):
             return
-        held = study.user_attrs.get(DRIVER)
-        now = time.time()
-        left_after = LEFT_AFTER
-        if isinstance(held, dict) and isinstance(held.get("beat"), (int, float)) and now - held["beat"] < left_after:
-            age = max(0.0, now - held["beat"])
+        held = running_search(study)
+        if held is not None:
+            age = max(0.0, time.time() - held["beat"])
+            left_after = LEFT_AFTER
             where = url if isinstance(url, str) else "its storage"
             raise SearchError(
                 f"the study {study.study_name!r} in {where} is being run by another nasdsl search (on "
@@ -362,6 +361,18 @@ class Lease:
         self.thread = None
         with contextlib.suppress(Exception):  # a storage gone: the hold ages out
             self.study.set_user_attr(DRIVER, None)
+
+
+def running_search(study) -> dict | None:
+    """The sign of the search running ``study`` now (host, pid, workdir, beat), or None when no
+    search has signed it within :data:`LEFT_AFTER` seconds."""
+    held = study.user_attrs.get(DRIVER)
+    if not isinstance(held, dict):
+        return None
+    beat = held.get("beat")
+    if isinstance(beat, bool) or not isinstance(beat, (int, float)) or time.time() - beat >= LEFT_AFTER:
+        return None
+    return held
 
 
 @contextlib.contextmanager
@@ -409,6 +420,7 @@ __all__ = [
     "load_study",
     "make_sampler",
     "open_study",
+    "running_search",
     "record",
     "require_optuna",
     "strict_json",
