@@ -46,17 +46,30 @@ def _listing(option: str, allowed: tuple[str, ...]):
         bad = [t for t in items if t not in allowed]
         if not items or bad:
             raise argparse.ArgumentTypeError(
-                f"{option}: expected a comma-separated list of {', '.join(allowed)}, got {text!r}"
+                f"{option}: expected a comma-separated list of {', '.join(allowed)}, got {text!r}{_guess(bad, allowed)}"
             )
         return tuple(dict.fromkeys(items))
 
     return parse
 
 
+def _guess(bad: list[str], allowed: tuple[str, ...]) -> str:
+    """'; did you mean X?' for the first misspelt item that is close to an allowed one."""
+    import difflib
+
+    for item in bad:
+        close = difflib.get_close_matches(item.lower(), allowed, n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean {close[0]!r} for {item!r}?)"
+    return ""
+
+
 def _one_of(option: str, allowed: tuple[str, ...]):
     def parse(text: str) -> str:
         if text not in allowed:
-            raise argparse.ArgumentTypeError(f"{option}: expected one of {', '.join(allowed)}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"{option}: expected one of {', '.join(allowed)}, got {text!r}{_guess([text], allowed)}"
+            )
         return text
 
     return parse
@@ -86,9 +99,10 @@ def _positive(option: str, kind=float, lo=0.0, hi: float | None = None):
             v = kind(text)
         except ValueError:
             v = None
-        if v is None or not v > lo or v != v or (hi is not None and v > hi):
+        if v is None or not lo < v < float("inf") or (hi is not None and v > hi):
             most = f" and at most {hi:,}" if hi is not None else ""
-            raise argparse.ArgumentTypeError(f"{option}: expected a number above {lo:g}{most}, got {text!r}")
+            endless = " (expected a finite one)" if v == float("inf") else ""
+            raise argparse.ArgumentTypeError(f"{option}: expected a number above {lo:g}{most}, got {text!r}{endless}")
         return v
 
     return parse
@@ -195,12 +209,22 @@ def _bench(args: argparse.Namespace, net) -> int:
         wanted = offered
     if not cpu.amx and "bf16" in offered:
         notes.append("bf16 runs on AVX-512 BF16 here; this CPU has no AMX, whose bf16 tiles give the large speedups")
-    configs = measure.plan(names, wanted, args.batch, offered)
+    g = net.graph
+    start = ir.node(g, ir.info(g).input)
+    layout = engines.channels_last(start.type.axes)
+    if layout is None:
+        flat = f"the input ({start.type.axes}) is no 2-D or 3-D map, which a channels-last layout needs"
+        if args.engines is not None and "eager-cl" in names:
+            raise BenchUsageError(f"eager-cl: {flat}; eager and compile run it contiguous", path="--engines")
+        if "eager-cl" in names:
+            notes.append(f"eager-cl: not run: {flat}")
+        if "compile" in names:
+            notes.append("compile: runs the contiguous layout (no channels-last one for this input)")
+    configs = measure.plan(names, wanted, args.batch, offered, layout)
     if not configs:
         raise BenchUsageError(
             f"no engine of {', '.join(names)} offers {', '.join(wanted)}; see nasdsl bench --help", path="--precisions"
         )
-    g = net.graph
     check_batch_memory(g, max(args.batch), args.max_memory, "benchmarking the model")
     shape = ir.node(g, ir.info(g).input).shape
     inputs = data.load(args.data, shape) if args.data else data.generated(shape)
@@ -218,9 +242,13 @@ def _bench(args: argparse.Namespace, net) -> int:
         threads=threads,
         repeats=args.repeats,
         progress=measure.Progress(len(configs) + len(args.batch)),
+        notes=notes,
     )
     rows = measure.mark_fastest(rows, args.tolerance)
-    notes.append(f"{threads} threads per engine; deviation: max |out - ref| / max |ref| on the evaluation inputs")
+    notes.append(
+        f"{threads} thread{'s' if threads != 1 else ''} per engine; "
+        "deviation: max |out - ref| / max |ref| on the evaluation inputs"
+    )
     report = measure.report(
         args.spec, net.name, rows, tolerance=args.tolerance, machine=cpu, data=inputs.describe(), notes=notes
     )
