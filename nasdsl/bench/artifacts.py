@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -245,10 +246,14 @@ def quantize(model: bytes, calibration: np.ndarray, batch: int | str) -> bytes:
 
 @contextlib.contextmanager
 def _quiet():
+    """ONNX Runtime's quantiser without its log and numpy's warnings (an all-NaN range: the
+    caller says what it means in one line)."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
     finally:
         logging.disable(previous)
 

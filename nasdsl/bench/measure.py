@@ -158,7 +158,7 @@ def _bench(net, configs, inputs, weights, threads, repeats, progress, evaluation
             outs = [runner.every(b) for b in _padded(evaluation, config.batch)]
             got = [np.concatenate(o)[: len(evaluation)] for o in zip(*outs, strict=True)]
         except NasdslError as e:  # a located error (calibration data the quantiser cannot use): its own words
-            rows[config] = replace(row, error=e.format())
+            rows[config] = replace(row, error=f"{e.path}: {e.message}" if e.path else e.message)
             continue
         except Exception as e:  # noqa: BLE001 - an engine that fails is a row that says so
             rows[config] = replace(row, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -349,9 +349,35 @@ def render(report: dict, fmt: str) -> str:
     return "\n".join([*head, line(HEADINGS), rule, *map(line, body), rule, *tail, *notes]) + "\n"
 
 
-def report(spec: str, name: str, rows: list[Row], *, tolerance: float, machine, data: str, notes: list[str]) -> dict:
-    """Plain data (the JSON contract): the machine, the data, the rows, the fastest of each batch."""
+def report(
+    spec: str,
+    name: str,
+    rows: list[Row],
+    *,
+    tolerance: float,
+    machine,
+    data: str,
+    notes: list[str],
+    options: Iterable[str] = (),
+    calibration: str | None = None,
+) -> dict:
+    """Plain data (the JSON contract): the machine, the data, the rows, the fastest of each batch.
+    The command that writes the fastest's artifact carries ``options`` (the spec's ``--set`` and
+    ``--weights``: what changes the artifact) and, for an int8 target, ``--data calibration``, so
+    that it writes the bytes measured."""
+    import shlex
+
     fastest = [r for r in rows if r.fastest]
+    given = "".join(f" {shlex.quote(o)}" for o in options)
+
+    def command(r: Row) -> str:
+        line = f"nasdsl compile {shlex.quote(spec)}{given} --optimize-for {r.target}"
+        if not r.sha256:
+            return line + " -o model.py"
+        if r.precision == "int8" and calibration is not None:
+            line += f" --data {shlex.quote(calibration)}"
+        return line + f" --batch {r.batch} -o model.onnx"
+
     return {
         "title": f"{name} ({spec}): engines and precisions on this CPU",
         "spec": spec,
@@ -364,10 +390,7 @@ def report(spec: str, name: str, rows: list[Row], *, tolerance: float, machine, 
         "rows": [asdict(r) for r in rows],
         "fastest": [asdict(r) for r in fastest],
         "fastest_text": [
-            f"batch {r.batch}: {r.engine} {r.precision} ({r.images_per_s:.1f} img/s): "
-            f"nasdsl compile {spec} --optimize-for {r.target}"
-            + (f" --batch {r.batch} -o model.onnx" if r.sha256 else " -o model.py")
-            for r in fastest
+            f"batch {r.batch}: {r.engine} {r.precision} ({r.images_per_s:.1f} img/s): {command(r)}" for r in fastest
         ],
         "notes": notes,
     }

@@ -250,7 +250,15 @@ def _bench(args: argparse.Namespace, net) -> int:
         "deviation: max |out - ref| / max |ref| on the evaluation inputs"
     )
     report = measure.report(
-        args.spec, net.name, rows, tolerance=args.tolerance, machine=cpu, data=inputs.describe(), notes=notes
+        args.spec,
+        net.name,
+        rows,
+        tolerance=args.tolerance,
+        machine=cpu,
+        data=inputs.describe(),
+        notes=notes,
+        options=[*(f"--set={o}" for o in args.overrides), *(["--weights", args.weights] if args.weights else [])],
+        calibration=args.data,
     )
     sys.stdout.write(measure.render(report, args.format))
     return 0
