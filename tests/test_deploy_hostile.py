@@ -404,3 +404,37 @@ def test_calibrate_replaces_a_corrupt_calibration(cache, monkeypatch):
     data["version"] = "0.0.1"  # another version's file at this path: not a calibration for this one
     path.write_text(json.dumps(data))
     assert latency.cached("onnxruntime") is None
+
+
+def test_the_check_reports_what_it_measured(specs):
+    """make_artifact's deviation is the one ONNX Runtime's own sessions give (the int8 artifact
+    against the fp32 export on the first 16 calibration inputs), and within int8's tolerance."""
+    import onnxruntime as ort
+
+    import nasdsl
+    from nasdsl.bench.data import generated
+
+    g = nasdsl.compile_spec(specs["tiny"]).graph
+    x = generated((3, 16, 16)).calibration
+    made = artifacts.make_artifact(g, "onnxruntime-int8", calibration=x, batch=16)
+    assert (made.engine, made.samples) == ("onnxruntime", 16)
+
+    def outputs(data: bytes) -> np.ndarray:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+    fp32 = outputs(artifacts.onnx_artifact(g, "onnxruntime", calibration=x, batch=16))
+    want = np.abs(outputs(made.data) - fp32).max() / np.abs(fp32).max()
+    assert made.deviation == pytest.approx(want, rel=1e-6) and 0 < made.deviation < artifacts.TOLERANCE["int8"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="nasdsl/cli.py (not this helper's file) prints 'wrote F (N bytes, the T artifact)' without the "
+    "deviation its check found; nasdsl.bench.artifacts.make_artifact returns it",
+)
+def test_compile_says_the_deviation_it_checked(specs, tmp_path):
+    out = tmp_path / "int8.onnx"
+    code, text, err = run(["compile", str(specs["tiny"]), "--optimize-for", "onnxruntime-int8", "-o", str(out)])
+    assert code == 0, err
+    assert "deviat" in text.replace(str(out), "")  # the folder pytest made is named after this test

@@ -35,6 +35,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,6 +74,43 @@ def onnx_artifact(
     ``"dynamic"``: calibrated a sample at a time);
     ``calibration`` (N x C x H x W float inputs) calibrates an int8 target. With ``check``, the
     artifact is checked against the fp32 export (see the module docstring)."""
+    return make_artifact(
+        graph,
+        name,
+        calibration=calibration,
+        state_dict=state_dict,
+        batch=batch,
+        opset=opset,
+        max_memory=max_memory,
+        check=check,
+    ).data
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An artifact's bytes and its check: the deviation from the fp32 export found, the engine
+    it ran in and on how many calibration inputs (None, "", 0 where it was not checked: the
+    ``onnxruntime`` target's artifact is the export, and an artifact only OpenVINO reads
+    differently where OpenVINO is not installed)."""
+
+    data: bytes
+    deviation: float | None = None
+    engine: str = ""
+    samples: int = 0
+
+
+def make_artifact(
+    graph: object,
+    name: str,
+    *,
+    calibration: np.ndarray,
+    state_dict: Mapping[str, object] | None = None,
+    batch: int | str = 1,
+    opset: int | None = None,
+    max_memory: int | None = None,
+    check: bool = True,
+) -> Artifact:
+    """:func:`onnx_artifact` with what its check found (what ``nasdsl compile`` can print)."""
     import onnx
 
     from nasdsl.backends import onnx as backend
@@ -84,7 +122,7 @@ def onnx_artifact(
     g = ir.as_graph(graph)
     data = backend.export_onnx_bytes(g, state_dict=state_dict, batch=batch, optimize=target, **kwargs)
     if name == "onnxruntime":  # the export itself: the reference it would be checked against
-        return data
+        return Artifact(data)
     feeds = _batches(calibration[:CHECKED], batch if isinstance(batch, int) else 1)
     if check:
         if isinstance(batch, int):
@@ -98,9 +136,11 @@ def onnx_artifact(
     entry = model.metadata_props.add()
     entry.key, entry.value = TARGET_KEY, name
     out = model.SerializeToString(deterministic=True)
-    if check:
-        _check(out, name, feeds, reference)
-    return out
+    if not check:
+        return Artifact(out)
+    samples = min(len(calibration), CHECKED)
+    found, engine = _check(out, name, feeds, reference, samples)
+    return Artifact(out, found, engine, samples if found is not None else 0)
 
 
 def deviation(got: list[np.ndarray], want: list[np.ndarray]) -> float:
@@ -133,21 +173,26 @@ def _run(model: bytes, engine: str, precision: str, feeds: list[np.ndarray]) -> 
     return [np.concatenate(o) for o in zip(*outs, strict=True)]
 
 
-def _check(artifact: bytes, name: str, feeds: list[np.ndarray], reference: list[np.ndarray]) -> None:
+def _check(
+    artifact: bytes, name: str, feeds: list[np.ndarray], reference: list[np.ndarray], samples: int
+) -> tuple[float | None, str]:
+    """The deviation of ``artifact`` from ``reference`` and the engine it ran in; raises
+    :class:`ArtifactError` beyond its precision's tolerance."""
     _, precision = deployment(name)
     engine = _engine_of(name)
     if engine == "onnxruntime" and precision != "int8":
-        return  # ONNX Runtime runs the fp32 export's graph itself: the reference
+        return None, ""  # ONNX Runtime runs the fp32 export's graph itself: the reference
     got = _run(artifact, engine, precision, feeds)
     found = deviation(got, reference)
     if not found <= TOLERANCE[precision]:
         raise ArtifactError(
             f"the {name} artifact deviates from the fp32 export by {found:.3g} (max |out - ref| / max |ref| on "
-            f"{len(feeds[0]) * len(feeds)} calibration inputs, run in {engine}), above the {precision} "
+            f"{samples} calibration input{'s' if samples != 1 else ''}, run in {engine}), above the {precision} "
             f"tolerance {TOLERANCE[precision]:g}: not written (for int8, calibrate on inputs like the real "
             "ones with --data)",
             path="--optimize-for",
         )
+    return found, engine
 
 
 def _refuse_non_finite(model: bytes, feeds: list[np.ndarray], outputs: list[np.ndarray] | None = None) -> None:
@@ -283,4 +328,15 @@ class _Reader:
         return next(self._feeds, None)
 
 
-__all__ = ["ArtifactError", "CHECKED", "TARGET_KEY", "TOLERANCE", "deviation", "onnx_artifact", "quantize", "target_of"]
+__all__ = [
+    "Artifact",
+    "ArtifactError",
+    "CHECKED",
+    "make_artifact",
+    "TARGET_KEY",
+    "TOLERANCE",
+    "deviation",
+    "onnx_artifact",
+    "quantize",
+    "target_of",
+]
