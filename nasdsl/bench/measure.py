@@ -116,28 +116,59 @@ def bench(
     repeats: int = 7,
     progress: Progress | None = None,
     notes: list[str] | None = None,
+    tolerance: float | None = None,
 ) -> list[Row]:
-    """Prepare, check and time every configuration (see the module docstring). What the reader
-    must know of the reference (it checks nothing, or only what does not depend on the input)
-    is appended to ``notes``."""
+    """Prepare, check and time every configuration (see the module docstring); with
+    ``tolerance``, the fastest of each batch size within it marked (:func:`mark_fastest`) unless
+    the reference's output varies across the evaluation inputs by no more than the tolerance (of
+    its largest magnitude): then a deviation within it cannot tell a wrong function from a right
+    one (the spec's seeded initialisation makes some classifiers' outputs the same for every
+    input), and none is marked. What the reader must know of the reference is appended to
+    ``notes``."""
     from nasdsl.backends.verify import torch_model
     from nasdsl.optimize import build_inference
 
     g = net.graph
     shape = ir.node(g, ir.info(g).input).shape
-    evaluation = inputs.evaluation if inputs.given else generated(shape, max(c.batch for c in configs), 1).calibration
+    # at least two generated samples: whether the reference depends on its input is measured
+    count = max(2, *(c.batch for c in configs))
+    evaluation = inputs.evaluation if inputs.given else generated(shape, count, 1).calibration
     import torch
 
     before = torch.get_num_threads()
     try:
         return _bench(
-            net, configs, inputs, weights, threads, repeats, progress, evaluation, torch_model, build_inference, notes
+            net,
+            configs,
+            inputs,
+            weights,
+            threads,
+            repeats,
+            progress,
+            evaluation,
+            torch_model,
+            build_inference,
+            notes if notes is not None else [],
+            tolerance,
         )
     finally:
         torch.set_num_threads(before)
 
 
-def _bench(net, configs, inputs, weights, threads, repeats, progress, evaluation, torch_model, build_inference, notes):
+def _bench(
+    net,
+    configs,
+    inputs,
+    weights,
+    threads,
+    repeats,
+    progress,
+    evaluation,
+    torch_model,
+    build_inference,
+    notes,
+    tolerance,
+):
     import torch
 
     g = net.graph
@@ -146,7 +177,9 @@ def _bench(net, configs, inputs, weights, threads, repeats, progress, evaluation
     with torch.inference_mode():
         parts = [engines.torch_outputs(reference(torch.from_numpy(b))) for b in _chunks(evaluation, 16)]
     want = [np.concatenate(o) for o in zip(*parts, strict=True)]
-    unchecked = _check_reference(want, inputs, weights, notes if notes is not None else [])
+    _refuse_non_finite(want, inputs, weights)
+    unchecked = all(float(np.max(np.abs(w), initial=0.0)) == 0.0 for w in want)
+    comparable = _comparable(want, unchecked, tolerance, weights, notes)
     progress = progress or Progress(len(configs), stream=_Null())
     prepared: dict[Config, tuple[Runner, object]] = {}
     rows: dict[Config, Row] = {}
@@ -177,7 +210,8 @@ def _bench(net, configs, inputs, weights, threads, repeats, progress, evaluation
         for c, t in seconds.items():
             rows[c] = replace(rows[c], latency_ms=t * 1e3, images_per_s=batch / t)
     progress.close()
-    return [rows[c] for c in configs]
+    out = [rows[c] for c in configs]
+    return mark_fastest(out, tolerance) if tolerance is not None and comparable else out
 
 
 def _prepare(net, config: Config, inputs: Inputs, weights, threads: int, build_inference) -> tuple[Runner, str | None]:
@@ -197,9 +231,8 @@ def _prepare(net, config: Config, inputs: Inputs, weights, threads: int, build_i
     return engines.torch_runner(build_inference(net, "cpu", weights), config, threads), None
 
 
-def _check_reference(want: list[np.ndarray], inputs: Inputs, weights, notes: list[str]) -> bool:
-    """Refuse a reference that is not finite; note one that checks nothing or only what does not
-    depend on the input. True where it is zero everywhere (no deviation can be measured)."""
+def _refuse_non_finite(want: list[np.ndarray], inputs: Inputs, weights) -> None:
+    """Refuse a reference that is not finite on the evaluation inputs (:class:`BenchError`)."""
     for k, w in enumerate(want):
         bad = ~np.isfinite(w.reshape(len(w), -1)).all(axis=1)
         if bad.any():
@@ -218,18 +251,39 @@ def _check_reference(want: list[np.ndarray], inputs: Inputs, weights, notes: lis
                 f"sample {sample}: the weights ({given}) make it overflow",
                 path="--weights" if weights is not None else None,
             )
-    if all(float(np.max(np.abs(w), initial=0.0)) == 0.0 for w in want):
+
+
+def spread(want: list[np.ndarray]) -> float | None:
+    """How much the reference's outputs vary across the samples: the largest over the outputs of
+    max |out - out of the first sample| / max |out| (0 for outputs that are 0 everywhere; None
+    with one sample)."""
+    if len(want[0]) < 2:
+        return None
+    found = 0.0
+    for w in want:
+        scale = float(np.max(np.abs(w), initial=0.0))
+        if scale > 0:
+            found = max(found, float(np.max(np.abs(w.astype(np.float64) - w[:1]))) / scale)
+    return found
+
+
+def _comparable(want: list[np.ndarray], zero: bool, tolerance: float | None, weights, notes: list[str]) -> bool:
+    """Whether a deviation within ``tolerance`` says the function is the reference's; notes why not."""
+    by = "with these weights" if weights is not None else "the spec's seeded initialisation: give --weights"
+    if zero:
         notes.append(
-            "the reference's output is 0 on every evaluation input (a layer the weights zero: the spec's "
-            "seeded initialisation zeroes some classifiers; give --weights): no deviation is measured and "
-            "no configuration is marked"
+            f"the reference's output is 0 on every evaluation input ({by}): no deviation is measured and no "
+            "configuration is marked"
         )
+        return False
+    varies = spread(want)
+    if varies is None or tolerance is None or varies > tolerance:
         return True
-    if len(want[0]) > 1 and all(np.array_equal(w, np.broadcast_to(w[:1], w.shape)) for w in want):
-        notes.append(
-            "the reference's output is the same for every evaluation input: the deviation checks only what "
-            "does not depend on the input (give --weights, or --data)"
-        )
+    notes.append(
+        f"the reference's output varies by {varies:.2g} of its largest magnitude across the {len(want[0])} "
+        f"evaluation inputs, no more than the tolerance {tolerance:g}: a deviation within it cannot tell a wrong "
+        f"function from a right one ({by}, or --data of distinct samples); no configuration is marked"
+    )
     return False
 
 
@@ -417,4 +471,16 @@ class _Null:
         pass
 
 
-__all__ = ["BenchError", "COLUMNS", "Progress", "Row", "bench", "mark_fastest", "plan", "render", "report", "versions"]
+__all__ = [
+    "BenchError",
+    "COLUMNS",
+    "Progress",
+    "spread",
+    "Row",
+    "bench",
+    "mark_fastest",
+    "plan",
+    "render",
+    "report",
+    "versions",
+]

@@ -243,8 +243,8 @@ def _bench(args: argparse.Namespace, net) -> int:
         repeats=args.repeats,
         progress=measure.Progress(len(configs) + len(args.batch)),
         notes=notes,
+        tolerance=args.tolerance,
     )
-    rows = measure.mark_fastest(rows, args.tolerance)
     notes.append(
         f"{threads} thread{'s' if threads != 1 else ''} per engine; "
         "deviation: max |out - ref| / max |ref| on the evaluation inputs"
