@@ -293,6 +293,30 @@ def test_a_wrong_artifact_is_refused_and_not_written(specs, tmp_path, monkeypatc
     assert code == 0, err
 
 
+def test_the_check_fits_the_memory_limit(specs, tmp_path):
+    """The check runs the artifact at its batch: --batch 65536 allocated every sample before any
+    limit was asked (an internal MemoryError); now the limit is asked first, exit 2."""
+    out = tmp_path / "m.onnx"
+    one_error(
+        *run(
+            [
+                "compile",
+                str(specs["tiny"]),
+                "--optimize-for",
+                "openvino-bf16",
+                "--batch",
+                "4096",
+                "--max-memory",
+                "10M",
+                "-o",
+                str(out),
+            ]
+        ),  # fmt: skip
+        "error: --batch: checking the openvino-bf16 artifact at batch 4,096 needs about",
+    )
+    assert not out.exists()
+
+
 def test_every_target_of_a_two_output_model_is_checked_and_written(specs, tmp_path):
     """Every ONNX target of a model with two outputs passes its check (each output within its
     precision's tolerance of the fp32 export, run in ONNX Runtime) and is written."""

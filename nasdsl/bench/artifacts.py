@@ -123,12 +123,12 @@ def make_artifact(
     data = backend.export_onnx_bytes(g, state_dict=state_dict, batch=batch, optimize=target, **kwargs)
     if name == "onnxruntime":  # the export itself: the reference it would be checked against
         return Artifact(data)
-    feeds = _batches(calibration[:CHECKED], batch if isinstance(batch, int) else 1)
-    if check:
-        if isinstance(batch, int):
-            from nasdsl.cli import check_batch_memory
+    if check and isinstance(batch, int):  # the check runs the model at the batch: before any array is made
+        from nasdsl.cli import check_batch_memory
 
-            check_batch_memory(g, batch, max_memory, f"checking the {name} artifact")
+        check_batch_memory(g, batch, max_memory, f"checking the {name} artifact")
+    if check:
+        feeds = _batches(calibration[:CHECKED], batch if isinstance(batch, int) else 1)
         reference = _run(data, "onnxruntime", "fp32", feeds)
         _refuse_non_finite(data, feeds, reference)
     model = onnx.load_from_string(quantize(data, calibration, batch) if precision == "int8" else data)
