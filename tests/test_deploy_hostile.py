@@ -112,7 +112,7 @@ def specs(tmp_path_factory):
     half[:2] = 1e38  # the calibration half overflows, the evaluation half is ordinary
     np.save(folder / "half.npy", half)
     np.save(folder / "same.npy", np.repeat(x[:1], 4, axis=0))
-    np.save(folder / "val.npy", x)
+    np.save(folder / "val.npy", rng.standard_normal((16, 3, 16, 16), dtype=np.float32))
     paths["folder"] = folder
     return paths
 
@@ -171,6 +171,39 @@ def test_every_output_is_compared(specs, monkeypatch):
     rows = {r["engine"]: r for r in json.loads(out)["rows"]}
     assert rows["eager"]["deviation"] < 1e-5
     assert rows["onnxruntime"]["deviation"] == pytest.approx(2.0) and not rows["onnxruntime"]["fastest"]
+
+
+def test_a_configuration_whose_outputs_are_not_finite_failed(specs, monkeypatch):
+    """An artifact computing NaN was a row 'max deviation inf' (or nan), timed, and --format json
+    wrote Infinity/NaN, which strict JSON readers refuse. Now it is a failed row, not timed, and
+    the JSON is strict."""
+    import onnx
+    from onnx import helper
+
+    made = artifacts.onnx_artifact
+
+    def nan(*args, **kwargs):
+        model = onnx.load_from_string(made(*args, **kwargs))
+        out = model.graph.output[0]
+        model.graph.node.extend([
+            helper.make_node("Abs", [out.name], [out.name + "_abs"]),
+            helper.make_node("Neg", [out.name + "_abs"], [out.name + "_neg"]),
+            helper.make_node("Sqrt", [out.name + "_neg"], [out.name + "_nan"]),
+        ])  # fmt: skip
+        out.name += "_nan"
+        return model.SerializeToString()
+
+    monkeypatch.setattr(artifacts, "onnx_artifact", nan)
+    code, out, err = run(["bench", str(specs["tiny"]), "--engines", "onnxruntime", "--precisions", "fp32",
+                          "--batch", "2", "--format", "json", *QUICK])  # fmt: skip
+    assert code == 0, err
+
+    def refuse(word):
+        raise AssertionError(f"not strict JSON: {word}")
+
+    (row,) = json.loads(out, parse_constant=refuse)["rows"]
+    assert row["images_per_s"] is None and row["deviation"] is None
+    assert row["error"] == "its outputs ((10,)) are not finite or not the reference's ((10,)): not timed"
 
 
 def test_inputs_that_overflow_are_refused(specs, tmp_path):
@@ -241,7 +274,9 @@ def test_the_fastest_line_writes_the_bytes_measured(specs, tmp_path):
     import nasdsl
 
     weights = tmp_path / "w.pt"
-    model = nasdsl.build_model(specs["tiny"], num_classes=7)
+    with torch.random.fork_rng():  # the training model takes torch's default initialisation: seeded here
+        torch.manual_seed(0)
+        model = nasdsl.build_model(specs["tiny"], num_classes=7)
     torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in model.state_dict().items()}, weights)
     data = specs["folder"] / "val.npy"
     code, out, err = run(["bench", str(specs["tiny"]), "--set", "num_classes=7", "--weights", str(weights),

@@ -196,10 +196,20 @@ def _bench(
         except Exception as e:  # noqa: BLE001 - an engine that fails is a row that says so
             rows[config] = replace(row, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             continue
+        found = _deviation(got, want)
+        if not math.isfinite(found):  # NaN outputs, or another number or shape of them: not the model
+            shapes = ", ".join(str(tuple(o.shape[1:])) for o in got)
+            rows[config] = replace(
+                row,
+                sha256=sha,
+                error=f"its outputs ({shapes}) are not finite or not the reference's "
+                f"({', '.join(str(tuple(o.shape[1:])) for o in want)}): not timed",
+            )
+            continue
         rows[config] = replace(
             row,
             sha256=sha,
-            deviation=None if unchecked else _deviation(got, want),
+            deviation=None if unchecked else found,
             agreement=_agreement(got[0], want[0], inputs),
         )
         prepared[config] = (runner, runner.feed(_padded(evaluation, config.batch)[0]))
@@ -374,8 +384,8 @@ HEADINGS = ("engine", "precision", "batch", "img/s", "latency ms", "max deviatio
 
 def render(report: dict, fmt: str) -> str:
     """The report (:func:`report`) as a text table, Markdown or JSON."""
-    if fmt == "json":
-        return json.dumps(report, indent=2) + "\n"
+    if fmt == "json":  # strict JSON: every figure is finite or null (a row that is not is an error)
+        return json.dumps(report, indent=2, allow_nan=False) + "\n"
     rows = [Row(**r) for r in report["rows"]]
     body = [_cells(r) for r in rows]
     notes = [f"{r.engine} {r.precision} batch {r.batch}: failed: {r.error}" for r in rows if r.error]
