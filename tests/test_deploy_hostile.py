@@ -501,3 +501,22 @@ def test_compile_says_the_deviation_it_checked(specs, tmp_path):
     code, text, err = run(["compile", str(specs["tiny"]), "--optimize-for", "onnxruntime-int8", "-o", str(out)])
     assert code == 0, err
     assert "deviat" in text.replace(str(out), "")  # the folder pytest made is named after this test
+
+
+def test_calibrate_refuses_an_unwritable_cache_before_measuring(specs, tmp_path, monkeypatch):
+    """A cache 'folder' that is a file: calibrating measured for minutes, then failed to save;
+    summary --latency called it a corrupt calibration. Now calibrate refuses at once and summary
+    says there is none."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv(latency.CACHE_ENV, str(blocked))
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the cache folder was checked")
+
+    monkeypatch.setattr(calibrate, "calibrate", measured)
+    one_error(
+        *run(["bench", str(specs["tiny"]), "--calibrate"]),
+        f"error: {blocked}/latency: cannot make the cache folder (Not a directory): set $NASDSL_CACHE_DIR",
+    )
+    one_error(*run(["summary", str(specs["tiny"]), "--latency"]), "run 'nasdsl bench SPEC --calibrate' first")

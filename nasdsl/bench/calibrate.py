@@ -671,6 +671,7 @@ def load_or_calibrate(engine: str, *, threads: int = 1, force: bool = False, pro
             progress.write(f"{e.format()}: measuring again\n")
     if model is not None:
         return model
+    latency.check_writable(engine, threads)
     report: Callable[[int, int], None] | None = None
     if progress is not None:
 

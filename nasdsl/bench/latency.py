@@ -517,7 +517,7 @@ def cached(engine: str, threads: int = 1) -> LatencyModel | None:
     path = cache_path(engine, threads)
     try:
         text = path.read_bytes().decode()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (a folder on the way is a file: nothing)
         return None
     except (OSError, UnicodeDecodeError) as e:
         raise _corrupt(path, f"cannot read it ({getattr(e, 'strerror', None) or e})") from None
@@ -566,6 +566,19 @@ def save(model: LatencyModel) -> Path:
     return path
 
 
+def check_writable(engine: str, threads: int = 1) -> None:
+    """Refuse, before minutes of measuring, a cache folder that cannot be made or written."""
+    folder = cache_path(engine, threads).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LatencyError(
+            f"cannot make the cache folder ({e.strerror or e}): set ${CACHE_ENV} to a writable folder", path=str(folder)
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LatencyError(f"cannot write the cache folder: set ${CACHE_ENV} to a writable folder", path=str(folder))
+
+
 def require(engine: str = LATENCY_ENGINES[0], threads: int = 1) -> LatencyModel:
     """The cached calibration, or a :class:`LatencyError` saying how to make one."""
     model = cached(engine, threads)
@@ -592,6 +605,7 @@ __all__ = [
     "cache_path",
     "cache_values",
     "cached",
+    "check_writable",
     "columns",
     "contexts",
     "features",
