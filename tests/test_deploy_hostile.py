@@ -520,3 +520,20 @@ def test_calibrate_refuses_an_unwritable_cache_before_measuring(specs, tmp_path,
         f"error: {blocked}/latency: cannot make the cache folder (Not a directory): set $NASDSL_CACHE_DIR",
     )
     one_error(*run(["summary", str(specs["tiny"]), "--latency"]), "run 'nasdsl bench SPEC --calibrate' first")
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [(["--threads", "4"], "--threads"), (["--batch", "1,8"], "--batch"), (["--format", "json"], "--format"),
+     (["--engines", "onnxruntime", "--repeats", "3"], "--engines, --repeats")],
+    ids=["threads", "batch", "format", "two"],
+)  # fmt: skip
+def test_calibrate_refuses_the_options_of_a_measurement(specs, tmp_path, monkeypatch, argv, option):
+    """bench --calibrate --threads 4 calibrated one thread and said nothing (every option of a
+    measurement was ignored with --calibrate)."""
+    monkeypatch.setenv(latency.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(calibrate, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    one_error(
+        *run(["bench", str(specs["tiny"]), "--calibrate", *argv]),
+        f"error: {option.split(',')[0]}: {option}: not with --calibrate, which measures its own networks",
+    )

@@ -125,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="fp32, bf16, int8 (default: every one this CPU supports)",
     )
-    parser.add_argument("--batch", type=_batches, default=(16,), help="batch sizes, e.g. 1,16 (default 16)")
+    parser.add_argument("--batch", type=_batches, default=None, help="batch sizes, e.g. 1,16 (default 16)")
     parser.add_argument(
         "--data",
         metavar="FILE",
@@ -138,13 +138,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tolerance",
         type=_positive("--tolerance"),
-        default=DEFAULT_TOLERANCE,
+        default=None,
         help=f"the largest deviation from the fp32 reference the fastest may have (default {DEFAULT_TOLERANCE:g})",
     )
     parser.add_argument(
         "--repeats",
         type=_positive("--repeats", int, 0, MAX_REPEATS),
-        default=7,
+        default=None,
         help=f"timed rounds, at most {MAX_REPEATS:,} (default 7; the median)",
     )
     parser.add_argument(
@@ -156,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         type=_one_of("--format", ("table", "json", "markdown")),
-        default="table",
+        default=None,
         help="table, json or markdown (default table)",
     )
     cal = parser.add_argument_group("latency model")
@@ -172,12 +172,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cal.add_argument("--force", action="store_true", help="with --calibrate: measure again even if cached")
 
 
+#: the options of a measurement, none of which a calibration takes (it runs its own networks at
+#: batch 1 on one thread): given with --calibrate, each was ignored
+MEASURING = ("engines", "precisions", "batch", "data", "weights", "tolerance", "repeats", "threads", "format")
+#: what a measurement takes when an option is not given
+DEFAULTS = {"batch": (16,), "tolerance": DEFAULT_TOLERANCE, "repeats": 7, "format": "table"}
+
+
 def run(args: argparse.Namespace, net) -> int:
     if not args.calibrate and (args.engine is not None or args.force):
         option = "--engine" if args.engine is not None else "--force"
         raise BenchUsageError(f"{option} goes with --calibrate", path=option)
     if args.calibrate:
+        given = [f"--{k}" for k in MEASURING if getattr(args, k) is not None]
+        if given:
+            raise BenchUsageError(
+                f"{', '.join(given)}: not with --calibrate, which measures its own networks at batch 1 on one "
+                "thread for --engine (measure the spec without --calibrate)",
+                path=given[0],
+            )
         return _calibrate(args, net)
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     return _bench(args, net)
 
 
@@ -276,5 +293,6 @@ def _calibrate(args: argparse.Namespace, net) -> int:
     print(f"latency model for {engine}: {model.describe()}")
     print(f"machine: {cpu.describe()}")
     print(f"cached at {latency.cache_path(engine)}")
-    print(f"{args.spec}: predicted {model.predict(net.graph):.2f} ms a sample (batch 1, {model.threads} threads)")
+    threads = f"{model.threads} thread{'s' if model.threads != 1 else ''}"
+    print(f"{args.spec}: predicted {model.predict(net.graph):.2f} ms a sample (batch 1, {threads})")
     return 0
