@@ -537,3 +537,12 @@ def test_calibrate_refuses_the_options_of_a_measurement(specs, tmp_path, monkeyp
         *run(["bench", str(specs["tiny"]), "--calibrate", *argv]),
         f"error: {option.split(',')[0]}: {option}: not with --calibrate, which measures its own networks",
     )
+
+
+@pytest.mark.parametrize("name", ["openvino-", "cpu-", "onnxruntime-fp32", "OpenVINO", "openvino-bf16 "])
+def test_a_target_is_written_one_way(name):
+    """deployment('openvino-') was ('openvino', 'fp32'): an artifact recorded 'openvino-' as its target."""
+    from nasdsl.optimize import OptimizeError, deployment
+
+    with pytest.raises(OptimizeError, match="unknown optimisation target"):
+        deployment(name)
