@@ -546,3 +546,15 @@ def test_a_target_is_written_one_way(name):
 
     with pytest.raises(OptimizeError, match="unknown optimisation target"):
         deployment(name)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="nasdsl/cli.py (not this helper's file): _run_compile prints an artifact's output path raw "
+    "(print(f'wrote {args.output} ...')), where the plain export's line escapes it with one_line",
+)
+def test_compile_writes_one_line_for_an_artifact_named_with_a_newline(specs, tmp_path):
+    out = tmp_path / "we\nird.onnx"
+    code, text, err = run(["compile", str(specs["tiny"]), "--optimize-for", "openvino-bf16", "-o", str(out)])
+    assert code == 0, err
+    assert len(text.splitlines()) == 1, text
