@@ -145,6 +145,29 @@ def test_channels_last_follows_the_input(specs):
     assert row["error"] == "" and row["deviation"] < 1e-5
 
 
+def test_the_layout_each_engine_feeds(specs, monkeypatch):
+    """torch.compile is fed the contiguous layout where there is no channels-last one (torch.compile
+    itself stubbed: no inductor here); by default eager-cl is left out, said so."""
+    import torch
+
+    from nasdsl.bench import engines
+    from nasdsl.bench.engines import Config, torch_runner
+
+    monkeypatch.setattr(torch, "compile", lambda module: module)  # the layout is nasdsl's; inductor is not run
+    x = np.zeros((2, 3, 4, 9, 9), np.float32)
+    cl3d = torch_runner(torch.nn.Identity(), Config("eager-cl", "fp32", 2, "channels_last_3d"), 1).feed(x)
+    assert cl3d.is_contiguous(memory_format=torch.channels_last_3d) and not cl3d.is_contiguous()
+    flat = torch_runner(torch.nn.Identity(), Config("compile", "fp32", 2, None), 1).feed(
+        np.zeros((2, 16, 32), np.float32)
+    )
+    assert flat.is_contiguous()
+    monkeypatch.setattr(engines, "ENGINES", {"eager": ("fp32",), "eager-cl": ("fp32", "bf16")})
+    code, out, err = run(["bench", str(specs["tokens"]), "--precisions", "fp32", "--batch", "1", *QUICK])
+    assert code == 0, err
+    assert "eager-cl: not run: the input (LC) is no 2-D or 3-D map, which a channels-last layout needs" in out
+    assert [line.split()[0] for line in out.splitlines() if line.endswith("cpu *") or line.endswith("cpu")] == ["eager"]
+
+
 # ---------------------------------------------------------------------------
 # What the bench prints is what it measured
 
