@@ -581,3 +581,15 @@ def test_compile_writes_one_line_for_an_artifact_named_with_a_newline(specs, tmp
     code, text, err = run(["compile", str(specs["tiny"]), "--optimize-for", "openvino-bf16", "-o", str(out)])
     assert code == 0, err
     assert len(text.splitlines()) == 1, text
+
+
+def test_the_fastest_is_an_artifact_compile_writes():
+    """With --tolerance 0.5 an int8 row 0.2 off was marked fastest, and the compile line printed
+    for it was refused (int8's tolerance is 0.1): an ONNX row is marked within both."""
+    rows = [
+        measure.Row("onnxruntime", "int8", 1, "onnxruntime-int8", 300.0, 1.0, 0.2, None, "a" * 64),
+        measure.Row("openvino", "bf16", 1, "openvino-bf16", 200.0, 1.0, 0.04, None, "b" * 64),
+        measure.Row("eager-cl", "bf16", 1, "cpu", 250.0, 1.0, 0.3, None, None),  # no artifact: --tolerance alone
+    ]
+    assert [r.engine for r in measure.mark_fastest(rows, 0.5) if r.fastest] == ["eager-cl"]
+    assert [r.engine for r in measure.mark_fastest(rows, 0.1) if r.fastest] == ["openvino"]
