@@ -81,7 +81,7 @@ def deployment(name: str) -> tuple[str, str]:
     ``cpu`` is ("cpu", "fp32"). Raises :class:`OptimizeError` for a name :func:`target_names`
     does not list."""
     target, _, precision = name.partition("-")
-    if target not in TARGETS or (precision and precision not in PRECISIONS[target][1:]):
+    if name not in target_names():  # "openvino-" or "cpu-fp32" too: each target is written one way
         raise OptimizeError(f"unknown optimisation target {name!r}; expected one of {', '.join(target_names())}")
     return target, precision or "fp32"
 

@@ -16,6 +16,15 @@ target              artifact
 Every artifact but ``onnxruntime``'s records its target in the model's metadata
 (``nasdsl.target``): :func:`target_of` reads it, and :func:`nasdsl.bench.engines.open_onnx`
 runs an artifact the way the bench measured it.
+
+An artifact is checked before it is returned (``check``, what ``nasdsl compile`` does; the bench
+compares every configuration with the PyTorch reference itself): run as the bench runs it (in
+OpenVINO where its target is OpenVINO's and OpenVINO is installed, else in ONNX Runtime) on the
+calibration inputs, its outputs may deviate from the fp32 export's in ONNX Runtime by at most its
+precision's :data:`TOLERANCE` (``nasdsl verify``'s measure: the largest absolute difference over
+the largest magnitude, the largest over the outputs), else :class:`ArtifactError` (exit 2; nothing
+is written). Calibration inputs on which the fp32 model computes values that are not finite are
+refused, naming the first node that does.
 """
 
 from __future__ import annotations
@@ -24,15 +33,29 @@ import contextlib
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from nasdsl import ir
+from nasdsl.errors import NasdslError
 from nasdsl.optimize import deployment
 
 #: the metadata key that names an artifact's target
 TARGET_KEY = "nasdsl.target"
+#: the largest deviation from the fp32 export an artifact of each precision may have (the bench
+#: measured 3e-3 to 7e-3 for bf16 and 1e-2 to 2.4e-2 for int8 on GoogLeNet, ResNet-50 and
+#: MobileNetV2: docs/deploy.md); beyond it the artifact computes another function
+TOLERANCE = {"fp32": 1e-4, "bf16": 0.05, "int8": 0.1}
+#: the samples an artifact is checked on at most (the first of the calibration inputs)
+CHECKED = 16
+
+
+class ArtifactError(NasdslError):
+    """An artifact that deviates beyond its tolerance, or calibration inputs the model cannot
+    take (exit 2)."""
 
 
 def onnx_artifact(
@@ -44,11 +67,50 @@ def onnx_artifact(
     batch: int | str = 1,
     opset: int | None = None,
     max_memory: int | None = None,
+    check: bool = True,
 ) -> bytes:
     """The artifact of the ONNX target ``name`` (``openvino-bf16``) for ``graph``, with the
     training model's ``state_dict`` (None: the seeded initialisation), ``batch`` (a size, or
     ``"dynamic"``: calibrated a sample at a time);
-    ``calibration`` (N x C x H x W float inputs) calibrates an int8 target."""
+    ``calibration`` (N x C x H x W float inputs) calibrates an int8 target. With ``check``, the
+    artifact is checked against the fp32 export (see the module docstring)."""
+    return make_artifact(
+        graph,
+        name,
+        calibration=calibration,
+        state_dict=state_dict,
+        batch=batch,
+        opset=opset,
+        max_memory=max_memory,
+        check=check,
+    ).data
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An artifact's bytes and its check: the deviation from the fp32 export found, the engine
+    it ran in and on how many calibration inputs (None, "", 0 where it was not checked: the
+    ``onnxruntime`` target's artifact is the export, and an artifact only OpenVINO reads
+    differently where OpenVINO is not installed)."""
+
+    data: bytes
+    deviation: float | None = None
+    engine: str = ""
+    samples: int = 0
+
+
+def make_artifact(
+    graph: object,
+    name: str,
+    *,
+    calibration: np.ndarray,
+    state_dict: Mapping[str, object] | None = None,
+    batch: int | str = 1,
+    opset: int | None = None,
+    max_memory: int | None = None,
+    check: bool = True,
+) -> Artifact:
+    """:func:`onnx_artifact` with what its check found (what ``nasdsl compile`` can print)."""
     import onnx
 
     from nasdsl.backends import onnx as backend
@@ -57,14 +119,124 @@ def onnx_artifact(
     kwargs = {"opset": opset} if opset is not None else {}
     if max_memory is not None:
         kwargs["max_memory"] = max_memory
-    data = backend.export_onnx_bytes(ir.as_graph(graph), state_dict=state_dict, batch=batch, optimize=target, **kwargs)
-    if name == "onnxruntime":
-        return data
+    g = ir.as_graph(graph)
+    data = backend.export_onnx_bytes(g, state_dict=state_dict, batch=batch, optimize=target, **kwargs)
+    if name == "onnxruntime":  # the export itself: the reference it would be checked against
+        return Artifact(data)
+    if check and isinstance(batch, int):  # the check runs the model at the batch: before any array is made
+        from nasdsl.cli import check_batch_memory
+
+        check_batch_memory(g, batch, max_memory, f"checking the {name} artifact")
+    if check:
+        feeds = _batches(calibration[:CHECKED], batch if isinstance(batch, int) else 1)
+        reference = _run(data, "onnxruntime", "fp32", feeds)
+        _refuse_non_finite(data, feeds, reference)
     model = onnx.load_from_string(quantize(data, calibration, batch) if precision == "int8" else data)
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = TARGET_KEY, name
-    return model.SerializeToString(deterministic=True)
+    out = model.SerializeToString(deterministic=True)
+    if not check:
+        return Artifact(out)
+    samples = min(len(calibration), CHECKED)
+    found, engine = _check(out, name, feeds, reference, samples)
+    return Artifact(out, found, engine, samples if found is not None else 0)
+
+
+def deviation(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    """``nasdsl verify``'s measure, the largest over the outputs: max |got - want| / max |want|
+    (inf where an output is missing, misshapen or not finite)."""
+    worst = 0.0 if len(got) == len(want) else np.inf
+    for a, b in zip(got, want, strict=False):
+        if a.shape != b.shape or not np.isfinite(a).all():
+            return float(np.inf)
+        scale = float(np.max(np.abs(b), initial=0.0))
+        diff = float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
+        worst = max(worst, diff / scale if scale > 0 else (0.0 if diff == 0 else np.inf))
+    return float(worst)
+
+
+def _engine_of(name: str) -> str:
+    """The engine an artifact is checked in: its own where installed, else ONNX Runtime."""
+    from nasdsl.bench.engines import available
+
+    target, _ = deployment(name)
+    return target if target == "openvino" and available("openvino") else "onnxruntime"
+
+
+def _run(model: bytes, engine: str, precision: str, feeds: list[np.ndarray]) -> list[np.ndarray]:
+    """Every output of ``model`` over ``feeds``, concatenated per output."""
+    from nasdsl.bench.engines import open_onnx
+
+    runner = open_onnx(model, engine, precision, 1)
+    outs = [runner.every(x) for x in feeds]
+    return [np.concatenate(o) for o in zip(*outs, strict=True)]
+
+
+def _check(
+    artifact: bytes, name: str, feeds: list[np.ndarray], reference: list[np.ndarray], samples: int
+) -> tuple[float | None, str]:
+    """The deviation of ``artifact`` from ``reference`` and the engine it ran in; raises
+    :class:`ArtifactError` beyond its precision's tolerance."""
+    _, precision = deployment(name)
+    engine = _engine_of(name)
+    if engine == "onnxruntime" and precision != "int8":
+        return None, ""  # ONNX Runtime runs the fp32 export's graph itself: the reference
+    got = _run(artifact, engine, precision, feeds)
+    found = deviation(got, reference)
+    if not found <= TOLERANCE[precision]:
+        raise ArtifactError(
+            f"the {name} artifact deviates from the fp32 export by {found:.3g} (max |out - ref| / max |ref| on "
+            f"{samples} calibration input{'s' if samples != 1 else ''}, run in {engine}), above the {precision} "
+            f"tolerance {TOLERANCE[precision]:g}: not written (for int8, calibrate on inputs like the real "
+            "ones with --data)",
+            path="--optimize-for",
+        )
+    return found, engine
+
+
+def _refuse_non_finite(model: bytes, feeds: list[np.ndarray], outputs: list[np.ndarray] | None = None) -> None:
+    """Refuse calibration inputs on which the fp32 ``model`` computes a value that is not finite,
+    naming the first node (in the graph's order) that does; ``outputs``: its outputs, known
+    finite or not (then the intermediate values are only looked at where they are not)."""
+    if outputs is not None and all(np.isfinite(o).all() for o in outputs):
+        return
+    found = _first_non_finite(model, feeds)
+    if found is not None:
+        node, sample = found
+        raise ArtifactError(
+            f"the calibration inputs drive the fp32 model to values that are not finite (inf or NaN) from "
+            f"node '{node}' on (sample {sample}; the largest input is {_largest(feeds):.3g}): expected inputs "
+            "preprocessed as the model takes them, of ordinary size (--data), and weights that keep them finite"
+        )
+
+
+def _largest(feeds: list[np.ndarray]) -> float:
+    return max(float(np.max(np.abs(x), initial=0.0)) for x in feeds)
+
+
+def _first_non_finite(model: bytes, feeds: list[np.ndarray]) -> tuple[str, int] | None:
+    """The first value of ``model`` (by graph order) that is not finite on one of ``feeds``, and
+    the sample's index, or None."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    given = {o.name for o in proto.graph.output}
+    order = [o for node in proto.graph.node for o in node.output if o]
+    proto.graph.output.extend(onnx.ValueInfoProto(name=o) for o in order if o not in given)
+    from nasdsl.bench.engines import open_onnx
+
+    runner = open_onnx(proto.SerializeToString(), "onnxruntime", "fp32", 1)
+    names = [o.name for o in proto.graph.output]
+    start = 0
+    for x in feeds:
+        values = dict(zip(names, runner.every(x), strict=True))
+        for name in order:
+            v = values[name].reshape(len(x), -1) if values[name].ndim and len(values[name]) == len(x) else None
+            if v is not None and not np.isfinite(v).all():
+                return name, start + int(np.argmax(~np.isfinite(v).all(axis=1)))
+        start += len(x)
+    return None
 
 
 def target_of(model: bytes) -> str:
@@ -83,6 +255,8 @@ def quantize(model: bytes, calibration: np.ndarray, batch: int | str) -> bytes:
     from onnxruntime.quantization import quantize_static as _quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if not np.isfinite(calibration).all():
+        raise ArtifactError("expected finite calibration inputs, got NaN or infinity", path="--data")
     with tempfile.TemporaryDirectory(prefix="nasdsl-int8-") as folder:
         written, source = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "pre.onnx")
         target = os.path.join(folder, "int8.onnx")
@@ -96,26 +270,35 @@ def quantize(model: bytes, calibration: np.ndarray, batch: int | str) -> bytes:
             # quantised export). Symbolic shape inference is left out: it is for models with
             # symbolic sizes, and it refuses some fixed-size exports' reshapes.
             quant_pre_process(written, source, skip_symbolic_shape=True)
-            _quantize_static(
-                source,
-                target,
-                _Reader(_input_name(model), _batches(calibration, batch if isinstance(batch, int) else 1)),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                activation_type=QuantType.QUInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
+            feeds = _batches(calibration, batch if isinstance(batch, int) else 1)
+            try:
+                _quantize_static(
+                    source,
+                    target,
+                    _Reader(_input_name(model), feeds),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
+            except AssertionError:  # its ranges' checks ("scale issue"): a value that is not finite, named
+                _refuse_non_finite(model, feeds)
+                raise
         with open(target, "rb") as f:
             return f.read()
 
 
 @contextlib.contextmanager
 def _quiet():
+    """ONNX Runtime's quantiser without its log and numpy's warnings (an all-NaN range: the
+    caller says what it means in one line)."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
     finally:
         logging.disable(previous)
 
@@ -145,4 +328,15 @@ class _Reader:
         return next(self._feeds, None)
 
 
-__all__ = ["TARGET_KEY", "onnx_artifact", "quantize", "target_of"]
+__all__ = [
+    "Artifact",
+    "ArtifactError",
+    "CHECKED",
+    "make_artifact",
+    "TARGET_KEY",
+    "TOLERANCE",
+    "deviation",
+    "onnx_artifact",
+    "quantize",
+    "target_of",
+]

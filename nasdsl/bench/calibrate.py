@@ -663,9 +663,15 @@ def load_or_calibrate(engine: str, *, threads: int = 1, force: bool = False, pro
 
     if not available(engine):
         raise EngineError(missing_message(engine))
-    model = None if force else latency.cached(engine, threads)
+    try:
+        model = None if force else latency.cached(engine, threads)
+    except latency.LatencyError as e:  # a corrupt file where the calibration goes: measured again, said so
+        model = None
+        if progress is not None:
+            progress.write(f"{e.format()}: measuring again\n")
     if model is not None:
         return model
+    latency.check_writable(engine, threads)
     report: Callable[[int, int], None] | None = None
     if progress is not None:
 

@@ -5,8 +5,10 @@ engine           precisions                   what runs
 ================ ============================ =============================================
 ``eager``        fp32                         the ``cpu`` target's inference module, NCHW
 ``eager-cl``     fp32, bf16                   the same module and input channels_last (bf16:
-                                              weights and input cast to bfloat16)
-``compile``      fp32, bf16                   ``eager-cl`` under ``torch.compile`` (inductor)
+                                              weights and input cast to bfloat16); a 3-D map
+                                              (C, T, H, W) channels_last_3d
+``compile``      fp32, bf16                   ``eager-cl`` under ``torch.compile`` (inductor);
+                                              contiguous where the input is no 2-D or 3-D map
 ``onnxruntime``  fp32, int8                   the ``onnxruntime[-int8]`` artifact, CPU provider
 ``openvino``     fp32, bf16, int8             the ``openvino[-bf16|-int8]`` artifact, CPU plugin,
                                               latency hint
@@ -15,7 +17,9 @@ engine           precisions                   what runs
 bf16 is offered where the CPU has a bf16 flag (:mod:`nasdsl.bench.hardware`); ONNX Runtime's
 CPU provider has no bf16 convolutions, so it is not offered there; int8 is quantised by ONNX
 Runtime (:mod:`nasdsl.bench.artifacts`); the PyTorch engines offer no int8 (PyTorch's eager
-quantisation is a separate workflow). OpenVINO is an optional extra (``pip install
+quantisation is a separate workflow). A channels-last layout exists for 2-D and 3-D maps alone
+(:func:`channels_last`): for tokens or a 1-D signal ``eager-cl`` is not offered (it would be
+``eager`` again) and ``compile`` runs the contiguous layout. OpenVINO is an optional extra (``pip install
 'nasdsl[openvino]'``): :func:`available` says whether it is installed.
 """
 
@@ -50,6 +54,16 @@ NEEDS = {
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
+#: torch's channels-last layout for an input of these axes (a map with the channels first)
+CHANNELS_LAST = {"CHW": "channels_last", "CTHW": "channels_last_3d"}
+
+
+def channels_last(axes: str) -> str | None:
+    """The name of torch's channels-last memory format for a sample of ``axes`` (the IR's
+    input axes: ``CHW`` or ``CTHW``), or None where none exists (tokens, a 1-D signal)."""
+    return CHANNELS_LAST.get(axes)
+
+
 class EngineError(NasdslError):
     """An engine that is asked for and missing, or that cannot run a model (exit 2)."""
 
@@ -61,6 +75,8 @@ class Config:
     engine: str
     precision: str
     batch: int
+    #: torch's memory format of the PyTorch engines other than ``eager`` (None: contiguous)
+    layout: str | None = "channels_last"
 
     @property
     def target(self) -> str:
@@ -92,14 +108,23 @@ def missing_message(engine: str) -> str:
 @dataclass
 class Runner:
     """A prepared model: ``feed`` turns a float32 numpy batch into the engine's input once,
-    ``run`` runs it (what is timed), ``output`` turns a result into the main output as float32."""
+    ``run`` runs it (what is timed: the whole model, every output), ``outputs`` turns a result
+    into every output of the model, in order (the first is the main one), as float32."""
 
     feed: Callable[[np.ndarray], object]
     run: Callable[[object], object]
-    output: Callable[[object], np.ndarray]
+    outputs: Callable[[object], list[np.ndarray]]
+
+    def output(self, result: object) -> np.ndarray:
+        """The main output of a result of ``run``."""
+        return self.outputs(result)[0]
+
+    def every(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output for the float32 batch ``x``."""
+        return self.outputs(self.run(self.feed(x)))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.output(self.run(self.feed(x)))
+        return self.every(x)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -111,7 +136,10 @@ def torch_runner(module, config: Config, threads: int) -> Runner:
     import torch
 
     torch.set_num_threads(threads)
-    layout = torch.contiguous_format if config.engine == "eager" else torch.channels_last
+    named = None if config.engine == "eager" else config.layout
+    if named is None and config.engine == "eager-cl":
+        raise EngineError("eager-cl: the input is no 2-D or 3-D map, which a channels-last layout needs")
+    layout = torch.contiguous_format if named is None else getattr(torch, named)
     dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
     module = module.to(memory_format=layout).to(dtype).eval()
     if config.engine == "compile":
@@ -124,11 +152,15 @@ def torch_runner(module, config: Config, threads: int) -> Runner:
         with torch.inference_mode():
             return module(x)
 
-    def output(result) -> np.ndarray:
-        first = result if isinstance(result, torch.Tensor) else result[0]
-        return first.float().numpy()
+    return Runner(feed, run, torch_outputs)
 
-    return Runner(feed, run, output)
+
+def torch_outputs(result) -> list[np.ndarray]:
+    """Every output of a generated model's result (a tensor, or a NamedTuple of them), as float32."""
+    import torch
+
+    values = [result] if isinstance(result, torch.Tensor) else list(result)
+    return [v.float().numpy() for v in values]
 
 
 # ---------------------------------------------------------------------------
@@ -161,8 +193,9 @@ def _onnxruntime(model: bytes, threads: int, options: Mapping[str, object]) -> R
         setattr(so, key, value)
     session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    first = session.get_outputs()[0].name
-    return Runner(lambda x: {name: x}, lambda feed: session.run([first], feed), lambda r: np.asarray(r[0], np.float32))
+    return Runner(
+        lambda x: {name: x}, lambda feed: session.run(None, feed), lambda r: [np.asarray(v, np.float32) for v in r]
+    )
 
 
 def _openvino(model: bytes, precision: str, threads: int, options: Mapping[str, object]) -> Runner:
@@ -183,12 +216,12 @@ def _openvino(model: bytes, precision: str, threads: int, options: Mapping[str, 
     }
     compiled = core.compile_model(read, "CPU", properties)
     request = compiled.create_infer_request()
-    first = compiled.outputs[0]
+    ports = list(compiled.outputs)
 
     def run(x):
         return request.infer({0: x}, share_inputs=True)
 
-    return Runner(lambda x: np.ascontiguousarray(x), run, lambda r: np.asarray(r[first], np.float32))
+    return Runner(lambda x: np.ascontiguousarray(x), run, lambda r: [np.asarray(r[p], np.float32) for p in ports])
 
 
 __all__ = [
@@ -198,7 +231,9 @@ __all__ = [
     "OPENVINO_PRECISION",
     "Runner",
     "available",
+    "channels_last",
     "missing_message",
     "open_onnx",
+    "torch_outputs",
     "torch_runner",
 ]

@@ -509,25 +509,52 @@ def cache_path(engine: str, threads: int = 1) -> Path:
 
 def cached(engine: str, threads: int = 1) -> LatencyModel | None:
     """The calibration of ``engine`` for this machine, engine version and threads, or None
-    (none made, or made for another machine or version: the key differs)."""
+    (none made, or made for another machine, version or feature format: the key differs, or the
+    file says so). A file at that path that is not a calibration (unreadable, not JSON, a
+    coefficient that is not a number >= 0) is a :class:`LatencyError` naming it."""
     from nasdsl.bench.hardware import machine
 
     path = cache_path(engine, threads)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_bytes().decode()
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (a folder on the way is a file: nothing)
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise _corrupt(path, f"cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise _corrupt(path, f"not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise _corrupt(path, f"expected a JSON object, got {type(data).__name__}")
     if (
-        not isinstance(data, dict)
-        or data.get("format") != FORMAT
+        data.get("format") != FORMAT
         or data.get("engine") != engine
         or data.get("version") != engine_version(engine)
         or data.get("machine") != machine().key()
         or data.get("threads") != threads
-        or set(data.get("coefficients", {})) != set(columns())
     ):
         return None
-    return LatencyModel(engine, data["version"], data["machine"], threads, data["coefficients"], data.get("fit", {}))
+    coefficients, fit = data.get("coefficients"), data.get("fit", {})
+    if not isinstance(coefficients, dict) or set(coefficients) != set(columns()):
+        raise _corrupt(path, f"coefficients: expected an object with the {len(columns())} keys of format {FORMAT}")
+    for key, value in coefficients.items():
+        if not _number(value) or not value >= 0:
+            raise _corrupt(path, f"coefficients.{key}: expected a finite number >= 0, got {value!r}")
+    if not isinstance(fit, dict) or not all(isinstance(k, str) and _number(v) for k, v in fit.items()):
+        raise _corrupt(path, "fit: expected an object of numbers")
+    return LatencyModel(engine, data["version"], data["machine"], threads, coefficients, fit)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _corrupt(path: Path, what: str) -> LatencyError:
+    return LatencyError(
+        f"not a latency model: {what}; delete it, or run 'nasdsl bench SPEC --calibrate --force' to measure again",
+        path=str(path),
+    )
 
 
 def save(model: LatencyModel) -> Path:
@@ -537,6 +564,19 @@ def save(model: LatencyModel) -> Path:
     path = cache_path(model.engine, model.threads)
     write_atomic(str(path), (json.dumps(model.to_json(), indent=2, sort_keys=True) + "\n").encode())
     return path
+
+
+def check_writable(engine: str, threads: int = 1) -> None:
+    """Refuse, before minutes of measuring, a cache folder that cannot be made or written."""
+    folder = cache_path(engine, threads).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LatencyError(
+            f"cannot make the cache folder ({e.strerror or e}): set ${CACHE_ENV} to a writable folder", path=str(folder)
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LatencyError(f"cannot write the cache folder: set ${CACHE_ENV} to a writable folder", path=str(folder))
 
 
 def require(engine: str = LATENCY_ENGINES[0], threads: int = 1) -> LatencyModel:
@@ -565,6 +605,7 @@ __all__ = [
     "cache_path",
     "cache_values",
     "cached",
+    "check_writable",
     "columns",
     "contexts",
     "features",

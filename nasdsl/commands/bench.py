@@ -20,7 +20,8 @@ DESCRIPTION = (
     "on --data or on generated inputs), with a progress bar on stderr. Prints engine, precision, batch, images "
     "per second, milliseconds per batch, the largest deviation from the fp32 PyTorch reference (relative to "
     "its largest magnitude), top-1 agreement with it on --data, and the --optimize-for target whose artifact "
-    "was measured; marks (*) the fastest of each batch size within --tolerance. With --calibrate it measures "
+    "was measured; marks (*) the fastest of each batch size within --tolerance (none where the reference's output "
+    "varies across the inputs by no more than the tolerance: give --weights). With --calibrate it measures "
     "the latency model's costs on this machine for --engine instead (a few minutes; cached per machine, engine "
     "and version) and predicts the spec's latency: then summary --latency and the latency_ms column of "
     "space and sweep work."
@@ -46,17 +47,30 @@ def _listing(option: str, allowed: tuple[str, ...]):
         bad = [t for t in items if t not in allowed]
         if not items or bad:
             raise argparse.ArgumentTypeError(
-                f"{option}: expected a comma-separated list of {', '.join(allowed)}, got {text!r}"
+                f"{option}: expected a comma-separated list of {', '.join(allowed)}, got {text!r}{_guess(bad, allowed)}"
             )
         return tuple(dict.fromkeys(items))
 
     return parse
 
 
+def _guess(bad: list[str], allowed: tuple[str, ...]) -> str:
+    """'; did you mean X?' for the first misspelt item that is close to an allowed one."""
+    import difflib
+
+    for item in bad:
+        close = difflib.get_close_matches(item.lower(), allowed, n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean {close[0]!r} for {item!r}?)"
+    return ""
+
+
 def _one_of(option: str, allowed: tuple[str, ...]):
     def parse(text: str) -> str:
         if text not in allowed:
-            raise argparse.ArgumentTypeError(f"{option}: expected one of {', '.join(allowed)}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"{option}: expected one of {', '.join(allowed)}, got {text!r}{_guess([text], allowed)}"
+            )
         return text
 
     return parse
@@ -86,9 +100,10 @@ def _positive(option: str, kind=float, lo=0.0, hi: float | None = None):
             v = kind(text)
         except ValueError:
             v = None
-        if v is None or not v > lo or v != v or (hi is not None and v > hi):
+        if v is None or not lo < v < float("inf") or (hi is not None and v > hi):
             most = f" and at most {hi:,}" if hi is not None else ""
-            raise argparse.ArgumentTypeError(f"{option}: expected a number above {lo:g}{most}, got {text!r}")
+            endless = " (expected a finite one)" if v == float("inf") else ""
+            raise argparse.ArgumentTypeError(f"{option}: expected a number above {lo:g}{most}, got {text!r}{endless}")
         return v
 
     return parse
@@ -110,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="fp32, bf16, int8 (default: every one this CPU supports)",
     )
-    parser.add_argument("--batch", type=_batches, default=(16,), help="batch sizes, e.g. 1,16 (default 16)")
+    parser.add_argument("--batch", type=_batches, default=None, help="batch sizes, e.g. 1,16 (default 16)")
     parser.add_argument(
         "--data",
         metavar="FILE",
@@ -123,13 +138,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tolerance",
         type=_positive("--tolerance"),
-        default=DEFAULT_TOLERANCE,
+        default=None,
         help=f"the largest deviation from the fp32 reference the fastest may have (default {DEFAULT_TOLERANCE:g})",
     )
     parser.add_argument(
         "--repeats",
         type=_positive("--repeats", int, 0, MAX_REPEATS),
-        default=7,
+        default=None,
         help=f"timed rounds, at most {MAX_REPEATS:,} (default 7; the median)",
     )
     parser.add_argument(
@@ -141,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         type=_one_of("--format", ("table", "json", "markdown")),
-        default="table",
+        default=None,
         help="table, json or markdown (default table)",
     )
     cal = parser.add_argument_group("latency model")
@@ -157,12 +172,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cal.add_argument("--force", action="store_true", help="with --calibrate: measure again even if cached")
 
 
+#: the options of a measurement, none of which a calibration takes (it runs its own networks at
+#: batch 1 on one thread): given with --calibrate, each was ignored
+MEASURING = ("engines", "precisions", "batch", "data", "weights", "tolerance", "repeats", "threads", "format")
+#: what a measurement takes when an option is not given
+DEFAULTS = {"batch": (16,), "tolerance": DEFAULT_TOLERANCE, "repeats": 7, "format": "table"}
+
+
 def run(args: argparse.Namespace, net) -> int:
     if not args.calibrate and (args.engine is not None or args.force):
         option = "--engine" if args.engine is not None else "--force"
         raise BenchUsageError(f"{option} goes with --calibrate", path=option)
     if args.calibrate:
+        given = [f"--{k}" for k in MEASURING if getattr(args, k) is not None]
+        if given:
+            raise BenchUsageError(
+                f"{', '.join(given)}: not with --calibrate, which measures its own networks at batch 1 on one "
+                "thread for --engine (measure the spec without --calibrate)",
+                path=given[0],
+            )
         return _calibrate(args, net)
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     return _bench(args, net)
 
 
@@ -195,12 +227,22 @@ def _bench(args: argparse.Namespace, net) -> int:
         wanted = offered
     if not cpu.amx and "bf16" in offered:
         notes.append("bf16 runs on AVX-512 BF16 here; this CPU has no AMX, whose bf16 tiles give the large speedups")
-    configs = measure.plan(names, wanted, args.batch, offered)
+    g = net.graph
+    start = ir.node(g, ir.info(g).input)
+    layout = engines.channels_last(start.type.axes)
+    if layout is None:
+        flat = f"the input ({start.type.axes}) is no 2-D or 3-D map, which a channels-last layout needs"
+        if args.engines is not None and "eager-cl" in names:
+            raise BenchUsageError(f"eager-cl: {flat}; eager and compile run it contiguous", path="--engines")
+        if "eager-cl" in names:
+            notes.append(f"eager-cl: not run: {flat}")
+        if "compile" in names:
+            notes.append("compile: runs the contiguous layout (no channels-last one for this input)")
+    configs = measure.plan(names, wanted, args.batch, offered, layout)
     if not configs:
         raise BenchUsageError(
             f"no engine of {', '.join(names)} offers {', '.join(wanted)}; see nasdsl bench --help", path="--precisions"
         )
-    g = net.graph
     check_batch_memory(g, max(args.batch), args.max_memory, "benchmarking the model")
     shape = ir.node(g, ir.info(g).input).shape
     inputs = data.load(args.data, shape) if args.data else data.generated(shape)
@@ -218,11 +260,23 @@ def _bench(args: argparse.Namespace, net) -> int:
         threads=threads,
         repeats=args.repeats,
         progress=measure.Progress(len(configs) + len(args.batch)),
+        notes=notes,
+        tolerance=args.tolerance,
     )
-    rows = measure.mark_fastest(rows, args.tolerance)
-    notes.append(f"{threads} threads per engine; deviation: max |out - ref| / max |ref| on the evaluation inputs")
+    notes.append(
+        f"{threads} thread{'s' if threads != 1 else ''} per engine; "
+        "deviation: max |out - ref| / max |ref| on the evaluation inputs"
+    )
     report = measure.report(
-        args.spec, net.name, rows, tolerance=args.tolerance, machine=cpu, data=inputs.describe(), notes=notes
+        args.spec,
+        net.name,
+        rows,
+        tolerance=args.tolerance,
+        machine=cpu,
+        data=inputs.describe(),
+        notes=notes,
+        options=[*(f"--set={o}" for o in args.overrides), *(["--weights", args.weights] if args.weights else [])],
+        calibration=args.data,
     )
     sys.stdout.write(measure.render(report, args.format))
     return 0
@@ -239,5 +293,6 @@ def _calibrate(args: argparse.Namespace, net) -> int:
     print(f"latency model for {engine}: {model.describe()}")
     print(f"machine: {cpu.describe()}")
     print(f"cached at {latency.cache_path(engine)}")
-    print(f"{args.spec}: predicted {model.predict(net.graph):.2f} ms a sample (batch 1, {model.threads} threads)")
+    threads = f"{model.threads} thread{'s' if model.threads != 1 else ''}"
+    print(f"{args.spec}: predicted {model.predict(net.graph):.2f} ms a sample (batch 1, {threads})")
     return 0
