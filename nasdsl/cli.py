@@ -93,7 +93,9 @@ def _bytes(name: str) -> Callable[[str], int]:
 def _choice(name: str, *allowed: str) -> Callable[[str], str]:
     def check(text: str) -> str:
         if text not in allowed:
-            raise argparse.ArgumentTypeError(f"{name}: expected one of {', '.join(allowed)}, got {text!r}")
+            close = difflib.get_close_matches(text, allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise argparse.ArgumentTypeError(f"{name}: expected one of {', '.join(allowed)}, got {text!r}{hint}")
         return text
 
     return check
@@ -452,6 +454,12 @@ def _artifact_target(name: str) -> bool:
 
 
 def _run_compile(args: argparse.Namespace, net) -> int:
+    if isinstance(net, CompiledEnsemble) and args.target is not None:
+        raise UsageError(
+            f"--optimize-for {args.target}: an ensemble is not optimised as a whole; compile each member"
+            if args.optimize_for is not None
+            else "--optimize: an ensemble is not optimised as a whole; compile each member"
+        )
     if args.backend == "pytorch" and args.target is not None:
         from nasdsl.backends.pytorch import generate_source
         from nasdsl.optimize import optimize
@@ -468,9 +476,15 @@ def _run_compile(args: argparse.Namespace, net) -> int:
         o = _onnx_values(args)
         weights = _weights(o["weights"], net, getattr(args, "max_memory", MAX_MEMORY), random=o["random_weights"])
         if args.target is not None and _artifact_target(args.target):
-            data = _artifact(args, net, o, weights)
-            write_atomic(args.output, data)
-            print(f"wrote {args.output} ({len(data):,} bytes, the {args.target} artifact)")
+            made = _artifact(args, net, o, weights)
+            write_atomic(args.output, made.data)
+            checked = (
+                f"; deviation {made.deviation:.2e} from the fp32 export in {made.engine}, {made.samples} "
+                f"input{'s' if made.samples != 1 else ''}"
+                if made.deviation is not None
+                else "; not run: OpenVINO is not installed"
+            )
+            print(f"wrote {one_line(args.output)} ({len(made.data):,} bytes, the {args.target} artifact{checked})")
             return 0
         data = onnx_backend.export_onnx_bytes(
             net.graph,
@@ -487,19 +501,18 @@ def _run_compile(args: argparse.Namespace, net) -> int:
     return 0
 
 
-def _artifact(args: argparse.Namespace, net, o: dict, weights) -> bytes:
-    """The ONNX artifact of a deployment target (nasdsl.bench.artifacts: what nasdsl bench measured)."""
+def _artifact(args: argparse.Namespace, net, o: dict, weights):
+    """The ONNX artifact of a deployment target (nasdsl.bench.artifacts: what nasdsl bench measured),
+    checked against the fp32 export (:class:`nasdsl.bench.artifacts.Artifact`)."""
     from nasdsl.bench import data as inputs
-    from nasdsl.bench.artifacts import onnx_artifact
+    from nasdsl.bench.artifacts import make_artifact
 
-    if isinstance(net, CompiledEnsemble):
-        raise UsageError(f"--optimize-for {args.target}: an ensemble is not optimised as a whole; compile each member")
     g = net.graph
     if args.target.endswith("-int8") and isinstance(o["batch"], int):  # calibrating runs the model at the batch
         check_batch_memory(g, o["batch"], args.max_memory, f"calibrating the {args.target} artifact")
     shape = ir.node(g, ir.info(g).input).shape
     given = inputs.load(o["data"], shape) if o["data"] is not None else inputs.generated(shape)
-    return onnx_artifact(
+    return make_artifact(
         g,
         args.target,
         calibration=given.calibration,

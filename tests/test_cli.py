@@ -281,3 +281,15 @@ def test_the_training_script_takes_no_prefix_of_an_option(capsys):
     finally:
         sys.modules.pop(spec.name, None)
     assert e.value.code == 2 and "unrecognized arguments: --epoch 1" in capsys.readouterr().err
+
+
+def test_a_value_of_a_closed_set_names_the_close_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["compile", str(SPECS / "googlenet.yaml"), "--optimize-for", "openvino-int", "-o", "x.onnx"])
+    assert e.value.code == 2
+    assert "--optimize-for: expected one of cuda, cpu, onnxruntime, openvino, onnxruntime-int8, openvino-bf16, " in (
+        err := capsys.readouterr().err
+    )
+    assert "got 'openvino-int' (did you mean openvino-int8?)" in err
+    assert list(tmp_path.iterdir()) == []

@@ -466,3 +466,22 @@ def test_the_docs_page_shows_the_spec_and_the_summary_as_they_are(capsys, monkey
     assert command == {"nasdsl summary specs/ensembles/ilsvrc2014.yaml"}
     code, out, _ = run_cli(capsys, "summary", str(ILSVRC.relative_to(ROOT)))
     assert code == 0 and out == blocks["nasdsl summary specs/ensembles/ilsvrc2014.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        (["--optimize-for", "cpu", "-o", "t.onnx"], "--optimize-for cpu"),
+        (["--optimize", "-o", "t.onnx"], "--optimize"),
+        (["--optimize-for", "cpu", "-o", "t.py"], "--optimize-for cpu"),
+        (["--optimize-for", "openvino-int8", "-o", "t.onnx"], "--optimize-for openvino-int8"),
+    ],
+)
+def test_an_ensemble_is_not_optimised_as_a_whole(folder, capsys, monkeypatch, options, refused):
+    # the ONNX export wrote the plain ensemble and said 'optimised for cpu'
+    monkeypatch.chdir(folder)
+    path = ensemble(folder, "a: tiny.yaml\nb: {spec: tiny.yaml, set: {width: 4}}\n")
+    code, out, err = run_cli(capsys, "compile", path, *options)
+    assert code == 2 and out == ""
+    assert err.strip() == f"error: {refused}: an ensemble is not optimised as a whole; compile each member"
+    assert not (folder / options[-1]).exists()
