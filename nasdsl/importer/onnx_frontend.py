@@ -47,7 +47,6 @@ from nasdsl.importer.flat import (
     Output,
     Scope,
     join,
-    shape_after,
 )
 from nasdsl.importer.onnx_names import CLASS_HIERARCHY, NAME_SCOPES, listed, metadata, torch_scope
 from nasdsl.importer.onnx_ops import PATTERNS, Match, View, slice_bounds
@@ -115,6 +114,7 @@ def read_onnx(
     ``find_blocks`` False: a graph that names no modules stays flat (one op an entry)."""
     import onnx
 
+    proto, order = _in_order(proto)
     try:
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
@@ -138,7 +138,44 @@ def read_onnx(
         model.CopyFrom(proto)
     reader = _Reader(model, label, input_shape, allow_opaque, by_structure)
     reader.find_blocks = find_blocks
+    reader.order = order
     return reader.read(name)
+
+
+def _in_order(proto):
+    """The model with its nodes in an order that runs each after the values it reads (ONNX
+    Runtime sorts a graph itself; ONNX's checker and the reader take it in order), the file's
+    order wherever it allows; and, where that moved any node, each node's index in the file (by
+    its index here), which errors name; else None. A node reading a value that nothing makes is
+    left where it is, for the checker to name."""
+    import heapq
+
+    graph = proto.graph
+    made = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
+    waits: list[set] = [{made[i] for i in n.input if i in made and made[i] != k} for k, n in enumerate(graph.node)]
+    if all(all(j < k for j in w) for k, w in enumerate(waits)):
+        return proto, None
+    readers: dict[int, list[int]] = {}
+    for k, w in enumerate(waits):
+        for j in w:
+            readers.setdefault(j, []).append(k)
+    ready = [k for k, w in enumerate(waits) if not w]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for r in readers.get(k, ()):
+            waits[r].discard(k)
+            if not waits[r]:
+                heapq.heappush(ready, r)
+    if len(order) != len(graph.node):  # a cycle: the checker names it
+        return proto, None
+    out = type(proto)()
+    out.CopyFrom(proto)
+    del out.graph.node[:]
+    out.graph.node.extend(graph.node[k] for k in order)
+    return out, order
 
 
 def _own_copies(proto):
@@ -234,7 +271,10 @@ def _as_run(light):
 def _light(proto, chw: tuple[int, ...] | None = None):
     """The model without the data of its large initializers (each becomes a graph input of the
     same type and shape), the input fixed to batch 1 and ``chw`` when given: what the checker
-    and shape inference need, without copying the weights."""
+    and shape inference need, without copying the weights. With ``chw``, the shapes the file
+    declares for its other values and its outputs are left out, to be inferred from that input:
+    they are the file's batch and size (a batch fixed at 8), or wrong (ONNX Runtime merges a
+    declared shape that contradicts its own leniently and computes as the nodes say)."""
     import onnx
     from onnx import helper
 
@@ -251,7 +291,11 @@ def _light(proto, chw: tuple[int, ...] | None = None):
     g.input.extend(i for i in graph.input if i.name not in big_names)
     g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big)
     g.output.extend(graph.output)
-    g.value_info.extend(graph.value_info)
+    if chw is None:
+        g.value_info.extend(graph.value_info)
+    else:
+        for out in g.output:
+            out.type.tensor_type.ClearField("shape")
     g.initializer.extend(t for t in graph.initializer if t.name not in big_names)
     if chw is not None:
         names = [i.name for i in g.input]
@@ -322,6 +366,10 @@ class _Reader:
             self.elem_types[vi.name] = vi.type.tensor_type.elem_type
         self.chw = chw
         self.docs: dict[str, str] = {}
+        #: each node's index in the file, where the nodes were sorted to run in order (:func:`_in_order`)
+        self.order: list[int] | None = None
+        #: the type (axes included) the spec's ops give each value read so far
+        self.types: dict = {}
         self.nodes = list(graph.node)
         self.alias: dict[str, str] = {}
         #: whether the file names no modules (then blocks are found by structure)
@@ -490,6 +538,24 @@ class _Reader:
         return copy
 
     def read(self, name: str | None) -> FlatModel:
+        from nasdsl.ir.types import TensorType, default_axes
+
+        for node in self.nodes:
+            if node.domain not in ("", "ai.onnx"):  # an op of another domain only shares its name with ONNX's
+                raise self.fail(
+                    node,
+                    f"an op of the domain '{node.domain}': nasdsl reads the ops of ONNX's default domain "
+                    "('' or 'ai.onnx'), and an op of another (a runtime's fused op, a custom op) computes what "
+                    "that domain says",
+                )
+        listed_outputs = [o.name for o in self.proto.graph.output]
+        twice = next((o for o in listed_outputs if listed_outputs.count(o) > 1), None)
+        if twice is not None:
+            raise ImportFailure(
+                f"the graph lists the output '{twice}' {listed_outputs.count(twice)} times: a spec's outputs are "
+                "distinct values (ONNX Runtime returns it once)",
+                where=self.label,
+            )
         copies = {id(n) for n in self._strided_copies()}
         self.nodes = [n for n in self.nodes if id(n) not in copies]
         self._split_partition_reshapes()
@@ -512,6 +578,7 @@ class _Reader:
         opset = default_opset(self.proto)
         view = self.view = View(self.const, shapes, consumers, producer, self.fold_value, opset)
         shapes[self.input.name] = (1, *self.chw)
+        self.types[self.input.name] = TensorType(tuple(self.chw), default_axes(len(self.chw)))
         input_name = _identifier(self.input.name, "x")
         inp = Node(
             input_name, "input", {}, [], tuple(self.chw), "", input_name, source=f"graph input '{self.input.name}'"
@@ -686,11 +753,16 @@ class _Reader:
                         self.elem_types.setdefault(o, t.tensor_type.elem_type)
 
     def _shapes_of(self, m: Match, view: View, node) -> list[tuple]:
-        """The shape after each op of a match (batch excluded), by nasdsl's own shape rules:
-        the exporter's inferred shapes are not needed past the input."""
+        """The shape after each op of a match (batch excluded), by nasdsl's own shape rules on
+        the types the spec's ops give their inputs (their axes included: a permuted map is
+        ``HWC``, which a convolution does not take), so that what the spec's builder would
+        refuse is refused here, at the node: the exporter's inferred shapes are not needed past
+        the input."""
         from nasdsl.errors import NasdslError
+        from nasdsl.ir.types import TensorType, default_axes
+        from nasdsl.ops import OPS
 
-        if m.shape is not None:
+        if m.shape is not None:  # axes the reader does not track: those after it are read as their rank's default
             return [tuple(m.shape)]
         shapes = []
         for i in m.inputs:
@@ -698,15 +770,40 @@ class _Reader:
             if s is None or not all(isinstance(d, int) for d in s):
                 raise self.fail(node, f"the shape of its input '{i}' is unknown")
             shapes.append(tuple(s[1:]))
+        known = [self.types.get(i) for i in m.inputs]
+        # a value after one whose axes are not tracked (a region's) is read as its rank's default
+        tracked = all(t is not None and t.shape == s for t, s in zip(known, shapes, strict=True))
+        types = known if tracked else [TensorType(s, default_axes(len(s))) for s in shapes]
         out = []
         for step in m.lowered if isinstance(m.lowered, tuple) else (m.lowered,):
+            spec = OPS[step.op]
             try:
-                shape = shape_after(step.op, step.attrs, shapes)
+                made = spec.infer(types, spec.normalise(step.attrs))
             except NasdslError as e:
-                raise self.fail(node, f"as {step.op}: {e.message}") from None
-            out.append(shape)
-            shapes = [shape]
+                raise self.fail(node, f"as {step.op}: {e.message}{self._layout_hint(types)}") from None
+            out.append(tuple(made.shape))
+            types = [made]
+        if tracked:
+            self.types[m.output] = types[0]
         return out
+
+    def _layout_hint(self, types: list) -> str:
+        """Why an input's axes are not what an op takes, where the graph's input is a
+        channels-last map transposed to channels first (a Keras model's NHWC input)."""
+        readers = [n for n in self.nodes if self.input.name in n.input]
+        perm = list(View.attrs(readers[0]).get("perm", [])) if len(readers) == 1 else []
+        if (
+            readers
+            and readers[0].op_type == "Transpose"
+            and perm == [0, 3, 1, 2]
+            and any(t.axes != "CHW" for t in types)
+        ):
+            shape = list(_shape_of(self.input))
+            return (
+                f" (the graph's input '{self.input.name}' {shape} is channels-last, NHWC, and a spec's input is read "
+                "as (C, H, W): the importer does not write a channels-last input)"
+            )
+        return ""
 
     def _normalisation(self, inp: Node, view: View, value_of: dict) -> None:
         """Sub(input, mean) and Div(., std) on the input are the input's mean and std."""
@@ -782,6 +879,8 @@ class _Reader:
     def fail(self, node, message: str) -> ImportFailure:
         # the node itself (its outputs are its own): unnamed nodes all have the name ''
         index = next((k for k, n in enumerate(self.proto.graph.node) if n is node or n == node), None)
+        if index is not None and self.order is not None:  # the file's own index, where the reader sorted it
+            index = self.order[index]
         where = f"{self.label}: graph.node[{index}] '{node.name}' ({node.op_type})" if index is not None else self.label
         return ImportFailure(message, where=where)
 
