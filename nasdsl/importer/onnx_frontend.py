@@ -49,13 +49,14 @@ from nasdsl.importer.flat import (
     join,
 )
 from nasdsl.importer.onnx_names import CLASS_HIERARCHY, NAME_SCOPES, listed, metadata, torch_scope
-from nasdsl.importer.onnx_ops import PATTERNS, Match, View, slice_bounds
+from nasdsl.importer.onnx_ops import PATTERNS, Match, View, per_channel, slice_bounds
 from nasdsl.importer.ops_table import Lowered, Unsupported
 
 #: the name a function-like op gets in its scope (a merge's own name is a spec keyword)
 _NAMES = {"Add": "residual", "Mul": "scale", "Concat": "cat", "Div": "div", "Sub": "sub"}
-_ALIASES = ("Identity", "Dropout")
-#: the numpy types of a Constant's attributes other than a tensor (a sparse or string one is not folded)
+_ALIASES = ("Identity", "Dropout", "Cast")
+#: the numpy types of a Constant's attributes of numbers (a tensor and a sparse tensor are read as such;
+#: a string one is not folded)
 _CONSTANT_TYPES = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
 #: the input types (onnx.TensorProto's names), besides FLOAT, of a model the spec computes in float32
 _FLOATS = ("FLOAT16", "DOUBLE", "BFLOAT16")
@@ -415,7 +416,12 @@ class _Reader:
                     value = numpy_helper.to_array(v)
                 elif a.name in _CONSTANT_TYPES:  # value_float is a float32, value_int an int64 (ONNX's types)
                     value = np.array(v, dtype=_CONSTANT_TYPES[a.name])
-            elif node.op_type in _ALIASES and node.input and self.view.get(node.input[0]) is not None:
+                elif a.name == "sparse_value":
+                    try:
+                        value = _dense(v)
+                    except (ValueError, IndexError):  # too large, or indices outside it: left to the op table
+                        value = None
+            elif node.op_type in ("Identity", "Dropout") and node.input and self.view.get(node.input[0]) is not None:
                 value = self.const[node.input[0]]
             elif node.op_type == "Shape":
                 shape = self.view.shapes.get(node.input[0])
@@ -460,6 +466,55 @@ class _Reader:
         mask = dropout.output[1] if len(dropout.output) > 1 else ""
         outputs = {o.name for o in self.proto.graph.output}
         return not mask or (mask not in outputs and not any(mask in n.input for n in self.nodes))
+
+    def _check_bindings(self) -> None:
+        """Refuse a node whose inputs of one type parameter of its op (a Conv's ``T``: its input,
+        weight and bias) hold different element types (a float16 weight on a float32 input):
+        ONNX Runtime refuses to load such a file, and the spec, which computes in float32, would
+        compute what the file does not."""
+        import onnx
+        from onnx import TensorProto
+
+        kinds = {t.name: t.data_type for t in self.proto.graph.initializer} | self.elem_types
+        opset = default_opset(self.proto)
+        for node in self.nodes:
+            try:
+                schema = onnx.defs.get_schema(node.op_type, opset, "")
+            except Exception:  # noqa: BLE001 - an op ONNX does not know: the op table names it
+                continue
+            formal = list(schema.inputs)
+            bound: dict[str, dict[int, str]] = {}
+            for k, value in enumerate(node.input):
+                if not value or not formal or value not in kinds:
+                    continue
+                param = formal[min(k, len(formal) - 1)]
+                if k >= len(formal) and param.option != onnx.defs.OpSchema.FormalParameterOption.Variadic:
+                    continue
+                bound.setdefault(param.type_str, {}).setdefault(kinds[value], value)
+            for type_str, seen in bound.items():
+                if len(seen) > 1:
+                    shown = ", ".join(
+                        f"'{v}' {TensorProto.DataType.Name(t).lower() if t in TensorProto.DataType.values() else t}"
+                        for t, v in seen.items()
+                    )
+                    raise self.fail(
+                        node,
+                        f"its inputs of one type ({type_str}) hold different element types ({shown}): ONNX "
+                        "Runtime refuses the file, and the spec computes in float32",
+                    )
+
+    def _to_float(self, cast) -> bool:
+        """Whether a Cast passes its input on in the spec's float32: a Cast to float32 of a float32
+        value, or of the graph's input of another floating point type (which the spec reads as
+        float32). Another is left to the op table, which refuses it."""
+        from onnx import TensorProto
+
+        if int(View.attrs(cast).get("to", 0)) != TensorProto.FLOAT:
+            return False
+        kind = self.elem_types.get(cast.input[0])
+        if cast.input[0] == self.input.name:
+            return kind in (TensorProto.FLOAT, *(getattr(TensorProto, t) for t in _FLOATS))
+        return kind == TensorProto.FLOAT
 
     def _strided_copies(self) -> list:
         """The dynamo exporter's ``as_strided`` of a contiguous tensor onto its own shape: a
@@ -548,6 +603,7 @@ class _Reader:
                     "('' or 'ai.onnx'), and an op of another (a runtime's fused op, a custom op) computes what "
                     "that domain says",
                 )
+        self._check_bindings()
         listed_outputs = [o.name for o in self.proto.graph.output]
         twice = next((o for o in listed_outputs if listed_outputs.count(o) > 1), None)
         if twice is not None:
@@ -559,9 +615,11 @@ class _Reader:
         copies = {id(n) for n in self._strided_copies()}
         self.nodes = [n for n in self.nodes if id(n) not in copies]
         self._split_partition_reshapes()
-        for node in self.nodes:  # Identity and inference-time Dropout pass their input on
+        for node in self.nodes:  # Identity, inference-time Dropout and a Cast to float32 pass their input on
             if node.op_type in _ALIASES and node.input and node.input[0] not in self.const:
-                if node.op_type != "Dropout" or self._passes_on(node):
+                if node.op_type == "Identity" or {"Dropout": self._passes_on, "Cast": self._to_float}[node.op_type](
+                    node
+                ):
                     self.alias[node.output[0]] = self.alias.get(node.input[0], node.input[0])
         for node in self.nodes:
             node_inputs = [self.alias.get(i, i) for i in node.input]
@@ -577,6 +635,7 @@ class _Reader:
         shapes = {k: v for k, v in self.shapes.items()}
         opset = default_opset(self.proto)
         view = self.view = View(self.const, shapes, consumers, producer, self.fold_value, opset)
+        view.types = self.types
         shapes[self.input.name] = (1, *self.chw)
         self.types[self.input.name] = TensorType(tuple(self.chw), default_axes(len(self.chw)))
         input_name = _identifier(self.input.name, "x")
@@ -777,6 +836,11 @@ class _Reader:
         out = []
         for step in m.lowered if isinstance(m.lowered, tuple) else (m.lowered,):
             spec = OPS[step.op]
+            wild = _out_of_range(step.attrs)
+            if wild is not None:
+                raise self.fail(
+                    node, f"as {step.op}: {wild}: a spec's numbers are finite and at most 2^53 in magnitude"
+                )
             try:
                 made = spec.infer(types, spec.normalise(step.attrs))
             except NasdslError as e:
@@ -811,21 +875,24 @@ class _Reader:
         if len(users) != 1 or users[0].op_type != "Sub" or users[0].input[0] != self.input.name:
             return
         sub = users[0]
-        mean = view.get(sub.input[1])
         c = self.chw[0]
-        if mean is None or mean.size not in (1, c):
+        mean = per_channel(view.get(sub.input[1]), c)  # a (C,) would subtract per column
+        if mean is None:
             return
         value, done = sub.output[0], [sub]
         std = None
         div = view.next_node(sub, "Div")
-        if div is not None and div.input[0] == value and view.get(div.input[1]) is not None:
-            s = view.get(div.input[1])
-            if s.size in (1, c):
+        if div is not None and div.input[0] == value:
+            s = per_channel(view.get(div.input[1]), c)
+            if s is not None:
                 std, value = s, div.output[0]
                 done.append(div)
-        inp.attrs = {"mean": [float(v) for v in np.broadcast_to(mean.flatten(), (c,))]}
+        inp.attrs = {"mean": [float(v) for v in mean]}
         if std is not None:
-            inp.attrs["std"] = [float(v) for v in np.broadcast_to(std.flatten(), (c,))]
+            inp.attrs["std"] = [float(v) for v in std]
+        if _out_of_range(inp.attrs) is not None:  # left to the op table, which refuses the Sub
+            inp.attrs = {}
+            return
         value_of[value] = inp.id
         self.nodes = [n for n in self.nodes if all(n is not d for d in done)]
 
@@ -971,6 +1038,38 @@ def _filled(shape: np.ndarray, value) -> np.ndarray:
         raise ValueError("too large to fold")
     fill = numpy_helper.to_array(value) if value is not None else np.zeros(1, dtype=np.float32)
     return np.full([int(d) for d in shape.reshape(-1)], fill.reshape(-1)[0], dtype=fill.dtype)
+
+
+def _out_of_range(attrs: dict) -> str | None:
+    """The first attribute (``key value``) holding a number no spec may hold (infinite, or beyond
+    2^53 in magnitude: :mod:`nasdsl.numbers`), or None."""
+    from nasdsl.numbers import number_ok
+
+    def bad(v) -> bool:
+        if isinstance(v, (list, tuple)):
+            return any(bad(x) for x in v)
+        return not number_ok(v)
+
+    return next((f"{k} {v}" for k, v in attrs.items() if bad(v)), None)
+
+
+def _dense(sparse) -> np.ndarray:
+    """A ``SparseTensorProto`` (a Constant's ``sparse_value``) as the dense array it stands for:
+    zeros but for its values, at indices given as positions in the flattened tensor ``[NNZ]``
+    or as coordinates ``[NNZ, rank]`` (ONNX's two layouts)."""
+    from onnx import numpy_helper
+
+    dims = [int(d) for d in sparse.dims]
+    if int(np.prod(np.array(dims, dtype=np.float64))) > _MAX_FOLDED:
+        raise ValueError("too large to fold")
+    values = numpy_helper.to_array(sparse.values).reshape(-1)
+    indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+    out = np.zeros(dims, dtype=values.dtype)
+    if indices.ndim == 1:
+        out.reshape(-1)[indices] = values
+    else:
+        out[tuple(indices.T)] = values
+    return out
 
 
 def _expand_fill(value: np.ndarray, shape: np.ndarray) -> np.ndarray:
