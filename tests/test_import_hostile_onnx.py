@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from nasdsl.cli import main as cli_main
@@ -138,6 +139,19 @@ READ = [
      [W, B], {"outputs": ("y", "z")}, "max_pool"),
     ("float16-weights-cast", [_node("Cast", ["h"], ["w"], to=TensorProto.FLOAT), _conv("x", "y")],
      [numpy_helper.from_array(numpy_helper.to_array(W).astype(np.float16), "h"), B], {}, "conv2d"),
+    ("mean-of-a-channels-last-map", [_conv("x", "c", pads=[1, 1, 1, 1]),
+                                     _node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+                                     _node("ReduceMean", ["t"], ["y"], axes=[1, 2], keepdims=0)], [W, B], {},
+     "global_avg_pool"),
+    ("mean-of-a-channels-last-map-kept", [_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+                                          _node("ReduceMean", ["t", "ax"], ["y"])], [_ints("ax", [-3, -2])],
+     {"opset": 18}, "permute"),
+    ("keras-rescaling", [_node("Div", ["x", "d"], ["a"]), _node("Sub", ["a", "o"], ["n"]), _conv("n", "y")],
+     [W, B, numpy_helper.from_array(np.float32(127.5), "d"), numpy_helper.from_array(np.float32(1), "o")], {},
+     "std: [127.5, 127.5, 127.5]"),
+    ("scale-and-shift-per-channel", [_node("Mul", ["x", "s"], ["a"]), _node("Add", ["o", "a"], ["n"]), _conv("n", "y")],
+     [W, B, _floats("s", (1, 3, 1, 1), 0.5), _floats("o", (3, 1, 1))], {}, "mean:"),
+    ("subtracting-zeros", [_node("Sub", ["x", "z"], ["n"]), _conv("n", "y")], [W, B, _ZERO], {}, "conv2d"),
     ("unused-initializer-and-node", [_conv("x", "y"), _node("Relu", ["x"], ["unread"])], [W, B, _floats("j", (7,))],
      {}, "conv2d"),
 ]  # fmt: skip
@@ -254,9 +268,6 @@ REFUSED = [
     ("squeeze-without-axes", [_conv("x", "a"), _node("GlobalAveragePool", ["a"], ["g"]),
                               _node("Squeeze", ["g"], ["y"])], [W, B], {}, "graph.node[2] '' (Squeeze)",
      "a Squeeze without axes: it drops every axis of size 1"),
-    ("reduce-mean-of-nhwc", [_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
-                             _node("ReduceMean", ["t"], ["y"], axes=[1, 2], keepdims=0)], [], {},
-     "graph.node[1] '' (ReduceMean)", "a ReduceMean over axes [1, 2] of a [1, 8, 8, 3] tensor"),
     ("nhwc-input", [_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]), _conv("t", "y", pads=[1, 1, 1, 1])], [W, B],
      {"shape": (1, 8, 8, 3)}, "graph.node[1] '' (Conv)", "is channels-last, NHWC"),
     *((op, [_conv("x", "a"), _node(op, ["a", *ins], ["y"])], [W, B, _floats("k", (4, 1, 1))], {},
@@ -351,3 +362,23 @@ def test_a_float16_file_is_checked(tmp_path, capsys):
     half = numpy_helper.from_array(numpy_helper.to_array(W).astype(np.float16), "w")
     _import(tmp_path, _file([_node("Conv", ["x", "w"], ["y"])], [half], kind=TensorProto.FLOAT16))
     assert "internal error" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("names", "written"),
+    [(("class", "def"), ("class_", "def_")), (("input:0", "forward"), ("input_0", "forward_")),
+     (("входной", "выход"), ("x", "out"))],
+)  # fmt: skip
+def test_input_and_output_names_are_made_names_a_spec_may_hold(tmp_path, capsys, names, written):
+    """A graph input or output named as Python reserves (``class``), as nn.Module's attributes
+    (``forward``) or in other letters: once an internal error, the spec's builder refusing it."""
+    model = _file([_node("Conv", ["x", "w", "b"], ["c"]), _node("Relu", ["c"], ["y"])], [W, B])
+    given = dict(zip(("x", "y"), names, strict=True))
+    for node in model.graph.node:
+        node.input[:] = [given.get(v, v) for v in node.input]
+        node.output[:] = [given.get(v, v) for v in node.output]
+    model.graph.input[0].name, model.graph.output[0].name = names
+    rc, _ = _import(tmp_path, model)
+    assert rc == 0, capsys.readouterr().err
+    spec = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    assert (spec["input"]["name"], *(spec.get("outputs") or ["out"])) == written  # one output "out": left unsaid

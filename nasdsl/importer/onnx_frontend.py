@@ -870,8 +870,13 @@ class _Reader:
         return ""
 
     def _normalisation(self, inp: Node, view: View, value_of: dict) -> None:
-        """Sub(input, mean) and Div(., std) on the input are the input's mean and std."""
+        """Sub(input, mean) and Div(., std) on the input are the input's mean and std; so is a
+        rescaling ``Mul`` or ``Div`` by a constant and an ``Add`` or ``Sub`` of one after it (a
+        Keras ``Rescaling``: ``x / 127.5 - 1``), each constant one value or one per channel."""
         users = view.consumers.get(self.input.name, [])
+        if len(users) == 1 and users[0].op_type in ("Mul", "Div") and users[0].input[0] == self.input.name:
+            self._rescaling(inp, view, value_of, users[0])
+            return
         if len(users) != 1 or users[0].op_type != "Sub" or users[0].input[0] != self.input.name:
             return
         sub = users[0]
@@ -884,15 +889,40 @@ class _Reader:
         div = view.next_node(sub, "Div")
         if div is not None and div.input[0] == value:
             s = per_channel(view.get(div.input[1]), c)
-            if s is not None:
+            if s is not None and np.all(s != 0) and np.all(np.isfinite(s)):  # a std of 0 divides by nothing
                 std, value = s, div.output[0]
                 done.append(div)
-        inp.attrs = {"mean": [float(v) for v in mean]}
-        if std is not None:
-            inp.attrs["std"] = [float(v) for v in std]
-        if _out_of_range(inp.attrs) is not None:  # left to the op table, which refuses the Sub
-            inp.attrs = {}
+        attrs = _input_stats(mean, std)
+        if _out_of_range(attrs) is not None:  # left to the op table, which refuses the Sub
             return
+        inp.attrs = attrs
+        value_of[value] = inp.id
+        self.nodes = [n for n in self.nodes if all(n is not d for d in done)]
+
+    def _rescaling(self, inp: Node, view: View, value_of: dict, scale) -> None:
+        """``x * a`` (or ``x / d``), then ``+ b`` (or ``- b``) where one follows: the input's
+        ``(x - mean) / std`` with ``std = 1 / a`` and ``mean = -b / a``."""
+        c = self.chw[0]
+        factor = per_channel(view.get(scale.input[1]), c)
+        if factor is None or not np.all(factor != 0) or not np.all(np.isfinite(factor)):
+            return
+        factor = factor.astype(np.float64)
+        a = 1.0 / factor if scale.op_type == "Div" else factor
+        value, done, shift = scale.output[0], [scale], np.zeros(c)
+        after = view.next_node(scale, "Add") or view.next_node(scale, "Sub")
+        if after is not None and (after.op_type == "Add" or after.input[0] == value):
+            b = per_channel(view.get(after.input[1] if after.input[0] == value else after.input[0]), c)
+            if b is not None:
+                shift = b.astype(np.float64) * (-1.0 if after.op_type == "Sub" else 1.0)
+                value = after.output[0]
+                done.append(after)
+        std = 1.0 / a
+        if not np.all(np.isfinite(std)) or not np.all(std != 0):
+            return
+        attrs = _input_stats(-shift / a, std)
+        if _out_of_range(attrs) is not None:
+            return
+        inp.attrs = attrs
         value_of[value] = inp.id
         self.nodes = [n for n in self.nodes if all(n is not d for d in done)]
 
@@ -1040,6 +1070,17 @@ def _filled(shape: np.ndarray, value) -> np.ndarray:
     return np.full([int(d) for d in shape.reshape(-1)], fill.reshape(-1)[0], dtype=fill.dtype)
 
 
+def _input_stats(mean, std) -> dict:
+    """The input's ``mean`` and ``std`` attributes, each a list of one float per channel, left out
+    where it does nothing (a mean of zeros, a std of ones), as the spec's builder leaves them."""
+    attrs = {}
+    if mean is not None and np.any(mean != 0):
+        attrs["mean"] = [float(v) + 0.0 for v in mean]
+    if std is not None and np.any(std != 1):
+        attrs["std"] = [float(v) for v in std]
+    return attrs
+
+
 def _out_of_range(attrs: dict) -> str | None:
     """The first attribute (``key value``) holding a number no spec may hold (infinite, or beyond
     2^53 in magnitude: :mod:`nasdsl.numbers`), or None."""
@@ -1099,8 +1140,24 @@ def _onnx_dtype(code: int):
 
 
 def _identifier(text: str, fallback: str) -> str:
-    text = re.sub(r"\W", "_", text).strip("_")
-    return text if text and text.isidentifier() and not text[0].isdigit() and len(text) <= 64 else fallback
+    """A graph input's or output's name as a spec may name them (:func:`nasdsl.spec.check_name`:
+    ASCII letters, digits and ``_``, no Python keyword, at most 64 characters) and the generated
+    module may hold them (no attribute of ``nn.Module``'s: :data:`nasdsl.backends.names.TAKEN_ATTRIBUTES`):
+    ``input:0`` is ``input_0``, ``class`` is ``class_``, ``forward`` is ``forward_``; else
+    ``fallback``."""
+    import keyword
+
+    from nasdsl.backends.names import TAKEN_ATTRIBUTES
+    from nasdsl.errors import Location, SpecError
+    from nasdsl.spec import check_name
+
+    text = re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_")
+    if keyword.iskeyword(text) or text in TAKEN_ATTRIBUTES:
+        text += "_"
+    try:
+        return check_name(text, Location("<onnx>", 1, 1), "name")
+    except SpecError:
+        return fallback
 
 
 def _class_name(text: str) -> str:

@@ -493,7 +493,8 @@ def _add_parameter(view: View, node, x: str) -> list[Match]:
     if value is None or value.shape != (1, *shape[1:]) or len(shape) < 3:
         raise Unsupported(
             f"Add with a constant of shape {list(np.shape(value))}: the spec's add joins two tensors "
-            "(a learned tensor of the input's shape is a parameter)"
+            "(a learned tensor of the input's shape is a parameter; one value per channel, the bias of a "
+            "convolution that nothing else reads)"
         )
     lowered = Lowered("parameter", {"shape": list(shape[1:])})
     named = _initializer_path(node, name)
@@ -657,6 +658,14 @@ def _transpose(view: View, node) -> Match:
         out, nodes, tensors, eps = parts
         lowered = Lowered("layer_norm", {"eps": eps, "dim": "channels"})
         return Match(lowered, [node.input[0]], back.output[0], [node, *nodes, back], tensors)
+    mean = view.next_node(node, "ReduceMean") if perm == [0, 2, 3, 1] else None
+    if mean is not None and _mean_axes(view, mean) == [1, 2]:  # a channels-last map's mean over its positions
+        back = (
+            Lowered("permute", {"dims": [1, 2, 0]}, suffix="permute")
+            if view.attrs(mean).get("keepdims", 1)
+            else Lowered("flatten", suffix="flatten")
+        )
+        return Match((Lowered("global_avg_pool"), back), [node.input[0]], mean.output[0], [node, mean])
     if not perm or perm[0] != 0:
         raise Unsupported(f"a Transpose {perm} that moves the batch axis")
     return Match(Lowered("permute", {"dims": [p - 1 for p in perm[1:]]}), [node.input[0]], node.output[0], [node])
