@@ -897,7 +897,7 @@ def _hard_sigmoid(view: View, node) -> Match:
     alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
     if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
         raise Unsupported(
-            f"a HardSigmoid with alpha {alpha:.7g} and beta {beta:.7g} (ONNX's defaults, Keras's: 0.2 and 0.5): the "
+            f"a HardSigmoid with alpha {alpha:.7g} and beta {beta:.7g} (ONNX's defaults are 0.2 and 0.5): the "
             "spec's hardsigmoid is relu6(x + 3) / 6 (alpha 1/6, beta 0.5)"
         )
     return Match(Lowered("hardsigmoid"), [node.input[0]], node.output[0], [node])
