@@ -341,9 +341,17 @@ class _Reader:
         shape = _shape_of(self.input)
         if len(shape) != 4:
             raise ImportFailure(
-                f"the input '{self.input.name}' has shape {list(shape)}: a spec's input is (C, H, W)", where=label
+                f"the input '{self.input.name}' has shape {list(shape)}: the importer reads a batch of maps "
+                "(N, C, H, W) as a spec's input (C, H, W)",
+                where=label,
             )
         chw = tuple(input_shape) if input_shape else shape[1:]
+        if input_shape and isinstance(shape[1], int) and len(chw) == 3 and chw[0] != shape[1]:
+            raise ImportFailure(
+                f"the input '{self.input.name}' {list(shape)} has {shape[1]} channels, and --input-shape gives "
+                f"{chw[0]}: the file's weights are for its own",
+                where=label,
+            )
         if not all(isinstance(d, int) for d in chw):
             raise ImportFailure(
                 f"the input '{self.input.name}' has the symbolic shape {list(shape)}: give --input-shape C,H,W",

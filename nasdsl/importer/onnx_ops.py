@@ -162,6 +162,11 @@ def _conv(view: View, node) -> Match | list[Match]:
     if weight.ndim != 4:
         raise Unsupported(f"a {weight.ndim - 2}-D convolution: the spec has conv2d")
     bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    groups = int(a.get("group", 1))
+    in_groups = f"in {groups} group{'s' if groups != 1 else ''}"
+    _reads_features(view, node, int(weight.shape[1]) * groups, f"weight of shape {list(weight.shape)} {in_groups}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise Unsupported(f"a Conv bias of shape {list(bias.shape)}: one value per output channel is read")
     nodes, out = [node], node.output[0]
     weight, bias, nodes, out = _folded_affine(view, weight, bias, nodes, out)
     auto = _text(a, "auto_pad", "NOTSET")
@@ -181,7 +186,7 @@ def _conv(view: View, node) -> Match | list[Match]:
         "stride": pair(strides),
         "padding": padding,
         "dilation": pair(dilations),
-        "groups": int(a.get("group", 1)),
+        "groups": groups,
         "bias": bias is not None,
     }
     tensors = {"weight": weight} | ({"bias": bias} if bias is not None else {})
@@ -192,6 +197,19 @@ def _conv(view: View, node) -> Match | list[Match]:
         Match(Lowered("pad", {"pads": border}), [node.input[0]], padded, [node]),
         Match(Lowered("conv2d", attrs), [padded], out, nodes, tensors),
     ]
+
+
+def _reads_features(view: View, node, wanted: int, what: str, axis: int = 1) -> None:
+    """Refuse a layer whose weights take another number of channels or features (along ``axis``
+    of its input) than its input has (a file ONNX Runtime fails to run, or an input shape given
+    otherwise than the file's): the spec's layer takes its input's."""
+    shape = view.shapes.get(node.input[0], ())
+    have = shape[axis] if -len(shape) <= axis < len(shape) else None
+    if isinstance(have, int) and have != wanted:
+        raise Unsupported(
+            f"a {node.op_type} whose {what} takes {wanted} channels or features, where its input "
+            f"{list(shape)} has {have}"
+        )
 
 
 def per_channel(value: np.ndarray | None, channels: int) -> np.ndarray | None:
@@ -388,6 +406,7 @@ def _gemm(view: View, node) -> Match:
     if weight is None:
         raise Unsupported("a Gemm whose weights are computed")
     weight = weight if a.get("transB", 0) else weight.T
+    _reads_features(view, node, int(weight.shape[1]), f"weight of shape {list(weight.shape)} (out, in)")
     bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if bias is not None and bias.shape == (1, weight.shape[0]):  # broadcast over the rows: one per output
         bias = bias.reshape(-1)
@@ -403,6 +422,7 @@ def _matmul(view: View, node) -> Match:
     weight = view.get(node.input[1])
     if weight is None or weight.ndim != 2:
         raise Unsupported("a MatMul of two computed tensors: the spec has linear layers with weights")
+    _reads_features(view, node, int(weight.shape[0]), f"weight of shape {list(weight.shape)} (in, out)", axis=-1)
     nodes, out, bias = [node], node.output[0], None
     add = view.next_node(node, "Add")
     if add is not None:
