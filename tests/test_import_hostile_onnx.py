@@ -418,3 +418,18 @@ def test_weights_for_other_channels_than_the_input_given_are_refused(tmp_path, c
 def test_a_fixed_size_file_imported_at_another_size_is_checked_or_refused(tmp_path, capsys):
     _import(tmp_path, _file([_conv("x", "y")], [W, B]), "--input-shape", "3,16,16")
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_a_graph_output_inside_a_run_of_nodes_is_kept(tmp_path, capsys):
+    """A value the graph returns that a run of nodes read as one op would hide (SiLU's Sigmoid, a
+    Pad before its convolution): each node is read apart, and both outputs agree. A bias Add
+    whose convolution is returned too is no bias to fold: an error at the Add."""
+    silu = [_conv("x", "c"), _node("Sigmoid", ["c"], ["s"]), _node("Mul", ["c", "s"], ["y"])]
+    assert _import(tmp_path, _file(silu, [W, B], outputs=("y", "s")))[0] == 0, capsys.readouterr().err
+    (tmp_path / "m.yaml").unlink()
+    padded = [_node("Pad", ["x", "p"], ["q"]), _conv("q", "y")]
+    assert _import(tmp_path, _file(padded, [W, B, _ints("p", _PADS)], outputs=("y", "q")))[0] == 0
+    (tmp_path / "m.yaml").unlink()
+    biased = [_node("Conv", ["x", "w"], ["c"]), _node("Add", ["c", "t"], ["y"])]
+    rc, path = _import(tmp_path, _file(biased, [W, _floats("t", (4, 1, 1))], outputs=("y", "c")))
+    assert rc == 2 and f"{path}: graph.node[1] '' (Add): error: Add with a constant" in capsys.readouterr().err

@@ -496,7 +496,8 @@ class _Reader:
                 if not value or not formal or value not in kinds:
                     continue
                 param = formal[min(k, len(formal) - 1)]
-                if k >= len(formal) and param.option != onnx.defs.OpSchema.FormalParameterOption.Variadic:
+                variadic = param.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+                if (k >= len(formal) and not variadic) or (variadic and not param.is_homogeneous):
                     continue
                 bound.setdefault(param.type_str, {}).setdefault(kinds[value], value)
             for type_str, seen in bound.items():
@@ -644,6 +645,7 @@ class _Reader:
         opset = default_opset(self.proto)
         view = self.view = View(self.const, shapes, consumers, producer, self.fold_value, opset)
         view.types = self.types
+        view.outputs = {self.alias.get(o.name, o.name) for o in self.proto.graph.output}
         shapes[self.input.name] = (1, *self.chw)
         self.types[self.input.name] = TensorType(tuple(self.chw), default_axes(len(self.chw)))
         input_name = _identifier(self.input.name, "x")
@@ -652,6 +654,8 @@ class _Reader:
         )
         value_of: dict[str, str] = {self.input.name: input_name}
         self._normalisation(inp, view, value_of)
+        for value in value_of:  # a normalised input is the input
+            self.types[value] = self.types[self.input.name]
         matches: list[Match] = []
         out_shapes: list[list[tuple]] = []
         used: set[int] = set()
@@ -729,7 +733,14 @@ class _Reader:
         for k, out in enumerate(self.proto.graph.output):
             v = self.alias.get(out.name, out.name)
             if v not in value_of:
-                raise ImportFailure(f"the output '{out.name}' is not a tensor the spec can name", where=self.label)
+                made = self.producer.get(v)
+                if made is None:  # a constant, or the input of a graph that computes nothing with it
+                    raise ImportFailure(f"the output '{out.name}' is not a tensor the spec can name", where=self.label)
+                raise self.fail(
+                    made,
+                    f"its output '{out.name}', an output of the graph, is inside an op the importer reads from "
+                    "several nodes, which makes only that op's last value",
+                )
             out_name = _identifier(out.name, "out" if k == 0 else f"out{k}")
             if out_name in taken:
                 out_name = f"out{k}"

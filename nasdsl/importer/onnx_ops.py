@@ -51,9 +51,9 @@ class Match:
 class View:
     """What a handler may ask of the graph: attributes, constants (folded on demand by
     ``fold``), shapes (batch included; those of values already read are nasdsl's own),
-    consumers, ``types`` (those the reader has tracked); ``opset``: the file's version of the
-    default domain, which says how a node's inputs and attributes read (a Resize of opset 10
-    has no ``roi`` or ``sizes``)."""
+    consumers, ``types`` (those the reader has tracked), ``outputs`` (the graph's); ``opset``: the
+    file's version of the default domain, which says how a node's inputs and attributes read (a
+    Resize of opset 10 has no ``roi`` or ``sizes``)."""
 
     def __init__(self, const: dict, shapes: dict, consumers: dict, producer: dict, fold=None, opset: int = 17) -> None:
         self.const = const
@@ -64,6 +64,8 @@ class View:
         self.fold = fold or (lambda name: None)
         #: the type (batch excluded, axes included) the spec's ops give each value read so far
         self.types: dict = {}
+        #: the graph's outputs: a value the graph returns is read outside the nodes that read it
+        self.outputs: set = set()
 
     def get(self, name: str) -> np.ndarray | None:
         """The value of ``name`` when it is a constant (folding its producers if need be)."""
@@ -86,10 +88,13 @@ class View:
         return len(self.shapes.get(name, ()))
 
     def only_user(self, value: str, node) -> bool:
-        return [n for n in self.consumers.get(value, [])] == [node]
+        return value not in self.outputs and [n for n in self.consumers.get(value, [])] == [node]
 
     def next_node(self, node, op_type: str):
-        """The one consumer of ``node``'s output, when it has that op type."""
+        """The one consumer of ``node``'s output, when it has that op type and the output is
+        no output of the graph (which a run of nodes read as one op would hide)."""
+        if node.output[0] in self.outputs:
+            return None
         users = self.consumers.get(node.output[0], [])
         return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
@@ -383,7 +388,10 @@ def _pad(view: View, node) -> Match:
         and fill[0] == 0.0
         and all(per_axis[k][0] == per_axis[k][1] for k in (2, 3))
     ):
-        found = _conv(view, conv)
+        try:
+            found = _conv(view, conv)
+        except Unsupported:  # the convolution's own error comes at it
+            found = None
         if isinstance(found, Match) and found.lowered.attrs["padding"] == 0:
             attrs = {**found.lowered.attrs, "padding": pair([per_axis[2][0], per_axis[3][0]])}
             return Match(Lowered("conv2d", attrs), [node.input[0]], found.output, [node, *found.nodes], found.tensors)
@@ -1323,6 +1331,11 @@ def _cast(view: View, node) -> Match:
 
     to = int(view.attrs(node).get("to", 0))
     name = TensorProto.DataType.Name(to) if to in TensorProto.DataType.values() else f"type {to}"
+    if to == TensorProto.FLOAT:
+        raise Unsupported(
+            "a Cast to float of a tensor computed in another type (or of one whose type is unknown): the spec "
+            "computes in float32 throughout"
+        )
     raise Unsupported(f"a Cast to {name.lower()} of a computed tensor: the spec computes in float32")
 
 
