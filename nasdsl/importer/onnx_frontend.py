@@ -626,9 +626,8 @@ class _Reader:
         self._split_partition_reshapes()
         for node in self.nodes:  # Identity, inference-time Dropout and a Cast to float32 pass their input on
             if node.op_type in _ALIASES and node.input and node.input[0] not in self.const:
-                if node.op_type == "Identity" or {"Dropout": self._passes_on, "Cast": self._to_float}[node.op_type](
-                    node
-                ):
+                passes = {"Identity": lambda n: True, "Dropout": self._passes_on, "Cast": self._to_float}
+                if passes[node.op_type](node):
                     self.alias[node.output[0]] = self.alias.get(node.input[0], node.input[0])
         for node in self.nodes:
             node_inputs = [self.alias.get(i, i) for i in node.input]
