@@ -433,3 +433,16 @@ def test_a_graph_output_inside_a_run_of_nodes_is_kept(tmp_path, capsys):
     biased = [_node("Conv", ["x", "w"], ["c"]), _node("Add", ["c", "t"], ["y"])]
     rc, path = _import(tmp_path, _file(biased, [W, _floats("t", (4, 1, 1))], outputs=("y", "c")))
     assert rc == 2 and f"{path}: graph.node[1] '' (Add): error: Add with a constant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("graph_name", "written"),
+    [("class", "class_"), ("9lives", "Model_9lives"), ("график", "Model"), ("g" * 80, "Model")],
+)
+def test_the_graph_s_name_is_made_a_model_name(tmp_path, capsys, graph_name, written):
+    """The model is named after the graph, as a spec may name it (a keyword, a name in other
+    letters or of 80 characters were internal errors)."""
+    model = _file([_conv("x", "y")], [W, B])
+    model.graph.name = graph_name
+    assert _import(tmp_path, model)[0] == 0, capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "m.yaml").read_text())["name"] == written

@@ -1179,8 +1179,22 @@ def _identifier(text: str, fallback: str) -> str:
 
 
 def _class_name(text: str) -> str:
-    text = re.sub(r"\W", "_", text).strip("_") or "Model"
-    return text if not text[0].isdigit() else f"Model_{text}"
+    """A graph's (or the metadata's root class's) name as a spec's model name
+    (:func:`nasdsl.spec.check_name`): ASCII letters, digits and ``_``, not starting with a digit
+    (``Model_2``), no Python keyword (``class_``), at most 64 characters; else ``Model``."""
+    import keyword
+
+    from nasdsl.errors import Location, SpecError
+    from nasdsl.spec import check_name
+
+    text = re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_") or "Model"
+    text = f"Model_{text}" if text[0].isdigit() else text
+    if keyword.iskeyword(text):
+        text += "_"
+    try:
+        return check_name(text, Location("<onnx>", 1, 1), "name", "model name")
+    except SpecError:
+        return "Model"
 
 
 def _torch_paths(matches: list[Match], names: list[str] | None = None) -> list[str]:
