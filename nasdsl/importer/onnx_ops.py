@@ -914,8 +914,9 @@ def _clip(view: View, node) -> Match:
         lo, hi = (view.scalar(node.input[k]) if len(node.input) > k and node.input[k] else None for k in (1, 2))
     if lo == 0 and hi == 6:
         return Match(Lowered("relu6"), [node.input[0]], node.output[0], [node])
-    unbounded = hi is None and (view.opset >= 11 and not (len(node.input) > 2 and node.input[2]) or view.opset < 11)
-    if lo == 0 and unbounded:  # no upper bound given: a ReLU
+    # no upper bound given (an attribute left out before opset 11, an input left out from it): a ReLU
+    unbounded = hi is None and (view.opset < 11 or not (len(node.input) > 2 and node.input[2]))
+    if lo == 0 and unbounded:
         return Match(Lowered("relu"), [node.input[0]], node.output[0], [node])
     raise Unsupported(f"a Clip to [{lo}, {hi}]: the spec has ReLU (a clip to [0, none]) and ReLU6 (to [0, 6])")
 
