@@ -21,7 +21,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from nasdsl.cli import main as cli_main
-from nasdsl.importer import onnx_ops
+from nasdsl.importer import ImportFailure, import_model, onnx_ops
 
 _node = helper.make_node
 _draw = np.random.default_rng(10)
@@ -446,3 +446,21 @@ def test_the_graph_s_name_is_made_a_model_name(tmp_path, capsys, graph_name, wri
     model.graph.name = graph_name
     assert _import(tmp_path, model)[0] == 0, capsys.readouterr().err
     assert yaml.safe_load((tmp_path / "m.yaml").read_text())["name"] == written
+
+
+def test_an_input_shape_of_another_rank_is_refused():
+    """``import_model(proto, input_shape=...)`` with two or four sizes for a (N, C, H, W) input
+    was refused by a message of Python's zip()."""
+    model = _file([_conv("x", "y")], [W, B])
+    for sizes in ((3, 8), (3, 8, 8, 8)):
+        with pytest.raises(ImportFailure, match=rf"has {len(sizes)} sizes: the input 'x' \[1, 3, 8, 8\] takes 3"):
+            import_model(model, input_shape=sizes)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="nasdsl/importer/__init__.py (_read) turns input_shape's sizes into integers with int(): 3.5 is read as 3",
+)
+def test_an_input_shape_of_fractions_is_refused():
+    with pytest.raises(ImportFailure):
+        import_model(_file([_conv("x", "y")], [W, B]), input_shape=(3.5, 8, 8))

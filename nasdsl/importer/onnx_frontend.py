@@ -345,6 +345,12 @@ class _Reader:
                 "(N, C, H, W) as a spec's input (C, H, W)",
                 where=label,
             )
+        if input_shape and len(input_shape) != len(shape) - 1:
+            raise ImportFailure(
+                f"the input shape given, {list(input_shape)}, has {len(input_shape)} sizes: the input "
+                f"'{self.input.name}' {list(shape)} takes {len(shape) - 1} (C, H, W)",
+                where=label,
+            )
         chw = tuple(input_shape) if input_shape else shape[1:]
         if input_shape and isinstance(shape[1], int) and len(chw) == 3 and chw[0] != shape[1]:
             raise ImportFailure(
