@@ -464,3 +464,39 @@ def test_an_input_shape_of_another_rank_is_refused():
 def test_an_input_shape_of_fractions_is_refused():
     with pytest.raises(ImportFailure):
         import_model(_file([_conv("x", "y")], [W, B]), input_shape=(3.5, 8, 8))
+
+
+#: files whose input is no batch of maps: features (an MLP), tokens, clips
+OTHER_INPUTS = [
+    ("mlp", [_node("Gemm", ["x", "gw", "gb"], ["h"], transB=1), _node("Relu", ["h"], ["r"]),
+             _node("MatMul", ["r", "mw"], ["m"]), _node("Add", ["m", "mb"], ["s"]), _node("Softmax", ["s"], ["y"])],
+     [_floats("gw", (16, 12)), _floats("gb", (16,)), _floats("mw", (16, 5)), _floats("mb", (5,))], (1, 12), "linear"),
+    ("mlp-normalised-input", [_node("Sub", ["x", "mu"], ["a"]), _node("Div", ["a", "sd"], ["n"]),
+                              _node("Gemm", ["n", "gw"], ["y"], transB=1)],
+     [_floats("mu", (12,)), _floats("sd", (12,), 0.5), _floats("gw", (16, 12))], ("N", 12), "std:"),
+    ("tokens", [_node("MatMul", ["x", "mw"], ["m"]), _node("Relu", ["m"], ["r"]),
+                _node("LayerNormalization", ["r", "lw", "lb"], ["y"])],
+     [_floats("mw", (8, 6)), _floats("lw", (6,)), _floats("lb", (6,))], (1, 5, 8), "layer_norm"),
+    ("clip", [_node("Conv", ["x", "w3"], ["c"], auto_pad="SAME_UPPER", strides=[1, 2, 2]),
+              _node("MaxPool", ["c"], ["p"], kernel_shape=[1, 2, 2], strides=[1, 2, 2]),
+              _node("GlobalAveragePool", ["p"], ["y"])], [_floats("w3", (4, 3, 3, 3, 3))], (1, 3, 4, 8, 8), "conv3d"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("label", "nodes", "inits", "shape", "said"), OTHER_INPUTS, ids=[r[0] for r in OTHER_INPUTS])
+def test_an_input_of_features_tokens_or_clips_imports(tmp_path, capsys, label, nodes, inits, shape, said):
+    """Only a batch of maps (N, C, H, W) was read; the spec's inputs are also features (C),
+    tokens (L, C) and clips (C, T, H, W)."""
+    rc, _ = _import(tmp_path, _file(nodes, inits, shape=shape, opset=17))
+    assert rc == 0, capsys.readouterr().err
+    assert said in (tmp_path / "m.yaml").read_text()
+
+
+def test_a_sequence_of_channels_first_is_refused_at_its_convolution(tmp_path, capsys):
+    """(N, C, L) is read as tokens (L, C), the spec's default for a 2-D input: a Conv over L
+    stops there (the importer does not write an input's axes)."""
+    rc, path = _import(
+        tmp_path, _file([_node("Conv", ["x", "w1"], ["y"])], [_floats("w1", (4, 3, 3))], shape=(1, 3, 10))
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{path}: graph.node[0] '' (Conv): error: as conv1d: expected a feature map (C, L)" in err

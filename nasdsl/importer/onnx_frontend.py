@@ -339,10 +339,10 @@ class _Reader:
             raise ImportFailure(f"the graph has {len(inputs)} inputs, {shown}: a spec has one", where=label)
         self.input = inputs[0]
         shape = _shape_of(self.input)
-        if len(shape) != 4:
+        if len(shape) not in (2, 3, 4, 5):
             raise ImportFailure(
-                f"the input '{self.input.name}' has shape {list(shape)}: the importer reads a batch of maps "
-                "(N, C, H, W) as a spec's input (C, H, W)",
+                f"the input '{self.input.name}' has shape {list(shape)}: the importer reads a batch of features "
+                "(N, C), of tokens (N, L, C), of maps (N, C, H, W) or of clips (N, C, T, H, W) as a spec's input",
                 where=label,
             )
         if input_shape and len(input_shape) != len(shape) - 1:
@@ -352,7 +352,7 @@ class _Reader:
                 where=label,
             )
         chw = tuple(input_shape) if input_shape else shape[1:]
-        if input_shape and isinstance(shape[1], int) and len(chw) == 3 and chw[0] != shape[1]:
+        if input_shape and isinstance(shape[1], int) and chw[0] != shape[1]:
             raise ImportFailure(
                 f"the input '{self.input.name}' {list(shape)} has {shape[1]} channels, and --input-shape gives "
                 f"{chw[0]}: the file's weights are for its own",
@@ -898,21 +898,23 @@ class _Reader:
         rescaling ``Mul`` or ``Div`` by a constant and an ``Add`` or ``Sub`` of one after it (a
         Keras ``Rescaling``: ``x / 127.5 - 1``), each constant one value or one per channel."""
         users = view.consumers.get(self.input.name, [])
+        if len(self.chw) == 2:  # tokens (L, C), whose channels are last: no statistics per channel read here
+            return
         if len(users) == 1 and users[0].op_type in ("Mul", "Div") and users[0].input[0] == self.input.name:
             self._rescaling(inp, view, value_of, users[0])
             return
         if len(users) != 1 or users[0].op_type != "Sub" or users[0].input[0] != self.input.name:
             return
         sub = users[0]
-        c = self.chw[0]
-        mean = per_channel(view.get(sub.input[1]), c)  # a (C,) would subtract per column
+        c, rank = self.chw[0], len(self.chw) + 1
+        mean = per_channel(view.get(sub.input[1]), c, rank)  # a (C,) on a map would subtract per column
         if mean is None:
             return
         value, done = sub.output[0], [sub]
         std = None
         div = view.next_node(sub, "Div")
         if div is not None and div.input[0] == value:
-            s = per_channel(view.get(div.input[1]), c)
+            s = per_channel(view.get(div.input[1]), c, rank)
             if s is not None and np.all(s != 0) and np.all(np.isfinite(s)):  # a std of 0 divides by nothing
                 std, value = s, div.output[0]
                 done.append(div)
@@ -926,8 +928,8 @@ class _Reader:
     def _rescaling(self, inp: Node, view: View, value_of: dict, scale) -> None:
         """``x * a`` (or ``x / d``), then ``+ b`` (or ``- b``) where one follows: the input's
         ``(x - mean) / std`` with ``std = 1 / a`` and ``mean = -b / a``."""
-        c = self.chw[0]
-        factor = per_channel(view.get(scale.input[1]), c)
+        c, rank = self.chw[0], len(self.chw) + 1
+        factor = per_channel(view.get(scale.input[1]), c, rank)
         if factor is None or not np.all(factor != 0) or not np.all(np.isfinite(factor)):
             return
         factor = factor.astype(np.float64)
@@ -935,7 +937,7 @@ class _Reader:
         value, done, shift = scale.output[0], [scale], np.zeros(c)
         after = view.next_node(scale, "Add") or view.next_node(scale, "Sub")
         if after is not None and (after.op_type == "Add" or after.input[0] == value):
-            b = per_channel(view.get(after.input[1] if after.input[0] == value else after.input[0]), c)
+            b = per_channel(view.get(after.input[1] if after.input[0] == value else after.input[0]), c, rank)
             if b is not None:
                 shift = b.astype(np.float64) * (-1.0 if after.op_type == "Sub" else 1.0)
                 value = after.output[0]

@@ -164,8 +164,9 @@ def _conv(view: View, node) -> Match | list[Match]:
     weight = view.get(node.input[1])
     if weight is None:
         raise Unsupported("a convolution whose weights are computed: the spec's conv2d holds its weights")
-    if weight.ndim != 4:
-        raise Unsupported(f"a {weight.ndim - 2}-D convolution: the spec has conv2d")
+    if weight.ndim not in (3, 4, 5):
+        raise Unsupported(f"a {weight.ndim - 2}-D convolution: the spec has conv1d, conv2d and conv3d")
+    spatial = weight.ndim - 2
     bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     groups = int(a.get("group", 1))
     in_groups = f"in {groups} group{'s' if groups != 1 else ''}"
@@ -175,33 +176,40 @@ def _conv(view: View, node) -> Match | list[Match]:
     nodes, out = [node], node.output[0]
     weight, bias, nodes, out = _folded_affine(view, weight, bias, nodes, out)
     auto = _text(a, "auto_pad", "NOTSET")
-    strides = _spatial(a, "strides", 2, 1)
-    dilations = _spatial(a, "dilations", 2, 1)
+    strides = _spatial(a, "strides", spatial, 1)
+    dilations = _spatial(a, "dilations", spatial, 1)
     pads = _window_pads(view, node, [int(k) for k in weight.shape[2:]], strides, dilations)
     border = None
-    if auto == "SAME_UPPER" and strides == [1, 1]:
+    if auto == "SAME_UPPER" and strides == [1] * spatial:
         padding: object = "same"  # PyTorch's 'same' puts an odd padding's extra one after, as SAME_UPPER does
     elif all(b == e for b, e in pads):
-        padding = pair([b for b, _ in pads])
+        padding = _sizes([b for b, _ in pads])
     else:  # a border of its own, before a convolution without padding
         padding, border = 0, [list(p) for p in pads]
     attrs = {
         "out": int(weight.shape[0]),
-        "kernel": pair(weight.shape[2:]),
-        "stride": pair(strides),
+        "kernel": _sizes(weight.shape[2:]),
+        "stride": _sizes(strides),
         "padding": padding,
-        "dilation": pair(dilations),
+        "dilation": _sizes(dilations),
         "groups": groups,
         "bias": bias is not None,
     }
     tensors = {"weight": weight} | ({"bias": bias} if bias is not None else {})
+    op = f"conv{spatial}d"
     if border is None:
-        return Match(Lowered("conv2d", attrs), [node.input[0]], out, nodes, tensors)
+        return Match(Lowered(op, attrs), [node.input[0]], out, nodes, tensors)
     padded = f"{node.output[0]}::pad"
     return [
         Match(Lowered("pad", {"pads": border}), [node.input[0]], padded, [node]),
-        Match(Lowered("conv2d", attrs), [padded], out, nodes, tensors),
+        Match(Lowered(op, attrs), [padded], out, nodes, tensors),
     ]
+
+
+def _sizes(v) -> object:
+    """A window attribute as a spec writes it: one integer when all are equal, else the list."""
+    sizes = [int(x) for x in v]
+    return sizes[0] if len(set(sizes)) == 1 else sizes
 
 
 def _reads_features(view: View, node, wanted: int, what: str, axis: int = 1) -> None:
@@ -217,16 +225,17 @@ def _reads_features(view: View, node, wanted: int, what: str, axis: int = 1) -> 
         )
 
 
-def per_channel(value: np.ndarray | None, channels: int) -> np.ndarray | None:
-    """A constant that broadcasts over a channels-first map ``(N, C, H, W)`` as one value per
-    channel: of shape ``(C, 1, 1)``, ``(1, C, 1, 1)``, or one value (ONNX broadcasts from the
-    last axis, so a ``(C,)`` is one value per column), as ``(C,)``; else None."""
-    if value is None or value.ndim > 4:
+def per_channel(value: np.ndarray | None, channels: int, rank: int = 4) -> np.ndarray | None:
+    """A constant that broadcasts over a channels-first tensor of ``rank`` axes, batch included
+    (a map ``(N, C, H, W)``), as one value per channel: of shape ``(C, 1, 1)``, ``(1, C, 1, 1)``
+    (as many 1s as the rank asks), or one value (ONNX broadcasts from the last axis, so a
+    ``(C,)`` on a map is one value per column), as ``(C,)``; else None."""
+    if value is None or value.ndim > rank:
         return None
     if value.size == 1:
         return np.full(channels, value.reshape(-1)[0], dtype=value.dtype)
-    shape = (1,) * (4 - value.ndim) + tuple(value.shape)
-    return value.reshape(-1) if shape == (1, channels, 1, 1) else None
+    shape = (1,) * (rank - value.ndim) + tuple(value.shape)
+    return value.reshape(-1) if shape == (1, channels, *(1,) * (rank - 2)) else None
 
 
 def _folded_affine(view: View, weight, bias, nodes: list, out: str):
@@ -234,17 +243,17 @@ def _folded_affine(view: View, weight, bias, nodes: list, out: str):
     ``Add``, a BatchNorm as a converter writes it without one) or shifted alone (``Add``, a
     bias kept apart), each the one reader of what it reads: folded into the convolution's
     weights and bias. A ``Mul`` with no ``Add`` after it stays a layer scale."""
-    channels = int(weight.shape[0])
+    channels, rank = int(weight.shape[0]), weight.ndim
     mul = view.next_node(nodes[-1], "Mul")
-    scale = per_channel(view.get(_other(mul, out)), channels) if mul is not None else None
+    scale = per_channel(view.get(_other(mul, out)), channels, rank) if mul is not None else None
     after = view.next_node(mul, "Add") if scale is not None else view.next_node(nodes[-1], "Add")
     moved = mul.output[0] if scale is not None else out
-    shift = per_channel(view.get(_other(after, moved)), channels) if after is not None else None
+    shift = per_channel(view.get(_other(after, moved)), channels, rank) if after is not None else None
     if shift is None:
         return weight, bias, nodes, out
     dtype = weight.dtype
     if scale is not None:
-        weight = (weight * scale.reshape(-1, 1, 1, 1)).astype(dtype)
+        weight = (weight * scale.reshape(-1, *(1,) * (rank - 1))).astype(dtype)
         bias = None if bias is None else bias * scale
         nodes = [*nodes, mul]
     bias = (shift if bias is None else bias + shift).astype(dtype)
@@ -287,30 +296,34 @@ def _batch_norm(view: View, node) -> Match:
 
 
 def _pool(op: str) -> Callable:
+    """MaxPool and AveragePool of a map (``max_pool``), a sequence (``max_pool1d``) or a clip
+    (``max_pool3d``), by the input's rank."""
+
     def handler(view: View, node) -> Match:
         a = view.attrs(node)
-        if view.rank(node.input[0]) != 4:
-            raise Unsupported(f"{node.op_type} of a {view.rank(node.input[0]) - 2}-D input")
-        if _spatial(a, "dilations", 2, 1) != [1, 1]:
+        spatial = view.rank(node.input[0]) - 2
+        if spatial not in (1, 2, 3):
+            raise Unsupported(f"{node.op_type} of a {spatial}-D input: the spec's pools take 1-D to 3-D ones")
+        if _spatial(a, "dilations", spatial, 1) != [1] * spatial:
             raise Unsupported("dilation: the spec's pools have none")
         if len(node.output) > 1 and node.output[1]:
             raise Unsupported("indices output")
         kernel = [int(k) for k in a["kernel_shape"]]
-        strides = _spatial(a, "strides", 2, 1)
+        strides = _spatial(a, "strides", spatial, 1)
         ceil_mode = bool(a.get("ceil_mode", 0))
         include = bool(a.get("count_include_pad", 0))
-        pads = _window_pads(view, node, kernel, strides, [1, 1])
+        pads = _window_pads(view, node, kernel, strides, [1] * spatial)
         if any(b != e for b, e in pads):
             ceil_mode = _ceil_for_extra(view, node, kernel, strides, pads, ceil_mode, include and op == "avg_pool")
         attrs = {
-            "kernel": pair(kernel),
-            "stride": pair(strides),
-            "padding": pair([b for b, _ in pads]),
+            "kernel": _sizes(kernel),
+            "stride": _sizes(strides),
+            "padding": _sizes([b for b, _ in pads]),
             "ceil_mode": ceil_mode,
         }
         if op == "avg_pool":
             attrs["count_include_pad"] = include
-        return Match(Lowered(op, attrs), [node.input[0]], node.output[0], [node])
+        return Match(Lowered(op if spatial == 2 else f"{op}{spatial}d", attrs), [node.input[0]], node.output[0], [node])
 
     return handler
 
