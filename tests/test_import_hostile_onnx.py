@@ -157,6 +157,12 @@ READ = [
     ("scale-and-shift-per-channel", [_node("Mul", ["x", "s"], ["a"]), _node("Add", ["o", "a"], ["n"]), _conv("n", "y")],
      [W, B, _floats("s", (1, 3, 1, 1), 0.5), _floats("o", (3, 1, 1))], {}, "mean:"),
     ("subtracting-zeros", [_node("Sub", ["x", "z"], ["n"]), _conv("n", "y")], [W, B, _ZERO], {}, "conv2d"),
+    ("transposes-around-a-channels-last-scale", [_conv("x", "c", pads=[1, 1, 1, 1]),
+                                                 _node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+                                                 _node("Relu", ["t"], ["r"]), _node("Mul", ["r", "g"], ["m"]),
+                                                 _node("Transpose", ["m"], ["u"], perm=[0, 3, 1, 2]),
+                                                 _node("Conv", ["u", "w4", "b"], ["y"], pads=[1, 1, 1, 1])],
+     [W, B, W4, _floats("g", (4,))], {}, "layer_scale"),
     ("unused-initializer-and-node", [_conv("x", "y"), _node("Relu", ["x"], ["unread"])], [W, B, _floats("j", (7,))],
      {}, "conv2d"),
 ]  # fmt: skip
@@ -504,3 +510,20 @@ def test_a_sequence_of_channels_first_is_refused_at_its_convolution(tmp_path, ca
     )
     err = capsys.readouterr().err
     assert rc == 2 and f"{path}: graph.node[0] '' (Conv): error: as conv1d: expected a feature map (C, L)" in err
+
+
+def test_a_keras_residual_network_is_found_as_one_template(tmp_path, capsys):
+    """Three residual blocks as a converter writes them (a zero Pad before each convolution, its
+    BatchNorm as Mul and Add, the sum as Sum): the Pads and the BatchNorms fold into the
+    convolutions, and the three blocks are one template used three times."""
+    nodes = [_conv("x", "c", pads=[1, 1, 1, 1])]
+    for k, (x, y) in enumerate((("c", "o1"), ("o1", "o2"), ("o2", "y"))):
+        nodes += [_node("Pad", [x, "p"], [f"p{k}"]), _node("Conv", [f"p{k}", "w4"], [f"c{k}"]),
+                  _node("Mul", [f"c{k}", "s"], [f"m{k}"]), _node("Add", [f"m{k}", "t"], [f"a{k}"]),
+                  _node("Relu", [f"a{k}"], [f"r{k}"]), _node("Sum", [f"r{k}", x], [y])]  # fmt: skip
+    inits = [W, B, W4, _ints("p", _PADS), _floats("s", (4, 1, 1)), _floats("t", (4, 1, 1))]
+    assert _import(tmp_path, _file(nodes, inits))[0] == 0, capsys.readouterr().err
+    spec = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    (template,) = spec["templates"].values()
+    assert template["body"]["conv2d"] == {"op": "conv2d", "out": 4, "kernel": 3, "padding": 1}
+    assert {"repeat": 3, "block": "Block1"} in spec["model"].values()
