@@ -115,7 +115,7 @@ def read_onnx(
     ``find_blocks`` False: a graph that names no modules stays flat (one op an entry)."""
     import onnx
 
-    proto, order = _in_order(proto)
+    proto, order = _in_order(_default_domain(proto))
     try:
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
@@ -141,6 +141,25 @@ def read_onnx(
     reader.find_blocks = find_blocks
     reader.order = order
     return reader.read(name)
+
+
+def _default_domain(proto):
+    """The model with each node of the domain ``'ai.onnx'`` given the domain ``''``: the two
+    names of ONNX's own, which ONNX Runtime takes alike and ONNX's checker does not (it finds no
+    op of ``'ai.onnx'`` where only ``''`` is imported, or no ``Conv`` of ``'ai.onnx'`` at all).
+    The proto passed in is left as it is."""
+    if not any(n.domain == "ai.onnx" for n in proto.graph.node):
+        return proto
+    out = type(proto)()
+    out.CopyFrom(proto)
+    for node in out.graph.node:
+        if node.domain == "ai.onnx":
+            node.domain = ""
+    if not any(o.domain == "" for o in out.opset_import):
+        for o in out.opset_import:
+            if o.domain == "ai.onnx":
+                o.domain = ""
+    return out
 
 
 def _in_order(proto):
