@@ -203,6 +203,8 @@ def _untidy(kind: str) -> onnx.ModelProto:
         model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in (W, B))
     elif kind == "opset-domain-ai-onnx":
         model.opset_import[0].domain = "ai.onnx"
+    elif kind == "output-without-shape":  # ONNX's checker wants one; ONNX Runtime runs it
+        model.graph.output[0].type.tensor_type.ClearField("shape")
     elif kind == "node-domain-ai-onnx":  # ONNX's checker finds no Conv of 'ai.onnx'; ONNX Runtime runs it
         model.graph.node[0].domain = "ai.onnx"
     return model
@@ -216,6 +218,7 @@ def _untidy(kind: str) -> onnx.ModelProto:
         "initializers-as-inputs-ir-3",
         "opset-domain-ai-onnx",
         "node-domain-ai-onnx",
+        "output-without-shape",
     ],
 )
 def test_an_untidy_file_imports(tmp_path, capsys, kind):
@@ -557,3 +560,10 @@ def test_a_keras_residual_network_is_found_as_one_template(tmp_path, capsys):
     (template,) = spec["templates"].values()
     assert template["body"]["conv2d"] == {"op": "conv2d", "out": 4, "kernel": 3, "padding": 1}
     assert {"repeat": 3, "block": "Block1"} in spec["model"].values()
+
+
+def test_an_input_without_a_shape_is_refused_naming_it(tmp_path, capsys):
+    model = _file([_conv("x", "y")], [W, B])
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+    rc, path = _import(tmp_path, model)
+    assert rc == 2 and f"{path}: error: the input 'x' declares no shape" in capsys.readouterr().err

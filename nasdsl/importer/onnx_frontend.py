@@ -116,6 +116,14 @@ def read_onnx(
     import onnx
 
     proto, order = _in_order(_default_domain(proto))
+    fed = {t.name for t in proto.graph.initializer}
+    for value in proto.graph.input:
+        if value.name not in fed and not value.type.tensor_type.HasField("shape"):
+            raise ImportFailure(
+                f"the input '{value.name}' declares no shape (not even its number of axes): a spec's input has "
+                "one, and ONNX's checker requires it",
+                where=label,
+            )
     try:
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
@@ -313,6 +321,9 @@ def _light(proto, chw: tuple[int, ...] | None = None):
     g.output.extend(graph.output)
     if chw is None:
         g.value_info.extend(graph.value_info)
+        for out in g.output:  # ONNX's checker wants a shape where ONNX Runtime takes an output without one
+            if out.type.HasField("tensor_type") and not out.type.tensor_type.HasField("shape"):
+                out.type.tensor_type.shape.SetInParent()
     else:
         for out in g.output:
             out.type.tensor_type.ClearField("shape")
