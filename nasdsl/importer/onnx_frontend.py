@@ -47,16 +47,16 @@ from nasdsl.importer.flat import (
     Output,
     Scope,
     join,
-    shape_after,
 )
 from nasdsl.importer.onnx_names import CLASS_HIERARCHY, NAME_SCOPES, listed, metadata, torch_scope
-from nasdsl.importer.onnx_ops import PATTERNS, Match, View, slice_bounds
+from nasdsl.importer.onnx_ops import PATTERNS, Match, View, per_channel, slice_bounds
 from nasdsl.importer.ops_table import Lowered, Unsupported
 
 #: the name a function-like op gets in its scope (a merge's own name is a spec keyword)
 _NAMES = {"Add": "residual", "Mul": "scale", "Concat": "cat", "Div": "div", "Sub": "sub"}
-_ALIASES = ("Identity", "Dropout")
-#: the numpy types of a Constant's attributes other than a tensor (a sparse or string one is not folded)
+_ALIASES = ("Identity", "Dropout", "Cast")
+#: the numpy types of a Constant's attributes of numbers (a tensor and a sparse tensor are read as such;
+#: a string one is not folded)
 _CONSTANT_TYPES = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
 #: the input types (onnx.TensorProto's names), besides FLOAT, of a model the spec computes in float32
 _FLOATS = ("FLOAT16", "DOUBLE", "BFLOAT16")
@@ -115,6 +115,15 @@ def read_onnx(
     ``find_blocks`` False: a graph that names no modules stays flat (one op an entry)."""
     import onnx
 
+    proto, order = _in_order(_default_domain(proto))
+    fed = {t.name for t in proto.graph.initializer}
+    for value in proto.graph.input:
+        if value.name not in fed and not value.type.tensor_type.HasField("shape"):
+            raise ImportFailure(
+                f"the input '{value.name}' declares no shape (not even its number of axes): a spec's input has "
+                "one, and ONNX's checker requires it",
+                where=label,
+            )
     try:
         onnx.checker.check_model(_light(proto))
     except Exception as e:  # noqa: BLE001
@@ -138,7 +147,63 @@ def read_onnx(
         model.CopyFrom(proto)
     reader = _Reader(model, label, input_shape, allow_opaque, by_structure)
     reader.find_blocks = find_blocks
+    reader.order = order
     return reader.read(name)
+
+
+def _default_domain(proto):
+    """The model with each node of the domain ``'ai.onnx'`` given the domain ``''``: the two
+    names of ONNX's own, which ONNX Runtime takes alike and ONNX's checker does not (it finds no
+    op of ``'ai.onnx'`` where only ``''`` is imported, or no ``Conv`` of ``'ai.onnx'`` at all).
+    The proto passed in is left as it is."""
+    if not any(n.domain == "ai.onnx" for n in proto.graph.node):
+        return proto
+    out = type(proto)()
+    out.CopyFrom(proto)
+    for node in out.graph.node:
+        if node.domain == "ai.onnx":
+            node.domain = ""
+    if not any(o.domain == "" for o in out.opset_import):
+        for o in out.opset_import:
+            if o.domain == "ai.onnx":
+                o.domain = ""
+    return out
+
+
+def _in_order(proto):
+    """The model with its nodes in an order that runs each after the values it reads (ONNX
+    Runtime sorts a graph itself; ONNX's checker and the reader take it in order), the file's
+    order wherever it allows; and, where that moved any node, each node's index in the file (by
+    its index here), which errors name; else None. A node reading a value that nothing makes is
+    left where it is, for the checker to name."""
+    import heapq
+
+    graph = proto.graph
+    made = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
+    waits: list[set] = [{made[i] for i in n.input if i in made and made[i] != k} for k, n in enumerate(graph.node)]
+    if all(all(j < k for j in w) for k, w in enumerate(waits)):
+        return proto, None
+    readers: dict[int, list[int]] = {}
+    for k, w in enumerate(waits):
+        for j in w:
+            readers.setdefault(j, []).append(k)
+    ready = [k for k, w in enumerate(waits) if not w]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for r in readers.get(k, ()):
+            waits[r].discard(k)
+            if not waits[r]:
+                heapq.heappush(ready, r)
+    if len(order) != len(graph.node):  # a cycle: the checker names it
+        return proto, None
+    out = type(proto)()
+    out.CopyFrom(proto)
+    del out.graph.node[:]
+    out.graph.node.extend(graph.node[k] for k in order)
+    return out, order
 
 
 def _own_copies(proto):
@@ -234,7 +299,10 @@ def _as_run(light):
 def _light(proto, chw: tuple[int, ...] | None = None):
     """The model without the data of its large initializers (each becomes a graph input of the
     same type and shape), the input fixed to batch 1 and ``chw`` when given: what the checker
-    and shape inference need, without copying the weights."""
+    and shape inference need, without copying the weights. With ``chw``, the shapes the file
+    declares for its other values and its outputs are left out, to be inferred from that input:
+    they are the file's batch and size (a batch fixed at 8), or wrong (ONNX Runtime merges a
+    declared shape that contradicts its own leniently and computes as the nodes say)."""
     import onnx
     from onnx import helper
 
@@ -251,7 +319,14 @@ def _light(proto, chw: tuple[int, ...] | None = None):
     g.input.extend(i for i in graph.input if i.name not in big_names)
     g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big)
     g.output.extend(graph.output)
-    g.value_info.extend(graph.value_info)
+    if chw is None:
+        g.value_info.extend(graph.value_info)
+        for out in g.output:  # ONNX's checker wants a shape where ONNX Runtime takes an output without one
+            if out.type.HasField("tensor_type") and not out.type.tensor_type.HasField("shape"):
+                out.type.tensor_type.shape.SetInParent()
+    else:
+        for out in g.output:
+            out.type.tensor_type.ClearField("shape")
     g.initializer.extend(t for t in graph.initializer if t.name not in big_names)
     if chw is not None:
         names = [i.name for i in g.input]
@@ -294,11 +369,25 @@ class _Reader:
             raise ImportFailure(f"the graph has {len(inputs)} inputs, {shown}: a spec has one", where=label)
         self.input = inputs[0]
         shape = _shape_of(self.input)
-        if len(shape) != 4:
+        if len(shape) not in (2, 3, 4, 5):
             raise ImportFailure(
-                f"the input '{self.input.name}' has shape {list(shape)}: a spec's input is (C, H, W)", where=label
+                f"the input '{self.input.name}' has shape {list(shape)}: the importer reads a batch of features "
+                "(N, C), of tokens (N, L, C), of maps (N, C, H, W) or of clips (N, C, T, H, W) as a spec's input",
+                where=label,
+            )
+        if input_shape and len(input_shape) != len(shape) - 1:
+            raise ImportFailure(
+                f"the input shape given, {list(input_shape)}, has {len(input_shape)} sizes: the input "
+                f"'{self.input.name}' {list(shape)} takes {len(shape) - 1} (C, H, W)",
+                where=label,
             )
         chw = tuple(input_shape) if input_shape else shape[1:]
+        if input_shape and isinstance(shape[1], int) and chw[0] != shape[1]:
+            raise ImportFailure(
+                f"the input '{self.input.name}' {list(shape)} has {shape[1]} channels, and --input-shape gives "
+                f"{chw[0]}: the file's weights are for its own",
+                where=label,
+            )
         if not all(isinstance(d, int) for d in chw):
             raise ImportFailure(
                 f"the input '{self.input.name}' has the symbolic shape {list(shape)}: give --input-shape C,H,W",
@@ -322,6 +411,10 @@ class _Reader:
             self.elem_types[vi.name] = vi.type.tensor_type.elem_type
         self.chw = chw
         self.docs: dict[str, str] = {}
+        #: each node's index in the file, where the nodes were sorted to run in order (:func:`_in_order`)
+        self.order: list[int] | None = None
+        #: the type (axes included) the spec's ops give each value read so far
+        self.types: dict = {}
         self.nodes = list(graph.node)
         self.alias: dict[str, str] = {}
         #: whether the file names no modules (then blocks are found by structure)
@@ -367,7 +460,12 @@ class _Reader:
                     value = numpy_helper.to_array(v)
                 elif a.name in _CONSTANT_TYPES:  # value_float is a float32, value_int an int64 (ONNX's types)
                     value = np.array(v, dtype=_CONSTANT_TYPES[a.name])
-            elif node.op_type in _ALIASES and node.input and self.view.get(node.input[0]) is not None:
+                elif a.name == "sparse_value":
+                    try:
+                        value = _dense(v)
+                    except (ValueError, IndexError):  # too large, or indices outside it: left to the op table
+                        value = None
+            elif node.op_type in ("Identity", "Dropout") and node.input and self.view.get(node.input[0]) is not None:
                 value = self.const[node.input[0]]
             elif node.op_type == "Shape":
                 shape = self.view.shapes.get(node.input[0])
@@ -412,6 +510,56 @@ class _Reader:
         mask = dropout.output[1] if len(dropout.output) > 1 else ""
         outputs = {o.name for o in self.proto.graph.output}
         return not mask or (mask not in outputs and not any(mask in n.input for n in self.nodes))
+
+    def _check_bindings(self) -> None:
+        """Refuse a node whose inputs of one type parameter of its op (a Conv's ``T``: its input,
+        weight and bias) hold different element types (a float16 weight on a float32 input):
+        ONNX Runtime refuses to load such a file, and the spec, which computes in float32, would
+        compute what the file does not."""
+        import onnx
+        from onnx import TensorProto
+
+        kinds = {t.name: t.data_type for t in self.proto.graph.initializer} | self.elem_types
+        opset = default_opset(self.proto)
+        for node in self.nodes:
+            try:
+                schema = onnx.defs.get_schema(node.op_type, opset, "")
+            except Exception:  # noqa: BLE001 - an op ONNX does not know: the op table names it
+                continue
+            formal = list(schema.inputs)
+            bound: dict[str, dict[int, str]] = {}
+            for k, value in enumerate(node.input):
+                if not value or not formal or value not in kinds:
+                    continue
+                param = formal[min(k, len(formal) - 1)]
+                variadic = param.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+                if (k >= len(formal) and not variadic) or (variadic and not param.is_homogeneous):
+                    continue
+                bound.setdefault(param.type_str, {}).setdefault(kinds[value], value)
+            for type_str, seen in bound.items():
+                if len(seen) > 1:
+                    shown = ", ".join(
+                        f"'{v}' {TensorProto.DataType.Name(t).lower() if t in TensorProto.DataType.values() else t}"
+                        for t, v in seen.items()
+                    )
+                    raise self.fail(
+                        node,
+                        f"its inputs of one type ({type_str}) hold different element types ({shown}): ONNX "
+                        "Runtime refuses the file, and the spec computes in float32",
+                    )
+
+    def _to_float(self, cast) -> bool:
+        """Whether a Cast passes its input on in the spec's float32: a Cast to float32 of a float32
+        value, or of the graph's input of another floating point type (which the spec reads as
+        float32). Another is left to the op table, which refuses it."""
+        from onnx import TensorProto
+
+        if int(View.attrs(cast).get("to", 0)) != TensorProto.FLOAT:
+            return False
+        kind = self.elem_types.get(cast.input[0])
+        if cast.input[0] == self.input.name:
+            return kind in (TensorProto.FLOAT, *(getattr(TensorProto, t) for t in _FLOATS))
+        return kind == TensorProto.FLOAT
 
     def _strided_copies(self) -> list:
         """The dynamo exporter's ``as_strided`` of a contiguous tensor onto its own shape: a
@@ -490,12 +638,32 @@ class _Reader:
         return copy
 
     def read(self, name: str | None) -> FlatModel:
+        from nasdsl.ir.types import TensorType, default_axes
+
+        for node in self.nodes:
+            if node.domain not in ("", "ai.onnx"):  # an op of another domain only shares its name with ONNX's
+                raise self.fail(
+                    node,
+                    f"an op of the domain '{node.domain}': nasdsl reads the ops of ONNX's default domain "
+                    "('' or 'ai.onnx'), and an op of another (a runtime's fused op, a custom op) computes what "
+                    "that domain says",
+                )
+        self._check_bindings()
+        listed_outputs = [o.name for o in self.proto.graph.output]
+        twice = next((o for o in listed_outputs if listed_outputs.count(o) > 1), None)
+        if twice is not None:
+            raise ImportFailure(
+                f"the graph lists the output '{twice}' {listed_outputs.count(twice)} times: a spec's outputs are "
+                "distinct values (ONNX Runtime returns it once)",
+                where=self.label,
+            )
         copies = {id(n) for n in self._strided_copies()}
         self.nodes = [n for n in self.nodes if id(n) not in copies]
         self._split_partition_reshapes()
-        for node in self.nodes:  # Identity and inference-time Dropout pass their input on
+        for node in self.nodes:  # Identity, inference-time Dropout and a Cast to float32 pass their input on
             if node.op_type in _ALIASES and node.input and node.input[0] not in self.const:
-                if node.op_type != "Dropout" or self._passes_on(node):
+                passes = {"Identity": lambda n: True, "Dropout": self._passes_on, "Cast": self._to_float}
+                if passes[node.op_type](node):
                     self.alias[node.output[0]] = self.alias.get(node.input[0], node.input[0])
         for node in self.nodes:
             node_inputs = [self.alias.get(i, i) for i in node.input]
@@ -511,13 +679,18 @@ class _Reader:
         shapes = {k: v for k, v in self.shapes.items()}
         opset = default_opset(self.proto)
         view = self.view = View(self.const, shapes, consumers, producer, self.fold_value, opset)
+        view.types = self.types
+        view.outputs = {self.alias.get(o.name, o.name) for o in self.proto.graph.output}
         shapes[self.input.name] = (1, *self.chw)
+        self.types[self.input.name] = TensorType(tuple(self.chw), default_axes(len(self.chw)))
         input_name = _identifier(self.input.name, "x")
         inp = Node(
             input_name, "input", {}, [], tuple(self.chw), "", input_name, source=f"graph input '{self.input.name}'"
         )
         value_of: dict[str, str] = {self.input.name: input_name}
         self._normalisation(inp, view, value_of)
+        for value in value_of:  # a normalised input is the input
+            self.types[value] = self.types[self.input.name]
         matches: list[Match] = []
         out_shapes: list[list[tuple]] = []
         used: set[int] = set()
@@ -595,7 +768,14 @@ class _Reader:
         for k, out in enumerate(self.proto.graph.output):
             v = self.alias.get(out.name, out.name)
             if v not in value_of:
-                raise ImportFailure(f"the output '{out.name}' is not a tensor the spec can name", where=self.label)
+                made = self.producer.get(v)
+                if made is None:  # a constant, or the input of a graph that computes nothing with it
+                    raise ImportFailure(f"the output '{out.name}' is not a tensor the spec can name", where=self.label)
+                raise self.fail(
+                    made,
+                    f"its output '{out.name}', an output of the graph, is inside an op the importer reads from "
+                    "several nodes, which makes only that op's last value",
+                )
             out_name = _identifier(out.name, "out" if k == 0 else f"out{k}")
             if out_name in taken:
                 out_name = f"out{k}"
@@ -686,11 +866,16 @@ class _Reader:
                         self.elem_types.setdefault(o, t.tensor_type.elem_type)
 
     def _shapes_of(self, m: Match, view: View, node) -> list[tuple]:
-        """The shape after each op of a match (batch excluded), by nasdsl's own shape rules:
-        the exporter's inferred shapes are not needed past the input."""
+        """The shape after each op of a match (batch excluded), by nasdsl's own shape rules on
+        the types the spec's ops give their inputs (their axes included: a permuted map is
+        ``HWC``, which a convolution does not take), so that what the spec's builder would
+        refuse is refused here, at the node: the exporter's inferred shapes are not needed past
+        the input."""
         from nasdsl.errors import NasdslError
+        from nasdsl.ir.types import TensorType, default_axes
+        from nasdsl.ops import OPS
 
-        if m.shape is not None:
+        if m.shape is not None:  # axes the reader does not track: those after it are read as their rank's default
             return [tuple(m.shape)]
         shapes = []
         for i in m.inputs:
@@ -698,37 +883,102 @@ class _Reader:
             if s is None or not all(isinstance(d, int) for d in s):
                 raise self.fail(node, f"the shape of its input '{i}' is unknown")
             shapes.append(tuple(s[1:]))
+        known = [self.types.get(i) for i in m.inputs]
+        # a value after one whose axes are not tracked (a region's) is read as its rank's default
+        tracked = all(t is not None and t.shape == s for t, s in zip(known, shapes, strict=True))
+        types = known if tracked else [TensorType(s, default_axes(len(s))) for s in shapes]
         out = []
         for step in m.lowered if isinstance(m.lowered, tuple) else (m.lowered,):
+            spec = OPS[step.op]
+            wild = _out_of_range(step.attrs)
+            if wild is not None:
+                raise self.fail(
+                    node, f"as {step.op}: {wild}: a spec's numbers are finite and at most 2^53 in magnitude"
+                )
             try:
-                shape = shape_after(step.op, step.attrs, shapes)
+                made = spec.infer(types, spec.normalise(step.attrs))
             except NasdslError as e:
-                raise self.fail(node, f"as {step.op}: {e.message}") from None
-            out.append(shape)
-            shapes = [shape]
+                raise self.fail(node, f"as {step.op}: {e.message}{self._layout_hint(types)}") from None
+            out.append(tuple(made.shape))
+            types = [made]
+        if tracked:
+            self.types[m.output] = types[0]
         return out
 
+    def _layout_hint(self, types: list) -> str:
+        """Why an input's axes are not what an op takes, where the graph's input is a
+        channels-last map transposed to channels first (a Keras model's NHWC input)."""
+        readers = [n for n in self.nodes if self.input.name in n.input]
+        perm = list(View.attrs(readers[0]).get("perm", [])) if len(readers) == 1 else []
+        if (
+            readers
+            and readers[0].op_type == "Transpose"
+            and perm == [0, 3, 1, 2]
+            and any(t.axes != "CHW" for t in types)
+        ):
+            shape = list(_shape_of(self.input))
+            return (
+                f" (the graph's input '{self.input.name}' {shape} is channels-last, NHWC, and a spec's input is read "
+                "as (C, H, W): the importer does not write a channels-last input)"
+            )
+        return ""
+
     def _normalisation(self, inp: Node, view: View, value_of: dict) -> None:
-        """Sub(input, mean) and Div(., std) on the input are the input's mean and std."""
+        """Sub(input, mean) and Div(., std) on the input are the input's mean and std; so is a
+        rescaling ``Mul`` or ``Div`` by a constant and an ``Add`` or ``Sub`` of one after it (a
+        Keras ``Rescaling``: ``x / 127.5 - 1``), each constant one value or one per channel."""
         users = view.consumers.get(self.input.name, [])
+        if len(self.chw) == 2:  # tokens (L, C), whose channels are last: no statistics per channel read here
+            return
+        if len(users) == 1 and users[0].op_type in ("Mul", "Div") and users[0].input[0] == self.input.name:
+            self._rescaling(inp, view, value_of, users[0])
+            return
         if len(users) != 1 or users[0].op_type != "Sub" or users[0].input[0] != self.input.name:
             return
         sub = users[0]
-        mean = view.get(sub.input[1])
-        c = self.chw[0]
-        if mean is None or mean.size not in (1, c):
+        c, rank = self.chw[0], len(self.chw) + 1
+        mean = per_channel(view.get(sub.input[1]), c, rank)  # a (C,) on a map would subtract per column
+        if mean is None:
             return
         value, done = sub.output[0], [sub]
         std = None
         div = view.next_node(sub, "Div")
-        if div is not None and div.input[0] == value and view.get(div.input[1]) is not None:
-            s = view.get(div.input[1])
-            if s.size in (1, c):
+        if div is not None and div.input[0] == value:
+            s = per_channel(view.get(div.input[1]), c, rank)
+            if s is not None and np.all(s != 0) and np.all(np.isfinite(s)):  # a std of 0 divides by nothing
                 std, value = s, div.output[0]
                 done.append(div)
-        inp.attrs = {"mean": [float(v) for v in np.broadcast_to(mean.flatten(), (c,))]}
-        if std is not None:
-            inp.attrs["std"] = [float(v) for v in np.broadcast_to(std.flatten(), (c,))]
+        attrs = _input_stats(mean, std)
+        if _out_of_range(attrs) is not None:  # left to the op table, which refuses the Sub
+            return
+        inp.attrs = attrs
+        value_of[value] = inp.id
+        self.nodes = [n for n in self.nodes if all(n is not d for d in done)]
+
+    def _rescaling(self, inp: Node, view: View, value_of: dict, scale) -> None:
+        """``x * a`` (or ``x / d``), then ``+ b`` (or ``- b``) where one follows: the input's
+        ``(x - mean) / std`` with ``std = 1 / a`` and ``mean = -b / a``."""
+        c, rank = self.chw[0], len(self.chw) + 1
+        factor = per_channel(view.get(scale.input[1]), c, rank)
+        if factor is None or not np.all(factor != 0) or not np.all(np.isfinite(factor)):
+            return
+        factor = factor.astype(np.float64)
+        a = 1.0 / factor if scale.op_type == "Div" else factor
+        value, done, shift = scale.output[0], [scale], np.zeros(c)
+        after = view.next_node(scale, "Add") or view.next_node(scale, "Sub")
+        if after is not None and (after.op_type == "Add" or after.input[0] == value):
+            b = per_channel(view.get(after.input[1] if after.input[0] == value else after.input[0]), c, rank)
+            if b is not None:
+                shift = b.astype(np.float64) * (-1.0 if after.op_type == "Sub" else 1.0)
+                value = after.output[0]
+                done.append(after)
+        std = 1.0 / a
+        if not np.all(np.isfinite(std)) or not np.all(std != 0):
+            return
+        attrs = _input_stats(-shift / a, std)
+        if _out_of_range(attrs) is not None:
+            return
+        inp.attrs = attrs
         value_of[value] = inp.id
         self.nodes = [n for n in self.nodes if all(n is not d for d in done)]
 
@@ -782,6 +1032,8 @@ class _Reader:
     def fail(self, node, message: str) -> ImportFailure:
         # the node itself (its outputs are its own): unnamed nodes all have the name ''
         index = next((k for k, n in enumerate(self.proto.graph.node) if n is node or n == node), None)
+        if index is not None and self.order is not None:  # the file's own index, where the reader sorted it
+            index = self.order[index]
         where = f"{self.label}: graph.node[{index}] '{node.name}' ({node.op_type})" if index is not None else self.label
         return ImportFailure(message, where=where)
 
@@ -874,6 +1126,49 @@ def _filled(shape: np.ndarray, value) -> np.ndarray:
     return np.full([int(d) for d in shape.reshape(-1)], fill.reshape(-1)[0], dtype=fill.dtype)
 
 
+def _input_stats(mean, std) -> dict:
+    """The input's ``mean`` and ``std`` attributes, each a list of one float per channel, left out
+    where it does nothing (a mean of zeros, a std of ones), as the spec's builder leaves them."""
+    attrs = {}
+    if mean is not None and np.any(mean != 0):
+        attrs["mean"] = [float(v) + 0.0 for v in mean]
+    if std is not None and np.any(std != 1):
+        attrs["std"] = [float(v) for v in std]
+    return attrs
+
+
+def _out_of_range(attrs: dict) -> str | None:
+    """The first attribute (``key value``) holding a number no spec may hold (infinite, or beyond
+    2^53 in magnitude: :mod:`nasdsl.numbers`), or None."""
+    from nasdsl.numbers import number_ok
+
+    def bad(v) -> bool:
+        if isinstance(v, (list, tuple)):
+            return any(bad(x) for x in v)
+        return not number_ok(v)
+
+    return next((f"{k} {v}" for k, v in attrs.items() if bad(v)), None)
+
+
+def _dense(sparse) -> np.ndarray:
+    """A ``SparseTensorProto`` (a Constant's ``sparse_value``) as the dense array it stands for:
+    zeros but for its values, at indices given as positions in the flattened tensor ``[NNZ]``
+    or as coordinates ``[NNZ, rank]`` (ONNX's two layouts)."""
+    from onnx import numpy_helper
+
+    dims = [int(d) for d in sparse.dims]
+    if int(np.prod(np.array(dims, dtype=np.float64))) > _MAX_FOLDED:
+        raise ValueError("too large to fold")
+    values = numpy_helper.to_array(sparse.values).reshape(-1)
+    indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+    out = np.zeros(dims, dtype=values.dtype)
+    if indices.ndim == 1:
+        out.reshape(-1)[indices] = values
+    else:
+        out[tuple(indices.T)] = values
+    return out
+
+
 def _expand_fill(value: np.ndarray, shape: np.ndarray) -> np.ndarray:
     """An Expand of one value (a fill): folded. A learned tensor expanded to the batch is the
     ``parameter`` op instead, left to the op table."""
@@ -901,13 +1196,43 @@ def _onnx_dtype(code: int):
 
 
 def _identifier(text: str, fallback: str) -> str:
-    text = re.sub(r"\W", "_", text).strip("_")
-    return text if text and text.isidentifier() and not text[0].isdigit() and len(text) <= 64 else fallback
+    """A graph input's or output's name as a spec may name them (:func:`nasdsl.spec.check_name`:
+    ASCII letters, digits and ``_``, no Python keyword, at most 64 characters) and the generated
+    module may hold them (no attribute of ``nn.Module``'s: :data:`nasdsl.backends.names.TAKEN_ATTRIBUTES`):
+    ``input:0`` is ``input_0``, ``class`` is ``class_``, ``forward`` is ``forward_``; else
+    ``fallback``."""
+    import keyword
+
+    from nasdsl.backends.names import TAKEN_ATTRIBUTES
+    from nasdsl.errors import Location, SpecError
+    from nasdsl.spec import check_name
+
+    text = re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_")
+    if keyword.iskeyword(text) or text in TAKEN_ATTRIBUTES:
+        text += "_"
+    try:
+        return check_name(text, Location("<onnx>", 1, 1), "name")
+    except SpecError:
+        return fallback
 
 
 def _class_name(text: str) -> str:
-    text = re.sub(r"\W", "_", text).strip("_") or "Model"
-    return text if not text[0].isdigit() else f"Model_{text}"
+    """A graph's (or the metadata's root class's) name as a spec's model name
+    (:func:`nasdsl.spec.check_name`): ASCII letters, digits and ``_``, not starting with a digit
+    (``Model_2``), no Python keyword (``class_``), at most 64 characters; else ``Model``."""
+    import keyword
+
+    from nasdsl.errors import Location, SpecError
+    from nasdsl.spec import check_name
+
+    text = re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_") or "Model"
+    text = f"Model_{text}" if text[0].isdigit() else text
+    if keyword.iskeyword(text):
+        text += "_"
+    try:
+        return check_name(text, Location("<onnx>", 1, 1), "name", "model name")
+    except SpecError:
+        return "Model"
 
 
 def _torch_paths(matches: list[Match], names: list[str] | None = None) -> list[str]:

@@ -51,8 +51,9 @@ class Match:
 class View:
     """What a handler may ask of the graph: attributes, constants (folded on demand by
     ``fold``), shapes (batch included; those of values already read are nasdsl's own),
-    consumers; ``opset``: the file's version of the default domain, which says how a node's
-    inputs and attributes read (a Resize of opset 10 has no ``roi`` or ``sizes``)."""
+    consumers, ``types`` (those the reader has tracked), ``outputs`` (the graph's); ``opset``: the
+    file's version of the default domain, which says how a node's inputs and attributes read (a
+    Resize of opset 10 has no ``roi`` or ``sizes``)."""
 
     def __init__(self, const: dict, shapes: dict, consumers: dict, producer: dict, fold=None, opset: int = 17) -> None:
         self.const = const
@@ -61,6 +62,10 @@ class View:
         self.consumers = consumers
         self.producer = producer
         self.fold = fold or (lambda name: None)
+        #: the type (batch excluded, axes included) the spec's ops give each value read so far
+        self.types: dict = {}
+        #: the graph's outputs: a value the graph returns is read outside the nodes that read it
+        self.outputs: set = set()
 
     def get(self, name: str) -> np.ndarray | None:
         """The value of ``name`` when it is a constant (folding its producers if need be)."""
@@ -83,10 +88,13 @@ class View:
         return len(self.shapes.get(name, ()))
 
     def only_user(self, value: str, node) -> bool:
-        return [n for n in self.consumers.get(value, [])] == [node]
+        return value not in self.outputs and [n for n in self.consumers.get(value, [])] == [node]
 
     def next_node(self, node, op_type: str):
-        """The one consumer of ``node``'s output, when it has that op type."""
+        """The one consumer of ``node``'s output, when it has that op type and the output is
+        no output of the graph (which a run of nodes read as one op would hide)."""
+        if node.output[0] in self.outputs:
+            return None
         users = self.consumers.get(node.output[0], [])
         return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
@@ -118,36 +126,138 @@ def _sym_pads(pads: list[int], what: str) -> object:
     return pair(begin)
 
 
-def _conv(view: View, node) -> Match:
+def _window_pads(view: View, node, kernel: list[int], strides: list[int], dilations: list[int]) -> list[tuple]:
+    """A convolution's or a pool's (begin, end) padding of each spatial axis: its ``pads``, or
+    those its ``auto_pad`` gives the input's sizes (``SAME_UPPER``: the output's side is
+    ``ceil(side / stride)``, half the padding it needs before and the rest, one more, after;
+    ``SAME_LOWER``: the other way round; ``VALID``: none)."""
+    a = view.attrs(node)
+    auto = _text(a, "auto_pad", "NOTSET")
+    spatial = len(kernel)
+    if auto in ("NOTSET", ""):
+        pads = [int(p) for p in a.get("pads", [0] * 2 * spatial)]
+        if len(pads) != 2 * spatial:
+            raise Unsupported(f"{node.op_type} pads {pads}: one begin and one end for each of {spatial} axes")
+        return list(zip(pads[:spatial], pads[spatial:], strict=True))
+    if auto == "VALID":
+        return [(0, 0)] * spatial
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise Unsupported(f"auto_pad {auto}: ONNX's are NOTSET, SAME_UPPER, SAME_LOWER and VALID")
+    sizes = view.shapes.get(node.input[0], ())[2:]
+    if len(sizes) != spatial or not all(isinstance(d, int) for d in sizes):
+        raise Unsupported(f"auto_pad {auto} of an input of unknown sizes {list(sizes)}")
+    out = []
+    for n, k, st, d in zip(sizes, kernel, strides, dilations, strict=True):
+        total = max((-(-n // st) - 1) * st + (k - 1) * d + 1 - n, 0)
+        small, big = total // 2, total - total // 2
+        out.append((small, big) if auto == "SAME_UPPER" else (big, small))
+    return out
+
+
+def _spatial(a: dict, key: str, spatial: int, default: int) -> list[int]:
+    v = a.get(key)
+    return [default] * spatial if v is None else [int(x) for x in v]
+
+
+def _conv(view: View, node) -> Match | list[Match]:
     a = view.attrs(node)
     weight = view.get(node.input[1])
     if weight is None:
         raise Unsupported("a convolution whose weights are computed: the spec's conv2d holds its weights")
-    if weight.ndim != 4:
-        raise Unsupported(f"a {weight.ndim - 2}-D convolution: the spec has conv2d")
+    if weight.ndim not in (3, 4, 5):
+        raise Unsupported(f"a {weight.ndim - 2}-D convolution: the spec has conv1d, conv2d and conv3d")
+    spatial = weight.ndim - 2
     bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    auto = a.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
-    strides = pair(a.get("strides", [1, 1]))
-    if auto in ("SAME_UPPER",) and strides == 1:
-        padding: object = "same"
-    elif auto == "VALID":
-        padding = 0
-    elif auto in ("NOTSET", ""):
-        padding = _sym_pads(a.get("pads", []), "Conv")
-    else:
-        raise Unsupported(f"auto_pad {auto}: the spec pads symmetrically or 'same' at stride 1")
+    groups = int(a.get("group", 1))
+    in_groups = f"in {groups} group{'s' if groups != 1 else ''}"
+    _reads_features(view, node, int(weight.shape[1]) * groups, f"weight of shape {list(weight.shape)} {in_groups}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise Unsupported(f"a Conv bias of shape {list(bias.shape)}: one value per output channel is read")
+    nodes, out = [node], node.output[0]
+    weight, bias, nodes, out = _folded_affine(view, weight, bias, nodes, out)
+    auto = _text(a, "auto_pad", "NOTSET")
+    strides = _spatial(a, "strides", spatial, 1)
+    dilations = _spatial(a, "dilations", spatial, 1)
+    pads = _window_pads(view, node, [int(k) for k in weight.shape[2:]], strides, dilations)
+    border = None
+    if auto == "SAME_UPPER" and strides == [1] * spatial:
+        padding: object = "same"  # PyTorch's 'same' puts an odd padding's extra one after, as SAME_UPPER does
+    elif all(b == e for b, e in pads):
+        padding = _sizes([b for b, _ in pads])
+    else:  # a border of its own, before a convolution without padding
+        padding, border = 0, [list(p) for p in pads]
     attrs = {
         "out": int(weight.shape[0]),
-        "kernel": pair(weight.shape[2:]),
-        "stride": strides,
+        "kernel": _sizes(weight.shape[2:]),
+        "stride": _sizes(strides),
         "padding": padding,
-        "dilation": pair(a.get("dilations", [1, 1])),
-        "groups": int(a.get("group", 1)),
+        "dilation": _sizes(dilations),
+        "groups": groups,
         "bias": bias is not None,
     }
     tensors = {"weight": weight} | ({"bias": bias} if bias is not None else {})
-    return Match(Lowered("conv2d", attrs), [node.input[0]], node.output[0], [node], tensors)
+    op = f"conv{spatial}d"
+    if border is None:
+        return Match(Lowered(op, attrs), [node.input[0]], out, nodes, tensors)
+    padded = f"{node.output[0]}::pad"
+    return [
+        Match(Lowered("pad", {"pads": border}), [node.input[0]], padded, [node]),
+        Match(Lowered(op, attrs), [padded], out, nodes, tensors),
+    ]
+
+
+def _sizes(v) -> object:
+    """A window attribute as a spec writes it: one integer when all are equal, else the list."""
+    sizes = [int(x) for x in v]
+    return sizes[0] if len(set(sizes)) == 1 else sizes
+
+
+def _reads_features(view: View, node, wanted: int, what: str, axis: int = 1) -> None:
+    """Refuse a layer whose weights take another number of channels or features (along ``axis``
+    of its input) than its input has (a file ONNX Runtime fails to run, or an input shape given
+    otherwise than the file's): the spec's layer takes its input's."""
+    shape = view.shapes.get(node.input[0], ())
+    have = shape[axis] if -len(shape) <= axis < len(shape) else None
+    if isinstance(have, int) and have != wanted:
+        raise Unsupported(
+            f"a {node.op_type} whose {what} takes {wanted} channels or features, where its input "
+            f"{list(shape)} has {have}"
+        )
+
+
+def per_channel(value: np.ndarray | None, channels: int, rank: int = 4) -> np.ndarray | None:
+    """A constant that broadcasts over a channels-first tensor of ``rank`` axes, batch included
+    (a map ``(N, C, H, W)``), as one value per channel: of shape ``(C, 1, 1)``, ``(1, C, 1, 1)``
+    (as many 1s as the rank asks), or one value (ONNX broadcasts from the last axis, so a
+    ``(C,)`` on a map is one value per column), as ``(C,)``; else None."""
+    if value is None or value.ndim > rank:
+        return None
+    if value.size == 1:
+        return np.full(channels, value.reshape(-1)[0], dtype=value.dtype)
+    shape = (1,) * (rank - value.ndim) + tuple(value.shape)
+    return value.reshape(-1) if shape == (1, channels, *(1,) * (rank - 2)) else None
+
+
+def _folded_affine(view: View, weight, bias, nodes: list, out: str):
+    """A convolution's output scaled and shifted per channel by constants (``Mul`` then
+    ``Add``, a BatchNorm as a converter writes it without one) or shifted alone (``Add``, a
+    bias kept apart), each the one reader of what it reads: folded into the convolution's
+    weights and bias. A ``Mul`` with no ``Add`` after it stays a layer scale."""
+    channels, rank = int(weight.shape[0]), weight.ndim
+    mul = view.next_node(nodes[-1], "Mul")
+    scale = per_channel(view.get(_other(mul, out)), channels, rank) if mul is not None else None
+    after = view.next_node(mul, "Add") if scale is not None else view.next_node(nodes[-1], "Add")
+    moved = mul.output[0] if scale is not None else out
+    shift = per_channel(view.get(_other(after, moved)), channels, rank) if after is not None else None
+    if shift is None:
+        return weight, bias, nodes, out
+    dtype = weight.dtype
+    if scale is not None:
+        weight = (weight * scale.reshape(-1, *(1,) * (rank - 1))).astype(dtype)
+        bias = None if bias is None else bias * scale
+        nodes = [*nodes, mul]
+    bias = (shift if bias is None else bias + shift).astype(dtype)
+    return weight, bias, [*nodes, after], after.output[0]
 
 
 def _batch_norm(view: View, node) -> Match:
@@ -186,29 +296,120 @@ def _batch_norm(view: View, node) -> Match:
 
 
 def _pool(op: str) -> Callable:
+    """MaxPool and AveragePool of a map (``max_pool``), a sequence (``max_pool1d``) or a clip
+    (``max_pool3d``), by the input's rank."""
+
     def handler(view: View, node) -> Match:
         a = view.attrs(node)
-        if view.rank(node.input[0]) != 4:
-            raise Unsupported(f"{node.op_type} of a {view.rank(node.input[0]) - 2}-D input")
-        auto = a.get("auto_pad", b"NOTSET")
-        if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", ""):
-            raise Unsupported("auto_pad: the spec's pools pad symmetrically")
-        if pair(a.get("dilations", [1, 1])) != 1:
+        spatial = view.rank(node.input[0]) - 2
+        if spatial not in (1, 2, 3):
+            raise Unsupported(f"{node.op_type} of a {spatial}-D input: the spec's pools take 1-D to 3-D ones")
+        if _spatial(a, "dilations", spatial, 1) != [1] * spatial:
             raise Unsupported("dilation: the spec's pools have none")
         if len(node.output) > 1 and node.output[1]:
             raise Unsupported("indices output")
-        kernel = pair(a["kernel_shape"])
+        kernel = [int(k) for k in a["kernel_shape"]]
+        strides = _spatial(a, "strides", spatial, 1)
+        ceil_mode = bool(a.get("ceil_mode", 0))
+        include = bool(a.get("count_include_pad", 0))
+        pads = _window_pads(view, node, kernel, strides, [1] * spatial)
+        if any(b != e for b, e in pads):
+            ceil_mode = _ceil_for_extra(view, node, kernel, strides, pads, ceil_mode, include and op == "avg_pool")
         attrs = {
-            "kernel": kernel,
-            "stride": pair(a.get("strides", [1, 1])),
-            "padding": _sym_pads(a.get("pads", []), node.op_type),
-            "ceil_mode": bool(a.get("ceil_mode", 0)),
+            "kernel": _sizes(kernel),
+            "stride": _sizes(strides),
+            "padding": _sizes([b for b, _ in pads]),
+            "ceil_mode": ceil_mode,
         }
         if op == "avg_pool":
-            attrs["count_include_pad"] = bool(a.get("count_include_pad", 0))
-        return Match(Lowered(op, attrs), [node.input[0]], node.output[0], [node])
+            attrs["count_include_pad"] = include
+        return Match(Lowered(op if spatial == 2 else f"{op}{spatial}d", attrs), [node.input[0]], node.output[0], [node])
 
     return handler
+
+
+def _ceil_for_extra(view: View, node, kernel, strides, pads, ceil_mode: bool, include: bool) -> bool:
+    """A pool padded one more after than before on an axis (``SAME_UPPER`` of an odd padding)
+    as PyTorch's: padding ``before`` on each side and ``ceil_mode``, which adds the last
+    window the extra one allows and, over padding that is left out (a max, a mean of the values
+    inside), computes it alike; where the output's sizes agree. Another is an error."""
+    sizes = view.shapes.get(node.input[0], ())[2:]
+    shown = [list(p) for p in pads]
+    refuse = Unsupported(
+        f"{'an' if node.op_type[0] in 'AEIOU' else 'a'} {node.op_type} padded {shown} (begin, end per axis): "
+        "the spec's pools pad each side alike "
+        "(one more after is read as ceil_mode where it computes the same)"
+    )
+    if ceil_mode or include or not all(isinstance(d, int) for d in sizes):
+        raise refuse
+    for n, k, st, (b, e) in zip(sizes, kernel, strides, pads, strict=True):
+        theirs = (n + b + e - k) // st + 1
+        ours = -(-(n + 2 * b - k) // st) + 1
+        if (ours - 1) * st >= n + b:
+            ours -= 1
+        if e not in (b, b + 1) or theirs != ours or 2 * b > k:
+            raise refuse
+    return True
+
+
+def _pad(view: View, node) -> Match:
+    """A constant ``Pad`` of the axes after the batch: the spec's ``pad`` (its pads an attribute
+    before opset 11, inputs from it, for the axes given from opset 18), or, where its one
+    reader is a convolution that pads nothing itself and it pads the two spatial axes with
+    zeros alike on both sides, that convolution's padding."""
+    a = view.attrs(node)
+    mode = _text(a, "mode", "constant")
+    rank = view.rank(node.input[0])
+    if view.opset < 11:
+        pads, value = a.get("pads"), a.get("value", 0.0)
+    else:
+        pads = view.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        value = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else 0.0
+        if len(node.input) > 2 and node.input[2] and value is None:
+            raise Unsupported("a Pad by a value computed in the graph: the spec's pad fills a constant")
+    if pads is None:
+        raise Unsupported("a Pad by pads computed in the graph: the spec's sizes are constants")
+    if mode != "constant":
+        raise Unsupported(f"a Pad in mode {mode}: the spec's pad fills a constant border")
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    axes = list(range(rank))
+    if len(node.input) > 3 and node.input[3]:
+        given = view.get(node.input[3])
+        if given is None:
+            raise Unsupported("a Pad of axes computed in the graph")
+        axes = [int(x) % max(rank, 1) for x in np.asarray(given).reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        raise Unsupported(f"a Pad of {len(pads)} pads for {len(axes)} axes")
+    per_axis = dict.fromkeys(range(rank), (0, 0))
+    per_axis.update(zip(axes, zip(pads[: len(axes)], pads[len(axes) :], strict=True), strict=True))
+    fill = np.asarray(value, dtype=np.float64).reshape(-1)
+    if fill.size != 1 or not np.isfinite(fill[0]):
+        raise Unsupported(f"a Pad with the value {fill.tolist()}: the spec's pad fills one finite number")
+    if any(b < 0 or e < 0 for b, e in per_axis.values()):
+        raise Unsupported(f"a Pad by {pads}: a negative pad crops, which the spec's pad does not")
+    if per_axis[0] != (0, 0):
+        raise Unsupported(f"a Pad by {pads} of the batch axis")
+    first = next((k for k in range(1, rank) if per_axis[k] != (0, 0)), None)
+    if first is None:
+        return Match(Lowered("identity"), [node.input[0]], node.output[0], [node])
+    conv = view.next_node(node, "Conv")
+    if (
+        conv is not None
+        and conv.input[0] == node.output[0]
+        and rank == 4
+        and first == 2
+        and fill[0] == 0.0
+        and all(per_axis[k][0] == per_axis[k][1] for k in (2, 3))
+    ):
+        try:
+            found = _conv(view, conv)
+        except Unsupported:  # the convolution's own error comes at it
+            found = None
+        if isinstance(found, Match) and found.lowered.attrs["padding"] == 0:
+            attrs = {**found.lowered.attrs, "padding": pair([per_axis[2][0], per_axis[3][0]])}
+            return Match(Lowered("conv2d", attrs), [node.input[0]], found.output, [node, *found.nodes], found.tensors)
+    attrs = {"pads": [list(per_axis[k]) for k in range(first, rank)]} | ({"value": float(fill[0])} if fill[0] else {})
+    return Match(Lowered("pad", attrs), [node.input[0]], node.output[0], [node])
 
 
 def _flatten(view: View, node) -> Match:
@@ -226,6 +427,7 @@ def _gemm(view: View, node) -> Match:
     if weight is None:
         raise Unsupported("a Gemm whose weights are computed")
     weight = weight if a.get("transB", 0) else weight.T
+    _reads_features(view, node, int(weight.shape[1]), f"weight of shape {list(weight.shape)} (out, in)")
     bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if bias is not None and bias.shape == (1, weight.shape[0]):  # broadcast over the rows: one per output
         bias = bias.reshape(-1)
@@ -241,13 +443,15 @@ def _matmul(view: View, node) -> Match:
     weight = view.get(node.input[1])
     if weight is None or weight.ndim != 2:
         raise Unsupported("a MatMul of two computed tensors: the spec has linear layers with weights")
+    _reads_features(view, node, int(weight.shape[0]), f"weight of shape {list(weight.shape)} (in, out)", axis=-1)
     nodes, out, bias = [node], node.output[0], None
     add = view.next_node(node, "Add")
     if add is not None:
         other = add.input[1] if add.input[0] == out else add.input[0]
         b = view.get(other)
-        if b is not None and b.shape == (weight.shape[1],):
-            nodes, out, bias = [node, add], add.output[0], b
+        if b is not None and b.size == weight.shape[1] and b.shape[-1:] == (weight.shape[1],):
+            if b.ndim <= view.rank(node.input[0]):  # a (1, out) broadcasts over the rows as an (out,)
+                nodes, out, bias = [node, add], add.output[0], b.reshape(-1)
     attrs = {
         "out": int(weight.shape[1]),
         "bias": bias is not None,
@@ -330,7 +534,8 @@ def _add_parameter(view: View, node, x: str) -> list[Match]:
     if value is None or value.shape != (1, *shape[1:]) or len(shape) < 3:
         raise Unsupported(
             f"Add with a constant of shape {list(np.shape(value))}: the spec's add joins two tensors "
-            "(a learned tensor of the input's shape is a parameter)"
+            "(a learned tensor of the input's shape is a parameter; one value per channel, the bias of a "
+            "convolution that nothing else reads)"
         )
     lowered = Lowered("parameter", {"shape": list(shape[1:])})
     named = _initializer_path(node, name)
@@ -401,15 +606,29 @@ def _gather(view: View, node) -> Match:
 
 
 def _layer_scale(view: View, node) -> Match:
+    """x times a learned tensor, one value per channel as the spec's layer scale holds it: of a
+    channels-first map ``(C, 1, 1)``, of anything else its last axis; the constant must
+    broadcast so under ONNX's rules (from the last axis: a ``(C,)`` scales a map's columns)."""
     x = _tensor_inputs(view, node)[0]
-    scale = view.get(node.input[1] if node.input[0] == x else node.input[0])
-    shape = view.shapes.get(x, ())
-    channels = shape[1] if len(shape) > 1 else None
-    squeezed = scale.reshape(scale.shape[1:]) if scale.ndim == 4 and scale.shape[0] == 1 else scale
-    if squeezed.shape not in ((channels, 1, 1), (channels,)):
-        raise Unsupported(f"a Mul by a constant of shape {list(scale.shape)}: only a per-channel scale is understood")
-    init = float(squeezed.flat[0]) if np.all(squeezed == squeezed.flat[0]) else 1e-6
     name = node.input[1] if node.input[0] == x else node.input[0]
+    scale = view.get(name)
+    shape = tuple(view.shapes.get(x, ()))
+    rank = len(shape)
+    known = view.types.get(x)
+    first = known.rank >= 3 and known.channel_axis == 0 if known is not None else rank - 1 >= 3
+    axis = 1 if first else rank - 1
+    padded = (1,) * (rank - scale.ndim) + tuple(scale.shape) if 0 < scale.ndim <= rank else ()
+    wanted = tuple(shape[k] if k == axis else 1 for k in range(rank)) if rank >= 2 else None
+    if scale.size == 1 and wanted is not None:  # one value for every channel
+        padded, scale = wanted, np.full(wanted, scale.reshape(-1)[0], dtype=scale.dtype)
+    if wanted is None or padded != wanted:
+        where = "a channels-first map's channels (C, 1, 1)" if first else "the last axis"
+        raise Unsupported(
+            f"a Mul of a {list(shape)} tensor by a constant of shape {list(scale.shape)}: the spec's layer scale "
+            f"holds one value per channel, along {where}, as ONNX broadcasts it"
+        )
+    squeezed = scale.reshape((shape[1], *(1,) * (rank - 2)) if first else (shape[-1],))
+    init = float(squeezed.flat[0]) if np.all(squeezed == squeezed.flat[0]) else 1e-6
     lowered = Lowered("layer_scale", {"init": init})
     return Match(lowered, [x], node.output[0], [node], {"": squeezed}, name=_initializer_path(node, name))
 
@@ -480,6 +699,14 @@ def _transpose(view: View, node) -> Match:
         out, nodes, tensors, eps = parts
         lowered = Lowered("layer_norm", {"eps": eps, "dim": "channels"})
         return Match(lowered, [node.input[0]], back.output[0], [node, *nodes, back], tensors)
+    mean = view.next_node(node, "ReduceMean") if perm == [0, 2, 3, 1] else None
+    if mean is not None and _mean_axes(view, mean) == [1, 2]:  # a channels-last map's mean over its positions
+        back = (
+            Lowered("permute", {"dims": [1, 2, 0]}, suffix="permute")
+            if view.attrs(mean).get("keepdims", 1)
+            else Lowered("flatten", suffix="flatten")
+        )
+        return Match((Lowered("global_avg_pool"), back), [node.input[0]], mean.output[0], [node, mean])
     if not perm or perm[0] != 0:
         raise Unsupported(f"a Transpose {perm} that moves the batch axis")
     return Match(Lowered("permute", {"dims": [p - 1 for p in perm[1:]]}), [node.input[0]], node.output[0], [node])
@@ -619,7 +846,11 @@ def _reduce_mean(view: View, node) -> Match:
         axes = None if axes is None else [int(v) for v in axes.flatten()]
     rank = view.rank(node.input[0])
     if rank != 4 or sorted(int(v) % rank for v in (axes or [])) != [2, 3]:
-        raise Unsupported(f"a ReduceMean over axes {axes}: the spec has the mean over all positions")
+        said = f"axes {list(axes)}" if axes is not None else "every axis (none given)"
+        raise Unsupported(
+            f"a ReduceMean over {said} of a {list(view.shapes.get(node.input[0], ()))} tensor: the spec has the mean "
+            "over a channels-first map's positions (axes 2 and 3)"
+        )
     keep = bool(a.get("keepdims", 1))
     lowered = Lowered("global_avg_pool") if keep else (Lowered("global_avg_pool"), Lowered("flatten", suffix="flatten"))
     return Match(lowered, [node.input[0]], node.output[0], [node])
@@ -696,13 +927,21 @@ def _clip(view: View, node) -> Match:
         lo, hi = (view.scalar(node.input[k]) if len(node.input) > k and node.input[k] else None for k in (1, 2))
     if lo == 0 and hi == 6:
         return Match(Lowered("relu6"), [node.input[0]], node.output[0], [node])
-    raise Unsupported(f"a Clip to [{lo}, {hi}]: the spec has ReLU6 (a clip to [0, 6])")
+    # no upper bound given (an attribute left out before opset 11, an input left out from it): a ReLU
+    unbounded = hi is None and (view.opset < 11 or not (len(node.input) > 2 and node.input[2]))
+    if lo == 0 and unbounded:
+        return Match(Lowered("relu"), [node.input[0]], node.output[0], [node])
+    raise Unsupported(f"a Clip to [{lo}, {hi}]: the spec has ReLU (a clip to [0, none]) and ReLU6 (to [0, 6])")
 
 
 def _hard_sigmoid(view: View, node) -> Match:
     a = view.attrs(node)
-    if abs(float(a.get("alpha", 0.2)) - 1 / 6) > 1e-6 or abs(float(a.get("beta", 0.5)) - 0.5) > 1e-6:
-        raise Unsupported("a HardSigmoid other than relu6(x + 3) / 6")
+    alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+    if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+        raise Unsupported(
+            f"a HardSigmoid with alpha {alpha:.7g} and beta {beta:.7g} (ONNX's defaults are 0.2 and 0.5): the "
+            "spec's hardsigmoid is relu6(x + 3) / 6 (alpha 1/6, beta 0.5)"
+        )
     return Match(Lowered("hardsigmoid"), [node.input[0]], node.output[0], [node])
 
 
@@ -947,6 +1186,7 @@ def _gelu(view: View, node) -> Match:
 
 PATTERNS: dict[str, list[Callable]] = {
     "Conv": [_conv],
+    "Pad": [_pad],
     "BatchNormalization": [_batch_norm],
     "Relu": [_one("relu")],
     "Sigmoid": [_sigmoid],
@@ -1074,3 +1314,82 @@ def _adaptive_matmul(view: View, node) -> Match | None:
 
 
 PATTERNS["MatMul"] = [_adaptive_matmul, _matmul]
+
+
+def _merge(op: str) -> Callable:
+    """``Sum`` and ``Mean`` of tensors: the spec's ``add`` and ``mean`` of inputs of one shape
+    (of one input: that input)."""
+
+    def handler(view: View, node) -> Match:
+        if any(view.is_const(i) for i in node.input):
+            raise Unsupported(f"a {node.op_type} with a constant: the spec's {op} joins tensors")
+        if len(node.input) == 1:
+            return Match(Lowered("identity"), [node.input[0]], node.output[0], [node])
+        return Match(Lowered(op), list(node.input), node.output[0], [node])
+
+    return handler
+
+
+def _max(view: View, node) -> Match:
+    """``Max`` of a tensor and the constant 0: a ReLU."""
+    tensors = _tensor_inputs(view, node)
+    consts = [view.get(i) for i in node.input if view.is_const(i)]
+    if len(tensors) == 1 and len(consts) == 1 and consts[0].size == 1 and float(consts[0].reshape(())) == 0.0:
+        return Match(Lowered("relu"), tensors, node.output[0], [node])
+    raise Unsupported("a Max other than of a tensor and 0 (a ReLU): the spec has no element-wise maximum")
+
+
+def _cast(view: View, node) -> Match:
+    """A Cast the reader did not take as passing its input on (to float32, of floating point)."""
+    from onnx import TensorProto
+
+    to = int(view.attrs(node).get("to", 0))
+    name = TensorProto.DataType.Name(to) if to in TensorProto.DataType.values() else f"type {to}"
+    if to == TensorProto.FLOAT:
+        raise Unsupported(
+            "a Cast to float of a tensor computed in another type (or of one whose type is unknown): the spec "
+            "computes in float32 throughout"
+        )
+    raise Unsupported(f"a Cast to {name.lower()} of a computed tensor: the spec computes in float32")
+
+
+def _global_max_pool(view: View, node) -> Match:
+    shape = view.shapes.get(node.input[0], ())
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape):
+        raise Unsupported(f"a GlobalMaxPool of a {list(shape)} tensor: the spec's max_pool takes a map (C, H, W)")
+    kernel = pair(shape[2:])
+    return Match(Lowered("max_pool", {"kernel": kernel, "stride": kernel}), [node.input[0]], node.output[0], [node])
+
+
+def _squeeze(view: View, node) -> Match:
+    """A Squeeze of the two spatial axes of a map pooled to 1 x 1: a flatten."""
+    a = view.attrs(node)
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = view.get(node.input[1])
+        if axes is None:
+            raise Unsupported("a Squeeze of axes computed in the graph")
+    shape = tuple(view.shapes.get(node.input[0], ()))
+    rank = len(shape)
+    if axes is None:
+        raise Unsupported(
+            "a Squeeze without axes: it drops every axis of size 1, the batch's among them where it is 1 (the spec "
+            "reads the Squeeze of a map pooled to 1 x 1, axes 2 and 3, as a flatten)"
+        )
+    dropped = sorted(int(x) % max(rank, 1) for x in np.asarray(axes).reshape(-1))
+    if rank == 4 and dropped == [2, 3] and shape[2:] == (1, 1):
+        return Match(Lowered("flatten"), [node.input[0]], node.output[0], [node])
+    raise Unsupported(
+        f"a Squeeze of axes {dropped} of a {list(shape)} tensor: the spec reads the Squeeze of a map pooled to "
+        "1 x 1 (axes 2 and 3) as a flatten"
+    )
+
+
+PATTERNS.update(
+    Sum=[_merge("add")],
+    Mean=[_merge("mean")],
+    Max=[_max],
+    Cast=[_cast],
+    GlobalMaxPool=[_global_max_pool],
+    Squeeze=[_squeeze],
+)
