@@ -157,17 +157,32 @@ def verify_import(
     else:
         fed = {t.name for t in source.graph.initializer}
         first = next(i for i in source.graph.input if i.name not in fed)
-        dim = first.type.tensor_type.shape.dim
-        if dim and dim[0].HasField("dim_value") and dim[0].dim_value > 0:
-            batch = dim[0].dim_value
+        sizes = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in _dims(first)]
+        batch = sizes[0] if sizes and sizes[0] is not None else batch
+        if len(sizes) == len(shape) + 1 and None not in sizes[1:]:
+            shape = tuple(sizes[1:])  # a file of a fixed size, imported at another: compared at the file's
+        dtype = _FLOATS.get(first.type.tensor_type.elem_type)
+        if dtype is None:
+            raise ValueError(f"the file's input {first.name!r} is not of a floating-point type: nothing to compare")
+        tolerance = max(tolerance, _TOLERANCE.get(dtype, 0.0))
         x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(seed))
-        want = list(run_onnx(source, {first.name: x.numpy()}).values())
+        want = [o.astype(np.float32) for o in run_onnx(source, {first.name: x.numpy().astype(dtype)}).values()]
     with torch.no_grad():
         got = _flat(model(x))
     checks = tuple(compare(f"output {k}", a, b, tolerance) for k, (a, b) in enumerate(zip(got, want, strict=False)))
     if len(got) != len(want):
         checks += (OutputCheck(f"outputs: {len(got)} against the source's {len(want)}", math.inf, math.inf, False),)
     return Verification(checks, tolerance)
+
+
+#: the numpy types of ONNX's floating-point inputs, and the tolerance a file computing in a narrower one
+#: is checked with (its own rounding, against the spec's float32)
+_FLOATS = {1: np.float32, 10: np.float16, 11: np.float64}
+_TOLERANCE = {np.float16: 1e-2}
+
+
+def _dims(value_info) -> list:
+    return list(value_info.type.tensor_type.shape.dim)
 
 
 def _flat(result: object) -> list[np.ndarray]:
