@@ -267,13 +267,14 @@ class Discovery:
     def _template_name(self, base: str) -> str:
         from nasdsl.ops import OPS
 
-        base = "".join(c if c.isalnum() or c == "_" else "_" for c in base) or "Block"
+        base = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in base) or "Block"
         if base[0].isdigit():
             base = f"T{base}"
         name = base
         k = 2
+        joint = "_" if base[-1].isdigit() else ""  # Block2's second is Block2_2, not Block22
         while name in self._names or name in OPS or name.lower() in ("in", "self"):
-            name = f"{base}{k}"
+            name = f"{base}{joint}{k}"
             k += 1
         self._names.add(name)
         return name

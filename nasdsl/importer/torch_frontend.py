@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import inspect
 import keyword
+import operator
 import os
 import re
 import sys
@@ -28,7 +29,7 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from nasdsl.errors import Location
+from nasdsl.errors import Location, NasdslError
 from nasdsl.importer import torch_ops, torch_shapes
 from nasdsl.importer.flat import (
     CLASS,
@@ -40,9 +41,10 @@ from nasdsl.importer.flat import (
     Output,
     Scope,
     join,
-    shape_after,
 )
 from nasdsl.importer.ops_table import Lowered, Unsupported
+from nasdsl.ir.types import TensorType, default_axes
+from nasdsl.ops import OPS
 
 #: module classes written inline (a list or a named sequence), never as templates
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -194,6 +196,26 @@ def _factory(text: str) -> nn.Module:
 # -- tracing -------------------------------------------------------------------------------
 
 
+class _Proxy(fx.Proxy):
+    """torch.fx's proxy, with ``y += x`` (and ``-=``, ``*=``, ``/=``, ``@=``) recorded as the
+    in-place call it is: torch.fx records ``y + x``, after which a name still bound to ``y``
+    would read the value before the sum where PyTorch reads the one after."""
+
+
+def _in_place(name: str):
+    target = getattr(operator, name)
+
+    def method(self, other):
+        return self.tracer.create_proxy("call_function", target, (self, other), {})
+
+    method.__name__ = f"__{name}__"
+    return method
+
+
+for _name in ("iadd", "isub", "imul", "itruediv", "imatmul"):
+    setattr(_Proxy, f"__{_name}__", _in_place(_name))
+
+
 class _Tracer(fx.Tracer):
     """symbolic_trace's tracer with the table's modules (and torch's other layers) as leaves;
     with ``stack_traces``, each node records the lines of the model's code that made it."""
@@ -206,7 +228,12 @@ class _Tracer(fx.Tracer):
         import traceback
 
         inside = os.path.dirname(torch.__file__) + os.sep
-        return traceback.StackSummary.from_list([f for f in summary if not f.filename.startswith(inside)])
+        return traceback.StackSummary.from_list(
+            [f for f in summary if not f.filename.startswith(inside) and f.filename != __file__]
+        )
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if type(m) in torch_ops.MODULES:
@@ -217,9 +244,12 @@ class _Tracer(fx.Tracer):
 
 def _trace(module: nn.Module, training: bool, label: str, stack_traces: bool = False) -> fx.Graph:
     modes = [(m, m.training) for m in module.modules()]
+    concrete = _forward_defaults(module, label)
     module.train(training)
     try:
-        return _Tracer(stack_traces).trace(module)
+        graph = _Tracer(stack_traces).trace(module, concrete_args=concrete or None)
+        _drop_specialised(graph)
+        return graph
     except ImportFailure:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the user's forward raises under tracing
@@ -234,16 +264,63 @@ def _trace(module: nn.Module, training: bool, label: str, stack_traces: bool = F
             m.training = mode
 
 
+def _forward_defaults(module: nn.Module, label: str) -> dict[str, object]:
+    """The forward's arguments after its input, each traced at its default (a flag, a scale, a
+    mask of None: what a call with the input alone computes); one without a default is a second
+    input, which a spec's model has not."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - a forward without a signature
+        return {}
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    rest = params[1:] if params and params[0].kind in positional else params
+    defaults = {}
+    for p in rest:
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if p.default is inspect.Parameter.empty:
+            raise ImportFailure(
+                f"the forward takes a second input '{p.name}' without a default: a spec's model reads one input",
+                where=label,
+            )
+        defaults[p.name] = p.default
+    return defaults
+
+
+def _drop_specialised(graph: fx.Graph) -> None:
+    """The placeholders torch.fx adds for arguments traced at a value, and the checks of that
+    value that read them: the graph reads its input alone."""
+    extra = [n for n in graph.nodes if n.op == "placeholder"][1:]
+    doomed: list[fx.Node] = []
+    todo = list(extra)
+    while todo:
+        n = todo.pop()
+        if n not in doomed:
+            doomed.append(n)
+            todo.extend(n.users)
+    if any(n.op == "output" for n in doomed):
+        return  # the value reaches an output: left for the reader, which refuses a second input
+    position = {n: k for k, n in enumerate(graph.nodes)}
+    for n in sorted(doomed, key=position.__getitem__, reverse=True):
+        graph.erase_node(n)
+
+
 def _shapes(module: nn.Module, graph: fx.Graph, shape: tuple[int, ...], label: str) -> None:
     """Run the traced graph on an example input (zeros, batch 1) at inference so that every
     node's meta holds its output shape; the module's own modes and statistics are untouched."""
-    gm = fx.GraphModule(module, graph)
     modes = [(m, m.training) for m in module.modules()]
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     module.eval()
     try:
+        gm = fx.GraphModule(module, graph)  # Python code of the graph: a name it cannot write raises here
         with torch.no_grad():
             ShapeProp(gm).propagate(torch.zeros((1, *shape), device=device))
+    except SyntaxError as e:
+        raise ImportFailure(
+            f"torch.fx cannot write the traced forward as Python ({e.msg}): a module or attribute named by a Python "
+            "keyword (setattr(self, 'in', ...))?",
+            where=label,
+        ) from None
     except Exception as e:  # noqa: BLE001
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ImportFailure(
@@ -274,6 +351,8 @@ def _what(node: fx.Node, root: nn.Module) -> str:
         return f"method Tensor.{node.target}"
     target = node.target
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
+    if "<locals>" in name:  # a function made by another (F.max_pool2d by boolean_dispatch): its own name
+        name = getattr(target, "__name__", name)
     name = name.removeprefix("_VariableFunctionsClass.")  # torch.sin, not its binding's class
     owner = getattr(target, "__module__", None)
     return f"function {owner}.{name}" if owner and owner not in ("_operator", "builtins") else f"function {name}"
@@ -302,16 +381,23 @@ class _Reader:
         #: fx node -> the flat node id holding its value (None for values that are not tensors)
         self.value: dict[fx.Node, str | None] = {}
         self.params: dict[fx.Node, str] = {}
-        self.chunks: dict[fx.Node, tuple[fx.Node, int]] = {}
+        #: ``x.chunk(n, dim)``, ``x.split(sizes, dim)`` -> (x, torch's dim, the pieces' (start, stop))
+        self.chunks: dict[fx.Node, tuple[fx.Node, int, list[tuple[int, int]]]] = {}
         #: shape arithmetic evaluated at the traced input (:mod:`nasdsl.importer.torch_shapes`)
         self.consts: dict[fx.Node, object] = {}
         #: calls that return a tuple (attention's output and weights) -> the node of their output
         self.pairs: dict[fx.Node, str] = {}
+        #: a parameter read in the forward -> the node that reads it
+        self.param_reads: dict[str, fx.Node] = {}
+        #: each node's type as the spec's ops infer it (its axes: which one the channels are)
+        self.types: dict[str, TensorType] = {}
         self.modules_called: dict[str, int] = {}
         self.order = 0
         self.doc = ""
         #: whether the forward returns its outputs as a dict
         self.by_name = False
+        #: whether the graph read is the inference trace (where a dropout must not drop)
+        self.at_inference = False
 
     # scopes and names
 
@@ -363,6 +449,9 @@ class _Reader:
         return error
 
     def add(self, node: fx.Node, lowered, scope: str, name: str, inputs: list[str], tensors: dict) -> None:
+        """Add the nodes of ``lowered`` (one op or a chain), each typed by its op's own rule; a
+        rule that refuses the input, a shape other than the source's, or a tensor of another
+        shape than the op holds is an error at the node, not a spec that differs."""
         chain = lowered if isinstance(lowered, tuple) else (lowered,)
         meta = node.meta["tensor_meta"]
         meta = meta if hasattr(meta, "shape") else meta[0]  # attention: (output, weights)
@@ -372,13 +461,23 @@ class _Reader:
         for k, step in enumerate(chain):
             step_name = name if k == 0 else self.fresh(scope, f"{name}_{step.suffix}")
             node_id = join(scope, step_name)
+            types = [self.type_of(i) for i in prev]
+            made = self._infer(node, step, types)
+            if k == len(chain) - 1 and tuple(made.shape) != shape:
+                raise self.fail(
+                    node,
+                    f"the spec's {step.op} makes a tensor of {list(made.shape)} here, the source one of "
+                    f"{list(shape)}: no spec op computes this",
+                )
+            if k == 0 and tensors:
+                self._check_tensors(node, step, types, tensors)
             self.order += 1
             self.nodes[node_id] = Node(
                 node_id,
                 step.op,
                 dict(step.attrs),
                 list(prev),
-                shape if k == len(chain) - 1 else self._mid_shape(step, prev),
+                tuple(made.shape),
                 scope,
                 step_name,
                 tensors if k == 0 else {},
@@ -386,14 +485,38 @@ class _Reader:
                 _location(node),
                 order=self.order,
             )
+            self.types[node_id] = made
             prev = [node_id]
         if self.doc:
             self.nodes[prev[0]].doc, self.doc = self.doc, ""
         self.value[node] = prev[0]
 
-    def _mid_shape(self, step: Lowered, inputs: list[str]) -> tuple[int, ...]:
-        """The shape after a step inside a chain, by the op's own shape rule."""
-        return shape_after(step.op, step.attrs, [self.shape_of(i) for i in inputs])
+    def _infer(self, node: fx.Node, step: Lowered, types: list[TensorType]) -> TensorType:
+        """The type ``step`` makes of ``types`` by its op's rule, which the spec's builder applies."""
+        spec = OPS[step.op]
+        try:
+            return spec.infer(types, spec.normalise(step.attrs))
+        except NasdslError as e:
+            raise self.fail(node, f"the spec's {step.op} does not take this input: {e.message}") from None
+
+    def _check_tensors(self, node: fx.Node, step: Lowered, types: list[TensorType], tensors: dict) -> None:
+        spec = OPS[step.op]
+        held = {w.name: tuple(w.shape) for w in spec.weights(types, spec.normalise(step.attrs))}
+        for suffix, tensor in tensors.items():
+            want = held.get(suffix)
+            if want is not None and tuple(tensor.shape) != want:
+                what = f"'{suffix}'" if suffix else "its tensor"
+                raise self.fail(
+                    node,
+                    f"holds {what} of shape {list(tensor.shape)}: the spec's {step.op} holds one of {list(want)} "
+                    "on this input",
+                )
+
+    def type_of(self, node_id: str) -> TensorType:
+        if node_id in self.types:
+            return self.types[node_id]
+        shape = self.shape_of(node_id)
+        return TensorType(tuple(shape), default_axes(len(shape)))
 
     def shape_of(self, node_id: str) -> tuple[int, ...]:
         return self.nodes[node_id].shape if node_id in self.nodes else self.input_shape
@@ -420,12 +543,16 @@ class _Reader:
         shapes = [tuple(t.meta["tensor_meta"].shape) for t in tensors if hasattr(t.meta.get("tensor_meta"), "shape")]
         meta = node.meta.get("tensor_meta")
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: self.consts.get(a, a))
-        return torch_ops.Call(args, kwargs, shapes, tuple(meta.shape) if hasattr(meta, "shape") else None)
+        types = [self.type_of(self.value[t]) for t in tensors if self.value.get(t) is not None]
+        return torch_ops.Call(
+            args, kwargs, shapes, tuple(meta.shape) if hasattr(meta, "shape") else None, types if types else []
+        )
 
     def read(self, graph: fx.Graph) -> tuple[Node, list[tuple[str, fx.Node]]]:
         inp = None
         outputs: list[tuple[str, fx.Node]] = []
         self.scope("")
+        position = {n: k for k, n in enumerate(graph.nodes)}
         for node in graph.nodes:
             if node.op == "placeholder":
                 if inp is not None:
@@ -446,7 +573,40 @@ class _Reader:
                 self.module_call(node)
             else:
                 self.function_call(node)
+            changed = self.changed_in_place(node)
+            if changed is not None and self.value.get(node) is not None:
+                self.value[changed] = self.value[node]  # later reads of it read the result
+                self.no_view_changed(node, changed, position)
         return inp, outputs
+
+    def no_view_changed(self, node: fx.Node, changed: fx.Node, position: dict[fx.Node, int]) -> None:
+        """A tensor changed in place that is a view of another (a chunk, ``y[:, :2]``, a
+        reshape) changes that one too: refused where the other is read after the change."""
+        view = changed
+        while _is_view(view):
+            base = view.args[0]
+            later = [u for u in base.users if position[u] > position[node] or u.op == "output"]
+            if later:
+                raise self.fail(
+                    node,
+                    f"changes '{changed.name}' in place, a view of '{base.name}', which '{later[0].name}' reads "
+                    "after: the spec's ops make new tensors",
+                )
+            view = base
+
+    def changed_in_place(self, node: fx.Node) -> fx.Node | None:
+        """The tensor a call overwrites (``y += x``, ``y.add_(x)``, ``F.relu(y, inplace=True)``,
+        ``nn.ReLU(inplace=True)(y)``): ``y``, whose later reads see the call's result."""
+        first = node.args[0] if node.args else None
+        if not isinstance(first, fx.Node):
+            return None
+        if node.op == "call_module":
+            inplace = getattr(self.root.get_submodule(node.target), "inplace", False)
+        elif node.op == "call_method":
+            inplace = isinstance(node.target, str) and node.target.endswith("_") and not node.target.startswith("_")
+        else:
+            inplace = node.target in _IN_PLACE or node.kwargs.get("inplace") is True
+        return first if inplace is True else None
 
     def opaque(self, node: fx.Node, message: str, inputs: list[str], holds: bool) -> Lowered:
         """With --allow-opaque, a call without a spec op as an ``opaque`` op with its shape;
@@ -502,22 +662,19 @@ class _Reader:
             return
         if node.op == "call_method" and target == "expand" and node.args[0] in self.params:
             return self.class_token(node)
-        if target in (_add, torch.add) and any(a in self.params and self.value.get(a) is None for a in node.args[:2]):
+        if target in (_add, operator.iadd, torch.add) and any(
+            a in self.params and self.value.get(a) is None for a in node.args[:2]
+        ):
             a, b = node.args[:2]
             self.learned(a if a in self.params else b, b if a in self.params else a)
-        if node.op == "call_method" and target == "chunk":
-            self.chunks[node] = (node.args[0], int(node.args[1] if len(node.args) > 1 else node.kwargs["chunks"]))
-            dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-            if int(dim) % len(node.args[0].meta["tensor_meta"].shape) != 1:
-                raise self.fail(node, f"chunks along axis {dim}: the spec slices channels (axis 1)")
-            self.value[node] = None
-            return
+        if target in ("chunk", "split", torch.chunk, torch.split, torch.functional.split):
+            return self.pieces(node)
         if target is _getitem and node.args[0] in self.chunks:
             return self.chunk_item(node)
         if node.op == "call_function" and isinstance(target, type) and hasattr(target, "_fields"):
             self.value[node] = None  # a NamedTuple of outputs, read by the output node
             return
-        if target in (_mul, torch.mul) and any(a in self.params for a in node.args[:2]):
+        if target in (_mul, operator.imul, torch.mul) and any(a in self.params for a in node.args[:2]):
             return self.layer_scale(node)
         handler = torch_ops.METHODS.get(target) if node.op == "call_method" else torch_ops.FUNCTIONS.get(target)
         tensors = self.tensor_inputs(node)
@@ -531,6 +688,12 @@ class _Reader:
                 lowered = handler(self.call(node, tensors))
             except Unsupported as e:
                 lowered = self.opaque(node, str(e), inputs, False)
+        if self.at_inference and isinstance(lowered, Lowered) and lowered.op == "dropout":
+            raise self.fail(
+                node,
+                "drops at inference too (F.dropout's training is True unless given: pass training=self.training): "
+                "the spec's dropout drops in training only",
+            )
         scope = _scope_of(node)
         self.scope(scope)
         base = target if isinstance(target, str) else getattr(target, "__name__", "op")
@@ -541,36 +704,81 @@ class _Reader:
             return
         self.add(node, lowered, scope, name, inputs, {})
 
+    def pieces(self, node: fx.Node) -> None:
+        """``x.chunk(n, dim)`` and ``x.split(size or sizes, dim)``: the pieces, each taken by an
+        index (``a, b = ...``) as a ``slice`` along that axis."""
+        call = self.call(node, self.tensor_inputs(node))
+        source = node.args[0]
+        if not isinstance(source, fx.Node) or self.value.get(source) is None:
+            raise self.fail(node, "splits something other than a tensor the spec can name")
+        chunk = node.target in ("chunk", torch.chunk)
+        size_name = "split_size_or_sections" if node.op == "call_function" else "split_size"
+        count = call.arg(1, "chunks" if chunk else size_name)
+        dim = call.arg(2, "dim", 0)
+        rank = len(source.meta["tensor_meta"].shape)
+        if not isinstance(dim, int) or isinstance(dim, bool) or not -rank <= dim < rank or dim % rank == 0:
+            raise self.fail(node, f"splits along axis {dim!r}: the spec slices an axis other than the batch")
+        length = int(source.meta["tensor_meta"].shape[dim])
+        if chunk and isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            sizes = [-(-length // count)] * count
+        elif not chunk and isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            sizes = [count] * -(-length // count)
+        elif not chunk and isinstance(count, (list, tuple)) and all(isinstance(c, int) for c in count):
+            sizes = list(count)
+        else:
+            raise self.fail(node, f"splits into {count!r}: expected a number of pieces or their sizes")
+        bounds, start = [], 0
+        for size in sizes:
+            if start < length or not bounds:
+                bounds.append((start, min(length, start + size)))
+            start += size
+        self.chunks[node] = (source, dim % rank, bounds)
+        self.value[node] = None
+
     def chunk_item(self, node: fx.Node) -> None:
-        source, chunks = self.chunks[node.args[0]]
-        index = int(node.args[1])
-        channels = source.meta["tensor_meta"].shape[1]
-        size = -(-channels // chunks)
-        start, stop = index * size, min(channels, (index + 1) * size)
-        attrs = {"start": start} if stop == channels else {"start": start, "stop": stop}
+        source, dim, bounds = self.chunks[node.args[0]]
+        index = node.args[1]
+        if not isinstance(index, int) or isinstance(index, bool) or not -len(bounds) <= index < len(bounds):
+            raise self.fail(node, f"takes the piece {index!r} of {len(bounds)}: expected one of them by its index")
+        index %= len(bounds)
+        start, stop = bounds[index]
         scope = _scope_of(node)
         self.scope(scope)
         name = self.fresh(scope, f"chunk{index}")
-        self.add(node, Lowered("slice", attrs), scope, name, self.inputs_of(node, [source]), {})
+        inputs = self.inputs_of(node, [source])
+        length = int(source.meta["tensor_meta"].shape[dim])
+        attrs = {"start": start} if stop == length else {"start": start, "stop": stop}
+        if dim != 1 or self.type_of(inputs[0]).channel_axis != 0:
+            attrs["axis"] = dim - 1
+        self.add(node, Lowered("slice", attrs), scope, name, inputs, {})
 
     def layer_scale(self, node: fx.Node) -> None:
+        """``gamma * x``: a parameter of the shape the spec's ``layer_scale`` holds on ``x`` (C, 1,
+        1) scaling a map's channels, (C,) the last axis of tokens or features), as torch
+        broadcasts it."""
         a, b = node.args[:2]
         param, x = (a, b) if a in self.params else (b, a)
         target = self.params[param]
-        tensor = self.root.get_parameter(target)
+        if not isinstance(x, fx.Node) or self.value.get(x) is None:
+            raise self.fail(node, f"multiplies '{target}' by something other than a tensor the spec can name")
+        tensor = self.learned_tensor(node, target)
         shape = tuple(tensor.shape)
-        channels = x.meta["tensor_meta"].shape[1]
-        if shape not in ((channels, 1, 1), (channels,)):
+        inputs = self.inputs_of(node, [x])
+        want = tuple(OPS["layer_scale"].weights([self.type_of(inputs[0])], {"init": 1.0})[0].shape)
+        if shape != want:
             raise self.fail(
-                node, f"multiplies by '{target}' of shape {list(shape)}: only a per-channel scale is understood"
+                node,
+                f"multiplies by '{target}' of shape {list(shape)}: a scale the spec's layer_scale holds is one per "
+                f"channel of this input, of shape {list(want)}",
             )
         scope, _, attr = target.rpartition(".")
         init = 1e-6
-        if tensor.device.type != "meta" and tensor.numel() and bool((tensor == tensor.flatten()[0]).all()):
-            init = float(tensor.flatten()[0])
+        values = tensor.detach()
+        if values.device.type != "meta" and values.numel() and bool((values == values.flatten()[0]).all()):
+            init = float(values.flatten()[0])
         self.scope(scope)
         name = self.fresh(scope, attr, own=True)
-        self.add(node, Lowered("layer_scale", {"init": init}), scope, name, self.inputs_of(node, [x]), {"": tensor})
+        self.add(node, Lowered("layer_scale", {"init": init}), scope, name, inputs, {"": tensor})
 
     def learned(self, param: fx.Node, reads: object) -> None:
         """A module's tensor read in the forward (a ViT's position embedding added to the tokens)
@@ -600,12 +808,20 @@ class _Reader:
         self.parameter(node, node.args[0], sizes[0].of)
 
     def learned_tensor(self, node: fx.Node, target: str) -> torch.Tensor:
+        """The parameter ``target`` names, read by this one node: a tensor that is no parameter (a
+        buffer, a constant) is fixed where the spec's tensors are learned, and one read twice
+        would be two tensors of the spec (each node owns its own)."""
         try:
-            return self.root.get_parameter(target)
+            tensor = self.root.get_parameter(target)
         except AttributeError:
             raise self.fail(
-                node, f"reads '{target}', which is no parameter: the spec's parameter op is learned"
+                node,
+                f"reads '{target}', which is no parameter (a buffer or a constant): the spec's tensors are learned",
             ) from None
+        owner = self.param_reads.setdefault(target, node)
+        if owner is not node:
+            raise self.fail(node, f"reads '{target}' a second time: a spec's tensor belongs to one layer")
+        return tensor
 
     def parameter(self, node: fx.Node, param: fx.Node, reads: fx.Node) -> None:
         target = param.target
@@ -639,9 +855,29 @@ class _Reader:
         return [("out", value)]
 
 
-_getitem = __import__("operator").getitem
-_mul = __import__("operator").mul
-_add = __import__("operator").add
+_getitem = operator.getitem
+#: calls whose result may share the memory of their first argument
+_VIEW_METHODS = frozenset(
+    "view view_as reshape transpose swapaxes permute flatten unflatten squeeze unsqueeze expand expand_as narrow "
+    "select t contiguous chunk split unbind".split()
+)
+_VIEW_FUNCTIONS = frozenset(
+    {operator.getitem, torch.reshape, torch.flatten, torch.transpose, torch.swapaxes, torch.permute, torch.squeeze}
+    | {torch.unsqueeze, torch.narrow, torch.select, torch.chunk, torch.split, torch.functional.split}
+)
+
+
+def _is_view(node: object) -> bool:
+    if not isinstance(node, fx.Node) or not node.args or not isinstance(node.args[0], fx.Node):
+        return False
+    if node.op == "call_method":
+        return node.target in _VIEW_METHODS
+    return node.op == "call_function" and node.target in _VIEW_FUNCTIONS
+
+
+_IN_PLACE = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.imatmul}
+_mul = operator.mul
+_add = operator.add
 
 
 def _describe_arguments(scope: Scope, values: dict, order: list[str]) -> None:
@@ -741,14 +977,7 @@ def read_module(
     _shapes(module, train, shape, label)
     _shapes(module, infer, shape, label)
     reader = _Reader(module, records or {}, label, allow_opaque)
-    try:
-        inp, outputs = reader.read(train)
-    except ImportFailure as e:
-        if e.location is None and getattr(e, "fx_node", None):  # trace again, to say where
-            lines = _trace(module, True, label, stack_traces=True)
-            node = next((n for n in lines.nodes if n.name == e.fx_node), None)
-            e.location = _location(node) if node is not None else None
-        raise
+    inp, outputs = _read_located(reader, train, module, True, label)
     if not outputs:
         raise ImportFailure("the model returns no tensor", where=label)
     out_ids = []
@@ -766,10 +995,47 @@ def read_module(
         outputs_by_name=reader.by_name,
     )
     at_inference = _Reader(module, {}, label, allow_opaque)
-    _, inference_outputs = at_inference.read(infer)
+    at_inference.at_inference = True
+    _, inference_outputs = _read_located(at_inference, infer, module, False, label)
     _mark_training_only(model, at_inference.nodes, len(inference_outputs), label)
     _drop_dead(model, label)
+    _fold_sums(model)
     return model
+
+
+def _read_located(reader: _Reader, graph: fx.Graph, module: nn.Module, training: bool, label: str):
+    """``reader.read(graph)``; an error at a node is located at the source line that made it
+    (the module is traced again, recording them, only then)."""
+    try:
+        return reader.read(graph)
+    except ImportFailure as e:
+        if e.location is None and getattr(e, "fx_node", None):
+            lines = _trace(module, training, label, stack_traces=True)
+            node = next((n for n in lines.nodes if n.name == e.fx_node), None)
+            e.location = _location(node) if node is not None else None
+        raise
+
+
+def _fold_sums(model: FlatModel) -> None:
+    """``a + b + c`` (and ``sum(b(x) for b in branches)``) is traced as sums of two: a sum
+    whose first term is a sum of the same scope that nothing else reads is one sum of them all,
+    the same value (the spec's add sums its inputs in order), which a named merge can write."""
+    readers = model.consumers()
+    outputs = {o.node for o in model.outputs}
+    for node in list(model.nodes.values()):
+        inner = model.nodes.get(node.inputs[0]) if node.op == "add" and node.inputs else None
+        if (
+            inner is not None
+            and inner.op == "add"
+            and inner.scope == node.scope
+            and inner.phase == node.phase
+            and readers[inner.id] == [node.id]
+            and inner.id not in outputs
+        ):
+            node.inputs = [*inner.inputs, *node.inputs[1:]]
+            for i in inner.inputs:
+                readers[i] = [node.id if r == inner.id else r for r in readers[i]]
+            del model.nodes[inner.id]
 
 
 def _class_name(name: str) -> str:
