@@ -352,6 +352,82 @@ class AlikeNames(nn.Module):
         return self.b(self.a(x))
 
 
+class Focus(nn.Module):
+    """YOLOv5's space-to-depth: four strided slices of the input side by side."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(12, 4, 1)
+
+    def forward(self, x):
+        parts = [x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[:, :, 1::2, 1::2]]
+        return self.conv(torch.cat(parts, 1))
+
+
+class Padded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.zero = nn.ZeroPad2d((1, 0, 2, 1))
+        self.constant = nn.ConstantPad2d(1, 0.5)
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return F.pad(self.conv(self.constant(self.zero(x))), (1, 1, 0, 0))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.fc = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.conv(x.float())
+        s = torch.sigmoid(self.fc(F.adaptive_avg_pool2d(y, 1).squeeze(-1).squeeze(-1)))
+        y = y * s.unsqueeze(-1).unsqueeze(-1) + y * s[:, :, None, None]
+        return self.head(y.mean((2, 3)).clone())
+
+
+class Hooked(TwoConvs):
+    def __init__(self):
+        super().__init__()
+        self.a.register_forward_hook(lambda module, args, out: out * 2)
+
+    def forward(self, x):
+        return self.a(x)
+
+
+class OldWeightNorm(TwoConvs):
+    def __init__(self):
+        super().__init__()
+        with pytest.warns(FutureWarning):
+            self.a = nn.utils.weight_norm(nn.Conv2d(3, 4, 1))  # its weight made by a pre-hook
+
+    def forward(self, x):
+        return self.a(x)
+
+
+class Tied(TwoConvs):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(4, 4, 1)
+        self.d = nn.Conv2d(4, 4, 1)
+        self.d.weight = self.c.weight
+
+    def forward(self, x):
+        return self.d(F.relu(self.c(self.a(x))))
+
+
+class WrongWidth(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3)))
+
+
 # -- what is imported, and agrees with the module ------------------------------------------------
 
 
@@ -371,6 +447,9 @@ class AlikeNames(nn.Module):
         Flags,
         Shapes,
         ScaleInPlace,
+        Focus,
+        Padded,
+        SqueezeExcite,
     ],
 )
 def test_imported_and_agrees_with_the_module(cls):
@@ -447,6 +526,21 @@ def test_a_second_input_is_refused_before_the_model_runs():
     assert "the forward takes a second input 'y' without a default: a spec's model reads one input" in refused(
         TwoInputs
     )
+
+
+def test_hooks_and_tied_weights_are_refused():
+    for cls in (Hooked, OldWeightNorm):
+        located(cls, "has forward hooks, which change what it computes where torch.fx records the call alone")
+    located(Tied, "holds the tensor that 'c.weight' holds (tied weights): a spec's layers own their tensors")
+
+
+def test_a_model_that_does_not_run_says_where_and_prints_no_traceback(capsys):
+    message = refused(WrongWidth)
+    assert (
+        "does not run on an input of shape [3, 8, 8] (give --input-shape) at fx node 'fc' (module Linear): " in message
+    )
+    assert "mat1 and mat2 shapes cannot be multiplied (1x3 and 4x2)" in message
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_a_module_named_by_a_keyword_is_refused_not_a_traceback():

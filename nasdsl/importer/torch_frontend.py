@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import io
 import keyword
 import operator
 import os
@@ -305,16 +306,29 @@ def _drop_specialised(graph: fx.Graph) -> None:
         graph.erase_node(n)
 
 
+class _Shapes(ShapeProp):
+    """ShapeProp that remembers the node it runs (the one that failed, when one does)."""
+
+    at: fx.Node | None = None
+
+    def run_node(self, n: fx.Node):
+        self.at = n
+        return super().run_node(n)
+
+
 def _shapes(module: nn.Module, graph: fx.Graph, shape: tuple[int, ...], label: str) -> None:
     """Run the traced graph on an example input (zeros, batch 1) at inference so that every
     node's meta holds its output shape; the module's own modes and statistics are untouched."""
     modes = [(m, m.training) for m in module.modules()]
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     module.eval()
+    running = None
     try:
         gm = fx.GraphModule(module, graph)  # Python code of the graph: a name it cannot write raises here
-        with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros((1, *shape), device=device))
+        running = _Shapes(gm)
+        # ShapeProp prints the traceback of a node that fails: the error below says it
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            running.propagate(torch.zeros((1, *shape), device=device))
     except SyntaxError as e:
         raise ImportFailure(
             f"torch.fx cannot write the traced forward as Python ({e.msg}): a module or attribute named by a Python "
@@ -322,10 +336,13 @@ def _shapes(module: nn.Module, graph: fx.Graph, shape: tuple[int, ...], label: s
             where=label,
         ) from None
     except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        node = running.at if running is not None else None
+        cause = e.__cause__ if isinstance(e.__cause__, Exception) and node is not None else e
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        at = f" at fx node '{node.name}' ({_what(node, module)})" if node is not None else ""
         raise ImportFailure(
-            f"the model does not run on an input of shape {list(shape)} (give --input-shape): "
-            f"{type(e).__name__}: {first[:300]}",
+            f"the model does not run on an input of shape {list(shape)} (give --input-shape){at}: "
+            f"{type(cause).__name__}: {first[:300]}",
             where=label,
         ) from None
     finally:
@@ -387,6 +404,8 @@ class _Reader:
         self.consts: dict[fx.Node, object] = {}
         #: calls that return a tuple (attention's output and weights) -> the node of their output
         self.pairs: dict[fx.Node, str] = {}
+        #: id of each tensor the nodes hold -> its state_dict key
+        self.owners: dict[int, str] = {}
         #: a parameter read in the forward -> the node that reads it
         self.param_reads: dict[str, fx.Node] = {}
         #: each node's type as the spec's ops infer it (its axes: which one the channels are)
@@ -471,6 +490,7 @@ class _Reader:
                 )
             if k == 0 and tensors:
                 self._check_tensors(node, step, types, tensors)
+                self._own(node, node_id, tensors)
             self.order += 1
             self.nodes[node_id] = Node(
                 node_id,
@@ -510,6 +530,17 @@ class _Reader:
                     node,
                     f"holds {what} of shape {list(tensor.shape)}: the spec's {step.op} holds one of {list(want)} "
                     "on this input",
+                )
+
+    def _own(self, node: fx.Node, node_id: str, tensors: dict) -> None:
+        """Each tensor belongs to one node: one that another node holds too (tied weights,
+        ``b.weight = a.weight``) would be two tensors of the spec, trained apart."""
+        for suffix, tensor in tensors.items():
+            owner = self.owners.setdefault(id(tensor), join(node_id, suffix) if suffix else node_id)
+            if owner != (join(node_id, suffix) if suffix else node_id):
+                raise self.fail(
+                    node,
+                    f"holds the tensor that '{owner}' holds (tied weights): a spec's layers own their tensors",
                 )
 
     def type_of(self, node_id: str) -> TensorType:
@@ -619,6 +650,12 @@ class _Reader:
 
     def module_call(self, node: fx.Node) -> None:
         module = self.root.get_submodule(node.target)
+        if module._forward_hooks or module._forward_pre_hooks:
+            raise self.fail(
+                node,
+                "has forward hooks, which change what it computes where torch.fx records the call alone (an old "
+                "nn.utils.weight_norm or spectral_norm is one): a spec's layer computes its op",
+            )
         handler = torch_ops.MODULES.get(type(module))
         tensors = self.tensor_inputs(node)
         inputs = self.inputs_of(node, tensors)
@@ -639,6 +676,8 @@ class _Reader:
         own = dict(module.state_dict())
         if calls and own:
             raise self.fail(node, "the module is called a second time: a spec block has weights of its own")
+        held = dict(module.named_parameters()) | dict(module.named_buffers())  # the objects, not copies
+        self._own(node, node.target, {k: v for k, v in held.items() if v is not None})
         self.scope(scope)
         name = self.fresh(scope, attr, own=True)
         if isinstance(lowered, Lowered) and lowered.op == "attention":  # query, key and value: one tensor
@@ -697,6 +736,9 @@ class _Reader:
         scope = _scope_of(node)
         self.scope(scope)
         base = target if isinstance(target, str) else getattr(target, "__name__", "op")
+        first = lowered[0] if isinstance(lowered, tuple) else lowered
+        if target is _getitem and first.op != "select":  # x[:, 2:6], x[:, :, None]: named by what it is
+            base = first.op
         name = self.fresh(scope, torch_ops.NAMES.get(base, base if base.isidentifier() else "op"))
         if isinstance(lowered, Lowered) and lowered.op == "identity":
             self.value[node] = inputs[0]  # x.contiguous(), dropout outside training: nothing to write

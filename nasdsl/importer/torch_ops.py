@@ -412,6 +412,47 @@ def _binary(op: str) -> Callable[[Call], Lowered]:
     return handler
 
 
+def _padding(pad: object, value: object, mode: str) -> Lowered:
+    """``F.pad``'s widths, (left, right, top, bottom, ...) from the last axis back, as the
+    spec's ``pads``, one [before, after] pair per axis from the first padded one on."""
+    if mode != "constant":
+        raise Unsupported(f"mode '{mode}': the spec's pad pads with a constant")
+    widths = [int(w) for w in pad]
+    if len(widths) % 2 or any(w < 0 for w in widths):
+        raise Unsupported(f"pad {tuple(widths)}: the spec's pad takes pairs of widths of 0 or more")
+    pairs = [widths[k : k + 2] for k in range(0, len(widths), 2)]
+    return Lowered("pad", {"pads": pairs[::-1], **({"value": float(value)} if value else {})})
+
+
+def _f_pad(call: Call) -> Lowered:
+    value = call.arg(3, "value", None)
+    return _padding(call.arg(1, "pad"), 0.0 if value is None else value, call.arg(2, "mode", "constant"))
+
+
+def _pad_module(m: nn.Module, call: Call) -> Lowered:
+    return _padding(m.padding, getattr(m, "value", 0.0), "constant")
+
+
+def _squeeze_call(call: Call) -> Lowered:
+    """``x.squeeze(dim)``, ``x.unsqueeze(dim)``: axes of size 1 taken or put, a reshape; a
+    squeeze without a dim would take the batch's too where it is 1."""
+    dim = call.arg(1, "dim", None)
+    dims = dim if isinstance(dim, (list, tuple)) else [dim]
+    if dim is None or any(not isinstance(d, int) or isinstance(d, bool) for d in dims):
+        raise Unsupported("a squeeze without a dim: it would take the batch's axis too where the batch is 1")
+    rank = max(call.rank, len(call.out_shape or ()))
+    if any(int(d) % rank == 0 for d in dims):
+        raise Unsupported("an axis of the batch taken or put: the spec's ops work on each sample")
+    return Lowered("reshape", {"shape": list(call.out_shape[1:])})
+
+
+def _same_dtype(call: Call) -> Lowered:
+    """``x.float()``, ``x.clone()``: the tensor as it is (a spec computes in float32)."""
+    if call.kwargs.get("memory_format") is not None:
+        raise Unsupported("a memory format: the spec's tensors have one")
+    return Lowered("identity")
+
+
 def _matmul(call: Call) -> Lowered:
     if len(call.in_shapes) != 2 or min(len(s) for s in call.in_shapes) < 3:
         raise Unsupported("a matrix product of other than two tensors of 2 or more axes beside the batch")
@@ -553,6 +594,8 @@ def _upsample(m: nn.Upsample, call: Call) -> Lowered:
 
 
 MODULES[nn.Upsample] = _upsample
+MODULES[nn.ZeroPad2d] = _pad_module
+MODULES[nn.ConstantPad2d] = _pad_module
 
 
 def _channel_shuffle(call: Call) -> Lowered:
@@ -598,37 +641,46 @@ def _reshape(call: Call) -> Lowered:
 
 def _index(call: Call) -> Lowered:
     """``x[:, 0]``, ``x[..., -1]``: one position along one axis (the batch kept whole) is a
-    select; ``x[:, 2:6]``, ``x[..., ::2]``: a run of positions along one axis is a slice."""
+    select; ``x[:, 2:6]``, ``x[..., ::2]``: a run of positions along one axis is a slice;
+    ``x[:, :, None, None]``: axes of size 1 put after the batch, a reshape."""
     index = call.args[1]
     index = index if isinstance(index, tuple) else (index,)
     if call.in_shapes and sum(i is Ellipsis for i in index) == 1:
         at = index.index(Ellipsis)
         index = index[:at] + (slice(None),) * (call.rank - len(index) + 1) + index[at + 1 :]
     full = slice(None, None, None)
+    if None in index and index[0] == full and all(i is None or i == full for i in index):
+        return Lowered("reshape", {"shape": list(call.out_shape[1:])})  # x[:, :, None, None]: axes of 1 put
     taken = [k for k, i in enumerate(index) if i != full]
     refused = Unsupported(
-        f"indexing with {index!r}: the spec takes one position (select) or a run of positions (slice) along one "
-        "axis other than the batch"
+        f"indexing with {index!r}: the spec takes one position (select) or runs of positions (slice) along axes "
+        "other than the batch"
     )
-    if len(taken) != 1 or taken[0] == 0 or len(index) > call.rank:
+    if not taken or taken[0] == 0 or len(index) > call.rank:
         raise refused
-    axis, item = taken[0], index[taken[0]]
-    if isinstance(item, int) and not isinstance(item, bool):
-        return Lowered("select", {"axis": axis - 1, "index": item})
-    if not isinstance(item, slice) or not all(v is None or type(v) is int for v in (item.start, item.stop, item.step)):
-        raise refused
-    length = call.in_shapes[0][axis]
-    start, stop, step = item.indices(length)
-    if step < 1 or start >= stop:
-        raise refused
-    attrs = {**_axis_attr(axis, call, "axis"), "start": start}
-    if stop < length:
-        attrs["stop"] = stop
-    if step != 1:
-        attrs["step"] = step
-    if attrs == {"start": 0} or (start == 0 and stop >= length and step == 1):
-        return Lowered("identity")
-    return Lowered("slice", attrs)
+    item = index[taken[0]]
+    if len(taken) == 1 and isinstance(item, int) and not isinstance(item, bool):
+        return Lowered("select", {"axis": taken[0] - 1, "index": item})
+    steps = []
+    for axis in taken:  # x[..., ::2, 1::2]: a slice along each axis, one after the other
+        item = index[axis]
+        if not isinstance(item, slice) or not all(
+            type(v) is int or v is None for v in (item.start, item.stop, item.step)
+        ):
+            raise refused
+        length = call.in_shapes[0][axis]
+        start, stop, step = item.indices(length)
+        if step < 1 or start >= stop:
+            raise refused
+        if start == 0 and stop >= length and step == 1:
+            continue  # x[:, 0:100] of 6 channels: all of them
+        attrs = {**_axis_attr(axis, call, "axis"), "start": start}
+        if stop < length:
+            attrs["stop"] = stop
+        if step != 1:
+            attrs["step"] = step
+        steps.append(Lowered("slice", attrs, suffix=f"axis{axis - 1}" if steps else ""))
+    return tuple(steps) if len(steps) > 1 else steps[0] if steps else Lowered("identity")
 
 
 FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
@@ -644,6 +696,9 @@ FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     torch.matmul: _matmul,
     torch.bmm: _matmul,
     torch.mean: _mean,
+    F.pad: _f_pad,
+    torch.squeeze: _squeeze_call,
+    torch.unsqueeze: _squeeze_call,
     torch.flatten: _flatten_call,
     torch.permute: _permute_call,
     torch.reshape: _reshape,
@@ -684,6 +739,10 @@ METHODS: dict[str, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     "swapaxes": _swapaxes_call,
     "view": _reshape,
     "matmul": _matmul,
+    "squeeze": _squeeze_call,
+    "unsqueeze": _squeeze_call,
+    "float": _same_dtype,
+    "clone": _same_dtype,
 }
 #: a method's in-place form (``y.add_(x)``, ``x.relu_()``) computes what the method does; the
 #: reader makes later reads of the tensor it changes read its result
