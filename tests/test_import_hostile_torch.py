@@ -428,6 +428,19 @@ class WrongWidth(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class Arithmetic(TwoConvs):
+    """Numbers and differences: ``x * 0.5 + 1``, ``q / sqrt(d)``, ``1 - x``, ``a - b``, ``-x``."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = 8**-0.5
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        y = (a * 0.5 + 1) / 3.0 + (1 - torch.sigmoid(b)) * self.scale
+        return -(y - b) - 2
+
+
 # -- what is imported, and agrees with the module ------------------------------------------------
 
 
@@ -450,6 +463,7 @@ class WrongWidth(nn.Module):
         Focus,
         Padded,
         SqueezeExcite,
+        Arithmetic,
     ],
 )
 def test_imported_and_agrees_with_the_module(cls):
@@ -494,6 +508,12 @@ def test_two_classes_named_alike_are_two_templates_the_second_named_apart():
 
 
 # -- what is refused, located at the forward's line --------------------------------------------
+
+
+def test_numbers_are_constants_joined_by_add_and_mul():
+    text = imported(Arithmetic).text
+    assert "scale_value: {op: constant, value: 0.5, from: a}" in text
+    assert "shift_2_value: {op: constant, value: -2.0}" in text  # - 2 as + (-2)
 
 
 def test_torch_add_with_alpha_is_refused():

@@ -467,7 +467,9 @@ class _Reader:
         error.fx_node = node.name
         return error
 
-    def add(self, node: fx.Node, lowered, scope: str, name: str, inputs: list[str], tensors: dict) -> None:
+    def add(
+        self, node: fx.Node, lowered, scope: str, name: str, inputs: list[str], tensors: dict, *, final: bool = True
+    ) -> None:
         """Add the nodes of ``lowered`` (one op or a chain), each typed by its op's own rule; a
         rule that refuses the input, a shape other than the source's, or a tensor of another
         shape than the op holds is an error at the node, not a spec that differs."""
@@ -482,7 +484,7 @@ class _Reader:
             node_id = join(scope, step_name)
             types = [self.type_of(i) for i in prev]
             made = self._infer(node, step, types)
-            if k == len(chain) - 1 and tuple(made.shape) != shape:
+            if final and k == len(chain) - 1 and tuple(made.shape) != shape:
                 raise self.fail(
                     node,
                     f"the spec's {step.op} makes a tensor of {list(made.shape)} here, the source one of "
@@ -713,6 +715,8 @@ class _Reader:
         if node.op == "call_function" and isinstance(target, type) and hasattr(target, "_fields"):
             self.value[node] = None  # a NamedTuple of outputs, read by the output node
             return
+        if self.arithmetic(node):
+            return
         if target in (_mul, operator.imul, torch.mul) and any(a in self.params for a in node.args[:2]):
             return self.layer_scale(node)
         handler = torch_ops.METHODS.get(target) if node.op == "call_method" else torch_ops.FUNCTIONS.get(target)
@@ -793,6 +797,52 @@ class _Reader:
         if dim != 1 or self.type_of(inputs[0]).channel_axis != 0:
             attrs["axis"] = dim - 1
         self.add(node, Lowered("slice", attrs), scope, name, inputs, {})
+
+    def arithmetic(self, node: fx.Node) -> bool:
+        """A tensor and a number joined by ``+ - * /`` (``x * 0.5``, ``q / math.sqrt(d)``, ``1 + x``), a
+        tensor less another (``a - b``) and ``-x``, written with the spec's ``constant`` (a tensor
+        like its input, every value one number), ``add`` and ``mul``: ``x - c`` as ``x + (-c)``,
+        ``x / c`` as ``x * (1 / c)``, ``a - b`` as ``a + b * -1``. Whether the call was one: a
+        call of two tensors or of a number that leaves the tensor as it is (``0 + x``) is not."""
+        kind = _ARITHMETIC.get(node.target) if node.op == "call_function" else _METHOD_ARITHMETIC.get(node.target)
+        if kind is None or node.kwargs or any(a in self.params for a in node.args):
+            return False
+        args = [self.consts.get(a, a) for a in node.args]
+        tensors = [a for a in args if isinstance(a, fx.Node)]
+        numbers = [a for a in args if type(a) in (int, float, bool)]
+        if any(self.value.get(t) is None for t in tensors) or len(tensors) + len(numbers) != len(args):
+            return False
+        if kind == "neg" and len(tensors) == 1:  # -x: x * -1
+            return self._with_constant(node, self.inputs_of(node, tensors)[0], "mul", -1.0)
+        if kind == "sub" and len(tensors) == 2:  # a - b: a + b * -1
+            a, b = self.inputs_of(node, tensors)
+            self._with_constant(node, b, "mul", -1.0, final=False)
+            scope = _scope_of(node)
+            self.add(node, Lowered("add"), scope, self.fresh(scope, "difference"), [a, self.value[node]], {})
+            return True
+        if len(tensors) != 1 or len(numbers) != 1 or kind == "neg":
+            return False
+        value, x = float(numbers[0]), self.inputs_of(node, tensors)[0]
+        if kind == "sub" and not isinstance(args[0], fx.Node):  # c - x: x * -1 + c
+            self._with_constant(node, x, "mul", -1.0, final=False)
+            return self._with_constant(node, self.value[node], "add", value)
+        if kind == "div" and (value == 0 or not isinstance(args[0], fx.Node)):
+            return False  # c / x: no spec op
+        value = -value if kind == "sub" else 1 / value if kind == "div" else value
+        if value == (0.0 if kind in ("add", "sub") else 1.0):
+            self.value[node] = x  # 0 + x, x * 1: x
+            return True
+        return self._with_constant(node, x, "add" if kind in ("add", "sub") else "mul", value)
+
+    def _with_constant(self, node: fx.Node, x: str, op: str, value: float, final: bool = True) -> bool:
+        """``x`` (a node's id) and a ``constant`` of ``value`` like it, joined by ``op``."""
+        scope = _scope_of(node)
+        self.scope(scope)
+        name = self.fresh(scope, {"add": "shift", "mul": "scale"}[op])
+        value_name = self.fresh(scope, f"{name}_value")
+        self.add(node, Lowered("constant", {"value": value}), scope, value_name, [x], {}, final=False)
+        self.add(node, Lowered(op), scope, name, [x, self.value[node]], {}, final=final)
+        return True
 
     def layer_scale(self, node: fx.Node) -> None:
         """``gamma * x``: a parameter of the shape the spec's ``layer_scale`` holds on ``x`` (C, 1,
@@ -898,6 +948,13 @@ class _Reader:
 
 
 _getitem = operator.getitem
+#: arithmetic of a tensor and a number (or of two tensors, ``sub``): functions and methods
+_ARITHMETIC = {operator.add: "add", operator.iadd: "add", torch.add: "add", operator.sub: "sub"}
+_ARITHMETIC |= {operator.isub: "sub", torch.sub: "sub", operator.mul: "mul", operator.imul: "mul", torch.mul: "mul"}
+_ARITHMETIC |= {operator.truediv: "div", operator.itruediv: "div", torch.div: "div", operator.neg: "neg"}
+_ARITHMETIC |= {torch.neg: "neg", torch.true_divide: "div"}
+_METHOD_ARITHMETIC = {"add": "add", "add_": "add", "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul"}
+_METHOD_ARITHMETIC |= {"div": "div", "div_": "div", "neg": "neg", "neg_": "neg"}
 #: calls whose result may share the memory of their first argument
 _VIEW_METHODS = frozenset(
     "view view_as reshape transpose swapaxes permute flatten unflatten squeeze unsqueeze expand expand_as narrow "
