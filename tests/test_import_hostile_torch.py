@@ -206,6 +206,11 @@ class TwoInputs(TwoConvs):
         return self.a(x) + self.b(y)
 
 
+class Inputs(TwoConvs):
+    def forward(self, *inputs):
+        return self.a(inputs[0])
+
+
 class Shapes(TwoConvs):
     def forward(self, x):
         y = torch.mean(self.a(x), (2, 3))
@@ -542,9 +547,13 @@ def test_a_buffer_or_a_tensor_read_twice_is_refused():
     located(ScaleTwice, "reads 'gamma' a second time: a spec's tensor belongs to one layer")
 
 
-def test_a_second_input_is_refused_before_the_model_runs():
+def test_a_second_input_or_a_tuple_of_inputs_is_refused():
     assert "the forward takes a second input 'y' without a default: a spec's model reads one input" in refused(
         TwoInputs
+    )
+    assert refused(Inputs) == (
+        "Inputs: error: _inputs: input *inputs (fx node '_inputs'): the forward's input '*inputs' is no tensor: "
+        "a spec's input is one"
     )
 
 

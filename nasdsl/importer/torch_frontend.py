@@ -351,6 +351,8 @@ def _shapes(module: nn.Module, graph: fx.Graph, shape: tuple[int, ...], label: s
 
 
 def _location(node: fx.Node) -> Location | None:
+    if node.op == "placeholder":  # made by the tracer, not by a line of the forward
+        return None
     trace = node.meta.get("stack_trace") or ""
     found = re.findall(r'File "([^"]+)", line (\d+)', trace)
     if not found:
@@ -364,6 +366,8 @@ def _what(node: fx.Node, root: nn.Module) -> str:
         return f"module {type(root.get_submodule(node.target)).__qualname__}"
     if node.op == "get_attr":
         return f"tensor {node.target}"
+    if node.op == "placeholder":
+        return f"input {node.target}"
     if node.op == "call_method":
         return f"method Tensor.{node.target}"
     target = node.target
@@ -590,7 +594,10 @@ class _Reader:
             if node.op == "placeholder":
                 if inp is not None:
                     raise self.fail(node, "a second input: a spec has one")
-                shape = tuple(node.meta["tensor_meta"].shape)
+                meta = node.meta.get("tensor_meta")
+                if not hasattr(meta, "shape"):  # forward(self, *inputs): the input is a tuple
+                    raise self.fail(node, f"the forward's input '{node.target}' is no tensor: a spec's input is one")
+                shape = tuple(meta.shape)
                 if len(shape) != 4:
                     raise self.fail(node, f"an input of shape {list(shape)}: a spec's input is (C, H, W)")
                 name = self.fresh("", node.name if node.name.isidentifier() else "x")
