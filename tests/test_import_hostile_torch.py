@@ -434,7 +434,8 @@ class WrongWidth(nn.Module):
 
 
 class Arithmetic(TwoConvs):
-    """Numbers and differences: ``x * 0.5 + 1``, ``q / sqrt(d)``, ``1 - x``, ``a - b``, ``-x``."""
+    """Numbers and differences: ``x * 0.5 + 1``, ``q / sqrt(d)``, ``1 - x``, ``a - b``, ``-x``, and a
+    number made of a size (``x.shape[-1] ** -0.5``)."""
 
     def __init__(self):
         super().__init__()
@@ -443,7 +444,7 @@ class Arithmetic(TwoConvs):
     def forward(self, x):
         a, b = self.a(x), self.b(x)
         y = (a * 0.5 + 1) / 3.0 + (1 - torch.sigmoid(b)) * self.scale
-        return -(y - b) - 2
+        return -(y - b) * b.shape[-1] ** -0.5 - 2
 
 
 # -- what is imported, and agrees with the module ------------------------------------------------
@@ -519,6 +520,7 @@ def test_numbers_are_constants_joined_by_add_and_mul():
     text = imported(Arithmetic).text
     assert "scale_value: {op: constant, value: 0.5, from: a}" in text
     assert "shift_2_value: {op: constant, value: -2.0}" in text  # - 2 as + (-2)
+    assert "{op: constant, value: 0.353553390593}" in text  # 8 ** -0.5, of the width 8
 
 
 def test_torch_add_with_alpha_is_refused():
