@@ -447,6 +447,33 @@ class Arithmetic(TwoConvs):
         return -(y - b) * b.shape[-1] ** -0.5 - 2
 
 
+class UnetBlock(nn.Module):
+    """pix2pix's U-Net block, shortened: it holds the next one (the innermost holds none)."""
+
+    def __init__(self, outer: int, inner: int, sub: nn.Module | None = None):
+        super().__init__()
+        self.down = nn.Conv2d(outer, inner, 4, 2, 1)
+        self.sub = sub
+        self.up = nn.Upsample(scale_factor=2)
+        self.proj = nn.Conv2d(inner if sub is None else 2 * inner, outer, 1)
+
+    def forward(self, x):
+        y = F.relu(self.down(x))
+        if self.sub is not None:
+            y = self.sub(y)
+        return torch.cat([x, self.proj(self.up(y))], 1)
+
+
+class Unet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.net = UnetBlock(4, 8, UnetBlock(8, 8, UnetBlock(8, 8)))
+
+    def forward(self, x):
+        return self.net(self.stem(x))
+
+
 # -- what is imported, and agrees with the module ------------------------------------------------
 
 
@@ -508,6 +535,16 @@ def test_repeated_blocks_are_found_in_a_hand_written_resnet():
     assert result.report.templates == [("Res", ["c", "stride", "with_down"], uses)]
 
 
+def test_a_class_holding_an_instance_of_itself_is_a_template_per_level():
+    result = checked(Unet)
+    assert [(name, uses) for name, _, uses in result.report.templates] == [
+        ("UnetBlock", 1),
+        ("UnetBlock2", 1),
+        ("UnetBlock3", 1),
+    ]
+    assert "      sub: UnetBlock2\n" in result.text and "  net: UnetBlock3\n" in result.text
+
+
 def test_two_classes_named_alike_are_two_templates_the_second_named_apart():
     result = checked(AlikeNames)
     assert [(name, uses) for name, _, uses in result.report.templates] == [("Unit2", 2), ("Unit2_2", 2)]
@@ -559,9 +596,22 @@ def test_a_second_input_or_a_tuple_of_inputs_is_refused():
     )
 
 
+class RootHooked(TwoConvs):
+    def __init__(self):
+        super().__init__()
+        self.register_forward_pre_hook(lambda module, args: (args[0] * 2,))
+
+    def forward(self, x):
+        return self.a(x)
+
+
 def test_hooks_and_tied_weights_are_refused():
     for cls in (Hooked, OldWeightNorm):
         located(cls, "has forward hooks, which change what it computes where torch.fx records the call alone")
+    assert refused(RootHooked) == (
+        "RootHooked: error: the model has forward hooks, which torch.fx does not trace (it reads the forward "
+        "alone): a spec's model computes its entries"
+    )
     located(Tied, "holds the tensor that 'c.weight' holds (tied weights): a spec's layers own their tensors")
 
 

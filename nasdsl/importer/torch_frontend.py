@@ -1078,6 +1078,12 @@ def read_module(
     ``allow_opaque``, a one-input call without a spec op is an ``opaque`` op."""
     shape = tuple(input_shape or DEFAULT_SHAPE)
     label = label or type(module).__name__
+    if module._forward_hooks or module._forward_pre_hooks:
+        raise ImportFailure(
+            "the model has forward hooks, which torch.fx does not trace (it reads the forward alone): a spec's model "
+            "computes its entries",
+            where=label,
+        )
     train = _trace(module, True, label)
     infer = _trace(module, False, label)
     _shapes(module, train, shape, label)
