@@ -624,6 +624,27 @@ def test_a_model_that_does_not_run_says_where_and_prints_no_traceback(capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_a_model_on_the_meta_device_imports_without_weights_and_refuses_them():
+    with torch.device("meta"):
+        model = KeptBeforeSum()
+    assert import_model(model, input_shape=(3, 8, 8)).report.params == 2 * (3 * 4 + 4)
+    with pytest.raises(ImportFailure) as e:
+        import_model(model, input_shape=(3, 8, 8), weights=True)
+    assert e.value.format() == (
+        "KeptBeforeSum: error: the tensor 'a.weight' is on PyTorch's meta device, which holds no values: the "
+        "weights cannot be written (build the model on the CPU, or import it without --weights and --check)"
+    )
+
+
+def test_layers_the_forward_never_calls_are_named_in_the_report():
+    notes = checked(ReluInPlaceReadAgain).report.notes  # its b is never called
+    assert notes == [
+        "2 tensors of the source that the forward never reads (b.weight, b.bias) are left out: its state_dict "
+        "loads only without them"
+    ]
+    assert checked(KeptBeforeSum).report.notes == []
+
+
 def test_a_module_named_by_a_keyword_is_refused_not_a_traceback():
     assert "torch.fx cannot write the traced forward as Python" in refused(KeywordNames)
 

@@ -270,6 +270,12 @@ def _state(model: FlatModel) -> dict:
     for node in model.nodes.values():
         for suffix, tensor in node.tensors.items():
             key = f"{node.path}.{suffix}" if suffix else node.path
+            if getattr(tensor, "is_meta", False):
+                raise ImportFailure(
+                    f"the tensor '{key}' is on PyTorch's meta device, which holds no values: the weights cannot be "
+                    "written (build the model on the CPU, or import it without --weights and --check)",
+                    where=model.source,
+                )
             if hasattr(tensor, "detach"):
                 tensor = tensor.detach().cpu().numpy()
             out[key] = np.asarray(tensor)

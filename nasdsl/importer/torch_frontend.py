@@ -1112,7 +1112,22 @@ def read_module(
     _mark_training_only(model, at_inference.nodes, len(inference_outputs), label)
     _drop_dead(model, label)
     _fold_sums(model)
+    _note_unread(model, module)
     return model
+
+
+def _note_unread(model: FlatModel, module: nn.Module) -> None:
+    """The source's tensors that no node holds (a layer the forward never calls): the spec has
+    no place for them, so the source's state_dict does not load into it strictly; the report
+    says which."""
+    held = {f"{n.path}.{k}" if k else n.path for n in model.nodes.values() for k in n.tensors}
+    unread = [k for k in module.state_dict() if k not in held]
+    if unread:
+        shown = ", ".join(unread[:4]) + (f" and {len(unread) - 4} more" if len(unread) > 4 else "")
+        model.notes.append(
+            f"{len(unread)} tensor{'s' if len(unread) != 1 else ''} of the source that the forward never reads "
+            f"({shown}) are left out: its state_dict loads only without them"
+        )
 
 
 def _read_located(reader: _Reader, graph: fx.Graph, module: nn.Module, training: bool, label: str):
