@@ -474,6 +474,35 @@ class Unet(nn.Module):
         return self.net(self.stem(x))
 
 
+class Conditions(TwoConvs):
+    """Conditions on shapes, decided at the traced size: one true, one false."""
+
+    def forward(self, x):
+        assert x.dim() == 4, "expected a batch of maps"
+        n, c, h, w = x.shape
+        assert h == w
+        y = self.a(x)
+        if y.shape[-1] > 100:  # false at 8x8: no pooling
+            y = F.max_pool2d(y, 2)
+        if h % 2 == 0:
+            y = F.relu(y)
+        return y
+
+
+class ValueCondition(TwoConvs):
+    def forward(self, x):
+        y = self.a(x)
+        return self.b(x) if y.sum() > 0 else y
+
+
+class LoopOnShape(TwoConvs):
+    def forward(self, x):
+        y = self.a(x)
+        while y.shape[-1] > 2:
+            y = F.max_pool2d(y, 2)
+        return y
+
+
 # -- what is imported, and agrees with the module ------------------------------------------------
 
 
@@ -543,6 +572,20 @@ def test_a_class_holding_an_instance_of_itself_is_a_template_per_level():
         ("UnetBlock3", 1),
     ]
     assert "      sub: UnetBlock2\n" in result.text and "  net: UnetBlock3\n" in result.text
+
+
+def test_conditions_on_shapes_are_taken_as_they_are_at_the_traced_size():
+    text = checked(Conditions).text
+    assert "max_pool" not in text and "relu" in text
+    message = refused(Conditions, (3, 8, 6))  # h == w is false there, and an assertion has no other branch
+    line = next(k for k, text in enumerate(open(HERE).read().splitlines(), 1) if text.strip() == "assert h == w")
+    assert message.startswith(f"{HERE}:{line}:1: error: _assert (fx node '_assert_1'): the forward branches on a ")
+    assert "taken as true while tracing and false on the example input (zeros of shape [3, 8, 6])" in message
+
+
+def test_conditions_on_values_and_loops_on_shapes_are_refused():
+    assert "no spec op computes this" in refused(ValueCondition)  # its sum, before the condition
+    assert "more than 256 conditions on traced values (a loop on a shape?)" in refused(LoopOnShape)
 
 
 def test_two_classes_named_alike_are_two_templates_the_second_named_apart():

@@ -47,6 +47,14 @@ from nasdsl.importer.ops_table import Lowered, Unsupported
 from nasdsl.ir.types import TensorType, default_axes
 from nasdsl.ops import OPS
 
+#: the conditions on traced values a trace takes as true at most (a loop on a shape would not end)
+MAX_ASSUMED = 256
+#: the message of the assertion a condition taken as true makes
+_ASSUMED = (
+    "a condition of the forward that torch.fx cannot follow was taken as true while tracing; it is false at "
+    "this input (the forward takes another branch here)"
+)
+
 #: module classes written inline (a list or a named sequence), never as templates
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 DEFAULT_SHAPE = (3, 224, 224)
@@ -221,9 +229,12 @@ class _Tracer(fx.Tracer):
     """symbolic_trace's tracer with the table's modules (and torch's other layers) as leaves;
     with ``stack_traces``, each node records the lines of the model's code that made it."""
 
-    def __init__(self, stack_traces: bool = False) -> None:
+    def __init__(self, stack_traces: bool = False, decisions: dict[int, bool] | None = None) -> None:
         super().__init__(autowrap_functions=torch_ops.WRAPPED)
         self.record_stack_traces = stack_traces
+        #: the conditions on traced values met so far, and the value each is taken as (true unless said)
+        self.assumed = 0
+        self.decisions = decisions or {}
 
     def _filter_traceback_frames(self, summary):
         import traceback
@@ -236,6 +247,21 @@ class _Tracer(fx.Tracer):
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _Proxy(node, self)
 
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        """A condition of the forward on something traced (``assert x.dim() == 4``, ``if h != w:``)
+        is taken as true (or as :attr:`decisions` says), and the graph asserts it: the example
+        input checks it (a condition on shapes, evaluated at the traced size; :func:`_traced`
+        traces again with the other value where it fails), and one on a tensor's values stays an
+        error."""
+        index = self.assumed
+        self.assumed += 1
+        if self.assumed > MAX_ASSUMED:
+            raise fx.proxy.TraceError(f"more than {MAX_ASSUMED} conditions on traced values (a loop on a shape?)")
+        taken = self.decisions.get(index, True)
+        checked = obj if taken else self.create_proxy("call_function", operator.not_, (obj,), {})
+        self.create_proxy("call_function", torch._assert, (checked, _ASSUMED), {}).node.meta["assumed"] = index
+        return taken
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if type(m) in torch_ops.MODULES:
             return True
@@ -243,12 +269,14 @@ class _Tracer(fx.Tracer):
         return type(m).__module__.startswith("torch.nn") and not isinstance(m, CONTAINERS)
 
 
-def _trace(module: nn.Module, training: bool, label: str, stack_traces: bool = False) -> fx.Graph:
+def _trace(
+    module: nn.Module, training: bool, label: str, stack_traces: bool = False, decisions: dict | None = None
+) -> fx.Graph:
     modes = [(m, m.training) for m in module.modules()]
     concrete = _forward_defaults(module, label)
     module.train(training)
     try:
-        graph = _Tracer(stack_traces).trace(module, concrete_args=concrete or None)
+        graph = _Tracer(stack_traces, decisions).trace(module, concrete_args=concrete or None)
         _drop_specialised(graph)
         return graph
     except ImportFailure:
@@ -306,6 +334,36 @@ def _drop_specialised(graph: fx.Graph) -> None:
         graph.erase_node(n)
 
 
+class _Assumed(ImportFailure):
+    """A condition taken one way while tracing is the other way on the example input."""
+
+    #: which condition of the trace, and how the trace took each (:attr:`_Tracer.decisions`)
+    index = 0
+    decisions: dict | None = None
+
+
+def _traced(module: nn.Module, training: bool, label: str, shape: tuple[int, ...], decisions: dict) -> fx.Graph:
+    """The module traced in one mode, with the shapes of the example input, each condition of
+    its forward on shapes taken as it is at that input: true first, and where the example input
+    finds one false, traced again with it false (``decisions``, filled in here)."""
+    turned: _Assumed | None = None
+    while True:
+        try:
+            graph = _trace(module, training, label, decisions=decisions)
+        except ImportFailure:
+            if turned is not None:  # the other way fails too (an assertion has no other branch)
+                raise turned from None
+            raise
+        try:
+            _shapes(module, graph, shape, label)
+            return graph
+        except _Assumed as e:
+            e.decisions = dict(decisions)  # the trace it was found in, to locate it
+            if decisions.get(e.index, True) is False or len(decisions) >= MAX_ASSUMED:
+                raise
+            decisions[e.index], turned = False, e
+
+
 class _Shapes(ShapeProp):
     """ShapeProp that remembers the node it runs (the one that failed, when one does)."""
 
@@ -337,6 +395,15 @@ def _shapes(module: nn.Module, graph: fx.Graph, shape: tuple[int, ...], label: s
         ) from None
     except Exception as e:  # noqa: BLE001
         node = running.at if running is not None else None
+        if node is not None and "assumed" in node.meta:
+            error = _Assumed(
+                f"_assert (fx node '{node.name}'): the forward branches on a condition torch.fx cannot follow, "
+                f"taken as true while tracing and false on the example input (zeros of shape {list(shape)}): a "
+                "branch on a tensor's values is no network a spec writes, one on a shape holds at one input size",
+                where=label,
+            )
+            error.fx_node, error.index = node.name, node.meta["assumed"]
+            raise error from None
         cause = e.__cause__ if isinstance(e.__cause__, Exception) and node is not None else e
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         at = f" at fx node '{node.name}' ({_what(node, module)})" if node is not None else ""
@@ -705,6 +772,12 @@ class _Reader:
             pass
         except torch_shapes.BatchArithmetic:
             raise self.fail(node, "computes with the batch size: a spec's sizes are those of one sample") from None
+        if target in (torch._assert, operator.not_):  # a condition no size decides
+            raise self.fail(
+                node,
+                "the forward branches on a tensor's values (a condition that torch.fx cannot follow and no size "
+                "decides): a spec's network computes the same ops for every input",
+            )
         if target is _getitem and node.args[0] in self.pairs:
             self.value[node] = self.pairs[node.args[0]] if node.args[1] == 0 else None  # attention's weights: none
             return
@@ -1084,12 +1157,11 @@ def read_module(
             "computes its entries",
             where=label,
         )
-    train = _trace(module, True, label)
-    infer = _trace(module, False, label)
-    _shapes(module, train, shape, label)
-    _shapes(module, infer, shape, label)
+    decisions: dict[bool, dict[int, bool]] = {True: {}, False: {}}
+    train = _located(lambda: _traced(module, True, label, shape, decisions[True]), module, True, label, decisions)
+    infer = _located(lambda: _traced(module, False, label, shape, decisions[False]), module, False, label, decisions)
     reader = _Reader(module, records or {}, label, allow_opaque)
-    inp, outputs = _read_located(reader, train, module, True, label)
+    inp, outputs = _read_located(reader, train, module, True, label, decisions)
     if not outputs:
         raise ImportFailure("the model returns no tensor", where=label)
     out_ids = []
@@ -1108,7 +1180,7 @@ def read_module(
     )
     at_inference = _Reader(module, {}, label, allow_opaque)
     at_inference.at_inference = True
-    _, inference_outputs = _read_located(at_inference, infer, module, False, label)
+    _, inference_outputs = _read_located(at_inference, infer, module, False, label, decisions)
     _mark_training_only(model, at_inference.nodes, len(inference_outputs), label)
     _drop_dead(model, label)
     _fold_sums(model)
@@ -1130,14 +1202,20 @@ def _note_unread(model: FlatModel, module: nn.Module) -> None:
         )
 
 
-def _read_located(reader: _Reader, graph: fx.Graph, module: nn.Module, training: bool, label: str):
-    """``reader.read(graph)``; an error at a node is located at the source line that made it
-    (the module is traced again, recording them, only then)."""
+def _read_located(reader: _Reader, graph: fx.Graph, module: nn.Module, training: bool, label: str, decisions: dict):
+    """``reader.read(graph)``, its errors located (:func:`_located`)."""
+    return _located(lambda: reader.read(graph), module, training, label, decisions)
+
+
+def _located(work, module: nn.Module, training: bool, label: str, decisions: dict):
+    """``work()``; an error at a node is located at the source line that made it (the module
+    is traced again, recording them, with the same ``decisions`` of its conditions, only then)."""
     try:
-        return reader.read(graph)
+        return work()
     except ImportFailure as e:
         if e.location is None and getattr(e, "fx_node", None):
-            lines = _trace(module, training, label, stack_traces=True)
+            taken = e.decisions if getattr(e, "decisions", None) is not None else decisions[training]
+            lines = _trace(module, training, label, stack_traces=True, decisions=dict(taken))
             node = next((n for n in lines.nodes if n.name == e.fx_node), None)
             e.location = _location(node) if node is not None else None
         raise

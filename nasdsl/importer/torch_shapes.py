@@ -49,6 +49,7 @@ _ARITHMETIC = {
     operator.gt: operator.gt,
     operator.ge: operator.ge,
     operator.neg: operator.neg,
+    operator.not_: operator.not_,
 }
 
 #: what an evaluated assertion is: nothing a spec writes
