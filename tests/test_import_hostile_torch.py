@@ -688,6 +688,14 @@ def test_layers_the_forward_never_calls_are_named_in_the_report():
     assert checked(KeptBeforeSum).report.notes == []
 
 
+@pytest.mark.parametrize("shape", [(3.5, 8, 8), (True, 8, 8), 5])
+def test_an_input_shape_of_other_than_whole_numbers_is_refused(shape):
+    """int() read 3.5 as 3: a spec of another input than asked for."""
+    assert (
+        refused(KeptBeforeSum, shape) == f"import: error: input_shape: expected whole numbers (C, H, W), got {shape!r}"
+    )
+
+
 def test_a_module_named_by_a_keyword_is_refused_not_a_traceback():
     assert "torch.fx cannot write the traced forward as Python" in refused(KeywordNames)
 
