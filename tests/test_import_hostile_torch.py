@@ -503,6 +503,52 @@ class LoopOnShape(TwoConvs):
         return y
 
 
+class SelfAttention(nn.Module):
+    """Attention written out: heads split by view, scores by matrix products, scaled by a size."""
+
+    def __init__(self, dim: int, heads: int = 2):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        d = c // self.heads
+        q = self.q(x).view(b, n, self.heads, d).transpose(1, 2)
+        k = self.k(x).view(b, n, self.heads, d).transpose(1, 2)
+        v = self.v(x).view(b, n, self.heads, d).transpose(1, 2)
+        scores = torch.softmax(q @ k.transpose(-2, -1) / d**0.5, dim=-1)
+        return self.out((scores @ v).transpose(1, 2).contiguous().view(b, n, c))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 2, 2)
+        self.blocks = nn.Sequential(EncoderBlock(8), EncoderBlock(8))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        return self.head(self.blocks(x)[:, 0])
+
+
 # -- what is imported, and agrees with the module ------------------------------------------------
 
 
@@ -586,6 +632,13 @@ def test_conditions_on_shapes_are_taken_as_they_are_at_the_traced_size():
 def test_conditions_on_values_and_loops_on_shapes_are_refused():
     assert "no spec op computes this" in refused(ValueCondition)  # its sum, before the condition
     assert "more than 256 conditions on traced values (a loop on a shape?)" in refused(LoopOnShape)
+
+
+def test_an_attention_written_out_is_read_op_by_op_its_blocks_found():
+    result = checked(TinyTransformer)
+    assert result.report.templates == [("SelfAttention", [], 2), ("EncoderBlock", [], 2)]
+    assert "      product: {matmul: [{ref: transpose}, {ref: transpose_3}]}\n" in result.text  # q @ k^T
+    assert "      product_1: {matmul: [{ref: softmax}, {ref: transpose_2}]}\n" in result.text  # scores @ v
 
 
 def test_two_classes_named_alike_are_two_templates_the_second_named_apart():

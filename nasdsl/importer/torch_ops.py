@@ -776,4 +776,5 @@ NAMES = {
     "max_pool2d": "maxpool",
     "contiguous": "contiguous",
     "getitem": "select",
+    "matmul": "product",  # not "matmul", the merge's key
 }
