@@ -6,9 +6,9 @@ each module's constructor was given: those arguments name the templates' paramet
 :func:`read_module` traces the module (:mod:`nasdsl.importer.torch_trace`: torch.fx, the layer
 modules of :mod:`nasdsl.importer.torch_ops` being leaves) in training mode (auxiliary heads
 run only there) and at inference (to check that both agree on the rest), with the shapes of an
-example input, and maps every call through the op tables, each node typed by its op's rule. A call without an entry is
-an :class:`~nasdsl.importer.flat.ImportFailure` naming the node and the op, located at the
-source line that made it.
+example input, and maps every call through the op tables, each node typed by its op's rule. A
+call without an entry is an :class:`~nasdsl.importer.flat.ImportFailure` naming the node and
+the op, located at the source line that made it.
 """
 
 from __future__ import annotations

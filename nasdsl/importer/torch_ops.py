@@ -392,19 +392,13 @@ def _cat(call: Call) -> Lowered:
     return Lowered("concat", _axis_attr(call.arg(1, "dim", 0), call, "axis"))
 
 
-#: the constant that leaves a tensor as it is under each binary op (``sum()`` starts from 0)
-_NEUTRAL = {"add": 0, "mul": 1}
-
-
 def _binary(op: str) -> Callable[[Call], Lowered]:
+    """Two tensors joined (a tensor and a number are the reader's: ``constant`` and the op)."""
+
     def handler(call: Call) -> Lowered:
         alpha = call.kwargs.get("alpha", 1)
         if alpha != 1:
             raise Unsupported(f"{op} with alpha={alpha!r}: the spec's {op} joins its inputs as they are")
-        if len(call.in_shapes) == 1 and op in _NEUTRAL:
-            other = [a for a in call.args[:2] if not hasattr(a, "op")]
-            if len(other) == 1 and type(other[0]) in (int, float) and other[0] == _NEUTRAL[op]:
-                return Lowered("identity")  # 0 + x, x * 1
         if len(call.in_shapes) != 2:
             raise Unsupported(f"{op} with a constant: the spec's {op} joins two tensors")
         return Lowered(op)
