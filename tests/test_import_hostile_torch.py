@@ -524,11 +524,35 @@ class SelfAttention(nn.Module):
         return self.out((scores @ v).transpose(1, 2).contiguous().view(b, n, c))
 
 
+class BatchMoved(TwoConvs):
+    def forward(self, x):
+        return self.a(x).permute(1, 0, 2, 3)  # read whole: the batch moved
+
+
+class TimmAttention(nn.Module):
+    """timm's ViT attention as it is written there: queries, keys and values of one projection,
+    permuted so that they come first (the batch second), taken apart by unbind."""
+
+    def __init__(self, dim: int, heads: int = 2):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        return self.proj((attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
 class EncoderBlock(nn.Module):
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, attention: type = SelfAttention):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim)
+        self.attn = attention(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
@@ -538,10 +562,10 @@ class EncoderBlock(nn.Module):
 
 
 class TinyTransformer(nn.Module):
-    def __init__(self):
+    def __init__(self, attention: type = SelfAttention):
         super().__init__()
         self.patch = nn.Conv2d(3, 8, 2, 2)
-        self.blocks = nn.Sequential(EncoderBlock(8), EncoderBlock(8))
+        self.blocks = nn.Sequential(EncoderBlock(8, attention), EncoderBlock(8, attention))
         self.head = nn.Linear(8, 3)
 
     def forward(self, x):
@@ -639,6 +663,17 @@ def test_an_attention_written_out_is_read_op_by_op_its_blocks_found():
     assert result.report.templates == [("SelfAttention", [], 2), ("EncoderBlock", [], 2)]
     assert "      product: {matmul: [{ref: transpose}, {ref: transpose_3}]}\n" in result.text  # q @ k^T
     assert "      product_1: {matmul: [{ref: softmax}, {ref: transpose_2}]}\n" in result.text  # scores @ v
+
+
+def test_timms_attention_takes_queries_keys_and_values_apart_by_select():
+    result = checked(lambda: TinyTransformer(TimmAttention))
+    assert result.report.templates == [("TimmAttention", [], 2), ("EncoderBlock", [], 2)]
+    for k in range(3):  # (N, L, 3, heads, d) -> (N, heads, L, d) for each of q, k and v
+        assert f"      part{k}_permute: {{op: permute, dims: [1, 0, 2]}}\n" in result.text
+
+
+def test_a_permute_that_moves_the_batch_and_is_read_whole_is_refused():
+    located(BatchMoved, "method Tensor.permute (fx node 'permute'): permute(1, 0, 2, 3) moves the batch axis")
 
 
 def test_two_classes_named_alike_are_two_templates_the_second_named_apart():

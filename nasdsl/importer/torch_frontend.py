@@ -222,6 +222,8 @@ class _Reader:
         self.pairs: dict[fx.Node, str] = {}
         #: id of each tensor the nodes hold -> its state_dict key
         self.owners: dict[int, str] = {}
+        #: a permute that moves the batch axis, read by picks of its first axis -> (its input, dims)
+        self.moved: dict[fx.Node, tuple[fx.Node, list[int]]] = {}
         #: a parameter read in the forward -> the node that reads it
         self.param_reads: dict[str, fx.Node] = {}
         #: each node's type as the spec's ops infer it (its axes: which one the channels are)
@@ -542,6 +544,14 @@ class _Reader:
             return
         if self.arithmetic(node):
             return
+        if target in ("permute", torch.permute) and self.batch_moved(node):
+            return
+        if target in ("unbind", torch.unbind) and node.args[0] in self.moved:
+            self.moved[node] = self.moved[node.args[0]]  # q, k, v = x.permute(2, 0, ...).unbind(0)
+            self.value[node] = None
+            return
+        if target is _getitem and node.args[0] in self.moved:
+            return self.moved_item(node)
         if target in (_mul, operator.imul, torch.mul) and any(a in self.params for a in node.args[:2]):
             return self.layer_scale(node)
         handler = torch_ops.METHODS.get(target) if node.op == "call_method" else torch_ops.FUNCTIONS.get(target)
@@ -658,6 +668,46 @@ class _Reader:
             self.value[node] = x  # 0 + x, x * 1: x
             return True
         return self._with_constant(node, x, "add" if kind in ("add", "sub") else "mul", value)
+
+    def batch_moved(self, node: fx.Node) -> bool:
+        """``qkv.permute(2, 0, 3, 1, 4)`` (timm's attention: queries, keys and values side by side
+        put first) moves the batch axis, which no spec op does; where each reader takes one of
+        the first axis's positions (``qkv[0]``, ``q, k, v = qkv.unbind(0)``), that is a ``select``
+        of the position along the axis put first and a ``permute`` of the rest, the batch first:
+        whether it is (else the op table refuses the permute)."""
+        call = self.call(node, self.tensor_inputs(node))
+        rest = call.args[1:]
+        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest or call.kwargs.get("dims", ())
+        if not call.rank or len(dims) != call.rank or not all(isinstance(d, int) for d in dims):
+            return False
+        dims = [d % call.rank for d in dims]
+        if dims[0] == 0 or dims[1] != 0 or sorted(dims) != list(range(call.rank)):
+            return False
+
+        def picks(user: fx.Node) -> bool:  # x[i], or x.unbind(0) read only by x[i]
+            if user.target is _getitem:
+                return isinstance(user.args[1], int) and not isinstance(user.args[1], bool)
+            unbinds = user.target in ("unbind", torch.unbind) and user.args[1:2] in ((), (0,))
+            return unbinds and user.kwargs.get("dim", 0) == 0 and all(picks(u) for u in user.users)
+
+        if not node.users or not all(picks(u) for u in node.users):
+            return False
+        self.moved[node] = (node.args[0], dims)
+        self.value[node] = None
+        return True
+
+    def moved_item(self, node: fx.Node) -> None:
+        source, dims = self.moved[node.args[0]]
+        length = int(source.meta["tensor_meta"].shape[dims[0]])
+        index = node.args[1] % length
+        rest = [d - (d > dims[0]) for d in dims[1:]]  # the axes left, numbered after the select
+        chain = [Lowered("select", {"axis": dims[0] - 1, "index": index})]
+        if rest != sorted(rest):
+            chain.append(Lowered("permute", {"dims": [d - 1 for d in rest[1:]]}, suffix="permute"))
+        scope = _scope_of(node)
+        self.scope(scope)
+        name = self.fresh(scope, f"part{index}")
+        self.add(node, tuple(chain) if len(chain) > 1 else chain[0], scope, name, self.inputs_of(node, [source]), {})
 
     def _with_constant(self, node: fx.Node, x: str, op: str, value: float, final: bool = True) -> bool:
         """``x`` (a node's id) and a ``constant`` of ``value`` like it, joined by ``op``."""

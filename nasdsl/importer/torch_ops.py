@@ -737,6 +737,7 @@ METHODS: dict[str, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     "unsqueeze": _squeeze_call,
     "float": _same_dtype,
     "clone": _same_dtype,
+    "softmax": lambda call: _softmax(call.arg(1, "dim", None), call),
 }
 #: a method's in-place form (``y.add_(x)``, ``x.relu_()``) computes what the method does; the
 #: reader makes later reads of the tensor it changes read its result
