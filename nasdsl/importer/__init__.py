@@ -22,6 +22,7 @@ The pipeline, one module each:
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 from dataclasses import dataclass, field
@@ -160,7 +161,7 @@ def _import(source, input_shape, name, weights, allow_opaque, by_structure, star
 
 
 def _read(source, input_shape, name, weights, allow_opaque, by_structure=False, find_blocks=True) -> FlatModel:
-    shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
+    shape = _sizes(input_shape) if input_shape is not None else None
     if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".onnx"):
         from nasdsl.importer.onnx_frontend import read_onnx_file
 
@@ -219,6 +220,18 @@ def _read(source, input_shape, name, weights, allow_opaque, by_structure=False, 
     )
 
 
+def _sizes(input_shape) -> tuple[int, ...]:
+    """``input_shape`` as whole numbers: 3.5 (or True) is no size, which int() would read as 3."""
+    try:
+        if any(isinstance(v, bool) for v in input_shape):
+            raise TypeError("a truth value")
+        return tuple(operator.index(v) for v in input_shape)
+    except TypeError:
+        raise ImportFailure(
+            f"input_shape: expected whole numbers (C, H, W), got {input_shape!r}", where="import"
+        ) from None
+
+
 def finish(model: FlatModel, started: float, weights: bool) -> Imported:
     from nasdsl.importer import rewrite
     from nasdsl.importer.check import check, within_limits
@@ -270,6 +283,12 @@ def _state(model: FlatModel) -> dict:
     for node in model.nodes.values():
         for suffix, tensor in node.tensors.items():
             key = f"{node.path}.{suffix}" if suffix else node.path
+            if getattr(tensor, "is_meta", False):
+                raise ImportFailure(
+                    f"the tensor '{key}' is on PyTorch's meta device, which holds no values: the weights cannot be "
+                    "written (build the model on the CPU, or import it without --weights and --check)",
+                    where=model.source,
+                )
             if hasattr(tensor, "detach"):
                 tensor = tensor.detach().cpu().numpy()
             out[key] = np.asarray(tensor)

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 from nasdsl.importer.flat import CONTAINER, FlatModel, ImportFailure, Node, Scope
 from nasdsl.importer.rewrite import interface
+from nasdsl.ops import OPS
 from nasdsl.spec import BLOCK_KEYS, COMMON_KEYS, INPUT_REF
 
-#: ops that join several inputs (written as a merge of references)
-MERGES = ("concat", "add", "mul", "mean")
+#: ops that join several inputs (written as a merge of references): those the op registry marks so
+MERGES = tuple(name for name, spec in OPS.items() if spec.merge)
 #: names a child of a named sequence cannot have: nasdsl/spec.py's block and common keys (in any
 #: case: the parser refuses ``Add`` or ``Op`` as a lookalike of the key) and the input's ``in``
 KEYS = frozenset({*BLOCK_KEYS, *COMMON_KEYS})

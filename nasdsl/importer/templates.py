@@ -109,6 +109,7 @@ class Discovery:
 
     def _work(self, scopes: dict[str, Scope]) -> list:
         """Classes (lists of instance paths) and containers (a path each), innermost first."""
+        _split_nested_classes(scopes)
         classes: dict[str, list[str]] = {}
         for p, s in scopes.items():
             if s.kind == CLASS:
@@ -267,13 +268,14 @@ class Discovery:
     def _template_name(self, base: str) -> str:
         from nasdsl.ops import OPS
 
-        base = "".join(c if c.isalnum() or c == "_" else "_" for c in base) or "Block"
+        base = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in base) or "Block"
         if base[0].isdigit():
             base = f"T{base}"
         name = base
         k = 2
+        joint = "_" if base[-1].isdigit() else ""  # Block2's second is Block2_2, not Block22
         while name in self._names or name in OPS or name.lower() in ("in", "self"):
-            name = f"{base}{k}"
+            name = f"{base}{joint}{k}"
             k += 1
         self._names.add(name)
         return name
@@ -637,3 +639,37 @@ def _plain_entry(item: Item) -> bool:
     if item.kind in ("list", "seq", "merge"):
         return _plain(item)
     return True
+
+
+def _split_nested_classes(scopes: dict[str, Scope]) -> None:
+    """A class with an instance inside another (pix2pix's U-Net block holding the next one) is
+    no template that uses itself: its instances are told apart by their height in the module
+    tree (the innermost is 0), so that each level is a class of its own, innermost first."""
+    nested = {
+        s.cls_key
+        for p, s in scopes.items()
+        if s.kind == CLASS
+        and any(scopes[a].kind == CLASS and scopes[a].cls_key == s.cls_key for a in _ancestor_paths(p) if a in scopes)
+    }
+    if not nested:
+        return
+    height = dict.fromkeys(scopes, 0)
+    for p in sorted(scopes, key=lambda p: -p.count(".") if p else 1):  # the deepest first
+        parent = _parent_path(p)
+        if parent in height:
+            height[parent] = max(height[parent], height[p] + 1)
+    for p, s in scopes.items():
+        if s.kind == CLASS and s.cls_key in nested:
+            s.cls_key = f"{s.cls_key} (height {height[p]})"
+
+
+def _parent_path(path: str) -> str | None:
+    if not path:
+        return None
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def _ancestor_paths(path: str):
+    while path:
+        path = path.rsplit(".", 1)[0] if "." in path else ""
+        yield path

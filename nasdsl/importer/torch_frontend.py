@@ -3,12 +3,12 @@
 :func:`load` makes the module from ``torchvision:NAME`` or ``module:pkg.mod:factory`` (the
 factory is the user's own code, run as it is) while :func:`recording_constructors` notes what
 each module's constructor was given: those arguments name the templates' parameters.
-:func:`read_module` traces the module with ``torch.fx.symbolic_trace``'s machinery, the layer
-modules of :mod:`nasdsl.importer.torch_ops` being leaves, in training mode (auxiliary heads
-run only there) and at inference (to check that both agree on the rest), propagates shapes
-with an example input, and maps every call through the op tables. A call without an entry is
-an :class:`~nasdsl.importer.flat.ImportFailure` naming the node and the op, located at the
-source line that made it.
+:func:`read_module` traces the module (:mod:`nasdsl.importer.torch_trace`: torch.fx, the layer
+modules of :mod:`nasdsl.importer.torch_ops` being leaves) in training mode (auxiliary heads
+run only there) and at inference (to check that both agree on the rest), with the shapes of an
+example input, and maps every call through the op tables, each node typed by its op's rule. A
+call without an entry is an :class:`~nasdsl.importer.flat.ImportFailure` naming the node and
+the op, located at the source line that made it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import inspect
 import keyword
+import operator
 import os
 import re
 import sys
@@ -26,9 +27,8 @@ from collections.abc import Iterator
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 
-from nasdsl.errors import Location
+from nasdsl.errors import NasdslError
 from nasdsl.importer import torch_ops, torch_shapes
 from nasdsl.importer.flat import (
     CLASS,
@@ -40,12 +40,12 @@ from nasdsl.importer.flat import (
     Output,
     Scope,
     join,
-    shape_after,
 )
 from nasdsl.importer.ops_table import Lowered, Unsupported
+from nasdsl.importer.torch_trace import CONTAINERS, describe, source_line, trace, traced
+from nasdsl.ir.types import TensorType, default_axes
+from nasdsl.ops import OPS
 
-#: module classes written inline (a list or a named sequence), never as templates
-CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 DEFAULT_SHAPE = (3, 224, 224)
 
 
@@ -191,94 +191,6 @@ def _factory(text: str) -> nn.Module:
     return made
 
 
-# -- tracing -------------------------------------------------------------------------------
-
-
-class _Tracer(fx.Tracer):
-    """symbolic_trace's tracer with the table's modules (and torch's other layers) as leaves;
-    with ``stack_traces``, each node records the lines of the model's code that made it."""
-
-    def __init__(self, stack_traces: bool = False) -> None:
-        super().__init__(autowrap_functions=torch_ops.WRAPPED)
-        self.record_stack_traces = stack_traces
-
-    def _filter_traceback_frames(self, summary):
-        import traceback
-
-        inside = os.path.dirname(torch.__file__) + os.sep
-        return traceback.StackSummary.from_list([f for f in summary if not f.filename.startswith(inside)])
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if type(m) in torch_ops.MODULES:
-            return True
-        # torch's own layers without an entry stay whole, so that the error names the layer
-        return type(m).__module__.startswith("torch.nn") and not isinstance(m, CONTAINERS)
-
-
-def _trace(module: nn.Module, training: bool, label: str, stack_traces: bool = False) -> fx.Graph:
-    modes = [(m, m.training) for m in module.modules()]
-    module.train(training)
-    try:
-        return _Tracer(stack_traces).trace(module)
-    except ImportFailure:
-        raise
-    except Exception as e:  # noqa: BLE001 - whatever the user's forward raises under tracing
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ImportFailure(
-            f"torch.fx cannot trace the model's forward ({'training' if training else 'inference'} mode): "
-            f"{type(e).__name__}: {first[:300]}",
-            where=label,
-        ) from None
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-def _shapes(module: nn.Module, graph: fx.Graph, shape: tuple[int, ...], label: str) -> None:
-    """Run the traced graph on an example input (zeros, batch 1) at inference so that every
-    node's meta holds its output shape; the module's own modes and statistics are untouched."""
-    gm = fx.GraphModule(module, graph)
-    modes = [(m, m.training) for m in module.modules()]
-    device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    module.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros((1, *shape), device=device))
-    except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ImportFailure(
-            f"the model does not run on an input of shape {list(shape)} (give --input-shape): "
-            f"{type(e).__name__}: {first[:300]}",
-            where=label,
-        ) from None
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-def _location(node: fx.Node) -> Location | None:
-    trace = node.meta.get("stack_trace") or ""
-    found = re.findall(r'File "([^"]+)", line (\d+)', trace)
-    if not found:
-        return None
-    file, line = found[-1]
-    return Location(file, int(line), 1)
-
-
-def _what(node: fx.Node, root: nn.Module) -> str:
-    if node.op == "call_module":
-        return f"module {type(root.get_submodule(node.target)).__qualname__}"
-    if node.op == "get_attr":
-        return f"tensor {node.target}"
-    if node.op == "call_method":
-        return f"method Tensor.{node.target}"
-    target = node.target
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
-    name = name.removeprefix("_VariableFunctionsClass.")  # torch.sin, not its binding's class
-    owner = getattr(target, "__module__", None)
-    return f"function {owner}.{name}" if owner and owner not in ("_operator", "builtins") else f"function {name}"
-
-
 def _scope_of(node: fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     paths = [v[0] for v in stack.values()]
@@ -302,16 +214,27 @@ class _Reader:
         #: fx node -> the flat node id holding its value (None for values that are not tensors)
         self.value: dict[fx.Node, str | None] = {}
         self.params: dict[fx.Node, str] = {}
-        self.chunks: dict[fx.Node, tuple[fx.Node, int]] = {}
+        #: ``x.chunk(n, dim)``, ``x.split(sizes, dim)`` -> (x, torch's dim, the pieces' (start, stop))
+        self.chunks: dict[fx.Node, tuple[fx.Node, int, list[tuple[int, int]]]] = {}
         #: shape arithmetic evaluated at the traced input (:mod:`nasdsl.importer.torch_shapes`)
         self.consts: dict[fx.Node, object] = {}
         #: calls that return a tuple (attention's output and weights) -> the node of their output
         self.pairs: dict[fx.Node, str] = {}
+        #: id of each tensor the nodes hold -> its state_dict key
+        self.owners: dict[int, str] = {}
+        #: a permute that moves the batch axis, read by picks of its first axis -> (its input, dims)
+        self.moved: dict[fx.Node, tuple[fx.Node, list[int]]] = {}
+        #: a parameter read in the forward -> the node that reads it
+        self.param_reads: dict[str, fx.Node] = {}
+        #: each node's type as the spec's ops infer it (its axes: which one the channels are)
+        self.types: dict[str, TensorType] = {}
         self.modules_called: dict[str, int] = {}
         self.order = 0
         self.doc = ""
         #: whether the forward returns its outputs as a dict
         self.by_name = False
+        #: whether the graph read is the inference trace (where a dropout must not drop)
+        self.at_inference = False
 
     # scopes and names
 
@@ -354,15 +277,20 @@ class _Reader:
     def fail(self, node: fx.Node, message: str) -> ImportFailure:
         path = node.target if node.op == "call_module" else join(_scope_of(node), node.name)
         error = ImportFailure(
-            f"{_what(node, self.root)} (fx node '{node.name}'): {message}",
-            location=_location(node),
+            f"{describe(node, self.root)} (fx node '{node.name}'): {message}",
+            location=source_line(node),
             path=path,
             where=self.label,
         )
         error.fx_node = node.name
         return error
 
-    def add(self, node: fx.Node, lowered, scope: str, name: str, inputs: list[str], tensors: dict) -> None:
+    def add(
+        self, node: fx.Node, lowered, scope: str, name: str, inputs: list[str], tensors: dict, *, final: bool = True
+    ) -> None:
+        """Add the nodes of ``lowered`` (one op or a chain), each typed by its op's own rule; a
+        rule that refuses the input, a shape other than the source's, or a tensor of another
+        shape than the op holds is an error at the node, not a spec that differs."""
         chain = lowered if isinstance(lowered, tuple) else (lowered,)
         meta = node.meta["tensor_meta"]
         meta = meta if hasattr(meta, "shape") else meta[0]  # attention: (output, weights)
@@ -372,28 +300,74 @@ class _Reader:
         for k, step in enumerate(chain):
             step_name = name if k == 0 else self.fresh(scope, f"{name}_{step.suffix}")
             node_id = join(scope, step_name)
+            types = [self.type_of(i) for i in prev]
+            made = self._infer(node, step, types)
+            if final and k == len(chain) - 1 and tuple(made.shape) != shape:
+                raise self.fail(
+                    node,
+                    f"the spec's {step.op} makes a tensor of {list(made.shape)} here, the source one of "
+                    f"{list(shape)}: no spec op computes this",
+                )
+            if k == 0 and tensors:
+                self._check_tensors(node, step, types, tensors)
+                self._own(node, node_id, tensors)
             self.order += 1
             self.nodes[node_id] = Node(
                 node_id,
                 step.op,
                 dict(step.attrs),
                 list(prev),
-                shape if k == len(chain) - 1 else self._mid_shape(step, prev),
+                tuple(made.shape),
                 scope,
                 step_name,
                 tensors if k == 0 else {},
-                f"fx node '{node.name}' ({_what(node, self.root)})",
-                _location(node),
+                f"fx node '{node.name}' ({describe(node, self.root)})",
+                source_line(node),
                 order=self.order,
             )
+            self.types[node_id] = made
             prev = [node_id]
         if self.doc:
             self.nodes[prev[0]].doc, self.doc = self.doc, ""
         self.value[node] = prev[0]
 
-    def _mid_shape(self, step: Lowered, inputs: list[str]) -> tuple[int, ...]:
-        """The shape after a step inside a chain, by the op's own shape rule."""
-        return shape_after(step.op, step.attrs, [self.shape_of(i) for i in inputs])
+    def _infer(self, node: fx.Node, step: Lowered, types: list[TensorType]) -> TensorType:
+        """The type ``step`` makes of ``types`` by its op's rule, which the spec's builder applies."""
+        spec = OPS[step.op]
+        try:
+            return spec.infer(types, spec.normalise(step.attrs))
+        except NasdslError as e:
+            raise self.fail(node, f"the spec's {step.op} does not take this input: {e.message}") from None
+
+    def _check_tensors(self, node: fx.Node, step: Lowered, types: list[TensorType], tensors: dict) -> None:
+        spec = OPS[step.op]
+        held = {w.name: tuple(w.shape) for w in spec.weights(types, spec.normalise(step.attrs))}
+        for suffix, tensor in tensors.items():
+            want = held.get(suffix)
+            if want is not None and tuple(tensor.shape) != want:
+                what = f"'{suffix}'" if suffix else "its tensor"
+                raise self.fail(
+                    node,
+                    f"holds {what} of shape {list(tensor.shape)}: the spec's {step.op} holds one of {list(want)} "
+                    "on this input",
+                )
+
+    def _own(self, node: fx.Node, node_id: str, tensors: dict) -> None:
+        """Each tensor belongs to one node: one that another node holds too (tied weights,
+        ``b.weight = a.weight``) would be two tensors of the spec, trained apart."""
+        for suffix, tensor in tensors.items():
+            owner = self.owners.setdefault(id(tensor), join(node_id, suffix) if suffix else node_id)
+            if owner != (join(node_id, suffix) if suffix else node_id):
+                raise self.fail(
+                    node,
+                    f"holds the tensor that '{owner}' holds (tied weights): a spec's layers own their tensors",
+                )
+
+    def type_of(self, node_id: str) -> TensorType:
+        if node_id in self.types:
+            return self.types[node_id]
+        shape = self.shape_of(node_id)
+        return TensorType(tuple(shape), default_axes(len(shape)))
 
     def shape_of(self, node_id: str) -> tuple[int, ...]:
         return self.nodes[node_id].shape if node_id in self.nodes else self.input_shape
@@ -420,17 +394,24 @@ class _Reader:
         shapes = [tuple(t.meta["tensor_meta"].shape) for t in tensors if hasattr(t.meta.get("tensor_meta"), "shape")]
         meta = node.meta.get("tensor_meta")
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: self.consts.get(a, a))
-        return torch_ops.Call(args, kwargs, shapes, tuple(meta.shape) if hasattr(meta, "shape") else None)
+        types = [self.type_of(self.value[t]) for t in tensors if self.value.get(t) is not None]
+        return torch_ops.Call(
+            args, kwargs, shapes, tuple(meta.shape) if hasattr(meta, "shape") else None, types if types else []
+        )
 
     def read(self, graph: fx.Graph) -> tuple[Node, list[tuple[str, fx.Node]]]:
         inp = None
         outputs: list[tuple[str, fx.Node]] = []
         self.scope("")
+        position = {n: k for k, n in enumerate(graph.nodes)}
         for node in graph.nodes:
             if node.op == "placeholder":
                 if inp is not None:
                     raise self.fail(node, "a second input: a spec has one")
-                shape = tuple(node.meta["tensor_meta"].shape)
+                meta = node.meta.get("tensor_meta")
+                if not hasattr(meta, "shape"):  # forward(self, *inputs): the input is a tuple
+                    raise self.fail(node, f"the forward's input '{node.target}' is no tensor: a spec's input is one")
+                shape = tuple(meta.shape)
                 if len(shape) != 4:
                     raise self.fail(node, f"an input of shape {list(shape)}: a spec's input is (C, H, W)")
                 name = self.fresh("", node.name if node.name.isidentifier() else "x")
@@ -446,7 +427,40 @@ class _Reader:
                 self.module_call(node)
             else:
                 self.function_call(node)
+            changed = self.changed_in_place(node)
+            if changed is not None and self.value.get(node) is not None:
+                self.value[changed] = self.value[node]  # later reads of it read the result
+                self.no_view_changed(node, changed, position)
         return inp, outputs
+
+    def no_view_changed(self, node: fx.Node, changed: fx.Node, position: dict[fx.Node, int]) -> None:
+        """A tensor changed in place that is a view of another (a chunk, ``y[:, :2]``, a
+        reshape) changes that one too: refused where the other is read after the change."""
+        view = changed
+        while _is_view(view):
+            base = view.args[0]
+            later = [u for u in base.users if position[u] > position[node] or u.op == "output"]
+            if later:
+                raise self.fail(
+                    node,
+                    f"changes '{changed.name}' in place, a view of '{base.name}', which '{later[0].name}' reads "
+                    "after: the spec's ops make new tensors",
+                )
+            view = base
+
+    def changed_in_place(self, node: fx.Node) -> fx.Node | None:
+        """The tensor a call overwrites (``y += x``, ``y.add_(x)``, ``F.relu(y, inplace=True)``,
+        ``nn.ReLU(inplace=True)(y)``): ``y``, whose later reads see the call's result."""
+        first = node.args[0] if node.args else None
+        if not isinstance(first, fx.Node):
+            return None
+        if node.op == "call_module":
+            inplace = getattr(self.root.get_submodule(node.target), "inplace", False)
+        elif node.op == "call_method":
+            inplace = isinstance(node.target, str) and node.target.endswith("_") and not node.target.startswith("_")
+        else:
+            inplace = node.target in _IN_PLACE or node.kwargs.get("inplace") is True
+        return first if inplace is True else None
 
     def opaque(self, node: fx.Node, message: str, inputs: list[str], holds: bool) -> Lowered:
         """With --allow-opaque, a call without a spec op as an ``opaque`` op with its shape;
@@ -454,11 +468,17 @@ class _Reader:
         meta = node.meta.get("tensor_meta")
         if not self.allow_opaque or holds or len(inputs) != 1 or not hasattr(meta, "shape"):
             raise self.fail(node, message)
-        self.doc = f"opaque: {_what(node, self.root)} ({message.split(' (the op table')[0]})"
+        self.doc = f"opaque: {describe(node, self.root)} ({message.split(' (the op table')[0]})"
         return Lowered("opaque", {"shape": list(meta.shape[1:])})
 
     def module_call(self, node: fx.Node) -> None:
         module = self.root.get_submodule(node.target)
+        if module._forward_hooks or module._forward_pre_hooks:
+            raise self.fail(
+                node,
+                "has forward hooks, which change what it computes where torch.fx records the call alone (an old "
+                "nn.utils.weight_norm or spectral_norm is one): a spec's layer computes its op",
+            )
         handler = torch_ops.MODULES.get(type(module))
         tensors = self.tensor_inputs(node)
         inputs = self.inputs_of(node, tensors)
@@ -479,6 +499,8 @@ class _Reader:
         own = dict(module.state_dict())
         if calls and own:
             raise self.fail(node, "the module is called a second time: a spec block has weights of its own")
+        held = dict(module.named_parameters()) | dict(module.named_buffers())  # the objects, not copies
+        self._own(node, node.target, {k: v for k, v in held.items() if v is not None})
         self.scope(scope)
         name = self.fresh(scope, attr, own=True)
         if isinstance(lowered, Lowered) and lowered.op == "attention":  # query, key and value: one tensor
@@ -497,27 +519,40 @@ class _Reader:
             pass
         except torch_shapes.BatchArithmetic:
             raise self.fail(node, "computes with the batch size: a spec's sizes are those of one sample") from None
+        if target in (torch._assert, operator.not_):  # a condition no size decides
+            raise self.fail(
+                node,
+                "the forward branches on a tensor's values (a condition that torch.fx cannot follow and no size "
+                "decides): a spec's network computes the same ops for every input",
+            )
         if target is _getitem and node.args[0] in self.pairs:
             self.value[node] = self.pairs[node.args[0]] if node.args[1] == 0 else None  # attention's weights: none
             return
         if node.op == "call_method" and target == "expand" and node.args[0] in self.params:
             return self.class_token(node)
-        if target in (_add, torch.add) and any(a in self.params and self.value.get(a) is None for a in node.args[:2]):
+        if target in (_add, operator.iadd, torch.add) and any(
+            a in self.params and self.value.get(a) is None for a in node.args[:2]
+        ):
             a, b = node.args[:2]
             self.learned(a if a in self.params else b, b if a in self.params else a)
-        if node.op == "call_method" and target == "chunk":
-            self.chunks[node] = (node.args[0], int(node.args[1] if len(node.args) > 1 else node.kwargs["chunks"]))
-            dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-            if int(dim) % len(node.args[0].meta["tensor_meta"].shape) != 1:
-                raise self.fail(node, f"chunks along axis {dim}: the spec slices channels (axis 1)")
-            self.value[node] = None
-            return
+        if target in ("chunk", "split", torch.chunk, torch.split, torch.functional.split):
+            return self.pieces(node)
         if target is _getitem and node.args[0] in self.chunks:
             return self.chunk_item(node)
         if node.op == "call_function" and isinstance(target, type) and hasattr(target, "_fields"):
             self.value[node] = None  # a NamedTuple of outputs, read by the output node
             return
-        if target in (_mul, torch.mul) and any(a in self.params for a in node.args[:2]):
+        if self.arithmetic(node):
+            return
+        if target in ("permute", torch.permute) and self.batch_moved(node):
+            return
+        if target in ("unbind", torch.unbind) and node.args[0] in self.moved:
+            self.moved[node] = self.moved[node.args[0]]  # q, k, v = x.permute(2, 0, ...).unbind(0)
+            self.value[node] = None
+            return
+        if target is _getitem and node.args[0] in self.moved:
+            return self.moved_item(node)
+        if target in (_mul, operator.imul, torch.mul) and any(a in self.params for a in node.args[:2]):
             return self.layer_scale(node)
         handler = torch_ops.METHODS.get(target) if node.op == "call_method" else torch_ops.FUNCTIONS.get(target)
         tensors = self.tensor_inputs(node)
@@ -531,9 +566,18 @@ class _Reader:
                 lowered = handler(self.call(node, tensors))
             except Unsupported as e:
                 lowered = self.opaque(node, str(e), inputs, False)
+        if self.at_inference and isinstance(lowered, Lowered) and lowered.op == "dropout":
+            raise self.fail(
+                node,
+                "drops at inference too (F.dropout's training is True unless given: pass training=self.training): "
+                "the spec's dropout drops in training only",
+            )
         scope = _scope_of(node)
         self.scope(scope)
         base = target if isinstance(target, str) else getattr(target, "__name__", "op")
+        first = lowered[0] if isinstance(lowered, tuple) else lowered
+        if target is _getitem and first.op != "select":  # x[:, 2:6], x[:, :, None]: named by what it is
+            base = first.op
         name = self.fresh(scope, torch_ops.NAMES.get(base, base if base.isidentifier() else "op"))
         if isinstance(lowered, Lowered) and lowered.op == "identity":
             self.value[node] = inputs[0]  # x.contiguous(), dropout outside training: nothing to write
@@ -541,36 +585,167 @@ class _Reader:
             return
         self.add(node, lowered, scope, name, inputs, {})
 
+    def pieces(self, node: fx.Node) -> None:
+        """``x.chunk(n, dim)`` and ``x.split(size or sizes, dim)``: the pieces, each taken by an
+        index (``a, b = ...``) as a ``slice`` along that axis."""
+        call = self.call(node, self.tensor_inputs(node))
+        source = node.args[0]
+        if not isinstance(source, fx.Node) or self.value.get(source) is None:
+            raise self.fail(node, "splits something other than a tensor the spec can name")
+        chunk = node.target in ("chunk", torch.chunk)
+        size_name = "split_size_or_sections" if node.op == "call_function" else "split_size"
+        count = call.arg(1, "chunks" if chunk else size_name)
+        dim = call.arg(2, "dim", 0)
+        rank = len(source.meta["tensor_meta"].shape)
+        if not isinstance(dim, int) or isinstance(dim, bool) or not -rank <= dim < rank or dim % rank == 0:
+            raise self.fail(node, f"splits along axis {dim!r}: the spec slices an axis other than the batch")
+        length = int(source.meta["tensor_meta"].shape[dim])
+        if chunk and isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            sizes = [-(-length // count)] * count
+        elif not chunk and isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            sizes = [count] * -(-length // count)
+        elif not chunk and isinstance(count, (list, tuple)) and all(isinstance(c, int) for c in count):
+            sizes = list(count)
+        else:
+            raise self.fail(node, f"splits into {count!r}: expected a number of pieces or their sizes")
+        bounds, start = [], 0
+        for size in sizes:
+            if start < length or not bounds:
+                bounds.append((start, min(length, start + size)))
+            start += size
+        self.chunks[node] = (source, dim % rank, bounds)
+        self.value[node] = None
+
     def chunk_item(self, node: fx.Node) -> None:
-        source, chunks = self.chunks[node.args[0]]
-        index = int(node.args[1])
-        channels = source.meta["tensor_meta"].shape[1]
-        size = -(-channels // chunks)
-        start, stop = index * size, min(channels, (index + 1) * size)
-        attrs = {"start": start} if stop == channels else {"start": start, "stop": stop}
+        source, dim, bounds = self.chunks[node.args[0]]
+        index = node.args[1]
+        if not isinstance(index, int) or isinstance(index, bool) or not -len(bounds) <= index < len(bounds):
+            raise self.fail(node, f"takes the piece {index!r} of {len(bounds)}: expected one of them by its index")
+        index %= len(bounds)
+        start, stop = bounds[index]
         scope = _scope_of(node)
         self.scope(scope)
         name = self.fresh(scope, f"chunk{index}")
-        self.add(node, Lowered("slice", attrs), scope, name, self.inputs_of(node, [source]), {})
+        inputs = self.inputs_of(node, [source])
+        length = int(source.meta["tensor_meta"].shape[dim])
+        attrs = {"start": start} if stop == length else {"start": start, "stop": stop}
+        if dim != 1 or self.type_of(inputs[0]).channel_axis != 0:
+            attrs["axis"] = dim - 1
+        self.add(node, Lowered("slice", attrs), scope, name, inputs, {})
+
+    def arithmetic(self, node: fx.Node) -> bool:
+        """A tensor and a number joined by ``+ - * /`` (``x * 0.5``, ``q / math.sqrt(d)``, ``1 + x``), a
+        tensor less another (``a - b``) and ``-x``, written with the spec's ``constant`` (a tensor
+        like its input, every value one number), ``add`` and ``mul``: ``x - c`` as ``x + (-c)``,
+        ``x / c`` as ``x * (1 / c)``, ``a - b`` as ``a + b * -1``. Whether the call was one: a
+        call of two tensors or of a number that leaves the tensor as it is (``0 + x``) is not."""
+        kind = _ARITHMETIC.get(node.target) if node.op == "call_function" else _METHOD_ARITHMETIC.get(node.target)
+        if kind is None or node.kwargs or any(a in self.params for a in node.args):
+            return False
+        args = [self.consts.get(a, a) for a in node.args]
+        tensors = [a for a in args if isinstance(a, fx.Node)]
+        numbers = [a for a in args if type(a) in (int, float, bool)]
+        if any(self.value.get(t) is None for t in tensors) or len(tensors) + len(numbers) != len(args):
+            return False
+        if kind == "neg" and len(tensors) == 1:  # -x: x * -1
+            return self._with_constant(node, self.inputs_of(node, tensors)[0], "mul", -1.0)
+        if kind == "sub" and len(tensors) == 2:  # a - b: a + b * -1
+            a, b = self.inputs_of(node, tensors)
+            self._with_constant(node, b, "mul", -1.0, final=False)
+            scope = _scope_of(node)
+            self.add(node, Lowered("add"), scope, self.fresh(scope, "difference"), [a, self.value[node]], {})
+            return True
+        if len(tensors) != 1 or len(numbers) != 1 or kind == "neg":
+            return False
+        value, x = float(numbers[0]), self.inputs_of(node, tensors)[0]
+        if kind == "sub" and not isinstance(args[0], fx.Node):  # c - x: x * -1 + c
+            self._with_constant(node, x, "mul", -1.0, final=False)
+            return self._with_constant(node, self.value[node], "add", value)
+        if kind == "div" and (value == 0 or not isinstance(args[0], fx.Node)):
+            return False  # c / x: no spec op
+        value = -value if kind == "sub" else 1 / value if kind == "div" else value
+        if value == (0.0 if kind in ("add", "sub") else 1.0):
+            self.value[node] = x  # 0 + x, x * 1: x
+            return True
+        return self._with_constant(node, x, "add" if kind in ("add", "sub") else "mul", value)
+
+    def batch_moved(self, node: fx.Node) -> bool:
+        """``qkv.permute(2, 0, 3, 1, 4)`` (timm's attention: queries, keys and values side by side
+        put first) moves the batch axis, which no spec op does; where each reader takes one of
+        the first axis's positions (``qkv[0]``, ``q, k, v = qkv.unbind(0)``), that is a ``select``
+        of the position along the axis put first and a ``permute`` of the rest, the batch first:
+        whether it is (else the op table refuses the permute)."""
+        call = self.call(node, self.tensor_inputs(node))
+        rest = call.args[1:]
+        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest or call.kwargs.get("dims", ())
+        if not call.rank or len(dims) != call.rank or not all(isinstance(d, int) for d in dims):
+            return False
+        dims = [d % call.rank for d in dims]
+        if dims[0] == 0 or dims[1] != 0 or sorted(dims) != list(range(call.rank)):
+            return False
+
+        def picks(user: fx.Node) -> bool:  # x[i], or x.unbind(0) read only by x[i]
+            if user.target is _getitem:
+                return isinstance(user.args[1], int) and not isinstance(user.args[1], bool)
+            unbinds = user.target in ("unbind", torch.unbind) and user.args[1:2] in ((), (0,))
+            return unbinds and user.kwargs.get("dim", 0) == 0 and all(picks(u) for u in user.users)
+
+        if not node.users or not all(picks(u) for u in node.users):
+            return False
+        self.moved[node] = (node.args[0], dims)
+        self.value[node] = None
+        return True
+
+    def moved_item(self, node: fx.Node) -> None:
+        source, dims = self.moved[node.args[0]]
+        length = int(source.meta["tensor_meta"].shape[dims[0]])
+        index = node.args[1] % length
+        rest = [d - (d > dims[0]) for d in dims[1:]]  # the axes left, numbered after the select
+        chain = [Lowered("select", {"axis": dims[0] - 1, "index": index})]
+        if rest != sorted(rest):
+            chain.append(Lowered("permute", {"dims": [d - 1 for d in rest[1:]]}, suffix="permute"))
+        scope = _scope_of(node)
+        self.scope(scope)
+        name = self.fresh(scope, f"part{index}")
+        self.add(node, tuple(chain) if len(chain) > 1 else chain[0], scope, name, self.inputs_of(node, [source]), {})
+
+    def _with_constant(self, node: fx.Node, x: str, op: str, value: float, final: bool = True) -> bool:
+        """``x`` (a node's id) and a ``constant`` of ``value`` like it, joined by ``op``."""
+        scope = _scope_of(node)
+        self.scope(scope)
+        name = self.fresh(scope, {"add": "shift", "mul": "scale"}[op])
+        value_name = self.fresh(scope, f"{name}_value")
+        self.add(node, Lowered("constant", {"value": value}), scope, value_name, [x], {}, final=False)
+        self.add(node, Lowered(op), scope, name, [x, self.value[node]], {}, final=final)
+        return True
 
     def layer_scale(self, node: fx.Node) -> None:
+        """``gamma * x``: a parameter of the shape the spec's ``layer_scale`` holds on ``x`` (C, 1,
+        1) scaling a map's channels, (C,) the last axis of tokens or features), as torch
+        broadcasts it."""
         a, b = node.args[:2]
         param, x = (a, b) if a in self.params else (b, a)
         target = self.params[param]
-        tensor = self.root.get_parameter(target)
+        if not isinstance(x, fx.Node) or self.value.get(x) is None:
+            raise self.fail(node, f"multiplies '{target}' by something other than a tensor the spec can name")
+        tensor = self.learned_tensor(node, target)
         shape = tuple(tensor.shape)
-        channels = x.meta["tensor_meta"].shape[1]
-        if shape not in ((channels, 1, 1), (channels,)):
+        inputs = self.inputs_of(node, [x])
+        want = tuple(OPS["layer_scale"].weights([self.type_of(inputs[0])], {"init": 1.0})[0].shape)
+        if shape != want:
             raise self.fail(
-                node, f"multiplies by '{target}' of shape {list(shape)}: only a per-channel scale is understood"
+                node,
+                f"multiplies by '{target}' of shape {list(shape)}: a scale the spec's layer_scale holds is one per "
+                f"channel of this input, of shape {list(want)}",
             )
         scope, _, attr = target.rpartition(".")
         init = 1e-6
-        if tensor.device.type != "meta" and tensor.numel() and bool((tensor == tensor.flatten()[0]).all()):
-            init = float(tensor.flatten()[0])
+        values = tensor.detach()
+        if values.device.type != "meta" and values.numel() and bool((values == values.flatten()[0]).all()):
+            init = float(values.flatten()[0])
         self.scope(scope)
         name = self.fresh(scope, attr, own=True)
-        self.add(node, Lowered("layer_scale", {"init": init}), scope, name, self.inputs_of(node, [x]), {"": tensor})
+        self.add(node, Lowered("layer_scale", {"init": init}), scope, name, inputs, {"": tensor})
 
     def learned(self, param: fx.Node, reads: object) -> None:
         """A module's tensor read in the forward (a ViT's position embedding added to the tokens)
@@ -600,12 +775,20 @@ class _Reader:
         self.parameter(node, node.args[0], sizes[0].of)
 
     def learned_tensor(self, node: fx.Node, target: str) -> torch.Tensor:
+        """The parameter ``target`` names, read by this one node: a tensor that is no parameter (a
+        buffer, a constant) is fixed where the spec's tensors are learned, and one read twice
+        would be two tensors of the spec (each node owns its own)."""
         try:
-            return self.root.get_parameter(target)
+            tensor = self.root.get_parameter(target)
         except AttributeError:
             raise self.fail(
-                node, f"reads '{target}', which is no parameter: the spec's parameter op is learned"
+                node,
+                f"reads '{target}', which is no parameter (a buffer or a constant): the spec's tensors are learned",
             ) from None
+        owner = self.param_reads.setdefault(target, node)
+        if owner is not node:
+            raise self.fail(node, f"reads '{target}' a second time: a spec's tensor belongs to one layer")
+        return tensor
 
     def parameter(self, node: fx.Node, param: fx.Node, reads: fx.Node) -> None:
         target = param.target
@@ -639,9 +822,36 @@ class _Reader:
         return [("out", value)]
 
 
-_getitem = __import__("operator").getitem
-_mul = __import__("operator").mul
-_add = __import__("operator").add
+_getitem = operator.getitem
+#: arithmetic of a tensor and a number (or of two tensors, ``sub``): functions and methods
+_ARITHMETIC = {operator.add: "add", operator.iadd: "add", torch.add: "add", operator.sub: "sub"}
+_ARITHMETIC |= {operator.isub: "sub", torch.sub: "sub", operator.mul: "mul", operator.imul: "mul", torch.mul: "mul"}
+_ARITHMETIC |= {operator.truediv: "div", operator.itruediv: "div", torch.div: "div", operator.neg: "neg"}
+_ARITHMETIC |= {torch.neg: "neg", torch.true_divide: "div"}
+_METHOD_ARITHMETIC = {"add": "add", "add_": "add", "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul"}
+_METHOD_ARITHMETIC |= {"div": "div", "div_": "div", "neg": "neg", "neg_": "neg"}
+#: calls whose result may share the memory of their first argument
+_VIEW_METHODS = frozenset(
+    "view view_as reshape transpose swapaxes permute flatten unflatten squeeze unsqueeze expand expand_as narrow "
+    "select t contiguous chunk split unbind".split()
+)
+_VIEW_FUNCTIONS = frozenset(
+    {operator.getitem, torch.reshape, torch.flatten, torch.transpose, torch.swapaxes, torch.permute, torch.squeeze}
+    | {torch.unsqueeze, torch.narrow, torch.select, torch.chunk, torch.split, torch.functional.split}
+)
+
+
+def _is_view(node: object) -> bool:
+    if not isinstance(node, fx.Node) or not node.args or not isinstance(node.args[0], fx.Node):
+        return False
+    if node.op == "call_method":
+        return node.target in _VIEW_METHODS
+    return node.op == "call_function" and node.target in _VIEW_FUNCTIONS
+
+
+_IN_PLACE = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.imatmul}
+_mul = operator.mul
+_add = operator.add
 
 
 def _describe_arguments(scope: Scope, values: dict, order: list[str]) -> None:
@@ -736,19 +946,17 @@ def read_module(
     ``allow_opaque``, a one-input call without a spec op is an ``opaque`` op."""
     shape = tuple(input_shape or DEFAULT_SHAPE)
     label = label or type(module).__name__
-    train = _trace(module, True, label)
-    infer = _trace(module, False, label)
-    _shapes(module, train, shape, label)
-    _shapes(module, infer, shape, label)
+    if module._forward_hooks or module._forward_pre_hooks:
+        raise ImportFailure(
+            "the model has forward hooks, which torch.fx does not trace (it reads the forward alone): a spec's model "
+            "computes its entries",
+            where=label,
+        )
+    decisions: dict[bool, dict[int, bool]] = {True: {}, False: {}}
+    train = _located(lambda: traced(module, True, label, shape, decisions[True]), module, True, label, decisions)
+    infer = _located(lambda: traced(module, False, label, shape, decisions[False]), module, False, label, decisions)
     reader = _Reader(module, records or {}, label, allow_opaque)
-    try:
-        inp, outputs = reader.read(train)
-    except ImportFailure as e:
-        if e.location is None and getattr(e, "fx_node", None):  # trace again, to say where
-            lines = _trace(module, True, label, stack_traces=True)
-            node = next((n for n in lines.nodes if n.name == e.fx_node), None)
-            e.location = _location(node) if node is not None else None
-        raise
+    inp, outputs = _read_located(reader, train, module, True, label, decisions)
     if not outputs:
         raise ImportFailure("the model returns no tensor", where=label)
     out_ids = []
@@ -766,10 +974,68 @@ def read_module(
         outputs_by_name=reader.by_name,
     )
     at_inference = _Reader(module, {}, label, allow_opaque)
-    _, inference_outputs = at_inference.read(infer)
+    at_inference.at_inference = True
+    _, inference_outputs = _read_located(at_inference, infer, module, False, label, decisions)
     _mark_training_only(model, at_inference.nodes, len(inference_outputs), label)
     _drop_dead(model, label)
+    _fold_sums(model)
+    _note_unread(model, module)
     return model
+
+
+def _note_unread(model: FlatModel, module: nn.Module) -> None:
+    """The source's tensors that no node holds (a layer the forward never calls): the spec has
+    no place for them, so the source's state_dict does not load into it strictly; the report
+    says which."""
+    held = {f"{n.path}.{k}" if k else n.path for n in model.nodes.values() for k in n.tensors}
+    unread = [k for k in module.state_dict() if k not in held]
+    if unread:
+        shown = ", ".join(unread[:4]) + (f" and {len(unread) - 4} more" if len(unread) > 4 else "")
+        model.notes.append(
+            f"{len(unread)} tensor{'s' if len(unread) != 1 else ''} of the source that the forward never reads "
+            f"({shown}) are left out: its state_dict loads only without them"
+        )
+
+
+def _read_located(reader: _Reader, graph: fx.Graph, module: nn.Module, training: bool, label: str, decisions: dict):
+    """``reader.read(graph)``, its errors located (:func:`_located`)."""
+    return _located(lambda: reader.read(graph), module, training, label, decisions)
+
+
+def _located(work, module: nn.Module, training: bool, label: str, decisions: dict):
+    """``work()``; an error at a node is located at the source line that made it (the module
+    is traced again, recording them, with the same ``decisions`` of its conditions, only then)."""
+    try:
+        return work()
+    except ImportFailure as e:
+        if e.location is None and getattr(e, "fx_node", None):
+            taken = e.decisions if getattr(e, "decisions", None) is not None else decisions[training]
+            lines = trace(module, training, label, stack_traces=True, decisions=dict(taken))
+            node = next((n for n in lines.nodes if n.name == e.fx_node), None)
+            e.location = source_line(node) if node is not None else None
+        raise
+
+
+def _fold_sums(model: FlatModel) -> None:
+    """``a + b + c`` (and ``sum(b(x) for b in branches)``) is traced as sums of two: a sum
+    whose first term is a sum of the same scope that nothing else reads is one sum of them all,
+    the same value (the spec's add sums its inputs in order), which a named merge can write."""
+    readers = model.consumers()
+    outputs = {o.node for o in model.outputs}
+    for node in list(model.nodes.values()):
+        inner = model.nodes.get(node.inputs[0]) if node.op == "add" and node.inputs else None
+        if (
+            inner is not None
+            and inner.op == "add"
+            and inner.scope == node.scope
+            and inner.phase == node.phase
+            and readers[inner.id] == [node.id]
+            and inner.id not in outputs
+        ):
+            node.inputs = [*inner.inputs, *node.inputs[1:]]
+            for i in inner.inputs:
+                readers[i] = [node.id if r == inner.id else r for r in readers[i]]
+            del model.nodes[inner.id]
 
 
 def _class_name(name: str) -> str:

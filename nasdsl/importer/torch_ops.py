@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,8 @@ class Call:
     kwargs: dict
     in_shapes: list[tuple[int, ...]]
     out_shape: tuple[int, ...] | None
+    #: the tensor inputs' types as the spec's ops infer them (their axes say which is the channels)
+    in_types: list = field(default_factory=list)
 
     def arg(self, index: int, name: str, default: object = _MISSING) -> object:
         if len(self.args) > index:
@@ -66,9 +68,11 @@ def _spec_axis(dim: object, call: Call) -> int:
 
 def _axis_attr(dim: object, call: Call, key: str) -> dict:
     """``{key: axis}`` for a dimension of the input; nothing (the default, the channels) for axis 1
-    of an image (N, C, H, W) or of features (N, C), the layouts whose channel axis is sure."""
+    of an image (N, C, H, W) or of features (N, C) whose channels the spec's types keep there (a
+    permuted map's channels are elsewhere: its axis 1 is then written as a number)."""
     axis = _spec_axis(dim, call)
-    return {} if axis == 0 and call.rank in (2, 4) else {key: axis}
+    first = not call.in_types or call.in_types[0].channel_axis == 0
+    return {} if axis == 0 and call.rank in (2, 4) and first else {key: axis}
 
 
 def _map_input(call: Call, what: str) -> None:
@@ -389,12 +393,64 @@ def _cat(call: Call) -> Lowered:
 
 
 def _binary(op: str) -> Callable[[Call], Lowered]:
+    """Two tensors joined (a tensor and a number are the reader's: ``constant`` and the op)."""
+
     def handler(call: Call) -> Lowered:
+        alpha = call.kwargs.get("alpha", 1)
+        if alpha != 1:
+            raise Unsupported(f"{op} with alpha={alpha!r}: the spec's {op} joins its inputs as they are")
         if len(call.in_shapes) != 2:
             raise Unsupported(f"{op} with a constant: the spec's {op} joins two tensors")
         return Lowered(op)
 
     return handler
+
+
+def _padding(pad: object, value: object, mode: str) -> Lowered:
+    """``F.pad``'s widths, (left, right, top, bottom, ...) from the last axis back, as the
+    spec's ``pads``, one [before, after] pair per axis from the first padded one on."""
+    if mode != "constant":
+        raise Unsupported(f"mode '{mode}': the spec's pad pads with a constant")
+    widths = [int(w) for w in pad]
+    if len(widths) % 2 or any(w < 0 for w in widths):
+        raise Unsupported(f"pad {tuple(widths)}: the spec's pad takes pairs of widths of 0 or more")
+    pairs = [widths[k : k + 2] for k in range(0, len(widths), 2)]
+    return Lowered("pad", {"pads": pairs[::-1], **({"value": float(value)} if value else {})})
+
+
+def _f_pad(call: Call) -> Lowered:
+    value = call.arg(3, "value", None)
+    return _padding(call.arg(1, "pad"), 0.0 if value is None else value, call.arg(2, "mode", "constant"))
+
+
+def _pad_module(m: nn.Module, call: Call) -> Lowered:
+    return _padding(m.padding, getattr(m, "value", 0.0), "constant")
+
+
+def _squeeze_call(call: Call) -> Lowered:
+    """``x.squeeze(dim)``, ``x.unsqueeze(dim)``: axes of size 1 taken or put, a reshape; a
+    squeeze without a dim would take the batch's too where it is 1."""
+    dim = call.arg(1, "dim", None)
+    dims = dim if isinstance(dim, (list, tuple)) else [dim]
+    if dim is None or any(not isinstance(d, int) or isinstance(d, bool) for d in dims):
+        raise Unsupported("a squeeze without a dim: it would take the batch's axis too where the batch is 1")
+    rank = max(call.rank, len(call.out_shape or ()))
+    if any(int(d) % rank == 0 for d in dims):
+        raise Unsupported("an axis of the batch taken or put: the spec's ops work on each sample")
+    return Lowered("reshape", {"shape": list(call.out_shape[1:])})
+
+
+def _same_dtype(call: Call) -> Lowered:
+    """``x.float()``, ``x.clone()``: the tensor as it is (a spec computes in float32)."""
+    if call.kwargs.get("memory_format") is not None:
+        raise Unsupported("a memory format: the spec's tensors have one")
+    return Lowered("identity")
+
+
+def _matmul(call: Call) -> Lowered:
+    if len(call.in_shapes) != 2 or min(len(s) for s in call.in_shapes) < 3:
+        raise Unsupported("a matrix product of other than two tensors of 2 or more axes beside the batch")
+    return Lowered("matmul")
 
 
 def _flatten_call(call: Call) -> Lowered:
@@ -419,7 +475,11 @@ def _swapaxes_call(call: Call) -> Lowered:
 
 
 def _mean(call: Call) -> tuple[Lowered, ...] | Lowered:
-    dims = call.arg(1, "dim")
+    if call.kwargs.get("dtype") is not None:
+        raise Unsupported("a mean with a dtype: the spec computes in float32")
+    dims = call.arg(1, "dim", None)
+    if dims is None:
+        raise Unsupported("a mean over every axis, the batch's too: the spec's ops work on each sample")
     keep = bool(call.arg(2, "keepdim", False))
     dims = sorted(int(d) % call.rank for d in (dims if isinstance(dims, (list, tuple)) else [dims]))
     if call.rank != 4 or dims != [2, 3]:
@@ -528,6 +588,8 @@ def _upsample(m: nn.Upsample, call: Call) -> Lowered:
 
 
 MODULES[nn.Upsample] = _upsample
+MODULES[nn.ZeroPad2d] = _pad_module
+MODULES[nn.ConstantPad2d] = _pad_module
 
 
 def _channel_shuffle(call: Call) -> Lowered:
@@ -547,6 +609,15 @@ def _reshape(call: Call) -> Lowered:
     sizes = call.args[1:] or call.kwargs.get("shape", ())
     if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
         sizes = sizes[0]
+    if sizes and sizes[0] == -1 and all(isinstance(s, int) and s > 0 for s in sizes[1:]):
+        per_sample = 1
+        for d in call.in_shapes[0][1:]:
+            per_sample *= d
+        rest = 1
+        for d in sizes[1:]:
+            rest *= d
+        if rest == per_sample:  # x.view(-1, c * h * w): the -1 is the batch
+            sizes = (Batch(None), *sizes[1:])
     if not sizes or not isinstance(sizes[0], Batch):
         raise Unsupported("a reshape whose first size is not the batch size (x.shape[0]): the spec's reshape keeps it")
     if any(isinstance(s, Batch) for s in sizes[1:]):
@@ -563,22 +634,47 @@ def _reshape(call: Call) -> Lowered:
 
 
 def _index(call: Call) -> Lowered:
-    """``x[:, 0]``: one position along one axis (the batch kept whole) is a select."""
+    """``x[:, 0]``, ``x[..., -1]``: one position along one axis (the batch kept whole) is a
+    select; ``x[:, 2:6]``, ``x[..., ::2]``: a run of positions along one axis is a slice;
+    ``x[:, :, None, None]``: axes of size 1 put after the batch, a reshape."""
     index = call.args[1]
     index = index if isinstance(index, tuple) else (index,)
+    if call.in_shapes and sum(i is Ellipsis for i in index) == 1:
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (call.rank - len(index) + 1) + index[at + 1 :]
     full = slice(None, None, None)
+    if None in index and index[0] == full and all(i is None or i == full for i in index):
+        return Lowered("reshape", {"shape": list(call.out_shape[1:])})  # x[:, :, None, None]: axes of 1 put
     taken = [k for k, i in enumerate(index) if i != full]
-    if (
-        len(taken) == 1
-        and taken[0] > 0
-        and isinstance(index[taken[0]], int)
-        and not isinstance(index[taken[0]], bool)
-        and all(isinstance(i, (slice, int)) for i in index)
-    ):
-        return Lowered("select", {"axis": taken[0] - 1, "index": index[taken[0]]})
-    raise Unsupported(
-        f"indexing with {index!r}: the spec takes one position along one axis other than the batch (select)"
+    refused = Unsupported(
+        f"indexing with {index!r}: the spec takes one position (select) or runs of positions (slice) along axes "
+        "other than the batch"
     )
+    if not taken or taken[0] == 0 or len(index) > call.rank:
+        raise refused
+    item = index[taken[0]]
+    if len(taken) == 1 and isinstance(item, int) and not isinstance(item, bool):
+        return Lowered("select", {"axis": taken[0] - 1, "index": item})
+    steps = []
+    for axis in taken:  # x[..., ::2, 1::2]: a slice along each axis, one after the other
+        item = index[axis]
+        if not isinstance(item, slice) or not all(
+            type(v) is int or v is None for v in (item.start, item.stop, item.step)
+        ):
+            raise refused
+        length = call.in_shapes[0][axis]
+        start, stop, step = item.indices(length)
+        if step < 1 or start >= stop:
+            raise refused
+        if start == 0 and stop >= length and step == 1:
+            continue  # x[:, 0:100] of 6 channels: all of them
+        attrs = {**_axis_attr(axis, call, "axis"), "start": start}
+        if stop < length:
+            attrs["stop"] = stop
+        if step != 1:
+            attrs["step"] = step
+        steps.append(Lowered("slice", attrs, suffix=f"axis{axis - 1}" if steps else ""))
+    return tuple(steps) if len(steps) > 1 else steps[0] if steps else Lowered("identity")
 
 
 FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
@@ -590,6 +686,13 @@ FUNCTIONS: dict[object, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     operator.mul: _binary("mul"),
     operator.imul: _binary("mul"),
     torch.mul: _binary("mul"),
+    operator.matmul: _matmul,
+    torch.matmul: _matmul,
+    torch.bmm: _matmul,
+    torch.mean: _mean,
+    F.pad: _f_pad,
+    torch.squeeze: _squeeze_call,
+    torch.unsqueeze: _squeeze_call,
     torch.flatten: _flatten_call,
     torch.permute: _permute_call,
     torch.reshape: _reshape,
@@ -629,7 +732,16 @@ METHODS: dict[str, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
     "transpose": _transpose_call,
     "swapaxes": _swapaxes_call,
     "view": _reshape,
+    "matmul": _matmul,
+    "squeeze": _squeeze_call,
+    "unsqueeze": _squeeze_call,
+    "float": _same_dtype,
+    "clone": _same_dtype,
+    "softmax": lambda call: _softmax(call.arg(1, "dim", None), call),
 }
+#: a method's in-place form (``y.add_(x)``, ``x.relu_()``) computes what the method does; the
+#: reader makes later reads of the tensor it changes read its result
+METHODS.update({f"{name}_": METHODS[name] for name in ("relu", "sigmoid", "tanh", "add", "mul")})
 
 
 def _torchvision_functions() -> None:
@@ -659,4 +771,5 @@ NAMES = {
     "max_pool2d": "maxpool",
     "contiguous": "contiguous",
     "getitem": "select",
+    "matmul": "product",  # not "matmul", the merge's key
 }

@@ -4,7 +4,8 @@ A forward that reads ``x.shape`` (torchvision's ViT: ``n, c, h, w = x.shape``, `
 self.image_size, ...)``, ``x.reshape(n, self.hidden_dim, n_h * n_w)``) records those reads and
 the arithmetic on them as fx nodes. A spec is written for one input size (``--input-shape``), so
 each such node is a constant there: :func:`evaluate` computes it from the shapes the example input
-gave. The batch size alone is not a constant of the spec: it is :class:`Batch`, which may only
+gave (a size, or a number made of sizes: ``q.shape[-1] ** -0.5``, which a spec writes as a
+constant). The batch size alone is not a constant of the spec: it is :class:`Batch`, which may only
 stand where a batch axis goes (the first size of a reshape or an expand); arithmetic on it is
 refused. An assertion that held on the example input is dropped.
 """
@@ -38,6 +39,8 @@ _ARITHMETIC = {
     operator.sub: operator.sub,
     operator.mul: operator.mul,
     operator.floordiv: operator.floordiv,
+    operator.truediv: operator.truediv,
+    operator.pow: operator.pow,
     operator.mod: operator.mod,
     operator.eq: operator.eq,
     operator.ne: operator.ne,
@@ -46,6 +49,7 @@ _ARITHMETIC = {
     operator.gt: operator.gt,
     operator.ge: operator.ge,
     operator.neg: operator.neg,
+    operator.not_: operator.not_,
 }
 
 #: what an evaluated assertion is: nothing a spec writes
@@ -93,7 +97,10 @@ def evaluate(node: fx.Node, consts: dict[fx.Node, object]) -> object:
         operands = [value(a) for a in args]
         if any(isinstance(v, Batch) for v in operands):
             raise BatchArithmetic
-        if not all(isinstance(v, (int, bool)) for v in operands):
+        if not all(type(v) in (int, bool, float) for v in operands):
             raise NotShape
-        return _ARITHMETIC[target](*operands)
+        try:
+            return _ARITHMETIC[target](*operands)
+        except (ZeroDivisionError, OverflowError, ValueError):
+            raise NotShape from None  # read as an op, which no spec op computes
     raise NotShape
