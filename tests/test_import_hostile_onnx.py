@@ -515,10 +515,6 @@ def test_an_input_shape_of_another_rank_is_refused():
             import_model(model, input_shape=sizes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nasdsl/importer/__init__.py (_read) turns input_shape's sizes into integers with int(): 3.5 is read as 3",
-)
 def test_an_input_shape_of_fractions_is_refused():
     with pytest.raises(ImportFailure):
         import_model(_file([_conv("x", "y")], [W, B]), input_shape=(3.5, 8, 8))
@@ -582,3 +578,23 @@ def test_an_input_without_a_shape_is_refused_naming_it(tmp_path, capsys):
     model.graph.input[0].type.tensor_type.ClearField("shape")
     rc, path = _import(tmp_path, model)
     assert rc == 2 and f"{path}: error: the input 'x' declares no shape" in capsys.readouterr().err
+
+
+def test_a_check_that_cannot_compare_says_why(tmp_path):
+    """Outputs of other shapes, and a generated model that cannot run at the size the file fixes,
+    were only 'relative error inf'."""
+    import nasdsl
+    from nasdsl.backends.verify import compare, verify_import
+    from nasdsl.weights import initial_weights
+
+    got = compare("output 0", np.zeros((2, 3)), np.zeros((2, 4)), 1e-4)
+    assert not got.ok and got.note == "shape 2x3 against the reference's 2x4"
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "nasdsl: 1\nname: S\ninput: {shape: [3, 16, 16]}\nmodel:\n  flat: flatten\n  fc: {op: linear, out: 2}\n"
+    )
+    g = nasdsl.compile_spec(spec).graph
+    pooled = _file([_node("GlobalAveragePool", ["x"], ["p"]), _node("Flatten", ["p"], ["y"])], [], shape=(1, 3, 8, 8))
+    checked = verify_import(g, initial_weights(g), pooled)
+    assert not checked.ok and [c.name for c in checked.checks] == ["input"]
+    assert checked.checks[0].note.startswith("the generated model does not run at the input size the file fixes, 3x8x8")
