@@ -417,14 +417,19 @@ class _Builder:
                 self.structural |= scope.depends(piece)
         try:
             count = b.count.evaluate(scope.env)
-            if count is not None:
-                return check_int(count, 1, MAX_REPEAT)
         except SpecError as e:
             raise _in_node(e.at(location=b.count.loc, path=b.count.path), scope, path) from None
-        # a parameter given null: reported where null was written, as a `when`'s is
+        # a count a parameter gives (null, 0, 2.5): reported where the argument was written, as a `when`'s is
         origin = scope.blame(b.count)
         used = f" (used as the count of repeat {path})" if origin is not b.count else ""
-        raise SpecError(f"expected an integer > 0, got null{used}", location=origin.loc, path=origin.path)
+        if count is None:
+            raise SpecError(f"expected an integer > 0, got null{used}", location=origin.loc, path=origin.path)
+        try:
+            return check_int(count, 1, MAX_REPEAT)
+        except SpecError as e:
+            if origin is b.count:
+                raise _in_node(e.at(location=b.count.loc, path=b.count.path), scope, path) from None
+            raise SpecError(f"{e.message}{used}", location=origin.loc, path=origin.path) from None
 
     @staticmethod
     def _indexed(scope: _Scope, index: str, i: int) -> _Scope:
