@@ -533,8 +533,7 @@ MISTAKES = [
         "blocks",
         'd3: {use: Deep, args: ["2 * width", 3]}',
         'd3: {use: Deep, args: ["2 * width", 0]}',
-        "{f}:78:41: error: model.deep.d3.args[1]: expected an integer > 0, got 0 (used as the count of repeat "
-        "deep.d3)",
+        "{f}:78:41: error: model.deep.d3.args[1]: expected an integer > 0, got 0 (used as the count of repeat deep.d3)",
     ),
     # the class's first argument is its input's size: a parameter of that name wrote a class with two
     # arguments of one name (a SyntaxError in a file said to be written)
