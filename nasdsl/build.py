@@ -623,11 +623,13 @@ class _Builder:
         t = self.spec.templates.get(b.template)
         if t is None:
             known = [*self.spec.templates, *SPEC_OPS]
-            raise SpecError(
+            unknown = SpecError(
                 f"unknown op or template '{b.template}'{did_you_mean(b.template, known)}",
                 location=b.template_loc or b.loc,
                 path=use_path,
             )
+            unknown.needs_section = "templates"  # type: ignore[attr-defined]  # see spec.follows_from_ignored
+            raise unknown
         if t.name in scope.templates:
             chain = " -> ".join([*scope.templates[scope.templates.index(t.name) :], t.name])
             raise LimitError(f"template {t.name} instantiates itself ({chain})", location=b.loc, path=b.path)

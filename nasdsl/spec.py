@@ -101,7 +101,9 @@ class Value:
         try:
             return self.expr.evaluate(env)
         except ex.ExprError as e:
-            raise SpecError(e.message, location=self.loc.shifted(e.offset), path=self.path) from None
+            error = SpecError(e.message, location=self.loc.shifted(e.offset), path=self.path)
+            error.needs_section = getattr(e, "needs_section", None)  # type: ignore[attr-defined]
+            raise error from None
 
 
 def parse_value(raw: object, loc: Location, path: str, *, null: bool = False) -> Value:
@@ -369,13 +371,13 @@ def refuse_leftovers(m: YMap, allowed: Iterable[str], path: str, what: str, *, d
         hint = did_you_mean(key, allowed)
         if key in PLACEMENT_KEYS and key not in allowed:
             hint = f" ('{key}' places an entry only in a model or outputs section of a document that extends another)"
-        errors.append(
-            SpecError(
-                f"unknown key '{key}' in {what}{hint}; allowed: {', '.join(allowed)}",
-                location=m.key_locs.get(key, m.loc),
-                path=join(path, key),
-            )
+        error = SpecError(
+            f"unknown key '{key}' in {what}{hint}; allowed: {', '.join(allowed)}",
+            location=m.key_locs.get(key, m.loc),
+            path=join(path, key),
         )
+        error.ignored_key = key  # type: ignore[attr-defined]
+        errors.append(error)
     deferred = _DEFERRED.get() if deferrable else None
     if deferred is not None:
         for e in errors:
@@ -388,8 +390,14 @@ def refuse_leftovers(m: YMap, allowed: Iterable[str], path: str, what: str, *, d
 def follows_from_ignored(e: NasdslError, deferred: Iterable[NasdslError]) -> bool:
     """Whether ``e`` is about a block that was parsed without one of its (unknown) keys: such
     an error may only follow from the ignored key (``kernal: 3`` gives "missing attribute
-    kernel"), and is not reported beside it."""
+    kernel"), and is not reported beside it. So is an unknown template or name where the spec's
+    ``templates`` or ``variables`` section was ignored under a misspelt key (``template:``)."""
     blocks = {getattr(d, "ignored_in", None) for d in deferred}
+    section = getattr(e, "needs_section", None)
+    if section is not None:
+        misspelt = (getattr(d, "ignored_key", "") for d in deferred if getattr(d, "ignored_in", None) == "")
+        if any(did_you_mean(key, [section]) for key in misspelt):
+            return True
     return e.path is not None and e.path in blocks
 
 

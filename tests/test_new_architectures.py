@@ -440,6 +440,23 @@ MISTAKES = [
         "{f}:39:34: error: templates.ResNeXt.body.se.wen: unknown key 'wen' in template use (did you mean "
         "'when'?); allowed: use, args, phase, when, doc, from",
     ),
+    # a misspelt section: its key is named, and not every use of a template or variable it holds
+    (
+        "typo-of-the-templates-section",
+        "unet",
+        "\ntemplates:\n",
+        "\ntemplate:\n",
+        "{f}:12:1: error: template: unknown key 'template' in a spec (did you mean 'templates'?); allowed: nasdsl, "
+        "name, doc, extends, input, variables, init, templates, model, outputs, outputs_by_name, evaluation",
+    ),
+    (
+        "typo-of-the-variables-section",
+        "unet",
+        "\nvariables:\n",
+        "\nvariabels:\n",
+        "{f}:8:1: error: variabels: unknown key 'variabels' in a spec (did you mean 'variables'?); allowed: "
+        "nasdsl, name, doc, extends, input, variables, init, templates, model, outputs, outputs_by_name, evaluation",
+    ),
     # a misspelt key beside a missing one: the typo is named, not only the missing key
     (
         "typo-of-a-repeat-block",
