@@ -135,7 +135,10 @@ def find_loop(calls: list[Call], names: list[str] | None, index: str, count: str
     starts = range(min(2, len(calls))) if count is not None else range(len(calls) - MIN_LOOP + 1)
     for start in starts:
         body = _fit(calls[start:], start, index)
-        pattern = _name_pattern(names[start:], start, index) if names is not None else None
+        pattern = None
+        if names is not None:  # one name after the first says no pattern: the names from the first do
+            tail = len(names) - start > 1
+            pattern = _name_pattern(names[start:], start, index) if tail else _name_pattern(names, 0, index)
         if body is not None and (names is None or pattern is not None):
             return Loop(start, body, pattern)
     if count is not None:

@@ -1341,6 +1341,14 @@ class _Writer:
             pieces = Pieces([*sig, "        super().__init__()", *fix], opening, entries, tmpl.build_order)
             init, forward = pieces.assembled(entries)
             return ClassCode(class_name, head, init, [forward], ctx.used_helpers, pieces)
+        if body.kind == "seq" and body.repeat is not None and isinstance(body.repeat.count_expr, Sym):
+            # a body that is a repeat whose count a parameter gives: an nn.Sequential built by a loop
+            # to that argument, so that one class serves every count (`repeat: depth`), its blocks named as the
+            # repeat's `name:` says where it says
+            loop = self._repeat_loop(ctx, body, "")
+            if loop is not None and not fixups and not _off(ctx, body):
+                head[0] = f"class {class_name}(nn.Sequential):"
+                return ClassCode(class_name, head, sig + loop, [], ctx.used_helpers)
         if body.kind == "seq" and body.named and not _off(ctx, body):
             entries = []
             self._statements(ctx, body, notes, build_order=tmpl.build_order, pieces=entries)
@@ -1371,13 +1379,6 @@ class _Writer:
             return ClassCode(class_name, head, start + init, [forward], ctx.used_helpers)
         if body.kind == "seq" and not body.named and not _off(ctx, body) and _resized_after(body):
             return self._sequential_then(ctx, class_name, head, sig, fixups, body, notes, tmpl.loc, name)
-        if body.kind == "seq" and body.repeat is not None and isinstance(body.repeat.count_expr, Sym):
-            # a body that is a repeat whose count a parameter gives: an nn.Sequential built by a loop
-            # to that argument, so that one class serves every count (`repeat: depth`)
-            loop = self._repeat_loop(ctx, body, "")
-            if loop is not None and not fixups and not _off(ctx, body):
-                head[0] = f"class {class_name}(nn.Sequential):"
-                return ClassCode(class_name, head, sig + loop, [], ctx.used_helpers)
         # A single module, an unnamed sequence or unnamed branches: subclass it.
         call = _module_expr(ctx, body)
         base = call.func

@@ -404,6 +404,30 @@ def test_a_template_whose_body_is_a_repeat_is_one_class_for_every_count():
         assert block(torch.randn(1, 48, 5, 5)).shape == (1, 24, 5, 5)
 
 
+@pytest.mark.parametrize("depths", [(1, 3), (2, 3)])
+def test_a_repeated_body_with_a_name_pattern_is_one_class(depths, tmp_path):
+    """Deep's blocks named `unit{i + 1}`, used at two depths (1 and 3: the loop is learned from the
+    deeper use; 2 and 3: a loop from 1 of one block, named by the pattern of all the names)."""
+    text = (NEW / "blocks.yaml").read_text(encoding="utf-8")
+    text = text.replace("      repeat: depth\n", '      repeat: depth\n      name: "unit{i + 1}"\n', 1)
+    text = text.replace(
+        'd1: {use: Deep, args: ["2 * width", 1]}', f'd1: {{use: Deep, args: ["2 * width", {depths[0]}]}}'
+    )
+    text = text.replace(
+        'd3: {use: Deep, args: ["2 * width", 3]}', f'd3: {{use: Deep, args: ["2 * width", {depths[1]}]}}'
+    )
+    (tmp_path / "named.yaml").write_text(text, encoding="utf-8")
+    net = nasdsl.compile_spec(tmp_path / "named.yaml")
+    model = model_class(net.graph)()
+    names = {k.rsplit(".", 2)[0] for k in model.state_dict() if k.startswith("deep.")}
+    assert names == {f"deep.d1.unit{k + 1}" for k in range(depths[0])} | {
+        f"deep.d3.unit{k + 1}" for k in range(depths[1])
+    }
+    deep = type(model.deep.d1)(48, 24, 4)
+    assert list(deep._modules) == ["unit1", "unit2", "unit3", "unit4"]
+    assert [m.dw.in_channels for m in deep] == [48, 24, 24, 24]
+
+
 # --- what a user gets wrong ----------------------------------------------------------------------
 
 # (id, spec, text replaced, replacement, the whole message); each a mistake made in the specs above
