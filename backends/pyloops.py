@@ -19,6 +19,7 @@ so whatever the loop writes is exactly what the list would have written.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from .pyformat import Call, layout
 
@@ -112,50 +113,75 @@ def _name_pattern(names: list[str], start: int, index: str) -> str | None:
     return f'f"{parts[0].group(1)}{{{text}}}"'  # type: ignore[union-attr]
 
 
-def loop_lines(
-    attribute: str, calls: list[Call], names: list[str] | None, index: str, indent: int, count: str | None = None
-) -> list[str] | None:
-    """``__init__`` lines that build ``attribute`` as an ``nn.Sequential`` of ``calls``
-    (named ``names``, or numbered 0, 1, ... when None) with a loop, or None when no loop
-    of at least :data:`MIN_LOOP` blocks writes them. The blocks before the loop, if the
-    first ones differ (ResNet's strided first block), are written out in the constructor.
+@dataclass(frozen=True)
+class Loop:
+    """A loop that builds blocks ``start`` on, each ``body`` (``index`` in it), named by the
+    f-string ``pattern`` (None: numbered)."""
+
+    start: int
+    body: Call
+    pattern: str | None
+
+
+def find_loop(calls: list[Call], names: list[str] | None, index: str, count: str | None = None) -> Loop | None:
+    """The loop that writes ``calls`` (named ``names``, or numbered 0, 1, ... when None), or None
+    when no loop of at least :data:`MIN_LOOP` blocks writes them. The blocks before the loop, if
+    the first ones differ (ResNet's strided first block), are written out in the constructor.
     ``count`` is the number of blocks as the class's arguments give it (``num_layers``), written
     as the loop's end in place of the number; with it the loop is written for fewer blocks too,
-    so that a class reads the same at every count."""
-    if count is not None and len(calls) < MIN_LOOP:
-        body = _fit(calls, 0, index)
-        if body is not None and (names is None or _name_pattern(names, 0, index) is not None):
-            return _loop(attribute, calls, names, index, indent, 0, body, count)
-    for start in range(len(calls) - MIN_LOOP + 1):
+    so that a class reads the same at every count; where the first block differs from the others
+    (it reads the class's input, ``in_channels``, where the others read what the block before
+    makes), it is written before a loop from 1, which is right at every count of 1 or more."""
+    starts = range(min(2, len(calls))) if count is not None else range(len(calls) - MIN_LOOP + 1)
+    for start in starts:
         body = _fit(calls[start:], start, index)
-        if body is None or (names is not None and _name_pattern(names[start:], start, index) is None):
-            continue
-        return _loop(attribute, calls, names, index, indent, start, body, count)
+        pattern = None
+        if names is not None:  # one name after the first says no pattern: the names from the first do
+            tail = len(names) - start > 1
+            pattern = _name_pattern(names[start:], start, index) if tail else _name_pattern(names, 0, index)
+        if body is not None and (names is None or pattern is not None):
+            return Loop(start, body, pattern)
+    if count is not None:
+        return find_loop(calls, names, index)
     return None
 
 
-def _loop(
+def loop_lines(
     attribute: str,
     calls: list[Call],
     names: list[str] | None,
     index: str,
     indent: int,
-    start: int,
-    body: Call,
-    count: str | None,
+    count: str | None = None,
+    loop: Loop | None = None,
+) -> list[str] | None:
+    """``__init__`` lines that build ``attribute`` (empty: the class itself) as an
+    ``nn.Sequential`` of ``calls`` with ``loop`` (by default the one :func:`find_loop` finds),
+    or None where there is none."""
+    loop = loop or find_loop(calls, names, index, count)
+    if loop is None:
+        return None
+    return _loop(attribute, calls, names, index, indent, loop, count)
+
+
+def _loop(
+    attribute: str, calls: list[Call], names: list[str] | None, index: str, indent: int, loop: Loop, count: str | None
 ) -> list[str]:
-    """The lines of :func:`loop_lines` for a loop from block ``start`` on, each block ``body``."""
+    """The lines of :func:`loop_lines` for a loop from block ``start`` on, each block ``body``.
+    An empty ``attribute`` is the class itself, an ``nn.Sequential`` built by ``super().__init__``."""
+    start, body = loop.start, loop.body
+    target = f"self.{attribute}" if attribute else "self"
+    sequential = "nn.Sequential" if attribute else "super().__init__"
     if names is None:
-        add = Call(f"self.{attribute}.append", (body,))
-        head = Call("nn.Sequential", tuple(calls[:start]))
+        add = Call(f"{target}.append", (body,))
+        head = Call(sequential, tuple(calls[:start]))
     else:
-        pattern = _name_pattern(names[start:], start, index)
-        add = Call(f"self.{attribute}.add_module", (pattern, body))
+        add = Call(f"{target}.add_module", (loop.pattern, body))
         pairs = tuple(Call("", (f'"{n}"', c)) for n, c in zip(names[:start], calls[:start], strict=True))
-        head = Call("nn.Sequential", (Call("OrderedDict", (Call("", pairs, "[", "]"),)),) if pairs else ())
+        head = Call(sequential, (Call("OrderedDict", (Call("", pairs, "[", "]"),)),) if pairs else ())
     end = count if count is not None else str(len(calls))
-    loop = f"range({end})" if start == 0 else f"range({start}, {end})"
+    span = f"range({end})" if start == 0 else f"range({start}, {end})"
     used = re.search(rf"\b{index}\b", add.flat()) is not None
-    lines = layout(f"self.{attribute} = ", head, indent)
-    lines.append("    " * indent + f"for {index if used else '_'} in {loop}:")
+    lines = layout(f"{target} = " if attribute else "", head, indent)
+    lines.append("    " * indent + f"for {index if used else '_'} in {span}:")
     return lines + layout("", add, indent + 1)

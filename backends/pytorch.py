@@ -50,7 +50,7 @@ from nasdsl.passes.pipeline import run_pipeline
 
 from .names import BUILTINS, IMPORTED, METHOD_LOCALS, MODEL_ARGUMENTS_RESERVED, Namespace, check_attribute
 from .pyformat import Call, docstring, docstring_with_args, layout, layout_or_none, literal, safe_text, wrap
-from .pyloops import loop_lines
+from .pyloops import Loop, find_loop, loop_lines
 from .pytorch_ops import HELPER_CLASSES, ClassContext, check_lowering, lowering_for, names_in, render
 from .pytorch_weights import FROM_TRAINING, Replay
 
@@ -457,6 +457,9 @@ class _Writer:
         #: each template's entries that a parameter switches off at some uses, as a use that builds them has them
         self.built_elsewhere: dict[str, dict[str, ir.Block]] = {}
         self.init_helpers: set[str] = set()  # the init functions of the file's head the code calls
+        #: (template, attribute): the loop from 1 a use writes for a repeat whose count a parameter
+        #: gives, for the uses that repeat once (see _repeat_loop)
+        self.loop_bodies: dict[tuple[str | None, str], Loop] = {}
         #: the nodes under each path (a template use's nodes), built once
         self.members: dict[str, list[str]] = {}
         for graph in (g, ir.info(g).dormant.graph):
@@ -944,14 +947,22 @@ class _Writer:
         ]
         taken = {*ctx.arguments.values(), "in_channels", "in_features", "self"}
         index = next(n for n in ("i", "j", "k", *(f"i{k}" for k in range(len(taken) + 1))) if n not in taken)
-        attribute = f"{owner}.{c.name}".removeprefix("self.")
+        attribute = f"{owner}.{c.name}".removeprefix("self.") if owner else ""  # "": the class itself
         count = None  # the count as the class's argument gives it (a template's `repeat: num_layers`)
         if c.repeat is not None and isinstance(c.repeat.count_expr, Sym):
             with contextlib.suppress(CodegenError):
                 written = ctx.value(c.repeat.count_expr, None)
                 count = written.render() if written is not None else None
         names = [ch.name for ch in c.children] if c.named else None
-        return loop_lines(attribute, calls, names, index, 2, count=count)
+        key = (ctx.template, attribute)
+        loop = find_loop(calls, names, index, count)
+        if count is not None and len(calls) == 1 and key in self.loop_bodies:
+            # a use that repeats once shows no block after the first: the loop another use of the
+            # class writes from 1 builds none here, and the class reads the same at every count
+            loop = self.loop_bodies[key]
+        elif count is not None and loop is not None and loop.start == 1 and ctx.template is not None:
+            self.loop_bodies.setdefault(key, loop)
+        return loop_lines(attribute, calls, names, index, 2, count=count, loop=loop)
 
     def _previous_loop(
         self, ctx: ClassContext, c: ir.Block, current: str, produced: dict[str, str], names, owner, named=frozenset()
@@ -1160,10 +1171,16 @@ class _Writer:
             for c in inst.children[0].children
             if c.name in _switched_off(documented) and c.kind != "skip"
         }
+        hinted = {key for key in self.loop_bodies if key[0] == name}
         for inst in instances:
             code = self._template_class_for(name, inst, annotations, spatial, inplace, frozenset(), documented)
             self.helpers |= code.helpers
             texts.setdefault(_text(code), (code, inst))
+        if len(texts) > 1 and {key for key in self.loop_bodies if key[0] == name} != hinted:
+            texts = {}  # a later use wrote a loop that the uses repeating once can now write too
+            for inst in instances:
+                code = self._template_class_for(name, inst, annotations, spatial, inplace, frozenset(), documented)
+                texts.setdefault(_text(code), (code, inst))
         if len(texts) > 1:
             agreed = self._gated_agreement(name, list(texts.values()), annotations, spatial, inplace)
             if agreed is not None:
@@ -1183,6 +1200,17 @@ class _Writer:
             advice = "use one template per variant, or make what differs a parameter"
             if cause:
                 advice = "pass the value itself as an argument, or use one template per variant"
+            elif (branch := _switched_branch(a, b)) is not None:
+                merge, name_ = branch
+                cause = (
+                    f"the branch '{name_}' of {merge} is built at one use and not at the other, and "
+                    "a class writes a merge of the branches every use builds: "
+                )
+                advice = (
+                    "write the branches as entries of a named body that the merge reads by `ref` (an entry "
+                    "a parameter switches off passes its input on: `from: in` with `when:`), or use one "
+                    "template per variant"
+                )
             elif (switch := _folded_switch(a, b)) is not None:
                 cause = (
                     f"'{switch}' is switched by a condition the class cannot take as an argument (an "
@@ -1313,6 +1341,14 @@ class _Writer:
             pieces = Pieces([*sig, "        super().__init__()", *fix], opening, entries, tmpl.build_order)
             init, forward = pieces.assembled(entries)
             return ClassCode(class_name, head, init, [forward], ctx.used_helpers, pieces)
+        if body.kind == "seq" and body.repeat is not None and isinstance(body.repeat.count_expr, Sym):
+            # a body that is a repeat whose count a parameter gives: an nn.Sequential built by a loop
+            # to that argument, so that one class serves every count (`repeat: depth`), its blocks named as the
+            # repeat's `name:` says where it says
+            loop = self._repeat_loop(ctx, body, "")
+            if loop is not None and not fixups and not _off(ctx, body):
+                head[0] = f"class {class_name}(nn.Sequential):"
+                return ClassCode(class_name, head, sig + loop, [], ctx.used_helpers)
         if body.kind == "seq" and body.named and not _off(ctx, body):
             entries = []
             self._statements(ctx, body, notes, build_order=tmpl.build_order, pieces=entries)
@@ -1575,7 +1611,7 @@ class _Writer:
                         uses[name].append(f"builds {rel or b.name} when true")
             if b.repeat is not None and isinstance(b.repeat.count_expr, Sym):
                 for name in b.repeat.count_expr.names & uses.keys():
-                    uses[name].append(f"repetitions of {rel or b.name}")
+                    uses[name].append(f"repetitions of {'the body' if b.path == inst.path else rel or b.name}")
             if b.kind == "use" and b is not inst:
                 for a in b.args:
                     for name in names_in(a.expr) & uses.keys():
@@ -1986,6 +2022,23 @@ def _body_entries(use: ir.Block) -> dict[str, ir.Block]:
 
 def _when_at(use: ir.Block, name: str) -> bool:
     return bool(_body_entries(use)[name].when.value)
+
+
+def _switched_branch(a: ir.Block, b: ir.Block) -> tuple[str, str] | None:
+    """A branch of a merge that a condition switches on at one of two uses and off at the other,
+    as (the merge, as a message names it; the branch's name), or None."""
+    theirs = {blk.path[len(b.path) :]: blk for blk in ir.walk(b)}
+    for blk in ir.walk(a):
+        other = theirs.get(blk.path[len(a.path) :])
+        if blk.kind != "merge" or other is None or other.kind != "merge":
+            continue
+        mine = {c.name: c for c in blk.children}
+        for c in other.children:
+            d = mine.get(c.name)
+            if d is not None and (d.when is None or d.when.value) != (c.when is None or c.when.value):
+                rel = blk.path[len(a.path) :].lstrip(".")
+                return (f"the merge '{rel}'" if rel else "the body's merge"), c.name
+    return None
 
 
 def _folded_switch(a: ir.Block, b: ir.Block) -> str | None:

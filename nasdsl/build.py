@@ -417,14 +417,19 @@ class _Builder:
                 self.structural |= scope.depends(piece)
         try:
             count = b.count.evaluate(scope.env)
-            if count is not None:
-                return check_int(count, 1, MAX_REPEAT)
         except SpecError as e:
             raise _in_node(e.at(location=b.count.loc, path=b.count.path), scope, path) from None
-        # a parameter given null: reported where null was written, as a `when`'s is
+        # a count a parameter gives (null, 0, 2.5): reported where the argument was written, as a `when`'s is
         origin = scope.blame(b.count)
         used = f" (used as the count of repeat {path})" if origin is not b.count else ""
-        raise SpecError(f"expected an integer > 0, got null{used}", location=origin.loc, path=origin.path)
+        if count is None:
+            raise SpecError(f"expected an integer > 0, got null{used}", location=origin.loc, path=origin.path)
+        try:
+            return check_int(count, 1, MAX_REPEAT)
+        except SpecError as e:
+            if origin is b.count:
+                raise _in_node(e.at(location=b.count.loc, path=b.count.path), scope, path) from None
+            raise SpecError(f"{e.message}{used}", location=origin.loc, path=origin.path) from None
 
     @staticmethod
     def _indexed(scope: _Scope, index: str, i: int) -> _Scope:
@@ -618,11 +623,13 @@ class _Builder:
         t = self.spec.templates.get(b.template)
         if t is None:
             known = [*self.spec.templates, *SPEC_OPS]
-            raise SpecError(
+            unknown = SpecError(
                 f"unknown op or template '{b.template}'{did_you_mean(b.template, known)}",
                 location=b.template_loc or b.loc,
                 path=use_path,
             )
+            unknown.needs_section = "templates"  # type: ignore[attr-defined]  # see spec.follows_from_ignored
+            raise unknown
         if t.name in scope.templates:
             chain = " -> ".join([*scope.templates[scope.templates.index(t.name) :], t.name])
             raise LimitError(f"template {t.name} instantiates itself ({chain})", location=b.loc, path=b.path)

@@ -750,7 +750,9 @@ def _lookup(node: _Var, env: Mapping[str, object]) -> int | float | bool | Sym:
     if type(value) is int and -MAX_INT <= value <= MAX_INT:  # the common case, checked as below
         return value
     if node.name not in env:
-        raise ExprError(_unknown_name(node.name, env), node.offset)
+        unknown = ExprError(_unknown_name(node.name, env), node.offset)
+        unknown.needs_section = "variables"  # type: ignore[attr-defined]  # see spec.follows_from_ignored
+        raise unknown
     value = env[node.name]
     if isinstance(value, (bool, Sym)):
         return value

@@ -101,7 +101,9 @@ class Value:
         try:
             return self.expr.evaluate(env)
         except ex.ExprError as e:
-            raise SpecError(e.message, location=self.loc.shifted(e.offset), path=self.path) from None
+            error = SpecError(e.message, location=self.loc.shifted(e.offset), path=self.path)
+            error.needs_section = getattr(e, "needs_section", None)  # type: ignore[attr-defined]
+            raise error from None
 
 
 def parse_value(raw: object, loc: Location, path: str, *, null: bool = False) -> Value:
@@ -369,13 +371,13 @@ def refuse_leftovers(m: YMap, allowed: Iterable[str], path: str, what: str, *, d
         hint = did_you_mean(key, allowed)
         if key in PLACEMENT_KEYS and key not in allowed:
             hint = f" ('{key}' places an entry only in a model or outputs section of a document that extends another)"
-        errors.append(
-            SpecError(
-                f"unknown key '{key}' in {what}{hint}; allowed: {', '.join(allowed)}",
-                location=m.key_locs.get(key, m.loc),
-                path=join(path, key),
-            )
+        error = SpecError(
+            f"unknown key '{key}' in {what}{hint}; allowed: {', '.join(allowed)}",
+            location=m.key_locs.get(key, m.loc),
+            path=join(path, key),
         )
+        error.ignored_key = key  # type: ignore[attr-defined]
+        errors.append(error)
     deferred = _DEFERRED.get() if deferrable else None
     if deferred is not None:
         for e in errors:
@@ -388,8 +390,14 @@ def refuse_leftovers(m: YMap, allowed: Iterable[str], path: str, what: str, *, d
 def follows_from_ignored(e: NasdslError, deferred: Iterable[NasdslError]) -> bool:
     """Whether ``e`` is about a block that was parsed without one of its (unknown) keys: such
     an error may only follow from the ignored key (``kernal: 3`` gives "missing attribute
-    kernel"), and is not reported beside it."""
+    kernel"), and is not reported beside it. So is an unknown template or name where the spec's
+    ``templates`` or ``variables`` section was ignored under a misspelt key (``template:``)."""
     blocks = {getattr(d, "ignored_in", None) for d in deferred}
+    section = getattr(e, "needs_section", None)
+    if section is not None:
+        misspelt = (getattr(d, "ignored_key", "") for d in deferred if getattr(d, "ignored_in", None) == "")
+        if any(did_you_mean(key, [section]) for key in misspelt):
+            return True
     return e.path is not None and e.path in blocks
 
 
@@ -497,6 +505,20 @@ class _Pop:
 
     def done(self, allowed: Iterable[str], what: str) -> None:
         refuse_leftovers(self.left, allowed, self.path, what)
+
+    def require(self, key: str, missing: str, location: Location, allowed: Iterable[str], what: str) -> None:
+        """Refuse the mapping when it lacks ``key`` (``missing`` says what the key holds): by its
+        unknown keys where it has some, with their did-you-mean (``blok`` for ``block``: the
+        typo, not the missing key, is what the author must fix), else as missing."""
+        if key in self.left:
+            return
+        allowed = list(allowed)
+        unknown = YMap(self.m.loc)
+        unknown.update({k: v for k, v in self.left.items() if k not in allowed})
+        unknown.key_locs = self.m.key_locs
+        if unknown:
+            refuse_leftovers(unknown, allowed, self.path, what, deferrable=False)
+        raise SpecError(f"missing key '{key}': {missing}", location=location, path=join(self.path, key))
 
 
 # ---------------------------------------------------------------------------
@@ -691,14 +713,21 @@ def block_path(target: object, loc: Location, path: str) -> str:
     return target
 
 
+#: The names under which a generated class receives its input's size: no parameter's names.
+INPUT_SIZE_NAMES = ("in_channels", "in_features")
+
+#: The keys of the input section, of a template and of an output.
+INPUT_KEYS = ("name", "shape", "axes", "mean", "std", "doc")
+TEMPLATE_KEYS = ("params", "inputs", "body", "doc", "build_order")
+OUTPUT_KEYS = ("from", "head", "loss_weight", "training_only", "when")
+
 #: The most repetitions a ``repeat`` block may ask for (the node limit bounds the total anyway).
 MAX_REPEAT = 10_000
 
 
 def _parse_repeat(p: _Pop, loc: Location, path: str, common: dict) -> RepeatBlock:
     count = parse_value(p.get("repeat"), p.loc("repeat"), join(path, "repeat"))
-    if not p.has("block"):
-        raise SpecError("missing key 'block': the block to repeat", location=loc, path=join(path, "block"))
+    p.require("block", "the block to repeat", loc, *block_keys("repeat", p.m))
     body = parse_block(p.get("block"), p.loc("block"), join(path, "block"))
     index = "i"
     if p.has("index"):
@@ -944,6 +973,20 @@ def _parse_named_item(raw: YMap, key: str, v: object, path: str) -> Block:
     return parse_block(v, raw.loc_of(key), join(path, key))
 
 
+def _edits(a: str, b: str) -> int:
+    """The typos between two words: letters added, dropped or changed, and neighbours swapped
+    (the optimal string alignment distance). A merge's name close to a key by difflib and within
+    one typo of it (two for words of six letters or more: ``concta``, ``ad``, ``mull``) reads as a
+    typo of it; ``main`` is two from ``mean``, a name of its own."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
 def _refuse_merge_lookalike(key: str, value: object, loc: Location, path: str) -> None:
     """A child of a named sequence whose name reads as a merge and whose value is several
     blocks (a list, or a mapping of named blocks) is refused: ``cat: [a, b]`` is a sequence of
@@ -954,8 +997,14 @@ def _refuse_merge_lookalike(key: str, value: object, loc: Location, path: str) -
     lowered = key.lower()
     meant = MERGE_LOOKALIKES.get(lowered, "?")
     if meant == "?":
-        close = difflib.get_close_matches(lowered, MERGE_OPS, n=1, cutoff=0.75)
-        if not close or lowered in MERGE_OPS:
+        if lowered in MERGE_OPS:
+            return
+        close = [
+            m
+            for m in difflib.get_close_matches(lowered, MERGE_OPS, n=1, cutoff=0.75)
+            if _edits(lowered, m) <= (2 if min(len(lowered), len(m)) >= 6 else 1)
+        ]
+        if not close:
             return
         meant = close[0]
     merges = ", ".join(MERGE_OPS)
@@ -1114,10 +1163,7 @@ def _parse_input(raw: object, loc: Location) -> InputSpec:
     m = expect_map(raw, loc, "input")
     p = _Pop(m, "input")
     name = check_name(p.get("name", "x"), p.loc("name"), "input.name", "input name")
-    if not p.has("shape"):
-        raise SpecError(
-            "missing key 'shape': expected a list of sizes, such as [C, H, W]", location=m.loc, path="input.shape"
-        )
+    p.require("shape", "expected a list of sizes, such as [C, H, W]", m.loc, INPUT_KEYS, "input")
     shape = parse_value(p.get("shape"), p.loc("shape"), "input.shape")
     if shape.items is None or not 1 <= len(shape.items) <= MAX_INPUT_RANK:
         got = f"a list of {len(shape.items)}" if shape.items is not None else describe(shape.raw)
@@ -1139,7 +1185,7 @@ def _parse_input(raw: object, loc: Location) -> InputSpec:
     std = parse_value(p.get("std"), p.loc("std"), "input.std") if p.has("std") and p.left["std"] is not None else None
     p.get("std")
     doc = expect_str(p.get("doc"), p.loc("doc"), "input.doc") if p.has("doc") else ""
-    p.done(["name", "shape", "axes", "mean", "std", "doc"], "input")
+    p.done(INPUT_KEYS, "input")
     return InputSpec(name, shape, mean, std, m.loc, doc, axes)
 
 
@@ -1354,15 +1400,14 @@ def _parse_templates(raw: object, loc: Location) -> dict[str, Template]:
         tm = expect_map(body, m.loc_of(name), path, "a template: a mapping with 'params' and 'body'")
         p = _Pop(tm, path)
         params = _parse_params(p.get("params"), p.loc("params"), join(path, "params"))
-        if not p.has("body"):
-            raise SpecError("missing key 'body': the template's layers", location=tm.loc, path=join(path, "body"))
+        p.require("body", "the template's layers", tm.loc, TEMPLATE_KEYS, f"template {name}")
         block = parse_block(p.get("body"), p.loc("body"), join(path, "body"))
         tdoc = p.get("doc", "")
         order = _parse_build_order(p.get("build_order"), p.loc("build_order"), join(path, "build_order"), block)
         inputs: tuple[str, ...] = ()
         if p.has("inputs"):
             inputs = _parse_template_inputs(p, path, params, block)
-        p.done(["params", "inputs", "body", "doc", "build_order"], f"template {name}")
+        p.done(TEMPLATE_KEYS, f"template {name}")
         return Template(name, params, block, m.key_locs[name], tdoc if isinstance(tdoc, str) else "", order, inputs)
 
     return {t.name: t for t in _each(m, template)}
@@ -1378,6 +1423,14 @@ def _parse_template_inputs(p: _Pop, path: str, params: tuple[Param, ...], body: 
         clash = "a parameter" if name in {q.name for q in params} else "an entry of the body" if name in entries else ""
         if clash:
             raise SpecError(f"input name '{name}' is also {clash}", location=raw.loc_of(i), path=join(ipath, i))
+        for k, q in enumerate(params):
+            if q.name in (f"{name}_channels", f"{name}_features"):
+                raise SpecError(
+                    f"parameter name '{q.name}' is reserved: the generated class receives the size of the "
+                    f"input '{name}' under it",
+                    location=q.loc,
+                    path=join(join(ipath.rsplit(".", 1)[0], "params"), k),
+                )
     return inputs
 
 
@@ -1429,8 +1482,15 @@ def _parse_params(raw: object, loc: Location, path: str) -> tuple[Param, ...]:
             )
         if name in seen:
             raise SpecError(f"duplicate parameter '{name}'", location=iloc, path=ipath)
-        if name in ("in_channels", "self"):
+        if name == "self":
             raise SpecError(f"parameter name '{name}' is reserved", location=iloc, path=ipath)
+        if name in INPUT_SIZE_NAMES:
+            raise SpecError(
+                f"parameter name '{name}' is reserved: the generated class receives its input's size under "
+                "it (in_channels for a map, in_features for tokens)",
+                location=iloc,
+                path=ipath,
+            )
         seen.add(name)
         params.append(Param(name, default, iloc))
     return tuple(params)
@@ -1473,8 +1533,7 @@ def _parse_outputs(raw: object, loc: Location) -> tuple[Output, ...]:
         check_name(name, m.key_locs[name], path, "output name")
         om = expect_map(body, m.loc_of(name), path, "a mapping with 'from'")
         p = _Pop(om, path)
-        if not p.has("from"):
-            raise SpecError("missing key 'from': the node this output reads", location=om.loc, path=join(path, "from"))
+        p.require("from", "the node this output reads", om.loc, OUTPUT_KEYS, f"output {name}")
         src_loc = p.loc("from")
         src = p.get("from")
         if not isinstance(src, str):
@@ -1494,7 +1553,7 @@ def _parse_outputs(raw: object, loc: Location) -> tuple[Output, ...]:
                 path=join(path, "training_only"),
             )
         when = parse_value(p.get("when"), p.loc("when"), join(path, "when")) if p.has("when") else None
-        p.done(["from", "head", "loss_weight", "training_only", "when"], f"output {name}")
+        p.done(OUTPUT_KEYS, f"output {name}")
         return Output(name, src, src_loc, head, weight, training_only, when, m.key_locs[name], path)
 
     return tuple(_each(m, output))

@@ -935,7 +935,9 @@ CASES = [
             model:
               stage: {repeat: 2, blok: relu}
             """),
-        "spec.yaml:4:10: error: model.stage.block: missing key 'block': the block to repeat\n",
+        # the typo is named, with its did-you-mean, rather than the key it misses
+        "spec.yaml:4:22: error: model.stage.blok: unknown key 'blok' in repeat (did you mean 'block'?); allowed: "
+        "repeat, block, index, name, flat, previous, phase, when, doc, from\n",
     ),
     Case(
         "repeat-name-without-index",
