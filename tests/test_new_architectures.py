@@ -683,36 +683,33 @@ model:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nasdsl/importer/params.py (not this helper's) names a template parameter after a constructor "
-    "argument `in_features`, which the spec reserves (RESERVED holds in_channels only); it should rename it as "
-    "it renames in_channels (channels_in)",
-)
 def test_the_importer_renames_a_constructor_argument_named_in_features(tmp_path, monkeypatch):
     (tmp_path / "mlpnet.py").write_text(
         """from torch import nn
 
 
-class MLP(nn.Module):
+class Block(nn.Module):
+    # a constructor argument named as the spec's reserved input size of tokens
     def __init__(self, in_features, hidden):
         super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden)
-        self.fc2 = nn.Linear(hidden, in_features)
+        self.expand = nn.Conv2d(in_features, hidden, 1)
+        self.act = nn.ReLU()
+        self.project = nn.Conv2d(hidden, in_features, 1)
 
     def forward(self, x):
-        return self.fc2(self.fc1(x))
+        return self.project(self.act(self.expand(x)))
 
 
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.a = MLP(8, 32)
-        self.proj = nn.Linear(8, 24)
-        self.b = MLP(24, 48)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = Block(8, 32)
+        self.proj = nn.Conv2d(8, 24, 1)
+        self.b = Block(24, 48)
 
     def forward(self, x):
-        return self.b(self.proj(self.a(x)))
+        return self.b(self.proj(self.a(self.stem(x))))
 
 
 def build():
@@ -722,4 +719,4 @@ def build():
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     result = nasdsl.import_model("module:mlpnet:build", input_shape=(3, 8, 8))
-    assert "in_features" not in result.text
+    assert "in_features" not in result.text and "params: [features_in, hidden]" in result.text

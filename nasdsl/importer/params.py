@@ -14,10 +14,12 @@ from __future__ import annotations
 import keyword
 from dataclasses import dataclass
 
+from nasdsl.spec import INPUT_SIZE_NAMES
+
 #: names a parameter may not take: the spec reserves them, or they are words some attribute
 #: reads literally (``padding: same``), or functions of the expression language
 RESERVED = frozenset(
-    {"in_channels", "self", "in", "same", "valid", "none", "tanh", "row", "batch", "channels", "last", "features"}
+    {*INPUT_SIZE_NAMES, "self", "in", "same", "valid", "none", "tanh", "row", "batch", "channels", "last", "features"}
     | {"min", "max", "abs", "int", "round", "floor", "ceil", "make_divisible", "true", "false", "True", "False"}
 )
 #: attribute names and the argument names that usually set them (tried first)
@@ -48,8 +50,8 @@ def clean_name(name: str, taken: set[str]) -> str:
     base = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_") or "p"
     if base[0].isdigit():
         base = f"p{base}"
-    if base == "in_channels":
-        base = "channels_in"
+    if base in INPUT_SIZE_NAMES:  # the generated class's own argument for its input's size
+        base = f"{base.removeprefix('in_')}_in"
     if base in RESERVED or keyword.iskeyword(base) or base.startswith("__"):
         base = f"{base}_"
     base = base[:60]
