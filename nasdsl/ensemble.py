@@ -193,6 +193,7 @@ def _parse_section(raw: object, loc: Location, file: str, passed) -> tuple[tuple
             path="ensemble.combine",
         )
     if "members" not in left:
+        _unknown_first(raw, left, ENSEMBLE_KEYS, "ensemble", "an ensemble section")
         raise SpecError(
             "missing key 'members': the specs to combine, by name", location=raw.loc, path="ensemble.members"
         )
@@ -221,6 +222,16 @@ def _parse_section(raw: object, loc: Location, file: str, passed) -> tuple[tuple
     return tuple(members), combine
 
 
+def _unknown_first(raw: YMap, left: dict, allowed: tuple[str, ...], path: str, what: str) -> None:
+    """Where a required key is missing beside unknown keys, refuse those (with their did-you-mean):
+    ``membres`` is the author's typo, and 'missing members' the wrong news."""
+    unknown = YMap(raw.loc)
+    unknown.update({k: v for k, v in left.items() if k not in allowed})
+    unknown.key_locs = raw.key_locs
+    if unknown:
+        refuse_leftovers(unknown, allowed, path, what, deferrable=False)
+
+
 def _parse_member(name: str, raw: object, entries: YMap, file: str, passed) -> MemberSpec:
     path = f"ensemble.members.{name}"
     name = check_name(name, entries.key_locs.get(name, entries.loc), path, "member name")
@@ -237,6 +248,7 @@ def _parse_member(name: str, raw: object, entries: YMap, file: str, passed) -> M
         )
     left = dict(raw)
     if "spec" not in left:
+        _unknown_first(raw, left, MEMBER_KEYS, path, "a member")
         raise SpecError("missing key 'spec': the member's spec file", location=raw.loc, path=path)
     spec = left.pop("spec")
     spec_loc = raw.loc_of("spec")

@@ -1098,6 +1098,14 @@ def parse_spec(doc: YMap, file: str, sha256: str = "", files: tuple[str, ...] = 
     """Parse a whole (already merged) spec document. Collects the errors of
     independent sections so that ``check`` can show them all."""
     errors: list[NasdslError] = []
+    misspelt = [k for k in doc if k not in TOP_KEYS and did_you_mean(k, ("ensemble",))]
+    if misspelt:  # an ensemble's section, misspelt: the model's missing sections are no news to its author
+        k = misspelt[0]
+        raise SpecError(
+            f"unknown key '{k}' in a spec (did you mean 'ensemble'?)",
+            location=doc.key_locs.get(k, doc.loc),
+            path=k,
+        )
     p = _Pop(doc, "")
     p.get("extends")
 

@@ -485,3 +485,30 @@ def test_an_ensemble_is_not_optimised_as_a_whole(folder, capsys, monkeypatch, op
     assert code == 2 and out == ""
     assert err.strip() == f"error: {refused}: an ensemble is not optimised as a whole; compile each member"
     assert not (folder / options[-1]).exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted"),
+    [
+        (
+            "ensemble:\n  combine: probabilities\n  membres:\n    a: tiny.yaml\n",
+            "team.yaml:5:3: error: ensemble.membres: unknown key 'membres' in an ensemble section (did you mean "
+            "'members'?); allowed: members, combine",
+        ),
+        (
+            "ensemble:\n  members:\n    a: {spek: tiny.yaml}\n",
+            "team.yaml:5:9: error: ensemble.members.a.spek: unknown key 'spek' in a member (did you mean 'spec'?); "
+            "allowed: spec, set, weights, weight",
+        ),
+        (
+            "ensembel:\n  members:\n    a: tiny.yaml\n",
+            "team.yaml:3:1: error: ensembel: unknown key 'ensembel' in a spec (did you mean 'ensemble'?)",
+        ),
+    ],
+)
+def test_a_misspelt_key_is_reported_not_the_key_it_leaves_missing(folder, capsys, text, wanted):
+    # each was 'missing key members' / 'missing key spec', or input and model missing beside the typo
+    path = write(folder, "team.yaml", "nasdsl: 1\nname: Team\n" + text)
+    code, out, err = run_cli(capsys, "check", path)
+    assert code == 2 and out == ""
+    assert err.strip() == f"{folder}/{wanted}"
