@@ -328,8 +328,6 @@ REFUSED = [
     ("squeeze-without-axes", [_conv("x", "a"), _node("GlobalAveragePool", ["a"], ["g"]),
                               _node("Squeeze", ["g"], ["y"])], [W, B], {}, "graph.node[2] '' (Squeeze)",
      "a Squeeze without axes: it drops every axis of size 1"),
-    ("nhwc-input", [_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]), _conv("t", "y", pads=[1, 1, 1, 1])], [W, B],
-     {"shape": (1, 8, 8, 3)}, "graph.node[1] '' (Conv)", "is channels-last, NHWC"),
     *((op, [_conv("x", "a"), _node(op, ["a", *ins], ["y"])], [W, B, _floats("k", (4, 1, 1))], {},
        f"graph.node[1] '' ({op})", "no spec op computes this")
       for op, ins in (("LeakyRelu", []), ("PRelu", ["k"]), ("Elu", []), ("Selu", []))),
@@ -402,15 +400,16 @@ def test_a_dropout_whose_training_mode_is_computed_is_refused(tmp_path, capsys):
         onnx_ops.PATTERNS["Dropout"][0](view, model.graph.node[3])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nasdsl/importer/emit.py writes the input's mean and std, not its axes: a channels-last input (a Keras "
-    "model's NHWC, transposed to channels first) would be a spec input with axes HWC",
-)
 def test_a_channels_last_input_imports(tmp_path, capsys):
-    rc, _ = _import(tmp_path, _file([_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]), _conv("t", "y")], [W, B],
-                                    shape=(1, 8, 8, 3)))  # fmt: skip
+    """A Keras model's NHWC input, transposed to channels first: it stopped at the conv (the spec's
+    input was read as C, H, W). It is written as an input of axes HWC and a permute, and --check
+    runs the file at its own layout."""
+    model = _file([_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]), _conv("t", "y")], [W, B], shape=(1, 8, 8, 3))
+    rc, _ = _import(tmp_path, model)
     assert rc == 0, capsys.readouterr().err
+    spec = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    assert spec["input"] == {"name": "x", "shape": [8, 8, 3], "axes": "HWC"}
+    assert list(spec["model"].values())[0] == {"op": "permute", "dims": [2, 0, 1]}
 
 
 def test_a_float16_file_is_checked(tmp_path, capsys):

@@ -156,7 +156,7 @@ class Writer:
             "input": {
                 "name": inp.name,
                 "shape": list(inp.shape),
-                **{k: inp.attrs[k] for k in ("mean", "std") if k in inp.attrs},
+                **{k: inp.attrs[k] for k in ("axes", "mean", "std") if k in inp.attrs},
             },
         }
         if self.templates:

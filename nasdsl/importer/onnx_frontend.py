@@ -682,13 +682,22 @@ class _Reader:
         view.types = self.types
         view.outputs = {self.alias.get(o.name, o.name) for o in self.proto.graph.output}
         shapes[self.input.name] = (1, *self.chw)
-        self.types[self.input.name] = TensorType(tuple(self.chw), default_axes(len(self.chw)))
+        axes = "HWC" if self._channels_last() else default_axes(len(self.chw))
+        self.types[self.input.name] = TensorType(tuple(self.chw), axes)
         input_name = _identifier(self.input.name, "x")
         inp = Node(
-            input_name, "input", {}, [], tuple(self.chw), "", input_name, source=f"graph input '{self.input.name}'"
+            input_name,
+            "input",
+            {"axes": axes} if axes != default_axes(len(self.chw)) else {},
+            [],
+            tuple(self.chw),
+            "",
+            input_name,
+            source=f"graph input '{self.input.name}'",
         )
         value_of: dict[str, str] = {self.input.name: input_name}
-        self._normalisation(inp, view, value_of)
+        if "axes" not in inp.attrs:  # statistics are read per channel of a channels-first map
+            self._normalisation(inp, view, value_of)
         for value in value_of:  # a normalised input is the input
             self.types[value] = self.types[self.input.name]
         matches: list[Match] = []
@@ -904,6 +913,17 @@ class _Reader:
         if tracked:
             self.types[m.output] = types[0]
         return out
+
+    def _channels_last(self) -> bool:
+        """Whether the graph's input is an image channels-last, (N, H, W, C), that the graph reads only
+        through a Transpose to channels first (a Keras model's input, as tf2onnx writes it)."""
+        readers = [n for n in self.nodes if self.input.name in n.input]
+        return (
+            len(self.chw) == 3
+            and len(readers) == 1
+            and readers[0].op_type == "Transpose"
+            and list(View.attrs(readers[0]).get("perm", [])) == [0, 3, 1, 2]
+        )
 
     def _layout_hint(self, types: list) -> str:
         """Why an input's axes are not what an op takes, where the graph's input is a
