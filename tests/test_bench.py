@@ -550,6 +550,12 @@ def test_summary_latency_adds_up_the_entries(tmp_path, monkeypatch, capsys, tiny
     assert sum(r["latency_ms"] for r in summary["rows"]) + fixed == pytest.approx(total, abs=1e-3)
     code, out, _ = run(["summary", str(tiny), "--latency"], capsys)
     assert code == 0 and out.splitlines()[-1].startswith(f"predicted latency: {total:.2f} ms a sample")
+    # a sample is one crop: where the spec's evaluation feeds an image several, the line says what an image takes
+    ten = tmp_path / "ten.yaml"
+    ten.write_text(tiny.read_text() + "evaluation: {preset: 10-crop}\n")
+    code, out, _ = run(["summary", str(ten), "--latency"], capsys)
+    assert code == 0 and out.splitlines()[-2].startswith(f"predicted latency: {total:.2f} ms a sample")
+    assert out.splitlines()[-1] == f"the spec's evaluation feeds 10 crops an image: {total * 10:.2f} ms an image"
 
 
 def test_calibrate_measures_fits_caches_and_predicts(tmp_path, monkeypatch, capsys, tiny):

@@ -644,4 +644,10 @@ def summary_latency(model: LatencyModel, graph, summary: dict) -> SummaryLatency
         f"predicted latency: {total:.2f} ms a sample ({model.engine} {model.version}, batch 1, "
         f"{model.threads} thread(s), this machine's calibration); most: {share}"
     )
+    from nasdsl import ir
+
+    evaluation = ir.info(ir.as_graph(graph)).evaluation
+    crops = evaluation.count if evaluation is not None else 1
+    if crops > 1:  # a sample is one crop: the spec's evaluation feeds each image several
+        text += f"\nthe spec's evaluation feeds {crops} crops an image: {total * crops:.2f} ms an image"
     return SummaryLatency(out, text)
