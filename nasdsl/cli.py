@@ -31,7 +31,8 @@ from nasdsl import __version__, ir
 from nasdsl.api import MAX_PARAMS, compile_spec, few_collections
 from nasdsl.build import MAX_NODES
 from nasdsl.ensemble import CompiledEnsemble
-from nasdsl.errors import LimitError, NasdslError, UsageError, one_line, terminal_text
+from nasdsl.errors import NasdslError, UsageError, one_line, terminal_text
+from nasdsl.figures import check_batch_memory
 from nasdsl.files import write_atomic
 from nasdsl.loader import Limits
 from nasdsl.optimize import DEFAULT_TARGET, ONNX_TARGETS, deployment, target_names
@@ -568,23 +569,6 @@ COMPILE = Command(
 
 def _verify_arguments(p: argparse.ArgumentParser) -> None:
     _onnx_options(p, batch_dynamic=False)
-
-
-def check_batch_memory(g, batch: int, limit: int | None, what: str, option: str | None = "--batch") -> None:
-    """Refuse, before anything runs, running ``g`` at ``batch`` where its activations would not fit
-    ``limit``: the peak it holds at batch 1 (:func:`nasdsl.figures.peak_activations`) in float32,
-    times the batch, once for PyTorch and once for ONNX Runtime (an input of 3x1024x1024 at batch
-    8,192 was an internal error where the allocation failed, or the machine ran out of memory)."""
-    from nasdsl.figures import peak_activations
-
-    need = 2 * 4 * batch * peak_activations(g)
-    if limit is not None and need > limit:
-        hint = "lower the batch, or raise --max-memory" if option else "raise --max-memory"
-        raise LimitError(
-            f"{what} at batch {batch:,} needs about {need / (1 << 30):,.1f} GiB of memory for the activations, "
-            f"above the limit of {limit / (1 << 30):,.1f} GiB ({hint})",
-            path=option,
-        )
 
 
 def _run_verify(args: argparse.Namespace, net) -> int:

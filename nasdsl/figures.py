@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from nasdsl import ir
+from nasdsl.errors import LimitError
 from nasdsl.ops import OPS
 from nasdsl.passes.phases import inference_graph
 from nasdsl.summary import depth
@@ -95,4 +96,19 @@ def figures(g: nx.DiGraph, latency=None) -> Figures:
     )
 
 
-__all__ = ["Figures", "figures", "memory_plan", "peak_activations", "peak_of_plan"]
+__all__ = ["Figures", "check_batch_memory", "figures", "memory_plan", "peak_activations", "peak_of_plan"]
+
+
+def check_batch_memory(g, batch: int, limit: int | None, what: str, option: str | None = "--batch") -> None:
+    """Refuse, before anything runs, running ``g`` at ``batch`` where its activations would not fit
+    ``limit``: the peak it holds at batch 1 (:func:`nasdsl.figures.peak_activations`) in float32,
+    times the batch, once for PyTorch and once for ONNX Runtime (an input of 3x1024x1024 at batch
+    8,192 was an internal error where the allocation failed, or the machine ran out of memory)."""
+    need = 2 * 4 * batch * peak_activations(g)
+    if limit is not None and need > limit:
+        hint = "lower the batch, or raise --max-memory" if option else "raise --max-memory"
+        raise LimitError(
+            f"{what} at batch {batch:,} needs about {need / (1 << 30):,.1f} GiB of memory for the activations, "
+            f"above the limit of {limit / (1 << 30):,.1f} GiB ({hint})",
+            path=option,
+        )

@@ -124,7 +124,7 @@ def make_artifact(
     if name == "onnxruntime":  # the export itself: the reference it would be checked against
         return Artifact(data)
     if check and isinstance(batch, int):  # the check runs the model at the batch: before any array is made
-        from nasdsl.cli import check_batch_memory
+        from nasdsl.figures import check_batch_memory
 
         check_batch_memory(g, batch, max_memory, f"checking the {name} artifact")
     if check:

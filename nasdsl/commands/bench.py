@@ -201,7 +201,7 @@ def run(args: argparse.Namespace, net) -> int:
 def _bench(args: argparse.Namespace, net) -> int:
     from nasdsl.bench import data, engines, measure
     from nasdsl.bench.hardware import machine
-    from nasdsl.cli import check_batch_memory
+    from nasdsl.figures import check_batch_memory
 
     cpu = machine()
     notes: list[str] = []
