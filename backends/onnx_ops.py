@@ -152,6 +152,17 @@ def _conv(n: Lowered) -> None:
            pads=begin + end, dilations=dilation, group=a["groups"])  # fmt: skip
 
 
+@lowering("onnx", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+def _conv_transpose(n: Lowered) -> None:
+    # ONNX's output size is stride * (in - 1) + output_padding + (kernel - 1) * dilation + 1 - pads,
+    # PyTorch's with its padding on both sides (pads = padding + padding): the attributes carry over
+    a = n.a
+    inputs = [n.x, n.param("weight"), *([n.param("bias")] if a["bias"] else [])]
+    n.emit("ConvTranspose", inputs, last=True, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+           pads=list(a["padding"]) * 2, output_padding=list(a["output_padding"]), dilations=list(a["dilation"]),
+           group=a["groups"])  # fmt: skip
+
+
 @lowering("onnx", "batch_norm")
 def _batch_norm(n: Lowered) -> None:
     n.emit("BatchNormalization", [n.x, *(n.param(p) for p in BN_PARAMS)], last=True, epsilon=n.a["eps"])
