@@ -29,7 +29,8 @@ module              ops
 ==================  ================================================================
 
 Multiply-adds count convolutions (output elements x input channels per group x
-window), transposed ones (input elements x output channels per group x window), fully connected layers (positions x in x out), matrix products and
+window), transposed ones (input elements x output channels per group x window),
+fully connected layers (positions x in x out), matrix products and
 attention (its projections and its two products), window attention
 (the same per window, padding included), pooling attention (also its pooling
 convolutions and relative positions); everything else counts zero, as in the
