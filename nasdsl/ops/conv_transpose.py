@@ -48,6 +48,17 @@ def _check_attrs(a: Mapping[str, object]) -> None:
         )
 
 
+def _padding(n: int):
+    sides = tuple_of(n, 0)
+
+    def check(v: object) -> tuple[int, ...]:
+        if isinstance(v, str):
+            raise SpecError(f"expected an integer >= 0 or a list (a transposed convolution pads no 'same'), got '{v}'")
+        return sides(v)
+
+    return check
+
+
 def out_sizes(sizes: Sequence[int], a: Mapping[str, object]) -> tuple[int, ...]:
     """The output's spatial sizes: PyTorch's rule for ``nn.ConvTranspose{n}d``, axis by axis."""
     return tuple(
@@ -103,7 +114,7 @@ def _conv_transpose(n: int) -> OpDef:
             Attr("out", integer(), role="count", doc="output channels", symbolic=True),
             Attr("kernel", tuple_of(n)),
             Attr("stride", tuple_of(n), default=(1,) * n),
-            Attr("padding", tuple_of(n, 0), default=(0,) * n),
+            Attr("padding", _padding(n), default=(0,) * n, literals=("same", "valid")),
             Attr("output_padding", tuple_of(n, 0), default=(0,) * n, doc="positions added at the end"),
             Attr("dilation", tuple_of(n), default=(1,) * n),
             Attr("groups", integer(), default=1),
