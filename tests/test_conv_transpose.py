@@ -399,3 +399,32 @@ def test_the_docs_unet_decoder_is_the_hand_written_one():
     with FlopCounterMode(display=False) as counter:
         ref(x[:1])
     assert net.totals()["macs"] == counter.get_total_flops() // 2
+
+
+# --------------------------------------------------------------------------- weight transfer
+
+TRANSFER = """\
+nasdsl: 1
+name: Joined
+input: {{shape: [3, 4, 4]}}
+model:
+  a: {{op: conv2d, out: 2, kernel: 1}}
+  b: {{op: conv2d, out: 2, kernel: 1, from: in}}
+  cat: {{concat: [{{ref: {first}}}, {{ref: {second}}}]}}
+  up: {{op: conv_transpose2d, out: {out}, kernel: 3, stride: 2}}
+"""
+
+
+def test_transfer_matches_the_input_channels_of_dimension_0(tmp_path):
+    """The weight (C_in, out, k, k) takes its input channels first: a child that joins b before a
+    reads the parent's rows of b's channels first; its fewer output channels (dimension 1) are
+    the parent's first ones, and so is the bias."""
+    parent, child = tmp_path / "parent.yaml", tmp_path / "child.yaml"
+    parent.write_text(TRANSFER.format(first="a", second="b", out=4))
+    child.write_text(TRANSFER.format(first="b", second="a", out=3))
+    rng = np.random.default_rng(0)
+    state = {k: rng.standard_normal(v.shape).astype(np.float32)
+             for k, v in nasdsl.build_model(parent).state_dict().items()}  # fmt: skip
+    moved = nasdsl.transfer_weights(parent, state, child)
+    np.testing.assert_array_equal(moved["up.weight"], state["up.weight"][[2, 3, 0, 1], :3])
+    np.testing.assert_array_equal(moved["up.bias"], state["up.bias"][:3])
