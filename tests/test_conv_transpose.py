@@ -302,11 +302,11 @@ def test_torch_onnx_export_imports_and_checks(decoders, tmp_path, capsys, cls, s
 
 
 def _transposed_file(**attrs) -> onnx.ModelProto:
-    """One ConvTranspose of a 1x2x4x4 map to 3 channels, kernel 3, stride 2."""
+    """One ConvTranspose of a 1x2x4x4 map to 3 channels, kernel 3, stride 2 unless given."""
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(3).astype(np.float32)
-    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], name="up", strides=[2, 2], **attrs)
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], name="up", **({"strides": [2, 2]} | attrs))
     graph = helper.make_graph(
         [node],
         "g",
@@ -326,6 +326,17 @@ def test_onnx_pads_cropping_more_at_the_start_are_read_as_output_padding(tmp_pat
     (layer,) = yaml.safe_load((tmp_path / "m.yaml").read_text())["model"].values()
     assert layer == {"op": "conv_transpose2d", "out": 3, "kernel": 3, "stride": 2, "padding": [2, 0],
                      "output_padding": 1}  # fmt: skip
+
+
+def test_onnx_runtime_runs_no_output_padding_from_the_stride_up():
+    """What the export works around (docs/import.md): PyTorch's output padding 1 at stride 1 and
+    dilation 2, written as ONNX's ConvTranspose says, is refused by ONNX Runtime."""
+    import onnxruntime as ort
+
+    proto = _transposed_file(strides=[1, 1], dilations=[2, 2], output_padding=[1, 1])
+    with pytest.raises(Exception, match="output_padding"):
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        session.run(None, {"x": np.zeros((1, 2, 4, 4), np.float32)})
 
 
 @pytest.mark.parametrize(
