@@ -152,6 +152,35 @@ def _conv(n: Lowered) -> None:
            pads=begin + end, dilations=dilation, group=a["groups"])  # fmt: skip
 
 
+@lowering("onnx", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+def _conv_transpose(n: Lowered) -> None:
+    # Both crop the full scatter, (in - 1) * stride + (kernel - 1) * dilation + 1 long: PyTorch
+    # `padding` at the start and `padding - output_padding` at the end; ONNX its pads, then adds
+    # `output_padding`. ONNX Runtime takes no output_padding from the stride up (PyTorch does
+    # below the dilation), so the end's crop is written as a pad where it can be, and positions
+    # past the scatter's end (only the bias reaches them) as a Pad of zeros before the bias.
+    a = n.a
+    stride, padding, extra = a["stride"], a["padding"], a["output_padding"]
+    end = [max(p - o, 0) for p, o in zip(padding, extra, strict=True)]
+    past = [max(o - p, 0) for p, o in zip(padding, extra, strict=True)]
+    window = {"kernel_shape": list(a["kernel"]), "strides": list(stride), "pads": list(padding) + end,
+              "dilations": list(a["dilation"]), "group": a["groups"]}  # fmt: skip
+    bias = [n.param("bias")] if a["bias"] else []
+    if all(x < s for x, s in zip(past, stride, strict=True)):
+        n.emit("ConvTranspose", [n.x, n.param("weight"), *bias], last=True, output_padding=past, **window)
+        return
+    c, *sizes = n.shape[1:]
+    short = (c, *(size - x for size, x in zip(sizes, past, strict=True)))
+    made = n.emit("ConvTranspose", [n.x, n.param("weight")], at=n.e.full(short), **window)
+    pads = n.e.ints("pads", [0] * (len(sizes) + 2) + [0, 0, *past])
+    if not bias:
+        n.emit("Pad", [made, pads], last=True)
+        return
+    padded = n.emit("Pad", [made, pads])
+    per_channel = n.emit("Reshape", [bias[0], n.e.ints("bias", [c, *(1,) * len(sizes)])], at=(c, *(1,) * len(sizes)))
+    n.emit("Add", [padded, per_channel], last=True)
+
+
 @lowering("onnx", "batch_norm")
 def _batch_norm(n: Lowered) -> None:
     n.emit("BatchNormalization", [n.x, *(n.param(p) for p in BN_PARAMS)], last=True, epsilon=n.a["eps"])

@@ -287,6 +287,15 @@ def _conv(n: int) -> Callable[[ClassContext, str], Call]:
     return module
 
 
+def _conv_transpose(n: int) -> Callable[[ClassContext, str], Call]:
+    def module(ctx: ClassContext, node: str) -> Call:
+        args = [render(in_size(ctx, node, 0)), render(attr(ctx, node, "out")), render(attr(ctx, node, "kernel"))]
+        args += keywords(ctx, node, "stride", "padding", "output_padding", "groups", "bias", "dilation")
+        return Call(f"nn.ConvTranspose{n}d", tuple(args))
+
+    return module
+
+
 def _linear(ctx: ClassContext, node: str) -> Call:
     size = in_size(ctx, node, -1)
     return Call("nn.Linear", (render(size), render(attr(ctx, node, "out")), *keywords(ctx, node, "bias")))
@@ -545,6 +554,8 @@ def _constant(ctx: ClassContext, node: str) -> Call:
 
 for _n in (1, 2, 3):
     lowering("pytorch", f"conv{_n}d")(TorchLowering(_conv(_n), (f"nn.Conv{_n}d",)))
+for _n in (1, 2, 3):
+    lowering("pytorch", f"conv_transpose{_n}d")(TorchLowering(_conv_transpose(_n), (f"nn.ConvTranspose{_n}d",)))
 for _n, _suffix in ((1, "1d"), (2, ""), (3, "3d")):
     lowering("pytorch", f"max_pool{_suffix}")(TorchLowering(_pool(f"nn.MaxPool{_n}d")))
     lowering("pytorch", f"avg_pool{_suffix}")(TorchLowering(_pool(f"nn.AvgPool{_n}d", ("count_include_pad",))))

@@ -46,6 +46,7 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.errors import UsageError, WeightsError
 from nasdsl.ops import OPS
+from nasdsl.ops.conv_transpose import CONV_TRANSPOSE_NAMES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -353,6 +354,8 @@ def _index_maps(cg, pg, node, pnode, weight, pshape, c_layout, p_layout):
     for dim, (c, p) in enumerate(zip(cshape, pshape, strict=True)):
         if not same_op or name == "num_batches_tracked":
             maps.append(_leading(c, p))
+        elif name == "weight" and op in CONV_TRANSPOSE_NAMES.values():
+            maps.append(_transposed_map(cg, pg, node, pnode, dim, c, p, c_layout, p_layout))
         elif dim == 0 and weight.parts > 1 and c % weight.parts == 0 and p % weight.parts == 0:
             maps.append(_in_parts(weight.parts, c, p))
         elif dim == 0 and c == len(c_layout[node]):
@@ -366,6 +369,23 @@ def _index_maps(cg, pg, node, pnode, weight, pshape, c_layout, p_layout):
         else:
             maps.append(_leading(c, p))
     return maps
+
+
+def _transposed_map(cg, pg, node, pnode, dim, c, p, c_layout, p_layout):
+    """One dimension of a transposed convolution's weight, laid out ``(C_in, out / groups,
+    *kernel)``: with one group in both, dimension 0 is matched by what the input's channels mean
+    and dimension 1 by what the output's mean; grouped, their leading part is kept (nothing
+    where only the parent is grouped); a kernel keeps its centre."""
+    if dim >= 2:
+        return _centred(c, p)
+    groups, pgroups = ir.node(cg, node).attrs["groups"], ir.node(pg, pnode).attrs["groups"]
+    if groups != 1:
+        return _leading(c, p)
+    if pgroups != 1:
+        return _leading(0, 0)
+    if dim == 0:
+        return _matched(c_layout[ir.inputs(cg, node)[0]], p_layout[ir.inputs(pg, pnode)[0]], c, p)
+    return _matched(c_layout[node], p_layout[pnode], c, p)
 
 
 def _in_parts(parts: int, c: int, p: int) -> tuple[np.ndarray, np.ndarray]:

@@ -50,6 +50,30 @@ CASES: dict[str, tuple[str, str, str, str, str]] = {
         "[3, 1, 1, 1, 1, true]",
         "[[1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 2, 1], 2, false]",
     ),
+    "conv_transpose1d": (
+        "[[4, 5], CL]",
+        "[k, s, p, o, d, g, b]",
+        "{op: conv_transpose1d, out: 4, kernel: k, stride: s, padding: p, output_padding: o, dilation: d, "
+        "groups: g, bias: b}",
+        "[3, 1, 1, 0, 1, 1, true]",
+        "[[2], 3, 0, 2, 2, 2, false]",
+    ),
+    "conv_transpose2d": (
+        "[[4, 5, 6]]",
+        "[c, k, s, p, o, d, g, b]",
+        "{op: conv_transpose2d, out: c, kernel: k, stride: s, padding: p, output_padding: o, dilation: d, "
+        "groups: g, bias: b}",
+        "[4, 3, 2, 1, 1, 1, 1, true]",
+        "[6, [2, 3], [1, 2], [0, 1], [1, 1], [2, 1], 2, false]",
+    ),
+    "conv_transpose3d": (
+        "[[2, 3, 4, 5]]",
+        "[k, s, p, o, d, g, b]",
+        "{op: conv_transpose3d, out: 4, kernel: k, stride: s, padding: p, output_padding: o, dilation: d, "
+        "groups: g, bias: b}",
+        "[3, 2, 1, 1, 1, 1, true]",
+        "[[1, 2, 3], [1, 2, 2], [0, 1, 0], [0, 1, 0], [1, 1, 2], 2, false]",
+    ),
     "max_pool1d": (
         "[[3, 9], CL]",
         "[k, s, p, c]",

@@ -206,6 +206,50 @@ def _conv(view: View, node) -> Match | list[Match]:
     ]
 
 
+def _conv_transpose(view: View, node) -> Match:
+    """``ConvTranspose`` with its ``pads`` (or ``auto_pad`` VALID). Unequal pads ``(begin, end)``
+    with ``begin >= end`` are PyTorch's padding ``begin`` with ``begin - end`` more output
+    padding (ONNX crops ``end`` at the end; PyTorch crops ``padding - output_padding``);
+    ``output_shape`` and ``auto_pad`` SAME_UPPER or SAME_LOWER are refused."""
+    a = view.attrs(node)
+    weight = view.get(node.input[1])
+    if weight is None:
+        raise Unsupported("a transposed convolution whose weights are computed: the spec's holds its weights")
+    if weight.ndim not in (3, 4, 5):
+        raise Unsupported(f"a {weight.ndim - 2}-D ConvTranspose: the spec has conv_transpose1d, 2d and 3d")
+    spatial = weight.ndim - 2
+    groups = int(a.get("group", 1))
+    out = int(weight.shape[1]) * groups
+    _reads_features(view, node, int(weight.shape[0]), f"weight of shape {list(weight.shape)}")
+    bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and bias.shape != (out,):
+        raise Unsupported(f"a ConvTranspose bias of shape {list(bias.shape)}: one value per output channel is read")
+    if "output_shape" in a:
+        raise Unsupported("output_shape: the spec's conv_transpose takes pads and output_padding; export with those")
+    auto = _text(a, "auto_pad", "NOTSET")
+    if auto not in ("NOTSET", "", "VALID"):
+        raise Unsupported(f"auto_pad {auto}: the spec's conv_transpose takes pads and output_padding")
+    pads = [0] * 2 * spatial if auto == "VALID" else [int(p) for p in a.get("pads", [0] * 2 * spatial)]
+    extra = _spatial(a, "output_padding", spatial, 0)
+    if len(pads) != 2 * spatial or len(extra) != spatial:
+        raise Unsupported(f"ConvTranspose pads {pads}, output_padding {extra}: expected {spatial} spatial axes")
+    begin, end = pads[:spatial], pads[spatial:]
+    if any(b < e for b, e in zip(begin, end, strict=True)):
+        raise Unsupported(f"ConvTranspose pads {pads}: the spec's conv_transpose crops the end no more than the start")
+    attrs = {
+        "out": out,
+        "kernel": _sizes(weight.shape[2:]),
+        "stride": _sizes(_spatial(a, "strides", spatial, 1)),
+        "padding": _sizes(begin),
+        "output_padding": _sizes([o + b - e for o, b, e in zip(extra, begin, end, strict=True)]),
+        "dilation": _sizes(_spatial(a, "dilations", spatial, 1)),
+        "groups": groups,
+        "bias": bias is not None,
+    }
+    tensors = {"weight": weight} | ({"bias": bias} if bias is not None else {})
+    return Match(Lowered(f"conv_transpose{spatial}d", attrs), [node.input[0]], node.output[0], [node], tensors)
+
+
 def _sizes(v) -> object:
     """A window attribute as a spec writes it: one integer when all are equal, else the list."""
     sizes = [int(x) for x in v]
@@ -1186,6 +1230,7 @@ def _gelu(view: View, node) -> Match:
 
 PATTERNS: dict[str, list[Callable]] = {
     "Conv": [_conv],
+    "ConvTranspose": [_conv_transpose],
     "Pad": [_pad],
     "BatchNormalization": [_batch_norm],
     "Relu": [_one("relu")],

@@ -99,6 +99,36 @@ def _conv2d(m: nn.Conv2d, call: Call) -> Lowered:
     return Lowered("conv2d", attrs)
 
 
+def _window(v: object) -> object:
+    """A window of any rank as a spec writes it: one integer when all sides are equal, else the list."""
+    sides = [int(x) for x in v] if isinstance(v, (list, tuple)) else [int(v)]
+    return sides[0] if len(set(sides)) == 1 else sides
+
+
+def _conv_transpose(m: nn.modules.conv._ConvTransposeNd, call: Call) -> Lowered:
+    """``nn.ConvTranspose{1,2,3}d``; a forward given ``output_size`` is read by the output
+    padding that gives the size it made (the traced output's)."""
+    n = len(m.kernel_size)
+    if m.padding_mode != "zeros":  # pragma: no cover - torch refuses any other for a transposed convolution
+        raise Unsupported(f"padding_mode '{m.padding_mode}': the spec's conv_transpose{n}d pads with zeros")
+    extra = [int(x) for x in m.output_padding]
+    if (len(call.args) > 1 or "output_size" in call.kwargs) and call.out_shape is not None:
+        sizes, out = call.in_shapes[0][2:], call.out_shape[2:]
+        made = zip(sizes, m.kernel_size, m.stride, m.padding, m.dilation, strict=True)
+        extra = [o - ((i - 1) * s - 2 * p + d * (k - 1) + 1) for o, (i, k, s, p, d) in zip(out, made, strict=True)]
+    attrs = {
+        "out": m.out_channels,
+        "kernel": _window(m.kernel_size),
+        "stride": _window(m.stride),
+        "padding": _window(m.padding),
+        "output_padding": _window(extra),
+        "dilation": _window(m.dilation),
+        "groups": m.groups,
+        "bias": m.bias is not None,
+    }
+    return Lowered(f"conv_transpose{n}d", attrs)
+
+
 def _batch_norm(m: nn.modules.batchnorm._BatchNorm, call: Call) -> Lowered:
     if not m.affine:
         raise Unsupported("affine=False: the spec's batch_norm has a weight and a bias")
@@ -236,6 +266,9 @@ def _stochastic_depth(m, call: Call) -> Lowered:
 
 MODULES: dict[type, Callable[..., Lowered | tuple[Lowered, ...]]] = {
     nn.Conv2d: _conv2d,
+    nn.ConvTranspose1d: _conv_transpose,
+    nn.ConvTranspose2d: _conv_transpose,
+    nn.ConvTranspose3d: _conv_transpose,
     nn.BatchNorm2d: _batch_norm,
     nn.BatchNorm1d: _batch_norm,
     nn.Linear: _linear,

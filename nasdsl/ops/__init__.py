@@ -14,6 +14,7 @@ module              ops
 ``conv``            ``conv1d`` ``conv2d`` ``conv3d``, ``max_pool[1d|3d]``,
                     ``avg_pool[1d|3d]``, ``adaptive_avg_pool[1d|3d]``,
                     ``global_avg_pool``, ``batch_norm``, ``lrn``
+``conv_transpose``  ``conv_transpose1d`` ``conv_transpose2d`` ``conv_transpose3d``
 ``elementwise``     ``relu`` ``relu6`` ``sigmoid`` ``tanh`` ``silu`` ``gelu``
                     ``hardswish`` ``hardsigmoid``, ``dropout``, ``stochastic_depth``,
                     ``layer_scale``, ``identity``
@@ -28,7 +29,8 @@ module              ops
 ==================  ================================================================
 
 Multiply-adds count convolutions (output elements x input channels per group x
-window), fully connected layers (positions x in x out), matrix products and
+window), transposed ones (input elements x output channels per group x window),
+fully connected layers (positions x in x out), matrix products and
 attention (its projections and its two products), window attention
 (the same per window, padding included), pooling attention (also its pooling
 convolutions and relative positions); everything else counts zero, as in the
@@ -37,6 +39,7 @@ paper and in torchvision's figures.
 
 from nasdsl.ops import (  # noqa: F401 - they register their ops
     conv,
+    conv_transpose,
     elementwise,
     ensemble,
     linear,
