@@ -17,6 +17,7 @@ import onnxruntime as ort
 import torch
 
 from nasdsl import ir
+from nasdsl.errors import UsageError
 from nasdsl.weights import check_weights, initial_weights, to_torch
 
 from .onnx import DEFAULT_OPSET, export_graph, export_onnx
@@ -169,7 +170,15 @@ def verify_import(
             raise ValueError(f"the file's input {first.name!r} is not of a floating-point type: nothing to compare")
         tolerance = max(tolerance, _TOLERANCE.get(dtype, 0.0))
         x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(seed))
-        want = [o.astype(np.float32) for o in run_onnx(source, {first.name: x.numpy().astype(dtype)}).values()]
+        try:
+            ran = run_onnx(source, {first.name: x.numpy().astype(dtype)})
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime's own errors (InvalidArgument, Fail, ...)
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(
+                f"ONNX Runtime does not run the file, so nothing can be compared with it: {first_line[:400]}",
+                path="--check",
+            ) from None
+        want = [o.astype(np.float32) for o in ran.values()]
     try:
         with torch.no_grad():
             got = _flat(model(x))

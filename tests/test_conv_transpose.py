@@ -13,6 +13,7 @@ import functools
 import math
 import re
 import sys
+import warnings
 
 import numpy as np
 import onnx
@@ -293,7 +294,9 @@ def test_a_torch_module_imports_and_checks(decoders, tmp_path, capsys):
 @pytest.mark.parametrize(("cls", "shape"), [("Decoder", (1, 4, 5, 6)), ("Clip", (1, 3, 2, 3, 4))])
 def test_torch_onnx_export_imports_and_checks(decoders, tmp_path, capsys, cls, shape):
     model = getattr(decoders, cls)().eval()
-    torch.onnx.export(model, torch.randn(*shape), tmp_path / "m.onnx", dynamo=False, opset_version=17)
+    with warnings.catch_warnings():  # the TorchScript exporter's notice of its deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.randn(*shape), tmp_path / "m.onnx", dynamo=False, opset_version=17)
     assert cli_main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.yaml"), "--check"]) == 0
     capsys.readouterr()
     text = (tmp_path / "m.yaml").read_text()
@@ -439,3 +442,25 @@ def test_transfer_matches_the_input_channels_of_dimension_0(tmp_path):
     moved = nasdsl.transfer_weights(parent, state, child)
     np.testing.assert_array_equal(moved["up.weight"], state["up.weight"][[2, 3, 0, 1], :3])
     np.testing.assert_array_equal(moved["up.bias"], state["up.bias"][:3])
+
+
+def test_a_file_onnx_runtime_refuses_is_a_check_error_not_an_internal_one(tmp_path, capsys):
+    """torch.onnx.export writes an output_padding at or above the stride where torch allows it (below the
+    dilation); ONNX Runtime refuses such a file, and --check died of its InvalidArgument."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 3, 3, 3)).astype(np.float32), "w")
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], dilations=[2, 2], output_padding=[1, 1])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    code = cli_main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.yaml"), "--check"])
+    err = capsys.readouterr().err
+    assert code == 2 and "internal error" not in err, err
+    assert "error: --check: ONNX Runtime does not run the file, so nothing can be compared with it: " in err
+    assert not (tmp_path / "m.yaml").exists()
