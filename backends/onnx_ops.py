@@ -330,9 +330,10 @@ def _affine_params(n: Lowered, c: int) -> tuple[str, str]:
 
 @lowering("onnx", "group_norm")
 def _group_norm(n: Lowered) -> None:
-    """GroupNormalization from opset 21 (a weight per channel); at 18-20 (whose scale and bias
-    are one per group) with ones and zeros, then the per-channel weight and bias; below 18 as
-    torch.onnx.export writes it: InstanceNormalization of the input reshaped to (N, groups, -1)."""
+    """GroupNormalization from opset 21 (a weight per channel); below it as torch.onnx.export
+    writes it: InstanceNormalization of the input reshaped to (N, groups, -1), reshaped back,
+    then the per-channel weight and bias. (GroupNormalization-18, whose scale and bias are one
+    per group, is deprecated: ONNX's checker refuses a file of opset 18 to 20 holding one.)"""
     c, *rest = n.in_shape
     groups, eps = n.a["groups"], n.a["eps"]
     if n.opset >= 21:
@@ -341,14 +342,10 @@ def _group_norm(n: Lowered) -> None:
         return
     ones = n.e.const("ones", np.ones(groups), np.float32)
     zeros = n.e.const("zeros", np.zeros(groups), np.float32)
-    last = not n.a["affine"]
-    if n.opset >= 18:
-        normed = n.emit("GroupNormalization", [n.x, ones, zeros], last=last, epsilon=eps, num_groups=groups)
-    else:
-        grouped_shape = n.e.full((groups, math.prod(n.in_shape) // groups))
-        grouped = n.emit("Reshape", [n.x, n.e.ints("groups", [0, groups, -1])], at=grouped_shape)
-        normed = n.emit("InstanceNormalization", [grouped, ones, zeros], at=grouped_shape, epsilon=eps)
-        normed = n.emit("Reshape", [normed, n.e.ints("shape", [0, c, *rest])], last=last)
+    grouped_shape = n.e.full((groups, math.prod(n.in_shape) // groups))
+    grouped = n.emit("Reshape", [n.x, n.e.ints("groups", [0, groups, -1])], at=grouped_shape)
+    normed = n.emit("InstanceNormalization", [grouped, ones, zeros], at=grouped_shape, epsilon=eps)
+    normed = n.emit("Reshape", [normed, n.e.ints("shape", [0, c, *rest])], last=not n.a["affine"])
     if n.a["affine"]:
         scaled = n.emit("Mul", [normed, per_channel(n, n.param("weight"))])
         n.emit("Add", [scaled, per_channel(n, n.param("bias"))], last=True)

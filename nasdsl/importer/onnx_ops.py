@@ -1297,8 +1297,9 @@ def _group_norm_attrs(groups: int, eps: float, weight, bias) -> tuple[dict, dict
 
 
 def _group_norm(view: View, node) -> Match:
-    """GroupNormalization: its scale and bias one per group before opset 21, one per channel
-    from it; a per-channel ``Mul`` and ``Add`` after it (ones and zeros in it) are its weight and bias."""
+    """GroupNormalization of opset 21 on (its scale and bias one per channel; ONNX's checker refuses
+    the deprecated one of opsets 18 to 20 before any node is read); a per-channel ``Mul`` and
+    ``Add`` after one of ones and zeros are its weight and bias."""
     a = view.attrs(node)
     shape = view.shapes.get(node.input[0], ())
     channels, groups = shape[1], int(a["num_groups"])
@@ -1307,8 +1308,6 @@ def _group_norm(view: View, node) -> Match:
         raise Unsupported(
             "a GroupNormalization whose scale or bias is computed, or whose groups do not divide the channels"
         )
-    if view.opset < 21:
-        scale, bias = np.repeat(scale, channels // groups), np.repeat(bias, channels // groups)
     nodes, out = [node], node.output[0]
     weight = None if _made_ones_zeros(view, node.input[1], node.input[2]) else scale
     if np.all(scale == 1) and np.all(bias == 0):
