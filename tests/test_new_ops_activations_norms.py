@@ -352,3 +352,31 @@ def test_bad_attributes_are_located_errors(tmp_path, capsys, entry, shape, said)
     out, err = capsys.readouterr()
     assert err.strip() == f"{path}:{said}" and out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+INIT_SPEC = """\
+name: I
+input: {shape: [8, 6, 5]}
+init:
+  instance_norm: {weight: {constant: {value: 0.5}}, bias: 0}
+  group_norm: {weight: 2, bias: 0.5}
+  prelu: {weight: 0.1}
+model:
+  plain: instance_norm
+  affine: {op: instance_norm, affine: true}
+  g: {op: group_norm, groups: 2}
+  p: prelu
+"""
+
+
+def test_init_rules_set_the_parameters_where_the_layers_have_them(tmp_path):
+    """An instance_norm rule reaches the affine layer and passes over the one without a weight."""
+    (tmp_path / "i.yaml").write_text(INIT_SPEC)
+    compiled = nasdsl.compile_spec(tmp_path / "i.yaml")
+    state = nasdsl.build_model(compiled).state_dict()
+    want = {"affine.weight": 0.5, "affine.bias": 0.0, "g.weight": 2.0, "g.bias": 0.5, "p.weight": 0.1}
+    assert sorted(state) == sorted(want)
+    for key, value in want.items():
+        assert torch.allclose(state[key], torch.full((8,), value)), key
+    drawn = initial_weights(compiled.graph)
+    assert all(np.array_equal(drawn[k], state[k].numpy()) for k in want)
