@@ -325,6 +325,73 @@ def _hardswish(n: Lowered) -> None:  # PyTorch: x * relu6(x + 3) / 6
         n.emit("Mul", [n.x, n.emit("HardSigmoid", [n.x], alpha=1 / 6, beta=0.5)], last=True)
 
 
+@lowering("onnx", "leaky_relu")
+def _leaky_relu(n: Lowered) -> None:
+    n.emit("LeakyRelu", [n.x], last=True, alpha=n.a["negative_slope"])
+
+
+@lowering("onnx", "elu")
+def _elu(n: Lowered) -> None:
+    n.emit("Elu", [n.x], last=True, alpha=n.a["alpha"])
+
+
+def per_channel(n: Lowered, tensor: str) -> str:
+    """A (C,) tensor shaped (C, 1, ...) to broadcast over the channels of a channels-first input
+    (ONNX broadcasts from the last axis); as it is for flat features (N, C)."""
+    c, *rest = n.in_shape
+    if not rest:
+        return tensor
+    return n.emit("Reshape", [tensor, n.e.ints("per_channel", [c, *(1,) * len(rest)])], at=(c, *(1,) * len(rest)))
+
+
+@lowering("onnx", "prelu")
+def _prelu(n: Lowered) -> None:
+    slope = n.param("weight")
+    n.emit("PRelu", [n.x, per_channel(n, slope) if n.a["per_channel"] else slope], last=True)
+
+
+def _affine_params(n: Lowered, c: int) -> tuple[str, str]:
+    """A norm's weight and bias: its own with ``affine``, else ones and zeros."""
+    if n.a["affine"]:
+        return n.param("weight"), n.param("bias")
+    return n.e.const("ones", np.ones(c), np.float32), n.e.const("zeros", np.zeros(c), np.float32)
+
+
+@lowering("onnx", "group_norm")
+def _group_norm(n: Lowered) -> None:
+    """GroupNormalization from opset 21 (a weight per channel); below it as torch.onnx.export
+    writes it: InstanceNormalization of the input reshaped to (N, groups, -1), reshaped back,
+    then the per-channel weight and bias. (GroupNormalization-18, whose scale and bias are one
+    per group, is deprecated: ONNX's checker refuses a file of opset 18 to 20 holding one.)"""
+    c, *rest = n.in_shape
+    groups, eps = n.a["groups"], n.a["eps"]
+    if n.opset >= 21:
+        weight, bias = _affine_params(n, c)
+        n.emit("GroupNormalization", [n.x, weight, bias], last=True, epsilon=eps, num_groups=groups)
+        return
+    ones = n.e.const("ones", np.ones(groups), np.float32)
+    zeros = n.e.const("zeros", np.zeros(groups), np.float32)
+    grouped_shape = n.e.full((groups, math.prod(n.in_shape) // groups))
+    grouped = n.emit("Reshape", [n.x, n.e.ints("groups", [0, groups, -1])], at=grouped_shape)
+    normed = n.emit("InstanceNormalization", [grouped, ones, zeros], at=grouped_shape, epsilon=eps)
+    normed = n.emit("Reshape", [normed, n.e.ints("shape", [0, c, *rest])], last=not n.a["affine"])
+    if n.a["affine"]:
+        scaled = n.emit("Mul", [normed, per_channel(n, n.param("weight"))])
+        n.emit("Add", [scaled, per_channel(n, n.param("bias"))], last=True)
+
+
+@lowering("onnx", "instance_norm")
+def _instance_norm(n: Lowered) -> None:
+    """InstanceNormalization; with running statistics, which an inference graph normalises by,
+    BatchNormalization of them."""
+    weight, bias = _affine_params(n, n.in_shape[0])
+    if n.a["track_running_stats"]:
+        stats = [n.param("running_mean"), n.param("running_var")]
+        n.emit("BatchNormalization", [n.x, weight, bias, *stats], last=True, epsilon=n.a["eps"])
+        return
+    n.emit("InstanceNormalization", [n.x, weight, bias], last=True, epsilon=n.a["eps"])
+
+
 @lowering("onnx", "identity", "dropout", "stochastic_depth")
 def _identity(n: Lowered) -> None:
     # an inference graph has no dropout and no stochastic depth, and keeps an identity only where

@@ -1743,7 +1743,7 @@ class _Writer:
         outer: list[tuple[list[str], list[str]]] = []  # ops whose modules hold layers with rules
         used = self._ops_built()
         for op, rs in rules.items():
-            body = self._init_body(rs.items()) if op in used else []  # a rule for no layer here: nothing
+            body = self._init_body(rs.items(), self._optional(op)) if op in used else []  # a rule for no layer here
             if body:
                 classes = self._init_classes(op)
                 into = outer if op in later else branches
@@ -1858,15 +1858,29 @@ class _Writer:
                 groups.setdefault(key, []).append(n)
         return [(names, list(key[1])) for key, names in groups.items()]
 
-    def _init_body(self, rules) -> list[str]:
-        """The statements of one branch of reset_parameters' loop (its module is ``m``)."""
+    def _optional(self, op: str) -> frozenset[str]:
+        """The parameters of ``op`` that some of its layers here lack (an ``nn.InstanceNorm2d``
+        without ``affine`` has no weight): reset_parameters sets them where they exist."""
+        if op not in OPS:
+            return frozenset()
+        lacking: set[str] = set()
+        for graph in (self.g, ir.info(self.g).dormant.graph):
+            for n, data in ir.nodes(graph):
+                if data.op == op and data.type is not None:
+                    held = {w.name for w in OPS[op].weights(ir.input_types(graph, n), data.attrs)}
+                    lacking |= set(OPS[op].init_params) - held
+        return frozenset(lacking)
+
+    def _init_body(self, rules, optional: frozenset[str] = frozenset()) -> list[str]:
+        """The statements of one branch of reset_parameters' loop (its module is ``m``); a
+        parameter of ``optional`` (one some layers lack) only where the layer has it."""
         body = []
         for pname, rule in rules:
             stmt = self._init_stmt(f"m.{pname}", rule)
             if stmt is None:
                 continue
-            if pname == "bias":  # laid out at their depth in the loop below, split as ruff would
-                body += ["                if m.bias is not None:", *layout("", stmt, 5)]
+            if pname == "bias" or pname in optional:  # laid out at their depth in the loop, split as ruff would
+                body += [f"                if m.{pname} is not None:", *layout("", stmt, 5)]
             else:
                 body += layout("", stmt, 4)
         return body

@@ -581,6 +581,36 @@ for _op, _cls in (
     ("hardsigmoid", "nn.Hardsigmoid"),
 ):
     lowering("pytorch", _op)(TorchLowering(_activation(_cls)))
+
+
+def _prelu(ctx: ClassContext, node: str) -> Call:
+    """``nn.PReLU(C)``: one slope per channel (dim 1); ``nn.PReLU()`` for one shared slope."""
+    size = (render(in_size(ctx, node, 0)),) if ir.node(ctx.g, node).attrs["per_channel"] else ()
+    return Call("nn.PReLU", (*size, *keywords(ctx, node, "init")))
+
+
+def _group_norm(ctx: ClassContext, node: str) -> Call:
+    args = (render(attr(ctx, node, "groups")), render(in_size(ctx, node, 0)))
+    return Call("nn.GroupNorm", (*args, *keywords(ctx, node, "eps", "affine")))
+
+
+def _instance_norm(ctx: ClassContext, node: str) -> Call:
+    cls = f"nn.InstanceNorm{in_type(ctx, node).rank - 1}d"
+    keys = ("eps", "momentum", "affine", "track_running_stats")
+    return Call(cls, (render(in_size(ctx, node, 0)), *keywords(ctx, node, *keys)))
+
+
+lowering("pytorch", "leaky_relu")(
+    TorchLowering(lambda ctx, node: Call("nn.LeakyReLU", tuple(keywords(ctx, node, "negative_slope"))))
+)
+lowering("pytorch", "elu")(TorchLowering(lambda ctx, node: Call("nn.ELU", tuple(keywords(ctx, node, "alpha")))))
+lowering("pytorch", "prelu")(TorchLowering(_prelu, ("nn.PReLU",)))
+lowering("pytorch", "group_norm")(TorchLowering(_group_norm, ("nn.GroupNorm",)))
+lowering("pytorch", "instance_norm")(
+    TorchLowering(
+        _instance_norm, ("nn.InstanceNorm2d",), extra_classes={2: "nn.InstanceNorm1d", 4: "nn.InstanceNorm3d"}
+    )
+)
 lowering("pytorch", "slice")(TorchLowering(_slice, defines=("Slice", "Narrow")))
 lowering("pytorch", "select")(TorchLowering(_select, defines=("Select",)))
 lowering("pytorch", "permute")(TorchLowering(_permute, defines=("Permute",)))

@@ -587,7 +587,8 @@ CASES = [
             """),
         "spec.yaml:4:25: error: model.act.init: op relu has no parameters that init sets; "
         "init applies to conv1d, conv2d, conv3d, batch_norm, conv_transpose1d, conv_transpose2d, conv_transpose3d, "
-        "parameter, linear, layer_norm, attention, pooling_attention, positional_encoding, partition_attention\n",
+        "parameter, linear, layer_norm, attention, pooling_attention, positional_encoding, prelu, group_norm, "
+        "instance_norm, partition_attention\n",
     ),
     Case(
         "init-of-a-layer-names-an-unknown-parameter",

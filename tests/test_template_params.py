@@ -190,6 +190,17 @@ CASES: dict[str, tuple[str, str, str, str, str]] = {
         "[2, 3]",
         "[4, 3]",
     ),
+    "leaky_relu": ("[[3, 4, 4]]", "[s]", "{op: leaky_relu, negative_slope: s}", "[0.1]", "[-0.5]"),
+    "elu": ("[[3, 4, 4]]", "[a]", "{op: elu, alpha: a}", "[0.5]", "[2.0]"),
+    "prelu": ("[[3, 4, 4]]", "[i]", "{op: prelu, init: i}", "[0.1]", "[0.3]"),
+    "group_norm": ("[[6, 4, 4]]", "[g, e]", "{op: group_norm, groups: g, eps: e}", "[2, 0.001]", "[3, 0.5]"),
+    "instance_norm": (
+        "[[3, 4, 4]]",
+        "[e, m]",
+        "{op: instance_norm, eps: e, momentum: m, affine: true, track_running_stats: true}",
+        "[0.001, 0.1]",
+        "[0.5, 0.2]",
+    ),
 }
 
 #: attributes a parameter cannot set: they take words alone (an expression gives no word)
@@ -232,6 +243,16 @@ FIXED = {
         "{op: window_attention, heads: 2, window: [3, 3], version: v}",
         "[1]",
         "[2]",
+    ),
+    ("prelu", "per_channel"): ("[[3, 4, 4]]", "[p]", "{op: prelu, per_channel: p}", "[true]", "[false]"),
+    ("group_norm", "affine"): ("[[4, 4, 4]]", "[a]", "{op: group_norm, groups: 2, affine: a}", "[true]", "[false]"),
+    ("instance_norm", "affine"): ("[[3, 4, 4]]", "[a]", "{op: instance_norm, affine: a}", "[true]", "[false]"),
+    ("instance_norm", "track_running_stats"): (
+        "[[3, 4, 4]]",
+        "[t]",
+        "{op: instance_norm, track_running_stats: t}",
+        "[true]",
+        "[false]",
     ),
 }
 

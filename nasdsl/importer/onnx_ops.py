@@ -1263,6 +1263,144 @@ PATTERNS: dict[str, list[Callable]] = {
 }
 
 
+# -- activations with a parameter and per-sample norms (nasdsl/ops/norms_activations.py) ----------
+
+
+def _leaky_relu(view: View, node) -> Match:
+    slope = float(np.float32(view.attrs(node).get("alpha", 0.01)))
+    return Match(Lowered("leaky_relu", {"negative_slope": slope}), [node.input[0]], node.output[0], [node])
+
+
+def _elu(view: View, node) -> Match:
+    alpha = float(np.float32(view.attrs(node).get("alpha", 1.0)))
+    return Match(Lowered("elu", {"alpha": alpha}), [node.input[0]], node.output[0], [node])
+
+
+def _prelu(view: View, node) -> Match:
+    """PRelu with one slope for all (``per_channel: false``) or one per channel, broadcast along
+    the channels ((C, 1, 1) on a map, (C,) on features); a slope of another shape is refused."""
+    slope = view.get(node.input[1])
+    if slope is None:
+        raise Unsupported("a PRelu whose slope is computed")
+    shape = view.shapes.get(node.input[0], ())
+    if slope.size == 1:
+        return Match(Lowered("prelu", {"per_channel": False}), [node.input[0]], node.output[0], [node],
+                     {"weight": slope.reshape(1)})  # fmt: skip
+    weight = per_channel(slope, shape[1], len(shape)) if len(shape) >= 2 else None
+    if weight is None:
+        raise Unsupported(
+            f"a PRelu slope of shape {list(slope.shape)} on an input {list(shape)}: one per channel is read"
+        )
+    return Match(Lowered("prelu"), [node.input[0]], node.output[0], [node], {"weight": weight})
+
+
+def _made_ones_zeros(view: View, scale: str, bias: str) -> bool:
+    """Whether a norm's scale and bias are ones and zeros written by nodes (as torch.onnx.export
+    writes a norm without ``affine``): an initializer, whatever its values, is a learned tensor."""
+    s, b = view.get(scale), view.get(bias)
+    made = scale in view.producer and bias in view.producer
+    return made and s is not None and b is not None and bool(np.all(s == 1) and np.all(b == 0))
+
+
+def _then_affine(view: View, last, channels: int, rank: int):
+    """A per-channel ``Mul`` then ``Add`` by constants after ``last``: (weight, bias, nodes, out),
+    the weight and bias None where they are ones and zeros that nodes write (torch.onnx.export's
+    GroupNorm without ``affine``); None where no such pair follows."""
+    mul = view.next_node(last, "Mul")
+    factor = _other(mul, last.output[0]) if mul is not None else ""
+    scale = per_channel(view.get(factor), channels, rank) if mul is not None else None
+    add = view.next_node(mul, "Add") if scale is not None else None
+    term = _other(add, mul.output[0]) if add is not None else ""
+    shift = per_channel(view.get(term), channels, rank) if add is not None else None
+    if shift is None:
+        return None
+    if _made_ones_zeros(view, factor, term):
+        scale = shift = None
+    return scale, shift, [mul, add], add.output[0]
+
+
+def _instance_norm(view: View, node) -> Match:
+    scale, bias = view.get(node.input[1]), view.get(node.input[2])
+    shape = view.shapes.get(node.input[0], ())
+    if scale is None or bias is None:
+        raise Unsupported("an InstanceNormalization whose scale or bias is computed")
+    attrs = {"eps": float(np.float32(view.attrs(node).get("epsilon", 1e-5)))}
+    if _made_ones_zeros(view, node.input[1], node.input[2]):
+        return Match(Lowered("instance_norm", attrs), [node.input[0]], node.output[0], [node])
+    if scale.shape != (shape[1],) or bias.shape != (shape[1],):
+        raise Unsupported(f"an InstanceNormalization whose scale and bias have the shapes {[scale.shape, bias.shape]}")
+    return Match(Lowered("instance_norm", {**attrs, "affine": True}), [node.input[0]], node.output[0], [node],
+                 {"weight": scale, "bias": bias})  # fmt: skip
+
+
+def _group_norm_attrs(groups: int, eps: float, weight, bias) -> tuple[dict, dict]:
+    """A group_norm's attributes and tensors: without ``affine`` where ``weight`` is None."""
+    attrs = {"groups": int(groups), "eps": float(np.float32(eps))}
+    if weight is None:
+        return {**attrs, "affine": False}, {}
+    return attrs, {"weight": weight, "bias": bias}
+
+
+def _group_norm(view: View, node) -> Match:
+    """GroupNormalization of opset 21 on (its scale and bias one per channel; ONNX's checker refuses
+    the deprecated one of opsets 18 to 20 before any node is read); a per-channel ``Mul`` and
+    ``Add`` after one of ones and zeros are its weight and bias."""
+    a = view.attrs(node)
+    shape = view.shapes.get(node.input[0], ())
+    channels, groups = shape[1], int(a["num_groups"])
+    scale, bias = view.get(node.input[1]), view.get(node.input[2])
+    if scale is None or bias is None or channels % groups:
+        raise Unsupported(
+            "a GroupNormalization whose scale or bias is computed, or whose groups do not divide the channels"
+        )
+    nodes, out = [node], node.output[0]
+    weight = None if _made_ones_zeros(view, node.input[1], node.input[2]) else scale
+    if np.all(scale == 1) and np.all(bias == 0):
+        after = _then_affine(view, node, channels, len(shape))
+        if after is not None:
+            weight, bias, more, out = after
+            nodes += more
+    attrs, tensors = _group_norm_attrs(groups, a.get("epsilon", 1e-5), weight, bias)
+    return Match(Lowered("group_norm", attrs), [node.input[0]], out, nodes, tensors)
+
+
+def _group_norm_reshaped(view: View, node) -> Match | None:
+    """torch.onnx.export's GroupNorm below opset 18 (and at it): ``Reshape`` to (N, groups, -1),
+    ``InstanceNormalization`` by ones and zeros, ``Reshape`` back, then the per-channel weight
+    (``Mul``) and bias (``Add``) where it is affine. None where the run is another."""
+    shape_in = tuple(view.shapes.get(node.input[0], ()))
+    target = tuple(view.shapes.get(node.output[0], ()))
+    norm = view.next_node(node, "InstanceNormalization")
+    back = view.next_node(norm, "Reshape") if norm is not None else None
+    if back is None or len(shape_in) < 2 or len(target) != 3 or tuple(view.shapes.get(back.output[0], ())) != shape_in:
+        return None
+    groups = target[1]
+    scale, bias = view.get(norm.input[1]), view.get(norm.input[2])
+    if scale is None or bias is None or not (np.all(scale == 1) and np.all(bias == 0)):
+        return None
+    eps = view.attrs(norm).get("epsilon", 1e-5)
+    nodes, out = [node, norm, back], back.output[0]
+    after = _then_affine(view, back, shape_in[1], len(shape_in))
+    weight = bias = None
+    if after is not None:
+        weight, bias, more, out = after
+        nodes += more
+    attrs, tensors = _group_norm_attrs(groups, eps, weight, bias)
+    return Match(Lowered("group_norm", attrs), [node.input[0]], out, nodes, tensors)
+
+
+PATTERNS.update(
+    {
+        "LeakyRelu": [_leaky_relu],
+        "Elu": [_elu],
+        "PRelu": [_prelu],
+        "InstanceNormalization": [_instance_norm],
+        "GroupNormalization": [_group_norm],
+    }
+)
+PATTERNS["Reshape"].insert(0, _group_norm_reshaped)
+
+
 def slice_bounds(get, node, opset: int) -> tuple | None:
     """A Slice's (starts, ends, axes, steps), each an array of one value per axis sliced: attributes
     before opset 10, inputs from it (``get`` gives a constant input's value, or None); the axes

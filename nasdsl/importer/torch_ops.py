@@ -777,6 +777,57 @@ METHODS: dict[str, Callable[[Call], Lowered | tuple[Lowered, ...]]] = {
 METHODS.update({f"{name}_": METHODS[name] for name in ("relu", "sigmoid", "tanh", "add", "mul")})
 
 
+def _number(call: Call, index: int, name: str, default: float) -> float:
+    """A number argument of a function (a slope): one the traced call gives as a constant."""
+    v = call.arg(index, name, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise Unsupported(f"{name}={v!r}: expected a number known when the model is traced")
+    return float(v)
+
+
+def _prelu(m: nn.PReLU, call: Call) -> Lowered:
+    if m.num_parameters == 1:
+        return Lowered("prelu", {"per_channel": False})
+    if call.rank < 2 or call.in_shapes[0][1] != m.num_parameters:  # pragma: no cover - torch refuses it first
+        raise Unsupported(f"{m.num_parameters} slopes for an input of shape {list(call.in_shapes[0])}")
+    return Lowered("prelu")
+
+
+def _group_norm(m: nn.GroupNorm, call: Call) -> Lowered:
+    return Lowered("group_norm", {"groups": m.num_groups, "eps": float(m.eps), "affine": bool(m.affine)})
+
+
+def _instance_norm(m: nn.modules.instancenorm._InstanceNorm, call: Call) -> Lowered:
+    expected = {nn.InstanceNorm1d: 3, nn.InstanceNorm2d: 4, nn.InstanceNorm3d: 5}[type(m)]
+    if call.rank != expected:
+        raise Unsupported(f"{type(m).__name__} of a {call.rank}-D input (an unbatched one)")
+    if m.track_running_stats and m.momentum is None:
+        raise Unsupported("momentum=None (a cumulative average): the spec's instance_norm takes a momentum in [0, 1]")
+    attrs = {"eps": float(m.eps), "affine": bool(m.affine), "track_running_stats": bool(m.track_running_stats)}
+    if m.momentum is not None:
+        attrs["momentum"] = float(m.momentum)
+    return Lowered("instance_norm", attrs)
+
+
+MODULES.update(
+    {
+        nn.LeakyReLU: lambda m, call: Lowered("leaky_relu", {"negative_slope": float(m.negative_slope)}),
+        nn.ELU: lambda m, call: Lowered("elu", {"alpha": float(m.alpha)}),
+        nn.PReLU: _prelu,
+        nn.GroupNorm: _group_norm,
+        nn.InstanceNorm1d: _instance_norm,
+        nn.InstanceNorm2d: _instance_norm,
+        nn.InstanceNorm3d: _instance_norm,
+    }
+)
+FUNCTIONS.update(
+    {
+        F.leaky_relu: lambda call: Lowered("leaky_relu", {"negative_slope": _number(call, 1, "negative_slope", 0.01)}),
+        F.elu: lambda call: Lowered("elu", {"alpha": _number(call, 1, "alpha", 1.0)}),
+    }
+)
+
+
 def _torchvision_functions() -> None:
     try:
         from torchvision.models.shufflenetv2 import channel_shuffle

@@ -26,6 +26,7 @@ module              ops
 ``partition``       ``partition_attention`` (MaxViT's block and grid attention)
 ``window``          ``window_attention`` ``patch_merging`` ``pad_to_multiple``
 ``multiscale``      ``pooling_attention``, ``positional_encoding`` (MViT)
+``norms_activations`` ``leaky_relu`` ``elu`` ``prelu``, ``group_norm`` ``instance_norm``
 ==================  ================================================================
 
 Multiply-adds count convolutions (output elements x input channels per group x
@@ -45,6 +46,7 @@ from nasdsl.ops import (  # noqa: F401 - they register their ops
     linear,
     merge,
     multiscale,
+    norms_activations,
     partition,
     tensor,
     window,
