@@ -646,6 +646,20 @@ def test_naswot_is_the_log_determinant_of_the_rectifiers_agreement_kernel(tmp_pa
         kernel += c @ c.T + (1 - c) @ (1 - c).T
     sign, logdet = np.linalg.slogdet(kernel)
     assert sign > 0 and proxies.naswot(model, x) == pytest.approx(logdet, rel=1e-9)
+    # the units with a kink at 0 code alike (a model of LeakyReLU, PReLU or ELU alone had no score)
+    for op in ("leaky_relu", "prelu", "elu"):
+        (tmp_path / f"{op}.yaml").write_text(
+            CHAIN.replace("relu1: relu", f"relu1: {op}").replace("relu2: relu", f"relu2: {op}")
+        )
+        torch.manual_seed(0)
+        other = nasdsl.build_model(tmp_path / f"{op}.yaml")
+        w1, w2, _ = _chain_weights(other)
+        h1 = flat @ w1.T
+        act = {"leaky_relu": lambda v: np.where(v > 0, v, 0.01 * v), "prelu": lambda v: np.where(v > 0, v, 0.25 * v),
+               "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0)))}[op]  # fmt: skip
+        h2 = act(h1) @ w2.T
+        kernel = sum((c := (pre > 0).astype(float)) @ c.T + (1 - c) @ (1 - c).T for pre in (h1, h2))
+        assert proxies.naswot(other, x) == pytest.approx(np.linalg.slogdet(kernel)[1], rel=1e-9)
 
 
 def test_proxy_objectives_are_computed_in_the_trial_on_the_generated_model(tmp_path):

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 
-#: the modules whose input NASWOT codes (rectifiers; sigmoid gates are left out)
-RECTIFIERS = ("ReLU", "ReLU6", "SiLU", "Hardswish", "GELU")
+#: the modules whose input NASWOT codes (rectifiers and the units with their kink at 0; sigmoid gates are
+#: left out)
+RECTIFIERS = ("ReLU", "ReLU6", "SiLU", "Hardswish", "GELU", "LeakyReLU", "PReLU", "ELU")
 
 
 def batch(shape: tuple[int, ...], size: int, seed: int):
