@@ -357,6 +357,17 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+#: the longest list of allowed names written on the error's own line (a longer one gets a line of its own)
+ALLOWED_INLINE = 160
+
+
+def allowed_after(names: Iterable[str]) -> str:
+    """``; allowed: a, b`` after an error's message, or on an indented line of its own where the list
+    is long (the registry's ops with parameters), so that the first line stays readable."""
+    joined = ", ".join(names)
+    return f"; allowed: {joined}" if len(joined) <= ALLOWED_INLINE else f"\n  allowed: {joined}"
+
+
 #: where unknown keys go while :func:`deferring_unknown_keys` is active (else they are raised)
 _DEFERRED: ContextVar[list[NasdslError] | None] = ContextVar("nasdsl_deferred_errors", default=None)
 
@@ -1254,7 +1265,7 @@ def _parse_init(raw: object, loc: Location) -> dict[str, dict[str, InitRule]]:
         path = join("init", op)
         if op not in INIT_OPS:
             raise SpecError(
-                f"unknown op '{op}' in init{did_you_mean(op, INIT_OPS)}; allowed: {', '.join(INIT_OPS)}",
+                f"unknown op '{op}' in init{did_you_mean(op, INIT_OPS)}{allowed_after(INIT_OPS)}",
                 location=m.key_locs[op],
                 path=path,
             )
