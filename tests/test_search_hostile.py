@@ -741,3 +741,25 @@ def test_a_search_whose_trial_another_search_ended_stops_with_an_error(specs, tm
         f"error: trial {running.number} was ended by another nasdsl search of this study while this one ran it "
         f"(this one gave no sign of life for over {studies.LEFT_AFTER:g} s, and was taken as ended): this search stops"
     )
+
+
+def sleeps_a_little(spec_path: str, workdir: str) -> dict:
+    time.sleep(0.1)
+    return {"acc": _params(spec_path)}
+
+
+def test_the_lease_signs_from_its_thread_without_sqlite_errors(specs, tmp_path, monkeypatch, capfd):
+    """The lease's beats opened SQLite connections in their thread that the pool then closed in
+    another: SQLAlchemy printed ProgrammingError tracebacks (26 in a 3-trial search)."""
+    import gc
+
+    from nasdsl.search import study as studies
+
+    monkeypatch.setattr(studies, "BEAT_SECONDS", 0.02)
+    cfg = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(sleeps_a_little),
+               storage=f"sqlite:///{tmp_path / 's.db'}")  # fmt: skip
+    summary = run_search(cfg, say=_quiet)
+    del summary
+    gc.collect()
+    err = capfd.readouterr().err
+    assert "ProgrammingError" not in err and "Traceback" not in err, err

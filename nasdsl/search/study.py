@@ -196,10 +196,12 @@ def _sqlite(path: str):
     """A connection to a SQLite file in write-ahead-log mode, synchronised at checkpoints: a
     third of the time per trial of SQLite's default (each commit waits for the disk), and as
     safe when a search is killed (a finished trial is in the log); only a crash of the machine
-    itself may lose the last trials."""
+    itself may lose the last trials. The pool hands a connection to one thread at a time, and the
+    search's lease (:class:`Lease`) signs from a thread of its own: a connection is not tied to the
+    thread that opened it (``check_same_thread``, as SQLAlchemy sets it for its own SQLite pools)."""
     import sqlite3
 
-    connection = sqlite3.connect(path, timeout=60)
+    connection = sqlite3.connect(path, timeout=60, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
