@@ -20,6 +20,7 @@ import difflib
 import gc
 import importlib
 import io
+import math
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ from nasdsl.errors import NasdslError, UsageError, one_line, terminal_text
 from nasdsl.figures import check_batch_memory
 from nasdsl.files import write_atomic
 from nasdsl.loader import Limits
-from nasdsl.optimize import DEFAULT_TARGET, ONNX_TARGETS, deployment, target_names
+from nasdsl.optimize import ARTIFACT_TOLERANCE, DEFAULT_TARGET, ONNX_TARGETS, deployment, target_names
 from nasdsl.summary import render
 from nasdsl.weights import MAX_MEMORY, check_memory
 
@@ -403,6 +404,16 @@ def _compile_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="int8 targets: the inputs to calibrate on, as nasdsl bench --data takes them (default: generated)",
     )
+    p.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        default=None,
+        metavar="REL",
+        help="ONNX artifact targets: the largest deviation from the fp32 export the artifact may have before it is "
+        "refused (max |out - ref| / max |ref|; default by precision: "
+        + ", ".join(f"{k} {v:g}" for k, v in ARTIFACT_TOLERANCE.items())
+        + ")",
+    )
     _optimize_options(
         p,
         "write the inference graph optimised for the backend's default target: for pytorch a flat module "
@@ -445,6 +456,21 @@ def _check_compile_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--optimize-for {args.target}: its artifact is an ONNX model; write .onnx or give --to onnx")
     if args.data is not None and (args.target is None or deployment(args.target)[1] != "int8"):
         raise UsageError("--data: only an int8 target (--optimize-for onnxruntime-int8, openvino-int8) takes it")
+    if args.tolerance is not None and (args.target is None or not _artifact_target(args.target)):
+        raise UsageError(
+            "--tolerance: only an ONNX artifact target (--optimize-for onnxruntime-int8, openvino, openvino-bf16, "
+            "openvino-int8) is checked against a tolerance"
+        )
+
+
+def _tolerance(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not 0 < v < math.inf:
+        raise argparse.ArgumentTypeError(f"--tolerance: expected a finite number above 0, got {text!r}")
+    return v
 
 
 def _artifact_target(name: str) -> bool:
@@ -516,6 +542,7 @@ def _artifact(args: argparse.Namespace, net, o: dict, weights):
     return make_artifact(
         g,
         args.target,
+        tolerance=args.tolerance,
         calibration=given.calibration,
         state_dict=weights,
         batch=o["batch"],

@@ -515,6 +515,25 @@ def test_the_check_reports_what_it_measured(specs):
     assert made.deviation == pytest.approx(want, rel=1e-6) and 0 < made.deviation < artifacts.TOLERANCE["int8"]
 
 
+def test_compile_takes_a_tolerance_for_the_artifact_check(specs, tmp_path):
+    """An int8 artifact beyond the fixed tolerance could not be written at all: --tolerance sets it
+    (tighter here, so that the tiny model's deviation is beyond it), and only for artifact targets."""
+    out = tmp_path / "int8.onnx"
+    tiny = str(specs["tiny"])
+    one_error(
+        *run(["compile", tiny, "--optimize-for", "onnxruntime-int8", "--tolerance", "1e-9", "-o", str(out)]),
+        "error: --optimize-for: the onnxruntime-int8 artifact deviates from the fp32 export by ",
+        "above the int8 tolerance given (--tolerance) 1e-09: not written",
+    )
+    assert not out.exists()
+    code, text, err = run(["compile", tiny, "--optimize-for", "onnxruntime-int8", "--tolerance", "0.5", "-o", str(out)])
+    assert code == 0 and out.exists(), err
+    one_error(*run(["compile", tiny, "--to", "onnx", "--tolerance", "0.5", "-o", str(out)]), "--tolerance: only an")
+    for bad in ("0", "nan", "inf", "-1"):
+        code, text, err = run(["compile", tiny, "--optimize-for", "onnxruntime-int8", "--tolerance", bad, "-o", "x"])
+        assert code == 2 and "--tolerance: expected a finite number above 0" in err
+
+
 def test_compile_says_the_deviation_it_checked(specs, tmp_path):
     out = tmp_path / "int8.onnx"
     code, text, err = run(["compile", str(specs["tiny"]), "--optimize-for", "onnxruntime-int8", "-o", str(out)])
