@@ -8,6 +8,7 @@ parameters are read back through Optuna."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -651,6 +652,30 @@ def waits_for_go(spec_path: str, workdir: str) -> dict:
     return {"acc": _params(spec_path)}
 
 
+@contextlib.contextmanager
+def _running(cfg: Config):
+    """``cfg``'s search in a thread, held inside its first trial (``waits_for_go``) while the block
+    runs, then let finish; yields what it ends with: ``summary`` or ``error`` (a NasdslError's text)."""
+    ENTERED.clear()
+    GO.clear()
+    outcome: dict = {}
+
+    def search():
+        try:
+            outcome["summary"] = run_search(cfg, say=_quiet)
+        except nasdsl.NasdslError as e:
+            outcome["error"] = str(e)
+
+    runner = threading.Thread(target=search)
+    runner.start()
+    try:
+        assert ENTERED.wait(30)
+        yield outcome
+    finally:
+        GO.set()
+        runner.join(60)
+
+
 def test_a_second_search_of_a_running_study_in_a_shared_storage_is_refused(specs, tmp_path, capsys):
     """A --resume from another folder (another machine on a shared database) told the running search's
     trials FAIL under it, and that search then died of an internal error (UpdateFinishedTrialError)
@@ -661,12 +686,7 @@ def test_a_second_search_of_a_running_study_in_a_shared_storage_is_refused(specs
     first = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(waits_for_go), storage=url, trials=2,
                  workdir=str(tmp_path / "a"), sampler="random")  # fmt: skip
     second = Config(**{**first.__dict__, "workdir": str(tmp_path / "b"), "resume": True})
-    ENTERED.clear(), GO.clear()
-    outcome: dict = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("summary", run_search(first, say=_quiet)))
-    runner.start()
-    try:
-        assert ENTERED.wait(30)
+    with _running(first) as outcome:
         with pytest.raises(nasdsl.NasdslError) as refused:
             run_search(second, say=_quiet)
         assert (
@@ -674,9 +694,6 @@ def test_a_second_search_of_a_running_study_in_a_shared_storage_is_refused(specs
             f"{os.getpid()}, in {tmp_path / 'a'}; its last sign of life 0 s ago)" in str(refused.value)
         )
         assert not (tmp_path / "b" / "trial-00000").exists()
-    finally:
-        GO.set()
-        runner.join(60)
     assert outcome["summary"].evaluated == 2  # its trials were its own to the end
     study = load_study(url, "hostile")
     assert study.user_attrs[DRIVER] is None  # let go as it ended: the study may be resumed
@@ -718,25 +735,10 @@ def test_a_search_whose_trial_another_search_ended_stops_with_an_error(specs, tm
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     cfg = _api(tmp_path, specs / "tiny.yaml", evaluator=parse_evaluator(waits_for_go), storage=url, trials=1,
                workdir=str(tmp_path / "a"))  # fmt: skip
-    ENTERED.clear(), GO.clear()
-    outcome: dict = {}
-
-    def search():
-        try:
-            run_search(cfg, say=_quiet)
-        except nasdsl.NasdslError as e:
-            outcome["error"] = str(e)
-
-    runner = threading.Thread(target=search)
-    runner.start()
-    try:
-        assert ENTERED.wait(30)
+    with _running(cfg) as outcome:
         study = load_study(url, "hostile")
         (running,) = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
         studies.tell(study, running.number, state=TrialState.FAIL)  # as a search that took over does
-    finally:
-        GO.set()
-        runner.join(60)
     assert outcome["error"] == (
         f"error: trial {running.number} was ended by another nasdsl search of this study while this one ran it "
         f"(this one gave no sign of life for over {studies.LEFT_AFTER:g} s, and was taken as ended): this search stops"

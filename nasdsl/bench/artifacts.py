@@ -57,32 +57,9 @@ class ArtifactError(NasdslError):
     take (exit 2)."""
 
 
-def onnx_artifact(
-    graph: object,
-    name: str,
-    *,
-    calibration: np.ndarray,
-    state_dict: Mapping[str, object] | None = None,
-    batch: int | str = 1,
-    opset: int | None = None,
-    max_memory: int | None = None,
-    check: bool = True,
-) -> bytes:
-    """The artifact of the ONNX target ``name`` (``openvino-bf16``) for ``graph``, with the
-    training model's ``state_dict`` (None: the seeded initialisation), ``batch`` (a size, or
-    ``"dynamic"``: calibrated a sample at a time);
-    ``calibration`` (N x C x H x W float inputs) calibrates an int8 target. With ``check``, the
-    artifact is checked against the fp32 export (see the module docstring)."""
-    return make_artifact(
-        graph,
-        name,
-        calibration=calibration,
-        state_dict=state_dict,
-        batch=batch,
-        opset=opset,
-        max_memory=max_memory,
-        check=check,
-    ).data
+def onnx_artifact(graph: object, name: str, **options) -> bytes:
+    """The bytes of :func:`make_artifact`'s artifact alone (what the bench measures)."""
+    return make_artifact(graph, name, **options).data
 
 
 @dataclass(frozen=True)
@@ -110,7 +87,12 @@ def make_artifact(
     check: bool = True,
     tolerance: float | None = None,
 ) -> Artifact:
-    """:func:`onnx_artifact` with what its check found (what ``nasdsl compile`` can print)."""
+    """The artifact of the ONNX target ``name`` (``openvino-bf16``) for ``graph``, with what its check
+    found (what ``nasdsl compile`` prints). ``state_dict``: the training model's weights (None: the
+    seeded initialisation); ``batch``: a size, or ``"dynamic"`` (calibrated a sample at a time);
+    ``calibration`` (N x C x H x W float inputs) calibrates an int8 target. With ``check``, the
+    artifact is checked against the fp32 export (see the module docstring) within ``tolerance``
+    (default: its precision's, :data:`TOLERANCE`)."""
     import onnx
 
     from nasdsl.backends import onnx as backend
