@@ -402,4 +402,7 @@ def describe_model(model: onnx.ModelProto, g: nx.DiGraph, opset: int, props: Map
     helper.set_model_props(model, {**spec, **(props or {}), "nasdsl.version": __version__})
 
 
+# the lowerings of an ensemble's ops, which export the whole graph (it imports this module: last)
+from . import onnx_ensemble  # noqa: E402, F401
+
 __all__ = ["DEFAULT_OPSET", "PIPELINE", "SUPPORTED_OPSETS", "export_graph", "export_onnx", "export_onnx_bytes"]

@@ -256,6 +256,10 @@ def _onnx_options(p: argparse.ArgumentParser, *, batch_dynamic: bool = True) -> 
 
 
 def _run_check(args: argparse.Namespace, net) -> int:
+    from nasdsl.backends.pytorch import generate_source
+
+    # what the PyTorch backend cannot write is refused here too, not first by compile or build
+    generate_source(net.graph, source_name=args.spec)
     inference = net.totals()
     training = net.totals(with_aux=True)
     ms = (time.perf_counter() - args.started) * 1000
@@ -280,8 +284,9 @@ def _counts(net, inference: dict, training: dict) -> str:
 CHECK = Command(
     "check",
     "check a spec; print its size or every error",
-    "Load, expand, check and shape a spec. Prints one line: the graph's node count, the parameters "
-    "for inference and with the training-only heads, and the multiply-adds; or every error found, "
+    "Load, expand, check and shape a spec, and write its PyTorch source in memory, as compile would "
+    "(what the backend cannot write is an error here too). Prints one line: the graph's node count, "
+    "the parameters for inference and with the training-only heads, and the multiply-adds; or every error found, "
     "each as FILE:LINE:COL: error: KEY.PATH: message (exit 2).",
     "nasdsl check specs/googlenet.yaml\nnasdsl check specs/googlenet.yaml --set inception4a.c3x3=256",
     lambda p: None,

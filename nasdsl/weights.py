@@ -424,6 +424,12 @@ def _as_array(value: object) -> tuple[np.ndarray | None, str | None]:
     return None, type(value).__name__
 
 
+def _whole(array: np.ndarray) -> bool:
+    import numpy as np
+
+    return array.dtype.kind in "iu" or (array.dtype.kind == "f" and bool(np.all(np.mod(array, 1) == 0)))
+
+
 def _judge(key: str, value: object, w: Weight) -> tuple[np.ndarray | None, str | None, bool]:
     """One entry of a state_dict against the model's weight ``w``: (its array, None, True) when
     it fits; (None, why, True) when it cannot be loaded at all (not a dense tensor; integers for
@@ -437,8 +443,8 @@ def _judge(key: str, value: object, w: Weight) -> tuple[np.ndarray | None, str |
     found = getattr(value, "dtype", array.dtype)
     if w.dtype == "float32" and array.dtype.kind != "f":
         return None, f"{key} (expected floating point values, found {found})", True
-    whole = array.dtype.kind in "iu" or (array.dtype.kind == "f" and bool(np.all(np.mod(array, 1) == 0)))
-    if w.dtype != "float32" and not whole:  # a counter saved as floats is taken when its values are whole
+    # a counter saved as floats is taken when its values are whole (a float weight is not searched for it)
+    if w.dtype != "float32" and not _whole(array):
         return None, f"{key} (expected integers ({w.dtype}), found {found} values that are not whole numbers)", True
     if tuple(array.shape) != w.shape:
         return None, f"{key} (expected {_dims(w.shape)}, found {_dims(tuple(array.shape))})", False

@@ -293,3 +293,48 @@ def test_a_value_of_a_closed_set_names_the_close_one(tmp_path, monkeypatch, caps
     )
     assert "got 'openvino-int' (did you mean openvino-int8?)" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# A spec the compiler accepts but the PyTorch backend cannot write: an op that is a parameter of its
+# module, or one called with more than its input, inside a branch. check says so, as compile does.
+_BRANCH_CASES = {
+    "parameter": "{op: parameter, shape: [5]}",
+    "layer_scale": "[{op: linear, out: 5}, {op: layer_scale}]",
+}
+
+
+@pytest.mark.parametrize("op", sorted(_BRANCH_CASES))
+def test_check_refuses_what_the_pytorch_backend_cannot_write(tmp_path, capsys, op):
+    spec = tmp_path / "branch.yaml"
+    spec.write_text(
+        "name: branch\ninput: {shape: [3, 8, 8]}\nmodel:\n  flat: {op: flatten}\n"
+        f"  joined:\n    concat:\n      a: {{op: linear, out: 5}}\n      b: {_BRANCH_CASES[op]}\n    axis: 0\n"
+    )
+    assert _exit_code(["check", str(spec)]) == 2
+    checked = capsys.readouterr().err
+    assert "branch.yaml:8:" in checked and "model.joined.b" in checked and f"op '{op}'" in checked, checked
+    assert "Traceback" not in checked
+    out = tmp_path / "m.py"
+    assert _exit_code(["compile", str(spec), "-o", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == checked.strip()
+    assert not out.exists()
+
+
+def test_writing_pytorch_source_never_imports_onnx():
+    """check writes the PyTorch source in memory: importing that backend leaves onnx out (it is half a
+    second of every check); exporting ONNX still finds an ensemble's lowerings."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nasdsl\n"
+        "from nasdsl.backends.pytorch import generate_source\n"
+        f"generate_source(nasdsl.compile_spec({str(SPECS / 'squeezenet1_1.yaml')!r}).graph)\n"
+        "assert 'onnx' not in sys.modules, 'onnx imported'\n"
+        "from nasdsl.backends.onnx_ops import graph_lowering\n"
+        "from nasdsl.backends import onnx\n"
+        "from nasdsl.ops import OPS\n"
+        "assert 'onnx' in OPS['member'].lowerings and 'onnx' in OPS['average'].lowerings\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

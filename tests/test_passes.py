@@ -378,3 +378,29 @@ def test_shapes_of_the_dormant_part_come_from_the_main_graph(tmp_path):
     assert ir.node(d, "conv").op == "external" and ir.node(d, "conv").shape == (4, 6, 6)
     assert ir.node(d, "more").shape == (5, 4, 4) and ir.node(d, "more").when == ("extra",)
     assert ir.info(g).dormant.errors == {}
+
+
+def test_a_chain_of_uses_longer_than_pythons_recursion_limit(tmp_path):
+    """Each use reads the one before it; a view of the last from the model reads all of them (the
+    symbolic shapes, nasdsl.passes.symbolic). 800 uses in a row compiled with a RecursionError
+    once; they compile, write their PyTorch source and export, with the channel counts the model
+    class passes along."""
+    import sys
+
+    from nasdsl.backends.onnx import export_onnx
+    from nasdsl.backends.pytorch import generate_source
+
+    uses = 800
+    assert 2 * uses > sys.getrecursionlimit()
+    blocks = "\n".join(f"    - {{use: Block, args: [{4 + k % 3}]}}" for k in range(uses))
+    spec = tmp_path / "chain.yaml"
+    spec.write_text(
+        "name: Chain\ninput: {shape: [3, 4, 4]}\ntemplates:\n  Block:\n    params: [c]\n"
+        "    body: [{op: conv2d, out: c, kernel: 1}, relu]\n"
+        f"model:\n  blocks:\n{blocks}\n  pool: global_avg_pool\n  flat: flatten\n  fc: {{op: linear, out: 2}}\n"
+    )
+    g = nasdsl.compile_spec(spec).graph
+    assert ir.node(g, "fc").in_sym == ((4 + (uses - 1) % 3,),)
+    assert "class Block(nn.Sequential)" in generate_source(g)
+    model = export_onnx(g)
+    assert sum(n.op_type == "Conv" for n in model.graph.node) == uses

@@ -100,7 +100,53 @@ class _Symbols:
 
     # -- symbols of a node as a class sees them --------------------------------------------
     def seen_from(self, name: str, instance: str) -> tuple | None:
-        """The shape of node ``name``'s output in the terms of the class of ``instance``."""
+        """The shape of node ``name``'s output in the terms of the class of ``instance``.
+
+        A view from outside a use reads the views of the use's inputs from its caller, and those
+        of the use before it, and so on: a model of 2,000 uses in a row is a chain of 2,000. The
+        views a view needs are made first, from a stack, so that each is made with the ones it
+        reads at hand (no recursion as deep as the chain)."""
+        key = (name, instance)
+        memo = self.memo
+        if key in memo:
+            return memo[key]
+        stack = [key]
+        while stack:
+            top = stack[-1]
+            if top in memo:
+                stack.pop()
+                continue
+            missing = [k for k in self._needs(*top) if k not in memo]
+            if missing:
+                stack.extend(missing)
+                continue
+            stack.pop()
+            self._seen_from(*top)
+        return memo[key]
+
+    def _needs(self, name: str, instance: str) -> list[tuple[str, str]]:
+        """The views that :meth:`_seen_from` of this one reads (see :meth:`seen_from`)."""
+        record = self._record(name)
+        if record.type is None:
+            return []
+        own = record.instance if record.op not in ("input", "external") else ""
+        if own in self.ambiguous or instance in self.ambiguous or own == instance or not _inside(own, instance):
+            return []
+        child = own
+        while self.parent.get(child, "") != instance:
+            child = self.parent[child]
+        inner = (name, child)
+        if inner not in self.memo:
+            return [inner]
+        sym = self.memo[inner]
+        if sym is None or not any(isinstance(d, Sym) for d in sym):
+            return []
+        use = self.uses[child]
+        tmpl = self.templates[use.template]
+        params = tmpl.input_params or (tmpl.input_param,)
+        return [(source, self.parent[child]) for _, source in zip(params, use.inputs, strict=False)]
+
+    def _seen_from(self, name: str, instance: str) -> tuple | None:
         key = (name, instance)
         if key in self.memo:
             return self.memo[key]
