@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,14 @@ def spec_text(nodes: int) -> str:
     return HEAD + "".join("    - {use: Block, args: [8]}\n" for _ in range(uses)) + TAIL
 
 
+#: this checkout's nasdsl, not an installed copy (the commands run in a temporary folder)
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
 def run(cwd: Path, argv: list[str]) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "nasdsl", *argv], cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "nasdsl", *argv], cwd=cwd, capture_output=True, text=True, env=ENV)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"nasdsl {' '.join(argv)} failed:\n{done.stderr}")
@@ -75,6 +81,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     args = ap.parse_args()
+    which = [sys.executable, "-c", "import nasdsl; print(nasdsl.__file__)"]
+    where = subprocess.run(which, capture_output=True, text=True, env=ENV, cwd="/").stdout.strip()
+    print(f"nasdsl measured: {where}")
     times: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)

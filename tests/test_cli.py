@@ -338,3 +338,22 @@ def test_writing_pytorch_source_never_imports_onnx():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_check_says_when_it_did_not_write_the_source(tmp_path, capsys, monkeypatch):
+    """Above CHECK_WRITES_UP_TO nodes check does not write the source, and its line says so; the
+    limit is the one the docs give."""
+    import nasdsl.cli as cli
+
+    text = (ROOT / "docs" / "spec-language.md").read_text()
+    assert f"for graphs of up to\n{cli.CHECK_WRITES_UP_TO:,} nodes" in text
+    spec = tmp_path / "branch.yaml"
+    spec.write_text(
+        "name: branch\ninput: {shape: [3, 8, 8]}\nmodel:\n  flat: {op: flatten}\n"
+        f"  joined:\n    concat:\n      a: {{op: linear, out: 5}}\n      b: {_BRANCH_CASES['parameter']}\n    axis: 0\n"
+    )
+    monkeypatch.setattr(cli, "CHECK_WRITES_UP_TO", 4)
+    assert main(["check", str(spec)]) == 0
+    assert (
+        capsys.readouterr().out.rstrip().endswith("its PyTorch source is not written above 4 nodes (compile writes it)")
+    )
