@@ -67,16 +67,16 @@ def _op_module(ctx: ClassContext, b: ir.Block) -> Call:
     low = lowering_for(ctx, b.output)
     if low.parameter is not None:
         raise CodegenError(
-            f"op '{b.op}' is a parameter of its module: it can be an entry of a model or a template body, "
-            "not a part of a nested sequence or branch",
+            f"the PyTorch backend writes op '{b.op}' (a parameter of its module) only as an entry of a model or "
+            "a template body, not as a part of a nested sequence or branch",
             location=b.loc,
             path=b.keypath,
         )
     check_lowering(ctx, b.output, low)
     if low.apply != "{m}({x})":
         raise CodegenError(
-            f"op '{b.op}' is called with more than its input: it can be an entry of a model or a named "
-            "template body, not a part of a nested sequence or branch",
+            f"the PyTorch backend writes op '{b.op}' (called with more than its input) only as an entry of a "
+            "model or a named template body, not as a part of a nested sequence or branch",
             location=b.loc,
             path=b.keypath,
         )

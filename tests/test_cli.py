@@ -297,22 +297,38 @@ def test_a_value_of_a_closed_set_names_the_close_one(tmp_path, monkeypatch, caps
 
 # A spec the compiler accepts but the PyTorch backend cannot write: an op that is a parameter of its
 # module, or one called with more than its input, inside a branch. check says so, as compile does.
+_FLAT = "name: branch\ninput: {shape: [3, 8, 8]}\nmodel:\n  flat: {op: flatten}\n"
 _BRANCH_CASES = {
     "parameter": "{op: parameter, shape: [5]}",
     "layer_scale": "[{op: linear, out: 5}, {op: layer_scale}]",
 }
 
 
-@pytest.mark.parametrize("op", sorted(_BRANCH_CASES))
-def test_check_refuses_what_the_pytorch_backend_cannot_write(tmp_path, capsys, op):
-    spec = tmp_path / "branch.yaml"
-    spec.write_text(
-        "name: branch\ninput: {shape: [3, 8, 8]}\nmodel:\n  flat: {op: flatten}\n"
-        f"  joined:\n    concat:\n      a: {{op: linear, out: 5}}\n      b: {_BRANCH_CASES[op]}\n    axis: 0\n"
+def _branch_spec(op: str) -> str:
+    if op == "attention":
+        return (
+            "name: branch\ninput: {shape: [6, 8], axes: LC}\nmodel:\n  pad: identity\n  pad2: identity\n"
+            "  both:\n    add:\n      a: identity\n      b: {op: attention, heads: 2}\n"
+        )
+    return (
+        _FLAT + f"  joined:\n    concat:\n      a: {{op: linear, out: 5}}\n      b: {_BRANCH_CASES[op]}\n    axis: 0\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("op", "where"),
+    [
+        ("attention", "branch.yaml:9:10: error: model.both.b: "),
+        ("layer_scale", "branch.yaml:8:33: error: model.joined.b[1]: "),
+        ("parameter", "branch.yaml:8:10: error: model.joined.b: "),
+    ],
+)
+def test_check_refuses_what_the_pytorch_backend_cannot_write(tmp_path, capsys, op, where):
+    spec = tmp_path / "branch.yaml"
+    spec.write_text(_branch_spec(op))
     assert _exit_code(["check", str(spec)]) == 2
     checked = capsys.readouterr().err
-    assert "branch.yaml:8:" in checked and "model.joined.b" in checked and f"op '{op}'" in checked, checked
+    assert f"{where}the PyTorch backend writes op '{op}'" in checked, checked
     assert "Traceback" not in checked
     out = tmp_path / "m.py"
     assert _exit_code(["compile", str(spec), "-o", str(out)]) == 2
@@ -348,10 +364,7 @@ def test_check_says_when_it_did_not_write_the_source(tmp_path, capsys, monkeypat
     text = (ROOT / "docs" / "spec-language.md").read_text()
     assert f"for graphs of up to\n{cli.CHECK_WRITES_UP_TO:,} nodes" in text
     spec = tmp_path / "branch.yaml"
-    spec.write_text(
-        "name: branch\ninput: {shape: [3, 8, 8]}\nmodel:\n  flat: {op: flatten}\n"
-        f"  joined:\n    concat:\n      a: {{op: linear, out: 5}}\n      b: {_BRANCH_CASES['parameter']}\n    axis: 0\n"
-    )
+    spec.write_text(_branch_spec("parameter"))
     monkeypatch.setattr(cli, "CHECK_WRITES_UP_TO", 4)
     assert main(["check", str(spec)]) == 0
     assert (
