@@ -42,13 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import nasdsl  # noqa: E402
-from nasdsl.backends.onnx import (  # noqa: E402
-    DEFAULT_OPSET,
-    export_onnx,
-    export_onnx_bytes,
-    initial_state_dict,
-    reference_model,
-)
+from nasdsl.backends.onnx import DEFAULT_OPSET, export_onnx, export_onnx_bytes  # noqa: E402
+from nasdsl.weights import initial_weights  # noqa: E402
 
 SPEC = ROOT / "specs" / "googlenet_bn.yaml"
 #: runs of each nasdsl emitter per run of the TorchScript exporter
@@ -156,8 +151,8 @@ def main() -> int:
     print(f"spec {SPEC.relative_to(ROOT)}, opset {DEFAULT_OPSET}")
 
     compiled = nasdsl.compile_spec(SPEC)
-    weights = lively(initial_state_dict(compiled))
-    model = reference_model(compiled, weights)
+    weights = lively({k: torch.from_numpy(v) for k, v in initial_weights(compiled.graph).items()})
+    model = nasdsl.build_model(compiled, weights=weights).eval()
 
     def ours(batch: int = 1) -> bytes:
         return export_onnx_bytes(compiled, state_dict=weights, batch=batch)

@@ -24,13 +24,14 @@ import torchvision
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nasdsl.backends.pytorch import build_model  # noqa: E402
+import nasdsl  # noqa: E402
 
 
 def models(device: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
-    reference = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
-    ours = build_model(ROOT / "specs" / "googlenet_bn.yaml", aux_logits=False)
+    # with the auxiliary heads, whose weights the spec's model holds too (both drop them in eval mode)
+    reference = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
+    ours = nasdsl.build_model(ROOT / "specs" / "googlenet_bn.yaml")
     ours.load_state_dict(reference.state_dict(), strict=True)
     return ours.eval().to(device), reference.eval().to(device)
 
