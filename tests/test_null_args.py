@@ -430,10 +430,11 @@ def test_a_default_that_depends_on_other_attributes_is_refused_by_the_writer(tmp
     """A pool's stride is its kernel by default: a class cannot write that for every use."""
     path = tmp_path / "e.yaml"
     path.write_text(ERRORS + "  a: {use: Pool, args: [null]}\n  b: {use: Pool, args: [1]}\n")
-    assert main(["check", str(path)]) == 0
-    capsys.readouterr()
+    assert main(["check", str(path)]) == 2  # check writes the source too: the same error
+    checked = capsys.readouterr().err
     assert main(["compile", str(path), "-o", str(tmp_path / "e.py")]) == 2
     err = capsys.readouterr().err
+    assert err == checked
     assert err.startswith(f"{path}:24:10: error: templates.Pool.body.p.stride: max_pool's stride is a parameter")
     assert "give stride a value at every use" in err and not (tmp_path / "e.py").exists()
 

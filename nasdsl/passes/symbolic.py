@@ -110,19 +110,22 @@ class _Symbols:
         memo = self.memo
         if key in memo:
             return memo[key]
+        unkept: dict[tuple[str, str], None] = {}  # views of nodes without a type: None, not memoised
         stack = [key]
         while stack:
             top = stack[-1]
-            if top in memo:
+            if top in memo or top in unkept:
                 stack.pop()
                 continue
-            missing = [k for k in self._needs(*top) if k not in memo]
+            missing = [k for k in self._needs(*top) if k not in memo and k not in unkept]
             if missing:
                 stack.extend(missing)
                 continue
             stack.pop()
-            self._seen_from(*top)
-        return memo[key]
+            out = self._seen_from(*top)
+            if top not in memo:
+                unkept[top] = out
+        return memo[key] if key in memo else unkept[key]
 
     def _needs(self, name: str, instance: str) -> list[tuple[str, str]]:
         """The views that :meth:`_seen_from` of this one reads (see :meth:`seen_from`)."""
