@@ -362,7 +362,7 @@ def test_check_says_when_it_did_not_write_the_source(tmp_path, capsys, monkeypat
     import nasdsl.cli as cli
 
     text = (ROOT / "docs" / "spec-language.md").read_text()
-    assert f"for graphs of up to\n{cli.CHECK_WRITES_UP_TO:,} nodes" in text
+    assert f"for graphs of up to\n{cli.CHECK_WRITES_UP_TO:,} nodes, and holding no `opaque` op" in text
     spec = tmp_path / "branch.yaml"
     spec.write_text(_branch_spec("parameter"))
     monkeypatch.setattr(cli, "CHECK_WRITES_UP_TO", 4)

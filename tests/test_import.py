@@ -299,6 +299,7 @@ def test_allow_opaque_keeps_the_op_marked_and_the_backends_refuse_it(tmp_path, c
     spec = tmp_path / "up.yaml"
     spec.write_text(result.text)
     assert cli_main(["check", str(spec)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("; no backend writes it while it holds an opaque op (up)")
     for out in ("up.py", "up.onnx"):
         assert cli_main(["compile", str(spec), "-o", str(tmp_path / out)]) == 2
         assert "cannot lower op 'opaque' (node up)" in capsys.readouterr().err
