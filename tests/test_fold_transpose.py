@@ -213,6 +213,22 @@ def test_the_folded_weights_are_the_fold_worked_out_by_hand(case, folder):
     assert np.allclose(torch_side["up.bias"], bias, rtol=1e-5, atol=1e-6)
 
 
+def test_the_export_without_torch_folds_the_same_bits(folder, monkeypatch):
+    """``derive_weights`` multiplies with torch where torch is imported and with numpy otherwise
+    (an ONNX export never imports torch): both give the same bits."""
+    from nasdsl.passes.derive import derive_weights
+
+    r = _run("2d-g3-bias-two-norms", folder)
+    steps = ir.info(optimize(r["net"], "cpu")).derivation
+    weights = {k: v.numpy() for k, v in r["state"].items()}
+    with_torch = derive_weights(steps, weights)
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if never imported
+    without = derive_weights(steps, weights)
+    assert set(with_torch) == set(without)
+    for key, value in with_torch.items():
+        assert np.array_equal(value, without[key]), key
+
+
 DECODER = """\
 nasdsl: 1
 name: Decoder
