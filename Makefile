@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/optimize_speed.py
 	$(PY) benchmarks/deploy_speed.py
 	$(PY) benchmarks/latency_model.py
+	$(PY) benchmarks/conv_transpose_latency.py
 
 ## the GPU benchmark of inference builds (needs CUDA; docs/optimize.md)
 bench-gpu: $(STAMP)

@@ -5,6 +5,7 @@ come from the training model's as derivation steps (:mod:`nasdsl.passes.derive`)
 The PyTorch writer gives the build's class a classmethod that replays them in
 torch on a state_dict of the training model: one readable call per step
 (``fold_batch_norm(state, "conv1.conv", "conv1.bn", 0.001)``,
+``fold_batch_norm_transposed(state, "up", "up_bn", 1e-05, groups=2)``,
 ``join_layers(state, "inception3a.fused", (...))``) to functions the file
 defines, then the result loaded by name (the build's modules sit where the
 graph's nodes say, so its state_dict keys are the graph's names). The
@@ -45,6 +46,27 @@ _FOLD = (
     "    bias = torch.zeros_like(mean) if bias is None else bias.double()",
     '    state[f"{{layer}}.bias"] = ((bias - mean) * scale + beta).to(weight.dtype)',
 )
+_FOLD_TRANSPOSED = (
+    "def {fold}(",
+    "    state: dict[str, torch.Tensor], layer: str, norm: str, eps: float, groups: int",
+    ") -> None:",
+    '    """Fold the BatchNorm `norm` into `layer`, the transposed convolution before it,',
+    "    as a BatchNorm is folded into a convolution, but the weight, (C_in, C_out / groups,",
+    "    *kernel), holds the output channels on its second axis, group by group: the input",
+    "    channels of each group are scaled by the factors of that group's output channels.",
+    '    s and the bias are computed in float64 and rounded once."""',
+    '    names = ("weight", "bias", "running_mean", "running_var")',
+    '    gamma, beta, mean, var = (state.pop(f"{{norm}}.{{name}}").double() for name in names)',
+    '    state.pop(f"{{norm}}.num_batches_tracked", None)',
+    '    weight = state[f"{{layer}}.weight"]',
+    '    bias = state.get(f"{{layer}}.bias")',
+    "    scale = gamma / torch.sqrt(var + eps)",
+    "    blocks = weight.reshape([groups, -1, *weight.shape[1:]])",
+    "    columns = scale.to(weight.dtype).reshape([groups, 1, -1] + [1] * (weight.dim() - 2))",
+    '    state[f"{{layer}}.weight"] = (blocks * columns).reshape(weight.shape)',
+    "    bias = torch.zeros_like(mean) if bias is None else bias.double()",
+    '    state[f"{{layer}}.bias"] = ((bias - mean) * scale + beta).to(weight.dtype)',
+)
 _JOIN = (
     "def {join}(",
     "    state: dict[str, torch.Tensor], into: str, parts: tuple[str, ...]",
@@ -72,7 +94,10 @@ class Replay:
     def __init__(self, g: nx.DiGraph, names):
         self.steps = ir.info(g).derivation
         kinds = {type(s) for s in self.steps}
-        self.fold = names.create("fold_batch_norm") if FoldNorm in kinds else None
+        folds = [s for s in self.steps if isinstance(s, FoldNorm)]
+        self.fold = names.create("fold_batch_norm") if any(not s.transposed_groups for s in folds) else None
+        transposed = any(s.transposed_groups for s in folds)
+        self.fold_transposed = names.create("fold_batch_norm_transposed") if transposed else None
         self.join = names.create("join_layers") if JoinLayers in kinds else None
         # buffers the model computes from its attributes (Swin's relative_position_index): a
         # training state_dict may leave them out (the ONNX path reads float tensors alone)
@@ -84,6 +109,8 @@ class Replay:
         lines: list[str] = []
         if self.fold:
             lines += ["", "", *(line.format(fold=self.fold) for line in _FOLD)]
+        if self.fold_transposed:
+            lines += ["", "", *(line.format(fold=self.fold_transposed) for line in _FOLD_TRANSPOSED)]
         if self.join:
             lines += ["", "", *(line.format(join=self.join) for line in _JOIN)]
         return lines
@@ -106,7 +133,10 @@ class Replay:
         )
         lines.append("        state = {key: value.detach() for key, value in state_dict.items()}")
         for step in self.steps:
-            if isinstance(step, FoldNorm):
+            if isinstance(step, FoldNorm) and step.transposed_groups:
+                args = ("state", f'"{step.layer}"', f'"{step.norm}"', literal(float(step.eps)))
+                call = Call(self.fold_transposed, (*args, f"groups={step.transposed_groups}"))
+            elif isinstance(step, FoldNorm):
                 call = Call(self.fold, ("state", f'"{step.layer}"', f'"{step.norm}"', literal(float(step.eps))))
             else:
                 parts = Call("", tuple(f'"{p}"' for p in step.parts) + (("",) if len(step.parts) == 1 else ()))

@@ -18,18 +18,22 @@ layout reorder). Groups tell apart what engines run differently: 1x1, k x k, dep
 grouped convolutions in the blocked layout, the convolutions left in the plain layout
 (:func:`blocked`: ONNX Runtime's NCHWc takes a multiple of 4 channels, a depthwise convolution
 on 35 channels runs many times slower than on 36), the first convolution on few channels,
-pointwise and unfolded 1-D and 3-D convolutions, linear layers on one vector and on many, the
-parts of attention (batched small products, passes over the scores, subnormal masked scores,
-copies of the tokens, MViT's pooling and relative positions), pools, a map scaled per channel
-(squeeze-and-excitation's gate: ONNX Runtime reorders the map around it), concatenations in
-the blocked layout and those reordered out of it and back (:func:`concat_blocked`), slices,
+pointwise and unfolded 1-D and 3-D convolutions (a transposed convolution is charged as the
+convolution it is the transpose of: :func:`adjoint`), linear layers on one vector and on many,
+the parts of attention (batched small products, passes over the scores, subnormal masked
+scores, copies of the tokens, MViT's pooling and relative positions), pools, a map scaled per
+channel (squeeze-and-excitation's gate: ONNX Runtime reorders the map around it), concatenations
+in the blocked layout and those reordered out of it and back (:func:`concat_blocked`), slices,
 permutes that move one axis and the others (:func:`moves_one_axis`), resizes, GELU (erf and
-four element-wise ops in ONNX), each other element-wise op standing alone, and the ops an
-engine fuses into the layer before them (an activation, a residual sum into a 2-D convolution,
-a BatchNorm folded: :func:`contexts`; a SiLU after a convolution apart, which ONNX Runtime runs
-on its own). A model adds a fixed cost and a cost per input value. The coefficients are fitted
-by non-negative least squares on measured models (:mod:`nasdsl.bench.calibrate`), relative
-error weighted, and cached per machine, engine and engine version (:func:`cache_path`).
+four element-wise ops in ONNX), the norms (LayerNorm, GroupNorm, InstanceNorm, softmax; a
+BatchNorm standing, or an InstanceNorm by its running statistics, is an affine map), each other
+element-wise op standing alone (PReLU as a map scaled per channel), and the ops an engine fuses
+into the layer before them (an activation, a residual sum into a 2-D convolution, a BatchNorm
+folded into a convolution, transposed or not: :func:`contexts`; a SiLU after a convolution
+apart, which ONNX Runtime runs on its own). A model adds a fixed cost and a cost per input
+value. The coefficients are fitted by non-negative least squares on measured models
+(:mod:`nasdsl.bench.calibrate`), relative error weighted, and cached per machine, engine and
+engine version (:func:`cache_path`).
 
 A prediction is a sum over nodes: no model is built, and :class:`nasdsl.variants.Evaluator`
 adds it node by node (its column ``latency_ms``), each distinct node's cost computed once.
@@ -61,11 +65,19 @@ FORMAT = 6
 #: the vector block a convolution's channels are rounded up to
 BLOCK = 16
 #: activations the engines fuse into the convolution, linear layer or residual sum before them
-FUSABLE = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "silu"})
+#: (ONNX Runtime 1.32 makes a LeakyRelu after a Conv or Gemm the fused kernel's activation, as a
+#: Relu; an Elu or a PRelu it runs on its own, after reordering the map out of its blocked layout)
+FUSABLE = frozenset({"relu", "relu6", "leaky_relu", "sigmoid", "hardsigmoid", "hardswish", "silu"})
 #: of those, the ones ONNX Runtime runs on their own after a convolution (a group of their own)
 SWISH = frozenset({"silu"})
 #: the convolutions (a BatchNorm after one is folded into it)
 CONVS = frozenset({"conv1d", "conv2d", "conv3d"})
+#: the transposed convolutions, each charged as the convolution it is the transpose of (its
+#: output's channels in, its input's out: :func:`adjoint`); a BatchNorm after one is folded into
+#: it too, but no activation or sum is fused into it (ONNX Runtime runs its ConvTranspose alone)
+TRANSPOSED = frozenset({"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
+#: the convolutions of each rank
+CONV_OF_RANK = {1: "conv1d", 2: "conv2d", 3: "conv3d"}
 #: the convolutions an engine adds a residual sum into (ONNX Runtime's blocked 2-D ones; a 3-D
 #: convolution's sum, and a linear layer's or an attention's, whose bias the product took, stand alone)
 SUMMING = frozenset({"conv2d"})
@@ -153,7 +165,9 @@ def contexts(nodes: Iterable[tuple[str, str, tuple[str, ...], bool]]) -> dict[st
             out[name] = "view"
             if len(ins) == 1:  # what reads it reads the node before
                 through[name] = through.get(ins[0], ins[0])
-        elif o == "batch_norm" and len(ins) == 1 and op.get(ins[0]) in CONVS and readers.get(ins[0], 0) == 1:
+        elif (
+            o == "batch_norm" and len(ins) == 1 and op.get(ins[0]) in CONVS | TRANSPOSED and readers.get(ins[0], 0) == 1
+        ):
             out[name] = "folded"
             through[name] = ins[0]
         elif o in FUSABLE and len(ins) == 1 and (conv_before(ins[0]) or alone_before(ins[0])):
@@ -188,6 +202,9 @@ def features(
 def _part(
     op: str, attrs: Mapping[str, object], ins: tuple[tuple[int, ...], ...], out: tuple[int, ...], macs: int, ctx: str
 ) -> Part:
+    if op in TRANSPOSED:
+        conv, conv_ins, conv_out = adjoint(op, ins, out)
+        return _part(conv, attrs, conv_ins, conv_out, macs, ctx)
     size = math.prod(out)
     read = sum(math.prod(s) for s in ins)
     if op == "conv2d":
@@ -245,13 +262,27 @@ def _part(
     if op in ("interpolate", "interpolate_like"):  # each value from its neighbours along each axis
         taps = 1 if attrs["mode"] == "nearest" else 2 ** (len(out) - 1)
         return "resize", size * taps, read + size, 0
-    if op == "batch_norm":
+    if op == "batch_norm" or (op == "instance_norm" and attrs["track_running_stats"]):  # by running statistics
         return "affine", size, read + size, 0
-    if op in ("layer_norm", "softmax"):
+    if op in ("layer_norm", "softmax", "group_norm", "instance_norm"):  # statistics of each sample
         return "norm", size, read + size, 0
-    if op in ("sigmoid", "silu", "tanh", "hardswish", "hardsigmoid"):
+    if op == "prelu":  # a slope per channel (or one): the map is reordered around it, as around a gate
+        return "broadcast", size, read + size, 0
+    if op in ("sigmoid", "silu", "tanh", "hardswish", "hardsigmoid", "elu"):
         return "transcendental", size, read + size, 0
     return "elementwise", size, read + size, 0
+
+
+def adjoint(
+    op: str, ins: tuple[tuple[int, ...], ...], out: tuple[int, ...]
+) -> tuple[str, tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    """The convolution a transposed convolution ``op`` is the transpose of, as ``(op, ins, out)``:
+    it reads a map of the transposed one's output shape and writes one of its input shape, with the
+    same kernel, stride, padding, dilation and groups, and the same multiply-adds and weights. A
+    transposed convolution is charged as it: in ONNX Runtime 1.32 (one thread) a ConvTranspose took
+    1.1 to 1.5 times as long as that convolution (``benchmarks/conv_transpose_latency.py``; 64 to
+    32 channels on a 28x28 map, kernel 4, stride 2: 0.40 against 0.26 ms)."""
+    return CONV_OF_RANK[len(out) - 1], (out,), ins[0]
 
 
 def taps_inside(sizes: tuple[int, ...], outs: tuple[int, ...], attrs: Mapping[str, object]) -> float:

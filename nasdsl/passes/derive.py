@@ -40,17 +40,25 @@ NORM_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 @dataclass(frozen=True)
 class FoldNorm:
-    """The BatchNorm ``norm`` folded into ``layer``, the convolution or linear layer before it.
+    """The BatchNorm ``norm`` folded into ``layer``, the convolution, transposed convolution or
+    linear layer before it.
 
     With ``s = gamma / sqrt(running_var + eps)`` per output channel, the layer's
-    weight becomes ``W * s`` (each output row scaled) and its bias
+    weight becomes ``W * s`` (each output channel's weights scaled) and its bias
     ``(b - running_mean) * s + beta`` (``b = 0`` when the layer had none). The
     norm's parameters and its ``num_batches_tracked`` counter are consumed.
+
+    A convolution or linear layer holds its output channels on its weight's first axis. A
+    transposed convolution of ``transposed_groups`` groups holds them on the second, group by
+    group: its weight is ``(C_in, C_out / groups, *kernel)``, and the output channel
+    ``k * C_out / groups + j`` reads ``W[i, j]`` for the input channels ``i`` of group ``k``.
+    ``transposed_groups`` is 0 for any other layer.
     """
 
     layer: str
     norm: str
     eps: float
+    transposed_groups: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,12 +106,31 @@ def _fold(out: dict[str, np.ndarray], step: FoldNorm) -> None:
     bias = out.get(f"{step.layer}.bias")
     bias = np.zeros_like(mean) if bias is None else np.asarray(bias, dtype=np.float64)
     scale = gamma / np.sqrt(var + step.eps)
-    out[f"{step.layer}.weight"] = scale_rows(weight, scale.astype(weight.dtype))  # one rounding, no float64 copy
+    factors = scale.astype(weight.dtype)  # one rounding, and no float64 copy of the weight
+    if step.transposed_groups:
+        out[f"{step.layer}.weight"] = scale_transposed(weight, factors, step.transposed_groups)
+    else:
+        out[f"{step.layer}.weight"] = scale_rows(weight, factors)
     out[f"{step.layer}.bias"] = ((bias - mean) * scale + beta).astype(weight.dtype)
 
 
 def scale_rows(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``weight`` with each output channel (first axis) multiplied by ``scale``, in the weight's dtype.
+    """``weight`` with each output channel (first axis) multiplied by ``scale``, in the weight's dtype."""
+    return _product(weight, scale.reshape(-1, *[1] * (weight.ndim - 1)))
+
+
+def scale_transposed(weight: np.ndarray, scale: np.ndarray, groups: int) -> np.ndarray:
+    """``weight``, a transposed convolution's ``(C_in, C_out / groups, *kernel)``, with each output
+    channel multiplied by ``scale`` (``C_out`` factors), in the weight's dtype: the input channels
+    of group ``k`` (the ``k``-th ``C_in / groups`` rows) are scaled along the second axis by the
+    factors of the output channels of that group."""
+    blocks = weight.reshape(groups, weight.shape[0] // groups, *weight.shape[1:])
+    factors = scale.reshape(groups, 1, weight.shape[1], *[1] * (weight.ndim - 2))
+    return _product(blocks, factors).reshape(weight.shape)
+
+
+def _product(weight: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """``weight * factors`` (broadcast), in the weight's dtype.
 
     Where torch is already imported its kernels do the product (the same
     correctly rounded products, several times faster on tens of megabytes);
@@ -116,9 +143,9 @@ def scale_rows(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
         with warnings.catch_warnings():  # both are only read (a weight of an ONNX file is read-only)
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            rows = torch.from_numpy(np.ascontiguousarray(scale)).reshape(-1, *[1] * (weight.ndim - 1))
-            return torch.mul(torch.from_numpy(np.ascontiguousarray(weight)), rows).numpy()
-    return weight * scale.reshape(-1, *[1] * (weight.ndim - 1))
+            by = torch.from_numpy(np.ascontiguousarray(factors))
+            return torch.mul(torch.from_numpy(np.ascontiguousarray(weight)), by).numpy()
+    return weight * factors
 
 
 def _join(out: dict[str, np.ndarray], step: JoinLayers) -> None:
@@ -150,4 +177,14 @@ def given_of(op: str, attrs: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(given)
 
 
-__all__ = ["NORM_PARAMS", "FoldNorm", "JoinLayers", "Step", "derive_weights", "given_of", "record", "scale_rows"]
+__all__ = [
+    "NORM_PARAMS",
+    "FoldNorm",
+    "JoinLayers",
+    "Step",
+    "derive_weights",
+    "given_of",
+    "record",
+    "scale_rows",
+    "scale_transposed",
+]

@@ -3,12 +3,13 @@
 - :func:`drop_identities` removes ``identity`` nodes, wiring their consumers
   (and any output that reads them) to their input.
 - :func:`fold_norms` folds each ``batch_norm`` whose input is a convolution
-  (``conv1d``, ``conv2d``, ``conv3d``), or a ``linear`` over flat features,
-  that nothing else reads and that is no output, into that layer: the layer keeps its name, gains a bias, and reads
-  as before; the BatchNorm node disappears and its readers (and any output)
-  read the layer. A chain ``conv2d``, ``batch_norm``, ``batch_norm`` folds both,
-  one after the other. This is the one place where BatchNorm is folded: the
-  ONNX export and every inference build use it.
+  (``conv1d``, ``conv2d``, ``conv3d``), a transposed convolution (``conv_transpose1d``,
+  ``2d``, ``3d``), or a ``linear`` over flat features, that nothing else reads and that is
+  no output, into that layer: the layer keeps its name, gains a bias, and reads as
+  before; the BatchNorm node disappears and its readers (and any output) read the
+  layer. A chain ``conv2d``, ``batch_norm``, ``batch_norm`` folds both, one after
+  the other. This is the one place where BatchNorm is folded: the ONNX export and
+  every inference build use it.
 
 Folding preserves the function the graph computes at inference (BatchNorm in
 eval mode is the per-channel affine map ``(x - mean) / sqrt(var + eps) * gamma
@@ -35,12 +36,16 @@ import networkx as nx
 from nasdsl import ir
 from nasdsl.ir.rewrite import Rewriter
 from nasdsl.ops.conv import CONV_NAMES
+from nasdsl.ops.conv_transpose import CONV_TRANSPOSE_NAMES
 from nasdsl.passes.derive import FoldNorm, record
 from nasdsl.passes.symbolic import infer_symbols
 
-#: the convolutions a BatchNorm folds into: each keeps its output channels on the weight's first
-#: axis, which the fold scales (transposed convolutions keep them on the second, and are left alone)
-FOLDED_CONVOLUTIONS = frozenset(CONV_NAMES.values())
+#: the transposed convolutions: they keep their output channels on the weight's second axis,
+#: group by group, which the fold scales (see :class:`~nasdsl.passes.derive.FoldNorm`)
+TRANSPOSED = frozenset(CONV_TRANSPOSE_NAMES.values())
+#: the convolutions a BatchNorm folds into: the others keep their output channels on the
+#: weight's first axis, as a linear layer does
+FOLDED_CONVOLUTIONS = frozenset(CONV_NAMES.values()) | TRANSPOSED
 
 
 def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
@@ -56,8 +61,9 @@ def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
 
 
 def norm_foldable(g: nx.DiGraph, norm: str) -> bool:
-    """Whether the BatchNorm ``norm`` can be folded into its input: a convolution of any rank, or
-    a ``linear`` over flat features, read by ``norm`` alone and no output itself."""
+    """Whether the BatchNorm ``norm`` can be folded into its input: a convolution or a transposed
+    convolution of any rank, or a ``linear`` over flat features, read by ``norm`` alone and no
+    output itself."""
     (src,) = ir.inputs(g, norm)
     layer = ir.node(g, src)
     if layer.op == "linear":
@@ -71,8 +77,8 @@ def norm_foldable(g: nx.DiGraph, norm: str) -> bool:
 
 
 def with_bias(layer: ir.Node) -> ir.Node:
-    """``layer`` (a convolution or linear layer) with a bias: ``bias`` is then its default, so no
-    longer written (the class's other arguments stay as the spec wrote them)."""
+    """``layer`` (a convolution, transposed or not, or a linear layer) with a bias: ``bias`` is then
+    its default, so no longer written (the class's other arguments stay as the spec wrote them)."""
     drop = lambda m: ir.frozen({k: v for k, v in m.items() if k != "bias"})  # noqa: E731
     return dataclasses.replace(
         layer,
@@ -92,8 +98,10 @@ def fold_norms(g: nx.DiGraph) -> nx.DiGraph:
         if not norm_foldable(g, norm):
             continue
         (layer,) = ir.inputs(g, norm)
-        rw.replace(layer, with_bias(ir.node(g, layer)))
-        record(g, FoldNorm(layer, norm, ir.node(g, norm).attrs["eps"]))
+        data = ir.node(g, layer)
+        groups = data.attrs["groups"] if data.op in TRANSPOSED else 0
+        rw.replace(layer, with_bias(data))
+        record(g, FoldNorm(layer, norm, ir.node(g, norm).attrs["eps"], groups))
         rw.bypass(norm)  # the layer is read by norm alone: this always removes it
     return rw.finish()
 
