@@ -1460,3 +1460,48 @@ HELPER_CLASSES["PadToMultiple"] = (
     "        return F.pad(x, padding)",
 )
 lowering("pytorch", "pad_to_multiple")(TorchLowering(_pad_to_multiple, defines=("PadToMultiple",)))
+
+
+# ---------------------------------------------------------------------------
+# Pixel shuffles, adaptive max pooling, clamp and the activations of nasdsl/ops/more_ops.py
+
+
+def _factor(cls: str) -> Callable[[ClassContext, str], Call]:
+    return lambda ctx, node: Call(cls, (render(attr(ctx, node, "factor")),))
+
+
+def _clamp(ctx: ClassContext, node: str) -> Call:
+    """``nn.Hardtanh(min, max)`` where both bounds are numbers here; else (a bound left out, or
+    given by a parameter that may be null at another use) ``torch.clamp`` in a small module."""
+    low, high = attr(ctx, node, "min"), attr(ctx, node, "max")
+    if all(isinstance(v, float) for v in (low, high)):
+        return Call("nn.Hardtanh", (render(low), render(high)))
+    return Call(helper_name(ctx, "Clamp"), (render(low), render(high)))
+
+
+HELPER_CLASSES["Clamp"] = (
+    "class {name}(nn.Module):",
+    '    """Each value limited to [low, high] (torch.clamp); None leaves that side open."""',
+    "",
+    "    def __init__(self, low: float | None, high: float | None) -> None:",
+    "        super().__init__()",
+    "        self.low = low",
+    "        self.high = high",
+    "",
+    "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+    "        return torch.clamp(x, self.low, self.high)",
+)
+
+lowering("pytorch", "pixel_shuffle")(TorchLowering(_factor("nn.PixelShuffle")))
+lowering("pytorch", "pixel_unshuffle")(TorchLowering(_factor("nn.PixelUnshuffle")))
+for _n, _suffix in ((1, "1d"), (2, ""), (3, "3d")):
+    lowering("pytorch", f"adaptive_max_pool{_suffix}")(TorchLowering(_adaptive(f"nn.AdaptiveMaxPool{_n}d")))
+lowering("pytorch", "clamp")(TorchLowering(_clamp, defines=("Clamp",)))
+lowering("pytorch", "softplus")(
+    TorchLowering(lambda ctx, node: Call("nn.Softplus", tuple(keywords(ctx, node, "beta", "threshold"))))
+)
+lowering("pytorch", "mish")(TorchLowering(_activation("nn.Mish")))
+lowering("pytorch", "selu")(TorchLowering(_activation("nn.SELU")))
+lowering("pytorch", "log_softmax")(
+    TorchLowering(lambda ctx, node: Call("nn.LogSoftmax", (f"dim={torch_dim(ctx, node, 'dim')}",)))
+)
