@@ -1576,3 +1576,169 @@ PATTERNS.update(
     GlobalMaxPool=[_global_max_pool],
     Squeeze=[_squeeze],
 )
+
+
+# -- pixel shuffles, adaptive max pooling, clamp, activations (nasdsl/ops/more_ops.py) -------------
+
+
+def _depth_to_space(view: View, node) -> Match:
+    """DepthToSpace in CRD order (PyTorch's pixel shuffle); DCR, ONNX's default, takes the channels
+    in another order, which no spec op computes."""
+    a = view.attrs(node)
+    mode = _text(a, "mode", "DCR")
+    if mode != "CRD" or view.rank(node.input[0]) != 4:
+        raise Unsupported(f"a DepthToSpace in {mode} order: the spec's pixel_shuffle is CRD's, of a map (C, H, W)")
+    return Match(Lowered("pixel_shuffle", {"factor": int(a["blocksize"])}), [node.input[0]], node.output[0], [node])
+
+
+def _pixel_unshuffle(view: View, node) -> Match | None:
+    """PyTorch's pixel unshuffle as torch.onnx.export writes it: ``Reshape`` of (N, C, H, W) to
+    (N, C, H/r, r, W/r, r), ``Transpose`` [0, 1, 3, 5, 2, 4], ``Reshape`` to (N, C r^2, H/r, W/r).
+    None where the run is another."""
+    shape_in = tuple(view.shapes.get(node.input[0], ()))
+    target = reshape_target(view, node, shape_in)
+    transpose = view.next_node(node, "Transpose")
+    back = transpose and view.next_node(transpose, "Reshape")
+    if back is None or len(shape_in) != 4 or target is None or len(target) != 6:
+        return None
+    n, c, h, w = shape_in
+    r = target[3]
+    moved = (n, c, r, r, h // r, w // r)
+    if (
+        target == (n, c, h // r, r, w // r, r)
+        and target[5] == r
+        and list(view.attrs(transpose).get("perm", [])) == [0, 1, 3, 5, 2, 4]
+        and reshape_target(view, back, moved) == (n, c * r * r, h // r, w // r)
+    ):
+        return Match(Lowered("pixel_unshuffle", {"factor": int(r)}), [node.input[0]], back.output[0],
+                     [node, transpose, back])  # fmt: skip
+    return None
+
+
+def _global_max_pool_any(view: View, node) -> Match:
+    """GlobalMaxPool: of a map (C, H, W) a max_pool over it (as the importer always read it); of a
+    (C, L) or (C, T, H, W) one, adaptive max pooling to 1."""
+    rank = view.rank(node.input[0])
+    if rank in (3, 5):
+        op = "adaptive_max_pool1d" if rank == 3 else "adaptive_max_pool3d"
+        return Match(Lowered(op, {"size": 1}), [node.input[0]], node.output[0], [node])
+    return _global_max_pool(view, node)
+
+
+def _clip_bound(view: View, node, k: int) -> float | None:
+    """Bound ``k`` (1: min, 2: max) of a Clip: an attribute before opset 11, an input from it;
+    None where it is not given."""
+    if view.opset < 11:
+        v = view.attrs(node).get(("min", "max")[k - 1])
+        return None if v is None else float(np.float32(v))
+    if len(node.input) <= k or not node.input[k]:
+        return None
+    v = view.scalar(node.input[k])
+    if v is None:
+        raise Unsupported("a Clip whose bounds are computed: the spec's clamp takes numbers")
+    return float(np.float32(v))
+
+
+def _clip_any(view: View, node) -> Match:
+    """Clip: [0, 6] as ``relu6``, 0 and no upper bound as ``relu`` (as the importer always read
+    them), no bound as nothing, other bounds as ``clamp``."""
+    lo, hi = _clip_bound(view, node, 1), _clip_bound(view, node, 2)
+    if (lo, hi) in ((0.0, 6.0), (0.0, None)):
+        return _clip(view, node)
+    if lo is None and hi is None:
+        return Match(Lowered("identity"), [node.input[0]], node.output[0], [node])
+    if lo is not None and hi is not None and not lo < hi:
+        raise Unsupported(f"a Clip to [{lo}, {hi}]: the spec's clamp takes a max above its min")
+    attrs = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+    return Match(Lowered("clamp", attrs), [node.input[0]], node.output[0], [node])
+
+
+def _softplus_run(view: View, x: str, first, beta: float) -> Match | None:
+    """From a Softplus of ``x`` (``first``) or of ``x * beta`` (``first`` the ``Mul``): the
+    Softplus, a ``Div`` by ``beta`` where it is not 1, and nasdsl's ``Where(beta * x >
+    threshold, x, ...)`` where one follows; None where the run is another."""
+    scaled = first.output[0] if first.op_type == "Mul" else x
+    soft = view.next_node(first, "Softplus") if first.op_type == "Mul" else first
+    if soft is None:
+        return None
+    nodes, last = ([first] if first is not soft else []) + [soft], soft
+    if beta != 1.0:
+        div = view.next_node(soft, "Div")
+        if div is None or div.input[0] != soft.output[0] or view.scalar(div.input[1]) != beta:
+            return None
+        nodes.append(div)
+        last = div
+    attrs = {} if beta == 1.0 else {"beta": beta}
+    where = view.next_node(last, "Where")
+    greater = where is not None and view.producer.get(where.input[0])
+    if (
+        greater
+        and greater.op_type == "Greater"
+        and list(where.input[1:]) == [x, last.output[0]]
+        and greater.input[0] == scaled
+        and view.only_user(greater.output[0], where)
+        and view.scalar(greater.input[1]) is not None
+    ):
+        attrs["threshold"] = float(np.float32(view.scalar(greater.input[1])))
+        nodes += [greater, where]
+        last = where
+    return Match(Lowered("softplus", attrs), [x], last.output[0], nodes)
+
+
+def _softplus(view: View, node) -> Match:
+    """Softplus, or with a ``Tanh`` of it multiplying its input, Mish (torch.onnx.export's)."""
+    tanh = view.next_node(node, "Tanh")
+    mul = tanh and view.next_node(tanh, "Mul")
+    if mul is not None and sorted(mul.input) == sorted([node.input[0], tanh.output[0]]):
+        return Match(Lowered("mish"), [node.input[0]], mul.output[0], [node, tanh, mul])
+    return _softplus_run(view, node.input[0], node, 1.0)
+
+
+def _softplus_scaled(view: View, node) -> Match | None:
+    """A ``Mul`` of a tensor by a constant beta > 0, then Softplus and a ``Div`` by beta:
+    softplus with that beta (as torch.onnx.export writes nn.Softplus(beta))."""
+    tensors = _tensor_inputs(view, node)
+    if len(tensors) != 1 or view.next_node(node, "Softplus") is None:
+        return None
+    beta = view.scalar(_other(node, tensors[0]))
+    if beta is None or not beta > 0 or beta == 1.0:
+        return None
+    return _softplus_run(view, tensors[0], node, float(np.float32(beta)))
+
+
+#: ONNX's Selu defaults, PyTorch's constants in float32
+_SELU = {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875}
+
+
+def _selu(view: View, node) -> Match:
+    a = view.attrs(node)
+    given = {k: float(np.float32(a.get(k, v))) for k, v in _SELU.items()}
+    if given != _SELU:
+        raise Unsupported(f"a Selu with alpha {given['alpha']} and gamma {given['gamma']}: the spec's is PyTorch's")
+    return Match(Lowered("selu"), [node.input[0]], node.output[0], [node])
+
+
+def _log_softmax(view: View, node) -> Match:
+    """LogSoftmax over one axis (from opset 13; before it, over the axes from ``axis`` on, read
+    where the later axes are 1), written as the axis's index."""
+    shape = view.shapes.get(node.input[0], ())
+    rank = max(len(shape), 1)
+    axis = int(view.attrs(node).get("axis", -1 if view.opset >= 13 else 1)) % rank
+    if view.opset < 13 and any(d != 1 for d in shape[axis + 1 :]):
+        raise Unsupported(f"a LogSoftmax of opset {view.opset} over the axes from {axis} on, taken as one")
+    if axis == 0:
+        raise Unsupported("a LogSoftmax over the batch axis")
+    return Match(Lowered("log_softmax", {"dim": axis - 1}), [node.input[0]], node.output[0], [node])
+
+
+PATTERNS.update(
+    DepthToSpace=[_depth_to_space],
+    GlobalMaxPool=[_global_max_pool_any],
+    Clip=[_clip_any],
+    Softplus=[_softplus],
+    Mish=[_one("mish")],
+    Selu=[_selu],
+    LogSoftmax=[_log_softmax],
+)
+PATTERNS["Reshape"].insert(0, _pixel_unshuffle)
+PATTERNS["Mul"].insert(0, _softplus_scaled)

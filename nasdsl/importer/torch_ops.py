@@ -857,3 +857,96 @@ NAMES = {
     "getitem": "select",
     "matmul": "product",  # not "matmul", the merge's key
 }
+
+
+# -- pixel shuffles, adaptive max pooling, clamp, activations (nasdsl/ops/more_ops.py) -------------
+
+
+def _shuffle(op: str, factor: object, call: Call) -> Lowered:
+    _map_input(call, op)
+    if isinstance(factor, bool) or not isinstance(factor, int):
+        raise Unsupported(f"a factor {factor!r}: expected an integer known when the model is traced")
+    return Lowered(op, {"factor": factor})
+
+
+def _adaptive_max(m: nn.modules.pooling._AdaptiveMaxPoolNd, call: Call) -> Lowered:
+    n = {nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}[type(m)]
+    if m.return_indices:
+        raise Unsupported("return_indices=True")
+    if call.rank != n + 2:
+        raise Unsupported(f"{type(m).__name__} of a {call.rank}-D input (an unbatched one)")
+    sizes = m.output_size if isinstance(m.output_size, (list, tuple)) else (m.output_size,) * n
+    if any(s is None for s in sizes):
+        raise Unsupported("an output size of None (keep that side): the spec's adaptive_max_pool takes sizes")
+    return Lowered(f"adaptive_max_pool{({1: '1d', 2: '', 3: '3d'})[n]}", {"size": _window(sizes)})
+
+
+def _bound_arg(call: Call, index: int, name: str, default: object) -> float | None:
+    """A clamp's bound: a number the traced call gives as a constant, or None (no bound)."""
+    v = call.arg(index, name, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise Unsupported(f"{name}={v!r}: the spec's clamp takes numbers known when the model is traced")
+    return float(v)
+
+
+def _clamp(low: float | None, high: float | None) -> Lowered:
+    if low is not None and high is not None and not low < high:
+        raise Unsupported(f"bounds [{low}, {high}]: the spec's clamp takes a max above its min")
+    return Lowered("clamp", {k: v for k, v in (("min", low), ("max", high)) if v is not None})
+
+
+def _clamp_call(call: Call) -> Lowered:
+    """``torch.clamp(x, min, max)`` and ``clip``, functions or methods, by numbers."""
+    return _clamp(_bound_arg(call, 1, "min", None), _bound_arg(call, 2, "max", None))
+
+
+def _log_softmax(dim: object, call: Call) -> Lowered:
+    if dim is None:
+        raise Unsupported("log_softmax without a dim: say which axis")
+    return Lowered("log_softmax", _axis_attr(dim, call, "dim"))
+
+
+def _softplus(beta: float, threshold: float) -> Lowered:
+    return Lowered("softplus", {"beta": float(beta), "threshold": float(threshold)})
+
+
+MODULES.update(
+    {
+        nn.PixelShuffle: lambda m, call: _shuffle("pixel_shuffle", m.upscale_factor, call),
+        nn.PixelUnshuffle: lambda m, call: _shuffle("pixel_unshuffle", m.downscale_factor, call),
+        nn.AdaptiveMaxPool1d: _adaptive_max,
+        nn.AdaptiveMaxPool2d: _adaptive_max,
+        nn.AdaptiveMaxPool3d: _adaptive_max,
+        nn.Hardtanh: lambda m, call: _clamp(float(m.min_val), float(m.max_val)),
+        nn.Softplus: lambda m, call: _softplus(m.beta, m.threshold),
+        nn.Mish: _simple("mish"),
+        nn.SELU: _simple("selu"),
+        nn.LogSoftmax: lambda m, call: _log_softmax(m.dim, call),
+    }
+)
+FUNCTIONS.update(
+    {
+        F.pixel_shuffle: lambda call: _shuffle("pixel_shuffle", call.arg(1, "upscale_factor"), call),
+        F.pixel_unshuffle: lambda call: _shuffle("pixel_unshuffle", call.arg(1, "downscale_factor"), call),
+        torch.clamp: _clamp_call,
+        torch.clip: _clamp_call,
+        F.hardtanh: lambda call: _clamp(_number(call, 1, "min_val", -1.0), _number(call, 2, "max_val", 1.0)),
+        F.softplus: lambda call: _softplus(_number(call, 1, "beta", 1.0), _number(call, 2, "threshold", 20.0)),
+        F.mish: _simple("mish"),
+        F.selu: _simple("selu"),
+        torch.selu: _simple("selu"),
+        F.log_softmax: lambda call: _log_softmax(call.arg(1, "dim", None), call),
+        torch.log_softmax: lambda call: _log_softmax(call.arg(1, "dim", None), call),
+    }
+)
+METHODS.update(
+    {
+        "clamp": _clamp_call,
+        "clip": _clamp_call,
+        "clamp_": _clamp_call,
+        "clip_": _clamp_call,
+        "log_softmax": lambda call: _log_softmax(call.arg(1, "dim", None), call),
+    }
+)
