@@ -1653,15 +1653,12 @@ def _clip_any(view: View, node) -> Match:
     return Match(Lowered("clamp", attrs), [node.input[0]], node.output[0], [node])
 
 
-def _softplus_run(view: View, x: str, first, beta: float) -> Match | None:
-    """From a Softplus of ``x`` (``first``) or of ``x * beta`` (``first`` the ``Mul``): the
-    Softplus, a ``Div`` by ``beta`` where it is not 1, and nasdsl's ``Where(beta * x >
-    threshold, x, ...)`` where one follows; None where the run is another."""
-    scaled = first.output[0] if first.op_type == "Mul" else x
-    soft = view.next_node(first, "Softplus") if first.op_type == "Mul" else first
-    if soft is None:
-        return None
-    nodes, last = ([first] if first is not soft else []) + [soft], soft
+def _softplus_run(view: View, x: str, scale, soft, beta: float) -> Match | None:
+    """From ``soft``, a Softplus of ``x`` (``scale`` None) or of ``x * beta`` (made by the Mul
+    ``scale``): the Softplus, a ``Div`` by ``beta`` where it is not 1, and nasdsl's ``Where(beta *
+    x > threshold, x, ...)`` where one follows; None where the run is another."""
+    scaled = soft.input[0]
+    nodes, last = [*([scale] if scale is not None else []), soft], soft
     if beta != 1.0:
         div = view.next_node(soft, "Div")
         if div is None or div.input[0] != soft.output[0] or view.scalar(div.input[1]) != beta:
@@ -1682,6 +1679,8 @@ def _softplus_run(view: View, x: str, first, beta: float) -> Match | None:
         attrs["threshold"] = float(np.float32(view.scalar(greater.input[1])))
         nodes += [greater, where]
         last = where
+    if scale is not None and not all(user in nodes for user in view.consumers.get(scaled, [])):
+        return None  # x * beta is read elsewhere too
     return Match(Lowered("softplus", attrs), [x], last.output[0], nodes)
 
 
@@ -1691,19 +1690,20 @@ def _softplus(view: View, node) -> Match:
     mul = tanh and view.next_node(tanh, "Mul")
     if mul is not None and sorted(mul.input) == sorted([node.input[0], tanh.output[0]]):
         return Match(Lowered("mish"), [node.input[0]], mul.output[0], [node, tanh, mul])
-    return _softplus_run(view, node.input[0], node, 1.0)
+    return _softplus_run(view, node.input[0], None, node, 1.0)
 
 
 def _softplus_scaled(view: View, node) -> Match | None:
     """A ``Mul`` of a tensor by a constant beta > 0, then Softplus and a ``Div`` by beta:
     softplus with that beta (as torch.onnx.export writes nn.Softplus(beta))."""
     tensors = _tensor_inputs(view, node)
-    if len(tensors) != 1 or view.next_node(node, "Softplus") is None:
+    softs = [u for u in view.consumers.get(node.output[0], []) if u.op_type == "Softplus"]
+    if len(tensors) != 1 or len(softs) != 1 or node.output[0] in view.outputs:
         return None
     beta = view.scalar(_other(node, tensors[0]))
     if beta is None or not beta > 0 or beta == 1.0:
         return None
-    return _softplus_run(view, tensors[0], node, float(np.float32(beta)))
+    return _softplus_run(view, tensors[0], node, softs[0], float(np.float32(beta)))
 
 
 #: ONNX's Selu defaults, PyTorch's constants in float32
