@@ -468,8 +468,19 @@ def _pad(n: Lowered) -> None:
     begins, ends = [0] * (len(n.in_shape) + 1), [0] * (len(n.in_shape) + 1)  # with the batch axis
     for axis, (before, after) in zip(pad_axes(n.in_type, n.a), n.a["pads"], strict=True):
         begins[axis + 1], ends[axis + 1] = before, after
-    value = n.e.const("value", n.a["value"], np.float32)
-    n.emit("Pad", [n.x, n.e.ints("pads", begins + ends), value], last=True)
+    pads = n.e.ints("pads", begins + ends)
+    mode = n.a["mode"]
+    if mode == "constant":
+        n.emit("Pad", [n.x, pads, n.e.const("value", n.a["value"], np.float32)], last=True)
+        return
+    if mode == "circular" and n.opset < 19:
+        raise CodegenError(
+            f"the ONNX backend cannot lower pad mode circular (node {n.node}) at opset {n.opset}: ONNX's Pad "
+            "wraps around from opset 19; export at opset 19 or later",
+            location=n.data.loc,
+            path=f"{n.data.keypath}.mode" if n.data.keypath else None,
+        )
+    n.emit("Pad", [n.x, pads], last=True, mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
 
 
 @lowering("onnx", "select")

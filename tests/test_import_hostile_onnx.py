@@ -135,6 +135,10 @@ READ = [
     ("cast-of-the-input-to-float", [_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), _conv("f", "y")], [W, B], {},
      "conv2d"),
     ("global-max-pool", [_conv("x", "a"), _node("GlobalMaxPool", ["a"], ["y"])], [W, B], {}, "kernel: 6"),
+    ("pad-reflect", [_node("Pad", ["x", "p"], ["y"], mode="reflect")], [_ints("p", _PADS)], {}, "mode: reflect"),
+    ("pad-edge", [_node("Pad", ["x", "p"], ["y"], mode="edge")], [_ints("p", _PADS)], {}, "mode: replicate"),
+    ("pad-wrap", [_node("Pad", ["x", "p"], ["y"], mode="wrap")], [_ints("p", _PADS)], {"opset": 19, "ir": 9},
+     "mode: circular"),
     ("clip-max-only-is-clamp", [_conv("x", "a"), _node("Clip", ["a", "", "hi"], ["y"])], [W, B,
      numpy_helper.from_array(np.float32(6), "hi")], {}, "{op: clamp, max: 6.0}"),
     ("squeeze-after-pooling", [_conv("x", "a"), _node("GlobalAveragePool", ["a"], ["g"]),
@@ -293,12 +297,8 @@ _CONST_ROWS = _floats("r", (4,))  # (C,): one value per column of a map under ON
 
 #: (label, nodes, initializers, extra options of _file, the error's node and op, what it says)
 REFUSED = [
-    ("pad-reflect", [_node("Pad", ["x", "p"], ["y"], mode="reflect")], [_ints("p", _PADS)], {},
-     "graph.node[0] '' (Pad)", "a Pad in mode reflect: the spec's pad fills a constant border"),
     ("pad-beyond-2-53", [_node("Pad", ["x", "p", "v"], ["y"])], [_ints("p", _PADS), numpy_helper.from_array(
         np.float32(-1e30), "v")], {}, "graph.node[0] '' (Pad)", "a spec's numbers are finite and at most 2^53"),
-    ("pad-edge", [_node("Pad", ["x", "p"], ["y"], mode="edge")], [_ints("p", _PADS)], {}, "graph.node[0] '' (Pad)",
-     "a Pad in mode edge"),
     ("pad-negative", [_node("Pad", ["x", "p"], ["y"])], [_ints("p", [0, 0, -1, -1, 0, 0, -1, -1])], {},
      "graph.node[0] '' (Pad)", "a negative pad crops"),
     ("pad-of-the-batch", [_node("Pad", ["x", "p"], ["y"])], [_ints("p", [1, 0, 0, 0, 0, 0, 0, 0])], {},

@@ -307,3 +307,83 @@ def test_bad_attributes_are_located_errors(tmp_path, capsys, entry, shape, said)
     out, err = capsys.readouterr()
     assert err.strip() == f"{path}:{said}" and out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+#: pad's modes: (mode, input, pads as the spec writes them)
+PAD_CASES = [
+    ("reflect", (3, 4, 5), [[1, 2], [3, 1]]),
+    ("replicate", (3, 6), [[2, 3]]),
+    ("circular", (2, 3, 4, 5), [[1, 0], [2, 1], [0, 3]]),
+    ("reflect", (3, 4, 5), [[1, 1], [3, 0], [2, 4]]),  # every axis, the channels too
+]
+
+
+@pytest.mark.parametrize(("mode", "shape", "pads"), PAD_CASES)
+def test_pad_modes_against_f_pad_and_onnx_runtime(tmp_path, capsys, mode, shape, pads):
+    axes = ", axes: CL" if len(shape) == 2 else ""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: P\ninput: {{shape: {list(shape)}{axes}}}\nmodel:\n  layer: {{op: pad, pads: {pads}, "
+                    f"mode: {mode}}}\n")  # fmt: skip
+    compiled = nasdsl.compile_spec(path)
+    x = torch.randn(2, *shape)
+    want = F.pad(x, [w for pair in reversed(pads) for w in pair], mode=mode)
+    with torch.no_grad():
+        assert torch.equal(model_class(compiled.graph)()(x), want)
+    for opset in (13, 17, 18, 21):
+        if mode == "circular" and opset < 19:  # ONNX's Pad wraps from opset 19
+            out = tmp_path / "p.onnx"
+            assert cli_main(["compile", str(path), "-o", str(out), "--opset", str(opset)]) == 2
+            assert capsys.readouterr().err.strip() == (
+                f"{path}:4:10: error: model.layer.mode: the ONNX backend cannot lower pad mode circular (node "
+                f"layer) at opset {opset}: ONNX's Pad wraps around from opset 19; export at opset 19 or later"
+            )
+            assert not out.exists()
+            continue
+        proto = export_onnx(compiled.graph, opset=opset, batch=2)
+        assert np.abs(run_ort(proto, x.numpy()) - want.numpy()).max() == 0.0, (mode, opset)
+    back = nasdsl.import_model(export_onnx(compiled.graph, opset=21), weights=True).compiled.graph
+    assert [(d.attrs["mode"], [list(p) for p in d.attrs["pads"]]) for _, d in ir.nodes(back) if d.op == "pad"] == [
+        (mode, pads)
+    ]
+
+
+class Padded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reflect = nn.ReflectionPad2d((1, 2, 0, 1))
+        self.edge = nn.ReplicationPad1d(2)
+        self.wrap = nn.CircularPad2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.wrap(self.reflect(x))
+        x = F.pad(x, (1, 0, 0, 2), mode="replicate")
+        return self.edge(x.flatten(2))
+
+
+def test_pad_modes_import_from_pytorch():
+    net = Padded()
+    result = nasdsl.import_model(net, input_shape=(2, 4, 5), weights=True)
+    pads = [(d.attrs["mode"], d.attrs["pads"]) for _, d in ir.nodes(result.compiled.graph) if d.op == "pad"]
+    assert pads == [("reflect", ((0, 1), (1, 2))), ("circular", ((1, 1), (1, 1))), ("replicate", ((0, 2), (1, 0))),
+                    ("replicate", ((2, 2),))]  # fmt: skip
+    x = torch.randn(2, 2, 4, 5)
+    with torch.no_grad():
+        assert torch.equal(nasdsl.build_model(result.compiled).eval()(x), net(x))
+
+
+BAD_PADS = [
+    ("{op: pad, pads: [[1, 1]], value: 1, mode: reflect}", [3, 4, 4],
+     "4:43: error: model.layer.value: expected no value with mode reflect (its border comes from the input), got 1.0"),
+    ("{op: pad, pads: [[1, 1], [4, 0]], mode: reflect}", [3, 4, 4],
+     "4:10: error: model.layer: expected pads below the side 4 of axis 2 with mode reflect, got [4, 0]"),
+    ("{op: pad, pads: [[1, 1]], mode: circular}", [3, 4, 4], "4:10: error: model.layer: expected mode circular to "
+     "pad every axis but the first of a (C, H, W) map 3x4x4, got 1 pairs (PyTorch pads at most one axis fewer than "
+     "its input's after the batch so)"),
+    ("{op: pad, pads: [[1, 1]], mode: mirror}", [3, 4, 4],
+     "4:42: error: model.layer.mode: unknown name 'mirror'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("entry", "shape", "said"), BAD_PADS, ids=["value", "too-wide", "too-few", "typo"])
+def test_bad_pad_modes_are_located_errors(tmp_path, capsys, entry, shape, said):
+    test_bad_attributes_are_located_errors(tmp_path, capsys, entry, shape, said)

@@ -223,6 +223,7 @@ WORDS = {
     ("linear", "dim"),
     ("layer_norm", "dim"),
     ("patch_merging", "norm"),
+    ("pad", "mode"),
 }
 #: attributes set by a parameter at the model level only (see test_interpolate_scale)
 ELSEWHERE = {("interpolate", "scale"), ("opaque", "shape")}

@@ -397,8 +397,9 @@ def _ceil_for_extra(view: View, node, kernel, strides, pads, ceil_mode: bool, in
 
 
 def _pad(view: View, node) -> Match:
-    """A constant ``Pad`` of the axes after the batch: the spec's ``pad`` (its pads an attribute
-    before opset 11, inputs from it, for the axes given from opset 18), or, where its one
+    """A ``Pad`` of the axes after the batch: the spec's ``pad`` (its pads an attribute before
+    opset 11, inputs from it, for the axes given from opset 18; modes reflect, edge and wrap as
+    reflect, replicate and circular), or, where a constant one's
     reader is a convolution that pads nothing itself and it pads the two spatial axes with
     zeros alike on both sides, that convolution's padding."""
     a = view.attrs(node)
@@ -413,8 +414,11 @@ def _pad(view: View, node) -> Match:
             raise Unsupported("a Pad by a value computed in the graph: the spec's pad fills a constant")
     if pads is None:
         raise Unsupported("a Pad by pads computed in the graph: the spec's sizes are constants")
+    modes = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+    if mode not in modes:
+        raise Unsupported(f"a Pad in mode {mode}: ONNX's are constant, reflect, edge and wrap")
     if mode != "constant":
-        raise Unsupported(f"a Pad in mode {mode}: the spec's pad fills a constant border")
+        value = 0.0  # a border from the input: the value input is not read
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
     axes = list(range(rank))
     if len(node.input) > 3 and node.input[3]:
@@ -443,6 +447,7 @@ def _pad(view: View, node) -> Match:
         and rank == 4
         and first == 2
         and fill[0] == 0.0
+        and mode == "constant"
         and all(per_axis[k][0] == per_axis[k][1] for k in (2, 3))
     ):
         try:
@@ -453,6 +458,8 @@ def _pad(view: View, node) -> Match:
             attrs = {**found.lowered.attrs, "padding": pair([per_axis[2][0], per_axis[3][0]])}
             return Match(Lowered("conv2d", attrs), [node.input[0]], found.output, [node, *found.nodes], found.tensors)
     attrs = {"pads": [list(per_axis[k]) for k in range(first, rank)]} | ({"value": float(fill[0])} if fill[0] else {})
+    if mode != "constant":
+        attrs["mode"] = modes[mode]
     return Match(Lowered("pad", attrs), [node.input[0]], node.output[0], [node])
 
 

@@ -442,12 +442,14 @@ def _binary(op: str) -> Callable[[Call], Lowered]:
 def _padding(pad: object, value: object, mode: str) -> Lowered:
     """``F.pad``'s widths, (left, right, top, bottom, ...) from the last axis back, as the
     spec's ``pads``, one [before, after] pair per axis from the first padded one on."""
-    if mode != "constant":
-        raise Unsupported(f"mode '{mode}': the spec's pad pads with a constant")
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise Unsupported(f"mode '{mode}': the spec's pad is constant, reflect, replicate or circular")
     widths = [int(w) for w in pad]
     if len(widths) % 2 or any(w < 0 for w in widths):
         raise Unsupported(f"pad {tuple(widths)}: the spec's pad takes pairs of widths of 0 or more")
     pairs = [widths[k : k + 2] for k in range(0, len(widths), 2)]
+    if mode != "constant":
+        return Lowered("pad", {"pads": pairs[::-1], "mode": mode})
     return Lowered("pad", {"pads": pairs[::-1], **({"value": float(value)} if value else {})})
 
 
@@ -950,3 +952,14 @@ METHODS.update(
         "log_softmax": lambda call: _log_softmax(call.arg(1, "dim", None), call),
     }
 )
+
+
+def _pad_from(mode: str) -> Callable[..., Lowered]:
+    """``nn.ReflectionPad2d`` and its kin: a border taken from the input."""
+    return lambda m, call: _padding(m.padding, 0.0, mode)
+
+
+for _n in (1, 2, 3):
+    MODULES[getattr(nn, f"ReflectionPad{_n}d")] = _pad_from("reflect")
+    MODULES[getattr(nn, f"ReplicationPad{_n}d")] = _pad_from("replicate")
+    MODULES[getattr(nn, f"CircularPad{_n}d")] = _pad_from("circular")
