@@ -23,6 +23,7 @@ import onnx
 from nasdsl import ir
 from nasdsl.errors import CodegenError
 from nasdsl.ops import OPS, lowering, lowering_of, same_padding
+from nasdsl.ops.more_ops import adaptive_windows
 from nasdsl.ops.tensor import nearest_sources
 
 #: BatchNorm's parameters and buffers, in the order ONNX's BatchNormalization takes them
@@ -1216,15 +1217,6 @@ def _pixel_unshuffle(n: Lowered) -> None:
     n.emit("Reshape", [moved_out, n.e.ints("shape", [0, *n.data.shape])], last=True)
 
 
-def adaptive_windows(size: int, out: int) -> np.ndarray:
-    """(out, longest window): row i lists the positions of PyTorch's adaptive window i,
-    [floor(i*size/out), ceil((i+1)*size/out)), its last repeated where the window is shorter."""
-    starts = [(i * size) // out for i in range(out)]
-    ends = [-(-((i + 1) * size) // out) for i in range(out)]
-    longest = max(e - s for s, e in zip(starts, ends, strict=True))
-    return np.array([[min(s + k, e - 1) for k in range(longest)] for s, e in zip(starts, ends, strict=True)])
-
-
 @lowering("onnx", "adaptive_max_pool1d", "adaptive_max_pool", "adaptive_max_pool3d")
 def _adaptive_max_pool(n: Lowered) -> None:
     c, *sizes = n.in_shape
@@ -1242,7 +1234,7 @@ def _adaptive_max_pool(n: Lowered) -> None:
     todo = [i for i in range(len(sizes)) if sizes[i] != outs[i]]
     for k, i in enumerate(todo):
         axis = i + 2  # batch first
-        windows = adaptive_windows(sizes[i], outs[i])
+        windows = np.array(adaptive_windows(sizes[i], outs[i]), np.int64)
         gathered = list(current)
         gathered[i + 1 : i + 2] = windows.shape
         index = n.e.const(f"windows{axis}", windows, np.int64)

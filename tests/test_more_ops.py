@@ -249,8 +249,9 @@ model:
   soft: {op: softplus, beta: 2, threshold: 1.5}
   mish: mish
   low: {op: clamp, min: -0.25}
+  pool: {op: adaptive_max_pool, size: [3, 4]}
   flat: {op: flatten, start: 1}
-  pool: {op: adaptive_max_pool1d, size: 1}
+  pool1d: {op: adaptive_max_pool1d, size: 1}
   out: {op: log_softmax, dim: 0}
 """
 
@@ -258,14 +259,17 @@ model:
 @pytest.mark.parametrize("opset", [13, 18])
 def test_nasdsls_own_export_reads_back(tmp_path, opset):
     """The forms only nasdsl's export writes: softplus's threshold as a Where, Mish's own node
-    (18), a GlobalMaxPool of a (C, L) map, a clamp with a lower bound alone."""
+    (18), adaptive windows that overlap (a Gather and a ReduceMax per axis, each read as the
+    pooling of its axis), a GlobalMaxPool of a (C, L) map, a clamp with a lower bound alone."""
     (tmp_path / "b.yaml").write_text(BACK)
     compiled = nasdsl.compile_spec(tmp_path / "b.yaml")
     proto = export_onnx(compiled.graph, opset=opset)
     result = nasdsl.import_model(proto, weights=True)
     graph = result.compiled.graph
-    wanted = ["pixel_shuffle", "pixel_unshuffle", "softplus", "mish", "clamp", "flatten", "adaptive_max_pool1d"]
-    assert _ops(graph) == [*wanted, "log_softmax"]
+    wanted = ["pixel_shuffle", "pixel_unshuffle", "softplus", "mish", "clamp", "adaptive_max_pool"]
+    assert _ops(graph) == [*wanted, "adaptive_max_pool", "flatten", "adaptive_max_pool1d", "log_softmax"]
+    pools = [d.attrs["size"] for _, d in ir.nodes(graph) if d.op == "adaptive_max_pool"]
+    assert pools == [(3, 6), (3, 4)]  # the height's windows, then the width's
     (soft,) = [d.attrs for _, d in ir.nodes(graph) if d.op == "softplus"]
     assert (soft["beta"], soft["threshold"]) == (2.0, 1.5)
     x = torch.randn(1, 8, 4, 6) * 3

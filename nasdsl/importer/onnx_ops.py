@@ -27,6 +27,7 @@ import numpy as np
 
 from nasdsl.importer import resize
 from nasdsl.importer.ops_table import Lowered, Unsupported, pair
+from nasdsl.ops.more_ops import adaptive_windows
 from nasdsl.ops.tensor import MAX_SIDE
 
 
@@ -1632,6 +1633,32 @@ def _global_max_pool_any(view: View, node) -> Match:
     return _global_max_pool(view, node)
 
 
+def _adaptive_max_gathered(view: View, node) -> Match | None:
+    """nasdsl's export of adaptive max pooling whose windows overlap or differ in length: a
+    ``Gather`` of PyTorch's windows along one spatial axis, then a ``ReduceMax`` over them. Read
+    as adaptive max pooling of that axis alone (the others keep their sizes); None otherwise."""
+    shape = tuple(view.shapes.get(node.input[0], ()))
+    rank = len(shape)
+    axis = int(view.attrs(node).get("axis", 0)) % max(rank, 1)
+    index = view.get(node.input[1])
+    reduce = view.next_node(node, "ReduceMax")
+    if reduce is None or index is None or index.ndim != 2 or rank not in (3, 4, 5) or axis < 2:
+        return None
+    if view.get(node.input[0]) is not None or not all(isinstance(d, int) for d in shape):
+        return None
+    a = view.attrs(reduce)
+    axes = a.get("axes") if view.opset < 18 else view.get(reduce.input[1]) if len(reduce.input) > 1 else None
+    if axes is None or [int(x) % (rank + 1) for x in np.asarray(axes).reshape(-1)] != [axis + 1]:
+        return None
+    if a.get("keepdims", 1) or index.tolist() != adaptive_windows(shape[axis], index.shape[0]):
+        return None
+    sizes = [*shape[2:]]
+    sizes[axis - 2] = index.shape[0]
+    size = sizes[0] if len(set(sizes)) == 1 else sizes
+    op = {3: "adaptive_max_pool1d", 4: "adaptive_max_pool", 5: "adaptive_max_pool3d"}[rank]
+    return Match(Lowered(op, {"size": size}), [node.input[0]], reduce.output[0], [node, reduce])
+
+
 def _clip_bound(view: View, node, k: int) -> float | None:
     """Bound ``k`` (1: min, 2: max) of a Clip: an attribute before opset 11, an input from it;
     None where it is not given."""
@@ -1749,3 +1776,4 @@ PATTERNS.update(
 )
 PATTERNS["Reshape"].insert(0, _pixel_unshuffle)
 PATTERNS["Mul"].insert(0, _softplus_scaled)
+PATTERNS["Gather"].insert(0, _adaptive_max_gathered)

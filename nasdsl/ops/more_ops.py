@@ -75,6 +75,16 @@ _FACTOR = Attr("factor", integer(1, MAX_WINDOW), doc="the side of each block of 
 _SUFFIX = {1: "1d", 2: "", 3: "3d"}
 
 
+def adaptive_windows(size: int, out: int) -> list[list[int]]:
+    """PyTorch's adaptive windows over a side of ``size`` to ``out``: row i lists the positions of
+    window i, [floor(i*size/out), ceil((i+1)*size/out)), its last repeated up to the longest
+    window's length (a max is the same). The ONNX export gathers them; the importer reads them."""
+    starts = [(i * size) // out for i in range(out)]
+    ends = [-(-((i + 1) * size) // out) for i in range(out)]
+    longest = max(e - s for s, e in zip(starts, ends, strict=True))
+    return [[min(s + k, e - 1) for k in range(longest)] for s, e in zip(starts, ends, strict=True)]
+
+
 def _adaptive_max(n: int) -> OpDef:
     name = f"adaptive_max_pool{_SUFFIX[n]}"
 
