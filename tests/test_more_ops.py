@@ -167,7 +167,7 @@ class Net(nn.Module):
         x = F.hardtanh(torch.clamp(x, max=1.5).clamp(min=-0.5), -0.7, 1.2)
         x = F.pixel_unshuffle(F.pixel_shuffle(x, 2), 2)
         x = F.selu(F.mish(F.softplus(x, beta=3.0)))
-        return F.log_softmax(self.out(self.pool(x)), 1)
+        return F.log_softmax(self.out(F.adaptive_max_pool2d(self.pool(x), 1)), 1)
 
 
 #: node -> (op, attributes) as both importers read Net (the file's threshold aside: torch.onnx.export drops it)
@@ -201,7 +201,7 @@ def _read_as(graph, name: str, op: str, attrs: dict) -> None:
 
 #: the ops of Net in order, as both importers read it (torch.onnx.export writes the pool as a MaxPool)
 NET_ORDER = ["conv2d", "pixel_shuffle", "pixel_unshuffle", "softplus", "mish", "selu", "clamp", "clamp", "clamp",
-             "clamp", "pixel_shuffle", "pixel_unshuffle", "softplus", "mish", "selu", "POOL", "log_softmax",
+             "clamp", "pixel_shuffle", "pixel_unshuffle", "softplus", "mish", "selu", "POOL", "POOL", "log_softmax",
              "log_softmax"]  # fmt: skip
 
 
@@ -212,6 +212,7 @@ def test_import_from_pytorch_reads_every_op_and_computes_the_module(net):
         _read_as(graph, name, op, attrs)
     _read_as(graph, "soft", "softplus", {"threshold": 5.0})
     _read_as(graph, "pool", "adaptive_max_pool", {"size": (2, 3)})
+    assert [d.attrs["size"] for _, d in ir.nodes(graph) if d.op == "adaptive_max_pool"] == [(2, 3), (1, 1)]
     assert _ops(graph) == [op.replace("POOL", "adaptive_max_pool") for op in NET_ORDER]
     clamps = [d.attrs for _, d in ir.nodes(graph) if d.op == "clamp"]
     assert [(a["min"], a["max"]) for a in clamps] == [(-1.0, 2.0), (None, 1.5), (-0.5, None), (-0.7, 1.2)]

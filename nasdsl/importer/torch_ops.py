@@ -871,16 +871,24 @@ def _shuffle(op: str, factor: object, call: Call) -> Lowered:
     return Lowered(op, {"factor": factor})
 
 
-def _adaptive_max(m: nn.modules.pooling._AdaptiveMaxPoolNd, call: Call) -> Lowered:
-    n = {nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}[type(m)]
-    if m.return_indices:
+def _adaptive_max(n: int, size: object, return_indices: object, call: Call) -> Lowered:
+    """Adaptive max pooling of ``n`` spatial axes (a module's or a function's arguments)."""
+    if return_indices:
         raise Unsupported("return_indices=True")
     if call.rank != n + 2:
-        raise Unsupported(f"{type(m).__name__} of a {call.rank}-D input (an unbatched one)")
-    sizes = m.output_size if isinstance(m.output_size, (list, tuple)) else (m.output_size,) * n
+        raise Unsupported(f"adaptive max pooling of {n} axes of a {call.rank}-D input (an unbatched one)")
+    sizes = size if isinstance(size, (list, tuple)) else (size,) * n
     if any(s is None for s in sizes):
         raise Unsupported("an output size of None (keep that side): the spec's adaptive_max_pool takes sizes")
     return Lowered(f"adaptive_max_pool{({1: '1d', 2: '', 3: '3d'})[n]}", {"size": _window(sizes)})
+
+
+def _adaptive_max_module(n: int) -> Callable[..., Lowered]:
+    return lambda m, call: _adaptive_max(n, m.output_size, m.return_indices, call)
+
+
+def _adaptive_max_function(n: int) -> Callable[[Call], Lowered]:
+    return lambda call: _adaptive_max(n, call.arg(1, "output_size"), call.arg(2, "return_indices", False), call)
 
 
 def _bound_arg(call: Call, index: int, name: str, default: object) -> float | None:
@@ -918,9 +926,9 @@ MODULES.update(
     {
         nn.PixelShuffle: lambda m, call: _shuffle("pixel_shuffle", m.upscale_factor, call),
         nn.PixelUnshuffle: lambda m, call: _shuffle("pixel_unshuffle", m.downscale_factor, call),
-        nn.AdaptiveMaxPool1d: _adaptive_max,
-        nn.AdaptiveMaxPool2d: _adaptive_max,
-        nn.AdaptiveMaxPool3d: _adaptive_max,
+        nn.AdaptiveMaxPool1d: _adaptive_max_module(1),
+        nn.AdaptiveMaxPool2d: _adaptive_max_module(2),
+        nn.AdaptiveMaxPool3d: _adaptive_max_module(3),
         nn.Hardtanh: lambda m, call: _clamp(float(m.min_val), float(m.max_val)),
         nn.Softplus: lambda m, call: _softplus(m.beta, m.threshold),
         nn.Mish: _simple("mish"),
@@ -932,6 +940,9 @@ FUNCTIONS.update(
     {
         F.pixel_shuffle: lambda call: _shuffle("pixel_shuffle", call.arg(1, "upscale_factor"), call),
         F.pixel_unshuffle: lambda call: _shuffle("pixel_unshuffle", call.arg(1, "downscale_factor"), call),
+        F.adaptive_max_pool1d: _adaptive_max_function(1),
+        F.adaptive_max_pool2d: _adaptive_max_function(2),
+        F.adaptive_max_pool3d: _adaptive_max_function(3),
         torch.clamp: _clamp_call,
         torch.clip: _clamp_call,
         F.hardtanh: lambda call: _clamp(_number(call, 1, "min_val", -1.0), _number(call, 2, "max_val", 1.0)),
