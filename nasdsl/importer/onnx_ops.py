@@ -972,20 +972,6 @@ def _reduce_mean_first(view: View, node) -> Match | None:
     return Match(Lowered("layer_norm", {"eps": eps, "dim": "last"}), [node.input[0]], out, nodes, tensors)
 
 
-def _clip(view: View, node) -> Match:
-    if view.opset < 11:  # the bounds are attributes
-        lo, hi = (view.attrs(node).get(k) for k in ("min", "max"))
-    else:
-        lo, hi = (view.scalar(node.input[k]) if len(node.input) > k and node.input[k] else None for k in (1, 2))
-    if lo == 0 and hi == 6:
-        return Match(Lowered("relu6"), [node.input[0]], node.output[0], [node])
-    # no upper bound given (an attribute left out before opset 11, an input left out from it): a ReLU
-    unbounded = hi is None and (view.opset < 11 or not (len(node.input) > 2 and node.input[2]))
-    if lo == 0 and unbounded:
-        return Match(Lowered("relu"), [node.input[0]], node.output[0], [node])
-    raise Unsupported(f"a Clip to [{lo}, {hi}]: the spec has ReLU (a clip to [0, none]) and ReLU6 (to [0, 6])")
-
-
 def _hard_sigmoid(view: View, node) -> Match:
     a = view.attrs(node)
     alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
@@ -1246,7 +1232,6 @@ PATTERNS: dict[str, list[Callable]] = {
     "Tanh": [_one("tanh")],
     "HardSwish": [_one("hardswish")],
     "HardSigmoid": [_hard_sigmoid],
-    "Clip": [_clip],
     "Gelu": [_gelu],
     "MaxPool": [_pool("max_pool")],
     "AveragePool": [_pool("avg_pool")],
@@ -1664,21 +1649,29 @@ def _clip_bound(view: View, node, k: int) -> float | None:
     None where it is not given."""
     if view.opset < 11:
         v = view.attrs(node).get(("min", "max")[k - 1])
-        return None if v is None else float(np.float32(v))
+        return None if v is None else _no_float32_max(float(np.float32(v)))
     if len(node.input) <= k or not node.input[k]:
         return None
     v = view.scalar(node.input[k])
     if v is None:
         raise Unsupported("a Clip whose bounds are computed: the spec's clamp takes numbers")
-    return float(np.float32(v))
+    return _no_float32_max(float(np.float32(v)))
 
 
-def _clip_any(view: View, node) -> Match:
-    """Clip: [0, 6] as ``relu6``, 0 and no upper bound as ``relu`` (as the importer always read
-    them), no bound as nothing, other bounds as ``clamp``."""
+def _no_float32_max(v: float) -> float | None:
+    """A bound at float32's largest magnitude (Clip's default before opset 11, written out by
+    some tools) bounds nothing: None."""
+    return None if abs(v) >= float(np.finfo(np.float32).max) else v
+
+
+def _clip(view: View, node) -> Match:
+    """Clip: [0, 6] as ``relu6``, 0 and no upper bound as ``relu``, no bound as nothing, other
+    bounds as ``clamp``; a bound at float32's largest magnitude is none."""
     lo, hi = _clip_bound(view, node, 1), _clip_bound(view, node, 2)
-    if (lo, hi) in ((0.0, 6.0), (0.0, None)):
-        return _clip(view, node)
+    if (lo, hi) == (0.0, 6.0):
+        return Match(Lowered("relu6"), [node.input[0]], node.output[0], [node])
+    if (lo, hi) == (0.0, None):
+        return Match(Lowered("relu"), [node.input[0]], node.output[0], [node])
     if lo is None and hi is None:
         return Match(Lowered("identity"), [node.input[0]], node.output[0], [node])
     if lo is not None and hi is not None and not lo < hi:
@@ -1768,7 +1761,7 @@ def _log_softmax(view: View, node) -> Match:
 PATTERNS.update(
     DepthToSpace=[_depth_to_space],
     GlobalMaxPool=[_global_max_pool_any],
-    Clip=[_clip_any],
+    Clip=[_clip],
     Softplus=[_softplus],
     Mish=[_one("mish")],
     Selu=[_selu],
