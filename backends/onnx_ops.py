@@ -23,6 +23,7 @@ import onnx
 from nasdsl import ir
 from nasdsl.errors import CodegenError
 from nasdsl.ops import OPS, lowering, lowering_of, same_padding
+from nasdsl.ops.more_ops import adaptive_windows
 from nasdsl.ops.tensor import nearest_sources
 
 #: BatchNorm's parameters and buffers, in the order ONNX's BatchNormalization takes them
@@ -468,8 +469,19 @@ def _pad(n: Lowered) -> None:
     begins, ends = [0] * (len(n.in_shape) + 1), [0] * (len(n.in_shape) + 1)  # with the batch axis
     for axis, (before, after) in zip(pad_axes(n.in_type, n.a), n.a["pads"], strict=True):
         begins[axis + 1], ends[axis + 1] = before, after
-    value = n.e.const("value", n.a["value"], np.float32)
-    n.emit("Pad", [n.x, n.e.ints("pads", begins + ends), value], last=True)
+    pads = n.e.ints("pads", begins + ends)
+    mode = n.a["mode"]
+    if mode == "constant":
+        n.emit("Pad", [n.x, pads, n.e.const("value", n.a["value"], np.float32)], last=True)
+        return
+    if mode == "circular" and n.opset < 19:
+        raise CodegenError(
+            f"the ONNX backend cannot lower pad mode circular (node {n.node}) at opset {n.opset}: ONNX's Pad "
+            "wraps around from opset 19; export at opset 19 or later",
+            location=n.data.loc,
+            path=f"{n.data.keypath}.mode" if n.data.keypath else None,
+        )
+    n.emit("Pad", [n.x, pads], last=True, mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
 
 
 @lowering("onnx", "select")
@@ -1179,3 +1191,100 @@ def _pad_to_multiple(n: Lowered) -> None:
         return
     pads = [0] * (len(ends) + 1) + [0, *ends]
     n.emit("Pad", [n.x, n.e.ints("pads", pads)], last=True)
+
+
+# ---------------------------------------------------------------------------
+# Pixel shuffles, adaptive max pooling, clamp and the activations of nasdsl/ops/more_ops.py
+
+
+@lowering("onnx", "pixel_shuffle")
+def _pixel_shuffle(n: Lowered) -> None:
+    # DepthToSpace's CRD order is PyTorch's: channel c * r^2 + i * r + j to offset (i, j) of channel c
+    n.emit("DepthToSpace", [n.x], last=True, blocksize=n.a["factor"], mode="CRD")
+
+
+@lowering("onnx", "pixel_unshuffle")
+def _pixel_unshuffle(n: Lowered) -> None:
+    # SpaceToDepth puts the offset before the channel (output channel (i * r + j) * C + c);
+    # PyTorch puts the channel first (c * r^2 + i * r + j): each block's offsets are split into
+    # axes of their own and moved behind the channel
+    r = n.a["factor"]
+    c, h, w = n.in_shape
+    split = (c, h // r, r, w // r, r)
+    blocks = n.emit("Reshape", [n.x, n.e.ints("blocks", [0, *split])], at=n.e.full(split))
+    moved = (c, r, r, h // r, w // r)
+    moved_out = n.emit("Transpose", [blocks], at=n.e.full(moved), perm=[0, 1, 3, 5, 2, 4])
+    n.emit("Reshape", [moved_out, n.e.ints("shape", [0, *n.data.shape])], last=True)
+
+
+@lowering("onnx", "adaptive_max_pool1d", "adaptive_max_pool", "adaptive_max_pool3d")
+def _adaptive_max_pool(n: Lowered) -> None:
+    c, *sizes = n.in_shape
+    outs = list(n.a["size"])
+    if all(o == 1 for o in outs):
+        n.emit("GlobalMaxPool", [n.x], last=True)
+        return
+    if all(s % o == 0 for s, o in zip(sizes, outs, strict=True)):
+        kernel = [s // o for s, o in zip(sizes, outs, strict=True)]
+        n.emit("MaxPool", [n.x], last=True, kernel_shape=kernel, strides=kernel)
+        return
+    # PyTorch's windows overlap or differ in length: along each axis, gather every window's
+    # positions into an axis of their own (a shorter window repeats its last) and take their max
+    y, current = n.x, [c, *sizes]
+    todo = [i for i in range(len(sizes)) if sizes[i] != outs[i]]
+    for k, i in enumerate(todo):
+        axis = i + 2  # batch first
+        windows = np.array(adaptive_windows(sizes[i], outs[i]), np.int64)
+        gathered = list(current)
+        gathered[i + 1 : i + 2] = windows.shape
+        index = n.e.const(f"windows{axis}", windows, np.int64)
+        y = n.emit("Gather", [y, index], at=n.e.full(tuple(gathered)), axis=axis)
+        current[i + 1] = outs[i]
+        done = {"last": True} if k == len(todo) - 1 else {"at": n.e.full(tuple(current))}
+        if n.opset >= 18:
+            y = n.emit("ReduceMax", [y, n.e.ints("axes", [axis + 1])], keepdims=0, **done)
+        else:
+            y = n.emit("ReduceMax", [y], axes=[axis + 1], keepdims=0, **done)
+
+
+@lowering("onnx", "clamp")
+def _clamp(n: Lowered) -> None:
+    bounds = ["" if n.a[k] is None else n.e.scalar(n.a[k]) for k in ("min", "max")]
+    n.emit("Clip", [n.x, *bounds] if bounds[1] else [n.x, bounds[0]], last=True)
+
+
+#: a softplus threshold from which PyTorch's "x itself where beta * x > threshold" changes no float32
+#: result: log(1 + exp(-t)) / beta is then below half a unit in the last place of x > t / beta
+_SOFTPLUS_EXACT = 20.0
+
+
+@lowering("onnx", "softplus")
+def _softplus(n: Lowered) -> None:
+    beta, threshold = n.a["beta"], n.a["threshold"]
+    cut = threshold < _SOFTPLUS_EXACT
+    scaled = n.x if beta == 1.0 else n.emit("Mul", [n.x, n.e.scalar(beta)])
+    if beta == 1.0:
+        soft = n.emit("Softplus", [scaled], last=not cut)
+    else:
+        soft = n.emit("Div", [n.emit("Softplus", [scaled]), n.e.scalar(beta)], last=not cut)
+    if cut:
+        above = n.emit("Greater", [scaled, n.e.scalar(threshold)], ints=True)
+        n.emit("Where", [above, n.x, soft], last=True)
+
+
+@lowering("onnx", "mish")
+def _mish(n: Lowered) -> None:
+    if n.opset >= 18:
+        n.emit("Mish", [n.x], last=True)
+    else:  # x * tanh(softplus(x)), as torch.onnx.export writes it below opset 18
+        n.emit("Mul", [n.x, n.emit("Tanh", [n.emit("Softplus", [n.x])])], last=True)
+
+
+@lowering("onnx", "selu")
+def _selu(n: Lowered) -> None:
+    n.emit("Selu", [n.x], last=True)  # ONNX's default alpha and gamma are PyTorch's constants in float32
+
+
+@lowering("onnx", "log_softmax")
+def _log_softmax(n: Lowered) -> None:
+    n.emit("LogSoftmax", [n.x], last=True, axis=n.axis(n.a["dim"]))

@@ -23,6 +23,7 @@ from nasdsl import ir
 from nasdsl.errors import CodegenError, SpecError
 from nasdsl.ir.sym import Sym
 from nasdsl.ops import OPS, lowering, lowering_of
+from nasdsl.ops.tensor import PAD_MODES
 
 from .pyformat import Call, literal
 
@@ -427,6 +428,12 @@ def _pad(ctx: ClassContext, node: str) -> Call:
     torch order: the last axis first), else (more axes, or pairs a parameter gives whole, which
     may be of another number of axes at another use) a module that takes the spec's pairs."""
     pads, value = exact(ctx, node, "pads"), render(attr(ctx, node, "value"))
+    mode = ir.node(ctx.g, node).attrs["mode"]
+    if mode != "constant":  # nn.ReflectionPad2d((left, right, top, bottom)), or F.pad's mode in a module
+        if isinstance(pads, Sym):
+            return Call(helper_name(ctx, "PadFrom"), (render(pads), render(mode)))
+        order = tuple(x for pair in reversed(pads) for x in pair)
+        return Call(f"nn.{PAD_MODES[mode]}{len(pads)}d", (render(order),))
     if isinstance(pads, Sym) or len(pads) > 3:
         return Call(helper_name(ctx, "Pad"), (render(pads), value))
     order = tuple(x for pair in reversed(pads) for x in pair)
@@ -617,7 +624,7 @@ lowering("pytorch", "permute")(TorchLowering(_permute, defines=("Permute",)))
 lowering("pytorch", "transpose")(TorchLowering(_transpose, defines=("Transpose",)))
 lowering("pytorch", "reshape")(TorchLowering(_reshape, defines=("Reshape",)))
 lowering("pytorch", "roll")(TorchLowering(_roll, defines=("Roll",)))
-lowering("pytorch", "pad")(TorchLowering(_pad, defines=("Pad",)))
+lowering("pytorch", "pad")(TorchLowering(_pad, defines=("Pad", "PadFrom")))
 lowering("pytorch", "constant")(TorchLowering(_constant, defines=("Fill",)))
 lowering("pytorch", "layer_norm")(
     TorchLowering(_layer_norm, ("nn.LayerNorm",), defines=("LayerNorm2d", "LayerNormChannels"))
@@ -782,6 +789,20 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
         "",
         "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
         "        return F.pad(x, self.padding, value=self.value)",
+    ),
+    "PadFrom": (
+        "class {name}(nn.Module):",
+        '    """A border taken from the input (F.pad\'s mode reflect, replicate or circular): pads',
+        '    holds [before, after] for each of the last axes, in order."""',
+        "",
+        "    def __init__(self, pads: tuple[tuple[int, int], ...], mode: str) -> None:",
+        "        super().__init__()",
+        "        # torch.nn.functional.pad's order: the last axis first",
+        "        self.padding = [n for pair in reversed(pads) for n in pair]",
+        "        self.mode = mode",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        return F.pad(x, self.padding, mode=self.mode)",
     ),
     "Roll": (
         "class {name}(nn.Module):",
@@ -1460,3 +1481,48 @@ HELPER_CLASSES["PadToMultiple"] = (
     "        return F.pad(x, padding)",
 )
 lowering("pytorch", "pad_to_multiple")(TorchLowering(_pad_to_multiple, defines=("PadToMultiple",)))
+
+
+# ---------------------------------------------------------------------------
+# Pixel shuffles, adaptive max pooling, clamp and the activations of nasdsl/ops/more_ops.py
+
+
+def _factor(cls: str) -> Callable[[ClassContext, str], Call]:
+    return lambda ctx, node: Call(cls, (render(attr(ctx, node, "factor")),))
+
+
+def _clamp(ctx: ClassContext, node: str) -> Call:
+    """``nn.Hardtanh(min, max)`` where both bounds are numbers here; else (a bound left out, or
+    given by a parameter that may be null at another use) ``torch.clamp`` in a small module."""
+    low, high = attr(ctx, node, "min"), attr(ctx, node, "max")
+    if all(isinstance(v, float) for v in (low, high)):
+        return Call("nn.Hardtanh", (render(low), render(high)))
+    return Call(helper_name(ctx, "Clamp"), (render(low), render(high)))
+
+
+HELPER_CLASSES["Clamp"] = (
+    "class {name}(nn.Module):",
+    '    """Each value limited to [low, high] (torch.clamp); None leaves that side open."""',
+    "",
+    "    def __init__(self, low: float | None, high: float | None) -> None:",
+    "        super().__init__()",
+    "        self.low = low",
+    "        self.high = high",
+    "",
+    "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+    "        return torch.clamp(x, self.low, self.high)",
+)
+
+lowering("pytorch", "pixel_shuffle")(TorchLowering(_factor("nn.PixelShuffle")))
+lowering("pytorch", "pixel_unshuffle")(TorchLowering(_factor("nn.PixelUnshuffle")))
+for _n, _suffix in ((1, "1d"), (2, ""), (3, "3d")):
+    lowering("pytorch", f"adaptive_max_pool{_suffix}")(TorchLowering(_adaptive(f"nn.AdaptiveMaxPool{_n}d")))
+lowering("pytorch", "clamp")(TorchLowering(_clamp, defines=("Clamp",)))
+lowering("pytorch", "softplus")(
+    TorchLowering(lambda ctx, node: Call("nn.Softplus", tuple(keywords(ctx, node, "beta", "threshold"))))
+)
+lowering("pytorch", "mish")(TorchLowering(_activation("nn.Mish")))
+lowering("pytorch", "selu")(TorchLowering(_activation("nn.SELU")))
+lowering("pytorch", "log_softmax")(
+    TorchLowering(lambda ctx, node: Call("nn.LogSoftmax", (f"dim={torch_dim(ctx, node, 'dim')}",)))
+)

@@ -212,11 +212,11 @@ def test_onnx_from_nasdsls_export_round_trips_with_the_input_normalisation():
 # -- errors ----------------------------------------------------------------------------------
 
 
-class _Shuffling(torch.nn.Module):
+class _Softsigned(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 4, 3)
-        self.up = torch.nn.PixelShuffle(2)
+        self.up = torch.nn.Softsign()
 
     def forward(self, x):
         return self.up(self.conv(x))
@@ -251,8 +251,8 @@ def test_an_op_without_spec_equivalent_is_a_located_error_naming_node_and_op():
         r"test_import\.py:\d+:1: error: sin: function (torch\.)?sin \(fx node 'sin'\): no spec op", text
     ), text
     with pytest.raises(ImportFailure) as e:
-        import_model(_Shuffling(), input_shape=(3, 16, 16))
-    assert "up: module PixelShuffle (fx node 'up'): no spec op computes this module" in e.value.format()
+        import_model(_Softsigned(), input_shape=(3, 16, 16))
+    assert "up: module Softsign (fx node 'up'): no spec op computes this module" in e.value.format()
 
 
 class _SoftmaxAtInference(torch.nn.Module):
@@ -288,12 +288,12 @@ def test_an_onnx_op_without_spec_equivalent_names_the_node():
 
 
 def test_allow_opaque_keeps_the_op_marked_and_the_backends_refuse_it(tmp_path, capsys):
-    result = import_model(_Shuffling(), input_shape=(3, 16, 16), allow_opaque=True)
+    result = import_model(_Softsigned(), input_shape=(3, 16, 16), allow_opaque=True)
     up = yaml.safe_load(result.text)["model"]["up"]
     assert up == {
         "op": "opaque",
-        "shape": [1, 28, 28],
-        "doc": "opaque: module PixelShuffle (no spec op computes this module)",
+        "shape": [4, 14, 14],
+        "doc": "opaque: module Softsign (no spec op computes this module)",
     }
     assert result.report.notes == ["1 opaque op (up): no backend writes the model until they are replaced"]
     spec = tmp_path / "up.yaml"

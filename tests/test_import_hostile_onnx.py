@@ -135,6 +135,15 @@ READ = [
     ("cast-of-the-input-to-float", [_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), _conv("f", "y")], [W, B], {},
      "conv2d"),
     ("global-max-pool", [_conv("x", "a"), _node("GlobalMaxPool", ["a"], ["y"])], [W, B], {}, "kernel: 6"),
+    ("pad-reflect", [_node("Pad", ["x", "p"], ["y"], mode="reflect")], [_ints("p", _PADS)], {}, "mode: reflect"),
+    ("pad-edge", [_node("Pad", ["x", "p"], ["y"], mode="edge")], [_ints("p", _PADS)], {}, "mode: replicate"),
+    ("pad-wrap", [_node("Pad", ["x", "p"], ["y"], mode="wrap")], [_ints("p", _PADS)], {"opset": 19, "ir": 9},
+     "mode: circular"),
+    ("clip-to-float32-max-is-relu", [_conv("x", "a"), _node("Clip", ["a", "lo", "hi"], ["y"])], [W, B,
+     numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.finfo(np.float32).max, "hi")], {},
+     "relu"),
+    ("clip-max-only-is-clamp", [_conv("x", "a"), _node("Clip", ["a", "", "hi"], ["y"])], [W, B,
+     numpy_helper.from_array(np.float32(6), "hi")], {}, "{op: clamp, max: 6.0}"),
     ("squeeze-after-pooling", [_conv("x", "a"), _node("GlobalAveragePool", ["a"], ["g"]),
                                _node("Squeeze", ["g", "ax"], ["y"])], [W, B, _ints("ax", [2, 3])], {}, "flatten"),
     ("squeeze-attribute-opset-11", [_conv("x", "a"), _node("GlobalAveragePool", ["a"], ["g"]),
@@ -291,12 +300,8 @@ _CONST_ROWS = _floats("r", (4,))  # (C,): one value per column of a map under ON
 
 #: (label, nodes, initializers, extra options of _file, the error's node and op, what it says)
 REFUSED = [
-    ("pad-reflect", [_node("Pad", ["x", "p"], ["y"], mode="reflect")], [_ints("p", _PADS)], {},
-     "graph.node[0] '' (Pad)", "a Pad in mode reflect: the spec's pad fills a constant border"),
     ("pad-beyond-2-53", [_node("Pad", ["x", "p", "v"], ["y"])], [_ints("p", _PADS), numpy_helper.from_array(
         np.float32(-1e30), "v")], {}, "graph.node[0] '' (Pad)", "a spec's numbers are finite and at most 2^53"),
-    ("pad-edge", [_node("Pad", ["x", "p"], ["y"], mode="edge")], [_ints("p", _PADS)], {}, "graph.node[0] '' (Pad)",
-     "a Pad in mode edge"),
     ("pad-negative", [_node("Pad", ["x", "p"], ["y"])], [_ints("p", [0, 0, -1, -1, 0, 0, -1, -1])], {},
      "graph.node[0] '' (Pad)", "a negative pad crops"),
     ("pad-of-the-batch", [_node("Pad", ["x", "p"], ["y"])], [_ints("p", [1, 0, 0, 0, 0, 0, 0, 0])], {},
@@ -306,8 +311,8 @@ REFUSED = [
      "graph.node[0] '' (AveragePool)", "an AveragePool padded [[0, 1], [0, 1]]"),
     ("input-divided-by-0", [_node("Sub", ["x", "z"], ["a"]), _node("Div", ["a", "z"], ["n"]), _conv("n", "y")],
      [W, B, _ZERO], {}, "graph.node[1] '' (Div)", "a division: the spec has none"),
-    ("log-softmax", [_node("Flatten", ["x"], ["f"]), _node("LogSoftmax", ["f"], ["y"])], [], {},
-     "graph.node[1] '' (LogSoftmax)", "no spec op computes this"),
+    ("hardmax", [_node("Flatten", ["x"], ["f"]), _node("Hardmax", ["f"], ["y"])], [], {},
+     "graph.node[1] '' (Hardmax)", "no spec op computes this"),
     ("maxpool-same-lower-stride-2", [_node("MaxPool", ["x"], ["y"], auto_pad="SAME_LOWER", strides=[2, 2], **_POOL)],
      [], {}, "graph.node[0] '' (MaxPool)", "a MaxPool padded [[1, 0], [1, 0]] (begin, end per axis)"),
     ("scale-of-columns", [_conv("x", "c", pads=[1, 1, 1, 1]), _node("Mul", ["c", "r"], ["y"])], [W, B, _CONST_ROWS],
@@ -318,8 +323,8 @@ REFUSED = [
      {"shape": (1, 3, 3, 3)}, "graph.node[0] '' (Sub)", "no spec op computes this"),
     ("max-of-two-tensors", [_conv("x", "a"), _node("Relu", ["a"], ["r"]), _node("Max", ["a", "r"], ["y"])], [W, B], {},
      "graph.node[2] '' (Max)", "the spec has no element-wise maximum"),
-    ("clip-max-only", [_conv("x", "a"), _node("Clip", ["a", "", "hi"], ["y"])], [W, B, numpy_helper.from_array(
-        np.float32(6), "hi")], {}, "graph.node[1] '' (Clip)", "a Clip to [None, 6.0]"),
+    ("clip-to-equal-bounds", [_conv("x", "a"), _node("Clip", ["a", "hi", "hi"], ["y"])], [W, B,
+     numpy_helper.from_array(np.float32(6), "hi")], {}, "graph.node[1] '' (Clip)", "a Clip to [6.0, 6.0]"),
     ("hard-sigmoid-of-keras", [_conv("x", "a"), _node("HardSigmoid", ["a"], ["y"])], [W, B], {},
      "graph.node[1] '' (HardSigmoid)", "a HardSigmoid with alpha 0.2 and beta 0.5"),
     ("cast-to-float16", [_conv("x", "a"), _node("Cast", ["a"], ["h"], to=TensorProto.FLOAT16),
@@ -330,7 +335,7 @@ REFUSED = [
      "a Squeeze without axes: it drops every axis of size 1"),
     *((op, [_conv("x", "a"), _node(op, ["a", *ins], ["y"])], [W, B, _floats("k", (4, 1, 1))], {},
        f"graph.node[1] '' ({op})", "no spec op computes this")
-      for op, ins in (("Selu", []), ("ThresholdedRelu", []))),
+      for op, ins in (("Softsign", []), ("ThresholdedRelu", []))),
 ]  # fmt: skip
 
 
@@ -372,12 +377,12 @@ def test_an_output_listed_twice_and_mixed_element_types_are_refused(tmp_path, ca
 
 
 def test_the_node_located_is_the_files_own_when_nodes_are_out_of_order(tmp_path, capsys):
-    model = _file([_conv("x", "a"), _node("Selu", ["a"], ["y"], name="selu")], [W, B])
+    model = _file([_conv("x", "a"), _node("Softsign", ["a"], ["y"], name="softsign")], [W, B])
     nodes = list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(reversed(nodes))
     rc, path = _import(tmp_path, model)
-    assert rc == 2 and f"{path}: graph.node[0] 'selu' (Selu): error:" in capsys.readouterr().err
+    assert rc == 2 and f"{path}: graph.node[0] 'softsign' (Softsign): error:" in capsys.readouterr().err
 
 
 def test_a_dropout_whose_training_mode_is_computed_is_refused(tmp_path, capsys):

@@ -127,6 +127,8 @@ READ = [
     ("slice-negative-axis-11", _node("Slice", ["c", "s", "e", "a"], ["y"]), 11, [1, 2, 6, 6],
      (_ints("s", [1]), _ints("e", [3]), _ints("a", [-3]))),
     ("clip-attributes-7", _node("Clip", ["c"], ["y"], min=0.0, max=6.0), 7, SHAPE, ()),
+    ("clip-max-only-7", _node("Clip", ["c"], ["y"], max=6.0), 7, SHAPE, ()),
+    ("clip-bounds-7", _node("Clip", ["c"], ["y"], min=-0.5, max=0.5), 7, SHAPE, ()),
     ("clip-inputs-11", _node("Clip", ["c", "lo", "hi"], ["y"]), 11, SHAPE, (_floats("lo", 0), _floats("hi", 6))),
     ("clip-constant-value-float-12", [_node("Constant", [], ["lo"], value_float=0.0),
      _node("Constant", [], ["hi"], value_float=6.0), _node("Clip", ["c", "lo", "hi"], ["y"])], 12, SHAPE, ()),
@@ -253,8 +255,8 @@ def test_files_older_than_opset_7_are_refused(tmp_path, capsys, opsets, opset, i
 #: their opset and that no spec op computes, each refused naming the node (or, for an op the
 #: opset lacks, by ONNX's checker)
 REFUSED = [
-    ("clip-max-only-7", _node("Clip", ["c"], ["y"], max=6.0), 7, SHAPE, (),
-     r"graph.node\[1\] '' \(Clip\): error: a Clip to \[None, 6.0\]"),
+    ("clip-equal-bounds-7", _node("Clip", ["c"], ["y"], min=6.0, max=6.0), 7, SHAPE, (),
+     r"graph.node\[1\] '' \(Clip\): error: a Clip to \[6.0, 6.0\]"),
     ("batchnorm-spatial-0-7", _node("BatchNormalization", ["c", "s3", "b3", "m3", "v3"], ["y"], spatial=0), 7, SHAPE,
      tuple(_floats(n, _draw.uniform(0.5, 1.5, (4, 6, 6))) for n in ("s3", "b3", "m3", "v3")),
      r"graph.node\[1\] '' \(BatchNormalization\): error: a BatchNormalization of opset 7 with spatial 0"),

@@ -201,6 +201,14 @@ CASES: dict[str, tuple[str, str, str, str, str]] = {
         "[0.001, 0.1]",
         "[0.5, 0.2]",
     ),
+    "pixel_shuffle": ("[[8, 3, 4]]", "[f]", "{op: pixel_shuffle, factor: f}", "[2]", "[1]"),
+    "pixel_unshuffle": ("[[2, 4, 6]]", "[f]", "{op: pixel_unshuffle, factor: f}", "[2]", "[1]"),
+    "adaptive_max_pool1d": ("[[3, 9], CL]", "[s]", "{op: adaptive_max_pool1d, size: s}", "[2]", "[[4]]"),
+    "adaptive_max_pool": ("[[3, 8, 9]]", "[s]", "{op: adaptive_max_pool, size: s}", "[3]", "[[2, 3]]"),
+    "adaptive_max_pool3d": ("[[2, 4, 6, 6]]", "[s]", "{op: adaptive_max_pool3d, size: s}", "[1]", "[[1, 2, 3]]"),
+    "clamp": ("[[3, 4, 4]]", "[a, b]", "{op: clamp, min: a, max: b}", "[-0.5, 0.5]", "[null, 1]"),
+    "softplus": ("[[3, 4, 4]]", "[b, t]", "{op: softplus, beta: b, threshold: t}", "[2, 1.5]", "[0.5, 20]"),
+    "log_softmax": ("[[3, 4, 5]]", "[d]", "{op: log_softmax, dim: d}", "[0]", "[-1]"),
 }
 
 #: attributes a parameter cannot set: they take words alone (an expression gives no word)
@@ -215,6 +223,7 @@ WORDS = {
     ("linear", "dim"),
     ("layer_norm", "dim"),
     ("patch_merging", "norm"),
+    ("pad", "mode"),
 }
 #: attributes set by a parameter at the model level only (see test_interpolate_scale)
 ELSEWHERE = {("interpolate", "scale"), ("opaque", "shape")}

@@ -10,6 +10,7 @@ names need a pattern (RegNet's ``block1-0``).
 
 from __future__ import annotations
 
+from nasdsl.errors import SpecError
 from nasdsl.importer.bodies import IN, PREV, Item
 from nasdsl.importer.flat import FlatModel, ImportFailure
 from nasdsl.importer.params import Expr
@@ -244,7 +245,10 @@ def _given(op: str, attrs: dict) -> dict:
     required = [a.name for a in spec.attrs if a.default is REQUIRED]
     defaults: dict = {}
     if all(n in literal for n in required):
-        defaults = spec.normalise({n: literal[n] for n in required})
+        try:
+            defaults = spec.normalise({n: literal[n] for n in required})
+        except SpecError:  # the defaults alone are refused (a clamp without bounds): every attribute is written
+            defaults = {}
     out = {}
     for a in spec.attrs:
         if a.name not in attrs:

@@ -27,6 +27,7 @@ import numpy as np
 
 from nasdsl.importer import resize
 from nasdsl.importer.ops_table import Lowered, Unsupported, pair
+from nasdsl.ops.more_ops import adaptive_windows
 from nasdsl.ops.tensor import MAX_SIDE
 
 
@@ -397,8 +398,9 @@ def _ceil_for_extra(view: View, node, kernel, strides, pads, ceil_mode: bool, in
 
 
 def _pad(view: View, node) -> Match:
-    """A constant ``Pad`` of the axes after the batch: the spec's ``pad`` (its pads an attribute
-    before opset 11, inputs from it, for the axes given from opset 18), or, where its one
+    """A ``Pad`` of the axes after the batch: the spec's ``pad`` (its pads an attribute before
+    opset 11, inputs from it, for the axes given from opset 18; modes reflect, edge and wrap as
+    reflect, replicate and circular), or, where a constant one's
     reader is a convolution that pads nothing itself and it pads the two spatial axes with
     zeros alike on both sides, that convolution's padding."""
     a = view.attrs(node)
@@ -413,8 +415,11 @@ def _pad(view: View, node) -> Match:
             raise Unsupported("a Pad by a value computed in the graph: the spec's pad fills a constant")
     if pads is None:
         raise Unsupported("a Pad by pads computed in the graph: the spec's sizes are constants")
+    modes = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+    if mode not in modes:
+        raise Unsupported(f"a Pad in mode {mode}: ONNX's are constant, reflect, edge and wrap")
     if mode != "constant":
-        raise Unsupported(f"a Pad in mode {mode}: the spec's pad fills a constant border")
+        value = 0.0  # a border from the input: the value input is not read
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
     axes = list(range(rank))
     if len(node.input) > 3 and node.input[3]:
@@ -443,6 +448,7 @@ def _pad(view: View, node) -> Match:
         and rank == 4
         and first == 2
         and fill[0] == 0.0
+        and mode == "constant"
         and all(per_axis[k][0] == per_axis[k][1] for k in (2, 3))
     ):
         try:
@@ -453,6 +459,8 @@ def _pad(view: View, node) -> Match:
             attrs = {**found.lowered.attrs, "padding": pair([per_axis[2][0], per_axis[3][0]])}
             return Match(Lowered("conv2d", attrs), [node.input[0]], found.output, [node, *found.nodes], found.tensors)
     attrs = {"pads": [list(per_axis[k]) for k in range(first, rank)]} | ({"value": float(fill[0])} if fill[0] else {})
+    if mode != "constant":
+        attrs["mode"] = modes[mode]
     return Match(Lowered("pad", attrs), [node.input[0]], node.output[0], [node])
 
 
@@ -964,20 +972,6 @@ def _reduce_mean_first(view: View, node) -> Match | None:
     return Match(Lowered("layer_norm", {"eps": eps, "dim": "last"}), [node.input[0]], out, nodes, tensors)
 
 
-def _clip(view: View, node) -> Match:
-    if view.opset < 11:  # the bounds are attributes
-        lo, hi = (view.attrs(node).get(k) for k in ("min", "max"))
-    else:
-        lo, hi = (view.scalar(node.input[k]) if len(node.input) > k and node.input[k] else None for k in (1, 2))
-    if lo == 0 and hi == 6:
-        return Match(Lowered("relu6"), [node.input[0]], node.output[0], [node])
-    # no upper bound given (an attribute left out before opset 11, an input left out from it): a ReLU
-    unbounded = hi is None and (view.opset < 11 or not (len(node.input) > 2 and node.input[2]))
-    if lo == 0 and unbounded:
-        return Match(Lowered("relu"), [node.input[0]], node.output[0], [node])
-    raise Unsupported(f"a Clip to [{lo}, {hi}]: the spec has ReLU (a clip to [0, none]) and ReLU6 (to [0, 6])")
-
-
 def _hard_sigmoid(view: View, node) -> Match:
     a = view.attrs(node)
     alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
@@ -1238,7 +1232,6 @@ PATTERNS: dict[str, list[Callable]] = {
     "Tanh": [_one("tanh")],
     "HardSwish": [_one("hardswish")],
     "HardSigmoid": [_hard_sigmoid],
-    "Clip": [_clip],
     "Gelu": [_gelu],
     "MaxPool": [_pool("max_pool")],
     "AveragePool": [_pool("avg_pool")],
@@ -1576,3 +1569,204 @@ PATTERNS.update(
     GlobalMaxPool=[_global_max_pool],
     Squeeze=[_squeeze],
 )
+
+
+# -- pixel shuffles, adaptive max pooling, clamp, activations (nasdsl/ops/more_ops.py) -------------
+
+
+def _depth_to_space(view: View, node) -> Match:
+    """DepthToSpace in CRD order (PyTorch's pixel shuffle); DCR, ONNX's default, takes the channels
+    in another order, which no spec op computes."""
+    a = view.attrs(node)
+    mode = _text(a, "mode", "DCR")
+    if mode != "CRD" or view.rank(node.input[0]) != 4:
+        raise Unsupported(f"a DepthToSpace in {mode} order: the spec's pixel_shuffle is CRD's, of a map (C, H, W)")
+    return Match(Lowered("pixel_shuffle", {"factor": int(a["blocksize"])}), [node.input[0]], node.output[0], [node])
+
+
+def _pixel_unshuffle(view: View, node) -> Match | None:
+    """PyTorch's pixel unshuffle as torch.onnx.export writes it: ``Reshape`` of (N, C, H, W) to
+    (N, C, H/r, r, W/r, r), ``Transpose`` [0, 1, 3, 5, 2, 4], ``Reshape`` to (N, C r^2, H/r, W/r).
+    None where the run is another."""
+    shape_in = tuple(view.shapes.get(node.input[0], ()))
+    target = reshape_target(view, node, shape_in)
+    transpose = view.next_node(node, "Transpose")
+    back = transpose and view.next_node(transpose, "Reshape")
+    if back is None or len(shape_in) != 4 or target is None or len(target) != 6:
+        return None
+    n, c, h, w = shape_in
+    r = target[3]
+    moved = (n, c, r, r, h // r, w // r)
+    if (
+        target == (n, c, h // r, r, w // r, r)
+        and target[5] == r
+        and list(view.attrs(transpose).get("perm", [])) == [0, 1, 3, 5, 2, 4]
+        and reshape_target(view, back, moved) == (n, c * r * r, h // r, w // r)
+    ):
+        return Match(Lowered("pixel_unshuffle", {"factor": int(r)}), [node.input[0]], back.output[0],
+                     [node, transpose, back])  # fmt: skip
+    return None
+
+
+def _global_max_pool_any(view: View, node) -> Match:
+    """GlobalMaxPool: of a map (C, H, W) a max_pool over it (as the importer always read it); of a
+    (C, L) or (C, T, H, W) one, adaptive max pooling to 1."""
+    rank = view.rank(node.input[0])
+    if rank in (3, 5):
+        op = "adaptive_max_pool1d" if rank == 3 else "adaptive_max_pool3d"
+        return Match(Lowered(op, {"size": 1}), [node.input[0]], node.output[0], [node])
+    return _global_max_pool(view, node)
+
+
+def _adaptive_max_gathered(view: View, node) -> Match | None:
+    """nasdsl's export of adaptive max pooling whose windows overlap or differ in length: a
+    ``Gather`` of PyTorch's windows along one spatial axis, then a ``ReduceMax`` over them. Read
+    as adaptive max pooling of that axis alone (the others keep their sizes); None otherwise."""
+    shape = tuple(view.shapes.get(node.input[0], ()))
+    rank = len(shape)
+    axis = int(view.attrs(node).get("axis", 0)) % max(rank, 1)
+    index = view.get(node.input[1])
+    reduce = view.next_node(node, "ReduceMax")
+    if reduce is None or index is None or index.ndim != 2 or rank not in (3, 4, 5) or axis < 2:
+        return None
+    if view.get(node.input[0]) is not None or not all(isinstance(d, int) for d in shape):
+        return None
+    a = view.attrs(reduce)
+    axes = a.get("axes") if view.opset < 18 else view.get(reduce.input[1]) if len(reduce.input) > 1 else None
+    if axes is None or [int(x) % (rank + 1) for x in np.asarray(axes).reshape(-1)] != [axis + 1]:
+        return None
+    if a.get("keepdims", 1) or index.tolist() != adaptive_windows(shape[axis], index.shape[0]):
+        return None
+    sizes = [*shape[2:]]
+    sizes[axis - 2] = index.shape[0]
+    size = sizes[0] if len(set(sizes)) == 1 else sizes
+    op = {3: "adaptive_max_pool1d", 4: "adaptive_max_pool", 5: "adaptive_max_pool3d"}[rank]
+    return Match(Lowered(op, {"size": size}), [node.input[0]], reduce.output[0], [node, reduce])
+
+
+def _clip_bound(view: View, node, k: int) -> float | None:
+    """Bound ``k`` (1: min, 2: max) of a Clip: an attribute before opset 11, an input from it;
+    None where it is not given."""
+    if view.opset < 11:
+        v = view.attrs(node).get(("min", "max")[k - 1])
+        return None if v is None else _no_float32_max(float(np.float32(v)))
+    if len(node.input) <= k or not node.input[k]:
+        return None
+    v = view.scalar(node.input[k])
+    if v is None:
+        raise Unsupported("a Clip whose bounds are computed: the spec's clamp takes numbers")
+    return _no_float32_max(float(np.float32(v)))
+
+
+def _no_float32_max(v: float) -> float | None:
+    """A bound at float32's largest magnitude (Clip's default before opset 11, written out by
+    some tools) bounds nothing: None."""
+    return None if abs(v) >= float(np.finfo(np.float32).max) else v
+
+
+def _clip(view: View, node) -> Match:
+    """Clip: [0, 6] as ``relu6``, 0 and no upper bound as ``relu``, no bound as nothing, other
+    bounds as ``clamp``; a bound at float32's largest magnitude is none."""
+    lo, hi = _clip_bound(view, node, 1), _clip_bound(view, node, 2)
+    if (lo, hi) == (0.0, 6.0):
+        return Match(Lowered("relu6"), [node.input[0]], node.output[0], [node])
+    if (lo, hi) == (0.0, None):
+        return Match(Lowered("relu"), [node.input[0]], node.output[0], [node])
+    if lo is None and hi is None:
+        return Match(Lowered("identity"), [node.input[0]], node.output[0], [node])
+    if lo is not None and hi is not None and not lo < hi:
+        raise Unsupported(f"a Clip to [{lo}, {hi}]: the spec's clamp takes a max above its min")
+    attrs = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+    return Match(Lowered("clamp", attrs), [node.input[0]], node.output[0], [node])
+
+
+def _softplus_run(view: View, x: str, scale, soft, beta: float) -> Match | None:
+    """From ``soft``, a Softplus of ``x`` (``scale`` None) or of ``x * beta`` (made by the Mul
+    ``scale``): the Softplus, a ``Div`` by ``beta`` where it is not 1, and nasdsl's ``Where(beta *
+    x > threshold, x, ...)`` where one follows; None where the run is another."""
+    scaled = soft.input[0]
+    nodes, last = [*([scale] if scale is not None else []), soft], soft
+    if beta != 1.0:
+        div = view.next_node(soft, "Div")
+        if div is None or div.input[0] != soft.output[0] or view.scalar(div.input[1]) != beta:
+            return None
+        nodes.append(div)
+        last = div
+    attrs = {} if beta == 1.0 else {"beta": beta}
+    where = view.next_node(last, "Where")
+    greater = where is not None and view.producer.get(where.input[0])
+    if (
+        greater
+        and greater.op_type == "Greater"
+        and list(where.input[1:]) == [x, last.output[0]]
+        and greater.input[0] == scaled
+        and view.only_user(greater.output[0], where)
+        and view.scalar(greater.input[1]) is not None
+    ):
+        attrs["threshold"] = float(np.float32(view.scalar(greater.input[1])))
+        nodes += [greater, where]
+        last = where
+    if scale is not None and not all(user in nodes for user in view.consumers.get(scaled, [])):
+        return None  # x * beta is read elsewhere too
+    return Match(Lowered("softplus", attrs), [x], last.output[0], nodes)
+
+
+def _softplus(view: View, node) -> Match:
+    """Softplus, or with a ``Tanh`` of it multiplying its input, Mish (torch.onnx.export's)."""
+    tanh = view.next_node(node, "Tanh")
+    mul = tanh and view.next_node(tanh, "Mul")
+    if mul is not None and sorted(mul.input) == sorted([node.input[0], tanh.output[0]]):
+        return Match(Lowered("mish"), [node.input[0]], mul.output[0], [node, tanh, mul])
+    return _softplus_run(view, node.input[0], None, node, 1.0)
+
+
+def _softplus_scaled(view: View, node) -> Match | None:
+    """A ``Mul`` of a tensor by a constant beta > 0, then Softplus and a ``Div`` by beta:
+    softplus with that beta (as torch.onnx.export writes nn.Softplus(beta))."""
+    tensors = _tensor_inputs(view, node)
+    softs = [u for u in view.consumers.get(node.output[0], []) if u.op_type == "Softplus"]
+    if len(tensors) != 1 or len(softs) != 1 or node.output[0] in view.outputs:
+        return None
+    beta = view.scalar(_other(node, tensors[0]))
+    if beta is None or not beta > 0 or beta == 1.0:
+        return None
+    return _softplus_run(view, tensors[0], node, softs[0], float(np.float32(beta)))
+
+
+#: ONNX's Selu defaults, PyTorch's constants in float32
+_SELU = {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875}
+
+
+def _selu(view: View, node) -> Match:
+    a = view.attrs(node)
+    given = {k: float(np.float32(a.get(k, v))) for k, v in _SELU.items()}
+    if given != _SELU:
+        raise Unsupported(f"a Selu with alpha {given['alpha']} and gamma {given['gamma']}: the spec's is PyTorch's")
+    return Match(Lowered("selu"), [node.input[0]], node.output[0], [node])
+
+
+def _log_softmax(view: View, node) -> Match:
+    """LogSoftmax over one axis (from opset 13; before it, over the axes from ``axis`` on, read
+    where the later axes are 1), written as the axis's index."""
+    shape = view.shapes.get(node.input[0], ())
+    rank = max(len(shape), 1)
+    axis = int(view.attrs(node).get("axis", -1 if view.opset >= 13 else 1)) % rank
+    if view.opset < 13 and any(d != 1 for d in shape[axis + 1 :]):
+        raise Unsupported(f"a LogSoftmax of opset {view.opset} over the axes from {axis} on, taken as one")
+    if axis == 0:
+        raise Unsupported("a LogSoftmax over the batch axis")
+    return Match(Lowered("log_softmax", {"dim": axis - 1}), [node.input[0]], node.output[0], [node])
+
+
+PATTERNS.update(
+    DepthToSpace=[_depth_to_space],
+    GlobalMaxPool=[_global_max_pool_any],
+    Clip=[_clip],
+    Softplus=[_softplus],
+    Mish=[_one("mish")],
+    Selu=[_selu],
+    LogSoftmax=[_log_softmax],
+)
+PATTERNS["Reshape"].insert(0, _pixel_unshuffle)
+PATTERNS["Mul"].insert(0, _softplus_scaled)
+PATTERNS["Gather"].insert(0, _adaptive_max_gathered)

@@ -442,12 +442,14 @@ def _binary(op: str) -> Callable[[Call], Lowered]:
 def _padding(pad: object, value: object, mode: str) -> Lowered:
     """``F.pad``'s widths, (left, right, top, bottom, ...) from the last axis back, as the
     spec's ``pads``, one [before, after] pair per axis from the first padded one on."""
-    if mode != "constant":
-        raise Unsupported(f"mode '{mode}': the spec's pad pads with a constant")
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise Unsupported(f"mode '{mode}': the spec's pad is constant, reflect, replicate or circular")
     widths = [int(w) for w in pad]
     if len(widths) % 2 or any(w < 0 for w in widths):
         raise Unsupported(f"pad {tuple(widths)}: the spec's pad takes pairs of widths of 0 or more")
     pairs = [widths[k : k + 2] for k in range(0, len(widths), 2)]
+    if mode != "constant":
+        return Lowered("pad", {"pads": pairs[::-1], "mode": mode})
     return Lowered("pad", {"pads": pairs[::-1], **({"value": float(value)} if value else {})})
 
 
@@ -857,3 +859,118 @@ NAMES = {
     "getitem": "select",
     "matmul": "product",  # not "matmul", the merge's key
 }
+
+
+# -- pixel shuffles, adaptive max pooling, clamp, activations (nasdsl/ops/more_ops.py) -------------
+
+
+def _shuffle(op: str, factor: object, call: Call) -> Lowered:
+    _map_input(call, op)
+    if isinstance(factor, bool) or not isinstance(factor, int):
+        raise Unsupported(f"a factor {factor!r}: expected an integer known when the model is traced")
+    return Lowered(op, {"factor": factor})
+
+
+def _adaptive_max(n: int, size: object, return_indices: object, call: Call) -> Lowered:
+    """Adaptive max pooling of ``n`` spatial axes (a module's or a function's arguments)."""
+    if return_indices:
+        raise Unsupported("return_indices=True")
+    if call.rank != n + 2:
+        raise Unsupported(f"adaptive max pooling of {n} axes of a {call.rank}-D input (an unbatched one)")
+    sizes = size if isinstance(size, (list, tuple)) else (size,) * n
+    if any(s is None for s in sizes):
+        raise Unsupported("an output size of None (keep that side): the spec's adaptive_max_pool takes sizes")
+    return Lowered(f"adaptive_max_pool{({1: '1d', 2: '', 3: '3d'})[n]}", {"size": _window(sizes)})
+
+
+def _adaptive_max_module(n: int) -> Callable[..., Lowered]:
+    return lambda m, call: _adaptive_max(n, m.output_size, m.return_indices, call)
+
+
+def _adaptive_max_function(n: int) -> Callable[[Call], Lowered]:
+    return lambda call: _adaptive_max(n, call.arg(1, "output_size"), call.arg(2, "return_indices", False), call)
+
+
+def _bound_arg(call: Call, index: int, name: str, default: object) -> float | None:
+    """A clamp's bound: a number the traced call gives as a constant, or None (no bound)."""
+    v = call.arg(index, name, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise Unsupported(f"{name}={v!r}: the spec's clamp takes numbers known when the model is traced")
+    return float(v)
+
+
+def _clamp(low: float | None, high: float | None) -> Lowered:
+    if low is not None and high is not None and not low < high:
+        raise Unsupported(f"bounds [{low}, {high}]: the spec's clamp takes a max above its min")
+    return Lowered("clamp", {k: v for k, v in (("min", low), ("max", high)) if v is not None})
+
+
+def _clamp_call(call: Call) -> Lowered:
+    """``torch.clamp(x, min, max)`` and ``clip``, functions or methods, by numbers."""
+    return _clamp(_bound_arg(call, 1, "min", None), _bound_arg(call, 2, "max", None))
+
+
+def _log_softmax(dim: object, call: Call) -> Lowered:
+    if dim is None:
+        raise Unsupported("log_softmax without a dim: say which axis")
+    return Lowered("log_softmax", _axis_attr(dim, call, "dim"))
+
+
+def _softplus(beta: float, threshold: float) -> Lowered:
+    return Lowered("softplus", {"beta": float(beta), "threshold": float(threshold)})
+
+
+MODULES.update(
+    {
+        nn.PixelShuffle: lambda m, call: _shuffle("pixel_shuffle", m.upscale_factor, call),
+        nn.PixelUnshuffle: lambda m, call: _shuffle("pixel_unshuffle", m.downscale_factor, call),
+        nn.AdaptiveMaxPool1d: _adaptive_max_module(1),
+        nn.AdaptiveMaxPool2d: _adaptive_max_module(2),
+        nn.AdaptiveMaxPool3d: _adaptive_max_module(3),
+        nn.Hardtanh: lambda m, call: _clamp(float(m.min_val), float(m.max_val)),
+        nn.Softplus: lambda m, call: _softplus(m.beta, m.threshold),
+        nn.Mish: _simple("mish"),
+        nn.SELU: _simple("selu"),
+        nn.LogSoftmax: lambda m, call: _log_softmax(m.dim, call),
+    }
+)
+FUNCTIONS.update(
+    {
+        F.pixel_shuffle: lambda call: _shuffle("pixel_shuffle", call.arg(1, "upscale_factor"), call),
+        F.pixel_unshuffle: lambda call: _shuffle("pixel_unshuffle", call.arg(1, "downscale_factor"), call),
+        F.adaptive_max_pool1d: _adaptive_max_function(1),
+        F.adaptive_max_pool2d: _adaptive_max_function(2),
+        F.adaptive_max_pool3d: _adaptive_max_function(3),
+        torch.clamp: _clamp_call,
+        torch.clip: _clamp_call,
+        F.hardtanh: lambda call: _clamp(_number(call, 1, "min_val", -1.0), _number(call, 2, "max_val", 1.0)),
+        F.softplus: lambda call: _softplus(_number(call, 1, "beta", 1.0), _number(call, 2, "threshold", 20.0)),
+        F.mish: _simple("mish"),
+        F.selu: _simple("selu"),
+        torch.selu: _simple("selu"),
+        F.log_softmax: lambda call: _log_softmax(call.arg(1, "dim", None), call),
+        torch.log_softmax: lambda call: _log_softmax(call.arg(1, "dim", None), call),
+    }
+)
+METHODS.update(
+    {
+        "clamp": _clamp_call,
+        "clip": _clamp_call,
+        "clamp_": _clamp_call,
+        "clip_": _clamp_call,
+        "log_softmax": lambda call: _log_softmax(call.arg(1, "dim", None), call),
+    }
+)
+
+
+def _pad_from(mode: str) -> Callable[..., Lowered]:
+    """``nn.ReflectionPad2d`` and its kin: a border taken from the input."""
+    return lambda m, call: _padding(m.padding, 0.0, mode)
+
+
+for _n in (1, 2, 3):
+    MODULES[getattr(nn, f"ReflectionPad{_n}d")] = _pad_from("reflect")
+    MODULES[getattr(nn, f"ReplicationPad{_n}d")] = _pad_from("replicate")
+    MODULES[getattr(nn, f"CircularPad{_n}d")] = _pad_from("circular")

@@ -27,6 +27,8 @@ module              ops
 ``window``          ``window_attention`` ``patch_merging`` ``pad_to_multiple``
 ``multiscale``      ``pooling_attention``, ``positional_encoding`` (MViT)
 ``norms_activations`` ``leaky_relu`` ``elu`` ``prelu``, ``group_norm`` ``instance_norm``
+``more_ops``        ``pixel_shuffle`` ``pixel_unshuffle``, ``adaptive_max_pool[1d|3d]``, ``clamp``,
+                    ``softplus`` ``mish`` ``selu`` ``log_softmax``
 ==================  ================================================================
 
 Multiply-adds count convolutions (output elements x input channels per group x
@@ -45,6 +47,7 @@ from nasdsl.ops import (  # noqa: F401 - they register their ops
     ensemble,
     linear,
     merge,
+    more_ops,
     multiscale,
     norms_activations,
     partition,

@@ -297,10 +297,41 @@ def pad_axes(t: TensorType, a: Mapping[str, object]) -> list[int]:
     return list(range(t.rank - len(a["pads"]), t.rank))
 
 
+#: pad's modes other than a constant border, and the PyTorch module classes that pad so
+PAD_MODES = {"reflect": "ReflectionPad", "replicate": "ReplicationPad", "circular": "CircularPad"}
+
+
+def _pad_attrs(a: Mapping[str, object]) -> None:
+    """A border taken from the input (reflect, replicate, circular) has no value, and PyTorch pads
+    the last 1 to 3 axes so."""
+    mode = a["mode"]
+    if mode == "constant":
+        return
+    if a["value"] != 0.0:
+        raise SpecError(f"expected no value with mode {mode} (its border comes from the input), got {a['value']}",
+                        path="value")  # fmt: skip
+    if len(a["pads"]) > 3:
+        raise SpecError(f"expected 1 to 3 pairs with mode {mode}, got {len(a['pads'])}", path="pads")
+
+
 def _pad_infer(types: Sequence[TensorType], a: Mapping[str, object]) -> TensorType:
     t = types[0]
     if len(a["pads"]) > t.rank:
         raise ShapeError(f"expected at most {t.rank} pairs in pads for {describe_type(t)}, got {len(a['pads'])}")
+    mode = a["mode"]
+    if mode != "constant" and t.rank > len(a["pads"]) + 1:
+        raise ShapeError(
+            f"expected mode {mode} to pad every axis but the first of {describe_type(t)}, got {len(a['pads'])} "
+            "pairs (PyTorch pads at most one axis fewer than its input's after the batch so)"
+        )
+    if mode in ("reflect", "circular"):
+        for axis, pair in zip(pad_axes(t, a), a["pads"], strict=True):
+            side = t.shape[axis]
+            if known(side) and (max(pair) >= side if mode == "reflect" else max(pair) > side):
+                most = "below" if mode == "reflect" else "at most"
+                raise ShapeError(
+                    f"expected pads {most} the side {side} of axis {axis} with mode {mode}, got {list(pair)}"
+                )
     shape = list(t.shape)
     for axis, (before, after) in zip(pad_axes(t, a), a["pads"], strict=True):
         shape[axis] = shape[axis] + before + after
@@ -498,8 +529,17 @@ register(
         (
             Attr("pads", _pads, doc="one [before, after] pair per axis, for the last axes in order"),
             Attr("value", _finite_value, default=0.0, role="rate"),
+            Attr(
+                "mode",
+                one_of("constant", *PAD_MODES),
+                default="constant",
+                role="flag",
+                literals=("constant", *PAD_MODES),
+                doc="constant (value), or a border from the input: reflect, replicate, circular",
+            ),
         ),
         _pad_infer,
+        check_attrs=_pad_attrs,
         lead="other",
         channel_map=_pad_channels,
     ),
