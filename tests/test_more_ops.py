@@ -9,6 +9,7 @@ are located errors."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -428,3 +429,26 @@ def test_a_template_parameter_gives_a_pad_of_a_mode_its_pairs(tmp_path):
         out = model_class(compiled.graph)().eval()(x)
     assert torch.equal(out["oa"], F.pad(x, [0, 3, 1, 2], mode="replicate"))
     assert torch.equal(out["ob"], F.pad(x, [2, 1], mode="replicate"))
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "out", "group", "work"),
+    [
+        ("softplus", {"beta": 1.0, "threshold": 20.0}, (16, 8, 8), "transcendental", 1024),
+        ("mish", {}, (16, 8, 8), "transcendental", 1024),
+        ("selu", {}, (16, 8, 8), "transcendental", 1024),
+        ("log_softmax", {"dim": 0}, (16, 8, 8), "norm", 1024),
+        ("clamp", {"min": 0.0, "max": 1.0}, (16, 8, 8), "elementwise", 1024),
+        ("pixel_shuffle", {"factor": 2}, (4, 16, 16), "permute_nd", 1024),
+        ("pixel_unshuffle", {"factor": 2}, (64, 4, 4), "permute_nd", 1024),
+        # every value read once into its window's maximum, as a global average pooling reads them
+        ("adaptive_max_pool", {"size": [2, 2]}, (16, 2, 2), "gap", 1024),
+    ],
+)
+def test_the_latency_model_prices_the_new_ops_by_their_kind(op, attrs, out, group, work):
+    """Not the element-wise fallback where the op is something else: the transcendental
+    activations, a per-sample normalisation, a reorder of several axes, a pooling."""
+    from nasdsl.bench import latency
+
+    found = latency.features(op, attrs, ((16, 8, 8),), out, 0, "")
+    assert found == ((group, work, 16 * 8 * 8 + math.prod(out), 0),)

@@ -24,8 +24,9 @@ the parts of attention (batched small products, passes over the scores, subnorma
 scores, copies of the tokens, MViT's pooling and relative positions), pools, a map scaled per
 channel (squeeze-and-excitation's gate: ONNX Runtime reorders the map around it), concatenations
 in the blocked layout and those reordered out of it and back (:func:`concat_blocked`), slices,
-permutes that move one axis and the others (:func:`moves_one_axis`), resizes, GELU (erf and
-four element-wise ops in ONNX), the norms (LayerNorm, GroupNorm, InstanceNorm, softmax; a
+permutes that move one axis and the others (:func:`moves_one_axis`; a pixel shuffle is one of
+the others), resizes, GELU (erf and four element-wise ops in ONNX), adaptive max pooling (as a
+global average pooling), the norms (LayerNorm, GroupNorm, InstanceNorm, softmax, log-softmax; a
 BatchNorm standing, or an InstanceNorm by its running statistics, is an affine map), each other
 element-wise op standing alone (PReLU as a map scaled per channel), and the ops an engine fuses
 into the layer before them (an activation, a residual sum into a 2-D convolution, a BatchNorm
@@ -87,6 +88,8 @@ VIEWS = frozenset({"identity", "dropout", "stochastic_depth", "flatten", "reshap
 COPIES = frozenset({"slice", "select", "pad_to_multiple", "pad", "roll"})
 #: ops that copy their input into another order (a strided gather)
 PERMUTES = frozenset({"permute", "transpose", "channel_shuffle"})
+#: adaptive max pooling, priced as the global average pooling is (one read of every value)
+ADAPTIVE_MAX = frozenset({"adaptive_max_pool", "adaptive_max_pool1d", "adaptive_max_pool3d"})
 
 
 class LatencyError(NasdslError):
@@ -239,8 +242,8 @@ def _part(
         return ("linear" if rows == 1 else "linear_seq"), macs, read + size + weights, _streamed(weights)
     if op in ("max_pool", "avg_pool", "max_pool3d", "avg_pool3d"):
         return "pool", size * math.prod(_sizes(attrs["kernel"], len(out) - 1)), read + size, 0
-    if op in ("global_avg_pool", "adaptive_avg_pool", "adaptive_avg_pool3d"):
-        return "gap", read, read + size, 0
+    if op in ("global_avg_pool", "adaptive_avg_pool", "adaptive_avg_pool3d") or op in ADAPTIVE_MAX:
+        return "gap", read, read + size, 0  # each value read once, into its window's sum or maximum
     if op == "lrn":
         return "lrn", size * attrs["size"], read + size, 0
     if op == "gelu":  # erf and four element-wise ops in ONNX
@@ -257,6 +260,8 @@ def _part(
         return ("concat" if concat_blocked(ins, out) else "concat_reorder"), size, read + size, 0
     if op in PERMUTES:
         return ("permute" if moves_one_axis(op, attrs, len(out)) else "permute_nd"), size, read + size, 0
+    if op in ("pixel_shuffle", "pixel_unshuffle"):  # a reshape, a transpose of several axes, a reshape
+        return "permute_nd", size, read + size, 0
     if op in COPIES:
         return "copy", size, read + size, 0
     if op in ("interpolate", "interpolate_like"):  # each value from its neighbours along each axis
@@ -264,11 +269,11 @@ def _part(
         return "resize", size * taps, read + size, 0
     if op == "batch_norm" or (op == "instance_norm" and attrs["track_running_stats"]):  # by running statistics
         return "affine", size, read + size, 0
-    if op in ("layer_norm", "softmax", "group_norm", "instance_norm"):  # statistics of each sample
+    if op in ("layer_norm", "softmax", "log_softmax", "group_norm", "instance_norm"):  # statistics of each sample
         return "norm", size, read + size, 0
     if op == "prelu":  # a slope per channel (or one): the map is reordered around it, as around a gate
         return "broadcast", size, read + size, 0
-    if op in ("sigmoid", "silu", "tanh", "hardswish", "hardsigmoid", "elu"):
+    if op in ("sigmoid", "silu", "tanh", "hardswish", "hardsigmoid", "elu", "softplus", "mish", "selu"):
         return "transcendental", size, read + size, 0
     return "elementwise", size, read + size, 0
 
