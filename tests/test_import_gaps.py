@@ -441,7 +441,7 @@ def test_a_wrong_input_shape_is_a_plain_usage_error(capsys, given, said):
     [
         ((3, 8), "the input shape given, [3, 8], has 2 sizes: a PyTorch model is traced at a batch of maps (N, C, "
          "H, W), whose input shape is C,H,W"),
-        ((3, 70000, 8), "the input shape given, [3, 70000, 8], has a size of 70,000 for its height (H): a spec's "
+        ((3, 70000, 8), "the input, of shape [3, 70000, 8], has a size of 70,000 for its height (H): a spec's "
          "input has at most 65,536 there"),
         ((0, 8, 8), "input_shape: expected sizes of 1 or more, the sizes of one sample (C, H, W), got [0, 8, 8]"),
         ("3,8,8", "input_shape: expected a sequence of whole numbers, the sizes of one sample (C, H, W), got '3,8,8'"),

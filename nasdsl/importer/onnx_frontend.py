@@ -401,12 +401,12 @@ class _Reader:
                 where=label,
             )
         chw = tuple(input_shape) if input_shape else shape[1:]
-        channels = -1 if last else 1  # the file's channels are fixed by its weights
-        if input_shape and isinstance(shape[channels], int) and chw[channels] != shape[channels]:
+        channels, given = (-1, -1) if last else (1, 0)  # the file's channels are fixed by its weights
+        if input_shape and isinstance(shape[channels], int) and chw[given] != shape[channels]:
             layout = f" (channels-last: the input shape is {order}, in the file's order)" if last else ""
             raise ImportFailure(
                 f"the input '{self.input.name}' {list(shape)} has {shape[channels]} channels{layout}, and "
-                f"--input-shape gives {chw[channels]}{' as its last size' if last else ''}: the file's weights are "
+                f"--input-shape gives {chw[given]}{' as its last size' if last else ''}: the file's weights are "
                 "for its own",
                 where=label,
             )

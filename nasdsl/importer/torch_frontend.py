@@ -1014,7 +1014,7 @@ def read_module(
             "model is traced at a batch of maps (N, C, H, W), whose input shape is C,H,W",
             where=label,
         )
-    input_within_limits(shape, what=f"the input shape given, {list(shape)},", where=label)  # before it is traced
+    input_within_limits(shape, what=f"the input, of shape {list(shape)},", where=label)  # before it is traced
     if module._forward_hooks or module._forward_pre_hooks:
         raise ImportFailure(
             "the model has forward hooks, which torch.fx does not trace (it reads the forward alone): a spec's model "
