@@ -467,7 +467,7 @@ def _nhwc(shape) -> onnx.ModelProto:
 @pytest.mark.parametrize(
     ("shape", "given", "said"),
     [
-        ((1, 8, 8, 3), "3,8,8", "the input 'x' [1, 8, 8, 3] has 3 channels (channels-last: the input shape is H,W,C, "
+        ((1, 8, 8, 3), "3,8,8", "the input 'x' [1, 8, 8, 3] has 3 channels (the input shape is H,W,C, channels-last, "
          "in the file's order), and --input-shape gives 8 as its last size: the file's weights are for its own"),
         ((1, "h", "w", 3), None, "the input 'x' has the symbolic shape [1, 'h', 'w', 3]: give --input-shape H,W,C"),
         ((1, "h", "w", 3), "8,8", "the input shape given, [8, 8], has 2 sizes: the input 'x' [1, 'h', 'w', 3] takes "
@@ -491,6 +491,24 @@ def test_a_channels_last_file_imports_at_another_size(tmp_path, capsys):
     assert cli_main(argv) == 0, capsys.readouterr().err
     assert "check: 1 output against ONNX Runtime's run of the file: largest difference" in capsys.readouterr().out
     assert yaml.safe_load((tmp_path / "m.yaml").read_text())["input"]["shape"] == [5, 7, 3]
+
+
+def test_a_token_file_checks_its_channels_last(tmp_path, capsys):
+    """Tokens (N, L, C) hold their channels last: a file of fixed length 7 imports at another (its
+    first size was compared with the file's channels, the length)."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    inits = {"w": rng.standard_normal((4, 6)).astype(np.float32), "b": rng.standard_normal(6).astype(np.float32)}
+    onnx.save(_onnx(nodes, inits, (1, 7, 4)), tmp_path / "m.onnx")
+    argv = ["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.yaml"), "--input-shape"]
+    assert cli_main([*argv, "5,4", "--check"]) == 0, capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "m.yaml").read_text())["input"]["shape"] == [5, 4]
+    capsys.readouterr()
+    assert cli_main([*argv, "7,5"]) == 2
+    assert capsys.readouterr().err == (
+        f"{tmp_path / 'm.onnx'}: error: the input 'x' [1, 7, 4] has 4 channels (the input shape is L,C), and "
+        "--input-shape gives 5 as its last size: the file's weights are for its own\n"
+    )
 
 
 def test_a_token_file_of_symbolic_length_takes_l_and_c(tmp_path, capsys):

@@ -401,13 +401,16 @@ class _Reader:
                 where=label,
             )
         chw = tuple(input_shape) if input_shape else shape[1:]
-        channels, given = (-1, -1) if last else (1, 0)  # the file's channels are fixed by its weights
+        # the file's channels, fixed by its weights: last in features (N, C), tokens (N, L, C) and NHWC
+        at_end = last or len(shape) in (2, 3)
+        channels, given = (-1, -1) if at_end else (1, 0)
         if input_shape and isinstance(shape[channels], int) and chw[given] != shape[channels]:
-            layout = f" (channels-last: the input shape is {order}, in the file's order)" if last else ""
+            where_said = ", channels-last, in the file's order" if last else ""
+            layout = f" (the input shape is {order}{where_said})" if at_end and len(chw) > 1 else ""
             raise ImportFailure(
                 f"the input '{self.input.name}' {list(shape)} has {shape[channels]} channels{layout}, and "
-                f"--input-shape gives {chw[given]}{' as its last size' if last else ''}: the file's weights are "
-                "for its own",
+                f"--input-shape gives {chw[given]}{' as its last size' if at_end and len(chw) > 1 else ''}: the "
+                "file's weights are for its own",
                 where=label,
             )
         if not all(isinstance(d, int) for d in chw):
