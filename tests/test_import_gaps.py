@@ -169,14 +169,16 @@ def test_transposed_convolutions_of_one_and_three_dimensions():
 
 
 def _holding(forward, **tensors):
-    """A module holding ``tensors`` (a ``buf_`` name is a buffer) computing ``forward(self, x)``,
-    inside a model that feeds it a convolution of the input."""
+    """A module holding ``tensors`` (a ``buf_`` name is a buffer, a module is a child) computing
+    ``forward(self, x)``, inside a model that feeds it a convolution of the input."""
 
     class Held(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             for name, value in tensors.items():
-                if name.startswith("buf_"):
+                if isinstance(value, nn.Module):
+                    setattr(self, name, value)
+                elif name.startswith("buf_"):
                     self.register_buffer(name[4:], value)
                 else:
                     setattr(self, name, nn.Parameter(value))
@@ -202,6 +204,11 @@ REFUSED = [
     ("two-names", lambda s, x: F.group_norm(x, 2, s.weight, s.shift), {"weight": torch.rand(4), "shift": torch.rand(4)},
      "its weights are 'block.weight', 'block.shift': the spec's group_norm is a layer holding them as 'LAYER.weight' "
      "and 'LAYER.bias'"),
+    ("two-modules", lambda s, x: F.group_norm(x, 2, s.a.weight, s.b.bias),
+     {"a": nn.GroupNorm(2, 4), "b": nn.GroupNorm(2, 4)},
+     "its weights are 'block.a.weight', 'block.b.bias': the spec's group_norm is a layer holding them as"),
+    ("computed", lambda s, x: F.prelu(x, s.weight.abs()), {"weight": torch.rand(4)},
+     "reads the tensor 'block.weight' directly"),
     ("a-buffer", lambda s, x: F.prelu(x, s.weight), {"buf_weight": torch.rand(4)},
      "reads 'block.weight', which is no parameter (a buffer or a constant): the spec's tensors are learned"),
     ("more-in-the-forward", lambda s, x: F.prelu(x, s.weight) * 2, {"weight": torch.rand(4)},
@@ -226,7 +233,7 @@ def test_what_a_spec_cannot_hold_is_refused_at_the_forward_s_line(forward, tenso
     with pytest.raises(ImportFailure) as e:
         import_model(_holding(forward, **tensors), input_shape=(3, 4, 4))
     message = e.value.format()
-    assert re.match(rf"{re.escape(HERE)}:\d+:1: error: block\.\w+: function ", message), message
+    assert re.match(rf"{re.escape(HERE)}:\d+:1: error: block\.\w+: (function|method) ", message), message
     assert said in message, message
 
 
