@@ -236,6 +236,8 @@ class _Reader:
         self.by_name = False
         #: whether the graph read is the inference trace (where a dropout must not drop)
         self.at_inference = False
+        #: the graph read and :meth:`calls_within` it
+        self._calls_within: tuple[fx.Graph, dict[str, list[fx.Node]]] | None = None
 
     # scopes and names
 
@@ -633,10 +635,8 @@ class _Reader:
                 "this call (self.act.weight, read as the layer 'act')",
             )
         tensors = {suffix: self.learned_tensor(node, t) for suffix, t in targets.items()}
-        inside = path + "."
-        for other in node.graph.nodes:
-            where = other.target if other.op == "call_module" else _scope_of(other)
-            if other is not node and other.op.startswith("call_") and (where == path or where.startswith(inside)):
+        for other in self.calls_within(node.graph).get(path, ()):
+            if other is not node:
                 raise self.fail(
                     node,
                     f"the module '{path}' holding its weights computes more in its forward "
@@ -646,6 +646,21 @@ class _Reader:
         scope, _, attr = path.rpartition(".")
         self.scope(scope)
         self.add(node, lowered, scope, self.fresh(scope, attr, own=True), inputs, tensors)
+
+    def calls_within(self, graph: fx.Graph) -> dict[str, list[fx.Node]]:
+        """The first two calls made inside each module path (a call inside ``a.b`` is inside ``a``
+        too), of the graph read: whether a module computes more than one call, in one pass."""
+        if self._calls_within is None or self._calls_within[0] is not graph:
+            self._calls_within = (graph, {})
+            for n in graph.nodes:
+                if n.op.startswith("call_"):
+                    where = n.target if n.op == "call_module" else _scope_of(n)
+                    parts = where.split(".") if where else []
+                    for k in range(1, len(parts) + 1):
+                        found = self._calls_within[1].setdefault(".".join(parts[:k]), [])
+                        if len(found) < 2:
+                            found.append(n)
+        return self._calls_within[1]
 
     def pieces(self, node: fx.Node) -> None:
         """``x.chunk(n, dim)`` and ``x.split(size or sizes, dim)``: the pieces, each taken by an
