@@ -115,6 +115,9 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # argparse's hook; never returns
         message = message.replace("argument ", "")
+        if message.endswith(": expected one argument") and message.startswith("--"):
+            option = message.split(":", 1)[0].split("/")[-1]  # its long form, the last argparse lists
+            message += f" (a value beginning with '-' is read as an option: write {option}=VALUE)"
         if message.startswith("unrecognized arguments: "):
             message += self._close_options(message.split(": ", 1)[1].split())
         if ": " in message and message.split(": ", 1)[1].startswith(message.split(": ", 1)[0]):

@@ -342,23 +342,6 @@ def test_onnx_runtime_runs_no_output_padding_from_the_stride_up():
         session.run(None, {"x": np.zeros((1, 2, 4, 4), np.float32)})
 
 
-@pytest.mark.parametrize(
-    ("attrs", "message"),
-    [
-        ({"output_shape": [9, 9]}, "output_shape: the spec's conv_transpose takes pads and output_padding"),
-        ({"auto_pad": "SAME_UPPER"}, "auto_pad SAME_UPPER: the spec's conv_transpose takes pads and output_padding"),
-        ({"pads": [0, 0, 1, 0]}, r"ConvTranspose pads \[0, 0, 1, 0\]: the spec's conv_transpose crops the end"),
-    ],
-    ids=["output_shape", "auto_pad", "more-at-the-end"],
-)
-def test_onnx_forms_without_a_reading_are_refused_naming_the_node(tmp_path, capsys, attrs, message):
-    onnx.save(_transposed_file(**attrs), tmp_path / "m.onnx")
-    assert cli_main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.yaml")]) == 2
-    err = capsys.readouterr().err
-    assert re.search(r"m\.onnx: graph\.node\[0\] 'up' \(ConvTranspose\): error: .*" + message, err), err
-    assert not (tmp_path / "m.yaml").exists()
-
-
 def test_a_forward_given_output_size_is_read_as_its_output_padding():
     class Sized(nn.Module):
         def __init__(self):

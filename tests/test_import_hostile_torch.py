@@ -780,7 +780,8 @@ def test_layers_the_forward_never_calls_are_named_in_the_report():
 def test_an_input_shape_of_other_than_whole_numbers_is_refused(shape):
     """int() read 3.5 as 3: a spec of another input than asked for."""
     assert (
-        refused(KeptBeforeSum, shape) == f"import: error: input_shape: expected whole numbers (C, H, W), got {shape!r}"
+        refused(KeptBeforeSum, shape) == "import: error: input_shape: expected a sequence of whole numbers, the sizes "
+        f"of one sample (C, H, W), got {shape!r}"
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from nasdsl.errors import Location, NasdslError, SpecError, printable
@@ -57,14 +58,28 @@ class ImportUsageError(NasdslError):
     """A bad option of import (exit 2)."""
 
 
+#: what --input-shape takes, for its errors
+_SHAPE_FORMS = (
+    "C,H,W such as 3,224,224 (H,W,C for an ONNX file whose input is channels-last; C, L,C or C,T,H,W for an ONNX "
+    "input of features, tokens or clips)"
+)
+
+
 def _shape(text: str) -> tuple[int, ...]:
-    parts = text.replace("x", ",").split(",")
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or not all(0 < s <= 1 << 16 for s in shape):
-        raise argparse.ArgumentTypeError(f"--input-shape: expected C,H,W such as 3,224,224, got {text!r}")
+    """The sizes of one sample, the batch excluded, written with commas (or ``x``): whole numbers of
+    1 or more, digits only (``3_0`` is no size, where int() reads 30). How many the model takes is
+    the importer's to say (three for a PyTorch model, an ONNX input's rank less one)."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    if not 1 <= len(parts) <= 4:
+        raise argparse.ArgumentTypeError(f"--input-shape: expected {_SHAPE_FORMS}; got {len(parts)} sizes in {text!r}")
+    for p in parts:
+        if not re.fullmatch(r"[+-]?[0-9]+", p):
+            what = "an empty size" if not p else f"{p!r} is no whole number"
+            raise argparse.ArgumentTypeError(f"--input-shape: {what} in {text!r}: expected {_SHAPE_FORMS}")
+    shape = tuple(int(p) for p in parts)
+    small = next((s for s in shape if s < 1), None)
+    if small is not None:
+        raise argparse.ArgumentTypeError(f"--input-shape: expected sizes of 1 or more, got {small} in {text!r}")
     return shape
 
 
@@ -89,8 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_shape,
         default=None,
         metavar="C,H,W",
-        help="the input the model is traced at (default: torchvision's crop size or a ViT's image_size, "
-        "the ONNX input's, else 3,224,224)",
+        help="the size of one sample the model is traced at, the batch excluded: C,H,W (an ONNX file's in its "
+        "input's order: H,W,C where it is channels-last; C, L,C or C,T,H,W for features, tokens or clips) "
+        "(default: torchvision's crop size or a ViT's image_size, the ONNX input's, else 3,224,224)",
     )
     parser.add_argument(
         "--name", type=_model_name, default=None, help="the spec's name (default: the model's class or graph name)"

@@ -221,15 +221,25 @@ def _read(source, input_shape, name, weights, allow_opaque, by_structure=False, 
 
 
 def _sizes(input_shape) -> tuple[int, ...]:
-    """``input_shape`` as whole numbers: 3.5 (or True) is no size, which int() would read as 3."""
+    """``input_shape`` as whole numbers of 1 or more: 3.5 (or True) is no size, which int() would
+    read as 3. How many the source takes is its frontend's to say (C, H, W for a PyTorch model;
+    an ONNX file's input's order and rank)."""
     try:
-        if any(isinstance(v, bool) for v in input_shape):
-            raise TypeError("a truth value")
-        return tuple(operator.index(v) for v in input_shape)
+        if isinstance(input_shape, (str, bytes)) or any(isinstance(v, bool) for v in input_shape):
+            raise TypeError("text or a truth value")
+        sizes = tuple(operator.index(v) for v in input_shape)
     except TypeError:
         raise ImportFailure(
-            f"input_shape: expected whole numbers (C, H, W), got {input_shape!r}", where="import"
+            "input_shape: expected a sequence of whole numbers, the sizes of one sample (C, H, W), got "
+            f"{input_shape!r}",
+            where="import",
         ) from None
+    if not sizes or any(v < 1 for v in sizes):
+        raise ImportFailure(
+            f"input_shape: expected sizes of 1 or more, the sizes of one sample (C, H, W), got {list(sizes)}",
+            where="import",
+        )
+    return sizes
 
 
 def finish(model: FlatModel, started: float, weights: bool) -> Imported:

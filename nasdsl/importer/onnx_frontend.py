@@ -344,6 +344,22 @@ def _shape_of(value_info) -> tuple:
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
 
 
+#: an input's sizes (the batch excluded) in the order a file gives them, by its rank
+_ORDERS = {2: "C", 3: "L,C", 4: "C,H,W", 5: "C,T,H,W"}
+
+
+def _reads_channels_last(nodes, name: str, rank: int) -> bool:
+    """Whether the graph's input ``name`` is an image channels-last, (N, H, W, C), that the graph
+    reads only through a Transpose to channels first (a Keras model's input, as tf2onnx writes it)."""
+    readers = [n for n in nodes if name in n.input]
+    return (
+        rank == 4
+        and len(readers) == 1
+        and readers[0].op_type == "Transpose"
+        and list(View.attrs(readers[0]).get("perm", [])) == [0, 3, 1, 2]
+    )
+
+
 class _Reader:
     def __init__(self, proto, label: str, input_shape, allow_opaque: bool = False, by_structure: bool = False) -> None:
         import onnx
@@ -375,27 +391,37 @@ class _Reader:
                 "(N, C), of tokens (N, L, C), of maps (N, C, H, W) or of clips (N, C, T, H, W) as a spec's input",
                 where=label,
             )
+        last = _reads_channels_last(graph.node, self.input.name, len(shape))
+        order = _ORDERS[len(shape)] if not last else "H,W,C"
         if input_shape and len(input_shape) != len(shape) - 1:
             raise ImportFailure(
-                f"the input shape given, {list(input_shape)}, has {len(input_shape)} sizes: the input "
-                f"'{self.input.name}' {list(shape)} takes {len(shape) - 1} (C, H, W)",
+                f"the input shape given, {list(input_shape)}, has {len(input_shape)} size"
+                f"{'s' if len(input_shape) != 1 else ''}: the input '{self.input.name}' {list(shape)} takes "
+                f"{len(shape) - 1} ({order}{', in its channels-last order' if last else ''})",
                 where=label,
             )
         chw = tuple(input_shape) if input_shape else shape[1:]
-        if input_shape and isinstance(shape[1], int) and chw[0] != shape[1]:
+        # the file's channels, fixed by its weights: last in features (N, C), tokens (N, L, C) and NHWC
+        at_end = last or len(shape) in (2, 3)
+        channels, given = (-1, -1) if at_end else (1, 0)
+        if input_shape and isinstance(shape[channels], int) and chw[given] != shape[channels]:
+            where_said = ", channels-last, in the file's order" if last else ""
+            layout = f" (the input shape is {order}{where_said})" if at_end and len(chw) > 1 else ""
             raise ImportFailure(
-                f"the input '{self.input.name}' {list(shape)} has {shape[1]} channels, and --input-shape gives "
-                f"{chw[0]}: the file's weights are for its own",
+                f"the input '{self.input.name}' {list(shape)} has {shape[channels]} channels{layout}, and "
+                f"--input-shape gives {chw[given]}{' as its last size' if at_end and len(chw) > 1 else ''}: the "
+                "file's weights are for its own",
                 where=label,
             )
         if not all(isinstance(d, int) for d in chw):
             raise ImportFailure(
-                f"the input '{self.input.name}' has the symbolic shape {list(shape)}: give --input-shape C,H,W",
+                f"the input '{self.input.name}' has the symbolic shape {list(shape)}: give --input-shape {order}",
                 where=label,
             )
         what = f"the input shape given, {list(chw)}," if input_shape else f"the input '{self.input.name}' {list(shape)}"
-        hint = "" if input_shape else ": give --input-shape C,H,W to import it at another size"
-        input_within_limits(chw, what=what, where=label, hint=hint)
+        hint = "" if input_shape else f": give --input-shape {order} to import it at another size"
+        # the sizes checked in the order whose axes the limits name (a channels-last input's C first)
+        input_within_limits((chw[2], chw[0], chw[1]) if last else chw, what=what, where=label, hint=hint)
         self._check_type(label)
         try:
             inferred = onnx.shape_inference.infer_shapes(_as_run(_light(proto, chw)), strict_mode=True, data_prop=True)
@@ -915,15 +941,7 @@ class _Reader:
         return out
 
     def _channels_last(self) -> bool:
-        """Whether the graph's input is an image channels-last, (N, H, W, C), that the graph reads only
-        through a Transpose to channels first (a Keras model's input, as tf2onnx writes it)."""
-        readers = [n for n in self.nodes if self.input.name in n.input]
-        return (
-            len(self.chw) == 3
-            and len(readers) == 1
-            and readers[0].op_type == "Transpose"
-            and list(View.attrs(readers[0]).get("perm", [])) == [0, 3, 1, 2]
-        )
+        return _reads_channels_last(self.nodes, self.input.name, len(self.chw) + 1)
 
     def _layout_hint(self, types: list) -> str:
         """Why an input's axes are not what an op takes, where the graph's input is a

@@ -208,10 +208,11 @@ def _conv(view: View, node) -> Match | list[Match]:
 
 
 def _conv_transpose(view: View, node) -> Match:
-    """``ConvTranspose`` with its ``pads`` (or ``auto_pad`` VALID). Unequal pads ``(begin, end)``
-    with ``begin >= end`` are PyTorch's padding ``begin`` with ``begin - end`` more output
-    padding (ONNX crops ``end`` at the end; PyTorch crops ``padding - output_padding``);
-    ``output_shape`` and ``auto_pad`` SAME_UPPER or SAME_LOWER are refused."""
+    """``ConvTranspose``, whatever gives its crops (:func:`_transposed_crops`): PyTorch's padding
+    and output padding where they crop alike (ONNX's ``(begin, end)`` with ``begin >= end`` is
+    padding ``begin`` with ``begin - end`` more output padding), and where the end is cropped
+    more than the start, or the start more than an output padding below the stride or the
+    dilation can make up, a ``slice`` of the rest along each axis after it."""
     a = view.attrs(node)
     weight = view.get(node.input[1])
     if weight is None:
@@ -225,30 +226,97 @@ def _conv_transpose(view: View, node) -> Match:
     bias = view.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if bias is not None and bias.shape != (out,):
         raise Unsupported(f"a ConvTranspose bias of shape {list(bias.shape)}: one value per output channel is read")
-    if "output_shape" in a:
-        raise Unsupported("output_shape: the spec's conv_transpose takes pads and output_padding; export with those")
-    auto = _text(a, "auto_pad", "NOTSET")
-    if auto not in ("NOTSET", "", "VALID"):
-        raise Unsupported(f"auto_pad {auto}: the spec's conv_transpose takes pads and output_padding")
-    pads = [0] * 2 * spatial if auto == "VALID" else [int(p) for p in a.get("pads", [0] * 2 * spatial)]
+    kernel = [int(k) for k in weight.shape[2:]]
+    strides, dilations = _spatial(a, "strides", spatial, 1), _spatial(a, "dilations", spatial, 1)
     extra = _spatial(a, "output_padding", spatial, 0)
-    if len(pads) != 2 * spatial or len(extra) != spatial:
-        raise Unsupported(f"ConvTranspose pads {pads}, output_padding {extra}: expected {spatial} spatial axes")
-    begin, end = pads[:spatial], pads[spatial:]
-    if any(b < e for b, e in zip(begin, end, strict=True)):
-        raise Unsupported(f"ConvTranspose pads {pads}: the spec's conv_transpose crops the end no more than the start")
+    if len(strides) != spatial or len(dilations) != spatial or len(extra) != spatial:
+        raise Unsupported(
+            f"ConvTranspose strides {strides}, dilations {dilations}, output_padding {extra}: expected one for each "
+            f"of {spatial} spatial axes"
+        )
+    crops = _transposed_crops(view, node, kernel, strides, dilations, extra)
+    sizes = view.shapes.get(node.input[0], ())[2:]
+    padding, output_padding, slices = [], [], []
+    for axis, ((begin, end), o, s, d, k) in enumerate(zip(crops, extra, strides, dilations, kernel, strict=True), 1):
+        end -= o  # what is cropped of the positions before the output padding (below 0: positions added)
+        top = max(s, d)  # PyTorch's output padding is below the stride or the dilation
+        if 0 <= begin - end < top:  # PyTorch's: padding cropped at the start, padding - output_padding at the end
+            p, q = begin, begin - end
+        elif begin < end:  # the end cropped more: the rest by a slice
+            p, q = begin, 0
+        else:  # the start cropped more than an output padding makes up: the rest by a slice
+            p, q = end + top - 1, top - 1
+        if p < 0:
+            raise Unsupported(
+                f"ConvTranspose output_padding {extra} at strides {strides} and dilations {dilations}: PyTorch's "
+                "output padding is below the stride or the dilation"
+            )
+        padding.append(p)
+        output_padding.append(q)
+        start, cut = begin - p, end - (p - q)
+        if start or cut:
+            if len(sizes) != len(kernel) or not isinstance(sizes[axis - 1], int):
+                raise Unsupported(f"ConvTranspose pads {crops} of an input of unknown sizes {list(sizes)}")
+            made = (sizes[axis - 1] - 1) * s - 2 * p + d * (k - 1) + q + 1
+            attrs = {"axis": axis, "start": start} | ({"stop": made - cut} if cut else {})
+            slices.append(Lowered("slice", attrs, suffix=f"crop{axis}"))
     attrs = {
         "out": out,
-        "kernel": _sizes(weight.shape[2:]),
-        "stride": _sizes(_spatial(a, "strides", spatial, 1)),
-        "padding": _sizes(begin),
-        "output_padding": _sizes([o + b - e for o, b, e in zip(extra, begin, end, strict=True)]),
-        "dilation": _sizes(_spatial(a, "dilations", spatial, 1)),
+        "kernel": _sizes(kernel),
+        "stride": _sizes(strides),
+        "padding": _sizes(padding),
+        "output_padding": _sizes(output_padding),
+        "dilation": _sizes(dilations),
         "groups": groups,
         "bias": bias is not None,
     }
     tensors = {"weight": weight} | ({"bias": bias} if bias is not None else {})
-    return Match(Lowered(f"conv_transpose{spatial}d", attrs), [node.input[0]], node.output[0], [node], tensors)
+    lowered = Lowered(f"conv_transpose{len(kernel)}d", attrs)
+    return Match((lowered, *slices) if slices else lowered, [node.input[0]], node.output[0], [node], tensors)
+
+
+def _transposed_crops(view: View, node, kernel, strides, dilations, extra) -> list[tuple[int, int]]:
+    """The ``(begin, end)`` positions a ``ConvTranspose`` crops from each axis of its full output
+    (``(size - 1) * stride + (kernel - 1) * dilation + 1 + output_padding``), as the ONNX
+    standard defines them and ONNX Runtime computes them: its ``pads``; with ``output_shape``
+    (which overrides the pads) or ``auto_pad`` SAME_UPPER or SAME_LOWER (an output of ``size *
+    stride``), the full size less the one asked for, split in two halves, the odd one cropped at
+    the end for SAME_UPPER and at the start otherwise. An output larger than the full one would
+    crop a negative number of positions, which the standard leaves undefined (ONNX Runtime and
+    ONNX's reference evaluator disagree): refused."""
+    a = view.attrs(node)
+    spatial = len(kernel)
+    auto = _text(a, "auto_pad", "NOTSET")
+    if auto not in ("NOTSET", "", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise Unsupported(f"auto_pad {auto}: ONNX's are NOTSET, SAME_UPPER, SAME_LOWER and VALID")
+    if "output_shape" not in a and auto in ("NOTSET", "", "VALID"):
+        pads = [0] * 2 * spatial if auto == "VALID" else [int(p) for p in a.get("pads", [0] * 2 * spatial)]
+        if len(pads) != 2 * spatial or any(p < 0 for p in pads):
+            raise Unsupported(f"ConvTranspose pads {pads}: expected a begin and an end of 0 or more for {spatial} axes")
+        return list(zip(pads[:spatial], pads[spatial:], strict=True))
+    sizes = view.shapes.get(node.input[0], ())[2:]
+    if len(sizes) != spatial or not all(isinstance(n, int) for n in sizes):
+        raise Unsupported(f"a ConvTranspose of an input of unknown sizes {list(sizes)}")
+    full = [
+        (n - 1) * s + (k - 1) * d + 1 + o
+        for n, s, k, d, o in zip(sizes, strides, kernel, dilations, extra, strict=True)
+    ]
+    if "output_shape" in a:
+        asked, what = [int(v) for v in a["output_shape"]], f"output_shape {[int(v) for v in a['output_shape']]}"
+        if len(asked) != spatial:
+            raise Unsupported(f"{what}: expected one size for each of {spatial} spatial axes (no batch, no channels)")
+    else:
+        asked, what = [n * s for n, s in zip(sizes, strides, strict=True)], f"auto_pad {auto}"
+    if any(w > f for w, f in zip(asked, full, strict=True)):
+        raise Unsupported(
+            f"{what} asks for an output of {asked}, larger than the {full} the transposed convolution makes: a "
+            "negative padding, which the ONNX standard leaves undefined (runtimes differ); write pads and "
+            "output_padding"
+        )
+    totals = [f - w for f, w in zip(full, asked, strict=True)]
+    if auto == "SAME_UPPER":
+        return [(t // 2, t - t // 2) for t in totals]
+    return [(t - t // 2, t // 2) for t in totals]
 
 
 def _sizes(v) -> object:

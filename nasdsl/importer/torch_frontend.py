@@ -30,6 +30,7 @@ from torch import nn
 
 from nasdsl.errors import NasdslError
 from nasdsl.importer import torch_ops, torch_shapes
+from nasdsl.importer.check import input_within_limits
 from nasdsl.importer.flat import (
     CLASS,
     CONTAINER,
@@ -235,6 +236,8 @@ class _Reader:
         self.by_name = False
         #: whether the graph read is the inference trace (where a dropout must not drop)
         self.at_inference = False
+        #: the graph read and :meth:`calls_within` it
+        self._calls_within: tuple[fx.Graph, dict[str, list[fx.Node]]] | None = None
 
     # scopes and names
 
@@ -554,6 +557,8 @@ class _Reader:
             return self.moved_item(node)
         if target in (_mul, operator.imul, torch.mul) and any(a in self.params for a in node.args[:2]):
             return self.layer_scale(node)
+        if node.op == "call_function" and target in torch_ops.LAYER_FUNCTIONS:
+            return self.layer_function(node)
         handler = torch_ops.METHODS.get(target) if node.op == "call_method" else torch_ops.FUNCTIONS.get(target)
         tensors = self.tensor_inputs(node)
         inputs = self.inputs_of(node, tensors)
@@ -584,6 +589,78 @@ class _Reader:
             self.used[scope].discard(name)
             return
         self.add(node, lowered, scope, name, inputs, {})
+
+    def layer_function(self, node: fx.Node) -> None:
+        """A function given a module's parameters as its weights (``F.prelu(x, self.weight)``,
+        ``F.conv_transpose2d(x, self.weight, self.bias, stride=2)``; the table is
+        :data:`torch_ops.LAYER_FUNCTIONS`) is the layer of the module holding them, named as that
+        module (``act`` for ``act.weight``), so that the source's ``state_dict`` keys are the spec's;
+        the module's forward must compute nothing else. A weight computed in the forward, a buffer,
+        weights named otherwise than the op holds them, or of two modules, are refused. Without
+        weights (``F.group_norm(x, 4)``) it is a function as any other."""
+        data = node.args[0] if node.args else node.kwargs.get("input")
+        if not isinstance(data, fx.Node):
+            raise self.fail(node, "applied to something other than a tensor the spec can name")
+        inputs = self.inputs_of(node, [data])
+        try:
+            lowered, held = torch_ops.LAYER_FUNCTIONS[node.target](self.call(node, [data]))
+        except Unsupported as e:
+            weights = [t for t in self.tensor_inputs(node) if t is not data]
+            lowered, held = self.opaque(node, str(e), inputs, bool(weights)), {}
+        given = {suffix: arg for suffix, arg in held.items() if arg is not None}
+        if not given:
+            scope = _scope_of(node)
+            self.scope(scope)
+            base = getattr(node.target, "__name__", "op")
+            self.add(node, lowered, scope, self.fresh(scope, torch_ops.NAMES.get(base, base)), inputs, {})
+            return
+        targets = {}
+        for suffix, arg in given.items():
+            if not isinstance(arg, fx.Node) or arg not in self.params:
+                shown = f"'{arg.name}'" if isinstance(arg, fx.Node) else repr(arg)
+                raise self.fail(
+                    node,
+                    f"its {suffix} {shown} is computed in the forward: the spec's {lowered.op} holds its {suffix} as "
+                    "a learned tensor (a parameter of a module, given as it is)",
+                )
+            targets[suffix] = self.params[arg]
+        path = next(iter(targets.values())).rpartition(".")[0]
+        if not path or any(t != f"{path}.{suffix}" for suffix, t in targets.items()):
+            shown = ", ".join(f"'{t}'" for t in targets.values())
+            wanted = " and ".join(f"'LAYER.{suffix}'" for suffix in targets)
+            raise self.fail(
+                node,
+                f"its weights are {shown}: the spec's {lowered.op} is a layer holding them as {wanted}, where the "
+                "source's state_dict keys must be the spec's; hold them in a module of their own whose forward is "
+                "this call (self.act.weight, read as the layer 'act')",
+            )
+        tensors = {suffix: self.learned_tensor(node, t) for suffix, t in targets.items()}
+        for other in self.calls_within(node.graph).get(path, ()):
+            if other is not node:
+                raise self.fail(
+                    node,
+                    f"the module '{path}' holding its weights computes more in its forward "
+                    f"({describe(other, self.root)}, fx node '{other.name}'): the spec's layer '{path}' would be this "
+                    f"{lowered.op} alone",
+                )
+        scope, _, attr = path.rpartition(".")
+        self.scope(scope)
+        self.add(node, lowered, scope, self.fresh(scope, attr, own=True), inputs, tensors)
+
+    def calls_within(self, graph: fx.Graph) -> dict[str, list[fx.Node]]:
+        """The first two calls made inside each module path (a call inside ``a.b`` is inside ``a``
+        too), of the graph read: whether a module computes more than one call, in one pass."""
+        if self._calls_within is None or self._calls_within[0] is not graph:
+            self._calls_within = (graph, {})
+            for n in graph.nodes:
+                if n.op.startswith("call_"):
+                    where = n.target if n.op == "call_module" else _scope_of(n)
+                    parts = where.split(".") if where else []
+                    for k in range(1, len(parts) + 1):
+                        found = self._calls_within[1].setdefault(".".join(parts[:k]), [])
+                        if len(found) < 2:
+                            found.append(n)
+        return self._calls_within[1]
 
     def pieces(self, node: fx.Node) -> None:
         """``x.chunk(n, dim)`` and ``x.split(size or sizes, dim)``: the pieces, each taken by an
@@ -946,6 +1023,13 @@ def read_module(
     ``allow_opaque``, a one-input call without a spec op is an ``opaque`` op."""
     shape = tuple(input_shape or DEFAULT_SHAPE)
     label = label or type(module).__name__
+    if len(shape) != 3:
+        raise ImportFailure(
+            f"the input shape given, {list(shape)}, has {len(shape)} size{'s' if len(shape) != 1 else ''}: a PyTorch "
+            "model is traced at a batch of maps (N, C, H, W), whose input shape is C,H,W",
+            where=label,
+        )
+    input_within_limits(shape, what=f"the input, of shape {list(shape)},", where=label)  # before it is traced
     if module._forward_hooks or module._forward_pre_hooks:
         raise ImportFailure(
             "the model has forward hooks, which torch.fx does not trace (it reads the forward alone): a spec's model "

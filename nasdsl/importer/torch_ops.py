@@ -830,6 +830,103 @@ FUNCTIONS.update(
 )
 
 
+# -- functions given a module's parameters as their weights ---------------------------------
+
+
+def _held_shape(value: object, name: str) -> tuple[int, ...]:
+    """The shape of a tensor argument: an fx node the example input ran."""
+    meta = value.meta.get("tensor_meta") if hasattr(value, "meta") else None
+    if not hasattr(meta, "shape"):
+        raise Unsupported(f"{name}={value!r}: expected a tensor")
+    return tuple(int(d) for d in meta.shape)
+
+
+def _affine_pair(call: Call, at: tuple[int, int], op: str) -> dict:
+    """A norm's ``weight`` and ``bias`` arguments: both (``affine``) or neither, as the spec's op holds them."""
+    weight, bias = call.arg(at[0], "weight", None), call.arg(at[1], "bias", None)
+    if (weight is None) != (bias is None):
+        given = "a weight without a bias" if bias is None else "a bias without a weight"
+        raise Unsupported(f"{given}: the spec's {op} holds both (affine) or neither")
+    return {"weight": weight, "bias": bias}
+
+
+def _whole(call: Call, index: int, name: str, default: object = _MISSING) -> int:
+    v = call.arg(index, name, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise Unsupported(f"{name}={v!r}: expected a whole number known when the model is traced")
+    return v
+
+
+def _f_prelu(call: Call) -> tuple[Lowered, dict]:
+    """``F.prelu(x, weight)``: one slope for all where the weight holds one (``per_channel: false``), else one per
+    channel (the shapes are checked against the spec's own when the node is added)."""
+    weight = call.arg(1, "weight")
+    size = 1
+    for d in _held_shape(weight, "weight"):
+        size *= d
+    return Lowered("prelu", {} if size != 1 else {"per_channel": False}), {"weight": weight}
+
+
+def _f_group_norm(call: Call) -> tuple[Lowered, dict]:
+    held = _affine_pair(call, (2, 3), "group_norm")
+    attrs = {"groups": _whole(call, 1, "num_groups"), "eps": _number(call, 4, "eps", 1e-5)}
+    return Lowered("group_norm", attrs | ({} if held["weight"] is not None else {"affine": False})), held
+
+
+def _f_instance_norm(call: Call) -> tuple[Lowered, dict]:
+    """``F.instance_norm`` normalising by each sample's statistics; running statistics handed to the function are
+    refused: the spec's ``instance_norm`` keeps them as ``nn.InstanceNorm2d(track_running_stats=True)`` does."""
+    if call.arg(1, "running_mean", None) is not None or call.arg(2, "running_var", None) is not None:
+        raise Unsupported(
+            "running statistics given to the function: the spec's instance_norm keeps them as "
+            "nn.InstanceNorm1d/2d/3d(track_running_stats=True) does (running_mean, running_var and "
+            "num_batches_tracked, used at inference): call such a module instead"
+        )
+    if call.arg(5, "use_input_stats", True) is not True:  # pragma: no cover - torch refuses it without statistics
+        raise Unsupported("use_input_stats other than True: the spec's instance_norm normalises by each sample's")
+    held = _affine_pair(call, (3, 4), "instance_norm")
+    attrs = {"eps": _number(call, 7, "eps", 1e-5), "affine": held["weight"] is not None}
+    return Lowered("instance_norm", attrs), held
+
+
+def _f_conv_transpose(n: int) -> Callable[[Call], tuple[Lowered, dict]]:
+    """``F.conv_transpose{n}d(x, weight, bias, stride, padding, output_padding, groups, dilation)``."""
+
+    def handler(call: Call) -> tuple[Lowered, dict]:
+        if call.rank != n + 2:
+            raise Unsupported(f"conv_transpose{n}d of a {call.rank - 1}-D input: expected a batch of {n}-D maps")
+        weight, bias = call.arg(1, "weight"), call.arg(2, "bias", None)
+        shape = _held_shape(weight, "weight")
+        groups = _whole(call, 6, "groups", 1)
+        attrs = {
+            "out": shape[1] * groups,
+            "kernel": _window(shape[2:]),
+            "stride": _window(call.arg(3, "stride", 1)),
+            "padding": _window(call.arg(4, "padding", 0)),
+            "output_padding": _window(call.arg(5, "output_padding", 0)),
+            "dilation": _window(call.arg(7, "dilation", 1)),
+            "groups": groups,
+            "bias": bias is not None,
+        }
+        return Lowered(f"conv_transpose{n}d", attrs), {"weight": weight, "bias": bias}
+
+    return handler
+
+
+#: functions that read a module's parameters as their weights (``F.prelu(x, self.weight)``) to
+#: ``handler(call) -> (Lowered, {suffix: argument})``: the tensor arguments (fx nodes, or None where
+#: not given) that are the op's weights under the names it holds them by. The reader makes the call
+#: the layer of the module holding them (:meth:`nasdsl.importer.torch_frontend._Reader.layer_function`).
+LAYER_FUNCTIONS: dict[object, Callable[[Call], tuple[Lowered, dict]]] = {
+    F.prelu: _f_prelu,
+    F.group_norm: _f_group_norm,
+    F.instance_norm: _f_instance_norm,
+    F.conv_transpose1d: _f_conv_transpose(1),
+    F.conv_transpose2d: _f_conv_transpose(2),
+    F.conv_transpose3d: _f_conv_transpose(3),
+}
+
+
 def _torchvision_functions() -> None:
     try:
         from torchvision.models.shufflenetv2 import channel_shuffle
