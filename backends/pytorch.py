@@ -5,8 +5,9 @@ Public entries:
 - :func:`generate_source` returns the source of a Python module (``str``) that
   depends on torch alone: one ``nn.Module`` class per spec template, the model
   class named after the spec, a NamedTuple of the training outputs, a ``loss``
-  method with the spec's loss weights and a ``reset_parameters`` method with
-  the spec's initialisation. An inference build (a graph made by
+  method with the spec's loss weights, an ``_init_parameters`` method with
+  the spec's initialisation and a ``reset_parameters`` that starts every layer
+  again before it. An inference build (a graph made by
   :func:`nasdsl.optimize.optimize`, rewritten with its block tree kept) is written
   by the same code: the rewritten templates' classes, and ``<Name>Inference``,
   which takes no arguments, has no ``loss`` or ``reset_parameters``, and builds
@@ -480,6 +481,7 @@ class _Writer:
         builtin, an import or a class."""
         g = self.g
         self.module_names = Namespace(BUILTINS | IMPORTED | METHOD_LOCALS)
+        self.loop_names: dict[Namespace, str] = {}  # each forward's loop variable over a run of layers
         model = f"{ir.info(g).name}Inference" if self.inference else ir.info(g).name
         self.model_class_name = self.module_names.create(model)
         self.outputs_class_name = self.module_names.create(f"{self.model_class_name}Outputs")
@@ -878,9 +880,15 @@ class _Writer:
         def flush() -> None:
             if run:
                 first, last = run[0], run[-1]
-                part = f"[{first}]" if first == last else f"[{first or ''}:{'' if last == n - 1 else last + 1}]"
                 note = _shape_note(ctx, c.children[last])
-                fwd.extend(s[8:] for s in layout("x = ", f"{owner}{part}(x)", 2, comment=note))
+                if first == last:
+                    fwd.extend(s[8:] for s in layout("x = ", f"{owner}[{first}](x)", 2, comment=note))
+                else:  # each layer called as itself (a slice called whole is a module of its own, made at
+                    # each call: no submodule of the model, so torch.fx cannot trace it and hooks miss it)
+                    layer = self.loop_names.setdefault(names, names.create("layer"))
+                    part = f"[{first or ''}:{'' if last == n - 1 else last + 1}]"
+                    fwd.append(f"for {layer} in {owner}{part}:")
+                    fwd.extend(s[8:] for s in layout("x = ", f"{layer}(x)", 3, comment=note))
                 run.clear()
 
         n = len(c.children)
@@ -1521,7 +1529,9 @@ class _Writer:
         if not self.inference:
             body += layout("self.loss_weights = ", weights, 2)
         body += [f"        self.{self.arguments[f]} = {self.arguments[f]}" for f in exposed_flags]
-        body += pre_init + init + head_init + ([] if self.inference else ["        self.reset_parameters()"])
+        statistics = {f"input_{k}": inp[k] for k in ("mean", "std") if inp[k] is not None}
+        resets, applied = ([], []) if self.inference else self._reset(statistics)
+        body += pre_init + init + head_init + applied
         ret_type = "torch.Tensor"
         fwd_lines = [*pre, *fwd]
         final = local[main.name] if tap_main else "x"
@@ -1550,7 +1560,7 @@ class _Writer:
         forward += ["        " + f for f in fwd_lines]
         if self.inference:
             return ClassCode(name, head, sig + body, [forward, self.replay.method(name)]), outputs_class
-        methods = [forward, self._loss(outputs, extras, by_name), self._reset()]
+        methods = [forward, self._loss(outputs, extras, by_name), *resets]
         return ClassCode(name, head, sig + body, methods), outputs_class
 
     def _input_doc(self) -> str:
@@ -1645,13 +1655,15 @@ class _Writer:
             docs.append((own[p.name], text))
         return docs
 
-    def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:
+    def _statistic(self, values: tuple[float, ...]) -> str:
         """A per-channel statistic of the input, shaped to broadcast over the batch and the other axes."""
         tensor = Call("torch.tensor", (Call("", tuple(literal(float(v)) for v in values), "[", "]"),))
         t = ir.node(self.g, ir.info(self.g).input).type
         c = t.channel_axis if t.channel_axis is not None else 0
-        view = f"{tensor.flat()}.view({', '.join(['1'] + ['-1' if i == c else '1' for i in range(t.rank)])})"
-        return layout("self.register_buffer", Call("", (f'"{name}"', view, "persistent=False")), 2)
+        return f"{tensor.flat()}.view({', '.join(['1'] + ['-1' if i == c else '1' for i in range(t.rank)])})"
+
+    def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:
+        return layout("self.register_buffer", Call("", (f'"{name}"', self._statistic(values), "persistent=False")), 2)
 
     def _outputs_class(self, outputs: list[ir.Output]) -> ClassCode:
         name = self.outputs_class_name
@@ -1721,8 +1733,41 @@ class _Writer:
         lines.append("        return total")
         return lines
 
-    def _reset(self) -> list[str]:
+    def _reset(self, statistics: dict[str, tuple[float, ...]]) -> tuple[list[list[str]], list[str]]:
+        """``reset_parameters``, which starts the model again as its constructor does: every layer
+        as PyTorch starts it (a BatchNorm's running statistics too; so a model made on the meta device
+        and moved with ``to_empty`` holds no uninitialised memory), the input's statistics, then the
+        spec's rules; ``_init_parameters``, those rules alone, which the constructor applies to the
+        layers it has just made; and the constructor's line that calls it (none without rules)."""
+        rules = self._init_rules()
+        mha = "attention" in self._ops_built()  # nn.MultiheadAttention starts its projection privately
         lines = ["    def reset_parameters(self) -> None:"]
+        lines += docstring(
+            "Start the model again: every layer as PyTorch starts it (a BatchNorm's running statistics "
+            + ("too), the input's statistics" if statistics else "too)")
+            + (", then the spec's initialisation (_init_parameters)" if rules else ""),
+            2,
+        )
+        lines += [
+            "        for m in self.modules():",
+            '            if m is not self and hasattr(m, "reset_parameters"):',
+            "                m.reset_parameters()",
+            *(
+                ["            elif isinstance(m, nn.MultiheadAttention):", "                m._reset_parameters()"]
+                if mha
+                else []
+            ),
+        ]
+        for name, values in statistics.items():
+            lines += layout(f"self.{name}.copy_", Call("", (self._statistic(values),)), 2)
+        if not rules:
+            return [lines], []
+        lines.append("        self._init_parameters()")
+        return [lines, rules], ["        self._init_parameters()"]
+
+    def _init_rules(self) -> list[str]:
+        """The method ``_init_parameters``: the spec's rules (empty where it has none)."""
+        lines = ["    def _init_parameters(self) -> None:"]
         rules = ir.info(self.g).init
         own = self._own_init_rules()
         described = "; ".join(
@@ -1736,7 +1781,7 @@ class _Writer:
                 ),
             ]
         )
-        lines += docstring(f"Initialise the parameters as the spec says: {described or 'PyTorch defaults'}", 2)
+        lines += docstring(f"Initialise the parameters as the spec says: {described}", 2)
         holders = self._layer_holders()
         later = holders if holders is not None else set()
         branches: list[tuple[list[str], list[str]]] = []
@@ -1755,7 +1800,7 @@ class _Writer:
                     into.append((classes, body))
         tensors = self._parameter_init_lines()
         if not branches and not own and not outer:
-            return lines + tensors
+            return lines + tensors if tensors else []
         if holders is not None:  # the layers' rules first, then the rules that name layers inside a module
             lines += self._init_loop([], branches)
             return lines + self._init_loop(own, outer) + tensors

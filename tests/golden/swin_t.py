@@ -476,7 +476,7 @@ class SwinTransformer(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.head = nn.Linear(768, num_classes)
-        self.reset_parameters()
+        self._init_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 7, 7, 768)
@@ -494,6 +494,16 @@ class SwinTransformer(nn.Module):
         return F.cross_entropy(outputs, target)
 
     def reset_parameters(self) -> None:
+        """Start the model again: every layer as PyTorch starts it (a BatchNorm's
+        running statistics too), then the spec's initialisation
+        (_init_parameters).
+        """
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        self._init_parameters()
+
+    def _init_parameters(self) -> None:
         """Initialise the parameters as the spec says: linear weight trunc_normal,
         bias zeros.
         """

@@ -1,0 +1,114 @@
+"""The generated PyTorch model used as ML engineers use torchvision's: built on the meta device and
+started with ``to_empty`` and ``reset_parameters`` (as FSDP and large-model loaders do), and traced
+with ``torch.fx`` (as torchvision's ``create_feature_extractor`` does).
+
+The references are PyTorch's documented starting state of its layers (a BatchNorm's running mean 0,
+variance 1 and counter 0; ``nn.Linear``'s weights and bias uniform within 1/sqrt(fan_in)), the spec's
+own input statistics, and the eager model itself for the traced one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import nasdsl
+from nasdsl.backends.pytorch import model_class
+
+from paths import SPECS
+
+#: a convolution with a rule, BatchNorm, and a linear layer without one (PyTorch's default), after
+#: the input's mean and std
+TINY = """\
+nasdsl: 1
+name: Tiny
+input: {shape: [3, 8, 8], mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5]}
+init:
+  conv2d: {weight: kaiming_normal}
+model:
+  conv: {op: conv2d, out: 4, kernel: 3, padding: 1, bias: false}
+  bn: batch_norm
+  relu: relu
+  pool: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: 5}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "tiny.yaml"
+    path.write_text(TINY)
+    return model_class(nasdsl.compile_spec(path))
+
+
+def _spoil(model: torch.nn.Module) -> None:
+    """What ``to_empty`` may leave: memory of any value (here NaN, and a huge counter)."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            t.fill_(math.nan if t.is_floating_point() else 2**40)
+
+
+def test_meta_then_to_empty_then_reset_parameters_is_a_started_model(tiny):
+    with torch.device("meta"):
+        model = tiny()
+    model.to_empty(device="cpu")
+    _spoil(model)
+    model.reset_parameters()
+
+    assert torch.equal(model.bn.running_mean, torch.zeros(4))
+    assert torch.equal(model.bn.running_var, torch.ones(4))
+    assert model.bn.num_batches_tracked.item() == 0
+    assert torch.equal(model.bn.weight.detach(), torch.ones(4))
+    assert torch.equal(model.bn.bias.detach(), torch.zeros(4))
+    # the spec's statistics, not in the state_dict
+    assert model.input_mean.flatten().tolist() == pytest.approx([0.5, 0.4, 0.3])
+    assert model.input_std.flatten().tolist() == pytest.approx([0.2, 0.25, 0.5])
+    # nn.Linear as PyTorch starts it: uniform within 1/sqrt(fan_in) = 0.5, drawn (not one value)
+    for t in (model.fc.weight, model.fc.bias):
+        assert t.abs().max().item() <= 0.5 and t.std().item() > 0
+    assert torch.isfinite(model.conv.weight).all() and model.conv.weight.std().item() > 0
+
+    # the same function as a model built on the CPU holding the same weights
+    built = tiny().eval()
+    built.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), built(x))
+
+
+def test_reset_parameters_forgets_training(tiny):
+    """reset_parameters on a model that has trained: BatchNorm's statistics start again too."""
+    model = tiny().train()
+    model(torch.randn(4, 3, 8, 8) * 5 + 3)
+    assert model.bn.num_batches_tracked.item() == 1 and model.bn.running_mean.abs().sum() > 0
+    model.reset_parameters()
+    assert torch.equal(model.bn.running_mean, torch.zeros(4))
+    assert torch.equal(model.bn.running_var, torch.ones(4))
+    assert model.bn.num_batches_tracked.item() == 0
+
+
+@pytest.fixture(scope="module")
+def lraspp():
+    """LR-ASPP reads a map inside its backbone (a run of layers, then another): shrunk."""
+    torch.manual_seed(0)
+    net = nasdsl.compile_spec(
+        SPECS / "lraspp_mobilenet_v3_large.yaml", {"input.shape": [3, 32, 32], "inter_channels": 8}
+    )
+    return model_class(net)().eval()
+
+
+def test_a_model_that_reads_inside_a_sequence_traces_with_fx(lraspp):
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        eager = lraspp(x)
+        traced_graph = torch.fx.symbolic_trace(lraspp)
+        traced = traced_graph(x)
+    torch.testing.assert_close(traced["out"], eager["out"])
+
+    # each layer of the backbone a call of the module the model holds (what torchvision's
+    # create_feature_extractor names nodes by)
+    called = [n.target for n in traced_graph.graph.nodes if n.op == "call_module"]
+    assert [t for t in called if t.startswith("backbone.")][:2] == ["backbone.0.0", "backbone.0.1"]
