@@ -1760,6 +1760,8 @@ class _Writer:
         ]
         for name, values in statistics.items():
             lines += layout(f"self.{name}.copy_", Call("", (self._statistic(values),)), 2)
+        for n in self._parameters_of(ruled=False):  # zeros, as the constructor makes them
+            lines += layout("nn.init.zeros_", Call("", (f'self.get_parameter("{n}")',)), 2)
         if not rules:
             return [lines], []
         lines.append("        self._init_parameters()")
@@ -1858,19 +1860,30 @@ class _Writer:
         rather than modules (a ViT's class token, position embedding): by name, after the loop."""
         lines = []
         rules = ir.info(self.g).init
-        for n in ir.order(self.g):
+        for n in self._parameters_of(ruled=True):
             data = ir.node(self.g, n)
-            if INIT_PARAMS.get(data.op) != ("value",):
-                continue
             rule = data.init.get("value") or rules.get(data.op, {}).get("value")
-            if rule is None:
-                continue
-            if not _MODULE_PATH.fullmatch(n):
-                raise CodegenError(f"cannot write the parameter name {n!r} into the code", location=data.loc)
             stmt = self._init_stmt(f'self.get_parameter("{n}")', rule)
             if stmt is not None:
                 lines += layout("", stmt, 2)
         return lines
+
+    def _parameters_of(self, ruled: bool) -> list[str]:
+        """The learned tensors that are parameters of a module rather than modules (their names),
+        those with an init rule or those without one."""
+        rules = ir.info(self.g).init
+        found = []
+        for n in ir.order(self.g):
+            data = ir.node(self.g, n)
+            if INIT_PARAMS.get(data.op) != ("value",):
+                continue
+            has_rule = (data.init.get("value") or rules.get(data.op, {}).get("value")) is not None
+            if has_rule != ruled:
+                continue
+            if not _MODULE_PATH.fullmatch(n):
+                raise CodegenError(f"cannot write the parameter name {n!r} into the code", location=data.loc)
+            found.append(n)
+        return found
 
     def _init_classes(self, op: str) -> list[str]:
         """The module classes of ``op`` that reset_parameters initialises: the lowering's, and those

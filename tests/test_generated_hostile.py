@@ -112,3 +112,59 @@ def test_a_model_that_reads_inside_a_sequence_traces_with_fx(lraspp):
     # create_feature_extractor names nodes by)
     called = [n.target for n in traced_graph.graph.nodes if n.op == "call_module"]
     assert [t for t in called if t.startswith("backbone.")][:2] == ["backbone.0.0", "backbone.0.1"]
+
+
+#: shrunk Swin-V2-T: one head and one block per stage after the first, 8-dimensional embedding
+SWIN_V2 = {"image_size": 64, "embed_dim": 8, "depth2": 1, "depth3": 1, "depth4": 1} | {
+    f"heads{i}": 1 for i in (1, 2, 3, 4)
+}
+
+
+def _started_on_meta(cls) -> torch.nn.Module:
+    with torch.device("meta"):
+        model = cls()
+    model.to_empty(device="cpu")
+    _spoil(model)
+    model.reset_parameters()
+    return model
+
+
+def test_window_attention_tables_start_again_as_torchvisions():
+    """Swin V2's attention makes its offsets' coordinates, their index and the logit scale itself:
+    after to_empty and reset_parameters they are torchvision's (same names, same values)."""
+    from torchvision.models import swin_transformer as swin
+
+    cls = model_class(nasdsl.compile_spec(SPECS / "swin_v2_t.yaml", SWIN_V2))
+    model = _started_on_meta(cls)
+    reference = swin.SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=8,
+        depths=[2, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        window_size=[8, 8],
+        block=swin.SwinTransformerBlockV2,
+        downsample_layer=swin.PatchMergingV2,
+    ).state_dict()
+    ours = model.state_dict()
+    made = [k for k in ours if k.endswith(("relative_coords_table", "relative_position_index", "logit_scale"))]
+    assert len(made) == 3 * 5  # five blocks
+    for k in made:
+        torch.testing.assert_close(ours[k], reference[k], rtol=0, atol=0, msg=k)
+    assert all(torch.isfinite(t).all() for t in ours.values())
+
+
+def test_partition_attention_index_starts_again_as_torchvisions():
+    """MaxViT's attention: its bias table drawn again, its index torchvision's."""
+    from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
+
+    shrunk = {"image_size": 64, "partition_size": 2, "stem_channels": 8, "head_dim": 8}
+    shrunk |= {"c1": 8, "c2": 16, "c3": 16, "c4": 16, "n1": 1, "n2": 1, "n3": 1, "n4": 1}
+    model = _started_on_meta(model_class(nasdsl.compile_spec(SPECS / "maxvit_t.yaml", shrunk)))
+    index = RelativePositionalMultiHeadAttention(8, 8, 4).relative_position_index
+    tables = {k: v for k, v in model.state_dict().items() if k.endswith("relative_position_index")}
+    assert len(tables) == 8  # block and grid attention of four stages
+    for k, v in tables.items():
+        assert torch.equal(v, index), k
+    for k, v in model.state_dict().items():
+        if k.endswith("relative_position_bias_table"):
+            assert torch.isfinite(v).all() and 0 < v.std().item() < 0.05, k

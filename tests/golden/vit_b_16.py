@@ -265,6 +265,7 @@ class VisionTransformer(nn.Module):
                 m.reset_parameters()
             elif isinstance(m, nn.MultiheadAttention):
                 m._reset_parameters()
+        nn.init.zeros_(self.get_parameter("class_token"))
         self._init_parameters()
 
     def _init_parameters(self) -> None:
