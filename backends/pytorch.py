@@ -50,7 +50,7 @@ from nasdsl.ops import INIT_PARAMS, OPS, describe
 from nasdsl.passes.pipeline import run_pipeline
 
 from .names import BUILTINS, IMPORTED, METHOD_LOCALS, MODEL_ARGUMENTS_RESERVED, Namespace, check_attribute
-from .pyformat import Call, docstring, docstring_with_args, layout, layout_or_none, literal, safe_text, wrap
+from .pyformat import Call, Chain, docstring, docstring_with_args, layout, layout_or_none, literal, safe_text, wrap
 from .pyloops import Loop, find_loop, loop_lines
 from .pytorch_ops import HELPER_CLASSES, ClassContext, check_lowering, lowering_for, names_in, render
 from .pytorch_weights import FROM_TRAINING, Replay
@@ -183,7 +183,7 @@ def _merge_lowering(ctx: ClassContext, b: ir.Block):
     return low
 
 
-def _joined(ctx: ClassContext, b: ir.Block, terms: list[str]) -> str | Call:
+def _joined(ctx: ClassContext, b: ir.Block, terms: list[str]) -> str | Call | Chain:
     """The expression of merge ``b`` over its branches' values ``terms``: into the first
     value where the in-place analysis allows it (a local made for this merge alone)."""
     low = _merge_lowering(ctx, b)
@@ -397,6 +397,10 @@ def _annotation(values: list[object]) -> str:
             kinds.append(k)
     if kinds == ["int", "float"] or kinds == ["float", "int"]:
         return "float"
+    if len(kinds) > 1 and all(isinstance(v, (list, tuple)) and v for v in values):
+        items = {_annotation([x]) for v in values for x in v}
+        if len(items) == 1:  # tuples of one kind of item but several lengths (one per axis)
+            return f"tuple[{items.pop()}, ...]"
     return " | ".join(kinds) if kinds else "int"
 
 
@@ -788,7 +792,11 @@ class _Writer:
                 more, lines = self._previous_loop(ctx, c, before, produced, names, owner, named)
                 init += more
                 fwd += lines
-                fwd += finished(c, wanted)
+                held = produced.get(c.output)  # the loop's last value is a local already: no second one
+                if wanted and held is not None:
+                    produced[c.path] = held
+                    produced.setdefault(c.passed, held)
+                fwd += finished(c, wanted and held is None)
                 continue
             if _read_within(c, target_nodes, targets | read_inside):  # run its children one by one
                 if cond or c.phase != "both" or c.kind != "seq":

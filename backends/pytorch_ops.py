@@ -24,7 +24,7 @@ from nasdsl.errors import CodegenError, SpecError
 from nasdsl.ir.sym import Sym
 from nasdsl.ops import OPS, lowering, lowering_of
 
-from .pyformat import Call, literal
+from .pyformat import Call, Chain, literal
 
 # ---------------------------------------------------------------------------
 # The class being written
@@ -246,7 +246,7 @@ class TorchLowering:
 
     module: Callable[[ClassContext, str], Call] | None = None
     classes: tuple[str, ...] = ()
-    join: Callable[[ClassContext, str, list[str]], str | Call] | None = None
+    join: Callable[[ClassContext, str, list[str]], str | Call | Chain] | None = None
     helper: tuple[str, str, tuple[str, ...]] | None = None
     #: classes of :data:`HELPER_CLASSES` that ``module`` uses (the file defines them)
     defines: tuple[str, ...] = ()
@@ -644,7 +644,7 @@ lowering("pytorch", "concat")(
 )
 lowering("pytorch", "add")(
     TorchLowering(
-        join=lambda ctx, node, terms: " + ".join(terms),
+        join=lambda ctx, node, terms: Chain("+", tuple(terms)),
         join_into=lambda first, second: f"{first}.add_({second})",
         helper=(
             "Add",
@@ -655,7 +655,7 @@ lowering("pytorch", "add")(
 )
 lowering("pytorch", "mul")(
     TorchLowering(
-        join=lambda ctx, node, terms: " * ".join(terms),
+        join=lambda ctx, node, terms: Chain("*", tuple(terms)),
         helper=(
             "Mul",
             "Runs every branch on the same input and multiplies the results (they broadcast)",
@@ -709,7 +709,9 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
         "class {name}(nn.Module):",
         '    """The positions from start up to stop (None: to the end), every step, along dim."""',
         "",
-        "    def __init__(self, dim: int, start: int, stop: int | None = None, step: int = 1) -> None:",
+        "    def __init__(",
+        "        self, dim: int, start: int, stop: int | None = None, step: int = 1",
+        "    ) -> None:",
         "        super().__init__()",
         "        self.dim = dim",
         "        self.start = start",
@@ -772,7 +774,8 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
     ),
     "Pad": (
         "class {name}(nn.Module):",
-        '    """A constant border: pads holds [before, after] for each of the last axes, in order."""',
+        '    """A constant border: pads holds [before, after] for each of the last axes, in',
+        '    order."""',
         "",
         "    def __init__(self, pads: tuple[tuple[int, int], ...], value: float) -> None:",
         "        super().__init__()",

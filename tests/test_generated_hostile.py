@@ -1,6 +1,7 @@
 """The generated PyTorch model used as ML engineers use torchvision's: built on the meta device and
-started with ``to_empty`` and ``reset_parameters`` (as FSDP and large-model loaders do), and traced
-with ``torch.fx`` (as torchvision's ``create_feature_extractor`` does).
+started with ``to_empty`` and ``reset_parameters`` (as FSDP and large-model loaders do), traced
+with ``torch.fx`` (as torchvision's ``create_feature_extractor`` does), and read as a file that
+passes ``ruff`` (the README's claim, for every spec the repository holds, not only ``specs/``).
 
 The references are PyTorch's documented starting state of its layers (a BatchNorm's running mean 0,
 variance 1 and counter 0; ``nn.Linear``'s weights and bias uniform within 1/sqrt(fan_in)), the spec's
@@ -10,14 +11,18 @@ own input statistics, and the eager model itself for the traced one.
 from __future__ import annotations
 
 import math
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import nasdsl
-from nasdsl.backends.pytorch import model_class
+from nasdsl.backends.pytorch import generate_source, model_class
+from nasdsl.backends.pytorch_ops import HELPER_CLASSES
 
-from paths import SPECS
+from paths import ROOT, SPECS
 
 #: a convolution with a rule, BatchNorm, and a linear layer without one (PyTorch's default), after
 #: the input's mean and std
@@ -168,3 +173,35 @@ def test_partition_attention_index_starts_again_as_torchvisions():
     for k, v in model.state_dict().items():
         if k.endswith("relative_position_bias_table"):
             assert torch.isfinite(v).all() and 0 < v.std().item() < 0.05, k
+
+
+#: the specs of the repository beyond specs/*.yaml (whose files tests/test_pytorch.py checks one by one)
+OTHER_SPECS = sorted(
+    [
+        *(ROOT / "docs" / "examples").glob("*.yaml"),
+        *(SPECS / "spaces").glob("*.yaml"),
+        *(ROOT / "tests" / "specs").glob("*.yaml"),
+        *(ROOT / "tests" / "specs" / "new").glob("*.yaml"),
+    ]
+)
+
+
+def _helper_classes() -> str:
+    """Every helper class the backend can write, under its own name, in one module."""
+    texts = ["import torch\nimport torch.nn.functional as F\nfrom torch import nn"]
+    for name, lines in HELPER_CLASSES.items():
+        text = "\n".join(lines).replace("{name}", name)
+        texts.append(re.sub(r"\{([A-Z]\w*)\}", r"\1", text).strip("\n"))  # {Pool}: another helper's name
+    return "\n\n\n".join(texts) + "\n"
+
+
+def test_every_generated_file_and_helper_class_passes_ruff(tmp_path):
+    for spec in OTHER_SPECS:
+        name = f"{spec.parent.name}_{spec.stem}.py"
+        (tmp_path / name).write_text(generate_source(nasdsl.compile_spec(spec)))
+    (tmp_path / "helpers.py").write_text(_helper_classes())
+    ruff = [sys.executable, "-m", "ruff"]
+    strict = ["--select", "E,F,W,I,B,UP,RUF"]  # as tests/test_pytorch.py checks the specs' files
+    for args in (["check", "--isolated", *strict, str(tmp_path)], ["format", "--isolated", "--check", str(tmp_path)]):
+        run = subprocess.run(ruff + args, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
