@@ -205,3 +205,21 @@ def test_every_generated_file_and_helper_class_passes_ruff(tmp_path):
     for args in (["check", "--isolated", *strict, str(tmp_path)], ["format", "--isolated", "--check", str(tmp_path)]):
         run = subprocess.run(ruff + args, capture_output=True, text=True)
         assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_a_model_built_in_memory_pickles_within_its_process(tiny):
+    """The README's word on build_model's class: deepcopy, pickle and torch.save(model) round trip."""
+    import copy
+    import io
+    import pickle
+
+    model = tiny().eval()
+    x = torch.randn(1, 3, 8, 8)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    copies = [copy.deepcopy(model), pickle.loads(pickle.dumps(model)), torch.load(buffer, weights_only=False)]
+    assert type(model).__module__.startswith("nasdsl_generated_")
+    with torch.no_grad():
+        for other in copies:
+            torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
