@@ -1757,7 +1757,7 @@ class _Writer:
             2,
         )
         lines += [
-            "        for m in self.modules():",
+            "        for m in reversed(list(self.modules())):  # a module after its own, as built",
             '            if m is not self and hasattr(m, "reset_parameters"):',
             "                m.reset_parameters()",
             *(

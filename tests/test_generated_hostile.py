@@ -223,3 +223,16 @@ def test_a_model_built_in_memory_pickles_within_its_process(tiny):
     with torch.no_grad():
         for other in copies:
             torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
+
+
+def test_reset_parameters_starts_a_layer_after_the_layers_inside_it():
+    """nn.MultiheadAttention starts its out_proj (an nn.Linear) and then zeroes its bias, as
+    PyTorch's constructor does: reset_parameters keeps that order (ViT's attention has no rule),
+    after to_empty too."""
+    shrunk = {"image_size": 32, "patch_size": 16, "hidden_dim": 8, "mlp_dim": 8, "num_heads": 1, "num_layers": 1}
+    model = _started_on_meta(model_class(nasdsl.compile_spec(SPECS / "vit_b_16.yaml", shrunk)))
+    attention = [m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    assert attention
+    for m in attention:
+        assert torch.equal(m.out_proj.bias.detach(), torch.zeros(8))
+        assert torch.equal(m.in_proj_bias.detach(), torch.zeros(24))
