@@ -1544,10 +1544,11 @@ class _Writer:
         fwd_lines = [*pre, *fwd]
         final = local[main.name] if tap_main else "x"
         if extras or by_name:
-            outputs_class = self._outputs_class(outputs)
+            in_training = bool(extras) and all(o.training_only for o in extras) and not self.inference and not by_name
+            outputs_class = self._outputs_class(outputs, in_training)
             ret_type = f"{outputs_name} | torch.Tensor"
             fields = ", ".join([final, *(local[o.name] for o in extras)])
-            if extras and all(o.training_only for o in extras) and not self.inference and not by_name:
+            if in_training:
                 flags = [f"self.{self.arguments[f]}" for f in exposed_flags]
                 unconditional = any(o.when is None or o.when not in self.exposed for o in extras)
                 cond = "self.training" + (
@@ -1673,9 +1674,10 @@ class _Writer:
     def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:
         return layout("self.register_buffer", Call("", (f'"{name}"', self._statistic(values), "persistent=False")), 2)
 
-    def _outputs_class(self, outputs: list[ir.Output]) -> ClassCode:
+    def _outputs_class(self, outputs: list[ir.Output], in_training: bool) -> ClassCode:
+        """The NamedTuple of the outputs, which the model returns in training alone or always."""
         name = self.outputs_class_name
-        when = "" if self.inference else " in training"
+        when = " in training" if in_training else ""
         head = [f"class {name}(NamedTuple):"] + docstring(f"The model's outputs{when}, main output first", 1)
         fields = []
         for i, o in enumerate(outputs):

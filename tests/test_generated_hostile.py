@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import nasdsl
-from nasdsl.backends.pytorch import generate_source, model_class
+from nasdsl.backends.pytorch import generate, generate_source, load_source, model_class
 from nasdsl.backends.pytorch_ops import HELPER_CLASSES
 
 from paths import ROOT, SPECS
@@ -236,3 +236,26 @@ def test_reset_parameters_starts_a_layer_after_the_layers_inside_it():
     for m in attention:
         assert torch.equal(m.out_proj.bias.detach(), torch.zeros(8))
         assert torch.equal(m.in_proj_bias.detach(), torch.zeros(24))
+
+
+#: TINY with a training-only head (the NamedTuple in training alone) and, in TINY_EMBEDDING, an output
+#: read at inference too (the NamedTuple always)
+TINY_AUX = (
+    TINY + "outputs:\n  logits: {from: fc}\n  aux: {from: flat, head: [{op: linear, out: 5}], training_only: true}\n"
+)
+TINY_EMBEDDING = TINY_AUX + "  embedding: {from: flat, loss_weight: 0}\n"
+
+
+@pytest.mark.parametrize("text", [TINY_AUX, TINY_EMBEDDING], ids=["training-only", "always"])
+def test_the_outputs_class_says_when_the_model_returns_it(text, tmp_path):
+    path = tmp_path / "outputs.yaml"
+    path.write_text(text)
+    generated = generate(nasdsl.compile_spec(path))
+    module = load_source(generated.source)
+    model = getattr(module, generated.model_class)().eval()
+    with torch.no_grad():
+        returned = model(torch.randn(2, 3, 8, 8))
+    outputs_class = getattr(module, f"{generated.model_class}Outputs")
+    at_inference = isinstance(returned, outputs_class)
+    assert at_inference == (text is TINY_EMBEDDING)
+    assert ("in training" in outputs_class.__doc__) == (not at_inference), outputs_class.__doc__
