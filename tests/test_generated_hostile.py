@@ -259,3 +259,35 @@ def test_the_outputs_class_says_when_the_model_returns_it(text, tmp_path):
     at_inference = isinstance(returned, outputs_class)
     assert at_inference == (text is TINY_EMBEDDING)
     assert ("in training" in outputs_class.__doc__) == (not at_inference), outputs_class.__doc__
+
+
+#: `_` as the model's, a template's and a parameter's name: renamed, never to a name that starts with
+#: two underscores, which Python mangles inside a class body (`__1Outputs` read as `_1__1Outputs`)
+UNDERSCORES = """\
+nasdsl: 1
+name: _
+input: {shape: [3, 8, 8]}
+templates:
+  _:
+    params: [_]
+    body: {conv: {op: conv2d, out: _, kernel: 1}, act: relu}
+model:
+  block: {use: _, args: [4]}
+  pool: global_avg_pool
+  flat: flatten
+  fc: {op: linear, out: 3}
+outputs:
+  logits: {from: fc}
+  aux: {from: flat, head: [{op: linear, out: 3}], training_only: true}
+"""
+
+
+def test_underscore_names_make_a_model_that_runs(tmp_path):
+    path = tmp_path / "underscores.yaml"
+    path.write_text(UNDERSCORES)
+    generated = generate(nasdsl.compile_spec(path))
+    assert all(name.endswith("__") for name in re.findall(r"\b__\w+", generated.source))  # dunders alone
+    model = getattr(load_source(generated.source), generated.model_class)().train()
+    outputs = model(torch.randn(2, 3, 8, 8))
+    assert outputs.logits.shape == outputs.aux.shape == (2, 3)
+    model.loss(outputs, torch.zeros(2, dtype=torch.long)).backward()
