@@ -1759,7 +1759,7 @@ class _Writer:
             2,
         )
         lines += [
-            "        for m in reversed(list(self.modules())):  # a module after its own, as built",
+            "        for m in reversed(list(self.modules())):  # inner layers first, as built",
             '            if m is not self and hasattr(m, "reset_parameters"):',
             "                m.reset_parameters()",
             *(

@@ -251,7 +251,7 @@ class GoogLeNet(nn.Module):
         running statistics too), the input's statistics, then the spec's
         initialisation (_init_parameters).
         """
-        for m in reversed(list(self.modules())):  # a module after its own, as built
+        for m in reversed(list(self.modules())):  # inner layers first, as built
             if m is not self and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
         self.input_mean.copy_(torch.tensor([104.0, 117.0, 123.0]).view(1, -1, 1, 1))

@@ -248,7 +248,7 @@ class GoogLeNetBN(nn.Module):
         running statistics too), then the spec's initialisation
         (_init_parameters).
         """
-        for m in reversed(list(self.modules())):  # a module after its own, as built
+        for m in reversed(list(self.modules())):  # inner layers first, as built
             if m is not self and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
         self._init_parameters()
