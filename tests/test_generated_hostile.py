@@ -291,3 +291,20 @@ def test_underscore_names_make_a_model_that_runs(tmp_path):
     outputs = model(torch.randn(2, 3, 8, 8))
     assert outputs.logits.shape == outputs.aux.shape == (2, 3)
     model.loss(outputs, torch.zeros(2, dtype=torch.long)).backward()
+
+
+def test_multiscale_attention_starts_again_after_to_empty():
+    """MViT's pooling attention and position encoding make their tables themselves: after to_empty
+    and reset_parameters every tensor is drawn (no NaN left) and the model computes what one built
+    on the CPU with the same state_dict does."""
+    shrunk = {"frames": 4, "size": 32, "embed": 8, "depth3": 2, "num_classes": 4}
+    cls = model_class(nasdsl.compile_spec(SPECS / "mvit_v2_s.yaml", shrunk))
+    model = _started_on_meta(cls).eval()
+    state = model.state_dict()
+    assert all(torch.isfinite(t.float()).all() for t in state.values())
+    assert any(k.endswith("rel_pos_h") for k in state) and any(k.endswith("class_token") for k in state)
+    built = cls().eval()
+    built.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), built(x))
