@@ -308,3 +308,24 @@ def test_multiscale_attention_starts_again_after_to_empty():
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), built(x))
+
+
+def test_a_swin_gives_its_features_to_torchvisions_extractor_with_its_leaf_modules():
+    """The README's recipe: the classes that compute with their input's sizes named as leaf modules,
+    torchvision's create_feature_extractor (torch.fx, in eval and training mode) returns what the
+    stage computes in the eager model."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    shrunk = {"image_size": 64, "embed_dim": 8, "depth2": 1, "depth3": 1, "depth4": 1}
+    generated = generate(nasdsl.compile_spec(SPECS / "swin_t.yaml", shrunk | {f"heads{i}": 1 for i in (1, 2, 3, 4)}))
+    m = load_source(generated.source)
+    model = getattr(m, generated.model_class)().eval()
+    leaves = [m.ShiftedWindowAttention, m.PatchMerging, m.StochasticDepth]
+    extractor = create_feature_extractor(model, {"features.3": "map"}, tracer_kwargs={"leaf_modules": leaves})
+    seen = {}
+    hook = model.features[3].register_forward_hook(lambda module, args, out: seen.setdefault("map", out))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        model(x)
+        torch.testing.assert_close(extractor(x)["map"], seen["map"])
+    hook.remove()
