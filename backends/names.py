@@ -12,7 +12,8 @@ A spec's names reach generated code in two ways:
   variable of ``forward``): these are renamed where they would shadow a
   builtin, an import, a generated class or an earlier name, by a
   :class:`Namespace`, as ``torch.fx``'s namespace does. A renamed identifier
-  keeps the spec's name with a numeric suffix (``torch`` -> ``torch_1``).
+  keeps the spec's name with a numeric suffix (``torch`` -> ``torch_1``, ``_`` ->
+  ``_1``: never a name with two leading underscores, which a class body mangles).
 
 Names that are neither identifiers nor allowed (a keyword, ``__dunder``) never
 get this far: the parser refuses them.
@@ -135,16 +136,19 @@ class Namespace:
         return True
 
     def create(self, wanted: str) -> str:
-        """A free identifier: ``wanted`` if free, else ``wanted_1``, ``wanted_2``, ..."""
+        """A free identifier: ``wanted`` if free, else ``wanted_1``, ``wanted_2``, ... (``_1`` for
+        ``_``: a name that starts with two underscores is mangled inside a class body)."""
         base = _NOT_IDENTIFIER.sub("_", wanted) or "_"
         if base[0].isdigit():
             base = "_" + base
-        if self.claim(base):
+        if not base.startswith("__") and self.claim(base):
             return base
+        stem = "_" + base.lstrip("_") if base.startswith("_") else base
+        sep = "" if stem == "_" else "_"
         i = 1
-        while not self.claim(f"{base}_{i}"):
+        while not self.claim(f"{stem}{sep}{i}"):
             i += 1
-        return f"{base}_{i}"
+        return f"{stem}{sep}{i}"
 
 
 def check_attribute(name: str, what: str, location: Location | None, path: str | None, extra=frozenset()) -> None:

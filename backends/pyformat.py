@@ -30,12 +30,24 @@ class Call:
         return f"{self.func}{self.open}{inner}{self.close}"
 
 
-def flat(x: str | Call) -> str:
+@dataclass(frozen=True)
+class Chain:
+    """``a + b + c``: terms joined by a binary operator; a long one is split as ruff splits it
+    (in parentheses, on one line if it fits there, else one term a line, the operator first)."""
+
+    op: str
+    terms: tuple[str, ...]
+
+    def flat(self) -> str:
+        return f" {self.op} ".join(self.terms)
+
+
+def flat(x: str | Call | Chain) -> str:
     return x if isinstance(x, str) else x.flat()
 
 
 def layout(
-    prefix: str, value: str | Call, indent: int, suffix: str = "", comment: str = "", pragma: str = ""
+    prefix: str, value: str | Call | Chain, indent: int, suffix: str = "", comment: str = "", pragma: str = ""
 ) -> list[str]:
     """Lines for ``prefix + value + suffix`` at ``indent`` levels, split like ruff.
 
@@ -71,8 +83,14 @@ def layout_or_none(prefix: str, value: str | Call, condition: str, indent: int) 
     return [f"{pad}{prefix}(", *body, f"{pad}{INDENT}if {condition}", f"{pad}{INDENT}else None", f"{pad})"]
 
 
-def _split(prefix: str, value: str | Call, indent: int, suffix: str) -> list[str]:
+def _split(prefix: str, value: str | Call | Chain, indent: int, suffix: str) -> list[str]:
     pad = INDENT * indent
+    if isinstance(value, Chain):
+        inner = INDENT * (indent + 1)
+        body = [inner + value.flat()]
+        if len(body[0]) > LINE_LENGTH:
+            body = [inner + (f"{value.op} " if i else "") + t for i, t in enumerate(value.terms)]
+        return [f"{pad}{prefix}(", *body, f"{pad}){suffix}"]
     if isinstance(value, str) or not value.args:
         return [f"{pad}{prefix}{flat(value)}{suffix}"]
     head = f"{pad}{prefix}{value.func}{value.open}"

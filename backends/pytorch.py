@@ -5,8 +5,9 @@ Public entries:
 - :func:`generate_source` returns the source of a Python module (``str``) that
   depends on torch alone: one ``nn.Module`` class per spec template, the model
   class named after the spec, a NamedTuple of the training outputs, a ``loss``
-  method with the spec's loss weights and a ``reset_parameters`` method with
-  the spec's initialisation. An inference build (a graph made by
+  method with the spec's loss weights, an ``_init_parameters`` method with
+  the spec's initialisation and a ``reset_parameters`` that starts every layer
+  again before it. An inference build (a graph made by
   :func:`nasdsl.optimize.optimize`, rewritten with its block tree kept) is written
   by the same code: the rewritten templates' classes, and ``<Name>Inference``,
   which takes no arguments, has no ``loss`` or ``reset_parameters``, and builds
@@ -49,7 +50,7 @@ from nasdsl.ops import INIT_PARAMS, OPS, describe
 from nasdsl.passes.pipeline import run_pipeline
 
 from .names import BUILTINS, IMPORTED, METHOD_LOCALS, MODEL_ARGUMENTS_RESERVED, Namespace, check_attribute
-from .pyformat import Call, docstring, docstring_with_args, layout, layout_or_none, literal, safe_text, wrap
+from .pyformat import Call, Chain, docstring, docstring_with_args, layout, layout_or_none, literal, safe_text, wrap
 from .pyloops import Loop, find_loop, loop_lines
 from .pytorch_ops import HELPER_CLASSES, ClassContext, check_lowering, lowering_for, names_in, render
 from .pytorch_weights import FROM_TRAINING, Replay
@@ -182,7 +183,7 @@ def _merge_lowering(ctx: ClassContext, b: ir.Block):
     return low
 
 
-def _joined(ctx: ClassContext, b: ir.Block, terms: list[str]) -> str | Call:
+def _joined(ctx: ClassContext, b: ir.Block, terms: list[str]) -> str | Call | Chain:
     """The expression of merge ``b`` over its branches' values ``terms``: into the first
     value where the in-place analysis allows it (a local made for this merge alone)."""
     low = _merge_lowering(ctx, b)
@@ -396,6 +397,10 @@ def _annotation(values: list[object]) -> str:
             kinds.append(k)
     if kinds == ["int", "float"] or kinds == ["float", "int"]:
         return "float"
+    if len(kinds) > 1 and all(isinstance(v, (list, tuple)) and v for v in values):
+        items = {_annotation([x]) for v in values for x in v}
+        if len(items) == 1:  # tuples of one kind of item but several lengths (one per axis)
+            return f"tuple[{items.pop()}, ...]"
     return " | ".join(kinds) if kinds else "int"
 
 
@@ -480,6 +485,7 @@ class _Writer:
         builtin, an import or a class."""
         g = self.g
         self.module_names = Namespace(BUILTINS | IMPORTED | METHOD_LOCALS)
+        self.loop_names: dict[Namespace, str] = {}  # each forward's loop variable over a run of layers
         model = f"{ir.info(g).name}Inference" if self.inference else ir.info(g).name
         self.model_class_name = self.module_names.create(model)
         self.outputs_class_name = self.module_names.create(f"{self.model_class_name}Outputs")
@@ -786,7 +792,11 @@ class _Writer:
                 more, lines = self._previous_loop(ctx, c, before, produced, names, owner, named)
                 init += more
                 fwd += lines
-                fwd += finished(c, wanted)
+                held = produced.get(c.output)  # the loop's last value is a local already: no second one
+                if wanted and held is not None:
+                    produced[c.path] = held
+                    produced.setdefault(c.passed, held)
+                fwd += finished(c, wanted and held is None)
                 continue
             if _read_within(c, target_nodes, targets | read_inside):  # run its children one by one
                 if cond or c.phase != "both" or c.kind != "seq":
@@ -878,9 +888,15 @@ class _Writer:
         def flush() -> None:
             if run:
                 first, last = run[0], run[-1]
-                part = f"[{first}]" if first == last else f"[{first or ''}:{'' if last == n - 1 else last + 1}]"
                 note = _shape_note(ctx, c.children[last])
-                fwd.extend(s[8:] for s in layout("x = ", f"{owner}{part}(x)", 2, comment=note))
+                if first == last:
+                    fwd.extend(s[8:] for s in layout("x = ", f"{owner}[{first}](x)", 2, comment=note))
+                else:  # each layer called as itself (a slice called whole is a module of its own, made at
+                    # each call: no submodule of the model, so torch.fx cannot trace it and hooks miss it)
+                    layer = self.loop_names.setdefault(names, names.create("layer"))
+                    part = f"[{first or ''}:{'' if last == n - 1 else last + 1}]"
+                    fwd.append(f"for {layer} in {owner}{part}:")
+                    fwd.extend(s[8:] for s in layout("x = ", f"{layer}(x)", 3, comment=note))
                 run.clear()
 
         n = len(c.children)
@@ -1521,15 +1537,18 @@ class _Writer:
         if not self.inference:
             body += layout("self.loss_weights = ", weights, 2)
         body += [f"        self.{self.arguments[f]} = {self.arguments[f]}" for f in exposed_flags]
-        body += pre_init + init + head_init + ([] if self.inference else ["        self.reset_parameters()"])
+        statistics = {f"input_{k}": inp[k] for k in ("mean", "std") if inp[k] is not None}
+        resets, applied = ([], []) if self.inference else self._reset(statistics)
+        body += pre_init + init + head_init + applied
         ret_type = "torch.Tensor"
         fwd_lines = [*pre, *fwd]
         final = local[main.name] if tap_main else "x"
         if extras or by_name:
-            outputs_class = self._outputs_class(outputs)
+            in_training = bool(extras) and all(o.training_only for o in extras) and not self.inference and not by_name
+            outputs_class = self._outputs_class(outputs, in_training)
             ret_type = f"{outputs_name} | torch.Tensor"
             fields = ", ".join([final, *(local[o.name] for o in extras)])
-            if extras and all(o.training_only for o in extras) and not self.inference and not by_name:
+            if in_training:
                 flags = [f"self.{self.arguments[f]}" for f in exposed_flags]
                 unconditional = any(o.when is None or o.when not in self.exposed for o in extras)
                 cond = "self.training" + (
@@ -1550,7 +1569,7 @@ class _Writer:
         forward += ["        " + f for f in fwd_lines]
         if self.inference:
             return ClassCode(name, head, sig + body, [forward, self.replay.method(name)]), outputs_class
-        methods = [forward, self._loss(outputs, extras, by_name), self._reset()]
+        methods = [forward, self._loss(outputs, extras, by_name), *resets]
         return ClassCode(name, head, sig + body, methods), outputs_class
 
     def _input_doc(self) -> str:
@@ -1645,17 +1664,20 @@ class _Writer:
             docs.append((own[p.name], text))
         return docs
 
-    def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:
+    def _statistic(self, values: tuple[float, ...]) -> str:
         """A per-channel statistic of the input, shaped to broadcast over the batch and the other axes."""
         tensor = Call("torch.tensor", (Call("", tuple(literal(float(v)) for v in values), "[", "]"),))
         t = ir.node(self.g, ir.info(self.g).input).type
         c = t.channel_axis if t.channel_axis is not None else 0
-        view = f"{tensor.flat()}.view({', '.join(['1'] + ['-1' if i == c else '1' for i in range(t.rank)])})"
-        return layout("self.register_buffer", Call("", (f'"{name}"', view, "persistent=False")), 2)
+        return f"{tensor.flat()}.view({', '.join(['1'] + ['-1' if i == c else '1' for i in range(t.rank)])})"
 
-    def _outputs_class(self, outputs: list[ir.Output]) -> ClassCode:
+    def _buffer(self, name: str, values: tuple[float, ...]) -> list[str]:
+        return layout("self.register_buffer", Call("", (f'"{name}"', self._statistic(values), "persistent=False")), 2)
+
+    def _outputs_class(self, outputs: list[ir.Output], in_training: bool) -> ClassCode:
+        """The NamedTuple of the outputs, which the model returns in training alone or always."""
         name = self.outputs_class_name
-        when = "" if self.inference else " in training"
+        when = " in training" if in_training else ""
         head = [f"class {name}(NamedTuple):"] + docstring(f"The model's outputs{when}, main output first", 1)
         fields = []
         for i, o in enumerate(outputs):
@@ -1721,8 +1743,43 @@ class _Writer:
         lines.append("        return total")
         return lines
 
-    def _reset(self) -> list[str]:
+    def _reset(self, statistics: dict[str, tuple[float, ...]]) -> tuple[list[list[str]], list[str]]:
+        """``reset_parameters``, which starts the model again as its constructor does: every layer
+        as PyTorch starts it (a BatchNorm's running statistics too; so a model made on the meta device
+        and moved with ``to_empty`` holds no uninitialised memory), the input's statistics, then the
+        spec's rules; ``_init_parameters``, those rules alone, which the constructor applies to the
+        layers it has just made; and the constructor's line that calls it (none without rules)."""
+        rules = self._init_rules()
+        mha = "attention" in self._ops_built()  # nn.MultiheadAttention starts its projection privately
         lines = ["    def reset_parameters(self) -> None:"]
+        lines += docstring(
+            "Start the model again: every layer as PyTorch starts it (a BatchNorm's running statistics "
+            + ("too), the input's statistics" if statistics else "too)")
+            + (", then the spec's initialisation (_init_parameters)" if rules else ""),
+            2,
+        )
+        lines += [
+            "        for m in reversed(list(self.modules())):  # inner layers first, as built",
+            '            if m is not self and hasattr(m, "reset_parameters"):',
+            "                m.reset_parameters()",
+            *(
+                ["            elif isinstance(m, nn.MultiheadAttention):", "                m._reset_parameters()"]
+                if mha
+                else []
+            ),
+        ]
+        for name, values in statistics.items():
+            lines += layout(f"self.{name}.copy_", Call("", (self._statistic(values),)), 2)
+        for n in self._parameters_of(ruled=False):  # zeros, as the constructor makes them
+            lines += layout("nn.init.zeros_", Call("", (f'self.get_parameter("{n}")',)), 2)
+        if not rules:
+            return [lines], []
+        lines.append("        self._init_parameters()")
+        return [lines, rules], ["        self._init_parameters()"]
+
+    def _init_rules(self) -> list[str]:
+        """The method ``_init_parameters``: the spec's rules (empty where it has none)."""
+        lines = ["    def _init_parameters(self) -> None:"]
         rules = ir.info(self.g).init
         own = self._own_init_rules()
         described = "; ".join(
@@ -1736,7 +1793,7 @@ class _Writer:
                 ),
             ]
         )
-        lines += docstring(f"Initialise the parameters as the spec says: {described or 'PyTorch defaults'}", 2)
+        lines += docstring(f"Initialise the parameters as the spec says: {described}", 2)
         holders = self._layer_holders()
         later = holders if holders is not None else set()
         branches: list[tuple[list[str], list[str]]] = []
@@ -1755,7 +1812,7 @@ class _Writer:
                     into.append((classes, body))
         tensors = self._parameter_init_lines()
         if not branches and not own and not outer:
-            return lines + tensors
+            return lines + tensors if tensors else []
         if holders is not None:  # the layers' rules first, then the rules that name layers inside a module
             lines += self._init_loop([], branches)
             return lines + self._init_loop(own, outer) + tensors
@@ -1813,19 +1870,30 @@ class _Writer:
         rather than modules (a ViT's class token, position embedding): by name, after the loop."""
         lines = []
         rules = ir.info(self.g).init
-        for n in ir.order(self.g):
+        for n in self._parameters_of(ruled=True):
             data = ir.node(self.g, n)
-            if INIT_PARAMS.get(data.op) != ("value",):
-                continue
             rule = data.init.get("value") or rules.get(data.op, {}).get("value")
-            if rule is None:
-                continue
-            if not _MODULE_PATH.fullmatch(n):
-                raise CodegenError(f"cannot write the parameter name {n!r} into the code", location=data.loc)
             stmt = self._init_stmt(f'self.get_parameter("{n}")', rule)
             if stmt is not None:
                 lines += layout("", stmt, 2)
         return lines
+
+    def _parameters_of(self, ruled: bool) -> list[str]:
+        """The learned tensors that are parameters of a module rather than modules (their names),
+        those with an init rule or those without one."""
+        rules = ir.info(self.g).init
+        found = []
+        for n in ir.order(self.g):
+            data = ir.node(self.g, n)
+            if INIT_PARAMS.get(data.op) != ("value",):
+                continue
+            has_rule = (data.init.get("value") or rules.get(data.op, {}).get("value")) is not None
+            if has_rule != ruled:
+                continue
+            if not _MODULE_PATH.fullmatch(n):
+                raise CodegenError(f"cannot write the parameter name {n!r} into the code", location=data.loc)
+            found.append(n)
+        return found
 
     def _init_classes(self, op: str) -> list[str]:
         """The module classes of ``op`` that reset_parameters initialises: the lowering's, and those

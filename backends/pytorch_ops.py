@@ -25,7 +25,7 @@ from nasdsl.ir.sym import Sym
 from nasdsl.ops import OPS, lowering, lowering_of
 from nasdsl.ops.tensor import PAD_MODES
 
-from .pyformat import Call, literal
+from .pyformat import Call, Chain, literal
 
 # ---------------------------------------------------------------------------
 # The class being written
@@ -247,7 +247,7 @@ class TorchLowering:
 
     module: Callable[[ClassContext, str], Call] | None = None
     classes: tuple[str, ...] = ()
-    join: Callable[[ClassContext, str, list[str]], str | Call] | None = None
+    join: Callable[[ClassContext, str, list[str]], str | Call | Chain] | None = None
     helper: tuple[str, str, tuple[str, ...]] | None = None
     #: classes of :data:`HELPER_CLASSES` that ``module`` uses (the file defines them)
     defines: tuple[str, ...] = ()
@@ -651,7 +651,7 @@ lowering("pytorch", "concat")(
 )
 lowering("pytorch", "add")(
     TorchLowering(
-        join=lambda ctx, node, terms: " + ".join(terms),
+        join=lambda ctx, node, terms: Chain("+", tuple(terms)),
         join_into=lambda first, second: f"{first}.add_({second})",
         helper=(
             "Add",
@@ -662,7 +662,7 @@ lowering("pytorch", "add")(
 )
 lowering("pytorch", "mul")(
     TorchLowering(
-        join=lambda ctx, node, terms: " * ".join(terms),
+        join=lambda ctx, node, terms: Chain("*", tuple(terms)),
         helper=(
             "Mul",
             "Runs every branch on the same input and multiplies the results (they broadcast)",
@@ -716,7 +716,9 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
         "class {name}(nn.Module):",
         '    """The positions from start up to stop (None: to the end), every step, along dim."""',
         "",
-        "    def __init__(self, dim: int, start: int, stop: int | None = None, step: int = 1) -> None:",
+        "    def __init__(",
+        "        self, dim: int, start: int, stop: int | None = None, step: int = 1",
+        "    ) -> None:",
         "        super().__init__()",
         "        self.dim = dim",
         "        self.start = start",
@@ -779,7 +781,8 @@ HELPER_CLASSES: dict[str, tuple[str, ...]] = {
     ),
     "Pad": (
         "class {name}(nn.Module):",
-        '    """A constant border: pads holds [before, after] for each of the last axes, in order."""',
+        '    """A constant border: pads holds [before, after] for each of the last axes, in',
+        '    order."""',
         "",
         "    def __init__(self, pads: tuple[tuple[int, int], ...], value: float) -> None:",
         "        super().__init__()",
@@ -910,16 +913,24 @@ HELPER_CLASSES["RelativePositionalMultiHeadAttention"] = (
     "        self.scale = channels**-0.5",
     "        self.to_qkv = nn.Linear(channels, 3 * channels)",
     "        self.merge = nn.Linear(channels, channels)",
+    "        self.size = size",
     "        offsets = (2 * size - 1) * (2 * size - 1)",
     "        table = torch.empty(offsets, self.heads)",
     "        self.relative_position_bias_table = nn.Parameter(table)",
+    "        index = torch.empty(size * size, size * size, dtype=torch.int64)",
+    '        self.register_buffer("relative_position_index", index)',
+    "        self.reset_parameters()",
+    "",
+    "    def reset_parameters(self) -> None:",
+    '        """The tensors this module makes itself (its layers start themselves)."""',
     "        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)",
     "        # for each pair of positions (i, j), the table's row of their offset (dy, dx)",
+    "        size = self.size",
     "        rows = torch.arange(size).repeat_interleave(size)",
     "        cols = torch.arange(size).repeat(size)",
     "        dy = rows[:, None] - rows[None, :] + size - 1",
     "        dx = cols[:, None] - cols[None, :] + size - 1",
-    '        self.register_buffer("relative_position_index", dy * (2 * size - 1) + dx)',
+    "        self.relative_position_index.copy_(dy * (2 * size - 1) + dx)",
     "",
     "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
     "        length = x.shape[-2]",
@@ -1050,6 +1061,11 @@ HELPER_CLASSES["MultiscaleAttention"] = (
     "        self.pool_k = self._pool(kernel_kv, stride_kv, eps, class_token)",
     "        self.pool_v = self._pool(kernel_kv, stride_kv, eps, class_token)",
     "",
+    "    def reset_parameters(self) -> None:",
+    '        """The tables this module makes itself, zeros (its layers start themselves)."""',
+    "        for table in self.parameters(recurse=False):",
+    "            nn.init.zeros_(table)",
+    "",
     "    def _pool(",
     "        self,",
     "        kernel: tuple[int, ...],",
@@ -1167,6 +1183,11 @@ HELPER_CLASSES["PositionalEncoding"] = (
     "            self.temporal_pos = nn.Parameter(torch.zeros(temporal_size, embed_size))",
     "            self.class_pos = nn.Parameter(torch.zeros(embed_size))",
     "",
+    "    def reset_parameters(self) -> None:",
+    '        """The class token and position tables, zeros."""',
+    "        for table in self.parameters():",
+    "            nn.init.zeros_(table)",
+    "",
     "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
     "        x = x.flatten(2).transpose(1, 2)  # (N, T * H * W, C)",
     "        x = torch.cat([self.class_token.expand(x.shape[0], 1, -1), x], dim=1)",
@@ -1266,22 +1287,13 @@ class {name}(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         # the offsets along each axis: -(side - 1) .. side - 1
         sides = [2 * w - 1 for w in self.window_size]
-{v1}        entries = 1
-{v1}        for side in sides:
-{v1}            entries *= side
-{v1}        table = torch.zeros(entries, num_heads)
+        entries, tokens = 1, 1
+        for side, w in zip(sides, self.window_size, strict=True):
+            entries, tokens = entries * side, tokens * w
+{v1}        table = torch.empty(entries, num_heads)
 {v1}        self.relative_position_bias_table = nn.Parameter(table)
-{v1}        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-{v2}        # the logarithm of the scale: log(10)
-{v2}        scale = torch.full((num_heads, 1, 1), 2.302585092994046)
-{v2}        self.logit_scale = nn.Parameter(scale)
-{v2}        # the offsets scaled to [-8, 8] along each axis and spaced logarithmically
-{v2}        axes = [
-{v2}            torch.arange(1 - w, w, dtype=torch.float32) / (w - 1) * 8
-{v2}            for w in self.window_size
-{v2}        ]
-{v2}        grid = torch.stack(torch.meshgrid(axes, indexing="ij"), dim=-1).unsqueeze(0)
-{v2}        coords = torch.sign(grid) * torch.log2(grid.abs() + 1.0) / 3.0
+{v2}        self.logit_scale = nn.Parameter(torch.empty(num_heads, 1, 1))
+{v2}        coords = torch.empty(1, *sides, len(sides), dtype=torch.float32)
 {v2}        self.register_buffer("relative_coords_table", coords)
 {v2}        # the continuous position bias: an offset's coordinates to a bias per head
 {v2}        self.cpb_mlp = nn.Sequential(
@@ -1289,7 +1301,26 @@ class {name}(nn.Module):
 {v2}            nn.ReLU(inplace=True),
 {v2}            nn.Linear(512, num_heads, bias=False),
 {v2}        )
+{2d}        index = torch.empty(tokens * tokens, dtype=torch.int64)
+{3d}        index = torch.empty(tokens, tokens, dtype=torch.int64)
+        self.register_buffer("relative_position_index", index)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The tensors this module makes itself (its layers start themselves)."""
+{v1}        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+{v2}        # the logarithm of the scale: log(10)
+{v2}        nn.init.constant_(self.logit_scale, 2.302585092994046)
+{v2}        # the offsets scaled to [-8, 8] along each axis and spaced logarithmically
+{v2}        axes = [
+{v2}            torch.arange(1 - w, w, dtype=torch.float32) / (w - 1) * 8
+{v2}            for w in self.window_size
+{v2}        ]
+{v2}        grid = torch.stack(torch.meshgrid(axes, indexing="ij"), dim=-1).unsqueeze(0)
+{v2}        coords = torch.sign(grid) * torch.log2(grid.abs() + 1.0) / 3.0
+{v2}        self.relative_coords_table.copy_(coords)
         # for each pair of tokens (i, j) of a window, the row of their offset's bias
+        sides = [2 * w - 1 for w in self.window_size]
         axes = [torch.arange(w) for w in self.window_size]
         coords = torch.stack(torch.meshgrid(axes, indexing="ij")).flatten(1)
         offsets = coords[:, :, None] - coords[:, None, :]
@@ -1298,8 +1329,8 @@ class {name}(nn.Module):
         for axis in range(len(sides) - 1, -1, -1):
             index += (offsets[axis] + self.window_size[axis] - 1) * stride
             stride *= sides[axis]
-{2d}        self.register_buffer("relative_position_index", index.flatten())
-{3d}        self.register_buffer("relative_position_index", index)
+{2d}        self.relative_position_index.copy_(index.flatten())
+{3d}        self.relative_position_index.copy_(index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, *sizes, channels = x.shape

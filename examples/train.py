@@ -517,7 +517,7 @@ def read_checkpoint(path: str, net: nasdsl.Compiled, model: nn.Module, optimizer
 
 def make_model(net: nasdsl.Compiled) -> nn.Module:
     """An instance of the spec's generated class: the source `nasdsl compile --to pytorch` writes, imported.
-    Its constructor applies the spec's initialisation (reset_parameters) with torch's current RNG."""
+    Its constructor applies the spec's initialisation (_init_parameters) with torch's current RNG."""
     return getattr(load_source(generate_source(net)), net.spec.name)()
 
 
@@ -723,7 +723,7 @@ def train(args: argparse.Namespace, env: Env, device: torch.device) -> dict[str,
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    # the model: the spec's generated class, initialised by its reset_parameters() under the seed
+    # the model: the spec's generated class, initialised by its constructor under the seed
     try:
         net = nasdsl.compile_spec(args.spec, args.set)
         model = make_model(net)

@@ -194,7 +194,7 @@ class GoogLeNet(nn.Module):
         self.fc = nn.Linear(1024, num_classes)
         self.aux1 = InceptionAux(512, num_classes, dropout_aux) if aux_logits else None
         self.aux2 = InceptionAux(528, num_classes, dropout_aux) if aux_logits else None
-        self.reset_parameters()
+        self._init_parameters()
 
     def forward(self, x: torch.Tensor) -> GoogLeNetOutputs | torch.Tensor:
         x = x - self.input_mean
@@ -247,6 +247,17 @@ class GoogLeNet(nn.Module):
         return total
 
     def reset_parameters(self) -> None:
+        """Start the model again: every layer as PyTorch starts it (a BatchNorm's
+        running statistics too), the input's statistics, then the spec's
+        initialisation (_init_parameters).
+        """
+        for m in reversed(list(self.modules())):  # inner layers first, as built
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        self.input_mean.copy_(torch.tensor([104.0, 117.0, 123.0]).view(1, -1, 1, 1))
+        self._init_parameters()
+
+    def _init_parameters(self) -> None:
         """Initialise the parameters as the spec says: conv2d weight xavier_caffe,
         bias constant 0.2; linear weight xavier_caffe, bias constant 0.2.
         """

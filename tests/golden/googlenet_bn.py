@@ -194,7 +194,7 @@ class GoogLeNetBN(nn.Module):
         self.fc = nn.Linear(1024, num_classes)
         self.aux1 = InceptionAux(512, num_classes, dropout_aux) if aux_logits else None
         self.aux2 = InceptionAux(528, num_classes, dropout_aux) if aux_logits else None
-        self.reset_parameters()
+        self._init_parameters()
 
     def forward(self, x: torch.Tensor) -> GoogLeNetBNOutputs | torch.Tensor:
         x = self.conv1(x)  # (N, 64, 112, 112)
@@ -244,6 +244,16 @@ class GoogLeNetBN(nn.Module):
         return total
 
     def reset_parameters(self) -> None:
+        """Start the model again: every layer as PyTorch starts it (a BatchNorm's
+        running statistics too), then the spec's initialisation
+        (_init_parameters).
+        """
+        for m in reversed(list(self.modules())):  # inner layers first, as built
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        self._init_parameters()
+
+    def _init_parameters(self) -> None:
         """Initialise the parameters as the spec says: conv2d weight trunc_normal,
         bias default; linear weight trunc_normal, bias default; batch_norm weight
         constant 1, bias constant 0.

@@ -132,7 +132,7 @@ class VideoResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(512, num_classes)
-        self.reset_parameters()
+        self._init_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (N, 64, 16, 56, 56)
@@ -152,6 +152,16 @@ class VideoResNet(nn.Module):
         return F.cross_entropy(outputs, target)
 
     def reset_parameters(self) -> None:
+        """Start the model again: every layer as PyTorch starts it (a BatchNorm's
+        running statistics too), then the spec's initialisation
+        (_init_parameters).
+        """
+        for m in reversed(list(self.modules())):  # inner layers first, as built
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        self._init_parameters()
+
+    def _init_parameters(self) -> None:
         """Initialise the parameters as the spec says: conv3d weight kaiming_normal,
         bias constant 0; batch_norm weight constant 1, bias constant 0; linear
         weight normal, bias constant 0.

@@ -77,13 +77,20 @@ class ShiftedWindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         # the offsets along each axis: -(side - 1) .. side - 1
         sides = [2 * w - 1 for w in self.window_size]
-        entries = 1
-        for side in sides:
-            entries *= side
-        table = torch.zeros(entries, num_heads)
+        entries, tokens = 1, 1
+        for side, w in zip(sides, self.window_size, strict=True):
+            entries, tokens = entries * side, tokens * w
+        table = torch.empty(entries, num_heads)
         self.relative_position_bias_table = nn.Parameter(table)
+        index = torch.empty(tokens * tokens, dtype=torch.int64)
+        self.register_buffer("relative_position_index", index)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The tensors this module makes itself (its layers start themselves)."""
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         # for each pair of tokens (i, j) of a window, the row of their offset's bias
+        sides = [2 * w - 1 for w in self.window_size]
         axes = [torch.arange(w) for w in self.window_size]
         coords = torch.stack(torch.meshgrid(axes, indexing="ij")).flatten(1)
         offsets = coords[:, :, None] - coords[:, None, :]
@@ -92,7 +99,7 @@ class ShiftedWindowAttention(nn.Module):
         for axis in range(len(sides) - 1, -1, -1):
             index += (offsets[axis] + self.window_size[axis] - 1) * stride
             stride *= sides[axis]
-        self.register_buffer("relative_position_index", index.flatten())
+        self.relative_position_index.copy_(index.flatten())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, *sizes, channels = x.shape
@@ -476,7 +483,7 @@ class SwinTransformer(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.head = nn.Linear(768, num_classes)
-        self.reset_parameters()
+        self._init_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 7, 7, 768)
@@ -494,6 +501,16 @@ class SwinTransformer(nn.Module):
         return F.cross_entropy(outputs, target)
 
     def reset_parameters(self) -> None:
+        """Start the model again: every layer as PyTorch starts it (a BatchNorm's
+        running statistics too), then the spec's initialisation
+        (_init_parameters).
+        """
+        for m in reversed(list(self.modules())):  # inner layers first, as built
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        self._init_parameters()
+
+    def _init_parameters(self) -> None:
         """Initialise the parameters as the spec says: linear weight trunc_normal,
         bias zeros.
         """

@@ -234,7 +234,7 @@ class VisionTransformer(nn.Module):
         )
         self.first = Select(1, 0)
         self.heads = nn.Sequential(OrderedDict(head=nn.Linear(768, num_classes)))
-        self.reset_parameters()
+        self._init_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_proj(x)  # (N, 768, 14, 14)
@@ -256,6 +256,19 @@ class VisionTransformer(nn.Module):
         return F.cross_entropy(outputs, target)
 
     def reset_parameters(self) -> None:
+        """Start the model again: every layer as PyTorch starts it (a BatchNorm's
+        running statistics too), then the spec's initialisation
+        (_init_parameters).
+        """
+        for m in reversed(list(self.modules())):  # inner layers first, as built
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            elif isinstance(m, nn.MultiheadAttention):
+                m._reset_parameters()
+        nn.init.zeros_(self.get_parameter("class_token"))
+        self._init_parameters()
+
+    def _init_parameters(self) -> None:
         """Initialise the parameters as the spec says: conv2d weight
         fan_trunc_normal, bias zeros; encoder.layers.encoder_layer_0.mlp.0 and 23
         more weight xavier_uniform, bias normal; heads.head weight zeros, bias
