@@ -38,7 +38,7 @@ from nasdsl.passes.hoist import hoist_activations
 from nasdsl.passes.pipeline import PassError, run_pipeline, verify_graph
 from nasdsl.weights import parameters
 
-from paths import ROOT, SPECS, small_overrides
+from paths import ROOT, SPECS, STRUCTURE_OVERRIDES, small_overrides
 
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
 #: the segmentation models on resnet50.yaml's backbone, dilated (its layers at 1/8 of the input make
@@ -313,8 +313,11 @@ class Specs(dict):
         # without the training-only heads where a switch turns them off (the inference graph has none,
         # and an auxiliary head's fixed window is what needs a large input)
         tried = [{"input.shape": [3, s, s], **aux} for s in SIZES for aux in ({"aux_logits": False}, {})]
-        # a video spec's clip (its input has a time axis): the smallest paths.small_overrides finds
-        for overrides in [*tried, small_overrides(path)]:
+        # a spec whose fixed window needs a large input: the smaller window of paths.STRUCTURE_OVERRIDES
+        # (MaxViT's partitions), at the input that takes; a video spec's clip (its input has a time
+        # axis): the smallest paths.small_overrides finds
+        first = [small_overrides(path)] if stem in STRUCTURE_OVERRIDES else []
+        for overrides in [*first, *tried, small_overrides(path)]:
             try:
                 net = nasdsl.compile_spec(path, overrides)
                 break
