@@ -14,6 +14,26 @@ os.environ["NASDSL_VERIFY"] = "full"
 
 from paths import DATA
 
+
+def _one_thread_onnx_runtime() -> None:
+    """ONNX Runtime's sessions on one thread where they ask for none in particular (its default is
+    a thread per core, which the workers only take from each other)."""
+    import onnxruntime
+
+    class OneThreadSession(onnxruntime.InferenceSession):
+        def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, **kwargs):
+            if sess_options is None:
+                sess_options = onnxruntime.SessionOptions()
+            if sess_options.intra_op_num_threads == 0:
+                sess_options.intra_op_num_threads = 1
+            super().__init__(path_or_bytes, sess_options, providers, provider_options, **kwargs)
+
+    onnxruntime.InferenceSession = OneThreadSession
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _one_thread_onnx_runtime()
+
 #: the test files that take longest, longest first (the sums of their tests' times in a run of the
 #: whole suite on 2 cores). The suite runs a file at a time on a worker (``--dist loadfile`` in
 #: pyproject.toml: a module's shared fixtures and caches are made once); starting with the longest

@@ -59,8 +59,11 @@ def lively(g: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
     block = rng.uniform(-1.0, 1.0, (1 << 20) + 1).astype(np.float32)
 
     def draw(shape: tuple[int, ...]) -> np.ndarray:
+        """The block's numbers from a random offset on, wrapping around as often as needed."""
         n = int(np.prod(shape))
         start = int(rng.integers(0, 1 << 20))
+        if start + n <= block.size:  # no wrap: a slice (both copies below cost the whole block each time)
+            return block[start : start + n].reshape(shape)
         return np.resize(np.roll(block, -start), n).reshape(shape)
 
     out = {}
@@ -313,17 +316,17 @@ class Specs(dict):
         # without the training-only heads where a switch turns them off (the inference graph has none,
         # and an auxiliary head's fixed window is what needs a large input)
         tried = [{"input.shape": [3, s, s], **aux} for s in SIZES for aux in ({"aux_logits": False}, {})]
-        # a spec whose fixed window needs a large input: the smaller window of paths.STRUCTURE_OVERRIDES
-        # (MaxViT's partitions), at the input that takes; a video spec's clip (its input has a time
-        # axis): the smallest paths.small_overrides finds
+        # a spec whose fixed window needs a large input: first the smaller window of
+        # paths.STRUCTURE_OVERRIDES (MaxViT's partitions), at the input that takes
         first = [small_overrides(path)] if stem in STRUCTURE_OVERRIDES else []
-        for overrides in [*first, *tried, small_overrides(path)]:
+        for overrides in [*first, *tried]:
             try:
                 net = nasdsl.compile_spec(path, overrides)
                 break
             except NasdslError:
                 continue
         # a clip (C, T, H, W), frames included, or sizes set by variables: the smallest small_overrides finds
+        # (looked for only here: it compiles the spec at several sizes)
         net = net or nasdsl.compile_spec(path, small_overrides(path))
         self[stem] = net, lively(net.graph)
         return self[stem]
