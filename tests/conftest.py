@@ -34,32 +34,32 @@ def _one_thread_onnx_runtime() -> None:
 if os.environ.get("PYTEST_XDIST_WORKER"):
     _one_thread_onnx_runtime()
 
-#: the test files that take longest, longest first (the sums of their tests' times in a run of the
-#: whole suite on 2 cores). The suite runs a file at a time on a worker (``--dist loadfile`` in
+#: the test files that take longest, longest first (the sums of their tests' CPU times in a run of
+#: the whole suite on 2 cores). The suite runs a file at a time on a worker (``--dist loadfile`` in
 #: pyproject.toml: a module's shared fixtures and caches are made once); starting with the longest
 #: files leaves short ones for the end, so that the workers finish together. The other files follow
 #: in their usual order; a file missing here only costs balance.
 LONGEST_FIRST = (
+    "test_families.py",
     "test_pytorch.py",
     "test_onnx.py",
-    "test_optimize.py",
-    "test_families.py",
     "test_hostile.py",
+    "test_optimize.py",
+    "test_hostile_surfaces.py",
     "test_import_onnx_dynamo.py",
     "test_ir.py",
-    "test_hostile_surfaces.py",
-    "test_properties.py",
+    "test_compose.py",
+    "test_export.py",
     "test_train.py",
-    "test_search.py",
-    "test_search_hostile.py",
     "test_space.py",
+    "test_properties.py",
+    "test_any_rank.py",
+    "test_search_hostile.py",
+    "test_cli.py",
+    "test_search.py",
+    "test_counting.py",
     "test_video.py",
     "test_import.py",
-    "test_export.py",
-    "test_any_rank.py",
-    "test_segmentation.py",
-    "test_swin.py",
-    "test_loader.py",
 )
 
 
