@@ -15,6 +15,59 @@ os.environ["NASDSL_VERIFY"] = "full"
 from paths import DATA
 
 
+def _one_thread_onnx_runtime() -> None:
+    """ONNX Runtime's sessions on one thread where they ask for none in particular (its default is
+    a thread per core, which the workers only take from each other)."""
+    import onnxruntime
+
+    class OneThreadSession(onnxruntime.InferenceSession):
+        def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, **kwargs):
+            if sess_options is None:
+                sess_options = onnxruntime.SessionOptions()
+            if sess_options.intra_op_num_threads == 0:
+                sess_options.intra_op_num_threads = 1
+            super().__init__(path_or_bytes, sess_options, providers, provider_options, **kwargs)
+
+    onnxruntime.InferenceSession = OneThreadSession
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _one_thread_onnx_runtime()
+
+#: the test files that take longest, longest first (the sums of their tests' CPU times in a run of
+#: the whole suite on 2 cores). The suite runs a file at a time on a worker (``--dist loadfile`` in
+#: pyproject.toml: a module's shared fixtures and caches are made once); starting with the longest
+#: files leaves short ones for the end, so that the workers finish together. The other files follow
+#: in their usual order; a file missing here only costs balance.
+LONGEST_FIRST = (
+    "test_families.py",
+    "test_pytorch.py",
+    "test_onnx.py",
+    "test_hostile.py",
+    "test_optimize.py",
+    "test_hostile_surfaces.py",
+    "test_import_onnx_dynamo.py",
+    "test_ir.py",
+    "test_compose.py",
+    "test_export.py",
+    "test_train.py",
+    "test_space.py",
+    "test_properties.py",
+    "test_any_rank.py",
+    "test_search_hostile.py",
+    "test_cli.py",
+    "test_search.py",
+    "test_counting.py",
+    "test_video.py",
+    "test_import.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's order is kept
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/* from the current output")
 

@@ -20,10 +20,15 @@ def compile_small(spec: Path):
     return nasdsl.compile_spec(spec, small_overrides(spec))
 
 
-#: for the tests of structure alone, the overrides of specs whose fixed pooling window needs a large
-#: input: S3D's final 2x7x7 average pooling needs a clip of 13x209x209 (14.8 GMACs); with a window
-#: of 1x1x1 it takes a 16x32x32 clip (0.37 GMACs), and the scores' mean over time still has 2 positions
-STRUCTURE_OVERRIDES = {"s3d": {"frames": 16, "size": 32, "avgpool.kernel": [1, 1, 1]}}
+#: for the tests of structure alone, the overrides of specs whose fixed window needs a large input:
+#: S3D's final 2x7x7 average pooling needs a clip of 13x209x209 (14.8 GMACs); with a window of 1x1x1
+#: it takes a 16x32x32 clip (0.37 GMACs), and the scores' mean over time still has 2 positions.
+#: MaxViT's 7x7 partitions need 224x224 (5.6 GMACs); partitions of 2x2 take 64x64 (0.44 GMACs),
+#: with every stage's block and grid attention still over several positions (its spec's note)
+STRUCTURE_OVERRIDES = {
+    "s3d": {"frames": 16, "size": 32, "avgpool.kernel": [1, 1, 1]},
+    "maxvit_t": {"image_size": 64, "partition_size": 2},
+}
 
 
 def small_overrides(spec: Path) -> dict:

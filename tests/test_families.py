@@ -7,11 +7,12 @@ exactly."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -368,13 +369,30 @@ def _builder_options(builder: str) -> dict:
     return {"weights_backbone": None, **({} if builder.startswith("lraspp") else {"aux_loss": True})}
 
 
+@contextlib.contextmanager
+def _without_initialisation() -> Iterator[None]:
+    """torch.nn.init's functions (``kaiming_normal_``, ``uniform_``...) leave their tensor as it is
+    for a while: on the meta device they have no values to fill, and going through the meta kernels
+    is most of the time a model takes to build there."""
+    init = torch.nn.init
+    kept = {name: getattr(init, name) for name in init.__all__ if name.endswith("_")}
+    try:
+        for name in kept:
+            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in kept.items():
+            setattr(init, name, function)
+
+
 def _torchvision_on_meta(builder: str, **options) -> torch.nn.Module:
-    """torchvision's model with tensors of the right sizes and no data. RegNet's builders
-    compute their stage widths with tensors, which must hold values: on the CPU."""
+    """torchvision's model with tensors of the right sizes and no data (its initialisation skipped:
+    it would fill nothing). RegNet's builders compute their stage widths with tensors, which must
+    hold values: on the CPU."""
     from torchvision.models import regnet
 
     options = {**_builder_options(builder), **options}
-    with torch.device("meta"):
+    with torch.device("meta"), _without_initialisation():
         if not builder.startswith("regnet"):
             return torchvision.models.get_model(builder, weights=None, **options)
         compute = regnet.BlockParams.from_init_params.__func__

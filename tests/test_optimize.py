@@ -38,7 +38,7 @@ from nasdsl.passes.hoist import hoist_activations
 from nasdsl.passes.pipeline import PassError, run_pipeline, verify_graph
 from nasdsl.weights import parameters
 
-from paths import ROOT, SPECS, small_overrides
+from paths import ROOT, SPECS, STRUCTURE_OVERRIDES, small_overrides
 
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
 #: the segmentation models on resnet50.yaml's backbone, dilated (its layers at 1/8 of the input make
@@ -59,8 +59,11 @@ def lively(g: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
     block = rng.uniform(-1.0, 1.0, (1 << 20) + 1).astype(np.float32)
 
     def draw(shape: tuple[int, ...]) -> np.ndarray:
+        """The block's numbers from a random offset on, wrapping around as often as needed."""
         n = int(np.prod(shape))
         start = int(rng.integers(0, 1 << 20))
+        if start + n <= block.size:  # no wrap: a slice (both copies below cost the whole block each time)
+            return block[start : start + n].reshape(shape)
         return np.resize(np.roll(block, -start), n).reshape(shape)
 
     out = {}
@@ -313,14 +316,17 @@ class Specs(dict):
         # without the training-only heads where a switch turns them off (the inference graph has none,
         # and an auxiliary head's fixed window is what needs a large input)
         tried = [{"input.shape": [3, s, s], **aux} for s in SIZES for aux in ({"aux_logits": False}, {})]
-        # a video spec's clip (its input has a time axis): the smallest paths.small_overrides finds
-        for overrides in [*tried, small_overrides(path)]:
+        # a spec whose fixed window needs a large input: first the smaller window of
+        # paths.STRUCTURE_OVERRIDES (MaxViT's partitions), at the input that takes
+        first = [small_overrides(path)] if stem in STRUCTURE_OVERRIDES else []
+        for overrides in [*first, *tried]:
             try:
                 net = nasdsl.compile_spec(path, overrides)
                 break
             except NasdslError:
                 continue
         # a clip (C, T, H, W), frames included, or sizes set by variables: the smallest small_overrides finds
+        # (looked for only here: it compiles the spec at several sizes)
         net = net or nasdsl.compile_spec(path, small_overrides(path))
         self[stem] = net, lively(net.graph)
         return self[stem]
