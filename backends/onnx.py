@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import numbers
 import os
+import sys
 from collections.abc import Mapping, Sequence
 
 import networkx as nx
@@ -41,12 +42,14 @@ from onnx import TensorProto, helper
 
 from nasdsl import __version__, ir
 from nasdsl.errors import CodegenError
+from nasdsl.ops import lowering
 from nasdsl.optimize import rewrite
 from nasdsl.passes.derive import derive_weights
 from nasdsl.passes.pipeline import run_pipeline
 from nasdsl.weights import MAX_MEMORY, check_memory, check_weights, initial_weights
 
-from .onnx_ops import check_supported, graph_lowering, lower
+from . import onnx_ensemble
+from .onnx_ops import GraphLowering, check_supported, graph_lowering, lower
 from .pyformat import safe_text
 
 SUPPORTED_OPSETS = range(13, 22)
@@ -402,7 +405,12 @@ def describe_model(model: onnx.ModelProto, g: nx.DiGraph, opset: int, props: Map
     helper.set_model_props(model, {**spec, **(props or {}), "nasdsl.version": __version__})
 
 
-# the lowerings of an ensemble's ops, which export the whole graph (it imports this module: last)
-from . import onnx_ensemble  # noqa: E402, F401
+# the lowering of an ensemble's ops, which export the whole graph with this module's functions
+_this = sys.modules[__name__]
+lowering("onnx", "member", "average")(
+    GraphLowering(
+        functools.partial(onnx_ensemble.export_graph, single=_this), functools.partial(onnx_ensemble.emit, single=_this)
+    )
+)
 
 __all__ = ["DEFAULT_OPSET", "PIPELINE", "SUPPORTED_OPSETS", "export_graph", "export_onnx", "export_onnx_bytes"]

@@ -24,15 +24,13 @@ from onnx import helper
 from nasdsl import ir
 from nasdsl.ensemble_ir import members, split_state_dict, with_member_graphs
 from nasdsl.errors import CodegenError
-from nasdsl.ops import lowering
 from nasdsl.weights import check_memory, check_weights, initial_weights
 
-from . import onnx as single
-from .onnx_ops import GraphLowering
 
-
-def export_graph(g: nx.DiGraph, *, with_aux: bool = False, verify: bool | str | None = None) -> nx.DiGraph:
-    """The ensemble with each member's exported graph (see ``onnx.export_graph``)."""
+def export_graph(g: nx.DiGraph, *, with_aux: bool = False, verify: bool | str | None = None, single) -> nx.DiGraph:
+    """The ensemble with each member's exported graph (``single``: the module
+    :mod:`nasdsl.backends.onnx`, which registers these functions as the lowering of an ensemble's
+    ``member`` and ``average`` ops, and whose ``export_graph`` exports each member)."""
     return with_member_graphs(g, [single.export_graph(m.graph, with_aux=with_aux, verify=verify) for m in members(g)])
 
 
@@ -44,8 +42,11 @@ def emit(
     batch: int | str,
     deferred: list[tuple[str, np.ndarray]] | None,
     max_memory: int | None,
+    *,
+    single,
 ) -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]] | None]:
-    """The ONNX model of ensemble ``g`` (the arguments are ``onnx._emit``'s)."""
+    """The ONNX model of ensemble ``g`` (the arguments are ``onnx._emit``'s; ``single``: that module,
+    see :func:`export_graph`)."""
     if with_aux:
         raise CodegenError(f"{ir.info(g).name} is an ensemble: it has no training-only outputs to keep (--with-aux)")
     for node, data in ir.nodes(g):
@@ -56,7 +57,7 @@ def emit(
                 path=data.keypath,
             )
     check_memory(g, 3, max_memory, "exporting ONNX")
-    weights = initial_weights(g) if state_dict is None else check_weights(g, export_graph(g), state_dict)
+    weights = initial_weights(g) if state_dict is None else check_weights(g, export_graph(g, single=single), state_dict)
     parts, _ = split_state_dict(g, weights)
     inp = ir.info(g).input
     output = ir.info(g).outputs[0]
@@ -137,6 +138,3 @@ def _info(info: onnx.ValueInfoProto, name: str, like: onnx.TypeProto) -> None:
 
 
 __all__ = ["emit", "export_graph"]
-
-
-lowering("onnx", "member", "average")(GraphLowering(export_graph, emit))
