@@ -18,6 +18,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from located import assert_refused_entry
 from onnx import TensorProto, helper
 from onnx_runs import run_ort
 from torch import nn
@@ -309,13 +310,7 @@ BAD = [
 
 @pytest.mark.parametrize(("entry", "shape", "said"), BAD, ids=lambda v: v if isinstance(v, str) and "{" in v else "")
 def test_bad_attributes_are_located_errors(tmp_path, capsys, entry, shape, said):
-    axes = ", axes: LC" if len(shape) == 2 else ""
-    path = tmp_path / "bad.yaml"
-    path.write_text(f"name: Bad\ninput: {{shape: {shape}{axes}}}\nmodel:\n  layer: {entry}\n")
-    assert cli_main(["compile", str(path), "-o", str(tmp_path / "bad.py")]) == 2
-    out, err = capsys.readouterr()
-    assert err.strip() == f"{path}:{said}" and out == ""
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+    assert_refused_entry(tmp_path, capsys, entry, shape, said)
 
 
 #: pad's modes: (mode, input, pads as the spec writes them)

@@ -18,6 +18,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from located import assert_refused_entry
 from onnx_runs import run_ort
 from torch import nn
 
@@ -345,13 +346,7 @@ BAD = [
 
 @pytest.mark.parametrize(("entry", "shape", "said"), BAD, ids=["nan-slope", "groups", "affine", "prelu-tokens"])
 def test_bad_attributes_are_located_errors(tmp_path, capsys, entry, shape, said):
-    axes = ", axes: LC" if len(shape) == 2 else ""
-    path = tmp_path / "bad.yaml"
-    path.write_text(f"name: Bad\ninput: {{shape: {shape}{axes}}}\nmodel:\n  layer: {entry}\n")
-    assert cli_main(["compile", str(path), "-o", str(tmp_path / "bad.py")]) == 2
-    out, err = capsys.readouterr()
-    assert err.strip() == f"{path}:{said}" and out == ""
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+    assert_refused_entry(tmp_path, capsys, entry, shape, said)
 
 
 INIT_SPEC = """\
