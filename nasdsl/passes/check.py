@@ -83,7 +83,11 @@ def unused(g: nx.DiGraph) -> list[str]:
 
 def drop_unused(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` without the nodes that reach no output (the input stays); their blocks
-    pass their input on (see :meth:`nasdsl.ir.rewrite.Rewriter.remove`)."""
+    pass their input on (see :meth:`nasdsl.ir.rewrite.Rewriter.remove`); ``g`` itself where
+    every node reaches one."""
+    dead = [n for n in unused(g) if n != ir.info(g).input]
+    if not dead:
+        return g
     rw = Rewriter.on_copy(g, infer_symbols)
-    rw.remove([n for n in unused(g) if n != ir.info(g).input])
+    rw.remove(dead)
     return rw.finish()

@@ -52,10 +52,13 @@ def drop_identities(g: nx.DiGraph, *, copy: bool = True) -> nx.DiGraph:
     """A copy of ``g`` (``g`` itself with ``copy=False``) without ``identity``
     nodes (except one a consumer needs to read the same value twice, see
     :meth:`nasdsl.ir.rewrite.Rewriter.bypass`, and those that stand for the inputs of a
-    template with several, ``Block.entries``)."""
+    template with several, ``Block.entries``); ``g`` itself where it holds none."""
+    identities = {n for n, r in ir.nodes(g) if r.op == "identity"}
+    if not identities:
+        return g
     rw = Rewriter(ir.copy(g) if copy else g, infer_symbols)
     entries = {n for root in ir.roots(g) for b in ir.walk(root) for n in b.entries}  # a template's named inputs
-    for node in [n for n in ir.order(rw.g) if ir.node(rw.g, n).op == "identity" and n not in entries]:
+    for node in [n for n in ir.order(rw.g) if n in identities and n not in entries]:
         rw.bypass(node)
     return rw.finish()
 

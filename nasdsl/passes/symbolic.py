@@ -110,6 +110,11 @@ class _Symbols:
         memo = self.memo
         if key in memo:
             return memo[key]
+        record = self._record(name)
+        if record.instance == instance and record.type is not None and record.op not in ("input", "external"):
+            if instance not in self.ambiguous:  # the common case: a node read in its own class
+                out = memo[key] = record.sym if record.sym is not None else record.type.shape
+                return out
         unkept: dict[tuple[str, str], None] = {}  # views of nodes without a type: None, not memoised
         stack = [key]
         while stack:
@@ -215,8 +220,9 @@ class _Symbols:
     # -- nodes -------------------------------------------------------------------------------
     def node(self, name: str, record: ir.Node, graph: nx.DiGraph) -> ir.Node:
         if record.op in ("input", "external") or record.type is None:
-            if record.op == "input":
-                record = dataclasses.replace(record, sym=record.type.shape if record.type else None)
+            sym = record.type.shape if record.type else None
+            if record.op == "input" and record.sym != sym:
+                record = dataclasses.replace(record, sym=sym)
             self.records[name] = record
             return record
         sources = ir.inputs(graph, name)
@@ -226,10 +232,19 @@ class _Symbols:
             c = record.type.channel_axis
             if c is not None:
                 sym = tuple(Sym.name(self.entries[name]) if i == c else d for i, d in enumerate(sym))
-            record = dataclasses.replace(record, sym=sym, in_sym=(sym,))
+            if record.sym != sym or record.in_sym != (sym,):
+                record = dataclasses.replace(record, sym=sym, in_sym=(sym,))
             self.records[name] = record
             return record
-        if record.instance in self.ambiguous or record.op not in OPS:  # (an op a backend will refuse)
+        ambiguous = record.instance in self.ambiguous
+        # what the views below are worked out from, besides the record's own fields
+        context = (in_sym, ambiguous, tuple(self._type(src) for src in sources))
+        seen = _SEEN.get(id(record))
+        if seen is not None and seen[0] is record and seen[1] == context:
+            self.records[name] = seen[2]
+            return seen[2]
+        given = record
+        if ambiguous or record.op not in OPS:  # (an op a backend will refuse)
             pass
         elif any(x is not None and any(isinstance(d, Sym) for d in x) for x in in_sym) or _symbolic_attrs(record):
             try:
@@ -242,9 +257,27 @@ class _Symbols:
             else:
                 if OPS[record.op].merge and len(in_sym) > 1:
                     sym = _merged_sizes(sym, in_sym, [self._type(src).shape for src in sources])
-        record = dataclasses.replace(record, sym=sym, in_sym=in_sym)
+        if record.sym != sym or record.in_sym != in_sym:
+            record = dataclasses.replace(record, sym=sym, in_sym=in_sym)
+        _remember(given, context, record)
+        if record is not given:
+            _remember(record, context, record)
         self.records[name] = record
         return record
+
+
+#: the views of records worked out before (by the id of the record, kept alive with its entry):
+#: (record, context, the record with its views). A pass leaves most records as they were, so the
+#: views of a graph derived from one seen before are mostly found here.
+_SEEN: dict[int, tuple[ir.Node, tuple, ir.Node]] = {}
+#: records remembered before the table is emptied
+SEEN_RECORDS = 1 << 15
+
+
+def _remember(record: ir.Node, context: tuple, out: ir.Node) -> None:
+    if len(_SEEN) >= SEEN_RECORDS:
+        _SEEN.clear()
+    _SEEN[id(record)] = (record, context, out)
 
 
 def _channels_kept(record: ir.Node, in_sym: tuple, source: ir.TensorType | None) -> tuple:
@@ -340,6 +373,13 @@ def infer_symbols(g: nx.DiGraph) -> None:
         sym = s.seen_from(b.output, instance) if b.output else None
         in_sym = s.seen_from(b.inputs[0], instance) if b.inputs else None
         in_syms = tuple(s.seen_from(n, instance) for n in b.inputs) if len(b.inputs) > 1 else None
+        if (
+            all(x is y for x, y in zip(children, b.children, strict=True))
+            and b.sym == sym
+            and b.in_sym == in_sym
+            and b.in_syms == in_syms
+        ):
+            return b
         return dataclasses.replace(b, children=children, sym=sym, in_sym=in_sym, in_syms=in_syms)
 
     def head(o: ir.Output) -> ir.Output:
