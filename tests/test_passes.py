@@ -6,6 +6,7 @@ test_onnx.py and test_pytorch.py; here each rule of a pass has its own small spe
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -404,3 +405,44 @@ def test_a_chain_of_uses_longer_than_pythons_recursion_limit(tmp_path):
     assert "class Block(nn.Sequential)" in generate_source(g)
     model = export_onnx(g)
     assert sum(n.op_type == "Conv" for n in model.graph.node) == uses
+
+
+@pytest.mark.parametrize("name", ["googlenet_bn", "efficientnet_b0", "swin_t", "inception_v3"])
+def test_views_kept_through_the_passes_are_those_worked_out_afresh(name):
+    """The symbolic pass keeps the views of a record a pass left alone (a table by record): after
+    the ONNX preparation, the fold and the CUDA target's fusions, every node's and block's views
+    are those of the same graph inferred with the table emptied."""
+    from nasdsl.optimize import PREPARE, TARGETS
+    from nasdsl.passes import symbolic
+    from nasdsl.passes.pipeline import run_pipeline
+
+    g = nasdsl.compile_spec(Path(__file__).parent.parent / "specs" / f"{name}.yaml").graph
+    kept = run_pipeline(g, PREPARE + TARGETS["cuda"])
+    symbolic._SEEN.clear()
+    afresh = ir.copy(kept)
+    for n in afresh:  # records the table has never seen
+        record = afresh.nodes[n][ir.KEY]
+        afresh.nodes[n][ir.KEY] = dataclasses.replace(record, sym=None, in_sym=None)
+    symbolic.infer_symbols(afresh)
+    for n, record in ir.nodes(kept):
+        fresh = ir.node(afresh, n)
+        assert (record.sym, record.in_sym) == (fresh.sym, fresh.in_sym), n
+    assert ir.info(kept).model == ir.info(afresh).model
+    assert [o.head for o in ir.info(kept).outputs] == [o.head for o in ir.info(afresh).outputs]
+
+
+def test_a_record_kept_by_a_pass_is_viewed_again_when_what_it_reads_is_viewed_otherwise(tmp_path):
+    """The same record (``act``, as a copy of the graph shares it) under an input whose view
+    changed (``conv`` writes ``out: b`` instead of ``out: a``): its view follows, not the one kept."""
+    from nasdsl.ir.sym import Sym
+    from nasdsl.passes.symbolic import infer_symbols
+
+    g = graph(tmp_path, "model:\n  conv: {op: conv2d, out: a, kernel: 3}\n  act: relu\n", "variables: {a: 4, b: 4}\n")
+    assert ir.node(g, "act").sym[0] == Sym.name("a")
+    other = ir.copy(g)
+    conv = ir.node(other, "conv")
+    other.nodes["conv"][ir.KEY] = dataclasses.replace(conv, exprs=ir.frozen({**conv.exprs, "out": Sym.name("b")}))
+    assert ir.node(other, "act") is ir.node(g, "act")
+    infer_symbols(other)
+    assert ir.node(other, "act").sym[0] == Sym.name("b")
+    assert ir.node(other, "act").in_sym[0][0] == Sym.name("b")
