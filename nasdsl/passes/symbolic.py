@@ -239,11 +239,10 @@ class _Symbols:
         ambiguous = record.instance in self.ambiguous
         # what the views below are worked out from, besides the record's own fields
         context = (in_sym, ambiguous, tuple(self._type(src) for src in sources))
-        seen = _SEEN.get(id(record))
+        seen = _SEEN.get(id(record)) if record.in_sym is not None else None  # (else never viewed)
         if seen is not None and seen[0] is record and seen[1] == context:
-            self.records[name] = seen[2]
-            return seen[2]
-        given = record
+            self.records[name] = record  # its views are those worked out for it in this context
+            return record
         if ambiguous or record.op not in OPS:  # (an op a backend will refuse)
             pass
         elif any(x is not None and any(isinstance(d, Sym) for d in x) for x in in_sym) or _symbolic_attrs(record):
@@ -259,26 +258,25 @@ class _Symbols:
                     sym = _merged_sizes(sym, in_sym, [self._type(src).shape for src in sources])
         if record.sym != sym or record.in_sym != in_sym:
             record = dataclasses.replace(record, sym=sym, in_sym=in_sym)
-        _remember(given, context, record)
-        if record is not given:
-            _remember(record, context, record)
+        _remember(record, context)
         self.records[name] = record
         return record
 
 
-#: the views of records worked out before (by the id of the record, kept alive with its entry):
-#: (record, context, the record with its views). A pass leaves most records as they were, so the
+#: the records whose views this pass worked out, by id (each kept alive with its entry), with what
+#: they were worked out from: (record, context). A pass leaves most records as they were, so the
 #: views of a graph derived from one seen before are mostly found here.
-_SEEN: dict[int, tuple[ir.Node, tuple, ir.Node]] = {}
+_SEEN: dict[int, tuple[ir.Node, tuple]] = {}
 #: records remembered before the table is emptied (about 750 bytes each, with what they keep alive,
 #: measured over the compiles of specs/)
 SEEN_RECORDS = 1 << 14
 
 
-def _remember(record: ir.Node, context: tuple, out: ir.Node) -> None:
+def _remember(record: ir.Node, context: tuple) -> None:
+    """``record``, with its views, as the graphs derived from its graph will hold it."""
     if len(_SEEN) >= SEEN_RECORDS:
         _SEEN.clear()
-    _SEEN[id(record)] = (record, context, out)
+    _SEEN[id(record)] = (record, context)
 
 
 def _channels_kept(record: ir.Node, in_sym: tuple, source: ir.TensorType | None) -> tuple:
