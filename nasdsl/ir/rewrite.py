@@ -462,7 +462,7 @@ class Rewriter:
             if any(p in renamed for p in b.sources):  # what its `from:` names was renamed
                 changes["sources"] = tuple(named(p) for p in b.sources)
             if changes:
-                b = dataclasses.replace(b, **changes)
+                b = b.evolve(**changes)
             if change is not None:
                 moved[id(b)] = change
             return b

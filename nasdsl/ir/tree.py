@@ -37,8 +37,8 @@ OWNERS = ("op", "merge")
 def skip_of(b: Block, value: str) -> Block:
     """``b`` as a block that passes ``value`` on (a node the rewrite removed): no children, no node.
     A block of one input keeps the name its ``from:`` gives that input (the value it passes on)."""
-    return dataclasses.replace(
-        b, kind="skip", inputs=(value,), output=value, children=(), op=None, template=None, args=(), when=None,
+    return b.evolve(
+        kind="skip", inputs=(value,), output=value, children=(), op=None, template=None, args=(), when=None,
         target=None, repeat=None, named=False, sources=b.sources if len(b.sources) == 1 else (),
     )  # fmt: skip
 
@@ -60,7 +60,7 @@ def map_tree(block: Block, fn: Callable[[Block], Block], within: str | None = No
         else:
             children = tuple(map_tree(c, fn, within) if _holds_path(c.path, within) else c for c in block.children)
         if any(a is not b for a, b in zip(children, block.children, strict=True)):
-            block = dataclasses.replace(block, children=children)
+            block = block.evolve(children=children)
     return fn(block)
 
 
@@ -114,7 +114,7 @@ def retarget(block: Block, old: str, new: str) -> Block:
     if old not in block.inputs and block.output != old:
         return block
     inputs = tuple(new if n == old else n for n in block.inputs)
-    return dataclasses.replace(block, inputs=inputs, output=new if block.output == old else block.output)
+    return block.evolve(inputs=inputs, output=new if block.output == old else block.output)
 
 
 def read_by_name(body: Block, switched: Callable[[Block], bool]) -> dict[str, frozenset[str | None]]:

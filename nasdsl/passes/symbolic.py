@@ -379,7 +379,7 @@ def infer_symbols(g: nx.DiGraph) -> None:
             and b.in_syms == in_syms
         ):
             return b
-        return dataclasses.replace(b, children=children, sym=sym, in_sym=in_sym, in_syms=in_syms)
+        return b.evolve(children=children, sym=sym, in_sym=in_sym, in_syms=in_syms)
 
     def head(o: ir.Output) -> ir.Output:
         return o if o.head is None else dataclasses.replace(o, head=rebuild(o.head, ""))
