@@ -293,15 +293,18 @@ class _Reader:
     ) -> None:
         """Add the nodes of ``lowered`` (one op or a chain), each typed by its op's own rule; a
         rule that refuses the input, a shape other than the source's, or a tensor of another
-        shape than the op holds is an error at the node, not a spec that differs."""
+        shape than the op holds is an error at the node, not a spec that differs. The step
+        without a suffix (the first unless another is: a convolution after its border) is the
+        layer itself, named ``name`` and holding ``tensors``; each other step is ``name_suffix``."""
         chain = lowered if isinstance(lowered, tuple) else (lowered,)
+        holder = next((k for k, step in enumerate(chain) if not step.suffix), 0)
         meta = node.meta["tensor_meta"]
         meta = meta if hasattr(meta, "shape") else meta[0]  # attention: (output, weights)
         shape = tuple(meta.shape)[1:]
         self.scope(scope)
         prev = inputs
         for k, step in enumerate(chain):
-            step_name = name if k == 0 else self.fresh(scope, f"{name}_{step.suffix}")
+            step_name = name if k == holder else self.fresh(scope, f"{name}_{step.suffix}")
             node_id = join(scope, step_name)
             types = [self.type_of(i) for i in prev]
             made = self._infer(node, step, types)
@@ -311,7 +314,7 @@ class _Reader:
                     f"the spec's {step.op} makes a tensor of {list(made.shape)} here, the source one of "
                     f"{list(shape)}: no spec op computes this",
                 )
-            if k == 0 and tensors:
+            if k == holder and tensors:
                 self._check_tensors(node, step, types, tensors)
                 self._own(node, node_id, tensors)
             self.order += 1
@@ -323,7 +326,7 @@ class _Reader:
                 tuple(made.shape),
                 scope,
                 step_name,
-                tensors if k == 0 else {},
+                tensors if k == holder else {},
                 f"fx node '{node.name}' ({describe(node, self.root)})",
                 source_line(node),
                 order=self.order,

@@ -8,8 +8,8 @@ Three tables, one entry per source op:
   ``operator.add``) to ``handler(call)``;
 * :data:`METHODS`: a tensor method name (``flatten``, ``mean``) to ``handler(call)``.
 
-A handler raises :class:`Unsupported` for settings without a spec equivalent (a convolution
-with reflection padding, a BatchNorm without running statistics); a module class, function or
+A handler raises :class:`Unsupported` for settings without a spec equivalent (a BatchNorm
+without running statistics, an adaptive pooling to a size of None); a module class, function or
 method missing from the tables is a located error naming the node. The modules of the table
 are the tracer's leaves: their forward is not traced into. Adding an op of ``nasdsl/ops.py``
 (``conv3d``) is one entry here and one in :mod:`nasdsl.importer.onnx_ops`.
@@ -83,20 +83,31 @@ def _map_input(call: Call, what: str) -> None:
 # -- modules -----------------------------------------------------------------------------
 
 
-def _conv2d(m: nn.Conv2d, call: Call) -> Lowered:
-    if m.padding_mode != "zeros":
-        raise Unsupported(f"padding_mode '{m.padding_mode}': the spec's conv2d pads with zeros")
-    padding = m.padding if isinstance(m.padding, str) else pair(m.padding)
+def _conv(m: nn.modules.conv._ConvNd, call: Call) -> Lowered | tuple[Lowered, ...]:
+    """``nn.Conv1d``, ``2d`` and ``3d``. A ``padding_mode`` other than zeros (reflect, replicate,
+    circular) is the border the module adds first: a ``pad`` in that mode, then the convolution
+    without padding, which keeps the module's name and tensors (the pad is named after it)."""
+    n = len(m.kernel_size)
+    padding = m.padding if isinstance(m.padding, str) else _window(m.padding)
     attrs = {
         "out": m.out_channels,
-        "kernel": pair(m.kernel_size),
-        "stride": pair(m.stride),
+        "kernel": _window(m.kernel_size),
+        "stride": _window(m.stride),
         "padding": padding,
-        "dilation": pair(m.dilation),
+        "dilation": _window(m.dilation),
         "groups": m.groups,
         "bias": m.bias is not None,
     }
-    return Lowered("conv2d", attrs)
+    conv = Lowered(f"conv{n}d", attrs)
+    if m.padding_mode == "zeros" or m.padding == "valid":
+        return conv
+    # torch's own widths, (left, right) of the last axis first; 'same' puts an odd total's extra one after
+    widths = [int(w) for w in m._reversed_padding_repeated_twice]
+    if not any(widths):
+        return conv
+    pads = [widths[k : k + 2] for k in range(0, len(widths), 2)][::-1]
+    border = Lowered("pad", {"pads": pads, "mode": m.padding_mode}, suffix="pad")
+    return border, Lowered(f"conv{n}d", attrs | {"padding": 0})
 
 
 def _window(v: object) -> object:
@@ -265,7 +276,9 @@ def _stochastic_depth(m, call: Call) -> Lowered:
 
 
 MODULES: dict[type, Callable[..., Lowered | tuple[Lowered, ...]]] = {
-    nn.Conv2d: _conv2d,
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.Conv3d: _conv,
     nn.ConvTranspose1d: _conv_transpose,
     nn.ConvTranspose2d: _conv_transpose,
     nn.ConvTranspose3d: _conv_transpose,
