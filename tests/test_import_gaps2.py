@@ -14,19 +14,21 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from onnx import TensorProto, helper
 from onnx_runs import agreement, run_ort
 from torch import nn
 
 from nasdsl.backends.verify import verify_import
-from nasdsl.importer import import_model
+from nasdsl.importer import ImportFailure, import_model
 
 HERE = __file__
 
@@ -42,6 +44,207 @@ def checked(source, shape=None):
 
 def model_of(result) -> dict:
     return yaml.safe_load(result.text)["model"]
+
+
+# -- PyTorch: functional layers -----------------------------------------------------------------
+
+
+class ConvF(nn.Module):
+    """``F.conv{n}d`` of the module's own weight and bias, its settings as a forward passes them."""
+
+    def __init__(self, n: int, cin: int, cout: int, kernel: int, bias: bool = True, by_position=(), **settings):
+        super().__init__()
+        self.n, self.by_position, self.settings = n, by_position, settings
+        self.weight = nn.Parameter(torch.randn(cout, cin // settings.get("groups", 1), *(kernel,) * n) * 0.3)
+        self.bias = nn.Parameter(torch.randn(cout)) if bias else None
+
+    def forward(self, x):
+        function = (F.conv1d, F.conv2d, F.conv3d)[self.n - 1]
+        return function(x, self.weight, self.bias, *self.by_position, **self.settings)
+
+
+class LinearF(nn.Module):
+    def __init__(self, cin: int, cout: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin) * 0.3)
+        self.bias = nn.Parameter(torch.randn(cout)) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, weight=self.weight, bias=self.bias)
+
+
+class BatchNormF(nn.Module):
+    """``F.batch_norm`` as nn.BatchNorm2d calls it, its running statistics buffers (random here,
+    so that normalising by the batch's instead would show), with or without the counter."""
+
+    def __init__(self, channels: int, counter: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(channels) + 0.5)
+        self.bias = nn.Parameter(torch.randn(channels))
+        self.register_buffer("running_mean", torch.randn(channels))
+        self.register_buffer("running_var", torch.rand(channels) + 0.5)
+        if counter:
+            self.register_buffer("num_batches_tracked", torch.tensor(5))
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.2, 1e-3)
+
+
+class LayerNormF(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(channels) + 0.5)
+        self.bias = nn.Parameter(torch.randn(channels))
+
+    def forward(self, x):
+        return F.layer_norm(x, (x.shape[-1],), bias=self.bias, weight=self.weight, eps=1e-4)
+
+
+class Functional(nn.Module):
+    """Each function once or more: positional and keyword settings, with and without a bias,
+    ranks 1 to 3, features and tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = ConvF(2, 3, 8, 3, by_position=(1, 1))  # stride and padding
+        self.bn = BatchNormF(8, counter=True)
+        self.dw = ConvF(2, 8, 8, 3, bias=False, groups=8, padding="same", dilation=2)
+        self.bn_bare = BatchNormF(8, counter=False)
+        self.line = ConvF(1, 8, 4, 3, padding=2, stride=2)
+        self.ln = LayerNormF(4)
+        self.tokens = LinearF(4, 5)
+        self.clip = ConvF(3, 8, 2, 1)
+        self.head = LinearF(2 * 36, 3, bias=False)
+
+    def forward(self, x):
+        y = self.bn_bare(self.dw(self.bn(self.conv(x))))
+        a = self.tokens(self.ln(self.line(y.flatten(2)).transpose(1, 2)))
+        return a, self.head(self.clip(y.unsqueeze(2)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def functional():
+    torch.manual_seed(0)
+    net = Functional().eval()
+    return net, checked(net, (3, 6, 6))
+
+
+def test_functional_layers_are_the_layers_of_their_modules(functional):
+    net, result = functional
+    assert model_of(result) == {
+        "conv": {"op": "conv2d", "out": 8, "kernel": 3, "padding": 1},
+        "bn": {"op": "batch_norm", "eps": 0.001, "momentum": 0.2},
+        "dw": {"op": "conv2d", "out": 8, "kernel": 3, "padding": "same", "dilation": 2, "groups": 8, "bias": False},
+        "bn_bare": {"op": "batch_norm", "eps": 0.001, "momentum": 0.2},
+        "flatten": {"op": "flatten", "start": 1},
+        "line": {"op": "conv1d", "out": 4, "kernel": 3, "stride": 2, "padding": 2},
+        "transpose": {"op": "transpose", "axis0": 0, "axis1": 1},
+        "ln": {"op": "layer_norm", "eps": 0.0001, "dim": "last"},
+        "tokens": {"op": "linear", "out": 5, "dim": "last"},
+        "unsqueeze": {"op": "reshape", "shape": [8, 1, 6, 6], "from": "bn_bare"},
+        "clip": {"op": "conv3d", "out": 2, "kernel": 1},
+        "flatten_1": "flatten",
+        "head": {"op": "linear", "out": 3, "bias": False},
+    }, result.text
+
+
+def test_functional_layers_keep_the_source_s_state_dict(functional):
+    """The keys and tensors are the module's (the counter where the module keeps one); the
+    generated model loads them, its own counter of bn_bare left at 0."""
+    net, result = functional
+    assert list(result.weights) == list(net.state_dict())
+    for key, value in net.state_dict().items():
+        assert np.array_equal(result.weights[key], value.numpy()), key
+
+
+def test_batch_norm_in_training_normalises_by_the_batch_as_the_module_does(functional):
+    """In training mode the spec's batch_norm and F.batch_norm(training=self.training) both
+    normalise by the batch's statistics and move the running ones by the momentum."""
+    from nasdsl.api import build_model
+
+    net, result = functional
+    generated = build_model(result.compiled, weights=result.weights)
+    torch.manual_seed(5)
+    x = torch.randn(4, 3, 6, 6)
+    source = Functional()
+    source.load_state_dict(net.state_dict())
+    source.train(), generated.train()
+    for want, got in zip(source(x), generated(x), strict=True):
+        assert torch.allclose(want, got, atol=1e-5)
+    state = generated.state_dict()
+    for key in ("bn.running_mean", "bn.running_var", "bn_bare.running_var"):
+        assert torch.allclose(state[key], source.state_dict()[key], atol=1e-6), key
+        assert not torch.allclose(state[key], net.state_dict()[key]), key  # they moved
+
+
+def _holding(forward, **tensors):
+    """A module holding ``tensors`` (a ``buf_`` name is a buffer) computing ``forward(self, x)``,
+    fed a convolution of the input."""
+
+    class Held(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for name, value in tensors.items():
+                if name.startswith("buf_"):
+                    self.register_buffer(name[4:], value)
+                else:
+                    setattr(self, name, nn.Parameter(value))
+
+        def forward(self, x):
+            return forward(self, x)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.block = Held()
+
+        def forward(self, x):
+            return self.block(self.conv(x))
+
+    return Model()
+
+
+FOUR, STATS = torch.rand(4) + 0.5, {"buf_running_mean": torch.zeros(4), "buf_running_var": torch.ones(4)}
+AFFINE = {"weight": FOUR, "bias": torch.zeros(4)}
+REFUSED = [
+    ("conv-buffer-weight", lambda s, x: F.conv2d(x, s.weight), {"buf_weight": torch.rand(2, 4, 1, 1)},
+     "reads 'block.weight', which is no parameter (a buffer or a constant): the spec's tensors are learned"),
+    ("conv-computed-weight", lambda s, x: F.conv2d(x, s.weight.abs()), {"weight": torch.rand(2, 4, 1, 1)},
+     "reads the tensor 'block.weight' directly"),
+    ("conv-made-weight", lambda s, x: F.conv2d(x, torch.ones(2, 4, 1, 1)), {},
+     "its weight '_tensor_constant0' is computed in the forward (a constant tensor): the spec's conv2d holds its "
+     "weight as a learned tensor"),
+    ("linear-named-otherwise", lambda s, x: F.linear(x, s.w), {"w": torch.rand(3, 4)},
+     "its weights are 'block.w': the spec's linear is a layer holding them as 'LAYER.weight'"),
+    ("batch-norm-training-always", lambda s, x: F.batch_norm(x, s.running_mean, s.running_var, s.weight, s.bias, True),
+     {**AFFINE, **STATS}, "training=True at inference too: the spec's batch_norm normalises by the batch's statistics "
+     "in training and by its running statistics at inference (pass training=self.training)"),
+    ("batch-norm-frozen", lambda s, x: F.batch_norm(x, s.running_mean, s.running_var, s.weight, s.bias, False),
+     {**AFFINE, **STATS}, "training=False in training too"),
+    ("batch-norm-statistics-learned",
+     lambda s, x: F.batch_norm(x, s.running_mean, s.running_var, s.weight, s.bias, s.training),
+     {**AFFINE, "running_mean": torch.zeros(4), "running_var": torch.ones(4)},
+     "reads 'block.running_mean' as its running_mean, which is no buffer: the spec's batch_norm keeps its "
+     "running_mean as a buffer"),
+    ("batch-norm-no-statistics", lambda s, x: F.batch_norm(x, None, None, s.weight, s.bias, True), AFFINE,
+     "no running statistics: the spec's batch_norm keeps them"),
+    ("batch-norm-not-affine", lambda s, x: F.batch_norm(x, s.running_mean, s.running_var, training=s.training), STATS,
+     "no weight and bias: the spec's batch_norm holds both (affine)"),
+    ("layer-norm-over-two-axes", lambda s, x: F.layer_norm(x, x.shape[-2:]), {},
+     "normalized_shape [4, 4]: the spec's layer_norm normalises over the last axis alone"),
+    ("layer-norm-weight-alone", lambda s, x: F.layer_norm(x, (4,), s.weight), {"weight": FOUR},
+     "a weight without a bias: the spec's layer_norm holds both (affine) or neither"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("forward", "tensors", "said"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+def test_what_a_spec_cannot_hold_is_refused_at_the_forward_s_line(forward, tensors, said):
+    with pytest.raises(ImportFailure) as e:
+        import_model(_holding(forward, **tensors), input_shape=(3, 4, 4))
+    message = e.value.format()
+    assert re.match(rf"{re.escape(HERE)}:\d+:1: error: block\.\w+: (function|method) ", message), message
+    assert said in message, message
 
 
 # -- ONNX: DepthToSpace and SpaceToDepth -------------------------------------------------------

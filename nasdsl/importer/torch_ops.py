@@ -43,6 +43,8 @@ class Call:
     out_shape: tuple[int, ...] | None
     #: the tensor inputs' types as the spec's ops infer them (their axes say which is the channels)
     in_types: list = field(default_factory=list)
+    #: whether the trace read is the training one (``self.training`` was True)
+    training: bool = False
 
     def arg(self, index: int, name: str, default: object = _MISSING) -> object:
         if len(self.args) > index:
@@ -926,6 +928,78 @@ def _f_conv_transpose(n: int) -> Callable[[Call], tuple[Lowered, dict]]:
     return handler
 
 
+def _f_conv(n: int) -> Callable[[Call], tuple[Lowered, dict]]:
+    """``F.conv{n}d(x, weight, bias, stride, padding, dilation, groups)``: padding as numbers or
+    ``same`` / ``valid``, zeros as the function pads."""
+
+    def handler(call: Call) -> tuple[Lowered, dict]:
+        if call.rank != n + 2:
+            raise Unsupported(f"conv{n}d of a {call.rank - 1}-D input: expected a batch of {n}-D maps")
+        weight, bias = call.arg(1, "weight"), call.arg(2, "bias", None)
+        shape = _held_shape(weight, "weight")
+        padding = call.arg(4, "padding", 0)
+        attrs = {
+            "out": shape[0],
+            "kernel": _window(shape[2:]),
+            "stride": _window(call.arg(3, "stride", 1)),
+            "padding": padding if isinstance(padding, str) else _window(padding),
+            "dilation": _window(call.arg(5, "dilation", 1)),
+            "groups": _whole(call, 6, "groups", 1),
+            "bias": bias is not None,
+        }
+        return Lowered(f"conv{n}d", attrs), {"weight": weight, "bias": bias}
+
+    return handler
+
+
+def _f_linear(call: Call) -> tuple[Lowered, dict]:
+    """``F.linear(x, weight, bias)``: over flat features, or the last axis of tokens."""
+    weight, bias = call.arg(1, "weight"), call.arg(2, "bias", None)
+    shape = _held_shape(weight, "weight")
+    if len(shape) != 2:
+        raise Unsupported(f"a weight of shape {list(shape)}: the spec's linear holds one of (out, in)")
+    attrs = {"out": shape[0], "bias": bias is not None, "dim": "features" if call.rank == 2 else "last"}
+    return Lowered("linear", attrs), {"weight": weight, "bias": bias}
+
+
+def _f_batch_norm(call: Call) -> tuple[Lowered, dict]:
+    """``F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)`` as
+    ``nn.BatchNorm2d`` calls it: the batch's statistics in training, the running ones at
+    inference (``training=self.training``), a weight and a bias."""
+    training = call.arg(5, "training", False)
+    if training is not call.training:
+        said = "training=True at inference too" if training else "training=False in training too"
+        raise Unsupported(
+            f"{said}: the spec's batch_norm normalises by the batch's statistics in training and by its running "
+            "statistics at inference (pass training=self.training)"
+        )
+    held = {
+        "running_mean": call.arg(1, "running_mean"),
+        "running_var": call.arg(2, "running_var"),
+        **_affine_pair(call, (3, 4), "batch_norm"),
+    }
+    if held["running_mean"] is None or held["running_var"] is None:
+        raise Unsupported("no running statistics: the spec's batch_norm keeps them, used at inference")
+    if held["weight"] is None:
+        raise Unsupported("no weight and bias: the spec's batch_norm holds both (affine)")
+    momentum = _number(call, 6, "momentum", 0.1)
+    if not 0.0 <= momentum <= 1.0:
+        raise Unsupported(f"momentum={momentum}: the spec's batch_norm takes a momentum in [0, 1]")
+    return Lowered("batch_norm", {"eps": _number(call, 7, "eps", 1e-5), "momentum": momentum}), held
+
+
+def _f_layer_norm(call: Call) -> tuple[Lowered, dict]:
+    """``F.layer_norm(x, normalized_shape, weight, bias, eps)`` over the last axis, with a weight and a bias."""
+    sizes = call.arg(1, "normalized_shape")
+    sizes = [sizes] if isinstance(sizes, int) else list(sizes) if isinstance(sizes, (list, tuple)) else sizes
+    if sizes != [call.in_shapes[0][-1]]:
+        raise Unsupported(f"normalized_shape {sizes!r}: the spec's layer_norm normalises over the last axis alone")
+    held = _affine_pair(call, (2, 3), "layer_norm")
+    if held["weight"] is None:
+        raise Unsupported("no weight and bias: the spec's layer_norm holds both")
+    return Lowered("layer_norm", {"eps": _number(call, 4, "eps", 1e-5), "dim": "last"}), held
+
+
 #: functions that read a module's parameters as their weights (``F.prelu(x, self.weight)``) to
 #: ``handler(call) -> (Lowered, {suffix: argument})``: the tensor arguments (fx nodes, or None where
 #: not given) that are the op's weights under the names it holds them by. The reader makes the call
@@ -937,6 +1011,12 @@ LAYER_FUNCTIONS: dict[object, Callable[[Call], tuple[Lowered, dict]]] = {
     F.conv_transpose1d: _f_conv_transpose(1),
     F.conv_transpose2d: _f_conv_transpose(2),
     F.conv_transpose3d: _f_conv_transpose(3),
+    F.conv1d: _f_conv(1),
+    F.conv2d: _f_conv(2),
+    F.conv3d: _f_conv(3),
+    F.linear: _f_linear,
+    F.batch_norm: _f_batch_norm,
+    F.layer_norm: _f_layer_norm,
 }
 
 
