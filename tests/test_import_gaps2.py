@@ -177,6 +177,31 @@ def test_batch_norm_in_training_normalises_by_the_batch_as_the_module_does(funct
         assert not torch.allclose(state[key], net.state_dict()[key]), key  # they moved
 
 
+class StandardConv(nn.Conv2d):
+    """A subclass keeping nn.Conv2d's forward: not the op table's class, so traced into, down to
+    its ``F.conv2d`` of its own weight and bias."""
+
+
+class Classifier(nn.Linear):
+    pass
+
+
+def test_subclasses_of_conv_and_linear_are_read_by_their_functions():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = StandardConv(3, 4, 3, stride=2, bias=False)
+            self.fc = Classifier(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    torch.manual_seed(6)
+    layers = model_of(checked(Net().eval(), (3, 7, 7)))
+    assert layers["conv"] == {"op": "conv2d", "out": 4, "kernel": 3, "stride": 2, "bias": False}
+    assert layers["fc"] == {"op": "linear", "out": 2}
+
+
 def _holding(forward, **tensors):
     """A module holding ``tensors`` (a ``buf_`` name is a buffer) computing ``forward(self, x)``,
     fed a convolution of the input."""
