@@ -619,7 +619,8 @@ class _Reader:
             self.add(node, lowered, scope, self.fresh(scope, torch_ops.NAMES.get(base, base)), inputs, {})
             return
         targets = {}
-        held = {name for name, _ in self.root.named_parameters()} | {name for name, _ in self.root.named_buffers()}
+        held = {name for name, _ in self.root.named_parameters(remove_duplicate=False)}
+        held |= {name for name, _ in self.root.named_buffers(remove_duplicate=False)}
         for suffix, arg in given.items():
             made = isinstance(arg, fx.Node) and arg in self.params and self.params[arg] not in held
             if not isinstance(arg, fx.Node) or arg not in self.params or made:

@@ -103,11 +103,13 @@ def _conv(m: nn.modules.conv._ConvNd, call: Call) -> Lowered | tuple[Lowered, ..
     conv = Lowered(f"conv{n}d", attrs)
     if m.padding_mode == "zeros" or m.padding == "valid":
         return conv
-    # torch's own widths, (left, right) of the last axis first; 'same' puts an odd total's extra one after
-    widths = [int(w) for w in m._reversed_padding_repeated_twice]
-    if not any(widths):
+    if m.padding == "same":  # as PyTorch pads it: the total d * (k - 1), an odd one's extra position after
+        totals = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size, strict=True)]
+        pads = [[t // 2, t - t // 2] for t in totals]
+    else:
+        pads = [[int(p), int(p)] for p in m.padding]
+    if not any(w for sides in pads for w in sides):
         return conv
-    pads = [widths[k : k + 2] for k in range(0, len(widths), 2)][::-1]
     border = Lowered("pad", {"pads": pads, "mode": m.padding_mode}, suffix="pad")
     return border, Lowered(f"conv{n}d", attrs | {"padding": 0})
 
