@@ -4,7 +4,7 @@
   ``F.linear``, ``F.batch_norm`` at inference with the module's running statistics,
   ``F.layer_norm``): each is the layer of the module holding the tensors, its ``state_dict`` keys
   the spec's, run against the module (what ``--check`` runs); what a spec cannot hold is refused
-  at the forward's line.
+  at the forward's line. Subclasses of ``nn.Conv2d`` and ``nn.Linear`` are read through them.
 * ``nn.Conv1d/2d/3d`` with ``padding_mode`` reflect, replicate or circular: a ``pad`` in that mode
   before the convolution, which keeps the module's name (its ``state_dict`` keys); torch.onnx.export's
   ``Pad`` and ``Conv`` of one read back the same way.
