@@ -1274,14 +1274,25 @@ def _class_name(text: str) -> str:
 
 
 def _torch_paths(matches: list[Match], names: list[str] | None = None) -> list[str]:
+    """Each match's path from its node's module scope: a module of one op is that op, named as
+    the module; a module without children whose ops hold tensors in one of them (a convolution
+    after the ``Pad`` of its ``padding_mode``) is that op too, the others beside it named after
+    the module (``conv_pad``), so that its tensors keep the module's keys; else each op is named
+    within the module after its kind."""
     scoped = [torch_scope(n) for n in (names or [m.nodes[-1].name for m in matches])]
     per_scope = Counter(s for s, _ in scoped)
     parents = {s.rsplit(".", 1)[0] for s, _ in scoped if "." in s}
+    holding = Counter(s for (s, _), m in zip(scoped, matches, strict=True) if m.tensors)
+    above = {q for s, _ in scoped for q in _prefixes(s)}  # modules with modules inside
     out = []
-    for scope, op in scoped:
-        leaf = scope and per_scope[scope] == 1 and scope not in parents
-        if leaf:
+    for (scope, op), m in zip(scoped, matches, strict=True):
+        one = per_scope[scope] == 1 and scope not in parents
+        leaf = scope and (one or holding[scope] == 1 and scope not in above)
+        if leaf and (one or m.tensors):
             out.append(scope)
+            continue
+        if leaf:
+            out.append(f"{scope}_{_op_word(m)}")
             continue
         base = re.sub(r"_\d+$", "", op)
         local = _NAMES.get(base, base.lower())

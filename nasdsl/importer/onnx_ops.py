@@ -1642,14 +1642,55 @@ PATTERNS.update(
 # -- pixel shuffles, adaptive max pooling, clamp, activations (nasdsl/ops/more_ops.py) -------------
 
 
+def _blocks_of(view: View, node, what: str) -> tuple[int, int, int, int]:
+    """The block size and the sizes ``(C, H, W)`` of a DepthToSpace's or SpaceToDepth's input, a
+    map of known sizes."""
+    shape = tuple(view.shapes.get(node.input[0], ()))
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+        raise Unsupported(f"a {what} of a {list(shape)} tensor: expected a map (N, C, H, W) of known sizes")
+    r = int(view.attrs(node).get("blocksize", 0))
+    if r < 1:
+        raise Unsupported(f"a {what} of blocksize {r}: expected 1 or more")
+    return (r, *shape[1:])
+
+
 def _depth_to_space(view: View, node) -> Match:
-    """DepthToSpace in CRD order (PyTorch's pixel shuffle); DCR, ONNX's default, takes the channels
-    in another order, which no spec op computes."""
-    a = view.attrs(node)
-    mode = _text(a, "mode", "DCR")
-    if mode != "CRD" or view.rank(node.input[0]) != 4:
-        raise Unsupported(f"a DepthToSpace in {mode} order: the spec's pixel_shuffle is CRD's, of a map (C, H, W)")
-    return Match(Lowered("pixel_shuffle", {"factor": int(a["blocksize"])}), [node.input[0]], node.output[0], [node])
+    """DepthToSpace: in CRD order PyTorch's pixel shuffle (``pixel_shuffle``); in DCR order, ONNX's
+    default, the block's offset comes before the channel (input channel ``(i * r + j) * C + c``
+    makes position ``(i, j)`` of output channel ``c``'s blocks), which is ``reshape`` to ``(r, r,
+    C, H, W)``, ``permute`` to ``(C, H, r, W, r)`` and ``reshape`` to ``(C, H * r, W * r)``, as
+    the ONNX standard defines it."""
+    mode = _text(view.attrs(node), "mode", "DCR")
+    r, c, h, w = _blocks_of(view, node, f"DepthToSpace in {mode} order")
+    if c % (r * r):
+        raise Unsupported(f"a DepthToSpace of {c} channels by blocks of {r}: the channels must divide by {r * r}")
+    if mode == "CRD":
+        return Match(Lowered("pixel_shuffle", {"factor": r}), [node.input[0]], node.output[0], [node])
+    if mode != "DCR":
+        raise Unsupported(f"a DepthToSpace in {mode} order: ONNX's are DCR and CRD")
+    out = c // (r * r)
+    chain = (
+        Lowered("reshape", {"shape": [r, r, out, h, w]}),
+        Lowered("permute", {"dims": [2, 3, 0, 4, 1]}, suffix="permute"),
+        Lowered("reshape", {"shape": [out, h * r, w * r], "axes": "CHW"}, suffix="map"),
+    )
+    return Match(chain, [node.input[0]], node.output[0], [node])
+
+
+def _space_to_depth(view: View, node) -> Match:
+    """SpaceToDepth, DepthToSpace's inverse in DCR order: position ``(i, j)`` of each r x r block
+    of channel ``c`` becomes channel ``(i * r + j) * C + c`` (PyTorch's pixel unshuffle makes it
+    ``c * r * r + i * r + j``): ``reshape`` to ``(C, H / r, r, W / r, r)``, ``permute`` to ``(r,
+    r, C, H / r, W / r)`` and ``reshape`` to ``(C * r * r, H / r, W / r)``."""
+    r, c, h, w = _blocks_of(view, node, "SpaceToDepth")
+    if h % r or w % r:
+        raise Unsupported(f"a SpaceToDepth of a {h}x{w} map by blocks of {r}: the sides must divide")
+    chain = (
+        Lowered("reshape", {"shape": [c, h // r, r, w // r, r]}),
+        Lowered("permute", {"dims": [2, 4, 0, 1, 3]}, suffix="permute"),
+        Lowered("reshape", {"shape": [c * r * r, h // r, w // r], "axes": "CHW"}, suffix="map"),
+    )
+    return Match(chain, [node.input[0]], node.output[0], [node])
 
 
 def _pixel_unshuffle(view: View, node) -> Match | None:
@@ -1828,6 +1869,7 @@ def _log_softmax(view: View, node) -> Match:
 
 PATTERNS.update(
     DepthToSpace=[_depth_to_space],
+    SpaceToDepth=[_space_to_depth],
     GlobalMaxPool=[_global_max_pool_any],
     Clip=[_clip],
     Softplus=[_softplus],

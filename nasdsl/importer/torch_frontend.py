@@ -293,15 +293,18 @@ class _Reader:
     ) -> None:
         """Add the nodes of ``lowered`` (one op or a chain), each typed by its op's own rule; a
         rule that refuses the input, a shape other than the source's, or a tensor of another
-        shape than the op holds is an error at the node, not a spec that differs."""
+        shape than the op holds is an error at the node, not a spec that differs. The step
+        without a suffix (the first unless another is: a convolution after its border) is the
+        layer itself, named ``name`` and holding ``tensors``; each other step is ``name_suffix``."""
         chain = lowered if isinstance(lowered, tuple) else (lowered,)
+        holder = next((k for k, step in enumerate(chain) if not step.suffix), 0)
         meta = node.meta["tensor_meta"]
         meta = meta if hasattr(meta, "shape") else meta[0]  # attention: (output, weights)
         shape = tuple(meta.shape)[1:]
         self.scope(scope)
         prev = inputs
         for k, step in enumerate(chain):
-            step_name = name if k == 0 else self.fresh(scope, f"{name}_{step.suffix}")
+            step_name = name if k == holder else self.fresh(scope, f"{name}_{step.suffix}")
             node_id = join(scope, step_name)
             types = [self.type_of(i) for i in prev]
             made = self._infer(node, step, types)
@@ -311,7 +314,7 @@ class _Reader:
                     f"the spec's {step.op} makes a tensor of {list(made.shape)} here, the source one of "
                     f"{list(shape)}: no spec op computes this",
                 )
-            if k == 0 and tensors:
+            if k == holder and tensors:
                 self._check_tensors(node, step, types, tensors)
                 self._own(node, node_id, tensors)
             self.order += 1
@@ -323,7 +326,7 @@ class _Reader:
                 tuple(made.shape),
                 scope,
                 step_name,
-                tensors if k == 0 else {},
+                tensors if k == holder else {},
                 f"fx node '{node.name}' ({describe(node, self.root)})",
                 source_line(node),
                 order=self.order,
@@ -398,9 +401,8 @@ class _Reader:
         meta = node.meta.get("tensor_meta")
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: self.consts.get(a, a))
         types = [self.type_of(self.value[t]) for t in tensors if self.value.get(t) is not None]
-        return torch_ops.Call(
-            args, kwargs, shapes, tuple(meta.shape) if hasattr(meta, "shape") else None, types if types else []
-        )
+        out = tuple(meta.shape) if hasattr(meta, "shape") else None
+        return torch_ops.Call(args, kwargs, shapes, out, types if types else [], training=not self.at_inference)
 
     def read(self, graph: fx.Graph) -> tuple[Node, list[tuple[str, fx.Node]]]:
         inp = None
@@ -595,9 +597,11 @@ class _Reader:
         ``F.conv_transpose2d(x, self.weight, self.bias, stride=2)``; the table is
         :data:`torch_ops.LAYER_FUNCTIONS`) is the layer of the module holding them, named as that
         module (``act`` for ``act.weight``), so that the source's ``state_dict`` keys are the spec's;
-        the module's forward must compute nothing else. A weight computed in the forward, a buffer,
-        weights named otherwise than the op holds them, or of two modules, are refused. Without
-        weights (``F.group_norm(x, 4)``) it is a function as any other."""
+        the module's forward must compute nothing else. A weight computed in the forward, a buffer
+        as a learned weight (or a parameter as running statistics: the op's own tensors say which),
+        weights named otherwise than the op holds them, or of two modules, are refused; a buffer
+        of the op that the call does not read (BatchNorm's ``num_batches_tracked``) is the module's
+        where it keeps one. Without weights (``F.group_norm(x, 4)``) it is a function as any other."""
         data = node.args[0] if node.args else node.kwargs.get("input")
         if not isinstance(data, fx.Node):
             raise self.fail(node, "applied to something other than a tensor the spec can name")
@@ -615,13 +619,17 @@ class _Reader:
             self.add(node, lowered, scope, self.fresh(scope, torch_ops.NAMES.get(base, base)), inputs, {})
             return
         targets = {}
+        held = {name for name, _ in self.root.named_parameters(remove_duplicate=False)}
+        held |= {name for name, _ in self.root.named_buffers(remove_duplicate=False)}
         for suffix, arg in given.items():
-            if not isinstance(arg, fx.Node) or arg not in self.params:
+            made = isinstance(arg, fx.Node) and arg in self.params and self.params[arg] not in held
+            if not isinstance(arg, fx.Node) or arg not in self.params or made:
                 shown = f"'{arg.name}'" if isinstance(arg, fx.Node) else repr(arg)
                 raise self.fail(
                     node,
-                    f"its {suffix} {shown} is computed in the forward: the spec's {lowered.op} holds its {suffix} as "
-                    "a learned tensor (a parameter of a module, given as it is)",
+                    f"its {suffix} {shown} is computed in the forward{' (a constant tensor)' if made else ''}: the "
+                    f"spec's {lowered.op} holds its {suffix} as a learned tensor (a parameter of a module, given as it "
+                    "is)",
                 )
             targets[suffix] = self.params[arg]
         path = next(iter(targets.values())).rpartition(".")[0]
@@ -634,7 +642,20 @@ class _Reader:
                 "source's state_dict keys must be the spec's; hold them in a module of their own whose forward is "
                 "this call (self.act.weight, read as the layer 'act')",
             )
-        tensors = {suffix: self.learned_tensor(node, t) for suffix, t in targets.items()}
+        kinds = self.weight_kinds(lowered, inputs)
+        tensors = {
+            suffix: self.held_buffer(node, t, lowered.op, suffix)
+            if kinds.get(suffix) == "buffer"
+            else self.learned_tensor(node, t)
+            for suffix, t in targets.items()
+        }
+        module = self.root.get_submodule(path)
+        own = dict(module.named_buffers(recurse=False))
+        for suffix, kind in kinds.items():  # a counter the call does not read (num_batches_tracked)
+            if kind == "buffer" and suffix not in tensors and own.get(suffix) is not None:
+                tensors[suffix] = own[suffix]
+        order = list(module.state_dict(keep_vars=True))
+        tensors = dict(sorted(tensors.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         for other in self.calls_within(node.graph).get(path, ()):
             if other is not node:
                 raise self.fail(
@@ -647,13 +668,39 @@ class _Reader:
         self.scope(scope)
         self.add(node, lowered, scope, self.fresh(scope, attr, own=True), inputs, tensors)
 
+    def weight_kinds(self, lowered: Lowered, inputs: list[str]) -> dict[str, str]:
+        """The op's tensors on this input, by name: ``param`` (learned) or ``buffer`` (running
+        statistics); none where the op refuses the input (:meth:`add` then says why)."""
+        spec = OPS[lowered.op]
+        try:
+            held = spec.weights([self.type_of(i) for i in inputs], spec.normalise(lowered.attrs))
+        except NasdslError:
+            return {}
+        return {w.name: w.kind for w in held}
+
+    def held_buffer(self, node: fx.Node, target: str, op: str, suffix: str) -> torch.Tensor:
+        """The buffer ``target`` names, read by this one node: the op's running statistics, which
+        a buffer holds (a parameter would be learned)."""
+        try:
+            tensor = self.root.get_buffer(target)
+        except AttributeError:
+            raise self.fail(
+                node,
+                f"reads '{target}' as its {suffix}, which is no buffer: the spec's {op} keeps its {suffix} as a buffer "
+                "(running statistics, not learned), as nn.BatchNorm2d does",
+            ) from None
+        owner = self.param_reads.setdefault(target, node)
+        if owner is not node:
+            raise self.fail(node, f"reads '{target}' a second time: a spec's tensor belongs to one layer")
+        return tensor
+
     def calls_within(self, graph: fx.Graph) -> dict[str, list[fx.Node]]:
         """The first two calls made inside each module path (a call inside ``a.b`` is inside ``a``
         too), of the graph read: whether a module computes more than one call, in one pass."""
         if self._calls_within is None or self._calls_within[0] is not graph:
             self._calls_within = (graph, {})
-            for n in graph.nodes:
-                if n.op.startswith("call_"):
+            for n in graph.nodes:  # calls that make tensors: a size read (x.shape[-1]) computes nothing
+                if n.op.startswith("call_") and n.meta.get("tensor_meta") is not None:
                     where = n.target if n.op == "call_module" else _scope_of(n)
                     parts = where.split(".") if where else []
                     for k in range(1, len(parts) + 1):

@@ -8,8 +8,8 @@ Three tables, one entry per source op:
   ``operator.add``) to ``handler(call)``;
 * :data:`METHODS`: a tensor method name (``flatten``, ``mean``) to ``handler(call)``.
 
-A handler raises :class:`Unsupported` for settings without a spec equivalent (a convolution
-with reflection padding, a BatchNorm without running statistics); a module class, function or
+A handler raises :class:`Unsupported` for settings without a spec equivalent (a BatchNorm
+without running statistics, an adaptive pooling to a size of None); a module class, function or
 method missing from the tables is a located error naming the node. The modules of the table
 are the tracer's leaves: their forward is not traced into. Adding an op of ``nasdsl/ops.py``
 (``conv3d``) is one entry here and one in :mod:`nasdsl.importer.onnx_ops`.
@@ -43,6 +43,8 @@ class Call:
     out_shape: tuple[int, ...] | None
     #: the tensor inputs' types as the spec's ops infer them (their axes say which is the channels)
     in_types: list = field(default_factory=list)
+    #: whether the trace read is the training one (``self.training`` was True)
+    training: bool = False
 
     def arg(self, index: int, name: str, default: object = _MISSING) -> object:
         if len(self.args) > index:
@@ -83,20 +85,33 @@ def _map_input(call: Call, what: str) -> None:
 # -- modules -----------------------------------------------------------------------------
 
 
-def _conv2d(m: nn.Conv2d, call: Call) -> Lowered:
-    if m.padding_mode != "zeros":
-        raise Unsupported(f"padding_mode '{m.padding_mode}': the spec's conv2d pads with zeros")
-    padding = m.padding if isinstance(m.padding, str) else pair(m.padding)
+def _conv(m: nn.modules.conv._ConvNd, call: Call) -> Lowered | tuple[Lowered, ...]:
+    """``nn.Conv1d``, ``2d`` and ``3d``. A ``padding_mode`` other than zeros (reflect, replicate,
+    circular) is the border the module adds first: a ``pad`` in that mode, then the convolution
+    without padding, which keeps the module's name and tensors (the pad is named after it)."""
+    n = len(m.kernel_size)
+    padding = m.padding if isinstance(m.padding, str) else _window(m.padding)
     attrs = {
         "out": m.out_channels,
-        "kernel": pair(m.kernel_size),
-        "stride": pair(m.stride),
+        "kernel": _window(m.kernel_size),
+        "stride": _window(m.stride),
         "padding": padding,
-        "dilation": pair(m.dilation),
+        "dilation": _window(m.dilation),
         "groups": m.groups,
         "bias": m.bias is not None,
     }
-    return Lowered("conv2d", attrs)
+    conv = Lowered(f"conv{n}d", attrs)
+    if m.padding_mode == "zeros" or m.padding == "valid":
+        return conv
+    if m.padding == "same":  # as PyTorch pads it: the total d * (k - 1), an odd one's extra position after
+        totals = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size, strict=True)]
+        pads = [[t // 2, t - t // 2] for t in totals]
+    else:
+        pads = [[int(p), int(p)] for p in m.padding]
+    if not any(w for sides in pads for w in sides):
+        return conv
+    border = Lowered("pad", {"pads": pads, "mode": m.padding_mode}, suffix="pad")
+    return border, Lowered(f"conv{n}d", attrs | {"padding": 0})
 
 
 def _window(v: object) -> object:
@@ -265,7 +280,9 @@ def _stochastic_depth(m, call: Call) -> Lowered:
 
 
 MODULES: dict[type, Callable[..., Lowered | tuple[Lowered, ...]]] = {
-    nn.Conv2d: _conv2d,
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.Conv3d: _conv,
     nn.ConvTranspose1d: _conv_transpose,
     nn.ConvTranspose2d: _conv_transpose,
     nn.ConvTranspose3d: _conv_transpose,
@@ -913,6 +930,78 @@ def _f_conv_transpose(n: int) -> Callable[[Call], tuple[Lowered, dict]]:
     return handler
 
 
+def _f_conv(n: int) -> Callable[[Call], tuple[Lowered, dict]]:
+    """``F.conv{n}d(x, weight, bias, stride, padding, dilation, groups)``: padding as numbers or
+    ``same`` / ``valid``, zeros as the function pads."""
+
+    def handler(call: Call) -> tuple[Lowered, dict]:
+        if call.rank != n + 2:
+            raise Unsupported(f"conv{n}d of a {call.rank - 1}-D input: expected a batch of {n}-D maps")
+        weight, bias = call.arg(1, "weight"), call.arg(2, "bias", None)
+        shape = _held_shape(weight, "weight")
+        padding = call.arg(4, "padding", 0)
+        attrs = {
+            "out": shape[0],
+            "kernel": _window(shape[2:]),
+            "stride": _window(call.arg(3, "stride", 1)),
+            "padding": padding if isinstance(padding, str) else _window(padding),
+            "dilation": _window(call.arg(5, "dilation", 1)),
+            "groups": _whole(call, 6, "groups", 1),
+            "bias": bias is not None,
+        }
+        return Lowered(f"conv{n}d", attrs), {"weight": weight, "bias": bias}
+
+    return handler
+
+
+def _f_linear(call: Call) -> tuple[Lowered, dict]:
+    """``F.linear(x, weight, bias)``: over flat features, or the last axis of tokens."""
+    weight, bias = call.arg(1, "weight"), call.arg(2, "bias", None)
+    shape = _held_shape(weight, "weight")
+    if len(shape) != 2:
+        raise Unsupported(f"a weight of shape {list(shape)}: the spec's linear holds one of (out, in)")
+    attrs = {"out": shape[0], "bias": bias is not None, "dim": "features" if call.rank == 2 else "last"}
+    return Lowered("linear", attrs), {"weight": weight, "bias": bias}
+
+
+def _f_batch_norm(call: Call) -> tuple[Lowered, dict]:
+    """``F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)`` as
+    ``nn.BatchNorm2d`` calls it: the batch's statistics in training, the running ones at
+    inference (``training=self.training``), a weight and a bias."""
+    training = call.arg(5, "training", False)
+    if training is not call.training:
+        said = "training=True at inference too" if training else "training=False in training too"
+        raise Unsupported(
+            f"{said}: the spec's batch_norm normalises by the batch's statistics in training and by its running "
+            "statistics at inference (pass training=self.training)"
+        )
+    held = {
+        "running_mean": call.arg(1, "running_mean"),
+        "running_var": call.arg(2, "running_var"),
+        **_affine_pair(call, (3, 4), "batch_norm"),
+    }
+    if held["running_mean"] is None or held["running_var"] is None:
+        raise Unsupported("no running statistics: the spec's batch_norm keeps them, used at inference")
+    if held["weight"] is None:
+        raise Unsupported("no weight and bias: the spec's batch_norm holds both (affine)")
+    momentum = _number(call, 6, "momentum", 0.1)
+    if not 0.0 <= momentum <= 1.0:
+        raise Unsupported(f"momentum={momentum}: the spec's batch_norm takes a momentum in [0, 1]")
+    return Lowered("batch_norm", {"eps": _number(call, 7, "eps", 1e-5), "momentum": momentum}), held
+
+
+def _f_layer_norm(call: Call) -> tuple[Lowered, dict]:
+    """``F.layer_norm(x, normalized_shape, weight, bias, eps)`` over the last axis, with a weight and a bias."""
+    sizes = call.arg(1, "normalized_shape")
+    sizes = [sizes] if isinstance(sizes, int) else list(sizes) if isinstance(sizes, (list, tuple)) else sizes
+    if sizes != [call.in_shapes[0][-1]]:
+        raise Unsupported(f"normalized_shape {sizes!r}: the spec's layer_norm normalises over the last axis alone")
+    held = _affine_pair(call, (2, 3), "layer_norm")
+    if held["weight"] is None:
+        raise Unsupported("no weight and bias: the spec's layer_norm holds both")
+    return Lowered("layer_norm", {"eps": _number(call, 4, "eps", 1e-5), "dim": "last"}), held
+
+
 #: functions that read a module's parameters as their weights (``F.prelu(x, self.weight)``) to
 #: ``handler(call) -> (Lowered, {suffix: argument})``: the tensor arguments (fx nodes, or None where
 #: not given) that are the op's weights under the names it holds them by. The reader makes the call
@@ -924,6 +1013,12 @@ LAYER_FUNCTIONS: dict[object, Callable[[Call], tuple[Lowered, dict]]] = {
     F.conv_transpose1d: _f_conv_transpose(1),
     F.conv_transpose2d: _f_conv_transpose(2),
     F.conv_transpose3d: _f_conv_transpose(3),
+    F.conv1d: _f_conv(1),
+    F.conv2d: _f_conv(2),
+    F.conv3d: _f_conv(3),
+    F.linear: _f_linear,
+    F.batch_norm: _f_batch_norm,
+    F.layer_norm: _f_layer_norm,
 }
 
 
