@@ -110,11 +110,6 @@ class _Symbols:
         memo = self.memo
         if key in memo:
             return memo[key]
-        record = self._record(name)
-        if record.instance == instance and record.type is not None and record.op not in ("input", "external"):
-            if instance not in self.ambiguous:  # the common case: a node read in its own class
-                out = memo[key] = record.sym if record.sym is not None else record.type.shape
-                return out
         unkept: dict[tuple[str, str], None] = {}  # views of nodes without a type: None, not memoised
         stack = [key]
         while stack:
