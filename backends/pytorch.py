@@ -491,7 +491,6 @@ class _Writer:
         builtin, an import or a class."""
         g = self.g
         self.module_names = Namespace(BUILTINS | IMPORTED | METHOD_LOCALS)
-        self.loop_names: dict[Namespace, str] = {}  # each forward's loop variable over a run of layers
         model = f"{ir.info(g).name}Inference" if self.inference else ir.info(g).name
         self.model_class_name = self.module_names.create(model)
         self.outputs_class_name = self.module_names.create(f"{self.model_class_name}Outputs")
@@ -889,23 +888,17 @@ class _Writer:
         block is opened in turn."""
         fwd: list[str] = []
         current = c.inputs[0]
-        run: list[int] = []  # positions of a list's items that run in a row, written as one slice
+        run: list[int] = []  # positions of a list's items that run in a row
 
         def flush() -> None:
-            if run:
-                first, last = run[0], run[-1]
-                note = _shape_note(ctx, c.children[last])
-                if first == last:
-                    fwd.extend(s[8:] for s in layout("x = ", f"{owner}[{first}](x)", 2, comment=note))
-                else:  # each layer called as itself (a slice called whole is a module of its own, made at
-                    # each call: no submodule of the model, so torch.fx cannot trace it and hooks miss it)
-                    layer = self.loop_names.setdefault(names, names.create("layer"))
-                    part = f"[{first or ''}:{'' if last == n - 1 else last + 1}]"
-                    fwd.append(f"for {layer} in {owner}{part}:")
-                    fwd.extend(s[8:] for s in layout("x = ", f"{layer}(x)", 3, comment=note))
-                run.clear()
+            # each layer of the run a line of its own, called as itself: a slice called whole is a module
+            # of its own, made at each call (no submodule of the model, so torch.fx cannot trace it and
+            # hooks miss it), and TorchScript cannot call the layers of a loop over a slice
+            for position in run:
+                note = _shape_note(ctx, c.children[position])
+                fwd.extend(s[8:] for s in layout("x = ", f"{owner}[{position}](x)", 2, comment=note))
+            run.clear()
 
-        n = len(c.children)
         for position, ch in enumerate(c.children):
             if bypassed(ch) or ch.path in ctx.off:  # a rewrite took it out: it passes its input on
                 flush()
@@ -1485,7 +1478,8 @@ class _Writer:
         head[0] = f"class {class_name}(nn.Sequential):"
         init = layout("super().__init__", Call("", calls), 2)
         fwd = ["        identity = x"]
-        fwd += layout("x = ", "super().forward(x)", 2, comment=_shape_note(ctx, items[-1], notes(items[-1])))
+        fwd.append("        for layer in self:")  # as nn.Sequential runs them: TorchScript has no super()
+        fwd += layout("x = ", "layer(x)", 3, comment=_shape_note(ctx, items[-1], notes(items[-1])))
         for c in tail:
             terms = ["identity" if b.kind == "ref" else "x" for b in c.children if not _absent(ctx, b) or bypassed(b)]
             fwd += layout("x = ", _joined(ctx, c, terms), 2, comment=_shape_note(ctx, c, notes(c)))
