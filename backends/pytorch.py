@@ -483,6 +483,7 @@ class _Writer:
         self._nodes: list[tuple[nx.DiGraph, str, ir.Node]] | None = None
         self._node_weights: dict[tuple[int, str], list] = {}
         self._built: frozenset[str] | None = None
+        self._orders: dict[int, list[str]] = {}
 
     def _name_everything(self) -> None:
         """The file's identifiers, from one module-level namespace: class names (the model's
@@ -1908,6 +1909,13 @@ class _Writer:
             ]
         return self._nodes
 
+    def _order(self, graph: nx.DiGraph) -> list[str]:
+        """``ir.order(graph)`` (the graph's or the dormant graph's), computed once."""
+        key = id(graph)
+        if key not in self._orders:
+            self._orders[key] = ir.order(graph)
+        return self._orders[key]
+
     def _weights(self, graph: nx.DiGraph, n: str, data: ir.Node) -> list:
         """The learned tensors of node ``n`` (its op's ``weights``), computed once per node."""
         key = (id(graph), n)
@@ -1953,7 +1961,7 @@ class _Writer:
         those with an init rule or those without one."""
         rules = ir.info(self.g).init
         found = []
-        for n in ir.order(self.g):
+        for n in self._order(self.g):
             data = ir.node(self.g, n)
             if INIT_PARAMS.get(data.op) != ("value",):
                 continue
@@ -1983,7 +1991,7 @@ class _Writer:
         leaves out (the dormant graph) is listed too: the class builds it when asked."""
         groups: dict[tuple, list[str]] = {}
         for graph in (self.g, ir.info(self.g).dormant.graph):
-            for n in ir.order(graph):
+            for n in self._order(graph):
                 data = ir.node(graph, n)
                 if not data.init or INIT_PARAMS.get(data.op) == ("value",):
                     continue
