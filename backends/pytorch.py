@@ -1258,14 +1258,19 @@ class _Writer:
         (a use without one is a kind of its own). Uses of one kind are written the same code, so
         that a template used 20,000 times is written once per kind, not 20,000 times."""
         numbers: dict[object, int] = {}
-        kinds = []
+        kinds: list[int] = []
+        last = None  # the previous use's key: a run of alike uses is found without hashing
         for inst in instances:
             key = self._use_key(inst)
+            if key is not None and key == last:
+                kinds.append(kinds[-1])
+                continue
             try:
                 kind = numbers.setdefault(key, len(numbers)) if key is not None else None
             except TypeError:  # a value the IR holds as a list (a pad's widths)
                 kind = None
             kinds.append(kind if kind is not None else -1 - len(kinds))
+            last = key
         return kinds
 
     def _use_key(self, inst: ir.Block) -> tuple | None:
@@ -1280,20 +1285,20 @@ class _Writer:
         if self.inference:
             return None
         base = inst.path
-        inputs = {name: ("\x02", k) for k, name in enumerate(inst.inputs)}
+        rel = _relative(base, {name: ("\x02", k) for k, name in enumerate(inst.inputs)})
         nodes = []
         for n in self.members.get(base, ()):
             data = ir.node(self.g, n)
             sources = ir.inputs(ir.graph_of(self.g, n), n)
             nodes.append((
-                _relative(n, base, inputs),
+                rel(n),
                 repr(data.attrs),  # 1, 1.0 and True are equal but written differently
                 _NODE_FIELDS(data),
-                _relative(data.instance, base, inputs),
-                tuple((_relative(s, base, inputs), ir.node(self.g, s).type) for s in sources),
+                rel(data.instance),
+                tuple((rel(s), ir.node(self.g, s).type) for s in sources),
             ))  # fmt: skip
         types = tuple(ir.node(self.g, n).type for n in inst.inputs)
-        return _block_key(inst, base, inputs), tuple(nodes), types
+        return _block_key(inst, base, rel), tuple(nodes), types
 
     def _attribute_difference(self, a: ir.Block, b: ir.Block, where_a: str) -> str:
         """Why two uses of a template need different code, where a setting is the cause: the first
@@ -2074,33 +2079,38 @@ _BLOCK_FIELDS = operator.attrgetter(
 )
 
 
-def _relative(name: str | None, base: str, inputs: dict[str, tuple]) -> object:
-    """A node or block path as a use's key holds it: under the use's path ``base``, relative to it;
-    an input of the use, its marker; another, as it is."""
-    if name is None:
-        return None
-    if name == base or name.startswith(base + "."):
-        return "\x01" + name[len(base) :]
-    return inputs.get(name, name)
+def _relative(base: str, inputs: dict[str, tuple]) -> Callable[[str | None], object]:
+    """A node or block path as the keys of the uses at ``base`` hold it (see _Writer._use_key):
+    under the use's path, relative to it; an input of the use, its marker; another, as it is."""
+    under = base + "."
+    cut = len(base)
+
+    def relative(name: str | None) -> object:
+        if name is None:
+            return None
+        if name == base or name.startswith(under):
+            return "\x01" + name[cut:]
+        return inputs.get(name, name)
+
+    return relative
 
 
-def _block_key(b: ir.Block, base: str, inputs: dict[str, tuple]) -> tuple:
+def _block_key(b: ir.Block, base: str, rel: Callable[[str | None], object]) -> tuple:
     """A block of a template use (see _Writer._use_key) with its paths relative to the use's path
-    ``base``; the use's name, ``loc`` and ``keypath``, and the name of a block at the use's path
-    (the body, the merge it wraps: named after the use), left out."""
-    rel = _relative
+    ``base`` (``rel``); the use's name, ``loc`` and ``keypath``, and the name of a block at the
+    use's path (the body, the merge it wraps: named after the use), left out."""
     at_use = b.path == base
     return (
         _BLOCK_FIELDS(b),
         None if at_use else b.name,
         None if b.kind == "use" and at_use else (b.keypath, b.loc),
-        rel(b.path, base, inputs),
-        rel(b.output, base, inputs),
-        rel(b.target, base, inputs),
-        tuple(rel(n, base, inputs) for n in b.inputs),
-        tuple(rel(n, base, inputs) for n in b.entries),
-        tuple(rel(n, base, inputs) for n in b.sources),
-        tuple(_block_key(c, base, inputs) for c in b.children),
+        rel(b.path),
+        rel(b.output),
+        rel(b.target),
+        tuple(map(rel, b.inputs)),
+        tuple(map(rel, b.entries)) if b.entries else (),
+        tuple(map(rel, b.sources)) if b.sources else (),
+        tuple(_block_key(c, base, rel) for c in b.children) if b.children else (),
     )
 
 
