@@ -21,8 +21,10 @@ get this far: the parser refuses them.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import keyword
+import os
 import re
 from collections.abc import Iterable
 
@@ -163,6 +165,43 @@ def check_attribute(name: str, what: str, location: Location | None, path: str |
         )
 
 
+#: The public top-level modules that ``import torch`` loads from files (torch 2.14.1 on Python 3.11;
+#: tests/test_pytorch_writer2.py measures them in a fresh interpreter). A script's folder comes
+#: first on ``sys.path``: a generated file named after one of them and run from its folder
+#: (``python typing.py``) is what torch imports under that name, and so imports itself.
+TORCH_LOADS = frozenset(
+    """argparse array ast asyncio base64 binascii bisect bz2 calendar cmath collections concurrent
+    contextlib contextvars copy copyreg csv ctypes dataclasses datetime difflib dis email encodings
+    enum fcntl fnmatch functools gettext glob grp gzip hashlib heapq http importlib inspect
+    ipaddress json keyword linecache locale logging lzma math mmap multiprocessing numbers numpy
+    opcode operator pathlib pickle pickletools pkgutil platform pprint queue quopri random re
+    reprlib select selectors shutil signal socket ssl string struct subprocess sysconfig tarfile
+    tempfile textwrap threading timeit token tokenize torch torchgen tqdm traceback types typing
+    typing_extensions unicodedata unittest urllib uuid warnings weakref zipfile zlib""".split()
+)
+
+
+def shadowed_module(filename: str, source: str) -> str | None:
+    """Why Python source written as ``filename`` would import itself when run from its folder:
+    its module name (``torch`` for ``torch.py``) is a module the source imports, or one that
+    importing torch loads (:data:`TORCH_LOADS`); None where it is neither (or not a ``.py``
+    file, which no import finds)."""
+    stem, ext = os.path.splitext(os.path.basename(filename))
+    if ext != ".py":
+        return None
+    imported = set()
+    for stmt in ast.parse(source).body:
+        if isinstance(stmt, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in stmt.names}
+        elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
+            imported.add(stmt.module.split(".")[0])
+    if stem in imported:
+        return "a module the file imports"
+    if stem in TORCH_LOADS:
+        return "a module that importing torch loads"
+    return None
+
+
 __all__ = [
     "BUILTINS",
     "IMPORTED",
@@ -174,5 +213,7 @@ __all__ = [
     "OWN_ATTRIBUTES",
     "SEQUENTIAL_ATTRIBUTES",
     "TAKEN_ATTRIBUTES",
+    "TORCH_LOADS",
     "check_attribute",
+    "shadowed_module",
 ]

@@ -28,11 +28,13 @@ file's constructor arguments are the variables the exposure analysis
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.abc
 import importlib.util
 import keyword
 import linecache
+import operator
 import os
 import re
 import sys
@@ -477,6 +479,11 @@ class _Writer:
         self._name_everything()
         self._check_attributes()
         self.replay = Replay(g, self.module_names) if self.inference else None
+        #: for reset_parameters' scans of every node (see _all_nodes, _weights, _ops_built)
+        self._nodes: list[tuple[nx.DiGraph, str, ir.Node]] | None = None
+        self._node_weights: dict[tuple[int, str], list] = {}
+        self._built: frozenset[str] | None = None
+        self._orders: dict[int, list[str]] = {}
 
     def _name_everything(self) -> None:
         """The file's identifiers, from one module-level namespace: class names (the model's
@@ -485,7 +492,6 @@ class _Writer:
         builtin, an import or a class."""
         g = self.g
         self.module_names = Namespace(BUILTINS | IMPORTED | METHOD_LOCALS)
-        self.loop_names: dict[Namespace, str] = {}  # each forward's loop variable over a run of layers
         model = f"{ir.info(g).name}Inference" if self.inference else ir.info(g).name
         self.model_class_name = self.module_names.create(model)
         self.outputs_class_name = self.module_names.create(f"{self.model_class_name}Outputs")
@@ -883,23 +889,17 @@ class _Writer:
         block is opened in turn."""
         fwd: list[str] = []
         current = c.inputs[0]
-        run: list[int] = []  # positions of a list's items that run in a row, written as one slice
+        run: list[int] = []  # positions of a list's items that run in a row
 
         def flush() -> None:
-            if run:
-                first, last = run[0], run[-1]
-                note = _shape_note(ctx, c.children[last])
-                if first == last:
-                    fwd.extend(s[8:] for s in layout("x = ", f"{owner}[{first}](x)", 2, comment=note))
-                else:  # each layer called as itself (a slice called whole is a module of its own, made at
-                    # each call: no submodule of the model, so torch.fx cannot trace it and hooks miss it)
-                    layer = self.loop_names.setdefault(names, names.create("layer"))
-                    part = f"[{first or ''}:{'' if last == n - 1 else last + 1}]"
-                    fwd.append(f"for {layer} in {owner}{part}:")
-                    fwd.extend(s[8:] for s in layout("x = ", f"{layer}(x)", 3, comment=note))
-                run.clear()
+            # each layer of the run a line of its own, called as itself: a slice called whole is a module
+            # of its own, made at each call (no submodule of the model, so torch.fx cannot trace it and
+            # hooks miss it), and TorchScript cannot call the layers of a loop over a slice
+            for position in run:
+                note = _shape_note(ctx, c.children[position])
+                fwd.extend(s[8:] for s in layout("x = ", f"{owner}[{position}](x)", 2, comment=note))
+            run.clear()
 
-        n = len(c.children)
         for position, ch in enumerate(c.children):
             if bypassed(ch) or ch.path in ctx.off:  # a rewrite took it out: it passes its input on
                 flush()
@@ -1165,10 +1165,13 @@ class _Writer:
 
     # -- templates -----------------------------------------------------------
     def template_class(self, name: str, instances: list[ir.Block]) -> ClassCode:
-        texts = {}
-        spatial = self._spatial_notes(instances)
+        kinds = self._use_kinds(instances)
+        alike: dict[int, ir.Block] = {}  # a use of each kind (uses of one kind have one code)
+        for kind, inst in zip(kinds, instances, strict=True):
+            alike.setdefault(kind, inst)
+        spatial = self._spatial_notes(list(alike.values()))
         inplace: dict[str, bool] = {}
-        for inst in instances:
+        for inst in alike.values():  # a node's inplace is part of its use's kind
             for n in self.members.get(inst.path, ()):
                 data = ir.node(self.g, n)
                 if data.inplace is not None:
@@ -1188,15 +1191,23 @@ class _Writer:
             if c.name in _switched_off(documented) and c.kind != "skip"
         }
         hinted = {key for key in self.loop_bodies if key[0] == name}
-        for inst in instances:
-            code = self._template_class_for(name, inst, annotations, spatial, inplace, frozenset(), documented)
-            self.helpers |= code.helpers
-            texts.setdefault(_text(code), (code, inst))
+
+        def written(helpers: bool) -> dict[str, tuple[ClassCode, ir.Block]]:
+            """Each distinct code of the uses, with the first use that has it."""
+            texts: dict[str, tuple[ClassCode, ir.Block]] = {}
+            done: set[tuple[int, int]] = set()  # a kind written with as many loops known is that code again
+            for kind, inst in zip(kinds, instances, strict=True):
+                if (kind, len(self.loop_bodies)) not in done:
+                    done.add((kind, len(self.loop_bodies)))
+                    code = self._template_class_for(name, inst, annotations, spatial, inplace, frozenset(), documented)
+                    if helpers:
+                        self.helpers |= code.helpers
+                    texts.setdefault(_text(code), (code, inst))
+            return texts
+
+        texts = written(helpers=True)
         if len(texts) > 1 and {key for key in self.loop_bodies if key[0] == name} != hinted:
-            texts = {}  # a later use wrote a loop that the uses repeating once can now write too
-            for inst in instances:
-                code = self._template_class_for(name, inst, annotations, spatial, inplace, frozenset(), documented)
-                texts.setdefault(_text(code), (code, inst))
+            texts = written(helpers=False)  # a later use wrote a loop that the uses repeating once can now write too
         if len(texts) > 1:
             agreed = self._gated_agreement(name, list(texts.values()), annotations, spatial, inplace)
             if agreed is not None:
@@ -1241,6 +1252,53 @@ class _Writer:
                 path=b.keypath,
             )
         return next(iter(texts.values()))[0]
+
+    def _use_kinds(self, instances: list[ir.Block]) -> list[int]:
+        """Per use of a template, a number that says which uses are alike: the same :meth:`_use_key`
+        (a use without one is a kind of its own). Uses of one kind are written the same code, so
+        that a template used 20,000 times is written once per kind, not 20,000 times."""
+        numbers: dict[object, int] = {}
+        kinds: list[int] = []
+        last = None  # the previous use's key: a run of alike uses is found without hashing
+        for inst in instances:
+            key = self._use_key(inst)
+            if key is not None and key == last:
+                kinds.append(kinds[-1])
+                continue
+            try:
+                kind = numbers.setdefault(key, len(numbers)) if key is not None else None
+            except TypeError:  # a value the IR holds as a list (a pad's widths)
+                kind = None
+            kinds.append(kind if kind is not None else -1 - len(kinds))
+            last = key
+        return kinds
+
+    def _use_key(self, inst: ir.Block) -> tuple | None:
+        """Everything the code of template use ``inst`` is written from, with the use's path and
+        its inputs' names replaced by markers (:func:`_relative`): the use's block tree (but
+        the use's own name, ``loc`` and ``keypath``, which name where it is), the records of
+        its nodes (but ``instance``, the use's path), the names and types of their inputs, and
+        the types of the use's inputs. Two uses with one key are the same code at two places
+        (with the same loops known, see _repeat_loop): nothing the writer writes into a class
+        names where the use is. None for an inference build, whose rewritten blocks get classes of
+        their own per path (see _own_class)."""
+        if self.inference:
+            return None
+        base = inst.path
+        rel = _relative(base, {name: ("\x02", k) for k, name in enumerate(inst.inputs)})
+        nodes = []
+        for n in self.members.get(base, ()):
+            data = ir.node(self.g, n)
+            sources = ir.inputs(ir.graph_of(self.g, n), n)
+            nodes.append((
+                rel(n),
+                repr(data.attrs),  # 1, 1.0 and True are equal but written differently
+                _NODE_FIELDS(data),
+                rel(data.instance),
+                tuple((rel(s), ir.node(self.g, s).type) for s in sources),
+            ))  # fmt: skip
+        types = tuple(ir.node(self.g, n).type for n in inst.inputs)
+        return _block_key(inst, base, rel), tuple(nodes), types
 
     def _attribute_difference(self, a: ir.Block, b: ir.Block, where_a: str) -> str:
         """Why two uses of a template need different code, where a setting is the cause: the first
@@ -1426,7 +1484,8 @@ class _Writer:
         head[0] = f"class {class_name}(nn.Sequential):"
         init = layout("super().__init__", Call("", calls), 2)
         fwd = ["        identity = x"]
-        fwd += layout("x = ", "super().forward(x)", 2, comment=_shape_note(ctx, items[-1], notes(items[-1])))
+        fwd.append("        for layer in self:")  # as nn.Sequential runs them: TorchScript has no super()
+        fwd += layout("x = ", "layer(x)", 3, comment=_shape_note(ctx, items[-1], notes(items[-1])))
         for c in tail:
             terms = ["identity" if b.kind == "ref" else "x" for b in c.children if not _absent(ctx, b) or bypassed(b)]
             fwd += layout("x = ", _joined(ctx, c, terms), 2, comment=_shape_note(ctx, c, notes(c)))
@@ -1837,12 +1896,37 @@ class _Writer:
     def _ops_built(self) -> set[str]:
         """The ops of the layers the model builds: its nodes' (those a switch leaves out too), and
         those of the layers inside their modules (a patch merging's ``nn.LayerNorm``)."""
-        found: set[str] = set()
-        for graph in (self.g, ir.info(self.g).dormant.graph):
-            for n, data in ir.nodes(graph):
+        if self._built is None:
+            found: set[str] = set()
+            for graph, n, data in self._all_nodes():
                 found.add(data.op)
                 if data.op in OPS and data.type is not None and OPS[data.op].init_params != ("value",):
-                    found |= {w.layer for w in OPS[data.op].weights(ir.input_types(graph, n), data.attrs) if w.layer}
+                    found |= {w.layer for w in self._weights(graph, n, data) if w.layer}
+            self._built = frozenset(found)
+        return set(self._built)
+
+    def _all_nodes(self) -> list[tuple[nx.DiGraph, str, ir.Node]]:
+        """Every node the model builds, with its graph: the graph's, then those a switch leaves
+        out (the dormant graph's); listed once for the scans of reset_parameters."""
+        if self._nodes is None:
+            self._nodes = [
+                (graph, n, data) for graph in (self.g, ir.info(self.g).dormant.graph) for n, data in ir.nodes(graph)
+            ]
+        return self._nodes
+
+    def _order(self, graph: nx.DiGraph) -> list[str]:
+        """``ir.order(graph)`` (the graph's or the dormant graph's), computed once."""
+        key = id(graph)
+        if key not in self._orders:
+            self._orders[key] = ir.order(graph)
+        return self._orders[key]
+
+    def _weights(self, graph: nx.DiGraph, n: str, data: ir.Node) -> list:
+        """The learned tensors of node ``n`` (its op's ``weights``), computed once per node."""
+        key = (id(graph), n)
+        found = self._node_weights.get(key)
+        if found is None:
+            found = self._node_weights[key] = OPS[data.op].weights(ir.input_types(graph, n), data.attrs)
         return found
 
     def _layer_holders(self) -> set[str] | None:
@@ -1853,16 +1937,15 @@ class _Writer:
         rules = ir.info(self.g).init
         holders: set[str] = set()
         clash = False
-        for graph in (self.g, ir.info(self.g).dormant.graph):
-            for n, data in ir.nodes(graph):
-                if data.op not in OPS or data.type is None:
-                    continue
-                inner = [w for w in OPS[data.op].weights(ir.input_types(graph, n), data.attrs) if w.layer]
-                if not inner:
-                    continue
-                holders.add(data.op)
-                named = {**rules.get(data.op, {}), **data.init}
-                clash |= any(w.name in named and w.name.rsplit(".", 1)[-1] in rules.get(w.layer, {}) for w in inner)
+        for graph, n, data in self._all_nodes():
+            if data.op not in OPS or data.type is None:
+                continue
+            inner = [w for w in self._weights(graph, n, data) if w.layer]
+            if not inner:
+                continue
+            holders.add(data.op)
+            named = {**rules.get(data.op, {}), **data.init}
+            clash |= any(w.name in named and w.name.rsplit(".", 1)[-1] in rules.get(w.layer, {}) for w in inner)
         return holders if clash else None
 
     def _parameter_init_lines(self) -> list[str]:
@@ -1883,7 +1966,7 @@ class _Writer:
         those with an init rule or those without one."""
         rules = ir.info(self.g).init
         found = []
-        for n in ir.order(self.g):
+        for n in self._order(self.g):
             data = ir.node(self.g, n)
             if INIT_PARAMS.get(data.op) != ("value",):
                 continue
@@ -1900,12 +1983,11 @@ class _Writer:
         it makes only for some ranks where the graph has such a node."""
         low = OPS[op].lowerings["pytorch"]
         classes = list(low.classes)
-        for graph in (self.g, ir.info(self.g).dormant.graph):
-            for n, data in ir.nodes(graph):
-                if data.op == op and data.type is not None:
-                    extra = low.extra_classes.get(ir.input_types(graph, n)[0].rank)
-                    if extra is not None and extra not in classes:
-                        classes.append(extra)
+        for graph, n, data in self._all_nodes():
+            if data.op == op and data.type is not None:
+                extra = low.extra_classes.get(ir.input_types(graph, n)[0].rank)
+                if extra is not None and extra not in classes:
+                    classes.append(extra)
         return classes
 
     def _own_init_rules(self) -> list[tuple[list[str], list[tuple[str, ir.InitRule]]]]:
@@ -1914,7 +1996,7 @@ class _Writer:
         leaves out (the dormant graph) is listed too: the class builds it when asked."""
         groups: dict[tuple, list[str]] = {}
         for graph in (self.g, ir.info(self.g).dormant.graph):
-            for n in ir.order(graph):
+            for n in self._order(graph):
                 data = ir.node(graph, n)
                 if not data.init or INIT_PARAMS.get(data.op) == ("value",):
                     continue
@@ -1932,11 +2014,10 @@ class _Writer:
         if op not in OPS:
             return frozenset()
         lacking: set[str] = set()
-        for graph in (self.g, ir.info(self.g).dormant.graph):
-            for n, data in ir.nodes(graph):
-                if data.op == op and data.type is not None:
-                    held = {w.name for w in OPS[op].weights(ir.input_types(graph, n), data.attrs)}
-                    lacking |= set(OPS[op].init_params) - held
+        for graph, n, data in self._all_nodes():
+            if data.op == op and data.type is not None:
+                held = {w.name for w in self._weights(graph, n, data)}
+                lacking |= set(OPS[op].init_params) - held
         return frozenset(lacking)
 
     def _init_body(self, rules, optional: frozenset[str] = frozenset()) -> list[str]:
@@ -1985,6 +2066,52 @@ class _Writer:
 #: a layer's name as reset_parameters writes it in quotes (the graph's names are dotted identifiers,
 #: indices and dashed repeat names)
 _MODULE_PATH = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+#: the fields of a node's record that a use's key (_Writer._use_key) holds as they are: all but
+#: ``attrs`` (held as text) and ``instance`` (the use's path)
+_NODE_FIELDS = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(ir.Node) if f.name not in ("attrs", "instance"))
+)
+#: the fields of a block that hold no path (a use's key holds them as they are)
+_BLOCK_FIELDS = operator.attrgetter(
+    "kind", "named", "op", "template", "args", "when", "phase", "repeat", "sym", "in_sym", "in_syms"
+)
+
+
+def _relative(base: str, inputs: dict[str, tuple]) -> Callable[[str | None], object]:
+    """A node or block path as the keys of the uses at ``base`` hold it (see _Writer._use_key):
+    under the use's path, relative to it; an input of the use, its marker; another, as it is."""
+    under = base + "."
+    cut = len(base)
+
+    def relative(name: str | None) -> object:
+        if name is None:
+            return None
+        if name == base or name.startswith(under):
+            return "\x01" + name[cut:]
+        return inputs.get(name, name)
+
+    return relative
+
+
+def _block_key(b: ir.Block, base: str, rel: Callable[[str | None], object]) -> tuple:
+    """A block of a template use (see _Writer._use_key) with its paths relative to the use's path
+    ``base`` (``rel``); the use's name, ``loc`` and ``keypath``, and the name of a block at the
+    use's path (the body, the merge it wraps: named after the use), left out."""
+    at_use = b.path == base
+    return (
+        _BLOCK_FIELDS(b),
+        None if at_use else b.name,
+        None if b.kind == "use" and at_use else (b.keypath, b.loc),
+        rel(b.path),
+        rel(b.output),
+        rel(b.target),
+        tuple(map(rel, b.inputs)),
+        tuple(map(rel, b.entries)) if b.entries else (),
+        tuple(map(rel, b.sources)) if b.sources else (),
+        tuple(_block_key(c, base, rel) for c in b.children) if b.children else (),
+    )
 
 
 def _described(param: str, rule: ir.InitRule) -> str:

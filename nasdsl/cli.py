@@ -32,7 +32,7 @@ from nasdsl import __version__, ir
 from nasdsl.api import MAX_PARAMS, compile_spec, few_collections
 from nasdsl.build import MAX_NODES
 from nasdsl.ensemble import CompiledEnsemble
-from nasdsl.errors import NasdslError, UsageError, one_line, terminal_text
+from nasdsl.errors import NasdslError, SpecError, UsageError, one_line, terminal_text
 from nasdsl.figures import check_batch_memory
 from nasdsl.files import write_atomic
 from nasdsl.loader import Limits
@@ -547,10 +547,29 @@ def _run_compile(args: argparse.Namespace, net) -> int:
             max_memory=args.max_memory,
             optimize=args.target,
         )
+    if args.backend == "pytorch" and (why := _shadowing(args.output, data)) is not None:
+        stem = os.path.splitext(os.path.basename(args.output))[0]
+        raise UsageError(f"-o {args.output}: {why}; write it under another name (such as {stem}_model.py)")
     write_atomic(args.output, data)
     optimised = f", optimised for {args.target}" if args.target is not None else ""
     print(f"wrote {one_line(args.output)} ({len(data):,} bytes{optimised})")
     return 0
+
+
+def _shadowing(path: str, source: bytes) -> str | None:
+    """Why Python source is not written at ``path``: its module name would shadow a module it
+    needs (``torch.py``, ``typing.py``), so that, run from its folder, the file would import
+    itself (:func:`nasdsl.backends.names.shadowed_module`); None where it may be."""
+    from nasdsl.backends.names import shadowed_module
+
+    why = shadowed_module(path, source.decode())
+    if why is None:
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return (
+        f"a file named {stem}.py would import itself when run from its folder: its module name '{stem}' is "
+        f"{why}; nothing was written"
+    )
 
 
 def _artifact(args: argparse.Namespace, net, o: dict, weights):
@@ -699,6 +718,12 @@ def _run_build(args: argparse.Namespace, net) -> int:
     from nasdsl.backends.pytorch import generate_source
 
     source = generate_source(net.graph, source_name=args.spec, verify=args.debug or None).encode()
+    if (why := _shadowing(os.path.join(args.output_dir, f"{net.name}.py"), source)) is not None:
+        raise SpecError(
+            f"{one_line(args.spec)} names the model '{net.name}', and build writes "
+            f"{os.path.join(args.output_dir, net.name)}.py: {why}; give the model another name",
+            path="name",
+        )
     step(f"pytorch: {net.name}.py, {len(source):,} bytes")
     check_batch_memory(net.graph, 1, args.max_memory, "verifying the model", option=None)
     weights = _weights(args.weights, net, args.max_memory, check=True, random=bool(args.random_weights))
