@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -63,6 +64,20 @@ LONGEST_FIRST = (
     "test_draw.py",
     "test_loader.py",
 )
+
+
+# The cyclic garbage collector: a full collection walks every object alive, and after the imports
+# (torch, torchvision, onnx...) and the collection of some 3,500 tests those are millions; with
+# Python's default thresholds it ran once every 700 allocations and took 7% of the suite's time.
+# Collecting when 10,000 allocations have piled up, and leaving what exists once the tests are
+# collected out of later collections (gc.freeze), halves that; no test depends on when cyclic
+# garbage goes (those that need it gone call gc.collect()).
+gc.set_threshold(10_000, 10, 10)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
