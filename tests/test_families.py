@@ -445,7 +445,7 @@ def test_variant_is_torchvisions_model_module_for_module(builder):
     shape = _input_shape(spec)
     net = nasdsl.compile_spec(SPECS / f"{spec}.yaml", {**overrides, "input.shape": [*shape[:-2], size, size]})
     reference = _torchvision_on_meta(builder, **_sized_by_weights(builder, size))
-    with torch.device("meta"):
+    with torch.device("meta"), _without_initialisation():
         model = getattr(load_source(generate_source(net)), net.spec.name)()
     assert_module_for_module(model, reference)
     figures = net.summary()["totals"]
@@ -495,7 +495,7 @@ def pair() -> Callable[[str], tuple[torch.nn.Module, torch.nn.Module, nasdsl.Com
             reference = family.reference(**family.small_options)
             randomise(reference)
             net = small(family)
-            with torch.device("meta"):  # skip our initialisation: every tensor is loaded below
+            with torch.device("meta"), _without_initialisation():  # every tensor is loaded below
                 model = getattr(load_source(generate_source(net)), net.spec.name)()
             model.load_state_dict(reference.state_dict(), strict=True, assign=True)
             made[name] = reference.eval(), model.eval(), net
