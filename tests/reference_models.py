@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 
@@ -67,12 +70,28 @@ def assert_module_for_module(model: torch.nn.Module, reference: torch.nn.Module)
     return held, rates
 
 
+@contextlib.contextmanager
+def without_initialisation() -> Iterator[None]:
+    """torch.nn.init's functions (``kaiming_normal_``, ``uniform_``...) leave their tensor as it is
+    for a while: on the meta device they have no values to fill, and going through the meta kernels
+    is most of the time a model takes to build there."""
+    init = torch.nn.init
+    kept = {name: getattr(init, name) for name in init.__all__ if name.endswith("_")}
+    try:
+        for name in kept:
+            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in kept.items():
+            setattr(init, name, function)
+
+
 def generated_with_weights(net, reference: torch.nn.Module) -> torch.nn.Module:
     """The PyTorch backend's model of ``net`` (a compiled spec) holding ``reference``'s tensors,
     loaded strictly, its keys in the reference's order; in eval mode."""
     from nasdsl.backends.pytorch import generate_source, load_source
 
-    with torch.device("meta"):
+    with torch.device("meta"), without_initialisation():  # every tensor is the reference's
         ours = getattr(load_source(generate_source(net.graph)), net.spec.name)()
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
     assert list(ours.state_dict()) == list(reference.state_dict())

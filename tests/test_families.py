@@ -7,12 +7,11 @@ exactly."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import re
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from nasdsl.cli import main as cli_main
 from nasdsl.ops import OPS, REQUIRED, SPEC_OPS
 
 from paths import ROOT, SPECS
-from reference_models import assert_module_for_module, randomise
+from reference_models import assert_module_for_module, randomise, without_initialisation
 
 DOCS = ROOT / "docs"
 EXAMPLES = sorted((DOCS / "examples").glob("*.yaml"))
@@ -369,22 +368,6 @@ def _builder_options(builder: str) -> dict:
     return {"weights_backbone": None, **({} if builder.startswith("lraspp") else {"aux_loss": True})}
 
 
-@contextlib.contextmanager
-def _without_initialisation() -> Iterator[None]:
-    """torch.nn.init's functions (``kaiming_normal_``, ``uniform_``...) leave their tensor as it is
-    for a while: on the meta device they have no values to fill, and going through the meta kernels
-    is most of the time a model takes to build there."""
-    init = torch.nn.init
-    kept = {name: getattr(init, name) for name in init.__all__ if name.endswith("_")}
-    try:
-        for name in kept:
-            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for name, function in kept.items():
-            setattr(init, name, function)
-
-
 def _torchvision_on_meta(builder: str, **options) -> torch.nn.Module:
     """torchvision's model with tensors of the right sizes and no data (its initialisation skipped:
     it would fill nothing). RegNet's builders compute their stage widths with tensors, which must
@@ -392,7 +375,7 @@ def _torchvision_on_meta(builder: str, **options) -> torch.nn.Module:
     from torchvision.models import regnet
 
     options = {**_builder_options(builder), **options}
-    with torch.device("meta"), _without_initialisation():
+    with torch.device("meta"), without_initialisation():
         if not builder.startswith("regnet"):
             return torchvision.models.get_model(builder, weights=None, **options)
         compute = regnet.BlockParams.from_init_params.__func__
@@ -445,7 +428,7 @@ def test_variant_is_torchvisions_model_module_for_module(builder):
     shape = _input_shape(spec)
     net = nasdsl.compile_spec(SPECS / f"{spec}.yaml", {**overrides, "input.shape": [*shape[:-2], size, size]})
     reference = _torchvision_on_meta(builder, **_sized_by_weights(builder, size))
-    with torch.device("meta"):
+    with torch.device("meta"), without_initialisation():
         model = getattr(load_source(generate_source(net)), net.spec.name)()
     assert_module_for_module(model, reference)
     figures = net.summary()["totals"]
@@ -495,7 +478,7 @@ def pair() -> Callable[[str], tuple[torch.nn.Module, torch.nn.Module, nasdsl.Com
             reference = family.reference(**family.small_options)
             randomise(reference)
             net = small(family)
-            with torch.device("meta"):  # skip our initialisation: every tensor is loaded below
+            with torch.device("meta"), without_initialisation():  # every tensor is loaded below
                 model = getattr(load_source(generate_source(net)), net.spec.name)()
             model.load_state_dict(reference.state_dict(), strict=True, assign=True)
             made[name] = reference.eval(), model.eval(), net

@@ -91,6 +91,7 @@ SERVER = (
     + r"""
 import json, os, select, signal, sys, time
 import nasdsl.cli, nasdsl.backends.onnx, nasdsl.backends.pytorch  # what every case needs, imported once
+nasdsl.cli.parser()  # and what every call of main() imports to build its parser (the command modules)
 
 
 def preload():
