@@ -459,3 +459,24 @@ def test_block_evolve_is_dataclasses_replace():
         assert b.evolve() == b and b.evolve() is not b
     with pytest.raises(TypeError, match="no field 'nmae'"):
         b.evolve(nmae="x")
+
+
+def test_the_views_table_keeps_no_record_alive(tmp_path):
+    """The symbolic pass remembers the records whose views it worked out for as long as they live:
+    once a compiled graph and its derived graphs are gone, so are their entries."""
+    import gc
+
+    from nasdsl.optimize import PREPARE, TARGETS
+    from nasdsl.passes import symbolic
+    from nasdsl.passes.pipeline import run_pipeline
+
+    gc.collect()
+    before = len(symbolic._SEEN)
+    g = graph(tmp_path, CLASSIFIER, "variables: {classes: 10, rate: 0.5}\n")
+    kept = run_pipeline(g, PREPARE + TARGETS["cpu"])
+    assert len(symbolic._SEEN) > before
+    held = {id(r) for _, r in ir.nodes(kept)}
+    assert held & set(symbolic._SEEN)
+    del g, kept
+    gc.collect()
+    assert len(symbolic._SEEN) <= before

@@ -244,7 +244,7 @@ class Dormant:
     errors: Mapping[str, str] = EMPTY
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Node:
     """One op of the graph.
 

@@ -74,9 +74,10 @@ class JoinLayers:
 Step = FoldNorm | JoinLayers
 
 
-def record(g: nx.DiGraph, step: Step) -> None:
-    """Append ``step`` to the graph's derivation (the graph is the pass's own copy)."""
-    ir.update_info(g, derivation=(*ir.info(g).derivation, step))
+def record(g: nx.DiGraph, *steps: Step) -> None:
+    """Append ``steps`` to the graph's derivation (the graph is the pass's own copy). A pass of many
+    steps records them at once: the derivation is a tuple, copied at each call."""
+    ir.update_info(g, derivation=(*ir.info(g).derivation, *steps))
 
 
 def derive_weights(steps: tuple[Step, ...], weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

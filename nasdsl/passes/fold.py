@@ -97,6 +97,7 @@ def fold_norms(g: nx.DiGraph) -> nx.DiGraph:
     """A copy of ``g`` with every foldable BatchNorm folded (see the module docstring)."""
     rw = Rewriter.on_copy(g, infer_symbols)
     g = rw.g
+    steps: list[FoldNorm] = []
     for norm in [n for n in ir.order(g) if ir.node(g, n).op == "batch_norm"]:
         if not norm_foldable(g, norm):
             continue
@@ -104,8 +105,9 @@ def fold_norms(g: nx.DiGraph) -> nx.DiGraph:
         data = ir.node(g, layer)
         groups = data.attrs["groups"] if data.op in TRANSPOSED else 0
         rw.replace(layer, with_bias(data))
-        record(g, FoldNorm(layer, norm, ir.node(g, norm).attrs["eps"], groups))
+        steps.append(FoldNorm(layer, norm, ir.node(g, norm).attrs["eps"], groups))
         rw.bypass(norm)  # the layer is read by norm alone: this always removes it
+    record(g, *steps)
     return rw.finish()
 
 

@@ -22,6 +22,7 @@ first argument is ``Node.in_sym[0][-1]``, never worked out a second time.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Mapping
 
 import networkx as nx
@@ -235,7 +236,7 @@ class _Symbols:
         # what the views below are worked out from, besides the record's own fields
         context = (in_sym, ambiguous, tuple(self._type(src) for src in sources))
         seen = _SEEN.get(id(record)) if record.in_sym is not None else None  # (else never viewed)
-        if seen is not None and seen[0] is record and seen[1] == context:
+        if seen is not None and seen[0]() is record and seen[1] == context:
             self.records[name] = record  # its views are those worked out for it in this context
             return record
         if ambiguous or record.op not in OPS:  # (an op a backend will refuse)
@@ -258,20 +259,21 @@ class _Symbols:
         return record
 
 
-#: the records whose views this pass worked out, by id (each kept alive with its entry), with what
-#: they were worked out from: (record, context). A pass leaves most records as they were, so the
-#: views of a graph derived from one seen before are mostly found here.
-_SEEN: dict[int, tuple[ir.Node, tuple]] = {}
-#: records remembered before the table is emptied (about 750 bytes each, with what they keep alive,
-#: measured over the compiles of specs/)
-SEEN_RECORDS = 1 << 14
+#: the records whose views this pass worked out, by id, for as long as each record lives (a weak
+#: reference, whose end takes the entry out), with what they were worked out from: (reference,
+#: context). A pass leaves most records as they were, so the views of a graph derived from one seen
+#: before are mostly found here.
+_SEEN: dict[int, tuple[weakref.ref, tuple]] = {}
 
 
 def _remember(record: ir.Node, context: tuple) -> None:
     """``record``, with its views, as the graphs derived from its graph will hold it."""
-    if len(_SEEN) >= SEEN_RECORDS:
-        _SEEN.clear()
-    _SEEN[id(record)] = (record, context)
+    key = id(record)
+    seen = _SEEN.get(key)
+    if seen is not None and seen[0]() is record:
+        _SEEN[key] = (seen[0], context)
+    else:
+        _SEEN[key] = (weakref.ref(record, lambda _, key=key: _SEEN.pop(key, None)), context)
 
 
 def _channels_kept(record: ir.Node, in_sym: tuple, source: ir.TensorType | None) -> tuple:
