@@ -480,3 +480,19 @@ def test_the_views_table_keeps_no_record_alive(tmp_path):
     del g, kept
     gc.collect()
     assert len(symbolic._SEEN) <= before
+
+
+def test_ir_copy_is_networkx_copy():
+    """ir.copy fills networkx's tables itself: the same nodes, edges, data and orders as g.copy(),
+    and an edge's data is one dict seen from both of its ends, as networkx keeps it."""
+    g = nasdsl.compile_spec(Path(__file__).parent.parent / "specs" / "inception_v3.yaml").graph
+    h, want = ir.copy(g), g.copy()
+    assert nx.utils.graphs_equal(h, want) and h.graph == want.graph
+    assert list(h._node) == list(want._node)
+    assert all(list(h._succ[n]) == list(want._succ[n]) and list(h._pred[n]) == list(want._pred[n]) for n in g)
+    assert h._adj is h._succ
+    u, v = next(iter(h.edges))
+    assert h._succ[u][v] is h._pred[v][u] and h._succ[u][v] is not g._succ[u][v]
+    h.add_edge("copy only a", "copy only b")  # the copy is a graph of its own
+    h.nodes[u]["k"] = 1
+    assert "copy only a" not in g and "k" not in g.nodes[u]
