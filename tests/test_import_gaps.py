@@ -16,35 +16,20 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from import_checks import assert_refused_at_the_forward, checked, holding, model_of
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from nasdsl.backends.verify import verify_import
 from nasdsl.cli import main as cli_main
 from nasdsl.importer import ImportFailure, import_model
 
 HERE = __file__
-
-
-def checked(source, shape=None):
-    """The import of ``source`` with its tensors, run against the source (the module in eval,
-    or ONNX Runtime's run of the file): what ``--check`` runs."""
-    result = import_model(source, input_shape=shape, weights=True)
-    verification = verify_import(result.compiled.graph, result.weights, result.reference or source)
-    assert verification.ok and max(c.max_rel for c in verification.checks) <= 1e-5, verification
-    return result
-
-
-def model_of(result) -> dict:
-    return yaml.safe_load(result.text)["model"]
 
 
 # -- PyTorch: functional layers ------------------------------------------------------------------
@@ -168,36 +153,6 @@ def test_transposed_convolutions_of_one_and_three_dimensions():
                              "output_padding": [0, 1, 0], "bias": False}  # fmt: skip
 
 
-def _holding(forward, **tensors):
-    """A module holding ``tensors`` (a ``buf_`` name is a buffer, a module is a child) computing
-    ``forward(self, x)``, inside a model that feeds it a convolution of the input."""
-
-    class Held(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            for name, value in tensors.items():
-                if isinstance(value, nn.Module):
-                    setattr(self, name, value)
-                elif name.startswith("buf_"):
-                    self.register_buffer(name[4:], value)
-                else:
-                    setattr(self, name, nn.Parameter(value))
-
-        def forward(self, x):
-            return forward(self, x)
-
-    class Model(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 1)
-            self.block = Held()
-
-        def forward(self, x):
-            return self.block(self.conv(x))
-
-    return Model()
-
-
 REFUSED = [
     ("named-otherwise", lambda s, x: F.prelu(x, s.slope), {"slope": torch.rand(4)},
      "its weights are 'block.slope': the spec's prelu is a layer holding them as 'LAYER.weight'"),
@@ -230,11 +185,7 @@ REFUSED = [
 
 @pytest.mark.parametrize(("forward", "tensors", "said"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
 def test_what_a_spec_cannot_hold_is_refused_at_the_forward_s_line(forward, tensors, said):
-    with pytest.raises(ImportFailure) as e:
-        import_model(_holding(forward, **tensors), input_shape=(3, 4, 4))
-    message = e.value.format()
-    assert re.match(rf"{re.escape(HERE)}:\d+:1: error: block\.\w+: (function|method) ", message), message
-    assert said in message, message
+    assert_refused_at_the_forward(forward, tensors, said, HERE)
 
 
 def test_instance_norm_with_running_statistics_normalises_by_them_at_inference():
@@ -457,7 +408,7 @@ def test_a_wrong_input_shape_is_a_plain_usage_error(capsys, given, said):
 )  # fmt: skip
 def test_a_wrong_input_shape_for_a_pytorch_model_is_refused_before_it_is_traced(shape, said):
     with pytest.raises(ImportFailure) as e:
-        import_model(_holding(lambda s, x: x), input_shape=shape)
+        import_model(holding(lambda s, x: x), input_shape=shape)
     assert e.value.format().endswith(f"error: {said}")
 
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import numpy as np
@@ -23,28 +22,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from import_checks import assert_refused_at_the_forward, checked, model_of
 from onnx import TensorProto, helper
 from onnx_runs import agreement, run_ort
 from torch import nn
 
 import nasdsl
-from nasdsl.backends.verify import verify_import
-from nasdsl.importer import ImportFailure, import_model
 
 HERE = __file__
-
-
-def checked(source, shape=None):
-    """The import of ``source`` with its tensors, run against the source (the module in eval,
-    or ONNX Runtime's run of the file): what ``--check`` runs."""
-    result = import_model(source, input_shape=shape, weights=True)
-    verification = verify_import(result.compiled.graph, result.weights, result.reference or source)
-    assert verification.ok and max(c.max_rel for c in verification.checks) <= 1e-5, verification
-    return result
-
-
-def model_of(result) -> dict:
-    return yaml.safe_load(result.text)["model"]
 
 
 # -- PyTorch: functional layers -----------------------------------------------------------------
@@ -206,34 +191,6 @@ def test_subclasses_of_conv_and_linear_are_read_by_their_functions():
     assert layers["fc"] == {"op": "linear", "out": 2}
 
 
-def _holding(forward, **tensors):
-    """A module holding ``tensors`` (a ``buf_`` name is a buffer) computing ``forward(self, x)``,
-    fed a convolution of the input."""
-
-    class Held(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            for name, value in tensors.items():
-                if name.startswith("buf_"):
-                    self.register_buffer(name[4:], value)
-                else:
-                    setattr(self, name, nn.Parameter(value))
-
-        def forward(self, x):
-            return forward(self, x)
-
-    class Model(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 1)
-            self.block = Held()
-
-        def forward(self, x):
-            return self.block(self.conv(x))
-
-    return Model()
-
-
 FOUR, STATS = torch.rand(4) + 0.5, {"buf_running_mean": torch.zeros(4), "buf_running_var": torch.ones(4)}
 AFFINE = {"weight": FOUR, "bias": torch.zeros(4)}
 REFUSED = [
@@ -269,11 +226,7 @@ REFUSED = [
 
 @pytest.mark.parametrize(("forward", "tensors", "said"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
 def test_what_a_spec_cannot_hold_is_refused_at_the_forward_s_line(forward, tensors, said):
-    with pytest.raises(ImportFailure) as e:
-        import_model(_holding(forward, **tensors), input_shape=(3, 4, 4))
-    message = e.value.format()
-    assert re.match(rf"{re.escape(HERE)}:\d+:1: error: block\.\w+: (function|method) ", message), message
-    assert said in message, message
+    assert_refused_at_the_forward(forward, tensors, said, HERE)
 
 
 # -- ONNX: DepthToSpace and SpaceToDepth -------------------------------------------------------

@@ -498,7 +498,8 @@ def test_torch_export(image):
 
 #: the examples, and the specs whose generated code uses something the others do not (a training-only
 #: head, outputs, switches, parameter-switched entries, dashed names, loops, Slice, Permute, LayerNorm2d,
-#: StochasticDepth, layer_scale); scripting every spec of the zoo would take minutes
+#: StochasticDepth, layer_scale, a head reading inside a list (LR-ASPP, DeepLabV3-MobileNetV3: run a
+#: line per layer), ASPP's pooling); scripting every spec of the zoo would take minutes
 SCRIPTED_SPECS = (
     "googlenet",
     "googlenet_bn",
@@ -508,6 +509,8 @@ SCRIPTED_SPECS = (
     "shufflenet_v2_x1_0",
     "regnet_y_400mf",
     "convnext_tiny",
+    "lraspp_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large",
 )
 SCRIPTED = [
     *(p for p in ALL_SPECS if p.stem in SCRIPTED_SPECS),
