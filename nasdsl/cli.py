@@ -721,8 +721,9 @@ def _run_build(args: argparse.Namespace, net) -> int:
     source = generate_source(net.graph, source_name=args.spec, verify=args.debug or None).encode()
     if (why := _shadowing(os.path.join(args.output_dir, f"{net.name}.py"), source)) is not None:
         raise SpecError(
-            f"{one_line(args.spec)} names the model '{net.name}', and build writes "
+            f"the model is named '{net.name}', and build writes "
             f"{os.path.join(args.output_dir, net.name)}.py: {why}; give the model another name",
+            location=net.spec.name_loc,
             path="name",
         )
     step(f"pytorch: {net.name}.py, {len(source):,} bytes")

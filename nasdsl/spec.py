@@ -314,6 +314,8 @@ class Spec:
     evaluation: object = None
     #: ``outputs_by_name``: the model returns its outputs as a NamedTuple even when it has one
     outputs_by_name: bool = False
+    #: where ``name`` is written (None for a spec without one, or made in code)
+    name_loc: Location | None = None
 
     def template(self, name: str) -> Template | None:
         return self.templates.get(name)
@@ -1166,8 +1168,9 @@ def parse_spec(doc: YMap, file: str, sha256: str = "", files: tuple[str, ...] = 
     section(p.done, TOP_KEYS, "a spec")
     raise_errors(errors)
     return Spec(
-        name, docstr, file, inp, variables, init, templates, model, outputs, sha256, files, outputs_by_name=by_name
-    )
+        name, docstr, file, inp, variables, init, templates, model, outputs, sha256, files, outputs_by_name=by_name,
+        name_loc=doc.loc_of("name") if "name" in doc else None,
+    )  # fmt: skip
 
 
 def _parse_model_name(p: _Pop) -> str:

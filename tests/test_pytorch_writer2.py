@@ -119,7 +119,7 @@ def test_build_refuses_a_model_named_after_a_module_it_needs(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["build", str(spec), "-o", str(out)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: name: {spec} names the model 'math', and build writes {out / 'math'}.py: a file named math.py "
+        f"{spec}:1:7: error: name: the model is named 'math', and build writes {out / 'math'}.py: a file named math.py "
         "would import itself when run from its folder: its module name 'math' is a module that importing torch "
         "loads; nothing was written; give the model another name"
     )
